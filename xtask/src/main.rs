@@ -1,1 +1,56 @@
-fn main() {}
+//! `cargo xtask`: the project's task runner (tests, local clusters, benchmarks, simulator, fuzzing).
+//!
+//! Each subcommand lives in its own module; this file only dispatches. Every task prints what it does and
+//! exits non-zero with one clear line when it fails.
+
+mod sim;
+mod slices;
+
+use std::process::ExitCode;
+
+type TaskResult = Result<(), String>;
+
+const USAGE: &str = "usage: cargo xtask <task>
+  test                         fmt check, clippy, the whole test suite (nextest)
+  run                          a local 3-node cluster in the foreground (Ctrl-C stops it)
+  cluster up N | down          start N aetherd processes in the background / stop them
+  sim [--seeds N] [--replicas 3|5] [--faults ...]   deterministic consensus simulation
+  build-slices                 build the example slices into target/slices-repo (Maven layout)
+  fuzz wire [--seconds N]      fuzz the frame decoder
+  bench <transport|consensus-core|invoke-local>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let result = match task.as_str() {
+        "sim" => sim::sim(rest),
+        "build-slices" => slices::build_slices(rest),
+        "bench" => bench(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown task `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &[String]) -> TaskResult {
+    let Some((name, rest)) = args.split_first() else {
+        return Err("bench needs a name: transport, consensus-core, invoke-local".into());
+    };
+    match name.as_str() {
+        "consensus-core" => sim::bench_consensus(rest),
+        "invoke-local" => slices::bench_invoke_local(rest),
+        other => Err(format!("unknown benchmark `{other}`")),
+    }
+}
