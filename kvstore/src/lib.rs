@@ -1,1 +1,6 @@
 //! kvstore
+mod artifact;
+mod error;
+mod key;
+mod name;
+mod route;

@@ -1,0 +1,433 @@
+//! [`AetherKey`]: every key of the control plane, typed, with one canonical string form.
+//!
+//! Key forms (`{artifact}` is `group:artifact:version`, `{artifact-base}` is `group:artifact`):
+//!
+//! | key | meaning |
+//! | --- | --- |
+//! | `blueprints/{name}` | a deployed blueprint |
+//! | `slices/{node}/{artifact}` | state of one slice on one node |
+//! | `targets/{artifact}` | desired instances of a slice |
+//! | `endpoints/{artifact}/{method}/{node}:{instance}` | a live slice method instance |
+//! | `routes/{METHOD}/{path}` | an HTTP route; see below for `{path}` |
+//! | `versions/{artifact-base}` | traffic split between versions |
+//! | `updates/{id}` | a rolling update |
+//! | `thresholds/{metric}` | a scaling or alert threshold |
+//! | `loglevels/{logger}` | a run-time log level |
+//! | `config/{section}` | a cluster configuration section |
+//! | `topics/{topic}/{subscriber}` | a topic subscription |
+//! | `schedules/{task}` | a scheduled task and its last run |
+//! | `nodes/{node}/lifecycle` | a node's lifecycle state |
+//! | `alerts/{id}` | an alert |
+//! | `user/{segment}(/{segment})*` | free-form operator keys |
+//!
+//! Routes: the key holds the HTTP path without its leading `/`, so the route `GET /echo/{msg}` is the key
+//! `routes/GET/echo/{msg}` and the root route `GET /` is `routes/GET/`. `routes/GET//echo/{msg}` is rejected
+//! (empty path segment) rather than read as a second spelling of the same route.
+//!
+//! The `user/` namespace is the only one without a schema. The management API's generic `PUT /api/kv/{key}`
+//! should write there only: typed namespaces are owned by the components that validate their values.
+//! [`AetherKey::is_user`] is the check.
+//!
+//! Invariant: the parser accepts canonical spellings only, so `print(parse(s)) == s` for every `s` that parses,
+//! and `parse(print(k)) == k` for every key. Keys order and prefix-match by this string form.
+
+use crate::artifact::{Artifact, ArtifactBase};
+use crate::error::ParseError;
+use crate::name::{check_segment, is_name_char, Name, NodeId, NAME_BYTES_MAX};
+use crate::route::{HttpMethod, RoutePath};
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest key in its string form, in bytes.
+pub const KEY_BYTES_MAX: usize = 1024;
+
+/// The first segment of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Namespace {
+    Blueprints,
+    Slices,
+    Targets,
+    Endpoints,
+    Routes,
+    Versions,
+    Updates,
+    Thresholds,
+    LogLevels,
+    Config,
+    Topics,
+    Schedules,
+    Nodes,
+    Alerts,
+    User,
+}
+
+impl Namespace {
+    pub const ALL: [Namespace; 15] = [
+        Namespace::Blueprints,
+        Namespace::Slices,
+        Namespace::Targets,
+        Namespace::Endpoints,
+        Namespace::Routes,
+        Namespace::Versions,
+        Namespace::Updates,
+        Namespace::Thresholds,
+        Namespace::LogLevels,
+        Namespace::Config,
+        Namespace::Topics,
+        Namespace::Schedules,
+        Namespace::Nodes,
+        Namespace::Alerts,
+        Namespace::User,
+    ];
+
+    /// The namespace's segment, without the `/`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Namespace::Blueprints => "blueprints",
+            Namespace::Slices => "slices",
+            Namespace::Targets => "targets",
+            Namespace::Endpoints => "endpoints",
+            Namespace::Routes => "routes",
+            Namespace::Versions => "versions",
+            Namespace::Updates => "updates",
+            Namespace::Thresholds => "thresholds",
+            Namespace::LogLevels => "loglevels",
+            Namespace::Config => "config",
+            Namespace::Topics => "topics",
+            Namespace::Schedules => "schedules",
+            Namespace::Nodes => "nodes",
+            Namespace::Alerts => "alerts",
+            Namespace::User => "user",
+        }
+    }
+
+    /// The prefix every key of this namespace starts with (`"slices/"`), for [`crate::Store::list`] and watches.
+    pub fn prefix(self) -> String {
+        format!("{}/", self.word())
+    }
+
+    fn from_word(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|ns| ns.word() == word)
+    }
+}
+
+/// The free-form part of a `user/` key: one or more `/`-separated segments.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserPath(String);
+
+impl UserPath {
+    pub fn parse(input: &str) -> Result<Self, ParseError> {
+        for segment in input.split('/') {
+            check_segment(segment, "user key segment", NAME_BYTES_MAX, is_name_char)
+                .map_err(|e| e.within(input))?;
+        }
+        Ok(UserPath(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A typed control-plane key. See the module documentation for the string forms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AetherKey {
+    Blueprint { name: Name },
+    Slice { node: NodeId, artifact: Artifact },
+    Target { artifact: Artifact },
+    Endpoint { artifact: Artifact, method: Name, node: NodeId, instance: u32 },
+    Route { method: HttpMethod, path: RoutePath },
+    Versions { base: ArtifactBase },
+    Update { id: Name },
+    Threshold { metric: Name },
+    LogLevel { logger: Name },
+    Config { section: Name },
+    TopicSubscription { topic: Name, subscriber: Name },
+    Schedule { task: Name },
+    NodeLifecycle { node: NodeId },
+    Alert { id: Name },
+    User { path: UserPath },
+}
+
+impl AetherKey {
+    /// Parses a key in its canonical string form.
+    pub fn parse(input: &str) -> Result<Self, ParseError> {
+        if input.len() > KEY_BYTES_MAX {
+            let reason = format!("is {} bytes, over the limit of {KEY_BYTES_MAX}", input.len());
+            return Err(ParseError::new(input, "key", reason));
+        }
+        let Some((word, rest)) = input.split_once('/') else {
+            return Err(ParseError::new(input, "key", "expected {namespace}/..."));
+        };
+        let Some(namespace) = Namespace::from_word(word) else {
+            return Err(unknown_namespace(input));
+        };
+        parse_in(namespace, rest).map_err(|e| e.within(input))
+    }
+
+    pub fn namespace(&self) -> Namespace {
+        match self {
+            AetherKey::Blueprint { .. } => Namespace::Blueprints,
+            AetherKey::Slice { .. } => Namespace::Slices,
+            AetherKey::Target { .. } => Namespace::Targets,
+            AetherKey::Endpoint { .. } => Namespace::Endpoints,
+            AetherKey::Route { .. } => Namespace::Routes,
+            AetherKey::Versions { .. } => Namespace::Versions,
+            AetherKey::Update { .. } => Namespace::Updates,
+            AetherKey::Threshold { .. } => Namespace::Thresholds,
+            AetherKey::LogLevel { .. } => Namespace::LogLevels,
+            AetherKey::Config { .. } => Namespace::Config,
+            AetherKey::TopicSubscription { .. } => Namespace::Topics,
+            AetherKey::Schedule { .. } => Namespace::Schedules,
+            AetherKey::NodeLifecycle { .. } => Namespace::Nodes,
+            AetherKey::Alert { .. } => Namespace::Alerts,
+            AetherKey::User { .. } => Namespace::User,
+        }
+    }
+
+    /// True for free-form `user/` keys, the only ones the generic management API should write.
+    pub fn is_user(&self) -> bool {
+        self.namespace() == Namespace::User
+    }
+
+    /// Prefix of every slice state key of `node`: `slices/{node}/`.
+    pub fn slices_on_prefix(node: &NodeId) -> String {
+        format!("slices/{node}/")
+    }
+
+    /// Prefix of every endpoint of `artifact`: `endpoints/{artifact}/`.
+    pub fn endpoints_of_prefix(artifact: &Artifact) -> String {
+        format!("endpoints/{artifact}/")
+    }
+
+    /// Prefix of every subscription to `topic`: `topics/{topic}/`.
+    pub fn subscribers_of_prefix(topic: &Name) -> String {
+        format!("topics/{topic}/")
+    }
+}
+
+fn unknown_namespace(input: &str) -> ParseError {
+    let words: Vec<_> = Namespace::ALL.iter().map(|ns| ns.word()).collect();
+    let reason = format!("unknown namespace; expected one of {}", words.join(", "));
+    ParseError::new(input, "namespace", reason)
+}
+
+fn parse_in(namespace: Namespace, rest: &str) -> Result<AetherKey, ParseError> {
+    let key = match namespace {
+        Namespace::Blueprints => AetherKey::Blueprint { name: one_name(rest, "blueprint name")? },
+        Namespace::Slices => parse_slice(rest)?,
+        Namespace::Targets => AetherKey::Target { artifact: Artifact::parse(one(rest, "{artifact}")?)? },
+        Namespace::Endpoints => parse_endpoint(rest)?,
+        Namespace::Routes => parse_route(rest)?,
+        Namespace::Versions => {
+            AetherKey::Versions { base: ArtifactBase::parse(one(rest, "{group}:{artifact}")?)? }
+        }
+        Namespace::Updates => AetherKey::Update { id: one_name(rest, "update id")? },
+        Namespace::Thresholds => AetherKey::Threshold { metric: one_name(rest, "metric")? },
+        Namespace::LogLevels => AetherKey::LogLevel { logger: one_name(rest, "logger")? },
+        Namespace::Config => AetherKey::Config { section: one_name(rest, "config section")? },
+        Namespace::Topics => parse_topic_subscription(rest)?,
+        Namespace::Schedules => AetherKey::Schedule { task: one_name(rest, "task")? },
+        Namespace::Nodes => parse_node_lifecycle(rest)?,
+        Namespace::Alerts => AetherKey::Alert { id: one_name(rest, "alert id")? },
+        Namespace::User => AetherKey::User { path: UserPath::parse(rest)? },
+    };
+    Ok(key)
+}
+
+/// Splits `rest` into exactly `N` segments; `shape` describes them for the error (`"{node}/{artifact}"`).
+fn segments<'a, const N: usize>(rest: &'a str, shape: &str) -> Result<[&'a str; N], ParseError> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    parts.try_into().map_err(|parts: Vec<&str>| {
+        let reason = format!("expected {shape} ({N} segments), found {} segments", parts.len());
+        ParseError::new(rest, "key shape", reason)
+    })
+}
+
+fn one<'a>(rest: &'a str, shape: &str) -> Result<&'a str, ParseError> {
+    let [only] = segments::<1>(rest, shape)?;
+    Ok(only)
+}
+
+fn one_name(rest: &str, part: &'static str) -> Result<Name, ParseError> {
+    Name::parse_as(one(rest, &format!("{{{}}}", part.replace(' ', "-")))?, part)
+}
+
+fn parse_slice(rest: &str) -> Result<AetherKey, ParseError> {
+    let [node, artifact] = segments(rest, "{node}/{artifact}")?;
+    Ok(AetherKey::Slice { node: NodeId::parse(node)?, artifact: Artifact::parse(artifact)? })
+}
+
+fn parse_endpoint(rest: &str) -> Result<AetherKey, ParseError> {
+    let [artifact, method, node_instance] = segments(rest, "{artifact}/{method}/{node}:{instance}")?;
+    let Some((node, instance)) = node_instance.rsplit_once(':') else {
+        return Err(ParseError::new(node_instance, "endpoint instance", "expected {node}:{instance}"));
+    };
+    Ok(AetherKey::Endpoint {
+        artifact: Artifact::parse(artifact)?,
+        method: Name::parse_as(method, "slice method")?,
+        node: NodeId::parse(node)?,
+        instance: parse_instance(instance)?,
+    })
+}
+
+/// A decimal `u32` without leading zeros, so the key has one spelling.
+fn parse_instance(input: &str) -> Result<u32, ParseError> {
+    let digits_only = !input.is_empty() && input.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only || (input.len() > 1 && input.starts_with('0')) {
+        let reason = "expected a decimal number without leading zeros";
+        return Err(ParseError::new(input, "endpoint instance", reason));
+    }
+    input
+        .parse()
+        .map_err(|_| ParseError::new(input, "endpoint instance", "number too large"))
+}
+
+fn parse_route(rest: &str) -> Result<AetherKey, ParseError> {
+    let Some((method, path)) = rest.split_once('/') else {
+        return Err(ParseError::new(rest, "key shape", "expected {METHOD}/{path}"));
+    };
+    let method = HttpMethod::parse(method)?;
+    Ok(AetherKey::Route { method, path: RoutePath::parse_relative(path)? })
+}
+
+fn parse_topic_subscription(rest: &str) -> Result<AetherKey, ParseError> {
+    let [topic, subscriber] = segments(rest, "{topic}/{subscriber}")?;
+    Ok(AetherKey::TopicSubscription {
+        topic: Name::parse_as(topic, "topic")?,
+        subscriber: Name::parse_as(subscriber, "subscriber")?,
+    })
+}
+
+fn parse_node_lifecycle(rest: &str) -> Result<AetherKey, ParseError> {
+    let [node, suffix] = segments(rest, "{node}/lifecycle")?;
+    if suffix != "lifecycle" {
+        return Err(ParseError::new(suffix, "key shape", "expected nodes/{node}/lifecycle"));
+    }
+    Ok(AetherKey::NodeLifecycle { node: NodeId::parse(node)? })
+}
+
+impl fmt::Display for AetherKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self.namespace().word();
+        match self {
+            AetherKey::Blueprint { name } => write!(f, "{ns}/{name}"),
+            AetherKey::Slice { node, artifact } => write!(f, "{ns}/{node}/{artifact}"),
+            AetherKey::Target { artifact } => write!(f, "{ns}/{artifact}"),
+            AetherKey::Endpoint { artifact, method, node, instance } => {
+                write!(f, "{ns}/{artifact}/{method}/{node}:{instance}")
+            }
+            AetherKey::Route { method, path } => write!(f, "{ns}/{method}/{}", path.relative()),
+            AetherKey::Versions { base } => write!(f, "{ns}/{base}"),
+            AetherKey::Update { id } => write!(f, "{ns}/{id}"),
+            AetherKey::Threshold { metric } => write!(f, "{ns}/{metric}"),
+            AetherKey::LogLevel { logger } => write!(f, "{ns}/{logger}"),
+            AetherKey::Config { section } => write!(f, "{ns}/{section}"),
+            AetherKey::TopicSubscription { topic, subscriber } => write!(f, "{ns}/{topic}/{subscriber}"),
+            AetherKey::Schedule { task } => write!(f, "{ns}/{task}"),
+            AetherKey::NodeLifecycle { node } => write!(f, "{ns}/{node}/lifecycle"),
+            AetherKey::Alert { id } => write!(f, "{ns}/{id}"),
+            AetherKey::User { path } => write!(f, "{ns}/{}", path.as_str()),
+        }
+    }
+}
+
+impl FromStr for AetherKey {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Self::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLES: [&str; 16] = [
+        "blueprints/shop",
+        "slices/node-1/org.example:echo:1.0.0",
+        "targets/org.example:echo:1.0.0-rc.1",
+        "endpoints/org.example:echo:1.0.0/echo/node-2:0",
+        "routes/GET/echo/{msg}",
+        "routes/GET/",
+        "versions/org.example:echo",
+        "updates/u-42",
+        "thresholds/cpu.load",
+        "loglevels/invoke::routes",
+        "config/http",
+        "topics/orders/org.example:billing:1.2.0",
+        "schedules/nightly-report",
+        "nodes/node-3/lifecycle",
+        "alerts/a1",
+        "user/team/a/b.c",
+    ];
+
+    #[test]
+    fn examples_round_trip() {
+        for s in EXAMPLES {
+            let key = AetherKey::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(key.to_string(), s);
+        }
+    }
+
+    #[test]
+    fn route_key_drops_the_leading_slash_of_the_path() {
+        let key = AetherKey::parse("routes/POST/orders/{id}").unwrap();
+        let AetherKey::Route { method, path } = key else { panic!("not a route: {key:?}") };
+        assert_eq!((method, path.as_str()), (HttpMethod::Post, "/orders/{id}"));
+    }
+
+    #[test]
+    fn doubled_slash_route_is_rejected_with_a_hint() {
+        let err = AetherKey::parse("routes/GET//echo/{msg}").unwrap_err();
+        assert_eq!(err.part, "route path");
+        assert_eq!(err.input, "routes/GET//echo/{msg}");
+        assert!(err.reason.contains("routes/GET/echo"), "{}", err.reason);
+    }
+
+    #[test]
+    fn errors_name_the_wrong_part() {
+        let cases = [
+            ("nope/x", "namespace"),
+            ("blueprints", "key"),
+            ("blueprints/a/b", "key shape"),
+            ("slices/no de/g:a:1.0.0", "node"),
+            ("slices/n1/g:a:1.0", "version"),
+            ("endpoints/g:a:1.0.0/m/n1", "endpoint instance"),
+            ("endpoints/g:a:1.0.0/m/n1:01", "endpoint instance"),
+            ("endpoints/g:a:1.0.0/m/n1:4294967296", "endpoint instance"),
+            ("routes/get/x", "http method"),
+            ("nodes/n1/state", "key shape"),
+            ("user/a//b", "user key segment"),
+            ("user/", "user key segment"),
+        ];
+        for (input, part) in cases {
+            let err = AetherKey::parse(input).unwrap_err();
+            assert_eq!(err.part, part, "{input}: {err}");
+            assert_eq!(err.input, input);
+        }
+    }
+
+    #[test]
+    fn oversized_keys_are_rejected_before_parsing() {
+        let long = format!("user/{}", "a/".repeat(KEY_BYTES_MAX));
+        assert_eq!(AetherKey::parse(&long).unwrap_err().part, "key");
+    }
+
+    #[test]
+    fn prefixes_end_with_a_slash_so_node_1_does_not_match_node_10() {
+        let node = NodeId::parse("node-1").unwrap();
+        let prefix = AetherKey::slices_on_prefix(&node);
+        assert!("slices/node-1/g:a:1.0.0".starts_with(&prefix));
+        assert!(!"slices/node-10/g:a:1.0.0".starts_with(&prefix));
+    }
+
+    #[test]
+    fn only_user_keys_are_user_keys() {
+        for s in EXAMPLES {
+            let key = AetherKey::parse(s).unwrap();
+            assert_eq!(key.is_user(), s.starts_with("user/"));
+            assert!(s.starts_with(&key.namespace().prefix()));
+        }
+    }
+}
