@@ -1,1 +1,194 @@
-//! sdk
+//! The slice SDK: what a slice author depends on, and the ABI `aetherd` loads slices through.
+//!
+//! A slice is a `cdylib` that implements [`Slice`] and invokes [`export_slice!`] once. The macro
+//! exports one symbol, [`abi::DESCRIPTOR_SYMBOL`], returning a C-layout [`abi::SliceDescriptor`]
+//! that carries [`abi::ABI_VERSION`] first, the slice's name, version, methods, routes,
+//! subscriptions and schedules, and the `start`/`stop`/`call`/`free` entry points.
+//!
+//! Invariants this crate keeps on the slice side of the boundary:
+//! - no panic unwinds into the host: every entry point catches it and answers with an error;
+//! - buffers the slice returns are freed by the slice's own `free`, buffers the host returns by the host's;
+//! - the crate depends on nothing but `std`, so slices build fast.
+//!
+//! Requests reach a slice as a [`Request`] (path parameters, query parameters, body; the byte
+//! layout is in [`codec`]); it answers with a [`Response`] whose [`Status`] the HTTP layer maps to a
+//! status code. See `SLICES.md` at the repository root for a walk-through.
+
+pub mod abi;
+pub mod codec;
+mod context;
+#[doc(hidden)]
+pub mod export;
+pub mod json;
+mod response;
+
+pub use codec::{encode_request, CodecError, Request, RequestBuilder};
+pub use context::{Config, Context, Level};
+pub use response::{ContentType, Response, Status};
+
+use std::fmt;
+
+/// Business logic the node runs. One value of the implementing type is one running instance: it
+/// is made by [`Slice::start`], serves [`Slice::call`] from many threads at once, and is consumed by
+/// [`Slice::stop`].
+pub trait Slice: Sized + Send + Sync + 'static {
+    /// Artifact id, e.g. `"echo"`.
+    const NAME: &'static str;
+    /// Semantic version; must match the version in the artifact coordinates.
+    const VERSION: &'static str;
+    /// Every method [`Slice::call`] accepts; calls to any other method are refused before `call`.
+    const METHODS: &'static [Method];
+    /// HTTP routes served by this slice's methods.
+    const ROUTES: &'static [Route] = &[];
+    /// Topics whose messages are delivered to a method.
+    const SUBSCRIPTIONS: &'static [Subscription] = &[];
+    /// Methods the cluster runs on a timer.
+    const SCHEDULES: &'static [Schedule] = &[];
+
+    /// Make a running instance. `ctx` stays usable until `stop` returns.
+    fn start(ctx: Context, config: &Config) -> Result<Self, Error>;
+
+    /// Called once no call is in flight any more, before the instance is dropped.
+    fn stop(self) {}
+
+    /// Answer one call to `method` (always one of [`Slice::METHODS`]).
+    fn call(&self, method: &str, request: &Request<'_>) -> Response;
+}
+
+/// Why a slice could not start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    message: String,
+}
+
+impl Error {
+    pub fn new(message: impl Into<String>) -> Error {
+        Error { message: message.into() }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A method name in [`Slice::METHODS`].
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+pub struct Method(abi::StrRef);
+
+// SAFETY: points only at `'static` immutable text.
+unsafe impl Sync for Method {}
+// SAFETY: as above.
+unsafe impl Send for Method {}
+
+impl Method {
+    pub const fn new(name: &'static str) -> Method {
+        Method(abi::StrRef::new(name))
+    }
+
+    pub fn name(&self) -> &'static str {
+        // SAFETY: made only by `Method::new` from a `&'static str`.
+        unsafe { context_str(self.0) }
+    }
+}
+
+/// `HTTP method + path pattern -> slice method`, e.g. `Route::get("/echo/{msg}", "echo")`.
+/// Path segments are literals or `{name}` parameters, which reach the slice as [`Request::param`].
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+pub struct Route(abi::RouteDescriptor);
+
+// SAFETY: points only at `'static` immutable text.
+unsafe impl Sync for Route {}
+// SAFETY: as above.
+unsafe impl Send for Route {}
+
+impl Route {
+    pub const fn new(http_method: &'static str, path: &'static str, method: &'static str) -> Route {
+        Route(abi::RouteDescriptor {
+            http_method: abi::StrRef::new(http_method),
+            path: abi::StrRef::new(path),
+            method: abi::StrRef::new(method),
+        })
+    }
+
+    pub const fn get(path: &'static str, method: &'static str) -> Route {
+        Route::new("GET", path, method)
+    }
+
+    pub const fn post(path: &'static str, method: &'static str) -> Route {
+        Route::new("POST", path, method)
+    }
+
+    pub const fn put(path: &'static str, method: &'static str) -> Route {
+        Route::new("PUT", path, method)
+    }
+
+    pub const fn delete(path: &'static str, method: &'static str) -> Route {
+        Route::new("DELETE", path, method)
+    }
+}
+
+/// Messages on `topic` go to `method`.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+pub struct Subscription(abi::SubscriptionDescriptor);
+
+// SAFETY: points only at `'static` immutable text.
+unsafe impl Sync for Subscription {}
+// SAFETY: as above.
+unsafe impl Send for Subscription {}
+
+impl Subscription {
+    pub const fn new(topic: &'static str, method: &'static str) -> Subscription {
+        Subscription(abi::SubscriptionDescriptor { topic: abi::StrRef::new(topic), method: abi::StrRef::new(method) })
+    }
+}
+
+/// `method` runs every `interval_ms` milliseconds as the task `name`.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule(abi::ScheduleDescriptor);
+
+// SAFETY: points only at `'static` immutable text.
+unsafe impl Sync for Schedule {}
+// SAFETY: as above.
+unsafe impl Send for Schedule {}
+
+impl Schedule {
+    pub const fn every_ms(name: &'static str, interval_ms: u64, method: &'static str) -> Schedule {
+        Schedule(abi::ScheduleDescriptor {
+            name: abi::StrRef::new(name),
+            interval_ms,
+            method: abi::StrRef::new(method),
+        })
+    }
+}
+
+/// # Safety
+/// `text` was made from a `&'static str`.
+unsafe fn context_str(text: abi::StrRef) -> &'static str {
+    // SAFETY: forwarded caller contract.
+    unsafe { context::str_from(text) }
+}
+
+/// Export `$slice` (a type implementing [`Slice`]) as this library's slice. Use once per crate.
+///
+/// ```ignore
+/// sdk::export_slice!(Echo);
+/// ```
+#[macro_export]
+macro_rules! export_slice {
+    ($slice:ty) => {
+        /// The slice descriptor the host looks up by name.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn aether_slice_descriptor() -> *const $crate::abi::SliceDescriptor {
+            static DESCRIPTOR: $crate::export::StaticDescriptor = $crate::export::StaticDescriptor::new::<$slice>();
+            DESCRIPTOR.as_ptr()
+        }
+    };
+}

@@ -1,0 +1,248 @@
+//! The C-layout contract between `aetherd` and a slice library.
+//!
+//! Everything that crosses the library boundary is defined here and nowhere else. The host reads
+//! [`SliceDescriptor::abi_version`] (the first field, at offset 0, in every ABI version) before it
+//! touches anything else, and refuses the library unless it equals [`ABI_VERSION`]. Any change to a
+//! type in this module that alters its layout or meaning must bump [`ABI_VERSION`].
+//!
+//! Ownership rules:
+//! - [`StrRef`] and [`Bytes`] are borrowed: valid only for the duration of the call that receives them,
+//!   except the descriptor's strings and arrays, which live as long as the library is loaded.
+//! - An [`OwnedBuf`] is owned by whoever allocated it and must be given back to that side's `free`
+//!   function: buffers a slice returns go to [`SliceDescriptor::free`], buffers the host returns go to
+//!   [`HostApi::free`].
+//! - No function on either side lets a panic unwind across the boundary.
+
+use std::ffi::c_void;
+
+/// Version of this contract. A library built against another version is refused at load.
+pub const ABI_VERSION: u32 = 1;
+
+/// Name of the one symbol a slice library exports: `extern "C" fn() -> *const SliceDescriptor`.
+pub const DESCRIPTOR_SYMBOL: &str = "aether_slice_descriptor";
+
+/// The same name, nul-terminated, as the dynamic loader wants it.
+pub const DESCRIPTOR_SYMBOL_NUL: &[u8] = b"aether_slice_descriptor\0";
+
+/// Signature of the exported descriptor function.
+pub type DescriptorFn = unsafe extern "C" fn() -> *const SliceDescriptor;
+
+/// Borrowed UTF-8 text: pointer and length, no terminator.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StrRef {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl StrRef {
+    /// A reference to `text`; valid as long as `text` is.
+    pub const fn new(text: &str) -> StrRef {
+        StrRef { ptr: text.as_ptr(), len: text.len() }
+    }
+
+    /// The empty string (a dangling but non-null pointer, as Rust slices use).
+    pub const EMPTY: StrRef = StrRef::new("");
+}
+
+/// Borrowed bytes: pointer and length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Bytes {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl Bytes {
+    /// A reference to `bytes`; valid as long as `bytes` is.
+    pub const fn new(bytes: &[u8]) -> Bytes {
+        Bytes { ptr: bytes.as_ptr(), len: bytes.len() }
+    }
+}
+
+/// A heap buffer handed across the boundary. It is the raw parts of a `Vec<u8>` allocated by the
+/// side that produced it, and goes back to that side's `free` function.
+#[repr(C)]
+#[derive(Debug)]
+pub struct OwnedBuf {
+    pub ptr: *mut u8,
+    pub len: usize,
+    pub cap: usize,
+}
+
+impl OwnedBuf {
+    /// No buffer (nothing to free).
+    pub const EMPTY: OwnedBuf = OwnedBuf { ptr: std::ptr::null_mut(), len: 0, cap: 0 };
+
+    /// Give up ownership of `bytes`; it must come back through [`OwnedBuf::into_vec`] on this side.
+    pub fn from_vec(bytes: Vec<u8>) -> OwnedBuf {
+        let mut bytes = std::mem::ManuallyDrop::new(bytes);
+        OwnedBuf { ptr: bytes.as_mut_ptr(), len: bytes.len(), cap: bytes.capacity() }
+    }
+
+    /// Take back a buffer made by [`OwnedBuf::from_vec`].
+    ///
+    /// # Safety
+    /// `self` must come from [`OwnedBuf::from_vec`] in this same library (same allocator), and must
+    /// not be used again.
+    pub unsafe fn into_vec(self) -> Vec<u8> {
+        if self.ptr.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the caller guarantees these are the raw parts of a Vec<u8> made in this library.
+        unsafe { Vec::from_raw_parts(self.ptr, self.len, self.cap) }
+    }
+}
+
+/// Outcome of a call, as a code on the wire. `Ok` and the errors a slice may answer with map to
+/// HTTP statuses; `PANICKED` is only ever set by the SDK's boundary guard.
+pub mod status {
+    pub const OK: u32 = 0;
+    pub const BAD_REQUEST: u32 = 1;
+    pub const NOT_FOUND: u32 = 2;
+    pub const CONFLICT: u32 = 3;
+    pub const INTERNAL: u32 = 4;
+    pub const UNAVAILABLE: u32 = 5;
+    /// The slice's code panicked; the body is the panic message (UTF-8).
+    pub const PANICKED: u32 = 0xE001;
+}
+
+/// Content type of a response body, as a code on the wire.
+pub mod content_type {
+    pub const JSON: u32 = 0;
+    pub const TEXT: u32 = 1;
+    pub const BINARY: u32 = 2;
+}
+
+/// A response coming back across the boundary: a status code from [`status`], a content type from
+/// [`content_type`], and a body owned by the side that wrote it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u32,
+    pub content_type: u32,
+    pub body: OwnedBuf,
+}
+
+impl RawResponse {
+    /// The value the receiving side initialises its out-parameter with.
+    pub const EMPTY: RawResponse =
+        RawResponse { status: status::INTERNAL, content_type: content_type::TEXT, body: OwnedBuf::EMPTY };
+}
+
+/// `HTTP method + path pattern -> slice method`. Path patterns are `/`-separated segments, each a
+/// literal or a `{name}` parameter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RouteDescriptor {
+    pub http_method: StrRef,
+    pub path: StrRef,
+    pub method: StrRef,
+}
+
+/// Messages on `topic` are delivered to `method`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SubscriptionDescriptor {
+    pub topic: StrRef,
+    pub method: StrRef,
+}
+
+/// `method` runs every `interval_ms` milliseconds under the task name `name`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ScheduleDescriptor {
+    pub name: StrRef,
+    pub interval_ms: u64,
+    pub method: StrRef,
+}
+
+/// Borrowed array in the descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Array<T> {
+    pub ptr: *const T,
+    pub len: usize,
+}
+
+/// `start(host, config, &mut instance, &mut error) -> status`. On [`status::OK`] `*instance` is the
+/// slice's instance pointer; otherwise `*error` may hold a message for the host to log.
+pub type StartFn = unsafe extern "C" fn(
+    host: *const HostApi,
+    config: Bytes,
+    instance: *mut *mut c_void,
+    error: *mut RawResponse,
+) -> u32;
+
+/// `stop(instance, &mut error) -> status`: stops the instance and frees it, whatever the outcome.
+pub type StopFn = unsafe extern "C" fn(instance: *mut c_void, error: *mut RawResponse) -> u32;
+
+/// `call(instance, method, request, &mut response)`: `request` is encoded as in [`crate::codec`].
+pub type CallFn =
+    unsafe extern "C" fn(instance: *const c_void, method: StrRef, request: Bytes, response: *mut RawResponse);
+
+/// Frees a buffer the same side returned.
+pub type FreeFn = unsafe extern "C" fn(buf: OwnedBuf);
+
+/// What a slice library describes about itself. `abi_version` must stay the first field forever.
+#[repr(C)]
+pub struct SliceDescriptor {
+    pub abi_version: u32,
+    /// `size_of::<SliceDescriptor>()` as the slice saw it, a second guard against layout drift.
+    pub descriptor_size: u32,
+    pub name: StrRef,
+    pub version: StrRef,
+    pub methods: Array<StrRef>,
+    pub routes: Array<RouteDescriptor>,
+    pub subscriptions: Array<SubscriptionDescriptor>,
+    pub schedules: Array<ScheduleDescriptor>,
+    pub start: Option<StartFn>,
+    pub stop: Option<StopFn>,
+    pub call: Option<CallFn>,
+    pub free: Option<FreeFn>,
+}
+
+/// Host callback: call `method` of the active slice `artifact` (`group:artifact:version`).
+pub type HostCallFn = unsafe extern "C" fn(
+    ctx: *const c_void,
+    artifact: StrRef,
+    method: StrRef,
+    request: Bytes,
+    response: *mut RawResponse,
+);
+
+/// Host callback: log `message` at `level` (see [`log_level`]) under the calling slice's name.
+pub type HostLogFn = unsafe extern "C" fn(ctx: *const c_void, level: u32, message: StrRef);
+
+/// Host callback: read config `key`; returns 1 and fills `value` when present, 0 when absent.
+pub type HostConfigFn = unsafe extern "C" fn(ctx: *const c_void, key: StrRef, value: *mut OwnedBuf) -> u32;
+
+/// Host callback: publish `message` to `topic`; the response tells whether it was accepted.
+pub type HostPublishFn =
+    unsafe extern "C" fn(ctx: *const c_void, topic: StrRef, message: Bytes, response: *mut RawResponse);
+
+/// Log levels on the wire.
+pub mod log_level {
+    pub const ERROR: u32 = 1;
+    pub const WARN: u32 = 2;
+    pub const INFO: u32 = 3;
+    pub const DEBUG: u32 = 4;
+    pub const TRACE: u32 = 5;
+}
+
+/// The callbacks the host gives a slice in `start`. The table stays valid until `stop` returns, and
+/// every function in it may be called from any thread.
+#[repr(C)]
+pub struct HostApi {
+    pub abi_version: u32,
+    /// Opaque host state passed back as the first argument of every callback.
+    pub ctx: *const c_void,
+    /// Id of the node the slice runs on.
+    pub node_id: StrRef,
+    pub call: HostCallFn,
+    pub log: HostLogFn,
+    pub config: HostConfigFn,
+    pub publish: HostPublishFn,
+    /// Frees buffers the host returned (`call` and `publish` bodies, `config` values).
+    pub free: FreeFn,
+}

@@ -1,0 +1,199 @@
+//! The slice side of the boundary: the `extern "C"` shims [`export_slice!`](crate::export_slice)
+//! puts behind the descriptor.
+//!
+//! Invariants: every shim runs the slice's code inside `catch_unwind`, so no panic ever unwinds into
+//! the host; the instance pointer handed to the host is a `Box<S>` made by `start_shim` and freed
+//! only by `stop_shim`; every buffer returned is an [`OwnedBuf`] freed by `free_shim`.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::abi::{self, Array, Bytes, HostApi, OwnedBuf, RawResponse, SliceDescriptor, StrRef};
+use crate::codec::Request;
+use crate::context::{Config, Context};
+use crate::response::{Response, Status};
+use crate::Slice;
+
+/// The descriptor as a `static` in the slice library (raw pointers to `'static` data only).
+#[repr(transparent)]
+pub struct StaticDescriptor(SliceDescriptor);
+
+// SAFETY: the descriptor is immutable and points only at `'static` data and functions.
+unsafe impl Sync for StaticDescriptor {}
+
+impl StaticDescriptor {
+    /// The descriptor of slice type `S`, built at compile time.
+    pub const fn new<S: Slice>() -> StaticDescriptor {
+        StaticDescriptor(SliceDescriptor {
+            abi_version: abi::ABI_VERSION,
+            descriptor_size: std::mem::size_of::<SliceDescriptor>() as u32,
+            name: StrRef::new(S::NAME),
+            version: StrRef::new(S::VERSION),
+            // The element types are `repr(transparent)` wrappers of the C types, so the casts keep layout.
+            methods: Array { ptr: S::METHODS.as_ptr().cast(), len: S::METHODS.len() },
+            routes: Array { ptr: S::ROUTES.as_ptr().cast(), len: S::ROUTES.len() },
+            subscriptions: Array { ptr: S::SUBSCRIPTIONS.as_ptr().cast(), len: S::SUBSCRIPTIONS.len() },
+            schedules: Array { ptr: S::SCHEDULES.as_ptr().cast(), len: S::SCHEDULES.len() },
+            start: Some(start_shim::<S> as abi::StartFn),
+            stop: Some(stop_shim::<S> as abi::StopFn),
+            call: Some(call_shim::<S> as abi::CallFn),
+            free: Some(free_shim as abi::FreeFn),
+        })
+    }
+
+    pub const fn as_ptr(&'static self) -> *const SliceDescriptor {
+        &self.0
+    }
+}
+
+/// Text of a panic payload (`&str` and `String` payloads; anything else gets a fixed text).
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        return (*text).to_owned();
+    }
+    if let Some(text) = payload.downcast_ref::<String>() {
+        return text.clone();
+    }
+    "panic with a non-text payload".to_owned()
+}
+
+/// Write `response` into the host's out-parameter (ignored when null).
+///
+/// # Safety
+/// `out` is null or valid for writes.
+unsafe fn write_response(out: *mut RawResponse, response: Response) {
+    if out.is_null() {
+        return;
+    }
+    let raw = RawResponse {
+        status: response.status.code(),
+        content_type: response.content_type.code(),
+        body: OwnedBuf::from_vec(response.body),
+    };
+    // SAFETY: `out` is non-null and valid for writes (caller contract); `write` does not drop the old value.
+    unsafe { out.write(raw) };
+}
+
+/// # Safety
+/// `out` is null or valid for writes.
+unsafe fn write_panic(out: *mut RawResponse, payload: Box<dyn Any + Send>) {
+    let message = panic_message(payload.as_ref());
+    // Dropping a payload can itself panic; keep that inside the library too.
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    let response = Response::text(message);
+    // SAFETY: forwarded caller contract.
+    unsafe { write_response(out, response) };
+    if !out.is_null() {
+        // SAFETY: `out` was just written and is valid.
+        unsafe { (*out).status = abi::status::PANICKED };
+    }
+}
+
+/// # Safety
+/// Called by the host per the ABI: `host` valid until `stop` returns, `config` valid for the call,
+/// `instance` and `error` valid for writes.
+pub unsafe extern "C" fn start_shim<S: Slice>(
+    host: *const HostApi,
+    config: Bytes,
+    instance: *mut *mut c_void,
+    error: *mut RawResponse,
+) -> u32 {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `config` is valid for the call (ABI contract).
+        let config_bytes = unsafe { bytes_from(config) };
+        let config = Config::parse(config_bytes).map_err(|e| e.to_string())?;
+        // SAFETY: `host` stays valid until `stop` returns (ABI contract).
+        let ctx = unsafe { Context::from_host(host) };
+        S::start(ctx, &config).map_err(|e| e.to_string())
+    }));
+    match outcome {
+        Ok(Ok(slice)) if !instance.is_null() => {
+            // SAFETY: `instance` is non-null and valid for writes (ABI contract).
+            unsafe { instance.write(Box::into_raw(Box::new(slice)).cast()) };
+            abi::status::OK
+        }
+        Ok(Ok(_)) => abi::status::INTERNAL,
+        Ok(Err(message)) => {
+            // SAFETY: `error` is null or valid for writes.
+            unsafe { write_response(error, Response::text(message)) };
+            abi::status::INTERNAL
+        }
+        Err(payload) => {
+            // SAFETY: `error` is null or valid for writes.
+            unsafe { write_panic(error, payload) };
+            abi::status::PANICKED
+        }
+    }
+}
+
+/// # Safety
+/// `instance` came from `start_shim::<S>` and is not used again; `error` is null or valid for writes.
+pub unsafe extern "C" fn stop_shim<S: Slice>(instance: *mut c_void, error: *mut RawResponse) -> u32 {
+    if instance.is_null() {
+        return abi::status::OK;
+    }
+    // SAFETY: `instance` is the `Box<S>` made by `start_shim::<S>`, handed back exactly once.
+    let slice = unsafe { Box::from_raw(instance.cast::<S>()) };
+    match catch_unwind(AssertUnwindSafe(move || slice.stop())) {
+        Ok(()) => abi::status::OK,
+        Err(payload) => {
+            // SAFETY: `error` is null or valid for writes.
+            unsafe { write_panic(error, payload) };
+            abi::status::PANICKED
+        }
+    }
+}
+
+/// # Safety
+/// `instance` came from `start_shim::<S>` and is not yet stopped; `method` and `request` are valid
+/// for the call; `response` is valid for writes.
+pub unsafe extern "C" fn call_shim<S: Slice>(
+    instance: *const c_void,
+    method: StrRef,
+    request: Bytes,
+    response: *mut RawResponse,
+) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `instance` is a live `Box<S>` from `start_shim::<S>` (ABI contract).
+        let slice = unsafe { &*instance.cast::<S>() };
+        // SAFETY: `method` and `request` are valid for the call (ABI contract).
+        let (method, request) =
+            unsafe { (bytes_from(Bytes { ptr: method.ptr, len: method.len }), bytes_from(request)) };
+        dispatch(slice, method, request)
+    }));
+    match outcome {
+        // SAFETY: `response` is valid for writes (ABI contract).
+        Ok(answer) => unsafe { write_response(response, answer) },
+        // SAFETY: as above.
+        Err(payload) => unsafe { write_panic(response, payload) },
+    }
+}
+
+fn dispatch<S: Slice>(slice: &S, method: &[u8], request: &[u8]) -> Response {
+    let Some(method) = S::METHODS.iter().map(|m| m.name()).find(|m| m.as_bytes() == method) else {
+        let shown = String::from_utf8_lossy(method);
+        return Response::error(Status::NotFound, &format!("{} has no method `{shown}`", S::NAME));
+    };
+    match Request::parse(request) {
+        Ok(request) => slice.call(method, &request),
+        Err(e) => Response::error(Status::BadRequest, &e.to_string()),
+    }
+}
+
+/// # Safety
+/// `buf` was returned by this library and is freed once.
+pub unsafe extern "C" fn free_shim(buf: OwnedBuf) {
+    // SAFETY: `buf` is an `OwnedBuf::from_vec` of this library (ABI contract); dropping a Vec<u8> does not panic.
+    drop(unsafe { buf.into_vec() });
+}
+
+/// # Safety
+/// `bytes` points to `len` readable bytes that outlive the returned slice.
+unsafe fn bytes_from<'a>(bytes: Bytes) -> &'a [u8] {
+    if bytes.len == 0 || bytes.ptr.is_null() {
+        return &[];
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::slice::from_raw_parts(bytes.ptr, bytes.len) }
+}

@@ -1,0 +1,44 @@
+//! The `faulty` test slice: misbehaves on demand, to prove the node survives it.
+//!
+//! Routes: `GET /faulty/panic` panics inside the slice; `GET /faulty/hang` never returns;
+//! `GET /faulty/ok` answers `{"ok": true}`. Config `on_start` = `panic` or `hang` makes `start`
+//! itself panic or never return.
+
+use std::time::Duration;
+
+use sdk::{json, Config, Context, Method, Request, Response, Route, Slice};
+
+pub struct Faulty;
+
+impl Slice for Faulty {
+    const NAME: &'static str = "faulty";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const METHODS: &'static [Method] = &[Method::new("panic"), Method::new("hang"), Method::new("ok")];
+    const ROUTES: &'static [Route] =
+        &[Route::get("/faulty/panic", "panic"), Route::get("/faulty/hang", "hang"), Route::get("/faulty/ok", "ok")];
+
+    fn start(_ctx: Context, config: &Config) -> Result<Faulty, sdk::Error> {
+        match config.get("on_start") {
+            Some("panic") => panic!("faulty: asked to panic in start"),
+            Some("hang") => hang(),
+            _ => Ok(Faulty),
+        }
+    }
+
+    fn call(&self, method: &str, _request: &Request<'_>) -> Response {
+        match method {
+            "panic" => panic!("faulty: asked to panic in call"),
+            "hang" => hang(),
+            _ => Response::json(json::Object::new().bool("ok", true).finish()),
+        }
+    }
+}
+
+/// Sleep forever, waking rarely (no busy loop).
+fn hang() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+sdk::export_slice!(Faulty);
