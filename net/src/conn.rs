@@ -1,0 +1,155 @@
+//! One TCP connection: its receive buffer, its two-class send queue and where its handshake stands.
+//!
+//! Invariants:
+//! - Frames are never interleaved on the wire: a frame is moved whole into `out` before any of it is written.
+//! - Priority frames go straight into `out`; bulk frames wait in `bulk` and are moved into `out` only while it
+//!   holds less than `BULK_SLICE_BYTES`, so a priority frame waits behind at most that much plus one frame.
+//! - `queued_bytes()` counts everything not yet written; `send` refuses frames past the configured bound.
+
+use bytes::{Buf, BytesMut};
+use mio::net::TcpStream;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::time::Instant;
+use wire::{encode_frame, Frame, FrameDecoder, FrameError, FrameKind, Hello};
+
+const BULK_SLICE_BYTES: usize = 64 * 1024;
+const READ_BUF_BYTES: usize = 16 * 1024;
+
+/// Where a connection's handshake stands.
+#[derive(Debug)]
+pub enum Phase {
+    /// Outbound, TCP connect still in progress.
+    Connecting,
+    /// Our Hello is sent; waiting for the peer's Hello (and then its Auth).
+    Handshaking { peer_hello: Option<Hello> },
+    /// Authenticated; carries frames for `peer`.
+    Established,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub phase: Phase,
+    /// For outbound connections, the peer dialed; for inbound, set once its Hello names a known peer.
+    pub peer: Option<usize>,
+    pub outbound: bool,
+    pub nonce: [u8; 32],
+    pub opened_at: Instant,
+    pub last_recv: Instant,
+    pub last_sent: Instant,
+    rbuf: BytesMut,
+    out: BytesMut,
+    bulk: VecDeque<BytesMut>,
+    bulk_bytes: usize,
+}
+
+/// What a read pass produced.
+pub enum ReadOutcome {
+    Open,
+    Closed,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, outbound: bool, peer: Option<usize>, nonce: [u8; 32], now: Instant) -> Conn {
+        Conn {
+            stream,
+            phase: if outbound { Phase::Connecting } else { Phase::Handshaking { peer_hello: None } },
+            peer,
+            outbound,
+            nonce,
+            opened_at: now,
+            last_recv: now,
+            last_sent: now,
+            rbuf: BytesMut::with_capacity(READ_BUF_BYTES),
+            out: BytesMut::new(),
+            bulk: VecDeque::new(),
+            bulk_bytes: 0,
+        }
+    }
+
+    pub fn is_established(&self) -> bool {
+        matches!(self.phase, Phase::Established)
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.out.len() + self.bulk_bytes
+    }
+
+    /// Queues one frame. The caller checks the queue bound first.
+    pub fn queue(&mut self, kind: FrameKind, payload: &[u8]) {
+        if kind.is_priority() {
+            encode_frame(kind, payload, &mut self.out);
+        } else {
+            let mut frame = BytesMut::with_capacity(wire::HEADER_LEN + payload.len());
+            encode_frame(kind, payload, &mut frame);
+            self.bulk_bytes += frame.len();
+            self.bulk.push_back(frame);
+        }
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty() || !self.bulk.is_empty()
+    }
+
+    /// Writes as much as the socket takes. `Ok(true)` when everything queued is written.
+    pub fn flush(&mut self, now: Instant) -> io::Result<bool> {
+        loop {
+            self.refill_from_bulk();
+            if self.out.is_empty() {
+                return Ok(true);
+            }
+            match self.stream.write(&self.out) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")),
+                Ok(n) => {
+                    self.out.advance(n);
+                    self.last_sent = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn refill_from_bulk(&mut self) {
+        while self.out.len() < BULK_SLICE_BYTES {
+            let Some(frame) = self.bulk.pop_front() else { break };
+            self.bulk_bytes -= frame.len();
+            self.out.extend_from_slice(&frame);
+        }
+    }
+
+    /// Reads until the socket would block, handing each whole frame to `on_frame`. Stops at the first bad
+    /// frame or the first refusal by `on_frame` (the caller closes the connection). The receive buffer never holds more than one frame under
+    /// the limit plus one read of `scratch`, because a header over the limit is refused on arrival.
+    pub fn read_frames(
+        &mut self,
+        decoder: &FrameDecoder,
+        scratch: &mut [u8],
+        now: Instant,
+        mut on_frame: impl FnMut(&mut Conn, Frame) -> Result<(), String>,
+    ) -> Result<ReadOutcome, ReadError> {
+        loop {
+            let n = match self.stream.read(scratch) {
+                Ok(0) => return Ok(ReadOutcome::Closed),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Open),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ReadError::Io(e)),
+            };
+            self.last_recv = now;
+            self.rbuf.extend_from_slice(&scratch[..n]);
+            while let Some(frame) = decoder.decode(&mut self.rbuf).map_err(ReadError::Frame)? {
+                on_frame(self, frame).map_err(ReadError::Refused)?;
+            }
+        }
+    }
+}
+
+/// Why reading stopped for good; the caller closes the connection.
+pub enum ReadError {
+    Io(io::Error),
+    Frame(FrameError),
+    /// The frame was well formed but not acceptable here (handshake refused, wrong phase, ...).
+    Refused(String),
+}
