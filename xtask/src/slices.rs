@@ -1,9 +1,119 @@
 //! `cargo xtask build-slices` and `cargo xtask bench invoke-local`.
+//!
+//! `build-slices` builds every example slice in release mode and lays the libraries out as a
+//! Maven-style repository: `{target}/slices-repo/{group as path}/{artifact}/{version}/{artifact}-{version}.so`,
+//! where `{target}` is `$CARGO_TARGET_DIR` or the workspace's `target/`. Files are written under a
+//! temporary name and renamed into place, so a reader never sees half a library.
+//!
+//! `bench invoke-local` builds the slices, then runs the container's `invoke_bench` example, which
+//! measures a call through the container against the same function called directly.
 
-pub fn build_slices(_args: &[String]) -> crate::TaskResult {
-    Err("build-slices: not available yet".into())
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Group of every example slice.
+pub const GROUP: &str = "org.aether.examples";
+
+/// One example slice: cargo package, library file stem, artifact id, version.
+struct SliceCrate {
+    package: &'static str,
+    lib: &'static str,
+    artifact: &'static str,
+    version: &'static str,
 }
 
-pub fn bench_invoke_local(_args: &[String]) -> crate::TaskResult {
-    Err("bench invoke-local: not available yet".into())
+const SLICES: &[SliceCrate] = &[
+    SliceCrate { package: "slice-echo", lib: "slice_echo", artifact: "echo", version: "1.0.0" },
+    SliceCrate { package: "slice-echo-v2", lib: "slice_echo_v2", artifact: "echo", version: "2.0.0" },
+    SliceCrate { package: "slice-counter", lib: "slice_counter", artifact: "counter", version: "1.0.0" },
+    SliceCrate { package: "slice-orders", lib: "slice_orders", artifact: "orders", version: "1.0.0" },
+    SliceCrate { package: "slice-inventory", lib: "slice_inventory", artifact: "inventory", version: "1.0.0" },
+    SliceCrate { package: "slice-pricing", lib: "slice_pricing", artifact: "pricing", version: "1.0.0" },
+    SliceCrate { package: "slice-faulty", lib: "slice_faulty", artifact: "faulty", version: "1.0.0" },
+];
+
+fn workspace_root() -> PathBuf {
+    let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir.parent().unwrap_or(xtask_dir).to_path_buf()
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            let cwd = std::env::current_dir().unwrap_or_else(|_| root.to_path_buf());
+            if dir.is_absolute() {
+                dir
+            } else {
+                cwd.join(dir)
+            }
+        }
+        None => root.join("target"),
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// `cargo xtask build-slices [--repo DIR]`.
+pub fn build_slices(args: &[String]) -> crate::TaskResult {
+    let root = workspace_root();
+    let target = target_dir(&root);
+    let repo = match args {
+        [] => target.join("slices-repo"),
+        [flag, dir] if flag == "--repo" => PathBuf::from(dir),
+        _ => return Err("usage: cargo xtask build-slices [--repo DIR]".into()),
+    };
+    build_release(&root, &target)?;
+    for slice in SLICES {
+        install(&target, &repo, slice)?;
+    }
+    println!("slices: {} artifacts in {}", SLICES.len(), repo.display());
+    Ok(())
+}
+
+fn build_release(root: &Path, target: &Path) -> crate::TaskResult {
+    let mut command = cargo();
+    command.current_dir(root).env("CARGO_TARGET_DIR", target).args(["build", "--release", "--quiet"]);
+    for slice in SLICES {
+        command.args(["-p", slice.package]);
+    }
+    let status = command.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the slices failed ({status})"));
+    }
+    Ok(())
+}
+
+fn install(target: &Path, repo: &Path, slice: &SliceCrate) -> crate::TaskResult {
+    let built = target.join("release").join(format!("lib{}.so", slice.lib));
+    let dir = repo.join(GROUP.replace('.', "/")).join(slice.artifact).join(slice.version);
+    let file = dir.join(format!("{}-{}.so", slice.artifact, slice.version));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let partial = dir.join(format!(".{}-{}.so.{}", slice.artifact, slice.version, std::process::id()));
+    std::fs::copy(&built, &partial).map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
+    std::fs::rename(&partial, &file).map_err(|e| format!("cannot install {}: {e}", file.display()))?;
+    Ok(())
+}
+
+/// `cargo xtask bench invoke-local [--iterations N]`.
+pub fn bench_invoke_local(args: &[String]) -> crate::TaskResult {
+    let root = workspace_root();
+    let target = target_dir(&root);
+    let repo = target.join("slices-repo");
+    build_slices(&[])?;
+    let status = cargo()
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["run", "--release", "--quiet", "-p", "container", "--example", "invoke_bench", "--"])
+        .arg("--repo")
+        .arg(&repo)
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("the benchmark failed ({status})"));
+    }
+    Ok(())
 }
