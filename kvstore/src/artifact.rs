@@ -61,9 +61,7 @@ fn parse_numeric(input: &str, part: Option<&str>) -> Result<u64, ParseError> {
         let reason = "expected MAJOR.MINOR.PATCH, each a number without leading zeros";
         return Err(ParseError::new(input, "version", reason));
     }
-    digits
-        .parse()
-        .map_err(|_| ParseError::new(input, "version", "number too large"))
+    digits.parse().map_err(|_| ParseError::new(input, "version", "number too large"))
 }
 
 /// Digits only, and no leading zero unless the number is zero itself.
@@ -171,10 +169,8 @@ impl ArtifactBase {
     }
 
     fn from_parts(input: &str, group: &str, artifact: &str) -> Result<Self, ParseError> {
-        check_segment(group, "artifact group", COORDINATE_BYTES_MAX, is_node_char)
-            .map_err(|e| e.within(input))?;
-        check_segment(artifact, "artifact id", COORDINATE_BYTES_MAX, is_node_char)
-            .map_err(|e| e.within(input))?;
+        check_segment(group, "artifact group", COORDINATE_BYTES_MAX, is_node_char).map_err(|e| e.within(input))?;
+        check_segment(artifact, "artifact id", COORDINATE_BYTES_MAX, is_node_char).map_err(|e| e.within(input))?;
         Ok(ArtifactBase { group: group.to_owned(), artifact: artifact.to_owned() })
     }
 

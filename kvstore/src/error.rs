@@ -22,19 +22,12 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn new(input: &str, part: &'static str, reason: impl Into<String>) -> Self {
-        ParseError {
-            input: shorten(input),
-            part,
-            reason: reason.into(),
-        }
+        ParseError { input: shorten(input), part, reason: reason.into() }
     }
 
     /// The same error, reported against the whole key that contained the part.
     pub(crate) fn within(self, whole_input: &str) -> Self {
-        ParseError {
-            input: shorten(whole_input),
-            ..self
-        }
+        ParseError { input: shorten(whole_input), ..self }
     }
 }
 
@@ -60,6 +53,8 @@ pub enum Error {
     Parse(ParseError),
     /// A command could not be encoded because it breaks a size limit of the state machine.
     CommandTooLarge { part: &'static str, bytes: usize, bytes_max: usize },
+    /// Bytes that should be an encoded command are not one (decided payloads report this per command).
+    MalformedCommand { reason: String },
     /// The serialiser failed; carries its message.
     Encode(String),
     /// Bytes that should be a snapshot are not one, or fail validation.
@@ -72,6 +67,8 @@ pub enum Error {
     StaleSlot { slot: u64, applied_slot: u64 },
     /// The watch table is full.
     TooManyWatches { watches_max: usize },
+    /// A watch prefix longer than any key.
+    WatchPrefixTooLong { bytes: usize, bytes_max: usize },
     /// A watch id that is not registered (never was, or was cancelled).
     UnknownWatch { id: u64 },
 }
@@ -83,20 +80,23 @@ impl fmt::Display for Error {
             Error::CommandTooLarge { part, bytes, bytes_max } => {
                 write!(f, "command {part} is {bytes} bytes, over the limit of {bytes_max}")
             }
+            Error::MalformedCommand { reason } => write!(f, "malformed command: {reason}"),
             Error::Encode(msg) => write!(f, "cannot encode: {msg}"),
             Error::CorruptSnapshot { reason } => write!(f, "corrupt snapshot: {reason}"),
             Error::UnsupportedSnapshotFormat { found, supported } => {
                 write!(f, "snapshot format {found} is not supported (this build reads {supported})")
             }
-            Error::StaleSnapshot { snapshot_slot, applied_slot } => write!(
-                f,
-                "snapshot at slot {snapshot_slot:?} is older than the applied slot {applied_slot:?}"
-            ),
+            Error::StaleSnapshot { snapshot_slot, applied_slot } => {
+                write!(f, "snapshot at slot {snapshot_slot:?} is older than the applied slot {applied_slot:?}")
+            }
             Error::StaleSlot { slot, applied_slot } => {
                 write!(f, "slot {slot} is not after the applied slot {applied_slot}")
             }
             Error::TooManyWatches { watches_max } => {
                 write!(f, "watch table full ({watches_max} watches)")
+            }
+            Error::WatchPrefixTooLong { bytes, bytes_max } => {
+                write!(f, "watch prefix is {bytes} bytes, longer than the longest key ({bytes_max})")
             }
             Error::UnknownWatch { id } => write!(f, "no watch with id {id}"),
         }
@@ -140,9 +140,6 @@ mod tests {
     #[test]
     fn message_names_part_and_reason() {
         let err = ParseError::new("slices/n1/x", "artifact", "expected group:artifact:version");
-        assert_eq!(
-            err.to_string(),
-            "invalid artifact in \"slices/n1/x\": expected group:artifact:version"
-        );
+        assert_eq!(err.to_string(), "invalid artifact in \"slices/n1/x\": expected group:artifact:version");
     }
 }

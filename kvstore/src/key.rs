@@ -118,8 +118,7 @@ pub struct UserPath(String);
 impl UserPath {
     pub fn parse(input: &str) -> Result<Self, ParseError> {
         for segment in input.split('/') {
-            check_segment(segment, "user key segment", NAME_BYTES_MAX, is_name_char)
-                .map_err(|e| e.within(input))?;
+            check_segment(segment, "user key segment", NAME_BYTES_MAX, is_name_char).map_err(|e| e.within(input))?;
         }
         Ok(UserPath(input.to_owned()))
     }
@@ -219,9 +218,7 @@ fn parse_in(namespace: Namespace, rest: &str) -> Result<AetherKey, ParseError> {
         Namespace::Targets => AetherKey::Target { artifact: Artifact::parse(one(rest, "{artifact}")?)? },
         Namespace::Endpoints => parse_endpoint(rest)?,
         Namespace::Routes => parse_route(rest)?,
-        Namespace::Versions => {
-            AetherKey::Versions { base: ArtifactBase::parse(one(rest, "{group}:{artifact}")?)? }
-        }
+        Namespace::Versions => AetherKey::Versions { base: ArtifactBase::parse(one(rest, "{group}:{artifact}")?)? },
         Namespace::Updates => AetherKey::Update { id: one_name(rest, "update id")? },
         Namespace::Thresholds => AetherKey::Threshold { metric: one_name(rest, "metric")? },
         Namespace::LogLevels => AetherKey::LogLevel { logger: one_name(rest, "logger")? },
@@ -278,9 +275,7 @@ fn parse_instance(input: &str) -> Result<u32, ParseError> {
         let reason = "expected a decimal number without leading zeros";
         return Err(ParseError::new(input, "endpoint instance", reason));
     }
-    input
-        .parse()
-        .map_err(|_| ParseError::new(input, "endpoint instance", "number too large"))
+    input.parse().map_err(|_| ParseError::new(input, "endpoint instance", "number too large"))
 }
 
 fn parse_route(rest: &str) -> Result<AetherKey, ParseError> {

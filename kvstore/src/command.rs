@@ -1,0 +1,215 @@
+//! Commands of the replicated state machine and their byte encoding.
+//!
+//! A command travels through consensus as opaque payload bytes: `[COMMAND_MAGIC, COMMAND_FORMAT]` followed by
+//! an rkyv archive in which the key is its canonical string. Keeping keys as strings on the wire means the key
+//! parser is the single place that decides what a valid key is, on the way in and on the way out.
+//!
+//! Decoding validates everything (header, length, archive, key, value size) and never panics on any input:
+//! a replica that cannot decode a decided payload reports it as malformed and moves on, and since every
+//! replica runs the same decoder over the same bytes, they all agree on that outcome.
+
+use crate::error::Error;
+use crate::key::{AetherKey, KEY_BYTES_MAX};
+use crate::revision::Revision;
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+/// Largest value, in bytes. A state-machine constant: every replica must enforce the same limit.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// Largest encoded command, in bytes: a maximal key and value plus room for the header and archive layout.
+pub const COMMAND_BYTES_MAX: usize = VALUE_BYTES_MAX + KEY_BYTES_MAX + 256;
+
+/// First byte of every encoded command, so stray bytes are recognised early.
+const COMMAND_MAGIC: u8 = 0xAE;
+/// Second byte: the encoding format. Bump it when [`CommandWire`] changes shape.
+const COMMAND_FORMAT: u8 = 1;
+const HEADER_BYTES: usize = 2;
+
+/// A change to the store, as submitted by a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Write `value` at `key`, whatever is there.
+    Put { key: AetherKey, value: Vec<u8> },
+    /// Delete `key`; `NotFound` when it is absent.
+    Remove { key: AetherKey },
+    /// Write `value` at `key` only if the key's current version is `expected`; `None` means "only if absent".
+    CompareAndSet { key: AetherKey, expected: Option<Revision>, value: Vec<u8> },
+    /// Delete `key` only if its current version is `expected`.
+    CompareAndRemove { key: AetherKey, expected: Revision },
+}
+
+/// The archived shape of a [`Command`]. Field order and types are the wire format: change only with a new
+/// [`COMMAND_FORMAT`].
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+enum CommandWire {
+    Put { key: String, value: Vec<u8> },
+    Remove { key: String },
+    CompareAndSet { key: String, expected_version: Option<u64>, value: Vec<u8> },
+    CompareAndRemove { key: String, expected_version: u64 },
+}
+
+impl Command {
+    pub fn key(&self) -> &AetherKey {
+        match self {
+            Command::Put { key, .. }
+            | Command::Remove { key }
+            | Command::CompareAndSet { key, .. }
+            | Command::CompareAndRemove { key, .. } => key,
+        }
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        match self {
+            Command::Put { value, .. } | Command::CompareAndSet { value, .. } => Some(value),
+            Command::Remove { .. } | Command::CompareAndRemove { .. } => None,
+        }
+    }
+
+    /// Encodes the command as a consensus payload. Fails only when the value is over [`VALUE_BYTES_MAX`].
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        let value_bytes = self.value().map_or(0, <[u8]>::len);
+        if value_bytes > VALUE_BYTES_MAX {
+            return Err(Error::CommandTooLarge { part: "value", bytes: value_bytes, bytes_max: VALUE_BYTES_MAX });
+        }
+        let archive = rkyv::to_bytes::<rancor::Error>(&self.to_wire()).map_err(|e| Error::Encode(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + archive.len());
+        bytes.extend_from_slice(&[COMMAND_MAGIC, COMMAND_FORMAT]);
+        bytes.extend_from_slice(&archive);
+        debug_assert!(bytes.len() <= COMMAND_BYTES_MAX, "limits admit an encoding over COMMAND_BYTES_MAX");
+        Ok(bytes)
+    }
+
+    /// Decodes a consensus payload. Any input is safe: failures are [`Error::MalformedCommand`].
+    pub fn decode(bytes: &[u8]) -> Result<Command, Error> {
+        let archive = check_header(bytes)?;
+        // rkyv needs the archive aligned; payload slices from the network or the log are not.
+        let mut aligned = AlignedVec::<16>::with_capacity(archive.len());
+        aligned.extend_from_slice(archive);
+        let wire = rkyv::from_bytes::<CommandWire, rancor::Error>(&aligned)
+            .map_err(|e| malformed(format!("invalid archive: {e}")))?;
+        Command::from_wire(wire)
+    }
+
+    fn to_wire(&self) -> CommandWire {
+        let key = self.key().to_string();
+        match self {
+            Command::Put { value, .. } => CommandWire::Put { key, value: value.clone() },
+            Command::Remove { .. } => CommandWire::Remove { key },
+            Command::CompareAndSet { expected, value, .. } => {
+                CommandWire::CompareAndSet { key, expected_version: expected.map(Revision::get), value: value.clone() }
+            }
+            Command::CompareAndRemove { expected, .. } => {
+                CommandWire::CompareAndRemove { key, expected_version: expected.get() }
+            }
+        }
+    }
+
+    fn from_wire(wire: CommandWire) -> Result<Command, Error> {
+        let command = match wire {
+            CommandWire::Put { key, value } => Command::Put { key: parse_key(&key)?, value },
+            CommandWire::Remove { key } => Command::Remove { key: parse_key(&key)? },
+            CommandWire::CompareAndSet { key, expected_version, value } => {
+                Command::CompareAndSet { key: parse_key(&key)?, expected: expected_version.map(Revision), value }
+            }
+            CommandWire::CompareAndRemove { key, expected_version } => {
+                Command::CompareAndRemove { key: parse_key(&key)?, expected: Revision(expected_version) }
+            }
+        };
+        match command.value().map_or(0, <[u8]>::len) {
+            bytes if bytes > VALUE_BYTES_MAX => Err(malformed(format!("value of {bytes} bytes is over the limit"))),
+            _ => Ok(command),
+        }
+    }
+}
+
+fn check_header(bytes: &[u8]) -> Result<&[u8], Error> {
+    if bytes.len() > COMMAND_BYTES_MAX {
+        return Err(malformed(format!("{} bytes, over the limit of {COMMAND_BYTES_MAX}", bytes.len())));
+    }
+    match bytes {
+        [COMMAND_MAGIC, COMMAND_FORMAT, archive @ ..] => Ok(archive),
+        [COMMAND_MAGIC, format, ..] => Err(malformed(format!("unknown command format {format}"))),
+        _ => Err(malformed("not a kvstore command (bad magic byte)".to_owned())),
+    }
+}
+
+fn parse_key(key: &str) -> Result<AetherKey, Error> {
+    AetherKey::parse(key).map_err(|e| malformed(e.to_string()))
+}
+
+fn malformed(reason: String) -> Error {
+    Error::MalformedCommand { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> AetherKey {
+        AetherKey::parse(s).unwrap()
+    }
+
+    #[test]
+    fn every_command_kind_round_trips() {
+        let commands = [
+            Command::Put { key: key("user/a"), value: b"v".to_vec() },
+            Command::Remove { key: key("blueprints/shop") },
+            Command::CompareAndSet { key: key("user/a"), expected: None, value: vec![] },
+            Command::CompareAndSet { key: key("user/a"), expected: Some(Revision(7)), value: vec![1, 2] },
+            Command::CompareAndRemove { key: key("schedules/nightly"), expected: Revision(3) },
+        ];
+        for command in commands {
+            let bytes = command.encode().unwrap();
+            assert_eq!(Command::decode(&bytes), Ok(command));
+        }
+    }
+
+    #[test]
+    fn a_maximal_command_fits_the_command_limit() {
+        let key_max = format!("user/{}k", "k/".repeat((KEY_BYTES_MAX - 6) / 2));
+        assert_eq!(key_max.len(), KEY_BYTES_MAX);
+        let command = Command::Put { key: key(&key_max), value: vec![0; VALUE_BYTES_MAX] };
+        let bytes = command.encode().unwrap();
+        assert!(bytes.len() <= COMMAND_BYTES_MAX);
+        assert_eq!(Command::decode(&bytes), Ok(command));
+    }
+
+    #[test]
+    fn oversized_values_are_refused_at_encode() {
+        let command = Command::Put { key: key("user/a"), value: vec![0; VALUE_BYTES_MAX + 1] };
+        assert!(matches!(command.encode(), Err(Error::CommandTooLarge { part: "value", .. })));
+    }
+
+    #[test]
+    fn bad_headers_are_malformed() {
+        for bytes in [&[][..], &[0x00, 1, 2][..], &[COMMAND_MAGIC][..], &[COMMAND_MAGIC, 99, 0][..]] {
+            assert!(matches!(Command::decode(bytes), Err(Error::MalformedCommand { .. })), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_key_inside_a_valid_archive_is_malformed() {
+        let wire = CommandWire::Remove { key: "routes/GET//echo".to_owned() };
+        let mut bytes = vec![COMMAND_MAGIC, COMMAND_FORMAT];
+        bytes.extend_from_slice(&rkyv::to_bytes::<rancor::Error>(&wire).unwrap());
+        let err = Command::decode(&bytes).unwrap_err();
+        assert!(err.to_string().contains("route path"), "{err}");
+    }
+
+    #[test]
+    fn truncated_encodings_never_decode_to_something_else() {
+        let command = Command::Put { key: key("user/a"), value: b"hello".to_vec() };
+        let bytes = command.encode().unwrap();
+        for cut in 0..bytes.len() {
+            assert!(Command::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes decoded");
+        }
+    }
+
+    #[test]
+    fn unaligned_input_decodes() {
+        let command = Command::Remove { key: key("alerts/x") };
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&command.encode().unwrap());
+        assert_eq!(Command::decode(&shifted[1..]), Ok(command));
+    }
+}
