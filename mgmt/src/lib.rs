@@ -1,1 +1,17 @@
-//! mgmt
+//! The management API on :8080: small HTTP (tiny_http), JSON in and out, stable paths under `/api/...`.
+//!
+//! What it owns: parsing and validating requests, routing, status codes and the JSON shapes of answers.
+//! What it must never do: touch the node's state directly. Every answer comes from the [`Backend`], which
+//! the daemon implements by sending a command to its event loop and waiting for the reply with a timeout.
+//!
+//! Invariants: every error is `{"error": "...", "detail": "..."}` with a meaningful status (400 bad input,
+//! 403 forbidden, 404 absent, 405 wrong method, 503 not ready or no quorum, 504 timeout); no handler panics
+//! on any input.
+
+mod api;
+mod error;
+mod server;
+
+pub use api::{route, Backend, ClusterView, FaultSpec, PeerView};
+pub use error::ApiError;
+pub use server::{Request, Response, Server};
