@@ -1,0 +1,110 @@
+//! Generators shared by the property tests: valid keys of every namespace, commands and command batches.
+
+#![allow(dead_code)]
+
+use kvstore::{
+    AetherKey, Artifact, ArtifactBase, Command, HttpMethod, Name, NodeId, Revision, RoutePath, SemVer, UserPath,
+};
+use proptest::prelude::*;
+
+pub fn node() -> impl Strategy<Value = NodeId> {
+    "[A-Za-z0-9_-][A-Za-z0-9._-]{0,15}".prop_map(|s| NodeId::parse(&s).unwrap())
+}
+
+pub fn name() -> impl Strategy<Value = Name> {
+    "[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,20}".prop_map(|s| Name::parse(&s).unwrap())
+}
+
+fn pre_release() -> impl Strategy<Value = Option<String>> {
+    let ident = prop_oneof!["[a-z][a-z0-9-]{0,5}", "(0|[1-9][0-9]{0,3})"];
+    proptest::option::of(proptest::collection::vec(ident, 1..4).prop_map(|idents| idents.join(".")))
+}
+
+pub fn semver() -> impl Strategy<Value = SemVer> {
+    (0..1000u64, 0..1000u64, any::<u64>(), pre_release()).prop_map(|(major, minor, patch, pre)| {
+        let text = match pre {
+            Some(pre) => format!("{major}.{minor}.{patch}-{pre}"),
+            None => format!("{major}.{minor}.{patch}"),
+        };
+        SemVer::parse(&text).unwrap()
+    })
+}
+
+pub fn artifact_base() -> impl Strategy<Value = ArtifactBase> {
+    ("[a-z][a-z0-9._-]{0,12}", "[a-z][a-z0-9_-]{0,12}")
+        .prop_map(|(group, artifact)| ArtifactBase::parse(&format!("{group}:{artifact}")).unwrap())
+}
+
+pub fn artifact() -> impl Strategy<Value = Artifact> {
+    (artifact_base(), semver()).prop_map(|(base, version)| base.with_version(version))
+}
+
+pub fn route_path() -> impl Strategy<Value = RoutePath> {
+    proptest::collection::vec("[a-z0-9{}_~@:-][a-z0-9{}._~@:-]{0,8}", 0..5)
+        .prop_map(|segments| RoutePath::parse(&format!("/{}", segments.join("/"))).unwrap())
+}
+
+pub fn user_path() -> impl Strategy<Value = UserPath> {
+    proptest::collection::vec("[a-z0-9_:-][a-z0-9._:-]{0,10}", 1..5)
+        .prop_map(|segments| UserPath::parse(&segments.join("/")).unwrap())
+}
+
+pub fn http_method() -> impl Strategy<Value = HttpMethod> {
+    proptest::sample::select(HttpMethod::ALL.to_vec())
+}
+
+/// Any valid key, every namespace equally likely.
+pub fn key() -> impl Strategy<Value = AetherKey> + Clone {
+    prop_oneof![
+        name().prop_map(|name| AetherKey::Blueprint { name }),
+        (node(), artifact()).prop_map(|(node, artifact)| AetherKey::Slice { node, artifact }),
+        artifact().prop_map(|artifact| AetherKey::Target { artifact }),
+        (artifact(), name(), node(), any::<u32>()).prop_map(|(artifact, method, node, instance)| {
+            AetherKey::Endpoint { artifact, method, node, instance }
+        }),
+        (http_method(), route_path()).prop_map(|(method, path)| AetherKey::Route { method, path }),
+        artifact_base().prop_map(|base| AetherKey::Versions { base }),
+        name().prop_map(|id| AetherKey::Update { id }),
+        name().prop_map(|metric| AetherKey::Threshold { metric }),
+        name().prop_map(|logger| AetherKey::LogLevel { logger }),
+        name().prop_map(|section| AetherKey::Config { section }),
+        (name(), name()).prop_map(|(topic, subscriber)| AetherKey::TopicSubscription { topic, subscriber }),
+        name().prop_map(|task| AetherKey::Schedule { task }),
+        node().prop_map(|node| AetherKey::NodeLifecycle { node }),
+        name().prop_map(|id| AetherKey::Alert { id }),
+        user_path().prop_map(|path| AetherKey::User { path }),
+    ]
+}
+
+/// Keys from a small set, so commands in one run collide and compare-and-set sometimes matches.
+pub fn colliding_key() -> impl Strategy<Value = AetherKey> + Clone {
+    proptest::sample::select(vec!["user/a", "user/b", "user/a/x", "routes/GET/", "slices/n1/g:a:1.0.0"])
+        .prop_map(|s| AetherKey::parse(s).unwrap())
+}
+
+fn revision() -> impl Strategy<Value = Revision> {
+    (0..20u64).prop_map(Revision)
+}
+
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..32)
+}
+
+pub fn command_on(keys: impl Strategy<Value = AetherKey> + Clone) -> impl Strategy<Value = Command> {
+    prop_oneof![
+        (keys.clone(), value()).prop_map(|(key, value)| Command::Put { key, value }),
+        keys.clone().prop_map(|key| Command::Remove { key }),
+        (keys.clone(), proptest::option::of(revision()), value())
+            .prop_map(|(key, expected, value)| Command::CompareAndSet { key, expected, value }),
+        (keys, revision()).prop_map(|(key, expected)| Command::CompareAndRemove { key, expected }),
+    ]
+}
+
+/// Batches of encoded payloads, with an occasional malformed one.
+pub fn batches() -> impl Strategy<Value = Vec<Vec<Vec<u8>>>> {
+    let payload = prop_oneof![
+        9 => command_on(colliding_key()).prop_map(|c| c.encode().unwrap()),
+        1 => proptest::collection::vec(any::<u8>(), 0..16),
+    ];
+    proptest::collection::vec(proptest::collection::vec(payload, 0..8), 0..12)
+}
