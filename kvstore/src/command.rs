@@ -34,7 +34,7 @@ pub enum Command {
     Remove { key: AetherKey },
     /// Write `value` at `key` only if the key's current version is `expected`; `None` means "only if absent".
     CompareAndSet { key: AetherKey, expected: Option<Revision>, value: Vec<u8> },
-    /// Delete `key` only if its current version is `expected`.
+    /// Delete `key` only if its current version is `expected` (an absent key is a version mismatch).
     CompareAndRemove { key: AetherKey, expected: Revision },
 }
 

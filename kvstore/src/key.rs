@@ -80,30 +80,30 @@ impl Namespace {
         Namespace::User,
     ];
 
-    /// The namespace's segment, without the `/`.
-    pub fn word(self) -> &'static str {
+    /// The prefix every key of this namespace starts with (`"slices/"`), for [`crate::Store::list`] and watches.
+    pub fn prefix(self) -> &'static str {
         match self {
-            Namespace::Blueprints => "blueprints",
-            Namespace::Slices => "slices",
-            Namespace::Targets => "targets",
-            Namespace::Endpoints => "endpoints",
-            Namespace::Routes => "routes",
-            Namespace::Versions => "versions",
-            Namespace::Updates => "updates",
-            Namespace::Thresholds => "thresholds",
-            Namespace::LogLevels => "loglevels",
-            Namespace::Config => "config",
-            Namespace::Topics => "topics",
-            Namespace::Schedules => "schedules",
-            Namespace::Nodes => "nodes",
-            Namespace::Alerts => "alerts",
-            Namespace::User => "user",
+            Namespace::Blueprints => "blueprints/",
+            Namespace::Slices => "slices/",
+            Namespace::Targets => "targets/",
+            Namespace::Endpoints => "endpoints/",
+            Namespace::Routes => "routes/",
+            Namespace::Versions => "versions/",
+            Namespace::Updates => "updates/",
+            Namespace::Thresholds => "thresholds/",
+            Namespace::LogLevels => "loglevels/",
+            Namespace::Config => "config/",
+            Namespace::Topics => "topics/",
+            Namespace::Schedules => "schedules/",
+            Namespace::Nodes => "nodes/",
+            Namespace::Alerts => "alerts/",
+            Namespace::User => "user/",
         }
     }
 
-    /// The prefix every key of this namespace starts with (`"slices/"`), for [`crate::Store::list`] and watches.
-    pub fn prefix(self) -> String {
-        format!("{}/", self.word())
+    /// The namespace's segment, without the `/`.
+    pub fn word(self) -> &'static str {
+        self.prefix().trim_end_matches('/')
     }
 
     fn from_word(word: &str) -> Option<Self> {
@@ -236,7 +236,7 @@ fn parse_in(namespace: Namespace, rest: &str) -> Result<AetherKey, ParseError> {
 fn segments<'a, const N: usize>(rest: &'a str, shape: &str) -> Result<[&'a str; N], ParseError> {
     let parts: Vec<&str> = rest.split('/').collect();
     parts.try_into().map_err(|parts: Vec<&str>| {
-        let reason = format!("expected {shape} ({N} segments), found {} segments", parts.len());
+        let reason = format!("expected {shape}, found {} segment(s)", parts.len());
         ParseError::new(rest, "key shape", reason)
     })
 }
@@ -422,7 +422,7 @@ mod tests {
         for s in EXAMPLES {
             let key = AetherKey::parse(s).unwrap();
             assert_eq!(key.is_user(), s.starts_with("user/"));
-            assert!(s.starts_with(&key.namespace().prefix()));
+            assert!(s.starts_with(key.namespace().prefix()));
         }
     }
 }

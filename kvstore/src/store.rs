@@ -61,7 +61,8 @@ impl Store {
         &self.state
     }
 
-    /// Registers a watch on every key starting with `prefix` (`""` for all). Events start with the next change.
+    /// Registers a watch on every key starting with `prefix` (`""` for all). Events start with the next change,
+    /// so a component registers, then lists the prefix for its starting view, before the next batch applies.
     pub fn watch(&mut self, prefix: &str) -> Result<WatchId, Error> {
         self.watches.register(prefix)
     }

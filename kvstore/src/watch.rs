@@ -24,7 +24,8 @@ pub struct WatchLimits {
     pub watches_max: usize,
     /// Most events queued per watch before it is marked lagged.
     pub events_max: usize,
-    /// Most bytes (keys, values and overhead) queued per watch before it is marked lagged.
+    /// Most bytes (keys, values and overhead) queued per watch before it is marked lagged. Keep it well above
+    /// [`crate::VALUE_BYTES_MAX`]: a single change larger than this always turns into a `Resync`.
     pub bytes_max: usize,
 }
 
@@ -114,7 +115,7 @@ impl Watch {
 }
 
 /// The watch table of one node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Watches {
     by_id: BTreeMap<WatchId, Watch>,
     next_id: u64,

@@ -20,7 +20,7 @@ proptest! {
 
     #[test]
     fn keys_start_with_their_namespace_prefix(key in common::key()) {
-        prop_assert!(key.to_string().starts_with(&key.namespace().prefix()));
+        prop_assert!(key.to_string().starts_with(key.namespace().prefix()));
     }
 
     #[test]
