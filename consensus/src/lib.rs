@@ -1,1 +1,63 @@
-//! consensus
+//! Rabia (Pan et al., SOSP 2021) as a sans-IO state machine over opaque command batches.
+//!
+//! # What it owns
+//! One replica of a leaderless replicated log. The shell (the node's event loop, or the simulator) feeds
+//! it [`Input`]s with the current local time in milliseconds (`now_ms: u64`, any monotonic origin) and
+//! carries out the [`Output`]s in order: send or broadcast a [`Message`], arm a timer, apply a
+//! [`Decision`], refuse a client command, take or install a snapshot. The crate never touches a socket,
+//! a thread, a clock or a random source; the common coin is a keyed hash of the cluster's `coin_seed`
+//! and (slot, phase), so every replica flips the same coin.
+//!
+//! # Protocol
+//! Client commands are stamped by the receiving replica (its clock, its id) and forwarded to every
+//! replica, whose pending queues order them by (timestamp, origin, client, sequence). Per slot, each
+//! replica proposes a batch (its queue head, or the first proposal it received for the slot if it had not
+//! proposed yet), then runs Rabia's randomized binary agreement on "a majority proposed the same batch":
+//! decided 1 applies that batch, decided 0 is a null slot and the commands stay queued. Slots are decided
+//! one at a time, in order (no pipelining). Fault-free with equal heads this is three message delays per
+//! slot: proposal, state, vote.
+//!
+//! # Loss, duplication, reordering
+//! Peers' messages are recorded first-come per (peer, slot, phase, round); duplicates and settled slots
+//! are ignored. Every `retransmit_ms` a replica broadcasts `Status { next_slot }` and, if its slot has been
+//! open for a period, resends its own messages of that slot unchanged. A peer behind us gets the decided
+//! slots it lacks (or our latest snapshot when they were compacted); a peer ahead of us is asked for them.
+//!
+//! # Restart without persisted votes
+//! A replica built with [`Replica::restarted`] has lost everything, including what it voted. It votes
+//! again only from a *vote floor* on: it broadcasts `RecoveryProbe`, and once a majority of the cluster
+//! (peers only) that are not themselves recovering reported their `next_slot`, the floor is the highest
+//! reported plus two. Until its own `next_slot` reaches the floor it only learns decisions (catch-up) and
+//! forwards client commands. Why this is enough: before the crash it could have voted only in slots up to
+//! its own `next_slot` s; having decided s - 1 means a majority V voted in s - 1, so each member of V had
+//! `next_slot >= s - 1`; of the 2f peers at least f are in V, so any f + 1 answering peers include one of
+//! them, and a replica that is not recovering never goes back below a `next_slot` it reached (a finished
+//! recovery ends past its floor, which is past where it crashed). So s <= highest + 1 < floor.
+//! Liveness caveat: if a majority loses its volatile state while the same slot is undecided, no replica
+//! may vote there again and that slot stalls; with at most f replicas down or recovering at a time the
+//! others always decide. Persisting votes would remove the caveat; we do not, and the simulator's crash
+//! schedule respects that bound.
+//!
+//! # Duplicates, bounds, snapshots
+//! A command id (client, sequence) applies at most once: sessions record applied ids as slots apply, so
+//! duplicates are filtered out of [`Decision::batch`] identically on every replica, and a retried command
+//! that already applied is refused with [`RejectReason::AlreadyApplied`]. Every queue and buffer has a
+//! bound in [`Config`]; a full pending queue refuses client commands with [`RejectReason::QueueFull`].
+//! Every `snapshot_every_slots` decisions the core asks the shell for a snapshot
+//! ([`Output::TakeSnapshot`]); the answer ([`Input::SnapshotTaken`]) is the shell's "log compacted up to
+//! this slot": the core then keeps decided batches only from there on, and serves older catch-up with the
+//! snapshot bytes plus the sessions. A replica that receives a snapshot emits [`Output::InstallSnapshot`].
+
+mod coin;
+mod log;
+mod message;
+mod queue;
+mod replica;
+mod sessions;
+mod slot;
+mod types;
+
+pub use coin::coin;
+pub use message::{decode_message, encode_message, DecidedSlot, DecodeError, Message, SessionRecord};
+pub use replica::{Input, Output, RejectReason, Replica, Stats, TimerKind};
+pub use types::{Broken, ClientCommand, Command, CommandId, Config, Decision, Phase, ReplicaId, Slot};

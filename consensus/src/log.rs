@@ -1,0 +1,116 @@
+//! The decided log kept in memory for catch-up, and the latest snapshot that replaces its compacted prefix.
+//!
+//! Invariants: `entries` holds consecutive slots starting at `first_slot`, at most `slots_max` of them
+//! (the oldest are dropped first, counted in `dropped`); when a snapshot is stored, entries below its
+//! `next_slot` are dropped. Batches are kept as decided, before duplicate removal.
+
+use std::collections::VecDeque;
+
+use crate::message::{DecidedSlot, SessionRecord};
+use crate::types::{Command, Slot};
+
+#[derive(Clone, Debug)]
+pub(crate) struct StoredSnapshot {
+    pub(crate) next_slot: Slot,
+    pub(crate) sessions: Vec<SessionRecord>,
+    pub(crate) state: Vec<u8>,
+}
+
+pub(crate) struct DecidedLog {
+    first_slot: Slot,
+    entries: VecDeque<Option<Vec<Command>>>,
+    slots_max: usize,
+    pub(crate) snapshot: Option<StoredSnapshot>,
+    pub(crate) dropped: u64,
+}
+
+impl DecidedLog {
+    pub(crate) fn new(slots_max: usize) -> DecidedLog {
+        DecidedLog {
+            first_slot: Slot(0),
+            entries: VecDeque::new(),
+            slots_max: slots_max.max(1),
+            snapshot: None,
+            dropped: 0,
+        }
+    }
+
+    /// The slot after the last entry.
+    fn end_slot(&self) -> Slot {
+        Slot(self.first_slot.0 + self.entries.len() as u64)
+    }
+
+    /// Appends the decision of `slot`, which must follow the last entry (else the log restarts there).
+    pub(crate) fn push(&mut self, slot: Slot, batch: Option<Vec<Command>>) {
+        if slot != self.end_slot() {
+            self.entries.clear();
+            self.first_slot = slot;
+        }
+        self.entries.push_back(batch);
+        if self.entries.len() > self.slots_max {
+            self.entries.pop_front();
+            self.first_slot = self.first_slot.next();
+            self.dropped += 1;
+        }
+    }
+
+    /// Stores a snapshot and drops what it covers; the log then continues at `snapshot.next_slot`.
+    pub(crate) fn store_snapshot(&mut self, snapshot: StoredSnapshot) {
+        let next = snapshot.next_slot;
+        while self.first_slot < next && !self.entries.is_empty() {
+            self.entries.pop_front();
+            self.first_slot = self.first_slot.next();
+        }
+        if self.entries.is_empty() {
+            self.first_slot = next;
+        }
+        self.snapshot = Some(snapshot);
+    }
+
+    /// Decisions from `from` on, at most `count_max`; empty if `from` is outside the log.
+    pub(crate) fn range(&self, from: Slot, count_max: usize) -> Vec<DecidedSlot> {
+        if from < self.first_slot {
+            return Vec::new();
+        }
+        let skip = (from.0 - self.first_slot.0) as usize;
+        self.entries
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .take(count_max)
+            .map(|(i, batch)| DecidedSlot {
+                slot: Slot(self.first_slot.0 + i as u64),
+                batch: batch.clone(),
+            })
+            .collect()
+    }
+
+    /// True when `from` was compacted away and only a snapshot can bring a peer past it.
+    pub(crate) fn needs_snapshot(&self, from: Slot) -> bool {
+        from < self.first_slot && self.snapshot.as_ref().is_some_and(|s| s.next_slot > from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_is_bounded_and_compacted_by_snapshots() {
+        let mut log = DecidedLog::new(3);
+        for slot in 0..5 {
+            log.push(Slot(slot), None);
+        }
+        assert_eq!(log.dropped, 2);
+        assert!(log.range(Slot(1), 8).is_empty());
+        assert_eq!(log.range(Slot(2), 8).len(), 3);
+        log.store_snapshot(StoredSnapshot {
+            next_slot: Slot(4),
+            sessions: Vec::new(),
+            state: vec![1],
+        });
+        assert_eq!(log.range(Slot(4), 8).len(), 1);
+        assert!(log.needs_snapshot(Slot(3)));
+        assert!(!log.needs_snapshot(Slot(4)));
+    }
+}

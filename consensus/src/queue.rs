@@ -1,0 +1,127 @@
+//! The pending queue: commands not yet decided, ordered by (timestamp, origin, client, sequence) so every
+//! replica that holds the same commands proposes the same head.
+//!
+//! Invariants: at most `commands_max` commands; each `CommandId` at most once; `index` and `order` always
+//! hold exactly the same commands.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::types::{Command, CommandId, ReplicaId};
+
+type QueueKey = (u64, ReplicaId, CommandId);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    Full,
+    AlreadyQueued,
+}
+
+pub(crate) struct PendingQueue {
+    order: BTreeMap<QueueKey, Command>,
+    index: HashMap<CommandId, QueueKey>,
+    commands_max: usize,
+}
+
+impl PendingQueue {
+    pub(crate) fn new(commands_max: usize) -> PendingQueue {
+        PendingQueue {
+            order: BTreeMap::new(),
+            index: HashMap::new(),
+            commands_max,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn contains(&self, id: CommandId) -> bool {
+        self.index.contains_key(&id)
+    }
+
+    pub(crate) fn push(&mut self, command: Command) -> Result<(), PushError> {
+        if self.index.contains_key(&command.id) {
+            return Err(PushError::AlreadyQueued);
+        }
+        if self.order.len() >= self.commands_max {
+            return Err(PushError::Full);
+        }
+        let key = (command.timestamp_ms, command.origin, command.id);
+        self.index.insert(command.id, key);
+        self.order.insert(key, command);
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, id: CommandId) {
+        if let Some(key) = self.index.remove(&id) {
+            self.order.remove(&key);
+        }
+    }
+
+    /// Drops every command for which `keep` says no.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(CommandId) -> bool) {
+        let gone: Vec<CommandId> = self.index.keys().copied().filter(|id| !keep(*id)).collect();
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
+    /// The head of the queue, at most `commands_max` commands and `bytes_max` payload bytes (always at
+    /// least one command when the queue is not empty).
+    pub(crate) fn head(&self, commands_max: usize, bytes_max: usize) -> Vec<Command> {
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        for command in self.order.values() {
+            let size = command.payload.len();
+            if batch.len() >= commands_max || (!batch.is_empty() && bytes + size > bytes_max) {
+                break;
+            }
+            bytes += size;
+            batch.push(command.clone());
+        }
+        batch
+    }
+
+    /// Commands stamped at or before `timestamp_ms`, oldest first, at most `count_max`.
+    pub(crate) fn stamped_before(&self, timestamp_ms: u64, count_max: usize) -> Vec<Command> {
+        self.order
+            .values()
+            .take_while(|command| command.timestamp_ms <= timestamp_ms)
+            .take(count_max)
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(client: u64, timestamp_ms: u64) -> Command {
+        Command {
+            id: CommandId { client, seq: 0 },
+            origin: ReplicaId(0),
+            timestamp_ms,
+            payload: vec![1],
+        }
+    }
+
+    #[test]
+    fn head_is_ordered_by_timestamp_and_queue_is_bounded() {
+        let mut queue = PendingQueue::new(2);
+        assert_eq!(queue.push(command(1, 50)), Ok(()));
+        assert_eq!(queue.push(command(2, 10)), Ok(()));
+        assert_eq!(queue.push(command(2, 10)), Err(PushError::AlreadyQueued));
+        assert_eq!(queue.push(command(3, 0)), Err(PushError::Full));
+        let head = queue.head(8, 1 << 20);
+        assert_eq!(head.iter().map(|c| c.id.client).collect::<Vec<_>>(), vec![2, 1]);
+        queue.remove(CommandId { client: 2, seq: 0 });
+        assert_eq!(queue.len(), 1);
+        assert!(!queue.contains(CommandId { client: 2, seq: 0 }));
+    }
+}

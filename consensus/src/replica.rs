@@ -1,0 +1,751 @@
+//! `Replica`: one member of the cluster as a sans-IO state machine. It owns the pending queue, the
+//! current slot's agreement, the decided log kept for catch-up, client sessions and the restart recovery.
+//!
+//! Invariants:
+//! - Slots are decided and output strictly in order; `next_slot` is the first slot not yet output.
+//! - The replica takes part (proposal, state, vote) only in `next_slot`, and only in `Mode::Normal`.
+//! - Every buffer is bounded by the `Config`; a message that does not fit a bound is dropped and counted.
+//! - Nothing here reads a clock, a socket or a random source: time comes in as `now_ms`, and everything
+//!   to do goes out as `Output`s, in order.
+
+use std::collections::VecDeque;
+
+use crate::log::{DecidedLog, StoredSnapshot};
+use crate::message::{DecidedSlot, Message, SessionRecord};
+use crate::queue::{PendingQueue, PushError};
+use crate::sessions::Sessions;
+use crate::slot::SlotAgreement;
+use crate::types::{Broken, ClientCommand, Command, CommandId, Config, Decision, ReplicaId, Slot};
+
+/// The timers a replica asks for. Arming a kind again replaces its previous deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    /// Periodic: resend this slot's messages, report status, ask for catch-up.
+    Retransmit,
+    /// Propose the queue head (after `propose_delay_ms`).
+    Propose,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Back-pressure: the pending queue is at `queue_commands_max`. Retry later.
+    QueueFull,
+    /// This command id has applied already; the state machine holds its result.
+    AlreadyApplied,
+    /// The payload is over `payload_bytes_max`.
+    TooLarge,
+}
+
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A message from peer `from`, as authenticated by the transport.
+    Message { from: ReplicaId, message: Message },
+    /// Client commands that reached this replica.
+    Submit(Vec<ClientCommand>),
+    /// A timer armed by `Output::SetTimer` fired.
+    Timer(TimerKind),
+    /// The shell's answer to `Output::TakeSnapshot`: the state machine's bytes at `next_slot`.
+    SnapshotTaken { next_slot: Slot, state: Vec<u8> },
+    /// The process restarted: volatile state is gone. Same as building `Replica::restarted`.
+    Restart { incarnation: u64 },
+}
+
+#[derive(Clone, Debug)]
+pub enum Output {
+    Send { to: ReplicaId, message: Message },
+    Broadcast { message: Message },
+    /// Call back with `Input::Timer(kind)` at local time `at_ms` (replaces an earlier deadline).
+    SetTimer { kind: TimerKind, at_ms: u64 },
+    /// Apply this slot, in order.
+    Decided(Decision),
+    Rejected { id: CommandId, reason: RejectReason },
+    /// Snapshot the state machine as it is after every `Decided` output so far (they cover exactly the
+    /// slots below `next_slot`) and answer with `Input::SnapshotTaken`. The log below it may be dropped.
+    TakeSnapshot { next_slot: Slot },
+    /// Replace the state machine with this snapshot; decisions continue at `next_slot`.
+    InstallSnapshot { next_slot: Slot, state: Vec<u8> },
+}
+
+/// Counters for tests, benchmarks and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub slots_by_vote: u64,
+    pub slots_by_sync: u64,
+    pub null_slots: u64,
+    pub null_run_longest: u64,
+    null_run: u64,
+    pub phases_total: u64,
+    pub phases_max: u32,
+    pub duplicates_filtered: u64,
+    pub snapshots_installed: u64,
+    pub snapshot_answers_ignored: u64,
+    pub forwards_dropped_queue_full: u64,
+    pub future_messages_dropped: u64,
+    pub invalid_messages: u64,
+    pub exhausted_slots: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Recovery {
+    incarnation: u64,
+    reported: Vec<Option<Slot>>,
+    /// The first slot this replica may vote in, once a majority of peers answered.
+    vote_floor: Option<Slot>,
+}
+
+#[derive(Clone, Debug)]
+enum Mode {
+    Normal,
+    Recovering(Recovery),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct PeerTrack {
+    seen_slot: Slot,
+    reply_from: Option<Slot>,
+    reply_at_ms: u64,
+    request_at_ms: Option<u64>,
+}
+
+pub struct Replica {
+    config: Config,
+    mode: Mode,
+    next_slot: Slot,
+    slot_started_ms: u64,
+    agreement: SlotAgreement,
+    queue: PendingQueue,
+    sessions: Sessions,
+    log: DecidedLog,
+    future: Vec<(ReplicaId, Message)>,
+    replay: VecDeque<(ReplicaId, Message)>,
+    peers: Vec<PeerTrack>,
+    propose_armed: bool,
+    snapshot_asked: Option<(Slot, Vec<SessionRecord>)>,
+    slots_since_snapshot: u64,
+    stats: Stats,
+}
+
+impl Replica {
+    /// A member of a brand-new cluster (or one whose votes are known to be gone from everyone's
+    /// consideration): it may vote from slot 0.
+    pub fn new(config: Config) -> Replica {
+        Replica {
+            mode: Mode::Normal,
+            next_slot: Slot(0),
+            slot_started_ms: 0,
+            agreement: SlotAgreement::new(Slot(0), &config),
+            queue: PendingQueue::new(config.queue_commands_max),
+            sessions: Sessions::new(config.clients_max, config.session_window),
+            log: DecidedLog::new(config.log_slots_max),
+            future: Vec::new(),
+            replay: VecDeque::new(),
+            peers: vec![PeerTrack::default(); config.n()],
+            propose_armed: false,
+            snapshot_asked: None,
+            slots_since_snapshot: 0,
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    /// A replica that ran before and lost its volatile state (votes included). It does not vote until it
+    /// has learned from a majority of peers where the cluster is and caught up past every slot it might
+    /// have voted in. `incarnation` must differ from every earlier one of this replica (a boot counter).
+    pub fn restarted(config: Config, incarnation: u64) -> Replica {
+        let recovering = config.broken != Broken::RestartWithoutRecovery;
+        let n = config.n();
+        let mut replica = Replica::new(config);
+        if recovering {
+            replica.mode = Mode::Recovering(Recovery {
+                incarnation,
+                reported: vec![None; n],
+                vote_floor: None,
+            });
+        }
+        replica
+    }
+
+    /// Arms the first timers (and starts recovery when restarted). Call once, before any `handle`.
+    pub fn start(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        self.slot_started_ms = now_ms;
+        self.arm_retransmit(now_ms, out);
+        if let Mode::Recovering(recovery) = &self.mode {
+            let incarnation = recovery.incarnation;
+            out.push(Output::Broadcast {
+                message: Message::RecoveryProbe { incarnation },
+            });
+        }
+    }
+
+    pub fn next_slot(&self) -> Slot {
+        self.next_slot
+    }
+
+    pub fn is_recovering(&self) -> bool {
+        matches!(self.mode, Mode::Recovering(_))
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Feeds one input at local time `now_ms`; what to do goes to `out`, in order.
+    pub fn handle(&mut self, now_ms: u64, input: Input, out: &mut Vec<Output>) {
+        match input {
+            Input::Message { from, message } => self.on_message(now_ms, from, message, out),
+            Input::Submit(commands) => self.on_submit(now_ms, commands, out),
+            Input::Timer(TimerKind::Retransmit) => self.on_retransmit(now_ms, out),
+            Input::Timer(TimerKind::Propose) => self.on_propose_timer(now_ms, out),
+            Input::SnapshotTaken { next_slot, state } => self.on_snapshot_taken(next_slot, state),
+            Input::Restart { incarnation } => {
+                *self = Replica::restarted(self.config.clone(), incarnation);
+                self.start(now_ms, out);
+            }
+        }
+        while let Some((from, message)) = self.replay.pop_front() {
+            self.on_message(now_ms, from, message, out);
+        }
+    }
+
+    fn on_message(&mut self, now_ms: u64, from: ReplicaId, message: Message, out: &mut Vec<Output>) {
+        if from.index() >= self.config.n() || from == self.config.me || !self.fits(&message) {
+            self.stats.invalid_messages += 1;
+            return;
+        }
+        match message {
+            Message::Forward { commands } => {
+                commands.into_iter().for_each(|c| self.enqueue_forwarded(c));
+                self.maybe_propose(now_ms, out);
+            }
+            Message::Proposal { .. } | Message::State { .. } | Message::Vote { .. } => {
+                self.on_round_message(now_ms, from, message, out)
+            }
+            Message::Status { next_slot } => self.on_status(now_ms, from, next_slot, out),
+            Message::SyncRequest { from_slot } => self.reply_sync(now_ms, from, from_slot, out),
+            Message::SyncReply { decisions } => self.on_sync_reply(now_ms, decisions, out),
+            Message::Snapshot {
+                next_slot,
+                sessions,
+                state,
+            } => self.install_snapshot(now_ms, StoredSnapshot { next_slot, sessions, state }, out),
+            Message::RecoveryProbe { incarnation } => self.on_recovery_probe(from, incarnation, out),
+            Message::RecoveryReply {
+                incarnation,
+                next_slot,
+            } => self.on_recovery_reply(now_ms, from, incarnation, next_slot, out),
+        }
+    }
+
+    /// Whether a peer's message is within every size bound of our configuration.
+    fn fits(&self, message: &Message) -> bool {
+        let c = &self.config;
+        let batch_fits = |batch: &[Command]| {
+            batch.len() <= c.batch_commands_max && batch.iter().all(|x| x.payload.len() <= c.payload_bytes_max)
+        };
+        match message {
+            Message::Forward { commands } => {
+                commands.len() <= c.forward_commands_max
+                    && commands.iter().all(|x| x.payload.len() <= c.payload_bytes_max)
+            }
+            Message::Proposal { batch, .. } => batch_fits(batch),
+            Message::State { phase, .. } | Message::Vote { phase, .. } => {
+                phase.0 >= 1 && phase.0 <= c.phases_max
+            }
+            Message::SyncReply { decisions } => {
+                decisions.len() <= c.sync_slots_max
+                    && decisions.iter().all(|d| d.batch.as_deref().is_none_or(batch_fits))
+            }
+            _ => true,
+        }
+    }
+
+    fn on_submit(&mut self, now_ms: u64, commands: Vec<ClientCommand>, out: &mut Vec<Output>) {
+        let mut accepted = Vec::new();
+        for command in commands {
+            if let Some(reason) = self.admit(now_ms, command, &mut accepted) {
+                out.push(Output::Rejected {
+                    id: reason.0,
+                    reason: reason.1,
+                });
+            }
+        }
+        for chunk in accepted.chunks(self.config.forward_commands_max.max(1)) {
+            out.push(Output::Broadcast {
+                message: Message::Forward {
+                    commands: chunk.to_vec(),
+                },
+            });
+        }
+        self.maybe_propose(now_ms, out);
+    }
+
+    /// Queues a client command stamped with our clock, or says why not.
+    fn admit(
+        &mut self,
+        now_ms: u64,
+        command: ClientCommand,
+        accepted: &mut Vec<Command>,
+    ) -> Option<(CommandId, RejectReason)> {
+        let id = command.id;
+        if command.payload.len() > self.config.payload_bytes_max {
+            return Some((id, RejectReason::TooLarge));
+        }
+        if self.sessions.is_applied(id) {
+            return Some((id, RejectReason::AlreadyApplied));
+        }
+        let stamped = Command {
+            id,
+            origin: self.config.me,
+            timestamp_ms: now_ms,
+            payload: command.payload,
+        };
+        match self.queue.push(stamped.clone()) {
+            Ok(()) => {
+                accepted.push(stamped);
+                None
+            }
+            Err(PushError::AlreadyQueued) => None,
+            Err(PushError::Full) => Some((id, RejectReason::QueueFull)),
+        }
+    }
+
+    fn enqueue_forwarded(&mut self, command: Command) {
+        if self.sessions.is_applied(command.id) {
+            return;
+        }
+        if self.queue.push(command) == Err(PushError::Full) {
+            self.stats.forwards_dropped_queue_full += 1;
+        }
+    }
+
+    fn on_round_message(&mut self, now_ms: u64, from: ReplicaId, message: Message, out: &mut Vec<Output>) {
+        let Some(slot) = message.round_slot() else {
+            return;
+        };
+        self.note_peer_slot(from, slot);
+        if slot < self.next_slot {
+            // Settled here; a peer still working on it learns the decision through `Status`.
+            return;
+        }
+        if slot > self.next_slot {
+            self.buffer_future(from, message);
+            if slot.0 >= self.next_slot.0.saturating_add(2) {
+                self.request_sync(now_ms, from, out);
+            }
+            return;
+        }
+        if self.is_recovering() {
+            return;
+        }
+        let from_index = from.index();
+        let adopted = match message {
+            Message::Proposal { batch, .. } => {
+                self.agreement.on_proposal(from_index, batch.clone());
+                Some(batch)
+            }
+            Message::State { phase, value, .. } => {
+                self.agreement.on_state(from_index, phase, value, &self.config);
+                None
+            }
+            Message::Vote { phase, vote, .. } => {
+                self.agreement.on_vote(from_index, phase, vote, &self.config);
+                None
+            }
+            _ => None,
+        };
+        self.propose(now_ms, adopted, out);
+        self.drive(now_ms, out);
+    }
+
+    fn buffer_future(&mut self, from: ReplicaId, message: Message) {
+        let within_window = message
+            .round_slot()
+            .is_some_and(|slot| slot.0 <= self.next_slot.0.saturating_add(self.config.future_slots_window));
+        if !within_window || self.future.len() >= self.config.future_messages_max {
+            self.stats.future_messages_dropped += 1;
+            return;
+        }
+        self.future.push((from, message));
+    }
+
+    fn maybe_propose(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        if self.is_recovering() || self.agreement.has_proposed() || self.queue.is_empty() || self.propose_armed {
+            return;
+        }
+        if self.config.propose_delay_ms == 0 {
+            self.propose(now_ms, None, out);
+            self.drive(now_ms, out);
+            return;
+        }
+        self.propose_armed = true;
+        out.push(Output::SetTimer {
+            kind: TimerKind::Propose,
+            at_ms: now_ms.saturating_add(self.config.propose_delay_ms),
+        });
+    }
+
+    fn on_propose_timer(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        self.propose_armed = false;
+        if !self.queue.is_empty() {
+            self.propose(now_ms, None, out);
+            self.drive(now_ms, out);
+        }
+    }
+
+    /// Proposes once per slot: a peer's non-empty proposal when one triggered us (so heads converge),
+    /// otherwise the head of our queue (possibly empty).
+    fn propose(&mut self, _now_ms: u64, adopted: Option<Vec<Command>>, out: &mut Vec<Output>) {
+        if self.is_recovering() || self.agreement.has_proposed() || self.agreement.exhausted {
+            return;
+        }
+        let batch = match adopted {
+            Some(batch) if !batch.is_empty() => batch,
+            _ => self.queue.head(self.config.batch_commands_max, self.config.batch_bytes_max),
+        };
+        let mut messages = Vec::new();
+        self.agreement.propose(batch, &mut messages);
+        broadcast_all(messages, out);
+    }
+
+    /// Advances the current slot's agreement and commits its outcome once known.
+    fn drive(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let mut messages = Vec::new();
+        self.agreement.advance(&self.config, &mut messages);
+        broadcast_all(messages, out);
+        if self.agreement.exhausted {
+            self.stats.exhausted_slots += 1;
+        }
+        let Some(outcome) = self.agreement.outcome() else {
+            return;
+        };
+        let phases = self.agreement.phase();
+        self.stats.slots_by_vote += 1;
+        self.stats.phases_total += u64::from(phases);
+        self.stats.phases_max = self.stats.phases_max.max(phases);
+        self.commit(now_ms, outcome, out);
+    }
+
+    /// Outputs the decision of `next_slot` and moves to the next slot.
+    fn commit(&mut self, now_ms: u64, outcome: Option<Vec<Command>>, out: &mut Vec<Output>) {
+        let slot = self.next_slot;
+        let applied = outcome.as_ref().map(|batch| self.apply_batch(slot, batch));
+        self.count_null(outcome.is_none());
+        self.log.push(slot, outcome);
+        out.push(Output::Decided(Decision { slot, batch: applied }));
+        self.slots_since_snapshot += 1;
+        self.maybe_ask_snapshot(slot.next(), out);
+        self.advance_to(now_ms, slot.next(), out);
+    }
+
+    fn count_null(&mut self, null: bool) {
+        if null {
+            self.stats.null_slots += 1;
+            self.stats.null_run += 1;
+            self.stats.null_run_longest = self.stats.null_run_longest.max(self.stats.null_run);
+        } else {
+            self.stats.null_run = 0;
+        }
+    }
+
+    /// Removes the batch from the queue and returns the commands that apply (first time seen).
+    fn apply_batch(&mut self, slot: Slot, batch: &[Command]) -> Vec<Command> {
+        let mut applied = Vec::with_capacity(batch.len());
+        for command in batch {
+            self.queue.remove(command.id);
+            if self.sessions.is_applied(command.id) && self.config.broken != Broken::NoDedupe {
+                self.stats.duplicates_filtered += 1;
+                continue;
+            }
+            self.sessions.record(command.id, slot);
+            applied.push(command.clone());
+        }
+        applied
+    }
+
+    fn maybe_ask_snapshot(&mut self, next_slot: Slot, out: &mut Vec<Output>) {
+        if self.slots_since_snapshot < self.config.snapshot_every_slots {
+            return;
+        }
+        self.slots_since_snapshot = 0;
+        self.snapshot_asked = Some((next_slot, self.sessions.export()));
+        out.push(Output::TakeSnapshot { next_slot });
+    }
+
+    fn on_snapshot_taken(&mut self, next_slot: Slot, state: Vec<u8>) {
+        match self.snapshot_asked.take() {
+            Some((asked, sessions)) if asked == next_slot => self.log.store_snapshot(StoredSnapshot {
+                next_slot,
+                sessions,
+                state,
+            }),
+            other => {
+                self.snapshot_asked = other;
+                self.stats.snapshot_answers_ignored += 1;
+            }
+        }
+    }
+
+    fn advance_to(&mut self, now_ms: u64, next_slot: Slot, out: &mut Vec<Output>) {
+        self.next_slot = next_slot;
+        self.slot_started_ms = now_ms;
+        self.agreement = SlotAgreement::new(next_slot, &self.config);
+        self.propose_armed = false;
+        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
+            .into_iter()
+            .filter(|(_, m)| m.round_slot().is_some_and(|s| s >= next_slot))
+            .partition(|(_, m)| m.round_slot() == Some(next_slot));
+        self.future = later;
+        self.replay.extend(ready);
+        self.finish_recovery_if_past_floor(now_ms, out);
+        self.maybe_propose(now_ms, out);
+    }
+
+    fn on_status(&mut self, now_ms: u64, from: ReplicaId, their_next: Slot, out: &mut Vec<Output>) {
+        self.note_peer_slot(from, their_next);
+        if their_next < self.next_slot {
+            self.reply_sync(now_ms, from, their_next, out);
+        } else if their_next > self.next_slot {
+            self.request_sync(now_ms, from, out);
+        }
+    }
+
+    fn note_peer_slot(&mut self, from: ReplicaId, slot: Slot) {
+        if let Some(peer) = self.peers.get_mut(from.index()) {
+            peer.seen_slot = peer.seen_slot.max(slot);
+        }
+    }
+
+    /// Asks `peer` for what we lack, at most once per retransmit period.
+    fn request_sync(&mut self, now_ms: u64, peer: ReplicaId, out: &mut Vec<Output>) {
+        let period_ms = self.config.retransmit_ms;
+        let Some(track) = self.peers.get_mut(peer.index()) else {
+            return;
+        };
+        if track.request_at_ms.is_some_and(|at| now_ms < at.saturating_add(period_ms)) {
+            return;
+        }
+        track.request_at_ms = Some(now_ms);
+        out.push(Output::Send {
+            to: peer,
+            message: Message::SyncRequest {
+                from_slot: self.next_slot,
+            },
+        });
+    }
+
+    /// Sends `peer` the decided slots from `from` (or our snapshot, when they were compacted), at most
+    /// once per retransmit period for the same starting slot.
+    fn reply_sync(&mut self, now_ms: u64, peer: ReplicaId, from: Slot, out: &mut Vec<Output>) {
+        if from == self.next_slot {
+            self.resend_to(peer, out);
+            return;
+        }
+        let period_ms = self.config.retransmit_ms;
+        let Some(track) = self.peers.get_mut(peer.index()) else {
+            return;
+        };
+        if track.reply_from == Some(from) && now_ms < track.reply_at_ms.saturating_add(period_ms) {
+            return;
+        }
+        track.reply_from = Some(from);
+        track.reply_at_ms = now_ms;
+        let mut from = from;
+        if self.log.needs_snapshot(from) {
+            if let Some(snapshot) = self.log.snapshot.clone() {
+                from = snapshot.next_slot;
+                out.push(Output::Send {
+                    to: peer,
+                    message: Message::Snapshot {
+                        next_slot: snapshot.next_slot,
+                        sessions: snapshot.sessions,
+                        state: snapshot.state,
+                    },
+                });
+            }
+        }
+        let decisions = self.log.range(from, self.config.sync_slots_max);
+        if !decisions.is_empty() {
+            out.push(Output::Send {
+                to: peer,
+                message: Message::SyncReply { decisions },
+            });
+        }
+    }
+
+    fn on_sync_reply(&mut self, now_ms: u64, decisions: Vec<DecidedSlot>, out: &mut Vec<Output>) {
+        for decided in decisions {
+            if decided.slot == self.next_slot {
+                self.stats.slots_by_sync += 1;
+                self.commit(now_ms, decided.batch, out);
+            }
+        }
+    }
+
+    fn install_snapshot(&mut self, now_ms: u64, snapshot: StoredSnapshot, out: &mut Vec<Output>) {
+        if snapshot.next_slot <= self.next_slot {
+            return;
+        }
+        self.sessions.import(&snapshot.sessions);
+        let sessions = &self.sessions;
+        self.queue.retain(|id| !sessions.is_applied(id));
+        out.push(Output::InstallSnapshot {
+            next_slot: snapshot.next_slot,
+            state: snapshot.state.clone(),
+        });
+        let next_slot = snapshot.next_slot;
+        self.log.store_snapshot(snapshot);
+        self.snapshot_asked = None;
+        self.slots_since_snapshot = 0;
+        self.stats.snapshots_installed += 1;
+        self.advance_to(now_ms, next_slot, out);
+    }
+
+    fn on_recovery_probe(&mut self, from: ReplicaId, incarnation: u64, out: &mut Vec<Output>) {
+        if self.is_recovering() {
+            return;
+        }
+        out.push(Output::Send {
+            to: from,
+            message: Message::RecoveryReply {
+                incarnation,
+                next_slot: self.next_slot,
+            },
+        });
+    }
+
+    /// Collects peers' positions; with a majority of the cluster answering (peers only: our own memory is
+    /// gone), every slot we might have voted in is at most one past the highest reported, so we vote
+    /// again only from two past it. See the crate documentation for the argument.
+    fn on_recovery_reply(
+        &mut self,
+        now_ms: u64,
+        from: ReplicaId,
+        incarnation: u64,
+        their_next: Slot,
+        out: &mut Vec<Output>,
+    ) {
+        let quorum = self.config.quorum();
+        let Mode::Recovering(recovery) = &mut self.mode else {
+            return;
+        };
+        if recovery.incarnation != incarnation || recovery.vote_floor.is_some() {
+            return;
+        }
+        recovery.reported[from.index()] = Some(their_next);
+        let reported: Vec<Slot> = recovery.reported.iter().flatten().copied().collect();
+        if reported.len() < quorum {
+            return;
+        }
+        let highest = reported.iter().copied().max().unwrap_or(Slot(0));
+        recovery.vote_floor = Some(Slot(highest.0.saturating_add(2)));
+        self.note_peer_slot(from, their_next);
+        self.finish_recovery_if_past_floor(now_ms, out);
+    }
+
+    fn finish_recovery_if_past_floor(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let Mode::Recovering(recovery) = &self.mode else {
+            return;
+        };
+        if recovery.vote_floor.is_some_and(|floor| self.next_slot >= floor) {
+            self.mode = Mode::Normal;
+            self.replay.extend(
+                std::mem::take(&mut self.future)
+                    .into_iter()
+                    .filter(|(_, m)| m.round_slot().is_some_and(|s| s >= self.next_slot)),
+            );
+            self.maybe_propose(now_ms, out);
+        }
+    }
+
+    fn on_retransmit(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        self.arm_retransmit(now_ms, out);
+        out.push(Output::Broadcast {
+            message: Message::Status {
+                next_slot: self.next_slot,
+            },
+        });
+        self.resend_round_messages(now_ms, out);
+        self.ask_for_missing(now_ms, out);
+        self.reforward_old_commands(now_ms, out);
+    }
+
+    fn arm_retransmit(&self, now_ms: u64, out: &mut Vec<Output>) {
+        out.push(Output::SetTimer {
+            kind: TimerKind::Retransmit,
+            at_ms: now_ms.saturating_add(self.config.retransmit_ms.max(1)),
+        });
+    }
+
+    /// Resends this slot's own messages once the slot has been open for a whole period (messages may
+    /// have been lost), or the recovery probe while a restarted replica still waits for answers.
+    fn resend_round_messages(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        match &self.mode {
+            Mode::Recovering(recovery) if recovery.vote_floor.is_none() => {
+                out.push(Output::Broadcast {
+                    message: Message::RecoveryProbe {
+                        incarnation: recovery.incarnation,
+                    },
+                });
+            }
+            Mode::Recovering(_) => {}
+            Mode::Normal => {
+                let stuck = now_ms >= self.slot_started_ms.saturating_add(self.config.retransmit_ms);
+                if stuck && self.agreement.is_active() {
+                    let mut messages = Vec::new();
+                    self.agreement.own_messages(&mut messages);
+                    broadcast_all(messages, out);
+                }
+            }
+        }
+    }
+
+    /// Asks the most advanced peer for decisions when someone is ahead of us, or when we decided a
+    /// batch we never received.
+    fn ask_for_missing(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let ahead = (0..self.config.n())
+            .filter(|i| self.peers[*i].seen_slot > self.next_slot)
+            .max_by_key(|i| self.peers[*i].seen_slot);
+        if let Some(peer) = ahead {
+            self.request_sync(now_ms, ReplicaId(peer as u8), out);
+        } else if self.agreement.decided == Some(true) || self.agreement.exhausted {
+            out.push(Output::Broadcast {
+                message: Message::SyncRequest {
+                    from_slot: self.next_slot,
+                },
+            });
+        }
+    }
+
+    fn reforward_old_commands(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let Some(cutoff_ms) = now_ms.checked_sub(self.config.reforward_after_ms) else {
+            return;
+        };
+        let old = self.queue.stamped_before(cutoff_ms, self.config.forward_commands_max);
+        if !old.is_empty() {
+            out.push(Output::Broadcast {
+                message: Message::Forward { commands: old },
+            });
+        }
+    }
+}
+
+impl Replica {
+    /// A peer in our slot asked for it: it decided a batch it has not seen, so send it what we sent.
+    fn resend_to(&self, peer: ReplicaId, out: &mut Vec<Output>) {
+        let mut messages = Vec::new();
+        self.agreement.own_messages(&mut messages);
+        out.extend(messages.into_iter().map(|message| Output::Send { to: peer, message }));
+    }
+}
+
+fn broadcast_all(messages: Vec<Message>, out: &mut Vec<Output>) {
+    out.extend(messages.into_iter().map(|message| Output::Broadcast { message }));
+}

@@ -1,0 +1,142 @@
+//! Client sessions: which (client, sequence) pairs have applied, so a retried command applies once.
+//!
+//! Invariants: the table changes only when a decided slot applies (or a snapshot installs), so it is the
+//! same on every replica at the same slot. Per client, applied sequences at or above `seq_floor` are kept
+//! in a set of at most `window` entries; when it overflows, the floor moves up past the oldest entry (a
+//! client with more than `window` commands in flight out of order may then see an old one refused). At
+//! most `clients_max` clients are kept; the least recently applied one is evicted (deterministically).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::message::SessionRecord;
+use crate::types::{CommandId, Slot};
+
+#[derive(Clone, Debug, Default)]
+struct Session {
+    seq_floor: u64,
+    applied_above: BTreeSet<u64>,
+    last_slot: u64,
+}
+
+pub(crate) struct Sessions {
+    clients: BTreeMap<u64, Session>,
+    by_age: BTreeSet<(u64, u64)>,
+    clients_max: usize,
+    window: u64,
+    pub(crate) evictions: u64,
+}
+
+impl Sessions {
+    pub(crate) fn new(clients_max: usize, window: u64) -> Sessions {
+        Sessions {
+            clients: BTreeMap::new(),
+            by_age: BTreeSet::new(),
+            clients_max: clients_max.max(1),
+            window: window.max(1),
+            evictions: 0,
+        }
+    }
+
+    pub(crate) fn is_applied(&self, id: CommandId) -> bool {
+        self.clients
+            .get(&id.client)
+            .is_some_and(|s| id.seq < s.seq_floor || s.applied_above.contains(&id.seq))
+    }
+
+    /// Records `id` as applied in `slot`. The caller checked `is_applied` first.
+    pub(crate) fn record(&mut self, id: CommandId, slot: Slot) {
+        if !self.clients.contains_key(&id.client) && self.clients.len() >= self.clients_max {
+            self.evict_oldest();
+        }
+        let window = self.window;
+        let session = self.clients.entry(id.client).or_default();
+        self.by_age.remove(&(session.last_slot, id.client));
+        session.last_slot = slot.0;
+        self.by_age.insert((slot.0, id.client));
+        session.applied_above.insert(id.seq);
+        advance_floor(session, window);
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((age, client)) = self.by_age.pop_first() {
+            debug_assert!(self.clients.get(&client).is_some_and(|s| s.last_slot == age));
+            self.clients.remove(&client);
+            self.evictions += 1;
+        }
+    }
+
+    pub(crate) fn export(&self) -> Vec<SessionRecord> {
+        self.clients
+            .iter()
+            .map(|(client, s)| SessionRecord {
+                client: *client,
+                seq_floor: s.seq_floor,
+                applied_above: s.applied_above.iter().copied().collect(),
+                last_slot: s.last_slot,
+            })
+            .collect()
+    }
+
+    pub(crate) fn import(&mut self, records: &[SessionRecord]) {
+        self.clients.clear();
+        self.by_age.clear();
+        for record in records.iter().take(self.clients_max) {
+            let session = Session {
+                seq_floor: record.seq_floor,
+                applied_above: record.applied_above.iter().copied().collect(),
+                last_slot: record.last_slot,
+            };
+            self.by_age.insert((record.last_slot, record.client));
+            self.clients.insert(record.client, session);
+        }
+    }
+}
+
+fn advance_floor(session: &mut Session, window: u64) {
+    while session.applied_above.remove(&session.seq_floor) {
+        session.seq_floor += 1;
+    }
+    while session.applied_above.len() as u64 > window {
+        if let Some(oldest) = session.applied_above.pop_first() {
+            session.seq_floor = oldest + 1;
+        }
+        while session.applied_above.remove(&session.seq_floor) {
+            session.seq_floor += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(client: u64, seq: u64) -> CommandId {
+        CommandId { client, seq }
+    }
+
+    #[test]
+    fn out_of_order_sequences_apply_once() {
+        let mut sessions = Sessions::new(4, 8);
+        sessions.record(id(1, 2), Slot(0));
+        assert!(sessions.is_applied(id(1, 2)));
+        assert!(!sessions.is_applied(id(1, 0)));
+        sessions.record(id(1, 0), Slot(1));
+        sessions.record(id(1, 1), Slot(1));
+        assert!(sessions.is_applied(id(1, 1)));
+        assert!(!sessions.is_applied(id(1, 3)));
+    }
+
+    #[test]
+    fn least_recently_used_client_is_evicted_at_the_bound() {
+        let mut sessions = Sessions::new(2, 8);
+        sessions.record(id(1, 0), Slot(0));
+        sessions.record(id(2, 0), Slot(1));
+        sessions.record(id(3, 0), Slot(2));
+        assert!(!sessions.is_applied(id(1, 0)));
+        assert!(sessions.is_applied(id(3, 0)));
+        assert_eq!(sessions.evictions, 1);
+        let mut copy = Sessions::new(2, 8);
+        copy.import(&sessions.export());
+        assert!(copy.is_applied(id(2, 0)));
+    }
+}

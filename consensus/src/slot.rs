@@ -1,0 +1,345 @@
+//! One slot's agreement: the proposal exchange (weak multi-valued consensus) followed by randomized binary
+//! agreement in phases of two rounds (state, vote), as in Rabia.
+//!
+//! Invariants:
+//! - The replica sends at most one proposal, and per phase at most one state and one vote, for this slot;
+//!   they are kept so they can be resent unchanged. Peers' messages are recorded first-come; a later,
+//!   different message from the same peer for the same round is ignored.
+//! - A state, vote or decision is computed once a quorum (a majority) of the round's messages is in; a
+//!   larger set gives the same guarantees (any two quorums intersect).
+//! - Safety never depends on timing or on the coin: at most one batch can be proposed by a majority, all
+//!   non-"?" votes of a phase agree, and a decision for b in phase k makes every replica enter phase k + 1
+//!   with state b.
+
+use crate::coin::coin;
+use crate::message::Message;
+use crate::types::{Broken, Command, Config, Phase, Slot};
+
+#[derive(Clone, Debug, Default)]
+struct PhaseRound {
+    states: Vec<Option<bool>>,
+    votes: Vec<Option<Option<bool>>>,
+}
+
+/// Agreement state for one slot.
+pub(crate) struct SlotAgreement {
+    pub(crate) slot: Slot,
+    me: usize,
+    quorum: usize,
+    proposals: Vec<Option<Vec<Command>>>,
+    /// The batch a majority proposed, once seen.
+    value: Option<Vec<Command>>,
+    /// `rounds[k - 1]` holds phase k.
+    rounds: Vec<PhaseRound>,
+    /// 0 while exchanging proposals, then the phase the replica is in.
+    phase: u32,
+    pub(crate) decided: Option<bool>,
+    /// Set when `phases_max` is reached: the replica stops voting here and waits for catch-up.
+    pub(crate) exhausted: bool,
+}
+
+impl SlotAgreement {
+    pub(crate) fn new(slot: Slot, config: &Config) -> SlotAgreement {
+        SlotAgreement {
+            slot,
+            me: config.me.index(),
+            quorum: config.quorum(),
+            proposals: vec![None; config.n()],
+            value: None,
+            rounds: Vec::new(),
+            phase: 0,
+            decided: None,
+            exhausted: false,
+        }
+    }
+
+    pub(crate) fn has_proposed(&self) -> bool {
+        self.proposals[self.me].is_some()
+    }
+
+    /// True once anything at all happened in this slot (used to decide whether to resend).
+    pub(crate) fn is_active(&self) -> bool {
+        self.proposals.iter().any(Option::is_some) || !self.rounds.is_empty()
+    }
+
+    pub(crate) fn phase(&self) -> u32 {
+        self.phase
+    }
+
+    /// The decided batch once known: `Some(None)` for null, `Some(Some(batch))` for a batch.
+    pub(crate) fn outcome(&self) -> Option<Option<Vec<Command>>> {
+        match self.decided? {
+            false => Some(None),
+            true => self.value.clone().map(Some),
+        }
+    }
+
+    pub(crate) fn propose(&mut self, batch: Vec<Command>, out: &mut Vec<Message>) {
+        if self.has_proposed() {
+            return;
+        }
+        out.push(Message::Proposal {
+            slot: self.slot,
+            batch: batch.clone(),
+        });
+        self.record_proposal(self.me, batch);
+    }
+
+    pub(crate) fn on_proposal(&mut self, from: usize, batch: Vec<Command>) {
+        if self.proposals[from].is_none() {
+            self.record_proposal(from, batch);
+        }
+    }
+
+    pub(crate) fn on_state(&mut self, from: usize, phase: Phase, value: bool, config: &Config) {
+        if let Some(round) = self.round_mut(phase, config) {
+            round.states[from].get_or_insert(value);
+        }
+    }
+
+    pub(crate) fn on_vote(&mut self, from: usize, phase: Phase, vote: Option<bool>, config: &Config) {
+        if let Some(round) = self.round_mut(phase, config) {
+            round.votes[from].get_or_insert(vote);
+        }
+    }
+
+    fn record_proposal(&mut self, from: usize, batch: Vec<Command>) {
+        self.proposals[from] = Some(batch);
+        if self.value.is_none() {
+            self.value = majority_batch(&self.proposals, self.quorum);
+        }
+    }
+
+    fn round_mut(&mut self, phase: Phase, config: &Config) -> Option<&mut PhaseRound> {
+        if phase.0 == 0 || phase.0 > config.phases_max {
+            return None;
+        }
+        let index = (phase.0 - 1) as usize;
+        while self.rounds.len() <= index {
+            self.rounds.push(PhaseRound {
+                states: vec![None; config.n()],
+                votes: vec![None; config.n()],
+            });
+        }
+        self.rounds.get_mut(index)
+    }
+
+    /// Takes every step the messages in hand allow; new messages of this replica go to `out`.
+    pub(crate) fn advance(&mut self, config: &Config, out: &mut Vec<Message>) {
+        while self.decided.is_none() && !self.exhausted && self.step(config, out) {}
+    }
+
+    fn step(&mut self, config: &Config, out: &mut Vec<Message>) -> bool {
+        if self.phase == 0 {
+            return self.finish_proposals(config, out);
+        }
+        let phase = Phase(self.phase);
+        let me = self.me;
+        let quorum = self.quorum;
+        let Some(round) = self.round_mut(phase, config) else {
+            return false;
+        };
+        if round.votes[me].is_none() {
+            let Some(vote) = round_one(&round.states, quorum) else {
+                return false;
+            };
+            if config.broken == Broken::DecideAfterFirstRound && vote.is_some() {
+                self.decided = vote;
+                return false;
+            }
+            round.votes[me] = Some(vote);
+            out.push(Message::Vote {
+                slot: self.slot,
+                phase,
+                vote,
+            });
+            return true;
+        }
+        match round_two(&round.votes, quorum) {
+            None => false,
+            Some(RoundTwo::Decide(value)) => {
+                self.decided = Some(value);
+                false
+            }
+            Some(RoundTwo::Adopt(value)) => self.enter_phase(phase.0 + 1, value, config, out),
+            Some(RoundTwo::Coin) => {
+                let value = coin(config.coin_seed, self.slot, phase);
+                self.enter_phase(phase.0 + 1, value, config, out)
+            }
+        }
+    }
+
+    fn finish_proposals(&mut self, config: &Config, out: &mut Vec<Message>) -> bool {
+        let received = self.proposals.iter().filter(|p| p.is_some()).count();
+        if !self.has_proposed() || received < self.quorum {
+            return false;
+        }
+        let state = self.value.is_some();
+        self.enter_phase(1, state, config, out)
+    }
+
+    fn enter_phase(&mut self, phase: u32, state: bool, config: &Config, out: &mut Vec<Message>) -> bool {
+        let me = self.me;
+        let slot = self.slot;
+        let Some(round) = self.round_mut(Phase(phase), config) else {
+            self.exhausted = true;
+            return false;
+        };
+        round.states[me] = Some(state);
+        self.phase = phase;
+        out.push(Message::State {
+            slot,
+            phase: Phase(phase),
+            value: state,
+        });
+        true
+    }
+
+    /// Every message this replica has sent for this slot, for retransmission.
+    pub(crate) fn own_messages(&self, out: &mut Vec<Message>) {
+        if let Some(batch) = &self.proposals[self.me] {
+            out.push(Message::Proposal {
+                slot: self.slot,
+                batch: batch.clone(),
+            });
+        }
+        for (index, round) in self.rounds.iter().enumerate() {
+            let phase = Phase(index as u32 + 1);
+            if let Some(value) = round.states[self.me] {
+                out.push(Message::State {
+                    slot: self.slot,
+                    phase,
+                    value,
+                });
+            }
+            if let Some(vote) = round.votes[self.me] {
+                out.push(Message::Vote {
+                    slot: self.slot,
+                    phase,
+                    vote,
+                });
+            }
+        }
+    }
+}
+
+enum RoundTwo {
+    Decide(bool),
+    Adopt(bool),
+    Coin,
+}
+
+/// Round 1: with a quorum of states in, vote for a value a majority holds, else "?".
+fn round_one(states: &[Option<bool>], quorum: usize) -> Option<Option<bool>> {
+    let ones = states.iter().filter(|s| **s == Some(true)).count();
+    let zeros = states.iter().filter(|s| **s == Some(false)).count();
+    if ones + zeros < quorum {
+        return None;
+    }
+    Some(if ones >= quorum {
+        Some(true)
+    } else if zeros >= quorum {
+        Some(false)
+    } else {
+        None
+    })
+}
+
+/// Round 2: with a quorum of votes in, decide a value a majority voted for; else adopt any non-"?" vote
+/// (all non-"?" votes of a phase agree); else flip the common coin.
+fn round_two(votes: &[Option<Option<bool>>], quorum: usize) -> Option<RoundTwo> {
+    let received = votes.iter().filter(|v| v.is_some()).count();
+    if received < quorum {
+        return None;
+    }
+    let ones = votes.iter().filter(|v| **v == Some(Some(true))).count();
+    let zeros = votes.iter().filter(|v| **v == Some(Some(false))).count();
+    Some(if ones >= quorum {
+        RoundTwo::Decide(true)
+    } else if zeros >= quorum {
+        RoundTwo::Decide(false)
+    } else if ones > 0 {
+        RoundTwo::Adopt(true)
+    } else if zeros > 0 {
+        RoundTwo::Adopt(false)
+    } else {
+        RoundTwo::Coin
+    })
+}
+
+/// The non-empty batch proposed by at least `quorum` replicas, if any (at most one can be).
+fn majority_batch(proposals: &[Option<Vec<Command>>], quorum: usize) -> Option<Vec<Command>> {
+    for candidate in proposals.iter().flatten() {
+        if candidate.is_empty() {
+            continue;
+        }
+        let copies = proposals.iter().flatten().filter(|p| *p == candidate).count();
+        if copies >= quorum {
+            return Some(candidate.clone());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{CommandId, ReplicaId};
+
+    fn batch(client: u64) -> Vec<Command> {
+        vec![Command {
+            id: CommandId { client, seq: 1 },
+            origin: ReplicaId(0),
+            timestamp_ms: 0,
+            payload: vec![],
+        }]
+    }
+
+    #[test]
+    fn same_proposals_decide_the_batch_in_one_phase() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let mut slot = SlotAgreement::new(Slot(0), &config);
+        let mut out = Vec::new();
+        slot.propose(batch(1), &mut out);
+        slot.on_proposal(1, batch(1));
+        slot.advance(&config, &mut out);
+        slot.on_state(1, Phase(1), true, &config);
+        slot.advance(&config, &mut out);
+        slot.on_vote(1, Phase(1), Some(true), &config);
+        slot.advance(&config, &mut out);
+        assert_eq!(slot.outcome(), Some(Some(batch(1))));
+        assert_eq!(out.len(), 3, "proposal, state, vote: {out:?}");
+    }
+
+    #[test]
+    fn split_proposals_decide_null() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let mut slot = SlotAgreement::new(Slot(0), &config);
+        let mut out = Vec::new();
+        slot.propose(batch(1), &mut out);
+        slot.on_proposal(1, batch(2));
+        slot.advance(&config, &mut out);
+        slot.on_state(1, Phase(1), false, &config);
+        slot.advance(&config, &mut out);
+        slot.on_vote(1, Phase(1), Some(false), &config);
+        slot.advance(&config, &mut out);
+        assert_eq!(slot.outcome(), Some(None));
+    }
+
+    #[test]
+    fn question_votes_fall_back_to_the_common_coin() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let mut slot = SlotAgreement::new(Slot(0), &config);
+        let mut out = Vec::new();
+        slot.propose(batch(1), &mut out);
+        slot.on_proposal(1, batch(1));
+        slot.advance(&config, &mut out);
+        slot.on_state(1, Phase(1), false, &config);
+        slot.advance(&config, &mut out);
+        slot.on_vote(1, Phase(1), None, &config);
+        slot.advance(&config, &mut out);
+        assert_eq!(slot.phase(), 2);
+        let expected = coin(1, Slot(0), Phase(1));
+        assert!(matches!(out.last(), Some(Message::State { value, .. }) if *value == expected));
+    }
+}

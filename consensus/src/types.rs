@@ -1,0 +1,154 @@
+//! Identities, commands, decisions and the replica configuration: the plain values the core moves around.
+//!
+//! Invariants: a `CommandId` (client, sequence) names one client command for its whole life, across
+//! retries and replicas; `Slot`s are decided in increasing order starting at 0; `ReplicaId`s are
+//! `0..replica_count`, fixed at construction.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// A replica's index in the fixed membership, `0..replica_count`.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplicaId(pub u8);
+
+impl ReplicaId {
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// A position in the replicated log.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot(pub u64);
+
+impl Slot {
+    pub fn next(self) -> Slot {
+        Slot(self.0.saturating_add(1))
+    }
+}
+
+/// A round of the binary agreement inside one slot, starting at 1.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Phase(pub u32);
+
+/// The identity of a client command: the client and its own sequence number. Two commands with the same
+/// id are the same command (a retry) and apply at most once.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CommandId {
+    pub client: u64,
+    pub seq: u64,
+}
+
+/// A command as the shell submits it: identity and opaque payload bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCommand {
+    pub id: CommandId,
+    pub payload: Vec<u8>,
+}
+
+/// A command inside the cluster: stamped by the replica that received it (`origin`) with that replica's
+/// clock (`timestamp_ms`), which orders the pending queues so replicas usually propose the same head.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    pub id: CommandId,
+    pub origin: ReplicaId,
+    pub timestamp_ms: u64,
+    pub payload: Vec<u8>,
+}
+
+/// One decided slot, delivered in slot order. `batch: None` is a null slot (nothing applies);
+/// `Some(commands)` lists the commands to apply in order, duplicates of earlier commands already removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub slot: Slot,
+    pub batch: Option<Vec<Command>>,
+}
+
+/// Deliberately wrong behaviours that the simulator's checkers must catch. Never set outside tests.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Broken {
+    #[default]
+    Nothing,
+    /// Decide as soon as a majority of states agree, skipping the vote round.
+    DecideAfterFirstRound,
+    /// Apply every decided command, even one already applied in an earlier slot.
+    NoDedupe,
+    /// A restarted replica votes at once instead of syncing past the slots it may have voted in.
+    RestartWithoutRecovery,
+}
+
+/// Everything a replica is told at construction. Sizes are limits: hitting one is a handled event.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Cluster size n. Quorums are majorities (`n / 2 + 1`); n = 2f + 1 tolerates f crashes.
+    pub replica_count: u8,
+    pub me: ReplicaId,
+    /// Shared by the whole cluster; keys the common coin.
+    pub coin_seed: u64,
+    pub batch_commands_max: usize,
+    pub batch_bytes_max: usize,
+    pub queue_commands_max: usize,
+    pub payload_bytes_max: usize,
+    /// Commands in one `Forward` message at most.
+    pub forward_commands_max: usize,
+    /// Period of the retransmit timer: resends, status and catch-up requests.
+    pub retransmit_ms: u64,
+    /// How long a replica holding commands waits before proposing, so forwarded commands can spread.
+    pub propose_delay_ms: u64,
+    /// Commands pending longer than this are forwarded again on the retransmit timer.
+    pub reforward_after_ms: u64,
+    /// Ask the shell for a snapshot every this many decided slots.
+    pub snapshot_every_slots: u64,
+    /// Decided slots kept in memory for catch-up, at most.
+    pub log_slots_max: usize,
+    /// Decided slots in one catch-up reply, at most.
+    pub sync_slots_max: usize,
+    /// Messages for future slots kept until the replica gets there, at most.
+    pub future_messages_max: usize,
+    /// How many slots ahead a message may be and still be kept.
+    pub future_slots_window: u64,
+    /// Phases in one slot, at most; beyond it the replica stops voting there and waits for catch-up.
+    pub phases_max: u32,
+    /// Client sessions (for duplicate detection) kept, at most; the least recently used is evicted.
+    pub clients_max: usize,
+    /// Per client, how far out of order sequence numbers may apply and still be recognised as duplicates.
+    pub session_window: u64,
+    #[doc(hidden)]
+    pub broken: Broken,
+}
+
+impl Config {
+    /// Defaults sized for a LAN cluster.
+    pub fn new(replica_count: u8, me: ReplicaId, coin_seed: u64) -> Config {
+        Config {
+            replica_count,
+            me,
+            coin_seed,
+            batch_commands_max: 256,
+            batch_bytes_max: 1 << 20,
+            queue_commands_max: 65_536,
+            payload_bytes_max: 64 * 1024,
+            forward_commands_max: 1024,
+            retransmit_ms: 20,
+            propose_delay_ms: 0,
+            reforward_after_ms: 100,
+            snapshot_every_slots: 4096,
+            log_slots_max: 16_384,
+            sync_slots_max: 64,
+            future_messages_max: 4096,
+            future_slots_window: 8,
+            phases_max: 512,
+            clients_max: 65_536,
+            session_window: 1024,
+            broken: Broken::Nothing,
+        }
+    }
+
+    pub fn quorum(&self) -> usize {
+        usize::from(self.replica_count) / 2 + 1
+    }
+
+    pub fn n(&self) -> usize {
+        usize::from(self.replica_count)
+    }
+}
