@@ -1,0 +1,250 @@
+//! The node's configuration file (TOML) and the `--dev` defaults.
+//!
+//! Every problem is reported as one line naming the file, the line and the field, and nothing starts with
+//! a bad file: unknown keys, missing fields, bad addresses, an unreadable or empty secret, duplicate peers,
+//! or a node that is not in its own peer list.
+
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A validated node configuration.
+#[derive(Clone)]
+pub struct NodeConfig {
+    pub node_id: String,
+    pub data_dir: PathBuf,
+    pub cluster_name: String,
+    /// The shared cluster secret's bytes; never printed.
+    pub secret: Vec<u8>,
+    /// Every node of the cluster, this one included, in file order.
+    pub peers: Vec<(String, SocketAddr)>,
+    pub listen_management: SocketAddr,
+    pub listen_app: SocketAddr,
+    pub listen_cluster: SocketAddr,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("node_id", &self.node_id)
+            .field("cluster_name", &self.cluster_name)
+            .field("peers", &self.peers)
+            .field("secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    cluster: RawCluster,
+    listen: RawListen,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: Spanned<String>,
+    data_dir: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Spanned<String>,
+    secret_file: Spanned<String>,
+    peers: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    management: Spanned<String>,
+    app: Spanned<String>,
+    cluster: Spanned<String>,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<NodeConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    parse(path, &text)
+}
+
+/// Validates config text; `path` is used in messages and to resolve a relative `secret_file`.
+pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
+    let file = path.display();
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| format!("line {}: ", line_of(text, s.start))).unwrap_or_default();
+        format!("{file}: {line}{}", e.message().trim())
+    })?;
+    let at = |span: std::ops::Range<usize>, field: &str, msg: String| {
+        format!("{file}: line {}: {field}: {msg}", line_of(text, span.start))
+    };
+    let node_id = check_node_id(raw.node.id.get_ref()).map_err(|m| at(raw.node.id.span(), "node.id", m))?;
+    let cluster_name =
+        check_name(raw.cluster.name.get_ref()).map_err(|m| at(raw.cluster.name.span(), "cluster.name", m))?;
+    let mut peers = Vec::new();
+    for entry in raw.cluster.peers.get_ref() {
+        let peer = parse_peer(entry.get_ref()).map_err(|m| at(entry.span(), "cluster.peers", m))?;
+        if peers.iter().any(|(id, addr): &(String, SocketAddr)| *id == peer.0 || *addr == peer.1) {
+            return Err(at(entry.span(), "cluster.peers", format!("'{}' repeats an id or address", entry.get_ref())));
+        }
+        peers.push(peer);
+    }
+    if !peers.iter().any(|(id, _)| *id == node_id) {
+        let msg = format!("this node '{node_id}' is not in the peer list (add \"{node_id}@<host>:<port>\")");
+        return Err(at(raw.cluster.peers.span(), "cluster.peers", msg));
+    }
+    let secret_path = resolve(path, raw.cluster.secret_file.get_ref());
+    let secret = read_secret(&secret_path).map_err(|m| at(raw.cluster.secret_file.span(), "cluster.secret_file", m))?;
+    let addr = |s: &Spanned<String>, field: &str| parse_addr(s.get_ref()).map_err(|m| at(s.span(), field, m));
+    Ok(NodeConfig {
+        node_id,
+        data_dir: PathBuf::from(raw.node.data_dir.get_ref()),
+        cluster_name,
+        secret,
+        peers,
+        listen_management: addr(&raw.listen.management, "listen.management")?,
+        listen_app: addr(&raw.listen.app, "listen.app")?,
+        listen_cluster: addr(&raw.listen.cluster, "listen.cluster")?,
+    })
+}
+
+/// One node on its own: no file, loopback ports 8080/8081/8090, a fresh secret.
+pub fn dev(data_dir: PathBuf) -> NodeConfig {
+    let cluster: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8090));
+    let mut secret = vec![0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut secret);
+    }
+    NodeConfig {
+        node_id: "dev".into(),
+        data_dir,
+        cluster_name: "dev".into(),
+        secret,
+        peers: vec![("dev".into(), cluster)],
+        listen_management: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        listen_app: SocketAddr::from(([127, 0, 0, 1], 8081)),
+        listen_cluster: cluster,
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes().iter().take(offset).filter(|&&b| b == b'\n').count() + 1
+}
+
+pub fn check_node_id(id: &str) -> Result<String, String> {
+    check_name(id)
+}
+
+fn check_name(name: &str) -> Result<String, String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > 64 || !name.chars().all(ok_char) {
+        return Err(format!("'{name}' must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+    }
+    Ok(name.to_string())
+}
+
+fn parse_peer(entry: &str) -> Result<(String, SocketAddr), String> {
+    let (id, addr) =
+        entry.split_once('@').ok_or_else(|| format!("'{entry}' is not of the form \"node-id@host:port\""))?;
+    Ok((check_name(id)?, parse_addr(addr)?))
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let mut resolved = text.to_socket_addrs().map_err(|e| format!("'{text}' is not a host:port address ({e})"))?;
+    resolved.next().ok_or_else(|| format!("'{text}' resolves to no address"))
+}
+
+fn resolve(config_path: &Path, file: &str) -> PathBuf {
+    let file = PathBuf::from(file);
+    match config_path.parent() {
+        Some(dir) if file.is_relative() => dir.join(file),
+        _ => file,
+    }
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read secret {}: {e}", path.display()))?;
+    if bytes.is_empty() {
+        return Err(format!("secret file {} is empty", path.display()));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_secret() -> (PathBuf, PathBuf) {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("aether-config-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, b"s3cret").unwrap();
+        (dir.join("aetherd.toml"), secret)
+    }
+
+    fn sample(secret: &Path) -> String {
+        format!(
+            r#"[node]
+id = "node-1"
+data_dir = "/var/lib/aether/node-1"
+[cluster]
+name = "demo"
+secret_file = "{}"
+peers = ["node-1@127.0.0.1:8090", "node-2@127.0.0.1:8190", "node-3@127.0.0.1:8290"]
+[listen]
+management = "127.0.0.1:8080"
+app = "127.0.0.1:8081"
+cluster = "127.0.0.1:8090"
+"#,
+            secret.display()
+        )
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let (path, secret) = write_secret();
+        let config = parse(&path, &sample(&secret)).unwrap();
+        assert_eq!(config.node_id, "node-1");
+        assert_eq!(config.peers.len(), 3);
+        assert_eq!(config.secret, b"s3cret");
+        assert_eq!(config.listen_app, "127.0.0.1:8081".parse::<SocketAddr>().unwrap());
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let (path, secret) = write_secret();
+        let good = sample(&secret);
+        let cases = [
+            (good.replace("[listen]", "colour = \"red\"\n[listen]"), "line 8", "colour"),
+            (good.replace("name = \"demo\"\n", ""), "", "name"),
+            (good.replace("node-1@127.0.0.1:8090", "node-9@127.0.0.1:8090"), "line 7", "not in the peer list"),
+            (good.replace("127.0.0.1:8081", "nowhere"), "line 10", "listen.app"),
+            (good.replace(&secret.display().to_string(), "/nonexistent/secret"), "line 6", "cannot read secret"),
+            (good.replace("[node]", "[node"), "line 1", ""),
+            (good.replace("node-2@127.0.0.1:8190", "node-1@127.0.0.1:8190"), "line 7", "repeats"),
+        ];
+        for (text, line, needle) in cases {
+            let err = parse(&path, &text).err().unwrap_or_else(|| panic!("accepted:\n{text}"));
+            assert!(err.starts_with(&path.display().to_string()), "{err}");
+            assert!(err.contains(line), "{err} lacks {line}");
+            assert!(err.contains(needle), "{err} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn empty_secret_is_refused() {
+        let (path, secret) = write_secret();
+        std::fs::write(&secret, b"").unwrap();
+        assert!(parse(&path, &sample(&secret)).unwrap_err().contains("is empty"));
+    }
+}
