@@ -116,7 +116,14 @@ impl Namespace {
 pub struct UserPath(String);
 
 impl UserPath {
+    /// Longest user path, so that `user/{path}` fits [`KEY_BYTES_MAX`].
+    pub const BYTES_MAX: usize = KEY_BYTES_MAX - "user/".len();
+
     pub fn parse(input: &str) -> Result<Self, ParseError> {
+        if input.len() > Self::BYTES_MAX {
+            let reason = format!("is {} bytes, over the limit of {}", input.len(), Self::BYTES_MAX);
+            return Err(ParseError::new(input, "user key", reason));
+        }
         for segment in input.split('/') {
             check_segment(segment, "user key segment", NAME_BYTES_MAX, is_name_char).map_err(|e| e.within(input))?;
         }
@@ -407,6 +414,32 @@ mod tests {
     fn oversized_keys_are_rejected_before_parsing() {
         let long = format!("user/{}", "a/".repeat(KEY_BYTES_MAX));
         assert_eq!(AetherKey::parse(&long).unwrap_err().part, "key");
+    }
+
+    #[test]
+    fn the_longest_keys_of_every_bounded_part_fit_the_key_limit() {
+        let artifact = format!(
+            "{}:{}:{}.{}.{}-{}",
+            "g".repeat(128),
+            "a".repeat(128),
+            u64::MAX,
+            u64::MAX,
+            u64::MAX,
+            "p".repeat(64)
+        );
+        let endpoint = format!("endpoints/{artifact}/{}/{}:{}", "m".repeat(128), "n".repeat(64), u32::MAX);
+        let route = format!("routes/OPTIONS/{}", "r".repeat(crate::route::ROUTE_PATH_BYTES_MAX - 1));
+        let user = format!("user/{}", vec!["u".repeat(100); 10].join("/"));
+        for key in [endpoint, route, user] {
+            assert!(key.len() <= KEY_BYTES_MAX, "{} bytes", key.len());
+            assert_eq!(AetherKey::parse(&key).map(|k| k.to_string()), Ok(key));
+        }
+    }
+
+    #[test]
+    fn user_paths_built_directly_are_bounded_too() {
+        let too_long = vec!["u".repeat(100); 11].join("/");
+        assert_eq!(UserPath::parse(&too_long).unwrap_err().part, "user key");
     }
 
     #[test]

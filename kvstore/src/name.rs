@@ -41,16 +41,9 @@ pub(crate) fn check_segment(
     if segment == "." || segment == ".." {
         return Err(ParseError::new(segment, part, "must not be \".\" or \"..\""));
     }
-    match segment.bytes().find(|b| !allowed(*b)) {
-        Some(bad) => Err(ParseError::new(segment, part, bad_char_reason(segment, bad))),
+    match segment.chars().find(|c| !u8::try_from(*c).is_ok_and(allowed)) {
+        Some(bad) => Err(ParseError::new(segment, part, format!("character {bad:?} is not allowed"))),
         None => Ok(()),
-    }
-}
-
-fn bad_char_reason(segment: &str, bad: u8) -> String {
-    match segment.chars().find(|c| !c.is_ascii() || *c as u32 == u32::from(bad)) {
-        Some(c) => format!("character {c:?} is not allowed"),
-        None => format!("byte 0x{bad:02x} is not allowed"),
     }
 }
 
