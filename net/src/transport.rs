@@ -493,7 +493,11 @@ impl Transport {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.free.push(i);
         let Some(pid) = conn.peer else {
-            debug!("closed unidentified connection ({}): {reason}", peer_addr(&conn));
+            if reason == "node stopping" || reason == "closed by peer" {
+                debug!("closed unidentified connection ({}): {reason}", peer_addr(&conn));
+            } else {
+                warn!("closed unidentified connection ({}): {reason}", peer_addr(&conn));
+            }
             return;
         };
         let peer = &mut self.peers[pid];

@@ -1,0 +1,242 @@
+//! Local clusters of real `aetherd` processes on 127.0.0.1, for `cargo xtask run / cluster` and for the
+//! cluster tests: writes each node's config and the shared secret into a folder, starts, stops (SIGTERM),
+//! kills (SIGKILL) and restarts processes, and talks to their management API over plain HTTP/1.1.
+//!
+//! Invariant: a `LocalCluster` dropped without `detach` leaves no process behind.
+
+mod http;
+
+pub use http::{http, HttpResponse};
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where one node listens and keeps its files.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub id: String,
+    pub management: SocketAddr,
+    pub app: SocketAddr,
+    pub cluster: SocketAddr,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+/// How to lay a cluster out.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub nodes: usize,
+    pub dir: PathBuf,
+    pub aetherd: PathBuf,
+    pub cluster_name: String,
+    /// Ports from here in steps of 100 per node (mgmt +0, app +1, cluster +10); `None` takes free ports.
+    pub base_port: Option<u16>,
+    pub env: Vec<(String, String)>,
+    pub extra_args: Vec<String>,
+}
+
+impl ClusterSpec {
+    pub fn new(nodes: usize, dir: &Path, aetherd: &Path) -> ClusterSpec {
+        ClusterSpec {
+            nodes,
+            dir: dir.to_path_buf(),
+            aetherd: aetherd.to_path_buf(),
+            cluster_name: "demo".into(),
+            base_port: None,
+            env: vec![("AETHER_FAULT_INJECTION".into(), "1".into())],
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+pub struct LocalCluster {
+    pub spec: ClusterSpec,
+    pub nodes: Vec<NodeInfo>,
+    children: Vec<Option<Child>>,
+}
+
+/// Ports no one listens on right now (the OS hands out distinct ephemeral ports).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n).filter_map(|_| TcpListener::bind("127.0.0.1:0").ok()).collect();
+    listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.port()).collect()
+}
+
+impl LocalCluster {
+    /// Writes the secret and every node's config; starts nothing.
+    pub fn prepare(spec: ClusterSpec) -> Result<LocalCluster, String> {
+        fs::create_dir_all(&spec.dir).map_err(|e| format!("{}: {e}", spec.dir.display()))?;
+        let secret = spec.dir.join("secret");
+        let mut secret_bytes = [0u8; 32];
+        let random =
+            fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret_bytes));
+        random.map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+        write(&secret, &secret_bytes)?;
+        let nodes = layout(&spec)?;
+        let peers: Vec<String> = nodes.iter().map(|n| format!("\"{}@{}\"", n.id, n.cluster)).collect();
+        for node in &nodes {
+            let text = format!(
+                "[node]\nid = \"{}\"\ndata_dir = \"{}\"\n[cluster]\nname = \"{}\"\nsecret_file = \"{}\"\npeers = [{}]\n\
+                 [listen]\nmanagement = \"{}\"\napp = \"{}\"\ncluster = \"{}\"\n",
+                node.id,
+                node.data_dir.display(),
+                spec.cluster_name,
+                secret.display(),
+                peers.join(", "),
+                node.management,
+                node.app,
+                node.cluster
+            );
+            write(&node.config, text.as_bytes())?;
+        }
+        let children = nodes.iter().map(|_| None).collect();
+        Ok(LocalCluster { spec, nodes, children })
+    }
+
+    /// Prepares and starts every node.
+    pub fn start(spec: ClusterSpec) -> Result<LocalCluster, String> {
+        let mut cluster = LocalCluster::prepare(spec)?;
+        for i in 0..cluster.nodes.len() {
+            cluster.start_node(i)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn start_node(&mut self, i: usize) -> Result<(), String> {
+        let node = &self.nodes[i];
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| format!("{}: {e}", node.log.display()))?;
+        let log_err = log.try_clone().map_err(|e| e.to_string())?;
+        let mut command = Command::new(&self.spec.aetherd);
+        command.arg("--config").arg(&node.config).args(&self.spec.extra_args);
+        command.envs(self.spec.env.iter().map(|(k, v)| (k, v)));
+        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", self.spec.aetherd.display()))?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.children[i].as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait (SIGKILL after `grace`); returns the exit code if it exited by itself.
+    pub fn stop(&mut self, i: usize, grace: Duration) -> Option<i32> {
+        let mut child = self.children[i].take()?;
+        let pid = rustix::process::Pid::from_raw(child.id() as i32)?;
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        self.kill(i);
+        self.start_node(i)
+    }
+
+    /// `GET /api/health` of node `i` as JSON, if it answers.
+    pub fn health(&self, i: usize) -> Option<serde_json::Value> {
+        let response = http(self.nodes[i].management, "GET", "/api/health", b"").ok()?;
+        serde_json::from_slice(&response.body).ok()
+    }
+
+    /// Waits until every running node reports `peers_connected == expected`.
+    pub fn wait_connected(&self, expected: u64, timeout: Duration) -> Result<(), String> {
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.children[i].is_some()).collect();
+        wait_for(timeout, || {
+            running.iter().all(|&i| self.health(i).and_then(|h| h["peers_connected"].as_u64()) == Some(expected))
+        })
+        .map_err(|_| format!("nodes did not reach peers_connected = {expected} within {timeout:?}"))
+    }
+
+    /// Node `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// Leaves the processes running (for `cargo xtask cluster up`); returns their pids.
+    pub fn detach(mut self) -> Vec<u32> {
+        self.children.iter_mut().filter_map(|c| c.take()).map(|c| c.id()).collect()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// Polls `ok` every 20 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<(), ()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn layout(spec: &ClusterSpec) -> Result<Vec<NodeInfo>, String> {
+    let ports = match spec.base_port {
+        Some(base) => (0..spec.nodes as u16)
+            .flat_map(|i| [base + 100 * i, base + 100 * i + 1, base + 100 * i + 10])
+            .collect::<Vec<_>>(),
+        None => free_ports(spec.nodes * 3),
+    };
+    if ports.len() < spec.nodes * 3 {
+        return Err("could not find free ports on 127.0.0.1".into());
+    }
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let nodes = (0..spec.nodes)
+        .map(|i| {
+            let id = format!("node-{}", i + 1);
+            let dir = spec.dir.join(&id);
+            NodeInfo {
+                management: addr(ports[3 * i]),
+                app: addr(ports[3 * i + 1]),
+                cluster: addr(ports[3 * i + 2]),
+                config: dir.join("aetherd.toml"),
+                data_dir: dir.join("data"),
+                log: dir.join("aetherd.log"),
+                id,
+            }
+        })
+        .collect::<Vec<_>>();
+    for node in &nodes {
+        let dir = node.config.parent().unwrap_or(&spec.dir);
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(nodes)
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
