@@ -1,1 +1,507 @@
-//! container
+//! container: loading, checking, starting, calling and unloading slice libraries on one node.
+//!
+//! A slice artifact `group:artifact:version` resolves to a file in a Maven-layout repository
+//! folder. [`Container::load`] copies it to a unique path (so two versions, or two instances of one
+//! version, are separate libraries with separate state), loads it, and checks its ABI version and
+//! descriptor. [`Container::activate`] runs the slice's `start`, [`Container::deactivate`] its
+//! `stop`, [`Container::unload`] closes the library. Each step runs with a timeout; a step that
+//! fails or times out leaves the instance FAILED with a reason, and the node goes on.
+//!
+//! Calls: [`SliceHandle::call`] runs a call on the caller's thread; [`Container::call_with_deadline`]
+//! runs it on the worker pool and answers [`CallError::DeadlineExceeded`] when the slice takes too
+//! long (the stuck worker is replaced). Slice-to-slice calls made through the host callbacks run
+//! inline on the calling worker, so they never wait for a free worker: a pool of one serves
+//! `orders -> inventory + pricing`.
+//!
+//! Invariants: no panic crosses the library boundary in either direction; a library is closed only
+//! when no code can be running in it (otherwise it is leaked, and the log says so); lifecycle
+//! transitions follow [`lifecycle::SliceState::can_become`].
+
+pub mod artifact;
+mod error;
+mod host;
+mod instance;
+mod library;
+pub mod lifecycle;
+pub mod pool;
+mod step;
+
+pub use artifact::{Artifact, ArtifactError};
+pub use error::{CallError, ContainerError};
+pub use host::CALL_DEPTH_MAX;
+pub use library::{RouteInfo, ScheduleInfo, SliceInfo, SubscriptionInfo};
+pub use lifecycle::SliceState;
+pub use pool::{PoolConfig, PoolStats};
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use sdk::Response;
+
+use host::{HostBlock, HostCtx};
+use instance::Instance;
+use pool::{PoolError, WorkerPool};
+use step::{run_step, StepOutcome};
+
+/// Identifies one loaded instance on this node (never reused while the container lives).
+pub type InstanceId = u64;
+
+/// Timeout of each lifecycle step.
+#[derive(Clone, Debug)]
+pub struct StepTimeouts {
+    pub load: Duration,
+    pub start: Duration,
+    /// How long deactivation waits for calls in flight to finish.
+    pub drain: Duration,
+    pub stop: Duration,
+    pub unload: Duration,
+}
+
+impl Default for StepTimeouts {
+    fn default() -> Self {
+        StepTimeouts {
+            load: Duration::from_secs(10),
+            start: Duration::from_secs(10),
+            drain: Duration::from_secs(10),
+            stop: Duration::from_secs(10),
+            unload: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a container is set up.
+#[derive(Clone, Debug)]
+pub struct ContainerConfig {
+    /// Root of the Maven-layout repository artifacts are resolved in.
+    pub repo: PathBuf,
+    /// Where the unique copies are made (each is deleted as soon as it is loaded).
+    pub work_dir: PathBuf,
+    /// This node's id, given to slices.
+    pub node_id: String,
+    pub pool: PoolConfig,
+    pub timeouts: StepTimeouts,
+}
+
+impl ContainerConfig {
+    /// Defaults: one worker per core, a queue of 4,096 calls, up to 64 stuck workers replaced,
+    /// 10 s per lifecycle step, copies in a folder of their own under the system temporary folder.
+    pub fn new(repo: impl Into<PathBuf>, node_id: impl Into<String>) -> ContainerConfig {
+        static CONTAINER_SEQ: AtomicU64 = AtomicU64::new(0);
+        let seq = CONTAINER_SEQ.fetch_add(1, Ordering::Relaxed);
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ContainerConfig {
+            repo: repo.into(),
+            work_dir: std::env::temp_dir().join(format!("aether-slices-{}-{}", std::process::id(), seq)),
+            node_id: node_id.into(),
+            pool: PoolConfig { workers, queue_max: 4096, abandoned_max: 64 },
+            timeouts: StepTimeouts::default(),
+        }
+    }
+}
+
+/// One instance as seen from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceSummary {
+    pub id: InstanceId,
+    pub artifact: Artifact,
+    pub state: SliceState,
+    /// Why it FAILED, when it did.
+    pub reason: Option<String>,
+}
+
+#[derive(Default)]
+struct Registry {
+    instances: HashMap<InstanceId, Arc<Instance>>,
+    /// ACTIVE instances by artifact text, for slice-to-slice calls.
+    active: HashMap<String, Vec<Arc<Instance>>>,
+}
+
+pub(crate) struct Shared {
+    config: ContainerConfig,
+    registry: RwLock<Registry>,
+    pool: WorkerPool,
+    next_id: AtomicU64,
+    next_pick: AtomicUsize,
+    /// Serialises lifecycle steps of the container (calls are not affected).
+    lifecycle: Mutex<()>,
+}
+
+impl Shared {
+    /// An ACTIVE instance of `artifact`, rotating among several.
+    pub(crate) fn find_active(&self, artifact: &str) -> Option<Arc<Instance>> {
+        let registry = self.registry.read();
+        let candidates = registry.active.get(artifact)?;
+        let pick = self.next_pick.fetch_add(1, Ordering::Relaxed) % candidates.len().max(1);
+        candidates.get(pick).cloned()
+    }
+}
+
+/// A handle on one instance, cheap to clone, for calling it without a registry lookup.
+#[derive(Clone)]
+pub struct SliceHandle(Arc<Instance>);
+
+impl SliceHandle {
+    pub fn id(&self) -> InstanceId {
+        self.0.id
+    }
+
+    pub fn artifact(&self) -> &Artifact {
+        &self.0.artifact
+    }
+
+    pub fn info(&self) -> &SliceInfo {
+        &self.0.info
+    }
+
+    pub fn state(&self) -> SliceState {
+        self.0.state().0
+    }
+
+    /// Call `method` with encoded request bytes (see [`sdk::codec`]) on this thread.
+    pub fn call(&self, method: &str, request: &[u8]) -> Result<Response, CallError> {
+        self.0.call(method, request)
+    }
+}
+
+impl std::fmt::Debug for SliceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SliceHandle({} #{})", self.0.artifact_text, self.0.id)
+    }
+}
+
+/// The slice container of one node.
+pub struct Container {
+    shared: Arc<Shared>,
+}
+
+impl Container {
+    pub fn new(config: ContainerConfig) -> Result<Container, ContainerError> {
+        std::fs::create_dir_all(&config.work_dir)
+            .map_err(|error| ContainerError::WorkDir { path: config.work_dir.clone(), error })?;
+        let pool = WorkerPool::new(config.pool.clone());
+        let shared = Arc::new(Shared {
+            config,
+            registry: RwLock::new(Registry::default()),
+            pool,
+            next_id: AtomicU64::new(1),
+            next_pick: AtomicUsize::new(0),
+            lifecycle: Mutex::new(()),
+        });
+        Ok(Container { shared })
+    }
+
+    pub fn config(&self) -> &ContainerConfig {
+        &self.shared.config
+    }
+
+    /// LOADING -> LOADED: resolve, copy, load and check `artifact`. A failed load leaves nothing behind.
+    pub fn load(&self, artifact: &Artifact, config: Vec<(String, String)>) -> Result<InstanceId, ContainerError> {
+        let path = self.shared.config.repo.join(artifact.repository_path());
+        if !path.is_file() {
+            return Err(ContainerError::NotInRepository { artifact: artifact.clone(), path });
+        }
+        let _steps = self.shared.lifecycle.lock();
+        let work_dir = self.shared.config.work_dir.clone();
+        let to_open = artifact.clone();
+        let timeout = self.shared.config.timeouts.load;
+        let library = match run_step("slice-load", timeout, move || library::open(&to_open, &path, &work_dir)) {
+            StepOutcome::Done(opened) => opened?,
+            StepOutcome::Panicked(reason) => return Err(step_failed(artifact, "load", reason)),
+            StepOutcome::TimedOut => return Err(timed_out(artifact, "load", timeout)),
+        };
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let host = HostBlock::new(HostCtx {
+            shared: Arc::downgrade(&self.shared),
+            artifact: artifact.to_string(),
+            node_id: self.shared.config.node_id.clone(),
+            config: RwLock::new(config),
+        });
+        let instance = Arc::new(Instance::new(id, artifact.clone(), library, host));
+        self.shared.registry.write().instances.insert(id, instance);
+        log::info!("slice {artifact} ({id}) LOADED");
+        Ok(id)
+    }
+
+    /// LOADED -> ACTIVATING -> ACTIVE: run the slice's `start` with its config.
+    pub fn activate(&self, id: InstanceId) -> Result<(), ContainerError> {
+        let _steps = self.shared.lifecycle.lock();
+        let instance = self.instance(id)?;
+        begin(&instance, &[SliceState::Loaded], SliceState::Activating, "activate")?;
+        let timeout = self.shared.config.timeouts.start;
+        match start_slice(&instance, timeout) {
+            Ok(slice) => {
+                instance.open_for_calls(slice.0);
+                let mut registry = self.shared.registry.write();
+                registry.active.entry(instance.artifact_text.clone()).or_default().push(Arc::clone(&instance));
+                log::info!("slice {} ({id}) ACTIVE", instance.artifact_text);
+                Ok(())
+            }
+            Err(error) => {
+                instance.fail(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// ACTIVE -> DEACTIVATING -> LOADED: stop taking calls, wait for calls in flight, run `stop`.
+    pub fn deactivate(&self, id: InstanceId) -> Result<(), ContainerError> {
+        let _steps = self.shared.lifecycle.lock();
+        let instance = self.instance(id)?;
+        begin(&instance, &[SliceState::Active], SliceState::Deactivating, "deactivate")?;
+        self.remove_active(&instance);
+        let timeouts = &self.shared.config.timeouts;
+        let result = instance.close_for_calls(timeouts.drain).map_err(|in_flight| {
+            instance.pin();
+            step_failed(
+                &instance.artifact,
+                "deactivate",
+                format!("{in_flight} calls still in flight after {:?}", timeouts.drain),
+            )
+        });
+        let result = result.and_then(|slice| stop_slice(&instance, SendPtr(slice), timeouts.stop));
+        match result {
+            Ok(()) => {
+                instance.set_state(SliceState::Loaded);
+                log::info!("slice {} ({id}) LOADED (deactivated)", instance.artifact_text);
+                Ok(())
+            }
+            Err(error) => {
+                instance.fail(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// LOADED or FAILED -> UNLOADING -> removed: close the library (or leave it loaded, logged, when
+    /// code may still run in it).
+    pub fn unload(&self, id: InstanceId) -> Result<(), ContainerError> {
+        let _steps = self.shared.lifecycle.lock();
+        let instance = self.instance(id)?;
+        begin(&instance, &[SliceState::Loaded, SliceState::Failed], SliceState::Unloading, "unload")?;
+        self.shared.registry.write().instances.remove(&id);
+        let Some(library) = instance.take_library() else { return Ok(()) };
+        if !instance.closable() {
+            log::warn!("slice {} ({id}): unloaded but left mapped: code may still run in it", instance.artifact_text);
+            library.leak();
+            return Ok(());
+        }
+        let timeout = self.shared.config.timeouts.unload;
+        let outcome = run_step("slice-unload", timeout, move || library.close());
+        log::info!("slice {} ({id}) unloaded", instance.artifact_text);
+        match outcome {
+            StepOutcome::Done(Ok(())) => Ok(()),
+            StepOutcome::Done(Err(reason)) | StepOutcome::Panicked(reason) => {
+                Err(step_failed(&instance.artifact, "unload", reason))
+            }
+            StepOutcome::TimedOut => Err(timed_out(&instance.artifact, "unload", timeout)),
+        }
+    }
+
+    /// Load and activate in one go; on a failed start the instance is unloaded again.
+    pub fn deploy(&self, artifact: &Artifact, config: Vec<(String, String)>) -> Result<InstanceId, ContainerError> {
+        let id = self.load(artifact, config)?;
+        if let Err(error) = self.activate(id) {
+            let _ = self.unload(id);
+            return Err(error);
+        }
+        Ok(id)
+    }
+
+    /// Deactivate (when active) and unload every instance, then stop the workers.
+    pub fn shutdown(&self) {
+        for summary in self.instances() {
+            if summary.state == SliceState::Active {
+                if let Err(e) = self.deactivate(summary.id) {
+                    log::warn!("shutdown: {e}");
+                }
+            }
+            if let Err(e) = self.unload(summary.id) {
+                log::warn!("shutdown: {e}");
+            }
+        }
+        self.shared.pool.shutdown();
+    }
+
+    /// State of an instance and, when FAILED, why; `None` once unloaded.
+    pub fn state(&self, id: InstanceId) -> Option<(SliceState, Option<String>)> {
+        self.shared.registry.read().instances.get(&id).map(|i| i.state())
+    }
+
+    pub fn instances(&self) -> Vec<InstanceSummary> {
+        let registry = self.shared.registry.read();
+        let mut all: Vec<InstanceSummary> = registry
+            .instances
+            .values()
+            .map(|i| {
+                let (state, reason) = i.state();
+                InstanceSummary { id: i.id, artifact: i.artifact.clone(), state, reason }
+            })
+            .collect();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    pub fn handle(&self, id: InstanceId) -> Option<SliceHandle> {
+        self.shared.registry.read().instances.get(&id).cloned().map(SliceHandle)
+    }
+
+    /// An ACTIVE instance of `artifact` (text `group:artifact:version`).
+    pub fn find_active(&self, artifact: &str) -> Option<SliceHandle> {
+        self.shared.find_active(artifact).map(SliceHandle)
+    }
+
+    /// Replace the config an instance reads through its host (the next `start` gets it too).
+    pub fn set_config(&self, id: InstanceId, pairs: Vec<(String, String)>) -> Result<(), ContainerError> {
+        self.instance(id)?.set_config(pairs);
+        Ok(())
+    }
+
+    /// Call an ACTIVE instance of `artifact` on this thread.
+    pub fn call(&self, artifact: &str, method: &str, request: &[u8]) -> Result<Response, CallError> {
+        let target = self.find_active(artifact).ok_or_else(|| CallError::NoInstance { artifact: artifact.into() })?;
+        target.call(method, request)
+    }
+
+    /// Call on the worker pool, answering [`CallError::DeadlineExceeded`] after `deadline`.
+    pub fn call_with_deadline(
+        &self,
+        target: &SliceHandle,
+        method: &str,
+        request: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<Response, CallError> {
+        let job_target = target.clone();
+        let job_method = method.to_owned();
+        let answer = self.shared.pool.run(deadline, move || job_target.call(&job_method, &request));
+        let artifact = || target.0.artifact_text.clone();
+        match answer {
+            Ok(answer) => answer,
+            Err(PoolError::Deadline { .. }) => {
+                Err(CallError::DeadlineExceeded { artifact: artifact(), method: method.to_owned(), deadline })
+            }
+            Err(PoolError::Overloaded { queue_max }) => Err(CallError::Overloaded { queue_max }),
+            Err(PoolError::Panicked(message)) => {
+                Err(CallError::Panicked { artifact: artifact(), method: method.to_owned(), message })
+            }
+            Err(PoolError::ShuttingDown) => Err(CallError::ShuttingDown),
+        }
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        self.shared.pool.stats()
+    }
+
+    fn instance(&self, id: InstanceId) -> Result<Arc<Instance>, ContainerError> {
+        self.shared.registry.read().instances.get(&id).cloned().ok_or(ContainerError::NoSuchInstance { id })
+    }
+
+    fn remove_active(&self, instance: &Instance) {
+        let mut registry = self.shared.registry.write();
+        if let Some(list) = registry.active.get_mut(&instance.artifact_text) {
+            list.retain(|i| i.id != instance.id);
+            if list.is_empty() {
+                registry.active.remove(&instance.artifact_text);
+            }
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.shared.pool.shutdown();
+        let _ = std::fs::remove_dir(&self.shared.config.work_dir);
+    }
+}
+
+fn begin(instance: &Instance, from: &[SliceState], to: SliceState, step: &'static str) -> Result<(), ContainerError> {
+    instance.begin(from, to).map(|_| ()).map_err(|state| ContainerError::WrongState {
+        artifact: instance.artifact.clone(),
+        step,
+        state,
+    })
+}
+
+fn step_failed(artifact: &Artifact, step: &'static str, reason: String) -> ContainerError {
+    ContainerError::StepFailed { artifact: artifact.clone(), step, reason }
+}
+
+fn timed_out(artifact: &Artifact, step: &'static str, timeout: Duration) -> ContainerError {
+    ContainerError::StepTimedOut { artifact: artifact.clone(), step, timeout }
+}
+
+/// A raw pointer moved to a step thread.
+struct SendPtr<T>(*mut T);
+
+// SAFETY: the pointers moved this way (a slice instance, the host table) are made to be used from
+// any thread by the ABI contract.
+unsafe impl<T> Send for SendPtr<T> {}
+
+/// What the slice's `start` said: status, instance pointer, error text.
+type StartAnswer = (u32, SendPtr<std::ffi::c_void>, Vec<u8>);
+
+fn start_slice(instance: &Arc<Instance>, timeout: Duration) -> Result<SendPtr<std::ffi::c_void>, ContainerError> {
+    let config = instance.config();
+    let pairs = config.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let config_bytes = sdk::codec::encode_pairs(pairs)
+        .map_err(|e| step_failed(&instance.artifact, "activate", format!("config: {e}")))?;
+    let host = SendPtr(instance.host_api().cast_mut());
+    let on_step = Arc::clone(instance);
+    let outcome = run_step("slice-start", timeout, move || {
+        let host = host;
+        let mut slice = std::ptr::null_mut();
+        let mut error = sdk::abi::RawResponse::EMPTY;
+        // SAFETY: the host table lives as long as the instance (which this closure holds); the
+        // config bytes live for the call; `slice` and `error` are valid out-parameters.
+        let status = unsafe {
+            (on_step.entry.start)(host.0.cast_const(), sdk::abi::Bytes::new(&config_bytes), &mut slice, &mut error)
+        };
+        (status, SendPtr(slice), on_step.take_buffer(error.body)) as StartAnswer
+    });
+    match outcome {
+        StepOutcome::Done((sdk::abi::status::OK, slice, _)) if !slice.0.is_null() => Ok(slice),
+        StepOutcome::Done((sdk::abi::status::PANICKED, _, message)) => {
+            Err(step_failed(&instance.artifact, "start", format!("panicked: {}", String::from_utf8_lossy(&message))))
+        }
+        StepOutcome::Done((status, _, message)) => Err(step_failed(
+            &instance.artifact,
+            "start",
+            format!("status {status}: {}", String::from_utf8_lossy(&message)),
+        )),
+        StepOutcome::Panicked(reason) => Err(step_failed(&instance.artifact, "start", reason)),
+        StepOutcome::TimedOut => {
+            instance.pin();
+            Err(timed_out(&instance.artifact, "start", timeout))
+        }
+    }
+}
+
+fn stop_slice(
+    instance: &Arc<Instance>,
+    slice: SendPtr<std::ffi::c_void>,
+    timeout: Duration,
+) -> Result<(), ContainerError> {
+    let on_step = Arc::clone(instance);
+    let outcome = run_step("slice-stop", timeout, move || {
+        let slice = slice;
+        let mut error = sdk::abi::RawResponse::EMPTY;
+        // SAFETY: `slice` came from this library's `start`, no call is in flight, and it is handed
+        // back exactly once; `error` is a valid out-parameter.
+        let status = unsafe { (on_step.entry.stop)(slice.0, &mut error) };
+        (status, on_step.take_buffer(error.body))
+    });
+    match outcome {
+        StepOutcome::Done((sdk::abi::status::OK, _)) => Ok(()),
+        StepOutcome::Done((_, message)) => {
+            Err(step_failed(&instance.artifact, "stop", format!("panicked: {}", String::from_utf8_lossy(&message))))
+        }
+        StepOutcome::Panicked(reason) => Err(step_failed(&instance.artifact, "stop", reason)),
+        StepOutcome::TimedOut => {
+            instance.pin();
+            Err(timed_out(&instance.artifact, "stop", timeout))
+        }
+    }
+}

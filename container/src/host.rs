@@ -1,0 +1,238 @@
+//! The host side of the boundary: the callback table a slice gets in `start`.
+//!
+//! Each instance owns one [`HostBlock`]: a [`HostCtx`] (who is calling: artifact, node, live config,
+//! and a weak link back to the container) and the [`HostApi`] table pointing at it. Both stay at a
+//! fixed address from `start` until the instance is dropped, and are leaked instead of freed when
+//! code may still run in the slice (see `Instance`).
+//!
+//! Invariants: no callback lets a panic escape (each body runs under `catch_unwind`); a nested call
+//! runs inline on the calling thread, so slice-to-slice calls never wait for a free worker and
+//! cannot deadlock the pool, and nesting deeper than [`CALL_DEPTH_MAX`] is refused.
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Weak;
+
+use parking_lot::RwLock;
+use sdk::abi::{self, Bytes, HostApi, OwnedBuf, RawResponse, StrRef};
+use sdk::{Response, Status};
+
+use crate::error::CallError;
+use crate::Shared;
+
+/// Deepest chain of nested slice-to-slice calls on one thread.
+pub const CALL_DEPTH_MAX: u32 = 16;
+
+thread_local! {
+    static CALL_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// What the host knows about the instance a callback comes from.
+pub(crate) struct HostCtx {
+    pub shared: Weak<Shared>,
+    pub artifact: String,
+    pub node_id: String,
+    pub config: RwLock<Vec<(String, String)>>,
+}
+
+/// The context and the table that points at it, at stable heap addresses.
+pub(crate) struct HostBlock {
+    ctx: *mut HostCtx,
+    api: *mut HostApi,
+}
+
+// SAFETY: `HostCtx` is Send + Sync (its fields are), `HostApi` is read-only after construction, and
+// the raw pointers are owned uniquely by this block.
+unsafe impl Send for HostBlock {}
+// SAFETY: as above; shared access only reads the table or goes through `HostCtx`'s locks.
+unsafe impl Sync for HostBlock {}
+
+impl HostBlock {
+    pub fn new(ctx: HostCtx) -> HostBlock {
+        let ctx = Box::into_raw(Box::new(ctx));
+        // SAFETY: `ctx` was just made from a Box and is valid; the node id string is not moved or
+        // changed while the block lives.
+        let node_id = StrRef::new(unsafe { &(*ctx).node_id });
+        let api = Box::into_raw(Box::new(HostApi {
+            abi_version: abi::ABI_VERSION,
+            ctx: ctx.cast_const().cast(),
+            node_id,
+            call: host_call,
+            log: host_log,
+            config: host_config,
+            publish: host_publish,
+            free: host_free,
+        }));
+        HostBlock { ctx, api }
+    }
+
+    pub fn api(&self) -> *const HostApi {
+        self.api
+    }
+
+    pub fn ctx(&self) -> &HostCtx {
+        // SAFETY: `ctx` is valid until `free` (which takes the block by value).
+        unsafe { &*self.ctx }
+    }
+
+    /// Free the context and the table. Only when no slice code can use them any more.
+    pub fn free(self) {
+        // SAFETY: both pointers came from `Box::into_raw` in `new` and are freed once, here.
+        unsafe {
+            drop(Box::from_raw(self.api));
+            drop(Box::from_raw(self.ctx));
+        }
+    }
+}
+
+/// # Safety
+/// `ctx` is the `HostCtx` of a live `HostBlock` (the slice got it in `start`).
+unsafe fn host_ctx<'a>(ctx: *const c_void) -> &'a HostCtx {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &*ctx.cast::<HostCtx>() }
+}
+
+/// # Safety
+/// `bytes` points to `len` readable bytes valid for the call.
+unsafe fn borrowed<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 || ptr.is_null() {
+        return &[];
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
+/// # Safety
+/// `out` is null or valid for writes.
+unsafe fn write_response(out: *mut RawResponse, response: Response) {
+    if out.is_null() {
+        return;
+    }
+    let raw = RawResponse {
+        status: response.status.code(),
+        content_type: response.content_type.code(),
+        body: OwnedBuf::from_vec(response.body),
+    };
+    // SAFETY: non-null and valid for writes (caller contract).
+    unsafe { out.write(raw) };
+}
+
+/// The answer a slice gets when its call failed on the way.
+pub(crate) fn error_response(error: &CallError) -> Response {
+    let status = match error.http_status() {
+        400 => Status::BadRequest,
+        503 | 504 => Status::Unavailable,
+        _ => Status::Internal,
+    };
+    let body = sdk::json::Object::new().str("error", error.kind()).str("detail", &error.to_string()).finish();
+    Response { status, content_type: sdk::ContentType::Json, body: body.into_bytes() }
+}
+
+fn nested_call(ctx: &HostCtx, artifact: &[u8], method: &[u8], request: &[u8]) -> Result<Response, CallError> {
+    let (Ok(artifact), Ok(method)) = (std::str::from_utf8(artifact), std::str::from_utf8(method)) else {
+        return Err(CallError::BadRequest { detail: "artifact and method must be UTF-8".into() });
+    };
+    let shared = ctx.shared.upgrade().ok_or(CallError::ShuttingDown)?;
+    let target = shared.find_active(artifact).ok_or_else(|| CallError::NoInstance { artifact: artifact.to_owned() })?;
+    let depth = CALL_DEPTH.with(Cell::get);
+    if depth >= CALL_DEPTH_MAX {
+        return Err(CallError::TooDeep { depth_max: CALL_DEPTH_MAX });
+    }
+    let _depth = DepthGuard::enter(depth);
+    target.call(method, request)
+}
+
+/// Holds the thread's call depth one deeper until dropped (also when unwinding).
+struct DepthGuard {
+    restore: u32,
+}
+
+impl DepthGuard {
+    fn enter(depth: u32) -> DepthGuard {
+        CALL_DEPTH.with(|d| d.set(depth + 1));
+        DepthGuard { restore: depth }
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        CALL_DEPTH.with(|d| d.set(self.restore));
+    }
+}
+
+unsafe extern "C" fn host_call(
+    ctx: *const c_void,
+    artifact: StrRef,
+    method: StrRef,
+    request: Bytes,
+    out: *mut RawResponse,
+) {
+    let answer = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the slice passes back the ctx and borrowed buffers valid for this call (ABI contract).
+        let (ctx, artifact, method, request) = unsafe {
+            (
+                host_ctx(ctx),
+                borrowed(artifact.ptr, artifact.len),
+                borrowed(method.ptr, method.len),
+                borrowed(request.ptr, request.len),
+            )
+        };
+        nested_call(ctx, artifact, method, request).unwrap_or_else(|e| error_response(&e))
+    }));
+    let response = answer.unwrap_or_else(|p| {
+        Response::error(Status::Internal, &format!("host failed: {}", sdk::export::panic_message(p.as_ref())))
+    });
+    // SAFETY: `out` is valid for writes (ABI contract).
+    unsafe { write_response(out, response) };
+}
+
+unsafe extern "C" fn host_log(ctx: *const c_void, level: u32, message: StrRef) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: ctx and message are valid for this call (ABI contract).
+        let (ctx, message) = unsafe { (host_ctx(ctx), borrowed(message.ptr, message.len)) };
+        let level = match level {
+            abi::log_level::ERROR => log::Level::Error,
+            abi::log_level::WARN => log::Level::Warn,
+            abi::log_level::INFO => log::Level::Info,
+            abi::log_level::DEBUG => log::Level::Debug,
+            _ => log::Level::Trace,
+        };
+        log::log!(target: "slice", level, "{}: {}", ctx.artifact, String::from_utf8_lossy(message));
+    }));
+}
+
+unsafe extern "C" fn host_config(ctx: *const c_void, key: StrRef, value: *mut OwnedBuf) -> u32 {
+    let found = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: ctx and key are valid for this call (ABI contract).
+        let (ctx, key) = unsafe { (host_ctx(ctx), borrowed(key.ptr, key.len)) };
+        let config = ctx.config.read();
+        config.iter().find(|(k, _)| k.as_bytes() == key).map(|(_, v)| v.clone().into_bytes())
+    }));
+    match found {
+        Ok(Some(bytes)) if !value.is_null() => {
+            // SAFETY: `value` is non-null and valid for writes (ABI contract).
+            unsafe { value.write(OwnedBuf::from_vec(bytes)) };
+            1
+        }
+        _ => 0,
+    }
+}
+
+unsafe extern "C" fn host_publish(_ctx: *const c_void, topic: StrRef, _message: Bytes, out: *mut RawResponse) {
+    let response = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `topic` is valid for this call (ABI contract).
+        let topic = unsafe { borrowed(topic.ptr, topic.len) };
+        let detail =
+            format!("topic `{}`: publishing is not available on this node yet", String::from_utf8_lossy(topic));
+        Response::error(Status::Unavailable, &detail)
+    }))
+    .unwrap_or_else(|_| Response::error(Status::Internal, "host failed"));
+    // SAFETY: `out` is valid for writes (ABI contract).
+    unsafe { write_response(out, response) };
+}
+
+unsafe extern "C" fn host_free(buf: OwnedBuf) {
+    // SAFETY: the buffer was made by `OwnedBuf::from_vec` in this host and comes back once.
+    drop(unsafe { buf.into_vec() });
+}

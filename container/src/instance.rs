@@ -1,0 +1,215 @@
+//! One slice instance: a loaded library, its lifecycle state, and the call path into it.
+//!
+//! Invariants:
+//! - `active` is true exactly while the state is ACTIVE and the slice pointer is live; a call
+//!   increments `in_flight` and then re-checks `active` (both SeqCst), and deactivation clears
+//!   `active` and then waits for `in_flight` to reach zero, so `stop` never runs concurrently with a call;
+//! - the library is closed, and the host block freed, only when no code can be running in the
+//!   library: not after a step timed out, nor with calls in flight (`pinned`); otherwise both are
+//!   leaked, deliberately, and the log says so.
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sdk::abi::{self, Bytes, RawResponse, StrRef};
+use sdk::{ContentType, Response, Status};
+
+use crate::artifact::Artifact;
+use crate::error::CallError;
+use crate::host::HostBlock;
+use crate::library::{EntryPoints, Library, SliceInfo};
+use crate::lifecycle::SliceState;
+use crate::InstanceId;
+
+pub(crate) struct Instance {
+    pub id: InstanceId,
+    pub artifact: Artifact,
+    pub artifact_text: String,
+    pub info: SliceInfo,
+    pub entry: EntryPoints,
+    state: Mutex<(SliceState, Option<String>)>,
+    active: AtomicBool,
+    in_flight: AtomicUsize,
+    slice: AtomicPtr<c_void>,
+    library: Mutex<Option<Library>>,
+    host: Mutex<Option<HostBlock>>,
+    pinned: AtomicBool,
+}
+
+/// Counts one call in flight until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Instance {
+    pub fn new(id: InstanceId, artifact: Artifact, library: Library, host: HostBlock) -> Instance {
+        Instance {
+            id,
+            artifact_text: artifact.to_string(),
+            artifact,
+            info: library.info.clone(),
+            entry: library.entry,
+            state: Mutex::new((SliceState::Loaded, None)),
+            active: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            slice: AtomicPtr::new(std::ptr::null_mut()),
+            library: Mutex::new(Some(library)),
+            host: Mutex::new(Some(host)),
+            pinned: AtomicBool::new(false),
+        }
+    }
+
+    pub fn state(&self) -> (SliceState, Option<String>) {
+        self.state.lock().clone()
+    }
+
+    /// Move to `to` if the state is one of `from` and the lifecycle allows it; returns the old state.
+    pub fn begin(&self, from: &[SliceState], to: SliceState) -> Result<SliceState, SliceState> {
+        let mut state = self.state.lock();
+        let current = state.0;
+        if !from.contains(&current) || !current.can_become(to) {
+            return Err(current);
+        }
+        *state = (to, None);
+        Ok(current)
+    }
+
+    pub fn set_state(&self, to: SliceState) {
+        *self.state.lock() = (to, None);
+    }
+
+    pub fn fail(&self, reason: String) {
+        log::warn!("slice {} ({}) FAILED: {reason}", self.artifact_text, self.id);
+        *self.state.lock() = (SliceState::Failed, Some(reason));
+    }
+
+    pub fn host_api(&self) -> *const abi::HostApi {
+        self.host.lock().as_ref().map_or(std::ptr::null(), HostBlock::api)
+    }
+
+    pub fn set_config(&self, pairs: Vec<(String, String)>) {
+        if let Some(host) = self.host.lock().as_ref() {
+            *host.ctx().config.write() = pairs;
+        }
+    }
+
+    pub fn config(&self) -> Vec<(String, String)> {
+        self.host.lock().as_ref().map(|h| h.ctx().config.read().clone()).unwrap_or_default()
+    }
+
+    /// Publish the started slice and open it for calls.
+    pub fn open_for_calls(&self, slice: *mut c_void) {
+        self.slice.store(slice, Ordering::SeqCst);
+        self.set_state(SliceState::Active);
+        self.active.store(true, Ordering::SeqCst);
+    }
+
+    /// Refuse new calls, wait up to `timeout` for calls in flight; returns the slice pointer when drained.
+    pub fn close_for_calls(&self, timeout: Duration) -> Result<*mut c_void, usize> {
+        self.active.store(false, Ordering::SeqCst);
+        let until = Instant::now() + timeout;
+        loop {
+            let in_flight = self.in_flight.load(Ordering::SeqCst);
+            if in_flight == 0 {
+                return Ok(self.slice.swap(std::ptr::null_mut(), Ordering::SeqCst));
+            }
+            if Instant::now() >= until {
+                return Err(in_flight);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Code may still run inside the library: never close it.
+    pub fn pin(&self) {
+        self.pinned.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the library can be closed: no call in flight, no abandoned step, no live slice.
+    pub fn closable(&self) -> bool {
+        !self.pinned.load(Ordering::SeqCst)
+            && self.in_flight.load(Ordering::SeqCst) == 0
+            && self.slice.load(Ordering::SeqCst).is_null()
+    }
+
+    pub fn take_library(&self) -> Option<Library> {
+        self.library.lock().take()
+    }
+
+    /// Call `method` on this thread.
+    pub fn call(&self, method: &str, request: &[u8]) -> Result<Response, CallError> {
+        let _in_flight = self.enter()?;
+        let slice = self.slice.load(Ordering::SeqCst);
+        let mut raw = RawResponse::EMPTY;
+        // SAFETY: `enter` succeeded, so the slice pointer is live and stays so until `_in_flight`
+        // drops (deactivation waits for it); `method` and `request` outlive the call; `raw` is a
+        // valid out-parameter. The slice's shim catches its own panics.
+        unsafe { (self.entry.call)(slice, StrRef::new(method), Bytes::new(request), &mut raw) };
+        self.take_response(method, raw)
+    }
+
+    fn enter(&self) -> Result<InFlight<'_>, CallError> {
+        if self.active.load(Ordering::SeqCst) {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            let guard = InFlight(&self.in_flight);
+            if self.active.load(Ordering::SeqCst) {
+                return Ok(guard);
+            }
+        }
+        Err(CallError::NotActive { artifact: self.artifact_text.clone(), state: self.state().0 })
+    }
+
+    fn take_response(&self, method: &str, raw: RawResponse) -> Result<Response, CallError> {
+        let body = self.take_buffer(raw.body);
+        if raw.status == abi::status::PANICKED {
+            return Err(CallError::Panicked {
+                artifact: self.artifact_text.clone(),
+                method: method.to_owned(),
+                message: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        let Some(status) = Status::from_code(raw.status) else {
+            return Err(CallError::BadResponse { artifact: self.artifact_text.clone(), status: raw.status });
+        };
+        Ok(Response { status, content_type: ContentType::from_code(raw.content_type), body })
+    }
+
+    /// Copy a slice-owned buffer and give it back to the slice's `free`.
+    pub fn take_buffer(&self, buf: abi::OwnedBuf) -> Vec<u8> {
+        if buf.ptr.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the slice wrote a valid buffer of `len` initialised bytes (ABI contract).
+        let bytes = unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec();
+        // SAFETY: the buffer came from this library and is freed once, while it is loaded.
+        unsafe { (self.entry.free)(buf) };
+        bytes
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let library = self.library.get_mut().take();
+        let host = self.host.get_mut().take();
+        let closable = self.closable();
+        if let Some(library) = library {
+            if closable {
+                let _ = library.close();
+            } else {
+                log::warn!("slice {} ({}): library left loaded, code may still run in it", self.artifact_text, self.id);
+                library.leak();
+            }
+        }
+        match host {
+            Some(host) if closable => host.free(),
+            Some(host) => std::mem::forget(host),
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The container against the real example slices: lifecycle, refusals, faults, nested calls,
+//! versions side by side, and load/unload cycles without leaks.
+//!
+//! The slices are built on first use by `cargo xtask build-slices` into `target/slices-build`
+//! (a target folder of its own, so the outer build's lock is never waited on); cargo's own lock
+//! serialises concurrent builds and the installation renames files into place, so parallel test
+//! processes are safe.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use container::{Artifact, CallError, Container, ContainerConfig, ContainerError, SliceState};
+use sdk::{json, RequestBuilder, Status};
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("container sits in the workspace")
+}
+
+/// The Maven-layout repository with every slice built.
+fn repo() -> PathBuf {
+    static REPO: OnceLock<PathBuf> = OnceLock::new();
+    REPO.get_or_init(|| {
+        if let Some(repo) = std::env::var_os("AETHER_SLICES_REPO") {
+            return PathBuf::from(repo);
+        }
+        let target = workspace_root().join("target").join("slices-build");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .current_dir(workspace_root())
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["run", "--quiet", "-p", "xtask", "--", "build-slices"])
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building the slices failed");
+        target.join("slices-repo")
+    })
+    .clone()
+}
+
+fn artifact(text: &str) -> Artifact {
+    Artifact::parse(text).unwrap()
+}
+
+fn container_with(change: impl FnOnce(&mut ContainerConfig)) -> Container {
+    let mut config = ContainerConfig::new(repo(), "node-1");
+    config.pool.workers = 2;
+    change(&mut config);
+    Container::new(config).unwrap()
+}
+
+fn container() -> Container {
+    container_with(|_| {})
+}
+
+fn get(c: &Container, artifact: &str, method: &str, request: RequestBuilder) -> sdk::Response {
+    c.call(artifact, method, &request.encode().unwrap()).unwrap()
+}
+
+fn field<'a>(value: &'a json::Value, key: &str) -> &'a json::Value {
+    value.get(key).unwrap_or_else(|| panic!("no `{key}` in {value:?}"))
+}
+
+const ECHO1: &str = "org.aether.examples:echo:1.0.0";
+const ECHO2: &str = "org.aether.examples:echo:2.0.0";
+const COUNTER: &str = "org.aether.examples:counter:1.0.0";
+const ORDERS: &str = "org.aether.examples:orders:1.0.0";
+const INVENTORY: &str = "org.aether.examples:inventory:1.0.0";
+const PRICING: &str = "org.aether.examples:pricing:1.0.0";
+const FAULTY: &str = "org.aether.examples:faulty:1.0.0";
+
+#[test]
+fn every_example_loads_starts_answers_stops_and_unloads() {
+    let c = container();
+    for text in [ECHO1, ECHO2, COUNTER, ORDERS, INVENTORY, PRICING, FAULTY] {
+        let id = c.load(&artifact(text), vec![]).unwrap();
+        assert_eq!(c.state(id), Some((SliceState::Loaded, None)), "{text}");
+        c.activate(id).unwrap();
+        assert_eq!(c.state(id), Some((SliceState::Active, None)), "{text}");
+        let handle = c.handle(id).unwrap();
+        assert_eq!(handle.info().name, artifact(text).id());
+        let answer = match text {
+            ECHO1 | ECHO2 => handle.call("echo", &RequestBuilder::new().param("msg", "hi").encode().unwrap()),
+            COUNTER => handle.call("incr", &RequestBuilder::new().param("name", "a").encode().unwrap()),
+            ORDERS => handle.call("create", &RequestBuilder::new().body("{}").encode().unwrap()),
+            INVENTORY => {
+                handle.call("reserve", &RequestBuilder::new().param("item", "pen").param("qty", "1").encode().unwrap())
+            }
+            PRICING => handle.call("price", &RequestBuilder::new().param("item", "pen").encode().unwrap()),
+            _ => handle.call("ok", &RequestBuilder::new().encode().unwrap()),
+        };
+        let answer = answer.unwrap();
+        // `orders` refuses an empty order; everything else answers 200.
+        let expected = if text == ORDERS { Status::BadRequest } else { Status::Ok };
+        assert_eq!(answer.status, expected, "{text}: {}", answer.body_text());
+        c.deactivate(id).unwrap();
+        assert_eq!(c.state(id), Some((SliceState::Loaded, None)));
+        assert!(matches!(handle.call("echo", b"\0\0\0\0"), Err(CallError::NotActive { .. })));
+        c.unload(id).unwrap();
+        assert_eq!(c.state(id), None);
+    }
+}
+
+#[test]
+fn descriptors_carry_routes_and_methods() {
+    let c = container();
+    let id = c.load(&artifact(ECHO1), vec![]).unwrap();
+    let info = c.handle(id).unwrap().info().clone();
+    assert_eq!(info.version, "1.0.0");
+    assert_eq!(info.methods, ["echo", "echo_body"]);
+    let routes: Vec<(String, String, String)> =
+        info.routes.iter().map(|r| (r.http_method.clone(), r.path.clone(), r.method.clone())).collect();
+    assert_eq!(
+        routes,
+        [("GET".into(), "/echo/{msg}".into(), "echo".into()), ("POST".into(), "/echo".into(), "echo_body".into())]
+    );
+}
+
+#[test]
+fn echo_v1_and_v2_answer_side_by_side() {
+    let c = container();
+    let v1 = c.deploy(&artifact(ECHO1), vec![]).unwrap();
+    let v2 = c.deploy(&artifact(ECHO2), vec![]).unwrap();
+    let version = |text: &str| {
+        let answer = get(&c, text, "echo", RequestBuilder::new().param("msg", "x"));
+        let value = json::parse(&answer.body).unwrap();
+        assert_eq!(field(&value, "node").as_str(), Some("node-1"));
+        field(&value, "version").as_str().unwrap().to_owned()
+    };
+    assert_eq!(version(ECHO1), "1.0.0");
+    assert_eq!(version(ECHO2), "2.0.0");
+    // Unloading one leaves the other serving.
+    c.deactivate(v1).unwrap();
+    c.unload(v1).unwrap();
+    assert_eq!(version(ECHO2), "2.0.0");
+    c.deactivate(v2).unwrap();
+    c.unload(v2).unwrap();
+}
+
+#[test]
+fn two_instances_of_one_slice_keep_separate_state() {
+    let c = container();
+    let a = c.deploy(&artifact(COUNTER), vec![]).unwrap();
+    let b = c.deploy(&artifact(COUNTER), vec![]).unwrap();
+    let incr = |id| {
+        let request = RequestBuilder::new().param("name", "n").encode().unwrap();
+        let answer = c.handle(id).unwrap().call("incr", &request).unwrap();
+        field(&json::parse(&answer.body).unwrap(), "value").as_i64().unwrap()
+    };
+    assert_eq!((incr(a), incr(a), incr(b)), (1, 2, 1));
+}
+
+fn repo_with(file: &str, contents: &[u8]) -> (PathBuf, Artifact) {
+    let dir = std::env::temp_dir().join(format!("aether-test-repo-{}-{file}", std::process::id()));
+    let artifact = artifact("org.aether.tests:broken:1.0.0");
+    let path = dir.join(artifact.repository_path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, contents).unwrap();
+    (dir, artifact)
+}
+
+#[test]
+fn an_abi_mismatch_is_refused_naming_both_versions() {
+    let c = container();
+    let err = c.load(&artifact("org.aether.tests:abi-mismatch:1.0.0"), vec![]).unwrap_err();
+    let ContainerError::AbiMismatch { expected, found, .. } = &err else { panic!("{err}") };
+    assert_eq!((*expected, *found), (sdk::abi::ABI_VERSION, sdk::abi::ABI_VERSION + 1));
+    let message = err.to_string();
+    assert!(
+        message.contains("abi-mismatch") && message.contains("version 2") && message.contains("version 1"),
+        "{message}"
+    );
+    assert!(c.instances().is_empty());
+}
+
+#[test]
+fn a_file_that_is_not_a_slice_is_refused_with_a_message() {
+    let (dir, broken) = repo_with("text", b"this is not a shared library\n");
+    let c = Container::new(ContainerConfig::new(&dir, "node-1")).unwrap();
+    let err = c.load(&broken, vec![]).unwrap_err();
+    assert!(matches!(err, ContainerError::NotALibrary { .. }), "{err}");
+    assert!(err.to_string().contains("not a loadable slice library"), "{err}");
+
+    // A real shared library that does not export the descriptor.
+    let libm = ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file());
+    if let Some(libm) = libm {
+        let (dir, broken) = repo_with("libm", &std::fs::read(libm).unwrap());
+        let c = Container::new(ContainerConfig::new(&dir, "node-1")).unwrap();
+        let err = c.load(&broken, vec![]).unwrap_err();
+        assert!(matches!(err, ContainerError::MissingSymbol { symbol: "aether_slice_descriptor", .. }), "{err}");
+    }
+
+    let missing = c.load(&artifact("org.aether.tests:absent:1.0.0"), vec![]).unwrap_err();
+    assert!(matches!(missing, ContainerError::NotInRepository { .. }), "{missing}");
+}
+
+#[test]
+fn a_library_under_the_wrong_coordinates_is_a_bad_descriptor() {
+    let echo = std::fs::read(repo().join(artifact(ECHO1).repository_path())).unwrap();
+    let (dir, broken) = repo_with("renamed", &echo);
+    let c = Container::new(ContainerConfig::new(&dir, "node-1")).unwrap();
+    let err = c.load(&broken, vec![]).unwrap_err();
+    assert!(matches!(err, ContainerError::BadDescriptor { .. }), "{err}");
+    assert!(err.to_string().contains("says it is echo 1.0.0"), "{err}");
+}
+
+#[test]
+fn a_panic_in_start_leaves_the_slice_failed_and_the_node_serving() {
+    let c = container();
+    let id = c.load(&artifact(FAULTY), vec![("on_start".into(), "panic".into())]).unwrap();
+    let err = c.activate(id).unwrap_err();
+    assert!(err.to_string().contains("panicked: faulty: asked to panic in start"), "{err}");
+    let (state, reason) = c.state(id).unwrap();
+    assert_eq!(state, SliceState::Failed);
+    assert!(reason.unwrap().contains("panicked"));
+    assert!(matches!(c.activate(id), Err(ContainerError::WrongState { state: SliceState::Failed, .. })));
+    c.unload(id).unwrap();
+    c.deploy(&artifact(ECHO1), vec![]).unwrap();
+    assert!(get(&c, ECHO1, "echo", RequestBuilder::new().param("msg", "still here")).is_ok());
+}
+
+#[test]
+fn a_panic_in_call_answers_that_call_with_an_error_and_the_slice_serves_on() {
+    let c = container();
+    let id = c.deploy(&artifact(FAULTY), vec![]).unwrap();
+    let handle = c.handle(id).unwrap();
+    let empty = RequestBuilder::new().encode().unwrap();
+    let err = handle.call("panic", &empty).unwrap_err();
+    assert!(
+        matches!(&err, CallError::Panicked { message, .. } if message == "faulty: asked to panic in call"),
+        "{err}"
+    );
+    assert_eq!(err.http_status(), 500);
+    let pooled = c.call_with_deadline(&handle, "panic", empty.clone(), Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(pooled, CallError::Panicked { .. }));
+    assert_eq!(handle.call("ok", &empty).unwrap().status, Status::Ok);
+    assert_eq!(c.state(id), Some((SliceState::Active, None)));
+    c.deactivate(id).unwrap();
+    c.unload(id).unwrap();
+}
+
+#[test]
+fn a_hung_start_ends_failed_after_its_timeout() {
+    let c = container_with(|config| config.timeouts.start = Duration::from_millis(300));
+    let id = c.load(&artifact(FAULTY), vec![("on_start".into(), "hang".into())]).unwrap();
+    let started = std::time::Instant::now();
+    let err = c.activate(id).unwrap_err();
+    assert!(matches!(err, ContainerError::StepTimedOut { step: "start", .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(c.state(id).unwrap().0, SliceState::Failed);
+    // The library stays mapped (its start is still running) but the instance goes away.
+    c.unload(id).unwrap();
+    assert_eq!(c.state(id), None);
+}
+
+#[test]
+fn a_hung_call_meets_its_deadline_and_the_pool_serves_on() {
+    let c = container_with(|config| config.pool.workers = 1);
+    let faulty = c.handle(c.deploy(&artifact(FAULTY), vec![]).unwrap()).unwrap();
+    let empty = RequestBuilder::new().encode().unwrap();
+    let err = c.call_with_deadline(&faulty, "hang", empty.clone(), Duration::from_millis(200)).unwrap_err();
+    assert!(matches!(err, CallError::DeadlineExceeded { .. }), "{err}");
+    assert_eq!(err.http_status(), 504);
+    let ok = c.call_with_deadline(&faulty, "ok", empty, Duration::from_secs(5)).unwrap();
+    assert_eq!(ok.status, Status::Ok);
+    assert_eq!(c.pool_stats().abandoned, 1);
+    // The hung call pins the instance: deactivation gives up after its drain timeout.
+    let c_id = faulty.id();
+    drop(faulty);
+    let _ = c_id;
+}
+
+#[test]
+fn orders_calls_inventory_and_pricing_on_a_pool_of_one_worker() {
+    let c = container_with(|config| config.pool.workers = 1);
+    for text in [INVENTORY, PRICING, ORDERS] {
+        c.deploy(&artifact(text), vec![]).unwrap();
+    }
+    let orders = c.find_active(ORDERS).unwrap();
+    let order = |body: &str| {
+        let request = RequestBuilder::new().body(body).encode().unwrap();
+        c.call_with_deadline(&orders, "create", request, Duration::from_secs(5)).unwrap()
+    };
+    let answer = order(r#"{"item": "book", "qty": 2}"#);
+    assert_eq!(answer.status, Status::Ok, "{}", answer.body_text());
+    let value = json::parse(&answer.body).unwrap();
+    assert_eq!(field(&value, "item").as_str(), Some("book"));
+    assert_eq!(field(&value, "qty").as_i64(), Some(2));
+    assert_eq!(field(&value, "unit_price").as_f64(), Some(12.5));
+    assert_eq!(field(&value, "total").as_f64(), Some(25.0));
+    assert_eq!(field(&value, "reserved"), &json::Value::Bool(true));
+    assert!(field(&value, "order_id").as_str().unwrap().starts_with("node-1-"));
+
+    let unknown = order(r#"{"item": "unicorn", "qty": 1}"#);
+    assert_eq!(unknown.status, Status::NotFound);
+    assert!(field(&json::parse(&unknown.body).unwrap(), "detail").as_str().unwrap().contains("unicorn"));
+
+    // With inventory gone the order cannot be taken, and says why.
+    let inventory = c.find_active(INVENTORY).unwrap().id();
+    c.deactivate(inventory).unwrap();
+    let unavailable = order(r#"{"item": "book", "qty": 1}"#);
+    assert_eq!(unavailable.status, Status::Unavailable, "{}", unavailable.body_text());
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn mapped() -> (usize, u64) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    (maps, vm_kib)
+}
+
+fn cycle(c: &Container, echo: &Artifact, request: &[u8]) {
+    let id = c.load(echo, vec![]).unwrap();
+    c.activate(id).unwrap();
+    let handle = c.handle(id).unwrap();
+    assert!(handle.call("echo", request).unwrap().is_ok());
+    assert!(c.call_with_deadline(&handle, "echo_body", request.to_vec(), Duration::from_secs(5)).unwrap().is_ok());
+    drop(handle);
+    c.deactivate(id).unwrap();
+    c.unload(id).unwrap();
+}
+
+#[test]
+fn a_thousand_load_unload_cycles_leak_no_files_or_mappings() {
+    let c = container();
+    let echo = artifact(ECHO1);
+    let request = RequestBuilder::new().param("msg", "cycle").body("x").encode().unwrap();
+    for _ in 0..20 {
+        cycle(&c, &echo, &request);
+    }
+    let (fds, (maps, vm_kib)) = (open_fds(), mapped());
+    for _ in 0..1000 {
+        cycle(&c, &echo, &request);
+    }
+    let (fds_after, (maps_after, vm_kib_after)) = (open_fds(), mapped());
+    eprintln!("fds {fds} -> {fds_after}, maps {maps} -> {maps_after}, VmSize {vm_kib} -> {vm_kib_after} kB");
+    assert!(fds_after <= fds + 2, "open files grew from {fds} to {fds_after}");
+    assert!(maps_after <= maps + 16, "mappings grew from {maps} to {maps_after}");
+    assert!(vm_kib_after <= vm_kib + 16 * 1024, "VmSize grew from {vm_kib} kB to {vm_kib_after} kB");
+}
