@@ -11,25 +11,52 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Group of every example slice.
-pub const GROUP: &str = "org.aether.examples";
+/// Group of the example slices, and of the slices that exist only to test the host.
+const EXAMPLES: &str = "org.aether.examples";
+const TESTS: &str = "org.aether.tests";
 
-/// One example slice: cargo package, library file stem, artifact id, version.
+/// One slice crate: cargo package, library file stem, artifact coordinates.
 struct SliceCrate {
     package: &'static str,
+    group: &'static str,
     lib: &'static str,
     artifact: &'static str,
     version: &'static str,
 }
 
 const SLICES: &[SliceCrate] = &[
-    SliceCrate { package: "slice-echo", lib: "slice_echo", artifact: "echo", version: "1.0.0" },
-    SliceCrate { package: "slice-echo-v2", lib: "slice_echo_v2", artifact: "echo", version: "2.0.0" },
-    SliceCrate { package: "slice-counter", lib: "slice_counter", artifact: "counter", version: "1.0.0" },
-    SliceCrate { package: "slice-orders", lib: "slice_orders", artifact: "orders", version: "1.0.0" },
-    SliceCrate { package: "slice-inventory", lib: "slice_inventory", artifact: "inventory", version: "1.0.0" },
-    SliceCrate { package: "slice-pricing", lib: "slice_pricing", artifact: "pricing", version: "1.0.0" },
-    SliceCrate { package: "slice-faulty", lib: "slice_faulty", artifact: "faulty", version: "1.0.0" },
+    SliceCrate { package: "slice-echo", group: EXAMPLES, lib: "slice_echo", artifact: "echo", version: "1.0.0" },
+    SliceCrate { package: "slice-echo-v2", group: EXAMPLES, lib: "slice_echo_v2", artifact: "echo", version: "2.0.0" },
+    SliceCrate {
+        package: "slice-counter",
+        group: EXAMPLES,
+        lib: "slice_counter",
+        artifact: "counter",
+        version: "1.0.0",
+    },
+    SliceCrate { package: "slice-orders", group: EXAMPLES, lib: "slice_orders", artifact: "orders", version: "1.0.0" },
+    SliceCrate {
+        package: "slice-inventory",
+        group: EXAMPLES,
+        lib: "slice_inventory",
+        artifact: "inventory",
+        version: "1.0.0",
+    },
+    SliceCrate {
+        package: "slice-pricing",
+        group: EXAMPLES,
+        lib: "slice_pricing",
+        artifact: "pricing",
+        version: "1.0.0",
+    },
+    SliceCrate { package: "slice-faulty", group: EXAMPLES, lib: "slice_faulty", artifact: "faulty", version: "1.0.0" },
+    SliceCrate {
+        package: "slice-abi-mismatch",
+        group: TESTS,
+        lib: "slice_abi_mismatch",
+        artifact: "abi-mismatch",
+        version: "1.0.0",
+    },
 ];
 
 fn workspace_root() -> PathBuf {
@@ -76,6 +103,8 @@ pub fn build_slices(args: &[String]) -> crate::TaskResult {
 fn build_release(root: &Path, target: &Path) -> crate::TaskResult {
     let mut command = cargo();
     command.current_dir(root).env("CARGO_TARGET_DIR", target).args(["build", "--release", "--quiet"]);
+    // Debug info is most of a slice library's size, and every load copies the file.
+    command.args(["--config", "profile.release.strip=\"debuginfo\""]);
     for slice in SLICES {
         command.args(["-p", slice.package]);
     }
@@ -88,7 +117,7 @@ fn build_release(root: &Path, target: &Path) -> crate::TaskResult {
 
 fn install(target: &Path, repo: &Path, slice: &SliceCrate) -> crate::TaskResult {
     let built = target.join("release").join(format!("lib{}.so", slice.lib));
-    let dir = repo.join(GROUP.replace('.', "/")).join(slice.artifact).join(slice.version);
+    let dir = repo.join(slice.group.replace('.', "/")).join(slice.artifact).join(slice.version);
     let file = dir.join(format!("{}-{}.so", slice.artifact, slice.version));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let partial = dir.join(format!(".{}-{}.so.{}", slice.artifact, slice.version, std::process::id()));
@@ -97,7 +126,7 @@ fn install(target: &Path, repo: &Path, slice: &SliceCrate) -> crate::TaskResult 
     Ok(())
 }
 
-/// `cargo xtask bench invoke-local [--iterations N]`.
+/// `cargo xtask bench invoke-local [--rounds N]`; writes `{target}/bench/invoke-local.json`.
 pub fn bench_invoke_local(args: &[String]) -> crate::TaskResult {
     let root = workspace_root();
     let target = target_dir(&root);
@@ -109,6 +138,8 @@ pub fn bench_invoke_local(args: &[String]) -> crate::TaskResult {
         .args(["run", "--release", "--quiet", "-p", "container", "--example", "invoke_bench", "--"])
         .arg("--repo")
         .arg(&repo)
+        .arg("--json")
+        .arg(target.join("bench").join("invoke-local.json"))
         .args(args)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
