@@ -1,1 +1,37 @@
-//! sim
+//! A deterministic simulator for the consensus core: many replicas in one thread under a seeded network
+//! (delay, loss, duplication, reordering, partitions), clock skew, and crashes that lose volatile state,
+//! with checkers for agreement, validity, liveness after faults stop, and linearizability of a key-value
+//! register workload.
+//!
+//! Invariants: a run is a pure function of its `Options` (seed included); a failing run prints one line
+//! that replays it. The simulator is a second shell around `consensus`, the node runtime being the first;
+//! it drives the core only through `Replica::handle`.
+
+pub mod bench;
+pub mod check;
+pub mod kv;
+pub mod linearizability;
+pub mod options;
+pub mod rng;
+pub mod world;
+
+pub use check::{Violation, ViolationKind};
+pub use options::{Faults, Options, ShellBroken};
+pub use world::{run, RunReport};
+
+/// Runs `seeds` consecutive seeds from `first_seed`, calling `on_report` after each.
+pub fn run_seeds(
+    first_seed: u64,
+    seeds: u64,
+    replicas: u8,
+    faults: Faults,
+    mut configure: impl FnMut(&mut Options),
+    mut on_report: impl FnMut(&RunReport),
+) {
+    for seed in first_seed..first_seed.saturating_add(seeds) {
+        let mut options = Options::draw(seed, replicas, faults);
+        configure(&mut options);
+        let report = run(options);
+        on_report(&report);
+    }
+}

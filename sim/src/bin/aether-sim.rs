@@ -1,0 +1,175 @@
+//! `aether-sim`: runs simulator seeds (`sim`) or the consensus core benchmark (`bench`).
+//!
+//! `aether-sim sim [--seeds N] [--seed S | --first-seed S] [--replicas 3|5] [--faults LIST]
+//! [--broken VARIANT] [--codec] [--verbose]` exits non-zero if any seed fails, printing one replay
+//! line per failing seed. `aether-sim bench [--commands N]` prints the benchmark table.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use sim::options::parse_broken;
+use sim::{Faults, RunReport};
+
+struct SimArgs {
+    first_seed: u64,
+    seeds: u64,
+    replicas: Vec<u8>,
+    faults: Faults,
+    broken: Option<String>,
+    codec: bool,
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.split_first() {
+        Some((task, rest)) if task == "sim" => parse_sim(rest).and_then(run_sim),
+        Some((task, rest)) if task == "bench" => run_bench(rest),
+        _ => Err("usage: aether-sim sim [--seeds N] [--seed S] [--replicas 3|5] [--faults LIST] [--broken V] [--codec] | bench [--commands N]".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("aether-sim: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_sim(args: &[String]) -> Result<SimArgs, String> {
+    let mut parsed = SimArgs {
+        first_seed: 0,
+        seeds: 100,
+        replicas: vec![3, 5],
+        faults: Faults::ALL,
+        broken: None,
+        codec: false,
+        verbose: false,
+    };
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let mut value = || rest.next().cloned().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--seeds" => parsed.seeds = number(&value()?)?,
+            "--first-seed" => parsed.first_seed = number(&value()?)?,
+            "--seed" => {
+                parsed.first_seed = number(&value()?)?;
+                parsed.seeds = 1;
+            }
+            "--replicas" => parsed.replicas = vec![number(&value()?)? as u8],
+            "--faults" => parsed.faults = Faults::parse(&value()?)?,
+            "--broken" => parsed.broken = Some(value()?),
+            "--codec" => parsed.codec = true,
+            "--verbose" => parsed.verbose = true,
+            other => return Err(format!("unknown option `{other}`")),
+        }
+    }
+    if parsed.replicas.iter().any(|n| *n == 0 || *n > 9) {
+        return Err("--replicas must be between 1 and 9".into());
+    }
+    Ok(parsed)
+}
+
+fn number(text: &str) -> Result<u64, String> {
+    text.parse().map_err(|_| format!("`{text}` is not a number"))
+}
+
+#[derive(Default)]
+struct Totals {
+    seeds: u64,
+    failed: u64,
+    slots: u64,
+    null_slots: u64,
+    ops: u64,
+    crashes: u64,
+    snapshots: u64,
+    phases_max: u32,
+    sim_ms: u64,
+}
+
+fn run_sim(args: SimArgs) -> Result<(), String> {
+    let broken = args.broken.as_deref().map(parse_broken).transpose()?;
+    let started = Instant::now();
+    let mut totals = Totals::default();
+    for replicas in &args.replicas {
+        let configure = |options: &mut sim::Options| {
+            if let Some((core, shell)) = broken {
+                options.broken = core;
+                options.shell_broken = shell;
+            }
+            options.codec = args.codec;
+        };
+        sim::run_seeds(args.first_seed, args.seeds, *replicas, args.faults, configure, |report| {
+            record(&mut totals, report, args.verbose)
+        });
+    }
+    print_totals(&totals, started.elapsed().as_secs_f64());
+    if totals.failed > 0 {
+        return Err(format!("{} of {} seeds failed", totals.failed, totals.seeds));
+    }
+    Ok(())
+}
+
+fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
+    totals.seeds += 1;
+    totals.slots += report.slots_decided;
+    totals.null_slots += report.null_slots;
+    totals.ops += report.ops_completed;
+    totals.crashes += report.crashes;
+    totals.snapshots += report.snapshots_installed;
+    totals.phases_max = totals.phases_max.max(report.phases_max);
+    totals.sim_ms += report.end_ms;
+    if verbose {
+        println!(
+            "seed {} n={}: {} slots ({} null), {} ops, {} crashes, {} snapshots, max phase {}, {} ms",
+            report.options.seed,
+            report.options.replicas,
+            report.slots_decided,
+            report.null_slots,
+            report.ops_completed,
+            report.crashes,
+            report.snapshots_installed,
+            report.phases_max,
+            report.end_ms
+        );
+    }
+    if report.violations.is_empty() {
+        return;
+    }
+    totals.failed += 1;
+    println!("FAIL seed {} with {} replicas", report.options.seed, report.options.replicas);
+    for violation in &report.violations {
+        println!("  {:?}: {}", violation.kind, violation.detail);
+    }
+    println!("  drawn: {}", report.options.describe());
+    println!("  replay: {}", report.options.replay_line());
+}
+
+fn print_totals(totals: &Totals, wall_s: f64) {
+    println!(
+        "{} seeds, {} failed; {} slots decided ({:.1}% null), {} operations, {} crashes, {} snapshot installs, max phase {}, {:.0} s simulated in {:.1} s",
+        totals.seeds,
+        totals.failed,
+        totals.slots,
+        100.0 * totals.null_slots as f64 / totals.slots.max(1) as f64,
+        totals.ops,
+        totals.crashes,
+        totals.snapshots,
+        totals.phases_max,
+        totals.sim_ms as f64 / 1000.0,
+        wall_s
+    );
+}
+
+fn run_bench(args: &[String]) -> Result<(), String> {
+    let mut commands = 200_000u64;
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        match flag.as_str() {
+            "--commands" => commands = number(rest.next().ok_or("--commands needs a value")?)?,
+            other => return Err(format!("unknown option `{other}`")),
+        }
+    }
+    sim::bench::run_table(commands);
+    Ok(())
+}

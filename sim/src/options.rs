@@ -1,0 +1,214 @@
+//! What one simulated run does: the fault classes switched on, and the parameters drawn from the seed
+//! (delays, loss, partition and crash rates, clock skew, workload size). A run is fully determined by
+//! (seed, replicas, faults, broken variants), which is what the replay line prints.
+
+use consensus::Broken;
+
+use crate::rng::Rng;
+
+/// Fault classes. `--faults` takes a comma list of these names, `all` or `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Faults {
+    pub loss: bool,
+    pub duplication: bool,
+    /// Widely varying delays (reordering) and occasional delay spikes.
+    pub delay: bool,
+    pub partition: bool,
+    pub crash: bool,
+    pub skew: bool,
+}
+
+impl Faults {
+    pub const ALL: Faults = Faults {
+        loss: true,
+        duplication: true,
+        delay: true,
+        partition: true,
+        crash: true,
+        skew: true,
+    };
+    pub const NONE: Faults = Faults {
+        loss: false,
+        duplication: false,
+        delay: false,
+        partition: false,
+        crash: false,
+        skew: false,
+    };
+
+    pub fn parse(text: &str) -> Result<Faults, String> {
+        let mut faults = Faults::NONE;
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "all" => faults = Faults::ALL,
+                "none" => faults = Faults::NONE,
+                "loss" => faults.loss = true,
+                "dup" | "duplication" => faults.duplication = true,
+                "delay" | "reorder" => faults.delay = true,
+                "partition" => faults.partition = true,
+                "crash" => faults.crash = true,
+                "skew" => faults.skew = true,
+                other => return Err(format!("unknown fault `{other}` (loss, dup, delay, partition, crash, skew, all, none)")),
+            }
+        }
+        Ok(faults)
+    }
+
+    pub fn names(&self) -> String {
+        let all = [
+            (self.loss, "loss"),
+            (self.duplication, "dup"),
+            (self.delay, "delay"),
+            (self.partition, "partition"),
+            (self.crash, "crash"),
+            (self.skew, "skew"),
+        ];
+        let names: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(",")
+        }
+    }
+}
+
+/// Deliberate bugs in the simulated shell, for tests that prove the checkers catch them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ShellBroken {
+    #[default]
+    Nothing,
+    /// Answer reads from the local replica's state without going through consensus.
+    LocalReads,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub seed: u64,
+    pub replicas: u8,
+    pub faults: Faults,
+    pub broken: Broken,
+    pub shell_broken: ShellBroken,
+    /// Encode and decode every message through the wire codec.
+    pub codec: bool,
+    // Drawn from the seed:
+    pub delay_us_min: u64,
+    pub delay_us_max: u64,
+    pub loss_permille: u64,
+    pub duplicate_permille: u64,
+    pub spike_permille: u64,
+    pub partition_every_ms: u64,
+    pub crash_every_ms: u64,
+    pub skew_ms_max: u64,
+    pub clients: u64,
+    pub ops_per_client: u64,
+    pub keys: u64,
+    pub read_permille: u64,
+    pub client_retry_ms: u64,
+    pub batch_commands_max: usize,
+    pub propose_delay_ms: u64,
+    pub queue_commands_max: usize,
+    pub snapshot_every_slots: u64,
+    /// How long the faulty phase lasts (only safety is checked there).
+    pub faulty_ms: u64,
+    /// After faults stop, every operation must complete within this much simulated time.
+    pub liveness_ms: u64,
+}
+
+impl Options {
+    /// Draws the run's parameters from the seed.
+    pub fn draw(seed: u64, replicas: u8, faults: Faults) -> Options {
+        let mut rng = Rng::new(seed ^ 0x5EED_0F_0A7E_u64);
+        let delay_us_max = if faults.delay { rng.between(500, 20_000) } else { 1_000 };
+        Options {
+            seed,
+            replicas,
+            faults,
+            broken: Broken::Nothing,
+            shell_broken: ShellBroken::Nothing,
+            codec: false,
+            delay_us_min: rng.between(50, 500),
+            delay_us_max,
+            loss_permille: if faults.loss { rng.between(0, 200) } else { 0 },
+            duplicate_permille: if faults.duplication { rng.between(0, 100) } else { 0 },
+            spike_permille: if faults.delay { rng.between(0, 20) } else { 0 },
+            partition_every_ms: rng.between(100, 1_000),
+            crash_every_ms: rng.between(200, 1_500),
+            skew_ms_max: if faults.skew { rng.between(0, 500) } else { 0 },
+            clients: rng.between(2, 6),
+            ops_per_client: rng.between(10, 30),
+            keys: rng.between(1, 4),
+            read_permille: rng.between(200, 600),
+            client_retry_ms: rng.between(30, 300),
+            batch_commands_max: [1usize, 4, 16][rng.below(3) as usize],
+            propose_delay_ms: rng.between(0, 2),
+            queue_commands_max: [4usize, 64, 1024][rng.below(3) as usize],
+            snapshot_every_slots: rng.between(8, 64),
+            faulty_ms: rng.between(500, 3_000),
+            liveness_ms: 10_000,
+        }
+    }
+
+    /// One line that reruns exactly this run.
+    pub fn replay_line(&self) -> String {
+        let mut line = format!(
+            "cargo xtask sim --seed {} --replicas {} --faults {}",
+            self.seed,
+            self.replicas,
+            self.faults.names()
+        );
+        if self.broken != Broken::Nothing {
+            line.push_str(&format!(" --broken {}", broken_name(self.broken)));
+        }
+        if self.shell_broken == ShellBroken::LocalReads {
+            line.push_str(" --broken local-reads");
+        }
+        if self.codec {
+            line.push_str(" --codec");
+        }
+        line
+    }
+
+    /// The drawn parameters, for the failure report.
+    pub fn describe(&self) -> String {
+        format!(
+            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} snapshot/{} faulty {}ms",
+            self.delay_us_min,
+            self.delay_us_max,
+            self.spike_permille,
+            self.loss_permille,
+            self.duplicate_permille,
+            self.partition_every_ms,
+            self.crash_every_ms,
+            self.skew_ms_max,
+            self.clients,
+            self.ops_per_client,
+            self.keys,
+            self.read_permille,
+            self.client_retry_ms,
+            self.batch_commands_max,
+            self.propose_delay_ms,
+            self.queue_commands_max,
+            self.snapshot_every_slots,
+            self.faulty_ms
+        )
+    }
+}
+
+pub fn broken_name(broken: Broken) -> &'static str {
+    match broken {
+        Broken::Nothing => "nothing",
+        Broken::DecideAfterFirstRound => "decide-after-first-round",
+        Broken::NoDedupe => "no-dedupe",
+        Broken::RestartWithoutRecovery => "restart-without-recovery",
+    }
+}
+
+pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
+    Ok(match name {
+        "decide-after-first-round" => (Broken::DecideAfterFirstRound, ShellBroken::Nothing),
+        "no-dedupe" => (Broken::NoDedupe, ShellBroken::Nothing),
+        "restart-without-recovery" => (Broken::RestartWithoutRecovery, ShellBroken::Nothing),
+        "local-reads" => (Broken::Nothing, ShellBroken::LocalReads),
+        other => return Err(format!("unknown broken variant `{other}`")),
+    })
+}

@@ -1,0 +1,665 @@
+//! The simulated cluster: replicas' cores, their key-value state machines, clients, a seeded network and
+//! clock, and the fault schedule, all in one thread and driven by one event queue ordered by (time,
+//! insertion order). Time is global microseconds; each replica sees milliseconds shifted by its skew.
+//!
+//! A run has two phases: a faulty phase (loss, duplication, delay spikes, partitions, crashes with lost
+//! volatile state) where only safety is checked, then a healed phase where every operation must complete
+//! within `liveness_ms` and every replica must catch up. Crashes keep at most f replicas down or
+//! recovering at once (the bound under which the consensus crate promises liveness).
+//!
+//! Invariants: nothing here reads the real clock or a global random source; the same options replay the
+//! same run event for event.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+
+use consensus::{
+    decode_message, encode_message, ClientCommand, Command, CommandId, Config, Decision, Input, Message,
+    Output, Replica, ReplicaId, Slot, TimerKind,
+};
+
+use crate::check::{self, HistoryEntry, Violation, ViolationKind};
+use crate::kv::{KvMachine, KvOp, KvResult};
+use crate::options::{Options, ShellBroken};
+use crate::rng::Rng;
+
+const SETTLE_MS: u64 = 3_000;
+
+enum Payload {
+    Message(Message),
+    Bytes(Vec<u8>),
+}
+
+enum Event {
+    Deliver { from: usize, to: usize, payload: Payload },
+    Timer { replica: usize, kind: TimerKind, incarnation: u64, at_ms: u64 },
+    ClientTick { client: usize, generation: u64 },
+    Reply { client: usize, seq: u64, result: KvResult },
+    Crash,
+    Restart { replica: usize },
+    Partition,
+    Heal,
+}
+
+struct Scheduled {
+    at_us: u64,
+    order: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at_us, self.order) == (other.at_us, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    // Reversed: the heap pops the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at_us, other.order).cmp(&(self.at_us, self.order))
+    }
+}
+
+struct Node {
+    core: Replica,
+    kv: KvMachine,
+    up: bool,
+    incarnation: u64,
+    timers: [Option<u64>; 2],
+    /// Client commands submitted here whose response this replica owes.
+    waiting: BTreeSet<(u64, u64)>,
+    /// The next slot this incarnation must apply (decisions must arrive in order, without gaps).
+    expected_slot: Slot,
+    skew_ms: u64,
+}
+
+struct Client {
+    ops_left: u64,
+    next_seq: u64,
+    generation: u64,
+    /// The operation in flight: (sequence, history index).
+    current: Option<(u64, usize)>,
+}
+
+/// What one run found.
+#[derive(Debug)]
+pub struct RunReport {
+    pub options: Options,
+    pub violations: Vec<Violation>,
+    pub slots_decided: u64,
+    pub ops_completed: u64,
+    pub messages_sent: u64,
+    pub crashes: u64,
+    pub null_slots: u64,
+    pub phases_max: u32,
+    pub snapshots_installed: u64,
+    pub end_ms: u64,
+}
+
+pub struct World {
+    options: Options,
+    now_us: u64,
+    order: u64,
+    events: BinaryHeap<Scheduled>,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    history: Vec<HistoryEntry>,
+    submitted: BTreeMap<CommandId, Vec<u8>>,
+    decided: BTreeMap<Slot, (usize, Option<Vec<CommandId>>)>,
+    violations: Vec<Violation>,
+    net_rng: Rng,
+    client_rng: Rng,
+    fault_rng: Rng,
+    sides: Vec<u8>,
+    healed_at_us: Option<u64>,
+    all_done_at_us: Option<u64>,
+    incarnations: u64,
+    messages_sent: u64,
+    crashes: u64,
+    snapshots_installed: u64,
+}
+
+/// Runs one seed's simulation and checks it.
+pub fn run(options: Options) -> RunReport {
+    let mut world = World::new(options);
+    world.start();
+    world.run_events();
+    world.finish()
+}
+
+impl World {
+    fn new(options: Options) -> World {
+        let mut rng = Rng::new(options.seed);
+        let net_rng = rng.fork();
+        let client_rng = rng.fork();
+        let mut fault_rng = rng.fork();
+        let nodes = (0..options.replicas)
+            .map(|id| {
+                let skew_ms = fault_rng.below(options.skew_ms_max + 1);
+                Node {
+                    core: Replica::new(replica_config(&options, id)),
+                    kv: KvMachine::default(),
+                    up: true,
+                    incarnation: 0,
+                    timers: [None, None],
+                    waiting: BTreeSet::new(),
+                    expected_slot: Slot(0),
+                    skew_ms,
+                }
+            })
+            .collect();
+        let clients = (0..options.clients)
+            .map(|_| Client {
+                ops_left: options.ops_per_client,
+                next_seq: 1,
+                generation: 0,
+                current: None,
+            })
+            .collect();
+        World {
+            sides: vec![0; usize::from(options.replicas)],
+            options,
+            now_us: 0,
+            order: 0,
+            events: BinaryHeap::new(),
+            nodes,
+            clients,
+            history: Vec::new(),
+            submitted: BTreeMap::new(),
+            decided: BTreeMap::new(),
+            violations: Vec::new(),
+            net_rng,
+            client_rng,
+            fault_rng,
+            healed_at_us: None,
+            all_done_at_us: None,
+            incarnations: 0,
+            messages_sent: 0,
+            crashes: 0,
+            snapshots_installed: 0,
+        }
+    }
+
+    fn schedule(&mut self, at_us: u64, event: Event) {
+        self.order += 1;
+        self.events.push(Scheduled {
+            at_us: at_us.max(self.now_us),
+            order: self.order,
+            event,
+        });
+    }
+
+    fn start(&mut self) {
+        for replica in 0..self.nodes.len() {
+            let mut out = Vec::new();
+            let local_ms = self.local_ms(replica);
+            self.nodes[replica].core.start(local_ms, &mut out);
+            self.apply_outputs(replica, out);
+        }
+        for client in 0..self.clients.len() {
+            let at_us = self.client_rng.below(20_000);
+            self.schedule(at_us, Event::ClientTick { client, generation: 0 });
+        }
+        if self.options.faults.partition {
+            self.schedule(self.options.partition_every_ms * 1000, Event::Partition);
+        }
+        if self.options.faults.crash {
+            self.schedule(self.options.crash_every_ms * 1000, Event::Crash);
+        }
+        self.schedule(self.options.faulty_ms * 1000, Event::Heal);
+    }
+
+    fn run_events(&mut self) {
+        while let Some(next) = self.events.pop() {
+            self.now_us = next.at_us;
+            if self.should_stop() {
+                return;
+            }
+            self.dispatch(next.event);
+        }
+    }
+
+    /// Stops once everything completed and converged, or when a liveness bound ran out.
+    fn should_stop(&mut self) -> bool {
+        let Some(healed_at_us) = self.healed_at_us else {
+            return false;
+        };
+        let all_done = self.clients.iter().all(|c| c.ops_left == 0 && c.current.is_none());
+        if !all_done {
+            if self.now_us > healed_at_us + self.options.liveness_ms * 1000 {
+                self.report_stuck_operations();
+                return true;
+            }
+            return false;
+        }
+        let done_at_us = *self.all_done_at_us.get_or_insert(self.now_us);
+        if self.converged() {
+            return true;
+        }
+        if self.now_us > done_at_us + SETTLE_MS * 1000 {
+            self.report_unconverged();
+            return true;
+        }
+        false
+    }
+
+    fn converged(&self) -> bool {
+        let end = self.decided.keys().next_back().map_or(Slot(0), |s| s.next());
+        self.nodes.iter().all(|n| n.up && n.expected_slot == end)
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Deliver { from, to, payload } => self.deliver(from, to, payload),
+            Event::Timer {
+                replica,
+                kind,
+                incarnation,
+                at_ms,
+            } => self.fire_timer(replica, kind, incarnation, at_ms),
+            Event::ClientTick { client, generation } => self.client_tick(client, generation),
+            Event::Reply { client, seq, result } => self.client_reply(client, seq, result),
+            Event::Crash => self.crash_one(),
+            Event::Restart { replica } => self.restart(replica),
+            Event::Partition => self.repartition(),
+            Event::Heal => self.heal(),
+        }
+    }
+
+    fn local_ms(&self, replica: usize) -> u64 {
+        self.now_us / 1000 + self.nodes[replica].skew_ms
+    }
+
+    fn run_core(&mut self, replica: usize, input: Input) {
+        if !self.nodes[replica].up {
+            return;
+        }
+        let local_ms = self.local_ms(replica);
+        let mut out = Vec::new();
+        self.nodes[replica].core.handle(local_ms, input, &mut out);
+        self.apply_outputs(replica, out);
+    }
+
+    fn apply_outputs(&mut self, replica: usize, out: Vec<Output>) {
+        let mut work: VecDeque<Output> = out.into();
+        while let Some(output) = work.pop_front() {
+            match output {
+                Output::Send { to, message } => self.send(replica, to.index(), message),
+                Output::Broadcast { message } => {
+                    for to in (0..self.nodes.len()).filter(|to| *to != replica) {
+                        self.send(replica, to, message.clone());
+                    }
+                }
+                Output::SetTimer { kind, at_ms } => self.set_timer(replica, kind, at_ms),
+                Output::Decided(decision) => self.on_decided(replica, decision),
+                Output::Rejected { .. } => {}
+                Output::TakeSnapshot { next_slot } => {
+                    let state = self.nodes[replica].kv.encode();
+                    let local_ms = self.local_ms(replica);
+                    let mut more = Vec::new();
+                    let input = Input::SnapshotTaken { next_slot, state };
+                    self.nodes[replica].core.handle(local_ms, input, &mut more);
+                    work.extend(more);
+                }
+                Output::InstallSnapshot { next_slot, state } => self.install(replica, next_slot, &state),
+            }
+        }
+    }
+
+    fn set_timer(&mut self, replica: usize, kind: TimerKind, at_ms: u64) {
+        let node = &mut self.nodes[replica];
+        node.timers[timer_index(kind)] = Some(at_ms);
+        let at_us = at_ms.saturating_sub(node.skew_ms) * 1000;
+        let incarnation = node.incarnation;
+        self.schedule(
+            at_us,
+            Event::Timer {
+                replica,
+                kind,
+                incarnation,
+                at_ms,
+            },
+        );
+    }
+
+    fn fire_timer(&mut self, replica: usize, kind: TimerKind, incarnation: u64, at_ms: u64) {
+        let node = &mut self.nodes[replica];
+        let slot = &mut node.timers[timer_index(kind)];
+        if !node.up || node.incarnation != incarnation || *slot != Some(at_ms) {
+            return;
+        }
+        *slot = None;
+        self.run_core(replica, Input::Timer(kind));
+    }
+
+    fn send(&mut self, from: usize, to: usize, message: Message) {
+        self.messages_sent += 1;
+        let faulty = self.healed_at_us.is_none();
+        if faulty && (self.sides[from] != self.sides[to] || self.net_rng.chance(self.options.loss_permille)) {
+            return;
+        }
+        let copies = if faulty && self.net_rng.chance(self.options.duplicate_permille) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay_us = self.draw_delay_us(faulty);
+            let payload = if self.options.codec {
+                Payload::Bytes(encode_message(&message))
+            } else {
+                Payload::Message(message.clone())
+            };
+            self.schedule(self.now_us + delay_us, Event::Deliver { from, to, payload });
+        }
+    }
+
+    fn draw_delay_us(&mut self, faulty: bool) -> u64 {
+        let base = self.net_rng.between(self.options.delay_us_min, self.options.delay_us_max);
+        if faulty && self.net_rng.chance(self.options.spike_permille) {
+            return base * self.net_rng.between(10, 100);
+        }
+        base
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, payload: Payload) {
+        if !self.nodes[to].up {
+            return;
+        }
+        let message = match payload {
+            Payload::Message(message) => message,
+            Payload::Bytes(bytes) => match decode_message(&bytes) {
+                Ok(message) => message,
+                Err(error) => {
+                    self.violate(ViolationKind::Codec, format!("a message failed to decode: {error}"));
+                    return;
+                }
+            },
+        };
+        let from = ReplicaId(from as u8);
+        self.run_core(to, Input::Message { from, message });
+    }
+
+    fn on_decided(&mut self, replica: usize, decision: Decision) {
+        let node = &mut self.nodes[replica];
+        if decision.slot != node.expected_slot {
+            let detail = format!(
+                "replica {replica} applied slot {} but its next slot was {}",
+                decision.slot.0, node.expected_slot.0
+            );
+            self.violate(ViolationKind::Agreement, detail);
+        }
+        self.nodes[replica].expected_slot = decision.slot.next();
+        let ids = decision.batch.as_ref().map(|b| b.iter().map(|c| c.id).collect::<Vec<_>>());
+        match self.decided.get(&decision.slot) {
+            Some((first, seen)) if *seen != ids => {
+                let detail = format!(
+                    "slot {} decided {:?} on replica {first} but {:?} on replica {replica}",
+                    decision.slot.0, seen, ids
+                );
+                self.violate(ViolationKind::Agreement, detail);
+            }
+            Some(_) => {}
+            None => {
+                self.decided.insert(decision.slot, (replica, ids));
+            }
+        }
+        for command in decision.batch.iter().flatten() {
+            self.apply_command(replica, command);
+        }
+    }
+
+    fn apply_command(&mut self, replica: usize, command: &Command) {
+        let node = &mut self.nodes[replica];
+        node.kv.apply(command);
+        let key = (command.id.client, command.id.seq);
+        if node.waiting.remove(&key) {
+            if let Some(result) = node.kv.response(key.0, key.1) {
+                self.reply_later(key.0 as usize, key.1, result);
+            }
+        }
+    }
+
+    fn install(&mut self, replica: usize, next_slot: Slot, state: &[u8]) {
+        self.snapshots_installed += 1;
+        match KvMachine::decode(state) {
+            Some(kv) => self.nodes[replica].kv = kv,
+            None => self.violate(ViolationKind::Codec, "a snapshot failed to decode".to_string()),
+        }
+        self.nodes[replica].expected_slot = next_slot;
+        self.nodes[replica].waiting.clear();
+    }
+
+    fn reply_later(&mut self, client: usize, seq: u64, result: KvResult) {
+        let delay_us = self.net_rng.between(self.options.delay_us_min, self.options.delay_us_min * 4);
+        self.schedule(self.now_us + delay_us, Event::Reply { client, seq, result });
+    }
+
+    fn client_tick(&mut self, client: usize, generation: u64) {
+        if self.clients[client].generation != generation {
+            return;
+        }
+        if self.clients[client].current.is_none() {
+            if self.clients[client].ops_left == 0 {
+                return;
+            }
+            self.begin_operation(client);
+        }
+        self.submit_current(client);
+        let retry_us = self.options.client_retry_ms * 1000;
+        self.schedule(self.now_us + retry_us, Event::ClientTick { client, generation });
+    }
+
+    fn begin_operation(&mut self, client: usize) {
+        let key = self.client_rng.below(self.options.keys);
+        let state = &mut self.clients[client];
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.ops_left -= 1;
+        let op = if self.client_rng.chance(self.options.read_permille) {
+            KvOp::Get { key }
+        } else {
+            KvOp::Put {
+                key,
+                value: ((client as u64) << 32) | seq,
+            }
+        };
+        self.clients[client].current = Some((seq, self.history.len()));
+        let id = CommandId {
+            client: client as u64,
+            seq,
+        };
+        self.submitted.insert(id, op.encode());
+        self.history.push(HistoryEntry {
+            client: client as u64,
+            op,
+            invoke_us: self.now_us,
+            response: None,
+        });
+    }
+
+    /// Sends the client's current operation to a random replica (a retry uses the same id).
+    fn submit_current(&mut self, client: usize) {
+        let Some((seq, index)) = self.clients[client].current else {
+            return;
+        };
+        let replica = self.client_rng.below(self.nodes.len() as u64) as usize;
+        if !self.nodes[replica].up {
+            return;
+        }
+        let op = self.history[index].op;
+        if let (ShellBroken::LocalReads, KvOp::Get { key }) = (self.options.shell_broken, op) {
+            let value = self.nodes[replica].kv.read_local(key);
+            self.reply_later(client, seq, value);
+            return;
+        }
+        if let Some(result) = self.nodes[replica].kv.response(client as u64, seq) {
+            self.reply_later(client, seq, result);
+            return;
+        }
+        self.nodes[replica].waiting.insert((client as u64, seq));
+        let command = ClientCommand {
+            id: CommandId {
+                client: client as u64,
+                seq,
+            },
+            payload: op.encode(),
+        };
+        self.run_core(replica, Input::Submit(vec![command]));
+    }
+
+    fn client_reply(&mut self, client: usize, seq: u64, result: KvResult) {
+        let state = &mut self.clients[client];
+        let Some((current, index)) = state.current else {
+            return;
+        };
+        if current != seq {
+            return;
+        }
+        state.current = None;
+        state.generation += 1;
+        let generation = state.generation;
+        self.history[index].response = Some((self.now_us.max(self.history[index].invoke_us + 1), result));
+        let think_us = self.client_rng.below(50_000);
+        self.schedule(self.now_us + think_us, Event::ClientTick { client, generation });
+    }
+
+    fn crash_one(&mut self) {
+        if self.healed_at_us.is_some() {
+            return;
+        }
+        let next_us = self.now_us + self.fault_rng.between(1, 2 * self.options.crash_every_ms) * 1000;
+        self.schedule(next_us, Event::Crash);
+        let f = (self.nodes.len() - 1) / 2;
+        let impaired = self.nodes.iter().filter(|n| !n.up || n.core.is_recovering()).count();
+        if impaired >= f {
+            return;
+        }
+        let replica = self.fault_rng.below(self.nodes.len() as u64) as usize;
+        let node = &mut self.nodes[replica];
+        node.up = false;
+        node.waiting.clear();
+        node.timers = [None, None];
+        self.crashes += 1;
+        let downtime_us = self.fault_rng.between(10, 500) * 1000;
+        self.schedule(self.now_us + downtime_us, Event::Restart { replica });
+    }
+
+    fn restart(&mut self, replica: usize) {
+        if self.nodes[replica].up {
+            return;
+        }
+        self.incarnations += 1;
+        let config = replica_config(&self.options, replica as u8);
+        let node = &mut self.nodes[replica];
+        node.core = Replica::restarted(config, self.incarnations);
+        node.kv = KvMachine::default();
+        node.up = true;
+        node.incarnation = self.incarnations;
+        node.expected_slot = Slot(0);
+        let local_ms = self.local_ms(replica);
+        let mut out = Vec::new();
+        self.nodes[replica].core.start(local_ms, &mut out);
+        self.apply_outputs(replica, out);
+    }
+
+    fn repartition(&mut self) {
+        if self.healed_at_us.is_some() {
+            return;
+        }
+        let every_ms = self.options.partition_every_ms;
+        let next_us = self.now_us + self.fault_rng.between(every_ms / 2, every_ms * 3 / 2) * 1000;
+        self.schedule(next_us, Event::Partition);
+        if self.fault_rng.chance(400) {
+            self.sides.iter_mut().for_each(|s| *s = 0);
+            return;
+        }
+        for side in self.sides.iter_mut() {
+            *side = self.fault_rng.below(2) as u8;
+        }
+    }
+
+    fn heal(&mut self) {
+        self.healed_at_us = Some(self.now_us);
+        self.sides.iter_mut().for_each(|s| *s = 0);
+        for replica in 0..self.nodes.len() {
+            self.restart(replica);
+        }
+    }
+
+    fn violate(&mut self, kind: ViolationKind, detail: String) {
+        if self.violations.len() < 16 {
+            self.violations.push(Violation { kind, detail });
+        }
+    }
+
+    fn report_stuck_operations(&mut self) {
+        let stuck: Vec<String> = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.current.map(|(seq, _)| format!("client {i} seq {seq}")))
+            .take(4)
+            .collect();
+        let slots: Vec<String> = self.nodes.iter().map(|n| n.expected_slot.0.to_string()).collect();
+        let detail = format!(
+            "{}ms after faults stopped, still pending: {} (replicas at slots {})",
+            self.options.liveness_ms,
+            stuck.join(", "),
+            slots.join("/")
+        );
+        self.violate(ViolationKind::Liveness, detail);
+    }
+
+    fn report_unconverged(&mut self) {
+        let slots: Vec<String> = self.nodes.iter().map(|n| n.expected_slot.0.to_string()).collect();
+        let detail = format!(
+            "replicas did not catch up within {SETTLE_MS}ms of the last operation: at slots {} of {}",
+            slots.join("/"),
+            self.decided.len()
+        );
+        self.violate(ViolationKind::Liveness, detail);
+    }
+
+    fn finish(mut self) -> RunReport {
+        let mut found = Vec::new();
+        check::validity(&self.decided, &self.submitted, &mut found);
+        check::linearizable(&self.history, self.options.keys, &mut found);
+        check::converged_state(self.nodes.iter().map(|n| (n.expected_slot, &n.kv)), &mut found);
+        for violation in found {
+            self.violate(violation.kind, violation.detail);
+        }
+        let stats: Vec<_> = self.nodes.iter().map(|n| n.core.stats().clone()).collect();
+        RunReport {
+            violations: self.violations,
+            slots_decided: self.decided.len() as u64,
+            ops_completed: self.history.iter().filter(|h| h.response.is_some()).count() as u64,
+            messages_sent: self.messages_sent,
+            crashes: self.crashes,
+            null_slots: self.decided.values().filter(|(_, ids)| ids.is_none()).count() as u64,
+            phases_max: stats.iter().map(|s| s.phases_max).max().unwrap_or(0),
+            snapshots_installed: self.snapshots_installed,
+            end_ms: self.now_us / 1000,
+            options: self.options,
+        }
+    }
+}
+
+fn timer_index(kind: TimerKind) -> usize {
+    match kind {
+        TimerKind::Retransmit => 0,
+        TimerKind::Propose => 1,
+    }
+}
+
+fn replica_config(options: &Options, id: u8) -> Config {
+    let mut config = Config::new(options.replicas, ReplicaId(id), options.seed.rotate_left(17) ^ 0xC011);
+    config.batch_commands_max = options.batch_commands_max;
+    config.propose_delay_ms = options.propose_delay_ms;
+    config.queue_commands_max = options.queue_commands_max;
+    config.snapshot_every_slots = options.snapshot_every_slots;
+    config.log_slots_max = (options.snapshot_every_slots * 2) as usize;
+    config.broken = options.broken;
+    config
+}
