@@ -2,7 +2,10 @@
 //! replica that holds the same commands proposes the same head.
 //!
 //! Invariants: at most `commands_max` commands; each `CommandId` at most once; `index` and `order` always
-//! hold exactly the same commands.
+//! hold exactly the same commands. Conflicts resolve towards the front of the order, the same way on every
+//! replica, so queues that saw the same commands hold the same head: of two copies of one command
+//! (a client retried at another replica) the earlier-ordered copy stays, and a full queue makes room for
+//! an earlier-ordered command by evicting its last one.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -39,19 +42,27 @@ impl PendingQueue {
         self.order.is_empty()
     }
 
-    #[cfg(test)]
     pub(crate) fn contains(&self, id: CommandId) -> bool {
         self.index.contains_key(&id)
     }
 
     pub(crate) fn push(&mut self, command: Command) -> Result<(), PushError> {
-        if self.index.contains_key(&command.id) {
-            return Err(PushError::AlreadyQueued);
+        let key = (command.timestamp_ms, command.origin, command.id);
+        if let Some(existing) = self.index.get(&command.id) {
+            if key >= *existing {
+                return Err(PushError::AlreadyQueued);
+            }
+            self.remove(command.id);
         }
         if self.order.len() >= self.commands_max {
-            return Err(PushError::Full);
+            match self.order.last_key_value() {
+                Some((last, evicted)) if key < *last => {
+                    let id = evicted.id;
+                    self.remove(id);
+                }
+                _ => return Err(PushError::Full),
+            }
         }
-        let key = (command.timestamp_ms, command.origin, command.id);
         self.index.insert(command.id, key);
         self.order.insert(key, command);
         Ok(())
@@ -117,9 +128,13 @@ mod tests {
         assert_eq!(queue.push(command(1, 50)), Ok(()));
         assert_eq!(queue.push(command(2, 10)), Ok(()));
         assert_eq!(queue.push(command(2, 10)), Err(PushError::AlreadyQueued));
-        assert_eq!(queue.push(command(3, 0)), Err(PushError::Full));
+        assert_eq!(queue.push(command(3, 60)), Err(PushError::Full));
+        assert_eq!(queue.push(command(3, 0)), Ok(()), "an earlier command evicts the last");
         let head = queue.head(8, 1 << 20);
-        assert_eq!(head.iter().map(|c| c.id.client).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(head.iter().map(|c| c.id.client).collect::<Vec<_>>(), vec![3, 2]);
+        assert_eq!(queue.push(command(2, 5)), Ok(()), "the earlier copy of a command wins");
+        assert_eq!(queue.head(1, 1 << 20)[0].timestamp_ms, 0);
+        assert_eq!(queue.head(2, 1 << 20)[1].timestamp_ms, 5);
         queue.remove(CommandId { client: 2, seq: 0 });
         assert_eq!(queue.len(), 1);
         assert!(!queue.contains(CommandId { client: 2, seq: 0 }));

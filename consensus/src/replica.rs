@@ -298,8 +298,14 @@ impl Replica {
         if command.payload.len() > self.config.payload_bytes_max {
             return Some((id, RejectReason::TooLarge));
         }
-        if self.sessions.is_applied(id) {
+        if self.is_applied(id) {
             return Some((id, RejectReason::AlreadyApplied));
+        }
+        if self.queue.contains(id) {
+            return None;
+        }
+        if self.queue.len() >= self.admit_commands_max() {
+            return Some((id, RejectReason::QueueFull));
         }
         let stamped = Command {
             id,
@@ -317,8 +323,18 @@ impl Replica {
         }
     }
 
+    /// Client commands are admitted while the queue is below its share of the capacity, so the commands
+    /// every replica admits still fit in every queue; forwarded ones may fill it.
+    fn admit_commands_max(&self) -> usize {
+        (self.config.queue_commands_max / self.config.n().max(1)).max(1)
+    }
+
+    fn is_applied(&self, id: CommandId) -> bool {
+        self.config.broken != Broken::NoDedupe && self.sessions.is_applied(id)
+    }
+
     fn enqueue_forwarded(&mut self, command: Command) {
-        if self.sessions.is_applied(command.id) {
+        if self.is_applied(command.id) {
             return;
         }
         if self.queue.push(command) == Err(PushError::Full) {
@@ -460,7 +476,7 @@ impl Replica {
         let mut applied = Vec::with_capacity(batch.len());
         for command in batch {
             self.queue.remove(command.id);
-            if self.sessions.is_applied(command.id) && self.config.broken != Broken::NoDedupe {
+            if self.is_applied(command.id) {
                 self.stats.duplicates_filtered += 1;
                 continue;
             }

@@ -71,7 +71,7 @@ pub enum Broken {
     Nothing,
     /// Decide as soon as a majority of states agree, skipping the vote round.
     DecideAfterFirstRound,
-    /// Apply every decided command, even one already applied in an earlier slot.
+    /// No duplicate detection: a retried command is queued and applied again.
     NoDedupe,
     /// A restarted replica votes at once instead of syncing past the slots it may have voted in.
     RestartWithoutRecovery,
@@ -87,6 +87,8 @@ pub struct Config {
     pub coin_seed: u64,
     pub batch_commands_max: usize,
     pub batch_bytes_max: usize,
+    /// Pending queue capacity. Client commands are refused (back-pressure) once the queue holds
+    /// `queue_commands_max / replica_count`; forwarded commands may fill it.
     pub queue_commands_max: usize,
     pub payload_bytes_max: usize,
     /// Commands in one `Forward` message at most.
