@@ -240,3 +240,20 @@ fn layout(spec: &ClusterSpec) -> Result<Vec<NodeInfo>, String> {
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
+
+/// Stops a process this tool started earlier (by pid): SIGTERM, then SIGKILL after `grace`.
+/// Returns false if no such process was running.
+pub fn terminate_pid(pid: u32, grace: Duration) -> bool {
+    let Some(raw) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else { return false };
+    if rustix::process::kill_process(raw, rustix::process::Signal::TERM).is_err() {
+        return false;
+    }
+    let exited = |p: u32| {
+        let stat = fs::read_to_string(format!("/proc/{p}/stat"));
+        stat.map(|s| s.contains(") Z ")).unwrap_or(true)
+    };
+    if wait_for(grace, || exited(pid)).is_err() {
+        let _ = rustix::process::kill_process(raw, rustix::process::Signal::KILL);
+    }
+    true
+}

@@ -77,7 +77,9 @@ impl Conn {
 
     /// Queues one frame. The caller checks the queue bound first.
     pub fn queue(&mut self, kind: FrameKind, payload: &[u8]) {
-        if kind.is_priority() {
+        // A bulk frame may go straight to `out` while nothing bulk waits and `out` is under its slice.
+        let bulk_fits = self.bulk.is_empty() && self.out.len() < BULK_SLICE_BYTES;
+        if kind.is_priority() || bulk_fits {
             encode_frame(kind, payload, &mut self.out);
         } else {
             let mut frame = BytesMut::with_capacity(wire::HEADER_LEN + payload.len());

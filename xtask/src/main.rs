@@ -3,8 +3,13 @@
 //! Each subcommand lives in its own module; this file only dispatches. Every task prints what it does and
 //! exits non-zero with one clear line when it fails.
 
+mod bench;
+mod cluster;
+mod fuzz;
 mod sim;
 mod slices;
+mod test;
+mod util;
 
 use std::process::ExitCode;
 
@@ -26,9 +31,13 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let result = match task.as_str() {
+        "test" => test::test(rest),
+        "run" => cluster::run_local(rest),
+        "cluster" => cluster::cluster(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "sim" => sim::sim(rest),
         "build-slices" => slices::build_slices(rest),
-        "bench" => bench(rest),
+        "bench" => bench::bench(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -41,16 +50,5 @@ fn main() -> ExitCode {
             eprintln!("xtask: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn bench(args: &[String]) -> TaskResult {
-    let Some((name, rest)) = args.split_first() else {
-        return Err("bench needs a name: transport, consensus-core, invoke-local".into());
-    };
-    match name.as_str() {
-        "consensus-core" => sim::bench_consensus(rest),
-        "invoke-local" => slices::bench_invoke_local(rest),
-        other => Err(format!("unknown benchmark `{other}`")),
     }
 }

@@ -1,0 +1,28 @@
+//! `cargo xtask bench <name>`: every benchmark runs in release mode, prints a table with its baseline and
+//! the ratio, and writes JSON under `target/bench/`.
+
+use crate::util::{cargo, run, target_dir};
+
+pub fn bench(args: &[String]) -> crate::TaskResult {
+    let Some((name, rest)) = args.split_first() else {
+        return Err("bench needs a name: transport, consensus-core, invoke-local".into());
+    };
+    match name.as_str() {
+        "transport" => transport(rest),
+        "consensus-core" => crate::sim::bench_consensus(rest),
+        "invoke-local" => crate::slices::bench_invoke_local(rest),
+        other => Err(format!("unknown benchmark `{other}`: transport, consensus-core, invoke-local")),
+    }
+}
+
+fn transport(args: &[String]) -> crate::TaskResult {
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = out.join("transport.json");
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "-p", "net", "--example", "transport_bench", "--"]);
+    command.args(args).arg("--json").arg(&json);
+    run(command)?;
+    println!("wrote {}", json.display());
+    Ok(())
+}
