@@ -190,15 +190,19 @@ impl Drop for LocalCluster {
     }
 }
 
+/// A condition did not come true in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
 /// Polls `ok` every 20 ms until it holds or `timeout` passes.
-pub fn wait_for(timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<(), ()> {
+pub fn wait_for(timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<(), TimedOut> {
     let deadline = Instant::now() + timeout;
     loop {
         if ok() {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(());
+            return Err(TimedOut);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
