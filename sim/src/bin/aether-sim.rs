@@ -162,11 +162,11 @@ fn print_totals(totals: &Totals, wall_s: f64) {
 }
 
 fn run_bench(args: &[String]) -> Result<(), String> {
-    let mut commands = 200_000u64;
+    let mut commands = None;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         match flag.as_str() {
-            "--commands" => commands = number(rest.next().ok_or("--commands needs a value")?)?,
+            "--commands" => commands = Some(number(rest.next().ok_or("--commands needs a value")?)?),
             other => return Err(format!("unknown option `{other}`")),
         }
     }
