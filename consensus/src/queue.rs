@@ -7,7 +7,7 @@
 //! (a client retried at another replica) the earlier-ordered copy stays, and a full queue makes room for
 //! an earlier-ordered command by evicting its last one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::types::{Command, CommandId, ReplicaId};
 
@@ -21,7 +21,7 @@ pub(crate) enum PushError {
 
 pub(crate) struct PendingQueue {
     order: BTreeMap<QueueKey, Command>,
-    index: HashMap<CommandId, QueueKey>,
+    index: BTreeMap<CommandId, QueueKey>,
     commands_max: usize,
 }
 
@@ -29,7 +29,7 @@ impl PendingQueue {
     pub(crate) fn new(commands_max: usize) -> PendingQueue {
         PendingQueue {
             order: BTreeMap::new(),
-            index: HashMap::new(),
+            index: BTreeMap::new(),
             commands_max,
         }
     }

@@ -364,8 +364,9 @@ impl Replica {
         let from_index = from.index();
         let adopted = match message {
             Message::Proposal { batch, .. } => {
-                self.agreement.on_proposal(from_index, batch.clone());
-                Some(batch)
+                let adopt = (!self.agreement.has_proposed()).then(|| batch.clone());
+                self.agreement.on_proposal(from_index, batch);
+                adopt
             }
             Message::State { phase, value, .. } => {
                 self.agreement.on_state(from_index, phase, value, &self.config);
@@ -439,7 +440,7 @@ impl Replica {
         if self.agreement.exhausted {
             self.stats.exhausted_slots += 1;
         }
-        let Some(outcome) = self.agreement.outcome() else {
+        let Some(outcome) = self.agreement.take_outcome() else {
             return;
         };
         let phases = self.agreement.phase();

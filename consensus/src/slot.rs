@@ -66,11 +66,12 @@ impl SlotAgreement {
         self.phase
     }
 
-    /// The decided batch once known: `Some(None)` for null, `Some(Some(batch))` for a batch.
-    pub(crate) fn outcome(&self) -> Option<Option<Vec<Command>>> {
+    /// The decided batch once known: `Some(None)` for null, `Some(Some(batch))` for a batch. Takes the
+    /// batch out: call once, then drop this slot's agreement.
+    pub(crate) fn take_outcome(&mut self) -> Option<Option<Vec<Command>>> {
         match self.decided? {
             false => Some(None),
-            true => self.value.clone().map(Some),
+            true => self.value.take().map(Some),
         }
     }
 
@@ -307,7 +308,7 @@ mod tests {
         slot.advance(&config, &mut out);
         slot.on_vote(1, Phase(1), Some(true), &config);
         slot.advance(&config, &mut out);
-        assert_eq!(slot.outcome(), Some(Some(batch(1))));
+        assert_eq!(slot.take_outcome(), Some(Some(batch(1))));
         assert_eq!(out.len(), 3, "proposal, state, vote: {out:?}");
     }
 
@@ -323,7 +324,7 @@ mod tests {
         slot.advance(&config, &mut out);
         slot.on_vote(1, Phase(1), Some(false), &config);
         slot.advance(&config, &mut out);
-        assert_eq!(slot.outcome(), Some(None));
+        assert_eq!(slot.take_outcome(), Some(None));
     }
 
     #[test]

@@ -50,7 +50,8 @@ struct Envelope {
     bytes: Option<Vec<u8>>,
 }
 
-/// Runs one case: `commands` commands of `PAYLOAD_BYTES` submitted to replica 0 up front.
+/// Runs one case: `commands` commands of `PAYLOAD_BYTES`, submitted to replica 0 in chunks of 1024
+/// whenever its queue runs low (so queues stay a few batches deep, as under steady load).
 pub fn run_case(batch: usize, commands: u64, codec: bool) -> BenchRow {
     let mut replicas: Vec<Replica> = (0..REPLICAS).map(|id| Replica::new(bench_config(id, batch, commands))).collect();
     let mut network = VecDeque::new();
@@ -67,13 +68,20 @@ pub fn run_case(batch: usize, commands: u64, codec: bool) -> BenchRow {
     };
     let mut decided_depths = Vec::new();
     let cpu_started = cpu_seconds();
-    for chunk_start in (0..commands).step_by(1024) {
-        let chunk = (chunk_start..(chunk_start + 1024).min(commands)).map(command).collect();
-        let mut out = Vec::new();
-        replicas[0].handle(0, Input::Submit(chunk), &mut out);
-        route(0, 0, out, &mut network, &mut row, codec, &mut decided_depths, &mut replicas);
-    }
-    while let Some(envelope) = network.pop_front() {
+    let refill_below = (4 * batch).max(1024);
+    let mut submitted = 0u64;
+    loop {
+        if submitted < commands && replicas[0].queue_len() < refill_below {
+            let chunk_end = (submitted + 1024).min(commands);
+            let chunk = (submitted..chunk_end).map(command).collect();
+            submitted = chunk_end;
+            let mut out = Vec::new();
+            replicas[0].handle(0, Input::Submit(chunk), &mut out);
+            route(0, 0, out, &mut network, &mut row, codec, &mut decided_depths, &mut replicas);
+        }
+        let Some(envelope) = network.pop_front() else {
+            break;
+        };
         let message = match &envelope.bytes {
             Some(bytes) => decode_message(bytes).unwrap_or(envelope.message),
             None => envelope.message,

@@ -1,9 +1,33 @@
-//! `cargo xtask sim` and `cargo xtask bench consensus-core`.
+//! `cargo xtask sim` and `cargo xtask bench consensus-core`: both run the `aether-sim` binary of the `sim`
+//! crate in release mode from the workspace root, passing the arguments through.
 
-pub fn sim(_args: &[String]) -> crate::TaskResult {
-    Err("sim: not available yet".into())
+use std::path::PathBuf;
+use std::process::Command;
+
+pub fn sim(args: &[String]) -> crate::TaskResult {
+    run_aether_sim("sim", args)
 }
 
-pub fn bench_consensus(_args: &[String]) -> crate::TaskResult {
-    Err("bench consensus-core: not available yet".into())
+pub fn bench_consensus(args: &[String]) -> crate::TaskResult {
+    run_aether_sim("bench", args)
+}
+
+fn run_aether_sim(task: &str, args: &[String]) -> crate::TaskResult {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["run", "--quiet", "--release", "-p", "sim", "--bin", "aether-sim", "--", task])
+        .args(args)
+        .status()
+        .map_err(|error| format!("could not start cargo: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("aether-sim {task} failed ({status})"))
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let xtask_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir.parent().map(PathBuf::from).unwrap_or(xtask_dir)
 }
