@@ -206,10 +206,10 @@ impl Drop for Instance {
                 library.leak();
             }
         }
-        match host {
-            Some(host) if closable => host.free(),
-            Some(host) => std::mem::forget(host),
-            None => {}
+        // Otherwise the host block stays allocated (HostBlock frees nothing on drop): the slice
+        // may still reach it from a thread that never came back.
+        if let Some(host) = host.filter(|_| closable) {
+            host.free();
         }
     }
 }

@@ -179,6 +179,9 @@ pub enum Lookup<'a, T> {
     },
 }
 
+/// Captured path parameters, in pattern order.
+type Params = Vec<(String, String)>;
+
 #[derive(Clone, Debug)]
 struct Entry<T> {
     method: String,
@@ -245,7 +248,7 @@ impl<T> RouteTable<T> {
             Ok(segments) => segments,
             Err(reason) => return Lookup::BadPath { reason },
         };
-        let mut best: Option<(&Entry<T>, Vec<(String, String)>)> = None;
+        let mut best: Option<(&Entry<T>, Params)> = None;
         let mut allowed = Vec::new();
         for entry in &self.entries {
             let Some(params) = entry.pattern.matches(&segments) else { continue };
