@@ -1,6 +1,7 @@
 //! Routes of the management API and the JSON shape of each answer.
 
 use crate::error::ApiError;
+use crate::kv::KvEntry;
 use crate::server::{Request, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,6 +22,30 @@ pub struct ClusterView {
     pub node: String,
     /// Every configured node, this one included.
     pub nodes: Vec<PeerView>,
+    /// A majority of the cluster is alive as seen from here (this node included).
+    pub quorum: bool,
+    /// The replicated state here is not behind the cluster's.
+    pub caught_up: bool,
+}
+
+/// A member of the cluster as the failure detector sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: String,
+    pub address: String,
+    pub alive: bool,
+}
+
+/// `GET /api/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub node: String,
+    pub leader: Option<String>,
+    pub quorum: bool,
+    pub caught_up: bool,
+    pub members: Vec<MemberView>,
+    pub applied_slot: Option<u64>,
+    pub pending_commands: usize,
 }
 
 impl ClusterView {
@@ -63,19 +88,31 @@ struct FaultBody {
 /// What the daemon provides to the API. Implementations answer from the event loop, with a timeout.
 pub trait Backend: Send + Sync + 'static {
     fn cluster_view(&self) -> Result<ClusterView, ApiError>;
+    fn status(&self) -> Result<NodeStatus, ApiError>;
+    /// Orders `command` through consensus and answers with the version it produced; version conflicts are
+    /// 409, a missing key 404, no quorum 503, no decision in time 504.
+    fn kv_write(&self, command: kvstore::Command) -> Result<u64, ApiError>;
+    /// Linearizable unless `stale`, in which case the local replica answers at once.
+    fn kv_get(&self, key: &kvstore::AetherKey, stale: bool) -> Result<Option<KvEntry>, ApiError>;
+    fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError>;
     /// Replaces the transport's fault injection rules; refused unless the node allows it.
     fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError>;
 }
 
 /// Answers one request.
 pub fn route(backend: &dyn Backend, req: &Request) -> Response {
+    if let Some(key) = req.path.strip_prefix("api/kv/") {
+        return crate::kv::route(backend, req, Some(key)).unwrap_or_else(Response::from);
+    }
     let segments: Vec<&str> = req.path.split('/').collect();
     let result = match (req.method.as_str(), segments.as_slice()) {
+        (_, ["api", "kv"]) => crate::kv::route(backend, req, None),
+        ("GET", ["api", "status"]) => status(backend),
         ("GET", ["api", "health"]) => health(backend),
         ("GET", ["api", "nodes"]) => nodes(backend),
         ("POST" | "PUT", ["api", "debug", "faults"]) => set_faults(backend, &req.body),
         ("DELETE", ["api", "debug", "faults"]) => backend.set_faults(Vec::new()).map(|()| Response::ok(json!({}))),
-        (_, ["api", "health" | "nodes"]) | (_, ["api", "debug", "faults"]) => {
+        (_, ["api", "health" | "nodes" | "status"]) | (_, ["api", "debug", "faults"]) => {
             Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /{}", req.method, req.path)))
         }
         _ => Err(ApiError::not_found(format!("no such path: {} /{}", req.method, req.path))),
@@ -85,7 +122,7 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
 
 fn health(backend: &dyn Backend) -> Result<Response, ApiError> {
     let view = backend.cluster_view()?;
-    let ready = view.has_majority();
+    let ready = view.quorum && view.caught_up;
     let body = json!({
         "node": view.node,
         "ready": ready,
@@ -93,6 +130,21 @@ fn health(backend: &dyn Backend) -> Result<Response, ApiError> {
         "nodes": view.nodes.len(),
     });
     Ok(Response { status: if ready { 200 } else { 503 }, body })
+}
+
+fn status(backend: &dyn Backend) -> Result<Response, ApiError> {
+    let s = backend.status()?;
+    let members: Vec<_> =
+        s.members.iter().map(|m| json!({ "id": m.id, "address": m.address, "alive": m.alive })).collect();
+    Ok(Response::ok(json!({
+        "node": s.node,
+        "leader": s.leader,
+        "quorum": s.quorum,
+        "caught_up": s.caught_up,
+        "members": members,
+        "applied_slot": s.applied_slot,
+        "pending_commands": s.pending_commands,
+    })))
 }
 
 fn nodes(backend: &dyn Backend) -> Result<Response, ApiError> {
@@ -160,7 +212,27 @@ mod tests {
                     is_self: false,
                 });
             }
-            Ok(ClusterView { node: "node-1".into(), nodes })
+            let quorum = self.connected >= 1;
+            Ok(ClusterView { node: "node-1".into(), nodes, quorum, caught_up: true })
+        }
+        fn status(&self) -> Result<NodeStatus, ApiError> {
+            Err(ApiError::unavailable("fake"))
+        }
+        fn kv_write(&self, command: kvstore::Command) -> Result<u64, ApiError> {
+            match command {
+                kvstore::Command::CompareAndSet { .. } => Err(ApiError::new(409, "version_mismatch", "fake")),
+                _ => Ok(7),
+            }
+        }
+        fn kv_get(&self, key: &kvstore::AetherKey, _stale: bool) -> Result<Option<KvEntry>, ApiError> {
+            Ok((key.to_string() == "user/a").then(|| KvEntry {
+                key: "user/a".into(),
+                value: b"1".to_vec(),
+                version: 2,
+            }))
+        }
+        fn kv_list(&self, _prefix: &str, _stale: bool) -> Result<Vec<KvEntry>, ApiError> {
+            Ok(vec![KvEntry { key: "user/a".into(), value: b"1".to_vec(), version: 2 }])
         }
         fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError> {
             *self.faults.lock().unwrap() = rules;
@@ -197,6 +269,26 @@ mod tests {
         let nodes = get(&Fake { connected: 1, faults: Mutex::default() }, "api/nodes");
         assert_eq!(nodes.body["nodes"].as_array().map(Vec::len), Some(3));
         assert_eq!(nodes.body["nodes"][2]["connected"], json!(false));
+    }
+
+    fn call(fake: &Fake, method: &str, path: &str, query: &[(&str, &str)], body: &[u8]) -> Response {
+        let query = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        route(fake, &Request { method: method.into(), path: path.into(), query, body: body.to_vec() })
+    }
+
+    #[test]
+    fn kv_routes_map_to_the_backend_and_statuses() {
+        let fake = Fake { connected: 2, faults: Mutex::default() };
+        let put = call(&fake, "PUT", "api/kv/user/a", &[], b"1");
+        assert_eq!((put.status, put.body.clone()), (200, json!({"version": 7})));
+        assert_eq!(call(&fake, "PUT", "api/kv/user/a", &[("version", "3")], b"1").status, 409);
+        assert_eq!(call(&fake, "PUT", "api/kv/user/a", &[("version", "x")], b"1").status, 400);
+        assert_eq!(call(&fake, "PUT", "api/kv/nonsense", &[], b"1").status, 400);
+        let got = call(&fake, "GET", "api/kv/user/a", &[], b"");
+        assert_eq!(got.body, json!({"key": "user/a", "value": "1", "version": 2}));
+        assert_eq!(call(&fake, "GET", "api/kv/user/b", &[], b"").status, 404);
+        let listed = call(&fake, "GET", "api/kv", &[("prefix", "user/")], b"");
+        assert_eq!(listed.body["count"], 1);
     }
 
     #[test]

@@ -10,8 +10,10 @@
 
 mod api;
 mod error;
+mod kv;
 mod server;
 
-pub use api::{route, Backend, ClusterView, FaultSpec, PeerView};
+pub use api::{route, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};
 pub use error::ApiError;
+pub use kv::{base64, KvEntry};
 pub use server::{Request, Response, Server};

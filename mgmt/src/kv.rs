@@ -1,0 +1,131 @@
+//! The KV routes: `GET/PUT/DELETE /api/kv/{key}` and `GET /api/kv?prefix=P`.
+//!
+//! Keys are parsed into `AetherKey` here, at the edge, so a bad key is a 400 naming the part that is wrong
+//! and never reaches the node. Values are bytes; answers carry them as UTF-8 text when they are, else as
+//! base64 with `"encoding": "base64"`.
+
+use crate::api::Backend;
+use crate::error::ApiError;
+use crate::server::{Request, Response};
+use kvstore::{AetherKey, Command, Revision};
+use serde_json::{json, Value};
+
+/// One stored entry as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+impl KvEntry {
+    pub fn to_json(&self) -> Value {
+        match std::str::from_utf8(&self.value) {
+            Ok(text) => json!({ "key": self.key, "value": text, "version": self.version }),
+            Err(_) => json!({
+                "key": self.key,
+                "value": base64(&self.value),
+                "encoding": "base64",
+                "version": self.version,
+            }),
+        }
+    }
+}
+
+pub fn route(backend: &dyn Backend, req: &Request, key: Option<&str>) -> Result<Response, ApiError> {
+    let stale = req.query_value("stale").is_some_and(|v| v == "true" || v == "1");
+    match (req.method.as_str(), key) {
+        ("GET", None) => list(backend, req, stale),
+        ("GET", Some(key)) => get(backend, parse_key(key)?, stale),
+        ("PUT" | "POST", Some(key)) => put(backend, parse_key(key)?, req),
+        ("DELETE", Some(key)) => delete(backend, parse_key(key)?, req),
+        (method, _) => {
+            Err(ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on /{}", req.path)))
+        }
+    }
+}
+
+fn parse_key(text: &str) -> Result<AetherKey, ApiError> {
+    text.parse::<AetherKey>().map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn expected_version(req: &Request) -> Result<Option<u64>, ApiError> {
+    match req.query_value("version") {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| ApiError::bad_request(format!("version '{v}' is not a number"))),
+    }
+}
+
+fn put(backend: &dyn Backend, key: AetherKey, req: &Request) -> Result<Response, ApiError> {
+    let value = req.body.clone();
+    let command = match expected_version(req)? {
+        None => Command::Put { key, value },
+        Some(0) => Command::CompareAndSet { key, expected: None, value },
+        Some(v) => Command::CompareAndSet { key, expected: Some(Revision(v)), value },
+    };
+    let version = backend.kv_write(command)?;
+    Ok(Response::ok(json!({ "version": version })))
+}
+
+fn delete(backend: &dyn Backend, key: AetherKey, req: &Request) -> Result<Response, ApiError> {
+    let command = match expected_version(req)? {
+        None => Command::Remove { key },
+        Some(v) => Command::CompareAndRemove { key, expected: Revision(v) },
+    };
+    let version = backend.kv_write(command)?;
+    Ok(Response::ok(json!({ "version": version })))
+}
+
+fn get(backend: &dyn Backend, key: AetherKey, stale: bool) -> Result<Response, ApiError> {
+    match backend.kv_get(&key, stale)? {
+        Some(entry) => Ok(Response::ok(entry.to_json())),
+        None => Err(ApiError::not_found(format!("no key {key}"))),
+    }
+}
+
+fn list(backend: &dyn Backend, req: &Request, stale: bool) -> Result<Response, ApiError> {
+    let prefix = req.query_value("prefix").unwrap_or("");
+    let entries = backend.kv_list(prefix, stale)?;
+    let items: Vec<Value> = entries.iter().map(KvEntry::to_json).collect();
+    Ok(Response::ok(json!({ "prefix": prefix, "count": items.len(), "entries": items })))
+}
+
+/// Standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        let cases =
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")];
+        for (input, expected) in cases {
+            assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn binary_values_are_base64() {
+        let entry = KvEntry { key: "user/x".into(), value: vec![0xff, 0x00], version: 3 };
+        assert_eq!(entry.to_json()["encoding"], "base64");
+        let text = KvEntry { key: "user/x".into(), value: b"hi".to_vec(), version: 3 };
+        assert_eq!(text.to_json()["value"], "hi");
+    }
+}
