@@ -61,6 +61,9 @@ fn the_slices_guide_builds_a_slice_the_container_runs() {
     let request = RequestBuilder::new().param("name", "world").encode().unwrap();
     let answer = handle.call("hello", &request).unwrap();
     assert_eq!(answer.body_text(), r#"{"hello":"world","node":"node-g"}"#);
+    container.set_config(id, vec![("greeting".into(), "hi".into())]).unwrap();
+    let answer = handle.call("hello", &request).unwrap();
+    assert_eq!(answer.body_text(), r#"{"hi":"world","node":"node-g"}"#);
     container.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -266,10 +266,26 @@ fn a_hung_call_meets_its_deadline_and_the_pool_serves_on() {
     let ok = c.call_with_deadline(&faulty, "ok", empty, Duration::from_secs(5)).unwrap();
     assert_eq!(ok.status, Status::Ok);
     assert_eq!(c.pool_stats().abandoned, 1);
-    // The hung call pins the instance: deactivation gives up after its drain timeout.
-    let c_id = faulty.id();
-    drop(faulty);
-    let _ = c_id;
+}
+
+#[test]
+fn a_slice_with_a_hung_call_fails_to_deactivate_and_unloads_without_closing_its_library() {
+    let c = container_with(|config| config.timeouts.drain = Duration::from_millis(100));
+    let faulty = c.handle(c.deploy(&artifact(FAULTY), vec![]).unwrap()).unwrap();
+    let empty = RequestBuilder::new().encode().unwrap();
+    let err = c.call_with_deadline(&faulty, "hang", empty.clone(), Duration::from_millis(100)).unwrap_err();
+    assert!(matches!(err, CallError::DeadlineExceeded { .. }), "{err}");
+    let err = c.deactivate(faulty.id()).unwrap_err();
+    assert!(err.to_string().contains("1 calls still in flight"), "{err}");
+    let (state, reason) = c.state(faulty.id()).unwrap();
+    assert_eq!(state, SliceState::Failed);
+    assert!(reason.unwrap().contains("in flight"));
+    assert!(matches!(faulty.call("ok", &empty), Err(CallError::NotActive { .. })));
+    c.unload(faulty.id()).unwrap();
+    assert_eq!(c.state(faulty.id()), None);
+    // Other slices load and serve as usual.
+    c.deploy(&artifact(ECHO1), vec![]).unwrap();
+    assert!(get(&c, ECHO1, "echo", RequestBuilder::new().param("msg", "ok")).is_ok());
 }
 
 #[test]

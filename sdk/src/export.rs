@@ -100,6 +100,11 @@ pub unsafe extern "C" fn start_shim<S: Slice>(
     error: *mut RawResponse,
 ) -> u32 {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `host` is null or valid until `stop` returns (ABI contract).
+        let host_version = unsafe { host.as_ref() }.map(|h| h.abi_version);
+        if host_version.is_some_and(|v| v != abi::ABI_VERSION) {
+            return Err(format!("host speaks slice ABI {host_version:?}, this slice {}", abi::ABI_VERSION));
+        }
         // SAFETY: `config` is valid for the call (ABI contract).
         let config_bytes = unsafe { bytes_from(config) };
         let config = Config::parse(config_bytes).map_err(|e| e.to_string())?;
