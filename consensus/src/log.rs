@@ -78,10 +78,7 @@ impl DecidedLog {
             .enumerate()
             .skip(skip)
             .take(count_max)
-            .map(|(i, batch)| DecidedSlot {
-                slot: Slot(self.first_slot.0 + i as u64),
-                batch: batch.clone(),
-            })
+            .map(|(i, batch)| DecidedSlot { slot: Slot(self.first_slot.0 + i as u64), batch: batch.clone() })
             .collect()
     }
 
@@ -104,11 +101,7 @@ mod tests {
         assert_eq!(log.dropped, 2);
         assert!(log.range(Slot(1), 8).is_empty());
         assert_eq!(log.range(Slot(2), 8).len(), 3);
-        log.store_snapshot(StoredSnapshot {
-            next_slot: Slot(4),
-            sessions: Vec::new(),
-            state: vec![1],
-        });
+        log.store_snapshot(StoredSnapshot { next_slot: Slot(4), sessions: Vec::new(), state: vec![1] });
         assert_eq!(log.range(Slot(4), 8).len(), 1);
         assert!(log.needs_snapshot(Slot(3)));
         assert!(!log.needs_snapshot(Slot(4)));

@@ -30,32 +30,58 @@ pub struct SessionRecord {
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// Client commands spread to every replica so pending queues hold the same heads.
-    Forward { commands: Vec<Command> },
+    Forward {
+        commands: Vec<Command>,
+    },
     /// The batch the sender proposes for `slot` (empty: it has nothing to propose).
-    Proposal { slot: Slot, batch: Vec<Command> },
+    Proposal {
+        slot: Slot,
+        batch: Vec<Command>,
+    },
     /// Round 1 of a phase: the sender's binary state.
-    State { slot: Slot, phase: Phase, value: bool },
+    State {
+        slot: Slot,
+        phase: Phase,
+        value: bool,
+    },
     /// Round 2 of a phase: the sender's vote; `None` is "?".
-    Vote { slot: Slot, phase: Phase, vote: Option<bool> },
+    Vote {
+        slot: Slot,
+        phase: Phase,
+        vote: Option<bool>,
+    },
     /// Sent on the retransmit timer: the first slot the sender has not decided.
-    Status { next_slot: Slot },
+    Status {
+        next_slot: Slot,
+    },
     /// Please send the decided slots from `from_slot` on (or a snapshot if they were compacted).
-    SyncRequest { from_slot: Slot },
-    SyncReply { decisions: Vec<DecidedSlot> },
+    SyncRequest {
+        from_slot: Slot,
+    },
+    SyncReply {
+        decisions: Vec<DecidedSlot>,
+    },
     /// State after every slot below `next_slot`: the state machine's bytes plus the sessions.
-    Snapshot { next_slot: Slot, sessions: Vec<SessionRecord>, state: Vec<u8> },
+    Snapshot {
+        next_slot: Slot,
+        sessions: Vec<SessionRecord>,
+        state: Vec<u8>,
+    },
     /// A restarted replica asks where the cluster is; `incarnation` tells replies apart from older ones.
-    RecoveryProbe { incarnation: u64 },
-    RecoveryReply { incarnation: u64, next_slot: Slot },
+    RecoveryProbe {
+        incarnation: u64,
+    },
+    RecoveryReply {
+        incarnation: u64,
+        next_slot: Slot,
+    },
 }
 
 impl Message {
     /// The slot a consensus-round message belongs to.
     pub fn round_slot(&self) -> Option<Slot> {
         match self {
-            Message::Proposal { slot, .. } | Message::State { slot, .. } | Message::Vote { slot, .. } => {
-                Some(*slot)
-            }
+            Message::Proposal { slot, .. } | Message::State { slot, .. } | Message::Vote { slot, .. } => Some(*slot),
             _ => None,
         }
     }
@@ -88,7 +114,6 @@ pub fn encode_message(message: &Message) -> Vec<u8> {
 pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<Message, rkyv::rancor::Error>(&aligned).map_err(|error| DecodeError {
-        reason: error.to_string(),
-    })
+    rkyv::from_bytes::<Message, rkyv::rancor::Error>(&aligned)
+        .map_err(|error| DecodeError { reason: error.to_string() })
 }

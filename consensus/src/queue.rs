@@ -27,11 +27,7 @@ pub(crate) struct PendingQueue {
 
 impl PendingQueue {
     pub(crate) fn new(commands_max: usize) -> PendingQueue {
-        PendingQueue {
-            order: BTreeMap::new(),
-            index: BTreeMap::new(),
-            commands_max,
-        }
+        PendingQueue { order: BTreeMap::new(), index: BTreeMap::new(), commands_max }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -114,12 +110,7 @@ mod tests {
     use super::*;
 
     fn command(client: u64, timestamp_ms: u64) -> Command {
-        Command {
-            id: CommandId { client, seq: 0 },
-            origin: ReplicaId(0),
-            timestamp_ms,
-            payload: vec![1],
-        }
+        Command { id: CommandId { client, seq: 0 }, origin: ReplicaId(0), timestamp_ms, payload: vec![1] }
     }
 
     #[test]

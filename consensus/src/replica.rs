@@ -52,18 +52,34 @@ pub enum Input {
 
 #[derive(Clone, Debug)]
 pub enum Output {
-    Send { to: ReplicaId, message: Message },
-    Broadcast { message: Message },
+    Send {
+        to: ReplicaId,
+        message: Message,
+    },
+    Broadcast {
+        message: Message,
+    },
     /// Call back with `Input::Timer(kind)` at local time `at_ms` (replaces an earlier deadline).
-    SetTimer { kind: TimerKind, at_ms: u64 },
+    SetTimer {
+        kind: TimerKind,
+        at_ms: u64,
+    },
     /// Apply this slot, in order.
     Decided(Decision),
-    Rejected { id: CommandId, reason: RejectReason },
+    Rejected {
+        id: CommandId,
+        reason: RejectReason,
+    },
     /// Snapshot the state machine as it is after every `Decided` output so far (they cover exactly the
     /// slots below `next_slot`) and answer with `Input::SnapshotTaken`. The log below it may be dropped.
-    TakeSnapshot { next_slot: Slot },
+    TakeSnapshot {
+        next_slot: Slot,
+    },
     /// Replace the state machine with this snapshot; decisions continue at `next_slot`.
-    InstallSnapshot { next_slot: Slot, state: Vec<u8> },
+    InstallSnapshot {
+        next_slot: Slot,
+        state: Vec<u8>,
+    },
 }
 
 /// Counters for tests, benchmarks and metrics.
@@ -156,11 +172,7 @@ impl Replica {
         let n = config.n();
         let mut replica = Replica::new(config);
         if recovering {
-            replica.mode = Mode::Recovering(Recovery {
-                incarnation,
-                reported: vec![None; n],
-                vote_floor: None,
-            });
+            replica.mode = Mode::Recovering(Recovery { incarnation, reported: vec![None; n], vote_floor: None });
         }
         replica
     }
@@ -171,9 +183,7 @@ impl Replica {
         self.arm_retransmit(now_ms, out);
         if let Mode::Recovering(recovery) = &self.mode {
             let incarnation = recovery.incarnation;
-            out.push(Output::Broadcast {
-                message: Message::RecoveryProbe { incarnation },
-            });
+            out.push(Output::Broadcast { message: Message::RecoveryProbe { incarnation } });
         }
     }
 
@@ -231,16 +241,13 @@ impl Replica {
             Message::Status { next_slot } => self.on_status(now_ms, from, next_slot, out),
             Message::SyncRequest { from_slot } => self.reply_sync(now_ms, from, from_slot, out),
             Message::SyncReply { decisions } => self.on_sync_reply(now_ms, decisions, out),
-            Message::Snapshot {
-                next_slot,
-                sessions,
-                state,
-            } => self.install_snapshot(now_ms, StoredSnapshot { next_slot, sessions, state }, out),
+            Message::Snapshot { next_slot, sessions, state } => {
+                self.install_snapshot(now_ms, StoredSnapshot { next_slot, sessions, state }, out)
+            }
             Message::RecoveryProbe { incarnation } => self.on_recovery_probe(from, incarnation, out),
-            Message::RecoveryReply {
-                incarnation,
-                next_slot,
-            } => self.on_recovery_reply(now_ms, from, incarnation, next_slot, out),
+            Message::RecoveryReply { incarnation, next_slot } => {
+                self.on_recovery_reply(now_ms, from, incarnation, next_slot, out)
+            }
         }
     }
 
@@ -256,9 +263,7 @@ impl Replica {
                     && commands.iter().all(|x| x.payload.len() <= c.payload_bytes_max)
             }
             Message::Proposal { batch, .. } => batch_fits(batch),
-            Message::State { phase, .. } | Message::Vote { phase, .. } => {
-                phase.0 >= 1 && phase.0 <= c.phases_max
-            }
+            Message::State { phase, .. } | Message::Vote { phase, .. } => phase.0 >= 1 && phase.0 <= c.phases_max,
             Message::SyncReply { decisions } => {
                 decisions.len() <= c.sync_slots_max
                     && decisions.iter().all(|d| d.batch.as_deref().is_none_or(batch_fits))
@@ -271,18 +276,11 @@ impl Replica {
         let mut accepted = Vec::new();
         for command in commands {
             if let Some(reason) = self.admit(now_ms, command, &mut accepted) {
-                out.push(Output::Rejected {
-                    id: reason.0,
-                    reason: reason.1,
-                });
+                out.push(Output::Rejected { id: reason.0, reason: reason.1 });
             }
         }
         for chunk in accepted.chunks(self.config.forward_commands_max.max(1)) {
-            out.push(Output::Broadcast {
-                message: Message::Forward {
-                    commands: chunk.to_vec(),
-                },
-            });
+            out.push(Output::Broadcast { message: Message::Forward { commands: chunk.to_vec() } });
         }
         self.maybe_propose(now_ms, out);
     }
@@ -307,12 +305,7 @@ impl Replica {
         if self.queue.len() >= self.admit_commands_max() {
             return Some((id, RejectReason::QueueFull));
         }
-        let stamped = Command {
-            id,
-            origin: self.config.me,
-            timestamp_ms: now_ms,
-            payload: command.payload,
-        };
+        let stamped = Command { id, origin: self.config.me, timestamp_ms: now_ms, payload: command.payload };
         match self.queue.push(stamped.clone()) {
             Ok(()) => {
                 accepted.push(stamped);
@@ -498,11 +491,9 @@ impl Replica {
 
     fn on_snapshot_taken(&mut self, next_slot: Slot, state: Vec<u8>) {
         match self.snapshot_asked.take() {
-            Some((asked, sessions)) if asked == next_slot => self.log.store_snapshot(StoredSnapshot {
-                next_slot,
-                sessions,
-                state,
-            }),
+            Some((asked, sessions)) if asked == next_slot => {
+                self.log.store_snapshot(StoredSnapshot { next_slot, sessions, state })
+            }
             other => {
                 self.snapshot_asked = other;
                 self.stats.snapshot_answers_ignored += 1;
@@ -550,12 +541,7 @@ impl Replica {
             return;
         }
         track.request_at_ms = Some(now_ms);
-        out.push(Output::Send {
-            to: peer,
-            message: Message::SyncRequest {
-                from_slot: self.next_slot,
-            },
-        });
+        out.push(Output::Send { to: peer, message: Message::SyncRequest { from_slot: self.next_slot } });
     }
 
     /// Sends `peer` the decided slots from `from` (or our snapshot, when they were compacted), at most
@@ -590,10 +576,7 @@ impl Replica {
         }
         let decisions = self.log.range(from, self.config.sync_slots_max);
         if !decisions.is_empty() {
-            out.push(Output::Send {
-                to: peer,
-                message: Message::SyncReply { decisions },
-            });
+            out.push(Output::Send { to: peer, message: Message::SyncReply { decisions } });
         }
     }
 
@@ -613,10 +596,7 @@ impl Replica {
         self.sessions.import(&snapshot.sessions);
         let sessions = &self.sessions;
         self.queue.retain(|id| !sessions.is_applied(id));
-        out.push(Output::InstallSnapshot {
-            next_slot: snapshot.next_slot,
-            state: snapshot.state.clone(),
-        });
+        out.push(Output::InstallSnapshot { next_slot: snapshot.next_slot, state: snapshot.state.clone() });
         let next_slot = snapshot.next_slot;
         self.log.store_snapshot(snapshot);
         self.snapshot_asked = None;
@@ -629,13 +609,7 @@ impl Replica {
         if self.is_recovering() {
             return;
         }
-        out.push(Output::Send {
-            to: from,
-            message: Message::RecoveryReply {
-                incarnation,
-                next_slot: self.next_slot,
-            },
-        });
+        out.push(Output::Send { to: from, message: Message::RecoveryReply { incarnation, next_slot: self.next_slot } });
     }
 
     /// Collects peers' positions; with a majority of the cluster answering (peers only: our own memory is
@@ -684,11 +658,7 @@ impl Replica {
 
     fn on_retransmit(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         self.arm_retransmit(now_ms, out);
-        out.push(Output::Broadcast {
-            message: Message::Status {
-                next_slot: self.next_slot,
-            },
-        });
+        out.push(Output::Broadcast { message: Message::Status { next_slot: self.next_slot } });
         self.resend_round_messages(now_ms, out);
         self.ask_for_missing(now_ms, out);
         self.reforward_old_commands(now_ms, out);
@@ -706,11 +676,7 @@ impl Replica {
     fn resend_round_messages(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         match &self.mode {
             Mode::Recovering(recovery) if recovery.vote_floor.is_none() => {
-                out.push(Output::Broadcast {
-                    message: Message::RecoveryProbe {
-                        incarnation: recovery.incarnation,
-                    },
-                });
+                out.push(Output::Broadcast { message: Message::RecoveryProbe { incarnation: recovery.incarnation } });
             }
             Mode::Recovering(_) => {}
             Mode::Normal => {
@@ -733,11 +699,7 @@ impl Replica {
         if let Some(peer) = ahead {
             self.request_sync(now_ms, ReplicaId(peer as u8), out);
         } else if self.agreement.decided == Some(true) || self.agreement.exhausted {
-            out.push(Output::Broadcast {
-                message: Message::SyncRequest {
-                    from_slot: self.next_slot,
-                },
-            });
+            out.push(Output::Broadcast { message: Message::SyncRequest { from_slot: self.next_slot } });
         }
     }
 
@@ -747,9 +709,7 @@ impl Replica {
         };
         let old = self.queue.stamped_before(cutoff_ms, self.config.forward_commands_max);
         if !old.is_empty() {
-            out.push(Output::Broadcast {
-                message: Message::Forward { commands: old },
-            });
+            out.push(Output::Broadcast { message: Message::Forward { commands: old } });
         }
     }
 }

@@ -38,9 +38,7 @@ impl Sessions {
     }
 
     pub(crate) fn is_applied(&self, id: CommandId) -> bool {
-        self.clients
-            .get(&id.client)
-            .is_some_and(|s| id.seq < s.seq_floor || s.applied_above.contains(&id.seq))
+        self.clients.get(&id.client).is_some_and(|s| id.seq < s.seq_floor || s.applied_above.contains(&id.seq))
     }
 
     /// Records `id` as applied in `slot`. The caller checked `is_applied` first.

@@ -79,10 +79,7 @@ impl SlotAgreement {
         if self.has_proposed() {
             return;
         }
-        out.push(Message::Proposal {
-            slot: self.slot,
-            batch: batch.clone(),
-        });
+        out.push(Message::Proposal { slot: self.slot, batch: batch.clone() });
         self.record_proposal(self.me, batch);
     }
 
@@ -117,10 +114,7 @@ impl SlotAgreement {
         }
         let index = (phase.0 - 1) as usize;
         while self.rounds.len() <= index {
-            self.rounds.push(PhaseRound {
-                states: vec![None; config.n()],
-                votes: vec![None; config.n()],
-            });
+            self.rounds.push(PhaseRound { states: vec![None; config.n()], votes: vec![None; config.n()] });
         }
         self.rounds.get_mut(index)
     }
@@ -149,11 +143,7 @@ impl SlotAgreement {
                 return false;
             }
             round.votes[me] = Some(vote);
-            out.push(Message::Vote {
-                slot: self.slot,
-                phase,
-                vote,
-            });
+            out.push(Message::Vote { slot: self.slot, phase, vote });
             return true;
         }
         match round_two(&round.votes, quorum) {
@@ -188,37 +178,22 @@ impl SlotAgreement {
         };
         round.states[me] = Some(state);
         self.phase = phase;
-        out.push(Message::State {
-            slot,
-            phase: Phase(phase),
-            value: state,
-        });
+        out.push(Message::State { slot, phase: Phase(phase), value: state });
         true
     }
 
     /// Every message this replica has sent for this slot, for retransmission.
     pub(crate) fn own_messages(&self, out: &mut Vec<Message>) {
         if let Some(batch) = &self.proposals[self.me] {
-            out.push(Message::Proposal {
-                slot: self.slot,
-                batch: batch.clone(),
-            });
+            out.push(Message::Proposal { slot: self.slot, batch: batch.clone() });
         }
         for (index, round) in self.rounds.iter().enumerate() {
             let phase = Phase(index as u32 + 1);
             if let Some(value) = round.states[self.me] {
-                out.push(Message::State {
-                    slot: self.slot,
-                    phase,
-                    value,
-                });
+                out.push(Message::State { slot: self.slot, phase, value });
             }
             if let Some(vote) = round.votes[self.me] {
-                out.push(Message::Vote {
-                    slot: self.slot,
-                    phase,
-                    vote,
-                });
+                out.push(Message::Vote { slot: self.slot, phase, vote });
             }
         }
     }
@@ -288,12 +263,7 @@ mod tests {
     use crate::types::{CommandId, ReplicaId};
 
     fn batch(client: u64) -> Vec<Command> {
-        vec![Command {
-            id: CommandId { client, seq: 1 },
-            origin: ReplicaId(0),
-            timestamp_ms: 0,
-            payload: vec![],
-        }]
+        vec![Command { id: CommandId { client, seq: 1 }, origin: ReplicaId(0), timestamp_ms: 0, payload: vec![] }]
     }
 
     #[test]

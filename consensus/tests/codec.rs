@@ -44,20 +44,13 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), any::<u64>()).prop_map(
             |(slot, state, client)| Message::Snapshot {
                 next_slot: Slot(slot),
-                sessions: vec![SessionRecord {
-                    client,
-                    seq_floor: 3,
-                    applied_above: vec![5, 9],
-                    last_slot: slot,
-                }],
+                sessions: vec![SessionRecord { client, seq_floor: 3, applied_above: vec![5, 9], last_slot: slot }],
                 state,
             }
         ),
         any::<u64>().prop_map(|incarnation| Message::RecoveryProbe { incarnation }),
-        (any::<u64>(), any::<u64>()).prop_map(|(incarnation, slot)| Message::RecoveryReply {
-            incarnation,
-            next_slot: Slot(slot)
-        }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(incarnation, slot)| Message::RecoveryReply { incarnation, next_slot: Slot(slot) }),
     ]
 }
 

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 
 use consensus::{
-    ClientCommand, CommandId, Config, Decision, Input, Message, Output, Phase, RejectReason, Replica, ReplicaId,
-    Slot, TimerKind,
+    ClientCommand, CommandId, Config, Decision, Input, Message, Output, Phase, RejectReason, Replica, ReplicaId, Slot,
+    TimerKind,
 };
 use proptest::prelude::*;
 
@@ -76,10 +76,7 @@ impl Cluster {
     }
 
     fn submit(&mut self, replica: usize, client: u64, seq: u64) {
-        let command = ClientCommand {
-            id: CommandId { client, seq },
-            payload: vec![client as u8, seq as u8],
-        };
+        let command = ClientCommand { id: CommandId { client, seq }, payload: vec![client as u8, seq as u8] };
         self.input(replica, Input::Submit(vec![command]));
     }
 
@@ -199,8 +196,16 @@ fn a_restarted_replica_does_not_vote_before_its_floor() {
 
 fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
     let message = prop_oneof![
-        (0u64..6, 0u32..5, any::<bool>()).prop_map(|(s, p, value)| Message::State { slot: Slot(s), phase: Phase(p), value }),
-        (0u64..6, 0u32..5, any::<Option<bool>>()).prop_map(|(s, p, vote)| Message::Vote { slot: Slot(s), phase: Phase(p), vote }),
+        (0u64..6, 0u32..5, any::<bool>()).prop_map(|(s, p, value)| Message::State {
+            slot: Slot(s),
+            phase: Phase(p),
+            value
+        }),
+        (0u64..6, 0u32..5, any::<Option<bool>>()).prop_map(|(s, p, vote)| Message::Vote {
+            slot: Slot(s),
+            phase: Phase(p),
+            vote
+        }),
         (0u64..6, 0u64..4).prop_map(|(s, c)| Message::Proposal {
             slot: Slot(s),
             batch: vec![consensus::Command {
@@ -221,7 +226,10 @@ fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
     ];
     prop_oneof![
         (0u8..5, message).prop_map(|(from, message)| (from, Input::Message { from: ReplicaId(from), message })),
-        (0u64..4).prop_map(|c| (0, Input::Submit(vec![ClientCommand { id: CommandId { client: c, seq: 1 }, payload: vec![1] }]))),
+        (0u64..4).prop_map(|c| (
+            0,
+            Input::Submit(vec![ClientCommand { id: CommandId { client: c, seq: 1 }, payload: vec![1] }])
+        )),
         Just((0, Input::Timer(TimerKind::Retransmit))),
         Just((0, Input::Timer(TimerKind::Propose))),
         (0u64..8).prop_map(|s| (0, Input::SnapshotTaken { next_slot: Slot(s), state: vec![] })),

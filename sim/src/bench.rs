@@ -12,8 +12,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use consensus::{
-    decode_message, encode_message, ClientCommand, CommandId, Config, Input, Message, Output, Replica,
-    ReplicaId,
+    decode_message, encode_message, ClientCommand, CommandId, Config, Input, Message, Output, Replica, ReplicaId,
 };
 
 const REPLICAS: usize = 3;
@@ -87,10 +86,7 @@ pub fn run_case(batch: usize, commands: u64, codec: bool) -> BenchRow {
             None => envelope.message,
         };
         let mut out = Vec::new();
-        let input = Input::Message {
-            from: ReplicaId(envelope.from as u8),
-            message,
-        };
+        let input = Input::Message { from: ReplicaId(envelope.from as u8), message };
         replicas[envelope.to].handle(0, input, &mut out);
         route(envelope.to, envelope.depth, out, &mut network, &mut row, codec, &mut decided_depths, &mut replicas);
     }
@@ -128,10 +124,7 @@ fn route(
             }
             Output::TakeSnapshot { next_slot } => {
                 let mut more = Vec::new();
-                let input = Input::SnapshotTaken {
-                    next_slot,
-                    state: Vec::new(),
-                };
+                let input = Input::SnapshotTaken { next_slot, state: Vec::new() };
                 replicas[from].handle(0, input, &mut more);
                 work.extend(more);
             }
@@ -154,13 +147,7 @@ fn send(
         _ => row.consensus_messages += 1,
     }
     let bytes = codec.then(|| encode_message(&message));
-    network.push_back(Envelope {
-        from,
-        to,
-        depth: depth + 1,
-        message,
-        bytes,
-    });
+    network.push_back(Envelope { from, to, depth: depth + 1, message, bytes });
 }
 
 /// Average hops between consecutive decisions (slots run back to back).
@@ -172,13 +159,7 @@ fn delays_per_slot(depths: &[u64]) -> f64 {
 }
 
 fn command(index: u64) -> ClientCommand {
-    ClientCommand {
-        id: CommandId {
-            client: index % 64,
-            seq: index / 64,
-        },
-        payload: vec![7; PAYLOAD_BYTES],
-    }
+    ClientCommand { id: CommandId { client: index % 64, seq: index / 64 }, payload: vec![7; PAYLOAD_BYTES] }
 }
 
 fn bench_config(id: usize, batch: usize, commands: u64) -> Config {

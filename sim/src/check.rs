@@ -67,11 +67,7 @@ pub fn validity(
 /// The history, split per key, is linearizable as a set of registers.
 pub fn linearizable(history: &[HistoryEntry], keys: u64, found: &mut Vec<Violation>) {
     for key in 0..keys {
-        let ops: Vec<TimedOp> = history
-            .iter()
-            .filter(|h| h.op.key() == key)
-            .map(timed)
-            .collect();
+        let ops: Vec<TimedOp> = history.iter().filter(|h| h.op.key() == key).map(timed).collect();
         let detail = match check_register(&ops, LINEARIZABILITY_STEPS_MAX) {
             Verdict::Linearizable => continue,
             Verdict::NotLinearizable => format!("key {key}: no linearization of its {} operations", ops.len()),
@@ -87,11 +83,7 @@ fn timed(entry: &HistoryEntry) -> TimedOp {
         (KvOp::Get { .. }, Some((_, result))) => RegisterOp::Read(result),
         (KvOp::Get { .. }, None) => RegisterOp::Read(None),
     };
-    TimedOp {
-        op,
-        invoke_us: entry.invoke_us,
-        response_us: entry.response.map(|(at, _)| at),
-    }
+    TimedOp { op, invoke_us: entry.invoke_us, response_us: entry.response.map(|(at, _)| at) }
 }
 
 /// Replicas that applied the same slots hold the same state.

@@ -99,7 +99,8 @@ impl KvMachine {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<KvMachine> {
-        let mut words = bytes.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        let mut words =
+            bytes.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
         let mut machine = KvMachine::default();
         for _ in 0..words.next()? {
             machine.values.insert(words.next()?, words.next()?);

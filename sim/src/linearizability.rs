@@ -34,17 +34,9 @@ pub enum Verdict {
 /// Checks one register's history, exploring at most `steps_max` search states.
 pub fn check_register(history: &[TimedOp], steps_max: u64) -> Verdict {
     // Reads that never answered constrain nothing.
-    let ops: Vec<TimedOp> = history
-        .iter()
-        .copied()
-        .filter(|o| o.response_us.is_some() || matches!(o.op, RegisterOp::Write(_)))
-        .collect();
-    let mut search = Search {
-        ops: &ops,
-        seen: HashSet::new(),
-        steps: 0,
-        steps_max,
-    };
+    let ops: Vec<TimedOp> =
+        history.iter().copied().filter(|o| o.response_us.is_some() || matches!(o.op, RegisterOp::Write(_))).collect();
+    let mut search = Search { ops: &ops, seen: HashSet::new(), steps: 0, steps_max };
     let done = vec![0u64; ops.len().div_ceil(64)];
     match search.explore(done, None) {
         Some(true) => Verdict::Linearizable,
@@ -90,10 +82,7 @@ impl Search<'_> {
     }
 
     fn all_completed_done(&self, done: &[u64]) -> bool {
-        self.ops
-            .iter()
-            .enumerate()
-            .all(|(i, o)| o.response_us.is_none() || is_set(done, i))
+        self.ops.iter().enumerate().all(|(i, o)| o.response_us.is_none() || is_set(done, i))
     }
 
     /// Operations that may take effect next: not done, and invoked before every pending operation's
@@ -107,9 +96,7 @@ impl Search<'_> {
             .filter_map(|(_, o)| o.response_us)
             .min()
             .unwrap_or(u64::MAX);
-        (0..self.ops.len())
-            .filter(|i| !is_set(done, *i) && self.ops[*i].invoke_us < first_response)
-            .collect()
+        (0..self.ops.len()).filter(|i| !is_set(done, *i) && self.ops[*i].invoke_us < first_response).collect()
     }
 }
 
@@ -122,20 +109,13 @@ mod tests {
     use super::*;
 
     fn op(op: RegisterOp, invoke_us: u64, response_us: u64) -> TimedOp {
-        TimedOp {
-            op,
-            invoke_us,
-            response_us: Some(response_us),
-        }
+        TimedOp { op, invoke_us, response_us: Some(response_us) }
     }
 
     #[test]
     fn sequential_history_is_linearizable() {
-        let history = [
-            op(RegisterOp::Read(None), 0, 1),
-            op(RegisterOp::Write(1), 2, 3),
-            op(RegisterOp::Read(Some(1)), 4, 5),
-        ];
+        let history =
+            [op(RegisterOp::Read(None), 0, 1), op(RegisterOp::Write(1), 2, 3), op(RegisterOp::Read(Some(1)), 4, 5)];
         assert_eq!(check_register(&history, 10_000), Verdict::Linearizable);
     }
 
@@ -152,11 +132,8 @@ mod tests {
 
     #[test]
     fn stale_read_after_completed_write_is_not_linearizable() {
-        let history = [
-            op(RegisterOp::Write(1), 0, 10),
-            op(RegisterOp::Write(2), 11, 20),
-            op(RegisterOp::Read(Some(1)), 21, 30),
-        ];
+        let history =
+            [op(RegisterOp::Write(1), 0, 10), op(RegisterOp::Write(2), 11, 20), op(RegisterOp::Read(Some(1)), 21, 30)];
         assert_eq!(check_register(&history, 10_000), Verdict::NotLinearizable);
     }
 
@@ -174,11 +151,7 @@ mod tests {
 
     #[test]
     fn unanswered_write_may_or_may_not_have_happened() {
-        let pending = TimedOp {
-            op: RegisterOp::Write(7),
-            invoke_us: 0,
-            response_us: None,
-        };
+        let pending = TimedOp { op: RegisterOp::Write(7), invoke_us: 0, response_us: None };
         let saw_it = [pending, op(RegisterOp::Read(Some(7)), 50, 60)];
         let missed_it = [pending, op(RegisterOp::Read(None), 50, 60)];
         assert_eq!(check_register(&saw_it, 10_000), Verdict::Linearizable);

@@ -19,22 +19,10 @@ pub struct Faults {
 }
 
 impl Faults {
-    pub const ALL: Faults = Faults {
-        loss: true,
-        duplication: true,
-        delay: true,
-        partition: true,
-        crash: true,
-        skew: true,
-    };
-    pub const NONE: Faults = Faults {
-        loss: false,
-        duplication: false,
-        delay: false,
-        partition: false,
-        crash: false,
-        skew: false,
-    };
+    pub const ALL: Faults =
+        Faults { loss: true, duplication: true, delay: true, partition: true, crash: true, skew: true };
+    pub const NONE: Faults =
+        Faults { loss: false, duplication: false, delay: false, partition: false, crash: false, skew: false };
 
     pub fn parse(text: &str) -> Result<Faults, String> {
         let mut faults = Faults::NONE;
@@ -48,7 +36,11 @@ impl Faults {
                 "partition" => faults.partition = true,
                 "crash" => faults.crash = true,
                 "skew" => faults.skew = true,
-                other => return Err(format!("unknown fault `{other}` (loss, dup, delay, partition, crash, skew, all, none)")),
+                other => {
+                    return Err(format!(
+                        "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, all, none)"
+                    ))
+                }
             }
         }
         Ok(faults)
@@ -117,7 +109,7 @@ pub struct Options {
 impl Options {
     /// Draws the run's parameters from the seed.
     pub fn draw(seed: u64, replicas: u8, faults: Faults) -> Options {
-        let mut rng = Rng::new(seed ^ 0x5EED_0F_0A7E_u64);
+        let mut rng = Rng::new(seed ^ 0x005E_ED0F_0A7E_u64);
         let delay_us_max = if faults.delay { rng.between(500, 20_000) } else { 1_000 };
         Options {
             seed,

@@ -14,8 +14,8 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use consensus::{
-    decode_message, encode_message, ClientCommand, Command, CommandId, Config, Decision, Input, Message,
-    Output, Replica, ReplicaId, Slot, TimerKind,
+    decode_message, encode_message, ClientCommand, Command, CommandId, Config, Decision, Input, Message, Output,
+    Replica, ReplicaId, Slot, TimerKind,
 };
 
 use crate::check::{self, HistoryEntry, Violation, ViolationKind};
@@ -154,12 +154,7 @@ impl World {
             })
             .collect();
         let clients = (0..options.clients)
-            .map(|_| Client {
-                ops_left: options.ops_per_client,
-                next_seq: 1,
-                generation: 0,
-                current: None,
-            })
+            .map(|_| Client { ops_left: options.ops_per_client, next_seq: 1, generation: 0, current: None })
             .collect();
         World {
             sides: vec![0; usize::from(options.replicas)],
@@ -187,11 +182,7 @@ impl World {
 
     fn schedule(&mut self, at_us: u64, event: Event) {
         self.order += 1;
-        self.events.push(Scheduled {
-            at_us: at_us.max(self.now_us),
-            order: self.order,
-            event,
-        });
+        self.events.push(Scheduled { at_us: at_us.max(self.now_us), order: self.order, event });
     }
 
     fn start(&mut self) {
@@ -256,12 +247,7 @@ impl World {
     fn dispatch(&mut self, event: Event) {
         match event {
             Event::Deliver { from, to, payload } => self.deliver(from, to, payload),
-            Event::Timer {
-                replica,
-                kind,
-                incarnation,
-                at_ms,
-            } => self.fire_timer(replica, kind, incarnation, at_ms),
+            Event::Timer { replica, kind, incarnation, at_ms } => self.fire_timer(replica, kind, incarnation, at_ms),
             Event::ClientTick { client, generation } => self.client_tick(client, generation),
             Event::Reply { client, seq, result } => self.client_reply(client, seq, result),
             Event::Crash => self.crash_one(),
@@ -316,15 +302,7 @@ impl World {
         node.timers[timer_index(kind)] = Some(at_ms);
         let at_us = at_ms.saturating_sub(node.skew_ms) * 1000;
         let incarnation = node.incarnation;
-        self.schedule(
-            at_us,
-            Event::Timer {
-                replica,
-                kind,
-                incarnation,
-                at_ms,
-            },
-        );
+        self.schedule(at_us, Event::Timer { replica, kind, incarnation, at_ms });
     }
 
     fn fire_timer(&mut self, replica: usize, kind: TimerKind, incarnation: u64, at_ms: u64) {
@@ -460,23 +438,12 @@ impl World {
         let op = if self.client_rng.chance(self.options.read_permille) {
             KvOp::Get { key }
         } else {
-            KvOp::Put {
-                key,
-                value: ((client as u64) << 32) | seq,
-            }
+            KvOp::Put { key, value: ((client as u64) << 32) | seq }
         };
         self.clients[client].current = Some((seq, self.history.len()));
-        let id = CommandId {
-            client: client as u64,
-            seq,
-        };
+        let id = CommandId { client: client as u64, seq };
         self.submitted.insert(id, op.encode());
-        self.history.push(HistoryEntry {
-            client: client as u64,
-            op,
-            invoke_us: self.now_us,
-            response: None,
-        });
+        self.history.push(HistoryEntry { client: client as u64, op, invoke_us: self.now_us, response: None });
     }
 
     /// Sends the client's current operation to a random replica (a retry uses the same id).
@@ -499,13 +466,7 @@ impl World {
             return;
         }
         self.nodes[replica].waiting.insert((client as u64, seq));
-        let command = ClientCommand {
-            id: CommandId {
-                client: client as u64,
-                seq,
-            },
-            payload: op.encode(),
-        };
+        let command = ClientCommand { id: CommandId { client: client as u64, seq }, payload: op.encode() };
         self.run_core(replica, Input::Submit(vec![command]));
     }
 
