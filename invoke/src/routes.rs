@@ -449,3 +449,42 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Percent-encode every byte outside unreserved characters.
+    fn encode_segment(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn any_path_gets_an_answer_never_a_panic(path in "\\PC{0,80}", method in "[A-Z]{1,7}") {
+            let mut table = RouteTable::new();
+            table.insert("GET", "/echo/{msg}", 1).unwrap();
+            table.insert("POST", "/counter/{name}/incr", 2).unwrap();
+            let _ = table.lookup(&method, &path);
+            let _ = table.lookup(&method, &format!("/{path}"));
+            let _ = parse_query(&path);
+        }
+
+        #[test]
+        fn encoded_parameters_come_back_decoded(a in "\\PC{1,20}", b in "\\PC{1,20}") {
+            let mut table = RouteTable::new();
+            table.insert("GET", "/x/{a}/y/{b}", ()).unwrap();
+            let path = format!("/x/{}/y/{}", encode_segment(&a), encode_segment(&b));
+            match table.lookup("GET", &path) {
+                Lookup::Found(found) => prop_assert_eq!(found.params, vec![("a".to_owned(), a), ("b".to_owned(), b)]),
+                other => prop_assert!(false, "{path}: {other:?}"),
+            }
+        }
+    }
+}

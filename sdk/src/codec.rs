@@ -247,3 +247,66 @@ mod tests {
         assert_eq!(Request::parse(&bytes).unwrap().body(), &body[..]);
     }
 }
+
+/// Randomised round trips and corruptions from a fixed seed (the SDK takes no dependencies, so no
+/// property-testing crate): encode/parse is the identity, and no byte string makes `parse` panic.
+#[cfg(test)]
+mod randomised {
+    use super::*;
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> usize {
+            (self.next() % n) as usize
+        }
+
+        fn text(&mut self) -> String {
+            let alphabet = ['a', 'Z', '0', ' ', '/', '%', 'é', '😀', '\u{0}'];
+            (0..self.below(12)).map(|_| alphabet[self.below(alphabet.len() as u64)]).collect()
+        }
+    }
+
+    #[test]
+    fn encode_then_parse_is_the_identity() {
+        let mut rng = XorShift(0x5eed_1234_abcd_0001);
+        for _ in 0..2000 {
+            let params: Vec<(String, String)> = (0..rng.below(5)).map(|_| (rng.text(), rng.text())).collect();
+            let query: Vec<(String, String)> = (0..rng.below(5)).map(|_| (rng.text(), rng.text())).collect();
+            let body: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
+            let p: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let q: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let bytes = encode_request(&p, &q, &body).unwrap();
+            let request = Request::parse(&bytes).unwrap();
+            let got_params: Vec<(String, String)> = request.params().map(|(k, v)| (k.into(), v.into())).collect();
+            let got_query: Vec<(String, String)> = request.query_pairs().map(|(k, v)| (k.into(), v.into())).collect();
+            assert_eq!(got_params, params);
+            assert_eq!(got_query, query);
+            assert_eq!(request.body(), &body[..]);
+        }
+    }
+
+    #[test]
+    fn corrupted_bytes_are_refused_or_parsed_never_a_panic() {
+        let mut rng = XorShift(0x5eed_1234_abcd_0002);
+        let good = encode_request(&[("msg", "hello"), ("id", "7")], &[("q", "x")], b"body").unwrap();
+        for _ in 0..5000 {
+            let mut bytes = good.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len() as u64);
+                bytes[at] = rng.next() as u8;
+            }
+            bytes.truncate(rng.below(bytes.len() as u64 + 1));
+            if let Ok(request) = Request::parse(&bytes) {
+                let _ = (request.params().count(), request.query_pairs().count(), request.body().len());
+            }
+        }
+    }
+}
