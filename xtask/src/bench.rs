@@ -5,13 +5,14 @@ use crate::util::{cargo, run, target_dir};
 
 pub fn bench(args: &[String]) -> crate::TaskResult {
     let Some((name, rest)) = args.split_first() else {
-        return Err("bench needs a name: transport, consensus-core, invoke-local".into());
+        return Err("bench needs a name: transport, kv, consensus-core, invoke-local".into());
     };
     match name.as_str() {
         "transport" => transport(rest),
+        "kv" => kv(rest),
         "consensus-core" => crate::sim::bench_consensus(rest),
         "invoke-local" => crate::slices::bench_invoke_local(rest),
-        other => Err(format!("unknown benchmark `{other}`: transport, consensus-core, invoke-local")),
+        other => Err(format!("unknown benchmark `{other}`: transport, kv, consensus-core, invoke-local")),
     }
 }
 
@@ -22,6 +23,19 @@ fn transport(args: &[String]) -> crate::TaskResult {
     let mut command = cargo();
     command.args(["run", "--quiet", "--release", "-p", "net", "--example", "transport_bench", "--"]);
     command.args(args).arg("--json").arg(&json);
+    run(command)?;
+    println!("wrote {}", json.display());
+    Ok(())
+}
+
+fn kv(args: &[String]) -> crate::TaskResult {
+    let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = out.join("kv.json");
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "kv", "--"]);
+    command.arg("--aetherd").arg(&aetherd).args(args).arg("--json").arg(&json);
     run(command)?;
     println!("wrote {}", json.display());
     Ok(())
