@@ -36,7 +36,7 @@ struct Results {
     mixed: Option<RunResult>,
 }
 
-fn bench_aether(aetherd: &PathBuf, duration: Duration) -> Results {
+fn bench_aether(aetherd: &std::path::Path, duration: Duration) -> Results {
     let dir = std::env::temp_dir().join(format!("aether-bench-kv-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut spec = ClusterSpec::new(3, &dir, aetherd);
@@ -64,7 +64,7 @@ fn bench_aether(aetherd: &PathBuf, duration: Duration) -> Results {
     }
     let mixed = Arc::new(|client: usize, n: u64| {
         let path = format!("/api/kv/user/bench/c{client}/k{}", n % 64);
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             Request { method: "PUT", path, body: VALUE.to_vec() }
         } else {
             Request { method: "GET", path, body: Vec::new() }
@@ -75,7 +75,7 @@ fn bench_aether(aetherd: &PathBuf, duration: Duration) -> Results {
     Results { puts, mixed: Some(r) }
 }
 
-fn bench_etcd(bin: &PathBuf, duration: Duration) -> Results {
+fn bench_etcd(bin: &std::path::Path, duration: Duration) -> Results {
     let dir = std::env::temp_dir().join(format!("aether-bench-etcd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let ports = devcluster::free_ports(6);
@@ -118,7 +118,7 @@ fn bench_etcd(bin: &PathBuf, duration: Duration) -> Results {
     Results { puts, mixed: None }
 }
 
-fn start_etcd(bin: &PathBuf, dir: &std::path::Path, i: usize, ports: &[u16], cluster: &str) -> Child {
+fn start_etcd(bin: &std::path::Path, dir: &std::path::Path, i: usize, ports: &[u16], cluster: &str) -> Child {
     let data = dir.join(format!("e{i}"));
     let client = format!("http://127.0.0.1:{}", ports[2 * i]);
     let peer = format!("http://127.0.0.1:{}", ports[2 * i + 1]);
