@@ -135,8 +135,8 @@ fn read_descriptor(
     })?;
     // SAFETY: calling the descriptor function has no preconditions (ABI contract).
     let descriptor = unsafe { describe() };
-    if descriptor.is_null() {
-        return Err(bad("the descriptor function returned null".into()));
+    if descriptor.is_null() || !descriptor.is_aligned() {
+        return Err(bad(format!("the descriptor function returned a bad pointer {descriptor:p}")));
     }
     // SAFETY: every ABI version starts the descriptor with a u32 version, so this read is valid
     // whatever version the library was built for; nothing else is read before it is checked.

@@ -364,3 +364,30 @@ fn a_thousand_load_unload_cycles_leak_no_files_or_mappings() {
     assert!(maps_after <= maps + 16, "mappings grew from {maps} to {maps_after}");
     assert!(vm_kib_after <= vm_kib + 16 * 1024, "VmSize grew from {vm_kib} kB to {vm_kib_after} kB");
 }
+
+/// A panic inside a slice must not pin its library in memory (the SDK's panic hook keeps the
+/// standard hook's thread-local registration out of the slice).
+#[test]
+fn panicking_slices_unload_too() {
+    let c = container();
+    let faulty = artifact(FAULTY);
+    let empty = RequestBuilder::new().encode().unwrap();
+    let cycle = || {
+        let id = c.deploy(&faulty, vec![]).unwrap();
+        let handle = c.handle(id).unwrap();
+        assert!(handle.call("panic", &empty).is_err());
+        assert!(c.call_with_deadline(&handle, "panic", empty.clone(), Duration::from_secs(5)).is_err());
+        drop(handle);
+        c.deactivate(id).unwrap();
+        c.unload(id).unwrap();
+    };
+    for _ in 0..5 {
+        cycle();
+    }
+    let (maps, _) = mapped();
+    for _ in 0..30 {
+        cycle();
+    }
+    let (maps_after, _) = mapped();
+    assert!(maps_after <= maps + 16, "mappings grew from {maps} to {maps_after}");
+}

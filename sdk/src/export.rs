@@ -47,6 +47,29 @@ impl StaticDescriptor {
     }
 }
 
+/// Install, once per slice library, a panic hook that reports a panic with one line on stderr.
+///
+/// The standard hook looks up the current thread's handle, which registers a thread-local
+/// destructor for this library on the calling (host) thread; the dynamic loader then cannot unmap
+/// the library when it is unloaded. This hook touches no thread-local state: it writes straight to
+/// file descriptor 2, with no lock.
+fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            use std::io::Write;
+            use std::os::fd::FromRawFd;
+            let message = panic_message(info.payload());
+            let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            let line = format!("slice panicked{place}: {message}\n");
+            // SAFETY: fd 2 is the process's stderr, open for its whole life; ManuallyDrop keeps
+            // this File from closing it.
+            let mut stderr = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(2) });
+            let _ = stderr.write_all(line.as_bytes());
+        }));
+    });
+}
+
 /// Text of a panic payload (`&str` and `String` payloads; anything else gets a fixed text).
 pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
@@ -99,6 +122,7 @@ pub unsafe extern "C" fn start_shim<S: Slice>(
     instance: *mut *mut c_void,
     error: *mut RawResponse,
 ) -> u32 {
+    install_panic_hook();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `host` is null or valid until `stop` returns (ABI contract).
         let host_version = unsafe { host.as_ref() }.map(|h| h.abi_version);
