@@ -1,0 +1,5 @@
+//! The pure logic of deployment: blueprints, the slice lifecycle, and (to come) the KV records and the
+//! cluster and node deployment managers. No I/O: state and time in, KV writes and node actions out.
+pub mod blueprint;
+pub mod lifecycle;
+mod text;
