@@ -38,17 +38,21 @@ pub enum Message {
         slot: Slot,
         batch: Vec<Command>,
     },
-    /// Round 1 of a phase: the sender's binary state.
+    /// Round 1 of a phase: the sender's binary state. `batch_digest` names the batch a majority
+    /// proposed when the sender knows it, so a replica that decides 1 can pick it out of the proposals it
+    /// holds even if some of its proposers have since lost their state.
     State {
         slot: Slot,
         phase: Phase,
         value: bool,
+        batch_digest: Option<u64>,
     },
-    /// Round 2 of a phase: the sender's vote; `None` is "?".
+    /// Round 2 of a phase: the sender's vote; `None` is "?". `batch_digest` as in `State`.
     Vote {
         slot: Slot,
         phase: Phase,
         vote: Option<bool>,
+        batch_digest: Option<u64>,
     },
     /// Sent on the retransmit timer: the first slot the sender has not decided.
     Status {

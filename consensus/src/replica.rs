@@ -207,6 +207,28 @@ impl Replica {
         &self.config
     }
 
+    /// One line of internal state for failure reports.
+    #[doc(hidden)]
+    pub fn debug_line(&self) -> String {
+        let mode = match &self.mode {
+            Mode::Normal => "normal".to_string(),
+            Mode::Recovering(r) => {
+                format!("recovering(floor {:?}, reported {:?})", r.vote_floor.map(|s| s.0), r.reported)
+            }
+        };
+        format!(
+            "slot {} {mode} phase {} proposed {} decided {:?} exhausted {} queue {} future {} seen {:?}",
+            self.next_slot.0,
+            self.agreement.phase(),
+            self.agreement.has_proposed(),
+            self.agreement.decided,
+            self.agreement.exhausted,
+            self.queue.len(),
+            self.future.len(),
+            self.peers.iter().map(|p| p.seen_slot.0).collect::<Vec<_>>()
+        )
+    }
+
     /// Feeds one input at local time `now_ms`; what to do goes to `out`, in order.
     pub fn handle(&mut self, now_ms: u64, input: Input, out: &mut Vec<Output>) {
         match input {
@@ -361,11 +383,13 @@ impl Replica {
                 self.agreement.on_proposal(from_index, batch);
                 adopt
             }
-            Message::State { phase, value, .. } => {
+            Message::State { phase, value, batch_digest, .. } => {
+                self.agreement.learn_digest(batch_digest);
                 self.agreement.on_state(from_index, phase, value, &self.config);
                 None
             }
-            Message::Vote { phase, vote, .. } => {
+            Message::Vote { phase, vote, batch_digest, .. } => {
+                self.agreement.learn_digest(batch_digest);
                 self.agreement.on_vote(from_index, phase, vote, &self.config);
                 None
             }

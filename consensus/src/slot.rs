@@ -11,7 +11,7 @@
 //!   non-"?" votes of a phase agree, and a decision for b in phase k makes every replica enter phase k + 1
 //!   with state b.
 
-use crate::coin::coin;
+use crate::coin::{coin, mix64};
 use crate::message::Message;
 use crate::types::{Broken, Command, Config, Phase, Slot};
 
@@ -27,8 +27,9 @@ pub(crate) struct SlotAgreement {
     me: usize,
     quorum: usize,
     proposals: Vec<Option<Vec<Command>>>,
-    /// The batch a majority proposed, once seen.
+    /// The batch a majority proposed, once seen (or identified by a peer's digest).
     value: Option<Vec<Command>>,
+    value_digest: Option<u64>,
     /// `rounds[k - 1]` holds phase k.
     rounds: Vec<PhaseRound>,
     /// 0 while exchanging proposals, then the phase the replica is in.
@@ -46,6 +47,7 @@ impl SlotAgreement {
             quorum: config.quorum(),
             proposals: vec![None; config.n()],
             value: None,
+            value_digest: None,
             rounds: Vec::new(),
             phase: 0,
             decided: None,
@@ -103,9 +105,7 @@ impl SlotAgreement {
 
     fn record_proposal(&mut self, from: usize, batch: Vec<Command>) {
         self.proposals[from] = Some(batch);
-        if self.value.is_none() {
-            self.value = majority_batch(&self.proposals, self.quorum);
-        }
+        self.identify_value();
     }
 
     fn round_mut(&mut self, phase: Phase, config: &Config) -> Option<&mut PhaseRound> {
@@ -143,7 +143,8 @@ impl SlotAgreement {
                 return false;
             }
             round.votes[me] = Some(vote);
-            out.push(Message::Vote { slot: self.slot, phase, vote });
+            let batch_digest = self.digest_if(vote == Some(true));
+            out.push(Message::Vote { slot: self.slot, phase, vote, batch_digest });
             return true;
         }
         match round_two(&round.votes, quorum) {
@@ -178,7 +179,8 @@ impl SlotAgreement {
         };
         round.states[me] = Some(state);
         self.phase = phase;
-        out.push(Message::State { slot, phase: Phase(phase), value: state });
+        let batch_digest = self.digest_if(state);
+        out.push(Message::State { slot, phase: Phase(phase), value: state, batch_digest });
         true
     }
 
@@ -190,13 +192,58 @@ impl SlotAgreement {
         for (index, round) in self.rounds.iter().enumerate() {
             let phase = Phase(index as u32 + 1);
             if let Some(value) = round.states[self.me] {
-                out.push(Message::State { slot: self.slot, phase, value });
+                let batch_digest = self.digest_if(value);
+                out.push(Message::State { slot: self.slot, phase, value, batch_digest });
             }
             if let Some(vote) = round.votes[self.me] {
-                out.push(Message::Vote { slot: self.slot, phase, vote });
+                let batch_digest = self.digest_if(vote == Some(true));
+                out.push(Message::Vote { slot: self.slot, phase, vote, batch_digest });
             }
         }
     }
+
+    fn digest_if(&self, one: bool) -> Option<u64> {
+        self.value.as_deref().filter(|_| one).map(batch_digest)
+    }
+
+    /// A peer told us the digest of the majority batch: pick it out of the proposals we hold.
+    pub(crate) fn learn_digest(&mut self, digest: Option<u64>) {
+        if self.value.is_some() || digest.is_none() {
+            return;
+        }
+        self.value_digest = digest;
+        self.identify_value();
+    }
+
+    fn identify_value(&mut self) {
+        if self.value.is_some() {
+            return;
+        }
+        self.value = majority_batch(&self.proposals, self.quorum).or_else(|| {
+            let digest = self.value_digest?;
+            self.proposals.iter().flatten().find(|p| !p.is_empty() && batch_digest(p) == digest).cloned()
+        });
+    }
+}
+
+/// A 64-bit digest of a batch (ids, origins, timestamps, payloads), stable across processes and builds.
+/// Two different batches of one slot colliding is a 2^-64 event, which we accept.
+pub(crate) fn batch_digest(batch: &[Command]) -> u64 {
+    let mut digest = mix64(batch.len() as u64);
+    let mut absorb = |word: u64| digest = mix64(digest ^ word);
+    for command in batch {
+        absorb(command.id.client);
+        absorb(command.id.seq);
+        absorb(u64::from(command.origin.0));
+        absorb(command.timestamp_ms);
+        absorb(command.payload.len() as u64);
+        for chunk in command.payload.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            absorb(u64::from_le_bytes(word));
+        }
+    }
+    digest
 }
 
 enum RoundTwo {
@@ -312,5 +359,23 @@ mod tests {
         assert_eq!(slot.phase(), 2);
         let expected = coin(1, Slot(0), Phase(1));
         assert!(matches!(out.last(), Some(Message::State { value, .. }) if *value == expected));
+    }
+
+    #[test]
+    fn a_batch_without_a_visible_majority_is_identified_by_its_digest() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let mut slot = SlotAgreement::new(Slot(0), &config);
+        let mut out = Vec::new();
+        slot.propose(batch(2), &mut out);
+        slot.on_proposal(1, batch(1));
+        slot.advance(&config, &mut out);
+        assert!(slot.take_outcome().is_none());
+        slot.learn_digest(Some(batch_digest(&batch(1))));
+        slot.on_state(1, Phase(1), true, &config);
+        slot.advance(&config, &mut out);
+        slot.on_vote(1, Phase(1), Some(true), &config);
+        slot.on_vote(2, Phase(1), Some(true), &config);
+        slot.advance(&config, &mut out);
+        assert_eq!(slot.take_outcome(), Some(Some(batch(1))));
     }
 }

@@ -24,16 +24,22 @@ fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         batch().prop_map(|commands| Message::Forward { commands }),
         (any::<u64>(), batch()).prop_map(|(slot, batch)| Message::Proposal { slot: Slot(slot), batch }),
-        (any::<u64>(), any::<u32>(), any::<bool>()).prop_map(|(slot, phase, value)| Message::State {
-            slot: Slot(slot),
-            phase: Phase(phase),
-            value
-        }),
-        (any::<u64>(), any::<u32>(), any::<Option<bool>>()).prop_map(|(slot, phase, vote)| Message::Vote {
-            slot: Slot(slot),
-            phase: Phase(phase),
-            vote
-        }),
+        (any::<u64>(), any::<u32>(), any::<bool>(), any::<Option<u64>>()).prop_map(
+            |(slot, phase, value, batch_digest)| Message::State {
+                slot: Slot(slot),
+                phase: Phase(phase),
+                value,
+                batch_digest
+            }
+        ),
+        (any::<u64>(), any::<u32>(), any::<Option<bool>>(), any::<Option<u64>>()).prop_map(
+            |(slot, phase, vote, batch_digest)| Message::Vote {
+                slot: Slot(slot),
+                phase: Phase(phase),
+                vote,
+                batch_digest
+            }
+        ),
         any::<u64>().prop_map(|slot| Message::Status { next_slot: Slot(slot) }),
         any::<u64>().prop_map(|slot| Message::SyncRequest { from_slot: Slot(slot) }),
         proptest::collection::vec((any::<u64>(), proptest::option::of(batch())), 0..4).prop_map(|decided| {

@@ -196,16 +196,12 @@ fn a_restarted_replica_does_not_vote_before_its_floor() {
 
 fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
     let message = prop_oneof![
-        (0u64..6, 0u32..5, any::<bool>()).prop_map(|(s, p, value)| Message::State {
-            slot: Slot(s),
-            phase: Phase(p),
-            value
+        (0u64..6, 0u32..5, any::<bool>(), proptest::option::of(0u64..3)).prop_map(|(s, p, value, batch_digest)| {
+            Message::State { slot: Slot(s), phase: Phase(p), value, batch_digest }
         }),
-        (0u64..6, 0u32..5, any::<Option<bool>>()).prop_map(|(s, p, vote)| Message::Vote {
-            slot: Slot(s),
-            phase: Phase(p),
-            vote
-        }),
+        (0u64..6, 0u32..5, any::<Option<bool>>(), proptest::option::of(0u64..3)).prop_map(
+            |(s, p, vote, batch_digest)| Message::Vote { slot: Slot(s), phase: Phase(p), vote, batch_digest }
+        ),
         (0u64..6, 0u64..4).prop_map(|(s, c)| Message::Proposal {
             slot: Slot(s),
             batch: vec![consensus::Command {

@@ -564,12 +564,17 @@ impl World {
             .take(4)
             .collect();
         let slots: Vec<String> = self.nodes.iter().map(|n| n.expected_slot.0.to_string()).collect();
-        let detail = format!(
+        let mut detail = format!(
             "{}ms after faults stopped, still pending: {} (replicas at slots {})",
             self.options.liveness_ms,
             stuck.join(", "),
             slots.join("/")
         );
+        if std::env::var_os("AETHER_SIM_DEBUG").is_some() {
+            for (i, node) in self.nodes.iter().enumerate() {
+                detail.push_str(&format!("\n    replica {i}: {}", node.core.debug_line()));
+            }
+        }
         self.violate(ViolationKind::Liveness, detail);
     }
 
