@@ -1,0 +1,200 @@
+//! One record's next step: given its state, the leader's `desired` and what the container reports, what to
+//! do to the container and what to write back.
+//!
+//! Requests (LOAD, ACTIVATE, DEACTIVATE, UNLOAD) are taken up by starting the container action and entering
+//! the `-ING` state; `-ING` states end when the container reports the result, fail when it reports a failure
+//! or something unexpected, and fail after their timeout. A request whose container state is unexpected
+//! still enters its `-ING` state without an action, and the check there turns it into FAILED, so every write
+//! follows [`can_transition`].
+//!
+//! The runtime must set the container state of an artifact to the matching in-progress state when it starts
+//! an action, so a second step before the first write applies does not start the action again.
+
+use super::{ContainerState, NodeAction};
+use crate::lifecycle::{can_transition, DesiredState, SliceState};
+use crate::records::SliceRecord;
+use kvstore::Artifact;
+
+/// Longest a LOADING step may take (it includes fetching the artifact), in milliseconds.
+pub const LOAD_TIMEOUT_MS: u64 = 60_000;
+/// Longest an ACTIVATING step may take (the slice's `start`), in milliseconds.
+pub const ACTIVATE_TIMEOUT_MS: u64 = 30_000;
+/// Longest a DEACTIVATING step may take (the slice's `stop`), in milliseconds.
+pub const DEACTIVATE_TIMEOUT_MS: u64 = 30_000;
+/// Longest an UNLOADING step may take, in milliseconds.
+pub const UNLOAD_TIMEOUT_MS: u64 = 30_000;
+
+/// What becomes of the record.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Next {
+    Stay,
+    Write(SliceRecord),
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Step {
+    pub action: Option<NodeAction>,
+    pub next: Next,
+}
+
+impl Step {
+    fn stay() -> Self {
+        Step { action: None, next: Next::Stay }
+    }
+
+    fn remove() -> Self {
+        Step { action: None, next: Next::Remove }
+    }
+}
+
+/// The timeout of an in-progress state, in milliseconds.
+pub fn timeout_ms(state: SliceState) -> Option<u64> {
+    match state {
+        SliceState::Loading => Some(LOAD_TIMEOUT_MS),
+        SliceState::Activating => Some(ACTIVATE_TIMEOUT_MS),
+        SliceState::Deactivating => Some(DEACTIVATE_TIMEOUT_MS),
+        SliceState::Unloading => Some(UNLOAD_TIMEOUT_MS),
+        _ => None,
+    }
+}
+
+pub(super) fn advance(
+    artifact: &Artifact,
+    record: &SliceRecord,
+    container: Option<&ContainerState>,
+    now_ms: u64,
+) -> Step {
+    let mut at = At { artifact, record, now_ms };
+    match record.state {
+        SliceState::Load => at.load(container),
+        SliceState::Loading => at.progress(container, &ContainerState::Loading, &ContainerState::Loaded),
+        SliceState::Loaded => at.loaded(),
+        SliceState::Activate => at.activate(container),
+        SliceState::Activating => at.progress(container, &ContainerState::Activating, &ContainerState::Active),
+        SliceState::Active => at.active(container),
+        SliceState::Deactivate => at.deactivate(container),
+        SliceState::Deactivating => at.progress(container, &ContainerState::Deactivating, &ContainerState::Loaded),
+        SliceState::Unload => at.unload(container),
+        SliceState::Unloading => at.unloading(container),
+        SliceState::Failed if record.desired == DesiredState::Unloaded => at.enter(SliceState::Unload, None),
+        SliceState::Failed => Step::stay(),
+    }
+}
+
+struct At<'a> {
+    artifact: &'a Artifact,
+    record: &'a SliceRecord,
+    now_ms: u64,
+}
+
+impl At<'_> {
+    fn enter(&mut self, state: SliceState, action: Option<NodeAction>) -> Step {
+        debug_assert!(can_transition(self.record.state, state), "{} -> {state}", self.record.state);
+        Step { action, next: Next::Write(self.record.entering(state, self.now_ms)) }
+    }
+
+    fn fail(&mut self, reason: &str) -> Step {
+        debug_assert!(can_transition(self.record.state, SliceState::Failed), "{} -> FAILED", self.record.state);
+        log::warn!("{}: {} failed: {reason}", self.artifact, self.record.state);
+        Step { action: None, next: Next::Write(self.record.failing(reason, self.now_ms)) }
+    }
+
+    fn load(&mut self, container: Option<&ContainerState>) -> Step {
+        if self.record.desired == DesiredState::Unloaded {
+            return Step::remove();
+        }
+        let artifact = self.artifact.clone();
+        match container {
+            None => {
+                let config = self.record.config.clone();
+                self.enter(SliceState::Loading, Some(NodeAction::Load { artifact, config }))
+            }
+            Some(ContainerState::Loaded) => self.enter(SliceState::Loading, None),
+            // Left over from an earlier record of this artifact: clear it out first.
+            Some(ContainerState::Active) => Step { action: Some(NodeAction::Deactivate { artifact }), next: Next::Stay },
+            Some(ContainerState::Failed { .. }) => Step { action: Some(NodeAction::Unload { artifact }), next: Next::Stay },
+            Some(_) => Step::stay(),
+        }
+    }
+
+    /// An `-ING` state: done when the container reports `done`, waiting while it reports `doing`.
+    fn progress(&mut self, container: Option<&ContainerState>, doing: &ContainerState, done: &ContainerState) -> Step {
+        let state = self.record.state;
+        match container {
+            Some(reported) if reported == done => self.enter(settled(state), None),
+            Some(ContainerState::Failed { reason }) => self.fail(reason),
+            Some(reported) if reported == doing => self.check_timeout(),
+            Some(reported) => self.fail(&format!("the container reports {reported} during {state}")),
+            None => self.fail(&format!("the container does not have the slice during {state}")),
+        }
+    }
+
+    fn check_timeout(&mut self) -> Step {
+        let limit_ms = timeout_ms(self.record.state).unwrap_or(u64::MAX);
+        if self.now_ms.saturating_sub(self.record.since_ms) <= limit_ms {
+            return Step::stay();
+        }
+        self.fail(&format!("timed out after {limit_ms} ms in {}", self.record.state))
+    }
+
+    fn loaded(&mut self) -> Step {
+        match self.record.desired {
+            DesiredState::Active => self.enter(SliceState::Activate, None),
+            DesiredState::Unloaded => self.enter(SliceState::Unload, None),
+            DesiredState::Loaded => Step::stay(),
+        }
+    }
+
+    fn activate(&mut self, container: Option<&ContainerState>) -> Step {
+        let action = (container == Some(&ContainerState::Loaded))
+            .then(|| NodeAction::Activate { artifact: self.artifact.clone(), config: self.record.config.clone() });
+        self.enter(SliceState::Activating, action)
+    }
+
+    fn active(&mut self, container: Option<&ContainerState>) -> Step {
+        match container {
+            Some(ContainerState::Active) if self.record.desired == DesiredState::Active => Step::stay(),
+            Some(ContainerState::Active) => self.enter(SliceState::Deactivate, None),
+            Some(ContainerState::Failed { reason }) => self.fail(reason),
+            Some(reported) => self.fail(&format!("the container reports {reported} for an ACTIVE slice")),
+            None => self.fail("the container does not have the ACTIVE slice"),
+        }
+    }
+
+    fn deactivate(&mut self, container: Option<&ContainerState>) -> Step {
+        let action = (container == Some(&ContainerState::Active))
+            .then(|| NodeAction::Deactivate { artifact: self.artifact.clone() });
+        self.enter(SliceState::Deactivating, action)
+    }
+
+    fn unload(&mut self, container: Option<&ContainerState>) -> Step {
+        let action = Some(NodeAction::Unload { artifact: self.artifact.clone() });
+        match container {
+            None => Step::remove(),
+            Some(ContainerState::Loaded | ContainerState::Active | ContainerState::Failed { .. }) => {
+                self.enter(SliceState::Unloading, action)
+            }
+            Some(ContainerState::Unloading) => self.enter(SliceState::Unloading, None),
+            Some(_) => Step::stay(),
+        }
+    }
+
+    fn unloading(&mut self, container: Option<&ContainerState>) -> Step {
+        match container {
+            None => Step::remove(),
+            Some(ContainerState::Unloading) => self.check_timeout(),
+            Some(ContainerState::Failed { reason }) => self.fail(reason),
+            Some(reported) => self.fail(&format!("the container reports {reported} during UNLOADING")),
+        }
+    }
+}
+
+/// The state an `-ING` state settles in when its step succeeds.
+fn settled(state: SliceState) -> SliceState {
+    match state {
+        SliceState::Loading | SliceState::Deactivating => SliceState::Loaded,
+        SliceState::Activating => SliceState::Active,
+        other => other,
+    }
+}

@@ -1,0 +1,207 @@
+//! The node deployment manager: what one node does to its container and writes back, so its slices follow
+//! the records the leader placed on it.
+//!
+//! [`step`] is a pure function of this node's view ([`NodeState`]: its `slices/{node}/*` records, its own
+//! endpoints and the route table), the container's actual states, the slices' descriptors ([`SliceInfo`])
+//! and the time. The runtime runs it whenever one of those changes and on the deadline it reports, performs
+//! the actions and submits the writes. Per record it takes at most one lifecycle step (see [`advance`] for
+//! the table); then:
+//!
+//! - endpoints: a record that is (after this step) ACTIVE and wanted ACTIVE has one endpoint per slice method,
+//!   `endpoints/{artifact}/{method}/{node}:{instance}`; any other endpoint of this node is removed. So
+//!   endpoints appear with ACTIVE and go with DEACTIVATE, FAILED and UNLOAD.
+//! - routes: such a record also creates each of its routes that no one has registered yet. Routes are shared
+//!   by every instance of an artifact, so no node can tell it held the last one; the leader removes a route
+//!   when its artifact has no target any more.
+//! - slices the container holds without a record (a record removed by the leader while this node was
+//!   unreachable, or a failed start) are deactivated and unloaded.
+//!
+//! Invariants: every record write follows [`crate::lifecycle::can_transition`] and is conditional on the
+//! record's version; actions are only asked for when the container is in the state the action starts from;
+//! the output is a function of the inputs only.
+
+mod advance;
+mod state;
+
+pub use advance::{timeout_ms, ACTIVATE_TIMEOUT_MS, DEACTIVATE_TIMEOUT_MS, LOAD_TIMEOUT_MS, UNLOAD_TIMEOUT_MS};
+pub use state::{NodeState, NODE_PROBLEMS_MAX};
+
+use crate::lifecycle::{DesiredState, SliceState};
+use crate::records::{EndpointRecord, Record, RouteRecord, SliceRecord};
+use crate::write::KvWrite;
+use advance::{advance, Next};
+use kvstore::{AetherKey, Artifact, HttpMethod, Name, RoutePath};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// What the container reports for one artifact; absent from the map means the container does not hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerState {
+    Loading,
+    Loaded,
+    Activating,
+    Active,
+    Deactivating,
+    Unloading,
+    Failed { reason: String },
+}
+
+impl fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContainerState::Loading => f.write_str("loading"),
+            ContainerState::Loaded => f.write_str("loaded"),
+            ContainerState::Activating => f.write_str("activating"),
+            ContainerState::Active => f.write_str("active"),
+            ContainerState::Deactivating => f.write_str("deactivating"),
+            ContainerState::Unloading => f.write_str("unloading"),
+            ContainerState::Failed { reason } => write!(f, "failed ({reason})"),
+        }
+    }
+}
+
+/// What a loaded slice's descriptor declares: its HTTP routes and its callable methods.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SliceInfo {
+    /// `(HTTP method, path pattern, slice method)`.
+    pub routes: Vec<(HttpMethod, RoutePath, Name)>,
+    pub methods: Vec<Name>,
+}
+
+/// Something the runtime does to its container.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeAction {
+    /// Fetch and load the artifact (then report `Loaded` or `Failed`).
+    Load { artifact: Artifact, config: Map<String, Value> },
+    /// Start the loaded slice with its configuration (then report `Active` or `Failed`).
+    Activate { artifact: Artifact, config: Map<String, Value> },
+    /// Stop the slice, keeping it loaded (then report `Loaded` or `Failed`).
+    Deactivate { artifact: Artifact },
+    /// Stop if needed and unload (then drop it from the reported states).
+    Unload { artifact: Artifact },
+}
+
+/// What one [`step`] asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeOutput {
+    pub actions: Vec<NodeAction>,
+    pub writes: Vec<KvWrite>,
+    /// When to run [`step`] again if nothing changes before: the earliest timeout of a step in progress.
+    pub next_deadline_ms: Option<u64>,
+}
+
+/// This node's next actions and writes. See the module documentation.
+pub fn step(
+    state: &NodeState,
+    container: &BTreeMap<Artifact, ContainerState>,
+    slices: &BTreeMap<Artifact, SliceInfo>,
+    now_ms: u64,
+) -> NodeOutput {
+    let mut output = NodeOutput::default();
+    let mut after: BTreeMap<&Artifact, SliceRecord> = BTreeMap::new();
+    for (artifact, record) in &state.records {
+        let step = advance(artifact, &record.value, container.get(artifact), now_ms);
+        output.actions.extend(step.action);
+        let key = AetherKey::Slice { node: state.node.clone(), artifact: artifact.clone() };
+        match step.next {
+            Next::Stay => {
+                after.insert(artifact, record.value.clone());
+            }
+            Next::Write(next) => {
+                output.writes.push(KvWrite::Set { key, expected: Some(record.version), value: next.encode() });
+                after.insert(artifact, next);
+            }
+            Next::Remove => output.writes.push(KvWrite::Remove { key, expected: record.version }),
+        }
+    }
+    output.actions.extend(orphan_actions(state, container));
+    output.writes.extend(endpoint_writes(state, &after, slices));
+    output.writes.extend(route_writes(state, &after, slices));
+    output.next_deadline_ms = after.values().filter_map(deadline_ms).min();
+    output
+}
+
+fn serving(record: &SliceRecord) -> bool {
+    record.state == SliceState::Active && record.desired == DesiredState::Active
+}
+
+fn deadline_ms(record: &SliceRecord) -> Option<u64> {
+    timeout_ms(record.state).map(|limit_ms| record.since_ms.saturating_add(limit_ms).saturating_add(1))
+}
+
+/// Slices the container holds that no record of this node asks for.
+fn orphan_actions(state: &NodeState, container: &BTreeMap<Artifact, ContainerState>) -> Vec<NodeAction> {
+    let orphans = container.iter().filter(|(artifact, _)| !state.records.contains_key(*artifact));
+    let actions = orphans.filter_map(|(artifact, reported)| match reported {
+        ContainerState::Active => Some(NodeAction::Deactivate { artifact: artifact.clone() }),
+        ContainerState::Loaded | ContainerState::Failed { .. } => Some(NodeAction::Unload { artifact: artifact.clone() }),
+        _ => None,
+    });
+    actions.collect()
+}
+
+/// Creates the endpoints of serving records and removes every other endpoint of this node.
+fn endpoint_writes(
+    state: &NodeState,
+    after: &BTreeMap<&Artifact, SliceRecord>,
+    slices: &BTreeMap<Artifact, SliceInfo>,
+) -> Vec<KvWrite> {
+    let artifacts: BTreeSet<&Artifact> = after.keys().copied().chain(state.endpoints.keys()).collect();
+    let mut writes = Vec::new();
+    for artifact in artifacts {
+        let record = after.get(artifact).filter(|r| serving(r));
+        let wanted: BTreeSet<(&Name, u32)> = match (record, slices.get(artifact)) {
+            (Some(record), Some(info)) => info.methods.iter().map(|m| (m, record.instance)).collect(),
+            _ => BTreeSet::new(),
+        };
+        let existing = state.endpoints.get(artifact);
+        writes.extend(endpoint_changes(state, artifact, &wanted, existing));
+    }
+    writes
+}
+
+fn endpoint_changes(
+    state: &NodeState,
+    artifact: &Artifact,
+    wanted: &BTreeSet<(&Name, u32)>,
+    existing: Option<&BTreeMap<(Name, u32), kvstore::Revision>>,
+) -> Vec<KvWrite> {
+    let key = |method: &Name, instance: u32| AetherKey::Endpoint {
+        artifact: artifact.clone(),
+        method: method.clone(),
+        node: state.node.clone(),
+        instance,
+    };
+    let has = |method: &Name, instance: u32| existing.is_some_and(|e| e.contains_key(&(method.clone(), instance)));
+    let created = wanted.iter().filter(|(m, i)| !has(m, *i)).map(|(method, instance)| {
+        let value = EndpointRecord { node: state.node.clone(), instance: *instance }.encode();
+        KvWrite::Set { key: key(method, *instance), expected: None, value }
+    });
+    let mut writes: Vec<KvWrite> = created.collect();
+    let removed = existing.into_iter().flatten().filter(|((m, i), _)| !wanted.contains(&(m, *i)));
+    writes.extend(removed.map(|((method, instance), version)| KvWrite::Remove { key: key(method, *instance), expected: *version }));
+    writes
+}
+
+/// Creates the routes of serving records that nobody has registered yet.
+fn route_writes(
+    state: &NodeState,
+    after: &BTreeMap<&Artifact, SliceRecord>,
+    slices: &BTreeMap<Artifact, SliceInfo>,
+) -> Vec<KvWrite> {
+    let mut claimed: BTreeSet<(HttpMethod, &RoutePath)> = BTreeSet::new();
+    let mut writes = Vec::new();
+    for (artifact, _) in after.iter().filter(|(_, r)| serving(r)) {
+        let Some(info) = slices.get(*artifact) else { continue };
+        for (method, path, slice_method) in &info.routes {
+            if state.routes.contains_key(&(*method, path.clone())) || !claimed.insert((*method, path)) {
+                continue;
+            }
+            let value = RouteRecord { artifact: (*artifact).clone(), method: slice_method.clone() }.encode();
+            let key = AetherKey::Route { method: *method, path: path.clone() };
+            writes.push(KvWrite::Set { key, expected: None, value });
+        }
+    }
+    writes
+}

@@ -1,0 +1,249 @@
+//! The JSON values stored under the deployment keys, so operators can read them through the KV API.
+//!
+//! | key | value | written by |
+//! | --- | --- | --- |
+//! | `blueprints/{name}` | [`BlueprintRecord`]: the TOML text and its parsed form | management API |
+//! | `targets/{artifact}` | [`TargetRecord`]: instances, min_instances, owning blueprint, config, depends_on | leader |
+//! | `slices/{node}/{artifact}` | [`SliceRecord`]: desired (leader), state (node), since_ms, instance, error, config | leader and node |
+//! | `endpoints/{artifact}/{method}/{node}:{instance}` | [`EndpointRecord`]: node, instance | node; leader removes stale ones |
+//! | `routes/{METHOD}/{path}` | [`RouteRecord`]: artifact and slice method serving the route | node; leader removes stale ones |
+//!
+//! Examples:
+//!
+//! ```json
+//! {"blueprint":"shop","instances":2,"min_instances":1,"depends_on":["org.aether.examples:inventory:1.0.0"],"config":{"currency":"EUR"}}
+//! {"desired":"ACTIVE","state":"LOADING","since_ms":1700000000000,"instance":0,"error":null,"config":{"currency":"EUR"}}
+//! {"node":"node-1","instance":0}
+//! {"artifact":"org.aether.examples:orders:1.0.0","method":"place_order"}
+//! ```
+//!
+//! Decoding any bytes returns a value or a [`RecordError`], never panics. Unknown JSON fields are ignored, so
+//! a newer node can add fields that an older one still reads. A blueprint record is checked beyond its JSON
+//! shape: its TOML text is parsed again and must give the stored parsed form.
+
+use crate::blueprint::{self, Blueprint};
+use crate::lifecycle::{DesiredState, SliceState};
+use kvstore::{Artifact, Name, NodeId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Longest failure reason kept in a slice record, in bytes; longer ones are cut.
+pub const ERROR_BYTES_MAX: usize = 1024;
+
+/// A stored value that is not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    /// Which record kind was expected (`"slice record"`).
+    pub record: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.record, self.reason)
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// JSON encoding shared by every record.
+pub trait Record: Serialize + DeserializeOwned {
+    /// Names the record kind in errors.
+    const KIND: &'static str;
+
+    fn encode(&self) -> Vec<u8> {
+        // Records hold strings, integers and string-keyed maps only, which always serialize.
+        serde_json::to_vec(self).expect("records serialize infallibly")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        serde_json::from_slice(bytes).map_err(|e| RecordError { record: Self::KIND, reason: e.to_string() })
+    }
+}
+
+/// `blueprints/{name}`: what the operator submitted, and what it means.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlueprintRecord {
+    /// The TOML text as submitted.
+    pub toml: String,
+    pub blueprint: Blueprint,
+}
+
+impl Record for BlueprintRecord {
+    const KIND: &'static str = "blueprint record";
+
+    fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let record: BlueprintRecord =
+            serde_json::from_slice(bytes).map_err(|e| RecordError { record: Self::KIND, reason: e.to_string() })?;
+        let reparsed = blueprint::parse(&record.toml, &|_| true)
+            .map_err(|e| RecordError { record: Self::KIND, reason: format!("stored TOML: {e}") })?;
+        if reparsed != record.blueprint {
+            let reason = "the parsed form does not match the stored TOML".to_owned();
+            return Err(RecordError { record: Self::KIND, reason });
+        }
+        Ok(record)
+    }
+}
+
+/// `targets/{artifact}`: how many instances of one artifact the cluster should run, derived by the leader from
+/// the blueprint that owns the artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetRecord {
+    #[serde(with = "crate::text")]
+    pub blueprint: Name,
+    pub instances: u32,
+    pub min_instances: u32,
+    #[serde(with = "crate::text::seq")]
+    pub depends_on: Vec<Artifact>,
+    pub config: Map<String, Value>,
+}
+
+impl Record for TargetRecord {
+    const KIND: &'static str = "target record";
+}
+
+/// `slices/{node}/{artifact}`: one instance of a slice on one node.
+///
+/// The leader creates the record (`state` LOAD) and afterwards only changes `desired`; the node moves `state`
+/// along the lifecycle towards `desired`, and removes the record once the slice is unloaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliceRecord {
+    pub desired: DesiredState,
+    pub state: SliceState,
+    /// When `state` was entered, in milliseconds of the writer's clock.
+    pub since_ms: u64,
+    /// Instance number, unique among the artifact's records; part of the endpoint keys.
+    pub instance: u32,
+    /// Why the slice failed; kept through UNLOAD so operators can read it until the record goes.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The slice's configuration, copied from its target when the record was placed.
+    #[serde(default)]
+    pub config: Map<String, Value>,
+}
+
+impl Record for SliceRecord {
+    const KIND: &'static str = "slice record";
+}
+
+impl SliceRecord {
+    /// The record moved to `state` at `now_ms`.
+    pub fn entering(&self, state: SliceState, now_ms: u64) -> SliceRecord {
+        SliceRecord { state, since_ms: now_ms, ..self.clone() }
+    }
+
+    /// The record moved to FAILED with `reason` (cut to [`ERROR_BYTES_MAX`]).
+    pub fn failing(&self, reason: &str, now_ms: u64) -> SliceRecord {
+        SliceRecord { error: Some(cut(reason, ERROR_BYTES_MAX)), ..self.entering(SliceState::Failed, now_ms) }
+    }
+}
+
+fn cut(text: &str, bytes_max: usize) -> String {
+    if text.len() <= bytes_max {
+        return text.to_owned();
+    }
+    let end = (0..=bytes_max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    format!("{}...", &text[..end])
+}
+
+/// `endpoints/{artifact}/{method}/{node}:{instance}`: a callable slice method instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    #[serde(with = "crate::text")]
+    pub node: NodeId,
+    pub instance: u32,
+}
+
+impl Record for EndpointRecord {
+    const KIND: &'static str = "endpoint record";
+}
+
+/// `routes/{METHOD}/{path}`: which artifact and slice method serve an HTTP route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRecord {
+    #[serde(with = "crate::text")]
+    pub artifact: Artifact,
+    #[serde(with = "crate::text")]
+    pub method: Name,
+}
+
+impl Record for RouteRecord {
+    const KIND: &'static str = "route record";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice_record() -> SliceRecord {
+        SliceRecord {
+            desired: DesiredState::Active,
+            state: SliceState::Loading,
+            since_ms: 42,
+            instance: 1,
+            error: None,
+            config: Map::new(),
+        }
+    }
+
+    #[test]
+    fn slice_records_have_the_documented_shape() {
+        let json: Value = serde_json::from_slice(&slice_record().encode()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"desired": "ACTIVE", "state": "LOADING", "since_ms": 42, "instance": 1,
+                "error": null, "config": {}})
+        );
+    }
+
+    #[test]
+    fn every_record_round_trips() {
+        let record = slice_record().failing("boom", 50);
+        assert_eq!(SliceRecord::decode(&record.encode()).unwrap(), record);
+        let endpoint = EndpointRecord { node: NodeId::parse("node-1").unwrap(), instance: 3 };
+        assert_eq!(EndpointRecord::decode(&endpoint.encode()).unwrap(), endpoint);
+        let route = RouteRecord { artifact: Artifact::parse("g:a:1.0.0").unwrap(), method: Name::parse("get").unwrap() };
+        assert_eq!(RouteRecord::decode(&route.encode()).unwrap(), route);
+        let target = TargetRecord {
+            blueprint: Name::parse("shop").unwrap(),
+            instances: 2,
+            min_instances: 1,
+            depends_on: vec![Artifact::parse("g:b:1.0.0").unwrap()],
+            config: Map::new(),
+        };
+        assert_eq!(TargetRecord::decode(&target.encode()).unwrap(), target);
+    }
+
+    #[test]
+    fn blueprint_records_are_checked_against_their_text() {
+        let toml = "name = \"shop\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\n".to_owned();
+        let blueprint = blueprint::parse(&toml, &|_| true).unwrap();
+        let record = BlueprintRecord { toml: toml.clone(), blueprint: blueprint.clone() };
+        assert_eq!(BlueprintRecord::decode(&record.encode()).unwrap(), record);
+        let mut tampered = blueprint;
+        tampered.slices[0].instances = 7;
+        let bad = BlueprintRecord { toml, blueprint: tampered };
+        assert!(BlueprintRecord::decode(&bad.encode()).is_err());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [&b""[..], b"{", b"null", b"[]", b"{\"desired\":\"SOON\"}", b"\xff\xfe"] {
+            assert!(SliceRecord::decode(bytes).is_err());
+            assert!(BlueprintRecord::decode(bytes).is_err());
+            assert!(RouteRecord::decode(bytes).is_err());
+        }
+        let bad_artifact = br#"{"artifact":"nope","method":"get"}"#;
+        assert!(RouteRecord::decode(bad_artifact).unwrap_err().reason.contains("artifact"));
+    }
+
+    #[test]
+    fn long_errors_are_cut_on_a_char_boundary() {
+        let record = slice_record().failing(&"é".repeat(ERROR_BYTES_MAX), 1);
+        let error = record.error.unwrap();
+        assert!(error.len() <= ERROR_BYTES_MAX + 3);
+        assert!(error.ends_with("..."));
+    }
+}
