@@ -1,0 +1,173 @@
+//! A tiny in-process cluster for deployment tests: the real kvstore state machine, the leader's reconcile,
+//! every node's step, and fake containers that finish each action at once (or fail chosen activations).
+
+#![allow(dead_code)]
+
+use control::blueprint;
+use control::cluster::{self, ClusterState};
+use control::lifecycle::{DesiredState, SliceState};
+use control::node::{self, ContainerState, NodeAction, NodeState, SliceInfo};
+use control::records::{BlueprintRecord, Record};
+use control::write::KvWrite;
+use kvstore::{AetherKey, ApplyResult, Artifact, Command, HttpMethod, KvState, Name, NodeId, RoutePath};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most rounds [`Sim::settle`] runs before declaring that the cluster does not converge.
+pub const SETTLE_ROUNDS_MAX: usize = 1000;
+/// Simulated time per round.
+pub const ROUND_MS: u64 = 100;
+
+pub struct Sim {
+    pub kv: KvState,
+    /// Live nodes and what their containers hold.
+    pub containers: BTreeMap<NodeId, BTreeMap<Artifact, ContainerState>>,
+    pub now_ms: u64,
+    pub infos: BTreeMap<Artifact, SliceInfo>,
+    /// Artifacts whose activation fails in every container.
+    pub broken: BTreeSet<Artifact>,
+}
+
+pub fn node(i: usize) -> NodeId {
+    NodeId::parse(&format!("node-{i}")).unwrap()
+}
+
+pub fn artifact(s: &str) -> Artifact {
+    Artifact::parse(s).unwrap()
+}
+
+/// What a test slice declares: one method `call` and the route `GET /{artifact id}`.
+pub fn info_of(artifact: &Artifact) -> SliceInfo {
+    let path = RoutePath::parse(&format!("/{}", artifact.base().artifact())).unwrap();
+    let call = Name::parse("call").unwrap();
+    SliceInfo { routes: vec![(HttpMethod::Get, path, call.clone())], methods: vec![call] }
+}
+
+impl Sim {
+    pub fn new(nodes: usize) -> Self {
+        Sim {
+            kv: KvState::new(),
+            containers: (0..nodes).map(|i| (node(i), BTreeMap::new())).collect(),
+            now_ms: 1_000_000,
+            infos: BTreeMap::new(),
+            broken: BTreeSet::new(),
+        }
+    }
+
+    pub fn live(&self) -> Vec<NodeId> {
+        self.containers.keys().cloned().collect()
+    }
+
+    pub fn state(&self) -> ClusterState {
+        ClusterState::from_entries(self.kv.list(""))
+    }
+
+    /// Applies writes in order; returns how many changed the store.
+    pub fn apply(&mut self, writes: &[KvWrite]) -> usize {
+        let results = writes.iter().map(|w| self.kv.apply_command(w.to_command(), &mut |_| {}));
+        results.filter(|r| matches!(r, ApplyResult::Ok { .. })).count()
+    }
+
+    pub fn submit(&mut self, toml: &str) {
+        let parsed = blueprint::parse(toml, &|_| true).unwrap();
+        for spec in &parsed.slices {
+            self.infos.insert(spec.artifact.clone(), info_of(&spec.artifact));
+        }
+        let key = AetherKey::Blueprint { name: parsed.name.clone() };
+        let value = BlueprintRecord { toml: toml.to_owned(), blueprint: parsed }.encode();
+        self.kv.apply_command(Command::Put { key, value }, &mut |_| {});
+    }
+
+    pub fn delete(&mut self, name: &str) {
+        let key = AetherKey::Blueprint { name: Name::parse(name).unwrap() };
+        self.kv.apply_command(Command::Remove { key }, &mut |_| {});
+    }
+
+    /// One leader pass; returns the writes it asked for.
+    pub fn leader(&mut self) -> Vec<KvWrite> {
+        let writes = cluster::reconcile(&self.state(), &self.live(), self.now_ms);
+        self.apply(&writes);
+        writes
+    }
+
+    /// One step of `node`; returns how many writes and actions it produced.
+    pub fn node_step(&mut self, id: &NodeId) -> usize {
+        let Some(container) = self.containers.get(id) else { return 0 };
+        let view = NodeState::from_entries(id.clone(), self.kv.list(""));
+        let output = node::step(&view, container, &self.infos, self.now_ms);
+        self.apply(&output.writes);
+        for action in &output.actions {
+            self.perform(id, action);
+        }
+        output.writes.len() + output.actions.len()
+    }
+
+    fn perform(&mut self, id: &NodeId, action: &NodeAction) {
+        let broken = &self.broken;
+        let Some(container) = self.containers.get_mut(id) else { return };
+        match action {
+            NodeAction::Load { artifact, .. } => {
+                container.insert(artifact.clone(), ContainerState::Loaded);
+            }
+            NodeAction::Activate { artifact, .. } if broken.contains(artifact) => {
+                container.insert(artifact.clone(), ContainerState::Failed { reason: "start failed".into() });
+            }
+            NodeAction::Activate { artifact, .. } => {
+                container.insert(artifact.clone(), ContainerState::Active);
+            }
+            NodeAction::Deactivate { artifact } => {
+                container.insert(artifact.clone(), ContainerState::Loaded);
+            }
+            NodeAction::Unload { artifact } => {
+                container.remove(artifact);
+            }
+        }
+    }
+
+    /// One round: the leader, then every live node; returns how much happened.
+    pub fn round(&mut self) -> usize {
+        let mut activity = self.leader().len();
+        for id in self.live() {
+            activity += self.node_step(&id);
+        }
+        self.now_ms += ROUND_MS;
+        activity
+    }
+
+    /// Runs rounds until nothing happens and no record waits in FAILED; panics if that never comes.
+    pub fn settle(&mut self) {
+        for _ in 0..SETTLE_ROUNDS_MAX {
+            if self.round() == 0 && !self.any_failed() {
+                return;
+            }
+        }
+        panic!("no convergence after {SETTLE_ROUNDS_MAX} rounds: {:#?}", self.state().slices);
+    }
+
+    fn any_failed(&self) -> bool {
+        self.state().slices.values().flat_map(|by_node| by_node.values()).any(|r| r.value.state == SliceState::Failed)
+    }
+
+    pub fn kill(&mut self, id: &NodeId) {
+        self.containers.remove(id);
+    }
+
+    /// Starts (or restarts) `id` with an empty container.
+    pub fn start(&mut self, id: NodeId) {
+        self.containers.insert(id, BTreeMap::new());
+    }
+
+    /// Nodes with an ACTIVE, wanted ACTIVE record of `artifact`.
+    pub fn active_nodes(&self, artifact: &Artifact) -> Vec<NodeId> {
+        let state = self.state();
+        let by_node = state.slices.get(artifact).cloned().unwrap_or_default();
+        let active = by_node.into_iter().filter(|(_, r)| {
+            r.value.state == SliceState::Active && r.value.desired == DesiredState::Active
+        });
+        active.map(|(node, _)| node).collect()
+    }
+
+    /// Every key of a namespace, as strings.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.kv.list(prefix).map(|e| e.key().to_string()).collect()
+    }
+}
