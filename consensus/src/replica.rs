@@ -451,10 +451,11 @@ impl Replica {
 
     /// Advances the current slot's agreement and commits its outcome once known.
     fn drive(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let was_exhausted = self.agreement.exhausted;
         let mut messages = Vec::new();
         self.agreement.advance(&self.config, &mut messages);
         broadcast_all(messages, out);
-        if self.agreement.exhausted {
+        if self.agreement.exhausted && !was_exhausted {
             self.stats.exhausted_slots += 1;
         }
         let Some(outcome) = self.agreement.take_outcome() else {

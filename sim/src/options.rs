@@ -16,13 +16,30 @@ pub struct Faults {
     pub partition: bool,
     pub crash: bool,
     pub skew: bool,
+    /// A scheduler that knows the common coin and delays states and votes that agree with it, trying
+    /// to keep replicas split (the coin is a keyed hash, but the simulator holds the key).
+    pub adversary: bool,
 }
 
 impl Faults {
-    pub const ALL: Faults =
-        Faults { loss: true, duplication: true, delay: true, partition: true, crash: true, skew: true };
-    pub const NONE: Faults =
-        Faults { loss: false, duplication: false, delay: false, partition: false, crash: false, skew: false };
+    pub const ALL: Faults = Faults {
+        loss: true,
+        duplication: true,
+        delay: true,
+        partition: true,
+        crash: true,
+        skew: true,
+        adversary: true,
+    };
+    pub const NONE: Faults = Faults {
+        loss: false,
+        duplication: false,
+        delay: false,
+        partition: false,
+        crash: false,
+        skew: false,
+        adversary: false,
+    };
 
     pub fn parse(text: &str) -> Result<Faults, String> {
         let mut faults = Faults::NONE;
@@ -36,9 +53,10 @@ impl Faults {
                 "partition" => faults.partition = true,
                 "crash" => faults.crash = true,
                 "skew" => faults.skew = true,
+                "adversary" => faults.adversary = true,
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, all, none)"
+                        "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, adversary, all, none)"
                     ))
                 }
             }
@@ -54,6 +72,7 @@ impl Faults {
             (self.partition, "partition"),
             (self.crash, "crash"),
             (self.skew, "skew"),
+            (self.adversary, "adversary"),
         ];
         let names: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
         if names.is_empty() {

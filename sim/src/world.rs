@@ -14,7 +14,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use consensus::{
-    decode_message, encode_message, ClientCommand, Command, CommandId, Config, Decision, Input, Message, Output,
+    coin, decode_message, encode_message, ClientCommand, Command, CommandId, Config, Decision, Input, Message, Output,
     Replica, ReplicaId, Slot, TimerKind,
 };
 
@@ -97,7 +97,16 @@ pub struct RunReport {
     pub crashes: u64,
     pub null_slots: u64,
     pub phases_max: u32,
+    /// Over the replicas alive at the end: phases summed over the slots they decided by voting.
+    pub phases_total: u64,
+    pub slots_by_vote: u64,
+    pub null_run_longest: u64,
     pub snapshots_installed: u64,
+    /// From the end of the faulty phase to the last operation's response.
+    pub heal_to_done_ms: u64,
+    /// The longest any operation waited for its response counted from when faults stopped (or from its
+    /// invocation, if later): the liveness figure.
+    pub op_wait_after_heal_ms_max: u64,
     pub end_ms: u64,
 }
 
@@ -322,8 +331,9 @@ impl World {
             return;
         }
         let copies = if faulty && self.net_rng.chance(self.options.duplicate_permille) { 2 } else { 1 };
+        let held_back_us = if faulty { self.adversary_hold_us(&message) } else { 0 };
         for _ in 0..copies {
-            let delay_us = self.draw_delay_us(faulty);
+            let delay_us = self.draw_delay_us(faulty) + held_back_us;
             let payload = if self.options.codec {
                 Payload::Bytes(encode_message(&message))
             } else {
@@ -331,6 +341,23 @@ impl World {
             };
             self.schedule(self.now_us + delay_us, Event::Deliver { from, to, payload });
         }
+    }
+
+    /// The coin-aware scheduler: states and votes that agree with the coin of their (slot, phase) arrive
+    /// late, so replicas tend to see the values the coin would not pick and stay split.
+    fn adversary_hold_us(&mut self, message: &Message) -> u64 {
+        if !self.options.faults.adversary {
+            return 0;
+        }
+        let (slot, phase, value) = match message {
+            Message::State { slot, phase, value, .. } => (*slot, *phase, Some(*value)),
+            Message::Vote { slot, phase, vote, .. } => (*slot, *phase, *vote),
+            _ => return 0,
+        };
+        if value.is_some_and(|v| v == coin(coin_seed(&self.options), slot, phase)) {
+            return self.net_rng.between(self.options.delay_us_max, 4 * self.options.delay_us_max);
+        }
+        0
     }
 
     fn draw_delay_us(&mut self, faulty: bool) -> u64 {
@@ -588,6 +615,17 @@ impl World {
         self.violate(ViolationKind::Liveness, detail);
     }
 
+    fn op_wait_after_heal_ms_max(&self) -> u64 {
+        let Some(healed_at_us) = self.healed_at_us else {
+            return 0;
+        };
+        let waits = self.history.iter().filter_map(|h| {
+            let (answered_us, _) = h.response?;
+            (answered_us > healed_at_us).then(|| answered_us - h.invoke_us.max(healed_at_us))
+        });
+        waits.max().unwrap_or(0) / 1000
+    }
+
     fn finish(mut self) -> RunReport {
         let mut found = Vec::new();
         check::validity(&self.decided, &self.submitted, &mut found);
@@ -597,6 +635,7 @@ impl World {
             self.violate(violation.kind, violation.detail);
         }
         let stats: Vec<_> = self.nodes.iter().map(|n| n.core.stats().clone()).collect();
+        let op_wait_ms_max = self.op_wait_after_heal_ms_max();
         RunReport {
             violations: self.violations,
             slots_decided: self.decided.len() as u64,
@@ -605,11 +644,23 @@ impl World {
             crashes: self.crashes,
             null_slots: self.decided.values().filter(|(_, ids)| ids.is_none()).count() as u64,
             phases_max: stats.iter().map(|s| s.phases_max).max().unwrap_or(0),
+            phases_total: stats.iter().map(|s| s.phases_total).sum(),
+            slots_by_vote: stats.iter().map(|s| s.slots_by_vote).sum(),
+            null_run_longest: stats.iter().map(|s| s.null_run_longest).max().unwrap_or(0),
+            op_wait_after_heal_ms_max: op_wait_ms_max,
+            heal_to_done_ms: match (self.healed_at_us, self.all_done_at_us) {
+                (Some(healed), Some(done)) => done.saturating_sub(healed) / 1000,
+                _ => 0,
+            },
             snapshots_installed: self.snapshots_installed,
             end_ms: self.now_us / 1000,
             options: self.options,
         }
     }
+}
+
+fn coin_seed(options: &Options) -> u64 {
+    options.seed.rotate_left(17) ^ 0xC011
 }
 
 fn timer_index(kind: TimerKind) -> usize {
@@ -620,7 +671,7 @@ fn timer_index(kind: TimerKind) -> usize {
 }
 
 fn replica_config(options: &Options, id: u8) -> Config {
-    let mut config = Config::new(options.replicas, ReplicaId(id), options.seed.rotate_left(17) ^ 0xC011);
+    let mut config = Config::new(options.replicas, ReplicaId(id), coin_seed(options));
     config.batch_commands_max = options.batch_commands_max;
     config.propose_delay_ms = options.propose_delay_ms;
     config.queue_commands_max = options.queue_commands_max;

@@ -84,6 +84,11 @@ struct Totals {
     crashes: u64,
     snapshots: u64,
     phases_max: u32,
+    phases_total: u64,
+    slots_by_vote: u64,
+    null_run_longest: u64,
+    heal_to_done_ms_max: u64,
+    op_wait_ms_max: u64,
     sim_ms: u64,
 }
 
@@ -118,10 +123,15 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
     totals.crashes += report.crashes;
     totals.snapshots += report.snapshots_installed;
     totals.phases_max = totals.phases_max.max(report.phases_max);
+    totals.phases_total += report.phases_total;
+    totals.slots_by_vote += report.slots_by_vote;
+    totals.null_run_longest = totals.null_run_longest.max(report.null_run_longest);
+    totals.heal_to_done_ms_max = totals.heal_to_done_ms_max.max(report.heal_to_done_ms);
+    totals.op_wait_ms_max = totals.op_wait_ms_max.max(report.op_wait_after_heal_ms_max);
     totals.sim_ms += report.end_ms;
     if verbose {
         println!(
-            "seed {} n={}: {} slots ({} null), {} ops, {} crashes, {} snapshots, max phase {}, {} ms",
+            "seed {} n={}: {} slots ({} null), {} ops, {} crashes, {} snapshots, max phase {}, longest wait after faults {} ms, {} ms",
             report.options.seed,
             report.options.replicas,
             report.slots_decided,
@@ -130,6 +140,7 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
             report.crashes,
             report.snapshots_installed,
             report.phases_max,
+            report.op_wait_after_heal_ms_max,
             report.end_ms
         );
     }
@@ -147,15 +158,19 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
 
 fn print_totals(totals: &Totals, wall_s: f64) {
     println!(
-        "{} seeds, {} failed; {} slots decided ({:.1}% null), {} operations, {} crashes, {} snapshot installs, max phase {}, {:.0} s simulated in {:.1} s",
+        "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), {:.2} phases per voted slot (max {}), {} operations, {} crashes, {} snapshot installs; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
         totals.seeds,
         totals.failed,
         totals.slots,
         100.0 * totals.null_slots as f64 / totals.slots.max(1) as f64,
+        totals.null_run_longest,
+        totals.phases_total as f64 / totals.slots_by_vote.max(1) as f64,
+        totals.phases_max,
         totals.ops,
         totals.crashes,
         totals.snapshots,
-        totals.phases_max,
+        totals.op_wait_ms_max,
+        totals.heal_to_done_ms_max,
         totals.sim_ms as f64 / 1000.0,
         wall_s
     );
