@@ -15,7 +15,12 @@
 //! proposed yet), then runs Rabia's randomized binary agreement on "a majority proposed the same batch":
 //! decided 1 applies that batch, decided 0 is a null slot and the commands stay queued. Slots are decided
 //! one at a time, in order (no pipelining). Fault-free with equal heads this is three message delays per
-//! slot: proposal, state, vote.
+//! slot: proposal, state, vote. States and votes for 1 carry a 64-bit digest of the majority batch, so a
+//! replica that decides 1 without having seen a majority of identical proposals can still pick the batch
+//! out of the proposals it holds (its proposers may have restarted and forgotten it).
+//!
+//! A decided slot is never revisited; once decided, a replica moves on and answers peers still working on
+//! that slot with the decision (catch-up), rather than with further votes.
 //!
 //! # Loss, duplication, reordering
 //! Peers' messages are recorded first-come per (peer, slot, phase, round); duplicates and settled slots

@@ -395,7 +395,7 @@ impl Replica {
             }
             _ => None,
         };
-        self.propose(now_ms, adopted, out);
+        self.propose(adopted, out);
         self.drive(now_ms, out);
     }
 
@@ -415,7 +415,7 @@ impl Replica {
             return;
         }
         if self.config.propose_delay_ms == 0 {
-            self.propose(now_ms, None, out);
+            self.propose(None, out);
             self.drive(now_ms, out);
             return;
         }
@@ -429,14 +429,14 @@ impl Replica {
     fn on_propose_timer(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         self.propose_armed = false;
         if !self.queue.is_empty() {
-            self.propose(now_ms, None, out);
+            self.propose(None, out);
             self.drive(now_ms, out);
         }
     }
 
     /// Proposes once per slot: a peer's non-empty proposal when one triggered us (so heads converge),
     /// otherwise the head of our queue (possibly empty).
-    fn propose(&mut self, _now_ms: u64, adopted: Option<Vec<Command>>, out: &mut Vec<Output>) {
+    fn propose(&mut self, adopted: Option<Vec<Command>>, out: &mut Vec<Output>) {
         if self.is_recovering() || self.agreement.has_proposed() || self.agreement.exhausted {
             return;
         }
