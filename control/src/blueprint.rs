@@ -274,7 +274,12 @@ fn parse_dependencies(index: usize, slice: &RawSlice, lines: &Lines) -> Result<V
     let mut depends_on: Vec<Artifact> = Vec::with_capacity(slice.depends_on.len().min(DEPENDENCIES_MAX));
     for (i, raw) in slice.depends_on.iter().enumerate() {
         let at = |reason: String| {
-            error(BlueprintErrorKind::InvalidValue, lines.of(raw.span().start), format!("slices[{index}].depends_on[{i}]"), reason)
+            error(
+                BlueprintErrorKind::InvalidValue,
+                lines.of(raw.span().start),
+                format!("slices[{index}].depends_on[{i}]"),
+                reason,
+            )
         };
         if i == DEPENDENCIES_MAX {
             return Err(at(format!("more than {DEPENDENCIES_MAX} dependencies")));
@@ -292,7 +297,12 @@ fn parse_config(index: usize, slice: &RawSlice, lines: &Lines) -> Result<Map<Str
     let mut config = Map::new();
     for (i, (key, raw)) in slice.config.iter().enumerate() {
         let at = |reason: String| {
-            error(BlueprintErrorKind::InvalidValue, lines.of(raw.span().start), format!("slices[{index}].config.{key}"), reason)
+            error(
+                BlueprintErrorKind::InvalidValue,
+                lines.of(raw.span().start),
+                format!("slices[{index}].config.{key}"),
+                reason,
+            )
         };
         if i == CONFIG_ENTRIES_MAX {
             return Err(at(format!("more than {CONFIG_ENTRIES_MAX} config entries")));
@@ -379,7 +389,8 @@ struct OrderWalk<'a> {
 
 fn dependency_order(slices: &[Located]) -> Result<Vec<Artifact>, BlueprintError> {
     let index_of = slices.iter().enumerate().map(|(i, s)| (&s.spec.artifact, i)).collect();
-    let mut walk = OrderWalk { slices, index_of, marks: vec![Mark::New; slices.len()], path: Vec::new(), order: Vec::new() };
+    let mut walk =
+        OrderWalk { slices, index_of, marks: vec![Mark::New; slices.len()], path: Vec::new(), order: Vec::new() };
     for i in 0..slices.len() {
         walk.visit(i)?;
     }
@@ -411,7 +422,8 @@ impl OrderWalk<'_> {
     /// The error for the edge `from -> to` (entry `d` of `from`'s `depends_on`) closing a loop.
     fn cycle(&self, from: usize, d: usize, to: usize) -> BlueprintError {
         let start = self.path.iter().position(|&p| p == to).unwrap_or(0);
-        let mut names: Vec<String> = self.path[start..].iter().map(|&p| self.slices[p].spec.artifact.to_string()).collect();
+        let mut names: Vec<String> =
+            self.path[start..].iter().map(|&p| self.slices[p].spec.artifact.to_string()).collect();
         names.push(self.slices[to].spec.artifact.to_string());
         let slice = &self.slices[from];
         let reason = format!("dependency cycle: {}", names.join(" -> "));

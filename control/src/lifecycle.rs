@@ -85,14 +85,20 @@ impl fmt::Display for SliceState {
 /// True when a record may go from `from` to `to` in one write.
 pub fn can_transition(from: SliceState, to: SliceState) -> bool {
     use SliceState::*;
-    match (from, to) {
-        (Load, Loading) | (Loading, Loaded) => true,
-        (Loaded, Activate) | (Activate, Activating) | (Activating, Active) => true,
-        (Active, Deactivate) | (Deactivate, Deactivating) | (Deactivating, Loaded) => true,
-        (Loaded, Unload) | (Failed, Unload) | (Unload, Unloading) => true,
-        (Loading | Activating | Active | Deactivating | Unloading, Failed) => true,
-        _ => false,
-    }
+    matches!(
+        (from, to),
+        (Load, Loading)
+            | (Loading, Loaded)
+            | (Loaded, Activate)
+            | (Activate, Activating)
+            | (Activating, Active)
+            | (Active, Deactivate)
+            | (Deactivate, Deactivating)
+            | (Deactivating, Loaded)
+            | (Loaded | Failed, Unload)
+            | (Unload, Unloading)
+            | (Loading | Activating | Active | Deactivating | Unloading, Failed)
+    )
 }
 
 /// The leader's goal for one slice record.

@@ -204,7 +204,8 @@ mod tests {
         assert_eq!(SliceRecord::decode(&record.encode()).unwrap(), record);
         let endpoint = EndpointRecord { node: NodeId::parse("node-1").unwrap(), instance: 3 };
         assert_eq!(EndpointRecord::decode(&endpoint.encode()).unwrap(), endpoint);
-        let route = RouteRecord { artifact: Artifact::parse("g:a:1.0.0").unwrap(), method: Name::parse("get").unwrap() };
+        let route =
+            RouteRecord { artifact: Artifact::parse("g:a:1.0.0").unwrap(), method: Name::parse("get").unwrap() };
         assert_eq!(RouteRecord::decode(&route.encode()).unwrap(), route);
         let target = TargetRecord {
             blueprint: Name::parse("shop").unwrap(),

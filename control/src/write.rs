@@ -65,7 +65,10 @@ mod tests {
     fn writes_map_to_conditional_commands() {
         let key: AetherKey = "targets/g:a:1.0.0".parse().unwrap();
         let set = KvWrite::Set { key: key.clone(), expected: None, value: b"{}".to_vec() };
-        assert_eq!(set.to_command(), Command::CompareAndSet { key: key.clone(), expected: None, value: b"{}".to_vec() });
+        assert_eq!(
+            set.to_command(),
+            Command::CompareAndSet { key: key.clone(), expected: None, value: b"{}".to_vec() }
+        );
         let remove = KvWrite::Remove { key: key.clone(), expected: Revision(4) };
         assert_eq!(remove.to_command(), Command::CompareAndRemove { key, expected: Revision(4) });
     }

@@ -55,7 +55,10 @@ pub fn wanted_targets(state: &ClusterState) -> Wanted {
         for artifact in &blueprint.value.blueprint.order {
             let Some(spec) = blueprint.value.blueprint.slice(artifact) else { continue };
             if let Some(owner) = wanted.targets.get(artifact) {
-                log::warn!("blueprint {name}: {artifact} is already deployed by blueprint {}; ignored", owner.blueprint);
+                log::warn!(
+                    "blueprint {name}: {artifact} is already deployed by blueprint {}; ignored",
+                    owner.blueprint
+                );
                 continue;
             }
             let target = TargetRecord {

@@ -52,7 +52,8 @@ impl<'a> Pass<'a> {
     }
 
     fn retire_surplus(&mut self, artifact: &'a Artifact, mut serving: Vec<Placed<'a>>, instances: usize) {
-        serving.sort_by_key(|(node, r)| (r.value.state == SliceState::Active, std::cmp::Reverse(r.value.instance), *node));
+        serving
+            .sort_by_key(|(node, r)| (r.value.state == SliceState::Active, std::cmp::Reverse(r.value.instance), *node));
         let surplus = serving.len() - instances;
         for (node, record) in serving.into_iter().take(surplus) {
             self.retire(artifact, node, record);

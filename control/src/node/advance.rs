@@ -112,8 +112,12 @@ impl At<'_> {
             }
             Some(ContainerState::Loaded) => self.enter(SliceState::Loading, None),
             // Left over from an earlier record of this artifact: clear it out first.
-            Some(ContainerState::Active) => Step { action: Some(NodeAction::Deactivate { artifact }), next: Next::Stay },
-            Some(ContainerState::Failed { .. }) => Step { action: Some(NodeAction::Unload { artifact }), next: Next::Stay },
+            Some(ContainerState::Active) => {
+                Step { action: Some(NodeAction::Deactivate { artifact }), next: Next::Stay }
+            }
+            Some(ContainerState::Failed { .. }) => {
+                Step { action: Some(NodeAction::Unload { artifact }), next: Next::Stay }
+            }
             Some(_) => Step::stay(),
         }
     }

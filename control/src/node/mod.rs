@@ -135,7 +135,9 @@ fn orphan_actions(state: &NodeState, container: &BTreeMap<Artifact, ContainerSta
     let orphans = container.iter().filter(|(artifact, _)| !state.records.contains_key(*artifact));
     let actions = orphans.filter_map(|(artifact, reported)| match reported {
         ContainerState::Active => Some(NodeAction::Deactivate { artifact: artifact.clone() }),
-        ContainerState::Loaded | ContainerState::Failed { .. } => Some(NodeAction::Unload { artifact: artifact.clone() }),
+        ContainerState::Loaded | ContainerState::Failed { .. } => {
+            Some(NodeAction::Unload { artifact: artifact.clone() })
+        }
         _ => None,
     });
     actions.collect()
@@ -180,7 +182,10 @@ fn endpoint_changes(
     });
     let mut writes: Vec<KvWrite> = created.collect();
     let removed = existing.into_iter().flatten().filter(|((m, i), _)| !wanted.contains(&(m, *i)));
-    writes.extend(removed.map(|((method, instance), version)| KvWrite::Remove { key: key(method, *instance), expected: *version }));
+    writes.extend(
+        removed
+            .map(|((method, instance), version)| KvWrite::Remove { key: key(method, *instance), expected: *version }),
+    );
     writes
 }
 

@@ -160,9 +160,9 @@ impl Sim {
     pub fn active_nodes(&self, artifact: &Artifact) -> Vec<NodeId> {
         let state = self.state();
         let by_node = state.slices.get(artifact).cloned().unwrap_or_default();
-        let active = by_node.into_iter().filter(|(_, r)| {
-            r.value.state == SliceState::Active && r.value.desired == DesiredState::Active
-        });
+        let active = by_node
+            .into_iter()
+            .filter(|(_, r)| r.value.state == SliceState::Active && r.value.desired == DesiredState::Active);
         active.map(|(node, _)| node).collect()
     }
 
