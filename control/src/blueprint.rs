@@ -643,3 +643,62 @@ depends_on = ["org.aether.examples:inventory:1.0.0"]
         assert_eq!(bp.order, vec![art("g:a:1.0.0"), art("g:b:1.0.0"), art("g:c:1.0.0")]);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn slices_text(count: usize) -> String {
+        let mut text = "name = \"shop\"\n".to_owned();
+        for i in 0..count {
+            text += &format!("\n[[slices]]\nartifact = \"g:s{i}:1.0.0\"\ninstances = 1\n");
+        }
+        text
+    }
+
+    /// The 1-based line of slice `i`'s `instances` line in [`slices_text`].
+    fn instances_line(i: usize) -> usize {
+        1 + 4 * i + 4
+    }
+
+    proptest! {
+        #[test]
+        fn random_text_never_panics(text in "\\PC{0,400}") {
+            let _ = parse(&text, &|_| true);
+        }
+
+        #[test]
+        fn mangled_blueprints_never_panic(cut in 0usize..300, insert in "[\\[\\]=\"a-z0-9 \n.:,{}-]{0,12}") {
+            let text = slices_text(3);
+            let at = (0..=cut.min(text.len())).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let mangled = format!("{}{}{}", &text[..at], insert, &text[at..]);
+            let _ = parse(&mangled, &|_| true);
+        }
+
+        #[test]
+        fn an_unknown_key_is_reported_on_its_line(count in 1usize..8, pick in 0usize..8, key in "[a-z]{3,10}") {
+            prop_assume!(!["artifact", "instances", "min_instances", "depends_on", "config"].contains(&key.as_str()));
+            let slice = pick % count;
+            let mut lines: Vec<String> = slices_text(count).lines().map(str::to_owned).collect();
+            let line = instances_line(slice);
+            lines.insert(line, format!("{key} = 1"));
+            let err = parse(&lines.join("\n"), &|_| true).unwrap_err();
+            prop_assert_eq!(err.kind, BlueprintErrorKind::UnknownKey);
+            prop_assert_eq!(err.line, line + 1);
+            prop_assert_eq!(err.field, key);
+        }
+
+        #[test]
+        fn a_bad_count_is_reported_on_its_line(count in 1usize..8, pick in 0usize..8, value in -5i64..=0) {
+            let slice = pick % count;
+            let text = slices_text(count);
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            let line = instances_line(slice);
+            lines[line - 1] = format!("instances = {value}");
+            let err = parse(&lines.join("\n"), &|_| true).unwrap_err();
+            prop_assert_eq!(err.line, line);
+            prop_assert_eq!(err.field, format!("slices[{slice}].instances"));
+        }
+    }
+}

@@ -5,7 +5,9 @@
 //! leader, and submits the writes it returns. One pass:
 //!
 //! 1. derives the wanted targets from the blueprints (the first blueprint by name owns an artifact that two
-//!    blueprints name) and writes `targets/*` that differ, removing targets no blueprint asks for;
+//!    blueprints name) and writes `targets/*` that differ, removing targets no blueprint asks for; values it
+//!    cannot read under the keys it owns are replaced: an unreadable target is rewritten or removed, an
+//!    unreadable slice record or route is removed (a node cleans up such a slice as an orphan);
 //! 2. removes the slice records of nodes that are not live (auto-heal: their instances are re-placed below);
 //! 3. for each target in dependency order, retires surplus instances and FAILED ones that have been failed for
 //!    [`FAILED_RETIRE_AFTER_MS`], and places missing ones, once every dependency has `min_instances` ACTIVE;
@@ -84,6 +86,7 @@ pub fn reconcile(state: &ClusterState, live_nodes: &[NodeId], now_ms: u64) -> Ve
     let wanted = wanted_targets(state);
     let mut pass = Pass::new(state, &wanted, live_nodes, now_ms);
     pass.sync_targets();
+    pass.remove_unreadable();
     pass.remove_dead_nodes_records();
     for artifact in &wanted.order {
         if let Some(target) = wanted.targets.get(artifact) {
@@ -129,12 +132,26 @@ impl<'a> Pass<'a> {
                 continue;
             }
             let key = AetherKey::Target { artifact: artifact.clone() };
-            self.writes.push(KvWrite::Set { key, expected: current.map(|c| c.version), value: target.encode() });
+            let expected = current.map(|c| c.version).or_else(|| self.unreadable_version(&key));
+            self.writes.push(KvWrite::Set { key, expected, value: target.encode() });
         }
         for (artifact, current) in &self.state.targets {
             if !self.wanted.targets.contains_key(artifact) {
                 let key = AetherKey::Target { artifact: artifact.clone() };
                 self.writes.push(KvWrite::Remove { key, expected: current.version });
+            }
+        }
+    }
+
+    fn unreadable_version(&self, key: &AetherKey) -> Option<kvstore::Revision> {
+        self.state.unreadable.iter().find(|(k, _)| k == key).map(|(_, version)| *version)
+    }
+
+    fn remove_unreadable(&mut self) {
+        for (key, version) in &self.state.unreadable {
+            let rewritten = matches!(key, AetherKey::Target { artifact } if self.wanted.targets.contains_key(artifact));
+            if !rewritten {
+                self.writes.push(KvWrite::Remove { key: key.clone(), expected: *version });
             }
         }
     }
@@ -201,6 +218,186 @@ impl<'a> Pass<'a> {
                 let key = AetherKey::Route { method: *method, path: path.clone() };
                 self.writes.push(KvWrite::Remove { key, expected: route.version });
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blueprint;
+    use crate::records::{BlueprintRecord, RouteRecord};
+    use kvstore::{Command, KvState, Name, Revision};
+    use serde_json::Map;
+
+    fn n(i: usize) -> NodeId {
+        NodeId::parse(&format!("n{i}")).unwrap()
+    }
+
+    fn art(s: &str) -> Artifact {
+        Artifact::parse(s).unwrap()
+    }
+
+    fn put(kv: &mut KvState, key: &str, value: Vec<u8>) {
+        kv.apply_command(Command::Put { key: key.parse().unwrap(), value }, &mut |_| {});
+    }
+
+    fn blueprint(kv: &mut KvState, name: &str, artifact: &str, instances: u32) {
+        let toml = format!("name = \"{name}\"\n[[slices]]\nartifact = \"{artifact}\"\ninstances = {instances}\n");
+        let parsed = blueprint::parse(&toml, &|_| true).unwrap();
+        put(kv, &format!("blueprints/{name}"), BlueprintRecord { toml, blueprint: parsed }.encode());
+    }
+
+    fn record(kv: &mut KvState, node: usize, artifact: &str, state: SliceState, instance: u32) {
+        let record = SliceRecord {
+            desired: DesiredState::Active,
+            state,
+            since_ms: 0,
+            instance,
+            error: None,
+            config: Map::new(),
+        };
+        put(kv, &format!("slices/n{node}/{artifact}"), record.encode());
+    }
+
+    fn version(kv: &KvState, key: &str) -> Revision {
+        kv.get(&key.parse().unwrap()).unwrap().version()
+    }
+
+    fn run(kv: &KvState, live: &[usize], now_ms: u64) -> Vec<KvWrite> {
+        let live: Vec<NodeId> = live.iter().map(|i| n(*i)).collect();
+        reconcile(&ClusterState::from_entries(kv.list("")), &live, now_ms)
+    }
+
+    fn described(writes: &[KvWrite]) -> Vec<String> {
+        writes
+            .iter()
+            .map(|w| match w {
+                KvWrite::Set { key, expected: None, value } => {
+                    let state = SliceRecord::decode(value).map(|r| format!(" {} {}", r.state, r.instance));
+                    format!("create {key}{}", state.unwrap_or_default())
+                }
+                KvWrite::Set { key, value, .. } => {
+                    let desired = SliceRecord::decode(value).map(|r| format!(" desired {}", r.desired));
+                    format!("set {key}{}", desired.unwrap_or_default())
+                }
+                KvWrite::Remove { key, .. } => format!("remove {key}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_blueprint_gets_a_target_and_load_records() {
+        let mut kv = KvState::new();
+        blueprint(&mut kv, "s", "g:a:1.0.0", 2);
+        assert_eq!(
+            described(&run(&kv, &[1, 2, 3], 0)),
+            ["create targets/g:a:1.0.0", "create slices/n1/g:a:1.0.0 LOAD 0", "create slices/n2/g:a:1.0.0 LOAD 1"]
+        );
+    }
+
+    #[test]
+    fn new_instances_go_to_the_least_loaded_nodes() {
+        let mut kv = KvState::new();
+        record(&mut kv, 1, "g:x:1.0.0", SliceState::Active, 0);
+        record(&mut kv, 2, "g:y:1.0.0", SliceState::Active, 0);
+        blueprint(&mut kv, "s", "g:a:1.0.0", 1);
+        let writes = described(&run(&kv, &[1, 2, 3], 0));
+        assert!(writes.contains(&"create slices/n3/g:a:1.0.0 LOAD 0".to_owned()), "{writes:?}");
+    }
+
+    #[test]
+    fn a_dead_nodes_record_is_removed_at_its_version_and_replaced() {
+        let mut kv = KvState::new();
+        blueprint(&mut kv, "s", "g:a:1.0.0", 1);
+        put(&mut kv, "targets/g:a:1.0.0", b"{}".to_vec());
+        record(&mut kv, 1, "g:a:1.0.0", SliceState::Active, 0);
+        let writes = run(&kv, &[2], 0);
+        let removal = KvWrite::Remove {
+            key: "slices/n1/g:a:1.0.0".parse().unwrap(),
+            expected: version(&kv, "slices/n1/g:a:1.0.0"),
+        };
+        assert!(writes.contains(&removal), "{writes:#?}");
+        assert!(described(&writes).contains(&"create slices/n2/g:a:1.0.0 LOAD 0".to_owned()));
+        // The stale target is rewritten at its version.
+        let target_version = version(&kv, "targets/g:a:1.0.0");
+        assert!(matches!(&writes[0], KvWrite::Set { expected: Some(v), .. } if *v == target_version));
+    }
+
+    #[test]
+    fn retiring_removes_unstarted_records_and_marks_started_ones() {
+        let mut kv = KvState::new();
+        record(&mut kv, 1, "g:a:1.0.0", SliceState::Load, 0);
+        record(&mut kv, 2, "g:a:1.0.0", SliceState::Active, 1);
+        assert_eq!(
+            described(&run(&kv, &[1, 2], 0)),
+            ["remove slices/n1/g:a:1.0.0", "set slices/n2/g:a:1.0.0 desired UNLOADED"]
+        );
+    }
+
+    #[test]
+    fn scaling_down_retires_starting_instances_first() {
+        let mut kv = KvState::new();
+        blueprint(&mut kv, "s", "g:a:1.0.0", 1);
+        record(&mut kv, 1, "g:a:1.0.0", SliceState::Activating, 0);
+        record(&mut kv, 2, "g:a:1.0.0", SliceState::Active, 1);
+        let writes = described(&run(&kv, &[1, 2], 0));
+        assert_eq!(writes[1..], ["set slices/n1/g:a:1.0.0 desired UNLOADED"]);
+    }
+
+    #[test]
+    fn a_failed_record_is_replaced_at_once_and_retired_later() {
+        let mut kv = KvState::new();
+        blueprint(&mut kv, "s", "g:a:1.0.0", 1);
+        record(&mut kv, 1, "g:a:1.0.0", SliceState::Failed, 0);
+        let early = described(&run(&kv, &[1, 2], FAILED_RETIRE_AFTER_MS - 1));
+        assert_eq!(early[1..], ["create slices/n2/g:a:1.0.0 LOAD 1"]);
+        let late = described(&run(&kv, &[1, 2], FAILED_RETIRE_AFTER_MS));
+        assert_eq!(late[1..], ["set slices/n1/g:a:1.0.0 desired UNLOADED", "create slices/n2/g:a:1.0.0 LOAD 1"]);
+    }
+
+    #[test]
+    fn stale_endpoints_and_routes_are_removed() {
+        let mut kv = KvState::new();
+        blueprint(&mut kv, "s", "g:a:1.0.0", 1);
+        record(&mut kv, 1, "g:a:1.0.0", SliceState::Active, 0);
+        put(&mut kv, "endpoints/g:a:1.0.0/get/n1:0", b"{}".to_vec());
+        put(&mut kv, "endpoints/g:a:1.0.0/get/n1:9", b"{}".to_vec());
+        put(&mut kv, "endpoints/g:a:1.0.0/get/n2:0", b"{}".to_vec());
+        let route = |artifact: &str| RouteRecord { artifact: art(artifact), method: Name::parse("get").unwrap() };
+        put(&mut kv, "routes/GET/a", route("g:a:1.0.0").encode());
+        put(&mut kv, "routes/GET/gone", route("g:gone:1.0.0").encode());
+        let writes = described(&run(&kv, &[1, 2], 0));
+        assert_eq!(
+            writes[1..],
+            ["remove endpoints/g:a:1.0.0/get/n1:9", "remove endpoints/g:a:1.0.0/get/n2:0", "remove routes/GET/gone"]
+        );
+    }
+
+    #[test]
+    fn instance_numbers_fill_gaps() {
+        let mut kv = KvState::new();
+        blueprint(&mut kv, "s", "g:a:1.0.0", 3);
+        record(&mut kv, 1, "g:a:1.0.0", SliceState::Active, 1);
+        let writes = described(&run(&kv, &[1, 2, 3], 0));
+        assert_eq!(writes[1..], ["create slices/n2/g:a:1.0.0 LOAD 0", "create slices/n3/g:a:1.0.0 LOAD 2"]);
+    }
+
+    #[test]
+    fn undecodable_values_do_not_stop_the_rest() {
+        let mut kv = KvState::new();
+        blueprint(&mut kv, "s", "g:a:1.0.0", 1);
+        put(&mut kv, "blueprints/broken", b"{".to_vec());
+        put(&mut kv, "slices/n1/g:a:1.0.0", b"{".to_vec());
+        let state = ClusterState::from_entries(kv.list(""));
+        assert_eq!(state.problems.len(), 2);
+        let writes = reconcile(&state, &[n(1)], 0);
+        assert_eq!(
+            described(&writes),
+            ["create targets/g:a:1.0.0", "remove slices/n1/g:a:1.0.0", "create slices/n1/g:a:1.0.0 LOAD 0"]
+        );
+        for write in writes {
+            assert!(matches!(kv.apply_command(write.to_command(), &mut |_| {}), kvstore::ApplyResult::Ok { .. }));
         }
     }
 }

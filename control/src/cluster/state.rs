@@ -2,7 +2,9 @@
 //!
 //! Building never fails: an entry whose value does not decode (or whose blueprint name differs from its key)
 //! is left out of the view and described in [`ClusterState::problems`], bounded by [`PROBLEMS_MAX`], so one
-//! bad value cannot stop the deployment of everything else. Keys of other namespaces are ignored, so the
+//! bad value cannot stop the deployment of everything else. Unreadable targets, slice records and routes are
+//! also listed with their versions in [`ClusterState::unreadable`], so the leader can replace them (it owns
+//! those keys); an unreadable blueprint is the operator's to fix and is only reported. Keys of other namespaces are ignored, so the
 //! runtime may pass a whole listing.
 
 use crate::records::{BlueprintRecord, Record, RouteRecord, SliceRecord, TargetRecord};
@@ -43,6 +45,8 @@ pub struct ClusterState {
     /// Endpoint keys with their versions (the value repeats what the key says).
     pub endpoints: BTreeMap<EndpointId, Revision>,
     pub routes: BTreeMap<(HttpMethod, RoutePath), Versioned<RouteRecord>>,
+    /// Targets, slice records and routes whose values do not decode, with their versions, in key order.
+    pub unreadable: Vec<(AetherKey, Revision)>,
     /// Entries left out of the view, and why.
     pub problems: Vec<String>,
     pub problems_dropped: usize,
@@ -62,6 +66,9 @@ impl ClusterState {
     pub fn insert(&mut self, key: &AetherKey, value: &[u8], version: Revision) {
         if let Err(problem) = self.try_insert(key, value, version) {
             self.note(format!("{key}: {problem}"));
+            if matches!(key, AetherKey::Target { .. } | AetherKey::Slice { .. } | AetherKey::Route { .. }) {
+                self.unreadable.push((key.clone(), version));
+            }
         }
     }
 
@@ -153,6 +160,7 @@ mod tests {
         let state = ClusterState::from_entries(kv.list(""));
         assert!(state.slices.is_empty() && state.targets.is_empty() && state.blueprints.is_empty());
         assert_eq!(state.problems.len(), 3, "{:?}", state.problems);
+        assert_eq!(state.unreadable.len(), 2, "blueprints are the operator's: {:?}", state.unreadable);
         assert!(state.problems[0].starts_with("blueprints/x"), "{:?}", state.problems);
     }
 

@@ -202,3 +202,141 @@ fn settled(state: SliceState) -> SliceState {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+    use ContainerState as C;
+    use SliceState as S;
+
+    fn record(state: SliceState, desired: DesiredState) -> SliceRecord {
+        SliceRecord { desired, state, since_ms: 1_000, instance: 0, error: None, config: Map::new() }
+    }
+
+    fn a() -> Artifact {
+        Artifact::parse("g:a:1.0.0").unwrap()
+    }
+
+    fn run(state: SliceState, desired: DesiredState, container: Option<C>, now_ms: u64) -> Step {
+        advance(&a(), &record(state, desired), container.as_ref(), now_ms)
+    }
+
+    fn entered(step: &Step) -> Option<SliceState> {
+        match &step.next {
+            Next::Write(r) => Some(r.state),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_way_up_takes_one_step_per_call() {
+        let active = DesiredState::Active;
+        let cases = [
+            (S::Load, None, S::Loading, Some("load")),
+            (S::Loading, Some(C::Loaded), S::Loaded, None),
+            (S::Loaded, Some(C::Loaded), S::Activate, None),
+            (S::Activate, Some(C::Loaded), S::Activating, Some("activate")),
+            (S::Activating, Some(C::Active), S::Active, None),
+        ];
+        for (from, container, to, action) in cases {
+            let step = run(from, active, container, 2_000);
+            assert_eq!(entered(&step), Some(to), "{from}");
+            let kind = step.action.as_ref().map(|a| match a {
+                NodeAction::Load { .. } => "load",
+                NodeAction::Activate { .. } => "activate",
+                NodeAction::Deactivate { .. } => "deactivate",
+                NodeAction::Unload { .. } => "unload",
+            });
+            assert_eq!(kind, action, "{from}");
+        }
+        assert_eq!(run(S::Active, active, Some(C::Active), 2_000), Step::stay());
+    }
+
+    #[test]
+    fn the_way_down_ends_in_removal() {
+        let gone = DesiredState::Unloaded;
+        assert_eq!(entered(&run(S::Active, gone, Some(C::Active), 2_000)), Some(S::Deactivate));
+        let step = run(S::Deactivate, gone, Some(C::Active), 2_000);
+        assert_eq!(
+            (entered(&step), step.action),
+            (Some(S::Deactivating), Some(NodeAction::Deactivate { artifact: a() }))
+        );
+        assert_eq!(entered(&run(S::Deactivating, gone, Some(C::Loaded), 2_000)), Some(S::Loaded));
+        assert_eq!(entered(&run(S::Loaded, gone, Some(C::Loaded), 2_000)), Some(S::Unload));
+        let step = run(S::Unload, gone, Some(C::Loaded), 2_000);
+        assert_eq!((entered(&step), step.action), (Some(S::Unloading), Some(NodeAction::Unload { artifact: a() })));
+        assert_eq!(run(S::Unloading, gone, None, 2_000).next, Next::Remove);
+        assert_eq!(run(S::Load, gone, None, 2_000).next, Next::Remove);
+        assert_eq!(entered(&run(S::Failed, gone, Some(C::Failed { reason: "x".into() }), 2_000)), Some(S::Unload));
+    }
+
+    #[test]
+    fn container_failures_become_failed_with_the_reason() {
+        let failed = Some(C::Failed { reason: "boom".into() });
+        for state in [S::Loading, S::Activating, S::Active, S::Deactivating, S::Unloading] {
+            let step = run(state, DesiredState::Active, failed.clone(), 2_000);
+            let Next::Write(next) = step.next else { panic!("{state}: no write") };
+            assert_eq!((next.state, next.error.as_deref()), (S::Failed, Some("boom")), "{state}");
+        }
+    }
+
+    #[test]
+    fn steps_time_out_only_after_their_limit() {
+        let since_ms = 1_000;
+        for state in [S::Loading, S::Activating, S::Deactivating, S::Unloading] {
+            let limit_ms = timeout_ms(state).unwrap();
+            let doing = match state {
+                S::Loading => C::Loading,
+                S::Activating => C::Activating,
+                S::Deactivating => C::Deactivating,
+                _ => C::Unloading,
+            };
+            let on_time = run(state, DesiredState::Active, Some(doing.clone()), since_ms + limit_ms);
+            assert_eq!(on_time, Step::stay(), "{state}");
+            let late = run(state, DesiredState::Active, Some(doing), since_ms + limit_ms + 1);
+            let Next::Write(next) = late.next else { panic!("{state}: no timeout") };
+            assert!(next.error.unwrap_or_default().contains("timed out"), "{state}");
+        }
+    }
+
+    #[test]
+    fn a_request_on_an_unexpected_container_fails_through_its_step() {
+        let step = run(S::Activate, DesiredState::Active, None, 2_000);
+        assert_eq!((entered(&step), step.action), (Some(S::Activating), None));
+        assert_eq!(entered(&run(S::Activating, DesiredState::Active, None, 2_000)), Some(S::Failed));
+    }
+
+    #[test]
+    fn a_stale_container_entry_is_cleared_before_loading() {
+        let step = run(S::Load, DesiredState::Active, Some(C::Failed { reason: "old".into() }), 2_000);
+        assert_eq!((step.next, step.action), (Next::Stay, Some(NodeAction::Unload { artifact: a() })));
+        let step = run(S::Load, DesiredState::Active, Some(C::Loaded), 2_000);
+        assert_eq!((entered(&step), step.action), (Some(S::Loading), None));
+    }
+
+    #[test]
+    fn no_step_breaks_the_lifecycle() {
+        let containers = [
+            None,
+            Some(C::Loading),
+            Some(C::Loaded),
+            Some(C::Activating),
+            Some(C::Active),
+            Some(C::Deactivating),
+            Some(C::Unloading),
+            Some(C::Failed { reason: "x".into() }),
+        ];
+        for state in SliceState::ALL {
+            for desired in [DesiredState::Active, DesiredState::Loaded, DesiredState::Unloaded] {
+                for container in &containers {
+                    for now_ms in [1_000, 1_000_000] {
+                        if let Some(to) = entered(&run(state, desired, container.clone(), now_ms)) {
+                            assert!(can_transition(state, to), "{state} -> {to} ({desired}, {container:?})");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

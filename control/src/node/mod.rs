@@ -210,3 +210,100 @@ fn route_writes(
     }
     writes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::write::Versioned;
+    use kvstore::{NodeId, Revision};
+
+    fn a() -> Artifact {
+        Artifact::parse("g:a:1.0.0").unwrap()
+    }
+
+    fn info() -> SliceInfo {
+        let get = Name::parse("get").unwrap();
+        let put = Name::parse("put").unwrap();
+        SliceInfo {
+            routes: vec![(HttpMethod::Get, RoutePath::parse("/a").unwrap(), get.clone())],
+            methods: vec![get, put],
+        }
+    }
+
+    fn view(state: SliceState, desired: DesiredState) -> NodeState {
+        let mut view = NodeState::new(NodeId::parse("n1").unwrap());
+        let record = SliceRecord { desired, state, since_ms: 10, instance: 3, error: None, config: Map::new() };
+        view.records.insert(a(), Versioned { value: record, version: Revision(5) });
+        view
+    }
+
+    fn keys(writes: &[KvWrite]) -> Vec<String> {
+        writes.iter().map(|w| w.key().to_string()).collect()
+    }
+
+    #[test]
+    fn becoming_active_registers_endpoints_and_routes() {
+        let view = view(SliceState::Activating, DesiredState::Active);
+        let container = BTreeMap::from([(a(), ContainerState::Active)]);
+        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), 20);
+        assert_eq!(
+            keys(&output.writes),
+            ["slices/n1/g:a:1.0.0", "endpoints/g:a:1.0.0/get/n1:3", "endpoints/g:a:1.0.0/put/n1:3", "routes/GET/a"]
+        );
+        assert!(matches!(&output.writes[0], KvWrite::Set { expected: Some(Revision(5)), .. }));
+        assert!(output.writes[1..].iter().all(|w| matches!(w, KvWrite::Set { expected: None, .. })));
+    }
+
+    #[test]
+    fn deactivating_removes_endpoints_but_not_routes() {
+        let mut view = view(SliceState::Active, DesiredState::Unloaded);
+        let get = Name::parse("get").unwrap();
+        view.endpoints.insert(a(), BTreeMap::from([((get.clone(), 3), Revision(7))]));
+        let route = RouteRecord { artifact: a(), method: get };
+        view.routes.insert(
+            (HttpMethod::Get, RoutePath::parse("/a").unwrap()),
+            Versioned { value: route, version: Revision(8) },
+        );
+        let container = BTreeMap::from([(a(), ContainerState::Active)]);
+        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), 20);
+        assert_eq!(keys(&output.writes), ["slices/n1/g:a:1.0.0", "endpoints/g:a:1.0.0/get/n1:3"]);
+        assert!(matches!(&output.writes[1], KvWrite::Remove { expected: Revision(7), .. }));
+    }
+
+    #[test]
+    fn an_active_slice_registers_nothing_twice() {
+        let mut view = view(SliceState::Active, DesiredState::Active);
+        let (get, put) = (Name::parse("get").unwrap(), Name::parse("put").unwrap());
+        view.endpoints.insert(a(), BTreeMap::from([((get.clone(), 3), Revision(7)), ((put, 3), Revision(7))]));
+        let route = RouteRecord { artifact: a(), method: get };
+        view.routes.insert(
+            (HttpMethod::Get, RoutePath::parse("/a").unwrap()),
+            Versioned { value: route, version: Revision(8) },
+        );
+        let container = BTreeMap::from([(a(), ContainerState::Active)]);
+        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), 20);
+        assert_eq!(output, NodeOutput::default());
+    }
+
+    #[test]
+    fn the_next_deadline_is_the_earliest_timeout() {
+        let view = view(SliceState::Load, DesiredState::Active);
+        let output = step(&view, &BTreeMap::new(), &BTreeMap::new(), 100);
+        assert_eq!(output.actions, [NodeAction::Load { artifact: a(), config: Map::new() }]);
+        assert_eq!(output.next_deadline_ms, Some(100 + LOAD_TIMEOUT_MS + 1));
+    }
+
+    #[test]
+    fn container_slices_without_records_are_stopped_and_unloaded() {
+        let view = NodeState::new(NodeId::parse("n1").unwrap());
+        let b = Artifact::parse("g:b:1.0.0").unwrap();
+        let c = Artifact::parse("g:c:1.0.0").unwrap();
+        let container = BTreeMap::from([
+            (a(), ContainerState::Active),
+            (b.clone(), ContainerState::Loaded),
+            (c, ContainerState::Loading),
+        ]);
+        let output = step(&view, &container, &BTreeMap::new(), 0);
+        assert_eq!(output.actions, [NodeAction::Deactivate { artifact: a() }, NodeAction::Unload { artifact: b }]);
+    }
+}
