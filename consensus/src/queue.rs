@@ -85,7 +85,7 @@ impl PendingQueue {
         let mut bytes = 0usize;
         for command in self.order.values() {
             let size = command.payload.len();
-            if batch.len() >= commands_max || (!batch.is_empty() && bytes + size > bytes_max) {
+            if !batch.is_empty() && (batch.len() >= commands_max || bytes + size > bytes_max) {
                 break;
             }
             bytes += size;

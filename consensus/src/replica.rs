@@ -48,6 +48,9 @@ pub enum Input {
     SnapshotTaken { next_slot: Slot, state: Vec<u8> },
     /// The process restarted: volatile state is gone. Same as building `Replica::restarted`.
     Restart { incarnation: u64 },
+    /// The transport (re)connected to `peer`: frames in flight may have been lost, so the replica resends
+    /// its messages of the current slot and its position to that peer.
+    PeerConnected { peer: ReplicaId },
 }
 
 #[derive(Clone, Debug)]
@@ -144,7 +147,15 @@ pub struct Replica {
 impl Replica {
     /// A member of a brand-new cluster (or one whose votes are known to be gone from everyone's
     /// consideration): it may vote from slot 0.
+    ///
+    /// Panics if `config.me` is not below `config.replica_count` (a configuration error, not input).
     pub fn new(config: Config) -> Replica {
+        assert!(
+            config.me.index() < config.n(),
+            "replica {} outside a cluster of {}",
+            config.me.0,
+            config.replica_count
+        );
         Replica {
             mode: Mode::Normal,
             next_slot: Slot(0),
@@ -237,6 +248,7 @@ impl Replica {
             Input::Timer(TimerKind::Retransmit) => self.on_retransmit(now_ms, out),
             Input::Timer(TimerKind::Propose) => self.on_propose_timer(now_ms, out),
             Input::SnapshotTaken { next_slot, state } => self.on_snapshot_taken(next_slot, state),
+            Input::PeerConnected { peer } => self.on_peer_connected(peer, out),
             Input::Restart { incarnation } => {
                 *self = Replica::restarted(self.config.clone(), incarnation);
                 self.start(now_ms, out);
@@ -740,6 +752,21 @@ impl Replica {
 }
 
 impl Replica {
+    fn on_peer_connected(&self, peer: ReplicaId, out: &mut Vec<Output>) {
+        if peer.index() >= self.config.n() || peer == self.config.me {
+            return;
+        }
+        out.push(Output::Send { to: peer, message: Message::Status { next_slot: self.next_slot } });
+        if let Mode::Recovering(recovery) = &self.mode {
+            if recovery.vote_floor.is_none() {
+                let incarnation = recovery.incarnation;
+                out.push(Output::Send { to: peer, message: Message::RecoveryProbe { incarnation } });
+            }
+            return;
+        }
+        self.resend_to(peer, out);
+    }
+
     /// A peer in our slot asked for it: it decided a batch it has not seen, so send it what we sent.
     fn resend_to(&self, peer: ReplicaId, out: &mut Vec<Output>) {
         let mut messages = Vec::new();

@@ -230,6 +230,7 @@ fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
         Just((0, Input::Timer(TimerKind::Propose))),
         (0u64..8).prop_map(|s| (0, Input::SnapshotTaken { next_slot: Slot(s), state: vec![] })),
         Just((0, Input::Restart { incarnation: 5 })),
+        (0u8..5).prop_map(|peer| (0, Input::PeerConnected { peer: ReplicaId(peer) })),
     ]
 }
 
