@@ -203,6 +203,8 @@ fn an_artifact_in_two_blueprints_belongs_to_the_first_by_name() {
     sim.submit(&single("a", "g:a:1.0.0", 1));
     sim.settle();
     assert_eq!(sim.active_nodes(&artifact("g:a:1.0.0")).len(), 1);
+    let conflicts = cluster::wanted_targets(&sim.state()).conflicts;
+    assert_eq!(conflicts, [(kvstore::Name::parse("b").unwrap(), artifact("g:a:1.0.0"))]);
 }
 
 #[test]
@@ -307,7 +309,7 @@ fn run(sim: &mut Sim, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn reconcile_is_deterministic_and_idempotent(

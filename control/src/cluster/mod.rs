@@ -36,7 +36,7 @@ pub use state::{ClusterState, EndpointId, PROBLEMS_MAX};
 use crate::lifecycle::{DesiredState, SliceState};
 use crate::records::{Record, SliceRecord, TargetRecord};
 use crate::write::{KvWrite, Versioned};
-use kvstore::{AetherKey, Artifact, NodeId};
+use kvstore::{AetherKey, Artifact, Name, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How long a FAILED record stays (readable, and keeping its node from retrying at once) before the leader
@@ -48,6 +48,9 @@ pub const FAILED_RETIRE_AFTER_MS: u64 = 10_000;
 pub struct Wanted {
     pub targets: BTreeMap<Artifact, TargetRecord>,
     pub order: Vec<Artifact>,
+    /// Slices left out because an earlier blueprint (by name) already deploys their artifact:
+    /// `(blueprint, artifact)`. The management API should refuse such a blueprint when it is submitted.
+    pub conflicts: Vec<(Name, Artifact)>,
 }
 
 /// Derives the wanted targets from the blueprints, in blueprint name order.
@@ -57,10 +60,8 @@ pub fn wanted_targets(state: &ClusterState) -> Wanted {
         for artifact in &blueprint.value.blueprint.order {
             let Some(spec) = blueprint.value.blueprint.slice(artifact) else { continue };
             if let Some(owner) = wanted.targets.get(artifact) {
-                log::warn!(
-                    "blueprint {name}: {artifact} is already deployed by blueprint {}; ignored",
-                    owner.blueprint
-                );
+                log::debug!("blueprint {name}: {artifact} is already deployed by blueprint {}", owner.blueprint);
+                wanted.conflicts.push((name.clone(), artifact.clone()));
                 continue;
             }
             let target = TargetRecord {
@@ -144,11 +145,11 @@ impl<'a> Pass<'a> {
     }
 
     fn unreadable_version(&self, key: &AetherKey) -> Option<kvstore::Revision> {
-        self.state.unreadable.iter().find(|(k, _)| k == key).map(|(_, version)| *version)
+        self.state.unreadable.get(&key.to_string()).map(|(_, version)| *version)
     }
 
     fn remove_unreadable(&mut self) {
-        for (key, version) in &self.state.unreadable {
+        for (key, version) in self.state.unreadable.values() {
             let rewritten = matches!(key, AetherKey::Target { artifact } if self.wanted.targets.contains_key(artifact));
             if !rewritten {
                 self.writes.push(KvWrite::Remove { key: key.clone(), expected: *version });
@@ -227,7 +228,7 @@ mod tests {
     use super::*;
     use crate::blueprint;
     use crate::records::{BlueprintRecord, RouteRecord};
-    use kvstore::{Command, KvState, Name, Revision};
+    use kvstore::{Command, KvState, Revision};
     use serde_json::Map;
 
     fn n(i: usize) -> NodeId {

@@ -45,8 +45,8 @@ pub struct ClusterState {
     /// Endpoint keys with their versions (the value repeats what the key says).
     pub endpoints: BTreeMap<EndpointId, Revision>,
     pub routes: BTreeMap<(HttpMethod, RoutePath), Versioned<RouteRecord>>,
-    /// Targets, slice records and routes whose values do not decode, with their versions, in key order.
-    pub unreadable: Vec<(AetherKey, Revision)>,
+    /// Targets, slice records and routes whose values do not decode, by canonical key, with their versions.
+    pub unreadable: BTreeMap<String, (AetherKey, Revision)>,
     /// Entries left out of the view, and why.
     pub problems: Vec<String>,
     pub problems_dropped: usize,
@@ -67,7 +67,7 @@ impl ClusterState {
         if let Err(problem) = self.try_insert(key, value, version) {
             self.note(format!("{key}: {problem}"));
             if matches!(key, AetherKey::Target { .. } | AetherKey::Slice { .. } | AetherKey::Route { .. }) {
-                self.unreadable.push((key.clone(), version));
+                self.unreadable.insert(key.to_string(), (key.clone(), version));
             }
         }
     }

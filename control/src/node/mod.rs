@@ -4,7 +4,7 @@
 //! [`step`] is a pure function of this node's view ([`NodeState`]: its `slices/{node}/*` records, its own
 //! endpoints and the route table), the container's actual states, the slices' descriptors ([`SliceInfo`])
 //! and the time. The runtime runs it whenever one of those changes and on the deadline it reports, performs
-//! the actions and submits the writes. Per record it takes at most one lifecycle step (see [`advance`] for
+//! the actions and submits the writes. Per record it takes at most one lifecycle step (see the `advance` module for
 //! the table); then:
 //!
 //! - endpoints: a record that is (after this step) ACTIVE and wanted ACTIVE has one endpoint per slice method,
