@@ -1,20 +1,26 @@
 //! The JSON values stored under the deployment keys, so operators can read them through the KV API.
 //!
-//! | key | value | written by |
-//! | --- | --- | --- |
-//! | `blueprints/{name}` | [`BlueprintRecord`]: the TOML text and its parsed form | management API |
-//! | `targets/{artifact}` | [`TargetRecord`]: instances, min_instances, owning blueprint, config, depends_on | leader |
-//! | `slices/{node}/{artifact}` | [`SliceRecord`]: desired (leader), state (node), since_ms, instance, error, config | leader and node |
-//! | `endpoints/{artifact}/{method}/{node}:{instance}` | [`EndpointRecord`]: node, instance | node; leader removes stale ones |
-//! | `routes/{METHOD}/{path}` | [`RouteRecord`]: artifact and slice method serving the route | node; leader removes stale ones |
+//! - `blueprints/{name}`: [`BlueprintRecord`], the TOML text and its parsed form; written by the management
+//!   API.
+//! - `targets/{artifact}`: [`TargetRecord`], the owning blueprint, instances, min_instances, depends_on and
+//!   config; written by the leader.
+//! - `slices/{node}/{artifact}`: [`SliceRecord`], desired (leader), state (node), since_ms, instance, error and
+//!   config; created by the leader, moved along the lifecycle and finally removed by the node.
+//! - `endpoints/{artifact}/{method}/{node}:{instance}`: [`EndpointRecord`], node and instance; written by the
+//!   node, stale ones removed by the leader too.
+//! - `routes/{METHOD}/{path}`: [`RouteRecord`], the artifact and slice method serving the route; created by
+//!   nodes, removed by the leader.
 //!
-//! Examples:
+//! Examples, in the same order:
 //!
 //! ```json
-//! {"blueprint":"shop","instances":2,"min_instances":1,"depends_on":["org.aether.examples:inventory:1.0.0"],"config":{"currency":"EUR"}}
-//! {"desired":"ACTIVE","state":"LOADING","since_ms":1700000000000,"instance":0,"error":null,"config":{"currency":"EUR"}}
+//! {"toml":"name = \"shop\"\n...","blueprint":{"name":"shop","slices":[...],"order":[...]}}
+//! {"blueprint":"shop","instances":2,"min_instances":1,"depends_on":["org.example:inventory:1.0.0"],
+//!  "config":{"currency":"EUR"}}
+//! {"desired":"ACTIVE","state":"LOADING","since_ms":1700000000000,"instance":0,"error":null,
+//!  "config":{"currency":"EUR"}}
 //! {"node":"node-1","instance":0}
-//! {"artifact":"org.aether.examples:orders:1.0.0","method":"place_order"}
+//! {"artifact":"org.example:orders:1.0.0","method":"place_order"}
 //! ```
 //!
 //! Decoding any bytes returns a value or a [`RecordError`], never panics. Unknown JSON fields are ignored, so

@@ -4,8 +4,8 @@
 //! is left out of the view and described in [`ClusterState::problems`], bounded by [`PROBLEMS_MAX`], so one
 //! bad value cannot stop the deployment of everything else. Unreadable targets, slice records and routes are
 //! also listed with their versions in [`ClusterState::unreadable`], so the leader can replace them (it owns
-//! those keys); an unreadable blueprint is the operator's to fix and is only reported. Keys of other namespaces are ignored, so the
-//! runtime may pass a whole listing.
+//! those keys); an unreadable blueprint is the operator's to fix and is only reported. Keys of other
+//! namespaces are ignored, so the runtime may pass a whole listing.
 
 use crate::records::{BlueprintRecord, Record, RouteRecord, SliceRecord, TargetRecord};
 use crate::write::Versioned;

@@ -4,15 +4,15 @@
 //! [`step`] is a pure function of this node's view ([`NodeState`]: its `slices/{node}/*` records, its own
 //! endpoints and the route table), the container's actual states, the slices' descriptors ([`SliceInfo`])
 //! and the time. The runtime runs it whenever one of those changes and on the deadline it reports, performs
-//! the actions and submits the writes. Per record it takes at most one lifecycle step (see the `advance` module for
-//! the table); then:
+//! the actions and submits the writes. Per record it takes at most one lifecycle step (the table is in the
+//! `advance` module); then:
 //!
 //! - endpoints: a record that is (after this step) ACTIVE and wanted ACTIVE has one endpoint per slice method,
 //!   `endpoints/{artifact}/{method}/{node}:{instance}`; any other endpoint of this node is removed. So
 //!   endpoints appear with ACTIVE and go with DEACTIVATE, FAILED and UNLOAD.
 //! - routes: such a record also creates each of its routes that no one has registered yet. Routes are shared
 //!   by every instance of an artifact, so no node can tell it held the last one; the leader removes a route
-//!   when its artifact has no target any more.
+//!   when its artifact has no target any more. A route another artifact already holds is left to it.
 //! - slices the container holds without a record (a record removed by the leader while this node was
 //!   unreachable, or a failed start) are deactivated and unloaded.
 //!
