@@ -21,6 +21,8 @@ pub enum ViolationKind {
     Liveness,
     Linearizability,
     Convergence,
+    /// A replica sent two different messages for one round (a restart that forgot its votes).
+    Equivocation,
     Codec,
 }
 

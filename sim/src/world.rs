@@ -11,7 +11,9 @@
 //! same run event for event.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 
 use consensus::{
     coin, decode_message, encode_message, ClientCommand, Command, CommandId, Config, Decision, Input, Message, Output,
@@ -76,6 +78,8 @@ struct Node {
     /// The next slot this incarnation must apply (decisions must arrive in order, without gaps).
     expected_slot: Slot,
     skew_ms: u64,
+    /// Clock rate in parts per million of real time (drift).
+    rate_ppm: u64,
 }
 
 struct Client {
@@ -124,7 +128,11 @@ pub struct World {
     net_rng: Rng,
     client_rng: Rng,
     fault_rng: Rng,
-    sides: Vec<u8>,
+    /// `cut[from][to]`: messages on that directed link are dropped (partitions, possibly one-way).
+    cut: Vec<Vec<bool>>,
+    /// What each replica sent per (replica, slot, phase, round), across incarnations, to catch a
+    /// replica that says two different things in one round (the restart rule exists to prevent it).
+    said: HashMap<(usize, u64, u32, u8), u64>,
     healed_at_us: Option<u64>,
     all_done_at_us: Option<u64>,
     incarnations: u64,
@@ -150,6 +158,7 @@ impl World {
         let nodes = (0..options.replicas)
             .map(|id| {
                 let skew_ms = fault_rng.below(options.skew_ms_max + 1);
+                let rate_ppm = if options.faults.skew { fault_rng.between(950_000, 1_050_000) } else { 1_000_000 };
                 Node {
                     core: Replica::new(replica_config(&options, id)),
                     kv: KvMachine::default(),
@@ -159,6 +168,7 @@ impl World {
                     waiting: BTreeSet::new(),
                     expected_slot: Slot(0),
                     skew_ms,
+                    rate_ppm,
                 }
             })
             .collect();
@@ -166,7 +176,8 @@ impl World {
             .map(|_| Client { ops_left: options.ops_per_client, next_seq: 1, generation: 0, current: None })
             .collect();
         World {
-            sides: vec![0; usize::from(options.replicas)],
+            cut: vec![vec![false; usize::from(options.replicas)]; usize::from(options.replicas)],
+            said: HashMap::new(),
             options,
             now_us: 0,
             order: 0,
@@ -266,8 +277,11 @@ impl World {
         }
     }
 
+    /// The replica's clock: real time at its drift rate, shifted by its skew.
     fn local_ms(&self, replica: usize) -> u64 {
-        self.now_us / 1000 + self.nodes[replica].skew_ms
+        let node = &self.nodes[replica];
+        let local_us = u128::from(self.now_us) * u128::from(node.rate_ppm) / 1_000_000;
+        (local_us / 1000) as u64 + node.skew_ms
     }
 
     fn run_core(&mut self, replica: usize, input: Input) {
@@ -309,7 +323,9 @@ impl World {
     fn set_timer(&mut self, replica: usize, kind: TimerKind, at_ms: u64) {
         let node = &mut self.nodes[replica];
         node.timers[timer_index(kind)] = Some(at_ms);
-        let at_us = at_ms.saturating_sub(node.skew_ms) * 1000;
+        // The first real instant at which the replica's clock reads `at_ms`.
+        let local_us = u128::from(at_ms.saturating_sub(node.skew_ms)) * 1000;
+        let at_us = local_us.saturating_mul(1_000_000).div_ceil(u128::from(node.rate_ppm)) as u64;
         let incarnation = node.incarnation;
         self.schedule(at_us, Event::Timer { replica, kind, incarnation, at_ms });
     }
@@ -326,8 +342,9 @@ impl World {
 
     fn send(&mut self, from: usize, to: usize, message: Message) {
         self.messages_sent += 1;
+        self.check_consistent_speech(from, &message);
         let faulty = self.healed_at_us.is_none();
-        if faulty && (self.sides[from] != self.sides[to] || self.net_rng.chance(self.options.loss_permille)) {
+        if faulty && (self.cut[from][to] || self.net_rng.chance(self.options.loss_permille)) {
             return;
         }
         let copies = if faulty && self.net_rng.chance(self.options.duplicate_permille) { 2 } else { 1 };
@@ -358,6 +375,26 @@ impl World {
             return self.net_rng.between(self.options.delay_us_max, 4 * self.options.delay_us_max);
         }
         0
+    }
+
+    /// A replica never sends two different proposals for a slot, or two different states or votes for
+    /// a phase, even across a crash and restart.
+    fn check_consistent_speech(&mut self, from: usize, message: &Message) {
+        let (slot, phase, round, said) = match message {
+            Message::Proposal { slot, batch } => (*slot, 0, 0, batch_fingerprint(batch)),
+            Message::State { slot, phase, value, .. } => (*slot, phase.0, 1, u64::from(*value)),
+            Message::Vote { slot, phase, vote, .. } => (*slot, phase.0, 2, vote.map_or(2, u64::from)),
+            _ => return,
+        };
+        let earlier = *self.said.entry((from, slot.0, phase, round)).or_insert(said);
+        if earlier != said {
+            let detail = format!(
+                "replica {from} sent two different {} in slot {} phase {phase}",
+                ["proposals", "states", "votes"][usize::from(round)],
+                slot.0
+            );
+            self.violate(ViolationKind::Equivocation, detail);
+        }
     }
 
     fn draw_delay_us(&mut self, faulty: bool) -> u64 {
@@ -559,18 +596,23 @@ impl World {
         let every_ms = self.options.partition_every_ms;
         let next_us = self.now_us + self.fault_rng.between(every_ms / 2, every_ms * 3 / 2) * 1000;
         self.schedule(next_us, Event::Partition);
-        if self.fault_rng.chance(400) {
-            self.sides.iter_mut().for_each(|s| *s = 0);
-            return;
-        }
-        for side in self.sides.iter_mut() {
-            *side = self.fault_rng.below(2) as u8;
+        let n = self.nodes.len();
+        let draw = self.fault_rng.below(10);
+        let sides: Vec<u64> = (0..n).map(|_| self.fault_rng.below(2)).collect();
+        for from in 0..n {
+            for to in 0..n {
+                self.cut[from][to] = match draw {
+                    0..=3 => false,
+                    4..=7 => sides[from] != sides[to],
+                    _ => from != to && self.fault_rng.chance(300),
+                };
+            }
         }
     }
 
     fn heal(&mut self) {
         self.healed_at_us = Some(self.now_us);
-        self.sides.iter_mut().for_each(|s| *s = 0);
+        self.cut.iter_mut().flatten().for_each(|c| *c = false);
         for replica in 0..self.nodes.len() {
             self.restart(replica);
         }
@@ -657,6 +699,15 @@ impl World {
             options: self.options,
         }
     }
+}
+
+fn batch_fingerprint(batch: &[Command]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for command in batch {
+        (command.id, command.origin, command.timestamp_ms, &command.payload).hash(&mut hasher);
+    }
+    batch.len().hash(&mut hasher);
+    hasher.finish()
 }
 
 fn coin_seed(options: &Options) -> u64 {

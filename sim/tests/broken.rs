@@ -26,9 +26,15 @@ fn applying_retries_again_breaks_validity() {
 }
 
 #[test]
+fn voting_right_after_a_restart_is_caught_as_equivocation() {
+    let caught = runs_violating(40, 3, ViolationKind::Equivocation, |o| o.broken = Broken::RestartWithoutRecovery);
+    assert!(caught > 0, "the simulator missed a restarted replica voting again in a round it had voted in");
+}
+
+#[test]
 fn voting_right_after_a_restart_breaks_agreement() {
     let caught = runs_violating(300, 3, ViolationKind::Agreement, |o| o.broken = Broken::RestartWithoutRecovery);
-    assert!(caught > 0, "the agreement checker missed a restarted replica voting twice in a slot");
+    assert!(caught > 0, "the agreement checker missed a restarted replica deciding differently");
 }
 
 #[test]

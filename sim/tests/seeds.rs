@@ -70,29 +70,3 @@ fn a_seed_replays_exactly() {
         (second.slots_decided, second.messages_sent, second.crashes, second.end_ms, second.ops_completed)
     );
 }
-
-/// Seeds that once stalled: a replica decided 1 in a slot whose majority batch it had never seen
-/// while one of that batch's proposers had restarted, so nobody could name the batch. States and votes
-/// now carry the batch's digest.
-#[test]
-fn seeds_that_once_stalled_on_an_unknown_decided_batch() {
-    let cases: [(u64, u8); 12] = [
-        (3399, 3),
-        (4120, 3),
-        (6264, 3),
-        (7878, 3),
-        (7971, 3),
-        (8828, 3),
-        (14137, 3),
-        (18768, 3),
-        (19271, 3),
-        (5683, 5),
-        (13561, 5),
-        (17458, 5),
-    ];
-    for (seed, replicas) in cases {
-        let faults = Faults { adversary: false, ..Faults::ALL };
-        let report = sim::run(Options::draw(seed, replicas, faults));
-        assert!(report.violations.is_empty(), "{:?}\n  replay: {}", report.violations, report.options.replay_line());
-    }
-}
