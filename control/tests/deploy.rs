@@ -270,6 +270,11 @@ fn check_counts(sim: &Sim, shape: &Shape) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// 64 cases by default, so the suite stays fast; `PROPTEST_CASES` asks for a deeper run.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Leader,
@@ -307,7 +312,7 @@ fn run(sim: &mut Sim, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn reconcile_is_deterministic_and_idempotent(

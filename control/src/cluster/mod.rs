@@ -40,7 +40,8 @@ use kvstore::{AetherKey, Artifact, Name, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How long a FAILED record stays (readable, and keeping its node from retrying at once) before the leader
-/// retires it.
+/// retires it. Measured from the record's `since_ms`, which the failing node wrote with its own clock: node
+/// clocks are assumed to agree to well under this.
 pub const FAILED_RETIRE_AFTER_MS: u64 = 10_000;
 
 /// The targets the blueprints ask for, and the order to place them in (dependencies first).
