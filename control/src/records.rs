@@ -236,6 +236,23 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_blueprint_record_fits_one_kv_value() {
+        // Quotes cost the most: escaped once in TOML, and again when the TOML text is stored as a JSON string.
+        let mut toml = "name = \"big\"\n".to_owned();
+        let value = format!("\"{}\"", "\\\"".repeat(1000));
+        for slice in 0.. {
+            let entry = format!("[[slices]]\nartifact = \"g:s{slice}:1.0.0\"\n[slices.config]\nk = {value}\n");
+            if toml.len() + entry.len() > blueprint::BLUEPRINT_BYTES_MAX {
+                break;
+            }
+            toml += &entry;
+        }
+        let blueprint = blueprint::parse(&toml, &|_| true).unwrap();
+        let bytes = BlueprintRecord { toml, blueprint }.encode();
+        assert!(bytes.len() <= kvstore::VALUE_BYTES_MAX, "{} bytes", bytes.len());
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bytes in [&b""[..], b"{", b"null", b"[]", b"{\"desired\":\"SOON\"}", b"\xff\xfe"] {
             assert!(SliceRecord::decode(bytes).is_err());

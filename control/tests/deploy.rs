@@ -157,6 +157,20 @@ fn scaling_down_keeps_the_requested_count() {
 }
 
 #[test]
+fn a_new_version_in_the_blueprint_replaces_the_old_one() {
+    let mut sim = Sim::new(3);
+    sim.submit(&single("s", "g:a:1.0.0", 2));
+    sim.settle();
+    sim.submit(&single("s", "g:a:1.1.0", 2));
+    sim.settle();
+    assert!(sim.active_nodes(&artifact("g:a:1.0.0")).is_empty());
+    assert_eq!(sim.active_nodes(&artifact("g:a:1.1.0")).len(), 2);
+    let route = sim.kv.get(&"routes/GET/a".parse().unwrap()).unwrap();
+    assert!(String::from_utf8_lossy(route.value()).contains("g:a:1.1.0"));
+    assert!(sim.keys("endpoints/").iter().all(|k| k.starts_with("endpoints/g:a:1.1.0/")));
+}
+
+#[test]
 fn a_failing_slice_is_reported_then_retired_and_retried() {
     let mut sim = Sim::new(1);
     let a = artifact("g:bad:1.0.0");
