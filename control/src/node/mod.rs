@@ -69,6 +69,24 @@ pub struct SliceInfo {
     pub methods: Vec<Name>,
 }
 
+impl SliceInfo {
+    /// Parses a descriptor's strings: routes as `(method, path, slice method)`, e.g. `("GET", "/echo/{msg}",
+    /// "echo")`, and method names. A name that cannot be part of a key is an error, so the runtime can fail the
+    /// slice with a clear reason instead of registering half of it.
+    pub fn parse<'a>(
+        routes: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+        methods: impl IntoIterator<Item = &'a str>,
+    ) -> Result<SliceInfo, kvstore::ParseError> {
+        let route = |(method, path, slice_method): (&str, &str, &str)| {
+            Ok((HttpMethod::parse(method)?, RoutePath::parse(path)?, Name::parse(slice_method)?))
+        };
+        Ok(SliceInfo {
+            routes: routes.into_iter().map(route).collect::<Result<_, _>>()?,
+            methods: methods.into_iter().map(Name::parse).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 /// Something the runtime does to its container.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeAction {
@@ -239,6 +257,14 @@ mod tests {
 
     fn keys(writes: &[KvWrite]) -> Vec<String> {
         writes.iter().map(|w| w.key().to_string()).collect()
+    }
+
+    #[test]
+    fn descriptor_strings_parse_into_slice_info() {
+        let parsed = SliceInfo::parse([("GET", "/a", "get")], ["get", "put"]).unwrap();
+        assert_eq!(parsed, info());
+        assert_eq!(SliceInfo::parse([("get", "/a", "get")], []).unwrap_err().part, "http method");
+        assert_eq!(SliceInfo::parse([], ["a/b"]).unwrap_err().part, "name");
     }
 
     #[test]
