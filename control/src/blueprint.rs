@@ -512,6 +512,8 @@ depends_on = ["org.aether.examples:inventory:1.0.0"]
         assert_eq!((err.line, err.field.as_str()), (4, "replicas"), "{err}");
         let err = reject("name = \"shop\"\nowner = \"me\"\n[[slices]]\nartifact = \"a:b:1.0.0\"\n");
         assert_eq!((err.kind, err.line, err.field.as_str()), (BlueprintErrorKind::UnknownKey, 2, "owner"), "{err}");
+        let err = reject("name = \"shop\"\n[[slices]]\nartifact = \"a:b:1.0.0\"\n[slices.settings]\nx = 1\n");
+        assert_eq!((err.kind, err.line, err.field.as_str()), (BlueprintErrorKind::UnknownKey, 4, "settings"), "{err}");
     }
 
     #[test]
