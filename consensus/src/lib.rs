@@ -53,6 +53,38 @@
 //! this slot": the core then keeps decided batches only from there on, and serves older catch-up with the
 //! snapshot bytes plus the sessions. A replica that receives a snapshot emits [`Output::InstallSnapshot`].
 
+//! # Driving it
+//! ```
+//! use consensus::{decode_message, ClientCommand, CommandId, Config, Input, Output, Replica, ReplicaId};
+//!
+//! // One replica of a one-member cluster, so the example decides on its own.
+//! let mut replica = Replica::new(Config::new(1, ReplicaId(0), 0x5eed));
+//! let mut out = Vec::new();
+//! replica.start(0, &mut out);
+//! let put = ClientCommand { id: CommandId { client: 9, seq: 1 }, payload: b"put a 1".to_vec() };
+//! replica.handle(3, Input::Submit(vec![put]), &mut out);
+//! let mut applied = Vec::new();
+//! for output in out.drain(..) {
+//!     match output {
+//!         // Encode with `encode_message`, frame, and write to the peer (or every peer).
+//!         Output::Send { .. } | Output::Broadcast { .. } => {}
+//!         // Keep one deadline per kind; at `at_ms` feed `Input::Timer(kind)`.
+//!         Output::SetTimer { .. } => {}
+//!         // Apply in order; answer the clients whose commands are in the batch.
+//!         Output::Decided(decision) => applied.extend(decision.batch.into_iter().flatten()),
+//!         // Tell the client to back off, or answer a retry from the state machine.
+//!         Output::Rejected { .. } => {}
+//!         // Snapshot the state machine now and feed back `Input::SnapshotTaken`.
+//!         Output::TakeSnapshot { .. } => {}
+//!         // Replace the state machine with these bytes.
+//!         Output::InstallSnapshot { .. } => {}
+//!     }
+//! }
+//! assert_eq!(applied.len(), 1);
+//! // Bytes from a peer: decode (validated), then `Input::Message { from, message }`.
+//! assert!(decode_message(b"not an archive").is_err());
+//! ```
+
 mod coin;
 mod log;
 mod message;

@@ -203,7 +203,7 @@ impl SlotAgreement {
     }
 
     fn digest_if(&self, one: bool) -> Option<u64> {
-        self.value.as_deref().filter(|_| one).map(batch_digest)
+        self.value_digest.filter(|_| one && self.value.is_some())
     }
 
     /// A peer told us the digest of the majority batch: pick it out of the proposals we hold.
@@ -219,10 +219,15 @@ impl SlotAgreement {
         if self.value.is_some() {
             return;
         }
-        self.value = majority_batch(&self.proposals, self.quorum).or_else(|| {
-            let digest = self.value_digest?;
-            self.proposals.iter().flatten().find(|p| !p.is_empty() && batch_digest(p) == digest).cloned()
-        });
+        if let Some(batch) = majority_batch(&self.proposals, self.quorum) {
+            self.value_digest = Some(batch_digest(&batch));
+            self.value = Some(batch);
+            return;
+        }
+        let Some(digest) = self.value_digest else {
+            return;
+        };
+        self.value = self.proposals.iter().flatten().find(|p| !p.is_empty() && batch_digest(p) == digest).cloned();
     }
 }
 
