@@ -222,6 +222,26 @@ fn an_artifact_in_two_blueprints_belongs_to_the_first_by_name() {
 }
 
 #[test]
+fn a_larger_cluster_converges_with_an_even_spread() {
+    let mut sim = Sim::new(12);
+    for b in 0..8 {
+        let mut toml = format!("name = \"app{b}\"\n");
+        for s in 0..5 {
+            toml += &format!("[[slices]]\nartifact = \"g:a{b}s{s}:1.0.0\"\ninstances = {}\n", 1 + (b + s) % 4);
+        }
+        sim.submit(&toml);
+    }
+    sim.settle();
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for key in sim.keys("slices/") {
+        *per_node.entry(key.split('/').nth(1).unwrap_or_default().to_owned()).or_default() += 1;
+    }
+    let (min, max) = (per_node.values().min().copied(), per_node.values().max().copied());
+    assert_eq!(per_node.len(), 12);
+    assert!(max.unwrap_or(0) - min.unwrap_or(0) <= 1, "{per_node:?}");
+}
+
+#[test]
 fn no_live_node_means_no_writes() {
     let mut sim = Sim::new(2);
     sim.submit(SHOP);
