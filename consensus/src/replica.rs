@@ -375,7 +375,12 @@ impl Replica {
         };
         self.note_peer_slot(from, slot);
         if slot < self.next_slot {
-            // Settled here; a peer still working on it learns the decision through `Status`.
+            // Settled here. A state beyond phase 1 shows the peer is still working on it (the fault-free
+            // path ends in phase 1, so this costs nothing there): send it the decision now rather than
+            // on its next `Status`.
+            if matches!(message, Message::State { phase, .. } if phase.0 >= 2) {
+                self.reply_sync(now_ms, from, slot, out);
+            }
             return;
         }
         if slot > self.next_slot {
