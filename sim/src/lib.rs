@@ -1,7 +1,8 @@
 //! A deterministic simulator for the consensus core: many replicas in one thread under a seeded network
-//! (delay, loss, duplication, reordering, partitions), clock skew, and crashes that lose volatile state,
-//! with checkers for agreement, validity, liveness after faults stop, and linearizability of a key-value
-//! register workload.
+//! (delay, loss, duplication, reordering, symmetric and one-way partitions, a scheduler that knows the
+//! coin), clock skew and drift, and crashes that lose volatile state, with checkers for agreement,
+//! validity, equivocation, liveness after faults stop, state convergence, and linearizability of a
+//! key-value register workload. `bench` holds the fault-free consensus-core benchmark.
 //!
 //! Invariants: a run is a pure function of its `Options` (seed included); a failing run prints one line
 //! that replays it. The simulator is a second shell around `consensus`, the node runtime being the first;

@@ -1,11 +1,18 @@
 //! The simulated cluster: replicas' cores, their key-value state machines, clients, a seeded network and
 //! clock, and the fault schedule, all in one thread and driven by one event queue ordered by (time,
-//! insertion order). Time is global microseconds; each replica sees milliseconds shifted by its skew.
+//! insertion order). Time is global microseconds; each replica's clock runs at its own rate (drift) and
+//! is shifted by its own skew.
 //!
-//! A run has two phases: a faulty phase (loss, duplication, delay spikes, partitions, crashes with lost
-//! volatile state) where only safety is checked, then a healed phase where every operation must complete
-//! within `liveness_ms` and every replica must catch up. Crashes keep at most f replicas down or
-//! recovering at once (the bound under which the consensus crate promises liveness).
+//! A run has two phases: a faulty phase (loss, duplication, delay spikes, symmetric and one-way
+//! partitions, a coin-aware scheduler, crashes with lost volatile state) where only safety is checked,
+//! then a healed phase where every operation must complete within `liveness_ms` and every replica must
+//! catch up. Crashes keep at most f replicas down or recovering at once (the bound under which the
+//! consensus crate promises liveness).
+//!
+//! Safety checks run as things happen: every decision against every other replica's decision of that
+//! slot (agreement) and against the replica's own previous slot (no gaps, no repeats), and every
+//! proposal, state and vote against what the same replica said before in that round, across restarts
+//! (equivocation). Validity, linearizability and state convergence are checked at the end.
 //!
 //! Invariants: nothing here reads the real clock or a global random source; the same options replay the
 //! same run event for event.
