@@ -94,6 +94,8 @@ pub struct Stats {
     pub null_run_longest: u64,
     null_run: u64,
     pub phases_total: u64,
+    /// `phases_histogram[k - 1]`: slots decided by voting in phase k (the last bucket: k >= 16).
+    pub phases_histogram: [u64; 16],
     pub phases_max: u32,
     pub duplicates_filtered: u64,
     pub snapshots_installed: u64,
@@ -481,6 +483,8 @@ impl Replica {
         let phases = self.agreement.phase();
         self.stats.slots_by_vote += 1;
         self.stats.phases_total += u64::from(phases);
+        let bucket = (phases.max(1) as usize - 1).min(self.stats.phases_histogram.len() - 1);
+        self.stats.phases_histogram[bucket] += 1;
         self.stats.phases_max = self.stats.phases_max.max(phases);
         self.commit(now_ms, outcome, out);
     }

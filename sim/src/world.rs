@@ -110,6 +110,7 @@ pub struct RunReport {
     pub phases_max: u32,
     /// Over the replicas alive at the end: phases summed over the slots they decided by voting.
     pub phases_total: u64,
+    pub phases_histogram: [u64; 16],
     pub slots_by_vote: u64,
     pub null_run_longest: u64,
     pub snapshots_installed: u64,
@@ -694,6 +695,10 @@ impl World {
             null_slots: self.decided.values().filter(|(_, ids)| ids.is_none()).count() as u64,
             phases_max: stats.iter().map(|s| s.phases_max).max().unwrap_or(0),
             phases_total: stats.iter().map(|s| s.phases_total).sum(),
+            phases_histogram: stats.iter().fold([0; 16], |mut sum, s| {
+                sum.iter_mut().zip(s.phases_histogram).for_each(|(a, b)| *a += b);
+                sum
+            }),
             slots_by_vote: stats.iter().map(|s| s.slots_by_vote).sum(),
             null_run_longest: stats.iter().map(|s| s.null_run_longest).max().unwrap_or(0),
             op_wait_after_heal_ms_max: op_wait_ms_max,

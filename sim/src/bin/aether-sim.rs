@@ -85,6 +85,7 @@ struct Totals {
     snapshots: u64,
     phases_max: u32,
     phases_total: u64,
+    phases_histogram: [u64; 16],
     slots_by_vote: u64,
     null_run_longest: u64,
     heal_to_done_ms_max: u64,
@@ -124,6 +125,7 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
     totals.snapshots += report.snapshots_installed;
     totals.phases_max = totals.phases_max.max(report.phases_max);
     totals.phases_total += report.phases_total;
+    totals.phases_histogram.iter_mut().zip(report.phases_histogram).for_each(|(a, b)| *a += b);
     totals.slots_by_vote += report.slots_by_vote;
     totals.null_run_longest = totals.null_run_longest.max(report.null_run_longest);
     totals.heal_to_done_ms_max = totals.heal_to_done_ms_max.max(report.heal_to_done_ms);
@@ -158,13 +160,15 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
 
 fn print_totals(totals: &Totals, wall_s: f64) {
     println!(
-        "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), {:.2} phases per voted slot (max {}), {} operations, {} crashes, {} snapshot installs; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
+        "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), phases per voted slot mean {:.2} p50 {} p99 {} max {}, {} operations, {} crashes, {} snapshot installs; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
         totals.seeds,
         totals.failed,
         totals.slots,
         100.0 * totals.null_slots as f64 / totals.slots.max(1) as f64,
         totals.null_run_longest,
         totals.phases_total as f64 / totals.slots_by_vote.max(1) as f64,
+        percentile(&totals.phases_histogram, 0.50),
+        percentile(&totals.phases_histogram, 0.99),
         totals.phases_max,
         totals.ops,
         totals.crashes,
@@ -174,6 +178,19 @@ fn print_totals(totals: &Totals, wall_s: f64) {
         totals.sim_ms as f64 / 1000.0,
         wall_s
     );
+}
+
+/// The phase count at quantile `q` of a histogram whose bucket k - 1 counts k phases.
+fn percentile(histogram: &[u64; 16], q: f64) -> usize {
+    let total: u64 = histogram.iter().sum();
+    let mut seen = 0;
+    for (index, count) in histogram.iter().enumerate() {
+        seen += count;
+        if seen as f64 >= q * total as f64 {
+            return index + 1;
+        }
+    }
+    histogram.len()
 }
 
 fn run_bench(args: &[String]) -> Result<(), String> {
