@@ -95,6 +95,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Linearizable unless `stale`, in which case the local replica answers at once.
     fn kv_get(&self, key: &kvstore::AetherKey, stale: bool) -> Result<Option<KvEntry>, ApiError>;
     fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError>;
+    /// Whether this node can find the artifact (its repository), for blueprint validation.
+    fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool;
     /// Replaces the transport's fault injection rules; refused unless the node allows it.
     fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError>;
 }
@@ -107,6 +109,8 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
     let segments: Vec<&str> = req.path.split('/').collect();
     let result = match (req.method.as_str(), segments.as_slice()) {
         (_, ["api", "kv"]) => crate::kv::route(backend, req, None),
+        (_, ["api", "blueprints", rest @ ..]) => crate::deploy::route(backend, req, rest),
+        ("GET", ["api", "slices"]) => crate::deploy::slices(backend),
         ("GET", ["api", "status"]) => status(backend),
         ("GET", ["api", "health"]) => health(backend),
         ("GET", ["api", "nodes"]) => nodes(backend),
@@ -231,8 +235,14 @@ mod tests {
                 version: 2,
             }))
         }
-        fn kv_list(&self, _prefix: &str, _stale: bool) -> Result<Vec<KvEntry>, ApiError> {
+        fn kv_list(&self, prefix: &str, _stale: bool) -> Result<Vec<KvEntry>, ApiError> {
+            if prefix != "user/" {
+                return Ok(Vec::new());
+            }
             Ok(vec![KvEntry { key: "user/a".into(), value: b"1".to_vec(), version: 2 }])
+        }
+        fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool {
+            artifact.to_string() != "org.example:missing:1.0.0"
         }
         fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError> {
             *self.faults.lock().unwrap() = rules;
@@ -289,6 +299,22 @@ mod tests {
         assert_eq!(call(&fake, "GET", "api/kv/user/b", &[], b"").status, 404);
         let listed = call(&fake, "GET", "api/kv", &[("prefix", "user/")], b"");
         assert_eq!(listed.body["count"], 1);
+    }
+
+    #[test]
+    fn blueprints_are_validated_before_anything_is_stored() {
+        let fake = Fake { connected: 2, faults: Mutex::default() };
+        let good = "name = \"shop\"\n[[slices]]\nartifact = \"org.example:echo:1.0.0\"\n";
+        let created = call(&fake, "POST", "api/blueprints", &[], good.as_bytes());
+        assert_eq!(created.status, 201, "{}", created.body);
+        assert_eq!(created.body["slices"], json!(["org.example:echo:1.0.0"]));
+        let unknown_key = "name = \"shop\"\ncolour = \"red\"\n";
+        let refused = call(&fake, "POST", "api/blueprints", &[], unknown_key.as_bytes());
+        assert_eq!(refused.status, 400);
+        assert_eq!(refused.body["line"], 2);
+        let missing = "name = \"shop\"\n[[slices]]\nartifact = \"org.example:missing:1.0.0\"\n";
+        assert_eq!(call(&fake, "POST", "api/blueprints", &[], missing.as_bytes()).status, 400);
+        assert_eq!(call(&fake, "GET", "api/blueprints/nope", &[], b"").status, 404);
     }
 
     #[test]

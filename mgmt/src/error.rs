@@ -9,11 +9,13 @@ pub struct ApiError {
     pub error: String,
     /// What a person needs to act on it.
     pub detail: String,
+    /// More machine-readable context (merged into the body), e.g. the line of a blueprint error.
+    pub extra: Option<serde_json::Value>,
 }
 
 impl ApiError {
     pub fn new(status: u16, error: &str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, error: error.to_string(), detail: detail.into() }
+        ApiError { status, error: error.to_string(), detail: detail.into(), extra: None }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
@@ -33,7 +35,13 @@ impl ApiError {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        json!({ "error": self.error, "detail": self.detail })
+        let mut body = json!({ "error": self.error, "detail": self.detail });
+        if let (Some(serde_json::Value::Object(extra)), Some(map)) = (&self.extra, body.as_object_mut()) {
+            for (k, v) in extra {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        body
     }
 }
 

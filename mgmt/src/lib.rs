@@ -9,6 +9,7 @@
 //! on any input.
 
 mod api;
+mod deploy;
 mod error;
 mod kv;
 mod server;
