@@ -1,7 +1,23 @@
 //! invoke: how a call finds a slice.
 //!
-//! Owns the pieces of the data plane that need no I/O: the HTTP route table ([`routes`]) shared by
-//! the app port of every node; later the endpoint registry, load balancing and the forwarding
-//! protocol. Invariant: nothing in this crate touches a socket, a thread or the clock.
+//! Owns the pieces of the data plane that need no I/O, shared by the app port of every node and by
+//! slice-to-slice calls:
+//! - [`routes`]: the HTTP route table (`METHOD /path/{param}` -> target);
+//! - [`registry`]: routes and endpoints as the replicated KV store holds them (`routes/...`,
+//!   `endpoints/...`), kept current from watch events, and the choice of a target (local first, else
+//!   round-robin over live remote endpoints);
+//! - [`protocol`]: the forwarding messages ([`InvokeRequest`], [`InvokeReply`]) carried in `Invoke` and
+//!   `InvokeReply` frames, checked after decoding;
+//! - [`forwarder`]: the table of forwarded calls in flight (ids, deadlines, peers) and the retry policy.
+//!
+//! Invariant: nothing in this crate touches a socket, a thread or the clock; time comes in as
+//! `now_ms` arguments. Every table here has a fixed bound, and hitting it is an error the caller sees.
 
+pub mod forwarder;
+pub mod protocol;
+pub mod registry;
 pub mod routes;
+
+pub use forwarder::{is_idempotent, Forwarder, ForwarderFull, PeerDownCall, CALLS_MAX_DEFAULT};
+pub use protocol::{InvokeReply, InvokeRequest, ProtocolError, HOPS_MAX};
+pub use registry::{Change, Endpoint, Registry, RegistryError, RouteTarget, Target};

@@ -1,0 +1,225 @@
+//! The forwarding messages: a call sent to another node (`Invoke` frame) and its answer (`InvokeReply`).
+//!
+//! Both are rkyv archives decoded through [`wire::decode`], which copies into an aligned buffer and
+//! validates the archive before any field is read; [`InvokeRequest::decode`] then checks the fields
+//! against this module's limits, so a decoded request is always within them.
+//!
+//! Rules every node follows:
+//! - the sender picks the target and owns retries: a node that receives a forwarded call answers it
+//!   with a local instance or says "no instance here" (503, `reached_slice: false`), and never forwards
+//!   it again, so a stale endpoint table cannot make a call loop between nodes;
+//! - `hops` counts the cluster hops of the causal chain (an HTTP request forwarded once is hop 1; a
+//!   slice it calls on a third node is hop 2); a chain longer than [`HOPS_MAX`] is refused, which bounds
+//!   cross-node call cycles the per-thread depth limit of one node cannot see;
+//! - `deadline_ms_left` is the time the sender still waits; the receiver runs the call with that
+//!   deadline, so deadlines shrink along a chain instead of restarting.
+
+use rkyv::{Archive, Deserialize, Serialize};
+use std::fmt;
+
+/// Longest causal chain of cluster hops one call may make.
+pub const HOPS_MAX: u8 = 8;
+/// Longest artifact text (`group:artifact:version`) and method name, in bytes.
+pub const ARTIFACT_BYTES_MAX: usize = 512;
+pub const METHOD_BYTES_MAX: usize = 128;
+/// Longest node id and content type, in bytes.
+pub const NODE_BYTES_MAX: usize = 128;
+pub const CONTENT_TYPE_BYTES_MAX: usize = 128;
+
+/// A call forwarded to another node.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct InvokeRequest {
+    /// Chosen by the sender's forwarding table; the reply carries it back.
+    pub id: u64,
+    /// Node id of the sender.
+    pub origin: String,
+    /// `group:artifact:version`.
+    pub artifact: String,
+    /// Slice method.
+    pub method: String,
+    /// Request bytes already encoded for the slice (`sdk::codec`: params, query, body).
+    pub request: Vec<u8>,
+    /// How long the sender still waits, in milliseconds.
+    pub deadline_ms_left: u32,
+    /// Cluster hops of the causal chain, this one included (at least 1 on the wire).
+    pub hops: u8,
+}
+
+/// The answer to an [`InvokeRequest`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct InvokeReply {
+    pub id: u64,
+    /// HTTP status code.
+    pub status: u16,
+    /// HTTP `Content-Type` value.
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// Whether a slice ran (or may have run) the call. `false` means it certainly did not, so the
+    /// sender may try another instance whatever the method.
+    pub reached_slice: bool,
+}
+
+/// A decoded message that breaks the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// Not a valid archive of the message.
+    Undecodable(String),
+    /// A field is out of its limits.
+    Field { field: &'static str, reason: String },
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::Undecodable(reason) => write!(f, "undecodable invoke message: {reason}"),
+            ProtocolError::Field { field, reason } => write!(f, "invoke message field `{field}`: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+impl InvokeRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        wire::encode(self)
+    }
+
+    /// Decode and check the limits of every field.
+    pub fn decode(bytes: &[u8]) -> Result<InvokeRequest, ProtocolError> {
+        let request: InvokeRequest = wire::decode(bytes).map_err(|e| ProtocolError::Undecodable(e.to_string()))?;
+        request.check()?;
+        Ok(request)
+    }
+
+    /// Whether the fields are within the protocol's limits.
+    pub fn check(&self) -> Result<(), ProtocolError> {
+        check_text("origin", &self.origin, NODE_BYTES_MAX)?;
+        check_text("artifact", &self.artifact, ARTIFACT_BYTES_MAX)?;
+        check_text("method", &self.method, METHOD_BYTES_MAX)?;
+        if self.hops == 0 || self.hops > HOPS_MAX {
+            let reason = format!("{} is outside 1..={HOPS_MAX}", self.hops);
+            return Err(ProtocolError::Field { field: "hops", reason });
+        }
+        Ok(())
+    }
+}
+
+impl InvokeReply {
+    pub fn encode(&self) -> Vec<u8> {
+        wire::encode(self)
+    }
+
+    /// Decode and check the limits of every field.
+    pub fn decode(bytes: &[u8]) -> Result<InvokeReply, ProtocolError> {
+        let reply: InvokeReply = wire::decode(bytes).map_err(|e| ProtocolError::Undecodable(e.to_string()))?;
+        if !(100..=599).contains(&reply.status) {
+            let reason = format!("{} is not an HTTP status", reply.status);
+            return Err(ProtocolError::Field { field: "status", reason });
+        }
+        if reply.content_type.len() > CONTENT_TYPE_BYTES_MAX {
+            let reason = format!("over {CONTENT_TYPE_BYTES_MAX} bytes");
+            return Err(ProtocolError::Field { field: "content_type", reason });
+        }
+        Ok(reply)
+    }
+
+    /// A JSON error answer `{"error", "detail"}`.
+    pub fn error(id: u64, status: u16, error: &str, detail: &str, reached_slice: bool) -> InvokeReply {
+        let body = sdk::json::Object::new().str("error", error).str("detail", detail).finish();
+        InvokeReply { id, status, content_type: JSON.to_owned(), body: body.into_bytes(), reached_slice }
+    }
+
+    /// "No instance here": 503, the call never reached a slice.
+    pub fn no_instance(id: u64, node: &str, artifact: &str) -> InvokeReply {
+        let detail = format!("no active instance of {artifact} on {node}");
+        InvokeReply::error(id, 503, "no instance", &detail, false)
+    }
+
+    /// Whether this answer says the call never reached a slice because the node had no instance.
+    pub fn is_no_instance(&self) -> bool {
+        !self.reached_slice && self.status == 503
+    }
+}
+
+const JSON: &str = "application/json";
+
+fn check_text(field: &'static str, text: &str, bytes_max: usize) -> Result<(), ProtocolError> {
+    if text.is_empty() {
+        return Err(ProtocolError::Field { field, reason: "empty".to_owned() });
+    }
+    if text.len() > bytes_max {
+        return Err(ProtocolError::Field { field, reason: format!("{} bytes, over {bytes_max}", text.len()) });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn request() -> InvokeRequest {
+        InvokeRequest {
+            id: 42,
+            origin: "node-1".into(),
+            artifact: "org.aether.examples:echo:1.0.0".into(),
+            method: "echo".into(),
+            request: vec![0, 0, 0, 0, b'h', b'i'],
+            deadline_ms_left: 1500,
+            hops: 1,
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        assert_eq!(InvokeRequest::decode(&request().encode()), Ok(request()));
+        let reply = InvokeReply::no_instance(42, "node-2", "g:a:1.0.0");
+        assert_eq!(InvokeReply::decode(&reply.encode()), Ok(reply.clone()));
+        assert!(reply.is_no_instance());
+        assert!(String::from_utf8_lossy(&reply.body).contains("no active instance of g:a:1.0.0 on node-2"));
+    }
+
+    #[test]
+    fn fields_out_of_limits_are_refused_after_decoding() {
+        for (field, broken) in [
+            ("hops", InvokeRequest { hops: 0, ..request() }),
+            ("hops", InvokeRequest { hops: HOPS_MAX + 1, ..request() }),
+            ("artifact", InvokeRequest { artifact: String::new(), ..request() }),
+            ("method", InvokeRequest { method: "m".repeat(METHOD_BYTES_MAX + 1), ..request() }),
+            ("origin", InvokeRequest { origin: String::new(), ..request() }),
+        ] {
+            match InvokeRequest::decode(&broken.encode()) {
+                Err(ProtocolError::Field { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let reply = InvokeReply { status: 42, ..InvokeReply::no_instance(1, "n", "a") };
+        assert!(matches!(InvokeReply::decode(&reply.encode()), Err(ProtocolError::Field { field: "status", .. })));
+    }
+
+    #[test]
+    fn a_request_is_not_a_reply() {
+        assert!(InvokeReply::decode(&request().encode()).is_err());
+        assert!(InvokeRequest::decode(&[]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = InvokeRequest::decode(&bytes);
+            let _ = InvokeReply::decode(&bytes);
+        }
+
+        #[test]
+        fn flipped_bytes_of_a_valid_message_never_panic(at in 0usize..4096, bit in 0u8..8) {
+            let mut bytes = request().encode();
+            let at = at % bytes.len();
+            bytes[at] ^= 1 << bit;
+            let _ = InvokeRequest::decode(&bytes);
+            let mut bytes = InvokeReply::no_instance(7, "node-3", "g:a:1.0.0").encode();
+            let at = at % bytes.len();
+            bytes[at] ^= 1 << bit;
+            let _ = InvokeReply::decode(&bytes);
+        }
+    }
+}
