@@ -7,7 +7,8 @@
 //!
 //! Invariants: no callback lets a panic escape (each body runs under `catch_unwind`); a nested call
 //! runs inline on the calling thread, so slice-to-slice calls never wait for a free worker and
-//! cannot deadlock the pool, and nesting deeper than [`CALL_DEPTH_MAX`] is refused.
+//! cannot deadlock the pool, and nesting deeper than [`CALL_DEPTH_MAX`] is refused. A callee with no
+//! instance here is reached through the container's [`crate::RemoteCall`] hook, inline as well.
 
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -134,13 +135,21 @@ fn nested_call(ctx: &HostCtx, artifact: &[u8], method: &[u8], request: &[u8]) ->
         return Err(CallError::BadRequest { detail: "artifact and method must be UTF-8".into() });
     };
     let shared = ctx.shared.upgrade().ok_or(CallError::ShuttingDown)?;
-    let target = shared.find_active(artifact).ok_or_else(|| CallError::NoInstance { artifact: artifact.to_owned() })?;
+    let local = shared.find_active(artifact);
+    let remote = if local.is_none() { shared.remote() } else { None };
+    if local.is_none() && remote.is_none() {
+        return Err(CallError::NoInstance { artifact: artifact.to_owned() });
+    }
     let depth = CALL_DEPTH.with(Cell::get);
     if depth >= CALL_DEPTH_MAX {
         return Err(CallError::TooDeep { depth_max: CALL_DEPTH_MAX });
     }
     let _depth = DepthGuard::enter(depth);
-    target.call(method, request)
+    match (local, remote) {
+        (Some(target), _) => target.call(method, request),
+        (None, Some(remote)) => remote.call(artifact, method, request, crate::remote::current()),
+        (None, None) => Err(CallError::NoInstance { artifact: artifact.to_owned() }),
+    }
 }
 
 /// Holds the thread's call depth one deeper until dropped (also when unwinding).

@@ -11,7 +11,8 @@
 //! runs it on the worker pool and answers [`CallError::DeadlineExceeded`] when the slice takes too
 //! long (the stuck worker is replaced). Slice-to-slice calls made through the host callbacks run
 //! inline on the calling worker, so they never wait for a free worker: a pool of one serves
-//! `orders -> inventory + pricing`.
+//! `orders -> inventory + pricing`. A nested call whose callee has no instance here goes to the
+//! node's [`RemoteCall`] hook, when one is set (see [`remote`]), with the outer call's deadline.
 //!
 //! Invariants: no panic crosses the library boundary in either direction; a library is closed only
 //! when no code can be running in it (otherwise it is leaked, and the log says so); lifecycle
@@ -24,6 +25,7 @@ mod instance;
 mod library;
 pub mod lifecycle;
 pub mod pool;
+pub mod remote;
 mod step;
 
 pub use artifact::{Artifact, ArtifactError};
@@ -32,12 +34,13 @@ pub use host::CALL_DEPTH_MAX;
 pub use library::{RouteInfo, ScheduleInfo, SliceInfo, SubscriptionInfo};
 pub use lifecycle::SliceState;
 pub use pool::{PoolConfig, PoolStats};
+pub use remote::{CallContext, RemoteCall};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use sdk::Response;
@@ -128,6 +131,8 @@ pub(crate) struct Shared {
     next_pick: AtomicUsize,
     /// Serialises lifecycle steps of the container (calls are not affected).
     lifecycle: Mutex<()>,
+    /// Where nested calls go when the callee has no instance here.
+    remote: RwLock<Option<Weak<dyn RemoteCall>>>,
 }
 
 impl Shared {
@@ -137,6 +142,11 @@ impl Shared {
         let candidates = registry.active.get(artifact)?;
         let pick = self.next_pick.fetch_add(1, Ordering::Relaxed) % candidates.len().max(1);
         candidates.get(pick).cloned()
+    }
+
+    /// The remote-call hook, while its owner lives.
+    pub(crate) fn remote(&self) -> Option<Arc<dyn RemoteCall>> {
+        self.remote.read().as_ref().and_then(Weak::upgrade)
     }
 }
 
@@ -190,6 +200,7 @@ impl Container {
             next_id: AtomicU64::new(1),
             next_pick: AtomicUsize::new(0),
             lifecycle: Mutex::new(()),
+            remote: RwLock::new(None),
         });
         Ok(Container { shared })
     }
@@ -366,6 +377,12 @@ impl Container {
         target.call(method, request)
     }
 
+    /// Install (or clear) the hook nested calls use when the callee has no instance on this node.
+    /// The container keeps a weak reference: the hook works while its owner keeps it alive.
+    pub fn set_remote(&self, remote: Option<&Arc<dyn RemoteCall>>) {
+        *self.shared.remote.write() = remote.map(Arc::downgrade);
+    }
+
     /// Call on the worker pool, answering [`CallError::DeadlineExceeded`] after `deadline`.
     pub fn call_with_deadline(
         &self,
@@ -374,9 +391,24 @@ impl Container {
         request: Vec<u8>,
         deadline: Duration,
     ) -> Result<Response, CallError> {
+        self.call_with_context(target, method, request, deadline, 0)
+    }
+
+    /// [`Container::call_with_deadline`] for a call that arrived after `hops` cluster hops: nested
+    /// calls it makes through the [`RemoteCall`] hook see the deadline and the hops.
+    pub fn call_with_context(
+        &self,
+        target: &SliceHandle,
+        method: &str,
+        request: Vec<u8>,
+        deadline: Duration,
+        hops: u8,
+    ) -> Result<Response, CallError> {
         let job_target = target.clone();
         let job_method = method.to_owned();
-        let answer = self.shared.pool.run(deadline, move || job_target.call(&job_method, &request));
+        let context = CallContext { deadline: Instant::now().checked_add(deadline), hops };
+        let job = move || remote::with_context(context, || job_target.call(&job_method, &request));
+        let answer = self.shared.pool.run(deadline, job);
         let artifact = || target.0.artifact_text.clone();
         match answer {
             Ok(answer) => answer,

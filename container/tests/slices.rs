@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use container::{Artifact, CallError, Container, ContainerConfig, ContainerError, SliceState};
+use container::{Artifact, CallContext, CallError, Container, ContainerConfig, ContainerError, RemoteCall, SliceState};
 use sdk::{json, RequestBuilder, Status};
 
 fn workspace_root() -> &'static Path {
@@ -318,6 +318,55 @@ fn orders_calls_inventory_and_pricing_on_a_pool_of_one_worker() {
     c.deactivate(inventory).unwrap();
     let unavailable = order(r#"{"item": "book", "qty": 1}"#);
     assert_eq!(unavailable.status, Status::Unavailable, "{}", unavailable.body_text());
+}
+
+/// A stand-in for the cluster: calls go to another container, and the contexts they carried are kept.
+struct OtherNode {
+    container: Container,
+    seen: parking_lot::Mutex<Vec<(String, CallContext)>>,
+}
+
+impl RemoteCall for OtherNode {
+    fn call(
+        &self,
+        artifact: &str,
+        method: &str,
+        request: &[u8],
+        context: CallContext,
+    ) -> Result<sdk::Response, CallError> {
+        self.seen.lock().push((artifact.to_owned(), context));
+        let target = self.container.find_active(artifact).ok_or(CallError::NoInstance { artifact: artifact.into() })?;
+        self.container.call_with_context(&target, method, request.to_vec(), Duration::from_secs(1), context.hops + 1)
+    }
+}
+
+#[test]
+fn a_nested_call_without_a_local_instance_goes_through_the_remote_hook_with_its_context() {
+    let here = container_with(|config| config.pool.workers = 1);
+    here.deploy(&artifact(ORDERS), vec![]).unwrap();
+    here.deploy(&artifact(PRICING), vec![]).unwrap();
+    let there = container_with(|config| config.node_id = "node-2".into());
+    there.deploy(&artifact(INVENTORY), vec![]).unwrap();
+    let other = std::sync::Arc::new(OtherNode { container: there, seen: parking_lot::Mutex::new(Vec::new()) });
+    let hook: std::sync::Arc<dyn RemoteCall> = other.clone();
+    here.set_remote(Some(&hook));
+
+    let orders = here.find_active(ORDERS).unwrap();
+    let request = RequestBuilder::new().body(r#"{"item": "book", "qty": 2}"#).encode().unwrap();
+    let started = std::time::Instant::now();
+    let answer = here.call_with_context(&orders, "create", request.clone(), Duration::from_secs(5), 1).unwrap();
+    assert_eq!(answer.status, Status::Ok, "{}", answer.body_text());
+    let seen = other.seen.lock().clone();
+    assert_eq!(seen.len(), 1, "pricing is local, only inventory leaves: {seen:?}");
+    assert_eq!((seen[0].0.as_str(), seen[0].1.hops), (INVENTORY, 1));
+    let deadline = seen[0].1.deadline.unwrap();
+    assert!(deadline > started + Duration::from_secs(4) && deadline <= started + Duration::from_secs(6));
+
+    // The container holds the hook weakly: once its owner drops it, the callee is simply not here.
+    drop(hook);
+    drop(other);
+    let answer = here.call_with_deadline(&orders, "create", request, Duration::from_secs(5)).unwrap();
+    assert_eq!(answer.status, Status::Unavailable, "{}", answer.body_text());
 }
 
 fn open_fds() -> usize {
