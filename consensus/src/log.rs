@@ -1,7 +1,7 @@
 //! The decided log kept in memory for catch-up, and the latest snapshot that replaces its compacted prefix.
 //!
-//! Invariants: `entries` holds consecutive slots starting at `first_slot`, at most `slots_max` of them
-//! (the oldest are dropped first, counted in `dropped`); when a snapshot is stored, entries below its
+//! Invariants: `entries` holds consecutive slots starting at `first_slot`, at most `slots_max` of them and
+//! at most `bytes_max` bytes (beyond the newest entry; the oldest are dropped first, counted in `dropped`); when a snapshot is stored, entries below its
 //! `next_slot` are dropped. Batches are kept as decided, before duplicate removal.
 
 use std::collections::VecDeque;
@@ -20,16 +20,20 @@ pub(crate) struct DecidedLog {
     first_slot: Slot,
     entries: VecDeque<Option<Vec<Command>>>,
     slots_max: usize,
+    bytes: usize,
+    bytes_max: usize,
     pub(crate) snapshot: Option<StoredSnapshot>,
     pub(crate) dropped: u64,
 }
 
 impl DecidedLog {
-    pub(crate) fn new(slots_max: usize) -> DecidedLog {
+    pub(crate) fn new(slots_max: usize, bytes_max: usize) -> DecidedLog {
         DecidedLog {
             first_slot: Slot(0),
             entries: VecDeque::new(),
             slots_max: slots_max.max(1),
+            bytes: 0,
+            bytes_max,
             snapshot: None,
             dropped: 0,
         }
@@ -44,13 +48,21 @@ impl DecidedLog {
     pub(crate) fn push(&mut self, slot: Slot, batch: Option<Vec<Command>>) {
         if slot != self.end_slot() {
             self.entries.clear();
+            self.bytes = 0;
             self.first_slot = slot;
         }
+        self.bytes += batch_bytes(&batch);
         self.entries.push_back(batch);
-        if self.entries.len() > self.slots_max {
-            self.entries.pop_front();
-            self.first_slot = self.first_slot.next();
+        while self.entries.len() > self.slots_max || (self.entries.len() > 1 && self.bytes > self.bytes_max) {
+            self.pop_oldest();
             self.dropped += 1;
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(batch) = self.entries.pop_front() {
+            self.bytes -= batch_bytes(&batch);
+            self.first_slot = self.first_slot.next();
         }
     }
 
@@ -58,8 +70,7 @@ impl DecidedLog {
     pub(crate) fn store_snapshot(&mut self, snapshot: StoredSnapshot) {
         let next = snapshot.next_slot;
         while self.first_slot < next && !self.entries.is_empty() {
-            self.entries.pop_front();
-            self.first_slot = self.first_slot.next();
+            self.pop_oldest();
         }
         if self.entries.is_empty() {
             self.first_slot = next;
@@ -88,13 +99,17 @@ impl DecidedLog {
     }
 }
 
+fn batch_bytes(batch: &Option<Vec<Command>>) -> usize {
+    batch.iter().flatten().map(Command::size_bytes).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn log_is_bounded_and_compacted_by_snapshots() {
-        let mut log = DecidedLog::new(3);
+        let mut log = DecidedLog::new(3, 1 << 20);
         for slot in 0..5 {
             log.push(Slot(slot), None);
         }
@@ -105,5 +120,21 @@ mod tests {
         assert_eq!(log.range(Slot(4), 8).len(), 1);
         assert!(log.needs_snapshot(Slot(3)));
         assert!(!log.needs_snapshot(Slot(4)));
+    }
+
+    #[test]
+    fn log_is_bounded_in_bytes_but_keeps_the_newest_entry() {
+        let big = vec![Command {
+            id: crate::types::CommandId { client: 1, seq: 1 },
+            origin: crate::types::ReplicaId(0),
+            timestamp_ms: 0,
+            payload: vec![0; 100],
+        }];
+        let mut log = DecidedLog::new(100, 200);
+        for slot in 0..3 {
+            log.push(Slot(slot), Some(big.clone()));
+        }
+        assert_eq!(log.dropped, 2);
+        assert_eq!(log.range(Slot(2), 8).len(), 1);
     }
 }

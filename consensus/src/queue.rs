@@ -1,8 +1,9 @@
 //! The pending queue: commands not yet decided, ordered by (timestamp, origin, client, sequence) so every
 //! replica that holds the same commands proposes the same head.
 //!
-//! Invariants: at most `commands_max` commands; each `CommandId` at most once; `index` and `order` always
-//! hold exactly the same commands. Conflicts resolve towards the front of the order, the same way on every
+//! Invariants: at most `commands_max` commands and `bytes_max` bytes (`Command::size_bytes`); each
+//! `CommandId` at most once; `index` and `order` always hold exactly the same commands, whose sizes sum
+//! to `bytes`. Conflicts resolve towards the front of the order, the same way on every
 //! replica, so queues that saw the same commands hold the same head: of two copies of one command
 //! (a client retried at another replica) the earlier-ordered copy stays, and a full queue makes room for
 //! an earlier-ordered command by evicting its last one.
@@ -23,11 +24,17 @@ pub(crate) struct PendingQueue {
     order: BTreeMap<QueueKey, Command>,
     index: BTreeMap<CommandId, QueueKey>,
     commands_max: usize,
+    bytes: usize,
+    bytes_max: usize,
 }
 
 impl PendingQueue {
-    pub(crate) fn new(commands_max: usize) -> PendingQueue {
-        PendingQueue { order: BTreeMap::new(), index: BTreeMap::new(), commands_max }
+    pub(crate) fn new(commands_max: usize, bytes_max: usize) -> PendingQueue {
+        PendingQueue { order: BTreeMap::new(), index: BTreeMap::new(), commands_max, bytes: 0, bytes_max }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -50,7 +57,8 @@ impl PendingQueue {
             }
             self.remove(command.id);
         }
-        if self.order.len() >= self.commands_max {
+        let size = command.size_bytes();
+        while self.order.len() >= self.commands_max || self.bytes + size > self.bytes_max {
             match self.order.last_key_value() {
                 Some((last, evicted)) if key < *last => {
                     let id = evicted.id;
@@ -59,6 +67,7 @@ impl PendingQueue {
                 _ => return Err(PushError::Full),
             }
         }
+        self.bytes += size;
         self.index.insert(command.id, key);
         self.order.insert(key, command);
         Ok(())
@@ -66,7 +75,9 @@ impl PendingQueue {
 
     pub(crate) fn remove(&mut self, id: CommandId) {
         if let Some(key) = self.index.remove(&id) {
-            self.order.remove(&key);
+            if let Some(command) = self.order.remove(&key) {
+                self.bytes -= command.size_bytes();
+            }
         }
     }
 
@@ -115,7 +126,7 @@ mod tests {
 
     #[test]
     fn head_is_ordered_by_timestamp_and_queue_is_bounded() {
-        let mut queue = PendingQueue::new(2);
+        let mut queue = PendingQueue::new(2, 1 << 20);
         assert_eq!(queue.push(command(1, 50)), Ok(()));
         assert_eq!(queue.push(command(2, 10)), Ok(()));
         assert_eq!(queue.push(command(2, 10)), Err(PushError::AlreadyQueued));
@@ -126,8 +137,21 @@ mod tests {
         assert_eq!(queue.push(command(2, 5)), Ok(()), "the earlier copy of a command wins");
         assert_eq!(queue.head(1, 1 << 20)[0].timestamp_ms, 0);
         assert_eq!(queue.head(2, 1 << 20)[1].timestamp_ms, 5);
-        queue.remove(CommandId { client: 2, seq: 0 });
-        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.bytes(), 2 * command(0, 0).size_bytes());
+    }
+
+    #[test]
+    fn queue_is_bounded_in_bytes() {
+        let mut queue = PendingQueue::new(100, 3 * command(0, 0).size_bytes());
+        for client in 0..3 {
+            assert_eq!(queue.push(command(client, 10 + client)), Ok(()));
+        }
+        assert_eq!(queue.push(command(9, 50)), Err(PushError::Full));
+        assert_eq!(queue.push(command(8, 1)), Ok(()), "an earlier command evicts the last");
+        assert_eq!(queue.len(), 3);
         assert!(!queue.contains(CommandId { client: 2, seq: 0 }));
+        queue.remove(CommandId { client: 8, seq: 0 });
+        assert_eq!(queue.len(), 2);
+        assert_eq!(queue.bytes(), 2 * command(0, 0).size_bytes());
     }
 }

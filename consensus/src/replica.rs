@@ -138,6 +138,7 @@ pub struct Replica {
     sessions: Sessions,
     log: DecidedLog,
     future: Vec<(ReplicaId, Message)>,
+    future_bytes: usize,
     replay: VecDeque<(ReplicaId, Message)>,
     peers: Vec<PeerTrack>,
     propose_armed: bool,
@@ -163,10 +164,11 @@ impl Replica {
             next_slot: Slot(0),
             slot_started_ms: 0,
             agreement: SlotAgreement::new(Slot(0), &config),
-            queue: PendingQueue::new(config.queue_commands_max),
+            queue: PendingQueue::new(config.queue_commands_max, config.queue_bytes_max),
             sessions: Sessions::new(config.clients_max, config.session_window),
-            log: DecidedLog::new(config.log_slots_max),
+            log: DecidedLog::new(config.log_slots_max, config.log_bytes_max),
             future: Vec::new(),
+            future_bytes: 0,
             replay: VecDeque::new(),
             peers: vec![PeerTrack::default(); config.n()],
             propose_armed: false,
@@ -338,7 +340,7 @@ impl Replica {
         if self.queue.contains(id) {
             return None;
         }
-        if self.queue.len() >= self.admit_commands_max() {
+        if self.queue_over_admission_share(command.payload.len()) {
             return Some((id, RejectReason::QueueFull));
         }
         let stamped = Command { id, origin: self.config.me, timestamp_ms: now_ms, payload: command.payload };
@@ -352,10 +354,13 @@ impl Replica {
         }
     }
 
-    /// Client commands are admitted while the queue is below its share of the capacity, so the commands
-    /// every replica admits still fit in every queue; forwarded ones may fill it.
-    fn admit_commands_max(&self) -> usize {
-        (self.config.queue_commands_max / self.config.n().max(1)).max(1)
+    /// Client commands are admitted while the queue is below its share of the capacity (in commands and
+    /// in bytes), so the commands every replica admits still fit in every queue; forwarded ones may fill it.
+    fn queue_over_admission_share(&self, payload_bytes: usize) -> bool {
+        let n = self.config.n().max(1);
+        let commands_max = (self.config.queue_commands_max / n).max(1);
+        let bytes_max = self.config.queue_bytes_max / n;
+        self.queue.len() >= commands_max || self.queue.bytes() + payload_bytes + 48 > bytes_max
     }
 
     fn is_applied(&self, id: CommandId) -> bool {
@@ -422,10 +427,14 @@ impl Replica {
         let within_window = message
             .round_slot()
             .is_some_and(|slot| slot.0 <= self.next_slot.0.saturating_add(self.config.future_slots_window));
-        if !within_window || self.future.len() >= self.config.future_messages_max {
+        let size = message_bytes(&message);
+        let full = self.future.len() >= self.config.future_messages_max
+            || self.future_bytes + size > self.config.future_bytes_max;
+        if !within_window || full {
             self.stats.future_messages_dropped += 1;
             return;
         }
+        self.future_bytes += size;
         self.future.push((from, message));
     }
 
@@ -556,6 +565,7 @@ impl Replica {
             .into_iter()
             .filter(|(_, m)| m.round_slot().is_some_and(|s| s >= next_slot))
             .partition(|(_, m)| m.round_slot() == Some(next_slot));
+        self.future_bytes = later.iter().map(|(_, m)| message_bytes(m)).sum();
         self.future = later;
         self.replay.extend(ready);
         self.finish_recovery_if_past_floor(now_ms, out);
@@ -693,6 +703,7 @@ impl Replica {
         };
         if recovery.vote_floor.is_some_and(|floor| self.next_slot >= floor) {
             self.mode = Mode::Normal;
+            self.future_bytes = 0;
             self.replay.extend(
                 std::mem::take(&mut self.future)
                     .into_iter()
@@ -781,6 +792,14 @@ impl Replica {
         let mut messages = Vec::new();
         self.agreement.own_messages(&mut messages);
         out.extend(messages.into_iter().map(|message| Output::Send { to: peer, message }));
+    }
+}
+
+/// Memory a buffered round message holds, roughly.
+fn message_bytes(message: &Message) -> usize {
+    match message {
+        Message::Proposal { batch, .. } => 32 + batch.iter().map(Command::size_bytes).sum::<usize>(),
+        _ => 32,
     }
 }
 

@@ -55,6 +55,13 @@ pub struct Command {
     pub payload: Vec<u8>,
 }
 
+impl Command {
+    /// What the command costs in memory and on the wire, roughly: payload plus fixed fields.
+    pub fn size_bytes(&self) -> usize {
+        self.payload.len() + 48
+    }
+}
+
 /// One decided slot, delivered in slot order. `batch: None` is a null slot (nothing applies);
 /// `Some(commands)` lists the commands to apply in order, duplicates of earlier commands already removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +97,8 @@ pub struct Config {
     /// Pending queue capacity. Client commands are refused (back-pressure) once the queue holds
     /// `queue_commands_max / replica_count`; forwarded commands may fill it.
     pub queue_commands_max: usize,
+    /// Pending queue capacity in bytes (`Command::size_bytes`), shared the same way as the count.
+    pub queue_bytes_max: usize,
     pub payload_bytes_max: usize,
     /// Commands in one `Forward` message at most.
     pub forward_commands_max: usize,
@@ -103,10 +112,14 @@ pub struct Config {
     pub snapshot_every_slots: u64,
     /// Decided slots kept in memory for catch-up, at most.
     pub log_slots_max: usize,
+    /// Bytes of decided batches kept in memory for catch-up, at most.
+    pub log_bytes_max: usize,
     /// Decided slots in one catch-up reply, at most.
     pub sync_slots_max: usize,
     /// Messages for future slots kept until the replica gets there, at most.
     pub future_messages_max: usize,
+    /// Bytes of commands inside those messages, at most.
+    pub future_bytes_max: usize,
     /// How many slots ahead a message may be and still be kept.
     pub future_slots_window: u64,
     /// Phases in one slot, at most; beyond it the replica stops voting there and waits for catch-up.
@@ -129,6 +142,7 @@ impl Config {
             batch_commands_max: 256,
             batch_bytes_max: 1 << 20,
             queue_commands_max: 65_536,
+            queue_bytes_max: 64 << 20,
             payload_bytes_max: 64 * 1024,
             forward_commands_max: 1024,
             retransmit_ms: 20,
@@ -136,8 +150,10 @@ impl Config {
             reforward_after_ms: 100,
             snapshot_every_slots: 4096,
             log_slots_max: 16_384,
+            log_bytes_max: 256 << 20,
             sync_slots_max: 64,
             future_messages_max: 4096,
+            future_bytes_max: 16 << 20,
             future_slots_window: 8,
             phases_max: 512,
             clients_max: 65_536,
