@@ -1,16 +1,29 @@
-//! The app port (:8081): serves the HTTP routes of the slices this node runs.
+//! The app port (:8081): every route of the cluster, answered here or forwarded.
 //!
-//! At start it loads and activates the named slices in a [`container::Container`], builds one
-//! [`invoke::routes::RouteTable`] from their descriptors, and serves it with a few tiny_http handler
-//! threads. Each request is matched to a route, its path parameters, query and body are encoded for
-//! the slice (see `sdk::codec`), and the call runs on the container's worker pool with a deadline.
+//! A few tiny_http handler threads take each request to the [`Dispatcher`] (see [`dispatch`]): the
+//! route is looked up in the shared [`invoke::Registry`], and the call runs on an instance of this
+//! node's container when there is one, else on another node through the node runtime's [`Forward`].
 //!
-//! Answers: the slice's status and body on success; otherwise a JSON body `{"error", "detail"}` with
-//! 404 (no route), 405 (route exists for another method), 400 (bad path), 413 (body too large),
-//! 500 (the slice panicked), 503 (no active instance, overloaded) or 504 (deadline passed).
+//! Two ways to start:
+//! - [`AppServer::start_cluster`]: the node runtime owns the container (its deployment code loads and
+//!   activates slices in it) and keeps the registry current from the KV store; the app server only
+//!   serves, installs the dispatcher as the container's remote-call hook, and removes it on stop.
+//! - [`AppServer::start`] (dev mode, `--slice` flags): the app server loads the named slices in a
+//!   container of its own, registers their routes, serves them locally, and unloads them on stop. Two
+//!   versions of one artifact may both declare a route; the one named last serves it (as after a
+//!   rolling update). Two different artifacts declaring the same route is a startup error.
 //!
-//! Routes: two versions of one artifact may both declare a route; the one named last serves it (as
-//! after a rolling update). Two different artifacts declaring the same route is a startup error.
+//! Answers: the slice's status and body; otherwise a JSON body `{"error", "detail"}` with 404 (no
+//! route), 405 (route exists for another method), 400 (bad path), 413 (body too large), 500 (the slice
+//! panicked), 503 (no live instance, overloaded) or 504 (deadline passed).
+
+// Cluster mode (`start_cluster`, `Forward`, `serve_forwarded`) is entered from the node runtime's
+// wiring; until every entry point is reached from there, unused ones are not warnings.
+#![cfg_attr(not(test), allow(dead_code, unused_imports))]
+
+mod dispatch;
+
+pub use dispatch::{Call, Dispatcher, Forward, ForwardError, HttpAnswer, ATTEMPTS_MAX};
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -20,8 +33,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use container::{Artifact, CallError, Container, ContainerConfig, SliceHandle};
-use invoke::routes::{self, Lookup, RouteError, RouteTable};
+use container::{Artifact, Container, ContainerConfig, RemoteCall, SliceHandle};
+use invoke::routes::Lookup;
+use invoke::{InvokeReply, Registry, RouteTarget};
+use parking_lot::RwLock;
 
 /// What the app server needs to start in dev mode.
 pub struct AppConfig {
@@ -36,9 +51,9 @@ pub struct AppConfig {
 #[derive(Clone, Debug)]
 pub struct AppOptions {
     pub handler_threads: usize,
-    /// Slice workers; 0 means one per core.
+    /// Slice workers of the dev-mode container; 0 means one per core (cluster mode: the node's container decides).
     pub workers: usize,
-    /// How long a request waits for its slice before answering 504.
+    /// How long a request waits for its slice (wherever it runs) before answering 504.
     pub call_deadline: Duration,
     pub body_bytes_max: usize,
 }
@@ -59,60 +74,94 @@ impl AppOptions {
     }
 }
 
-/// Where a route leads: an instance and one of its methods.
-#[derive(Clone, Debug)]
-struct RouteTarget {
-    slice: SliceHandle,
-    method: String,
-}
-
-struct AppState {
-    container: Container,
-    routes: RouteTable<RouteTarget>,
-    options: AppOptions,
+/// Who owns the container's lifecycle.
+enum Mode {
+    /// Dev mode: this server loaded the slices and shuts the container down on stop.
+    OwnsContainer,
+    /// Cluster mode: the node runtime owns it; the server only removes its remote-call hook.
+    SharesContainer,
 }
 
 pub struct AppServer {
     server: Arc<tiny_http::Server>,
-    state: Arc<AppState>,
+    dispatcher: Arc<Dispatcher>,
+    container: Arc<Container>,
+    mode: Mode,
     stopping: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     addr: SocketAddr,
 }
 
 impl AppServer {
+    /// Dev mode with the default options.
     pub fn start(config: AppConfig) -> Result<AppServer, String> {
         AppServer::start_with(config, AppOptions::from_env())
     }
 
+    /// Dev mode: load and activate `config.slices` in a container of this server's, serve their routes.
     pub fn start_with(config: AppConfig, options: AppOptions) -> Result<AppServer, String> {
-        let container = start_container(&config, &options)?;
-        let routes = match build_routes(&container) {
-            Ok(routes) => routes,
+        let container = Arc::new(start_container(&config, &options)?);
+        let registry = match local_registry(&config.node_id, &container) {
+            Ok(registry) => Arc::new(RwLock::new(registry)),
             Err(e) => {
                 container.shutdown();
                 return Err(e);
             }
         };
-        let server = match tiny_http::Server::http(config.listen) {
-            Ok(server) => Arc::new(server),
-            Err(e) => {
-                container.shutdown();
-                return Err(format!("app port {}: {e}", config.listen));
-            }
-        };
-        let addr = server.server_addr().to_ip().unwrap_or(config.listen);
-        for (method, pattern, target) in routes.iter() {
-            log::info!("app route {method} {pattern} -> {} {}", target.slice.artifact(), target.method);
+        let dispatcher =
+            Arc::new(Dispatcher::new(config.node_id, Arc::clone(&container), registry, None, options.call_deadline));
+        let started =
+            AppServer::serve(config.listen, dispatcher, Arc::clone(&container), Mode::OwnsContainer, &options);
+        if started.is_err() {
+            container.shutdown();
         }
-        let state = Arc::new(AppState { container, routes, options });
+        started
+    }
+
+    /// Cluster mode: serve every route in `registry` (kept current by the node runtime) from
+    /// `container` (whose slices the node runtime manages) or through `forward`.
+    pub fn start_cluster(
+        listen: SocketAddr,
+        node_id: String,
+        container: Arc<Container>,
+        registry: Arc<RwLock<Registry>>,
+        forward: Arc<dyn Forward>,
+        options: AppOptions,
+    ) -> Result<AppServer, String> {
+        let dispatcher =
+            Arc::new(Dispatcher::new(node_id, Arc::clone(&container), registry, Some(forward), options.call_deadline));
+        let hook: Arc<dyn RemoteCall> = dispatcher.clone();
+        container.set_remote(Some(&hook));
+        let started = AppServer::serve(listen, dispatcher, Arc::clone(&container), Mode::SharesContainer, &options);
+        if started.is_err() {
+            container.set_remote(None);
+        }
+        started
+    }
+
+    fn serve(
+        listen: SocketAddr,
+        dispatcher: Arc<Dispatcher>,
+        container: Arc<Container>,
+        mode: Mode,
+        options: &AppOptions,
+    ) -> Result<AppServer, String> {
+        let server = Arc::new(tiny_http::Server::http(listen).map_err(|e| format!("app port {listen}: {e}"))?);
+        let addr = server.server_addr().to_ip().unwrap_or(listen);
         let stopping = Arc::new(AtomicBool::new(false));
-        let threads = (0..state.options.handler_threads.max(1))
-            .map(|n| spawn_handler(n, &server, &state, &stopping))
-            .collect::<Result<Vec<_>, String>>()?;
-        let app = AppServer { server, state, stopping, threads, addr };
-        log::info!("app port http://{} serving {} routes", app.addr(), app.state.routes.len());
-        Ok(app)
+        let mut threads = Vec::new();
+        for n in 0..options.handler_threads.max(1) {
+            match spawn_handler(n, &server, &dispatcher, options.body_bytes_max, &stopping) {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    stop_handlers(&server, &stopping, threads);
+                    return Err(e);
+                }
+            }
+        }
+        let routes = dispatcher.registry().read().routes().len();
+        log::info!("app port http://{addr} serving {routes} routes");
+        Ok(AppServer { server, dispatcher, container, mode, stopping, threads, addr })
     }
 
     /// The address actually listened on.
@@ -120,16 +169,28 @@ impl AppServer {
         self.addr
     }
 
-    /// Stop serving (requests in progress finish), then stop and unload the slices.
+    /// The data plane, for calls forwarded by other nodes ([`Dispatcher::serve_forwarded`]).
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        Arc::clone(&self.dispatcher)
+    }
+
+    /// Stop serving (requests in progress finish); in dev mode, then stop and unload the slices.
     pub fn stop(self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for _ in &self.threads {
-            self.server.unblock();
+        stop_handlers(&self.server, &self.stopping, self.threads);
+        match self.mode {
+            Mode::OwnsContainer => self.container.shutdown(),
+            Mode::SharesContainer => self.container.set_remote(None),
         }
-        for thread in self.threads {
-            let _ = thread.join();
-        }
-        self.state.container.shutdown();
+    }
+}
+
+fn stop_handlers(server: &tiny_http::Server, stopping: &AtomicBool, threads: Vec<JoinHandle<()>>) {
+    stopping.store(true, Ordering::SeqCst);
+    for _ in &threads {
+        server.unblock();
+    }
+    for thread in threads {
+        let _ = thread.join();
     }
 }
 
@@ -151,35 +212,42 @@ fn start_container(config: &AppConfig, options: &AppOptions) -> Result<Container
     Ok(container)
 }
 
-/// Routes of every active instance; for a route declared by two versions of one artifact, the
-/// later instance wins.
-fn build_routes(container: &Container) -> Result<RouteTable<RouteTarget>, String> {
-    let mut table = RouteTable::new();
-    let handles: Vec<SliceHandle> = container.instances().iter().rev().filter_map(|s| container.handle(s.id)).collect();
+/// Routes of every active instance, in load order: a later version of an artifact takes over a route
+/// of an earlier one.
+fn local_registry(node_id: &str, container: &Container) -> Result<Registry, String> {
+    let mut registry = Registry::new();
+    let handles: Vec<SliceHandle> = container.instances().iter().filter_map(|s| container.handle(s.id)).collect();
     for slice in handles {
         for route in &slice.info().routes {
-            let target = RouteTarget { slice: slice.clone(), method: route.method.clone() };
-            match table.insert(&route.http_method, &route.path, target) {
-                Ok(()) => {}
-                Err(RouteError::Conflict { .. }) if shadowed_by_other_version(&table, &slice, route) => {}
-                Err(e) => return Err(format!("{}: {e}", slice.artifact())),
-            }
+            register_route(&mut registry, &slice, route).map_err(|e| format!("{}: {e}", slice.artifact()))?;
+            log::info!("app route {} {} -> {} {}", route.http_method, route.path, slice.artifact(), route.method);
         }
     }
-    Ok(table)
+    log::debug!("node {node_id}: {} local routes", registry.routes().len());
+    Ok(registry)
 }
 
-fn shadowed_by_other_version(
-    table: &RouteTable<RouteTarget>,
-    slice: &SliceHandle,
-    route: &container::RouteInfo,
-) -> bool {
-    let base = |a: &Artifact| (a.group().to_owned(), a.id().to_owned());
-    let owner = match table.lookup(&route.http_method, &example_path(&route.path)) {
-        Lookup::Found(found) => Some(base(found.target.slice.artifact())),
+fn register_route(registry: &mut Registry, slice: &SliceHandle, route: &container::RouteInfo) -> Result<(), String> {
+    let artifact = slice.artifact().to_string();
+    let existing = match registry.lookup(&route.http_method, &example_path(&route.path)) {
+        Lookup::Found(found) if same_shape(found.pattern, &route.path) => {
+            Some((found.pattern.to_owned(), found.target.artifact.clone()))
+        }
         _ => None,
     };
-    owner == Some(base(slice.artifact()))
+    if let Some((pattern, owner)) = existing {
+        if artifact_base(&owner) != artifact_base(&artifact) {
+            return Err(format!("route {} {} is already served by {owner}", route.http_method, route.path));
+        }
+        registry.remove_route(&route.http_method, &pattern);
+    }
+    let target = RouteTarget { artifact, method: route.method.clone() };
+    registry.put_route(&route.http_method, &route.path, target).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// `group:artifact` of `group:artifact:version`.
+fn artifact_base(artifact: &str) -> &str {
+    artifact.rsplit_once(':').map_or(artifact, |(base, _)| base)
 }
 
 /// A concrete path matching `pattern` (each `{param}` becomes `x`), to find who owns a route.
@@ -187,18 +255,25 @@ fn example_path(pattern: &str) -> String {
     pattern.split('/').map(|s| if s.starts_with('{') { "x" } else { s }).collect::<Vec<_>>().join("/")
 }
 
+/// Same literals, parameters in the same places.
+fn same_shape(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
+    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x == y || (x.starts_with('{') && y.starts_with('{')))
+}
+
 fn spawn_handler(
     n: usize,
     server: &Arc<tiny_http::Server>,
-    state: &Arc<AppState>,
+    dispatcher: &Arc<Dispatcher>,
+    body_bytes_max: usize,
     stopping: &Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, String> {
-    let (server, state, stopping) = (Arc::clone(server), Arc::clone(state), Arc::clone(stopping));
+    let (server, dispatcher, stopping) = (Arc::clone(server), Arc::clone(dispatcher), Arc::clone(stopping));
     std::thread::Builder::new()
         .name(format!("app-http-{n}"))
         .spawn(move || loop {
             match server.recv() {
-                Ok(request) => serve(&state, request),
+                Ok(request) => serve(&dispatcher, body_bytes_max, request),
                 Err(_) if stopping.load(Ordering::SeqCst) => return,
                 Err(e) => log::debug!("app port: {e}"),
             }
@@ -206,29 +281,13 @@ fn spawn_handler(
         .map_err(|e| format!("cannot start an app handler thread: {e}"))
 }
 
-/// An answer ready to send.
-struct Answer {
-    status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
-    allow: Option<String>,
-}
-
-impl Answer {
-    fn error(status: u16, error: &str, detail: &str) -> Answer {
-        let body = sdk::json::Object::new().str("error", error).str("detail", detail).finish();
-        Answer { status, content_type: "application/json", body: body.into_bytes(), allow: None }
-    }
-
-    fn from_call_error(error: &CallError) -> Answer {
-        Answer::error(error.http_status(), error.kind(), &error.to_string())
-    }
-}
-
-fn serve(state: &AppState, mut request: tiny_http::Request) {
-    let answer = answer(state, &mut request);
-    let mut response = tiny_http::Response::from_data(answer.body).with_status_code(answer.status);
-    if let Ok(header) = tiny_http::Header::from_bytes("Content-Type", answer.content_type) {
+fn serve(dispatcher: &Dispatcher, body_bytes_max: usize, mut request: tiny_http::Request) {
+    let method = request.method().as_str().to_owned();
+    let url = request.url().to_owned();
+    let answer = dispatcher.http_call(&method, &url, || read_body(&mut request, body_bytes_max));
+    let reply = answer.reply;
+    let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+    if let Ok(header) = tiny_http::Header::from_bytes("Content-Type", reply.content_type.as_bytes()) {
         response = response.with_header(header);
     }
     if let Some(allow) = answer.allow.and_then(|a| tiny_http::Header::from_bytes("Allow", a).ok()) {
@@ -239,59 +298,16 @@ fn serve(state: &AppState, mut request: tiny_http::Request) {
     }
 }
 
-fn answer(state: &AppState, request: &mut tiny_http::Request) -> Answer {
-    let method = request.method().as_str().to_owned();
-    let url = request.url().to_owned();
-    let (path, query) = routes::split_target(&url);
-    let found = match state.routes.lookup(&method, path) {
-        Lookup::Found(found) => found,
-        Lookup::NotFound => return Answer::error(404, "not found", &format!("no route for {method} {path}")),
-        Lookup::MethodNotAllowed { allowed } => {
-            let mut answer = Answer::error(405, "method not allowed", &format!("{path} takes {}", allowed.join(", ")));
-            answer.allow = Some(allowed.join(", "));
-            return answer;
-        }
-        Lookup::BadPath { reason } => return Answer::error(400, "bad request", reason),
-    };
-    let body = match read_body(request, state.options.body_bytes_max) {
-        Ok(body) => body,
-        Err(answer) => return answer,
-    };
-    let query = query.map(routes::parse_query).unwrap_or_default();
-    let encoded = encode(&found.params, &query, &body);
-    let bytes = match encoded {
-        Ok(bytes) => bytes,
-        Err(e) => return Answer::error(400, "bad request", &e.to_string()),
-    };
-    let target = found.target;
-    let called = state.container.call_with_deadline(&target.slice, &target.method, bytes, state.options.call_deadline);
-    match called {
-        Ok(response) => Answer {
-            status: response.status.http(),
-            content_type: response.content_type.mime(),
-            body: response.body,
-            allow: None,
-        },
-        Err(error) => Answer::from_call_error(&error),
-    }
-}
-
-fn read_body(request: &mut tiny_http::Request, max: usize) -> Result<Vec<u8>, Answer> {
+fn read_body(request: &mut tiny_http::Request, max: usize) -> Result<Vec<u8>, InvokeReply> {
     let mut body = Vec::new();
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     if let Err(e) = request.as_reader().take(limit).read_to_end(&mut body) {
-        return Err(Answer::error(400, "bad request", &format!("cannot read the body: {e}")));
+        return Err(dispatch::error(400, "bad request", &format!("cannot read the body: {e}"), false));
     }
     if body.len() > max {
-        return Err(Answer::error(413, "payload too large", &format!("bodies are limited to {max} bytes")));
+        return Err(dispatch::error(413, "payload too large", &format!("bodies are limited to {max} bytes"), false));
     }
     Ok(body)
-}
-
-fn encode(params: &[(String, String)], query: &[(String, String)], body: &[u8]) -> Result<Vec<u8>, sdk::CodecError> {
-    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    sdk::encode_request(&params, &query, body)
 }
 
 #[cfg(test)]
@@ -304,7 +320,7 @@ mod tests {
 
     /// The slices, built once per test process by `cargo xtask build-slices` into a target folder
     /// of their own (cargo's lock serialises parallel builds; files are renamed into place).
-    fn repo() -> PathBuf {
+    pub(crate) fn repo() -> PathBuf {
         static REPO: OnceLock<PathBuf> = OnceLock::new();
         REPO.get_or_init(|| {
             let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
