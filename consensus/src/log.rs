@@ -1,7 +1,9 @@
 //! The decided log kept in memory for catch-up, and the latest snapshot that replaces its compacted prefix.
 //!
-//! Invariants: `entries` holds consecutive slots starting at `first_slot`, at most `slots_max` of them and
-//! at most `bytes_max` bytes (beyond the newest entry; the oldest are dropped first, counted in `dropped`); when a snapshot is stored, entries below its
+//! Invariants: `entries` holds consecutive slots starting at `first_slot`. Past `slots_max` entries or
+//! `bytes_max` bytes the log is over its soft bound and the replica asks for a snapshot, which compacts
+//! it without losing anything a peer may need; at twice those bounds (the shell is not answering) the
+//! oldest entries are dropped, counted in `dropped`; when a snapshot is stored, entries below its
 //! `next_slot` are dropped. Batches are kept as decided, before duplicate removal.
 
 use std::collections::VecDeque;
@@ -53,10 +55,18 @@ impl DecidedLog {
         }
         self.bytes += batch_bytes(&batch);
         self.entries.push_back(batch);
-        while self.entries.len() > self.slots_max || (self.entries.len() > 1 && self.bytes > self.bytes_max) {
+        let over_hard_bound = |log: &DecidedLog| {
+            log.entries.len() > 2 * log.slots_max || (log.entries.len() > 1 && log.bytes > 2 * log.bytes_max)
+        };
+        while over_hard_bound(self) {
             self.pop_oldest();
             self.dropped += 1;
         }
+    }
+
+    /// More than the log should hold: time to compact it with a snapshot.
+    pub(crate) fn over_soft_bound(&self) -> bool {
+        self.entries.len() > self.slots_max || (self.entries.len() > 1 && self.bytes > self.bytes_max)
     }
 
     fn pop_oldest(&mut self) {
@@ -109,13 +119,14 @@ mod tests {
 
     #[test]
     fn log_is_bounded_and_compacted_by_snapshots() {
-        let mut log = DecidedLog::new(3, 1 << 20);
+        let mut log = DecidedLog::new(2, 1 << 20);
         for slot in 0..5 {
             log.push(Slot(slot), None);
         }
-        assert_eq!(log.dropped, 2);
-        assert!(log.range(Slot(1), 8).is_empty());
-        assert_eq!(log.range(Slot(2), 8).len(), 3);
+        assert!(log.over_soft_bound());
+        assert_eq!(log.dropped, 1);
+        assert!(log.range(Slot(0), 8).is_empty());
+        assert_eq!(log.range(Slot(1), 8).len(), 4);
         log.store_snapshot(StoredSnapshot { next_slot: Slot(4), sessions: Vec::new(), state: vec![1] });
         assert_eq!(log.range(Slot(4), 8).len(), 1);
         assert!(log.needs_snapshot(Slot(3)));
@@ -130,10 +141,11 @@ mod tests {
             timestamp_ms: 0,
             payload: vec![0; 100],
         }];
-        let mut log = DecidedLog::new(100, 200);
+        let mut log = DecidedLog::new(100, 100);
         for slot in 0..3 {
             log.push(Slot(slot), Some(big.clone()));
         }
+        assert!(log.over_soft_bound());
         assert_eq!(log.dropped, 2);
         assert_eq!(log.range(Slot(2), 8).len(), 1);
     }

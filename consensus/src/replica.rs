@@ -535,8 +535,12 @@ impl Replica {
         applied
     }
 
+    /// Asks for a snapshot every `snapshot_every_slots`, and as soon as the log outgrows its bound (so
+    /// compaction, not dropping, keeps it bounded).
     fn maybe_ask_snapshot(&mut self, next_slot: Slot, out: &mut Vec<Output>) {
-        if self.slots_since_snapshot < self.config.snapshot_every_slots {
+        let periodic = self.slots_since_snapshot >= self.config.snapshot_every_slots;
+        let log_full = self.log.over_soft_bound() && self.snapshot_asked.is_none();
+        if !periodic && !log_full {
             return;
         }
         self.slots_since_snapshot = 0;

@@ -119,6 +119,8 @@ pub struct Options {
     pub propose_delay_ms: u64,
     pub queue_commands_max: usize,
     pub snapshot_every_slots: u64,
+    pub queue_bytes_max: usize,
+    pub log_bytes_max: usize,
     /// How long the faulty phase lasts (only safety is checked there).
     pub faulty_ms: u64,
     /// After faults stop, every operation must complete within this much simulated time.
@@ -156,6 +158,8 @@ impl Options {
             snapshot_every_slots: rng.between(8, 64),
             faulty_ms: rng.between(500, 3_000),
             liveness_ms: 10_000,
+            queue_bytes_max: [1usize << 20, 2048, 640][rng.below(3) as usize],
+            log_bytes_max: [1usize << 20, 4096, 256][rng.below(3) as usize],
         }
     }
 
@@ -182,7 +186,7 @@ impl Options {
     /// The drawn parameters, for the failure report.
     pub fn describe(&self) -> String {
         format!(
-            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} snapshot/{} faulty {}ms",
+            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms",
             self.delay_us_min,
             self.delay_us_max,
             self.spike_permille,
@@ -199,6 +203,8 @@ impl Options {
             self.batch_commands_max,
             self.propose_delay_ms,
             self.queue_commands_max,
+            self.queue_bytes_max,
+            self.log_bytes_max,
             self.snapshot_every_slots,
             self.faulty_ms
         )
