@@ -4,6 +4,9 @@
 //! route is looked up in the shared [`invoke::Registry`], and the call runs on an instance of this
 //! node's container when there is one, else on another node through the node runtime's [`Forward`].
 //!
+//! Calls forwarded by other nodes are answered by [`Dispatcher::serve_forwarded`], which blocks; the
+//! node runtime runs it on the threads of a [`ForwardedCalls`] pool, off its event loop.
+//!
 //! Two ways to start:
 //! - [`AppServer::start_cluster`]: the node runtime owns the container (its deployment code loads and
 //!   activates slices in it) and keeps the registry current from the KV store; the app server only
@@ -19,11 +22,13 @@
 
 // Cluster mode (`start_cluster`, `Forward`, `serve_forwarded`) is entered from the node runtime's
 // wiring; until every entry point is reached from there, unused ones are not warnings.
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
+#![allow(dead_code, unused_imports)]
 
 mod dispatch;
+mod serve;
 
-pub use dispatch::{Call, Dispatcher, Forward, ForwardError, HttpAnswer, ATTEMPTS_MAX};
+pub use dispatch::{Dispatcher, Forward, ForwardError};
+pub use serve::{ForwardedCalls, ReplyTo};
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -402,6 +407,61 @@ mod tests {
         // One worker, one of them abandoned to the hung call: the node serves on.
         assert_eq!(http(app.addr(), "GET", "/faulty/ok", "").0, 200);
         assert_eq!(http(app.addr(), "GET", "/echo/still", "").0, 200);
+    }
+
+    /// Answers every forwarded call from "node-2" with the echo of its artifact and hops.
+    struct Node2;
+
+    impl Forward for Node2 {
+        fn forward(
+            &self,
+            node: &str,
+            request: invoke::InvokeRequest,
+            _: Duration,
+        ) -> Result<invoke::InvokeReply, ForwardError> {
+            let body = format!(r#"{{"node":"{node}","artifact":"{}","hops":{}}}"#, request.artifact, request.hops);
+            let reply = invoke::InvokeReply {
+                id: request.id,
+                status: 200,
+                content_type: "application/json".into(),
+                body: body.into_bytes(),
+                reached_slice: true,
+            };
+            Ok(reply)
+        }
+    }
+
+    #[test]
+    fn a_cluster_node_serves_remote_routes_and_leaves_the_container_to_the_node() {
+        let mut config = ContainerConfig::new(repo(), "node-1");
+        config.pool.workers = 1;
+        let container = Arc::new(Container::new(config).unwrap());
+        let echo = Artifact::parse("org.aether.examples:echo:1.0.0").unwrap();
+        let local = container.deploy(&echo, vec![]).unwrap();
+        let mut registry = Registry::new();
+        let counter = "org.aether.examples:counter:1.0.0";
+        let target = RouteTarget { artifact: counter.into(), method: "get".into() };
+        registry.put_route("GET", "/counter/{name}", target).unwrap();
+        let endpoint = invoke::Endpoint { node: "node-2".into(), instance: 0 };
+        registry.put_endpoint(counter, "get", endpoint).unwrap();
+        let echo_target = RouteTarget { artifact: echo.to_string(), method: "echo".into() };
+        registry.put_route("GET", "/echo/{msg}", echo_target).unwrap();
+        let registry = Arc::new(RwLock::new(registry));
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let app =
+            AppServer::start_cluster(listen, "node-1".into(), container.clone(), registry, Arc::new(Node2), options())
+                .unwrap();
+        let (status, body) = http(app.addr(), "GET", "/counter/c", "");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"node":"node-2","artifact":"org.aether.examples:counter:1.0.0","hops":1}"#)
+        );
+        let (status, body) = http(app.addr(), "GET", "/echo/here", "");
+        assert_eq!((status, json(&body).get("node").and_then(|v| v.as_str())), (200, Some("node-1")));
+        assert_eq!(app.dispatcher().node_id(), "node-1");
+        app.stop();
+        assert_eq!(container.state(local).map(|s| s.0), Some(container::SliceState::Active), "the node's to stop");
+        container.shutdown();
     }
 
     #[test]
