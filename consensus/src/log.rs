@@ -142,10 +142,11 @@ mod tests {
             payload: vec![0; 100],
         }];
         let mut log = DecidedLog::new(100, 100);
-        for slot in 0..3 {
-            log.push(Slot(slot), Some(big.clone()));
-        }
-        assert!(log.over_soft_bound());
+        log.push(Slot(0), Some(big.clone()));
+        assert!(!log.over_soft_bound(), "one entry is always kept");
+        log.push(Slot(1), Some(big.clone()));
+        assert_eq!(log.dropped, 1, "past twice the byte bound the oldest goes");
+        log.push(Slot(2), Some(big.clone()));
         assert_eq!(log.dropped, 2);
         assert_eq!(log.range(Slot(2), 8).len(), 1);
     }
