@@ -188,7 +188,10 @@ impl Dispatcher {
     /// Run `call` on an instance: this node's when it has one, else a live remote one, retrying on
     /// other nodes as the policy allows, within the call's deadline.
     pub fn dispatch(&self, call: &Call<'_>) -> InvokeReply {
-        let mut exclude: Vec<String> = Vec::new();
+        self.dispatch_excluding(call, Vec::new())
+    }
+
+    fn dispatch_excluding(&self, call: &Call<'_>, mut exclude: Vec<String>) -> InvokeReply {
         let mut failures: Vec<String> = Vec::new();
         for _ in 0..ATTEMPTS_MAX {
             let Some(left) = time_left(call.deadline) else {
@@ -317,7 +320,9 @@ impl RemoteCall for Dispatcher {
             hops: context.hops,
             deadline: context.deadline.unwrap_or_else(|| Instant::now() + self.call_deadline),
         };
-        let reply = self.dispatch(&call);
+        // Never this node: a nested call holds one of its workers, and a local call would wait for
+        // another (the container calls this hook only when it found no local instance anyway).
+        let reply = self.dispatch_excluding(&call, vec![self.node_id.clone()]);
         Ok(Response {
             status: status_of(reply.status),
             content_type: content_type_of(&reply.content_type),
