@@ -22,12 +22,15 @@
 
 // Cluster mode (`start_cluster`, `Forward`, `serve_forwarded`) is entered from the node runtime's
 // wiring; until every entry point is reached from there, unused ones are not warnings.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
+mod dev;
 mod dispatch;
 mod serve;
 
+#[allow(unused_imports)]
 pub use dispatch::{Dispatcher, Forward, ForwardError};
+#[allow(unused_imports)]
 pub use serve::{ForwardedCalls, ReplyTo};
 
 use std::io::Read;
@@ -38,9 +41,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use container::{Artifact, Container, ContainerConfig, RemoteCall, SliceHandle};
-use invoke::routes::Lookup;
-use invoke::{InvokeReply, Registry, RouteTarget};
+use container::{Container, RemoteCall};
+use invoke::{InvokeReply, Registry};
 use parking_lot::RwLock;
 
 /// What the app server needs to start in dev mode.
@@ -105,8 +107,8 @@ impl AppServer {
 
     /// Dev mode: load and activate `config.slices` in a container of this server's, serve their routes.
     pub fn start_with(config: AppConfig, options: AppOptions) -> Result<AppServer, String> {
-        let container = Arc::new(start_container(&config, &options)?);
-        let registry = match local_registry(&config.node_id, &container) {
+        let container = Arc::new(dev::start_container(&config, &options)?);
+        let registry = match dev::local_registry(&config.node_id, &container) {
             Ok(registry) => Arc::new(RwLock::new(registry)),
             Err(e) => {
                 container.shutdown();
@@ -199,73 +201,6 @@ fn stop_handlers(server: &tiny_http::Server, stopping: &AtomicBool, threads: Vec
     }
 }
 
-fn start_container(config: &AppConfig, options: &AppOptions) -> Result<Container, String> {
-    let mut container_config = ContainerConfig::new(&config.repo, &config.node_id);
-    if options.workers > 0 {
-        container_config.pool.workers = options.workers;
-    }
-    let container = Container::new(container_config).map_err(|e| e.to_string())?;
-    for text in &config.slices {
-        let deployed = Artifact::parse(text)
-            .map_err(|e| e.to_string())
-            .and_then(|artifact| container.deploy(&artifact, Vec::new()).map_err(|e| e.to_string()));
-        if let Err(e) = deployed {
-            container.shutdown();
-            return Err(e);
-        }
-    }
-    Ok(container)
-}
-
-/// Routes of every active instance, in load order: a later version of an artifact takes over a route
-/// of an earlier one.
-fn local_registry(node_id: &str, container: &Container) -> Result<Registry, String> {
-    let mut registry = Registry::new();
-    let handles: Vec<SliceHandle> = container.instances().iter().filter_map(|s| container.handle(s.id)).collect();
-    for slice in handles {
-        for route in &slice.info().routes {
-            register_route(&mut registry, &slice, route).map_err(|e| format!("{}: {e}", slice.artifact()))?;
-            log::info!("app route {} {} -> {} {}", route.http_method, route.path, slice.artifact(), route.method);
-        }
-    }
-    log::debug!("node {node_id}: {} local routes", registry.routes().len());
-    Ok(registry)
-}
-
-fn register_route(registry: &mut Registry, slice: &SliceHandle, route: &container::RouteInfo) -> Result<(), String> {
-    let artifact = slice.artifact().to_string();
-    let existing = match registry.lookup(&route.http_method, &example_path(&route.path)) {
-        Lookup::Found(found) if same_shape(found.pattern, &route.path) => {
-            Some((found.pattern.to_owned(), found.target.artifact.clone()))
-        }
-        _ => None,
-    };
-    if let Some((pattern, owner)) = existing {
-        if artifact_base(&owner) != artifact_base(&artifact) {
-            return Err(format!("route {} {} is already served by {owner}", route.http_method, route.path));
-        }
-        registry.remove_route(&route.http_method, &pattern);
-    }
-    let target = RouteTarget { artifact, method: route.method.clone() };
-    registry.put_route(&route.http_method, &route.path, target).map(|_| ()).map_err(|e| e.to_string())
-}
-
-/// `group:artifact` of `group:artifact:version`.
-fn artifact_base(artifact: &str) -> &str {
-    artifact.rsplit_once(':').map_or(artifact, |(base, _)| base)
-}
-
-/// A concrete path matching `pattern` (each `{param}` becomes `x`), to find who owns a route.
-fn example_path(pattern: &str) -> String {
-    pattern.split('/').map(|s| if s.starts_with('{') { "x" } else { s }).collect::<Vec<_>>().join("/")
-}
-
-/// Same literals, parameters in the same places.
-fn same_shape(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
-    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x == y || (x.starts_with('{') && y.starts_with('{')))
-}
-
 fn spawn_handler(
     n: usize,
     server: &Arc<tiny_http::Server>,
@@ -318,6 +253,8 @@ fn read_body(request: &mut tiny_http::Request, max: usize) -> Result<Vec<u8>, In
 #[cfg(test)]
 mod tests {
     use super::*;
+    use container::{Artifact, ContainerConfig};
+    use invoke::RouteTarget;
     use std::io::Write;
     use std::net::TcpStream;
     use std::path::Path;
