@@ -155,7 +155,11 @@ impl SlotAgreement {
             }
             Some(RoundTwo::Adopt(value)) => self.enter_phase(phase.0 + 1, value, config, out),
             Some(RoundTwo::Coin) => {
-                let value = coin(config.coin_seed, self.slot, phase);
+                let seed = match config.broken {
+                    Broken::LocalCoin => config.coin_seed ^ (self.me as u64 + 1).wrapping_mul(0x9E37_79B9),
+                    _ => config.coin_seed,
+                };
+                let value = coin(seed, self.slot, phase);
                 self.enter_phase(phase.0 + 1, value, config, out)
             }
         }

@@ -82,6 +82,8 @@ pub enum Broken {
     NoDedupe,
     /// A restarted replica votes at once instead of syncing past the slots it may have voted in.
     RestartWithoutRecovery,
+    /// Each replica flips its own coin instead of the common one.
+    LocalCoin,
 }
 
 /// Everything a replica is told at construction. Sizes are limits: hitting one is a handled event.

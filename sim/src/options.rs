@@ -217,6 +217,7 @@ pub fn broken_name(broken: Broken) -> &'static str {
         Broken::DecideAfterFirstRound => "decide-after-first-round",
         Broken::NoDedupe => "no-dedupe",
         Broken::RestartWithoutRecovery => "restart-without-recovery",
+        Broken::LocalCoin => "local-coin",
     }
 }
 
@@ -225,6 +226,7 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "decide-after-first-round" => (Broken::DecideAfterFirstRound, ShellBroken::Nothing),
         "no-dedupe" => (Broken::NoDedupe, ShellBroken::Nothing),
         "restart-without-recovery" => (Broken::RestartWithoutRecovery, ShellBroken::Nothing),
+        "local-coin" => (Broken::LocalCoin, ShellBroken::Nothing),
         "local-reads" => (Broken::Nothing, ShellBroken::LocalReads),
         other => return Err(format!("unknown broken variant `{other}`")),
     })

@@ -42,3 +42,36 @@ fn reading_local_state_without_consensus_is_not_linearizable() {
     let caught = runs_violating(40, 3, ViolationKind::Linearizability, |o| o.shell_broken = ShellBroken::LocalReads);
     assert!(caught > 0, "the linearizability checker missed stale local reads");
 }
+
+/// A coin that differs between replicas does not break safety in this agreement (the coin is flipped
+/// only when a replica saw no non-"?" vote, and then no replica can have decided in that phase), so the
+/// safety checkers rightly stay quiet; what it costs is termination: slots take more phases.
+#[test]
+fn a_coin_that_differs_between_replicas_is_safe_but_slower() {
+    let phases = |broken: Broken| {
+        let (mut total, mut slots, mut max) = (0, 0, 0);
+        sim::run_seeds(
+            0,
+            150,
+            5,
+            Faults::ALL,
+            |o| o.broken = broken,
+            |report| {
+                assert!(
+                    report.violations.is_empty(),
+                    "{:?}\n  replay: {}",
+                    report.violations,
+                    report.options.replay_line()
+                );
+                total += report.phases_total;
+                slots += report.slots_by_vote;
+                max = max.max(report.phases_max);
+            },
+        );
+        (total as f64 / slots as f64, max)
+    };
+    let (common_mean, common_max) = phases(Broken::Nothing);
+    let (local_mean, local_max) = phases(Broken::LocalCoin);
+    assert!(local_mean > common_mean, "local coin {local_mean:.3} phases per slot, common {common_mean:.3}");
+    assert!(local_max > common_max, "local coin max {local_max} phases, common {common_max}");
+}
