@@ -14,6 +14,8 @@ use toml::Spanned;
 pub struct NodeConfig {
     pub node_id: String,
     pub data_dir: PathBuf,
+    /// The local slice repository (Maven layout); `[node] repository`, default `{data_dir}/repository`.
+    pub repository: PathBuf,
     pub cluster_name: String,
     /// The shared cluster secret's bytes; never printed.
     pub secret: Vec<u8>,
@@ -22,7 +24,12 @@ pub struct NodeConfig {
     pub listen_management: SocketAddr,
     pub listen_app: SocketAddr,
     pub listen_cluster: SocketAddr,
+    /// A peer silent for longer is suspected down (`[cluster] suspicion_timeout_ms`, default 500).
+    pub suspicion_timeout: std::time::Duration,
 }
+
+/// Default failure-detector suspicion timeout: transport pings arrive every 100 ms.
+pub const SUSPICION_TIMEOUT_MS_DEFAULT: u64 = 500;
 
 impl std::fmt::Debug for NodeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,6 +55,7 @@ struct RawConfig {
 struct RawNode {
     id: Spanned<String>,
     data_dir: Spanned<String>,
+    repository: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +64,7 @@ struct RawCluster {
     name: Spanned<String>,
     secret_file: Spanned<String>,
     peers: Spanned<Vec<Spanned<String>>>,
+    suspicion_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -100,15 +109,29 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
     let secret_path = resolve(path, raw.cluster.secret_file.get_ref());
     let secret = read_secret(&secret_path).map_err(|m| at(raw.cluster.secret_file.span(), "cluster.secret_file", m))?;
     let addr = |s: &Spanned<String>, field: &str| parse_addr(s.get_ref()).map_err(|m| at(s.span(), field, m));
+    let suspicion_ms = match &raw.cluster.suspicion_timeout_ms {
+        Some(v) if !(100..=60_000).contains(v.get_ref()) => {
+            return Err(at(
+                v.span(),
+                "cluster.suspicion_timeout_ms",
+                format!("{} is outside 100..=60000", v.get_ref()),
+            ));
+        }
+        Some(v) => *v.get_ref(),
+        None => SUSPICION_TIMEOUT_MS_DEFAULT,
+    };
+    let data_dir = PathBuf::from(raw.node.data_dir.get_ref());
     Ok(NodeConfig {
         node_id,
-        data_dir: PathBuf::from(raw.node.data_dir.get_ref()),
+        repository: raw.node.repository.map(PathBuf::from).unwrap_or_else(|| data_dir.join("repository")),
+        data_dir,
         cluster_name,
         secret,
         peers,
         listen_management: addr(&raw.listen.management, "listen.management")?,
         listen_app: addr(&raw.listen.app, "listen.app")?,
         listen_cluster: addr(&raw.listen.cluster, "listen.cluster")?,
+        suspicion_timeout: std::time::Duration::from_millis(suspicion_ms),
     })
 }
 
@@ -121,6 +144,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
     }
     NodeConfig {
         node_id: "dev".into(),
+        repository: PathBuf::from("target/slices-repo"),
         data_dir,
         cluster_name: "dev".into(),
         secret,
@@ -128,6 +152,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         listen_management: SocketAddr::from(([127, 0, 0, 1], 8080)),
         listen_app: SocketAddr::from(([127, 0, 0, 1], 8081)),
         listen_cluster: cluster,
+        suspicion_timeout: std::time::Duration::from_millis(SUSPICION_TIMEOUT_MS_DEFAULT),
     }
 }
 

@@ -6,15 +6,20 @@
 
 mod app;
 mod config;
+mod deploy;
 mod logger;
+mod managers;
+mod membership;
 mod node;
+mod replication;
+mod storage;
 
 use config::NodeConfig;
 use log::{error, info};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 const USAGE: &str = "usage: aetherd --config FILE | --dev
   --config FILE       node configuration (TOML)
@@ -83,6 +88,9 @@ fn node_config(args: &Args) -> Result<NodeConfig, String> {
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
     }
+    if let Some(repo) = &args.repo {
+        config.repository = repo.clone();
+    }
     Ok(config)
 }
 
@@ -114,13 +122,23 @@ fn run(args: &Args) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
-    let net = net::spawn(net_config(&config), node::Node::new(config.clone()))
-        .map_err(|e| format!("cluster port {}: {e}", config.listen_cluster))?;
+    let (storage, recovered) = storage::Storage::open(&config.data_dir)?;
+    let consensus_config = consensus_config(&config);
+    let replication = replication::Replication::new(consensus_config, storage, recovered, random_u64())?;
+    let container = container::Container::new(container::ContainerConfig::new(&config.repository, &config.node_id))
+        .map_err(|e| format!("slice container: {e}"))?;
+    let loop_handle: Arc<OnceLock<net::NetHandle<node::Command>>> = Arc::default();
+    let deployer = deploy::Deployer::start(Arc::new(container), deploy_done_sender(loop_handle.clone()))?;
+    let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer));
+    let net =
+        net::spawn(net_config(&config), handler).map_err(|e| format!("cluster port {}: {e}", config.listen_cluster))?;
+    let _ = loop_handle.set(net.handle.clone());
     let backend = Arc::new(node::NodeBackend {
         handle: net.handle.clone(),
         faults_allowed: std::env::var("AETHER_FAULT_INJECTION").is_ok_and(|v| v == "1"),
+        repository: config.repository.clone(),
     });
-    let management = mgmt::Server::start(config.listen_management, 4, move |req| mgmt::route(&*backend, req))?;
+    let management = mgmt::Server::start(config.listen_management, 64, move |req| mgmt::route(&*backend, req))?;
     let app = start_app(args, &config)?;
     info!(
         "node {} of cluster '{}' up: management http://{}, app http://{}, cluster {} ({} nodes)",
@@ -139,7 +157,9 @@ fn run(args: &Args) -> Result<(), String> {
         app.stop();
     }
     let _ = net.handle.stop();
-    let _ = net.thread.join();
+    if let Ok(mut node) = net.thread.join() {
+        node.shutdown();
+    }
     info!("stopped");
     Ok(())
 }
@@ -151,7 +171,7 @@ fn start_app(args: &Args, config: &NodeConfig) -> Result<Option<app::AppServer>,
     let app_config = app::AppConfig {
         listen: config.listen_app,
         node_id: config.node_id.clone(),
-        repo: args.repo.clone().unwrap_or_else(|| PathBuf::from("target/slices-repo")),
+        repo: config.repository.clone(),
         slices: args.slices.clone(),
     };
     app::AppServer::start(app_config).map(Some)
@@ -165,4 +185,54 @@ fn net_config(config: &NodeConfig) -> net::NetConfig {
         .map(|(id, addr)| net::PeerSpec { id: id.clone(), addr: *addr })
         .collect();
     net::NetConfig::new(&config.node_id, &config.cluster_name, &config.secret, config.listen_cluster, peers)
+}
+
+fn consensus_config(config: &NodeConfig) -> consensus::Config {
+    let n = config.peers.len() as u8;
+    let me = consensus::ReplicaId(node::replica_index(config));
+    let mut c = consensus::Config::new(n, me, coin_seed(&config.secret, &config.cluster_name));
+    // Control-plane values (blueprints, records) go up to the store's 1 MiB value limit.
+    c.payload_bytes_max = 1024 * 1024 + 4096;
+    c.batch_bytes_max = 4 * 1024 * 1024;
+    c
+}
+
+/// The common coin's seed: a keyed hash of the cluster secret, the same on every node, unknown outside.
+fn coin_seed(secret: &[u8], cluster: &str) -> u64 {
+    let mut first = crc32fast::Hasher::new();
+    first.update(b"aether-coin-1");
+    first.update(secret);
+    first.update(cluster.as_bytes());
+    let mut second = crc32fast::Hasher::new();
+    second.update(cluster.as_bytes());
+    second.update(secret);
+    second.update(b"aether-coin-2");
+    (u64::from(first.finalize()) << 32) | u64::from(second.finalize())
+}
+
+/// A per-boot random number (client ids must never repeat across restarts).
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return nanos.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// Hands the deployer's results to the event loop (waiting for the loop's handle if a job finished before
+/// the loop was reachable).
+fn deploy_done_sender(
+    handle: Arc<OnceLock<net::NetHandle<node::Command>>>,
+) -> impl Fn(deploy::JobDone) + Send + 'static {
+    move |done| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while handle.get().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if let Some(h) = handle.get() {
+            let _ = h.command(node::Command::DeployDone(done));
+        }
+    }
 }

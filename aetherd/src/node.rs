@@ -1,28 +1,104 @@
 //! The node's event loop handler and the management backend that talks to it.
 //!
-//! The loop owns all protocol state; management threads only send it commands and wait for the reply with
-//! a timeout, so a stuck loop shows up as 503/504 answers rather than a hung API.
+//! The loop owns all protocol state (membership, the replicated store); management threads only send it
+//! commands and wait for the reply with a timeout, so a stuck loop shows up as a 504, never as a hung API.
 
 use crate::config::NodeConfig;
-use mgmt::{ApiError, Backend, ClusterView, FaultSpec, PeerView};
-use net::{Ctx, Direction, FaultAction, FaultRule, Frame, Handler, NetHandle, PeerId};
+use crate::deploy::{Deployer, JobDone};
+use crate::managers;
+use crate::membership::{Membership, MembershipEvent, PeerObservation};
+use crate::replication::{Effect, Replication, Waiter, CLIENT_DEADLINE};
+use log::{error, info, warn};
+use mgmt::{ApiError, Backend, ClusterView, FaultSpec, KvEntry, MemberView, NodeStatus, PeerView};
+use net::{Ctx, Direction, FaultAction, FaultRule, Frame, FrameKind, Handler, NetHandle, PeerId};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How long a management thread waits for the loop.
+/// How long a management thread waits for the loop to answer a query.
 const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+const TICK: Duration = Duration::from_millis(50);
+const TOKEN_TICK: u64 = 1;
+const TOKEN_CONSENSUS: u64 = 16;
 
 pub enum Command {
     ClusterView(mpsc::Sender<ClusterView>),
+    Status(mpsc::Sender<NodeStatus>),
+    KvWrite(kvstore::Command, mpsc::Sender<Result<u64, ApiError>>),
+    KvGet {
+        key: kvstore::AetherKey,
+        stale: bool,
+        reply: mpsc::Sender<Result<Option<KvEntry>, ApiError>>,
+    },
+    KvList {
+        prefix: String,
+        stale: bool,
+        reply: mpsc::Sender<Result<Vec<KvEntry>, ApiError>>,
+    },
+    /// The deployer finished a container job.
+    DeployDone(JobDone),
+}
+
+/// Deployment state of the loop: the deployer, the watches that wake the managers, and what is due.
+struct Deployment {
+    deployer: Deployer,
+    me: kvstore::NodeId,
+    watches: Vec<kvstore::WatchId>,
+    reconcile_due: bool,
+    step_due: bool,
+    step_deadline_ms: Option<u64>,
+    forced_at: Instant,
+    running: bool,
 }
 
 pub struct Node {
     config: NodeConfig,
+    membership: Membership,
+    replication: Option<Replication>,
+    /// Replica index -> transport peer (None for this node).
+    peer_of_replica: Vec<Option<PeerId>>,
+    replica_of_peer: Vec<consensus::ReplicaId>,
+    /// Latest deadline armed per consensus timer kind, and its generation.
+    timer_generation: [u64; 2],
+    deployment: Option<Deployment>,
 }
 
 impl Node {
-    pub fn new(config: NodeConfig) -> Node {
-        Node { config }
+    pub fn new(
+        config: NodeConfig,
+        mut replication: Replication,
+        suspicion: Duration,
+        deployer: Option<Deployer>,
+    ) -> Node {
+        let ids = sorted_ids(&config);
+        let others: Vec<&String> = config.peers.iter().map(|(id, _)| id).filter(|id| **id != config.node_id).collect();
+        let peer_of_replica = ids.iter().map(|id| others.iter().position(|o| *o == id)).collect();
+        let replica_of_peer = others
+            .iter()
+            .map(|o| consensus::ReplicaId(ids.iter().position(|id| id == *o).unwrap_or(0) as u8))
+            .collect();
+        let membership = Membership::new(&config.node_id, &ids, suspicion);
+        let deployment = match (deployer, kvstore::NodeId::parse(&config.node_id)) {
+            (Some(deployer), Ok(me)) => Some(Deployment {
+                deployer,
+                me,
+                watches: managers::watch(replication.store_mut()),
+                reconcile_due: true,
+                step_due: true,
+                step_deadline_ms: None,
+                forced_at: Instant::now(),
+                running: false,
+            }),
+            _ => None,
+        };
+        Node {
+            config,
+            membership,
+            replication: Some(replication),
+            peer_of_replica,
+            replica_of_peer,
+            timer_generation: [0; 2],
+            deployment,
+        }
     }
 
     fn cluster_view(&self, ctx: &Ctx<'_>) -> ClusterView {
@@ -31,43 +107,286 @@ impl Node {
             .config
             .peers
             .iter()
-            .map(|(id, addr)| match statuses.iter().find(|s| s.id == *id) {
-                Some(s) => PeerView {
+            .map(|(id, addr)| {
+                let status = statuses.iter().find(|s| s.id == *id);
+                PeerView {
                     id: id.clone(),
                     address: addr.to_string(),
-                    connected: s.connected,
-                    last_seen_ms: s.last_seen_ago.map(|d| d.as_millis() as u64),
-                    is_self: false,
-                },
-                None => PeerView {
-                    id: id.clone(),
-                    address: addr.to_string(),
-                    connected: true,
-                    last_seen_ms: None,
-                    is_self: true,
-                },
+                    connected: status.is_none_or(|s| s.connected),
+                    last_seen_ms: status.and_then(|s| s.last_seen_ago).map(|d| d.as_millis() as u64),
+                    is_self: status.is_none(),
+                }
             })
             .collect();
-        ClusterView { node: self.config.node_id.clone(), nodes }
+        let caught_up = self.replication.as_ref().is_some_and(Replication::caught_up);
+        ClusterView { node: self.config.node_id.clone(), nodes, quorum: self.membership.has_quorum(), caught_up }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let members = self
+            .config
+            .peers
+            .iter()
+            .map(|(id, addr)| MemberView {
+                id: id.clone(),
+                address: addr.to_string(),
+                alive: self.membership.is_alive(id),
+            })
+            .collect();
+        let replication = self.replication.as_ref();
+        NodeStatus {
+            node: self.config.node_id.clone(),
+            leader: self.membership.leader().map(str::to_string),
+            quorum: self.membership.has_quorum(),
+            caught_up: replication.is_some_and(Replication::caught_up),
+            members,
+            applied_slot: replication.and_then(Replication::applied_slot),
+            pending_commands: replication.map_or(0, Replication::pending_commands),
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.set_timer(Instant::now() + TICK, TOKEN_TICK);
+        let observations: Vec<PeerObservation> = ctx
+            .peers()
+            .into_iter()
+            .map(|p| PeerObservation { id: p.id, connected: p.connected, last_seen_ago: p.last_seen_ago })
+            .collect();
+        let events = self.membership.observe(&observations);
+        for event in &events {
+            log_membership(event);
+        }
+        if let Some(replication) = self.replication.as_mut() {
+            replication.expire();
+        }
+        if let Some(d) = self.deployment.as_mut() {
+            let forced = d.forced_at.elapsed() >= Duration::from_secs(1);
+            let deadline = d.step_deadline_ms.is_some_and(|at| managers::wall_ms() >= at);
+            if forced {
+                d.forced_at = Instant::now();
+            }
+            d.reconcile_due |= forced || !events.is_empty();
+            d.step_due |= forced || deadline;
+        }
+        self.run_managers(ctx);
+    }
+
+    /// Runs the deployment managers when something woke them and the node may act.
+    fn run_managers(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(mut d) = self.deployment.take() else { return };
+        if d.running {
+            self.deployment = Some(d);
+            return;
+        }
+        d.running = true;
+        if let Some(r) = self.replication.as_mut() {
+            if !managers::drain(r.store_mut(), &d.watches).is_empty() {
+                d.reconcile_due = true;
+                d.step_due = true;
+            }
+        }
+        let writes = self.manager_writes(&mut d);
+        self.deployment = Some(d);
+        for write in writes {
+            let command = write.to_command();
+            self.drive(ctx, |r| r.submit_internal(&command));
+        }
+        if let Some(d) = self.deployment.as_mut() {
+            d.running = false;
+        }
+    }
+
+    /// What the node manager and (on the leader) the cluster manager want written now.
+    fn manager_writes(&mut self, d: &mut Deployment) -> Vec<control::KvWrite> {
+        let Some(r) = self.replication.as_ref() else { return Vec::new() };
+        if !self.membership.has_quorum() || !r.caught_up() {
+            return Vec::new();
+        }
+        let now_ms = managers::wall_ms();
+        let mut writes = Vec::new();
+        if d.step_due {
+            d.step_due = false;
+            let output = managers::node_step(r.store(), &d.me, &d.deployer, now_ms);
+            for action in output.actions {
+                d.deployer.begin(action);
+            }
+            d.step_deadline_ms = output.next_deadline_ms;
+            writes.extend(output.writes);
+        }
+        if d.reconcile_due && self.membership.is_leader() && r.internal_in_flight() == 0 {
+            d.reconcile_due = false;
+            writes.extend(managers::reconcile(r.store(), &self.membership, now_ms));
+        }
+        writes
+    }
+
+    /// Runs `f` on the replication driver and carries out what it asks of the transport.
+    fn drive(&mut self, ctx: &mut Ctx<'_>, f: impl FnOnce(&mut Replication) -> Result<Vec<Effect>, String>) {
+        let Some(replication) = self.replication.as_mut() else { return };
+        match f(replication) {
+            Ok(effects) => {
+                self.carry_out(ctx, effects);
+                self.run_managers(ctx);
+            }
+            Err(e) => {
+                // The durable log or the state machine failed: this node can no longer keep its promises.
+                error!("replication stopped: {e}");
+                if let Some(mut r) = self.replication.take() {
+                    r.fail_all(&ApiError::unavailable(format!("replication stopped on this node: {e}")));
+                }
+            }
+        }
+    }
+
+    fn carry_out(&mut self, ctx: &mut Ctx<'_>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send(to, message) => {
+                    if let Some(peer) = self.peer_of_replica.get(to.index()).copied().flatten() {
+                        let _ = ctx.send(peer, FrameKind::Consensus, &consensus::encode_message(&message));
+                    }
+                }
+                Effect::Broadcast(message) => {
+                    ctx.broadcast(FrameKind::Consensus, &consensus::encode_message(&message));
+                }
+                Effect::Timer(kind, at_ms) => self.arm(ctx, kind, at_ms),
+            }
+        }
+    }
+
+    fn arm(&mut self, ctx: &mut Ctx<'_>, kind: consensus::TimerKind, at_ms: u64) {
+        let Some(replication) = self.replication.as_ref() else { return };
+        let index = timer_index(kind);
+        self.timer_generation[index] += 1;
+        let delay = Duration::from_millis(at_ms.saturating_sub(replication.now_ms()));
+        let token = TOKEN_CONSENSUS + index as u64 + (self.timer_generation[index] << 8);
+        ctx.set_timer(Instant::now() + delay, token);
+    }
+
+    fn on_consensus_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) {
+        let index = ((token - TOKEN_CONSENSUS) & 0xff) as usize;
+        if index >= 2 || token >> 8 != self.timer_generation[index] {
+            return;
+        }
+        let kind = if index == 0 { consensus::TimerKind::Retransmit } else { consensus::TimerKind::Propose };
+        self.drive(ctx, |r| r.handle(consensus::Input::Timer(kind)));
+    }
+
+    fn unavailable_without_quorum(&self) -> Option<ApiError> {
+        if self.replication.is_none() {
+            return Some(ApiError::unavailable("replication is stopped on this node; see its log"));
+        }
+        (!self.membership.has_quorum())
+            .then(|| ApiError::unavailable("this node is not in a quorum; writes and reads are refused"))
+    }
+}
+
+fn timer_index(kind: consensus::TimerKind) -> usize {
+    match kind {
+        consensus::TimerKind::Retransmit => 0,
+        consensus::TimerKind::Propose => 1,
+    }
+}
+
+fn sorted_ids(config: &NodeConfig) -> Vec<String> {
+    let mut ids: Vec<String> = config.peers.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+/// The replica index of this node: its position among the sorted node ids.
+pub fn replica_index(config: &NodeConfig) -> u8 {
+    sorted_ids(config).iter().position(|id| *id == config.node_id).unwrap_or(0) as u8
+}
+
+fn log_membership(event: &MembershipEvent) {
+    match event {
+        MembershipEvent::NodeUp(id) => info!("node {id} is alive"),
+        MembershipEvent::NodeDown(id) => warn!("node {id} is suspected down"),
+        MembershipEvent::QuorumGained => info!("quorum gained"),
+        MembershipEvent::QuorumLost => warn!("quorum lost: writes are refused until it is back"),
+        MembershipEvent::LeaderChanged(Some(id)) => info!("leader is now {id}"),
+        MembershipEvent::LeaderChanged(None) => warn!("no leader (no quorum)"),
     }
 }
 
 impl Handler for Node {
     type Command = Command;
 
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.set_timer(Instant::now() + TICK, TOKEN_TICK);
+        self.drive(ctx, Replication::start);
+    }
+
     fn on_frame(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, frame: Frame) {
-        log::debug!(
-            "frame {:?} from {} ignored: no plane handles it yet",
-            frame.kind,
-            ctx.peer_id(peer).unwrap_or("?")
-        );
+        if frame.kind != FrameKind::Consensus {
+            return;
+        }
+        let from = self.replica_of_peer.get(peer).copied();
+        match (from, consensus::decode_message(&frame.payload)) {
+            (Some(from), Ok(message)) => self.drive(ctx, |r| r.handle(consensus::Input::Message { from, message })),
+            (_, Err(e)) => warn!("dropping a consensus frame from {}: {e}", ctx.peer_id(peer).unwrap_or("?")),
+            (None, Ok(_)) => {}
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) {
+        if token == TOKEN_TICK {
+            self.tick(ctx);
+        } else if token >= TOKEN_CONSENSUS {
+            self.on_consensus_timer(ctx, token);
+        }
     }
 
     fn on_command(&mut self, ctx: &mut Ctx<'_>, command: Command) {
         match command {
-            Command::ClusterView(reply) => {
-                let _ = reply.send(self.cluster_view(ctx));
+            Command::ClusterView(reply) => drop(reply.send(self.cluster_view(ctx))),
+            Command::Status(reply) => drop(reply.send(self.status())),
+            Command::KvWrite(command, reply) => match self.unavailable_without_quorum() {
+                Some(e) => drop(reply.send(Err(e))),
+                None => self.drive(ctx, |r| r.submit_write(&command, reply)),
+            },
+            Command::KvGet { key, stale, reply } => self.read(ctx, stale, Waiter::Get(key, reply)),
+            Command::KvList { prefix, stale, reply } => self.read(ctx, stale, Waiter::List(prefix, reply)),
+            Command::DeployDone(done) => {
+                if let Some(d) = self.deployment.as_mut() {
+                    d.deployer.finish(done);
+                    d.step_due = true;
+                }
+                self.run_managers(ctx);
             }
+        }
+    }
+}
+
+impl Node {
+    fn read(&mut self, ctx: &mut Ctx<'_>, stale: bool, waiter: Waiter) {
+        if stale {
+            if let Some(r) = self.replication.as_ref() {
+                r.read_now(waiter);
+            }
+            return;
+        }
+        if let Some(e) = self.unavailable_without_quorum() {
+            match waiter {
+                Waiter::Get(_, reply) => drop(reply.send(Err(e))),
+                Waiter::List(_, reply) => drop(reply.send(Err(e))),
+                Waiter::Write(reply) => drop(reply.send(Err(e))),
+                Waiter::Internal => {}
+            }
+            return;
+        }
+        self.drive(ctx, |r| r.submit_read(waiter));
+    }
+
+    /// Stops deployment and replication cleanly: unloads slices, fails waiters, flushes and syncs the log.
+    pub fn shutdown(&mut self) {
+        if let Some(d) = self.deployment.take() {
+            d.deployer.stop();
+        }
+        if let Some(mut r) = self.replication.take() {
+            r.fail_all(&ApiError::unavailable("the node is stopping"));
+            r.close();
         }
     }
 }
@@ -77,20 +396,44 @@ pub struct NodeBackend {
     pub handle: NetHandle<Command>,
     /// Fault injection is a test facility: off unless the process was started with AETHER_FAULT_INJECTION=1.
     pub faults_allowed: bool,
+    /// This node's slice repository (Maven layout).
+    pub repository: std::path::PathBuf,
 }
 
 impl NodeBackend {
-    fn ask<T>(&self, make: impl FnOnce(mpsc::Sender<T>) -> Command) -> Result<T, ApiError> {
+    fn ask<T>(&self, timeout: Duration, make: impl FnOnce(mpsc::Sender<T>) -> Command) -> Result<T, ApiError> {
         let (tx, rx) = mpsc::channel();
         self.handle.command(make(tx)).map_err(|_| ApiError::unavailable("the node is stopping"))?;
-        rx.recv_timeout(LOOP_REPLY_TIMEOUT)
-            .map_err(|_| ApiError::timeout("the node's event loop did not answer in time"))
+        rx.recv_timeout(timeout).map_err(|_| ApiError::timeout("the node did not answer in time"))
     }
 }
 
 impl Backend for NodeBackend {
     fn cluster_view(&self) -> Result<ClusterView, ApiError> {
-        self.ask(Command::ClusterView)
+        self.ask(LOOP_REPLY_TIMEOUT, Command::ClusterView)
+    }
+
+    fn status(&self) -> Result<NodeStatus, ApiError> {
+        self.ask(LOOP_REPLY_TIMEOUT, Command::Status)
+    }
+
+    fn kv_write(&self, command: kvstore::Command) -> Result<u64, ApiError> {
+        self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvWrite(command, reply))?
+    }
+
+    fn kv_get(&self, key: &kvstore::AetherKey, stale: bool) -> Result<Option<KvEntry>, ApiError> {
+        let key = key.clone();
+        self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvGet { key, stale, reply })?
+    }
+
+    fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError> {
+        let prefix = prefix.to_string();
+        self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvList { prefix, stale, reply })?
+    }
+
+    fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool {
+        container::Artifact::parse(&artifact.to_string())
+            .is_ok_and(|a| self.repository.join(a.repository_path()).is_file())
     }
 
     fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError> {

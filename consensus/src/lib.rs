@@ -96,5 +96,5 @@ mod types;
 
 pub use coin::coin;
 pub use message::{decode_message, encode_message, DecidedSlot, DecodeError, Message, SessionRecord};
-pub use replica::{Input, Output, RejectReason, Replica, Stats, TimerKind};
+pub use replica::{Input, Output, RejectReason, Replica, Resume, SnapshotRecord, Stats, TimerKind};
 pub use types::{Broken, ClientCommand, Command, CommandId, Config, Decision, Phase, ReplicaId, Slot};

@@ -8,6 +8,10 @@
 //! - Nothing here reads a clock, a socket or a random source: time comes in as `now_ms`, and everything
 //!   to do goes out as `Output`s, in order.
 
+mod resume;
+
+pub use resume::{Resume, SnapshotRecord};
+
 use std::collections::VecDeque;
 
 use crate::log::{DecidedLog, StoredSnapshot};

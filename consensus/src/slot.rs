@@ -188,6 +188,32 @@ impl SlotAgreement {
         true
     }
 
+    /// Re-adopts a round message this replica sent before a restart (read back from its durable log), so it
+    /// resends that message unchanged and never sends a different one for the same round.
+    pub(crate) fn restore_own(&mut self, message: &Message, config: &Config) {
+        let me = self.me;
+        match message {
+            Message::Proposal { slot, batch } if *slot == self.slot && !self.has_proposed() => {
+                self.record_proposal(me, batch.clone());
+            }
+            Message::State { slot, phase, value, batch_digest } if *slot == self.slot => {
+                self.learn_digest(*batch_digest);
+                if let Some(round) = self.round_mut(*phase, config) {
+                    round.states[me].get_or_insert(*value);
+                    self.phase = self.phase.max(phase.0);
+                }
+            }
+            Message::Vote { slot, phase, vote, batch_digest } if *slot == self.slot => {
+                self.learn_digest(*batch_digest);
+                if let Some(round) = self.round_mut(*phase, config) {
+                    round.votes[me].get_or_insert(*vote);
+                    self.phase = self.phase.max(phase.0);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Every message this replica has sent for this slot, for retransmission.
     pub(crate) fn own_messages(&self, out: &mut Vec<Message>) {
         if let Some(batch) = &self.proposals[self.me] {

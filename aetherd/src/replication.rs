@@ -1,0 +1,440 @@
+//! The replicated control-plane store on one node: the Rabia replica (`consensus`), the state machine
+//! (`kvstore`) and their durable log (`storage`), driven by the event loop.
+//!
+//! Client commands from management threads are wrapped in an envelope (`KV` or a read `BARRIER`), given
+//! an id `(client = random per boot, seq)`, and submitted; each waiter is answered when its command's slot
+//! applies, or when its deadline passes (504: the command may still apply). Linearizable reads are
+//! barriers ordered through consensus and answered from the store once applied; stale reads answer at once.
+//!
+//! Invariants:
+//! - Every decided slot and every own round message (proposal, state, vote) is appended to the log and
+//!   written to the kernel before any client hears about the slot or any peer sees the message
+//!   (`end_of_turn` flushes the log before replies leave; the transport writes sockets after the handler).
+//! - The store applies decided slots in order, exactly once; a slot at or below the store's applied slot
+//!   (a replay after restart, a catch-up of what the disk already had) is skipped.
+
+use crate::storage::{Recovered, Storage};
+use consensus::{
+    ClientCommand, CommandId, DecidedSlot, Decision, Input, Message, Output, RejectReason, Replica, ReplicaId,
+};
+use kvstore::{AetherKey, ApplyResult, Store};
+use log::{debug, info, warn};
+use mgmt::{ApiError, KvEntry};
+use std::collections::HashMap;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+/// Payload envelope tags.
+const KV: u8 = 1;
+const BARRIER: u8 = 2;
+/// Log record kinds.
+pub const RECORD_DECIDED: u8 = 1;
+pub const RECORD_OWN_MESSAGE: u8 = 2;
+/// How long a client waits for its command's slot.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
+
+pub enum Waiter {
+    /// A write of this node's own managers; its outcome only counts towards `internal_in_flight`.
+    Internal,
+    Write(Sender<Result<u64, ApiError>>),
+    Get(AetherKey, Sender<Result<Option<KvEntry>, ApiError>>),
+    List(String, Sender<Result<Vec<KvEntry>, ApiError>>),
+}
+
+struct Pending {
+    waiter: Waiter,
+    deadline: Instant,
+}
+
+/// What the driver asks of the transport after a turn.
+pub enum Effect {
+    Send(ReplicaId, Message),
+    Broadcast(Message),
+    Timer(consensus::TimerKind, u64),
+}
+
+pub struct Replication {
+    replica: Replica,
+    store: Store,
+    storage: Storage,
+    client: u64,
+    next_seq: u64,
+    pending: HashMap<CommandId, Pending>,
+    replies: Vec<Box<dyn FnOnce() + Send>>,
+    epoch: Instant,
+    internal_in_flight: usize,
+}
+
+impl Replication {
+    /// Builds the replica and the store from what the disk holds (empty on first start).
+    pub fn new(
+        config: consensus::Config,
+        storage: Storage,
+        recovered: Recovered,
+        client: u64,
+    ) -> Result<Replication, String> {
+        let (store, replica) = restore(config, recovered)?;
+        Ok(Replication {
+            replica,
+            store,
+            storage,
+            client,
+            next_seq: 0,
+            pending: HashMap::new(),
+            replies: Vec::new(),
+            epoch: Instant::now(),
+            internal_in_flight: 0,
+        })
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn start(&mut self) -> Result<Vec<Effect>, String> {
+        let mut out = Vec::new();
+        let now = self.now_ms();
+        self.replica.start(now, &mut out);
+        self.run(out)
+    }
+
+    pub fn handle(&mut self, input: Input) -> Result<Vec<Effect>, String> {
+        let mut out = Vec::new();
+        let now = self.now_ms();
+        self.replica.handle(now, input, &mut out);
+        self.run(out)
+    }
+
+    /// Submits a KV command for `waiter`; answers at once when it cannot be submitted.
+    pub fn submit(&mut self, payload_kind: u8, body: Vec<u8>, waiter: Waiter) -> Result<Vec<Effect>, String> {
+        let id = CommandId { client: self.client, seq: self.next_seq };
+        self.next_seq += 1;
+        let mut payload = Vec::with_capacity(body.len() + 1);
+        payload.push(payload_kind);
+        payload.extend_from_slice(&body);
+        if matches!(waiter, Waiter::Internal) {
+            self.internal_in_flight += 1;
+        }
+        self.pending.insert(id, Pending { waiter, deadline: Instant::now() + CLIENT_DEADLINE });
+        self.handle(Input::Submit(vec![ClientCommand { id, payload }]))
+    }
+
+    pub fn submit_write(
+        &mut self,
+        command: &kvstore::Command,
+        reply: Sender<Result<u64, ApiError>>,
+    ) -> Result<Vec<Effect>, String> {
+        match command.encode() {
+            Ok(bytes) => self.submit(KV, bytes, Waiter::Write(reply)),
+            Err(e) => {
+                let _ = reply.send(Err(ApiError::new(413, "too_large", e.to_string())));
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Submits a write of this node's own managers (deployment); nobody waits for its answer.
+    pub fn submit_internal(&mut self, command: &kvstore::Command) -> Result<Vec<Effect>, String> {
+        match command.encode() {
+            Ok(bytes) => self.submit(KV, bytes, Waiter::Internal),
+            Err(e) => {
+                warn!("dropping an internal write to {}: {e}", command.key());
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Internal writes submitted and not yet decided (or expired).
+    pub fn internal_in_flight(&self) -> usize {
+        self.internal_in_flight
+    }
+
+    pub fn submit_read(&mut self, waiter: Waiter) -> Result<Vec<Effect>, String> {
+        self.submit(BARRIER, Vec::new(), waiter)
+    }
+
+    /// Answers a read from the local replica, now.
+    pub fn read_now(&self, waiter: Waiter) {
+        answer_read(&self.store, waiter);
+    }
+
+    /// Fails waiters whose deadline passed.
+    pub fn expire(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<CommandId> =
+            self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        for id in expired {
+            if let Some(p) = self.pending.remove(&id) {
+                self.settle(p.waiter, Err(ApiError::timeout("not decided in time; a write may still apply")));
+            }
+        }
+    }
+
+    /// Fails every waiter (the node lost quorum or is stopping).
+    pub fn fail_all(&mut self, error: &ApiError) {
+        let pending: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
+        for p in pending {
+            self.settle(p.waiter, Err(error.clone()));
+        }
+    }
+
+    /// Fails a waiter, keeping the count of internal writes right.
+    fn settle(&mut self, waiter: Waiter, error: Result<(), ApiError>) {
+        if matches!(waiter, Waiter::Internal) {
+            self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
+        }
+        if let Err(e) = error {
+            fail(waiter, e);
+        }
+    }
+
+    pub fn applied_slot(&self) -> Option<u64> {
+        self.store.applied_slot()
+    }
+
+    pub fn pending_commands(&self) -> usize {
+        self.replica.queue_len()
+    }
+
+    pub fn caught_up(&self) -> bool {
+        !self.replica.is_recovering()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    pub fn close(self) {
+        self.storage.close();
+    }
+
+    /// Carries out the core's outputs in order (an output may feed the core again), then ends the turn.
+    fn run(&mut self, mut out: Vec<Output>) -> Result<Vec<Effect>, String> {
+        let mut effects = Vec::new();
+        let mut i = 0;
+        while i < out.len() {
+            let output =
+                std::mem::replace(&mut out[i], Output::SetTimer { kind: consensus::TimerKind::Retransmit, at_ms: 0 });
+            i += 1;
+            if let Some(more) = self.carry_out(output, &mut effects)? {
+                out.extend(more);
+            }
+        }
+        self.end_of_turn()?;
+        Ok(effects)
+    }
+
+    fn carry_out(&mut self, output: Output, effects: &mut Vec<Effect>) -> Result<Option<Vec<Output>>, String> {
+        match output {
+            Output::Send { to, message } => {
+                self.persist_own(&message);
+                effects.push(Effect::Send(to, message));
+            }
+            Output::Broadcast { message } => {
+                self.persist_own(&message);
+                effects.push(Effect::Broadcast(message));
+            }
+            Output::SetTimer { kind, at_ms } => effects.push(Effect::Timer(kind, at_ms)),
+            Output::Decided(decision) => self.apply(decision)?,
+            Output::Rejected { id, reason } => self.rejected(id, reason),
+            Output::TakeSnapshot { next_slot } => return self.take_snapshot(next_slot.0).map(Some),
+            Output::InstallSnapshot { next_slot, state } => self.install(next_slot.0, &state)?,
+        }
+        Ok(None)
+    }
+
+    fn persist_own(&mut self, message: &Message) {
+        if let Some(slot) = message.round_slot() {
+            self.storage.append(slot.0, RECORD_OWN_MESSAGE, &consensus::encode_message(message));
+        }
+    }
+
+    fn apply(&mut self, decision: Decision) -> Result<(), String> {
+        let slot = decision.slot.0;
+        let record = DecidedSlot { slot: decision.slot, batch: decision.batch.clone() };
+        self.storage.append(slot, RECORD_DECIDED, &wire::encode(&record));
+        self.storage.maybe_rotate(slot + 1)?;
+        if self.store.applied_slot().is_some_and(|applied| slot <= applied) {
+            return Ok(());
+        }
+        let batch = decision.batch.unwrap_or_default();
+        let kv_payloads: Vec<&[u8]> =
+            batch.iter().filter(|c| c.payload.first() == Some(&KV)).map(|c| &c.payload[1..]).collect();
+        let results = self.store.apply(slot, kv_payloads).map_err(|e| format!("slot {slot} does not apply: {e}"))?;
+        let mut results = results.into_iter();
+        for command in &batch {
+            let result = if command.payload.first() == Some(&KV) { results.next() } else { None };
+            if let Some(p) = self.pending.remove(&command.id) {
+                self.answer(p.waiter, result);
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, waiter: Waiter, result: Option<ApplyResult>) {
+        let store = &self.store;
+        match (waiter, result) {
+            (Waiter::Internal, result) => {
+                self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
+                if let Some(ApplyResult::Malformed { reason }) = result {
+                    warn!("an internal write was malformed: {reason}");
+                }
+            }
+            (Waiter::Write(reply), Some(result)) => {
+                let answer = write_answer(result);
+                self.replies.push(Box::new(move || drop(reply.send(answer))));
+            }
+            (Waiter::Write(reply), None) => {
+                let answer = Err(ApiError::new(500, "internal", "a write was decided without a result"));
+                self.replies.push(Box::new(move || drop(reply.send(answer))));
+            }
+            (read, _) => {
+                // Reads are answered from the store as of this slot, after the log is flushed.
+                match read {
+                    Waiter::Get(key, reply) => {
+                        let entry = store.get(&key).map(to_entry);
+                        self.replies.push(Box::new(move || drop(reply.send(Ok(entry)))));
+                    }
+                    Waiter::List(prefix, reply) => {
+                        let entries: Vec<KvEntry> = store.list(&prefix).map(to_entry).collect();
+                        self.replies.push(Box::new(move || drop(reply.send(Ok(entries)))));
+                    }
+                    Waiter::Write(_) | Waiter::Internal => {}
+                }
+            }
+        }
+    }
+
+    fn rejected(&mut self, id: CommandId, reason: RejectReason) {
+        let Some(p) = self.pending.remove(&id) else { return };
+        let error = match reason {
+            RejectReason::QueueFull => ApiError::unavailable("the consensus queue is full; retry shortly"),
+            RejectReason::AlreadyApplied => {
+                ApiError::new(409, "already_applied", "this command id has applied already")
+            }
+            RejectReason::TooLarge => ApiError::new(413, "too_large", "the command is over the payload limit"),
+        };
+        self.settle(p.waiter, Err(error));
+    }
+
+    fn take_snapshot(&mut self, next_slot: u64) -> Result<Vec<Output>, String> {
+        let state = self.store.snapshot().map_err(|e| format!("cannot snapshot the store: {e}"))?;
+        let mut out = Vec::new();
+        let now = self.now_ms();
+        self.replica.handle(now, Input::SnapshotTaken { next_slot: consensus::Slot(next_slot), state }, &mut out);
+        self.persist_snapshot()?;
+        Ok(out)
+    }
+
+    fn install(&mut self, next_slot: u64, state: &[u8]) -> Result<(), String> {
+        if self.store.applied_slot().is_some_and(|applied| applied + 1 >= next_slot) {
+            return Ok(());
+        }
+        self.store
+            .install_snapshot(state)
+            .map_err(|e| format!("snapshot for slot {next_slot} does not install: {e}"))?;
+        info!("installed a snapshot from a peer at slot {next_slot}");
+        self.persist_snapshot()
+    }
+
+    /// Writes the core's latest snapshot (store bytes plus sessions) through the disk thread.
+    fn persist_snapshot(&mut self) -> Result<(), String> {
+        let Some(snapshot) = self.replica.latest_snapshot() else { return Ok(()) };
+        let next_slot = snapshot.next_slot.0;
+        let bytes = wire::encode(&snapshot);
+        self.storage.snapshot(next_slot, bytes)
+    }
+
+    /// Log records reach the kernel before anyone hears about them.
+    fn end_of_turn(&mut self) -> Result<(), String> {
+        self.storage.flush()?;
+        for reply in self.replies.drain(..) {
+            reply();
+        }
+        Ok(())
+    }
+}
+
+fn restore(config: consensus::Config, recovered: Recovered) -> Result<(Store, Replica), String> {
+    let mut store = Store::default();
+    let mut resume = consensus::Resume::default();
+    if let Some((next_slot, bytes)) = recovered.snapshot {
+        let snapshot: consensus::SnapshotRecord =
+            wire::decode(&bytes).map_err(|e| format!("the snapshot on disk does not decode: {e}"))?;
+        store.install_snapshot(&snapshot.state).map_err(|e| format!("the snapshot on disk does not install: {e}"))?;
+        debug!("restored the store from the snapshot at slot {next_slot}");
+        resume.snapshot = Some(snapshot);
+    }
+    for record in recovered.records {
+        match record.kind {
+            RECORD_DECIDED => {
+                let decided: DecidedSlot = wire::decode(&record.bytes)
+                    .map_err(|e| format!("log record of slot {} does not decode: {e}", record.slot))?;
+                replay_into_store(&mut store, &decided)?;
+                resume.decided.push(decided);
+            }
+            RECORD_OWN_MESSAGE => match consensus::decode_message(&record.bytes) {
+                Ok(message) => resume.own_messages.push(message),
+                Err(e) => warn!("skipping an own message of slot {} that does not decode: {e}", record.slot),
+            },
+            other => warn!("skipping a log record of unknown kind {other}"),
+        }
+    }
+    let fresh = resume.snapshot.is_none() && resume.decided.is_empty() && resume.own_messages.is_empty();
+    let replica = if fresh { Replica::new(config) } else { Replica::resume(config, resume) };
+    Ok((store, replica))
+}
+
+fn replay_into_store(store: &mut Store, decided: &DecidedSlot) -> Result<(), String> {
+    let slot = decided.slot.0;
+    if store.applied_slot().is_some_and(|applied| slot <= applied) {
+        return Ok(());
+    }
+    let batch = decided.batch.as_deref().unwrap_or_default();
+    let payloads: Vec<&[u8]> =
+        batch.iter().filter(|c| c.payload.first() == Some(&KV)).map(|c| &c.payload[1..]).collect();
+    store.apply(slot, payloads).map(drop).map_err(|e| format!("replaying slot {slot}: {e}"))
+}
+
+fn write_answer(result: ApplyResult) -> Result<u64, ApiError> {
+    match result {
+        ApplyResult::Ok { version } => Ok(version.0),
+        ApplyResult::VersionMismatch { current } => Err(ApiError::new(
+            409,
+            "version_mismatch",
+            match current {
+                Some(v) => format!("the key is at version {}", v.0),
+                None => "the key is absent".to_string(),
+            },
+        )),
+        ApplyResult::NotFound => Err(ApiError::not_found("no such key")),
+        ApplyResult::StoreFull => Err(ApiError::new(507, "store_full", "the control-plane store is at its limit")),
+        ApplyResult::Malformed { reason } => Err(ApiError::bad_request(reason)),
+    }
+}
+
+fn answer_read(store: &Store, waiter: Waiter) {
+    match waiter {
+        Waiter::Get(key, reply) => drop(reply.send(Ok(store.get(&key).map(to_entry)))),
+        Waiter::List(prefix, reply) => drop(reply.send(Ok(store.list(&prefix).map(to_entry).collect()))),
+        Waiter::Write(reply) => drop(reply.send(Err(ApiError::bad_request("a write is not a read")))),
+        Waiter::Internal => {}
+    }
+}
+
+fn fail(waiter: Waiter, error: ApiError) {
+    match waiter {
+        Waiter::Internal => {}
+        Waiter::Write(reply) => drop(reply.send(Err(error))),
+        Waiter::Get(_, reply) => drop(reply.send(Err(error))),
+        Waiter::List(_, reply) => drop(reply.send(Err(error))),
+    }
+}
+
+fn to_entry(entry: &kvstore::Entry) -> KvEntry {
+    KvEntry { key: entry.key().to_string(), value: entry.value().to_vec(), version: entry.version().0 }
+}
