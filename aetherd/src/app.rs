@@ -22,16 +22,13 @@
 
 // Cluster mode (`start_cluster`, `Forward`, `serve_forwarded`) is entered from the node runtime's
 // wiring; until every entry point is reached from there, unused ones are not warnings.
-#![allow(dead_code)]
 
 mod dev;
 mod dispatch;
 mod serve;
 
-#[allow(unused_imports)]
 pub use dispatch::{Dispatcher, Forward, ForwardError};
-#[allow(unused_imports)]
-pub use serve::{ForwardedCalls, ReplyTo};
+pub use serve::ForwardedCalls;
 
 use std::io::Read;
 use std::net::SocketAddr;

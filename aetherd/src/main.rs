@@ -7,6 +7,7 @@
 mod app;
 mod config;
 mod deploy;
+mod forward;
 mod logger;
 mod managers;
 mod membership;
@@ -127,25 +128,50 @@ fn run(args: &Args) -> Result<(), String> {
     let replication = replication::Replication::new(consensus_config, storage, recovered, random_u64())?;
     let container = container::Container::new(container::ContainerConfig::new(&config.repository, &config.node_id))
         .map_err(|e| format!("slice container: {e}"))?;
+    let container = Arc::new(container);
     let loop_handle: Arc<OnceLock<net::NetHandle<node::Command>>> = Arc::default();
-    let deployer = deploy::Deployer::start(Arc::new(container), deploy_done_sender(loop_handle.clone()))?;
-    let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer));
+    let deployer = deploy::Deployer::start(container.clone(), deploy_done_sender(loop_handle.clone()))?;
+    let data = node::DataPlane {
+        calls: forward::Calls::new(),
+        forwarded: Arc::default(),
+        registry: Arc::default(),
+        handle: loop_handle.clone(),
+    };
+    let (calls, forwarded, registry) = (data.calls.clone(), data.forwarded.clone(), data.registry.clone());
+    let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data);
     let net =
         net::spawn(net_config(&config), handler).map_err(|e| format!("cluster port {}: {e}", config.listen_cluster))?;
     let _ = loop_handle.set(net.handle.clone());
+    let app = match start_app(args, &config)? {
+        Some(dev_app) => dev_app,
+        None => {
+            let forward = Arc::new(forward::NodeForward { calls, handle: net.handle.clone() });
+            let options = app::AppOptions::from_env();
+            let app = app::AppServer::start_cluster(
+                config.listen_app,
+                config.node_id.clone(),
+                container.clone(),
+                registry,
+                forward,
+                options,
+            )?;
+            let pool = app::ForwardedCalls::start(app.dispatcher(), 8, 1024)?;
+            let _ = forwarded.set(pool);
+            app
+        }
+    };
     let backend = Arc::new(node::NodeBackend {
         handle: net.handle.clone(),
         faults_allowed: std::env::var("AETHER_FAULT_INJECTION").is_ok_and(|v| v == "1"),
         repository: config.repository.clone(),
     });
     let management = mgmt::Server::start(config.listen_management, 64, move |req| mgmt::route(&*backend, req))?;
-    let app = start_app(args, &config)?;
     info!(
         "node {} of cluster '{}' up: management http://{}, app http://{}, cluster {} ({} nodes)",
         config.node_id,
         config.cluster_name,
         management.addr(),
-        config.listen_app,
+        app.addr(),
         net.local_addr,
         config.peers.len()
     );
@@ -153,9 +179,10 @@ fn run(args: &Args) -> Result<(), String> {
     let signal = signals.forever().next();
     info!("received signal {}; stopping", signal.unwrap_or_default());
     management.stop();
-    if let Some(app) = app {
-        app.stop();
+    if let Some(pool) = forwarded.get() {
+        pool.stop();
     }
+    app.stop();
     let _ = net.handle.stop();
     if let Ok(mut node) = net.thread.join() {
         node.shutdown();
@@ -164,8 +191,9 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Dev mode with `--slice` flags: the app port loads those slices itself and serves their routes.
 fn start_app(args: &Args, config: &NodeConfig) -> Result<Option<app::AppServer>, String> {
-    if args.slices.is_empty() && args.repo.is_none() {
+    if args.slices.is_empty() {
         return Ok(None);
     }
     let app_config = app::AppConfig {

@@ -3,15 +3,20 @@
 //! The loop owns all protocol state (membership, the replicated store); management threads only send it
 //! commands and wait for the reply with a timeout, so a stuck loop shows up as a 504, never as a hung API.
 
+use crate::app::ForwardedCalls;
 use crate::config::NodeConfig;
 use crate::deploy::{Deployer, JobDone};
+use crate::forward::Calls;
 use crate::managers;
 use crate::membership::{Membership, MembershipEvent, PeerObservation};
 use crate::replication::{Effect, Replication, Waiter, CLIENT_DEADLINE};
+use invoke::{InvokeReply, InvokeRequest, Registry};
 use log::{error, info, warn};
 use mgmt::{ApiError, Backend, ClusterView, FaultSpec, KvEntry, MemberView, NodeStatus, PeerView};
 use net::{Ctx, Direction, FaultAction, FaultRule, Frame, FrameKind, Handler, NetHandle, PeerId};
+use parking_lot::RwLock;
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a management thread waits for the loop to answer a query.
@@ -36,6 +41,26 @@ pub enum Command {
     },
     /// The deployer finished a container job.
     DeployDone(JobDone),
+    /// Send a forwarded call (already registered in the calls table under `id`) to `node`.
+    SendInvoke {
+        node: String,
+        id: u64,
+        payload: Vec<u8>,
+    },
+    /// Send the answer to a call `peer` forwarded to us.
+    SendReply {
+        peer: PeerId,
+        payload: Vec<u8>,
+    },
+}
+
+/// The data plane as the loop sees it: where to deliver replies, who serves forwarded calls, and the
+/// route and endpoint registry the app port reads.
+pub struct DataPlane {
+    pub calls: Arc<Calls>,
+    pub forwarded: Arc<OnceLock<ForwardedCalls>>,
+    pub registry: Arc<RwLock<Registry>>,
+    pub handle: Arc<OnceLock<NetHandle<Command>>>,
 }
 
 /// Deployment state of the loop: the deployer, the watches that wake the managers, and what is due.
@@ -60,6 +85,9 @@ pub struct Node {
     /// Latest deadline armed per consensus timer kind, and its generation.
     timer_generation: [u64; 2],
     deployment: Option<Deployment>,
+    data: DataPlane,
+    /// Transport peer index -> node id.
+    peer_names: Vec<String>,
 }
 
 impl Node {
@@ -68,6 +96,7 @@ impl Node {
         mut replication: Replication,
         suspicion: Duration,
         deployer: Option<Deployer>,
+        data: DataPlane,
     ) -> Node {
         let ids = sorted_ids(&config);
         let others: Vec<&String> = config.peers.iter().map(|(id, _)| id).filter(|id| **id != config.node_id).collect();
@@ -90,7 +119,12 @@ impl Node {
             }),
             _ => None,
         };
+        let peer_names = others.iter().map(|o| o.to_string()).collect();
+        let relisted = relist(&data.registry, replication.store());
+        log_registry_errors(relisted);
         Node {
+            data,
+            peer_names,
             config,
             membership,
             replication: Some(replication),
@@ -159,6 +193,10 @@ impl Node {
         if let Some(replication) = self.replication.as_mut() {
             replication.expire();
         }
+        self.data.calls.expire();
+        if !events.is_empty() {
+            *self.data.calls.alive.write() = self.membership.alive_nodes().into_iter().collect();
+        }
         if let Some(d) = self.deployment.as_mut() {
             let forced = d.forced_at.elapsed() >= Duration::from_secs(1);
             let deadline = d.step_deadline_ms.is_some_and(|at| managers::wall_ms() >= at);
@@ -180,9 +218,11 @@ impl Node {
         }
         d.running = true;
         if let Some(r) = self.replication.as_mut() {
-            if !managers::drain(r.store_mut(), &d.watches).is_empty() {
+            let events = managers::drain(r.store_mut(), &d.watches);
+            if !events.is_empty() {
                 d.reconcile_due = true;
                 d.step_due = true;
+                feed_registry(&self.data.registry, r.store(), &events);
             }
         }
         let writes = self.manager_writes(&mut d);
@@ -281,6 +321,38 @@ impl Node {
     }
 }
 
+/// Re-reads routes and endpoints into the registry.
+fn relist(registry: &RwLock<Registry>, store: &kvstore::Store) -> Vec<invoke::RegistryError> {
+    let entries = store.list("routes/").chain(store.list("endpoints/"));
+    registry.write().rebuild(entries.map(|e| (e.key(), e.value())))
+}
+
+fn log_registry_errors(errors: Vec<invoke::RegistryError>) {
+    for e in errors {
+        warn!("route registry: {e}");
+    }
+}
+
+/// Applies watch events on `routes/` and `endpoints/` to the registry the app port reads.
+fn feed_registry(registry: &RwLock<Registry>, store: &kvstore::Store, events: &[kvstore::WatchEvent]) {
+    let data_key =
+        |k: &kvstore::AetherKey| matches!(k, kvstore::AetherKey::Route { .. } | kvstore::AetherKey::Endpoint { .. });
+    for event in events {
+        let result = match event {
+            kvstore::WatchEvent::Put { key, value, .. } if data_key(key) => registry.write().apply(key, Some(value)),
+            kvstore::WatchEvent::Removed { key, .. } if data_key(key) => registry.write().apply(key, None),
+            kvstore::WatchEvent::Resync { .. } => {
+                log_registry_errors(relist(registry, store));
+                continue;
+            }
+            _ => continue,
+        };
+        if let Err(e) = result {
+            warn!("route registry: {e}");
+        }
+    }
+}
+
 fn timer_index(kind: consensus::TimerKind) -> usize {
     match kind {
         consensus::TimerKind::Retransmit => 0,
@@ -318,9 +390,24 @@ impl Handler for Node {
         self.drive(ctx, Replication::start);
     }
 
+    fn on_peer_down(&mut self, _ctx: &mut Ctx<'_>, peer: PeerId) {
+        if let Some(name) = self.peer_names.get(peer) {
+            self.data.calls.peer_down(name);
+        }
+    }
+
     fn on_frame(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, frame: Frame) {
-        if frame.kind != FrameKind::Consensus {
-            return;
+        match frame.kind {
+            FrameKind::Consensus => {}
+            FrameKind::Invoke => return self.serve_invoke(ctx, peer, &frame.payload),
+            FrameKind::InvokeReply => {
+                match InvokeReply::decode(&frame.payload) {
+                    Ok(reply) => self.data.calls.complete(reply),
+                    Err(e) => warn!("dropping an invoke reply from {}: {e}", ctx.peer_id(peer).unwrap_or("?")),
+                }
+                return;
+            }
+            _ => return,
         }
         let from = self.replica_of_peer.get(peer).copied();
         match (from, consensus::decode_message(&frame.payload)) {
@@ -348,6 +435,10 @@ impl Handler for Node {
             },
             Command::KvGet { key, stale, reply } => self.read(ctx, stale, Waiter::Get(key, reply)),
             Command::KvList { prefix, stale, reply } => self.read(ctx, stale, Waiter::List(prefix, reply)),
+            Command::SendInvoke { node, id, payload } => self.send_invoke(ctx, &node, id, &payload),
+            Command::SendReply { peer, payload } => {
+                let _ = ctx.send(peer, FrameKind::InvokeReply, &payload);
+            }
             Command::DeployDone(done) => {
                 if let Some(d) = self.deployment.as_mut() {
                     d.deployer.finish(done);
@@ -360,6 +451,38 @@ impl Handler for Node {
 }
 
 impl Node {
+    fn send_invoke(&mut self, ctx: &mut Ctx<'_>, node: &str, id: u64, payload: &[u8]) {
+        let sent = match self.peer_names.iter().position(|n| n == node) {
+            Some(peer) => ctx.send(peer, FrameKind::Invoke, payload).map_err(|e| e.to_string()),
+            None => Err(format!("{node} is not a peer")),
+        };
+        if let Err(why) = sent {
+            if let Some(waiter) = self.data.calls.table.lock().complete(id) {
+                let _ = waiter.try_send(Err(crate::app::ForwardError::Unreachable(why)));
+            }
+        }
+    }
+
+    /// A call another node forwarded here: served on the forwarded-calls pool, never on the loop.
+    fn serve_invoke(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, payload: &[u8]) {
+        let request = match InvokeRequest::decode(payload) {
+            Ok(request) => request,
+            Err(e) => return warn!("dropping an invoke request from {}: {e}", ctx.peer_id(peer).unwrap_or("?")),
+        };
+        let (Some(pool), Some(handle)) = (self.data.forwarded.get(), self.data.handle.get()) else {
+            let reply = InvokeReply::error(request.id, 503, "unavailable", "this node is starting", false);
+            let _ = ctx.send(peer, FrameKind::InvokeReply, &reply.encode());
+            return;
+        };
+        let handle = handle.clone();
+        pool.submit(
+            request,
+            Box::new(move |reply: InvokeReply| {
+                let _ = handle.command(Command::SendReply { peer, payload: reply.encode() });
+            }),
+        );
+    }
+
     fn read(&mut self, ctx: &mut Ctx<'_>, stale: bool, waiter: Waiter) {
         if stale {
             if let Some(r) = self.replication.as_ref() {

@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(recovered.snapshot, Some((10, b"state".to_vec())));
         assert_eq!(recovered.records.len(), 1);
         assert_eq!(recovered.records[0].bytes, b"after");
-        assert_eq!(segments(&dir.join("consensus")).unwrap().len(), 2, "old segment deleted, one per open");
+        assert_eq!(segments(&dir.join("consensus")).unwrap().len(), 1, "the segment before the snapshot is deleted");
     }
 
     #[test]

@@ -261,3 +261,25 @@ pub fn terminate_pid(pid: u32, grace: Duration) -> bool {
     }
     true
 }
+
+/// The example slices, built once per process with `cargo xtask build-slices` into
+/// `{workspace}/target/slices-build`; returns the Maven-layout repository folder.
+pub fn example_slices_repo() -> Result<PathBuf, String> {
+    static REPO: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    REPO.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).ok_or("no workspace root")?;
+        let target = root.join("target").join("slices-build");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["run", "--quiet", "-p", "xtask", "--", "build-slices"])
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err("building the example slices failed".to_string());
+        }
+        Ok(target.join("slices-repo"))
+    })
+    .clone()
+}

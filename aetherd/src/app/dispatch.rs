@@ -128,6 +128,7 @@ impl Dispatcher {
         Dispatcher { node_id, container, registry, forward, call_deadline }
     }
 
+    #[cfg(test)]
     pub fn node_id(&self) -> &str {
         &self.node_id
     }
