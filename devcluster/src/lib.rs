@@ -171,6 +171,13 @@ impl LocalCluster {
         .map_err(|_| format!("nodes did not reach peers_connected = {expected} within {timeout:?}"))
     }
 
+    /// Waits until every running node reports ready (in a quorum and caught up).
+    pub fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.children[i].is_some()).collect();
+        wait_for(timeout, || running.iter().all(|&i| self.health(i).is_some_and(|h| h["ready"] == true)))
+            .map_err(|_| format!("nodes were not ready within {timeout:?}"))
+    }
+
     /// Node `i`'s log so far.
     pub fn log(&self, i: usize) -> String {
         fs::read_to_string(&self.nodes[i].log).unwrap_or_default()

@@ -1,8 +1,8 @@
 //! `cargo xtask cluster up N | down | status` and `cargo xtask run`: local clusters of real processes on
 //! the documented ports (node i: management 8080+100i, app 8081+100i, cluster 8090+100i).
 
-use crate::util::{build_aetherd, target_dir};
-use devcluster::{terminate_pid, ClusterSpec, LocalCluster};
+use crate::util::{build_aetherd, root, target_dir};
+use devcluster::{http, terminate_pid, wait_for, ClusterSpec, LocalCluster};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,7 +16,13 @@ fn spec(nodes: usize, aetherd: PathBuf) -> ClusterSpec {
     let mut spec = ClusterSpec::new(nodes, &cluster_dir(), &aetherd);
     spec.base_port = Some(BASE_PORT);
     spec.env.clear();
+    spec.extra_args = vec!["--repo".into(), target_dir().join("slices-repo").display().to_string()];
     spec
+}
+
+/// Builds the example slices into `target/slices-repo`, which every local node uses as its repository.
+fn build_slices() -> crate::TaskResult {
+    crate::slices::build_slices(&[])
 }
 
 pub fn cluster(args: &[String]) -> crate::TaskResult {
@@ -40,9 +46,10 @@ fn up(args: &[String]) -> crate::TaskResult {
         return Err(format!("a cluster is already up ({}); run `cargo xtask cluster down` first", pid_file.display()));
     }
     let aetherd = build_aetherd(args)?;
+    build_slices()?;
     let _ = std::fs::remove_dir_all(cluster_dir());
     let cluster = LocalCluster::start(spec(nodes, aetherd))?;
-    let healthy = cluster.wait_connected(nodes as u64 - 1, Duration::from_secs(20));
+    let healthy = cluster.wait_ready(Duration::from_secs(20));
     print_nodes(&cluster);
     healthy?;
     let pids = cluster.detach();
@@ -64,27 +71,60 @@ fn down() -> crate::TaskResult {
     Ok(())
 }
 
-/// `cargo xtask run`: three nodes in the foreground until Ctrl-C.
+/// `cargo xtask run`: three nodes in the foreground with the demo blueprint deployed, until Ctrl-C.
 pub fn run_local(args: &[String]) -> crate::TaskResult {
     let aetherd = build_aetherd(args)?;
+    build_slices()?;
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let _ = std::fs::remove_dir_all(cluster_dir());
     let mut cluster = LocalCluster::start(spec(3, aetherd))?;
-    let healthy = cluster.wait_connected(2, Duration::from_secs(20));
+    let healthy = cluster.wait_ready(Duration::from_secs(20));
     print_nodes(&cluster);
     if let Err(e) = healthy {
         return Err(format!("{e}; see the logs above"));
     }
+    deploy_demo(&cluster)?;
     println!("\ntry:");
-    println!("  curl -s localhost:8080/api/health");
-    println!("  curl -s localhost:8080/api/nodes");
+    println!("  curl -s localhost:8081/echo/hello");
+    println!("  curl -s localhost:8181/echo/hello          # any node serves every route");
+    println!("  curl -s -X POST localhost:8281/orders -d '{{\"item\": \"book\", \"qty\": 2}}'");
+    println!("  curl -s localhost:8080/api/status");
+    println!("  curl -s localhost:8080/api/blueprints/demo");
+    println!("  curl -s localhost:8080/api/slices");
+    println!(
+        "  curl -s -X PUT localhost:8080/api/kv/user/greeting -d hello && curl -s localhost:8180/api/kv/user/greeting"
+    );
     println!("\nCtrl-C stops the cluster.");
     let _ = signals.forever().next();
     println!("\nstopping...");
     for i in 0..cluster.nodes.len() {
         cluster.stop(i, Duration::from_secs(5));
     }
+    Ok(())
+}
+
+/// Posts `blueprints/demo.toml` and waits until every slice of it is ACTIVE.
+fn deploy_demo(cluster: &LocalCluster) -> crate::TaskResult {
+    let path = root().join("blueprints").join("demo.toml");
+    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mgmt = cluster.nodes[0].management;
+    let posted = http(mgmt, "POST", "/api/blueprints", &text).map_err(|e| format!("posting the blueprint: {e}"))?;
+    if posted.status != 201 {
+        return Err(format!("the demo blueprint was refused: {}", posted.text()));
+    }
+    let started = std::time::Instant::now();
+    let active = wait_for(Duration::from_secs(30), || {
+        http(mgmt, "GET", "/api/blueprints/demo", b"").is_ok_and(|r| {
+            r.json()["slices"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|x| x["active"].as_u64() == x["desired"].as_u64()))
+        })
+    });
+    if active.is_err() {
+        return Err("the demo blueprint did not become ACTIVE within 30 s; see the node logs".into());
+    }
+    println!("\nblueprint 'demo' deployed in {} ms (echo, orders, inventory, pricing)", started.elapsed().as_millis());
     Ok(())
 }
 
