@@ -5,6 +5,7 @@
 //! turn. A bad config or a port that cannot be bound exits non-zero with one line saying why.
 
 mod app;
+mod artifacts;
 mod config;
 mod deploy;
 mod forward;

@@ -52,6 +52,12 @@ pub enum Command {
         peer: PeerId,
         payload: Vec<u8>,
     },
+    /// Push an artifact (already stored here) to every connected peer; answers with the peers it went to.
+    ReplicateArtifact {
+        artifact: String,
+        bytes: Arc<Vec<u8>>,
+        reply: mpsc::Sender<Vec<String>>,
+    },
 }
 
 /// The data plane as the loop sees it: where to deliver replies, who serves forwarded calls, and the
@@ -88,6 +94,7 @@ pub struct Node {
     data: DataPlane,
     /// Transport peer index -> node id.
     peer_names: Vec<String>,
+    artifacts: crate::artifacts::Assembler,
 }
 
 impl Node {
@@ -125,6 +132,7 @@ impl Node {
         Node {
             data,
             peer_names,
+            artifacts: crate::artifacts::Assembler::default(),
             config,
             membership,
             replication: Some(replication),
@@ -390,16 +398,25 @@ impl Handler for Node {
         self.drive(ctx, Replication::start);
     }
 
+    fn on_peer_up(&mut self, ctx: &mut Ctx<'_>, peer: PeerId) {
+        if let Some(&from) = self.replica_of_peer.get(peer) {
+            // Frames in flight on the old connection are gone: resend this slot's messages to it.
+            self.drive(ctx, |r| r.handle(consensus::Input::PeerConnected { peer: from }));
+        }
+    }
+
     fn on_peer_down(&mut self, _ctx: &mut Ctx<'_>, peer: PeerId) {
         if let Some(name) = self.peer_names.get(peer) {
             self.data.calls.peer_down(name);
         }
+        self.artifacts.peer_down(peer);
     }
 
     fn on_frame(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, frame: Frame) {
         match frame.kind {
             FrameKind::Consensus => {}
             FrameKind::Invoke => return self.serve_invoke(ctx, peer, &frame.payload),
+            FrameKind::Artifact => return self.receive_artifact(ctx, peer, &frame.payload),
             FrameKind::InvokeReply => {
                 match InvokeReply::decode(&frame.payload) {
                     Ok(reply) => self.data.calls.complete(reply),
@@ -439,6 +456,9 @@ impl Handler for Node {
             Command::SendReply { peer, payload } => {
                 let _ = ctx.send(peer, FrameKind::InvokeReply, &payload);
             }
+            Command::ReplicateArtifact { artifact, bytes, reply } => {
+                let _ = reply.send(self.replicate_artifact(ctx, &artifact, &bytes));
+            }
             Command::DeployDone(done) => {
                 if let Some(d) = self.deployment.as_mut() {
                     d.deployer.finish(done);
@@ -451,6 +471,37 @@ impl Handler for Node {
 }
 
 impl Node {
+    fn replicate_artifact(&mut self, ctx: &mut Ctx<'_>, artifact: &str, bytes: &[u8]) -> Vec<String> {
+        let chunks: Vec<Vec<u8>> = crate::artifacts::chunks(artifact, bytes).iter().map(wire::encode).collect();
+        let mut sent_to = Vec::new();
+        for (peer, name) in self.peer_names.iter().enumerate() {
+            if !ctx.is_connected(peer) {
+                continue;
+            }
+            if chunks.iter().all(|chunk| ctx.send(peer, FrameKind::Artifact, chunk).is_ok()) {
+                sent_to.push(name.clone());
+            } else {
+                warn!("artifact {artifact} could not be queued for {name}");
+            }
+        }
+        sent_to
+    }
+
+    fn receive_artifact(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, payload: &[u8]) {
+        let from = ctx.peer_id(peer).unwrap_or("?").to_string();
+        let chunk = match wire::decode::<crate::artifacts::ArtifactChunk>(payload) {
+            Ok(chunk) => chunk,
+            Err(e) => return warn!("dropping an artifact chunk from {from}: {e}"),
+        };
+        match self.artifacts.on_chunk(peer, chunk) {
+            Ok(Some((artifact, bytes))) => {
+                crate::artifacts::store_in_background(self.config.repository.clone(), artifact, bytes)
+            }
+            Ok(None) => {}
+            Err(e) => warn!("artifact transfer from {from} dropped: {e}"),
+        }
+    }
+
     fn send_invoke(&mut self, ctx: &mut Ctx<'_>, node: &str, id: u64, payload: &[u8]) {
         let sent = match self.peer_names.iter().position(|n| n == node) {
             Some(peer) => ctx.send(peer, FrameKind::Invoke, payload).map_err(|e| e.to_string()),
@@ -552,6 +603,32 @@ impl Backend for NodeBackend {
     fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError> {
         let prefix = prefix.to_string();
         self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvList { prefix, stale, reply })?
+    }
+
+    fn upload_artifact(&self, artifact: &kvstore::Artifact, bytes: Vec<u8>) -> Result<serde_json::Value, ApiError> {
+        let coords = artifact.to_string();
+        if bytes.len() > crate::artifacts::ARTIFACT_BYTES_MAX {
+            let limit = crate::artifacts::ARTIFACT_BYTES_MAX;
+            return Err(ApiError::new(413, "too_large", format!("artifacts are at most {limit} bytes")));
+        }
+        if !bytes.starts_with(b"\x7fELF") {
+            return Err(ApiError::bad_request("the body is not a shared library (no ELF header)"));
+        }
+        let path = crate::artifacts::store(&self.repository, &coords, &bytes)
+            .map_err(|e| ApiError::new(500, "internal", e))?;
+        let size = bytes.len();
+        let bytes = Arc::new(bytes);
+        let replicated: Vec<String> = self.ask(LOOP_REPLY_TIMEOUT, |reply| Command::ReplicateArtifact {
+            artifact: coords.clone(),
+            bytes,
+            reply,
+        })?;
+        Ok(serde_json::json!({
+            "artifact": coords,
+            "bytes": size,
+            "path": path.display().to_string(),
+            "replicated_to": replicated,
+        }))
     }
 
     fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool {

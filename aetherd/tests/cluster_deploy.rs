@@ -179,3 +179,31 @@ fn deleting_a_blueprint_unloads_everything() {
     }
     assert_eq!(http(c.nodes[0].management, "DELETE", "/api/blueprints/shop", b"").unwrap().status, 404);
 }
+
+#[test]
+fn uploaded_artifact_reaches_nodes_that_never_had_it() {
+    let dir = std::env::temp_dir().join(format!("aether-deploy-upload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // No --repo: every node starts with an empty repository under its data dir.
+    let c = LocalCluster::start(ClusterSpec::new(3, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")))).unwrap();
+    wait_for(SETTLE, || (0..3).all(|i| c.health(i).is_some_and(|h| h["ready"] == true))).unwrap();
+    let library = example_slices_repo().unwrap().join("org/aether/examples/echo/1.0.0/echo-1.0.0.so");
+    let bytes = std::fs::read(&library).unwrap();
+    let not_elf =
+        http(c.nodes[0].management, "POST", "/api/artifacts/org.aether.examples/echo/1.0.0", b"hello").unwrap();
+    assert_eq!(not_elf.status, 400, "{}", not_elf.text());
+    let up = http(c.nodes[0].management, "POST", "/api/artifacts/org.aether.examples/echo/1.0.0", &bytes).unwrap();
+    assert_eq!(up.status, 201, "{}", up.text());
+    let stored = |n: usize| c.nodes[n].data_dir.join("repository/org/aether/examples/echo/1.0.0/echo-1.0.0.so");
+    wait_for(SETTLE, || (0..3).all(|n| std::fs::read(stored(n)).is_ok_and(|b| b == bytes))).unwrap();
+    let blueprint = "name = \"up\"\n[[slices]]\nartifact = \"org.aether.examples:echo:1.0.0\"\ninstances = 3\n";
+    assert_eq!(http(c.nodes[0].management, "POST", "/api/blueprints", blueprint.as_bytes()).unwrap().status, 201);
+    for n in 0..3 {
+        let id = c.nodes[n].id.clone();
+        let served_here = wait_for(SETTLE, || {
+            http(c.nodes[n].app, "GET", "/echo/x", b"")
+                .is_ok_and(|r| r.status == 200 && r.json()["node"] == id.as_str())
+        });
+        assert!(served_here.is_ok(), "node {n} does not serve echo itself");
+    }
+}

@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use crate::kv::KvEntry;
 use crate::server::{Request, Response};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// One node of the configured cluster as this node sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +97,8 @@ pub trait Backend: Send + Sync + 'static {
     fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError>;
     /// Whether this node can find the artifact (its repository), for blueprint validation.
     fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool;
+    /// Stores an uploaded slice library here and pushes it to the other nodes.
+    fn upload_artifact(&self, artifact: &kvstore::Artifact, bytes: Vec<u8>) -> Result<Value, ApiError>;
     /// Replaces the transport's fault injection rules; refused unless the node allows it.
     fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError>;
 }
@@ -111,6 +113,9 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         (_, ["api", "kv"]) => crate::kv::route(backend, req, None),
         (_, ["api", "blueprints", rest @ ..]) => crate::deploy::route(backend, req, rest),
         ("GET", ["api", "slices"]) => crate::deploy::slices(backend),
+        ("POST" | "PUT", ["api", "artifacts", group, artifact, version]) => {
+            upload(backend, &format!("{group}:{artifact}:{version}"), &req.body)
+        }
         ("GET", ["api", "status"]) => status(backend),
         ("GET", ["api", "health"]) => health(backend),
         ("GET", ["api", "nodes"]) => nodes(backend),
@@ -122,6 +127,15 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         _ => Err(ApiError::not_found(format!("no such path: {} /{}", req.method, req.path))),
     };
     result.unwrap_or_else(Response::from)
+}
+
+fn upload(backend: &dyn Backend, coords: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let artifact = kvstore::Artifact::parse(coords).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the body is empty; send the slice library's bytes"));
+    }
+    let answer = backend.upload_artifact(&artifact, body.to_vec())?;
+    Ok(Response { status: 201, body: answer })
 }
 
 fn health(backend: &dyn Backend) -> Result<Response, ApiError> {
@@ -243,6 +257,9 @@ mod tests {
         }
         fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool {
             artifact.to_string() != "org.example:missing:1.0.0"
+        }
+        fn upload_artifact(&self, artifact: &kvstore::Artifact, bytes: Vec<u8>) -> Result<Value, ApiError> {
+            Ok(json!({ "artifact": artifact.to_string(), "bytes": bytes.len() }))
         }
         fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError> {
             *self.faults.lock().unwrap() = rules;
