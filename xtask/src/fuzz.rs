@@ -1,11 +1,12 @@
-//! `cargo xtask fuzz wire [--seconds N]`: coverage-guided fuzzing of the frame decoder with libFuzzer
+//! `cargo xtask fuzz <wire|blueprint|keys|consensus> [--seconds N]`: coverage-guided fuzzing of the parsers of
+//! outside input (frames, blueprints, keys and KV commands, consensus and invoke messages) with libFuzzer
 //! (through `libfuzzer-sys`) on the stable toolchain: the sanitizer-coverage instrumentation is enabled
 //! with stable `-C` flags, so neither nightly nor cargo-fuzz is needed.
 
 use crate::util::{root, run, target_dir};
 use std::process::Command;
 
-const TARGETS: &[&str] = &["wire"];
+const TARGETS: &[&str] = &["wire", "blueprint", "keys", "consensus"];
 
 pub fn fuzz(args: &[String]) -> crate::TaskResult {
     let Some((target, rest)) = args.split_first() else {
