@@ -10,6 +10,7 @@ pub fn bench(args: &[String]) -> crate::TaskResult {
     match name.as_str() {
         "transport" => transport(rest),
         "kv" => kv(rest),
+        "app" => app(rest),
         "consensus-core" => crate::sim::bench_consensus(rest),
         "invoke-local" => crate::slices::bench_invoke_local(rest),
         other => Err(format!("unknown benchmark `{other}`: transport, kv, consensus-core, invoke-local")),
@@ -36,6 +37,23 @@ fn kv(args: &[String]) -> crate::TaskResult {
     let mut command = cargo();
     command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "kv", "--"]);
     command.arg("--aetherd").arg(&aetherd).args(args).arg("--json").arg(&json);
+    run(command)?;
+    println!("wrote {}", json.display());
+    Ok(())
+}
+
+/// `cargo xtask bench app [--seconds N] [--runs N]`: the app path, deploy and heal times on a 3-node
+/// cluster of release builds, against tiny_http and (when installed) nginx; writes `{target}/bench/app.json`.
+fn app(args: &[String]) -> crate::TaskResult {
+    let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
+    crate::slices::build_slices(&[])?;
+    let repo = target_dir().join("slices-repo");
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = out.join("app.json");
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "app", "--"]);
+    command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).args(args).arg("--json").arg(&json);
     run(command)?;
     println!("wrote {}", json.display());
     Ok(())

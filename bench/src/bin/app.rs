@@ -1,0 +1,840 @@
+//! `cargo xtask bench app`: the app path (a client's HTTP request to a node's app port, answered by a
+//! slice) against plain HTTP servers answering the same bytes, and the control plane's two visible
+//! latencies: how long a blueprint takes to deploy and how long the cluster takes to heal after kill -9.
+//!
+//! What one run measures, on one machine:
+//! - requests/s and p50/p99 of `GET /echo/hello` at 64 closed-loop keep-alive connections against a
+//!   3-node cluster running a blueprint with one `echo` instance: *local* (load aimed at the app port of
+//!   the node hosting it) and *forwarded* (aimed at another node, which forwards every call over the
+//!   cluster transport to the host);
+//! - the same load against baselines answering the same bytes
+//!   (`{"echo":"hello","version":"1.0.0","node":"node-1"}`, `application/json`): `tiny_http` with 4
+//!   handler threads in this process (the app port is tiny_http with 4 handler threads too), and nginx
+//!   (1 worker, `return 200`, generated config in a temp dir) when `nginx` is installed;
+//! - deploy time: blueprint posted -> every instance ACTIVE (`GET /api/blueprints/{name}` polled every
+//!   2 ms), for the one-instance echo blueprint and for `blueprints/demo.toml` (6 instances of 4 slices,
+//!   one wave waiting on its dependencies); the blueprint is deleted and `/api/slices` seen empty between
+//!   runs;
+//! - heal time: kill -9 of the node hosting `inventory` (a single-instance slice of the demo) -> the demo
+//!   fully active again with no instance on the dead node, seen from a survivor; the node is restarted
+//!   and the blueprint redeployed from scratch between runs.
+//!
+//! The load generator (`bench::run_load`: one blocking thread per connection) runs on the same cores as
+//! the servers, so every server measured pays for the same client; ratios are the figures to read. The
+//! cases run in rounds (nginx, tiny_http, local, forwarded, again), and a ratio is the median of the
+//! ratios within a round, so other work on a shared machine falls on all cases alike. Each phase also
+//! reads `/proc`: CPU per request of this process and of the servers, the servers' context switches per
+//! request, their CPU by thread group, and the share of the machine other processes took meanwhile.
+//!
+//! Envelope (2 cores, loopback; per request, CPU summed over client and server):
+//! - client: a `write` and a blocking `read`, one thread wake-up, header parsing: ~10-15 µs. nginx on
+//!   epoll adds ~5-8 µs, so ~20 µs in all, ~2 cores / 20 µs ≈ 50-80k req/s at best; the reference
+//!   (wrk, a cheaper client) is 82k. Expect nginx at ~40-60k here.
+//! - tiny_http: its connection thread reads and parses, hands the request to a handler thread (one
+//!   wake-up through a mutex and condvar), which writes the answer: ~+10 µs over nginx, so ~30-40k.
+//! - local app path: tiny_http as above, plus a route lookup, encoding the request for the slice ABI,
+//!   one more hand-off to a container worker and back (two wake-ups, ~5 µs each on a busy core), and
+//!   the JSON answer: ~+10-15 µs, so ~0.6-0.8x tiny_http and ~0.5x nginx. The target (>= 0.5x nginx)
+//!   sits right at that estimate: it leaves no room for a lock convoy or an allocation storm.
+//! - forwarded: the entry node's handler hands the call to its event loop (waker), which writes a frame;
+//!   the host's loop reads it, hands it to the forwarded-calls pool, which calls a container worker;
+//!   the reply comes back the same way. ~6 more wake-ups and two loopback TCP hops (~10 µs each in CPU):
+//!   ~+40-60 µs, so ~0.3-0.5x of local, with three processes sharing the cores with the client.
+//! - latency: in a closed loop p50 ≈ connections / throughput (Little's law): 64 / 30k/s ≈ 2 ms.
+//! - deploy: the POST is one consensus slot (~0.1-1 ms on loopback with the log write); the leader's
+//!   reconcile writes targets (one slot), the host writes LOADING, copies and dlopens the library
+//!   (~1-5 ms), LOADED, ACTIVATING, ACTIVE (a slot each): ~6 slots + a load ≈ 10-20 ms for echo; the
+//!   demo adds a second wave after its dependencies are ACTIVE: ~20-50 ms. Target: under 300 ms.
+//! - heal: kill -9 closes the sockets, so survivors see the peer gone at once (not after the 2 s receive
+//!   timeout); membership is re-evaluated on the next 50 ms tick, then the leader re-targets and a
+//!   survivor loads and activates (a deploy's worth): ~50-100 ms. Target: under 2 s.
+
+use bench::{run_load, which, Request, RunResult};
+use devcluster::{http, wait_for, ClusterSpec, LocalCluster};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const CONCURRENCY: usize = 64;
+const WARMUP: Duration = Duration::from_secs(1);
+/// What `GET /echo/hello` answers when `echo` 1.0.0 runs on node-1 (every node id here has that length).
+const ECHO_BODY: &str = r#"{"echo":"hello","version":"1.0.0","node":"node-1"}"#;
+const ECHO_PATH: &str = "/echo/hello";
+const ECHO_ARTIFACT: &str = "org.aether.examples:echo:1.0.0";
+const ECHO_BLUEPRINT: &str =
+    "name = \"bench-echo\"\n[[slices]]\nartifact = \"org.aether.examples:echo:1.0.0\"\ninstances = 1\n";
+const DEMO_BLUEPRINT: &str = include_str!("../../../blueprints/demo.toml");
+/// The demo's single-instance slice whose host is killed in the heal runs.
+const HEAL_VICTIM_ARTIFACT: &str = "org.aether.examples:inventory:1.0.0";
+const TINY_HTTP_THREADS: usize = 4;
+/// Longest wait for any one cluster condition (ready, deployed, healed, emptied).
+const SETTLE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(2);
+const DEPLOY_TARGET_MS: f64 = 300.0;
+const HEAL_TARGET_MS: f64 = 2000.0;
+const LOCAL_TARGET_RATIO: f64 = 0.5;
+
+struct Options {
+    aetherd: PathBuf,
+    repo: PathBuf,
+    json: Option<PathBuf>,
+    load: Duration,
+    rounds: usize,
+    runs: usize,
+}
+
+fn main() {
+    let options = parse_args();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!("clients and servers share the same {cores} cores: every figure includes the load generator's cost");
+    let tiny = TinyHttp::start();
+    let nginx = match which("nginx").map(|bin| Nginx::start(&bin)) {
+        Some(Ok(nginx)) => Some(nginx),
+        Some(Err(e)) => {
+            eprintln!("{e}; no nginx baseline in this run");
+            None
+        }
+        None => None,
+    };
+    let cluster = start_cluster(&options);
+    let app = bench_app(&cluster, &tiny, nginx.as_ref(), &options);
+    tiny.stop();
+    drop(nginx);
+    let deploy_echo = deploy_times(&cluster, "bench-echo", ECHO_BLUEPRINT, options.runs);
+    let deploy_demo = deploy_times(&cluster, "demo", DEMO_BLUEPRINT, options.runs);
+    let mut cluster = cluster;
+    let heal = heal_times(&mut cluster, options.runs);
+    drop(cluster);
+    let seconds = options.load.as_secs_f64();
+    let results = Results { cores, seconds, rounds: options.rounds, app, deploy_echo, deploy_demo, heal };
+    report(&results, options.json.as_deref());
+}
+
+fn parse_args() -> Options {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let usage = "usage: app --aetherd PATH --repo DIR [--json FILE] [--seconds N] [--rounds N] [--runs N]";
+    let (Some(aetherd), Some(repo)) = (value("--aetherd"), value("--repo")) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let number = |name: &str, default: u64| match value(name).map(|v| v.parse::<u64>()) {
+        None => default,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("{name} wants a positive whole number\n{usage}");
+            std::process::exit(2);
+        }
+    };
+    Options {
+        aetherd: PathBuf::from(aetherd),
+        repo: PathBuf::from(repo),
+        json: value("--json").map(PathBuf::from),
+        load: Duration::from_secs(number("--seconds", 5)),
+        rounds: number("--rounds", 3) as usize,
+        runs: number("--runs", 5) as usize,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Load phases
+
+/// One measured load phase, with where its CPU went.
+struct Phase {
+    run: RunResult,
+    cpu: Option<CpuUse>,
+    /// Server CPU per request by process and thread group (`node-1 app-http`), largest first.
+    threads: Vec<(String, f64)>,
+}
+
+/// One case of the load comparison, measured once per round; rounds alternate between the cases so that
+/// other work on the machine, which comes and goes, falls on all of them alike.
+struct Case {
+    name: String,
+    rounds: Vec<Phase>,
+}
+
+impl Case {
+    /// Every round as one: requests and time summed, latencies pooled, CPU figures weighted by requests.
+    fn merged(&self) -> Phase {
+        let mut run = RunResult::default();
+        for phase in &self.rounds {
+            run.ops += phase.run.ops;
+            run.errors += phase.run.errors;
+            run.seconds += phase.run.seconds;
+            run.latencies_us.extend_from_slice(&phase.run.latencies_us);
+        }
+        run.latencies_us.sort_unstable();
+        let total = run.ops.max(1) as f64;
+        let weighted = |f: fn(&CpuUse) -> f64| -> Option<f64> {
+            let parts: Option<Vec<f64>> =
+                self.rounds.iter().map(|p| p.cpu.as_ref().map(|c| f(c) * p.run.ops as f64)).collect();
+            parts.map(|p| p.iter().sum::<f64>() / total)
+        };
+        let cpu = match (
+            weighted(|c| c.this_process_us_per_request),
+            weighted(|c| c.servers_us_per_request),
+            weighted(|c| c.servers_switches_per_request),
+        ) {
+            (Some(this_process_us_per_request), Some(servers_us_per_request), Some(servers_switches_per_request)) => {
+                let seconds = self.rounds.iter().map(|p| p.run.seconds).sum::<f64>().max(1e-9);
+                let others = self.rounds.iter().filter_map(|p| Some(p.cpu?.others_share * p.run.seconds)).sum::<f64>();
+                Some(CpuUse {
+                    this_process_us_per_request,
+                    servers_us_per_request,
+                    servers_switches_per_request,
+                    others_share: others / seconds,
+                })
+            }
+            _ => None,
+        };
+        let mut groups: HashMap<&str, f64> = HashMap::new();
+        for phase in &self.rounds {
+            for (group, us) in &phase.threads {
+                *groups.entry(group).or_default() += us * phase.run.ops as f64 / total;
+            }
+        }
+        let mut threads: Vec<(String, f64)> = groups.into_iter().map(|(g, us)| (g.to_string(), us)).collect();
+        threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Phase { run, cpu, threads }
+    }
+}
+
+/// Median over rounds of `a`'s requests/s over `b`'s in the same round.
+fn round_ratio(a: &Case, b: &Case) -> f64 {
+    let ratios: Vec<f64> = a.rounds.iter().zip(&b.rounds).map(|(x, y)| x.run.ops_per_s() / y.run.ops_per_s()).collect();
+    median(&ratios).unwrap_or(f64::NAN)
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[mid]),
+        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
+    }
+}
+
+/// A server process to account CPU to, and the name to show for it.
+struct Server {
+    name: String,
+    pid: u32,
+}
+
+/// Each live thread of `servers`: (pid, tid) -> (group shown, ticks); a group is the thread name less its
+/// number (`app-http-3` -> `app-http`).
+fn thread_sample(servers: &[Server]) -> HashMap<(u32, u32), (String, u64)> {
+    let mut out = HashMap::new();
+    for server in servers {
+        for (tid, name, ticks) in bench::thread_cpu_ticks(server.pid) {
+            let group = name.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches('-');
+            out.insert((server.pid, tid), (format!("{} {group}", server.name), ticks));
+        }
+    }
+    out
+}
+
+/// CPU per request by thread group between two samples (threads that exited in between are lost).
+fn thread_use(
+    before: &HashMap<(u32, u32), (String, u64)>,
+    after: &HashMap<(u32, u32), (String, u64)>,
+    requests: u64,
+) -> Vec<(String, f64)> {
+    let mut groups: HashMap<&str, u64> = HashMap::new();
+    for (key, (group, ticks)) in after {
+        let earlier = before.get(key).map_or(0, |(_, t)| *t);
+        *groups.entry(group).or_default() += ticks.saturating_sub(earlier);
+    }
+    let per_request = |ticks: u64| ticks as f64 * 1e6 / bench::CPU_TICKS_PER_S / (requests.max(1) as f64);
+    let mut out: Vec<(String, f64)> =
+        groups.into_iter().filter(|(_, t)| *t > 0).map(|(g, t)| (g.to_string(), per_request(t))).collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+/// CPU spent during a phase, from `/proc`: by this process (the clients, and the tiny_http baseline when
+/// it runs), by the server processes, and by everything else on the machine (other work sharing the cores).
+#[derive(Clone, Copy)]
+struct CpuUse {
+    this_process_us_per_request: f64,
+    servers_us_per_request: f64,
+    /// Context switches of the server processes' threads per request: each is a thread hand-off or a
+    /// blocking wait, the main cost of a small request after the syscalls.
+    servers_switches_per_request: f64,
+    /// Busy time of other processes, as a share of all the cores over the phase.
+    others_share: f64,
+}
+
+#[derive(Clone, Copy)]
+struct CpuSample {
+    machine: u64,
+    this_process: u64,
+    servers: u64,
+    servers_switches: u64,
+}
+
+fn cpu_sample(servers: &[u32]) -> Option<CpuSample> {
+    Some(CpuSample {
+        machine: bench::machine_busy_ticks()?,
+        this_process: bench::process_cpu_ticks(std::process::id())?,
+        servers: servers.iter().filter_map(|&pid| bench::process_cpu_ticks(pid)).sum(),
+        servers_switches: servers.iter().map(|&pid| bench::process_context_switches(pid)).sum(),
+    })
+}
+
+fn cpu_use(before: CpuSample, after: CpuSample, run: &RunResult, cores: usize) -> CpuUse {
+    let us = |ticks: u64| ticks as f64 * 1e6 / bench::CPU_TICKS_PER_S;
+    let per_request = |ticks: u64| us(ticks) / (run.ops.max(1) as f64);
+    let this_process = after.this_process.saturating_sub(before.this_process);
+    let servers = after.servers.saturating_sub(before.servers);
+    let others = after.machine.saturating_sub(before.machine).saturating_sub(this_process + servers);
+    CpuUse {
+        this_process_us_per_request: per_request(this_process),
+        servers_us_per_request: per_request(servers),
+        servers_switches_per_request: after.servers_switches.saturating_sub(before.servers_switches) as f64
+            / (run.ops.max(1) as f64),
+        others_share: us(others) / (run.seconds * 1e6 * cores as f64),
+    }
+}
+
+/// One warm-up second (connections opened, caches and pools warm), then the measured run; `servers`
+/// are the processes serving it (none for the in-process baseline).
+fn load(name: &str, target: SocketAddr, duration: Duration, servers: &[Server]) -> Phase {
+    let echo = Arc::new(|_: usize, _: u64| Request { method: "GET", path: ECHO_PATH.into(), body: Vec::new() });
+    let _ = run_load(&[target], CONCURRENCY, WARMUP, "", |s| s == 200, echo.clone());
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    let (before, threads_before) = (cpu_sample(&pids), thread_sample(servers));
+    let run = run_load(&[target], CONCURRENCY, duration, "", |s| s == 200, echo);
+    let (after, threads_after) = (cpu_sample(&pids), thread_sample(servers));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = before.zip(after).map(|(b, a)| cpu_use(b, a, &run, cores));
+    let threads = thread_use(&threads_before, &threads_after, run.ops);
+    eprintln!(
+        "{name}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, errors {}",
+        run.ops_per_s(),
+        run.percentile_us(50.0),
+        run.percentile_us(99.0),
+        run.errors
+    );
+    Phase { run, cpu, threads }
+}
+
+/// A minimal tiny_http server in this process, on its own handler threads, answering `ECHO_BODY`.
+struct TinyHttp {
+    server: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl TinyHttp {
+    fn start() -> TinyHttp {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("tiny_http baseline: bind 127.0.0.1:0"));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..])
+            .expect("a constant header is valid");
+        let threads = (0..TINY_HTTP_THREADS)
+            .map(|_| {
+                let (server, stopping, header) = (server.clone(), stopping.clone(), header.clone());
+                std::thread::spawn(move || {
+                    while let Ok(request) = server.recv() {
+                        if stopping.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let response = tiny_http::Response::from_data(ECHO_BODY.as_bytes()).with_header(header.clone());
+                        let _ = request.respond(response);
+                    }
+                })
+            })
+            .collect();
+        TinyHttp { server, stopping, threads }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.server_addr().to_ip().expect("tiny_http baseline listens on TCP")
+    }
+
+    fn stop(self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        for _ in &self.threads {
+            self.server.unblock();
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An nginx master with one worker, from a generated config in a temp dir; stopped (SIGTERM) on drop.
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Nginx {
+    fn start(bin: &Path) -> Result<Nginx, String> {
+        let dir = std::env::temp_dir().join(format!("aether-bench-nginx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let port = devcluster::free_ports(1).first().copied().ok_or("no free port on 127.0.0.1")?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, nginx_config(&dir, addr)).map_err(|e| format!("{}: {e}", conf.display()))?;
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut nginx = Nginx { child, dir, addr };
+        let up = wait_for(Duration::from_secs(10), || {
+            matches!(nginx.child.try_wait(), Ok(Some(_)))
+                || http(addr, "GET", ECHO_PATH, b"").is_ok_and(|r| r.text() == ECHO_BODY)
+        });
+        if up.is_err() || !matches!(nginx.child.try_wait(), Ok(None)) {
+            let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
+            return Err(format!("nginx did not come up: {}", log.trim()));
+        }
+        Ok(nginx)
+    }
+}
+
+impl Nginx {
+    /// The master and its worker, for CPU accounting.
+    fn servers(&self) -> Vec<Server> {
+        let master = self.child.id();
+        let workers = bench::child_pids(master).into_iter().map(|pid| Server { name: "nginx worker".into(), pid });
+        std::iter::once(Server { name: "nginx master".into(), pid: master }).chain(workers).collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM lets the master stop its worker; SIGKILL would leave the worker behind.
+        devcluster::terminate_pid(self.child.id(), Duration::from_secs(5));
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nginx_config(dir: &Path, addr: SocketAddr) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+         keepalive_requests 100000000;\n  keepalive_timeout 300s;\n  \
+         server {{\n    listen {addr};\n    location / {{\n      default_type application/json;\n      \
+         return 200 '{ECHO_BODY}';\n    }}\n  }}\n}}\n"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The cluster
+
+fn start_cluster(options: &Options) -> LocalCluster {
+    let dir = std::env::temp_dir().join(format!("aether-bench-app-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut spec = ClusterSpec::new(3, &dir, &options.aetherd);
+    spec.env = vec![("AETHER_LOG".into(), "warn".into())];
+    spec.extra_args = vec!["--repo".into(), options.repo.display().to_string()];
+    let cluster = LocalCluster::start(spec).expect("start a 3-node cluster");
+    cluster.wait_ready(SETTLE).expect("cluster ready");
+    cluster
+}
+
+fn blueprint(cluster: &LocalCluster, node: usize, name: &str) -> Value {
+    let path = format!("/api/blueprints/{name}");
+    http(cluster.nodes[node].management, "GET", &path, b"").map(|r| r.json()).unwrap_or(Value::Null)
+}
+
+/// Every slice of the blueprint has as many ACTIVE instances as it wants.
+fn fully_active(status: &Value) -> bool {
+    status["slices"].as_array().is_some_and(|slices| {
+        !slices.is_empty() && slices.iter().all(|s| s["active"].as_u64() == s["desired"].as_u64())
+    })
+}
+
+/// Fully active, and no instance of any slice recorded on `dead`.
+fn healed(status: &Value, dead: &str) -> bool {
+    fully_active(status)
+        && status["slices"].as_array().is_some_and(|slices| {
+            slices.iter().all(|s| s["where"].as_array().is_some_and(|w| w.iter().all(|p| p["node"] != dead)))
+        })
+}
+
+fn slices(cluster: &LocalCluster, node: usize) -> Option<Vec<Value>> {
+    let r = http(cluster.nodes[node].management, "GET", "/api/slices", b"").ok()?;
+    r.json()["slices"].as_array().cloned()
+}
+
+/// Index of a node with an ACTIVE instance of `artifact`.
+fn host_of(cluster: &LocalCluster, node: usize, artifact: &str) -> Option<usize> {
+    let instances = slices(cluster, node)?;
+    let host = instances.iter().find(|s| s["artifact"] == artifact && s["state"] == "ACTIVE")?;
+    let id = host["node"].as_str()?;
+    cluster.nodes.iter().position(|n| n.id == id)
+}
+
+fn post(cluster: &LocalCluster, node: usize, text: &str) -> Result<(), String> {
+    let r = http(cluster.nodes[node].management, "POST", "/api/blueprints", text.as_bytes())
+        .map_err(|e| format!("POST /api/blueprints: {e}"))?;
+    if r.status == 201 {
+        Ok(())
+    } else {
+        Err(format!("POST /api/blueprints answered {}: {}", r.status, r.text()))
+    }
+}
+
+/// Deletes blueprint `name` and waits until no slice instance is left anywhere.
+fn delete(cluster: &LocalCluster, node: usize, name: &str) -> Result<(), String> {
+    let path = format!("/api/blueprints/{name}");
+    let r = http(cluster.nodes[node].management, "DELETE", &path, b"").map_err(|e| format!("DELETE {path}: {e}"))?;
+    // 404: already gone (a run whose POST failed); still wait for the instances to go.
+    if r.status != 200 && r.status != 404 {
+        return Err(format!("DELETE {path} answered {}: {}", r.status, r.text()));
+    }
+    wait_for(SETTLE, || slices(cluster, node).is_some_and(|s| s.is_empty()))
+        .map_err(|_| format!("instances still listed {SETTLE:?} after deleting {name}"))
+}
+
+/// Polls `done` every `POLL` until it holds; the time since `since`, or `None` after `SETTLE`.
+fn elapsed_until(since: Instant, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    loop {
+        if done() {
+            return Some(since.elapsed());
+        }
+        if since.elapsed() > SETTLE {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// App path through the cluster
+
+struct AppResults {
+    host: String,
+    via: String,
+    nginx: Option<Case>,
+    tiny: Case,
+    local: Case,
+    forwarded: Case,
+}
+
+impl AppResults {
+    fn cases(&self) -> Vec<&Case> {
+        self.nginx.iter().chain([&self.tiny, &self.local, &self.forwarded]).collect()
+    }
+}
+
+/// Where one case sends its load, and which processes serve it.
+struct Target {
+    addr: SocketAddr,
+    servers: Vec<Server>,
+}
+
+fn bench_app(cluster: &LocalCluster, tiny: &TinyHttp, nginx: Option<&Nginx>, options: &Options) -> AppResults {
+    post(cluster, 0, ECHO_BLUEPRINT).expect("deploy the echo blueprint");
+    wait_for(SETTLE, || fully_active(&blueprint(cluster, 0, "bench-echo"))).expect("echo blueprint fully active");
+    let host = host_of(cluster, 0, ECHO_ARTIFACT).expect("an ACTIVE echo instance is listed");
+    let via = (host + 1) % cluster.nodes.len();
+    let answers = |node: usize| http(cluster.nodes[node].app, "GET", ECHO_PATH, b"").ok().filter(|r| r.status == 200);
+    // Routes reach each node's registry as instances become ACTIVE; wait for both app ports to serve.
+    wait_for(SETTLE, || answers(host).is_some() && answers(via).is_some()).expect("echo served on both app ports");
+    let sample = answers(via).map(|r| r.text()).unwrap_or_default();
+    eprintln!("echo on {} answers through {}: {sample}", cluster.nodes[host].id, cluster.nodes[via].id);
+    if sample.len() != ECHO_BODY.len() {
+        eprintln!("note: the baselines answer {} bytes, echo {} bytes", ECHO_BODY.len(), sample.len());
+    }
+    let nodes = || -> Vec<Server> {
+        (0..cluster.nodes.len())
+            .filter_map(|i| Some(Server { name: cluster.nodes[i].id.clone(), pid: cluster.pid(i)? }))
+            .collect()
+    };
+    let (host_id, via_id) = (cluster.nodes[host].id.clone(), cluster.nodes[via].id.clone());
+    let case = |name: String| Case { name, rounds: Vec::new() };
+    let mut app = AppResults {
+        nginx: nginx.map(|_| case("nginx (1 worker)".into())),
+        tiny: case(format!("tiny_http ({TINY_HTTP_THREADS} threads, in-process)")),
+        local: case(format!("aether local ({host_id})")),
+        forwarded: case(format!("aether forwarded ({via_id} -> {host_id})")),
+        host: host_id,
+        via: via_id,
+    };
+    let mut plan: Vec<(&mut Case, Target)> = Vec::new();
+    if let (Some(case), Some(nginx)) = (app.nginx.as_mut(), nginx) {
+        plan.push((case, Target { addr: nginx.addr, servers: nginx.servers() }));
+    }
+    plan.push((&mut app.tiny, Target { addr: tiny.addr(), servers: Vec::new() }));
+    plan.push((&mut app.local, Target { addr: cluster.nodes[host].app, servers: nodes() }));
+    plan.push((&mut app.forwarded, Target { addr: cluster.nodes[via].app, servers: nodes() }));
+    for round in 0..options.rounds {
+        for (case, target) in plan.iter_mut() {
+            let name = format!("round {} {}", round + 1, case.name);
+            case.rounds.push(load(&name, target.addr, options.load, &target.servers));
+        }
+    }
+    drop(plan);
+    delete(cluster, 0, "bench-echo").expect("delete the echo blueprint");
+    app
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Deploy and heal
+
+/// Times of the runs that finished (ms) and how many did not within `SETTLE`.
+#[derive(Default)]
+struct Timings {
+    ms: Vec<f64>,
+    failed: usize,
+    /// Heal runs: the node killed in each run.
+    killed: Vec<String>,
+}
+
+impl Timings {
+    fn record(&mut self, what: &str, run: usize, took: Option<Duration>) {
+        match took {
+            Some(d) => {
+                let ms = d.as_secs_f64() * 1e3;
+                eprintln!("{what} run {}: {ms:.1} ms", run + 1);
+                self.ms.push(ms);
+            }
+            None => {
+                eprintln!("{what} run {}: not done within {SETTLE:?}", run + 1);
+                self.failed += 1;
+            }
+        }
+    }
+
+    /// (median, min, max), or `None` when no run finished.
+    fn summary(&self) -> Option<(f64, f64, f64)> {
+        let min = self.ms.iter().copied().min_by(f64::total_cmp)?;
+        let max = self.ms.iter().copied().max_by(f64::total_cmp)?;
+        Some((median(&self.ms)?, min, max))
+    }
+}
+
+fn deploy_times(cluster: &LocalCluster, name: &str, text: &str, runs: usize) -> Timings {
+    let mut timings = Timings::default();
+    for run in 0..runs {
+        let start = Instant::now();
+        let took = post(cluster, 0, text)
+            .map_err(|e| eprintln!("deploy {name}: {e}"))
+            .ok()
+            .and_then(|()| elapsed_until(start, || fully_active(&blueprint(cluster, 0, name))));
+        timings.record(&format!("deploy {name}"), run, took);
+        delete(cluster, 0, name).expect("delete the blueprint between deploy runs");
+    }
+    timings
+}
+
+fn heal_times(cluster: &mut LocalCluster, runs: usize) -> Timings {
+    let mut timings = Timings::default();
+    for run in 0..runs {
+        post(cluster, 0, DEMO_BLUEPRINT).expect("deploy the demo blueprint before a heal run");
+        wait_for(SETTLE, || fully_active(&blueprint(cluster, 0, "demo"))).expect("demo fully active before a kill");
+        let victim = host_of(cluster, 0, HEAL_VICTIM_ARTIFACT).expect("inventory has an ACTIVE instance");
+        let survivor = (victim + 1) % cluster.nodes.len();
+        let dead = cluster.nodes[victim].id.clone();
+        let start = Instant::now();
+        cluster.kill(victim);
+        let took = elapsed_until(start, || healed(&blueprint(cluster, survivor, "demo"), &dead));
+        timings.record(&format!("heal after kill -9 of {dead}"), run, took);
+        timings.killed.push(dead);
+        cluster.start_node(victim).expect("restart the killed node");
+        cluster.wait_ready(SETTLE).expect("restarted node ready");
+        cluster.wait_connected(2, SETTLE).expect("restarted node connected to both peers");
+        delete(cluster, survivor, "demo").expect("delete the demo blueprint between heal runs");
+    }
+    timings
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Report
+
+struct Results {
+    cores: usize,
+    seconds: f64,
+    rounds: usize,
+    app: AppResults,
+    deploy_echo: Timings,
+    deploy_demo: Timings,
+    heal: Timings,
+}
+
+fn report(r: &Results, json_path: Option<&Path>) {
+    let cases: Vec<(&Case, Phase)> = r.app.cases().into_iter().map(|c| (c, c.merged())).collect();
+    println!(
+        "\nApp path: GET {ECHO_PATH}, {CONCURRENCY} keep-alive connections; {} rounds, each case {:.0} s per round \
+         after {:.0} s warm-up",
+        r.rounds,
+        r.seconds,
+        WARMUP.as_secs_f64()
+    );
+    println!("Clients and servers share the same {} cores: each figure includes the load generator's cost.", r.cores);
+    println!(
+        "{:<40} {:>8} {:>8} {:>8} {:>7} {:>11} {:>11} {:>10} {:>7}",
+        "case (all rounds)",
+        "req/s",
+        "p50 µs",
+        "p99 µs",
+        "errors",
+        "bench µs/r",
+        "server µs/r",
+        "server cs/r",
+        "others"
+    );
+    for (case, merged) in &cases {
+        print_row(&case.name, merged);
+    }
+    println!("CPU per request from /proc: `bench` is this process (the clients; for tiny_http, clients and server),");
+    println!("`server` the server processes (every aetherd node), `cs/r` their context switches per request,");
+    println!("`others` the rest of the machine's busy time (other work on these cores during the phase).");
+    println!("req/s by round:");
+    for (case, _) in &cases {
+        let rounds: Vec<String> = case.rounds.iter().map(|p| format!("{:.0}", p.run.ops_per_s())).collect();
+        println!("  {:<38} {}", case.name, rounds.join("  "));
+    }
+    println!("Where the servers' CPU goes, µs per request by process and thread group (largest first;");
+    println!("`aetherd` threads are tiny_http's unnamed connection threads; threads that exited are not counted):");
+    for (case, merged) in &cases {
+        let groups: Vec<String> = merged.threads.iter().take(6).map(|(g, us)| format!("{g} {us:.1}")).collect();
+        if !groups.is_empty() {
+            println!("  {}: {}", case.name, groups.join(", "));
+        }
+    }
+    let ratios = ratios(&r.app);
+    println!("Ratios of requests/s, median over rounds of the ratio within each round:");
+    for (name, value) in &ratios {
+        println!("  {name}: {value:.2}x");
+    }
+    print_verdict_app(&r.app);
+    println!("\nControl plane, {} runs each: median (min - max)", r.deploy_echo.ms.len() + r.deploy_echo.failed);
+    print_timing("deploy echo (1 instance)", &r.deploy_echo, DEPLOY_TARGET_MS);
+    print_timing("deploy demo (6 instances, 4 slices)", &r.deploy_demo, DEPLOY_TARGET_MS);
+    print_timing("heal demo after kill -9", &r.heal, HEAL_TARGET_MS);
+    if let Some(path) = json_path {
+        let doc = to_json(r, &cases, &ratios);
+        if let Err(e) = std::fs::write(path, format!("{doc:#}\n")) {
+            eprintln!("cannot write {}: {e}", path.display());
+        }
+    }
+}
+
+fn print_row(name: &str, phase: &Phase) {
+    let run = &phase.run;
+    let cpu = |f: fn(&CpuUse) -> f64, scale: f64| phase.cpu.as_ref().map_or(f64::NAN, |c| f(c) * scale);
+    println!(
+        "{name:<40} {:>8.0} {:>8.0} {:>8.0} {:>7} {:>11.1} {:>11.1} {:>10.1} {:>6.0}%",
+        run.ops_per_s(),
+        run.percentile_us(50.0),
+        run.percentile_us(99.0),
+        run.errors,
+        cpu(|c| c.this_process_us_per_request, 1.0),
+        cpu(|c| c.servers_us_per_request, 1.0),
+        cpu(|c| c.servers_switches_per_request, 1.0),
+        cpu(|c| c.others_share, 100.0),
+    );
+}
+
+fn ratios(app: &AppResults) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    if let Some(nginx) = &app.nginx {
+        out.push(("local / nginx".to_string(), round_ratio(&app.local, nginx)));
+        out.push(("forwarded / nginx".to_string(), round_ratio(&app.forwarded, nginx)));
+    }
+    out.push(("local / tiny_http".to_string(), round_ratio(&app.local, &app.tiny)));
+    out.push(("forwarded / tiny_http".to_string(), round_ratio(&app.forwarded, &app.tiny)));
+    out.push(("forwarded / local".to_string(), round_ratio(&app.forwarded, &app.local)));
+    out
+}
+
+fn print_verdict_app(app: &AppResults) {
+    let (ratio, name) = match &app.nginx {
+        Some(nginx) => (round_ratio(&app.local, nginx), "nginx"),
+        None => (round_ratio(&app.local, &app.tiny), "tiny_http (nginx not installed: apt-get install nginx)"),
+    };
+    let verdict = if ratio >= LOCAL_TARGET_RATIO { "met" } else { "MISSED" };
+    println!("target: local >= {LOCAL_TARGET_RATIO}x {name} req/s: {ratio:.2}x, {verdict}");
+}
+
+fn print_timing(name: &str, t: &Timings, target_ms: f64) {
+    let failed = if t.failed > 0 { format!(", {} runs not done in {SETTLE:?}", t.failed) } else { String::new() };
+    match t.summary() {
+        Some((median, min, max)) => {
+            let verdict = if median < target_ms && t.failed == 0 { "met" } else { "MISSED" };
+            println!(
+                "{name:<36} {median:>8.1} ms ({min:.1} - {max:.1}){failed}   target < {target_ms:.0} ms: {verdict}"
+            );
+        }
+        None => println!("{name:<36} no run finished{failed}   target < {target_ms:.0} ms: MISSED"),
+    }
+}
+
+fn case_json(case: &Case, merged: &Phase) -> Value {
+    let run = &merged.run;
+    json!({
+        "case": case.name,
+        "ops_per_s": run.ops_per_s(),
+        "ops_per_s_by_round": case.rounds.iter().map(|p| p.run.ops_per_s()).collect::<Vec<_>>(),
+        "p50_us": run.percentile_us(50.0),
+        "p99_us": run.percentile_us(99.0),
+        "errors": run.errors,
+        "requests": run.ops,
+        "cpu_bench_process_us_per_request": merged.cpu.map(|c| c.this_process_us_per_request),
+        "cpu_servers_us_per_request": merged.cpu.map(|c| c.servers_us_per_request),
+        "servers_context_switches_per_request": merged.cpu.map(|c| c.servers_switches_per_request),
+        "cpu_others_share": merged.cpu.map(|c| c.others_share),
+        "servers_threads_us_per_request":
+            merged.threads.iter().map(|(g, us)| json!({ "threads": g, "us": us })).collect::<Vec<_>>(),
+    })
+}
+
+fn timing_json(t: &Timings, target_ms: f64) -> Value {
+    let summary = t.summary();
+    json!({
+        "runs_ms": t.ms,
+        "failed": t.failed,
+        "median_ms": summary.map(|s| s.0),
+        "min_ms": summary.map(|s| s.1),
+        "max_ms": summary.map(|s| s.2),
+        "target_ms": target_ms,
+        "killed": t.killed,
+    })
+}
+
+fn to_json(r: &Results, cases: &[(&Case, Phase)], ratios: &[(String, f64)]) -> Value {
+    json!({
+        "cores": r.cores,
+        "note": "load generator and servers share the same cores",
+        "concurrency": CONCURRENCY,
+        "seconds_per_round": r.seconds,
+        "rounds": r.rounds,
+        "path": ECHO_PATH,
+        "echo_host": r.app.host,
+        "forwarded_through": r.app.via,
+        "load": cases.iter().map(|(case, merged)| case_json(case, merged)).collect::<Vec<_>>(),
+        "ratios": ratios.iter().map(|(name, v)| json!({ "ratio": name, "value": v })).collect::<Vec<_>>(),
+        "local_target_ratio": LOCAL_TARGET_RATIO,
+        "deploy_echo": timing_json(&r.deploy_echo, DEPLOY_TARGET_MS),
+        "deploy_demo": timing_json(&r.deploy_demo, DEPLOY_TARGET_MS),
+        "heal_demo": timing_json(&r.heal, HEAL_TARGET_MS),
+    })
+}
