@@ -84,6 +84,9 @@ pub enum Broken {
     RestartWithoutRecovery,
     /// Each replica flips its own coin instead of the common one.
     LocalCoin,
+    /// `Replica::resume` ignores the replica's own messages of the open slot, so a resumed replica may
+    /// propose, state or vote differently in a round it already spoke in.
+    ResumeWithoutOwnMessages,
 }
 
 /// Everything a replica is told at construction. Sizes are limits: hitting one is a handled event.

@@ -24,6 +24,8 @@ pub enum ViolationKind {
     /// A replica sent two different messages for one round (a restart that forgot its votes).
     Equivocation,
     Codec,
+    /// A replica rebuilt from its disk disagrees with the state machine rebuilt from the same disk.
+    Durability,
 }
 
 #[derive(Clone, Debug)]

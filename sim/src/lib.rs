@@ -1,15 +1,18 @@
 //! A deterministic simulator for the consensus core: many replicas in one thread under a seeded network
 //! (delay, loss, duplication, reordering, symmetric and one-way partitions, a scheduler that knows the
-//! coin), clock skew and drift, and crashes that lose volatile state, with checkers for agreement,
-//! validity, equivocation, liveness after faults stop, state convergence, and linearizability of a
-//! key-value register workload. `bench` holds the fault-free consensus-core benchmark.
+//! coin), clock skew and drift, crashes that lose everything (`Replica::restarted`), and crashes that keep
+//! the disk, of one replica or of the whole cluster, some torn in the middle of a turn (`Replica::resume`
+//! from the durable log kept in `durable`). Checkers cover agreement, validity, equivocation, liveness
+//! after faults stop, state convergence, and linearizability of a key-value register workload. `bench`
+//! holds the fault-free consensus-core benchmark.
 //!
 //! Invariants: a run is a pure function of its `Options` (seed included); a failing run prints one line
 //! that replays it. The simulator is a second shell around `consensus`, the node runtime being the first;
-//! it drives the core only through `Replica::handle`.
+//! it builds replicas with the core's constructors and drives them only through `Replica::handle`.
 
 pub mod bench;
 pub mod check;
+pub mod durable;
 pub mod kv;
 pub mod linearizability;
 pub mod options;

@@ -19,6 +19,11 @@ pub struct Faults {
     /// A scheduler that knows the common coin and delays states and votes that agree with it, trying
     /// to keep replicas split (the coin is a keyed hash, but the simulator holds the key).
     pub adversary: bool,
+    /// Crashes that keep the disk: the replica comes back with `Replica::resume` from its durable log,
+    /// any number at a time, sometimes in the middle of a turn (a torn write of that turn's records).
+    pub durable: bool,
+    /// Every replica crashes at about the same time (disks kept) and all come back with `Replica::resume`.
+    pub cluster_crash: bool,
 }
 
 impl Faults {
@@ -30,6 +35,8 @@ impl Faults {
         crash: true,
         skew: true,
         adversary: true,
+        durable: true,
+        cluster_crash: true,
     };
     pub const NONE: Faults = Faults {
         loss: false,
@@ -39,6 +46,8 @@ impl Faults {
         crash: false,
         skew: false,
         adversary: false,
+        durable: false,
+        cluster_crash: false,
     };
 
     pub fn parse(text: &str) -> Result<Faults, String> {
@@ -54,9 +63,12 @@ impl Faults {
                 "crash" => faults.crash = true,
                 "skew" => faults.skew = true,
                 "adversary" => faults.adversary = true,
+                "durable" => faults.durable = true,
+                "cluster-crash" => faults.cluster_crash = true,
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, adversary, all, none)"
+                        "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, adversary, durable, \
+                         cluster-crash, all, none)"
                     ))
                 }
             }
@@ -73,6 +85,8 @@ impl Faults {
             (self.crash, "crash"),
             (self.skew, "skew"),
             (self.adversary, "adversary"),
+            (self.durable, "durable"),
+            (self.cluster_crash, "cluster-crash"),
         ];
         let names: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
         if names.is_empty() {
@@ -90,6 +104,9 @@ pub enum ShellBroken {
     Nothing,
     /// Answer reads from the local replica's state without going through consensus.
     LocalReads,
+    /// Resume a replica that crashed before it finished recovering as an ordinary voter, as if its disk
+    /// held every vote of its earlier life (it does not: that disk was lost).
+    ResumeRecoveringAsVoter,
 }
 
 #[derive(Clone, Debug)]
@@ -123,6 +140,17 @@ pub struct Options {
     pub log_bytes_max: usize,
     /// How long the faulty phase lasts (only safety is checked there).
     pub faulty_ms: u64,
+    /// Mean time between crashes that keep the disk (`Faults::durable`).
+    pub durable_crash_every_ms: u64,
+    /// Of those crashes (and of each replica's part in a whole-cluster crash), how many happen inside a
+    /// turn, after part of its records were written and before anything of it left the replica.
+    pub torn_permille: u64,
+    /// When the whole cluster crashes (`Faults::cluster_crash`), from the start of the run.
+    pub cluster_crash_at_ms: u64,
+    /// Replicas crash within this long of each other.
+    pub cluster_crash_spread_ms: u64,
+    /// The whole-cluster crash also loses every message in flight (connections reset everywhere).
+    pub cluster_crash_drops_in_flight: bool,
     /// After faults stop, every operation must complete within this much simulated time.
     pub liveness_ms: u64,
 }
@@ -132,7 +160,7 @@ impl Options {
     pub fn draw(seed: u64, replicas: u8, faults: Faults) -> Options {
         let mut rng = Rng::new(seed ^ 0x005E_ED0F_0A7E_u64);
         let delay_us_max = if faults.delay { rng.between(500, 20_000) } else { 1_000 };
-        Options {
+        let mut options = Options {
             seed,
             replicas,
             faults,
@@ -160,7 +188,17 @@ impl Options {
             liveness_ms: 10_000,
             queue_bytes_max: [1usize << 20, 2048, 640][rng.below(3) as usize],
             log_bytes_max: [1usize << 20, 4096, 256][rng.below(3) as usize],
-        }
+            durable_crash_every_ms: rng.between(100, 1_000),
+            torn_permille: rng.between(0, 500),
+            cluster_crash_at_ms: 0,
+            cluster_crash_spread_ms: [0, 2, 20][rng.below(3) as usize],
+            cluster_crash_drops_in_flight: rng.chance(500),
+        };
+        // Anywhere in the faulty phase, up to its very end (minus the spread, so every replica's crash
+        // lands in it): then the replicas come back as faults stop.
+        let latest_ms = options.faulty_ms - options.cluster_crash_spread_ms - 1;
+        options.cluster_crash_at_ms = rng.between(options.faulty_ms / 5, latest_ms);
+        options
     }
 
     /// One line that reruns exactly this run.
@@ -174,8 +212,10 @@ impl Options {
         if self.broken != Broken::Nothing {
             line.push_str(&format!(" --broken {}", broken_name(self.broken)));
         }
-        if self.shell_broken == ShellBroken::LocalReads {
-            line.push_str(" --broken local-reads");
+        match self.shell_broken {
+            ShellBroken::Nothing => {}
+            ShellBroken::LocalReads => line.push_str(" --broken local-reads"),
+            ShellBroken::ResumeRecoveringAsVoter => line.push_str(" --broken resume-recovering-as-voter"),
         }
         if self.codec {
             line.push_str(" --codec");
@@ -186,7 +226,7 @@ impl Options {
     /// The drawn parameters, for the failure report.
     pub fn describe(&self) -> String {
         format!(
-            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms",
+            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {}",
             self.delay_us_min,
             self.delay_us_max,
             self.spike_permille,
@@ -206,7 +246,12 @@ impl Options {
             self.queue_bytes_max,
             self.log_bytes_max,
             self.snapshot_every_slots,
-            self.faulty_ms
+            self.faulty_ms,
+            self.durable_crash_every_ms,
+            self.torn_permille,
+            self.cluster_crash_at_ms,
+            self.cluster_crash_spread_ms,
+            self.cluster_crash_drops_in_flight
         )
     }
 }
@@ -218,6 +263,7 @@ pub fn broken_name(broken: Broken) -> &'static str {
         Broken::NoDedupe => "no-dedupe",
         Broken::RestartWithoutRecovery => "restart-without-recovery",
         Broken::LocalCoin => "local-coin",
+        Broken::ResumeWithoutOwnMessages => "resume-without-own-messages",
     }
 }
 
@@ -227,7 +273,9 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "no-dedupe" => (Broken::NoDedupe, ShellBroken::Nothing),
         "restart-without-recovery" => (Broken::RestartWithoutRecovery, ShellBroken::Nothing),
         "local-coin" => (Broken::LocalCoin, ShellBroken::Nothing),
+        "resume-without-own-messages" => (Broken::ResumeWithoutOwnMessages, ShellBroken::Nothing),
         "local-reads" => (Broken::Nothing, ShellBroken::LocalReads),
+        "resume-recovering-as-voter" => (Broken::Nothing, ShellBroken::ResumeRecoveringAsVoter),
         other => return Err(format!("unknown broken variant `{other}`")),
     })
 }

@@ -4,15 +4,24 @@
 //! is shifted by its own skew.
 //!
 //! A run has two phases: a faulty phase (loss, duplication, delay spikes, symmetric and one-way
-//! partitions, a coin-aware scheduler, crashes with lost volatile state) where only safety is checked,
-//! then a healed phase where every operation must complete within `liveness_ms` and every replica must
-//! catch up. Crashes keep at most f replicas down or recovering at once (the bound under which the
-//! consensus crate promises liveness).
+//! partitions, a coin-aware scheduler, crashes) where only safety is checked, then a healed phase where
+//! every operation must complete within `liveness_ms` and every replica must catch up.
 //!
-//! Safety checks run as things happen: every decision against every other replica's decision of that
-//! slot (agreement) and against the replica's own previous slot (no gaps, no repeats), and every
-//! proposal, state and vote against what the same replica said before in that round, across restarts
-//! (equivocation). Validity, linearizability and state convergence are checked at the end.
+//! Crashes come in two kinds. One loses the disk: the replica comes back as `Replica::restarted` with an
+//! empty durable log, and these keep at most f replicas without their votes (down without a disk, or
+//! recovering) at once, the bound under which `restarted` keeps the cluster live. The other keeps the
+//! disk (`durable`): any replica, any number at a time, and the whole cluster at once (`cluster_crash`);
+//! the replica comes back with `Replica::resume` from its durable log (`durable`) and its key-value
+//! machine from the same snapshot and slots. Each replica's outputs are carried out a turn at a time, as
+//! the node runtime does: the turn's records (decided slots, own round messages, snapshots) are written,
+//! then its messages leave and its clients are answered. Some crashes land inside a turn: a prefix of its
+//! records is written and nothing of it leaves (a torn tail loses only what nobody saw).
+//!
+//! Safety checks run as things happen: every durable decision against every other replica's decision of
+//! that slot (agreement), every decision against the replica's own previous slot (no gaps, no repeats),
+//! every proposal, state and vote against what the same replica said before in that round, across
+//! restarts and resumes (equivocation), and every resumed replica against the state machine rebuilt
+//! from the same disk. Validity, linearizability and state convergence are checked at the end.
 //!
 //! Invariants: nothing here reads the real clock or a global random source; the same options replay the
 //! same run event for event.
@@ -23,11 +32,12 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
 use consensus::{
-    coin, decode_message, encode_message, ClientCommand, Command, CommandId, Config, Decision, Input, Message, Output,
-    Replica, ReplicaId, Slot, TimerKind,
+    coin, decode_message, encode_message, ClientCommand, Command, CommandId, Config, DecidedSlot, Decision, Input,
+    Message, Output, Replica, ReplicaId, Slot, TimerKind,
 };
 
 use crate::check::{self, HistoryEntry, Violation, ViolationKind};
+use crate::durable::{DurableLog, Record};
 use crate::kv::{KvMachine, KvOp, KvResult};
 use crate::options::{Options, ShellBroken};
 use crate::rng::Rng;
@@ -40,12 +50,41 @@ enum Payload {
 }
 
 enum Event {
-    Deliver { from: usize, to: usize, payload: Payload },
-    Timer { replica: usize, kind: TimerKind, incarnation: u64, at_ms: u64 },
-    ClientTick { client: usize, generation: u64 },
-    Reply { client: usize, seq: u64, result: KvResult },
+    /// `epoch`: the network epoch it was sent in; a whole-cluster crash that resets every connection
+    /// starts a new one, and deliveries of an older epoch are lost.
+    Deliver {
+        from: usize,
+        to: usize,
+        payload: Payload,
+        epoch: u64,
+    },
+    Timer {
+        replica: usize,
+        kind: TimerKind,
+        incarnation: u64,
+        at_ms: u64,
+    },
+    ClientTick {
+        client: usize,
+        generation: u64,
+    },
+    Reply {
+        client: usize,
+        seq: u64,
+        result: KvResult,
+    },
+    /// A crash that loses the disk (volatile restart), at most f impaired at a time.
     Crash,
-    Restart { replica: usize },
+    /// A crash that keeps the disk, of one replica chosen at random.
+    DurableCrash,
+    /// The same, of this replica (a whole-cluster crash schedules one per replica).
+    DurableCrashOf {
+        replica: usize,
+    },
+    ClusterCrash,
+    Restart {
+        replica: usize,
+    },
     Partition,
     Heal,
 }
@@ -77,6 +116,12 @@ impl Ord for Scheduled {
 struct Node {
     core: Replica,
     kv: KvMachine,
+    /// What survives a crash that keeps the disk.
+    disk: DurableLog,
+    /// While down: whether the disk survived (it comes back with `Replica::resume`) or not.
+    disk_kept: bool,
+    /// A crash that keeps the disk is due in the middle of this replica's next turn.
+    torn_next_turn: bool,
     up: bool,
     incarnation: u64,
     timers: [Option<u64>; 2],
@@ -105,7 +150,15 @@ pub struct RunReport {
     pub slots_decided: u64,
     pub ops_completed: u64,
     pub messages_sent: u64,
+    /// Crashes of either kind (each replica's part in a whole-cluster crash counts once).
     pub crashes: u64,
+    /// Of those, crashes that kept the disk (the replica resumed from its durable log)...
+    pub durable_crashes: u64,
+    /// ...and of those, crashes in the middle of a turn, which lost a suffix of that turn's records.
+    pub torn_crashes: u64,
+    pub cluster_crashes: u64,
+    /// Replicas rebuilt with `Replica::resume` (or `resume_recovering`, when they crashed mid-recovery).
+    pub resumes: u64,
     pub null_slots: u64,
     pub phases_max: u32,
     /// Over the replicas alive at the end: phases summed over the slots they decided by voting.
@@ -146,7 +199,22 @@ pub struct World {
     incarnations: u64,
     messages_sent: u64,
     crashes: u64,
+    durable_crashes: u64,
+    torn_crashes: u64,
+    cluster_crashes: u64,
+    resumes: u64,
+    net_epoch: u64,
     snapshots_installed: u64,
+}
+
+/// What one turn of a replica produced, carried out at its end the way the node runtime does: records
+/// become durable first, then messages leave and clients hear about decided slots.
+#[derive(Default)]
+struct Turn {
+    records: Vec<Record>,
+    /// `None`: to every peer.
+    sends: Vec<(Option<usize>, Message)>,
+    replies: Vec<(usize, u64, KvResult)>,
 }
 
 /// Runs one seed's simulation and checks it.
@@ -170,6 +238,9 @@ impl World {
                 Node {
                     core: Replica::new(replica_config(&options, id)),
                     kv: KvMachine::default(),
+                    disk: DurableLog::default(),
+                    disk_kept: true,
+                    torn_next_turn: false,
                     up: true,
                     incarnation: 0,
                     timers: [None, None],
@@ -204,6 +275,11 @@ impl World {
             incarnations: 0,
             messages_sent: 0,
             crashes: 0,
+            durable_crashes: 0,
+            torn_crashes: 0,
+            cluster_crashes: 0,
+            resumes: 0,
+            net_epoch: 0,
             snapshots_installed: 0,
         }
     }
@@ -229,6 +305,12 @@ impl World {
         }
         if self.options.faults.crash {
             self.schedule(self.options.crash_every_ms * 1000, Event::Crash);
+        }
+        if self.options.faults.durable {
+            self.schedule(self.options.durable_crash_every_ms * 1000, Event::DurableCrash);
+        }
+        if self.options.faults.cluster_crash {
+            self.schedule(self.options.cluster_crash_at_ms * 1000, Event::ClusterCrash);
         }
         self.schedule(self.options.faulty_ms * 1000, Event::Heal);
     }
@@ -274,11 +356,14 @@ impl World {
 
     fn dispatch(&mut self, event: Event) {
         match event {
-            Event::Deliver { from, to, payload } => self.deliver(from, to, payload),
+            Event::Deliver { from, to, payload, epoch } => self.deliver(from, to, payload, epoch),
             Event::Timer { replica, kind, incarnation, at_ms } => self.fire_timer(replica, kind, incarnation, at_ms),
             Event::ClientTick { client, generation } => self.client_tick(client, generation),
             Event::Reply { client, seq, result } => self.client_reply(client, seq, result),
             Event::Crash => self.crash_one(),
+            Event::DurableCrash => self.durable_crash_any(),
+            Event::DurableCrashOf { replica } => self.durable_crash(replica),
+            Event::ClusterCrash => self.cluster_crash(),
             Event::Restart { replica } => self.restart(replica),
             Event::Partition => self.repartition(),
             Event::Heal => self.heal(),
@@ -302,18 +387,21 @@ impl World {
         self.apply_outputs(replica, out);
     }
 
+    /// Carries out one turn's outputs in order (a snapshot answer may feed the core again), then ends the
+    /// turn: records become durable, and only then do messages leave and clients hear about decisions.
     fn apply_outputs(&mut self, replica: usize, out: Vec<Output>) {
+        let mut turn = Turn::default();
         let mut work: VecDeque<Output> = out.into();
         while let Some(output) = work.pop_front() {
             match output {
-                Output::Send { to, message } => self.send(replica, to.index(), message),
-                Output::Broadcast { message } => {
-                    for to in (0..self.nodes.len()).filter(|to| *to != replica) {
-                        self.send(replica, to, message.clone());
-                    }
-                }
+                Output::Send { to, message } => turn.send(Some(to.index()), message),
+                Output::Broadcast { message } => turn.send(None, message),
                 Output::SetTimer { kind, at_ms } => self.set_timer(replica, kind, at_ms),
-                Output::Decided(decision) => self.on_decided(replica, decision),
+                Output::Decided(decision) => {
+                    let record = DecidedSlot { slot: decision.slot, batch: decision.batch.clone() };
+                    turn.records.push(Record::Decided(record));
+                    self.on_decided(replica, decision, &mut turn.replies);
+                }
                 Output::Rejected { .. } => {}
                 Output::TakeSnapshot { next_slot } => {
                     let state = self.nodes[replica].kv.encode();
@@ -322,9 +410,45 @@ impl World {
                     let input = Input::SnapshotTaken { next_slot, state };
                     self.nodes[replica].core.handle(local_ms, input, &mut more);
                     work.extend(more);
+                    turn.records.extend(self.nodes[replica].core.latest_snapshot().map(Record::Snapshot));
                 }
-                Output::InstallSnapshot { next_slot, state } => self.install(replica, next_slot, &state),
+                Output::InstallSnapshot { next_slot, state } => {
+                    self.install(replica, next_slot, &state);
+                    turn.records.extend(self.nodes[replica].core.latest_snapshot().map(Record::Snapshot));
+                }
             }
+        }
+        let node = &self.nodes[replica];
+        if node.disk.is_recovering() && !node.core.is_recovering() {
+            turn.records.push(Record::Recovered);
+        }
+        self.end_turn(replica, turn);
+    }
+
+    /// Makes the turn's records durable, then sends its messages and answers its clients; or, when a crash
+    /// is due inside this turn, keeps a prefix of its records (a torn write) and crashes before anything
+    /// of the turn leaves the replica.
+    fn end_turn(&mut self, replica: usize, turn: Turn) {
+        if self.nodes[replica].torn_next_turn {
+            let kept = self.fault_rng.below(turn.records.len() as u64 + 1) as usize;
+            self.write_records(replica, turn.records.into_iter().take(kept));
+            self.torn_crashes += 1;
+            self.crash(replica, true);
+            return;
+        }
+        self.write_records(replica, turn.records);
+        for (to, message) in turn.sends {
+            match to {
+                Some(to) => self.send(replica, to, message),
+                None => {
+                    for to in (0..self.nodes.len()).filter(|to| *to != replica) {
+                        self.send(replica, to, message.clone());
+                    }
+                }
+            }
+        }
+        for (client, seq, result) in turn.replies {
+            self.reply_later(client, seq, result);
         }
     }
 
@@ -364,7 +488,8 @@ impl World {
             } else {
                 Payload::Message(message.clone())
             };
-            self.schedule(self.now_us + delay_us, Event::Deliver { from, to, payload });
+            let epoch = self.net_epoch;
+            self.schedule(self.now_us + delay_us, Event::Deliver { from, to, payload, epoch });
         }
     }
 
@@ -413,8 +538,8 @@ impl World {
         base
     }
 
-    fn deliver(&mut self, from: usize, to: usize, payload: Payload) {
-        if !self.nodes[to].up {
+    fn deliver(&mut self, from: usize, to: usize, payload: Payload, epoch: u64) {
+        if !self.nodes[to].up || epoch != self.net_epoch {
             return;
         }
         let message = match payload {
@@ -431,7 +556,7 @@ impl World {
         self.run_core(to, Input::Message { from, message });
     }
 
-    fn on_decided(&mut self, replica: usize, decision: Decision) {
+    fn on_decided(&mut self, replica: usize, decision: Decision, replies: &mut Vec<(usize, u64, KvResult)>) {
         let node = &mut self.nodes[replica];
         if decision.slot != node.expected_slot {
             let detail = format!(
@@ -441,32 +566,44 @@ impl World {
             self.violate(ViolationKind::Agreement, detail);
         }
         self.nodes[replica].expected_slot = decision.slot.next();
-        let ids = decision.batch.as_ref().map(|b| b.iter().map(|c| c.id).collect::<Vec<_>>());
-        match self.decided.get(&decision.slot) {
+        for command in decision.batch.iter().flatten() {
+            let node = &mut self.nodes[replica];
+            node.kv.apply(command);
+            let key = (command.id.client, command.id.seq);
+            if node.waiting.remove(&key) {
+                if let Some(result) = node.kv.response(key.0, key.1) {
+                    replies.push((key.0 as usize, key.1, result));
+                }
+            }
+        }
+    }
+
+    fn write_records(&mut self, replica: usize, records: impl IntoIterator<Item = Record>) {
+        for record in records {
+            if let Record::Decided(decided) = &record {
+                self.check_agreement(replica, decided);
+            }
+            self.nodes[replica].disk.append(record);
+        }
+    }
+
+    /// Agreement: every durable decision of a slot names the same commands. A decision counts once its
+    /// record is durable (from then on the replica may tell it to peers and clients); one computed in a
+    /// turn that crashed before its record was written may rest on the replica's own unsent vote, which
+    /// it is free to cast differently after resuming, so it binds nobody.
+    fn check_agreement(&mut self, replica: usize, decided: &DecidedSlot) {
+        let ids = decided.batch.as_ref().map(|b| b.iter().map(|c| c.id).collect::<Vec<_>>());
+        match self.decided.get(&decided.slot) {
             Some((first, seen)) if *seen != ids => {
                 let detail = format!(
                     "slot {} decided {:?} on replica {first} but {:?} on replica {replica}",
-                    decision.slot.0, seen, ids
+                    decided.slot.0, seen, ids
                 );
                 self.violate(ViolationKind::Agreement, detail);
             }
             Some(_) => {}
             None => {
-                self.decided.insert(decision.slot, (replica, ids));
-            }
-        }
-        for command in decision.batch.iter().flatten() {
-            self.apply_command(replica, command);
-        }
-    }
-
-    fn apply_command(&mut self, replica: usize, command: &Command) {
-        let node = &mut self.nodes[replica];
-        node.kv.apply(command);
-        let key = (command.id.client, command.id.seq);
-        if node.waiting.remove(&key) {
-            if let Some(result) = node.kv.response(key.0, key.1) {
-                self.reply_later(key.0 as usize, key.1, result);
+                self.decided.insert(decided.slot, (replica, ids));
             }
         }
     }
@@ -558,6 +695,8 @@ impl World {
         self.schedule(self.now_us + think_us, Event::ClientTick { client, generation });
     }
 
+    /// A crash that loses the disk, while fewer than f replicas have lost their votes (down without a
+    /// disk, or recovering): the bound under which `Replica::restarted` keeps the cluster live.
     fn crash_one(&mut self) {
         if self.healed_at_us.is_some() {
             return;
@@ -565,16 +704,65 @@ impl World {
         let next_us = self.now_us + self.fault_rng.between(1, 2 * self.options.crash_every_ms) * 1000;
         self.schedule(next_us, Event::Crash);
         let f = (self.nodes.len() - 1) / 2;
-        let impaired = self.nodes.iter().filter(|n| !n.up || n.core.is_recovering()).count();
+        let impaired = self.nodes.iter().filter(|n| lost_votes(n)).count();
         if impaired >= f {
             return;
         }
         let replica = self.fault_rng.below(self.nodes.len() as u64) as usize;
+        if self.nodes[replica].up {
+            self.crash(replica, false);
+        }
+    }
+
+    /// A crash that keeps the disk, of any replica that is up, regardless of how many others are down.
+    fn durable_crash_any(&mut self) {
+        if self.healed_at_us.is_some() {
+            return;
+        }
+        let every_ms = self.options.durable_crash_every_ms;
+        let next_us = self.now_us + self.fault_rng.between(1, 2 * every_ms) * 1000;
+        self.schedule(next_us, Event::DurableCrash);
+        let replica = self.fault_rng.below(self.nodes.len() as u64) as usize;
+        self.durable_crash(replica);
+    }
+
+    /// Crashes `replica` keeping its disk: now, between two turns, or inside its next turn (torn).
+    fn durable_crash(&mut self, replica: usize) {
+        if self.healed_at_us.is_some() || !self.nodes[replica].up || self.nodes[replica].torn_next_turn {
+            return;
+        }
+        if self.fault_rng.chance(self.options.torn_permille) {
+            self.nodes[replica].torn_next_turn = true;
+        } else {
+            self.crash(replica, true);
+        }
+    }
+
+    /// Every replica crashes within `cluster_crash_spread_ms`, keeping its disk; with
+    /// `cluster_crash_drops_in_flight` every message in flight is lost too.
+    fn cluster_crash(&mut self) {
+        if self.healed_at_us.is_some() {
+            return;
+        }
+        self.cluster_crashes += 1;
+        if self.options.cluster_crash_drops_in_flight {
+            self.net_epoch += 1;
+        }
+        for replica in 0..self.nodes.len() {
+            let offset_us = self.fault_rng.below(self.options.cluster_crash_spread_ms * 1000 + 1);
+            self.schedule(self.now_us + offset_us, Event::DurableCrashOf { replica });
+        }
+    }
+
+    fn crash(&mut self, replica: usize, disk_kept: bool) {
         let node = &mut self.nodes[replica];
         node.up = false;
+        node.disk_kept = disk_kept;
+        node.torn_next_turn = false;
         node.waiting.clear();
         node.timers = [None, None];
         self.crashes += 1;
+        self.durable_crashes += u64::from(disk_kept);
         let downtime_us = self.fault_rng.between(10, 500) * 1000;
         self.schedule(self.now_us + downtime_us, Event::Restart { replica });
     }
@@ -585,16 +773,52 @@ impl World {
         }
         self.incarnations += 1;
         let config = replica_config(&self.options, replica as u8);
+        if self.nodes[replica].disk_kept {
+            self.resume(replica, config);
+        } else {
+            let node = &mut self.nodes[replica];
+            node.core = Replica::restarted(config, self.incarnations);
+            node.kv = KvMachine::default();
+            node.disk = DurableLog::recovering();
+            node.expected_slot = Slot(0);
+        }
         let node = &mut self.nodes[replica];
-        node.core = Replica::restarted(config, self.incarnations);
-        node.kv = KvMachine::default();
         node.up = true;
         node.incarnation = self.incarnations;
-        node.expected_slot = Slot(0);
         let local_ms = self.local_ms(replica);
         let mut out = Vec::new();
         self.nodes[replica].core.start(local_ms, &mut out);
         self.apply_outputs(replica, out);
+    }
+
+    /// Rebuilds the replica and its state machine from its disk, as the node runtime does after a crash.
+    /// A replica that crashed before it finished recovering resumes still recovering: its disk does not
+    /// hold the votes of its earlier life.
+    fn resume(&mut self, replica: usize, config: Config) {
+        self.resumes += 1;
+        let disk = &self.nodes[replica].disk;
+        let resume = disk.to_resume();
+        let as_voter = self.options.shell_broken == ShellBroken::ResumeRecoveringAsVoter;
+        let core = match disk.is_recovering() && !as_voter {
+            true => Replica::resume_recovering(config, resume, self.incarnations),
+            false => Replica::resume(config, resume),
+        };
+        let Some((kv, next_slot)) = disk.restore_kv() else {
+            self.violate(ViolationKind::Codec, format!("replica {replica}: the snapshot on disk does not decode"));
+            return;
+        };
+        if core.next_slot() != next_slot {
+            let detail = format!(
+                "replica {replica} resumed at slot {} but its state machine was rebuilt up to slot {}",
+                core.next_slot().0,
+                next_slot.0
+            );
+            self.violate(ViolationKind::Durability, detail);
+        }
+        let node = &mut self.nodes[replica];
+        node.core = core;
+        node.kv = kv;
+        node.expected_slot = next_slot;
     }
 
     fn repartition(&mut self) {
@@ -620,6 +844,13 @@ impl World {
 
     fn heal(&mut self) {
         self.healed_at_us = Some(self.now_us);
+        // A crash that was due inside a replica's next turn happens now, between turns, so every crash
+        // the faulty phase scheduled is followed by its restart below.
+        for replica in 0..self.nodes.len() {
+            if self.nodes[replica].torn_next_turn {
+                self.crash(replica, true);
+            }
+        }
         self.cut.iter_mut().flatten().for_each(|c| *c = false);
         for replica in 0..self.nodes.len() {
             self.restart(replica);
@@ -692,6 +923,10 @@ impl World {
             ops_completed: self.history.iter().filter(|h| h.response.is_some()).count() as u64,
             messages_sent: self.messages_sent,
             crashes: self.crashes,
+            durable_crashes: self.durable_crashes,
+            torn_crashes: self.torn_crashes,
+            cluster_crashes: self.cluster_crashes,
+            resumes: self.resumes,
             null_slots: self.decided.values().filter(|(_, ids)| ids.is_none()).count() as u64,
             phases_max: stats.iter().map(|s| s.phases_max).max().unwrap_or(0),
             phases_total: stats.iter().map(|s| s.phases_total).sum(),
@@ -710,6 +945,25 @@ impl World {
             end_ms: self.now_us / 1000,
             options: self.options,
         }
+    }
+}
+
+impl Turn {
+    /// Queues a message to leave at the end of the turn; a round message is recorded first.
+    fn send(&mut self, to: Option<usize>, message: Message) {
+        if message.round_slot().is_some() {
+            self.records.push(Record::OwnMessage(message.clone()));
+        }
+        self.sends.push((to, message));
+    }
+}
+
+/// Whether a replica's votes are unknown to itself: down with its disk lost, or recovering (also after a
+/// crash in the middle of recovering, which resumes it still recovering).
+fn lost_votes(node: &Node) -> bool {
+    match node.up {
+        true => node.core.is_recovering(),
+        false => !node.disk_kept || node.disk.is_recovering(),
     }
 }
 

@@ -38,6 +38,28 @@ fn voting_right_after_a_restart_breaks_agreement() {
 }
 
 #[test]
+fn resuming_without_own_messages_is_caught_as_equivocation() {
+    let caught = runs_violating(40, 3, ViolationKind::Equivocation, |o| o.broken = Broken::ResumeWithoutOwnMessages);
+    assert!(caught > 0, "the simulator missed a resumed replica speaking differently in a round it spoke in");
+}
+
+#[test]
+fn resuming_without_own_messages_breaks_agreement() {
+    let caught = runs_violating(200, 3, ViolationKind::Agreement, |o| o.broken = Broken::ResumeWithoutOwnMessages);
+    assert!(caught > 0, "the agreement checker missed a resumed replica deciding differently");
+}
+
+/// A replica whose disk was lost runs as `Replica::restarted` and writes a new log; if it crashes again
+/// before it finished recovering, that log does not hold its earlier votes, so resuming it as a voter
+/// lets it vote again in a slot it already voted in.
+#[test]
+fn resuming_a_replica_that_crashed_while_recovering_as_a_voter_is_caught() {
+    let caught =
+        runs_violating(100, 3, ViolationKind::Equivocation, |o| o.shell_broken = ShellBroken::ResumeRecoveringAsVoter);
+    assert!(caught > 0, "the simulator missed a replica resumed as a voter in the middle of its recovery");
+}
+
+#[test]
 fn reading_local_state_without_consensus_is_not_linearizable() {
     let caught = runs_violating(40, 3, ViolationKind::Linearizability, |o| o.shell_broken = ShellBroken::LocalReads);
     assert!(caught > 0, "the linearizability checker missed stale local reads");

@@ -12,11 +12,11 @@
 //! record after a gap is ignored: the disk lost it, catch-up from peers fills it); sessions end up exactly
 //! as if the slots had been decided live; own messages of any slot other than the open one are ignored.
 
-use super::{Mode, Replica};
+use super::{Mode, Recovery, Replica};
 use crate::log::StoredSnapshot;
 use crate::message::{DecidedSlot, Message, SessionRecord};
 use crate::slot::SlotAgreement;
-use crate::types::{Config, Slot};
+use crate::types::{Broken, Config, Slot};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// A snapshot as the shell stores it: the state machine after every slot below `next_slot`, and the
@@ -62,12 +62,29 @@ impl Replica {
             replica.next_slot = decided.slot.next();
         }
         replica.agreement = SlotAgreement::new(replica.next_slot, &replica.config);
-        for message in &resume.own_messages {
+        let own_messages = match replica.config.broken {
+            Broken::ResumeWithoutOwnMessages => &[][..],
+            _ => &resume.own_messages[..],
+        };
+        for message in own_messages {
             if message.round_slot() == Some(replica.next_slot) {
                 replica.agreement.restore_own(message, &replica.config);
             }
         }
         replica.mode = Mode::Normal;
+        replica
+    }
+
+    /// A replica rebuilt from a durable log that it started writing as [`Replica::restarted`] and that
+    /// does not show the recovery finished. Its earlier disk (and what it voted there) is gone, so it must
+    /// not vote at once: it keeps what the log holds (snapshot, decided slots, sessions) but recovers again
+    /// under `incarnation` (a fresh boot counter), with a new vote floor from its peers. A recovering
+    /// replica sends no round messages, so the log's own messages are ignored. The shell records the
+    /// recovery as finished once [`Replica::is_recovering`] turns false, in the same turn's records.
+    pub fn resume_recovering(config: Config, resume: Resume, incarnation: u64) -> Replica {
+        let n = config.n();
+        let mut replica = Replica::resume(config, Resume { own_messages: Vec::new(), ..resume });
+        replica.mode = Mode::Recovering(Recovery { incarnation, reported: vec![None; n], vote_floor: None });
         replica
     }
 
@@ -165,6 +182,27 @@ mod tests {
         let mut again = Vec::new();
         resumed.agreement.own_messages(&mut again);
         assert_eq!(again, sent);
+    }
+
+    #[test]
+    fn a_replica_that_crashed_while_recovering_resumes_recovering() {
+        let decided = vec![DecidedSlot { slot: Slot(0), batch: None }];
+        let resume = Resume { decided, ..Resume::default() };
+        let mut replica = Replica::resume_recovering(config(2), resume, 5);
+        assert_eq!(replica.next_slot(), Slot(1));
+        assert!(replica.is_recovering());
+        let mut out = Vec::new();
+        replica.start(0, &mut out);
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Broadcast { message: Message::RecoveryProbe { incarnation: 5 } })));
+        // It neither proposes nor takes part in its open slot until a majority of peers told it where the
+        // cluster is.
+        out.clear();
+        replica.handle(1, Input::Submit(vec![command(1)]), &mut out);
+        let proposal = Message::Proposal { slot: Slot(1), batch: Vec::new() };
+        replica.handle(2, Input::Message { from: ReplicaId(0), message: proposal }, &mut out);
+        assert!(out.iter().all(|o| !matches!(o, Output::Broadcast { message } if message.round_slot().is_some())));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! `aether-sim sim [--seeds N] [--seed S | --first-seed S] [--replicas 3|5] [--faults LIST]
 //! [--broken VARIANT] [--codec] [--verbose]` exits non-zero if any seed fails, printing one replay
-//! line per failing seed. `aether-sim bench [--commands N]` prints the benchmark table.
+//! line per failing seed. `--faults` takes a comma list of loss, dup, delay, partition, crash (the disk
+//! is lost), skew, adversary, durable (the disk is kept: `Replica::resume`), cluster-crash (every replica
+//! at once, disks kept), or all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -82,6 +84,10 @@ struct Totals {
     null_slots: u64,
     ops: u64,
     crashes: u64,
+    durable_crashes: u64,
+    torn_crashes: u64,
+    cluster_crashes: u64,
+    resumes: u64,
     snapshots: u64,
     phases_max: u32,
     phases_total: u64,
@@ -122,6 +128,10 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
     totals.null_slots += report.null_slots;
     totals.ops += report.ops_completed;
     totals.crashes += report.crashes;
+    totals.durable_crashes += report.durable_crashes;
+    totals.torn_crashes += report.torn_crashes;
+    totals.cluster_crashes += report.cluster_crashes;
+    totals.resumes += report.resumes;
     totals.snapshots += report.snapshots_installed;
     totals.phases_max = totals.phases_max.max(report.phases_max);
     totals.phases_total += report.phases_total;
@@ -160,7 +170,7 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
 
 fn print_totals(totals: &Totals, wall_s: f64) {
     println!(
-        "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), phases per voted slot mean {:.2} p50 {} p99 {} max {}, {} operations, {} crashes, {} snapshot installs; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
+        "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), phases per voted slot mean {:.2} p50 {} p99 {} max {}, {} operations, {} crashes ({} keeping the disk, {} of them torn mid-turn; {} whole-cluster crashes; {} resumes), {} snapshot installs; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
         totals.seeds,
         totals.failed,
         totals.slots,
@@ -172,6 +182,10 @@ fn print_totals(totals: &Totals, wall_s: f64) {
         totals.phases_max,
         totals.ops,
         totals.crashes,
+        totals.durable_crashes,
+        totals.torn_crashes,
+        totals.cluster_crashes,
+        totals.resumes,
         totals.snapshots,
         totals.op_wait_ms_max,
         totals.heal_to_done_ms_max,
