@@ -51,8 +51,8 @@
 //!   survivor loads and activates (a deploy's worth): ~50-100 ms. Target: under 2 s.
 //!
 //! What the first runs on a shared 2-core machine showed (others' work took ~20% of it): nginx ~50k req/s
-//! at ~13 µs of server CPU and 0.4 context switches per request; tiny_http ~32k; local ~24k (0.46-0.48x
-//! nginx, 0.8x tiny_http) at ~41 µs and 3.2 switches per request, of which the app-http handler threads
+//! at ~13 µs of server CPU and 0.4 context switches per request; tiny_http ~32k; local ~21-24k (0.40-0.48x
+//! nginx, 0.6-0.85x tiny_http) at ~40-48 µs and 3.2 switches per request, of which the app-http handler threads
 //! ~21 µs, tiny_http's connection threads ~10 µs and the slice worker ~6 µs, most of it in the scheduler
 //! (wake-ups and switches, not parsing); forwarded ~10k (0.42x local) at ~110-120 µs over both nodes
 //! (each event loop ~20 µs, the forwarded-calls pool ~15 µs). So the local path misses 0.5x nginx by the
