@@ -107,6 +107,9 @@ pub enum ShellBroken {
     /// Resume a replica that crashed before it finished recovering as an ordinary voter, as if its disk
     /// held every vote of its earlier life (it does not: that disk was lost).
     ResumeRecoveringAsVoter,
+    /// The whole-cluster crash loses every disk, so every replica comes back as `Replica::restarted`:
+    /// nobody is left to answer a recovery probe and the cluster stalls (what `resume` exists to avoid).
+    ClusterCrashLosesDisks,
 }
 
 #[derive(Clone, Debug)]
@@ -216,6 +219,7 @@ impl Options {
             ShellBroken::Nothing => {}
             ShellBroken::LocalReads => line.push_str(" --broken local-reads"),
             ShellBroken::ResumeRecoveringAsVoter => line.push_str(" --broken resume-recovering-as-voter"),
+            ShellBroken::ClusterCrashLosesDisks => line.push_str(" --broken cluster-crash-loses-disks"),
         }
         if self.codec {
             line.push_str(" --codec");
@@ -276,6 +280,7 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "resume-without-own-messages" => (Broken::ResumeWithoutOwnMessages, ShellBroken::Nothing),
         "local-reads" => (Broken::Nothing, ShellBroken::LocalReads),
         "resume-recovering-as-voter" => (Broken::Nothing, ShellBroken::ResumeRecoveringAsVoter),
+        "cluster-crash-loses-disks" => (Broken::Nothing, ShellBroken::ClusterCrashLosesDisks),
         other => return Err(format!("unknown broken variant `{other}`")),
     })
 }

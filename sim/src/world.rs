@@ -159,6 +159,10 @@ pub struct RunReport {
     pub cluster_crashes: u64,
     /// Replicas rebuilt with `Replica::resume` (or `resume_recovering`, when they crashed mid-recovery).
     pub resumes: u64,
+    /// Of those, resumes with own round messages of the open slot to restore...
+    pub resumes_mid_slot: u64,
+    /// ...and of those, resumes whose own messages reach phase 2 or later.
+    pub resumes_past_phase_one: u64,
     pub null_slots: u64,
     pub phases_max: u32,
     /// Over the replicas alive at the end: phases summed over the slots they decided by voting.
@@ -203,6 +207,8 @@ pub struct World {
     torn_crashes: u64,
     cluster_crashes: u64,
     resumes: u64,
+    resumes_mid_slot: u64,
+    resumes_past_phase_one: u64,
     net_epoch: u64,
     snapshots_installed: u64,
 }
@@ -279,6 +285,8 @@ impl World {
             torn_crashes: 0,
             cluster_crashes: 0,
             resumes: 0,
+            resumes_mid_slot: 0,
+            resumes_past_phase_one: 0,
             net_epoch: 0,
             snapshots_installed: 0,
         }
@@ -749,6 +757,12 @@ impl World {
             self.net_epoch += 1;
         }
         for replica in 0..self.nodes.len() {
+            if self.options.shell_broken == ShellBroken::ClusterCrashLosesDisks {
+                if self.nodes[replica].up {
+                    self.crash(replica, false);
+                }
+                continue;
+            }
             let offset_us = self.fault_rng.below(self.options.cluster_crash_spread_ms * 1000 + 1);
             self.schedule(self.now_us + offset_us, Event::DurableCrashOf { replica });
         }
@@ -798,6 +812,12 @@ impl World {
         self.resumes += 1;
         let disk = &self.nodes[replica].disk;
         let resume = disk.to_resume();
+        let open_slot = disk.next_slot();
+        let own: Vec<&Message> = resume.own_messages.iter().filter(|m| m.round_slot() == Some(open_slot)).collect();
+        self.resumes_mid_slot += u64::from(!own.is_empty());
+        self.resumes_past_phase_one += u64::from(
+            own.iter().any(|m| matches!(m, Message::State { phase, .. } | Message::Vote { phase, .. } if phase.0 >= 2)),
+        );
         let as_voter = self.options.shell_broken == ShellBroken::ResumeRecoveringAsVoter;
         let core = match disk.is_recovering() && !as_voter {
             true => Replica::resume_recovering(config, resume, self.incarnations),
@@ -927,6 +947,8 @@ impl World {
             torn_crashes: self.torn_crashes,
             cluster_crashes: self.cluster_crashes,
             resumes: self.resumes,
+            resumes_mid_slot: self.resumes_mid_slot,
+            resumes_past_phase_one: self.resumes_past_phase_one,
             null_slots: self.decided.values().filter(|(_, ids)| ids.is_none()).count() as u64,
             phases_max: stats.iter().map(|s| s.phases_max).max().unwrap_or(0),
             phases_total: stats.iter().map(|s| s.phases_total).sum(),

@@ -59,6 +59,19 @@ fn resuming_a_replica_that_crashed_while_recovering_as_a_voter_is_caught() {
     assert!(caught > 0, "the simulator missed a replica resumed as a voter in the middle of its recovery");
 }
 
+/// Without durable votes a whole-cluster crash cannot be survived: every replica comes back recovering,
+/// none answers the others' probes, and nothing is decided again. The liveness checker must say so.
+#[test]
+fn a_whole_cluster_crash_that_loses_every_disk_stalls() {
+    let mut stalled = 0;
+    let faults = Faults::parse("cluster-crash,delay").unwrap_or(Faults::ALL);
+    let configure = |o: &mut Options| o.shell_broken = ShellBroken::ClusterCrashLosesDisks;
+    sim::run_seeds(0, 20, 3, faults, configure, |report| {
+        stalled += u64::from(report.violations.iter().any(|v| v.kind == ViolationKind::Liveness));
+    });
+    assert!(stalled > 10, "only {stalled} of 20 runs stalled after every replica lost its disk");
+}
+
 #[test]
 fn reading_local_state_without_consensus_is_not_linearizable() {
     let caught = runs_violating(40, 3, ViolationKind::Linearizability, |o| o.shell_broken = ShellBroken::LocalReads);

@@ -88,6 +88,8 @@ struct Totals {
     torn_crashes: u64,
     cluster_crashes: u64,
     resumes: u64,
+    resumes_mid_slot: u64,
+    resumes_past_phase_one: u64,
     snapshots: u64,
     phases_max: u32,
     phases_total: u64,
@@ -132,6 +134,8 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
     totals.torn_crashes += report.torn_crashes;
     totals.cluster_crashes += report.cluster_crashes;
     totals.resumes += report.resumes;
+    totals.resumes_mid_slot += report.resumes_mid_slot;
+    totals.resumes_past_phase_one += report.resumes_past_phase_one;
     totals.snapshots += report.snapshots_installed;
     totals.phases_max = totals.phases_max.max(report.phases_max);
     totals.phases_total += report.phases_total;
@@ -170,7 +174,7 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
 
 fn print_totals(totals: &Totals, wall_s: f64) {
     println!(
-        "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), phases per voted slot mean {:.2} p50 {} p99 {} max {}, {} operations, {} crashes ({} keeping the disk, {} of them torn mid-turn; {} whole-cluster crashes; {} resumes), {} snapshot installs; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
+        "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), phases per voted slot mean {:.2} p50 {} p99 {} max {}, {} operations, {} crashes ({} keeping the disk, {} of them torn mid-turn; {} whole-cluster crashes; {} resumes, {} inside a slot, {} past phase 1), {} snapshot installs; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
         totals.seeds,
         totals.failed,
         totals.slots,
@@ -186,6 +190,8 @@ fn print_totals(totals: &Totals, wall_s: f64) {
         totals.torn_crashes,
         totals.cluster_crashes,
         totals.resumes,
+        totals.resumes_mid_slot,
+        totals.resumes_past_phase_one,
         totals.snapshots,
         totals.op_wait_ms_max,
         totals.heal_to_done_ms_max,
