@@ -5,7 +5,7 @@ use crate::util::{cargo, run, target_dir};
 
 pub fn bench(args: &[String]) -> crate::TaskResult {
     let Some((name, rest)) = args.split_first() else {
-        return Err("bench needs a name: transport, kv, consensus-core, invoke-local".into());
+        return Err("bench needs a name: transport, kv, app, consensus-core, invoke-local".into());
     };
     match name.as_str() {
         "transport" => transport(rest),
@@ -13,7 +13,7 @@ pub fn bench(args: &[String]) -> crate::TaskResult {
         "app" => app(rest),
         "consensus-core" => crate::sim::bench_consensus(rest),
         "invoke-local" => crate::slices::bench_invoke_local(rest),
-        other => Err(format!("unknown benchmark `{other}`: transport, kv, consensus-core, invoke-local")),
+        other => Err(format!("unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local")),
     }
 }
 

@@ -21,8 +21,8 @@ const USAGE: &str = "usage: cargo xtask <task>
   cluster up N | down          start N aetherd processes in the background / stop them
   sim [--seeds N] [--replicas 3|5] [--faults ...]   deterministic consensus simulation
   build-slices                 build the example slices into target/slices-repo (Maven layout)
-  fuzz wire [--seconds N]      fuzz the frame decoder
-  bench <transport|consensus-core|invoke-local>";
+  fuzz <wire|blueprint|keys|consensus> [--seconds N]   fuzz a parser of outside input
+  bench <transport|kv|app|consensus-core|invoke-local>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
