@@ -15,6 +15,7 @@ mod membership;
 mod node;
 mod replication;
 mod storage;
+mod systemd;
 
 use config::NodeConfig;
 use log::{error, info};
@@ -179,6 +180,7 @@ fn run(args: &Args) -> Result<(), String> {
 
     let signal = signals.forever().next();
     info!("received signal {}; stopping", signal.unwrap_or_default());
+    systemd::Notifier::from_env().stopping();
     management.stop();
     if let Some(pool) = forwarded.get() {
         pool.stop();

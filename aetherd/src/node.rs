@@ -94,6 +94,7 @@ pub struct Node {
     data: DataPlane,
     /// Transport peer index -> node id.
     peer_names: Vec<String>,
+    systemd: crate::systemd::Notifier,
     artifacts: crate::artifacts::Assembler,
 }
 
@@ -133,6 +134,7 @@ impl Node {
             data,
             peer_names,
             artifacts: crate::artifacts::Assembler::default(),
+            systemd: crate::systemd::Notifier::from_env(),
             config,
             membership,
             replication: Some(replication),
@@ -202,6 +204,10 @@ impl Node {
             replication.expire();
         }
         self.data.calls.expire();
+        self.systemd.tick();
+        if self.membership.has_quorum() && self.replication.as_ref().is_some_and(Replication::caught_up) {
+            self.systemd.ready();
+        }
         if !events.is_empty() {
             *self.data.calls.alive.write() = self.membership.alive_nodes().into_iter().collect();
         }
