@@ -110,6 +110,10 @@ pub enum ShellBroken {
     /// The whole-cluster crash loses every disk, so every replica comes back as `Replica::restarted`:
     /// nobody is left to answer a recovery probe and the cluster stalls (what `resume` exists to avoid).
     ClusterCrashLosesDisks,
+    /// Messages leave once their records are written, but the disk is synced only every 10 ms, and a
+    /// crash that keeps the disk loses what was not synced (a power loss with the kernel's cache gone):
+    /// a resumed replica forgets votes its peers already hold.
+    SendBeforeSync,
 }
 
 #[derive(Clone, Debug)]
@@ -220,6 +224,7 @@ impl Options {
             ShellBroken::LocalReads => line.push_str(" --broken local-reads"),
             ShellBroken::ResumeRecoveringAsVoter => line.push_str(" --broken resume-recovering-as-voter"),
             ShellBroken::ClusterCrashLosesDisks => line.push_str(" --broken cluster-crash-loses-disks"),
+            ShellBroken::SendBeforeSync => line.push_str(" --broken send-before-sync"),
         }
         if self.codec {
             line.push_str(" --codec");
@@ -281,6 +286,7 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "local-reads" => (Broken::Nothing, ShellBroken::LocalReads),
         "resume-recovering-as-voter" => (Broken::Nothing, ShellBroken::ResumeRecoveringAsVoter),
         "cluster-crash-loses-disks" => (Broken::Nothing, ShellBroken::ClusterCrashLosesDisks),
+        "send-before-sync" => (Broken::Nothing, ShellBroken::SendBeforeSync),
         other => return Err(format!("unknown broken variant `{other}`")),
     })
 }

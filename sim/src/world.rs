@@ -43,6 +43,8 @@ use crate::options::{Options, ShellBroken};
 use crate::rng::Rng;
 
 const SETTLE_MS: u64 = 3_000;
+/// How often a shell that sends before its records are synced (`ShellBroken::SendBeforeSync`) syncs.
+const SYNC_EVERY_MS: u64 = 10;
 
 enum Payload {
     Message(Message),
@@ -120,6 +122,8 @@ struct Node {
     disk: DurableLog,
     /// While down: whether the disk survived (it comes back with `Replica::resume`) or not.
     disk_kept: bool,
+    /// Only with `ShellBroken::SendBeforeSync`: the disk as of the last periodic sync, and when that was.
+    synced: Option<(DurableLog, u64)>,
     /// A crash that keeps the disk is due in the middle of this replica's next turn.
     torn_next_turn: bool,
     up: bool,
@@ -247,6 +251,7 @@ impl World {
                     disk: DurableLog::default(),
                     disk_kept: true,
                     torn_next_turn: false,
+                    synced: None,
                     up: true,
                     incarnation: 0,
                     timers: [None, None],
@@ -445,6 +450,7 @@ impl World {
             return;
         }
         self.write_records(replica, turn.records);
+        self.sync_periodically(replica);
         for (to, message) in turn.sends {
             match to {
                 Some(to) => self.send(replica, to, message),
@@ -583,6 +589,19 @@ impl World {
                     replies.push((key.0 as usize, key.1, result));
                 }
             }
+        }
+    }
+
+    /// With `ShellBroken::SendBeforeSync` the disk is synced only every `SYNC_EVERY_MS`, and a crash loses
+    /// what was written since, though the turns that wrote it have sent their messages.
+    fn sync_periodically(&mut self, replica: usize) {
+        if self.options.shell_broken != ShellBroken::SendBeforeSync {
+            return;
+        }
+        let now_us = self.now_us;
+        let node = &mut self.nodes[replica];
+        if node.synced.as_ref().is_none_or(|(_, at_us)| now_us >= at_us + SYNC_EVERY_MS * 1000) {
+            node.synced = Some((node.disk.clone(), now_us));
         }
     }
 
@@ -770,6 +789,9 @@ impl World {
 
     fn crash(&mut self, replica: usize, disk_kept: bool) {
         let node = &mut self.nodes[replica];
+        if let Some((synced, _)) = node.synced.take() {
+            node.disk = synced;
+        }
         node.up = false;
         node.disk_kept = disk_kept;
         node.torn_next_turn = false;

@@ -72,6 +72,15 @@ fn a_whole_cluster_crash_that_loses_every_disk_stalls() {
     assert!(stalled > 10, "only {stalled} of 20 runs stalled after every replica lost its disk");
 }
 
+/// Records written before a message leaves survive a process crash (they are in the kernel), not a power
+/// loss unless synced first. A crash that loses the unsynced tail makes a resumed replica forget votes
+/// its peers hold, and the equivocation checker must see it speak twice.
+#[test]
+fn losing_records_of_messages_already_sent_is_caught_as_equivocation() {
+    let caught = runs_violating(60, 3, ViolationKind::Equivocation, |o| o.shell_broken = ShellBroken::SendBeforeSync);
+    assert!(caught > 0, "the simulator missed a resumed replica that lost votes it had already sent");
+}
+
 #[test]
 fn reading_local_state_without_consensus_is_not_linearizable() {
     let caught = runs_violating(40, 3, ViolationKind::Linearizability, |o| o.shell_broken = ShellBroken::LocalReads);
