@@ -8,6 +8,14 @@
 //! differently in a round, and it may vote at once. That is what lets a whole cluster stop and start again
 //! (where no replica would be left to answer a recovery probe).
 //!
+//! "Before sending" means durable against the crash the shell must survive: written to the kernel covers
+//! a process crash, a power loss needs the records synced before the turn's messages leave. A torn tail
+//! is harmless only if it loses nothing that left the replica (the simulator checks both).
+//!
+//! A log the replica started writing as [`Replica::restarted`] (its earlier disk was lost) holds none of
+//! its earlier votes until the recovery finished; a shell that crashes before then resumes with
+//! [`Replica::resume_recovering`], never as a voter.
+//!
 //! Invariants: decided slots are taken in order from the snapshot's `next_slot` (or 0) with no gap (a
 //! record after a gap is ignored: the disk lost it, catch-up from peers fills it); sessions end up exactly
 //! as if the slots had been decided live; own messages of any slot other than the open one are ignored.
