@@ -61,6 +61,17 @@ fn a_whole_cluster_crash_of_five_with_messages_in_flight_stays_safe() {
     assert!(outcome.failed.is_empty(), "{}", outcome.failed.join("\n"));
 }
 
+/// The cluster goes down just before faults stop, so every replica comes back with `resume` at the start
+/// of the healed phase, and every command must then be decided within the liveness bound.
+#[test]
+fn replicas_all_resumed_as_faults_stop_decide_every_command() {
+    let outcome = run(16_000, 200, 3, "cluster-crash,delay,loss", |options| {
+        options.cluster_crash_at_ms = options.faulty_ms - options.cluster_crash_spread_ms - 1;
+    });
+    assert!(outcome.failed.is_empty(), "{}", outcome.failed.join("\n"));
+    assert!(outcome.resumes >= 3 * 200);
+}
+
 /// Every replica's crash lands inside a turn: part of that turn's records are written, none of its
 /// messages leave. Decisions whose record was lost bind nobody; the rest must all agree.
 #[test]
