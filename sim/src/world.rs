@@ -766,12 +766,17 @@ impl World {
     }
 
     /// Every replica crashes within `cluster_crash_spread_ms`, keeping its disk; with
-    /// `cluster_crash_drops_in_flight` every message in flight is lost too.
+    /// `cluster_crash_drops_in_flight` every message in flight is lost too. It may happen again.
     fn cluster_crash(&mut self) {
         if self.healed_at_us.is_some() {
             return;
         }
         self.cluster_crashes += 1;
+        // Half the time the cluster goes down again soon, often before every replica finished its slot.
+        if self.fault_rng.chance(500) {
+            let again_us = self.now_us + self.fault_rng.between(50, 500) * 1000;
+            self.schedule(again_us, Event::ClusterCrash);
+        }
         if self.options.cluster_crash_drops_in_flight {
             self.net_epoch += 1;
         }

@@ -47,7 +47,7 @@ fn five_replicas_survive_durable_restarts_and_partitions() {
 fn a_whole_cluster_crash_resumes_and_decides_every_command() {
     let outcome = run(12_000, 300, 3, "cluster-crash,delay,loss", |_| {});
     assert!(outcome.failed.is_empty(), "{}", outcome.failed.join("\n"));
-    assert_eq!(outcome.cluster_crashes, 300);
+    assert!(outcome.cluster_crashes > 300, "some runs crash the whole cluster more than once");
     assert!(outcome.resumes >= 3 * 300, "every replica resumes after the whole-cluster crash");
     assert!(outcome.ops > 0);
 }
