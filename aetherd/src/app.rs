@@ -3,6 +3,8 @@
 //! A few tiny_http handler threads take each request to the [`Dispatcher`] (see [`dispatch`]): the
 //! route is looked up in the shared [`invoke::Registry`], and the call runs on an instance of this
 //! node's container when there is one, else on another node through the node runtime's [`Forward`].
+//! A local call runs on the handler thread itself, under a watchdog that answers 504 at the deadline
+//! and replaces a handler stuck in a slice (see [`handlers`]).
 //!
 //! Calls forwarded by other nodes are answered by [`Dispatcher::serve_forwarded`], which blocks; the
 //! node runtime runs it on the threads of a [`ForwardedCalls`] pool, off its event loop.
@@ -25,21 +27,20 @@
 
 mod dev;
 mod dispatch;
+mod handlers;
 mod serve;
 
 pub use dispatch::{Dispatcher, Forward, ForwardError};
 pub use serve::ForwardedCalls;
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use container::{Container, RemoteCall};
-use invoke::{InvokeReply, Registry};
+use handlers::Handlers;
+use invoke::Registry;
 use parking_lot::RwLock;
 
 /// What the app server needs to start in dev mode.
@@ -87,12 +88,10 @@ enum Mode {
 }
 
 pub struct AppServer {
-    server: Arc<tiny_http::Server>,
     dispatcher: Arc<Dispatcher>,
     container: Arc<Container>,
     mode: Mode,
-    stopping: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    handlers: Handlers,
     addr: SocketAddr,
 }
 
@@ -152,20 +151,10 @@ impl AppServer {
     ) -> Result<AppServer, String> {
         let server = Arc::new(tiny_http::Server::http(listen).map_err(|e| format!("app port {listen}: {e}"))?);
         let addr = server.server_addr().to_ip().unwrap_or(listen);
-        let stopping = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for n in 0..options.handler_threads.max(1) {
-            match spawn_handler(n, &server, &dispatcher, options.body_bytes_max, &stopping) {
-                Ok(thread) => threads.push(thread),
-                Err(e) => {
-                    stop_handlers(&server, &stopping, threads);
-                    return Err(e);
-                }
-            }
-        }
+        let handlers = Handlers::start(&server, &dispatcher, options.handler_threads, options.body_bytes_max)?;
         let routes = dispatcher.registry().read().routes().len();
         log::info!("app port http://{addr} serving {routes} routes");
-        Ok(AppServer { server, dispatcher, container, mode, stopping, threads, addr })
+        Ok(AppServer { dispatcher, container, mode, handlers, addr })
     }
 
     /// The address actually listened on.
@@ -179,8 +168,8 @@ impl AppServer {
     }
 
     /// Stop serving (requests in progress finish); in dev mode, then stop and unload the slices.
-    pub fn stop(self) {
-        stop_handlers(&self.server, &self.stopping, self.threads);
+    pub fn stop(mut self) {
+        self.handlers.stop();
         match self.mode {
             Mode::OwnsContainer => self.container.shutdown(),
             Mode::SharesContainer => self.container.set_remote(None),
@@ -188,71 +177,12 @@ impl AppServer {
     }
 }
 
-fn stop_handlers(server: &tiny_http::Server, stopping: &AtomicBool, threads: Vec<JoinHandle<()>>) {
-    stopping.store(true, Ordering::SeqCst);
-    for _ in &threads {
-        server.unblock();
-    }
-    for thread in threads {
-        let _ = thread.join();
-    }
-}
-
-fn spawn_handler(
-    n: usize,
-    server: &Arc<tiny_http::Server>,
-    dispatcher: &Arc<Dispatcher>,
-    body_bytes_max: usize,
-    stopping: &Arc<AtomicBool>,
-) -> Result<JoinHandle<()>, String> {
-    let (server, dispatcher, stopping) = (Arc::clone(server), Arc::clone(dispatcher), Arc::clone(stopping));
-    std::thread::Builder::new()
-        .name(format!("app-http-{n}"))
-        .spawn(move || loop {
-            match server.recv() {
-                Ok(request) => serve(&dispatcher, body_bytes_max, request),
-                Err(_) if stopping.load(Ordering::SeqCst) => return,
-                Err(e) => log::debug!("app port: {e}"),
-            }
-        })
-        .map_err(|e| format!("cannot start an app handler thread: {e}"))
-}
-
-fn serve(dispatcher: &Dispatcher, body_bytes_max: usize, mut request: tiny_http::Request) {
-    let method = request.method().as_str().to_owned();
-    let url = request.url().to_owned();
-    let answer = dispatcher.http_call(&method, &url, || read_body(&mut request, body_bytes_max));
-    let reply = answer.reply;
-    let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
-    if let Ok(header) = tiny_http::Header::from_bytes("Content-Type", reply.content_type.as_bytes()) {
-        response = response.with_header(header);
-    }
-    if let Some(allow) = answer.allow.and_then(|a| tiny_http::Header::from_bytes("Allow", a).ok()) {
-        response = response.with_header(allow);
-    }
-    if let Err(e) = request.respond(response) {
-        log::debug!("app port: cannot answer: {e}");
-    }
-}
-
-fn read_body(request: &mut tiny_http::Request, max: usize) -> Result<Vec<u8>, InvokeReply> {
-    let mut body = Vec::new();
-    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    if let Err(e) = request.as_reader().take(limit).read_to_end(&mut body) {
-        return Err(dispatch::error(400, "bad request", &format!("cannot read the body: {e}"), false));
-    }
-    if body.len() > max {
-        return Err(dispatch::error(413, "payload too large", &format!("bodies are limited to {max} bytes"), false));
-    }
-    Ok(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use container::{Artifact, ContainerConfig};
     use invoke::RouteTarget;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::path::Path;
     use std::sync::OnceLock;
@@ -341,6 +271,28 @@ mod tests {
         // One worker, one of them abandoned to the hung call: the node serves on.
         assert_eq!(http(app.addr(), "GET", "/faulty/ok", "").0, 200);
         assert_eq!(http(app.addr(), "GET", "/echo/still", "").0, 200);
+    }
+
+    #[test]
+    fn a_hung_call_on_a_handler_gets_504_and_the_handler_is_replaced() {
+        let options = AppOptions { handler_threads: 2, ..options() };
+        let app = server(&["org.aether.examples:echo:1.0.0", "org.aether.examples:faulty:1.0.0"], options);
+        let addr = app.addr();
+        let started = std::time::Instant::now();
+        let hung = std::thread::spawn(move || http(addr, "GET", "/faulty/hang", ""));
+        while app.handlers.live() == 2 && started.elapsed() < Duration::from_millis(200) {
+            // While one handler is stuck in the slice, the other serves.
+            assert_eq!(http(addr, "GET", "/echo/meanwhile", "").0, 200);
+        }
+        let (status, body) = hung.join().unwrap();
+        assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (504, Some("deadline exceeded")));
+        let late = started.elapsed();
+        assert!(late >= Duration::from_millis(500) && late < Duration::from_millis(1500), "answered after {late:?}");
+        assert_eq!((app.handlers.live(), app.handlers.abandoned()), (2, 1), "the stuck handler is replaced");
+        let answers: Vec<u16> = (0..8).map(|_| http(addr, "GET", "/echo/after", "").0).collect();
+        assert_eq!(answers, [200; 8]);
+        assert_eq!(http(addr, "GET", "/faulty/panic", "").0, 500);
+        assert_eq!((app.handlers.live(), app.handlers.abandoned()), (2, 1), "a panic costs no thread");
     }
 
     /// Answers every forwarded call from "node-2" with the echo of its artifact and hops.

@@ -7,9 +7,10 @@
 //! `stop`, [`Container::unload`] closes the library. Each step runs with a timeout; a step that
 //! fails or times out leaves the instance FAILED with a reason, and the node goes on.
 //!
-//! Calls: [`SliceHandle::call`] runs a call on the caller's thread; [`Container::call_with_deadline`]
-//! runs it on the worker pool and answers [`CallError::DeadlineExceeded`] when the slice takes too
-//! long (the stuck worker is replaced). Slice-to-slice calls made through the host callbacks run
+//! Calls: [`SliceHandle::call`] runs a call on the caller's thread; [`Container::call_inline`] does too,
+//! with a call context (deadline, hops) for nested calls, leaving the deadline to the caller to
+//! enforce; [`Container::call_with_deadline`] runs it on the worker pool and answers
+//! [`CallError::DeadlineExceeded`] when the slice takes too long (the stuck worker is replaced). Slice-to-slice calls made through the host callbacks run
 //! inline on the calling worker, so they never wait for a free worker: a pool of one serves
 //! `orders -> inventory + pricing`. A nested call whose callee has no instance here goes to the
 //! node's [`RemoteCall`] hook, when one is set (see [`remote`]), with the outer call's deadline.
@@ -37,6 +38,7 @@ pub use pool::{PoolConfig, PoolStats};
 pub use remote::{CallContext, RemoteCall};
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -421,6 +423,31 @@ impl Container {
             }
             Err(PoolError::ShuttingDown) => Err(CallError::ShuttingDown),
         }
+    }
+
+    /// Call on this thread, as part of a call that arrived after `hops` cluster hops and whose caller
+    /// waits until `deadline`: nested calls it makes through the [`RemoteCall`] hook see both. The call
+    /// counts as in flight for deactivation like any other, and a panic on the way (the slice's own are
+    /// caught at its boundary) is an error, not an unwind. Nothing here enforces the deadline: the
+    /// caller owns it (the app port's handler threads run under a watchdog that answers 504 and replaces
+    /// a thread stuck past it).
+    pub fn call_inline(
+        &self,
+        target: &SliceHandle,
+        method: &str,
+        request: &[u8],
+        deadline: Instant,
+        hops: u8,
+    ) -> Result<Response, CallError> {
+        let context = CallContext { deadline: Some(deadline), hops };
+        let answer = catch_unwind(AssertUnwindSafe(|| remote::with_context(context, || target.call(method, request))));
+        answer.unwrap_or_else(|payload| {
+            Err(CallError::Panicked {
+                artifact: target.0.artifact_text.clone(),
+                method: method.to_owned(),
+                message: sdk::export::panic_message(payload.as_ref()),
+            })
+        })
     }
 
     pub fn pool_stats(&self) -> PoolStats {

@@ -1,8 +1,8 @@
 //! Where a call goes and how it comes back: the data plane of one node.
 //!
 //! A [`Dispatcher`] serves three kinds of calls the same way:
-//! - HTTP requests on the app port ([`Dispatcher::http_call`]): route lookup in the shared
-//!   [`Registry`], then [`Dispatcher::dispatch`];
+//! - HTTP requests on the app port ([`Dispatcher::http_call_inline`]): route lookup in the shared
+//!   [`Registry`], then dispatch;
 //! - slice-to-slice calls whose callee has no instance on this node (it is the container's
 //!   [`RemoteCall`] hook);
 //! - calls forwarded by other nodes ([`Dispatcher::serve_forwarded`]), answered with a local instance
@@ -17,9 +17,15 @@
 //! route, 503 no live instance, 504 deadline.
 //!
 //! Threads: every method blocks its caller until the answer or the deadline and must not run on the
-//! node's event loop. A local call runs on the container's worker pool, so `serve_forwarded` and
-//! `http_call` must not be called from a container worker either (a nested call is; it goes through
-//! the [`RemoteCall`] hook, which only forwards and never waits for a worker of this pool).
+//! node's event loop. Where a local call runs depends on the caller:
+//! - on an app port handler thread ([`Dispatcher::http_call_inline`]) it runs inline, on that thread,
+//!   under the handler's [`Watch`]: the watchdog answers 504 at the deadline and replaces the thread
+//!   if the slice never returns. The watch is armed only around the slice call itself, so a forwarded
+//!   attempt (which times out on its own) never trips it;
+//! - everywhere else (`serve_forwarded`, the `http_call` of tests) it runs
+//!   on the container's worker pool, which enforces the deadline; those must not be called from a
+//!   container worker (a nested call is not: it goes through the [`RemoteCall`] hook, which only
+//!   forwards and never waits for a worker of this pool).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,6 +107,24 @@ enum Attempt {
     Retry(String),
 }
 
+/// The app port's watchdog, as a call running inline on a handler thread sees it.
+pub(super) trait Watch {
+    /// A call to `slice` starts on this thread; its caller waits until `deadline`.
+    fn arm(&self, deadline: Instant, slice: &SliceHandle);
+    /// The call returned. False when the watchdog gave up on it first: the caller already has its 504
+    /// and this thread is abandoned, so whatever it answers now goes nowhere.
+    fn disarm(&self) -> bool;
+}
+
+/// Where a local call runs.
+#[derive(Clone, Copy)]
+enum Runner<'a> {
+    /// On the container's worker pool, which enforces the deadline.
+    Pool,
+    /// On this thread, under an app port handler's watch.
+    Inline(&'a dyn Watch),
+}
+
 /// Local target or remote node.
 enum Place {
     Local(SliceHandle),
@@ -139,11 +163,35 @@ impl Dispatcher {
 
     /// Answer an HTTP request: `url` is the request target (path and query); `read_body` is called
     /// once the route is known (an error from it is the answer).
+    /// The local call, if any, runs on the worker pool (for tests: no watchdog needed).
+    #[cfg(test)]
     pub fn http_call(
         &self,
         http_method: &str,
         url: &str,
         read_body: impl FnOnce() -> Result<Vec<u8>, InvokeReply>,
+    ) -> HttpAnswer {
+        self.http_call_with(http_method, url, read_body, Runner::Pool)
+    }
+
+    /// [`Dispatcher::http_call`] on an app port handler thread: the local call, if any, runs on this
+    /// thread under `watch`.
+    pub(super) fn http_call_inline(
+        &self,
+        http_method: &str,
+        url: &str,
+        read_body: impl FnOnce() -> Result<Vec<u8>, InvokeReply>,
+        watch: &dyn Watch,
+    ) -> HttpAnswer {
+        self.http_call_with(http_method, url, read_body, Runner::Inline(watch))
+    }
+
+    fn http_call_with(
+        &self,
+        http_method: &str,
+        url: &str,
+        read_body: impl FnOnce() -> Result<Vec<u8>, InvokeReply>,
+        runner: Runner<'_>,
     ) -> HttpAnswer {
         let answer = |reply| HttpAnswer { reply, allow: None };
         let (path, query) = routes::split_target(url);
@@ -168,7 +216,7 @@ impl Dispatcher {
             hops: 0,
             deadline: Instant::now() + self.call_deadline,
         };
-        answer(self.dispatch(&call))
+        answer(self.dispatch_excluding(&call, Vec::new(), runner))
     }
 
     fn route(&self, http_method: &str, path: &str) -> Result<(RouteTarget, Vec<(String, String)>), HttpAnswer> {
@@ -188,27 +236,25 @@ impl Dispatcher {
 
     /// Run `call` on an instance: this node's when it has one, else a live remote one, retrying on
     /// other nodes as the policy allows, within the call's deadline.
-    pub fn dispatch(&self, call: &Call<'_>) -> InvokeReply {
-        self.dispatch_excluding(call, Vec::new())
-    }
-
-    fn dispatch_excluding(&self, call: &Call<'_>, mut exclude: Vec<String>) -> InvokeReply {
+    fn dispatch_excluding(&self, call: &Call<'_>, mut exclude: Vec<String>, runner: Runner<'_>) -> InvokeReply {
         let mut failures: Vec<String> = Vec::new();
         for _ in 0..ATTEMPTS_MAX {
             let Some(left) = time_left(call.deadline) else {
                 return deadline_exceeded(call, &failures);
             };
             let Some(place) = self.place(call, &exclude) else { break };
+            // The node's name is only needed (and copied) when the attempt failed.
             let (node, attempt) = match place {
-                Place::Local(handle) => (self.node_id.clone(), self.call_local(call, &handle, left)),
+                Place::Local(handle) => (None, self.call_local(call, &handle, left, runner)),
                 Place::Remote(node) => {
                     let attempt = self.call_remote(&node, call, left);
-                    (node, attempt)
+                    (Some(node), attempt)
                 }
             };
             match attempt {
                 Attempt::Done(reply) => return reply,
                 Attempt::Retry(why) => {
+                    let node = node.unwrap_or_else(|| self.node_id.clone());
                     log::debug!("call {} {} on {node}: {why}; trying elsewhere", call.artifact, call.method);
                     failures.push(format!("{node}: {why}"));
                     exclude.push(node);
@@ -238,9 +284,21 @@ impl Dispatcher {
         }
     }
 
-    fn call_local(&self, call: &Call<'_>, handle: &SliceHandle, left: Duration) -> Attempt {
-        let request = call.request.clone();
-        match self.container.call_with_context(handle, call.method, request, left, call.hops) {
+    fn call_local(&self, call: &Call<'_>, handle: &SliceHandle, left: Duration, runner: Runner<'_>) -> Attempt {
+        let answer = match runner {
+            Runner::Pool => {
+                self.container.call_with_context(handle, call.method, call.request.clone(), left, call.hops)
+            }
+            Runner::Inline(watch) => {
+                watch.arm(call.deadline, handle);
+                let answer = self.container.call_inline(handle, call.method, &call.request, call.deadline, call.hops);
+                if !watch.disarm() {
+                    return Attempt::Done(deadline_exceeded(call, &[]));
+                }
+                answer
+            }
+        };
+        match answer {
             Ok(response) => Attempt::Done(from_response(response)),
             Err(e @ (CallError::NoInstance { .. } | CallError::NotActive { .. } | CallError::Overloaded { .. })) => {
                 Attempt::Retry(e.to_string())
@@ -323,7 +381,7 @@ impl RemoteCall for Dispatcher {
         };
         // Never this node: a nested call holds one of its workers, and a local call would wait for
         // another (the container calls this hook only when it found no local instance anyway).
-        let reply = self.dispatch_excluding(&call, vec![self.node_id.clone()]);
+        let reply = self.dispatch_excluding(&call, vec![self.node_id.clone()], Runner::Pool);
         Ok(Response {
             status: status_of(reply.status),
             content_type: content_type_of(&reply.content_type),
