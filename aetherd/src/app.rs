@@ -295,6 +295,30 @@ mod tests {
         assert_eq!((app.handlers.live(), app.handlers.abandoned()), (2, 1), "a panic costs no thread");
     }
 
+    #[test]
+    fn stopping_waits_for_a_hung_call_only_until_its_deadline() {
+        let mut config = ContainerConfig::new(repo(), "node-1");
+        config.pool.workers = 1;
+        let container = Arc::new(Container::new(config).unwrap());
+        let faulty = Artifact::parse("org.aether.examples:faulty:1.0.0").unwrap();
+        container.deploy(&faulty, vec![]).unwrap();
+        let mut registry = Registry::new();
+        let target = RouteTarget { artifact: faulty.to_string(), method: "hang".into() };
+        registry.put_route("GET", "/faulty/hang", target).unwrap();
+        let registry = Arc::new(RwLock::new(registry));
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let app =
+            AppServer::start_cluster(listen, "node-1".into(), container, registry, Arc::new(Node2), options()).unwrap();
+        let addr = app.addr();
+        let hung = std::thread::spawn(move || http(addr, "GET", "/faulty/hang", ""));
+        // Let the call reach the slice (its deadline is 500 ms away).
+        std::thread::sleep(Duration::from_millis(100));
+        let stopping = std::time::Instant::now();
+        app.stop();
+        assert!(stopping.elapsed() < Duration::from_secs(2), "stop took {:?}", stopping.elapsed());
+        assert_eq!(hung.join().unwrap().0, 504);
+    }
+
     /// Answers every forwarded call from "node-2" with the echo of its artifact and hops.
     struct Node2;
 
