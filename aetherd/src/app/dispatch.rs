@@ -22,10 +22,10 @@
 //!   under the handler's [`Watch`]: the watchdog answers 504 at the deadline and replaces the thread
 //!   if the slice never returns. The watch is armed only around the slice call itself, so a forwarded
 //!   attempt (which times out on its own) never trips it;
-//! - everywhere else (`serve_forwarded`, the `http_call` of tests) it runs
-//!   on the container's worker pool, which enforces the deadline; those must not be called from a
-//!   container worker (a nested call is not: it goes through the [`RemoteCall`] hook, which only
-//!   forwards and never waits for a worker of this pool).
+//! - everywhere else (`serve_forwarded`, the tests' `http_call`) it runs on the container's worker
+//!   pool, which enforces the deadline; those must not be called from a container worker (a nested
+//!   call is not: it goes through the [`RemoteCall`] hook, which only forwards and never waits for a
+//!   worker of this pool).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -161,9 +161,7 @@ impl Dispatcher {
         &self.registry
     }
 
-    /// Answer an HTTP request: `url` is the request target (path and query); `read_body` is called
-    /// once the route is known (an error from it is the answer).
-    /// The local call, if any, runs on the worker pool (for tests: no watchdog needed).
+    /// [`Dispatcher::http_call_inline`] with the local call, if any, on the worker pool (no watchdog).
     #[cfg(test)]
     pub fn http_call(
         &self,
@@ -174,8 +172,9 @@ impl Dispatcher {
         self.http_call_with(http_method, url, read_body, Runner::Pool)
     }
 
-    /// [`Dispatcher::http_call`] on an app port handler thread: the local call, if any, runs on this
-    /// thread under `watch`.
+    /// Answer an HTTP request on an app port handler thread: `url` is the request target (path and
+    /// query); `read_body` is called once the route is known (an error from it is the answer); the
+    /// local call, if any, runs on this thread under `watch`.
     pub(super) fn http_call_inline(
         &self,
         http_method: &str,
