@@ -204,6 +204,9 @@ impl Node {
             replication.expire();
         }
         self.data.calls.expire();
+        if self.membership.has_quorum() {
+            self.drive(ctx, Replication::nudge_recovery);
+        }
         self.systemd.tick();
         if self.membership.has_quorum() && self.replication.as_ref().is_some_and(Replication::caught_up) {
             self.systemd.ready();

@@ -30,6 +30,9 @@ const BARRIER: u8 = 2;
 /// Log record kinds.
 pub const RECORD_DECIDED: u8 = 1;
 pub const RECORD_OWN_MESSAGE: u8 = 2;
+/// The replica started recovering (it may not trust its own earlier votes) / finished recovering.
+pub const RECORD_RECOVERY_STARTED: u8 = 3;
+pub const RECORD_RECOVERY_FINISHED: u8 = 4;
 /// How long a client waits for its command's slot.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -63,18 +66,33 @@ pub struct Replication {
     replies: Vec<Box<dyn FnOnce() + Send>>,
     epoch: Instant,
     internal_in_flight: usize,
+    /// A recovery is recorded as started in the log and not yet as finished.
+    recovery_logged: bool,
+    /// Own round messages already in the log: (slot, kind, phase), for the open slot only.
+    persisted_own: Vec<(u64, u8, u32)>,
+    /// The highest `next_slot` each peer reported (Status messages), to tell whether this node is behind.
+    peer_next_slot: Vec<u64>,
 }
 
 impl Replication {
     /// Builds the replica and the store from what the disk holds (empty on first start).
     pub fn new(
         config: consensus::Config,
-        storage: Storage,
+        mut storage: Storage,
         recovered: Recovered,
         client: u64,
     ) -> Result<Replication, String> {
-        let (store, replica) = restore(config, recovered)?;
+        let (store, replica) = restore(config, recovered, client)?;
+        let recovery_logged = replica.is_recovering();
+        if recovery_logged {
+            storage.append(replica.next_slot().0, RECORD_RECOVERY_STARTED, &[]);
+            storage.flush()?;
+        }
+        let peers = replica.config().n();
         Ok(Replication {
+            recovery_logged,
+            persisted_own: Vec::new(),
+            peer_next_slot: vec![0; peers],
             replica,
             store,
             storage,
@@ -99,6 +117,11 @@ impl Replication {
     }
 
     pub fn handle(&mut self, input: Input) -> Result<Vec<Effect>, String> {
+        if let Input::Message { from, message: Message::Status { next_slot } } = &input {
+            if let Some(seen) = self.peer_next_slot.get_mut(from.index()) {
+                *seen = (*seen).max(next_slot.0);
+            }
+        }
         let mut out = Vec::new();
         let now = self.now_ms();
         self.replica.handle(now, input, &mut out);
@@ -142,6 +165,16 @@ impl Replication {
                 Ok(Vec::new())
             }
         }
+    }
+
+    /// While this replica recovers its vote floor, the cluster must decide a couple of slots past where it
+    /// was for the recovery to end; in an idle cluster nothing would. A no-op (a read barrier nobody waits
+    /// for) from time to time makes sure something is decided.
+    pub fn nudge_recovery(&mut self) -> Result<Vec<Effect>, String> {
+        if !self.replica.is_recovering() || self.internal_in_flight > 0 {
+            return Ok(Vec::new());
+        }
+        self.submit(BARRIER, Vec::new(), Waiter::Internal)
     }
 
     /// Internal writes submitted and not yet decided (or expired).
@@ -196,8 +229,10 @@ impl Replication {
         self.replica.queue_len()
     }
 
+    /// Not recovering, and not behind what any peer reported (one slot of slack: the open slot).
     pub fn caught_up(&self) -> bool {
-        !self.replica.is_recovering()
+        let furthest = self.peer_next_slot.iter().copied().max().unwrap_or(0);
+        !self.replica.is_recovering() && self.replica.next_slot().0 + 1 >= furthest
     }
 
     pub fn store(&self) -> &Store {
@@ -247,10 +282,24 @@ impl Replication {
         Ok(None)
     }
 
+    /// Records an own round message the first time it is sent (resends are byte-identical, so recording
+    /// them again would only grow the log while a slot is stuck).
     fn persist_own(&mut self, message: &Message) {
-        if let Some(slot) = message.round_slot() {
-            self.storage.append(slot.0, RECORD_OWN_MESSAGE, &consensus::encode_message(message));
+        let Some(slot) = message.round_slot() else { return };
+        let identity = match message {
+            Message::Proposal { .. } => (slot.0, 0u8, 0u32),
+            Message::State { phase, .. } => (slot.0, 1, phase.0),
+            Message::Vote { phase, .. } => (slot.0, 2, phase.0),
+            _ => return,
+        };
+        if self.persisted_own.iter().any(|(s, ..)| *s != slot.0) {
+            self.persisted_own.retain(|(s, ..)| *s == slot.0);
         }
+        if self.persisted_own.contains(&identity) {
+            return;
+        }
+        self.persisted_own.push(identity);
+        self.storage.append(slot.0, RECORD_OWN_MESSAGE, &consensus::encode_message(message));
     }
 
     fn apply(&mut self, decision: Decision) -> Result<(), String> {
@@ -338,7 +387,13 @@ impl Replication {
             .install_snapshot(state)
             .map_err(|e| format!("snapshot for slot {next_slot} does not install: {e}"))?;
         info!("installed a snapshot from a peer at slot {next_slot}");
-        self.persist_snapshot()
+        // Durable before any later slot is recorded: the log below it never existed on this node.
+        let Some(snapshot) = self.replica.latest_snapshot() else { return Ok(()) };
+        self.storage.snapshot_now(snapshot.next_slot.0, &wire::encode(&snapshot))?;
+        if self.recovery_logged {
+            self.storage.append(snapshot.next_slot.0, RECORD_RECOVERY_STARTED, &[]);
+        }
+        Ok(())
     }
 
     /// Writes the core's latest snapshot (store bytes plus sessions) through the disk thread.
@@ -346,11 +401,21 @@ impl Replication {
         let Some(snapshot) = self.replica.latest_snapshot() else { return Ok(()) };
         let next_slot = snapshot.next_slot.0;
         let bytes = wire::encode(&snapshot);
-        self.storage.snapshot(next_slot, bytes)
+        self.storage.snapshot(next_slot, bytes)?;
+        if self.recovery_logged {
+            // The snapshot drops older records: keep the recovery on record in the new segment.
+            self.storage.append(next_slot, RECORD_RECOVERY_STARTED, &[]);
+        }
+        Ok(())
     }
 
     /// Log records reach the kernel before anyone hears about them.
     fn end_of_turn(&mut self) -> Result<(), String> {
+        if self.recovery_logged && !self.replica.is_recovering() {
+            self.recovery_logged = false;
+            self.storage.append(self.replica.next_slot().0, RECORD_RECOVERY_FINISHED, &[]);
+            info!("recovery finished at slot {}: this node votes again", self.replica.next_slot().0);
+        }
         self.storage.flush()?;
         for reply in self.replies.drain(..) {
             reply();
@@ -359,7 +424,15 @@ impl Replication {
     }
 }
 
-fn restore(config: consensus::Config, recovered: Recovered) -> Result<(Store, Replica), String> {
+/// Rebuilds the store and the replica from the durable log. A replica resumes as a voter from its own
+/// recorded votes, unless those may be incomplete: after a reboot without a clean stop (the unsynced tail
+/// may be gone) or when the log shows a recovery that never finished. Then it keeps the decided state but
+/// recovers its vote floor from its peers first. A one-node cluster always resumes: it has nobody to
+/// contradict.
+fn restore(config: consensus::Config, recovered: Recovered, incarnation: u64) -> Result<(Store, Replica), String> {
+    let unclean_reboot = recovered.unclean_reboot;
+    let mut recovering_in_log = false;
+    let mut gap = false;
     let mut store = Store::default();
     let mut resume = consensus::Resume::default();
     if let Some((next_slot, bytes)) = recovered.snapshot {
@@ -374,30 +447,54 @@ fn restore(config: consensus::Config, recovered: Recovered) -> Result<(Store, Re
             RECORD_DECIDED => {
                 let decided: DecidedSlot = wire::decode(&record.bytes)
                     .map_err(|e| format!("log record of slot {} does not decode: {e}", record.slot))?;
-                replay_into_store(&mut store, &decided)?;
-                resume.decided.push(decided);
+                let first_slot = resume.snapshot.as_ref().map_or(0, |s| s.next_slot.0);
+                if gap {
+                    continue;
+                }
+                if replay_into_store(&mut store, &decided, first_slot)? {
+                    resume.decided.push(decided);
+                } else {
+                    gap = true;
+                }
             }
             RECORD_OWN_MESSAGE => match consensus::decode_message(&record.bytes) {
                 Ok(message) => resume.own_messages.push(message),
                 Err(e) => warn!("skipping an own message of slot {} that does not decode: {e}", record.slot),
             },
+            RECORD_RECOVERY_STARTED => recovering_in_log = true,
+            RECORD_RECOVERY_FINISHED => recovering_in_log = false,
             other => warn!("skipping a log record of unknown kind {other}"),
         }
     }
     let fresh = resume.snapshot.is_none() && resume.decided.is_empty() && resume.own_messages.is_empty();
-    let replica = if fresh { Replica::new(config) } else { Replica::resume(config, resume) };
+    let distrust_votes = config.n() > 1 && (unclean_reboot || recovering_in_log);
+    let replica = if fresh && !recovering_in_log {
+        Replica::new(config)
+    } else if distrust_votes {
+        warn!("own votes on disk may be incomplete: recovering the vote floor from peers before voting");
+        Replica::resume_recovering(config, resume, incarnation)
+    } else {
+        Replica::resume(config, resume)
+    };
     Ok((store, replica))
 }
 
-fn replay_into_store(store: &mut Store, decided: &DecidedSlot) -> Result<(), String> {
+/// Applies one decided slot read back from the log; `false` at a gap (the slots before it never reached
+/// this disk), after which nothing more may be replayed.
+fn replay_into_store(store: &mut Store, decided: &DecidedSlot, first_slot: u64) -> Result<bool, String> {
     let slot = decided.slot.0;
     if store.applied_slot().is_some_and(|applied| slot <= applied) {
-        return Ok(());
+        return Ok(true);
+    }
+    let expected = store.applied_slot().map_or(first_slot, |applied| applied + 1);
+    if slot != expected {
+        warn!("the consensus log jumps from slot {expected} to {slot}; the rest comes from peers");
+        return Ok(false);
     }
     let batch = decided.batch.as_deref().unwrap_or_default();
     let payloads: Vec<&[u8]> =
         batch.iter().filter(|c| c.payload.first() == Some(&KV)).map(|c| &c.payload[1..]).collect();
-    store.apply(slot, payloads).map(drop).map_err(|e| format!("replaying slot {slot}: {e}"))
+    store.apply(slot, payloads).map(|_| true).map_err(|e| format!("replaying slot {slot}: {e}"))
 }
 
 fn write_answer(result: ApplyResult) -> Result<u64, ApiError> {

@@ -43,6 +43,9 @@ pub struct Recovered {
     pub snapshot: Option<(u64, Vec<u8>)>,
     /// Records at or above the snapshot's slot, in the order they were appended.
     pub records: Vec<Record>,
+    /// The machine rebooted since the log was last written and the node did not stop cleanly before: the
+    /// records written in the last moments (not yet synced) may be gone, own votes included.
+    pub unclean_reboot: bool,
 }
 
 enum SyncJob {
@@ -54,6 +57,7 @@ enum SyncJob {
 pub struct Storage {
     dir: PathBuf,
     segment: File,
+    segment_start: u64,
     segment_bytes: u64,
     pending: Vec<u8>,
     jobs: Sender<SyncJob>,
@@ -65,7 +69,8 @@ impl Storage {
     pub fn open(data_dir: &Path) -> Result<(Storage, Recovered), String> {
         let dir = data_dir.join("consensus");
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let recovered = recover(&dir)?;
+        let mut recovered = recover(&dir)?;
+        recovered.unclean_reboot = check_boot(&dir, recovered.snapshot.is_some() || !recovered.records.is_empty())?;
         let next_start =
             recovered.records.last().map_or_else(|| recovered.snapshot.as_ref().map_or(0, |s| s.0), |r| r.slot);
         let (segment, path) = open_segment(&dir, next_start)?;
@@ -76,7 +81,15 @@ impl Storage {
             .name("disk".into())
             .spawn(move || sync_loop(&sync_dir, clone, &rx))
             .map_err(|e| format!("cannot start the disk thread: {e}"))?;
-        let storage = Storage { dir, segment, segment_bytes: 0, pending: Vec::new(), jobs, syncer: Some(syncer) };
+        let storage = Storage {
+            dir,
+            segment,
+            segment_start: next_start,
+            segment_bytes: 0,
+            pending: Vec::new(),
+            jobs,
+            syncer: Some(syncer),
+        };
         Ok((storage, recovered))
     }
 
@@ -106,10 +119,29 @@ impl Storage {
     /// then deletes the segments it makes obsolete.
     pub fn snapshot(&mut self, next_slot: u64, bytes: Vec<u8>) -> Result<(), String> {
         self.flush()?;
-        let obsolete = segments(&self.dir)?.into_iter().map(|(_, p)| p).collect();
+        let obsolete = self.segments_before(next_slot)?;
         self.rotate(next_slot)?;
         let _ = self.jobs.send(SyncJob::Snapshot { next_slot, bytes, obsolete });
         Ok(())
+    }
+
+    /// Writes a snapshot on the calling thread, durably, before returning; for snapshots installed from a
+    /// peer, whose earlier slots this node never logged (an asynchronous write could leave a gap on disk).
+    pub fn snapshot_now(&mut self, next_slot: u64, bytes: &[u8]) -> Result<(), String> {
+        self.flush()?;
+        let obsolete = self.segments_before(next_slot)?;
+        self.rotate(next_slot)?;
+        write_snapshot(&self.dir, next_slot, bytes).map_err(|e| format!("snapshot at slot {next_slot}: {e}"))?;
+        for path in obsolete {
+            let _ = fs::remove_file(path);
+        }
+        Ok(())
+    }
+
+    /// Segments holding only records below `next_slot` (a segment is named by its first slot, and every
+    /// record written before a snapshot at `next_slot` is below it).
+    fn segments_before(&self, next_slot: u64) -> Result<Vec<PathBuf>, String> {
+        Ok(segments(&self.dir)?.into_iter().filter(|(start, _)| *start < next_slot).map(|(_, p)| p).collect())
     }
 
     /// Opens a new segment when the current one is over its size bound.
@@ -122,6 +154,10 @@ impl Storage {
     }
 
     fn rotate(&mut self, start: u64) -> Result<(), String> {
+        if self.segment_start == start {
+            return Ok(());
+        }
+        self.segment_start = start;
         let (segment, path) = open_segment(&self.dir, start)?;
         let clone = segment.try_clone().map_err(|e| format!("{}: {e}", path.display()))?;
         let _ = self.jobs.send(SyncJob::Segment(clone));
@@ -130,14 +166,18 @@ impl Storage {
         Ok(())
     }
 
-    /// Flushes, syncs and stops the disk thread.
+    /// Flushes, syncs and stops the disk thread, then marks the log as cleanly closed.
     pub fn close(mut self) {
         if let Err(e) = self.flush() {
             warn!("{e}");
+            return;
         }
         let _ = self.jobs.send(SyncJob::Stop);
         if let Some(syncer) = self.syncer.take() {
             let _ = syncer.join();
+        }
+        if let Err(e) = write_synced(&self.dir, CLEAN_FILE, boot_id().as_bytes()) {
+            warn!("cannot mark the consensus log as cleanly closed: {e}");
         }
     }
 }
@@ -168,6 +208,43 @@ fn sync_loop(dir: &Path, mut segment: File, jobs: &mpsc::Receiver<SyncJob>) {
             }
         }
     }
+}
+
+const BOOT_FILE: &str = "boot_id";
+const CLEAN_FILE: &str = "clean";
+
+/// This boot of the machine (Linux); empty where the kernel does not say.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Whether the log may have lost unsynced records to a reboot: it was last written during another boot and
+/// not closed cleanly. Then records this boot as the log's and clears the clean mark.
+fn check_boot(dir: &Path, has_log: bool) -> Result<bool, String> {
+    let stored = fs::read_to_string(dir.join(BOOT_FILE)).map(|s| s.trim().to_string()).ok();
+    let clean = dir.join(CLEAN_FILE).exists();
+    let current = boot_id();
+    let rebooted = stored.is_some_and(|s| !s.is_empty() && !current.is_empty() && s != current);
+    let unclean = has_log && rebooted && !clean;
+    if unclean {
+        warn!("the machine rebooted since the consensus log was last written and the node did not stop cleanly");
+    }
+    write_synced(dir, BOOT_FILE, current.as_bytes()).map_err(|e| format!("{}: {e}", dir.join(BOOT_FILE).display()))?;
+    if clean {
+        fs::remove_file(dir.join(CLEAN_FILE)).map_err(|e| format!("{}: {e}", dir.join(CLEAN_FILE).display()))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(unclean)
+}
+
+/// Replaces `dir/name` atomically and durably.
+fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
 }
 
 fn write_snapshot(dir: &Path, next_slot: u64, bytes: &[u8]) -> std::io::Result<()> {
@@ -244,7 +321,7 @@ fn recover(dir: &Path) -> Result<Recovered, String> {
             if snapshot.is_some() { format!("a snapshot at slot {floor} and") } else { "no snapshot,".to_string() };
         info!("recovered from disk: {from} {} log records", records.len());
     }
-    Ok(Recovered { snapshot, records })
+    Ok(Recovered { snapshot, records, unclean_reboot: false })
 }
 
 fn read_segment(path: &Path, last: bool, sink: &mut dyn FnMut(Record)) -> Result<(), String> {
@@ -322,6 +399,25 @@ mod tests {
         assert_eq!(recovered.records.len(), 1);
         assert_eq!(recovered.records[0].bytes, b"after");
         assert_eq!(segments(&dir.join("consensus")).unwrap().len(), 1, "the segment before the snapshot is deleted");
+    }
+
+    #[test]
+    fn a_reboot_without_a_clean_stop_is_reported() {
+        let dir = temp_dir("boot");
+        let (mut s, recovered) = Storage::open(&dir).unwrap();
+        assert!(!recovered.unclean_reboot, "an empty log has nothing to lose");
+        s.append(0, 1, b"x");
+        s.flush().unwrap();
+        drop(s);
+        let consensus = dir.join("consensus");
+        fs::write(consensus.join(BOOT_FILE), "another-boot").unwrap();
+        let (s, recovered) = Storage::open(&dir).unwrap();
+        assert!(recovered.unclean_reboot);
+        s.close();
+        fs::write(consensus.join(BOOT_FILE), "another-boot").unwrap();
+        let (_, recovered) = Storage::open(&dir).unwrap();
+        assert!(!recovered.unclean_reboot, "a clean stop before the reboot synced everything");
+        assert!(!consensus.join(CLEAN_FILE).exists(), "the clean mark is cleared while the node runs");
     }
 
     #[test]

@@ -250,3 +250,26 @@ fn concurrent_history_is_linearizable() {
         assert_eq!(check_register(ops, 2_000_000), Verdict::Linearizable, "history of {key} is not linearizable");
     }
 }
+
+#[test]
+fn node_rebooted_without_a_clean_stop_recovers_its_vote_floor_first() {
+    let mut c = start(3, "reboot");
+    for i in 0..20 {
+        put_eventually(&c, i % 3, &format!("user/b/{i}"), "x");
+    }
+    c.kill(2);
+    // As if the machine had rebooted: the log was last written during another boot, with no clean stop.
+    std::fs::write(c.nodes[2].data_dir.join("consensus/boot_id"), "an-earlier-boot").unwrap();
+    put_eventually(&c, 0, "user/b/while-down", "y");
+    c.start_node(2).unwrap();
+    wait_for(SETTLE, || ready(&c, &[2])).unwrap();
+    assert!(c.log(2).contains("recovering the vote floor"), "{}", c.log(2));
+    put_eventually(&c, 2, "user/b/after", "z");
+    assert_eq!(get(&c, 2, "user/b/while-down", false).1["value"], "y");
+    // A clean stop marks the log, so the next start trusts its votes again.
+    c.stop(2, Duration::from_secs(5));
+    std::fs::write(c.nodes[2].data_dir.join("consensus/boot_id"), "yet-another-boot").unwrap();
+    c.start_node(2).unwrap();
+    wait_for(SETTLE, || ready(&c, &[2])).unwrap();
+    assert_eq!(c.log(2).matches("recovering the vote floor").count(), 1, "{}", c.log(2));
+}
