@@ -151,7 +151,13 @@ impl AppServer {
     ) -> Result<AppServer, String> {
         let server = Arc::new(tiny_http::Server::http(listen).map_err(|e| format!("app port {listen}: {e}"))?);
         let addr = server.server_addr().to_ip().unwrap_or(listen);
-        let handlers = Handlers::start(&server, &dispatcher, options.handler_threads, options.body_bytes_max)?;
+        let handlers = Handlers::start(
+            &server,
+            &dispatcher,
+            options.handler_threads,
+            options.body_bytes_max,
+            handlers::ABANDONED_MAX,
+        )?;
         let routes = dispatcher.registry().read().routes().len();
         log::info!("app port http://{addr} serving {routes} routes");
         Ok(AppServer { dispatcher, container, mode, handlers, addr })
@@ -222,7 +228,7 @@ mod tests {
     }
 
     /// One HTTP/1.1 request; returns (status, body).
-    fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    pub(crate) fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(addr).unwrap();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",

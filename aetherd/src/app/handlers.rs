@@ -14,9 +14,10 @@
 //! Invariants:
 //! - a request is answered exactly once, by whoever takes it out of its slot (under the slot's lock):
 //!   the handler after its call, or the watchdog once the deadline has passed;
-//! - at most [`ABANDONED_MAX`] abandoned threads are alive at once: while that many are stuck, no
-//!   more replacements start (the log says so) and the port serves with fewer handlers; when stuck
-//!   threads come back and exit, the watchdog starts their replacements;
+//! - stuck threads are replaced only while at most `abandoned_max` ([`ABANDONED_MAX`] on the app
+//!   port) are alive, so the threads, stuck ones included, never number more than the handlers plus
+//!   `abandoned_max`; past it the port serves with fewer handlers and the log says so; when stuck
+//!   threads come back and exit, the watchdog starts replacements again;
 //! - the watchdog never waits for a handler: it only try-locks slots (a handler holds its slot's lock
 //!   while it reads a body or moves its request in or out, never during the slice call), and a scan
 //!   costs one try-lock per live handler;
@@ -41,7 +42,7 @@ use super::dispatch::{self, Dispatcher, HttpAnswer, Watch};
 pub(super) const TICK: Duration = Duration::from_millis(5);
 /// How long past its deadline a call may still return before its thread is abandoned.
 pub(super) const GRACE: Duration = Duration::from_millis(10);
-/// Most abandoned handler threads alive at once (stuck in slices past their deadline).
+/// Most abandoned handler threads (stuck in slices past their deadline) replaced at once.
 pub(super) const ABANDONED_MAX: usize = 64;
 
 /// What the handler threads share with each other and with the watchdog.
@@ -51,11 +52,13 @@ struct Shared {
     body_bytes_max: usize,
     /// How many live handlers the watchdog keeps.
     handlers_target: usize,
+    /// Most abandoned threads replaced at once; past it stuck handlers are not replaced.
+    abandoned_max: usize,
     stopping: AtomicBool,
     live: Mutex<Vec<Handler>>,
     /// Abandoned threads still stuck in a call.
     abandoned: AtomicUsize,
-    /// The log already says replacements stopped at [`ABANDONED_MAX`] (said once until one starts again).
+    /// The log already says replacements stopped at `abandoned_max` (said once until one starts again).
     capped: AtomicBool,
     /// Names the threads (`app-http-{n}`), replacements included.
     next_n: AtomicUsize,
@@ -109,18 +112,21 @@ pub(super) struct Handlers {
 }
 
 impl Handlers {
-    /// Start `threads` handlers (at least one) and the watchdog.
+    /// Start `threads` handlers (at least one) and the watchdog, which keeps at most `abandoned_max`
+    /// stuck threads.
     pub fn start(
         server: &Arc<tiny_http::Server>,
         dispatcher: &Arc<Dispatcher>,
         threads: usize,
         body_bytes_max: usize,
+        abandoned_max: usize,
     ) -> Result<Handlers, String> {
         let shared = Arc::new(Shared {
             server: Arc::clone(server),
             dispatcher: Arc::clone(dispatcher),
             body_bytes_max,
             handlers_target: threads.max(1),
+            abandoned_max,
             stopping: AtomicBool::new(false),
             live: Mutex::new(Vec::new()),
             abandoned: AtomicUsize::new(0),
@@ -369,7 +375,7 @@ fn expire(slot: &Slot, now: Instant, abandoned: &AtomicUsize) -> Option<Overdue>
 fn top_up(shared: &Arc<Shared>, live: &mut Vec<Handler>) {
     while live.len() < shared.handlers_target && !shared.stopping.load(Ordering::SeqCst) {
         let stuck = shared.abandoned.load(Ordering::SeqCst);
-        if stuck >= ABANDONED_MAX {
+        if stuck > shared.abandoned_max {
             if shared.capped.swap(true, Ordering::SeqCst) {
                 return;
             }
@@ -391,5 +397,46 @@ fn top_up(shared: &Arc<Shared>, live: &mut Vec<Handler>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::tests::{http, repo};
+    use container::{Artifact, Container, ContainerConfig};
+    use invoke::{Registry, RouteTarget};
+    use parking_lot::RwLock;
+
+    /// Handlers serving `/faulty/hang` and `/faulty/ok` with a 200 ms deadline.
+    fn faulty_handlers(threads: usize, abandoned_max: usize) -> (Handlers, std::net::SocketAddr) {
+        let mut config = ContainerConfig::new(repo(), "node-1");
+        config.pool.workers = 1;
+        let container = Arc::new(Container::new(config).unwrap());
+        let faulty = Artifact::parse("org.aether.examples:faulty:1.0.0").unwrap();
+        container.deploy(&faulty, vec![]).unwrap();
+        let mut registry = Registry::new();
+        for method in ["hang", "ok"] {
+            let target = RouteTarget { artifact: faulty.to_string(), method: method.into() };
+            registry.put_route("GET", &format!("/faulty/{method}"), target).unwrap();
+        }
+        let registry = Arc::new(RwLock::new(registry));
+        let deadline = Duration::from_millis(200);
+        let dispatcher = Arc::new(Dispatcher::new("node-1".into(), container, registry, None, deadline));
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let addr = server.server_addr().to_ip().unwrap();
+        (Handlers::start(&server, &dispatcher, threads, 1024, abandoned_max).unwrap(), addr)
+    }
+
+    #[test]
+    fn past_the_cap_stuck_handlers_are_not_replaced_and_hangs_still_get_504() {
+        let (mut handlers, addr) = faulty_handlers(2, 1);
+        assert_eq!(http(addr, "GET", "/faulty/hang", "").0, 504);
+        assert_eq!((handlers.live(), handlers.abandoned()), (2, 1), "the first stuck handler is replaced");
+        assert_eq!(http(addr, "GET", "/faulty/hang", "").0, 504);
+        assert_eq!((handlers.live(), handlers.abandoned()), (1, 2), "the second is not: the cap is 1");
+        assert_eq!(http(addr, "GET", "/faulty/ok", "").0, 200, "the last handler serves on");
+        handlers.stop();
+        assert_eq!(handlers.live(), 0);
     }
 }
