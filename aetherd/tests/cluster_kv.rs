@@ -273,3 +273,18 @@ fn node_rebooted_without_a_clean_stop_recovers_its_vote_floor_first() {
     wait_for(SETTLE, || ready(&c, &[2])).unwrap();
     assert_eq!(c.log(2).matches("recovering the vote floor").count(), 1, "{}", c.log(2));
 }
+
+#[test]
+fn catch_up_of_large_values_goes_past_the_frame_limit() {
+    let mut c = start(3, "large");
+    c.kill(2);
+    let value = "v".repeat(1000 * 1024);
+    for i in 0..24 {
+        put_eventually(&c, i % 2, &format!("user/large/{i}"), &value);
+    }
+    c.start_node(2).unwrap();
+    wait_for(SETTLE, || ready(&c, &[2])).unwrap();
+    wait_for(SETTLE, || get(&c, 2, "user/large/23", true).0 == 200).unwrap();
+    assert_eq!(get(&c, 2, "user/large/0", true).1["value"].as_str().map(str::len), Some(value.len()));
+    assert!(!c.log(2).contains("over the"), "a frame hit the limit:\n{}", c.log(2));
+}

@@ -203,6 +203,9 @@ impl Replica {
         if let Mode::Recovering(recovery) = &self.mode {
             let incarnation = recovery.incarnation;
             out.push(Output::Broadcast { message: Message::RecoveryProbe { incarnation } });
+        } else if self.agreement.is_active() {
+            // Resumed inside a slot: what it already holds may be enough to move on (a one-replica cluster).
+            self.drive(now_ms, out);
         }
     }
 

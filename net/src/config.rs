@@ -20,6 +20,10 @@ pub struct NetConfig {
     /// Every other node (never this one). A peer's index in this list is its `PeerId`.
     pub peers: Vec<PeerSpec>,
     pub frame_len_max: usize,
+    /// Messages larger than this go out in fragments of this size (bulk frames, reassembled on arrival).
+    pub fragment_bytes: usize,
+    /// Largest message, fragmented or not, a peer may send or announce.
+    pub message_len_max: usize,
     /// Bytes queued for one peer before `send` refuses more.
     pub queue_bytes_max: usize,
     pub dial_backoff_min: Duration,
@@ -45,6 +49,8 @@ impl NetConfig {
             listen,
             peers,
             frame_len_max: wire::FRAME_LEN_MAX_DEFAULT,
+            fragment_bytes: 1024 * 1024,
+            message_len_max: 512 * 1024 * 1024,
             queue_bytes_max: 64 * 1024 * 1024,
             dial_backoff_min: Duration::from_millis(50),
             dial_backoff_max: Duration::from_secs(2),

@@ -15,6 +15,8 @@ use wire::{encode_frame, Frame, FrameDecoder, FrameError, FrameKind, Hello};
 
 const BULK_SLICE_BYTES: usize = 64 * 1024;
 const READ_BUF_BYTES: usize = 16 * 1024;
+/// Largest frame a connection accepts before it is authenticated (Hello, Auth and Reject are small).
+pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 64 * 1024;
 
 /// Where a connection's handshake stands.
 #[derive(Debug)]
@@ -38,6 +40,10 @@ pub struct Conn {
     pub last_recv: Instant,
     pub last_sent: Instant,
     rbuf: BytesMut,
+    /// Frames allowed on this connection: small until the handshake is done, the configured limit after.
+    pub decoder: FrameDecoder,
+    /// A message arriving in fragments: its kind, its announced length and the bytes so far.
+    pub reassembly: Option<(FrameKind, usize, BytesMut)>,
     out: BytesMut,
     bulk: VecDeque<BytesMut>,
     bulk_bytes: usize,
@@ -61,6 +67,8 @@ impl Conn {
             last_recv: now,
             last_sent: now,
             rbuf: BytesMut::with_capacity(READ_BUF_BYTES),
+            decoder: FrameDecoder::new(HANDSHAKE_FRAME_BYTES_MAX),
+            reassembly: None,
             out: BytesMut::new(),
             bulk: VecDeque::new(),
             bulk_bytes: 0,
@@ -126,7 +134,6 @@ impl Conn {
     /// the limit plus one read of `scratch`, because a header over the limit is refused on arrival.
     pub fn read_frames(
         &mut self,
-        decoder: &FrameDecoder,
         scratch: &mut [u8],
         now: Instant,
         mut on_frame: impl FnMut(&mut Conn, Frame) -> Result<(), String>,
@@ -141,7 +148,8 @@ impl Conn {
             };
             self.last_recv = now;
             self.rbuf.extend_from_slice(&scratch[..n]);
-            while let Some(frame) = decoder.decode(&mut self.rbuf).map_err(ReadError::Frame)? {
+            // The decoder is read per frame: the handshake's last frame raises the limit for the next ones.
+            while let Some(frame) = self.decoder.clone().decode(&mut self.rbuf).map_err(ReadError::Frame)? {
                 on_frame(self, frame).map_err(ReadError::Refused)?;
             }
         }

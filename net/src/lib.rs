@@ -53,6 +53,8 @@ pub enum SendError {
     NotConnected,
     /// The peer's send queue is at its bound; the frame was not queued.
     QueueFull,
+    /// The message is over `message_len_max`.
+    TooLarge,
 }
 
 impl std::fmt::Display for SendError {
@@ -61,6 +63,7 @@ impl std::fmt::Display for SendError {
             SendError::UnknownPeer => "unknown peer",
             SendError::NotConnected => "peer not connected",
             SendError::QueueFull => "peer send queue full",
+            SendError::TooLarge => "message over the size limit",
         };
         f.write_str(text)
     }

@@ -15,7 +15,7 @@ use crate::conn::{Conn, Phase, ReadError, ReadOutcome};
 use crate::faults::{verdict, FaultRule, Verdict};
 use crate::timers::{TimerKind, Timers};
 use crate::{auth, PeerId, PeerStatus, SendError};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Poll, Token, Waker};
@@ -182,12 +182,23 @@ impl Transport {
     }
 
     fn queue_on(&mut self, i: usize, kind: FrameKind, payload: &[u8]) -> Result<(), SendError> {
-        let limit = self.config.queue_bytes_max;
+        // Priority traffic gets room beyond the bulk bound, so artifacts never crowd out consensus.
+        let limit = if kind.is_priority() { 2 * self.config.queue_bytes_max } else { self.config.queue_bytes_max };
+        if payload.len() > self.config.message_len_max {
+            return Err(SendError::TooLarge);
+        }
+        let fragment_bytes = self.config.fragment_bytes;
         let conn = self.conns.get_mut(i).and_then(Option::as_mut).ok_or(SendError::NotConnected)?;
         if conn.queued_bytes() + payload.len() > limit {
             return Err(SendError::QueueFull);
         }
-        conn.queue(kind, payload);
+        if payload.len() <= fragment_bytes {
+            conn.queue(kind, payload);
+        } else {
+            for fragment in fragments(kind, payload, fragment_bytes) {
+                conn.queue(FrameKind::Fragment, &fragment);
+            }
+        }
         self.dirty.push(i);
         Ok(())
     }
@@ -334,9 +345,8 @@ impl Transport {
 
     fn read(&mut self, i: usize, now: Instant) {
         let Some(mut conn) = self.conns.get_mut(i).and_then(Option::take) else { return };
-        let decoder = self.decoder.clone();
         let mut scratch = std::mem::take(&mut self.scratch);
-        let result = conn.read_frames(&decoder, &mut scratch, now, |conn, frame| self.on_frame(i, conn, frame, now));
+        let result = conn.read_frames(&mut scratch, now, |conn, frame| self.on_frame(i, conn, frame, now));
         self.scratch = scratch;
         let reason = match result {
             Ok(ReadOutcome::Open) => None,
@@ -386,6 +396,12 @@ impl Transport {
         match frame.kind {
             FrameKind::Ping => Ok(()),
             FrameKind::Hello | FrameKind::Auth => Err(format!("{name} repeated its handshake")),
+            FrameKind::Fragment => {
+                if let Some(whole) = reassemble(conn, &frame.payload, self.config.message_len_max)? {
+                    self.events.push_back(Event::Frame(pid, whole));
+                }
+                Ok(())
+            }
             _ => {
                 self.events.push_back(Event::Frame(pid, frame));
                 Ok(())
@@ -456,6 +472,7 @@ impl Transport {
             return Err(format!("refused {node_id} ({}): {reason}", peer_addr(conn)));
         }
         conn.phase = Phase::Established;
+        conn.decoder = self.decoder.clone();
         self.established(i, conn, now)
     }
 
@@ -614,6 +631,56 @@ impl Transport {
             self.close(i, "node stopping");
         }
     }
+}
+
+/// Splits a message over the fragment size into `Fragment` payloads (sent as bulk frames, in order).
+fn fragments(kind: FrameKind, payload: &[u8], fragment_bytes: usize) -> Vec<Vec<u8>> {
+    let total = payload.len() as u32;
+    payload
+        .chunks(fragment_bytes.max(1))
+        .enumerate()
+        .map(|(n, chunk)| {
+            let mut fragment = Vec::with_capacity(9 + chunk.len());
+            fragment.push(kind as u8);
+            fragment.extend_from_slice(&total.to_be_bytes());
+            fragment.extend_from_slice(&((n * fragment_bytes) as u32).to_be_bytes());
+            fragment.extend_from_slice(chunk);
+            fragment
+        })
+        .collect()
+}
+
+/// Adds one fragment to the connection's message in progress; the whole message once its last piece is in.
+/// A fragment that does not continue the message in progress drops it (fault injection may have eaten a
+/// piece); a message announcing more than `len_max` bytes is a protocol error.
+fn reassemble(conn: &mut Conn, fragment: &[u8], len_max: usize) -> Result<Option<Frame>, String> {
+    let (Some(&kind_byte), Some(total), Some(offset)) = (fragment.first(), be_u32(fragment, 1), be_u32(fragment, 5))
+    else {
+        return Err("fragment header cut short".into());
+    };
+    let kind = FrameKind::from_u8(kind_byte).ok_or_else(|| format!("fragment of unknown kind {kind_byte}"))?;
+    let (total, offset, bytes) = (total as usize, offset as usize, &fragment[9..]);
+    if total > len_max {
+        return Err(format!("fragmented message of {total} bytes is over the {len_max}-byte limit"));
+    }
+    if offset == 0 {
+        // Grows with what arrives, so an announced length alone reserves nothing.
+        conn.reassembly = Some((kind, total, BytesMut::with_capacity(bytes.len())));
+    }
+    let Some((k, t, buf)) = conn.reassembly.as_mut() else { return Ok(None) };
+    if *k != kind || *t != total || buf.len() != offset || offset + bytes.len() > total {
+        conn.reassembly = None;
+        return Ok(None);
+    }
+    buf.extend_from_slice(bytes);
+    if buf.len() < total {
+        return Ok(None);
+    }
+    Ok(conn.reassembly.take().map(|(kind, _, buf)| Frame { kind, payload: buf.freeze() }))
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
 }
 
 fn peer_addr(conn: &Conn) -> String {

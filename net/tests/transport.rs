@@ -161,7 +161,11 @@ fn killed_peer_is_redialed_after_restart() {
 #[test]
 fn burst_of_100k_frames_arrives_complete_and_in_order() {
     let nodes = cluster(2);
-    wait_until("connect", Duration::from_secs(5), || nodes[0].connected_count() == 1);
+    // Both sides dial at start; wait until the duplicate is gone so no queued frame dies with it.
+    wait_until("one connection", Duration::from_secs(10), || {
+        nodes.iter().all(|n| n.connected_count() == 1 && n.connections().1 == 1)
+    });
+    std::thread::sleep(Duration::from_millis(200));
     let total = 100_000u32;
     nodes[0].running.as_ref().unwrap().handle.command(Cmd::SendMany(0, total)).unwrap();
     wait_until("all frames", Duration::from_secs(30), || nodes[1].seen.lock().frames.len() >= total as usize);
@@ -278,4 +282,26 @@ fn delay_rule_holds_frames_back_in_order() {
     assert!(sent_at.elapsed() >= Duration::from_millis(280));
     let frames: Vec<_> = nodes[1].seen.lock().frames.iter().map(|(_, f)| f.clone()).collect();
     assert_eq!(frames, vec![b"one".to_vec(), b"two".to_vec()]);
+}
+
+#[test]
+fn messages_over_the_frame_limit_arrive_whole_in_fragments() {
+    let addrs = free_addrs(2);
+    let mut configs: Vec<NetConfig> = (0..2).map(|i| config(i, &addrs, "demo", b"secret")).collect();
+    for c in &mut configs {
+        c.frame_len_max = 64 * 1024;
+        c.fragment_bytes = 16 * 1024;
+    }
+    let mut nodes = configs.into_iter().map(start);
+    let (a, b) = (nodes.next().unwrap(), nodes.next().unwrap());
+    wait_until("connect", Duration::from_secs(5), || a.connected_count() == 1 && a.connections().1 == 1);
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    a.send(0, b"small before");
+    a.send(0, &big);
+    a.send(0, b"small after");
+    wait_until("all three", Duration::from_secs(10), || b.seen.lock().frames.len() >= 3);
+    let frames: Vec<Vec<u8>> = b.seen.lock().frames.iter().map(|(_, f)| f.clone()).collect();
+    assert_eq!(frames.len(), 3);
+    assert!(frames.contains(&big), "the large message arrived whole");
+    assert_eq!(frames.iter().filter(|f| f.len() < 100).count(), 2);
 }

@@ -86,7 +86,6 @@ fn a_whole_cluster_crash_in_the_middle_of_turns_keeps_agreement() {
 /// not take the steps the restored messages allow. It stalls until `Replica::start` drives a resumed
 /// replica's open slot (a change to `consensus/src/replica.rs`).
 #[test]
-#[ignore = "known: a one-replica cluster resumed inside a slot stalls until Replica::start drives it"]
 fn a_single_replica_resumed_inside_a_slot_stays_live() {
     let outcome = run(15_000, 100, 1, "durable,delay", |_| {});
     assert!(outcome.failed.is_empty(), "{}", outcome.failed.join("\n"));

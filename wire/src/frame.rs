@@ -35,6 +35,8 @@ pub enum FrameKind {
     InvokeReply = 33,
     /// Artifact transfer (chunked).
     Artifact = 48,
+    /// A piece of a message larger than one frame: `inner kind u8 | total u32 | offset u32 | bytes`.
+    Fragment = 49,
     /// Opaque application frames (tests and benchmarks).
     User = 200,
 }
@@ -52,6 +54,7 @@ impl FrameKind {
             32 => FrameKind::Invoke,
             33 => FrameKind::InvokeReply,
             48 => FrameKind::Artifact,
+            49 => FrameKind::Fragment,
             200 => FrameKind::User,
             _ => return None,
         };
