@@ -28,6 +28,9 @@ pub struct NodeConfig {
     pub suspicion_timeout: std::time::Duration,
 }
 
+/// Most nodes in one cluster (every node talks to every other; consensus replica ids are a byte).
+pub const PEERS_MAX: usize = 64;
+
 /// Default failure-detector suspicion timeout: transport pings arrive every 100 ms.
 pub const SUSPICION_TIMEOUT_MS_DEFAULT: u64 = 500;
 
@@ -101,6 +104,10 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
             return Err(at(entry.span(), "cluster.peers", format!("'{}' repeats an id or address", entry.get_ref())));
         }
         peers.push(peer);
+    }
+    if peers.len() > PEERS_MAX {
+        let msg = format!("{} nodes; a cluster has at most {PEERS_MAX}", peers.len());
+        return Err(at(raw.cluster.peers.span(), "cluster.peers", msg));
     }
     if !peers.iter().any(|(id, _)| *id == node_id) {
         let msg = format!("this node '{node_id}' is not in the peer list (add \"{node_id}@<host>:<port>\")");

@@ -178,7 +178,11 @@ fn run(args: &Args) -> Result<(), String> {
         config.peers.len()
     );
 
+    // The loop ending on its own (it never should) stops the node like a signal, and is an error.
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loop_done = watch_loop(net.thread, stopping.clone())?;
     let signal = signals.forever().next();
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     info!("received signal {}; stopping", signal.unwrap_or_default());
     systemd::Notifier::from_env().stopping();
     management.stop();
@@ -187,11 +191,42 @@ fn run(args: &Args) -> Result<(), String> {
     }
     app.stop();
     let _ = net.handle.stop();
-    if let Ok(mut node) = net.thread.join() {
-        node.shutdown();
+    let outcome = loop_done.recv().map_err(|_| "the event loop thread vanished".to_string())?;
+    match outcome {
+        Ok((mut node, died)) => {
+            node.shutdown();
+            if died {
+                return Err("the event loop stopped on its own; see the log above".into());
+            }
+        }
+        Err(()) => return Err("the event loop panicked; see the log above".into()),
     }
     info!("stopped");
     Ok(())
+}
+
+type LoopOutcome = Result<(node::Node, bool), ()>;
+
+/// Joins the event loop on a thread of its own; if it ends before a shutdown began, raises SIGTERM so
+/// main stops everything else and exits non-zero. Hands the loop's handler back for its shutdown.
+fn watch_loop(
+    thread: std::thread::JoinHandle<node::Node>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::sync::mpsc::Receiver<LoopOutcome>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("loop-watch".into())
+        .spawn(move || {
+            let joined = thread.join();
+            let died = !stopping.load(std::sync::atomic::Ordering::SeqCst);
+            if died {
+                error!("the event loop ended unexpectedly; stopping the node");
+                let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
+            }
+            let _ = tx.send(joined.map(|node| (node, died)).map_err(|_| ()));
+        })
+        .map_err(|e| format!("cannot start the loop watcher: {e}"))?;
+    Ok(rx)
 }
 
 /// Dev mode with `--slice` flags: the app port loads those slices itself and serves their routes.
@@ -219,7 +254,7 @@ fn net_config(config: &NodeConfig) -> net::NetConfig {
 }
 
 fn consensus_config(config: &NodeConfig) -> consensus::Config {
-    let n = config.peers.len() as u8;
+    let n = u8::try_from(config.peers.len()).unwrap_or(u8::MAX);
     let me = consensus::ReplicaId(node::replica_index(config));
     let mut c = consensus::Config::new(n, me, coin_seed(&config.secret, &config.cluster_name));
     // Control-plane values (blueprints, records) go up to the store's 1 MiB value limit.

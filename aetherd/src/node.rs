@@ -587,7 +587,10 @@ impl NodeBackend {
     fn ask<T>(&self, timeout: Duration, make: impl FnOnce(mpsc::Sender<T>) -> Command) -> Result<T, ApiError> {
         let (tx, rx) = mpsc::channel();
         self.handle.command(make(tx)).map_err(|_| ApiError::unavailable("the node is stopping"))?;
-        rx.recv_timeout(timeout).map_err(|_| ApiError::timeout("the node did not answer in time"))
+        rx.recv_timeout(timeout).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => ApiError::timeout("the node did not answer in time"),
+            mpsc::RecvTimeoutError::Disconnected => ApiError::unavailable("the node dropped the request (stopping?)"),
+        })
     }
 }
 

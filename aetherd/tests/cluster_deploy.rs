@@ -123,15 +123,17 @@ fn killed_node_is_healed_while_clients_keep_calling() {
     let caller = (victim + 1) % 3;
     let (stop, calls, errors) =
         (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let failures: Arc<std::sync::Mutex<Vec<std::time::Instant>>> = Arc::default();
     let app = c.nodes[caller].app;
     let client = {
-        let (stop, calls, errors) = (stop.clone(), calls.clone(), errors.clone());
+        let (stop, calls, errors, failures) = (stop.clone(), calls.clone(), errors.clone(), failures.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let ok = http(app, "POST", "/orders", br#"{"item": "book", "qty": 1}"#).is_ok_and(|r| r.status == 200);
                 calls.fetch_add(1, Ordering::Relaxed);
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
+                    failures.lock().unwrap().push(std::time::Instant::now());
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -153,8 +155,11 @@ fn killed_node_is_healed_while_clients_keep_calling() {
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();
     let (calls, errors) = (calls.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
-    eprintln!("heal window: {errors} errors in {calls} calls");
+    let failures = failures.lock().unwrap().clone();
+    let window = failures.first().zip(failures.last()).map(|(a, b)| *b - *a).unwrap_or_default();
+    eprintln!("heal window: {errors} errors in {calls} calls over {window:?}");
     assert!(calls > errors, "no call succeeded: {errors} of {calls}");
+    assert!(window < Duration::from_secs(5), "calls kept failing for {window:?}");
     // The killed node comes back and gets work again (echo wants two instances; spread keeps one per node).
     c.start_node(victim).unwrap();
     wait_for(SETTLE, || c.health(victim).is_some_and(|h| h["ready"] == true)).unwrap();

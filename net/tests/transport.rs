@@ -132,12 +132,17 @@ fn three_nodes_connect_to_each_other_once() {
 
 #[test]
 fn wrong_secret_or_cluster_is_refused() {
-    let addrs = free_addrs(3);
+    let addrs = free_addrs(4);
     let good = start(config(0, &addrs, "demo", b"secret"));
     let bad_secret = start(config(1, &addrs, "demo", b"not the secret"));
     let bad_cluster = start(config(2, &addrs, "other", b"secret"));
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(good.connected_count(), 0);
+    let also_good = start(config(3, &addrs, "demo", b"secret"));
+    // The good pair connects, which shows every node is dialing; the strangers never get in.
+    wait_until("good pair", Duration::from_secs(10), || {
+        good.connected_count() == 1 && also_good.connected_count() == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(good.connections().0, vec![false, false, true]);
     assert_eq!(bad_secret.connected_count(), 0);
     assert_eq!(bad_cluster.connected_count(), 0);
 }
