@@ -369,6 +369,44 @@ fn a_nested_call_without_a_local_instance_goes_through_the_remote_hook_with_its_
     assert_eq!(answer.status, Status::Unavailable, "{}", answer.body_text());
 }
 
+#[test]
+fn an_inline_call_carries_its_context_counts_in_flight_and_reports_panics() {
+    let here = std::sync::Arc::new(container_with(|config| config.timeouts.drain = Duration::from_millis(100)));
+    here.deploy(&artifact(ORDERS), vec![]).unwrap();
+    here.deploy(&artifact(PRICING), vec![]).unwrap();
+    let there = container_with(|config| config.node_id = "node-2".into());
+    there.deploy(&artifact(INVENTORY), vec![]).unwrap();
+    let other = std::sync::Arc::new(OtherNode { container: there, seen: parking_lot::Mutex::new(Vec::new()) });
+    let hook: std::sync::Arc<dyn RemoteCall> = other.clone();
+    here.set_remote(Some(&hook));
+
+    // Nested calls that leave the node see the inline call's deadline and hops.
+    let orders = here.find_active(ORDERS).unwrap();
+    let request = RequestBuilder::new().body(r#"{"item": "book", "qty": 2}"#).encode().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let answer = here.call_inline(&orders, "create", &request, deadline, 2).unwrap();
+    assert_eq!(answer.status, Status::Ok, "{}", answer.body_text());
+    let seen = other.seen.lock().clone();
+    assert_eq!(seen, [(INVENTORY.to_owned(), CallContext { deadline: Some(deadline), hops: 2 })]);
+
+    let faulty = here.handle(here.deploy(&artifact(FAULTY), vec![]).unwrap()).unwrap();
+    let empty = RequestBuilder::new().encode().unwrap();
+    let err = here.call_inline(&faulty, "panic", &empty, deadline, 0).unwrap_err();
+    assert!(matches!(err, CallError::Panicked { .. }), "{err}");
+    assert_eq!(here.call_inline(&faulty, "ok", &empty, deadline, 0).unwrap().status, Status::Ok);
+
+    // A hung inline call is in flight (nothing here enforces its deadline: its caller does), so
+    // deactivation waits for it, then gives up and leaves the library loaded.
+    let (stuck_here, stuck) = (std::sync::Arc::clone(&here), faulty.clone());
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_millis(50);
+        let _ = stuck_here.call_inline(&stuck, "hang", &empty, deadline, 0);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let err = here.deactivate(faulty.id()).unwrap_err();
+    assert!(err.to_string().contains("1 calls still in flight"), "{err}");
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
