@@ -18,9 +18,9 @@
 //!   port) are alive, so the threads, stuck ones included, never number more than the handlers plus
 //!   `abandoned_max`; past it the port serves with fewer handlers and the log says so; when stuck
 //!   threads come back and exit, the watchdog starts replacements again;
-//! - the watchdog never waits for a handler: it only try-locks slots (a handler holds its slot's lock
-//!   while it reads a body or moves its request in or out, never during the slice call), and a scan
-//!   costs one try-lock per live handler;
+//! - the watchdog never waits for a handler or a socket: it only try-locks slots (a handler holds its
+//!   slot's lock while it reads a body or moves its request in or out, never during the slice call),
+//!   a scan costs one try-lock per live handler, and each 504 is written by a short-lived thread;
 //! - once stopping, no handler is started; stopping waits for the live handlers to finish their
 //!   requests, a hung one at most until the watchdog abandons it.
 
@@ -329,12 +329,25 @@ fn watchdog_loop(shared: &Arc<Shared>, stop: &AtomicBool) {
             overdue
         };
         for late in overdue {
-            let detail = format!("{} did not answer in time", late.slice.artifact());
-            let reply = dispatch::error(504, "deadline exceeded", &detail, true);
-            if let Some(request) = late.request {
-                respond(request, HttpAnswer { reply, allow: None });
-            }
+            answer_late(late);
         }
+    }
+}
+
+/// Answer 504 on a thread of its own: tiny_http writes the responses of one connection in order, so
+/// with pipelined requests this answer may wait until an earlier request of the same connection is
+/// answered, maybe by the watchdog itself at a later tick. Such a thread lives only until then; they
+/// are as many at most as the requests held by handlers (live or stuck), which are bounded.
+fn answer_late(late: Overdue) {
+    let Some(request) = late.request else { return };
+    let detail = format!("{} did not answer in time", late.slice.artifact());
+    let reply = dispatch::error(504, "deadline exceeded", &detail, true);
+    let spawned = std::thread::Builder::new()
+        .name("app-deadline".into())
+        .spawn(move || respond(request, HttpAnswer { reply, allow: None }));
+    if let Err(e) = spawned {
+        // The request went with the closure; tiny_http answers a dropped request itself (500).
+        log::error!("app port: cannot start a thread to answer 504: {e}");
     }
 }
 
@@ -426,6 +439,24 @@ mod tests {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let addr = server.server_addr().to_ip().unwrap();
         (Handlers::start(&server, &dispatcher, threads, 1024, abandoned_max).unwrap(), addr)
+    }
+
+    #[test]
+    fn pipelined_hung_calls_on_one_connection_each_get_504() {
+        use std::io::{Read, Write};
+        let (mut handlers, addr) = faulty_handlers(2, 4);
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let hang = "GET /faulty/hang HTTP/1.1\r\nHost: test\r\n\r\n";
+        let last = "GET /faulty/ok HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+        stream.write_all(format!("{hang}{hang}{last}").as_bytes()).unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let statuses: Vec<&str> = raw.match_indices("HTTP/1.1 ").map(|(at, _)| &raw[at + 9..at + 12]).collect();
+        assert_eq!(statuses, ["504", "504", "200"], "{raw}");
+        assert_eq!(http(addr, "GET", "/faulty/ok", "").0, 200);
+        assert_eq!((handlers.live(), handlers.abandoned()), (2, 2));
+        handlers.stop();
     }
 
     #[test]
