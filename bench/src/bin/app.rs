@@ -33,10 +33,9 @@
 //!   (wrk, a cheaper client) is 82k. Expect nginx at ~40-60k here.
 //! - tiny_http: its connection thread reads and parses, hands the request to a handler thread (one
 //!   wake-up through a mutex and condvar), which writes the answer: ~+10 µs over nginx, so ~30-40k.
-//! - local app path: tiny_http as above, plus a route lookup, encoding the request for the slice ABI,
-//!   one more hand-off to a container worker and back (two wake-ups, ~5 µs each on a busy core), and
-//!   the JSON answer: ~+10-15 µs, so ~0.6-0.8x tiny_http and ~0.5x nginx. The target (>= 0.5x nginx)
-//!   sits right at that estimate: it leaves no room for a lock convoy or an allocation storm.
+//! - local app path: tiny_http as above, plus a route lookup, encoding the request for the slice ABI, the
+//!   call itself on the handler thread (a watchdog answers 504 for a hung one) and the JSON answer:
+//!   ~+5 µs, so ~0.8-0.95x tiny_http and ~0.6-0.7x nginx (target >= 0.5x nginx).
 //! - forwarded: the entry node's handler hands the call to its event loop (waker), which writes a frame;
 //!   the host's loop reads it, hands it to the forwarded-calls pool, which calls a container worker;
 //!   the reply comes back the same way. ~6 more wake-ups and two loopback TCP hops (~10 µs each in CPU):
@@ -56,8 +55,10 @@
 //! ~21 µs, tiny_http's connection threads ~10 µs and the slice worker ~6 µs, most of it in the scheduler
 //! (wake-ups and switches, not parsing); forwarded ~10k (0.42x local) at ~110-120 µs over both nodes
 //! (each event loop ~20 µs, the forwarded-calls pool ~15 µs). So the local path misses 0.5x nginx by the
-//! hand-offs: tiny_http alone is ~0.6x nginx here, and handing each call to a slice worker costs another
-//! ~0.15x. Deploy 7 ms (echo) and ~20 ms (demo), heal ~30-40 ms: well inside their targets.
+//! hand-offs: tiny_http alone is ~0.6x nginx here, and handing each call to a slice worker cost another
+//! ~0.15x. Running the call on the handler thread instead brought the local path to 0.52-0.73x nginx
+//! (0.84-0.96x tiny_http) at ~25 µs and 1.4 switches per request. Deploy 7 ms (echo) and ~20 ms (demo),
+//! heal ~30-40 ms: well inside their targets.
 
 use bench::{run_load, which, Request, RunResult};
 use devcluster::{http, wait_for, ClusterSpec, LocalCluster};
