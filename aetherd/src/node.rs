@@ -443,6 +443,16 @@ impl Handler for Node {
         }
     }
 
+    fn on_turn_end(&mut self, ctx: &mut Ctx<'_>) {
+        // Ending the turn can wake the managers, whose writes join a new batch: end that too (bounded).
+        for _ in 0..4 {
+            self.drive(ctx, Replication::end_turn);
+            if !self.replication.as_ref().is_some_and(Replication::has_batch) {
+                break;
+            }
+        }
+    }
+
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) {
         if token == TOKEN_TICK {
             self.tick(ctx);

@@ -9,7 +9,10 @@
 //! Invariants:
 //! - Every decided slot and every own round message (proposal, state, vote) is appended to the log and
 //!   written to the kernel before any client hears about the slot or any peer sees the message
-//!   (`end_of_turn` flushes the log before replies leave; the transport writes sockets after the handler).
+//!   (`end_turn`, run by the event loop once per turn, flushes the log before replies leave; the transport
+//!   writes sockets after it).
+//! - Client commands are batched per loop turn: one `Submit` per turn, so concurrent clients share forwards,
+//!   proposals and log writes.
 //! - The store applies decided slots in order, exactly once; a slot at or below the store's applied slot
 //!   (a replay after restart, a catch-up of what the disk already had) is skipped.
 
@@ -68,6 +71,8 @@ pub struct Replication {
     internal_in_flight: usize,
     /// A recovery is recorded as started in the log and not yet as finished.
     recovery_logged: bool,
+    /// Client commands of the current loop turn, submitted together at its end.
+    batch: Vec<ClientCommand>,
     /// Own round messages already in the log: (slot, kind, phase), for the open slot only.
     persisted_own: Vec<(u64, u8, u32)>,
     /// The highest `next_slot` each peer reported (Status messages), to tell whether this node is behind.
@@ -92,6 +97,7 @@ impl Replication {
         Ok(Replication {
             recovery_logged,
             persisted_own: Vec::new(),
+            batch: Vec::new(),
             peer_next_slot: vec![0; peers],
             replica,
             store,
@@ -139,7 +145,28 @@ impl Replication {
             self.internal_in_flight += 1;
         }
         self.pending.insert(id, Pending { waiter, deadline: Instant::now() + CLIENT_DEADLINE });
-        self.handle(Input::Submit(vec![ClientCommand { id, payload }]))
+        // Commands of one loop turn go to the replica together (one Forward, one proposal), at `end_turn`.
+        self.batch.push(ClientCommand { id, payload });
+        Ok(Vec::new())
+    }
+
+    /// Commands wait for the end of the turn.
+    pub fn has_batch(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    /// The end of an event-loop turn: submits the commands that arrived during it as one batch, then makes
+    /// the turn's log records reach the kernel, and only then answers clients. The transport writes the
+    /// turn's frames after this returns, so no message leaves before the records it depends on.
+    pub fn end_turn(&mut self) -> Result<Vec<Effect>, String> {
+        let effects = if self.batch.is_empty() {
+            Vec::new()
+        } else {
+            let batch = std::mem::take(&mut self.batch);
+            self.handle(Input::Submit(batch))?
+        };
+        self.end_of_turn()?;
+        Ok(effects)
     }
 
     pub fn submit_write(
@@ -259,7 +286,6 @@ impl Replication {
                 out.extend(more);
             }
         }
-        self.end_of_turn()?;
         Ok(effects)
     }
 

@@ -81,6 +81,9 @@ pub trait Handler {
     fn on_frame(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, frame: Frame);
     fn on_timer(&mut self, _ctx: &mut Ctx<'_>, _token: u64) {}
     fn on_command(&mut self, ctx: &mut Ctx<'_>, command: Self::Command);
+    /// Called once per loop turn, after every event of the turn and before the turn's frames are written:
+    /// the place to batch work and to make state durable before messages leave.
+    fn on_turn_end(&mut self, _ctx: &mut Ctx<'_>) {}
 }
 
 /// What a handler may do while it runs.
@@ -231,6 +234,8 @@ fn run<H: Handler>(mut transport: Transport, mut handler: H, rx: Receiver<LoopMs
         }
         drain_commands(&mut transport, &mut handler, &rx, &mut stop);
         transport.fire_timers(Instant::now());
+        deliver(&mut transport, &mut handler, &mut stop);
+        handler.on_turn_end(&mut Ctx { transport: &mut transport, stop: &mut stop });
         deliver(&mut transport, &mut handler, &mut stop);
         transport.flush_dirty(Instant::now());
     }
