@@ -5,27 +5,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
-    static REPO: OnceLock<PathBuf> = OnceLock::new();
-    REPO.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
-        let target = root.join("target").join("slices-build");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .env("CARGO_TARGET_DIR", &target)
-            .args(["run", "--quiet", "-p", "xtask", "--", "build-slices"])
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "building the slices failed");
-        target.join("slices-repo")
-    })
-    .clone()
+    devcluster::example_slices_repo().expect("the example slices build")
 }
 
 fn free_addr() -> SocketAddr {

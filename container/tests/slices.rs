@@ -7,35 +7,14 @@
 //! processes are safe.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use container::{Artifact, CallContext, CallError, Container, ContainerConfig, ContainerError, RemoteCall, SliceState};
 use sdk::{json, RequestBuilder, Status};
 
-fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("container sits in the workspace")
-}
-
 /// The Maven-layout repository with every slice built.
 fn repo() -> PathBuf {
-    static REPO: OnceLock<PathBuf> = OnceLock::new();
-    REPO.get_or_init(|| {
-        if let Some(repo) = std::env::var_os("AETHER_SLICES_REPO") {
-            return PathBuf::from(repo);
-        }
-        let target = workspace_root().join("target").join("slices-build");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .current_dir(workspace_root())
-            .env("CARGO_TARGET_DIR", &target)
-            .args(["run", "--quiet", "-p", "xtask", "--", "build-slices"])
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "building the slices failed");
-        target.join("slices-repo")
-    })
-    .clone()
+    devcluster::example_slices_repo().expect("the example slices build")
 }
 
 fn artifact(text: &str) -> Artifact {

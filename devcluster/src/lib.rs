@@ -270,10 +270,14 @@ pub fn terminate_pid(pid: u32, grace: Duration) -> bool {
 }
 
 /// The example slices, built once per process with `cargo xtask build-slices` into
-/// `{workspace}/target/slices-build`; returns the Maven-layout repository folder.
+/// `{workspace}/target/slices-build` (or taken from `$AETHER_SLICES_REPO`); returns the Maven-layout
+/// repository folder.
 pub fn example_slices_repo() -> Result<PathBuf, String> {
     static REPO: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     REPO.get_or_init(|| {
+        if let Some(repo) = std::env::var_os("AETHER_SLICES_REPO") {
+            return Ok(PathBuf::from(repo));
+        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).ok_or("no workspace root")?;
         let target = root.join("target").join("slices-build");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
