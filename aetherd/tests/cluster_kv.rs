@@ -276,15 +276,19 @@ fn node_rebooted_without_a_clean_stop_recovers_its_vote_floor_first() {
 
 #[test]
 fn catch_up_of_large_values_goes_past_the_frame_limit() {
+    // 40 values of 512 KiB: the catch-up reply to the restarted node is ~20 MiB, over the 16 MiB frame limit.
+    let patient = Duration::from_secs(60);
     let mut c = start(3, "large");
     c.kill(2);
-    let value = "v".repeat(1000 * 1024);
-    for i in 0..24 {
-        put_eventually(&c, i % 2, &format!("user/large/{i}"), &value);
+    let value = "v".repeat(512 * 1024);
+    for i in 0..40 {
+        let key = format!("user/large/{i}");
+        let ok = wait_for(patient, || put(&c, i % 2, &key, &value).0 == 200);
+        assert!(ok.is_ok(), "put {key} never succeeded");
     }
     c.start_node(2).unwrap();
-    wait_for(SETTLE, || ready(&c, &[2])).unwrap();
-    wait_for(SETTLE, || get(&c, 2, "user/large/23", true).0 == 200).unwrap();
+    wait_for(patient, || ready(&c, &[2])).unwrap();
+    wait_for(patient, || get(&c, 2, "user/large/39", true).0 == 200).unwrap();
     assert_eq!(get(&c, 2, "user/large/0", true).1["value"].as_str().map(str::len), Some(value.len()));
     assert!(!c.log(2).contains("over the"), "a frame hit the limit:\n{}", c.log(2));
 }
