@@ -17,6 +17,7 @@ use std::sync::Weak;
 
 use parking_lot::RwLock;
 use sdk::abi::{self, Bytes, HostApi, OwnedBuf, RawResponse, StrRef};
+use sdk::export::write_response;
 use sdk::{Response, Status};
 
 use crate::error::CallError;
@@ -102,21 +103,6 @@ unsafe fn borrowed<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
     }
     // SAFETY: guaranteed by the caller.
     unsafe { std::slice::from_raw_parts(ptr, len) }
-}
-
-/// # Safety
-/// `out` is null or valid for writes.
-unsafe fn write_response(out: *mut RawResponse, response: Response) {
-    if out.is_null() {
-        return;
-    }
-    let raw = RawResponse {
-        status: response.status.code(),
-        content_type: response.content_type.code(),
-        body: OwnedBuf::from_vec(response.body),
-    };
-    // SAFETY: non-null and valid for writes (caller contract).
-    unsafe { out.write(raw) };
 }
 
 /// The answer a slice gets when its call failed on the way.

@@ -81,11 +81,11 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     "panic with a non-text payload".to_owned()
 }
 
-/// Write `response` into the host's out-parameter (ignored when null).
+/// Write `response` into an out-parameter of the ABI (ignored when null); used by slices and by the host.
 ///
 /// # Safety
 /// `out` is null or valid for writes.
-unsafe fn write_response(out: *mut RawResponse, response: Response) {
+pub unsafe fn write_response(out: *mut RawResponse, response: Response) {
     if out.is_null() {
         return;
     }
