@@ -152,14 +152,10 @@ impl Worker {
     }
 
     fn load(&mut self, artifact: &Artifact, config: &Map<String, Value>) -> JobResult {
-        let coords = match container::Artifact::parse(&artifact.to_string()) {
-            Ok(c) => c,
-            Err(e) => return JobResult::Failed(e.to_string()),
-        };
         if let Some(old) = self.instances.remove(artifact) {
             let _ = self.container.unload(old);
         }
-        let id = match self.container.load(&coords, config_pairs(config)) {
+        let id = match self.container.load(artifact, config_pairs(config)) {
             Ok(id) => id,
             Err(e) => return JobResult::Failed(e.to_string()),
         };

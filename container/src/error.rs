@@ -7,14 +7,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::artifact::{Artifact, ArtifactError};
-use crate::lifecycle::SliceState;
+use vocab::{Artifact, ParseError, SliceState};
 use crate::InstanceId;
 
 /// A lifecycle step failed.
 #[derive(Debug)]
 pub enum ContainerError {
-    BadArtifact(ArtifactError),
+    BadArtifact(ParseError),
     NotInRepository {
         artifact: Artifact,
         path: PathBuf,

@@ -16,11 +16,11 @@ use parking_lot::Mutex;
 use sdk::abi::{self, Bytes, RawResponse, StrRef};
 use sdk::{ContentType, Response, Status};
 
-use crate::artifact::Artifact;
+use vocab::Artifact;
 use crate::error::CallError;
 use crate::host::HostBlock;
 use crate::library::{EntryPoints, Library, SliceInfo};
-use crate::lifecycle::SliceState;
+use vocab::SliceState;
 use crate::InstanceId;
 
 pub(crate) struct Instance {

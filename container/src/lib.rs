@@ -17,23 +17,21 @@
 //!
 //! Invariants: no panic crosses the library boundary in either direction; a library is closed only
 //! when no code can be running in it (otherwise it is leaked, and the log says so); lifecycle
-//! transitions follow [`lifecycle::SliceState::can_become`].
+//! transitions follow [`SliceState::can_become`] (the lifecycle shared with the control plane, in `vocab`).
 
-pub mod artifact;
 mod error;
 mod host;
 mod instance;
 mod library;
-pub mod lifecycle;
 pub mod pool;
 pub mod remote;
 mod step;
 
-pub use artifact::{Artifact, ArtifactError};
+pub use vocab::{Artifact, ParseError};
 pub use error::{CallError, ContainerError};
 pub use host::CALL_DEPTH_MAX;
 pub use library::{RouteInfo, ScheduleInfo, SliceInfo, SubscriptionInfo};
-pub use lifecycle::SliceState;
+pub use vocab::SliceState;
 pub use pool::{PoolConfig, PoolStats};
 pub use remote::{CallContext, RemoteCall};
 

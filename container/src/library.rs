@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sdk::abi::{self, Array, SliceDescriptor, StrRef};
 
-use crate::artifact::Artifact;
+use vocab::Artifact;
 use crate::error::ContainerError;
 
 /// Most methods, routes, subscriptions or schedules one descriptor may list, and longest string in it.
@@ -203,7 +203,7 @@ fn slice_info(d: &SliceDescriptor) -> Result<SliceInfo, String> {
 }
 
 fn check_identity(info: &SliceInfo, artifact: &Artifact) -> Result<(), String> {
-    if info.name != artifact.id() || info.version != artifact.version() {
+    if info.name != artifact.id() || info.version != artifact.version().to_string() {
         return Err(format!(
             "the library says it is {} {}, the coordinates say {} {}",
             info.name,

@@ -31,9 +31,9 @@
 //! Invariant: the parser accepts canonical spellings only, so `print(parse(s)) == s` for every `s` that parses,
 //! and `parse(print(k)) == k` for every key. Keys order and prefix-match by this string form.
 
-use crate::artifact::{Artifact, ArtifactBase};
+use vocab::{Artifact, ArtifactBase};
 use crate::error::ParseError;
-use crate::name::{check_segment, is_name_char, Name, NodeId, NAME_BYTES_MAX};
+use vocab::name::{check_segment, is_name_char, Name, NodeId, NAME_BYTES_MAX};
 use crate::route::{HttpMethod, RoutePath};
 use std::fmt;
 use std::str::FromStr;

@@ -3,7 +3,8 @@
 //! It owns:
 //! - [`AetherKey`] and its parts ([`NodeId`], [`Artifact`], [`ArtifactBase`], [`SemVer`], [`Name`],
 //!   [`HttpMethod`], [`RoutePath`], [`UserPath`]): every key of the control plane, parsed once at the edge,
-//!   each with one canonical string form (see [`key`] for the forms);
+//!   each with one canonical string form (see [`key`] for the forms); the parts are parsed by `vocab`, the
+//!   one home of names and coordinates, and re-exported here;
 //! - [`Command`] and its byte encoding: what clients submit and consensus orders as opaque payloads;
 //! - [`KvState`]: the replicated state (entries with versions, the revision, the applied slot) and how a
 //!   decided batch changes it, one [`ApplyResult`] per command;
@@ -46,12 +47,10 @@
 //! assert_eq!(restored.state(), store.state());
 //! ```
 
-mod artifact;
 mod checksum;
 mod command;
 mod error;
 pub mod key;
-mod name;
 mod revision;
 mod route;
 pub mod snapshot;
@@ -59,11 +58,11 @@ mod state;
 mod store;
 mod watch;
 
-pub use artifact::{Artifact, ArtifactBase, SemVer, COORDINATE_BYTES_MAX, PRE_RELEASE_BYTES_MAX};
+pub use vocab::{Artifact, ArtifactBase, SemVer, COORDINATE_BYTES_MAX, PRE_RELEASE_BYTES_MAX};
 pub use command::{Command, COMMAND_BYTES_MAX, VALUE_BYTES_MAX};
 pub use error::{Error, ParseError};
 pub use key::{AetherKey, Namespace, UserPath, KEY_BYTES_MAX};
-pub use name::{Name, NodeId, NAME_BYTES_MAX, NODE_ID_BYTES_MAX};
+pub use vocab::{Name, NodeId, NAME_BYTES_MAX, NODE_ID_BYTES_MAX};
 pub use revision::Revision;
 pub use route::{HttpMethod, RoutePath, ROUTE_PATH_BYTES_MAX};
 pub use state::{ApplyResult, Change, Entry, KvState, ENTRIES_MAX, STORE_BYTES_MAX};

@@ -31,7 +31,7 @@ pub fn semver() -> impl Strategy<Value = SemVer> {
 }
 
 pub fn artifact_base() -> impl Strategy<Value = ArtifactBase> {
-    ("[a-z][a-z0-9._-]{0,12}", "[a-z][a-z0-9_-]{0,12}")
+    ("[a-z][a-z0-9_-]{0,5}(\\.[a-z0-9_-]{1,5}){0,2}", "[a-z][a-z0-9_-]{0,12}")
         .prop_map(|(group, artifact)| ArtifactBase::parse(&format!("{group}:{artifact}")).unwrap())
 }
 

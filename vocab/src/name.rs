@@ -15,17 +15,17 @@ pub const NAME_BYTES_MAX: usize = 128;
 
 /// Characters of a node id: letters, digits, `.`, `_`, `-`. No `:`, because endpoint keys write
 /// `{node}:{instance}`.
-pub(crate) fn is_node_char(b: u8) -> bool {
+pub fn is_node_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
 /// Characters of a [`Name`]: those of a node id plus `:` (logger paths such as `invoke::routes`).
-pub(crate) fn is_name_char(b: u8) -> bool {
+pub fn is_name_char(b: u8) -> bool {
     is_node_char(b) || b == b':'
 }
 
 /// Checks that `segment` is one valid key segment of at most `bytes_max` bytes drawn from `allowed`.
-pub(crate) fn check_segment(
+pub fn check_segment(
     segment: &str,
     part: &'static str,
     bytes_max: usize,
@@ -73,7 +73,7 @@ impl Name {
     }
 
     /// Parses `input`, naming it `part` in errors (`"topic"`, `"metric"`, ...).
-    pub(crate) fn parse_as(input: &str, part: &'static str) -> Result<Self, ParseError> {
+    pub fn parse_as(input: &str, part: &'static str) -> Result<Self, ParseError> {
         check_segment(input, part, NAME_BYTES_MAX, is_name_char)?;
         Ok(Name(input.to_owned()))
     }

@@ -1,12 +1,21 @@
-//! Slice artifacts: Maven-style coordinates `group:artifact:version` with a semantic version.
+//! Slice artifacts: Maven-style coordinates `group:artifact:version` with a semantic version, and where one
+//! lives in a Maven-layout repository folder.
 //!
-//! Parsing accepts only the canonical spelling (no leading zeros, no build metadata), so printing a parsed
-//! value gives back the input byte for byte, and two artifacts are equal exactly when their strings are.
+//! This is the only parser of coordinates: blueprints, uploads, KV keys and the container all use it, so a
+//! string one of them accepts is accepted by all (a coordinate that passed the edge can never fail later).
+//!
+//! Invariants:
+//! - parsing accepts only the canonical spelling (no leading zeros, no build metadata), so printing a parsed
+//!   value gives back the input byte for byte, and two artifacts are equal exactly when their strings are;
+//! - the group is dot-separated non-empty names and the artifact id one name, each of ASCII letters, digits,
+//!   `-` and `_`; so no part can be empty, `.`, `..` or hold `/`, and [`Artifact::repository_path`] is always
+//!   a relative path below the repository root.
 
 use crate::error::ParseError;
-use crate::name::{check_segment, is_node_char};
+use crate::name::check_segment;
 use std::cmp::Ordering;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// Longest group or artifact id, in bytes.
@@ -169,8 +178,12 @@ impl ArtifactBase {
     }
 
     fn from_parts(input: &str, group: &str, artifact: &str) -> Result<Self, ParseError> {
-        check_segment(group, "artifact group", COORDINATE_BYTES_MAX, is_node_char).map_err(|e| e.within(input))?;
-        check_segment(artifact, "artifact id", COORDINATE_BYTES_MAX, is_node_char).map_err(|e| e.within(input))?;
+        check_segment(group, "artifact group", COORDINATE_BYTES_MAX, is_group_char).map_err(|e| e.within(input))?;
+        if group.split('.').any(str::is_empty) {
+            let reason = "is dot-separated names; a name must not be empty (no leading, trailing or double '.')";
+            return Err(ParseError::new(input, "artifact group", reason));
+        }
+        check_segment(artifact, "artifact id", COORDINATE_BYTES_MAX, is_id_char).map_err(|e| e.within(input))?;
         Ok(ArtifactBase { group: group.to_owned(), artifact: artifact.to_owned() })
     }
 
@@ -185,6 +198,16 @@ impl ArtifactBase {
     pub fn with_version(self, version: SemVer) -> Artifact {
         Artifact { base: self, version }
     }
+}
+
+/// Characters of an artifact id: ASCII letters, digits, `-`, `_`.
+fn is_id_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')
+}
+
+/// Characters of an artifact group: those of an id, plus `.` between names.
+fn is_group_char(b: u8) -> bool {
+    is_id_char(b) || b == b'.'
 }
 
 impl fmt::Display for ArtifactBase {
@@ -217,6 +240,24 @@ impl Artifact {
 
     pub fn version(&self) -> &SemVer {
         &self.version
+    }
+
+    pub fn group(&self) -> &str {
+        self.base.group()
+    }
+
+    /// The artifact id (`echo` in `org.example:echo:1.0.0`).
+    pub fn id(&self) -> &str {
+        self.base.artifact()
+    }
+
+    /// `{group as folders}/{id}/{version}/{id}-{version}.so`, relative to the repository root.
+    pub fn repository_path(&self) -> PathBuf {
+        let mut path: PathBuf = self.group().split('.').collect();
+        path.push(self.id());
+        path.push(self.version.to_string());
+        path.push(format!("{}-{}.so", self.id(), self.version));
+        path
     }
 }
 
@@ -277,6 +318,37 @@ mod tests {
         assert_eq!(Artifact::parse(":echo:1.0.0").unwrap_err().part, "artifact group");
         let err = Artifact::parse("org:ec/ho:1.0.0").unwrap_err();
         assert_eq!((err.part, err.input.as_str()), ("artifact id", "org:ec/ho:1.0.0"));
+    }
+
+    #[test]
+    fn coordinates_map_to_maven_paths() {
+        let artifact = Artifact::parse("org.aether.examples:echo:1.0.0").unwrap();
+        assert_eq!(artifact.repository_path(), PathBuf::from("org/aether/examples/echo/1.0.0/echo-1.0.0.so"));
+        assert_eq!((artifact.group(), artifact.id()), ("org.aether.examples", "echo"));
+    }
+
+    #[test]
+    fn coordinates_that_could_escape_the_repository_are_refused() {
+        let bad = [
+            "org..x:a:1.0.0",
+            ".org:a:1.0.0",
+            "org.:a:1.0.0",
+            "..:a:1.0.0",
+            "../x:a:1.0.0",
+            "g:a/b:1.0.0",
+            "g:..:1.0.0",
+            "g:a.b:1.0.0",
+            "g::1.0.0",
+            "g:a:",
+            "g:a:1.0.0/..",
+            "g:a:1..2",
+        ];
+        for text in bad {
+            assert!(Artifact::parse(text).is_err(), "{text}");
+        }
+        let err = Artifact::parse("org..x:a:1.0.0").unwrap_err();
+        assert_eq!(err.part, "artifact group");
+        assert!(err.reason.contains("must not be empty"), "{}", err.reason);
     }
 
     #[test]
