@@ -7,8 +7,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vocab::{Artifact, ParseError, SliceState};
 use crate::InstanceId;
+use vocab::{Artifact, ParseError, SliceState};
 
 /// A lifecycle step failed.
 #[derive(Debug)]

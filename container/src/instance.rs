@@ -16,12 +16,12 @@ use parking_lot::Mutex;
 use sdk::abi::{self, Bytes, RawResponse, StrRef};
 use sdk::{ContentType, Response, Status};
 
-use vocab::Artifact;
 use crate::error::CallError;
 use crate::host::HostBlock;
 use crate::library::{EntryPoints, Library, SliceInfo};
-use vocab::SliceState;
 use crate::InstanceId;
+use vocab::Artifact;
+use vocab::SliceState;
 
 pub(crate) struct Instance {
     pub id: InstanceId,

@@ -27,13 +27,13 @@ pub mod pool;
 pub mod remote;
 mod step;
 
-pub use vocab::{Artifact, ParseError};
 pub use error::{CallError, ContainerError};
 pub use host::CALL_DEPTH_MAX;
 pub use library::{RouteInfo, ScheduleInfo, SliceInfo, SubscriptionInfo};
-pub use vocab::SliceState;
 pub use pool::{PoolConfig, PoolStats};
 pub use remote::{CallContext, RemoteCall};
+pub use vocab::SliceState;
+pub use vocab::{Artifact, ParseError};
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};

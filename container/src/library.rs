@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sdk::abi::{self, Array, SliceDescriptor, StrRef};
 
-use vocab::Artifact;
 use crate::error::ContainerError;
+use vocab::Artifact;
 
 /// Most methods, routes, subscriptions or schedules one descriptor may list, and longest string in it.
 const DESCRIPTOR_ITEMS_MAX: usize = 1024;

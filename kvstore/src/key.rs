@@ -31,12 +31,12 @@
 //! Invariant: the parser accepts canonical spellings only, so `print(parse(s)) == s` for every `s` that parses,
 //! and `parse(print(k)) == k` for every key. Keys order and prefix-match by this string form.
 
-use vocab::{Artifact, ArtifactBase};
 use crate::error::ParseError;
-use vocab::name::{check_segment, is_name_char, Name, NodeId, NAME_BYTES_MAX};
 use crate::route::{HttpMethod, RoutePath};
 use std::fmt;
 use std::str::FromStr;
+use vocab::name::{check_segment, is_name_char, Name, NodeId, NAME_BYTES_MAX};
+use vocab::{Artifact, ArtifactBase};
 
 /// Longest key in its string form, in bytes.
 pub const KEY_BYTES_MAX: usize = 1024;

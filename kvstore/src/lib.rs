@@ -58,13 +58,13 @@ mod state;
 mod store;
 mod watch;
 
-pub use vocab::{Artifact, ArtifactBase, SemVer, COORDINATE_BYTES_MAX, PRE_RELEASE_BYTES_MAX};
 pub use command::{Command, COMMAND_BYTES_MAX, VALUE_BYTES_MAX};
 pub use error::{Error, ParseError};
 pub use key::{AetherKey, Namespace, UserPath, KEY_BYTES_MAX};
-pub use vocab::{Name, NodeId, NAME_BYTES_MAX, NODE_ID_BYTES_MAX};
 pub use revision::Revision;
 pub use route::{HttpMethod, RoutePath, ROUTE_PATH_BYTES_MAX};
 pub use state::{ApplyResult, Change, Entry, KvState, ENTRIES_MAX, STORE_BYTES_MAX};
 pub use store::Store;
+pub use vocab::{Artifact, ArtifactBase, SemVer, COORDINATE_BYTES_MAX, PRE_RELEASE_BYTES_MAX};
+pub use vocab::{Name, NodeId, NAME_BYTES_MAX, NODE_ID_BYTES_MAX};
 pub use watch::{ResyncReason, WatchEvent, WatchId, WatchLimits};

@@ -24,12 +24,19 @@
 //! `min_instances <= instances`; `order` lists every artifact once, each after everything it depends on.
 //! Parsing never panics, whatever the input.
 
+//!
+//! The module is split by step: [`parse`] turns text into slices with their source lines (TOML, types, values,
+//! limits), [`validate`] checks the slices against each other and the repository, [`graph`] orders them by
+//! dependency and finds cycles. This file holds the types and the entry point.
+
+mod graph;
+mod parse;
+mod validate;
+
 use kvstore::{Artifact, Name};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use toml::Spanned;
 
 /// Largest blueprint text, in bytes. The stored record holds the text and the parsed form, and must fit one
 /// KV value (`kvstore::VALUE_BYTES_MAX`).
@@ -118,318 +125,27 @@ impl fmt::Display for BlueprintError {
 
 impl std::error::Error for BlueprintError {}
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBlueprint {
-    name: Spanned<String>,
-    #[serde(default)]
-    slices: Vec<Spanned<RawSlice>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSlice {
-    artifact: Spanned<String>,
-    instances: Option<Spanned<i64>>,
-    min_instances: Option<Spanned<i64>>,
-    #[serde(default)]
-    depends_on: Vec<Spanned<String>>,
-    #[serde(default)]
-    config: BTreeMap<String, Spanned<toml::Value>>,
-}
-
-/// A slice with the lines its parts came from, for errors found after parsing.
-struct Located {
-    spec: SliceSpec,
-    index: usize,
-    artifact_line: usize,
-    dependency_lines: Vec<usize>,
-}
-
-/// Byte offset to 1-based line, by binary search over line starts.
-struct Lines(Vec<usize>);
-
-impl Lines {
-    fn new(text: &str) -> Self {
-        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(at, _)| at + 1)).collect();
-        Lines(starts)
-    }
-
-    fn of(&self, offset: usize) -> usize {
-        match self.0.binary_search(&offset) {
-            Ok(index) => index + 1,
-            Err(index) => index,
-        }
-    }
-}
-
 /// Parses and validates blueprint text. `artifact_known` answers whether the repository has an artifact.
 pub fn parse(text: &str, artifact_known: &dyn Fn(&Artifact) -> bool) -> Result<Blueprint, BlueprintError> {
     if text.len() > BLUEPRINT_BYTES_MAX {
         let reason = format!("blueprint is {} bytes, over the limit of {BLUEPRINT_BYTES_MAX}", text.len());
         return Err(error(BlueprintErrorKind::InvalidValue, 1, "blueprint", reason));
     }
-    let lines = Lines::new(text);
-    let raw: RawBlueprint = toml::from_str(text).map_err(|e| toml_error(&e, &lines))?;
-    let name = parse_name(&raw.name, &lines)?;
-    check_slice_count(&raw, &lines)?;
+    let lines = parse::Lines::new(text);
+    let raw: parse::RawBlueprint = toml::from_str(text).map_err(|e| parse::toml_error(&e, text, &lines))?;
+    let name = parse::parse_name(&raw.name, &lines)?;
+    parse::check_slice_count(&raw, &lines)?;
     let slices =
-        raw.slices.iter().enumerate().map(|(i, s)| parse_slice(i, s, &lines)).collect::<Result<Vec<_>, _>>()?;
-    check_duplicates(&slices)?;
-    check_dependencies_exist(&slices)?;
-    let order = dependency_order(&slices)?;
-    check_known(&slices, artifact_known)?;
+        raw.slices.iter().enumerate().map(|(i, s)| parse::parse_slice(i, s, &lines)).collect::<Result<Vec<_>, _>>()?;
+    validate::check_duplicates(&slices)?;
+    validate::check_dependencies_exist(&slices)?;
+    let order = graph::dependency_order(&slices)?;
+    validate::check_known(&slices, artifact_known)?;
     Ok(Blueprint { name, slices: slices.into_iter().map(|s| s.spec).collect(), order })
 }
 
 fn error(kind: BlueprintErrorKind, line: usize, field: impl Into<String>, reason: impl Into<String>) -> BlueprintError {
     BlueprintError { kind, line, field: field.into(), reason: reason.into() }
-}
-
-fn toml_error(e: &toml::de::Error, lines: &Lines) -> BlueprintError {
-    let line = e.span().map_or(1, |span| lines.of(span.start));
-    let message = e.message().trim().to_owned();
-    match unknown_field_name(&message) {
-        Some(key) => error(BlueprintErrorKind::UnknownKey, line, key, message),
-        None => error(BlueprintErrorKind::Syntax, line, field_of_message(&message), message),
-    }
-}
-
-/// The key of a serde "unknown field `x`, expected ..." message.
-fn unknown_field_name(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split_once('`').map(|(key, _)| key.to_owned())
-}
-
-/// The field a serde message is about (for "missing field `artifact`"), or `blueprint` when it names none.
-fn field_of_message(message: &str) -> String {
-    match message.split_once('`').and_then(|(_, rest)| rest.split_once('`')) {
-        Some((field, _)) if !field.is_empty() => field.to_owned(),
-        _ => "blueprint".to_owned(),
-    }
-}
-
-fn parse_name(raw: &Spanned<String>, lines: &Lines) -> Result<Name, BlueprintError> {
-    Name::parse(raw.get_ref()).map_err(|e| {
-        error(BlueprintErrorKind::InvalidValue, lines.of(raw.span().start), "name", format!("{}: {}", e.part, e.reason))
-    })
-}
-
-fn check_slice_count(raw: &RawBlueprint, lines: &Lines) -> Result<(), BlueprintError> {
-    let count = raw.slices.len();
-    if count == 0 {
-        let reason = "a blueprint needs at least one [[slices]] entry";
-        return Err(error(BlueprintErrorKind::InvalidValue, lines.of(raw.name.span().start), "slices", reason));
-    }
-    match raw.slices.get(SLICES_MAX) {
-        Some(extra) => {
-            let reason = format!("{count} slices, over the limit of {SLICES_MAX}");
-            Err(error(BlueprintErrorKind::InvalidValue, lines.of(extra.span().start), "slices", reason))
-        }
-        None => Ok(()),
-    }
-}
-
-fn parse_slice(index: usize, raw: &Spanned<RawSlice>, lines: &Lines) -> Result<Located, BlueprintError> {
-    let field = |name: &str| format!("slices[{index}].{name}");
-    let invalid = |span: std::ops::Range<usize>, name: &str, reason: String| {
-        error(BlueprintErrorKind::InvalidValue, lines.of(span.start), field(name), reason)
-    };
-    let slice = raw.get_ref();
-    let artifact = parse_artifact(&slice.artifact).map_err(|r| invalid(slice.artifact.span(), "artifact", r))?;
-    let instances = match &slice.instances {
-        Some(n) => check_count(*n.get_ref(), 1).map_err(|r| invalid(n.span(), "instances", r))?,
-        None => 1,
-    };
-    let min_instances = match &slice.min_instances {
-        Some(n) => check_count(*n.get_ref(), 0).map_err(|r| invalid(n.span(), "min_instances", r))?,
-        None => 1,
-    };
-    if min_instances > instances {
-        let span = slice.min_instances.as_ref().map_or(raw.span(), Spanned::span);
-        let reason = format!("min_instances ({min_instances}) is more than instances ({instances})");
-        return Err(invalid(span, "min_instances", reason));
-    }
-    let depends_on = parse_dependencies(index, slice, lines)?;
-    let config = parse_config(index, slice, lines)?;
-    let dependency_lines = slice.depends_on.iter().map(|d| lines.of(d.span().start)).collect();
-    let spec = SliceSpec { artifact, instances, min_instances, depends_on, config };
-    Ok(Located { spec, index, artifact_line: lines.of(slice.artifact.span().start), dependency_lines })
-}
-
-fn parse_artifact(raw: &Spanned<String>) -> Result<Artifact, String> {
-    Artifact::parse(raw.get_ref()).map_err(|e| format!("{}: {}", e.part, e.reason))
-}
-
-fn check_count(value: i64, at_least: u32) -> Result<u32, String> {
-    match u32::try_from(value) {
-        Ok(n) if n < at_least => Err(format!("must be at least {at_least}, found {value}")),
-        Ok(n) if n > INSTANCES_MAX => Err(format!("{n} is over the limit of {INSTANCES_MAX}")),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("must be between {at_least} and {INSTANCES_MAX}, found {value}")),
-    }
-}
-
-fn parse_dependencies(index: usize, slice: &RawSlice, lines: &Lines) -> Result<Vec<Artifact>, BlueprintError> {
-    let mut depends_on: Vec<Artifact> = Vec::with_capacity(slice.depends_on.len().min(DEPENDENCIES_MAX));
-    for (i, raw) in slice.depends_on.iter().enumerate() {
-        let at = |reason: String| {
-            error(
-                BlueprintErrorKind::InvalidValue,
-                lines.of(raw.span().start),
-                format!("slices[{index}].depends_on[{i}]"),
-                reason,
-            )
-        };
-        if i == DEPENDENCIES_MAX {
-            return Err(at(format!("more than {DEPENDENCIES_MAX} dependencies")));
-        }
-        let artifact = parse_artifact(raw).map_err(at)?;
-        if depends_on.contains(&artifact) {
-            return Err(at(format!("{artifact} is listed twice")));
-        }
-        depends_on.push(artifact);
-    }
-    Ok(depends_on)
-}
-
-fn parse_config(index: usize, slice: &RawSlice, lines: &Lines) -> Result<Map<String, Value>, BlueprintError> {
-    let mut config = Map::new();
-    for (i, (key, raw)) in slice.config.iter().enumerate() {
-        let at = |reason: String| {
-            error(
-                BlueprintErrorKind::InvalidValue,
-                lines.of(raw.span().start),
-                format!("slices[{index}].config.{key}"),
-                reason,
-            )
-        };
-        if i == CONFIG_ENTRIES_MAX {
-            return Err(at(format!("more than {CONFIG_ENTRIES_MAX} config entries")));
-        }
-        if key.is_empty() || key.len() > CONFIG_KEY_BYTES_MAX {
-            return Err(at(format!("config keys must be 1 to {CONFIG_KEY_BYTES_MAX} bytes")));
-        }
-        config.insert(key.clone(), config_value(raw.get_ref()).map_err(at)?);
-    }
-    Ok(config)
-}
-
-fn config_value(value: &toml::Value) -> Result<Value, String> {
-    match value {
-        toml::Value::String(s) if s.len() > CONFIG_VALUE_BYTES_MAX => {
-            Err(format!("string of {} bytes, over the limit of {CONFIG_VALUE_BYTES_MAX}", s.len()))
-        }
-        toml::Value::String(s) => Ok(Value::String(s.clone())),
-        toml::Value::Integer(n) => Ok(Value::from(*n)),
-        toml::Value::Float(x) => {
-            serde_json::Number::from_f64(*x).map(Value::Number).ok_or_else(|| format!("{x} is not a finite number"))
-        }
-        toml::Value::Boolean(b) => Ok(Value::Bool(*b)),
-        other => Err(format!("config values are strings, numbers or booleans, found a {}", other.type_str())),
-    }
-}
-
-fn check_duplicates(slices: &[Located]) -> Result<(), BlueprintError> {
-    let mut first_line: BTreeMap<&Artifact, usize> = BTreeMap::new();
-    for slice in slices {
-        if let Some(line) = first_line.insert(&slice.spec.artifact, slice.artifact_line) {
-            let reason = format!("{} is already deployed by the slice on line {line}", slice.spec.artifact);
-            let field = format!("slices[{}].artifact", slice.index);
-            return Err(error(BlueprintErrorKind::DuplicateSlice, slice.artifact_line, field, reason));
-        }
-    }
-    Ok(())
-}
-
-fn check_dependencies_exist(slices: &[Located]) -> Result<(), BlueprintError> {
-    let known: BTreeSet<&Artifact> = slices.iter().map(|s| &s.spec.artifact).collect();
-    for slice in slices {
-        let missing = slice.spec.depends_on.iter().enumerate().find(|(_, d)| !known.contains(d));
-        if let Some((i, dependency)) = missing {
-            let reason = format!("{dependency} is not a slice of this blueprint");
-            let field = format!("slices[{}].depends_on[{i}]", slice.index);
-            return Err(error(BlueprintErrorKind::UnknownDependency, dependency_line(slice, i), field, reason));
-        }
-    }
-    Ok(())
-}
-
-fn dependency_line(slice: &Located, i: usize) -> usize {
-    slice.dependency_lines.get(i).copied().unwrap_or(slice.artifact_line)
-}
-
-fn check_known(slices: &[Located], artifact_known: &dyn Fn(&Artifact) -> bool) -> Result<(), BlueprintError> {
-    match slices.iter().find(|s| !artifact_known(&s.spec.artifact)) {
-        Some(slice) => {
-            let reason = format!("{} is not in the artifact repository", slice.spec.artifact);
-            let field = format!("slices[{}].artifact", slice.index);
-            Err(error(BlueprintErrorKind::UnknownArtifact, slice.artifact_line, field, reason))
-        }
-        None => Ok(()),
-    }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mark {
-    New,
-    OnPath,
-    Done,
-}
-
-/// Depth-first walk in file order, emitting each slice after its dependencies; a dependency already on the
-/// current path is a cycle, reported with the whole loop.
-struct OrderWalk<'a> {
-    slices: &'a [Located],
-    index_of: BTreeMap<&'a Artifact, usize>,
-    marks: Vec<Mark>,
-    path: Vec<usize>,
-    order: Vec<Artifact>,
-}
-
-fn dependency_order(slices: &[Located]) -> Result<Vec<Artifact>, BlueprintError> {
-    let index_of = slices.iter().enumerate().map(|(i, s)| (&s.spec.artifact, i)).collect();
-    let mut walk =
-        OrderWalk { slices, index_of, marks: vec![Mark::New; slices.len()], path: Vec::new(), order: Vec::new() };
-    for i in 0..slices.len() {
-        walk.visit(i)?;
-    }
-    Ok(walk.order)
-}
-
-impl OrderWalk<'_> {
-    fn visit(&mut self, i: usize) -> Result<(), BlueprintError> {
-        if self.marks[i] == Mark::Done {
-            return Ok(());
-        }
-        self.marks[i] = Mark::OnPath;
-        self.path.push(i);
-        let slice = &self.slices[i];
-        for (d, dependency) in slice.spec.depends_on.iter().enumerate() {
-            let Some(&j) = self.index_of.get(dependency) else { continue };
-            match self.marks[j] {
-                Mark::OnPath => return Err(self.cycle(i, d, j)),
-                Mark::New => self.visit(j)?,
-                Mark::Done => {}
-            }
-        }
-        self.path.pop();
-        self.marks[i] = Mark::Done;
-        self.order.push(slice.spec.artifact.clone());
-        Ok(())
-    }
-
-    /// The error for the edge `from -> to` (entry `d` of `from`'s `depends_on`) closing a loop.
-    fn cycle(&self, from: usize, d: usize, to: usize) -> BlueprintError {
-        let start = self.path.iter().position(|&p| p == to).unwrap_or(0);
-        let mut names: Vec<String> =
-            self.path[start..].iter().map(|&p| self.slices[p].spec.artifact.to_string()).collect();
-        names.push(self.slices[to].spec.artifact.to_string());
-        let slice = &self.slices[from];
-        let reason = format!("dependency cycle: {}", names.join(" -> "));
-        let field = format!("slices[{}].depends_on[{d}]", slice.index);
-        error(BlueprintErrorKind::DependencyCycle, dependency_line(slice, d), field, reason)
-    }
 }
 
 #[cfg(test)]
@@ -509,24 +225,51 @@ depends_on = ["org.aether.examples:inventory:1.0.0"]
     fn unknown_keys_are_named_with_their_line() {
         let err = reject("name = \"shop\"\n[[slices]]\nartifact = \"a:b:1.0.0\"\nreplicas = 3\n");
         assert_eq!(err.kind, BlueprintErrorKind::UnknownKey, "{err}");
-        assert_eq!((err.line, err.field.as_str()), (4, "replicas"), "{err}");
+        assert_eq!((err.line, err.field.as_str()), (4, "slices[0].replicas"), "{err}");
         let err = reject("name = \"shop\"\nowner = \"me\"\n[[slices]]\nartifact = \"a:b:1.0.0\"\n");
         assert_eq!((err.kind, err.line, err.field.as_str()), (BlueprintErrorKind::UnknownKey, 2, "owner"), "{err}");
         let err = reject("name = \"shop\"\n[[slices]]\nartifact = \"a:b:1.0.0\"\n[slices.settings]\nx = 1\n");
-        assert_eq!((err.kind, err.line, err.field.as_str()), (BlueprintErrorKind::UnknownKey, 4, "settings"), "{err}");
+        assert_eq!(
+            (err.kind, err.line, err.field.as_str()),
+            (BlueprintErrorKind::UnknownKey, 4, "slices[0].settings"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_types_are_syntax_errors_on_their_line() {
         let err = reject("name = \"shop\"\n[[slices]]\nartifact = \"a:b:1.0.0\"\ninstances = \"two\"\n");
         assert_eq!((err.kind, err.line), (BlueprintErrorKind::Syntax, 4), "{err}");
+        assert_eq!(err.field, "slices[0].instances", "{err}");
+        assert!(!err.reason.contains("two"), "the value is not echoed: {err}");
+    }
+
+    #[test]
+    fn type_errors_name_the_field_path_in_every_form() {
+        let base = "name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\n[[slices]]\nartifact = \"g:b:1.0.0\"\n";
+        let err = reject(&format!("{base}depends_on = \"g:a:1.0.0\"\n"));
+        assert_eq!((err.line, err.field.as_str()), (6, "slices[1].depends_on"), "{err}");
+        assert!(!err.reason.contains("g:a"), "{err}");
+        let err = reject(&format!("{base}depends_on = [\"g:a:1.0.0\", 7]\n"));
+        assert_eq!(err.field, "slices[1].depends_on[1]", "{err}");
+        let err = reject("name = 5\n[[slices]]\nartifact = \"g:a:1.0.0\"\n");
+        assert_eq!((err.line, err.field.as_str()), (1, "name"), "{err}");
+        let err = reject(
+            "name = \"s\"\nslices = [{ artifact = \"g:a:1.0.0\" }, { artifact = \"g:b:1.0.0\", instances = true }]\n",
+        );
+        assert_eq!(err.field, "slices[1].instances", "{err}");
+        let err = reject("name = \"s\"\n[[slices]]\nartifact = \"org..x:a:1.0.0\"\n");
+        assert_eq!((err.kind, err.field.as_str()), (BlueprintErrorKind::InvalidValue, "slices[0].artifact"), "{err}");
+        assert!(!err.to_string().contains("org..x"), "{err}");
     }
 
     #[test]
     fn a_missing_artifact_is_reported() {
         let err = reject("name = \"shop\"\n[[slices]]\ninstances = 2\n");
         assert_eq!(err.kind, BlueprintErrorKind::Syntax, "{err}");
-        assert_eq!(err.field, "artifact", "{err}");
+        assert_eq!(err.field, "slices[0].artifact", "{err}");
+        let err = reject("name = \"shop\"\n[[slices]]\nartifact = \"a:b:1.0.0\"\n[[slices]]\ninstances = 2\n");
+        assert_eq!((err.line, err.field.as_str()), (4, "slices[1].artifact"), "{err}");
     }
 
     #[test]
@@ -688,7 +431,7 @@ mod properties {
             let err = parse(&lines.join("\n"), &|_| true).unwrap_err();
             prop_assert_eq!(err.kind, BlueprintErrorKind::UnknownKey);
             prop_assert_eq!(err.line, line + 1);
-            prop_assert_eq!(err.field, key);
+            prop_assert_eq!(err.field, format!("slices[{slice}].{key}"));
         }
 
         #[test]
