@@ -4,6 +4,9 @@
 //! counts, artifacts unknown to this node's repository, artifacts another blueprint already deploys) and
 //! stored as one record under `blueprints/{name}`; the leader's deployment manager does the rest. A refused
 //! blueprint changes nothing.
+//!
+//! Error answers of these routes never show a server path: the blueprint checks speak of fields and
+//! coordinates, and any absolute path a backend error carries is replaced by `<server path>` on the way out.
 
 use crate::api::Backend;
 use crate::error::ApiError;
@@ -14,6 +17,10 @@ use kvstore::{AetherKey, Artifact, Command, Name};
 use serde_json::{json, Value};
 
 pub fn route(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Response, ApiError> {
+    route_inner(backend, req, rest).map_err(without_server_paths)
+}
+
+fn route_inner(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Response, ApiError> {
     match (req.method.as_str(), rest) {
         ("POST" | "PUT", []) => submit(backend, &req.body),
         ("GET", []) => list(backend),
@@ -154,6 +161,147 @@ fn slice_entries(backend: &dyn Backend) -> Result<Vec<(String, Artifact, SliceRe
 
 /// `GET /api/slices`: every slice instance in the cluster.
 pub fn slices(backend: &dyn Backend) -> Result<Response, ApiError> {
-    let items: Vec<Value> = slice_entries(backend)?.iter().map(|(n, a, r)| instance_json(n, a, r)).collect();
+    let entries = slice_entries(backend).map_err(without_server_paths)?;
+    let items: Vec<Value> = entries.iter().map(|(n, a, r)| instance_json(n, a, r)).collect();
     Ok(Response::ok(json!({ "slices": items })))
+}
+
+/// The error with every absolute filesystem path in its detail replaced by `<server path>`: a word that
+/// starts with `/` and has a second `/` (`/var/lib/aether/repo/x.so`), unless it is an API path (`/api/...`).
+/// Trailing punctuation (`:`, `,`, `)`, quotes) stays in place.
+fn without_server_paths(mut error: ApiError) -> ApiError {
+    error.detail = hide_paths(&error.detail);
+    error
+}
+
+fn hide_paths(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let start = word.find('/').filter(|&at| word[..at].chars().all(|c| matches!(c, '"' | '\'' | '(' | '`')));
+        let Some(start) = start else {
+            out.push_str(word);
+            continue;
+        };
+        let end = word.trim_end_matches(|c: char| matches!(c, ':' | ',' | ')' | '"' | '\'' | '`' | '.' | ';')).len();
+        let path = &word[start..end.max(start)];
+        if path.starts_with("/api/") || path.matches('/').count() < 2 {
+            out.push_str(word);
+        } else {
+            out.push_str(&word[..start]);
+            out.push_str("<server path>");
+            out.push_str(&word[end.max(start)..]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ClusterView, FaultSpec, NodeStatus};
+    use std::sync::Mutex;
+
+    /// A backend with a repository holding `org.example:echo:1.0.0` only, recording every write.
+    #[derive(Default)]
+    struct Fake {
+        writes: Mutex<Vec<String>>,
+        write_error: Option<ApiError>,
+    }
+
+    impl Backend for Fake {
+        fn cluster_view(&self) -> Result<ClusterView, ApiError> {
+            Err(ApiError::unavailable("fake"))
+        }
+        fn status(&self) -> Result<NodeStatus, ApiError> {
+            Err(ApiError::unavailable("fake"))
+        }
+        fn kv_write(&self, command: Command) -> Result<u64, ApiError> {
+            if let Some(error) = &self.write_error {
+                return Err(error.clone());
+            }
+            let key = match command {
+                Command::Put { key, .. } | Command::Remove { key } => key.to_string(),
+                other => format!("{other:?}"),
+            };
+            self.writes.lock().unwrap().push(key);
+            Ok(3)
+        }
+        fn kv_get(&self, _key: &AetherKey, _stale: bool) -> Result<Option<KvEntry>, ApiError> {
+            Ok(None)
+        }
+        fn kv_list(&self, _prefix: &str, _stale: bool) -> Result<Vec<KvEntry>, ApiError> {
+            Ok(Vec::new())
+        }
+        fn artifact_known(&self, artifact: &Artifact) -> bool {
+            artifact.to_string() == "org.example:echo:1.0.0"
+        }
+        fn upload_artifact(&self, artifact: &Artifact, bytes: Vec<u8>) -> Result<Value, ApiError> {
+            self.writes.lock().unwrap().push(format!("upload {artifact}"));
+            Ok(json!({ "artifact": artifact.to_string(), "bytes": bytes.len() }))
+        }
+        fn set_faults(&self, _rules: Vec<FaultSpec>) -> Result<(), ApiError> {
+            Ok(())
+        }
+    }
+
+    fn call(fake: &Fake, method: &str, path: &str, body: &str) -> Response {
+        let request = Request { method: method.into(), path: path.into(), body: body.into(), ..Request::default() };
+        crate::api::route(fake, &request)
+    }
+
+    fn blueprint(artifact: &str) -> String {
+        format!("name = \"shop\"\n[[slices]]\nartifact = \"{artifact}\"\n")
+    }
+
+    #[test]
+    fn bad_coordinates_are_400_wherever_they_enter() {
+        let fake = Fake::default();
+        for bad in ["org..x:echo:1.0.0", ".org:echo:1.0.0", "org:ec.ho:1.0.0", "org:echo:1.0", "a:b"] {
+            let answer = call(&fake, "POST", "api/blueprints", &blueprint(bad));
+            assert_eq!(answer.status, 400, "{bad}: {}", answer.body);
+            assert_eq!(answer.body["field"], json!("slices[0].artifact"), "{bad}: {}", answer.body);
+            let detail = answer.body["detail"].as_str().unwrap_or_default();
+            assert!(!detail.contains(bad), "the detail names the field, not the value: {detail}");
+        }
+        for path in ["api/artifacts/org..x/echo/1.0.0", "api/artifacts/org/echo/01.0.0", "api/artifacts/./echo/1.0.0"] {
+            let answer = call(&fake, "PUT", path, "library bytes");
+            assert_eq!(answer.status, 400, "{path}: {}", answer.body);
+        }
+        for key in ["slices/node-1/org..x:echo:1.0.0", "targets/org..x:echo:1.0.0", "targets/g:a.b:1.0.0"] {
+            let answer = call(&fake, "PUT", &format!("api/kv/{key}"), "v");
+            assert_eq!(answer.status, 400, "{key}: {}", answer.body);
+            assert_eq!(answer.body["error"], json!("bad_request"), "{key}");
+        }
+        assert!(fake.writes.lock().unwrap().is_empty(), "nothing refused was stored");
+        assert_eq!(call(&fake, "POST", "api/blueprints", &blueprint("org.example:echo:1.0.0")).status, 201);
+        assert_eq!(call(&fake, "PUT", "api/artifacts/org.example/echo/1.0.0", "bytes").status, 201);
+    }
+
+    #[test]
+    fn an_unknown_artifact_is_400_without_any_server_path() {
+        let fake = Fake::default();
+        let answer = call(&fake, "POST", "api/blueprints", &blueprint("org.example:missing:1.0.0"));
+        assert_eq!(answer.status, 400, "{}", answer.body);
+        assert_eq!(answer.body["field"], json!("slices[0].artifact"));
+        assert!(!answer.body.to_string().contains("/repo"), "{}", answer.body);
+    }
+
+    #[test]
+    fn backend_errors_lose_their_server_paths() {
+        let detail = "cannot write /var/lib/aether/repository/org/x/1.0.0/x-1.0.0.so: permission denied";
+        let fake = Fake { write_error: Some(ApiError::new(500, "internal", detail)), ..Fake::default() };
+        let answer = call(&fake, "POST", "api/blueprints", &blueprint("org.example:echo:1.0.0"));
+        assert_eq!(answer.status, 500);
+        assert_eq!(answer.body["detail"], json!("cannot write <server path>: permission denied"));
+    }
+
+    #[test]
+    fn only_absolute_filesystem_paths_are_hidden() {
+        assert_eq!(hide_paths("GET is not allowed on /api/blueprints"), "GET is not allowed on /api/blueprints");
+        assert_eq!(hide_paths("(\"/tmp/a/b\"), /x and a/b/c"), "(\"<server path>\"), /x and a/b/c");
+        assert_eq!(hide_paths("open /data/consensus/log-1: gone."), "open <server path>: gone.");
+    }
 }
