@@ -3,6 +3,11 @@
 //! Received bytes are copied into an aligned buffer first (rkyv needs alignment; a frame's payload sits at
 //! any offset of the receive buffer), then checked with bytecheck, then deserialised. No field of an
 //! unchecked archive is ever read.
+//!
+//! Validation errors are collected with rancor's `BoxedError` in every build: its general `Error` keeps no
+//! detail in release builds ("failed without error information"), which told an operator nothing. A
+//! [`DecodeError`] says what was being decoded, how many bytes, that they are malformed, and where the check
+//! failed.
 
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
@@ -14,12 +19,31 @@ use std::fmt;
 
 /// A payload that is not a valid archive of the expected type.
 #[derive(Debug)]
-pub struct DecodeError(String);
+pub struct DecodeError {
+    /// The message type that was expected (`Hello`, `InvokeRequest`, ...).
+    pub what: &'static str,
+    /// Length of the payload.
+    pub bytes: usize,
+    /// Where validation failed, as rkyv reports it.
+    pub reason: String,
+}
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid payload: {}", self.0)
+        write!(
+            f,
+            "malformed {} payload ({} bytes, not a valid archive of that message): {}",
+            self.what, self.bytes, self.reason
+        )
     }
+}
+
+/// The last path segment of a type's name, generics kept: `wire::hello::Hello` becomes `Hello`.
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let outer_end = full.find('<').unwrap_or(full.len());
+    let start = full[..outer_end].rfind("::").map_or(0, |at| at + 2);
+    &full[start..]
 }
 
 impl std::error::Error for DecodeError {}
@@ -40,11 +64,16 @@ where
 pub fn decode<T>(bytes: &[u8]) -> Result<T, DecodeError>
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>> + Deserialize<T, HighDeserializer<rancor::Error>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::BoxedError>>
+        + Deserialize<T, HighDeserializer<rancor::BoxedError>>,
 {
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|err| DecodeError(err.to_string()))
+    rkyv::from_bytes::<T, rancor::BoxedError>(&aligned).map_err(|err| {
+        let detail = err.to_string();
+        let reason = if detail.trim().is_empty() { "validation failed".to_owned() } else { detail };
+        DecodeError { what: short_type_name::<T>(), bytes: bytes.len(), reason }
+    })
 }
 
 #[cfg(test)]
@@ -81,6 +110,19 @@ mod tests {
     fn truncated_archive_is_an_error() {
         let bytes = encode(&sample());
         assert!(decode::<Sample>(&bytes[..bytes.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn errors_say_what_was_decoded_and_why() {
+        let bytes = encode(&sample());
+        let err = decode::<Sample>(&bytes[..bytes.len() - 3]).unwrap_err();
+        assert_eq!((err.what, err.bytes), ("Sample", bytes.len() - 3));
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("malformed Sample payload ({} bytes", bytes.len() - 3)), "{text}");
+        assert!(!text.contains("without error information"), "{text}");
+        assert!(!err.reason.is_empty());
+        let err = decode::<crate::Hello>(&[0xff; 40]).unwrap_err();
+        assert!(err.to_string().starts_with("malformed Hello payload (40 bytes"), "{err}");
     }
 
     proptest! {
