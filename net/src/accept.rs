@@ -8,7 +8,10 @@
 //! - An accepted socket is either admitted (holding its slot in `Conn::pending_ip`) or dropped at once;
 //!   a refusal costs one counter increment, never a log line of its own beyond the aggregated ones.
 //! - A displaced connection is the pending one with the least handshake progress (nothing received, then
-//!   bytes but no valid Hello, then a Hello naming a peer), oldest first.
+//!   bytes that are not the protocol, then the protocol's first bytes, then a Hello naming a peer), oldest
+//!   first.
+//! - At most `ACCEPT_BURST` sockets are accepted per loop turn, so the ones just accepted are read before
+//!   the next burst can displace them.
 
 use crate::admission::{canonical, Decision, Displace};
 use crate::auth;
@@ -23,6 +26,11 @@ use std::time::{Duration, Instant};
 
 /// How long accepting pauses after an accept error other than "would block".
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Connections accepted in one go before the loop turns, so sockets accepted a moment ago are read (and
+/// show their handshake progress) before a burst of newer ones can displace them.
+const ACCEPT_BURST: usize = 32;
+/// The pause after a full burst: the next loop turn, in effect.
+const BURST_PAUSE: Duration = Duration::from_millis(1);
 /// Accept errors are logged at most once per this interval (the rest are counted into the next line).
 const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -33,7 +41,7 @@ impl Transport {
             return;
         }
         self.accept_paused_until = None;
-        loop {
+        for _ in 0..ACCEPT_BURST {
             match self.listener.accept() {
                 Ok((stream, addr)) => self.accepted(stream, addr, now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -44,6 +52,9 @@ impl Transport {
                 }
             }
         }
+        // More may wait in the backlog; the listener's readiness is edge-triggered, so a timer resumes.
+        self.accept_paused_until = Some(now + BURST_PAUSE);
+        self.timers.set(now + BURST_PAUSE, TimerKind::AcceptResume);
     }
 
     /// Out of descriptors (EMFILE, ENFILE), buffers or memory: stop accepting for a moment, keep the

@@ -98,13 +98,34 @@ impl Conn {
         }
     }
 
-    /// How far an unauthenticated connection got: 0 nothing received, 1 bytes but no valid Hello yet,
-    /// 2 a Hello naming a configured peer.
+    /// How far an unauthenticated connection got: 0 nothing arrived, 1 bytes wait that do not open a Hello
+    /// frame (or a TLS handshake record when TLS is on), 2 bytes of the protocol arrived or wait, 3 a Hello
+    /// named a configured peer. Bytes still in the socket are peeked (a few bytes, no copy kept), so a
+    /// peer's connection accepted a moment ago in a burst of others counts for what it already sent.
     pub fn handshake_progress(&self) -> u8 {
-        match (self.peer.is_some(), self.received_any) {
-            (true, _) => 2,
-            (false, true) => 1,
-            (false, false) => 0,
+        if self.peer.is_some() {
+            return 3;
+        }
+        if self.received_any {
+            // Bytes that did not open a valid frame or TLS record would have closed the connection.
+            return 2;
+        }
+        let mut head = [0u8; 4];
+        match self.stream.peek(&mut head) {
+            Ok(n) if n > 0 => {
+                let expected: &[u8] = if self.tls.is_some() {
+                    &[0x16, 0x03] // TLS record: handshake, version 3.x
+                } else {
+                    &[wire::MAGIC[0], wire::MAGIC[1], wire::VERSION, FrameKind::Hello as u8]
+                };
+                let k = n.min(expected.len());
+                if head[..k] == expected[..k] {
+                    2
+                } else {
+                    1
+                }
+            }
+            _ => 0,
         }
     }
 
