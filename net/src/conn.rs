@@ -284,7 +284,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(ReadError::Io(e)),
             }
-            session.process_new_packets().map_err(|e| ReadError::Tls(e.to_string()))?;
+            session.process_new_packets().map_err(|e| ReadError::Tls(crate::tls::describe_error(&e)))?;
             let mut closed = eof;
             loop {
                 match session.reader().read(scratch) {

@@ -105,6 +105,36 @@ pub fn certificate_names(cert: &CertificateDer<'_>, node_id: &str, addr: std::ne
         .map_err(|_| format!("the peer's certificate is not issued for node id '{node_id}'"))
 }
 
+/// A TLS failure in words an operator can act on, with rustls' own words after it.
+pub fn describe_error(error: &rustls::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match error {
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            format!("the peer's certificate is not signed by this cluster's CA ({error})")
+        }
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            format!("the peer's certificate is not issued for the node dialed ({error})")
+        }
+        E::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => {
+            format!("the peer's certificate is outside its validity period ({error})")
+        }
+        E::NoCertificatesPresented => format!("the peer presented no certificate ({error})"),
+        E::AlertReceived(
+            A::BadCertificate
+            | A::UnknownCA
+            | A::DecryptError
+            | A::CertificateRequired
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::UnsupportedCertificate,
+        ) => format!("the peer refused this node's certificate ({error})"),
+        E::InvalidMessage(_) => format!("the peer does not speak TLS ({error})"),
+        _ => error.to_string(),
+    }
+}
+
 impl Transport {
     /// Gives an accepted connection its server-side session when TLS is on.
     pub(crate) fn attach_server_tls(&self, conn: &mut Conn) -> Result<(), String> {

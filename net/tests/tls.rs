@@ -16,10 +16,11 @@ struct Ca {
 }
 
 impl Ca {
-    fn new() -> Ca {
+    fn new(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
         let cert = params.self_signed(&key).unwrap();
         Ca { cert, key }
     }
@@ -119,7 +120,7 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn nodes_of_one_ca_connect_over_tls_and_exchange_frames() {
-    let ca = Ca::new();
+    let ca = Ca::new("Aether cluster CA");
     let addrs = free_addrs(2);
     let a = start(0, &addrs, Some(ca.node("node-1")));
     let b = start(1, &addrs, Some(ca.node("node-2")));
@@ -137,8 +138,8 @@ fn nodes_of_one_ca_connect_over_tls_and_exchange_frames() {
 
 #[test]
 fn a_node_with_a_certificate_from_another_ca_is_refused() {
-    let ca = Ca::new();
-    let stranger_ca = Ca::new();
+    let ca = Ca::new("Aether cluster CA");
+    let stranger_ca = Ca::new("Another CA");
     let addrs = free_addrs(3);
     let a = start(0, &addrs, Some(ca.node("node-1")));
     let b = start(1, &addrs, Some(ca.node("node-2")));
@@ -155,7 +156,7 @@ fn a_node_with_a_certificate_from_another_ca_is_refused() {
 
 #[test]
 fn a_certificate_naming_another_node_is_refused() {
-    let ca = Ca::new();
+    let ca = Ca::new("Aether cluster CA");
     let addrs = free_addrs(3);
     let a = start(0, &addrs, Some(ca.node("node-1")));
     let b = start(1, &addrs, Some(ca.node("node-2")));
@@ -170,7 +171,7 @@ fn a_certificate_naming_another_node_is_refused() {
 
 #[test]
 fn a_plaintext_node_cannot_talk_to_a_tls_node() {
-    let ca = Ca::new();
+    let ca = Ca::new("Aether cluster CA");
     let addrs = free_addrs(2);
     let a = start(0, &addrs, Some(ca.node("node-1")));
     let b = start(1, &addrs, None);
