@@ -1,6 +1,7 @@
 //! Mutual TLS on the cluster port over real processes, with certificates made here by rcgen: three nodes
-//! with `[cluster_tls]` form a cluster and serve a KV write; a fourth whose certificate comes from another
-//! CA is refused, and both sides' logs say so.
+//! with `[cluster_tls]` form a cluster and serve a KV write; SIGHUP reloads the files (a broken file keeps
+//! the running certificates); a fourth node whose certificate comes from another CA is refused, and both
+//! sides' logs say so.
 
 use devcluster::{http, wait_for, ClusterSpec, LocalCluster};
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
@@ -78,6 +79,23 @@ fn a_tls_cluster_forms_and_serves_and_a_node_of_another_ca_is_refused() {
     });
     assert!(read.is_ok(), "node-3 never read the value back");
     assert!(cluster.log(0).contains("connected to node-2"), "{}", cluster.log(0));
+
+    // SIGHUP reloads the files; a broken file is refused and the running certificates stay.
+    let hup = |c: &LocalCluster| {
+        let pid = c.pid(0).unwrap().to_string();
+        assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    };
+    hup(&cluster);
+    let reloaded = wait_for(SETTLE, || cluster.log(0).contains("cluster TLS certificates reloaded"));
+    assert!(reloaded.is_ok(), "no reload on SIGHUP:\n{}", cluster.log(0));
+    let node1_dir = cluster.nodes[0].config.parent().unwrap().to_path_buf();
+    let good_cert = std::fs::read(node1_dir.join("node.pem")).unwrap();
+    std::fs::write(node1_dir.join("node.pem"), "not a certificate").unwrap();
+    hup(&cluster);
+    let kept = wait_for(SETTLE, || cluster.log(0).contains("cluster TLS reload failed, keeping the current"));
+    assert!(kept.is_ok(), "a broken file was not reported:\n{}", cluster.log(0));
+    std::fs::write(node1_dir.join("node.pem"), good_cert).unwrap();
+    assert_eq!(peers_connected(&cluster, 0), Some(2), "node-1 lost its peers on SIGHUP");
 
     cluster.start_node(3).unwrap();
     let refused_both_sides = wait_for(SETTLE, || {
