@@ -26,6 +26,7 @@ pub struct NodeConfig {
     pub listen_cluster: SocketAddr,
     /// A peer silent for longer is suspected down (`[cluster] suspicion_timeout_ms`, default 500).
     pub suspicion_timeout: std::time::Duration,
+    pub cluster_tls: Option<crate::cluster_tls_config::ClusterTlsSettings>,
 }
 
 /// Most nodes in one cluster (every node talks to every other; consensus replica ids are a byte).
@@ -51,6 +52,7 @@ struct RawConfig {
     node: RawNode,
     cluster: RawCluster,
     listen: RawListen,
+    cluster_tls: Option<crate::cluster_tls_config::RawClusterTls>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +141,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         listen_app: addr(&raw.listen.app, "listen.app")?,
         listen_cluster: addr(&raw.listen.cluster, "listen.cluster")?,
         suspicion_timeout: std::time::Duration::from_millis(suspicion_ms),
+        cluster_tls: crate::cluster_tls_config::from_raw(path, raw.cluster_tls).map_err(|m| format!("{file}: {m}"))?,
     })
 }
 
@@ -160,6 +163,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         listen_app: SocketAddr::from(([127, 0, 0, 1], 8081)),
         listen_cluster: cluster,
         suspicion_timeout: std::time::Duration::from_millis(SUSPICION_TIMEOUT_MS_DEFAULT),
+        cluster_tls: None,
     }
 }
 

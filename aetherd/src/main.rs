@@ -6,6 +6,7 @@
 
 mod app;
 mod artifacts;
+mod cluster_tls_config;
 mod config;
 mod deploy;
 mod forward;
@@ -144,6 +145,9 @@ fn run(args: &Args) -> Result<(), String> {
     let net =
         net::spawn(net_config(&config), handler).map_err(|e| format!("cluster port {}: {e}", config.listen_cluster))?;
     let _ = loop_handle.set(net.handle.clone());
+    if let Some(settings) = config.cluster_tls.clone() {
+        cluster_tls_config::reload_on_sighup(settings, net.handle.clone())?;
+    }
     let app = match start_app(args, &config)? {
         Some(dev_app) => dev_app,
         None => {
@@ -250,7 +254,10 @@ fn net_config(config: &NodeConfig) -> net::NetConfig {
         .filter(|(id, _)| *id != config.node_id)
         .map(|(id, addr)| net::PeerSpec { id: id.clone(), addr: *addr })
         .collect();
-    net::NetConfig::new(&config.node_id, &config.cluster_name, &config.secret, config.listen_cluster, peers)
+    let mut net_config =
+        net::NetConfig::new(&config.node_id, &config.cluster_name, &config.secret, config.listen_cluster, peers);
+    net_config.tls = config.cluster_tls.as_ref().map(|t| t.tls.clone());
+    net_config
 }
 
 fn consensus_config(config: &NodeConfig) -> consensus::Config {

@@ -37,6 +37,9 @@ pub struct ClusterSpec {
     pub base_port: Option<u16>,
     pub env: Vec<(String, String)>,
     pub extra_args: Vec<String>,
+    /// TOML appended to every node's config file (extra sections; relative paths in it are relative to
+    /// the node's own folder, where the config file lives).
+    pub extra_config: String,
 }
 
 impl ClusterSpec {
@@ -49,6 +52,7 @@ impl ClusterSpec {
             base_port: None,
             env: vec![("AETHER_FAULT_INJECTION".into(), "1".into())],
             extra_args: Vec::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -90,7 +94,7 @@ impl LocalCluster {
                 node.app,
                 node.cluster
             );
-            write(&node.config, text.as_bytes())?;
+            write(&node.config, format!("{text}{}", spec.extra_config).as_bytes())?;
         }
         let children = nodes.iter().map(|_| None).collect();
         Ok(LocalCluster { spec, nodes, children })

@@ -1,6 +1,7 @@
 //! What the transport needs to know: who this node is, the shared secret, where to listen, the peer table,
-//! and the bounds and timings of every connection.
+//! the bounds and timings of every connection, and the TLS settings when the cluster port runs TLS.
 
+use crate::tls::ClusterTls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -28,15 +29,22 @@ pub struct NetConfig {
     pub queue_bytes_max: usize,
     pub dial_backoff_min: Duration,
     pub dial_backoff_max: Duration,
+    /// A connection not authenticated (TLS included) this long after it opened is closed.
     pub handshake_timeout: Duration,
     /// A ping goes to a peer that has heard nothing from us for this long.
     pub keepalive_interval: Duration,
     /// A connection that has received nothing for this long is closed.
     pub idle_timeout: Duration,
-    /// Inbound connections still handshaking, at most (a full table refuses new ones).
+    /// Inbound connections still handshaking, at most: the handshake budget. A full budget refuses
+    /// strangers; a connection from a configured peer's address takes the place of a pending one.
     pub handshaking_max: usize,
+    /// Inbound connections still handshaking from one source address, at most (plus one per configured
+    /// peer at that address).
+    pub handshaking_per_ip_max: usize,
     /// Seeds the dial jitter.
     pub seed: u64,
+    /// Mutual TLS on every cluster connection, both directions, when set.
+    pub tls: Option<ClusterTls>,
 }
 
 impl NetConfig {
@@ -54,11 +62,13 @@ impl NetConfig {
             queue_bytes_max: 64 * 1024 * 1024,
             dial_backoff_min: Duration::from_millis(50),
             dial_backoff_max: Duration::from_secs(2),
-            handshake_timeout: Duration::from_secs(3),
+            handshake_timeout: Duration::from_secs(2),
             keepalive_interval: Duration::from_millis(100),
             idle_timeout: Duration::from_secs(2),
             handshaking_max: 64,
+            handshaking_per_ip_max: 4,
             seed: 0x5eed,
+            tls: None,
         }
     }
 }

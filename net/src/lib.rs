@@ -1,8 +1,9 @@
 //! The cluster transport: one mio event loop thread per node that keeps an authenticated, framed TCP
 //! connection to every other node, and drives the node's protocol cores through the [`Handler`] trait.
 //!
-//! What it owns: the listener, the peer table, dialing with backoff and jitter, the `Hello`/`Auth`
-//! handshake, one connection per peer pair, per-peer send queues with a priority class, keepalives,
+//! What it owns: the listener, admission of unauthenticated connections (per-address limits, a handshake
+//! budget that keeps room for configured peers, aggregated refusal logs), optional mutual TLS, the peer
+//! table, dialing with backoff and jitter, the `Hello`/`Auth` handshake, one connection per peer pair, per-peer send queues with a priority class, keepalives,
 //! timers, a command channel plus a `mio::Waker` for other threads, and fault injection for tests.
 //!
 //! Invariants:
@@ -12,16 +13,24 @@
 //! - Every queue has a bound: sends past a peer's queue bound fail with [`SendError::QueueFull`].
 //! - The handler runs only on the loop thread; nothing here blocks on a peer.
 
+mod accept;
+mod admission;
 mod auth;
 mod backoff;
 mod config;
 mod conn;
 mod faults;
+mod handshake;
+mod peers;
+mod queues;
+mod refusals;
 mod timers;
+mod tls;
 mod transport;
 
 pub use config::{NetConfig, PeerSpec};
 pub use faults::{Direction, FaultAction, FaultRule};
+pub use tls::ClusterTls;
 pub use wire::{Frame, FrameKind};
 
 use mio::{Events, Token};
@@ -45,6 +54,15 @@ pub struct PeerStatus {
     /// Time since the last frame (keepalives included) arrived from it; `None` if never.
     pub last_seen_ago: Option<Duration>,
     pub connected_for: Option<Duration>,
+}
+
+/// Unauthenticated connections on the cluster port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandshakeStats {
+    /// Inbound connections holding a handshake slot right now.
+    pub pending: usize,
+    /// Unauthenticated connections refused at accept or dropped before authenticating, since the start.
+    pub refused: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +149,10 @@ impl Ctx<'_> {
         self.transport.open_connections()
     }
 
+    pub fn handshake_stats(&self) -> HandshakeStats {
+        self.transport.handshake_stats()
+    }
+
     pub fn node_id(&self) -> &str {
         &self.transport.config().node_id
     }
@@ -148,6 +170,7 @@ impl Ctx<'_> {
 enum LoopMsg<C> {
     User(C),
     Faults(Vec<FaultRule>),
+    Tls(ClusterTls),
     Stop,
 }
 
@@ -175,6 +198,11 @@ impl<C: Send + 'static> NetHandle<C> {
     /// Replaces the fault injection rules (an empty list heals everything).
     pub fn set_faults(&self, rules: Vec<FaultRule>) -> Result<(), Stopped> {
         self.post(LoopMsg::Faults(rules))
+    }
+
+    /// Replaces the cluster TLS configuration (reloaded certificates); connections opened afterwards use it.
+    pub fn set_tls(&self, tls: ClusterTls) -> Result<(), Stopped> {
+        self.post(LoopMsg::Tls(tls))
     }
 
     pub fn stop(&self) -> Result<(), Stopped> {
@@ -248,6 +276,7 @@ fn drain_commands<H: Handler>(t: &mut Transport, h: &mut H, rx: &Receiver<LoopMs
         match rx.try_recv() {
             Ok(LoopMsg::User(command)) => h.on_command(&mut Ctx { transport: t, stop }, command),
             Ok(LoopMsg::Faults(rules)) => t.set_faults(rules),
+            Ok(LoopMsg::Tls(tls)) => t.set_tls(tls),
             Ok(LoopMsg::Stop) | Err(TryRecvError::Disconnected) => {
                 *stop = true;
                 return;

@@ -13,6 +13,8 @@ pub enum TimerKind {
     Tick,
     /// A frame held back by fault injection is due.
     Delayed(u64),
+    /// Accepting was paused after an accept error; try again.
+    AcceptResume,
     /// The handler's own timer.
     User(u64),
 }
