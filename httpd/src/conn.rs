@@ -297,7 +297,8 @@ pub fn serialize(out: &mut Vec<u8>, response: &Response, head_only: bool, keep_a
     let status = if (100..1000).contains(&response.status) { response.status } else { 500 };
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
     for (name, value) in &response.headers {
-        let framing = ["content-length", "connection", "transfer-encoding"].iter().any(|n| name.eq_ignore_ascii_case(n));
+        let framing =
+            ["content-length", "connection", "transfer-encoding"].iter().any(|n| name.eq_ignore_ascii_case(n));
         let unsafe_text = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
         if framing || unsafe_text(name) || unsafe_text(value) || name.is_empty() {
             continue;

@@ -189,7 +189,11 @@ impl EventLoop {
         loop {
             if self.conns.len() >= self.conn_cap {
                 if self.shared.accepting.swap(false, Ordering::SeqCst) {
-                    log::warn!("{} port: {} connections open, the limit; accepting paused", self.config.name, self.conn_cap);
+                    log::warn!(
+                        "{} port: {} connections open, the limit; accepting paused",
+                        self.config.name,
+                        self.conn_cap
+                    );
                 }
                 return;
             }
@@ -298,8 +302,16 @@ impl EventLoop {
             if !conn.reading() {
                 continue;
             }
+            // An interim `100 Continue` goes out before the body is awaited.
+            if conn.out_pending() && conn.flush().is_err() {
+                return self.close(id);
+            }
             if conn.peer_eof {
                 // Mid-request or between requests: the request (if any) is incomplete and never handed on.
+                if conn.out_pending() {
+                    conn.state = State::Closing;
+                    return;
+                }
                 return self.close(id);
             }
             match conn.read_some(cap) {
@@ -404,12 +416,12 @@ impl EventLoop {
         let job = Arc::new(Job::new(deadline));
         conn.state = State::Waiting { head_only, keep_alive, minor };
         match self.pool.submit(id, Arc::clone(&job), request) {
-            Ok(()) => {
+            true => {
                 if deadline.is_some() {
                     self.in_flight.push((id, job));
                 }
             }
-            Err(_) => {
+            false => {
                 let detail = "every worker is busy and the queue is full";
                 let answer = Response::error(503, "overloaded", detail).with_header("Retry-After", "1");
                 // The caller (`service`) goes on with this connection.

@@ -249,8 +249,9 @@ impl Server {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let pool = pool::Pool::start(&config, Arc::clone(&handler), done_tx, Arc::clone(&waker))?;
         let shared = Arc::new(event_loop::Shared::new(&config, tls, waker));
-        let io_loop = event_loop::EventLoop::new(config.clone(), poll, listener, handler, pool.clone(), done_rx, &shared)
-            .map_err(|e| format!("{} port: {e}", config.name))?;
+        let io_loop =
+            event_loop::EventLoop::new(config.clone(), poll, listener, handler, pool.clone(), done_rx, &shared)
+                .map_err(|e| format!("{} port: {e}", config.name))?;
         let io = std::thread::Builder::new()
             .name(format!("{}-io", config.name))
             .spawn(move || io_loop.run())
@@ -262,7 +263,11 @@ impl Server {
                 return Err(e);
             }
         };
-        log::info!("{} port listening on {}{addr}", config.name, if config.tls.is_some() { "https://" } else { "http://" });
+        log::info!(
+            "{} port listening on {}{addr}",
+            config.name,
+            if config.tls.is_some() { "https://" } else { "http://" }
+        );
         Ok(Server { addr, shared, pool, io: Some(io) })
     }
 

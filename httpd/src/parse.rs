@@ -72,6 +72,9 @@ pub fn head(buf: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>, Reject
             let detail = format!("more than {} header fields", limits.headers_max);
             return Err(Reject::new(431, "request header fields too large", detail));
         }
+        Err(httparse::Error::Version) if !first_line_names_http(buf) => {
+            return Err(Reject::bad("the request line has no HTTP version"));
+        }
         Err(httparse::Error::Version) => {
             return Err(Reject::new(505, "http version not supported", "only HTTP/1.0 and HTTP/1.1 are served"));
         }
@@ -115,6 +118,13 @@ pub fn head(buf: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>, Reject
         }
     }
     Ok(Some((Head { method, target, minor, headers, framing, keep_alive, expect_continue }, len)))
+}
+
+/// Whether the request line ends in something shaped like `HTTP/x.y` (else a version error is a 400).
+fn first_line_names_http(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.rsplit(|&b| b == b' ').next().is_some_and(|v| v.len() == 8 && v.starts_with(b"HTTP/") && v[6] == b'.')
 }
 
 fn truncated(s: &str) -> &str {
@@ -327,7 +337,10 @@ mod tests {
         assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"), 400);
         assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n"), 400);
         assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n"), 400);
-        assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
         assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
         assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), 400);
         assert_eq!(status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);

@@ -138,17 +138,17 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Queue a request; `Err` gives it back when the queue is full.
-    pub fn submit(&self, conn: usize, job: Arc<Job>, request: Request) -> Result<(), Request> {
+    /// Queue a request; false (the request dropped) when the queue is full.
+    pub fn submit(&self, conn: usize, job: Arc<Job>, request: Request) -> bool {
         let mut queue = lock(&self.shared.queue);
         if queue.len() >= self.shared.queue_max {
-            return Err(request);
+            return false;
         }
         self.shared.busy.fetch_add(1, Ordering::SeqCst);
         queue.push_back(Task { conn, job, request });
         drop(queue);
         self.shared.ready.notify_one();
-        Ok(())
+        true
     }
 
     /// Take an overdue job from its handler: true when the caller is to answer it. A running worker is
@@ -169,7 +169,10 @@ impl Pool {
             return true;
         }
         if stuck <= self.shared.abandoned_max {
-            log::warn!("{} port: a request passed its deadline; its worker is replaced ({stuck} stuck)", self.shared.name);
+            log::warn!(
+                "{} port: a request passed its deadline; its worker is replaced ({stuck} stuck)",
+                self.shared.name
+            );
             if let Err(e) = spawn(&self.shared) {
                 log::error!("{} port: {e}", self.shared.name);
             }
