@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub listen_cluster: SocketAddr,
     /// A peer silent for longer is suspected down (`[cluster] suspicion_timeout_ms`, default 500).
     pub suspicion_timeout: std::time::Duration,
+    /// `[tls]`: TLS on the management and app ports (see `tls_config`).
+    pub tls: Option<httpd::TlsFiles>,
 }
 
 /// Most nodes in one cluster (every node talks to every other; consensus replica ids are a byte).
@@ -51,6 +53,7 @@ struct RawConfig {
     node: RawNode,
     cluster: RawCluster,
     listen: RawListen,
+    tls: Option<crate::tls_config::RawTls>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +142,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         listen_app: addr(&raw.listen.app, "listen.app")?,
         listen_cluster: addr(&raw.listen.cluster, "listen.cluster")?,
         suspicion_timeout: std::time::Duration::from_millis(suspicion_ms),
+        tls: crate::tls_config::files(path, text, raw.tls)?,
     })
 }
 
@@ -160,6 +164,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         listen_app: SocketAddr::from(([127, 0, 0, 1], 8081)),
         listen_cluster: cluster,
         suspicion_timeout: std::time::Duration::from_millis(SUSPICION_TIMEOUT_MS_DEFAULT),
+        tls: None,
     }
 }
 
