@@ -1,10 +1,11 @@
 //! The app port (:8081): every route of the cluster, answered here or forwarded.
 //!
-//! A few tiny_http handler threads take each request to the [`Dispatcher`] (see [`dispatch`]): the
-//! route is looked up in the shared [`invoke::Registry`], and the call runs on an instance of this
-//! node's container when there is one, else on another node through the node runtime's [`Forward`].
-//! A local call runs on the handler thread itself, under a watchdog that answers 504 at the deadline
-//! and replaces a handler stuck in a slice (see [`handlers`]).
+//! An [`httpd`] server (limits, timeouts, optional TLS) hands each complete request to one of its
+//! worker threads, which takes it to the [`Dispatcher`] (see [`dispatch`]): the route is looked up in
+//! the shared [`invoke::Registry`], and the call runs on an instance of this node's container when there
+//! is one, else on another node through the node runtime's [`Forward`]. A local call runs on the worker
+//! thread itself, under the server's deadline: past it the server answers 504 and replaces a worker
+//! stuck in a slice (see [`handlers`]).
 //!
 //! Calls forwarded by other nodes are answered by [`Dispatcher::serve_forwarded`], which blocks; the
 //! node runtime runs it on the threads of a [`ForwardedCalls`] pool, off its event loop.
@@ -13,7 +14,7 @@
 //! - [`AppServer::start_cluster`]: the node runtime owns the container (its deployment code loads and
 //!   activates slices in it) and keeps the registry current from the KV store; the app server only
 //!   serves, installs the dispatcher as the container's remote-call hook, and removes it on stop.
-//! - [`AppServer::start`] (dev mode, `--slice` flags): the app server loads the named slices in a
+//! - [`AppServer::start_with`] (dev mode, `--slice` flags): the app server loads the named slices in a
 //!   container of its own, registers their routes, serves them locally, and unloads them on stop. Two
 //!   versions of one artifact may both declare a route; the one named last serves it (as after a
 //!   rolling update). Two different artifacts declaring the same route is a startup error.
@@ -39,7 +40,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use container::{Container, RemoteCall};
-use handlers::Handlers;
 use invoke::Registry;
 use parking_lot::RwLock;
 
@@ -55,26 +55,34 @@ pub struct AppConfig {
 /// Tuning of the app server; [`AppOptions::from_env`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct AppOptions {
+    /// Worker threads of the HTTP server (local slice calls run on them).
     pub handler_threads: usize,
     /// Slice workers of the dev-mode container; 0 means one per core (cluster mode: the node's container decides).
     pub workers: usize,
     /// How long a request waits for its slice (wherever it runs) before answering 504.
     pub call_deadline: Duration,
     pub body_bytes_max: usize,
+    /// Most worker threads stuck in slices past their deadline replaced at once.
+    pub abandoned_max: usize,
+    /// TLS on the port, when set.
+    pub tls: Option<httpd::TlsFiles>,
 }
 
 /// Environment variable that overrides the call deadline, in milliseconds.
 pub const DEADLINE_ENV: &str = "AETHER_CALL_DEADLINE_MS";
 
 impl AppOptions {
-    /// 4 handler threads, one worker per core, 10 s deadline (or `AETHER_CALL_DEADLINE_MS`), 1 MiB bodies.
+    /// 8 handler threads, one slice worker per core, 10 s deadline (or `AETHER_CALL_DEADLINE_MS`), 1 MiB
+    /// bodies, no TLS.
     pub fn from_env() -> AppOptions {
         let deadline_ms = std::env::var(DEADLINE_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
         AppOptions {
-            handler_threads: 4,
+            handler_threads: 8,
             workers: 0,
             call_deadline: Duration::from_millis(deadline_ms),
             body_bytes_max: 1 << 20,
+            abandoned_max: handlers::ABANDONED_MAX,
+            tls: None,
         }
     }
 }
@@ -91,16 +99,10 @@ pub struct AppServer {
     dispatcher: Arc<Dispatcher>,
     container: Arc<Container>,
     mode: Mode,
-    handlers: Handlers,
-    addr: SocketAddr,
+    http: httpd::Server,
 }
 
 impl AppServer {
-    /// Dev mode with the default options.
-    pub fn start(config: AppConfig) -> Result<AppServer, String> {
-        AppServer::start_with(config, AppOptions::from_env())
-    }
-
     /// Dev mode: load and activate `config.slices` in a container of this server's, serve their routes.
     pub fn start_with(config: AppConfig, options: AppOptions) -> Result<AppServer, String> {
         let container = Arc::new(dev::start_container(&config, &options)?);
@@ -149,23 +151,26 @@ impl AppServer {
         mode: Mode,
         options: &AppOptions,
     ) -> Result<AppServer, String> {
-        let server = Arc::new(tiny_http::Server::http(listen).map_err(|e| format!("app port {listen}: {e}"))?);
-        let addr = server.server_addr().to_ip().unwrap_or(listen);
-        let handlers = Handlers::start(
-            &server,
-            &dispatcher,
-            options.handler_threads,
-            options.body_bytes_max,
-            handlers::ABANDONED_MAX,
-        )?;
+        let port = Arc::new(handlers::AppPort::new(Arc::clone(&dispatcher), options.body_bytes_max));
+        let http = httpd::Server::start(handlers::http_config(listen, options), port)?;
         let routes = dispatcher.registry().read().routes().len();
-        log::info!("app port http://{addr} serving {routes} routes");
-        Ok(AppServer { dispatcher, container, mode, handlers, addr })
+        log::info!("app port {} serving {routes} routes", http.addr());
+        Ok(AppServer { dispatcher, container, mode, http })
     }
 
     /// The address actually listened on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.http.addr()
+    }
+
+    /// Whether the port accepts connections right now, as a flag to read from elsewhere.
+    pub fn accepting_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.http.accepting_flag()
+    }
+
+    /// Reads the TLS certificate and key again (a failure keeps the old ones).
+    pub fn reload_tls(&self) -> Result<(), String> {
+        self.http.reload_tls()
     }
 
     /// The data plane, for calls forwarded by other nodes ([`Dispatcher::serve_forwarded`]).
@@ -174,8 +179,8 @@ impl AppServer {
     }
 
     /// Stop serving (requests in progress finish); in dev mode, then stop and unload the slices.
-    pub fn stop(mut self) {
-        self.handlers.stop();
+    pub fn stop(self) {
+        self.http.stop();
         match self.mode {
             Mode::OwnsContainer => self.container.shutdown(),
             Mode::SharesContainer => self.container.set_remote(None),
@@ -224,7 +229,13 @@ mod tests {
     }
 
     fn options() -> AppOptions {
-        AppOptions { handler_threads: 2, workers: 1, call_deadline: Duration::from_millis(500), body_bytes_max: 1024 }
+        AppOptions {
+            handler_threads: 2,
+            workers: 1,
+            call_deadline: Duration::from_millis(500),
+            body_bytes_max: 1024,
+            ..AppOptions::from_env()
+        }
     }
 
     /// One HTTP/1.1 request; returns (status, body).
@@ -286,7 +297,11 @@ mod tests {
         let addr = app.addr();
         let started = std::time::Instant::now();
         let hung = std::thread::spawn(move || http(addr, "GET", "/faulty/hang", ""));
-        while app.handlers.live() == 2 && started.elapsed() < Duration::from_millis(200) {
+        let counts = |app: &AppServer| {
+            let stats = app.http.stats();
+            (stats.workers_live, stats.workers_abandoned)
+        };
+        while counts(&app) == (2, 0) && started.elapsed() < Duration::from_millis(200) {
             // While one handler is stuck in the slice, the other serves.
             assert_eq!(http(addr, "GET", "/echo/meanwhile", "").0, 200);
         }
@@ -294,11 +309,11 @@ mod tests {
         assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (504, Some("deadline exceeded")));
         let late = started.elapsed();
         assert!(late >= Duration::from_millis(500) && late < Duration::from_millis(1500), "answered after {late:?}");
-        assert_eq!((app.handlers.live(), app.handlers.abandoned()), (2, 1), "the stuck handler is replaced");
+        assert_eq!(counts(&app), (2, 1), "the stuck handler is replaced");
         let answers: Vec<u16> = (0..8).map(|_| http(addr, "GET", "/echo/after", "").0).collect();
         assert_eq!(answers, [200; 8]);
         assert_eq!(http(addr, "GET", "/faulty/panic", "").0, 500);
-        assert_eq!((app.handlers.live(), app.handlers.abandoned()), (2, 1), "a panic costs no thread");
+        assert_eq!(counts(&app), (2, 1), "a panic costs no thread");
     }
 
     #[test]

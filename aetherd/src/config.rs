@@ -27,6 +27,8 @@ pub struct NodeConfig {
     /// A peer silent for longer is suspected down (`[cluster] suspicion_timeout_ms`, default 500).
     pub suspicion_timeout: std::time::Duration,
     pub cluster_tls: Option<crate::cluster_tls_config::ClusterTlsSettings>,
+    /// `[tls]`: TLS on the management and app ports (see `tls_config`).
+    pub tls: Option<httpd::TlsFiles>,
 }
 
 /// Most nodes in one cluster (every node talks to every other; consensus replica ids are a byte).
@@ -53,6 +55,7 @@ struct RawConfig {
     cluster: RawCluster,
     listen: RawListen,
     cluster_tls: Option<crate::cluster_tls_config::RawClusterTls>,
+    tls: Option<crate::tls_config::RawTls>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +145,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         listen_cluster: addr(&raw.listen.cluster, "listen.cluster")?,
         suspicion_timeout: std::time::Duration::from_millis(suspicion_ms),
         cluster_tls: crate::cluster_tls_config::from_raw(path, raw.cluster_tls).map_err(|m| format!("{file}: {m}"))?,
+        tls: crate::tls_config::files(path, text, raw.tls)?,
     })
 }
 
@@ -164,6 +168,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         listen_cluster: cluster,
         suspicion_timeout: std::time::Duration::from_millis(SUSPICION_TIMEOUT_MS_DEFAULT),
         cluster_tls: None,
+        tls: None,
     }
 }
 

@@ -17,6 +17,7 @@ mod node;
 mod replication;
 mod storage;
 mod systemd;
+mod tls_config;
 
 use config::NodeConfig;
 use log::{error, info};
@@ -121,10 +122,18 @@ fn run(args: &Args) -> Result<(), String> {
     let level = logger::parse_level(&level_text)?;
     let config = node_config(args)?;
     logger::init(&config.node_id, level);
+    match httpd::raise_nofile_limit() {
+        Ok(limit) => info!("open-file limit {limit}"),
+        Err(e) => log::warn!("{e}"),
+    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("data directory {}: {e}", config.data_dir.display()))?;
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let (storage, recovered) = storage::Storage::open(&config.data_dir)?;
     let consensus_config = consensus_config(&config);
@@ -152,7 +161,7 @@ fn run(args: &Args) -> Result<(), String> {
         Some(dev_app) => dev_app,
         None => {
             let forward = Arc::new(forward::NodeForward { calls, handle: net.handle.clone() });
-            let options = app::AppOptions::from_env();
+            let options = app::AppOptions { tls: config.tls.clone(), ..app::AppOptions::from_env() };
             let app = app::AppServer::start_cluster(
                 config.listen_app,
                 config.node_id.clone(),
@@ -170,10 +179,18 @@ fn run(args: &Args) -> Result<(), String> {
         handle: net.handle.clone(),
         faults_allowed: std::env::var("AETHER_FAULT_INJECTION").is_ok_and(|v| v == "1"),
         repository: config.repository.clone(),
+        http_ports: Arc::default(),
     });
-    let management = mgmt::Server::start(config.listen_management, 64, move |req| mgmt::route(&*backend, req))?;
+    let ports = backend.http_ports.clone();
+    let management_http = mgmt::http_config(config.listen_management, 64, config.tls.clone());
+    let management = mgmt::Server::start_with(management_http, move |req| mgmt::route(&*backend, req))?;
+    if let Ok(mut ports) = ports.lock() {
+        ports.push(("management".into(), management.accepting_flag()));
+        ports.push(("app".into(), app.accepting_flag()));
+    }
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     info!(
-        "node {} of cluster '{}' up: management http://{}, app http://{}, cluster {} ({} nodes)",
+        "node {} of cluster '{}' up: management {scheme}://{}, app {scheme}://{}, cluster {} ({} nodes)",
         config.node_id,
         config.cluster_name,
         management.addr(),
@@ -185,7 +202,21 @@ fn run(args: &Args) -> Result<(), String> {
     // The loop ending on its own (it never should) stops the node like a signal, and is an error.
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let loop_done = watch_loop(net.thread, stopping.clone())?;
-    let signal = signals.forever().next();
+    let mut signal = None;
+    for received in signals.forever() {
+        if received != signal_hook::consts::SIGHUP {
+            signal = Some(received);
+            break;
+        }
+        // SIGHUP: new TLS certificates; each port keeps its old one if the files do not load.
+        if config.tls.is_some() {
+            info!("SIGHUP: reloading the TLS certificate");
+            let reloaded = management.reload_tls().and_then(|()| app.reload_tls());
+            if let Err(e) = reloaded {
+                error!("TLS reload failed, the ports keep their certificate: {e}");
+            }
+        }
+    }
     stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     info!("received signal {}; stopping", signal.unwrap_or_default());
     systemd::Notifier::from_env().stopping();
@@ -244,7 +275,8 @@ fn start_app(args: &Args, config: &NodeConfig) -> Result<Option<app::AppServer>,
         repo: config.repository.clone(),
         slices: args.slices.clone(),
     };
-    app::AppServer::start(app_config).map(Some)
+    let options = app::AppOptions { tls: config.tls.clone(), ..app::AppOptions::from_env() };
+    app::AppServer::start_with(app_config, options).map(Some)
 }
 
 fn net_config(config: &NodeConfig) -> net::NetConfig {

@@ -591,7 +591,12 @@ pub struct NodeBackend {
     pub faults_allowed: bool,
     /// This node's slice repository (Maven layout).
     pub repository: std::path::PathBuf,
+    /// The node's HTTP ports and their accepting flags, for `/health/ready` (filled once they run).
+    pub http_ports: Arc<std::sync::Mutex<Vec<HttpPort>>>,
 }
+
+/// An HTTP port's name and its accepting flag.
+pub type HttpPort = (String, Arc<std::sync::atomic::AtomicBool>);
 
 impl NodeBackend {
     fn ask<T>(&self, timeout: Duration, make: impl FnOnce(mpsc::Sender<T>) -> Command) -> Result<T, ApiError> {
@@ -668,6 +673,11 @@ impl Backend for NodeBackend {
         }
         let rules = rules.into_iter().map(to_rule).collect();
         self.handle.set_faults(rules).map_err(|_| ApiError::unavailable("the node is stopping"))
+    }
+
+    fn http_ports(&self) -> Vec<(String, bool)> {
+        let ports = self.http_ports.lock().unwrap_or_else(|e| e.into_inner());
+        ports.iter().map(|(name, flag)| (name.clone(), flag.load(std::sync::atomic::Ordering::SeqCst))).collect()
     }
 }
 

@@ -101,6 +101,10 @@ pub trait Backend: Send + Sync + 'static {
     fn upload_artifact(&self, artifact: &kvstore::Artifact, bytes: Vec<u8>) -> Result<Value, ApiError>;
     /// Replaces the transport's fault injection rules; refused unless the node allows it.
     fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError>;
+    /// The node's HTTP ports by name and whether each accepts connections now (for `/health/ready`).
+    fn http_ports(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }
 
 /// Answers one request.
@@ -119,6 +123,8 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         ("GET", ["api", "status"]) => status(backend),
         ("GET", ["api", "health"]) => health(backend),
         ("GET", ["api", "nodes"]) => nodes(backend),
+        ("GET", ["health", "live"]) => Ok(crate::health::live()),
+        ("GET", ["health", "ready"]) => Ok(crate::health::ready(backend)),
         ("POST" | "PUT", ["api", "debug", "faults"]) => set_faults(backend, &req.body),
         ("DELETE", ["api", "debug", "faults"]) => backend.set_faults(Vec::new()).map(|()| Response::ok(json!({}))),
         (_, ["api", "health" | "nodes" | "status"]) | (_, ["api", "debug", "faults"]) => {
@@ -300,7 +306,10 @@ mod tests {
 
     fn call(fake: &Fake, method: &str, path: &str, query: &[(&str, &str)], body: &[u8]) -> Response {
         let query = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        route(fake, &Request { method: method.into(), path: path.into(), query, body: body.to_vec() })
+        route(
+            fake,
+            &Request { method: method.into(), path: path.into(), query, body: body.to_vec(), ..Request::default() },
+        )
     }
 
     #[test]
@@ -340,7 +349,12 @@ mod tests {
         let post = |body: &str| {
             route(
                 &fake,
-                &Request { method: "POST".into(), path: "api/debug/faults".into(), body: body.into(), query: vec![] },
+                &Request {
+                    method: "POST".into(),
+                    path: "api/debug/faults".into(),
+                    body: body.into(),
+                    ..Request::default()
+                },
             )
         };
         assert_eq!(post("not json").status, 400);

@@ -1,4 +1,4 @@
-//! The management API on :8080: small HTTP (tiny_http), JSON in and out, stable paths under `/api/...`.
+//! The management API on :8080: small HTTP (the `httpd` crate), JSON in and out, stable paths under `/api/...`.
 //!
 //! What it owns: parsing and validating requests, routing, status codes and the JSON shapes of answers.
 //! What it must never do: touch the node's state directly. Every answer comes from the [`Backend`], which
@@ -11,10 +11,11 @@
 mod api;
 mod deploy;
 mod error;
+mod health;
 mod kv;
 mod server;
 
 pub use api::{route, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};
 pub use error::ApiError;
 pub use kv::{base64, KvEntry};
-pub use server::{Request, Response, Server};
+pub use server::{body_limit, http_config, Request, Response, Server, ARTIFACT_BYTES_MAX, BODY_BYTES_MAX};

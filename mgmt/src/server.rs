@@ -1,14 +1,21 @@
-//! The HTTP shell: tiny_http, a few worker threads, bounded request bodies, and a clean stop.
+//! The HTTP shell of the management port: the [`httpd`] server, request decoding into [`Request`],
+//! JSON answers, per-route body limits and a clean stop.
+//!
+//! Invariants: a handler sees only complete requests (framing, limits and timeouts are the `httpd`
+//! server's); bodies are bounded by [`body_limit`]: [`ARTIFACT_BYTES_MAX`] for artifact uploads,
+//! [`BODY_BYTES_MAX`] for everything else; a path or query that does not decode is a JSON 400.
 
 use crate::error::ApiError;
-use log::{debug, warn};
-use std::io::Read;
+use log::debug;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::time::Duration;
 
-/// Request bodies larger than this are refused with 413.
+/// Request bodies larger than this are refused with 413 (artifact uploads excepted).
 pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most bytes of an uploaded slice library (`POST|PUT /api/artifacts/...`).
+pub const ARTIFACT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// One parsed request, independent of the HTTP library.
 #[derive(Debug, Clone, Default)]
@@ -18,11 +25,20 @@ pub struct Request {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Header fields in arrival order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The client's address, when known.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Request {
     pub fn query_value(&self, name: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a header field; names compare case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -45,12 +61,53 @@ impl From<ApiError> for Response {
     }
 }
 
+/// The body limit of a request: artifact uploads may be large, everything else is small.
+pub fn body_limit(method: &str, path: &str) -> usize {
+    let upload = matches!(method, "POST" | "PUT") && path.starts_with("/api/artifacts/");
+    if upload {
+        ARTIFACT_BYTES_MAX
+    } else {
+        BODY_BYTES_MAX
+    }
+}
+
+/// The management port's settings: the `httpd` defaults, with time for large uploads and enough
+/// connections and workers that slow clients cannot crowd out `/api/health`.
+pub fn http_config(listen: SocketAddr, threads: usize, tls: Option<httpd::TlsFiles>) -> httpd::Config {
+    let mut config = httpd::Config::new("mgmt", listen);
+    config.workers = threads.max(1);
+    config.queue_max = 1024;
+    // 64 MiB at 1 MiB/s; a stalled body still ends at `body_idle`.
+    config.timeouts.body = Duration::from_secs(120);
+    config.tls = tls;
+    config
+}
+
 type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
+struct Port {
+    handler: Box<Handler>,
+}
+
+impl httpd::Handler for Port {
+    fn body_limit(&self, method: &str, path: &str) -> usize {
+        body_limit(method, path)
+    }
+
+    fn handle(&self, request: httpd::Request, _job: &httpd::Job) -> httpd::Response {
+        let response = match parse(request) {
+            Ok(parsed) => {
+                debug!("{} /{}", parsed.method, parsed.path);
+                (self.handler)(&parsed)
+            }
+            Err(e) => e.into(),
+        };
+        httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes())
+    }
+}
+
 pub struct Server {
-    http: Arc<tiny_http::Server>,
-    workers: Vec<JoinHandle<()>>,
-    addr: SocketAddr,
+    http: httpd::Server,
 }
 
 impl Server {
@@ -60,60 +117,40 @@ impl Server {
         threads: usize,
         handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
     ) -> Result<Server, String> {
-        let http = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let addr = http.server_addr().to_ip().unwrap_or(addr);
-        let http = Arc::new(http);
-        let handler: Arc<Handler> = Arc::new(handler);
-        let mut workers = Vec::new();
-        for n in 0..threads.max(1) {
-            let (http, handler) = (http.clone(), handler.clone());
-            let worker = std::thread::Builder::new()
-                .name(format!("mgmt-{n}"))
-                .spawn(move || serve(&http, &*handler))
-                .map_err(|e| format!("cannot start management thread: {e}"))?;
-            workers.push(worker);
-        }
-        Ok(Server { http, workers, addr })
+        Server::start_with(http_config(addr, threads, None), handler)
+    }
+
+    /// Serves with the given `httpd` settings (TLS, limits, timeouts).
+    pub fn start_with(
+        config: httpd::Config,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Result<Server, String> {
+        let http = httpd::Server::start(config, Arc::new(Port { handler: Box::new(handler) }))?;
+        Ok(Server { http })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.http.addr()
+    }
+
+    /// Whether the port accepts connections right now.
+    pub fn accepting_flag(&self) -> Arc<AtomicBool> {
+        self.http.accepting_flag()
+    }
+
+    /// Reads the TLS certificate and key again (a failure keeps the old ones).
+    pub fn reload_tls(&self) -> Result<(), String> {
+        self.http.reload_tls()
     }
 
     pub fn stop(self) {
-        for _ in &self.workers {
-            self.http.unblock();
-        }
-        for worker in self.workers {
-            let _ = worker.join();
-        }
+        self.http.stop();
     }
 }
 
-fn serve(http: &tiny_http::Server, handler: &Handler) {
-    while let Ok(mut request) = http.recv() {
-        let response = match parse(&mut request) {
-            Ok(parsed) => {
-                debug!("{} /{}", parsed.method, parsed.path);
-                handler(&parsed)
-            }
-            Err(e) => e.into(),
-        };
-        let body = response.body.to_string();
-        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]);
-        let mut answer = tiny_http::Response::from_string(body).with_status_code(response.status);
-        if let Ok(header) = header {
-            answer = answer.with_header(header);
-        }
-        if let Err(e) = request.respond(answer) {
-            warn!("management response failed: {e}");
-        }
-    }
-}
-
-fn parse(request: &mut tiny_http::Request) -> Result<Request, ApiError> {
-    let method = request.method().as_str().to_ascii_uppercase();
-    let url = request.url().to_string();
+fn parse(request: httpd::Request) -> Result<Request, ApiError> {
+    let method = request.method.to_ascii_uppercase();
+    let url = request.target;
     let (raw_path, raw_query) = url.split_once('?').unwrap_or((&url, ""));
     let path = percent_decode(raw_path.trim_start_matches('/'))?;
     let query = raw_query
@@ -124,19 +161,7 @@ fn parse(request: &mut tiny_http::Request) -> Result<Request, ApiError> {
             Ok((percent_decode(k)?, percent_decode(v)?))
         })
         .collect::<Result<_, ApiError>>()?;
-    if request.body_length().is_some_and(|len| len > BODY_BYTES_MAX) {
-        return Err(ApiError::new(413, "too_large", format!("request body over {BODY_BYTES_MAX} bytes")));
-    }
-    let mut body = Vec::new();
-    let reader = request.as_reader();
-    reader
-        .take(BODY_BYTES_MAX as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
-    if body.len() > BODY_BYTES_MAX {
-        return Err(ApiError::new(413, "too_large", format!("request body over {BODY_BYTES_MAX} bytes")));
-    }
-    Ok(Request { method, path, query, body })
+    Ok(Request { method, path, query, body: request.body, headers: request.headers, peer: request.peer })
 }
 
 /// Decodes `%XX` escapes (and `+` as space in queries is left alone: paths and keys keep `+`).
@@ -162,6 +187,7 @@ pub fn percent_decode(s: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
 
     #[test]
     fn percent_decoding() {
@@ -169,5 +195,43 @@ mod tests {
         assert!(percent_decode("bad%2").is_err());
         assert!(percent_decode("bad%zz").is_err());
         assert!(percent_decode("%ff").is_err());
+    }
+
+    fn exchange(addr: SocketAddr, raw: &str) -> String {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(raw.as_bytes()).unwrap();
+        let mut got = String::new();
+        let _ = stream.read_to_string(&mut got);
+        got
+    }
+
+    #[test]
+    fn requests_arrive_decoded_with_headers_and_peer() {
+        let server = Server::start("127.0.0.1:0".parse().unwrap(), 2, |req| {
+            Response::ok(serde_json::json!({
+                "method": req.method, "path": req.path, "q": req.query_value("q"),
+                "auth": req.header("AUTHORIZATION"), "peer": req.peer.map(|p| p.ip().to_string()),
+                "body": String::from_utf8_lossy(&req.body),
+            }))
+        })
+        .unwrap();
+        let raw = exchange(
+            server.addr(),
+            "post /api/a%20b?q=x%2By HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\
+             Connection: close\r\n\r\nhi",
+        );
+        let body: serde_json::Value = serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap();
+        let expected = serde_json::json!({"method": "POST", "path": "api/a b", "q": "x+y", "auth": "Bearer t",
+            "peer": "127.0.0.1", "body": "hi"});
+        assert_eq!(body, expected);
+        assert!(raw.contains("Content-Type: application/json"));
+        let bad = exchange(server.addr(), "GET /api/%zz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+        // Bodies: 16 MiB in general, 64 MiB for artifact uploads.
+        let big = "POST /api/kv/x HTTP/1.1\r\nHost: h\r\nContent-Length: 16777217\r\n\r\n";
+        assert!(exchange(server.addr(), big).starts_with("HTTP/1.1 413"));
+        assert_eq!(body_limit("PUT", "/api/artifacts/g/a/1"), ARTIFACT_BYTES_MAX);
+        server.stop();
     }
 }

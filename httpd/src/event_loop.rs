@@ -1,0 +1,526 @@
+//! A port's I/O thread: accepting, reading, parsing, timeouts, the deadline watchdog, writing.
+//!
+//! Invariants: this thread never blocks but in `poll` (handlers run on the pool; answers come back
+//! through a channel and a waker); every connection is in exactly one [`State`] with one timer that
+//! applies to it; accepting pauses (and a timer retries) when accept fails for lack of descriptors or
+//! memory, or while the port holds its connection limit, and [`Shared::accepting`] says so; a request
+//! with a deadline is answered at most one watchdog tick plus [`GRACE`] after it.
+
+use crate::conn::{BodyState, Conn, State, READ_CHUNK};
+use crate::parse::{self, Chunked, Framing, Reject};
+use crate::pool::{Completion, Job, Pool};
+use crate::tls::{self, TlsFiles};
+use crate::{Config, Handler, Request, Response};
+use mio::{Events, Interest, Poll, Token};
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const LISTENER: Token = Token(0);
+pub const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+/// Watchdog and accept-retry resolution.
+const TICK: Duration = Duration::from_millis(5);
+/// Timer resolution when nothing needs the fine one.
+const SLOW_TICK: Duration = Duration::from_millis(50);
+/// How long past its deadline a handler may still answer before the server does.
+pub const GRACE: Duration = Duration::from_millis(10);
+/// How long after a failed accept to try again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// How long a closing connection discards input so its client reads the answer.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What the port's handle shares with its I/O thread.
+pub struct Shared {
+    name: String,
+    pub accepting: Arc<AtomicBool>,
+    pub stopping: AtomicBool,
+    pub connections: AtomicUsize,
+    pub waker: Arc<mio::Waker>,
+    tls_files: Option<TlsFiles>,
+    tls: Mutex<Option<Arc<rustls::ServerConfig>>>,
+}
+
+impl Shared {
+    pub fn new(config: &Config, tls: Option<Arc<rustls::ServerConfig>>, waker: Arc<mio::Waker>) -> Shared {
+        Shared {
+            name: config.name.clone(),
+            accepting: Arc::new(AtomicBool::new(true)),
+            stopping: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            waker,
+            tls_files: config.tls.clone(),
+            tls: Mutex::new(tls),
+        }
+    }
+
+    pub fn reload_tls(&self) -> Result<(), String> {
+        let Some(files) = &self.tls_files else { return Ok(()) };
+        match tls::load(files) {
+            Ok(config) => {
+                *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(config);
+                log::info!("{} port: TLS certificate reloaded from {}", self.name, files.cert_file.display());
+                Ok(())
+            }
+            Err(e) => {
+                log::error!("{} port: TLS reload failed, the old certificate stays: {e}", self.name);
+                Err(e)
+            }
+        }
+    }
+
+    fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+pub struct EventLoop {
+    config: Config,
+    poll: Poll,
+    listener: Option<mio::net::TcpListener>,
+    handler: Arc<dyn Handler>,
+    pool: Pool,
+    done: Receiver<Completion>,
+    shared: Arc<Shared>,
+    conns: HashMap<usize, Conn>,
+    next_id: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    conn_cap: usize,
+    /// Paused after an accept error until then.
+    accept_retry_at: Option<Instant>,
+    /// Requests with a deadline that a handler has.
+    in_flight: Vec<(usize, Arc<Job>)>,
+    /// Set once stopping: when unanswered writes are given up.
+    stop_flush_until: Option<Instant>,
+}
+
+impl EventLoop {
+    pub fn new(
+        config: Config,
+        poll: Poll,
+        mut listener: mio::net::TcpListener,
+        handler: Arc<dyn Handler>,
+        pool: Pool,
+        done: Receiver<Completion>,
+        shared: &Arc<Shared>,
+    ) -> io::Result<EventLoop> {
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let conn_cap = config.limits.connections_max.min(crate::fd_budget()).max(1);
+        Ok(EventLoop {
+            config,
+            poll,
+            listener: Some(listener),
+            handler,
+            pool,
+            done,
+            shared: Arc::clone(shared),
+            conns: HashMap::new(),
+            next_id: FIRST_CONN,
+            per_ip: HashMap::new(),
+            conn_cap,
+            accept_retry_at: None,
+            in_flight: Vec::new(),
+            stop_flush_until: None,
+        })
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let fine = !self.in_flight.is_empty() || self.accept_retry_at.is_some() || self.stop_flush_until.is_some();
+            let tick = if fine { TICK } else { SLOW_TICK };
+            if let Err(e) = self.poll.poll(&mut events, Some(tick)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("{} port: poll failed: {e}", self.config.name);
+                    std::thread::sleep(TICK);
+                }
+                continue;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    Token(id) => self.service(id),
+                }
+            }
+            while let Ok(Completion { conn, response }) = self.done.try_recv() {
+                self.answer(conn, &response);
+            }
+            let now = Instant::now();
+            self.watchdog(now);
+            self.sweep(now);
+            if self.shared.stopping.load(Ordering::SeqCst) && self.stop_step(now) {
+                break;
+            }
+        }
+        let ids: Vec<usize> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.close(id);
+        }
+    }
+
+    /// One step of stopping; true when done.
+    fn stop_step(&mut self, now: Instant) -> bool {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            self.shared.accepting.store(false, Ordering::SeqCst);
+            self.stop_flush_until = Some(now + self.config.timeouts.write.min(Duration::from_secs(5)));
+            let idle: Vec<usize> = self.conns.iter().filter(|(_, c)| c.reading()).map(|(id, _)| *id).collect();
+            for id in idle {
+                self.close(id);
+            }
+        }
+        let waiting = self.conns.values().any(|c| matches!(c.state, State::Waiting { .. }));
+        if waiting {
+            return false;
+        }
+        let writing = self.conns.values().any(|c| c.out_pending());
+        !writing || self.stop_flush_until.is_some_and(|t| now >= t)
+    }
+
+    fn accept_all(&mut self) {
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        loop {
+            if self.conns.len() >= self.conn_cap {
+                if self.shared.accepting.swap(false, Ordering::SeqCst) {
+                    log::warn!(
+                        "{} port: {} connections open, the limit; accepting paused",
+                        self.config.name,
+                        self.conn_cap
+                    );
+                }
+                return;
+            }
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.shared.accepting.swap(true, Ordering::SeqCst) {
+                        log::info!("{} port: accepting again", self.config.name);
+                    }
+                    self.accept_retry_at = None;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if out_of_resources(&e) => {
+                    if self.shared.accepting.swap(false, Ordering::SeqCst) {
+                        log::warn!("{} port: cannot accept ({e}); accepting paused, retrying", self.config.name);
+                    }
+                    self.accept_retry_at = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
+                // The client went away before accept, and the like.
+                Err(e) => log::debug!("{} port: accept: {e}", self.config.name),
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: std::net::SocketAddr) {
+        let per_ip = self.per_ip.entry(peer.ip()).or_insert(0);
+        let tls = self.shared.tls_config();
+        if *per_ip >= self.config.limits.connections_per_ip_max {
+            log::debug!("{} port: {} has too many connections", self.config.name, peer.ip());
+            if tls.is_none() {
+                let mut bytes = Vec::new();
+                let detail = "too many connections from this address";
+                let answer = Response::error(503, "service unavailable", detail).with_header("Retry-After", "1");
+                crate::conn::serialize(&mut bytes, &answer, false, false, 1);
+                let _ = stream.write(&bytes);
+            }
+            return;
+        }
+        let session = match tls {
+            Some(config) => match rustls::ServerConnection::new(config) {
+                Ok(session) => Some(Box::new(session)),
+                Err(e) => {
+                    log::warn!("{} port: TLS session: {e}", self.config.name);
+                    return;
+                }
+            },
+            None => None,
+        };
+        let id = self.next_id;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(id), interest) {
+            log::warn!("{} port: cannot register a connection: {e}", self.config.name);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        self.next_id += 1;
+        *per_ip += 1;
+        self.conns.insert(id, Conn::new(stream, peer, session));
+        self.shared.connections.store(self.conns.len(), Ordering::SeqCst);
+    }
+
+    fn close(&mut self, id: usize) {
+        let Some(mut conn) = self.conns.remove(&id) else { return };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(n) = self.per_ip.get_mut(&conn.peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&conn.peer.ip());
+            }
+        }
+        self.in_flight.retain(|(c, _)| *c != id);
+        self.shared.connections.store(self.conns.len(), Ordering::SeqCst);
+    }
+
+    /// Socket readiness (or a state change) on a connection: write, then read and parse what can be.
+    fn service(&mut self, id: usize) {
+        let cap = self.config.limits.head_bytes_max + READ_CHUNK;
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else { return };
+            if conn.flush().is_err() {
+                return self.close(id);
+            }
+            match conn.state {
+                State::Waiting { .. } => return,
+                State::Closing => {
+                    if conn.out_pending() {
+                        return;
+                    }
+                    conn.shutdown_write();
+                    conn.state = State::Lingering { until: Instant::now() + LINGER };
+                    continue;
+                }
+                State::Lingering { .. } => {
+                    if conn.discard() {
+                        self.close(id);
+                    }
+                    return;
+                }
+                _ => {}
+            }
+            self.advance(id);
+            let Some(conn) = self.conns.get_mut(&id) else { return };
+            if !conn.reading() {
+                continue;
+            }
+            // An interim `100 Continue` goes out before the body is awaited.
+            if conn.out_pending() && conn.flush().is_err() {
+                return self.close(id);
+            }
+            if conn.peer_eof {
+                // Mid-request or between requests: the request (if any) is incomplete and never handed on.
+                if conn.out_pending() {
+                    conn.state = State::Closing;
+                    return;
+                }
+                return self.close(id);
+            }
+            match conn.read_some(cap) {
+                Ok(0) if !conn.peer_eof => return,
+                Ok(_) => {}
+                Err(e) => {
+                    log::debug!("{} port: {}: {e}", self.config.name, conn.peer);
+                    return self.close(id);
+                }
+            }
+        }
+    }
+
+    /// Take what the read buffer holds as far as it goes: a head, body bytes, a whole request.
+    fn advance(&mut self, id: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else { return };
+            let now = Instant::now();
+            match &mut conn.state {
+                State::Idle { .. } | State::Head { .. } => {
+                    if conn.inbuf.is_empty() {
+                        return;
+                    }
+                    if matches!(conn.state, State::Idle { .. }) {
+                        conn.state = State::Head { started: now };
+                    }
+                    let (head, len) = match parse::head(&conn.inbuf, &self.config.limits) {
+                        Ok(Some(parsed)) => parsed,
+                        Ok(None) => return,
+                        Err(reject) => return self.reject(id, &reject),
+                    };
+                    conn.inbuf.drain(..len);
+                    let limit = self.handler.body_limit(&head.method, head.path()) as u64;
+                    let framing = match head.framing {
+                        Framing::Length(n) if n > limit => {
+                            let detail = format!("the body is over {limit} bytes");
+                            return self.reject(id, &Reject::new(413, "payload too large", detail));
+                        }
+                        Framing::Length(0) => return self.dispatch(id, head, Vec::new()),
+                        Framing::Length(n) => BodyState::Length(n),
+                        Framing::Chunked => BodyState::Chunked(Box::new(Chunked::new(limit, &self.config.limits))),
+                    };
+                    if head.expect_continue {
+                        conn.queue_raw(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    let capacity = match framing {
+                        BodyState::Length(n) => usize::try_from(n).unwrap_or(0).min(1 << 20),
+                        BodyState::Chunked(_) => 0,
+                    };
+                    let body = Vec::with_capacity(capacity);
+                    conn.state = State::Body { head: Box::new(head), body, framing, started: now, last: now };
+                }
+                State::Body { body, framing, last, .. } => {
+                    if conn.inbuf.is_empty() {
+                        return;
+                    }
+                    *last = now;
+                    let complete = match framing {
+                        BodyState::Length(left) => {
+                            let n = usize::try_from(*left).unwrap_or(usize::MAX).min(conn.inbuf.len());
+                            body.extend_from_slice(&conn.inbuf[..n]);
+                            conn.inbuf.drain(..n);
+                            *left -= n as u64;
+                            *left == 0
+                        }
+                        BodyState::Chunked(chunked) => match chunked.feed(&conn.inbuf, body) {
+                            Ok(used) => {
+                                conn.inbuf.drain(..used);
+                                chunked.done()
+                            }
+                            Err(reject) => return self.reject(id, &reject),
+                        },
+                    };
+                    if !complete {
+                        return;
+                    }
+                    let state = std::mem::replace(&mut conn.state, State::Closing);
+                    if let State::Body { head, body, .. } = state {
+                        return self.dispatch(id, *head, body);
+                    }
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Hand a complete request to the pool (503 when its queue is full).
+    fn dispatch(&mut self, id: usize, head: parse::Head, body: Vec<u8>) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let head_only = head.method == "HEAD";
+        let (keep_alive, minor) = (head.keep_alive, head.minor);
+        let request = Request {
+            method: head.method,
+            target: head.target,
+            headers: head.headers,
+            body,
+            peer: Some(conn.peer),
+            secure: conn.tls.is_some(),
+        };
+        let deadline = self.config.deadline.map(|d| Instant::now() + d);
+        let job = Arc::new(Job::new(deadline));
+        conn.state = State::Waiting { head_only, keep_alive, minor };
+        match self.pool.submit(id, Arc::clone(&job), request) {
+            true => {
+                if deadline.is_some() {
+                    self.in_flight.push((id, job));
+                }
+            }
+            false => {
+                let detail = "every worker is busy and the queue is full";
+                let answer = Response::error(503, "overloaded", detail).with_header("Retry-After", "1");
+                // The caller (`service`) goes on with this connection.
+                self.queue_answer(id, &answer);
+            }
+        }
+    }
+
+    /// Write the answer to the request a connection waits for; then on to its next request.
+    fn answer(&mut self, id: usize, response: &Response) {
+        self.queue_answer(id, response);
+        self.service(id);
+    }
+
+    fn queue_answer(&mut self, id: usize, response: &Response) {
+        let stopping = self.shared.stopping.load(Ordering::SeqCst);
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let State::Waiting { head_only, keep_alive, minor, .. } = conn.state else { return };
+        let keep_alive = keep_alive && !stopping;
+        conn.queue_response(response, head_only, keep_alive, minor);
+        conn.state = if keep_alive { State::Idle { since: Instant::now() } } else { State::Closing };
+        self.in_flight.retain(|(c, _)| *c != id);
+    }
+
+    /// Answer an error and close.
+    fn reject(&mut self, id: usize, reject: &Reject) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        log::debug!("{} port: {}: {} {}", self.config.name, conn.peer, reject.status, reject.detail);
+        conn.inbuf.clear();
+        conn.queue_response(&Response::error(reject.status, reject.error, &reject.detail), false, false, 1);
+        conn.state = State::Closing;
+    }
+
+    /// Answer 504 for requests past their deadline (their handlers are abandoned by the pool).
+    fn watchdog(&mut self, now: Instant) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        let mut overdue = Vec::new();
+        self.in_flight.retain(|(id, job)| {
+            if job.settled() {
+                return false;
+            }
+            let due = job.deadline().and_then(|d| d.checked_add(GRACE)).is_some_and(|at| now >= at);
+            if due {
+                overdue.push((*id, Arc::clone(job)));
+            }
+            !due
+        });
+        for (id, job) in overdue {
+            if self.pool.expire(&job) {
+                let response = self.handler.overdue(&job);
+                self.answer(id, &response);
+            }
+        }
+    }
+
+    /// Timeouts of every connection, and a paused accept's retry.
+    fn sweep(&mut self, now: Instant) {
+        let t = &self.config.timeouts;
+        let mut expired = Vec::new();
+        let mut timed_out = Vec::new();
+        for (id, conn) in &self.conns {
+            if conn.write_stalled_since.is_some_and(|since| now >= since + t.write) {
+                expired.push(*id);
+                continue;
+            }
+            match &conn.state {
+                State::Idle { since } if now >= *since + t.idle => expired.push(*id),
+                State::Head { started } if now >= *started + t.header => {
+                    if conn.inbuf.is_empty() && conn.tls.as_ref().is_some_and(|s| s.is_handshaking()) {
+                        expired.push(*id);
+                    } else {
+                        timed_out.push((*id, "the request head took too long"));
+                    }
+                }
+                State::Body { started, last, .. } if now >= *started + t.body || now >= *last + t.body_idle => {
+                    timed_out.push((*id, "the request body took too long"));
+                }
+                State::Lingering { until } if now >= *until => expired.push(*id),
+                _ => {}
+            }
+        }
+        for id in expired {
+            self.close(id);
+        }
+        for (id, detail) in timed_out {
+            self.reject(id, &Reject::new(408, "request timeout", detail));
+            self.service(id);
+        }
+        let retry = self.accept_retry_at.is_some_and(|at| now >= at);
+        let below_cap = !self.shared.accepting.load(Ordering::SeqCst) && self.conns.len() < self.conn_cap;
+        if retry || (below_cap && self.accept_retry_at.is_none()) {
+            self.accept_all();
+        }
+    }
+}
+
+fn out_of_resources(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
+    matches!(e.raw_os_error(), Some(24) | Some(23) | Some(105) | Some(12))
+}

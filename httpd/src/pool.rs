@@ -1,0 +1,280 @@
+//! The worker pool: handler threads fed by a bounded queue, and the abandonment of stuck ones.
+//!
+//! Invariants:
+//! - the I/O thread never waits here: [`Pool::submit`] only locks the queue briefly and fails when
+//!   it is full (the caller answers 503);
+//! - a job is answered exactly once: its state moves from QUEUED to RUNNING (a worker took it) or
+//!   OVERDUE (the server answered it past its deadline), and from RUNNING to DONE or OVERDUE, each by
+//!   one compare-and-swap; only the side that wins sends the answer;
+//! - a worker whose job went OVERDUE while running is abandoned: it leaves the live count, and a
+//!   replacement starts while at most `abandoned_max` threads are stuck; a stuck thread that comes back
+//!   serves again if the pool is short of workers, else exits. Threads never number more than
+//!   `workers + abandoned_max + 1`.
+
+use crate::{Config, Handler, Request, Response};
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+const OVERDUE: u8 = 3;
+
+/// One request's life on the pool, shared by its worker and the I/O thread.
+pub struct Job {
+    state: AtomicU8,
+    deadline: Option<Instant>,
+    note: Mutex<Option<String>>,
+    /// The worker running it (set while RUNNING): its abandoned flag.
+    worker: Mutex<Option<Arc<AtomicBool>>>,
+}
+
+impl Job {
+    pub(crate) fn new(deadline: Option<Instant>) -> Job {
+        Job { state: AtomicU8::new(QUEUED), deadline, note: Mutex::new(None), worker: Mutex::new(None) }
+    }
+
+    /// When the server stops waiting for the handler, if ever.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Whether the server already answered (the handler's answer will be dropped).
+    pub fn overdue(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == OVERDUE
+    }
+
+    /// Say what the request is waiting for, for the 504 detail ([`crate::Handler::overdue`]).
+    pub fn set_note(&self, note: String) {
+        *lock(&self.note) = Some(note);
+    }
+
+    pub fn note(&self) -> Option<String> {
+        lock(&self.note).clone()
+    }
+
+    /// Whether the handler's answer is still wanted (false once past the deadline).
+    pub(crate) fn settled(&self) -> bool {
+        matches!(self.state.load(Ordering::SeqCst), DONE | OVERDUE)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A finished request, for the I/O thread.
+pub struct Completion {
+    pub conn: usize,
+    pub response: Response,
+}
+
+struct Task {
+    conn: usize,
+    job: Arc<Job>,
+    request: Request,
+}
+
+struct Shared {
+    name: String,
+    handler: Arc<dyn Handler>,
+    queue: Mutex<VecDeque<Task>>,
+    ready: Condvar,
+    queue_max: usize,
+    workers_target: usize,
+    abandoned_max: usize,
+    live: AtomicUsize,
+    abandoned: AtomicUsize,
+    /// Requests queued or running.
+    busy: AtomicUsize,
+    stopping: AtomicBool,
+    done: Mutex<Sender<Completion>>,
+    waker: Arc<mio::Waker>,
+    threads: Mutex<Vec<(Arc<AtomicBool>, JoinHandle<()>)>>,
+    next_n: AtomicUsize,
+}
+
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+impl Pool {
+    pub fn start(
+        config: &Config,
+        handler: Arc<dyn Handler>,
+        done: Sender<Completion>,
+        waker: Arc<mio::Waker>,
+    ) -> Result<Pool, String> {
+        let shared = Arc::new(Shared {
+            name: config.name.clone(),
+            handler,
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            queue_max: config.queue_max.max(1),
+            workers_target: config.workers.max(1),
+            abandoned_max: config.abandoned_max,
+            live: AtomicUsize::new(0),
+            abandoned: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            done: Mutex::new(done),
+            waker,
+            threads: Mutex::new(Vec::new()),
+            next_n: AtomicUsize::new(0),
+        });
+        let pool = Pool { shared };
+        for _ in 0..pool.shared.workers_target {
+            if let Err(e) = spawn(&pool.shared) {
+                pool.stop();
+                return Err(e);
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Queue a request; false (the request dropped) when the queue is full.
+    pub fn submit(&self, conn: usize, job: Arc<Job>, request: Request) -> bool {
+        let mut queue = lock(&self.shared.queue);
+        if queue.len() >= self.shared.queue_max {
+            return false;
+        }
+        self.shared.busy.fetch_add(1, Ordering::SeqCst);
+        queue.push_back(Task { conn, job, request });
+        drop(queue);
+        self.shared.ready.notify_one();
+        true
+    }
+
+    /// Take an overdue job from its handler: true when the caller is to answer it. A running worker is
+    /// abandoned (and replaced while few are stuck).
+    pub fn expire(&self, job: &Job) -> bool {
+        if job.state.compare_exchange(QUEUED, OVERDUE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            return true;
+        }
+        if job.state.compare_exchange(RUNNING, OVERDUE, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return false;
+        }
+        if let Some(flag) = lock(&job.worker).take() {
+            flag.store(true, Ordering::SeqCst);
+        }
+        self.shared.live.fetch_sub(1, Ordering::SeqCst);
+        let stuck = self.shared.abandoned.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return true;
+        }
+        if stuck <= self.shared.abandoned_max {
+            log::warn!(
+                "{} port: a request passed its deadline; its worker is replaced ({stuck} stuck)",
+                self.shared.name
+            );
+            if let Err(e) = spawn(&self.shared) {
+                log::error!("{} port: {e}", self.shared.name);
+            }
+        } else {
+            log::error!(
+                "{} port: {stuck} workers are stuck past their deadline; not replacing more ({} serve)",
+                self.shared.name,
+                self.shared.live.load(Ordering::SeqCst)
+            );
+        }
+        true
+    }
+
+    /// (live, abandoned) workers.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.shared.live.load(Ordering::SeqCst), self.shared.abandoned.load(Ordering::SeqCst))
+    }
+
+    /// Let the workers finish the queue, then join those not stuck.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.ready.notify_all();
+        let threads = std::mem::take(&mut *lock(&self.shared.threads));
+        for (abandoned, thread) in threads {
+            if !abandoned.load(Ordering::SeqCst) {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn spawn(shared: &Arc<Shared>) -> Result<(), String> {
+    let n = shared.next_n.fetch_add(1, Ordering::Relaxed);
+    let flag = Arc::new(AtomicBool::new(false));
+    let (for_thread, flag_for_thread) = (Arc::clone(shared), Arc::clone(&flag));
+    shared.live.fetch_add(1, Ordering::SeqCst);
+    let thread = std::thread::Builder::new()
+        .name(format!("{}-http-{n}", shared.name))
+        .spawn(move || work(&for_thread, &flag_for_thread))
+        .map_err(|e| {
+            shared.live.fetch_sub(1, Ordering::SeqCst);
+            format!("cannot start a worker thread: {e}")
+        })?;
+    let mut threads = lock(&shared.threads);
+    threads.retain(|(_, t)| !t.is_finished());
+    threads.push((flag, thread));
+    Ok(())
+}
+
+fn work(shared: &Shared, abandoned: &Arc<AtomicBool>) {
+    loop {
+        let task = {
+            let mut queue = lock(&shared.queue);
+            loop {
+                if let Some(task) = queue.pop_front() {
+                    break task;
+                }
+                if shared.stopping.load(Ordering::SeqCst) {
+                    shared.live.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+                queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let Task { conn, job, request } = task;
+        *lock(&job.worker) = Some(Arc::clone(abandoned));
+        if job.state.compare_exchange(QUEUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            // Answered by the server while it waited.
+            *lock(&job.worker) = None;
+            shared.busy.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        let handler = &shared.handler;
+        let response = catch_unwind(AssertUnwindSafe(|| handler.handle(request, &job))).unwrap_or_else(|payload| {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log::error!("{} port: a handler panicked: {message}", shared.name);
+            Response::error(500, "internal", "the node failed while serving this request")
+        });
+        *lock(&job.worker) = None;
+        let answered = job.state.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        shared.busy.fetch_sub(1, Ordering::SeqCst);
+        if answered {
+            let sent = lock(&shared.done).send(Completion { conn, response });
+            if sent.is_ok() {
+                let _ = shared.waker.wake();
+            }
+            continue;
+        }
+        // Abandoned at the deadline: serve again if the pool is short, else leave.
+        let still = shared.abandoned.fetch_sub(1, Ordering::SeqCst) - 1;
+        let short = shared.live.load(Ordering::SeqCst) < shared.workers_target;
+        if short && !shared.stopping.load(Ordering::SeqCst) {
+            abandoned.store(false, Ordering::SeqCst);
+            shared.live.fetch_add(1, Ordering::SeqCst);
+            log::info!("{} port: a stuck worker came back and serves again ({still} still stuck)", shared.name);
+            continue;
+        }
+        log::info!("{} port: a stuck worker came back and exits ({still} still stuck)", shared.name);
+        return;
+    }
+}

@@ -1,0 +1,228 @@
+//! Connection behaviour over real sockets: timeouts, keep-alive and pipelining, `Expect`, HEAD, the
+//! pool's bounds and deadlines, per-client limits, accept errors (EMFILE) and stopping.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_slow_head_gets_408() {
+    let mut config = config();
+    config.timeouts.header = Duration::from_millis(300);
+    let (server, handler) = start(config);
+    let mut stream = connect(server.addr());
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow:").unwrap();
+    let started = Instant::now();
+    let raw = read_all(&mut stream);
+    assert_json_error(&raw, 408);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_slow_body_gets_408_and_never_reaches_the_handler() {
+    let mut config = config();
+    config.timeouts.body_idle = Duration::from_millis(200);
+    config.timeouts.body = Duration::from_millis(800);
+    let (server, handler) = start(config);
+    // Stalls.
+    let mut stream = connect(server.addr());
+    stream.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab").unwrap();
+    assert_json_error(&read_all(&mut stream), 408);
+    // Trickles: a byte every 100 ms is progress, but not enough to finish in time.
+    let mut stream = connect(server.addr());
+    stream.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n").unwrap();
+    let started = Instant::now();
+    for _ in 0..30 {
+        if stream.write_all(b"x").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_json_error(&read_all(&mut stream), 408);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_on_a_kept_alive_connection() {
+    let (server, _) = start(config());
+    let mut stream = connect(server.addr());
+    let one = "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n";
+    let two = "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\ntwo";
+    let three = "GET /three HTTP/1.1\r\nHost: a\r\n\r\n";
+    stream.write_all(format!("{one}{two}{three}").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut stream), (200, "slow".into()));
+    assert_eq!(read_response(&mut stream), (200, "two".into()));
+    assert_eq!(read_response(&mut stream), (200, "GET /three".into()));
+    // Reused afterwards, then closed on request.
+    stream.write_all(b"GET /four HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    let raw = read_all(&mut stream);
+    assert_eq!((status(&raw), body(&raw)), (200, "GET /four"));
+    assert!(raw.contains("Connection: close"));
+}
+
+#[test]
+fn http_1_0_closes_unless_kept_alive() {
+    let (server, _) = start(config());
+    let raw = exchange(server.addr(), b"GET /old HTTP/1.0\r\n\r\n");
+    assert_eq!((status(&raw), body(&raw)), (200, "GET /old"));
+    let mut stream = connect(server.addr());
+    stream.write_all(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut stream), (200, "GET /a".into()));
+    stream.write_all(b"GET /b HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(body(&read_all(&mut stream)), "GET /b");
+}
+
+#[test]
+fn expect_100_continue_only_for_bodies_that_will_be_read() {
+    let (server, handler) = start(config());
+    let mut stream = connect(server.addr());
+    stream.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"hello").unwrap();
+    assert_eq!(read_response(&mut stream), (200, "hello".into()));
+    let over = b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n";
+    let raw = exchange(server.addr(), over);
+    assert!(!raw.contains("100 Continue"), "{raw}");
+    assert_json_error(&raw, 413);
+    assert_json_error(&exchange(server.addr(), b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: other\r\n\r\n"), 417);
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn head_answers_carry_no_body() {
+    let (server, _) = start(config());
+    let mut stream = connect(server.addr());
+    stream
+        .write_all(b"HEAD /thing HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let raw = read_all(&mut stream);
+    // The HEAD answer's Content-Length is that of the GET body, and the next answer follows at once.
+    assert!(raw.starts_with("HTTP/1.1 200 OK\r\n"), "{raw}");
+    let (first, rest) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(first.contains("Content-Length: 11"), "{first}");
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n") && rest.ends_with("GET /next"), "{rest}");
+}
+
+#[test]
+fn a_full_pool_answers_503_at_once() {
+    let mut config = config();
+    config.workers = 1;
+    config.queue_max = 1;
+    let (server, _) = start(config);
+    let addr = server.addr();
+    let busy =
+        std::thread::spawn(move || exchange(addr, b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+    std::thread::sleep(Duration::from_millis(50));
+    let queued =
+        std::thread::spawn(move || exchange(addr, b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let raw = exchange(addr, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_json_error(&raw, 503);
+    assert!(raw.contains("Retry-After: 1"), "{raw}");
+    assert!(started.elapsed() < Duration::from_millis(150), "{:?}", started.elapsed());
+    assert_eq!(status(&busy.join().unwrap()), 200);
+    assert_eq!(status(&queued.join().unwrap()), 200);
+}
+
+#[test]
+fn a_request_past_its_deadline_gets_504_and_its_worker_is_replaced() {
+    let mut config = config();
+    config.deadline = Some(Duration::from_millis(200));
+    config.abandoned_max = 2;
+    let (server, _) = start(config);
+    let addr = server.addr();
+    let started = Instant::now();
+    let raw = exchange(addr, b"GET /hang HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_json_error(&raw, 504);
+    assert!(body(&raw).contains("the hang route did not answer in time"), "{raw}");
+    let late = started.elapsed();
+    assert!(late >= Duration::from_millis(200) && late < Duration::from_millis(1000), "{late:?}");
+    let stats = server.stats();
+    assert_eq!((stats.workers_live, stats.workers_abandoned), (2, 1));
+    // Pipelined hangs on one connection each get their 504, in order; the port serves on.
+    let mut stream = connect(addr);
+    let hang = "GET /hang HTTP/1.1\r\nHost: a\r\n\r\n";
+    stream
+        .write_all(format!("{hang}{hang}GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(statuses(&read_all(&mut stream)), [504, 504, 200]);
+    // The second stuck worker was replaced, the third not (past the cap of 2): one serves on.
+    let stats = server.stats();
+    assert_eq!((stats.workers_live, stats.workers_abandoned), (1, 3));
+    assert_eq!(status(&exchange(addr, b"GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")), 200);
+    // Stopping waits for a hung call only until its deadline.
+    let hung =
+        std::thread::spawn(move || exchange(addr, b"GET /hang HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+    std::thread::sleep(Duration::from_millis(50));
+    let stopping = Instant::now();
+    server.stop();
+    assert!(stopping.elapsed() < Duration::from_secs(1), "{:?}", stopping.elapsed());
+    assert_eq!(status(&hung.join().unwrap()), 504);
+}
+
+#[test]
+fn connections_per_client_are_bounded() {
+    let mut config = config();
+    config.limits.connections_per_ip_max = 2;
+    let (server, _) = start(config);
+    let (mut a, mut b) = (connect(server.addr()), connect(server.addr()));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_json_error(&exchange(server.addr(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 503);
+    for stream in [&mut a, &mut b] {
+        stream.write_all(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(read_response(stream), (200, "GET /held".into()));
+    }
+    drop((a, b));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(status(&exchange(server.addr(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")), 200);
+}
+
+/// Runs alone in its process (nextest): it lowers the fd limit and exhausts it.
+#[test]
+fn running_out_of_descriptors_pauses_accepting_until_they_come_back() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let (server, _) = start(config());
+    let hard = getrlimit(Resource::Nofile).maximum;
+    setrlimit(Resource::Nofile, Rlimit { current: Some(256), maximum: hard }).unwrap();
+    let mut hoard = Vec::new();
+    while let Ok(file) = std::fs::File::open("/dev/null") {
+        hoard.push(file);
+    }
+    // One descriptor for the client; the server's accept then fails with EMFILE.
+    hoard.pop();
+    let mut client = std::net::TcpStream::connect(server.addr()).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let paused = Instant::now();
+    while server.accepting() && paused.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!server.accepting(), "the port says it cannot accept");
+    std::thread::sleep(Duration::from_millis(300));
+    drop(hoard);
+    client.write_all(b"GET /back HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    let raw = read_all(&mut client);
+    assert_eq!((status(&raw), body(&raw)), (200, "GET /back"));
+    assert!(server.accepting());
+    assert_eq!(status(&exchange(server.addr(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")), 200);
+}
+
+#[test]
+fn stopping_closes_idle_connections_and_the_port() {
+    let (server, _) = start(config());
+    let addr = server.addr();
+    let mut idle = connect(addr);
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    server.stop();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(read_all(&mut idle), "");
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
