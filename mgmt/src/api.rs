@@ -135,7 +135,7 @@ fn upload(backend: &dyn Backend, coords: &str, body: &[u8]) -> Result<Response, 
         return Err(ApiError::bad_request("the body is empty; send the slice library's bytes"));
     }
     let answer = backend.upload_artifact(&artifact, body.to_vec())?;
-    Ok(Response { status: 201, body: answer })
+    Ok(Response::new(201, answer))
 }
 
 fn health(backend: &dyn Backend) -> Result<Response, ApiError> {
@@ -147,7 +147,7 @@ fn health(backend: &dyn Backend) -> Result<Response, ApiError> {
         "peers_connected": view.peers_connected(),
         "nodes": view.nodes.len(),
     });
-    Ok(Response { status: if ready { 200 } else { 503 }, body })
+    Ok(Response::new(if ready { 200 } else { 503 }, body))
 }
 
 fn status(backend: &dyn Backend) -> Result<Response, ApiError> {
@@ -300,7 +300,10 @@ mod tests {
 
     fn call(fake: &Fake, method: &str, path: &str, query: &[(&str, &str)], body: &[u8]) -> Response {
         let query = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        route(fake, &Request { method: method.into(), path: path.into(), query, body: body.to_vec() })
+        route(
+            fake,
+            &Request { method: method.into(), path: path.into(), query, body: body.to_vec(), ..Request::default() },
+        )
     }
 
     #[test]
@@ -340,7 +343,12 @@ mod tests {
         let post = |body: &str| {
             route(
                 &fake,
-                &Request { method: "POST".into(), path: "api/debug/faults".into(), body: body.into(), query: vec![] },
+                &Request {
+                    method: "POST".into(),
+                    path: "api/debug/faults".into(),
+                    body: body.into(),
+                    ..Request::default()
+                },
             )
         };
         assert_eq!(post("not json").status, 400);

@@ -18,11 +18,20 @@ pub struct Request {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Header fields in arrival order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The client's address, when known.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Request {
     pub fn query_value(&self, name: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -31,17 +40,29 @@ impl Request {
 pub struct Response {
     pub status: u16,
     pub body: serde_json::Value,
+    /// Extra header fields (`WWW-Authenticate`, CORS); `Content-Type` is always JSON and not listed here.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Response {
+    pub fn new(status: u16, body: serde_json::Value) -> Response {
+        Response { status, body, headers: Vec::new() }
+    }
+
     pub fn ok(body: serde_json::Value) -> Response {
-        Response { status: 200, body }
+        Response::new(200, body)
+    }
+
+    /// Adds a header field to the answer.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Response {
+        self.headers.push((name.to_string(), value.into()));
+        self
     }
 }
 
 impl From<ApiError> for Response {
     fn from(e: ApiError) -> Response {
-        Response { status: e.status, body: e.body() }
+        Response::new(e.status, e.body())
     }
 }
 
@@ -105,6 +126,12 @@ fn serve(http: &tiny_http::Server, handler: &Handler) {
         if let Ok(header) = header {
             answer = answer.with_header(header);
         }
+        for (name, value) in &response.headers {
+            match tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                Ok(header) => answer = answer.with_header(header),
+                Err(()) => warn!("management response header {name} is not valid; dropped"),
+            }
+        }
         if let Err(e) = request.respond(answer) {
             warn!("management response failed: {e}");
         }
@@ -136,7 +163,13 @@ fn parse(request: &mut tiny_http::Request) -> Result<Request, ApiError> {
     if body.len() > BODY_BYTES_MAX {
         return Err(ApiError::new(413, "too_large", format!("request body over {BODY_BYTES_MAX} bytes")));
     }
-    Ok(Request { method, path, query, body })
+    let headers = request
+        .headers()
+        .iter()
+        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
+        .collect();
+    let peer = request.remote_addr().copied();
+    Ok(Request { method, path, query, body, headers, peer })
 }
 
 /// Decodes `%XX` escapes (and `+` as space in queries is left alone: paths and keys keep `+`).
