@@ -41,7 +41,7 @@ impl KeyRecord {
 
     pub fn hash_bytes(&self) -> Vec<u8> {
         let digits = self.hash.as_bytes();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Vec::new();
         }
         digits
