@@ -10,6 +10,7 @@ mod config;
 mod deploy;
 mod forward;
 mod logger;
+mod management_config;
 mod managers;
 mod membership;
 mod node;
@@ -122,6 +123,7 @@ fn run(args: &Args) -> Result<(), String> {
     logger::init(&config.node_id, level);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("data directory {}: {e}", config.data_dir.display()))?;
+    let auth = mgmt::Auth::new(management_config::auth_config(&config, args.dev)?);
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
@@ -167,7 +169,7 @@ fn run(args: &Args) -> Result<(), String> {
         faults_allowed: std::env::var("AETHER_FAULT_INJECTION").is_ok_and(|v| v == "1"),
         repository: config.repository.clone(),
     });
-    let management = mgmt::Server::start(config.listen_management, 64, move |req| mgmt::route(&*backend, req))?;
+    let management = mgmt::Server::start(config.listen_management, 64, move |req| mgmt::serve(&auth, &*backend, req))?;
     info!(
         "node {} of cluster '{}' up: management http://{}, app http://{}, cluster {} ({} nodes)",
         config.node_id,
