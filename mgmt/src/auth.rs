@@ -269,7 +269,7 @@ impl Auth {
         }
         let origin = req.header("origin").filter(|o| self.origin_allowed(o))?;
         Some(
-            Response::new(204, serde_json::Value::Null)
+            Response::ok(serde_json::json!({}))
                 .with_header("Access-Control-Allow-Origin", origin)
                 .with_header("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE")
                 .with_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
@@ -280,7 +280,6 @@ impl Auth {
 
     /// Everything [`serve`] checks before routing; the role of the caller (`None` with authentication off).
     fn admit(&self, backend: &dyn Backend, req: &Request) -> Result<Option<Role>, ApiError> {
-        self.check_host(req)?;
         self.check_origin(req)?;
         let needed = match access_for(&req.method, &req.path) {
             Access::Public => return Ok(None),
@@ -329,6 +328,9 @@ fn clip(text: &str) -> String {
 
 /// Answers one request: the guard, then the route (`/api/keys` here, the rest in [`crate::route`]).
 pub fn serve(auth: &Auth, backend: &dyn Backend, req: &Request) -> Response {
+    if let Err(e) = auth.check_host(req) {
+        return Response::from(e);
+    }
     if let Some(preflight) = auth.preflight(req) {
         return preflight;
     }
