@@ -146,6 +146,16 @@ fn keys_roles_rotation_and_the_attack_sequences_on_a_cluster_with_auth() {
 
     // The node-local bootstrap key keeps working.
     assert_eq!(call(&c, 1, admin_file.as_deref(), "GET", "/api/keys", b"").status, 200);
+
+    // Keys are checked against the local replica: a node without a quorum still serves stale reads to them.
+    let mut c = c;
+    c.kill(1);
+    c.kill(2);
+    let alone = wait_for(SETTLE, || c.health(0).is_some_and(|h| h["ready"] == false));
+    assert!(alone.is_ok(), "node-1 still reports ready alone");
+    let read = call(&c, 0, Some(&viewer), "GET", "/api/kv/user/a?stale=true", b"");
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(call(&c, 0, Some(&operator), "GET", "/api/kv/user/a?stale=true", b"").status, 401);
 }
 
 /// Runs `aetherd` with `args` and waits up to 10 s for it to exit; its exit code and output.
