@@ -29,6 +29,7 @@ pub struct NodeConfig {
     pub cluster_tls: Option<crate::cluster_tls_config::ClusterTlsSettings>,
     /// `[tls]`: TLS on the management and app ports (see `tls_config`).
     pub tls: Option<httpd::TlsFiles>,
+    pub management: crate::management_config::ManagementConfig,
 }
 
 /// Most nodes in one cluster (every node talks to every other; consensus replica ids are a byte).
@@ -56,6 +57,7 @@ struct RawConfig {
     listen: RawListen,
     cluster_tls: Option<crate::cluster_tls_config::RawClusterTls>,
     tls: Option<crate::tls_config::RawTls>,
+    management: Option<crate::management_config::RawManagement>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +135,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         None => SUSPICION_TIMEOUT_MS_DEFAULT,
     };
     let data_dir = PathBuf::from(raw.node.data_dir.get_ref());
+    let management = crate::management_config::parse(raw.management, &at, &|file| resolve(path, file))?;
     Ok(NodeConfig {
         node_id,
         repository: raw.node.repository.map(PathBuf::from).unwrap_or_else(|| data_dir.join("repository")),
@@ -146,6 +149,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         suspicion_timeout: std::time::Duration::from_millis(suspicion_ms),
         cluster_tls: crate::cluster_tls_config::from_raw(path, raw.cluster_tls).map_err(|m| format!("{file}: {m}"))?,
         tls: crate::tls_config::files(path, text, raw.tls)?,
+        management,
     })
 }
 
@@ -169,6 +173,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         suspicion_timeout: std::time::Duration::from_millis(SUSPICION_TIMEOUT_MS_DEFAULT),
         cluster_tls: None,
         tls: None,
+        management: Default::default(),
     }
 }
 
@@ -212,6 +217,7 @@ fn resolve(config_path: &Path, file: &str) -> PathBuf {
 
 fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read secret {}: {e}", path.display()))?;
+    crate::management_config::check_private(path)?;
     if bytes.is_empty() {
         return Err(format!("secret file {} is empty", path.display()));
     }
@@ -229,6 +235,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let secret = dir.join("secret");
         std::fs::write(&secret, b"s3cret").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         (dir.join("aetherd.toml"), secret)
     }
 
@@ -280,6 +287,40 @@ cluster = "127.0.0.1:8090"
             assert!(err.contains(line), "{err} lacks {line}");
             assert!(err.contains(needle), "{err} lacks {needle}");
         }
+    }
+
+    #[test]
+    fn an_open_secret_file_names_the_chmod() {
+        let (path, secret) = write_secret();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let err = parse(&path, &sample(&secret)).unwrap_err();
+        assert!(
+            err.contains("cluster.secret_file") && err.contains(&format!("chmod 600 {}", secret.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_management_section_parses_and_errors_name_the_field() {
+        let (path, secret) = write_secret();
+        let key = secret.with_file_name("admin.key");
+        std::fs::write(&key, "a-long-enough-admin-key").unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let section = "[management]\nkey_file = \"admin.key\"\nallowed_origins = [\"https://ui.example\"]\nhost_names = [\"aether.lan\"]\n";
+        let config = parse(&path, &format!("{}{section}", sample(&secret))).unwrap();
+        assert_eq!(config.management.key.as_deref(), Some("a-long-enough-admin-key"));
+        assert_eq!(config.management.key_file, Some(key.clone()));
+        assert_eq!(config.management.allowed_origins, ["https://ui.example"]);
+        assert_eq!(config.management.host_names, ["aether.lan"]);
+        assert!(!config.management.allow_unauthenticated);
+        let bad_origin = format!("{}[management]\nallowed_origins = [\"ui.example\"]\n", sample(&secret));
+        let err = parse(&path, &bad_origin).unwrap_err();
+        assert!(err.contains("line 13") && err.contains("management.allowed_origins"), "{err}");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+        let err = parse(&path, &format!("{}{section}", sample(&secret))).unwrap_err();
+        assert!(err.contains("line 13") && err.contains("management.key_file") && err.contains("chmod 600"), "{err}");
+        let unknown = format!("{}[management]\nauth = false\n", sample(&secret));
+        assert!(parse(&path, &unknown).unwrap_err().contains("auth"));
     }
 
     #[test]

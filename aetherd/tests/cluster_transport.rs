@@ -39,6 +39,7 @@ fn wrong_secret_and_wrong_cluster_are_refused_and_logged() {
     let mut cluster = LocalCluster::prepare(spec(3, "refuse")).unwrap();
     let secret2 = cluster.spec.dir.join("other-secret");
     std::fs::write(&secret2, b"a different secret").unwrap();
+    std::fs::set_permissions(&secret2, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let config2 = std::fs::read_to_string(&cluster.nodes[1].config).unwrap();
     let config2 =
         config2.replace(&cluster.spec.dir.join("secret").display().to_string(), &secret2.display().to_string());

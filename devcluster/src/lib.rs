@@ -1,12 +1,13 @@
 //! Local clusters of real `aetherd` processes on 127.0.0.1, for `cargo xtask run / cluster` and for the
 //! cluster tests: writes each node's config and the shared secret into a folder, starts, stops (SIGTERM),
-//! kills (SIGKILL) and restarts processes, and talks to their management API over plain HTTP/1.1.
+//! kills (SIGKILL) and restarts processes, and talks to their management API over plain HTTP/1.1
+//! (with the cluster's admin key when [`ClusterSpec::with_auth`] turned authentication on).
 //!
 //! Invariant: a `LocalCluster` dropped without `detach` leaves no process behind.
 
 mod http;
 
-pub use http::{http, HttpResponse};
+pub use http::{http, http_with, HttpResponse};
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
@@ -40,6 +41,11 @@ pub struct ClusterSpec {
     /// TOML appended to every node's config file (extra sections; relative paths in it are relative to
     /// the node's own folder, where the config file lives).
     pub extra_config: String,
+    /// With a key, authentication is on: the key is written to `{dir}/admin.key` (mode 0600), named as every
+    /// node's `[management] key_file`, and sent by this cluster's own requests ([`LocalCluster::api`]).
+    pub admin_key: Option<String>,
+    /// Extra `key = value` lines for every node's `[management]` section.
+    pub management: Vec<String>,
 }
 
 impl ClusterSpec {
@@ -53,7 +59,21 @@ impl ClusterSpec {
             env: vec![("AETHER_FAULT_INJECTION".into(), "1".into())],
             extra_args: Vec::new(),
             extra_config: String::new(),
+            admin_key: None,
+            management: Vec::new(),
         }
+    }
+
+    /// This spec with authentication on, using a fresh random admin key.
+    pub fn with_auth(mut self) -> ClusterSpec {
+        let mut bytes = [0u8; 32];
+        let read = fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+        if read.is_err() {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            bytes[..16].copy_from_slice(&nanos.as_nanos().to_le_bytes());
+        }
+        self.admin_key = Some(format!("test-admin-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        self
     }
 }
 
@@ -78,13 +98,21 @@ impl LocalCluster {
         let random =
             fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret_bytes));
         random.map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
-        write(&secret, &secret_bytes)?;
+        write_private(&secret, &secret_bytes)?;
+        let mut management = spec.management.clone();
+        if let Some(key) = &spec.admin_key {
+            let file = spec.dir.join("admin.key");
+            write_private(&file, key.as_bytes())?;
+            management.push(format!("key_file = \"{}\"", file.display()));
+        }
+        let management =
+            if management.is_empty() { String::new() } else { format!("[management]\n{}\n", management.join("\n")) };
         let nodes = layout(&spec)?;
         let peers: Vec<String> = nodes.iter().map(|n| format!("\"{}@{}\"", n.id, n.cluster)).collect();
         for node in &nodes {
             let text = format!(
                 "[node]\nid = \"{}\"\ndata_dir = \"{}\"\n[cluster]\nname = \"{}\"\nsecret_file = \"{}\"\npeers = [{}]\n\
-                 [listen]\nmanagement = \"{}\"\napp = \"{}\"\ncluster = \"{}\"\n",
+                 [listen]\nmanagement = \"{}\"\napp = \"{}\"\ncluster = \"{}\"\n{management}",
                 node.id,
                 node.data_dir.display(),
                 spec.cluster_name,
@@ -160,9 +188,28 @@ impl LocalCluster {
         self.start_node(i)
     }
 
+    /// One management request to node `i`, with the admin key when authentication is on.
+    pub fn api(&self, i: usize, method: &str, path: &str, body: &[u8]) -> std::io::Result<HttpResponse> {
+        self.api_as(i, self.spec.admin_key.as_deref(), method, path, body)
+    }
+
+    /// One management request to node `i` with `key` (none: no `Authorization` header).
+    pub fn api_as(
+        &self,
+        i: usize,
+        key: Option<&str>,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<HttpResponse> {
+        let bearer = key.map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
+        http_with(self.nodes[i].management, method, path, &headers, body)
+    }
+
     /// `GET /api/health` of node `i` as JSON, if it answers.
     pub fn health(&self, i: usize) -> Option<serde_json::Value> {
-        let response = http(self.nodes[i].management, "GET", "/api/health", b"").ok()?;
+        let response = self.api(i, "GET", "/api/health", b"").ok()?;
         serde_json::from_slice(&response.body).ok()
     }
 
@@ -254,6 +301,16 @@ fn layout(spec: &ClusterSpec) -> Result<Vec<NodeInfo>, String> {
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes a secret readable by its owner only (nodes refuse group- or world-readable secrets).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let at = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(at)?;
+    // A file left by an earlier run keeps its mode through open(): set it.
+    file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(at)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(at)
 }
 
 /// Stops a process this tool started earlier (by pid): SIGTERM, then SIGKILL after `grace`.

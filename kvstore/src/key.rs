@@ -18,6 +18,7 @@
 //! | `schedules/{task}` | a scheduled task and its last run |
 //! | `nodes/{node}/lifecycle` | a node's lifecycle state |
 //! | `alerts/{id}` | an alert |
+//! | `keys/{id}` | a management API key: name, role and keyed hash, never the key itself |
 //! | `user/{segment}(/{segment})*` | free-form operator keys |
 //!
 //! Routes: the key holds the HTTP path without its leading `/`, so the route `GET /echo/{msg}` is the key
@@ -58,11 +59,12 @@ pub enum Namespace {
     Schedules,
     Nodes,
     Alerts,
+    Keys,
     User,
 }
 
 impl Namespace {
-    pub const ALL: [Namespace; 15] = [
+    pub const ALL: [Namespace; 16] = [
         Namespace::Blueprints,
         Namespace::Slices,
         Namespace::Targets,
@@ -77,6 +79,7 @@ impl Namespace {
         Namespace::Schedules,
         Namespace::Nodes,
         Namespace::Alerts,
+        Namespace::Keys,
         Namespace::User,
     ];
 
@@ -97,6 +100,7 @@ impl Namespace {
             Namespace::Schedules => "schedules/",
             Namespace::Nodes => "nodes/",
             Namespace::Alerts => "alerts/",
+            Namespace::Keys => "keys/",
             Namespace::User => "user/",
         }
     }
@@ -152,6 +156,7 @@ pub enum AetherKey {
     Schedule { task: Name },
     NodeLifecycle { node: NodeId },
     Alert { id: Name },
+    ApiKey { id: Name },
     User { path: UserPath },
 }
 
@@ -187,6 +192,7 @@ impl AetherKey {
             AetherKey::Schedule { .. } => Namespace::Schedules,
             AetherKey::NodeLifecycle { .. } => Namespace::Nodes,
             AetherKey::Alert { .. } => Namespace::Alerts,
+            AetherKey::ApiKey { .. } => Namespace::Keys,
             AetherKey::User { .. } => Namespace::User,
         }
     }
@@ -234,6 +240,7 @@ fn parse_in(namespace: Namespace, rest: &str) -> Result<AetherKey, ParseError> {
         Namespace::Schedules => AetherKey::Schedule { task: one_name(rest, "task")? },
         Namespace::Nodes => parse_node_lifecycle(rest)?,
         Namespace::Alerts => AetherKey::Alert { id: one_name(rest, "alert id")? },
+        Namespace::Keys => AetherKey::ApiKey { id: one_name(rest, "key id")? },
         Namespace::User => AetherKey::User { path: UserPath::parse(rest)? },
     };
     Ok(key)
@@ -328,7 +335,7 @@ impl fmt::Display for AetherKey {
             AetherKey::TopicSubscription { topic, subscriber } => write!(f, "{ns}/{topic}/{subscriber}"),
             AetherKey::Schedule { task } => write!(f, "{ns}/{task}"),
             AetherKey::NodeLifecycle { node } => write!(f, "{ns}/{node}/lifecycle"),
-            AetherKey::Alert { id } => write!(f, "{ns}/{id}"),
+            AetherKey::Alert { id } | AetherKey::ApiKey { id } => write!(f, "{ns}/{id}"),
             AetherKey::User { path } => write!(f, "{ns}/{}", path.as_str()),
         }
     }
@@ -345,7 +352,7 @@ impl FromStr for AetherKey {
 mod tests {
     use super::*;
 
-    const EXAMPLES: [&str; 16] = [
+    const EXAMPLES: [&str; 17] = [
         "blueprints/shop",
         "slices/node-1/org.example:echo:1.0.0",
         "targets/org.example:echo:1.0.0-rc.1",
@@ -361,6 +368,7 @@ mod tests {
         "schedules/nightly-report",
         "nodes/node-3/lifecycle",
         "alerts/a1",
+        "keys/3f9a0c1d2e4b5a69",
         "user/team/a/b.c",
     ];
 
@@ -402,6 +410,8 @@ mod tests {
             ("nodes/n1/state", "key shape"),
             ("user/a//b", "user key segment"),
             ("user/", "user key segment"),
+            ("keys/a/b", "key shape"),
+            ("keys/", "key id"),
         ];
         for (input, part) in cases {
             let err = AetherKey::parse(input).unwrap_err();

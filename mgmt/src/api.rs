@@ -141,7 +141,7 @@ fn upload(backend: &dyn Backend, coords: &str, body: &[u8]) -> Result<Response, 
         return Err(ApiError::bad_request("the body is empty; send the slice library's bytes"));
     }
     let answer = backend.upload_artifact(&artifact, body.to_vec())?;
-    Ok(Response { status: 201, body: answer })
+    Ok(Response::new(201, answer))
 }
 
 fn health(backend: &dyn Backend) -> Result<Response, ApiError> {
@@ -153,7 +153,7 @@ fn health(backend: &dyn Backend) -> Result<Response, ApiError> {
         "peers_connected": view.peers_connected(),
         "nodes": view.nodes.len(),
     });
-    Ok(Response { status: if ready { 200 } else { 503 }, body })
+    Ok(Response::new(if ready { 200 } else { 503 }, body))
 }
 
 fn status(backend: &dyn Backend) -> Result<Response, ApiError> {

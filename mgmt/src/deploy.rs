@@ -45,7 +45,7 @@ fn submit(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
     let name = parsed.name.to_string();
     let value = BlueprintRecord { toml: text.to_string(), blueprint: parsed }.encode();
     let version = backend.kv_write(Command::Put { key, value })?;
-    Ok(Response { status: 201, body: json!({ "name": name, "version": version, "slices": order }) })
+    Ok(Response::new(201, json!({ "name": name, "version": version, "slices": order })))
 }
 
 /// Refuses a blueprint naming an artifact another blueprint already deploys.

@@ -3,11 +3,15 @@
 //! Keys are parsed into `AetherKey` here, at the edge, so a bad key is a 400 naming the part that is wrong
 //! and never reaches the node. Values are bytes; answers carry them as UTF-8 text when they are, else as
 //! base64 with `"encoding": "base64"`.
+//!
+//! Invariants: writes and deletes reach only `user/` keys (every other namespace belongs to the component
+//! that validates it and changes only through that component's routes: a 403 names why); `keys/` records
+//! (API key hashes) are never read or listed here, whatever the caller's role.
 
 use crate::api::Backend;
 use crate::error::ApiError;
 use crate::server::{Request, Response};
-use kvstore::{AetherKey, Command, Revision};
+use kvstore::{AetherKey, Command, Namespace, Revision};
 use serde_json::{json, Value};
 
 /// One stored entry as the API shows it.
@@ -36,9 +40,9 @@ pub fn route(backend: &dyn Backend, req: &Request, key: Option<&str>) -> Result<
     let stale = req.query_value("stale").is_some_and(|v| v == "true" || v == "1");
     match (req.method.as_str(), key) {
         ("GET", None) => list(backend, req, stale),
-        ("GET", Some(key)) => get(backend, parse_key(key)?, stale),
-        ("PUT" | "POST", Some(key)) => put(backend, parse_key(key)?, req),
-        ("DELETE", Some(key)) => delete(backend, parse_key(key)?, req),
+        ("GET", Some(key)) => get(backend, readable(parse_key(key)?)?, stale),
+        ("PUT" | "POST", Some(key)) => put(backend, writable(parse_key(key)?)?, req),
+        ("DELETE", Some(key)) => delete(backend, writable(parse_key(key)?)?, req),
         (method, _) => {
             Err(ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on /{}", req.path)))
         }
@@ -47,6 +51,38 @@ pub fn route(backend: &dyn Backend, req: &Request, key: Option<&str>) -> Result<
 
 fn parse_key(text: &str) -> Result<AetherKey, ApiError> {
     text.parse::<AetherKey>().map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Only `user/` keys are written through the generic API.
+fn writable(key: AetherKey) -> Result<AetherKey, ApiError> {
+    if key.is_user() {
+        return Ok(key);
+    }
+    let ns = key.namespace().prefix();
+    let owner = match key.namespace() {
+        Namespace::Blueprints => "; deploy and delete blueprints through /api/blueprints",
+        Namespace::Keys => "; manage API keys through /api/keys",
+        _ => "",
+    };
+    Err(ApiError::new(
+        403,
+        "forbidden",
+        format!(
+            "{ns} keys belong to the control plane, which validates them; the KV API writes only user/ keys{owner}"
+        ),
+    ))
+}
+
+/// Every key is readable except API key records.
+fn readable(key: AetherKey) -> Result<AetherKey, ApiError> {
+    if key.namespace() == Namespace::Keys {
+        return Err(keys_unreadable());
+    }
+    Ok(key)
+}
+
+fn keys_unreadable() -> ApiError {
+    ApiError::new(403, "forbidden", "keys/ records are never readable through the KV API; list keys with GET /api/keys")
 }
 
 fn expected_version(req: &Request) -> Result<Option<u64>, ApiError> {
@@ -85,8 +121,12 @@ fn get(backend: &dyn Backend, key: AetherKey, stale: bool) -> Result<Response, A
 
 fn list(backend: &dyn Backend, req: &Request, stale: bool) -> Result<Response, ApiError> {
     let prefix = req.query_value("prefix").unwrap_or("");
+    let hidden = Namespace::Keys.prefix();
+    if prefix.starts_with(hidden) {
+        return Err(keys_unreadable());
+    }
     let entries = backend.kv_list(prefix, stale)?;
-    let items: Vec<Value> = entries.iter().map(KvEntry::to_json).collect();
+    let items: Vec<Value> = entries.iter().filter(|e| !e.key.starts_with(hidden)).map(KvEntry::to_json).collect();
     Ok(Response::ok(json!({ "prefix": prefix, "count": items.len(), "entries": items })))
 }
 

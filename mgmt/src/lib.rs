@@ -4,18 +4,25 @@
 //! What it must never do: touch the node's state directly. Every answer comes from the [`Backend`], which
 //! the daemon implements by sending a command to its event loop and waiting for the reply with a timeout.
 //!
+//! Every request enters through [`serve`], which applies the guard of [`auth`] (browser safety, API keys and
+//! roles) before routing.
+//!
 //! Invariants: every error is `{"error": "...", "detail": "..."}` with a meaningful status (400 bad input,
 //! 403 forbidden, 404 absent, 405 wrong method, 503 not ready or no quorum, 504 timeout); no handler panics
 //! on any input.
 
 mod api;
+mod auth;
 mod deploy;
 mod error;
 mod health;
+mod keys;
 mod kv;
 mod server;
 
 pub use api::{route, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};
+pub use auth::{access_for, serve, Access, Auth, AuthConfig, Role, ROUTES};
 pub use error::ApiError;
+pub use keys::KeyRecord;
 pub use kv::{base64, KvEntry};
 pub use server::{body_limit, http_config, Request, Response, Server, ARTIFACT_BYTES_MAX, BODY_BYTES_MAX};

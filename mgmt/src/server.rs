@@ -47,17 +47,29 @@ impl Request {
 pub struct Response {
     pub status: u16,
     pub body: serde_json::Value,
+    /// Extra header fields (`WWW-Authenticate`, CORS); `Content-Type` is always JSON and not listed here.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Response {
+    pub fn new(status: u16, body: serde_json::Value) -> Response {
+        Response { status, body, headers: Vec::new() }
+    }
+
     pub fn ok(body: serde_json::Value) -> Response {
-        Response { status: 200, body }
+        Response::new(200, body)
+    }
+
+    /// Adds a header field to the answer.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Response {
+        self.headers.push((name.to_string(), value.into()));
+        self
     }
 }
 
 impl From<ApiError> for Response {
     fn from(e: ApiError) -> Response {
-        Response { status: e.status, body: e.body() }
+        Response::new(e.status, e.body())
     }
 }
 
@@ -102,7 +114,12 @@ impl httpd::Handler for Port {
             }
             Err(e) => e.into(),
         };
-        httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes())
+        let mut answer =
+            httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes());
+        for (name, value) in &response.headers {
+            answer = answer.with_header(name, value);
+        }
+        answer
     }
 }
 

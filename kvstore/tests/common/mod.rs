@@ -72,6 +72,7 @@ pub fn key() -> impl Strategy<Value = AetherKey> + Clone {
         name().prop_map(|task| AetherKey::Schedule { task }),
         node().prop_map(|node| AetherKey::NodeLifecycle { node }),
         name().prop_map(|id| AetherKey::Alert { id }),
+        name().prop_map(|id| AetherKey::ApiKey { id }),
         user_path().prop_map(|path| AetherKey::User { path }),
     ]
 }
