@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub listen_cluster: SocketAddr,
     /// A peer silent for longer is suspected down (`[cluster] suspicion_timeout_ms`, default 500).
     pub suspicion_timeout: std::time::Duration,
+    /// `[artifacts]`: which slice libraries this node loads.
+    pub artifacts: crate::artifacts_config::ArtifactsConfig,
 }
 
 /// Most nodes in one cluster (every node talks to every other; consensus replica ids are a byte).
@@ -51,6 +53,8 @@ struct RawConfig {
     node: RawNode,
     cluster: RawCluster,
     listen: RawListen,
+    #[serde(default)]
+    artifacts: crate::artifacts_config::RawArtifacts,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +143,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         listen_app: addr(&raw.listen.app, "listen.app")?,
         listen_cluster: addr(&raw.listen.cluster, "listen.cluster")?,
         suspicion_timeout: std::time::Duration::from_millis(suspicion_ms),
+        artifacts: crate::artifacts_config::parse(&raw.artifacts, &at)?,
     })
 }
 
@@ -160,6 +165,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         listen_app: SocketAddr::from(([127, 0, 0, 1], 8081)),
         listen_cluster: cluster,
         suspicion_timeout: std::time::Duration::from_millis(SUSPICION_TIMEOUT_MS_DEFAULT),
+        artifacts: Default::default(),
     }
 }
 

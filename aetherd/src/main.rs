@@ -6,6 +6,7 @@
 
 mod app;
 mod artifacts;
+mod artifacts_config;
 mod config;
 mod deploy;
 mod forward;

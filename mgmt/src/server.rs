@@ -18,11 +18,20 @@ pub struct Request {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Header fields in arrival order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The client's address, when known.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Request {
     pub fn query_value(&self, name: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -136,7 +145,13 @@ fn parse(request: &mut tiny_http::Request) -> Result<Request, ApiError> {
     if body.len() > BODY_BYTES_MAX {
         return Err(ApiError::new(413, "too_large", format!("request body over {BODY_BYTES_MAX} bytes")));
     }
-    Ok(Request { method, path, query, body })
+    let headers = request
+        .headers()
+        .iter()
+        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
+        .collect();
+    let peer = request.remote_addr().copied();
+    Ok(Request { method, path, query, body, headers, peer })
 }
 
 /// Decodes `%XX` escapes (and `+` as space in queries is left alone: paths and keys keep `+`).
