@@ -129,8 +129,7 @@ fn run(args: &Args) -> Result<(), String> {
     let (storage, recovered) = storage::Storage::open(&config.data_dir)?;
     let consensus_config = consensus_config(&config);
     let replication = replication::Replication::new(consensus_config, storage, recovered, random_u64())?;
-    let container = container::Container::new(container::ContainerConfig::new(&config.repository, &config.node_id))
-        .map_err(|e| format!("slice container: {e}"))?;
+    let container = container::Container::new(container_config(&config)).map_err(|e| format!("slice container: {e}"))?;
     let container = Arc::new(container);
     let loop_handle: Arc<OnceLock<net::NetHandle<node::Command>>> = Arc::default();
     let deployer = deploy::Deployer::start(container.clone(), deploy_done_sender(loop_handle.clone()))?;
@@ -167,6 +166,7 @@ fn run(args: &Args) -> Result<(), String> {
         handle: net.handle.clone(),
         faults_allowed: std::env::var("AETHER_FAULT_INJECTION").is_ok_and(|v| v == "1"),
         repository: config.repository.clone(),
+        trusted_keys: config.artifacts.trusted_keys.clone(),
     });
     let management = mgmt::Server::start(config.listen_management, 64, move |req| mgmt::route(&*backend, req))?;
     info!(
@@ -240,8 +240,23 @@ fn start_app(args: &Args, config: &NodeConfig) -> Result<Option<app::AppServer>,
         node_id: config.node_id.clone(),
         repo: config.repository.clone(),
         slices: args.slices.clone(),
+        work_dir: Some(loaded_dir(config)),
+        trusted_keys: config.artifacts.trusted_keys.clone(),
     };
     app::AppServer::start(app_config).map(Some)
+}
+
+/// Private copies of slice libraries are made in `{data_dir}/loaded` (0700, checked at start).
+fn loaded_dir(config: &NodeConfig) -> std::path::PathBuf {
+    config.data_dir.join("loaded")
+}
+
+/// The node's slice container: its repository, its private copy folder, the keys it trusts.
+fn container_config(config: &NodeConfig) -> container::ContainerConfig {
+    let mut container = container::ContainerConfig::new(&config.repository, &config.node_id);
+    container.work_dir = loaded_dir(config);
+    container.trusted_keys = config.artifacts.trusted_keys.clone();
+    container
 }
 
 fn net_config(config: &NodeConfig) -> net::NetConfig {

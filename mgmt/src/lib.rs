@@ -14,7 +14,7 @@ mod error;
 mod kv;
 mod server;
 
-pub use api::{route, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};
+pub use api::{route, ArtifactUpload, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};
 pub use error::ApiError;
 pub use kv::{base64, KvEntry};
 pub use server::{Request, Response, Server};
