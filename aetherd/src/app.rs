@@ -50,6 +50,10 @@ pub struct AppConfig {
     pub repo: PathBuf,
     /// Artifacts `group:artifact:version` to load and start at once.
     pub slices: Vec<String>,
+    /// Folder of the private library copies (a node uses `{data_dir}/loaded`); `None`: the container's default.
+    pub work_dir: Option<PathBuf>,
+    /// Keys whose signatures the dev container requires (`[artifacts] trusted_keys`).
+    pub trusted_keys: container::TrustedKeys,
 }
 
 /// Tuning of the app server; [`AppOptions::from_env`] gives the defaults.
@@ -224,6 +228,8 @@ mod tests {
             node_id: "node-7".into(),
             repo: repo(),
             slices: slices.iter().map(|s| s.to_string()).collect(),
+            work_dir: None,
+            trusted_keys: Default::default(),
         };
         AppServer::start_with(config, options).unwrap()
     }
@@ -422,8 +428,14 @@ mod tests {
 
     #[test]
     fn an_unknown_slice_or_a_taken_port_fails_the_start_with_a_message() {
-        let config =
-            |slices: Vec<String>, listen: SocketAddr| AppConfig { listen, node_id: "n".into(), repo: repo(), slices };
+        let config = |slices: Vec<String>, listen: SocketAddr| AppConfig {
+            listen,
+            node_id: "n".into(),
+            repo: repo(),
+            slices,
+            work_dir: None,
+            trusted_keys: Default::default(),
+        };
         let local = "127.0.0.1:0".parse().unwrap();
         let missing = AppServer::start_with(config(vec!["org.aether.examples:nope:1.0.0".into()], local), options());
         assert!(missing.err().unwrap().contains("not in the repository"));

@@ -30,6 +30,8 @@ pub struct NodeConfig {
     /// `[tls]`: TLS on the management and app ports (see `tls_config`).
     pub tls: Option<httpd::TlsFiles>,
     pub management: crate::management_config::ManagementConfig,
+    /// `[artifacts]`: which slice libraries this node loads.
+    pub artifacts: crate::artifacts_config::ArtifactsConfig,
 }
 
 /// Most nodes in one cluster (every node talks to every other; consensus replica ids are a byte).
@@ -58,6 +60,8 @@ struct RawConfig {
     cluster_tls: Option<crate::cluster_tls_config::RawClusterTls>,
     tls: Option<crate::tls_config::RawTls>,
     management: Option<crate::management_config::RawManagement>,
+    #[serde(default)]
+    artifacts: crate::artifacts_config::RawArtifacts,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +154,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         cluster_tls: crate::cluster_tls_config::from_raw(path, raw.cluster_tls).map_err(|m| format!("{file}: {m}"))?,
         tls: crate::tls_config::files(path, text, raw.tls)?,
         management,
+        artifacts: crate::artifacts_config::parse(&raw.artifacts, &at)?,
     })
 }
 
@@ -174,6 +179,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         cluster_tls: None,
         tls: None,
         management: Default::default(),
+        artifacts: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@
 mod app;
 mod artifacts;
 mod cluster_tls_config;
+mod artifacts_config;
 mod config;
 mod deploy;
 mod forward;
@@ -140,8 +141,7 @@ fn run(args: &Args) -> Result<(), String> {
     let (storage, recovered) = storage::Storage::open(&config.data_dir)?;
     let consensus_config = consensus_config(&config);
     let replication = replication::Replication::new(consensus_config, storage, recovered, random_u64())?;
-    let container = container::Container::new(container::ContainerConfig::new(&config.repository, &config.node_id))
-        .map_err(|e| format!("slice container: {e}"))?;
+    let container = container::Container::new(container_config(&config)).map_err(|e| format!("slice container: {e}"))?;
     let container = Arc::new(container);
     let loop_handle: Arc<OnceLock<net::NetHandle<node::Command>>> = Arc::default();
     let deployer = deploy::Deployer::start(container.clone(), deploy_done_sender(loop_handle.clone()))?;
@@ -182,6 +182,7 @@ fn run(args: &Args) -> Result<(), String> {
         faults_allowed: std::env::var("AETHER_FAULT_INJECTION").is_ok_and(|v| v == "1"),
         repository: config.repository.clone(),
         http_ports: Arc::default(),
+        trusted_keys: config.artifacts.trusted_keys.clone(),
     });
     let ports = backend.http_ports.clone();
     let management_http = mgmt::http_config(config.listen_management, 64, config.tls.clone());
@@ -276,9 +277,24 @@ fn start_app(args: &Args, config: &NodeConfig) -> Result<Option<app::AppServer>,
         node_id: config.node_id.clone(),
         repo: config.repository.clone(),
         slices: args.slices.clone(),
+        work_dir: Some(loaded_dir(config)),
+        trusted_keys: config.artifacts.trusted_keys.clone(),
     };
     let options = app::AppOptions { tls: config.tls.clone(), ..app::AppOptions::from_env() };
     app::AppServer::start_with(app_config, options).map(Some)
+}
+
+/// Private copies of slice libraries are made in `{data_dir}/loaded` (0700, checked at start).
+fn loaded_dir(config: &NodeConfig) -> std::path::PathBuf {
+    config.data_dir.join("loaded")
+}
+
+/// The node's slice container: its repository, its private copy folder, the keys it trusts.
+fn container_config(config: &NodeConfig) -> container::ContainerConfig {
+    let mut container = container::ContainerConfig::new(&config.repository, &config.node_id);
+    container.work_dir = loaded_dir(config);
+    container.trusted_keys = config.artifacts.trusted_keys.clone();
+    container
 }
 
 fn net_config(config: &NodeConfig) -> net::NetConfig {

@@ -54,8 +54,7 @@ pub enum Command {
     },
     /// Push an artifact (already stored here) to every connected peer; answers with the peers it went to.
     ReplicateArtifact {
-        artifact: String,
-        bytes: Arc<Vec<u8>>,
+        artifact: Arc<crate::artifacts::Artifact>,
         reply: mpsc::Sender<Vec<String>>,
     },
 }
@@ -475,8 +474,8 @@ impl Handler for Node {
             Command::SendReply { peer, payload } => {
                 let _ = ctx.send(peer, FrameKind::InvokeReply, &payload);
             }
-            Command::ReplicateArtifact { artifact, bytes, reply } => {
-                let _ = reply.send(self.replicate_artifact(ctx, &artifact, &bytes));
+            Command::ReplicateArtifact { artifact, reply } => {
+                let _ = reply.send(self.replicate_artifact(ctx, &artifact));
             }
             Command::DeployDone(done) => {
                 if let Some(d) = self.deployment.as_mut() {
@@ -490,8 +489,8 @@ impl Handler for Node {
 }
 
 impl Node {
-    fn replicate_artifact(&mut self, ctx: &mut Ctx<'_>, artifact: &str, bytes: &[u8]) -> Vec<String> {
-        let chunks: Vec<Vec<u8>> = crate::artifacts::chunks(artifact, bytes).iter().map(wire::encode).collect();
+    fn replicate_artifact(&mut self, ctx: &mut Ctx<'_>, artifact: &crate::artifacts::Artifact) -> Vec<String> {
+        let chunks: Vec<Vec<u8>> = crate::artifacts::chunks(artifact).iter().map(wire::encode).collect();
         let mut sent_to = Vec::new();
         for (peer, name) in self.peer_names.iter().enumerate() {
             if !ctx.is_connected(peer) {
@@ -500,7 +499,7 @@ impl Node {
             if chunks.iter().all(|chunk| ctx.send(peer, FrameKind::Artifact, chunk).is_ok()) {
                 sent_to.push(name.clone());
             } else {
-                warn!("artifact {artifact} could not be queued for {name}");
+                warn!("artifact {} could not be queued for {name}", artifact.coords);
             }
         }
         sent_to
@@ -513,9 +512,7 @@ impl Node {
             Err(e) => return warn!("dropping an artifact chunk from {from}: {e}"),
         };
         match self.artifacts.on_chunk(peer, chunk) {
-            Ok(Some((artifact, bytes))) => {
-                crate::artifacts::store_in_background(self.config.repository.clone(), artifact, bytes)
-            }
+            Ok(Some(artifact)) => crate::artifacts::store_in_background(self.config.repository.clone(), artifact),
             Ok(None) => {}
             Err(e) => warn!("artifact transfer from {from} dropped: {e}"),
         }
@@ -593,6 +590,8 @@ pub struct NodeBackend {
     pub repository: std::path::PathBuf,
     /// The node's HTTP ports and their accepting flags, for `/health/ready` (filled once they run).
     pub http_ports: Arc<std::sync::Mutex<Vec<HttpPort>>>,
+    /// `[artifacts] trusted_keys`: when set, an upload must carry a signature by one of them.
+    pub trusted_keys: container::TrustedKeys,
 }
 
 /// An HTTP port's name and its accepting flag.
@@ -632,28 +631,62 @@ impl Backend for NodeBackend {
         self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvList { prefix, stale, reply })?
     }
 
-    fn upload_artifact(&self, artifact: &kvstore::Artifact, bytes: Vec<u8>) -> Result<serde_json::Value, ApiError> {
+    fn upload_artifact(
+        &self,
+        artifact: &kvstore::Artifact,
+        upload: mgmt::ArtifactUpload,
+    ) -> Result<serde_json::Value, ApiError> {
+        use container::integrity;
         let coords = artifact.to_string();
-        if bytes.len() > crate::artifacts::ARTIFACT_BYTES_MAX {
+        if upload.bytes.len() > crate::artifacts::ARTIFACT_BYTES_MAX {
             let limit = crate::artifacts::ARTIFACT_BYTES_MAX;
             return Err(ApiError::new(413, "too_large", format!("artifacts are at most {limit} bytes")));
         }
-        if !bytes.starts_with(b"\x7fELF") {
+        if !upload.bytes.starts_with(b"\x7fELF") {
             return Err(ApiError::bad_request("the body is not a shared library (no ELF header)"));
         }
-        let path = crate::artifacts::store(&self.repository, &coords, &bytes)
-            .map_err(|e| ApiError::new(500, "internal", e))?;
-        let size = bytes.len();
-        let bytes = Arc::new(bytes);
-        let replicated: Vec<String> = self.ask(LOOP_REPLY_TIMEOUT, |reply| Command::ReplicateArtifact {
-            artifact: coords.clone(),
-            bytes,
-            reply,
-        })?;
+        if integrity::sha256(&upload.bytes) != upload.sha256 {
+            return Err(ApiError::new(500, "internal", "the upload's SHA-256 was computed wrongly; nothing stored"));
+        }
+        if !self.trusted_keys.is_empty() {
+            let Some(signature) = &upload.signature else {
+                return Err(ApiError::new(
+                    400,
+                    "unsigned",
+                    "this node loads only signed libraries ([artifacts] trusted_keys); send the signature in \
+                     X-Aether-Signature (cargo xtask sign); nothing was stored",
+                ));
+            };
+            if !self.trusted_keys.verify(&upload.sha256, signature) {
+                return Err(ApiError::new(
+                    400,
+                    "bad_signature",
+                    "X-Aether-Signature does not verify against any trusted key; nothing was stored",
+                ));
+            }
+        }
+        let stored = crate::artifacts::Artifact {
+            coords: coords.clone(),
+            bytes: upload.bytes,
+            sha256: upload.sha256,
+            signature: upload.signature,
+        };
+        if let Err(e) = crate::artifacts::store(&self.repository, &stored) {
+            error!("cannot store uploaded artifact {coords}: {e}");
+            return Err(ApiError::new(500, "internal", "cannot store the artifact on this node; its log says why"));
+        }
+        let size = stored.bytes.len();
+        let signed = stored.signature.is_some();
+        let artifact = Arc::new(stored);
+        let replicated: Vec<String> =
+            self.ask(LOOP_REPLY_TIMEOUT, |reply| Command::ReplicateArtifact { artifact, reply })?;
+        let file = container::Artifact::parse(&coords).map(|a| a.repository_path().display().to_string()).ok();
         Ok(serde_json::json!({
             "artifact": coords,
             "bytes": size,
-            "path": path.display().to_string(),
+            "sha256": integrity::to_hex(&upload.sha256),
+            "signed": signed,
+            "file": file,
             "replicated_to": replicated,
         }))
     }

@@ -1,49 +1,52 @@
 //! Errors of the container: lifecycle errors ([`ContainerError`]) and call errors ([`CallError`]).
 //!
-//! Each variant carries what an operator needs to act: the artifact, the file, the symbol, the
-//! expected and found ABI version, the state, the timeout.
+//! Each variant carries what an operator needs to act: the artifact, the symbol, the expected and
+//! found ABI version, the integrity check that failed, the state, the timeout.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::integrity::IntegrityError;
 use crate::InstanceId;
 use vocab::{Artifact, ParseError, SliceState};
 
 /// A lifecycle step failed.
+///
+/// The text of every variant reaches HTTP answers and slice records, so it names the library by its
+/// artifact and its repository-relative file, never by an absolute path of this node.
 #[derive(Debug)]
 pub enum ContainerError {
     BadArtifact(ParseError),
     NotInRepository {
         artifact: Artifact,
-        path: PathBuf,
     },
     Io {
         artifact: Artifact,
-        path: PathBuf,
         action: &'static str,
         error: std::io::Error,
+    },
+    /// The library failed its integrity check (checksum, signature) and was not loaded.
+    Integrity {
+        artifact: Artifact,
+        error: IntegrityError,
     },
     /// The dynamic loader refused the file (not a shared library, missing dependency, ...).
     NotALibrary {
         artifact: Artifact,
-        path: PathBuf,
         reason: String,
     },
     MissingSymbol {
         artifact: Artifact,
-        path: PathBuf,
         symbol: &'static str,
     },
     AbiMismatch {
         artifact: Artifact,
-        path: PathBuf,
         expected: u32,
         found: u32,
     },
     BadDescriptor {
         artifact: Artifact,
-        path: PathBuf,
         reason: String,
     },
     StepTimedOut {
@@ -64,9 +67,10 @@ pub enum ContainerError {
     NoSuchInstance {
         id: InstanceId,
     },
+    /// The folder for private copies is missing, unsafe, or cannot be created (a start-up error).
     WorkDir {
         path: PathBuf,
-        error: std::io::Error,
+        reason: String,
     },
 }
 
@@ -75,29 +79,37 @@ impl fmt::Display for ContainerError {
         use ContainerError::*;
         match self {
             BadArtifact(e) => write!(f, "{e}"),
-            NotInRepository { artifact, path } => write!(f, "{artifact}: not in the repository (no file {})", path.display()),
-            Io { artifact, path, action, error } => write!(f, "{artifact}: cannot {action} {}: {error}", path.display()),
-            NotALibrary { artifact, path, reason } => {
-                write!(f, "{artifact}: {} is not a loadable slice library: {reason}", path.display())
+            NotInRepository { artifact } => {
+                write!(f, "{artifact}: not in the repository (no file {})", artifact.repository_path().display())
             }
-            MissingSymbol { artifact, path, symbol } => {
-                write!(f, "{artifact}: {} is not a slice: it does not export `{symbol}`", path.display())
+            Io { artifact, action, error } => write!(f, "{artifact}: cannot {action}: {error}"),
+            Integrity { artifact, error } => write!(f, "{artifact}: refused before loading: {error}"),
+            NotALibrary { artifact, reason } => {
+                write!(f, "{artifact}: {} is not a loadable slice library: {reason}", file(artifact))
             }
-            AbiMismatch { artifact, path, expected, found } => write!(
+            MissingSymbol { artifact, symbol } => {
+                write!(f, "{artifact}: {} is not a slice: it does not export `{symbol}`", file(artifact))
+            }
+            AbiMismatch { artifact, expected, found } => write!(
                 f,
                 "{artifact}: {} was built for slice ABI version {found}, this node speaks version {expected}; rebuild the slice against this SDK",
-                path.display()
+                file(artifact)
             ),
-            BadDescriptor { artifact, path, reason } => {
-                write!(f, "{artifact}: bad slice descriptor in {}: {reason}", path.display())
+            BadDescriptor { artifact, reason } => {
+                write!(f, "{artifact}: bad slice descriptor in {}: {reason}", file(artifact))
             }
             StepTimedOut { artifact, step, timeout } => write!(f, "{artifact}: {step} did not finish within {timeout:?}"),
             StepFailed { artifact, step, reason } => write!(f, "{artifact}: {step} failed: {reason}"),
             WrongState { artifact, step, state } => write!(f, "{artifact}: cannot {step} in state {state}"),
             NoSuchInstance { id } => write!(f, "no slice instance {id}"),
-            WorkDir { path, error } => write!(f, "cannot create the slice work folder {}: {error}", path.display()),
+            WorkDir { path, reason } => write!(f, "slice copy folder {}: {reason}", path.display()),
         }
     }
+}
+
+/// The library's file name, as the repository names it.
+fn file(artifact: &Artifact) -> String {
+    format!("{}-{}.so", artifact.id(), artifact.version())
 }
 
 impl std::error::Error for ContainerError {}

@@ -1,9 +1,10 @@
 //! container: loading, checking, starting, calling and unloading slice libraries on one node.
 //!
 //! A slice artifact `group:artifact:version` resolves to a file in a Maven-layout repository
-//! folder. [`Container::load`] copies it to a unique path (so two versions, or two instances of one
-//! version, are separate libraries with separate state), loads it, and checks its ABI version and
-//! descriptor. [`Container::activate`] runs the slice's `start`, [`Container::deactivate`] its
+//! folder. [`Container::load`] checks it against the checksum file beside it (and its signature, when
+//! the config trusts keys; see [`integrity`]), writes the checked bytes to a private copy under a unique
+//! name in the work folder (so two versions, or two instances of one version, are separate libraries
+//! with separate state), loads that copy, and checks its ABI version and descriptor. [`Container::activate`] runs the slice's `start`, [`Container::deactivate`] its
 //! `stop`, [`Container::unload`] closes the library. Each step runs with a timeout; a step that
 //! fails or times out leaves the instance FAILED with a reason, and the node goes on.
 //!
@@ -22,12 +23,14 @@
 mod error;
 mod host;
 mod instance;
+pub mod integrity;
 mod library;
 pub mod pool;
 pub mod remote;
 mod step;
 
 pub use error::{CallError, ContainerError};
+pub use integrity::{IntegrityError, TrustedKeys};
 pub use host::CALL_DEPTH_MAX;
 pub use library::{RouteInfo, ScheduleInfo, SliceInfo, SubscriptionInfo};
 pub use pool::{PoolConfig, PoolStats};
@@ -76,13 +79,20 @@ impl Default for StepTimeouts {
     }
 }
 
+/// Default copy folders are `{temp}/aether-slices-{pid}-{n}`; only those are removed when the container goes.
+const TEMP_WORK_DIR_PREFIX: &str = "aether-slices-";
+
 /// How a container is set up.
 #[derive(Clone, Debug)]
 pub struct ContainerConfig {
     /// Root of the Maven-layout repository artifacts are resolved in.
     pub repo: PathBuf,
-    /// Where the unique copies are made (each is deleted as soon as it is loaded).
+    /// Where the private copies are made (each is deleted as soon as it is loaded). Created with mode
+    /// 0700 when missing; [`Container::new`] refuses a symlink, a folder of another user, or one that
+    /// group or others can write. A node uses `{data_dir}/loaded`.
     pub work_dir: PathBuf,
+    /// Public keys whose signatures are accepted; when not empty, only signed libraries are loaded.
+    pub trusted_keys: TrustedKeys,
     /// This node's id, given to slices.
     pub node_id: String,
     pub pool: PoolConfig,
@@ -91,14 +101,16 @@ pub struct ContainerConfig {
 
 impl ContainerConfig {
     /// Defaults: one worker per core, a queue of 4,096 calls, up to 64 stuck workers replaced,
-    /// 10 s per lifecycle step, copies in a folder of their own under the system temporary folder.
+    /// 10 s per lifecycle step, no trusted keys, copies in a folder of this container's own under the
+    /// system temporary folder (created 0700 and checked like any other; nodes set `work_dir`).
     pub fn new(repo: impl Into<PathBuf>, node_id: impl Into<String>) -> ContainerConfig {
         static CONTAINER_SEQ: AtomicU64 = AtomicU64::new(0);
         let seq = CONTAINER_SEQ.fetch_add(1, Ordering::Relaxed);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         ContainerConfig {
             repo: repo.into(),
-            work_dir: std::env::temp_dir().join(format!("aether-slices-{}-{}", std::process::id(), seq)),
+            work_dir: std::env::temp_dir().join(format!("{TEMP_WORK_DIR_PREFIX}{}-{}", std::process::id(), seq)),
+            trusted_keys: TrustedKeys::default(),
             node_id: node_id.into(),
             pool: PoolConfig { workers, queue_max: 4096, abandoned_max: 64 },
             timeouts: StepTimeouts::default(),
@@ -125,6 +137,7 @@ struct Registry {
 
 pub(crate) struct Shared {
     config: ContainerConfig,
+    work_dir: Arc<library::WorkDir>,
     registry: RwLock<Registry>,
     pool: WorkerPool,
     next_id: AtomicU64,
@@ -190,11 +203,12 @@ pub struct Container {
 
 impl Container {
     pub fn new(config: ContainerConfig) -> Result<Container, ContainerError> {
-        std::fs::create_dir_all(&config.work_dir)
-            .map_err(|error| ContainerError::WorkDir { path: config.work_dir.clone(), error })?;
+        let work_dir = library::WorkDir::open(&config.work_dir)
+            .map_err(|reason| ContainerError::WorkDir { path: config.work_dir.clone(), reason })?;
         let pool = WorkerPool::new(config.pool.clone());
         let shared = Arc::new(Shared {
             config,
+            work_dir: Arc::new(work_dir),
             registry: RwLock::new(Registry::default()),
             pool,
             next_id: AtomicU64::new(1),
@@ -209,17 +223,20 @@ impl Container {
         &self.shared.config
     }
 
-    /// LOADING -> LOADED: resolve, copy, load and check `artifact`. A failed load leaves nothing behind.
+    /// LOADING -> LOADED: resolve, verify, copy, load and check `artifact`. A failed load leaves nothing
+    /// behind.
     pub fn load(&self, artifact: &Artifact, config: Vec<(String, String)>) -> Result<InstanceId, ContainerError> {
         let path = self.shared.config.repo.join(artifact.repository_path());
         if !path.is_file() {
-            return Err(ContainerError::NotInRepository { artifact: artifact.clone(), path });
+            return Err(ContainerError::NotInRepository { artifact: artifact.clone() });
         }
         let _steps = self.shared.lifecycle.lock();
-        let work_dir = self.shared.config.work_dir.clone();
+        let work_dir = self.shared.work_dir.clone();
+        let keys = self.shared.config.trusted_keys.clone();
         let to_open = artifact.clone();
         let timeout = self.shared.config.timeouts.load;
-        let library = match run_step("slice-load", timeout, move || library::open(&to_open, &path, &work_dir)) {
+        let opening = move || library::open(&to_open, &path, &work_dir, &keys);
+        let library = match run_step("slice-load", timeout, opening) {
             StepOutcome::Done(opened) => opened?,
             StepOutcome::Panicked(reason) => return Err(step_failed(artifact, "load", reason)),
             StepOutcome::TimedOut => return Err(timed_out(artifact, "load", timeout)),
@@ -470,7 +487,12 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         self.shared.pool.shutdown();
-        let _ = std::fs::remove_dir(&self.shared.config.work_dir);
+        let dir = &self.shared.config.work_dir;
+        let own_temp = dir.parent() == Some(std::env::temp_dir().as_path())
+            && dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with(TEMP_WORK_DIR_PREFIX));
+        if own_temp {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 

@@ -52,6 +52,14 @@ fn the_slices_guide_builds_a_slice_the_container_runs() {
     let installed: PathBuf = repo.join("com/example/greeter/1.0.0/greeter-1.0.0.so");
     std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
     std::fs::copy(target.join("release/libgreeter.so"), &installed).unwrap();
+    // The guide's `sha256sum greeter-1.0.0.so > greeter-1.0.0.so.sha256`.
+    let checksum = std::process::Command::new("sha256sum")
+        .arg("greeter-1.0.0.so")
+        .current_dir(installed.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(checksum.status.success());
+    std::fs::write(installed.with_extension("so.sha256"), checksum.stdout).unwrap();
 
     let container = Container::new(ContainerConfig::new(&repo, "node-g")).unwrap();
     let artifact = Artifact::parse("com.example:greeter:1.0.0").unwrap();

@@ -9,7 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use container::{Artifact, CallContext, CallError, Container, ContainerConfig, ContainerError, RemoteCall, SliceState};
+use container::integrity;
+use container::{
+    Artifact, CallContext, CallError, Container, ContainerConfig, ContainerError, IntegrityError, RemoteCall,
+    SliceState, TrustedKeys,
+};
 use sdk::{json, RequestBuilder, Status};
 
 /// The Maven-layout repository with every slice built.
@@ -135,7 +139,105 @@ fn repo_with(file: &str, contents: &[u8]) -> (PathBuf, Artifact) {
     let path = dir.join(artifact.repository_path());
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, contents).unwrap();
+    integrity::write_checksum(&path, &integrity::sha256(contents)).unwrap();
     (dir, artifact)
+}
+
+/// A repository of its own holding echo 1.0.0 and its checksum file; answers the repository and the library.
+fn echo_repo(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("aether-test-echo-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let library = dir.join(artifact(ECHO1).repository_path());
+    std::fs::create_dir_all(library.parent().unwrap()).unwrap();
+    let bytes = std::fs::read(repo().join(artifact(ECHO1).repository_path())).unwrap();
+    std::fs::write(&library, &bytes).unwrap();
+    integrity::write_checksum(&library, &integrity::sha256(&bytes)).unwrap();
+    (dir, library)
+}
+
+fn no_absolute_path(message: &str) {
+    assert!(!message.contains(&std::env::temp_dir().display().to_string()), "{message}");
+    assert!(!message.contains("/aether-"), "{message}");
+}
+
+#[test]
+fn a_library_without_a_checksum_file_is_refused_before_loading() {
+    let (dir, library) = echo_repo("no-sidecar");
+    std::fs::remove_file(integrity::checksum_file(&library)).unwrap();
+    let c = Container::new(ContainerConfig::new(&dir, "node-1")).unwrap();
+    let err = c.deploy(&artifact(ECHO1), vec![]).unwrap_err();
+    assert!(matches!(err, ContainerError::Integrity { error: IntegrityError::NoChecksum { .. }, .. }), "{err}");
+    assert!(err.to_string().contains("sha256sum echo-1.0.0.so > echo-1.0.0.so.sha256"), "{err}");
+    no_absolute_path(&err.to_string());
+    assert!(c.instances().is_empty());
+}
+
+#[test]
+fn a_library_changed_after_it_was_stored_is_refused_before_loading() {
+    let (dir, library) = echo_repo("flipped");
+    let mut bytes = std::fs::read(&library).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&library, &bytes).unwrap();
+    let c = Container::new(ContainerConfig::new(&dir, "node-1")).unwrap();
+    let err = c.deploy(&artifact(ECHO1), vec![]).unwrap_err();
+    assert!(matches!(err, ContainerError::Integrity { error: IntegrityError::Mismatch { .. }, .. }), "{err}");
+    no_absolute_path(&err.to_string());
+    // Truncated, as a dropped upload once left it.
+    std::fs::write(&library, &bytes[..middle]).unwrap();
+    let err = c.deploy(&artifact(ECHO1), vec![]).unwrap_err();
+    assert!(matches!(err, ContainerError::Integrity { error: IntegrityError::Mismatch { .. }, .. }), "{err}");
+    assert!(c.instances().is_empty());
+}
+
+#[test]
+fn with_trusted_keys_only_a_good_signature_loads() {
+    let (dir, library) = echo_repo("signed");
+    let author = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[43; 32]);
+    let keys = TrustedKeys::from_keys(vec![author.verifying_key()]);
+    let c = Container::new({
+        let mut config = ContainerConfig::new(&dir, "node-1");
+        config.trusted_keys = keys;
+        config
+    })
+    .unwrap();
+    let err = c.deploy(&artifact(ECHO1), vec![]).unwrap_err();
+    assert!(matches!(err, ContainerError::Integrity { error: IntegrityError::Unsigned { .. }, .. }), "{err}");
+
+    let digest = integrity::sha256(&std::fs::read(&library).unwrap());
+    integrity::write_signature(&library, &integrity::sign(&stranger, &digest)).unwrap();
+    let err = c.deploy(&artifact(ECHO1), vec![]).unwrap_err();
+    assert!(matches!(err, ContainerError::Integrity { error: IntegrityError::BadSignature { .. }, .. }), "{err}");
+    no_absolute_path(&err.to_string());
+
+    integrity::write_signature(&library, &integrity::sign(&author, &digest)).unwrap();
+    c.deploy(&artifact(ECHO1), vec![]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(get(&c, ECHO1, "echo", RequestBuilder::new().param("msg", "signed")).is_ok());
+}
+
+#[test]
+fn copies_go_to_the_configured_private_folder_and_do_not_stay() {
+    let (dir, _) = echo_repo("private");
+    let loaded = dir.join("data").join("loaded");
+    let c = Container::new({
+        let mut config = ContainerConfig::new(&dir, "node-1");
+        config.work_dir = loaded.clone();
+        config
+    })
+    .unwrap();
+    c.deploy(&artifact(ECHO1), vec![]).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&loaded).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::read_dir(&loaded).unwrap().count(), 0, "the copy is deleted once loaded");
+
+    let shared = dir.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut config = ContainerConfig::new(&dir, "node-1");
+    config.work_dir = shared;
+    let refused = Container::new(config).err().expect("a world-writable copy folder is refused");
+    assert!(matches!(refused, ContainerError::WorkDir { .. }), "{refused}");
 }
 
 #[test]
@@ -159,6 +261,7 @@ fn a_file_that_is_not_a_slice_is_refused_with_a_message() {
     let err = c.load(&broken, vec![]).unwrap_err();
     assert!(matches!(err, ContainerError::NotALibrary { .. }), "{err}");
     assert!(err.to_string().contains("not a loadable slice library"), "{err}");
+    no_absolute_path(&err.to_string());
 
     // A real shared library that does not export the descriptor.
     let libm = ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6"]

@@ -97,8 +97,9 @@ pub trait Backend: Send + Sync + 'static {
     fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError>;
     /// Whether this node can find the artifact (its repository), for blueprint validation.
     fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool;
-    /// Stores an uploaded slice library here and pushes it to the other nodes.
-    fn upload_artifact(&self, artifact: &kvstore::Artifact, bytes: Vec<u8>) -> Result<Value, ApiError>;
+    /// Stores an uploaded slice library (whose SHA-256 is already computed and checked against what the
+    /// client sent) here, with its checksum and signature files, and pushes it to the other nodes.
+    fn upload_artifact(&self, artifact: &kvstore::Artifact, upload: ArtifactUpload) -> Result<Value, ApiError>;
     /// Replaces the transport's fault injection rules; refused unless the node allows it.
     fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError>;
     /// The node's HTTP ports by name and whether each accepts connections now (for `/health/ready`).
@@ -118,7 +119,7 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         (_, ["api", "blueprints", rest @ ..]) => crate::deploy::route(backend, req, rest),
         ("GET", ["api", "slices"]) => crate::deploy::slices(backend),
         ("POST" | "PUT", ["api", "artifacts", group, artifact, version]) => {
-            upload(backend, &format!("{group}:{artifact}:{version}"), &req.body)
+            upload(backend, &format!("{group}:{artifact}:{version}"), req)
         }
         ("GET", ["api", "status"]) => status(backend),
         ("GET", ["api", "health"]) => health(backend),
@@ -135,13 +136,89 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
     result.unwrap_or_else(Response::from)
 }
 
-fn upload(backend: &dyn Backend, coords: &str, body: &[u8]) -> Result<Response, ApiError> {
+/// An uploaded slice library with its integrity data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactUpload {
+    pub bytes: Vec<u8>,
+    /// The SHA-256 of `bytes`, computed here (and equal to every digest the client sent).
+    pub sha256: [u8; 32],
+    /// The ed25519 signature the client sent (`X-Aether-Signature`), not yet verified.
+    pub signature: Option<[u8; 64]>,
+}
+
+/// `POST /api/artifacts/{group}/{artifact}/{version}`: the body is the library. The client may send its
+/// SHA-256 (`X-Aether-Sha256: <hex>`, `Digest: sha-256=<base64>` or `Content-Digest: sha-256=:<base64>:`);
+/// any digest that differs from the body's is a 400 and nothing is stored. `X-Aether-Signature` carries
+/// an ed25519 signature (hex or base64) stored and pushed beside the library.
+fn upload(backend: &dyn Backend, coords: &str, req: &Request) -> Result<Response, ApiError> {
     let artifact = kvstore::Artifact::parse(coords).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if body.is_empty() {
+    if req.body.is_empty() {
         return Err(ApiError::bad_request("the body is empty; send the slice library's bytes"));
     }
-    let answer = backend.upload_artifact(&artifact, body.to_vec())?;
+    let claimed = claimed_digests(req)?;
+    let signature = match req.header("x-aether-signature") {
+        Some(text) => Some(
+            container::integrity::from_hex_or_base64::<64>(text)
+                .map_err(|e| ApiError::bad_request(format!("X-Aether-Signature: {e}")))?,
+        ),
+        None => None,
+    };
+    let sha256 = container::integrity::sha256(&req.body);
+    for (header, digest) in claimed {
+        if digest != sha256 {
+            return Err(ApiError::new(
+                400,
+                "checksum_mismatch",
+                format!(
+                    "the body's SHA-256 is {}, {header} says {}: the upload is damaged or incomplete; nothing was stored",
+                    container::integrity::to_hex(&sha256),
+                    container::integrity::to_hex(&digest)
+                ),
+            ));
+        }
+    }
+    let answer = backend.upload_artifact(&artifact, ArtifactUpload { bytes: req.body.clone(), sha256, signature })?;
     Ok(Response::new(201, answer))
+}
+
+/// Every SHA-256 the client sent for the body, with the header it came in. A malformed value is a 400.
+fn claimed_digests(req: &Request) -> Result<Vec<(&'static str, [u8; 32])>, ApiError> {
+    let mut claimed = Vec::new();
+    let bad = |header: &str, e: String| ApiError::bad_request(format!("{header}: {e}"));
+    for (name, value) in &req.headers {
+        match name.as_str() {
+            "x-aether-sha256" => {
+                let digest = container::integrity::from_hex::<32>(value).map_err(|e| bad("X-Aether-Sha256", e))?;
+                claimed.push(("X-Aether-Sha256", digest));
+            }
+            // RFC 3230: `Digest: SHA-256=<base64>[, other=...]`; other algorithms are ignored.
+            "digest" => {
+                for item in value.split(',') {
+                    let Some((algorithm, encoded)) = item.trim().split_once('=') else { continue };
+                    if algorithm.trim().eq_ignore_ascii_case("sha-256") {
+                        claimed.push(("Digest", base64_digest(encoded).map_err(|e| bad("Digest", e))?));
+                    }
+                }
+            }
+            // RFC 9530: `Content-Digest: sha-256=:<base64>:[, other=...]`.
+            "content-digest" => {
+                for item in value.split(',') {
+                    let Some((algorithm, encoded)) = item.trim().split_once('=') else { continue };
+                    if algorithm.trim().eq_ignore_ascii_case("sha-256") {
+                        let encoded = encoded.trim().trim_start_matches(':').trim_end_matches(':');
+                        claimed.push(("Content-Digest", base64_digest(encoded).map_err(|e| bad("Content-Digest", e))?));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(claimed)
+}
+
+fn base64_digest(encoded: &str) -> Result<[u8; 32], String> {
+    let bytes = container::integrity::from_base64(encoded)?;
+    bytes.try_into().map_err(|b: Vec<u8>| format!("a SHA-256 has 32 bytes, not {}", b.len()))
 }
 
 fn health(backend: &dyn Backend) -> Result<Response, ApiError> {
@@ -264,8 +341,13 @@ mod tests {
         fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool {
             artifact.to_string() != "org.example:missing:1.0.0"
         }
-        fn upload_artifact(&self, artifact: &kvstore::Artifact, bytes: Vec<u8>) -> Result<Value, ApiError> {
-            Ok(json!({ "artifact": artifact.to_string(), "bytes": bytes.len() }))
+        fn upload_artifact(&self, artifact: &kvstore::Artifact, upload: ArtifactUpload) -> Result<Value, ApiError> {
+            Ok(json!({
+                "artifact": artifact.to_string(),
+                "bytes": upload.bytes.len(),
+                "sha256": container::integrity::to_hex(&upload.sha256),
+                "signed": upload.signature.is_some(),
+            }))
         }
         fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError> {
             *self.faults.lock().unwrap() = rules;
@@ -361,5 +443,46 @@ mod tests {
         assert_eq!(post(r#"{"rules":[{"action":"explode"}]}"#).status, 400);
         assert_eq!(post(r#"{"rules":[{"peer":"node-2","action":"drop"}]}"#).status, 200);
         assert_eq!(fake.faults.lock().unwrap().len(), 1);
+    }
+
+    fn upload_with(headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let fake = Fake { connected: 2, faults: Mutex::default() };
+        let headers = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
+        let path = "api/artifacts/org.example/echo/1.0.0".to_string();
+        route(&fake, &Request { method: "POST".into(), path, body: body.to_vec(), headers, ..Request::default() })
+    }
+
+    #[test]
+    fn an_upload_is_checked_against_the_digests_the_client_sent() {
+        let body = b"\x7fELF library";
+        let hex = container::integrity::to_hex(&container::integrity::sha256(body));
+        let plain = upload_with(&[], body);
+        assert_eq!(plain.status, 201, "{}", plain.body);
+        assert_eq!(plain.body["sha256"], json!(hex));
+        assert_eq!(plain.body["signed"], json!(false));
+        assert_eq!(upload_with(&[("X-Aether-Sha256", &hex.to_uppercase())], body).status, 201);
+
+        let wrong = upload_with(&[("X-Aether-Sha256", &hex)], b"\x7fELF librar");
+        assert_eq!(wrong.status, 400);
+        assert_eq!(wrong.body["error"], json!("checksum_mismatch"), "{}", wrong.body);
+        assert_eq!(upload_with(&[("X-Aether-Sha256", "abc")], body).status, 400);
+
+        // sha-256 of the body, base64.
+        let b64 = "BP8REwBCVnYKaPZQZLkxRtzlQaCqQg59l4j8X8xj89k=";
+        assert_eq!(
+            container::integrity::from_base64(b64).unwrap(),
+            container::integrity::sha256(body).to_vec(),
+            "test vector"
+        );
+        assert_eq!(upload_with(&[("Digest", &format!("md5=xyz, SHA-256={b64}"))], body).status, 201);
+        assert_eq!(upload_with(&[("Content-Digest", &format!("sha-256=:{b64}:"))], body).status, 201);
+        let other = "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=";
+        assert_eq!(upload_with(&[("Content-Digest", &format!("sha-256=:{other}:"))], body).status, 400);
+        assert_eq!(upload_with(&[("X-Aether-Sha256", &hex), ("Digest", &format!("sha-256={other}"))], body).status, 400);
+
+        let signature = "ab".repeat(64);
+        let signed = upload_with(&[("X-Aether-Signature", &signature)], body);
+        assert_eq!(signed.body["signed"], json!(true), "{}", signed.body);
+        assert_eq!(upload_with(&[("X-Aether-Signature", "short")], body).status, 400);
     }
 }

@@ -6,6 +6,7 @@
 mod bench;
 mod cluster;
 mod fuzz;
+mod signing;
 mod sim;
 mod slices;
 mod test;
@@ -20,7 +21,10 @@ const USAGE: &str = "usage: cargo xtask <task>
   run                          a local 3-node cluster in the foreground (Ctrl-C stops it)
   cluster up N | down          start N aetherd processes in the background / stop them
   sim [--seeds N] [--replicas 3|5] [--faults ...]   deterministic consensus simulation
-  build-slices                 build the example slices into target/slices-repo (Maven layout)
+  build-slices [--sign-key F]  build the example slices into target/slices-repo (Maven layout, checksums,
+                               signatures with F or $AETHER_SLICE_SIGNING_KEY)
+  keygen PREFIX                a slice signing key pair: PREFIX.key (secret, 0600) and PREFIX.pub
+  sign --key F LIB.so          write LIB.so.sha256 and LIB.so.sig (signed with the secret key file F)
   fuzz <wire|blueprint|keys|consensus> [--seconds N]   fuzz a parser of outside input
   bench <transport|kv|app|consensus-core|invoke-local>";
 
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
         "sim" => sim::sim(rest),
         "build-slices" => slices::build_slices(rest),
         "bench" => bench::bench(rest),
+        "keygen" => signing::keygen(rest),
+        "sign" => signing::sign(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -3,7 +3,10 @@
 //! `build-slices` builds every example slice in release mode and lays the libraries out as a
 //! Maven-style repository: `{target}/slices-repo/{group as path}/{artifact}/{version}/{artifact}-{version}.so`,
 //! where `{target}` is `$CARGO_TARGET_DIR` or the workspace's `target/`. Files are written under a
-//! temporary name and renamed into place, so a reader never sees half a library.
+//! temporary name and renamed into place, so a reader never sees half a library. Beside each library it
+//! writes the checksum file nodes verify before loading (`{file}.sha256`), and, when a signing key is
+//! given (`--sign-key FILE` or `$AETHER_SLICE_SIGNING_KEY`, see `cargo xtask keygen`), its signature
+//! (`{file}.sig`).
 //!
 //! `bench invoke-local` builds the slices, then runs the container's `invoke_bench` example, which
 //! measures a call through the container against the same function called directly.
@@ -83,18 +86,27 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// `cargo xtask build-slices [--repo DIR]`.
+const BUILD_USAGE: &str = "usage: cargo xtask build-slices [--repo DIR] [--sign-key FILE]";
+
+/// `cargo xtask build-slices [--repo DIR] [--sign-key FILE]`.
 pub fn build_slices(args: &[String]) -> crate::TaskResult {
     let root = workspace_root();
     let target = target_dir(&root);
-    let repo = match args {
-        [] => target.join("slices-repo"),
-        [flag, dir] if flag == "--repo" => PathBuf::from(dir),
-        _ => return Err("usage: cargo xtask build-slices [--repo DIR]".into()),
-    };
+    let mut repo = target.join("slices-repo");
+    let mut key_file = std::env::var_os("AETHER_SLICE_SIGNING_KEY").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next().ok_or(BUILD_USAGE)?;
+        match flag.as_str() {
+            "--repo" => repo = PathBuf::from(value),
+            "--sign-key" => key_file = Some(PathBuf::from(value)),
+            _ => return Err(BUILD_USAGE.into()),
+        }
+    }
+    let key = key_file.as_deref().map(crate::signing::read_signing_key).transpose()?;
     build_release(&root, &target)?;
     for slice in SLICES {
-        install(&target, &repo, slice)?;
+        install(&target, &repo, slice, key.as_ref())?;
     }
     println!("slices: {} artifacts in {}", SLICES.len(), repo.display());
     Ok(())
@@ -115,15 +127,18 @@ fn build_release(root: &Path, target: &Path) -> crate::TaskResult {
     Ok(())
 }
 
-fn install(target: &Path, repo: &Path, slice: &SliceCrate) -> crate::TaskResult {
+fn install(
+    target: &Path,
+    repo: &Path,
+    slice: &SliceCrate,
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> crate::TaskResult {
     let built = target.join("release").join(format!("lib{}.so", slice.lib));
     let dir = repo.join(slice.group.replace('.', "/")).join(slice.artifact).join(slice.version);
     let file = dir.join(format!("{}-{}.so", slice.artifact, slice.version));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let partial = dir.join(format!(".{}-{}.so.{}", slice.artifact, slice.version, std::process::id()));
-    std::fs::copy(&built, &partial).map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
-    std::fs::rename(&partial, &file).map_err(|e| format!("cannot install {}: {e}", file.display()))?;
-    Ok(())
+    let bytes = std::fs::read(&built).map_err(|e| format!("cannot read {}: {e}", built.display()))?;
+    crate::signing::install_library(&file, &bytes, key)
 }
 
 /// `cargo xtask bench invoke-local [--rounds N]`; writes `{target}/bench/invoke-local.json`.

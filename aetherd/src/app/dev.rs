@@ -13,6 +13,10 @@ use super::{AppConfig, AppOptions};
 
 pub(super) fn start_container(config: &AppConfig, options: &AppOptions) -> Result<Container, String> {
     let mut container_config = ContainerConfig::new(&config.repo, &config.node_id);
+    if let Some(dir) = &config.work_dir {
+        container_config.work_dir = dir.clone();
+    }
+    container_config.trusted_keys = config.trusted_keys.clone();
     if options.workers > 0 {
         container_config.pool.workers = options.workers;
     }
