@@ -32,7 +32,7 @@ pub fn ready(backend: &dyn Backend) -> Response {
     }
     let ready = problems.is_empty();
     let body = json!({ "ready": ready, "problems": problems });
-    Response { status: if ready { 200 } else { 503 }, body }
+    Response::new(if ready { 200 } else { 503 }, body)
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@ mod keys;
 mod kv;
 mod server;
 
-pub use api::{route, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};
 pub use auth::{access_for, serve, Access, Auth, AuthConfig, Role, ROUTES};
 pub use api::{route, ArtifactUpload, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};
 pub use error::ApiError;
