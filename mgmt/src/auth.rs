@@ -20,6 +20,7 @@ use crate::keys::{self, KeyRecord};
 use crate::server::{Request, Response};
 use hmac::{Hmac, Mac};
 use kvstore::AetherKey;
+use log::debug;
 use sha2::Sha256;
 use std::net::{IpAddr, SocketAddr};
 
@@ -329,6 +330,7 @@ fn clip(text: &str) -> String {
 /// Answers one request: the guard, then the route (`/api/keys` here, the rest in [`crate::route`]).
 pub fn serve(auth: &Auth, backend: &dyn Backend, req: &Request) -> Response {
     if let Err(e) = auth.check_host(req) {
+        debug!("refused {} /{} from {:?}: {e}", req.method, clip(&req.path), req.peer);
         return Response::from(e);
     }
     if let Some(preflight) = auth.preflight(req) {
@@ -339,7 +341,10 @@ pub fn serve(auth: &Auth, backend: &dyn Backend, req: &Request) -> Response {
             keys::route(auth, backend, req).unwrap_or_else(Response::from)
         }
         Ok(_) => crate::api::route(backend, req),
-        Err(e) => Response::from(e),
+        Err(e) => {
+            debug!("refused {} /{} from {:?}: {e}", req.method, clip(&req.path), req.peer);
+            Response::from(e)
+        }
     };
     if response.status == 401 {
         response = response.with_header("WWW-Authenticate", "Bearer realm=\"aether\"");

@@ -4,7 +4,7 @@
 //! What it must never do: touch the node's state directly. Every answer comes from the [`Backend`], which
 //! the daemon implements by sending a command to its event loop and waiting for the reply with a timeout.
 //!
-//! Every request enters through [`serve`], which applies the guard of [`auth`] (browser safety, API keys and
+//! Every request enters through [`serve`], which applies the guard of the `auth` module (browser safety, API keys and
 //! roles) before routing.
 //!
 //! Invariants: every error is `{"error": "...", "detail": "..."}` with a meaningful status (400 bad input,
