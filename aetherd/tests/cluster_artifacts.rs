@@ -114,7 +114,8 @@ fn a_wrong_checksum_stores_nothing_and_a_right_one_reaches_and_runs_everywhere()
     for n in 0..3 {
         let id = c.nodes[n].id.clone();
         let served_here = wait_for(SETTLE, || {
-            http(c.nodes[n].app, "GET", "/echo/x", b"").is_ok_and(|r| r.status == 200 && r.json()["node"] == id.as_str())
+            http(c.nodes[n].app, "GET", "/echo/x", b"")
+                .is_ok_and(|r| r.status == 200 && r.json()["node"] == id.as_str())
         });
         assert!(served_here.is_ok(), "node {n} does not serve echo itself: {:?}", slices(&c, 0));
     }

@@ -33,8 +33,8 @@ mod step;
 
 pub use artifact::{Artifact, ArtifactError};
 pub use error::{CallError, ContainerError};
-pub use integrity::{IntegrityError, TrustedKeys};
 pub use host::CALL_DEPTH_MAX;
+pub use integrity::{IntegrityError, TrustedKeys};
 pub use library::{RouteInfo, ScheduleInfo, SliceInfo, SubscriptionInfo};
 pub use lifecycle::SliceState;
 pub use pool::{PoolConfig, PoolStats};

@@ -382,7 +382,10 @@ mod tests {
 
     fn call(fake: &Fake, method: &str, path: &str, query: &[(&str, &str)], body: &[u8]) -> Response {
         let query = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        route(fake, &Request { method: method.into(), path: path.into(), query, body: body.to_vec(), ..Request::default() })
+        route(
+            fake,
+            &Request { method: method.into(), path: path.into(), query, body: body.to_vec(), ..Request::default() },
+        )
     }
 
     #[test]
@@ -422,7 +425,13 @@ mod tests {
         let post = |body: &str| {
             route(
                 &fake,
-                &Request { method: "POST".into(), path: "api/debug/faults".into(), body: body.into(), query: vec![], ..Request::default() },
+                &Request {
+                    method: "POST".into(),
+                    path: "api/debug/faults".into(),
+                    body: body.into(),
+                    query: vec![],
+                    ..Request::default()
+                },
             )
         };
         assert_eq!(post("not json").status, 400);
@@ -464,7 +473,10 @@ mod tests {
         assert_eq!(upload_with(&[("Content-Digest", &format!("sha-256=:{b64}:"))], body).status, 201);
         let other = "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=";
         assert_eq!(upload_with(&[("Content-Digest", &format!("sha-256=:{other}:"))], body).status, 400);
-        assert_eq!(upload_with(&[("X-Aether-Sha256", &hex), ("Digest", &format!("sha-256={other}"))], body).status, 400);
+        assert_eq!(
+            upload_with(&[("X-Aether-Sha256", &hex), ("Digest", &format!("sha-256={other}"))], body).status,
+            400
+        );
 
         let signature = "ab".repeat(64);
         let signed = upload_with(&[("X-Aether-Signature", &signature)], body);
