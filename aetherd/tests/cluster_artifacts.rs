@@ -129,7 +129,6 @@ fn a_wrong_checksum_stores_nothing_and_a_right_one_reaches_and_runs_everywhere()
 }
 
 #[test]
-#[ignore = "needs the exact-length HTTP server"]
 fn a_truncated_upload_stores_nothing_and_no_node_crashes() {
     let c = start("truncated", "");
     let bytes = example(ECHO_FILE);
