@@ -184,7 +184,9 @@ pub fn store_in_background(repo: PathBuf, artifact: Artifact) {
     let spawned = std::thread::Builder::new().name("artifact-store".into()).spawn(move || {
         let (coords, size, sha256) = (&artifact.coords, artifact.bytes.len(), integrity::to_hex(&artifact.sha256));
         match store(&repo, &artifact) {
-            Ok(path) => info!("stored artifact {coords} from a peer ({size} bytes, sha256 {sha256}) at {}", path.display()),
+            Ok(path) => {
+                info!("stored artifact {coords} from a peer ({size} bytes, sha256 {sha256}) at {}", path.display())
+            }
             Err(e) => warn!("cannot store artifact {coords} from a peer: {e}"),
         }
     });

@@ -29,7 +29,7 @@ pub enum ContainerError {
     /// The library failed its integrity check (checksum, signature) and was not loaded.
     Integrity {
         artifact: Artifact,
-        error: IntegrityError,
+        error: Box<IntegrityError>,
     },
     /// The dynamic loader refused the file (not a shared library, missing dependency, ...).
     NotALibrary {

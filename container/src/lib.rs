@@ -30,8 +30,8 @@ pub mod remote;
 mod step;
 
 pub use error::{CallError, ContainerError};
-pub use integrity::{IntegrityError, TrustedKeys};
 pub use host::CALL_DEPTH_MAX;
+pub use integrity::{IntegrityError, TrustedKeys};
 pub use library::{RouteInfo, ScheduleInfo, SliceInfo, SubscriptionInfo};
 pub use pool::{PoolConfig, PoolStats};
 pub use remote::{CallContext, RemoteCall};

@@ -126,13 +126,14 @@ impl WorkDir {
         let stat = rustix::fs::fstat(&fd).map_err(|e| format!("cannot inspect it: {e}"))?;
         let user = rustix::process::geteuid().as_raw();
         if stat.st_uid != user {
-            return Err(format!("it is owned by user {}, not by this user ({user}); remove it or chown it", stat.st_uid));
+            return Err(format!(
+                "it is owned by user {}, not by this user ({user}); remove it or chown it",
+                stat.st_uid
+            ));
         }
         let mode = stat.st_mode & 0o777;
         if mode & 0o022 != 0 {
-            return Err(format!(
-                "it is writable by group or others (mode {mode:o}); run `chmod 700` on it"
-            ));
+            return Err(format!("it is writable by group or others (mode {mode:o}); run `chmod 700` on it"));
         }
         Ok(WorkDir { path: path.to_path_buf(), fd })
     }
@@ -171,7 +172,7 @@ pub(crate) fn open(
     let io = |action: &'static str| move |error| ContainerError::Io { artifact: artifact.clone(), action, error };
     let bytes = read_bounded(source).map_err(io("read the library"))?;
     integrity::check(source, &bytes, keys)
-        .map_err(|error| ContainerError::Integrity { artifact: artifact.clone(), error })?;
+        .map_err(|error| ContainerError::Integrity { artifact: artifact.clone(), error: Box::new(error) })?;
     let name = private_copy(artifact, work_dir, &bytes).map_err(io("make a private copy of the library"))?;
     let copy = work_dir.path().join(&name);
     let opened = load(&copy);
@@ -189,7 +190,9 @@ fn read_bounded(source: &Path) -> std::io::Result<Vec<u8>> {
     let file = std::fs::File::open(source)?;
     let len = file.metadata()?.len();
     if len > LIBRARY_BYTES_MAX {
-        return Err(std::io::Error::other(format!("the file has {len} bytes, over the {LIBRARY_BYTES_MAX}-byte limit")));
+        return Err(std::io::Error::other(format!(
+            "the file has {len} bytes, over the {LIBRARY_BYTES_MAX}-byte limit"
+        )));
     }
     let mut bytes = Vec::with_capacity(len as usize);
     file.take(LIBRARY_BYTES_MAX + 1).read_to_end(&mut bytes)?;
@@ -249,11 +252,7 @@ fn read_descriptor(
     // whatever version the library was built for; nothing else is read before it is checked.
     let found = unsafe { descriptor.cast::<u32>().read() };
     if found != abi::ABI_VERSION {
-        return Err(ContainerError::AbiMismatch {
-            artifact: artifact.clone(),
-            expected: abi::ABI_VERSION,
-            found,
-        });
+        return Err(ContainerError::AbiMismatch { artifact: artifact.clone(), expected: abi::ABI_VERSION, found });
     }
     // SAFETY: same ABI version, so the pointer is to a `SliceDescriptor` of this layout, which the
     // library keeps alive while loaded.

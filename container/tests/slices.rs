@@ -166,7 +166,10 @@ fn a_library_without_a_checksum_file_is_refused_before_loading() {
     std::fs::remove_file(integrity::checksum_file(&library)).unwrap();
     let c = Container::new(ContainerConfig::new(&dir, "node-1")).unwrap();
     let err = c.deploy(&artifact(ECHO1), vec![]).unwrap_err();
-    assert!(matches!(err, ContainerError::Integrity { error: IntegrityError::NoChecksum { .. }, .. }), "{err}");
+    assert!(
+        matches!(&err, ContainerError::Integrity { error, .. } if matches!(**error, IntegrityError::NoChecksum { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("sha256sum echo-1.0.0.so > echo-1.0.0.so.sha256"), "{err}");
     no_absolute_path(&err.to_string());
     assert!(c.instances().is_empty());
@@ -181,12 +184,18 @@ fn a_library_changed_after_it_was_stored_is_refused_before_loading() {
     std::fs::write(&library, &bytes).unwrap();
     let c = Container::new(ContainerConfig::new(&dir, "node-1")).unwrap();
     let err = c.deploy(&artifact(ECHO1), vec![]).unwrap_err();
-    assert!(matches!(err, ContainerError::Integrity { error: IntegrityError::Mismatch { .. }, .. }), "{err}");
+    assert!(
+        matches!(&err, ContainerError::Integrity { error, .. } if matches!(**error, IntegrityError::Mismatch { .. })),
+        "{err}"
+    );
     no_absolute_path(&err.to_string());
     // Truncated, as a dropped upload once left it.
     std::fs::write(&library, &bytes[..middle]).unwrap();
     let err = c.deploy(&artifact(ECHO1), vec![]).unwrap_err();
-    assert!(matches!(err, ContainerError::Integrity { error: IntegrityError::Mismatch { .. }, .. }), "{err}");
+    assert!(
+        matches!(&err, ContainerError::Integrity { error, .. } if matches!(**error, IntegrityError::Mismatch { .. })),
+        "{err}"
+    );
     assert!(c.instances().is_empty());
 }
 
@@ -203,12 +212,18 @@ fn with_trusted_keys_only_a_good_signature_loads() {
     })
     .unwrap();
     let err = c.deploy(&artifact(ECHO1), vec![]).unwrap_err();
-    assert!(matches!(err, ContainerError::Integrity { error: IntegrityError::Unsigned { .. }, .. }), "{err}");
+    assert!(
+        matches!(&err, ContainerError::Integrity { error, .. } if matches!(**error, IntegrityError::Unsigned { .. })),
+        "{err}"
+    );
 
     let digest = integrity::sha256(&std::fs::read(&library).unwrap());
     integrity::write_signature(&library, &integrity::sign(&stranger, &digest)).unwrap();
     let err = c.deploy(&artifact(ECHO1), vec![]).unwrap_err();
-    assert!(matches!(err, ContainerError::Integrity { error: IntegrityError::BadSignature { .. }, .. }), "{err}");
+    assert!(
+        matches!(&err, ContainerError::Integrity { error, .. } if matches!(**error, IntegrityError::BadSignature { .. })),
+        "{err}"
+    );
     no_absolute_path(&err.to_string());
 
     integrity::write_signature(&library, &integrity::sign(&author, &digest)).unwrap();

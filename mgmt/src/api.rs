@@ -155,6 +155,15 @@ fn upload(backend: &dyn Backend, coords: &str, req: &Request) -> Result<Response
     if req.body.is_empty() {
         return Err(ApiError::bad_request("the body is empty; send the slice library's bytes"));
     }
+    // The HTTP layer should never hand over a short body; a library is too dangerous to trust it blindly.
+    if let Some(announced) = req.header("content-length") {
+        if announced.trim().parse::<usize>().ok() != Some(req.body.len()) {
+            return Err(ApiError::bad_request(format!(
+                "the body has {} bytes, Content-Length announced {announced}: the upload is incomplete; nothing was stored",
+                req.body.len()
+            )));
+        }
+    }
     let claimed = claimed_digests(req)?;
     let signature = match req.header("x-aether-signature") {
         Some(text) => Some(
@@ -478,7 +487,14 @@ mod tests {
         assert_eq!(upload_with(&[("Content-Digest", &format!("sha-256=:{b64}:"))], body).status, 201);
         let other = "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=";
         assert_eq!(upload_with(&[("Content-Digest", &format!("sha-256=:{other}:"))], body).status, 400);
-        assert_eq!(upload_with(&[("X-Aether-Sha256", &hex), ("Digest", &format!("sha-256={other}"))], body).status, 400);
+        assert_eq!(
+            upload_with(&[("X-Aether-Sha256", &hex), ("Digest", &format!("sha-256={other}"))], body).status,
+            400
+        );
+
+        let short = upload_with(&[("Content-Length", "100000")], body);
+        assert_eq!(short.status, 400, "{}", short.body);
+        assert_eq!(upload_with(&[("Content-Length", &body.len().to_string())], body).status, 201);
 
         let signature = "ab".repeat(64);
         let signed = upload_with(&[("X-Aether-Signature", &signature)], body);

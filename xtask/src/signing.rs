@@ -18,7 +18,9 @@ use ed25519_dalek::SigningKey;
 
 /// `cargo xtask keygen PREFIX`: writes `PREFIX.key` (secret, 0600) and `PREFIX.pub`; never overwrites.
 pub fn keygen(args: &[String]) -> crate::TaskResult {
-    let [prefix] = args else { return Err("usage: cargo xtask keygen PREFIX  (writes PREFIX.key and PREFIX.pub)".into()) };
+    let [prefix] = args else {
+        return Err("usage: cargo xtask keygen PREFIX  (writes PREFIX.key and PREFIX.pub)".into());
+    };
     let secret_file = PathBuf::from(format!("{prefix}.key"));
     let public_file = PathBuf::from(format!("{prefix}.pub"));
     let mut seed = [0u8; 32];
@@ -60,10 +62,7 @@ pub fn sign(args: &[String]) -> crate::TaskResult {
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("signing key {}: {e}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!(
-            "signing key {0} is readable by group or others; run `chmod 600 {0}`",
-            path.display()
-        ));
+        return Err(format!("signing key {0} is readable by group or others; run `chmod 600 {0}`", path.display()));
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("signing key {}: {e}", path.display()))?;
     let seed = integrity::from_hex::<32>(&text)
@@ -109,8 +108,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let prefix = dir.join("dev").display().to_string();
-        keygen(&[prefix.clone()]).unwrap();
-        assert!(keygen(&[prefix.clone()]).is_err(), "never overwrites a key");
+        keygen(std::slice::from_ref(&prefix)).unwrap();
+        assert!(keygen(std::slice::from_ref(&prefix)).is_err(), "never overwrites a key");
         let secret = PathBuf::from(format!("{prefix}.key"));
         assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
         let public = std::fs::read_to_string(format!("{prefix}.pub")).unwrap();
