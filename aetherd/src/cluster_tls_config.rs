@@ -163,8 +163,15 @@ mod tests {
         std::fs::write(d.join("ca.pem"), "not pem").unwrap();
         let err = from_raw(&d.join("aetherd.toml"), Some(raw())).unwrap_err();
         assert!(err.contains("cluster_tls.ca_file") && err.contains("no CERTIFICATE"), "{err}");
+        write_ca_and_node(&d, 0o600);
         std::fs::remove_file(d.join("node.pem")).unwrap();
         let err = from_raw(&d.join("aetherd.toml"), Some(raw())).unwrap_err();
-        assert!(err.contains("cluster_tls.") && err.contains("cannot read"), "{err}");
+        assert!(err.contains("cluster_tls.cert_file") && err.contains("cannot read"), "{err}");
+        // A key that does not belong to the certificate.
+        write_ca_and_node(&d, 0o600);
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(d.join("node.key"), other.serialize_pem()).unwrap();
+        let err = from_raw(&d.join("aetherd.toml"), Some(raw())).unwrap_err();
+        assert!(err.contains("do not go together"), "{err}");
     }
 }

@@ -122,3 +122,33 @@ fn a_tls_cluster_forms_and_serves_and_a_node_of_another_ca_is_refused() {
     let outsider_lines = cluster.log(3).lines().filter(|l| l.contains("not signed by this cluster's CA")).count();
     assert!(outsider_lines <= 6, "{outsider_lines} lines about the same refusal:\n{}", cluster.log(3));
 }
+
+#[test]
+fn a_readable_key_or_a_missing_file_stops_the_node_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("aether-cluster-tls-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut spec = ClusterSpec::new(1, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")));
+    spec.extra_config =
+        "[cluster_tls]\nca_file = \"../ca.pem\"\ncert_file = \"node.pem\"\nkey_file = \"node.key\"\n".into();
+    let cluster = LocalCluster::prepare(spec).unwrap();
+    let node_dir = cluster.nodes[0].config.parent().unwrap().to_path_buf();
+    let ca = Ca::new("Aether cluster CA");
+    std::fs::write(dir.join("ca.pem"), ca.cert.pem()).unwrap();
+    ca.issue("node-1", &node_dir);
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aetherd"))
+            .arg("--config")
+            .arg(&cluster.nodes[0].config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the node started with a bad [cluster_tls]");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    std::fs::set_permissions(node_dir.join("node.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let stderr = run();
+    assert!(stderr.contains("cluster_tls.key_file") && stderr.contains("chmod 600"), "{stderr}");
+    std::fs::set_permissions(node_dir.join("node.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(dir.join("ca.pem")).unwrap();
+    let stderr = run();
+    assert!(stderr.contains("cluster_tls.ca_file") && stderr.contains("cannot read"), "{stderr}");
+}

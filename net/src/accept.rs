@@ -35,7 +35,8 @@ const BURST_PAUSE: Duration = Duration::from_millis(1);
 const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Transport {
-    /// Accepts until the listener would block (or until an error pauses accepting).
+    /// Accepts until the listener would block, an error pauses accepting, or `ACCEPT_BURST` sockets are in
+    /// (then a timer resumes on the next turn).
     pub fn accept_all(&mut self, now: Instant) {
         if self.accept_paused_until.is_some_and(|until| now < until) {
             return;
