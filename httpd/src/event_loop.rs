@@ -358,7 +358,7 @@ impl EventLoop {
                         conn.queue_raw(b"HTTP/1.1 100 Continue\r\n\r\n");
                     }
                     let capacity = match framing {
-                        BodyState::Length(n) => usize::try_from(n).unwrap_or(0).min(1 << 20),
+                        BodyState::Length(n) => usize::try_from(n).unwrap_or(0).min(READ_CHUNK * 4),
                         BodyState::Chunked(_) => 0,
                     };
                     let body = Vec::with_capacity(capacity);
@@ -443,6 +443,10 @@ impl EventLoop {
         let keep_alive = keep_alive && !stopping;
         conn.queue_response(response, head_only, keep_alive, minor);
         conn.state = if keep_alive { State::Idle { since: Instant::now() } } else { State::Closing };
+        if conn.inbuf.is_empty() {
+            // Idle connections hold no read buffer.
+            conn.inbuf = Vec::new();
+        }
         self.in_flight.retain(|(c, _)| *c != id);
     }
 

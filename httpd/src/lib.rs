@@ -218,6 +218,8 @@ pub struct Stats {
     pub workers_live: usize,
     /// Worker threads stuck in a request past its deadline.
     pub workers_abandoned: usize,
+    /// Requests waiting for a worker.
+    pub queued: usize,
     /// Open connections.
     pub connections: usize,
 }
@@ -288,8 +290,9 @@ impl Server {
     }
 
     pub fn stats(&self) -> Stats {
-        let (workers_live, workers_abandoned) = self.pool.counts();
-        Stats { workers_live, workers_abandoned, connections: self.shared.connections.load(Ordering::SeqCst) }
+        let (workers_live, workers_abandoned, queued) = self.pool.counts();
+        let connections = self.shared.connections.load(Ordering::SeqCst);
+        Stats { workers_live, workers_abandoned, queued, connections }
     }
 
     /// Read the TLS certificate and key again; new connections use them. A failure keeps the old ones.

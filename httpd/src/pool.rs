@@ -186,9 +186,10 @@ impl Pool {
         true
     }
 
-    /// (live, abandoned) workers.
-    pub fn counts(&self) -> (usize, usize) {
-        (self.shared.live.load(Ordering::SeqCst), self.shared.abandoned.load(Ordering::SeqCst))
+    /// (live, abandoned) workers and queued requests.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let queued = lock(&self.shared.queue).len();
+        (self.shared.live.load(Ordering::SeqCst), self.shared.abandoned.load(Ordering::SeqCst), queued)
     }
 
     /// Let the workers finish the queue, then join those not stuck.

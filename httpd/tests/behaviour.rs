@@ -115,19 +115,22 @@ fn a_full_pool_answers_503_at_once() {
     let mut config = config();
     config.workers = 1;
     config.queue_max = 1;
-    let (server, _) = start(config);
+    let (server, handler) = start(config);
     let addr = server.addr();
-    let busy =
-        std::thread::spawn(move || exchange(addr, b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
-    std::thread::sleep(Duration::from_millis(50));
-    let queued =
-        std::thread::spawn(move || exchange(addr, b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
-    std::thread::sleep(Duration::from_millis(50));
+    let block: &[u8] = b"GET /block HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let busy = std::thread::spawn(move || exchange(addr, block));
+    let started = Instant::now();
+    while handler.calls.load(Ordering::SeqCst) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let queued = std::thread::spawn(move || exchange(addr, block));
+    wait_until(&server, |s| s.queued == 1);
     let started = Instant::now();
     let raw = exchange(addr, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     assert_json_error(&raw, 503);
     assert!(raw.contains("Retry-After: 1"), "{raw}");
-    assert!(started.elapsed() < Duration::from_millis(150), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     assert_eq!(status(&busy.join().unwrap()), 200);
     assert_eq!(status(&queued.join().unwrap()), 200);
 }
@@ -174,14 +177,14 @@ fn connections_per_client_are_bounded() {
     config.limits.connections_per_ip_max = 2;
     let (server, _) = start(config);
     let (mut a, mut b) = (connect(server.addr()), connect(server.addr()));
-    std::thread::sleep(Duration::from_millis(50));
+    wait_until(&server, |s| s.connections == 2);
     assert_json_error(&exchange(server.addr(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 503);
     for stream in [&mut a, &mut b] {
         stream.write_all(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         assert_eq!(read_response(stream), (200, "GET /held".into()));
     }
     drop((a, b));
-    std::thread::sleep(Duration::from_millis(50));
+    wait_until(&server, |s| s.connections == 0);
     assert_eq!(status(&exchange(server.addr(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")), 200);
 }
 
