@@ -186,3 +186,49 @@ fn connections_past_the_descriptor_budget_pause_the_ports_until_they_close() {
     assert_eq!(c.health(0).map(|h| h["ready"].clone()), Some(serde_json::Value::Bool(true)));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The node's open-file limit, from /proc (setting it is the only way to read another process's).
+fn read_limit(pid: u32) -> rustix::process::Rlimit {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let numbers: Vec<Option<u64>> = line.split_whitespace().skip(3).take(2).map(|n| n.parse().ok()).collect();
+    rustix::process::Rlimit { current: numbers[0], maximum: numbers[1] }
+}
+
+fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64
+}
+
+#[test]
+fn a_node_out_of_descriptors_pauses_accepting_and_serves_again_once_they_are_back() {
+    use rustix::process::{prlimit, Pid, Resource, Rlimit};
+    let c = start("emfile", None);
+    let pid = c.pid(0).unwrap();
+    let (management, app) = (c.nodes[0].management, c.nodes[0].app);
+    let mut probe = TcpStream::connect(management).unwrap();
+    probe.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ready_over(&mut probe).0, 200);
+    // Leave the node a few descriptors, far below its ports' budget: accept itself fails with EMFILE.
+    let node = Pid::from_raw(pid as i32).unwrap();
+    let original = read_limit(pid);
+    let tight = open_fds(pid) + 10;
+    prlimit(Some(node), Resource::Nofile, Rlimit { current: Some(tight), maximum: original.maximum }).unwrap();
+    let flood: Vec<TcpStream> =
+        (0..40).flat_map(|_| [TcpStream::connect(app), TcpStream::connect(management)]).flatten().collect();
+    let mut seen = serde_json::Value::Null;
+    let reported = wait_for(Duration::from_secs(5), || {
+        let (status, body) = ready_over(&mut probe);
+        seen = body;
+        status == 503 && seen["problems"].to_string().contains("not accepting")
+    });
+    assert!(reported.is_ok(), "ready stayed 200 out of descriptors: {seen}");
+    assert!(c.log(0).contains("cannot accept"), "{}", c.log(0));
+    // Descriptors back: both ports serve again, the flood included.
+    let _ = prlimit(Some(node), Resource::Nofile, original);
+    drop(flood);
+    let back = wait_for(Duration::from_secs(10), || {
+        timed(app, "/echo/x").1 == 404 && timed(management, "/health/ready").1 == 200
+    });
+    assert!(back.is_ok(), "the ports did not come back: {}", c.log(0));
+    assert_eq!(ready_over(&mut probe).0, 200);
+}
