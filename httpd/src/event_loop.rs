@@ -31,6 +31,9 @@ const SLOW_TICK: Duration = Duration::from_millis(50);
 pub const GRACE: Duration = Duration::from_millis(10);
 /// How long after a failed accept to try again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Unwritten answer bytes past which a connection's next pipelined request waits (a client that sends
+/// without reading cannot make the server buffer answers without bound).
+const OUT_HIGH_WATER: usize = 64 * 1024;
 /// How long a closing connection discards input so its client reads the answer.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -296,6 +299,10 @@ impl EventLoop {
                     return;
                 }
                 _ => {}
+            }
+            if conn.out_backlog() > OUT_HIGH_WATER {
+                // Writable readiness brings this connection back.
+                return;
             }
             self.advance(id);
             let Some(conn) = self.conns.get_mut(&id) else { return };

@@ -229,3 +229,20 @@ fn stopping_closes_idle_connections_and_the_port() {
     assert_eq!(read_all(&mut idle), "");
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn a_client_that_sends_without_reading_cannot_grow_the_answers_without_bound() {
+    let (server, handler) = start(config());
+    let mut stream = connect(server.addr());
+    stream.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    // Each answer is 1 KiB; the server stops taking requests once its unwritten answers and the socket
+    // buffers are full, so writing blocks long before 100,000 requests went out.
+    let request = format!("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n{}", "x".repeat(1000));
+    let mut sent = 0;
+    while sent < 100_000 && stream.write_all(request.as_bytes()).is_ok() {
+        sent += 1;
+    }
+    assert!(sent < 100_000, "every request was taken");
+    let served = handler.calls.load(Ordering::SeqCst);
+    assert!(served < 20_000, "{served} requests answered into a client that reads nothing");
+}
