@@ -246,3 +246,27 @@ fn a_client_that_sends_without_reading_cannot_grow_the_answers_without_bound() {
     let served = handler.calls.load(Ordering::SeqCst);
     assert!(served < 20_000, "{served} requests answered into a client that reads nothing");
 }
+
+#[test]
+fn an_answer_the_client_does_not_read_is_dropped_after_the_write_timeout() {
+    let mut config = config();
+    config.timeouts.write = Duration::from_millis(300);
+    let (server, _) = start(config);
+    let mut stream = connect(server.addr());
+    let mut writer = stream.try_clone().unwrap();
+    // Answers of 1 MiB each, never read: the socket buffers fill, writing stalls, the server gives up.
+    let body = "z".repeat(1 << 20);
+    let request = format!("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let sending = std::thread::spawn(move || {
+        for _ in 0..32 {
+            if writer.write_all(request.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    wait_until(&server, |s| s.connections == 1);
+    wait_until(&server, |s| s.connections == 0);
+    let got = read_all(&mut stream);
+    assert!(got.len() < 32 << 20, "every answer went out: {} bytes", got.len());
+    sending.join().unwrap();
+}
