@@ -252,8 +252,14 @@ impl Server {
         let pool = pool::Pool::start(&config, Arc::clone(&handler), done_tx, Arc::clone(&waker))?;
         let shared = Arc::new(event_loop::Shared::new(&config, tls, waker));
         let io_loop =
-            event_loop::EventLoop::new(config.clone(), poll, listener, handler, pool.clone(), done_rx, &shared)
-                .map_err(|e| format!("{} port: {e}", config.name))?;
+            event_loop::EventLoop::new(config.clone(), poll, listener, handler, pool.clone(), done_rx, &shared);
+        let io_loop = match io_loop {
+            Ok(io_loop) => io_loop,
+            Err(e) => {
+                pool.stop();
+                return Err(format!("{} port: {e}", config.name));
+            }
+        };
         let io = std::thread::Builder::new()
             .name(format!("{}-io", config.name))
             .spawn(move || io_loop.run())
