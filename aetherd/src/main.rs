@@ -2,7 +2,9 @@
 //!
 //! Reads its config (or takes `--dev` defaults), starts the cluster transport's event loop, the management
 //! API and, when slices are named, the app port; then waits for SIGTERM or SIGINT and stops each part in
-//! turn. A bad config or a port that cannot be bound exits non-zero with one line saying why.
+//! turn (SIGHUP in the meantime reloads the `[tls]` certificate of both HTTP ports). A bad config or a
+//! port that cannot be bound exits non-zero with one line saying why. At start the soft open-file limit
+//! is raised to the hard one, so the HTTP ports' connection budget is as large as the host allows.
 
 mod app;
 mod artifacts;

@@ -186,3 +186,122 @@ fn connections_past_the_descriptor_budget_pause_the_ports_until_they_close() {
     assert_eq!(c.health(0).map(|h| h["ready"].clone()), Some(serde_json::Value::Bool(true)));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The node's open-file limit, from /proc (setting it is the only way to read another process's).
+fn read_limit(pid: u32) -> rustix::process::Rlimit {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let numbers: Vec<Option<u64>> = line.split_whitespace().skip(3).take(2).map(|n| n.parse().ok()).collect();
+    rustix::process::Rlimit { current: numbers[0], maximum: numbers[1] }
+}
+
+fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64
+}
+
+#[test]
+fn a_node_out_of_descriptors_pauses_accepting_and_serves_again_once_they_are_back() {
+    use rustix::process::{prlimit, Pid, Resource, Rlimit};
+    let c = start("emfile", None);
+    let pid = c.pid(0).unwrap();
+    let (management, app) = (c.nodes[0].management, c.nodes[0].app);
+    let mut probe = TcpStream::connect(management).unwrap();
+    probe.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ready_over(&mut probe).0, 200);
+    // Leave the node a few descriptors, far below its ports' budget: accept itself fails with EMFILE.
+    let node = Pid::from_raw(pid as i32).unwrap();
+    let original = read_limit(pid);
+    let tight = open_fds(pid) + 10;
+    prlimit(Some(node), Resource::Nofile, Rlimit { current: Some(tight), maximum: original.maximum }).unwrap();
+    let flood: Vec<TcpStream> =
+        (0..40).flat_map(|_| [TcpStream::connect(app), TcpStream::connect(management)]).flatten().collect();
+    let mut seen = serde_json::Value::Null;
+    let reported = wait_for(Duration::from_secs(5), || {
+        let (status, body) = ready_over(&mut probe);
+        seen = body;
+        status == 503 && seen["problems"].to_string().contains("not accepting")
+    });
+    assert!(reported.is_ok(), "ready stayed 200 out of descriptors: {seen}");
+    assert!(c.log(0).contains("cannot accept"), "{}", c.log(0));
+    // Descriptors back: both ports serve again, the flood included.
+    let _ = prlimit(Some(node), Resource::Nofile, original);
+    drop(flood);
+    let back = wait_for(Duration::from_secs(10), || {
+        timed(app, "/echo/x").1 == 404 && timed(management, "/health/ready").1 == 200
+    });
+    assert!(back.is_ok(), "the ports did not come back: {}", c.log(0));
+    assert_eq!(ready_over(&mut probe).0, 200);
+}
+
+/// A self-signed certificate for `localhost`: (certificate DER, certificate PEM, key PEM).
+fn certificate() -> (Vec<u8>, String, String) {
+    let rcgen::CertifiedKey { cert, key_pair } = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    (cert.der().to_vec(), cert.pem(), key_pair.serialize_pem())
+}
+
+/// One request over TLS trusting only `trusted`: (status, body), or the TLS or I/O error.
+fn https(addr: SocketAddr, trusted: &[u8], path: &str) -> Result<(u16, String), String> {
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(trusted.to_vec())).map_err(|e| e.to_string())?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = "localhost".try_into().map_err(|_| "bad name".to_string())?;
+    let session = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let mut stream = rustls::StreamOwned::new(session, tcp);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).map_err(|e| e.to_string())?;
+    let raw = String::from_utf8_lossy(&got).into_owned();
+    Ok((status(&raw), raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned()))
+}
+
+#[test]
+fn tls_on_both_ports_with_a_certificate_reloaded_on_sighup() {
+    let dir = std::env::temp_dir().join(format!("aether-edges-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let repo = example_slices_repo().unwrap();
+    let mut spec = ClusterSpec::new(1, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")));
+    spec.extra_args = vec!["--repo".into(), repo.display().to_string()];
+    let mut c = LocalCluster::prepare(spec).unwrap();
+    let (first_der, first_pem, first_key) = certificate();
+    std::fs::write(dir.join("cert.pem"), &first_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &first_key).unwrap();
+    let mut config = std::fs::read_to_string(&c.nodes[0].config).unwrap();
+    config.push_str(&format!("[tls]\ncert_file = \"{0}/cert.pem\"\nkey_file = \"{0}/key.pem\"\n", dir.display()));
+    std::fs::write(&c.nodes[0].config, config).unwrap();
+    c.start_node(0).unwrap();
+    let (management, app) = (c.nodes[0].management, c.nodes[0].app);
+    let ready = wait_for(SETTLE, || https(management, &first_der, "/health/ready").is_ok_and(|(s, _)| s == 200));
+    assert!(ready.is_ok(), "{}", c.log(0));
+    assert_eq!(https(app, &first_der, "/no/route").unwrap().0, 404);
+    // Plain HTTP gets no answer from a TLS port.
+    assert_eq!(status(&exchange(management, b"GET /api/health HTTP/1.1\r\nHost: a\r\n\r\n")), 0);
+
+    let (second_der, second_pem, second_key) = certificate();
+    std::fs::write(dir.join("cert.pem"), &second_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &second_key).unwrap();
+    let node = rustix::process::Pid::from_raw(c.pid(0).unwrap() as i32).unwrap();
+    rustix::process::kill_process(node, rustix::process::Signal::HUP).unwrap();
+    let swapped = wait_for(Duration::from_secs(10), || {
+        https(management, &second_der, "/health/live").is_ok() && https(app, &second_der, "/x").is_ok()
+    });
+    assert!(swapped.is_ok(), "{}", c.log(0));
+    assert!(https(management, &first_der, "/health/live").is_err(), "the old certificate is gone");
+
+    // A broken key: the reload fails, says why, and the ports keep the second certificate.
+    std::fs::write(dir.join("key.pem"), "not a key").unwrap();
+    rustix::process::kill_process(node, rustix::process::Signal::HUP).unwrap();
+    let logged = wait_for(Duration::from_secs(10), || c.log(0).contains("TLS reload failed"));
+    assert!(logged.is_ok(), "{}", c.log(0));
+    assert_eq!(https(management, &second_der, "/health/live").unwrap().0, 200);
+    assert_eq!(https(app, &second_der, "/x").unwrap().0, 404);
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -71,6 +71,11 @@ impl Conn {
         matches!(self.state, State::Idle { .. } | State::Head { .. } | State::Body { .. })
     }
 
+    /// Answer bytes not yet handed to the socket (or to TLS).
+    pub fn out_backlog(&self) -> usize {
+        self.out.len() - self.out_at
+    }
+
     pub fn out_pending(&self) -> bool {
         self.out_at < self.out.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }

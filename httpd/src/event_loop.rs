@@ -6,6 +6,8 @@
 //! memory, or while the port holds its connection limit, and [`Shared::accepting`] says so; a request
 //! with a deadline is answered at most one watchdog tick plus [`GRACE`] after it.
 
+mod accept;
+
 use crate::conn::{BodyState, Conn, State, READ_CHUNK};
 use crate::parse::{self, Chunked, Framing, Reject};
 use crate::pool::{Completion, Job, Pool};
@@ -13,7 +15,7 @@ use crate::tls::{self, TlsFiles};
 use crate::{Config, Handler, Request, Response};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
@@ -31,6 +33,9 @@ const SLOW_TICK: Duration = Duration::from_millis(50);
 pub const GRACE: Duration = Duration::from_millis(10);
 /// How long after a failed accept to try again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Unwritten answer bytes past which a connection's next pipelined request waits (a client that sends
+/// without reading cannot make the server buffer answers without bound).
+const OUT_HIGH_WATER: usize = 64 * 1024;
 /// How long a closing connection discards input so its client reads the answer.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -182,95 +187,6 @@ impl EventLoop {
         !writing || self.stop_flush_until.is_some_and(|t| now >= t)
     }
 
-    fn accept_all(&mut self) {
-        if self.shared.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        loop {
-            if self.conns.len() >= self.conn_cap {
-                if self.shared.accepting.swap(false, Ordering::SeqCst) {
-                    log::warn!(
-                        "{} port: {} connections open, the limit; accepting paused",
-                        self.config.name,
-                        self.conn_cap
-                    );
-                }
-                return;
-            }
-            let Some(listener) = self.listener.as_ref() else { return };
-            match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !self.shared.accepting.swap(true, Ordering::SeqCst) {
-                        log::info!("{} port: accepting again", self.config.name);
-                    }
-                    self.accept_retry_at = None;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if out_of_resources(&e) => {
-                    if self.shared.accepting.swap(false, Ordering::SeqCst) {
-                        log::warn!("{} port: cannot accept ({e}); accepting paused, retrying", self.config.name);
-                    }
-                    self.accept_retry_at = Some(Instant::now() + ACCEPT_RETRY);
-                    return;
-                }
-                // The client went away before accept, and the like.
-                Err(e) => log::debug!("{} port: accept: {e}", self.config.name),
-            }
-        }
-    }
-
-    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: std::net::SocketAddr) {
-        let per_ip = self.per_ip.entry(peer.ip()).or_insert(0);
-        let tls = self.shared.tls_config();
-        if *per_ip >= self.config.limits.connections_per_ip_max {
-            log::debug!("{} port: {} has too many connections", self.config.name, peer.ip());
-            if tls.is_none() {
-                let mut bytes = Vec::new();
-                let detail = "too many connections from this address";
-                let answer = Response::error(503, "service unavailable", detail).with_header("Retry-After", "1");
-                crate::conn::serialize(&mut bytes, &answer, false, false, 1);
-                let _ = stream.write(&bytes);
-            }
-            return;
-        }
-        let session = match tls {
-            Some(config) => match rustls::ServerConnection::new(config) {
-                Ok(session) => Some(Box::new(session)),
-                Err(e) => {
-                    log::warn!("{} port: TLS session: {e}", self.config.name);
-                    return;
-                }
-            },
-            None => None,
-        };
-        let id = self.next_id;
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(id), interest) {
-            log::warn!("{} port: cannot register a connection: {e}", self.config.name);
-            return;
-        }
-        let _ = stream.set_nodelay(true);
-        self.next_id += 1;
-        *per_ip += 1;
-        self.conns.insert(id, Conn::new(stream, peer, session));
-        self.shared.connections.store(self.conns.len(), Ordering::SeqCst);
-    }
-
-    fn close(&mut self, id: usize) {
-        let Some(mut conn) = self.conns.remove(&id) else { return };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        if let Some(n) = self.per_ip.get_mut(&conn.peer.ip()) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&conn.peer.ip());
-            }
-        }
-        self.in_flight.retain(|(c, _)| *c != id);
-        self.shared.connections.store(self.conns.len(), Ordering::SeqCst);
-    }
-
     /// Socket readiness (or a state change) on a connection: write, then read and parse what can be.
     fn service(&mut self, id: usize) {
         let cap = self.config.limits.head_bytes_max + READ_CHUNK;
@@ -296,6 +212,10 @@ impl EventLoop {
                     return;
                 }
                 _ => {}
+            }
+            if conn.out_backlog() > OUT_HIGH_WATER {
+                // Writable readiness brings this connection back.
+                return;
             }
             self.advance(id);
             let Some(conn) = self.conns.get_mut(&id) else { return };
@@ -358,7 +278,7 @@ impl EventLoop {
                         conn.queue_raw(b"HTTP/1.1 100 Continue\r\n\r\n");
                     }
                     let capacity = match framing {
-                        BodyState::Length(n) => usize::try_from(n).unwrap_or(0).min(1 << 20),
+                        BodyState::Length(n) => usize::try_from(n).unwrap_or(0).min(READ_CHUNK * 4),
                         BodyState::Chunked(_) => 0,
                     };
                     let body = Vec::with_capacity(capacity);
@@ -443,6 +363,10 @@ impl EventLoop {
         let keep_alive = keep_alive && !stopping;
         conn.queue_response(response, head_only, keep_alive, minor);
         conn.state = if keep_alive { State::Idle { since: Instant::now() } } else { State::Closing };
+        if conn.inbuf.is_empty() {
+            // Idle connections hold no read buffer.
+            conn.inbuf = Vec::new();
+        }
         self.in_flight.retain(|(c, _)| *c != id);
     }
 
@@ -518,9 +442,4 @@ impl EventLoop {
             self.accept_all();
         }
     }
-}
-
-fn out_of_resources(e: &io::Error) -> bool {
-    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
-    matches!(e.raw_os_error(), Some(24) | Some(23) | Some(105) | Some(12))
 }

@@ -218,6 +218,8 @@ pub struct Stats {
     pub workers_live: usize,
     /// Worker threads stuck in a request past its deadline.
     pub workers_abandoned: usize,
+    /// Requests waiting for a worker.
+    pub queued: usize,
     /// Open connections.
     pub connections: usize,
 }
@@ -250,8 +252,14 @@ impl Server {
         let pool = pool::Pool::start(&config, Arc::clone(&handler), done_tx, Arc::clone(&waker))?;
         let shared = Arc::new(event_loop::Shared::new(&config, tls, waker));
         let io_loop =
-            event_loop::EventLoop::new(config.clone(), poll, listener, handler, pool.clone(), done_rx, &shared)
-                .map_err(|e| format!("{} port: {e}", config.name))?;
+            event_loop::EventLoop::new(config.clone(), poll, listener, handler, pool.clone(), done_rx, &shared);
+        let io_loop = match io_loop {
+            Ok(io_loop) => io_loop,
+            Err(e) => {
+                pool.stop();
+                return Err(format!("{} port: {e}", config.name));
+            }
+        };
         let io = std::thread::Builder::new()
             .name(format!("{}-io", config.name))
             .spawn(move || io_loop.run())
@@ -288,8 +296,9 @@ impl Server {
     }
 
     pub fn stats(&self) -> Stats {
-        let (workers_live, workers_abandoned) = self.pool.counts();
-        Stats { workers_live, workers_abandoned, connections: self.shared.connections.load(Ordering::SeqCst) }
+        let (workers_live, workers_abandoned, queued) = self.pool.counts();
+        let connections = self.shared.connections.load(Ordering::SeqCst);
+        Stats { workers_live, workers_abandoned, queued, connections }
     }
 
     /// Read the TLS certificate and key again; new connections use them. A failure keeps the old ones.

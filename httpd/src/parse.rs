@@ -165,6 +165,9 @@ fn framing(headers: &[(String, String)], minor: u8) -> Result<Framing, Reject> {
     if minor == 0 {
         return Err(Reject::bad("Transfer-Encoding in an HTTP/1.0 request"));
     }
+    if codings.iter().filter(|c| c.eq_ignore_ascii_case("chunked")).count() > 1 {
+        return Err(Reject::bad("chunked applied more than once"));
+    }
     match codings.as_slice() {
         [only] if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
         _ if codings.last().is_some_and(|c| c.eq_ignore_ascii_case("chunked")) => Err(Reject::new(
@@ -344,6 +347,7 @@ mod tests {
         assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
         assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), 400);
         assert_eq!(status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400, "no Host");
         assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n"), 417);

@@ -90,8 +90,6 @@ struct Shared {
     abandoned_max: usize,
     live: AtomicUsize,
     abandoned: AtomicUsize,
-    /// Requests queued or running.
-    busy: AtomicUsize,
     stopping: AtomicBool,
     done: Mutex<Sender<Completion>>,
     waker: Arc<mio::Waker>,
@@ -121,7 +119,6 @@ impl Pool {
             abandoned_max: config.abandoned_max,
             live: AtomicUsize::new(0),
             abandoned: AtomicUsize::new(0),
-            busy: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             done: Mutex::new(done),
             waker,
@@ -144,7 +141,6 @@ impl Pool {
         if queue.len() >= self.shared.queue_max {
             return false;
         }
-        self.shared.busy.fetch_add(1, Ordering::SeqCst);
         queue.push_back(Task { conn, job, request });
         drop(queue);
         self.shared.ready.notify_one();
@@ -186,9 +182,10 @@ impl Pool {
         true
     }
 
-    /// (live, abandoned) workers.
-    pub fn counts(&self) -> (usize, usize) {
-        (self.shared.live.load(Ordering::SeqCst), self.shared.abandoned.load(Ordering::SeqCst))
+    /// (live, abandoned) workers and queued requests.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let queued = lock(&self.shared.queue).len();
+        (self.shared.live.load(Ordering::SeqCst), self.shared.abandoned.load(Ordering::SeqCst), queued)
     }
 
     /// Let the workers finish the queue, then join those not stuck.
@@ -242,7 +239,6 @@ fn work(shared: &Shared, abandoned: &Arc<AtomicBool>) {
         if job.state.compare_exchange(QUEUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             // Answered by the server while it waited.
             *lock(&job.worker) = None;
-            shared.busy.fetch_sub(1, Ordering::SeqCst);
             continue;
         }
         let handler = &shared.handler;
@@ -257,7 +253,6 @@ fn work(shared: &Shared, abandoned: &Arc<AtomicBool>) {
         });
         *lock(&job.worker) = None;
         let answered = job.state.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok();
-        shared.busy.fetch_sub(1, Ordering::SeqCst);
         if answered {
             let sent = lock(&shared.done).send(Completion { conn, response });
             if sent.is_ok() {

@@ -1,5 +1,5 @@
 //! Connection behaviour over real sockets: timeouts, keep-alive and pipelining, `Expect`, HEAD, the
-//! pool's bounds and deadlines, per-client limits, accept errors (EMFILE) and stopping.
+//! pool's bounds and deadlines, per-client limits and stopping.
 
 mod common;
 
@@ -115,19 +115,22 @@ fn a_full_pool_answers_503_at_once() {
     let mut config = config();
     config.workers = 1;
     config.queue_max = 1;
-    let (server, _) = start(config);
+    let (server, handler) = start(config);
     let addr = server.addr();
-    let busy =
-        std::thread::spawn(move || exchange(addr, b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
-    std::thread::sleep(Duration::from_millis(50));
-    let queued =
-        std::thread::spawn(move || exchange(addr, b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
-    std::thread::sleep(Duration::from_millis(50));
+    let block: &[u8] = b"GET /block HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let busy = std::thread::spawn(move || exchange(addr, block));
+    let started = Instant::now();
+    while handler.calls.load(Ordering::SeqCst) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let queued = std::thread::spawn(move || exchange(addr, block));
+    wait_until(&server, |s| s.queued == 1);
     let started = Instant::now();
     let raw = exchange(addr, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     assert_json_error(&raw, 503);
     assert!(raw.contains("Retry-After: 1"), "{raw}");
-    assert!(started.elapsed() < Duration::from_millis(150), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     assert_eq!(status(&busy.join().unwrap()), 200);
     assert_eq!(status(&queued.join().unwrap()), 200);
 }
@@ -174,43 +177,14 @@ fn connections_per_client_are_bounded() {
     config.limits.connections_per_ip_max = 2;
     let (server, _) = start(config);
     let (mut a, mut b) = (connect(server.addr()), connect(server.addr()));
-    std::thread::sleep(Duration::from_millis(50));
+    wait_until(&server, |s| s.connections == 2);
     assert_json_error(&exchange(server.addr(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 503);
     for stream in [&mut a, &mut b] {
         stream.write_all(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         assert_eq!(read_response(stream), (200, "GET /held".into()));
     }
     drop((a, b));
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(status(&exchange(server.addr(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")), 200);
-}
-
-/// Runs alone in its process (nextest): it lowers the fd limit and exhausts it.
-#[test]
-fn running_out_of_descriptors_pauses_accepting_until_they_come_back() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let (server, _) = start(config());
-    let hard = getrlimit(Resource::Nofile).maximum;
-    setrlimit(Resource::Nofile, Rlimit { current: Some(256), maximum: hard }).unwrap();
-    let mut hoard = Vec::new();
-    while let Ok(file) = std::fs::File::open("/dev/null") {
-        hoard.push(file);
-    }
-    // One descriptor for the client; the server's accept then fails with EMFILE.
-    hoard.pop();
-    let mut client = std::net::TcpStream::connect(server.addr()).unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let paused = Instant::now();
-    while server.accepting() && paused.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(!server.accepting(), "the port says it cannot accept");
-    std::thread::sleep(Duration::from_millis(300));
-    drop(hoard);
-    client.write_all(b"GET /back HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-    let raw = read_all(&mut client);
-    assert_eq!((status(&raw), body(&raw)), (200, "GET /back"));
-    assert!(server.accepting());
+    wait_until(&server, |s| s.connections == 0);
     assert_eq!(status(&exchange(server.addr(), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")), 200);
 }
 
@@ -225,4 +199,45 @@ fn stopping_closes_idle_connections_and_the_port() {
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(read_all(&mut idle), "");
     assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn a_client_that_sends_without_reading_cannot_grow_the_answers_without_bound() {
+    let (server, handler) = start(config());
+    let mut stream = connect(server.addr());
+    stream.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    // Each answer is 1 KiB; the server stops taking requests once its unwritten answers and the socket
+    // buffers are full, so writing blocks long before 100,000 requests went out.
+    let request = format!("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n{}", "x".repeat(1000));
+    let mut sent = 0;
+    while sent < 100_000 && stream.write_all(request.as_bytes()).is_ok() {
+        sent += 1;
+    }
+    assert!(sent < 100_000, "every request was taken");
+    let served = handler.calls.load(Ordering::SeqCst);
+    assert!(served < 20_000, "{served} requests answered into a client that reads nothing");
+}
+
+#[test]
+fn an_answer_the_client_does_not_read_is_dropped_after_the_write_timeout() {
+    let mut config = config();
+    config.timeouts.write = Duration::from_millis(300);
+    let (server, _) = start(config);
+    let mut stream = connect(server.addr());
+    let mut writer = stream.try_clone().unwrap();
+    // Answers of 1 MiB each, never read: the socket buffers fill, writing stalls, the server gives up.
+    let body = "z".repeat(1 << 20);
+    let request = format!("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let sending = std::thread::spawn(move || {
+        for _ in 0..32 {
+            if writer.write_all(request.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    wait_until(&server, |s| s.connections == 1);
+    wait_until(&server, |s| s.connections == 0);
+    let got = read_all(&mut stream);
+    assert!(got.len() < 32 << 20, "every answer went out: {} bytes", got.len());
+    sending.join().unwrap();
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Routes: `/echo` (the body back), `/slow` (300 ms), `/hang` (10 s), `/big` (1 MiB bodies, else 1 KiB),
+/// Routes: `/echo` (the body back), `/slow` (300 ms), `/block` (2 s), `/hang` (10 s), `/big` (1 MiB bodies, else 1 KiB),
 /// anything else: the method and target.
 #[derive(Default)]
 pub struct TestHandler {
@@ -34,6 +34,10 @@ impl Handler for TestHandler {
                 std::thread::sleep(Duration::from_millis(300));
                 Response::new(200, "text/plain", b"slow".to_vec())
             }
+            "/block" => {
+                std::thread::sleep(Duration::from_secs(2));
+                Response::new(200, "text/plain", b"block".to_vec())
+            }
             "/hang" => {
                 job.set_note("the hang route did not answer in time".into());
                 std::thread::sleep(Duration::from_secs(10));
@@ -54,6 +58,15 @@ pub fn start(config: Config) -> (Server, Arc<TestHandler>) {
     let handler = Arc::new(TestHandler::default());
     let server = Server::start(config, handler.clone()).unwrap();
     (server, handler)
+}
+
+/// Wait (up to 5 s) until `ok` holds.
+pub fn wait_until(server: &Server, ok: impl Fn(&httpd::Stats) -> bool) {
+    let started = std::time::Instant::now();
+    while !ok(&server.stats()) {
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", server.stats());
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
