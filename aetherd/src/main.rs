@@ -14,6 +14,7 @@ mod managers;
 mod membership;
 mod node;
 mod replication;
+mod stop;
 mod storage;
 mod systemd;
 
@@ -124,6 +125,7 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("data directory {}: {e}", config.data_dir.display()))?;
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let stop_bound = stop::bound_from_env()?;
 
     let (storage, recovered) = storage::Storage::open(&config.data_dir)?;
     let consensus_config = consensus_config(&config);
@@ -183,17 +185,23 @@ fn run(args: &Args) -> Result<(), String> {
     let loop_done = watch_loop(net.thread, stopping.clone())?;
     let signal = signals.forever().next();
     stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-    info!("received signal {}; stopping", signal.unwrap_or_default());
+    info!("received signal {}; stopping (at most {} s)", signal.unwrap_or_default(), stop_bound.as_secs());
+    let progress = stop::arm(signals, stop_bound)?;
     systemd::Notifier::from_env().stopping();
+    progress.step("the management API");
     management.stop();
     if let Some(pool) = forwarded.get() {
+        progress.step("the forwarded-call pool");
         pool.stop();
     }
+    progress.step("the app port");
     app.stop();
+    progress.step("the event loop");
     let _ = net.handle.stop();
     let outcome = loop_done.recv().map_err(|_| "the event loop thread vanished".to_string())?;
     match outcome {
         Ok((mut node, died)) => {
+            progress.step("unloading slices and the final sync of the consensus log");
             node.shutdown();
             if died {
                 return Err("the event loop stopped on its own; see the log above".into());
