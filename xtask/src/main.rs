@@ -4,11 +4,13 @@
 //! exits non-zero with one clear line when it fails.
 
 mod bench;
+mod certs;
 mod cluster;
 mod fuzz;
 mod sim;
 mod slices;
 mod test;
+mod unit;
 mod util;
 
 use std::process::ExitCode;
@@ -22,7 +24,9 @@ const USAGE: &str = "usage: cargo xtask <task>
   sim [--seeds N] [--replicas 3|5] [--faults ...]   deterministic consensus simulation
   build-slices                 build the example slices into target/slices-repo (Maven layout)
   fuzz <wire|blueprint|keys|consensus> [--seconds N]   fuzz a parser of outside input
-  bench <transport|kv|app|consensus-core|invoke-local>";
+  bench <transport|kv|app|consensus-core|invoke-local>
+  certs [--dir DIR] [--nodes N] [--force]   a development CA and TLS certificates (default target/dev-certs)
+  check-unit                   systemd-analyze verify and security of dist/aetherd.service (when installed)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
         "sim" => sim::sim(rest),
         "build-slices" => slices::build_slices(rest),
         "bench" => bench::bench(rest),
+        "certs" => certs::certs(rest),
+        "check-unit" => unit::check_unit(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
