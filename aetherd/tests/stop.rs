@@ -29,9 +29,7 @@ fn node_with_a_stuck_slice(name: &str, bound_secs: u64) -> LocalCluster {
     wait_for(SETTLE, || c.health(0).is_some_and(|h| h["ready"] == true)).unwrap();
     let posted = http(c.nodes[0].management, "POST", "/api/blueprints", HANGS_ON_STOP.as_bytes()).unwrap();
     assert_eq!(posted.status, 201, "{}", posted.text());
-    let serving = wait_for(SETTLE, || {
-        http(c.nodes[0].app, "GET", "/faulty/ok", b"").is_ok_and(|r| r.status == 200)
-    });
+    let serving = wait_for(SETTLE, || http(c.nodes[0].app, "GET", "/faulty/ok", b"").is_ok_and(|r| r.status == 200));
     assert!(serving.is_ok(), "the faulty slice never served; log:\n{}", c.log(0));
     c
 }
