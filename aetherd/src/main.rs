@@ -19,6 +19,7 @@ mod managers;
 mod membership;
 mod node;
 mod replication;
+mod stop;
 mod storage;
 mod systemd;
 mod tls_config;
@@ -139,6 +140,7 @@ fn run(args: &Args) -> Result<(), String> {
         signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let stop_bound = stop::bound_from_env()?;
 
     let (storage, recovered) = storage::Storage::open(&config.data_dir)?;
     let consensus_config = consensus_config(&config);
@@ -224,17 +226,23 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
     stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-    info!("received signal {}; stopping", signal.unwrap_or_default());
+    info!("received signal {}; stopping (at most {} s)", signal.unwrap_or_default(), stop_bound.as_secs());
+    let progress = stop::arm(signals, stop_bound)?;
     systemd::Notifier::from_env().stopping();
+    progress.step("the management API");
     management.stop();
     if let Some(pool) = forwarded.get() {
+        progress.step("the forwarded-call pool");
         pool.stop();
     }
+    progress.step("the app port");
     app.stop();
+    progress.step("the event loop");
     let _ = net.handle.stop();
     let outcome = loop_done.recv().map_err(|_| "the event loop thread vanished".to_string())?;
     match outcome {
         Ok((mut node, died)) => {
+            progress.step("unloading slices and the final sync of the consensus log");
             node.shutdown();
             if died {
                 return Err("the event loop stopped on its own; see the log above".into());

@@ -61,7 +61,7 @@ pub struct Storage {
     segment_bytes: u64,
     pending: Vec<u8>,
     jobs: Sender<SyncJob>,
-    syncer: Option<JoinHandle<()>>,
+    syncer: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Storage {
@@ -173,8 +173,16 @@ impl Storage {
             return;
         }
         let _ = self.jobs.send(SyncJob::Stop);
-        if let Some(syncer) = self.syncer.take() {
-            let _ = syncer.join();
+        // The mark says "everything is on disk": only a final sync that really succeeded may write it.
+        let synced = match self.syncer.take().map(JoinHandle::join) {
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(format!("the final fdatasync of the consensus log failed: {e}")),
+            Some(Err(_)) => Err("the disk thread panicked".to_string()),
+            None => Err("the disk thread is gone".to_string()),
+        };
+        if let Err(reason) = synced {
+            warn!("{reason}; the log is not marked as cleanly closed");
+            return;
         }
         if let Err(e) = write_synced(&self.dir, CLEAN_FILE, boot_id().as_bytes()) {
             warn!("cannot mark the consensus log as cleanly closed: {e}");
@@ -182,7 +190,8 @@ impl Storage {
     }
 }
 
-fn sync_loop(dir: &Path, mut segment: File, jobs: &mpsc::Receiver<SyncJob>) {
+/// Syncs the current segment every interval until told to stop; returns the result of the final sync.
+fn sync_loop(dir: &Path, mut segment: File, jobs: &mpsc::Receiver<SyncJob>) -> std::io::Result<()> {
     loop {
         match jobs.recv_timeout(SYNC_INTERVAL) {
             Ok(SyncJob::Segment(next)) => {
@@ -197,10 +206,7 @@ fn sync_loop(dir: &Path, mut segment: File, jobs: &mpsc::Receiver<SyncJob>) {
                 }
                 Err(e) => warn!("snapshot at slot {next_slot} not written: {e}"),
             },
-            Ok(SyncJob::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                let _ = segment.sync_data();
-                return;
-            }
+            Ok(SyncJob::Stop) | Err(RecvTimeoutError::Disconnected) => return segment.sync_data(),
             Err(RecvTimeoutError::Timeout) => {
                 if let Err(e) = segment.sync_data() {
                     warn!("fdatasync of the consensus log failed: {e}");

@@ -118,6 +118,6 @@ pub fn encode_message(message: &Message) -> Vec<u8> {
 pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
     let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<Message, rkyv::rancor::Error>(&aligned)
-        .map_err(|error| DecodeError { reason: error.to_string() })
+    rkyv::from_bytes::<Message, rkyv::rancor::BoxedError>(&aligned)
+        .map_err(|error| DecodeError { reason: format!("{} bytes, not a valid archive: {error}", bytes.len()) })
 }

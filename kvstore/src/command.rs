@@ -85,8 +85,8 @@ impl Command {
         // rkyv needs the archive aligned; payload slices from the network or the log are not.
         let mut aligned = AlignedVec::<16>::with_capacity(archive.len());
         aligned.extend_from_slice(archive);
-        let wire = rkyv::from_bytes::<CommandWire, rancor::Error>(&aligned)
-            .map_err(|e| malformed(format!("invalid archive: {e}")))?;
+        let wire = rkyv::from_bytes::<CommandWire, rancor::BoxedError>(&aligned)
+            .map_err(|e| malformed(format!("not a valid command archive ({} bytes): {e}", archive.len())))?;
         Command::from_wire(wire)
     }
 

@@ -66,8 +66,8 @@ pub fn decode(bytes: &[u8]) -> Result<KvState, Error> {
     let body = check_header(bytes)?;
     let mut aligned = AlignedVec::<16>::with_capacity(body.len());
     aligned.extend_from_slice(body);
-    let wire = rkyv::access::<ArchivedSnapshotWire, rancor::Error>(&aligned)
-        .map_err(|e| corrupt(format!("invalid archive: {e}")))?;
+    let wire = rkyv::access::<ArchivedSnapshotWire, rancor::BoxedError>(&aligned)
+        .map_err(|e| corrupt(format!("not a valid snapshot archive ({} bytes): {e}", body.len())))?;
     let revision = Revision(wire.revision.to_native());
     let applied_slot = wire.applied_slot.as_ref().map(|slot| slot.to_native());
     let entries = restore_entries(&wire.entries, revision)?;

@@ -185,7 +185,7 @@ fn hide_paths(text: &str) -> String {
             out.push_str(word);
             continue;
         };
-        let end = word.trim_end_matches(|c: char| matches!(c, ':' | ',' | ')' | '"' | '\'' | '`' | '.' | ';')).len();
+        let end = word.trim_end_matches([':', ',', ')', '"', '\'', '`', '.', ';']).len();
         let path = &word[start..end.max(start)];
         if path.starts_with("/api/") || path.matches('/').count() < 2 {
             out.push_str(word);

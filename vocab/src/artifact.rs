@@ -17,6 +17,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Longest group or artifact id, in bytes.
 pub const COORDINATE_BYTES_MAX: usize = 128;
@@ -196,7 +197,7 @@ impl ArtifactBase {
     }
 
     pub fn with_version(self, version: SemVer) -> Artifact {
-        Artifact { base: self, version }
+        Artifact(Arc::new(ArtifactParts { base: self, version }))
     }
 }
 
@@ -217,8 +218,14 @@ impl fmt::Display for ArtifactBase {
 }
 
 /// `group:artifact:version`, one build of a slice.
+///
+/// Shared behind an `Arc`: artifacts are cloned into every record, key, job and error, and a pointer keeps
+/// those cheap and small. Equality, order and hashing are those of the parts.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Artifact {
+pub struct Artifact(Arc<ArtifactParts>);
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct ArtifactParts {
     base: ArtifactBase,
     version: SemVer,
 }
@@ -231,39 +238,39 @@ impl Artifact {
         };
         let base = ArtifactBase::from_parts(input, group, artifact)?;
         let version = SemVer::parse(version).map_err(|e| e.within(input))?;
-        Ok(Artifact { base, version })
+        Ok(base.with_version(version))
     }
 
     pub fn base(&self) -> &ArtifactBase {
-        &self.base
+        &self.0.base
     }
 
     pub fn version(&self) -> &SemVer {
-        &self.version
+        &self.0.version
     }
 
     pub fn group(&self) -> &str {
-        self.base.group()
+        self.0.base.group()
     }
 
     /// The artifact id (`echo` in `org.example:echo:1.0.0`).
     pub fn id(&self) -> &str {
-        self.base.artifact()
+        self.0.base.artifact()
     }
 
     /// `{group as folders}/{id}/{version}/{id}-{version}.so`, relative to the repository root.
     pub fn repository_path(&self) -> PathBuf {
         let mut path: PathBuf = self.group().split('.').collect();
         path.push(self.id());
-        path.push(self.version.to_string());
-        path.push(format!("{}-{}.so", self.id(), self.version));
+        path.push(self.version().to_string());
+        path.push(format!("{}-{}.so", self.id(), self.version()));
         path
     }
 }
 
 impl fmt::Display for Artifact {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.base, self.version)
+        write!(f, "{}:{}", self.base(), self.version())
     }
 }
 

@@ -4,12 +4,14 @@
 //! exits non-zero with one clear line when it fails.
 
 mod bench;
+mod certs;
 mod cluster;
 mod fuzz;
 mod signing;
 mod sim;
 mod slices;
 mod test;
+mod unit;
 mod util;
 
 use std::process::ExitCode;
@@ -26,7 +28,9 @@ const USAGE: &str = "usage: cargo xtask <task>
   keygen PREFIX                a slice signing key pair: PREFIX.key (secret, 0600) and PREFIX.pub
   sign --key F LIB.so          write LIB.so.sha256 and LIB.so.sig (signed with the secret key file F)
   fuzz <wire|blueprint|keys|consensus> [--seconds N]   fuzz a parser of outside input
-  bench <transport|kv|app|consensus-core|invoke-local>";
+  bench <transport|kv|app|consensus-core|invoke-local>
+  certs [--dir DIR] [--nodes N] [--force]   a development CA and TLS certificates (default target/dev-certs)
+  check-unit                   systemd-analyze verify and security of dist/aetherd.service (when installed)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,6 +48,8 @@ fn main() -> ExitCode {
         "bench" => bench::bench(rest),
         "keygen" => signing::keygen(rest),
         "sign" => signing::sign(rest),
+        "certs" => certs::certs(rest),
+        "check-unit" => unit::check_unit(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

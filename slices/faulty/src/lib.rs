@@ -2,13 +2,16 @@
 //!
 //! Routes: `GET /faulty/panic` panics inside the slice; `GET /faulty/hang` never returns;
 //! `GET /faulty/ok` answers `{"ok": true}`. Config `on_start` = `panic` or `hang` makes `start`
-//! itself panic or never return.
+//! itself panic or never return; config `on_stop` = `hang` makes `stop` never return (a node stopping
+//! with it must still exit within its stop bound).
 
 use std::time::Duration;
 
 use sdk::{json, Config, Context, Method, Request, Response, Route, Slice};
 
-pub struct Faulty;
+pub struct Faulty {
+    hang_on_stop: bool,
+}
 
 impl Slice for Faulty {
     const NAME: &'static str = "faulty";
@@ -21,7 +24,13 @@ impl Slice for Faulty {
         match config.get("on_start") {
             Some("panic") => panic!("faulty: asked to panic in start"),
             Some("hang") => hang(),
-            _ => Ok(Faulty),
+            _ => Ok(Faulty { hang_on_stop: config.get("on_stop") == Some("hang") }),
+        }
+    }
+
+    fn stop(self) {
+        if self.hang_on_stop {
+            hang();
         }
     }
 
