@@ -80,7 +80,8 @@ impl Backend for Fake {
     fn artifact_known(&self, _artifact: &kvstore::Artifact) -> bool {
         true
     }
-    fn upload_artifact(&self, artifact: &kvstore::Artifact, bytes: Vec<u8>) -> Result<Value, ApiError> {
+    fn upload_artifact(&self, artifact: &kvstore::Artifact, upload: crate::ArtifactUpload) -> Result<Value, ApiError> {
+        let bytes = upload.bytes;
         Ok(json!({ "artifact": artifact.to_string(), "bytes": bytes.len() }))
     }
     fn set_faults(&self, _rules: Vec<FaultSpec>) -> Result<(), ApiError> {

@@ -238,7 +238,8 @@ mod tests {
         fn artifact_known(&self, artifact: &Artifact) -> bool {
             artifact.to_string() == "org.example:echo:1.0.0"
         }
-        fn upload_artifact(&self, artifact: &Artifact, bytes: Vec<u8>) -> Result<Value, ApiError> {
+        fn upload_artifact(&self, artifact: &Artifact, upload: crate::ArtifactUpload) -> Result<Value, ApiError> {
+            let bytes = upload.bytes;
             self.writes.lock().unwrap().push(format!("upload {artifact}"));
             Ok(json!({ "artifact": artifact.to_string(), "bytes": bytes.len() }))
         }
