@@ -8,8 +8,8 @@
 
 mod app;
 mod artifacts;
-mod cluster_tls_config;
 mod artifacts_config;
+mod cluster_tls_config;
 mod config;
 mod deploy;
 mod forward;

@@ -22,8 +22,8 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use sdk::abi::{self, Array, SliceDescriptor, StrRef};
 
 use crate::error::ContainerError;
-use vocab::Artifact;
 use crate::integrity::{self, TrustedKeys};
+use vocab::Artifact;
 
 /// Most methods, routes, subscriptions or schedules one descriptor may list, and longest string in it.
 const DESCRIPTOR_ITEMS_MAX: usize = 1024;
