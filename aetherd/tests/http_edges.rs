@@ -64,13 +64,13 @@ fn bad_framing_and_huge_heads_are_refused_on_both_ports_with_memory_flat() {
     let ports = [("management", c.nodes[0].management, "/api/kv/k"), ("app", c.nodes[0].app, "/echo")];
     for (name, addr, path) in ports {
         for lengths in ["Content-Length: abc", "Content-Length: -1", "Content-Length: 3\r\nContent-Length: 4"] {
-            let raw = exchange(addr, format!("PUT {path} HTTP/1.1\r\nHost: a\r\n{lengths}\r\n\r\nabcd").as_bytes());
+            let raw = exchange(addr, format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\n{lengths}\r\n\r\nabcd").as_bytes());
             assert_eq!(status(&raw), 400, "{name} {lengths}: {raw}");
             assert!(json_error(&raw), "{raw}");
         }
     }
-    let line = format!("GET /api/health HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(1 << 20));
-    let many = format!("GET /api/health HTTP/1.1\r\nHost: a\r\n{}\r\n", "X-H: v\r\n".repeat(10_000));
+    let line = format!("GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "b".repeat(1 << 20));
+    let many = format!("GET /api/health HTTP/1.1\r\nHost: localhost\r\n{}\r\n", "X-H: v\r\n".repeat(10_000));
     // Warm up, then measure across many rounds.
     for (_, addr, _) in ports {
         assert_eq!(status(&exchange(addr, line.as_bytes())), 431);
@@ -92,7 +92,7 @@ fn bad_framing_and_huge_heads_are_refused_on_both_ports_with_memory_flat() {
 /// A client that sent a head and a few body bytes of a larger body, and holds on.
 fn slow_body(addr: SocketAddr, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.write_all(format!("PUT {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nslow").as_bytes()).unwrap();
+    stream.write_all(format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nslow").as_bytes()).unwrap();
     stream
 }
 
@@ -141,7 +141,7 @@ fn low_fd_wrapper(dir: &Path) -> PathBuf {
 
 /// `/health/ready` over a kept-alive connection (a new one would wait in a full port's backlog).
 fn ready_over(stream: &mut TcpStream) -> (u16, serde_json::Value) {
-    stream.write_all(b"GET /health/ready HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    stream.write_all(b"GET /health/ready HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     let mut byte = [0u8; 1];
     while !raw.ends_with(b"\r\n\r\n") {
@@ -282,7 +282,7 @@ fn tls_on_both_ports_with_a_certificate_reloaded_on_sighup() {
     assert!(ready.is_ok(), "{}", c.log(0));
     assert_eq!(https(app, &first_der, "/no/route").unwrap().0, 404);
     // Plain HTTP gets no answer from a TLS port.
-    assert_eq!(status(&exchange(management, b"GET /api/health HTTP/1.1\r\nHost: a\r\n\r\n")), 0);
+    assert_eq!(status(&exchange(management, b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n\r\n")), 0);
 
     let (second_der, second_pem, second_key) = certificate();
     std::fs::write(dir.join("cert.pem"), &second_pem).unwrap();
