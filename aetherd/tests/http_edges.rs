@@ -64,7 +64,8 @@ fn bad_framing_and_huge_heads_are_refused_on_both_ports_with_memory_flat() {
     let ports = [("management", c.nodes[0].management, "/api/kv/k"), ("app", c.nodes[0].app, "/echo")];
     for (name, addr, path) in ports {
         for lengths in ["Content-Length: abc", "Content-Length: -1", "Content-Length: 3\r\nContent-Length: 4"] {
-            let raw = exchange(addr, format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\n{lengths}\r\n\r\nabcd").as_bytes());
+            let raw =
+                exchange(addr, format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\n{lengths}\r\n\r\nabcd").as_bytes());
             assert_eq!(status(&raw), 400, "{name} {lengths}: {raw}");
             assert!(json_error(&raw), "{raw}");
         }
@@ -92,7 +93,9 @@ fn bad_framing_and_huge_heads_are_refused_on_both_ports_with_memory_flat() {
 /// A client that sent a head and a few body bytes of a larger body, and holds on.
 fn slow_body(addr: SocketAddr, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.write_all(format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nslow").as_bytes()).unwrap();
+    stream
+        .write_all(format!("PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nslow").as_bytes())
+        .unwrap();
     stream
 }
 
