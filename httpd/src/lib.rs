@@ -166,7 +166,12 @@ impl Response {
 
     /// The error shape of every JSON error: `{"error": error, "detail": detail}`.
     pub fn error(status: u16, error: &str, detail: &str) -> Response {
-        let body = format!("{{\"error\":{},\"detail\":{}}}", json_string(error), json_string(detail));
+        let mut body = String::with_capacity(error.len() + detail.len() + 24);
+        body.push_str("{\"error\":");
+        sdk::json::write_str(&mut body, error);
+        body.push_str(",\"detail\":");
+        sdk::json::write_str(&mut body, detail);
+        body.push('}');
         Response::new(status, "application/json", body.into_bytes())
     }
 
@@ -174,25 +179,6 @@ impl Response {
         self.headers.push((name.into(), value.into()));
         self
     }
-}
-
-/// A JSON string literal of `s`.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// What a port serves.
