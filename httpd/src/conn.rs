@@ -49,6 +49,8 @@ pub struct Conn {
     pub peer_eof: bool,
     /// Since when output is pending without progress.
     pub write_stalled_since: Option<Instant>,
+    /// Body bytes (buffer capacity) of the current request counted in the port's body budget.
+    pub body_held: usize,
 }
 
 impl Conn {
@@ -63,6 +65,7 @@ impl Conn {
             state: State::Head { started: Instant::now() },
             peer_eof: false,
             write_stalled_since: None,
+            body_held: 0,
         }
     }
 
