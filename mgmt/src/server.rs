@@ -166,7 +166,11 @@ impl Server {
 }
 
 fn parse(request: httpd::Request) -> Result<Request, ApiError> {
-    let method = request.method.to_ascii_uppercase();
+    let mut method = request.method.to_ascii_uppercase();
+    // HEAD is GET without the body, which the server leaves out of the answer: routes know only GET.
+    if method == "HEAD" {
+        method = "GET".to_owned();
+    }
     let url = request.target;
     let (raw_path, raw_query) = url.split_once('?').unwrap_or((&url, ""));
     let path = percent_decode(raw_path.trim_start_matches('/'))?;
@@ -221,6 +225,18 @@ mod tests {
         let mut got = String::new();
         let _ = stream.read_to_string(&mut got);
         got
+    }
+
+    #[test]
+    fn head_is_served_by_get_routes_without_the_body() {
+        let server = Server::start("127.0.0.1:0".parse().unwrap(), 1, |req| match req.method.as_str() {
+            "GET" => Response::ok(serde_json::json!({"ready": true})),
+            _ => Response::new(404, serde_json::json!({"error": "not_found", "detail": "only GET"})),
+        })
+        .unwrap();
+        let head = exchange(server.addr(), "HEAD /health/ready HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("Content-Length: 14\r\n") && head.ends_with("\r\n\r\n"), "{head}");
     }
 
     #[test]
