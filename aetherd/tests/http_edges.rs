@@ -141,7 +141,7 @@ fn low_fd_wrapper(dir: &Path) -> PathBuf {
 
 /// `/health/ready` over a kept-alive connection (a new one would wait in a full port's backlog).
 fn ready_over(stream: &mut TcpStream) -> (u16, serde_json::Value) {
-    stream.write_all(b"GET /health/ready HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    stream.write_all(b"GET /health/ready HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     let mut byte = [0u8; 1];
     while !raw.ends_with(b"\r\n\r\n") {
