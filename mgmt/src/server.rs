@@ -192,7 +192,10 @@ pub fn percent_decode(s: &str) -> Result<String, ApiError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok());
             let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
             let byte = byte.ok_or_else(|| ApiError::bad_request(format!("bad percent escape in '{s}'")))?;
             out.push(byte);
@@ -215,6 +218,7 @@ mod tests {
         assert_eq!(percent_decode("a%2Fb%20c").unwrap(), "a/b c");
         assert!(percent_decode("bad%2").is_err());
         assert!(percent_decode("bad%zz").is_err());
+        assert!(percent_decode("bad%+a").is_err(), "a sign is not a hex digit");
         assert!(percent_decode("%ff").is_err());
     }
 
