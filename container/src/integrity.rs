@@ -43,8 +43,11 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// Decodes hex (either case) of exactly `N` bytes.
 pub fn from_hex<const N: usize>(text: &str) -> Result<[u8; N], String> {
     let text = text.trim();
-    if text.len() != 2 * N || !text.is_ascii() {
+    if text.len() != 2 * N {
         return Err(format!("expected {} hex digits, got {} characters", 2 * N, text.len()));
+    }
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("not hex".to_string());
     }
     let mut out = [0u8; N];
     for (i, byte) in out.iter_mut().enumerate() {
@@ -329,6 +332,7 @@ mod tests {
         assert!(from_hex::<2>("0aF").is_err());
         assert!(from_hex::<2>("zzzz").is_err());
         assert!(from_hex::<2>("éé").is_err());
+        assert!(from_hex::<2>("+a+b").is_err(), "a sign is not a hex digit");
         assert_eq!(from_base64("aGVsbG8=").unwrap(), b"hello");
         assert_eq!(from_base64("aGVsbG8").unwrap(), b"hello");
         assert!(from_base64("aGVsbG9").is_err(), "trailing bits");

@@ -49,6 +49,8 @@ pub struct Conn {
     pub peer_eof: bool,
     /// Since when output is pending without progress.
     pub write_stalled_since: Option<Instant>,
+    /// Body bytes (buffer capacity) of the current request counted in the port's body budget.
+    pub body_held: usize,
 }
 
 impl Conn {
@@ -63,6 +65,7 @@ impl Conn {
             state: State::Head { started: Instant::now() },
             peer_eof: false,
             write_stalled_since: None,
+            body_held: 0,
         }
     }
 
@@ -284,6 +287,7 @@ fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
         417 => "Expectation Failed",
+        421 => "Misdirected Request",
         422 => "Unprocessable Content",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -322,5 +326,22 @@ pub fn serialize(out: &mut Vec<u8>, response: &Response, head_only: bool, keep_a
     out.extend_from_slice(b"\r\n");
     if !bodiless && !head_only {
         out.extend_from_slice(&response.body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_name_the_statuses_the_node_answers() {
+        for (status, phrase) in
+            [(421, "Misdirected Request"), (431, "Request Header Fields Too Large"), (503, "Service Unavailable")]
+        {
+            let mut out = Vec::new();
+            serialize(&mut out, &Response::new(status, "application/json", b"{}".to_vec()), false, true, 1);
+            let line = String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_owned();
+            assert_eq!(line, format!("HTTP/1.1 {status} {phrase}"));
+        }
     }
 }

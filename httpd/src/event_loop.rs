@@ -101,6 +101,9 @@ pub struct EventLoop {
     in_flight: Vec<(usize, Arc<Job>)>,
     /// Set once stopping: when unanswered writes are given up.
     stop_flush_until: Option<Instant>,
+    /// Body bytes held by every connection (the sum of their `body_held`), bounded by
+    /// `Limits::body_bytes_total_max`.
+    body_bytes: usize,
 }
 
 impl EventLoop {
@@ -130,6 +133,7 @@ impl EventLoop {
             accept_retry_at: None,
             in_flight: Vec::new(),
             stop_flush_until: None,
+            body_bytes: 0,
         })
     }
 
@@ -229,6 +233,7 @@ impl EventLoop {
             if conn.peer_eof {
                 // Mid-request or between requests: the request (if any) is incomplete and never handed on.
                 if conn.out_pending() {
+                    self.body_bytes -= std::mem::take(&mut conn.body_held);
                     conn.state = State::Closing;
                     return;
                 }
@@ -305,6 +310,14 @@ impl EventLoop {
                             Err(reject) => return self.reject(id, &reject),
                         },
                     };
+                    let held = body.capacity();
+                    self.body_bytes = self.body_bytes - conn.body_held + held;
+                    conn.body_held = held;
+                    if self.body_bytes > self.config.limits.body_bytes_total_max {
+                        let detail = "the port is receiving too many request bodies at once; try again shortly";
+                        let answer = Response::error(503, "overloaded", detail).with_header("Retry-After", "1");
+                        return self.reject_with(id, &answer);
+                    }
                     if !complete {
                         return;
                     }
@@ -362,6 +375,7 @@ impl EventLoop {
         let State::Waiting { head_only, keep_alive, minor, .. } = conn.state else { return };
         let keep_alive = keep_alive && !stopping;
         conn.queue_response(response, head_only, keep_alive, minor);
+        self.body_bytes -= std::mem::take(&mut conn.body_held);
         conn.state = if keep_alive { State::Idle { since: Instant::now() } } else { State::Closing };
         if conn.inbuf.is_empty() {
             // Idle connections hold no read buffer.
@@ -372,10 +386,18 @@ impl EventLoop {
 
     /// Answer an error and close.
     fn reject(&mut self, id: usize, reject: &Reject) {
+        if let Some(conn) = self.conns.get(&id) {
+            log::debug!("{} port: {}: {} {}", self.config.name, conn.peer, reject.status, reject.detail);
+        }
+        self.reject_with(id, &Response::error(reject.status, reject.error, &reject.detail));
+    }
+
+    /// Answer `answer` (an error) and close; the request's body is dropped.
+    fn reject_with(&mut self, id: usize, answer: &Response) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        log::debug!("{} port: {}: {} {}", self.config.name, conn.peer, reject.status, reject.detail);
         conn.inbuf.clear();
-        conn.queue_response(&Response::error(reject.status, reject.error, &reject.detail), false, false, 1);
+        conn.queue_response(answer, false, false, 1);
+        self.body_bytes -= std::mem::take(&mut conn.body_held);
         conn.state = State::Closing;
     }
 

@@ -5,7 +5,8 @@
 //! ([`pool`]) and never on the I/O thread. What this crate owns, and its invariants:
 //! - limits: head bytes and header count ([`Limits`]), body bytes per method and path
 //!   ([`Handler::body_limit`]), connections in total (capped below the process fd limit, see
-//!   [`fd_budget`]) and per client IP;
+//!   [`fd_budget`]) and per client IP, body bytes held by the whole port at once
+//!   ([`Limits::body_bytes_total_max`]);
 //! - timeouts: header (slowloris), body (total and idle gap), idle keep-alive, write;
 //! - framing: a request reaches a handler only with its whole body, exactly as framed by a valid
 //!   Content-Length or by chunked coding; anything ambiguous is answered 400 and the connection closed;
@@ -50,6 +51,10 @@ pub struct Limits {
     pub chunk_line_max: usize,
     /// Bytes of the trailer section of a chunked body (431 past it).
     pub trailer_bytes_max: usize,
+    /// Request body bytes the port holds at once, over every connection, from the first body byte until
+    /// the request is answered (so per-route body limits times the connection count cannot exhaust
+    /// memory); a body that would take the port past it is answered 503 with `Retry-After` and closed.
+    pub body_bytes_total_max: usize,
 }
 
 impl Default for Limits {
@@ -61,6 +66,7 @@ impl Default for Limits {
             connections_per_ip_max: 1024,
             chunk_line_max: 1024,
             trailer_bytes_max: 4096,
+            body_bytes_total_max: 256 * 1024 * 1024,
         }
     }
 }

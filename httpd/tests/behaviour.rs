@@ -241,3 +241,33 @@ fn an_answer_the_client_does_not_read_is_dropped_after_the_write_timeout() {
     assert!(got.len() < 32 << 20, "every answer went out: {} bytes", got.len());
     sending.join().unwrap();
 }
+
+#[test]
+fn bodies_being_received_share_one_memory_budget_per_port() {
+    let mut config = config();
+    config.limits.body_bytes_total_max = 1 << 20;
+    let (server, handler) = start(config);
+    // Two clients each hold 600 KiB of a 1 MiB body: the second one takes the port over its budget.
+    let part = vec![b'x'; 600 * 1024];
+    let head = format!("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", 1 << 20);
+    let mut first = connect(server.addr());
+    first.write_all(head.as_bytes()).unwrap();
+    first.write_all(&part).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut second = connect(server.addr());
+    second.write_all(head.as_bytes()).unwrap();
+    let _ = second.write_all(&part);
+    let raw = read_all(&mut second);
+    assert_json_error(&raw, 503);
+    assert!(raw.contains("Retry-After"), "{raw}");
+    // The first upload is unaffected and completes; then the budget is free again.
+    first.write_all(&vec![b'y'; (1 << 20) - part.len()]).unwrap();
+    let (status, body) = read_response(&mut first);
+    assert_eq!((status, body.len()), (200, 1 << 20));
+    drop(first);
+    let mut third = connect(server.addr());
+    third.write_all(head.as_bytes()).unwrap();
+    third.write_all(&vec![b'z'; 1 << 20]).unwrap();
+    assert_eq!(read_response(&mut third).0, 200);
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 2);
+}

@@ -166,7 +166,11 @@ impl Server {
 }
 
 fn parse(request: httpd::Request) -> Result<Request, ApiError> {
-    let method = request.method.to_ascii_uppercase();
+    let mut method = request.method.to_ascii_uppercase();
+    // HEAD is GET without the body, which the server leaves out of the answer: routes know only GET.
+    if method == "HEAD" {
+        method = "GET".to_owned();
+    }
     let url = request.target;
     let (raw_path, raw_query) = url.split_once('?').unwrap_or((&url, ""));
     let path = percent_decode(raw_path.trim_start_matches('/'))?;
@@ -188,7 +192,10 @@ pub fn percent_decode(s: &str) -> Result<String, ApiError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok());
             let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
             let byte = byte.ok_or_else(|| ApiError::bad_request(format!("bad percent escape in '{s}'")))?;
             out.push(byte);
@@ -211,6 +218,7 @@ mod tests {
         assert_eq!(percent_decode("a%2Fb%20c").unwrap(), "a/b c");
         assert!(percent_decode("bad%2").is_err());
         assert!(percent_decode("bad%zz").is_err());
+        assert!(percent_decode("bad%+a").is_err(), "a sign is not a hex digit");
         assert!(percent_decode("%ff").is_err());
     }
 
@@ -221,6 +229,18 @@ mod tests {
         let mut got = String::new();
         let _ = stream.read_to_string(&mut got);
         got
+    }
+
+    #[test]
+    fn head_is_served_by_get_routes_without_the_body() {
+        let server = Server::start("127.0.0.1:0".parse().unwrap(), 1, |req| match req.method.as_str() {
+            "GET" => Response::ok(serde_json::json!({"ready": true})),
+            _ => Response::new(404, serde_json::json!({"error": "not_found", "detail": "only GET"})),
+        })
+        .unwrap();
+        let head = exchange(server.addr(), "HEAD /health/ready HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("Content-Length: 14\r\n") && head.ends_with("\r\n\r\n"), "{head}");
     }
 
     #[test]

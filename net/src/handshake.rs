@@ -7,6 +7,8 @@
 //!   an outbound connection) and its Auth proves the cluster secret over this connection's nonces.
 //! - With TLS on, a Hello whose node id the peer's certificate does not carry is refused.
 //! - An inbound connection's admission slot is released the moment it is established.
+//! - Text a connection sends before it is authenticated (names in its Hello, the reason of its Reject) is
+//!   shown in logs and answers only escaped and clipped ([`shown`]): no forged log lines, no huge ones.
 
 use crate::conn::{Conn, Phase};
 use crate::faults::{verdict, Verdict};
@@ -17,6 +19,20 @@ use crate::{auth, PeerId};
 use log::{debug, info};
 use std::time::Instant;
 use wire::{Auth, Frame, FrameKind, Hello, Reject, PROTOCOL_VERSION};
+
+/// Most characters of a name a stranger sends (cluster, node id) that a message shows.
+const NAME_CHARS_SHOWN: usize = 64;
+/// Most characters of a peer's refusal reason that a message shows.
+const REASON_CHARS_SHOWN: usize = 300;
+
+/// `text` from an unauthenticated connection, fit for a log line: control characters escaped, clipped.
+fn shown(text: &str, chars_max: usize) -> String {
+    let mut out: String = text.chars().take(chars_max).flat_map(char::escape_debug).collect();
+    if text.chars().nth(chars_max).is_some() {
+        out.push_str("...");
+    }
+    out
+}
 
 impl Transport {
     pub(crate) fn send_hello(&mut self, i: usize) {
@@ -40,7 +56,7 @@ impl Transport {
     pub(crate) fn on_frame(&mut self, i: usize, conn: &mut Conn, frame: Frame, now: Instant) -> Result<(), String> {
         if frame.kind == FrameKind::Reject {
             let reason = wire::decode::<Reject>(&frame.payload).map(|r| r.reason).unwrap_or_default();
-            return Err(format!("peer refused the connection: {reason}"));
+            return Err(format!("peer refused the connection: {}", shown(&reason, REASON_CHARS_SHOWN)));
         }
         match conn.phase {
             Phase::Established => self.on_established_frame(conn, frame, now),
@@ -91,7 +107,11 @@ impl Transport {
             Err(reason) => {
                 let reject = Reject { reason: reason.clone() };
                 conn.queue(FrameKind::Reject, &wire::encode(&reject));
-                return Err(format!("refused {} ({}): {reason}", hello.node_id, peer_addr(conn)));
+                return Err(format!(
+                    "refused '{}' ({}): {reason}",
+                    shown(&hello.node_id, NAME_CHARS_SHOWN),
+                    peer_addr(conn)
+                ));
             }
         };
         conn.peer = Some(pid);
@@ -108,16 +128,15 @@ impl Transport {
             return Err(format!("protocol version {} is not this node's {PROTOCOL_VERSION}", hello.protocol_version));
         }
         if hello.cluster != self.config.cluster {
-            return Err(format!("cluster '{}' is not this node's cluster '{}'", hello.cluster, self.config.cluster));
+            let cluster = shown(&hello.cluster, NAME_CHARS_SHOWN);
+            return Err(format!("cluster '{cluster}' is not this node's cluster '{}'", self.config.cluster));
         }
         if hello.node_id == self.config.node_id {
             return Err(format!("node id '{}' is this node's own id", hello.node_id));
         }
-        let pid = self
-            .peers
-            .iter()
-            .position(|p| p.spec.id == hello.node_id)
-            .ok_or_else(|| format!("node id '{}' is not in this node's peer list", hello.node_id))?;
+        let pid = self.peers.iter().position(|p| p.spec.id == hello.node_id).ok_or_else(|| {
+            format!("node id '{}' is not in this node's peer list", shown(&hello.node_id, NAME_CHARS_SHOWN))
+        })?;
         if conn.outbound && conn.peer != Some(pid) {
             let expected = conn.peer.and_then(|p| self.peer_id(p)).unwrap_or("?");
             return Err(format!("dialed '{expected}' but '{}' answered", hello.node_id));

@@ -136,3 +136,41 @@ fn a_silent_connection_is_closed_after_the_handshake_timeout_and_frees_its_slot(
     assert!(!closed_within(&mut next, Duration::from_millis(100)), "the freed slot was not reusable");
     assert!(stats(&node).refused >= 1);
 }
+
+/// The reason in the Reject frame the node sends on `s` (after its own Hello).
+fn reject_reason(s: &mut TcpStream) -> String {
+    let decoder = wire::FrameDecoder::new(1 << 20);
+    let mut buf = bytes::BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+            if frame.kind == wire::FrameKind::Reject {
+                return wire::decode::<wire::Reject>(&frame.payload).unwrap().reason;
+            }
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed without a Reject");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn names_a_stranger_sends_are_quoted_escaped_and_clipped() {
+    let (node, addr) = node(4, 16, Duration::from_secs(2));
+    for (cluster, node_id) in [
+        ("demo\n2026-01-01T00:00:00Z INFO forged line".to_string(), "node-2".to_string()),
+        ("demo".to_string(), format!("evil\r\nINFO forged {}", "x".repeat(10_000))),
+    ] {
+        let mut s = connect_from(Ipv4Addr::new(127, 0, 0, 9), addr);
+        let hello =
+            wire::Hello { cluster, node_id, protocol_version: wire::PROTOCOL_VERSION, features: 0, nonce: [7; 32] };
+        let mut out = bytes::BytesMut::new();
+        wire::encode_frame(wire::FrameKind::Hello, &wire::encode(&hello), &mut out);
+        std::io::Write::write_all(&mut s, &out).unwrap();
+        let reason = reject_reason(&mut s);
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
+        assert!(reason.len() < 300, "{} bytes: {reason:?}", reason.len());
+        assert!(reason.contains("\\n") || reason.contains("\\r"), "{reason:?}");
+    }
+    drop(node);
+}
