@@ -101,9 +101,9 @@ pub struct EventLoop {
     in_flight: Vec<(usize, Arc<Job>)>,
     /// Set once stopping: when unanswered writes are given up.
     stop_flush_until: Option<Instant>,
-    /// Body bytes held by every connection (the sum of their `body_held`), bounded by
-    /// `Limits::body_bytes_total_max`.
-    body_bytes: usize,
+    /// Body bytes held by every connection (the sum of their `body_held`), in all and per client address,
+    /// bounded by `Limits::body_bytes_total_max` and `Limits::body_bytes_per_ip_max`.
+    body: BodyBudget,
 }
 
 impl EventLoop {
@@ -133,7 +133,7 @@ impl EventLoop {
             accept_retry_at: None,
             in_flight: Vec::new(),
             stop_flush_until: None,
-            body_bytes: 0,
+            body: BodyBudget::default(),
         })
     }
 
@@ -233,7 +233,7 @@ impl EventLoop {
             if conn.peer_eof {
                 // Mid-request or between requests: the request (if any) is incomplete and never handed on.
                 if conn.out_pending() {
-                    self.body_bytes -= std::mem::take(&mut conn.body_held);
+                    self.body.release(conn.peer.ip(), std::mem::take(&mut conn.body_held));
                     conn.state = State::Closing;
                     return;
                 }
@@ -297,6 +297,13 @@ impl EventLoop {
                     let complete = match framing {
                         BodyState::Length(left) => {
                             let n = usize::try_from(*left).unwrap_or(usize::MAX).min(conn.inbuf.len());
+                            // Grow geometrically but never past the declared length, so the memory a body
+                            // holds (and is budgeted for) is at most its Content-Length.
+                            let total = body.len().saturating_add(usize::try_from(*left).unwrap_or(usize::MAX));
+                            if body.capacity() < body.len() + n {
+                                let grown = body.capacity().saturating_mul(2).max(body.len() + n).min(total);
+                                body.reserve_exact(grown - body.len());
+                            }
                             body.extend_from_slice(&conn.inbuf[..n]);
                             conn.inbuf.drain(..n);
                             *left -= n as u64;
@@ -311,9 +318,10 @@ impl EventLoop {
                         },
                     };
                     let held = body.capacity();
-                    self.body_bytes = self.body_bytes - conn.body_held + held;
+                    let limits = &self.config.limits;
+                    let within = self.body.hold(conn.peer.ip(), conn.body_held, held, limits);
                     conn.body_held = held;
-                    if self.body_bytes > self.config.limits.body_bytes_total_max {
+                    if !within {
                         let detail = "the port is receiving too many request bodies at once; try again shortly";
                         let answer = Response::error(503, "overloaded", detail).with_header("Retry-After", "1");
                         return self.reject_with(id, &answer);
@@ -375,7 +383,7 @@ impl EventLoop {
         let State::Waiting { head_only, keep_alive, minor, .. } = conn.state else { return };
         let keep_alive = keep_alive && !stopping;
         conn.queue_response(response, head_only, keep_alive, minor);
-        self.body_bytes -= std::mem::take(&mut conn.body_held);
+        self.body.release(conn.peer.ip(), std::mem::take(&mut conn.body_held));
         conn.state = if keep_alive { State::Idle { since: Instant::now() } } else { State::Closing };
         if conn.inbuf.is_empty() {
             // Idle connections hold no read buffer.
@@ -397,7 +405,7 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         conn.inbuf.clear();
         conn.queue_response(answer, false, false, 1);
-        self.body_bytes -= std::mem::take(&mut conn.body_held);
+        self.body.release(conn.peer.ip(), std::mem::take(&mut conn.body_held));
         conn.state = State::Closing;
     }
 
@@ -463,5 +471,56 @@ impl EventLoop {
         if retry || (below_cap && self.accept_retry_at.is_none()) {
             self.accept_all();
         }
+    }
+}
+
+/// Request body bytes a port holds, in all and per client address.
+#[derive(Default)]
+struct BodyBudget {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl BodyBudget {
+    /// A connection from `ip` now holds `new` bytes instead of `old`; whether the port and the address are
+    /// still within their limits.
+    fn hold(&mut self, ip: IpAddr, old: usize, new: usize, limits: &crate::Limits) -> bool {
+        self.release(ip, old);
+        self.total += new;
+        let mine = self.per_ip.entry(ip).or_insert(0);
+        *mine += new;
+        self.total <= limits.body_bytes_total_max && *mine <= limits.body_bytes_per_ip_max
+    }
+
+    /// A connection from `ip` gives back `bytes`.
+    fn release(&mut self, ip: IpAddr, bytes: usize) {
+        self.total -= bytes;
+        if let Some(mine) = self.per_ip.get_mut(&ip) {
+            *mine -= bytes;
+            if *mine == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn one_address_cannot_take_the_whole_port_budget() {
+        let limits = crate::Limits { body_bytes_total_max: 100, body_bytes_per_ip_max: 60, ..Default::default() };
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut budget = BodyBudget::default();
+        assert!(budget.hold(a, 0, 50, &limits));
+        assert!(!budget.hold(a, 0, 20, &limits), "a second body from the same address passes its share");
+        budget.release(a, 20);
+        assert!(budget.hold(b, 0, 50, &limits), "another address still gets room");
+        assert!(!budget.hold(b, 50, 60, &limits), "the port's total is still a bound");
+        budget.release(a, 50);
+        budget.release(b, 60);
+        assert_eq!(budget.total, 0);
+        assert!(budget.per_ip.is_empty());
     }
 }

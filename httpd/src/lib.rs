@@ -6,7 +6,7 @@
 //! - limits: head bytes and header count ([`Limits`]), body bytes per method and path
 //!   ([`Handler::body_limit`]), connections in total (capped below the process fd limit, see
 //!   [`fd_budget`]) and per client IP, body bytes held by the whole port at once
-//!   ([`Limits::body_bytes_total_max`]);
+//!   ([`Limits::body_bytes_total_max`], and per client address [`Limits::body_bytes_per_ip_max`]);
 //! - timeouts: header (slowloris), body (total and idle gap), idle keep-alive, write;
 //! - framing: a request reaches a handler only with its whole body, exactly as framed by a valid
 //!   Content-Length or by chunked coding; anything ambiguous is answered 400 and the connection closed;
@@ -55,6 +55,9 @@ pub struct Limits {
     /// the request is answered (so per-route body limits times the connection count cannot exhaust
     /// memory); a body that would take the port past it is answered 503 with `Retry-After` and closed.
     pub body_bytes_total_max: usize,
+    /// The same, for the connections of one client address: no address can hold the whole port's budget
+    /// (half of it by default, room for the largest upload).
+    pub body_bytes_per_ip_max: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +70,7 @@ impl Default for Limits {
             chunk_line_max: 1024,
             trailer_bytes_max: 4096,
             body_bytes_total_max: 256 * 1024 * 1024,
+            body_bytes_per_ip_max: 128 * 1024 * 1024,
         }
     }
 }

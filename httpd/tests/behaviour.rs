@@ -271,3 +271,31 @@ fn bodies_being_received_share_one_memory_budget_per_port() {
     assert_eq!(read_response(&mut third).0, 200);
     assert_eq!(handler.calls.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn one_client_address_cannot_hold_the_whole_body_budget() {
+    let mut config = config();
+    config.limits.body_bytes_total_max = 2 << 20;
+    config.limits.body_bytes_per_ip_max = 1 << 20;
+    let (server, handler) = start(config);
+    let part = vec![b'x'; 700 * 1024];
+    let head = format!("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", 1 << 20);
+    // The flooder holds 700 KiB; its second body would take its address past 1 MiB: refused.
+    let flooder = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let mut first = connect_from(flooder, server.addr());
+    first.write_all(head.as_bytes()).unwrap();
+    first.write_all(&part).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut second = connect_from(flooder, server.addr());
+    second.write_all(head.as_bytes()).unwrap();
+    let _ = second.write_all(&part);
+    assert_json_error(&read_all(&mut second), 503);
+    // Another address still gets its whole body through while the flooder holds its share.
+    let mut other = connect_from(std::net::Ipv4Addr::new(127, 0, 0, 3), server.addr());
+    other.write_all(head.as_bytes()).unwrap();
+    other.write_all(&vec![b'z'; 1 << 20]).unwrap();
+    let (status, body) = read_response(&mut other);
+    assert_eq!((status, body.len()), (200, 1 << 20));
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 1);
+    drop(first);
+}

@@ -92,7 +92,7 @@ impl EventLoop {
 
     pub(super) fn close(&mut self, id: usize) {
         let Some(mut conn) = self.conns.remove(&id) else { return };
-        self.body_bytes -= conn.body_held;
+        self.body.release(conn.peer.ip(), conn.body_held);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Some(n) = self.per_ip.get_mut(&conn.peer.ip()) {
             *n -= 1;

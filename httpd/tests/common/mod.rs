@@ -75,6 +75,17 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// A connection to `addr` from the loopback address `from` (any of 127/8), so tests can be several clients.
+pub fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&fd, &SocketAddr::from((from, 0))).unwrap();
+    rustix::net::connect(&fd, &addr).unwrap();
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
 /// Send `raw`, read until the server closes (or 10 s); what came back.
 pub fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
     let mut stream = connect(addr);
