@@ -133,7 +133,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("data directory {}: {e}", config.data_dir.display()))?;
-    let auth = mgmt::Auth::new(management_config::auth_config(&config, args.dev)?);
+    let auth = Arc::new(mgmt::Auth::new(management_config::auth_config(&config, args.dev)?));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -191,7 +191,12 @@ fn run(args: &Args) -> Result<(), String> {
     });
     let ports = backend.http_ports.clone();
     let management_http = mgmt::http_config(config.listen_management, 64, config.tls.clone());
-    let management = mgmt::Server::start_with(management_http, move |req| mgmt::serve(&auth, &*backend, req))?;
+    let screener = Arc::clone(&auth);
+    let management = mgmt::Server::start_screened(
+        management_http,
+        move |req| mgmt::screen(&screener, req),
+        move |req| mgmt::serve(&auth, &*backend, req),
+    )?;
     if let Ok(mut ports) = ports.lock() {
         ports.push(("management".into(), management.accepting_flag()));
         ports.push(("app".into(), app.accepting_flag()));

@@ -116,6 +116,19 @@ fn keys_roles_rotation_and_the_attack_sequences_on_a_cluster_with_auth() {
         assert_eq!(call(&c, n, Some(&admin), "GET", "/api/blueprints/pwn", b"").status, 404);
     }
 
+    // A stranger announcing a 60 MiB upload is refused from its head: 401 at once, before one body byte.
+    {
+        use std::io::{Read, Write};
+        let mut stranger = std::net::TcpStream::connect(c.nodes[2].management).unwrap();
+        stranger.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let head = "POST /api/artifacts/org.evil/payload/2.0.0 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 62914560\r\n\r\n";
+        stranger.write_all(head.as_bytes()).unwrap();
+        let mut answer = [0u8; 512];
+        let n = stranger.read(&mut answer).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 401"), "answered {answer:?} instead of refusing from the head");
+    }
+
     // A cross-origin post with a valid key (a browser carrying credentials) is refused.
     let node = c.nodes[0].management;
     let bearer = format!("Bearer {admin}");

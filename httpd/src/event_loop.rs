@@ -279,6 +279,18 @@ impl EventLoop {
                         Framing::Length(n) => BodyState::Length(n),
                         Framing::Chunked => BodyState::Chunked(Box::new(Chunked::new(limit, &self.config.limits))),
                     };
+                    let request = Request {
+                        method: head.method.clone(),
+                        target: head.target.clone(),
+                        headers: head.headers.clone(),
+                        body: Vec::new(),
+                        peer: Some(conn.peer),
+                        secure: conn.tls.is_some(),
+                    };
+                    if let Some(refusal) = self.handler.screen(&request) {
+                        return self.reject_with(id, &refusal);
+                    }
+                    let Some(conn) = self.conns.get_mut(&id) else { return };
                     if head.expect_continue {
                         conn.queue_raw(b"HTTP/1.1 100 Continue\r\n\r\n");
                     }

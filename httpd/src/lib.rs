@@ -200,6 +200,15 @@ pub trait Handler: Send + Sync + 'static {
     /// its deadline) and carries a note for [`Handler::overdue`].
     fn handle(&self, request: Request, job: &Job) -> Response;
 
+    /// A refusal decided from the head alone, before any of the body is read or `100 Continue` is sent
+    /// (an unauthenticated client, say, so that strangers cannot make the port buffer bodies). Runs on
+    /// the I/O thread for requests that carry a body: it must be cheap and never block. `request.body` is
+    /// empty. The connection is closed after a refusal.
+    fn screen(&self, request: &Request) -> Option<Response> {
+        let _ = request;
+        None
+    }
+
     /// The answer written by the server when a request passed its deadline.
     fn overdue(&self, job: &Job) -> Response {
         let detail = job.note().unwrap_or_else(|| "the request was not answered in time".into());

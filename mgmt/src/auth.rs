@@ -177,19 +177,7 @@ impl Auth {
 
     /// The role of the request's key; 401 when there is none or it is not valid.
     pub fn authenticate(&self, backend: &dyn Backend, req: &Request) -> Result<Role, ApiError> {
-        let Some(value) = req.header("authorization") else {
-            return Err(unauthorized("this API needs a key: send 'Authorization: Bearer <key>'"));
-        };
-        if value.len() > AUTHORIZATION_BYTES_MAX {
-            return Err(unauthorized("the Authorization header is too long to be a key"));
-        }
-        let Some((scheme, token)) = value.trim().split_once(' ') else {
-            return Err(unauthorized("expected 'Authorization: Bearer <key>'"));
-        };
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(unauthorized("expected 'Authorization: Bearer <key>'"));
-        }
-        let token = token.trim();
+        let token = bearer(req)?;
         if let Some(hash) = &self.bootstrap_hash {
             if self.verify(token, hash) {
                 return Ok(Role::Admin);
@@ -328,6 +316,48 @@ fn clip(text: &str) -> String {
 }
 
 /// Answers one request: the guard, then the route (`/api/keys` here, the rest in [`crate::route`]).
+/// The bearer token of `req`, or why there is none.
+fn bearer(req: &Request) -> Result<&str, ApiError> {
+    let Some(value) = req.header("authorization") else {
+        return Err(unauthorized("this API needs a key: send 'Authorization: Bearer <key>'"));
+    };
+    if value.len() > AUTHORIZATION_BYTES_MAX {
+        return Err(unauthorized("the Authorization header is too long to be a key"));
+    }
+    let Some((scheme, token)) = value.trim().split_once(' ') else {
+        return Err(unauthorized("expected 'Authorization: Bearer <key>'"));
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(unauthorized("expected 'Authorization: Bearer <key>'"));
+    }
+    Ok(token.trim())
+}
+
+/// The checks [`serve`] makes that need neither the body nor the store (Host, Origin, and with
+/// authentication on, that a non-public route carries a bearer token at all), for the HTTP server to run
+/// before it reads a body: a stranger without a key cannot make the node receive and buffer an upload.
+/// `None` lets the request on to [`serve`], which checks everything again, the key itself included.
+pub fn screen(auth: &Auth, req: &Request) -> Option<Response> {
+    if req.method == "OPTIONS" {
+        return None;
+    }
+    let checked = auth.check_host(req).and_then(|()| auth.check_origin(req)).and_then(|()| {
+        let public = matches!(access_for(&req.method, &req.path), Access::Public);
+        if auth.enabled() && !public {
+            bearer(req).map(|_| ())
+        } else {
+            Ok(())
+        }
+    });
+    let refusal = Response::from(checked.err()?);
+    debug!("refused {} /{} from {:?} before its body: {}", req.method, clip(&req.path), req.peer, refusal.status);
+    Some(if refusal.status == 401 {
+        refusal.with_header("WWW-Authenticate", "Bearer realm=\"aether\"")
+    } else {
+        refusal
+    })
+}
+
 pub fn serve(auth: &Auth, backend: &dyn Backend, req: &Request) -> Response {
     if let Err(e) = auth.check_host(req) {
         debug!("refused {} /{} from {:?}: {e}", req.method, clip(&req.path), req.peer);

@@ -392,3 +392,28 @@ fn the_kv_api_writes_only_user_keys_and_never_reads_key_records() {
     let partial = call(&auth, &fake, "GET", "api/kv?prefix=k", Some(BOOTSTRAP), b"");
     assert_eq!(partial.body["count"], 0, "{}", partial.body);
 }
+
+#[test]
+fn the_head_screen_refuses_strangers_before_their_body_and_lets_key_holders_on() {
+    let auth = Auth::new(config(true));
+    let upload = "api/artifacts/org.example/echo/1.0.0";
+    let refused = screen(&auth, &request("POST", upload, None, b"")).expect("no key: refused from the head");
+    assert_eq!(refused.status, 401);
+    assert!(refused.headers.iter().any(|(n, _)| n == "WWW-Authenticate"));
+    let mut basic = request("POST", upload, None, b"");
+    basic.headers.push(("authorization".into(), "Basic YTpi".into()));
+    assert_eq!(screen(&auth, &basic).map(|r| r.status), Some(401));
+    // A bearer token of any kind goes on: the key itself is checked with the request, against the store.
+    assert!(screen(&auth, &request("POST", upload, Some("aek_0123456789abcdef_00"), b"")).is_none());
+    assert!(screen(&auth, &request("GET", "health/ready", None, b"")).is_none());
+    let mut foreign = request("POST", upload, Some(BOOTSTRAP), b"");
+    foreign.headers.push(("origin".into(), "https://evil.example".into()));
+    assert_eq!(screen(&auth, &foreign).map(|r| r.status), Some(403));
+    let mut rebound = request("POST", upload, Some(BOOTSTRAP), b"");
+    rebound.headers.retain(|(n, _)| n != "host");
+    rebound.headers.push(("host".into(), "evil.example".into()));
+    assert_eq!(screen(&auth, &rebound).map(|r| r.status), Some(421));
+    // Authentication off: only the browser checks remain.
+    let open = Auth::new(AuthConfig { bootstrap_key: None, ..config(false) });
+    assert!(screen(&open, &request("POST", upload, None, b"")).is_none());
+}

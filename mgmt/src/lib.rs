@@ -21,7 +21,7 @@ mod kv;
 mod server;
 
 pub use api::{route, ArtifactUpload, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};
-pub use auth::{access_for, serve, Access, Auth, AuthConfig, Role, ROUTES};
+pub use auth::{access_for, screen, serve, Access, Auth, AuthConfig, Role, ROUTES};
 pub use error::ApiError;
 pub use keys::KeyRecord;
 pub use kv::{base64, KvEntry};

@@ -96,9 +96,20 @@ pub fn http_config(listen: SocketAddr, threads: usize, tls: Option<httpd::TlsFil
 }
 
 type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+type Screen = dyn Fn(&Request) -> Option<Response> + Send + Sync;
 
 struct Port {
     handler: Box<Handler>,
+    screen: Box<Screen>,
+}
+
+/// The JSON answer as the HTTP server writes it.
+fn to_http(response: &Response) -> httpd::Response {
+    let mut answer = httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes());
+    for (name, value) in &response.headers {
+        answer = answer.with_header(name, value);
+    }
+    answer
 }
 
 impl httpd::Handler for Port {
@@ -114,12 +125,14 @@ impl httpd::Handler for Port {
             }
             Err(e) => e.into(),
         };
-        let mut answer =
-            httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes());
-        for (name, value) in &response.headers {
-            answer = answer.with_header(name, value);
-        }
-        answer
+        to_http(&response)
+    }
+
+    fn screen(&self, request: &httpd::Request) -> Option<httpd::Response> {
+        let head = httpd::Request { body: Vec::new(), ..request.clone() };
+        // A head that does not parse is refused with its body by `handle`, as before.
+        let parsed = parse(head).ok()?;
+        (self.screen)(&parsed).map(|refusal| to_http(&refusal))
     }
 }
 
@@ -142,7 +155,18 @@ impl Server {
         config: httpd::Config,
         handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
     ) -> Result<Server, String> {
-        let http = httpd::Server::start(config, Arc::new(Port { handler: Box::new(handler) }))?;
+        Server::start_screened(config, |_| None, handler)
+    }
+
+    /// As [`Server::start_with`], with `screen` run on each request's head (empty body) before its body
+    /// is read: a refusal it returns is the answer, and the body is never received.
+    pub fn start_screened(
+        config: httpd::Config,
+        screen: impl Fn(&Request) -> Option<Response> + Send + Sync + 'static,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Result<Server, String> {
+        let port = Port { handler: Box::new(handler), screen: Box::new(screen) };
+        let http = httpd::Server::start(config, Arc::new(port))?;
         Ok(Server { http })
     }
 
