@@ -9,6 +9,7 @@
 mod app;
 mod artifacts;
 mod artifacts_config;
+mod backend;
 mod cluster_tls_config;
 mod config;
 mod deploy;
@@ -182,7 +183,7 @@ fn run(args: &Args) -> Result<(), String> {
             app
         }
     };
-    let backend = Arc::new(node::NodeBackend {
+    let backend = Arc::new(backend::NodeBackend {
         handle: net.handle.clone(),
         faults_allowed: std::env::var("AETHER_FAULT_INJECTION").is_ok_and(|v| v == "1"),
         repository: config.repository.clone(),

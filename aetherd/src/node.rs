@@ -1,4 +1,4 @@
-//! The node's event loop handler and the management backend that talks to it.
+//! The node's event loop handler (the management backend that talks to it is in `backend`).
 //!
 //! The loop owns all protocol state (membership, the replicated store); management threads only send it
 //! commands and wait for the reply with a timeout, so a stuck loop shows up as a 504, never as a hung API.
@@ -9,18 +9,18 @@ use crate::deploy::{Deployer, JobDone};
 use crate::forward::Calls;
 use crate::managers;
 use crate::membership::{Membership, MembershipEvent, PeerObservation};
-use crate::replication::{Effect, Replication, Waiter, CLIENT_DEADLINE};
+use crate::replication::{Effect, Replication, Waiter};
 use invoke::{InvokeReply, InvokeRequest, Registry};
 use log::{error, info, warn};
-use mgmt::{ApiError, Backend, ClusterView, FaultSpec, KvEntry, MemberView, NodeStatus, PeerView};
-use net::{Ctx, Direction, FaultAction, FaultRule, Frame, FrameKind, Handler, NetHandle, PeerId};
+use mgmt::{ApiError, ClusterView, KvEntry, MemberView, NodeStatus, PeerView};
+use net::{Ctx, Frame, FrameKind, Handler, NetHandle, PeerId};
 use parking_lot::RwLock;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a management thread waits for the loop to answer a query.
-const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(50);
 const TOKEN_TICK: u64 = 1;
 const TOKEN_CONSENSUS: u64 = 16;
@@ -579,150 +579,4 @@ impl Node {
             r.close();
         }
     }
-}
-
-/// The management API's view of this node.
-pub struct NodeBackend {
-    pub handle: NetHandle<Command>,
-    /// Fault injection is a test facility: off unless the process was started with AETHER_FAULT_INJECTION=1.
-    pub faults_allowed: bool,
-    /// This node's slice repository (Maven layout).
-    pub repository: std::path::PathBuf,
-    /// The node's HTTP ports and their accepting flags, for `/health/ready` (filled once they run).
-    pub http_ports: Arc<std::sync::Mutex<Vec<HttpPort>>>,
-    /// `[artifacts] trusted_keys`: when set, an upload must carry a signature by one of them.
-    pub trusted_keys: container::TrustedKeys,
-}
-
-/// An HTTP port's name and its accepting flag.
-pub type HttpPort = (String, Arc<std::sync::atomic::AtomicBool>);
-
-impl NodeBackend {
-    fn ask<T>(&self, timeout: Duration, make: impl FnOnce(mpsc::Sender<T>) -> Command) -> Result<T, ApiError> {
-        let (tx, rx) = mpsc::channel();
-        self.handle.command(make(tx)).map_err(|_| ApiError::unavailable("the node is stopping"))?;
-        rx.recv_timeout(timeout).map_err(|e| match e {
-            mpsc::RecvTimeoutError::Timeout => ApiError::timeout("the node did not answer in time"),
-            mpsc::RecvTimeoutError::Disconnected => ApiError::unavailable("the node dropped the request (stopping?)"),
-        })
-    }
-}
-
-impl Backend for NodeBackend {
-    fn cluster_view(&self) -> Result<ClusterView, ApiError> {
-        self.ask(LOOP_REPLY_TIMEOUT, Command::ClusterView)
-    }
-
-    fn status(&self) -> Result<NodeStatus, ApiError> {
-        self.ask(LOOP_REPLY_TIMEOUT, Command::Status)
-    }
-
-    fn kv_write(&self, command: kvstore::Command) -> Result<u64, ApiError> {
-        self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvWrite(command, reply))?
-    }
-
-    fn kv_get(&self, key: &kvstore::AetherKey, stale: bool) -> Result<Option<KvEntry>, ApiError> {
-        let key = key.clone();
-        self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvGet { key, stale, reply })?
-    }
-
-    fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError> {
-        let prefix = prefix.to_string();
-        self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvList { prefix, stale, reply })?
-    }
-
-    fn upload_artifact(
-        &self,
-        artifact: &kvstore::Artifact,
-        upload: mgmt::ArtifactUpload,
-    ) -> Result<serde_json::Value, ApiError> {
-        use container::integrity;
-        let coords = artifact.to_string();
-        if upload.bytes.len() > crate::artifacts::ARTIFACT_BYTES_MAX {
-            let limit = crate::artifacts::ARTIFACT_BYTES_MAX;
-            return Err(ApiError::new(413, "too_large", format!("artifacts are at most {limit} bytes")));
-        }
-        if !upload.bytes.starts_with(b"\x7fELF") {
-            return Err(ApiError::bad_request("the body is not a shared library (no ELF header)"));
-        }
-        if integrity::sha256(&upload.bytes) != upload.sha256 {
-            return Err(ApiError::new(500, "internal", "the upload's SHA-256 was computed wrongly; nothing stored"));
-        }
-        if !self.trusted_keys.is_empty() {
-            let Some(signature) = &upload.signature else {
-                return Err(ApiError::new(
-                    400,
-                    "unsigned",
-                    "this node loads only signed libraries ([artifacts] trusted_keys); send the signature in \
-                     X-Aether-Signature (cargo xtask sign); nothing was stored",
-                ));
-            };
-            if !self.trusted_keys.verify(&upload.sha256, signature) {
-                return Err(ApiError::new(
-                    400,
-                    "bad_signature",
-                    "X-Aether-Signature does not verify against any trusted key; nothing was stored",
-                ));
-            }
-        }
-        let stored = crate::artifacts::Artifact {
-            coords: coords.clone(),
-            bytes: upload.bytes,
-            sha256: upload.sha256,
-            signature: upload.signature,
-        };
-        if let Err(e) = crate::artifacts::store(&self.repository, &stored) {
-            error!("cannot store uploaded artifact {coords}: {e}");
-            return Err(ApiError::new(500, "internal", "cannot store the artifact on this node; its log says why"));
-        }
-        let size = stored.bytes.len();
-        let signed = stored.signature.is_some();
-        let artifact = Arc::new(stored);
-        let replicated: Vec<String> =
-            self.ask(LOOP_REPLY_TIMEOUT, |reply| Command::ReplicateArtifact { artifact, reply })?;
-        let file = container::Artifact::parse(&coords).map(|a| a.repository_path().display().to_string()).ok();
-        Ok(serde_json::json!({
-            "artifact": coords,
-            "bytes": size,
-            "sha256": integrity::to_hex(&upload.sha256),
-            "signed": signed,
-            "file": file,
-            "replicated_to": replicated,
-        }))
-    }
-
-    fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool {
-        container::Artifact::parse(&artifact.to_string())
-            .is_ok_and(|a| self.repository.join(a.repository_path()).is_file())
-    }
-
-    fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError> {
-        if !self.faults_allowed {
-            return Err(ApiError::new(
-                403,
-                "forbidden",
-                "fault injection is off; start aetherd with AETHER_FAULT_INJECTION=1",
-            ));
-        }
-        let rules = rules.into_iter().map(to_rule).collect();
-        self.handle.set_faults(rules).map_err(|_| ApiError::unavailable("the node is stopping"))
-    }
-
-    fn http_ports(&self) -> Vec<(String, bool)> {
-        let ports = self.http_ports.lock().unwrap_or_else(|e| e.into_inner());
-        ports.iter().map(|(name, flag)| (name.clone(), flag.load(std::sync::atomic::Ordering::SeqCst))).collect()
-    }
-}
-
-fn to_rule(spec: FaultSpec) -> FaultRule {
-    let direction = match spec.direction.as_str() {
-        "inbound" => Direction::Inbound,
-        "outbound" => Direction::Outbound,
-        _ => Direction::Both,
-    };
-    let action = match spec.action.as_str() {
-        "delay" => FaultAction::Delay(Duration::from_millis(spec.delay_ms)),
-        _ => FaultAction::Drop,
-    };
-    FaultRule { peer: spec.peer, direction, action }
 }
