@@ -1,8 +1,8 @@
 //! The deployment managers (`control`) wired to this node's replicated store: which keys wake them, and
 //! the views they are given.
 //!
-//! Invariants: managers only ever see applied state; the leader reconciles only while it has quorum, is
-//! caught up, and none of its earlier writes is still undecided (a stale view would only produce writes
+//! Invariants: managers only ever see applied state; the leader reconciles, and every node steps its own
+//! records, only while it has quorum, is caught up, and none of its earlier writes is still undecided (a stale view would only produce writes
 //! that fail their compare-and-set, but there is no point in making them); every write they produce is
 //! conditional on the version it was computed from.
 

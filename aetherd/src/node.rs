@@ -260,7 +260,10 @@ impl Node {
         }
         let now_ms = managers::wall_ms();
         let mut writes = Vec::new();
-        if d.step_due {
+        // The node step waits for this node's earlier writes as the leader does: a step that ran on a record
+        // whose LOADING write is still undecided would read the container's verdict on the load (a failure)
+        // as a leftover of an earlier record and unload it, hiding the reason.
+        if d.step_due && r.internal_in_flight() == 0 {
             d.step_due = false;
             let output = managers::node_step(r.store(), &d.me, &d.deployer, now_ms);
             for action in output.actions {
