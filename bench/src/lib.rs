@@ -133,8 +133,7 @@ impl Conn {
             Some(config) => {
                 let name = rustls::pki_types::ServerName::try_from("localhost")
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                let mut session =
-                    rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+                let mut session = rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
                 while session.is_handshaking() {
                     session.complete_io(&mut stream)?;
                 }
