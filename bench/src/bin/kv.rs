@@ -7,7 +7,8 @@
 //! reported as auth on/off ratios; `--tls` a cluster with `[tls]` on its HTTP ports (self-signed
 //! certificate, persistent TLS connections, so the ratio is the record layer's cost), reported as
 //! TLS/plain; `--baseline-aetherd PATH` a cluster of another `aetherd` build (plain, no authentication),
-//! reported as new/baseline ratios of ops/s, p50 and p99.
+//! reported as new/baseline ratios of ops/s, p50 and p99. The Aether clusters run side by side and each
+//! level is measured on each of them in turn (etcd runs after them, alone).
 //!
 //! Envelope: a put is one HTTP request to a node, one consensus slot (three message delays of ~30 µs on
 //! loopback) plus a kernel write of the log record; batching many commands per slot is what carries
@@ -42,16 +43,18 @@ fn main() {
         std::process::exit(2);
     };
     let duration = Duration::from_secs(seconds);
-    let mut systems = vec![bench_aether("aether", &aetherd, Variant::Plain, duration)];
+    let mut clusters = vec![start_aether("aether", &aetherd, Variant::Plain)];
     if flag("--auth") {
-        systems.push(bench_aether("aether+auth", &aetherd, Variant::Auth, duration));
+        clusters.push(start_aether("aether+auth", &aetherd, Variant::Auth));
     }
     if flag("--tls") {
-        systems.push(bench_aether("aether+tls", &aetherd, Variant::Tls, duration));
+        clusters.push(start_aether("aether+tls", &aetherd, Variant::Tls));
     }
     if let Some(baseline) = value("--baseline-aetherd").map(PathBuf::from) {
-        systems.push(bench_aether("baseline", &baseline, Variant::Plain, duration));
+        clusters.push(start_aether("baseline", &baseline, Variant::Plain));
     }
+    let systems = bench_aether(&clusters, duration);
+    drop(clusters);
     let etcd = which("etcd").map(|bin| bench_etcd(&bin, duration));
     report(&systems, etcd.as_ref(), value("--json"));
 }
@@ -73,7 +76,15 @@ enum Variant {
     Tls,
 }
 
-fn bench_aether(name: &str, aetherd: &Path, variant: Variant, duration: Duration) -> Results {
+/// A running Aether cluster of the run and how its clients reach it.
+struct Running {
+    name: String,
+    cluster: LocalCluster,
+    targets: Vec<SocketAddr>,
+    client: Client,
+}
+
+fn start_aether(name: &str, aetherd: &Path, variant: Variant) -> Running {
     let dir = std::env::temp_dir().join(format!("aether-bench-kv-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut spec = ClusterSpec::new(3, &dir, aetherd);
@@ -101,22 +112,32 @@ fn bench_aether(name: &str, aetherd: &Path, variant: Variant, duration: Duration
     if wait_for(Duration::from_secs(30), || targets.iter().all(ready)).is_err() {
         panic!("{name}: cluster not ready within 30 s; node-1 log:\n{}", cluster.log(0));
     }
+    Running { name: name.to_string(), cluster, targets, client }
+}
+
+/// Every level on every cluster in turn (c=1 on each, then c=16 on each, ...), then the mix on each, so
+/// that other work on the machine, which comes and goes, falls on all the clusters alike.
+fn bench_aether(clusters: &[Running], duration: Duration) -> Vec<Results> {
     let put = Arc::new(|client: usize, n: u64| Request {
         method: "PUT",
         path: format!("/api/kv/user/bench/c{client}/k{}", n % 64),
         body: VALUE.to_vec(),
     });
-    let mut puts = Vec::new();
+    let mut results: Vec<Results> =
+        clusters.iter().map(|r| Results { name: r.name.clone(), puts: Vec::new(), mixed: None }).collect();
     for c in LEVELS {
-        let r = run_load(&targets, c, duration, &client, |s| s == 200, put.clone());
-        eprintln!(
-            "{name} puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, errors {}",
-            r.ops_per_s(),
-            r.percentile_us(50.0),
-            r.percentile_us(99.0),
-            r.errors
-        );
-        puts.push((c, r));
+        for (running, out) in clusters.iter().zip(results.iter_mut()) {
+            let r = run_load(&running.targets, c, duration, &running.client, |s| s == 200, put.clone());
+            eprintln!(
+                "{} puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, errors {}",
+                running.name,
+                r.ops_per_s(),
+                r.percentile_us(50.0),
+                r.percentile_us(99.0),
+                r.errors
+            );
+            out.puts.push((c, r));
+        }
     }
     let mixed = Arc::new(|client: usize, n: u64| {
         let path = format!("/api/kv/user/bench/c{client}/k{}", n % 64);
@@ -126,9 +147,19 @@ fn bench_aether(name: &str, aetherd: &Path, variant: Variant, duration: Duration
             Request { method: "GET", path, body: Vec::new() }
         }
     });
-    let r = run_load(&targets, 16, duration, &client, |s| s == 200 || s == 404, mixed);
-    eprintln!("{name} 50/50 linearizable get/put c=16: {:.0} ops/s", r.ops_per_s());
-    Results { name: name.to_string(), puts, mixed: Some(r) }
+    for (running, out) in clusters.iter().zip(results.iter_mut()) {
+        let r = run_load(&running.targets, 16, duration, &running.client, |s| s == 200 || s == 404, mixed.clone());
+        eprintln!("{} 50/50 linearizable get/put c=16: {:.0} ops/s", running.name, r.ops_per_s());
+        out.mixed = Some(r);
+    }
+    // The clusters are still up: say so if one of them logged an error meanwhile.
+    for running in clusters {
+        let log = running.cluster.log(0);
+        if log.contains("ERROR") {
+            eprintln!("note: {} node-1 logged errors during the run", running.name);
+        }
+    }
+    results
 }
 
 fn bench_etcd(bin: &std::path::Path, duration: Duration) -> Results {
