@@ -149,7 +149,13 @@ fn bench_aether(clusters: &[Running], duration: Duration) -> Vec<Results> {
     });
     for (running, out) in clusters.iter().zip(results.iter_mut()) {
         let r = run_load(&running.targets, 16, duration, &running.client, |s| s == 200 || s == 404, mixed.clone());
-        eprintln!("{} 50/50 linearizable get/put c=16: {:.0} ops/s", running.name, r.ops_per_s());
+        eprintln!(
+            "{} 50/50 linearizable get/put c=16: {:.0} ops/s, errors {} (an unanswered request blocks its client \
+             for the 10 s read timeout)",
+            running.name,
+            r.ops_per_s(),
+            r.errors
+        );
         out.mixed = Some(r);
     }
     // The clusters are still up: say so if one of them logged an error meanwhile.
@@ -279,11 +285,12 @@ fn report(systems: &[Results], etcd: Option<&Results>, json_path: Option<String>
     for results in systems {
         if let Some(m) = &results.mixed {
             println!(
-                "{} 50% linearizable gets / 50% puts, c=16: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs",
+                "{} 50% linearizable gets / 50% puts, c=16: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, errors {}",
                 results.name,
                 m.ops_per_s(),
                 m.percentile_us(50.0),
-                m.percentile_us(99.0)
+                m.percentile_us(99.0),
+                m.errors
             );
         }
     }
