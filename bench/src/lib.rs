@@ -445,3 +445,109 @@ pub fn thread_cpu_ticks(pid: u32) -> Vec<(u32, String, u64)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Serves one connection: for each request head read, writes the next of `answers`.
+    fn serve_once<S: Read + Write>(mut stream: S, answers: &[&str]) {
+        let mut buf = Vec::new();
+        for answer in answers {
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let end = buf.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |p| p + 4);
+            buf.drain(..end);
+            let _ = stream.write_all(answer.as_bytes());
+            let _ = stream.flush();
+        }
+    }
+
+    const ANSWERS: [&str; 2] = [
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    ];
+
+    fn two_requests(conn: &mut Conn) {
+        let get = Request { method: "GET", path: "/a".into(), body: Vec::new() };
+        assert_eq!(conn.exchange(&get, "").unwrap(), (200, b"hello".to_vec()));
+        assert_eq!(conn.exchange(&get, "").unwrap(), (404, b"abcde".to_vec()));
+    }
+
+    #[test]
+    fn a_kept_alive_connection_reads_sized_and_chunked_answers() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || serve_once(listener.accept().unwrap().0, &ANSWERS));
+        two_requests(&mut Conn::open(addr, None).unwrap());
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn the_same_exchanges_run_over_tls_with_a_self_signed_certificate() {
+        let dir = std::env::temp_dir().join(format!("bench-lib-tls-{}", std::process::id()));
+        let cert = SelfSigned::generate(&dir).unwrap();
+        let key = std::fs::read(&cert.key_file).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(pem_body(&key)).unwrap();
+        let chain = vec![rustls::pki_types::CertificateDer::from(cert.der.clone())];
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let tcp = listener.accept().unwrap().0;
+            let session = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            serve_once(rustls::StreamOwned::new(session, tcp), &ANSWERS);
+        });
+        two_requests(&mut Conn::open(addr, Some(&cert.client_config().unwrap())).unwrap());
+        server.join().unwrap();
+        // A client trusting another certificate refuses this server.
+        let other = SelfSigned::generate(&dir.join("other")).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || drop(listener.accept()));
+        assert!(Conn::open(addr, Some(&other.client_config().unwrap())).is_err());
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The DER inside a one-block PEM file.
+    fn pem_body(pem: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(pem);
+        let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+        decode_base64(&b64)
+    }
+
+    fn decode_base64(text: &str) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+        for c in text.bytes().filter(|c| *c != b'=') {
+            let v = ALPHABET.iter().position(|a| *a == c).unwrap() as u32;
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn percentiles_round_to_the_nearest_rank() {
+        let sorted: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&sorted, 50.0), 51.0);
+        assert_eq!(percentile(&sorted, 99.0), 99.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+}
