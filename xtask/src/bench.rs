@@ -29,7 +29,7 @@ fn transport(args: &[String]) -> crate::TaskResult {
     Ok(())
 }
 
-/// `cargo xtask bench kv [--seconds N] [--baseline-aetherd PATH] [--auth] [--tls]`: KV puts on a 3-node
+/// `cargo xtask bench kv [--seconds N] [--rounds N] [--baseline-aetherd PATH] [--auth] [--tls]`: KV puts on a 3-node
 /// cluster of release builds, and with the options on clusters with authentication on, with `[tls]`, and of
 /// another `aetherd` build, side by side; then etcd when installed. Writes `{target}/bench/kv.json`.
 fn kv(args: &[String]) -> crate::TaskResult {

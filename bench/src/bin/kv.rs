@@ -8,7 +8,8 @@
 //! certificate, persistent TLS connections, so the ratio is the record layer's cost), reported as
 //! TLS/plain; `--baseline-aetherd PATH` a cluster of another `aetherd` build (plain, no authentication),
 //! reported as new/baseline ratios of ops/s, p50 and p99. The Aether clusters run side by side and each
-//! level is measured on each of them in turn (etcd runs after them, alone).
+//! level is measured on each of them in turn, in `--rounds N` rounds (default 1); a ratio is the median
+//! over rounds of the ratio within a round, the table pools the rounds. etcd runs after them, alone.
 //!
 //! Envelope: a put is one HTTP request to a node, one consensus slot (three message delays of ~30 µs on
 //! loopback) plus a kernel write of the log record; batching many commands per slot is what carries
@@ -24,7 +25,8 @@ use std::time::Duration;
 
 const LEVELS: [usize; 3] = [1, 16, 128];
 const VALUE: &[u8; 64] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-const USAGE: &str = "usage: kv --aetherd PATH [--baseline-aetherd PATH] [--auth] [--tls] [--seconds N] [--json FILE]";
+const USAGE: &str = "usage: kv --aetherd PATH [--baseline-aetherd PATH] [--auth] [--tls] [--seconds N] [--rounds N] \
+                     [--json FILE]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,6 +45,14 @@ fn main() {
         std::process::exit(2);
     };
     let duration = Duration::from_secs(seconds);
+    let rounds = match value("--rounds").map(|s| s.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("--rounds wants a positive whole number\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let mut clusters = vec![start_aether("aether", &aetherd, Variant::Plain)];
     if flag("--auth") {
         clusters.push(start_aether("aether+auth", &aetherd, Variant::Auth));
@@ -53,7 +63,7 @@ fn main() {
     if let Some(baseline) = value("--baseline-aetherd").map(PathBuf::from) {
         clusters.push(start_aether("baseline", &baseline, Variant::Plain));
     }
-    let systems = bench_aether(&clusters, duration);
+    let systems = bench_aether(&clusters, duration, rounds);
     drop(clusters);
     let etcd = which("etcd").map(|bin| bench_etcd(&bin, duration));
     report(&systems, etcd.as_ref(), value("--json"));
@@ -61,8 +71,42 @@ fn main() {
 
 struct Results {
     name: String,
+    /// Each level's rounds pooled: requests and time summed, latencies merged.
     puts: Vec<(usize, RunResult)>,
     mixed: Option<RunResult>,
+    /// Each level's rounds apart (same order as `puts`), for ratios within a round.
+    put_rounds: Vec<Vec<RunResult>>,
+    mixed_rounds: Vec<RunResult>,
+}
+
+impl Results {
+    fn empty(name: &str) -> Results {
+        Results { name: name.into(), puts: Vec::new(), mixed: None, put_rounds: Vec::new(), mixed_rounds: Vec::new() }
+    }
+}
+
+/// Rounds as one run: requests, errors and time summed, latencies pooled.
+fn pooled(rounds: &[RunResult]) -> RunResult {
+    let mut run = RunResult::default();
+    for r in rounds {
+        run.ops += r.ops;
+        run.errors += r.errors;
+        run.seconds += r.seconds;
+        run.latencies_us.extend_from_slice(&r.latencies_us);
+    }
+    run.latencies_us.sort_unstable();
+    run
+}
+
+/// Median over rounds of `metric(a) / metric(b)` within each round.
+fn round_ratio(a: &[RunResult], b: &[RunResult], metric: impl Fn(&RunResult) -> f64) -> f64 {
+    let mut ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| metric(x) / metric(y)).collect();
+    ratios.sort_by(f64::total_cmp);
+    match ratios.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => ratios[n / 2],
+        n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+    }
 }
 
 /// How the Aether cluster of a run is set up and reached.
@@ -115,17 +159,56 @@ fn start_aether(name: &str, aetherd: &Path, variant: Variant) -> Running {
     Running { name: name.to_string(), cluster, targets, client }
 }
 
-/// Every level on every cluster in turn (c=1 on each, then c=16 on each, ...), then the mix on each, so
-/// that other work on the machine, which comes and goes, falls on all the clusters alike.
-fn bench_aether(clusters: &[Running], duration: Duration) -> Vec<Results> {
-    let put = Arc::new(|client: usize, n: u64| Request {
+/// In each round, every level on every cluster in turn (c=1 on each, then c=16 on each, ...), then the mix
+/// on each, so that other work on the machine, which comes and goes, falls on all the clusters alike.
+fn bench_aether(clusters: &[Running], duration: Duration, rounds: usize) -> Vec<Results> {
+    let put: MakeRequest = Arc::new(|client: usize, n: u64| Request {
         method: "PUT",
         path: format!("/api/kv/user/bench/c{client}/k{}", n % 64),
         body: VALUE.to_vec(),
     });
-    let mut results: Vec<Results> =
-        clusters.iter().map(|r| Results { name: r.name.clone(), puts: Vec::new(), mixed: None }).collect();
-    for c in LEVELS {
+    let mixed: MakeRequest = Arc::new(|client: usize, n: u64| {
+        let path = format!("/api/kv/user/bench/c{client}/k{}", n % 64);
+        if n.is_multiple_of(2) {
+            Request { method: "PUT", path, body: VALUE.to_vec() }
+        } else {
+            Request { method: "GET", path, body: Vec::new() }
+        }
+    });
+    let mut results: Vec<Results> = clusters.iter().map(|r| Results::empty(&r.name)).collect();
+    for out in &mut results {
+        out.put_rounds = LEVELS.iter().map(|_| Vec::new()).collect();
+    }
+    for round in 0..rounds {
+        if rounds > 1 {
+            eprintln!("round {}", round + 1);
+        }
+        bench_round(clusters, duration, &put, &mixed, &mut results);
+    }
+    for out in &mut results {
+        out.puts = LEVELS.iter().zip(&out.put_rounds).map(|(c, r)| (*c, pooled(r))).collect();
+        out.mixed = Some(pooled(&out.mixed_rounds));
+    }
+    // The clusters are still up: say so if one of them logged an error meanwhile.
+    for running in clusters {
+        let log = running.cluster.log(0);
+        if log.contains("ERROR") {
+            eprintln!("note: {} node-1 logged errors during the run", running.name);
+        }
+    }
+    results
+}
+
+type MakeRequest = Arc<dyn Fn(usize, u64) -> Request + Send + Sync>;
+
+fn bench_round(
+    clusters: &[Running],
+    duration: Duration,
+    put: &MakeRequest,
+    mixed: &MakeRequest,
+    results: &mut [Results],
+) {
+    for (level, c) in LEVELS.into_iter().enumerate() {
         for (running, out) in clusters.iter().zip(results.iter_mut()) {
             let r = run_load(&running.targets, c, duration, &running.client, |s| s == 200, put.clone());
             eprintln!(
@@ -136,17 +219,9 @@ fn bench_aether(clusters: &[Running], duration: Duration) -> Vec<Results> {
                 r.percentile_us(99.0),
                 r.errors
             );
-            out.puts.push((c, r));
+            out.put_rounds[level].push(r);
         }
     }
-    let mixed = Arc::new(|client: usize, n: u64| {
-        let path = format!("/api/kv/user/bench/c{client}/k{}", n % 64);
-        if n.is_multiple_of(2) {
-            Request { method: "PUT", path, body: VALUE.to_vec() }
-        } else {
-            Request { method: "GET", path, body: Vec::new() }
-        }
-    });
     for (running, out) in clusters.iter().zip(results.iter_mut()) {
         let r = run_load(&running.targets, 16, duration, &running.client, |s| s == 200 || s == 404, mixed.clone());
         eprintln!(
@@ -156,16 +231,8 @@ fn bench_aether(clusters: &[Running], duration: Duration) -> Vec<Results> {
             r.ops_per_s(),
             r.errors
         );
-        out.mixed = Some(r);
+        out.mixed_rounds.push(r);
     }
-    // The clusters are still up: say so if one of them logged an error meanwhile.
-    for running in clusters {
-        let log = running.cluster.log(0);
-        if log.contains("ERROR") {
-            eprintln!("note: {} node-1 logged errors during the run", running.name);
-        }
-    }
-    results
 }
 
 fn bench_etcd(bin: &std::path::Path, duration: Duration) -> Results {
@@ -181,7 +248,7 @@ fn bench_etcd(bin: &std::path::Path, duration: Duration) -> Results {
     if healthy.is_err() {
         eprintln!("etcd did not become healthy; skipping the baseline");
         members.iter_mut().for_each(|m| drop(m.kill()));
-        return Results { name: "etcd".into(), puts: Vec::new(), mixed: None };
+        return Results::empty("etcd");
     }
     let value64 = base64(VALUE);
     let put = Arc::new(move |client: usize, n: u64| Request {
@@ -209,7 +276,7 @@ fn bench_etcd(bin: &std::path::Path, duration: Duration) -> Results {
         let _ = m.kill();
         let _ = m.wait();
     }
-    Results { name: "etcd".into(), puts, mixed: None }
+    Results { put_rounds: puts.iter().map(|(_, r)| vec![r.clone()]).collect(), puts, ..Results::empty("etcd") }
 }
 
 fn start_etcd(bin: &std::path::Path, dir: &std::path::Path, i: usize, ports: &[u16], cluster: &str) -> Child {
@@ -234,23 +301,23 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// `a`/`b` at each concurrency level: throughput, p50 and p99 (for latency, above 1 is slower).
-fn print_ratios(label: &str, a: &Results, b: &Results) {
-    for ((c, x), (_, y)) in a.puts.iter().zip(&b.puts) {
-        println!(
-            "ratio {label} at c={c}: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
-            x.ops_per_s() / y.ops_per_s(),
-            x.percentile_us(50.0) / y.percentile_us(50.0),
-            x.percentile_us(99.0) / y.percentile_us(99.0)
-        );
+/// `a`/`b` at each concurrency level: throughput, p50 and p99 (for latency, above 1 is slower), each the
+/// median over rounds of the ratio within a round.
+fn print_ratios(label: &str, a: &Results, b: &Results, json: &mut Vec<String>) {
+    let mut line = |what: String, x: &[RunResult], y: &[RunResult]| {
+        let ops = round_ratio(x, y, RunResult::ops_per_s);
+        let p50 = round_ratio(x, y, |r| r.percentile_us(50.0));
+        let p99 = round_ratio(x, y, |r| r.percentile_us(99.0));
+        println!("ratio {label} {what}: throughput {ops:.2}x, p50 {p50:.2}x, p99 {p99:.2}x");
+        json.push(format!(
+            "{{\"ratio\":\"{label}\",\"workload\":\"{what}\",\"ops_per_s\":{ops:.3},\"p50\":{p50:.3},\"p99\":{p99:.3}}}"
+        ));
+    };
+    for ((c, x), y) in LEVELS.iter().zip(&a.put_rounds).zip(&b.put_rounds) {
+        line(format!("at c={c}"), x, y);
     }
-    if let (Some(x), Some(y)) = (&a.mixed, &b.mixed) {
-        println!(
-            "ratio {label} 50/50 get/put c=16: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
-            x.ops_per_s() / y.ops_per_s(),
-            x.percentile_us(50.0) / y.percentile_us(50.0),
-            x.percentile_us(99.0) / y.percentile_us(99.0)
-        );
+    if !a.mixed_rounds.is_empty() && !b.mixed_rounds.is_empty() {
+        line("50/50 get/put c=16".into(), &a.mixed_rounds, &b.mixed_rounds);
     }
 }
 
@@ -297,16 +364,16 @@ fn report(systems: &[Results], etcd: Option<&Results>, json_path: Option<String>
     let ours = &systems[0];
     let find = |name: &str| systems.iter().find(|r| r.name == name);
     if let Some(baseline) = find("baseline") {
-        print_ratios("aether/baseline", ours, baseline);
+        print_ratios("aether/baseline", ours, baseline, &mut json);
     }
     if let Some(auth) = find("aether+auth") {
-        print_ratios("auth on/off", auth, ours);
+        print_ratios("auth on/off", auth, ours, &mut json);
         if let Some(baseline) = find("baseline") {
-            print_ratios("aether+auth/baseline", auth, baseline);
+            print_ratios("aether+auth/baseline", auth, baseline, &mut json);
         }
     }
     if let Some(tls) = find("aether+tls") {
-        print_ratios("tls/plain", tls, ours);
+        print_ratios("tls/plain", tls, ours, &mut json);
     }
     match etcd.filter(|e| !e.puts.is_empty()) {
         Some(e) => {
