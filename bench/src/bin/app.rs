@@ -30,10 +30,11 @@
 //!
 //! The load generator (`bench::run_load`: one blocking thread per connection) runs on the same cores as
 //! the servers, so every server measured pays for the same client; ratios are the figures to read. The
-//! cases run in rounds (nginx, tiny_http, local, forwarded, the baseline's and the TLS cases, again), and a ratio is the median of the
-//! ratios within a round, so other work on a shared machine falls on all cases alike. Each phase also
-//! reads `/proc`: CPU per request of this process and of the servers, the servers' context switches per
-//! request, their CPU by thread group, and the share of the machine other processes took meanwhile.
+//! cases run in rounds (nginx, tiny_http, local, forwarded, the baseline's and the TLS cases, again), and
+//! a ratio is the median of the ratios within a round, so other work on a shared machine falls on all
+//! cases alike. Each phase also reads `/proc`: CPU per request of this process and of the servers, the
+//! servers' context switches per request, their CPU by thread group, and the share of the machine other
+//! processes took meanwhile.
 //!
 //! Envelope (2 cores, loopback; per request, CPU summed over client and server):
 //! - client: a `write` and a blocking `read`, one thread wake-up, header parsing: ~10-15 µs. nginx on
@@ -884,7 +885,7 @@ fn report(r: &Results, json_path: Option<&Path>) {
         println!("  {:<38} {}", case.name, rounds.join("  "));
     }
     println!("Where the servers' CPU goes, µs per request by process and thread group (largest first;");
-    println!("`app-io`/`mgmt-io` are the ports' I/O threads, `app-http` their workers; threads that exited are not counted):");
+    println!("`app-io` is the app port's I/O thread, `app-http` its workers; threads that exited are not counted):");
     for (case, merged) in &cases {
         let groups: Vec<String> = merged.threads.iter().take(6).map(|(g, us)| format!("{g} {us:.1}")).collect();
         if !groups.is_empty() {
@@ -892,7 +893,8 @@ fn report(r: &Results, json_path: Option<&Path>) {
         }
     }
     let ratios = ratios(&r.app);
-    println!("Ratios (requests/s unless named; p50/p99 above 1 are slower), median over rounds of the ratio within each round:");
+    println!("Ratios (requests/s unless named; p50/p99 above 1 are slower), median over rounds of the ratio within");
+    println!("each round:");
     for (name, value) in &ratios {
         println!("  {name}: {value:.2}x");
     }
