@@ -29,6 +29,9 @@ fn transport(args: &[String]) -> crate::TaskResult {
     Ok(())
 }
 
+/// `cargo xtask bench kv [--seconds N] [--rounds N] [--baseline-aetherd PATH] [--auth] [--tls]`: KV puts on
+/// a 3-node cluster of release builds, and with the options on clusters with authentication on, with `[tls]`,
+/// and of another `aetherd` build, side by side; then etcd when installed. Writes `{target}/bench/kv.json`.
 fn kv(args: &[String]) -> crate::TaskResult {
     let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
     let out = target_dir().join("bench");
@@ -42,8 +45,10 @@ fn kv(args: &[String]) -> crate::TaskResult {
     Ok(())
 }
 
-/// `cargo xtask bench app [--seconds N] [--runs N]`: the app path, deploy and heal times on a 3-node
-/// cluster of release builds, against tiny_http and (when installed) nginx; writes `{target}/bench/app.json`.
+/// `cargo xtask bench app [--seconds N] [--rounds N] [--runs N] [--baseline-aetherd PATH] [--tls]`: the app
+/// path, deploy and heal times on a 3-node cluster of release builds, against tiny_http and (when installed)
+/// nginx, and with the options against a cluster of another `aetherd` build and a cluster with `[tls]`, in the
+/// same rounds; writes `{target}/bench/app.json`.
 fn app(args: &[String]) -> crate::TaskResult {
     let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
     crate::slices::build_slices(&[])?;

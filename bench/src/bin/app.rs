@@ -9,8 +9,16 @@
 //!   cluster transport to the host);
 //! - the same load against baselines answering the same bytes
 //!   (`{"echo":"hello","version":"1.0.0","node":"node-1"}`, `application/json`): `tiny_http` with 4
-//!   handler threads in this process (the app port is tiny_http with 4 handler threads too), and nginx
-//!   (1 worker, `return 200`, generated config in a temp dir) when `nginx` is installed;
+//!   handler threads in this process (a generic thread-per-connection server; the app port is the
+//!   in-house `httpd`: one mio I/O thread, 8 `app-http` worker threads), and nginx (1 worker,
+//!   `return 200`, generated config in a temp dir) when `nginx` is installed;
+//! - with `--baseline-aetherd PATH`, the local and forwarded cases against a second 3-node cluster of
+//!   that build (the previous release), in the same rounds, reported as new/baseline ratios of req/s,
+//!   p50 and p99;
+//! - with `--tls`, the local case against a third cluster with `[tls]` on its HTTP ports (self-signed
+//!   certificate, rustls client with the ring provider): over persistent connections, so TLS/plain is the
+//!   record layer's cost, and with a new connection per request (`Connection: close`, the server closes
+//!   first), plain and TLS, for the handshake's cost;
 //! - deploy time: blueprint posted -> every instance ACTIVE (`GET /api/blueprints/{name}` polled every
 //!   2 ms), for the one-instance echo blueprint and for `blueprints/demo.toml` (6 instances of 4 slices,
 //!   one wave waiting on its dependencies); the blueprint is deleted and `/api/slices` seen empty between
@@ -22,10 +30,11 @@
 //!
 //! The load generator (`bench::run_load`: one blocking thread per connection) runs on the same cores as
 //! the servers, so every server measured pays for the same client; ratios are the figures to read. The
-//! cases run in rounds (nginx, tiny_http, local, forwarded, again), and a ratio is the median of the
-//! ratios within a round, so other work on a shared machine falls on all cases alike. Each phase also
-//! reads `/proc`: CPU per request of this process and of the servers, the servers' context switches per
-//! request, their CPU by thread group, and the share of the machine other processes took meanwhile.
+//! cases run in rounds (nginx, tiny_http, local, forwarded, the baseline's and the TLS cases, again), and
+//! a ratio is the median of the ratios within a round, so other work on a shared machine falls on all
+//! cases alike. Each phase also reads `/proc`: CPU per request of this process and of the servers, the
+//! servers' context switches per request, their CPU by thread group, and the share of the machine other
+//! processes took meanwhile.
 //!
 //! Envelope (2 cores, loopback; per request, CPU summed over client and server):
 //! - client: a `write` and a blocking `read`, one thread wake-up, header parsing: ~10-15 µs. nginx on
@@ -33,13 +42,20 @@
 //!   (wrk, a cheaper client) is 82k. Expect nginx at ~40-60k here.
 //! - tiny_http: its connection thread reads and parses, hands the request to a handler thread (one
 //!   wake-up through a mutex and condvar), which writes the answer: ~+10 µs over nginx, so ~30-40k.
-//! - local app path: tiny_http as above, plus a route lookup, encoding the request for the slice ABI, the
+//! - local app path: the app port's I/O thread reads and parses (httparse), hands the request to a
+//!   worker (one wake-up), which answers through the I/O thread (a second wake-up); then a route lookup,
+//!   encoding the request for the slice ABI, the
 //!   call itself on the handler thread (a watchdog answers 504 for a hung one) and the JSON answer:
 //!   ~+5 µs, so ~0.8-0.95x tiny_http and ~0.6-0.7x nginx (target >= 0.5x nginx).
 //! - forwarded: the entry node's handler hands the call to its event loop (waker), which writes a frame;
 //!   the host's loop reads it, hands it to the forwarded-calls pool, which calls a container worker;
 //!   the reply comes back the same way. ~6 more wake-ups and two loopback TCP hops (~10 µs each in CPU):
 //!   ~+40-60 µs, so ~0.3-0.5x of local, with three processes sharing the cores with the client.
+//! - TLS, kept alive: one AES-GCM record each way (~1-2 µs of crypto per KB on each side) plus the
+//!   rustls buffering: a few µs over ~25-40 µs, so TLS/plain ~0.85-0.95x. A new connection per request
+//!   costs a TCP handshake and close (~20-30 µs) plain, and with TLS 1.3 also an X25519 exchange on
+//!   both sides and an ECDSA P-256 signature and its verification (~150-250 µs in all): a few thousand
+//!   req/s at most, TLS/plain well under 0.5x.
 //! - latency: in a closed loop p50 ≈ connections / throughput (Little's law): 64 / 30k/s ≈ 2 ms.
 //! - deploy: the POST is one consensus slot (~0.1-1 ms on loopback with the log write); the leader's
 //!   reconcile writes targets (one slot), the host writes LOADING, copies and dlopens the library
@@ -49,18 +65,19 @@
 //!   timeout); membership is re-evaluated on the next 50 ms tick, then the leader re-targets and a
 //!   survivor loads and activates (a deploy's worth): ~50-100 ms. Target: under 2 s.
 //!
-//! What the first runs on a shared 2-core machine showed (others' work took ~20% of it): nginx ~50k req/s
+//! What the first runs on a shared 2-core machine showed, when the app port was still tiny_http (a thread
+//! per connection, handing requests to 4 handler threads) (others' work took ~20% of it): nginx ~50k req/s
 //! at ~13 µs of server CPU and 0.4 context switches per request; tiny_http ~32k; local ~21-24k (0.40-0.48x
 //! nginx, 0.6-0.85x tiny_http) at ~40-48 µs and 3.2 switches per request, of which the app-http handler threads
-//! ~21 µs, tiny_http's connection threads ~10 µs and the slice worker ~6 µs, most of it in the scheduler
+//! ~21 µs, the port's connection threads ~10 µs and the slice worker ~6 µs, most of it in the scheduler
 //! (wake-ups and switches, not parsing); forwarded ~10k (0.42x local) at ~110-120 µs over both nodes
 //! (each event loop ~20 µs, the forwarded-calls pool ~15 µs). So the local path misses 0.5x nginx by the
-//! hand-offs: tiny_http alone is ~0.6x nginx here, and handing each call to a slice worker cost another
+//! hand-offs: the tiny_http baseline alone is ~0.6x nginx here, and handing each call to a slice worker cost another
 //! ~0.15x. Running the call on the handler thread instead brought the local path to 0.52-0.73x nginx
 //! (0.84-0.96x tiny_http) at ~25 µs and 1.4 switches per request. Deploy 7 ms (echo) and ~20 ms (demo),
 //! heal ~30-40 ms: well inside their targets.
 
-use bench::{run_load, which, Request, RunResult};
+use bench::{run_load, which, Client, Request, RunResult, SelfSigned};
 use devcluster::{http, wait_for, ClusterSpec, LocalCluster};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -96,6 +113,10 @@ struct Options {
     load: Duration,
     rounds: usize,
     runs: usize,
+    /// Another `aetherd` build (the previous release) to run the same app-path cases against.
+    baseline: Option<PathBuf>,
+    /// Also measure the local case against a cluster with `[tls]` on its HTTP ports.
+    tls: bool,
 }
 
 fn main() {
@@ -111,10 +132,20 @@ fn main() {
         }
         None => None,
     };
-    let cluster = start_cluster(&options);
-    let app = bench_app(&cluster, &tiny, nginx.as_ref(), &options);
+    let cluster = start_cluster(&options, "app", &options.aetherd, None);
+    let baseline = options.baseline.as_ref().map(|bin| start_cluster(&options, "baseline", bin, None));
+    let tls = options.tls.then(|| {
+        let dir = std::env::temp_dir().join(format!("aether-bench-app-tls-cert-{}", std::process::id()));
+        let cert = SelfSigned::generate(&dir).expect("a self-signed certificate");
+        let client = Client::plain().with_tls(cert.client_config().expect("a TLS client configuration"));
+        (start_cluster(&options, "tls", &options.aetherd, Some((&cert, &client))), client)
+    });
+    let extras = Extras { baseline: baseline.as_ref(), tls: tls.as_ref().map(|(c, client)| (c, client)) };
+    let app = bench_app(&cluster, &tiny, nginx.as_ref(), extras, &options);
     tiny.stop();
     drop(nginx);
+    drop(baseline);
+    drop(tls);
     let deploy_echo = deploy_times(&cluster, "bench-echo", ECHO_BLUEPRINT, options.runs);
     let deploy_demo = deploy_times(&cluster, "demo", DEMO_BLUEPRINT, options.runs);
     let mut cluster = cluster;
@@ -128,7 +159,8 @@ fn main() {
 fn parse_args() -> Options {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let usage = "usage: app --aetherd PATH --repo DIR [--json FILE] [--seconds N] [--rounds N] [--runs N]";
+    let usage = "usage: app --aetherd PATH --repo DIR [--baseline-aetherd PATH] [--tls] [--json FILE] [--seconds N] \
+                 [--rounds N] [--runs N]";
     let (Some(aetherd), Some(repo)) = (value("--aetherd"), value("--repo")) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -148,6 +180,8 @@ fn parse_args() -> Options {
         load: Duration::from_secs(number("--seconds", 5)),
         rounds: number("--rounds", 3) as usize,
         runs: number("--runs", 5) as usize,
+        baseline: value("--baseline-aetherd").map(PathBuf::from),
+        tls: args.iter().any(|a| a == "--tls"),
     }
 }
 
@@ -217,8 +251,21 @@ impl Case {
 
 /// Median over rounds of `a`'s requests/s over `b`'s in the same round.
 fn round_ratio(a: &Case, b: &Case) -> f64 {
-    let ratios: Vec<f64> = a.rounds.iter().zip(&b.rounds).map(|(x, y)| x.run.ops_per_s() / y.run.ops_per_s()).collect();
+    round_ratio_of(a, b, RunResult::ops_per_s)
+}
+
+/// Median over rounds of `metric` of `a` over `metric` of `b` in the same round.
+fn round_ratio_of(a: &Case, b: &Case, metric: fn(&RunResult) -> f64) -> f64 {
+    let ratios: Vec<f64> = a.rounds.iter().zip(&b.rounds).map(|(x, y)| metric(&x.run) / metric(&y.run)).collect();
     median(&ratios).unwrap_or(f64::NAN)
+}
+
+fn p50(run: &RunResult) -> f64 {
+    run.percentile_us(50.0)
+}
+
+fn p99(run: &RunResult) -> f64 {
+    run.percentile_us(99.0)
 }
 
 fn median(values: &[f64]) -> Option<f64> {
@@ -316,12 +363,13 @@ fn cpu_use(before: CpuSample, after: CpuSample, run: &RunResult, cores: usize) -
 
 /// One warm-up second (connections opened, caches and pools warm), then the measured run; `servers`
 /// are the processes serving it (none for the in-process baseline).
-fn load(name: &str, target: SocketAddr, duration: Duration, servers: &[Server]) -> Phase {
+fn load(name: &str, target: &Target, duration: Duration) -> Phase {
+    let (client, servers) = (&target.client, &target.servers[..]);
     let echo = Arc::new(|_: usize, _: u64| Request { method: "GET", path: ECHO_PATH.into(), body: Vec::new() });
-    let _ = run_load(&[target], CONCURRENCY, WARMUP, "", |s| s == 200, echo.clone());
+    let _ = run_load(&[target.addr], CONCURRENCY, WARMUP, client, |s| s == 200, echo.clone());
     let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
     let (before, threads_before) = (cpu_sample(&pids), thread_sample(servers));
-    let run = run_load(&[target], CONCURRENCY, duration, "", |s| s == 200, echo);
+    let run = run_load(&[target.addr], CONCURRENCY, duration, client, |s| s == 200, echo);
     let (after, threads_after) = (cpu_sample(&pids), thread_sample(servers));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = before.zip(after).map(|(b, a)| cpu_use(b, a, &run, cores));
@@ -456,14 +504,29 @@ fn nginx_config(dir: &Path, addr: SocketAddr) -> String {
 // ---------------------------------------------------------------------------------------------------
 // The cluster
 
-fn start_cluster(options: &Options) -> LocalCluster {
-    let dir = std::env::temp_dir().join(format!("aether-bench-app-{}", std::process::id()));
+/// A 3-node cluster of `aetherd`, with `[tls]` serving `tls`'s certificate when given (then reached with
+/// its client).
+fn start_cluster(options: &Options, name: &str, aetherd: &Path, tls: Option<(&SelfSigned, &Client)>) -> LocalCluster {
+    let dir = std::env::temp_dir().join(format!("aether-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut spec = ClusterSpec::new(3, &dir, &options.aetherd);
+    let mut spec = ClusterSpec::new(3, &dir, aetherd);
     spec.env = vec![("AETHER_LOG".into(), "warn".into())];
     spec.extra_args = vec!["--repo".into(), options.repo.display().to_string()];
+    if let Some((cert, _)) = tls {
+        spec.extra_config = cert.tls_section();
+    }
     let cluster = LocalCluster::start(spec).expect("start a 3-node cluster");
-    cluster.wait_ready(SETTLE).expect("cluster ready");
+    let plain = Client::plain();
+    let client = tls.map_or(&plain, |(_, client)| client);
+    let ready = |addr: &SocketAddr| {
+        bench::request(*addr, client, "GET", "/api/health", b"").is_ok_and(|(status, body)| {
+            status == 200 && serde_json::from_slice::<Value>(&body).is_ok_and(|h| h["ready"] == true)
+        })
+    };
+    let nodes: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.management).collect();
+    if wait_for(SETTLE, || nodes.iter().all(ready)).is_err() {
+        panic!("{name} cluster not ready within {SETTLE:?}; node-1 log:\n{}", cluster.log(0));
+    }
     cluster
 }
 
@@ -497,14 +560,6 @@ fn hosting_nodes(cluster: &LocalCluster, node: usize) -> Vec<usize> {
     let instances = slices(cluster, node).unwrap_or_default();
     let active = |id: &str| instances.iter().any(|s| s["node"] == id && s["state"] == "ACTIVE");
     (0..cluster.nodes.len()).filter(|&i| active(&cluster.nodes[i].id)).collect()
-}
-
-/// Index of a node with an ACTIVE instance of `artifact`.
-fn host_of(cluster: &LocalCluster, node: usize, artifact: &str) -> Option<usize> {
-    let instances = slices(cluster, node)?;
-    let host = instances.iter().find(|s| s["artifact"] == artifact && s["state"] == "ACTIVE")?;
-    let id = host["node"].as_str()?;
-    cluster.nodes.iter().position(|n| n.id == id)
 }
 
 fn post(cluster: &LocalCluster, node: usize, text: &str) -> Result<(), String> {
@@ -552,59 +607,158 @@ struct AppResults {
     tiny: Case,
     local: Case,
     forwarded: Case,
+    /// The previous `aetherd` build, same cases.
+    baseline_local: Option<Case>,
+    baseline_forwarded: Option<Case>,
+    /// `[tls]` on: local over persistent TLS connections, then local with a new connection per request,
+    /// plain and TLS (the handshake's cost).
+    tls_local: Option<Case>,
+    reconnect_plain: Option<Case>,
+    reconnect_tls: Option<Case>,
 }
 
 impl AppResults {
     fn cases(&self) -> Vec<&Case> {
-        self.nginx.iter().chain([&self.tiny, &self.local, &self.forwarded]).collect()
+        let optional = [&self.baseline_local, &self.baseline_forwarded, &self.tls_local, &self.reconnect_plain];
+        self.nginx
+            .iter()
+            .chain([&self.tiny, &self.local, &self.forwarded])
+            .chain(optional.into_iter().flatten())
+            .chain(self.reconnect_tls.iter())
+            .collect()
     }
 }
 
-/// Where one case sends its load, and which processes serve it.
+/// Where one case sends its load, how, and which processes serve it.
 struct Target {
     addr: SocketAddr,
+    client: Client,
     servers: Vec<Server>,
 }
 
-fn bench_app(cluster: &LocalCluster, tiny: &TinyHttp, nginx: Option<&Nginx>, options: &Options) -> AppResults {
-    post(cluster, 0, ECHO_BLUEPRINT).expect("deploy the echo blueprint");
-    wait_for(SETTLE, || fully_active(&blueprint(cluster, 0, "bench-echo"))).expect("echo blueprint fully active");
-    let host = host_of(cluster, 0, ECHO_ARTIFACT).expect("an ACTIVE echo instance is listed");
+/// The clusters measured besides the main one.
+struct Extras<'a> {
+    baseline: Option<&'a LocalCluster>,
+    /// A cluster with `[tls]`, and the client trusting its certificate.
+    tls: Option<(&'a LocalCluster, &'a Client)>,
+}
+
+/// The server processes of a cluster (every node), for CPU accounting.
+fn cluster_servers(cluster: &LocalCluster, prefix: &str) -> Vec<Server> {
+    (0..cluster.nodes.len())
+        .filter_map(|i| Some(Server { name: format!("{prefix}{}", cluster.nodes[i].id), pid: cluster.pid(i)? }))
+        .collect()
+}
+
+/// Deploys the echo blueprint on `cluster` through `client`, waits until both the host's and another node's
+/// app ports serve it; (host, via) node indexes.
+fn deploy_echo(cluster: &LocalCluster, client: &Client) -> Result<(usize, usize), String> {
+    let management = cluster.nodes[0].management;
+    let (status, body) = bench::request(management, client, "POST", "/api/blueprints", ECHO_BLUEPRINT.as_bytes())
+        .map_err(|e| format!("POST /api/blueprints: {e}"))?;
+    if status != 201 {
+        return Err(format!("POST /api/blueprints answered {status}: {}", String::from_utf8_lossy(&body)));
+    }
+    let get = |path: &str| -> Value {
+        bench::request(management, client, "GET", path, b"")
+            .ok()
+            .and_then(|(_, body)| serde_json::from_slice(&body).ok())
+            .unwrap_or(Value::Null)
+    };
+    wait_for(SETTLE, || fully_active(&get("/api/blueprints/bench-echo")))
+        .map_err(|_| format!("echo blueprint not fully active within {SETTLE:?}"))?;
+    let instances = get("/api/slices");
+    let host = instances["slices"]
+        .as_array()
+        .and_then(|list| list.iter().find(|s| s["artifact"] == ECHO_ARTIFACT && s["state"] == "ACTIVE"))
+        .and_then(|s| s["node"].as_str())
+        .and_then(|id| cluster.nodes.iter().position(|n| n.id == id))
+        .ok_or("no ACTIVE echo instance listed")?;
     let via = (host + 1) % cluster.nodes.len();
-    let answers = |node: usize| http(cluster.nodes[node].app, "GET", ECHO_PATH, b"").ok().filter(|r| r.status == 200);
+    let answers = |node: usize| {
+        bench::request(cluster.nodes[node].app, client, "GET", ECHO_PATH, b"")
+            .ok()
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, body)| String::from_utf8_lossy(&body).into_owned())
+    };
     // Routes reach each node's registry as instances become ACTIVE; wait for both app ports to serve.
-    wait_for(SETTLE, || answers(host).is_some() && answers(via).is_some()).expect("echo served on both app ports");
-    let sample = answers(via).map(|r| r.text()).unwrap_or_default();
+    wait_for(SETTLE, || answers(host).is_some() && answers(via).is_some())
+        .map_err(|_| format!("echo not served on both app ports within {SETTLE:?}"))?;
+    let sample = answers(via).unwrap_or_default();
     eprintln!("echo on {} answers through {}: {sample}", cluster.nodes[host].id, cluster.nodes[via].id);
     if sample.len() != ECHO_BODY.len() {
         eprintln!("note: the baselines answer {} bytes, echo {} bytes", ECHO_BODY.len(), sample.len());
     }
-    let nodes = || -> Vec<Server> {
-        (0..cluster.nodes.len())
-            .filter_map(|i| Some(Server { name: cluster.nodes[i].id.clone(), pid: cluster.pid(i)? }))
-            .collect()
-    };
+    Ok((host, via))
+}
+
+fn bench_app(
+    cluster: &LocalCluster,
+    tiny: &TinyHttp,
+    nginx: Option<&Nginx>,
+    extras: Extras,
+    options: &Options,
+) -> AppResults {
+    let (host, via) = deploy_echo(cluster, &Client::plain()).expect("deploy echo");
     let (host_id, via_id) = (cluster.nodes[host].id.clone(), cluster.nodes[via].id.clone());
     let case = |name: String| Case { name, rounds: Vec::new() };
+    let baseline = extras.baseline.and_then(|b| match deploy_echo(b, &Client::plain()) {
+        Ok((host, via)) => Some((b, host, via)),
+        Err(e) => {
+            eprintln!("baseline: {e}; no baseline cases in this run");
+            None
+        }
+    });
+    let tls = extras.tls.map(|(c, client)| {
+        let (host, _) = deploy_echo(c, client).expect("deploy echo on the TLS cluster");
+        (c, client, host)
+    });
     let mut app = AppResults {
         nginx: nginx.map(|_| case("nginx (1 worker)".into())),
         tiny: case(format!("tiny_http ({TINY_HTTP_THREADS} threads, in-process)")),
         local: case(format!("aether local ({host_id})")),
         forwarded: case(format!("aether forwarded ({via_id} -> {host_id})")),
+        baseline_local: baseline.map(|_| case("baseline local".into())),
+        baseline_forwarded: baseline.map(|_| case("baseline forwarded".into())),
+        tls_local: tls.map(|_| case("aether local TLS".into())),
+        reconnect_plain: tls.map(|_| case("aether local, conn/request".into())),
+        reconnect_tls: tls.map(|_| case("aether local TLS, conn/request".into())),
         host: host_id,
         via: via_id,
     };
+    let plain = Client::plain();
     let mut plan: Vec<(&mut Case, Target)> = Vec::new();
     if let (Some(case), Some(nginx)) = (app.nginx.as_mut(), nginx) {
-        plan.push((case, Target { addr: nginx.addr, servers: nginx.servers() }));
+        plan.push((case, Target { addr: nginx.addr, client: plain.clone(), servers: nginx.servers() }));
     }
-    plan.push((&mut app.tiny, Target { addr: tiny.addr(), servers: Vec::new() }));
-    plan.push((&mut app.local, Target { addr: cluster.nodes[host].app, servers: nodes() }));
-    plan.push((&mut app.forwarded, Target { addr: cluster.nodes[via].app, servers: nodes() }));
+    plan.push((&mut app.tiny, Target { addr: tiny.addr(), client: plain.clone(), servers: Vec::new() }));
+    let ours = cluster_servers(cluster, "");
+    let at = |c: &LocalCluster, node: usize, client: &Client, servers: &[Server]| Target {
+        addr: c.nodes[node].app,
+        client: client.clone(),
+        servers: servers.iter().map(|s| Server { name: s.name.clone(), pid: s.pid }).collect(),
+    };
+    plan.push((&mut app.local, at(cluster, host, &plain, &ours)));
+    plan.push((&mut app.forwarded, at(cluster, via, &plain, &ours)));
+    if let (Some(local), Some(forwarded), Some((b, host, via))) =
+        (app.baseline_local.as_mut(), app.baseline_forwarded.as_mut(), baseline)
+    {
+        let servers = cluster_servers(b, "baseline ");
+        plan.push((local, at(b, host, &plain, &servers)));
+        plan.push((forwarded, at(b, via, &plain, &servers)));
+    }
+    if let (Some(tls_local), Some(reconnect_plain), Some(reconnect_tls), Some((c, client, tls_host))) =
+        (app.tls_local.as_mut(), app.reconnect_plain.as_mut(), app.reconnect_tls.as_mut(), tls)
+    {
+        let servers = cluster_servers(c, "tls ");
+        plan.push((tls_local, at(c, tls_host, client, &servers)));
+        plan.push((reconnect_plain, at(cluster, host, &plain.clone().reconnecting(), &ours)));
+        plan.push((reconnect_tls, at(c, tls_host, &client.clone().reconnecting(), &servers)));
+    }
     for round in 0..options.rounds {
         for (case, target) in plan.iter_mut() {
             let name = format!("round {} {}", round + 1, case.name);
-            case.rounds.push(load(&name, target.addr, options.load, &target.servers));
+            case.rounds.push(load(&name, target, options.load));
         }
     }
     drop(plan);
@@ -731,7 +885,7 @@ fn report(r: &Results, json_path: Option<&Path>) {
         println!("  {:<38} {}", case.name, rounds.join("  "));
     }
     println!("Where the servers' CPU goes, µs per request by process and thread group (largest first;");
-    println!("`aetherd` threads are tiny_http's unnamed connection threads; threads that exited are not counted):");
+    println!("`app-io` is the app port's I/O thread, `app-http` its workers; threads that exited are not counted):");
     for (case, merged) in &cases {
         let groups: Vec<String> = merged.threads.iter().take(6).map(|(g, us)| format!("{g} {us:.1}")).collect();
         if !groups.is_empty() {
@@ -739,7 +893,8 @@ fn report(r: &Results, json_path: Option<&Path>) {
         }
     }
     let ratios = ratios(&r.app);
-    println!("Ratios of requests/s, median over rounds of the ratio within each round:");
+    println!("Ratios (requests/s unless named; p50/p99 above 1 are slower), median over rounds of the ratio within");
+    println!("each round:");
     for (name, value) in &ratios {
         println!("  {name}: {value:.2}x");
     }
@@ -781,6 +936,25 @@ fn ratios(app: &AppResults) -> Vec<(String, f64)> {
     out.push(("local / tiny_http".to_string(), round_ratio(&app.local, &app.tiny)));
     out.push(("forwarded / tiny_http".to_string(), round_ratio(&app.forwarded, &app.tiny)));
     out.push(("forwarded / local".to_string(), round_ratio(&app.forwarded, &app.local)));
+    let mut compare = |name: &str, a: &Case, b: &Case| {
+        out.push((format!("{name} req/s"), round_ratio(a, b)));
+        out.push((format!("{name} p50"), round_ratio_of(a, b, p50)));
+        out.push((format!("{name} p99"), round_ratio_of(a, b, p99)));
+    };
+    if let (Some(local), Some(forwarded)) = (&app.baseline_local, &app.baseline_forwarded) {
+        compare("local / baseline local", &app.local, local);
+        compare("forwarded / baseline forwarded", &app.forwarded, forwarded);
+    }
+    if let Some(tls) = &app.tls_local {
+        compare("TLS local / local (keep-alive)", tls, &app.local);
+    }
+    if let (Some(plain), Some(tls)) = (&app.reconnect_plain, &app.reconnect_tls) {
+        compare("TLS / plain, conn per request", tls, plain);
+        compare("plain conn per request / keep-alive", plain, &app.local);
+    }
+    if let (Some(nginx), Some(local)) = (&app.nginx, &app.baseline_local) {
+        out.push(("baseline local / nginx".to_string(), round_ratio(local, nginx)));
+    }
     out
 }
 

@@ -2,67 +2,172 @@
 //! concurrency 1, 16 and 128, and the same workload against a 3-member etcd on loopback when `etcd` is
 //! installed, measured in the same run with the same client. Prints both and the ratios; writes JSON.
 //!
+//! Options add clusters to the same run, one after the other, each with the same workload and client:
+//! `--auth` a cluster with management authentication on (every request carries `Authorization: Bearer`),
+//! reported as auth on/off ratios; `--tls` a cluster with `[tls]` on its HTTP ports (self-signed
+//! certificate, persistent TLS connections, so the ratio is the record layer's cost), reported as
+//! TLS/plain; `--baseline-aetherd PATH` a cluster of another `aetherd` build (plain, no authentication),
+//! reported as new/baseline ratios of ops/s, p50 and p99. The Aether clusters run side by side and each
+//! level is measured on each of them in turn, in `--rounds N` rounds (default 1); a ratio is the median
+//! over rounds of the ratio within a round, the table pools the rounds. etcd runs after them, alone.
+//!
 //! Envelope: a put is one HTTP request to a node, one consensus slot (three message delays of ~30 µs on
 //! loopback) plus a kernel write of the log record; batching many commands per slot is what carries
 //! throughput at high concurrency, so ops/s should grow with concurrency until the 2 cores saturate.
 
-use bench::{base64, run_load, Request, RunResult};
+use bench::{base64, run_load, Client, Request, RunResult, SelfSigned};
 use devcluster::{wait_for, ClusterSpec, LocalCluster};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 const LEVELS: [usize; 3] = [1, 16, 128];
 const VALUE: &[u8; 64] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const USAGE: &str = "usage: kv --aetherd PATH [--baseline-aetherd PATH] [--auth] [--tls] [--seconds N] [--rounds N] \
+                     [--json FILE]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let seconds: u64 = value("--seconds").and_then(|s| s.parse().ok()).unwrap_or(5);
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let seconds: u64 = match value("--seconds").map(|s| s.parse::<u64>()) {
+        None => 5,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("--seconds wants a positive whole number\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let Some(aetherd) = value("--aetherd").map(PathBuf::from) else {
-        eprintln!("usage: kv --aetherd PATH [--seconds N] [--json FILE]");
+        eprintln!("{USAGE}");
         std::process::exit(2);
     };
     let duration = Duration::from_secs(seconds);
-    let ours = bench_aether(&aetherd, duration);
+    let rounds = match value("--rounds").map(|s| s.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("--rounds wants a positive whole number\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let mut clusters = vec![start_aether("aether", &aetherd, Variant::Plain)];
+    if flag("--auth") {
+        clusters.push(start_aether("aether+auth", &aetherd, Variant::Auth));
+    }
+    if flag("--tls") {
+        clusters.push(start_aether("aether+tls", &aetherd, Variant::Tls));
+    }
+    if let Some(baseline) = value("--baseline-aetherd").map(PathBuf::from) {
+        clusters.push(start_aether("baseline", &baseline, Variant::Plain));
+    }
+    let systems = bench_aether(&clusters, duration, rounds);
+    drop(clusters);
     let etcd = which("etcd").map(|bin| bench_etcd(&bin, duration));
-    report(&ours, etcd.as_ref(), value("--json"));
+    report(&systems, etcd.as_ref(), value("--json"));
 }
 
 struct Results {
+    name: String,
+    /// Each level's rounds pooled: requests and time summed, latencies merged.
     puts: Vec<(usize, RunResult)>,
     mixed: Option<RunResult>,
+    /// Each level's rounds apart (same order as `puts`), for ratios within a round.
+    put_rounds: Vec<Vec<RunResult>>,
+    mixed_rounds: Vec<RunResult>,
 }
 
-fn bench_aether(aetherd: &std::path::Path, duration: Duration) -> Results {
-    let dir = std::env::temp_dir().join(format!("aether-bench-kv-{}", std::process::id()));
+impl Results {
+    fn empty(name: &str) -> Results {
+        Results { name: name.into(), puts: Vec::new(), mixed: None, put_rounds: Vec::new(), mixed_rounds: Vec::new() }
+    }
+}
+
+/// Rounds as one run: requests, errors and time summed, latencies pooled.
+fn pooled(rounds: &[RunResult]) -> RunResult {
+    let mut run = RunResult::default();
+    for r in rounds {
+        run.ops += r.ops;
+        run.errors += r.errors;
+        run.seconds += r.seconds;
+        run.latencies_us.extend_from_slice(&r.latencies_us);
+    }
+    run.latencies_us.sort_unstable();
+    run
+}
+
+/// Median over rounds of `metric(a) / metric(b)` within each round.
+fn round_ratio(a: &[RunResult], b: &[RunResult], metric: impl Fn(&RunResult) -> f64) -> f64 {
+    let mut ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| metric(x) / metric(y)).collect();
+    ratios.sort_by(f64::total_cmp);
+    match ratios.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => ratios[n / 2],
+        n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+    }
+}
+
+/// How the Aether cluster of a run is set up and reached.
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    /// Plain HTTP, authentication off (how the previous binary runs too).
+    Plain,
+    /// Authentication on; every request carries `Authorization: Bearer <admin key>`.
+    Auth,
+    /// `[tls]` on the HTTP ports with a self-signed certificate; persistent TLS connections.
+    Tls,
+}
+
+/// A running Aether cluster of the run and how its clients reach it.
+struct Running {
+    name: String,
+    cluster: LocalCluster,
+    targets: Vec<SocketAddr>,
+    client: Client,
+}
+
+fn start_aether(name: &str, aetherd: &Path, variant: Variant) -> Running {
+    let dir = std::env::temp_dir().join(format!("aether-bench-kv-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut spec = ClusterSpec::new(3, &dir, aetherd);
     spec.env = vec![("AETHER_LOG".into(), "warn".into())];
+    let mut client = Client::plain();
+    match variant {
+        Variant::Plain => {}
+        Variant::Auth => {
+            spec = spec.with_auth();
+            client = client.with_bearer(spec.admin_key.as_deref().unwrap_or_default());
+        }
+        Variant::Tls => {
+            let cert = SelfSigned::generate(&dir.join("tls")).expect("a self-signed certificate");
+            spec.extra_config = cert.tls_section();
+            client = client.with_tls(cert.client_config().expect("a TLS client configuration"));
+        }
+    }
     let cluster = LocalCluster::start(spec).expect("start cluster");
-    let ready =
-        wait_for(Duration::from_secs(30), || (0..3).all(|i| cluster.health(i).is_some_and(|h| h["ready"] == true)));
-    ready.expect("cluster ready");
     let targets: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.management).collect();
-    let put = Arc::new(|client: usize, n: u64| Request {
+    let ready = |addr: &SocketAddr| {
+        bench::request(*addr, &client, "GET", "/api/health", b"").is_ok_and(|(status, body)| {
+            status == 200 && serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|h| h["ready"] == true)
+        })
+    };
+    if wait_for(Duration::from_secs(30), || targets.iter().all(ready)).is_err() {
+        panic!("{name}: cluster not ready within 30 s; node-1 log:\n{}", cluster.log(0));
+    }
+    Running { name: name.to_string(), cluster, targets, client }
+}
+
+/// In each round, every level on every cluster in turn (c=1 on each, then c=16 on each, ...), then the mix
+/// on each, so that other work on the machine, which comes and goes, falls on all the clusters alike.
+fn bench_aether(clusters: &[Running], duration: Duration, rounds: usize) -> Vec<Results> {
+    let put: MakeRequest = Arc::new(|client: usize, n: u64| Request {
         method: "PUT",
         path: format!("/api/kv/user/bench/c{client}/k{}", n % 64),
         body: VALUE.to_vec(),
     });
-    let mut puts = Vec::new();
-    for c in LEVELS {
-        let r = run_load(&targets, c, duration, "", |s| s == 200, put.clone());
-        eprintln!(
-            "aether puts c={c}: {:.0} ops/s, p50 {:.0} µs, errors {}",
-            r.ops_per_s(),
-            r.percentile_us(50.0),
-            r.errors
-        );
-        puts.push((c, r));
-    }
-    let mixed = Arc::new(|client: usize, n: u64| {
+    let mixed: MakeRequest = Arc::new(|client: usize, n: u64| {
         let path = format!("/api/kv/user/bench/c{client}/k{}", n % 64);
         if n.is_multiple_of(2) {
             Request { method: "PUT", path, body: VALUE.to_vec() }
@@ -70,9 +175,64 @@ fn bench_aether(aetherd: &std::path::Path, duration: Duration) -> Results {
             Request { method: "GET", path, body: Vec::new() }
         }
     });
-    let r = run_load(&targets, 16, duration, "", |s| s == 200 || s == 404, mixed);
-    eprintln!("aether 50/50 linearizable get/put c=16: {:.0} ops/s", r.ops_per_s());
-    Results { puts, mixed: Some(r) }
+    let mut results: Vec<Results> = clusters.iter().map(|r| Results::empty(&r.name)).collect();
+    for out in &mut results {
+        out.put_rounds = LEVELS.iter().map(|_| Vec::new()).collect();
+    }
+    for round in 0..rounds {
+        if rounds > 1 {
+            eprintln!("round {}", round + 1);
+        }
+        bench_round(clusters, duration, &put, &mixed, &mut results);
+    }
+    for out in &mut results {
+        out.puts = LEVELS.iter().zip(&out.put_rounds).map(|(c, r)| (*c, pooled(r))).collect();
+        out.mixed = Some(pooled(&out.mixed_rounds));
+    }
+    // The clusters are still up: say so if one of them logged an error meanwhile.
+    for running in clusters {
+        let log = running.cluster.log(0);
+        if log.contains("ERROR") {
+            eprintln!("note: {} node-1 logged errors during the run", running.name);
+        }
+    }
+    results
+}
+
+type MakeRequest = Arc<dyn Fn(usize, u64) -> Request + Send + Sync>;
+
+fn bench_round(
+    clusters: &[Running],
+    duration: Duration,
+    put: &MakeRequest,
+    mixed: &MakeRequest,
+    results: &mut [Results],
+) {
+    for (level, c) in LEVELS.into_iter().enumerate() {
+        for (running, out) in clusters.iter().zip(results.iter_mut()) {
+            let r = run_load(&running.targets, c, duration, &running.client, |s| s == 200, put.clone());
+            eprintln!(
+                "{} puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, errors {}",
+                running.name,
+                r.ops_per_s(),
+                r.percentile_us(50.0),
+                r.percentile_us(99.0),
+                r.errors
+            );
+            out.put_rounds[level].push(r);
+        }
+    }
+    for (running, out) in clusters.iter().zip(results.iter_mut()) {
+        let r = run_load(&running.targets, 16, duration, &running.client, |s| s == 200 || s == 404, mixed.clone());
+        eprintln!(
+            "{} 50/50 linearizable get/put c=16: {:.0} ops/s, errors {} (an unanswered request blocks its client \
+             for the 10 s read timeout)",
+            running.name,
+            r.ops_per_s(),
+            r.errors
+        );
+        out.mixed_rounds.push(r);
+    }
 }
 
 fn bench_etcd(bin: &std::path::Path, duration: Duration) -> Results {
@@ -88,7 +248,7 @@ fn bench_etcd(bin: &std::path::Path, duration: Duration) -> Results {
     if healthy.is_err() {
         eprintln!("etcd did not become healthy; skipping the baseline");
         members.iter_mut().for_each(|m| drop(m.kill()));
-        return Results { puts: Vec::new(), mixed: None };
+        return Results::empty("etcd");
     }
     let value64 = base64(VALUE);
     let put = Arc::new(move |client: usize, n: u64| Request {
@@ -100,9 +260,10 @@ fn bench_etcd(bin: &std::path::Path, duration: Duration) -> Results {
         )
         .into_bytes(),
     });
+    let client = Client { headers: "Content-Type: application/json\r\n".into(), ..Client::plain() };
     let mut puts = Vec::new();
     for c in LEVELS {
-        let r = run_load(&targets, c, duration, "Content-Type: application/json\r\n", |s| s == 200, put.clone());
+        let r = run_load(&targets, c, duration, &client, |s| s == 200, put.clone());
         eprintln!(
             "etcd puts c={c}: {:.0} ops/s, p50 {:.0} µs, errors {}",
             r.ops_per_s(),
@@ -115,7 +276,7 @@ fn bench_etcd(bin: &std::path::Path, duration: Duration) -> Results {
         let _ = m.kill();
         let _ = m.wait();
     }
-    Results { puts, mixed: None }
+    Results { put_rounds: puts.iter().map(|(_, r)| vec![r.clone()]).collect(), puts, ..Results::empty("etcd") }
 }
 
 fn start_etcd(bin: &std::path::Path, dir: &std::path::Path, i: usize, ports: &[u16], cluster: &str) -> Child {
@@ -140,32 +301,79 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-fn report(ours: &Results, etcd: Option<&Results>, json_path: Option<String>) {
+/// `a`/`b` at each concurrency level: throughput, p50 and p99 (for latency, above 1 is slower), each the
+/// median over rounds of the ratio within a round.
+fn print_ratios(label: &str, a: &Results, b: &Results, json: &mut Vec<String>) {
+    let mut line = |what: String, x: &[RunResult], y: &[RunResult]| {
+        let ops = round_ratio(x, y, RunResult::ops_per_s);
+        let p50 = round_ratio(x, y, |r| r.percentile_us(50.0));
+        let p99 = round_ratio(x, y, |r| r.percentile_us(99.0));
+        println!("ratio {label} {what}: throughput {ops:.2}x, p50 {p50:.2}x, p99 {p99:.2}x");
+        json.push(format!(
+            "{{\"ratio\":\"{label}\",\"workload\":\"{what}\",\"ops_per_s\":{ops:.3},\"p50\":{p50:.3},\"p99\":{p99:.3}}}"
+        ));
+    };
+    for ((c, x), y) in LEVELS.iter().zip(&a.put_rounds).zip(&b.put_rounds) {
+        line(format!("at c={c}"), x, y);
+    }
+    if !a.mixed_rounds.is_empty() && !b.mixed_rounds.is_empty() {
+        line("50/50 get/put c=16".into(), &a.mixed_rounds, &b.mixed_rounds);
+    }
+}
+
+fn report(systems: &[Results], etcd: Option<&Results>, json_path: Option<String>) {
     println!("KV benchmark: 64-byte puts, 3 nodes on loopback");
-    println!("{:<8} {:>6} {:>12} {:>10} {:>10} {:>10}", "system", "conc", "ops/s", "p50 µs", "p99 µs", "p999 µs");
+    println!("{:<12} {:>6} {:>12} {:>10} {:>10} {:>10}", "system", "conc", "ops/s", "p50 µs", "p99 µs", "p999 µs");
     let mut json = Vec::new();
-    let mut rows = |name: &str, results: &Results| {
+    let mut rows = |results: &Results| {
+        let name = &results.name;
         for (c, r) in &results.puts {
             let (p50, p99, p999) = (r.percentile_us(50.0), r.percentile_us(99.0), r.percentile_us(99.9));
-            println!("{name:<8} {c:>6} {:>12.0} {p50:>10.0} {p99:>10.0} {p999:>10.0}", r.ops_per_s());
+            println!("{name:<12} {c:>6} {:>12.0} {p50:>10.0} {p99:>10.0} {p999:>10.0}", r.ops_per_s());
             json.push(format!(
                 "{{\"system\":\"{name}\",\"concurrency\":{c},\"ops_per_s\":{:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"errors\":{}}}",
                 r.ops_per_s(),
                 r.errors
             ));
         }
+        if let Some(m) = &results.mixed {
+            let (p50, p99) = (m.percentile_us(50.0), m.percentile_us(99.0));
+            json.push(format!(
+                "{{\"system\":\"{name}\",\"workload\":\"50/50 get/put\",\"concurrency\":16,\"ops_per_s\":{:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"errors\":{}}}",
+                m.ops_per_s(),
+                m.errors
+            ));
+        }
     };
-    rows("aether", ours);
+    systems.iter().for_each(&mut rows);
     if let Some(e) = etcd {
-        rows("etcd", e);
+        rows(e);
     }
-    if let Some(m) = &ours.mixed {
-        println!(
-            "aether 50% linearizable gets / 50% puts, c=16: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs",
-            m.ops_per_s(),
-            m.percentile_us(50.0),
-            m.percentile_us(99.0)
-        );
+    for results in systems {
+        if let Some(m) = &results.mixed {
+            println!(
+                "{} 50% linearizable gets / 50% puts, c=16: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, errors {}",
+                results.name,
+                m.ops_per_s(),
+                m.percentile_us(50.0),
+                m.percentile_us(99.0),
+                m.errors
+            );
+        }
+    }
+    let ours = &systems[0];
+    let find = |name: &str| systems.iter().find(|r| r.name == name);
+    if let Some(baseline) = find("baseline") {
+        print_ratios("aether/baseline", ours, baseline, &mut json);
+    }
+    if let Some(auth) = find("aether+auth") {
+        print_ratios("auth on/off", auth, ours, &mut json);
+        if let Some(baseline) = find("baseline") {
+            print_ratios("aether+auth/baseline", auth, baseline, &mut json);
+        }
+    }
+    if let Some(tls) = find("aether+tls") {
+        print_ratios("tls/plain", tls, ours, &mut json);
     }
     match etcd.filter(|e| !e.puts.is_empty()) {
         Some(e) => {
@@ -175,6 +383,15 @@ fn report(ours: &Results, etcd: Option<&Results>, json_path: Option<String>) {
                     a.ops_per_s() / b.ops_per_s(),
                     a.percentile_us(99.0) / b.percentile_us(99.0)
                 );
+            }
+            if let Some(baseline) = find("baseline") {
+                for ((c, a), (_, b)) in baseline.puts.iter().zip(&e.puts) {
+                    println!(
+                        "ratio baseline/etcd at c={c}: throughput {:.2}x, p99 {:.2}x",
+                        a.ops_per_s() / b.ops_per_s(),
+                        a.percentile_us(99.0) / b.percentile_us(99.0)
+                    );
+                }
             }
         }
         None => println!("etcd not installed (apt-get install etcd-server): no baseline in this run"),
