@@ -1,4 +1,7 @@
-//! `cargo xtask test`: formatting, lints, then every test of the workspace under nextest.
+//! `cargo xtask test`: formatting, lints, the example slices, then every test of the workspace under
+//! nextest. The slices are built here, once, with this workspace's target directory, and handed to the
+//! tests as `AETHER_SLICES_REPO`; otherwise the first test that needs them builds them (and this task's
+//! own dependencies) in a target directory of its own while other tests wait.
 
 use crate::util::{cargo, run};
 
@@ -14,7 +17,10 @@ pub fn test(args: &[String]) -> crate::TaskResult {
     if !probe.status().is_ok_and(|s| s.success()) {
         return Err("cargo-nextest is not installed: cargo install cargo-nextest --locked".into());
     }
+    let repo = crate::util::target_dir().join("test-slices-repo");
+    crate::slices::build_slices(&["--repo".to_string(), repo.display().to_string()])?;
     let mut nextest = cargo();
+    nextest.env("AETHER_SLICES_REPO", &repo);
     nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(args);
     run(nextest)
 }
