@@ -199,27 +199,11 @@ mod tests {
     use invoke::RouteTarget;
     use std::io::{Read, Write};
     use std::net::TcpStream;
-    use std::path::Path;
-    use std::sync::OnceLock;
 
-    /// The slices, built once per test process by `cargo xtask build-slices` into a target folder
-    /// of their own (cargo's lock serialises parallel builds; files are renamed into place).
+    /// The example slices (`devcluster::example_slices_repo`: the repository `cargo xtask test` built, or
+    /// built once per test process).
     pub(crate) fn repo() -> PathBuf {
-        static REPO: OnceLock<PathBuf> = OnceLock::new();
-        REPO.get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-            let target = root.join("target").join("slices-build");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .current_dir(&root)
-                .env("CARGO_TARGET_DIR", &target)
-                .args(["run", "--quiet", "-p", "xtask", "--", "build-slices"])
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the slices failed");
-            target.join("slices-repo")
-        })
-        .clone()
+        devcluster::example_slices_repo().unwrap()
     }
 
     fn server(slices: &[&str], options: AppOptions) -> AppServer {
