@@ -203,7 +203,7 @@ Mutual TLS on the cluster port (node-1 shown; each node names its own files):
   key_file = \"{d}/node-1.key\"
 
 Clients trust the CA:
-  curl --cacert {d}/ca.pem https://127.0.0.1:8080/api/health"
+  curl --cacert {d}/ca.pem https://127.0.0.1:8080/health/ready"
     )
 }
 
