@@ -8,15 +8,19 @@
 //! - Nothing here reads a clock, a socket or a random source: time comes in as `now_ms`, and everything
 //!   to do goes out as `Output`s, in order.
 
+mod catchup;
+mod clients;
+mod recovery;
 mod resume;
+mod retransmit;
 
 pub use resume::{Resume, SnapshotRecord};
 
 use std::collections::VecDeque;
 
 use crate::log::{DecidedLog, StoredSnapshot};
-use crate::message::{DecidedSlot, Message, SessionRecord};
-use crate::queue::{PendingQueue, PushError};
+use crate::message::{Message, SessionRecord};
+use crate::queue::PendingQueue;
 use crate::sessions::Sessions;
 use crate::slot::SlotAgreement;
 use crate::types::{Broken, ClientCommand, Command, CommandId, Config, Decision, ReplicaId, Slot};
@@ -317,72 +321,6 @@ impl Replica {
         }
     }
 
-    fn on_submit(&mut self, now_ms: u64, commands: Vec<ClientCommand>, out: &mut Vec<Output>) {
-        let mut accepted = Vec::new();
-        for command in commands {
-            if let Some(reason) = self.admit(now_ms, command, &mut accepted) {
-                out.push(Output::Rejected { id: reason.0, reason: reason.1 });
-            }
-        }
-        for chunk in accepted.chunks(self.config.forward_commands_max.max(1)) {
-            out.push(Output::Broadcast { message: Message::Forward { commands: chunk.to_vec() } });
-        }
-        self.maybe_propose(now_ms, out);
-    }
-
-    /// Queues a client command stamped with our clock, or says why not.
-    fn admit(
-        &mut self,
-        now_ms: u64,
-        command: ClientCommand,
-        accepted: &mut Vec<Command>,
-    ) -> Option<(CommandId, RejectReason)> {
-        let id = command.id;
-        if command.payload.len() > self.config.payload_bytes_max {
-            return Some((id, RejectReason::TooLarge));
-        }
-        if self.is_applied(id) {
-            return Some((id, RejectReason::AlreadyApplied));
-        }
-        if self.queue.contains(id) {
-            return None;
-        }
-        if self.queue_over_admission_share(command.payload.len()) {
-            return Some((id, RejectReason::QueueFull));
-        }
-        let stamped = Command { id, origin: self.config.me, timestamp_ms: now_ms, payload: command.payload };
-        match self.queue.push(stamped.clone()) {
-            Ok(()) => {
-                accepted.push(stamped);
-                None
-            }
-            Err(PushError::AlreadyQueued) => None,
-            Err(PushError::Full) => Some((id, RejectReason::QueueFull)),
-        }
-    }
-
-    /// Client commands are admitted while the queue is below its share of the capacity (in commands and
-    /// in bytes), so the commands every replica admits still fit in every queue; forwarded ones may fill it.
-    fn queue_over_admission_share(&self, payload_bytes: usize) -> bool {
-        let n = self.config.n().max(1);
-        let commands_max = (self.config.queue_commands_max / n).max(1);
-        let bytes_max = self.config.queue_bytes_max / n;
-        self.queue.len() >= commands_max || self.queue.bytes() + payload_bytes + 48 > bytes_max
-    }
-
-    fn is_applied(&self, id: CommandId) -> bool {
-        self.config.broken != Broken::NoDedupe && self.sessions.is_applied(id)
-    }
-
-    fn enqueue_forwarded(&mut self, command: Command) {
-        if self.is_applied(command.id) {
-            return;
-        }
-        if self.queue.push(command) == Err(PushError::Full) {
-            self.stats.forwards_dropped_queue_full += 1;
-        }
-    }
-
     fn on_round_message(&mut self, now_ms: u64, from: ReplicaId, message: Message, out: &mut Vec<Output>) {
         let Some(slot) = message.round_slot() else {
             return;
@@ -542,31 +480,6 @@ impl Replica {
         applied
     }
 
-    /// Asks for a snapshot every `snapshot_every_slots`, and as soon as the log outgrows its bound (so
-    /// compaction, not dropping, keeps it bounded).
-    fn maybe_ask_snapshot(&mut self, next_slot: Slot, out: &mut Vec<Output>) {
-        let periodic = self.slots_since_snapshot >= self.config.snapshot_every_slots;
-        let log_full = self.log.over_soft_bound() && self.snapshot_asked.is_none();
-        if !periodic && !log_full {
-            return;
-        }
-        self.slots_since_snapshot = 0;
-        self.snapshot_asked = Some((next_slot, self.sessions.export()));
-        out.push(Output::TakeSnapshot { next_slot });
-    }
-
-    fn on_snapshot_taken(&mut self, next_slot: Slot, state: Vec<u8>) {
-        match self.snapshot_asked.take() {
-            Some((asked, sessions)) if asked == next_slot => {
-                self.log.store_snapshot(StoredSnapshot { next_slot, sessions, state })
-            }
-            other => {
-                self.snapshot_asked = other;
-                self.stats.snapshot_answers_ignored += 1;
-            }
-        }
-    }
-
     fn advance_to(&mut self, now_ms: u64, next_slot: Slot, out: &mut Vec<Output>) {
         self.next_slot = next_slot;
         self.slot_started_ms = now_ms;
@@ -581,228 +494,6 @@ impl Replica {
         self.replay.extend(ready);
         self.finish_recovery_if_past_floor(now_ms, out);
         self.maybe_propose(now_ms, out);
-    }
-
-    fn on_status(&mut self, now_ms: u64, from: ReplicaId, their_next: Slot, out: &mut Vec<Output>) {
-        self.note_peer_slot(from, their_next);
-        if their_next < self.next_slot {
-            self.reply_sync(now_ms, from, their_next, out);
-        } else if their_next > self.next_slot {
-            self.request_sync(now_ms, from, out);
-        }
-    }
-
-    fn note_peer_slot(&mut self, from: ReplicaId, slot: Slot) {
-        if let Some(peer) = self.peers.get_mut(from.index()) {
-            peer.seen_slot = peer.seen_slot.max(slot);
-        }
-    }
-
-    /// Asks `peer` for what we lack, at most once per retransmit period.
-    fn request_sync(&mut self, now_ms: u64, peer: ReplicaId, out: &mut Vec<Output>) {
-        let period_ms = self.config.retransmit_ms;
-        let Some(track) = self.peers.get_mut(peer.index()) else {
-            return;
-        };
-        if track.request_at_ms.is_some_and(|at| now_ms < at.saturating_add(period_ms)) {
-            return;
-        }
-        track.request_at_ms = Some(now_ms);
-        out.push(Output::Send { to: peer, message: Message::SyncRequest { from_slot: self.next_slot } });
-    }
-
-    /// Sends `peer` the decided slots from `from` (or our snapshot, when they were compacted), at most
-    /// once per retransmit period for the same starting slot.
-    fn reply_sync(&mut self, now_ms: u64, peer: ReplicaId, from: Slot, out: &mut Vec<Output>) {
-        if from == self.next_slot {
-            self.resend_to(peer, out);
-            return;
-        }
-        let period_ms = self.config.retransmit_ms;
-        let Some(track) = self.peers.get_mut(peer.index()) else {
-            return;
-        };
-        if track.reply_from == Some(from) && now_ms < track.reply_at_ms.saturating_add(period_ms) {
-            return;
-        }
-        track.reply_from = Some(from);
-        track.reply_at_ms = now_ms;
-        let mut from = from;
-        if self.log.needs_snapshot(from) {
-            if let Some(snapshot) = self.log.snapshot.clone() {
-                from = snapshot.next_slot;
-                out.push(Output::Send {
-                    to: peer,
-                    message: Message::Snapshot {
-                        next_slot: snapshot.next_slot,
-                        sessions: snapshot.sessions,
-                        state: snapshot.state,
-                    },
-                });
-            }
-        }
-        let decisions = self.log.range(from, self.config.sync_slots_max);
-        if !decisions.is_empty() {
-            out.push(Output::Send { to: peer, message: Message::SyncReply { decisions } });
-        }
-    }
-
-    fn on_sync_reply(&mut self, now_ms: u64, decisions: Vec<DecidedSlot>, out: &mut Vec<Output>) {
-        for decided in decisions {
-            if decided.slot == self.next_slot {
-                self.stats.slots_by_sync += 1;
-                self.commit(now_ms, decided.batch, out);
-            }
-        }
-    }
-
-    fn install_snapshot(&mut self, now_ms: u64, snapshot: StoredSnapshot, out: &mut Vec<Output>) {
-        if snapshot.next_slot <= self.next_slot {
-            return;
-        }
-        self.sessions.import(&snapshot.sessions);
-        let sessions = &self.sessions;
-        self.queue.retain(|id| !sessions.is_applied(id));
-        out.push(Output::InstallSnapshot { next_slot: snapshot.next_slot, state: snapshot.state.clone() });
-        let next_slot = snapshot.next_slot;
-        self.log.store_snapshot(snapshot);
-        self.snapshot_asked = None;
-        self.slots_since_snapshot = 0;
-        self.stats.snapshots_installed += 1;
-        self.advance_to(now_ms, next_slot, out);
-    }
-
-    fn on_recovery_probe(&mut self, from: ReplicaId, incarnation: u64, out: &mut Vec<Output>) {
-        if self.is_recovering() {
-            return;
-        }
-        out.push(Output::Send { to: from, message: Message::RecoveryReply { incarnation, next_slot: self.next_slot } });
-    }
-
-    /// Collects peers' positions; with a majority of the cluster answering (peers only: our own memory is
-    /// gone), every slot we might have voted in is at most one past the highest reported, so we vote
-    /// again only from two past it. See the crate documentation for the argument.
-    fn on_recovery_reply(
-        &mut self,
-        now_ms: u64,
-        from: ReplicaId,
-        incarnation: u64,
-        their_next: Slot,
-        out: &mut Vec<Output>,
-    ) {
-        let quorum = self.config.quorum();
-        let Mode::Recovering(recovery) = &mut self.mode else {
-            return;
-        };
-        if recovery.incarnation != incarnation || recovery.vote_floor.is_some() {
-            return;
-        }
-        recovery.reported[from.index()] = Some(their_next);
-        let reported: Vec<Slot> = recovery.reported.iter().flatten().copied().collect();
-        if reported.len() < quorum {
-            return;
-        }
-        let highest = reported.iter().copied().max().unwrap_or(Slot(0));
-        recovery.vote_floor = Some(Slot(highest.0.saturating_add(2)));
-        self.note_peer_slot(from, their_next);
-        self.finish_recovery_if_past_floor(now_ms, out);
-    }
-
-    fn finish_recovery_if_past_floor(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        let Mode::Recovering(recovery) = &self.mode else {
-            return;
-        };
-        if recovery.vote_floor.is_some_and(|floor| self.next_slot >= floor) {
-            self.mode = Mode::Normal;
-            self.future_bytes = 0;
-            self.replay.extend(
-                std::mem::take(&mut self.future)
-                    .into_iter()
-                    .filter(|(_, m)| m.round_slot().is_some_and(|s| s >= self.next_slot)),
-            );
-            self.maybe_propose(now_ms, out);
-        }
-    }
-
-    fn on_retransmit(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        self.arm_retransmit(now_ms, out);
-        out.push(Output::Broadcast { message: Message::Status { next_slot: self.next_slot } });
-        self.resend_round_messages(now_ms, out);
-        self.ask_for_missing(now_ms, out);
-        self.reforward_old_commands(now_ms, out);
-    }
-
-    fn arm_retransmit(&self, now_ms: u64, out: &mut Vec<Output>) {
-        out.push(Output::SetTimer {
-            kind: TimerKind::Retransmit,
-            at_ms: now_ms.saturating_add(self.config.retransmit_ms.max(1)),
-        });
-    }
-
-    /// Resends this slot's own messages once the slot has been open for a whole period (messages may
-    /// have been lost), or the recovery probe while a restarted replica still waits for answers.
-    fn resend_round_messages(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        match &self.mode {
-            Mode::Recovering(recovery) if recovery.vote_floor.is_none() => {
-                out.push(Output::Broadcast { message: Message::RecoveryProbe { incarnation: recovery.incarnation } });
-            }
-            Mode::Recovering(_) => {}
-            Mode::Normal => {
-                let stuck = now_ms >= self.slot_started_ms.saturating_add(self.config.retransmit_ms);
-                if stuck && self.agreement.is_active() {
-                    let mut messages = Vec::new();
-                    self.agreement.own_messages(&mut messages);
-                    broadcast_all(messages, out);
-                }
-            }
-        }
-    }
-
-    /// Asks the most advanced peer for decisions when someone is ahead of us, or when we decided a
-    /// batch we never received.
-    fn ask_for_missing(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        let ahead = (0..self.config.n())
-            .filter(|i| self.peers[*i].seen_slot > self.next_slot)
-            .max_by_key(|i| self.peers[*i].seen_slot);
-        if let Some(peer) = ahead {
-            self.request_sync(now_ms, ReplicaId(peer as u8), out);
-        } else if self.agreement.decided == Some(true) || self.agreement.exhausted {
-            out.push(Output::Broadcast { message: Message::SyncRequest { from_slot: self.next_slot } });
-        }
-    }
-
-    fn reforward_old_commands(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        let Some(cutoff_ms) = now_ms.checked_sub(self.config.reforward_after_ms) else {
-            return;
-        };
-        let old = self.queue.stamped_before(cutoff_ms, self.config.forward_commands_max);
-        if !old.is_empty() {
-            out.push(Output::Broadcast { message: Message::Forward { commands: old } });
-        }
-    }
-}
-
-impl Replica {
-    fn on_peer_connected(&self, peer: ReplicaId, out: &mut Vec<Output>) {
-        if peer.index() >= self.config.n() || peer == self.config.me {
-            return;
-        }
-        out.push(Output::Send { to: peer, message: Message::Status { next_slot: self.next_slot } });
-        if let Mode::Recovering(recovery) = &self.mode {
-            if recovery.vote_floor.is_none() {
-                let incarnation = recovery.incarnation;
-                out.push(Output::Send { to: peer, message: Message::RecoveryProbe { incarnation } });
-            }
-            return;
-        }
-        self.resend_to(peer, out);
-    }
-
-    /// A peer in our slot asked for it: it decided a batch it has not seen, so send it what we sent.
-    fn resend_to(&self, peer: ReplicaId, out: &mut Vec<Output>) {
-        let mut messages = Vec::new();
-        self.agreement.own_messages(&mut messages);
-        out.extend(messages.into_iter().map(|message| Output::Send { to: peer, message }));
     }
 }
 
