@@ -85,6 +85,7 @@
 //! assert!(decode_message(b"not an archive").is_err());
 //! ```
 
+mod clock;
 mod coin;
 mod log;
 mod message;
@@ -97,4 +98,4 @@ mod types;
 pub use coin::coin;
 pub use message::{decode_message, encode_message, DecidedSlot, DecodeError, Message, SessionRecord};
 pub use replica::{Input, Output, RejectReason, Replica, Resume, SnapshotRecord, Stats, TimerKind};
-pub use types::{Broken, ClientCommand, Command, CommandId, Config, Decision, Phase, ReplicaId, Slot};
+pub use types::{batch_time_ms, Broken, ClientCommand, Command, CommandId, Config, Decision, Phase, ReplicaId, Slot};

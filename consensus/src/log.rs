@@ -139,6 +139,7 @@ mod tests {
             id: crate::types::CommandId { client: 1, seq: 1 },
             origin: crate::types::ReplicaId(0),
             timestamp_ms: 0,
+            deadline_ms: 0,
             payload: vec![0; 100],
         }];
         let mut log = DecidedLog::new(100, 100);

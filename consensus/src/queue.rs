@@ -2,13 +2,17 @@
 //! replica that holds the same commands proposes the same head.
 //!
 //! Invariants: at most `commands_max` commands and `bytes_max` bytes (`Command::size_bytes`); each
-//! `CommandId` at most once; `index` and `order` always hold exactly the same commands, whose sizes sum
-//! to `bytes`. Conflicts resolve towards the front of the order, the same way on every
+//! `CommandId` at most once; `order`, `index`, `due` and `deadlines` always hold exactly the same commands,
+//! whose sizes sum to `bytes`. Conflicts resolve towards the front of the order, the same way on every
 //! replica, so queues that saw the same commands hold the same head: of two copies of one command
 //! (a client retried at another replica) the earlier-ordered copy stays, and a full queue makes room for
 //! an earlier-ordered command by evicting its last one.
+//!
+//! Besides the order, each command has a local due time for its next re-forward (set from the local
+//! clock when it is queued, and pushed one period on every re-forward), and its deadline, so both the
+//! commands due and the commands expired are found without scanning the queue.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::types::{Command, CommandId, ReplicaId};
 
@@ -20,9 +24,18 @@ pub(crate) enum PushError {
     AlreadyQueued,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: QueueKey,
+    due_ms: u64,
+    deadline_ms: u64,
+}
+
 pub(crate) struct PendingQueue {
     order: BTreeMap<QueueKey, Command>,
-    index: BTreeMap<CommandId, QueueKey>,
+    index: BTreeMap<CommandId, Entry>,
+    due: BTreeSet<(u64, CommandId)>,
+    deadlines: BTreeSet<(u64, CommandId)>,
     commands_max: usize,
     bytes: usize,
     bytes_max: usize,
@@ -30,7 +43,15 @@ pub(crate) struct PendingQueue {
 
 impl PendingQueue {
     pub(crate) fn new(commands_max: usize, bytes_max: usize) -> PendingQueue {
-        PendingQueue { order: BTreeMap::new(), index: BTreeMap::new(), commands_max, bytes: 0, bytes_max }
+        PendingQueue {
+            order: BTreeMap::new(),
+            index: BTreeMap::new(),
+            due: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            commands_max,
+            bytes: 0,
+            bytes_max,
+        }
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -49,10 +70,11 @@ impl PendingQueue {
         self.index.contains_key(&id)
     }
 
-    pub(crate) fn push(&mut self, command: Command) -> Result<(), PushError> {
+    /// Queues `command`, due for re-forwarding at local time `due_ms`.
+    pub(crate) fn push(&mut self, command: Command, due_ms: u64) -> Result<(), PushError> {
         let key = (command.timestamp_ms, command.origin, command.id);
         if let Some(existing) = self.index.get(&command.id) {
-            if key >= *existing {
+            if key >= existing.key {
                 return Err(PushError::AlreadyQueued);
             }
             self.remove(command.id);
@@ -68,14 +90,19 @@ impl PendingQueue {
             }
         }
         self.bytes += size;
-        self.index.insert(command.id, key);
+        let deadline_ms = command.deadline_ms;
+        self.index.insert(command.id, Entry { key, due_ms, deadline_ms });
+        self.due.insert((due_ms, command.id));
+        self.deadlines.insert((deadline_ms, command.id));
         self.order.insert(key, command);
         Ok(())
     }
 
     pub(crate) fn remove(&mut self, id: CommandId) {
-        if let Some(key) = self.index.remove(&id) {
-            if let Some(command) = self.order.remove(&key) {
+        if let Some(entry) = self.index.remove(&id) {
+            self.due.remove(&(entry.due_ms, id));
+            self.deadlines.remove(&(entry.deadline_ms, id));
+            if let Some(command) = self.order.remove(&entry.key) {
                 self.bytes -= command.size_bytes();
             }
         }
@@ -87,6 +114,27 @@ impl PendingQueue {
         for id in gone {
             self.remove(id);
         }
+    }
+
+    /// Drops the commands of `client` with a sequence below `seq_floor`; returns how many.
+    pub(crate) fn remove_client_below(&mut self, client: u64, seq_floor: u64) -> usize {
+        let from = CommandId { client, seq: 0 };
+        let to = CommandId { client, seq: seq_floor };
+        let gone: Vec<CommandId> = self.index.range(from..to).map(|(id, _)| *id).collect();
+        for id in &gone {
+            self.remove(*id);
+        }
+        gone.len()
+    }
+
+    /// Drops the commands whose deadline is below `now_ms` and returns their ids.
+    pub(crate) fn remove_expired(&mut self, now_ms: u64) -> Vec<CommandId> {
+        let expired: Vec<CommandId> =
+            self.deadlines.iter().take_while(|(deadline, _)| *deadline < now_ms).map(|(_, id)| *id).collect();
+        for id in &expired {
+            self.remove(*id);
+        }
+        expired
     }
 
     /// The head of the queue, at most `commands_max` commands and `bytes_max` payload bytes (always at
@@ -105,6 +153,37 @@ impl PendingQueue {
         batch
     }
 
+    /// The commands due for re-forwarding at local time `now_ms`, longest due first, up to `bytes_max`
+    /// bytes (`Command::size_bytes`, at least one command); each taken one is next due at
+    /// `now_ms + period_ms`.
+    pub(crate) fn take_due(&mut self, now_ms: u64, period_ms: u64, bytes_max: usize) -> Vec<Command> {
+        let mut taken = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(&(due_ms, id)) = self.due.first() {
+            if due_ms > now_ms {
+                break;
+            }
+            let Some(entry) = self.index.get_mut(&id) else {
+                // Unreachable by the invariants; drop the stray entry rather than loop on it.
+                self.due.remove(&(due_ms, id));
+                continue;
+            };
+            let Some(command) = self.order.get(&entry.key) else {
+                self.due.remove(&(due_ms, id));
+                continue;
+            };
+            if !taken.is_empty() && bytes + command.size_bytes() > bytes_max {
+                break;
+            }
+            bytes += command.size_bytes();
+            taken.push(command.clone());
+            self.due.remove(&(due_ms, id));
+            entry.due_ms = now_ms.saturating_add(period_ms.max(1));
+            self.due.insert((entry.due_ms, id));
+        }
+        taken
+    }
+
     /// Commands stamped at or before `timestamp_ms`, oldest first, at most `count_max`.
     pub(crate) fn stamped_before(&self, timestamp_ms: u64, count_max: usize) -> Vec<Command> {
         self.order
@@ -121,20 +200,32 @@ mod tests {
     use super::*;
 
     fn command(client: u64, timestamp_ms: u64) -> Command {
-        Command { id: CommandId { client, seq: 0 }, origin: ReplicaId(0), timestamp_ms, payload: vec![1] }
+        Command {
+            id: CommandId { client, seq: 0 },
+            origin: ReplicaId(0),
+            timestamp_ms,
+            deadline_ms: timestamp_ms + 1_000,
+            payload: vec![1],
+        }
+    }
+
+    impl PendingQueue {
+        fn push0(&mut self, command: Command) -> Result<(), PushError> {
+            self.push(command, 0)
+        }
     }
 
     #[test]
     fn head_is_ordered_by_timestamp_and_queue_is_bounded() {
         let mut queue = PendingQueue::new(2, 1 << 20);
-        assert_eq!(queue.push(command(1, 50)), Ok(()));
-        assert_eq!(queue.push(command(2, 10)), Ok(()));
-        assert_eq!(queue.push(command(2, 10)), Err(PushError::AlreadyQueued));
-        assert_eq!(queue.push(command(3, 60)), Err(PushError::Full));
-        assert_eq!(queue.push(command(3, 0)), Ok(()), "an earlier command evicts the last");
+        assert_eq!(queue.push0(command(1, 50)), Ok(()));
+        assert_eq!(queue.push0(command(2, 10)), Ok(()));
+        assert_eq!(queue.push0(command(2, 10)), Err(PushError::AlreadyQueued));
+        assert_eq!(queue.push0(command(3, 60)), Err(PushError::Full));
+        assert_eq!(queue.push0(command(3, 0)), Ok(()), "an earlier command evicts the last");
         let head = queue.head(8, 1 << 20);
         assert_eq!(head.iter().map(|c| c.id.client).collect::<Vec<_>>(), vec![3, 2]);
-        assert_eq!(queue.push(command(2, 5)), Ok(()), "the earlier copy of a command wins");
+        assert_eq!(queue.push0(command(2, 5)), Ok(()), "the earlier copy of a command wins");
         assert_eq!(queue.head(1, 1 << 20)[0].timestamp_ms, 0);
         assert_eq!(queue.head(2, 1 << 20)[1].timestamp_ms, 5);
         assert_eq!(queue.bytes(), 2 * command(0, 0).size_bytes());
@@ -144,14 +235,51 @@ mod tests {
     fn queue_is_bounded_in_bytes() {
         let mut queue = PendingQueue::new(100, 3 * command(0, 0).size_bytes());
         for client in 0..3 {
-            assert_eq!(queue.push(command(client, 10 + client)), Ok(()));
+            assert_eq!(queue.push0(command(client, 10 + client)), Ok(()));
         }
-        assert_eq!(queue.push(command(9, 50)), Err(PushError::Full));
-        assert_eq!(queue.push(command(8, 1)), Ok(()), "an earlier command evicts the last");
+        assert_eq!(queue.push0(command(9, 50)), Err(PushError::Full));
+        assert_eq!(queue.push0(command(8, 1)), Ok(()), "an earlier command evicts the last");
         assert_eq!(queue.len(), 3);
         assert!(!queue.contains(CommandId { client: 2, seq: 0 }));
         queue.remove(CommandId { client: 8, seq: 0 });
         assert_eq!(queue.len(), 2);
         assert_eq!(queue.bytes(), 2 * command(0, 0).size_bytes());
+    }
+
+    #[test]
+    fn due_commands_are_taken_once_per_period_within_a_byte_budget() {
+        let mut queue = PendingQueue::new(100, 1 << 20);
+        for client in 0..10 {
+            assert_eq!(queue.push(command(client, 500 - client), 100 + client), Ok(()));
+        }
+        assert!(queue.take_due(99, 50, 1 << 20).is_empty());
+        let size = command(0, 0).size_bytes();
+        let first = queue.take_due(200, 50, 3 * size);
+        assert_eq!(first.iter().map(|c| c.id.client).collect::<Vec<_>>(), vec![0, 1, 2], "longest due first");
+        let second = queue.take_due(200, 50, 100 * size);
+        assert_eq!(second.len(), 7, "the rest, next tick");
+        assert!(queue.take_due(249, 50, 100 * size).is_empty(), "each at most once per period");
+        assert_eq!(queue.take_due(250, 50, 100 * size).len(), 10);
+        assert_eq!(queue.take_due(400, 50, 1).len(), 1, "at least one command per tick");
+    }
+
+    #[test]
+    fn expired_and_below_floor_commands_are_removed() {
+        let mut queue = PendingQueue::new(100, 1 << 20);
+        for client in 0..4 {
+            assert_eq!(queue.push0(command(client, client * 1_000)), Ok(()));
+        }
+        assert_eq!(queue.remove_expired(1_000), vec![], "a deadline equal to now has not passed");
+        assert_eq!(queue.remove_expired(2_500).len(), 2);
+        assert_eq!(queue.len(), 2);
+        let seqs = |client: u64, seq: u64| Command { id: CommandId { client, seq }, ..command(client, 9_000) };
+        for seq in 0..5 {
+            assert_eq!(queue.push0(seqs(7, seq)), Ok(()));
+        }
+        assert_eq!(queue.remove_client_below(7, 3), 3);
+        assert!(queue.contains(CommandId { client: 7, seq: 3 }) && !queue.contains(CommandId { client: 7, seq: 2 }));
+        assert_eq!(queue.len(), 4);
+        assert_eq!(queue.bytes(), 4 * command(0, 0).size_bytes());
+        assert!(queue.take_due(0, 1, 1 << 20).len() == 4, "the indexes hold exactly the queued commands");
     }
 }

@@ -1,5 +1,6 @@
 //! `Replica`: one member of the cluster as a sans-IO state machine. It owns the pending queue, the
-//! current slot's agreement, the decided log kept for catch-up, client sessions and the restart recovery.
+//! current slot's agreement, the decided log kept for catch-up, client sessions, the hybrid clock that
+//! stamps commands, and the restart recovery.
 //!
 //! Invariants:
 //! - Slots are decided and output strictly in order; `next_slot` is the first slot not yet output.
@@ -7,6 +8,10 @@
 //! - Every buffer is bounded by the `Config`; a message that does not fit a bound is dropped and counted.
 //! - Nothing here reads a clock, a socket or a random source: time comes in as `now_ms`, and everything
 //!   to do goes out as `Output`s, in order.
+//! - A decided batch applies identically everywhere: duplicates (by the sessions) and expired commands
+//!   (deadline below the batch's latest stamp) are filtered by the batch and the sessions alone.
+//! - The queue never holds a command the sessions count as applied for long: a decided batch removes
+//!   its commands, and a floor jump in the sessions removes the client's commands below it.
 
 mod catchup;
 mod clients;
@@ -18,12 +23,13 @@ pub use resume::{Resume, SnapshotRecord};
 
 use std::collections::VecDeque;
 
+use crate::clock::HybridClock;
 use crate::log::{DecidedLog, StoredSnapshot};
 use crate::message::{Message, SessionRecord};
 use crate::queue::PendingQueue;
 use crate::sessions::Sessions;
 use crate::slot::SlotAgreement;
-use crate::types::{Broken, ClientCommand, Command, CommandId, Config, Decision, ReplicaId, Slot};
+use crate::types::{batch_time_ms, Broken, ClientCommand, Command, CommandId, Config, Decision, ReplicaId, Slot};
 
 /// The timers a replica asks for. Arming a kind again replaces its previous deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,6 +48,11 @@ pub enum RejectReason {
     AlreadyApplied,
     /// The payload is over `payload_bytes_max`.
     TooLarge,
+    /// The command outlived its deadline (`Config::command_ttl_ms` from its stamp) without being decided.
+    /// From a decided batch it did not apply there; from a queue it was dropped here, but another replica
+    /// may still hold it, so either way the outcome is "did not apply yet, and should not any more",
+    /// not a guarantee: answer it as a timeout.
+    Expired,
 }
 
 #[derive(Clone, Debug)]
@@ -109,6 +120,14 @@ pub struct Stats {
     pub snapshots_installed: u64,
     pub snapshot_answers_ignored: u64,
     pub forwards_dropped_queue_full: u64,
+    /// Commands re-forwarded on the retransmit timer.
+    pub reforwarded: u64,
+    /// Commands dropped from a decided batch because it was past their deadline.
+    pub expired_at_apply: u64,
+    /// Commands dropped from the queue because the local clock was past their deadline.
+    pub expired_in_queue: u64,
+    /// Queued commands removed because the sessions' floor jumped past them.
+    pub purged_below_floor: u64,
     pub future_messages_dropped: u64,
     pub invalid_messages: u64,
     pub exhausted_slots: u64,
@@ -143,6 +162,7 @@ pub struct Replica {
     slot_started_ms: u64,
     agreement: SlotAgreement,
     queue: PendingQueue,
+    clock: HybridClock,
     sessions: Sessions,
     log: DecidedLog,
     future: Vec<(ReplicaId, Message)>,
@@ -173,6 +193,7 @@ impl Replica {
             slot_started_ms: 0,
             agreement: SlotAgreement::new(Slot(0), &config),
             queue: PendingQueue::new(config.queue_commands_max, config.queue_bytes_max),
+            clock: HybridClock::default(),
             sessions: Sessions::new(config.clients_max, config.session_window),
             log: DecidedLog::new(config.log_slots_max, config.log_bytes_max),
             future: Vec::new(),
@@ -281,7 +302,7 @@ impl Replica {
         }
         match message {
             Message::Forward { commands } => {
-                commands.into_iter().for_each(|c| self.enqueue_forwarded(c));
+                commands.into_iter().for_each(|c| self.enqueue_forwarded(now_ms, c));
                 self.maybe_propose(now_ms, out);
             }
             Message::Proposal { .. } | Message::State { .. } | Message::Vote { .. } => {
@@ -348,6 +369,11 @@ impl Replica {
         let from_index = from.index();
         let adopted = match message {
             Message::Proposal { batch, .. } => {
+                // Whatever the slot decides, the proposal's commands join our queue: heads that differ
+                // (a forward that never reached us, a proposer whose origin died) converge by the next slot.
+                if !self.config.broken.proposals_not_queued() {
+                    batch.iter().for_each(|c| self.enqueue_forwarded(now_ms, c.clone()));
+                }
                 let adopt = (!self.agreement.has_proposed()).then(|| batch.clone());
                 self.agreement.on_proposal(from_index, batch);
                 adopt
@@ -364,7 +390,7 @@ impl Replica {
             }
             _ => None,
         };
-        self.propose(adopted, out);
+        self.propose(now_ms, adopted, out);
         self.drive(now_ms, out);
     }
 
@@ -388,7 +414,7 @@ impl Replica {
             return;
         }
         if self.config.propose_delay_ms == 0 {
-            self.propose(None, out);
+            self.propose(now_ms, None, out);
             self.drive(now_ms, out);
             return;
         }
@@ -402,17 +428,18 @@ impl Replica {
     fn on_propose_timer(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         self.propose_armed = false;
         if !self.queue.is_empty() {
-            self.propose(None, out);
+            self.propose(now_ms, None, out);
             self.drive(now_ms, out);
         }
     }
 
     /// Proposes once per slot: a peer's non-empty proposal when one triggered us (so heads converge),
-    /// otherwise the head of our queue (possibly empty).
-    fn propose(&mut self, adopted: Option<Vec<Command>>, out: &mut Vec<Output>) {
+    /// otherwise the head of our queue (possibly empty) once what expired by our clock is gone from it.
+    fn propose(&mut self, now_ms: u64, adopted: Option<Vec<Command>>, out: &mut Vec<Output>) {
         if self.is_recovering() || self.agreement.has_proposed() || self.agreement.exhausted {
             return;
         }
+        self.drop_expired(now_ms, out);
         let batch = match adopted {
             Some(batch) if !batch.is_empty() => batch,
             _ => self.queue.head(self.config.batch_commands_max, self.config.batch_bytes_max),
@@ -446,7 +473,7 @@ impl Replica {
     /// Outputs the decision of `next_slot` and moves to the next slot.
     fn commit(&mut self, now_ms: u64, outcome: Option<Vec<Command>>, out: &mut Vec<Output>) {
         let slot = self.next_slot;
-        let applied = outcome.as_ref().map(|batch| self.apply_batch(slot, batch));
+        let applied = outcome.as_ref().map(|batch| self.apply_batch(now_ms, slot, batch, out));
         self.count_null(outcome.is_none());
         self.log.push(slot, outcome);
         out.push(Output::Decided(Decision { slot, batch: applied }));
@@ -465,8 +492,13 @@ impl Replica {
         }
     }
 
-    /// Removes the batch from the queue and returns the commands that apply (first time seen).
-    fn apply_batch(&mut self, slot: Slot, batch: &[Command]) -> Vec<Command> {
+    /// Removes the batch from the queue and returns the commands that apply: seen for the first time and
+    /// not past their deadline at the batch's time (its latest stamp). Both tests read only the batch and
+    /// the sessions, so every replica filters the same commands. Expired ones are answered as such and not
+    /// recorded: a replica resuming from its log records exactly the applied commands, like this.
+    fn apply_batch(&mut self, now_ms: u64, slot: Slot, batch: &[Command], out: &mut Vec<Output>) -> Vec<Command> {
+        let batch_time_ms = batch_time_ms(batch);
+        self.clock.observe(now_ms, batch_time_ms);
         let mut applied = Vec::with_capacity(batch.len());
         for command in batch {
             self.queue.remove(command.id);
@@ -474,7 +506,14 @@ impl Replica {
                 self.stats.duplicates_filtered += 1;
                 continue;
             }
-            self.sessions.record(command.id, slot);
+            if command.expired_at(batch_time_ms) {
+                self.stats.expired_at_apply += 1;
+                out.push(Output::Rejected { id: command.id, reason: RejectReason::Expired });
+                continue;
+            }
+            if let Some(seq_floor) = self.sessions.record(command.id, slot) {
+                self.stats.purged_below_floor += self.queue.remove_client_below(command.id.client, seq_floor) as u64;
+            }
             applied.push(command.clone());
         }
         applied

@@ -41,8 +41,10 @@ impl Sessions {
         self.clients.get(&id.client).is_some_and(|s| id.seq < s.seq_floor || s.applied_above.contains(&id.seq))
     }
 
-    /// Records `id` as applied in `slot`. The caller checked `is_applied` first.
-    pub(crate) fn record(&mut self, id: CommandId, slot: Slot) {
+    /// Records `id` as applied in `slot`. The caller checked `is_applied` first. Returns the client's new
+    /// floor when the window overflowed and the floor jumped past sequences that never applied: those now
+    /// count as applied too, and any still queued must go.
+    pub(crate) fn record(&mut self, id: CommandId, slot: Slot) -> Option<u64> {
         if !self.clients.contains_key(&id.client) && self.clients.len() >= self.clients_max {
             self.evict_oldest();
         }
@@ -52,7 +54,7 @@ impl Sessions {
         session.last_slot = slot.0;
         self.by_age.insert((slot.0, id.client));
         session.applied_above.insert(id.seq);
-        advance_floor(session, window);
+        advance_floor(session, window).then_some(session.seq_floor)
     }
 
     fn evict_oldest(&mut self) {
@@ -90,18 +92,23 @@ impl Sessions {
     }
 }
 
-fn advance_floor(session: &mut Session, window: u64) {
+/// Moves the floor up over applied sequences, and past the oldest ones when the window overflows;
+/// returns whether it jumped (skipped sequences that never applied).
+fn advance_floor(session: &mut Session, window: u64) -> bool {
+    let mut jumped = false;
     while session.applied_above.remove(&session.seq_floor) {
         session.seq_floor += 1;
     }
     while session.applied_above.len() as u64 > window {
         if let Some(oldest) = session.applied_above.pop_first() {
+            jumped |= oldest > session.seq_floor;
             session.seq_floor = oldest + 1;
         }
         while session.applied_above.remove(&session.seq_floor) {
             session.seq_floor += 1;
         }
     }
+    jumped
 }
 
 #[cfg(test)]
@@ -120,6 +127,17 @@ mod tests {
         assert!(!sessions.is_applied(id(1, 0)));
         sessions.record(id(1, 0), Slot(1));
         sessions.record(id(1, 1), Slot(1));
+        assert!(sessions.is_applied(id(1, 1)));
+        assert!(!sessions.is_applied(id(1, 3)));
+    }
+
+    #[test]
+    fn a_window_overflow_reports_the_floor_it_jumped_to() {
+        let mut sessions = Sessions::new(4, 2);
+        assert_eq!(sessions.record(id(1, 0), Slot(0)), None, "contiguous: no jump");
+        assert_eq!(sessions.record(id(1, 2), Slot(0)), None);
+        assert_eq!(sessions.record(id(1, 4), Slot(0)), None);
+        assert_eq!(sessions.record(id(1, 5), Slot(0)), Some(3), "sequence 1 never applied and now counts");
         assert!(sessions.is_applied(id(1, 1)));
         assert!(!sessions.is_applied(id(1, 3)));
     }

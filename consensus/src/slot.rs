@@ -271,6 +271,7 @@ pub(crate) fn batch_digest(batch: &[Command]) -> u64 {
         absorb(command.id.seq);
         absorb(u64::from(command.origin.0));
         absorb(command.timestamp_ms);
+        absorb(command.deadline_ms);
         absorb(command.payload.len() as u64);
         for chunk in command.payload.chunks(8) {
             let mut word = [0u8; 8];
@@ -345,7 +346,13 @@ mod tests {
     use crate::types::{CommandId, ReplicaId};
 
     fn batch(client: u64) -> Vec<Command> {
-        vec![Command { id: CommandId { client, seq: 1 }, origin: ReplicaId(0), timestamp_ms: 0, payload: vec![] }]
+        vec![Command {
+            id: CommandId { client, seq: 1 },
+            origin: ReplicaId(0),
+            timestamp_ms: 0,
+            deadline_ms: 0,
+            payload: vec![],
+        }]
     }
 
     #[test]

@@ -46,24 +46,44 @@ pub struct ClientCommand {
 }
 
 /// A command inside the cluster: stamped by the replica that received it (`origin`) with that replica's
-/// clock (`timestamp_ms`), which orders the pending queues so replicas usually propose the same head.
+/// hybrid clock (`timestamp_ms`, wall-clock milliseconds kept monotonic and never below a stamp the replica
+/// has seen, so stamps of different replicas compare), which orders the pending queues so replicas usually
+/// propose the same head. `deadline_ms` is the stamp plus the origin's `command_ttl_ms`: a decided batch
+/// whose latest stamp is past it drops the command on every replica alike (see `Decision`).
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Command {
     pub id: CommandId,
     pub origin: ReplicaId,
     pub timestamp_ms: u64,
+    pub deadline_ms: u64,
     pub payload: Vec<u8>,
 }
+
+/// What a command's fixed fields cost in memory and on the wire, roughly.
+pub(crate) const COMMAND_OVERHEAD_BYTES: usize = 56;
 
 impl Command {
     /// What the command costs in memory and on the wire, roughly: payload plus fixed fields.
     pub fn size_bytes(&self) -> usize {
-        self.payload.len() + 48
+        self.payload.len() + COMMAND_OVERHEAD_BYTES
+    }
+
+    /// Whether a batch whose time is `batch_time_ms` (see [`batch_time_ms`]) drops this command.
+    pub fn expired_at(&self, batch_time_ms: u64) -> bool {
+        self.deadline_ms < batch_time_ms
     }
 }
 
+/// The time of a decided batch: the latest stamp in it. A function of the batch alone, so every replica
+/// that applies the batch drops the same expired commands, whatever its own clock says.
+pub fn batch_time_ms(batch: &[Command]) -> u64 {
+    batch.iter().map(|c| c.timestamp_ms).max().unwrap_or(0)
+}
+
 /// One decided slot, delivered in slot order. `batch: None` is a null slot (nothing applies);
-/// `Some(commands)` lists the commands to apply in order, duplicates of earlier commands already removed.
+/// `Some(commands)` lists the commands to apply in order, duplicates of earlier commands already removed,
+/// and so are expired commands (deadline below the batch's latest stamp; they are answered with
+/// `RejectReason::Expired` and never recorded as applied).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub slot: Slot,
@@ -87,6 +107,23 @@ pub enum Broken {
     /// `Replica::resume` ignores the replica's own messages of the open slot, so a resumed replica may
     /// propose, state or vote differently in a round it already spoke in.
     ResumeWithoutOwnMessages,
+    /// Re-forward queued commands whose origin's stamp is older than our raw local clock by the period
+    /// (no per-command receive time, every tick) instead of by local receive time.
+    ReforwardByOriginStamp,
+    /// Commands of peers' proposals never join the local queue.
+    ProposalsNotQueued,
+    /// Both of the above: the queue as it was when stamps were process-relative.
+    ProcessClockQueue,
+}
+
+impl Broken {
+    pub(crate) fn reforwards_by_origin_stamp(self) -> bool {
+        matches!(self, Broken::ReforwardByOriginStamp | Broken::ProcessClockQueue)
+    }
+
+    pub(crate) fn proposals_not_queued(self) -> bool {
+        matches!(self, Broken::ProposalsNotQueued | Broken::ProcessClockQueue)
+    }
 }
 
 /// Everything a replica is told at construction. Sizes are limits: hitting one is a handled event.
@@ -111,8 +148,15 @@ pub struct Config {
     pub retransmit_ms: u64,
     /// How long a replica holding commands waits before proposing, so forwarded commands can spread.
     pub propose_delay_ms: u64,
-    /// Commands pending longer than this are forwarded again on the retransmit timer.
+    /// A queued command is forwarded again once it has sat this long (by the local clock) since this
+    /// replica received or last forwarded it: at most once per period per command.
     pub reforward_after_ms: u64,
+    /// Bytes (`Command::size_bytes`) re-forwarded per retransmit tick, at most (at least one command).
+    pub reforward_bytes_per_tick: usize,
+    /// Lifetime of a command from its stamp: `deadline_ms = timestamp_ms + command_ttl_ms`. Past it, a
+    /// replica drops the command from its queue, and a decided batch whose latest stamp is past it drops
+    /// it everywhere. Must exceed how long the shell waits for an answer, with margin.
+    pub command_ttl_ms: u64,
     /// Ask the shell for a snapshot every this many decided slots.
     pub snapshot_every_slots: u64,
     /// Decided slots kept in memory for catch-up, at most.
@@ -153,6 +197,8 @@ impl Config {
             retransmit_ms: 20,
             propose_delay_ms: 0,
             reforward_after_ms: 100,
+            reforward_bytes_per_tick: 1 << 20,
+            command_ttl_ms: 30_000,
             snapshot_every_slots: 4096,
             log_slots_max: 16_384,
             log_bytes_max: 256 << 20,

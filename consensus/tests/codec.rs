@@ -6,14 +6,14 @@ use consensus::{
 use proptest::prelude::*;
 
 fn command() -> impl Strategy<Value = Command> {
-    (any::<u64>(), any::<u64>(), any::<u8>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
-        |(client, seq, origin, timestamp_ms, payload)| Command {
+    (any::<u64>(), any::<u64>(), any::<u8>(), any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..40))
+        .prop_map(|(client, seq, origin, timestamp_ms, deadline_ms, payload)| Command {
             id: CommandId { client, seq },
             origin: ReplicaId(origin),
             timestamp_ms,
+            deadline_ms,
             payload,
-        },
-    )
+        })
 }
 
 fn batch() -> impl Strategy<Value = Vec<Command>> {

@@ -208,6 +208,7 @@ fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
                 id: CommandId { client: c, seq: 0 },
                 origin: ReplicaId(1),
                 timestamp_ms: c,
+                deadline_ms: c + 30_000,
                 payload: vec![],
             }],
         }),
