@@ -26,6 +26,9 @@ pub struct NodeConfig {
     pub listen_cluster: SocketAddr,
     /// A peer silent for longer is suspected down (`[cluster] suspicion_timeout_ms`, default 500).
     pub suspicion_timeout: std::time::Duration,
+    /// How long a command may wait to be decided, from its stamp, before every replica drops it
+    /// (`[cluster] command_ttl_ms`, default 30000; at least twice the 5 s client deadline).
+    pub command_ttl_ms: u64,
     pub cluster_tls: Option<crate::cluster_tls_config::ClusterTlsSettings>,
     /// `[tls]`: TLS on the management and app ports (see `tls_config`).
     pub tls: Option<httpd::TlsFiles>,
@@ -39,6 +42,10 @@ pub const PEERS_MAX: usize = 64;
 
 /// Default failure-detector suspicion timeout: transport pings arrive every 100 ms.
 pub const SUSPICION_TIMEOUT_MS_DEFAULT: u64 = 500;
+
+/// Default lifetime of a consensus command: well past the client deadline, so a command is dropped only
+/// long after its client was told "may still apply", and then can no longer apply.
+pub const COMMAND_TTL_MS_DEFAULT: u64 = 30_000;
 
 impl std::fmt::Debug for NodeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,6 +86,7 @@ struct RawCluster {
     secret_file: Spanned<String>,
     peers: Spanned<Vec<Spanned<String>>>,
     suspicion_timeout_ms: Option<Spanned<u64>>,
+    command_ttl_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +146,13 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         Some(v) => *v.get_ref(),
         None => SUSPICION_TIMEOUT_MS_DEFAULT,
     };
+    let command_ttl_ms = match &raw.cluster.command_ttl_ms {
+        Some(v) if !(10_000..=3_600_000).contains(v.get_ref()) => {
+            return Err(at(v.span(), "cluster.command_ttl_ms", format!("{} is outside 10000..=3600000", v.get_ref())));
+        }
+        Some(v) => *v.get_ref(),
+        None => COMMAND_TTL_MS_DEFAULT,
+    };
     let data_dir = PathBuf::from(raw.node.data_dir.get_ref());
     let management = crate::management_config::parse(raw.management, &at, &|file| resolve(path, file))?;
     Ok(NodeConfig {
@@ -151,6 +166,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         listen_app: addr(&raw.listen.app, "listen.app")?,
         listen_cluster: addr(&raw.listen.cluster, "listen.cluster")?,
         suspicion_timeout: std::time::Duration::from_millis(suspicion_ms),
+        command_ttl_ms,
         cluster_tls: crate::cluster_tls_config::from_raw(path, raw.cluster_tls).map_err(|m| format!("{file}: {m}"))?,
         tls: crate::tls_config::files(path, text, raw.tls)?,
         management,
@@ -176,6 +192,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         listen_app: SocketAddr::from(([127, 0, 0, 1], 8081)),
         listen_cluster: cluster,
         suspicion_timeout: std::time::Duration::from_millis(SUSPICION_TIMEOUT_MS_DEFAULT),
+        command_ttl_ms: COMMAND_TTL_MS_DEFAULT,
         cluster_tls: None,
         tls: None,
         management: Default::default(),

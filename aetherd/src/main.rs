@@ -334,6 +334,7 @@ fn consensus_config(config: &NodeConfig) -> consensus::Config {
     // Control-plane values (blueprints, records) go up to the store's 1 MiB value limit.
     c.payload_bytes_max = 1024 * 1024 + 4096;
     c.batch_bytes_max = 4 * 1024 * 1024;
+    c.command_ttl_ms = config.command_ttl_ms;
     c
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Client commands from management threads are wrapped in an envelope (`KV` or a read `BARRIER`), given
 //! an id `(client = random per boot, seq)`, and submitted; each waiter is answered when its command's slot
-//! applies, or when its deadline passes (504: the command may still apply). Linearizable reads are
+//! applies, or when its deadline passes (504: the command may still apply, until its consensus deadline,
+//! `[cluster] command_ttl_ms` after its stamp, after which it no longer does). Linearizable reads are
 //! barriers ordered through consensus and answered from the store once applied; stale reads answer at once.
 //!
 //! Invariants:
@@ -13,6 +14,8 @@
 //!   writes sockets after it).
 //! - Client commands are batched per loop turn: one `Submit` per turn, so concurrent clients share forwards,
 //!   proposals and log writes.
+//! - The consensus core runs on wall-clock milliseconds at process start plus monotonic elapsed time
+//!   (`now_ms`), so command stamps compare across nodes; the core keeps them monotonic across peers.
 //! - The store applies decided slots in order, exactly once; a slot at or below the store's applied slot
 //!   (a replay after restart, a catch-up of what the disk already had) is skipped.
 
@@ -67,7 +70,10 @@ pub struct Replication {
     next_seq: u64,
     pending: HashMap<CommandId, Pending>,
     replies: Vec<Box<dyn FnOnce() + Send>>,
+    /// The consensus clock: wall-clock milliseconds at process start, advanced by a monotonic clock, so
+    /// stamps compare across nodes and restarts and never go backwards within a process.
     epoch: Instant,
+    epoch_wall_ms: u64,
     internal_in_flight: usize,
     /// A recovery is recorded as started in the log and not yet as finished.
     recovery_logged: bool,
@@ -107,12 +113,14 @@ impl Replication {
             pending: HashMap::new(),
             replies: Vec::new(),
             epoch: Instant::now(),
+            epoch_wall_ms: crate::managers::wall_ms(),
             internal_in_flight: 0,
         })
     }
 
+    /// The time the consensus core runs on (and its timers are armed in): see `epoch`.
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.epoch_wall_ms.saturating_add(self.epoch.elapsed().as_millis() as u64)
     }
 
     pub fn start(&mut self) -> Result<Vec<Effect>, String> {
@@ -392,6 +400,7 @@ impl Replication {
                 ApiError::new(409, "already_applied", "this command id has applied already")
             }
             RejectReason::TooLarge => ApiError::new(413, "too_large", "the command is over the payload limit"),
+            RejectReason::Expired => ApiError::timeout("the command expired before it was decided"),
         };
         self.settle(p.waiter, Err(error));
     }
