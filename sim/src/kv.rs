@@ -130,6 +130,7 @@ mod tests {
             id: CommandId { client: 1, seq: 4 },
             origin: ReplicaId(0),
             timestamp_ms: 0,
+            deadline_ms: 0,
             payload: put.encode(),
         });
         assert_eq!(KvMachine::decode(&machine.encode()), Some(machine.clone()));

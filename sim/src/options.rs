@@ -1,5 +1,5 @@
 //! What one simulated run does: the fault classes switched on, and the parameters drawn from the seed
-//! (delays, loss, partition and crash rates, clock skew, workload size). A run is fully determined by
+//! (delays, loss, partition and crash rates, clock skew and offsets, workload size). A run is fully determined by
 //! (seed, replicas, faults, broken variants), which is what the replay line prints.
 
 use consensus::Broken;
@@ -16,6 +16,13 @@ pub struct Faults {
     pub partition: bool,
     pub crash: bool,
     pub skew: bool,
+    /// Process clocks: each replica's clock counts from its process start, the first starts hours
+    /// apart, and every restart starts the clock at zero again (skew and drift on top, with `skew`).
+    pub clock: bool,
+    /// A stranded command: one replica's next forward to one peer is lost and it crashes at once,
+    /// staying down for the rest of the run (also through the healed phase), while clients go on
+    /// submitting at the others. Not part of `all`: it takes a replica away for good.
+    pub strand: bool,
     /// A scheduler that knows the common coin and delays states and votes that agree with it, trying
     /// to keep replicas split (the coin is a keyed hash, but the simulator holds the key).
     pub adversary: bool,
@@ -34,6 +41,8 @@ impl Faults {
         partition: true,
         crash: true,
         skew: true,
+        clock: true,
+        strand: false,
         adversary: true,
         durable: true,
         cluster_crash: true,
@@ -45,6 +54,8 @@ impl Faults {
         partition: false,
         crash: false,
         skew: false,
+        clock: false,
+        strand: false,
         adversary: false,
         durable: false,
         cluster_crash: false,
@@ -62,13 +73,15 @@ impl Faults {
                 "partition" => faults.partition = true,
                 "crash" => faults.crash = true,
                 "skew" => faults.skew = true,
+                "clock" => faults.clock = true,
+                "strand" => faults.strand = true,
                 "adversary" => faults.adversary = true,
                 "durable" => faults.durable = true,
                 "cluster-crash" => faults.cluster_crash = true,
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, adversary, durable, \
-                         cluster-crash, all, none)"
+                        "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, clock, strand, adversary, \
+                         durable, cluster-crash, all, none)"
                     ))
                 }
             }
@@ -84,6 +97,8 @@ impl Faults {
             (self.partition, "partition"),
             (self.crash, "crash"),
             (self.skew, "skew"),
+            (self.clock, "clock"),
+            (self.strand, "strand"),
             (self.adversary, "adversary"),
             (self.durable, "durable"),
             (self.cluster_crash, "cluster-crash"),
@@ -134,6 +149,10 @@ pub struct Options {
     pub partition_every_ms: u64,
     pub crash_every_ms: u64,
     pub skew_ms_max: u64,
+    /// With `Faults::clock`: the first start of replica i is up to this long before the run begins.
+    pub clock_offset_ms_max: u64,
+    /// With `Faults::strand`: when the stranding replica's next forward is lost.
+    pub strand_at_ms: u64,
     pub clients: u64,
     pub ops_per_client: u64,
     pub keys: u64,
@@ -182,6 +201,8 @@ impl Options {
             partition_every_ms: rng.between(100, 1_000),
             crash_every_ms: rng.between(200, 1_500),
             skew_ms_max: if faults.skew { rng.between(0, 500) } else { 0 },
+            clock_offset_ms_max: 0,
+            strand_at_ms: 0,
             clients: rng.between(2, 6),
             ops_per_client: rng.between(10, 30),
             keys: rng.between(1, 4),
@@ -205,6 +226,9 @@ impl Options {
         // lands in it): then the replicas come back as faults stop.
         let latest_ms = options.faulty_ms - options.cluster_crash_spread_ms - 1;
         options.cluster_crash_at_ms = rng.between(options.faulty_ms / 5, latest_ms);
+        // Drawn last, so adding them left every earlier parameter of a seed as it was.
+        options.clock_offset_ms_max = if faults.clock { rng.between(3_600_000, 4 * 3_600_000) } else { 0 };
+        options.strand_at_ms = rng.between(options.faulty_ms / 5, options.faulty_ms / 2);
         options
     }
 
@@ -235,7 +259,7 @@ impl Options {
     /// The drawn parameters, for the failure report.
     pub fn describe(&self) -> String {
         format!(
-            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {}",
+            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clock-offset<={}ms strand at {}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {}",
             self.delay_us_min,
             self.delay_us_max,
             self.spike_permille,
@@ -244,6 +268,8 @@ impl Options {
             self.partition_every_ms,
             self.crash_every_ms,
             self.skew_ms_max,
+            self.clock_offset_ms_max,
+            self.strand_at_ms,
             self.clients,
             self.ops_per_client,
             self.keys,
@@ -273,6 +299,9 @@ pub fn broken_name(broken: Broken) -> &'static str {
         Broken::RestartWithoutRecovery => "restart-without-recovery",
         Broken::LocalCoin => "local-coin",
         Broken::ResumeWithoutOwnMessages => "resume-without-own-messages",
+        Broken::ReforwardByOriginStamp => "reforward-by-origin-stamp",
+        Broken::ProposalsNotQueued => "proposals-not-queued",
+        Broken::ProcessClockQueue => "process-clock-queue",
     }
 }
 
@@ -283,6 +312,9 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "restart-without-recovery" => (Broken::RestartWithoutRecovery, ShellBroken::Nothing),
         "local-coin" => (Broken::LocalCoin, ShellBroken::Nothing),
         "resume-without-own-messages" => (Broken::ResumeWithoutOwnMessages, ShellBroken::Nothing),
+        "reforward-by-origin-stamp" => (Broken::ReforwardByOriginStamp, ShellBroken::Nothing),
+        "proposals-not-queued" => (Broken::ProposalsNotQueued, ShellBroken::Nothing),
+        "process-clock-queue" => (Broken::ProcessClockQueue, ShellBroken::Nothing),
         "local-reads" => (Broken::Nothing, ShellBroken::LocalReads),
         "resume-recovering-as-voter" => (Broken::Nothing, ShellBroken::ResumeRecoveringAsVoter),
         "cluster-crash-loses-disks" => (Broken::Nothing, ShellBroken::ClusterCrashLosesDisks),

@@ -1,7 +1,7 @@
 //! The simulated cluster: replicas' cores, their key-value state machines, clients, a seeded network and
 //! clock, and the fault schedule, all in one thread and driven by one event queue ordered by (time,
-//! insertion order). Time is global microseconds; each replica's clock runs at its own rate (drift) and
-//! is shifted by its own skew.
+//! insertion order). Time is global microseconds; each replica's clock (`world/clock.rs`) runs at its own
+//! rate (drift), is shifted by its own skew, and with process clocks counts from its process start.
 //!
 //! A run has two phases: a faulty phase (loss, duplication, delay spikes, symmetric and one-way
 //! partitions, a coin-aware scheduler, crashes) where only safety is checked, then a healed phase where
@@ -42,10 +42,13 @@ use crate::options::Options;
 use crate::rng::Rng;
 
 mod clients;
+mod clock;
 mod disk;
 mod faults;
 mod network;
 mod report;
+
+use clock::node_time_us;
 
 const SETTLE_MS: u64 = 3_000;
 /// How often a shell that sends before its records are synced (`ShellBroken::SendBeforeSync`) syncs.
@@ -94,6 +97,8 @@ enum Event {
     },
     Partition,
     Heal,
+    /// `Faults::strand`: arm the lost forward and crash of the stranding replica.
+    Strand,
 }
 
 struct Scheduled {
@@ -141,6 +146,11 @@ struct Node {
     skew_ms: u64,
     /// Clock rate in parts per million of real time (drift).
     rate_ppm: u64,
+    /// What the clock read when this process started, and when (global time) that was.
+    clock_base_ms: u64,
+    clock_zero_us: u64,
+    /// Crashed for good (`Faults::strand`): never restarted, not expected to converge.
+    kept_down: bool,
 }
 
 struct Client {
@@ -220,6 +230,10 @@ pub struct World {
     resumes_past_phase_one: u64,
     net_epoch: u64,
     snapshots_installed: u64,
+    /// `Faults::strand` armed: (stranding replica, peer whose forward is lost).
+    strand: Option<(usize, usize)>,
+    /// After the strand: the peer that missed the forward, where clients now submit.
+    stranded_peer: Option<usize>,
 }
 
 /// What one turn of a replica produced, carried out at its end the way the node runtime does: records
@@ -246,10 +260,12 @@ impl World {
         let net_rng = rng.fork();
         let client_rng = rng.fork();
         let mut fault_rng = rng.fork();
+        let mut clock_rng = rng.fork();
         let nodes = (0..options.replicas)
             .map(|id| {
                 let skew_ms = fault_rng.below(options.skew_ms_max + 1);
                 let rate_ppm = if options.faults.skew { fault_rng.between(950_000, 1_050_000) } else { 1_000_000 };
+                let clock_base_ms = clock_rng.below(options.clock_offset_ms_max + 1);
                 Node {
                     core: Replica::new(replica_config(&options, id)),
                     kv: KvMachine::default(),
@@ -264,6 +280,9 @@ impl World {
                     expected_slot: Slot(0),
                     skew_ms,
                     rate_ppm,
+                    clock_base_ms,
+                    clock_zero_us: 0,
+                    kept_down: false,
                 }
             })
             .collect();
@@ -299,6 +318,8 @@ impl World {
             resumes_past_phase_one: 0,
             net_epoch: 0,
             snapshots_installed: 0,
+            strand: None,
+            stranded_peer: None,
         }
     }
 
@@ -329,6 +350,9 @@ impl World {
         }
         if self.options.faults.cluster_crash {
             self.schedule(self.options.cluster_crash_at_ms * 1000, Event::ClusterCrash);
+        }
+        if self.options.faults.strand {
+            self.schedule(self.options.strand_at_ms * 1000, Event::Strand);
         }
         self.schedule(self.options.faulty_ms * 1000, Event::Heal);
     }
@@ -369,7 +393,7 @@ impl World {
 
     fn converged(&self) -> bool {
         let end = self.decided.keys().next_back().map_or(Slot(0), |s| s.next());
-        self.nodes.iter().all(|n| n.up && n.expected_slot == end)
+        self.nodes.iter().all(|n| n.kept_down || (n.up && n.expected_slot == end))
     }
 
     fn dispatch(&mut self, event: Event) {
@@ -385,14 +409,8 @@ impl World {
             Event::Restart { replica } => self.restart(replica),
             Event::Partition => self.repartition(),
             Event::Heal => self.heal(),
+            Event::Strand => self.arm_strand(),
         }
-    }
-
-    /// The replica's clock: real time at its drift rate, shifted by its skew.
-    fn local_ms(&self, replica: usize) -> u64 {
-        let node = &self.nodes[replica];
-        let local_us = u128::from(self.now_us) * u128::from(node.rate_ppm) / 1_000_000;
-        (local_us / 1000) as u64 + node.skew_ms
     }
 
     fn run_core(&mut self, replica: usize, input: Input) {
@@ -456,15 +474,21 @@ impl World {
         }
         self.write_records(replica, turn.records);
         self.sync_periodically(replica);
+        let stranded_peer = self.strands_this_turn(replica, &turn.sends);
         for (to, message) in turn.sends {
             match to {
+                Some(to) if Some(to) == stranded_peer => {}
                 Some(to) => self.send(replica, to, message),
                 None => {
-                    for to in (0..self.nodes.len()).filter(|to| *to != replica) {
+                    for to in (0..self.nodes.len()).filter(|to| *to != replica && Some(*to) != stranded_peer) {
                         self.send(replica, to, message.clone());
                     }
                 }
             }
+        }
+        if stranded_peer.is_some() {
+            self.strand_crash(replica);
+            return;
         }
         for (client, seq, result) in turn.replies {
             self.reply_later(client, seq, result);
@@ -474,9 +498,7 @@ impl World {
     fn set_timer(&mut self, replica: usize, kind: TimerKind, at_ms: u64) {
         let node = &mut self.nodes[replica];
         node.timers[timer_index(kind)] = Some(at_ms);
-        // The first real instant at which the replica's clock reads `at_ms`.
-        let local_us = u128::from(at_ms.saturating_sub(node.skew_ms)) * 1000;
-        let at_us = local_us.saturating_mul(1_000_000).div_ceil(u128::from(node.rate_ppm)) as u64;
+        let at_us = node_time_us(node, at_ms);
         let incarnation = node.incarnation;
         self.schedule(at_us, Event::Timer { replica, kind, incarnation, at_ms });
     }
@@ -557,7 +579,7 @@ fn lost_votes(node: &Node) -> bool {
 fn batch_fingerprint(batch: &[Command]) -> u64 {
     let mut hasher = DefaultHasher::new();
     for command in batch {
-        (command.id, command.origin, command.timestamp_ms, &command.payload).hash(&mut hasher);
+        (command.id, command.origin, command.timestamp_ms, command.deadline_ms, &command.payload).hash(&mut hasher);
     }
     batch.len().hash(&mut hasher);
     hasher.finish()

@@ -45,12 +45,14 @@ impl World {
         self.history.push(HistoryEntry { client: client as u64, op, invoke_us: self.now_us, response: None });
     }
 
-    /// Sends the client's current operation to a random replica (a retry uses the same id).
+    /// Sends the client's current operation to a random replica (a retry uses the same id), or, after a
+    /// strand (`Faults::strand`), to the replica that missed the stranded forward.
     pub(super) fn submit_current(&mut self, client: usize) {
         let Some((seq, index)) = self.clients[client].current else {
             return;
         };
-        let replica = self.client_rng.below(self.nodes.len() as u64) as usize;
+        let drawn = self.client_rng.below(self.nodes.len() as u64) as usize;
+        let replica = self.stranded_peer.unwrap_or(drawn);
         if !self.nodes[replica].up {
             return;
         }

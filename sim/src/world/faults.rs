@@ -95,10 +95,11 @@ impl World {
     }
 
     pub(super) fn restart(&mut self, replica: usize) {
-        if self.nodes[replica].up {
+        if self.nodes[replica].up || self.nodes[replica].kept_down {
             return;
         }
         self.incarnations += 1;
+        self.restart_clock(replica);
         let config = replica_config(&self.options, replica as u8);
         if self.nodes[replica].disk_kept {
             self.resume(replica, config);
