@@ -2,15 +2,21 @@
 //!
 //! # What it owns
 //! One replica of a leaderless replicated log. The shell (the node's event loop, or the simulator) feeds
-//! it [`Input`]s with the current local time in milliseconds (`now_ms: u64`, any monotonic origin) and
+//! it [`Input`]s with the current local time in milliseconds (`now_ms: u64`; any origin works, wall-clock
+//! milliseconds make command stamps and deadlines meaningful across replicas) and
 //! carries out the [`Output`]s in order: send or broadcast a [`Message`], arm a timer, apply a
 //! [`Decision`], refuse a client command, take or install a snapshot. The crate never touches a socket,
 //! a thread, a clock or a random source; the common coin is a keyed hash of the cluster's `coin_seed`
 //! and (slot, phase), so every replica flips the same coin.
 //!
 //! # Protocol
-//! Client commands are stamped by the receiving replica (its clock, its id) and forwarded to every
-//! replica, whose pending queues order them by (timestamp, origin, client, sequence). Per slot, each
+//! Client commands are stamped by the receiving replica (its hybrid clock: `now_ms` made monotonic and
+//! never below a stamp seen from any replica; and its id) and forwarded to every replica, whose pending
+//! queues order them by (timestamp, origin, client, sequence). A replica re-forwards what it holds once
+//! per `reforward_after_ms` of its own clock, within a byte budget per tick, and queues the commands of
+//! the proposals it receives, so queues that missed a forward converge even when its origin died.
+//! Each command carries a deadline (stamp plus `command_ttl_ms`): a decided batch drops the commands
+//! whose deadline is below its latest stamp, identically everywhere, and queues drop them locally. Per slot, each
 //! replica proposes a batch (its queue head, or the first proposal it received for the slot if it had not
 //! proposed yet), then runs Rabia's randomized binary agreement on "a majority proposed the same batch":
 //! decided 1 applies that batch, decided 0 is a null slot and the commands stay queued. Slots are decided

@@ -70,6 +70,11 @@ impl PendingQueue {
         self.index.contains_key(&id)
     }
 
+    /// Whether `push` could take `command`: not queued yet, or queued as a later-ordered copy.
+    pub(crate) fn improves(&self, command: &Command) -> bool {
+        self.index.get(&command.id).is_none_or(|e| (command.timestamp_ms, command.origin, command.id) < e.key)
+    }
+
     /// Queues `command`, due for re-forwarding at local time `due_ms`.
     pub(crate) fn push(&mut self, command: Command, due_ms: u64) -> Result<(), PushError> {
         let key = (command.timestamp_ms, command.origin, command.id);
@@ -225,6 +230,7 @@ mod tests {
         assert_eq!(queue.push0(command(3, 0)), Ok(()), "an earlier command evicts the last");
         let head = queue.head(8, 1 << 20);
         assert_eq!(head.iter().map(|c| c.id.client).collect::<Vec<_>>(), vec![3, 2]);
+        assert!(queue.improves(&command(2, 5)) && !queue.improves(&command(2, 10)));
         assert_eq!(queue.push0(command(2, 5)), Ok(()), "the earlier copy of a command wins");
         assert_eq!(queue.head(1, 1 << 20)[0].timestamp_ms, 0);
         assert_eq!(queue.head(2, 1 << 20)[1].timestamp_ms, 5);

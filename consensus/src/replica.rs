@@ -371,8 +371,13 @@ impl Replica {
             Message::Proposal { batch, .. } => {
                 // Whatever the slot decides, the proposal's commands join our queue: heads that differ
                 // (a forward that never reached us, a proposer whose origin died) converge by the next slot.
+                self.clock.observe(now_ms, batch_time_ms(&batch));
                 if !self.config.broken.proposals_not_queued() {
-                    batch.iter().for_each(|c| self.enqueue_forwarded(now_ms, c.clone()));
+                    for command in &batch {
+                        if self.queue.improves(command) {
+                            self.enqueue_forwarded(now_ms, command.clone());
+                        }
+                    }
                 }
                 let adopt = (!self.agreement.has_proposed()).then(|| batch.clone());
                 self.agreement.on_proposal(from_index, batch);
