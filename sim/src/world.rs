@@ -48,8 +48,6 @@ mod faults;
 mod network;
 mod report;
 
-use clock::node_time_us;
-
 const SETTLE_MS: u64 = 3_000;
 /// How often a shell that sends before its records are synced (`ShellBroken::SendBeforeSync`) syncs.
 const SYNC_EVERY_MS: u64 = 10;
@@ -495,24 +493,6 @@ impl World {
         }
     }
 
-    fn set_timer(&mut self, replica: usize, kind: TimerKind, at_ms: u64) {
-        let node = &mut self.nodes[replica];
-        node.timers[timer_index(kind)] = Some(at_ms);
-        let at_us = node_time_us(node, at_ms);
-        let incarnation = node.incarnation;
-        self.schedule(at_us, Event::Timer { replica, kind, incarnation, at_ms });
-    }
-
-    fn fire_timer(&mut self, replica: usize, kind: TimerKind, incarnation: u64, at_ms: u64) {
-        let node = &mut self.nodes[replica];
-        let slot = &mut node.timers[timer_index(kind)];
-        if !node.up || node.incarnation != incarnation || *slot != Some(at_ms) {
-            return;
-        }
-        *slot = None;
-        self.run_core(replica, Input::Timer(kind));
-    }
-
     fn on_decided(&mut self, replica: usize, decision: Decision, replies: &mut Vec<(usize, u64, KvResult)>) {
         let node = &mut self.nodes[replica];
         if decision.slot != node.expected_slot {
@@ -587,13 +567,6 @@ fn batch_fingerprint(batch: &[Command]) -> u64 {
 
 fn coin_seed(options: &Options) -> u64 {
     options.seed.rotate_left(17) ^ 0xC011
-}
-
-fn timer_index(kind: TimerKind) -> usize {
-    match kind {
-        TimerKind::Retransmit => 0,
-        TimerKind::Propose => 1,
-    }
 }
 
 fn replica_config(options: &Options, id: u8) -> Config {

@@ -1,4 +1,4 @@
-//! Each replica's clock, and the stranded-command scenario that process clocks used to turn into a stall.
+//! Each replica's clock and its timers, and the stranded-command scenario that process clocks used to turn into a stall.
 //!
 //! A replica's clock reads `clock_base_ms + skew_ms + (now - clock_zero_us) * rate`: the base is what it
 //! read when its process started (with `Faults::clock`, hours apart between replicas at the first start,
@@ -11,7 +11,7 @@
 //! that peer), then crashes and stays down; from then on clients submit at that peer. It waits for a
 //! turn where fewer than f other replicas are without their votes, since it takes one away for good.
 
-use super::{lost_votes, Message, Node, World};
+use super::{lost_votes, Event, Input, Message, Node, TimerKind, World};
 
 impl World {
     /// The replica's clock now.
@@ -20,6 +20,24 @@ impl World {
         let elapsed_us = u128::from(self.now_us.saturating_sub(node.clock_zero_us));
         let local_us = elapsed_us * u128::from(node.rate_ppm) / 1_000_000;
         (local_us / 1000) as u64 + node.skew_ms + node.clock_base_ms
+    }
+
+    pub(super) fn set_timer(&mut self, replica: usize, kind: TimerKind, at_ms: u64) {
+        let node = &mut self.nodes[replica];
+        node.timers[timer_index(kind)] = Some(at_ms);
+        let at_us = node_time_us(node, at_ms);
+        let incarnation = node.incarnation;
+        self.schedule(at_us, Event::Timer { replica, kind, incarnation, at_ms });
+    }
+
+    pub(super) fn fire_timer(&mut self, replica: usize, kind: TimerKind, incarnation: u64, at_ms: u64) {
+        let node = &mut self.nodes[replica];
+        let slot = &mut node.timers[timer_index(kind)];
+        if !node.up || node.incarnation != incarnation || *slot != Some(at_ms) {
+            return;
+        }
+        *slot = None;
+        self.run_core(replica, Input::Timer(kind));
     }
 
     /// A restarted process: with process clocks its clock starts again from zero.
@@ -68,4 +86,11 @@ pub(super) fn node_time_us(node: &Node, at_ms: u64) -> u64 {
     let local_us = u128::from(at_ms.saturating_sub(offset_ms)) * 1000;
     let elapsed_us = local_us.saturating_mul(1_000_000).div_ceil(u128::from(node.rate_ppm));
     u64::try_from(elapsed_us).unwrap_or(u64::MAX).saturating_add(node.clock_zero_us)
+}
+
+fn timer_index(kind: TimerKind) -> usize {
+    match kind {
+        TimerKind::Retransmit => 0,
+        TimerKind::Propose => 1,
+    }
 }
