@@ -498,20 +498,29 @@ impl Replica {
     }
 
     /// Removes the batch from the queue and returns the commands that apply: seen for the first time and
-    /// not past their deadline at the batch's time (its latest stamp). Both tests read only the batch and
-    /// the sessions, so every replica filters the same commands. Expired ones are answered as such and not
-    /// recorded: a replica resuming from its log records exactly the applied commands, like this.
+    /// not past their deadline at the batch's time. Both tests read only the batch and the sessions, so
+    /// every replica filters the same commands. The batch's time is the latest stamp among its fresh
+    /// commands (first copies of ids not applied before): that command never expires itself, so the
+    /// filtered batch has the same time and filters to itself, which matters because a replica that
+    /// resumed from its log serves catch-up from filtered batches. Expired commands are answered as such
+    /// and not recorded, exactly as a replica resuming from its log records only what applied.
     fn apply_batch(&mut self, now_ms: u64, slot: Slot, batch: &[Command], out: &mut Vec<Output>) -> Vec<Command> {
-        let batch_time_ms = batch_time_ms(batch);
-        self.clock.observe(now_ms, batch_time_ms);
-        let mut applied = Vec::with_capacity(batch.len());
+        let mut fresh: Vec<&Command> = Vec::with_capacity(batch.len());
+        let mut seen = std::collections::BTreeSet::new();
         for command in batch {
             self.queue.remove(command.id);
-            if self.is_applied(command.id) {
+            let repeated = self.config.broken != Broken::NoDedupe && !seen.insert(command.id);
+            if self.is_applied(command.id) || repeated {
                 self.stats.duplicates_filtered += 1;
                 continue;
             }
-            if command.expired_at(batch_time_ms) {
+            fresh.push(command);
+        }
+        let time_ms = fresh.iter().map(|c| c.timestamp_ms).max().unwrap_or(0);
+        self.clock.observe(now_ms, batch_time_ms(batch));
+        let mut applied = Vec::with_capacity(fresh.len());
+        for command in fresh {
+            if command.expired_at(time_ms) {
                 self.stats.expired_at_apply += 1;
                 out.push(Output::Rejected { id: command.id, reason: RejectReason::Expired });
                 continue;

@@ -68,22 +68,24 @@ impl Command {
         self.payload.len() + COMMAND_OVERHEAD_BYTES
     }
 
-    /// Whether a batch whose time is `batch_time_ms` (see [`batch_time_ms`]) drops this command.
+    /// Whether a batch whose time is `batch_time_ms` drops this command. A deadline below the stamp
+    /// counts as the stamp, so the latest-stamped command of a batch never expires in it.
     pub fn expired_at(&self, batch_time_ms: u64) -> bool {
-        self.deadline_ms < batch_time_ms
+        self.deadline_ms.max(self.timestamp_ms) < batch_time_ms
     }
 }
 
-/// The time of a decided batch: the latest stamp in it. A function of the batch alone, so every replica
-/// that applies the batch drops the same expired commands, whatever its own clock says.
+/// The latest stamp in a batch (0 when empty). A decided batch's time is this over its fresh commands:
+/// a function of the batch and the sessions alone, so every replica that applies the batch drops the
+/// same expired commands, whatever its own clock says.
 pub fn batch_time_ms(batch: &[Command]) -> u64 {
     batch.iter().map(|c| c.timestamp_ms).max().unwrap_or(0)
 }
 
 /// One decided slot, delivered in slot order. `batch: None` is a null slot (nothing applies);
 /// `Some(commands)` lists the commands to apply in order, duplicates of earlier commands already removed,
-/// and so are expired commands (deadline below the batch's latest stamp; they are answered with
-/// `RejectReason::Expired` and never recorded as applied).
+/// and so are expired commands (deadline below the latest stamp among the batch's fresh commands; they
+/// are answered with `RejectReason::Expired` and never recorded as applied).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub slot: Slot,

@@ -350,4 +350,30 @@ mod tests {
         assert!(stamps.iter().all(|(t, ttl)| *t >= 9_000_000 && *ttl == replica.config.command_ttl_ms), "{stamps:?}");
         assert!(stamps.windows(2).all(|w| w[0].0 <= w[1].0), "{stamps:?}");
     }
+
+    /// A replica that resumed from its log serves catch-up from the batches as they applied (duplicates
+    /// and expired commands removed). A duplicate with the latest stamp must not make the raw batch drop
+    /// a command the applied batch keeps.
+    #[test]
+    fn a_batch_filters_the_same_raw_or_as_applied_when_a_duplicate_has_the_latest_stamp() {
+        let old = stamped(1, 0, 0, 1_000);
+        let late_retry = stamped(2, 0, 2, old.deadline_ms + 5_000);
+        let first = DecidedSlot { slot: Slot(0), batch: Some(vec![late_retry.clone()]) };
+        let raw = DecidedSlot { slot: Slot(1), batch: Some(vec![old.clone(), late_retry.clone()]) };
+        let mut outcomes = Vec::new();
+        for second in [raw.clone(), DecidedSlot { slot: Slot(1), batch: Some(vec![old.clone()]) }] {
+            let mut replica = started(1, 0);
+            let out = message(&mut replica, 0, 0, Message::SyncReply { decisions: vec![first.clone(), second] });
+            let applied: Vec<Vec<CommandId>> = out
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Decided(d) => Some(d.batch.iter().flatten().map(|c| c.id).collect()),
+                    _ => None,
+                })
+                .collect();
+            outcomes.push(applied);
+        }
+        assert_eq!(outcomes[0], vec![vec![late_retry.id], vec![old.id]]);
+        assert_eq!(outcomes[0], outcomes[1]);
+    }
 }
