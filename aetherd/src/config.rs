@@ -313,6 +313,17 @@ cluster = "127.0.0.1:8090"
     }
 
     #[test]
+    fn the_command_ttl_defaults_and_is_checked_against_the_client_deadline() {
+        let (path, secret) = write_secret();
+        assert_eq!(parse(&path, &sample(&secret)).unwrap().command_ttl_ms, COMMAND_TTL_MS_DEFAULT);
+        let with = |ttl: u64| sample(&secret).replace("[listen]", &format!("command_ttl_ms = {ttl}\n[listen]"));
+        assert_eq!(parse(&path, &with(60_000)).unwrap().command_ttl_ms, 60_000);
+        let err = parse(&path, &with(5_000)).unwrap_err();
+        assert!(err.contains("cluster.command_ttl_ms") && err.contains("line 8"), "{err}");
+        assert!(COMMAND_TTL_MS_DEFAULT >= 2 * crate::replication::CLIENT_DEADLINE.as_millis() as u64);
+    }
+
+    #[test]
     fn an_open_secret_file_names_the_chmod() {
         let (path, secret) = write_secret();
         std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();

@@ -131,7 +131,7 @@ impl Replication {
     }
 
     pub fn handle(&mut self, input: Input) -> Result<Vec<Effect>, String> {
-        if let Input::Message { from, message: Message::Status { next_slot } } = &input {
+        if let Input::Message { from, message: Message::Status { next_slot, .. } } = &input {
             if let Some(seen) = self.peer_next_slot.get_mut(from.index()) {
                 *seen = (*seen).max(next_slot.0);
             }

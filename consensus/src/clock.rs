@@ -5,7 +5,8 @@
 //! Invariants: `now` never returns less than it returned before, nor less than any stamp passed to
 //! `observe`; a local clock that jumps backwards counts as standing still; a local clock far behind
 //! the cluster's adopts the cluster's time as soon as it sees one stamp and then advances with its own
-//! elapsed time. A restart forgets all of it (the shell's wall clock anchors the new life).
+//! elapsed time. Replicas exchange their clocks in `Status` messages as well as in command stamps, so
+//! a replica that sees no commands still keeps up. A restart forgets all of it (the shell's wall clock anchors the new life).
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HybridClock {
@@ -25,6 +26,11 @@ impl HybridClock {
         }
         self.last_local_ms = local_ms;
         self.last_ms = self.last_ms.max(local_ms.saturating_add(self.offset_ms));
+        self.last_ms
+    }
+
+    /// The last time `now` returned (or a stamp `observe` took in).
+    pub(crate) fn last(&self) -> u64 {
         self.last_ms
     }
 

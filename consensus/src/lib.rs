@@ -30,8 +30,8 @@
 //!
 //! # Loss, duplication, reordering
 //! Peers' messages are recorded first-come per (peer, slot, phase, round); duplicates and settled slots
-//! are ignored. Every `retransmit_ms` a replica broadcasts `Status { next_slot }` and, if its slot has been
-//! open for a period, resends its own messages of that slot unchanged. A peer behind us gets the decided
+//! are ignored. Every `retransmit_ms` a replica broadcasts `Status { next_slot, clock_ms }` and, if its
+//! slot has been open for a period, resends its own messages of that slot unchanged. A peer behind us gets the decided
 //! slots it lacks (or our latest snapshot when they were compacted); a peer ahead of us is asked for them.
 //!
 //! # Restart without persisted votes

@@ -54,9 +54,11 @@ pub enum Message {
         vote: Option<bool>,
         batch_digest: Option<u64>,
     },
-    /// Sent on the retransmit timer: the first slot the sender has not decided.
+    /// Sent on the retransmit timer: the first slot the sender has not decided, and the sender's hybrid
+    /// clock, so a replica whose own clock is behind the cluster's stamps its commands in step with it.
     Status {
         next_slot: Slot,
+        clock_ms: u64,
     },
     /// Please send the decided slots from `from_slot` on (or a snapshot if they were compacted).
     SyncRequest {

@@ -308,7 +308,10 @@ impl Replica {
             Message::Proposal { .. } | Message::State { .. } | Message::Vote { .. } => {
                 self.on_round_message(now_ms, from, message, out)
             }
-            Message::Status { next_slot } => self.on_status(now_ms, from, next_slot, out),
+            Message::Status { next_slot, clock_ms } => {
+                self.clock.observe(now_ms, clock_ms);
+                self.on_status(now_ms, from, next_slot, out)
+            }
             Message::SyncRequest { from_slot } => self.reply_sync(now_ms, from, from_slot, out),
             Message::SyncReply { decisions } => self.on_sync_reply(now_ms, decisions, out),
             Message::Snapshot { next_slot, sessions, state } => {
@@ -555,6 +558,13 @@ fn message_bytes(message: &Message) -> usize {
     match message {
         Message::Proposal { batch, .. } => 32 + batch.iter().map(Command::size_bytes).sum::<usize>(),
         _ => 32,
+    }
+}
+
+impl Replica {
+    /// Our position and our hybrid clock, for the retransmit tick and a peer that (re)connected.
+    fn status_message(&self) -> Message {
+        Message::Status { next_slot: self.next_slot, clock_ms: self.clock.last() }
     }
 }
 

@@ -40,7 +40,7 @@ fn message() -> impl Strategy<Value = Message> {
                 batch_digest
             }
         ),
-        any::<u64>().prop_map(|slot| Message::Status { next_slot: Slot(slot) }),
+        (any::<u64>(), any::<u64>()).prop_map(|(slot, clock_ms)| Message::Status { next_slot: Slot(slot), clock_ms }),
         any::<u64>().prop_map(|slot| Message::SyncRequest { from_slot: Slot(slot) }),
         proptest::collection::vec((any::<u64>(), proptest::option::of(batch())), 0..4).prop_map(|decided| {
             Message::SyncReply {
@@ -88,8 +88,8 @@ proptest! {
 #[test]
 fn empty_and_misaligned_input_is_an_error_not_a_panic() {
     assert!(decode_message(&[]).is_err());
-    let bytes = encode_message(&Message::Status { next_slot: Slot(7) });
+    let bytes = encode_message(&Message::Status { next_slot: Slot(7), clock_ms: 9 });
     let mut shifted = vec![0u8];
     shifted.extend_from_slice(&bytes);
-    assert_eq!(decode_message(&shifted[1..]), Ok(Message::Status { next_slot: Slot(7) }));
+    assert_eq!(decode_message(&shifted[1..]), Ok(Message::Status { next_slot: Slot(7), clock_ms: 9 }));
 }

@@ -212,7 +212,7 @@ fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
                 payload: vec![],
             }],
         }),
-        (0u64..8).prop_map(|s| Message::Status { next_slot: Slot(s) }),
+        (0u64..8).prop_map(|s| Message::Status { next_slot: Slot(s), clock_ms: s * 1_000 }),
         (0u64..8).prop_map(|s| Message::SyncRequest { from_slot: Slot(s) }),
         (0u64..8, any::<bool>()).prop_map(|(s, null)| Message::SyncReply {
             decisions: vec![consensus::DecidedSlot { slot: Slot(s), batch: (!null).then(Vec::new) }],

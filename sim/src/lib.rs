@@ -1,6 +1,7 @@
 //! A deterministic simulator for the consensus core: many replicas in one thread under a seeded network
 //! (delay, loss, duplication, reordering, symmetric and one-way partitions, a scheduler that knows the
-//! coin), clock skew and drift, crashes that lose everything (`Replica::restarted`), and crashes that keep
+//! coin), clock skew and drift, process clocks that start hours apart and restart at zero, a command
+//! stranded by a lost forward and its origin's death (`strand`), crashes that lose everything (`Replica::restarted`), and crashes that keep
 //! the disk, of one replica or of the whole cluster, some torn in the middle of a turn (`Replica::resume`
 //! from the durable log kept in `durable`). Checkers cover agreement, validity, equivocation, liveness
 //! after faults stop, state convergence, and linearizability of a key-value register workload. `bench`

@@ -376,4 +376,20 @@ mod tests {
         assert_eq!(outcomes[0], vec![vec![late_retry.id], vec![old.id]]);
         assert_eq!(outcomes[0], outcomes[1]);
     }
+
+    /// A replica whose clock is hours behind and that sees no commands (its peers are idle) would stamp
+    /// commands that every peer takes as long expired; peers' clocks in `Status` keep it in step.
+    #[test]
+    fn a_replica_with_a_clock_far_behind_stamps_in_step_after_a_peer_status() {
+        let mut replica = started(1, 10);
+        message(&mut replica, 10, 2, Message::Status { next_slot: Slot(0), clock_ms: 7_200_000 });
+        let mut out = Vec::new();
+        let submit = ClientCommand { id: CommandId { client: 7, seq: 0 }, payload: vec![1] };
+        replica.handle(20, Input::Submit(vec![submit]), &mut out);
+        let stamp = out.iter().find_map(|o| match o {
+            Output::Broadcast { message: Message::Forward { commands } } => commands.first().map(|c| c.timestamp_ms),
+            _ => None,
+        });
+        assert!(stamp.is_some_and(|s| s >= 7_200_000), "stamped {stamp:?}");
+    }
 }

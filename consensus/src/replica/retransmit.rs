@@ -8,7 +8,7 @@ use crate::types::ReplicaId;
 impl Replica {
     pub(super) fn on_retransmit(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         self.arm_retransmit(now_ms, out);
-        out.push(Output::Broadcast { message: Message::Status { next_slot: self.next_slot } });
+        out.push(Output::Broadcast { message: self.status_message() });
         self.resend_round_messages(now_ms, out);
         self.ask_for_missing(now_ms, out);
         self.reforward_old_commands(now_ms, out);
@@ -57,7 +57,7 @@ impl Replica {
         if peer.index() >= self.config.n() || peer == self.config.me {
             return;
         }
-        out.push(Output::Send { to: peer, message: Message::Status { next_slot: self.next_slot } });
+        out.push(Output::Send { to: peer, message: self.status_message() });
         if let Mode::Recovering(recovery) = &self.mode {
             if recovery.vote_floor.is_none() {
                 let incarnation = recovery.incarnation;

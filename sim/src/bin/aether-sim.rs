@@ -3,8 +3,9 @@
 //! `aether-sim sim [--seeds N] [--seed S | --first-seed S] [--replicas 3|5] [--faults LIST]
 //! [--broken VARIANT] [--codec] [--verbose]` exits non-zero if any seed fails, printing one replay
 //! line per failing seed. `--faults` takes a comma list of loss, dup, delay, partition, crash (the disk
-//! is lost), skew, adversary, durable (the disk is kept: `Replica::resume`), cluster-crash (every replica
-//! at once, disks kept), or all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
+//! is lost), skew, clock (process clocks: hours apart, zero again after a restart), adversary, durable
+//! (the disk is kept: `Replica::resume`), cluster-crash (every replica at once, disks kept), strand (a
+//! lost forward, its origin down for good; not in all), or all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
 
 use std::process::ExitCode;
 use std::time::Instant;
