@@ -426,7 +426,14 @@ proptest! {
                         continue;
                     };
                     let (from, to) = (old.value.state, record.value.state);
-                    prop_assert!(from == to || control::lifecycle::can_transition(from, to), "{} -> {}", from, to);
+                    // A restarted node places its lost ACTIVE instance again, as a fresh LOAD record.
+                    let recreated = (from, to) == (SliceState::Active, SliceState::Load);
+                    prop_assert!(
+                        from == to || recreated || control::lifecycle::can_transition(from, to),
+                        "{} -> {}",
+                        from,
+                        to
+                    );
                     let retired = old.value.desired == DesiredState::Unloaded;
                     let still_retired = record.value.desired == DesiredState::Unloaded;
                     prop_assert!(!retired || still_retired, "a retired record came back");

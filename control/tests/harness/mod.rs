@@ -25,6 +25,9 @@ pub struct Sim {
     pub infos: BTreeMap<Artifact, SliceInfo>,
     /// Artifacts whose activation fails in every container.
     pub broken: BTreeSet<Artifact>,
+    /// The leader's start-failure policy; by default failures never hold placement back, so tests of other
+    /// concerns see plain placement, and quarantine tests set their own.
+    pub policy: cluster::StartPolicy,
 }
 
 pub fn node(i: usize) -> NodeId {
@@ -50,6 +53,7 @@ impl Sim {
             now_ms: 1_000_000,
             infos: BTreeMap::new(),
             broken: BTreeSet::new(),
+            policy: cluster::StartPolicy { failures_max: u32::MAX, backoff_base_ms: 0, backoff_max_ms: 0 },
         }
     }
 
@@ -84,7 +88,7 @@ impl Sim {
 
     /// One leader pass; returns the writes it asked for.
     pub fn leader(&mut self) -> Vec<KvWrite> {
-        let writes = cluster::reconcile(&self.state(), &self.live(), self.now_ms);
+        let writes = cluster::reconcile_with(&self.state(), &self.live(), self.now_ms, &self.policy);
         self.apply(&writes);
         writes
     }
