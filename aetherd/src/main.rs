@@ -153,11 +153,12 @@ fn run(args: &Args) -> Result<(), String> {
     let (storage, recovered) = storage::Storage::open(&config.data_dir)?;
     let consensus_config = consensus_config(&config);
     let replication = replication::Replication::new(consensus_config, storage, recovered, random_u64())?;
-    let container =
-        container::Container::new(container_config(&config, &lifecycle)).map_err(|e| format!("slice container: {e}"))?;
+    let container = container::Container::new(container_config(&config, &lifecycle))
+        .map_err(|e| format!("slice container: {e}"))?;
     let container = Arc::new(container);
     let loop_handle: Arc<OnceLock<net::NetHandle<node::Command>>> = Arc::default();
-    let deployer = deploy::Deployer::start(container.clone(), lifecycle.policy, deploy_done_sender(loop_handle.clone()))?;
+    let deployer =
+        deploy::Deployer::start(container.clone(), lifecycle.policy, deploy_done_sender(loop_handle.clone()))?;
     let data = node::DataPlane {
         calls: forward::Calls::new(),
         forwarded: Arc::default(),

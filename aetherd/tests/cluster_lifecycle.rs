@@ -103,7 +103,8 @@ fn a_slice_that_aborts_its_node_in_start_costs_at_most_two_crashes_and_is_quaran
             quarantine_seen_at = Some(Instant::now());
         }
         // Once quarantined, keep watching a while: no further crash may follow.
-        if quarantine_seen_at.is_some_and(|at| at.elapsed() >= Duration::from_secs(8)) && pids.iter().all(Option::is_some)
+        if quarantine_seen_at.is_some_and(|at| at.elapsed() >= Duration::from_secs(8))
+            && pids.iter().all(Option::is_some)
         {
             break;
         }
@@ -138,15 +139,16 @@ fn a_slice_that_aborts_its_node_in_start_costs_at_most_two_crashes_and_is_quaran
 fn threads_and_libraries(pid: u32) -> (usize, usize) {
     let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    let mut copies: Vec<&str> = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|p| p.contains("faulty")).collect();
+    let mut copies: Vec<&str> =
+        maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|p| p.contains("faulty")).collect();
     copies.sort_unstable();
     copies.dedup();
     (threads, copies.len())
 }
 
 /// With the start timeout at 1 s, one attempt of the unbounded schedule takes about 11 s (1 s of `start`, then
-/// 10 s before the FAILED record is retired and the slice placed again), so the 30 s watched here would show
-/// two to three more leaked threads and libraries; the default 10 s timeout gives the same cycle every ~20 s.
+/// 10 s before the FAILED record is retired and the slice placed again), so the 24 s watched here would show
+/// two more leaked threads and libraries; the default 10 s timeout gives the same cycle every ~20 s.
 #[test]
 fn a_hanging_start_leaves_threads_and_mapped_libraries_flat() {
     let env = [("AETHER_START_BACKOFF_MS", "500"), ("AETHER_SLICE_START_TIMEOUT_MS", "1000")];
@@ -156,12 +158,12 @@ fn a_hanging_start_leaves_threads_and_mapped_libraries_flat() {
     let quarantined = wait_for(Duration::from_secs(40), || blueprint_slice(&c, 0, "stuck")["quarantined"] == true);
     assert!(quarantined.is_ok(), "never quarantined: {}\n{}", blueprint_slice(&c, 0, "stuck"), c.log(0));
     let status = blueprint_slice(&c, 0, "stuck");
-    assert!(status["reason"].as_str().is_some_and(|r| r.contains("timed out")), "{status}");
+    assert!(status["reason"].as_str().is_some_and(|r| r.contains("did not finish")), "{status}");
     std::thread::sleep(Duration::from_secs(1));
     let first = threads_and_libraries(pid);
     assert!(first.1 <= 2, "at most one library kept per abandoned start: {first:?}");
     let mut samples = vec![first];
-    for _ in 0..10 {
+    for _ in 0..8 {
         std::thread::sleep(Duration::from_secs(3));
         samples.push(threads_and_libraries(pid));
     }

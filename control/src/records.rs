@@ -151,7 +151,11 @@ impl SliceRecord {
     /// The record moved to FAILED with `reason` (cut to [`ERROR_BYTES_MAX`]).
     pub fn failing(&self, reason: &str, now_ms: u64) -> SliceRecord {
         let failed_in = Some(self.state);
-        SliceRecord { error: Some(cut(reason, ERROR_BYTES_MAX)), failed_in, ..self.entering(SliceState::Failed, now_ms) }
+        SliceRecord {
+            error: Some(cut(reason, ERROR_BYTES_MAX)),
+            failed_in,
+            ..self.entering(SliceState::Failed, now_ms)
+        }
     }
 }
 

@@ -150,7 +150,11 @@ fn instance_json(node: &str, artifact: &Artifact, r: &SliceRecord) -> Value {
 fn reset(backend: &dyn Backend, name: &str) -> Result<Response, ApiError> {
     let key = AetherKey::Blueprint { name: parse_name(name)? };
     let entry = backend.kv_get(&key, false)?.ok_or_else(|| ApiError::not_found(format!("no blueprint '{name}'")))?;
-    let version = backend.kv_write(Command::CompareAndSet { key, expected: Some(kvstore::Revision(entry.version)), value: entry.value })?;
+    let version = backend.kv_write(Command::CompareAndSet {
+        key,
+        expected: Some(kvstore::Revision(entry.version)),
+        value: entry.value,
+    })?;
     Ok(Response::ok(json!({ "name": name, "reset": true, "version": version })))
 }
 

@@ -38,7 +38,10 @@ impl<'a> Pass<'a> {
         let instances = usize::try_from(target.instances).unwrap_or(usize::MAX);
         if serving.len() > instances {
             self.retire_surplus(artifact, serving, instances);
-        } else if serving.len() < instances && self.may_place(artifact, target) && self.dependencies_ready(artifact, target) {
+        } else if serving.len() < instances
+            && self.may_place(artifact, target)
+            && self.dependencies_ready(artifact, target)
+        {
             self.add(artifact, target, &records, instances - serving.len());
         }
     }

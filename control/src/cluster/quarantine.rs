@@ -21,7 +21,8 @@
 //! its instances are ACTIVE and no record of it is a start failure.
 //!
 //! Invariants: a pure function of the view, the live nodes and the time, like the rest of the pass; a count
-//! only grows by failures not counted before; the identities kept are bounded by [`COUNTED_MAX`].
+//! only grows by failures not counted before (for this blueprint version or an earlier one); an identity is
+//! kept while its record exists, and at most [`COUNTED_MAX`] of them.
 
 use super::{ClusterState, Wanted};
 use crate::lifecycle::{DesiredState, SliceState};
@@ -142,10 +143,16 @@ pub(super) fn count(wanted: &mut Wanted, state: &ClusterState, live: &[NodeId], 
     for (artifact, target) in wanted.targets.iter_mut() {
         let Some(blueprint) = state.blueprints.get(&target.blueprint) else { continue };
         let version = blueprint.version.0;
-        let stored = state.targets.get(artifact).map(|t| &t.value.failures);
-        let mut failures = stored.filter(|f| f.blueprint_version == version).cloned().unwrap_or_default();
-        failures.blueprint_version = version;
+        let stored = state.targets.get(artifact).map(|t| t.value.failures.clone()).unwrap_or_default();
         let records = state.slices.get(artifact).into_iter().flatten();
+        // Identities are carried across a reset too: a failure from before the blueprint was posted again is
+        // not counted against the new version.
+        let mut failures = if stored.blueprint_version == version {
+            stored
+        } else {
+            StartFailures { counted: stored.counted, ..StartFailures::default() }
+        };
+        failures.blueprint_version = version;
         let mut any_failure = false;
         let mut active = 0usize;
         for (node, record) in records {
@@ -161,8 +168,21 @@ pub(super) fn count(wanted: &mut Wanted, state: &ClusterState, live: &[NodeId], 
         let all_active = active >= usize::try_from(target.instances).unwrap_or(usize::MAX);
         if failures.count > 0 && !failures.quarantined && all_active && !any_failure {
             log::info!("{artifact}: every instance is ACTIVE; its start failures are forgotten");
-            failures = StartFailures { blueprint_version: version, ..StartFailures::default() };
+            failures =
+                StartFailures { blueprint_version: version, counted: failures.counted, ..StartFailures::default() };
         }
+        // An identity is kept while its record stays; records of dead nodes this pass removes are gone.
+        let quarantined = failures.quarantined;
+        let stays = |node: &NodeId, record: &SliceRecord| live.contains(node) || kept_on_dead_node(record, quarantined);
+        let present: BTreeSet<(String, u64)> = state
+            .slices
+            .get(artifact)
+            .into_iter()
+            .flatten()
+            .filter(|(node, r)| stays(node, &r.value))
+            .map(|(node, r)| (node.to_string(), r.value.since_ms))
+            .collect();
+        failures.counted.retain(|id| present.contains(id));
         if failures.count == 0 && failures.counted.is_empty() {
             failures = StartFailures::default();
         }
@@ -181,7 +201,10 @@ pub(super) fn dead_node_write(
 ) -> Option<KvWrite> {
     let key = AetherKey::Slice { node: node.clone(), artifact: artifact.clone() };
     let value = &record.value;
-    if quarantined && value.desired == DesiredState::Active && in_start(value.state) {
+    if !kept_on_dead_node(value, quarantined) {
+        return Some(KvWrite::Remove { key, expected: record.version });
+    }
+    if in_start(value.state) {
         let failed = SliceRecord {
             state: SliceState::Failed,
             error: Some(StartFailures::crashed(node)),
@@ -190,10 +213,15 @@ pub(super) fn dead_node_write(
         };
         return Some(KvWrite::Set { key, expected: Some(record.version), value: failed.encode() });
     }
-    if quarantined && value.state == SliceState::Failed && value.desired == DesiredState::Active {
-        return None;
-    }
-    Some(KvWrite::Remove { key, expected: record.version })
+    None
+}
+
+/// True when a dead node's record stays (rewritten FAILED, or as it is): it shows why its artifact is
+/// quarantined.
+fn kept_on_dead_node(record: &SliceRecord, quarantined: bool) -> bool {
+    quarantined
+        && record.desired == DesiredState::Active
+        && (in_start(record.state) || record.state == SliceState::Failed)
 }
 
 #[cfg(test)]

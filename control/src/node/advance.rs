@@ -18,8 +18,8 @@
 //! an action, so a second step before the first write applies does not start the action again.
 
 use super::{ContainerState, NodeAction};
-use crate::lifecycle::{can_transition, DesiredState, SliceState};
 use crate::cluster::StartFailures;
+use crate::lifecycle::{can_transition, DesiredState, SliceState};
 use crate::records::SliceRecord;
 use kvstore::{Artifact, NodeId};
 
@@ -360,8 +360,12 @@ mod tests {
                 for container in &containers {
                     for now_ms in [1_000, 1_000_000] {
                         if let Some(to) = entered(&run(state, desired, container.clone(), now_ms)) {
-                            let recreated = (state, to, desired, container) == (S::Active, S::Load, DesiredState::Active, &None);
-                            assert!(recreated || can_transition(state, to), "{state} -> {to} ({desired}, {container:?})");
+                            let recreated =
+                                (state, to, desired, container) == (S::Active, S::Load, DesiredState::Active, &None);
+                            assert!(
+                                recreated || can_transition(state, to),
+                                "{state} -> {to} ({desired}, {container:?})"
+                            );
                         }
                     }
                 }

@@ -250,7 +250,8 @@ mod tests {
 
     fn view(state: SliceState, desired: DesiredState) -> NodeState {
         let mut view = NodeState::new(NodeId::parse("n1").unwrap());
-        let record = SliceRecord { desired, state, since_ms: 10, instance: 3, error: None, config: Map::new(), failed_in: None };
+        let record =
+            SliceRecord { desired, state, since_ms: 10, instance: 3, error: None, config: Map::new(), failed_in: None };
         view.records.insert(a(), Versioned { value: record, version: Revision(5) });
         view
     }
