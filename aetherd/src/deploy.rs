@@ -353,3 +353,46 @@ fn config_pairs(config: &Map<String, Value>) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
+        let pairs: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| pairs.get(name).cloned())
+    }
+
+    #[test]
+    fn lifecycle_settings_default_and_parse() {
+        assert_eq!(settings(&[]).unwrap(), Settings { policy: StartPolicy::default(), start_timeout: None });
+        let set = settings(&[(START_FAILURES_MAX_ENV, "3"), (START_BACKOFF_ENV, "250"), (START_TIMEOUT_ENV, "1500")])
+            .unwrap();
+        assert_eq!((set.policy.failures_max, set.policy.backoff_base_ms), (3, 250));
+        assert_eq!(set.start_timeout, Some(Duration::from_millis(1500)));
+        for bad in [(START_FAILURES_MAX_ENV, "0"), (START_BACKOFF_ENV, "soon"), (START_TIMEOUT_ENV, "5")] {
+            let error = settings(&[bad]).unwrap_err();
+            assert!(error.starts_with(bad.0), "{error}");
+        }
+    }
+
+    #[test]
+    fn one_artifacts_jobs_wait_for_each_other_but_not_for_other_artifacts() {
+        let jobs = Jobs { queue: Mutex::new(Queue::default()), wake: Condvar::new() };
+        let a = Artifact::parse("g:a:1.0.0").unwrap();
+        let b = Artifact::parse("g:b:1.0.0").unwrap();
+        {
+            let mut queue = jobs.queue.lock();
+            queue.pending.push_back(NodeAction::Deactivate { artifact: a.clone() });
+            queue.pending.push_back(NodeAction::Unload { artifact: a.clone() });
+            queue.pending.push_back(NodeAction::Load { artifact: b.clone(), config: Map::new() });
+        }
+        assert_eq!(jobs.take(), Some(NodeAction::Deactivate { artifact: a.clone() }));
+        // `a` is busy: its Unload waits, and `b` goes first.
+        assert_eq!(jobs.take(), Some(NodeAction::Load { artifact: b.clone(), config: Map::new() }));
+        jobs.finished(&a);
+        assert_eq!(jobs.take(), Some(NodeAction::Unload { artifact: a }));
+        jobs.queue.lock().stopping = true;
+        assert_eq!(jobs.take(), None);
+    }
+}

@@ -386,3 +386,19 @@ fn deploy_done_sender(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args, String> {
+        parse_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn slice_flags_need_dev_mode() {
+        let error = args(&["--config", "node.toml", "--slice", "g:a:1.0.0"]).err().unwrap_or_default();
+        assert!(error.starts_with("--slice works only with --dev"), "{error}");
+        assert_eq!(args(&["--dev", "--slice", "g:a:1.0.0"]).map(|a| a.slices.len()), Ok(1));
+    }
+}
