@@ -231,6 +231,8 @@ mod tests {
     struct Fake {
         writes: Mutex<Vec<String>>,
         write_error: Option<ApiError>,
+        /// What `kv_get` answers for any key.
+        stored: Option<KvEntry>,
     }
 
     impl Backend for Fake {
@@ -252,7 +254,7 @@ mod tests {
             Ok(3)
         }
         fn kv_get(&self, _key: &AetherKey, _stale: bool) -> Result<Option<KvEntry>, ApiError> {
-            Ok(None)
+            Ok(self.stored.clone())
         }
         fn kv_list(&self, _prefix: &str, _stale: bool) -> Result<Vec<KvEntry>, ApiError> {
             Ok(Vec::new())
@@ -319,6 +321,24 @@ mod tests {
         let answer = call(&fake, "POST", "api/blueprints", &blueprint("org.example:echo:1.0.0"));
         assert_eq!(answer.status, 500);
         assert_eq!(answer.body["detail"], json!("cannot write <server path>: permission denied"));
+    }
+
+    #[test]
+    fn a_reset_stores_the_same_blueprint_again_under_its_version() {
+        let fake = Fake::default();
+        assert_eq!(call(&fake, "POST", "api/blueprints/shop/reset", "").status, 404);
+        let value = b"{\"toml\":\"...\"}".to_vec();
+        let stored = KvEntry { key: "blueprints/shop".into(), value: value.clone(), version: 7 };
+        let fake = Fake { stored: Some(stored), ..Fake::default() };
+        let answer = call(&fake, "POST", "api/blueprints/shop/reset", "");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["reset"], json!(true));
+        let expected = Command::CompareAndSet {
+            key: "blueprints/shop".parse().unwrap(),
+            expected: Some(kvstore::Revision(7)),
+            value,
+        };
+        assert_eq!(*fake.writes.lock().unwrap(), [format!("{expected:?}")]);
     }
 
     #[test]
