@@ -410,14 +410,19 @@ proptest! {
         shape in shape(),
         nodes in 1usize..=4,
         ops in prop::collection::vec(op(), 0..80),
+        quarantine in any::<bool>(),
     ) {
         let mut sim = Sim::new(nodes);
+        if quarantine {
+            sim.policy = cluster::StartPolicy { failures_max: 1, ..cluster::StartPolicy::default() };
+        }
         for (b, slices) in shape.iter().enumerate() {
             sim.submit(&toml_of(b, slices));
         }
         let mut before = sim.state().slices;
         for op in ops {
-            run(&mut sim, &[op]);
+            let live = sim.live();
+            run(&mut sim, &[op.clone()]);
             let after = sim.state().slices;
             for (artifact, by_node) in &after {
                 for (id, record) in by_node {
@@ -428,8 +433,10 @@ proptest! {
                     let (from, to) = (old.value.state, record.value.state);
                     // A restarted node places its lost ACTIVE instance again, as a fresh LOAD record.
                     let recreated = (from, to) == (SliceState::Active, SliceState::Load);
+                    // The leader marks a start that a dead node left behind FAILED when it quarantines.
+                    let crashed = matches!(op, Op::Leader) && !live.contains(id) && to == SliceState::Failed;
                     prop_assert!(
-                        from == to || recreated || control::lifecycle::can_transition(from, to),
+                        from == to || recreated || crashed || control::lifecycle::can_transition(from, to),
                         "{} -> {}",
                         from,
                         to

@@ -174,3 +174,16 @@ fn a_whole_cluster_restart_serves_again_within_twenty_rounds() {
     }
     assert_eq!(sim.active_nodes(&a), vec![node(0), node(1)], "each node starts its own instance again");
 }
+
+#[test]
+fn without_a_limit_the_same_slice_crashes_node_after_node() {
+    // The containment above is what stops the cascade: with no limit and no pause, the killer slice is
+    // placed on the next node as soon as one dies, and the crashes go on.
+    let mut sim = Sim::new(3);
+    sim.policy = StartPolicy { failures_max: u32::MAX, backoff_base_ms: 0, backoff_max_ms: 0 };
+    sim.killers.insert(artifact(KILLER));
+    sim.submit(&single("s", KILLER, 1));
+    let (crashes, most_down) = supervise(&mut sim, 3, 600, 5);
+    assert!(crashes.len() > 10, "{crashes:?}");
+    assert!(most_down >= 2, "two nodes down at once");
+}

@@ -18,7 +18,7 @@
 //! its FAILED records are neither retired nor removed with a dead node, so the reason stays visible, until the
 //! operator posts the blueprint again or resets it. Both give the blueprint record a new KV version, and a
 //! count belongs to one blueprint version. A target that is not quarantined starts from a clean count once all
-//! its instances are ACTIVE and no record of it is a start failure.
+//! its instances are ACTIVE and none of its records is FAILED or a start failure.
 //!
 //! Invariants: a pure function of the view, the live nodes and the time, like the rest of the pass; a count
 //! only grows by failures not counted before (for this blueprint version or an earlier one); an identity is
@@ -157,6 +157,8 @@ pub(super) fn count(wanted: &mut Wanted, state: &ClusterState, live: &[NodeId], 
         let mut active = 0usize;
         for (node, record) in records {
             active += usize::from(record.value.state == SliceState::Active && live.contains(node));
+            // Any FAILED record, retired or not, holds the count (the pass itself retires some).
+            any_failure |= record.value.state == SliceState::Failed;
             let Some(reason) = start_failure(node, &record.value, live.contains(node)) else { continue };
             any_failure = true;
             let identity = (node.to_string(), record.value.since_ms);
@@ -227,6 +229,57 @@ fn kept_on_dead_node(record: &SliceRecord, quarantined: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::{reconcile_with, FAILED_RETIRE_AFTER_MS};
+    use crate::records::BlueprintRecord;
+    use kvstore::{Command, KvState};
+
+    fn put(kv: &mut KvState, key: &str, value: Vec<u8>) {
+        kv.apply_command(Command::Put { key: key.parse().unwrap(), value }, &mut |_| {});
+    }
+
+    fn slice(state: SliceState, since_ms: u64, failed_in: Option<SliceState>) -> Vec<u8> {
+        let error = failed_in.map(|_| "start failed".to_owned());
+        let desired = DesiredState::Active;
+        SliceRecord { desired, state, since_ms, instance: 0, error, config: Default::default(), failed_in }.encode()
+    }
+
+    /// Runs passes until one writes nothing; returns the number of passes that wrote.
+    fn settle(kv: &mut KvState, live: &[NodeId], now_ms: u64, policy: &StartPolicy) -> usize {
+        for passes in 0..5 {
+            let writes = reconcile_with(&ClusterState::from_entries(kv.list("")), live, now_ms, policy);
+            if writes.is_empty() {
+                return passes;
+            }
+            for write in writes {
+                kv.apply_command(write.to_command(), &mut |_| {});
+            }
+        }
+        panic!("no fixed point");
+    }
+
+    #[test]
+    fn retiring_a_counted_failure_next_to_an_active_instance_is_one_pass() {
+        let mut kv = KvState::new();
+        let toml = "name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\n".to_owned();
+        let blueprint = crate::blueprint::parse(&toml, &|_| true).unwrap();
+        put(&mut kv, "blueprints/s", BlueprintRecord { toml, blueprint }.encode());
+        put(&mut kv, "slices/n1/g:a:1.0.0", slice(SliceState::Failed, 1_000, Some(SliceState::Activating)));
+        put(&mut kv, "slices/n2/g:a:1.0.0", slice(SliceState::Active, 2_000, None));
+        let live = [NodeId::parse("n1").unwrap(), NodeId::parse("n2").unwrap()];
+        let policy = StartPolicy::default();
+        // The failure is counted (one pass), then retired once it is old, with the count kept while the
+        // FAILED record is there (one more pass), and nothing after.
+        assert_eq!(settle(&mut kv, &live, 1_500, &policy), 1);
+        assert_eq!(settle(&mut kv, &live, 1_000 + FAILED_RETIRE_AFTER_MS, &policy), 1);
+        let target = kv.get(&"targets/g:a:1.0.0".parse().unwrap()).unwrap();
+        let failures = crate::records::TargetRecord::decode(target.value()).unwrap().failures;
+        assert_eq!(failures.count, 1, "{failures:?}");
+        // The node unloads and removes the record: the count is forgotten, in one pass.
+        kv.apply_command(Command::Remove { key: "slices/n1/g:a:1.0.0".parse().unwrap() }, &mut |_| {});
+        assert_eq!(settle(&mut kv, &live, 20_000, &policy), 1);
+        let target = kv.get(&"targets/g:a:1.0.0".parse().unwrap()).unwrap();
+        assert!(crate::records::TargetRecord::decode(target.value()).unwrap().failures.is_clear());
+    }
 
     #[test]
     fn the_backoff_doubles_up_to_its_cap() {
