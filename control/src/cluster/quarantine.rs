@@ -97,7 +97,15 @@ impl StartFailures {
         !self.quarantined && now_ms >= self.retry_at_ms
     }
 
-    fn add(&mut self, node: &NodeId, since_ms: u64, reason: String, now_ms: u64, policy: &StartPolicy) {
+    fn add(
+        &mut self,
+        artifact: &Artifact,
+        node: &NodeId,
+        since_ms: u64,
+        reason: String,
+        now_ms: u64,
+        policy: &StartPolicy,
+    ) {
         self.count = self.count.saturating_add(1);
         self.retry_at_ms = now_ms.saturating_add(policy.backoff_ms(self.count));
         self.quarantined |= self.count >= policy.failures_max.max(1);
@@ -106,9 +114,14 @@ impl StartFailures {
         }
         self.counted.push((node.to_string(), since_ms));
         if self.quarantined {
-            log::warn!("quarantined after {} start failure(s); last: {reason}", self.count);
+            log::warn!("{artifact}: quarantined after {} start failure(s); last: {reason}", self.count);
         } else {
-            log::warn!("start failure {} of {}: {reason}", self.count, policy.failures_max);
+            let pause = policy.backoff_ms(self.count);
+            log::warn!(
+                "{artifact}: start failure {} of {}, next placement in {pause} ms: {reason}",
+                self.count,
+                policy.failures_max
+            );
         }
         self.reason = Some(reason);
     }
@@ -163,8 +176,7 @@ pub(super) fn count(wanted: &mut Wanted, state: &ClusterState, live: &[NodeId], 
             any_failure = true;
             let identity = (node.to_string(), record.value.since_ms);
             if !failures.counted.contains(&identity) {
-                log::info!("{artifact}: start failure on {node}");
-                failures.add(node, record.value.since_ms, reason, now_ms, policy);
+                failures.add(artifact, node, record.value.since_ms, reason, now_ms, policy);
             }
         }
         let all_active = active >= usize::try_from(target.instances).unwrap_or(usize::MAX);
@@ -291,24 +303,26 @@ mod tests {
 
     #[test]
     fn the_limit_quarantines_and_stops_placement() {
+        let a = Artifact::parse("g:a:1.0.0").unwrap();
         let policy = StartPolicy::default();
         let node = NodeId::parse("node-1").unwrap();
         let mut failures = StartFailures::default();
-        failures.add(&node, 1, "x".into(), 100, &policy);
+        failures.add(&a, &node, 1, "x".into(), 100, &policy);
         assert!(!failures.may_place(100 + policy.backoff_ms(1) - 1));
         assert!(failures.may_place(100 + policy.backoff_ms(1)));
-        failures.add(&node, 2, "crashed node-1 during start".into(), 200, &policy);
+        failures.add(&a, &node, 2, "crashed node-1 during start".into(), 200, &policy);
         assert!(failures.quarantined);
         assert!(!failures.may_place(u64::MAX));
     }
 
     #[test]
     fn counted_identities_are_bounded() {
+        let a = Artifact::parse("g:a:1.0.0").unwrap();
         let policy = StartPolicy { failures_max: u32::MAX, ..StartPolicy::default() };
         let node = NodeId::parse("node-1").unwrap();
         let mut failures = StartFailures::default();
         for since_ms in 0..(COUNTED_MAX as u64 + 10) {
-            failures.add(&node, since_ms, "x".into(), 0, &policy);
+            failures.add(&a, &node, since_ms, "x".into(), 0, &policy);
         }
         assert_eq!(failures.counted.len(), COUNTED_MAX);
         assert_eq!(failures.counted.last(), Some(&("node-1".to_owned(), COUNTED_MAX as u64 + 9)));
