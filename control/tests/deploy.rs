@@ -422,7 +422,7 @@ proptest! {
         let mut before = sim.state().slices;
         for op in ops {
             let live = sim.live();
-            run(&mut sim, &[op.clone()]);
+            run(&mut sim, std::slice::from_ref(&op));
             let after = sim.state().slices;
             for (artifact, by_node) in &after {
                 for (id, record) in by_node {
