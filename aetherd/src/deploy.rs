@@ -1,21 +1,73 @@
 //! This node's hands for deployment: the container work the node deployment manager (`control::node`) asks
-//! for, done on a thread of its own because loading and starting a plugin may block for seconds.
+//! for, done on worker threads because loading and starting a plugin may block for seconds; and the lifecycle
+//! settings taken from the environment (the leader's start-failure policy, the slice start timeout).
 //!
 //! The event loop owns the decisions; this module owns the container state map that feeds them. When the
 //! loop starts an action it marks the artifact in progress at once (so `control::node::step` never asks
-//! twice), sends the job here, and the result comes back to the loop as a command.
+//! twice), queues the job here, and the result comes back to the loop as a command. [`WORKERS`] threads take
+//! jobs in order, skipping jobs of an artifact that already has one running: the jobs of one artifact run
+//! one after the other, in order, and a slow step (a drain, a hung `start`) holds up only its own artifact.
 //!
-//! Invariants: at most one job per artifact is in flight; a job's result always comes back (success or a
-//! failure with its reason), so no artifact stays "in progress" forever; the loop never blocks on a job.
+//! Invariants: at most one job per artifact runs at a time, and one artifact's jobs run in the order queued;
+//! a job's result always comes back (success or a failure with its reason), so no artifact stays "in progress"
+//! forever; the loop never blocks on a job; stopping unloads every slice within a bound, and past it leaves
+//! them loaded (the process is about to exit).
 
+use control::cluster::StartPolicy;
 use control::node::{ContainerState, NodeAction, SliceInfo};
 use kvstore::Artifact;
 use log::{info, warn};
+use parking_lot::{Condvar, Mutex};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::{self, Sender};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Worker threads: lifecycle steps of this many artifacts may run at once.
+pub const WORKERS: usize = 4;
+/// Longest the stop waits for slices to be stopped and unloaded before leaving them loaded.
+pub const STOP_UNLOAD_BOUND: Duration = Duration::from_secs(10);
+
+/// Start failures after which the leader quarantines an artifact (default 2).
+pub const START_FAILURES_MAX_ENV: &str = "AETHER_START_FAILURES_MAX";
+/// Pause after the first start failure of an artifact, in milliseconds; it doubles per failure (default 5000).
+pub const START_BACKOFF_ENV: &str = "AETHER_START_BACKOFF_MS";
+/// Longest a slice's `start` may take, in milliseconds (default 10000).
+pub const START_TIMEOUT_ENV: &str = "AETHER_SLICE_START_TIMEOUT_MS";
+
+/// Lifecycle settings from the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub policy: StartPolicy,
+    pub start_timeout: Option<Duration>,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, String> {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+        let number = |name: &str, min: u64, max: u64| -> Result<Option<u64>, String> {
+            let Some(text) = lookup(name) else { return Ok(None) };
+            match text.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(format!("{name}='{text}': expected a whole number from {min} to {max}")),
+            }
+        };
+        let mut policy = StartPolicy::default();
+        if let Some(n) = number(START_FAILURES_MAX_ENV, 1, 1000)? {
+            policy.failures_max = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(ms) = number(START_BACKOFF_ENV, 0, 3_600_000)? {
+            policy.backoff_base_ms = ms;
+            policy.backoff_max_ms = policy.backoff_max_ms.max(ms);
+        }
+        let start_timeout = number(START_TIMEOUT_ENV, 100, 600_000)?.map(Duration::from_millis);
+        Ok(Settings { policy, start_timeout })
+    }
+}
 
 /// How a job ended.
 #[derive(Debug)]
@@ -33,37 +85,86 @@ pub struct JobDone {
     pub result: JobResult,
 }
 
-enum Job {
-    Run(NodeAction),
-    Stop,
+/// Jobs waiting, artifacts with a job running, and whether the workers should end.
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<NodeAction>,
+    running: HashSet<Artifact>,
+    stopping: bool,
+}
+
+struct Jobs {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Jobs {
+    /// The next job whose artifact has none running, marked running; `None` once stopping.
+    fn take(&self) -> Option<NodeAction> {
+        let mut queue = self.queue.lock();
+        loop {
+            if queue.stopping {
+                return None;
+            }
+            let free = queue.pending.iter().position(|a| !queue.running.contains(artifact_of(a)));
+            if let Some(action) = free.and_then(|at| queue.pending.remove(at)) {
+                queue.running.insert(artifact_of(&action).clone());
+                return Some(action);
+            }
+            self.wake.wait(&mut queue);
+        }
+    }
+
+    fn finished(&self, artifact: &Artifact) {
+        self.queue.lock().running.remove(artifact);
+        self.wake.notify_all();
+    }
+}
+
+fn artifact_of(action: &NodeAction) -> &Artifact {
+    match action {
+        NodeAction::Load { artifact, .. }
+        | NodeAction::Activate { artifact, .. }
+        | NodeAction::Deactivate { artifact }
+        | NodeAction::Unload { artifact } => artifact,
+    }
 }
 
 /// The loop's side: the state map and the job queue.
 pub struct Deployer {
     states: BTreeMap<Artifact, ContainerState>,
     infos: BTreeMap<Artifact, SliceInfo>,
-    jobs: Sender<Job>,
-    worker: Option<JoinHandle<()>>,
+    jobs: Arc<Jobs>,
+    workers: Vec<JoinHandle<()>>,
+    container: Arc<container::Container>,
+    policy: StartPolicy,
 }
 
 impl Deployer {
-    /// Starts the worker; `done` carries each result back to the event loop.
+    /// Starts the workers; `done` carries each result back to the event loop.
     pub fn start(
         container: Arc<container::Container>,
-        done: impl Fn(JobDone) + Send + 'static,
+        policy: StartPolicy,
+        done: impl Fn(JobDone) + Send + Sync + 'static,
     ) -> Result<Deployer, String> {
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let worker = std::thread::Builder::new()
-            .name("deployer".into())
-            .spawn(move || {
-                let mut worker = Worker { container, instances: HashMap::new() };
-                while let Ok(Job::Run(action)) = rx.recv() {
-                    done(worker.run(action));
+        let jobs = Arc::new(Jobs { queue: Mutex::new(Queue::default()), wake: Condvar::new() });
+        let done = Arc::new(done);
+        let instances: Arc<Mutex<HashMap<Artifact, container::InstanceId>>> = Arc::default();
+        let mut workers = Vec::with_capacity(WORKERS);
+        for n in 0..WORKERS {
+            let worker = Worker { container: container.clone(), instances: instances.clone() };
+            let (jobs, done) = (jobs.clone(), done.clone());
+            let spawned = std::thread::Builder::new().name(format!("deployer-{n}")).spawn(move || {
+                while let Some(action) = jobs.take() {
+                    let artifact = artifact_of(&action).clone();
+                    let result = worker.run(action);
+                    jobs.finished(&artifact);
+                    done(result);
                 }
-                worker.container.shutdown();
-            })
-            .map_err(|e| format!("cannot start the deployer thread: {e}"))?;
-        Ok(Deployer { states: BTreeMap::new(), infos: BTreeMap::new(), jobs, worker: Some(worker) })
+            });
+            workers.push(spawned.map_err(|e| format!("cannot start a deployer thread: {e}"))?);
+        }
+        Ok(Deployer { states: BTreeMap::new(), infos: BTreeMap::new(), jobs, workers, container, policy })
     }
 
     pub fn states(&self) -> &BTreeMap<Artifact, ContainerState> {
@@ -72,6 +173,11 @@ impl Deployer {
 
     pub fn infos(&self) -> &BTreeMap<Artifact, SliceInfo> {
         &self.infos
+    }
+
+    /// The leader's start-failure policy on this node.
+    pub fn policy(&self) -> &StartPolicy {
+        &self.policy
     }
 
     /// Marks the artifact in progress and queues the job.
@@ -83,7 +189,8 @@ impl Deployer {
             NodeAction::Unload { artifact } => (artifact.clone(), ContainerState::Unloading),
         };
         self.states.insert(artifact, state);
-        let _ = self.jobs.send(Job::Run(action));
+        self.jobs.queue.lock().pending.push_back(action);
+        self.jobs.wake.notify_all();
     }
 
     /// Records a job's result.
@@ -109,23 +216,45 @@ impl Deployer {
         }
     }
 
-    /// Unloads everything and stops the worker.
-    pub fn stop(mut self) {
-        let _ = self.jobs.send(Job::Stop);
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
+    /// Stops the workers (jobs not started are dropped; running ones finish within their step bounds), then
+    /// stops and unloads every slice, giving up after `bound`: the process is about to exit, and a slice that
+    /// hangs in `stop` must not hold the node past its stop timeout.
+    pub fn stop(self, bound: Duration) {
+        {
+            let mut queue = self.jobs.queue.lock();
+            queue.stopping = true;
+            queue.pending.clear();
+        }
+        self.jobs.wake.notify_all();
+        let container = self.container.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("slices-stop".into()).spawn(move || {
+            for worker in self.workers {
+                let _ = worker.join();
+            }
+            container.shutdown();
+            let _ = tx.send(());
+        });
+        match spawned {
+            Ok(_) => {
+                if rx.recv_timeout(bound).is_err() {
+                    warn!("slices not stopped and unloaded within {bound:?}; leaving them loaded");
+                }
+            }
+            Err(e) => warn!("cannot start the slice stop thread ({e}); leaving slices loaded"),
         }
     }
 }
 
-/// The worker thread's side: the container and the instance of each artifact.
+/// A worker thread's side: the container and the instance of each artifact (shared by the workers; an
+/// artifact's entry is only touched by the one job of that artifact running).
 struct Worker {
     container: Arc<container::Container>,
-    instances: HashMap<Artifact, container::InstanceId>,
+    instances: Arc<Mutex<HashMap<Artifact, container::InstanceId>>>,
 }
 
 impl Worker {
-    fn run(&mut self, action: NodeAction) -> JobDone {
+    fn run(&self, action: NodeAction) -> JobDone {
         let (artifact, result) = match action {
             NodeAction::Load { artifact, config } => {
                 let result = self.load(&artifact, &config);
@@ -151,15 +280,16 @@ impl Worker {
         JobDone { artifact, result }
     }
 
-    fn load(&mut self, artifact: &Artifact, config: &Map<String, Value>) -> JobResult {
-        if let Some(old) = self.instances.remove(artifact) {
+    fn load(&self, artifact: &Artifact, config: &Map<String, Value>) -> JobResult {
+        let old = self.instances.lock().remove(artifact);
+        if let Some(old) = old {
             let _ = self.container.unload(old);
         }
         let id = match self.container.load(artifact, config_pairs(config)) {
             Ok(id) => id,
             Err(e) => return JobResult::Failed(e.to_string()),
         };
-        self.instances.insert(artifact.clone(), id);
+        self.instances.lock().insert(artifact.clone(), id);
         let Some(handle) = self.container.handle(id) else {
             return JobResult::Failed("the instance vanished after loading".into());
         };
@@ -171,8 +301,8 @@ impl Worker {
         }
     }
 
-    fn activate(&mut self, artifact: &Artifact, config: &Map<String, Value>) -> JobResult {
-        let Some(&id) = self.instances.get(artifact) else { return JobResult::Failed("not loaded".into()) };
+    fn activate(&self, artifact: &Artifact, config: &Map<String, Value>) -> JobResult {
+        let Some(id) = self.instance(artifact) else { return JobResult::Failed("not loaded".into()) };
         if let Err(e) = self.container.set_config(id, config_pairs(config)) {
             return JobResult::Failed(e.to_string());
         }
@@ -182,16 +312,21 @@ impl Worker {
         }
     }
 
-    fn deactivate(&mut self, artifact: &Artifact) -> JobResult {
-        let Some(&id) = self.instances.get(artifact) else { return JobResult::Failed("not loaded".into()) };
+    fn deactivate(&self, artifact: &Artifact) -> JobResult {
+        let Some(id) = self.instance(artifact) else { return JobResult::Failed("not loaded".into()) };
         match self.container.deactivate(id) {
             Ok(()) => JobResult::Deactivated,
             Err(e) => JobResult::Failed(e.to_string()),
         }
     }
 
-    fn unload(&mut self, artifact: &Artifact) -> JobResult {
-        let Some(id) = self.instances.remove(artifact) else { return JobResult::Unloaded };
+    fn instance(&self, artifact: &Artifact) -> Option<container::InstanceId> {
+        self.instances.lock().get(artifact).copied()
+    }
+
+    fn unload(&self, artifact: &Artifact) -> JobResult {
+        let removed = self.instances.lock().remove(artifact);
+        let Some(id) = removed else { return JobResult::Unloaded };
         if matches!(self.container.state(id), Some((container::SliceState::Active, _))) {
             let _ = self.container.deactivate(id);
         }
@@ -217,4 +352,47 @@ fn config_pairs(config: &Map<String, Value>) -> Vec<(String, String)> {
             (k.clone(), text)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, String> {
+        let pairs: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| pairs.get(name).cloned())
+    }
+
+    #[test]
+    fn lifecycle_settings_default_and_parse() {
+        assert_eq!(settings(&[]).unwrap(), Settings { policy: StartPolicy::default(), start_timeout: None });
+        let set = settings(&[(START_FAILURES_MAX_ENV, "3"), (START_BACKOFF_ENV, "250"), (START_TIMEOUT_ENV, "1500")])
+            .unwrap();
+        assert_eq!((set.policy.failures_max, set.policy.backoff_base_ms), (3, 250));
+        assert_eq!(set.start_timeout, Some(Duration::from_millis(1500)));
+        for bad in [(START_FAILURES_MAX_ENV, "0"), (START_BACKOFF_ENV, "soon"), (START_TIMEOUT_ENV, "5")] {
+            let error = settings(&[bad]).unwrap_err();
+            assert!(error.starts_with(bad.0), "{error}");
+        }
+    }
+
+    #[test]
+    fn one_artifacts_jobs_wait_for_each_other_but_not_for_other_artifacts() {
+        let jobs = Jobs { queue: Mutex::new(Queue::default()), wake: Condvar::new() };
+        let a = Artifact::parse("g:a:1.0.0").unwrap();
+        let b = Artifact::parse("g:b:1.0.0").unwrap();
+        {
+            let mut queue = jobs.queue.lock();
+            queue.pending.push_back(NodeAction::Deactivate { artifact: a.clone() });
+            queue.pending.push_back(NodeAction::Unload { artifact: a.clone() });
+            queue.pending.push_back(NodeAction::Load { artifact: b.clone(), config: Map::new() });
+        }
+        assert_eq!(jobs.take(), Some(NodeAction::Deactivate { artifact: a.clone() }));
+        // `a` is busy: its Unload waits, and `b` goes first.
+        assert_eq!(jobs.take(), Some(NodeAction::Load { artifact: b.clone(), config: Map::new() }));
+        jobs.finished(&a);
+        assert_eq!(jobs.take(), Some(NodeAction::Unload { artifact: a }));
+        jobs.queue.lock().stopping = true;
+        assert_eq!(jobs.take(), None);
+    }
 }

@@ -40,7 +40,7 @@ const USAGE: &str = "usage: aetherd --config FILE | --dev
   --cluster ADDR      override the cluster listen address (dev mode)
   --data-dir DIR      override the data directory
   --repo DIR          local slice repository (Maven layout; default target/slices-repo)
-  --slice G:A:V       load and start this slice at once (repeatable)
+  --slice G:A:V       with --dev only: load and start this slice at once (repeatable)
   --log-level LEVEL   error, warn, info (default), debug or trace; also AETHER_LOG";
 
 #[derive(Default)]
@@ -77,6 +77,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     if parsed.dev == parsed.config.is_some() {
         return Err(format!("give exactly one of --config FILE or --dev\n{USAGE}"));
+    }
+    if !parsed.slices.is_empty() && !parsed.dev {
+        return Err(format!(
+            "--slice works only with --dev: a cluster node runs the slices its blueprints place on it \
+             (POST /api/blueprints)\n{USAGE}"
+        ));
     }
     Ok(parsed)
 }
@@ -142,15 +148,17 @@ fn run(args: &Args) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let stop_bound = stop::bound_from_env()?;
+    let lifecycle = deploy::Settings::from_env()?;
 
     let (storage, recovered) = storage::Storage::open(&config.data_dir)?;
     let consensus_config = consensus_config(&config);
     let replication = replication::Replication::new(consensus_config, storage, recovered, random_u64())?;
-    let container =
-        container::Container::new(container_config(&config)).map_err(|e| format!("slice container: {e}"))?;
+    let container = container::Container::new(container_config(&config, &lifecycle))
+        .map_err(|e| format!("slice container: {e}"))?;
     let container = Arc::new(container);
     let loop_handle: Arc<OnceLock<net::NetHandle<node::Command>>> = Arc::default();
-    let deployer = deploy::Deployer::start(container.clone(), deploy_done_sender(loop_handle.clone()))?;
+    let deployer =
+        deploy::Deployer::start(container.clone(), lifecycle.policy, deploy_done_sender(loop_handle.clone()))?;
     let data = node::DataPlane {
         calls: forward::Calls::new(),
         forwarded: Arc::default(),
@@ -248,8 +256,7 @@ fn run(args: &Args) -> Result<(), String> {
     let outcome = loop_done.recv().map_err(|_| "the event loop thread vanished".to_string())?;
     match outcome {
         Ok((mut node, died)) => {
-            progress.step("unloading slices and the final sync of the consensus log");
-            node.shutdown();
+            node.shutdown(&progress);
             if died {
                 return Err("the event loop stopped on its own; see the log above".into());
             }
@@ -306,9 +313,12 @@ fn loaded_dir(config: &NodeConfig) -> std::path::PathBuf {
     config.data_dir.join("loaded")
 }
 
-/// The node's slice container: its repository, its private copy folder, the keys it trusts.
-fn container_config(config: &NodeConfig) -> container::ContainerConfig {
+/// The node's slice container: its repository, its private copy folder, the keys it trusts, its start timeout.
+fn container_config(config: &NodeConfig, lifecycle: &deploy::Settings) -> container::ContainerConfig {
     let mut container = container::ContainerConfig::new(&config.repository, &config.node_id);
+    if let Some(timeout) = lifecycle.start_timeout {
+        container.timeouts.start = timeout;
+    }
     container.work_dir = loaded_dir(config);
     container.trusted_keys = config.artifacts.trusted_keys.clone();
     container
@@ -375,5 +385,21 @@ fn deploy_done_sender(
         if let Some(h) = handle.get() {
             let _ = h.command(node::Command::DeployDone(done));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args, String> {
+        parse_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn slice_flags_need_dev_mode() {
+        let error = args(&["--config", "node.toml", "--slice", "g:a:1.0.0"]).err().unwrap_or_default();
+        assert!(error.starts_with("--slice works only with --dev"), "{error}");
+        assert_eq!(args(&["--dev", "--slice", "g:a:1.0.0"]).map(|a| a.slices.len()), Ok(1));
     }
 }

@@ -33,11 +33,16 @@ pub fn drain(store: &mut Store, watches: &[WatchId]) -> Vec<kvstore::WatchEvent>
 }
 
 /// The leader's writes for the current state and membership.
-pub fn reconcile(store: &Store, membership: &Membership, now_ms: u64) -> Vec<KvWrite> {
+pub fn reconcile(
+    store: &Store,
+    membership: &Membership,
+    now_ms: u64,
+    policy: &control::cluster::StartPolicy,
+) -> Vec<KvWrite> {
     let entries = DEPLOY_PREFIXES.iter().flat_map(|p| store.list(p));
     let view = control::ClusterState::from_entries(entries);
     let live: Vec<NodeId> = membership.alive_nodes().iter().filter_map(|n| NodeId::parse(n).ok()).collect();
-    control::reconcile(&view, &live, now_ms)
+    control::cluster::reconcile_with(&view, &live, now_ms, policy)
 }
 
 /// This node's actions and writes for its records and its container.

@@ -274,7 +274,7 @@ impl Node {
         }
         if d.reconcile_due && self.membership.is_leader() && r.internal_in_flight() == 0 {
             d.reconcile_due = false;
-            writes.extend(managers::reconcile(r.store(), &self.membership, now_ms));
+            writes.extend(managers::reconcile(r.store(), &self.membership, now_ms, d.deployer.policy()));
         }
         writes
     }
@@ -572,14 +572,19 @@ impl Node {
         self.drive(ctx, |r| r.submit_read(waiter));
     }
 
-    /// Stops deployment and replication cleanly: unloads slices, fails waiters, flushes and syncs the log.
-    pub fn shutdown(&mut self) {
-        if let Some(d) = self.deployment.take() {
-            d.deployer.stop();
-        }
+    /// Stops replication, then deployment: fails waiters, flushes and syncs the log and writes the clean-stop
+    /// marker first (the loop has stopped, so nothing writes to the log any more), then stops and unloads the
+    /// slices within [`crate::deploy::STOP_UNLOAD_BOUND`]. A slice that hangs in `stop` therefore cannot cost
+    /// the clean-stop marker, nor hold the node past its stop bound.
+    pub fn shutdown(&mut self, progress: &crate::stop::Progress) {
+        progress.step("the final sync of the consensus log");
         if let Some(mut r) = self.replication.take() {
             r.fail_all(&ApiError::unavailable("the node is stopping"));
             r.close();
+        }
+        progress.step("unloading slices");
+        if let Some(d) = self.deployment.take() {
+            d.deployer.stop(crate::deploy::STOP_UNLOAD_BOUND);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A bounded stop: once SIGTERM or SIGINT has arrived, the node is gone within a known time, stuck or not.
 //!
-//! The orderly stop (management, app port, event loop, slices, the final log sync) runs on the main thread and
+//! The orderly stop (management, app port, event loop, the final log sync, then slices) runs on the main thread and
 //! names each step in a [`Progress`]. A watchdog thread, armed by the first signal, ends the process with
 //! [`EXIT_STUCK`] and one log line naming the step still running when the bound passes (a slice that never
 //! returns from `stop`, a disk that never finishes a sync), or at once on a second SIGTERM/SIGINT (an operator
@@ -8,8 +8,9 @@
 //! node exits by itself before systemd resorts to SIGKILL; `AETHER_STOP_TIMEOUT_SECS` changes it.
 //!
 //! Invariant: the watchdog never writes the clean-stop marker and never touches node state; it only exits.
-//! The marker is written by the storage after its final sync, so a process cut short by the watchdog is
-//! simply an unclean stop (the next start treats it like a crash, which is always safe).
+//! The marker is written by the storage after its final sync, before slices are stopped, so a slice that hangs
+//! in `stop` does not cost it; a process cut short before the sync is simply an unclean stop (the next start
+//! treats it like a crash, which is always safe).
 
 use log::error;
 use signal_hook::iterator::Signals;

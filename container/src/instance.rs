@@ -5,8 +5,9 @@
 //!   increments `in_flight` and then re-checks `active` (both SeqCst), and deactivation clears
 //!   `active` and then waits for `in_flight` to reach zero, so `stop` never runs concurrently with a call;
 //! - the library is closed, and the host block freed, only when no code can be running in the
-//!   library: not after a step timed out, nor with calls in flight (`pinned`); otherwise both are
-//!   leaked, deliberately, and the log says so.
+//!   library: not after a step timed out, nor with calls in flight, nor while threads the slice started
+//!   still run (`pinned`); otherwise both are leaked, deliberately, and the log says so;
+//! - lifecycle steps of the instance hold `steps`, so they never overlap.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -29,6 +30,8 @@ pub(crate) struct Instance {
     pub artifact_text: String,
     pub info: SliceInfo,
     pub entry: EntryPoints,
+    /// Held by each lifecycle step of this instance, so they never overlap.
+    pub steps: Mutex<()>,
     state: Mutex<(SliceState, Option<String>)>,
     active: AtomicBool,
     in_flight: AtomicUsize,
@@ -55,6 +58,7 @@ impl Instance {
             artifact,
             info: library.info.clone(),
             entry: library.entry,
+            steps: Mutex::new(()),
             state: Mutex::new((SliceState::Loaded, None)),
             active: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),

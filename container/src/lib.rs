@@ -5,8 +5,9 @@
 //! the config trusts keys; see [`integrity`]), writes the checked bytes to a private copy under a unique
 //! name in the work folder (so two versions, or two instances of one version, are separate libraries
 //! with separate state), loads that copy, and checks its ABI version and descriptor. [`Container::activate`] runs the slice's `start`, [`Container::deactivate`] its
-//! `stop`, [`Container::unload`] closes the library. Each step runs with a timeout; a step that
-//! fails or times out leaves the instance FAILED with a reason, and the node goes on.
+//! `stop`, [`Container::unload`] closes the library (the steps are in the `lifecycle` module). Each step
+//! runs with a timeout; a step that fails or times out leaves the instance FAILED with a reason, and the
+//! node goes on. Steps of one instance never overlap; steps of different instances run side by side.
 //!
 //! Calls: [`SliceHandle::call`] runs a call on the caller's thread; [`Container::call_inline`] does too,
 //! with a call context (deadline, hops) for nested calls, leaving the deadline to the caller to
@@ -17,7 +18,8 @@
 //! node's [`RemoteCall`] hook, when one is set (see [`remote`]), with the outer call's deadline.
 //!
 //! Invariants: no panic crosses the library boundary in either direction; a library is closed only
-//! when no code can be running in it (otherwise it is leaked, and the log says so); lifecycle
+//! when no code can be running in it, threads the slice started included (otherwise it is leaked, and
+//! the log says so); lifecycle
 //! transitions follow [`SliceState::can_become`] (the lifecycle shared with the control plane, in `vocab`).
 
 mod error;
@@ -25,6 +27,7 @@ mod host;
 mod instance;
 pub mod integrity;
 mod library;
+mod lifecycle;
 pub mod pool;
 pub mod remote;
 mod step;
@@ -33,6 +36,7 @@ pub use error::{CallError, ContainerError};
 pub use host::CALL_DEPTH_MAX;
 pub use integrity::{IntegrityError, TrustedKeys};
 pub use library::{RouteInfo, ScheduleInfo, SliceInfo, SubscriptionInfo};
+pub use lifecycle::SLICE_THREADS_WAIT;
 pub use pool::{PoolConfig, PoolStats};
 pub use remote::{CallContext, RemoteCall};
 pub use vocab::SliceState;
@@ -45,13 +49,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use sdk::Response;
 
-use host::{HostBlock, HostCtx};
 use instance::Instance;
 use pool::{PoolError, WorkerPool};
-use step::{run_step, StepOutcome};
 
 /// Identifies one loaded instance on this node (never reused while the container lives).
 pub type InstanceId = u64;
@@ -142,8 +144,6 @@ pub(crate) struct Shared {
     pool: WorkerPool,
     next_id: AtomicU64,
     next_pick: AtomicUsize,
-    /// Serialises lifecycle steps of the container (calls are not affected).
-    lifecycle: Mutex<()>,
     /// Where nested calls go when the callee has no instance here.
     remote: RwLock<Option<Weak<dyn RemoteCall>>>,
 }
@@ -213,7 +213,6 @@ impl Container {
             pool,
             next_id: AtomicU64::new(1),
             next_pick: AtomicUsize::new(0),
-            lifecycle: Mutex::new(()),
             remote: RwLock::new(None),
         });
         Ok(Container { shared })
@@ -221,137 +220,6 @@ impl Container {
 
     pub fn config(&self) -> &ContainerConfig {
         &self.shared.config
-    }
-
-    /// LOADING -> LOADED: resolve, verify, copy, load and check `artifact`. A failed load leaves nothing
-    /// behind.
-    pub fn load(&self, artifact: &Artifact, config: Vec<(String, String)>) -> Result<InstanceId, ContainerError> {
-        let path = self.shared.config.repo.join(artifact.repository_path());
-        if !path.is_file() {
-            return Err(ContainerError::NotInRepository { artifact: artifact.clone() });
-        }
-        let _steps = self.shared.lifecycle.lock();
-        let work_dir = self.shared.work_dir.clone();
-        let keys = self.shared.config.trusted_keys.clone();
-        let to_open = artifact.clone();
-        let timeout = self.shared.config.timeouts.load;
-        let opening = move || library::open(&to_open, &path, &work_dir, &keys);
-        let library = match run_step("slice-load", timeout, opening) {
-            StepOutcome::Done(opened) => opened?,
-            StepOutcome::Panicked(reason) => return Err(step_failed(artifact, "load", reason)),
-            StepOutcome::TimedOut => return Err(timed_out(artifact, "load", timeout)),
-        };
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let host = HostBlock::new(HostCtx {
-            shared: Arc::downgrade(&self.shared),
-            artifact: artifact.to_string(),
-            node_id: self.shared.config.node_id.clone(),
-            config: RwLock::new(config),
-        });
-        let instance = Arc::new(Instance::new(id, artifact.clone(), library, host));
-        self.shared.registry.write().instances.insert(id, instance);
-        log::info!("slice {artifact} ({id}) LOADED");
-        Ok(id)
-    }
-
-    /// LOADED -> ACTIVATING -> ACTIVE: run the slice's `start` with its config.
-    pub fn activate(&self, id: InstanceId) -> Result<(), ContainerError> {
-        let _steps = self.shared.lifecycle.lock();
-        let instance = self.instance(id)?;
-        begin(&instance, &[SliceState::Loaded], SliceState::Activating, "activate")?;
-        let timeout = self.shared.config.timeouts.start;
-        match start_slice(&instance, timeout) {
-            Ok(slice) => {
-                instance.open_for_calls(slice.0);
-                let mut registry = self.shared.registry.write();
-                registry.active.entry(instance.artifact_text.clone()).or_default().push(Arc::clone(&instance));
-                log::info!("slice {} ({id}) ACTIVE", instance.artifact_text);
-                Ok(())
-            }
-            Err(error) => {
-                instance.fail(error.to_string());
-                Err(error)
-            }
-        }
-    }
-
-    /// ACTIVE -> DEACTIVATING -> LOADED: stop taking calls, wait for calls in flight, run `stop`.
-    pub fn deactivate(&self, id: InstanceId) -> Result<(), ContainerError> {
-        let _steps = self.shared.lifecycle.lock();
-        let instance = self.instance(id)?;
-        begin(&instance, &[SliceState::Active], SliceState::Deactivating, "deactivate")?;
-        self.remove_active(&instance);
-        let timeouts = &self.shared.config.timeouts;
-        let result = instance.close_for_calls(timeouts.drain).map_err(|in_flight| {
-            instance.pin();
-            step_failed(
-                &instance.artifact,
-                "deactivate",
-                format!("{in_flight} calls still in flight after {:?}", timeouts.drain),
-            )
-        });
-        let result = result.and_then(|slice| stop_slice(&instance, SendPtr(slice), timeouts.stop));
-        match result {
-            Ok(()) => {
-                instance.set_state(SliceState::Loaded);
-                log::info!("slice {} ({id}) LOADED (deactivated)", instance.artifact_text);
-                Ok(())
-            }
-            Err(error) => {
-                instance.fail(error.to_string());
-                Err(error)
-            }
-        }
-    }
-
-    /// LOADED or FAILED -> UNLOADING -> removed: close the library (or leave it loaded, logged, when
-    /// code may still run in it).
-    pub fn unload(&self, id: InstanceId) -> Result<(), ContainerError> {
-        let _steps = self.shared.lifecycle.lock();
-        let instance = self.instance(id)?;
-        begin(&instance, &[SliceState::Loaded, SliceState::Failed], SliceState::Unloading, "unload")?;
-        self.shared.registry.write().instances.remove(&id);
-        let Some(library) = instance.take_library() else { return Ok(()) };
-        if !instance.closable() {
-            log::warn!("slice {} ({id}): unloaded but left mapped: code may still run in it", instance.artifact_text);
-            library.leak();
-            return Ok(());
-        }
-        let timeout = self.shared.config.timeouts.unload;
-        let outcome = run_step("slice-unload", timeout, move || library.close());
-        log::info!("slice {} ({id}) unloaded", instance.artifact_text);
-        match outcome {
-            StepOutcome::Done(Ok(())) => Ok(()),
-            StepOutcome::Done(Err(reason)) | StepOutcome::Panicked(reason) => {
-                Err(step_failed(&instance.artifact, "unload", reason))
-            }
-            StepOutcome::TimedOut => Err(timed_out(&instance.artifact, "unload", timeout)),
-        }
-    }
-
-    /// Load and activate in one go; on a failed start the instance is unloaded again.
-    pub fn deploy(&self, artifact: &Artifact, config: Vec<(String, String)>) -> Result<InstanceId, ContainerError> {
-        let id = self.load(artifact, config)?;
-        if let Err(error) = self.activate(id) {
-            let _ = self.unload(id);
-            return Err(error);
-        }
-        Ok(id)
-    }
-
-    /// Deactivate (when active) and unload every instance, then stop the workers.
-    pub fn shutdown(&self) {
-        for summary in self.instances() {
-            if summary.state == SliceState::Active {
-                if let Err(e) = self.deactivate(summary.id) {
-                    log::warn!("shutdown: {e}");
-                }
-            }
-            if let Err(e) = self.unload(summary.id) {
-                log::warn!("shutdown: {e}");
-            }
-        }
-        self.shared.pool.shutdown();
     }
 
     /// State of an instance and, when FAILED, why; `None` once unloaded.
@@ -492,95 +360,6 @@ impl Drop for Container {
             && dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with(TEMP_WORK_DIR_PREFIX));
         if own_temp {
             let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
-fn begin(instance: &Instance, from: &[SliceState], to: SliceState, step: &'static str) -> Result<(), ContainerError> {
-    instance.begin(from, to).map(|_| ()).map_err(|state| ContainerError::WrongState {
-        artifact: instance.artifact.clone(),
-        step,
-        state,
-    })
-}
-
-fn step_failed(artifact: &Artifact, step: &'static str, reason: String) -> ContainerError {
-    ContainerError::StepFailed { artifact: artifact.clone(), step, reason }
-}
-
-fn timed_out(artifact: &Artifact, step: &'static str, timeout: Duration) -> ContainerError {
-    ContainerError::StepTimedOut { artifact: artifact.clone(), step, timeout }
-}
-
-/// A raw pointer moved to a step thread.
-struct SendPtr<T>(*mut T);
-
-// SAFETY: the pointers moved this way (a slice instance, the host table) are made to be used from
-// any thread by the ABI contract.
-unsafe impl<T> Send for SendPtr<T> {}
-
-/// What the slice's `start` said: status, instance pointer, error text.
-type StartAnswer = (u32, SendPtr<std::ffi::c_void>, Vec<u8>);
-
-fn start_slice(instance: &Arc<Instance>, timeout: Duration) -> Result<SendPtr<std::ffi::c_void>, ContainerError> {
-    let config = instance.config();
-    let pairs = config.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let config_bytes = sdk::codec::encode_pairs(pairs)
-        .map_err(|e| step_failed(&instance.artifact, "activate", format!("config: {e}")))?;
-    let host = SendPtr(instance.host_api().cast_mut());
-    let on_step = Arc::clone(instance);
-    let outcome = run_step("slice-start", timeout, move || {
-        let host = host;
-        let mut slice = std::ptr::null_mut();
-        let mut error = sdk::abi::RawResponse::EMPTY;
-        // SAFETY: the host table lives as long as the instance (which this closure holds); the
-        // config bytes live for the call; `slice` and `error` are valid out-parameters.
-        let status = unsafe {
-            (on_step.entry.start)(host.0.cast_const(), sdk::abi::Bytes::new(&config_bytes), &mut slice, &mut error)
-        };
-        (status, SendPtr(slice), on_step.take_buffer(error.body)) as StartAnswer
-    });
-    match outcome {
-        StepOutcome::Done((sdk::abi::status::OK, slice, _)) if !slice.0.is_null() => Ok(slice),
-        StepOutcome::Done((sdk::abi::status::PANICKED, _, message)) => {
-            Err(step_failed(&instance.artifact, "start", format!("panicked: {}", String::from_utf8_lossy(&message))))
-        }
-        StepOutcome::Done((status, _, message)) => Err(step_failed(
-            &instance.artifact,
-            "start",
-            format!("status {status}: {}", String::from_utf8_lossy(&message)),
-        )),
-        StepOutcome::Panicked(reason) => Err(step_failed(&instance.artifact, "start", reason)),
-        StepOutcome::TimedOut => {
-            instance.pin();
-            Err(timed_out(&instance.artifact, "start", timeout))
-        }
-    }
-}
-
-fn stop_slice(
-    instance: &Arc<Instance>,
-    slice: SendPtr<std::ffi::c_void>,
-    timeout: Duration,
-) -> Result<(), ContainerError> {
-    let on_step = Arc::clone(instance);
-    let outcome = run_step("slice-stop", timeout, move || {
-        let slice = slice;
-        let mut error = sdk::abi::RawResponse::EMPTY;
-        // SAFETY: `slice` came from this library's `start`, no call is in flight, and it is handed
-        // back exactly once; `error` is a valid out-parameter.
-        let status = unsafe { (on_step.entry.stop)(slice.0, &mut error) };
-        (status, on_step.take_buffer(error.body))
-    });
-    match outcome {
-        StepOutcome::Done((sdk::abi::status::OK, _)) => Ok(()),
-        StepOutcome::Done((_, message)) => {
-            Err(step_failed(&instance.artifact, "stop", format!("panicked: {}", String::from_utf8_lossy(&message))))
-        }
-        StepOutcome::Panicked(reason) => Err(step_failed(&instance.artifact, "stop", reason)),
-        StepOutcome::TimedOut => {
-            instance.pin();
-            Err(timed_out(&instance.artifact, "stop", timeout))
         }
     }
 }

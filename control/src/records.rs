@@ -2,10 +2,11 @@
 //!
 //! - `blueprints/{name}`: [`BlueprintRecord`], the TOML text and its parsed form; written by the management
 //!   API.
-//! - `targets/{artifact}`: [`TargetRecord`], the owning blueprint, instances, min_instances, depends_on and
-//!   config; written by the leader.
-//! - `slices/{node}/{artifact}`: [`SliceRecord`], desired (leader), state (node), since_ms, instance, error and
-//!   config; created by the leader, moved along the lifecycle and finally removed by the node.
+//! - `targets/{artifact}`: [`TargetRecord`], the owning blueprint, instances, min_instances, depends_on,
+//!   config and the start failures counted against the artifact (absent while there are none); written by the
+//!   leader.
+//! - `slices/{node}/{artifact}`: [`SliceRecord`], desired (leader), state (node), since_ms, instance, error,
+//!   config and, while FAILED, the state it failed in; created by the leader, moved along the lifecycle and finally removed by the node.
 //! - `endpoints/{artifact}/{method}/{node}:{instance}`: [`EndpointRecord`], node and instance; written by the
 //!   node, stale ones removed by the leader too.
 //! - `routes/{METHOD}/{path}`: [`RouteRecord`], the artifact and slice method serving the route; created by
@@ -28,6 +29,7 @@
 //! shape: its TOML text is parsed again and must give the stored parsed form.
 
 use crate::blueprint::{self, Blueprint};
+pub use crate::cluster::StartFailures;
 use crate::lifecycle::{DesiredState, SliceState};
 use kvstore::{Artifact, Name, NodeId};
 use serde::de::DeserializeOwned;
@@ -104,6 +106,9 @@ pub struct TargetRecord {
     #[serde(with = "crate::text::seq")]
     pub depends_on: Vec<Artifact>,
     pub config: Map<String, Value>,
+    /// Start failures counted against the artifact, its backoff and its quarantine; kept by the leader.
+    #[serde(default, skip_serializing_if = "StartFailures::is_clear")]
+    pub failures: StartFailures,
 }
 
 impl Record for TargetRecord {
@@ -128,6 +133,9 @@ pub struct SliceRecord {
     /// The slice's configuration, copied from its target when the record was placed.
     #[serde(default)]
     pub config: Map<String, Value>,
+    /// The state the record failed in, while it is FAILED (so the leader can tell a failed start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_in: Option<SliceState>,
 }
 
 impl Record for SliceRecord {
@@ -142,7 +150,12 @@ impl SliceRecord {
 
     /// The record moved to FAILED with `reason` (cut to [`ERROR_BYTES_MAX`]).
     pub fn failing(&self, reason: &str, now_ms: u64) -> SliceRecord {
-        SliceRecord { error: Some(cut(reason, ERROR_BYTES_MAX)), ..self.entering(SliceState::Failed, now_ms) }
+        let failed_in = Some(self.state);
+        SliceRecord {
+            error: Some(cut(reason, ERROR_BYTES_MAX)),
+            failed_in,
+            ..self.entering(SliceState::Failed, now_ms)
+        }
     }
 }
 
@@ -191,6 +204,7 @@ mod tests {
             instance: 1,
             error: None,
             config: Map::new(),
+            failed_in: None,
         }
     }
 
@@ -219,6 +233,7 @@ mod tests {
             min_instances: 1,
             depends_on: vec![Artifact::parse("g:b:1.0.0").unwrap()],
             config: Map::new(),
+            failures: StartFailures::default(),
         };
         assert_eq!(TargetRecord::decode(&target.encode()).unwrap(), target);
     }

@@ -73,6 +73,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "api/nodes", Access::Role(Role::Viewer)),
     ("GET", "api/slices", Access::Role(Role::Viewer)),
     ("GET", "api/blueprints/**", Access::Role(Role::Viewer)),
+    ("POST", "api/blueprints/*/reset", Access::Role(Role::Operator)),
     ("POST|PUT|DELETE", "api/blueprints/**", Access::Role(Role::Operator)),
     ("GET", "api/kv", Access::Role(Role::Viewer)),
     ("GET", "api/kv/**", Access::Role(Role::Viewer)),

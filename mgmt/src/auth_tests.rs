@@ -135,6 +135,7 @@ fn mutating_routes(victim_id: &str) -> Vec<(&'static str, String, Vec<u8>, Role)
     vec![
         ("POST", "api/blueprints".into(), BLUEPRINT.into(), Role::Operator),
         ("PUT", "api/blueprints".into(), BLUEPRINT.into(), Role::Operator),
+        ("POST", "api/blueprints/shop/reset".into(), vec![], Role::Operator),
         ("DELETE", "api/blueprints/shop".into(), vec![], Role::Operator),
         ("PUT", "api/kv/user/a".into(), b"1".to_vec(), Role::Operator),
         ("POST", "api/kv/user/a".into(), b"1".to_vec(), Role::Operator),

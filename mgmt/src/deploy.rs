@@ -1,4 +1,9 @@
-//! Deployment routes: `POST/GET/DELETE /api/blueprints[/{name}]` and `GET /api/slices`.
+//! Deployment routes: `POST/GET/DELETE /api/blueprints[/{name}]`, `POST /api/blueprints/{name}/reset` and
+//! `GET /api/slices`.
+//!
+//! A blueprint's status shows, per slice, the start failures the leader counted against it and whether it is
+//! quarantined (after too many failed or crashed starts the leader stops placing it). Posting the blueprint
+//! again, or resetting it (which stores the same record again, under a new version), lifts the quarantine.
 //!
 //! A blueprint is parsed and checked here (syntax with line numbers, unknown keys, duplicates, cycles,
 //! counts, artifacts unknown to this node's repository, artifacts another blueprint already deploys) and
@@ -26,6 +31,7 @@ fn route_inner(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Re
         ("GET", []) => list(backend),
         ("GET", [name]) => show(backend, name),
         ("DELETE", [name]) => delete(backend, name),
+        ("POST", [name, "reset"]) => reset(backend, name),
         (method, _) => {
             Err(ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on /{}", req.path)))
         }
@@ -117,9 +123,12 @@ fn slice_status(
         "artifact": spec.artifact.to_string(),
         "desired": spec.instances,
         "min_instances": spec.min_instances,
-        "targeted": placed.map(|t| t.instances),
+        "targeted": placed.as_ref().map(|t| t.instances),
         "active": count(control::SliceState::Active),
         "failed": count(control::SliceState::Failed),
+        "start_failures": placed.as_ref().map_or(0, |t| t.failures.count),
+        "quarantined": placed.as_ref().is_some_and(|t| t.failures.quarantined),
+        "reason": placed.as_ref().and_then(|t| t.failures.reason.clone()),
         "where": placements,
     })
 }
@@ -134,6 +143,19 @@ fn instance_json(node: &str, artifact: &Artifact, r: &SliceRecord) -> Value {
         "since_ms": r.since_ms,
         "error": r.error,
     })
+}
+
+/// Stores the blueprint record again, unchanged: its new version clears the start failures counted against its
+/// slices, so quarantined ones are placed again.
+fn reset(backend: &dyn Backend, name: &str) -> Result<Response, ApiError> {
+    let key = AetherKey::Blueprint { name: parse_name(name)? };
+    let entry = backend.kv_get(&key, false)?.ok_or_else(|| ApiError::not_found(format!("no blueprint '{name}'")))?;
+    let version = backend.kv_write(Command::CompareAndSet {
+        key,
+        expected: Some(kvstore::Revision(entry.version)),
+        value: entry.value,
+    })?;
+    Ok(Response::ok(json!({ "name": name, "reset": true, "version": version })))
 }
 
 fn delete(backend: &dyn Backend, name: &str) -> Result<Response, ApiError> {
@@ -209,6 +231,8 @@ mod tests {
     struct Fake {
         writes: Mutex<Vec<String>>,
         write_error: Option<ApiError>,
+        /// What `kv_get` answers for any key.
+        stored: Option<KvEntry>,
     }
 
     impl Backend for Fake {
@@ -230,7 +254,7 @@ mod tests {
             Ok(3)
         }
         fn kv_get(&self, _key: &AetherKey, _stale: bool) -> Result<Option<KvEntry>, ApiError> {
-            Ok(None)
+            Ok(self.stored.clone())
         }
         fn kv_list(&self, _prefix: &str, _stale: bool) -> Result<Vec<KvEntry>, ApiError> {
             Ok(Vec::new())
@@ -297,6 +321,24 @@ mod tests {
         let answer = call(&fake, "POST", "api/blueprints", &blueprint("org.example:echo:1.0.0"));
         assert_eq!(answer.status, 500);
         assert_eq!(answer.body["detail"], json!("cannot write <server path>: permission denied"));
+    }
+
+    #[test]
+    fn a_reset_stores_the_same_blueprint_again_under_its_version() {
+        let fake = Fake::default();
+        assert_eq!(call(&fake, "POST", "api/blueprints/shop/reset", "").status, 404);
+        let value = b"{\"toml\":\"...\"}".to_vec();
+        let stored = KvEntry { key: "blueprints/shop".into(), value: value.clone(), version: 7 };
+        let fake = Fake { stored: Some(stored), ..Fake::default() };
+        let answer = call(&fake, "POST", "api/blueprints/shop/reset", "");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["reset"], json!(true));
+        let expected = Command::CompareAndSet {
+            key: "blueprints/shop".parse().unwrap(),
+            expected: Some(kvstore::Revision(7)),
+            value,
+        };
+        assert_eq!(*fake.writes.lock().unwrap(), [format!("{expected:?}")]);
     }
 
     #[test]

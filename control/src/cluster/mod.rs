@@ -29,8 +29,10 @@
 //! itself live, so an empty list is a caller's mistake, and acting on it would remove every record).
 
 mod placement;
+mod quarantine;
 mod state;
 
+pub use quarantine::{StartFailures, StartPolicy};
 pub use state::{ClusterState, EndpointId, PROBLEMS_MAX};
 
 use crate::lifecycle::{DesiredState, SliceState};
@@ -71,6 +73,7 @@ pub fn wanted_targets(state: &ClusterState) -> Wanted {
                 min_instances: spec.min_instances,
                 depends_on: spec.depends_on.clone(),
                 config: spec.config.clone(),
+                failures: StartFailures::default(),
             };
             wanted.targets.insert(artifact.clone(), target);
             wanted.order.push(artifact.clone());
@@ -79,13 +82,19 @@ pub fn wanted_targets(state: &ClusterState) -> Wanted {
     wanted
 }
 
-/// The writes that move the cluster towards the blueprints. See the module documentation.
+/// The writes that move the cluster towards the blueprints, with the default [`StartPolicy`].
 pub fn reconcile(state: &ClusterState, live_nodes: &[NodeId], now_ms: u64) -> Vec<KvWrite> {
+    reconcile_with(state, live_nodes, now_ms, &StartPolicy::default())
+}
+
+/// The writes that move the cluster towards the blueprints. See the module documentation.
+pub fn reconcile_with(state: &ClusterState, live_nodes: &[NodeId], now_ms: u64, policy: &StartPolicy) -> Vec<KvWrite> {
     if live_nodes.is_empty() {
         log::warn!("reconcile called with no live node; nothing done");
         return Vec::new();
     }
-    let wanted = wanted_targets(state);
+    let mut wanted = wanted_targets(state);
+    quarantine::count(&mut wanted, state, live_nodes, now_ms, policy);
     let mut pass = Pass::new(state, &wanted, live_nodes, now_ms);
     pass.sync_targets();
     pass.remove_unreadable();
@@ -163,8 +172,8 @@ impl<'a> Pass<'a> {
             for (node, record) in by_node.iter().filter(|(node, _)| !self.live.contains(node)) {
                 log::info!("node {node} is gone; dropping its record of {artifact}");
                 self.going.insert((artifact, node));
-                let key = AetherKey::Slice { node: node.clone(), artifact: artifact.clone() };
-                self.writes.push(KvWrite::Remove { key, expected: record.version });
+                let quarantined = self.wanted.targets.get(artifact).is_some_and(|t| t.failures.quarantined);
+                self.writes.extend(quarantine::dead_node_write(artifact, node, record, quarantined));
             }
         }
     }
@@ -258,6 +267,7 @@ mod tests {
             instance,
             error: None,
             config: Map::new(),
+            failed_in: None,
         };
         put(kv, &format!("slices/n{node}/{artifact}"), record.encode());
     }

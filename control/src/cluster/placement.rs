@@ -1,5 +1,8 @@
 //! Placement of one target: retire what is surplus or long failed, add what is missing where it spreads best.
 //!
+//! Start failures (the `quarantine` module) hold placement back: nothing is added during a backoff or a
+//! quarantine, and the FAILED records of a quarantined target are not retired, so their reasons stay readable.
+//!
 //! A record *serves* a target while it is wanted ACTIVE and not FAILED, whatever step it is at: a record in
 //! LOADING counts, so a slow load is not doubled by a second placement. The surplus to retire is chosen among
 //! records that are not ACTIVE yet before ACTIVE ones (so scaling down does not stop a serving instance while
@@ -28,12 +31,17 @@ impl<'a> Pass<'a> {
 
     pub(super) fn place(&mut self, artifact: &'a Artifact, target: &TargetRecord) {
         let records = self.live_records(artifact);
-        self.retire_long_failed(artifact, &records);
+        if !target.failures.quarantined {
+            self.retire_long_failed(artifact, &records);
+        }
         let serving: Vec<Placed<'a>> = records.iter().copied().filter(|(_, r)| serving(&r.value)).collect();
         let instances = usize::try_from(target.instances).unwrap_or(usize::MAX);
         if serving.len() > instances {
             self.retire_surplus(artifact, serving, instances);
-        } else if serving.len() < instances && self.dependencies_ready(artifact, target) {
+        } else if serving.len() < instances
+            && self.may_place(artifact, target)
+            && self.dependencies_ready(artifact, target)
+        {
             self.add(artifact, target, &records, instances - serving.len());
         }
     }
@@ -58,6 +66,15 @@ impl<'a> Pass<'a> {
         for (node, record) in serving.into_iter().take(surplus) {
             self.retire(artifact, node, record);
         }
+    }
+
+    /// False while the artifact's start failures hold placements back (a backoff or a quarantine).
+    fn may_place(&self, artifact: &Artifact, target: &TargetRecord) -> bool {
+        let may = target.failures.may_place(self.now_ms);
+        if !may {
+            log::debug!("{artifact}: placement held back by start failures ({})", target.failures.count);
+        }
+        may
     }
 
     /// True when every dependency has at least its `min_instances` records ACTIVE on live nodes.
@@ -100,6 +117,7 @@ impl<'a> Pass<'a> {
             instance,
             error: None,
             config: target.config.clone(),
+            failed_in: None,
         };
         log::info!("placing {artifact} instance {instance} on {node}");
         *self.load.entry(node).or_insert(0) += 1;

@@ -7,13 +7,21 @@
 //! still enters its `-ING` state without an action, and the check there turns it into FAILED, so every write
 //! follows [`can_transition`].
 //!
+//! A container that does not hold the slice of a record in a start or ACTIVE state means the node restarted
+//! (the runtime marks every action in progress before it starts it): a start in progress fails with "crashed
+//! {node} during start", so the leader counts it against the artifact; an ACTIVE record wanted ACTIVE is placed
+//! again on this node at once, written back as a fresh LOAD record (the one write that does not follow
+//! [`can_transition`]: it re-creates the record as the leader would, same instance and config), so a restarted
+//! cluster serves again without waiting for FAILED records to be retired.
+//!
 //! The runtime must set the container state of an artifact to the matching in-progress state when it starts
 //! an action, so a second step before the first write applies does not start the action again.
 
 use super::{ContainerState, NodeAction};
+use crate::cluster::StartFailures;
 use crate::lifecycle::{can_transition, DesiredState, SliceState};
 use crate::records::SliceRecord;
-use kvstore::Artifact;
+use kvstore::{Artifact, NodeId};
 
 /// Longest a LOADING step may take (it includes fetching the artifact), in milliseconds.
 pub const LOAD_TIMEOUT_MS: u64 = 60_000;
@@ -60,12 +68,13 @@ pub fn timeout_ms(state: SliceState) -> Option<u64> {
 }
 
 pub(super) fn advance(
+    node: &NodeId,
     artifact: &Artifact,
     record: &SliceRecord,
     container: Option<&ContainerState>,
     now_ms: u64,
 ) -> Step {
-    let mut at = At { artifact, record, now_ms };
+    let mut at = At { node, artifact, record, now_ms };
     match record.state {
         SliceState::Load => at.load(container),
         SliceState::Loading => at.progress(container, &ContainerState::Loading, &ContainerState::Loaded),
@@ -83,6 +92,7 @@ pub(super) fn advance(
 }
 
 struct At<'a> {
+    node: &'a NodeId,
     artifact: &'a Artifact,
     record: &'a SliceRecord,
     now_ms: u64,
@@ -130,6 +140,9 @@ impl At<'_> {
             Some(ContainerState::Failed { reason }) => self.fail(reason),
             Some(reported) if reported == doing => self.check_timeout(),
             Some(reported) => self.fail(&format!("the container reports {reported} during {state}")),
+            None if matches!(state, SliceState::Loading | SliceState::Activating) => {
+                self.fail(&StartFailures::crashed(self.node))
+            }
             None => self.fail(&format!("the container does not have the slice during {state}")),
         }
     }
@@ -162,8 +175,23 @@ impl At<'_> {
             Some(ContainerState::Active) => self.enter(SliceState::Deactivate, None),
             Some(ContainerState::Failed { reason }) => self.fail(reason),
             Some(reported) => self.fail(&format!("the container reports {reported} for an ACTIVE slice")),
+            None if self.record.desired == DesiredState::Active => self.restart(),
+            None if self.record.desired == DesiredState::Unloaded => Step::remove(),
             None => self.fail("the container does not have the ACTIVE slice"),
         }
+    }
+
+    /// The record placed again here, as the leader would create it: this node restarted and lost the slice.
+    fn restart(&mut self) -> Step {
+        log::info!("{}: ACTIVE before this node restarted; loading it again", self.artifact);
+        let fresh = SliceRecord {
+            state: SliceState::Load,
+            since_ms: self.now_ms,
+            error: None,
+            failed_in: None,
+            ..self.record.clone()
+        };
+        Step { action: None, next: Next::Write(fresh) }
     }
 
     fn deactivate(&mut self, container: Option<&ContainerState>) -> Step {
@@ -211,7 +239,7 @@ mod tests {
     use SliceState as S;
 
     fn record(state: SliceState, desired: DesiredState) -> SliceRecord {
-        SliceRecord { desired, state, since_ms: 1_000, instance: 0, error: None, config: Map::new() }
+        SliceRecord { desired, state, since_ms: 1_000, instance: 0, error: None, config: Map::new(), failed_in: None }
     }
 
     fn a() -> Artifact {
@@ -219,7 +247,7 @@ mod tests {
     }
 
     fn run(state: SliceState, desired: DesiredState, container: Option<C>, now_ms: u64) -> Step {
-        advance(&a(), &record(state, desired), container.as_ref(), now_ms)
+        advance(&NodeId::parse("node-1").unwrap(), &a(), &record(state, desired), container.as_ref(), now_ms)
     }
 
     fn entered(step: &Step) -> Option<SliceState> {
@@ -332,7 +360,12 @@ mod tests {
                 for container in &containers {
                     for now_ms in [1_000, 1_000_000] {
                         if let Some(to) = entered(&run(state, desired, container.clone(), now_ms)) {
-                            assert!(can_transition(state, to), "{state} -> {to} ({desired}, {container:?})");
+                            let recreated =
+                                (state, to, desired, container) == (S::Active, S::Load, DesiredState::Active, &None);
+                            assert!(
+                                recreated || can_transition(state, to),
+                                "{state} -> {to} ({desired}, {container:?})"
+                            );
                         }
                     }
                 }

@@ -119,7 +119,7 @@ pub fn step(
     let mut output = NodeOutput::default();
     let mut after: BTreeMap<&Artifact, SliceRecord> = BTreeMap::new();
     for (artifact, record) in &state.records {
-        let step = advance(artifact, &record.value, container.get(artifact), now_ms);
+        let step = advance(&state.node, artifact, &record.value, container.get(artifact), now_ms);
         output.actions.extend(step.action);
         let key = AetherKey::Slice { node: state.node.clone(), artifact: artifact.clone() };
         match step.next {
@@ -250,7 +250,8 @@ mod tests {
 
     fn view(state: SliceState, desired: DesiredState) -> NodeState {
         let mut view = NodeState::new(NodeId::parse("n1").unwrap());
-        let record = SliceRecord { desired, state, since_ms: 10, instance: 3, error: None, config: Map::new() };
+        let record =
+            SliceRecord { desired, state, since_ms: 10, instance: 3, error: None, config: Map::new(), failed_in: None };
         view.records.insert(a(), Versioned { value: record, version: Revision(5) });
         view
     }

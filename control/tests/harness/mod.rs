@@ -25,6 +25,11 @@ pub struct Sim {
     pub infos: BTreeMap<Artifact, SliceInfo>,
     /// Artifacts whose activation fails in every container.
     pub broken: BTreeSet<Artifact>,
+    /// Artifacts whose activation kills the node before its ACTIVATING write is stored (a crash in `start`).
+    pub killers: BTreeSet<Artifact>,
+    /// The leader's start-failure policy; by default failures never hold placement back, so tests of other
+    /// concerns see plain placement, and quarantine tests set their own.
+    pub policy: cluster::StartPolicy,
 }
 
 pub fn node(i: usize) -> NodeId {
@@ -50,6 +55,8 @@ impl Sim {
             now_ms: 1_000_000,
             infos: BTreeMap::new(),
             broken: BTreeSet::new(),
+            killers: BTreeSet::new(),
+            policy: cluster::StartPolicy { failures_max: u32::MAX, backoff_base_ms: 0, backoff_max_ms: 0 },
         }
     }
 
@@ -84,7 +91,7 @@ impl Sim {
 
     /// One leader pass; returns the writes it asked for.
     pub fn leader(&mut self) -> Vec<KvWrite> {
-        let writes = cluster::reconcile(&self.state(), &self.live(), self.now_ms);
+        let writes = cluster::reconcile_with(&self.state(), &self.live(), self.now_ms, &self.policy);
         self.apply(&writes);
         writes
     }
@@ -94,6 +101,12 @@ impl Sim {
         let Some(container) = self.containers.get(id) else { return 0 };
         let view = NodeState::from_entries(id.clone(), self.kv.list(""));
         let output = node::step(&view, container, &self.infos, self.now_ms);
+        let kills =
+            |a: &NodeAction| matches!(a, NodeAction::Activate { artifact, .. } if self.killers.contains(artifact));
+        if output.actions.iter().any(kills) {
+            self.kill(id);
+            return 1;
+        }
         self.apply(&output.writes);
         for action in &output.actions {
             self.perform(id, action);

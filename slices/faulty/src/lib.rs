@@ -2,7 +2,9 @@
 //!
 //! Routes: `GET /faulty/panic` panics inside the slice; `GET /faulty/hang` never returns;
 //! `GET /faulty/ok` answers `{"ok": true}`. Config `on_start` = `panic` or `hang` makes `start`
-//! itself panic or never return; config `on_stop` = `hang` makes `stop` never return (a node stopping
+//! itself panic or never return, `abort` aborts the whole process from `start` (as a native library
+//! that segfaults while starting would), and `thread` starts a background thread that `stop` never joins
+//! (it runs the slice's code until the process ends); config `on_stop` = `hang` makes `stop` never return (a node stopping
 //! with it must still exit within its stop bound).
 
 use std::time::Duration;
@@ -24,6 +26,13 @@ impl Slice for Faulty {
         match config.get("on_start") {
             Some("panic") => panic!("faulty: asked to panic in start"),
             Some("hang") => hang(),
+            Some("abort") => std::process::abort(),
+            Some("thread") => {
+                std::thread::spawn(|| loop {
+                    std::thread::sleep(Duration::from_millis(20));
+                });
+                Ok(Faulty { hang_on_stop: false })
+            }
             _ => Ok(Faulty { hang_on_stop: config.get("on_stop") == Some("hang") }),
         }
     }
