@@ -26,11 +26,15 @@
 // Cluster mode (`start_cluster`, `Forward`, `serve_forwarded`) is entered from the node runtime's
 // wiring; until every entry point is reached from there, unused ones are not warnings.
 
+mod answers;
+mod bulkhead;
 mod dev;
 mod dispatch;
 mod handlers;
 mod serve;
+mod served;
 
+pub use bulkhead::{BulkheadView, CONCURRENCY_KEY};
 pub use dispatch::{Dispatcher, Forward, ForwardError};
 pub use serve::ForwardedCalls;
 
@@ -76,12 +80,12 @@ pub struct AppOptions {
 pub const DEADLINE_ENV: &str = "AETHER_CALL_DEADLINE_MS";
 
 impl AppOptions {
-    /// 8 handler threads, one slice worker per core, 10 s deadline (or `AETHER_CALL_DEADLINE_MS`), 1 MiB
-    /// bodies, no TLS.
+    /// 64 handler threads (a slice's bulkhead may hold at most half of them), one slice worker per core,
+    /// 10 s deadline (or `AETHER_CALL_DEADLINE_MS`), 1 MiB bodies, no TLS.
     pub fn from_env() -> AppOptions {
         let deadline_ms = std::env::var(DEADLINE_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
         AppOptions {
-            handler_threads: 8,
+            handler_threads: dispatch::CALL_THREADS_DEFAULT,
             workers: 0,
             call_deadline: Duration::from_millis(deadline_ms),
             body_bytes_max: 1 << 20,
@@ -117,8 +121,8 @@ impl AppServer {
                 return Err(e);
             }
         };
-        let dispatcher =
-            Arc::new(Dispatcher::new(config.node_id, Arc::clone(&container), registry, None, options.call_deadline));
+        let dispatcher = Dispatcher::new(config.node_id, Arc::clone(&container), registry, None, options.call_deadline);
+        let dispatcher = Arc::new(dispatcher.with_call_threads(options.handler_threads));
         let started =
             AppServer::serve(config.listen, dispatcher, Arc::clone(&container), Mode::OwnsContainer, &options);
         if started.is_err() {
@@ -138,7 +142,8 @@ impl AppServer {
         options: AppOptions,
     ) -> Result<AppServer, String> {
         let dispatcher =
-            Arc::new(Dispatcher::new(node_id, Arc::clone(&container), registry, Some(forward), options.call_deadline));
+            Dispatcher::new(node_id, Arc::clone(&container), registry, Some(forward), options.call_deadline);
+        let dispatcher = Arc::new(dispatcher.with_call_threads(options.handler_threads));
         let hook: Arc<dyn RemoteCall> = dispatcher.clone();
         container.set_remote(Some(&hook));
         let started = AppServer::serve(listen, dispatcher, Arc::clone(&container), Mode::SharesContainer, &options);
@@ -275,14 +280,16 @@ mod tests {
         assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (500, Some("slice panicked")));
         let (status, body) = http(app.addr(), "GET", "/faulty/hang", "");
         assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (504, Some("deadline exceeded")));
-        // One worker, one of them abandoned to the hung call: the node serves on.
-        assert_eq!(http(app.addr(), "GET", "/faulty/ok", "").0, 200);
+        // Two handlers give faulty one permit, held by the hung call: faulty is refused at once, with
+        // a Retry-After, and the node serves every other slice on.
+        let (status, body) = http(app.addr(), "GET", "/faulty/ok", "");
+        assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (503, Some("overloaded")), "{body}");
         assert_eq!(http(app.addr(), "GET", "/echo/still", "").0, 200);
     }
 
     #[test]
     fn a_hung_call_on_a_handler_gets_504_and_the_handler_is_replaced() {
-        let options = AppOptions { handler_threads: 2, ..options() };
+        let options = AppOptions { handler_threads: 8, ..options() };
         let app = server(&["org.aether.examples:echo:1.0.0", "org.aether.examples:faulty:1.0.0"], options);
         let addr = app.addr();
         let started = std::time::Instant::now();
@@ -291,7 +298,7 @@ mod tests {
             let stats = app.http.stats();
             (stats.workers_live, stats.workers_abandoned)
         };
-        while counts(&app) == (2, 0) && started.elapsed() < Duration::from_millis(200) {
+        while counts(&app) == (8, 0) && started.elapsed() < Duration::from_millis(200) {
             // While one handler is stuck in the slice, the other serves.
             assert_eq!(http(addr, "GET", "/echo/meanwhile", "").0, 200);
         }
@@ -299,11 +306,11 @@ mod tests {
         assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (504, Some("deadline exceeded")));
         let late = started.elapsed();
         assert!(late >= Duration::from_millis(500) && late < Duration::from_millis(1500), "answered after {late:?}");
-        assert_eq!(counts(&app), (2, 1), "the stuck handler is replaced");
+        assert_eq!(counts(&app), (8, 1), "the stuck handler is replaced");
         let answers: Vec<u16> = (0..8).map(|_| http(addr, "GET", "/echo/after", "").0).collect();
         assert_eq!(answers, [200; 8]);
         assert_eq!(http(addr, "GET", "/faulty/panic", "").0, 500);
-        assert_eq!(counts(&app), (2, 1), "a panic costs no thread");
+        assert_eq!(counts(&app), (8, 1), "a panic costs no thread");
     }
 
     #[test]
