@@ -31,11 +31,12 @@ mod bulkhead;
 mod dev;
 mod dispatch;
 mod handlers;
+mod health;
 mod serve;
 mod served;
 
-pub use bulkhead::{BulkheadView, CONCURRENCY_KEY};
 pub use dispatch::{Dispatcher, Forward, ForwardError};
+pub use health::{HealthSink, SliceHealth};
 pub use serve::ForwardedCalls;
 
 use std::net::SocketAddr;
@@ -107,7 +108,8 @@ pub struct AppServer {
     dispatcher: Arc<Dispatcher>,
     container: Arc<Container>,
     mode: Mode,
-    http: httpd::Server,
+    http: Arc<httpd::Server>,
+    health: health::HealthWatch,
 }
 
 impl AppServer {
@@ -161,10 +163,26 @@ impl AppServer {
         options: &AppOptions,
     ) -> Result<AppServer, String> {
         let port = Arc::new(handlers::AppPort::new(Arc::clone(&dispatcher), options.body_bytes_max));
-        let http = httpd::Server::start(handlers::http_config(listen, options), port)?;
+        let http = Arc::new(httpd::Server::start(handlers::http_config(listen, options), port)?);
+        let probe = {
+            let http = Arc::clone(&http);
+            health::PortProbe {
+                accepting: http.accepting_flag(),
+                live_handlers: Box::new(move || http.stats().workers_live),
+            }
+        };
+        let health = match health::HealthWatch::start(Arc::clone(&dispatcher), probe) {
+            Ok(health) => health,
+            Err(e) => {
+                if let Ok(http) = Arc::try_unwrap(http) {
+                    http.stop();
+                }
+                return Err(e);
+            }
+        };
         let routes = dispatcher.registry().read().routes().len();
         log::info!("app port {} serving {routes} routes", http.addr());
-        Ok(AppServer { dispatcher, container, mode, http })
+        Ok(AppServer { dispatcher, container, mode, http, health })
     }
 
     /// The address actually listened on.
@@ -172,9 +190,15 @@ impl AppServer {
         self.http.addr()
     }
 
-    /// Whether the port accepts connections right now, as a flag to read from elsewhere.
+    /// Whether the port can serve right now (it accepts connections and has a live handler thread), as
+    /// a flag to read from elsewhere (`/health/ready`).
     pub fn accepting_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
-        self.http.accepting_flag()
+        self.health.ready_flag()
+    }
+
+    /// Where reports of saturated slices go (the node runtime records them for `/api/slices`).
+    pub fn report_health_to(&self, sink: HealthSink) {
+        self.health.set_sink(sink);
     }
 
     /// Reads the TLS certificate and key again (a failure keeps the old ones).
@@ -188,8 +212,12 @@ impl AppServer {
     }
 
     /// Stop serving (requests in progress finish); in dev mode, then stop and unload the slices.
-    pub fn stop(self) {
-        self.http.stop();
+    pub fn stop(mut self) {
+        self.health.stop();
+        match Arc::try_unwrap(self.http) {
+            Ok(http) => http.stop(),
+            Err(_) => log::error!("app port: still shared at stop; not waiting for it"),
+        }
         match self.mode {
             Mode::OwnsContainer => self.container.shutdown(),
             Mode::SharesContainer => self.container.set_remote(None),
@@ -311,6 +339,25 @@ mod tests {
         assert_eq!(answers, [200; 8]);
         assert_eq!(http(addr, "GET", "/faulty/panic", "").0, 500);
         assert_eq!(counts(&app), (8, 1), "a panic costs no thread");
+    }
+
+    #[test]
+    fn the_ready_flag_falls_when_the_port_has_no_live_handler_left() {
+        use std::sync::atomic::Ordering;
+        // One handler, none replaced: a hung call leaves the port unable to serve.
+        let options = AppOptions { handler_threads: 1, abandoned_max: 0, ..options() };
+        let app = server(&["org.aether.examples:faulty:1.0.0"], options);
+        let ready = app.accepting_flag();
+        let wait = |want: bool| {
+            let started = std::time::Instant::now();
+            while ready.load(Ordering::SeqCst) != want && started.elapsed() < Duration::from_secs(3) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ready.load(Ordering::SeqCst) == want
+        };
+        assert!(wait(true), "a fresh port is ready");
+        assert_eq!(http(app.addr(), "GET", "/faulty/hang", "").0, 504);
+        assert!(wait(false), "the only handler is stuck in the slice: not ready");
     }
 
     #[test]

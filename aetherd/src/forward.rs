@@ -151,6 +151,39 @@ impl Forward for NodeForward {
     }
 }
 
+/// The prefix of the alert ids that report saturated slice instances (`alerts/slice-saturated.{node}.{artifact}`).
+pub const SATURATED_ALERT_PREFIX: &str = "slice-saturated.";
+
+/// Where the app port's saturation reports go: an alert in the replicated store while an instance is
+/// saturated (written again while it stays so, with the wall-clock time, so a reader can ignore one
+/// left behind by a dead node), removed when it serves again. Writes go through the event loop like an
+/// API write; one that fails (no quorum) is only logged, the next report repeats it.
+pub fn health_sink(handle: NetHandle<Command>) -> crate::app::HealthSink {
+    Arc::new(move |health: &crate::app::SliceHealth| {
+        let text = format!("alerts/{SATURATED_ALERT_PREFIX}{}.{}", health.node, health.artifact);
+        let Ok(key) = kvstore::AetherKey::parse(&text) else {
+            return log::warn!("cannot record the saturation of {}: `{text}` is not a valid key", health.artifact);
+        };
+        let command = if health.saturated {
+            let value = serde_json::json!({
+                "kind": "slice-saturated",
+                "node": health.node,
+                "artifact": health.artifact,
+                "stuck": health.stuck,
+                "permits": health.permits,
+                "at_ms": crate::managers::wall_ms(),
+            });
+            kvstore::Command::Put { key, value: value.to_string().into_bytes() }
+        } else {
+            kvstore::Command::Remove { key }
+        };
+        let (reply, _) = std::sync::mpsc::channel();
+        if handle.command(Command::KvWrite(command, reply)).is_err() {
+            log::debug!("cannot record the health of {}: the node is stopping", health.artifact);
+        }
+    })
+}
+
 /// 32 random bits for this boot (the kernel's, else the clock's and the process id's).
 fn boot_nonce() -> u32 {
     let mut bytes = [0u8; 4];

@@ -178,6 +178,7 @@ fn run(args: &Args) -> Result<(), String> {
                 forward,
                 options,
             )?;
+            app.report_health_to(forward::health_sink(net.handle.clone()));
             let pool = app::ForwardedCalls::start(app.dispatcher(), 8, 1024)?;
             let _ = forwarded.set(pool);
             app

@@ -149,10 +149,26 @@ fn echo_answers_through_a_hang_burst(c: &LocalCluster, hang_via: usize, echo_at:
     }
 }
 
+/// The health `/api/slices` gives the instance of `artifact`.
+fn health_of(c: &LocalCluster, artifact: &str) -> Option<String> {
+    let slices = slices(c);
+    let item = slices["slices"].as_array()?.iter().find(|s| s["artifact"] == artifact)?.clone();
+    item["health"].as_str().map(str::to_owned)
+}
+
 #[test]
 fn echo_keeps_answering_while_a_hung_slice_on_its_node_takes_200_calls() {
     let (c, at) = start("local", "");
+    assert_eq!(health_of(&c, FAULTY).as_deref(), Some("ok"));
     echo_answers_through_a_hang_burst(&c, at, &[at]);
+    // Every permit of faulty is held by a hung call: reported, while the node itself stays ready.
+    let reported = wait_for(Duration::from_secs(5), || health_of(&c, FAULTY).as_deref() == Some("saturated"));
+    assert!(reported.is_ok(), "faulty is not reported saturated: {}", slices(&c));
+    assert_eq!(health_of(&c, "org.aether.examples:echo:1.0.0").as_deref(), Some("ok"));
+    for n in 0..3 {
+        let ready = http(c.nodes[n].management, "GET", "/health/ready", b"").unwrap();
+        assert_eq!(ready.status, 200, "node {n}: {}", ready.text());
+    }
 }
 
 #[test]

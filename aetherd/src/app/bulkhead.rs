@@ -230,13 +230,6 @@ impl Bulkheads {
         views.sort_by_key(|v| v.instance);
         views
     }
-
-    /// Whether `artifact` has an instance here whose permits are all held by calls past their deadline.
-    pub fn saturated(&self, artifact: &str) -> bool {
-        let now = Instant::now();
-        let map = self.by_instance.lock();
-        map.iter().any(|(id, b)| b.artifact == artifact && b.view(*id, now).saturated)
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! when the queue is full the closure runs at once, on the caller's thread, with a 503 "overloaded"
 //! reply marked as never having reached a slice (so the sender tries another node).
 //!
-//! The pool grows with demand: a request that finds no idle thread starts one, up to `threads_max`;
+//! The pool grows with demand: a request queued behind more requests than there are idle threads
+//! starts a thread, up to `threads_max`;
 //! threads beyond `threads_min` that stay idle for [`IDLE_EXIT`] end. A thread serving a slice that
 //! never returns is lost to the pool, but each instance's bulkhead bounds how many calls one slice can
 //! hold (running or queued), so one slice never takes every serving thread.
@@ -36,8 +37,7 @@ pub type ReplyTo = Box<dyn FnOnce(InvokeReply) + Send>;
 
 /// How long a thread beyond the minimum waits idle before it ends.
 pub const IDLE_EXIT: Duration = Duration::from_secs(30);
-/// Serving threads kept when idle, and the most there may be.
-pub const THREADS_MIN: usize = 8;
+/// The most serving threads there may be.
 pub const THREADS_MAX: usize = 256;
 
 struct Job {
@@ -156,7 +156,8 @@ impl ForwardedCalls {
             return reply(refusal(id, OVERLOADED, &detail));
         }
         state.queue.push_back(Job { request, received, reply });
-        let grow = state.idle == 0 && state.threads < shared.threads_max;
+        // Idle threads may not have woken for earlier requests yet: grow while requests outnumber them.
+        let grow = state.queue.len() > state.idle && state.threads < shared.threads_max;
         if grow {
             state.threads += 1;
         }
