@@ -1,3 +1,4 @@
+use super::super::answers::is_overloaded;
 use super::*;
 use std::collections::HashMap;
 use std::sync::Weak;
@@ -139,6 +140,69 @@ fn a_get_lost_with_its_node_is_retried_on_another() {
     let dispatcher = dispatcher(empty_container("node-1"), &["node-2", "node-3"], &forward);
     assert_eq!(http(&dispatcher, "GET", "/echo/x", "").status, 200);
     assert_eq!(forward.sent_to(), ["node-2", "node-3"]);
+}
+
+#[test]
+fn a_get_is_never_retried_after_a_second_node_died_under_it() {
+    let lost = || Err(ForwardError::Lost("connection closed".into()));
+    let forward = FakeForward::with(&[("node-2", lost()), ("node-3", lost()), ("node-4", lost())]);
+    let dispatcher = dispatcher(empty_container("node-1"), &["node-2", "node-3", "node-4"], &forward);
+    let (status, error, detail) = error_of(&http(&dispatcher, "GET", "/echo/x", ""));
+    assert_eq!((status, error.as_str()), (503, "unavailable"), "{detail}");
+    assert!(detail.contains("second node"), "{detail}");
+    let tried = forward.sent_to();
+    assert_eq!(tried.len(), 2, "a request that kills its server walks no further: {tried:?}");
+    assert!(tried.iter().all(|node| detail.contains(node.as_str())), "{detail}");
+}
+
+#[test]
+fn a_node_that_refuses_as_overloaded_is_skipped_and_the_answer_says_when_to_retry() {
+    let busy = || Ok(super::super::answers::overloaded("all 16 calls in flight are stuck"));
+    let forward = FakeForward::with(&[("node-2", busy()), ("node-3", busy())]);
+    let dispatcher = dispatcher(empty_container("node-1"), &["node-2", "node-3"], &forward);
+    let reply = http(&dispatcher, "POST", "/echo", "body");
+    assert!(is_overloaded(&reply), "{reply:?}");
+    assert_eq!(forward.sent_to(), ["node-2", "node-3"], "refused: never reached, so tried elsewhere");
+    // Both nodes refused lately: the next call is answered at once, without a frame.
+    let reply = http(&dispatcher, "GET", "/echo/x", "");
+    assert!(is_overloaded(&reply), "{reply:?}");
+    assert_eq!(forward.sent_to().len(), 2, "refusing nodes are skipped for a while");
+}
+
+#[test]
+fn a_full_local_bulkhead_sends_the_call_to_another_node() {
+    let forward = FakeForward::with(&[("node-2", Ok(ok_reply(r#"{"from":"node-2"}"#)))]);
+    let dispatcher = dispatcher(container("node-1", &[ECHO]), &["node-1", "node-2"], &forward);
+    let handle = dispatcher.container.find_active(ECHO).unwrap();
+    let bulkhead = dispatcher.bulkheads.of(&handle);
+    // Every permit held by a call past its deadline: the instance is saturated and refuses at once.
+    let soon = Instant::now() + Duration::from_millis(20);
+    let held: Vec<_> = (0..super::super::bulkhead::PERMITS_DEFAULT).map(|_| bulkhead.enter(soon).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(30));
+    let reply = http(&dispatcher, "GET", "/echo/x", "");
+    assert_eq!((reply.status, reply.body.as_slice()), (200, &br#"{"from":"node-2"}"#[..]));
+    assert_eq!(forward.sent_to(), ["node-2"]);
+    drop(held);
+    let reply = http(&dispatcher, "GET", "/echo/local", "");
+    assert!(String::from_utf8_lossy(&reply.body).contains(r#""echo":"local""#), "served here again");
+}
+
+#[test]
+fn a_forwarded_call_whose_deadline_passed_on_the_way_never_starts() {
+    let forward = FakeForward::with(&[]);
+    let dispatcher = dispatcher(container("node-1", &[ECHO]), &[], &forward);
+    let request = InvokeRequest {
+        id: 9,
+        origin: "node-2".into(),
+        artifact: ECHO.into(),
+        method: "echo".into(),
+        request: sdk::encode_request(&[("msg", "late")], &[], b"").unwrap(),
+        deadline_ms_left: 50,
+        hops: 1,
+    };
+    let arrived = Instant::now() - Duration::from_millis(100);
+    let reply = dispatcher.serve_forwarded_at(request, arrived);
+    assert_eq!((reply.id, reply.status, reply.reached_slice), (9, 504, false), "{reply:?}");
 }
 
 #[test]
