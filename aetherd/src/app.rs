@@ -37,7 +37,7 @@ mod served;
 
 pub use dispatch::{Dispatcher, Forward, ForwardError};
 pub use health::{HealthSink, SliceHealth};
-pub use serve::ForwardedCalls;
+pub use serve::{ForwardedCalls, ForwardedStats};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// How often at most an unsendable reply is logged.
 const UNSENDABLE_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often at most the data path's drop counts are logged.
+const COUNTERS_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub type Waiter = SyncSender<Result<InvokeReply, ForwardError>>;
 
@@ -41,6 +43,8 @@ pub struct Calls {
     /// Replies to other nodes' calls that could not be sent.
     replies_unsendable: AtomicU64,
     unsendable_logged: Mutex<Option<Instant>>,
+    /// The counts last logged by [`Calls::log_counters`], and when.
+    counters_logged: Mutex<(Instant, Vec<u64>)>,
 }
 
 impl Calls {
@@ -59,6 +63,7 @@ impl Calls {
             replies_unmatched: AtomicU64::new(0),
             replies_unsendable: AtomicU64::new(0),
             unsendable_logged: Mutex::new(None),
+            counters_logged: Mutex::new((Instant::now(), Vec::new())),
         })
     }
 
@@ -99,6 +104,35 @@ impl Calls {
     /// Replies to other nodes' calls that could not be sent.
     pub fn replies_unsendable(&self) -> u64 {
         self.replies_unsendable.load(Ordering::Relaxed)
+    }
+
+    /// Every [`COUNTERS_LOG_EVERY`] at most, one log line with the data path's drop counts when they
+    /// changed: replies nobody waited for, replies that could not be sent, and (when `served` is given)
+    /// forwarded calls that expired unstarted, replies dropped as late, and calls refused on a full queue.
+    pub fn log_counters(&self, served: Option<&crate::app::ForwardedStats>) {
+        let mut logged = self.counters_logged.lock();
+        if logged.0.elapsed() < COUNTERS_LOG_EVERY {
+            return;
+        }
+        let mut now = vec![self.replies_unmatched(), self.replies_unsendable()];
+        if let Some(s) = served {
+            now.extend([s.expired_unstarted, s.late_replies_dropped, s.refused_full]);
+        }
+        logged.0 = Instant::now();
+        if now == logged.1 {
+            return;
+        }
+        let at = |i: usize| now.get(i).copied().unwrap_or(0);
+        log::info!(
+            "data path since start: {} replies nobody waited for, {} replies unsendable; forwarded here: {} expired \
+             before they started, {} late replies dropped, {} refused on a full queue",
+            at(0),
+            at(1),
+            at(2),
+            at(3),
+            at(4)
+        );
+        logged.1 = now;
     }
 
     /// Calls in flight to a node that went down: the request may have run there.

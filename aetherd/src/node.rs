@@ -204,6 +204,7 @@ impl Node {
             replication.expire();
         }
         self.data.calls.expire();
+        self.data.calls.log_counters(self.data.forwarded.get().map(ForwardedCalls::stats).as_ref());
         if self.membership.has_quorum() {
             self.drive(ctx, Replication::nudge_recovery);
         }

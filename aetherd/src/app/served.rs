@@ -23,6 +23,7 @@ use super::dispatch::{Attempt, Call, Dispatcher, Runner};
 impl Dispatcher {
     /// Answer a call forwarded by another node that arrived just now; see
     /// [`Dispatcher::serve_forwarded_at`].
+    #[cfg(test)]
     pub fn serve_forwarded(&self, request: InvokeRequest) -> InvokeReply {
         self.serve_forwarded_at(request, Instant::now())
     }
