@@ -166,10 +166,7 @@ impl AppServer {
         let http = Arc::new(httpd::Server::start(handlers::http_config(listen, options), port)?);
         let probe = {
             let http = Arc::clone(&http);
-            health::PortProbe {
-                accepting: http.accepting_flag(),
-                live_handlers: Box::new(move || http.stats().workers_live),
-            }
+            health::PortProbe { live_handlers: Box::new(move || http.stats().workers_live) }
         };
         let health = match health::HealthWatch::start(Arc::clone(&dispatcher), probe) {
             Ok(health) => health,
@@ -190,10 +187,15 @@ impl AppServer {
         self.http.addr()
     }
 
-    /// Whether the port can serve right now (it accepts connections and has a live handler thread), as
-    /// a flag to read from elsewhere (`/health/ready`).
+    /// Whether the port accepts connections right now, as a flag to read from elsewhere.
     pub fn accepting_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
-        self.health.ready_flag()
+        self.http.accepting_flag()
+    }
+
+    /// Whether the port has a live handler thread to serve with (kept by the health watch), as a flag
+    /// to read from elsewhere (`/health/ready`).
+    pub fn serving_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.health.serving_flag()
     }
 
     /// Where reports of saturated slices go (the node runtime records them for `/api/slices`).
@@ -347,7 +349,7 @@ mod tests {
         // One handler, none replaced: a hung call leaves the port unable to serve.
         let options = AppOptions { handler_threads: 1, abandoned_max: 0, ..options() };
         let app = server(&["org.aether.examples:faulty:1.0.0"], options);
-        let ready = app.accepting_flag();
+        let ready = app.serving_flag();
         let wait = |want: bool| {
             let started = std::time::Instant::now();
             while ready.load(Ordering::SeqCst) != want && started.elapsed() < Duration::from_secs(3) {

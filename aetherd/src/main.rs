@@ -189,6 +189,7 @@ fn run(args: &Args) -> Result<(), String> {
         faults_allowed: std::env::var("AETHER_FAULT_INJECTION").is_ok_and(|v| v == "1"),
         repository: config.repository.clone(),
         http_ports: Arc::default(),
+        app_serving: Some(app.serving_flag()),
         trusted_keys: config.artifacts.trusted_keys.clone(),
     });
     let ports = backend.http_ports.clone();

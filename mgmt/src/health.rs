@@ -30,6 +30,7 @@ pub fn ready(backend: &dyn Backend) -> Response {
             problems.push(format!("the {port} port is not accepting connections"));
         }
     }
+    problems.extend(backend.serving_problems());
     let ready = problems.is_empty();
     let body = json!({ "ready": ready, "problems": problems });
     Response::new(if ready { 200 } else { 503 }, body)

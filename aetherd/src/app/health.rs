@@ -2,8 +2,8 @@
 //! instances are saturated (every permit of their bulkhead held by a call past its deadline).
 //!
 //! A [`HealthWatch`] thread looks every [`WATCH_EVERY`]:
-//! - the app port's readiness flag (read by `/health/ready`) is true only while the port accepts
-//!   connections and has at least one live handler thread;
+//! - the app port's serving flag (read by `/health/ready`) is true only while the port has at least one
+//!   live handler thread (whether it accepts connections is the server's own flag);
 //! - an instance that becomes saturated, or recovers, is an event: a log line, and a [`SliceHealth`]
 //!   handed to the sink (the node runtime records it in the replicated store, where `/api/slices` reads
 //!   it); while it stays saturated the sink gets it again every [`REASSERT_EVERY`], so a reader can
@@ -43,8 +43,6 @@ type SinkSlot = Arc<parking_lot::Mutex<Option<HealthSink>>>;
 
 /// Inputs the watch reads the port's state from.
 pub(super) struct PortProbe {
-    /// The server's own accepting flag.
-    pub accepting: Arc<AtomicBool>,
     /// Live handler threads now.
     pub live_handlers: Box<dyn Fn() -> usize + Send>,
 }
@@ -60,7 +58,7 @@ pub(super) struct HealthWatch {
 impl HealthWatch {
     pub fn start(dispatcher: Arc<Dispatcher>, probe: PortProbe) -> Result<HealthWatch, String> {
         let stop = Arc::new(AtomicBool::new(false));
-        let ready = Arc::new(AtomicBool::new(probe.accepting.load(Ordering::SeqCst)));
+        let ready = Arc::new(AtomicBool::new(true));
         let sink: SinkSlot = Arc::default();
         let (thread_stop, thread_ready, thread_sink) = (Arc::clone(&stop), Arc::clone(&ready), Arc::clone(&sink));
         let thread = std::thread::Builder::new()
@@ -75,8 +73,8 @@ impl HealthWatch {
         *self.sink.lock() = Some(sink);
     }
 
-    /// True while the port accepts connections and has a live handler.
-    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+    /// True while the port has a live handler.
+    pub fn serving_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.ready)
     }
 
@@ -100,12 +98,12 @@ fn watch(dispatcher: &Dispatcher, probe: &PortProbe, sink: &SinkSlot, stop: &Ato
     let mut was_ready = true;
     while !stop.load(Ordering::SeqCst) {
         let live = (probe.live_handlers)();
-        let now_ready = probe.accepting.load(Ordering::SeqCst) && live > 0;
+        let now_ready = live > 0;
         if now_ready != was_ready {
             if now_ready {
                 log::info!("app port: serving again ({live} live handlers)");
             } else {
-                log::warn!("app port: cannot serve (no live handler thread, or not accepting)");
+                log::warn!("app port: cannot serve: no live handler thread");
             }
             was_ready = now_ready;
         }
