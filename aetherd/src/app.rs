@@ -81,7 +81,7 @@ pub struct AppOptions {
 pub const DEADLINE_ENV: &str = "AETHER_CALL_DEADLINE_MS";
 
 impl AppOptions {
-    /// 64 handler threads (a slice's bulkhead may hold at most half of them), one slice worker per core,
+    /// 128 handler threads (a slice's bulkhead may hold at most half of them), one slice worker per core,
     /// 10 s deadline (or `AETHER_CALL_DEADLINE_MS`), 1 MiB bodies, no TLS.
     pub fn from_env() -> AppOptions {
         let deadline_ms = std::env::var(DEADLINE_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);

@@ -216,10 +216,11 @@ impl Bulkheads {
         bulkhead
     }
 
-    /// Permits and queue for a configured concurrency, within the instance's share.
+    /// Permits and queue for a configured concurrency, within the instance's share: at most half of
+    /// the share runs, the rest of it queues (a burst waits rather than being refused).
     fn limits(&self, configured: usize) -> (usize, usize) {
         let permits = configured.min(self.share_max / 2).max(1);
-        (permits, (self.share_max - permits).min(permits))
+        (permits, self.share_max - permits)
     }
 
     /// Every instance that has taken calls, by instance id.
@@ -293,10 +294,10 @@ mod tests {
 
     #[test]
     fn limits_stay_within_an_instance_share_of_the_threads() {
-        let bulkheads = Bulkheads::new(64);
-        assert_eq!(bulkheads.limits(PERMITS_DEFAULT), (16, 16));
-        assert_eq!(bulkheads.limits(1000), (16, 16), "clamped to half of 64 threads");
-        assert_eq!(bulkheads.limits(4), (4, 4));
+        let bulkheads = Bulkheads::new(128);
+        assert_eq!(bulkheads.limits(PERMITS_DEFAULT), (16, 48));
+        assert_eq!(bulkheads.limits(1000), (32, 32), "clamped to half of 128 threads, queue included");
+        assert_eq!(bulkheads.limits(4), (4, 60));
         let small = Bulkheads::new(4);
         let (permits, queue) = small.limits(16);
         assert!(permits + queue <= 2 && permits >= 1, "{permits} + {queue}");

@@ -50,7 +50,7 @@ use super::bulkhead::{Bulkheads, Refusal, RETRY_AFTER};
 /// Most attempts one call makes (the first and its retries on other nodes).
 pub const ATTEMPTS_MAX: usize = 3;
 /// Threads that run calls on a node when nothing says otherwise (the app port's handlers).
-pub const CALL_THREADS_DEFAULT: usize = 64;
+pub const CALL_THREADS_DEFAULT: usize = 128;
 
 /// Sends calls to other nodes; implemented by the node runtime over the cluster transport.
 pub trait Forward: Send + Sync {
