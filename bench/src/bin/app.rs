@@ -81,6 +81,12 @@
 //! ~0.15x. Running the call on the handler thread instead brought the local path to 0.52-0.73x nginx
 //! (0.84-0.96x tiny_http) at ~25 µs and 1.4 switches per request. Deploy 7 ms (echo) and ~20 ms (demo),
 //! heal ~30-40 ms: well inside their targets.
+//!
+//! With `--hung 100` (2026-11-30, 2 cores, 3 rounds of 4 s): local echo 22.6k req/s, p99 18.2 ms; with the
+//! 100 hung calls 22.2k req/s, p99 16.6 ms (median ratios of the rounds 1.01x req/s, 0.95x p99, 1.22x p50).
+//! In the first round all 100 calls hung (64 on the host, the host's bulkhead sending the rest to the other
+//! nodes' instances); after their deadline the instances are saturated and every further call is refused at
+//! once, so a round costs the host ~110 refusals a second and no thread.
 
 use bench::{run_load, which, Client, Request, RunResult, SelfSigned};
 use devcluster::{http, wait_for, ClusterSpec, LocalCluster};
