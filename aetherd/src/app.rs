@@ -7,8 +7,12 @@
 //! thread itself, under the server's deadline: past it the server answers 504 and replaces a worker
 //! stuck in a slice (see [`handlers`]).
 //!
-//! Calls forwarded by other nodes are answered by [`Dispatcher::serve_forwarded`], which blocks; the
+//! Calls forwarded by other nodes are answered by [`Dispatcher::serve_forwarded_at`], which blocks; the
 //! node runtime runs it on the threads of a [`ForwardedCalls`] pool, off its event loop.
+//!
+//! Every call into a local instance, from either side, first takes a permit of that instance's bulkhead
+//! (see `bulkhead`), so a slice that hangs holds at most its share of the threads; a health watch (see
+//! `health`) reports a saturated instance and whether the port still has a live handler.
 //!
 //! Two ways to start:
 //! - [`AppServer::start_cluster`]: the node runtime owns the container (its deployment code loads and
@@ -21,7 +25,7 @@
 //!
 //! Answers: the slice's status and body; otherwise a JSON body `{"error", "detail"}` with 404 (no
 //! route), 405 (route exists for another method), 400 (bad path), 413 (body too large), 500 (the slice
-//! panicked), 503 (no live instance, overloaded) or 504 (deadline passed).
+//! panicked), 503 (no live instance; overloaded, with `Retry-After`) or 504 (deadline passed).
 
 // Cluster mode (`start_cluster`, `Forward`, `serve_forwarded`) is entered from the node runtime's
 // wiring; until every entry point is reached from there, unused ones are not warnings.
