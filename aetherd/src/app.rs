@@ -212,7 +212,7 @@ impl AppServer {
         self.http.reload_tls()
     }
 
-    /// The data plane, for calls forwarded by other nodes ([`Dispatcher::serve_forwarded`]).
+    /// The data plane, for calls forwarded by other nodes ([`Dispatcher::serve_forwarded_at`]).
     pub fn dispatcher(&self) -> Arc<Dispatcher> {
         Arc::clone(&self.dispatcher)
     }

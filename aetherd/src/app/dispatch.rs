@@ -4,8 +4,8 @@
 //! - HTTP requests on the app port ([`Dispatcher::http_call_inline`]): route lookup in the shared
 //!   [`Registry`], then dispatch;
 //! - slice-to-slice calls whose callee has no instance on this node (it is the container's
-//!   [`RemoteCall`] hook, in [`served`]);
-//! - calls forwarded by other nodes ([`Dispatcher::serve_forwarded`], in [`served`]), answered with a
+//!   `RemoteCall` hook, in [`served`]);
+//! - calls forwarded by other nodes ([`Dispatcher::serve_forwarded_at`], in [`served`]), answered with a
 //!   local instance only, never forwarded again.
 //!
 //! Dispatch: an ACTIVE instance in this node's container first (the container is the truth about this
