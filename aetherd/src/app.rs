@@ -7,8 +7,12 @@
 //! thread itself, under the server's deadline: past it the server answers 504 and replaces a worker
 //! stuck in a slice (see [`handlers`]).
 //!
-//! Calls forwarded by other nodes are answered by [`Dispatcher::serve_forwarded`], which blocks; the
+//! Calls forwarded by other nodes are answered by [`Dispatcher::serve_forwarded_at`], which blocks; the
 //! node runtime runs it on the threads of a [`ForwardedCalls`] pool, off its event loop.
+//!
+//! Every call into a local instance, from either side, first takes a permit of that instance's bulkhead
+//! (see `bulkhead`), so a slice that hangs holds at most its share of the threads; a health watch (see
+//! `health`) reports a saturated instance and whether the port still has a live handler.
 //!
 //! Two ways to start:
 //! - [`AppServer::start_cluster`]: the node runtime owns the container (its deployment code loads and
@@ -21,18 +25,23 @@
 //!
 //! Answers: the slice's status and body; otherwise a JSON body `{"error", "detail"}` with 404 (no
 //! route), 405 (route exists for another method), 400 (bad path), 413 (body too large), 500 (the slice
-//! panicked), 503 (no live instance, overloaded) or 504 (deadline passed).
+//! panicked), 503 (no live instance; overloaded, with `Retry-After`) or 504 (deadline passed).
 
 // Cluster mode (`start_cluster`, `Forward`, `serve_forwarded`) is entered from the node runtime's
 // wiring; until every entry point is reached from there, unused ones are not warnings.
 
+mod answers;
+mod bulkhead;
 mod dev;
 mod dispatch;
 mod handlers;
+mod health;
 mod serve;
+mod served;
 
 pub use dispatch::{Dispatcher, Forward, ForwardError};
-pub use serve::ForwardedCalls;
+pub use health::{HealthSink, SliceHealth};
+pub use serve::{ForwardedCalls, ForwardedStats};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,12 +85,12 @@ pub struct AppOptions {
 pub const DEADLINE_ENV: &str = "AETHER_CALL_DEADLINE_MS";
 
 impl AppOptions {
-    /// 8 handler threads, one slice worker per core, 10 s deadline (or `AETHER_CALL_DEADLINE_MS`), 1 MiB
-    /// bodies, no TLS.
+    /// 128 handler threads (a slice's bulkhead may hold at most half of them), one slice worker per core,
+    /// 10 s deadline (or `AETHER_CALL_DEADLINE_MS`), 1 MiB bodies, no TLS.
     pub fn from_env() -> AppOptions {
         let deadline_ms = std::env::var(DEADLINE_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
         AppOptions {
-            handler_threads: 8,
+            handler_threads: dispatch::CALL_THREADS_DEFAULT,
             workers: 0,
             call_deadline: Duration::from_millis(deadline_ms),
             body_bytes_max: 1 << 20,
@@ -103,7 +112,8 @@ pub struct AppServer {
     dispatcher: Arc<Dispatcher>,
     container: Arc<Container>,
     mode: Mode,
-    http: httpd::Server,
+    http: Arc<httpd::Server>,
+    health: health::HealthWatch,
 }
 
 impl AppServer {
@@ -117,8 +127,8 @@ impl AppServer {
                 return Err(e);
             }
         };
-        let dispatcher =
-            Arc::new(Dispatcher::new(config.node_id, Arc::clone(&container), registry, None, options.call_deadline));
+        let dispatcher = Dispatcher::new(config.node_id, Arc::clone(&container), registry, None, options.call_deadline);
+        let dispatcher = Arc::new(dispatcher.with_call_threads(options.handler_threads));
         let started =
             AppServer::serve(config.listen, dispatcher, Arc::clone(&container), Mode::OwnsContainer, &options);
         if started.is_err() {
@@ -138,7 +148,8 @@ impl AppServer {
         options: AppOptions,
     ) -> Result<AppServer, String> {
         let dispatcher =
-            Arc::new(Dispatcher::new(node_id, Arc::clone(&container), registry, Some(forward), options.call_deadline));
+            Dispatcher::new(node_id, Arc::clone(&container), registry, Some(forward), options.call_deadline);
+        let dispatcher = Arc::new(dispatcher.with_call_threads(options.handler_threads));
         let hook: Arc<dyn RemoteCall> = dispatcher.clone();
         container.set_remote(Some(&hook));
         let started = AppServer::serve(listen, dispatcher, Arc::clone(&container), Mode::SharesContainer, &options);
@@ -156,10 +167,23 @@ impl AppServer {
         options: &AppOptions,
     ) -> Result<AppServer, String> {
         let port = Arc::new(handlers::AppPort::new(Arc::clone(&dispatcher), options.body_bytes_max));
-        let http = httpd::Server::start(handlers::http_config(listen, options), port)?;
+        let http = Arc::new(httpd::Server::start(handlers::http_config(listen, options), port)?);
+        let probe = {
+            let http = Arc::clone(&http);
+            health::PortProbe { live_handlers: Box::new(move || http.stats().workers_live) }
+        };
+        let health = match health::HealthWatch::start(Arc::clone(&dispatcher), probe) {
+            Ok(health) => health,
+            Err(e) => {
+                if let Ok(http) = Arc::try_unwrap(http) {
+                    http.stop();
+                }
+                return Err(e);
+            }
+        };
         let routes = dispatcher.registry().read().routes().len();
         log::info!("app port {} serving {routes} routes", http.addr());
-        Ok(AppServer { dispatcher, container, mode, http })
+        Ok(AppServer { dispatcher, container, mode, http, health })
     }
 
     /// The address actually listened on.
@@ -172,19 +196,34 @@ impl AppServer {
         self.http.accepting_flag()
     }
 
+    /// Whether the port has a live handler thread to serve with (kept by the health watch), as a flag
+    /// to read from elsewhere (`/health/ready`).
+    pub fn serving_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.health.serving_flag()
+    }
+
+    /// Where reports of saturated slices go (the node runtime records them for `/api/slices`).
+    pub fn report_health_to(&self, sink: HealthSink) {
+        self.health.set_sink(sink);
+    }
+
     /// Reads the TLS certificate and key again (a failure keeps the old ones).
     pub fn reload_tls(&self) -> Result<(), String> {
         self.http.reload_tls()
     }
 
-    /// The data plane, for calls forwarded by other nodes ([`Dispatcher::serve_forwarded`]).
+    /// The data plane, for calls forwarded by other nodes ([`Dispatcher::serve_forwarded_at`]).
     pub fn dispatcher(&self) -> Arc<Dispatcher> {
         Arc::clone(&self.dispatcher)
     }
 
     /// Stop serving (requests in progress finish); in dev mode, then stop and unload the slices.
-    pub fn stop(self) {
-        self.http.stop();
+    pub fn stop(mut self) {
+        self.health.stop();
+        match Arc::try_unwrap(self.http) {
+            Ok(http) => http.stop(),
+            Err(_) => log::error!("app port: still shared at stop; not waiting for it"),
+        }
         match self.mode {
             Mode::OwnsContainer => self.container.shutdown(),
             Mode::SharesContainer => self.container.set_remote(None),
@@ -275,14 +314,16 @@ mod tests {
         assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (500, Some("slice panicked")));
         let (status, body) = http(app.addr(), "GET", "/faulty/hang", "");
         assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (504, Some("deadline exceeded")));
-        // One worker, one of them abandoned to the hung call: the node serves on.
-        assert_eq!(http(app.addr(), "GET", "/faulty/ok", "").0, 200);
+        // Two handlers give faulty one permit, held by the hung call: faulty is refused at once, with
+        // a Retry-After, and the node serves every other slice on.
+        let (status, body) = http(app.addr(), "GET", "/faulty/ok", "");
+        assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (503, Some("overloaded")), "{body}");
         assert_eq!(http(app.addr(), "GET", "/echo/still", "").0, 200);
     }
 
     #[test]
     fn a_hung_call_on_a_handler_gets_504_and_the_handler_is_replaced() {
-        let options = AppOptions { handler_threads: 2, ..options() };
+        let options = AppOptions { handler_threads: 8, ..options() };
         let app = server(&["org.aether.examples:echo:1.0.0", "org.aether.examples:faulty:1.0.0"], options);
         let addr = app.addr();
         let started = std::time::Instant::now();
@@ -291,7 +332,7 @@ mod tests {
             let stats = app.http.stats();
             (stats.workers_live, stats.workers_abandoned)
         };
-        while counts(&app) == (2, 0) && started.elapsed() < Duration::from_millis(200) {
+        while counts(&app) == (8, 0) && started.elapsed() < Duration::from_millis(200) {
             // While one handler is stuck in the slice, the other serves.
             assert_eq!(http(addr, "GET", "/echo/meanwhile", "").0, 200);
         }
@@ -299,11 +340,30 @@ mod tests {
         assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (504, Some("deadline exceeded")));
         let late = started.elapsed();
         assert!(late >= Duration::from_millis(500) && late < Duration::from_millis(1500), "answered after {late:?}");
-        assert_eq!(counts(&app), (2, 1), "the stuck handler is replaced");
+        assert_eq!(counts(&app), (8, 1), "the stuck handler is replaced");
         let answers: Vec<u16> = (0..8).map(|_| http(addr, "GET", "/echo/after", "").0).collect();
         assert_eq!(answers, [200; 8]);
         assert_eq!(http(addr, "GET", "/faulty/panic", "").0, 500);
-        assert_eq!(counts(&app), (2, 1), "a panic costs no thread");
+        assert_eq!(counts(&app), (8, 1), "a panic costs no thread");
+    }
+
+    #[test]
+    fn the_ready_flag_falls_when_the_port_has_no_live_handler_left() {
+        use std::sync::atomic::Ordering;
+        // One handler, none replaced: a hung call leaves the port unable to serve.
+        let options = AppOptions { handler_threads: 1, abandoned_max: 0, ..options() };
+        let app = server(&["org.aether.examples:faulty:1.0.0"], options);
+        let ready = app.serving_flag();
+        let wait = |want: bool| {
+            let started = std::time::Instant::now();
+            while ready.load(Ordering::SeqCst) != want && started.elapsed() < Duration::from_secs(3) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ready.load(Ordering::SeqCst) == want
+        };
+        assert!(wait(true), "a fresh port is ready");
+        assert_eq!(http(app.addr(), "GET", "/faulty/hang", "").0, 504);
+        assert!(wait(false), "the only handler is stuck in the slice: not ready");
     }
 
     #[test]

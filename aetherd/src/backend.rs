@@ -23,6 +23,8 @@ pub struct NodeBackend {
     pub repository: std::path::PathBuf,
     /// The node's HTTP ports and their accepting flags, for `/health/ready` (filled once they run).
     pub http_ports: Arc<std::sync::Mutex<Vec<HttpPort>>>,
+    /// Whether the app port has a live handler thread (`None` before it runs).
+    pub app_serving: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// `[artifacts] trusted_keys`: when set, an upload must carry a signature by one of them.
     pub trusted_keys: container::TrustedKeys,
 }
@@ -139,6 +141,15 @@ impl Backend for NodeBackend {
         }
         let rules = rules.into_iter().map(to_rule).collect();
         self.handle.set_faults(rules).map_err(|_| ApiError::unavailable("the node is stopping"))
+    }
+
+    fn serving_problems(&self) -> Vec<String> {
+        match &self.app_serving {
+            Some(serving) if !serving.load(std::sync::atomic::Ordering::SeqCst) => {
+                vec!["the app port has no live handler thread: every one is stuck in a slice".to_owned()]
+            }
+            _ => Vec::new(),
+        }
     }
 
     fn http_ports(&self) -> Vec<(String, bool)> {

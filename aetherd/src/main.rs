@@ -186,6 +186,7 @@ fn run(args: &Args) -> Result<(), String> {
                 forward,
                 options,
             )?;
+            app.report_health_to(forward::health_sink(net.handle.clone()));
             let pool = app::ForwardedCalls::start(app.dispatcher(), 8, 1024)?;
             let _ = forwarded.set(pool);
             app
@@ -196,6 +197,7 @@ fn run(args: &Args) -> Result<(), String> {
         faults_allowed: std::env::var("AETHER_FAULT_INJECTION").is_ok_and(|v| v == "1"),
         repository: config.repository.clone(),
         http_ports: Arc::default(),
+        app_serving: Some(app.serving_flag()),
         trusted_keys: config.artifacts.trusted_keys.clone(),
     });
     let ports = backend.http_ports.clone();

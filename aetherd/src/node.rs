@@ -47,9 +47,10 @@ pub enum Command {
         id: u64,
         payload: Vec<u8>,
     },
-    /// Send the answer to a call `peer` forwarded to us.
+    /// Send the answer to call `id` that `peer` forwarded to us.
     SendReply {
         peer: PeerId,
+        id: u64,
         payload: Vec<u8>,
     },
     /// Push an artifact (already stored here) to every connected peer; answers with the peers it went to.
@@ -203,6 +204,7 @@ impl Node {
             replication.expire();
         }
         self.data.calls.expire();
+        self.data.calls.log_counters(self.data.forwarded.get().map(ForwardedCalls::stats).as_ref());
         if self.membership.has_quorum() {
             self.drive(ctx, Replication::nudge_recovery);
         }
@@ -430,7 +432,10 @@ impl Handler for Node {
             FrameKind::Artifact => return self.receive_artifact(ctx, peer, &frame.payload),
             FrameKind::InvokeReply => {
                 match InvokeReply::decode(&frame.payload) {
-                    Ok(reply) => self.data.calls.complete(reply),
+                    Ok(reply) => match self.peer_names.get(peer) {
+                        Some(from) => self.data.calls.complete(from, reply),
+                        None => warn!("dropping an invoke reply from an unknown peer"),
+                    },
                     Err(e) => warn!("dropping an invoke reply from {}: {e}", ctx.peer_id(peer).unwrap_or("?")),
                 }
                 return;
@@ -474,9 +479,7 @@ impl Handler for Node {
             Command::KvGet { key, stale, reply } => self.read(ctx, stale, Waiter::Get(key, reply)),
             Command::KvList { prefix, stale, reply } => self.read(ctx, stale, Waiter::List(prefix, reply)),
             Command::SendInvoke { node, id, payload } => self.send_invoke(ctx, &node, id, &payload),
-            Command::SendReply { peer, payload } => {
-                let _ = ctx.send(peer, FrameKind::InvokeReply, &payload);
-            }
+            Command::SendReply { peer, id, payload } => self.send_reply(ctx, peer, id, &payload),
             Command::ReplicateArtifact { artifact, reply } => {
                 let _ = reply.send(self.replicate_artifact(ctx, &artifact));
             }
@@ -541,16 +544,29 @@ impl Node {
         };
         let (Some(pool), Some(handle)) = (self.data.forwarded.get(), self.data.handle.get()) else {
             let reply = InvokeReply::error(request.id, 503, "unavailable", "this node is starting", false);
-            let _ = ctx.send(peer, FrameKind::InvokeReply, &reply.encode());
-            return;
+            return self.send_reply(ctx, peer, request.id, &reply.encode());
         };
         let handle = handle.clone();
         pool.submit(
             request,
             Box::new(move |reply: InvokeReply| {
-                let _ = handle.command(Command::SendReply { peer, payload: reply.encode() });
+                let _ = handle.command(Command::SendReply { peer, id: reply.id, payload: reply.encode() });
             }),
         );
+    }
+
+    /// Send the answer to call `id` of `peer`. One that cannot be sent is counted and logged
+    /// (rate-limited); when it was too large, a small error reply goes in its place, so the caller does
+    /// not wait for its deadline.
+    fn send_reply(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, id: u64, payload: &[u8]) {
+        let Err(e) = ctx.send(peer, FrameKind::InvokeReply, payload) else { return };
+        let name = self.peer_names.get(peer).map_or("?", String::as_str);
+        self.data.calls.reply_unsendable(name, &format!("{e} ({} bytes)", payload.len()));
+        if matches!(e, net::SendError::TooLarge) {
+            let detail = format!("the answer of {} bytes is too large to send back", payload.len());
+            let small = InvokeReply::error(id, 502, "reply too large", &detail, true);
+            let _ = ctx.send(peer, FrameKind::InvokeReply, &small.encode());
+        }
     }
 
     fn read(&mut self, ctx: &mut Ctx<'_>, stale: bool, waiter: Waiter) {

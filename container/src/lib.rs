@@ -188,6 +188,11 @@ impl SliceHandle {
     pub fn call(&self, method: &str, request: &[u8]) -> Result<Response, CallError> {
         self.0.call(method, request)
     }
+
+    /// The config the instance reads through its host (empty before it is loaded or after unload).
+    pub fn config(&self) -> Vec<(String, String)> {
+        self.0.config()
+    }
 }
 
 impl std::fmt::Debug for SliceHandle {

@@ -11,9 +11,13 @@
 //! is idempotent (GET, HEAD, OPTIONS). A peer lost after the frame went out may have run the call, so
 //! such a call is retried only when idempotent: at most once for everything else.
 //!
-//! Invariants: ids are unique for the life of the table (a counter, never reused); the table never
-//! holds more than `calls_max` calls (a full table refuses `begin` and returns the waiter); each call
-//! leaves the table exactly once, through `complete`, `expire` or `peer_down`.
+//! Invariants: ids are unique for the life of the table (a counter, never reused) and across boots of
+//! the node (the counter starts at a per-boot base the runtime picks at random, see
+//! [`Forwarder::with_first_id`], so a reply owed to a previous incarnation matches no call of this
+//! one); a reply completes a call only when it comes from the node the call was sent to
+//! ([`Forwarder::complete_from`]); the table never holds more than `calls_max` calls (a full table
+//! refuses `begin` and returns the waiter); each call leaves the table exactly once, through
+//! `complete`, `expire` or `peer_down`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -59,7 +63,14 @@ pub struct Forwarder<W> {
 
 impl<W> Forwarder<W> {
     pub fn new(calls_max: usize) -> Forwarder<W> {
-        Forwarder { calls: HashMap::new(), deadlines: BTreeSet::new(), next_id: 1, calls_max: calls_max.max(1) }
+        Forwarder::with_first_id(calls_max, 1)
+    }
+
+    /// A table whose ids count up from `first_id` (0 is never handed out): give each boot its own
+    /// base, such as a random boot nonce in the high 32 bits.
+    pub fn with_first_id(calls_max: usize, first_id: u64) -> Forwarder<W> {
+        let next_id = first_id.max(1);
+        Forwarder { calls: HashMap::new(), deadlines: BTreeSet::new(), next_id, calls_max: calls_max.max(1) }
     }
 
     pub fn len(&self) -> usize {
@@ -87,7 +98,7 @@ impl<W> Forwarder<W> {
             return Err(ForwarderFull { calls_max: self.calls_max, waiter });
         }
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
         let deadline_ms = now_ms.saturating_add(u64::from(deadline_ms_left));
         self.deadlines.insert((deadline_ms, id));
         self.calls.insert(id, InFlight { node: node.to_owned(), deadline_ms, idempotent, waiter });
@@ -100,6 +111,15 @@ impl<W> Forwarder<W> {
         let call = self.calls.remove(&id)?;
         self.deadlines.remove(&(call.deadline_ms, id));
         Some(call.waiter)
+    }
+
+    /// A reply for `id` arrived from `node`: its waiter, or `None` when no call `id` is in flight to
+    /// `node` (late, unknown, or sent by a node the call never went to, which leaves the call alone).
+    pub fn complete_from(&mut self, id: u64, node: &str) -> Option<W> {
+        if self.calls.get(&id)?.node != node {
+            return None;
+        }
+        self.complete(id)
     }
 
     /// Calls whose deadline is at or before `now_ms`, oldest first (answer them 504).
@@ -157,6 +177,27 @@ mod tests {
         assert_eq!(table.complete(b), None, "a second reply for one id finds nothing");
         assert_eq!(table.complete(999), None);
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn a_reply_from_another_node_than_the_call_went_to_is_refused() {
+        let mut table = Forwarder::new(8);
+        let id = table.begin(0, "node-3", 100, true, "call").unwrap();
+        assert_eq!(table.complete_from(id, "node-2"), None, "node-2 never got this call");
+        assert_eq!(table.len(), 1, "the call still waits for node-3");
+        assert_eq!(table.complete_from(id, "node-3"), Some("call"));
+    }
+
+    #[test]
+    fn tables_of_two_boots_hand_out_different_ids() {
+        let mut first: Forwarder<()> = Forwarder::with_first_id(8, 7 << 32);
+        let mut second: Forwarder<()> = Forwarder::with_first_id(8, 9 << 32);
+        let a: Vec<u64> = (0..4).map(|_| first.begin(0, "n", 1, true, ()).unwrap()).collect();
+        let b: Vec<u64> = (0..4).map(|_| second.begin(0, "n", 1, true, ()).unwrap()).collect();
+        assert!(a.iter().all(|id| !b.contains(id)), "{a:?} and {b:?}");
+        assert_eq!(a[0], 7 << 32);
+        let mut zero: Forwarder<()> = Forwarder::with_first_id(8, 0);
+        assert_eq!(zero.begin(0, "n", 1, true, ()).unwrap(), 1, "0 is never an id");
     }
 
     #[test]

@@ -106,6 +106,10 @@ pub trait Backend: Send + Sync + 'static {
     fn http_ports(&self) -> Vec<(String, bool)> {
         Vec::new()
     }
+    /// Why the node's data plane cannot serve now, though its ports accept (for `/health/ready`).
+    fn serving_problems(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Answers one request.

@@ -181,11 +181,40 @@ fn slice_entries(backend: &dyn Backend) -> Result<Vec<(String, Artifact, SliceRe
         .collect())
 }
 
-/// `GET /api/slices`: every slice instance in the cluster.
+/// `GET /api/slices`: every slice instance in the cluster, with its `health`: "saturated" while its node
+/// reports every permit of its bulkhead held by calls past their deadline (its calls are refused), else "ok".
 pub fn slices(backend: &dyn Backend) -> Result<Response, ApiError> {
     let entries = slice_entries(backend).map_err(without_server_paths)?;
-    let items: Vec<Value> = entries.iter().map(|(n, a, r)| instance_json(n, a, r)).collect();
+    let saturated = saturated_instances(backend)?;
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|(n, a, r)| {
+            let mut item = instance_json(n, a, r);
+            let report = saturated.iter().find(|s| s["node"] == n.as_str() && s["artifact"] == a.to_string());
+            item["health"] = json!(if report.is_some() { "saturated" } else { "ok" });
+            if let Some(report) = report {
+                item["stuck_calls"] = report["stuck"].clone();
+            }
+            item
+        })
+        .collect();
     Ok(Response::ok(json!({ "slices": items })))
+}
+
+/// How long a node's saturation report stays believed without being repeated (nodes repeat it every 10 s).
+const SATURATION_REPORT_TTL_MS: u64 = 30_000;
+
+/// The saturation reports (`alerts/slice-saturated.*`) that are recent enough to trust.
+fn saturated_instances(backend: &dyn Backend) -> Result<Vec<Value>, ApiError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Ok(backend
+        .kv_list("alerts/slice-saturated.", false)?
+        .iter()
+        .filter_map(|e| serde_json::from_slice::<Value>(&e.value).ok())
+        .filter(|v| v["at_ms"].as_u64().is_some_and(|at| now_ms.saturating_sub(at) <= SATURATION_REPORT_TTL_MS))
+        .collect())
 }
 
 /// The error with every absolute filesystem path in its detail replaced by `<server path>`: a word that

@@ -30,6 +30,7 @@ pub fn ready(backend: &dyn Backend) -> Response {
             problems.push(format!("the {port} port is not accepting connections"));
         }
     }
+    problems.extend(backend.serving_problems());
     let ready = problems.is_empty();
     let body = json!({ "ready": ready, "problems": problems });
     Response::new(if ready { 200 } else { 503 }, body)
@@ -46,6 +47,7 @@ mod tests {
     struct Probe {
         quorum: bool,
         app_accepting: bool,
+        serving_problem: Option<&'static str>,
     }
 
     impl Backend for Probe {
@@ -76,6 +78,9 @@ mod tests {
         fn http_ports(&self) -> Vec<(String, bool)> {
             vec![("management".into(), true), ("app".into(), self.app_accepting)]
         }
+        fn serving_problems(&self) -> Vec<String> {
+            self.serving_problem.iter().map(|p| p.to_string()).collect()
+        }
     }
 
     fn get(backend: &Probe, path: &str) -> Response {
@@ -85,15 +90,25 @@ mod tests {
 
     #[test]
     fn ready_needs_a_quorum_and_every_port_accepting() {
-        let fine = Probe { quorum: true, app_accepting: true };
+        let fine = Probe { quorum: true, app_accepting: true, serving_problem: None };
         assert_eq!(get(&fine, "health/live").status, 200);
         let ready = get(&fine, "health/ready");
         assert_eq!((ready.status, ready.body["ready"].clone()), (200, Value::Bool(true)));
-        let refusing = get(&Probe { quorum: true, app_accepting: false }, "health/ready");
+        let refusing = get(&Probe { quorum: true, app_accepting: false, serving_problem: None }, "health/ready");
         assert_eq!(refusing.status, 503);
         assert_eq!(refusing.body["problems"][0], "the app port is not accepting connections");
-        let alone = get(&Probe { quorum: false, app_accepting: false }, "health/ready");
+        let alone = get(&Probe { quorum: false, app_accepting: false, serving_problem: None }, "health/ready");
         assert_eq!(alone.body["problems"].as_array().map(Vec::len), Some(2));
-        assert_eq!(get(&Probe { quorum: false, app_accepting: false }, "health/live").status, 200);
+        assert_eq!(
+            get(&Probe { quorum: false, app_accepting: false, serving_problem: None }, "health/live").status,
+            200
+        );
+    }
+
+    #[test]
+    fn ready_names_a_data_plane_that_cannot_serve() {
+        let stuck = Probe { quorum: true, app_accepting: true, serving_problem: Some("no live handler") };
+        let ready = get(&stuck, "health/ready");
+        assert_eq!((ready.status, ready.body["problems"][0].clone()), (503, Value::from("no live handler")));
     }
 }

@@ -61,7 +61,8 @@ impl FrameKind {
         Some(kind)
     }
 
-    /// Consensus and membership traffic jumps the queue ahead of bulk data.
+    /// Consensus, membership and forwarded calls (the data plane's requests and replies) jump the
+    /// queue ahead of bulk data (artifact pushes, state transfer), so a push never delays a call.
     pub fn is_priority(self) -> bool {
         matches!(
             self,
@@ -71,6 +72,8 @@ impl FrameKind {
                 | FrameKind::Ping
                 | FrameKind::Consensus
                 | FrameKind::Gossip
+                | FrameKind::Invoke
+                | FrameKind::InvokeReply
         )
     }
 }
@@ -208,6 +211,16 @@ mod tests {
         assert_eq!(frame.kind, FrameKind::Consensus);
         assert_eq!(&frame.payload[..], b"hello");
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn forwarded_calls_and_their_replies_travel_ahead_of_bulk_data() {
+        for kind in [FrameKind::Invoke, FrameKind::InvokeReply, FrameKind::Consensus, FrameKind::Gossip] {
+            assert!(kind.is_priority(), "{kind:?}");
+        }
+        for kind in [FrameKind::Artifact, FrameKind::Sync, FrameKind::Fragment, FrameKind::User] {
+            assert!(!kind.is_priority(), "{kind:?}");
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ fn kv(args: &[String]) -> crate::TaskResult {
     Ok(())
 }
 
-/// `cargo xtask bench app [--seconds N] [--rounds N] [--runs N] [--baseline-aetherd PATH] [--tls]`: the app
+/// `cargo xtask bench app [--seconds N] [--rounds N] [--runs N] [--baseline-aetherd PATH] [--tls] [--hung N]`: the app
 /// path, deploy and heal times on a 3-node cluster of release builds, against tiny_http and (when installed)
 /// nginx, and with the options against a cluster of another `aetherd` build and a cluster with `[tls]`, in the
 /// same rounds; writes `{target}/bench/app.json`.

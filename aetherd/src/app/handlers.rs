@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use container::SliceHandle;
 
+use super::answers::is_overloaded;
+use super::bulkhead::RETRY_AFTER;
 use super::dispatch::{Dispatcher, HttpAnswer, Watch};
 use super::AppOptions;
 
@@ -71,6 +73,10 @@ impl httpd::Handler for AppPort {
 struct JobWatch<'a>(&'a httpd::Job);
 
 impl Watch for JobWatch<'_> {
+    fn deadline(&self) -> Option<Instant> {
+        self.0.deadline().map(|at| at.checked_sub(DEADLINE_MARGIN).unwrap_or(at))
+    }
+
     fn arm(&self, _deadline: Instant, slice: &SliceHandle) {
         self.0.set_note(format!("{} did not answer in time", slice.artifact()));
     }
@@ -81,10 +87,14 @@ impl Watch for JobWatch<'_> {
 }
 
 fn response(answer: HttpAnswer) -> httpd::Response {
+    let overloaded = is_overloaded(&answer.reply);
     let reply = answer.reply;
     let mut response = httpd::Response::new(reply.status, &reply.content_type, reply.body);
     if let Some(allow) = answer.allow {
         response = response.with_header("Allow", &allow);
+    }
+    if overloaded {
+        response = response.with_header("Retry-After", &RETRY_AFTER.as_secs().max(1).to_string());
     }
     response
 }

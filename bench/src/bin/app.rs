@@ -19,6 +19,11 @@
 //!   certificate, rustls client with the ring provider): over persistent connections, so TLS/plain is the
 //!   record layer's cost, and with a new connection per request (`Connection: close`, the server closes
 //!   first), plain and TLS, for the handshake's cost;
+//! - with `--hung N`, the local case again with `faulty` deployed beside `echo` (one instance on every
+//!   node) and N calls to `GET /faulty/hang` kept in flight on the same app port during that phase (a
+//!   client that gets 503 waits its `Retry-After` before calling again, as a well-behaved one does);
+//!   reported as the ratios of req/s and p99 to the plain local case of the same round: a hung slice
+//!   must cost echo nothing (its bulkhead refuses past its share of the handler threads);
 //! - deploy time: blueprint posted -> every instance ACTIVE (`GET /api/blueprints/{name}` polled every
 //!   2 ms), for the one-instance echo blueprint and for `blueprints/demo.toml` (6 instances of 4 slices,
 //!   one wave waiting on its dependencies); the blueprint is deleted and `/api/slices` seen empty between
@@ -76,6 +81,12 @@
 //! ~0.15x. Running the call on the handler thread instead brought the local path to 0.52-0.73x nginx
 //! (0.84-0.96x tiny_http) at ~25 µs and 1.4 switches per request. Deploy 7 ms (echo) and ~20 ms (demo),
 //! heal ~30-40 ms: well inside their targets.
+//!
+//! With `--hung 100` (2026-11-30, 2 cores, 3 rounds of 4 s): local echo 22.6k req/s, p99 18.2 ms; with the
+//! 100 hung calls 22.2k req/s, p99 16.6 ms (median ratios of the rounds 1.01x req/s, 0.95x p99, 1.22x p50).
+//! In the first round all 100 calls hung (64 on the host, the host's bulkhead sending the rest to the other
+//! nodes' instances); after their deadline the instances are saturated and every further call is refused at
+//! once, so a round costs the host ~110 refusals a second and no thread.
 
 use bench::{run_load, which, Client, Request, RunResult, SelfSigned};
 use devcluster::{http, wait_for, ClusterSpec, LocalCluster};
@@ -98,6 +109,8 @@ const ECHO_ARTIFACT: &str = "org.aether.examples:echo:1.0.0";
 const ECHO_BLUEPRINT: &str =
     "name = \"bench-echo\"\n[[slices]]\nartifact = \"org.aether.examples:echo:1.0.0\"\ninstances = 1\n";
 const DEMO_BLUEPRINT: &str = include_str!("../../../blueprints/demo.toml");
+const FAULTY_BLUEPRINT: &str =
+    "name = \"bench-faulty\"\n[[slices]]\nartifact = \"org.aether.examples:faulty:1.0.0\"\ninstances = 3\n";
 const TINY_HTTP_THREADS: usize = 4;
 /// Longest wait for any one cluster condition (ready, deployed, healed, emptied).
 const SETTLE: Duration = Duration::from_secs(30);
@@ -117,6 +130,8 @@ struct Options {
     baseline: Option<PathBuf>,
     /// Also measure the local case against a cluster with `[tls]` on its HTTP ports.
     tls: bool,
+    /// Also measure the local case with this many hung calls to `faulty` in flight (0: not).
+    hung: usize,
 }
 
 fn main() {
@@ -146,10 +161,17 @@ fn main() {
     drop(nginx);
     drop(baseline);
     drop(tls);
-    let deploy_echo = deploy_times(&cluster, "bench-echo", ECHO_BLUEPRINT, options.runs);
-    let deploy_demo = deploy_times(&cluster, "demo", DEMO_BLUEPRINT, options.runs);
+    // A cluster that served hung calls keeps their threads: deploy and heal times there would measure that.
+    let skip_timings = options.hung > 0;
+    if skip_timings {
+        eprintln!("--hung: no deploy or heal times in this run");
+    }
+    let timings =
+        |name, text| if skip_timings { Timings::default() } else { deploy_times(&cluster, name, text, options.runs) };
+    let deploy_echo = timings("bench-echo", ECHO_BLUEPRINT);
+    let deploy_demo = timings("demo", DEMO_BLUEPRINT);
     let mut cluster = cluster;
-    let heal = heal_times(&mut cluster, options.runs);
+    let heal = if skip_timings { Timings::default() } else { heal_times(&mut cluster, options.runs) };
     drop(cluster);
     let seconds = options.load.as_secs_f64();
     let results = Results { cores, seconds, rounds: options.rounds, app, deploy_echo, deploy_demo, heal };
@@ -159,8 +181,8 @@ fn main() {
 fn parse_args() -> Options {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let usage = "usage: app --aetherd PATH --repo DIR [--baseline-aetherd PATH] [--tls] [--json FILE] [--seconds N] \
-                 [--rounds N] [--runs N]";
+    let usage = "usage: app --aetherd PATH --repo DIR [--baseline-aetherd PATH] [--tls] [--hung N] [--json FILE] \
+                 [--seconds N] [--rounds N] [--runs N]";
     let (Some(aetherd), Some(repo)) = (value("--aetherd"), value("--repo")) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -182,6 +204,7 @@ fn parse_args() -> Options {
         runs: number("--runs", 5) as usize,
         baseline: value("--baseline-aetherd").map(PathBuf::from),
         tls: args.iter().any(|a| a == "--tls"),
+        hung: value("--hung").map_or(0, |_| number("--hung", 100) as usize),
     }
 }
 
@@ -615,11 +638,14 @@ struct AppResults {
     tls_local: Option<Case>,
     reconnect_plain: Option<Case>,
     reconnect_tls: Option<Case>,
+    /// Local with hung calls to `faulty` in flight on the same port.
+    local_hung: Option<Case>,
 }
 
 impl AppResults {
     fn cases(&self) -> Vec<&Case> {
-        let optional = [&self.baseline_local, &self.baseline_forwarded, &self.tls_local, &self.reconnect_plain];
+        let optional =
+            [&self.local_hung, &self.baseline_local, &self.baseline_forwarded, &self.tls_local, &self.reconnect_plain];
         self.nginx
             .iter()
             .chain([&self.tiny, &self.local, &self.forwarded])
@@ -634,6 +660,75 @@ struct Target {
     addr: SocketAddr,
     client: Client,
     servers: Vec<Server>,
+    /// Hung calls to keep in flight on `addr` during the phase.
+    hung: usize,
+}
+
+/// Calls to `GET /faulty/hang` kept in flight on one app port, each on its own connection: one that
+/// gets its 504 calls again at once, one refused with 503 waits its `Retry-After` first.
+struct HungCalls {
+    stop: Arc<AtomicBool>,
+    streams: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    threads: Vec<JoinHandle<HashMap<u16, u64>>>,
+}
+
+impl HungCalls {
+    fn start(addr: SocketAddr, n: usize) -> HungCalls {
+        let stop = Arc::new(AtomicBool::new(false));
+        let streams: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let threads = (0..n)
+            .map(|_| {
+                let (stop, streams) = (stop.clone(), streams.clone());
+                std::thread::spawn(move || {
+                    let mut answers: HashMap<u16, u64> = HashMap::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        let status = hung_call(addr, &streams).unwrap_or(0);
+                        *answers.entry(status).or_default() += 1;
+                        if status == 503 {
+                            let until = Instant::now() + Duration::from_secs(1);
+                            while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                    answers
+                })
+            })
+            .collect();
+        HungCalls { stop, streams, threads }
+    }
+
+    /// Ends the calls in flight (closing their connections) and says how they were answered.
+    fn stop(self) -> HashMap<u16, u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        for stream in self.streams.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        let mut answers = HashMap::new();
+        for thread in self.threads {
+            for (status, n) in thread.join().unwrap_or_default() {
+                *answers.entry(status).or_default() += n;
+            }
+        }
+        answers
+    }
+}
+
+fn hung_call(addr: SocketAddr, streams: &std::sync::Mutex<Vec<std::net::TcpStream>>) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    streams.lock().unwrap_or_else(|e| e.into_inner()).push(stream.try_clone()?);
+    stream.write_all(b"GET /faulty/hang HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    let status = std::str::from_utf8(&head[9..12]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let mut streams = streams.lock().unwrap_or_else(|e| e.into_inner());
+    let mine = stream.local_addr().ok();
+    streams.retain(|s| s.local_addr().ok() != mine);
+    Ok(status)
 }
 
 /// The clusters measured besides the main one.
@@ -701,6 +796,14 @@ fn bench_app(
 ) -> AppResults {
     let (host, via) = deploy_echo(cluster, &Client::plain()).expect("deploy echo");
     let (host_id, via_id) = (cluster.nodes[host].id.clone(), cluster.nodes[via].id.clone());
+    let hung = options.hung > 0
+        && match deploy_faulty(cluster, host) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("faulty: {e}; no hung-calls case in this run");
+                false
+            }
+        };
     let case = |name: String| Case { name, rounds: Vec::new() };
     let baseline = extras.baseline.and_then(|b| match deploy_echo(b, &Client::plain()) {
         Ok((host, via)) => Some((b, host, via)),
@@ -723,22 +826,27 @@ fn bench_app(
         tls_local: tls.map(|_| case("aether local TLS".into())),
         reconnect_plain: tls.map(|_| case("aether local, conn/request".into())),
         reconnect_tls: tls.map(|_| case("aether local TLS, conn/request".into())),
+        local_hung: hung.then(|| case(format!("aether local, {} hung calls in flight", options.hung))),
         host: host_id,
         via: via_id,
     };
     let plain = Client::plain();
     let mut plan: Vec<(&mut Case, Target)> = Vec::new();
     if let (Some(case), Some(nginx)) = (app.nginx.as_mut(), nginx) {
-        plan.push((case, Target { addr: nginx.addr, client: plain.clone(), servers: nginx.servers() }));
+        plan.push((case, Target { addr: nginx.addr, client: plain.clone(), servers: nginx.servers(), hung: 0 }));
     }
-    plan.push((&mut app.tiny, Target { addr: tiny.addr(), client: plain.clone(), servers: Vec::new() }));
+    plan.push((&mut app.tiny, Target { addr: tiny.addr(), client: plain.clone(), servers: Vec::new(), hung: 0 }));
     let ours = cluster_servers(cluster, "");
     let at = |c: &LocalCluster, node: usize, client: &Client, servers: &[Server]| Target {
         addr: c.nodes[node].app,
         client: client.clone(),
         servers: servers.iter().map(|s| Server { name: s.name.clone(), pid: s.pid }).collect(),
+        hung: 0,
     };
     plan.push((&mut app.local, at(cluster, host, &plain, &ours)));
+    if let Some(case) = app.local_hung.as_mut() {
+        plan.push((case, Target { hung: options.hung, ..at(cluster, host, &plain, &ours) }));
+    }
     plan.push((&mut app.forwarded, at(cluster, via, &plain, &ours)));
     if let (Some(local), Some(forwarded), Some((b, host, via))) =
         (app.baseline_local.as_mut(), app.baseline_forwarded.as_mut(), baseline)
@@ -758,12 +866,39 @@ fn bench_app(
     for round in 0..options.rounds {
         for (case, target) in plan.iter_mut() {
             let name = format!("round {} {}", round + 1, case.name);
+            let hung = (target.hung > 0).then(|| HungCalls::start(target.addr, target.hung));
+            if hung.is_some() {
+                // Let the hung calls reach the slice (and the rest be refused) before measuring.
+                std::thread::sleep(Duration::from_millis(500));
+            }
             case.rounds.push(load(&name, target, options.load));
+            if let Some(hung) = hung {
+                let mut answers: Vec<(u16, u64)> = hung.stop().into_iter().collect();
+                answers.sort();
+                eprintln!("{name}: hung calls answered {answers:?} (0: still in flight at the end)");
+            }
         }
     }
     drop(plan);
-    delete(cluster, 0, "bench-echo").expect("delete the echo blueprint");
+    if hung {
+        // Its instances hold hung calls for good: they leave the cluster only as far as the node can
+        // unload them, so neither deletion is waited for to the end.
+        for name in ["bench-faulty", "bench-echo"] {
+            if let Err(e) = delete(cluster, 0, name) {
+                eprintln!("deleting {name}: {e}");
+            }
+        }
+    } else {
+        delete(cluster, 0, "bench-echo").expect("delete the echo blueprint");
+    }
     app
+}
+
+/// Deploys `faulty` on every node and waits until `host`'s app port serves it.
+fn deploy_faulty(cluster: &LocalCluster, host: usize) -> Result<(), String> {
+    post(cluster, 0, FAULTY_BLUEPRINT)?;
+    wait_for(SETTLE, || http(cluster.nodes[host].app, "GET", "/faulty/ok", b"").is_ok_and(|r| r.status == 200))
+        .map_err(|_| format!("faulty not served on {} within {SETTLE:?}", cluster.nodes[host].id))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -944,6 +1079,9 @@ fn ratios(app: &AppResults) -> Vec<(String, f64)> {
     if let (Some(local), Some(forwarded)) = (&app.baseline_local, &app.baseline_forwarded) {
         compare("local / baseline local", &app.local, local);
         compare("forwarded / baseline forwarded", &app.forwarded, forwarded);
+    }
+    if let Some(hung) = &app.local_hung {
+        compare("local with hung calls / local", hung, &app.local);
     }
     if let Some(tls) = &app.tls_local {
         compare("TLS local / local (keep-alive)", tls, &app.local);

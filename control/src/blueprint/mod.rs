@@ -365,6 +365,18 @@ depends_on = ["org.aether.examples:inventory:1.0.0"]
     }
 
     #[test]
+    fn concurrency_reaches_the_nodes_as_config_and_is_bounded() {
+        let any = |_: &Artifact| true;
+        let base = "name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\n";
+        let bp = parse(&format!("{base}concurrency = 4\n"), &any).unwrap();
+        assert_eq!(bp.slices[0].config.get(parse::CONCURRENCY_KEY), Some(&Value::from(4)));
+        let err = reject(&format!("{base}concurrency = 0\n"));
+        assert_eq!((err.line, err.field.as_str()), (4, "slices[0].concurrency"), "{err}");
+        let bp = parse(base, &any).unwrap();
+        assert!(bp.slices[0].config.is_empty(), "no concurrency, no key");
+    }
+
+    #[test]
     fn unknown_artifacts_are_found_through_the_callback() {
         let known = |a: &Artifact| a.base().artifact() != "pricing";
         let err = parse(SHOP, &known).unwrap_err();

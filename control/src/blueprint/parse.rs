@@ -32,7 +32,14 @@ pub(super) struct RawSlice {
     depends_on: Vec<Spanned<String>>,
     #[serde(default)]
     config: BTreeMap<String, Spanned<toml::Value>>,
+    /// Calls one instance runs at once (its bulkhead); reaches the node as config key `aether.concurrency`.
+    concurrency: Option<Spanned<i64>>,
 }
+
+/// The config key that carries a slice's `concurrency` to the nodes that run it.
+pub const CONCURRENCY_KEY: &str = "aether.concurrency";
+/// Most calls one instance may run at once.
+pub const CONCURRENCY_MAX: i64 = 4096;
 
 /// A slice with the lines its parts came from, for errors found after parsing.
 pub(super) struct Located {
@@ -203,7 +210,15 @@ pub(super) fn parse_slice(index: usize, raw: &Spanned<RawSlice>, lines: &Lines) 
         return Err(invalid(span, "min_instances", reason));
     }
     let depends_on = parse_dependencies(index, slice, lines)?;
-    let config = parse_config(index, slice, lines)?;
+    let mut config = parse_config(index, slice, lines)?;
+    if let Some(n) = &slice.concurrency {
+        let value = *n.get_ref();
+        if !(1..=CONCURRENCY_MAX).contains(&value) {
+            let reason = format!("must be between 1 and {CONCURRENCY_MAX}, found {value}");
+            return Err(invalid(n.span(), "concurrency", reason));
+        }
+        config.insert(CONCURRENCY_KEY.to_owned(), Value::from(value));
+    }
     let dependency_lines = slice.depends_on.iter().map(|d| lines.of(d.span().start)).collect();
     let spec = SliceSpec { artifact, instances, min_instances, depends_on, config };
     Ok(Located { spec, index, artifact_line: lines.of(slice.artifact.span().start), dependency_lines })

@@ -1,26 +1,41 @@
 //! The `faulty` test slice: misbehaves on demand, to prove the node survives it.
 //!
 //! Routes: `GET /faulty/panic` panics inside the slice; `GET /faulty/hang` never returns;
-//! `GET /faulty/ok` answers `{"ok": true}`. Config `on_start` = `panic` or `hang` makes `start`
-//! itself panic or never return, `abort` aborts the whole process from `start` (as a native library
-//! that segfaults while starting would), and `thread` starts a background thread that `stop` never joins
-//! (it runs the slice's code until the process ends); config `on_stop` = `hang` makes `stop` never return (a node stopping
+//! `GET /faulty/ok` answers `{"ok": true}`; `GET /faulty/slow/{ms}` answers after sleeping `ms`
+//! milliseconds (at most a minute); `GET /faulty/count` answers how many calls of each kind this
+//! instance started (`{"panic","hang","ok","slow","count"}`), so a test can tell whether a call ever
+//! reached the slice. Config `on_start` = `panic` or `hang` makes `start` itself panic or never return,
+//! `abort` aborts the whole process from `start` (as a native library that segfaults while starting
+//! would), and `thread` starts a background thread that `stop` never joins (it runs the slice's code until
+//! the process ends); config `on_stop` = `hang` makes `stop` never return (a node stopping
 //! with it must still exit within its stop bound).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sdk::{json, Config, Context, Method, Request, Response, Route, Slice};
 
 pub struct Faulty {
     hang_on_stop: bool,
+    /// Calls started, by method (in `METHODS` order).
+    started: [AtomicU64; 5],
 }
+
+/// Longest sleep `slow` takes.
+const SLOW_MS_MAX: u64 = 60_000;
 
 impl Slice for Faulty {
     const NAME: &'static str = "faulty";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const METHODS: &'static [Method] = &[Method::new("panic"), Method::new("hang"), Method::new("ok")];
-    const ROUTES: &'static [Route] =
-        &[Route::get("/faulty/panic", "panic"), Route::get("/faulty/hang", "hang"), Route::get("/faulty/ok", "ok")];
+    const METHODS: &'static [Method] =
+        &[Method::new("panic"), Method::new("hang"), Method::new("ok"), Method::new("slow"), Method::new("count")];
+    const ROUTES: &'static [Route] = &[
+        Route::get("/faulty/panic", "panic"),
+        Route::get("/faulty/hang", "hang"),
+        Route::get("/faulty/ok", "ok"),
+        Route::get("/faulty/slow/{ms}", "slow"),
+        Route::get("/faulty/count", "count"),
+    ];
 
     fn start(_ctx: Context, config: &Config) -> Result<Faulty, sdk::Error> {
         match config.get("on_start") {
@@ -31,9 +46,9 @@ impl Slice for Faulty {
                 std::thread::spawn(|| loop {
                     std::thread::sleep(Duration::from_millis(20));
                 });
-                Ok(Faulty { hang_on_stop: false })
+                Ok(Faulty { hang_on_stop: false, started: Default::default() })
             }
-            _ => Ok(Faulty { hang_on_stop: config.get("on_stop") == Some("hang") }),
+            _ => Ok(Faulty { hang_on_stop: config.get("on_stop") == Some("hang"), started: Default::default() }),
         }
     }
 
@@ -43,10 +58,28 @@ impl Slice for Faulty {
         }
     }
 
-    fn call(&self, method: &str, _request: &Request<'_>) -> Response {
+    fn call(&self, method: &str, request: &Request<'_>) -> Response {
+        if let Some(at) = Self::METHODS.iter().position(|m| m.name() == method) {
+            self.started[at].fetch_add(1, Ordering::SeqCst);
+        }
         match method {
             "panic" => panic!("faulty: asked to panic in call"),
             "hang" => hang(),
+            "slow" => {
+                let Some(ms) = request.param("ms").and_then(|ms| ms.parse::<u64>().ok()) else {
+                    return Response::error(sdk::Status::BadRequest, "ms must be a whole number of milliseconds");
+                };
+                let ms = ms.min(SLOW_MS_MAX);
+                std::thread::sleep(Duration::from_millis(ms));
+                Response::json(json::Object::new().int("slept_ms", ms as i64).finish())
+            }
+            "count" => {
+                let mut counts = json::Object::new();
+                for (method, started) in Self::METHODS.iter().zip(&self.started) {
+                    counts = counts.int(method.name(), started.load(Ordering::SeqCst) as i64);
+                }
+                Response::json(counts.finish())
+            }
             _ => Response::json(json::Object::new().bool("ok", true).finish()),
         }
     }

@@ -1,0 +1,89 @@
+//! Calls that reach this node's data plane from elsewhere: calls forwarded by other nodes, and nested
+//! calls of this node's slices whose callee has no instance here.
+//!
+//! A forwarded call's deadline is absolute: the moment its frame arrived plus the time its sender
+//! still waited then. A call whose deadline passed before it could start (in the forwarded-call queue
+//! or the instance's bulkhead queue) never starts and is answered 504 with `reached_slice: false`; a
+//! call refused by the instance's bulkhead is answered 503 "overloaded" (never reached), so the sender
+//! tries another node or answers its client fast. A forwarded call runs on its serving thread and
+//! holds its instance's permit until the slice returns.
+//!
+//! A nested call carries the deadline and hops of the call that made it (the container's
+//! [`CallContext`]), so deadlines shrink along a chain across nodes.
+
+use std::time::{Duration, Instant};
+
+use container::{CallContext, CallError, RemoteCall};
+use invoke::{InvokeReply, InvokeRequest};
+use sdk::Response;
+
+use super::answers::{error, never_started, to_response};
+use super::dispatch::{Attempt, Call, Dispatcher, Runner};
+
+impl Dispatcher {
+    /// Answer a call forwarded by another node that arrived just now; see
+    /// [`Dispatcher::serve_forwarded_at`].
+    #[cfg(test)]
+    pub fn serve_forwarded(&self, request: InvokeRequest) -> InvokeReply {
+        self.serve_forwarded_at(request, Instant::now())
+    }
+
+    /// Answer a call forwarded by another node whose frame arrived at `received`, with an instance of
+    /// this node only, on this thread. Blocks until the slice answers (which may be past the deadline:
+    /// the caller decides what a late reply is worth); run it on a serving thread, never on the event
+    /// loop or a container worker. The reply carries the request's id.
+    pub fn serve_forwarded_at(&self, request: InvokeRequest, received: Instant) -> InvokeReply {
+        let id = request.id;
+        let mut reply = self.serve_forwarded_reply(request, received);
+        reply.id = id;
+        reply
+    }
+
+    fn serve_forwarded_reply(&self, request: InvokeRequest, received: Instant) -> InvokeReply {
+        if let Err(e) = request.check() {
+            return error(400, "bad request", &e.to_string(), false);
+        }
+        let Some(handle) = self.container.find_active(&request.artifact) else {
+            return InvokeReply::no_instance(request.id, &self.node_id, &request.artifact);
+        };
+        let deadline = received + Duration::from_millis(u64::from(request.deadline_ms_left));
+        if deadline <= Instant::now() {
+            return never_started(&request.artifact, &request.method, "its deadline passed before it was served");
+        }
+        let call = Call {
+            artifact: &request.artifact,
+            method: &request.method,
+            request: request.request,
+            idempotent: false,
+            hops: request.hops,
+            deadline,
+        };
+        match self.call_local(&call, &handle, Runner::Serving) {
+            Attempt::Done(reply) => reply,
+            Attempt::Refused(why) => {
+                super::answers::overloaded(&format!("{} on {}: {why}", call.artifact, self.node_id))
+            }
+            Attempt::Retry(why) | Attempt::Lost(why) => {
+                error(503, "no instance", &format!("{why} on {}", self.node_id), false)
+            }
+        }
+    }
+}
+
+/// Slice-to-slice calls whose callee has no instance on this node.
+impl RemoteCall for Dispatcher {
+    fn call(&self, artifact: &str, method: &str, request: &[u8], context: CallContext) -> Result<Response, CallError> {
+        let call = Call {
+            artifact,
+            method,
+            request: request.to_vec(),
+            idempotent: false,
+            hops: context.hops,
+            deadline: context.deadline.unwrap_or_else(|| Instant::now() + self.call_deadline),
+        };
+        // Never this node: a nested call holds one of its threads, and the container calls this hook
+        // only when it found no local instance anyway.
+        let reply = self.dispatch_excluding(&call, vec![self.node_id.clone()], Runner::Pool);
+        Ok(to_response(reply))
+    }
+}
