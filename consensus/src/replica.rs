@@ -120,6 +120,9 @@ struct Recovery {
     reported: Vec<Option<Slot>>,
     /// The first slot this replica may vote in, once a majority of peers answered.
     vote_floor: Option<Slot>,
+    /// Only for a replica that started with an empty log ([`Replica::fresh`]): each peer's reported
+    /// `next_slot` while every report so far was slot 0 (`None` once any peer reported more).
+    new_cluster: Option<Vec<Option<Slot>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -195,7 +198,7 @@ impl Replica {
         let n = config.n();
         let mut replica = Replica::new(config);
         if recovering {
-            replica.mode = Mode::Recovering(Recovery { incarnation, reported: vec![None; n], vote_floor: None });
+            replica.mode = Mode::Recovering(Recovery::new(incarnation, n));
         }
         replica
     }
@@ -278,6 +281,9 @@ impl Replica {
         if from.index() >= self.config.n() || from == self.config.me || !self.fits(&message) {
             self.stats.invalid_messages += 1;
             return;
+        }
+        if self.is_recovering() {
+            self.note_new_cluster(now_ms, from, &message, out);
         }
         match message {
             Message::Forward { commands } => {
