@@ -103,6 +103,7 @@ impl DurableLog {
             snapshot: self.snapshot.clone(),
             decided: self.decided.clone(),
             own_messages: self.own_messages.clone(),
+            incarnation: 0,
         }
     }
 

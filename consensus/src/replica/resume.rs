@@ -37,8 +37,8 @@
 use super::{Mode, Output, Recovery, Replica};
 use crate::log::StoredSnapshot;
 use crate::message::{DecidedSlot, Message, SessionRecord};
-use crate::types::ReplicaId;
 use crate::slot::SlotAgreement;
+use crate::types::ReplicaId;
 use crate::types::{Broken, Config, Slot};
 use rkyv::{Archive, Deserialize, Serialize};
 

@@ -5,7 +5,7 @@ use crate::check::ViolationKind;
 use crate::durable::DurableLog;
 use crate::kv::KvMachine;
 use crate::options::ShellBroken;
-use consensus::{Config, Message, Replica, Slot};
+use consensus::{Config, Message, Replica, Resume, Slot};
 
 impl World {
     /// A crash that loses the disk, while fewer than f replicas have lost their votes (down without a
@@ -124,7 +124,7 @@ impl World {
     pub(super) fn resume(&mut self, replica: usize, config: Config) {
         self.resumes += 1;
         let disk = &self.nodes[replica].disk;
-        let resume = disk.to_resume();
+        let resume = Resume { incarnation: self.incarnations, ..disk.to_resume() };
         let open_slot = disk.next_slot();
         let own: Vec<&Message> = resume.own_messages.iter().filter(|m| m.round_slot() == Some(open_slot)).collect();
         self.resumes_mid_slot += u64::from(!own.is_empty());
