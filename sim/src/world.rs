@@ -7,15 +7,21 @@
 //! partitions, a coin-aware scheduler, crashes) where only safety is checked, then a healed phase where
 //! every operation must complete within `liveness_ms` and every replica must catch up.
 //!
-//! Crashes come in two kinds. One loses the disk: the replica comes back as `Replica::restarted` with an
-//! empty durable log, and these keep at most f replicas without their votes (down without a disk, or
+//! Every replica starts as the node starts one with an empty log, `Replica::fresh`: recovering, unless
+//! every peer reports slot 0 (a brand-new cluster, which is how the run's cluster forms).
+//!
+//! Crashes come in two kinds. One loses the disk (a wiped data directory): the replica comes back with an
+//! empty durable log, as `Replica::fresh` again, and these keep at most f replicas without their votes (down without a disk, or
 //! recovering) at once, the bound under which `restarted` keeps the cluster live. The other keeps the
 //! disk (`durable`): any replica, any number at a time, and the whole cluster at once (`cluster_crash`);
 //! the replica comes back with `Replica::resume` from its durable log (`durable`) and its key-value
 //! machine from the same snapshot and slots. Each replica's outputs are carried out a turn at a time, as
 //! the node runtime does: the turn's records (decided slots, own round messages, snapshots) are written,
 //! then its messages leave and its clients are answered. Some crashes land inside a turn: a prefix of its
-//! records is written and nothing of it leaves (a torn tail loses only what nobody saw).
+//! records is written and nothing of it leaves (a torn tail loses only what nobody saw). Storage fails
+//! too (`disk_errors`): a write fails inside a turn, and the shell stops as the node does, before the
+//! turn's messages leave, then resumes recovering its vote floor; and some snapshots are written late,
+//! after newer ones, and must be ignored by the disk.
 //!
 //! Safety checks run as things happen: every durable decision against every other replica's decision of
 //! that slot (agreement), every decision against the replica's own previous slot (no gaps, no repeats),
@@ -84,6 +90,8 @@ enum Event {
     Crash,
     /// A crash that keeps the disk, of one replica chosen at random.
     DurableCrash,
+    /// A storage write of one replica fails in its next turn.
+    DiskError,
     /// The same, of this replica (a whole-cluster crash schedules one per replica).
     DurableCrashOf {
         replica: usize,
@@ -131,6 +139,11 @@ struct Node {
     synced: Option<(DurableLog, u64)>,
     /// A crash that keeps the disk is due in the middle of this replica's next turn.
     torn_next_turn: bool,
+    /// A storage write fails in this replica's next turn.
+    fail_write_next_turn: bool,
+    /// Snapshots handed to a slow writer: they land on the disk at the given time, unless a crash comes
+    /// first.
+    late_snapshots: Vec<(u64, consensus::SnapshotRecord)>,
     up: bool,
     incarnation: u64,
     timers: [Option<u64>; 2],
@@ -180,6 +193,10 @@ pub struct RunReport {
     pub slots_by_vote: u64,
     pub null_run_longest: u64,
     pub snapshots_installed: u64,
+    /// Storage writes that failed mid-turn (the replica stopped and resumed recovering).
+    pub disk_errors: u64,
+    /// Late snapshots that landed after a newer one.
+    pub stale_snapshots: u64,
     /// From the end of the faulty phase to the last operation's response.
     pub heal_to_done_ms: u64,
     /// The longest any operation waited for its response counted from when faults stopped (or from its
@@ -220,6 +237,8 @@ pub struct World {
     resumes_past_phase_one: u64,
     net_epoch: u64,
     snapshots_installed: u64,
+    disk_errors: u64,
+    stale_snapshots: u64,
 }
 
 /// What one turn of a replica produced, carried out at its end the way the node runtime does: records
@@ -251,11 +270,13 @@ impl World {
                 let skew_ms = fault_rng.below(options.skew_ms_max + 1);
                 let rate_ppm = if options.faults.skew { fault_rng.between(950_000, 1_050_000) } else { 1_000_000 };
                 Node {
-                    core: Replica::new(replica_config(&options, id)),
+                    core: Replica::fresh(replica_config(&options, id), 0),
                     kv: KvMachine::default(),
                     disk: DurableLog::default(),
                     disk_kept: true,
                     torn_next_turn: false,
+                    fail_write_next_turn: false,
+                    late_snapshots: Vec::new(),
                     synced: None,
                     up: true,
                     incarnation: 0,
@@ -299,6 +320,8 @@ impl World {
             resumes_past_phase_one: 0,
             net_epoch: 0,
             snapshots_installed: 0,
+            disk_errors: 0,
+            stale_snapshots: 0,
         }
     }
 
@@ -329,6 +352,9 @@ impl World {
         }
         if self.options.faults.cluster_crash {
             self.schedule(self.options.cluster_crash_at_ms * 1000, Event::ClusterCrash);
+        }
+        if self.options.faults.disk_errors {
+            self.schedule(self.options.disk_error_every_ms * 1000, Event::DiskError);
         }
         self.schedule(self.options.faulty_ms * 1000, Event::Heal);
     }
@@ -380,6 +406,7 @@ impl World {
             Event::Reply { client, seq, result } => self.client_reply(client, seq, result),
             Event::Crash => self.crash_one(),
             Event::DurableCrash => self.durable_crash_any(),
+            Event::DiskError => self.disk_error_any(),
             Event::DurableCrashOf { replica } => self.durable_crash(replica),
             Event::ClusterCrash => self.cluster_crash(),
             Event::Restart { replica } => self.restart(replica),
@@ -428,7 +455,9 @@ impl World {
                     let input = Input::SnapshotTaken { next_slot, state };
                     self.nodes[replica].core.handle(local_ms, input, &mut more);
                     work.extend(more);
-                    turn.records.extend(self.nodes[replica].core.latest_snapshot().map(Record::Snapshot));
+                    if let Some(snapshot) = self.nodes[replica].core.latest_snapshot() {
+                        self.take_snapshot(replica, snapshot, &mut turn);
+                    }
                 }
                 Output::InstallSnapshot { next_slot, state } => {
                     self.install(replica, next_slot, &state);
@@ -454,9 +483,19 @@ impl World {
             self.crash(replica, true);
             return;
         }
+        if self.nodes[replica].fail_write_next_turn {
+            self.fail_write(replica, turn);
+            return;
+        }
         self.write_records(replica, turn.records);
+        self.write_late_snapshots(replica);
         self.sync_periodically(replica);
-        for (to, message) in turn.sends {
+        self.release(replica, turn.sends, turn.replies);
+    }
+
+    /// Sends a turn's messages and answers its clients.
+    fn release(&mut self, replica: usize, sends: Vec<(Option<usize>, Message)>, replies: Vec<(usize, u64, KvResult)>) {
+        for (to, message) in sends {
             match to {
                 Some(to) => self.send(replica, to, message),
                 None => {
@@ -466,7 +505,7 @@ impl World {
                 }
             }
         }
-        for (client, seq, result) in turn.replies {
+        for (client, seq, result) in replies {
             self.reply_later(client, seq, result);
         }
     }

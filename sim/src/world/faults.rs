@@ -86,6 +86,8 @@ impl World {
         node.up = false;
         node.disk_kept = disk_kept;
         node.torn_next_turn = false;
+        node.fail_write_next_turn = false;
+        node.late_snapshots.clear();
         node.waiting.clear();
         node.timers = [None, None];
         self.crashes += 1;
@@ -103,8 +105,13 @@ impl World {
         if self.nodes[replica].disk_kept {
             self.resume(replica, config);
         } else {
+            // A wiped data directory: an empty log, which the node starts as `Replica::fresh`.
+            let incarnation = self.incarnations;
             let node = &mut self.nodes[replica];
-            node.core = Replica::restarted(config, self.incarnations);
+            node.core = match self.options.shell_broken {
+                ShellBroken::WipedDiskVotesFresh => Replica::new(config),
+                _ => Replica::fresh(config, incarnation),
+            };
             node.kv = KvMachine::default();
             node.disk = DurableLog::recovering();
             node.expected_slot = Slot(0);
@@ -124,7 +131,12 @@ impl World {
     pub(super) fn resume(&mut self, replica: usize, config: Config) {
         self.resumes += 1;
         let disk = &self.nodes[replica].disk;
-        let resume = Resume { incarnation: self.incarnations, ..disk.to_resume() };
+        let stale_wins = self.options.shell_broken == ShellBroken::StaleSnapshotWins;
+        let resume = match stale_wins {
+            true => disk.to_resume_ignoring_gaps(),
+            false => disk.to_resume(),
+        };
+        let resume = Resume { incarnation: self.incarnations, ..resume };
         let open_slot = disk.next_slot();
         let own: Vec<&Message> = resume.own_messages.iter().filter(|m| m.round_slot() == Some(open_slot)).collect();
         self.resumes_mid_slot += u64::from(!own.is_empty());
@@ -132,9 +144,12 @@ impl World {
             own.iter().any(|m| matches!(m, Message::State { phase, .. } | Message::Vote { phase, .. } if phase.0 >= 2)),
         );
         let as_voter = self.options.shell_broken == ShellBroken::ResumeRecoveringAsVoter;
-        let core = match disk.is_recovering() && !as_voter {
-            true => Replica::resume_recovering(config, resume, self.incarnations),
-            false => Replica::resume(config, resume),
+        let core = if disk.is_empty() && !as_voter {
+            Replica::fresh(config, self.incarnations)
+        } else if disk.is_recovering() && !as_voter {
+            Replica::resume_recovering(config, resume, self.incarnations)
+        } else {
+            Replica::resume(config, resume)
         };
         let Some((kv, next_slot)) = disk.restore_kv() else {
             self.violate(ViolationKind::Codec, format!("replica {replica}: the snapshot on disk does not decode"));
