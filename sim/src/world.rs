@@ -585,10 +585,11 @@ impl Turn {
 }
 
 /// Whether a replica's votes are unknown to itself: down with its disk lost, or recovering (also after a
-/// crash in the middle of recovering, which resumes it still recovering).
+/// crash in the middle of recovering, or a failed write, which resume it recovering).
 fn lost_votes(node: &Node) -> bool {
     match node.up {
-        true => node.core.is_recovering(),
+        // A write due to fail stops it and brings it back recovering.
+        true => node.core.is_recovering() || node.fail_write_next_turn,
         false => !node.disk_kept || node.disk.is_recovering(),
     }
 }
