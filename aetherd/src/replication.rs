@@ -99,11 +99,15 @@ impl Replication {
         let recovery_logged = replica.is_recovering();
         if recovery_logged {
             storage.append(replica.next_slot().0, RECORD_RECOVERY_STARTED, &[]);
-            storage.flush().map_err(|e| e.to_string())?;
+            if let Err(e) = storage.flush() {
+                storage.fail_stop(&e);
+            }
         }
         if failed_stop {
             // The recovery is on record (and synced): a crash from here on resumes recovering anyway.
-            storage.clear_failure_mark().map_err(|e| e.to_string())?;
+            if let Err(e) = storage.clear_failure_mark() {
+                storage.fail_stop(&e);
+            }
         }
         let peers = replica.config().n();
         Ok(Replication {

@@ -110,6 +110,9 @@ impl World {
             let node = &mut self.nodes[replica];
             node.core = match self.options.shell_broken {
                 ShellBroken::WipedDiskVotesFresh => Replica::new(config),
+                // The demonstration that `restarted` alone cannot survive losing every disk (a cluster whose
+                // every disk is gone is a new cluster to `fresh`, and forgets what it decided).
+                ShellBroken::ClusterCrashLosesDisks => Replica::restarted(config, incarnation),
                 _ => Replica::fresh(config, incarnation),
             };
             node.kv = KvMachine::default();
