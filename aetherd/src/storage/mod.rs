@@ -32,8 +32,6 @@ mod snapshot;
 mod tests;
 
 pub use recovery::Recovered;
-#[cfg(test)]
-pub use segments::Record;
 
 use log::error;
 use std::fs::{self, File};

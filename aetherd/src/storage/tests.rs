@@ -204,7 +204,7 @@ fn a_failed_fdatasync_is_an_error_for_the_caller() {
         }
         std::thread::sleep(SYNC_INTERVAL);
     }
-    let error = result.err().expect("the disk thread's failed fdatasync reached the loop").to_string();
+    let error = result.expect_err("the disk thread's failed fdatasync reached the loop").to_string();
     assert!(error.contains("fdatasync") && error.contains("log-"), "{error}");
     assert!(s.rotate().is_err(), "a rotation syncs the segment it leaves, and fails too");
 }
