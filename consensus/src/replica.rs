@@ -120,9 +120,9 @@ struct Recovery {
     reported: Vec<Option<Slot>>,
     /// The first slot this replica may vote in, once a majority of peers answered.
     vote_floor: Option<Slot>,
-    /// Only for a replica that started with an empty log ([`Replica::fresh`]): each peer's reported
-    /// `next_slot` while every report so far was slot 0 (`None` once any peer reported more).
-    new_cluster: Option<Vec<Option<Slot>>>,
+    /// Only for a replica that started with an empty log ([`Replica::fresh`]), while no peer reported a
+    /// slot past 0: who reported slot 0, and since when a majority has.
+    new_cluster: Option<resume::NewCluster>,
 }
 
 #[derive(Clone, Debug)]
