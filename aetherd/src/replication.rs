@@ -483,9 +483,9 @@ impl Replication {
 /// recorded votes, unless those may be incomplete: after a reboot without a clean stop (the unsynced tail
 /// may be gone), after a stop on a storage failure, when the log shows a recovery that never finished, or
 /// when it shows lost records (`Replica::resume` sees a gap or own messages past the resumed slot). Then
-/// it keeps the decided state but recovers its vote floor from its peers first. An empty log (nothing
-/// but recovery marks) gives `Replica::fresh`. A one-node cluster always resumes: it has nobody to
-/// contradict.
+/// it keeps the decided state but recovers its vote floor from its peers first. An empty log, or one
+/// whose only records are an unfinished recovery, gives `Replica::fresh`. A one-node cluster always
+/// resumes: it has nobody to contradict.
 fn restore(config: consensus::Config, recovered: Recovered, incarnation: u64) -> Result<(Store, Replica), String> {
     let unclean_reboot = recovered.unclean_reboot;
     if let Some(reason) = &recovered.failed_stop {
@@ -493,6 +493,7 @@ fn restore(config: consensus::Config, recovered: Recovered, incarnation: u64) ->
     }
     let failed_stop = recovered.failed_stop.is_some();
     let ran_before = recovered.ran_before;
+    let nothing_on_disk = recovered.snapshot.is_none() && recovered.records.is_empty();
     let mut recovering_in_log = false;
     let mut gap = false;
     let mut store = Store::default();
@@ -527,7 +528,8 @@ fn restore(config: consensus::Config, recovered: Recovered, incarnation: u64) ->
     }
     let fresh = resume.snapshot.is_none() && resume.decided.is_empty() && resume.own_messages.is_empty();
     let distrust_votes = config.n() > 1 && (unclean_reboot || recovering_in_log || failed_stop);
-    let replica = if fresh {
+    // Only recovery marks, the last one "finished": it joined a brand-new cluster and has not spoken since.
+    let replica = if nothing_on_disk || (fresh && recovering_in_log) {
         if ran_before && config.n() > 1 {
             warn!("this node ran here before but its consensus log is empty: recovering the vote floor from peers");
         }

@@ -272,7 +272,8 @@ impl World {
                 Node {
                     core: Replica::fresh(replica_config(&options, id), 0),
                     kv: KvMachine::default(),
-                    disk: DurableLog::default(),
+                    // `fresh` records that it is recovering, as the node does.
+                    disk: DurableLog::recovering(),
                     disk_kept: true,
                     torn_next_turn: false,
                     fail_write_next_turn: false,

@@ -23,15 +23,14 @@
 //! recovering under `Resume::incarnation`, exactly like [`Replica::resume_recovering`].
 //!
 //! An empty log says nothing either way: a brand-new cluster, or a node whose whole data directory was
-//! lost. [`Replica::fresh`] starts recovering. Every replica broadcasts `Status` each retransmit period;
-//! once a majority of the cluster (itself included) has reported slot 0 for `NEW_CLUSTER_PERIODS`
-//! periods and no peer has reported more, it takes the cluster for brand new and votes from slot 0 (every
-//! replica of a new cluster starts this way, so that is how a cluster forms). A peer past slot 0 ends
-//! that for good: the cluster decided something and the replica recovers its vote floor like a
-//! restarted one. What this does not cover: a replica that voted in slot 0 and lost its whole disk before
-//! slot 0 was decided anywhere, or while every replica that decided it stayed unreachable for those
-//! periods and a majority still waited at slot 0 (see ARCHITECTURE.md, durability).
-//!
+//! lost. [`Replica::fresh`] starts recovering. Every replica, recovering or not, broadcasts `Status`
+//! each retransmit period; once every peer has reported slot 0 and none more, nothing was ever decided
+//! (a decided slot leaves a majority past slot 0) and it votes from slot 0: every replica of a new
+//! cluster starts this way, so that is how a cluster forms. A peer past slot 0 ends that for good and the
+//! replica recovers its vote floor like a restarted one. What it does not cover: a replica that voted in
+//! slot 0 and lost its whole disk while slot 0 was still undecided everywhere (see ARCHITECTURE.md,
+//! durability). The cost: a brand-new cluster votes only once every configured replica has started.
+
 //! Invariants: decided slots are taken in order from the snapshot's `next_slot` (or 0) with no gap (a
 //! record after a gap is ignored: the disk lost it, catch-up from peers fills it); sessions end up exactly
 //! as if the slots had been decided live; own messages of any slot other than the open one are ignored;
@@ -43,15 +42,11 @@ use crate::message::{DecidedSlot, Message, SessionRecord};
 use crate::slot::SlotAgreement;
 use crate::types::ReplicaId;
 
-/// How many retransmit periods a majority must have reported slot 0, with nobody reporting more, before a
-/// fresh replica takes the cluster for brand new (every peer it reaches reports within one period).
-const NEW_CLUSTER_PERIODS: u64 = 10;
-
 /// What a [`Replica::fresh`] knows about whether its cluster is brand new.
 #[derive(Clone, Debug)]
 pub(super) struct NewCluster {
+    /// Peers that reported slot 0 (and, since no peer reported more, never more).
     at_zero: Vec<bool>,
-    majority_since_ms: Option<u64>,
 }
 use crate::types::{Broken, Config, Slot};
 use rkyv::{Archive, Deserialize, Serialize};
@@ -130,13 +125,13 @@ impl Replica {
         replica
     }
 
-    /// A replica with an empty log: recovering (it may be a node whose whole disk was lost), unless a
-    /// majority reports `next_slot` 0 for a while and nobody more (a brand-new cluster); see the module docs.
+    /// A replica with an empty log: recovering (it may be a node whose whole disk was lost), unless every
+    /// peer reports slot 0 before any reports more (a brand-new cluster); see the module docs.
     pub fn fresh(config: Config, incarnation: u64) -> Replica {
         let n = config.n();
         let mut replica = Replica::restarted(config, incarnation);
         if let Mode::Recovering(recovery) = &mut replica.mode {
-            recovery.new_cluster = Some(NewCluster { at_zero: vec![false; n], majority_since_ms: None });
+            recovery.new_cluster = Some(NewCluster { at_zero: vec![false; n] });
         }
         if n == 1 {
             replica.mode = Mode::Normal;
@@ -150,11 +145,9 @@ impl Replica {
     }
 
     /// For a [`Replica::fresh`] one: notes a peer's position; a peer past slot 0 ends the wait for a new
-    /// cluster, and a majority at slot 0 for `NEW_CLUSTER_PERIODS` retransmit periods ends it with votes
-    /// from slot 0.
+    /// cluster, and every peer at slot 0 ends it with votes from slot 0.
     pub(super) fn note_new_cluster(&mut self, now_ms: u64, from: ReplicaId, message: &Message, out: &mut Vec<Output>) {
-        let (me, quorum) = (self.config.me.index(), self.config.quorum());
-        let wait_ms = self.config.retransmit_ms.max(1).saturating_mul(NEW_CLUSTER_PERIODS);
+        let me = self.config.me.index();
         let Mode::Recovering(recovery) = &mut self.mode else { return };
         let Some(new) = recovery.new_cluster.as_mut() else { return };
         let their_next = match message {
@@ -169,12 +162,7 @@ impl Replica {
         if let Some(at_zero) = new.at_zero.get_mut(from.index()) {
             *at_zero = true;
         }
-        let reported = new.at_zero.iter().enumerate().filter(|(i, at)| **at || *i == me).count();
-        if reported < quorum {
-            return;
-        }
-        let since = *new.majority_since_ms.get_or_insert(now_ms);
-        if now_ms >= since.saturating_add(wait_ms) {
+        if new.at_zero.iter().enumerate().all(|(i, at)| *at || i == me) {
             recovery.new_cluster = None;
             recovery.vote_floor = Some(self.next_slot);
             self.finish_recovery_if_past_floor(now_ms, out);
@@ -333,16 +321,13 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_replica_votes_once_a_majority_reported_slot_zero_for_a_while() {
-        let mut replica = Replica::fresh(Config::new(4, ReplicaId(0), 7), 1);
+    fn a_fresh_replica_votes_once_every_peer_reports_slot_zero() {
+        let mut replica = Replica::fresh(config(0), 1);
         assert!(replica.is_recovering());
         status(&mut replica, 0, 1, 0);
-        assert!(replica.is_recovering(), "two of four is not a majority");
+        assert!(replica.is_recovering(), "one peer of two is not every peer");
         status(&mut replica, 10, 2, 0);
-        status(&mut replica, 100, 1, 0);
-        assert!(replica.is_recovering(), "a peer past slot 0 may still be about to report");
-        status(&mut replica, 210, 2, 0);
-        assert!(!replica.is_recovering(), "a brand-new cluster forms without its fourth member");
+        assert!(!replica.is_recovering(), "a brand-new cluster forms");
     }
 
     #[test]

@@ -147,7 +147,9 @@ impl World {
             own.iter().any(|m| matches!(m, Message::State { phase, .. } | Message::Vote { phase, .. } if phase.0 >= 2)),
         );
         let as_voter = self.options.shell_broken == ShellBroken::ResumeRecoveringAsVoter;
-        let core = if disk.is_empty() && !as_voter {
+        // An empty log with the recovering marker: never joined (or wiped); without it, the replica joined
+        // a brand-new cluster and has not spoken since, so it resumes as the voter it was.
+        let core = if disk.is_empty() && disk.is_recovering() && !as_voter {
             Replica::fresh(config, self.incarnations)
         } else if disk.is_recovering() && !as_voter {
             Replica::resume_recovering(config, resume, self.incarnations)
