@@ -34,15 +34,15 @@
 
 use std::cmp::Ordering;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
 
 use consensus::{
-    Command, CommandId, Config, DecidedSlot, Decision, Input, Message, Output, Replica, ReplicaId, Slot, TimerKind,
+    Command, CommandId, Config, DecidedSlot, Decision, Input, Message, Replica, ReplicaId, Slot, TimerKind,
 };
 
 use crate::check::{HistoryEntry, Violation, ViolationKind};
-use crate::durable::{DurableLog, Record};
+use crate::durable::DurableLog;
 use crate::kv::{KvMachine, KvResult};
 use crate::options::Options;
 use crate::rng::Rng;
@@ -52,6 +52,7 @@ mod disk;
 mod faults;
 mod network;
 mod report;
+mod turn;
 
 const SETTLE_MS: u64 = 3_000;
 /// How often a shell that sends before its records are synced (`ShellBroken::SendBeforeSync`) syncs.
@@ -241,16 +242,6 @@ pub struct World {
     stale_snapshots: u64,
 }
 
-/// What one turn of a replica produced, carried out at its end the way the node runtime does: records
-/// become durable first, then messages leave and clients hear about decided slots.
-#[derive(Default)]
-struct Turn {
-    records: Vec<Record>,
-    /// `None`: to every peer.
-    sends: Vec<(Option<usize>, Message)>,
-    replies: Vec<(usize, u64, KvResult)>,
-}
-
 /// Runs one seed's simulation and checks it.
 pub fn run(options: Options) -> RunReport {
     let mut world = World::new(options);
@@ -433,84 +424,6 @@ impl World {
         self.apply_outputs(replica, out);
     }
 
-    /// Carries out one turn's outputs in order (a snapshot answer may feed the core again), then ends the
-    /// turn: records become durable, and only then do messages leave and clients hear about decisions.
-    fn apply_outputs(&mut self, replica: usize, out: Vec<Output>) {
-        let mut turn = Turn::default();
-        let mut work: VecDeque<Output> = out.into();
-        while let Some(output) = work.pop_front() {
-            match output {
-                Output::Send { to, message } => turn.send(Some(to.index()), message),
-                Output::Broadcast { message } => turn.send(None, message),
-                Output::SetTimer { kind, at_ms } => self.set_timer(replica, kind, at_ms),
-                Output::Decided(decision) => {
-                    let record = DecidedSlot { slot: decision.slot, batch: decision.batch.clone() };
-                    turn.records.push(Record::Decided(record));
-                    self.on_decided(replica, decision, &mut turn.replies);
-                }
-                Output::Rejected { .. } => {}
-                Output::TakeSnapshot { next_slot } => {
-                    let state = self.nodes[replica].kv.encode();
-                    let local_ms = self.local_ms(replica);
-                    let mut more = Vec::new();
-                    let input = Input::SnapshotTaken { next_slot, state };
-                    self.nodes[replica].core.handle(local_ms, input, &mut more);
-                    work.extend(more);
-                    if let Some(snapshot) = self.nodes[replica].core.latest_snapshot() {
-                        self.take_snapshot(replica, snapshot, &mut turn);
-                    }
-                }
-                Output::InstallSnapshot { next_slot, state } => {
-                    self.install(replica, next_slot, &state);
-                    turn.records.extend(self.nodes[replica].core.latest_snapshot().map(Record::Snapshot));
-                }
-            }
-        }
-        let node = &self.nodes[replica];
-        if node.disk.is_recovering() && !node.core.is_recovering() {
-            turn.records.push(Record::Recovered);
-        }
-        self.end_turn(replica, turn);
-    }
-
-    /// Makes the turn's records durable, then sends its messages and answers its clients; or, when a crash
-    /// is due inside this turn, keeps a prefix of its records (a torn write) and crashes before anything
-    /// of the turn leaves the replica.
-    fn end_turn(&mut self, replica: usize, turn: Turn) {
-        if self.nodes[replica].torn_next_turn {
-            let kept = self.fault_rng.below(turn.records.len() as u64 + 1) as usize;
-            self.write_records(replica, turn.records.into_iter().take(kept));
-            self.torn_crashes += 1;
-            self.crash(replica, true);
-            return;
-        }
-        if self.nodes[replica].fail_write_next_turn {
-            self.fail_write(replica, turn);
-            return;
-        }
-        self.write_records(replica, turn.records);
-        self.write_late_snapshots(replica);
-        self.sync_periodically(replica);
-        self.release(replica, turn.sends, turn.replies);
-    }
-
-    /// Sends a turn's messages and answers its clients.
-    fn release(&mut self, replica: usize, sends: Vec<(Option<usize>, Message)>, replies: Vec<(usize, u64, KvResult)>) {
-        for (to, message) in sends {
-            match to {
-                Some(to) => self.send(replica, to, message),
-                None => {
-                    for to in (0..self.nodes.len()).filter(|to| *to != replica) {
-                        self.send(replica, to, message.clone());
-                    }
-                }
-            }
-        }
-        for (client, seq, result) in replies {
-            self.reply_later(client, seq, result);
-        }
-    }
-
     fn set_timer(&mut self, replica: usize, kind: TimerKind, at_ms: u64) {
         let node = &mut self.nodes[replica];
         node.timers[timer_index(kind)] = Some(at_ms);
@@ -572,16 +485,6 @@ impl World {
                 self.decided.insert(decided.slot, (replica, ids));
             }
         }
-    }
-}
-
-impl Turn {
-    /// Queues a message to leave at the end of the turn; a round message is recorded first.
-    fn send(&mut self, to: Option<usize>, message: Message) {
-        if message.round_slot().is_some() {
-            self.records.push(Record::OwnMessage(message.clone()));
-        }
-        self.sends.push((to, message));
     }
 }
 

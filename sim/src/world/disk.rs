@@ -1,7 +1,8 @@
 //! The replicas' durable logs: periodic syncs, record writes, snapshot installs, late snapshot writes
 //! and writes that fail.
 
-use super::{lost_votes, Event, Turn, World, SYNC_EVERY_MS};
+use super::turn::Turn;
+use super::{lost_votes, Event, World, SYNC_EVERY_MS};
 use crate::check::ViolationKind;
 use crate::durable::Record;
 use crate::kv::KvMachine;
