@@ -290,7 +290,8 @@ impl Node {
                 self.run_managers(ctx);
             }
             Err(e) => {
-                // The durable log or the state machine failed: this node can no longer keep its promises.
+                // The state machine failed (a storage failure never gets here: it stops the process inside
+                // the turn, before the transport writes this turn's frames; see `Storage::fail_stop`).
                 error!("replication stopped: {e}");
                 if let Some(mut r) = self.replication.take() {
                     r.fail_all(&ApiError::unavailable(format!("replication stopped on this node: {e}")));

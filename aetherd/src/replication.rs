@@ -12,6 +12,13 @@
 //!   written to the kernel before any client hears about the slot or any peer sees the message
 //!   (`end_turn`, run by the event loop once per turn, flushes the log before replies leave; the transport
 //!   writes sockets after it).
+//! - A storage failure anywhere in a turn stops the process from inside that turn
+//!   (`Storage::fail_stop`), so none of the turn's messages or replies leave; the restart distrusts its
+//!   own votes and recovers its vote floor.
+//! - A replica votes at once after a restart only if its log holds everything it may have sent: not after
+//!   a reboot without a clean stop, a storage failure, an unfinished recovery, or a log that shows lost
+//!   records (a gap, own messages past the resumed slot); a node with an empty log starts as
+//!   `Replica::fresh` (recovering unless the whole cluster is brand new).
 //! - Client commands are batched per loop turn: one `Submit` per turn, so concurrent clients share forwards,
 //!   proposals and log writes.
 //! - The consensus core runs on wall-clock milliseconds at process start plus monotonic elapsed time
@@ -19,7 +26,7 @@
 //! - The store applies decided slots in order, exactly once; a slot at or below the store's applied slot
 //!   (a replay after restart, a catch-up of what the disk already had) is skipped.
 
-use crate::storage::{Recovered, Storage};
+use crate::storage::{Recovered, Storage, StorageError};
 use consensus::{
     ClientCommand, CommandId, DecidedSlot, Decision, Input, Message, Output, RejectReason, Replica, ReplicaId,
 };
@@ -93,11 +100,20 @@ impl Replication {
         recovered: Recovered,
         client: u64,
     ) -> Result<Replication, String> {
+        let failed_stop = recovered.failed_stop.is_some();
         let (store, replica) = restore(config, recovered, client)?;
         let recovery_logged = replica.is_recovering();
         if recovery_logged {
             storage.append(replica.next_slot().0, RECORD_RECOVERY_STARTED, &[]);
-            storage.flush()?;
+            if let Err(e) = storage.flush() {
+                storage.fail_stop(&e);
+            }
+        }
+        if failed_stop {
+            // The recovery is on record (and synced): a crash from here on resumes recovering anyway.
+            if let Err(e) = storage.clear_failure_mark() {
+                storage.fail_stop(&e);
+            }
         }
         let peers = replica.config().n();
         Ok(Replication {
@@ -340,7 +356,8 @@ impl Replication {
         let slot = decision.slot.0;
         let record = DecidedSlot { slot: decision.slot, batch: decision.batch.clone() };
         self.storage.append(slot, RECORD_DECIDED, &wire::encode(&record));
-        self.storage.maybe_rotate(slot + 1)?;
+        let rotated = self.storage.maybe_rotate();
+        self.durable(rotated);
         if self.store.applied_slot().is_some_and(|applied| slot <= applied) {
             return Ok(());
         }
@@ -424,7 +441,8 @@ impl Replication {
         info!("installed a snapshot from a peer at slot {next_slot}");
         // Durable before any later slot is recorded: the log below it never existed on this node.
         let Some(snapshot) = self.replica.latest_snapshot() else { return Ok(()) };
-        self.storage.snapshot_now(snapshot.next_slot.0, &wire::encode(&snapshot))?;
+        let written = self.storage.snapshot_now(snapshot.next_slot.0, &wire::encode(&snapshot));
+        self.durable(written);
         if self.recovery_logged {
             self.storage.append(snapshot.next_slot.0, RECORD_RECOVERY_STARTED, &[]);
         }
@@ -436,12 +454,22 @@ impl Replication {
         let Some(snapshot) = self.replica.latest_snapshot() else { return Ok(()) };
         let next_slot = snapshot.next_slot.0;
         let bytes = wire::encode(&snapshot);
-        self.storage.snapshot(next_slot, bytes)?;
+        let handed = self.storage.snapshot(next_slot, bytes);
+        self.durable(handed);
         if self.recovery_logged {
             // The snapshot drops older records: keep the recovery on record in the new segment.
             self.storage.append(next_slot, RECORD_RECOVERY_STARTED, &[]);
         }
         Ok(())
+    }
+
+    /// The outcome of a storage call; a failure stops the process here, inside the turn, so nothing the
+    /// turn produced leaves (see `Storage::fail_stop`).
+    fn durable<T>(&self, result: Result<T, StorageError>) -> T {
+        match result {
+            Ok(value) => value,
+            Err(e) => self.storage.fail_stop(&e),
+        }
     }
 
     /// Log records reach the kernel before anyone hears about them.
@@ -451,7 +479,8 @@ impl Replication {
             self.storage.append(self.replica.next_slot().0, RECORD_RECOVERY_FINISHED, &[]);
             info!("recovery finished at slot {}: this node votes again", self.replica.next_slot().0);
         }
-        self.storage.flush()?;
+        let flushed = self.storage.flush();
+        self.durable(flushed);
         for reply in self.replies.drain(..) {
             reply();
         }
@@ -461,15 +490,23 @@ impl Replication {
 
 /// Rebuilds the store and the replica from the durable log. A replica resumes as a voter from its own
 /// recorded votes, unless those may be incomplete: after a reboot without a clean stop (the unsynced tail
-/// may be gone) or when the log shows a recovery that never finished. Then it keeps the decided state but
-/// recovers its vote floor from its peers first. A one-node cluster always resumes: it has nobody to
-/// contradict.
+/// may be gone), after a stop on a storage failure, when the log shows a recovery that never finished, or
+/// when it shows lost records (`Replica::resume` sees a gap or own messages past the resumed slot). Then
+/// it keeps the decided state but recovers its vote floor from its peers first. An empty log, or one
+/// whose only records are an unfinished recovery, gives `Replica::fresh`. A one-node cluster always
+/// resumes: it has nobody to contradict.
 fn restore(config: consensus::Config, recovered: Recovered, incarnation: u64) -> Result<(Store, Replica), String> {
     let unclean_reboot = recovered.unclean_reboot;
+    if let Some(reason) = &recovered.failed_stop {
+        warn!("the node stopped on a storage failure ({reason}): its own votes on disk may be incomplete");
+    }
+    let failed_stop = recovered.failed_stop.is_some();
+    let ran_before = recovered.ran_before;
+    let nothing_on_disk = recovered.snapshot.is_none() && recovered.records.is_empty();
     let mut recovering_in_log = false;
     let mut gap = false;
     let mut store = Store::default();
-    let mut resume = consensus::Resume::default();
+    let mut resume = consensus::Resume { incarnation, ..consensus::Resume::default() };
     if let Some((next_slot, bytes)) = recovered.snapshot {
         let snapshot: consensus::SnapshotRecord =
             wire::decode(&bytes).map_err(|e| format!("the snapshot on disk does not decode: {e}"))?;
@@ -483,14 +520,11 @@ fn restore(config: consensus::Config, recovered: Recovered, incarnation: u64) ->
                 let decided: DecidedSlot = wire::decode(&record.bytes)
                     .map_err(|e| format!("log record of slot {} does not decode: {e}", record.slot))?;
                 let first_slot = resume.snapshot.as_ref().map_or(0, |s| s.next_slot.0);
-                if gap {
-                    continue;
-                }
-                if replay_into_store(&mut store, &decided, first_slot)? {
-                    resume.decided.push(decided);
-                } else {
+                // Past a gap nothing is replayed, but the replica sees the records: proof of lost ones.
+                if !gap && !replay_into_store(&mut store, &decided, first_slot)? {
                     gap = true;
                 }
+                resume.decided.push(decided);
             }
             RECORD_OWN_MESSAGE => match consensus::decode_message(&record.bytes) {
                 Ok(message) => resume.own_messages.push(message),
@@ -502,14 +536,22 @@ fn restore(config: consensus::Config, recovered: Recovered, incarnation: u64) ->
         }
     }
     let fresh = resume.snapshot.is_none() && resume.decided.is_empty() && resume.own_messages.is_empty();
-    let distrust_votes = config.n() > 1 && (unclean_reboot || recovering_in_log);
-    let replica = if fresh && !recovering_in_log {
-        Replica::new(config)
+    let distrust_votes = config.n() > 1 && (unclean_reboot || recovering_in_log || failed_stop);
+    // Only recovery marks, the last one "finished": it joined a brand-new cluster and has not spoken since.
+    let replica = if nothing_on_disk || (fresh && recovering_in_log) {
+        if ran_before && config.n() > 1 {
+            warn!("this node ran here before but its consensus log is empty: recovering the vote floor from peers");
+        }
+        Replica::fresh(config, incarnation)
     } else if distrust_votes {
         warn!("own votes on disk may be incomplete: recovering the vote floor from peers before voting");
         Replica::resume_recovering(config, resume, incarnation)
     } else {
-        Replica::resume(config, resume)
+        let replica = Replica::resume(config, resume);
+        if replica.is_recovering() {
+            warn!("the consensus log lost records (a gap, or own votes past its last slot): recovering the vote floor");
+        }
+        replica
     };
     Ok((store, replica))
 }

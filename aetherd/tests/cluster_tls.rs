@@ -58,6 +58,13 @@ fn a_tls_cluster_forms_and_serves_and_a_node_of_another_ca_is_refused() {
     // node-4 belongs to another CA: its certificate is signed by it, and it trusts only it.
     let stranger = cluster.nodes[3].clone();
     other_ca.issue(&stranger.id, stranger.config.parent().unwrap());
+    // The members' cluster is the three of them (a new cluster waits for every configured member).
+    for node in &cluster.nodes[..3] {
+        let text = std::fs::read_to_string(&node.config).unwrap();
+        let entry = format!(", \"{}@{}\"", stranger.id, stranger.cluster);
+        assert!(text.contains(&entry));
+        std::fs::write(&node.config, text.replace(&entry, "")).unwrap();
+    }
     let text = std::fs::read_to_string(&stranger.config).unwrap();
     std::fs::write(&stranger.config, text.replace("../ca.pem", "../other-ca.pem")).unwrap();
 

@@ -44,6 +44,9 @@
 //! `next_slot >= s - 1`; of the 2f peers at least f are in V, so any f + 1 answering peers include one of
 //! them, and a replica that is not recovering never goes back below a `next_slot` it reached (a finished
 //! recovery ends past its floor, which is past where it crashed). So s <= highest + 1 < floor.
+//! A replica whose log is empty (new, or its disk was lost) starts with [`Replica::fresh`]: recovering like
+//! this, unless every peer reports slot 0 (a brand-new cluster, where nothing was ever decided); and a
+//! replica resumed from a log that shows lost records (a gap, own messages past its slot) recovers too.
 //! Liveness caveat: if a majority loses its volatile state while the same slot is undecided, no replica
 //! may vote there again and that slot stalls; with at most f replicas down or recovering at a time the
 //! others always decide. Persisting votes would remove the caveat; we do not, and the simulator's crash

@@ -139,6 +139,9 @@ struct Recovery {
     reported: Vec<Option<Slot>>,
     /// The first slot this replica may vote in, once a majority of peers answered.
     vote_floor: Option<Slot>,
+    /// Only for a replica that started with an empty log ([`Replica::fresh`]), while no peer reported a
+    /// slot past 0: who reported slot 0, and since when a majority has.
+    new_cluster: Option<resume::NewCluster>,
 }
 
 #[derive(Clone, Debug)]
@@ -216,7 +219,7 @@ impl Replica {
         let n = config.n();
         let mut replica = Replica::new(config);
         if recovering {
-            replica.mode = Mode::Recovering(Recovery { incarnation, reported: vec![None; n], vote_floor: None });
+            replica.mode = Mode::Recovering(Recovery::new(incarnation, n));
         }
         replica
     }
@@ -299,6 +302,9 @@ impl Replica {
         if from.index() >= self.config.n() || from == self.config.me || !self.fits(&message) {
             self.stats.invalid_messages += 1;
             return;
+        }
+        if self.is_recovering() {
+            self.note_new_cluster(now_ms, from, &message, out);
         }
         match message {
             Message::Forward { commands } => {

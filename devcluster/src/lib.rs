@@ -158,6 +158,14 @@ impl LocalCluster {
         self.children[i].as_ref().map(Child::id)
     }
 
+    /// If node `i` exited by itself: its exit code (`None` inside when a signal ended it). The node counts
+    /// as stopped from then on.
+    pub fn exited(&mut self, i: usize) -> Option<Option<i32>> {
+        let status = self.children[i].as_mut()?.try_wait().ok()??;
+        self.children[i] = None;
+        Some(status.code())
+    }
+
     /// SIGKILL, no goodbye.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {

@@ -13,6 +13,14 @@
 //! end of the first turn in which it is no longer recovering. A replica that crashes again while the
 //! marker is set must not resume as an ordinary voter: it resumes with `Replica::resume_recovering`.
 //!
+//! A storage failure (a write that fails mid-turn) stops the shell before anything of the turn leaves,
+//! and the node's failure mark makes its restart distrust its own votes: `mark_failed` records that as
+//! the `recovering` marker, which the first turn no longer recovering clears.
+//!
+//! Snapshots may be written late (a second, slower writer): an older snapshot that lands after a newer
+//! one is ignored (`append`); `append_stale_snapshot` is the broken writer that lets it replace the newer
+//! one, leaving the records after the newer one behind a gap, as the node's files would be.
+//!
 //! Invariants: decided records are consecutive from the snapshot's `next_slot` (or slot 0); own messages
 //! are kept only for slots not yet decided here (older ones can never matter to `Replica::resume`);
 //! a torn write only ever drops a suffix of one turn's records.
@@ -55,6 +63,47 @@ impl DurableLog {
 
     pub fn is_recovering(&self) -> bool {
         self.recovering
+    }
+
+    /// Nothing on this disk but (maybe) the recovering marker: the node starts such a replica with
+    /// `Replica::fresh`.
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.decided.is_empty() && self.own_messages.is_empty()
+    }
+
+    /// The slot of the snapshot on disk, if any.
+    pub fn snapshot_slot(&self) -> Option<Slot> {
+        self.snapshot.as_ref().map(|s| s.next_slot)
+    }
+
+    /// The shell stopped on a storage failure: its restart recovers its vote floor.
+    pub fn mark_failed(&mut self) {
+        self.recovering = true;
+    }
+
+    /// The broken late writer: an older snapshot replaces a newer one; records stay where they are.
+    pub fn append_stale_snapshot(&mut self, snapshot: SnapshotRecord) {
+        if self.snapshot.as_ref().is_some_and(|s| s.next_slot > snapshot.next_slot) {
+            self.snapshot = Some(snapshot);
+        } else {
+            self.append(Record::Snapshot(snapshot));
+        }
+    }
+
+    /// What a shell that ignores the signs of lost records hands `Replica::resume`: only the decided
+    /// slots it can replay without a gap, and only own messages of the slot after them.
+    pub fn to_resume_ignoring_gaps(&self) -> Resume {
+        let mut resume = self.to_resume();
+        let mut next = self.snapshot.as_ref().map_or(Slot(0), |s| s.next_slot);
+        resume.decided.retain(|d| {
+            let keep = d.slot == next;
+            if keep {
+                next = next.next();
+            }
+            keep || d.slot < next
+        });
+        resume.own_messages.retain(|m| m.round_slot() == Some(next));
+        resume
     }
 
     /// Appends one record (the end of a turn makes them durable together).
@@ -103,6 +152,7 @@ impl DurableLog {
             snapshot: self.snapshot.clone(),
             decided: self.decided.clone(),
             own_messages: self.own_messages.clone(),
+            incarnation: 0,
         }
     }
 
@@ -182,5 +232,34 @@ mod tests {
         assert!(log.is_recovering());
         log.append(Record::Recovered);
         assert!(!log.is_recovering());
+    }
+
+    fn snapshot_at(slot: u64) -> SnapshotRecord {
+        SnapshotRecord { next_slot: Slot(slot), sessions: Vec::new(), state: KvMachine::default().encode() }
+    }
+
+    #[test]
+    fn an_older_snapshot_landing_late_is_ignored() {
+        let mut log = DurableLog::default();
+        log.append(Record::Snapshot(snapshot_at(10)));
+        log.append(decided(10, None));
+        log.append(Record::Snapshot(snapshot_at(4)));
+        assert_eq!(log.snapshot_slot(), Some(Slot(10)));
+        assert_eq!(log.next_slot(), Slot(11));
+        assert_eq!(log.to_resume().decided.len(), 1);
+    }
+
+    #[test]
+    fn the_broken_late_writer_leaves_a_gap_that_resume_sees() {
+        let mut log = DurableLog::default();
+        log.append(Record::Snapshot(snapshot_at(10)));
+        log.append(decided(10, None));
+        log.append(Record::OwnMessage(state(11)));
+        log.append_stale_snapshot(snapshot_at(4));
+        assert_eq!(log.snapshot_slot(), Some(Slot(4)));
+        let config = consensus::Config::new(3, ReplicaId(0), 1);
+        assert!(Replica::resume(config.clone(), log.to_resume()).is_recovering(), "the gap proves lost records");
+        let blind = Replica::resume(config, log.to_resume_ignoring_gaps());
+        assert!(!blind.is_recovering() && blind.next_slot() == Slot(4));
     }
 }

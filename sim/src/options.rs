@@ -31,6 +31,10 @@ pub struct Faults {
     pub durable: bool,
     /// Every replica crashes at about the same time (disks kept) and all come back with `Replica::resume`.
     pub cluster_crash: bool,
+    /// Storage that fails: a write fails in the middle of a turn (ENOSPC, EIO), and the shell stops
+    /// before the turn's messages leave and comes back distrusting its own votes; and a delayed second
+    /// snapshot writer, whose older snapshot lands after a newer one (and must be ignored).
+    pub disk_errors: bool,
 }
 
 impl Faults {
@@ -46,6 +50,7 @@ impl Faults {
         adversary: true,
         durable: true,
         cluster_crash: true,
+        disk_errors: true,
     };
     pub const NONE: Faults = Faults {
         loss: false,
@@ -59,6 +64,7 @@ impl Faults {
         adversary: false,
         durable: false,
         cluster_crash: false,
+        disk_errors: false,
     };
 
     pub fn parse(text: &str) -> Result<Faults, String> {
@@ -78,10 +84,11 @@ impl Faults {
                 "adversary" => faults.adversary = true,
                 "durable" => faults.durable = true,
                 "cluster-crash" => faults.cluster_crash = true,
+                "disk-errors" => faults.disk_errors = true,
                 other => {
                     return Err(format!(
                         "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, clock, strand, adversary, \
-                         durable, cluster-crash, all, none)"
+                         durable, cluster-crash, disk-errors, all, none)"
                     ))
                 }
             }
@@ -102,6 +109,7 @@ impl Faults {
             (self.adversary, "adversary"),
             (self.durable, "durable"),
             (self.cluster_crash, "cluster-crash"),
+            (self.disk_errors, "disk-errors"),
         ];
         let names: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
         if names.is_empty() {
@@ -129,6 +137,16 @@ pub enum ShellBroken {
     /// crash that keeps the disk loses what was not synced (a power loss with the kernel's cache gone):
     /// a resumed replica forgets votes its peers already hold.
     SendBeforeSync,
+    /// A storage write fails mid-turn, yet the turn's messages leave, and the restart trusts the log
+    /// that lacks their records (a node that only stops replicating on the error, and restarts as a voter).
+    SendAfterFailedWrite,
+    /// An older snapshot written late replaces the newer one on disk (leaving a gap before the records
+    /// after the newer one), and the restart resumes as a voter from what it can replay, ignoring the
+    /// records past the gap.
+    StaleSnapshotWins,
+    /// A replica whose disk was wiped comes back as a voter from slot 0 (`Replica::new`), though it voted
+    /// before.
+    WipedDiskVotesFresh,
 }
 
 #[derive(Clone, Debug)]
@@ -166,6 +184,10 @@ pub struct Options {
     pub log_bytes_max: usize,
     /// How long the faulty phase lasts (only safety is checked there).
     pub faulty_ms: u64,
+    /// Mean time between failed storage writes (`Faults::disk_errors`).
+    pub disk_error_every_ms: u64,
+    /// Of the snapshots a replica takes, how many its disk writes late (`Faults::disk_errors`).
+    pub late_snapshot_permille: u64,
     /// Mean time between crashes that keep the disk (`Faults::durable`).
     pub durable_crash_every_ms: u64,
     /// Of those crashes (and of each replica's part in a whole-cluster crash), how many happen inside a
@@ -217,6 +239,8 @@ impl Options {
             queue_bytes_max: [1usize << 20, 2048, 640][rng.below(3) as usize],
             log_bytes_max: [1usize << 20, 4096, 256][rng.below(3) as usize],
             durable_crash_every_ms: rng.between(100, 1_000),
+            disk_error_every_ms: 0,
+            late_snapshot_permille: 0,
             torn_permille: rng.between(0, 500),
             cluster_crash_at_ms: 0,
             cluster_crash_spread_ms: [0, 2, 20][rng.below(3) as usize],
@@ -229,6 +253,8 @@ impl Options {
         // Drawn last, so adding them left every earlier parameter of a seed as it was.
         options.clock_offset_ms_max = if faults.clock { rng.between(3_600_000, 4 * 3_600_000) } else { 0 };
         options.strand_at_ms = rng.between(options.faulty_ms / 5, options.faulty_ms / 2);
+        options.disk_error_every_ms = rng.between(100, 1_000);
+        options.late_snapshot_permille = if faults.disk_errors { rng.between(100, 900) } else { 0 };
         options
     }
 
@@ -249,6 +275,9 @@ impl Options {
             ShellBroken::ResumeRecoveringAsVoter => line.push_str(" --broken resume-recovering-as-voter"),
             ShellBroken::ClusterCrashLosesDisks => line.push_str(" --broken cluster-crash-loses-disks"),
             ShellBroken::SendBeforeSync => line.push_str(" --broken send-before-sync"),
+            ShellBroken::SendAfterFailedWrite => line.push_str(" --broken send-after-failed-write"),
+            ShellBroken::StaleSnapshotWins => line.push_str(" --broken stale-snapshot-wins"),
+            ShellBroken::WipedDiskVotesFresh => line.push_str(" --broken wiped-disk-votes-fresh"),
         }
         if self.codec {
             line.push_str(" --codec");
@@ -259,7 +288,7 @@ impl Options {
     /// The drawn parameters, for the failure report.
     pub fn describe(&self) -> String {
         format!(
-            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clock-offset<={}ms strand at {}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {}",
+            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clock-offset<={}ms strand at {}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms disk-error/{}ms late-snapshot {}‰ torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {}",
             self.delay_us_min,
             self.delay_us_max,
             self.spike_permille,
@@ -283,6 +312,8 @@ impl Options {
             self.snapshot_every_slots,
             self.faulty_ms,
             self.durable_crash_every_ms,
+            self.disk_error_every_ms,
+            self.late_snapshot_permille,
             self.torn_permille,
             self.cluster_crash_at_ms,
             self.cluster_crash_spread_ms,
@@ -319,6 +350,9 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "resume-recovering-as-voter" => (Broken::Nothing, ShellBroken::ResumeRecoveringAsVoter),
         "cluster-crash-loses-disks" => (Broken::Nothing, ShellBroken::ClusterCrashLosesDisks),
         "send-before-sync" => (Broken::Nothing, ShellBroken::SendBeforeSync),
+        "send-after-failed-write" => (Broken::Nothing, ShellBroken::SendAfterFailedWrite),
+        "stale-snapshot-wins" => (Broken::Nothing, ShellBroken::StaleSnapshotWins),
+        "wiped-disk-votes-fresh" => (Broken::Nothing, ShellBroken::WipedDiskVotesFresh),
         other => return Err(format!("unknown broken variant `{other}`")),
     })
 }

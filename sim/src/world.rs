@@ -7,15 +7,21 @@
 //! partitions, a coin-aware scheduler, crashes) where only safety is checked, then a healed phase where
 //! every operation must complete within `liveness_ms` and every replica must catch up.
 //!
-//! Crashes come in two kinds. One loses the disk: the replica comes back as `Replica::restarted` with an
-//! empty durable log, and these keep at most f replicas without their votes (down without a disk, or
+//! Every replica starts as the node starts one with an empty log, `Replica::fresh`: recovering, unless
+//! every peer reports slot 0 (a brand-new cluster, which is how the run's cluster forms).
+//!
+//! Crashes come in two kinds. One loses the disk (a wiped data directory): the replica comes back with an
+//! empty durable log, as `Replica::fresh` again, and these keep at most f replicas without their votes (down without a disk, or
 //! recovering) at once, the bound under which `restarted` keeps the cluster live. The other keeps the
 //! disk (`durable`): any replica, any number at a time, and the whole cluster at once (`cluster_crash`);
 //! the replica comes back with `Replica::resume` from its durable log (`durable`) and its key-value
 //! machine from the same snapshot and slots. Each replica's outputs are carried out a turn at a time, as
 //! the node runtime does: the turn's records (decided slots, own round messages, snapshots) are written,
 //! then its messages leave and its clients are answered. Some crashes land inside a turn: a prefix of its
-//! records is written and nothing of it leaves (a torn tail loses only what nobody saw).
+//! records is written and nothing of it leaves (a torn tail loses only what nobody saw). Storage fails
+//! too (`disk_errors`): a write fails inside a turn, and the shell stops as the node does, before the
+//! turn's messages leave, then resumes recovering its vote floor; and some snapshots are written late,
+//! after newer ones, and must be ignored by the disk.
 //!
 //! Safety checks run as things happen: every durable decision against every other replica's decision of
 //! that slot (agreement), every decision against the replica's own previous slot (no gaps, no repeats),
@@ -28,15 +34,15 @@
 
 use std::cmp::Ordering;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
 
 use consensus::{
-    Command, CommandId, Config, DecidedSlot, Decision, Input, Message, Output, Replica, ReplicaId, Slot, TimerKind,
+    Command, CommandId, Config, DecidedSlot, Decision, Input, Message, Replica, ReplicaId, Slot, TimerKind,
 };
 
 use crate::check::{HistoryEntry, Violation, ViolationKind};
-use crate::durable::{DurableLog, Record};
+use crate::durable::DurableLog;
 use crate::kv::{KvMachine, KvResult};
 use crate::options::Options;
 use crate::rng::Rng;
@@ -47,6 +53,7 @@ mod disk;
 mod faults;
 mod network;
 mod report;
+mod turn;
 
 const SETTLE_MS: u64 = 3_000;
 /// How often a shell that sends before its records are synced (`ShellBroken::SendBeforeSync`) syncs.
@@ -85,6 +92,8 @@ enum Event {
     Crash,
     /// A crash that keeps the disk, of one replica chosen at random.
     DurableCrash,
+    /// A storage write of one replica fails in its next turn.
+    DiskError,
     /// The same, of this replica (a whole-cluster crash schedules one per replica).
     DurableCrashOf {
         replica: usize,
@@ -134,6 +143,11 @@ struct Node {
     synced: Option<(DurableLog, u64)>,
     /// A crash that keeps the disk is due in the middle of this replica's next turn.
     torn_next_turn: bool,
+    /// A storage write fails in this replica's next turn.
+    fail_write_next_turn: bool,
+    /// Snapshots handed to a slow writer: they land on the disk at the given time, unless a crash comes
+    /// first.
+    late_snapshots: Vec<(u64, consensus::SnapshotRecord)>,
     up: bool,
     incarnation: u64,
     timers: [Option<u64>; 2],
@@ -188,6 +202,10 @@ pub struct RunReport {
     pub slots_by_vote: u64,
     pub null_run_longest: u64,
     pub snapshots_installed: u64,
+    /// Storage writes that failed mid-turn (the replica stopped and resumed recovering).
+    pub disk_errors: u64,
+    /// Late snapshots that landed after a newer one.
+    pub stale_snapshots: u64,
     /// From the end of the faulty phase to the last operation's response.
     pub heal_to_done_ms: u64,
     /// The longest any operation waited for its response counted from when faults stopped (or from its
@@ -232,16 +250,8 @@ pub struct World {
     strand: Option<(usize, usize)>,
     /// After the strand: the peer that missed the forward, where clients now submit.
     stranded_peer: Option<usize>,
-}
-
-/// What one turn of a replica produced, carried out at its end the way the node runtime does: records
-/// become durable first, then messages leave and clients hear about decided slots.
-#[derive(Default)]
-struct Turn {
-    records: Vec<Record>,
-    /// `None`: to every peer.
-    sends: Vec<(Option<usize>, Message)>,
-    replies: Vec<(usize, u64, KvResult)>,
+    disk_errors: u64,
+    stale_snapshots: u64,
 }
 
 /// Runs one seed's simulation and checks it.
@@ -265,11 +275,14 @@ impl World {
                 let rate_ppm = if options.faults.skew { fault_rng.between(950_000, 1_050_000) } else { 1_000_000 };
                 let clock_base_ms = clock_rng.below(options.clock_offset_ms_max + 1);
                 Node {
-                    core: Replica::new(replica_config(&options, id)),
+                    core: Replica::fresh(replica_config(&options, id), 0),
                     kv: KvMachine::default(),
-                    disk: DurableLog::default(),
+                    // `fresh` records that it is recovering, as the node does.
+                    disk: DurableLog::recovering(),
                     disk_kept: true,
                     torn_next_turn: false,
+                    fail_write_next_turn: false,
+                    late_snapshots: Vec::new(),
                     synced: None,
                     up: true,
                     incarnation: 0,
@@ -318,6 +331,8 @@ impl World {
             snapshots_installed: 0,
             strand: None,
             stranded_peer: None,
+            disk_errors: 0,
+            stale_snapshots: 0,
         }
     }
 
@@ -351,6 +366,9 @@ impl World {
         }
         if self.options.faults.strand {
             self.schedule(self.options.strand_at_ms * 1000, Event::Strand);
+        }
+        if self.options.faults.disk_errors {
+            self.schedule(self.options.disk_error_every_ms * 1000, Event::DiskError);
         }
         self.schedule(self.options.faulty_ms * 1000, Event::Heal);
     }
@@ -402,6 +420,7 @@ impl World {
             Event::Reply { client, seq, result } => self.client_reply(client, seq, result),
             Event::Crash => self.crash_one(),
             Event::DurableCrash => self.durable_crash_any(),
+            Event::DiskError => self.disk_error_any(),
             Event::DurableCrashOf { replica } => self.durable_crash(replica),
             Event::ClusterCrash => self.cluster_crash(),
             Event::Restart { replica } => self.restart(replica),
@@ -419,78 +438,6 @@ impl World {
         let mut out = Vec::new();
         self.nodes[replica].core.handle(local_ms, input, &mut out);
         self.apply_outputs(replica, out);
-    }
-
-    /// Carries out one turn's outputs in order (a snapshot answer may feed the core again), then ends the
-    /// turn: records become durable, and only then do messages leave and clients hear about decisions.
-    fn apply_outputs(&mut self, replica: usize, out: Vec<Output>) {
-        let mut turn = Turn::default();
-        let mut work: VecDeque<Output> = out.into();
-        while let Some(output) = work.pop_front() {
-            match output {
-                Output::Send { to, message } => turn.send(Some(to.index()), message),
-                Output::Broadcast { message } => turn.send(None, message),
-                Output::SetTimer { kind, at_ms } => self.set_timer(replica, kind, at_ms),
-                Output::Decided(decision) => {
-                    let record = DecidedSlot { slot: decision.slot, batch: decision.batch.clone() };
-                    turn.records.push(Record::Decided(record));
-                    self.on_decided(replica, decision, &mut turn.replies);
-                }
-                Output::Rejected { .. } => {}
-                Output::TakeSnapshot { next_slot } => {
-                    let state = self.nodes[replica].kv.encode();
-                    let local_ms = self.local_ms(replica);
-                    let mut more = Vec::new();
-                    let input = Input::SnapshotTaken { next_slot, state };
-                    self.nodes[replica].core.handle(local_ms, input, &mut more);
-                    work.extend(more);
-                    turn.records.extend(self.nodes[replica].core.latest_snapshot().map(Record::Snapshot));
-                }
-                Output::InstallSnapshot { next_slot, state } => {
-                    self.install(replica, next_slot, &state);
-                    turn.records.extend(self.nodes[replica].core.latest_snapshot().map(Record::Snapshot));
-                }
-            }
-        }
-        let node = &self.nodes[replica];
-        if node.disk.is_recovering() && !node.core.is_recovering() {
-            turn.records.push(Record::Recovered);
-        }
-        self.end_turn(replica, turn);
-    }
-
-    /// Makes the turn's records durable, then sends its messages and answers its clients; or, when a crash
-    /// is due inside this turn, keeps a prefix of its records (a torn write) and crashes before anything
-    /// of the turn leaves the replica.
-    fn end_turn(&mut self, replica: usize, turn: Turn) {
-        if self.nodes[replica].torn_next_turn {
-            let kept = self.fault_rng.below(turn.records.len() as u64 + 1) as usize;
-            self.write_records(replica, turn.records.into_iter().take(kept));
-            self.torn_crashes += 1;
-            self.crash(replica, true);
-            return;
-        }
-        self.write_records(replica, turn.records);
-        self.sync_periodically(replica);
-        let stranded_peer = self.strands_this_turn(replica, &turn.sends);
-        for (to, message) in turn.sends {
-            match to {
-                Some(to) if Some(to) == stranded_peer => {}
-                Some(to) => self.send(replica, to, message),
-                None => {
-                    for to in (0..self.nodes.len()).filter(|to| *to != replica && Some(*to) != stranded_peer) {
-                        self.send(replica, to, message.clone());
-                    }
-                }
-            }
-        }
-        if stranded_peer.is_some() {
-            self.strand_crash(replica);
-            return;
-        }
-        for (client, seq, result) in turn.replies {
-            self.reply_later(client, seq, result);
-        }
     }
 
     fn on_decided(&mut self, replica: usize, decision: Decision, replies: &mut Vec<(usize, u64, KvResult)>) {
@@ -537,21 +484,12 @@ impl World {
     }
 }
 
-impl Turn {
-    /// Queues a message to leave at the end of the turn; a round message is recorded first.
-    fn send(&mut self, to: Option<usize>, message: Message) {
-        if message.round_slot().is_some() {
-            self.records.push(Record::OwnMessage(message.clone()));
-        }
-        self.sends.push((to, message));
-    }
-}
-
 /// Whether a replica's votes are unknown to itself: down with its disk lost, or recovering (also after a
-/// crash in the middle of recovering, which resumes it still recovering).
+/// crash in the middle of recovering, or a failed write, which resume it recovering).
 fn lost_votes(node: &Node) -> bool {
     match node.up {
-        true => node.core.is_recovering(),
+        // A write due to fail stops it and brings it back recovering.
+        true => node.core.is_recovering() || node.fail_write_next_turn,
         false => !node.disk_kept || node.disk.is_recovering(),
     }
 }

@@ -119,3 +119,30 @@ fn a_coin_that_differs_between_replicas_is_safe_but_slower() {
     assert!(local_mean > common_mean, "local coin {local_mean:.3} phases per slot, common {common_mean:.3}");
     assert!(local_max > common_max, "local coin max {local_max} phases, common {common_max}");
 }
+
+/// A storage write that fails in the middle of a turn must stop the shell before the turn's messages
+/// leave. A shell that sends them anyway and comes back trusting a log without their records forgets
+/// votes its peers hold.
+#[test]
+fn sending_after_a_failed_write_is_caught_as_equivocation() {
+    let caught =
+        runs_violating(200, 3, ViolationKind::Equivocation, |o| o.shell_broken = ShellBroken::SendAfterFailedWrite);
+    assert!(caught > 0, "the simulator missed a replica that sent a turn whose records were never written");
+}
+
+/// A slow snapshot writer whose older snapshot replaces a newer one leaves a gap on disk; a restart that
+/// resumes as a voter from before the gap forgets the votes it cast after it.
+#[test]
+fn a_stale_snapshot_replacing_a_newer_one_is_caught_as_equivocation() {
+    let caught =
+        runs_violating(100, 3, ViolationKind::Equivocation, |o| o.shell_broken = ShellBroken::StaleSnapshotWins);
+    assert!(caught > 0, "the simulator missed a replica resumed from an older snapshot than the one it had");
+}
+
+/// A replica whose data directory was wiped after it voted must not come back as a voter from slot 0.
+#[test]
+fn a_wiped_replica_voting_as_a_fresh_one_is_caught_as_equivocation() {
+    let caught =
+        runs_violating(60, 3, ViolationKind::Equivocation, |o| o.shell_broken = ShellBroken::WipedDiskVotesFresh);
+    assert!(caught > 0, "the simulator missed a wiped replica voting again in a slot it had voted in");
+}

@@ -90,3 +90,30 @@ fn a_single_replica_resumed_inside_a_slot_stays_live() {
     let outcome = run(15_000, 100, 1, "durable,delay", |_| {});
     assert!(outcome.failed.is_empty(), "{}", outcome.failed.join("\n"));
 }
+
+/// Storage that fails: writes failing mid-turn (the replica stops before the turn leaves and resumes
+/// recovering) and late snapshot writes landing after newer snapshots (ignored), alone and with the
+/// other faults; every checker passes and every run ends live.
+#[test]
+fn failed_writes_and_late_snapshots_stay_safe_and_live() {
+    let mut failed_writes = 0;
+    let mut stale = 0;
+    let mut failed = Vec::new();
+    sim::run_seeds(
+        13_000,
+        200,
+        3,
+        Faults::parse("disk-errors,durable,crash,delay,loss").unwrap_or(Faults::ALL),
+        |_| {},
+        |report| {
+            failed_writes += report.disk_errors;
+            stale += report.stale_snapshots;
+            if !report.violations.is_empty() {
+                failed.push(format!("{:?}\n  replay: {}", report.violations, report.options.replay_line()));
+            }
+        },
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert!(failed_writes > 50, "only {failed_writes} failed writes in 200 runs");
+    assert!(stale > 20, "only {stale} late snapshots landed after a newer one");
+}

@@ -16,14 +16,38 @@
 //! its earlier votes until the recovery finished; a shell that crashes before then resumes with
 //! [`Replica::resume_recovering`], never as a voter.
 //!
+//! A log that proves records were lost is no ground for voting either: a decided slot after a gap (the
+//! records between never reached the disk, or an older snapshot replaced a newer one), or an own round
+//! message of a slot past the resumed one (this replica got further than what the log lets it rebuild,
+//! so it may have voted in slots it no longer knows about). [`Replica::resume`] then comes back
+//! recovering under `Resume::incarnation`, exactly like [`Replica::resume_recovering`].
+//!
+//! An empty log says nothing either way: a brand-new cluster, or a node whose whole data directory was
+//! lost. [`Replica::fresh`] starts recovering. Every replica, recovering or not, broadcasts `Status`
+//! each retransmit period; once every peer has reported slot 0 and none more, nothing was ever decided
+//! (a decided slot leaves a majority past slot 0) and it votes from slot 0: every replica of a new
+//! cluster starts this way, so that is how a cluster forms. A peer past slot 0 ends that for good and the
+//! replica recovers its vote floor like a restarted one. What it does not cover: a replica that voted in
+//! slot 0 and lost its whole disk while slot 0 was still undecided everywhere (see ARCHITECTURE.md,
+//! durability). The cost: a brand-new cluster votes only once every configured replica has started.
+
 //! Invariants: decided slots are taken in order from the snapshot's `next_slot` (or 0) with no gap (a
 //! record after a gap is ignored: the disk lost it, catch-up from peers fills it); sessions end up exactly
-//! as if the slots had been decided live; own messages of any slot other than the open one are ignored.
+//! as if the slots had been decided live; own messages of any slot other than the open one are ignored;
+//! a resumed replica votes at once only if its log shows no sign of lost records.
 
-use super::{Mode, Recovery, Replica};
+use super::{Mode, Output, Recovery, Replica};
 use crate::log::StoredSnapshot;
 use crate::message::{DecidedSlot, Message, SessionRecord};
 use crate::slot::SlotAgreement;
+use crate::types::ReplicaId;
+
+/// What a [`Replica::fresh`] knows about whether its cluster is brand new.
+#[derive(Clone, Debug)]
+pub(super) struct NewCluster {
+    /// Peers that reported slot 0 (and, since no peer reported more, never more).
+    at_zero: Vec<bool>,
+}
 use crate::types::{Broken, Config, Slot};
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -44,13 +68,23 @@ pub struct Resume {
     pub decided: Vec<DecidedSlot>,
     /// Round messages this replica sent (proposal, states, votes), in the order it sent them.
     pub own_messages: Vec<Message>,
+    /// A fresh boot counter, used if the log proves lost records and the replica must recover.
+    pub incarnation: u64,
+}
+
+impl Recovery {
+    pub(super) fn new(incarnation: u64, n: usize) -> Recovery {
+        Recovery { incarnation, reported: vec![None; n], vote_floor: None, new_cluster: None }
+    }
 }
 
 impl Replica {
     /// A replica rebuilt from its durable log (see the module documentation). The shell has already
     /// restored its state machine from the same snapshot and slots; no `Decided` output repeats them.
     pub fn resume(config: Config, resume: Resume) -> Replica {
+        let n = config.n();
         let mut replica = Replica::new(config);
+        let mut lost = false;
         if let Some(snapshot) = resume.snapshot {
             replica.sessions.import(&snapshot.sessions);
             replica.next_slot = snapshot.next_slot;
@@ -59,6 +93,7 @@ impl Replica {
         }
         for decided in resume.decided {
             if decided.slot != replica.next_slot {
+                lost |= decided.slot > replica.next_slot;
                 continue;
             }
             if let Some(batch) = &decided.batch {
@@ -74,6 +109,13 @@ impl Replica {
             Broken::ResumeWithoutOwnMessages => &[][..],
             _ => &resume.own_messages[..],
         };
+        lost |= resume.own_messages.iter().any(|m| m.round_slot().is_some_and(|s| s > replica.next_slot));
+        if lost && n > 1 {
+            // Votes it may have cast are gone: none of its own messages can be trusted to be all of them.
+            replica.agreement = SlotAgreement::new(replica.next_slot, &replica.config);
+            replica.mode = Mode::Recovering(Recovery::new(resume.incarnation, n));
+            return replica;
+        }
         for message in own_messages {
             if message.round_slot() == Some(replica.next_slot) {
                 replica.agreement.restore_own(message, &replica.config);
@@ -81,6 +123,50 @@ impl Replica {
         }
         replica.mode = Mode::Normal;
         replica
+    }
+
+    /// A replica with an empty log: recovering (it may be a node whose whole disk was lost), unless every
+    /// peer reports slot 0 before any reports more (a brand-new cluster); see the module docs.
+    pub fn fresh(config: Config, incarnation: u64) -> Replica {
+        let n = config.n();
+        let mut replica = Replica::restarted(config, incarnation);
+        if let Mode::Recovering(recovery) = &mut replica.mode {
+            recovery.new_cluster = Some(NewCluster { at_zero: vec![false; n] });
+        }
+        if n == 1 {
+            replica.mode = Mode::Normal;
+        }
+        replica
+    }
+
+    /// Whether this replica still waits to learn if the cluster is brand new.
+    pub fn awaits_new_cluster(&self) -> bool {
+        matches!(&self.mode, Mode::Recovering(r) if r.new_cluster.is_some())
+    }
+
+    /// For a [`Replica::fresh`] one: notes a peer's position; a peer past slot 0 ends the wait for a new
+    /// cluster, and every peer at slot 0 ends it with votes from slot 0.
+    pub(super) fn note_new_cluster(&mut self, now_ms: u64, from: ReplicaId, message: &Message, out: &mut Vec<Output>) {
+        let me = self.config.me.index();
+        let Mode::Recovering(recovery) = &mut self.mode else { return };
+        let Some(new) = recovery.new_cluster.as_mut() else { return };
+        let their_next = match message {
+            Message::Status { next_slot, .. } => *next_slot,
+            Message::RecoveryReply { incarnation, next_slot } if *incarnation == recovery.incarnation => *next_slot,
+            _ => return,
+        };
+        if their_next.0 > 0 || self.next_slot.0 > 0 {
+            recovery.new_cluster = None;
+            return;
+        }
+        if let Some(at_zero) = new.at_zero.get_mut(from.index()) {
+            *at_zero = true;
+        }
+        if new.at_zero.iter().enumerate().all(|(i, at)| *at || i == me) {
+            recovery.new_cluster = None;
+            recovery.vote_floor = Some(self.next_slot);
+            self.finish_recovery_if_past_floor(now_ms, out);
+        }
     }
 
     /// A replica rebuilt from a durable log that it started writing as [`Replica::restarted`] and that
@@ -92,7 +178,7 @@ impl Replica {
     pub fn resume_recovering(config: Config, resume: Resume, incarnation: u64) -> Replica {
         let n = config.n();
         let mut replica = Replica::resume(config, Resume { own_messages: Vec::new(), ..resume });
-        replica.mode = Mode::Recovering(Recovery { incarnation, reported: vec![None; n], vote_floor: None });
+        replica.mode = Mode::Recovering(Recovery::new(incarnation, n));
         replica
     }
 
@@ -218,5 +304,40 @@ mod tests {
         let decided = vec![DecidedSlot { slot: Slot(0), batch: None }, DecidedSlot { slot: Slot(2), batch: None }];
         let resumed = Replica::resume(config(1), Resume { decided, ..Resume::default() });
         assert_eq!(resumed.next_slot(), Slot(1));
+    }
+
+    #[test]
+    fn a_gap_followed_by_own_messages_past_the_resumed_slot_resumes_recovering() {
+        let decided = (0..6).map(|s| DecidedSlot { slot: Slot(s), batch: None }).collect();
+        let vote = Message::Vote { slot: Slot(9), phase: crate::types::Phase(1), vote: Some(true), batch_digest: None };
+        let resumed = Replica::resume(config(1), Resume { decided, own_messages: vec![vote], ..Resume::default() });
+        assert_eq!(resumed.next_slot(), Slot(6));
+        assert!(resumed.is_recovering(), "own votes of slot 9 prove records were lost: it must not vote at once");
+    }
+
+    fn status(replica: &mut Replica, now_ms: u64, from: u8, next_slot: u64) {
+        let message = Message::Status { next_slot: Slot(next_slot) };
+        replica.handle(now_ms, Input::Message { from: ReplicaId(from), message }, &mut Vec::new());
+    }
+
+    #[test]
+    fn a_fresh_replica_votes_once_every_peer_reports_slot_zero() {
+        let mut replica = Replica::fresh(config(0), 1);
+        assert!(replica.is_recovering());
+        status(&mut replica, 0, 1, 0);
+        assert!(replica.is_recovering(), "one peer of two is not every peer");
+        status(&mut replica, 10, 2, 0);
+        assert!(!replica.is_recovering(), "a brand-new cluster forms");
+    }
+
+    #[test]
+    fn a_fresh_replica_in_a_cluster_that_decided_slots_recovers() {
+        let mut replica = Replica::fresh(config(0), 1);
+        status(&mut replica, 0, 2, 0);
+        status(&mut replica, 100, 1, 3);
+        status(&mut replica, 1000, 2, 0);
+        status(&mut replica, 2000, 1, 0);
+        assert!(replica.is_recovering(), "a peer past slot 0 means the cluster decided slots: recover the floor");
+        assert!(!replica.awaits_new_cluster());
     }
 }

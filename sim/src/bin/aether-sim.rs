@@ -4,8 +4,9 @@
 //! [--broken VARIANT] [--codec] [--verbose]` exits non-zero if any seed fails, printing one replay
 //! line per failing seed. `--faults` takes a comma list of loss, dup, delay, partition, crash (the disk
 //! is lost), skew, clock (process clocks: hours apart, zero again after a restart), adversary, durable
-//! (the disk is kept: `Replica::resume`), cluster-crash (every replica at once, disks kept), strand (a
-//! lost forward, its origin down for good; not in all), or all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
+//! (the disk is kept: `Replica::resume`), cluster-crash (every replica at once, disks kept), disk-errors
+//! (writes failing mid-turn, snapshots written late), strand (a lost forward, its origin down for good; not
+//! in all), or all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -100,6 +101,8 @@ struct Totals {
     heal_to_done_ms_max: u64,
     op_wait_ms_max: u64,
     sim_ms: u64,
+    disk_errors: u64,
+    stale_snapshots: u64,
 }
 
 fn run_sim(args: SimArgs) -> Result<(), String> {
@@ -146,6 +149,8 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
     totals.heal_to_done_ms_max = totals.heal_to_done_ms_max.max(report.heal_to_done_ms);
     totals.op_wait_ms_max = totals.op_wait_ms_max.max(report.op_wait_after_heal_ms_max);
     totals.sim_ms += report.end_ms;
+    totals.disk_errors += report.disk_errors;
+    totals.stale_snapshots += report.stale_snapshots;
     if verbose {
         println!(
             "seed {} n={}: {} slots ({} null), {} ops, {} crashes, {} snapshots, max phase {}, longest wait after faults {} ms, {} ms",
@@ -175,7 +180,7 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
 
 fn print_totals(totals: &Totals, wall_s: f64) {
     println!(
-        "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), phases per voted slot mean {:.2} p50 {} p99 {} max {}, {} operations, {} crashes ({} keeping the disk, {} of them torn mid-turn; {} whole-cluster crashes; {} resumes, {} inside a slot, {} past phase 1), {} snapshot installs; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
+        "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), phases per voted slot mean {:.2} p50 {} p99 {} max {}, {} operations, {} crashes ({} keeping the disk, {} of them torn mid-turn; {} whole-cluster crashes; {} resumes, {} inside a slot, {} past phase 1), {} snapshot installs, {} failed storage writes, {} late snapshots landing after newer ones; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
         totals.seeds,
         totals.failed,
         totals.slots,
@@ -194,6 +199,8 @@ fn print_totals(totals: &Totals, wall_s: f64) {
         totals.resumes_mid_slot,
         totals.resumes_past_phase_one,
         totals.snapshots,
+        totals.disk_errors,
+        totals.stale_snapshots,
         totals.op_wait_ms_max,
         totals.heal_to_done_ms_max,
         totals.sim_ms as f64 / 1000.0,

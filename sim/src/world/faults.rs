@@ -5,7 +5,7 @@ use crate::check::ViolationKind;
 use crate::durable::DurableLog;
 use crate::kv::KvMachine;
 use crate::options::ShellBroken;
-use consensus::{Config, Message, Replica, Slot};
+use consensus::{Config, Message, Replica, Resume, Slot};
 
 impl World {
     /// A crash that loses the disk, while fewer than f replicas have lost their votes (down without a
@@ -86,6 +86,8 @@ impl World {
         node.up = false;
         node.disk_kept = disk_kept;
         node.torn_next_turn = false;
+        node.fail_write_next_turn = false;
+        node.late_snapshots.clear();
         node.waiting.clear();
         node.timers = [None, None];
         self.crashes += 1;
@@ -104,8 +106,16 @@ impl World {
         if self.nodes[replica].disk_kept {
             self.resume(replica, config);
         } else {
+            // A wiped data directory: an empty log, which the node starts as `Replica::fresh`.
+            let incarnation = self.incarnations;
             let node = &mut self.nodes[replica];
-            node.core = Replica::restarted(config, self.incarnations);
+            node.core = match self.options.shell_broken {
+                ShellBroken::WipedDiskVotesFresh => Replica::new(config),
+                // The demonstration that `restarted` alone cannot survive losing every disk (a cluster whose
+                // every disk is gone is a new cluster to `fresh`, and forgets what it decided).
+                ShellBroken::ClusterCrashLosesDisks => Replica::restarted(config, incarnation),
+                _ => Replica::fresh(config, incarnation),
+            };
             node.kv = KvMachine::default();
             node.disk = DurableLog::recovering();
             node.expected_slot = Slot(0);
@@ -125,7 +135,12 @@ impl World {
     pub(super) fn resume(&mut self, replica: usize, config: Config) {
         self.resumes += 1;
         let disk = &self.nodes[replica].disk;
-        let resume = disk.to_resume();
+        let stale_wins = self.options.shell_broken == ShellBroken::StaleSnapshotWins;
+        let resume = match stale_wins {
+            true => disk.to_resume_ignoring_gaps(),
+            false => disk.to_resume(),
+        };
+        let resume = Resume { incarnation: self.incarnations, ..resume };
         let open_slot = disk.next_slot();
         let own: Vec<&Message> = resume.own_messages.iter().filter(|m| m.round_slot() == Some(open_slot)).collect();
         self.resumes_mid_slot += u64::from(!own.is_empty());
@@ -133,9 +148,14 @@ impl World {
             own.iter().any(|m| matches!(m, Message::State { phase, .. } | Message::Vote { phase, .. } if phase.0 >= 2)),
         );
         let as_voter = self.options.shell_broken == ShellBroken::ResumeRecoveringAsVoter;
-        let core = match disk.is_recovering() && !as_voter {
-            true => Replica::resume_recovering(config, resume, self.incarnations),
-            false => Replica::resume(config, resume),
+        // An empty log with the recovering marker: never joined (or wiped); without it, the replica joined
+        // a brand-new cluster and has not spoken since, so it resumes as the voter it was.
+        let core = if disk.is_empty() && disk.is_recovering() && !as_voter {
+            Replica::fresh(config, self.incarnations)
+        } else if disk.is_recovering() && !as_voter {
+            Replica::resume_recovering(config, resume, self.incarnations)
+        } else {
+            Replica::resume(config, resume)
         };
         let Some((kv, next_slot)) = disk.restore_kv() else {
             self.violate(ViolationKind::Codec, format!("replica {replica}: the snapshot on disk does not decode"));

@@ -92,6 +92,8 @@ impl World {
                 _ => 0,
             },
             snapshots_installed: self.snapshots_installed,
+            disk_errors: self.disk_errors,
+            stale_snapshots: self.stale_snapshots,
             end_ms: self.now_us / 1000,
             options: self.options,
         }
