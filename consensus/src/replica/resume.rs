@@ -316,7 +316,7 @@ mod tests {
     }
 
     fn status(replica: &mut Replica, now_ms: u64, from: u8, next_slot: u64) {
-        let message = Message::Status { next_slot: Slot(next_slot) };
+        let message = Message::Status { next_slot: Slot(next_slot), clock_ms: 0 };
         replica.handle(now_ms, Input::Message { from: ReplicaId(from), message }, &mut Vec::new());
     }
 
