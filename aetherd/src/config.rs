@@ -26,6 +26,9 @@ pub struct NodeConfig {
     pub listen_cluster: SocketAddr,
     /// A peer silent for longer is suspected down (`[cluster] suspicion_timeout_ms`, default 500).
     pub suspicion_timeout: std::time::Duration,
+    /// A node whose lease record stays unchanged this long is dead and its instances are re-placed
+    /// (`[cluster] lease_grace_ms`, default 5000, at least twice the suspicion timeout).
+    pub lease_grace: std::time::Duration,
     pub cluster_tls: Option<crate::cluster_tls_config::ClusterTlsSettings>,
     /// `[tls]`: TLS on the management and app ports (see `tls_config`).
     pub tls: Option<httpd::TlsFiles>,
@@ -79,6 +82,7 @@ struct RawCluster {
     secret_file: Spanned<String>,
     peers: Spanned<Vec<Spanned<String>>>,
     suspicion_timeout_ms: Option<Spanned<u64>>,
+    lease_grace_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +142,18 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         Some(v) => *v.get_ref(),
         None => SUSPICION_TIMEOUT_MS_DEFAULT,
     };
+    let lease_grace_ms = match &raw.cluster.lease_grace_ms {
+        Some(v) if !(2 * suspicion_ms..=600_000).contains(v.get_ref()) => {
+            let msg = format!(
+                "{} is outside {}..=600000 (at least twice the suspicion timeout)",
+                v.get_ref(),
+                2 * suspicion_ms
+            );
+            return Err(at(v.span(), "cluster.lease_grace_ms", msg));
+        }
+        Some(v) => *v.get_ref(),
+        None => control::cluster::liveness::GRACE_MS_DEFAULT.max(2 * suspicion_ms),
+    };
     let data_dir = PathBuf::from(raw.node.data_dir.get_ref());
     let management = crate::management_config::parse(raw.management, &at, &|file| resolve(path, file))?;
     Ok(NodeConfig {
@@ -151,6 +167,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         listen_app: addr(&raw.listen.app, "listen.app")?,
         listen_cluster: addr(&raw.listen.cluster, "listen.cluster")?,
         suspicion_timeout: std::time::Duration::from_millis(suspicion_ms),
+        lease_grace: std::time::Duration::from_millis(lease_grace_ms),
         cluster_tls: crate::cluster_tls_config::from_raw(path, raw.cluster_tls).map_err(|m| format!("{file}: {m}"))?,
         tls: crate::tls_config::files(path, text, raw.tls)?,
         management,
@@ -176,6 +193,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         listen_app: SocketAddr::from(([127, 0, 0, 1], 8081)),
         listen_cluster: cluster,
         suspicion_timeout: std::time::Duration::from_millis(SUSPICION_TIMEOUT_MS_DEFAULT),
+        lease_grace: std::time::Duration::from_millis(control::cluster::liveness::GRACE_MS_DEFAULT),
         cluster_tls: None,
         tls: None,
         management: Default::default(),

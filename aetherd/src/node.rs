@@ -78,6 +78,8 @@ struct Deployment {
     step_deadline_ms: Option<u64>,
     forced_at: Instant,
     running: bool,
+    /// Lease renewals and leadership.
+    leader: managers::Leader,
 }
 
 pub struct Node {
@@ -116,6 +118,7 @@ impl Node {
         let deployment = match (deployer, kvstore::NodeId::parse(&config.node_id)) {
             (Some(deployer), Ok(me)) => Some(Deployment {
                 deployer,
+                leader: managers::Leader::new(me.clone(), config.lease_grace),
                 me,
                 watches: managers::watch(replication.store_mut()),
                 reconcile_due: true,
@@ -179,7 +182,7 @@ impl Node {
         let replication = self.replication.as_ref();
         NodeStatus {
             node: self.config.node_id.clone(),
-            leader: self.membership.leader().map(str::to_string),
+            leader: self.deployment.as_ref().and_then(|d| d.leader.leader()).map(str::to_string),
             quorum: self.membership.has_quorum(),
             caught_up: replication.is_some_and(Replication::caught_up),
             members,
@@ -256,6 +259,7 @@ impl Node {
     fn manager_writes(&mut self, d: &mut Deployment) -> Vec<control::KvWrite> {
         let Some(r) = self.replication.as_ref() else { return Vec::new() };
         if !self.membership.has_quorum() || !r.caught_up() {
+            d.leader.pause();
             return Vec::new();
         }
         let now_ms = managers::wall_ms();
@@ -272,10 +276,11 @@ impl Node {
             d.step_deadline_ms = output.next_deadline_ms;
             writes.extend(output.writes);
         }
-        if d.reconcile_due && self.membership.is_leader() && r.internal_in_flight() == 0 {
+        if d.reconcile_due && r.internal_in_flight() == 0 {
             d.reconcile_due = false;
-            writes.extend(managers::reconcile(r.store(), &self.membership, now_ms));
+            writes.extend(d.leader.writes(r.store(), now_ms));
         }
+        writes.extend(d.leader.renewal(r.store()));
         writes
     }
 
@@ -396,8 +401,6 @@ fn log_membership(event: &MembershipEvent) {
         MembershipEvent::NodeDown(id) => warn!("node {id} is suspected down"),
         MembershipEvent::QuorumGained => info!("quorum gained"),
         MembershipEvent::QuorumLost => warn!("quorum lost: writes are refused until it is back"),
-        MembershipEvent::LeaderChanged(Some(id)) => info!("leader is now {id}"),
-        MembershipEvent::LeaderChanged(None) => warn!("no leader (no quorum)"),
     }
 }
 

@@ -72,7 +72,7 @@ mod text;
 pub mod write;
 
 pub use blueprint::{Blueprint, BlueprintError, BlueprintErrorKind};
-pub use cluster::{reconcile, ClusterState};
+pub use cluster::{lead, leadership, reconcile, ClusterState};
 pub use lifecycle::{can_transition, DesiredState, SliceState};
 pub use node::{ContainerState, NodeAction, NodeOutput, NodeState, SliceInfo};
 pub use write::{KvWrite, Versioned};
