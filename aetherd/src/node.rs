@@ -276,11 +276,13 @@ impl Node {
             d.step_deadline_ms = output.next_deadline_ms;
             writes.extend(output.writes);
         }
+        // The renewal first, so that this node's other writes never crowd its lease out of a full queue.
+        let renewal = d.leader.renewal(r.store());
         if d.reconcile_due && r.internal_in_flight() == 0 {
             d.reconcile_due = false;
             writes.extend(d.leader.writes(r.store(), now_ms));
         }
-        writes.extend(d.leader.renewal(r.store()));
+        writes.splice(0..0, renewal);
         writes
     }
 

@@ -14,6 +14,7 @@ pub mod bench;
 pub mod check;
 pub mod durable;
 pub mod kv;
+pub mod leader;
 pub mod linearizability;
 pub mod options;
 pub mod rng;

@@ -24,6 +24,9 @@ pub struct Faults {
     pub durable: bool,
     /// Every replica crashes at about the same time (disks kept) and all come back with `Replica::resume`.
     pub cluster_crash: bool,
+    /// A non-transitive partition: one pair of replicas cannot talk while every other link works, with the
+    /// control plane's leader logic running on top (`leader`).
+    pub bridged: bool,
 }
 
 impl Faults {
@@ -37,6 +40,7 @@ impl Faults {
         adversary: true,
         durable: true,
         cluster_crash: true,
+        bridged: true,
     };
     pub const NONE: Faults = Faults {
         loss: false,
@@ -48,6 +52,7 @@ impl Faults {
         adversary: false,
         durable: false,
         cluster_crash: false,
+        bridged: false,
     };
 
     pub fn parse(text: &str) -> Result<Faults, String> {
@@ -65,10 +70,11 @@ impl Faults {
                 "adversary" => faults.adversary = true,
                 "durable" => faults.durable = true,
                 "cluster-crash" => faults.cluster_crash = true,
+                "bridged" => faults.bridged = true,
                 other => {
                     return Err(format!(
                         "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, adversary, durable, \
-                         cluster-crash, all, none)"
+                         cluster-crash, bridged, all, none)"
                     ))
                 }
             }
@@ -87,6 +93,7 @@ impl Faults {
             (self.adversary, "adversary"),
             (self.durable, "durable"),
             (self.cluster_crash, "cluster-crash"),
+            (self.bridged, "bridged"),
         ];
         let names: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
         if names.is_empty() {
@@ -114,6 +121,9 @@ pub enum ShellBroken {
     /// crash that keeps the disk loses what was not synced (a power loss with the kernel's cache gone):
     /// a resumed replica forgets votes its peers already hold.
     SendBeforeSync,
+    /// The control plane's leader acts on its private view of who is alive (the smallest node it hears
+    /// leads, and removes at once the records of nodes it does not hear), instead of on lease records.
+    PrivateLiveness,
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +170,9 @@ pub struct Options {
     pub cluster_crash_drops_in_flight: bool,
     /// After faults stop, every operation must complete within this much simulated time.
     pub liveness_ms: u64,
+    /// With `Faults::bridged`: when the non-transitive partition starts, and how long it lasts.
+    pub bridge_at_ms: u64,
+    pub bridge_ms: u64,
 }
 
 impl Options {
@@ -200,11 +213,20 @@ impl Options {
             cluster_crash_at_ms: 0,
             cluster_crash_spread_ms: [0, 2, 20][rng.below(3) as usize],
             cluster_crash_drops_in_flight: rng.chance(500),
+            bridge_at_ms: 0,
+            bridge_ms: 0,
         };
         // Anywhere in the faulty phase, up to its very end (minus the spread, so every replica's crash
         // lands in it): then the replicas come back as faults stop.
         let latest_ms = options.faulty_ms - options.cluster_crash_spread_ms - 1;
         options.cluster_crash_at_ms = rng.between(options.faulty_ms / 5, latest_ms);
+        if faults.bridged {
+            // Two to five grace periods of the leader logic, and the faulty phase long enough to hold them.
+            let grace_ms = crate::leader::GRACE_MS;
+            options.bridge_at_ms = rng.between(100, 600);
+            options.bridge_ms = rng.between(2 * grace_ms, 5 * grace_ms);
+            options.faulty_ms = options.faulty_ms.max(options.bridge_at_ms + options.bridge_ms + 100);
+        }
         options
     }
 
@@ -225,6 +247,7 @@ impl Options {
             ShellBroken::ResumeRecoveringAsVoter => line.push_str(" --broken resume-recovering-as-voter"),
             ShellBroken::ClusterCrashLosesDisks => line.push_str(" --broken cluster-crash-loses-disks"),
             ShellBroken::SendBeforeSync => line.push_str(" --broken send-before-sync"),
+            ShellBroken::PrivateLiveness => line.push_str(" --broken private-liveness"),
         }
         if self.codec {
             line.push_str(" --codec");
@@ -235,7 +258,7 @@ impl Options {
     /// The drawn parameters, for the failure report.
     pub fn describe(&self) -> String {
         format!(
-            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {}",
+            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {} bridge at {}ms for {}ms",
             self.delay_us_min,
             self.delay_us_max,
             self.spike_permille,
@@ -260,7 +283,9 @@ impl Options {
             self.torn_permille,
             self.cluster_crash_at_ms,
             self.cluster_crash_spread_ms,
-            self.cluster_crash_drops_in_flight
+            self.cluster_crash_drops_in_flight,
+            self.bridge_at_ms,
+            self.bridge_ms
         )
     }
 }
@@ -287,6 +312,7 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "resume-recovering-as-voter" => (Broken::Nothing, ShellBroken::ResumeRecoveringAsVoter),
         "cluster-crash-loses-disks" => (Broken::Nothing, ShellBroken::ClusterCrashLosesDisks),
         "send-before-sync" => (Broken::Nothing, ShellBroken::SendBeforeSync),
+        "private-liveness" => (Broken::Nothing, ShellBroken::PrivateLiveness),
         other => return Err(format!("unknown broken variant `{other}`")),
     })
 }

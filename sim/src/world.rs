@@ -41,6 +41,7 @@ use crate::kv::{KvMachine, KvResult};
 use crate::options::Options;
 use crate::rng::Rng;
 
+mod bridged;
 mod clients;
 mod disk;
 mod faults;
@@ -94,6 +95,10 @@ enum Event {
     },
     Partition,
     Heal,
+    /// The non-transitive partition starts (`Faults::bridged`).
+    Bridge,
+    /// Every replica's control-plane logic runs (lease renewal, leadership, the leader's pass).
+    ControlTick,
 }
 
 struct Scheduled {
@@ -180,6 +185,8 @@ pub struct RunReport {
     pub slots_by_vote: u64,
     pub null_run_longest: u64,
     pub snapshots_installed: u64,
+    /// With `Faults::bridged`: leadership claims, slice records written and removed by the control plane.
+    pub control_counts: [u64; 3],
     /// From the end of the faulty phase to the last operation's response.
     pub heal_to_done_ms: u64,
     /// The longest any operation waited for its response counted from when faults stopped (or from its
@@ -220,6 +227,9 @@ pub struct World {
     resumes_past_phase_one: u64,
     net_epoch: u64,
     snapshots_installed: u64,
+    /// The control plane on top (with `Faults::bridged`), and the pair of replicas that cannot talk.
+    control: Option<crate::leader::Control>,
+    bridge: Option<(usize, usize)>,
 }
 
 /// What one turn of a replica produced, carried out at its end the way the node runtime does: records
@@ -299,6 +309,8 @@ impl World {
             resumes_past_phase_one: 0,
             net_epoch: 0,
             snapshots_installed: 0,
+            control: None,
+            bridge: None,
         }
     }
 
@@ -331,6 +343,7 @@ impl World {
             self.schedule(self.options.cluster_crash_at_ms * 1000, Event::ClusterCrash);
         }
         self.schedule(self.options.faulty_ms * 1000, Event::Heal);
+        self.start_bridged();
     }
 
     fn run_events(&mut self) {
@@ -385,6 +398,8 @@ impl World {
             Event::Restart { replica } => self.restart(replica),
             Event::Partition => self.repartition(),
             Event::Heal => self.heal(),
+            Event::Bridge => self.bridge(),
+            Event::ControlTick => self.control_tick(),
         }
     }
 
@@ -420,7 +435,7 @@ impl World {
                     turn.records.push(Record::Decided(record));
                     self.on_decided(replica, decision, &mut turn.replies);
                 }
-                Output::Rejected { .. } => {}
+                Output::Rejected { id, .. } => self.control_rejected(id),
                 Output::TakeSnapshot { next_slot } => {
                     let state = self.nodes[replica].kv.encode();
                     let local_ms = self.local_ms(replica);
@@ -530,6 +545,7 @@ impl World {
             Some(_) => {}
             None => {
                 self.decided.insert(decided.slot, (replica, ids));
+                self.control_decided(decided.slot, decided.batch.as_deref());
             }
         }
     }

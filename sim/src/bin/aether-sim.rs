@@ -99,6 +99,7 @@ struct Totals {
     heal_to_done_ms_max: u64,
     op_wait_ms_max: u64,
     sim_ms: u64,
+    control_counts: [u64; 3],
 }
 
 fn run_sim(args: SimArgs) -> Result<(), String> {
@@ -145,6 +146,7 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
     totals.heal_to_done_ms_max = totals.heal_to_done_ms_max.max(report.heal_to_done_ms);
     totals.op_wait_ms_max = totals.op_wait_ms_max.max(report.op_wait_after_heal_ms_max);
     totals.sim_ms += report.end_ms;
+    totals.control_counts.iter_mut().zip(report.control_counts).for_each(|(a, b)| *a += b);
     if verbose {
         println!(
             "seed {} n={}: {} slots ({} null), {} ops, {} crashes, {} snapshots, max phase {}, longest wait after faults {} ms, {} ms",
@@ -173,6 +175,8 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
 }
 
 fn print_totals(totals: &Totals, wall_s: f64) {
+    let [claims, written, removed] = totals.control_counts;
+    println!("control plane: {claims} leadership claims, {written} slice records written, {removed} removed");
     println!(
         "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), phases per voted slot mean {:.2} p50 {} p99 {} max {}, {} operations, {} crashes ({} keeping the disk, {} of them torn mid-turn; {} whole-cluster crashes; {} resumes, {} inside a slot, {} past phase 1), {} snapshot installs; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
         totals.seeds,

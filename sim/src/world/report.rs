@@ -92,6 +92,10 @@ impl World {
                 _ => 0,
             },
             snapshots_installed: self.snapshots_installed,
+            control_counts: self
+                .control
+                .as_ref()
+                .map_or([0; 3], |c| [c.claims_applied, c.records_written, c.records_removed]),
             end_ms: self.now_us / 1000,
             options: self.options,
         }
