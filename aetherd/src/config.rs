@@ -348,6 +348,18 @@ cluster = "127.0.0.1:8090"
     }
 
     #[test]
+    fn the_lease_grace_period_defaults_and_is_bounded_by_the_suspicion_timeout() {
+        let (path, secret) = write_secret();
+        let config = parse(&path, &sample(&secret)).unwrap();
+        assert_eq!(config.lease_grace, std::time::Duration::from_secs(5));
+        let set = |lines: &str| sample(&secret).replace("[listen]", &format!("{lines}[listen]"));
+        let config = parse(&path, &set("lease_grace_ms = 8000\n")).unwrap();
+        assert_eq!(config.lease_grace, std::time::Duration::from_secs(8));
+        let err = parse(&path, &set("suspicion_timeout_ms = 1000\nlease_grace_ms = 1500\n")).unwrap_err();
+        assert!(err.contains("line 9") && err.contains("cluster.lease_grace_ms") && err.contains("2000"), "{err}");
+    }
+
+    #[test]
     fn empty_secret_is_refused() {
         let (path, secret) = write_secret();
         std::fs::write(&secret, b"").unwrap();
