@@ -116,3 +116,47 @@ pub fn node_step(store: &Store, me: &NodeId, deployer: &Deployer, now_ms: u64) -
     let view = control::NodeState::from_entries(me.clone(), entries);
     control::node::step(&view, deployer.states(), deployer.infos(), now_ms)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvstore::WatchLimits;
+
+    fn apply(store: &mut Store, slot: &mut u64, writes: &[KvWrite]) {
+        let payloads: Vec<Vec<u8>> = writes.iter().map(|w| w.to_command().encode().unwrap()).collect();
+        store.apply(*slot, &payloads).unwrap();
+        *slot += 1;
+    }
+
+    #[test]
+    fn a_node_renews_once_per_period_then_claims_and_leads_with_guarded_writes() {
+        let mut store = Store::new(WatchLimits::default());
+        let mut slot = 0;
+        let mut leader = Leader::new(NodeId::parse("node-1").unwrap(), Duration::from_secs(5));
+        let first = leader.renewal(&store).expect("the first renewal is due at once");
+        assert!(matches!(&first, KvWrite::Set { expected: None, .. }), "{first}");
+        assert!(leader.renewal(&store).is_none(), "undecided: no second renewal");
+        apply(&mut store, &mut slot, &[first]);
+        assert!(leader.renewal(&store).is_none(), "decided, but the period has not passed");
+        // The lease exists: this node is the only live one, so it claims, then leads once the claim applied.
+        let claim = leader.writes(&store, 0);
+        assert!(
+            matches!(&claim[..], [KvWrite::Set { key: AetherKey::ClusterLeader, expected: None, .. }]),
+            "{claim:?}"
+        );
+        apply(&mut store, &mut slot, &claim);
+        let toml = "name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\n";
+        let parsed = control::blueprint::parse(toml, &|_| true).unwrap();
+        let value = control::records::BlueprintRecord { toml: toml.to_owned(), blueprint: parsed }.encode();
+        let key = AetherKey::Blueprint { name: kvstore::Name::parse("s").unwrap() };
+        store.apply(slot, &[kvstore::Command::Put { key, value }.encode().unwrap()]).unwrap();
+        let writes = leader.writes(&store, 0);
+        assert_eq!(leader.leader(), Some("node-1"));
+        assert!(!writes.is_empty());
+        assert!(
+            writes.iter().all(|w| matches!(w, KvWrite::Guarded { guards, .. }
+            if guards.iter().any(|(k, _)| *k == AetherKey::ClusterLeader))),
+            "{writes:?}"
+        );
+    }
+}
