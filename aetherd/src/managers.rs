@@ -3,9 +3,10 @@
 //!
 //! [`Leader`] drives liveness and leadership on every node: it renews this node's lease record through
 //! consensus every [`control::cluster::liveness::LEASE_RENEW_MS`], watches every lease in the applied store,
-//! claims leadership when the leader record is absent or names a dead node, and, on the node the leader record
-//! names, runs the leader's reconcile with every write conditional on that record (see `control::cluster::liveness`).
-//! The transport's view of peers (`membership`) never decides what the leader does.
+//! claims leadership when the leader record is absent or names a dead node, and, on the node the leader
+//! record names, runs the leader's reconcile with every write conditional on that record (see
+//! `control::cluster::liveness`). The transport's view of peers (`membership`) never decides what the leader
+//! does. A node renews before it submits its other writes, so they never crowd its lease out of a full queue.
 //!
 //! Invariants: managers only ever see applied state; the leader reconciles, and every node steps its own
 //! records, only while it has quorum, is caught up, and none of its earlier writes is still undecided (a stale view would only produce writes

@@ -3,7 +3,8 @@
 //! coin), clock skew and drift, crashes that lose everything (`Replica::restarted`), and crashes that keep
 //! the disk, of one replica or of the whole cluster, some torn in the middle of a turn (`Replica::resume`
 //! from the durable log kept in `durable`). Checkers cover agreement, validity, equivocation, liveness
-//! after faults stop, state convergence, and linearizability of a key-value register workload. `bench`
+//! after faults stop, state convergence, and linearizability of a key-value register workload; `leader` runs
+//! the control plane's lease and leader logic on top and checks that no healthy node's instance is moved. `bench`
 //! holds the fault-free consensus-core benchmark.
 //!
 //! Invariants: a run is a pure function of its `Options` (seed included); a failing run prints one line

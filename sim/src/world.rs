@@ -3,9 +3,9 @@
 //! insertion order). Time is global microseconds; each replica's clock runs at its own rate (drift) and
 //! is shifted by its own skew.
 //!
-//! A run has two phases: a faulty phase (loss, duplication, delay spikes, symmetric and one-way
-//! partitions, a coin-aware scheduler, crashes) where only safety is checked, then a healed phase where
-//! every operation must complete within `liveness_ms` and every replica must catch up.
+//! A run has two phases: a faulty phase (loss, duplication, delay spikes, symmetric, one-way and
+//! non-transitive partitions, a coin-aware scheduler, crashes) where only safety is checked, then a healed
+//! phase where every operation must complete within `liveness_ms` and every replica must catch up.
 //!
 //! Crashes come in two kinds. One loses the disk: the replica comes back as `Replica::restarted` with an
 //! empty durable log, and these keep at most f replicas without their votes (down without a disk, or
@@ -95,9 +95,8 @@ enum Event {
     },
     Partition,
     Heal,
-    /// The non-transitive partition starts (`Faults::bridged`).
+    /// `Faults::bridged`: the non-transitive partition starts; the control plane's logic runs (`bridged`).
     Bridge,
-    /// Every replica's control-plane logic runs (lease renewal, leadership, the leader's pass).
     ControlTick,
 }
 
@@ -227,7 +226,7 @@ pub struct World {
     resumes_past_phase_one: u64,
     net_epoch: u64,
     snapshots_installed: u64,
-    /// The control plane on top (with `Faults::bridged`), and the pair of replicas that cannot talk.
+    /// `Faults::bridged`: the control plane on top, and the pair of replicas that cannot talk.
     control: Option<crate::leader::Control>,
     bridge: Option<(usize, usize)>,
 }

@@ -178,7 +178,7 @@ impl<'a> Pass<'a> {
         for (artifact, by_node) in &self.state.slices {
             for (node, record) in by_node {
                 let Some(lease) = self.dead.get(node) else { continue };
-                log::info!("node {node} is gone (its lease stayed unchanged for the grace period); dropping its record of {artifact}");
+                log::info!("node {node} is gone (lease unchanged for the grace period); dropping its {artifact}");
                 self.going.insert((artifact, node));
                 let key = AetherKey::Slice { node: node.clone(), artifact: artifact.clone() };
                 let removal = KvWrite::Remove { key, expected: record.version };

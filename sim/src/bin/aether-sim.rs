@@ -4,7 +4,8 @@
 //! [--broken VARIANT] [--codec] [--verbose]` exits non-zero if any seed fails, printing one replay
 //! line per failing seed. `--faults` takes a comma list of loss, dup, delay, partition, crash (the disk
 //! is lost), skew, adversary, durable (the disk is kept: `Replica::resume`), cluster-crash (every replica
-//! at once, disks kept), or all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
+//! at once, disks kept), bridged (one pair of replicas cut while the rest reach both, with the control plane's
+//! lease and leader logic on top), or all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
 
 use std::process::ExitCode;
 use std::time::Instant;
