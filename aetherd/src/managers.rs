@@ -62,12 +62,6 @@ impl Leader {
         self.leader.as_deref()
     }
 
-    /// This node's view stopped following the cluster (no quorum, or behind): every node gets a full grace
-    /// period again once it follows.
-    pub fn pause(&mut self) {
-        self.watch.reset();
-    }
-
     /// The renewal of this node's lease, when one is due: about every second, and never while the previous
     /// one may still be undecided (its compare-and-set would fail anyway).
     pub fn renewal(&mut self, store: &Store) -> Option<KvWrite> {

@@ -259,7 +259,6 @@ impl Node {
     fn manager_writes(&mut self, d: &mut Deployment) -> Vec<control::KvWrite> {
         let Some(r) = self.replication.as_ref() else { return Vec::new() };
         if !self.membership.has_quorum() || !r.caught_up() {
-            d.leader.pause();
             return Vec::new();
         }
         let now_ms = managers::wall_ms();

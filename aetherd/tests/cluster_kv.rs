@@ -137,8 +137,9 @@ fn killing_any_node_even_the_leader_keeps_writes_going() {
     })
     .unwrap();
     let new_leader_after = killed_at.elapsed();
-    // Taking over waits for the dead leader's lease to stay unchanged for the grace period (5 s by default).
-    assert!(new_leader_after < Duration::from_secs(10), "new leader took {new_leader_after:?}");
+    // Taking over waits for the dead leader's lease to stay unchanged for the grace period (5 s by default),
+    // then for the claim to be decided; the rest is room for a loaded machine.
+    assert!(new_leader_after < Duration::from_secs(15), "new leader took {new_leader_after:?}");
     for &s in &survivors {
         put_eventually(&c, s, &format!("user/after/{s}"), "2");
     }

@@ -171,8 +171,7 @@ impl Control {
             node.watch.reset();
             return Vec::new();
         }
-        if !view.caught_up || view.heard.len() < majority {
-            node.watch.reset();
+        if view.heard.len() < majority || !view.caught_up {
             return Vec::new();
         }
         // The renewal goes first: when the core's queue is short, the leader's own writes must not crowd it out.

@@ -12,6 +12,10 @@
 //!   that time, so a stall of consensus itself, which stops every renewal, judges nobody dead;
 //! - otherwise *suspect*: its records stay and count as placed, nothing new goes to it.
 //!
+//! The watch needs no reset when this node loses its quorum or falls behind: it acts only while caught up,
+//! catching up shows every renewal it missed as a changed version before it judges, and its own renewals,
+//! which a dead judgement requires, stop while it is cut off.
+//!
 //! [`leadership`] says whether this node leads (the leader record names it), claims leadership (there is no
 //! leader record, or it names a dead node, and this node is the smallest live one), or follows.
 //! [`lead`] is the leader's reconcile pass with every write conditional on the leader record's version.
@@ -81,8 +85,8 @@ impl LeaseWatch {
         self.grace_ms
     }
 
-    /// Forgets what was seen, so every node gets a full grace period again (for when this node's view stopped
-    /// following the cluster: quorum lost, or fallen behind).
+    /// Forgets what was seen, so every node gets a full grace period again (a node that stops, as the
+    /// simulator's nodes do when they crash, starts over).
     pub fn reset(&mut self) {
         self.seen.clear();
     }
