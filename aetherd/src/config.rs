@@ -29,6 +29,9 @@ pub struct NodeConfig {
     /// How long a command may wait to be decided, from its stamp, before every replica drops it
     /// (`[cluster] command_ttl_ms`, default 30000; at least twice the 5 s client deadline).
     pub command_ttl_ms: u64,
+    /// A node whose lease record stays unchanged this long is dead and its instances are re-placed
+    /// (`[cluster] lease_grace_ms`, default 5000, at least twice the suspicion timeout).
+    pub lease_grace: std::time::Duration,
     pub cluster_tls: Option<crate::cluster_tls_config::ClusterTlsSettings>,
     /// `[tls]`: TLS on the management and app ports (see `tls_config`).
     pub tls: Option<httpd::TlsFiles>,
@@ -87,6 +90,7 @@ struct RawCluster {
     peers: Spanned<Vec<Spanned<String>>>,
     suspicion_timeout_ms: Option<Spanned<u64>>,
     command_ttl_ms: Option<Spanned<u64>>,
+    lease_grace_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +157,18 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         Some(v) => *v.get_ref(),
         None => COMMAND_TTL_MS_DEFAULT,
     };
+    let lease_grace_ms = match &raw.cluster.lease_grace_ms {
+        Some(v) if !(2 * suspicion_ms..=600_000).contains(v.get_ref()) => {
+            let msg = format!(
+                "{} is outside {}..=600000 (at least twice the suspicion timeout)",
+                v.get_ref(),
+                2 * suspicion_ms
+            );
+            return Err(at(v.span(), "cluster.lease_grace_ms", msg));
+        }
+        Some(v) => *v.get_ref(),
+        None => control::cluster::liveness::GRACE_MS_DEFAULT.max(2 * suspicion_ms),
+    };
     let data_dir = PathBuf::from(raw.node.data_dir.get_ref());
     let management = crate::management_config::parse(raw.management, &at, &|file| resolve(path, file))?;
     Ok(NodeConfig {
@@ -167,6 +183,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         listen_cluster: addr(&raw.listen.cluster, "listen.cluster")?,
         suspicion_timeout: std::time::Duration::from_millis(suspicion_ms),
         command_ttl_ms,
+        lease_grace: std::time::Duration::from_millis(lease_grace_ms),
         cluster_tls: crate::cluster_tls_config::from_raw(path, raw.cluster_tls).map_err(|m| format!("{file}: {m}"))?,
         tls: crate::tls_config::files(path, text, raw.tls)?,
         management,
@@ -193,6 +210,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         listen_cluster: cluster,
         suspicion_timeout: std::time::Duration::from_millis(SUSPICION_TIMEOUT_MS_DEFAULT),
         command_ttl_ms: COMMAND_TTL_MS_DEFAULT,
+        lease_grace: std::time::Duration::from_millis(control::cluster::liveness::GRACE_MS_DEFAULT),
         cluster_tls: None,
         tls: None,
         management: Default::default(),
@@ -355,6 +373,18 @@ cluster = "127.0.0.1:8090"
         assert!(err.contains("line 13") && err.contains("management.key_file") && err.contains("chmod 600"), "{err}");
         let unknown = format!("{}[management]\nauth = false\n", sample(&secret));
         assert!(parse(&path, &unknown).unwrap_err().contains("auth"));
+    }
+
+    #[test]
+    fn the_lease_grace_period_defaults_and_is_bounded_by_the_suspicion_timeout() {
+        let (path, secret) = write_secret();
+        let config = parse(&path, &sample(&secret)).unwrap();
+        assert_eq!(config.lease_grace, std::time::Duration::from_secs(5));
+        let set = |lines: &str| sample(&secret).replace("[listen]", &format!("{lines}[listen]"));
+        let config = parse(&path, &set("lease_grace_ms = 8000\n")).unwrap();
+        assert_eq!(config.lease_grace, std::time::Duration::from_secs(8));
+        let err = parse(&path, &set("suspicion_timeout_ms = 1000\nlease_grace_ms = 1500\n")).unwrap_err();
+        assert!(err.contains("line 9") && err.contains("cluster.lease_grace_ms") && err.contains("2000"), "{err}");
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! Who is alive, whether this node is in a quorum, and who leads the control plane.
+//! Which peers this node hears, and whether it sees a quorum: the transport's view, for refusing requests
+//! without a quorum and for routing calls to reachable nodes.
 //!
 //! A pure failure detector over what the transport reports (connected, time since the last frame; pings
 //! keep that fresh every 100 ms): a peer is alive while connected and heard from within the suspicion
-//! timeout. The leader is the smallest alive node id, but only while this node sees a quorum: every node
-//! that sees the same live set names the same leader without exchanging a message, and a node in a
-//! minority names none. The leader is not a consensus leader (Rabia has none); it runs the cluster-wide
-//! managers, which act only through consensus, so two nodes briefly both believing they lead is safe.
+//! timeout. This view is private to the node and changes with every hiccup of one link, so nothing
+//! cluster-wide is decided on it: who leads and which nodes are dead come from lease records replicated
+//! through consensus (`managers::Leader`, `control::cluster::liveness`).
 
 use std::time::Duration;
 
@@ -16,7 +16,6 @@ pub enum MembershipEvent {
     NodeDown(String),
     QuorumGained,
     QuorumLost,
-    LeaderChanged(Option<String>),
 }
 
 /// One peer as the transport reports it.
@@ -34,7 +33,6 @@ pub struct Membership {
     alive: Vec<bool>,
     suspicion: Duration,
     quorum: bool,
-    leader: Option<String>,
 }
 
 impl Membership {
@@ -43,9 +41,8 @@ impl Membership {
         nodes.sort();
         nodes.dedup();
         let alive = nodes.iter().map(|n| n == me).collect();
-        let mut membership = Membership { me: me.to_string(), nodes, alive, suspicion, quorum: false, leader: None };
+        let mut membership = Membership { me: me.to_string(), nodes, alive, suspicion, quorum: false };
         membership.quorum = membership.majority_alive();
-        membership.leader = membership.pick_leader();
         membership
     }
 
@@ -72,11 +69,6 @@ impl Membership {
             self.quorum = quorum;
             events.push(if quorum { MembershipEvent::QuorumGained } else { MembershipEvent::QuorumLost });
         }
-        let leader = self.pick_leader();
-        if leader != self.leader {
-            self.leader = leader.clone();
-            events.push(MembershipEvent::LeaderChanged(leader));
-        }
         events
     }
 
@@ -84,23 +76,8 @@ impl Membership {
         self.alive.iter().filter(|a| **a).count() * 2 > self.nodes.len()
     }
 
-    fn pick_leader(&self) -> Option<String> {
-        if !self.majority_alive() {
-            return None;
-        }
-        self.nodes.iter().zip(&self.alive).find(|(_, alive)| **alive).map(|(id, _)| id.clone())
-    }
-
     pub fn has_quorum(&self) -> bool {
         self.quorum
-    }
-
-    pub fn leader(&self) -> Option<&str> {
-        self.leader.as_deref()
-    }
-
-    pub fn is_leader(&self) -> bool {
-        self.leader.as_deref() == Some(self.me.as_str())
     }
 
     pub fn is_alive(&self, id: &str) -> bool {
@@ -126,25 +103,20 @@ mod tests {
     }
 
     #[test]
-    fn alone_there_is_no_quorum_and_no_leader() {
+    fn alone_there_is_no_quorum() {
         let m = Membership::new("node-2", &ids(), Duration::from_millis(500));
         assert!(!m.has_quorum());
-        assert_eq!(m.leader(), None);
     }
 
     #[test]
-    fn smallest_alive_id_leads_and_takes_over_when_it_leaves() {
+    fn a_silent_peer_is_suspected_and_the_quorum_holds() {
         let mut m = Membership::new("node-2", &ids(), Duration::from_millis(500));
         let events = m.observe(&[seen("node-1", 10), seen("node-3", 10)]);
         assert!(events.contains(&MembershipEvent::QuorumGained));
-        assert_eq!(m.leader(), Some("node-1"));
         let events = m.observe(&[seen("node-1", 900), seen("node-3", 10)]);
-        assert_eq!(
-            events,
-            vec![MembershipEvent::NodeDown("node-1".into()), MembershipEvent::LeaderChanged(Some("node-2".into()))]
-        );
-        assert!(m.is_leader());
+        assert_eq!(events, vec![MembershipEvent::NodeDown("node-1".into())]);
         assert!(m.has_quorum());
+        assert!(!m.is_alive("node-1"));
     }
 
     #[test]
@@ -155,14 +127,12 @@ mod tests {
             PeerObservation { id: "node-1".into(), connected: false, last_seen_ago: Some(Duration::ZERO) };
         let events = m.observe(&[disconnected, seen("node-2", 5000)]);
         assert!(events.contains(&MembershipEvent::QuorumLost));
-        assert!(events.contains(&MembershipEvent::LeaderChanged(None)));
         assert_eq!(m.alive_nodes(), vec!["node-3".to_string()]);
     }
 
     #[test]
-    fn a_single_node_cluster_leads_itself() {
+    fn a_single_node_cluster_is_its_own_quorum() {
         let m = Membership::new("dev", &["dev".to_string()], Duration::from_millis(500));
         assert!(m.has_quorum());
-        assert!(m.is_leader());
     }
 }

@@ -79,6 +79,8 @@ struct Deployment {
     step_deadline_ms: Option<u64>,
     forced_at: Instant,
     running: bool,
+    /// Lease renewals and leadership.
+    leader: managers::Leader,
 }
 
 pub struct Node {
@@ -117,6 +119,7 @@ impl Node {
         let deployment = match (deployer, kvstore::NodeId::parse(&config.node_id)) {
             (Some(deployer), Ok(me)) => Some(Deployment {
                 deployer,
+                leader: managers::Leader::new(me.clone(), config.lease_grace),
                 me,
                 watches: managers::watch(replication.store_mut()),
                 reconcile_due: true,
@@ -180,7 +183,7 @@ impl Node {
         let replication = self.replication.as_ref();
         NodeStatus {
             node: self.config.node_id.clone(),
-            leader: self.membership.leader().map(str::to_string),
+            leader: self.deployment.as_ref().and_then(|d| d.leader.leader()).map(str::to_string),
             quorum: self.membership.has_quorum(),
             caught_up: replication.is_some_and(Replication::caught_up),
             members,
@@ -274,10 +277,13 @@ impl Node {
             d.step_deadline_ms = output.next_deadline_ms;
             writes.extend(output.writes);
         }
-        if d.reconcile_due && self.membership.is_leader() && r.internal_in_flight() == 0 {
+        // The renewal first, so that this node's other writes never crowd its lease out of a full queue.
+        let renewal = d.leader.renewal(r.store());
+        if d.reconcile_due && r.internal_in_flight() == 0 {
             d.reconcile_due = false;
-            writes.extend(managers::reconcile(r.store(), &self.membership, now_ms, d.deployer.policy()));
+            writes.extend(d.leader.writes(r.store(), now_ms, d.deployer.policy()));
         }
+        writes.splice(0..0, renewal);
         writes
     }
 
@@ -399,8 +405,6 @@ fn log_membership(event: &MembershipEvent) {
         MembershipEvent::NodeDown(id) => warn!("node {id} is suspected down"),
         MembershipEvent::QuorumGained => info!("quorum gained"),
         MembershipEvent::QuorumLost => warn!("quorum lost: writes are refused until it is back"),
-        MembershipEvent::LeaderChanged(Some(id)) => info!("leader is now {id}"),
-        MembershipEvent::LeaderChanged(None) => warn!("no leader (no quorum)"),
     }
 }
 

@@ -159,7 +159,8 @@ fn killed_node_is_healed_while_clients_keep_calling() {
     let window = failures.first().zip(failures.last()).map(|(a, b)| *b - *a).unwrap_or_default();
     eprintln!("heal window: {errors} errors in {calls} calls over {window:?}");
     assert!(calls > errors, "no call succeeded: {errors} of {calls}");
-    assert!(window < Duration::from_secs(5), "calls kept failing for {window:?}");
+    // Calls to the dead node's instance fail until it is re-placed: the grace period (5 s) and a load.
+    assert!(window < Duration::from_secs(10), "calls kept failing for {window:?}");
     // The killed node comes back and gets work again (echo wants two instances; spread keeps one per node).
     c.start_node(victim).unwrap();
     wait_for(SETTLE, || c.health(victim).is_some_and(|h| h["ready"] == true)).unwrap();

@@ -119,6 +119,8 @@ fn compare_and_set_and_delete_through_the_api() {
 #[test]
 fn killing_any_node_even_the_leader_keeps_writes_going() {
     let mut c = start(3, "failover");
+    // The leader is the node the replicated leader record names; the first one claims it once leases run.
+    wait_for(SETTLE, || (0..3).all(|n| status(&c, n)["leader"].is_string())).unwrap();
     let leader = status(&c, 0)["leader"].as_str().unwrap().to_string();
     assert!(["node-1", "node-2", "node-3"].contains(&leader.as_str()));
     for n in 1..3 {
@@ -135,7 +137,9 @@ fn killing_any_node_even_the_leader_keeps_writes_going() {
     })
     .unwrap();
     let new_leader_after = killed_at.elapsed();
-    assert!(new_leader_after < Duration::from_secs(3), "new leader took {new_leader_after:?}");
+    // Taking over waits for the dead leader's lease to stay unchanged for the grace period (5 s by default),
+    // then for the claim to be decided; the rest is room for a loaded machine.
+    assert!(new_leader_after < Duration::from_secs(15), "new leader took {new_leader_after:?}");
     for &s in &survivors {
         put_eventually(&c, s, &format!("user/after/{s}"), "2");
     }

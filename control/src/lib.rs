@@ -3,9 +3,11 @@
 //! It owns:
 //! - [`blueprint`]: parsing and validating the operator's TOML (errors carry line and field) into a
 //!   [`blueprint::Blueprint`] with its dependency order;
-//! - [`records`]: the JSON values stored under `blueprints/`, `targets/`, `slices/`, `endpoints/` and `routes/`;
+//! - [`records`]: the JSON values stored under `blueprints/`, `targets/`, `slices/`, `endpoints/`, `routes/`
+//!   and `nodes/` (leases and the leader record);
 //! - [`lifecycle`]: [`lifecycle::SliceState`] and the allowed steps between states;
-//! - [`cluster`]: the leader's [`cluster::reconcile`], from a KV view and the live nodes to KV writes;
+//! - [`cluster`]: the leader's [`cluster::reconcile`], from a KV view and the liveness read from lease records
+//!   to KV writes, and [`cluster::liveness`]: lease watching, leadership, and the leader's guarded pass;
 //! - [`node`]: every node's [`node::step`], from its records and its container to container actions and KV
 //!   writes (lifecycle states, endpoints, routes);
 //! - [`mod@write`]: [`write::KvWrite`], the conditional writes both managers produce.
@@ -43,10 +45,10 @@
 //! let value = BlueprintRecord { toml: toml.to_owned(), blueprint: parsed }.encode();
 //! submit(&mut kv, Command::Put { key, value });
 //!
-//! // Leader, on every change of the deployment keys or of membership: list, reconcile, submit.
+//! // Leader, on every change of the deployment keys and every second: list, reconcile, submit.
 //! let live = [NodeId::parse("node-1").unwrap()];
 //! let view = cluster::ClusterState::from_entries(kv.list(""));
-//! for write in cluster::reconcile(&view, &live, 1_000) {
+//! for write in cluster::reconcile(&view, &cluster::Liveness::all_live(live.clone()), 1_000) {
 //!     submit(&mut kv, write.to_command());
 //! }
 //!
@@ -70,7 +72,7 @@ mod text;
 pub mod write;
 
 pub use blueprint::{Blueprint, BlueprintError, BlueprintErrorKind};
-pub use cluster::{reconcile, ClusterState};
+pub use cluster::{lead, leadership, reconcile, ClusterState};
 pub use lifecycle::{can_transition, DesiredState, SliceState};
 pub use node::{ContainerState, NodeAction, NodeOutput, NodeState, SliceInfo};
 pub use write::{KvWrite, Versioned};

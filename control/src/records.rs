@@ -11,6 +11,9 @@
 //!   node, stale ones removed by the leader too.
 //! - `routes/{METHOD}/{path}`: [`RouteRecord`], the artifact and slice method serving the route; created by
 //!   nodes, removed by the leader.
+//! - `nodes/{node}/lease`: [`LeaseRecord`], a counter the node raises through consensus about every second;
+//!   only its version matters to others (see `cluster::liveness`).
+//! - `nodes/leader`: [`LeaderRecord`], the node that leads the control plane; claimed by compare-and-set.
 //!
 //! Examples, in the same order:
 //!
@@ -22,6 +25,8 @@
 //!  "config":{"currency":"EUR"}}
 //! {"node":"node-1","instance":0}
 //! {"artifact":"org.example:orders:1.0.0","method":"place_order"}
+//! {"counter":42}
+//! {"node":"node-1"}
 //! ```
 //!
 //! Decoding any bytes returns a value or a [`RecordError`], never panics. Unknown JSON fields are ignored, so
@@ -192,6 +197,29 @@ impl Record for RouteRecord {
     const KIND: &'static str = "route record";
 }
 
+/// `nodes/{node}/lease`: the node's liveness lease. The node raises `counter` at each renewal; readers judge
+/// liveness by the key's version changing, never by the value or a clock in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub counter: u64,
+}
+
+impl Record for LeaseRecord {
+    const KIND: &'static str = "lease record";
+}
+
+/// `nodes/leader`: the node that runs the cluster-wide managers. Every write the leader makes is conditional
+/// on this record's version, so a deposed leader's late writes fail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    #[serde(with = "crate::text")]
+    pub node: NodeId,
+}
+
+impl Record for LeaderRecord {
+    const KIND: &'static str = "leader record";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +264,11 @@ mod tests {
             failures: StartFailures::default(),
         };
         assert_eq!(TargetRecord::decode(&target.encode()).unwrap(), target);
+        let lease = LeaseRecord { counter: 42 };
+        assert_eq!(serde_json::from_slice::<Value>(&lease.encode()).unwrap(), serde_json::json!({"counter": 42}));
+        assert_eq!(LeaseRecord::decode(&lease.encode()).unwrap(), lease);
+        let leader = LeaderRecord { node: NodeId::parse("node-1").unwrap() };
+        assert_eq!(LeaderRecord::decode(&leader.encode()).unwrap(), leader);
     }
 
     #[test]

@@ -23,12 +23,35 @@ pub enum KvWrite {
     Set { key: AetherKey, expected: Option<Revision>, value: Vec<u8> },
     /// Remove the key only if it is still at `expected`.
     Remove { key: AetherKey, expected: Revision },
+    /// `write`, applied only while every guard key is still at its version (`None`: still absent). Guards are
+    /// the liveness and leadership records the decision was computed from.
+    Guarded { guards: Vec<(AetherKey, Option<Revision>)>, write: Box<KvWrite> },
 }
 
 impl KvWrite {
     pub fn key(&self) -> &AetherKey {
         match self {
             KvWrite::Set { key, .. } | KvWrite::Remove { key, .. } => key,
+            KvWrite::Guarded { write, .. } => write.key(),
+        }
+    }
+
+    /// This write, applied only while `key` is still at `version`.
+    pub fn guarded(self, key: AetherKey, version: Option<Revision>) -> KvWrite {
+        match self {
+            KvWrite::Guarded { mut guards, write } => {
+                guards.push((key, version));
+                KvWrite::Guarded { guards, write }
+            }
+            write => KvWrite::Guarded { guards: vec![(key, version)], write: Box::new(write) },
+        }
+    }
+
+    /// The write without its guards.
+    pub fn unguarded(&self) -> &KvWrite {
+        match self {
+            KvWrite::Guarded { write, .. } => write.unguarded(),
+            write => write,
         }
     }
 
@@ -39,6 +62,9 @@ impl KvWrite {
                 Command::CompareAndSet { key: key.clone(), expected: *expected, value: value.clone() }
             }
             KvWrite::Remove { key, expected } => Command::CompareAndRemove { key: key.clone(), expected: *expected },
+            KvWrite::Guarded { guards, write } => {
+                Command::Guarded { guards: guards.clone(), write: Box::new(write.unguarded().to_command()) }
+            }
         }
     }
 }
@@ -53,6 +79,16 @@ impl fmt::Display for KvWrite {
                 write!(f, "create {key}: {}", String::from_utf8_lossy(value))
             }
             KvWrite::Remove { key, expected } => write!(f, "remove {key} at version {expected}"),
+            KvWrite::Guarded { guards, write } => {
+                write!(f, "{write} if")?;
+                for (key, version) in guards {
+                    match version {
+                        Some(v) => write!(f, " {key} is at version {v}")?,
+                        None => write!(f, " {key} is absent")?,
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -70,6 +106,16 @@ mod tests {
             Command::CompareAndSet { key: key.clone(), expected: None, value: b"{}".to_vec() }
         );
         let remove = KvWrite::Remove { key: key.clone(), expected: Revision(4) };
-        assert_eq!(remove.to_command(), Command::CompareAndRemove { key, expected: Revision(4) });
+        assert_eq!(remove.to_command(), Command::CompareAndRemove { key: key.clone(), expected: Revision(4) });
+        let lease: AetherKey = "nodes/n1/lease".parse().unwrap();
+        let leader: AetherKey = "nodes/leader".parse().unwrap();
+        let guarded = remove.guarded(lease.clone(), Some(Revision(2))).guarded(leader.clone(), None);
+        assert_eq!(
+            guarded.to_command(),
+            Command::Guarded {
+                guards: vec![(lease, Some(Revision(2))), (leader, None)],
+                write: Box::new(Command::CompareAndRemove { key, expected: Revision(4) })
+            }
+        );
     }
 }

@@ -246,7 +246,7 @@ fn no_live_node_means_no_writes() {
     let mut sim = Sim::new(2);
     sim.submit(SHOP);
     sim.settle();
-    assert!(cluster::reconcile(&sim.state(), &[], sim.now_ms).is_empty());
+    assert!(cluster::reconcile(&sim.state(), &cluster::Liveness::default(), sim.now_ms).is_empty());
 }
 
 /// A random set of blueprints: `(instances, min_instances, dependencies as a mask of earlier slices)` per
@@ -364,10 +364,10 @@ proptest! {
             sim.delete("bp0");
         }
         let state = sim.state();
-        let writes = cluster::reconcile(&state, &sim.live(), sim.now_ms);
-        prop_assert_eq!(&cluster::reconcile(&state, &sim.live(), sim.now_ms), &writes);
+        let writes = cluster::reconcile(&state, &sim.liveness(), sim.now_ms);
+        prop_assert_eq!(&cluster::reconcile(&state, &sim.liveness(), sim.now_ms), &writes);
         prop_assert_eq!(sim.apply(&writes), writes.len(), "every write applies against the state it was computed on");
-        let again = cluster::reconcile(&sim.state(), &sim.live(), sim.now_ms);
+        let again = cluster::reconcile(&sim.state(), &sim.liveness(), sim.now_ms);
         prop_assert!(again.is_empty(), "second pass wrote {:#?}", again);
     }
 

@@ -4,6 +4,10 @@
 //! an rkyv archive in which the key is its canonical string. Keeping keys as strings on the wire means the key
 //! parser is the single place that decides what a valid key is, on the way in and on the way out.
 //!
+//! A [`Command::Guarded`] write, which applies only while other keys are still at given versions, is encoded
+//! with format byte [`GUARDED_FORMAT`] and its own archive shape, so every other command keeps the bytes it
+//! always had.
+//!
 //! Decoding validates everything (header, length, archive, key, value size) and never panics on any input:
 //! a replica that cannot decode a decided payload reports it as malformed and moves on, and since every
 //! replica runs the same decoder over the same bytes, they all agree on that outcome.
@@ -23,6 +27,10 @@ pub const COMMAND_BYTES_MAX: usize = VALUE_BYTES_MAX + KEY_BYTES_MAX + 256;
 const COMMAND_MAGIC: u8 = 0xAE;
 /// Second byte: the encoding format. Bump it when [`CommandWire`] changes shape.
 const COMMAND_FORMAT: u8 = 1;
+/// Second byte of a [`Command::Guarded`] write: a [`GuardedWire`] archive.
+const GUARDED_FORMAT: u8 = 2;
+/// Most guards on one write.
+pub const GUARDS_MAX: usize = 4;
 const HEADER_BYTES: usize = 2;
 
 /// A change to the store, as submitted by a client.
@@ -36,6 +44,10 @@ pub enum Command {
     CompareAndSet { key: AetherKey, expected: Option<Revision>, value: Vec<u8> },
     /// Delete `key` only if its current version is `expected` (an absent key is a version mismatch).
     CompareAndRemove { key: AetherKey, expected: Revision },
+    /// Apply `write` only if every guard key is still at its version (`None`: still absent); otherwise nothing
+    /// changes and the result is a version mismatch naming the first failed guard's version. `write` is never
+    /// itself guarded, and there are at most [`GUARDS_MAX`] guards.
+    Guarded { guards: Vec<(AetherKey, Option<Revision>)>, write: Box<Command> },
 }
 
 /// The archived shape of a [`Command`]. Field order and types are the wire format: change only with a new
@@ -48,6 +60,13 @@ enum CommandWire {
     CompareAndRemove { key: String, expected_version: u64 },
 }
 
+/// The archived shape of a [`Command::Guarded`]: the guards as `(key, version)` and the guarded write.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct GuardedWire {
+    guards: Vec<(String, Option<u64>)>,
+    write: CommandWire,
+}
+
 impl Command {
     pub fn key(&self) -> &AetherKey {
         match self {
@@ -55,6 +74,7 @@ impl Command {
             | Command::Remove { key }
             | Command::CompareAndSet { key, .. }
             | Command::CompareAndRemove { key, .. } => key,
+            Command::Guarded { write, .. } => write.key(),
         }
     }
 
@@ -62,6 +82,7 @@ impl Command {
         match self {
             Command::Put { value, .. } | Command::CompareAndSet { value, .. } => Some(value),
             Command::Remove { .. } | Command::CompareAndRemove { .. } => None,
+            Command::Guarded { write, .. } => write.value(),
         }
     }
 
@@ -71,28 +92,58 @@ impl Command {
         if value_bytes > VALUE_BYTES_MAX {
             return Err(Error::CommandTooLarge { part: "value", bytes: value_bytes, bytes_max: VALUE_BYTES_MAX });
         }
-        let archive = rkyv::to_bytes::<rancor::Error>(&self.to_wire()).map_err(|e| Error::Encode(e.to_string()))?;
+        let (format, archive) = match self {
+            Command::Guarded { guards, write } => {
+                if guards.is_empty() || guards.len() > GUARDS_MAX || matches!(**write, Command::Guarded { .. }) {
+                    return Err(Error::Encode(format!(
+                        "a guarded write takes 1 to {GUARDS_MAX} guards and no nesting"
+                    )));
+                }
+                let guards = guards.iter().map(|(key, version)| (key.to_string(), version.map(Revision::get)));
+                let wire = GuardedWire { guards: guards.collect(), write: write.to_wire() };
+                (GUARDED_FORMAT, rkyv::to_bytes::<rancor::Error>(&wire))
+            }
+            _ => (COMMAND_FORMAT, rkyv::to_bytes::<rancor::Error>(&self.to_wire())),
+        };
+        let archive = archive.map_err(|e| Error::Encode(e.to_string()))?;
         let mut bytes = Vec::with_capacity(HEADER_BYTES + archive.len());
-        bytes.extend_from_slice(&[COMMAND_MAGIC, COMMAND_FORMAT]);
+        bytes.extend_from_slice(&[COMMAND_MAGIC, format]);
         bytes.extend_from_slice(&archive);
-        debug_assert!(bytes.len() <= COMMAND_BYTES_MAX, "limits admit an encoding over COMMAND_BYTES_MAX");
+        if bytes.len() > COMMAND_BYTES_MAX {
+            // Only a guarded write can get here: its guard keys come on top of a maximal key and value.
+            return Err(Error::CommandTooLarge { part: "command", bytes: bytes.len(), bytes_max: COMMAND_BYTES_MAX });
+        }
         Ok(bytes)
     }
 
     /// Decodes a consensus payload. Any input is safe: failures are [`Error::MalformedCommand`].
     pub fn decode(bytes: &[u8]) -> Result<Command, Error> {
-        let archive = check_header(bytes)?;
+        let (format, archive) = check_header(bytes)?;
         // rkyv needs the archive aligned; payload slices from the network or the log are not.
         let mut aligned = AlignedVec::<16>::with_capacity(archive.len());
         aligned.extend_from_slice(archive);
-        let wire = rkyv::from_bytes::<CommandWire, rancor::BoxedError>(&aligned)
-            .map_err(|e| malformed(format!("not a valid command archive ({} bytes): {e}", archive.len())))?;
+        let invalid =
+            |e: rancor::BoxedError| malformed(format!("not a valid command archive ({} bytes): {e}", archive.len()));
+        if format == GUARDED_FORMAT {
+            let wire = rkyv::from_bytes::<GuardedWire, rancor::BoxedError>(&aligned).map_err(invalid)?;
+            if wire.guards.is_empty() || wire.guards.len() > GUARDS_MAX {
+                return Err(malformed(format!("{} guards, expected 1 to {GUARDS_MAX}", wire.guards.len())));
+            }
+            let mut guards = Vec::with_capacity(wire.guards.len());
+            for (key, version) in wire.guards {
+                guards.push((parse_key(&key)?, version.map(Revision)));
+            }
+            return Ok(Command::Guarded { guards, write: Box::new(Command::from_wire(wire.write)?) });
+        }
+        let wire = rkyv::from_bytes::<CommandWire, rancor::BoxedError>(&aligned).map_err(invalid)?;
         Command::from_wire(wire)
     }
 
+    /// The archived shape of a command that is not guarded (a guarded one gives its inner write's shape).
     fn to_wire(&self) -> CommandWire {
         let key = self.key().to_string();
         match self {
+            Command::Guarded { write, .. } => write.to_wire(),
             Command::Put { value, .. } => CommandWire::Put { key, value: value.clone() },
             Command::Remove { .. } => CommandWire::Remove { key },
             Command::CompareAndSet { expected, value, .. } => {
@@ -122,12 +173,13 @@ impl Command {
     }
 }
 
-fn check_header(bytes: &[u8]) -> Result<&[u8], Error> {
+/// The format byte and the archive of an encoded command.
+fn check_header(bytes: &[u8]) -> Result<(u8, &[u8]), Error> {
     if bytes.len() > COMMAND_BYTES_MAX {
         return Err(malformed(format!("{} bytes, over the limit of {COMMAND_BYTES_MAX}", bytes.len())));
     }
     match bytes {
-        [COMMAND_MAGIC, COMMAND_FORMAT, archive @ ..] => Ok(archive),
+        [COMMAND_MAGIC, format @ (COMMAND_FORMAT | GUARDED_FORMAT), archive @ ..] => Ok((*format, archive)),
         [COMMAND_MAGIC, format, ..] => Err(malformed(format!("unknown command format {format}"))),
         _ => Err(malformed("not a kvstore command (bad magic byte)".to_owned())),
     }
@@ -157,6 +209,10 @@ mod tests {
             Command::CompareAndSet { key: key("user/a"), expected: None, value: vec![] },
             Command::CompareAndSet { key: key("user/a"), expected: Some(Revision(7)), value: vec![1, 2] },
             Command::CompareAndRemove { key: key("schedules/nightly"), expected: Revision(3) },
+            Command::Guarded {
+                guards: vec![(key("nodes/leader"), Some(Revision(9))), (key("nodes/n3/lease"), None)],
+                write: Box::new(Command::CompareAndRemove { key: key("slices/n3/g:a:1.0.0"), expected: Revision(3) }),
+            },
         ];
         for command in commands {
             let bytes = command.encode().unwrap();
@@ -172,6 +228,23 @@ mod tests {
         let bytes = command.encode().unwrap();
         assert!(bytes.len() <= COMMAND_BYTES_MAX);
         assert_eq!(Command::decode(&bytes), Ok(command));
+    }
+
+    #[test]
+    fn guarded_writes_refuse_nesting_and_too_many_guards() {
+        let inner = Command::Remove { key: key("user/a") };
+        let guard = (key("user/g"), None);
+        let nested = Command::Guarded {
+            guards: vec![guard.clone()],
+            write: Box::new(Command::Guarded { guards: vec![guard.clone()], write: Box::new(inner.clone()) }),
+        };
+        assert!(nested.encode().is_err());
+        let many = Command::Guarded { guards: vec![guard; GUARDS_MAX + 1], write: Box::new(inner.clone()) };
+        assert!(many.encode().is_err());
+        let none = GuardedWire { guards: vec![], write: inner.to_wire() };
+        let mut bytes = vec![COMMAND_MAGIC, GUARDED_FORMAT];
+        bytes.extend_from_slice(&rkyv::to_bytes::<rancor::Error>(&none).unwrap());
+        assert!(matches!(Command::decode(&bytes), Err(Error::MalformedCommand { .. })));
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! | `topics/{topic}/{subscriber}` | a topic subscription |
 //! | `schedules/{task}` | a scheduled task and its last run |
 //! | `nodes/{node}/lifecycle` | a node's lifecycle state |
+//! | `nodes/{node}/lease` | a node's liveness lease, renewed by the node through consensus |
+//! | `nodes/leader` | which node leads the control plane |
 //! | `alerts/{id}` | an alert |
 //! | `keys/{id}` | a management API key: name, role and keyed hash, never the key itself |
 //! | `user/{segment}(/{segment})*` | free-form operator keys |
@@ -155,6 +157,8 @@ pub enum AetherKey {
     TopicSubscription { topic: Name, subscriber: Name },
     Schedule { task: Name },
     NodeLifecycle { node: NodeId },
+    NodeLease { node: NodeId },
+    ClusterLeader,
     Alert { id: Name },
     ApiKey { id: Name },
     User { path: UserPath },
@@ -190,7 +194,9 @@ impl AetherKey {
             AetherKey::Config { .. } => Namespace::Config,
             AetherKey::TopicSubscription { .. } => Namespace::Topics,
             AetherKey::Schedule { .. } => Namespace::Schedules,
-            AetherKey::NodeLifecycle { .. } => Namespace::Nodes,
+            AetherKey::NodeLifecycle { .. } | AetherKey::NodeLease { .. } | AetherKey::ClusterLeader => {
+                Namespace::Nodes
+            }
             AetherKey::Alert { .. } => Namespace::Alerts,
             AetherKey::ApiKey { .. } => Namespace::Keys,
             AetherKey::User { .. } => Namespace::User,
@@ -238,7 +244,7 @@ fn parse_in(namespace: Namespace, rest: &str) -> Result<AetherKey, ParseError> {
         Namespace::Config => AetherKey::Config { section: one_name(rest, "config section")? },
         Namespace::Topics => parse_topic_subscription(rest)?,
         Namespace::Schedules => AetherKey::Schedule { task: one_name(rest, "task")? },
-        Namespace::Nodes => parse_node_lifecycle(rest)?,
+        Namespace::Nodes => parse_node_key(rest)?,
         Namespace::Alerts => AetherKey::Alert { id: one_name(rest, "alert id")? },
         Namespace::Keys => AetherKey::ApiKey { id: one_name(rest, "key id")? },
         Namespace::User => AetherKey::User { path: UserPath::parse(rest)? },
@@ -308,12 +314,21 @@ fn parse_topic_subscription(rest: &str) -> Result<AetherKey, ParseError> {
     })
 }
 
-fn parse_node_lifecycle(rest: &str) -> Result<AetherKey, ParseError> {
-    let [node, suffix] = segments(rest, "{node}/lifecycle")?;
-    if suffix != "lifecycle" {
-        return Err(ParseError::new(suffix, "key shape", "expected nodes/{node}/lifecycle"));
+fn parse_node_key(rest: &str) -> Result<AetherKey, ParseError> {
+    if rest == "leader" {
+        return Ok(AetherKey::ClusterLeader);
     }
-    Ok(AetherKey::NodeLifecycle { node: NodeId::parse(node)? })
+    let [node, suffix] = segments(rest, "{node}/lifecycle")?;
+    let node = NodeId::parse(node)?;
+    match suffix {
+        "lifecycle" => Ok(AetherKey::NodeLifecycle { node }),
+        "lease" => Ok(AetherKey::NodeLease { node }),
+        _ => Err(ParseError::new(
+            suffix,
+            "key shape",
+            "expected nodes/{node}/lifecycle, nodes/{node}/lease or nodes/leader",
+        )),
+    }
 }
 
 impl fmt::Display for AetherKey {
@@ -335,6 +350,8 @@ impl fmt::Display for AetherKey {
             AetherKey::TopicSubscription { topic, subscriber } => write!(f, "{ns}/{topic}/{subscriber}"),
             AetherKey::Schedule { task } => write!(f, "{ns}/{task}"),
             AetherKey::NodeLifecycle { node } => write!(f, "{ns}/{node}/lifecycle"),
+            AetherKey::NodeLease { node } => write!(f, "{ns}/{node}/lease"),
+            AetherKey::ClusterLeader => write!(f, "{ns}/leader"),
             AetherKey::Alert { id } | AetherKey::ApiKey { id } => write!(f, "{ns}/{id}"),
             AetherKey::User { path } => write!(f, "{ns}/{}", path.as_str()),
         }
@@ -352,7 +369,7 @@ impl FromStr for AetherKey {
 mod tests {
     use super::*;
 
-    const EXAMPLES: [&str; 17] = [
+    const EXAMPLES: [&str; 19] = [
         "blueprints/shop",
         "slices/node-1/org.example:echo:1.0.0",
         "targets/org.example:echo:1.0.0-rc.1",
@@ -367,6 +384,8 @@ mod tests {
         "topics/orders/org.example:billing:1.2.0",
         "schedules/nightly-report",
         "nodes/node-3/lifecycle",
+        "nodes/node-3/lease",
+        "nodes/leader",
         "alerts/a1",
         "keys/3f9a0c1d2e4b5a69",
         "user/team/a/b.c",

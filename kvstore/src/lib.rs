@@ -58,7 +58,7 @@ mod state;
 mod store;
 mod watch;
 
-pub use command::{Command, COMMAND_BYTES_MAX, VALUE_BYTES_MAX};
+pub use command::{Command, COMMAND_BYTES_MAX, GUARDS_MAX, VALUE_BYTES_MAX};
 pub use error::{Error, ParseError};
 pub use key::{AetherKey, Namespace, UserPath, KEY_BYTES_MAX};
 pub use revision::Revision;

@@ -124,6 +124,13 @@ impl KvState {
         let key_str = command.key().to_string();
         let current = self.entries.get(&key_str).map(Entry::version);
         match command {
+            Command::Guarded { guards, write } => {
+                let failed = guards.iter().map(|(key, expected)| (self.get(key).map(Entry::version), *expected));
+                match failed.into_iter().find(|(current, expected)| current != expected) {
+                    Some((current, _)) => ApplyResult::VersionMismatch { current },
+                    None => self.apply_command(*write, on_change),
+                }
+            }
             Command::Put { key, value } => self.write(key_str, key, value, on_change),
             Command::Remove { .. } if current.is_none() => ApplyResult::NotFound,
             Command::Remove { .. } => self.delete(&key_str, on_change),
@@ -305,6 +312,24 @@ mod tests {
         assert_eq!(run(&mut state, fresh), ApplyResult::Ok { version: Revision(2) });
         let absent = Command::CompareAndSet { key: key("user/z"), expected: current, value: vec![] };
         assert_eq!(run(&mut state, absent), ApplyResult::VersionMismatch { current: None });
+    }
+
+    #[test]
+    fn a_guarded_write_applies_only_while_every_guard_holds() {
+        let mut state = KvState::new();
+        run(&mut state, Command::Put { key: key("nodes/n3/lease"), value: b"1".to_vec() });
+        run(&mut state, Command::Put { key: key("user/a"), value: b"1".to_vec() });
+        let guarded = |lease: u64| Command::Guarded {
+            guards: vec![(key("nodes/n3/lease"), Some(Revision(lease))), (key("nodes/leader"), None)],
+            write: Box::new(Command::CompareAndRemove { key: key("user/a"), expected: Revision(2) }),
+        };
+        // The lease moved on (renewed at revision 1, now 3): nothing changes.
+        run(&mut state, Command::Put { key: key("nodes/n3/lease"), value: b"2".to_vec() });
+        assert_eq!(run(&mut state, guarded(1)), ApplyResult::VersionMismatch { current: Some(Revision(3)) });
+        assert_eq!(state.revision(), Revision(3));
+        assert!(state.get(&key("user/a")).is_some());
+        assert_eq!(run(&mut state, guarded(3)), ApplyResult::Ok { version: Revision(4) });
+        assert!(state.get(&key("user/a")).is_none());
     }
 
     #[test]

@@ -58,6 +58,7 @@ impl Backend for Fake {
                     return Err(ApiError::not_found("fake"));
                 }
             }
+            Command::Guarded { .. } => return Err(ApiError::new(400, "unsupported", "the API never sends these")),
         }
         Ok(*version)
     }

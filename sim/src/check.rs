@@ -26,6 +26,8 @@ pub enum ViolationKind {
     Codec,
     /// A replica rebuilt from its disk disagrees with the state machine rebuilt from the same disk.
     Durability,
+    /// The control plane's leader removed a slice record of a node that was up and renewing its lease.
+    HealthyInstanceMoved,
 }
 
 #[derive(Clone, Debug)]

@@ -4,7 +4,8 @@
 //! stranded by a lost forward and its origin's death (`strand`), crashes that lose everything (`Replica::restarted`), and crashes that keep
 //! the disk, of one replica or of the whole cluster, some torn in the middle of a turn (`Replica::resume`
 //! from the durable log kept in `durable`). Checkers cover agreement, validity, equivocation, liveness
-//! after faults stop, state convergence, and linearizability of a key-value register workload. `bench`
+//! after faults stop, state convergence, and linearizability of a key-value register workload; `leader` runs
+//! the control plane's lease and leader logic on top and checks that no healthy node's instance is moved. `bench`
 //! holds the fault-free consensus-core benchmark.
 //!
 //! Invariants: a run is a pure function of its `Options` (seed included); a failing run prints one line
@@ -15,6 +16,7 @@ pub mod bench;
 pub mod check;
 pub mod durable;
 pub mod kv;
+pub mod leader;
 pub mod linearizability;
 pub mod options;
 pub mod rng;

@@ -35,6 +35,9 @@ pub struct Faults {
     /// before the turn's messages leave and comes back distrusting its own votes; and a delayed second
     /// snapshot writer, whose older snapshot lands after a newer one (and must be ignored).
     pub disk_errors: bool,
+    /// A non-transitive partition: one pair of replicas cannot talk while every other link works, with the
+    /// control plane's leader logic running on top (`leader`).
+    pub bridged: bool,
 }
 
 impl Faults {
@@ -51,6 +54,7 @@ impl Faults {
         durable: true,
         cluster_crash: true,
         disk_errors: true,
+        bridged: true,
     };
     pub const NONE: Faults = Faults {
         loss: false,
@@ -65,6 +69,7 @@ impl Faults {
         durable: false,
         cluster_crash: false,
         disk_errors: false,
+        bridged: false,
     };
 
     pub fn parse(text: &str) -> Result<Faults, String> {
@@ -85,10 +90,11 @@ impl Faults {
                 "durable" => faults.durable = true,
                 "cluster-crash" => faults.cluster_crash = true,
                 "disk-errors" => faults.disk_errors = true,
+                "bridged" => faults.bridged = true,
                 other => {
                     return Err(format!(
                         "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, clock, strand, adversary, \
-                         durable, cluster-crash, disk-errors, all, none)"
+                         durable, cluster-crash, disk-errors, bridged, all, none)"
                     ))
                 }
             }
@@ -110,6 +116,7 @@ impl Faults {
             (self.durable, "durable"),
             (self.cluster_crash, "cluster-crash"),
             (self.disk_errors, "disk-errors"),
+            (self.bridged, "bridged"),
         ];
         let names: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
         if names.is_empty() {
@@ -147,6 +154,9 @@ pub enum ShellBroken {
     /// A replica whose disk was wiped comes back as a voter from slot 0 (`Replica::new`), though it voted
     /// before.
     WipedDiskVotesFresh,
+    /// The control plane's leader acts on its private view of who is alive (the smallest node it hears
+    /// leads, and removes at once the records of nodes it does not hear), instead of on lease records.
+    PrivateLiveness,
 }
 
 #[derive(Clone, Debug)]
@@ -201,6 +211,9 @@ pub struct Options {
     pub cluster_crash_drops_in_flight: bool,
     /// After faults stop, every operation must complete within this much simulated time.
     pub liveness_ms: u64,
+    /// With `Faults::bridged`: when the non-transitive partition starts, and how long it lasts.
+    pub bridge_at_ms: u64,
+    pub bridge_ms: u64,
 }
 
 impl Options {
@@ -245,6 +258,8 @@ impl Options {
             cluster_crash_at_ms: 0,
             cluster_crash_spread_ms: [0, 2, 20][rng.below(3) as usize],
             cluster_crash_drops_in_flight: rng.chance(500),
+            bridge_at_ms: 0,
+            bridge_ms: 0,
         };
         // Anywhere in the faulty phase, up to its very end (minus the spread, so every replica's crash
         // lands in it): then the replicas come back as faults stop.
@@ -255,6 +270,13 @@ impl Options {
         options.strand_at_ms = rng.between(options.faulty_ms / 5, options.faulty_ms / 2);
         options.disk_error_every_ms = rng.between(100, 1_000);
         options.late_snapshot_permille = if faults.disk_errors { rng.between(100, 900) } else { 0 };
+        if faults.bridged {
+            // Two to five grace periods of the leader logic, and the faulty phase long enough to hold them.
+            let grace_ms = crate::leader::GRACE_MS;
+            options.bridge_at_ms = rng.between(100, 600);
+            options.bridge_ms = rng.between(2 * grace_ms, 5 * grace_ms);
+            options.faulty_ms = options.faulty_ms.max(options.bridge_at_ms + options.bridge_ms + 100);
+        }
         options
     }
 
@@ -278,6 +300,7 @@ impl Options {
             ShellBroken::SendAfterFailedWrite => line.push_str(" --broken send-after-failed-write"),
             ShellBroken::StaleSnapshotWins => line.push_str(" --broken stale-snapshot-wins"),
             ShellBroken::WipedDiskVotesFresh => line.push_str(" --broken wiped-disk-votes-fresh"),
+            ShellBroken::PrivateLiveness => line.push_str(" --broken private-liveness"),
         }
         if self.codec {
             line.push_str(" --codec");
@@ -288,7 +311,7 @@ impl Options {
     /// The drawn parameters, for the failure report.
     pub fn describe(&self) -> String {
         format!(
-            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clock-offset<={}ms strand at {}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms disk-error/{}ms late-snapshot {}‰ torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {}",
+            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clock-offset<={}ms strand at {}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms disk-error/{}ms late-snapshot {}‰ torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {} bridge at {}ms for {}ms",
             self.delay_us_min,
             self.delay_us_max,
             self.spike_permille,
@@ -317,7 +340,9 @@ impl Options {
             self.torn_permille,
             self.cluster_crash_at_ms,
             self.cluster_crash_spread_ms,
-            self.cluster_crash_drops_in_flight
+            self.cluster_crash_drops_in_flight,
+            self.bridge_at_ms,
+            self.bridge_ms
         )
     }
 }
@@ -353,6 +378,7 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "send-after-failed-write" => (Broken::Nothing, ShellBroken::SendAfterFailedWrite),
         "stale-snapshot-wins" => (Broken::Nothing, ShellBroken::StaleSnapshotWins),
         "wiped-disk-votes-fresh" => (Broken::Nothing, ShellBroken::WipedDiskVotesFresh),
+        "private-liveness" => (Broken::Nothing, ShellBroken::PrivateLiveness),
         other => return Err(format!("unknown broken variant `{other}`")),
     })
 }

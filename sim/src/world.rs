@@ -3,9 +3,9 @@
 //! insertion order). Time is global microseconds; each replica's clock (`world/clock.rs`) runs at its own
 //! rate (drift), is shifted by its own skew, and with process clocks counts from its process start.
 //!
-//! A run has two phases: a faulty phase (loss, duplication, delay spikes, symmetric and one-way
-//! partitions, a coin-aware scheduler, crashes) where only safety is checked, then a healed phase where
-//! every operation must complete within `liveness_ms` and every replica must catch up.
+//! A run has two phases: a faulty phase (loss, duplication, delay spikes, symmetric, one-way and
+//! non-transitive partitions, a coin-aware scheduler, crashes) where only safety is checked, then a healed
+//! phase where every operation must complete within `liveness_ms` and every replica must catch up.
 //!
 //! Every replica starts as the node starts one with an empty log, `Replica::fresh`: recovering, unless
 //! every peer reports slot 0 (a brand-new cluster, which is how the run's cluster forms).
@@ -47,6 +47,7 @@ use crate::kv::{KvMachine, KvResult};
 use crate::options::Options;
 use crate::rng::Rng;
 
+mod bridged;
 mod clients;
 mod clock;
 mod disk;
@@ -106,6 +107,9 @@ enum Event {
     Heal,
     /// `Faults::strand`: arm the lost forward and crash of the stranding replica.
     Strand,
+    /// `Faults::bridged`: the non-transitive partition starts; the control plane's logic runs (`bridged`).
+    Bridge,
+    ControlTick,
 }
 
 struct Scheduled {
@@ -206,6 +210,8 @@ pub struct RunReport {
     pub disk_errors: u64,
     /// Late snapshots that landed after a newer one.
     pub stale_snapshots: u64,
+    /// With `Faults::bridged`: leadership claims, slice records written and removed by the control plane.
+    pub control_counts: [u64; 3],
     /// From the end of the faulty phase to the last operation's response.
     pub heal_to_done_ms: u64,
     /// The longest any operation waited for its response counted from when faults stopped (or from its
@@ -252,6 +258,9 @@ pub struct World {
     stranded_peer: Option<usize>,
     disk_errors: u64,
     stale_snapshots: u64,
+    /// `Faults::bridged`: the control plane on top, and the pair of replicas that cannot talk.
+    control: Option<crate::leader::Control>,
+    bridge: Option<(usize, usize)>,
 }
 
 /// Runs one seed's simulation and checks it.
@@ -333,6 +342,8 @@ impl World {
             stranded_peer: None,
             disk_errors: 0,
             stale_snapshots: 0,
+            control: None,
+            bridge: None,
         }
     }
 
@@ -371,6 +382,7 @@ impl World {
             self.schedule(self.options.disk_error_every_ms * 1000, Event::DiskError);
         }
         self.schedule(self.options.faulty_ms * 1000, Event::Heal);
+        self.start_bridged();
     }
 
     fn run_events(&mut self) {
@@ -427,6 +439,8 @@ impl World {
             Event::Partition => self.repartition(),
             Event::Heal => self.heal(),
             Event::Strand => self.arm_strand(),
+            Event::Bridge => self.bridge(),
+            Event::ControlTick => self.control_tick(),
         }
     }
 
@@ -479,6 +493,7 @@ impl World {
             Some(_) => {}
             None => {
                 self.decided.insert(decided.slot, (replica, ids));
+                self.control_decided(decided.slot, decided.batch.as_deref());
             }
         }
     }

@@ -1,14 +1,19 @@
 //! The cluster deployment manager: what the leader writes so the cluster runs what the blueprints ask for.
 //!
-//! [`reconcile`] is a pure function of the decoded KV view ([`ClusterState`]), the live nodes and the time.
-//! The leader runs it on every change of the deployment keys, on membership changes and when it becomes
+//! [`reconcile`] is a pure function of the decoded KV view ([`ClusterState`]), the [`Liveness`] the leader
+//! observed from the lease records (see [`liveness`]: live nodes receive instances, dead ones lose theirs,
+//! suspect ones keep theirs) and the time. The leader runs it (through [`lead`], which makes every write
+//! conditional on the leader record) on every change of the deployment keys, every second and when it becomes
 //! leader, and submits the writes it returns. One pass:
 //!
 //! 1. derives the wanted targets from the blueprints (the first blueprint by name owns an artifact that two
 //!    blueprints name) and writes `targets/*` that differ, removing targets no blueprint asks for; values it
 //!    cannot read under the keys it owns are replaced: an unreadable target is rewritten or removed, an
 //!    unreadable slice record or route is removed (a node cleans up such a slice as an orphan);
-//! 2. removes the slice records of nodes that are not live (auto-heal: their instances are re-placed below);
+//! 2. removes the slice records of dead nodes, each removal conditional on the dead node's lease record still
+//!    being at the version judged dead (auto-heal: their instances are re-placed below); a node is dead only
+//!    after its lease stayed unchanged for the grace period, so a hiccup or a partition that consensus
+//!    bridges moves nothing;
 //! 3. for each target in dependency order, retires surplus instances and FAILED ones that have been failed for
 //!    [`FAILED_RETIRE_AFTER_MS`], and places missing ones, once every dependency has `min_instances` ACTIVE;
 //! 4. retires records whose artifact no target wants (deleted blueprint, orphans);
@@ -18,7 +23,7 @@
 //! artifact and instances are always spread over distinct nodes. A target with more instances than there are
 //! live nodes runs one instance on every live node, and gains the rest as nodes join. New instances go to the
 //! live nodes with the fewest wanted records, ties by node id. Healthy instances are never moved: a node
-//! joining only receives instances that were missing.
+//! joining only receives instances that were missing. Records on suspect nodes count as placed.
 //!
 //! Retiring sets a record's `desired` to UNLOADED (the node deactivates, unloads and removes it); a record
 //! still in LOAD, which no node has started, is removed directly.
@@ -26,19 +31,22 @@
 //! Invariants: the output is a function of the inputs only (every map is ordered); every write is
 //! conditional on the version the decision was made against; applying the writes of a pass and running again
 //! without any node progress gives no writes; with no live node at all nothing is written (the leader is
-//! itself live, so an empty list is a caller's mistake, and acting on it would remove every record).
+//! itself live, so an empty list is a caller's mistake, and acting on it would remove every record); only a
+//! node in `Liveness::dead` loses records for being gone.
 
+pub mod liveness;
 mod placement;
 mod quarantine;
 mod state;
 
+pub use liveness::{lead, leadership, Leadership, LeaseWatch, Liveness};
 pub use quarantine::{StartFailures, StartPolicy};
 pub use state::{ClusterState, EndpointId, PROBLEMS_MAX};
 
 use crate::lifecycle::{DesiredState, SliceState};
 use crate::records::{Record, SliceRecord, TargetRecord};
 use crate::write::{KvWrite, Versioned};
-use kvstore::{AetherKey, Artifact, Name, NodeId};
+use kvstore::{AetherKey, Artifact, Name, NodeId, Revision};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How long a FAILED record stays (readable, and keeping its node from retrying at once) before the leader
@@ -83,19 +91,19 @@ pub fn wanted_targets(state: &ClusterState) -> Wanted {
 }
 
 /// The writes that move the cluster towards the blueprints, with the default [`StartPolicy`].
-pub fn reconcile(state: &ClusterState, live_nodes: &[NodeId], now_ms: u64) -> Vec<KvWrite> {
-    reconcile_with(state, live_nodes, now_ms, &StartPolicy::default())
+pub fn reconcile(state: &ClusterState, liveness: &Liveness, now_ms: u64) -> Vec<KvWrite> {
+    reconcile_with(state, liveness, now_ms, &StartPolicy::default())
 }
 
 /// The writes that move the cluster towards the blueprints. See the module documentation.
-pub fn reconcile_with(state: &ClusterState, live_nodes: &[NodeId], now_ms: u64, policy: &StartPolicy) -> Vec<KvWrite> {
-    if live_nodes.is_empty() {
+pub fn reconcile_with(state: &ClusterState, liveness: &Liveness, now_ms: u64, policy: &StartPolicy) -> Vec<KvWrite> {
+    if liveness.live.is_empty() {
         log::warn!("reconcile called with no live node; nothing done");
         return Vec::new();
     }
     let mut wanted = wanted_targets(state);
-    quarantine::count(&mut wanted, state, live_nodes, now_ms, policy);
-    let mut pass = Pass::new(state, &wanted, live_nodes, now_ms);
+    quarantine::count(&mut wanted, state, &liveness.dead, now_ms, policy);
+    let mut pass = Pass::new(state, &wanted, liveness, now_ms);
     pass.sync_targets();
     pass.remove_unreadable();
     pass.remove_dead_nodes_records();
@@ -114,7 +122,10 @@ pub fn reconcile_with(state: &ClusterState, live_nodes: &[NodeId], now_ms: u64, 
 struct Pass<'a> {
     state: &'a ClusterState,
     wanted: &'a Wanted,
+    /// Nodes that may receive new instances.
     live: BTreeSet<&'a NodeId>,
+    /// Nodes whose records are removed, with the lease version each removal is conditional on.
+    dead: &'a BTreeMap<NodeId, Option<Revision>>,
     now_ms: u64,
     /// Wanted records (desired ACTIVE) per live node, counting those placed and retired in this pass.
     load: BTreeMap<&'a NodeId, usize>,
@@ -124,8 +135,8 @@ struct Pass<'a> {
 }
 
 impl<'a> Pass<'a> {
-    fn new(state: &'a ClusterState, wanted: &'a Wanted, live_nodes: &'a [NodeId], now_ms: u64) -> Self {
-        let live: BTreeSet<&NodeId> = live_nodes.iter().collect();
+    fn new(state: &'a ClusterState, wanted: &'a Wanted, liveness: &'a Liveness, now_ms: u64) -> Self {
+        let live: BTreeSet<&NodeId> = liveness.live.iter().collect();
         let mut load: BTreeMap<&NodeId, usize> = live.iter().map(|node| (*node, 0)).collect();
         let wanted_records = state.slices.values().flatten().filter(|(_, r)| r.value.desired == DesiredState::Active);
         for (node, _) in wanted_records {
@@ -133,7 +144,7 @@ impl<'a> Pass<'a> {
                 *count += 1;
             }
         }
-        Pass { state, wanted, live, now_ms, load, going: BTreeSet::new(), writes: Vec::new() }
+        Pass { state, wanted, live, dead: &liveness.dead, now_ms, load, going: BTreeSet::new(), writes: Vec::new() }
     }
 
     fn sync_targets(&mut self) {
@@ -167,13 +178,21 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// True unless `node` is judged dead: records of live and of suspect nodes stay and count.
+    fn counts(&self, node: &NodeId) -> bool {
+        !self.dead.contains_key(node)
+    }
+
     fn remove_dead_nodes_records(&mut self) {
         for (artifact, by_node) in &self.state.slices {
-            for (node, record) in by_node.iter().filter(|(node, _)| !self.live.contains(node)) {
-                log::info!("node {node} is gone; dropping its record of {artifact}");
+            for (node, record) in by_node {
+                let Some(lease_version) = self.dead.get(node) else { continue };
+                log::info!("node {node} is gone (lease unchanged for the grace period); dropping its {artifact}");
                 self.going.insert((artifact, node));
                 let quarantined = self.wanted.targets.get(artifact).is_some_and(|t| t.failures.quarantined);
-                self.writes.extend(quarantine::dead_node_write(artifact, node, record, quarantined));
+                let write = quarantine::dead_node_write(artifact, node, record, quarantined);
+                let lease = AetherKey::NodeLease { node: node.clone() };
+                self.writes.extend(write.map(|write| write.guarded(lease.clone(), *lease_version)));
             }
         }
     }
@@ -182,7 +201,7 @@ impl<'a> Pass<'a> {
         let state = self.state;
         for (artifact, by_node) in state.slices.iter().filter(|(a, _)| !self.wanted.targets.contains_key(*a)) {
             for (node, record) in by_node {
-                if self.live.contains(node) && record.value.desired != DesiredState::Unloaded {
+                if self.counts(node) && record.value.desired != DesiredState::Unloaded {
                     self.retire(artifact, node, record);
                 }
             }
@@ -212,7 +231,7 @@ impl<'a> Pass<'a> {
     fn serves(&self, artifact: &Artifact, node: &NodeId) -> Option<&'a SliceRecord> {
         let record = &self.state.slice(artifact, node)?.value;
         let serving = record.state == SliceState::Active && record.desired == DesiredState::Active;
-        (serving && self.live.contains(node) && !self.going.contains(&(artifact, node))).then_some(record)
+        (serving && self.counts(node) && !self.going.contains(&(artifact, node))).then_some(record)
     }
 
     fn clean_endpoints(&mut self) {
@@ -277,8 +296,8 @@ mod tests {
     }
 
     fn run(kv: &KvState, live: &[usize], now_ms: u64) -> Vec<KvWrite> {
-        let live: Vec<NodeId> = live.iter().map(|i| n(*i)).collect();
-        reconcile(&ClusterState::from_entries(kv.list("")), &live, now_ms)
+        let liveness = Liveness::all_live(live.iter().map(|i| n(*i)));
+        reconcile(&ClusterState::from_entries(kv.list("")), &liveness, now_ms)
     }
 
     fn described(writes: &[KvWrite]) -> Vec<String> {
@@ -294,6 +313,7 @@ mod tests {
                     format!("set {key}{}", desired.unwrap_or_default())
                 }
                 KvWrite::Remove { key, .. } => format!("remove {key}"),
+                KvWrite::Guarded { write, .. } => described(&[(**write).clone()]).concat(),
             })
             .collect()
     }
@@ -324,16 +344,32 @@ mod tests {
         blueprint(&mut kv, "s", "g:a:1.0.0", 1);
         put(&mut kv, "targets/g:a:1.0.0", b"{}".to_vec());
         record(&mut kv, 1, "g:a:1.0.0", SliceState::Active, 0);
-        let writes = run(&kv, &[2], 0);
+        put(&mut kv, "nodes/n1/lease", b"{\"counter\":7}".to_vec());
+        let mut liveness = Liveness::all_live([n(2)]);
+        liveness.dead.insert(n(1), Some(version(&kv, "nodes/n1/lease")));
+        let writes = reconcile(&ClusterState::from_entries(kv.list("")), &liveness, 0);
         let removal = KvWrite::Remove {
             key: "slices/n1/g:a:1.0.0".parse().unwrap(),
             expected: version(&kv, "slices/n1/g:a:1.0.0"),
-        };
+        }
+        .guarded("nodes/n1/lease".parse().unwrap(), Some(version(&kv, "nodes/n1/lease")));
         assert!(writes.contains(&removal), "{writes:#?}");
         assert!(described(&writes).contains(&"create slices/n2/g:a:1.0.0 LOAD 0".to_owned()));
         // The stale target is rewritten at its version.
         let target_version = version(&kv, "targets/g:a:1.0.0");
         assert!(matches!(&writes[0], KvWrite::Set { expected: Some(v), .. } if *v == target_version));
+    }
+
+    #[test]
+    fn a_node_missing_from_the_live_set_but_not_dead_keeps_its_records() {
+        let mut kv = KvState::new();
+        blueprint(&mut kv, "s", "g:a:1.0.0", 2);
+        put(&mut kv, "targets/g:a:1.0.0", b"{}".to_vec());
+        record(&mut kv, 1, "g:a:1.0.0", SliceState::Active, 0);
+        record(&mut kv, 2, "g:a:1.0.0", SliceState::Active, 1);
+        // n1 is suspect (neither live nor dead): its record stays, counts as placed, and nothing moves to n3.
+        let writes = described(&run(&kv, &[2, 3], 0));
+        assert_eq!(writes, ["set targets/g:a:1.0.0"], "{writes:?}");
     }
 
     #[test]
@@ -403,7 +439,7 @@ mod tests {
         put(&mut kv, "slices/n1/g:a:1.0.0", b"{".to_vec());
         let state = ClusterState::from_entries(kv.list(""));
         assert_eq!(state.problems.len(), 2);
-        let writes = reconcile(&state, &[n(1)], 0);
+        let writes = reconcile(&state, &Liveness::all_live([n(1)]), 0);
         assert_eq!(
             described(&writes),
             ["create targets/g:a:1.0.0", "remove slices/n1/g:a:1.0.0", "create slices/n1/g:a:1.0.0 LOAD 0"]

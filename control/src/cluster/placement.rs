@@ -22,11 +22,11 @@ fn serving(record: &SliceRecord) -> bool {
 }
 
 impl<'a> Pass<'a> {
-    /// Records of `artifact` on live nodes, by node id.
+    /// Records of `artifact` on nodes not judged dead (live or suspect), by node id.
     fn live_records(&self, artifact: &Artifact) -> Vec<Placed<'a>> {
         let state = self.state;
         let by_node = state.slices.get(artifact).into_iter().flatten();
-        by_node.filter(|(node, _)| self.live.contains(node)).collect()
+        by_node.filter(|(node, _)| self.counts(node)).collect()
     }
 
     pub(super) fn place(&mut self, artifact: &'a Artifact, target: &TargetRecord) {

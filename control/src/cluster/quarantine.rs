@@ -28,9 +28,9 @@ use super::{ClusterState, Wanted};
 use crate::lifecycle::{DesiredState, SliceState};
 use crate::records::{Record, SliceRecord};
 use crate::write::{KvWrite, Versioned};
-use kvstore::{AetherKey, Artifact, NodeId};
+use kvstore::{AetherKey, Artifact, NodeId, Revision};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Failure identities kept per target: enough to recognise every FAILED record still around.
 pub const COUNTED_MAX: usize = 32;
@@ -151,8 +151,16 @@ fn in_start(state: SliceState) -> bool {
 
 /// Counts new start failures into every wanted target, carrying the earlier count over from the stored target
 /// while the blueprint keeps its version.
-pub(super) fn count(wanted: &mut Wanted, state: &ClusterState, live: &[NodeId], now_ms: u64, policy: &StartPolicy) {
-    let live: BTreeSet<&NodeId> = live.iter().collect();
+pub(super) fn count(
+    wanted: &mut Wanted,
+    state: &ClusterState,
+    dead: &BTreeMap<NodeId, Option<Revision>>,
+    now_ms: u64,
+    policy: &StartPolicy,
+) {
+    // Only a node judged dead (its lease unrenewed for the grace period) counts as gone: a suspect node's
+    // records stay and count, as in the rest of the pass.
+    let alive = |node: &NodeId| !dead.contains_key(node);
     for (artifact, target) in wanted.targets.iter_mut() {
         let Some(blueprint) = state.blueprints.get(&target.blueprint) else { continue };
         let version = blueprint.version.0;
@@ -169,10 +177,10 @@ pub(super) fn count(wanted: &mut Wanted, state: &ClusterState, live: &[NodeId], 
         let mut any_failure = false;
         let mut active = 0usize;
         for (node, record) in records {
-            active += usize::from(record.value.state == SliceState::Active && live.contains(node));
+            active += usize::from(record.value.state == SliceState::Active && alive(node));
             // Any FAILED record, retired or not, holds the count (the pass itself retires some).
             any_failure |= record.value.state == SliceState::Failed;
-            let Some(reason) = start_failure(node, &record.value, live.contains(node)) else { continue };
+            let Some(reason) = start_failure(node, &record.value, alive(node)) else { continue };
             any_failure = true;
             let identity = (node.to_string(), record.value.since_ms);
             if !failures.counted.contains(&identity) {
@@ -187,7 +195,7 @@ pub(super) fn count(wanted: &mut Wanted, state: &ClusterState, live: &[NodeId], 
         }
         // An identity is kept while its record stays; records of dead nodes this pass removes are gone.
         let quarantined = failures.quarantined;
-        let stays = |node: &NodeId, record: &SliceRecord| live.contains(node) || kept_on_dead_node(record, quarantined);
+        let stays = |node: &NodeId, record: &SliceRecord| alive(node) || kept_on_dead_node(record, quarantined);
         let present: BTreeSet<(String, u64)> = state
             .slices
             .get(artifact)
@@ -241,7 +249,7 @@ fn kept_on_dead_node(record: &SliceRecord, quarantined: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{reconcile_with, FAILED_RETIRE_AFTER_MS};
+    use crate::cluster::{reconcile_with, Liveness, FAILED_RETIRE_AFTER_MS};
     use crate::records::BlueprintRecord;
     use kvstore::{Command, KvState};
 
@@ -258,7 +266,8 @@ mod tests {
     /// Runs passes until one writes nothing; returns the number of passes that wrote.
     fn settle(kv: &mut KvState, live: &[NodeId], now_ms: u64, policy: &StartPolicy) -> usize {
         for passes in 0..5 {
-            let writes = reconcile_with(&ClusterState::from_entries(kv.list("")), live, now_ms, policy);
+            let liveness = Liveness::all_live(live.iter().cloned());
+            let writes = reconcile_with(&ClusterState::from_entries(kv.list("")), &liveness, now_ms, policy);
             if writes.is_empty() {
                 return passes;
             }

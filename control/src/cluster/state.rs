@@ -1,4 +1,5 @@
-//! [`ClusterState`]: the leader's decoded view of the deployment keys, built from a KV listing.
+//! [`ClusterState`]: the leader's decoded view of the deployment keys and of the liveness records
+//! (`nodes/{node}/lease`, `nodes/leader`), built from a KV listing.
 //!
 //! Building never fails: an entry whose value does not decode (or whose blueprint name differs from its key)
 //! is left out of the view and described in [`ClusterState::problems`], bounded by [`PROBLEMS_MAX`], so one
@@ -7,7 +8,7 @@
 //! those keys); an unreadable blueprint is the operator's to fix and is only reported. Keys of other
 //! namespaces are ignored, so the runtime may pass a whole listing.
 
-use crate::records::{BlueprintRecord, Record, RouteRecord, SliceRecord, TargetRecord};
+use crate::records::{BlueprintRecord, LeaderRecord, LeaseRecord, Record, RouteRecord, SliceRecord, TargetRecord};
 use crate::write::Versioned;
 use kvstore::{AetherKey, Artifact, Entry, HttpMethod, Name, NodeId, Revision, RoutePath};
 use std::collections::BTreeMap;
@@ -45,6 +46,10 @@ pub struct ClusterState {
     /// Endpoint keys with their versions (the value repeats what the key says).
     pub endpoints: BTreeMap<EndpointId, Revision>,
     pub routes: BTreeMap<(HttpMethod, RoutePath), Versioned<RouteRecord>>,
+    /// Lease records by node. An unreadable lease still counts by its version (it is only ever compared).
+    pub leases: BTreeMap<NodeId, Versioned<LeaseRecord>>,
+    /// The leader record; `Err` holds the version of an unreadable one.
+    pub leader: Option<Result<Versioned<LeaderRecord>, Revision>>,
     /// Targets, slice records and routes whose values do not decode, by canonical key, with their versions.
     pub unreadable: BTreeMap<String, (AetherKey, Revision)>,
     /// Entries left out of the view, and why.
@@ -99,6 +104,14 @@ impl ClusterState {
             }
             AetherKey::Route { method, path } => {
                 self.routes.insert((*method, path.clone()), Versioned { value: decode(value)?, version });
+            }
+            AetherKey::NodeLease { node } => {
+                let counter = LeaseRecord::decode(value).map_or(0, |lease| lease.counter);
+                self.leases.insert(node.clone(), Versioned { value: LeaseRecord { counter }, version });
+            }
+            AetherKey::ClusterLeader => {
+                self.leader = Some(Err(version));
+                self.leader = Some(Ok(Versioned { value: decode(value)?, version }));
             }
             _ => {}
         }

@@ -64,6 +64,18 @@ impl Sim {
         self.containers.keys().cloned().collect()
     }
 
+    /// The harness's liveness: killed nodes are dead at once (the grace period is the lease watch's concern,
+    /// tested beside it); with no lease records, removals are conditional on the lease being absent.
+    pub fn liveness(&self) -> cluster::Liveness {
+        let mut liveness = cluster::Liveness::all_live(self.live());
+        for by_node in self.state().slices.values() {
+            for node in by_node.keys().filter(|node| !liveness.live.contains(*node)) {
+                liveness.dead.insert(node.clone(), None);
+            }
+        }
+        liveness
+    }
+
     pub fn state(&self) -> ClusterState {
         ClusterState::from_entries(self.kv.list(""))
     }
@@ -91,7 +103,7 @@ impl Sim {
 
     /// One leader pass; returns the writes it asked for.
     pub fn leader(&mut self) -> Vec<KvWrite> {
-        let writes = cluster::reconcile_with(&self.state(), &self.live(), self.now_ms, &self.policy);
+        let writes = cluster::reconcile_with(&self.state(), &self.liveness(), self.now_ms, &self.policy);
         self.apply(&writes);
         writes
     }

@@ -71,6 +71,8 @@ pub fn key() -> impl Strategy<Value = AetherKey> + Clone {
         (name(), name()).prop_map(|(topic, subscriber)| AetherKey::TopicSubscription { topic, subscriber }),
         name().prop_map(|task| AetherKey::Schedule { task }),
         node().prop_map(|node| AetherKey::NodeLifecycle { node }),
+        node().prop_map(|node| AetherKey::NodeLease { node }),
+        Just(AetherKey::ClusterLeader),
         name().prop_map(|id| AetherKey::Alert { id }),
         name().prop_map(|id| AetherKey::ApiKey { id }),
         user_path().prop_map(|path| AetherKey::User { path }),

@@ -5,8 +5,10 @@
 //! line per failing seed. `--faults` takes a comma list of loss, dup, delay, partition, crash (the disk
 //! is lost), skew, clock (process clocks: hours apart, zero again after a restart), adversary, durable
 //! (the disk is kept: `Replica::resume`), cluster-crash (every replica at once, disks kept), disk-errors
-//! (writes failing mid-turn, snapshots written late), strand (a lost forward, its origin down for good; not
-//! in all), or all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
+//! (writes failing mid-turn, snapshots written late), bridged (one pair of replicas cut while the rest reach
+//! both, with the control plane's lease and leader logic on top), strand (a lost forward, its origin down for
+//! good; not in all), or all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark
+//! table.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -103,6 +105,7 @@ struct Totals {
     sim_ms: u64,
     disk_errors: u64,
     stale_snapshots: u64,
+    control_counts: [u64; 3],
 }
 
 fn run_sim(args: SimArgs) -> Result<(), String> {
@@ -151,6 +154,7 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
     totals.sim_ms += report.end_ms;
     totals.disk_errors += report.disk_errors;
     totals.stale_snapshots += report.stale_snapshots;
+    totals.control_counts.iter_mut().zip(report.control_counts).for_each(|(a, b)| *a += b);
     if verbose {
         println!(
             "seed {} n={}: {} slots ({} null), {} ops, {} crashes, {} snapshots, max phase {}, longest wait after faults {} ms, {} ms",
@@ -179,6 +183,8 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
 }
 
 fn print_totals(totals: &Totals, wall_s: f64) {
+    let [claims, written, removed] = totals.control_counts;
+    println!("control plane: {claims} leadership claims, {written} slice records written, {removed} removed");
     println!(
         "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), phases per voted slot mean {:.2} p50 {} p99 {} max {}, {} operations, {} crashes ({} keeping the disk, {} of them torn mid-turn; {} whole-cluster crashes; {} resumes, {} inside a slot, {} past phase 1), {} snapshot installs, {} failed storage writes, {} late snapshots landing after newer ones; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
         totals.seeds,

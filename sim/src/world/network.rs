@@ -10,7 +10,7 @@ impl World {
         self.messages_sent += 1;
         self.check_consistent_speech(from, &message);
         let faulty = self.healed_at_us.is_none();
-        if faulty && (self.cut[from][to] || self.net_rng.chance(self.options.loss_permille)) {
+        if faulty && (self.cut[from][to] || self.bridged(from, to) || self.net_rng.chance(self.options.loss_permille)) {
             return;
         }
         let copies = if faulty && self.net_rng.chance(self.options.duplicate_permille) { 2 } else { 1 };
@@ -121,6 +121,7 @@ impl World {
             }
         }
         self.cut.iter_mut().flatten().for_each(|c| *c = false);
+        self.bridge = None;
         for replica in 0..self.nodes.len() {
             self.restart(replica);
         }

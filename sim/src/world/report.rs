@@ -94,6 +94,10 @@ impl World {
             snapshots_installed: self.snapshots_installed,
             disk_errors: self.disk_errors,
             stale_snapshots: self.stale_snapshots,
+            control_counts: self
+                .control
+                .as_ref()
+                .map_or([0; 3], |c| [c.claims_applied, c.records_written, c.records_removed]),
             end_ms: self.now_us / 1000,
             options: self.options,
         }

@@ -35,7 +35,7 @@ impl World {
                     turn.records.push(Record::Decided(record));
                     self.on_decided(replica, decision, &mut turn.replies);
                 }
-                Output::Rejected { .. } => {}
+                Output::Rejected { id, .. } => self.control_rejected(id),
                 Output::TakeSnapshot { next_slot } => {
                     let state = self.nodes[replica].kv.encode();
                     let local_ms = self.local_ms(replica);
