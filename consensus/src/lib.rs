@@ -94,6 +94,7 @@ mod sessions;
 mod slot;
 mod types;
 
+pub use bytes::Bytes;
 pub use coin::coin;
 pub use message::{decode_message, encode_message, DecidedSlot, DecodeError, Message, SessionRecord};
 pub use replica::{Input, Output, RejectReason, Replica, Resume, SnapshotRecord, Stats, TimerKind};

@@ -13,12 +13,15 @@ mod clients;
 mod recovery;
 mod resume;
 mod retransmit;
+mod transfer;
 
 pub use resume::{Resume, SnapshotRecord};
 
 use std::collections::VecDeque;
 
-use crate::log::{DecidedLog, StoredSnapshot};
+use bytes::Bytes;
+
+use crate::log::DecidedLog;
 use crate::message::{Message, SessionRecord};
 use crate::queue::PendingQueue;
 use crate::sessions::Sessions;
@@ -52,8 +55,10 @@ pub enum Input {
     Submit(Vec<ClientCommand>),
     /// A timer armed by `Output::SetTimer` fired.
     Timer(TimerKind),
-    /// The shell's answer to `Output::TakeSnapshot`: the state machine's bytes at `next_slot`.
-    SnapshotTaken { next_slot: Slot, state: Vec<u8> },
+    /// The shell's answer to `Output::TakeSnapshot`: the state machine's bytes at `next_slot`. It may
+    /// come turns later (the shell serialises off its event loop); an answer to an ask that a newer ask
+    /// replaced is ignored.
+    SnapshotTaken { next_slot: Slot, state: Bytes },
     /// The process restarted: volatile state is gone. Same as building `Replica::restarted`.
     Restart { incarnation: u64 },
     /// The transport (re)connected to `peer`: frames in flight may have been lost, so the replica resends
@@ -83,13 +88,16 @@ pub enum Output {
     },
     /// Snapshot the state machine as it is after every `Decided` output so far (they cover exactly the
     /// slots below `next_slot`) and answer with `Input::SnapshotTaken`. The log below it may be dropped.
+    /// `sessions` are the replica's sessions at the same point, for a shell that stores the snapshot
+    /// record itself (they are what `latest_snapshot` will report once the answer is in).
     TakeSnapshot {
         next_slot: Slot,
+        sessions: Vec<SessionRecord>,
     },
     /// Replace the state machine with this snapshot; decisions continue at `next_slot`.
     InstallSnapshot {
         next_slot: Slot,
-        state: Vec<u8>,
+        state: Bytes,
     },
 }
 
@@ -112,6 +120,12 @@ pub struct Stats {
     pub future_messages_dropped: u64,
     pub invalid_messages: u64,
     pub exhausted_slots: u64,
+    pub snapshot_chunks_sent: u64,
+    pub snapshot_chunks_received: u64,
+    /// Transfers replaced by a newer snapshot before they completed.
+    pub snapshot_transfers_restarted: u64,
+    /// Transfers dropped after `snapshot_stall_ms` without progress.
+    pub snapshot_transfers_stalled: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -134,6 +148,8 @@ struct PeerTrack {
     reply_from: Option<Slot>,
     reply_at_ms: u64,
     request_at_ms: Option<u64>,
+    /// When we last sent this peer a snapshot chunk.
+    chunk_sent_at_ms: Option<u64>,
 }
 
 pub struct Replica {
@@ -152,6 +168,7 @@ pub struct Replica {
     propose_armed: bool,
     snapshot_asked: Option<(Slot, Vec<SessionRecord>)>,
     slots_since_snapshot: u64,
+    transfer: Option<transfer::Transfer>,
     stats: Stats,
 }
 
@@ -182,6 +199,7 @@ impl Replica {
             propose_armed: false,
             snapshot_asked: None,
             slots_since_snapshot: 0,
+            transfer: None,
             stats: Stats::default(),
             config,
         }
@@ -290,8 +308,12 @@ impl Replica {
             Message::Status { next_slot } => self.on_status(now_ms, from, next_slot, out),
             Message::SyncRequest { from_slot } => self.reply_sync(now_ms, from, from_slot, out),
             Message::SyncReply { decisions } => self.on_sync_reply(now_ms, decisions, out),
-            Message::Snapshot { next_slot, sessions, state } => {
-                self.install_snapshot(now_ms, StoredSnapshot { next_slot, sessions, state }, out)
+            Message::SnapshotChunk { next_slot, state_len, offset, sessions, bytes } => {
+                let chunk = transfer::Chunk { next_slot, state_len, offset, sessions, bytes };
+                self.on_snapshot_chunk(now_ms, from, chunk, out)
+            }
+            Message::SnapshotRequest { next_slot, offset } => {
+                self.on_snapshot_request(now_ms, from, next_slot, offset, out)
             }
             Message::RecoveryProbe { incarnation } => self.on_recovery_probe(from, incarnation, out),
             Message::RecoveryReply { incarnation, next_slot } => {

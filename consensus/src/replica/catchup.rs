@@ -1,10 +1,15 @@
-//! Catch-up: status exchange, sync requests and replies (decided slots or the latest snapshot), and the
-//! snapshot hand-off with the shell.
+//! Catch-up: status exchange, sync requests and replies (decided slots, bounded in count and bytes, or the
+//! start of a snapshot transfer), and the snapshot hand-off with the shell.
+//!
+//! Invariants: a `SyncReply` holds at most `sync_slots_max` slots and `sync_bytes_max` bytes of batches,
+//! and at least one slot (so catch-up always progresses); snapshots travel in chunks (`transfer`).
+
+use bytes::Bytes;
 
 use super::{Output, Replica};
 use crate::log::StoredSnapshot;
 use crate::message::{DecidedSlot, Message};
-use crate::types::{ReplicaId, Slot};
+use crate::types::{Broken, ReplicaId, Slot};
 
 impl Replica {
     /// Asks for a snapshot every `snapshot_every_slots`, and as soon as the log outgrows its bound (so
@@ -16,11 +21,12 @@ impl Replica {
             return;
         }
         self.slots_since_snapshot = 0;
-        self.snapshot_asked = Some((next_slot, self.sessions.export()));
-        out.push(Output::TakeSnapshot { next_slot });
+        let sessions = self.sessions.export();
+        self.snapshot_asked = Some((next_slot, sessions.clone()));
+        out.push(Output::TakeSnapshot { next_slot, sessions });
     }
 
-    pub(super) fn on_snapshot_taken(&mut self, next_slot: Slot, state: Vec<u8>) {
+    pub(super) fn on_snapshot_taken(&mut self, next_slot: Slot, state: Bytes) {
         match self.snapshot_asked.take() {
             Some((asked, sessions)) if asked == next_slot => {
                 self.log.store_snapshot(StoredSnapshot { next_slot, sessions, state })
@@ -60,8 +66,9 @@ impl Replica {
         out.push(Output::Send { to: peer, message: Message::SyncRequest { from_slot: self.next_slot } });
     }
 
-    /// Sends `peer` the decided slots from `from` (or our snapshot, when they were compacted), at most
-    /// once per retransmit period for the same starting slot.
+    /// Sends `peer` the decided slots from `from` (or the first chunk of our snapshot, when they were
+    /// compacted), at most once per retransmit period for the same starting slot. A reply is bounded by
+    /// `sync_slots_max` slots and `sync_bytes_max` bytes, and carries at least one slot.
     pub(super) fn reply_sync(&mut self, now_ms: u64, peer: ReplicaId, from: Slot, out: &mut Vec<Output>) {
         if from == self.next_slot {
             self.resend_to(peer, out);
@@ -76,21 +83,16 @@ impl Replica {
         }
         track.reply_from = Some(from);
         track.reply_at_ms = now_ms;
-        let mut from = from;
         if self.log.needs_snapshot(from) {
-            if let Some(snapshot) = self.log.snapshot.clone() {
-                from = snapshot.next_slot;
-                out.push(Output::Send {
-                    to: peer,
-                    message: Message::Snapshot {
-                        next_slot: snapshot.next_slot,
-                        sessions: snapshot.sessions,
-                        state: snapshot.state,
-                    },
-                });
-            }
+            // The rest follows once the peer installed it and reports its new position.
+            self.offer_snapshot(now_ms, peer, out);
+            return;
         }
-        let decisions = self.log.range(from, self.config.sync_slots_max);
+        let bytes_max = match self.config.broken {
+            Broken::UnboundedSyncReply => usize::MAX,
+            _ => self.config.sync_bytes_max,
+        };
+        let decisions = self.log.range(from, self.config.sync_slots_max, bytes_max);
         if !decisions.is_empty() {
             out.push(Output::Send { to: peer, message: Message::SyncReply { decisions } });
         }
@@ -119,5 +121,58 @@ impl Replica {
         self.slots_since_snapshot = 0;
         self.stats.snapshots_installed += 1;
         self.advance_to(now_ms, next_slot, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::encode_message;
+    use crate::replica::{Input, Resume};
+    use crate::types::{Command, CommandId, Config};
+
+    /// The transport refuses a consensus message once a peer's queue would pass twice its 64 MiB bulk bound.
+    const TRANSPORT_LIMIT: usize = 128 << 20;
+
+    fn big_log_replica() -> Replica {
+        let mut config = Config::new(3, ReplicaId(0), 1);
+        config.log_bytes_max = 1 << 30;
+        config.batch_bytes_max = 4 << 20;
+        config.payload_bytes_max = 4 << 20;
+        let decided = (0..64u64)
+            .map(|slot| {
+                let payload = vec![slot as u8; 4 << 20];
+                let command = Command { id: CommandId { client: 1, seq: slot }, origin: ReplicaId(0), timestamp_ms: 0, payload };
+                DecidedSlot { slot: Slot(slot), batch: Some(vec![command]) }
+            })
+            .collect();
+        Replica::resume(config, Resume { decided, ..Resume::default() })
+    }
+
+    #[test]
+    fn sync_replies_fit_the_transport_and_carry_at_least_one_slot() {
+        let mut replica = big_log_replica();
+        let mut from = Slot(0);
+        let mut now_ms = 0;
+        while from < Slot(64) {
+            let mut out = Vec::new();
+            let request = Message::SyncRequest { from_slot: from };
+            replica.handle(now_ms, Input::Message { from: ReplicaId(1), message: request }, &mut out);
+            let replies: Vec<Message> = out
+                .into_iter()
+                .filter_map(|o| match o {
+                    Output::Send { message: m @ Message::SyncReply { .. }, .. } => Some(m),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(replies.len(), 1, "one reply per request");
+            let encoded = encode_message(&replies[0]).len();
+            assert!(encoded <= TRANSPORT_LIMIT, "a reply of {encoded} bytes is over the transport's limit");
+            let Message::SyncReply { decisions } = &replies[0] else { unreachable!() };
+            assert!(!decisions.is_empty(), "a reply always carries a slot");
+            assert_eq!(decisions[0].slot, from);
+            from = Slot(from.0 + decisions.len() as u64);
+            now_ms += 1000;
+        }
     }
 }

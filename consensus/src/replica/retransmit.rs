@@ -12,6 +12,7 @@ impl Replica {
         self.resend_round_messages(now_ms, out);
         self.ask_for_missing(now_ms, out);
         self.reforward_old_commands(now_ms, out);
+        self.tend_transfer(now_ms, out);
     }
 
     pub(super) fn arm_retransmit(&self, now_ms: u64, out: &mut Vec<Output>) {
