@@ -24,6 +24,10 @@ pub struct Faults {
     pub durable: bool,
     /// Every replica crashes at about the same time (disks kept) and all come back with `Replica::resume`.
     pub cluster_crash: bool,
+    /// The transport's byte limit on one message (an oversize send is refused, as a node's peer queue
+    /// refuses it), with written values padded so that the decided log and the state machine outgrow it:
+    /// catch-up must come in pieces that fit.
+    pub size: bool,
 }
 
 impl Faults {
@@ -37,6 +41,7 @@ impl Faults {
         adversary: true,
         durable: true,
         cluster_crash: true,
+        size: true,
     };
     pub const NONE: Faults = Faults {
         loss: false,
@@ -48,6 +53,7 @@ impl Faults {
         adversary: false,
         durable: false,
         cluster_crash: false,
+        size: false,
     };
 
     pub fn parse(text: &str) -> Result<Faults, String> {
@@ -65,10 +71,11 @@ impl Faults {
                 "adversary" => faults.adversary = true,
                 "durable" => faults.durable = true,
                 "cluster-crash" => faults.cluster_crash = true,
+                "size" => faults.size = true,
                 other => {
                     return Err(format!(
                         "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, adversary, durable, \
-                         cluster-crash, all, none)"
+                         cluster-crash, size, all, none)"
                     ))
                 }
             }
@@ -87,6 +94,7 @@ impl Faults {
             (self.adversary, "adversary"),
             (self.durable, "durable"),
             (self.cluster_crash, "cluster-crash"),
+            (self.size, "size"),
         ];
         let names: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
         if names.is_empty() {
@@ -160,6 +168,10 @@ pub struct Options {
     pub cluster_crash_drops_in_flight: bool,
     /// After faults stop, every operation must complete within this much simulated time.
     pub liveness_ms: u64,
+    /// The transport's limit on one encoded message (`usize::MAX` without `Faults::size`).
+    pub message_bytes_max: usize,
+    /// Filler bytes every written value carries (0 without `Faults::size`).
+    pub value_pad_bytes: usize,
 }
 
 impl Options {
@@ -200,11 +212,18 @@ impl Options {
             cluster_crash_at_ms: 0,
             cluster_crash_spread_ms: [0, 2, 20][rng.below(3) as usize],
             cluster_crash_drops_in_flight: rng.chance(500),
+            message_bytes_max: usize::MAX,
+            value_pad_bytes: 0,
         };
         // Anywhere in the faulty phase, up to its very end (minus the spread, so every replica's crash
         // lands in it): then the replicas come back as faults stop.
         let latest_ms = options.faulty_ms - options.cluster_crash_spread_ms - 1;
         options.cluster_crash_at_ms = rng.between(options.faulty_ms / 5, latest_ms);
+        // Drawn last, so the other parameters of a seed stay what they were without it.
+        if faults.size {
+            options.message_bytes_max = [3072usize, 4096, 8192][rng.below(3) as usize];
+            options.value_pad_bytes = rng.between(64, options.message_bytes_max as u64 / 4) as usize;
+        }
         options
     }
 
@@ -235,7 +254,7 @@ impl Options {
     /// The drawn parameters, for the failure report.
     pub fn describe(&self) -> String {
         format!(
-            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {}",
+            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {} message<={}B pad {}B",
             self.delay_us_min,
             self.delay_us_max,
             self.spike_permille,
@@ -260,7 +279,9 @@ impl Options {
             self.torn_permille,
             self.cluster_crash_at_ms,
             self.cluster_crash_spread_ms,
-            self.cluster_crash_drops_in_flight
+            self.cluster_crash_drops_in_flight,
+            self.message_bytes_max,
+            self.value_pad_bytes
         )
     }
 }
@@ -273,6 +294,7 @@ pub fn broken_name(broken: Broken) -> &'static str {
         Broken::RestartWithoutRecovery => "restart-without-recovery",
         Broken::LocalCoin => "local-coin",
         Broken::ResumeWithoutOwnMessages => "resume-without-own-messages",
+        Broken::UnboundedSyncReply => "unbounded-sync-reply",
     }
 }
 
@@ -283,6 +305,7 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "restart-without-recovery" => (Broken::RestartWithoutRecovery, ShellBroken::Nothing),
         "local-coin" => (Broken::LocalCoin, ShellBroken::Nothing),
         "resume-without-own-messages" => (Broken::ResumeWithoutOwnMessages, ShellBroken::Nothing),
+        "unbounded-sync-reply" => (Broken::UnboundedSyncReply, ShellBroken::Nothing),
         "local-reads" => (Broken::Nothing, ShellBroken::LocalReads),
         "resume-recovering-as-voter" => (Broken::Nothing, ShellBroken::ResumeRecoveringAsVoter),
         "cluster-crash-loses-disks" => (Broken::Nothing, ShellBroken::ClusterCrashLosesDisks),

@@ -37,7 +37,7 @@ use consensus::{
 
 use crate::check::{HistoryEntry, Violation, ViolationKind};
 use crate::durable::{DurableLog, Record};
-use crate::kv::{KvMachine, KvResult};
+use crate::kv::{KvMachine, KvOp, KvResult};
 use crate::options::Options;
 use crate::rng::Rng;
 
@@ -159,6 +159,10 @@ pub struct RunReport {
     pub slots_decided: u64,
     pub ops_completed: u64,
     pub messages_sent: u64,
+    /// Messages refused at the sender for being over the transport's byte limit (`Faults::size`).
+    pub messages_refused_oversize: u64,
+    /// Snapshot chunks the replicas received, all replicas together.
+    pub snapshot_chunks_received: u64,
     /// Crashes of either kind (each replica's part in a whole-cluster crash counts once).
     pub crashes: u64,
     /// Of those, crashes that kept the disk (the replica resumed from its durable log)...
@@ -211,6 +215,7 @@ pub struct World {
     all_done_at_us: Option<u64>,
     incarnations: u64,
     messages_sent: u64,
+    messages_refused_oversize: u64,
     crashes: u64,
     durable_crashes: u64,
     torn_crashes: u64,
@@ -290,6 +295,7 @@ impl World {
             all_done_at_us: None,
             incarnations: 0,
             messages_sent: 0,
+            messages_refused_oversize: 0,
             crashes: 0,
             durable_crashes: 0,
             torn_crashes: 0,
@@ -421,8 +427,8 @@ impl World {
                     self.on_decided(replica, decision, &mut turn.replies);
                 }
                 Output::Rejected { .. } => {}
-                Output::TakeSnapshot { next_slot } => {
-                    let state = self.nodes[replica].kv.encode();
+                Output::TakeSnapshot { next_slot, .. } => {
+                    let state = consensus::Bytes::from(self.nodes[replica].kv.encode());
                     let local_ms = self.local_ms(replica);
                     let mut more = Vec::new();
                     let input = Input::SnapshotTaken { next_slot, state };
@@ -584,5 +590,20 @@ fn replica_config(options: &Options, id: u8) -> Config {
     config.queue_bytes_max = options.queue_bytes_max;
     config.log_bytes_max = options.log_bytes_max;
     config.broken = options.broken;
+    if options.message_bytes_max != usize::MAX {
+        // Every message the core sends must fit the transport's limit; the bounds scale down with it
+        // (a batch or forward of one command is always allowed: a padded command is a quarter of it).
+        let limit = options.message_bytes_max;
+        let command_max = options.value_pad_bytes + 128;
+        config.batch_bytes_max = limit / 2;
+        config.forward_commands_max = (limit / command_max).max(1);
+        config.sync_slots_max = 16;
+        config.sync_bytes_max = limit / 4;
+        config.snapshot_chunk_bytes = limit / 4;
+        // The queue's byte bound holds as many padded commands as it held plain ones.
+        let plain = KvOp::Put { key: 0, value: 0 }.payload(0).len() + 48;
+        config.queue_bytes_max = options.queue_bytes_max.saturating_mul(plain + options.value_pad_bytes) / plain;
+        config.log_bytes_max = options.log_bytes_max.saturating_mul(plain + options.value_pad_bytes) / plain;
+    }
     config
 }

@@ -4,7 +4,8 @@
 //! [--broken VARIANT] [--codec] [--verbose]` exits non-zero if any seed fails, printing one replay
 //! line per failing seed. `--faults` takes a comma list of loss, dup, delay, partition, crash (the disk
 //! is lost), skew, adversary, durable (the disk is kept: `Replica::resume`), cluster-crash (every replica
-//! at once, disks kept), or all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
+//! at once, disks kept), size (a byte limit per message, with values padded so catch-up outgrows it), or
+//! all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
 
 use std::process::ExitCode;
 use std::time::Instant;

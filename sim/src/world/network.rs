@@ -1,5 +1,5 @@
-//! The simulated network: sends (with loss, duplication, delay and the coin-aware adversary), deliveries,
-//! partitions and heals, and the equivocation check on everything a replica says.
+//! The simulated network: sends (with loss, duplication, delay and the coin-aware adversary, and refused
+//! when over the transport's byte limit), deliveries, partitions and heals, and the equivocation check on everything a replica says.
 
 use super::{batch_fingerprint, coin_seed, Event, Payload, World};
 use crate::check::ViolationKind;
@@ -9,6 +9,13 @@ impl World {
     pub(super) fn send(&mut self, from: usize, to: usize, message: Message) {
         self.messages_sent += 1;
         self.check_consistent_speech(from, &message);
+        if self.options.message_bytes_max != usize::MAX
+            && encode_message(&message).len() > self.options.message_bytes_max
+        {
+            // Refused at the sender, as a node's peer queue refuses a message over its bound.
+            self.messages_refused_oversize += 1;
+            return;
+        }
         let faulty = self.healed_at_us.is_none();
         if faulty && (self.cut[from][to] || self.net_rng.chance(self.options.loss_permille)) {
             return;
