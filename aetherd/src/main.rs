@@ -21,6 +21,8 @@ mod membership;
 mod node;
 mod replication;
 mod stop;
+mod send_refusals;
+mod snapshots;
 mod storage;
 mod systemd;
 mod tls_config;

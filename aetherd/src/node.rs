@@ -13,7 +13,7 @@ use crate::replication::{Effect, Replication, Waiter};
 use invoke::{InvokeReply, InvokeRequest, Registry};
 use log::{error, info, warn};
 use mgmt::{ApiError, ClusterView, KvEntry, MemberView, NodeStatus, PeerView};
-use net::{Ctx, Frame, FrameKind, Handler, NetHandle, PeerId};
+use net::{Ctx, Frame, FrameKind, Handler, NetHandle, PeerId, SendError};
 use parking_lot::RwLock;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
@@ -95,6 +95,8 @@ pub struct Node {
     peer_names: Vec<String>,
     systemd: crate::systemd::Notifier,
     artifacts: crate::artifacts::Assembler,
+    /// Consensus messages the transport refused to queue.
+    refusals: crate::send_refusals::SendRefusals,
 }
 
 impl Node {
@@ -133,6 +135,7 @@ impl Node {
             data,
             peer_names,
             artifacts: crate::artifacts::Assembler::default(),
+            refusals: crate::send_refusals::SendRefusals::default(),
             systemd: crate::systemd::Notifier::from_env(),
             config,
             membership,
@@ -185,6 +188,7 @@ impl Node {
             members,
             applied_slot: replication.and_then(Replication::applied_slot),
             pending_commands: replication.map_or(0, Replication::pending_commands),
+            consensus_sends_refused: self.refusals.total(),
         }
     }
 
@@ -302,14 +306,35 @@ impl Node {
             match effect {
                 Effect::Send(to, message) => {
                     if let Some(peer) = self.peer_of_replica.get(to.index()).copied().flatten() {
-                        let _ = ctx.send(peer, FrameKind::Consensus, &consensus::encode_message(&message));
+                        let bytes = consensus::encode_message(&message);
+                        if let Err(e) = ctx.send(peer, FrameKind::Consensus, &bytes) {
+                            self.consensus_send_refused(peer, &message, bytes.len(), &e);
+                        }
                     }
                 }
                 Effect::Broadcast(message) => {
-                    ctx.broadcast(FrameKind::Consensus, &consensus::encode_message(&message));
+                    let bytes = consensus::encode_message(&message);
+                    for peer in 0..ctx.peer_count() {
+                        if let Err(e) = ctx.send(peer, FrameKind::Consensus, &bytes) {
+                            self.consensus_send_refused(peer, &message, bytes.len(), &e);
+                        }
+                    }
                 }
                 Effect::Timer(kind, at_ms) => self.arm(ctx, kind, at_ms),
             }
+        }
+    }
+
+    /// Counts (and now and then logs) a consensus message the transport did not queue. A peer that is not
+    /// connected is not a refusal: it is down, and catch-up covers what it missed.
+    fn consensus_send_refused(&mut self, peer: PeerId, message: &consensus::Message, bytes: usize, e: &SendError) {
+        if matches!(e, SendError::NotConnected) {
+            return;
+        }
+        let name = self.peer_names.get(peer).map_or("?", String::as_str);
+        let kind = crate::send_refusals::kind(message);
+        if let Some(line) = self.refusals.record(Instant::now(), name, kind, bytes, e) {
+            warn!("{line}");
         }
     }
 

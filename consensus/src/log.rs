@@ -134,7 +134,11 @@ mod tests {
         assert_eq!(log.dropped, 1);
         assert!(log.range(Slot(0), 8, usize::MAX).is_empty());
         assert_eq!(log.range(Slot(1), 8, usize::MAX).len(), 4);
-        log.store_snapshot(StoredSnapshot { next_slot: Slot(4), sessions: Vec::new(), state: Bytes::from_static(&[1]) });
+        log.store_snapshot(StoredSnapshot {
+            next_slot: Slot(4),
+            sessions: Vec::new(),
+            state: Bytes::from_static(&[1]),
+        });
         assert_eq!(log.range(Slot(4), 8, usize::MAX).len(), 1);
         assert!(log.needs_snapshot(Slot(3)));
         assert!(!log.needs_snapshot(Slot(4)));

@@ -142,7 +142,8 @@ mod tests {
         let decided = (0..64u64)
             .map(|slot| {
                 let payload = vec![slot as u8; 4 << 20];
-                let command = Command { id: CommandId { client: 1, seq: slot }, origin: ReplicaId(0), timestamp_ms: 0, payload };
+                let command =
+                    Command { id: CommandId { client: 1, seq: slot }, origin: ReplicaId(0), timestamp_ms: 0, payload };
                 DecidedSlot { slot: Slot(slot), batch: Some(vec![command]) }
             })
             .collect();

@@ -143,11 +143,8 @@ impl Replica {
             return;
         }
         if let Some(done) = self.transfer.take() {
-            let snapshot = StoredSnapshot {
-                next_slot: done.next_slot,
-                sessions: done.sessions,
-                state: Bytes::from(done.bytes),
-            };
+            let snapshot =
+                StoredSnapshot { next_slot: done.next_slot, sessions: done.sessions, state: Bytes::from(done.bytes) };
             self.install_snapshot(now_ms, snapshot, out);
         }
     }
