@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 const PATIENT: Duration = Duration::from_secs(60);
 /// The store's value limit.
 const MIB: usize = 1024 * 1024;
+/// Concurrent writers: enough for multi-MiB batches, few enough that a loaded machine keeps its pings.
+const WRITERS: usize = 3;
 
 fn start(name: &str) -> LocalCluster {
     let dir = std::env::temp_dir().join(format!("aether-catchup-{name}-{}", std::process::id()));
@@ -91,7 +93,7 @@ fn a_node_down_while_200_mib_were_written_catches_up_and_agrees() {
     let mut c = start("sync");
     c.kill(2);
     let keys: Vec<(String, Vec<u8>)> = (0..200).map(|i| (format!("user/big/{i}"), value(i))).collect();
-    write_all(&c, &[0, 1], keys, 8);
+    write_all(&c, &[0, 1], keys, WRITERS);
     c.start_node(2).unwrap();
     let sample: Vec<(String, usize)> = [0, 1, 99, 150, 199].iter().map(|i| (format!("user/big/{i}"), *i)).collect();
     assert_caught_up(&c, 2, 0, &sample);
@@ -105,12 +107,12 @@ fn a_store_near_its_limit_keeps_quorum_catches_up_a_restarted_node_and_survives_
     // About 250 MiB of values, close to the store's 256 MiB; node 1 is down for most of it, and overwrites
     // push the decided log past its bound, so the cluster snapshots the whole store and compacts the log.
     let first: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("user/full/{i}"), value(i))).collect();
-    write_all(&c, &[0, 2], first, 8);
+    write_all(&c, &[0, 2], first, WRITERS);
     c.kill(1);
     let rest: Vec<(String, Vec<u8>)> = (50..250).map(|i| (format!("user/full/{i}"), value(i))).collect();
-    write_all(&c, &[0, 2], rest, 8);
+    write_all(&c, &[0, 2], rest, WRITERS);
     let overwrite: Vec<(String, Vec<u8>)> = (0..30).map(|i| (format!("user/full/{i}"), value(i + 1))).collect();
-    write_all(&c, &[0, 2], overwrite, 8);
+    write_all(&c, &[0, 2], overwrite, WRITERS);
     assert_eq!(put(&c, 0, "user/small", b"still writable"), 200, "the cluster lost its quorum");
 
     // Node 1 comes back and catches up while node 0's loop is watched: how long does a status query wait?

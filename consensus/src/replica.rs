@@ -157,6 +157,9 @@ pub struct Replica {
     mode: Mode,
     next_slot: Slot,
     slot_started_ms: u64,
+    /// Resends of this slot's own messages so far; each waits twice as long as the one before (up to 16
+    /// periods), so a slot that takes long with large proposals does not resend megabytes every period.
+    resends_in_slot: u32,
     agreement: SlotAgreement,
     queue: PendingQueue,
     sessions: Sessions,
@@ -188,6 +191,7 @@ impl Replica {
             mode: Mode::Normal,
             next_slot: Slot(0),
             slot_started_ms: 0,
+            resends_in_slot: 0,
             agreement: SlotAgreement::new(Slot(0), &config),
             queue: PendingQueue::new(config.queue_commands_max, config.queue_bytes_max),
             sessions: Sessions::new(config.clients_max, config.session_window),
@@ -505,6 +509,7 @@ impl Replica {
     fn advance_to(&mut self, now_ms: u64, next_slot: Slot, out: &mut Vec<Output>) {
         self.next_slot = next_slot;
         self.slot_started_ms = now_ms;
+        self.resends_in_slot = 0;
         self.agreement = SlotAgreement::new(next_slot, &self.config);
         self.propose_armed = false;
         let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)

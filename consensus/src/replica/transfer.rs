@@ -114,12 +114,14 @@ impl Replica {
             if current.is_some() {
                 self.stats.snapshot_transfers_restarted += 1;
             }
+            // The announced length is bounded by `snapshot_bytes_max`; reserving it once spares the loop
+            // the copies of a growing buffer.
             self.transfer = Some(Transfer {
                 from,
                 next_slot,
                 state_len,
                 sessions,
-                bytes: Vec::with_capacity(bytes.len()),
+                bytes: Vec::with_capacity(state_len as usize),
                 progress_at_ms: now_ms,
                 asked_at_ms: now_ms,
             });
