@@ -13,11 +13,13 @@ use crate::replication::{Effect, Replication, Waiter};
 use invoke::{InvokeReply, InvokeRequest, Registry};
 use log::{error, info, warn};
 use mgmt::{ApiError, ClusterView, KvEntry, MemberView, NodeStatus, PeerView};
-use net::{Ctx, Frame, FrameKind, Handler, NetHandle, PeerId, SendError};
+use net::{Ctx, Frame, FrameKind, Handler, NetHandle, PeerId};
 use parking_lot::RwLock;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+mod consensus_send;
 
 /// How long a management thread waits for the loop to answer a query.
 pub(crate) const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -97,6 +99,8 @@ pub struct Node {
     artifacts: crate::artifacts::Assembler,
     /// Consensus messages the transport refused to queue.
     refusals: crate::send_refusals::SendRefusals,
+    /// Commands forwarded to each peer lately, so a repeat within the window is not queued again.
+    forwarded: consensus_send::ForwardWindow,
 }
 
 impl Node {
@@ -136,6 +140,7 @@ impl Node {
             peer_names,
             artifacts: crate::artifacts::Assembler::default(),
             refusals: crate::send_refusals::SendRefusals::default(),
+            forwarded: consensus_send::ForwardWindow::default(),
             systemd: crate::systemd::Notifier::from_env(),
             config,
             membership,
@@ -301,43 +306,6 @@ impl Node {
         }
     }
 
-    fn carry_out(&mut self, ctx: &mut Ctx<'_>, effects: Vec<Effect>) {
-        for effect in effects {
-            match effect {
-                Effect::Send(to, message) => {
-                    if let Some(peer) = self.peer_of_replica.get(to.index()).copied().flatten() {
-                        let bytes = consensus::encode_message(&message);
-                        if let Err(e) = ctx.send(peer, FrameKind::Consensus, &bytes) {
-                            self.consensus_send_refused(peer, &message, bytes.len(), &e);
-                        }
-                    }
-                }
-                Effect::Broadcast(message) => {
-                    let bytes = consensus::encode_message(&message);
-                    for peer in 0..ctx.peer_count() {
-                        if let Err(e) = ctx.send(peer, FrameKind::Consensus, &bytes) {
-                            self.consensus_send_refused(peer, &message, bytes.len(), &e);
-                        }
-                    }
-                }
-                Effect::Timer(kind, at_ms) => self.arm(ctx, kind, at_ms),
-            }
-        }
-    }
-
-    /// Counts (and now and then logs) a consensus message the transport did not queue. A peer that is not
-    /// connected is not a refusal: it is down, and catch-up covers what it missed.
-    fn consensus_send_refused(&mut self, peer: PeerId, message: &consensus::Message, bytes: usize, e: &SendError) {
-        if matches!(e, SendError::NotConnected) {
-            return;
-        }
-        let name = self.peer_names.get(peer).map_or("?", String::as_str);
-        let kind = crate::send_refusals::kind(message);
-        if let Some(line) = self.refusals.record(Instant::now(), name, kind, bytes, e) {
-            warn!("{line}");
-        }
-    }
-
     fn arm(&mut self, ctx: &mut Ctx<'_>, kind: consensus::TimerKind, at_ms: u64) {
         let Some(replication) = self.replication.as_ref() else { return };
         let index = timer_index(kind);
@@ -435,6 +403,7 @@ impl Handler for Node {
     }
 
     fn on_peer_up(&mut self, ctx: &mut Ctx<'_>, peer: PeerId) {
+        self.forwarded.forget_peer(peer);
         if let Some(&from) = self.replica_of_peer.get(peer) {
             // Frames in flight on the old connection are gone: resend this slot's messages to it.
             self.drive(ctx, |r| r.handle(consensus::Input::PeerConnected { peer: from }));
