@@ -133,7 +133,8 @@ pub struct Config {
     /// A snapshot transfer announcing more bytes than this is refused (the receiver's buffer bound).
     pub snapshot_bytes_max: usize,
     /// A receiver asks again for the chunk it waits for after this long without one; a sender offers the
-    /// first chunk of its snapshot to a lagging peer at most this often while no chunk went out.
+    /// first chunk of its snapshot to a lagging peer at most this often while no chunk went out, and
+    /// repeats a sync reply for the same starting slot at most this often.
     pub snapshot_retry_ms: u64,
     /// A transfer with no progress for this long is dropped; the next catch-up starts a new one.
     pub snapshot_stall_ms: u64,

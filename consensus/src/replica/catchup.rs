@@ -67,14 +67,16 @@ impl Replica {
     }
 
     /// Sends `peer` the decided slots from `from` (or the first chunk of our snapshot, when they were
-    /// compacted), at most once per retransmit period for the same starting slot. A reply is bounded by
-    /// `sync_slots_max` slots and `sync_bytes_max` bytes, and carries at least one slot.
+    /// compacted). A reply is bounded by `sync_slots_max` slots and `sync_bytes_max` bytes, and carries at
+    /// least one slot. Paced by the peer's progress: a request from a new slot is answered at once, a
+    /// repeat of the same starting slot (the reply may still be on its way) only after
+    /// `snapshot_retry_ms`.
     pub(super) fn reply_sync(&mut self, now_ms: u64, peer: ReplicaId, from: Slot, out: &mut Vec<Output>) {
         if from == self.next_slot {
             self.resend_to(peer, out);
             return;
         }
-        let period_ms = self.config.retransmit_ms;
+        let period_ms = self.config.retransmit_ms.max(self.config.snapshot_retry_ms);
         let Some(track) = self.peers.get_mut(peer.index()) else {
             return;
         };
