@@ -153,7 +153,7 @@ impl Replication {
                 debug!("a snapshot at slot {} was overtaken before it was ready", next_slot.0);
                 continue;
             }
-            debug!(
+            info!(
                 "snapshot at slot {}: {} bytes, serialised in {} ms off the loop",
                 next_slot.0,
                 taken.record.len(),
@@ -441,16 +441,21 @@ impl Replication {
         if self.store.applied_slot().is_some_and(|applied| applied + 1 >= next_slot) {
             return Ok(());
         }
+        let started = Instant::now();
         self.store
             .install_snapshot(state)
             .map_err(|e| format!("snapshot for slot {next_slot} does not install: {e}"))?;
-        info!("installed a snapshot from a peer at slot {next_slot}");
         // Durable before any later slot is recorded: the log below it never existed on this node.
         let Some(snapshot) = self.replica.latest_snapshot() else { return Ok(()) };
         self.storage.snapshot_now(snapshot.next_slot.0, &wire::encode(&snapshot))?;
         if self.recovery_logged {
             self.storage.append(snapshot.next_slot.0, RECORD_RECOVERY_STARTED, &[]);
         }
+        info!(
+            "installed a snapshot from a peer at slot {next_slot}: {} bytes, {} ms (this node serves no slot meanwhile)",
+            state.len(),
+            started.elapsed().as_millis()
+        );
         Ok(())
     }
 
