@@ -48,7 +48,24 @@ impl SendRefusals {
     pub fn total(&self) -> u64 {
         self.total
     }
+}
 
+/// A consensus message's kind, for the log line.
+pub fn kind(message: &consensus::Message) -> &'static str {
+    use consensus::Message;
+    match message {
+        Message::Forward { .. } => "Forward",
+        Message::Proposal { .. } => "Proposal",
+        Message::State { .. } => "State",
+        Message::Vote { .. } => "Vote",
+        Message::Status { .. } => "Status",
+        Message::SyncRequest { .. } => "SyncRequest",
+        Message::SyncReply { .. } => "SyncReply",
+        Message::SnapshotChunk { .. } => "SnapshotChunk",
+        Message::SnapshotRequest { .. } => "SnapshotRequest",
+        Message::RecoveryProbe { .. } => "RecoveryProbe",
+        Message::RecoveryReply { .. } => "RecoveryReply",
+    }
 }
 
 #[cfg(test)]
@@ -68,23 +85,5 @@ mod tests {
         assert!(line.contains("101 refused (1005 bytes)"), "{line}");
         assert_eq!((refusals.total(), refusals.queue_full, refusals.too_large), (102, 101, 1));
         assert!(line.contains("102 in all (101 queue full, 1 too large)"), "{line}");
-    }
-}
-
-/// A consensus message's kind, for the log line.
-pub fn kind(message: &consensus::Message) -> &'static str {
-    use consensus::Message;
-    match message {
-        Message::Forward { .. } => "Forward",
-        Message::Proposal { .. } => "Proposal",
-        Message::State { .. } => "State",
-        Message::Vote { .. } => "Vote",
-        Message::Status { .. } => "Status",
-        Message::SyncRequest { .. } => "SyncRequest",
-        Message::SyncReply { .. } => "SyncReply",
-        Message::SnapshotChunk { .. } => "SnapshotChunk",
-        Message::SnapshotRequest { .. } => "SnapshotRequest",
-        Message::RecoveryProbe { .. } => "RecoveryProbe",
-        Message::RecoveryReply { .. } => "RecoveryReply",
     }
 }

@@ -73,9 +73,10 @@ fn write_all(c: &LocalCluster, nodes: &[usize], keys: Vec<(String, Vec<u8>)>, wr
 
 /// Waits until `node` applied what the others applied, then checks that it holds the same values.
 fn assert_caught_up(c: &LocalCluster, node: usize, other: usize, keys: &[(String, usize)]) {
-    let ok = wait_for(Duration::from_secs(90), || {
-        matches!((applied_slot(c, node), applied_slot(c, other)), (Some(a), Some(b)) if a >= b)
-    });
+    let ok = wait_for(
+        Duration::from_secs(90),
+        || matches!((applied_slot(c, node), applied_slot(c, other)), (Some(a), Some(b)) if a >= b),
+    );
     assert!(ok.is_ok(), "node {node} never caught up: {:?} vs {:?}", status(c, node), status(c, other));
     for (key, i) in keys {
         let expected = Some((MIB - 64, value(*i)[0]));
@@ -138,8 +139,10 @@ fn a_store_near_its_limit_keeps_quorum_catches_up_a_restarted_node_and_survives_
     };
     let caught_up_from = Instant::now();
     c.start_node(1).unwrap();
-    let sample: Vec<(String, usize)> =
-        [(0, 1), (29, 30), (30, 30), (49, 49), (50, 50), (249, 249)].iter().map(|(k, i)| (format!("user/full/{k}"), *i)).collect();
+    let sample: Vec<(String, usize)> = [(0, 1), (29, 30), (30, 30), (49, 49), (50, 50), (249, 249)]
+        .iter()
+        .map(|(k, i)| (format!("user/full/{k}"), *i))
+        .collect();
     assert_caught_up(&c, 1, 0, &sample);
     stop.store(true, Ordering::Relaxed);
     let worst = watcher.join().unwrap();
@@ -149,7 +152,11 @@ fn a_store_near_its_limit_keeps_quorum_catches_up_a_restarted_node_and_survives_
         worst.as_millis()
     );
     assert!(worst < Duration::from_secs(2), "node 0's loop stalled for {} ms", worst.as_millis());
-    assert!(c.log(1).contains("installed a snapshot from a peer"), "node 1 caught up without the snapshot:\n{}", c.log(1));
+    assert!(
+        c.log(1).contains("installed a snapshot from a peer"),
+        "node 1 caught up without the snapshot:\n{}",
+        c.log(1)
+    );
     let ok = wait_for(PATIENT, || put(&c, 1, "user/small", b"after catch-up") == 200);
     assert!(ok.is_ok(), "the caught-up node does not take writes");
 

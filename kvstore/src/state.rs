@@ -18,8 +18,8 @@ use crate::error::Error;
 use crate::key::AetherKey;
 use crate::revision::Revision;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// Most entries the store holds; a write of a new key beyond it is answered [`ApplyResult::StoreFull`].
 pub const ENTRIES_MAX: usize = 1 << 20;

@@ -297,7 +297,7 @@ mod tests {
     fn lost_chunks_and_requests_are_asked_for_again() {
         let mut pair = Pair::new(sender(10, 1000));
         let mut lose = |n: usize, m: &Message| {
-            matches!(m, Message::SnapshotChunk { .. } | Message::SnapshotRequest { .. }) && n % 3 == 0
+            matches!(m, Message::SnapshotChunk { .. } | Message::SnapshotRequest { .. }) && n.is_multiple_of(3)
         };
         for _ in 0..200 {
             pair.tick(&mut lose);
