@@ -5,7 +5,10 @@
 //!
 //! A run has two phases: a faulty phase (loss, duplication, delay spikes, symmetric and one-way
 //! partitions, a coin-aware scheduler, crashes) where only safety is checked, then a healed phase where
-//! every operation must complete within `liveness_ms` and every replica must catch up.
+//! every operation must complete within `liveness_ms` and every replica must catch up. With the `size`
+//! fault class the network refuses any message over `message_bytes_max` (in both phases, as a node's peer
+//! queue would) and written values carry filler, so the decided log and the snapshots outgrow one message
+//! and catch-up only succeeds in pieces that fit.
 //!
 //! Crashes come in two kinds. One loses the disk: the replica comes back as `Replica::restarted` with an
 //! empty durable log, and these keep at most f replicas without their votes (down without a disk, or
