@@ -40,7 +40,7 @@ use consensus::{
 
 use crate::check::{HistoryEntry, Violation, ViolationKind};
 use crate::durable::{DurableLog, Record};
-use crate::kv::{KvMachine, KvOp, KvResult};
+use crate::kv::{KvMachine, KvResult};
 use crate::options::Options;
 use crate::rng::Rng;
 
@@ -593,20 +593,6 @@ fn replica_config(options: &Options, id: u8) -> Config {
     config.queue_bytes_max = options.queue_bytes_max;
     config.log_bytes_max = options.log_bytes_max;
     config.broken = options.broken;
-    if options.message_bytes_max != usize::MAX {
-        // Every message the core sends must fit the transport's limit; the bounds scale down with it
-        // (a batch or forward of one command is always allowed: a padded command is a quarter of it).
-        let limit = options.message_bytes_max;
-        let command_max = options.value_pad_bytes + 128;
-        config.batch_bytes_max = limit / 2;
-        config.forward_commands_max = (limit / command_max).max(1);
-        config.sync_slots_max = 16;
-        config.sync_bytes_max = limit / 4;
-        config.snapshot_chunk_bytes = limit / 4;
-        // The queue's byte bound holds as many padded commands as it held plain ones.
-        let plain = KvOp::Put { key: 0, value: 0 }.payload(0).len() + 48;
-        config.queue_bytes_max = options.queue_bytes_max.saturating_mul(plain + options.value_pad_bytes) / plain;
-        config.log_bytes_max = options.log_bytes_max.saturating_mul(plain + options.value_pad_bytes) / plain;
-    }
+    network::fit_to_message_limit(options, &mut config);
     config
 }

@@ -3,7 +3,10 @@
 
 use super::{batch_fingerprint, coin_seed, Event, Payload, World};
 use crate::check::ViolationKind;
-use consensus::{coin, decode_message, encode_message, Input, Message, ReplicaId};
+use consensus::{coin, decode_message, encode_message, Config, Input, Message, ReplicaId};
+
+use crate::kv::KvOp;
+use crate::options::Options;
 
 impl World {
     pub(super) fn send(&mut self, from: usize, to: usize, message: Message) {
@@ -132,4 +135,24 @@ impl World {
             self.restart(replica);
         }
     }
+}
+
+/// Scales the core's message bounds to the simulated transport's byte limit (`Faults::size`).
+pub(super) fn fit_to_message_limit(options: &Options, config: &mut Config) {
+    if options.message_bytes_max == usize::MAX {
+        return;
+    }
+    // Every message the core sends must fit the transport's limit; the bounds scale down with it
+    // (a batch or forward of one command is always allowed: a padded command is a quarter of it).
+    let limit = options.message_bytes_max;
+    let command_max = options.value_pad_bytes + 128;
+    config.batch_bytes_max = limit / 2;
+    config.forward_commands_max = (limit / command_max).max(1);
+    config.sync_slots_max = 16;
+    config.sync_bytes_max = limit / 4;
+    config.snapshot_chunk_bytes = limit / 4;
+    // The queue's byte bound holds as many padded commands as it held plain ones.
+    let plain = KvOp::Put { key: 0, value: 0 }.payload(0).len() + 48;
+    config.queue_bytes_max = options.queue_bytes_max.saturating_mul(plain + options.value_pad_bytes) / plain;
+    config.log_bytes_max = options.log_bytes_max.saturating_mul(plain + options.value_pad_bytes) / plain;
 }
