@@ -221,8 +221,8 @@ impl Options {
         options.cluster_crash_at_ms = rng.between(options.faulty_ms / 5, latest_ms);
         // Drawn last, so the other parameters of a seed stay what they were without it.
         if faults.size {
-            options.message_bytes_max = [3072usize, 4096, 8192][rng.below(3) as usize];
-            options.value_pad_bytes = rng.between(64, options.message_bytes_max as u64 / 4) as usize;
+            options.message_bytes_max = [2048usize, 3072, 4096][rng.below(3) as usize];
+            options.value_pad_bytes = rng.between(32, options.message_bytes_max as u64 / 4) as usize;
         }
         options
     }

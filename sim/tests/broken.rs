@@ -94,7 +94,7 @@ fn bounded_catch_up_fits_the_transport_byte_limit() {
     let (mut refused, mut snapshot_chunks, mut runs) = (0, 0, 0);
     sim::run_seeds(
         0,
-        40,
+        100,
         3,
         Faults::ALL,
         |_| {},
@@ -106,7 +106,7 @@ fn bounded_catch_up_fits_the_transport_byte_limit() {
             runs += 1;
         },
     );
-    assert_eq!(runs, 40);
+    assert_eq!(runs, 100);
     assert_eq!(refused, 0, "a message over the limit was sent");
     assert!(snapshot_chunks > 0, "no snapshot travelled in chunks");
 }

@@ -12,7 +12,16 @@ impl World {
     pub(super) fn send(&mut self, from: usize, to: usize, message: Message) {
         self.messages_sent += 1;
         self.check_consistent_speech(from, &message);
+        // Only messages that carry commands or state can be large; the rest are a few dozen bytes.
+        let may_be_large = matches!(
+            message,
+            Message::Forward { .. }
+                | Message::Proposal { .. }
+                | Message::SyncReply { .. }
+                | Message::SnapshotChunk { .. }
+        );
         if self.options.message_bytes_max != usize::MAX
+            && may_be_large
             && encode_message(&message).len() > self.options.message_bytes_max
         {
             // Refused at the sender, as a node's peer queue refuses a message over its bound.
