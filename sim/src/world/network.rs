@@ -157,6 +157,9 @@ pub(super) fn fit_to_message_limit(options: &Options, config: &mut Config) {
     let command_max = options.value_pad_bytes + 128;
     config.batch_bytes_max = limit / 2;
     config.forward_commands_max = (limit / command_max).max(1);
+    // A re-forward carries the oldest `forward_commands_max` commands; a proposal head longer than that
+    // could hold a command that one replica lacks and nobody re-forwards (heads would differ for good).
+    config.batch_commands_max = config.batch_commands_max.min(config.forward_commands_max);
     config.sync_slots_max = 16;
     config.sync_bytes_max = limit / 4;
     config.snapshot_chunk_bytes = limit / 4;
