@@ -13,9 +13,13 @@ use crate::types::{Broken, ReplicaId, Slot};
 
 impl Replica {
     /// Asks for a snapshot every `snapshot_every_slots`, and as soon as the log outgrows its bound (so
-    /// compaction, not dropping, keeps it bounded).
+    /// compaction, not dropping, keeps it bounded). While an answer is outstanding (the shell may take a
+    /// while to serialise a large store) a periodic ask waits four periods rather than replacing it, so
+    /// a slow answer is not made stale over and over.
     pub(super) fn maybe_ask_snapshot(&mut self, next_slot: Slot, out: &mut Vec<Output>) {
-        let periodic = self.slots_since_snapshot >= self.config.snapshot_every_slots;
+        let every = self.config.snapshot_every_slots;
+        let due = if self.snapshot_asked.is_some() { every.saturating_mul(4) } else { every };
+        let periodic = self.slots_since_snapshot >= due;
         let log_full = self.log.over_soft_bound() && self.snapshot_asked.is_none();
         if !periodic && !log_full {
             return;
@@ -150,6 +154,28 @@ mod tests {
             })
             .collect();
         Replica::resume(config, Resume { decided, ..Resume::default() })
+    }
+
+    #[test]
+    fn a_slow_snapshot_answer_is_not_replaced_by_the_next_periodic_ask() {
+        let mut config = Config::new(1, ReplicaId(0), 1);
+        config.snapshot_every_slots = 2;
+        let mut replica = Replica::new(config);
+        let mut asks = Vec::new();
+        for seq in 0..6 {
+            let mut out = Vec::new();
+            let put = crate::types::ClientCommand { id: CommandId { client: 1, seq }, payload: vec![1] };
+            replica.handle(seq, Input::Submit(vec![put]), &mut out);
+            asks.extend(out.into_iter().filter_map(|o| match o {
+                Output::TakeSnapshot { next_slot, .. } => Some(next_slot),
+                _ => None,
+            }));
+        }
+        assert_eq!(asks, vec![Slot(2)], "one ask outstanding, not one per period");
+        let mut out = Vec::new();
+        replica.handle(9, Input::SnapshotTaken { next_slot: Slot(2), state: Bytes::from_static(b"s") }, &mut out);
+        assert_eq!(replica.stats().snapshot_answers_ignored, 0, "the late answer still counts");
+        assert!(replica.latest_snapshot_parts().is_some_and(|(slot, ..)| slot == Slot(2)));
     }
 
     #[test]
