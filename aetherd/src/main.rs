@@ -20,6 +20,8 @@ mod managers;
 mod membership;
 mod node;
 mod replication;
+mod send_refusals;
+mod snapshots;
 mod stop;
 mod storage;
 mod systemd;

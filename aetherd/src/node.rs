@@ -19,6 +19,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+mod consensus_send;
+
 /// How long a management thread waits for the loop to answer a query.
 pub(crate) const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(50);
@@ -98,6 +100,10 @@ pub struct Node {
     peer_names: Vec<String>,
     systemd: crate::systemd::Notifier,
     artifacts: crate::artifacts::Assembler,
+    /// Consensus messages the transport refused to queue.
+    refusals: crate::send_refusals::SendRefusals,
+    /// Commands forwarded to each peer lately, so a repeat within the window is not queued again.
+    forwarded: consensus_send::ForwardWindow,
 }
 
 impl Node {
@@ -137,6 +143,8 @@ impl Node {
             data,
             peer_names,
             artifacts: crate::artifacts::Assembler::default(),
+            refusals: crate::send_refusals::SendRefusals::default(),
+            forwarded: consensus_send::ForwardWindow::default(),
             systemd: crate::systemd::Notifier::from_env(),
             config,
             membership,
@@ -189,6 +197,7 @@ impl Node {
             members,
             applied_slot: replication.and_then(Replication::applied_slot),
             pending_commands: replication.map_or(0, Replication::pending_commands),
+            consensus_sends_refused: self.refusals.total(),
         }
     }
 
@@ -306,22 +315,6 @@ impl Node {
         }
     }
 
-    fn carry_out(&mut self, ctx: &mut Ctx<'_>, effects: Vec<Effect>) {
-        for effect in effects {
-            match effect {
-                Effect::Send(to, message) => {
-                    if let Some(peer) = self.peer_of_replica.get(to.index()).copied().flatten() {
-                        let _ = ctx.send(peer, FrameKind::Consensus, &consensus::encode_message(&message));
-                    }
-                }
-                Effect::Broadcast(message) => {
-                    ctx.broadcast(FrameKind::Consensus, &consensus::encode_message(&message));
-                }
-                Effect::Timer(kind, at_ms) => self.arm(ctx, kind, at_ms),
-            }
-        }
-    }
-
     fn arm(&mut self, ctx: &mut Ctx<'_>, kind: consensus::TimerKind, at_ms: u64) {
         let Some(replication) = self.replication.as_ref() else { return };
         let index = timer_index(kind);
@@ -417,6 +410,7 @@ impl Handler for Node {
     }
 
     fn on_peer_up(&mut self, ctx: &mut Ctx<'_>, peer: PeerId) {
+        self.forwarded.forget_peer(peer);
         if let Some(&from) = self.replica_of_peer.get(peer) {
             // Frames in flight on the old connection are gone: resend this slot's messages to it.
             self.drive(ctx, |r| r.handle(consensus::Input::PeerConnected { peer: from }));

@@ -25,7 +25,12 @@
 //!   (`now_ms`), so command stamps compare across nodes; the core keeps them monotonic across peers.
 //! - The store applies decided slots in order, exactly once; a slot at or below the store's applied slot
 //!   (a replay after restart, a catch-up of what the disk already had) is skipped.
+//! - Snapshots the replica asks for are serialised off the loop (`snapshots`): the loop takes a view of
+//!   the store at the asked slot and opens the log segment the snapshot will start from; the bytes come
+//!   back on a later turn, go to the replica (which shares them with peers, never copying them whole) and,
+//!   if it took them, to the disk.
 
+use crate::snapshots::SnapshotWorker;
 use crate::storage::{Recovered, Storage, StorageError};
 use consensus::{
     ClientCommand, CommandId, DecidedSlot, Decision, Input, Message, Output, RejectReason, Replica, ReplicaId,
@@ -90,6 +95,8 @@ pub struct Replication {
     persisted_own: Vec<(u64, u8, u32)>,
     /// The highest `next_slot` each peer reported (Status messages), to tell whether this node is behind.
     peer_next_slot: Vec<u64>,
+    /// Serialises snapshots off the loop.
+    snapshots: SnapshotWorker,
 }
 
 impl Replication {
@@ -121,6 +128,7 @@ impl Replication {
             persisted_own: Vec::new(),
             batch: Vec::new(),
             peer_next_slot: vec![0; peers],
+            snapshots: SnapshotWorker::start()?,
             replica,
             store,
             storage,
@@ -154,8 +162,35 @@ impl Replication {
         }
         let mut out = Vec::new();
         let now = self.now_ms();
+        self.collect_snapshots(now, &mut out)?;
         self.replica.handle(now, input, &mut out);
         self.run(out)
+    }
+
+    /// Feeds the replica the snapshots the worker finished, and hands the ones it took to the disk.
+    fn collect_snapshots(&mut self, now: u64, out: &mut Vec<Output>) -> Result<(), String> {
+        while let Some(taken) = self.snapshots.try_take() {
+            let taken = taken?;
+            let next_slot = consensus::Slot(taken.next_slot);
+            self.replica.handle(now, Input::SnapshotTaken { next_slot, state: taken.state }, out);
+            if self.replica.latest_snapshot_parts().map(|(slot, ..)| slot) != Some(next_slot) {
+                debug!("a snapshot at slot {} was overtaken before it was ready", next_slot.0);
+                continue;
+            }
+            info!(
+                "snapshot at slot {}: {} bytes, serialised in {} ms off the loop",
+                next_slot.0,
+                taken.record.len(),
+                taken.took.as_millis()
+            );
+            let finished = self.storage.finish_snapshot(next_slot.0, taken.record);
+            self.durable(finished);
+            if self.recovery_logged {
+                // The snapshot drops older records: keep the recovery on record in the new segment.
+                self.storage.append(next_slot.0, RECORD_RECOVERY_STARTED, &[]);
+            }
+        }
+        Ok(())
     }
 
     /// Submits a KV command for `waiter`; answers at once when it cannot be submitted.
@@ -326,7 +361,7 @@ impl Replication {
             Output::SetTimer { kind, at_ms } => effects.push(Effect::Timer(kind, at_ms)),
             Output::Decided(decision) => self.apply(decision)?,
             Output::Rejected { id, reason } => self.rejected(id, reason),
-            Output::TakeSnapshot { next_slot } => return self.take_snapshot(next_slot.0).map(Some),
+            Output::TakeSnapshot { next_slot, sessions } => self.take_snapshot(next_slot.0, sessions)?,
             Output::InstallSnapshot { next_slot, state } => self.install(next_slot.0, &state)?,
         }
         Ok(None)
@@ -422,23 +457,22 @@ impl Replication {
         self.settle(p.waiter, Err(error));
     }
 
-    fn take_snapshot(&mut self, next_slot: u64) -> Result<Vec<Output>, String> {
-        let state = self.store.snapshot().map_err(|e| format!("cannot snapshot the store: {e}"))?;
-        let mut out = Vec::new();
-        let now = self.now_ms();
-        self.replica.handle(now, Input::SnapshotTaken { next_slot: consensus::Slot(next_slot), state }, &mut out);
-        self.persist_snapshot()?;
-        Ok(out)
+    /// Hands a view of the store at `next_slot` (every `Decided` so far applied) to the snapshot worker,
+    /// after opening the log segment the snapshot will start from.
+    fn take_snapshot(&mut self, next_slot: u64, sessions: Vec<consensus::SessionRecord>) -> Result<(), String> {
+        let begun = self.storage.begin_snapshot(next_slot);
+        self.durable(begun);
+        self.snapshots.submit(next_slot, sessions, self.store.snapshot_view())
     }
 
     fn install(&mut self, next_slot: u64, state: &[u8]) -> Result<(), String> {
         if self.store.applied_slot().is_some_and(|applied| applied + 1 >= next_slot) {
             return Ok(());
         }
+        let started = Instant::now();
         self.store
             .install_snapshot(state)
             .map_err(|e| format!("snapshot for slot {next_slot} does not install: {e}"))?;
-        info!("installed a snapshot from a peer at slot {next_slot}");
         // Durable before any later slot is recorded: the log below it never existed on this node.
         let Some(snapshot) = self.replica.latest_snapshot() else { return Ok(()) };
         let written = self.storage.snapshot_now(snapshot.next_slot.0, &wire::encode(&snapshot));
@@ -446,20 +480,11 @@ impl Replication {
         if self.recovery_logged {
             self.storage.append(snapshot.next_slot.0, RECORD_RECOVERY_STARTED, &[]);
         }
-        Ok(())
-    }
-
-    /// Writes the core's latest snapshot (store bytes plus sessions) through the disk thread.
-    fn persist_snapshot(&mut self) -> Result<(), String> {
-        let Some(snapshot) = self.replica.latest_snapshot() else { return Ok(()) };
-        let next_slot = snapshot.next_slot.0;
-        let bytes = wire::encode(&snapshot);
-        let handed = self.storage.snapshot(next_slot, bytes);
-        self.durable(handed);
-        if self.recovery_logged {
-            // The snapshot drops older records: keep the recovery on record in the new segment.
-            self.storage.append(next_slot, RECORD_RECOVERY_STARTED, &[]);
-        }
+        info!(
+            "installed a snapshot from a peer at slot {next_slot}: {} bytes, {} ms (this node serves no slot meanwhile)",
+            state.len(),
+            started.elapsed().as_millis()
+        );
         Ok(())
     }
 

@@ -60,7 +60,12 @@
 //! Every `snapshot_every_slots` decisions the core asks the shell for a snapshot
 //! ([`Output::TakeSnapshot`]); the answer ([`Input::SnapshotTaken`]) is the shell's "log compacted up to
 //! this slot": the core then keeps decided batches only from there on, and serves older catch-up with the
-//! snapshot bytes plus the sessions. A replica that receives a snapshot emits [`Output::InstallSnapshot`].
+//! snapshot bytes plus the sessions. The answer may come turns later (a shell serialises off its loop).
+//! Catch-up messages fit a transport with a message size bound: a `SyncReply` holds at most
+//! `sync_slots_max` slots and `sync_bytes_max` bytes (but at least one slot), and a snapshot travels in
+//! `snapshot_chunk_bytes` chunks that the receiver pulls by (snapshot slot, offset), resuming after loss
+//! and restarting on a newer snapshot. A replica that received a whole snapshot emits
+//! [`Output::InstallSnapshot`].
 
 //! # Driving it
 //! ```
@@ -104,6 +109,7 @@ mod sessions;
 mod slot;
 mod types;
 
+pub use bytes::Bytes;
 pub use coin::coin;
 pub use message::{decode_message, encode_message, DecidedSlot, DecodeError, Message, SessionRecord};
 pub use replica::{Input, Output, RejectReason, Replica, Resume, SnapshotRecord, Stats, TimerKind};

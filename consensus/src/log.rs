@@ -8,14 +8,17 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 use crate::message::{DecidedSlot, SessionRecord};
 use crate::types::{Command, Slot};
 
+/// The latest snapshot. `state` is shared: catch-up sends slices of it and never copies it whole.
 #[derive(Clone, Debug)]
 pub(crate) struct StoredSnapshot {
     pub(crate) next_slot: Slot,
     pub(crate) sessions: Vec<SessionRecord>,
-    pub(crate) state: Vec<u8>,
+    pub(crate) state: Bytes,
 }
 
 pub(crate) struct DecidedLog {
@@ -88,19 +91,23 @@ impl DecidedLog {
         self.snapshot = Some(snapshot);
     }
 
-    /// Decisions from `from` on, at most `count_max`; empty if `from` is outside the log.
-    pub(crate) fn range(&self, from: Slot, count_max: usize) -> Vec<DecidedSlot> {
+    /// Decisions from `from` on, at most `count_max` and `bytes_max` bytes of batches, but at least one
+    /// when the log has `from`; empty if `from` is outside the log.
+    pub(crate) fn range(&self, from: Slot, count_max: usize, bytes_max: usize) -> Vec<DecidedSlot> {
         if from < self.first_slot {
             return Vec::new();
         }
         let skip = (from.0 - self.first_slot.0) as usize;
-        self.entries
-            .iter()
-            .enumerate()
-            .skip(skip)
-            .take(count_max)
-            .map(|(i, batch)| DecidedSlot { slot: Slot(self.first_slot.0 + i as u64), batch: batch.clone() })
-            .collect()
+        let mut bytes = 0usize;
+        let mut range = Vec::new();
+        for (i, batch) in self.entries.iter().enumerate().skip(skip).take(count_max) {
+            bytes = bytes.saturating_add(batch_bytes(batch));
+            if !range.is_empty() && bytes > bytes_max {
+                break;
+            }
+            range.push(DecidedSlot { slot: Slot(self.first_slot.0 + i as u64), batch: batch.clone() });
+        }
+        range
     }
 
     /// True when `from` was compacted away and only a snapshot can bring a peer past it.
@@ -125,10 +132,14 @@ mod tests {
         }
         assert!(log.over_soft_bound());
         assert_eq!(log.dropped, 1);
-        assert!(log.range(Slot(0), 8).is_empty());
-        assert_eq!(log.range(Slot(1), 8).len(), 4);
-        log.store_snapshot(StoredSnapshot { next_slot: Slot(4), sessions: Vec::new(), state: vec![1] });
-        assert_eq!(log.range(Slot(4), 8).len(), 1);
+        assert!(log.range(Slot(0), 8, usize::MAX).is_empty());
+        assert_eq!(log.range(Slot(1), 8, usize::MAX).len(), 4);
+        log.store_snapshot(StoredSnapshot {
+            next_slot: Slot(4),
+            sessions: Vec::new(),
+            state: Bytes::from_static(&[1]),
+        });
+        assert_eq!(log.range(Slot(4), 8, usize::MAX).len(), 1);
         assert!(log.needs_snapshot(Slot(3)));
         assert!(!log.needs_snapshot(Slot(4)));
     }
@@ -149,6 +160,25 @@ mod tests {
         assert_eq!(log.dropped, 1, "past twice the byte bound the oldest goes");
         log.push(Slot(2), Some(big.clone()));
         assert_eq!(log.dropped, 2);
-        assert_eq!(log.range(Slot(2), 8).len(), 1);
+        assert_eq!(log.range(Slot(2), 8, usize::MAX).len(), 1);
+    }
+
+    #[test]
+    fn ranges_are_bounded_in_bytes_but_carry_at_least_one_slot() {
+        let command = |size| Command {
+            deadline_ms: 0,
+            id: crate::types::CommandId { client: 1, seq: 1 },
+            origin: crate::types::ReplicaId(0),
+            timestamp_ms: 0,
+            payload: vec![0; size],
+        };
+        let mut log = DecidedLog::new(100, 1 << 20);
+        for slot in 0..4 {
+            log.push(Slot(slot), Some(vec![command(952)]));
+        }
+        assert_eq!(log.range(Slot(0), 8, 1000).len(), 1, "one 1000-byte batch fits exactly");
+        assert_eq!(log.range(Slot(0), 8, 2999).len(), 2);
+        assert_eq!(log.range(Slot(1), 8, 10).len(), 1, "a batch over the bound still goes alone");
+        assert_eq!(log.range(Slot(1), 2, usize::MAX).len(), 2, "the count bound holds too");
     }
 }

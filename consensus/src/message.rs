@@ -64,14 +64,26 @@ pub enum Message {
     SyncRequest {
         from_slot: Slot,
     },
+    /// Consecutive decided slots, bounded in count and bytes (at least one).
     SyncReply {
         decisions: Vec<DecidedSlot>,
     },
-    /// State after every slot below `next_slot`: the state machine's bytes plus the sessions.
-    Snapshot {
+    /// Part of the snapshot that covers every slot below `next_slot`: `state_len` bytes of state machine
+    /// in all, of which this carries `bytes` from `offset` on. The chunk at offset 0 also carries the
+    /// sessions; the others carry none. A sender offers offset 0 to a peer behind its compacted log; the
+    /// receiver asks for the rest with `SnapshotRequest`.
+    SnapshotChunk {
         next_slot: Slot,
+        state_len: u64,
+        offset: u64,
         sessions: Vec<SessionRecord>,
-        state: Vec<u8>,
+        bytes: Vec<u8>,
+    },
+    /// Please send the chunk of the snapshot at `next_slot` starting at `offset` (or the first chunk of a
+    /// newer snapshot, when the sender no longer holds that one).
+    SnapshotRequest {
+        next_slot: Slot,
+        offset: u64,
     },
     /// A restarted replica asks where the cluster is; `incarnation` tells replies apart from older ones.
     RecoveryProbe {

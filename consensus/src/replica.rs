@@ -18,13 +18,16 @@ mod clients;
 mod recovery;
 mod resume;
 mod retransmit;
+mod transfer;
 
 pub use resume::{Resume, SnapshotRecord};
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 use crate::clock::HybridClock;
-use crate::log::{DecidedLog, StoredSnapshot};
+use crate::log::DecidedLog;
 use crate::message::{Message, SessionRecord};
 use crate::queue::PendingQueue;
 use crate::sessions::Sessions;
@@ -63,8 +66,10 @@ pub enum Input {
     Submit(Vec<ClientCommand>),
     /// A timer armed by `Output::SetTimer` fired.
     Timer(TimerKind),
-    /// The shell's answer to `Output::TakeSnapshot`: the state machine's bytes at `next_slot`.
-    SnapshotTaken { next_slot: Slot, state: Vec<u8> },
+    /// The shell's answer to `Output::TakeSnapshot`: the state machine's bytes at `next_slot`. It may
+    /// come turns later (the shell serialises off its event loop); an answer to an ask that a newer ask
+    /// replaced is ignored.
+    SnapshotTaken { next_slot: Slot, state: Bytes },
     /// The process restarted: volatile state is gone. Same as building `Replica::restarted`.
     Restart { incarnation: u64 },
     /// The transport (re)connected to `peer`: frames in flight may have been lost, so the replica resends
@@ -94,13 +99,16 @@ pub enum Output {
     },
     /// Snapshot the state machine as it is after every `Decided` output so far (they cover exactly the
     /// slots below `next_slot`) and answer with `Input::SnapshotTaken`. The log below it may be dropped.
+    /// `sessions` are the replica's sessions at the same point, for a shell that stores the snapshot
+    /// record itself (they are what `latest_snapshot` will report once the answer is in).
     TakeSnapshot {
         next_slot: Slot,
+        sessions: Vec<SessionRecord>,
     },
     /// Replace the state machine with this snapshot; decisions continue at `next_slot`.
     InstallSnapshot {
         next_slot: Slot,
-        state: Vec<u8>,
+        state: Bytes,
     },
 }
 
@@ -131,6 +139,12 @@ pub struct Stats {
     pub future_messages_dropped: u64,
     pub invalid_messages: u64,
     pub exhausted_slots: u64,
+    pub snapshot_chunks_sent: u64,
+    pub snapshot_chunks_received: u64,
+    /// Transfers replaced by a newer snapshot before they completed.
+    pub snapshot_transfers_restarted: u64,
+    /// Transfers dropped after `snapshot_stall_ms` without progress.
+    pub snapshot_transfers_stalled: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -156,6 +170,8 @@ struct PeerTrack {
     reply_from: Option<Slot>,
     reply_at_ms: u64,
     request_at_ms: Option<u64>,
+    /// When we last sent this peer a snapshot chunk.
+    chunk_sent_at_ms: Option<u64>,
 }
 
 pub struct Replica {
@@ -163,6 +179,9 @@ pub struct Replica {
     mode: Mode,
     next_slot: Slot,
     slot_started_ms: u64,
+    /// Resends of this slot's own messages so far; each waits twice as long as the one before (up to 16
+    /// periods), so a slot that takes long with large proposals does not resend megabytes every period.
+    resends_in_slot: u32,
     agreement: SlotAgreement,
     queue: PendingQueue,
     clock: HybridClock,
@@ -175,6 +194,7 @@ pub struct Replica {
     propose_armed: bool,
     snapshot_asked: Option<(Slot, Vec<SessionRecord>)>,
     slots_since_snapshot: u64,
+    transfer: Option<transfer::Transfer>,
     stats: Stats,
 }
 
@@ -194,6 +214,7 @@ impl Replica {
             mode: Mode::Normal,
             next_slot: Slot(0),
             slot_started_ms: 0,
+            resends_in_slot: 0,
             agreement: SlotAgreement::new(Slot(0), &config),
             queue: PendingQueue::new(config.queue_commands_max, config.queue_bytes_max),
             clock: HybridClock::default(),
@@ -206,6 +227,7 @@ impl Replica {
             propose_armed: false,
             snapshot_asked: None,
             slots_since_snapshot: 0,
+            transfer: None,
             stats: Stats::default(),
             config,
         }
@@ -320,8 +342,12 @@ impl Replica {
             }
             Message::SyncRequest { from_slot } => self.reply_sync(now_ms, from, from_slot, out),
             Message::SyncReply { decisions } => self.on_sync_reply(now_ms, decisions, out),
-            Message::Snapshot { next_slot, sessions, state } => {
-                self.install_snapshot(now_ms, StoredSnapshot { next_slot, sessions, state }, out)
+            Message::SnapshotChunk { next_slot, state_len, offset, sessions, bytes } => {
+                let chunk = transfer::Chunk { next_slot, state_len, offset, sessions, bytes };
+                self.on_snapshot_chunk(now_ms, from, chunk, out)
+            }
+            Message::SnapshotRequest { next_slot, offset } => {
+                self.on_snapshot_request(now_ms, from, next_slot, offset, out)
             }
             Message::RecoveryProbe { incarnation } => self.on_recovery_probe(from, incarnation, out),
             Message::RecoveryReply { incarnation, next_slot } => {
@@ -545,6 +571,7 @@ impl Replica {
     fn advance_to(&mut self, now_ms: u64, next_slot: Slot, out: &mut Vec<Output>) {
         self.next_slot = next_slot;
         self.slot_started_ms = now_ms;
+        self.resends_in_slot = 0;
         self.agreement = SlotAgreement::new(next_slot, &self.config);
         self.propose_armed = false;
         let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)

@@ -116,6 +116,10 @@ pub enum Broken {
     ProposalsNotQueued,
     /// Both of the above: the queue as it was when stamps were process-relative.
     ProcessClockQueue,
+    /// Catch-up ignores its byte bounds: a sync reply carries up to `sync_slots_max` slots whatever their
+    /// size, and a snapshot goes out as one chunk. A transport that refuses large messages then never lets
+    /// a lagging replica catch up.
+    UnboundedSyncReply,
 }
 
 impl Broken {
@@ -167,6 +171,19 @@ pub struct Config {
     pub log_bytes_max: usize,
     /// Decided slots in one catch-up reply, at most.
     pub sync_slots_max: usize,
+    /// Bytes of decided batches in one catch-up reply, at most (a reply always carries at least one slot,
+    /// so a single batch over this bound still goes through: batches are bounded by `batch_bytes_max`).
+    pub sync_bytes_max: usize,
+    /// Bytes of snapshot state in one `SnapshotChunk` message, at most.
+    pub snapshot_chunk_bytes: usize,
+    /// A snapshot transfer announcing more bytes than this is refused (the receiver's buffer bound).
+    pub snapshot_bytes_max: usize,
+    /// A receiver asks again for the chunk it waits for after this long without one; a sender offers the
+    /// first chunk of its snapshot to a lagging peer at most this often while no chunk went out, and
+    /// repeats a sync reply for the same starting slot at most this often.
+    pub snapshot_retry_ms: u64,
+    /// A transfer with no progress for this long is dropped; the next catch-up starts a new one.
+    pub snapshot_stall_ms: u64,
     /// Messages for future slots kept until the replica gets there, at most.
     pub future_messages_max: usize,
     /// Bytes of commands inside those messages, at most.
@@ -205,6 +222,11 @@ impl Config {
             log_slots_max: 16_384,
             log_bytes_max: 256 << 20,
             sync_slots_max: 64,
+            sync_bytes_max: 16 << 20,
+            snapshot_chunk_bytes: 4 << 20,
+            snapshot_bytes_max: 1 << 30,
+            snapshot_retry_ms: 200,
+            snapshot_stall_ms: 5_000,
             future_messages_max: 4096,
             future_bytes_max: 16 << 20,
             future_slots_window: 8,

@@ -47,13 +47,17 @@ fn message() -> impl Strategy<Value = Message> {
                 decisions: decided.into_iter().map(|(slot, batch)| DecidedSlot { slot: Slot(slot), batch }).collect(),
             }
         }),
-        (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), any::<u64>()).prop_map(
-            |(slot, state, client)| Message::Snapshot {
+        (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), any::<u64>(), any::<u64>()).prop_map(
+            |(slot, bytes, client, offset)| Message::SnapshotChunk {
                 next_slot: Slot(slot),
+                state_len: offset.saturating_add(bytes.len() as u64),
+                offset,
                 sessions: vec![SessionRecord { client, seq_floor: 3, applied_above: vec![5, 9], last_slot: slot }],
-                state,
+                bytes,
             }
         ),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(slot, offset)| Message::SnapshotRequest { next_slot: Slot(slot), offset }),
         any::<u64>().prop_map(|incarnation| Message::RecoveryProbe { incarnation }),
         (any::<u64>(), any::<u64>())
             .prop_map(|(incarnation, slot)| Message::RecoveryReply { incarnation, next_slot: Slot(slot) }),

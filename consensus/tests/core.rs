@@ -56,8 +56,8 @@ impl Cluster {
                 }
                 Output::Decided(decision) => self.decisions[from].push(decision),
                 Output::Rejected { id, reason } => self.rejected.push((from, id, reason)),
-                Output::TakeSnapshot { next_slot } => {
-                    let state = next_slot.0.to_le_bytes().to_vec();
+                Output::TakeSnapshot { next_slot, .. } => {
+                    let state = consensus::Bytes::from(next_slot.0.to_le_bytes().to_vec());
                     self.input(from, Input::SnapshotTaken { next_slot, state });
                 }
                 Output::InstallSnapshot { next_slot, .. } => {
@@ -217,7 +217,14 @@ fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
         (0u64..8, any::<bool>()).prop_map(|(s, null)| Message::SyncReply {
             decisions: vec![consensus::DecidedSlot { slot: Slot(s), batch: (!null).then(Vec::new) }],
         }),
-        (0u64..8).prop_map(|s| Message::Snapshot { next_slot: Slot(s), sessions: Vec::new(), state: vec![] }),
+        (0u64..8, 0u64..3, 0u64..3).prop_map(|(s, offset, len)| Message::SnapshotChunk {
+            next_slot: Slot(s),
+            state_len: 2,
+            offset,
+            sessions: Vec::new(),
+            bytes: vec![7; len as usize],
+        }),
+        (0u64..8, 0u64..3).prop_map(|(s, offset)| Message::SnapshotRequest { next_slot: Slot(s), offset }),
         (0u64..3).prop_map(|incarnation| Message::RecoveryProbe { incarnation }),
         (0u64..3, 0u64..8).prop_map(|(incarnation, s)| Message::RecoveryReply { incarnation, next_slot: Slot(s) }),
     ];
@@ -229,7 +236,7 @@ fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
         )),
         Just((0, Input::Timer(TimerKind::Retransmit))),
         Just((0, Input::Timer(TimerKind::Propose))),
-        (0u64..8).prop_map(|s| (0, Input::SnapshotTaken { next_slot: Slot(s), state: vec![] })),
+        (0u64..8).prop_map(|s| (0, Input::SnapshotTaken { next_slot: Slot(s), state: consensus::Bytes::new() })),
         Just((0, Input::Restart { incarnation: 5 })),
         (0u8..5).prop_map(|peer| (0, Input::PeerConnected { peer: ReplicaId(peer) })),
     ]

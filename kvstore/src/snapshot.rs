@@ -132,7 +132,7 @@ fn restore_entry(archived: &ArchivedEntryWire, revision: Revision) -> Result<Ent
     if value.len() > VALUE_BYTES_MAX {
         return Err(corrupt(format!("key {key_str:?} has a value of {} bytes, over the limit", value.len())));
     }
-    Ok(Entry::new(key, value.to_vec(), version))
+    Ok(Entry::new(key, std::sync::Arc::from(value), version))
 }
 
 fn corrupt(reason: String) -> Error {

@@ -10,6 +10,8 @@
 //! - `stored_bytes` is the sum of key and value lengths, at most [`STORE_BYTES_MAX`]; the entry count is at
 //!   most [`ENTRIES_MAX`];
 //! - `applied_slot` only grows; a batch for a slot at or below it is refused as a whole.
+//! - values are immutable once stored (a write replaces the entry), so a clone of the state is a
+//!   consistent view that shares every value with the original.
 
 use crate::command::Command;
 use crate::error::Error;
@@ -17,22 +19,24 @@ use crate::key::AetherKey;
 use crate::revision::Revision;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// Most entries the store holds; a write of a new key beyond it is answered [`ApplyResult::StoreFull`].
 pub const ENTRIES_MAX: usize = 1 << 20;
 /// Most bytes of keys plus values the store holds; a write growing it beyond is [`ApplyResult::StoreFull`].
 pub const STORE_BYTES_MAX: usize = 256 * 1024 * 1024;
 
-/// One stored key with its value and version.
+/// One stored key with its value and version. The value is shared, so cloning a state (a snapshot view)
+/// copies no value bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     key: AetherKey,
-    value: Vec<u8>,
+    value: Arc<[u8]>,
     version: Revision,
 }
 
 impl Entry {
-    pub(crate) fn new(key: AetherKey, value: Vec<u8>, version: Revision) -> Self {
+    pub(crate) fn new(key: AetherKey, value: Arc<[u8]>, version: Revision) -> Self {
         Entry { key, value, version }
     }
 
@@ -159,7 +163,7 @@ impl KvState {
         };
         self.revision = version;
         self.stored_bytes = stored_bytes;
-        self.entries.insert(key_str.clone(), Entry { key, value, version });
+        self.entries.insert(key_str.clone(), Entry { key, value: Arc::from(value), version });
         if let Some((key_str, entry)) = self.entries.get_key_value(&key_str) {
             on_change(&Change { key_str, key: &entry.key, value: Some(&entry.value), version });
         }

@@ -2,7 +2,8 @@
 //!
 //! The runtime feeds it decided batches in slot order and gets back per-command results to answer waiting
 //! clients; components read it directly and follow it through watches. It never blocks and never does I/O:
-//! snapshot bytes go out to the caller, who writes or sends them.
+//! snapshot bytes go out to the caller, who writes or sends them; a caller that must not stall serialises
+//! a [`Store::snapshot_view`] on another thread instead.
 
 use crate::error::Error;
 use crate::key::AetherKey;
@@ -89,6 +90,13 @@ impl Store {
     /// The whole replicated state as snapshot bytes.
     pub fn snapshot(&self) -> Result<Vec<u8>, Error> {
         snapshot::encode(&self.state)
+    }
+
+    /// A consistent view of the state as it is now, to serialise elsewhere (another thread) with
+    /// [`snapshot::encode`] while this store goes on applying. Values are shared, not copied: the cost is
+    /// one map of keys.
+    pub fn snapshot_view(&self) -> KvState {
+        self.state.clone()
     }
 
     /// Replaces the state with a snapshot received from a peer. Every watch gets a
@@ -191,6 +199,17 @@ mod tests {
         let before = store.state().clone();
         assert!(store.install_snapshot(b"not a snapshot").is_err());
         assert_eq!(store.state(), &before);
+    }
+
+    #[test]
+    fn a_snapshot_view_keeps_its_moment_while_the_store_goes_on() {
+        let mut store = Store::default();
+        store.apply(1, [put("user/a", b"1")]).unwrap();
+        let view = store.snapshot_view();
+        let before = store.snapshot().unwrap();
+        store.apply(2, [put("user/a", b"2"), put("user/b", b"3")]).unwrap();
+        assert_eq!(snapshot::encode(&view).unwrap(), before, "the view is the state at slot 1");
+        assert_ne!(store.snapshot().unwrap(), before);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct NodeStatus {
     pub members: Vec<MemberView>,
     pub applied_slot: Option<u64>,
     pub pending_commands: usize,
+    /// Consensus messages the transport refused to queue since this node started.
+    pub consensus_sends_refused: u64,
 }
 
 impl ClusterView {
@@ -258,6 +260,7 @@ fn status(backend: &dyn Backend) -> Result<Response, ApiError> {
         "members": members,
         "applied_slot": s.applied_slot,
         "pending_commands": s.pending_commands,
+        "consensus_sends_refused": s.consensus_sends_refused,
     })))
 }
 

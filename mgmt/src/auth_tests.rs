@@ -36,6 +36,7 @@ impl Backend for Fake {
             members: vec![],
             applied_slot: None,
             pending_commands: 0,
+            consensus_sends_refused: 0,
         })
     }
     fn kv_write(&self, command: Command) -> Result<u64, ApiError> {

@@ -122,9 +122,9 @@ fn route(
                     decided_depths.push(depth);
                 }
             }
-            Output::TakeSnapshot { next_slot } => {
+            Output::TakeSnapshot { next_slot, .. } => {
                 let mut more = Vec::new();
-                let input = Input::SnapshotTaken { next_slot, state: Vec::new() };
+                let input = Input::SnapshotTaken { next_slot, state: consensus::Bytes::new() };
                 replicas[from].handle(0, input, &mut more);
                 work.extend(more);
             }

@@ -33,6 +33,16 @@ impl KvOp {
         bytes
     }
 
+    /// The command payload: the encoded operation, and for a write `pad` filler bytes standing for a large
+    /// value (the machine keeps them, so its snapshots grow with them).
+    pub fn payload(&self, pad: usize) -> Vec<u8> {
+        let mut bytes = self.encode();
+        if matches!(self, KvOp::Put { .. }) {
+            bytes.resize(bytes.len() + pad, FILLER);
+        }
+        bytes
+    }
+
     pub fn decode(bytes: &[u8]) -> Option<KvOp> {
         let key = u64::from_le_bytes(bytes.get(1..9)?.try_into().ok()?);
         let value = u64::from_le_bytes(bytes.get(9..17)?.try_into().ok()?);
@@ -47,11 +57,18 @@ impl KvOp {
 /// What an operation returned: `None` for a put, the value read for a get.
 pub type KvResult = Option<u64>;
 
+const OP_BYTES: usize = 17;
+const FILLER: u8 = 0xA5;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvMachine {
     values: BTreeMap<u64, u64>,
+    /// Per key: the filler bytes its last write carried (held, and written into snapshots).
+    padding: BTreeMap<u64, usize>,
     /// Per client: the sequence number and result of its last applied command.
     last_response: BTreeMap<u64, (u64, KvResult)>,
+    /// Per client: the filler bytes of its last applied command (held, and written into snapshots).
+    client_padding: BTreeMap<u64, usize>,
 }
 
 impl KvMachine {
@@ -62,11 +79,13 @@ impl KvMachine {
         let result = match op {
             KvOp::Put { key, value } => {
                 self.values.insert(key, value);
+                self.padding.insert(key, command.payload.len().saturating_sub(OP_BYTES));
                 None
             }
             KvOp::Get { key } => self.values.get(&key).copied(),
         };
         self.last_response.insert(command.id.client, (command.id.seq, result));
+        self.client_padding.insert(command.id.client, command.payload.len().saturating_sub(OP_BYTES));
     }
 
     /// The result of `(client, seq)` if it is that client's last applied command.
@@ -87,6 +106,9 @@ impl KvMachine {
         for (key, value) in &self.values {
             push_u64(&mut bytes, *key);
             push_u64(&mut bytes, *value);
+            let pad = self.padding.get(key).copied().unwrap_or(0);
+            push_u64(&mut bytes, pad as u64);
+            bytes.resize(bytes.len() + pad.div_ceil(8) * 8, FILLER);
         }
         push_u64(&mut bytes, self.last_response.len() as u64);
         for (client, (seq, result)) in &self.last_response {
@@ -94,6 +116,9 @@ impl KvMachine {
             push_u64(&mut bytes, *seq);
             push_u64(&mut bytes, u64::from(result.is_some()));
             push_u64(&mut bytes, result.unwrap_or(0));
+            let pad = self.client_padding.get(client).copied().unwrap_or(0);
+            push_u64(&mut bytes, pad as u64);
+            bytes.resize(bytes.len() + pad.div_ceil(8) * 8, FILLER);
         }
         bytes
     }
@@ -103,11 +128,21 @@ impl KvMachine {
             bytes.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
         let mut machine = KvMachine::default();
         for _ in 0..words.next()? {
-            machine.values.insert(words.next()?, words.next()?);
+            let (key, value, pad) = (words.next()?, words.next()?, words.next()?);
+            machine.values.insert(key, value);
+            machine.padding.insert(key, usize::try_from(pad).ok()?);
+            for _ in 0..pad.div_ceil(8) {
+                words.next()?;
+            }
         }
         for _ in 0..words.next()? {
             let (client, seq, some, value) = (words.next()?, words.next()?, words.next()?, words.next()?);
             machine.last_response.insert(client, (seq, (some == 1).then_some(value)));
+            let pad = words.next()?;
+            machine.client_padding.insert(client, usize::try_from(pad).ok()?);
+            for _ in 0..pad.div_ceil(8) {
+                words.next()?;
+            }
         }
         Some(machine)
     }
@@ -131,8 +166,9 @@ mod tests {
             origin: ReplicaId(0),
             timestamp_ms: 0,
             deadline_ms: 0,
-            payload: put.encode(),
+            payload: put.payload(21),
         });
+        assert!(machine.encode().len() > 21, "the filler is kept");
         assert_eq!(KvMachine::decode(&machine.encode()), Some(machine.clone()));
         assert_eq!(machine.response(1, 4), Some(None));
         assert_eq!(machine.read_local(3), Some(9));

@@ -38,6 +38,10 @@ pub struct Faults {
     /// A non-transitive partition: one pair of replicas cannot talk while every other link works, with the
     /// control plane's leader logic running on top (`leader`).
     pub bridged: bool,
+    /// The transport's byte limit on one message (an oversize send is refused, as a node's peer queue
+    /// refuses it), with written values padded so that the decided log and the state machine outgrow it:
+    /// catch-up must come in pieces that fit.
+    pub size: bool,
 }
 
 impl Faults {
@@ -55,6 +59,7 @@ impl Faults {
         cluster_crash: true,
         disk_errors: true,
         bridged: true,
+        size: true,
     };
     pub const NONE: Faults = Faults {
         loss: false,
@@ -70,6 +75,7 @@ impl Faults {
         cluster_crash: false,
         disk_errors: false,
         bridged: false,
+        size: false,
     };
 
     pub fn parse(text: &str) -> Result<Faults, String> {
@@ -91,10 +97,11 @@ impl Faults {
                 "cluster-crash" => faults.cluster_crash = true,
                 "disk-errors" => faults.disk_errors = true,
                 "bridged" => faults.bridged = true,
+                "size" => faults.size = true,
                 other => {
                     return Err(format!(
                         "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, clock, strand, adversary, \
-                         durable, cluster-crash, disk-errors, bridged, all, none)"
+                         durable, cluster-crash, disk-errors, bridged, size, all, none)"
                     ))
                 }
             }
@@ -117,6 +124,7 @@ impl Faults {
             (self.cluster_crash, "cluster-crash"),
             (self.disk_errors, "disk-errors"),
             (self.bridged, "bridged"),
+            (self.size, "size"),
         ];
         let names: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
         if names.is_empty() {
@@ -214,6 +222,10 @@ pub struct Options {
     /// With `Faults::bridged`: when the non-transitive partition starts, and how long it lasts.
     pub bridge_at_ms: u64,
     pub bridge_ms: u64,
+    /// The transport's limit on one encoded message (`usize::MAX` without `Faults::size`).
+    pub message_bytes_max: usize,
+    /// Filler bytes every written value carries (0 without `Faults::size`).
+    pub value_pad_bytes: usize,
 }
 
 impl Options {
@@ -260,6 +272,8 @@ impl Options {
             cluster_crash_drops_in_flight: rng.chance(500),
             bridge_at_ms: 0,
             bridge_ms: 0,
+            message_bytes_max: usize::MAX,
+            value_pad_bytes: 0,
         };
         // Anywhere in the faulty phase, up to its very end (minus the spread, so every replica's crash
         // lands in it): then the replicas come back as faults stop.
@@ -276,6 +290,11 @@ impl Options {
             options.bridge_at_ms = rng.between(100, 600);
             options.bridge_ms = rng.between(2 * grace_ms, 5 * grace_ms);
             options.faulty_ms = options.faulty_ms.max(options.bridge_at_ms + options.bridge_ms + 100);
+        }
+        // Drawn last, so the other parameters of a seed stay what they were without it.
+        if faults.size {
+            options.message_bytes_max = [2048usize, 3072, 4096][rng.below(3) as usize];
+            options.value_pad_bytes = rng.between(32, options.message_bytes_max as u64 / 4) as usize;
         }
         options
     }
@@ -311,7 +330,7 @@ impl Options {
     /// The drawn parameters, for the failure report.
     pub fn describe(&self) -> String {
         format!(
-            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clock-offset<={}ms strand at {}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms disk-error/{}ms late-snapshot {}‰ torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {} bridge at {}ms for {}ms",
+            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clock-offset<={}ms strand at {}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms disk-error/{}ms late-snapshot {}‰ torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {} bridge at {}ms for {}ms message<={}B pad {}B",
             self.delay_us_min,
             self.delay_us_max,
             self.spike_permille,
@@ -342,7 +361,9 @@ impl Options {
             self.cluster_crash_spread_ms,
             self.cluster_crash_drops_in_flight,
             self.bridge_at_ms,
-            self.bridge_ms
+            self.bridge_ms,
+            self.message_bytes_max,
+            self.value_pad_bytes
         )
     }
 }
@@ -358,6 +379,7 @@ pub fn broken_name(broken: Broken) -> &'static str {
         Broken::ReforwardByOriginStamp => "reforward-by-origin-stamp",
         Broken::ProposalsNotQueued => "proposals-not-queued",
         Broken::ProcessClockQueue => "process-clock-queue",
+        Broken::UnboundedSyncReply => "unbounded-sync-reply",
     }
 }
 
@@ -371,6 +393,7 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "reforward-by-origin-stamp" => (Broken::ReforwardByOriginStamp, ShellBroken::Nothing),
         "proposals-not-queued" => (Broken::ProposalsNotQueued, ShellBroken::Nothing),
         "process-clock-queue" => (Broken::ProcessClockQueue, ShellBroken::Nothing),
+        "unbounded-sync-reply" => (Broken::UnboundedSyncReply, ShellBroken::Nothing),
         "local-reads" => (Broken::Nothing, ShellBroken::LocalReads),
         "resume-recovering-as-voter" => (Broken::Nothing, ShellBroken::ResumeRecoveringAsVoter),
         "cluster-crash-loses-disks" => (Broken::Nothing, ShellBroken::ClusterCrashLosesDisks),

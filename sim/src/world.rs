@@ -6,6 +6,9 @@
 //! A run has two phases: a faulty phase (loss, duplication, delay spikes, symmetric, one-way and
 //! non-transitive partitions, a coin-aware scheduler, crashes) where only safety is checked, then a healed
 //! phase where every operation must complete within `liveness_ms` and every replica must catch up.
+//! With the `size` fault class the network refuses any message over `message_bytes_max` (in both phases,
+//! as a node's peer queue would) and written values carry filler, so the decided log and the snapshots
+//! outgrow one message and catch-up only succeeds in pieces that fit.
 //!
 //! Every replica starts as the node starts one with an empty log, `Replica::fresh`: recovering, unless
 //! every peer reports slot 0 (a brand-new cluster, which is how the run's cluster forms).
@@ -185,6 +188,10 @@ pub struct RunReport {
     pub slots_decided: u64,
     pub ops_completed: u64,
     pub messages_sent: u64,
+    /// Messages refused at the sender for being over the transport's byte limit (`Faults::size`).
+    pub messages_refused_oversize: u64,
+    /// Snapshot chunks the replicas received, all replicas together.
+    pub snapshot_chunks_received: u64,
     /// Crashes of either kind (each replica's part in a whole-cluster crash counts once).
     pub crashes: u64,
     /// Of those, crashes that kept the disk (the replica resumed from its durable log)...
@@ -243,6 +250,7 @@ pub struct World {
     all_done_at_us: Option<u64>,
     incarnations: u64,
     messages_sent: u64,
+    messages_refused_oversize: u64,
     crashes: u64,
     durable_crashes: u64,
     torn_crashes: u64,
@@ -329,6 +337,7 @@ impl World {
             all_done_at_us: None,
             incarnations: 0,
             messages_sent: 0,
+            messages_refused_oversize: 0,
             crashes: 0,
             durable_crashes: 0,
             torn_crashes: 0,
@@ -532,5 +541,6 @@ fn replica_config(options: &Options, id: u8) -> Config {
     config.queue_bytes_max = options.queue_bytes_max;
     config.log_bytes_max = options.log_bytes_max;
     config.broken = options.broken;
+    network::fit_to_message_limit(options, &mut config);
     config
 }

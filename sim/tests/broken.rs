@@ -82,6 +82,36 @@ fn losing_records_of_messages_already_sent_is_caught_as_equivocation() {
 }
 
 #[test]
+fn catch_up_that_ignores_the_transport_byte_limit_is_caught_as_a_liveness_failure() {
+    let caught = runs_violating(40, 3, ViolationKind::Liveness, |o| o.broken = Broken::UnboundedSyncReply);
+    assert!(caught > 0, "the simulator missed a replica that never caught up past oversize replies");
+}
+
+/// The byte-limited network refuses nothing the core sends when catch-up keeps to its bounds, and the
+/// limit is small enough that what catch-up carries in total is over it (so the bound is what lets it pass).
+#[test]
+fn bounded_catch_up_fits_the_transport_byte_limit() {
+    let (mut refused, mut snapshot_chunks, mut runs) = (0, 0, 0);
+    sim::run_seeds(
+        0,
+        100,
+        3,
+        Faults::ALL,
+        |_| {},
+        |report| {
+            assert!(report.violations.is_empty(), "seed {}: {:?}", report.options.seed, report.violations);
+            assert!(report.options.message_bytes_max < usize::MAX);
+            refused += report.messages_refused_oversize;
+            snapshot_chunks += report.snapshot_chunks_received;
+            runs += 1;
+        },
+    );
+    assert_eq!(runs, 100);
+    assert_eq!(refused, 0, "a message over the limit was sent");
+    assert!(snapshot_chunks > 0, "no snapshot travelled in chunks");
+}
+
+#[test]
 fn reading_local_state_without_consensus_is_not_linearizable() {
     let caught = runs_violating(40, 3, ViolationKind::Linearizability, |o| o.shell_broken = ShellBroken::LocalReads);
     assert!(caught > 0, "the linearizability checker missed stale local reads");

@@ -25,6 +25,7 @@
 //! - A new segment is named by a sequence number past every existing one and its directory entry is
 //!   synced; the segment it replaces is synced first, so only the newest written segment can end torn.
 
+mod deferred;
 mod recovery;
 mod segments;
 mod snapshot;
@@ -90,6 +91,9 @@ pub struct Storage {
     failure: Arc<Mutex<Option<StorageError>>>,
     failed_mark: File,
     sync: SyncFn,
+    /// A snapshot asked for but whose bytes are not ready yet: its `next_slot` and the sequence of the
+    /// segment begun for it (see `deferred`).
+    deferred: Option<(u64, u64)>,
 }
 
 fn sync_data(file: &File) -> std::io::Result<()> {
@@ -141,6 +145,7 @@ impl Storage {
             failure,
             failed_mark,
             sync,
+            deferred: None,
         };
         Ok((storage, recovered))
     }
@@ -168,10 +173,12 @@ impl Storage {
 
     /// Starts a new segment and hands the snapshot for `next_slot` to the disk thread, which writes it
     /// (unless a newer one is on disk by then) and then deletes the segments before the new one.
+    /// (The node begins a snapshot when it asks for it and finishes it when the bytes are ready; see
+    /// `deferred`. This is both steps at once.)
+    #[cfg(test)]
     pub fn snapshot(&mut self, next_slot: u64, bytes: Vec<u8>) -> Result<(), StorageError> {
-        let obsolete = self.rotate()?;
-        let _ = self.jobs.send(SyncJob::Snapshot { next_slot, bytes, obsolete });
-        Ok(())
+        self.begin_snapshot(next_slot)?;
+        self.finish_snapshot(next_slot, bytes)
     }
 
     /// Writes a snapshot on the calling thread, durably, before returning; for snapshots installed from a

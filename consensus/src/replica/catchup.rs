@@ -1,26 +1,36 @@
-//! Catch-up: status exchange, sync requests and replies (decided slots or the latest snapshot), and the
-//! snapshot hand-off with the shell.
+//! Catch-up: status exchange, sync requests and replies (decided slots, bounded in count and bytes, or the
+//! start of a snapshot transfer), and the snapshot hand-off with the shell.
+//!
+//! Invariants: a `SyncReply` holds at most `sync_slots_max` slots and `sync_bytes_max` bytes of batches,
+//! and at least one slot (so catch-up always progresses); snapshots travel in chunks (`transfer`).
+
+use bytes::Bytes;
 
 use super::{Output, Replica};
 use crate::log::StoredSnapshot;
 use crate::message::{DecidedSlot, Message};
-use crate::types::{ReplicaId, Slot};
+use crate::types::{Broken, ReplicaId, Slot};
 
 impl Replica {
     /// Asks for a snapshot every `snapshot_every_slots`, and as soon as the log outgrows its bound (so
-    /// compaction, not dropping, keeps it bounded).
+    /// compaction, not dropping, keeps it bounded). While an answer is outstanding (the shell may take a
+    /// while to serialise a large store) a periodic ask waits four periods rather than replacing it, so
+    /// a slow answer is not made stale over and over.
     pub(super) fn maybe_ask_snapshot(&mut self, next_slot: Slot, out: &mut Vec<Output>) {
-        let periodic = self.slots_since_snapshot >= self.config.snapshot_every_slots;
+        let every = self.config.snapshot_every_slots;
+        let due = if self.snapshot_asked.is_some() { every.saturating_mul(4) } else { every };
+        let periodic = self.slots_since_snapshot >= due;
         let log_full = self.log.over_soft_bound() && self.snapshot_asked.is_none();
         if !periodic && !log_full {
             return;
         }
         self.slots_since_snapshot = 0;
-        self.snapshot_asked = Some((next_slot, self.sessions.export()));
-        out.push(Output::TakeSnapshot { next_slot });
+        let sessions = self.sessions.export();
+        self.snapshot_asked = Some((next_slot, sessions.clone()));
+        out.push(Output::TakeSnapshot { next_slot, sessions });
     }
 
-    pub(super) fn on_snapshot_taken(&mut self, next_slot: Slot, state: Vec<u8>) {
+    pub(super) fn on_snapshot_taken(&mut self, next_slot: Slot, state: Bytes) {
         match self.snapshot_asked.take() {
             Some((asked, sessions)) if asked == next_slot => {
                 self.log.store_snapshot(StoredSnapshot { next_slot, sessions, state })
@@ -60,14 +70,17 @@ impl Replica {
         out.push(Output::Send { to: peer, message: Message::SyncRequest { from_slot: self.next_slot } });
     }
 
-    /// Sends `peer` the decided slots from `from` (or our snapshot, when they were compacted), at most
-    /// once per retransmit period for the same starting slot.
+    /// Sends `peer` the decided slots from `from` (or the first chunk of our snapshot, when they were
+    /// compacted). A reply is bounded by `sync_slots_max` slots and `sync_bytes_max` bytes, and carries at
+    /// least one slot. Paced by the peer's progress: a request from a new slot is answered at once, a
+    /// repeat of the same starting slot (the reply may still be on its way) only after
+    /// `snapshot_retry_ms`.
     pub(super) fn reply_sync(&mut self, now_ms: u64, peer: ReplicaId, from: Slot, out: &mut Vec<Output>) {
         if from == self.next_slot {
             self.resend_to(peer, out);
             return;
         }
-        let period_ms = self.config.retransmit_ms;
+        let period_ms = self.config.retransmit_ms.max(self.config.snapshot_retry_ms);
         let Some(track) = self.peers.get_mut(peer.index()) else {
             return;
         };
@@ -76,21 +89,16 @@ impl Replica {
         }
         track.reply_from = Some(from);
         track.reply_at_ms = now_ms;
-        let mut from = from;
         if self.log.needs_snapshot(from) {
-            if let Some(snapshot) = self.log.snapshot.clone() {
-                from = snapshot.next_slot;
-                out.push(Output::Send {
-                    to: peer,
-                    message: Message::Snapshot {
-                        next_slot: snapshot.next_slot,
-                        sessions: snapshot.sessions,
-                        state: snapshot.state,
-                    },
-                });
-            }
+            // The rest follows once the peer installed it and reports its new position.
+            self.offer_snapshot(now_ms, peer, out);
+            return;
         }
-        let decisions = self.log.range(from, self.config.sync_slots_max);
+        let bytes_max = match self.config.broken {
+            Broken::UnboundedSyncReply => usize::MAX,
+            _ => self.config.sync_bytes_max,
+        };
+        let decisions = self.log.range(from, self.config.sync_slots_max, bytes_max);
         if !decisions.is_empty() {
             out.push(Output::Send { to: peer, message: Message::SyncReply { decisions } });
         }
@@ -119,5 +127,86 @@ impl Replica {
         self.slots_since_snapshot = 0;
         self.stats.snapshots_installed += 1;
         self.advance_to(now_ms, next_slot, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::encode_message;
+    use crate::replica::{Input, Resume};
+    use crate::types::{Command, CommandId, Config};
+
+    /// The transport refuses a consensus message once a peer's queue would pass twice its 64 MiB bulk bound.
+    const TRANSPORT_LIMIT: usize = 128 << 20;
+
+    fn big_log_replica() -> Replica {
+        let mut config = Config::new(3, ReplicaId(0), 1);
+        config.log_bytes_max = 1 << 30;
+        config.batch_bytes_max = 4 << 20;
+        config.payload_bytes_max = 4 << 20;
+        let decided = (0..64u64)
+            .map(|slot| {
+                let payload = vec![slot as u8; 4 << 20];
+                let command = Command {
+                    id: CommandId { client: 1, seq: slot },
+                    origin: ReplicaId(0),
+                    timestamp_ms: 0,
+                    deadline_ms: 0,
+                    payload,
+                };
+                DecidedSlot { slot: Slot(slot), batch: Some(vec![command]) }
+            })
+            .collect();
+        Replica::resume(config, Resume { decided, ..Resume::default() })
+    }
+
+    #[test]
+    fn a_slow_snapshot_answer_is_not_replaced_by_the_next_periodic_ask() {
+        let mut config = Config::new(1, ReplicaId(0), 1);
+        config.snapshot_every_slots = 2;
+        let mut replica = Replica::new(config);
+        let mut asks = Vec::new();
+        for seq in 0..6 {
+            let mut out = Vec::new();
+            let put = crate::types::ClientCommand { id: CommandId { client: 1, seq }, payload: vec![1] };
+            replica.handle(seq, Input::Submit(vec![put]), &mut out);
+            asks.extend(out.into_iter().filter_map(|o| match o {
+                Output::TakeSnapshot { next_slot, .. } => Some(next_slot),
+                _ => None,
+            }));
+        }
+        assert_eq!(asks, vec![Slot(2)], "one ask outstanding, not one per period");
+        let mut out = Vec::new();
+        replica.handle(9, Input::SnapshotTaken { next_slot: Slot(2), state: Bytes::from_static(b"s") }, &mut out);
+        assert_eq!(replica.stats().snapshot_answers_ignored, 0, "the late answer still counts");
+        assert!(replica.latest_snapshot_parts().is_some_and(|(slot, ..)| slot == Slot(2)));
+    }
+
+    #[test]
+    fn sync_replies_fit_the_transport_and_carry_at_least_one_slot() {
+        let mut replica = big_log_replica();
+        let mut from = Slot(0);
+        let mut now_ms = 0;
+        while from < Slot(64) {
+            let mut out = Vec::new();
+            let request = Message::SyncRequest { from_slot: from };
+            replica.handle(now_ms, Input::Message { from: ReplicaId(1), message: request }, &mut out);
+            let replies: Vec<Message> = out
+                .into_iter()
+                .filter_map(|o| match o {
+                    Output::Send { message: m @ Message::SyncReply { .. }, .. } => Some(m),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(replies.len(), 1, "one reply per request");
+            let encoded = encode_message(&replies[0]).len();
+            assert!(encoded <= TRANSPORT_LIMIT, "a reply of {encoded} bytes is over the transport's limit");
+            let Message::SyncReply { decisions } = &replies[0] else { unreachable!() };
+            assert!(!decisions.is_empty(), "a reply always carries a slot");
+            assert_eq!(decisions[0].slot, from);
+            from = Slot(from.0 + decisions.len() as u64);
+            now_ms += 1000;
+        }
     }
 }

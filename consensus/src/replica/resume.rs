@@ -49,6 +49,7 @@ pub(super) struct NewCluster {
     at_zero: Vec<bool>,
 }
 use crate::types::{Broken, Config, Slot};
+use bytes::Bytes;
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// A snapshot as the shell stores it: the state machine after every slot below `next_slot`, and the
@@ -89,7 +90,7 @@ impl Replica {
             replica.sessions.import(&snapshot.sessions);
             replica.next_slot = snapshot.next_slot;
             let (next_slot, sessions, state) = (snapshot.next_slot, snapshot.sessions, snapshot.state);
-            replica.log.store_snapshot(StoredSnapshot { next_slot, sessions, state });
+            replica.log.store_snapshot(StoredSnapshot { next_slot, sessions, state: Bytes::from(state) });
         }
         for decided in resume.decided {
             if decided.slot != replica.next_slot {
@@ -187,8 +188,13 @@ impl Replica {
         self.log.snapshot.as_ref().map(|s| SnapshotRecord {
             next_slot: s.next_slot,
             sessions: s.sessions.clone(),
-            state: s.state.clone(),
+            state: s.state.to_vec(),
         })
+    }
+
+    /// The latest snapshot's slot, sessions and shared state bytes, without copying the state.
+    pub fn latest_snapshot_parts(&self) -> Option<(Slot, &[SessionRecord], &Bytes)> {
+        self.log.snapshot.as_ref().map(|s| (s.next_slot, &s.sessions[..], &s.state))
     }
 }
 

@@ -12,6 +12,7 @@ impl Replica {
         self.resend_round_messages(now_ms, out);
         self.ask_for_missing(now_ms, out);
         self.reforward_old_commands(now_ms, out);
+        self.tend_transfer(now_ms, out);
     }
 
     pub(super) fn arm_retransmit(&self, now_ms: u64, out: &mut Vec<Output>) {
@@ -22,7 +23,8 @@ impl Replica {
     }
 
     /// Resends this slot's own messages once the slot has been open for a whole period (messages may
-    /// have been lost), or the recovery probe while a restarted replica still waits for answers.
+    /// have been lost), then after 2, 4, 8 and at most 16 more periods; or the recovery probe while a
+    /// restarted replica still waits for answers.
     pub(super) fn resend_round_messages(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         match &self.mode {
             Mode::Recovering(recovery) if recovery.vote_floor.is_none() => {
@@ -30,8 +32,12 @@ impl Replica {
             }
             Mode::Recovering(_) => {}
             Mode::Normal => {
-                let stuck = now_ms >= self.slot_started_ms.saturating_add(self.config.retransmit_ms);
-                if stuck && self.agreement.is_active() {
+                // The k-th resend (from 0) is due 2^k - 1 periods after the first, then every 16 periods.
+                let k = u64::from(self.resends_in_slot);
+                let periods = if k <= 4 { (1u64 << k) - 1 } else { 15 + 16 * (k - 4) };
+                let due_ms = self.slot_started_ms.saturating_add(self.config.retransmit_ms.saturating_mul(periods + 1));
+                if now_ms >= due_ms && self.agreement.is_active() {
+                    self.resends_in_slot = self.resends_in_slot.saturating_add(1);
                     let mut messages = Vec::new();
                     self.agreement.own_messages(&mut messages);
                     broadcast_all(messages, out);

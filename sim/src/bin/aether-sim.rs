@@ -6,9 +6,9 @@
 //! is lost), skew, clock (process clocks: hours apart, zero again after a restart), adversary, durable
 //! (the disk is kept: `Replica::resume`), cluster-crash (every replica at once, disks kept), disk-errors
 //! (writes failing mid-turn, snapshots written late), bridged (one pair of replicas cut while the rest reach
-//! both, with the control plane's lease and leader logic on top), strand (a lost forward, its origin down for
-//! good; not in all), or all (the default) / none. `aether-sim bench [--commands N]` prints the benchmark
-//! table.
+//! both, with the control plane's lease and leader logic on top), size (a byte limit per message, with values
+//! padded so catch-up outgrows it), strand (a lost forward, its origin down for good; not in all), or all (the
+//! default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -41,7 +41,7 @@ impl World {
         };
         self.clients[client].current = Some((seq, self.history.len()));
         let id = CommandId { client: client as u64, seq };
-        self.submitted.insert(id, op.encode());
+        self.submitted.insert(id, op.payload(self.options.value_pad_bytes));
         self.history.push(HistoryEntry { client: client as u64, op, invoke_us: self.now_us, response: None });
     }
 
@@ -67,7 +67,8 @@ impl World {
             return;
         }
         self.nodes[replica].waiting.insert((client as u64, seq));
-        let command = ClientCommand { id: CommandId { client: client as u64, seq }, payload: op.encode() };
+        let payload = op.payload(self.options.value_pad_bytes);
+        let command = ClientCommand { id: CommandId { client: client as u64, seq }, payload };
         self.run_core(replica, Input::Submit(vec![command]));
     }
 

@@ -1,14 +1,33 @@
-//! The simulated network: sends (with loss, duplication, delay and the coin-aware adversary), deliveries,
-//! partitions and heals, and the equivocation check on everything a replica says.
+//! The simulated network: sends (with loss, duplication, delay and the coin-aware adversary, and refused
+//! when over the transport's byte limit), deliveries, partitions and heals, and the equivocation check on everything a replica says.
 
 use super::{batch_fingerprint, coin_seed, Event, Payload, World};
 use crate::check::ViolationKind;
-use consensus::{coin, decode_message, encode_message, Input, Message, ReplicaId};
+use consensus::{coin, decode_message, encode_message, Config, Input, Message, ReplicaId};
+
+use crate::kv::KvOp;
+use crate::options::Options;
 
 impl World {
     pub(super) fn send(&mut self, from: usize, to: usize, message: Message) {
         self.messages_sent += 1;
         self.check_consistent_speech(from, &message);
+        // Only messages that carry commands or state can be large; the rest are a few dozen bytes.
+        let may_be_large = matches!(
+            message,
+            Message::Forward { .. }
+                | Message::Proposal { .. }
+                | Message::SyncReply { .. }
+                | Message::SnapshotChunk { .. }
+        );
+        if self.options.message_bytes_max != usize::MAX
+            && may_be_large
+            && encode_message(&message).len() > self.options.message_bytes_max
+        {
+            // Refused at the sender, as a node's peer queue refuses a message over its bound.
+            self.messages_refused_oversize += 1;
+            return;
+        }
         let faulty = self.healed_at_us.is_none();
         if faulty && (self.cut[from][to] || self.bridged(from, to) || self.net_rng.chance(self.options.loss_permille)) {
             return;
@@ -126,4 +145,27 @@ impl World {
             self.restart(replica);
         }
     }
+}
+
+/// Scales the core's message bounds to the simulated transport's byte limit (`Faults::size`).
+pub(super) fn fit_to_message_limit(options: &Options, config: &mut Config) {
+    if options.message_bytes_max == usize::MAX {
+        return;
+    }
+    // Every message the core sends must fit the transport's limit; the bounds scale down with it
+    // (a batch or forward of one command is always allowed: a padded command is a quarter of it).
+    let limit = options.message_bytes_max;
+    let command_max = options.value_pad_bytes + 128;
+    config.batch_bytes_max = limit / 2;
+    config.forward_commands_max = (limit / command_max).max(1);
+    // A re-forward carries the oldest `forward_commands_max` commands; a proposal head longer than that
+    // could hold a command that one replica lacks and nobody re-forwards (heads would differ for good).
+    config.batch_commands_max = config.batch_commands_max.min(config.forward_commands_max);
+    config.sync_slots_max = 16;
+    config.sync_bytes_max = limit / 4;
+    config.snapshot_chunk_bytes = limit / 4;
+    // The queue's byte bound holds as many padded commands as it held plain ones.
+    let plain = KvOp::Put { key: 0, value: 0 }.payload(0).len() + 48;
+    config.queue_bytes_max = options.queue_bytes_max.saturating_mul(plain + options.value_pad_bytes) / plain;
+    config.log_bytes_max = options.log_bytes_max.saturating_mul(plain + options.value_pad_bytes) / plain;
 }

@@ -70,6 +70,8 @@ impl World {
             slots_decided: self.decided.len() as u64,
             ops_completed: self.history.iter().filter(|h| h.response.is_some()).count() as u64,
             messages_sent: self.messages_sent,
+            messages_refused_oversize: self.messages_refused_oversize,
+            snapshot_chunks_received: stats.iter().map(|s| s.snapshot_chunks_received).sum(),
             crashes: self.crashes,
             durable_crashes: self.durable_crashes,
             torn_crashes: self.torn_crashes,

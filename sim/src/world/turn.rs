@@ -36,8 +36,8 @@ impl World {
                     self.on_decided(replica, decision, &mut turn.replies);
                 }
                 Output::Rejected { id, .. } => self.control_rejected(id),
-                Output::TakeSnapshot { next_slot } => {
-                    let state = self.nodes[replica].kv.encode();
+                Output::TakeSnapshot { next_slot, .. } => {
+                    let state = consensus::Bytes::from(self.nodes[replica].kv.encode());
                     let local_ms = self.local_ms(replica);
                     let mut more = Vec::new();
                     let input = Input::SnapshotTaken { next_slot, state };

@@ -1,0 +1,137 @@
+//! The consensus send path: the replica's messages encoded and queued on the transport, refusals counted
+//! and logged, and repeated forwards of the same command to the same peer held back for a while.
+//!
+//! Forwards: the replica forwards a client command to every peer, and forwards it again on every
+//! retransmit period while it waits in its queue past `reforward_after_ms`. Over a live connection the
+//! first copy arrives (the transport is reliable and ordered until a reconnect), so a repeat within
+//! `FORWARD_REPEAT_AFTER` only fills the peer's queue, and with megabyte values it fills it fast enough to
+//! delay pings past the suspicion timeout. A repeat to a peer is queued only once the window passed, or
+//! after the peer reconnected (frames in flight may have been lost).
+//!
+//! Invariants: no consensus message other than a `Forward` is held back or altered; the window's memory
+//! is bounded by what was forwarded within one window (older entries are dropped on every send).
+
+use super::Node;
+use crate::replication::Effect;
+use consensus::{CommandId, Message};
+use net::{Ctx, FrameKind, PeerId, SendError};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const FORWARD_REPEAT_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub(super) struct ForwardWindow {
+    sent: HashMap<(PeerId, CommandId), Instant>,
+    pruned_at: Option<Instant>,
+}
+
+impl ForwardWindow {
+    /// The commands of a `Forward` that may go to `peer` now (recording them as sent).
+    fn admit(&mut self, now: Instant, peer: PeerId, commands: &[consensus::Command]) -> Vec<consensus::Command> {
+        if self.pruned_at.is_none_or(|at| now >= at + FORWARD_REPEAT_AFTER) {
+            self.sent.retain(|_, at| now < *at + FORWARD_REPEAT_AFTER);
+            self.pruned_at = Some(now);
+        }
+        let mut admitted = Vec::new();
+        for command in commands {
+            let recent = self.sent.get(&(peer, command.id)).is_some_and(|at| now < *at + FORWARD_REPEAT_AFTER);
+            if !recent {
+                self.sent.insert((peer, command.id), now);
+                admitted.push(command.clone());
+            }
+        }
+        admitted
+    }
+
+    /// The peer reconnected: whatever was in flight may be lost, so forwards to it go out again.
+    pub(super) fn forget_peer(&mut self, peer: PeerId) {
+        self.sent.retain(|(p, _), _| *p != peer);
+    }
+}
+
+impl Node {
+    pub(super) fn carry_out(&mut self, ctx: &mut Ctx<'_>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send(to, message) => {
+                    if let Some(peer) = self.peer_of_replica.get(to.index()).copied().flatten() {
+                        self.send_consensus(ctx, peer, &message);
+                    }
+                }
+                Effect::Broadcast(Message::Forward { commands }) => {
+                    let now = Instant::now();
+                    for peer in 0..ctx.peer_count() {
+                        if !ctx.is_connected(peer) {
+                            continue;
+                        }
+                        let admitted = self.forwarded.admit(now, peer, &commands);
+                        if !admitted.is_empty() {
+                            self.send_consensus(ctx, peer, &Message::Forward { commands: admitted });
+                        }
+                    }
+                }
+                Effect::Broadcast(message) => {
+                    let bytes = consensus::encode_message(&message);
+                    for peer in 0..ctx.peer_count() {
+                        if let Err(e) = ctx.send(peer, FrameKind::Consensus, &bytes) {
+                            self.consensus_send_refused(peer, &message, bytes.len(), &e);
+                        }
+                    }
+                }
+                Effect::Timer(kind, at_ms) => self.arm(ctx, kind, at_ms),
+            }
+        }
+    }
+
+    fn send_consensus(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, message: &Message) {
+        let bytes = consensus::encode_message(message);
+        if let Err(e) = ctx.send(peer, FrameKind::Consensus, &bytes) {
+            self.consensus_send_refused(peer, message, bytes.len(), &e);
+        }
+    }
+
+    /// Counts (and now and then logs) a consensus message the transport did not queue. A peer that is not
+    /// connected is not a refusal: it is down, and catch-up covers what it missed.
+    fn consensus_send_refused(&mut self, peer: PeerId, message: &Message, bytes: usize, e: &SendError) {
+        if matches!(e, SendError::NotConnected) {
+            return;
+        }
+        let name = self.peer_names.get(peer).map_or("?", String::as_str);
+        let kind = crate::send_refusals::kind(message);
+        if let Some(line) = self.refusals.record(Instant::now(), name, kind, bytes, e) {
+            log::warn!("{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use consensus::ReplicaId;
+
+    fn command(seq: u64) -> consensus::Command {
+        consensus::Command {
+            id: CommandId { client: 1, seq },
+            origin: ReplicaId(0),
+            timestamp_ms: 0,
+            deadline_ms: 0,
+            payload: vec![1],
+        }
+    }
+
+    #[test]
+    fn a_command_is_forwarded_to_a_peer_again_only_after_the_window_or_a_reconnect() {
+        let mut window = ForwardWindow::default();
+        let start = Instant::now();
+        assert_eq!(window.admit(start, 0, &[command(1), command(2)]).len(), 2);
+        assert_eq!(window.admit(start, 1, &[command(1)]).len(), 1, "every peer gets its first copy");
+        let soon = start + Duration::from_millis(20);
+        assert_eq!(window.admit(soon, 0, &[command(1), command(3)]), vec![command(3)]);
+        window.forget_peer(0);
+        assert_eq!(window.admit(soon, 0, &[command(1)]).len(), 1, "a reconnect resets the window");
+        assert!(window.admit(soon, 1, &[command(1)]).is_empty());
+        let later = start + FORWARD_REPEAT_AFTER;
+        assert_eq!(window.admit(later, 1, &[command(1)]).len(), 1, "past the window it goes again");
+    }
+}
