@@ -22,7 +22,11 @@ impl World {
             return;
         }
         let replica = self.fault_rng.below(self.nodes.len() as u64) as usize;
-        if self.nodes[replica].up {
+        // A replica that loses its whole disk while no replica has decided slot 0 comes back as
+        // `Replica::fresh` and may vote in slot 0 again (the known limit in ARCHITECTURE.md): the schedule
+        // keeps to that bound, as it keeps to f.
+        let slot_zero_open = self.nodes.iter().all(|n| n.expected_slot.0 == 0);
+        if self.nodes[replica].up && !slot_zero_open {
             self.crash(replica, false);
         }
     }
