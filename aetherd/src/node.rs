@@ -29,6 +29,8 @@ pub enum Command {
     ClusterView(mpsc::Sender<ClusterView>),
     Status(mpsc::Sender<NodeStatus>),
     KvWrite(kvstore::Command, mpsc::Sender<Result<u64, ApiError>>),
+    /// A write under the client's own request id (`Idempotency-Key`).
+    KvWriteOnce(kvstore::Command, mgmt::RequestKey, mpsc::Sender<Result<u64, ApiError>>),
     KvGet {
         key: kvstore::AetherKey,
         stale: bool,
@@ -291,7 +293,7 @@ impl Node {
                 // The durable log or the state machine failed: this node can no longer keep its promises.
                 error!("replication stopped: {e}");
                 if let Some(mut r) = self.replication.take() {
-                    r.fail_all(&ApiError::unavailable(format!("replication stopped on this node: {e}")));
+                    r.fail_all(&format!("replication stopped on this node: {e}"));
                 }
             }
         }
@@ -471,6 +473,10 @@ impl Handler for Node {
                 Some(e) => drop(reply.send(Err(e))),
                 None => self.drive(ctx, |r| r.submit_write(&command, reply)),
             },
+            Command::KvWriteOnce(command, request, reply) => match self.unavailable_without_quorum() {
+                Some(e) => drop(reply.send(Err(e))),
+                None => self.drive(ctx, |r| r.submit_write_once(&command, request, reply)),
+            },
             Command::KvGet { key, stale, reply } => self.read(ctx, stale, Waiter::Get(key, reply)),
             Command::KvList { prefix, stale, reply } => self.read(ctx, stale, Waiter::List(prefix, reply)),
             Command::SendInvoke { node, id, payload } => self.send_invoke(ctx, &node, id, &payload),
@@ -578,7 +584,7 @@ impl Node {
             d.deployer.stop();
         }
         if let Some(mut r) = self.replication.take() {
-            r.fail_all(&ApiError::unavailable("the node is stopping"));
+            r.fail_all("the node is stopping");
             r.close();
         }
     }

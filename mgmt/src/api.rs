@@ -92,6 +92,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Orders `command` through consensus and answers with the version it produced; version conflicts are
     /// 409, a missing key 404, no quorum 503, no decision in time 504.
     fn kv_write(&self, command: kvstore::Command) -> Result<u64, ApiError>;
+    /// `kv_write` under the client's own request id (`Idempotency-Key`): however often it is sent, to any
+    /// node, the command applies at most once, and a retry of one that applied answers what it answered.
+    /// 503 means it was refused before consensus saw it; 504 that it may still apply (retry with the key).
+    fn kv_write_once(&self, command: kvstore::Command, request: crate::RequestKey) -> Result<u64, ApiError> {
+        let _ = (command, request);
+        Err(ApiError::new(501, "not_implemented", "this node does not take Idempotency-Key"))
+    }
     /// Linearizable unless `stale`, in which case the local replica answers at once.
     fn kv_get(&self, key: &kvstore::AetherKey, stale: bool) -> Result<Option<KvEntry>, ApiError>;
     fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError>;
