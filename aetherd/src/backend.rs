@@ -182,4 +182,3 @@ fn to_rule(spec: FaultSpec) -> FaultRule {
     };
     FaultRule { peer: spec.peer, direction, action }
 }
-

@@ -28,15 +28,15 @@ mod answers;
 mod tests;
 
 use crate::storage::{Recovered, Storage};
+use answers::{
+    answer_read, fail, payload_digest, reused_request_id, to_entry, write_answer, AppliedResults, Earlier, RESULTS_KEPT,
+};
 use consensus::{
     ClientCommand, CommandId, DecidedSlot, Decision, Input, Message, Output, RejectReason, Replica, ReplicaId,
 };
 use kvstore::{AetherKey, ApplyResult, Store};
 use log::{debug, info, warn};
 use mgmt::{ApiError, KvEntry};
-use answers::{
-    answer_read, fail, payload_digest, reused_request_id, to_entry, write_answer, AppliedResults, Earlier, RESULTS_KEPT,
-};
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
