@@ -429,7 +429,9 @@ mod tests {
         let config = Config::new(3, ReplicaId(0), 1);
         let digest = Some(batch_digest(&batch(1)));
         let (mut slot, mut out) = agreed(&config);
-        assert!(matches!(out.last(), Some(Message::State { value: true, batch_digest, .. }) if *batch_digest == digest));
+        assert!(
+            matches!(out.last(), Some(Message::State { value: true, batch_digest, .. }) if *batch_digest == digest)
+        );
         slot.on_state(1, Phase(1), true, &config);
         slot.advance(&config, &mut out);
         assert!(
