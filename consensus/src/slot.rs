@@ -527,4 +527,21 @@ mod tests {
         assert!(out[states_before..].iter().all(|m| !matches!(m, Message::State { phase: Phase(3), .. })));
         assert!(slot.decided.is_none());
     }
+
+    #[test]
+    fn a_slot_is_active_once_any_proposal_or_round_message_is_in() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let fresh = SlotAgreement::new(Slot(0), &config);
+        assert!(!fresh.is_active());
+        let mut proposed = SlotAgreement::new(Slot(0), &config);
+        proposed.on_proposal(2, batch(1));
+        assert!(proposed.is_active());
+        let mut stated = SlotAgreement::new(Slot(0), &config);
+        stated.on_state(1, Phase(1), true, &config);
+        assert!(stated.is_active());
+        // A message past the phase bound is not recorded, so it does not make the slot active.
+        let mut beyond = SlotAgreement::new(Slot(0), &config);
+        beyond.on_vote(1, Phase(config.phases_max + 1), None, &config);
+        assert!(!beyond.is_active());
+    }
 }
