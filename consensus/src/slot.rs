@@ -544,4 +544,78 @@ mod tests {
         beyond.on_vote(1, Phase(config.phases_max + 1), None, &config);
         assert!(!beyond.is_active());
     }
+
+    #[test]
+    fn restored_own_messages_are_resent_unchanged_and_other_slots_are_ignored() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let digest = Some(batch_digest(&batch(1)));
+        let own = vec![
+            Message::Proposal { slot: Slot(4), batch: batch(1) },
+            Message::State { slot: Slot(4), phase: Phase(1), value: true, batch_digest: digest },
+            Message::Vote { slot: Slot(4), phase: Phase(1), vote: Some(true), batch_digest: digest },
+            Message::State { slot: Slot(4), phase: Phase(2), value: true, batch_digest: digest },
+        ];
+        let mut slot = SlotAgreement::new(Slot(4), &config);
+        for message in &own {
+            slot.restore_own(message, &config);
+        }
+        // Another slot's messages, and a second proposal, change nothing.
+        slot.restore_own(&Message::Proposal { slot: Slot(4), batch: batch(2) }, &config);
+        slot.restore_own(&Message::Proposal { slot: Slot(5), batch: batch(3) }, &config);
+        slot.restore_own(&Message::State { slot: Slot(3), phase: Phase(3), value: false, batch_digest: None }, &config);
+        slot.restore_own(&Message::Vote { slot: Slot(5), phase: Phase(2), vote: None, batch_digest: None }, &config);
+        assert_eq!(slot.phase(), 2);
+        let mut resent = Vec::new();
+        slot.own_messages(&mut resent);
+        assert_eq!(resent, own);
+
+        // A slot that has not proposed takes its restored proposal from the right slot only.
+        let mut other = SlotAgreement::new(Slot(4), &config);
+        other.restore_own(&Message::Proposal { slot: Slot(5), batch: batch(3) }, &config);
+        assert!(!other.has_proposed());
+        other.restore_own(&Message::Vote { slot: Slot(3), phase: Phase(1), vote: None, batch_digest: None }, &config);
+        assert!(!other.is_active());
+    }
+
+    #[test]
+    fn a_peer_digest_never_replaces_the_batch_a_replica_identified() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let (mut slot, _) = agreed(&config);
+        slot.learn_digest(Some(batch_digest(&batch(2))));
+        slot.learn_digest(None);
+        let mut resent = Vec::new();
+        slot.own_messages(&mut resent);
+        let digest = Some(batch_digest(&batch(1)));
+        assert!(
+            matches!(resent.last(), Some(Message::State { batch_digest, .. }) if *batch_digest == digest),
+            "{resent:?}"
+        );
+    }
+
+    #[test]
+    fn the_batch_digest_is_fixed_across_builds_and_sees_every_field() {
+        // Replicas of different builds compare digests: the function may never change.
+        let command = Command {
+            id: crate::types::CommandId { client: 7, seq: 9 },
+            origin: ReplicaId(2),
+            timestamp_ms: 1234,
+            payload: b"put user/a 1".to_vec(),
+        };
+        assert_eq!(batch_digest(&[command.clone()]), PINNED_DIGEST);
+        let variants = [
+            Command { id: crate::types::CommandId { client: 8, seq: 9 }, ..command.clone() },
+            Command { id: crate::types::CommandId { client: 7, seq: 10 }, ..command.clone() },
+            Command { origin: ReplicaId(1), ..command.clone() },
+            Command { timestamp_ms: 1235, ..command.clone() },
+            Command { payload: b"put user/a 2".to_vec(), ..command.clone() },
+            Command { payload: b"put user/a 1\0".to_vec(), ..command.clone() },
+        ];
+        for variant in variants {
+            assert_ne!(batch_digest(&[variant.clone()]), PINNED_DIGEST, "{variant:?}");
+        }
+        assert_ne!(batch_digest(&[command.clone(), command.clone()]), PINNED_DIGEST);
+        assert_ne!(batch_digest(&[]), PINNED_DIGEST);
+    }
+
+    const PINNED_DIGEST: u64 = 0xd8ac_89d8_9b5a_0b79;
 }
