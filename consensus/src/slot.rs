@@ -603,7 +603,7 @@ mod tests {
             timestamp_ms: 1234,
             payload: b"put user/a 1".to_vec(),
         };
-        assert_eq!(batch_digest(&[command.clone()]), PINNED_DIGEST);
+        assert_eq!(batch_digest(std::slice::from_ref(&command)), PINNED_DIGEST);
         let variants = [
             Command { id: crate::types::CommandId { client: 8, seq: 9 }, ..command.clone() },
             Command { id: crate::types::CommandId { client: 7, seq: 10 }, ..command.clone() },
@@ -613,7 +613,7 @@ mod tests {
             Command { payload: b"put user/a 1\0".to_vec(), ..command.clone() },
         ];
         for variant in variants {
-            assert_ne!(batch_digest(&[variant.clone()]), PINNED_DIGEST, "{variant:?}");
+            assert_ne!(batch_digest(std::slice::from_ref(&variant)), PINNED_DIGEST, "{variant:?}");
         }
         assert_ne!(batch_digest(&[command.clone(), command.clone()]), PINNED_DIGEST);
         assert_ne!(batch_digest(&[]), PINNED_DIGEST);
