@@ -43,6 +43,25 @@ impl NodeBackend {
     }
 }
 
+impl NodeBackend {
+    /// A write: 503 when the loop never took it; once taken, a missing answer is 504 (it may still apply).
+    fn ask_write(&self, make: impl FnOnce(WriteReply) -> Command) -> Result<u64, ApiError> {
+        let (tx, rx) = mpsc::channel();
+        self.handle.command(make(tx)).map_err(|_| ApiError::unavailable("the node is stopping"))?;
+        match rx.recv_timeout(CLIENT_DEADLINE + Duration::from_secs(1)) {
+            Ok(answer) => answer,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err(ApiError::timeout("the node did not answer in time; the write may still apply"))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(ApiError::timeout("the node dropped the write without an answer; it may still apply"))
+            }
+        }
+    }
+}
+
+type WriteReply = mpsc::Sender<Result<u64, ApiError>>;
+
 impl Backend for NodeBackend {
     fn cluster_view(&self) -> Result<ClusterView, ApiError> {
         self.ask(LOOP_REPLY_TIMEOUT, Command::ClusterView)
@@ -53,7 +72,11 @@ impl Backend for NodeBackend {
     }
 
     fn kv_write(&self, command: kvstore::Command) -> Result<u64, ApiError> {
-        self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvWrite(command, reply))?
+        self.ask_write(|reply| Command::KvWrite(command, reply))
+    }
+
+    fn kv_write_once(&self, command: kvstore::Command, request: mgmt::RequestKey) -> Result<u64, ApiError> {
+        self.ask_write(|reply| Command::KvWriteOnce(command, request, reply))
     }
 
     fn kv_get(&self, key: &kvstore::AetherKey, stale: bool) -> Result<Option<KvEntry>, ApiError> {

@@ -31,6 +31,8 @@ pub enum Command {
     ClusterView(mpsc::Sender<ClusterView>),
     Status(mpsc::Sender<NodeStatus>),
     KvWrite(kvstore::Command, mpsc::Sender<Result<u64, ApiError>>),
+    /// A write under the client's own request id (`Idempotency-Key`).
+    KvWriteOnce(kvstore::Command, mgmt::RequestKey, mpsc::Sender<Result<u64, ApiError>>),
     KvGet {
         key: kvstore::AetherKey,
         stale: bool,
@@ -309,7 +311,7 @@ impl Node {
                 // the turn, before the transport writes this turn's frames; see `Storage::fail_stop`).
                 error!("replication stopped: {e}");
                 if let Some(mut r) = self.replication.take() {
-                    r.fail_all(&ApiError::unavailable(format!("replication stopped on this node: {e}")));
+                    r.fail_all(&format!("replication stopped on this node: {e}"));
                 }
             }
         }
@@ -475,6 +477,10 @@ impl Handler for Node {
                 Some(e) => drop(reply.send(Err(e))),
                 None => self.drive(ctx, |r| r.submit_write(&command, reply)),
             },
+            Command::KvWriteOnce(command, request, reply) => match self.unavailable_without_quorum() {
+                Some(e) => drop(reply.send(Err(e))),
+                None => self.drive(ctx, |r| r.submit_write_once(&command, request, reply)),
+            },
             Command::KvGet { key, stale, reply } => self.read(ctx, stale, Waiter::Get(key, reply)),
             Command::KvList { prefix, stale, reply } => self.read(ctx, stale, Waiter::List(prefix, reply)),
             Command::SendInvoke { node, id, payload } => self.send_invoke(ctx, &node, id, &payload),
@@ -594,7 +600,7 @@ impl Node {
     pub fn shutdown(&mut self, progress: &crate::stop::Progress) {
         progress.step("the final sync of the consensus log");
         if let Some(mut r) = self.replication.take() {
-            r.fail_all(&ApiError::unavailable("the node is stopping"));
+            r.fail_all("the node is stopping");
             r.close();
         }
         progress.step("unloading slices");

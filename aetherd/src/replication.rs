@@ -2,10 +2,17 @@
 //! (`kvstore`) and their durable log (`storage`), driven by the event loop.
 //!
 //! Client commands from management threads are wrapped in an envelope (`KV` or a read `BARRIER`), given
-//! an id `(client = random per boot, seq)`, and submitted; each waiter is answered when its command's slot
-//! applies, or when its deadline passes (504: the command may still apply, until its consensus deadline,
-//! `[cluster] command_ttl_ms` after its stamp, after which it no longer does). Linearizable reads are
-//! barriers ordered through consensus and answered from the store once applied; stale reads answer at once.
+//! an id `(client = random per boot, seq)` (or the id the client's `Idempotency-Key` names), and
+//! submitted; each waiter is answered when its command's slot applies, or when its deadline passes (504:
+//! the command may still apply, until its consensus deadline, `[cluster] command_ttl_ms` after its
+//! stamp, after which it no longer does). Linearizable reads are barriers ordered through consensus and answered
+//! from the store once applied; stale reads answer at once.
+//!
+//! What a failed write answers: 503 only when consensus never saw it (refused at the door, or still in the
+//! turn's batch when the node stopped), so a retry is safe; 504 once it was handed to consensus (deadline,
+//! shutdown, replication failure), because it may still apply. A retry under the same request id of a
+//! write that applied is answered with the first attempt's result while this node holds it
+//! (`answers`), else 409 `already_applied`; it never applies twice.
 //!
 //! Invariants:
 //! - Every decided slot and every own round message (proposal, state, vote) is appended to the log and
@@ -30,15 +37,22 @@
 //!   back on a later turn, go to the replica (which shares them with peers, never copying them whole) and,
 //!   if it took them, to the disk.
 
+mod answers;
+#[cfg(test)]
+mod tests;
+
 use crate::snapshots::SnapshotWorker;
 use crate::storage::{Recovered, Storage, StorageError};
+use answers::{
+    answer_read, fail, payload_digest, reused_request_id, to_entry, write_answer, AppliedResults, Earlier, RESULTS_KEPT,
+};
 use consensus::{
     ClientCommand, CommandId, DecidedSlot, Decision, Input, Message, Output, RejectReason, Replica, ReplicaId,
 };
 use kvstore::{AetherKey, ApplyResult, Store};
 use log::{debug, info, warn};
 use mgmt::{ApiError, KvEntry};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -65,6 +79,8 @@ pub enum Waiter {
 struct Pending {
     waiter: Waiter,
     deadline: Instant,
+    /// `payload_digest` of what this waiter submitted.
+    digest: u64,
 }
 
 /// What the driver asks of the transport after a turn.
@@ -80,7 +96,10 @@ pub struct Replication {
     storage: Storage,
     client: u64,
     next_seq: u64,
-    pending: HashMap<CommandId, Pending>,
+    /// Waiters by command id; a retry under a request id still pending here waits beside the first.
+    pending: HashMap<CommandId, Vec<Pending>>,
+    /// Recent write results, for retries of writes that applied.
+    results: AppliedResults,
     replies: Vec<Box<dyn FnOnce() + Send>>,
     /// The consensus clock: wall-clock milliseconds at process start, advanced by a monotonic clock, so
     /// stamps compare across nodes and restarts and never go backwards within a process.
@@ -135,6 +154,7 @@ impl Replication {
             client,
             next_seq: 0,
             pending: HashMap::new(),
+            results: AppliedResults::new(RESULTS_KEPT),
             replies: Vec::new(),
             epoch: Instant::now(),
             epoch_wall_ms: crate::managers::wall_ms(),
@@ -193,19 +213,38 @@ impl Replication {
         Ok(())
     }
 
-    /// Submits a KV command for `waiter`; answers at once when it cannot be submitted.
-    pub fn submit(&mut self, payload_kind: u8, body: Vec<u8>, waiter: Waiter) -> Result<Vec<Effect>, String> {
-        let id = CommandId { client: self.client, seq: self.next_seq };
-        self.next_seq += 1;
+    /// Submits a KV command for `waiter`, under `request` when the client named it (else a fresh id of
+    /// this node's own); answers at once when it cannot be submitted.
+    fn submit(
+        &mut self,
+        payload_kind: u8,
+        body: Vec<u8>,
+        waiter: Waiter,
+        request: Option<CommandId>,
+    ) -> Result<Vec<Effect>, String> {
+        let id = request.unwrap_or_else(|| {
+            self.next_seq += 1;
+            CommandId { client: self.client, seq: self.next_seq - 1 }
+        });
         let mut payload = Vec::with_capacity(body.len() + 1);
         payload.push(payload_kind);
         payload.extend_from_slice(&body);
+        let digest = payload_digest(&payload);
+        let waiters = self.pending.entry(id).or_default();
+        if waiters.iter().any(|p| p.digest != digest) {
+            fail(waiter, reused_request_id());
+            return Ok(Vec::new());
+        }
         if matches!(waiter, Waiter::Internal) {
             self.internal_in_flight += 1;
         }
-        self.pending.insert(id, Pending { waiter, deadline: Instant::now() + CLIENT_DEADLINE });
-        // Commands of one loop turn go to the replica together (one Forward, one proposal), at `end_turn`.
-        self.batch.push(ClientCommand { id, payload });
+        let already_waiting = !waiters.is_empty();
+        waiters.push(Pending { waiter, deadline: Instant::now() + CLIENT_DEADLINE, digest });
+        // Commands of one loop turn go to the replica together (one Forward, one proposal), at `end_turn`. A
+        // retry of a command still waiting here waits for the same slot: it is queued already.
+        if !already_waiting {
+            self.batch.push(ClientCommand { id, payload });
+        }
         Ok(Vec::new())
     }
 
@@ -233,8 +272,27 @@ impl Replication {
         command: &kvstore::Command,
         reply: Sender<Result<u64, ApiError>>,
     ) -> Result<Vec<Effect>, String> {
+        self.submit_write_as(command, reply, None)
+    }
+
+    /// A write under the client's own request id: retries of it apply it at most once.
+    pub fn submit_write_once(
+        &mut self,
+        command: &kvstore::Command,
+        request: mgmt::RequestKey,
+        reply: Sender<Result<u64, ApiError>>,
+    ) -> Result<Vec<Effect>, String> {
+        self.submit_write_as(command, reply, Some(CommandId { client: request.client, seq: request.seq }))
+    }
+
+    fn submit_write_as(
+        &mut self,
+        command: &kvstore::Command,
+        reply: Sender<Result<u64, ApiError>>,
+        request: Option<CommandId>,
+    ) -> Result<Vec<Effect>, String> {
         match command.encode() {
-            Ok(bytes) => self.submit(KV, bytes, Waiter::Write(reply)),
+            Ok(bytes) => self.submit(KV, bytes, Waiter::Write(reply), request),
             Err(e) => {
                 let _ = reply.send(Err(ApiError::new(413, "too_large", e.to_string())));
                 Ok(Vec::new())
@@ -245,7 +303,7 @@ impl Replication {
     /// Submits a write of this node's own managers (deployment); nobody waits for its answer.
     pub fn submit_internal(&mut self, command: &kvstore::Command) -> Result<Vec<Effect>, String> {
         match command.encode() {
-            Ok(bytes) => self.submit(KV, bytes, Waiter::Internal),
+            Ok(bytes) => self.submit(KV, bytes, Waiter::Internal, None),
             Err(e) => {
                 warn!("dropping an internal write to {}: {e}", command.key());
                 Ok(Vec::new())
@@ -260,7 +318,7 @@ impl Replication {
         if !self.replica.is_recovering() || self.internal_in_flight > 0 {
             return Ok(Vec::new());
         }
-        self.submit(BARRIER, Vec::new(), Waiter::Internal)
+        self.submit(BARRIER, Vec::new(), Waiter::Internal, None)
     }
 
     /// Internal writes submitted and not yet decided (or expired).
@@ -269,7 +327,7 @@ impl Replication {
     }
 
     pub fn submit_read(&mut self, waiter: Waiter) -> Result<Vec<Effect>, String> {
-        self.submit(BARRIER, Vec::new(), waiter)
+        self.submit(BARRIER, Vec::new(), waiter, None)
     }
 
     /// Answers a read from the local replica, now.
@@ -280,20 +338,32 @@ impl Replication {
     /// Fails waiters whose deadline passed.
     pub fn expire(&mut self) {
         let now = Instant::now();
-        let expired: Vec<CommandId> =
-            self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
-        for id in expired {
-            if let Some(p) = self.pending.remove(&id) {
-                self.settle(p.waiter, Err(ApiError::timeout("not decided in time; a write may still apply")));
-            }
+        let mut expired = Vec::new();
+        self.pending.retain(|_, waiters| {
+            let (late, waiting): (Vec<Pending>, Vec<Pending>) = waiters.drain(..).partition(|p| p.deadline <= now);
+            expired.extend(late);
+            *waiters = waiting;
+            !waiters.is_empty()
+        });
+        for p in expired {
+            self.settle(p.waiter, Err(ApiError::timeout("not decided in time; a write may still apply")));
         }
     }
 
-    /// Fails every waiter (the node lost quorum or is stopping).
-    pub fn fail_all(&mut self, error: &ApiError) {
-        let pending: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
-        for p in pending {
-            self.settle(p.waiter, Err(error.clone()));
+    /// Fails every waiter because the node is stopping or its replication failed (`why`). A write consensus
+    /// has seen may still be decided at the peers: 504, never 503, so a client does not take it for refused.
+    /// Commands still in the turn's batch never reached consensus, and a read changes nothing: 503.
+    pub fn fail_all(&mut self, why: &str) {
+        let unsubmitted: HashSet<CommandId> = self.batch.drain(..).map(|c| c.id).collect();
+        let pending: Vec<(CommandId, Pending)> =
+            self.pending.drain().flat_map(|(id, waiters)| waiters.into_iter().map(move |p| (id, p))).collect();
+        for (id, p) in pending {
+            let error = if matches!(p.waiter, Waiter::Write(_)) && !unsubmitted.contains(&id) {
+                ApiError::timeout(format!("{why}; the write was submitted and may still apply"))
+            } else {
+                ApiError::unavailable(format!("{why}; nothing was submitted"))
+            };
+            self.settle(p.waiter, Err(error));
         }
     }
 
@@ -403,8 +473,17 @@ impl Replication {
         let mut results = results.into_iter();
         for command in &batch {
             let result = if command.payload.first() == Some(&KV) { results.next() } else { None };
-            if let Some(p) = self.pending.remove(&command.id) {
-                self.answer(p.waiter, result);
+            let digest = payload_digest(&command.payload);
+            if let Some(result) = &result {
+                self.results.record(command.id, digest, result.clone());
+            }
+            for p in self.pending.remove(&command.id).unwrap_or_default() {
+                if p.digest == digest {
+                    self.answer(p.waiter, result.clone());
+                } else {
+                    // The id applied with another payload: this waiter's request did not apply.
+                    self.settle(p.waiter, Err(reused_request_id()));
+                }
             }
         }
         Ok(())
@@ -445,16 +524,27 @@ impl Replication {
     }
 
     fn rejected(&mut self, id: CommandId, reason: RejectReason) {
-        let Some(p) = self.pending.remove(&id) else { return };
-        let error = match reason {
-            RejectReason::QueueFull => ApiError::unavailable("the consensus queue is full; retry shortly"),
-            RejectReason::AlreadyApplied => {
-                ApiError::new(409, "already_applied", "this command id has applied already")
-            }
-            RejectReason::TooLarge => ApiError::new(413, "too_large", "the command is over the payload limit"),
-            RejectReason::Expired => ApiError::timeout("the command expired before it was decided"),
-        };
-        self.settle(p.waiter, Err(error));
+        for p in self.pending.remove(&id).unwrap_or_default() {
+            let error = match reason {
+                RejectReason::QueueFull => ApiError::unavailable("the consensus queue is full; retry shortly"),
+                RejectReason::TooLarge => ApiError::new(413, "too_large", "the command is over the payload limit"),
+                RejectReason::Expired => ApiError::timeout("the command expired before it was decided"),
+                RejectReason::AlreadyApplied => match self.results.earlier(id, p.digest) {
+                    Earlier::Same(result) => {
+                        let result = Some(result.clone());
+                        self.answer(p.waiter, result);
+                        continue;
+                    }
+                    Earlier::Different => reused_request_id(),
+                    Earlier::Unknown => ApiError::new(
+                        409,
+                        "already_applied",
+                        "this request applied earlier; this node no longer holds its result",
+                    ),
+                },
+            };
+            self.settle(p.waiter, Err(error));
+        }
     }
 
     /// Hands a view of the store at `next_slot` (every `Decided` so far applied) to the snapshot worker,
@@ -597,43 +687,4 @@ fn replay_into_store(store: &mut Store, decided: &DecidedSlot, first_slot: u64) 
     let payloads: Vec<&[u8]> =
         batch.iter().filter(|c| c.payload.first() == Some(&KV)).map(|c| &c.payload[1..]).collect();
     store.apply(slot, payloads).map(|_| true).map_err(|e| format!("replaying slot {slot}: {e}"))
-}
-
-fn write_answer(result: ApplyResult) -> Result<u64, ApiError> {
-    match result {
-        ApplyResult::Ok { version } => Ok(version.0),
-        ApplyResult::VersionMismatch { current } => Err(ApiError::new(
-            409,
-            "version_mismatch",
-            match current {
-                Some(v) => format!("the key is at version {}", v.0),
-                None => "the key is absent".to_string(),
-            },
-        )),
-        ApplyResult::NotFound => Err(ApiError::not_found("no such key")),
-        ApplyResult::StoreFull => Err(ApiError::new(507, "store_full", "the control-plane store is at its limit")),
-        ApplyResult::Malformed { reason } => Err(ApiError::bad_request(reason)),
-    }
-}
-
-fn answer_read(store: &Store, waiter: Waiter) {
-    match waiter {
-        Waiter::Get(key, reply) => drop(reply.send(Ok(store.get(&key).map(to_entry)))),
-        Waiter::List(prefix, reply) => drop(reply.send(Ok(store.list(&prefix).map(to_entry).collect()))),
-        Waiter::Write(reply) => drop(reply.send(Err(ApiError::bad_request("a write is not a read")))),
-        Waiter::Internal => {}
-    }
-}
-
-fn fail(waiter: Waiter, error: ApiError) {
-    match waiter {
-        Waiter::Internal => {}
-        Waiter::Write(reply) => drop(reply.send(Err(error))),
-        Waiter::Get(_, reply) => drop(reply.send(Err(error))),
-        Waiter::List(_, reply) => drop(reply.send(Err(error))),
-    }
-}
-
-fn to_entry(entry: &kvstore::Entry) -> KvEntry {
-    KvEntry { key: entry.key().to_string(), value: entry.value().to_vec(), version: entry.version().0 }
 }

@@ -181,4 +181,66 @@ mod tests {
         assert_eq!(log.range(Slot(1), 8, 10).len(), 1, "a batch over the bound still goes alone");
         assert_eq!(log.range(Slot(1), 2, usize::MAX).len(), 2, "the count bound holds too");
     }
+
+    fn sized(bytes: usize) -> Option<Vec<Command>> {
+        let command = Command {
+            id: crate::types::CommandId { client: 1, seq: 1 },
+            origin: crate::types::ReplicaId(0),
+            timestamp_ms: 0,
+            deadline_ms: 0,
+            payload: Vec::new(),
+        };
+        let overhead = command.size_bytes();
+        Some(vec![Command { payload: vec![0; bytes - overhead], ..command }])
+    }
+
+    #[test]
+    fn the_soft_bound_is_crossed_just_past_its_slot_and_byte_limits() {
+        let mut log = DecidedLog::new(3, 1 << 20);
+        for slot in 0..3 {
+            log.push(Slot(slot), None);
+            assert!(!log.over_soft_bound(), "{} slots", slot + 1);
+        }
+        log.push(Slot(3), None);
+        assert!(log.over_soft_bound());
+        assert_eq!(log.dropped, 0, "the hard bound is twice the soft one");
+
+        let mut log = DecidedLog::new(100, 200);
+        log.push(Slot(0), sized(100));
+        log.push(Slot(1), sized(100));
+        assert!(!log.over_soft_bound(), "exactly at the byte bound");
+        log.push(Slot(2), None);
+        assert!(!log.over_soft_bound(), "null slots hold no bytes");
+        log.push(Slot(3), sized(64));
+        assert!(log.over_soft_bound());
+        assert_eq!(log.dropped, 0);
+        // Compaction brings it back under.
+        log.store_snapshot(StoredSnapshot { next_slot: Slot(3), sessions: Vec::new(), state: Bytes::new() });
+        assert!(!log.over_soft_bound());
+        assert_eq!(log.range(Slot(3), 8, usize::MAX).len(), 1);
+    }
+
+    #[test]
+    fn only_a_compacted_slot_covered_by_the_snapshot_needs_it() {
+        let mut log = DecidedLog::new(2, 1 << 20);
+        for slot in 0..5 {
+            log.push(Slot(slot), None);
+        }
+        // Slot 0 was dropped at the hard bound, and no snapshot covers it: nothing to send.
+        assert!(!log.needs_snapshot(Slot(0)));
+        log.store_snapshot(StoredSnapshot { next_slot: Slot(3), sessions: Vec::new(), state: Bytes::new() });
+        assert!(log.needs_snapshot(Slot(0)) && log.needs_snapshot(Slot(2)));
+        assert!(!log.needs_snapshot(Slot(3)), "the log itself starts there");
+        assert_eq!(
+            log.range(Slot(3), 8, usize::MAX).iter().map(|d| d.slot).collect::<Vec<_>>(),
+            vec![Slot(3), Slot(4)]
+        );
+        // Entries dropped past the snapshot (the shell stopped answering): it no longer covers the gap.
+        for slot in 5..12 {
+            log.push(Slot(slot), None);
+        }
+        assert!(log.needs_snapshot(Slot(2)));
+        assert!(!log.needs_snapshot(Slot(3)) && !log.needs_snapshot(Slot(6)));
+        assert!(log.range(Slot(6), 8, usize::MAX).is_empty());
+    }
 }

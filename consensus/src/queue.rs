@@ -288,4 +288,35 @@ mod tests {
         assert_eq!(queue.bytes(), 4 * command(0, 0).size_bytes());
         assert!(queue.take_due(0, 1, 1 << 20).len() == 4, "the indexes hold exactly the queued commands");
     }
+
+    #[test]
+    fn the_head_stops_at_its_count_and_payload_budget_but_is_never_empty() {
+        let mut queue = PendingQueue::new(100, 1 << 20);
+        for client in 0..5 {
+            let mut c = command(client, client);
+            c.payload = vec![0; 10];
+            assert_eq!(queue.push0(c), Ok(()));
+        }
+        let clients = |batch: Vec<Command>| batch.iter().map(|c| c.id.client).collect::<Vec<_>>();
+        assert_eq!(clients(queue.head(2, 1 << 20)), vec![0, 1]);
+        assert_eq!(clients(queue.head(8, 30)), vec![0, 1, 2], "exactly at the budget fits");
+        assert_eq!(clients(queue.head(8, 29)), vec![0, 1]);
+        assert_eq!(clients(queue.head(8, 1 << 20)), vec![0, 1, 2, 3, 4]);
+        assert_eq!(clients(queue.head(8, 0)), vec![0], "one command even over the budget");
+        assert_eq!(clients(queue.head(0, 0)), vec![0]);
+        assert!(PendingQueue::new(4, 1 << 20).head(8, 1 << 20).is_empty());
+    }
+
+    #[test]
+    fn commands_stamped_before_a_time_come_oldest_first() {
+        let mut queue = PendingQueue::new(100, 1 << 20);
+        for (client, at) in [(1, 30), (2, 10), (3, 20), (4, 40)] {
+            assert_eq!(queue.push0(command(client, at)), Ok(()));
+        }
+        let stamped = |at, max| queue.stamped_before(at, max).iter().map(|c| c.id.client).collect::<Vec<_>>();
+        assert_eq!(stamped(30, 8), vec![2, 3, 1], "at the cutoff is included");
+        assert_eq!(stamped(29, 8), vec![2, 3]);
+        assert_eq!(stamped(40, 2), vec![2, 3]);
+        assert!(stamped(9, 8).is_empty());
+    }
 }

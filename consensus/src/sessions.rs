@@ -155,4 +155,62 @@ mod tests {
         copy.import(&sessions.export());
         assert!(copy.is_applied(id(2, 0)));
     }
+
+    fn exported(sessions: &Sessions, client: u64) -> (u64, Vec<u64>) {
+        let record = sessions.export().into_iter().find(|r| r.client == client).expect("client kept");
+        (record.seq_floor, record.applied_above)
+    }
+
+    #[test]
+    fn in_order_sequences_fold_into_the_floor() {
+        let mut sessions = Sessions::new(4, 8);
+        for seq in 0..100 {
+            sessions.record(id(1, seq), Slot(seq));
+        }
+        assert_eq!(exported(&sessions, 1), (100, vec![]));
+        assert!(sessions.is_applied(id(1, 0)) && sessions.is_applied(id(1, 99)));
+        assert!(!sessions.is_applied(id(1, 100)));
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_kept_above_the_floor() {
+        let mut sessions = Sessions::new(4, 2);
+        for seq in [5, 7, 9] {
+            sessions.record(id(1, seq), Slot(seq));
+        }
+        // Three above the floor is one too many: the oldest folds in and the floor passes it.
+        assert_eq!(exported(&sessions, 1), (6, vec![7, 9]));
+        assert!(sessions.is_applied(id(1, 3)), "below the floor counts as applied");
+        assert!(!sessions.is_applied(id(1, 6)) && !sessions.is_applied(id(1, 8)));
+        sessions.record(id(1, 6), Slot(10));
+        assert_eq!(exported(&sessions, 1), (8, vec![9]));
+        sessions.record(id(1, 8), Slot(11));
+        assert_eq!(exported(&sessions, 1), (10, vec![]));
+    }
+
+    #[test]
+    fn every_recorded_id_stays_applied_and_the_window_is_never_exceeded() {
+        let window = 4;
+        let mut sessions = Sessions::new(4, window);
+        let mut order: Vec<u64> = (0..64).collect();
+        // A fixed shuffle: sequences arrive out of order, by up to a dozen places.
+        for i in 0..order.len() {
+            let j = (i * 7 + 3) % order.len();
+            if i.abs_diff(j) < 12 {
+                order.swap(i, j);
+            }
+        }
+        for (slot, seq) in order.iter().enumerate() {
+            // As the replica does: an id the session counts as applied (below a floor the window pushed
+            // past it) is filtered, not recorded.
+            if !sessions.is_applied(id(1, *seq)) {
+                sessions.record(id(1, *seq), Slot(slot as u64));
+            }
+            assert!(sessions.is_applied(id(1, *seq)));
+            let (floor, above) = exported(&sessions, 1);
+            assert!(above.len() as u64 <= window, "{above:?}");
+            assert!(above.iter().all(|s| *s > floor), "floor {floor}, above {above:?}");
+        }
+        assert_eq!(exported(&sessions, 1), (64, vec![]));
+    }
 }

@@ -420,4 +420,213 @@ mod tests {
         slot.advance(&config, &mut out);
         assert_eq!(slot.take_outcome(), Some(Some(batch(1))));
     }
+
+    /// Replica 0 of three, having proposed `batch(1)` and seen peer 1 propose the same: it knows the batch.
+    fn agreed(config: &Config) -> (SlotAgreement, Vec<Message>) {
+        let mut slot = SlotAgreement::new(Slot(0), config);
+        let mut out = Vec::new();
+        slot.propose(batch(1), &mut out);
+        slot.on_proposal(1, batch(1));
+        slot.advance(config, &mut out);
+        (slot, out)
+    }
+
+    #[test]
+    fn states_and_votes_for_one_carry_the_batch_digest_and_others_do_not() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let digest = Some(batch_digest(&batch(1)));
+        let (mut slot, mut out) = agreed(&config);
+        assert!(
+            matches!(out.last(), Some(Message::State { value: true, batch_digest, .. }) if *batch_digest == digest)
+        );
+        slot.on_state(1, Phase(1), true, &config);
+        slot.advance(&config, &mut out);
+        assert!(
+            matches!(out.last(), Some(Message::Vote { vote: Some(true), batch_digest, .. }) if *batch_digest == digest),
+            "{out:?}"
+        );
+        // Resends are the very messages sent.
+        let mut resent = Vec::new();
+        slot.own_messages(&mut resent);
+        assert_eq!(resent, out);
+
+        // Split states: a "?" vote names no batch, though this replica knows it.
+        let (mut split, mut out) = agreed(&config);
+        split.on_state(1, Phase(1), false, &config);
+        split.advance(&config, &mut out);
+        assert!(matches!(out.last(), Some(Message::Vote { vote: None, batch_digest: None, .. })), "{out:?}");
+        let mut resent = Vec::new();
+        split.own_messages(&mut resent);
+        assert_eq!(resent, out);
+    }
+
+    #[test]
+    fn a_replica_that_missed_the_majority_decides_the_batch_from_a_vote_digest() {
+        // Replica 2 saw its own proposal and one other, different from the majority's: it votes and
+        // decides 1 on its peers' votes, and must pick the batch out by the digest those votes carry.
+        let config = Config::new(3, ReplicaId(2), 1);
+        let (mut voter, mut sent) = agreed(&Config::new(3, ReplicaId(0), 1));
+        voter.on_state(1, Phase(1), true, &Config::new(3, ReplicaId(0), 1));
+        voter.advance(&Config::new(3, ReplicaId(0), 1), &mut sent);
+        let Some(Message::Vote { batch_digest, .. }) = sent.last().cloned() else { panic!("no vote: {sent:?}") };
+        let mut slot = SlotAgreement::new(Slot(0), &config);
+        let mut out = Vec::new();
+        slot.propose(batch(2), &mut out);
+        slot.on_proposal(1, batch(1));
+        slot.advance(&config, &mut out);
+        slot.on_state(0, Phase(1), true, &config);
+        slot.on_state(1, Phase(1), true, &config);
+        slot.on_vote(0, Phase(1), Some(true), &config);
+        slot.learn_digest(batch_digest);
+        slot.on_vote(1, Phase(1), Some(true), &config);
+        slot.advance(&config, &mut out);
+        assert_eq!(slot.take_outcome(), Some(Some(batch(1))));
+    }
+
+    #[test]
+    fn a_lone_vote_is_adopted_as_the_next_phase_state() {
+        for (theirs, ours) in [(Some(true), true), (Some(false), false)] {
+            // A coin seed that would give the other value, so only adoption explains the outcome.
+            let seed = (1..).find(|seed| coin(*seed, Slot(0), Phase(1)) != ours).unwrap_or(1);
+            let config = Config::new(3, ReplicaId(0), seed);
+            let mut slot = SlotAgreement::new(Slot(0), &config);
+            let mut out = Vec::new();
+            slot.propose(batch(1), &mut out);
+            slot.on_proposal(1, batch(if ours { 1 } else { 2 }));
+            slot.advance(&config, &mut out);
+            // Our state is 1 exactly when the batch is known; peer 1 agrees, so we vote it.
+            slot.on_state(1, Phase(1), ours, &config);
+            slot.advance(&config, &mut out);
+            assert!(matches!(out.last(), Some(Message::Vote { vote, .. }) if *vote == theirs), "{out:?}");
+            // Peer 1 voted "?": one vote for a value and no quorum for it, so phase 2 starts from it.
+            slot.on_vote(1, Phase(1), None, &config);
+            slot.advance(&config, &mut out);
+            assert_eq!(slot.phase(), 2);
+            assert!(slot.take_outcome().is_none());
+            assert!(matches!(out.last(), Some(Message::State { phase: Phase(2), value, .. }) if *value == ours));
+        }
+    }
+
+    #[test]
+    fn phases_past_the_bound_are_ignored_and_exhaust_the_slot() {
+        let mut config = Config::new(3, ReplicaId(0), 1);
+        config.phases_max = 2;
+        let (mut slot, mut out) = agreed(&config);
+        // Peers' messages for phase 0 or past the bound are not recorded; the last phase is.
+        slot.on_state(1, Phase(0), true, &config);
+        slot.on_state(1, Phase(3), true, &config);
+        slot.on_vote(2, Phase(3), None, &config);
+        assert_eq!(slot.rounds.len(), 1);
+        slot.on_state(2, Phase(2), true, &config);
+        assert_eq!(slot.rounds.len(), 2);
+        assert_eq!(slot.rounds[1].states[2], Some(true));
+        // Phase 1 ends on the coin (all "?"), phase 2 on the coin again: there is no phase 3 to enter.
+        slot.on_state(1, Phase(1), false, &config);
+        slot.advance(&config, &mut out);
+        slot.on_vote(1, Phase(1), None, &config);
+        slot.advance(&config, &mut out);
+        assert_eq!((slot.phase(), slot.exhausted), (2, false));
+        let states_before = out.len();
+        slot.on_state(1, Phase(2), !slot.rounds[1].states[0].unwrap_or(false), &config);
+        slot.advance(&config, &mut out);
+        slot.on_vote(1, Phase(2), None, &config);
+        slot.advance(&config, &mut out);
+        assert!(slot.exhausted, "{out:?}");
+        assert_eq!(slot.phase(), 2);
+        assert!(out[states_before..].iter().all(|m| !matches!(m, Message::State { phase: Phase(3), .. })));
+        assert!(slot.decided.is_none());
+    }
+
+    #[test]
+    fn a_slot_is_active_once_any_proposal_or_round_message_is_in() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let fresh = SlotAgreement::new(Slot(0), &config);
+        assert!(!fresh.is_active());
+        let mut proposed = SlotAgreement::new(Slot(0), &config);
+        proposed.on_proposal(2, batch(1));
+        assert!(proposed.is_active());
+        let mut stated = SlotAgreement::new(Slot(0), &config);
+        stated.on_state(1, Phase(1), true, &config);
+        assert!(stated.is_active());
+        // A message past the phase bound is not recorded, so it does not make the slot active.
+        let mut beyond = SlotAgreement::new(Slot(0), &config);
+        beyond.on_vote(1, Phase(config.phases_max + 1), None, &config);
+        assert!(!beyond.is_active());
+    }
+
+    #[test]
+    fn restored_own_messages_are_resent_unchanged_and_other_slots_are_ignored() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let digest = Some(batch_digest(&batch(1)));
+        let own = vec![
+            Message::Proposal { slot: Slot(4), batch: batch(1) },
+            Message::State { slot: Slot(4), phase: Phase(1), value: true, batch_digest: digest },
+            Message::Vote { slot: Slot(4), phase: Phase(1), vote: Some(true), batch_digest: digest },
+            Message::State { slot: Slot(4), phase: Phase(2), value: true, batch_digest: digest },
+        ];
+        let mut slot = SlotAgreement::new(Slot(4), &config);
+        for message in &own {
+            slot.restore_own(message, &config);
+        }
+        // Another slot's messages, and a second proposal, change nothing.
+        slot.restore_own(&Message::Proposal { slot: Slot(4), batch: batch(2) }, &config);
+        slot.restore_own(&Message::Proposal { slot: Slot(5), batch: batch(3) }, &config);
+        slot.restore_own(&Message::State { slot: Slot(3), phase: Phase(3), value: false, batch_digest: None }, &config);
+        slot.restore_own(&Message::Vote { slot: Slot(5), phase: Phase(2), vote: None, batch_digest: None }, &config);
+        assert_eq!(slot.phase(), 2);
+        let mut resent = Vec::new();
+        slot.own_messages(&mut resent);
+        assert_eq!(resent, own);
+
+        // A slot that has not proposed takes its restored proposal from the right slot only.
+        let mut other = SlotAgreement::new(Slot(4), &config);
+        other.restore_own(&Message::Proposal { slot: Slot(5), batch: batch(3) }, &config);
+        assert!(!other.has_proposed());
+        other.restore_own(&Message::Vote { slot: Slot(3), phase: Phase(1), vote: None, batch_digest: None }, &config);
+        assert!(!other.is_active());
+    }
+
+    #[test]
+    fn a_peer_digest_never_replaces_the_batch_a_replica_identified() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let (mut slot, _) = agreed(&config);
+        slot.learn_digest(Some(batch_digest(&batch(2))));
+        slot.learn_digest(None);
+        let mut resent = Vec::new();
+        slot.own_messages(&mut resent);
+        let digest = Some(batch_digest(&batch(1)));
+        assert!(
+            matches!(resent.last(), Some(Message::State { batch_digest, .. }) if *batch_digest == digest),
+            "{resent:?}"
+        );
+    }
+
+    #[test]
+    fn the_batch_digest_is_fixed_across_builds_and_sees_every_field() {
+        // Replicas of different builds compare digests: the function may never change.
+        let command = Command {
+            id: crate::types::CommandId { client: 7, seq: 9 },
+            origin: ReplicaId(2),
+            timestamp_ms: 1234,
+            deadline_ms: 31_234,
+            payload: b"put user/a 1".to_vec(),
+        };
+        assert_eq!(batch_digest(std::slice::from_ref(&command)), PINNED_DIGEST);
+        let variants = [
+            Command { id: crate::types::CommandId { client: 8, seq: 9 }, ..command.clone() },
+            Command { id: crate::types::CommandId { client: 7, seq: 10 }, ..command.clone() },
+            Command { origin: ReplicaId(1), ..command.clone() },
+            Command { timestamp_ms: 1235, ..command.clone() },
+            Command { deadline_ms: 31_235, ..command.clone() },
+            Command { payload: b"put user/a 2".to_vec(), ..command.clone() },
+            Command { payload: b"put user/a 1\0".to_vec(), ..command.clone() },
+        ];
+        for variant in variants {
+            assert_ne!(batch_digest(std::slice::from_ref(&variant)), PINNED_DIGEST, "{variant:?}");
+        }
+        assert_ne!(batch_digest(&[command.clone(), command.clone()]), PINNED_DIGEST);
+        assert_ne!(batch_digest(&[]), PINNED_DIGEST);
+    }
+
+    const PINNED_DIGEST: u64 = 0xe712_5b7a_cafc_50c5;
 }

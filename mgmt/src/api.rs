@@ -94,6 +94,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Orders `command` through consensus and answers with the version it produced; version conflicts are
     /// 409, a missing key 404, no quorum 503, no decision in time 504.
     fn kv_write(&self, command: kvstore::Command) -> Result<u64, ApiError>;
+    /// `kv_write` under the client's own request id (`Idempotency-Key`): however often it is sent, to any
+    /// node, the command applies at most once, and a retry of one that applied answers what it answered.
+    /// 503 means it was refused before consensus saw it; 504 that it may still apply (retry with the key).
+    fn kv_write_once(&self, command: kvstore::Command, request: crate::RequestKey) -> Result<u64, ApiError> {
+        let _ = (command, request);
+        Err(ApiError::new(501, "not_implemented", "this node does not take Idempotency-Key"))
+    }
     /// Linearizable unless `stale`, in which case the local replica answers at once.
     fn kv_get(&self, key: &kvstore::AetherKey, stale: bool) -> Result<Option<KvEntry>, ApiError>;
     fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError>;
@@ -341,6 +348,9 @@ mod tests {
                 _ => Ok(7),
             }
         }
+        fn kv_write_once(&self, _: kvstore::Command, request: crate::RequestKey) -> Result<u64, ApiError> {
+            Ok(if request == crate::RequestKey::derive("", "k-1") { 42 } else { 43 })
+        }
         fn kv_get(&self, key: &kvstore::AetherKey, _stale: bool) -> Result<Option<KvEntry>, ApiError> {
             Ok((key.to_string() == "user/a").then(|| KvEntry {
                 key: "user/a".into(),
@@ -507,5 +517,23 @@ mod tests {
         let signed = upload_with(&[("X-Aether-Signature", &signature)], body);
         assert_eq!(signed.body["signed"], json!(true), "{}", signed.body);
         assert_eq!(upload_with(&[("X-Aether-Signature", "short")], body).status, 400);
+    }
+
+    #[test]
+    fn kv_writes_with_an_idempotency_key_go_under_its_request_id_and_bad_keys_stop_at_the_edge() {
+        let backend = Fake { connected: 1, faults: Mutex::default() };
+        let write = |method: &str, key: Option<&str>| {
+            let headers = key.map(|k| vec![("idempotency-key".to_string(), k.to_string())]).unwrap_or_default();
+            route(
+                &backend,
+                &Request { method: method.into(), path: "api/kv/user/a".into(), headers, ..Request::default() },
+            )
+        };
+        assert_eq!(write("PUT", None).body["version"], 7);
+        assert_eq!(write("PUT", Some("k-1")).body["version"], 42);
+        assert_eq!(write("DELETE", Some("k-1")).body["version"], 42);
+        assert_eq!(write("PUT", Some("k-2")).body["version"], 43);
+        assert_eq!(write("PUT", Some("k 1")).status, 400);
+        assert_eq!(write("DELETE", Some("")).status, 400);
     }
 }

@@ -262,7 +262,7 @@ impl Auth {
             Response::ok(serde_json::json!({}))
                 .with_header("Access-Control-Allow-Origin", origin)
                 .with_header("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE")
-                .with_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+                .with_header("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key")
                 .with_header("Access-Control-Max-Age", "600")
                 .with_header("Vary", "Origin"),
         )

@@ -2,7 +2,8 @@
 //!
 //! Keys are parsed into `AetherKey` here, at the edge, so a bad key is a 400 naming the part that is wrong
 //! and never reaches the node. Values are bytes; answers carry them as UTF-8 text when they are, else as
-//! base64 with `"encoding": "base64"`.
+//! base64 with `"encoding": "base64"`. A write that carries `Idempotency-Key` is submitted under the command
+//! id that key names (see `idempotency`), so its retries apply it at most once.
 //!
 //! Invariants: writes and deletes reach only `user/` keys (every other namespace belongs to the component
 //! that validates it and changes only through that component's routes: a 403 names why); `keys/` records
@@ -10,6 +11,7 @@
 
 use crate::api::Backend;
 use crate::error::ApiError;
+use crate::idempotency::request_key;
 use crate::server::{Request, Response};
 use kvstore::{AetherKey, Command, Namespace, Revision};
 use serde_json::{json, Value};
@@ -99,7 +101,7 @@ fn put(backend: &dyn Backend, key: AetherKey, req: &Request) -> Result<Response,
         Some(0) => Command::CompareAndSet { key, expected: None, value },
         Some(v) => Command::CompareAndSet { key, expected: Some(Revision(v)), value },
     };
-    let version = backend.kv_write(command)?;
+    let version = write(backend, command, req)?;
     Ok(Response::ok(json!({ "version": version })))
 }
 
@@ -108,8 +110,16 @@ fn delete(backend: &dyn Backend, key: AetherKey, req: &Request) -> Result<Respon
         None => Command::Remove { key },
         Some(v) => Command::CompareAndRemove { key, expected: Revision(v) },
     };
-    let version = backend.kv_write(command)?;
+    let version = write(backend, command, req)?;
     Ok(Response::ok(json!({ "version": version })))
+}
+
+/// A write, under the request's `Idempotency-Key` when it sent one (checked before anything is submitted).
+fn write(backend: &dyn Backend, command: Command, req: &Request) -> Result<u64, ApiError> {
+    match request_key(req)? {
+        Some(request) => backend.kv_write_once(command, request),
+        None => backend.kv_write(command),
+    }
 }
 
 fn get(backend: &dyn Backend, key: AetherKey, stale: bool) -> Result<Response, ApiError> {
