@@ -81,6 +81,8 @@ pub struct LocalCluster {
     pub spec: ClusterSpec,
     pub nodes: Vec<NodeInfo>,
     children: Vec<Option<Child>>,
+    /// The processes were left running ([`LocalCluster::detach`]): their folder stays.
+    detached: bool,
 }
 
 /// Ports no one listens on right now (the OS hands out distinct ephemeral ports).
@@ -125,7 +127,7 @@ impl LocalCluster {
             write(&node.config, format!("{text}{}", spec.extra_config).as_bytes())?;
         }
         let children = nodes.iter().map(|_| None).collect();
-        Ok(LocalCluster { spec, nodes, children })
+        Ok(LocalCluster { spec, nodes, children, detached: false })
     }
 
     /// Prepares and starts every node.
@@ -244,14 +246,21 @@ impl LocalCluster {
 
     /// Leaves the processes running (for `cargo xtask cluster up`); returns their pids.
     pub fn detach(mut self) -> Vec<u32> {
+        self.detached = true;
         self.children.iter_mut().filter_map(|c| c.take()).map(|c| c.id()).collect()
     }
 }
 
 impl Drop for LocalCluster {
+    /// Kills every node. A cluster of a test that passed, laid out under the temporary folder, is removed
+    /// with its data (some tests write hundreds of MiB); a failed test's folder stays for its logs.
     fn drop(&mut self) {
         for i in 0..self.children.len() {
             self.kill(i);
+        }
+        let temporary = self.spec.dir.starts_with(std::env::temp_dir());
+        if !self.detached && temporary && !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.spec.dir);
         }
     }
 }
