@@ -5,6 +5,10 @@
 //! fixed address from `start` until the instance is dropped, and are leaked instead of freed when
 //! code may still run in the slice (see `Instance`).
 //!
+//! Besides calls, logs, config and publishing, the table hands out the calling thread's call
+//! context as a scope and installs a scope on another thread for the length of a slice closure (see
+//! [`crate::remote`]), so threads a slice starts inside a call keep the call's deadline and hops.
+//!
 //! Invariants: no callback lets a panic escape (each body runs under `catch_unwind`); a nested call
 //! runs inline on the calling thread, so slice-to-slice calls never wait for a free worker and
 //! cannot deadlock the pool, and nesting deeper than [`CALL_DEPTH_MAX`] is refused. A callee with no
@@ -14,9 +18,10 @@ use std::cell::Cell;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Weak;
+use std::time::Instant;
 
 use parking_lot::RwLock;
-use sdk::abi::{self, Bytes, HostApi, OwnedBuf, RawResponse, StrRef};
+use sdk::abi::{self, Bytes, HostApi, OwnedBuf, RawCallScope, RawResponse, ScopeBodyFn, StrRef};
 use sdk::export::write_response;
 use sdk::{Response, Status};
 
@@ -65,6 +70,8 @@ impl HostBlock {
             config: host_config,
             publish: host_publish,
             free: host_free,
+            call_scope: host_call_scope,
+            enter_scope: host_enter_scope,
         }));
         HostBlock { ctx, api }
     }
@@ -225,6 +232,26 @@ unsafe extern "C" fn host_publish(_ctx: *const c_void, topic: StrRef, _message: 
     .unwrap_or_else(|_| Response::error(Status::Internal, "host failed"));
     // SAFETY: `out` is valid for writes (ABI contract).
     unsafe { write_response(out, response) };
+}
+
+unsafe extern "C" fn host_call_scope(_ctx: *const c_void, scope: *mut RawCallScope) {
+    let taken = catch_unwind(|| crate::remote::to_scope(crate::remote::current(), Instant::now()));
+    if !scope.is_null() {
+        // SAFETY: `scope` is non-null and valid for writes (ABI contract).
+        unsafe { scope.write(taken.unwrap_or_default()) };
+    }
+}
+
+unsafe extern "C" fn host_enter_scope(
+    _ctx: *const c_void,
+    scope: RawCallScope,
+    body: ScopeBodyFn,
+    data: *mut c_void,
+) {
+    let context = crate::remote::from_scope(scope, Instant::now());
+    // SAFETY: `body` and `data` come from the slice, which keeps `data` valid for the call and
+    // guarantees `body` does not unwind (ABI contract); the guard is for the host's own code.
+    let _ = catch_unwind(AssertUnwindSafe(|| crate::remote::with_context(context, || unsafe { body(data) })));
 }
 
 unsafe extern "C" fn host_free(buf: OwnedBuf) {
