@@ -242,12 +242,7 @@ unsafe extern "C" fn host_call_scope(_ctx: *const c_void, scope: *mut RawCallSco
     }
 }
 
-unsafe extern "C" fn host_enter_scope(
-    _ctx: *const c_void,
-    scope: RawCallScope,
-    body: ScopeBodyFn,
-    data: *mut c_void,
-) {
+unsafe extern "C" fn host_enter_scope(_ctx: *const c_void, scope: RawCallScope, body: ScopeBodyFn, data: *mut c_void) {
     let context = crate::remote::from_scope(scope, Instant::now());
     // SAFETY: `body` and `data` come from the slice, which keeps `data` valid for the call and
     // guarantees `body` does not unwind (ABI contract); the guard is for the host's own code.
@@ -257,4 +252,53 @@ unsafe extern "C" fn host_enter_scope(
 unsafe extern "C" fn host_free(buf: OwnedBuf) {
     // SAFETY: the buffer was made by `OwnedBuf::from_vec` in this host and comes back once.
     drop(unsafe { buf.into_vec() });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::remote::{self, CallContext};
+
+    unsafe extern "C" fn record_context(data: *mut c_void) {
+        // SAFETY: the test passes a valid `Option<CallContext>`.
+        unsafe { data.cast::<Option<CallContext>>().write(Some(remote::current())) };
+    }
+
+    fn taken_here() -> RawCallScope {
+        let mut scope = RawCallScope { has_deadline: 9, hops: 9, remaining_ms: 9 };
+        // SAFETY: `scope` is a valid out-parameter; the callback ignores `ctx`.
+        unsafe { host_call_scope(std::ptr::null(), &mut scope) };
+        scope
+    }
+
+    #[test]
+    fn a_scope_taken_in_a_call_carries_its_deadline_and_hops_to_another_thread() {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let scope = remote::with_context(CallContext { deadline: Some(deadline), hops: 3 }, taken_here);
+        assert_eq!((scope.has_deadline, scope.hops), (1, 3));
+        assert!(scope.remaining_ms > 1_000 && scope.remaining_ms <= 2_000, "{scope:?}");
+
+        let (inside, after) = std::thread::spawn(move || {
+            let mut inside: Option<CallContext> = None;
+            // SAFETY: `record_context` writes the `Option<CallContext>` that `inside` is.
+            unsafe {
+                host_enter_scope(std::ptr::null(), scope, record_context, (&mut inside as *mut Option<_>).cast())
+            };
+            (inside, remote::current())
+        })
+        .join()
+        .unwrap();
+        let inside = inside.expect("the body ran");
+        assert_eq!(inside.hops, 3);
+        let carried = inside.deadline.expect("the deadline crossed the thread");
+        assert!(carried >= deadline && carried <= deadline + Duration::from_millis(5), "{carried:?} vs {deadline:?}");
+        assert_eq!(after, CallContext::default(), "the thread's own context comes back after the body");
+    }
+
+    #[test]
+    fn a_scope_taken_outside_any_call_is_empty() {
+        assert_eq!(taken_here(), RawCallScope::default());
+    }
 }

@@ -80,9 +80,7 @@ pub(crate) fn from_scope(scope: RawCallScope, now: Instant) -> CallContext {
     let deadline = (scope.has_deadline != 0).then(|| {
         // A deadline too far to represent is as good as none, but keep it a deadline: far ahead.
         let far = Duration::from_secs(u32::MAX.into());
-        now.checked_add(Duration::from_millis(scope.remaining_ms))
-            .or_else(|| now.checked_add(far))
-            .unwrap_or(now)
+        now.checked_add(Duration::from_millis(scope.remaining_ms)).or_else(|| now.checked_add(far)).unwrap_or(now)
     });
     CallContext { deadline, hops: u8::try_from(scope.hops).unwrap_or(u8::MAX) }
 }

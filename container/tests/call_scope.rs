@@ -27,7 +27,13 @@ struct OtherNode {
 }
 
 impl RemoteCall for OtherNode {
-    fn call(&self, artifact: &str, method: &str, request: &[u8], context: CallContext) -> Result<sdk::Response, CallError> {
+    fn call(
+        &self,
+        artifact: &str,
+        method: &str,
+        request: &[u8],
+        context: CallContext,
+    ) -> Result<sdk::Response, CallError> {
         self.seen.lock().push((artifact.to_owned(), context));
         let now = Instant::now();
         let left = context.deadline.map(|deadline| deadline.saturating_duration_since(now));

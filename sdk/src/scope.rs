@@ -106,3 +106,90 @@ unsafe extern "C" fn run_body<F: FnOnce() -> T, T>(data: *mut c_void) {
         slot.outcome = Some(catch_unwind(AssertUnwindSafe(body)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::abi::{self, Bytes, OwnedBuf, RawResponse, ScopeBodyFn, StrRef};
+
+    thread_local! {
+        /// The scope the fake host has installed on this thread.
+        static INSTALLED: Cell<Option<RawCallScope>> = const { Cell::new(None) };
+    }
+
+    const TAKEN: RawCallScope = RawCallScope { has_deadline: 1, hops: 4, remaining_ms: 250 };
+
+    unsafe extern "C" fn call(_: *const c_void, _: StrRef, _: StrRef, _: Bytes, _: *mut RawResponse) {}
+    unsafe extern "C" fn log(_: *const c_void, _: u32, _: StrRef) {}
+    unsafe extern "C" fn config(_: *const c_void, _: StrRef, _: *mut OwnedBuf) -> u32 {
+        0
+    }
+    unsafe extern "C" fn publish(_: *const c_void, _: StrRef, _: Bytes, _: *mut RawResponse) {}
+    unsafe extern "C" fn free(_: OwnedBuf) {}
+    unsafe extern "C" fn call_scope(_: *const c_void, scope: *mut RawCallScope) {
+        // SAFETY: the SDK passes a valid out-parameter.
+        unsafe { scope.write(INSTALLED.with(Cell::get).unwrap_or(TAKEN)) };
+    }
+    unsafe extern "C" fn enter_scope(_: *const c_void, scope: RawCallScope, body: ScopeBodyFn, data: *mut c_void) {
+        let previous = INSTALLED.with(|s| s.replace(Some(scope)));
+        // SAFETY: the SDK passes its own body and data, and the body does not unwind.
+        unsafe { body(data) };
+        INSTALLED.with(|s| s.set(previous));
+    }
+
+    fn fake_host() -> Context {
+        let api = Box::leak(Box::new(HostApi {
+            abi_version: abi::ABI_VERSION,
+            ctx: std::ptr::null(),
+            node_id: StrRef::new("node-t"),
+            call,
+            log,
+            config,
+            publish,
+            free,
+            call_scope,
+            enter_scope,
+        }));
+        // SAFETY: the table is leaked, so valid for the rest of the test process, and thread-safe.
+        unsafe { Context::from_host(api) }
+    }
+
+    #[test]
+    fn a_scope_taken_in_a_call_is_installed_on_the_thread_that_enters_it() {
+        let ctx = fake_host();
+        let scope = CallScope::current(&ctx);
+        assert_eq!((scope.remaining(), scope.hops()), (Some(Duration::from_millis(250)), 4));
+        let seen = std::thread::spawn(move || {
+            let inside = scope.enter(|| INSTALLED.with(Cell::get));
+            (inside, INSTALLED.with(Cell::get))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, (Some(TAKEN), None), "installed for the closure only");
+
+        // `spawn_in_call` takes the scope of the thread that spawns, here one that entered another.
+        let other = RawCallScope { has_deadline: 0, hops: 1, remaining_ms: 0 };
+        let nested = CallScope { raw: other, ..scope }
+            .enter(|| spawn_in_call(&ctx, || INSTALLED.with(Cell::get)).join().unwrap());
+        assert_eq!(nested, Some(other));
+    }
+
+    #[test]
+    fn a_panic_in_an_entered_scope_resumes_on_the_slice_side_and_the_scope_is_left() {
+        let scope = CallScope::current(&fake_host());
+        let outcome = catch_unwind(AssertUnwindSafe(|| scope.enter(|| panic!("inside the scope"))));
+        let payload = outcome.expect_err("the panic comes back out of `enter`");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"inside the scope"));
+        assert_eq!(INSTALLED.with(Cell::get), None);
+    }
+
+    #[test]
+    fn a_detached_scope_is_empty_and_runs_the_closure_as_is() {
+        let scope = CallScope::current(&Context::detached("node-t"));
+        assert_eq!((scope.remaining(), scope.hops()), (None, 0));
+        assert_eq!(scope.enter(|| 7), 7);
+        assert_eq!(spawn_in_call(&Context::detached("node-t"), || 8).join().unwrap(), 8);
+    }
+}
