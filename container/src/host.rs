@@ -5,6 +5,10 @@
 //! fixed address from `start` until the instance is dropped, and are leaked instead of freed when
 //! code may still run in the slice (see `Instance`).
 //!
+//! Besides calls, logs, config and publishing, the table hands out the calling thread's call
+//! context as a scope and installs a scope on another thread for the length of a slice closure (see
+//! [`crate::remote`]), so threads a slice starts inside a call keep the call's deadline and hops.
+//!
 //! Invariants: no callback lets a panic escape (each body runs under `catch_unwind`); a nested call
 //! runs inline on the calling thread, so slice-to-slice calls never wait for a free worker and
 //! cannot deadlock the pool, and nesting deeper than [`CALL_DEPTH_MAX`] is refused. A callee with no
@@ -14,9 +18,10 @@ use std::cell::Cell;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Weak;
+use std::time::Instant;
 
 use parking_lot::RwLock;
-use sdk::abi::{self, Bytes, HostApi, OwnedBuf, RawResponse, StrRef};
+use sdk::abi::{self, Bytes, HostApi, OwnedBuf, RawCallScope, RawResponse, ScopeBodyFn, StrRef};
 use sdk::export::write_response;
 use sdk::{Response, Status};
 
@@ -65,6 +70,8 @@ impl HostBlock {
             config: host_config,
             publish: host_publish,
             free: host_free,
+            call_scope: host_call_scope,
+            enter_scope: host_enter_scope,
         }));
         HostBlock { ctx, api }
     }
@@ -227,7 +234,71 @@ unsafe extern "C" fn host_publish(_ctx: *const c_void, topic: StrRef, _message: 
     unsafe { write_response(out, response) };
 }
 
+unsafe extern "C" fn host_call_scope(_ctx: *const c_void, scope: *mut RawCallScope) {
+    let taken = catch_unwind(|| crate::remote::to_scope(crate::remote::current(), Instant::now()));
+    if !scope.is_null() {
+        // SAFETY: `scope` is non-null and valid for writes (ABI contract).
+        unsafe { scope.write(taken.unwrap_or_default()) };
+    }
+}
+
+unsafe extern "C" fn host_enter_scope(_ctx: *const c_void, scope: RawCallScope, body: ScopeBodyFn, data: *mut c_void) {
+    let context = crate::remote::from_scope(scope, Instant::now());
+    // SAFETY: `body` and `data` come from the slice, which keeps `data` valid for the call and
+    // guarantees `body` does not unwind (ABI contract); the guard is for the host's own code.
+    let _ = catch_unwind(AssertUnwindSafe(|| crate::remote::with_context(context, || unsafe { body(data) })));
+}
+
 unsafe extern "C" fn host_free(buf: OwnedBuf) {
     // SAFETY: the buffer was made by `OwnedBuf::from_vec` in this host and comes back once.
     drop(unsafe { buf.into_vec() });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::remote::{self, CallContext};
+
+    unsafe extern "C" fn record_context(data: *mut c_void) {
+        // SAFETY: the test passes a valid `Option<CallContext>`.
+        unsafe { data.cast::<Option<CallContext>>().write(Some(remote::current())) };
+    }
+
+    fn taken_here() -> RawCallScope {
+        let mut scope = RawCallScope { has_deadline: 9, hops: 9, remaining_ms: 9 };
+        // SAFETY: `scope` is a valid out-parameter; the callback ignores `ctx`.
+        unsafe { host_call_scope(std::ptr::null(), &mut scope) };
+        scope
+    }
+
+    #[test]
+    fn a_scope_taken_in_a_call_carries_its_deadline_and_hops_to_another_thread() {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let scope = remote::with_context(CallContext { deadline: Some(deadline), hops: 3 }, taken_here);
+        assert_eq!((scope.has_deadline, scope.hops), (1, 3));
+        assert!(scope.remaining_ms > 1_000 && scope.remaining_ms <= 2_000, "{scope:?}");
+
+        let (inside, after) = std::thread::spawn(move || {
+            let mut inside: Option<CallContext> = None;
+            // SAFETY: `record_context` writes the `Option<CallContext>` that `inside` is.
+            unsafe {
+                host_enter_scope(std::ptr::null(), scope, record_context, (&mut inside as *mut Option<_>).cast())
+            };
+            (inside, remote::current())
+        })
+        .join()
+        .unwrap();
+        let inside = inside.expect("the body ran");
+        assert_eq!(inside.hops, 3);
+        let carried = inside.deadline.expect("the deadline crossed the thread");
+        assert!(carried >= deadline && carried <= deadline + Duration::from_millis(5), "{carried:?} vs {deadline:?}");
+        assert_eq!(after, CallContext::default(), "the thread's own context comes back after the body");
+    }
+
+    #[test]
+    fn a_scope_taken_outside_any_call_is_empty() {
+        assert_eq!(taken_here(), RawCallScope::default());
+    }
 }

@@ -10,12 +10,19 @@
 //! cluster hops of its causal chain. A nested remote call receives it, so deadlines shrink along a
 //! chain across nodes and the chain's length stays bounded.
 //!
+//! Slice code can carry the context into a thread it starts: the host hands it out as a
+//! [`sdk::abi::RawCallScope`] (deadline as milliseconds left, hops) and installs it again on the
+//! other thread ([`to_scope`], [`from_scope`]), so the deadline stays the one set when the client's
+//! request arrived (give or take a millisecond) and hops keep counting. A thread that runs no call
+//! has the empty context: no deadline, hops 0.
+//!
 //! Invariant: a remote call runs inline on the calling worker, like a local nested call, under the
 //! same depth limit; it blocks that worker for at most the context's deadline.
 
 use std::cell::Cell;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use sdk::abi::RawCallScope;
 use sdk::Response;
 
 use crate::error::CallError;
@@ -57,6 +64,27 @@ pub(crate) fn with_context<T>(context: CallContext, body: impl FnOnce() -> T) ->
     body()
 }
 
+/// `context` as a scope to hand across the boundary, its deadline measured from `now`.
+pub(crate) fn to_scope(context: CallContext, now: Instant) -> RawCallScope {
+    let remaining = context.deadline.map(|deadline| deadline.saturating_duration_since(now));
+    RawCallScope {
+        has_deadline: u32::from(remaining.is_some()),
+        hops: u32::from(context.hops),
+        // Rounded up, so a deadline not yet past is not made past by the rounding.
+        remaining_ms: remaining.map_or(0, |r| u64::try_from(r.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)),
+    }
+}
+
+/// The context a scope taken with [`to_scope`] stands for, its deadline measured from `now`.
+pub(crate) fn from_scope(scope: RawCallScope, now: Instant) -> CallContext {
+    let deadline = (scope.has_deadline != 0).then(|| {
+        // A deadline too far to represent is as good as none, but keep it a deadline: far ahead.
+        let far = Duration::from_secs(u32::MAX.into());
+        now.checked_add(Duration::from_millis(scope.remaining_ms)).or_else(|| now.checked_add(far)).unwrap_or(now)
+    });
+    CallContext { deadline, hops: u8::try_from(scope.hops).unwrap_or(u8::MAX) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +100,28 @@ mod tests {
             assert_eq!(current(), outer);
         });
         assert_eq!(current(), CallContext::default());
+    }
+
+    #[test]
+    fn scopes_carry_the_deadline_and_hops_across_threads() {
+        let now = Instant::now();
+        let context = CallContext { deadline: Some(now + Duration::from_millis(1500)), hops: 3 };
+        let scope = to_scope(context, now);
+        assert_eq!(scope, RawCallScope { has_deadline: 1, hops: 3, remaining_ms: 1500 });
+        assert_eq!(from_scope(scope, now), context);
+
+        // A deadline already past stays past; one a fraction of a millisecond ahead is not cut short.
+        let past = CallContext { deadline: Some(now), hops: 1 };
+        let later = now + Duration::from_millis(5);
+        assert_eq!(to_scope(past, later).remaining_ms, 0);
+        assert_eq!(from_scope(to_scope(past, later), later).deadline, Some(later));
+        let close = CallContext { deadline: Some(now + Duration::from_micros(300)), hops: 0 };
+        assert_eq!(to_scope(close, now).remaining_ms, 1);
+
+        // No call: no deadline, no hops, both ways.
+        assert_eq!(to_scope(CallContext::default(), now), RawCallScope::default());
+        assert_eq!(from_scope(RawCallScope::default(), now), CallContext::default());
+        // Hops beyond what a context counts saturate instead of wrapping.
+        assert_eq!(from_scope(RawCallScope { has_deadline: 0, hops: 300, remaining_ms: 0 }, now).hops, u8::MAX);
     }
 }

@@ -16,7 +16,7 @@
 use std::ffi::c_void;
 
 /// Version of this contract. A library built against another version is refused at load.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the one symbol a slice library exports: `extern "C" fn() -> *const SliceDescriptor`.
 pub const DESCRIPTOR_SYMBOL: &str = "aether_slice_descriptor";
@@ -221,6 +221,31 @@ pub type HostConfigFn = unsafe extern "C" fn(ctx: *const c_void, key: StrRef, va
 pub type HostPublishFn =
     unsafe extern "C" fn(ctx: *const c_void, topic: StrRef, message: Bytes, response: *mut RawResponse);
 
+/// The deadline and cluster hops of the call running on a thread, as the host hands them out to be
+/// carried into another thread (see [`HostApi::call_scope`] and [`HostApi::enter_scope`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawCallScope {
+    /// 1 when the call has a deadline, 0 when it has none (no call, or a call without one).
+    pub has_deadline: u32,
+    /// Cluster hops of the call's causal chain so far.
+    pub hops: u32,
+    /// Milliseconds left until the deadline when the scope was taken (0: already past).
+    pub remaining_ms: u64,
+}
+
+/// Host callback: write the scope of the call running on this thread into `scope` (no deadline and
+/// no hops on a thread that runs no call).
+pub type HostCallScopeFn = unsafe extern "C" fn(ctx: *const c_void, scope: *mut RawCallScope);
+
+/// Slice code run by [`HostEnterScopeFn`]; it must not unwind.
+pub type ScopeBodyFn = unsafe extern "C" fn(data: *mut c_void);
+
+/// Host callback: run `body(data)` on this thread with `scope` as the thread's call scope, and
+/// restore the thread's previous scope when `body` returns.
+pub type HostEnterScopeFn =
+    unsafe extern "C" fn(ctx: *const c_void, scope: RawCallScope, body: ScopeBodyFn, data: *mut c_void);
+
 /// Log levels on the wire.
 pub mod log_level {
     pub const ERROR: u32 = 1;
@@ -245,4 +270,8 @@ pub struct HostApi {
     pub publish: HostPublishFn,
     /// Frees buffers the host returned (`call` and `publish` bodies, `config` values).
     pub free: FreeFn,
+    /// The scope (deadline, hops) of the call running on the calling thread.
+    pub call_scope: HostCallScopeFn,
+    /// Runs slice code under a scope taken with `call_scope`, typically on a thread the slice started.
+    pub enter_scope: HostEnterScopeFn,
 }

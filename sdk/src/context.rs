@@ -58,6 +58,11 @@ impl Context {
         Context { host, node_id: node_id.unwrap_or_default() }
     }
 
+    /// The host table (null for a detached context), for code that hands it to other threads.
+    pub(crate) fn host_ptr(&self) -> *const HostApi {
+        self.host
+    }
+
     fn host(&self) -> Option<&HostApi> {
         // SAFETY: `host` is null or valid for the life of this context (constructor contracts).
         unsafe { self.host.as_ref() }

@@ -21,10 +21,12 @@ mod context;
 pub mod export;
 pub mod json;
 mod response;
+mod scope;
 
 pub use codec::{encode_request, CodecError, Request, RequestBuilder};
 pub use context::{Config, Context, Level};
 pub use response::{ContentType, Response, Status};
+pub use scope::{spawn_in_call, CallScope};
 
 use std::fmt;
 

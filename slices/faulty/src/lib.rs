@@ -3,22 +3,26 @@
 //! Routes: `GET /faulty/panic` panics inside the slice; `GET /faulty/hang` never returns;
 //! `GET /faulty/ok` answers `{"ok": true}`; `GET /faulty/slow/{ms}` answers after sleeping `ms`
 //! milliseconds (at most a minute); `GET /faulty/count` answers how many calls of each kind this
-//! instance started (`{"panic","hang","ok","slow","count"}`), so a test can tell whether a call ever
-//! reached the slice. Config `on_start` = `panic` or `hang` makes `start` itself panic or never return,
+//! instance started (`{"panic","hang","ok","slow","count","spawned-call"}`), so a test can tell whether a call ever
+//! reached the slice. `GET /faulty/spawned-call/{artifact}/{method}` calls `method` of `artifact` from a
+//! thread it starts inside the call (carrying the call's deadline and hops there) and answers with the
+//! callee's answer. Config `on_start` = `panic` or `hang` makes `start` itself panic or never return,
 //! `abort` aborts the whole process from `start` (as a native library that segfaults while starting
 //! would), and `thread` starts a background thread that `stop` never joins (it runs the slice's code until
 //! the process ends); config `on_stop` = `hang` makes `stop` never return (a node stopping
 //! with it must still exit within its stop bound).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sdk::{json, Config, Context, Method, Request, Response, Route, Slice};
+use sdk::{json, Config, Context, Method, Request, Response, Route, Slice, Status};
 
 pub struct Faulty {
+    ctx: Arc<Context>,
     hang_on_stop: bool,
     /// Calls started, by method (in `METHODS` order).
-    started: [AtomicU64; 5],
+    started: [AtomicU64; 6],
 }
 
 /// Longest sleep `slow` takes.
@@ -27,17 +31,25 @@ const SLOW_MS_MAX: u64 = 60_000;
 impl Slice for Faulty {
     const NAME: &'static str = "faulty";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const METHODS: &'static [Method] =
-        &[Method::new("panic"), Method::new("hang"), Method::new("ok"), Method::new("slow"), Method::new("count")];
+    const METHODS: &'static [Method] = &[
+        Method::new("panic"),
+        Method::new("hang"),
+        Method::new("ok"),
+        Method::new("slow"),
+        Method::new("count"),
+        Method::new("spawned-call"),
+    ];
     const ROUTES: &'static [Route] = &[
         Route::get("/faulty/panic", "panic"),
         Route::get("/faulty/hang", "hang"),
         Route::get("/faulty/ok", "ok"),
         Route::get("/faulty/slow/{ms}", "slow"),
         Route::get("/faulty/count", "count"),
+        Route::get("/faulty/spawned-call/{artifact}/{method}", "spawned-call"),
     ];
 
-    fn start(_ctx: Context, config: &Config) -> Result<Faulty, sdk::Error> {
+    fn start(ctx: Context, config: &Config) -> Result<Faulty, sdk::Error> {
+        let ctx = Arc::new(ctx);
         match config.get("on_start") {
             Some("panic") => panic!("faulty: asked to panic in start"),
             Some("hang") => hang(),
@@ -46,9 +58,9 @@ impl Slice for Faulty {
                 std::thread::spawn(|| loop {
                     std::thread::sleep(Duration::from_millis(20));
                 });
-                Ok(Faulty { hang_on_stop: false, started: Default::default() })
+                Ok(Faulty { ctx, hang_on_stop: false, started: Default::default() })
             }
-            _ => Ok(Faulty { hang_on_stop: config.get("on_stop") == Some("hang"), started: Default::default() }),
+            _ => Ok(Faulty { ctx, hang_on_stop: config.get("on_stop") == Some("hang"), started: Default::default() }),
         }
     }
 
@@ -67,11 +79,19 @@ impl Slice for Faulty {
             "hang" => hang(),
             "slow" => {
                 let Some(ms) = request.param("ms").and_then(|ms| ms.parse::<u64>().ok()) else {
-                    return Response::error(sdk::Status::BadRequest, "ms must be a whole number of milliseconds");
+                    return Response::error(Status::BadRequest, "ms must be a whole number of milliseconds");
                 };
                 let ms = ms.min(SLOW_MS_MAX);
                 std::thread::sleep(Duration::from_millis(ms));
                 Response::json(json::Object::new().int("slept_ms", ms as i64).finish())
+            }
+            "spawned-call" => {
+                let (Some(artifact), Some(callee)) = (request.param("artifact"), request.param("method")) else {
+                    return Response::error(Status::BadRequest, "artifact and method are required");
+                };
+                let (ctx, artifact, callee) = (Arc::clone(&self.ctx), artifact.to_owned(), callee.to_owned());
+                let caller = sdk::spawn_in_call(&self.ctx, move || ctx.call_with(&artifact, &callee, &[], b""));
+                caller.join().unwrap_or_else(|_| Response::error(Status::Internal, "the calling thread panicked"))
             }
             "count" => {
                 let mut counts = json::Object::new();
