@@ -127,6 +127,17 @@ fn slots_the_log_dropped_are_served_by_a_new_snapshot() {
     }
 }
 
+/// A seed whose sessions (clients with expired commands below many applied ones) take most of a message:
+/// the first snapshot chunk must still fit the transport beside them, or the lagging replica never
+/// catches up.
+#[test]
+fn the_first_snapshot_chunk_fits_the_byte_limit_beside_large_sessions() {
+    let report = sim::run(Options::draw(1_113, 3, Faults::ALL));
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.messages_refused_oversize, 0, "a message over the limit was sent");
+    assert!(report.snapshot_chunks_received > 0, "no snapshot travelled in chunks");
+}
+
 /// The byte-limited network refuses nothing the core sends when catch-up keeps to its bounds, and the
 /// limit is small enough that what catch-up carries in total is over it (so the bound is what lets it pass).
 #[test]
