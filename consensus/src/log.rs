@@ -4,8 +4,8 @@
 //! `bytes_max` bytes the log is over its soft bound and the replica asks for a snapshot, which compacts
 //! it without losing anything a peer may need; at twice those bounds (the shell is not answering) the
 //! oldest entries are dropped, counted in `dropped` (a peer that needs one of them then waits for the
-//! next snapshot, which the replica asks for when such a peer shows up); when a snapshot is stored, entries below its
-//! `next_slot` are dropped. Batches are kept as decided, before duplicate removal.
+//! next snapshot, which the replica asks for when such a peer shows up); when a snapshot is stored,
+//! entries below its `next_slot` are dropped. Batches are kept as decided, before duplicate removal.
 
 use std::collections::VecDeque;
 

@@ -2,7 +2,8 @@
 //! start of a snapshot transfer), and the snapshot hand-off with the shell.
 //!
 //! Invariants: a `SyncReply` holds at most `sync_slots_max` slots and `sync_bytes_max` bytes of batches,
-//! and at least one slot (so catch-up always progresses); snapshots travel in chunks (`transfer`).
+//! and at least one slot (so catch-up always progresses); snapshots travel in chunks (`transfer`); a
+//! request for slots the log dropped with no snapshot covering them asks the shell for a snapshot.
 
 use bytes::Bytes;
 
