@@ -3,8 +3,9 @@
 //! Invariants: `entries` holds consecutive slots starting at `first_slot`. Past `slots_max` entries or
 //! `bytes_max` bytes the log is over its soft bound and the replica asks for a snapshot, which compacts
 //! it without losing anything a peer may need; at twice those bounds (the shell is not answering) the
-//! oldest entries are dropped, counted in `dropped`; when a snapshot is stored, entries below its
-//! `next_slot` are dropped. Batches are kept as decided, before duplicate removal.
+//! oldest entries are dropped, counted in `dropped` (a peer that needs one of them then waits for the
+//! next snapshot, which the replica asks for when such a peer shows up); when a snapshot is stored,
+//! entries below its `next_slot` are dropped. Batches are kept as decided, before duplicate removal.
 
 use std::collections::VecDeque;
 
@@ -113,6 +114,13 @@ impl DecidedLog {
     /// True when `from` was compacted away and only a snapshot can bring a peer past it.
     pub(crate) fn needs_snapshot(&self, from: Slot) -> bool {
         from < self.first_slot && self.snapshot.as_ref().is_some_and(|s| s.next_slot > from)
+    }
+
+    /// True when `from` is below the log and no snapshot covers it: entries were dropped at the hard bound
+    /// before a snapshot compacted them (a log resumed over its bound, a shell slow to answer). Neither
+    /// the log nor the snapshot can bring a peer past `from` until a newer snapshot is stored.
+    pub(crate) fn lost(&self, from: Slot) -> bool {
+        from < self.first_slot && !self.needs_snapshot(from)
     }
 }
 

@@ -120,6 +120,9 @@ pub enum Broken {
     /// size, and a snapshot goes out as one chunk. A transport that refuses large messages then never lets
     /// a lagging replica catch up.
     UnboundedSyncReply,
+    /// A peer behind slots the log dropped at its hard bound (no snapshot covers them) gets nothing, and
+    /// no snapshot is asked for it: with a log resumed over its bound, the cluster can stall for good.
+    NoSnapshotForLostSlots,
 }
 
 impl Broken {

@@ -380,6 +380,7 @@ pub fn broken_name(broken: Broken) -> &'static str {
         Broken::ProposalsNotQueued => "proposals-not-queued",
         Broken::ProcessClockQueue => "process-clock-queue",
         Broken::UnboundedSyncReply => "unbounded-sync-reply",
+        Broken::NoSnapshotForLostSlots => "no-snapshot-for-lost-slots",
     }
 }
 
@@ -394,6 +395,7 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "proposals-not-queued" => (Broken::ProposalsNotQueued, ShellBroken::Nothing),
         "process-clock-queue" => (Broken::ProcessClockQueue, ShellBroken::Nothing),
         "unbounded-sync-reply" => (Broken::UnboundedSyncReply, ShellBroken::Nothing),
+        "no-snapshot-for-lost-slots" => (Broken::NoSnapshotForLostSlots, ShellBroken::Nothing),
         "local-reads" => (Broken::Nothing, ShellBroken::LocalReads),
         "resume-recovering-as-voter" => (Broken::Nothing, ShellBroken::ResumeRecoveringAsVoter),
         "cluster-crash-loses-disks" => (Broken::Nothing, ShellBroken::ClusterCrashLosesDisks),

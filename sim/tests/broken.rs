@@ -102,6 +102,42 @@ fn catch_up_that_ignores_the_transport_byte_limit_is_caught_as_a_liveness_failur
     assert!(caught > 0, "the simulator missed a replica that never caught up past oversize replies");
 }
 
+/// Seeds where a whole-cluster crash resumes replicas from logs over their bound (slots dropped that no
+/// snapshot covers) while a peer is behind those slots.
+const LOST_SLOT_SEEDS: [u64; 2] = [11_419, 15_770];
+
+#[test]
+fn serving_nothing_for_slots_the_log_dropped_is_caught_as_a_liveness_failure() {
+    for seed in LOST_SLOT_SEEDS {
+        let mut options = Options::draw(seed, 3, Faults::ALL);
+        options.broken = Broken::NoSnapshotForLostSlots;
+        let report = sim::run(options);
+        assert!(
+            report.violations.iter().any(|v| v.kind == ViolationKind::Liveness),
+            "seed {seed}: the simulator missed a peer stuck behind slots nobody can serve"
+        );
+    }
+}
+
+#[test]
+fn slots_the_log_dropped_are_served_by_a_new_snapshot() {
+    for seed in LOST_SLOT_SEEDS {
+        let report = sim::run(Options::draw(seed, 3, Faults::ALL));
+        assert!(report.violations.is_empty(), "seed {seed}: {:?}", report.violations);
+    }
+}
+
+/// A seed whose sessions (clients with expired commands below many applied ones) take most of a message:
+/// the first snapshot chunk must still fit the transport beside them, or the lagging replica never
+/// catches up.
+#[test]
+fn the_first_snapshot_chunk_fits_the_byte_limit_beside_large_sessions() {
+    let report = sim::run(Options::draw(1_113, 3, Faults::ALL));
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.messages_refused_oversize, 0, "a message over the limit was sent");
+    assert!(report.snapshot_chunks_received > 0, "no snapshot travelled in chunks");
+}
+
 /// The byte-limited network refuses nothing the core sends when catch-up keeps to its bounds, and the
 /// limit is small enough that what catch-up carries in total is over it (so the bound is what lets it pass).
 #[test]

@@ -2,7 +2,8 @@
 //! start of a snapshot transfer), and the snapshot hand-off with the shell.
 //!
 //! Invariants: a `SyncReply` holds at most `sync_slots_max` slots and `sync_bytes_max` bytes of batches,
-//! and at least one slot (so catch-up always progresses); snapshots travel in chunks (`transfer`).
+//! and at least one slot (so catch-up always progresses); snapshots travel in chunks (`transfer`); a
+//! request for slots the log dropped with no snapshot covering them asks the shell for a snapshot.
 
 use bytes::Bytes;
 
@@ -24,6 +25,10 @@ impl Replica {
         if !periodic && !log_full {
             return;
         }
+        self.ask_snapshot(next_slot, out);
+    }
+
+    fn ask_snapshot(&mut self, next_slot: Slot, out: &mut Vec<Output>) {
         self.slots_since_snapshot = 0;
         let sessions = self.sessions.export();
         self.snapshot_asked = Some((next_slot, sessions.clone()));
@@ -92,6 +97,16 @@ impl Replica {
         if self.log.needs_snapshot(from) {
             // The rest follows once the peer installed it and reports its new position.
             self.offer_snapshot(now_ms, peer, out);
+            return;
+        }
+        if self.log.lost(from) {
+            // Slots the log dropped at its hard bound and no snapshot covers: only a snapshot of our
+            // position can serve them. Ask for one (unless an ask is outstanding); the peer's next
+            // request gets its first chunk. Without this a replica resumed from a log over its bound,
+            // which asks for no snapshot until it decides a slot, could serve nobody behind it.
+            if self.snapshot_asked.is_none() && self.config.broken != Broken::NoSnapshotForLostSlots {
+                self.ask_snapshot(self.next_slot, out);
+            }
             return;
         }
         let bytes_max = match self.config.broken {
@@ -181,6 +196,45 @@ mod tests {
         replica.handle(9, Input::SnapshotTaken { next_slot: Slot(2), state: Bytes::from_static(b"s") }, &mut out);
         assert_eq!(replica.stats().snapshot_answers_ignored, 0, "the late answer still counts");
         assert!(replica.latest_snapshot_parts().is_some_and(|(slot, ..)| slot == Slot(2)));
+    }
+
+    /// What a `SyncRequest { from_slot }` from replica 1 makes `replica` output.
+    fn request(replica: &mut Replica, now_ms: u64, from_slot: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        let message = Message::SyncRequest { from_slot: Slot(from_slot) };
+        replica.handle(now_ms, Input::Message { from: ReplicaId(1), message }, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_peer_behind_slots_the_log_dropped_gets_a_new_snapshot() {
+        // Resumed from a snapshot at slot 4 and six decided slots after it: over twice the log's bound of
+        // two slots, so slots 4 and 5 are dropped with no snapshot covering them.
+        let mut config = Config::new(3, ReplicaId(0), 1);
+        config.log_slots_max = 2;
+        let snapshot = crate::replica::SnapshotRecord { next_slot: Slot(4), sessions: vec![], state: vec![7; 8] };
+        let decided = (4..10).map(|slot| DecidedSlot { slot: Slot(slot), batch: None }).collect();
+        let mut replica = Replica::resume(config, Resume { snapshot: Some(snapshot), decided, ..Resume::default() });
+        assert_eq!(replica.next_slot(), Slot(10));
+        let out = request(&mut replica, 0, 4);
+        let asked: Vec<Slot> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::TakeSnapshot { next_slot, .. } => Some(*next_slot),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, vec![Slot(10)], "a snapshot of its position is the only way to serve slot 4");
+        let mut out = Vec::new();
+        replica.handle(1, Input::SnapshotTaken { next_slot: Slot(10), state: Bytes::from_static(b"s") }, &mut out);
+        let out = request(&mut replica, 1_000, 4);
+        assert!(
+            out.iter().any(|o| matches!(
+                o,
+                Output::Send { message: Message::SnapshotChunk { next_slot: Slot(10), offset: 0, .. }, .. }
+            )),
+            "the next request gets the new snapshot's first chunk: {out:?}"
+        );
     }
 
     #[test]

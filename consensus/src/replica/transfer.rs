@@ -1,7 +1,8 @@
 //! Snapshot transfer in chunks: a replica behind the sender's compacted log gets the latest snapshot as a
 //! sequence of `SnapshotChunk` messages, each small enough for the transport, which it pulls one at a time.
 //!
-//! Sender: offers the chunk at offset 0 (with the sessions) to a peer that needs the snapshot, at most once
+//! Sender: offers the chunk at offset 0 (with the sessions, which count against the chunk's byte bound:
+//! beside many sessions it carries as little as one state byte) to a peer that needs the snapshot, at most once
 //! per `snapshot_retry_ms` while no chunk went to that peer; answers `SnapshotRequest { next_slot, offset }`
 //! with the chunk at `offset`, or with offset 0 of its own snapshot when it no longer holds `next_slot` (a
 //! newer snapshot replaced it: the receiver restarts cleanly). Chunks are slices of the shared state bytes,
@@ -55,9 +56,12 @@ impl Replica {
             Broken::UnboundedSyncReply => usize::MAX,
             _ => self.config.snapshot_chunk_bytes.max(1),
         };
-        let start = offset as usize;
-        let end = start.saturating_add(chunk_bytes).min(snapshot.state.len());
         let sessions = if offset == 0 { snapshot.sessions.clone() } else { Vec::new() };
+        // The sessions count against the chunk's bound: beside them the first chunk carries only the
+        // state bytes that still fit (at least one, so the transfer always progresses).
+        let state_bytes = chunk_bytes.saturating_sub(sessions_bytes(&sessions)).max(1);
+        let start = offset as usize;
+        let end = start.saturating_add(state_bytes).min(snapshot.state.len());
         let message = Message::SnapshotChunk {
             next_slot: snapshot.next_slot,
             state_len,
@@ -177,6 +181,11 @@ impl Replica {
     }
 }
 
+/// Encoded size of session records, roughly (three words and a vector header each, a word per entry).
+fn sessions_bytes(sessions: &[SessionRecord]) -> usize {
+    sessions.iter().map(|s| 32usize.saturating_add(s.applied_above.len().saturating_mul(8))).sum()
+}
+
 /// The fields of a `SnapshotChunk` message.
 pub(super) struct Chunk {
     pub(super) next_slot: Slot,
@@ -291,6 +300,38 @@ mod tests {
         assert!(pair.chunk_sizes.len() >= 1000 / CHUNK, "{} chunks", pair.chunk_sizes.len());
         assert!(pair.chunk_sizes.iter().all(|size| *size <= CHUNK + 256), "{:?}", pair.chunk_sizes);
         assert_eq!(pair.receiver.transfer_bytes(), 0);
+    }
+
+    #[test]
+    fn the_first_chunk_keeps_to_the_bound_beside_many_sessions() {
+        // Sessions of 5 and 40 applied sequences above their floors: about 2 chunks' worth of records.
+        let sessions: Vec<SessionRecord> = [5u64, 40]
+            .iter()
+            .map(|count| SessionRecord {
+                client: *count,
+                seq_floor: 1,
+                applied_above: (2..2 + count).collect(),
+                last_slot: 9,
+            })
+            .collect();
+        let snapshot = SnapshotRecord { next_slot: Slot(10), sessions: sessions.clone(), state: state(10, 1000) };
+        let sender = Replica::resume(config(0), Resume { snapshot: Some(snapshot), ..Resume::default() });
+        let mut pair = Pair::new(sender);
+        for _ in 0..5 {
+            pair.tick(&mut |_, _| false);
+        }
+        assert_eq!(pair.installed, vec![(Slot(10), Bytes::from(state(10, 1000)))]);
+        assert!(pair.receiver.is_applied(crate::types::CommandId { client: 40, seq: 41 }), "sessions came along");
+        let bare = encode_message(&Message::SnapshotChunk {
+            next_slot: Slot(10),
+            state_len: 1000,
+            offset: 0,
+            sessions,
+            bytes: vec![0; 1],
+        })
+        .len();
+        assert!(pair.chunk_sizes[0] <= bare.max(CHUNK + 256), "first chunk {} bytes", pair.chunk_sizes[0]);
+        assert!(pair.chunk_sizes.iter().skip(1).all(|size| *size <= CHUNK + 256), "{:?}", pair.chunk_sizes);
     }
 
     #[test]
