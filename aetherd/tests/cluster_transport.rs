@@ -51,7 +51,10 @@ fn wrong_secret_and_wrong_cluster_are_refused_and_logged() {
     }
     let refused = wait_for(SETTLE, || {
         let log = cluster.log(0);
-        log.contains("cluster secret differs") && log.contains("'elsewhere' is not this node's cluster 'demo'")
+        log.contains("cluster secret differs")
+            && log.contains("'elsewhere' is not this node's cluster 'demo'")
+            && cluster.log(1).contains("cluster secret differs")
+            && cluster.log(2).contains("refused")
     });
     assert!(refused.is_ok(), "node-1 log lacks the refusals:\n{}", cluster.log(0));
     assert!(cluster.log(1).contains("cluster secret differs"), "node-2 log:\n{}", cluster.log(1));

@@ -78,9 +78,11 @@ fn a_call_from_a_thread_started_inside_a_call_keeps_its_deadline_and_hops() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     let (artifact, context) = &seen[0];
     assert_eq!((artifact.as_str(), context.hops), (ECHO, 2), "the spawned thread's call keeps the hops");
-    // The deadline crosses the thread as milliseconds left, rounded up.
+    // The deadline crosses the thread as milliseconds left, rounded up and measured again when the thread
+    // enters the scope: it moves later by at most the time the thread took to start (milliseconds on a
+    // loaded machine), never earlier.
     let carried = context.deadline.expect("the spawned thread's call has the outer deadline");
-    assert!(carried >= deadline && carried <= deadline + Duration::from_millis(2), "{carried:?} vs {deadline:?}");
+    assert!(carried >= deadline && carried <= deadline + Duration::from_millis(250), "{carried:?} vs {deadline:?}");
 }
 
 #[test]
