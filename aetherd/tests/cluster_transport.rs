@@ -60,6 +60,8 @@ fn wrong_secret_and_wrong_cluster_are_refused_and_logged() {
     assert!(cluster.log(1).contains("cluster secret differs"), "node-2 log:\n{}", cluster.log(1));
     assert!(cluster.log(2).contains("refused"), "node-3 log:\n{}", cluster.log(2));
     for i in 0..3 {
+        // The refusals can be logged before the management port listens.
+        wait_for(SETTLE, || cluster.health(i).is_some()).unwrap();
         let health = cluster.health(i).unwrap();
         assert_eq!(health["peers_connected"], 0, "node {i}: {health}");
         assert_eq!(health["ready"], false);
