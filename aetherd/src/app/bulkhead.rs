@@ -193,6 +193,12 @@ impl Bulkheads {
     }
 
     /// The bulkhead of `slice`'s instance, made on its first call from the instance's config.
+    /// Most forwarded calls of one artifact a node waits on at once: half an instance's share, so an
+    /// artifact's local and forwarded calls together never hold every thread of the pool.
+    pub fn outbound_max(&self) -> usize {
+        (self.share_max / 2).max(1)
+    }
+
     pub fn of(&self, slice: &SliceHandle) -> Arc<Bulkhead> {
         let id = slice.id();
         let mut map = self.by_instance.lock();

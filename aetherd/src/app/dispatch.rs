@@ -164,6 +164,27 @@ pub struct Dispatcher {
     pub(super) bulkheads: Bulkheads,
     /// `(node, artifact)` pairs whose instance refused a call as overloaded, until when they are skipped.
     refusing: Mutex<HashMap<(String, String), Instant>>,
+    /// Calls of each artifact this node has forwarded and still waits on: each holds a thread of the pool
+    /// that runs calls, so they count against a share too ([`Bulkheads::outbound_max`]).
+    outbound: Mutex<HashMap<String, usize>>,
+}
+
+/// One forwarded call waited on; gives its place back when dropped.
+struct Outbound<'a> {
+    counts: &'a Mutex<HashMap<String, usize>>,
+    artifact: &'a str,
+}
+
+impl Drop for Outbound<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock();
+        if let Some(count) = counts.get_mut(self.artifact) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(self.artifact);
+            }
+        }
+    }
 }
 
 impl Dispatcher {
@@ -183,7 +204,20 @@ impl Dispatcher {
             call_deadline,
             bulkheads: Bulkheads::new(CALL_THREADS_DEFAULT),
             refusing: Mutex::new(HashMap::new()),
+            outbound: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A place for one more forwarded call of `artifact`, or `None` when its share is taken.
+    fn outbound<'a>(&'a self, artifact: &'a str) -> Option<Outbound<'a>> {
+        let mut counts = self.outbound.lock();
+        let count = counts.entry(artifact.to_owned()).or_insert(0);
+        if *count >= self.bulkheads.outbound_max() {
+            return None;
+        }
+        *count += 1;
+        drop(counts);
+        Some(Outbound { counts: &self.outbound, artifact })
     }
 
     /// This dispatcher with bulkheads sized for `threads` call-running threads (the app port's handlers).
@@ -445,6 +479,10 @@ impl Dispatcher {
             request: call.request.clone(),
             deadline_ms_left: u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1),
             hops,
+        };
+        let Some(_place) = self.outbound(call.artifact) else {
+            let detail = format!("too many calls of {} wait on other nodes", call.artifact);
+            return Attempt::Done(error(503, "overloaded", &detail, false));
         };
         match forward.forward(node, request, left) {
             Ok(reply) if is_overloaded(&reply) => {
