@@ -5,7 +5,8 @@
 //! an id `(client = random per boot, seq)` (or the id the client's `Idempotency-Key` names), and
 //! submitted; each waiter is answered when its command's slot applies, or when its deadline passes (504:
 //! the command may still apply, until its consensus deadline, `[cluster] command_ttl_ms` after its
-//! stamp, after which it no longer does). Linearizable reads are barriers ordered through consensus and answered
+//! stamp, after which it no longer does). The node's own managers' writes wait that long (or until the core
+//! decides or drops them), so a manager never acts on a view one of its writes may still change. Linearizable reads are barriers ordered through consensus and answered
 //! from the store once applied; stale reads answer at once.
 //!
 //! What a failed write answers: 503 only when consensus never saw it (refused at the door, or still in the
@@ -67,6 +68,10 @@ pub const RECORD_RECOVERY_STARTED: u8 = 3;
 pub const RECORD_RECOVERY_FINISHED: u8 = 4;
 /// How long a client waits for its command's slot.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
+/// How long past its consensus deadline (`command_ttl_ms` after submission) an internal write still counts as
+/// in flight when the core never said what became of it: the core answers `Expired` once its hybrid clock
+/// passes the deadline, and a stale command can still be decided only within clock skew of it.
+const INTERNAL_DEADLINE_SLACK: Duration = Duration::from_secs(5);
 
 pub enum Waiter {
     /// A write of this node's own managers; its outcome only counts towards `internal_in_flight`.
@@ -239,7 +244,17 @@ impl Replication {
             self.internal_in_flight += 1;
         }
         let already_waiting = !waiters.is_empty();
-        waiters.push(Pending { waiter, deadline: Instant::now() + CLIENT_DEADLINE, digest });
+        // A client gives up after its deadline (504: "may still apply"). The managers' own writes count as in
+        // flight until the core decides or drops them, so a manager never acts on a view that one of its
+        // writes may still change: a leader that stopped waiting after 5 s would place an instance again
+        // while its first placement, still queued, could apply up to `command_ttl_ms` after its stamp.
+        let wait = match waiter {
+            Waiter::Internal => {
+                Duration::from_millis(self.replica.config().command_ttl_ms).saturating_add(INTERNAL_DEADLINE_SLACK)
+            }
+            _ => CLIENT_DEADLINE,
+        };
+        waiters.push(Pending { waiter, deadline: Instant::now() + wait, digest });
         // Commands of one loop turn go to the replica together (one Forward, one proposal), at `end_turn`. A
         // retry of a command still waiting here waits for the same slot: it is queued already.
         if !already_waiting {

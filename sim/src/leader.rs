@@ -32,8 +32,10 @@ pub const RENEW_MS: u64 = 100;
 pub const GRACE_MS: u64 = 500;
 /// A node that renewed within this long is healthy: its records must stay.
 pub const HEALTHY_MS: u64 = GRACE_MS / 2;
-/// How long an own command counts as in flight (the runtime's 5 s internal deadline, scaled down).
-const IN_FLIGHT_MS: u64 = 500;
+/// How long past the core's command deadline an own command still counts as in flight when the core never
+/// said what became of it (the runtime's slack, scaled down). Normally the core answers first: it decides the
+/// command, or refuses it (`Expired` once its clock passes the deadline).
+const IN_FLIGHT_SLACK_MS: u64 = 500;
 
 const BLUEPRINT: &str = "name = \"sim\"\n[[slices]]\nartifact = \"g:spread:1.0.0\"\ninstances = 9\n\
                          [[slices]]\nartifact = \"g:single:1.0.0\"\ninstances = 1\n";
@@ -54,7 +56,10 @@ struct Node {
     renewed: Option<(Option<Revision>, u64)>,
     next_pass_ms: u64,
     /// Own commands not yet decided, with when they were submitted (local ms). As in the runtime, the
-    /// leader's pass waits for them, and gives up on one after [`IN_FLIGHT_MS`].
+    /// leader's pass waits for them until the core decides or refuses them, or their deadline (the core's
+    /// `command_ttl_ms`) plus [`IN_FLIGHT_SLACK_MS`] passed: a pass that stopped waiting earlier (the
+    /// runtime once gave up after the client deadline) would place an instance a second time while the first
+    /// placement, still queued, can apply. A node that stops forgets them, as the process does.
     in_flight: BTreeMap<u64, u64>,
 }
 
@@ -64,6 +69,8 @@ pub struct Control {
     next_slot: u64,
     nodes: Vec<Node>,
     broken: bool,
+    /// The core's `command_ttl_ms`.
+    command_ttl_ms: u64,
     /// Per replica: real time (us) its last lease renewal was applied.
     renewed_at_us: Vec<Option<u64>>,
     seq: u64,
@@ -75,7 +82,7 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(replicas: usize, broken: bool) -> Control {
+    pub fn new(replicas: usize, broken: bool, command_ttl_ms: u64) -> Control {
         let mut kv = KvState::new();
         let parsed = control::blueprint::parse(BLUEPRINT, &|_| true).expect("the simulated blueprint is valid");
         let record = control::records::BlueprintRecord { toml: BLUEPRINT.to_owned(), blueprint: parsed };
@@ -93,6 +100,7 @@ impl Control {
             next_slot: 0,
             nodes,
             broken,
+            command_ttl_ms,
             renewed_at_us: vec![None; replicas],
             seq: 0,
             pending: BTreeMap::new(),
@@ -170,6 +178,7 @@ impl Control {
         if !view.up {
             node.renewed = None;
             node.watch.reset();
+            node.in_flight.clear();
             return Vec::new();
         }
         if view.heard.len() < majority || !view.caught_up {
@@ -178,7 +187,8 @@ impl Control {
         // The renewal goes first: when the core's queue is short, the leader's own writes must not crowd it out.
         let mut writes: Vec<KvWrite> = self.renewal(replica, local_ms).into_iter().collect();
         let node = &mut self.nodes[replica];
-        node.in_flight.retain(|_, at| local_ms < *at + IN_FLIGHT_MS);
+        let wait_ms = self.command_ttl_ms + IN_FLIGHT_SLACK_MS;
+        node.in_flight.retain(|_, at| local_ms < *at + wait_ms);
         if local_ms >= node.next_pass_ms && node.in_flight.is_empty() {
             node.next_pass_ms = local_ms + RENEW_MS;
             let state = ClusterState::from_entries(self.kv.list(""));

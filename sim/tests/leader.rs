@@ -64,3 +64,24 @@ fn acting_on_the_private_view_moves_healthy_instances() {
     let (moved, _, _) = run(40, 3, bridged(), broken);
     assert!(moved > 0, "the checker missed a leader that removes the records of nodes it cannot hear");
 }
+
+/// Seed 16316 (3 replicas, every fault): the leader's placement of the one-instance `g:single` on n0 took
+/// about 840 ms to be decided. A leader that stopped waiting for it after the client deadline (500 ms here)
+/// placed it again on n1, and once both applied removed the copy on healthy n0 as surplus. The leader now
+/// waits until the core decides or drops its write.
+#[test]
+fn a_leader_does_not_place_again_while_its_placement_may_still_apply() {
+    let mut violations = Vec::new();
+    sim::run_seeds(
+        16316,
+        1,
+        3,
+        Faults::ALL,
+        |_| {},
+        |report| {
+            assert!(report.control_counts[1] > 0, "the leader placed nothing: the scenario is gone");
+            violations.extend(report.violations.iter().map(|v| format!("{:?}: {}", v.kind, v.detail)));
+        },
+    );
+    assert!(violations.is_empty(), "{violations:#?}");
+}

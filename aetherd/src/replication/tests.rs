@@ -148,3 +148,37 @@ fn a_write_past_its_deadline_is_504() {
     assert_eq!(answered(&rx).unwrap_err().status, 504);
     assert!(r.pending.is_empty());
 }
+
+#[test]
+fn an_internal_write_stays_in_flight_past_the_client_deadline_until_the_core_drops_it() {
+    // Three members and no peers: the write is queued and stays undecided.
+    let mut r = driver("internal", 3);
+    r.submit_internal(&put("slices/n1/g:a:1.0.0", "LOAD")).unwrap();
+    r.end_turn().unwrap();
+    assert_eq!(r.internal_in_flight(), 1);
+    // A client's wait is over; the command may still apply until its consensus deadline, so a manager
+    // must not act as if it had failed (a leader would place the same instance a second time).
+    for waiters in r.pending.values_mut() {
+        for p in waiters.iter_mut() {
+            p.deadline -= CLIENT_DEADLINE + Duration::from_millis(1);
+        }
+    }
+    r.expire();
+    assert_eq!(r.internal_in_flight(), 1, "still in flight past the client deadline");
+    // The core drops it once its deadline passed: only then is it settled.
+    let id = *r.pending.keys().next().expect("still waiting");
+    r.rejected(id, RejectReason::Expired);
+    assert_eq!(r.internal_in_flight(), 0);
+    assert!(r.pending.is_empty());
+    // And without word from the core, its own deadline plus slack settles it.
+    r.submit_internal(&put("slices/n2/g:a:1.0.0", "LOAD")).unwrap();
+    r.end_turn().unwrap();
+    let ttl = Duration::from_millis(r.replica.config().command_ttl_ms);
+    for waiters in r.pending.values_mut() {
+        for p in waiters.iter_mut() {
+            p.deadline -= ttl + INTERNAL_DEADLINE_SLACK;
+        }
+    }
+    r.expire();
+    assert_eq!(r.internal_in_flight(), 0);
+}

@@ -24,7 +24,8 @@ impl World {
             return;
         }
         let broken = self.options.shell_broken == ShellBroken::PrivateLiveness;
-        self.control = Some(Control::new(self.nodes.len(), broken));
+        let command_ttl_ms = self.nodes.first().map_or(0, |n| n.core.config().command_ttl_ms);
+        self.control = Some(Control::new(self.nodes.len(), broken, command_ttl_ms));
         self.schedule(0, Event::ControlTick);
     }
 
