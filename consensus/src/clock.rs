@@ -21,9 +21,8 @@ pub(crate) struct HybridClock {
 impl HybridClock {
     /// The current hybrid time at local reading `local_ms`.
     pub(crate) fn now(&mut self, local_ms: u64) -> u64 {
-        if local_ms < self.last_local_ms {
-            self.offset_ms = self.offset_ms.saturating_add(self.last_local_ms - local_ms);
-        }
+        // A backward jump (and nothing else) raises the offset by its size.
+        self.offset_ms = self.offset_ms.saturating_add(self.last_local_ms.saturating_sub(local_ms));
         self.last_local_ms = local_ms;
         self.last_ms = self.last_ms.max(local_ms.saturating_add(self.offset_ms));
         self.last_ms
@@ -38,10 +37,9 @@ impl HybridClock {
     /// from there.
     pub(crate) fn observe(&mut self, local_ms: u64, stamp_ms: u64) {
         let now = self.now(local_ms);
-        if stamp_ms > now {
-            self.offset_ms = self.offset_ms.saturating_add(stamp_ms - now);
-            self.last_ms = stamp_ms;
-        }
+        // A stamp ahead of us (and nothing else) raises the offset by how far ahead it is.
+        self.offset_ms = self.offset_ms.saturating_add(stamp_ms.saturating_sub(now));
+        self.last_ms = now.max(stamp_ms);
     }
 }
 
@@ -72,5 +70,32 @@ mod tests {
         clock.observe(600, 1_000);
         assert_eq!(clock.now(600), 3_600_580, "an older stamp changes nothing");
         assert!(clock.now(0) >= 3_600_580);
+    }
+
+    #[test]
+    fn last_reports_the_latest_time_given_out_or_taken_in_without_advancing() {
+        let mut clock = HybridClock::default();
+        assert_eq!(clock.last(), 0);
+        clock.now(7_000);
+        assert_eq!(clock.last(), 7_000);
+        clock.now(6_000);
+        assert_eq!(clock.last(), 7_000, "a backward jump stands still");
+        clock.observe(6_500, 42_000);
+        assert_eq!(clock.last(), 42_000, "a stamp from ahead is the time now");
+        assert_eq!(clock.last(), 42_000, "reading it does not tick");
+        clock.observe(6_600, 10);
+        assert_eq!(clock.last(), 42_100, "an old stamp leaves the local ticking");
+        assert_eq!(clock.now(6_600), clock.last());
+    }
+
+    #[test]
+    fn a_repeated_reading_or_a_stamp_equal_to_now_changes_nothing() {
+        let mut clock = HybridClock::default();
+        clock.now(1_000);
+        clock.observe(1_000, 5_000);
+        assert_eq!((clock.now(1_000), clock.now(1_000)), (5_000, 5_000));
+        clock.observe(1_000, 5_000);
+        assert_eq!(clock.now(1_001), 5_001);
+        assert_eq!(clock.now(1_501), 5_501, "ticks at the local rate after equal readings and stamps");
     }
 }

@@ -229,6 +229,38 @@ mod tests {
     }
 
     #[test]
+    fn the_hard_bound_drops_the_oldest_just_past_twice_the_limits_and_never_the_newest() {
+        // Slots: 3 soft, so 6 hard.
+        let mut log = DecidedLog::new(3, 1 << 20);
+        for slot in 0..6 {
+            log.push(Slot(slot), None);
+        }
+        assert_eq!(log.dropped, 0, "exactly twice the slot bound is kept");
+        log.push(Slot(6), None);
+        assert_eq!(log.dropped, 1);
+        assert!(log.range(Slot(0), 8, usize::MAX).is_empty());
+        assert_eq!(log.range(Slot(1), 8, usize::MAX).len(), 6);
+
+        // Bytes: 100 soft, so 200 hard.
+        let mut log = DecidedLog::new(100, 100);
+        log.push(Slot(0), sized(120));
+        log.push(Slot(1), sized(80));
+        assert_eq!(log.dropped, 0, "exactly twice the byte bound is kept");
+        log.push(Slot(2), sized(60));
+        assert_eq!(log.dropped, 1, "one byte past it, the oldest goes (and only it)");
+        assert_eq!(log.range(Slot(1), 8, usize::MAX).len(), 2);
+
+        // One entry alone over twice the byte bound stays: a peer can always be sent the newest slot.
+        let mut log = DecidedLog::new(100, 100);
+        log.push(Slot(0), sized(500));
+        assert_eq!(log.dropped, 0);
+        assert_eq!(log.range(Slot(0), 8, usize::MAX).len(), 1);
+        log.push(Slot(1), sized(500));
+        assert_eq!(log.dropped, 1);
+        assert_eq!(log.range(Slot(1), 8, usize::MAX).len(), 1);
+    }
+
+    #[test]
     fn only_a_compacted_slot_covered_by_the_snapshot_needs_it() {
         let mut log = DecidedLog::new(2, 1 << 20);
         for slot in 0..5 {
