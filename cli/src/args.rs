@@ -33,8 +33,16 @@ pub struct Global {
     #[arg(long, global = true)]
     pub json: bool,
     /// API key, sent as `Authorization: Bearer KEY`
-    #[arg(long, global = true, env = "AETHER_API_KEY", hide_env_values = true, value_name = "KEY")]
-    pub key: Option<String>,
+    // Its own id: verbs have a positional `key` (the KV key, the config key) that must not be taken for it.
+    #[arg(
+        long = "key",
+        id = "api_key",
+        global = true,
+        env = "AETHER_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
     /// CA certificate(s) (PEM) to trust for https:// nodes [default: the system's bundle]
     #[arg(long, global = true, env = "AETHER_CA", value_name = "FILE")]
     pub ca: Option<PathBuf>,
@@ -256,6 +264,16 @@ mod tests {
             assert!(cli.global.json);
             assert!(matches!(cli.verb, Some(Verb::Kv(KvVerb::Get { ref key, stale: false })) if key == "user/a"));
         }
+    }
+
+    #[test]
+    fn the_api_key_is_not_confused_with_a_kv_or_config_key() {
+        let cli = parse(&["--key", "aek_1", "kv", "put", "user/a", "v"]).unwrap();
+        assert_eq!(cli.global.api_key.as_deref(), Some("aek_1"));
+        assert!(matches!(cli.verb, Some(Verb::Kv(KvVerb::Put { ref key, .. })) if key == "user/a"));
+        let cli = parse(&["config", "unset", "heartbeat_ms", "--key", "aek_2"]).unwrap();
+        assert_eq!(cli.global.api_key.as_deref(), Some("aek_2"));
+        assert!(matches!(cli.verb, Some(Verb::Config(ConfigVerb::Unset { ref key, .. })) if key == "heartbeat_ms"));
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub fn merge(session: &Global, line: &Global) -> Global {
     Global {
         node: line.node.clone().or_else(|| session.node.clone()),
         json: line.json || session.json,
-        key: line.key.clone().or_else(|| session.key.clone()),
+        api_key: line.api_key.clone().or_else(|| session.api_key.clone()),
         ca: line.ca.clone().or_else(|| session.ca.clone()),
         timeout: line.timeout.or(session.timeout),
     }
@@ -174,11 +174,11 @@ mod tests {
     #[test]
     fn a_line_overrides_the_session_options() {
         let session =
-            Global { node: Some("a:1".into()), json: true, key: Some("k".into()), ca: None, timeout: Some(5) };
-        let line = Global { node: Some("b:2".into()), json: false, key: None, ca: None, timeout: None };
+            Global { node: Some("a:1".into()), json: true, api_key: Some("k".into()), ca: None, timeout: Some(5) };
+        let line = Global { node: Some("b:2".into()), json: false, api_key: None, ca: None, timeout: None };
         let merged = merge(&session, &line);
         assert_eq!(
-            (merged.node.as_deref(), merged.json, merged.key.as_deref(), merged.timeout),
+            (merged.node.as_deref(), merged.json, merged.api_key.as_deref(), merged.timeout),
             (Some("b:2"), true, Some("k"), Some(5))
         );
     }

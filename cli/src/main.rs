@@ -49,7 +49,7 @@ pub fn run_verb(global: &Global, verb: &Verb) -> i32 {
 fn build_client(global: &Global) -> Result<client::Client, CliError> {
     let nodes_env = std::env::var("AETHER_NODES").ok();
     let targets = client::candidates(global.node.as_deref(), nodes_env.as_deref())?;
-    let key = global.key.clone().filter(|k| !k.is_empty());
+    let key = global.api_key.clone().filter(|k| !k.is_empty());
     if let Some(key) = &key {
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(CliError::Usage("the API key must be visible ASCII characters".into()));
