@@ -35,10 +35,14 @@ pub const EXAMPLES: [(&str, &str); 4] = [
     ("org.aether.examples:orders:1.0.0", "org/aether/examples/orders/1.0.0/orders-1.0.0.so"),
 ];
 
-/// `aetherd`, from the same target folder as `aether` (built once when `cargo test -p cli` did not).
+/// `aetherd`: `$AETHER_TEST_AETHERD` when set (another build to check the tool against), else the one in
+/// the same target folder as `aether` (built once when `cargo test -p cli` did not).
 pub fn aetherd() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
+        if let Some(path) = std::env::var_os("AETHER_TEST_AETHERD") {
+            return PathBuf::from(path);
+        }
         let path = Path::new(env!("CARGO_BIN_EXE_aether")).with_file_name("aetherd");
         if !path.exists() {
             let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
