@@ -131,7 +131,7 @@ pub enum KvVerb {
     /// Write a value: VALUE, or --file FILE (`-` for stdin)
     Put {
         key: String,
-        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        #[arg(required_unless_present = "file", conflicts_with = "file", allow_hyphen_values = true)]
         value: Option<String>,
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
@@ -228,6 +228,7 @@ pub enum ConfigVerb {
     /// Set a key cluster-wide, or for one node with --node-id (VALUE is JSON when it parses, else a string)
     Set {
         key: String,
+        #[arg(allow_hyphen_values = true)]
         value: String,
         /// Only this node (its id, e.g. node-2)
         #[arg(long = "node-id", value_name = "ID")]
@@ -321,6 +322,13 @@ mod tests {
         }
         let help = parse(&["help", "kv", "put"]).err().unwrap();
         assert!(help.to_string().contains("--if-version"), "{help}");
+    }
+
+    #[test]
+    fn values_may_start_with_a_hyphen() {
+        let cli = parse(&["kv", "put", "user/a", "-5", "--json"]).unwrap();
+        assert!(matches!(cli.verb, Some(Verb::Kv(KvVerb::Put { ref value, .. })) if value.as_deref() == Some("-5")));
+        assert!(cli.global.json);
     }
 
     #[test]
