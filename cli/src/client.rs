@@ -434,6 +434,22 @@ mod tests {
     }
 
     #[test]
+    fn an_error_answer_that_is_not_json_is_still_a_refusal_with_its_text() {
+        let reply = Reply { status: 502, body: b"<html>bad gateway</html>".to_vec(), node: "h:1".into() };
+        match reply.ok_json() {
+            Err(CliError::Refused { status: 502, body, .. }) => {
+                assert_eq!(
+                    (body["error"].as_str(), body["detail"].as_str()),
+                    (Some("http_error"), Some("<html>bad gateway</html>"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let ok = Reply { status: 201, body: br#"{"version":3}"#.to_vec(), node: "h:1".into() };
+        assert_eq!(ok.ok_json().unwrap()["version"], 3);
+    }
+
+    #[test]
     fn idempotency_keys_are_fresh_and_visible_ascii() {
         let (a, b) = (idempotency_key(), idempotency_key());
         assert_ne!(a, b);

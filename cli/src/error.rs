@@ -49,7 +49,7 @@ impl std::fmt::Display for CliError {
                 let error = body["error"].as_str().unwrap_or("error");
                 let detail = body["detail"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
                 write!(f, "{node} refused ({status} {error}): {detail}")?;
-                if let Some(field) = body["field"].as_str() {
+                if let Some(field) = body["field"].as_str().filter(|field| !detail.contains(field)) {
                     write!(f, " [field {field}]")?;
                 }
                 Ok(())
@@ -68,3 +68,36 @@ impl std::fmt::Display for CliError {
 }
 
 impl std::error::Error for CliError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn refusals_name_the_node_status_error_and_detail() {
+        let refused = |body: Value| CliError::Refused { status: 400, body, node: "h:1".into() }.to_string();
+        let with_field = json!({"error": "invalid_blueprint", "detail": "line 4: slices[0].instances: too few",
+            "field": "slices[0].instances", "line": 4});
+        assert_eq!(refused(with_field), "h:1 refused (400 invalid_blueprint): line 4: slices[0].instances: too few");
+        let field_elsewhere = json!({"error": "bad_request", "detail": "too few", "field": "instances"});
+        assert_eq!(refused(field_elsewhere), "h:1 refused (400 bad_request): too few [field instances]");
+        assert_eq!(refused(json!({"error": "x"})), "h:1 refused (400 x): {\"error\":\"x\"}");
+    }
+
+    #[test]
+    fn each_kind_has_its_exit_code_and_unreachable_names_every_address() {
+        let unreachable = CliError::Unreachable {
+            tried: vec![("a:1".into(), "connection refused".into()), ("b:2".into(), "timed out".into())],
+        };
+        assert_eq!(unreachable.exit_code(), EXIT_UNREACHABLE);
+        assert_eq!(
+            unreachable.to_string(),
+            "no node could be reached; tried a:1 (connection refused), b:2 (timed out)"
+        );
+        assert_eq!(CliError::Usage("x".into()).exit_code(), EXIT_USAGE);
+        let refused = CliError::Refused { status: 409, body: json!({"error": "conflict"}), node: "a:1".into() };
+        assert_eq!((refused.exit_code(), refused.server_body().is_some()), (EXIT_REFUSED, true));
+        assert_eq!(CliError::Interrupted { node: "a:1".into(), detail: "reset".into() }.exit_code(), EXIT_UNREACHABLE);
+    }
+}
