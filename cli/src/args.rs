@@ -1,0 +1,341 @@
+//! The command line: global options (accepted before or after the verb) and one verb per management
+//! operation. Parsing is clap's (derive), which also gives every verb its `--help`, the `help` verb, usage
+//! errors with exit code 2, and the shell completion scripts.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aether",
+    version,
+    about = "Operate an Aether cluster through its management API",
+    long_about = "Operate an Aether cluster through its management API.\n\n\
+        Without a verb, aether reads verbs line by line (history in ~/.aether_history; `exit` or Ctrl-D leaves).\n\n\
+        Exit codes: 0 ok, 1 refused by the server, 2 usage, 3 no node reachable.",
+    after_help = "Environment: AETHER_NODE (the node), AETHER_NODES (comma list tried in turn when a node is down), \
+        AETHER_API_KEY, AETHER_CA."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub verb: Option<Verb>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Management address of the node to ask: host:port, http://host:port or https://host:port
+    /// [default: 127.0.0.1:8080]
+    #[arg(long, global = true, env = "AETHER_NODE", value_name = "ADDR")]
+    pub node: Option<String>,
+    /// Print the server's JSON instead of a table
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// API key, sent as `Authorization: Bearer KEY`
+    // Its own id: verbs have a positional `key` (the KV key, the config key) that must not be taken for it.
+    #[arg(
+        long = "key",
+        id = "api_key",
+        global = true,
+        env = "AETHER_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
+    /// CA certificate(s) (PEM) to trust for https:// nodes [default: the system's bundle]
+    #[arg(long, global = true, env = "AETHER_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Seconds to wait for an answer [default: 30]
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Verb {
+    /// This node's view: leader, quorum, members, applied slot
+    Status,
+    /// Whether the node is ready (in a quorum and caught up); exit 1 when not
+    Health,
+    /// Every configured node: address, connected, last seen
+    Nodes,
+    /// Every slice instance in the cluster: node, state, since, error
+    Slices,
+    /// HTTP routes of the app port: artifact, slice method, instances by node
+    Routes,
+    /// Deploy, check, inspect and remove blueprints
+    #[command(subcommand)]
+    Blueprint(BlueprintVerb),
+    /// Read and write the replicated key-value store (user/ keys)
+    #[command(subcommand)]
+    Kv(KvVerb),
+    /// Upload and list slice libraries
+    #[command(subcommand)]
+    Artifact(ArtifactVerb),
+    /// Cluster events (node up/down, leader changes, deployments, slice states, ...)
+    Events(EventsArgs),
+    /// Per-node CPU, memory, loop lag, connections, consensus and call rates
+    Metrics(MetricsArgs),
+    /// Per slice method calls, errors and latency percentiles, or the slow calls
+    Invocations(InvocationsArgs),
+    /// Cluster-wide log levels per target
+    #[command(subcommand, name = "log-level")]
+    LogLevel(LogLevelVerb),
+    /// Live settings, cluster-wide or for one node
+    #[command(subcommand)]
+    Config(ConfigVerb),
+    /// Print a shell completion script
+    Completion {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BlueprintVerb {
+    /// Check and store a blueprint (TOML file, `-` for stdin); its slices are then placed and started
+    Apply { file: PathBuf },
+    /// Check a blueprint and show what would be placed where, storing nothing
+    Validate { file: PathBuf },
+    /// Every stored blueprint
+    List,
+    /// One blueprint's slices and where they run
+    Get {
+        name: String,
+        /// Print the stored TOML instead
+        #[arg(long)]
+        toml: bool,
+    },
+    /// One blueprint's state: running, deploying, degraded or failed, per slice and instance
+    Status { name: String },
+    /// Remove a blueprint; its slices are stopped and unloaded everywhere
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KvVerb {
+    /// Print a key's value (raw; --json for key, value and version)
+    Get {
+        key: String,
+        /// Answer from the node's own replica, without a consensus round
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Write a value: VALUE, or --file FILE (`-` for stdin)
+    Put {
+        key: String,
+        #[arg(required_unless_present = "file", conflicts_with = "file", allow_hyphen_values = true)]
+        value: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Compare-and-set: write only if the key is at this version (0: only if absent)
+        #[arg(long = "if-version", value_name = "N")]
+        if_version: Option<u64>,
+    },
+    /// Remove a key
+    Delete {
+        key: String,
+        /// Compare-and-remove: only if the key is at this version
+        #[arg(long = "if-version", value_name = "N")]
+        if_version: Option<u64>,
+    },
+    /// Every entry under a prefix
+    List {
+        #[arg(default_value = "user/")]
+        prefix: String,
+        #[arg(long)]
+        stale: bool,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ArtifactVerb {
+    /// Upload a slice library (checked with its SHA-256) to a node, which pushes it to the others
+    Push {
+        /// The library (`-` for stdin)
+        file: PathBuf,
+        /// Coordinates group:artifact:version
+        coords: String,
+        /// A signature file (`cargo xtask sign` writes LIB.sig), sent as X-Aether-Signature
+        #[arg(long, value_name = "FILE")]
+        sig: Option<PathBuf>,
+    },
+    /// The libraries in this node's repository
+    List,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Keep printing events as they happen (Ctrl-C stops)
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Events after this sequence number, or this recent (30s, 5m, 1h)
+    #[arg(long, value_name = "SEQ|DURATION")]
+    pub since: Option<String>,
+    /// Most events to list (the server's default is 100, its maximum 1000)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// History over this range instead of the latest figures
+    #[arg(long, value_name = "RANGE", value_parser = ["5m", "15m", "1h", "2h"])]
+    pub history: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InvocationsArgs {
+    /// The slow calls (over their method's threshold), newest first
+    #[arg(long)]
+    pub slow: bool,
+    /// Only this artifact (group:artifact:version or group:artifact)
+    #[arg(long, value_name = "COORDS", conflicts_with = "slow")]
+    pub artifact: Option<String>,
+    /// Only this slice method
+    #[arg(long, value_name = "METHOD", conflicts_with = "slow")]
+    pub method: Option<String>,
+    /// Most slow calls to list
+    #[arg(long, value_name = "N", requires = "slow")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum LogLevelVerb {
+    /// The default level and every target's
+    Get,
+    /// Set a target's level on every node (`default` sets the default)
+    Set {
+        target: String,
+        #[arg(value_parser = ["error", "warn", "info", "debug", "trace"])]
+        level: String,
+    },
+    /// Remove a target's level (it follows the default again)
+    Reset { target: String },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigVerb {
+    /// Settable keys with their effective values, cluster-wide and per-node overrides (one key if named)
+    Get { key: Option<String> },
+    /// Set a key cluster-wide, or for one node with --node-id (VALUE is JSON when it parses, else a string)
+    Set {
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        /// Only this node (its id, e.g. node-2)
+        #[arg(long = "node-id", value_name = "ID")]
+        node_id: Option<String>,
+    },
+    /// Remove a key's override, cluster-wide or for one node with --node-id
+    Unset {
+        key: String,
+        #[arg(long = "node-id", value_name = "ID")]
+        node_id: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("aether").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_verb() {
+        let before = parse(&["--node", "h:1", "--json", "kv", "get", "user/a"]).unwrap();
+        let after = parse(&["kv", "get", "user/a", "--json", "--node", "h:1"]).unwrap();
+        for cli in [before, after] {
+            assert_eq!(cli.global.node.as_deref(), Some("h:1"));
+            assert!(cli.global.json);
+            assert!(matches!(cli.verb, Some(Verb::Kv(KvVerb::Get { ref key, stale: false })) if key == "user/a"));
+        }
+    }
+
+    #[test]
+    fn the_api_key_is_not_confused_with_a_kv_or_config_key() {
+        let cli = parse(&["--key", "aek_1", "kv", "put", "user/a", "v"]).unwrap();
+        assert_eq!(cli.global.api_key.as_deref(), Some("aek_1"));
+        assert!(matches!(cli.verb, Some(Verb::Kv(KvVerb::Put { ref key, .. })) if key == "user/a"));
+        let cli = parse(&["config", "unset", "heartbeat_ms", "--key", "aek_2"]).unwrap();
+        assert_eq!(cli.global.api_key.as_deref(), Some("aek_2"));
+        assert!(matches!(cli.verb, Some(Verb::Config(ConfigVerb::Unset { ref key, .. })) if key == "heartbeat_ms"));
+    }
+
+    #[test]
+    fn no_verb_means_interactive() {
+        assert!(parse(&[]).unwrap().verb.is_none());
+        assert!(parse(&["--json"]).unwrap().verb.is_none());
+    }
+
+    #[test]
+    fn files_are_positional() {
+        let cli = parse(&["blueprint", "validate", "shop.toml"]).unwrap();
+        assert!(
+            matches!(cli.verb, Some(Verb::Blueprint(BlueprintVerb::Validate { ref file })) if file.to_str() == Some("shop.toml"))
+        );
+        let cli = parse(&["artifact", "push", "-", "g:a:1.0.0"]).unwrap();
+        assert!(
+            matches!(cli.verb, Some(Verb::Artifact(ArtifactVerb::Push { ref file, .. })) if file.to_str() == Some("-"))
+        );
+    }
+
+    #[test]
+    fn mistakes_are_usage_errors() {
+        for bad in [
+            &["nosuchverb"][..],
+            &["kv"],
+            &["kv", "put", "user/a"],
+            &["kv", "put", "user/a", "v", "--file", "f"],
+            &["metrics", "--history", "3m"],
+            &["log-level", "set", "consensus", "loud"],
+            &["invocations", "--slow", "--artifact", "g:a"],
+            &["--timeout", "0", "status"],
+            &["completion", "tcsh"],
+        ] {
+            let error = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert_eq!(error.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn help_is_there_for_every_verb() {
+        for verb in ["status", "kv", "blueprint", "events", "log-level", "config", "completion"] {
+            let help = parse(&[verb, "--help"]).err().unwrap();
+            assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp, "{verb}");
+            assert_eq!(help.exit_code(), 0);
+        }
+        let help = parse(&["help", "kv", "put"]).err().unwrap();
+        assert!(help.to_string().contains("--if-version"), "{help}");
+    }
+
+    #[test]
+    fn values_may_start_with_a_hyphen() {
+        let cli = parse(&["kv", "put", "user/a", "-5", "--json"]).unwrap();
+        assert!(matches!(cli.verb, Some(Verb::Kv(KvVerb::Put { ref value, .. })) if value.as_deref() == Some("-5")));
+        assert!(cli.global.json);
+    }
+
+    #[test]
+    fn per_node_config_names_the_node_by_id() {
+        let cli = parse(&["config", "set", "heartbeat_ms", "200", "--node-id", "node-2"]).unwrap();
+        assert!(
+            matches!(cli.verb, Some(Verb::Config(ConfigVerb::Set { ref node_id, .. })) if node_id.as_deref() == Some("node-2"))
+        );
+    }
+}
