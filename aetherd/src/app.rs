@@ -79,6 +79,8 @@ pub struct AppOptions {
     pub abandoned_max: usize,
     /// TLS on the port, when set.
     pub tls: Option<httpd::TlsFiles>,
+    /// Where calls that run on this node are counted and timed (cluster mode).
+    pub metrics: Option<Arc<crate::metrics::Telemetry>>,
 }
 
 /// Environment variable that overrides the call deadline, in milliseconds.
@@ -96,6 +98,7 @@ impl AppOptions {
             body_bytes_max: 1 << 20,
             abandoned_max: handlers::ABANDONED_MAX,
             tls: None,
+            metrics: None,
         }
     }
 }
@@ -149,7 +152,11 @@ impl AppServer {
     ) -> Result<AppServer, String> {
         let dispatcher =
             Dispatcher::new(node_id, Arc::clone(&container), registry, Some(forward), options.call_deadline);
-        let dispatcher = Arc::new(dispatcher.with_call_threads(options.handler_threads));
+        let mut dispatcher = dispatcher.with_call_threads(options.handler_threads);
+        if let Some(metrics) = &options.metrics {
+            dispatcher = dispatcher.with_metrics(Arc::clone(metrics));
+        }
+        let dispatcher = Arc::new(dispatcher);
         let hook: Arc<dyn RemoteCall> = dispatcher.clone();
         container.set_remote(Some(&hook));
         let started = AppServer::serve(listen, dispatcher, Arc::clone(&container), Mode::SharesContainer, &options);
@@ -189,6 +196,11 @@ impl AppServer {
     /// The address actually listened on.
     pub fn addr(&self) -> SocketAddr {
         self.http.addr()
+    }
+
+    /// The port's open connections, as a gauge to read from elsewhere (metrics).
+    pub fn connections_gauge(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.http.connections_gauge()
     }
 
     /// Whether the port accepts connections right now, as a flag to read from elsewhere.

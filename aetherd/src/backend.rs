@@ -27,6 +27,8 @@ pub struct NodeBackend {
     pub app_serving: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// `[artifacts] trusted_keys`: when set, an upload must carry a signature by one of them.
     pub trusted_keys: container::TrustedKeys,
+    /// Every node's metrics as this node holds them (read without the loop).
+    pub metrics: Arc<telemetry::Board>,
 }
 
 /// An HTTP port's name and its accepting flag.
@@ -69,6 +71,10 @@ impl Backend for NodeBackend {
 
     fn status(&self) -> Result<NodeStatus, ApiError> {
         self.ask(LOOP_REPLY_TIMEOUT, Command::Status)
+    }
+
+    fn metrics(&self) -> Option<Arc<telemetry::Board>> {
+        Some(Arc::clone(&self.metrics))
     }
 
     fn kv_write(&self, command: kvstore::Command) -> Result<u64, ApiError> {

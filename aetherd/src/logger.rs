@@ -1,4 +1,5 @@
-//! One line per event on stderr: `2026-11-23T18:04:05.123Z INFO  target: message`. journald keeps it.
+//! One line per event on stderr: `2026-11-23T18:04:05.123Z INFO  target: message`, ending in ` req=<id>` when
+//! written while a call with that request id runs on the thread. journald keeps it.
 //! The level comes from `--log-level` or `AETHER_LOG` (error, warn, info, debug, trace; default info).
 
 use log::{Level, LevelFilter, Metadata, Record};
@@ -25,7 +26,8 @@ impl log::Log for StderrLogger {
             Level::Debug => "DEBUG",
             Level::Trace => "TRACE",
         };
-        let line = format!("{} {level} [{}] {}: {}\n", timestamp(), self.node, record.target(), record.args());
+        let req = crate::metrics::request_id::with_current(|id| id.map(|id| format!(" req={id}")).unwrap_or_default());
+        let line = format!("{} {level} [{}] {}: {}{req}\n", timestamp(), self.node, record.target(), record.args());
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 

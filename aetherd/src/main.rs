@@ -18,6 +18,7 @@ mod logger;
 mod management_config;
 mod managers;
 mod membership;
+mod metrics;
 mod node;
 mod replication;
 mod send_refusals;
@@ -161,11 +162,17 @@ fn run(args: &Args) -> Result<(), String> {
     let loop_handle: Arc<OnceLock<net::NetHandle<node::Command>>> = Arc::default();
     let deployer =
         deploy::Deployer::start(container.clone(), lifecycle.policy, deploy_done_sender(loop_handle.clone()))?;
+    let node_ids: Vec<String> = config.peers.iter().map(|(id, _)| id.clone()).collect();
+    let metrics = metrics::Telemetry::new(&config.node_id, &node_ids);
+    if let Some(ms) = metrics::slow_threshold_from_env()? {
+        metrics.set_slow_threshold_ms(ms);
+    }
     let data = node::DataPlane {
         calls: forward::Calls::new(),
         forwarded: Arc::default(),
         registry: Arc::default(),
         handle: loop_handle.clone(),
+        metrics: Arc::clone(&metrics),
     };
     let (calls, forwarded, registry) = (data.calls.clone(), data.forwarded.clone(), data.registry.clone());
     let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data);
@@ -179,7 +186,11 @@ fn run(args: &Args) -> Result<(), String> {
         Some(dev_app) => dev_app,
         None => {
             let forward = Arc::new(forward::NodeForward { calls, handle: net.handle.clone() });
-            let options = app::AppOptions { tls: config.tls.clone(), ..app::AppOptions::from_env() };
+            let options = app::AppOptions {
+                tls: config.tls.clone(),
+                metrics: Some(Arc::clone(&metrics)),
+                ..app::AppOptions::from_env()
+            };
             let app = app::AppServer::start_cluster(
                 config.listen_app,
                 config.node_id.clone(),
@@ -201,6 +212,7 @@ fn run(args: &Args) -> Result<(), String> {
         http_ports: Arc::default(),
         app_serving: Some(app.serving_flag()),
         trusted_keys: config.artifacts.trusted_keys.clone(),
+        metrics: Arc::clone(metrics.board()),
     });
     let ports = backend.http_ports.clone();
     let management_http = mgmt::http_config(config.listen_management, 64, config.tls.clone());
@@ -210,6 +222,8 @@ fn run(args: &Args) -> Result<(), String> {
         move |req| mgmt::screen(&screener, req),
         move |req| mgmt::serve(&auth, &*backend, req),
     )?;
+    metrics.add_port("management", management.connections_gauge());
+    metrics.add_port("app", app.connections_gauge());
     if let Ok(mut ports) = ports.lock() {
         ports.push(("management".into(), management.accepting_flag()));
         ports.push(("app".into(), app.accepting_flag()));

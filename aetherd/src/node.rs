@@ -20,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 mod consensus_send;
+mod metrics;
 
 /// How long a management thread waits for the loop to answer a query.
 pub(crate) const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -71,6 +72,8 @@ pub struct DataPlane {
     pub forwarded: Arc<OnceLock<ForwardedCalls>>,
     pub registry: Arc<RwLock<Registry>>,
     pub handle: Arc<OnceLock<NetHandle<Command>>>,
+    /// This node's metrics and the board of every node's.
+    pub metrics: Arc<crate::metrics::Telemetry>,
 }
 
 /// Deployment state of the loop: the deployer, the watches that wake the managers, and what is due.
@@ -106,6 +109,8 @@ pub struct Node {
     refusals: crate::send_refusals::SendRefusals,
     /// Commands forwarded to each peer lately, so a repeat within the window is not queued again.
     forwarded: consensus_send::ForwardWindow,
+    /// Metrics summaries sent and refused.
+    gossip: metrics::Gossip,
 }
 
 impl Node {
@@ -147,6 +152,7 @@ impl Node {
             artifacts: crate::artifacts::Assembler::default(),
             refusals: crate::send_refusals::SendRefusals::default(),
             forwarded: consensus_send::ForwardWindow::default(),
+            gossip: metrics::Gossip::default(),
             systemd: crate::systemd::Notifier::from_env(),
             config,
             membership,
@@ -222,6 +228,7 @@ impl Node {
         if self.membership.has_quorum() {
             self.drive(ctx, Replication::nudge_recovery);
         }
+        self.publish_metrics(ctx);
         self.systemd.tick();
         if self.membership.has_quorum() && self.replication.as_ref().is_some_and(Replication::caught_up) {
             self.systemd.ready();
@@ -431,6 +438,7 @@ impl Handler for Node {
             FrameKind::Consensus => {}
             FrameKind::Invoke => return self.serve_invoke(ctx, peer, &frame.payload),
             FrameKind::Artifact => return self.receive_artifact(ctx, peer, &frame.payload),
+            FrameKind::Gossip => return self.receive_summary(ctx, peer, &frame.payload),
             FrameKind::InvokeReply => {
                 match InvokeReply::decode(&frame.payload) {
                     Ok(reply) => match self.peer_names.get(peer) {

@@ -396,6 +396,11 @@ impl Replication {
         self.store.applied_slot()
     }
 
+    /// The replica's counters (slots, null slots, phases) for metrics.
+    pub fn consensus_stats(&self) -> &consensus::Stats {
+        self.replica.stats()
+    }
+
     pub fn pending_commands(&self) -> usize {
         self.replica.queue_len()
     }

@@ -300,6 +300,11 @@ impl Server {
         Arc::clone(&self.shared.accepting)
     }
 
+    /// The port's open connections, as a gauge to read from elsewhere (metrics).
+    pub fn connections_gauge(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        Arc::clone(&self.shared.connections)
+    }
+
     pub fn stats(&self) -> Stats {
         let (workers_live, workers_abandoned, queued) = self.pool.counts();
         let connections = self.shared.connections.load(Ordering::SeqCst);

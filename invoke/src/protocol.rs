@@ -25,6 +25,8 @@ pub const METHOD_BYTES_MAX: usize = 128;
 /// Longest node id and content type, in bytes.
 pub const NODE_BYTES_MAX: usize = 128;
 pub const CONTENT_TYPE_BYTES_MAX: usize = 128;
+/// Longest request id, in bytes.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
 
 /// A call forwarded to another node.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -43,6 +45,9 @@ pub struct InvokeRequest {
     pub deadline_ms_left: u32,
     /// Cluster hops of the causal chain, this one included (at least 1 on the wire).
     pub hops: u8,
+    /// The request id of the client request this call serves (`X-Request-Id`), empty when none; at most
+    /// [`REQUEST_ID_BYTES_MAX`] bytes.
+    pub request_id: String,
 }
 
 /// The answer to an [`InvokeRequest`].
@@ -96,6 +101,10 @@ impl InvokeRequest {
         check_text("origin", &self.origin, NODE_BYTES_MAX)?;
         check_text("artifact", &self.artifact, ARTIFACT_BYTES_MAX)?;
         check_text("method", &self.method, METHOD_BYTES_MAX)?;
+        if self.request_id.len() > REQUEST_ID_BYTES_MAX {
+            let reason = format!("{} bytes, over {REQUEST_ID_BYTES_MAX}", self.request_id.len());
+            return Err(ProtocolError::Field { field: "request_id", reason });
+        }
         if self.hops == 0 || self.hops > HOPS_MAX {
             let reason = format!("{} is outside 1..={HOPS_MAX}", self.hops);
             return Err(ProtocolError::Field { field: "hops", reason });
@@ -167,6 +176,7 @@ mod tests {
             request: vec![0, 0, 0, 0, b'h', b'i'],
             deadline_ms_left: 1500,
             hops: 1,
+            request_id: "0123456789abcdef".into(),
         }
     }
 
@@ -187,6 +197,7 @@ mod tests {
             ("artifact", InvokeRequest { artifact: String::new(), ..request() }),
             ("method", InvokeRequest { method: "m".repeat(METHOD_BYTES_MAX + 1), ..request() }),
             ("origin", InvokeRequest { origin: String::new(), ..request() }),
+            ("request_id", InvokeRequest { request_id: "r".repeat(REQUEST_ID_BYTES_MAX + 1), ..request() }),
         ] {
             match InvokeRequest::decode(&broken.encode()) {
                 Err(ProtocolError::Field { field: f, .. }) => assert_eq!(f, field),

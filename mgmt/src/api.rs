@@ -119,6 +119,11 @@ pub trait Backend: Send + Sync + 'static {
     fn serving_problems(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Every node's metrics as this node holds them; `None` where the node keeps none (503 on the
+    /// metrics routes).
+    fn metrics(&self) -> Option<std::sync::Arc<telemetry::Board>> {
+        None
+    }
 }
 
 /// Answers one request.
@@ -138,6 +143,9 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         ("GET", ["api", "health"]) => health(backend),
         ("GET", ["api", "nodes"]) => nodes(backend),
         ("GET", ["health", "live"]) => Ok(crate::health::live()),
+        (_, ["metrics"]) | (_, ["api", "metrics" | "invocation-metrics", ..]) => {
+            Ok(crate::metrics::route(backend, req))
+        }
         ("GET", ["health", "ready"]) => Ok(crate::health::ready(backend)),
         ("POST" | "PUT", ["api", "debug", "faults"]) => set_faults(backend, &req.body),
         ("DELETE", ["api", "debug", "faults"]) => backend.set_faults(Vec::new()).map(|()| Response::ok(json!({}))),

@@ -19,6 +19,7 @@ mod health;
 mod idempotency;
 mod keys;
 mod kv;
+mod metrics;
 mod server;
 
 pub use api::{route, ArtifactUpload, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};

@@ -47,13 +47,20 @@ impl Request {
 pub struct Response {
     pub status: u16,
     pub body: serde_json::Value,
-    /// Extra header fields (`WWW-Authenticate`, CORS); `Content-Type` is always JSON and not listed here.
+    /// Extra header fields (`WWW-Authenticate`, CORS); `Content-Type` is JSON unless `text` is set.
     pub headers: Vec<(String, String)>,
+    /// A body that is not JSON (`/metrics`): its content type and bytes, sent instead of `body`.
+    pub text: Option<(String, Vec<u8>)>,
 }
 
 impl Response {
     pub fn new(status: u16, body: serde_json::Value) -> Response {
-        Response { status, body, headers: Vec::new() }
+        Response { status, body, headers: Vec::new(), text: None }
+    }
+
+    /// A 200 answer whose body is `bytes` of `content_type` rather than JSON.
+    pub fn text(content_type: &str, bytes: Vec<u8>) -> Response {
+        Response { text: Some((content_type.to_owned(), bytes)), ..Response::ok(serde_json::Value::Null) }
     }
 
     pub fn ok(body: serde_json::Value) -> Response {
@@ -105,7 +112,10 @@ struct Port {
 
 /// The JSON answer as the HTTP server writes it.
 fn to_http(response: &Response) -> httpd::Response {
-    let mut answer = httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes());
+    let mut answer = match &response.text {
+        Some((content_type, bytes)) => httpd::Response::new(response.status, content_type, bytes.clone()),
+        None => httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes()),
+    };
     for (name, value) in &response.headers {
         answer = answer.with_header(name, value);
     }
@@ -177,6 +187,11 @@ impl Server {
     /// Whether the port accepts connections right now.
     pub fn accepting_flag(&self) -> Arc<AtomicBool> {
         self.http.accepting_flag()
+    }
+
+    /// The port's open connections, as a gauge to read from elsewhere (metrics).
+    pub fn connections_gauge(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.http.connections_gauge()
     }
 
     /// Reads the TLS certificate and key again (a failure keeps the old ones).

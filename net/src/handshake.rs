@@ -77,7 +77,10 @@ impl Transport {
             }
             Verdict::Pass => {}
         }
-        self.peers[pid].last_seen = Some(now);
+        let peer = &mut self.peers[pid];
+        peer.last_seen = Some(now);
+        peer.traffic.frames_in += 1;
+        peer.traffic.bytes_in += (wire::HEADER_LEN + frame.payload.len()) as u64;
         match frame.kind {
             FrameKind::Ping => Ok(()),
             FrameKind::Hello | FrameKind::Auth => Err(format!("{name} repeated its handshake")),

@@ -54,6 +54,17 @@ pub struct PeerStatus {
     /// Time since the last frame (keepalives included) arrived from it; `None` if never.
     pub last_seen_ago: Option<Duration>,
     pub connected_for: Option<Duration>,
+    /// Frames and bytes exchanged with it since this node started.
+    pub traffic: Traffic,
+}
+
+/// Frames and bytes exchanged with one peer (frame headers included; a fragment is a frame).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// Unauthenticated connections on the cluster port.
@@ -157,6 +168,12 @@ impl Ctx<'_> {
         &self.transport.config().node_id
     }
 
+    /// The loop's lag (microseconds from readiness or a timer's due time to the start of its handling)
+    /// since the last call, which starts a new window.
+    pub fn take_loop_lag(&mut self) -> telemetry::Histogram {
+        std::mem::take(&mut self.transport.loop_lag)
+    }
+
     pub fn set_faults(&mut self, rules: Vec<FaultRule>) {
         self.transport.set_faults(rules);
     }
@@ -250,6 +267,9 @@ fn run<H: Handler>(mut transport: Transport, mut handler: H, rx: Receiver<LoopMs
             }
         }
         let now = Instant::now();
+        // When the oldest thing this turn handles became ready: the poll's return, or an overdue timer.
+        let ready_at = transport.timers.next_due().filter(|at| *at < now).unwrap_or(now);
+        let mut started: Option<Instant> = None;
         for event in events.iter() {
             match event.token() {
                 LISTENER => transport.accept_all(now),
@@ -260,21 +280,34 @@ fn run<H: Handler>(mut transport: Transport, mut handler: H, rx: Receiver<LoopMs
                 }
             }
         }
-        drain_commands(&mut transport, &mut handler, &rx, &mut stop);
+        drain_commands(&mut transport, &mut handler, &rx, &mut stop, &mut started);
         transport.fire_timers(Instant::now());
-        deliver(&mut transport, &mut handler, &mut stop);
+        deliver(&mut transport, &mut handler, &mut stop, &mut started);
         handler.on_turn_end(&mut Ctx { transport: &mut transport, stop: &mut stop });
-        deliver(&mut transport, &mut handler, &mut stop);
+        deliver(&mut transport, &mut handler, &mut stop, &mut started);
         transport.flush_dirty(Instant::now());
+        if let Some(last) = started {
+            let lag_us = last.saturating_duration_since(ready_at).as_micros();
+            transport.loop_lag.record(u64::try_from(lag_us).unwrap_or(u64::MAX));
+        }
     }
     transport.shutdown(Instant::now());
     handler
 }
 
-fn drain_commands<H: Handler>(t: &mut Transport, h: &mut H, rx: &Receiver<LoopMsg<H::Command>>, stop: &mut bool) {
+fn drain_commands<H: Handler>(
+    t: &mut Transport,
+    h: &mut H,
+    rx: &Receiver<LoopMsg<H::Command>>,
+    stop: &mut bool,
+    started: &mut Option<Instant>,
+) {
     loop {
         match rx.try_recv() {
-            Ok(LoopMsg::User(command)) => h.on_command(&mut Ctx { transport: t, stop }, command),
+            Ok(LoopMsg::User(command)) => {
+                *started = Some(Instant::now());
+                h.on_command(&mut Ctx { transport: t, stop }, command)
+            }
             Ok(LoopMsg::Faults(rules)) => t.set_faults(rules),
             Ok(LoopMsg::Tls(tls)) => t.set_tls(tls),
             Ok(LoopMsg::Stop) | Err(TryRecvError::Disconnected) => {
@@ -286,8 +319,10 @@ fn drain_commands<H: Handler>(t: &mut Transport, h: &mut H, rx: &Receiver<LoopMs
     }
 }
 
-fn deliver<H: Handler>(t: &mut Transport, h: &mut H, stop: &mut bool) {
+/// Hands queued events to the handler; `started` notes when the last one began (for the loop's lag).
+fn deliver<H: Handler>(t: &mut Transport, h: &mut H, stop: &mut bool, started: &mut Option<Instant>) {
     while let Some(event) = t.events.pop_front() {
+        *started = Some(Instant::now());
         let ctx = &mut Ctx { transport: t, stop };
         match event {
             Event::Up(peer) => h.on_peer_up(ctx, peer),

@@ -45,12 +45,20 @@ impl Transport {
         if conn.queued_bytes() + payload.len() > limit {
             return Err(SendError::QueueFull);
         }
-        if payload.len() <= fragment_bytes {
+        let (frames, bytes) = if payload.len() <= fragment_bytes {
             conn.queue(kind, payload);
+            (1, wire::HEADER_LEN + payload.len())
         } else {
-            for fragment in fragments(kind, payload, fragment_bytes) {
-                conn.queue(FrameKind::Fragment, &fragment);
+            let all = fragments(kind, payload, fragment_bytes);
+            let bytes = all.iter().map(|f| wire::HEADER_LEN + f.len()).sum();
+            for fragment in &all {
+                conn.queue(FrameKind::Fragment, fragment);
             }
+            (all.len(), bytes)
+        };
+        if let Some(peer) = conn.peer.and_then(|pid| self.peers.get_mut(pid)) {
+            peer.traffic.frames_out += frames as u64;
+            peer.traffic.bytes_out += bytes as u64;
         }
         self.dirty.push(i);
         Ok(())
@@ -70,6 +78,10 @@ impl Transport {
             }
         }
         conn.queue(kind, payload);
+        if let Some(peer) = conn.peer.filter(|_| conn.is_established()).and_then(|pid| self.peers.get_mut(pid)) {
+            peer.traffic.frames_out += 1;
+            peer.traffic.bytes_out += (wire::HEADER_LEN + payload.len()) as u64;
+        }
     }
 
     /// Writes queued bytes of every connection that got some since the last flush.

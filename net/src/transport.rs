@@ -53,6 +53,8 @@ pub(crate) struct Peer {
     pub(crate) connected_since: Option<Instant>,
     /// The last reason a dial to this peer failed for, logged once until it changes or the peer connects.
     pub(crate) last_failure: Option<String>,
+    /// Frames and bytes exchanged since the start, over every connection it had.
+    pub(crate) traffic: crate::Traffic,
 }
 
 pub(crate) struct Delayed {
@@ -86,6 +88,8 @@ pub struct Transport {
     pub(crate) accept_paused_until: Option<Instant>,
     /// When an accept error was last logged, and how many went unlogged since.
     pub(crate) accept_errors: (Option<Instant>, u64),
+    /// Lag samples of the loop since the handler last took them (`Ctx::take_loop_lag`).
+    pub(crate) loop_lag: telemetry::Histogram,
 }
 
 impl Transport {
@@ -106,6 +110,7 @@ impl Transport {
                 last_seen: None,
                 connected_since: None,
                 last_failure: None,
+                traffic: crate::Traffic::default(),
             })
             .collect();
         let admission = Admission::new(
@@ -135,6 +140,7 @@ impl Transport {
             refusals: RefusalLog::new(WINDOW, Instant::now()),
             accept_paused_until: None,
             accept_errors: (None, 0),
+            loop_lag: telemetry::Histogram::new(),
         })
     }
 
@@ -169,6 +175,7 @@ impl Transport {
                 connected: p.conn.is_some(),
                 last_seen_ago: p.last_seen.map(|t| now.saturating_duration_since(t)),
                 connected_for: p.connected_since.filter(|_| p.conn.is_some()).map(|t| now.saturating_duration_since(t)),
+                traffic: p.traffic,
             })
             .collect()
     }

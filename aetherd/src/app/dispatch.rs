@@ -167,6 +167,8 @@ pub struct Dispatcher {
     /// Calls of each artifact this node has forwarded and still waits on: each holds a thread of the pool
     /// that runs calls, so they count against a share too ([`Bulkheads::outbound_max`]).
     outbound: Mutex<HashMap<String, usize>>,
+    /// Where calls that ran here are counted and timed (none in dev mode and most tests).
+    metrics: Option<Arc<crate::metrics::Telemetry>>,
 }
 
 /// One forwarded call waited on; gives its place back when dropped.
@@ -205,7 +207,14 @@ impl Dispatcher {
             bulkheads: Bulkheads::new(CALL_THREADS_DEFAULT),
             refusing: Mutex::new(HashMap::new()),
             outbound: Mutex::new(HashMap::new()),
+            metrics: None,
         }
+    }
+
+    /// This dispatcher counting and timing the calls that run here in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Telemetry>) -> Dispatcher {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// A place for one more forwarded call of `artifact`, or `None` when its share is taken.
@@ -435,6 +444,16 @@ impl Dispatcher {
         let Some(left) = time_left(call.deadline) else {
             return Attempt::Done(never_started(call.artifact, call.method, "the deadline passed"));
         };
+        let started = Instant::now();
+        let attempt = self.run_local(call, handle, runner, left);
+        if let (Some(metrics), Attempt::Done(reply)) = (&self.metrics, &attempt) {
+            metrics.record_call(call.artifact, call.method, started.elapsed(), reply.status);
+        }
+        attempt
+    }
+
+    /// The slice call of [`Dispatcher::call_local`], once it holds its permit.
+    fn run_local(&self, call: &Call<'_>, handle: &SliceHandle, runner: Runner<'_>, left: Duration) -> Attempt {
         let answer = match runner {
             Runner::Pool => {
                 self.container.call_with_context(handle, call.method, call.request.clone(), left, call.hops)
@@ -479,6 +498,7 @@ impl Dispatcher {
             request: call.request.clone(),
             deadline_ms_left: u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1),
             hops,
+            request_id: crate::metrics::request_id::current().unwrap_or_default(),
         };
         let Some(_place) = self.outbound(call.artifact) else {
             let detail = format!("too many calls of {} wait on other nodes", call.artifact);

@@ -27,6 +27,7 @@ use super::answers::is_overloaded;
 use super::bulkhead::RETRY_AFTER;
 use super::dispatch::{Dispatcher, HttpAnswer, Watch};
 use super::AppOptions;
+use crate::metrics::request_id;
 
 /// Most abandoned worker threads (stuck in slices past their deadline) replaced at once.
 pub(super) const ABANDONED_MAX: usize = 64;
@@ -63,9 +64,12 @@ impl httpd::Handler for AppPort {
     }
 
     fn handle(&self, request: httpd::Request, job: &httpd::Job) -> httpd::Response {
+        let sent = request.headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("x-request-id"));
+        let id = request_id::from_header(sent.map(|(_, value)| value.as_str()));
+        let _scope = request_id::Scope::enter(&id);
         let httpd::Request { method, target, body, .. } = request;
         let answer = self.dispatcher.http_call_inline(&method, &target, move || Ok(body), &JobWatch(job));
-        response(answer)
+        response(answer).with_header("X-Request-Id", &id)
     }
 }
 

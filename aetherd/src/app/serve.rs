@@ -291,6 +291,7 @@ mod tests {
             request: Vec::new(),
             deadline_ms_left: 100,
             hops: 1,
+            request_id: String::new(),
         }
     }
 

@@ -43,6 +43,8 @@ impl Dispatcher {
         if let Err(e) = request.check() {
             return error(400, "bad request", &e.to_string(), false);
         }
+        // The serving thread takes the caller's request id for the call (a fresh one if it sent none).
+        let _request_id = crate::metrics::request_id::Scope::enter(&request.request_id);
         let Some(handle) = self.container.find_active(&request.artifact) else {
             return InvokeReply::no_instance(request.id, &self.node_id, &request.artifact);
         };

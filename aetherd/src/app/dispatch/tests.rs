@@ -199,6 +199,7 @@ fn a_forwarded_call_whose_deadline_passed_on_the_way_never_starts() {
         request: sdk::encode_request(&[("msg", "late")], &[], b"").unwrap(),
         deadline_ms_left: 50,
         hops: 1,
+        request_id: String::new(),
     };
     let arrived = Instant::now() - Duration::from_millis(100);
     let reply = dispatcher.serve_forwarded_at(request, arrived);
@@ -277,6 +278,7 @@ fn forwarded_calls_are_served_locally_or_refused_as_never_reached() {
         request: sdk::encode_request(&[("msg", "far")], &[], b"").unwrap(),
         deadline_ms_left: 1000,
         hops: 1,
+        request_id: String::new(),
     };
     let reply = dispatcher.serve_forwarded(request.clone());
     assert_eq!((reply.id, reply.status, reply.reached_slice), (31, 200, true));
