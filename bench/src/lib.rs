@@ -28,6 +28,11 @@ pub struct RunResult {
     pub seconds: f64,
     /// Sorted latencies in microseconds.
     pub latencies_us: Vec<u64>,
+    /// CPU time the servers spent meanwhile (user plus system, every process of the system measured), in
+    /// seconds; 0 when the run did not measure it.
+    pub server_cpu_s: f64,
+    /// Consensus slots the servers decided meanwhile (null slots included), when the run measured it.
+    pub slots: u64,
 }
 
 impl RunResult {
@@ -37,6 +42,14 @@ impl RunResult {
 
     pub fn percentile_us(&self, p: f64) -> f64 {
         percentile(&self.latencies_us, p)
+    }
+
+    /// Server CPU time per successful request, in microseconds (NaN when not measured or nothing succeeded).
+    pub fn server_cpu_us_per_op(&self) -> f64 {
+        if self.ops == 0 || self.server_cpu_s <= 0.0 {
+            return f64::NAN;
+        }
+        self.server_cpu_s * 1e6 / self.ops as f64
     }
 }
 

@@ -11,6 +11,13 @@
 //! level is measured on each of them in turn, in `--rounds N` rounds (default 1); a ratio is the median
 //! over rounds of the ratio within a round, the table pools the rounds. etcd runs after them, alone.
 //!
+//! `--levels 1,128` measures only those concurrency levels (default 1, 16 and 128). Every run also reads the
+//! servers' CPU time (user plus system of every node process, from `/proc`) before and after, and reports
+//! it per successful request: a figure that other work on the machine disturbs far less than throughput.
+//! The consensus slots node-1 decided meanwhile (`applied_slot` of `/api/status`) give the puts per slot,
+//! which is how well concurrent writes share a slot. The node processes' ids are printed at start, for a
+//! profiler to attach to.
+//!
 //! Envelope: a put is one HTTP request to a node, one consensus slot (three message delays of ~30 µs on
 //! loopback) plus a kernel write of the log record; batching many commands per slot is what carries
 //! throughput at high concurrency, so ops/s should grow with concurrency until the 2 cores saturate.
@@ -26,7 +33,7 @@ use std::time::Duration;
 const LEVELS: [usize; 3] = [1, 16, 128];
 const VALUE: &[u8; 64] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const USAGE: &str = "usage: kv --aetherd PATH [--baseline-aetherd PATH] [--auth] [--tls] [--seconds N] [--rounds N] \
-                     [--json FILE]";
+                     [--levels C1,C2,...] [--json FILE]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,6 +60,16 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let levels: Vec<usize> = match value("--levels") {
+        None => LEVELS.to_vec(),
+        Some(list) => match list.split(',').map(|c| c.trim().parse::<usize>()).collect::<Result<Vec<_>, _>>() {
+            Ok(levels) if !levels.is_empty() && levels.iter().all(|c| *c > 0) => levels,
+            _ => {
+                eprintln!("--levels wants positive whole numbers separated by commas\n{USAGE}");
+                std::process::exit(2);
+            }
+        },
+    };
     let mut clusters = vec![start_aether("aether", &aetherd, Variant::Plain)];
     if flag("--auth") {
         clusters.push(start_aether("aether+auth", &aetherd, Variant::Auth));
@@ -63,10 +80,10 @@ fn main() {
     if let Some(baseline) = value("--baseline-aetherd").map(PathBuf::from) {
         clusters.push(start_aether("baseline", &baseline, Variant::Plain));
     }
-    let systems = bench_aether(&clusters, duration, rounds);
+    let systems = bench_aether(&clusters, &levels, duration, rounds);
     drop(clusters);
-    let etcd = which("etcd").map(|bin| bench_etcd(&bin, duration));
-    report(&systems, etcd.as_ref(), value("--json"));
+    let etcd = which("etcd").map(|bin| bench_etcd(&bin, &levels, duration));
+    report(&systems, &levels, etcd.as_ref(), value("--json"));
 }
 
 struct Results {
@@ -92,6 +109,8 @@ fn pooled(rounds: &[RunResult]) -> RunResult {
         run.ops += r.ops;
         run.errors += r.errors;
         run.seconds += r.seconds;
+        run.server_cpu_s += r.server_cpu_s;
+        run.slots += r.slots;
         run.latencies_us.extend_from_slice(&r.latencies_us);
     }
     run.latencies_us.sort_unstable();
@@ -147,6 +166,8 @@ fn start_aether(name: &str, aetherd: &Path, variant: Variant) -> Running {
         }
     }
     let cluster = LocalCluster::start(spec).expect("start cluster");
+    let pids: Vec<String> = (0..cluster.nodes.len()).filter_map(|i| cluster.pid(i)).map(|p| p.to_string()).collect();
+    eprintln!("{name}: node pids {}", pids.join(" "));
     let targets: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.management).collect();
     let ready = |addr: &SocketAddr| {
         bench::request(*addr, &client, "GET", "/api/health", b"").is_ok_and(|(status, body)| {
@@ -161,7 +182,7 @@ fn start_aether(name: &str, aetherd: &Path, variant: Variant) -> Running {
 
 /// In each round, every level on every cluster in turn (c=1 on each, then c=16 on each, ...), then the mix
 /// on each, so that other work on the machine, which comes and goes, falls on all the clusters alike.
-fn bench_aether(clusters: &[Running], duration: Duration, rounds: usize) -> Vec<Results> {
+fn bench_aether(clusters: &[Running], levels: &[usize], duration: Duration, rounds: usize) -> Vec<Results> {
     let put: MakeRequest = Arc::new(|client: usize, n: u64| Request {
         method: "PUT",
         path: format!("/api/kv/user/bench/c{client}/k{}", n % 64),
@@ -177,16 +198,16 @@ fn bench_aether(clusters: &[Running], duration: Duration, rounds: usize) -> Vec<
     });
     let mut results: Vec<Results> = clusters.iter().map(|r| Results::empty(&r.name)).collect();
     for out in &mut results {
-        out.put_rounds = LEVELS.iter().map(|_| Vec::new()).collect();
+        out.put_rounds = levels.iter().map(|_| Vec::new()).collect();
     }
     for round in 0..rounds {
         if rounds > 1 {
             eprintln!("round {}", round + 1);
         }
-        bench_round(clusters, duration, &put, &mixed, &mut results);
+        bench_round(clusters, levels, duration, &put, &mixed, &mut results);
     }
     for out in &mut results {
-        out.puts = LEVELS.iter().zip(&out.put_rounds).map(|(c, r)| (*c, pooled(r))).collect();
+        out.puts = levels.iter().zip(&out.put_rounds).map(|(c, r)| (*c, pooled(r))).collect();
         out.mixed = Some(pooled(&out.mixed_rounds));
     }
     // The clusters are still up: say so if one of them logged an error meanwhile.
@@ -203,27 +224,38 @@ type MakeRequest = Arc<dyn Fn(usize, u64) -> Request + Send + Sync>;
 
 fn bench_round(
     clusters: &[Running],
+    levels: &[usize],
     duration: Duration,
     put: &MakeRequest,
     mixed: &MakeRequest,
     results: &mut [Results],
 ) {
-    for (level, c) in LEVELS.into_iter().enumerate() {
+    for (level, &c) in levels.iter().enumerate() {
         for (running, out) in clusters.iter().zip(results.iter_mut()) {
-            let r = run_load(&running.targets, c, duration, &running.client, |s| s == 200, put.clone());
+            let pids = running.pids();
+            let before = applied_slot(running);
+            let mut r =
+                measured(&pids, || run_load(&running.targets, c, duration, &running.client, |s| s == 200, put.clone()));
+            r.slots = applied_slot(running).zip(before).map_or(0, |(after, before)| after.saturating_sub(before));
             eprintln!(
-                "{} puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, errors {}",
+                "{} puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.1} µs/put, {:.2} puts/slot, \
+                 errors {}",
                 running.name,
                 r.ops_per_s(),
                 r.percentile_us(50.0),
                 r.percentile_us(99.0),
+                r.server_cpu_us_per_op(),
+                r.ops as f64 / r.slots.max(1) as f64,
                 r.errors
             );
             out.put_rounds[level].push(r);
         }
     }
     for (running, out) in clusters.iter().zip(results.iter_mut()) {
-        let r = run_load(&running.targets, 16, duration, &running.client, |s| s == 200 || s == 404, mixed.clone());
+        let pids = running.pids();
+        let r = measured(&pids, || {
+            run_load(&running.targets, 16, duration, &running.client, |s| s == 200 || s == 404, mixed.clone())
+        });
         eprintln!(
             "{} 50/50 linearizable get/put c=16: {:.0} ops/s, errors {} (an unanswered request blocks its client \
              for the 10 s read timeout)",
@@ -235,7 +267,31 @@ fn bench_round(
     }
 }
 
-fn bench_etcd(bin: &std::path::Path, duration: Duration) -> Results {
+/// Node-1's applied slot, from `/api/status`.
+fn applied_slot(running: &Running) -> Option<u64> {
+    let (status, body) = bench::request(running.targets[0], &running.client, "GET", "/api/status", b"").ok()?;
+    if status != 200 {
+        return None;
+    }
+    serde_json::from_slice::<serde_json::Value>(&body).ok()?["applied_slot"].as_u64()
+}
+
+/// Runs `load`, recording the CPU time processes `pids` spent meanwhile.
+fn measured(pids: &[u32], load: impl FnOnce() -> RunResult) -> RunResult {
+    let cpu = || pids.iter().filter_map(|&pid| bench::process_cpu_ticks(pid)).sum::<u64>();
+    let before = cpu();
+    let mut r = load();
+    r.server_cpu_s = cpu().saturating_sub(before) as f64 / bench::CPU_TICKS_PER_S;
+    r
+}
+
+impl Running {
+    fn pids(&self) -> Vec<u32> {
+        (0..self.cluster.nodes.len()).filter_map(|i| self.cluster.pid(i)).collect()
+    }
+}
+
+fn bench_etcd(bin: &std::path::Path, levels: &[usize], duration: Duration) -> Results {
     let dir = std::env::temp_dir().join(format!("aether-bench-etcd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let ports = devcluster::free_ports(6);
@@ -262,8 +318,9 @@ fn bench_etcd(bin: &std::path::Path, duration: Duration) -> Results {
     });
     let client = Client { headers: "Content-Type: application/json\r\n".into(), ..Client::plain() };
     let mut puts = Vec::new();
-    for c in LEVELS {
-        let r = run_load(&targets, c, duration, &client, |s| s == 200, put.clone());
+    let pids: Vec<u32> = members.iter().map(Child::id).collect();
+    for &c in levels {
+        let r = measured(&pids, || run_load(&targets, c, duration, &client, |s| s == 200, put.clone()));
         eprintln!(
             "etcd puts c={c}: {:.0} ops/s, p50 {:.0} µs, errors {}",
             r.ops_per_s(),
@@ -301,19 +358,20 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// `a`/`b` at each concurrency level: throughput, p50 and p99 (for latency, above 1 is slower), each the
-/// median over rounds of the ratio within a round.
-fn print_ratios(label: &str, a: &Results, b: &Results, json: &mut Vec<String>) {
+/// `a`/`b` at each concurrency level: throughput, p50 and p99 (for latency, above 1 is slower) and server
+/// CPU per request (above 1 costs more), each the median over rounds of the ratio within a round.
+fn print_ratios(label: &str, levels: &[usize], a: &Results, b: &Results, json: &mut Vec<String>) {
     let mut line = |what: String, x: &[RunResult], y: &[RunResult]| {
         let ops = round_ratio(x, y, RunResult::ops_per_s);
         let p50 = round_ratio(x, y, |r| r.percentile_us(50.0));
         let p99 = round_ratio(x, y, |r| r.percentile_us(99.0));
-        println!("ratio {label} {what}: throughput {ops:.2}x, p50 {p50:.2}x, p99 {p99:.2}x");
+        let cpu = round_ratio(x, y, RunResult::server_cpu_us_per_op);
+        println!("ratio {label} {what}: throughput {ops:.2}x, p50 {p50:.2}x, p99 {p99:.2}x, server CPU/op {cpu:.2}x");
         json.push(format!(
-            "{{\"ratio\":\"{label}\",\"workload\":\"{what}\",\"ops_per_s\":{ops:.3},\"p50\":{p50:.3},\"p99\":{p99:.3}}}"
+            "{{\"ratio\":\"{label}\",\"workload\":\"{what}\",\"ops_per_s\":{ops:.3},\"p50\":{p50:.3},\"p99\":{p99:.3},\"server_cpu_per_op\":{cpu:.3}}}"
         ));
     };
-    for ((c, x), y) in LEVELS.iter().zip(&a.put_rounds).zip(&b.put_rounds) {
+    for ((c, x), y) in levels.iter().zip(&a.put_rounds).zip(&b.put_rounds) {
         line(format!("at c={c}"), x, y);
     }
     if !a.mixed_rounds.is_empty() && !b.mixed_rounds.is_empty() {
@@ -321,18 +379,23 @@ fn print_ratios(label: &str, a: &Results, b: &Results, json: &mut Vec<String>) {
     }
 }
 
-fn report(systems: &[Results], etcd: Option<&Results>, json_path: Option<String>) {
+fn report(systems: &[Results], levels: &[usize], etcd: Option<&Results>, json_path: Option<String>) {
     println!("KV benchmark: 64-byte puts, 3 nodes on loopback");
-    println!("{:<12} {:>6} {:>12} {:>10} {:>10} {:>10}", "system", "conc", "ops/s", "p50 µs", "p99 µs", "p999 µs");
+    println!(
+        "{:<12} {:>6} {:>12} {:>10} {:>10} {:>10} {:>12}",
+        "system", "conc", "ops/s", "p50 µs", "p99 µs", "p999 µs", "cpu µs/put"
+    );
     let mut json = Vec::new();
     let mut rows = |results: &Results| {
         let name = &results.name;
         for (c, r) in &results.puts {
             let (p50, p99, p999) = (r.percentile_us(50.0), r.percentile_us(99.0), r.percentile_us(99.9));
-            println!("{name:<12} {c:>6} {:>12.0} {p50:>10.0} {p99:>10.0} {p999:>10.0}", r.ops_per_s());
+            let cpu = r.server_cpu_us_per_op();
+            println!("{name:<12} {c:>6} {:>12.0} {p50:>10.0} {p99:>10.0} {p999:>10.0} {cpu:>12.1}", r.ops_per_s());
             json.push(format!(
-                "{{\"system\":\"{name}\",\"concurrency\":{c},\"ops_per_s\":{:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"errors\":{}}}",
+                "{{\"system\":\"{name}\",\"concurrency\":{c},\"ops_per_s\":{:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"server_cpu_us_per_op\":{},\"errors\":{}}}",
                 r.ops_per_s(),
+                json_number(cpu),
                 r.errors
             ));
         }
@@ -364,16 +427,16 @@ fn report(systems: &[Results], etcd: Option<&Results>, json_path: Option<String>
     let ours = &systems[0];
     let find = |name: &str| systems.iter().find(|r| r.name == name);
     if let Some(baseline) = find("baseline") {
-        print_ratios("aether/baseline", ours, baseline, &mut json);
+        print_ratios("aether/baseline", levels, ours, baseline, &mut json);
     }
     if let Some(auth) = find("aether+auth") {
-        print_ratios("auth on/off", auth, ours, &mut json);
+        print_ratios("auth on/off", levels, auth, ours, &mut json);
         if let Some(baseline) = find("baseline") {
-            print_ratios("aether+auth/baseline", auth, baseline, &mut json);
+            print_ratios("aether+auth/baseline", levels, auth, baseline, &mut json);
         }
     }
     if let Some(tls) = find("aether+tls") {
-        print_ratios("tls/plain", tls, ours, &mut json);
+        print_ratios("tls/plain", levels, tls, ours, &mut json);
     }
     match etcd.filter(|e| !e.puts.is_empty()) {
         Some(e) => {
@@ -398,5 +461,14 @@ fn report(systems: &[Results], etcd: Option<&Results>, json_path: Option<String>
     }
     if let Some(path) = json_path {
         let _ = std::fs::write(&path, format!("[{}]", json.join(",")));
+    }
+}
+
+/// A figure for the JSON output: NaN (not measured) as `null`.
+fn json_number(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.1}")
+    } else {
+        "null".to_string()
     }
 }
