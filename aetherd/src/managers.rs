@@ -3,8 +3,9 @@
 //!
 //! [`Leader`] drives liveness and leadership on every node: it renews this node's lease record through
 //! consensus every [`control::cluster::liveness::LEASE_RENEW_MS`], watches every lease in the applied store,
-//! claims leadership when the leader record is absent or names a dead node, and, on the node the leader
-//! record names, runs the leader's reconcile with every write conditional on that record (see
+//! claims leadership when the leader record is absent or names a dead node (and re-claims it once after a
+//! restart, so no write of its earlier life can still apply: `control::cluster::liveness::Tenure`), and, on
+//! the node the leader record names, runs the leader's reconcile with every write conditional on that record (see
 //! `control::cluster::liveness`). The transport's view of peers (`membership`) never decides what the leader
 //! does. A node renews before it submits its other writes, so they never crowd its lease out of a full queue.
 //!
@@ -14,7 +15,7 @@
 //! conditional on the version it was computed from, and the leader's on the leader and lease records too.
 
 use crate::deploy::Deployer;
-use control::cluster::liveness::{self, Leadership, LeaseWatch};
+use control::cluster::liveness::{self, Leadership, LeaseWatch, Tenure};
 use control::node::NodeOutput;
 use control::records::{LeaseRecord, Record};
 use control::KvWrite;
@@ -44,6 +45,8 @@ pub fn drain(store: &mut Store, watches: &[WatchId]) -> Vec<kvstore::WatchEvent>
 pub struct Leader {
     me: NodeId,
     watch: LeaseWatch,
+    /// Leadership as this process holds it: after a restart it re-claims before it leads.
+    tenure: Tenure,
     epoch: Instant,
     /// The lease version the last renewal was computed against, and when it was submitted.
     renewed: Option<(Option<Revision>, Instant)>,
@@ -54,7 +57,14 @@ pub struct Leader {
 impl Leader {
     pub fn new(me: NodeId, grace: Duration) -> Leader {
         let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-        Leader { watch: LeaseWatch::new(me.clone(), grace_ms), me, epoch: Instant::now(), renewed: None, leader: None }
+        Leader {
+            watch: LeaseWatch::new(me.clone(), grace_ms),
+            tenure: Tenure::default(),
+            me,
+            epoch: Instant::now(),
+            renewed: None,
+            leader: None,
+        }
     }
 
     /// The node the leader record names, as last read.
@@ -93,7 +103,7 @@ impl Leader {
             Some(Ok(record)) => Some(record.value.node.to_string()),
             _ => None,
         };
-        match control::leadership(&self.me, &view, &live) {
+        match self.tenure.leadership(&self.me, &view, &live) {
             Leadership::Lead { version } => control::lead(&view, &live, version, now_ms, policy),
             Leadership::Claim(claim) => {
                 log::info!("claiming leadership: {claim}");
@@ -153,5 +163,17 @@ mod tests {
             if guards.iter().any(|(k, _)| *k == AetherKey::ClusterLeader))),
             "{writes:?}"
         );
+        // The process restarts: the record names this node from its earlier life, whose guarded writes may
+        // still be queued; the new life re-claims over that version before it leads.
+        slot += 1;
+        let mut restarted = Leader::new(NodeId::parse("node-1").unwrap(), Duration::from_secs(5));
+        let reclaim = restarted.writes(&store, 0, &Default::default());
+        assert!(
+            matches!(&reclaim[..], [KvWrite::Set { key: AetherKey::ClusterLeader, expected: Some(_), .. }]),
+            "{reclaim:?}"
+        );
+        apply(&mut store, &mut slot, &reclaim);
+        let writes = restarted.writes(&store, 0, &Default::default());
+        assert!(!writes.is_empty() && writes.iter().all(|w| matches!(w, KvWrite::Guarded { .. })), "{writes:?}");
     }
 }

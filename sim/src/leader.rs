@@ -17,7 +17,7 @@
 //! ignores them, and this module ignores everything else.
 
 use consensus::Command;
-use control::cluster::liveness::{lead, leadership, Leadership, LeaseWatch, Liveness};
+use control::cluster::liveness::{lead, Leadership, LeaseWatch, Liveness, Tenure};
 use control::cluster::StartPolicy;
 use control::records::{LeaseRecord, Record};
 use control::{ClusterState, KvWrite};
@@ -52,6 +52,8 @@ pub struct NodeView {
 struct Node {
     id: NodeId,
     watch: LeaseWatch,
+    /// Leadership in this node's current life (a crash starts a new one).
+    tenure: Tenure,
     /// Lease version the last renewal was computed against, and when (local ms).
     renewed: Option<(Option<Revision>, u64)>,
     next_pass_ms: u64,
@@ -92,7 +94,14 @@ impl Control {
             .map(|i| {
                 let id = node_id(i);
                 let watch = LeaseWatch::new(id.clone(), GRACE_MS);
-                Node { watch, id, renewed: None, next_pass_ms: 0, in_flight: BTreeMap::new() }
+                Node {
+                    watch,
+                    id,
+                    tenure: Tenure::default(),
+                    renewed: None,
+                    next_pass_ms: 0,
+                    in_flight: BTreeMap::new(),
+                }
             })
             .collect();
         Control {
@@ -179,6 +188,7 @@ impl Control {
             node.renewed = None;
             node.watch.reset();
             node.in_flight.clear();
+            node.tenure = Tenure::default();
             return Vec::new();
         }
         if view.heard.len() < majority || !view.caught_up {
@@ -197,7 +207,7 @@ impl Control {
                 writes.extend(private_view_pass(replica, &state, &view.heard, now_ms));
             } else {
                 let liveness = node.watch.observe(&state, local_ms);
-                match leadership(&node.id, &state, &liveness) {
+                match node.tenure.leadership(&node.id, &state, &liveness) {
                     Leadership::Lead { version } => {
                         writes.extend(lead(&state, &liveness, version, now_ms, &StartPolicy::default()))
                     }

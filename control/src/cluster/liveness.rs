@@ -19,6 +19,9 @@
 //! [`leadership`] says whether this node leads (the leader record names it), claims leadership (there is no
 //! leader record, or it names a dead node, and this node is the smallest live one), or follows.
 //! [`lead`] is the leader's reconcile pass with every write conditional on the leader record's version.
+//! [`Tenure`] is leadership as one life of a node's process holds it: a life never leads at a version of the
+//! leader record it found naming its node, because an earlier life (before a restart) may have writes guarded
+//! on that version still queued in consensus; it re-claims first, which moves the version on.
 //!
 //! Invariants:
 //! - a node whose renewals keep being decided is never removed: its lease version changes at every renewal,
@@ -152,6 +155,39 @@ pub fn leadership(me: &NodeId, state: &ClusterState, liveness: &Liveness) -> Lea
         Some(Err(version)) if claimant => Leadership::Claim(claim(Some(*version))),
         None if claimant => Leadership::Claim(claim(None)),
         _ => Leadership::Follow,
+    }
+}
+
+/// Leadership as one life of this node's process holds it (a restart starts a new `Tenure`). A leader record
+/// naming this node at a version this life did not bring about may come from an earlier life, whose writes
+/// guarded on that version can still be queued in consensus (a command applies until its deadline): leading at
+/// it would let them apply beside this life's own (a slice placed twice). So this life first writes the record
+/// again, conditional on that version, and leads only once the version has moved on; every write of the
+/// earlier life then fails its guard.
+#[derive(Debug, Clone, Default)]
+pub struct Tenure {
+    /// The version this life found the record naming its node at (and re-claimed over), until it moved on.
+    inherited: Option<Revision>,
+    /// This life submitted a claim: a version naming this node other than `inherited` comes from it.
+    claimed: bool,
+}
+
+impl Tenure {
+    /// [`leadership`] for this life. See the type's documentation.
+    pub fn leadership(&mut self, me: &NodeId, state: &ClusterState, liveness: &Liveness) -> Leadership {
+        match leadership(me, state, liveness) {
+            Leadership::Lead { version } if !self.claimed || self.inherited == Some(version) => {
+                self.claimed = true;
+                self.inherited = Some(version);
+                let value = LeaderRecord { node: me.clone() }.encode();
+                Leadership::Claim(KvWrite::Set { key: AetherKey::ClusterLeader, expected: Some(version), value })
+            }
+            Leadership::Claim(claim) => {
+                self.claimed = true;
+                Leadership::Claim(claim)
+            }
+            other => other,
+        }
     }
 }
 
@@ -313,6 +349,39 @@ mod tests {
         for write in stale.iter().chain([&stale_retire]) {
             assert!(matches!(apply(&mut kv, write), ApplyResult::VersionMismatch { .. }), "{write}");
         }
+    }
+
+    #[test]
+    fn a_restarted_leader_reclaims_before_it_leads_so_its_earlier_lifes_writes_fail() {
+        let mut kv = KvState::new();
+        deployed(&mut kv);
+        for node in [1, 2, 3] {
+            renew(&mut kv, node);
+        }
+        claim_as(&mut kv, 1);
+        let all = Liveness::all_live([n(1), n(2), n(3)]);
+        // n1's earlier life computed a placement guarded on the record naming it; it is still queued.
+        let found = leader_version(&kv);
+        let place = KvWrite::Set { key: "slices/n3/g:a:1.0.0".parse().unwrap(), expected: None, value: Vec::new() };
+        let queued = place.guarded(AetherKey::ClusterLeader, Some(found));
+        // The new life does not lead at the version it found: it claims over it.
+        let mut tenure = Tenure::default();
+        let Leadership::Claim(reclaim) = tenure.leadership(&n(1), &view(&kv), &all) else { panic!("should re-claim") };
+        // Until the re-claim is decided the record has not moved: still no leading at that version.
+        assert!(matches!(tenure.leadership(&n(1), &view(&kv), &all), Leadership::Claim(_)));
+        assert!(matches!(apply(&mut kv, &reclaim), ApplyResult::Ok { .. }));
+        assert_eq!(tenure.leadership(&n(1), &view(&kv), &all), Leadership::Lead { version: leader_version(&kv) });
+        assert_ne!(leader_version(&kv), found);
+        // The earlier life's write, decided late, fails its guard.
+        assert!(matches!(apply(&mut kv, &queued), ApplyResult::VersionMismatch { .. }));
+        // A life that claimed an absent record leads at once at the version its claim made.
+        let mut fresh = KvState::new();
+        let mut tenure = Tenure::default();
+        let Leadership::Claim(claim) = tenure.leadership(&n(1), &view(&fresh), &all) else { panic!("should claim") };
+        assert!(matches!(apply(&mut fresh, &claim), ApplyResult::Ok { .. }));
+        assert_eq!(tenure.leadership(&n(1), &view(&fresh), &all), Leadership::Lead { version: leader_version(&fresh) });
+        // Other nodes are unaffected: they follow.
+        assert_eq!(Tenure::default().leadership(&n(2), &view(&kv), &all), Leadership::Follow);
     }
 
     #[test]

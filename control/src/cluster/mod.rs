@@ -39,7 +39,7 @@ mod placement;
 mod quarantine;
 mod state;
 
-pub use liveness::{lead, leadership, Leadership, LeaseWatch, Liveness};
+pub use liveness::{lead, leadership, Leadership, LeaseWatch, Liveness, Tenure};
 pub use quarantine::{StartFailures, StartPolicy};
 pub use state::{ClusterState, EndpointId, PROBLEMS_MAX};
 
