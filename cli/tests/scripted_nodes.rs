@@ -1,10 +1,12 @@
-//! `events --follow` against a scripted server: events are printed as they arrive (one JSON object per
-//! line with `--json`), a broken stream is reopened on the same node with `Last-Event-ID`, and when no
-//! node can be reached any more the command exits 3.
+//! The client against scripted servers, for what a real cluster does not do on demand: a node that takes a
+//! request and drops the connection without answering (a write without an `Idempotency-Key` is not sent
+//! again elsewhere; a KV write, which has one, is, with the same key), and `events --follow` (events
+//! printed as they arrive, a broken stream reopened on the same node with `Last-Event-ID`, exit 3 when no
+//! node can be reached any more).
 
 mod common;
 
-use common::aether;
+use common::{aether, aether_with};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::Duration;
@@ -93,4 +95,70 @@ fn followed_events_print_as_lines_and_a_refused_stream_exits_1() {
     );
     assert!(line.contains(r#"{"n":41}"#), "{run:?}");
     assert!(run.stderr.contains("too many event streams"), "{run:?}");
+}
+
+/// A node that reads each request it is sent (head and body) and closes without answering; the heads it saw.
+fn dropping_node(listener: TcpListener, requests: usize) -> std::thread::JoinHandle<Vec<Vec<String>>> {
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..requests {
+            let (stream, _) = listener.accept().unwrap();
+            seen.push(read_head(&stream));
+        }
+        seen
+    })
+}
+
+/// A node that answers every request with `status` and `body`; the heads it saw, until `requests` came.
+fn answering_node(
+    listener: TcpListener,
+    requests: usize,
+    status: &'static str,
+    body: &'static str,
+) -> std::thread::JoinHandle<Vec<Vec<String>>> {
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        listener.set_nonblocking(false).unwrap();
+        for _ in 0..requests {
+            let (mut stream, _) = listener.accept().unwrap();
+            seen.push(read_head(&stream));
+            let answer = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+        seen
+    })
+}
+
+#[test]
+fn a_write_that_may_have_reached_a_node_is_not_sent_to_another() {
+    let (first, second) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+    let nodes = format!("{},{}", first.local_addr().unwrap(), second.local_addr().unwrap());
+    let second_addr = second.local_addr().unwrap();
+    let dropping = dropping_node(first, 1);
+    let run = aether_with(&["blueprint", "apply", "-"], &[("AETHER_NODES", &nodes)], b"name = \"x\"\n");
+    let seen = dropping.join().unwrap();
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("may have been applied"), "{run:?}");
+    assert!(seen[0][0].starts_with("POST /api/blueprints HTTP/1.1"), "{seen:?}");
+    // The second node was never asked: nothing is waiting in its queue.
+    second.set_nonblocking(true).unwrap();
+    assert!(second.accept().is_err(), "the write was sent to {second_addr} too");
+}
+
+#[test]
+fn a_kv_write_moves_on_with_the_same_idempotency_key_and_a_read_moves_on_too() {
+    let (first, second) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+    let nodes = format!("{},{}", first.local_addr().unwrap(), second.local_addr().unwrap());
+    let dropping = dropping_node(first, 2);
+    let answering = answering_node(second, 2, "200 OK", r#"{"version":7}"#);
+    let put = aether_with(&["kv", "put", "user/a", "v", "--json"], &[("AETHER_NODES", &nodes)], b"");
+    let get = aether_with(&["kv", "get", "user/a"], &[("AETHER_NODES", &nodes)], b"");
+    let (dropped, answered) = (dropping.join().unwrap(), answering.join().unwrap());
+    assert_eq!(put.code, 0, "{put:?}");
+    assert_eq!(put.stdout, "{\n  \"version\": 7\n}\n");
+    let key = |head: &[String]| head.iter().find(|l| l.to_ascii_lowercase().starts_with("idempotency-key:")).cloned();
+    assert!(key(&dropped[0]).is_some(), "{dropped:?}");
+    assert_eq!(key(&dropped[0]), key(&answered[0]), "the retry carries the same key");
+    assert!(answered[1][0].starts_with("GET /api/kv/user/a HTTP/1.1"), "{answered:?}");
+    assert_eq!(get.code, 0, "{get:?}");
 }
