@@ -171,7 +171,11 @@ fn traffic_shows_in_every_metrics_route_and_slow_calls_keep_their_request_id() {
     assert_eq!((missing.status, missing.header("x-request-id")), (404, Some("r-404")));
 
     // Bad queries are client mistakes.
-    for path in ["/api/metrics/history?range=3d", "/api/invocation-metrics?artifact=a:b:c:d", "/api/invocation-metrics/slow?limit=0"] {
+    for path in [
+        "/api/metrics/history?range=3d",
+        "/api/invocation-metrics?artifact=a:b:c:d",
+        "/api/invocation-metrics/slow?limit=0",
+    ] {
         let r = http(c.nodes[0].management, "GET", path, b"").unwrap();
         assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("bad_request")), "{path}: {}", r.text());
     }
@@ -181,8 +185,10 @@ fn traffic_shows_in_every_metrics_route_and_slow_calls_keep_their_request_id() {
 /// newest point's time.
 fn history_of(c: &LocalCluster, from: usize, node: &str) -> (u64, u64, usize) {
     let answer = get(c, from, "/api/metrics/history?range=5m");
-    let times: Vec<u64> =
-        answer["nodes"][node].as_array().map(|l| l.iter().filter_map(|p| p["time_ms"].as_u64()).collect()).unwrap_or_default();
+    let times: Vec<u64> = answer["nodes"][node]
+        .as_array()
+        .map(|l| l.iter().filter_map(|p| p["time_ms"].as_u64()).collect())
+        .unwrap_or_default();
     let gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     (gap, times.last().copied().unwrap_or(0), times.len())
 }
@@ -205,7 +211,10 @@ fn history_goes_on_through_a_leader_kill() {
     for node in (0..3).filter(|n| *n != killed) {
         let id = c.nodes[node].id.clone();
         let (gap, newest, points) = history_of(&c, survivor, &id);
-        assert!(newest > killed_at + 3_000, "{id}'s history on {survivor_id} stopped at {newest} (kill at {killed_at})");
+        assert!(
+            newest > killed_at + 3_000,
+            "{id}'s history on {survivor_id} stopped at {newest} (kill at {killed_at})"
+        );
         assert!(gap <= 3_000, "{id}'s history on {survivor_id} has a gap of {gap} ms over {points} points");
     }
     let (_, _, kept) = history_of(&c, survivor, &leader_id);

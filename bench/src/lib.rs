@@ -6,6 +6,8 @@
 //! (rustls, ring provider) and may carry an API key; self-signed certificates for TLS runs are made here.
 //! Answers are read whole, bounded at 64 MiB.
 
+pub mod poll;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -23,6 +23,7 @@ enum Cmd {
     Send(PeerId, Vec<u8>),
     SendMany(PeerId, u32),
     Connections(mpsc::Sender<(Vec<bool>, usize)>),
+    Traffic(mpsc::Sender<(Vec<net::Traffic>, u64)>),
 }
 
 impl Handler for Recorder {
@@ -44,6 +45,10 @@ impl Handler for Recorder {
                     ctx.send(peer, FrameKind::User, &i.to_be_bytes()).unwrap();
                 }
             }
+            Cmd::Traffic(reply) => {
+                let traffic = ctx.peers().iter().map(|p| p.traffic).collect();
+                let _ = reply.send((traffic, ctx.take_loop_lag().count()));
+            }
             Cmd::Connections(reply) => {
                 let connected = ctx.peers().iter().map(|p| p.connected).collect();
                 let _ = reply.send((connected, ctx.open_connections()));
@@ -61,6 +66,11 @@ impl Node {
     fn connections(&self) -> (Vec<bool>, usize) {
         let (tx, rx) = mpsc::channel();
         self.running.as_ref().unwrap().handle.command(Cmd::Connections(tx)).unwrap();
+        rx.recv_timeout(Duration::from_secs(5)).unwrap()
+    }
+    fn traffic(&self) -> (Vec<net::Traffic>, u64) {
+        let (tx, rx) = mpsc::channel();
+        self.running.as_ref().unwrap().handle.command(Cmd::Traffic(tx)).unwrap();
         rx.recv_timeout(Duration::from_secs(5)).unwrap()
     }
     fn connected_count(&self) -> usize {
@@ -128,6 +138,26 @@ fn three_nodes_connect_to_each_other_once() {
     for node in &nodes {
         assert_eq!(node.connections(), (vec![true, true], 2));
     }
+}
+
+#[test]
+fn frames_and_bytes_are_counted_per_peer_and_the_loop_lag_is_sampled() {
+    let nodes = cluster(2);
+    wait_until("connected", Duration::from_secs(10), || nodes.iter().all(|n| n.connected_count() == 1));
+    let (before, _) = nodes[1].traffic();
+    for _ in 0..10 {
+        nodes[0].send(0, &[7u8; 100]);
+    }
+    wait_until("delivered", Duration::from_secs(5), || nodes[1].seen.lock().frames.len() >= 10);
+    let frame_bytes = (wire::HEADER_LEN + 100) as u64;
+    let (sent, lag_samples) = nodes[0].traffic();
+    assert!(sent[0].frames_out >= 10 && sent[0].bytes_out >= 10 * frame_bytes, "{sent:?}");
+    assert!(lag_samples > 0, "every turn of the loop records its lag");
+    let (received, _) = nodes[1].traffic();
+    assert!(received[0].frames_in >= before[0].frames_in + 10, "{received:?}");
+    assert!(received[0].bytes_in >= before[0].bytes_in + 10 * frame_bytes, "{received:?}");
+    let (_, taken_again) = nodes[0].traffic();
+    assert!(taken_again < lag_samples, "taking the lag starts a new window: {taken_again} after {lag_samples}");
 }
 
 #[test]

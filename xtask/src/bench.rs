@@ -45,10 +45,11 @@ fn kv(args: &[String]) -> crate::TaskResult {
     Ok(())
 }
 
-/// `cargo xtask bench app [--seconds N] [--rounds N] [--runs N] [--baseline-aetherd PATH] [--tls] [--hung N]`: the app
-/// path, deploy and heal times on a 3-node cluster of release builds, against tiny_http and (when installed)
-/// nginx, and with the options against a cluster of another `aetherd` build and a cluster with `[tls]`, in the
-/// same rounds; writes `{target}/bench/app.json`.
+/// `cargo xtask bench app [--seconds N] [--rounds N] [--runs N] [--baseline-aetherd PATH] [--tls] [--hung N]
+/// [--poll-management]`: the app path, deploy and heal times on a 3-node cluster of release builds, against
+/// tiny_http and (when installed) nginx, and with the options against a cluster of another `aetherd` build, a
+/// cluster with `[tls]`, with hung calls in flight, or with a client polling the management API, in the same
+/// rounds; writes `{target}/bench/app.json`.
 fn app(args: &[String]) -> crate::TaskResult {
     let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
     crate::slices::build_slices(&[])?;

@@ -132,6 +132,8 @@ struct Options {
     tls: bool,
     /// Also measure the local case with this many hung calls to `faulty` in flight (0: not).
     hung: usize,
+    /// Also measure the local case while a client polls the host's management API and follows its events.
+    poll_management: bool,
 }
 
 fn main() {
@@ -181,7 +183,9 @@ fn main() {
 fn parse_args() -> Options {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let usage = "usage: app --aetherd PATH --repo DIR [--baseline-aetherd PATH] [--tls] [--hung N] [--json FILE] \
+    let usage =
+        "usage: app --aetherd PATH --repo DIR [--baseline-aetherd PATH] [--tls] [--hung N] [--poll-management] \
+                 [--json FILE] \
                  [--seconds N] [--rounds N] [--runs N]";
     let (Some(aetherd), Some(repo)) = (value("--aetherd"), value("--repo")) else {
         eprintln!("{usage}");
@@ -205,6 +209,7 @@ fn parse_args() -> Options {
         baseline: value("--baseline-aetherd").map(PathBuf::from),
         tls: args.iter().any(|a| a == "--tls"),
         hung: value("--hung").map_or(0, |_| number("--hung", 100) as usize),
+        poll_management: args.iter().any(|a| a == "--poll-management"),
     }
 }
 
@@ -640,12 +645,22 @@ struct AppResults {
     reconnect_tls: Option<Case>,
     /// Local with hung calls to `faulty` in flight on the same port.
     local_hung: Option<Case>,
+    /// Local while a client polls the host's management API (`--poll-management`).
+    local_polled: Option<Case>,
+    /// Each node's CPU at idle (metrics on), in percent of one core, measured before the load.
+    idle_cpu: Vec<(String, Option<f64>)>,
 }
 
 impl AppResults {
     fn cases(&self) -> Vec<&Case> {
-        let optional =
-            [&self.local_hung, &self.baseline_local, &self.baseline_forwarded, &self.tls_local, &self.reconnect_plain];
+        let optional = [
+            &self.local_hung,
+            &self.local_polled,
+            &self.baseline_local,
+            &self.baseline_forwarded,
+            &self.tls_local,
+            &self.reconnect_plain,
+        ];
         self.nginx
             .iter()
             .chain([&self.tiny, &self.local, &self.forwarded])
@@ -662,6 +677,8 @@ struct Target {
     servers: Vec<Server>,
     /// Hung calls to keep in flight on `addr` during the phase.
     hung: usize,
+    /// A management port to poll during the phase.
+    poll: Option<SocketAddr>,
 }
 
 /// Calls to `GET /faulty/hang` kept in flight on one app port, each on its own connection: one that
@@ -827,25 +844,37 @@ fn bench_app(
         reconnect_plain: tls.map(|_| case("aether local, conn/request".into())),
         reconnect_tls: tls.map(|_| case("aether local TLS, conn/request".into())),
         local_hung: hung.then(|| case(format!("aether local, {} hung calls in flight", options.hung))),
+        local_polled: options.poll_management.then(|| case("aether local, management polled".into())),
+        idle_cpu: if options.poll_management { idle_cpu(cluster) } else { Vec::new() },
         host: host_id,
         via: via_id,
     };
     let plain = Client::plain();
     let mut plan: Vec<(&mut Case, Target)> = Vec::new();
     if let (Some(case), Some(nginx)) = (app.nginx.as_mut(), nginx) {
-        plan.push((case, Target { addr: nginx.addr, client: plain.clone(), servers: nginx.servers(), hung: 0 }));
+        plan.push((
+            case,
+            Target { addr: nginx.addr, client: plain.clone(), servers: nginx.servers(), hung: 0, poll: None },
+        ));
     }
-    plan.push((&mut app.tiny, Target { addr: tiny.addr(), client: plain.clone(), servers: Vec::new(), hung: 0 }));
+    plan.push((
+        &mut app.tiny,
+        Target { addr: tiny.addr(), client: plain.clone(), servers: Vec::new(), hung: 0, poll: None },
+    ));
     let ours = cluster_servers(cluster, "");
     let at = |c: &LocalCluster, node: usize, client: &Client, servers: &[Server]| Target {
         addr: c.nodes[node].app,
         client: client.clone(),
         servers: servers.iter().map(|s| Server { name: s.name.clone(), pid: s.pid }).collect(),
         hung: 0,
+        poll: None,
     };
     plan.push((&mut app.local, at(cluster, host, &plain, &ours)));
     if let Some(case) = app.local_hung.as_mut() {
         plan.push((case, Target { hung: options.hung, ..at(cluster, host, &plain, &ours) }));
+    }
+    if let Some(case) = app.local_polled.as_mut() {
+        plan.push((case, Target { poll: Some(cluster.nodes[host].management), ..at(cluster, host, &plain, &ours) }));
     }
     plan.push((&mut app.forwarded, at(cluster, via, &plain, &ours)));
     if let (Some(local), Some(forwarded), Some((b, host, via))) =
@@ -871,7 +900,15 @@ fn bench_app(
                 // Let the hung calls reach the slice (and the rest be refused) before measuring.
                 std::thread::sleep(Duration::from_millis(500));
             }
+            let poller = target.poll.map(bench::poll::ManagementPoller::start);
             case.rounds.push(load(&name, target, options.load));
+            if let Some(poller) = poller {
+                let report = poller.stop();
+                eprintln!(
+                    "{name}: management answers {:?}; event stream status {} ({} bytes)",
+                    report.answers, report.stream_status, report.stream_bytes
+                );
+            }
             if let Some(hung) = hung {
                 let mut answers: Vec<(u16, u64)> = hung.stop().into_iter().collect();
                 answers.sort();
@@ -892,6 +929,14 @@ fn bench_app(
         delete(cluster, 0, "bench-echo").expect("delete the echo blueprint");
     }
     app
+}
+
+/// Each node's CPU over 10 s with nothing to do but its own work (metrics summaries included).
+fn idle_cpu(cluster: &LocalCluster) -> Vec<(String, Option<f64>)> {
+    std::thread::sleep(Duration::from_secs(2));
+    let pids: Vec<u32> = (0..cluster.nodes.len()).map(|i| cluster.pid(i).unwrap_or(0)).collect();
+    let cpu = bench::poll::idle_cpu_percent(&pids, Duration::from_secs(10));
+    cluster.nodes.iter().map(|n| n.id.clone()).zip(cpu).collect()
 }
 
 /// Deploys `faulty` on every node and waits until `host`'s app port serves it.
@@ -1034,6 +1079,11 @@ fn report(r: &Results, json_path: Option<&Path>) {
         println!("  {name}: {value:.2}x");
     }
     print_verdict_app(&r.app);
+    if !r.app.idle_cpu.is_empty() {
+        let idle: Vec<String> =
+            r.app.idle_cpu.iter().map(|(node, cpu)| format!("{node} {:.2}%", cpu.unwrap_or(f64::NAN))).collect();
+        println!("CPU of each node at idle with metrics on (percent of one core, over 10 s): {}", idle.join(", "));
+    }
     println!("\nControl plane, {} runs each: median (min - max)", r.deploy_echo.ms.len() + r.deploy_echo.failed);
     print_timing("deploy echo (1 instance)", &r.deploy_echo, DEPLOY_TARGET_MS);
     print_timing("deploy demo (6 instances, 4 slices)", &r.deploy_demo, DEPLOY_TARGET_MS);
@@ -1082,6 +1132,9 @@ fn ratios(app: &AppResults) -> Vec<(String, f64)> {
     }
     if let Some(hung) = &app.local_hung {
         compare("local with hung calls / local", hung, &app.local);
+    }
+    if let Some(polled) = &app.local_polled {
+        compare("local with management polled / local", polled, &app.local);
     }
     if let Some(tls) = &app.tls_local {
         compare("TLS local / local (keep-alive)", tls, &app.local);
@@ -1166,5 +1219,6 @@ fn to_json(r: &Results, cases: &[(&Case, Phase)], ratios: &[(String, f64)]) -> V
         "deploy_echo": timing_json(&r.deploy_echo, DEPLOY_TARGET_MS),
         "deploy_demo": timing_json(&r.deploy_demo, DEPLOY_TARGET_MS),
         "heal_demo": timing_json(&r.heal, HEAL_TARGET_MS),
+        "idle_cpu_percent": r.app.idle_cpu.iter().map(|(node, cpu)| json!({ "node": node, "cpu_percent": cpu })).collect::<Vec<_>>(),
     })
 }

@@ -296,11 +296,13 @@ fn forwarded_calls_are_served_locally_or_refused_as_never_reached() {
 struct Loopback {
     nodes: Mutex<HashMap<String, Weak<Dispatcher>>>,
     hops: Mutex<Vec<(String, u8)>>,
+    request_ids: Mutex<Vec<String>>,
 }
 
 impl Forward for Loopback {
     fn forward(&self, node: &str, request: InvokeRequest, _: Duration) -> Result<InvokeReply, ForwardError> {
         self.hops.lock().push((node.to_owned(), request.hops));
+        self.request_ids.lock().push(request.request_id.clone());
         let target = self.nodes.lock().get(node).and_then(Weak::upgrade);
         let target = target.ok_or_else(|| ForwardError::Unreachable(format!("no node {node}")))?;
         Ok(target.serve_forwarded(request))
@@ -308,7 +310,7 @@ impl Forward for Loopback {
 }
 
 #[test]
-fn an_order_entering_a_third_node_flows_across_two_others() {
+fn an_order_entering_a_third_node_flows_across_two_others_with_its_request_id() {
     let mut registry = Registry::new();
     registry.put_route("POST", "/orders", target(ORDERS, "create")).unwrap();
     for (artifact, method, node) in [(ORDERS, "create", "node-a"), (PRICING, "price", "node-a")] {
@@ -335,8 +337,12 @@ fn an_order_entering_a_third_node_flows_across_two_others() {
         loopback.nodes.lock().insert(node.into(), Arc::downgrade(&dispatcher));
         dispatchers.push(dispatcher);
     }
+    let scope = crate::metrics::request_id::Scope::enter("order-42");
     let reply = http(&dispatchers[2], "POST", "/orders", r#"{"item": "book", "qty": 2}"#);
+    drop(scope);
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let ids = loopback.request_ids.lock().clone();
+    assert_eq!(ids, ["order-42", "order-42"], "the forwarded call and the slice-to-slice call carry the id");
     let order = sdk::json::parse(&reply.body).unwrap();
     assert_eq!(order.get("total").and_then(|v| v.as_f64()), Some(25.0));
     assert!(order.get("order_id").and_then(|v| v.as_str()).unwrap().starts_with("node-a-"));
@@ -357,4 +363,30 @@ fn forwarded_calls_of_one_artifact_hold_at_most_their_share_of_the_threads() {
     assert!(dispatcher.outbound("org.aether.examples:other:1.0.0").is_some(), "other artifacts are not held");
     drop(held);
     assert_eq!(http(&dispatcher, "GET", "/echo/x", "").status, 200, "places are given back");
+}
+
+#[test]
+fn calls_that_ran_here_are_counted_and_calls_sent_elsewhere_are_not() {
+    let summary = |metrics: &crate::metrics::Telemetry| {
+        metrics.summarise(crate::metrics::LoopFigures {
+            time_ms: crate::managers::wall_ms(),
+            loop_lag: telemetry::Histogram::new(),
+            peers: Vec::new(),
+            cluster_connections: 0,
+            applied_slot: None,
+            consensus: None,
+        })
+    };
+    let forward = FakeForward::with(&[("node-2", Ok(ok_reply("{}")))]);
+    let metrics = crate::metrics::Telemetry::new("node-1", &["node-1".into()]);
+    let local = dispatcher(container("node-1", &[ECHO]), &["node-2"], &forward).with_metrics(metrics.clone());
+    assert_eq!(http(&local, "GET", "/echo/a", "").status, 200);
+    assert_eq!(http(&local, "GET", "/echo/b", "").status, 200);
+    let s = summary(&metrics);
+    assert_eq!(s.methods.len(), 1);
+    assert_eq!((s.methods[0].artifact.as_str(), s.methods[0].method.as_str(), s.methods[0].calls), (ECHO, "echo", 2));
+    let elsewhere = crate::metrics::Telemetry::new("node-1", &["node-1".into()]);
+    let remote = dispatcher(empty_container("node-1"), &["node-2"], &forward).with_metrics(elsewhere.clone());
+    assert_eq!(http(&remote, "GET", "/echo/c", "").status, 200);
+    assert_eq!(summary(&elsewhere).invocations.calls, 0, "the node that ran it counts it");
 }
