@@ -75,10 +75,15 @@ impl Leader {
     /// The renewal of this node's lease, when one is due: about every second, and never while the previous
     /// one may still be undecided (its compare-and-set would fail anyway).
     pub fn renewal(&mut self, store: &Store) -> Option<KvWrite> {
+        let renew_every = Duration::from_millis(liveness::LEASE_RENEW_MS);
+        // The loop asks after every turn's work: within a period of the last renewal nothing can be due,
+        // whatever the store says, so the store (a formatted key and a map lookup) is read only past it.
+        if self.renewed.is_some_and(|(_, at)| at.elapsed() < renew_every) {
+            return None;
+        }
         let key = AetherKey::NodeLease { node: self.me.clone() };
         let current = store.get(&key);
         let version = current.map(|e| e.version());
-        let renew_every = Duration::from_millis(liveness::LEASE_RENEW_MS);
         let due = match self.renewed {
             None => true,
             Some((at_version, at)) if at_version == version => at.elapsed() >= 3 * renew_every,

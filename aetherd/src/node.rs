@@ -88,6 +88,10 @@ struct Deployment {
     running: bool,
     /// Lease renewals and leadership.
     leader: managers::Leader,
+    /// Whether the next manager run looks at the lease renewal even without other writes: set by every
+    /// tick, so a renewal due (about once a second) goes out within a tick, while the runs after every
+    /// message and submit in between skip the clock and the store.
+    renewal_check_due: bool,
 }
 
 pub struct Node {
@@ -140,6 +144,7 @@ impl Node {
                 step_deadline_ms: None,
                 forced_at: Instant::now(),
                 running: false,
+                renewal_check_due: true,
             }),
             _ => None,
         };
@@ -244,6 +249,7 @@ impl Node {
             }
             d.reconcile_due |= forced || !events.is_empty();
             d.step_due |= forced || deadline;
+            d.renewal_check_due = true;
         }
         self.run_managers(ctx);
     }
@@ -281,27 +287,28 @@ impl Node {
         if !self.membership.has_quorum() || !r.caught_up() {
             return Vec::new();
         }
-        let now_ms = managers::wall_ms();
         let mut writes = Vec::new();
         // The node step waits for this node's earlier writes as the leader does: a step that ran on a record
         // whose LOADING write is still undecided would read the container's verdict on the load (a failure)
         // as a leftover of an earlier record and unload it, hiding the reason.
         if d.step_due && r.internal_in_flight() == 0 {
             d.step_due = false;
-            let output = managers::node_step(r.store(), &d.me, &d.deployer, now_ms);
+            let output = managers::node_step(r.store(), &d.me, &d.deployer, managers::wall_ms());
             for action in output.actions {
                 d.deployer.begin(action);
             }
             d.step_deadline_ms = output.next_deadline_ms;
             writes.extend(output.writes);
         }
-        // The renewal first, so that this node's other writes never crowd its lease out of a full queue.
-        let renewal = d.leader.renewal(r.store());
         if d.reconcile_due && r.internal_in_flight() == 0 {
             d.reconcile_due = false;
-            writes.extend(d.leader.writes(r.store(), now_ms, d.deployer.policy()));
+            writes.extend(d.leader.writes(r.store(), managers::wall_ms(), d.deployer.policy()));
         }
-        writes.splice(0..0, renewal);
+        // The renewal first, so that this node's other writes never crowd its lease out of a full queue:
+        // looked at on every tick, and whenever there are other writes.
+        if std::mem::take(&mut d.renewal_check_due) || !writes.is_empty() {
+            writes.splice(0..0, d.leader.renewal(r.store()));
+        }
         writes
     }
 

@@ -45,7 +45,8 @@ mod tests;
 use crate::snapshots::SnapshotWorker;
 use crate::storage::{Recovered, Storage, StorageError};
 use answers::{
-    answer_read, fail, payload_digest, reused_request_id, to_entry, write_answer, AppliedResults, Earlier, RESULTS_KEPT,
+    answer_read, fail, payload_digest, retried_by_id, reused_request_id, to_entry, write_answer, AppliedResults,
+    Earlier, RESULTS_KEPT,
 };
 use consensus::{
     ClientCommand, CommandId, DecidedSlot, Decision, Input, Message, Output, RejectReason, Replica, ReplicaId,
@@ -355,6 +356,9 @@ impl Replication {
         let now = Instant::now();
         let mut expired = Vec::new();
         self.pending.retain(|_, waiters| {
+            if waiters.iter().all(|p| p.deadline > now) {
+                return true;
+            }
             let (late, waiting): (Vec<Pending>, Vec<Pending>) = waiters.drain(..).partition(|p| p.deadline <= now);
             expired.extend(late);
             *waiters = waiting;
@@ -493,11 +497,16 @@ impl Replication {
         let mut results = results.into_iter();
         for command in &batch {
             let result = if command.payload.first() == Some(&KV) { results.next() } else { None };
+            let waiters = self.pending.remove(&command.id).unwrap_or_default();
+            let kept = result.as_ref().filter(|_| retried_by_id(command.id));
+            if waiters.is_empty() && kept.is_none() {
+                continue;
+            }
             let digest = payload_digest(&command.payload);
-            if let Some(result) = &result {
+            if let Some(result) = kept {
                 self.results.record(command.id, digest, result.clone());
             }
-            for p in self.pending.remove(&command.id).unwrap_or_default() {
+            for p in waiters {
                 if p.digest == digest {
                     self.answer(p.waiter, result.clone());
                 } else {

@@ -5,7 +5,8 @@
 //!
 //! Invariants: jobs are done in the order given, one at a time (at most one large serialisation in memory
 //! besides the view); the state bytes and the record describe exactly the slot and sessions of the job;
-//! the loop never waits for the worker.
+//! the loop never waits for the worker; `outstanding` counts the jobs submitted and not yet taken, so
+//! the loop, which asks on every message, looks at the channel only while one is.
 
 use consensus::{Bytes, SessionRecord, Slot, SnapshotRecord};
 use kvstore::KvState;
@@ -32,6 +33,7 @@ pub struct Taken {
 pub struct SnapshotWorker {
     jobs: Sender<Job>,
     done: Receiver<Result<Taken, String>>,
+    outstanding: usize,
 }
 
 impl SnapshotWorker {
@@ -48,18 +50,26 @@ impl SnapshotWorker {
                 }
             })
             .map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
-        Ok(SnapshotWorker { jobs, done })
+        Ok(SnapshotWorker { jobs, done, outstanding: 0 })
     }
 
     /// Queues a snapshot of `view`, the store as it was after every slot below `next_slot`.
-    pub fn submit(&self, next_slot: u64, sessions: Vec<SessionRecord>, view: KvState) -> Result<(), String> {
-        self.jobs.send(Job { next_slot, sessions, view }).map_err(|_| "the snapshot thread stopped".to_string())
+    pub fn submit(&mut self, next_slot: u64, sessions: Vec<SessionRecord>, view: KvState) -> Result<(), String> {
+        self.jobs.send(Job { next_slot, sessions, view }).map_err(|_| "the snapshot thread stopped".to_string())?;
+        self.outstanding += 1;
+        Ok(())
     }
 
     /// A finished snapshot, if one is ready.
-    pub fn try_take(&self) -> Option<Result<Taken, String>> {
+    pub fn try_take(&mut self) -> Option<Result<Taken, String>> {
+        if self.outstanding == 0 {
+            return None;
+        }
         match self.done.try_recv() {
-            Ok(taken) => Some(taken),
+            Ok(taken) => {
+                self.outstanding -= 1;
+                Some(taken)
+            }
             Err(TryRecvError::Empty) => None,
             Err(TryRecvError::Disconnected) => Some(Err("the snapshot thread stopped".into())),
         }
@@ -85,8 +95,9 @@ mod tests {
         let mut store = kvstore::Store::default();
         let put = kvstore::Command::Put { key: kvstore::AetherKey::parse("user/a").unwrap(), value: vec![7; 1000] };
         store.apply(4, [put.encode().unwrap()]).unwrap();
-        let worker = SnapshotWorker::start().unwrap();
+        let mut worker = SnapshotWorker::start().unwrap();
         let expected = store.snapshot().unwrap();
+        assert!(worker.try_take().is_none(), "nothing submitted, nothing to take");
         worker.submit(5, Vec::new(), store.snapshot_view()).unwrap();
         store.apply(5, [put.encode().unwrap()]).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -98,6 +109,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         };
         assert_eq!(taken.next_slot, 5);
+        assert!(worker.try_take().is_none(), "taken once");
         assert_eq!(&taken.state[..], &expected[..]);
         let record: SnapshotRecord = wire::decode(&taken.record).unwrap();
         assert_eq!((record.next_slot, record.state), (Slot(5), expected));

@@ -2,17 +2,22 @@
 //! replica that holds the same commands proposes the same head.
 //!
 //! Invariants: at most `commands_max` commands and `bytes_max` bytes (`Command::size_bytes`); each
-//! `CommandId` at most once; `order`, `index`, `due` and `deadlines` always hold exactly the same commands,
-//! whose sizes sum to `bytes`. Conflicts resolve towards the front of the order, the same way on every
+//! `CommandId` at most once; `order`, `index` and `deadlines` always hold exactly the same commands,
+//! whose sizes sum to `bytes`; `due` holds every queued command's (due time, id) as its `index` entry
+//! says, sorted by due time, and besides them stale pairs (of commands since removed, or re-due), which
+//! are skipped and dropped when reached, and purged once they make `due` twice the command bound. Conflicts resolve towards the front of the order, the same way on every
 //! replica, so queues that saw the same commands hold the same head: of two copies of one command
 //! (a client retried at another replica) the earlier-ordered copy stays, and a full queue makes room for
 //! an earlier-ordered command by evicting its last one.
 //!
 //! Besides the order, each command has a local due time for its next re-forward (set from the local
 //! clock when it is queued, and pushed one period on every re-forward), and its deadline, so both the
-//! commands due and the commands expired are found without scanning the queue.
+//! commands due and the commands expired are found without scanning the queue. Due times come from a
+//! clock that normally only moves forward, so `due` is a list appended at its end; removing a command
+//! leaves its pair there (most commands are decided long before they are due), which costs nothing until
+//! the pair is reached.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::types::{Command, CommandId, ReplicaId};
 
@@ -34,7 +39,7 @@ struct Entry {
 pub(crate) struct PendingQueue {
     order: BTreeMap<QueueKey, Command>,
     index: BTreeMap<CommandId, Entry>,
-    due: BTreeSet<(u64, CommandId)>,
+    due: VecDeque<(u64, CommandId)>,
     deadlines: BTreeSet<(u64, CommandId)>,
     commands_max: usize,
     bytes: usize,
@@ -46,7 +51,7 @@ impl PendingQueue {
         PendingQueue {
             order: BTreeMap::new(),
             index: BTreeMap::new(),
-            due: BTreeSet::new(),
+            due: VecDeque::new(),
             deadlines: BTreeSet::new(),
             commands_max,
             bytes: 0,
@@ -97,15 +102,26 @@ impl PendingQueue {
         self.bytes += size;
         let deadline_ms = command.deadline_ms;
         self.index.insert(command.id, Entry { key, due_ms, deadline_ms });
-        self.due.insert((due_ms, command.id));
+        self.insert_due(due_ms, command.id);
         self.deadlines.insert((deadline_ms, command.id));
         self.order.insert(key, command);
         Ok(())
     }
 
+    /// Records that `id` is due at `due_ms`, keeping `due` sorted (at its end, unless the clock went back),
+    /// and purges stale pairs once they outnumber the bound.
+    fn insert_due(&mut self, due_ms: u64, id: CommandId) {
+        if self.due.len() >= 2 * self.commands_max.max(self.index.len()) {
+            let index = &self.index;
+            self.due.retain(|(due, id)| index.get(id).is_some_and(|e| e.due_ms == *due));
+        }
+        let at = self.due.partition_point(|&pair| pair < (due_ms, id));
+        self.due.insert(at, (due_ms, id));
+    }
+
     pub(crate) fn remove(&mut self, id: CommandId) {
         if let Some(entry) = self.index.remove(&id) {
-            self.due.remove(&(entry.due_ms, id));
+            // Its pair in `due` goes stale: skipped when reached.
             self.deadlines.remove(&(entry.deadline_ms, id));
             if let Some(command) = self.order.remove(&entry.key) {
                 self.bytes -= command.size_bytes();
@@ -164,17 +180,18 @@ impl PendingQueue {
     pub(crate) fn take_due(&mut self, now_ms: u64, period_ms: u64, bytes_max: usize) -> Vec<Command> {
         let mut taken = Vec::new();
         let mut bytes = 0usize;
-        while let Some(&(due_ms, id)) = self.due.first() {
+        while let Some(&(due_ms, id)) = self.due.front() {
             if due_ms > now_ms {
                 break;
             }
-            let Some(entry) = self.index.get_mut(&id) else {
-                // Unreachable by the invariants; drop the stray entry rather than loop on it.
-                self.due.remove(&(due_ms, id));
+            let Some(entry) = self.index.get(&id).filter(|e| e.due_ms == due_ms) else {
+                // Stale: the command left the queue, or is due at another time.
+                self.due.pop_front();
                 continue;
             };
             let Some(command) = self.order.get(&entry.key) else {
-                self.due.remove(&(due_ms, id));
+                // Unreachable by the invariants; drop the stray pair rather than loop on it.
+                self.due.pop_front();
                 continue;
             };
             if !taken.is_empty() && bytes + command.size_bytes() > bytes_max {
@@ -182,9 +199,12 @@ impl PendingQueue {
             }
             bytes += command.size_bytes();
             taken.push(command.clone());
-            self.due.remove(&(due_ms, id));
-            entry.due_ms = now_ms.saturating_add(period_ms.max(1));
-            self.due.insert((entry.due_ms, id));
+            self.due.pop_front();
+            let next_ms = now_ms.saturating_add(period_ms.max(1));
+            if let Some(entry) = self.index.get_mut(&id) {
+                entry.due_ms = next_ms;
+            }
+            self.insert_due(next_ms, id);
         }
         taken
     }
@@ -267,6 +287,31 @@ mod tests {
         assert!(queue.take_due(249, 50, 100 * size).is_empty(), "each at most once per period");
         assert_eq!(queue.take_due(250, 50, 100 * size).len(), 10);
         assert_eq!(queue.take_due(400, 50, 1).len(), 1, "at least one command per tick");
+    }
+
+    #[test]
+    fn removed_and_requeued_commands_are_due_once_and_stale_pairs_stay_bounded() {
+        let mut queue = PendingQueue::new(4, 1 << 20);
+        // Many commands come and go before they are due (the usual life of a command).
+        for client in 0..100 {
+            assert_eq!(queue.push(command(client, client), 100 + client), Ok(()));
+            queue.remove(CommandId { client, seq: 0 });
+            assert!(queue.due.len() <= 8, "stale pairs purged at twice the bound: {}", queue.due.len());
+        }
+        // One removed and queued again at the same due time is taken once, with the live ones, in due order.
+        assert_eq!(queue.push(command(7, 7), 300), Ok(()));
+        assert_eq!(queue.push(command(3, 3), 300), Ok(()));
+        queue.remove(CommandId { client: 7, seq: 0 });
+        assert_eq!(queue.push(command(7, 7), 300), Ok(()));
+        assert_eq!(queue.push(command(8, 8), 250), Ok(()));
+        let taken = queue.take_due(300, 50, 1 << 20);
+        assert_eq!(taken.iter().map(|c| c.id.client).collect::<Vec<_>>(), vec![8, 3, 7]);
+        assert!(queue.take_due(349, 50, 1 << 20).is_empty());
+        assert_eq!(queue.take_due(350, 50, 1 << 20).len(), 3);
+        // A due time earlier than the last one (the local clock went back) is still taken in order.
+        queue.remove(CommandId { client: 8, seq: 0 });
+        assert_eq!(queue.push(command(9, 9), 10), Ok(()));
+        assert_eq!(queue.take_due(10, 50, 1 << 20).iter().map(|c| c.id.client).collect::<Vec<_>>(), vec![9]);
     }
 
     #[test]

@@ -541,10 +541,16 @@ impl Replica {
     /// and not recorded, exactly as a replica resuming from its log records only what applied.
     fn apply_batch(&mut self, now_ms: u64, slot: Slot, batch: &[Command], out: &mut Vec<Output>) -> Vec<Command> {
         let mut fresh: Vec<&Command> = Vec::with_capacity(batch.len());
-        let mut seen = std::collections::BTreeSet::new();
+        // A second copy within the batch: found by scanning the fresh commands so far in the usual small
+        // batch, by a set in a large one (a copy whose id applied earlier is caught as applied either way).
+        let mut seen = (batch.len() > DEDUPE_SCAN_MAX).then(std::collections::BTreeSet::new);
         for command in batch {
             self.queue.remove(command.id);
-            let repeated = self.config.broken != Broken::NoDedupe && !seen.insert(command.id);
+            let repeated = self.config.broken != Broken::NoDedupe
+                && match &mut seen {
+                    Some(seen) => !seen.insert(command.id),
+                    None => fresh.iter().any(|c| c.id == command.id),
+                };
             if self.is_applied(command.id) || repeated {
                 self.stats.duplicates_filtered += 1;
                 continue;
@@ -585,6 +591,9 @@ impl Replica {
         self.maybe_propose(now_ms, out);
     }
 }
+
+/// Batches up to this many commands look for repeated ids by scanning (cheaper than a set at this size).
+const DEDUPE_SCAN_MAX: usize = 32;
 
 /// Memory a buffered round message holds, roughly.
 fn message_bytes(message: &Message) -> usize {

@@ -29,9 +29,10 @@ fn transport(args: &[String]) -> crate::TaskResult {
     Ok(())
 }
 
-/// `cargo xtask bench kv [--seconds N] [--rounds N] [--baseline-aetherd PATH] [--auth] [--tls]`: KV puts on
-/// a 3-node cluster of release builds, and with the options on clusters with authentication on, with `[tls]`,
-/// and of another `aetherd` build, side by side; then etcd when installed. Writes `{target}/bench/kv.json`.
+/// `cargo xtask bench kv [--seconds N] [--rounds N] [--levels C1,C2] [--baseline-aetherd PATH] [--auth] [--tls]`:
+/// KV puts on a 3-node cluster of release builds, and with the options on clusters with authentication on,
+/// with `[tls]`, and of another `aetherd` build, side by side; then etcd when installed. Each run also reports
+/// the servers' CPU time per put and the puts per consensus slot. Writes `{target}/bench/kv.json`.
 fn kv(args: &[String]) -> crate::TaskResult {
     let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
     let out = target_dir().join("bench");

@@ -9,12 +9,15 @@
 //! after the peer reconnected (frames in flight may have been lost).
 //!
 //! Invariants: no consensus message other than a `Forward` is held back or altered; the window's memory
-//! is bounded by what was forwarded within one window (older entries are dropped on every send).
+//! is bounded by what was forwarded within one window (older entries are dropped on every send). A
+//! `Forward` every peer takes whole (the usual case: a first forward of new commands) is encoded once and
+//! the same bytes go to each peer; only one held back in part is rebuilt for that peer.
 
 use super::Node;
 use crate::replication::Effect;
 use consensus::{CommandId, Message};
 use net::{Ctx, FrameKind, PeerId, SendError};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -26,22 +29,50 @@ pub(super) struct ForwardWindow {
     pruned_at: Option<Instant>,
 }
 
+/// What of a `Forward` may go to a peer now.
+#[derive(Debug, PartialEq)]
+enum Admitted {
+    /// Every command: the message goes as it is.
+    All,
+    /// Only these (the others were sent to the peer within the window).
+    Part(Vec<consensus::Command>),
+    /// Nothing.
+    Nothing,
+}
+
 impl ForwardWindow {
-    /// The commands of a `Forward` that may go to `peer` now (recording them as sent).
-    fn admit(&mut self, now: Instant, peer: PeerId, commands: &[consensus::Command]) -> Vec<consensus::Command> {
+    /// What of a `Forward` of `commands` may go to `peer` now, recording what may as sent.
+    fn admit(&mut self, now: Instant, peer: PeerId, commands: &[consensus::Command]) -> Admitted {
         if self.pruned_at.is_none_or(|at| now >= at + FORWARD_REPEAT_AFTER) {
             self.sent.retain(|_, at| now < *at + FORWARD_REPEAT_AFTER);
             self.pruned_at = Some(now);
         }
-        let mut admitted = Vec::new();
-        for command in commands {
-            let recent = self.sent.get(&(peer, command.id)).is_some_and(|at| now < *at + FORWARD_REPEAT_AFTER);
-            if !recent {
-                self.sent.insert((peer, command.id), now);
-                admitted.push(command.clone());
+        let mut held = Vec::new();
+        for (i, command) in commands.iter().enumerate() {
+            match self.sent.entry((peer, command.id)) {
+                Entry::Occupied(sent) if now < *sent.get() + FORWARD_REPEAT_AFTER => held.push(i),
+                Entry::Occupied(mut sent) => {
+                    sent.insert(now);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(now);
+                }
             }
         }
-        admitted
+        if held.is_empty() {
+            return Admitted::All;
+        }
+        if held.len() == commands.len() {
+            return Admitted::Nothing;
+        }
+        let mut held = held.into_iter().peekable();
+        let admitted = commands
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| held.next_if_eq(i).is_none())
+            .map(|(_, command)| command.clone())
+            .collect();
+        Admitted::Part(admitted)
     }
 
     /// The peer reconnected: whatever was in flight may be lost, so forwards to it go out again.
@@ -59,15 +90,26 @@ impl Node {
                         self.send_consensus(ctx, peer, &message);
                     }
                 }
-                Effect::Broadcast(Message::Forward { commands }) => {
+                Effect::Broadcast(message @ Message::Forward { .. }) => {
+                    let Message::Forward { commands } = &message else { continue };
                     let now = Instant::now();
+                    let mut whole: Option<Vec<u8>> = None;
                     for peer in 0..ctx.peer_count() {
                         if !ctx.is_connected(peer) {
                             continue;
                         }
-                        let admitted = self.forwarded.admit(now, peer, &commands);
-                        if !admitted.is_empty() {
-                            self.send_consensus(ctx, peer, &Message::Forward { commands: admitted });
+                        match self.forwarded.admit(now, peer, commands) {
+                            Admitted::All => {
+                                let bytes = whole.get_or_insert_with(|| consensus::encode_message(&message));
+                                if let Err(e) = ctx.send(peer, FrameKind::Consensus, bytes) {
+                                    let len = bytes.len();
+                                    self.consensus_send_refused(peer, &message, len, &e);
+                                }
+                            }
+                            Admitted::Part(admitted) => {
+                                self.send_consensus(ctx, peer, &Message::Forward { commands: admitted })
+                            }
+                            Admitted::Nothing => {}
                         }
                     }
                 }
@@ -124,14 +166,21 @@ mod tests {
     fn a_command_is_forwarded_to_a_peer_again_only_after_the_window_or_a_reconnect() {
         let mut window = ForwardWindow::default();
         let start = Instant::now();
-        assert_eq!(window.admit(start, 0, &[command(1), command(2)]).len(), 2);
-        assert_eq!(window.admit(start, 1, &[command(1)]).len(), 1, "every peer gets its first copy");
+        assert_eq!(window.admit(start, 0, &[command(1), command(2)]), Admitted::All);
+        assert_eq!(window.admit(start, 1, &[command(1)]), Admitted::All, "every peer gets its first copy");
         let soon = start + Duration::from_millis(20);
-        assert_eq!(window.admit(soon, 0, &[command(1), command(3)]), vec![command(3)]);
+        assert_eq!(window.admit(soon, 0, &[command(1), command(3)]), Admitted::Part(vec![command(3)]));
+        let (two, four) = (command(2), command(4));
+        assert_eq!(
+            window.admit(soon, 0, &[command(4), two.clone(), command(5)]),
+            Admitted::Part(vec![four, command(5)])
+        );
         window.forget_peer(0);
-        assert_eq!(window.admit(soon, 0, &[command(1)]).len(), 1, "a reconnect resets the window");
-        assert!(window.admit(soon, 1, &[command(1)]).is_empty());
+        assert_eq!(window.admit(soon, 0, &[command(1)]), Admitted::All, "a reconnect resets the window");
+        assert_eq!(window.admit(soon, 1, &[command(1)]), Admitted::Nothing);
         let later = start + FORWARD_REPEAT_AFTER;
-        assert_eq!(window.admit(later, 1, &[command(1)]).len(), 1, "past the window it goes again");
+        assert_eq!(window.admit(later, 1, &[command(1)]), Admitted::All, "past the window it goes again");
+        assert_eq!(window.admit(later, 0, &[two]), Admitted::All);
+        assert_eq!(window.admit(later, 0, &[command(1)]), Admitted::Nothing, "sent again at `soon`: still held");
     }
 }

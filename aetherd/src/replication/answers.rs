@@ -3,7 +3,8 @@
 //! answer its first attempt got.
 //!
 //! What it owns: the answer helpers, and a bounded, in-memory table from command id to (a digest of the
-//! command's payload, its apply result), filled as decided slots apply on this node.
+//! command's payload, its apply result), filled as decided slots apply on this node with the writes that
+//! can be retried under their id (`retried_by_id`).
 //! Invariants: at most `capacity` entries, the oldest forgotten first; an id is answered from here only when
 //! the retry's payload digest equals the applied one (otherwise the request key was reused for a different
 //! request). The table is not replicated and not persisted: after a restart, a snapshot install or once an
@@ -60,6 +61,14 @@ impl AppliedResults {
             None => Earlier::Unknown,
         }
     }
+}
+
+/// Whether a command's result is kept for retries. Only a write under a client's own request id is ever
+/// retried under the same id, and those ids all have sequence 0 (`mgmt::RequestKey`: one session per
+/// key); a node's own ids count up from 0 per boot, so its first command of each boot is kept too,
+/// harmlessly. Keeping only these spares every other write a payload digest and a table entry.
+pub fn retried_by_id(id: CommandId) -> bool {
+    id.seq == 0
 }
 
 /// A digest of a command's payload, to tell a retry from a different request under the same id. Only
@@ -130,6 +139,16 @@ mod tests {
         assert_eq!(results.earlier(id(1), digest), Earlier::Same(&ApplyResult::Ok { version: Revision(7) }));
         assert_eq!(results.earlier(id(1), payload_digest(b"put a 2")), Earlier::Different);
         assert_eq!(results.earlier(id(2), digest), Earlier::Unknown);
+    }
+
+    #[test]
+    fn the_results_of_writes_under_a_request_key_are_kept_and_others_not() {
+        for key in ["order-17", "a", "3f1c0d2e-uuid"] {
+            let request = mgmt::RequestKey::derive("scope", key);
+            assert!(retried_by_id(CommandId { client: request.client, seq: request.seq }), "{key}");
+        }
+        assert!(!retried_by_id(CommandId { client: 9, seq: 1 }));
+        assert!(!retried_by_id(CommandId { client: 9, seq: 4095 }));
     }
 
     #[test]

@@ -300,6 +300,33 @@ mod tests {
         }
     }
 
+    /// A command twice in one decided batch applies once, whether the batch is small (scanned) or large
+    /// (a set), and so does one that applied in an earlier slot.
+    #[test]
+    fn a_command_repeated_in_a_batch_or_applied_before_applies_once() {
+        for size in [3u64, 40] {
+            let mut replica = started(1, 0);
+            let first = DecidedSlot { slot: Slot(0), batch: Some(vec![stamped(9, 0, 0, 10)]) };
+            let mut batch: Vec<Command> = (0..size).map(|seq| stamped(5, seq, 0, 10)).collect();
+            batch.push(stamped(5, 1, 2, 11));
+            batch.push(stamped(9, 0, 2, 11));
+            batch.insert(1, stamped(5, size - 1, 2, 11));
+            let second = DecidedSlot { slot: Slot(1), batch: Some(batch) };
+            let out = message(&mut replica, 0, 0, Message::SyncReply { decisions: vec![first, second] });
+            let applied: Vec<Vec<CommandId>> = out
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Decided(d) => Some(d.batch.iter().flatten().map(|c| c.id).collect()),
+                    _ => None,
+                })
+                .collect();
+            let mut expected = vec![CommandId { client: 5, seq: 0 }, CommandId { client: 5, seq: size - 1 }];
+            expected.extend((1..size - 1).map(|seq| CommandId { client: 5, seq }));
+            assert_eq!(applied, vec![vec![CommandId { client: 9, seq: 0 }], expected], "batch of {size}");
+            assert_eq!(replica.stats.duplicates_filtered, 3, "batch of {size}");
+        }
+    }
+
     /// A stale command alone in a batch is its own batch time, so only queues can stop it: once our clock
     /// (pushed forward by a newer stamp, though the local clock is far behind) is past its deadline, it
     /// is dropped from the queue and never proposed.
