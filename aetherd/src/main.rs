@@ -20,6 +20,7 @@ mod managers;
 mod membership;
 mod node;
 mod replication;
+mod repository_listing;
 mod send_refusals;
 mod snapshots;
 mod stop;

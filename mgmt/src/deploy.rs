@@ -38,7 +38,9 @@ fn route_inner(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Re
     }
 }
 
-fn submit(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
+/// Every check a submitted blueprint goes through (the text, its artifacts, ownership), nothing stored:
+/// `POST /api/blueprints` and its dry run `POST /api/blueprints/validate` both start here.
+pub(crate) fn check(backend: &dyn Backend, body: &[u8]) -> Result<(String, control::Blueprint), ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the blueprint is not UTF-8 text"))?;
     let parsed = control::blueprint::parse(text, &|a| backend.artifact_known(a)).map_err(|e| {
         let mut error = ApiError::new(400, "invalid_blueprint", e.to_string());
@@ -46,10 +48,15 @@ fn submit(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
         error
     })?;
     check_ownership(backend, &parsed)?;
+    Ok((text.to_string(), parsed))
+}
+
+fn submit(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
+    let (text, parsed) = check(backend, body)?;
     let key = AetherKey::Blueprint { name: parsed.name.clone() };
     let order: Vec<String> = parsed.order.iter().map(ToString::to_string).collect();
     let name = parsed.name.to_string();
-    let value = BlueprintRecord { toml: text.to_string(), blueprint: parsed }.encode();
+    let value = BlueprintRecord { toml: text, blueprint: parsed }.encode();
     let version = backend.kv_write(Command::Put { key, value })?;
     Ok(Response::new(201, json!({ "name": name, "version": version, "slices": order })))
 }
@@ -84,7 +91,7 @@ fn list(backend: &dyn Backend) -> Result<Response, ApiError> {
     Ok(Response::ok(json!({ "blueprints": items })))
 }
 
-fn parse_name(name: &str) -> Result<Name, ApiError> {
+pub(crate) fn parse_name(name: &str) -> Result<Name, ApiError> {
     Name::parse(name).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
@@ -133,7 +140,7 @@ fn slice_status(
     })
 }
 
-fn instance_json(node: &str, artifact: &Artifact, r: &SliceRecord) -> Value {
+pub(crate) fn instance_json(node: &str, artifact: &Artifact, r: &SliceRecord) -> Value {
     json!({
         "node": node,
         "artifact": artifact.to_string(),
@@ -170,7 +177,7 @@ fn delete(backend: &dyn Backend, name: &str) -> Result<Response, ApiError> {
     Ok(Response::ok(json!({ "name": name, "deleted": true, "version": version })))
 }
 
-fn slice_entries(backend: &dyn Backend) -> Result<Vec<(String, Artifact, SliceRecord)>, ApiError> {
+pub(crate) fn slice_entries(backend: &dyn Backend) -> Result<Vec<(String, Artifact, SliceRecord)>, ApiError> {
     Ok(backend
         .kv_list("slices/", false)?
         .iter()
@@ -220,7 +227,7 @@ fn saturated_instances(backend: &dyn Backend) -> Result<Vec<Value>, ApiError> {
 /// The error with every absolute filesystem path in its detail replaced by `<server path>`: a word that
 /// starts with `/` and has a second `/` (`/var/lib/aether/repo/x.so`), unless it is an API path (`/api/...`).
 /// Trailing punctuation (`:`, `,`, `)`, quotes) stays in place.
-fn without_server_paths(mut error: ApiError) -> ApiError {
+pub(crate) fn without_server_paths(mut error: ApiError) -> ApiError {
     error.detail = hide_paths(&error.detail);
     error
 }

@@ -42,18 +42,25 @@ impl Request {
     }
 }
 
-/// A JSON answer.
+/// An answer: JSON, or (for the few routes that serve a document) raw bytes with their content type.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     pub body: serde_json::Value,
-    /// Extra header fields (`WWW-Authenticate`, CORS); `Content-Type` is always JSON and not listed here.
+    /// Extra header fields (`WWW-Authenticate`, CORS, `Allow`); `Content-Type` is not listed here.
     pub headers: Vec<(String, String)>,
+    /// When set, the answer is these bytes with this content type instead of `body` as JSON.
+    pub raw: Option<(&'static str, Vec<u8>)>,
 }
 
 impl Response {
     pub fn new(status: u16, body: serde_json::Value) -> Response {
-        Response { status, body, headers: Vec::new() }
+        Response { status, body, headers: Vec::new(), raw: None }
+    }
+
+    /// A non-JSON document (`application/yaml`, `text/plain`, ...).
+    pub fn document(status: u16, content_type: &'static str, bytes: Vec<u8>) -> Response {
+        Response { raw: Some((content_type, bytes)), ..Response::new(status, serde_json::Value::Null) }
     }
 
     pub fn ok(body: serde_json::Value) -> Response {
@@ -105,7 +112,10 @@ struct Port {
 
 /// The JSON answer as the HTTP server writes it.
 fn to_http(response: &Response) -> httpd::Response {
-    let mut answer = httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes());
+    let mut answer = match &response.raw {
+        Some((content_type, bytes)) => httpd::Response::new(response.status, content_type, bytes.clone()),
+        None => httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes()),
+    };
     for (name, value) in &response.headers {
         answer = answer.with_header(name, value);
     }
