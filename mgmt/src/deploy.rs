@@ -21,12 +21,18 @@ use control::records::{BlueprintRecord, Record, SliceRecord, TargetRecord};
 use kvstore::{AetherKey, Artifact, Command, Name};
 use serde_json::{json, Value};
 
+/// A blueprint name the API keeps for itself: `/api/blueprints/validate` is the dry run, not a blueprint.
+pub(crate) const RESERVED_NAME: &str = "validate";
+
 pub fn route(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Response, ApiError> {
     route_inner(backend, req, rest).map_err(without_server_paths)
 }
 
 fn route_inner(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Response, ApiError> {
     match (req.method.as_str(), rest) {
+        (method, [RESERVED_NAME]) => {
+            Err(ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on /{}", req.path)))
+        }
         ("POST" | "PUT", []) => submit(backend, &req.body),
         ("GET", []) => list(backend),
         ("GET", [name]) => show(backend, name),
@@ -47,6 +53,14 @@ pub(crate) fn check(backend: &dyn Backend, body: &[u8]) -> Result<(String, contr
         error.extra = Some(json!({ "line": e.line, "field": e.field }));
         error
     })?;
+    if parsed.name.as_str() == RESERVED_NAME {
+        let line = text.lines().position(|l| l.trim_start().starts_with("name")).map(|i| i + 1);
+        let detail =
+            format!("name: '{RESERVED_NAME}' is reserved (POST /api/blueprints/{RESERVED_NAME} is the dry run)");
+        let mut error = ApiError::new(400, "invalid_blueprint", detail);
+        error.extra = Some(json!({ "line": line, "field": "name" }));
+        return Err(error);
+    }
     check_ownership(backend, &parsed)?;
     Ok((text.to_string(), parsed))
 }

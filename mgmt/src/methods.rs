@@ -18,8 +18,8 @@ pub const PATHS: &[(&str, &str)] = &[
     ("api/artifacts", "GET, HEAD"),
     ("api/artifacts/*/*/*", "POST, PUT"),
     ("api/blueprints", "GET, HEAD, POST, PUT"),
-    // A blueprint may be named `validate`: it is read and deleted like any other.
-    ("api/blueprints/validate", "GET, HEAD, POST, DELETE"),
+    // `validate` is a reserved blueprint name: this path is the dry run only.
+    ("api/blueprints/validate", "POST"),
     ("api/blueprints/*", "GET, HEAD, DELETE"),
     ("api/blueprints/*/status", "GET, HEAD"),
     ("api/blueprints/*/reset", "POST"),
@@ -55,7 +55,7 @@ mod tests {
         assert_eq!(allowed("api/health"), Some("GET, HEAD"));
         assert_eq!(allowed("api/kv/user/a/b"), Some("GET, HEAD, POST, PUT, DELETE"));
         assert_eq!(allowed("api/blueprints/shop/status"), Some("GET, HEAD"));
-        assert_eq!(allowed("api/blueprints/validate"), Some("GET, HEAD, POST, DELETE"));
+        assert_eq!(allowed("api/blueprints/validate"), Some("POST"));
         assert_eq!(allowed("api/blueprints/a/b/c"), None);
         assert_eq!(allowed("api/kv/"), None, "an empty key segment is no path");
         assert_eq!(allowed("api/nope"), None);

@@ -38,6 +38,13 @@ fn validate_refuses_what_a_post_refuses_with_the_same_answer() {
         assert_eq!((dry.status, dry.body.clone()), (real.status, real.body), "{body}");
         assert_eq!(dry.body["error"], json!("invalid_blueprint"));
     }
+    let reserved = "name = \"validate\"\n[[slices]]\nartifact = \"org.example:z:1.0.0\"\n";
+    for path in ["api/blueprints", "api/blueprints/validate"] {
+        let refused = backend.call("POST", path, reserved);
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert_eq!((refused.body["line"].clone(), refused.body["field"].clone()), (json!(1), json!("name")));
+    }
+    assert_eq!(backend.call("GET", "api/blueprints/validate", "").status, 405);
     let conflict = backend.call("POST", "api/blueprints/validate", SHOP);
     assert_eq!(conflict.status, 409, "{}", conflict.body);
     let not_text = crate::api::route(
@@ -114,6 +121,7 @@ fn a_wrong_method_is_405_with_allow_and_an_unknown_path_404() {
         ("GET", "api/blueprints/shop/reset", "POST"),
         ("GET", "api/keys/0123456789abcdef", "DELETE"),
         ("DELETE", "api/openapi.yaml", "GET, HEAD"),
+        ("DELETE", "api/blueprints/validate", "POST"),
     ] {
         let answer = serve(method, path);
         assert_eq!(answer.status, 405, "{method} {path}: {}", answer.body);
