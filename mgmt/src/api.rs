@@ -153,7 +153,7 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         _ if crate::methods::allowed(&req.path).is_some() => {
             Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /{}", req.method, req.path)))
         }
-        _ => Err(ApiError::not_found(format!("no such path: {} /{}", req.method, req.path))),
+        _ => Err(ApiError::not_found(format!("no such path: /{}", crate::auth::clip(&req.path)))),
     };
     result.unwrap_or_else(Response::from)
 }

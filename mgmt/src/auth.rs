@@ -328,7 +328,7 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Client-supplied text quoted in an error, cut short.
-fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     text.chars().take(100).filter(|c| !c.is_control()).collect()
 }
 
