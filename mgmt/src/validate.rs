@@ -16,7 +16,8 @@ use crate::server::Response;
 use control::cluster::{reconcile, ClusterState, Liveness};
 use control::lifecycle::{DesiredState, SliceState};
 use control::records::{BlueprintRecord, Record, SliceRecord};
-use kvstore::{AetherKey, Artifact, Command, KvState, NodeId};
+use control::write::Versioned;
+use kvstore::{AetherKey, Artifact, Command, KvState, NodeId, Revision};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -92,15 +93,22 @@ fn dry_run(
     down: BTreeSet<NodeId>,
     now_ms: u64,
 ) -> BTreeMap<Artifact, Vec<NodeId>> {
+    // Blueprints never change during the run: decoded once (a decode parses the TOML again) and kept out of
+    // the copy, which holds the keys the run writes (targets and slice records).
+    let mut blueprints = ClusterState::default();
     let mut kv = KvState::new();
-    let own_key = AetherKey::Blueprint { name: record.blueprint.name.clone() };
     for entry in entries {
         let Ok(key) = entry.key.parse::<AetherKey>() else { continue };
-        if key != own_key {
-            kv.apply_command(Command::Put { key, value: entry.value.clone() }, &mut |_| {});
+        match key {
+            AetherKey::Blueprint { ref name } if *name == record.blueprint.name => {}
+            AetherKey::Blueprint { .. } => blueprints.insert(&key, &entry.value, Revision(entry.version)),
+            _ => {
+                kv.apply_command(Command::Put { key, value: entry.value.clone() }, &mut |_| {});
+            }
         }
     }
-    kv.apply_command(Command::Put { key: own_key, value: record.encode() }, &mut |_| {});
+    let own = Versioned { value: record.clone(), version: Revision(u64::MAX) };
+    blueprints.blueprints.insert(record.blueprint.name.clone(), own);
     if live.is_empty() {
         return BTreeMap::new();
     }
@@ -108,7 +116,8 @@ fn dry_run(
     // removals of their records apply.
     let liveness = Liveness { live, dead: down.into_iter().map(|node| (node, None)).collect() };
     for _ in 0..ROUNDS_MAX {
-        let state = ClusterState::from_entries(kv.list(""));
+        let mut state = ClusterState::from_entries(kv.list(""));
+        state.blueprints.clone_from(&blueprints.blueprints);
         let mut changed = false;
         for write in reconcile(&state, &liveness, now_ms) {
             changed |= applied(kv.apply_command(write.to_command(), &mut |_| {}));
