@@ -1,5 +1,6 @@
 //! The management API against its OpenAPI document (`mgmt/openapi.yaml`), checked by schemathesis, a tool
-//! nobody here wrote: a live 3-node cluster with a deployed blueprint, every documented operation called with
+//! nobody here wrote: a live 3-node cluster with authentication on (schemathesis sends the admin key) and a
+//! deployed blueprint, every documented operation called with
 //! generated inputs (valid and invalid), and every answer checked: no 5xx, a documented status, the
 //! documented content type, and a body valid against the documented schema.
 //!
@@ -35,7 +36,7 @@ fn start() -> LocalCluster {
     let repo = example_slices_repo().unwrap();
     let dir = std::env::temp_dir().join(format!("aether-contract-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut spec = ClusterSpec::new(3, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")));
+    let mut spec = ClusterSpec::new(3, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd"))).with_auth();
     spec.env.clear();
     spec.extra_args = vec!["--repo".into(), repo.display().to_string()];
     let c = LocalCluster::start(spec).unwrap();
@@ -79,6 +80,10 @@ fn the_management_api_keeps_its_openapi_contract() {
     assert_eq!(still.status, 200, "the deployed blueprint is gone: {}", still.text());
     let delete = run(&st, &c, &seed, &["--include-operation-id", "blueprintDelete"]);
     assert!(everything && delete, "schemathesis found answers that break the contract (seed {seed}); see above");
+    // Kept when the test fails, for the nodes' logs.
+    let dir = c.spec.dir.clone();
+    drop(c);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// One schemathesis run against node 1 with `filters`; whether it found nothing.
@@ -89,6 +94,8 @@ fn run(st: &Path, c: &LocalCluster, seed: &str, filters: &[&str]) -> bool {
     std::fs::create_dir_all(&work).unwrap();
     let mut command = Command::new(st);
     command.current_dir(&work).arg("run").arg(&document).args(filters);
+    let key = c.spec.admin_key.clone().unwrap_or_default();
+    command.args(["-H", &format!("Authorization: Bearer {key}")]);
     if let Ok(only) = std::env::var("AETHER_CONTRACT_ONLY") {
         command.args(["--include-path-regex", &only]);
     }
