@@ -1,7 +1,9 @@
 //! `GET /api/blueprints/{name}/status`: one word for how a blueprint is doing, and per slice the counts and
 //! instances behind it.
 //!
-//! The state is derived from the stored records alone (the blueprint, its targets and slice records):
+//! The state is derived from the stored records (the blueprint, its targets and slice records) and from which
+//! nodes this node can reach: an instance on an unreachable node counts as neither ACTIVE nor starting (the
+//! leader re-places it once the node's lease expires), and is shown with `"reachable": false`.
 //! - `failed`: a slice is quarantined, or has FAILED instances and none ACTIVE or starting;
 //! - `running`: every slice has as many ACTIVE instances as it wants (or one on every configured node when
 //!   it wants more than there are nodes);
@@ -34,7 +36,10 @@ pub fn status(backend: &dyn Backend, name: &str) -> Result<Response, ApiError> {
     let key = AetherKey::Blueprint { name: parse_name(name)? };
     let entry = backend.kv_get(&key, false)?.ok_or_else(|| ApiError::not_found(format!("no blueprint '{name}'")))?;
     let record = BlueprintRecord::decode(&entry.value).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
-    let nodes = backend.cluster_view().map(|v| v.nodes.len()).unwrap_or(usize::MAX).max(1);
+    let view = backend.cluster_view().ok();
+    let nodes = view.as_ref().map_or(usize::MAX, |v| v.nodes.len()).max(1);
+    let unreachable: Vec<String> =
+        view.iter().flat_map(|v| v.nodes.iter()).filter(|n| !n.is_self && !n.connected).map(|n| n.id.clone()).collect();
     let slices = slice_entries(backend)?;
     let targets = backend.kv_list("targets/", true)?;
     let mut all_counts = Vec::new();
@@ -43,8 +48,11 @@ pub fn status(backend: &dyn Backend, name: &str) -> Result<Response, ApiError> {
         let Some(spec) = record.blueprint.slice(artifact) else { continue };
         let target_key = AetherKey::Target { artifact: artifact.clone() }.to_string();
         let target = targets.iter().find(|t| t.key == target_key).and_then(|t| TargetRecord::decode(&t.value).ok());
-        let mine: Vec<(&String, &SliceRecord)> =
-            slices.iter().filter(|(_, a, _)| a == artifact).map(|(node, _, r)| (node, r)).collect();
+        let mine: Vec<Placed> = slices
+            .iter()
+            .filter(|(_, a, _)| a == artifact)
+            .map(|(node, _, r)| Placed { node, record: r, reachable: !unreachable.contains(node) })
+            .collect();
         let wanted = usize::try_from(spec.instances).unwrap_or(usize::MAX).min(nodes);
         let counts = count(&mine, wanted, target.as_ref().is_some_and(|t| t.failures.quarantined));
         all_counts.push(counts);
@@ -58,12 +66,20 @@ pub fn status(backend: &dyn Backend, name: &str) -> Result<Response, ApiError> {
     })))
 }
 
-fn count(instances: &[(&String, &SliceRecord)], wanted: usize, quarantined: bool) -> Counts {
+/// One instance of a slice: its node, its record, and whether this node can reach that node.
+struct Placed<'a> {
+    node: &'a String,
+    record: &'a SliceRecord,
+    reachable: bool,
+}
+
+fn count(instances: &[Placed], wanted: usize, quarantined: bool) -> Counts {
     let mut counts = Counts { wanted, quarantined, ..Counts::default() };
-    for (_, record) in instances {
+    for Placed { record, reachable, .. } in instances {
         match record.state {
-            SliceState::Active => counts.active += 1,
             SliceState::Failed => counts.failed += 1,
+            _ if !reachable => {}
+            SliceState::Active => counts.active += 1,
             _ if record.desired == DesiredState::Active => counts.starting += 1,
             _ => {}
         }
@@ -88,14 +104,22 @@ fn slice_json(
     artifact: &Artifact,
     desired: u32,
     counts: Counts,
-    instances: &[(&String, &SliceRecord)],
+    instances: &[Placed],
     target: Option<&TargetRecord>,
 ) -> Value {
-    let reason =
-        target.and_then(|t| t.failures.reason.clone()).or_else(|| instances.iter().find_map(|(_, r)| r.error.clone()));
+    let reason = target
+        .and_then(|t| t.failures.reason.clone())
+        .or_else(|| instances.iter().find_map(|p| p.record.error.clone()));
     let instances: Vec<Value> = instances
         .iter()
-        .map(|(node, r)| json!({ "node": node, "state": r.state.as_str(), "since": r.since_ms }))
+        .map(|p| {
+            json!({
+                "node": p.node,
+                "state": p.record.state.as_str(),
+                "since": p.record.since_ms,
+                "reachable": p.reachable,
+            })
+        })
         .collect();
     json!({
         "artifact": artifact.to_string(),

@@ -73,9 +73,17 @@ fn blueprint_status_counts_instances_and_names_the_state() {
     assert_eq!(failed.body["state"], json!("failed"), "{}", failed.body);
     let b = &failed.body["slices"][1];
     assert_eq!((b["failed"].clone(), b["reason"].clone()), (json!(1), json!("boom")));
-    assert_eq!(failed.body["slices"][0]["instances"][0], json!({"node": "node-1", "state": "ACTIVE", "since": 7}));
+    let first = json!({"node": "node-1", "state": "ACTIVE", "since": 7, "reachable": true});
+    assert_eq!(failed.body["slices"][0]["instances"][0], first);
     backend.put("slices/node-1/org.example:b:1.0.0", &slice("ACTIVE", None));
     assert_eq!(backend.call("GET", "api/blueprints/shop/status", "").body["state"], json!("running"));
+    // node-3 is unreachable from here: its instance does not count until the leader places it again.
+    backend.remove("slices/node-2/org.example:a:1.0.0");
+    backend.put("slices/node-3/org.example:a:1.0.0", &slice("ACTIVE", None));
+    let degraded = backend.call("GET", "api/blueprints/shop/status", "");
+    assert_eq!(degraded.body["state"], json!("degraded"), "{}", degraded.body);
+    assert_eq!(degraded.body["slices"][0]["active"], json!(1));
+    assert_eq!(degraded.body["slices"][0]["instances"][1]["reachable"], json!(false));
     assert_eq!(backend.call("GET", "api/blueprints/nope/status", "").status, 404);
     assert_eq!(backend.call("GET", "api/blueprints/no%20pe/status", "").status, 400);
 }

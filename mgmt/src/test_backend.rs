@@ -30,6 +30,11 @@ impl StoreBackend {
         self.kv.lock().unwrap().apply_command(command, &mut |_| {});
     }
 
+    pub fn remove(&self, key: &str) {
+        let command = Command::Remove { key: key.parse().unwrap() };
+        self.kv.lock().unwrap().apply_command(command, &mut |_| {});
+    }
+
     pub fn kv_len(&self) -> usize {
         self.kv.lock().unwrap().list("").count()
     }
