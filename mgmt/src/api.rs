@@ -150,6 +150,7 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         ("GET", ["health", "ready"]) => Ok(crate::health::ready(backend)),
         ("POST" | "PUT", ["api", "debug", "faults"]) => set_faults(backend, &req.body),
         ("DELETE", ["api", "debug", "faults"]) => backend.set_faults(Vec::new()).map(|()| Response::ok(json!({}))),
+        // Routes go above: these two arms answer whatever no route took (405 on a known path, else 404).
         _ if crate::methods::allowed(&req.path).is_some() => {
             Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /{}", req.method, req.path)))
         }
