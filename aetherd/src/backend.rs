@@ -181,6 +181,10 @@ impl Backend for NodeBackend {
         }
     }
 
+    fn artifacts(&self) -> Result<Vec<mgmt::ArtifactInfo>, ApiError> {
+        Ok(crate::repository_listing::list(&self.repository))
+    }
+
     fn http_ports(&self) -> Vec<(String, bool)> {
         let ports = self.http_ports.lock().unwrap_or_else(|e| e.into_inner());
         ports.iter().map(|(name, flag)| (name.clone(), flag.load(std::sync::atomic::Ordering::SeqCst))).collect()

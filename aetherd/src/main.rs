@@ -21,6 +21,7 @@ mod membership;
 mod metrics;
 mod node;
 mod replication;
+mod repository_listing;
 mod send_refusals;
 mod snapshots;
 mod stop;

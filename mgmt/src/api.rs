@@ -124,6 +124,10 @@ pub trait Backend: Send + Sync + 'static {
     fn metrics(&self) -> Option<std::sync::Arc<telemetry::Board>> {
         None
     }
+    /// The slice libraries in this node's repository (`GET /api/artifacts`).
+    fn artifacts(&self) -> Result<Vec<crate::ArtifactInfo>, ApiError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Answers one request.
@@ -134,7 +138,12 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
     let segments: Vec<&str> = req.path.split('/').collect();
     let result = match (req.method.as_str(), segments.as_slice()) {
         (_, ["api", "kv"]) => crate::kv::route(backend, req, None),
+        ("POST", ["api", "blueprints", "validate"]) => crate::validate::validate(backend, &req.body),
+        ("GET", ["api", "blueprints", name, "status"]) => crate::blueprint_status::status(backend, name),
         (_, ["api", "blueprints", rest @ ..]) => crate::deploy::route(backend, req, rest),
+        ("GET", ["api", "routes"]) => crate::listings::routes(backend),
+        ("GET", ["api", "artifacts"]) => crate::listings::artifacts(backend),
+        ("GET", ["api", "openapi.yaml"]) => Ok(crate::openapi::document()),
         ("GET", ["api", "slices"]) => crate::deploy::slices(backend),
         ("POST" | "PUT", ["api", "artifacts", group, artifact, version]) => {
             upload(backend, &format!("{group}:{artifact}:{version}"), req)
@@ -149,10 +158,11 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         ("GET", ["health", "ready"]) => Ok(crate::health::ready(backend)),
         ("POST" | "PUT", ["api", "debug", "faults"]) => set_faults(backend, &req.body),
         ("DELETE", ["api", "debug", "faults"]) => backend.set_faults(Vec::new()).map(|()| Response::ok(json!({}))),
-        (_, ["api", "health" | "nodes" | "status"]) | (_, ["api", "debug", "faults"]) => {
+        // Routes go above: these two arms answer whatever no route took (405 on a known path, else 404).
+        _ if crate::methods::allowed(&req.path).is_some() => {
             Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /{}", req.method, req.path)))
         }
-        _ => Err(ApiError::not_found(format!("no such path: {} /{}", req.method, req.path))),
+        _ => Err(ApiError::not_found(format!("no such path: /{}", crate::auth::clip(&req.path)))),
     };
     result.unwrap_or_else(Response::from)
 }

@@ -72,12 +72,23 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "api/status", Access::Role(Role::Viewer)),
     ("GET", "api/nodes", Access::Role(Role::Viewer)),
     ("GET", "api/slices", Access::Role(Role::Viewer)),
+    ("GET", "api/routes", Access::Role(Role::Viewer)),
+    ("GET", "api/artifacts", Access::Role(Role::Viewer)),
+    ("GET", "api/openapi.yaml", Access::Role(Role::Viewer)),
     ("GET", "metrics", Access::Role(Role::Viewer)),
     ("GET", "api/metrics", Access::Role(Role::Viewer)),
     ("GET", "api/metrics/history", Access::Role(Role::Viewer)),
     ("GET", "api/invocation-metrics", Access::Role(Role::Viewer)),
     ("GET", "api/invocation-metrics/slow", Access::Role(Role::Viewer)),
+    ("GET", "api/events", Access::Role(Role::Viewer)),
+    ("GET", "api/events/stream", Access::Role(Role::Viewer)),
+    ("GET", "api/log-levels", Access::Role(Role::Viewer)),
+    ("PUT|DELETE", "api/log-levels/*", Access::Role(Role::Operator)),
+    ("GET", "api/config", Access::Role(Role::Viewer)),
+    ("PUT|DELETE", "api/config/*", Access::Role(Role::Admin)),
     ("GET", "api/blueprints/**", Access::Role(Role::Viewer)),
+    // A dry run: the checks of a post, nothing stored.
+    ("POST", "api/blueprints/validate", Access::Role(Role::Viewer)),
     ("POST", "api/blueprints/*/reset", Access::Role(Role::Operator)),
     ("POST|PUT|DELETE", "api/blueprints/**", Access::Role(Role::Operator)),
     ("GET", "api/kv", Access::Role(Role::Viewer)),
@@ -99,7 +110,7 @@ pub fn access_for(method: &str, path: &str) -> Access {
         .map_or(Access::Role(Role::Admin), |(_, _, access)| *access)
 }
 
-fn matches(pattern: &str, segments: &[&str]) -> bool {
+pub(crate) fn matches(pattern: &str, segments: &[&str]) -> bool {
     let parts: Vec<&str> = pattern.split('/').collect();
     for (i, part) in parts.iter().enumerate() {
         if *part == "**" && i + 1 == parts.len() {
@@ -317,7 +328,7 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Client-supplied text quoted in an error, cut short.
-fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     text.chars().take(100).filter(|c| !c.is_control()).collect()
 }
 
@@ -385,10 +396,21 @@ pub fn serve(auth: &Auth, backend: &dyn Backend, req: &Request) -> Response {
     if response.status == 401 {
         response = response.with_header("WWW-Authenticate", "Bearer realm=\"aether\"");
     }
+    if response.status == 405 {
+        response = with_allow(response, req);
+    }
     if let Some(origin) = req.header("origin").filter(|o| auth.origin_allowed(o)) {
         response = response.with_header("Access-Control-Allow-Origin", origin).with_header("Vary", "Origin");
     }
     response
+}
+
+/// A 405 names the methods the path answers in `Allow`; one on a path the API does not have is a 404.
+fn with_allow(response: Response, req: &Request) -> Response {
+    match crate::methods::allowed(&req.path) {
+        Some(methods) => response.with_header("Allow", methods),
+        None => Response::from(ApiError::not_found(format!("no such path: /{}", clip(&req.path)))),
+    }
 }
 
 /// A fresh random value from the kernel, as lower-case hex.

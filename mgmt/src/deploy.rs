@@ -21,12 +21,18 @@ use control::records::{BlueprintRecord, Record, SliceRecord, TargetRecord};
 use kvstore::{AetherKey, Artifact, Command, Name};
 use serde_json::{json, Value};
 
+/// A blueprint name the API keeps for itself: `/api/blueprints/validate` is the dry run, not a blueprint.
+pub(crate) const RESERVED_NAME: &str = "validate";
+
 pub fn route(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Response, ApiError> {
     route_inner(backend, req, rest).map_err(without_server_paths)
 }
 
 fn route_inner(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Response, ApiError> {
     match (req.method.as_str(), rest) {
+        (method, [RESERVED_NAME]) => {
+            Err(ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on /{}", req.path)))
+        }
         ("POST" | "PUT", []) => submit(backend, &req.body),
         ("GET", []) => list(backend),
         ("GET", [name]) => show(backend, name),
@@ -38,18 +44,33 @@ fn route_inner(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Re
     }
 }
 
-fn submit(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
+/// Every check a submitted blueprint goes through (the text, its artifacts, ownership), nothing stored:
+/// `POST /api/blueprints` and its dry run `POST /api/blueprints/validate` both start here.
+pub(crate) fn check(backend: &dyn Backend, body: &[u8]) -> Result<(String, control::Blueprint), ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the blueprint is not UTF-8 text"))?;
     let parsed = control::blueprint::parse(text, &|a| backend.artifact_known(a)).map_err(|e| {
         let mut error = ApiError::new(400, "invalid_blueprint", e.to_string());
         error.extra = Some(json!({ "line": e.line, "field": e.field }));
         error
     })?;
+    if parsed.name.as_str() == RESERVED_NAME {
+        let line = text.lines().position(|l| l.trim_start().starts_with("name")).map(|i| i + 1);
+        let detail =
+            format!("name: '{RESERVED_NAME}' is reserved (POST /api/blueprints/{RESERVED_NAME} is the dry run)");
+        let mut error = ApiError::new(400, "invalid_blueprint", detail);
+        error.extra = Some(json!({ "line": line, "field": "name" }));
+        return Err(error);
+    }
     check_ownership(backend, &parsed)?;
+    Ok((text.to_string(), parsed))
+}
+
+fn submit(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
+    let (text, parsed) = check(backend, body)?;
     let key = AetherKey::Blueprint { name: parsed.name.clone() };
     let order: Vec<String> = parsed.order.iter().map(ToString::to_string).collect();
     let name = parsed.name.to_string();
-    let value = BlueprintRecord { toml: text.to_string(), blueprint: parsed }.encode();
+    let value = BlueprintRecord { toml: text, blueprint: parsed }.encode();
     let version = backend.kv_write(Command::Put { key, value })?;
     Ok(Response::new(201, json!({ "name": name, "version": version, "slices": order })))
 }
@@ -84,7 +105,7 @@ fn list(backend: &dyn Backend) -> Result<Response, ApiError> {
     Ok(Response::ok(json!({ "blueprints": items })))
 }
 
-fn parse_name(name: &str) -> Result<Name, ApiError> {
+pub(crate) fn parse_name(name: &str) -> Result<Name, ApiError> {
     Name::parse(name).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
@@ -133,7 +154,7 @@ fn slice_status(
     })
 }
 
-fn instance_json(node: &str, artifact: &Artifact, r: &SliceRecord) -> Value {
+pub(crate) fn instance_json(node: &str, artifact: &Artifact, r: &SliceRecord) -> Value {
     json!({
         "node": node,
         "artifact": artifact.to_string(),
@@ -170,7 +191,7 @@ fn delete(backend: &dyn Backend, name: &str) -> Result<Response, ApiError> {
     Ok(Response::ok(json!({ "name": name, "deleted": true, "version": version })))
 }
 
-fn slice_entries(backend: &dyn Backend) -> Result<Vec<(String, Artifact, SliceRecord)>, ApiError> {
+pub(crate) fn slice_entries(backend: &dyn Backend) -> Result<Vec<(String, Artifact, SliceRecord)>, ApiError> {
     Ok(backend
         .kv_list("slices/", false)?
         .iter()
@@ -220,7 +241,7 @@ fn saturated_instances(backend: &dyn Backend) -> Result<Vec<Value>, ApiError> {
 /// The error with every absolute filesystem path in its detail replaced by `<server path>`: a word that
 /// starts with `/` and has a second `/` (`/var/lib/aether/repo/x.so`), unless it is an API path (`/api/...`).
 /// Trailing punctuation (`:`, `,`, `)`, quotes) stays in place.
-fn without_server_paths(mut error: ApiError) -> ApiError {
+pub(crate) fn without_server_paths(mut error: ApiError) -> ApiError {
     error.detail = hide_paths(&error.detail);
     error
 }

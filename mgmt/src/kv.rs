@@ -39,7 +39,11 @@ impl KvEntry {
 }
 
 pub fn route(backend: &dyn Backend, req: &Request, key: Option<&str>) -> Result<Response, ApiError> {
-    let stale = req.query_value("stale").is_some_and(|v| v == "true" || v == "1");
+    let stale = match req.query_value("stale") {
+        None | Some("false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(_) => return Err(ApiError::bad_request("stale: use true, false, 1 or 0")),
+    };
     match (req.method.as_str(), key) {
         ("GET", None) => list(backend, req, stale),
         ("GET", Some(key)) => get(backend, readable(parse_key(key)?)?, stale),

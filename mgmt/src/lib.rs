@@ -13,6 +13,7 @@
 
 mod api;
 mod auth;
+mod blueprint_status;
 mod deploy;
 mod error;
 mod health;
@@ -20,7 +21,16 @@ mod idempotency;
 mod keys;
 mod kv;
 mod metrics;
+mod listings;
+mod methods;
+mod openapi;
 mod server;
+mod validate;
+
+#[cfg(test)]
+mod routes_tests;
+#[cfg(test)]
+mod test_backend;
 
 pub use api::{route, ArtifactUpload, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};
 pub use auth::{access_for, screen, serve, Access, Auth, AuthConfig, Role, ROUTES};
@@ -28,4 +38,7 @@ pub use error::ApiError;
 pub use idempotency::{request_key, RequestKey, IDEMPOTENCY_KEY_BYTES_MAX};
 pub use keys::KeyRecord;
 pub use kv::{base64, KvEntry};
+pub use listings::ArtifactInfo;
+pub use methods::allowed as allowed_methods;
+pub use openapi::OPENAPI_YAML;
 pub use server::{body_limit, http_config, Request, Response, Server, ARTIFACT_BYTES_MAX, BODY_BYTES_MAX};

@@ -42,7 +42,7 @@ impl Request {
     }
 }
 
-/// A JSON answer.
+/// An answer: JSON, or (for the few routes that serve a document) raw bytes with their content type.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
@@ -61,6 +61,11 @@ impl Response {
     /// A 200 answer whose body is `bytes` of `content_type` rather than JSON.
     pub fn text(content_type: &str, bytes: Vec<u8>) -> Response {
         Response { text: Some((content_type.to_owned(), bytes)), ..Response::ok(serde_json::Value::Null) }
+    }
+
+    /// A non-JSON document (`application/yaml`, `text/plain`, ...).
+    pub fn document(status: u16, content_type: &str, bytes: Vec<u8>) -> Response {
+        Response { text: Some((content_type.to_owned(), bytes)), ..Response::new(status, serde_json::Value::Null) }
     }
 
     pub fn ok(body: serde_json::Value) -> Response {
@@ -210,8 +215,8 @@ fn parse(request: httpd::Request) -> Result<Request, ApiError> {
     if method == "HEAD" {
         method = "GET".to_owned();
     }
-    let url = request.target;
-    let (raw_path, raw_query) = url.split_once('?').unwrap_or((&url, ""));
+    let url = origin_form(&request.target);
+    let (raw_path, raw_query) = url.split_once('?').unwrap_or((url, ""));
     let path = percent_decode(raw_path.trim_start_matches('/'))?;
     let query = raw_query
         .split('&')
@@ -222,6 +227,19 @@ fn parse(request: httpd::Request) -> Result<Request, ApiError> {
         })
         .collect::<Result<_, ApiError>>()?;
     Ok(Request { method, path, query, body: request.body, headers: request.headers, peer: request.peer })
+}
+
+/// The path and query of a request target: an absolute-form target (`http://host/path?q`, which RFC 9112
+/// says a server must accept) loses its scheme and authority.
+fn origin_form(target: &str) -> &str {
+    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+    let Some(rest) = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| lower.starts_with(scheme).then(|| target.get(scheme.len()..)).flatten())
+    else {
+        return target;
+    };
+    rest.find(['/', '?']).map_or("/", |at| &rest[at..])
 }
 
 /// Decodes `%XX` escapes (and `+` as space in queries is left alone: paths and keys keep `+`).
@@ -251,6 +269,16 @@ pub fn percent_decode(s: &str) -> Result<String, ApiError> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn absolute_form_targets_are_read_as_their_path() {
+        assert_eq!(origin_form("/api/status?x=1"), "/api/status?x=1");
+        assert_eq!(origin_form("http://localhost:8080/api/status?x=1"), "/api/status?x=1");
+        assert_eq!(origin_form("HTTPS://h/api/kv"), "/api/kv");
+        assert_eq!(origin_form("http://h"), "/");
+        assert_eq!(origin_form("http://h?q"), "?q");
+        assert_eq!(origin_form("http:/"), "http:/");
+    }
 
     #[test]
     fn percent_decoding() {

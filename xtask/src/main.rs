@@ -6,6 +6,7 @@
 mod bench;
 mod certs;
 mod cluster;
+mod contract;
 mod fuzz;
 mod signing;
 mod sim;
@@ -19,7 +20,8 @@ use std::process::ExitCode;
 type TaskResult = Result<(), String>;
 
 const USAGE: &str = "usage: cargo xtask <task>
-  test                         fmt check, clippy, the whole test suite (nextest)
+  test                         fmt check, clippy, the whole test suite (nextest), then the API contract
+  contract                     the management API against mgmt/openapi.yaml (schemathesis, 3-node cluster)
   run                          a local 3-node cluster in the foreground (Ctrl-C stops it)
   cluster up N | down          start N aetherd processes in the background / stop them
   sim [--seeds N] [--replicas 3|5] [--faults ...]   deterministic consensus simulation
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
     };
     let result = match task.as_str() {
         "test" => test::test(rest),
+        "contract" => contract::contract(rest),
         "run" => cluster::run_local(rest),
         "cluster" => cluster::cluster(rest),
         "fuzz" => fuzz::fuzz(rest),

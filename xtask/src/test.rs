@@ -1,5 +1,5 @@
 //! `cargo xtask test`: formatting, lints, the example slices, then every test of the workspace under
-//! nextest. The slices are built here, once, with this workspace's target directory, and handed to the
+//! nextest, then the management API's contract test (schemathesis; see `contract`). The slices are built here, once, with this workspace's target directory, and handed to the
 //! tests as `AETHER_SLICES_REPO`; otherwise the first test that needs them builds them (and this task's
 //! own dependencies) in a target directory of its own while other tests wait.
 
@@ -22,5 +22,8 @@ pub fn test(args: &[String]) -> crate::TaskResult {
     let mut nextest = cargo();
     nextest.env("AETHER_SLICES_REPO", &repo);
     nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(args);
-    run(nextest)
+    let suite = run(nextest);
+    // The API contract (schemathesis, ignored by nextest) runs even when the suite failed, so one run reports both.
+    let contract = crate::contract::run_contract(&repo);
+    suite.and(contract)
 }

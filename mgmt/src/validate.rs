@@ -1,0 +1,215 @@
+//! `POST /api/blueprints/validate`: the dry run of `POST /api/blueprints`.
+//!
+//! The blueprint goes through exactly the checks a post makes (`deploy::check`: text, artifacts, ownership),
+//! then the leader's own placement (`control::cluster::reconcile`) runs on a private copy of the cluster's
+//! deployment keys with the blueprint added, as if it had been stored: rounds of the leader's writes, each
+//! followed by every placed instance starting (the nodes' part), until nothing changes. What the copy then
+//! holds is the answer: which nodes would run each slice of the blueprint.
+//!
+//! Invariants: nothing is written to the cluster (the copy is a local `KvState` dropped at the end); the
+//! simulation is bounded by [`ROUNDS_MAX`]; nodes this node cannot reach count as down, as the leader would
+//! judge them once their leases expire, and the answer says so in `warnings`.
+
+use crate::api::Backend;
+use crate::error::ApiError;
+use crate::server::Response;
+use control::cluster::{reconcile, ClusterState, Liveness};
+use control::lifecycle::{DesiredState, SliceState};
+use control::records::{BlueprintRecord, Record, SliceRecord};
+use control::write::Versioned;
+use kvstore::{AetherKey, Artifact, Command, KvState, NodeId, Revision};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most rounds of leader writes and node starts simulated; a dependency chain needs one round per level,
+/// and a blueprint has at most `control::blueprint::SLICES_MAX` slices.
+pub const ROUNDS_MAX: usize = control::blueprint::SLICES_MAX + 8;
+
+/// The namespaces placement reads.
+const PLACEMENT_PREFIXES: [&str; 3] = ["blueprints/", "targets/", "slices/"];
+
+pub fn validate(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
+    let (toml, blueprint) = crate::deploy::check(backend, body)?;
+    let view = backend.cluster_view()?;
+    let mut entries = Vec::new();
+    for prefix in PLACEMENT_PREFIXES {
+        entries.extend(backend.kv_list(prefix, true)?);
+    }
+    let mut warnings = Vec::new();
+    let blueprint_key = AetherKey::Blueprint { name: blueprint.name.clone() }.to_string();
+    if let Some(old) = entries.iter().find(|e| e.key == blueprint_key) {
+        warnings.push(format!("replaces the stored blueprint '{}' (version {})", blueprint.name, old.version));
+    }
+    let mut live = BTreeSet::new();
+    let mut down = BTreeSet::new();
+    for node in &view.nodes {
+        let Ok(id) = NodeId::parse(&node.id) else { continue };
+        if node.is_self || node.connected {
+            live.insert(id);
+        } else {
+            warnings.push(format!("{} is not reachable from this node; counted as down", node.id));
+            down.insert(id);
+        }
+    }
+    let order = blueprint.order.clone();
+    let name = blueprint.name.to_string();
+    let record = BlueprintRecord { toml, blueprint };
+    let placed = dry_run(&entries, &record, live, down, now_ms());
+    let mut placement = Vec::new();
+    for artifact in &order {
+        let Some(spec) = record.blueprint.slice(artifact) else { continue };
+        let nodes: Vec<String> = placed.get(artifact).into_iter().flatten().map(ToString::to_string).collect();
+        if nodes.len() < usize::try_from(spec.instances).unwrap_or(usize::MAX) {
+            warnings.push(format!(
+                "{artifact}: {} instance(s) wanted, {} would be placed (one per live node at most, after its \
+                 dependencies are ACTIVE)",
+                spec.instances,
+                nodes.len()
+            ));
+        }
+        placement.push(json!({ "artifact": artifact.to_string(), "instances": spec.instances, "nodes": nodes }));
+    }
+    let slices: Vec<String> = order.iter().map(ToString::to_string).collect();
+    Ok(Response::ok(json!({
+        "valid": true,
+        "name": name,
+        "slices": slices,
+        "placement": placement,
+        "warnings": warnings,
+    })))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The nodes that would run each artifact once `record` is stored and the cluster has settled.
+fn dry_run(
+    entries: &[crate::KvEntry],
+    record: &BlueprintRecord,
+    live: BTreeSet<NodeId>,
+    down: BTreeSet<NodeId>,
+    now_ms: u64,
+) -> BTreeMap<Artifact, Vec<NodeId>> {
+    // Blueprints never change during the run: decoded once (a decode parses the TOML again) and kept out of
+    // the copy, which holds the keys the run writes (targets and slice records).
+    let mut blueprints = ClusterState::default();
+    let mut kv = KvState::new();
+    for entry in entries {
+        let Ok(key) = entry.key.parse::<AetherKey>() else { continue };
+        match key {
+            AetherKey::Blueprint { ref name } if *name == record.blueprint.name => {}
+            AetherKey::Blueprint { .. } => blueprints.insert(&key, &entry.value, Revision(entry.version)),
+            _ => {
+                kv.apply_command(Command::Put { key, value: entry.value.clone() }, &mut |_| {});
+            }
+        }
+    }
+    let own = Versioned { value: record.clone(), version: Revision(u64::MAX) };
+    blueprints.blueprints.insert(record.blueprint.name.clone(), own);
+    if live.is_empty() {
+        return BTreeMap::new();
+    }
+    // Down nodes are judged dead with no lease record: the copy holds none, so the leader's guarded
+    // removals of their records apply.
+    let liveness = Liveness { live, dead: down.into_iter().map(|node| (node, None)).collect() };
+    for _ in 0..ROUNDS_MAX {
+        let mut state = ClusterState::from_entries(kv.list(""));
+        state.blueprints.clone_from(&blueprints.blueprints);
+        let mut changed = false;
+        for write in reconcile(&state, &liveness, now_ms) {
+            changed |= applied(kv.apply_command(write.to_command(), &mut |_| {}));
+        }
+        changed |= start_everything(&mut kv, now_ms);
+        if !changed {
+            break;
+        }
+    }
+    let state = ClusterState::from_entries(kv.list(""));
+    state
+        .slices
+        .iter()
+        .map(|(artifact, by_node)| {
+            let nodes = by_node.iter().filter(|(_, r)| wanted(&r.value)).map(|(node, _)| node.clone()).collect();
+            (artifact.clone(), nodes)
+        })
+        .collect()
+}
+
+fn wanted(record: &SliceRecord) -> bool {
+    record.desired == DesiredState::Active && record.state != SliceState::Failed
+}
+
+fn applied(result: kvstore::ApplyResult) -> bool {
+    matches!(result, kvstore::ApplyResult::Ok { .. })
+}
+
+/// The nodes' part of a round: every record wanted ACTIVE becomes ACTIVE, every retired one goes.
+fn start_everything(kv: &mut KvState, now_ms: u64) -> bool {
+    let mut commands = Vec::new();
+    for entry in kv.list("slices/") {
+        let Ok(record) = SliceRecord::decode(entry.value()) else { continue };
+        let key = entry.key().clone();
+        match record.desired {
+            DesiredState::Active if record.state != SliceState::Active && record.state != SliceState::Failed => {
+                let value = record.entering(SliceState::Active, now_ms).encode();
+                commands.push(Command::Put { key, value });
+            }
+            DesiredState::Unloaded => commands.push(Command::Remove { key }),
+            _ => {}
+        }
+    }
+    let mut changed = false;
+    for command in commands {
+        changed |= applied(kv.apply_command(command, &mut |_| {}));
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KvEntry;
+
+    fn nodes(ids: &[&str]) -> BTreeSet<NodeId> {
+        ids.iter().map(|id| NodeId::parse(id).unwrap()).collect()
+    }
+
+    fn record(toml: &str) -> BlueprintRecord {
+        BlueprintRecord { toml: toml.into(), blueprint: control::blueprint::parse(toml, &|_| true).unwrap() }
+    }
+
+    const SHOP: &str = "name = \"shop\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\ninstances = 2\n\
+        [[slices]]\nartifact = \"g:b:1.0.0\"\ninstances = 5\ndepends_on = [\"g:a:1.0.0\"]\n";
+
+    #[test]
+    fn dependents_are_placed_after_their_dependencies_and_never_twice_on_a_node() {
+        let placed = dry_run(&[], &record(SHOP), nodes(&["n1", "n2", "n3"]), BTreeSet::new(), 1_000);
+        let a = Artifact::parse("g:a:1.0.0").unwrap();
+        let b = Artifact::parse("g:b:1.0.0").unwrap();
+        assert_eq!(placed[&a], nodes(&["n1", "n2"]).into_iter().collect::<Vec<_>>());
+        assert_eq!(placed[&b].len(), 3, "one per live node: {placed:?}");
+    }
+
+    #[test]
+    fn existing_instances_stay_and_down_nodes_lose_theirs() {
+        let slice = |state: &str| {
+            format!(r#"{{"desired":"ACTIVE","state":"{state}","since_ms":1,"instance":0,"error":null,"config":{{}}}}"#)
+        };
+        let entries = vec![
+            KvEntry { key: "slices/n3/g:a:1.0.0".into(), value: slice("ACTIVE").into_bytes(), version: 4 },
+            KvEntry { key: "slices/n9/g:a:1.0.0".into(), value: slice("ACTIVE").into_bytes(), version: 5 },
+        ];
+        let one = "name = \"shop\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\ninstances = 2\n";
+        let placed = dry_run(&entries, &record(one), nodes(&["n1", "n2", "n3"]), nodes(&["n9"]), 1_000);
+        let a = Artifact::parse("g:a:1.0.0").unwrap();
+        assert_eq!(placed[&a], nodes(&["n1", "n3"]).into_iter().collect::<Vec<_>>(), "n3 keeps its instance");
+    }
+
+    #[test]
+    fn no_live_node_places_nothing() {
+        assert!(dry_run(&[], &record(SHOP), BTreeSet::new(), BTreeSet::new(), 1).is_empty());
+    }
+}
