@@ -13,6 +13,7 @@ mod backend;
 mod cluster_tls_config;
 mod config;
 mod deploy;
+mod events;
 mod forward;
 mod logger;
 mod management_config;
