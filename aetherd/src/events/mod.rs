@@ -13,6 +13,7 @@
 //! of a full ring is not stored (it would be the next to go); events recorded here wait in a bounded
 //! outbox for the event loop to send to the peers ([`EventLog::take_outbox`]).
 
+pub mod observe;
 pub mod peer;
 pub mod sse;
 
