@@ -27,6 +27,10 @@ pub struct NodeBackend {
     pub app_serving: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// `[artifacts] trusted_keys`: when set, an upload must carry a signature by one of them.
     pub trusted_keys: container::TrustedKeys,
+    /// The cluster event log as this node holds it (read directly: it is not loop state).
+    pub events: Arc<crate::events::EventLog>,
+    /// This node's live settings.
+    pub settings: Arc<crate::live::LiveSettings>,
 }
 
 /// An HTTP port's name and its accepting flag.
@@ -139,6 +143,9 @@ impl Backend for NodeBackend {
         let replicated: Vec<String> =
             self.ask(LOOP_REPLY_TIMEOUT, |reply| Command::ReplicateArtifact { artifact, reply })?;
         let file = container::Artifact::parse(&coords).map(|a| a.repository_path().display().to_string()).ok();
+        let data = serde_json::json!({ "artifact": coords, "bytes": size, "signed": signed,
+            "sha256": integrity::to_hex(&upload.sha256) });
+        self.record_event("artifact_uploaded", data);
         Ok(serde_json::json!({
             "artifact": coords,
             "bytes": size,
@@ -173,6 +180,42 @@ impl Backend for NodeBackend {
             }
             _ => Vec::new(),
         }
+    }
+
+    fn events(&self, since: Option<mgmt::EventSince>, limit: usize) -> Result<serde_json::Value, ApiError> {
+        let (page, next) = self.events.read(since, limit, crate::managers::wall_ms());
+        let events: Vec<serde_json::Value> = page.iter().map(crate::events::Stored::to_json).collect();
+        Ok(serde_json::json!({ "events": events, "next": next }))
+    }
+
+    fn event_stream(&self, since: Option<mgmt::EventSince>) -> Result<Box<dyn httpd::StreamSource>, ApiError> {
+        let cursor = self.events.cursor(since, crate::managers::wall_ms());
+        Ok(Box::new(crate::events::sse::EventStream::new(Arc::clone(&self.events), cursor)))
+    }
+
+    fn record_event(&self, kind: &'static str, data: serde_json::Value) {
+        self.events.record(crate::managers::wall_ms(), self.events.me(), kind, data);
+    }
+
+    fn settable(&self) -> Vec<mgmt::Setting> {
+        crate::live::SETTABLE
+            .iter()
+            .map(|s| mgmt::Setting {
+                key: s.key.to_string(),
+                default: self.settings.start_value(s.key).unwrap_or(s.min),
+                min: s.min,
+                max: s.max,
+                description: s.description.to_string(),
+            })
+            .collect()
+    }
+
+    fn effective_config(&self) -> serde_json::Value {
+        serde_json::json!(self.settings.effective())
+    }
+
+    fn log_level_default(&self) -> String {
+        crate::logger::start_default().to_string().to_lowercase()
     }
 
     fn http_ports(&self) -> Vec<(String, bool)> {

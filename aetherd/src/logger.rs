@@ -53,6 +53,11 @@ pub fn set_levels(default: Option<LevelFilter>, targets: Vec<(String, LevelFilte
     *FILTER.write().unwrap_or_else(|e| e.into_inner()) = filter;
 }
 
+/// The default level given at start.
+pub fn start_default() -> LevelFilter {
+    *START_DEFAULT.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The levels in force.
 pub fn levels() -> Filter {
     FILTER.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -82,6 +82,12 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET|POST", "api/keys", Access::Role(Role::Admin)),
     ("DELETE", "api/keys/*", Access::Role(Role::Admin)),
     ("POST|PUT|DELETE", "api/debug/faults", Access::Role(Role::Admin)),
+    ("GET", "api/events", Access::Role(Role::Viewer)),
+    ("GET", "api/events/stream", Access::Role(Role::Viewer)),
+    ("GET", "api/log-levels", Access::Role(Role::Viewer)),
+    ("PUT|DELETE", "api/log-levels/*", Access::Role(Role::Admin)),
+    ("GET", "api/config", Access::Role(Role::Viewer)),
+    ("PUT|DELETE", "api/config/*", Access::Role(Role::Admin)),
 ];
 
 /// The access `method` on `path` (without its leading `/`) needs, from [`ROUTES`].

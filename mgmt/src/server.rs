@@ -42,18 +42,45 @@ impl Request {
     }
 }
 
-/// A JSON answer.
+/// A JSON answer, or (with `stream` set) a streaming one.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     pub body: serde_json::Value,
-    /// Extra header fields (`WWW-Authenticate`, CORS); `Content-Type` is always JSON and not listed here.
+    /// Extra header fields (`WWW-Authenticate`, CORS); `Content-Type` is JSON unless the answer streams.
     pub headers: Vec<(String, String)>,
+    /// A streaming answer (server-sent events): the HTTP server writes what it produces instead of `body`.
+    pub stream: Option<StreamBody>,
+}
+
+/// The source of a streaming answer and its content type; taken once, when the answer is written.
+#[derive(Clone)]
+pub struct StreamBody {
+    pub content_type: &'static str,
+    source: Arc<std::sync::Mutex<Option<Box<dyn httpd::StreamSource>>>>,
+}
+
+impl StreamBody {
+    fn take(&self) -> Option<Box<dyn httpd::StreamSource>> {
+        self.source.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for StreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StreamBody({})", self.content_type)
+    }
 }
 
 impl Response {
     pub fn new(status: u16, body: serde_json::Value) -> Response {
-        Response { status, body, headers: Vec::new() }
+        Response { status, body, headers: Vec::new(), stream: None }
+    }
+
+    /// A `200` streaming answer of `content_type` produced by `source`.
+    pub fn streaming(content_type: &'static str, source: Box<dyn httpd::StreamSource>) -> Response {
+        let stream = StreamBody { content_type, source: Arc::new(std::sync::Mutex::new(Some(source))) };
+        Response { stream: Some(stream), ..Response::new(200, serde_json::Value::Null) }
     }
 
     pub fn ok(body: serde_json::Value) -> Response {
@@ -103,8 +130,15 @@ struct Port {
     screen: Box<Screen>,
 }
 
-/// The JSON answer as the HTTP server writes it.
+/// The answer as the HTTP server writes it.
 fn to_http(response: &Response) -> httpd::Response {
+    if let Some(source) = response.stream.as_ref().and_then(StreamBody::take) {
+        let content_type = response.stream.as_ref().map_or("text/event-stream", |s| s.content_type);
+        let mut answer = httpd::Response::streaming(content_type, source);
+        answer.status = response.status;
+        answer.headers.extend(response.headers.iter().cloned());
+        return answer;
+    }
     let mut answer = httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes());
     for (name, value) in &response.headers {
         answer = answer.with_header(name, value);

@@ -79,11 +79,7 @@ impl Stored {
 }
 
 /// Where a reader starts: after a ring position, or at events no older than an age.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Since {
-    Seq(u64),
-    AgeMs(u64),
-}
+pub use mgmt::EventSince as Since;
 
 struct Ring {
     events: VecDeque<Stored>,
@@ -227,6 +223,7 @@ impl EventLog {
         Ok(())
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ring.lock().events.len()
     }
@@ -258,26 +255,6 @@ pub fn bounded(data: Value) -> Value {
 /// The kind named `text`, as the static name (peers' events are checked against it).
 pub fn kind(text: &str) -> Option<&'static str> {
     KINDS.iter().find(|k| **k == text).copied()
-}
-
-/// Parses `since`: a ring position (`42`) or an age (`30s`, `5m`, `2h`, `500ms`, `1d`).
-pub fn parse_since(text: &str) -> Result<Since, String> {
-    let text = text.trim();
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse().map(Since::Seq).map_err(|_| format!("since '{text}': the number is too large"));
-    }
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("since '{text}': use a sequence number (42) or an age (30s, 5m, 2h)")),
-    };
-    let number: u64 = number.parse().map_err(|_| format!("since '{text}': expected a number before '{unit}'"))?;
-    number.checked_mul(unit_ms).map(Since::AgeMs).ok_or_else(|| format!("since '{text}': too long"))
 }
 
 #[cfg(test)]

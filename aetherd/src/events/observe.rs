@@ -83,7 +83,8 @@ impl Observer {
     fn reseed(&mut self, store: &Store) {
         self.slices.clear();
         for entry in store.list("slices/").take(SLICES_MAX) {
-            if let (AetherKey::Slice { node, artifact }, Ok(record)) = (entry.key(), SliceRecord::decode(entry.value())) {
+            if let (AetherKey::Slice { node, artifact }, Ok(record)) = (entry.key(), SliceRecord::decode(entry.value()))
+            {
                 self.slices.insert((node.to_string(), artifact.to_string()), record.state.to_string());
             }
         }
@@ -114,8 +115,7 @@ impl Observer {
                         self.log.record(now_ms, &node, "slice_placed", data);
                     }
                     Some(from) if from != to && node == self.me => {
-                        let data =
-                            json!({ "artifact": artifact, "node": node, "from": from, "to": to, "reason": record.error });
+                        let data = json!({ "artifact": artifact, "node": node, "from": from, "to": to, "reason": record.error });
                         self.log.record(now_ms, &node, "slice_state", data);
                     }
                     _ => {}
@@ -186,7 +186,10 @@ mod tests {
         observer.store(&mut store, 2);
         assert_eq!(kinds(&log), [("node-1".to_string(), "slice_state")], "node-2 leads: it records placements");
         let state = &log.read(None, 1, 0).0[0].event.data;
-        assert_eq!((state["from"].as_str(), state["to"].as_str(), state["reason"].as_str()), (Some("ACTIVE"), Some("FAILED"), Some("boom")));
+        assert_eq!(
+            (state["from"].as_str(), state["to"].as_str(), state["reason"].as_str()),
+            (Some("ACTIVE"), Some("FAILED"), Some("boom"))
+        );
 
         put(&mut store, &mut slot, "nodes/leader", LeaderRecord { node: "node-1".parse().unwrap() }.encode());
         put(&mut store, &mut slot, "slices/node-2/g:a:1.0.0", slice(SliceState::Load, None));

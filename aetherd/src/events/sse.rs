@@ -55,7 +55,8 @@ impl StreamSource for EventStream {
         });
         self.cursor = cursor;
         if let Err(oldest) = behind {
-            let note = format!(": events up to {} were dropped before this stream read them; reconnect\n\n", oldest - 1);
+            let note =
+                format!(": events up to {} were dropped before this stream read them; reconnect\n\n", oldest - 1);
             out.extend_from_slice(&note.as_bytes()[..note.len().min(room)]);
             return StreamStatus::End;
         }
@@ -88,7 +89,10 @@ mod tests {
         let first: Vec<&str> = blocks[0].lines().collect();
         assert_eq!(&first[..2], ["id: 1", "event: node_down"]);
         let data: serde_json::Value = serde_json::from_str(first[2].strip_prefix("data: ").unwrap()).unwrap();
-        assert_eq!(data, json!({"seq": 1, "time_ms": 5, "node": "node-2", "kind": "node_down", "data": {"observer": "node-1"}}));
+        assert_eq!(
+            data,
+            json!({"seq": 1, "time_ms": 5, "node": "node-2", "kind": "node_down", "data": {"observer": "node-1"}})
+        );
         let mut again = Vec::new();
         stream.poll(Instant::now(), &mut again, 4096);
         assert!(again.is_empty(), "nothing is sent twice");

@@ -1,5 +1,5 @@
-//! The ring: positions, dedup of merged events, the bound, reading from a cursor or an age, `since`
-//! parsing, and peer batches.
+//! The ring: positions, dedup of merged events, the bound, reading from a cursor or an age, and peer
+//! batches.
 
 use super::*;
 use serde_json::json;
@@ -65,18 +65,6 @@ fn reading_from_a_position_or_an_age_pages_oldest_first() {
     assert_eq!(log.read(None, 1, 5_000).0[0].seq, 4, "no since: the latest");
     assert_eq!(log.cursor(None, 5_000), 4);
     assert_eq!(log.cursor(Some(Since::AgeMs(2_500)), 5_000), 2);
-}
-
-#[test]
-fn since_is_a_position_or_an_age() {
-    assert_eq!(parse_since("42"), Ok(Since::Seq(42)));
-    assert_eq!(parse_since("30s"), Ok(Since::AgeMs(30_000)));
-    assert_eq!(parse_since("5m"), Ok(Since::AgeMs(300_000)));
-    assert_eq!(parse_since("2h"), Ok(Since::AgeMs(7_200_000)));
-    assert_eq!(parse_since("250ms"), Ok(Since::AgeMs(250)));
-    for bad in ["", "m", "5x", "-1", "1.5m", "99999999999999999999", "99999999999999999h"] {
-        assert!(parse_since(bad).is_err(), "{bad}");
-    }
 }
 
 #[test]
