@@ -447,7 +447,7 @@ impl EventLoop {
     }
 
     /// Answer `answer` (an error) and close; the request's body is dropped.
-    fn reject_with(&mut self, id: usize, answer: &Response) {
+    pub(super) fn reject_with(&mut self, id: usize, answer: &Response) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         conn.inbuf.clear();
         conn.queue_response(answer, false, false, 1);

@@ -21,16 +21,18 @@ impl EventLoop {
     pub(super) fn answer_stream(&mut self, id: usize, response: &Response, source: Box<dyn StreamSource>) {
         let Some(conn) = self.conns.get(&id) else { return };
         let State::Waiting { head_only, minor, .. } = conn.state else { return };
-        if !(200..300).contains(&response.status) || head_only {
-            // Nothing to stream: the head alone (HEAD), or the status as answered.
+        if !(200..300).contains(&response.status) {
             let plain = Response { stream: None, body: Vec::new(), headers: response.headers.clone(), ..*response };
             return self.answer(id, &plain);
         }
         let open = self.stream_count();
         if open >= self.config.limits.streams_max || self.shared.stopping.load(Ordering::SeqCst) {
+            // Refused and closed: a client that asked for a stream waits for its end, not for keep-alive.
             let detail = format!("{open} streams are open, the most this port serves; try again later");
             let refusal = Response::error(503, "too many streams", &detail).with_header("Retry-After", "5");
-            return self.answer(id, &refusal);
+            self.in_flight.retain(|(c, _)| *c != id);
+            self.reject_with(id, &refusal);
+            return self.service(id);
         }
         let Some(conn) = self.conns.get_mut(&id) else { return };
         let chunked = minor >= 1;
@@ -39,8 +41,13 @@ impl EventLoop {
         conn.queue_raw(&head);
         self.body.release(conn.peer.ip(), std::mem::take(&mut conn.body_held));
         conn.inbuf = Vec::new();
-        conn.state = State::Streaming { source, chunked };
         self.in_flight.retain(|(c, _)| *c != id);
+        if head_only {
+            // HEAD: the head a GET would get, then the connection closes (the body has no length).
+            conn.state = State::Closing;
+            return self.service(id);
+        }
+        conn.state = State::Streaming { source, chunked };
         self.shared.streams.store(open + 1, Ordering::SeqCst);
         self.pump(id, Instant::now());
         self.service(id);
