@@ -113,6 +113,8 @@ pub struct EventLoop {
     in_flight: Vec<(usize, Arc<Job>)>,
     /// Set once stopping: when unanswered writes are given up.
     stop_flush_until: Option<Instant>,
+    /// Connections in `State::Streaming` (a port that never streams pays nothing per loop turn).
+    streaming: Vec<usize>,
     /// Body bytes held by every connection (the sum of their `body_held`), in all and per client address,
     /// bounded by `Limits::body_bytes_total_max` and `Limits::body_bytes_per_ip_max`.
     body: BodyBudget,
@@ -145,6 +147,7 @@ impl EventLoop {
             accept_retry_at: None,
             in_flight: Vec::new(),
             stop_flush_until: None,
+            streaming: Vec::new(),
             body: BodyBudget::default(),
         })
     }

@@ -2,9 +2,9 @@
 //! sources for bytes within each stream's buffer bound, and ending streams.
 //!
 //! Invariants: a source is offered at most `stream_buffer_bytes_max` minus the connection's unsent bytes
-//! (less chunk framing), so a stream's buffer never grows past that bound; [`super::Shared::streams`] is
-//! the number of connections in `State::Streaming`; an ended stream moves to `State::Closing` with its
-//! terminating chunk queued.
+//! (less chunk framing), so a stream's buffer never grows past that bound; `EventLoop::streaming` lists
+//! exactly the connections in `State::Streaming` and [`super::Shared::streams`] is its length; an ended
+//! stream moves to `State::Closing` with its terminating chunk queued.
 
 use super::EventLoop;
 use crate::conn::State;
@@ -25,7 +25,7 @@ impl EventLoop {
             let plain = Response { stream: None, body: Vec::new(), headers: response.headers.clone(), ..*response };
             return self.answer(id, &plain);
         }
-        let open = self.stream_count();
+        let open = self.streaming.len();
         if open >= self.config.limits.streams_max || self.shared.stopping.load(Ordering::SeqCst) {
             // Refused and closed: a client that asked for a stream waits for its end, not for keep-alive.
             let detail = format!("{open} streams are open, the most this port serves; try again later");
@@ -48,20 +48,21 @@ impl EventLoop {
             return self.service(id);
         }
         conn.state = State::Streaming { source, chunked };
-        self.shared.streams.store(open + 1, Ordering::SeqCst);
+        self.streaming.push(id);
+        self.shared.streams.store(self.streaming.len(), Ordering::SeqCst);
         self.pump(id, Instant::now());
         self.service(id);
     }
 
     /// Poll every stream's source for what fits its buffer.
     pub(super) fn pump_streams(&mut self, now: Instant) {
-        let ids: Vec<usize> =
-            self.conns.iter().filter(|(_, c)| matches!(c.state, State::Streaming { .. })).map(|(id, _)| *id).collect();
-        for id in ids {
+        if self.streaming.is_empty() {
+            return;
+        }
+        for id in self.streaming.clone() {
             self.pump(id, now);
             self.service(id);
         }
-        self.shared.streams.store(self.stream_count(), Ordering::SeqCst);
     }
 
     fn pump(&mut self, id: usize, now: Instant) {
@@ -98,10 +99,7 @@ impl EventLoop {
             conn.queue_raw(LAST_CHUNK);
         }
         conn.state = State::Closing;
-        self.shared.streams.store(self.stream_count(), Ordering::SeqCst);
-    }
-
-    fn stream_count(&self) -> usize {
-        self.conns.values().filter(|c| matches!(c.state, State::Streaming { .. })).count()
+        self.streaming.retain(|s| *s != id);
+        self.shared.streams.store(self.streaming.len(), Ordering::SeqCst);
     }
 }
