@@ -243,6 +243,8 @@ fn log_levels_and_config_set_through_the_api_apply_on_every_node_and_survive_a_r
     assert!(took <= Duration::from_millis(1500), "took {took:?}");
     let levels = get(&c, 2, "/api/log-levels");
     assert_eq!(levels, json!({"default": "info", "targets": {"mgmt": "debug"}}));
+    assert_eq!(get(&c, 0, "/api/log-levels/mgmt"), json!({"target": "mgmt", "level": "debug"}));
+    assert_eq!(http(c.nodes[0].management, "GET", "/api/log-levels/consensus", b"").unwrap().status, 404);
     for (path, body) in [
         ("/api/log-levels/mgmt", json!({"level": "loud"})),
         ("/api/log-levels/a%20b", json!({"level": "debug"})),

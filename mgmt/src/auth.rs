@@ -85,6 +85,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "api/events", Access::Role(Role::Viewer)),
     ("GET", "api/events/stream", Access::Role(Role::Viewer)),
     ("GET", "api/log-levels", Access::Role(Role::Viewer)),
+    ("GET", "api/log-levels/*", Access::Role(Role::Viewer)),
     ("PUT|DELETE", "api/log-levels/*", Access::Role(Role::Admin)),
     ("GET", "api/config", Access::Role(Role::Viewer)),
     ("PUT|DELETE", "api/config/*", Access::Role(Role::Admin)),

@@ -1,4 +1,4 @@
-//! Live-settings routes: `GET /api/log-levels`, `PUT|DELETE /api/log-levels/{target}`, `GET /api/config`
+//! Live-settings routes: `GET /api/log-levels`, `GET|PUT|DELETE /api/log-levels/{target}`, `GET /api/config`
 //! and `PUT|DELETE /api/config/{key}[?node=ID]`. Both live in the replicated store (`loglevels/{target}`,
 //! `config/{key}`, `config/nodes/{node}/{key}`), which every node watches and applies; this module checks
 //! what is written, writes it through consensus, and records a `log_level_changed` / `config_changed`
@@ -54,6 +54,14 @@ pub fn log_levels(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result
                 }
             }
             Ok(Response::ok(json!({ "default": default, "targets": targets })))
+        }
+        ("GET", [target]) => {
+            let key = target_key(target)?;
+            let entry = backend
+                .kv_get(&key, false)?
+                .ok_or_else(|| ApiError::not_found(format!("no level is set for '{target}'")))?;
+            let level = String::from_utf8_lossy(&entry.value).into_owned();
+            Ok(Response::ok(json!({ "target": target, "level": level })))
         }
         ("PUT", [target]) => {
             let key = target_key(target)?;
