@@ -252,6 +252,17 @@ mod tests {
     }
 
     #[test]
+    fn the_start_policy_follows_the_live_values() {
+        let base = control::cluster::StartPolicy { failures_max: 2, backoff_base_ms: 5000, backoff_max_ms: 300_000 };
+        let settings = LiveSettings::new([2, 5000, 10_000, SLOW_CALL_MS_DEFAULT]);
+        assert_eq!(settings.start_policy(&base), base);
+        settings.apply(&map(&[("start_failures_max", 7), ("start_backoff_ms", 600_000)]), &map(&[]));
+        let policy = settings.start_policy(&base);
+        assert_eq!((policy.failures_max, policy.backoff_base_ms, policy.backoff_max_ms), (7, 600_000, 600_000));
+        assert_eq!(policy.backoff_ms(1), 600_000);
+    }
+
+    #[test]
     fn stored_values_are_range_checked() {
         assert_eq!(parse_value("start_failures_max", b"3"), Ok(3));
         assert!(parse_value("start_failures_max", b"0").is_err());

@@ -221,6 +221,11 @@ fn put(c: &LocalCluster, node: usize, path: &str, body: Value) -> devcluster::Ht
 #[test]
 fn log_levels_and_config_set_through_the_api_apply_on_every_node_and_survive_a_restart() {
     let mut c = start(3, "live");
+    let blueprint = "name = \"slow\"\n[[slices]]\nartifact = \"org.aether.examples:faulty:1.0.0\"\ninstances = 1\n";
+    let posted = http(c.nodes[0].management, "POST", "/api/blueprints", blueprint.as_bytes()).unwrap();
+    assert_eq!(posted.status, 201, "{}", posted.text());
+    wait_for(SETTLE, || (0..3).all(|i| http(c.nodes[i].app, "GET", "/faulty/ok", b"").is_ok_and(|r| r.status == 200)))
+        .expect("faulty is served everywhere");
     let before: Vec<usize> = (0..3).map(|i| c.log(i).len()).collect();
     for i in 0..3 {
         get(&c, i, "/api/health");
@@ -273,6 +278,13 @@ fn log_levels_and_config_set_through_the_api_apply_on_every_node_and_survive_a_r
     let r = put(&c, 1, &format!("/api/config/call_deadline_ms?node={node2}"), json!({"value": 700}));
     assert_eq!(r.status, 200, "{}", r.text());
     wait_for(Duration::from_secs(5), || get(&c, 2, "/api/config")["effective"]["call_deadline_ms"] == 700).unwrap();
+    // The deadline is live on that node's app port (wherever the slice runs), and only there.
+    let started = Instant::now();
+    let slow = http(c.nodes[2].app, "GET", "/faulty/slow/1500", b"").unwrap();
+    let took = started.elapsed();
+    assert_eq!(slow.status, 504, "{}", slow.text());
+    assert!(took >= Duration::from_millis(650) && took < Duration::from_millis(1400), "answered after {took:?}");
+    assert_eq!(http(c.nodes[0].app, "GET", "/faulty/slow/1500", b"").unwrap().status, 200);
     let config = get(&c, 0, "/api/config");
     assert_eq!(config["effective"]["call_deadline_ms"], 10_000, "other nodes keep theirs: {config}");
     assert_eq!(config["cluster"], json!({"slow_call_ms": 250}));
