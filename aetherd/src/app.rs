@@ -225,6 +225,21 @@ impl AppServer {
     }
 
     /// The data plane, for calls forwarded by other nodes ([`Dispatcher::serve_forwarded_at`]).
+    /// Change the call deadline (a live setting): the dispatcher's, and the port's request deadline with
+    /// its margin, for requests that arrive from now on.
+    pub fn set_call_deadline(&self, deadline: Duration) {
+        (self.call_deadline_setter())(deadline);
+    }
+
+    /// [`AppServer::set_call_deadline`] as a function that outlives this borrow (for a live-settings hook).
+    pub fn call_deadline_setter(&self) -> impl Fn(Duration) + Send + Sync + 'static {
+        let (dispatcher, http) = (Arc::clone(&self.dispatcher), Arc::clone(&self.http));
+        move |deadline| {
+            dispatcher.set_call_deadline(deadline);
+            http.set_deadline(Some(deadline + handlers::DEADLINE_MARGIN));
+        }
+    }
+
     pub fn dispatcher(&self) -> Arc<Dispatcher> {
         Arc::clone(&self.dispatcher)
     }

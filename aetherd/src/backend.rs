@@ -29,6 +29,10 @@ pub struct NodeBackend {
     pub trusted_keys: container::TrustedKeys,
     /// Every node's metrics as this node holds them (read without the loop).
     pub metrics: Arc<telemetry::Board>,
+    /// The cluster event log as this node holds it (read directly: it is not loop state).
+    pub events: Arc<crate::events::EventLog>,
+    /// This node's live settings.
+    pub settings: Arc<crate::live::LiveSettings>,
 }
 
 /// An HTTP port's name and its accepting flag.
@@ -145,6 +149,9 @@ impl Backend for NodeBackend {
         let replicated: Vec<String> =
             self.ask(LOOP_REPLY_TIMEOUT, |reply| Command::ReplicateArtifact { artifact, reply })?;
         let file = container::Artifact::parse(&coords).map(|a| a.repository_path().display().to_string()).ok();
+        let data = serde_json::json!({ "artifact": coords, "bytes": size, "signed": signed,
+            "sha256": integrity::to_hex(&upload.sha256) });
+        self.record_event("artifact_uploaded", data);
         Ok(serde_json::json!({
             "artifact": coords,
             "bytes": size,
@@ -183,6 +190,40 @@ impl Backend for NodeBackend {
 
     fn artifacts(&self) -> Result<Vec<mgmt::ArtifactInfo>, ApiError> {
         Ok(crate::repository_listing::list(&self.repository))
+    fn events(&self, since: Option<mgmt::EventSince>, limit: usize) -> Result<serde_json::Value, ApiError> {
+        let (page, next) = self.events.read(since, limit, crate::managers::wall_ms());
+        let events: Vec<serde_json::Value> = page.iter().map(crate::events::Stored::to_json).collect();
+        Ok(serde_json::json!({ "events": events, "next": next }))
+    }
+
+    fn event_stream(&self, since: Option<mgmt::EventSince>) -> Result<Box<dyn httpd::StreamSource>, ApiError> {
+        let cursor = self.events.cursor(since, crate::managers::wall_ms());
+        Ok(Box::new(crate::events::sse::EventStream::new(Arc::clone(&self.events), cursor)))
+    }
+
+    fn record_event(&self, kind: &'static str, data: serde_json::Value) {
+        self.events.record(crate::managers::wall_ms(), self.events.me(), kind, data);
+    }
+
+    fn settable(&self) -> Vec<mgmt::Setting> {
+        crate::live::SETTABLE
+            .iter()
+            .map(|s| mgmt::Setting {
+                key: s.key.to_string(),
+                default: self.settings.start_value(s.key).unwrap_or(s.min),
+                min: s.min,
+                max: s.max,
+                description: s.description.to_string(),
+            })
+            .collect()
+    }
+
+    fn effective_config(&self) -> serde_json::Value {
+        serde_json::json!(self.settings.effective())
+    }
+
+    fn log_level_default(&self) -> String {
+        crate::logger::start_default().to_string().to_lowercase()
     }
 
     fn http_ports(&self) -> Vec<(String, bool)> {

@@ -1,10 +1,68 @@
 //! One line per event on stderr: `2026-11-23T18:04:05.123Z INFO  target: message`, ending in ` req=<id>` when
 //! written while a call with that request id runs on the thread. journald keeps it.
-//! The level comes from `--log-level` or `AETHER_LOG` (error, warn, info, debug, trace; default info).
+//! The level comes from `--log-level` or `AETHER_LOG` (error, warn, info, debug, trace; default info),
+//! and can be changed while the node runs, per log target, from the cluster's `loglevels/` keys
+//! ([`set_levels`]).
+//!
+//! Invariants: a record is written when its level is within the level of the longest configured target
+//! that is its target or a `::`-separated ancestor of it (`consensus` covers `consensus::replica`, not
+//! `consensus2`), else within the default; `log::max_level` is always the most verbose of those levels, so
+//! the macros skip what no filter would pass without calling in here.
 
 use log::{Level, LevelFilter, Metadata, Record};
 use std::io::Write;
+use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Levels per log target, and the default for every other target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub default: LevelFilter,
+    /// Target (module path) and its level.
+    pub targets: Vec<(String, LevelFilter)>,
+}
+
+impl Filter {
+    /// The level that applies to `target`: its longest configured ancestor's, else the default.
+    pub fn level_for(&self, target: &str) -> LevelFilter {
+        self.targets
+            .iter()
+            .filter(|(t, _)| covers(t, target))
+            .max_by_key(|(t, _)| t.len())
+            .map_or(self.default, |(_, level)| *level)
+    }
+
+    fn most_verbose(&self) -> LevelFilter {
+        self.targets.iter().map(|(_, l)| *l).fold(self.default, std::cmp::max)
+    }
+}
+
+/// Whether configured target `prefix` covers record target `target` (equal, or an ancestor on `::`).
+fn covers(prefix: &str, target: &str) -> bool {
+    target.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
+static FILTER: RwLock<Filter> = RwLock::new(Filter { default: LevelFilter::Info, targets: Vec::new() });
+/// The default given at start (`--log-level` / `AETHER_LOG`), which a removed cluster default falls back to.
+static START_DEFAULT: RwLock<LevelFilter> = RwLock::new(LevelFilter::Info);
+
+/// Apply cluster log levels: `default` (none: the level given at start) and per-target levels.
+pub fn set_levels(default: Option<LevelFilter>, targets: Vec<(String, LevelFilter)>) {
+    let start = *START_DEFAULT.read().unwrap_or_else(|e| e.into_inner());
+    let filter = Filter { default: default.unwrap_or(start), targets };
+    log::set_max_level(filter.most_verbose());
+    *FILTER.write().unwrap_or_else(|e| e.into_inner()) = filter;
+}
+
+/// The default level given at start.
+pub fn start_default() -> LevelFilter {
+    *START_DEFAULT.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The levels in force.
+pub fn levels() -> Filter {
+    FILTER.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 struct StderrLogger {
     node: String,
@@ -12,7 +70,14 @@ struct StderrLogger {
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        if metadata.level() > log::max_level() {
+            return false;
+        }
+        let filter = FILTER.read().unwrap_or_else(|e| e.into_inner());
+        if filter.targets.is_empty() {
+            return metadata.level() <= filter.default;
+        }
+        metadata.level() <= filter.level_for(metadata.target())
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -39,6 +104,8 @@ pub fn parse_level(text: &str) -> Result<LevelFilter, String> {
 }
 
 pub fn init(node: &str, level: LevelFilter) {
+    *START_DEFAULT.write().unwrap_or_else(|e| e.into_inner()) = level;
+    *FILTER.write().unwrap_or_else(|e| e.into_inner()) = Filter { default: level, targets: Vec::new() };
     if log::set_boxed_logger(Box::new(StderrLogger { node: node.to_string() })).is_ok() {
         log::set_max_level(level);
     }
@@ -71,6 +138,27 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_covering_target_decides_and_only_on_path_boundaries() {
+        let filter = Filter {
+            default: LevelFilter::Info,
+            targets: vec![
+                ("consensus".into(), LevelFilter::Debug),
+                ("consensus::replica".into(), LevelFilter::Warn),
+                ("aetherd::app".into(), LevelFilter::Trace),
+            ],
+        };
+        assert_eq!(filter.level_for("consensus"), LevelFilter::Debug);
+        assert_eq!(filter.level_for("consensus::slot"), LevelFilter::Debug);
+        assert_eq!(filter.level_for("consensus::replica"), LevelFilter::Warn);
+        assert_eq!(filter.level_for("consensus::replica::catchup"), LevelFilter::Warn);
+        assert_eq!(filter.level_for("consensus2"), LevelFilter::Info, "not a path ancestor");
+        assert_eq!(filter.level_for("aetherd::application"), LevelFilter::Info);
+        assert_eq!(filter.level_for("aetherd::app::dispatch"), LevelFilter::Trace);
+        assert_eq!(filter.level_for("aetherd"), LevelFilter::Info);
+        assert_eq!(filter.most_verbose(), LevelFilter::Trace);
+    }
 
     #[test]
     fn civil_dates() {

@@ -13,7 +13,9 @@ mod backend;
 mod cluster_tls_config;
 mod config;
 mod deploy;
+mod events;
 mod forward;
+mod live;
 mod logger;
 mod management_config;
 mod managers;
@@ -168,12 +170,16 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some(ms) = metrics::slow_threshold_from_env()? {
         metrics.set_slow_threshold_ms(ms);
     }
+    let events = Arc::new(events::EventLog::new(&config.node_id, managers::wall_ms().saturating_mul(1000)));
+    let settings = Arc::new(live_settings(&lifecycle));
     let data = node::DataPlane {
         calls: forward::Calls::new(),
         forwarded: Arc::default(),
         registry: Arc::default(),
         handle: loop_handle.clone(),
         metrics: Arc::clone(&metrics),
+        events: Arc::clone(&events),
+        settings: Arc::clone(&settings),
     };
     let (calls, forwarded, registry) = (data.calls.clone(), data.forwarded.clone(), data.registry.clone());
     let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data);
@@ -206,7 +212,16 @@ fn run(args: &Args) -> Result<(), String> {
             app
         }
     };
+    settings.on_change("call_deadline_ms", {
+        let set = app.call_deadline_setter();
+        move |ms| set(std::time::Duration::from_millis(ms))
+    });
+    if let Some(ms) = settings.get("call_deadline_ms") {
+        app.set_call_deadline(std::time::Duration::from_millis(ms));
+    }
     let backend = Arc::new(backend::NodeBackend {
+        events,
+        settings,
         handle: net.handle.clone(),
         faults_allowed: std::env::var("AETHER_FAULT_INJECTION").is_ok_and(|v| v == "1"),
         repository: config.repository.clone(),
@@ -308,6 +323,17 @@ fn watch_loop(
         })
         .map_err(|e| format!("cannot start the loop watcher: {e}"))?;
     Ok(rx)
+}
+
+/// The live settings, starting from the values the node was started with (environment or defaults).
+fn live_settings(lifecycle: &deploy::Settings) -> live::LiveSettings {
+    let deadline = app::AppOptions::from_env().call_deadline;
+    live::LiveSettings::new([
+        u64::from(lifecycle.policy.failures_max),
+        lifecycle.policy.backoff_base_ms,
+        u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+        live::SLOW_CALL_MS_DEFAULT,
+    ])
 }
 
 /// Dev mode with `--slice` flags: the app port loads those slices itself and serves their routes.

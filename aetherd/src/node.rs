@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 mod consensus_send;
 mod metrics;
+mod events;
 
 /// How long a management thread waits for the loop to answer a query.
 pub(crate) const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -74,6 +75,10 @@ pub struct DataPlane {
     pub handle: Arc<OnceLock<NetHandle<Command>>>,
     /// This node's metrics and the board of every node's.
     pub metrics: Arc<crate::metrics::Telemetry>,
+    /// The cluster event log this node records into and serves.
+    pub events: Arc<crate::events::EventLog>,
+    /// The live settings this node applies from the store.
+    pub settings: Arc<crate::live::LiveSettings>,
 }
 
 /// Deployment state of the loop: the deployer, the watches that wake the managers, and what is due.
@@ -115,6 +120,8 @@ pub struct Node {
     forwarded: consensus_send::ForwardWindow,
     /// Metrics summaries sent and refused.
     gossip: metrics::Gossip,
+    /// The event log's and live settings' side of the loop.
+    ops: events::Ops,
 }
 
 impl Node {
@@ -149,10 +156,18 @@ impl Node {
             _ => None,
         };
         let peer_names = others.iter().map(|o| o.to_string()).collect();
+        let ops = events::Ops::new(
+            &config.node_id,
+            ids.clone(),
+            Arc::clone(&data.events),
+            Arc::clone(&data.settings),
+            replication.store_mut(),
+        );
         let relisted = relist(&data.registry, replication.store());
         log_registry_errors(relisted);
         Node {
             data,
+            ops,
             peer_names,
             artifacts: crate::artifacts::Assembler::default(),
             refusals: crate::send_refusals::SendRefusals::default(),
@@ -225,6 +240,7 @@ impl Node {
         for event in &events {
             log_membership(event);
         }
+        self.observe_membership(&events);
         if let Some(replication) = self.replication.as_mut() {
             replication.expire();
         }
@@ -252,6 +268,7 @@ impl Node {
             d.renewal_check_due = true;
         }
         self.run_managers(ctx);
+        self.observe_store_and_send(ctx);
     }
 
     /// Runs the deployment managers when something woke them and the node may act.
@@ -302,7 +319,8 @@ impl Node {
         }
         if d.reconcile_due && r.internal_in_flight() == 0 {
             d.reconcile_due = false;
-            writes.extend(d.leader.writes(r.store(), managers::wall_ms(), d.deployer.policy()));
+            let policy = self.ops.settings.start_policy(d.deployer.policy());
+            writes.extend(d.leader.writes(r.store(), managers::wall_ms(), &policy));
         }
         // The renewal first, so that this node's other writes never crowd its lease out of a full queue:
         // looked at on every tick, and whenever there are other writes.
@@ -427,6 +445,7 @@ impl Handler for Node {
 
     fn on_peer_up(&mut self, ctx: &mut Ctx<'_>, peer: PeerId) {
         self.forwarded.forget_peer(peer);
+        self.send_event_history(ctx, peer);
         if let Some(&from) = self.replica_of_peer.get(peer) {
             // Frames in flight on the old connection are gone: resend this slot's messages to it.
             self.drive(ctx, |r| r.handle(consensus::Input::PeerConnected { peer: from }));
@@ -446,6 +465,7 @@ impl Handler for Node {
             FrameKind::Invoke => return self.serve_invoke(ctx, peer, &frame.payload),
             FrameKind::Artifact => return self.receive_artifact(ctx, peer, &frame.payload),
             FrameKind::Gossip => return self.receive_summary(ctx, peer, &frame.payload),
+            FrameKind::Events => return self.receive_events(ctx, peer, &frame.payload),
             FrameKind::InvokeReply => {
                 match InvokeReply::decode(&frame.payload) {
                     Ok(reply) => match self.peer_names.get(peer) {

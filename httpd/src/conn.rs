@@ -5,7 +5,8 @@
 //! with a handler at a time, so answers go out in request order; after an answer with
 //! `Connection: close` or an error, nothing more is read for requests: the connection writes what it
 //! has, shuts down its write side and discards input for a short linger (so the client sees the answer
-//! rather than a reset), then closes.
+//! rather than a reset), then closes. A streaming answer is the connection's last: once it ends the
+//! connection closes the same way.
 
 use crate::parse::{Chunked, Head};
 use crate::Response;
@@ -31,6 +32,8 @@ pub enum State {
     Body { head: Box<Head>, body: Vec<u8>, framing: BodyState, started: Instant, last: Instant },
     /// A handler has the request.
     Waiting { head_only: bool, keep_alive: bool, minor: u8 },
+    /// Writing a streaming answer produced by `source` (chunked framing when `chunked`).
+    Streaming { source: Box<dyn crate::StreamSource>, chunked: bool },
     /// Writing a last answer.
     Closing,
     /// Answer written, write side shut: discarding input until the peer closes or `until`.

@@ -4,9 +4,12 @@
 //! through a channel and a waker); every connection is in exactly one [`State`] with one timer that
 //! applies to it; accepting pauses (and a timer retries) when accept fails for lack of descriptors or
 //! memory, or while the port holds its connection limit, and [`Shared::accepting`] says so; a request
-//! with a deadline is answered at most one watchdog tick plus [`GRACE`] after it.
+//! with a deadline is answered at most one watchdog tick plus [`GRACE`] after it; streaming answers are
+//! polled on every loop turn (so at least every [`SLOW_TICK`]) and never hold more unsent bytes than
+//! `Limits::stream_buffer_bytes_max`.
 
 mod accept;
+mod streams;
 
 use crate::conn::{BodyState, Conn, State, READ_CHUNK};
 use crate::parse::{self, Chunked, Framing, Reject};
@@ -45,6 +48,12 @@ pub struct Shared {
     pub accepting: Arc<AtomicBool>,
     pub stopping: AtomicBool,
     pub connections: Arc<AtomicUsize>,
+    pub connections: AtomicUsize,
+    /// Streaming answers open.
+    pub streams: AtomicUsize,
+    /// The request deadline in milliseconds (0: none); starts as `Config::deadline`, see
+    /// [`crate::Server::set_deadline`].
+    pub deadline_ms: std::sync::atomic::AtomicU64,
     pub waker: Arc<mio::Waker>,
     tls_files: Option<TlsFiles>,
     tls: Mutex<Option<Arc<rustls::ServerConfig>>>,
@@ -57,6 +66,11 @@ impl Shared {
             accepting: Arc::new(AtomicBool::new(true)),
             stopping: AtomicBool::new(false),
             connections: Arc::new(AtomicUsize::new(0)),
+            connections: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
+            deadline_ms: std::sync::atomic::AtomicU64::new(
+                config.deadline.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)),
+            ),
             waker,
             tls_files: config.tls.clone(),
             tls: Mutex::new(tls),
@@ -101,6 +115,8 @@ pub struct EventLoop {
     in_flight: Vec<(usize, Arc<Job>)>,
     /// Set once stopping: when unanswered writes are given up.
     stop_flush_until: Option<Instant>,
+    /// Connections in `State::Streaming` (a port that never streams pays nothing per loop turn).
+    streaming: Vec<usize>,
     /// Body bytes held by every connection (the sum of their `body_held`), in all and per client address,
     /// bounded by `Limits::body_bytes_total_max` and `Limits::body_bytes_per_ip_max`.
     body: BodyBudget,
@@ -133,6 +149,7 @@ impl EventLoop {
             accept_retry_at: None,
             in_flight: Vec::new(),
             stop_flush_until: None,
+            streaming: Vec::new(),
             body: BodyBudget::default(),
         })
     }
@@ -156,10 +173,14 @@ impl EventLoop {
                     Token(id) => self.service(id),
                 }
             }
-            while let Ok(Completion { conn, response }) = self.done.try_recv() {
-                self.answer(conn, &response);
+            while let Ok(Completion { conn, mut response }) = self.done.try_recv() {
+                match response.stream.take() {
+                    Some(source) => self.answer_stream(conn, &response, source),
+                    None => self.answer(conn, &response),
+                }
             }
             let now = Instant::now();
+            self.pump_streams(now);
             self.watchdog(now);
             self.sweep(now);
             if self.shared.stopping.load(Ordering::SeqCst) && self.stop_step(now) {
@@ -182,6 +203,16 @@ impl EventLoop {
             for id in idle {
                 self.close(id);
             }
+            let streams: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| matches!(c.state, State::Streaming { .. }))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in streams {
+                self.end_stream(id);
+                self.service(id);
+            }
         }
         let waiting = self.conns.values().any(|c| matches!(c.state, State::Waiting { .. }));
         if waiting {
@@ -201,6 +232,13 @@ impl EventLoop {
             }
             match conn.state {
                 State::Waiting { .. } => return,
+                State::Streaming { .. } => {
+                    // Nothing more is read as a request: input is discarded, and the client's close ends it.
+                    if conn.discard() {
+                        self.close(id);
+                    }
+                    return;
+                }
                 State::Closing => {
                     if conn.out_pending() {
                         return;
@@ -365,7 +403,8 @@ impl EventLoop {
             peer: Some(conn.peer),
             secure: conn.tls.is_some(),
         };
-        let deadline = self.config.deadline.map(|d| Instant::now() + d);
+        let deadline_ms = self.shared.deadline_ms.load(Ordering::Relaxed);
+        let deadline = (deadline_ms > 0).then(|| Instant::now() + Duration::from_millis(deadline_ms));
         let job = Arc::new(Job::new(deadline));
         conn.state = State::Waiting { head_only, keep_alive, minor };
         match self.pool.submit(id, Arc::clone(&job), request) {
@@ -413,7 +452,7 @@ impl EventLoop {
     }
 
     /// Answer `answer` (an error) and close; the request's body is dropped.
-    fn reject_with(&mut self, id: usize, answer: &Response) {
+    pub(super) fn reject_with(&mut self, id: usize, answer: &Response) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
         conn.inbuf.clear();
         conn.queue_response(answer, false, false, 1);

@@ -17,17 +17,23 @@
 //!   whether the port accepts right now;
 //! - a request with a deadline that its handler has not answered in time is answered 504 by the server
 //!   ([`Handler::overdue`]) and its worker thread is replaced (at most `abandoned_max` stuck at once);
-//! - optional TLS (rustls), reloadable ([`Server::reload_tls`]).
+//! - optional TLS (rustls), reloadable ([`Server::reload_tls`]);
+//! - streaming answers ([`stream`]): a handler may answer with a [`StreamSource`] the I/O thread polls;
+//!   each stream buffers at most [`Limits::stream_buffer_bytes_max`], a reader that stops reading is cut
+//!   after the write timeout, at most [`Limits::streams_max`] are open (503 past it), and streams end with
+//!   their terminating chunk when the server stops.
 
 mod conn;
 mod event_loop;
 mod fdlimit;
 mod parse;
 mod pool;
+pub mod stream;
 mod tls;
 
 pub use fdlimit::{fd_budget, raise_nofile_limit};
 pub use pool::Job;
+pub use stream::{StreamSource, StreamStatus};
 pub use tls::TlsFiles;
 
 use std::net::SocketAddr;
@@ -58,6 +64,10 @@ pub struct Limits {
     /// The same, for the connections of one client address: no address can hold the whole port's budget
     /// (half of it by default, room for the largest upload).
     pub body_bytes_per_ip_max: usize,
+    /// Streaming answers open at once; a further one is answered 503 with `Retry-After`.
+    pub streams_max: usize,
+    /// Unsent bytes one streaming answer may hold; its source is offered only the room left.
+    pub stream_buffer_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +81,8 @@ impl Default for Limits {
             trailer_bytes_max: 4096,
             body_bytes_total_max: 256 * 1024 * 1024,
             body_bytes_per_ip_max: 128 * 1024 * 1024,
+            streams_max: 64,
+            stream_buffer_bytes_max: 256 * 1024,
         }
     }
 }
@@ -162,16 +174,34 @@ impl Request {
 
 /// An answer. The server adds `Content-Length` and `Connection`; handlers' own values for those (and
 /// for `Transfer-Encoding`) are ignored.
-#[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// A streaming answer: when set (and the status is 2xx), `body` is ignored and the server writes what
+    /// this source produces until it ends (see [`stream`]).
+    pub stream: Option<Box<dyn StreamSource>>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .field("stream", &self.stream.is_some())
+            .finish()
+    }
 }
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response { status, headers: vec![("Content-Type".into(), content_type.into())], body }
+        Response { status, headers: vec![("Content-Type".into(), content_type.into())], body, stream: None }
+    }
+
+    /// A streaming answer (`200`, `content_type`) produced by `source`.
+    pub fn streaming(content_type: &str, source: Box<dyn StreamSource>) -> Response {
+        Response { stream: Some(source), ..Response::new(200, content_type, Vec::new()) }
     }
 
     /// The error shape of every JSON error: `{"error": error, "detail": detail}`.
@@ -227,6 +257,8 @@ pub struct Stats {
     pub queued: usize,
     /// Open connections.
     pub connections: usize,
+    /// Streaming answers open.
+    pub streams: usize,
 }
 
 /// A running port.
@@ -308,7 +340,15 @@ impl Server {
     pub fn stats(&self) -> Stats {
         let (workers_live, workers_abandoned, queued) = self.pool.counts();
         let connections = self.shared.connections.load(Ordering::SeqCst);
-        Stats { workers_live, workers_abandoned, queued, connections }
+        let streams = self.shared.streams.load(Ordering::SeqCst);
+        Stats { workers_live, workers_abandoned, queued, connections, streams }
+    }
+
+    /// Change the request deadline (see [`Config::deadline`]) for requests that arrive from now on;
+    /// `None` removes it.
+    pub fn set_deadline(&self, deadline: Option<Duration>) {
+        let ms = deadline.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.shared.deadline_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Read the TLS certificate and key again; new connections use them. A failure keeps the old ones.
@@ -317,7 +357,8 @@ impl Server {
     }
 
     /// Stop accepting, let requests in progress finish (one with a deadline at most until it), write
-    /// their answers (bounded by the write timeout), close every connection, stop the workers.
+    /// their answers (bounded by the write timeout), end every stream, close every connection, stop the
+    /// workers.
     pub fn stop(mut self) {
         self.stop_inner();
     }

@@ -12,8 +12,9 @@
 //! | `versions/{artifact-base}` | traffic split between versions |
 //! | `updates/{id}` | a rolling update |
 //! | `thresholds/{metric}` | a scaling or alert threshold |
-//! | `loglevels/{logger}` | a run-time log level |
-//! | `config/{section}` | a cluster configuration section |
+//! | `loglevels/{logger}` | a run-time log level (`{logger}` a module path such as `consensus::replica`, or `default`) |
+//! | `config/{section}` | a cluster-wide configuration value (a live node setting) |
+//! | `config/nodes/{node}/{section}` | the same setting for one node, over the cluster-wide value |
 //! | `topics/{topic}/{subscriber}` | a topic subscription |
 //! | `schedules/{task}` | a scheduled task and its last run |
 //! | `nodes/{node}/lifecycle` | a node's lifecycle state |
@@ -154,6 +155,7 @@ pub enum AetherKey {
     Threshold { metric: Name },
     LogLevel { logger: Name },
     Config { section: Name },
+    NodeConfig { node: NodeId, section: Name },
     TopicSubscription { topic: Name, subscriber: Name },
     Schedule { task: Name },
     NodeLifecycle { node: NodeId },
@@ -191,7 +193,7 @@ impl AetherKey {
             AetherKey::Update { .. } => Namespace::Updates,
             AetherKey::Threshold { .. } => Namespace::Thresholds,
             AetherKey::LogLevel { .. } => Namespace::LogLevels,
-            AetherKey::Config { .. } => Namespace::Config,
+            AetherKey::Config { .. } | AetherKey::NodeConfig { .. } => Namespace::Config,
             AetherKey::TopicSubscription { .. } => Namespace::Topics,
             AetherKey::Schedule { .. } => Namespace::Schedules,
             AetherKey::NodeLifecycle { .. } | AetherKey::NodeLease { .. } | AetherKey::ClusterLeader => {
@@ -241,7 +243,7 @@ fn parse_in(namespace: Namespace, rest: &str) -> Result<AetherKey, ParseError> {
         Namespace::Updates => AetherKey::Update { id: one_name(rest, "update id")? },
         Namespace::Thresholds => AetherKey::Threshold { metric: one_name(rest, "metric")? },
         Namespace::LogLevels => AetherKey::LogLevel { logger: one_name(rest, "logger")? },
-        Namespace::Config => AetherKey::Config { section: one_name(rest, "config section")? },
+        Namespace::Config => parse_config(rest)?,
         Namespace::Topics => parse_topic_subscription(rest)?,
         Namespace::Schedules => AetherKey::Schedule { task: one_name(rest, "task")? },
         Namespace::Nodes => parse_node_key(rest)?,
@@ -268,6 +270,14 @@ fn one<'a>(rest: &'a str, shape: &str) -> Result<&'a str, ParseError> {
 
 fn one_name(rest: &str, part: &'static str) -> Result<Name, ParseError> {
     Name::parse_as(one(rest, &format!("{{{}}}", part.replace(' ', "-")))?, part)
+}
+
+fn parse_config(rest: &str) -> Result<AetherKey, ParseError> {
+    let Some(per_node) = rest.strip_prefix("nodes/") else {
+        return Ok(AetherKey::Config { section: one_name(rest, "config section")? });
+    };
+    let [node, section] = segments(per_node, "nodes/{node}/{section}")?;
+    Ok(AetherKey::NodeConfig { node: NodeId::parse(node)?, section: Name::parse_as(section, "config section")? })
 }
 
 fn parse_slice(rest: &str) -> Result<AetherKey, ParseError> {
@@ -347,6 +357,7 @@ impl fmt::Display for AetherKey {
             AetherKey::Threshold { metric } => write!(f, "{ns}/{metric}"),
             AetherKey::LogLevel { logger } => write!(f, "{ns}/{logger}"),
             AetherKey::Config { section } => write!(f, "{ns}/{section}"),
+            AetherKey::NodeConfig { node, section } => write!(f, "{ns}/nodes/{node}/{section}"),
             AetherKey::TopicSubscription { topic, subscriber } => write!(f, "{ns}/{topic}/{subscriber}"),
             AetherKey::Schedule { task } => write!(f, "{ns}/{task}"),
             AetherKey::NodeLifecycle { node } => write!(f, "{ns}/{node}/lifecycle"),
@@ -369,7 +380,7 @@ impl FromStr for AetherKey {
 mod tests {
     use super::*;
 
-    const EXAMPLES: [&str; 19] = [
+    const EXAMPLES: [&str; 23] = [
         "blueprints/shop",
         "slices/node-1/org.example:echo:1.0.0",
         "targets/org.example:echo:1.0.0-rc.1",
@@ -387,6 +398,10 @@ mod tests {
         "nodes/node-3/lease",
         "nodes/leader",
         "alerts/a1",
+        "config/slow_call_ms",
+        "config/nodes",
+        "config/nodes/node-2/slow_call_ms",
+        "loglevels/aetherd::app",
         "keys/3f9a0c1d2e4b5a69",
         "user/team/a/b.c",
     ];
@@ -427,6 +442,8 @@ mod tests {
             ("endpoints/g:a:1.0.0/m/n1:4294967296", "endpoint instance"),
             ("routes/get/x", "http method"),
             ("nodes/n1/state", "key shape"),
+            ("config/nodes/n1", "key shape"),
+            ("config/nodes/n:1/x", "node"),
             ("user/a//b", "user key segment"),
             ("user/", "user key segment"),
             ("keys/a/b", "key shape"),

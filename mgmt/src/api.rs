@@ -127,6 +127,31 @@ pub trait Backend: Send + Sync + 'static {
     /// The slice libraries in this node's repository (`GET /api/artifacts`).
     fn artifacts(&self) -> Result<Vec<crate::ArtifactInfo>, ApiError> {
         Ok(Vec::new())
+    /// `GET /api/events`: `{"events": [...], "next": cursor}`, up to `limit` events from `since`.
+    fn events(&self, since: Option<crate::EventSince>, limit: usize) -> Result<Value, ApiError> {
+        let _ = (since, limit);
+        Err(ApiError::new(501, "not_implemented", "this node keeps no event log"))
+    }
+    /// `GET /api/events/stream`: the events from `since` (without it, only new ones) as server-sent events.
+    fn event_stream(&self, since: Option<crate::EventSince>) -> Result<Box<dyn httpd::StreamSource>, ApiError> {
+        let _ = since;
+        Err(ApiError::new(501, "not_implemented", "this node keeps no event log"))
+    }
+    /// Record an event that a management request caused here (`config_changed`, ...).
+    fn record_event(&self, kind: &'static str, data: Value) {
+        let _ = (kind, data);
+    }
+    /// The settings operators may change live (`/api/config`).
+    fn settable(&self) -> Vec<crate::Setting> {
+        Vec::new()
+    }
+    /// This node's effective live settings, `{"key": value}`.
+    fn effective_config(&self) -> Value {
+        json!({})
+    }
+    /// The default log level this node started with (what applies while the store sets none).
+    fn log_level_default(&self) -> String {
+        "info".into()
     }
 }
 
@@ -145,6 +170,9 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         ("GET", ["api", "artifacts"]) => crate::listings::artifacts(backend),
         ("GET", ["api", "openapi.yaml"]) => Ok(crate::openapi::document()),
         ("GET", ["api", "slices"]) => crate::deploy::slices(backend),
+        (_, ["api", "events", rest @ ..]) => crate::events::route(backend, req, rest),
+        (_, ["api", "log-levels", rest @ ..]) => crate::live::log_levels(backend, req, rest),
+        (_, ["api", "config", rest @ ..]) => crate::live::config(backend, req, rest),
         ("POST" | "PUT", ["api", "artifacts", group, artifact, version]) => {
             upload(backend, &format!("{group}:{artifact}:{version}"), req)
         }

@@ -80,12 +80,6 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "api/metrics/history", Access::Role(Role::Viewer)),
     ("GET", "api/invocation-metrics", Access::Role(Role::Viewer)),
     ("GET", "api/invocation-metrics/slow", Access::Role(Role::Viewer)),
-    ("GET", "api/events", Access::Role(Role::Viewer)),
-    ("GET", "api/events/stream", Access::Role(Role::Viewer)),
-    ("GET", "api/log-levels", Access::Role(Role::Viewer)),
-    ("PUT|DELETE", "api/log-levels/*", Access::Role(Role::Operator)),
-    ("GET", "api/config", Access::Role(Role::Viewer)),
-    ("PUT|DELETE", "api/config/*", Access::Role(Role::Admin)),
     ("GET", "api/blueprints/**", Access::Role(Role::Viewer)),
     // A dry run: the checks of a post, nothing stored.
     ("POST", "api/blueprints/validate", Access::Role(Role::Viewer)),
@@ -98,6 +92,13 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET|POST", "api/keys", Access::Role(Role::Admin)),
     ("DELETE", "api/keys/*", Access::Role(Role::Admin)),
     ("POST|PUT|DELETE", "api/debug/faults", Access::Role(Role::Admin)),
+    ("GET", "api/events", Access::Role(Role::Viewer)),
+    ("GET", "api/events/stream", Access::Role(Role::Viewer)),
+    ("GET", "api/log-levels", Access::Role(Role::Viewer)),
+    ("GET", "api/log-levels/*", Access::Role(Role::Viewer)),
+    ("PUT|DELETE", "api/log-levels/*", Access::Role(Role::Admin)),
+    ("GET", "api/config", Access::Role(Role::Viewer)),
+    ("PUT|DELETE", "api/config/*", Access::Role(Role::Admin)),
 ];
 
 /// The access `method` on `path` (without its leading `/`) needs, from [`ROUTES`].

@@ -42,20 +42,42 @@ impl Request {
     }
 }
 
-/// An answer: JSON, or (for the few routes that serve a document) raw bytes with their content type.
+/// An answer: JSON, raw bytes with their content type (the few routes that serve a document), or a stream.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     pub body: serde_json::Value,
-    /// Extra header fields (`WWW-Authenticate`, CORS); `Content-Type` is JSON unless `text` is set.
+    /// Extra header fields (`WWW-Authenticate`, CORS, `Allow`); `Content-Type` is JSON unless `text` or
+    /// `stream` is set.
     pub headers: Vec<(String, String)>,
     /// A body that is not JSON (`/metrics`): its content type and bytes, sent instead of `body`.
     pub text: Option<(String, Vec<u8>)>,
+    /// A streaming answer (server-sent events): the HTTP server writes what it produces instead of `body`.
+    pub stream: Option<StreamBody>,
+}
+
+/// The source of a streaming answer and its content type; taken once, when the answer is written.
+#[derive(Clone)]
+pub struct StreamBody {
+    pub content_type: &'static str,
+    source: Arc<std::sync::Mutex<Option<Box<dyn httpd::StreamSource>>>>,
+}
+
+impl StreamBody {
+    fn take(&self) -> Option<Box<dyn httpd::StreamSource>> {
+        self.source.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for StreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StreamBody({})", self.content_type)
+    }
 }
 
 impl Response {
     pub fn new(status: u16, body: serde_json::Value) -> Response {
-        Response { status, body, headers: Vec::new(), text: None }
+        Response { status, body, headers: Vec::new(), text: None, stream: None }
     }
 
     /// A 200 answer whose body is `bytes` of `content_type` rather than JSON.
@@ -66,6 +88,12 @@ impl Response {
     /// A non-JSON document (`application/yaml`, `text/plain`, ...).
     pub fn document(status: u16, content_type: &str, bytes: Vec<u8>) -> Response {
         Response { text: Some((content_type.to_owned(), bytes)), ..Response::new(status, serde_json::Value::Null) }
+    }
+
+    /// A `200` streaming answer of `content_type` produced by `source`.
+    pub fn streaming(content_type: &'static str, source: Box<dyn httpd::StreamSource>) -> Response {
+        let stream = StreamBody { content_type, source: Arc::new(std::sync::Mutex::new(Some(source))) };
+        Response { stream: Some(stream), ..Response::new(200, serde_json::Value::Null) }
     }
 
     pub fn ok(body: serde_json::Value) -> Response {
@@ -115,9 +143,11 @@ struct Port {
     screen: Box<Screen>,
 }
 
-/// The JSON answer as the HTTP server writes it.
+/// The answer as the HTTP server writes it.
 fn to_http(response: &Response) -> httpd::Response {
-    let mut answer = match &response.text {
+    if let Some(source) = response.stream.as_ref().and_then(StreamBody::take) {
+        let content_type = response.stream.as_ref().map_or("text/event-stream", |s| s.content_type);
+        let mut answer = match &response.text {
         Some((content_type, bytes)) => httpd::Response::new(response.status, content_type, bytes.clone()),
         None => httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes()),
     };

@@ -29,6 +29,8 @@ pub enum FrameKind {
     Sync = 17,
     /// Membership heartbeats and metrics.
     Gossip = 18,
+    /// Cluster events (the event log): a node's new events, or recent history for a peer that connected.
+    Events = 19,
     /// A forwarded invocation.
     Invoke = 32,
     /// The answer to a forwarded invocation.
@@ -51,6 +53,7 @@ impl FrameKind {
             16 => FrameKind::Consensus,
             17 => FrameKind::Sync,
             18 => FrameKind::Gossip,
+            19 => FrameKind::Events,
             32 => FrameKind::Invoke,
             33 => FrameKind::InvokeReply,
             48 => FrameKind::Artifact,
@@ -218,9 +221,17 @@ mod tests {
         for kind in [FrameKind::Invoke, FrameKind::InvokeReply, FrameKind::Consensus, FrameKind::Gossip] {
             assert!(kind.is_priority(), "{kind:?}");
         }
-        for kind in [FrameKind::Artifact, FrameKind::Sync, FrameKind::Fragment, FrameKind::User] {
+        for kind in [FrameKind::Artifact, FrameKind::Sync, FrameKind::Fragment, FrameKind::Events, FrameKind::User] {
             assert!(!kind.is_priority(), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_its_byte() {
+        for kind in [FrameKind::Gossip, FrameKind::Events, FrameKind::Artifact] {
+            assert_eq!(FrameKind::from_u8(kind as u8), Some(kind));
+        }
+        assert_eq!(FrameKind::from_u8(20), None);
     }
 
     #[test]

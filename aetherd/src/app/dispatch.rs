@@ -160,7 +160,8 @@ pub struct Dispatcher {
     pub(super) container: Arc<Container>,
     registry: Arc<RwLock<Registry>>,
     forward: Option<Arc<dyn Forward>>,
-    pub(super) call_deadline: Duration,
+    /// How long a call may take when its caller set no deadline, in milliseconds (a live setting).
+    call_deadline_ms: std::sync::atomic::AtomicU64,
     pub(super) bulkheads: Bulkheads,
     /// `(node, artifact)` pairs whose instance refused a call as overloaded, until when they are skipped.
     refusing: Mutex<HashMap<(String, String), Instant>>,
@@ -189,7 +190,21 @@ impl Drop for Outbound<'_> {
     }
 }
 
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Dispatcher {
+    /// How long a call may take when its caller set no deadline.
+    pub fn call_deadline(&self) -> Duration {
+        Duration::from_millis(self.call_deadline_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Change the call deadline for calls that start from now on.
+    pub fn set_call_deadline(&self, deadline: Duration) {
+        self.call_deadline_ms.store(duration_ms(deadline), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// `forward: None` serves this node's instances only (dev mode).
     pub fn new(
         node_id: String,
@@ -203,7 +218,7 @@ impl Dispatcher {
             container,
             registry,
             forward,
-            call_deadline,
+            call_deadline_ms: std::sync::atomic::AtomicU64::new(duration_ms(call_deadline)),
             bulkheads: Bulkheads::new(CALL_THREADS_DEFAULT),
             refusing: Mutex::new(HashMap::new()),
             outbound: Mutex::new(HashMap::new()),
@@ -284,7 +299,7 @@ impl Dispatcher {
             Runner::Inline(watch) => watch.deadline(),
             Runner::Pool | Runner::Serving => None,
         };
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.call_deadline);
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.call_deadline());
         let answer = |reply| HttpAnswer { reply, allow: None };
         let (path, query) = routes::split_target(url);
         let (target, params) = match self.route(http_method, path) {

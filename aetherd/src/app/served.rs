@@ -81,7 +81,7 @@ impl RemoteCall for Dispatcher {
             request: request.to_vec(),
             idempotent: false,
             hops: context.hops,
-            deadline: context.deadline.unwrap_or_else(|| Instant::now() + self.call_deadline),
+            deadline: context.deadline.unwrap_or_else(|| Instant::now() + self.call_deadline()),
         };
         // Never this node: a nested call holds one of its threads, and the container calls this hook
         // only when it found no local instance anyway.

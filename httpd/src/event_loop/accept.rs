@@ -101,6 +101,10 @@ impl EventLoop {
             }
         }
         self.in_flight.retain(|(c, _)| *c != id);
+        if let Some(at) = self.streaming.iter().position(|s| *s == id) {
+            self.streaming.swap_remove(at);
+            self.shared.streams.store(self.streaming.len(), Ordering::SeqCst);
+        }
         self.shared.connections.store(self.conns.len(), Ordering::SeqCst);
     }
 }

@@ -68,6 +68,7 @@ pub fn key() -> impl Strategy<Value = AetherKey> + Clone {
         name().prop_map(|metric| AetherKey::Threshold { metric }),
         name().prop_map(|logger| AetherKey::LogLevel { logger }),
         name().prop_map(|section| AetherKey::Config { section }),
+        (node(), name()).prop_map(|(node, section)| AetherKey::NodeConfig { node, section }),
         (name(), name()).prop_map(|(topic, subscriber)| AetherKey::TopicSubscription { topic, subscriber }),
         name().prop_map(|task| AetherKey::Schedule { task }),
         node().prop_map(|node| AetherKey::NodeLifecycle { node }),
