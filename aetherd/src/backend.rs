@@ -190,6 +190,8 @@ impl Backend for NodeBackend {
 
     fn artifacts(&self) -> Result<Vec<mgmt::ArtifactInfo>, ApiError> {
         Ok(crate::repository_listing::list(&self.repository))
+    }
+
     fn events(&self, since: Option<mgmt::EventSince>, limit: usize) -> Result<serde_json::Value, ApiError> {
         let (page, next) = self.events.read(since, limit, crate::managers::wall_ms());
         let events: Vec<serde_json::Value> = page.iter().map(crate::events::Stored::to_json).collect();

@@ -48,7 +48,6 @@ pub struct Shared {
     pub accepting: Arc<AtomicBool>,
     pub stopping: AtomicBool,
     pub connections: Arc<AtomicUsize>,
-    pub connections: AtomicUsize,
     /// Streaming answers open.
     pub streams: AtomicUsize,
     /// The request deadline in milliseconds (0: none); starts as `Config::deadline`, see
@@ -66,7 +65,6 @@ impl Shared {
             accepting: Arc::new(AtomicBool::new(true)),
             stopping: AtomicBool::new(false),
             connections: Arc::new(AtomicUsize::new(0)),
-            connections: AtomicUsize::new(0),
             streams: AtomicUsize::new(0),
             deadline_ms: std::sync::atomic::AtomicU64::new(
                 config.deadline.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)),

@@ -127,6 +127,7 @@ pub trait Backend: Send + Sync + 'static {
     /// The slice libraries in this node's repository (`GET /api/artifacts`).
     fn artifacts(&self) -> Result<Vec<crate::ArtifactInfo>, ApiError> {
         Ok(Vec::new())
+    }
     /// `GET /api/events`: `{"events": [...], "next": cursor}`, up to `limit` events from `since`.
     fn events(&self, since: Option<crate::EventSince>, limit: usize) -> Result<Value, ApiError> {
         let _ = (since, limit);

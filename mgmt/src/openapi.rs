@@ -124,6 +124,9 @@ mod tests {
     fn it_is_served_as_yaml() {
         let response = document();
         assert_eq!(response.status, 200);
-        assert_eq!(response.text.as_ref().map(|(t, b)| (t.as_str(), b.len())), Some(("application/yaml", OPENAPI_YAML.len())));
+        assert_eq!(
+            response.text.as_ref().map(|(t, b)| (t.as_str(), b.len())),
+            Some(("application/yaml", OPENAPI_YAML.len()))
+        );
     }
 }

@@ -147,7 +147,12 @@ struct Port {
 fn to_http(response: &Response) -> httpd::Response {
     if let Some(source) = response.stream.as_ref().and_then(StreamBody::take) {
         let content_type = response.stream.as_ref().map_or("text/event-stream", |s| s.content_type);
-        let mut answer = match &response.text {
+        let mut answer = httpd::Response::streaming(content_type, source);
+        answer.status = response.status;
+        answer.headers.extend(response.headers.iter().cloned());
+        return answer;
+    }
+    let mut answer = match &response.text {
         Some((content_type, bytes)) => httpd::Response::new(response.status, content_type, bytes.clone()),
         None => httpd::Response::new(response.status, "application/json", response.body.to_string().into_bytes()),
     };
