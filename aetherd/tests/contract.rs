@@ -7,7 +7,8 @@
 //! Ignored by default (it needs Python and schemathesis): `cargo xtask contract` (and `cargo xtask test`)
 //! install schemathesis into a venv under the target folder and run it with `AETHER_SCHEMATHESIS` naming the
 //! `st` program. Set `AETHER_CONTRACT_SEED` to replay a run, `AETHER_CONTRACT_EXAMPLES` for more examples per
-//! operation (default 100), `AETHER_CONTRACT_ONLY` (a path regex) to check some routes only.
+//! operation (default 100), `AETHER_CONTRACT_ONLY` (a path regex) to check some routes only
+//! (the blueprint delete is then left out).
 //!
 //! Left out of the generated calls: `GET /api/events/stream` (an event stream never ends, so a generated call
 //! would only time out). Fault injection stays off on these nodes, so `/api/debug/faults` is exercised but
@@ -78,7 +79,8 @@ fn the_management_api_keeps_its_openapi_contract() {
     let everything = run(&st, &c, &seed, &["--exclude-operation-id", "blueprintDelete"]);
     let still = c.api(2, "GET", &format!("/api/blueprints/{BLUEPRINT}/status"), b"").unwrap();
     assert_eq!(still.status, 200, "the deployed blueprint is gone: {}", still.text());
-    let delete = run(&st, &c, &seed, &["--include-operation-id", "blueprintDelete"]);
+    let delete = std::env::var_os("AETHER_CONTRACT_ONLY").is_some()
+        || run(&st, &c, &seed, &["--include-operation-id", "blueprintDelete"]);
     assert!(everything && delete, "schemathesis found answers that break the contract (seed {seed}); see above");
     // Kept when the test fails, for the nodes' logs.
     let dir = c.spec.dir.clone();
