@@ -293,6 +293,8 @@ impl Node {
         if d.reconcile_due && r.internal_in_flight() == 0 {
             d.reconcile_due = false;
             writes.extend(d.leader.writes(r.store(), now_ms, d.deployer.policy()));
+            // A claim's decision wakes no watch: the next pass runs as soon as it is decided.
+            d.reconcile_due = d.leader.claiming();
         }
         writes.splice(0..0, renewal);
         writes
