@@ -52,6 +52,9 @@ pub struct Leader {
     renewed: Option<(Option<Revision>, Instant)>,
     /// The leader record's node as last read, for the status API.
     leader: Option<String>,
+    /// The last pass submitted a claim: the pass after its decision should come at once, since the leader
+    /// record (under `nodes/`) wakes no watch.
+    claiming: bool,
 }
 
 impl Leader {
@@ -64,7 +67,13 @@ impl Leader {
             epoch: Instant::now(),
             renewed: None,
             leader: None,
+            claiming: false,
         }
+    }
+
+    /// True when the last pass submitted a leadership claim.
+    pub fn claiming(&self) -> bool {
+        self.claiming
     }
 
     /// The node the leader record names, as last read.
@@ -108,10 +117,12 @@ impl Leader {
             Some(Ok(record)) => Some(record.value.node.to_string()),
             _ => None,
         };
+        self.claiming = false;
         match self.tenure.leadership(&self.me, &view, &live) {
             Leadership::Lead { version } => control::lead(&view, &live, version, now_ms, policy),
             Leadership::Claim(claim) => {
                 log::info!("claiming leadership: {claim}");
+                self.claiming = true;
                 vec![claim]
             }
             Leadership::Follow => Vec::new(),

@@ -321,6 +321,8 @@ impl Node {
             d.reconcile_due = false;
             let policy = self.ops.settings.start_policy(d.deployer.policy());
             writes.extend(d.leader.writes(r.store(), managers::wall_ms(), &policy));
+            // A claim's decision wakes no watch: the next pass runs as soon as it is decided.
+            d.reconcile_due = d.leader.claiming();
         }
         // The renewal first, so that this node's other writes never crowd its lease out of a full queue:
         // looked at on every tick, and whenever there are other writes.
