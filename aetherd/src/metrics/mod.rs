@@ -236,7 +236,7 @@ impl Telemetry {
             })
             .collect();
         if methods.len() > METHODS_MAX {
-            methods.sort_by(|a, b| b.calls.cmp(&a.calls));
+            methods.sort_by_key(|m| std::cmp::Reverse(m.calls));
             methods.truncate(METHODS_MAX);
         }
         let slow = std::mem::take(&mut calls.slow);
@@ -271,7 +271,7 @@ fn peer_traffic(p: &net::PeerStatus) -> telemetry::PeerTraffic {
 /// `summary` trimmed until it encodes within [`SUMMARY_BYTES_MAX`]: the least busy methods go first.
 fn fit(mut summary: Summary) -> Summary {
     while summary.encode().len() > SUMMARY_BYTES_MAX && !summary.methods.is_empty() {
-        summary.methods.sort_by(|a, b| b.calls.cmp(&a.calls));
+        summary.methods.sort_by_key(|m| std::cmp::Reverse(m.calls));
         let keep = summary.methods.len() / 2;
         summary.methods.truncate(keep);
     }
