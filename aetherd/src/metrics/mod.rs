@@ -6,6 +6,8 @@
 //! `summarise` runs on the event loop once a second (two small `/proc` reads and a copy of the counters);
 //! the management threads read the board, never the loop.
 //!
+//! A slow call is also logged (info) on the thread that ran it, so the line carries its request id.
+//!
 //! Invariants: the per-method table holds at most [`METHODS_TRACKED_MAX`] methods (calls of others are
 //! counted in the totals only); at most [`SLOW_PER_SUMMARY_MAX`] slow calls wait for the next summary
 //! (more are counted and dropped); a summary never encodes to more than [`SUMMARY_BYTES_MAX`].
@@ -149,6 +151,9 @@ impl Telemetry {
             status,
         };
         calls.slow.push(entry);
+        drop(calls);
+        // On the thread that ran the call, so the line ends with its request id.
+        log::info!("slow call: {artifact} {method} took {} ms and answered {status}", micros / 1000);
     }
 
     /// This node's summary now; also stored on this node's board. Called once a second on the loop.
