@@ -161,6 +161,12 @@ fn traffic_shows_in_every_metrics_route_and_slow_calls_keep_their_request_id() {
     assert_eq!((entry["artifact"].as_str(), entry["method"].as_str()), (Some(FAULTY), Some("slow")));
     assert!(entry["duration_us"].as_u64() >= Some(700_000) && entry["status"] == 200, "{entry}");
     assert_eq!(get(&c, 0, "/api/invocation-metrics/slow")["threshold_ms"], 500);
+    let logged = c.log(faulty_host);
+    let line = logged.lines().find(|l| l.contains("slow call:") && l.contains(FAULTY));
+    assert!(
+        line.is_some_and(|l| l.ends_with(&format!(" req={sent_id}"))),
+        "the host's log line names the request: {line:?}"
+    );
 
     // Request ids: a sane one comes back as sent, a bad one is replaced, errors carry one too.
     let kept = http_with(c.nodes[0].app, "GET", "/echo/x", &[("X-Request-Id", "abc-DEF_1.2")], b"").unwrap();

@@ -99,7 +99,8 @@ fn poll(addr: SocketAddr, path: &'static str, stop: &AtomicBool) -> BTreeMap<(St
 fn follow(addr: SocketAddr, stop: &AtomicBool) -> (u16, u64) {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else { return (0, 0) };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let head = "GET /api/events/stream HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n";
+    // The Host a browser on this machine would send: loopback management ports refuse other names.
+    let head = format!("GET /api/events/stream HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
     if stream.write_all(head.as_bytes()).is_err() {
         return (0, 0);
     }

@@ -91,7 +91,7 @@ impl Board {
     /// Stores a checked summary of a configured node that arrived at `now_ms`. Refuses one from an
     /// unknown node and ignores (`Ok(false)`) one not newer than that node's latest.
     pub fn accept(&self, summary: Summary, now_ms: u64) -> Result<bool, SummaryError> {
-        if !self.known.iter().any(|k| *k == summary.node) {
+        if !self.known.contains(&summary.node) {
             return Err(SummaryError(format!("{} is not a node of this cluster", summary.node)));
         }
         summary.check()?;
@@ -129,7 +129,7 @@ impl Board {
     /// The newest `limit` slow calls, newest first (by when they ended).
     pub fn slow(&self, limit: usize) -> Vec<SlowCall> {
         let mut all: Vec<SlowCall> = self.state.lock().slow.iter().cloned().collect();
-        all.sort_by(|a, b| b.time_ms.cmp(&a.time_ms));
+        all.sort_by_key(|s| std::cmp::Reverse(s.time_ms));
         all.truncate(limit);
         all
     }

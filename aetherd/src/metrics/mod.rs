@@ -6,6 +6,8 @@
 //! `summarise` runs on the event loop once a second (two small `/proc` reads and a copy of the counters);
 //! the management threads read the board, never the loop.
 //!
+//! A slow call is also logged (info) on the thread that ran it, so the line carries its request id.
+//!
 //! Invariants: the per-method table holds at most [`METHODS_TRACKED_MAX`] methods (calls of others are
 //! counted in the totals only); at most [`SLOW_PER_SUMMARY_MAX`] slow calls wait for the next summary
 //! (more are counted and dropped); a summary never encodes to more than [`SUMMARY_BYTES_MAX`].
@@ -18,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use telemetry::summary::{METHODS_MAX, SLOW_PER_SUMMARY_MAX, SUMMARY_BYTES_MAX};
+use telemetry::summary::{ARTIFACT_BYTES_MAX, METHODS_MAX, NAME_BYTES_MAX, SLOW_PER_SUMMARY_MAX, SUMMARY_BYTES_MAX};
 use telemetry::{Board, Histogram, MethodFigures, SlowCall, Summary};
 
 /// Environment variable with the slow-call threshold in ms (default [`telemetry::SLOW_THRESHOLD_MS_DEFAULT`]).
@@ -114,6 +116,8 @@ impl Telemetry {
 
     /// A slice call that ran here took `duration` and answered `status` (500 and more count as errors).
     pub fn record_call(&self, artifact: &str, method: &str, duration: Duration, status: u16) {
+        // Names past the summary's bounds would make every summary refused: such calls count in the totals only.
+        let named = artifact.len() <= ARTIFACT_BYTES_MAX && !method.is_empty() && method.len() <= NAME_BYTES_MAX;
         let error = status >= 500;
         let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         self.calls_total.fetch_add(1, Ordering::Relaxed);
@@ -123,14 +127,14 @@ impl Telemetry {
         let slow = micros >= self.board.slow_threshold_ms().saturating_mul(1000);
         let mut calls = self.calls.lock();
         let key = (artifact.to_owned(), method.to_owned());
-        let tracked = calls.methods.len() < METHODS_TRACKED_MAX || calls.methods.contains_key(&key);
+        let tracked = named && (calls.methods.len() < METHODS_TRACKED_MAX || calls.methods.contains_key(&key));
         if tracked {
             let stats = calls.methods.entry(key).or_default();
             stats.calls += 1;
             stats.errors += u64::from(error);
             stats.latency.record(micros);
         }
-        if !slow {
+        if !slow || !named {
             return;
         }
         if calls.slow.len() >= SLOW_PER_SUMMARY_MAX {
@@ -147,6 +151,9 @@ impl Telemetry {
             status,
         };
         calls.slow.push(entry);
+        drop(calls);
+        // On the thread that ran the call, so the line ends with its request id.
+        log::info!("slow call: {artifact} {method} took {} ms and answered {status}", micros / 1000);
     }
 
     /// This node's summary now; also stored on this node's board. Called once a second on the loop.
@@ -236,7 +243,7 @@ impl Telemetry {
             })
             .collect();
         if methods.len() > METHODS_MAX {
-            methods.sort_by(|a, b| b.calls.cmp(&a.calls));
+            methods.sort_by_key(|m| std::cmp::Reverse(m.calls));
             methods.truncate(METHODS_MAX);
         }
         let slow = std::mem::take(&mut calls.slow);
@@ -271,7 +278,7 @@ fn peer_traffic(p: &net::PeerStatus) -> telemetry::PeerTraffic {
 /// `summary` trimmed until it encodes within [`SUMMARY_BYTES_MAX`]: the least busy methods go first.
 fn fit(mut summary: Summary) -> Summary {
     while summary.encode().len() > SUMMARY_BYTES_MAX && !summary.methods.is_empty() {
-        summary.methods.sort_by(|a, b| b.calls.cmp(&a.calls));
+        summary.methods.sort_by_key(|m| std::cmp::Reverse(m.calls));
         let keep = summary.methods.len() / 2;
         summary.methods.truncate(keep);
     }
@@ -325,5 +332,15 @@ mod tests {
             t.record_call("g:a:1.0.0", "m", Duration::from_millis(2), 200);
         }
         assert_eq!(t.summarise(figures(1)).slow.len(), SLOW_PER_SUMMARY_MAX);
+    }
+
+    #[test]
+    fn names_past_the_summary_bounds_count_in_the_totals_only() {
+        let t = Telemetry::new("node-1", &["node-1".into()]);
+        t.set_slow_threshold_ms(1);
+        t.record_call("g:a:1.0.0", &"m".repeat(NAME_BYTES_MAX + 1), Duration::from_millis(5), 200);
+        let s = t.summarise(figures(1));
+        assert_eq!((s.invocations.calls, s.methods.len(), s.slow.len()), (1, 0, 0));
+        assert_eq!(t.board().own().map(|own| own.time_ms), Some(1), "the summary stays acceptable");
     }
 }

@@ -17,16 +17,11 @@ pub const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// When the last summary went out, and refused summaries since the last log line.
+#[derive(Default)]
 pub(super) struct Gossip {
     last_sent: Option<Instant>,
     refused: u64,
     refused_logged: Option<Instant>,
-}
-
-impl Default for Gossip {
-    fn default() -> Gossip {
-        Gossip { last_sent: None, refused: 0, refused_logged: None }
-    }
 }
 
 impl Node {

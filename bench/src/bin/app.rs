@@ -24,6 +24,11 @@
 //!   client that gets 503 waits its `Retry-After` before calling again, as a well-behaved one does);
 //!   reported as the ratios of req/s and p99 to the plain local case of the same round: a hung slice
 //!   must cost echo nothing (its bulkhead refuses past its share of the handler threads);
+//! - with `--poll-management`, the local case again while a client polls the host's `/api/metrics`,
+//!   `/metrics` and `/api/status` 50 times a second each (keep-alive) and follows `/api/events/stream`
+//!   (only polled where that answers other than 200): reported as ratios to the plain local case of the same
+//!   round (management must not slow the data path: target within 5%); and, before the load, every node's
+//!   CPU over 10 s at idle with metrics on (with `--baseline-aetherd`, that build's nodes in the same window);
 //! - deploy time: blueprint posted -> every instance ACTIVE (`GET /api/blueprints/{name}` polled every
 //!   2 ms), for the one-instance echo blueprint and for `blueprints/demo.toml` (6 instances of 4 slices,
 //!   one wave waiting on its dependencies); the blueprint is deleted and `/api/slices` seen empty between
@@ -845,7 +850,7 @@ fn bench_app(
         reconnect_tls: tls.map(|_| case("aether local TLS, conn/request".into())),
         local_hung: hung.then(|| case(format!("aether local, {} hung calls in flight", options.hung))),
         local_polled: options.poll_management.then(|| case("aether local, management polled".into())),
-        idle_cpu: if options.poll_management { idle_cpu(cluster) } else { Vec::new() },
+        idle_cpu: if options.poll_management { idle_cpu(cluster, extras.baseline) } else { Vec::new() },
         host: host_id,
         via: via_id,
     };
@@ -931,12 +936,21 @@ fn bench_app(
     app
 }
 
-/// Each node's CPU over 10 s with nothing to do but its own work (metrics summaries included).
-fn idle_cpu(cluster: &LocalCluster) -> Vec<(String, Option<f64>)> {
+/// Each node's CPU over the same 10 s with nothing to do but its own work (metrics summaries included),
+/// and the baseline build's nodes beside them when there are some (an earlier build without metrics shows
+/// what they cost).
+fn idle_cpu(cluster: &LocalCluster, baseline: Option<&LocalCluster>) -> Vec<(String, Option<f64>)> {
     std::thread::sleep(Duration::from_secs(2));
-    let pids: Vec<u32> = (0..cluster.nodes.len()).map(|i| cluster.pid(i).unwrap_or(0)).collect();
+    let mut names = Vec::new();
+    let mut pids = Vec::new();
+    for (prefix, c) in std::iter::once(("", cluster)).chain(baseline.map(|b| ("baseline ", b))) {
+        for (i, node) in c.nodes.iter().enumerate() {
+            names.push(format!("{prefix}{}", node.id));
+            pids.push(c.pid(i).unwrap_or(0));
+        }
+    }
     let cpu = bench::poll::idle_cpu_percent(&pids, Duration::from_secs(10));
-    cluster.nodes.iter().map(|n| n.id.clone()).zip(cpu).collect()
+    names.into_iter().zip(cpu).collect()
 }
 
 /// Deploys `faulty` on every node and waits until `host`'s app port serves it.
