@@ -6,8 +6,8 @@
 //! - `start_failures_max`, `start_backoff_ms`: the leader's start-failure policy
 //!   (`control::cluster::quarantine`), read by the node's deployment manager on every reconcile;
 //! - `call_deadline_ms`: the app port's request deadline and the dispatcher's call deadline;
-//! - `slow_call_ms`: the slow-call threshold; kept here ([`LiveSettings::get`]) and handed to whoever
-//!   registered for it ([`LiveSettings::on_change`]).
+//! - `slow_call_ms`: the slow-call threshold of the node's metrics (`AETHER_SLOW_CALL_MS` at start), handed
+//!   to them through [`LiveSettings::on_change`].
 //!
 //! A per-node value (`config/nodes/{node}/{key}`) wins over the cluster-wide one (`config/{key}`), which
 //! wins over the value the node started with (its environment or the built-in default).
@@ -54,7 +54,7 @@ pub const SETTABLE: [Setting; 4] = [
 ];
 
 /// Built-in default of `slow_call_ms`.
-pub const SLOW_CALL_MS_DEFAULT: u64 = 1000;
+pub const SLOW_CALL_MS_DEFAULT: u64 = telemetry::SLOW_THRESHOLD_MS_DEFAULT;
 
 type Hook = Box<dyn Fn(u64) + Send + Sync>;
 

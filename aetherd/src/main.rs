@@ -167,11 +167,12 @@ fn run(args: &Args) -> Result<(), String> {
         deploy::Deployer::start(container.clone(), lifecycle.policy, deploy_done_sender(loop_handle.clone()))?;
     let node_ids: Vec<String> = config.peers.iter().map(|(id, _)| id.clone()).collect();
     let metrics = metrics::Telemetry::new(&config.node_id, &node_ids);
-    if let Some(ms) = metrics::slow_threshold_from_env()? {
-        metrics.set_slow_threshold_ms(ms);
-    }
+    let slow_call_ms = metrics::slow_threshold_from_env()?.unwrap_or(live::SLOW_CALL_MS_DEFAULT);
+    metrics.set_slow_threshold_ms(slow_call_ms);
     let events = Arc::new(events::EventLog::new(&config.node_id, managers::wall_ms().saturating_mul(1000)));
-    let settings = Arc::new(live_settings(&lifecycle));
+    let settings = Arc::new(live_settings(&lifecycle, slow_call_ms));
+    let slow_calls = Arc::clone(&metrics);
+    settings.on_change("slow_call_ms", move |ms| slow_calls.set_slow_threshold_ms(ms));
     let data = node::DataPlane {
         calls: forward::Calls::new(),
         forwarded: Arc::default(),
@@ -326,13 +327,13 @@ fn watch_loop(
 }
 
 /// The live settings, starting from the values the node was started with (environment or defaults).
-fn live_settings(lifecycle: &deploy::Settings) -> live::LiveSettings {
+fn live_settings(lifecycle: &deploy::Settings, slow_call_ms: u64) -> live::LiveSettings {
     let deadline = app::AppOptions::from_env().call_deadline;
     live::LiveSettings::new([
         u64::from(lifecycle.policy.failures_max),
         lifecycle.policy.backoff_base_ms,
         u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
-        live::SLOW_CALL_MS_DEFAULT,
+        slow_call_ms,
     ])
 }
 
