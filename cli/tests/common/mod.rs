@@ -185,14 +185,11 @@ pub fn wait_deployed(c: &LocalCluster) {
 }
 
 /// Whether node 0 serves `method path`: a route not built into this `aetherd` answers 404 "no such path"
-/// (or 405 where a neighbouring route takes the path). Tests of verbs whose routes are still being added
-/// skip with a message when it does not.
+/// (or 405 where a neighbouring route takes the path); that fails the test.
 pub fn serves(c: &LocalCluster, method: &str, path: &str, body: &[u8]) -> bool {
     let Ok(r) = http(c.nodes[0].management, method, path, body) else { return false };
     let detail = r.json()["detail"].as_str().unwrap_or("").to_string();
     let absent = (r.status == 404 && detail.starts_with("no such path")) || r.status == 405;
-    if absent {
-        eprintln!("SKIPPED: {method} {path} is not served by this aetherd build ({} {detail})", r.status);
-    }
-    !absent
+    assert!(!absent, "{method} {path} is not served by the aetherd under test ({} {detail})", r.status);
+    true
 }
