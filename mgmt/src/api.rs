@@ -187,11 +187,8 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         ("GET", ["health", "ready"]) => Ok(crate::health::ready(backend)),
         ("POST" | "PUT", ["api", "debug", "faults"]) => set_faults(backend, &req.body),
         ("DELETE", ["api", "debug", "faults"]) => backend.set_faults(Vec::new()).map(|()| Response::ok(json!({}))),
-        // Routes go above: these two arms answer whatever no route took (405 on a known path, else 404).
-        _ if crate::methods::allowed(&req.path).is_some() => {
-            Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /{}", req.method, req.path)))
-        }
-        _ => Err(ApiError::not_found(format!("no such path: /{}", crate::auth::clip(&req.path)))),
+        // Routes go above: this arm answers whatever no route took (405 on a known path, else 404).
+        _ => Err(crate::methods::unrouted(req)),
     };
     result.unwrap_or_else(Response::from)
 }

@@ -73,10 +73,7 @@ pub fn route(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Resp
             let source = backend.event_stream(since)?;
             Ok(Response::streaming("text/event-stream", source))
         }
-        (_, [] | ["stream"]) => {
-            Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /{}", req.method, req.path)))
-        }
-        _ => Err(ApiError::not_found(format!("no such path: {} /{}", req.method, req.path))),
+        _ => Err(crate::methods::unrouted(req)),
     }
 }
 

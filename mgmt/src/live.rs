@@ -78,10 +78,7 @@ pub fn log_levels(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result
             backend.record_event("log_level_changed", json!({ "target": target, "level": null }));
             Ok(Response::ok(json!({ "target": target, "level": null })))
         }
-        ("GET" | "PUT" | "DELETE", _) => {
-            Err(ApiError::not_found(format!("no such path: {} /{}", req.method, req.path)))
-        }
-        _ => Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /{}", req.method, req.path))),
+        _ => Err(crate::methods::unrouted(req)),
     }
 }
 
@@ -116,10 +113,7 @@ pub fn config(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Res
             backend.record_event("config_changed", json!({ "key": key, "value": null, "node": node }));
             Ok(Response::ok(json!({ "key": key, "value": null, "node": node })))
         }
-        ("GET" | "PUT" | "DELETE", _) => {
-            Err(ApiError::not_found(format!("no such path: {} /{}", req.method, req.path)))
-        }
-        _ => Err(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /{}", req.method, req.path))),
+        _ => Err(crate::methods::unrouted(req)),
     }
 }
 

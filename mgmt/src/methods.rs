@@ -35,7 +35,7 @@ pub const PATHS: &[(&str, &str)] = &[
     ("api/events", "GET, HEAD"),
     ("api/events/stream", "GET, HEAD"),
     ("api/log-levels", "GET, HEAD"),
-    ("api/log-levels/*", "PUT, DELETE"),
+    ("api/log-levels/*", "GET, HEAD, PUT, DELETE"),
     ("api/config", "GET, HEAD"),
     ("api/config/*", "PUT, DELETE"),
 ];
@@ -44,6 +44,16 @@ pub const PATHS: &[(&str, &str)] = &[
 pub fn allowed(path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.split('/').collect();
     PATHS.iter().find(|(pattern, _)| crate::auth::matches(pattern, &segments)).map(|(_, methods)| *methods)
+}
+
+/// The answer to a request no route took: 405 on a path the API has (another method), else 404.
+pub fn unrouted(req: &crate::Request) -> crate::ApiError {
+    match allowed(&req.path) {
+        Some(_) => {
+            crate::ApiError::new(405, "method_not_allowed", format!("{} is not allowed on /{}", req.method, req.path))
+        }
+        None => crate::ApiError::not_found(format!("no such path: /{}", crate::auth::clip(&req.path))),
+    }
 }
 
 #[cfg(test)]
@@ -60,5 +70,18 @@ mod tests {
         assert_eq!(allowed("api/kv/"), None, "an empty key segment is no path");
         assert_eq!(allowed("api/nope"), None);
         assert_eq!(allowed(""), None);
+    }
+
+    #[test]
+    fn a_request_no_route_took_is_405_on_a_known_path_else_404() {
+        let request = |method: &str, path: &str| crate::Request {
+            method: method.into(),
+            path: path.into(),
+            ..crate::Request::default()
+        };
+        assert_eq!(unrouted(&request("PUT", "api/config")).status, 405);
+        assert_eq!(unrouted(&request("PUT", "api/log-levels")).status, 405);
+        assert_eq!(unrouted(&request("GET", "api/config/a/b")).status, 404);
+        assert_eq!(unrouted(&request("GET", "api/events/nope")).status, 404);
     }
 }
