@@ -47,9 +47,28 @@ struct MethodStats {
 
 #[derive(Default)]
 struct Calls {
-    methods: BTreeMap<(String, String), MethodStats>,
+    /// Artifact -> method -> figures (looked up by `&str`: a call allocates only for a new method).
+    methods: BTreeMap<String, BTreeMap<String, MethodStats>>,
+    tracked: usize,
     slow: Vec<SlowCall>,
     slow_dropped: u64,
+}
+
+impl Calls {
+    /// The figures of `artifact`'s `method`, made on its first call while fewer than
+    /// [`METHODS_TRACKED_MAX`] methods are tracked.
+    fn stats_of(&mut self, artifact: &str, method: &str) -> Option<&mut MethodStats> {
+        let known = self.methods.get(artifact).is_some_and(|m| m.contains_key(method));
+        if !known {
+            if self.tracked >= METHODS_TRACKED_MAX {
+                return None;
+            }
+            self.tracked += 1;
+            let methods = self.methods.entry(artifact.to_owned()).or_default();
+            methods.insert(method.to_owned(), MethodStats::default());
+        }
+        self.methods.get_mut(artifact)?.get_mut(method)
+    }
 }
 
 /// What the previous summary saw, for rates.
@@ -126,10 +145,7 @@ impl Telemetry {
         }
         let slow = micros >= self.board.slow_threshold_ms().saturating_mul(1000);
         let mut calls = self.calls.lock();
-        let key = (artifact.to_owned(), method.to_owned());
-        let tracked = named && (calls.methods.len() < METHODS_TRACKED_MAX || calls.methods.contains_key(&key));
-        if tracked {
-            let stats = calls.methods.entry(key).or_default();
+        if let Some(stats) = named.then(|| calls.stats_of(artifact, method)).flatten() {
             stats.calls += 1;
             stats.errors += u64::from(error);
             stats.latency.record(micros);
@@ -232,7 +248,8 @@ impl Telemetry {
         let mut methods: Vec<MethodFigures> = calls
             .methods
             .iter()
-            .map(|((artifact, method), s)| MethodFigures {
+            .flat_map(|(artifact, methods)| methods.iter().map(move |(method, s)| (artifact, method, s)))
+            .map(|(artifact, method, s)| MethodFigures {
                 artifact: artifact.clone(),
                 method: method.clone(),
                 calls: s.calls,
@@ -332,6 +349,20 @@ mod tests {
             t.record_call("g:a:1.0.0", "m", Duration::from_millis(2), 200);
         }
         assert_eq!(t.summarise(figures(1)).slow.len(), SLOW_PER_SUMMARY_MAX);
+    }
+
+    #[test]
+    fn tracked_methods_are_bounded_and_a_summary_carries_the_busiest() {
+        let t = Telemetry::new("node-1", &["node-1".into()]);
+        for i in 0..(METHODS_TRACKED_MAX + 10) {
+            t.record_call("g:a:1.0.0", &format!("m{i}"), Duration::from_micros(10), 200);
+        }
+        t.record_call("g:a:1.0.0", "m7", Duration::from_micros(10), 200);
+        assert_eq!(t.calls.lock().tracked, METHODS_TRACKED_MAX);
+        let s = t.summarise(figures(1));
+        assert_eq!(s.invocations.calls, METHODS_TRACKED_MAX as u64 + 11);
+        assert_eq!(s.methods.len(), METHODS_MAX);
+        assert_eq!((s.methods[0].method.as_str(), s.methods[0].calls), ("m7", 2), "the busiest first");
     }
 
     #[test]
