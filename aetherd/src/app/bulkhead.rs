@@ -193,10 +193,26 @@ impl Bulkheads {
     }
 
     /// The bulkhead of `slice`'s instance, made on its first call from the instance's config.
-    /// Most forwarded calls of one artifact a node waits on at once: half an instance's share, so an
-    /// artifact's local and forwarded calls together never hold every thread of the pool.
-    pub fn outbound_max(&self) -> usize {
-        (self.share_max / 2).max(1)
+    /// Most forwarded calls of `artifact` a node waits on at once: what the artifact's local instances leave
+    /// of one instance's share, and never less than half of it (room to spill over from a full instance).
+    /// An artifact's local and forwarded calls together therefore hold at most 1.5 shares (three quarters of
+    /// the pool), so other slices always keep threads, while a node without a local instance forwards as
+    /// many calls at once as a local instance would take.
+    pub fn outbound_max(&self, artifact: &str) -> usize {
+        let local = self.held(artifact);
+        self.share_max.saturating_sub(local).max(self.share_max / 2).max(1)
+    }
+
+    /// Calls of `artifact`'s instances on this node, running or queued.
+    fn held(&self, artifact: &str) -> usize {
+        let map = self.by_instance.lock();
+        map.values()
+            .filter(|b| b.artifact == artifact)
+            .map(|b| {
+                let state = b.state.lock();
+                state.running.len() + state.waiting
+            })
+            .sum()
     }
 
     pub fn of(&self, slice: &SliceHandle) -> Arc<Bulkhead> {
@@ -245,6 +261,21 @@ mod tests {
 
     fn soon(ms: u64) -> Instant {
         Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn forwarded_calls_get_what_local_instances_leave_of_a_share_and_at_least_half_of_it() {
+        let bulkheads = Bulkheads::new(16); // a share is 8 threads
+        assert_eq!(bulkheads.outbound_max("g:a:1"), 8, "no local instance: a whole share");
+        let local = Arc::new(Bulkhead::new("g:a:1", 6, 0));
+        bulkheads.by_instance.lock().insert(1, Arc::clone(&local));
+        let held: Vec<_> = (0..3).map(|_| local.enter(soon(1000)).unwrap()).collect();
+        assert_eq!(bulkheads.outbound_max("g:a:1"), 5, "the rest of the share");
+        assert_eq!(bulkheads.outbound_max("g:b:1"), 8, "another artifact's instance takes nothing from it");
+        let more: Vec<_> = (0..3).map(|_| local.enter(soon(1000)).unwrap()).collect();
+        assert_eq!(bulkheads.outbound_max("g:a:1"), 4, "never under half a share, so a full instance spills over");
+        drop((held, more));
+        assert_eq!(bulkheads.outbound_max("g:a:1"), 8);
     }
 
     #[test]

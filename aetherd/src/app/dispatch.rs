@@ -234,9 +234,10 @@ impl Dispatcher {
 
     /// A place for one more forwarded call of `artifact`, or `None` when its share is taken.
     fn outbound<'a>(&'a self, artifact: &'a str) -> Option<Outbound<'a>> {
+        let max = self.bulkheads.outbound_max(artifact);
         let mut counts = self.outbound.lock();
         let count = counts.entry(artifact.to_owned()).or_insert(0);
-        if *count >= self.bulkheads.outbound_max() {
+        if *count >= max {
             return None;
         }
         *count += 1;

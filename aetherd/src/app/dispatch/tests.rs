@@ -354,8 +354,8 @@ fn an_order_entering_a_third_node_flows_across_two_others_with_its_request_id() 
 fn forwarded_calls_of_one_artifact_hold_at_most_their_share_of_the_threads() {
     let forward = FakeForward::with(&[("node-2", Ok(ok_reply("{}")))]);
     let dispatcher = dispatcher(empty_container("node-1"), &["node-2"], &forward).with_call_threads(8);
-    let max = dispatcher.bulkheads.outbound_max();
-    assert_eq!(max, 2, "half of an instance's share of 8 threads");
+    let max = dispatcher.bulkheads.outbound_max(ECHO);
+    assert_eq!(max, 4, "without a local instance, one instance's share of 8 threads");
     let held: Vec<_> = (0..max).map(|_| dispatcher.outbound(ECHO).expect("a place")).collect();
     assert!(dispatcher.outbound(ECHO).is_none(), "the share is taken");
     let (status, error, _) = error_of(&http(&dispatcher, "GET", "/echo/x", ""));
