@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const ROUNDS_MAX: usize = control::blueprint::SLICES_MAX + 8;
 
 /// Dry runs one node computes at once.
-pub const DRY_RUNS_MAX: usize = 2;
+pub const DRY_RUNS_MAX: usize = 1;
 
 /// The dry runs running on a node (the node's backend holds one, see `Backend::dry_runs`).
 #[derive(Debug, Default)]
