@@ -35,7 +35,7 @@ pub const PATHS: &[(&str, &str)] = &[
     ("api/events", "GET, HEAD"),
     ("api/events/stream", "GET, HEAD"),
     ("api/log-levels", "GET, HEAD"),
-    ("api/log-levels/*", "PUT, DELETE"),
+    ("api/log-levels/*", "GET, HEAD, PUT, DELETE"),
     ("api/config", "GET, HEAD"),
     ("api/config/*", "PUT, DELETE"),
 ];
