@@ -33,6 +33,8 @@ pub struct NodeBackend {
     pub events: Arc<crate::events::EventLog>,
     /// This node's live settings.
     pub settings: Arc<crate::live::LiveSettings>,
+    /// Blueprint dry runs running now (bounded: any viewer may ask for one).
+    pub dry_runs: mgmt::DryRuns,
 }
 
 /// An HTTP port's name and its accepting flag.
@@ -69,6 +71,10 @@ impl NodeBackend {
 type WriteReply = mpsc::Sender<Result<u64, ApiError>>;
 
 impl Backend for NodeBackend {
+    fn dry_runs(&self) -> Option<&mgmt::DryRuns> {
+        Some(&self.dry_runs)
+    }
+
     fn cluster_view(&self) -> Result<ClusterView, ApiError> {
         self.ask(LOOP_REPLY_TIMEOUT, Command::ClusterView)
     }

@@ -4,7 +4,9 @@
 //! and can be changed while the node runs, per log target, from the cluster's `loglevels/` keys
 //! ([`set_levels`]).
 //!
-//! Invariants: a record is written when its level is within the level of the longest configured target
+//! Invariants: a record is one line: control characters in its message (newlines, carriage returns, ANSI
+//! escapes, which client-sent paths or names may carry) are written as `\n`, `\r`, `\x1b`, ..., so no input
+//! can forge a log line or drive a terminal; a record is written when its level is within the level of the longest configured target
 //! that is its target or a `::`-separated ancestor of it (`consensus` covers `consensus::replica`, not
 //! `consensus2`), else within the default; `log::max_level` is always the most verbose of those levels, so
 //! the macros skip what no filter would pass without calling in here.
@@ -92,11 +94,32 @@ impl log::Log for StderrLogger {
             Level::Trace => "TRACE",
         };
         let req = crate::metrics::request_id::with_current(|id| id.map(|id| format!(" req={id}")).unwrap_or_default());
-        let line = format!("{} {level} [{}] {}: {}{req}\n", timestamp(), self.node, record.target(), record.args());
+        let text = record.args().to_string();
+        let message = one_line(&text);
+        let line = format!("{} {level} [{}] {}: {message}{req}\n", timestamp(), self.node, record.target());
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}
+}
+
+/// `text` with every control character (Unicode `Cc`: U+0000..U+001F, U+007F..U+009F) escaped as `\n`, `\r`,
+/// `\t` or `\xNN`, so it fits on one log line and cannot send terminal escapes.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 pub fn parse_level(text: &str) -> Result<LevelFilter, String> {
@@ -158,6 +181,18 @@ mod tests {
         assert_eq!(filter.level_for("aetherd::app::dispatch"), LevelFilter::Trace);
         assert_eq!(filter.level_for("aetherd"), LevelFilter::Info);
         assert_eq!(filter.most_verbose(), LevelFilter::Trace);
+    }
+
+    #[test]
+    fn a_message_stays_on_one_line_without_terminal_escapes() {
+        let forged = "GET /api/x\n2026-11-30T00:00:00.000Z ERROR [node-1] aetherd: forged\r\x1b[31mred\u{85}\u{7f}";
+        let line = one_line(forged);
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert_eq!(
+            line,
+            "GET /api/x\\n2026-11-30T00:00:00.000Z ERROR [node-1] aetherd: forged\\r\\x1b[31mred\\x85\\x7f"
+        );
+        assert!(matches!(one_line("plain: é ünï"), std::borrow::Cow::Borrowed("plain: é ünï")));
     }
 
     #[test]

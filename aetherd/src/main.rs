@@ -230,6 +230,7 @@ fn run(args: &Args) -> Result<(), String> {
         app_serving: Some(app.serving_flag()),
         trusted_keys: config.artifacts.trusted_keys.clone(),
         metrics: Arc::clone(metrics.board()),
+        dry_runs: mgmt::DryRuns::default(),
     });
     let ports = backend.http_ports.clone();
     let management_http = mgmt::http_config(config.listen_management, 64, config.tls.clone());

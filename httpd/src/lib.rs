@@ -20,7 +20,7 @@
 //! - optional TLS (rustls), reloadable ([`Server::reload_tls`]);
 //! - streaming answers ([`stream`]): a handler may answer with a [`StreamSource`] the I/O thread polls;
 //!   each stream buffers at most [`Limits::stream_buffer_bytes_max`], a reader that stops reading is cut
-//!   after the write timeout, at most [`Limits::streams_max`] are open (503 past it), and streams end with
+//!   after the write timeout, at most [`Limits::streams_max`] are open, [`Limits::streams_per_ip_max`] from one client address (503 past either), and streams end with
 //!   their terminating chunk when the server stops.
 
 mod conn;
@@ -66,6 +66,9 @@ pub struct Limits {
     pub body_bytes_per_ip_max: usize,
     /// Streaming answers open at once; a further one is answered 503 with `Retry-After`.
     pub streams_max: usize,
+    /// The same, for the connections of one client address (half the port's by default), so one client
+    /// cannot hold every stream and shut the others out.
+    pub streams_per_ip_max: usize,
     /// Unsent bytes one streaming answer may hold; its source is offered only the room left.
     pub stream_buffer_bytes_max: usize,
 }
@@ -82,6 +85,7 @@ impl Default for Limits {
             body_bytes_total_max: 256 * 1024 * 1024,
             body_bytes_per_ip_max: 128 * 1024 * 1024,
             streams_max: 64,
+            streams_per_ip_max: 32,
             stream_buffer_bytes_max: 256 * 1024,
         }
     }

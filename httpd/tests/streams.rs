@@ -1,5 +1,5 @@
 //! Streaming answers: chunked framing and a clean end, a reader that stops reading is cut with the server's
-//! buffering bounded, the cap on open streams, the end of every stream when the server stops, and TLS.
+//! buffering bounded, the caps on open streams (per port and per client address), the end of every stream when the server stops, and TLS.
 
 mod common;
 
@@ -157,6 +157,28 @@ fn past_the_stream_cap_a_stream_is_refused_with_503_and_plain_answers_still_work
     let mut again = connect(server.addr());
     again.write_all(b"GET /count?n=1 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
     assert_eq!(dechunk(body(&read_all(&mut again))).0, "0\n", "a closed stream frees its place");
+}
+
+#[test]
+fn one_address_cannot_hold_every_stream() {
+    let mut config = config();
+    config.limits.streams_max = 4;
+    config.limits.streams_per_ip_max = 2;
+    let (server, _) = start_streams(config);
+    let greedy = std::net::Ipv4Addr::new(127, 0, 0, 7);
+    let mut open: Vec<_> = (0..2).map(|_| connect_from(greedy, server.addr())).collect();
+    for stream in &mut open {
+        stream.write_all(b"GET /quiet HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    }
+    wait_until(&server, |s| s.streams == 2);
+    let mut third = connect_from(greedy, server.addr());
+    third.write_all(b"GET /quiet HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let refused = read_all(&mut third);
+    assert_json_error(&refused, 503);
+    assert!(refused.contains("127.0.0.7"), "{refused}");
+    let mut other = connect_from(std::net::Ipv4Addr::new(127, 0, 0, 8), server.addr());
+    other.write_all(b"GET /count?n=1 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert_eq!(dechunk(body(&read_all(&mut other))).0, "0\n", "another address still gets a stream");
 }
 
 #[test]

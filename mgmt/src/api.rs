@@ -89,6 +89,10 @@ struct FaultBody {
 
 /// What the daemon provides to the API. Implementations answer from the event loop, with a timeout.
 pub trait Backend: Send + Sync + 'static {
+    /// The node's count of running blueprint dry runs, which bounds them (`None`: unbounded, for tests).
+    fn dry_runs(&self) -> Option<&crate::DryRuns> {
+        None
+    }
     fn cluster_view(&self) -> Result<ClusterView, ApiError>;
     fn status(&self) -> Result<NodeStatus, ApiError>;
     /// Orders `command` through consensus and answers with the version it produced; version conflicts are

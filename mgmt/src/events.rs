@@ -3,7 +3,7 @@
 //! parses and checks the query and shapes the answers.
 //!
 //! Invariants: `limit` is 1..=[`EVENTS_LIMIT_MAX`] (default [`EVENTS_LIMIT_DEFAULT`]); a `since` or `limit`
-//! that does not parse is a 400 naming the parameter; an unknown query parameter is a 400.
+//! that does not parse is a 400 naming the parameter; an unknown or repeated query parameter is a 400.
 
 use crate::api::Backend;
 use crate::error::ApiError;
@@ -81,13 +81,18 @@ fn since(req: &Request) -> Result<Option<EventSince>, ApiError> {
     req.query_value("since").map(parse_since).transpose().map_err(ApiError::bad_request)
 }
 
-/// A 400 for any query parameter not in `known`.
+/// A 400 for any query parameter not in `known`, and for one given twice (`?node=a&node=b` would act on
+/// `a` while a proxy or log reading the last value saw `b`).
 pub(crate) fn only(req: &Request, known: &[&str]) -> Result<(), ApiError> {
-    match req.query.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-        Some((k, _)) => Err(ApiError::bad_request(format!(
-            "unknown query parameter '{k}'; this route takes {}",
+    if let Some((k, _)) = req.query.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter '{}'; this route takes {}",
+            k.chars().take(64).collect::<String>(),
             if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        ))),
+        )));
+    }
+    match known.iter().find(|name| req.query.iter().filter(|(k, _)| k == *name).count() > 1) {
+        Some(name) => Err(ApiError::bad_request(format!("query parameter '{name}' is given more than once"))),
         None => Ok(()),
     }
 }
@@ -95,6 +100,18 @@ pub(crate) fn only(req: &Request, known: &[&str]) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_or_repeated_parameters_are_refused() {
+        let with = |pairs: &[(&str, &str)]| Request {
+            query: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Request::default()
+        };
+        assert!(only(&with(&[("node", "node-2"), ("since", "1")]), &["node", "since"]).is_ok());
+        for bad in [&[("node", "node-2"), ("node", "node-1")][..], &[("x", "1")], &[("since", "1"), ("since", "2")]] {
+            assert_eq!(only(&with(bad), &["node", "since"]).map_err(|e| e.status), Err(400), "{bad:?}");
+        }
+    }
 
     #[test]
     fn since_is_a_position_or_an_age() {

@@ -46,3 +46,4 @@ pub use live::{Setting, LEVELS};
 pub use methods::allowed as allowed_methods;
 pub use openapi::OPENAPI_YAML;
 pub use server::{body_limit, http_config, Request, Response, Server, StreamBody, ARTIFACT_BYTES_MAX, BODY_BYTES_MAX};
+pub use validate::{DryRuns, DRY_RUNS_MAX};

@@ -153,3 +153,13 @@ fn stale_must_be_a_boolean() {
     assert_eq!(backend.call_query("api/kv", "stale", "true").status, 200);
     assert_eq!(backend.call_query("api/kv", "stale", "0").status, 200);
 }
+
+#[test]
+fn dry_runs_past_the_node_limit_are_refused_before_any_work() {
+    let backend = StoreBackend::default();
+    let held: Vec<_> = (0..crate::DRY_RUNS_MAX).map(|_| backend.dry_runs.take().unwrap()).collect();
+    let refused = backend.call("POST", "api/blueprints/validate", SHOP);
+    assert_eq!((refused.status, refused.body["error"].clone()), (503, json!("unavailable")), "{}", refused.body);
+    drop(held);
+    assert_eq!(backend.call("POST", "api/blueprints/validate", SHOP).status, 200);
+}

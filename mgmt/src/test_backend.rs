@@ -13,6 +13,7 @@ use std::sync::Mutex;
 pub struct StoreBackend {
     pub kv: Mutex<KvState>,
     pub writes: Mutex<usize>,
+    pub dry_runs: crate::DryRuns,
 }
 
 impl StoreBackend {
@@ -52,6 +53,10 @@ impl StoreBackend {
 }
 
 impl Backend for StoreBackend {
+    fn dry_runs(&self) -> Option<&crate::DryRuns> {
+        Some(&self.dry_runs)
+    }
+
     fn cluster_view(&self) -> Result<ClusterView, ApiError> {
         let peer = |id: &str, connected: bool, is_self: bool| PeerView {
             id: id.into(),

@@ -8,7 +8,10 @@
 //!
 //! Invariants: nothing is written to the cluster (the copy is a local `KvState` dropped at the end); the
 //! simulation is bounded by [`ROUNDS_MAX`]; nodes this node cannot reach count as down, as the leader would
-//! judge them once their leases expire, and the answer says so in `warnings`.
+//! judge them once their leases expire, and the answer says so in `warnings`; at most [`DRY_RUNS_MAX`]
+//! dry runs run at once on a node (a further one is a 503 before any work): a blueprint of 256 slices in
+//! a dependency chain costs most of a second of CPU on two nodes (more on bigger clusters), and any viewer
+//! may ask for one, so dry runs must not take every management worker and core.
 
 use crate::api::Backend;
 use crate::error::ApiError;
@@ -20,15 +23,46 @@ use control::write::Versioned;
 use kvstore::{AetherKey, Artifact, Command, KvState, NodeId, Revision};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Most rounds of leader writes and node starts simulated; a dependency chain needs one round per level,
 /// and a blueprint has at most `control::blueprint::SLICES_MAX` slices.
 pub const ROUNDS_MAX: usize = control::blueprint::SLICES_MAX + 8;
 
+/// Dry runs one node computes at once.
+pub const DRY_RUNS_MAX: usize = 1;
+
+/// The dry runs running on a node (the node's backend holds one, see `Backend::dry_runs`).
+#[derive(Debug, Default)]
+pub struct DryRuns(AtomicUsize);
+
+/// A slot among a node's [`DRY_RUNS_MAX`] dry runs, given back when dropped.
+pub struct DryRunSlot<'a>(&'a DryRuns);
+
+impl DryRuns {
+    /// A slot, or a 503 when [`DRY_RUNS_MAX`] dry runs are running.
+    pub fn take(&self) -> Result<DryRunSlot<'_>, ApiError> {
+        let taken = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < DRY_RUNS_MAX).then_some(n + 1));
+        taken.map(|_| DryRunSlot(self)).map_err(|_| {
+            ApiError::unavailable(format!(
+                "{DRY_RUNS_MAX} blueprint dry run(s) already running on this node, the most it runs at once; \
+                 try again in a moment"
+            ))
+        })
+    }
+}
+
+impl Drop for DryRunSlot<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The namespaces placement reads.
 const PLACEMENT_PREFIXES: [&str; 3] = ["blueprints/", "targets/", "slices/"];
 
 pub fn validate(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
+    let _slot = backend.dry_runs().map(DryRuns::take).transpose()?;
     let (toml, blueprint) = crate::deploy::check(backend, body)?;
     let view = backend.cluster_view()?;
     let mut entries = Vec::new();
@@ -206,6 +240,15 @@ mod tests {
         let placed = dry_run(&entries, &record(one), nodes(&["n1", "n2", "n3"]), nodes(&["n9"]), 1_000);
         let a = Artifact::parse("g:a:1.0.0").unwrap();
         assert_eq!(placed[&a], nodes(&["n1", "n3"]).into_iter().collect::<Vec<_>>(), "n3 keeps its instance");
+    }
+
+    #[test]
+    fn dry_runs_past_the_limit_are_refused_until_one_ends() {
+        let runs = DryRuns::default();
+        let held: Vec<DryRunSlot<'_>> = (0..DRY_RUNS_MAX).map(|_| runs.take().unwrap()).collect();
+        assert_eq!(runs.take().err().map(|e| e.status), Some(503));
+        drop(held);
+        assert!(runs.take().is_ok());
     }
 
     #[test]

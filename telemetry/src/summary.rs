@@ -4,7 +4,8 @@
 //!
 //! A summary from a peer is hostile input: [`decode`] refuses more than [`SUMMARY_BYTES_MAX`] bytes
 //! before decoding, then checks every list against its bound, every text against its length, every
-//! float for being finite and in range, and every histogram's buckets; only a summary that passes is
+//! float for being finite and in range, every slow call's request id for being visible ASCII (as the node
+//! that recorded it keeps them), and every histogram's buckets; only a summary that passes is
 //! ever stored. Invariant: a stored summary satisfies [`Summary::check`].
 
 use crate::histogram::{Bucket, Histogram, BUCKETS};
@@ -201,6 +202,9 @@ impl Summary {
         }
         for s in &self.slow {
             check_text("slow.request_id", &s.request_id, NAME_BYTES_MAX)?;
+            if !s.request_id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(bad("slow.request_id has characters other than visible ASCII"));
+            }
             check_named("slow.node", &s.node, NAME_BYTES_MAX)?;
             check_named("slow.artifact", &s.artifact, ARTIFACT_BYTES_MAX)?;
             check_named("slow.method", &s.method, NAME_BYTES_MAX)?;
@@ -315,6 +319,11 @@ pub(crate) mod tests {
         cases.push(("bad bucket", {
             let mut s = base.clone();
             s.methods[0].latency_buckets.push(Bucket { index: u16::MAX, count: 1 });
+            s
+        }));
+        cases.push(("request id with a newline and an escape", {
+            let mut s = base.clone();
+            s.slow[0].request_id = "r1\n\x1b[31m".into();
             s
         }));
         cases.push(("slow of another node", {

@@ -8,7 +8,8 @@
 //! restarts. Each node keeps its own ring position (`seq`), the cursor its API hands out.
 //!
 //! Invariants: the ring holds at most [`EVENTS_MAX`] events and each event's data at most
-//! [`DATA_BYTES_MAX`] bytes; an (origin, origin seq) is in the ring at most once; ring positions rise by
+//! [`DATA_BYTES_MAX`] bytes of JSON text and [`DATA_VALUES_MAX`] JSON values (parsed JSON takes 32 bytes and
+//! more per value: 4 KiB of `[0,0,...]` would hold 64 KiB, so bytes alone do not bound the ring's memory); an (origin, origin seq) is in the ring at most once; ring positions rise by
 //! one per stored event and are never reused while the process runs; an event older than the oldest one
 //! of a full ring is not stored (it would be the next to go); events recorded here wait in a bounded
 //! outbox for the event loop to send to the peers ([`EventLog::take_outbox`]).
@@ -25,6 +26,9 @@ use std::collections::{HashSet, VecDeque};
 pub const EVENTS_MAX: usize = 10_000;
 /// Largest `data` of one event, as JSON text.
 pub const DATA_BYTES_MAX: usize = 4096;
+/// Most JSON values (the object itself, every member and element, nested ones included) in one event's
+/// `data`; the events recorded here have a handful.
+pub const DATA_VALUES_MAX: usize = 32;
 /// Events recorded here and not yet handed to the loop, kept at most (older ones are dropped from the
 /// outbox, not from the ring: peers get them with the history on their next connection).
 const OUTBOX_MAX: usize = 1000;
@@ -240,16 +244,34 @@ fn first_index(events: &VecDeque<Stored>, since: Since, now_ms: u64) -> usize {
     }
 }
 
-/// `data` if it is an object within [`DATA_BYTES_MAX`]; else a note saying what was dropped.
+/// `data` if it is an object within [`DATA_BYTES_MAX`] and [`DATA_VALUES_MAX`]; else a note saying what
+/// was dropped.
 pub fn bounded(data: Value) -> Value {
     if !data.is_object() {
         return json!({ "value": data.to_string().chars().take(256).collect::<String>() });
     }
     let text = data.to_string();
-    if text.len() <= DATA_BYTES_MAX {
+    if text.len() <= DATA_BYTES_MAX && values_within(&data, DATA_VALUES_MAX) {
         return data;
     }
     json!({ "truncated": true, "bytes": text.len() })
+}
+
+/// Whether `value` holds at most `max` JSON values, itself included (stops counting past `max`).
+pub fn values_within(value: &Value, max: usize) -> bool {
+    fn count(value: &Value, left: &mut usize) -> bool {
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        match value {
+            Value::Array(items) => items.iter().all(|v| count(v, left)),
+            Value::Object(members) => members.values().all(|v| count(v, left)),
+            _ => true,
+        }
+    }
+    let mut left = max;
+    count(value, &mut left)
 }
 
 /// The kind named `text`, as the static name (peers' events are checked against it).

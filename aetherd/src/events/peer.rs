@@ -3,8 +3,8 @@
 //!
 //! Invariants: a batch carries at most [`BATCH_EVENTS_MAX`] events; a received batch with more is dropped
 //! whole; each event is merged only if its origin and node are node ids of this cluster, its kind is known,
-//! its data is a JSON object within [`super::DATA_BYTES_MAX`] and its time is not absurd. Nothing a peer
-//! sends can grow this node's memory past the ring's bound.
+//! its data is a JSON object within [`super::DATA_BYTES_MAX`] and [`super::DATA_VALUES_MAX`] values, and
+//! its time is not absurd. Nothing a peer sends can grow this node's memory past the ring's bound.
 
 use super::{Event, EventLog};
 use rkyv::{Archive, Deserialize, Serialize};
@@ -96,6 +96,9 @@ fn check(raw: WireEvent, nodes: &[String], now_ms: u64) -> Result<Event, Refused
         serde_json::from_str(&raw.data).map_err(|e| Refused(format!("event data is not JSON: {e}")))?;
     if !data.is_object() {
         return Err(Refused("event data is not a JSON object".into()));
+    }
+    if !super::values_within(&data, super::DATA_VALUES_MAX) {
+        return Err(Refused(format!("event data has more than {} JSON values", super::DATA_VALUES_MAX)));
     }
     if raw.time_ms > now_ms.saturating_add(FUTURE_MS_MAX) {
         return Err(Refused(format!("event time {} is a day or more ahead", raw.time_ms)));

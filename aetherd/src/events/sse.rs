@@ -5,6 +5,10 @@
 //! `: keepalive` comment goes out after [`KEEPALIVE`] without anything else. A reader so slow that events
 //! it has not been sent yet fall out of the ring gets a last comment saying so and the stream ends (it may
 //! reconnect with `Last-Event-ID`); nothing is buffered for it beyond the port's per-stream bound.
+//!
+//! A stream lasts at most [`LIFETIME`], then ends with a comment saying so: its reader reconnects with
+//! `Last-Event-ID` and loses nothing, and its key is checked again then, so a revoked key stops receiving
+//! events within that time (a stream is authorised once, when it opens).
 
 use super::{EventLog, Stored};
 use httpd::{StreamSource, StreamStatus};
@@ -13,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// Longest silence on a stream.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Longest life of one stream (see the module comment).
+pub const LIFETIME: Duration = Duration::from_secs(300);
 
 pub struct EventStream {
     log: Arc<EventLog>,
@@ -20,17 +26,25 @@ pub struct EventStream {
     cursor: u64,
     last_write: Instant,
     keepalive: Duration,
+    ends_at: Instant,
 }
 
 impl EventStream {
     /// A stream of the events after ring position `cursor`.
     pub fn new(log: Arc<EventLog>, cursor: u64) -> EventStream {
-        EventStream { log, cursor, last_write: Instant::now(), keepalive: KEEPALIVE }
+        let now = Instant::now();
+        EventStream { log, cursor, last_write: now, keepalive: KEEPALIVE, ends_at: now + LIFETIME }
     }
 
     #[cfg(test)]
     fn with_keepalive(mut self, keepalive: Duration) -> EventStream {
         self.keepalive = keepalive;
+        self
+    }
+
+    #[cfg(test)]
+    fn with_lifetime(mut self, lifetime: Duration) -> EventStream {
+        self.ends_at = self.last_write + lifetime;
         self
     }
 }
@@ -58,6 +72,13 @@ impl StreamSource for EventStream {
             let note =
                 format!(": events up to {} were dropped before this stream read them; reconnect\n\n", oldest - 1);
             out.extend_from_slice(&note.as_bytes()[..note.len().min(room)]);
+            return StreamStatus::End;
+        }
+        if now >= self.ends_at {
+            let note = format!(": this stream ends after {} s; reconnect with Last-Event-ID\n\n", LIFETIME.as_secs());
+            if out.len() - start + note.len() <= room {
+                out.extend_from_slice(note.as_bytes());
+            }
             return StreamStatus::End;
         }
         if out.len() > start {
@@ -123,6 +144,20 @@ mod tests {
         assert!(out.is_empty());
         stream.poll(start + Duration::from_millis(20), &mut out, 4096);
         assert_eq!(out, b": keepalive\n\n");
+    }
+
+    #[test]
+    fn a_stream_ends_after_its_lifetime_once_its_events_are_sent() {
+        let log = Arc::new(EventLog::new("node-1", 1));
+        let mut stream = EventStream::new(Arc::clone(&log), 0).with_lifetime(Duration::from_millis(10));
+        let start = Instant::now();
+        let mut out = Vec::new();
+        assert_eq!(stream.poll(start, &mut out, 4096), StreamStatus::Open);
+        log.record(1, "node-1", "config_changed", json!({}));
+        assert_eq!(stream.poll(start + Duration::from_millis(20), &mut out, 4096), StreamStatus::End);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("id: 1\n"), "what was due is sent first: {text}");
+        assert!(text.ends_with("reconnect with Last-Event-ID\n\n"), "{text}");
     }
 
     #[test]

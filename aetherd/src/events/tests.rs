@@ -69,6 +69,11 @@ fn reading_from_a_position_or_an_age_pages_oldest_first() {
 
 #[test]
 fn oversized_or_non_object_data_is_replaced() {
+    let wide = json!({ "a": vec![0; DATA_VALUES_MAX] });
+    assert!(wide.to_string().len() < DATA_BYTES_MAX);
+    assert_eq!(bounded(wide)["truncated"], json!(true), "too many values, however short");
+    let nested = json!({ "a": { "b": [1, 2, { "c": "d" }] } });
+    assert_eq!(bounded(nested.clone()), nested);
     assert_eq!(bounded(json!({"a": 1})), json!({"a": 1}));
     assert_eq!(bounded(json!({"a": "x".repeat(5000)}))["truncated"], true);
     assert!(bounded(json!([1, 2])).is_object());
@@ -104,6 +109,8 @@ fn peer_batches_round_trip_and_hostile_events_are_refused() {
         forged("node-2", "node_up", "{", 1),
         forged("node-2", "node_up", &format!("{{\"a\":\"{}\"}}", "x".repeat(5000)), 1),
         forged("node-2", "node_up", "{}", u64::MAX),
+        // Within the byte bound, but 2000 parsed values (64 KiB in memory per event, 640 MiB in a full ring).
+        forged("node-2", "node_up", &format!("{{\"a\":[{}0]}}", "0,".repeat(1999)), 1),
     ] {
         assert!(peer::receive(&here, &payload, &nodes, 2_000).is_err());
     }

@@ -1,7 +1,8 @@
 //! Streaming answers on the I/O thread: admitting a stream (or refusing it past the cap), polling the
 //! sources for bytes within each stream's buffer bound, and ending streams.
 //!
-//! Invariants: a source is offered at most `stream_buffer_bytes_max` minus the connection's unsent bytes
+//! Invariants: at most `streams_max` streams are open, `streams_per_ip_max` from one client address; a
+//! source is offered at most `stream_buffer_bytes_max` minus the connection's unsent bytes
 //! (less chunk framing), so a stream's buffer never grows past that bound; `EventLoop::streaming` lists
 //! exactly the connections in `State::Streaming` and [`super::Shared::streams`] is its length; an ended
 //! stream moves to `State::Closing` with its terminating chunk queued.
@@ -26,9 +27,17 @@ impl EventLoop {
             return self.answer(id, &plain);
         }
         let open = self.streaming.len();
-        if open >= self.config.limits.streams_max || self.shared.stopping.load(Ordering::SeqCst) {
+        let ip = conn.peer.ip();
+        let mine = self.streaming.iter().filter(|s| self.conns.get(s).is_some_and(|c| c.peer.ip() == ip)).count();
+        let limits = &self.config.limits;
+        let full = open >= limits.streams_max || mine >= limits.streams_per_ip_max;
+        if full || self.shared.stopping.load(Ordering::SeqCst) {
             // Refused and closed: a client that asked for a stream waits for its end, not for keep-alive.
-            let detail = format!("{open} streams are open, the most this port serves; try again later");
+            let detail = if open >= limits.streams_max {
+                format!("{open} streams are open, the most this port serves; try again later")
+            } else {
+                format!("{mine} streams are open from {ip}, the most this port serves one address; try again later")
+            };
             let refusal = Response::error(503, "too many streams", &detail).with_header("Retry-After", "5");
             self.in_flight.retain(|(c, _)| *c != id);
             self.reject_with(id, &refusal);
