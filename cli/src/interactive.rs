@@ -73,7 +73,7 @@ fn run_line(session: &Global, line: &str) {
     match Cli::try_parse_from(std::iter::once("aether".to_string()).chain(words)) {
         Ok(cli) => {
             if let Some(verb) = cli.verb {
-                crate::run_verb(&merge(session, &cli.global), &verb);
+                crate::run_verb(&merge(session, &cli.global), &verb, true);
             }
         }
         Err(e) => {

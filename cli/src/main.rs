@@ -27,13 +27,14 @@ fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
     let code = match &cli.verb {
         None => interactive::run(&cli.global),
-        Some(verb) => run_verb(&cli.global, verb),
+        Some(verb) => run_verb(&cli.global, verb, false),
     };
     std::process::exit(code);
 }
 
-/// Runs one verb and reports its outcome; the exit code.
-pub fn run_verb(global: &Global, verb: &Verb) -> i32 {
+/// Runs one verb and reports its outcome; the exit code. `interactive`: one of a session's lines, whose
+/// output is followed by more.
+pub fn run_verb(global: &Global, verb: &Verb, interactive: bool) -> i32 {
     if let Verb::Completion { shell } = verb {
         print_completion(*shell);
         return error::EXIT_OK;
@@ -42,7 +43,7 @@ pub fn run_verb(global: &Global, verb: &Verb) -> i32 {
         Ok(client) => client,
         Err(e) => return report(&e, global.json),
     };
-    let ctx = verbs::Ctx { client: &client, json: global.json };
+    let ctx = verbs::Ctx { client: &client, json: global.json, interactive };
     verbs::run(verb, &ctx).unwrap_or_else(|e| report(&e, global.json))
 }
 

@@ -93,7 +93,7 @@ fn followed_events_print_as_lines_and_a_refused_stream_exits_1() {
         line.contains("41") && line.contains("2023-11-14 22:13:20.000") && line.contains("blueprint_applied"),
         "{run:?}"
     );
-    assert!(line.contains(r#"{"n":41}"#), "{run:?}");
+    assert!(line.ends_with(" n=41"), "{run:?}");
     assert!(run.stderr.contains("too many event streams"), "{run:?}");
 }
 

@@ -1,5 +1,5 @@
-//! `cargo xtask cluster up N | down | status` and `cargo xtask run`: local clusters of real processes on
-//! the documented ports (node i: management 8080+100i, app 8081+100i, cluster 8090+100i).
+//! `cargo xtask cluster up N | down` and `cargo xtask run`: local clusters of real processes on the
+//! documented ports (node i, from 1: management 8080+100(i-1), app 8081+100(i-1), cluster 8090+100(i-1)).
 
 use crate::util::{build_aetherd, root, target_dir};
 use devcluster::{http, terminate_pid, wait_for, ClusterSpec, LocalCluster};

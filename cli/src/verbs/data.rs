@@ -8,6 +8,7 @@ use crate::error::CliError;
 use crate::table::{bytes, cell, clip, Table};
 use serde_json::Value;
 use sha2::Digest;
+use std::io::IsTerminal;
 
 /// The largest KV value sent (the server's own limit is 16 MiB for any body).
 const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -25,7 +26,7 @@ pub fn kv(verb: &KvVerb, ctx: &Ctx) -> Result<(), CliError> {
             if ctx.json {
                 super::print_json(&value);
             } else {
-                print_value(&value)?;
+                print_value(&value, ctx.interactive || std::io::stdout().is_terminal())?;
             }
             Ok(())
         }
@@ -63,8 +64,10 @@ pub fn kv(verb: &KvVerb, ctx: &Ctx) -> Result<(), CliError> {
     }
 }
 
-/// A value as stored: text as is (with a newline for the terminal), base64 values decoded to raw bytes.
-fn print_value(entry: &Value) -> Result<(), CliError> {
+/// A value as stored: base64 values decoded to raw bytes, text as is, so `aether kv get K > FILE` writes
+/// exactly what `kv put K --file FILE` sent. Only when lines follow (a terminal, an interactive session)
+/// does text get a final newline.
+fn print_value(entry: &Value, lines: bool) -> Result<(), CliError> {
     let text = entry["value"].as_str().unwrap_or("");
     if entry["encoding"] == "base64" {
         let raw =
@@ -72,8 +75,17 @@ fn print_value(entry: &Value) -> Result<(), CliError> {
         super::emit_bytes(&raw);
         return Ok(());
     }
-    super::emit(&format!("{text}{}", if text.ends_with('\n') { "" } else { "\n" }));
+    super::emit(&value_text(text, lines));
     Ok(())
+}
+
+/// A text value as printed: itself, plus a newline when `lines` and it does not end with one.
+fn value_text(text: &str, lines: bool) -> String {
+    if lines && !text.ends_with('\n') {
+        format!("{text}\n")
+    } else {
+        text.to_string()
+    }
 }
 
 pub fn render_kv_list(v: &Value) -> String {
@@ -195,6 +207,14 @@ mod tests {
         for bad in ["Z", "Zm9v!", "Zg===", "Zm 9v"] {
             assert!(decode_base64(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn text_values_get_a_newline_only_when_lines_follow() {
+        assert_eq!(value_text("hello", false), "hello");
+        assert_eq!(value_text("hello", true), "hello\n");
+        assert_eq!(value_text("line\n", true), "line\n");
+        assert_eq!(value_text("", false), "");
     }
 
     #[test]

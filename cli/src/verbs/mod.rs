@@ -18,6 +18,8 @@ use std::io::Write;
 pub struct Ctx<'a> {
     pub client: &'a Client,
     pub json: bool,
+    /// A line of an interactive session: more output follows this verb's.
+    pub interactive: bool,
 }
 
 impl Ctx<'_> {

@@ -8,7 +8,7 @@ use super::{items, Ctx};
 use crate::args::{EventsArgs, InvocationsArgs, MetricsArgs};
 use crate::client::{query, Request, Target};
 use crate::error::CliError;
-use crate::table::{bytes, cell, clip, float, micros, now_ms, utc, Table};
+use crate::table::{bytes, cell, clip, float, micros, now_ms, one_line, utc, Table};
 use crate::wire::{next_sse_event, BODY_BYTES_MAX};
 use serde_json::Value;
 use std::io::Read;
@@ -37,7 +37,7 @@ pub fn render_events(v: &Value) -> String {
             e["time_ms"].as_u64().map_or("-".into(), utc),
             cell(&e["node"]),
             cell(&e["kind"]),
-            clip(cell(&e["data"]), 100),
+            clip(event_data(&e["data"]), 100),
         ]);
     }
     let mut text = if t.is_empty() { "no events\n".to_string() } else { t.render() };
@@ -53,8 +53,19 @@ pub fn event_line(e: &Value) -> String {
         e["time_ms"].as_u64().map_or("-".into(), utc),
         cell(&e["node"]),
         cell(&e["kind"]),
-        cell(&e["data"])
+        event_data(&e["data"])
     )
+}
+
+/// An event's data as `key=value` pairs (null as `-`): shorter than JSON, so a clipped cell still shows the
+/// last fields of a long one (`slice_state`'s `to` after its artifact); `--json` has the exact data.
+pub fn event_data(data: &Value) -> String {
+    let Some(fields) = data.as_object() else { return cell(data) };
+    let pairs: Vec<String> = fields.iter().map(|(k, v)| format!("{}={}", one_line(k), cell(v))).collect();
+    if pairs.is_empty() {
+        return "-".into();
+    }
+    pairs.join(" ")
 }
 
 /// Where a followed stream stands: the node it came from, the last event id and when it was printed.
@@ -266,9 +277,25 @@ mod tests {
         let v = json!({"events": [{"seq": 7, "time_ms": 0, "node": "node-2", "kind": "node_down",
             "data": {"node": "node-3"}}], "next": 7});
         let text = render_events(&v);
-        assert!(text.contains("7    1970-01-01 00:00:00.000  node-2  node_down  {\"node\":\"node-3\"}"), "{text}");
+        assert!(text.contains("7    1970-01-01 00:00:00.000  node-2  node_down  node=node-3\n"), "{text}");
         assert!(text.ends_with("next: 7 (pass as --since to continue)\n"));
         assert!(event_line(&v["events"][0]).starts_with("     7  1970-01-01 00:00:00.000  node-2    node_down "));
+    }
+
+    #[test]
+    fn event_data_shows_every_field_as_key_value() {
+        let data = json!({"artifact": "org.aether.examples:orders:1.0.0", "from": "ACTIVATING", "node": "node-2",
+            "reason": null, "to": "ACTIVE"});
+        assert_eq!(
+            event_data(&data),
+            "artifact=org.aether.examples:orders:1.0.0 from=ACTIVATING node=node-2 reason=- to=ACTIVE"
+        );
+        assert_eq!(event_data(&json!({})), "-");
+        assert_eq!(event_data(&json!({"level": null, "target": "net"})), "level=- target=net");
+        assert_eq!(event_data(&json!({"a\nb": "x\ny"})), "a b=x y");
+        let v = json!({"events": [{"seq": 1, "time_ms": 0, "node": "node-2", "kind": "slice_state", "data": data}],
+            "next": 1});
+        assert!(render_events(&v).contains(" to=ACTIVE\n"), "{}", render_events(&v));
     }
 
     #[test]
