@@ -2,9 +2,8 @@
 //! a node kill and the heal, the dry run `/api/blueprints/validate` (placement on the live nodes, nothing
 //! stored), `/api/artifacts` and `/api/openapi.yaml`, and 405 answers with `Allow`.
 
-use devcluster::{example_slices_repo, wait_for, ClusterSpec, LocalCluster};
+use devcluster::{wait_for, LocalCluster};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::time::Duration;
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -12,14 +11,9 @@ const SETTLE: Duration = Duration::from_secs(60);
 const ECHO: &str = "name = \"api\"\n[[slices]]\nartifact = \"org.aether.examples:echo:1.0.0\"\ninstances = 2\n";
 
 fn start() -> LocalCluster {
-    let repo = example_slices_repo().unwrap();
-    let dir = std::env::temp_dir().join(format!("aether-api-routes-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut spec = ClusterSpec::new(3, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")));
-    spec.extra_args = vec!["--repo".into(), repo.display().to_string()];
-    let c = LocalCluster::start(spec).unwrap();
-    wait_for(SETTLE, || (0..3).all(|i| c.health(i).is_some_and(|h| h["ready"] == true))).unwrap();
-    c
+    let aetherd = std::path::Path::new(env!("CARGO_BIN_EXE_aetherd"));
+
+    devcluster::start_with_examples(3, "api-routes", aetherd, SETTLE).unwrap()
 }
 
 fn get(c: &LocalCluster, node: usize, path: &str) -> Value {

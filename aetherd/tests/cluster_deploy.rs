@@ -28,13 +28,8 @@ depends_on = ["org.aether.examples:inventory:1.0.0", "org.aether.examples:pricin
 "#;
 
 fn start(nodes: usize, name: &str) -> LocalCluster {
-    let repo = example_slices_repo().unwrap();
-    let dir = std::env::temp_dir().join(format!("aether-deploy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut spec = ClusterSpec::new(nodes, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")));
-    spec.extra_args = vec!["--repo".into(), repo.display().to_string()];
-    let c = LocalCluster::start(spec).unwrap();
-    wait_for(SETTLE, || (0..nodes).all(|i| c.health(i).is_some_and(|h| h["ready"] == true))).unwrap();
+    let aetherd = std::path::Path::new(env!("CARGO_BIN_EXE_aetherd"));
+    let c = devcluster::start_with_examples(nodes, &format!("deploy-{name}"), aetherd, SETTLE).unwrap();
     c
 }
 

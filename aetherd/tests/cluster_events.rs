@@ -4,11 +4,10 @@
 //! `/api/events?since=` pages the same events on every node; a log level set through the API changes what
 //! every node logs, survives a restart and resets; a config change applies on every node.
 
-use devcluster::{example_slices_repo, http, wait_for, ClusterSpec, LocalCluster};
+use devcluster::{http, wait_for, LocalCluster};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,13 +30,8 @@ depends_on = ["org.aether.examples:inventory:1.0.0", "org.aether.examples:pricin
 "#;
 
 fn start(nodes: usize, name: &str) -> LocalCluster {
-    let repo = example_slices_repo().unwrap();
-    let dir = std::env::temp_dir().join(format!("aether-events-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut spec = ClusterSpec::new(nodes, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")));
-    spec.extra_args = vec!["--repo".into(), repo.display().to_string()];
-    let c = LocalCluster::start(spec).unwrap();
-    c.wait_ready(SETTLE).unwrap();
+    let aetherd = std::path::Path::new(env!("CARGO_BIN_EXE_aetherd"));
+    let c = devcluster::start_with_examples(nodes, &format!("events-{name}"), aetherd, SETTLE).unwrap();
     c
 }
 

@@ -4,9 +4,8 @@
 //! was forwarded; `X-Request-Id` comes back on every answer; the history of a surviving node goes on
 //! through a leader kill.
 
-use devcluster::{example_slices_repo, http, http_with, wait_for, ClusterSpec, LocalCluster};
+use devcluster::{http, http_with, wait_for, LocalCluster};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -23,13 +22,8 @@ instances = 1
 "#;
 
 fn start(name: &str) -> LocalCluster {
-    let repo = example_slices_repo().unwrap();
-    let dir = std::env::temp_dir().join(format!("aether-metrics-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut spec = ClusterSpec::new(3, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")));
-    spec.extra_args = vec!["--repo".into(), repo.display().to_string()];
-    let c = LocalCluster::start(spec).unwrap();
-    wait_for(SETTLE, || (0..3).all(|i| c.health(i).is_some_and(|h| h["ready"] == true))).unwrap();
+    let aetherd = std::path::Path::new(env!("CARGO_BIN_EXE_aetherd"));
+    let c = devcluster::start_with_examples(3, &format!("metrics-{name}"), aetherd, SETTLE).unwrap();
     c
 }
 

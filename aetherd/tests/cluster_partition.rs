@@ -2,10 +2,9 @@
 //! cannot talk, node-3 reaches both) moves no healthy instance however long it lasts, and a node killed with
 //! kill -9 still has its instances re-placed, but only after the grace period.
 
-use devcluster::{example_slices_repo, http, wait_for, ClusterSpec, LocalCluster};
+use devcluster::{http, wait_for, LocalCluster};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -27,13 +26,8 @@ instances = 1
 "#;
 
 fn start(name: &str) -> LocalCluster {
-    let repo = example_slices_repo().unwrap();
-    let dir = std::env::temp_dir().join(format!("aether-partition-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut spec = ClusterSpec::new(3, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")));
-    spec.extra_args = vec!["--repo".into(), repo.display().to_string()];
-    let c = LocalCluster::start(spec).unwrap();
-    wait_for(SETTLE, || (0..3).all(|i| c.health(i).is_some_and(|h| h["ready"] == true))).unwrap();
+    let aetherd = std::path::Path::new(env!("CARGO_BIN_EXE_aetherd"));
+    let c = devcluster::start_with_examples(3, &format!("partition-{name}"), aetherd, SETTLE).unwrap();
     let posted = http(c.nodes[0].management, "POST", "/api/blueprints", SHOP.as_bytes()).unwrap();
     assert_eq!(posted.status, 201, "{}", posted.text());
     let deployed = wait_for(SETTLE, || {

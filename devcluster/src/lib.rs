@@ -347,6 +347,19 @@ pub fn terminate_pid(pid: u32, grace: Duration) -> bool {
     true
 }
 
+/// A cluster of `nodes` processes of `aetherd` serving the example slices ([`example_slices_repo`]), its files
+/// in `{temp}/aether-{name}-{pid}` (emptied first), started and ready on every node within `settle`.
+pub fn start_with_examples(nodes: usize, name: &str, aetherd: &Path, settle: Duration) -> Result<LocalCluster, String> {
+    let repo = example_slices_repo()?;
+    let dir = std::env::temp_dir().join(format!("aether-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let mut spec = ClusterSpec::new(nodes, &dir, aetherd);
+    spec.extra_args = vec!["--repo".into(), repo.display().to_string()];
+    let cluster = LocalCluster::start(spec)?;
+    cluster.wait_ready(settle)?;
+    Ok(cluster)
+}
+
 /// The example slices, built once per process with `cargo xtask build-slices` into
 /// `{workspace}/target/slices-build` (or taken from `$AETHER_SLICES_REPO`); returns the Maven-layout
 /// repository folder.
