@@ -10,7 +10,7 @@ use crate::forward::Calls;
 use crate::managers;
 use crate::membership::{Membership, MembershipEvent, PeerObservation};
 use crate::replication::{Effect, Replication, Waiter};
-use invoke::{InvokeReply, InvokeRequest, Registry};
+use invoke::{InvokeReply, Registry};
 use log::{error, info, warn};
 use mgmt::{ApiError, ClusterView, KvEntry, MemberView, NodeStatus, PeerView};
 use net::{Ctx, Frame, FrameKind, Handler, NetHandle, PeerId};
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 mod consensus_send;
 mod events;
 mod metrics;
+mod peer_data;
 
 /// How long a management thread waits for the loop to answer a query.
 pub(crate) const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -537,80 +538,6 @@ impl Handler for Node {
 }
 
 impl Node {
-    fn replicate_artifact(&mut self, ctx: &mut Ctx<'_>, artifact: &crate::artifacts::Artifact) -> Vec<String> {
-        let chunks: Vec<Vec<u8>> = crate::artifacts::chunks(artifact).iter().map(wire::encode).collect();
-        let mut sent_to = Vec::new();
-        for (peer, name) in self.peer_names.iter().enumerate() {
-            if !ctx.is_connected(peer) {
-                continue;
-            }
-            if chunks.iter().all(|chunk| ctx.send(peer, FrameKind::Artifact, chunk).is_ok()) {
-                sent_to.push(name.clone());
-            } else {
-                warn!("artifact {} could not be queued for {name}", artifact.coords);
-            }
-        }
-        sent_to
-    }
-
-    fn receive_artifact(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, payload: &[u8]) {
-        let from = ctx.peer_id(peer).unwrap_or("?").to_string();
-        let chunk = match wire::decode::<crate::artifacts::ArtifactChunk>(payload) {
-            Ok(chunk) => chunk,
-            Err(e) => return warn!("dropping an artifact chunk from {from}: {e}"),
-        };
-        match self.artifacts.on_chunk(peer, chunk) {
-            Ok(Some(artifact)) => crate::artifacts::store_in_background(self.config.repository.clone(), artifact),
-            Ok(None) => {}
-            Err(e) => warn!("artifact transfer from {from} dropped: {e}"),
-        }
-    }
-
-    fn send_invoke(&mut self, ctx: &mut Ctx<'_>, node: &str, id: u64, payload: &[u8]) {
-        let sent = match self.peer_names.iter().position(|n| n == node) {
-            Some(peer) => ctx.send(peer, FrameKind::Invoke, payload).map_err(|e| e.to_string()),
-            None => Err(format!("{node} is not a peer")),
-        };
-        if let Err(why) = sent {
-            if let Some(waiter) = self.data.calls.table.lock().complete(id) {
-                let _ = waiter.try_send(Err(crate::app::ForwardError::Unreachable(why)));
-            }
-        }
-    }
-
-    /// A call another node forwarded here: served on the forwarded-calls pool, never on the loop.
-    fn serve_invoke(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, payload: &[u8]) {
-        let request = match InvokeRequest::decode(payload) {
-            Ok(request) => request,
-            Err(e) => return warn!("dropping an invoke request from {}: {e}", ctx.peer_id(peer).unwrap_or("?")),
-        };
-        let (Some(pool), Some(handle)) = (self.data.forwarded.get(), self.data.handle.get()) else {
-            let reply = InvokeReply::error(request.id, 503, "unavailable", "this node is starting", false);
-            return self.send_reply(ctx, peer, request.id, &reply.encode());
-        };
-        let handle = handle.clone();
-        pool.submit(
-            request,
-            Box::new(move |reply: InvokeReply| {
-                let _ = handle.command(Command::SendReply { peer, id: reply.id, payload: reply.encode() });
-            }),
-        );
-    }
-
-    /// Send the answer to call `id` of `peer`. One that cannot be sent is counted and logged
-    /// (rate-limited); when it was too large, a small error reply goes in its place, so the caller does
-    /// not wait for its deadline.
-    fn send_reply(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, id: u64, payload: &[u8]) {
-        let Err(e) = ctx.send(peer, FrameKind::InvokeReply, payload) else { return };
-        let name = self.peer_names.get(peer).map_or("?", String::as_str);
-        self.data.calls.reply_unsendable(name, &format!("{e} ({} bytes)", payload.len()));
-        if matches!(e, net::SendError::TooLarge) {
-            let detail = format!("the answer of {} bytes is too large to send back", payload.len());
-            let small = InvokeReply::error(id, 502, "reply too large", &detail, true);
-            let _ = ctx.send(peer, FrameKind::InvokeReply, &small.encode());
-        }
-    }
-
     fn read(&mut self, ctx: &mut Ctx<'_>, stale: bool, waiter: Waiter) {
         if stale {
             if let Some(r) = self.replication.as_ref() {
