@@ -121,7 +121,9 @@ const TINY_HTTP_THREADS: usize = 4;
 const SETTLE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(2);
 const DEPLOY_TARGET_MS: f64 = 300.0;
-const HEAL_TARGET_MS: f64 = 2000.0;
+/// The default `[cluster] lease_grace_ms` (5 s: a dead node's instances are re-placed only once its lease has
+/// lapsed) plus 2 s to place and start the replacements.
+const HEAL_TARGET_MS: f64 = 7000.0;
 const LOCAL_TARGET_RATIO: f64 = 0.5;
 
 struct Options {
