@@ -122,8 +122,10 @@ impl Command {
         // rkyv needs the archive aligned; payload slices from the network or the log are not.
         let mut aligned = AlignedVec::<16>::with_capacity(archive.len());
         aligned.extend_from_slice(archive);
-        let invalid =
-            |e: rancor::BoxedError| malformed(format!("not a valid command archive ({} bytes): {e}", archive.len()));
+        let invalid = |e: rancor::BoxedError| {
+            let detail = without_addresses(&e.to_string());
+            malformed(format!("not a valid command archive ({} bytes): {detail}", archive.len()))
+        };
         if format == GUARDED_FORMAT {
             let wire = rkyv::from_bytes::<GuardedWire, rancor::BoxedError>(&aligned).map_err(invalid)?;
             if wire.guards.is_empty() || wire.guards.len() > GUARDS_MAX {
@@ -193,8 +195,42 @@ fn malformed(reason: String) -> Error {
     Error::MalformedCommand { reason }
 }
 
+/// `text` with every memory address (`0x` and hex digits) written as `0x…`. A rejected command's reason is part
+/// of its apply result, which must be the same on every replica; rkyv's checks name the addresses of the
+/// decoding buffer, which differ from process to process.
+fn without_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("0x") {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 2..].bytes().take_while(u8::is_ascii_hexdigit).count();
+        out.push_str(if digits > 0 { "0x…" } else { "0x" });
+        rest = &rest[at + 2 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_malformed_archive_is_rejected_with_the_same_reason_wherever_it_is_decoded() {
+        let bytes = [super::COMMAND_MAGIC, 1, 0];
+        let first = super::Command::decode(&bytes).err().map(|e| e.to_string());
+        let buffers: Vec<Vec<u8>> = (0..8).map(|i| vec![i; 4096]).collect();
+        let second = super::Command::decode(&bytes).err().map(|e| e.to_string());
+        drop(buffers);
+        assert_eq!(first, second);
+        let reason = first.unwrap_or_default();
+        assert!(reason.contains("pointer"), "rkyv's detail is kept: {reason}");
+        let addresses = reason.split("0x").skip(1).filter(|s| s.starts_with(|c: char| c.is_ascii_hexdigit()));
+        assert_eq!(addresses.count(), 0, "no address in the reason: {reason}");
+        assert_eq!(
+            super::without_addresses("ptr 0x00007ff8d400e460 size 40 in 0x1..0xab, 0x"),
+            "ptr 0x… size 40 in 0x…..0x…, 0x"
+        );
+    }
+
     use super::*;
 
     fn key(s: &str) -> AetherKey {
