@@ -420,3 +420,16 @@ fn the_head_screen_refuses_strangers_before_their_body_and_lets_key_holders_on()
     let open = Auth::new(AuthConfig { bootstrap_key: None, ..config(false) });
     assert!(screen(&open, &request("POST", upload, None, b"")).is_none());
 }
+
+#[test]
+fn key_names_are_limited_as_sent_not_after_trimming() {
+    let (auth, fake) = (Auth::new(config(true)), Fake::default());
+    let post = |name: &str| {
+        let body = json!({ "name": name, "role": "viewer" }).to_string();
+        call(&auth, &fake, "POST", "api/keys", Some(BOOTSTRAP), body.as_bytes()).status
+    };
+    assert_eq!(post(&"n".repeat(64)), 201);
+    assert_eq!(post(&format!("\n{}", "n".repeat(64))), 400, "65 characters as sent, a control character among them");
+    assert_eq!(post(&format!(" {}", "n".repeat(64))), 400, "65 characters as sent");
+    assert_eq!(post(" spaced "), 201, "surrounding spaces are trimmed");
+}

@@ -100,8 +100,11 @@ pub fn route(auth: &Auth, backend: &dyn Backend, req: &Request) -> Result<Respon
 fn create(auth: &Auth, backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
     let parsed: CreateBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"name\": \"...\", \"role\": \"...\"}}: {e}")))?;
-    let name = parsed.name.trim();
-    if name.is_empty() || name.chars().count() > NAME_CHARS_MAX || name.chars().any(char::is_control) {
+    // Checked as sent (the length and control characters), then trimmed: a name the document's limits refuse
+    // is refused here too.
+    let sent = parsed.name.as_str();
+    let name = sent.trim();
+    if name.is_empty() || sent.chars().count() > NAME_CHARS_MAX || sent.chars().any(char::is_control) {
         return Err(ApiError::bad_request(format!("name: 1 to {NAME_CHARS_MAX} characters, no control characters")));
     }
     let role = Role::parse(&parsed.role).ok_or_else(|| {
