@@ -25,6 +25,15 @@ impl Table {
         self.rows.is_empty()
     }
 
+    /// The table as text, or `empty` (a line such as `no routes`) when it has no rows.
+    pub fn render_or(&self, empty: &str) -> String {
+        if self.is_empty() {
+            format!("{empty}\n")
+        } else {
+            self.render()
+        }
+    }
+
     /// The table as text: columns two spaces apart, no trailing spaces, one line per row.
     pub fn render(&self) -> String {
         let columns = self.rows.iter().map(Vec::len).chain([self.header.len()]).max().unwrap_or(0);
@@ -49,6 +58,15 @@ impl Table {
             out.push('\n');
         }
         out
+    }
+}
+
+/// `items` joined by `sep`, or `-` when there are none.
+pub fn joined(items: &[String], sep: &str) -> String {
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(sep)
     }
 }
 

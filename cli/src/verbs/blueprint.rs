@@ -4,7 +4,7 @@ use super::{items, read_input, Ctx};
 use crate::args::BlueprintVerb;
 use crate::client::{encode_path, Request};
 use crate::error::CliError;
-use crate::table::{age, cell, clip, now_ms, Table};
+use crate::table::{age, cell, clip, joined, now_ms, Table};
 use serde_json::Value;
 
 /// The most bytes of a blueprint file sent (the server's body limit is larger; blueprints are small).
@@ -84,47 +84,30 @@ fn render_list(v: &Value) -> String {
     for b in items(v, "blueprints") {
         t.row(vec![cell(&b["name"]), cell(&b["slices"]), cell(&b["version"])]);
     }
-    if t.is_empty() {
-        return "no blueprints\n".into();
-    }
-    t.render()
+    t.render_or("no blueprints")
 }
 
 /// `GET /api/blueprints/{name}`: per slice desired, active, failed and where its instances are.
 pub fn render_get(v: &Value, now: u64) -> String {
-    let mut text = format!("blueprint {} (version {})\n", cell(&v["name"]), cell(&v["version"]));
-    let mut t = Table::new(&["ARTIFACT", "DESIRED", "ACTIVE", "FAILED", "QUARANTINED", "WHERE", "REASON"]);
-    for s in items(v, "slices") {
-        let placed: Vec<String> = items(s, "where")
-            .iter()
-            .map(|i| {
-                let since = i["since_ms"].as_u64().map_or(String::new(), |ms| format!(" {}", age(ms, now)));
-                format!("{}:{}{since}", cell(&i["node"]), cell(&i["state"]))
-            })
-            .collect();
-        t.row(vec![
-            cell(&s["artifact"]),
-            cell(&s["desired"]),
-            cell(&s["active"]),
-            cell(&s["failed"]),
-            cell(&s["quarantined"]),
-            if placed.is_empty() { "-".into() } else { placed.join(", ") },
-            clip(cell(&s["reason"]), 60),
-        ]);
-    }
-    text.push_str(&t.render());
-    text
+    let head = format!("blueprint {} (version {})\n", cell(&v["name"]), cell(&v["version"]));
+    head + &slice_table(v, ("WHERE", "where", "since_ms"), now)
 }
 
 /// `GET /api/blueprints/{name}/status`: the overall state, then per slice counts and instances.
 pub fn render_status(v: &Value, now: u64) -> String {
-    let mut text = format!("blueprint {} (version {}): {}\n", cell(&v["name"]), cell(&v["version"]), cell(&v["state"]));
-    let mut t = Table::new(&["ARTIFACT", "DESIRED", "ACTIVE", "FAILED", "QUARANTINED", "INSTANCES", "REASON"]);
+    let head = format!("blueprint {} (version {}): {}\n", cell(&v["name"]), cell(&v["version"]), cell(&v["state"]));
+    head + &slice_table(v, ("INSTANCES", "instances", "since"), now)
+}
+
+/// One row a slice: its counts, its instances as `node:state age` (from the field `list`, each instance's
+/// start time in `since`), and its reason, under the column title `column`.
+fn slice_table(v: &Value, (column, list, since): (&str, &str, &str), now: u64) -> String {
+    let mut t = Table::new(&["ARTIFACT", "DESIRED", "ACTIVE", "FAILED", "QUARANTINED", column, "REASON"]);
     for s in items(v, "slices") {
-        let instances: Vec<String> = items(s, "instances")
+        let instances: Vec<String> = items(s, list)
             .iter()
             .map(|i| {
-                let since = i["since"].as_u64().map_or(String::new(), |ms| format!(" {}", age(ms, now)));
+                let since = i[since].as_u64().map_or(String::new(), |ms| format!(" {}", age(ms, now)));
                 format!("{}:{}{since}", cell(&i["node"]), cell(&i["state"]))
             })
             .collect();
@@ -134,12 +117,11 @@ pub fn render_status(v: &Value, now: u64) -> String {
             cell(&s["active"]),
             cell(&s["failed"]),
             cell(&s["quarantined"]),
-            if instances.is_empty() { "-".into() } else { instances.join(", ") },
+            joined(&instances, ", "),
             clip(cell(&s["reason"]), 60),
         ]);
     }
-    text.push_str(&t.render());
-    text
+    t.render()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use super::{items, Ctx};
 use crate::client::Request;
 use crate::error::{CliError, EXIT_OK, EXIT_REFUSED};
-use crate::table::{age, cell, now_ms, pairs, Table};
+use crate::table::{age, cell, joined, now_ms, pairs, Table};
 use serde_json::Value;
 
 pub fn status(ctx: &Ctx) -> Result<(), CliError> {
@@ -89,10 +89,7 @@ pub fn render_slices(v: &Value, now: u64) -> String {
             crate::table::clip(cell(&s["error"]), 60),
         ]);
     }
-    if t.is_empty() {
-        return "no slice instances\n".into();
-    }
-    t.render()
+    t.render_or("no slice instances")
 }
 
 pub fn routes(ctx: &Ctx) -> Result<(), CliError> {
@@ -110,13 +107,10 @@ pub fn render_routes(v: &Value) -> String {
             cell(&r["path"]),
             cell(&r["artifact"]),
             cell(&r["slice_method"]),
-            if instances.is_empty() { "-".into() } else { instances.join(" ") },
+            joined(&instances, " "),
         ]);
     }
-    if t.is_empty() {
-        return "no routes\n".into();
-    }
-    t.render()
+    t.render_or("no routes")
 }
 
 #[cfg(test)]

@@ -187,10 +187,7 @@ pub fn render_artifacts(v: &Value) -> String {
     for a in items(v, "artifacts") {
         t.row(vec![cell(&a["artifact"]), bytes(&a["bytes"]), cell(&a["signed"]), cell(&a["sha256"])]);
     }
-    if t.is_empty() {
-        return "no artifacts\n".into();
-    }
-    t.render()
+    t.render_or("no artifacts")
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::{items, Ctx};
 use crate::args::{EventsArgs, InvocationsArgs, MetricsArgs};
 use crate::client::{query, Request, Target};
 use crate::error::CliError;
-use crate::table::{bytes, cell, clip, float, micros, now_ms, one_line, utc, Table};
+use crate::table::{bytes, cell, clip, float, joined, micros, now_ms, one_line, utc, Table};
 use crate::wire::{next_sse_event, BODY_BYTES_MAX};
 use serde_json::Value;
 use std::io::Read;
@@ -40,7 +40,7 @@ pub fn render_events(v: &Value) -> String {
             clip(event_data(&e["data"]), 100),
         ]);
     }
-    let mut text = if t.is_empty() { "no events\n".to_string() } else { t.render() };
+    let mut text = t.render_or("no events");
     text.push_str(&format!("next: {} (pass as --since to continue)\n", cell(&v["next"])));
     text
 }
@@ -209,7 +209,7 @@ pub fn render_history(v: &Value) -> String {
             ]);
         }
         text.push_str(&format!("\n{node}\n"));
-        text.push_str(&if t.is_empty() { "no points\n".to_string() } else { t.render() });
+        text.push_str(&t.render_or("no points"));
     }
     text
 }
@@ -240,13 +240,10 @@ pub fn render_invocations(v: &Value) -> String {
             micros(&l["p95"]),
             micros(&l["p99"]),
             micros(&l["max"]),
-            if by_node.is_empty() { "-".into() } else { by_node.join(" ") },
+            joined(&by_node, " "),
         ]);
     }
-    if t.is_empty() {
-        return "no invocations recorded\n".into();
-    }
-    t.render()
+    t.render_or("no invocations recorded")
 }
 
 pub fn render_slow(v: &Value) -> String {
@@ -263,7 +260,7 @@ pub fn render_slow(v: &Value) -> String {
             cell(&s["status"]),
         ]);
     }
-    text.push_str(&if t.is_empty() { "no slow calls\n".to_string() } else { t.render() });
+    text.push_str(&t.render_or("no slow calls"));
     text
 }
 
