@@ -30,10 +30,13 @@ pub const SLOW_CALL_ENV: &str = "AETHER_SLOW_CALL_MS";
 pub fn slow_threshold_from_env() -> Result<Option<u64>, String> {
     let Ok(text) = std::env::var(SLOW_CALL_ENV) else { return Ok(None) };
     match text.trim().parse::<u64>() {
-        Ok(ms) if (1..=3_600_000).contains(&ms) => Ok(Some(ms)),
-        _ => Err(format!("{SLOW_CALL_ENV}='{text}': give milliseconds from 1 to 3600000")),
+        Ok(ms) if (1..=SLOW_CALL_MS_MAX).contains(&ms) => Ok(Some(ms)),
+        _ => Err(format!("{SLOW_CALL_ENV}='{text}': give milliseconds from 1 to {SLOW_CALL_MS_MAX}")),
     }
 }
+
+/// Highest slow-call threshold, at start and as a live setting alike.
+pub const SLOW_CALL_MS_MAX: u64 = 600_000;
 
 /// Slice methods whose calls are tracked one by one.
 pub const METHODS_TRACKED_MAX: usize = 1024;
