@@ -8,7 +8,8 @@
 //! - [`Command`] and its byte encoding: what clients submit and consensus orders as opaque payloads;
 //! - [`KvState`]: the replicated state (entries with versions, the revision, the applied slot) and how a
 //!   decided batch changes it, one [`ApplyResult`] per command;
-//! - [`Store`]: that state plus this node's prefix watches, and snapshots of it.
+//! - [`Store`]: that state plus this node's prefix watches, and snapshots of it;
+//! - [`data`]: the `data/` namespace of slice state, its scopes and the quota accounting of each scope.
 //!
 //! Invariants:
 //! - applying is deterministic: the same batches in the same slots give the same state and results on every
@@ -49,6 +50,7 @@
 
 mod checksum;
 mod command;
+pub mod data;
 mod error;
 pub mod key;
 mod revision;
@@ -59,6 +61,7 @@ mod store;
 mod watch;
 
 pub use command::{Command, COMMAND_BYTES_MAX, GUARDS_MAX, VALUE_BYTES_MAX};
+pub use data::{DataPath, DataScope, Quota, ScopeUsage, DATA_PATH_BYTES_MAX};
 pub use error::{Error, ParseError};
 pub use key::{AetherKey, Namespace, UserPath, KEY_BYTES_MAX};
 pub use revision::Revision;
