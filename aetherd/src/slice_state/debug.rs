@@ -104,7 +104,6 @@ fn serve(stream: &TcpStream, state: &NodeSliceState, recorder: &Recorder) {
     }
 }
 
-
 fn handle(state: &NodeSliceState, recorder: &Recorder, request: &Value) -> Value {
     let text = |name: &str| request[name].as_str().unwrap_or_default().to_owned();
     let (artifact, key) = (text("artifact"), text("key"));

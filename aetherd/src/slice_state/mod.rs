@@ -49,12 +49,25 @@ pub struct SliceRequest {
 
 /// One operation, with the channel its answer goes back on.
 pub enum SliceOp {
-    Get { path: DataPath, reply: mpsc::Sender<Result<Option<KvEntry>, ApiError>> },
+    Get {
+        path: DataPath,
+        reply: mpsc::Sender<Result<Option<KvEntry>, ApiError>>,
+    },
     /// `prefix` is relative and checked ([`DataPath::check_prefix`]).
-    List { prefix: String, limit: usize, reply: mpsc::Sender<Result<Vec<KvEntry>, ApiError>> },
-    Write { write: SliceWrite, reply: mpsc::Sender<Result<ApplyResult, ApiError>> },
+    List {
+        prefix: String,
+        limit: usize,
+        reply: mpsc::Sender<Result<Vec<KvEntry>, ApiError>>,
+    },
+    Write {
+        write: SliceWrite,
+        reply: mpsc::Sender<Result<ApplyResult, ApiError>>,
+    },
     /// Register a watch on the loop's turn, so it sees exactly the changes applied after it.
-    Watch { watch: watch::NewWatch, reply: mpsc::Sender<Result<(), StateError>> },
+    Watch {
+        watch: watch::NewWatch,
+        reply: mpsc::Sender<Result<(), StateError>>,
+    },
 }
 
 impl SliceOp {
@@ -184,7 +197,13 @@ impl SliceState for NodeSliceState {
         written(self.write(artifact, write, deadline)?)
     }
 
-    fn list(&self, artifact: &str, prefix: &str, limit: usize, deadline: Duration) -> Result<Vec<SliceEntry>, StateError> {
+    fn list(
+        &self,
+        artifact: &str,
+        prefix: &str,
+        limit: usize,
+        deadline: Duration,
+    ) -> Result<Vec<SliceEntry>, StateError> {
         let artifact = parse_artifact(artifact)?;
         check_prefix(prefix)?;
         if limit > LIST_LIMIT_MAX {
@@ -212,7 +231,9 @@ impl SliceState for NodeSliceState {
         let handle = self.handle.get().ok_or_else(|| StateError::Unavailable("the node is starting".into()))?;
         let (reply, answer) = mpsc::channel();
         let request = SliceRequest { artifact, op: SliceOp::Watch { watch, reply } };
-        handle.command(Command::SliceKv(request)).map_err(|_| StateError::Unavailable("the node is stopping".into()))?;
+        handle
+            .command(Command::SliceKv(request))
+            .map_err(|_| StateError::Unavailable("the node is stopping".into()))?;
         match answer.recv_timeout(watch::REGISTER_DEADLINE) {
             Ok(registered) => registered,
             // The loop has it: the watch may still be registered, and ends with the instance like any other.
@@ -267,8 +288,9 @@ pub fn relative_key(full: &str) -> Option<&str> {
 }
 
 fn to_slice_entry(entry: &KvEntry) -> Result<SliceEntry, StateError> {
-    let key = relative_key(&entry.key)
-        .ok_or_else(|| StateError::Unavailable(format!("the store answered a key outside slice data: {}", entry.key)))?;
+    let key = relative_key(&entry.key).ok_or_else(|| {
+        StateError::Unavailable(format!("the store answered a key outside slice data: {}", entry.key))
+    })?;
     Ok(SliceEntry { key: key.to_owned(), value: entry.value.clone(), version: entry.version })
 }
 
@@ -276,10 +298,14 @@ fn to_slice_entry(entry: &KvEntry) -> Result<SliceEntry, StateError> {
 fn written(result: ApplyResult) -> Result<u64, StateError> {
     match result {
         ApplyResult::Ok { version } => Ok(version.get()),
-        ApplyResult::VersionMismatch { current } => Err(StateError::VersionMismatch { current: current.map(Revision::get) }),
+        ApplyResult::VersionMismatch { current } => {
+            Err(StateError::VersionMismatch { current: current.map(Revision::get) })
+        }
         ApplyResult::NotFound => Err(StateError::VersionMismatch { current: None }),
         ApplyResult::QuotaExceeded { quota, limit } => Err(StateError::QuotaExceeded { what: quota.as_str(), limit }),
-        ApplyResult::StoreFull => Err(StateError::Unavailable("the cluster's store is full; nothing was written".into())),
+        ApplyResult::StoreFull => {
+            Err(StateError::Unavailable("the cluster's store is full; nothing was written".into()))
+        }
         ApplyResult::Malformed { reason } => Err(StateError::Invalid(reason)),
     }
 }

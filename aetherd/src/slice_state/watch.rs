@@ -122,7 +122,10 @@ impl Watch {
         }
         let bytes = change.key.len() + change.value.as_ref().map_or(0, Vec::len);
         if queue.items.len() >= QUEUE_EVENTS_MAX || queue.bytes + bytes > QUEUE_BYTES_MAX {
-            warn!("slice watch of {} #{} on {:?} overflowed; it gets a marker to re-list", self.artifact, self.instance, self.prefix);
+            warn!(
+                "slice watch of {} #{} on {:?} overflowed; it gets a marker to re-list",
+                self.artifact, self.instance, self.prefix
+            );
             return self.overflow(&mut queue);
         }
         queue.bytes += bytes;
@@ -209,7 +212,10 @@ impl WatchHub {
         }
         let mine = watches.values().filter(|w| w.artifact == artifact && w.instance == new.instance).count();
         if mine >= WATCHES_PER_INSTANCE_MAX {
-            return Err(StateError::TooLarge { what: "watches of one instance", limit: WATCHES_PER_INSTANCE_MAX as u64 });
+            return Err(StateError::TooLarge {
+                what: "watches of one instance",
+                limit: WATCHES_PER_INSTANCE_MAX as u64,
+            });
         }
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let watch = Arc::new(Watch {
@@ -284,7 +290,9 @@ fn run(hub: &Weak<WatchHub>, id: u64, watch: &Watch) {
     while let Some(item) = watch.next() {
         match watch.deliver.deliver(&watch.artifact, watch.instance, &watch.method, &watch.body(&item)) {
             Delivered::Done => {}
-            Delivered::Failed(why) => debug!("slice watch delivery to {} #{} failed: {why}", watch.artifact, watch.instance),
+            Delivered::Failed(why) => {
+                debug!("slice watch delivery to {} #{} failed: {why}", watch.artifact, watch.instance)
+            }
             Delivered::Gone => {
                 debug!("instance {} #{} is gone; its watch ends", watch.artifact, watch.instance);
                 if let Some(hub) = hub.upgrade() {
