@@ -42,7 +42,6 @@ pub use pool::{PoolConfig, PoolStats};
 pub use remote::{CallContext, RemoteCall};
 pub use vocab::SliceState;
 pub use vocab::{Artifact, ParseError};
-#[allow(unused_imports)]
 pub use state::*;
 
 use std::collections::HashMap;
