@@ -212,3 +212,20 @@ fn a_watch_whose_instance_is_gone_ends_at_its_next_delivery() {
     });
     assert!(ended, "the watch is still registered");
 }
+
+#[test]
+fn the_container_delivers_to_the_instance_that_asked_and_nowhere_else() {
+    use super::watch::ContainerDeliver;
+    let mut config = container::ContainerConfig::new(devcluster::example_slices_repo().unwrap(), "node-7");
+    config.pool.workers = 1;
+    let container = Arc::new(container::Container::new(config).unwrap());
+    let echo = "org.aether.examples:echo:1.0.0";
+    let id = container.deploy(&Artifact::parse(echo).unwrap(), vec![]).unwrap();
+    let deliver = ContainerDeliver::new(&container);
+    let body = br#"{"key":"k","version":1,"value":"v","deleted":false}"#;
+    assert_eq!(deliver.deliver(echo, id, "changed", body), Delivered::Done);
+    assert_eq!(deliver.deliver(echo, id + 1, "changed", body), Delivered::Gone, "no such instance");
+    assert_eq!(deliver.deliver("org.aether.examples:echo:2.0.0", id, "changed", body), Delivered::Gone);
+    drop(container);
+    assert_eq!(deliver.deliver(echo, id, "changed", body), Delivered::Gone, "the container is gone");
+}
