@@ -13,7 +13,8 @@
 //!
 //! Invariants:
 //! - applying is deterministic: the same batches in the same slots give the same state and results on every
-//!   replica; all limits that affect results are constants of this crate, not configuration;
+//!   replica; all limits that affect results are constants of this crate or travel in the command itself (a
+//!   bounded write's quota), never node configuration;
 //! - no input panics: decoding a payload or a snapshot, and parsing a key, return errors for any bytes;
 //! - a key's version is the store revision of its last write, so versions are unique and only grow;
 //! - watch events reach each watcher in apply order, through bounded queues; overflow is a visible `Resync`.

@@ -2,7 +2,8 @@
 //!
 //! Every replica holds the same `KvState` after applying the same batches in the same slots: applying is a
 //! pure function of the state and the payload bytes (ordered map, no clock, no randomness, limits that are
-//! constants of the state machine rather than per-node configuration).
+//! constants of the state machine or carried in the command, as a bounded write's quota, rather than per-node
+//! configuration).
 //!
 //! Invariants:
 //! - every stored key is the canonical string of its [`AetherKey`], so entries order and prefix-match by it;
