@@ -111,9 +111,10 @@ impl Command {
         }
         let (format, archive) = match self {
             Command::Guarded { guards, write } => {
-                if guards.is_empty() || guards.len() > GUARDS_MAX || matches!(**write, Command::Guarded { .. }) {
+                let nested = matches!(**write, Command::Guarded { .. } | Command::Bounded { .. });
+                if guards.is_empty() || guards.len() > GUARDS_MAX || nested {
                     return Err(Error::Encode(format!(
-                        "a guarded write takes 1 to {GUARDS_MAX} guards and no nesting"
+                        "a guarded write takes 1 to {GUARDS_MAX} guards and a plain write (no guarded or bounded one)"
                     )));
                 }
                 let guards = guards.iter().map(|(key, version)| (key.to_string(), version.map(Revision::get)));
@@ -316,6 +317,10 @@ mod tests {
             write: Box::new(Command::Guarded { guards: vec![guard.clone()], write: Box::new(inner.clone()) }),
         };
         assert!(nested.encode().is_err());
+        let data = key("data/s/g:a/k");
+        let bounded = Command::Bounded { max_keys: 1, max_bytes: 1, write: Box::new(Command::Remove { key: data }) };
+        let guarded_bound = Command::Guarded { guards: vec![guard.clone()], write: Box::new(bounded) };
+        assert!(guarded_bound.encode().is_err(), "a bound must never be dropped on the wire");
         let many = Command::Guarded { guards: vec![guard; GUARDS_MAX + 1], write: Box::new(inner.clone()) };
         assert!(many.encode().is_err());
         let none = GuardedWire { guards: vec![], write: inner.to_wire() };

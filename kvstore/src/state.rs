@@ -187,7 +187,7 @@ impl KvState {
         if old.is_none() && usage.keys.saturating_add(1) > max_keys {
             return Some(ApplyResult::QuotaExceeded { quota: Quota::Keys, limit: max_keys });
         }
-        let bytes = usage.bytes - old.unwrap_or(0) + (path_len + value_len) as u64;
+        let bytes = usage.bytes.saturating_sub(old.unwrap_or(0)).saturating_add((path_len + value_len) as u64);
         if bytes > max_bytes && bytes > usage.bytes {
             return Some(ApplyResult::QuotaExceeded { quota: Quota::Bytes, limit: max_bytes });
         }
@@ -213,7 +213,7 @@ impl KvState {
             let old = old_bytes.map(|old| (old - key_str.len() + path_len) as u64);
             let usage = self.usage.entry(scope).or_default();
             usage.keys += u64::from(old.is_none());
-            usage.bytes = usage.bytes - old.unwrap_or(0) + (path_len + value.len()) as u64;
+            usage.bytes = usage.bytes.saturating_sub(old.unwrap_or(0)).saturating_add((path_len + value.len()) as u64);
         }
         self.entries.insert(key_str.clone(), Entry { key, value: Arc::from(value), version });
         if let Some((key_str, entry)) = self.entries.get_key_value(&key_str) {
@@ -315,8 +315,8 @@ fn data_scope(key: &AetherKey) -> Option<(String, usize)> {
 fn forget(usage: &mut BTreeMap<String, ScopeUsage>, scope: String, bytes: u64) {
     if let std::collections::btree_map::Entry::Occupied(mut held) = usage.entry(scope) {
         let left = held.get_mut();
-        left.keys -= 1;
-        left.bytes -= bytes;
+        left.keys = left.keys.saturating_sub(1);
+        left.bytes = left.bytes.saturating_sub(bytes);
         if left.keys == 0 {
             held.remove();
         }
