@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ const RECORDED_MAX: usize = 10_000;
 /// Longest request line.
 const LINE_BYTES_MAX: usize = 2 * 1024 * 1024;
 const DEADLINE: Duration = Duration::from_secs(6);
+/// Most connections served at once; more are closed at once.
+const CONNECTIONS_MAX: usize = 16;
 
 /// Records deliveries, per instance, for `deliveries`.
 #[derive(Default)]
@@ -70,12 +73,20 @@ pub fn start_from_env(state: impl FnOnce(Arc<Recorder>) -> NodeSliceState) -> Re
     std::thread::Builder::new()
         .name("slice-state-debug".into())
         .spawn(move || {
+            let open = Arc::new(AtomicUsize::new(0));
             for stream in listener.incoming().flatten() {
-                let (state, recorder) = (Arc::clone(&state), Arc::clone(&recorder));
-                let spawned = std::thread::Builder::new()
-                    .name("slice-state-debug-conn".into())
-                    .spawn(move || serve(&stream, &state, &recorder));
+                if open.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS_MAX {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                let counted = Arc::clone(&open);
+                let (state, recorder, open) = (Arc::clone(&state), Arc::clone(&recorder), Arc::clone(&open));
+                let spawned = std::thread::Builder::new().name("slice-state-debug-conn".into()).spawn(move || {
+                    serve(&stream, &state, &recorder);
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
                 if let Err(e) = spawned {
+                    counted.fetch_sub(1, Ordering::SeqCst);
                     warn!("slice state debug: {e}");
                 }
             }
