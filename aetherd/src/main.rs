@@ -25,6 +25,7 @@ mod node;
 mod replication;
 mod repository_listing;
 mod send_refusals;
+mod slice_state;
 mod snapshots;
 mod stop;
 mod storage;
@@ -173,6 +174,8 @@ fn run(args: &Args) -> Result<(), String> {
     let settings = Arc::new(live_settings(&lifecycle, slow_call_ms));
     let slow_calls = Arc::clone(&metrics);
     settings.on_change("slow_call_ms", move |ms| slow_calls.set_slow_threshold_ms(ms));
+    let slice_watches = slice_state::WatchHub::new();
+    install_slice_state(&container, &loop_handle, &slice_watches)?;
     let data = node::DataPlane {
         calls: forward::Calls::new(),
         forwarded: Arc::default(),
@@ -181,6 +184,7 @@ fn run(args: &Args) -> Result<(), String> {
         metrics: Arc::clone(&metrics),
         events: Arc::clone(&events),
         settings: Arc::clone(&settings),
+        slice_watches,
     };
     let (calls, forwarded, registry) = (data.calls.clone(), data.forwarded.clone(), data.registry.clone());
     let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data);
@@ -358,6 +362,22 @@ fn start_app(args: &Args, config: &NodeConfig) -> Result<Option<app::AppServer>,
 /// Private copies of slice libraries are made in `{data_dir}/loaded` (0700, checked at start).
 fn loaded_dir(config: &NodeConfig) -> std::path::PathBuf {
     config.data_dir.join("loaded")
+}
+
+/// Installs the node's slice state (what `ctx.kv()` reaches) on the container, and starts the test facility
+/// that drives it without a slice when `AETHER_SLICE_STATE_DEBUG` asks for it.
+fn install_slice_state(
+    container: &Arc<container::Container>,
+    loop_handle: &Arc<OnceLock<net::NetHandle<node::Command>>>,
+    hub: &Arc<slice_state::WatchHub>,
+) -> Result<(), String> {
+    let deliver = Arc::new(slice_state::watch::ContainerDeliver::new(container));
+    let state = slice_state::NodeSliceState::new(Arc::clone(loop_handle), Arc::clone(hub), deliver);
+    slice_state::install(container, Arc::new(state));
+    slice_state::debug::start_from_env(|recorder| {
+        slice_state::NodeSliceState::new(Arc::clone(loop_handle), Arc::clone(hub), recorder)
+    })?;
+    Ok(())
 }
 
 /// The node's slice container: its repository, its private copy folder, the keys it trusts, its start timeout.

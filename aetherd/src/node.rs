@@ -23,6 +23,7 @@ mod consensus_send;
 mod events;
 mod metrics;
 mod peer_data;
+mod slice_kv;
 
 /// How long a management thread waits for the loop to answer a query.
 pub(crate) const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -65,6 +66,8 @@ pub enum Command {
         artifact: Arc<crate::artifacts::Artifact>,
         reply: mpsc::Sender<Vec<String>>,
     },
+    /// A slice's state operation (`ctx.kv()`), resolved against the calling artifact's scope here.
+    SliceKv(crate::slice_state::SliceRequest),
 }
 
 /// The data plane as the loop sees it: where to deliver replies, who serves forwarded calls, and the
@@ -80,6 +83,8 @@ pub struct DataPlane {
     pub events: Arc<crate::events::EventLog>,
     /// The live settings this node applies from the store.
     pub settings: Arc<crate::live::LiveSettings>,
+    /// The slice watches, fed from the store's `data/` changes.
+    pub slice_watches: Arc<crate::slice_state::WatchHub>,
 }
 
 /// Deployment state of the loop: the deployer, the watches that wake the managers, and what is due.
@@ -123,6 +128,8 @@ pub struct Node {
     gossip: metrics::Gossip,
     /// The event log's and live settings' side of the loop.
     ops: events::Ops,
+    /// The store watch on `data/` that feeds `data.slice_watches`.
+    slice_watch: Option<kvstore::WatchId>,
 }
 
 impl Node {
@@ -164,6 +171,7 @@ impl Node {
             Arc::clone(&data.settings),
             replication.store_mut(),
         );
+        let slice_watch = Node::watch_slice_data(replication.store_mut());
         let relisted = relist(&data.registry, replication.store());
         log_registry_errors(relisted);
         Node {
@@ -182,6 +190,7 @@ impl Node {
             replica_of_peer,
             timer_generation: [0; 2],
             deployment,
+            slice_watch,
         }
     }
 
@@ -270,6 +279,7 @@ impl Node {
         }
         self.run_managers(ctx);
         self.observe_store_and_send(ctx);
+        self.feed_slice_watches();
     }
 
     /// Runs the deployment managers when something woke them and the node may act.
@@ -497,6 +507,7 @@ impl Handler for Node {
                 break;
             }
         }
+        self.feed_slice_watches();
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) {
@@ -520,12 +531,13 @@ impl Handler for Node {
                 None => self.drive(ctx, |r| r.submit_write_once(&command, request, reply)),
             },
             Command::KvGet { key, stale, reply } => self.read(ctx, stale, Waiter::Get(key, reply)),
-            Command::KvList { prefix, stale, reply } => self.read(ctx, stale, Waiter::List(prefix, reply)),
+            Command::KvList { prefix, stale, reply } => self.read(ctx, stale, Waiter::List(prefix, usize::MAX, reply)),
             Command::SendInvoke { node, id, payload } => self.send_invoke(ctx, &node, id, &payload),
             Command::SendReply { peer, id, payload } => self.send_reply(ctx, peer, id, &payload),
             Command::ReplicateArtifact { artifact, reply } => {
                 let _ = reply.send(self.replicate_artifact(ctx, &artifact));
             }
+            Command::SliceKv(request) => self.slice_kv(ctx, request),
             Command::DeployDone(done) => {
                 if let Some(d) = self.deployment.as_mut() {
                     d.deployer.finish(done);
@@ -548,8 +560,9 @@ impl Node {
         if let Some(e) = self.unavailable_without_quorum() {
             match waiter {
                 Waiter::Get(_, reply) => drop(reply.send(Err(e))),
-                Waiter::List(_, reply) => drop(reply.send(Err(e))),
+                Waiter::List(_, _, reply) => drop(reply.send(Err(e))),
                 Waiter::Write(reply) => drop(reply.send(Err(e))),
+                Waiter::SliceWrite(reply) => drop(reply.send(Err(e))),
                 Waiter::Internal => {}
             }
             return;

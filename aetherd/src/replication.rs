@@ -79,8 +79,11 @@ pub enum Waiter {
     /// A write of this node's own managers; its outcome only counts towards `internal_in_flight`.
     Internal,
     Write(Sender<Result<u64, ApiError>>),
+    /// A slice's write (`slice_state`): answered with the apply result itself.
+    SliceWrite(Sender<Result<ApplyResult, ApiError>>),
     Get(AetherKey, Sender<Result<Option<KvEntry>, ApiError>>),
-    List(String, Sender<Result<Vec<KvEntry>, ApiError>>),
+    /// At most `usize` entries under the prefix, in key order.
+    List(String, usize, Sender<Result<Vec<KvEntry>, ApiError>>),
 }
 
 struct Pending {
@@ -317,6 +320,22 @@ impl Replication {
         }
     }
 
+    /// Submits a slice's write (`slice_state`); the waiter gets the apply result, or an error once it is
+    /// late or the node stops (as [`Replication::submit_write`]'s).
+    pub fn submit_slice_write(
+        &mut self,
+        command: &kvstore::Command,
+        reply: Sender<Result<ApplyResult, ApiError>>,
+    ) -> Result<Vec<Effect>, String> {
+        match command.encode() {
+            Ok(bytes) => self.submit(KV, bytes, Waiter::SliceWrite(reply), None),
+            Err(e) => {
+                let _ = reply.send(Err(ApiError::new(413, "too_large", e.to_string())));
+                Ok(Vec::new())
+            }
+        }
+    }
+
     /// Submits a write of this node's own managers (deployment); nobody waits for its answer.
     pub fn submit_internal(&mut self, command: &kvstore::Command) -> Result<Vec<Effect>, String> {
         match command.encode() {
@@ -378,7 +397,8 @@ impl Replication {
         let pending: Vec<(CommandId, Pending)> =
             self.pending.drain().flat_map(|(id, waiters)| waiters.into_iter().map(move |p| (id, p))).collect();
         for (id, p) in pending {
-            let error = if matches!(p.waiter, Waiter::Write(_)) && !unsubmitted.contains(&id) {
+            let written = matches!(p.waiter, Waiter::Write(_) | Waiter::SliceWrite(_));
+            let error = if written && !unsubmitted.contains(&id) {
                 ApiError::timeout(format!("{why}; the write was submitted and may still apply"))
             } else {
                 ApiError::unavailable(format!("{why}; nothing was submitted"))
@@ -532,6 +552,9 @@ impl Replication {
                 let answer = write_answer(result);
                 self.replies.push(Box::new(move || drop(reply.send(answer))));
             }
+            (Waiter::SliceWrite(reply), Some(result)) => {
+                self.replies.push(Box::new(move || drop(reply.send(Ok(result)))));
+            }
             (Waiter::Write(reply), None) => {
                 let answer = Err(ApiError::new(500, "internal", "a write was decided without a result"));
                 self.replies.push(Box::new(move || drop(reply.send(answer))));
@@ -543,11 +566,11 @@ impl Replication {
                         let entry = store.get(&key).map(to_entry);
                         self.replies.push(Box::new(move || drop(reply.send(Ok(entry)))));
                     }
-                    Waiter::List(prefix, reply) => {
-                        let entries: Vec<KvEntry> = store.list(&prefix).map(to_entry).collect();
+                    Waiter::List(prefix, limit, reply) => {
+                        let entries: Vec<KvEntry> = store.list(&prefix).take(limit).map(to_entry).collect();
                         self.replies.push(Box::new(move || drop(reply.send(Ok(entries)))));
                     }
-                    Waiter::Write(_) | Waiter::Internal => {}
+                    Waiter::Write(_) | Waiter::SliceWrite(_) | Waiter::Internal => {}
                 }
             }
         }

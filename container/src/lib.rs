@@ -30,6 +30,7 @@ mod library;
 mod lifecycle;
 pub mod pool;
 pub mod remote;
+pub mod state;
 mod step;
 
 pub use error::{CallError, ContainerError};
@@ -41,6 +42,7 @@ pub use pool::{PoolConfig, PoolStats};
 pub use remote::{CallContext, RemoteCall};
 pub use vocab::SliceState;
 pub use vocab::{Artifact, ParseError};
+pub use state::*;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -146,6 +148,8 @@ pub(crate) struct Shared {
     next_pick: AtomicUsize,
     /// Where nested calls go when the callee has no instance here.
     remote: RwLock<Option<Weak<dyn RemoteCall>>>,
+    /// What `ctx.kv()` reaches, once the node installs it.
+    slice_state: RwLock<Option<Arc<dyn state::SliceState>>>,
 }
 
 impl Shared {
@@ -219,6 +223,7 @@ impl Container {
             next_id: AtomicU64::new(1),
             next_pick: AtomicUsize::new(0),
             remote: RwLock::new(None),
+            slice_state: RwLock::new(None),
         });
         Ok(Container { shared })
     }
@@ -271,6 +276,16 @@ impl Container {
     /// The container keeps a weak reference: the hook works while its owner keeps it alive.
     pub fn set_remote(&self, remote: Option<&Arc<dyn RemoteCall>>) {
         *self.shared.remote.write() = remote.map(Arc::downgrade);
+    }
+
+    /// Install (or clear) the node's slice state, what a slice's `ctx.kv()` reaches.
+    pub fn set_slice_state(&self, state: Option<Arc<dyn state::SliceState>>) {
+        *self.shared.slice_state.write() = state;
+    }
+
+    /// The slice state the node installed, if any.
+    pub fn slice_state(&self) -> Option<Arc<dyn state::SliceState>> {
+        self.shared.slice_state.read().clone()
     }
 
     /// Call on the worker pool, answering [`CallError::DeadlineExceeded`] after `deadline`.

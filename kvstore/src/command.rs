@@ -6,7 +6,9 @@
 //!
 //! A [`Command::Guarded`] write, which applies only while other keys are still at given versions, is encoded
 //! with format byte [`GUARDED_FORMAT`] and its own archive shape, so every other command keeps the bytes it
-//! always had.
+//! always had. A [`Command::Bounded`] write (a slice's quota-bounded write to its `data/` scope) likewise has
+//! format byte [`BOUNDED_FORMAT`] and a [`BoundedWire`] archive. Every replica must know a format before any
+//! node submits it: an older build answers an unknown format as malformed, and the replicas would disagree.
 //!
 //! Decoding validates everything (header, length, archive, key, value size) and never panics on any input:
 //! a replica that cannot decode a decided payload reports it as malformed and moves on, and since every
@@ -29,6 +31,8 @@ const COMMAND_MAGIC: u8 = 0xAE;
 const COMMAND_FORMAT: u8 = 1;
 /// Second byte of a [`Command::Guarded`] write: a [`GuardedWire`] archive.
 const GUARDED_FORMAT: u8 = 2;
+/// Second byte of a [`Command::Bounded`] write: a [`BoundedWire`] archive.
+const BOUNDED_FORMAT: u8 = 3;
 /// Most guards on one write.
 pub const GUARDS_MAX: usize = 4;
 const HEADER_BYTES: usize = 2;
@@ -48,6 +52,11 @@ pub enum Command {
     /// changes and the result is a version mismatch naming the first failed guard's version. `write` is never
     /// itself guarded, and there are at most [`GUARDS_MAX`] guards.
     Guarded { guards: Vec<(AetherKey, Option<Revision>)>, write: Box<Command> },
+    /// Apply `write`, a write to a `data/` key that is neither guarded nor bounded itself, only if it leaves
+    /// its scope ([`crate::DataScope`]) within `max_keys` keys and `max_bytes` bytes, or does not grow the
+    /// measure it would break; otherwise nothing changes and the result is
+    /// [`crate::ApplyResult::QuotaExceeded`]. The scope is the key's own, so a write cannot charge another.
+    Bounded { max_keys: u64, max_bytes: u64, write: Box<Command> },
 }
 
 /// The archived shape of a [`Command`]. Field order and types are the wire format: change only with a new
@@ -58,6 +67,14 @@ enum CommandWire {
     Remove { key: String },
     CompareAndSet { key: String, expected_version: Option<u64>, value: Vec<u8> },
     CompareAndRemove { key: String, expected_version: u64 },
+}
+
+/// The archived shape of a [`Command::Bounded`]: the limits and the bounded write.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct BoundedWire {
+    max_keys: u64,
+    max_bytes: u64,
+    write: CommandWire,
 }
 
 /// The archived shape of a [`Command::Guarded`]: the guards as `(key, version)` and the guarded write.
@@ -74,7 +91,7 @@ impl Command {
             | Command::Remove { key }
             | Command::CompareAndSet { key, .. }
             | Command::CompareAndRemove { key, .. } => key,
-            Command::Guarded { write, .. } => write.key(),
+            Command::Guarded { write, .. } | Command::Bounded { write, .. } => write.key(),
         }
     }
 
@@ -82,7 +99,7 @@ impl Command {
         match self {
             Command::Put { value, .. } | Command::CompareAndSet { value, .. } => Some(value),
             Command::Remove { .. } | Command::CompareAndRemove { .. } => None,
-            Command::Guarded { write, .. } => write.value(),
+            Command::Guarded { write, .. } | Command::Bounded { write, .. } => write.value(),
         }
     }
 
@@ -94,14 +111,20 @@ impl Command {
         }
         let (format, archive) = match self {
             Command::Guarded { guards, write } => {
-                if guards.is_empty() || guards.len() > GUARDS_MAX || matches!(**write, Command::Guarded { .. }) {
+                let nested = matches!(**write, Command::Guarded { .. } | Command::Bounded { .. });
+                if guards.is_empty() || guards.len() > GUARDS_MAX || nested {
                     return Err(Error::Encode(format!(
-                        "a guarded write takes 1 to {GUARDS_MAX} guards and no nesting"
+                        "a guarded write takes 1 to {GUARDS_MAX} guards and a plain write (no guarded or bounded one)"
                     )));
                 }
                 let guards = guards.iter().map(|(key, version)| (key.to_string(), version.map(Revision::get)));
                 let wire = GuardedWire { guards: guards.collect(), write: write.to_wire() };
                 (GUARDED_FORMAT, rkyv::to_bytes::<rancor::Error>(&wire))
+            }
+            Command::Bounded { max_keys, max_bytes, write } => {
+                check_bounded(write).map_err(Error::Encode)?;
+                let wire = BoundedWire { max_keys: *max_keys, max_bytes: *max_bytes, write: write.to_wire() };
+                (BOUNDED_FORMAT, rkyv::to_bytes::<rancor::Error>(&wire))
             }
             _ => (COMMAND_FORMAT, rkyv::to_bytes::<rancor::Error>(&self.to_wire())),
         };
@@ -137,6 +160,12 @@ impl Command {
             }
             return Ok(Command::Guarded { guards, write: Box::new(Command::from_wire(wire.write)?) });
         }
+        if format == BOUNDED_FORMAT {
+            let wire = rkyv::from_bytes::<BoundedWire, rancor::BoxedError>(&aligned).map_err(invalid)?;
+            let write = Command::from_wire(wire.write)?;
+            check_bounded(&write).map_err(malformed)?;
+            return Ok(Command::Bounded { max_keys: wire.max_keys, max_bytes: wire.max_bytes, write: Box::new(write) });
+        }
         let wire = rkyv::from_bytes::<CommandWire, rancor::BoxedError>(&aligned).map_err(invalid)?;
         Command::from_wire(wire)
     }
@@ -145,7 +174,7 @@ impl Command {
     fn to_wire(&self) -> CommandWire {
         let key = self.key().to_string();
         match self {
-            Command::Guarded { write, .. } => write.to_wire(),
+            Command::Guarded { write, .. } | Command::Bounded { write, .. } => write.to_wire(),
             Command::Put { value, .. } => CommandWire::Put { key, value: value.clone() },
             Command::Remove { .. } => CommandWire::Remove { key },
             Command::CompareAndSet { expected, value, .. } => {
@@ -181,10 +210,23 @@ fn check_header(bytes: &[u8]) -> Result<(u8, &[u8]), Error> {
         return Err(malformed(format!("{} bytes, over the limit of {COMMAND_BYTES_MAX}", bytes.len())));
     }
     match bytes {
-        [COMMAND_MAGIC, format @ (COMMAND_FORMAT | GUARDED_FORMAT), archive @ ..] => Ok((*format, archive)),
+        [COMMAND_MAGIC, format @ (COMMAND_FORMAT | GUARDED_FORMAT | BOUNDED_FORMAT), archive @ ..] => {
+            Ok((*format, archive))
+        }
         [COMMAND_MAGIC, format, ..] => Err(malformed(format!("unknown command format {format}"))),
         _ => Err(malformed("not a kvstore command (bad magic byte)".to_owned())),
     }
+}
+
+/// Why `write` cannot be the write of a [`Command::Bounded`]: it must be a plain write to a `data/` key.
+pub(crate) fn check_bounded(write: &Command) -> Result<(), String> {
+    if matches!(write, Command::Guarded { .. } | Command::Bounded { .. }) {
+        return Err("a bounded write takes a plain write, not a guarded or bounded one".to_owned());
+    }
+    if !matches!(write.key(), AetherKey::Data { .. }) {
+        return Err(format!("a bounded write is a write to a data/ key, not {}", write.key()));
+    }
+    Ok(())
 }
 
 fn parse_key(key: &str) -> Result<AetherKey, Error> {
@@ -275,12 +317,53 @@ mod tests {
             write: Box::new(Command::Guarded { guards: vec![guard.clone()], write: Box::new(inner.clone()) }),
         };
         assert!(nested.encode().is_err());
+        let data = key("data/s/g:a/k");
+        let bounded = Command::Bounded { max_keys: 1, max_bytes: 1, write: Box::new(Command::Remove { key: data }) };
+        let guarded_bound = Command::Guarded { guards: vec![guard.clone()], write: Box::new(bounded) };
+        assert!(guarded_bound.encode().is_err(), "a bound must never be dropped on the wire");
         let many = Command::Guarded { guards: vec![guard; GUARDS_MAX + 1], write: Box::new(inner.clone()) };
         assert!(many.encode().is_err());
         let none = GuardedWire { guards: vec![], write: inner.to_wire() };
         let mut bytes = vec![COMMAND_MAGIC, GUARDED_FORMAT];
         bytes.extend_from_slice(&rkyv::to_bytes::<rancor::Error>(&none).unwrap());
         assert!(matches!(Command::decode(&bytes), Err(Error::MalformedCommand { .. })));
+    }
+
+    #[test]
+    fn bounded_writes_round_trip_and_take_only_plain_writes_to_data_keys() {
+        let data = key("data/shop/org.example:cart/a");
+        for write in [
+            Command::Put { key: data.clone(), value: b"v".to_vec() },
+            Command::CompareAndSet { key: data.clone(), expected: None, value: vec![] },
+            Command::Remove { key: data.clone() },
+        ] {
+            let bounded = Command::Bounded { max_keys: 3, max_bytes: 100, write: Box::new(write) };
+            let bytes = bounded.encode().unwrap();
+            assert_eq!(bytes[1], BOUNDED_FORMAT);
+            assert_eq!(Command::decode(&bytes), Ok(bounded));
+        }
+        let user = Command::Put { key: key("user/a"), value: vec![] };
+        assert!(Command::Bounded { max_keys: 1, max_bytes: 1, write: Box::new(user.clone()) }.encode().is_err());
+        let nested = Command::Bounded {
+            max_keys: 1,
+            max_bytes: 1,
+            write: Box::new(Command::Guarded {
+                guards: vec![(key("user/g"), None)],
+                write: Box::new(Command::Remove { key: data }),
+            }),
+        };
+        assert!(nested.encode().is_err());
+        // A hand-made archive naming a user/ key is malformed wherever it is decoded.
+        let wire = BoundedWire { max_keys: 1, max_bytes: 1, write: user.to_wire() };
+        let mut bytes = vec![COMMAND_MAGIC, BOUNDED_FORMAT];
+        bytes.extend_from_slice(&rkyv::to_bytes::<rancor::Error>(&wire).unwrap());
+        let err = Command::decode(&bytes).unwrap_err();
+        assert!(err.to_string().contains("data/"), "{err}");
+    }
+
+    #[test]
+    fn plain_commands_keep_their_format_byte() {
+        assert_eq!(Command::Remove { key: key("user/a") }.encode().unwrap()[..2], [COMMAND_MAGIC, COMMAND_FORMAT]);
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! | `alerts/{id}` | an alert |
 //! | `keys/{id}` | a management API key: name, role and keyed hash, never the key itself |
 //! | `user/{segment}(/{segment})*` | free-form operator keys |
+//! | `data/{blueprint}/{artifact-base}/{segment}(/{segment})*` | a slice's own data (`ctx.kv()`); see [`crate::data`] |
 //!
 //! Routes: the key holds the HTTP path without its leading `/`, so the route `GET /echo/{msg}` is the key
 //! `routes/GET/echo/{msg}` and the root route `GET /` is `routes/GET/`. `routes/GET//echo/{msg}` is rejected
@@ -30,11 +31,13 @@
 //!
 //! The `user/` namespace is the only one without a schema. The management API's generic `PUT /api/kv/{key}`
 //! should write there only: typed namespaces are owned by the components that validate their values.
-//! [`AetherKey::is_user`] is the check.
+//! [`AetherKey::is_user`] is the check. `data/` keys are written only by the slices they belong to, through
+//! the node (quota-bounded writes, [`crate::Command::Bounded`]).
 //!
 //! Invariant: the parser accepts canonical spellings only, so `print(parse(s)) == s` for every `s` that parses,
 //! and `parse(print(k)) == k` for every key. Keys order and prefix-match by this string form.
 
+use crate::data::DataPath;
 use crate::error::ParseError;
 use crate::route::{HttpMethod, RoutePath};
 use std::fmt;
@@ -64,10 +67,11 @@ pub enum Namespace {
     Alerts,
     Keys,
     User,
+    Data,
 }
 
 impl Namespace {
-    pub const ALL: [Namespace; 16] = [
+    pub const ALL: [Namespace; 17] = [
         Namespace::Blueprints,
         Namespace::Slices,
         Namespace::Targets,
@@ -84,6 +88,7 @@ impl Namespace {
         Namespace::Alerts,
         Namespace::Keys,
         Namespace::User,
+        Namespace::Data,
     ];
 
     /// The prefix every key of this namespace starts with (`"slices/"`), for [`crate::Store::list`] and watches.
@@ -105,6 +110,7 @@ impl Namespace {
             Namespace::Alerts => "alerts/",
             Namespace::Keys => "keys/",
             Namespace::User => "user/",
+            Namespace::Data => "data/",
         }
     }
 
@@ -145,25 +151,74 @@ impl UserPath {
 /// A typed control-plane key. See the module documentation for the string forms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AetherKey {
-    Blueprint { name: Name },
-    Slice { node: NodeId, artifact: Artifact },
-    Target { artifact: Artifact },
-    Endpoint { artifact: Artifact, method: Name, node: NodeId, instance: u32 },
-    Route { method: HttpMethod, path: RoutePath },
-    Versions { base: ArtifactBase },
-    Update { id: Name },
-    Threshold { metric: Name },
-    LogLevel { logger: Name },
-    Config { section: Name },
-    NodeConfig { node: NodeId, section: Name },
-    TopicSubscription { topic: Name, subscriber: Name },
-    Schedule { task: Name },
-    NodeLifecycle { node: NodeId },
-    NodeLease { node: NodeId },
+    Blueprint {
+        name: Name,
+    },
+    Slice {
+        node: NodeId,
+        artifact: Artifact,
+    },
+    Target {
+        artifact: Artifact,
+    },
+    Endpoint {
+        artifact: Artifact,
+        method: Name,
+        node: NodeId,
+        instance: u32,
+    },
+    Route {
+        method: HttpMethod,
+        path: RoutePath,
+    },
+    Versions {
+        base: ArtifactBase,
+    },
+    Update {
+        id: Name,
+    },
+    Threshold {
+        metric: Name,
+    },
+    LogLevel {
+        logger: Name,
+    },
+    Config {
+        section: Name,
+    },
+    NodeConfig {
+        node: NodeId,
+        section: Name,
+    },
+    TopicSubscription {
+        topic: Name,
+        subscriber: Name,
+    },
+    Schedule {
+        task: Name,
+    },
+    NodeLifecycle {
+        node: NodeId,
+    },
+    NodeLease {
+        node: NodeId,
+    },
     ClusterLeader,
-    Alert { id: Name },
-    ApiKey { id: Name },
-    User { path: UserPath },
+    Alert {
+        id: Name,
+    },
+    ApiKey {
+        id: Name,
+    },
+    User {
+        path: UserPath,
+    },
+    /// A slice's own data: `path` inside the scope of `blueprint` and `base` ([`crate::DataScope`]).
+    Data {
+        blueprint: Name,
+        base: ArtifactBase,
+        path: DataPath,
+    },
 }
 
 impl AetherKey {
@@ -202,6 +257,7 @@ impl AetherKey {
             AetherKey::Alert { .. } => Namespace::Alerts,
             AetherKey::ApiKey { .. } => Namespace::Keys,
             AetherKey::User { .. } => Namespace::User,
+            AetherKey::Data { .. } => Namespace::Data,
         }
     }
 
@@ -250,6 +306,7 @@ fn parse_in(namespace: Namespace, rest: &str) -> Result<AetherKey, ParseError> {
         Namespace::Alerts => AetherKey::Alert { id: one_name(rest, "alert id")? },
         Namespace::Keys => AetherKey::ApiKey { id: one_name(rest, "key id")? },
         Namespace::User => AetherKey::User { path: UserPath::parse(rest)? },
+        Namespace::Data => crate::data::parse_data_key(rest)?,
     };
     Ok(key)
 }
@@ -365,6 +422,7 @@ impl fmt::Display for AetherKey {
             AetherKey::ClusterLeader => write!(f, "{ns}/leader"),
             AetherKey::Alert { id } | AetherKey::ApiKey { id } => write!(f, "{ns}/{id}"),
             AetherKey::User { path } => write!(f, "{ns}/{}", path.as_str()),
+            AetherKey::Data { blueprint, base, path } => write!(f, "{ns}/{blueprint}/{base}/{}", path.as_str()),
         }
     }
 }
@@ -380,7 +438,7 @@ impl FromStr for AetherKey {
 mod tests {
     use super::*;
 
-    const EXAMPLES: [&str; 23] = [
+    const EXAMPLES: [&str; 24] = [
         "blueprints/shop",
         "slices/node-1/org.example:echo:1.0.0",
         "targets/org.example:echo:1.0.0-rc.1",
@@ -404,6 +462,7 @@ mod tests {
         "loglevels/aetherd::app",
         "keys/3f9a0c1d2e4b5a69",
         "user/team/a/b.c",
+        "data/shop/org.example:cart/users/alice",
     ];
 
     #[test]

@@ -8,11 +8,13 @@
 //! - [`Command`] and its byte encoding: what clients submit and consensus orders as opaque payloads;
 //! - [`KvState`]: the replicated state (entries with versions, the revision, the applied slot) and how a
 //!   decided batch changes it, one [`ApplyResult`] per command;
-//! - [`Store`]: that state plus this node's prefix watches, and snapshots of it.
+//! - [`Store`]: that state plus this node's prefix watches, and snapshots of it;
+//! - [`data`]: the `data/` namespace of slice state, its scopes and the quota accounting of each scope.
 //!
 //! Invariants:
 //! - applying is deterministic: the same batches in the same slots give the same state and results on every
-//!   replica; all limits that affect results are constants of this crate, not configuration;
+//!   replica; all limits that affect results are constants of this crate or travel in the command itself (a
+//!   bounded write's quota), never node configuration;
 //! - no input panics: decoding a payload or a snapshot, and parsing a key, return errors for any bytes;
 //! - a key's version is the store revision of its last write, so versions are unique and only grow;
 //! - watch events reach each watcher in apply order, through bounded queues; overflow is a visible `Resync`.
@@ -49,6 +51,7 @@
 
 mod checksum;
 mod command;
+pub mod data;
 mod error;
 pub mod key;
 mod revision;
@@ -59,6 +62,7 @@ mod store;
 mod watch;
 
 pub use command::{Command, COMMAND_BYTES_MAX, GUARDS_MAX, VALUE_BYTES_MAX};
+pub use data::{DataPath, DataScope, Quota, ScopeUsage, DATA_PATH_BYTES_MAX};
 pub use error::{Error, ParseError};
 pub use key::{AetherKey, Namespace, UserPath, KEY_BYTES_MAX};
 pub use revision::Revision;

@@ -2,7 +2,8 @@
 //!
 //! Every replica holds the same `KvState` after applying the same batches in the same slots: applying is a
 //! pure function of the state and the payload bytes (ordered map, no clock, no randomness, limits that are
-//! constants of the state machine rather than per-node configuration).
+//! constants of the state machine or carried in the command, as a bounded write's quota, rather than per-node
+//! configuration).
 //!
 //! Invariants:
 //! - every stored key is the canonical string of its [`AetherKey`], so entries order and prefix-match by it;
@@ -11,9 +12,13 @@
 //!   most [`ENTRIES_MAX`];
 //! - `applied_slot` only grows; a batch for a slot at or below it is refused as a whole.
 //! - values are immutable once stored (a write replaces the entry), so a clone of the state is a
-//!   consistent view that shares every value with the original.
+//!   consistent view that shares every value with the original;
+//! - `usage` holds, for every `data/` scope with at least one key, exactly its key count and the bytes of its
+//!   relative paths plus values ([`crate::data`]): a recount of the entries, kept up to date by every change
+//!   and rebuilt by recounting when a state is restored.
 
-use crate::command::Command;
+use crate::command::{check_bounded, Command};
+use crate::data::{Quota, ScopeUsage};
 use crate::error::Error;
 use crate::key::AetherKey;
 use crate::revision::Revision;
@@ -68,6 +73,8 @@ pub enum ApplyResult {
     StoreFull,
     /// The payload is not a valid command. Nothing changed.
     Malformed { reason: String },
+    /// A [`Command::Bounded`] write would grow its scope's `quota` measure past `limit`. Nothing changed.
+    QuotaExceeded { quota: Quota, limit: u64 },
 }
 
 /// A change just applied, borrowed from the state, for watches.
@@ -89,6 +96,8 @@ pub struct KvState {
     revision: Revision,
     applied_slot: Option<u64>,
     stored_bytes: usize,
+    /// Usage of every `data/` scope that holds keys, by scope prefix.
+    usage: BTreeMap<String, ScopeUsage>,
 }
 
 impl KvState {
@@ -135,6 +144,15 @@ impl KvState {
                     None => self.apply_command(*write, on_change),
                 }
             }
+            Command::Bounded { max_keys, max_bytes, write } => {
+                if let Err(reason) = check_bounded(&write) {
+                    return ApplyResult::Malformed { reason };
+                }
+                match self.quota_refusal(&write, current, max_keys, max_bytes) {
+                    Some(refusal) => refusal,
+                    None => self.apply_command(*write, on_change),
+                }
+            }
             Command::Put { key, value } => self.write(key_str, key, value, on_change),
             Command::Remove { .. } if current.is_none() => ApplyResult::NotFound,
             Command::Remove { .. } => self.delete(&key_str, on_change),
@@ -146,6 +164,34 @@ impl KvState {
                 ApplyResult::VersionMismatch { current }
             }
         }
+    }
+
+    /// The refusal of a bounded `write` (to a `data/` key, whose current version is `current`), when it
+    /// would apply and grow its scope's keys past `max_keys` or its bytes past `max_bytes`.
+    fn quota_refusal(
+        &self,
+        write: &Command,
+        current: Option<Revision>,
+        max_keys: u64,
+        max_bytes: u64,
+    ) -> Option<ApplyResult> {
+        let value_len = match write {
+            Command::Put { value, .. } => value.len(),
+            Command::CompareAndSet { expected, value, .. } if *expected == current => value.len(),
+            // Deletes only shrink a scope; a write that will not apply changes nothing.
+            _ => return None,
+        };
+        let (scope, path_len) = data_scope(write.key())?;
+        let usage = self.usage.get(&scope).copied().unwrap_or_default();
+        let old = self.entries.get(&write.key().to_string()).map(|e| (path_len + e.value.len()) as u64);
+        if old.is_none() && usage.keys.saturating_add(1) > max_keys {
+            return Some(ApplyResult::QuotaExceeded { quota: Quota::Keys, limit: max_keys });
+        }
+        let bytes = usage.bytes.saturating_sub(old.unwrap_or(0)).saturating_add((path_len + value_len) as u64);
+        if bytes > max_bytes && bytes > usage.bytes {
+            return Some(ApplyResult::QuotaExceeded { quota: Quota::Bytes, limit: max_bytes });
+        }
+        None
     }
 
     fn write(
@@ -163,6 +209,12 @@ impl KvState {
         };
         self.revision = version;
         self.stored_bytes = stored_bytes;
+        if let Some((scope, path_len)) = data_scope(&key) {
+            let old = old_bytes.map(|old| (old - key_str.len() + path_len) as u64);
+            let usage = self.usage.entry(scope).or_default();
+            usage.keys += u64::from(old.is_none());
+            usage.bytes = usage.bytes.saturating_sub(old.unwrap_or(0)).saturating_add((path_len + value.len()) as u64);
+        }
         self.entries.insert(key_str.clone(), Entry { key, value: Arc::from(value), version });
         if let Some((key_str, entry)) = self.entries.get_key_value(&key_str) {
             on_change(&Change { key_str, key: &entry.key, value: Some(&entry.value), version });
@@ -179,6 +231,9 @@ impl KvState {
         };
         self.revision = version;
         self.stored_bytes -= key_str.len() + removed.value.len();
+        if let Some((scope, path_len)) = data_scope(&removed.key) {
+            forget(&mut self.usage, scope, (path_len + removed.value.len()) as u64);
+        }
         on_change(&Change { key_str, key: &removed.key, value: None, version });
         ApplyResult::Ok { version }
     }
@@ -218,6 +273,17 @@ impl KvState {
         self.stored_bytes
     }
 
+    /// The usage of the `data/` scope with prefix `scope` (`data/{blueprint}/{group:artifact}/`); zero when
+    /// it holds no key.
+    pub fn scope_usage(&self, scope: &str) -> ScopeUsage {
+        self.usage.get(scope).copied().unwrap_or_default()
+    }
+
+    /// The usage of every `data/` scope that holds keys, by scope prefix.
+    pub fn scope_usages(&self) -> impl Iterator<Item = (&str, ScopeUsage)> {
+        self.usage.iter().map(|(scope, usage)| (scope.as_str(), *usage))
+    }
+
     /// Every entry with its canonical key, in key order (what a snapshot writes).
     pub(crate) fn entries(&self) -> impl ExactSizeIterator<Item = (&String, &Entry)> {
         self.entries.iter()
@@ -230,8 +296,43 @@ impl KvState {
         applied_slot: Option<u64>,
     ) -> Self {
         let stored_bytes = entries.iter().map(|(k, e)| k.len() + e.value.len()).sum();
-        KvState { entries, revision, applied_slot, stored_bytes }
+        let usage = recount_usage(&entries);
+        KvState { entries, revision, applied_slot, stored_bytes, usage }
     }
+}
+
+/// The scope prefix and relative path length of a `data/` key.
+fn data_scope(key: &AetherKey) -> Option<(String, usize)> {
+    match key {
+        AetherKey::Data { blueprint, base, path } => {
+            Some((crate::DataScope::new(blueprint.clone(), base.clone()).prefix(), path.as_str().len()))
+        }
+        _ => None,
+    }
+}
+
+/// Takes one key of `bytes` off `scope`, dropping the scope once it holds nothing.
+fn forget(usage: &mut BTreeMap<String, ScopeUsage>, scope: String, bytes: u64) {
+    if let std::collections::btree_map::Entry::Occupied(mut held) = usage.entry(scope) {
+        let left = held.get_mut();
+        left.keys = left.keys.saturating_sub(1);
+        left.bytes = left.bytes.saturating_sub(bytes);
+        if left.keys == 0 {
+            held.remove();
+        }
+    }
+}
+
+/// The usage of every `data/` scope, counted from the entries.
+pub(crate) fn recount_usage(entries: &BTreeMap<String, Entry>) -> BTreeMap<String, ScopeUsage> {
+    let mut usage: BTreeMap<String, ScopeUsage> = BTreeMap::new();
+    for (_, entry) in entries.range::<str, _>((Bound::Included("data/"), Bound::Unbounded)) {
+        let Some((scope, path_len)) = data_scope(&entry.key) else { break };
+        let counted = usage.entry(scope).or_default();
+        counted.keys += 1;
+        counted.bytes += (path_len + entry.value.len()) as u64;
+    }
+    usage
 }
 
 /// Whether a write leaving `stored_bytes` behind, adding a key when `adds_key`, stays within the limits.

@@ -59,7 +59,9 @@ impl Backend for Fake {
                     return Err(ApiError::not_found("fake"));
                 }
             }
-            Command::Guarded { .. } => return Err(ApiError::new(400, "unsupported", "the API never sends these")),
+            Command::Guarded { .. } | Command::Bounded { .. } => {
+                return Err(ApiError::new(400, "unsupported", "the API never sends these"))
+            }
         }
         Ok(*version)
     }

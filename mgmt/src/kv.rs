@@ -6,8 +6,10 @@
 //! id that key names (see `idempotency`), so its retries apply it at most once.
 //!
 //! Invariants: writes and deletes reach only `user/` keys (every other namespace belongs to the component
-//! that validates it and changes only through that component's routes: a 403 names why); `keys/` records
-//! (API key hashes) are never read or listed here, whatever the caller's role.
+//! that validates it and changes only through that component's routes: a 403 names why; slice data, `data/`,
+//! is written only by its slice, through `ctx.kv()`, under the slice's quota); `keys/` records (API key
+//! hashes) are never read or listed here, whatever the caller's role. Slice data is readable like the other
+//! namespaces (any role that reads the KV), for operators to inspect what slices store.
 
 use crate::api::Backend;
 use crate::error::ApiError;
@@ -68,6 +70,7 @@ fn writable(key: AetherKey) -> Result<AetherKey, ApiError> {
     let owner = match key.namespace() {
         Namespace::Blueprints => "; deploy and delete blueprints through /api/blueprints",
         Namespace::Keys => "; manage API keys through /api/keys",
+        Namespace::Data => "; slice data is written only by its slice (ctx.kv()), under the slice's quota",
         _ => "",
     };
     Err(ApiError::new(
@@ -173,6 +176,15 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(base64(input.as_bytes()), expected);
         }
+    }
+
+    #[test]
+    fn slice_data_is_readable_and_never_writable() {
+        let key: AetherKey = "data/shop/org.example:cart/a".parse().unwrap();
+        assert!(readable(key.clone()).is_ok());
+        let refused = writable(key).unwrap_err();
+        assert_eq!(refused.status, 403);
+        assert!(refused.detail.contains("ctx.kv()"), "{}", refused.detail);
     }
 
     #[test]

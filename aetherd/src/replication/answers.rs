@@ -93,14 +93,22 @@ pub(super) fn write_answer(result: ApplyResult) -> Result<u64, ApiError> {
         ApplyResult::NotFound => Err(ApiError::not_found("no such key")),
         ApplyResult::StoreFull => Err(ApiError::new(507, "store_full", "the control-plane store is at its limit")),
         ApplyResult::Malformed { reason } => Err(ApiError::bad_request(reason)),
+        ApplyResult::QuotaExceeded { quota, limit } => Err(ApiError::new(
+            507,
+            "quota_exceeded",
+            format!("the write would take its slice past its quota of {limit} {}", quota.as_str()),
+        )),
     }
 }
 
 pub(super) fn answer_read(store: &Store, waiter: Waiter) {
     match waiter {
         Waiter::Get(key, reply) => drop(reply.send(Ok(store.get(&key).map(to_entry)))),
-        Waiter::List(prefix, reply) => drop(reply.send(Ok(store.list(&prefix).map(to_entry).collect()))),
+        Waiter::List(prefix, limit, reply) => {
+            drop(reply.send(Ok(store.list(&prefix).take(limit).map(to_entry).collect())))
+        }
         Waiter::Write(reply) => drop(reply.send(Err(ApiError::bad_request("a write is not a read")))),
+        Waiter::SliceWrite(reply) => drop(reply.send(Err(ApiError::bad_request("a write is not a read")))),
         Waiter::Internal => {}
     }
 }
@@ -114,7 +122,8 @@ pub(super) fn fail(waiter: Waiter, error: ApiError) {
         Waiter::Internal => {}
         Waiter::Write(reply) => drop(reply.send(Err(error))),
         Waiter::Get(_, reply) => drop(reply.send(Err(error))),
-        Waiter::List(_, reply) => drop(reply.send(Err(error))),
+        Waiter::SliceWrite(reply) => drop(reply.send(Err(error))),
+        Waiter::List(_, _, reply) => drop(reply.send(Err(error))),
     }
 }
 

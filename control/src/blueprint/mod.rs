@@ -10,6 +10,8 @@
 //! depends_on = ["org.aether.examples:inventory:1.0.0"]
 //! [slices.config]        # strings, integers, floats and booleans only
 //! currency = "EUR"
+//! [slices.kv]            # the slice's state quota (ctx.kv()); see `quota`
+//! max_keys = 1000
 //!
 //! [[slices]]
 //! artifact = "org.aether.examples:inventory:1.0.0"
@@ -31,6 +33,7 @@
 
 mod graph;
 mod parse;
+pub mod quota;
 mod validate;
 
 use kvstore::{Artifact, Name};

@@ -34,6 +34,8 @@ pub(super) struct RawSlice {
     config: BTreeMap<String, Spanned<toml::Value>>,
     /// Calls one instance runs at once (its bulkhead); reaches the node as config key `aether.concurrency`.
     concurrency: Option<Spanned<i64>>,
+    /// `[slices.kv]`: the slice's state quota (see `quota`).
+    kv: Option<super::quota::RawKv>,
 }
 
 /// The config key that carries a slice's `concurrency` to the nodes that run it.
@@ -218,6 +220,9 @@ pub(super) fn parse_slice(index: usize, raw: &Spanned<RawSlice>, lines: &Lines) 
             return Err(invalid(n.span(), "concurrency", reason));
         }
         config.insert(CONCURRENCY_KEY.to_owned(), Value::from(value));
+    }
+    if let Some(kv) = &slice.kv {
+        super::quota::add_to_config(index, kv, lines, &mut config)?;
     }
     let dependency_lines = slice.depends_on.iter().map(|d| lines.of(d.span().start)).collect();
     let spec = SliceSpec { artifact, instances, min_instances, depends_on, config };

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use kvstore::{
-    AetherKey, Artifact, ArtifactBase, Command, HttpMethod, Name, NodeId, Revision, RoutePath, SemVer, UserPath,
+    AetherKey, Artifact, ArtifactBase, Command, DataPath, HttpMethod, Name, NodeId, Revision, RoutePath, SemVer,
+    UserPath,
 };
 use proptest::prelude::*;
 
@@ -49,6 +50,11 @@ pub fn user_path() -> impl Strategy<Value = UserPath> {
         .prop_map(|segments| UserPath::parse(&segments.join("/")).unwrap())
 }
 
+pub fn data_path() -> impl Strategy<Value = DataPath> {
+    proptest::collection::vec("[a-z0-9_:-][a-z0-9._:-]{0,10}", 1..5)
+        .prop_map(|segments| DataPath::parse(&segments.join("/")).unwrap())
+}
+
 pub fn http_method() -> impl Strategy<Value = HttpMethod> {
     proptest::sample::select(HttpMethod::ALL.to_vec())
 }
@@ -77,13 +83,27 @@ pub fn key() -> impl Strategy<Value = AetherKey> + Clone {
         name().prop_map(|id| AetherKey::Alert { id }),
         name().prop_map(|id| AetherKey::ApiKey { id }),
         user_path().prop_map(|path| AetherKey::User { path }),
+        (name(), artifact_base(), data_path()).prop_map(|(blueprint, base, path)| AetherKey::Data {
+            blueprint,
+            base,
+            path
+        }),
     ]
 }
 
 /// Keys from a small set, so commands in one run collide and compare-and-set sometimes matches.
 pub fn colliding_key() -> impl Strategy<Value = AetherKey> + Clone {
-    proptest::sample::select(vec!["user/a", "user/b", "user/a/x", "routes/GET/", "slices/n1/g:a:1.0.0"])
-        .prop_map(|s| AetherKey::parse(s).unwrap())
+    proptest::sample::select(vec![
+        "user/a",
+        "user/b",
+        "user/a/x",
+        "routes/GET/",
+        "slices/n1/g:a:1.0.0",
+        "data/s/g:a/k",
+        "data/s/g:a/k/2",
+        "data/t/g:a/k",
+    ])
+    .prop_map(|s| AetherKey::parse(s).unwrap())
 }
 
 fn revision() -> impl Strategy<Value = Revision> {
@@ -104,10 +124,22 @@ pub fn command_on(keys: impl Strategy<Value = AetherKey> + Clone) -> impl Strate
     ]
 }
 
+/// Quota-bounded writes to a few `data/` keys of two scopes, with small limits so that some are refused.
+pub fn bounded_command() -> impl Strategy<Value = Command> {
+    let keys = proptest::sample::select(vec!["data/s/g:a/k", "data/s/g:a/k/2", "data/s/g:a/l", "data/t/g:a/k"])
+        .prop_map(|s| AetherKey::parse(s).unwrap());
+    (command_on(keys), 0..4u64, 0..80u64).prop_map(|(write, max_keys, max_bytes)| Command::Bounded {
+        max_keys,
+        max_bytes,
+        write: Box::new(write),
+    })
+}
+
 /// Batches of encoded payloads, with an occasional malformed one.
 pub fn batches() -> impl Strategy<Value = Vec<Vec<Vec<u8>>>> {
     let payload = prop_oneof![
         9 => command_on(colliding_key()).prop_map(|c| c.encode().unwrap()),
+        2 => bounded_command().prop_map(|c| c.encode().unwrap()),
         1 => proptest::collection::vec(any::<u8>(), 0..16),
     ];
     proptest::collection::vec(proptest::collection::vec(payload, 0..8), 0..12)
