@@ -35,6 +35,8 @@ pub struct NodeBackend {
     pub settings: Arc<crate::live::LiveSettings>,
     /// Blueprint dry runs running now (bounded: any viewer may ask for one).
     pub dry_runs: mgmt::DryRuns,
+    /// The routes slices declare, for the blueprint route check.
+    pub declared_routes: Arc<crate::deploy::DeclaredRoutes>,
 }
 
 /// An HTTP port's name and its accepting flag.
@@ -171,6 +173,10 @@ impl Backend for NodeBackend {
     fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool {
         container::Artifact::parse(&artifact.to_string())
             .is_ok_and(|a| self.repository.join(a.repository_path()).is_file())
+    }
+
+    fn slice_routes(&self, artifact: &kvstore::Artifact) -> Result<Vec<(String, String)>, String> {
+        self.declared_routes.routes(artifact)
     }
 
     fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError> {

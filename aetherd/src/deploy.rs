@@ -1,6 +1,7 @@
 //! This node's hands for deployment: the container work the node deployment manager (`control::node`) asks
-//! for, done on worker threads because loading and starting a plugin may block for seconds; and the lifecycle
-//! settings taken from the environment (the leader's start-failure policy, the slice start timeout).
+//! for, done on worker threads because loading and starting a plugin may block for seconds; the lifecycle
+//! settings taken from the environment (the leader's start-failure policy, the slice start timeout); and the
+//! routes slices declare, read for the blueprint route check ([`DeclaredRoutes`]).
 //!
 //! The event loop owns the decisions; this module owns the container state map that feeds them. When the
 //! loop starts an action it marks the artifact in progress at once (so `control::node::step` never asks
@@ -337,6 +338,57 @@ impl Worker {
                 JobResult::Unloaded
             }
         }
+    }
+}
+
+/// Most artifacts whose declared routes [`DeclaredRoutes`] remembers; past it, it starts over.
+const DECLARED_ROUTES_KEPT_MAX: usize = 1024;
+
+/// The library file's size and modification time: a changed file is read again.
+type FileStamp = (u64, Option<std::time::SystemTime>);
+/// `(HTTP method, path pattern)` of each route a descriptor declares.
+type Routes = Vec<(String, String)>;
+
+/// The routes slices declare, for the management API's blueprint route check: read by loading the library
+/// into the container without starting it (nothing of the slice runs but what loading a library runs, as
+/// for any deployment), taking the routes from its checked descriptor, and unloading it. Kept per artifact
+/// and library file, so a blueprint post loads each library at most once while it is unchanged.
+pub struct DeclaredRoutes {
+    container: Arc<container::Container>,
+    repository: std::path::PathBuf,
+    kept: Mutex<HashMap<Artifact, (FileStamp, Routes)>>,
+}
+
+impl DeclaredRoutes {
+    pub fn new(container: Arc<container::Container>, repository: std::path::PathBuf) -> DeclaredRoutes {
+        DeclaredRoutes { container, repository, kept: Mutex::default() }
+    }
+
+    /// `(HTTP method, path pattern)` of every route the artifact's descriptor declares.
+    pub fn routes(&self, artifact: &Artifact) -> Result<Routes, String> {
+        let path = self.repository.join(artifact.repository_path());
+        let meta = std::fs::metadata(&path).map_err(|_| format!("{artifact} is not in this node's repository"))?;
+        let stamp = (meta.len(), meta.modified().ok());
+        if let Some((kept_stamp, routes)) = self.kept.lock().get(artifact) {
+            if *kept_stamp == stamp {
+                return Ok(routes.clone());
+            }
+        }
+        let id = self.container.load(artifact, Vec::new()).map_err(|e| e.to_string())?;
+        let routes = self.container.handle(id).map(|handle| {
+            let declared = handle.info().routes.iter();
+            declared.map(|r| (r.http_method.clone(), r.path.clone())).collect::<Vec<_>>()
+        });
+        if let Err(e) = self.container.unload(id) {
+            warn!("slice {artifact}: unloading after reading its routes: {e}");
+        }
+        let routes = routes.ok_or_else(|| "the instance vanished after loading".to_owned())?;
+        let mut kept = self.kept.lock();
+        if kept.len() >= DECLARED_ROUTES_KEPT_MAX {
+            kept.clear();
+        }
+        kept.insert(artifact.clone(), (stamp, routes.clone()));
+        Ok(routes)
     }
 }
 

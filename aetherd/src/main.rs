@@ -235,6 +235,7 @@ fn run(args: &Args) -> Result<(), String> {
         trusted_keys: config.artifacts.trusted_keys.clone(),
         metrics: Arc::clone(metrics.board()),
         dry_runs: mgmt::DryRuns::default(),
+        declared_routes: Arc::new(deploy::DeclaredRoutes::new(Arc::clone(&container), config.repository.clone())),
     });
     let ports = backend.http_ports.clone();
     let management_http = mgmt::http_config(config.listen_management, 64, config.tls.clone());

@@ -218,16 +218,23 @@ fn start_slice(instance: &Arc<Instance>, timeout: Duration) -> Result<SendPtr<st
         StepOutcome::Done((sdk::abi::status::PANICKED, _, message)) => {
             Err(step_failed(&instance.artifact, "start", format!("panicked: {}", String::from_utf8_lossy(&message))))
         }
-        StepOutcome::Done((status, _, message)) => Err(step_failed(
-            &instance.artifact,
-            "start",
-            format!("status {status}: {}", String::from_utf8_lossy(&message)),
-        )),
+        StepOutcome::Done((status, _, message)) => {
+            Err(step_failed(&instance.artifact, "start", start_refusal(status, &message)))
+        }
         StepOutcome::Panicked(reason) => Err(step_failed(&instance.artifact, "start", reason)),
         StepOutcome::TimedOut => {
             instance.pin();
             Err(timed_out(&instance.artifact, "start", timeout))
         }
+    }
+}
+
+/// Why `start` gave no instance, in the slice's own words: operators read this, so no ABI status codes.
+fn start_refusal(status: u32, message: &[u8]) -> String {
+    match (status, message.is_empty()) {
+        (_, false) => String::from_utf8_lossy(message).into_owned(),
+        (sdk::abi::status::OK, true) => "the slice reported success but gave no instance".to_owned(),
+        (_, true) => "the slice refused to start without saying why".to_owned(),
     }
 }
 

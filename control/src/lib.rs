@@ -2,7 +2,8 @@
 //!
 //! It owns:
 //! - [`blueprint`]: parsing and validating the operator's TOML (errors carry line and field) into a
-//!   [`blueprint::Blueprint`] with its dependency order;
+//!   [`blueprint::Blueprint`] with its dependency order, and [`blueprint::checks`], what the text alone cannot
+//!   tell (route conflicts with other artifacts, `instances` above the node count);
 //! - [`records`]: the JSON values stored under `blueprints/`, `targets/`, `slices/`, `endpoints/`, `routes/`
 //!   and `nodes/` (leases and the leader record);
 //! - [`lifecycle`]: [`lifecycle::SliceState`] and the allowed steps between states;

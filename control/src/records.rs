@@ -153,14 +153,17 @@ impl SliceRecord {
         SliceRecord { state, since_ms: now_ms, ..self.clone() }
     }
 
-    /// The record moved to FAILED with `reason` (cut to [`ERROR_BYTES_MAX`]).
+    /// The record moved to FAILED with `reason` (cut to [`ERROR_BYTES_MAX`]), unless it already holds the cause
+    /// of an earlier failure: a record that failed is only cleaned up afterwards (UNLOAD), so a later failure
+    /// is a consequence, and the first cause is what operators must read. `failed_in` is the state of this
+    /// failure (the leader counts start failures by it).
     pub fn failing(&self, reason: &str, now_ms: u64) -> SliceRecord {
         let failed_in = Some(self.state);
-        SliceRecord {
-            error: Some(cut(reason, ERROR_BYTES_MAX)),
-            failed_in,
-            ..self.entering(SliceState::Failed, now_ms)
-        }
+        let error = match &self.error {
+            Some(cause) => cause.clone(),
+            None => cut(reason, ERROR_BYTES_MAX),
+        };
+        SliceRecord { error: Some(error), failed_in, ..self.entering(SliceState::Failed, now_ms) }
     }
 }
 
@@ -309,6 +312,21 @@ mod tests {
         }
         let bad_artifact = br#"{"artifact":"nope","method":"get"}"#;
         assert!(RouteRecord::decode(bad_artifact).unwrap_err().reason.contains("artifact"));
+    }
+
+    #[test]
+    fn a_later_failure_keeps_the_first_cause() {
+        let started = slice_record().entering(SliceState::Activating, 50);
+        let failed = started.failing("org.example:a:1.0.0: start failed: no database", 60);
+        let unloading = SliceRecord { desired: DesiredState::Unloaded, ..failed.clone() }
+            .entering(SliceState::Unload, 70)
+            .entering(SliceState::Unloading, 80);
+        let again = unloading.failing("the container reports loaded during UNLOADING", 90);
+        assert_eq!(again.error, failed.error);
+        assert_eq!(
+            (again.state, again.failed_in, again.since_ms),
+            (SliceState::Failed, Some(SliceState::Unloading), 90)
+        );
     }
 
     #[test]

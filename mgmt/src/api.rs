@@ -110,6 +110,12 @@ pub trait Backend: Send + Sync + 'static {
     fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError>;
     /// Whether this node can find the artifact (its repository), for blueprint validation.
     fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool;
+    /// The routes `(HTTP method, path pattern)` the artifact's descriptor declares, read from this node's
+    /// repository, for the blueprint route check; `Err` says why they cannot be read here.
+    fn slice_routes(&self, artifact: &kvstore::Artifact) -> Result<Vec<(String, String)>, String> {
+        let _ = artifact;
+        Err("this node does not read slice descriptors".to_owned())
+    }
     /// Stores an uploaded slice library (whose SHA-256 is already computed and checked against what the
     /// client sent) here, with its checksum and signature files, and pushes it to the other nodes.
     fn upload_artifact(&self, artifact: &kvstore::Artifact, upload: ArtifactUpload) -> Result<Value, ApiError>;

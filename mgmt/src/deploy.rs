@@ -6,9 +6,11 @@
 //! again, or resetting it (which stores the same record again, under a new version), lifts the quarantine.
 //!
 //! A blueprint is parsed and checked here (syntax with line numbers, unknown keys, duplicates, cycles,
-//! counts, artifacts unknown to this node's repository, artifacts another blueprint already deploys) and
-//! stored as one record under `blueprints/{name}`; the leader's deployment manager does the rest. A refused
-//! blueprint changes nothing.
+//! counts, artifacts unknown to this node's repository, artifacts another blueprint already deploys, routes
+//! another slice declares: see `blueprint_checks`) and stored as one record under `blueprints/{name}`; the
+//! leader's deployment manager does the rest. A refused blueprint changes nothing. What is accepted but
+//! doubtful (`instances` above the node count, routes that could not be checked) comes back in the answer's
+//! `warnings` and as `blueprint_warning` events.
 //!
 //! Error answers of these routes never show a server path: the blueprint checks speak of fields and
 //! coordinates, and any absolute path a backend error carries is replaced by `<server path>` on the way out.
@@ -44,9 +46,19 @@ fn route_inner(backend: &dyn Backend, req: &Request, rest: &[&str]) -> Result<Re
     }
 }
 
-/// Every check a submitted blueprint goes through (the text, its artifacts, ownership), nothing stored:
-/// `POST /api/blueprints` and its dry run `POST /api/blueprints/validate` both start here.
-pub(crate) fn check(backend: &dyn Backend, body: &[u8]) -> Result<(String, control::Blueprint), ApiError> {
+/// A blueprint that passed every check, and what the answer should warn about.
+pub(crate) struct Checked {
+    pub text: String,
+    pub blueprint: control::Blueprint,
+    pub warnings: Vec<String>,
+}
+
+/// Most `blueprint_warning` events one post records (the answer carries every warning).
+const WARNING_EVENTS_MAX: usize = 16;
+
+/// Every check a submitted blueprint goes through (the text, its artifacts, ownership, routes), nothing
+/// stored: `POST /api/blueprints` and its dry run `POST /api/blueprints/validate` both start here.
+pub(crate) fn check(backend: &dyn Backend, body: &[u8]) -> Result<Checked, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the blueprint is not UTF-8 text"))?;
     let parsed = control::blueprint::parse(text, &|a| backend.artifact_known(a)).map_err(|e| {
         let mut error = ApiError::new(400, "invalid_blueprint", e.to_string());
@@ -62,17 +74,23 @@ pub(crate) fn check(backend: &dyn Backend, body: &[u8]) -> Result<(String, contr
         return Err(error);
     }
     check_ownership(backend, &parsed)?;
-    Ok((text.to_string(), parsed))
+    let mut warnings = crate::blueprint_checks::check_routes(backend, &parsed)?;
+    warnings.extend(crate::blueprint_checks::instance_warnings(backend, &parsed));
+    Ok(Checked { text: text.to_string(), blueprint: parsed, warnings })
 }
 
+/// Stores the blueprint; the answer (and, for each, a `blueprint_warning` event) carries the warnings.
 fn submit(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
-    let (text, parsed) = check(backend, body)?;
+    let Checked { text, blueprint: parsed, warnings } = check(backend, body)?;
     let key = AetherKey::Blueprint { name: parsed.name.clone() };
     let order: Vec<String> = parsed.order.iter().map(ToString::to_string).collect();
     let name = parsed.name.to_string();
     let value = BlueprintRecord { toml: text, blueprint: parsed }.encode();
     let version = backend.kv_write(Command::Put { key, value })?;
-    Ok(Response::new(201, json!({ "name": name, "version": version, "slices": order })))
+    for warning in warnings.iter().take(WARNING_EVENTS_MAX) {
+        backend.record_event("blueprint_warning", json!({ "name": name, "warning": warning }));
+    }
+    Ok(Response::new(201, json!({ "name": name, "version": version, "slices": order, "warnings": warnings })))
 }
 
 /// Refuses a blueprint naming an artifact another blueprint already deploys.
@@ -239,9 +257,15 @@ fn saturated_instances(backend: &dyn Backend) -> Result<Vec<Value>, ApiError> {
 }
 
 /// The error with every absolute filesystem path in its detail replaced by `<server path>`: a word that
-/// starts with `/` and has a second `/` (`/var/lib/aether/repo/x.so`), unless it is an API path (`/api/...`).
+/// starts with `/` and has a second `/` (`/var/lib/aether/repo/x.so`), unless it is an API path (`/api/...`)
+/// or the error is a route conflict (whose detail names routes, never files).
 /// Trailing punctuation (`:`, `,`, `)`, quotes) stays in place.
 pub(crate) fn without_server_paths(mut error: ApiError) -> ApiError {
+    // A route conflict's detail is built here from coordinates and parsed route patterns (`/links/{id}`),
+    // which look like paths but are what the operator must read.
+    if error.error == crate::blueprint_checks::ROUTE_CONFLICT {
+        return error;
+    }
     error.detail = hide_paths(&error.detail);
     error
 }

@@ -13,6 +13,7 @@
 
 mod api;
 mod auth;
+mod blueprint_checks;
 mod blueprint_status;
 mod deploy;
 mod error;

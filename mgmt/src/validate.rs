@@ -63,13 +63,13 @@ const PLACEMENT_PREFIXES: [&str; 3] = ["blueprints/", "targets/", "slices/"];
 
 pub fn validate(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
     let _slot = backend.dry_runs().map(DryRuns::take).transpose()?;
-    let (toml, blueprint) = crate::deploy::check(backend, body)?;
+    let crate::deploy::Checked { text: toml, blueprint, warnings: checked } = crate::deploy::check(backend, body)?;
     let view = backend.cluster_view()?;
     let mut entries = Vec::new();
     for prefix in PLACEMENT_PREFIXES {
         entries.extend(backend.kv_list(prefix, true)?);
     }
-    let mut warnings = Vec::new();
+    let mut warnings = checked;
     let blueprint_key = AetherKey::Blueprint { name: blueprint.name.clone() }.to_string();
     if let Some(old) = entries.iter().find(|e| e.key == blueprint_key) {
         warnings.push(format!("replaces the stored blueprint '{}' (version {})", blueprint.name, old.version));

@@ -34,7 +34,7 @@ pub const DATA_VALUES_MAX: usize = 32;
 const OUTBOX_MAX: usize = 1000;
 
 /// What happened. The snake_case names are the API's `kind`.
-pub const KINDS: [&str; 13] = [
+pub const KINDS: [&str; 14] = [
     "node_up",
     "node_down",
     "leader_changed",
@@ -42,6 +42,7 @@ pub const KINDS: [&str; 13] = [
     "quorum_lost",
     "blueprint_applied",
     "blueprint_deleted",
+    "blueprint_warning",
     "slice_state",
     "slice_placed",
     "slice_removed",

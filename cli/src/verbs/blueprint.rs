@@ -52,12 +52,16 @@ fn toml_post(path: &str, body: Vec<u8>) -> Request {
 }
 
 fn render_applied(v: &Value) -> String {
-    format!(
+    let mut text = format!(
         "stored blueprint {} (version {}); start order: {}\n",
         cell(&v["name"]),
         cell(&v["version"]),
         items(v, "slices").iter().map(cell).collect::<Vec<_>>().join(", ")
-    )
+    );
+    for warning in items(v, "warnings") {
+        text.push_str(&format!("warning: {}\n", cell(warning)));
+    }
+    text
 }
 
 pub fn render_validated(v: &Value) -> String {
@@ -128,6 +132,17 @@ fn slice_table(v: &Value, (column, list, since): (&str, &str, &str), now: u64) -
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_applied_blueprint_shows_its_warnings() {
+        let v = json!({"name": "shop", "version": 4, "slices": ["g:a:1.0.0"],
+            "warnings": ["slices[0].instances: g:a:1.0.0 asks for 5 instances but the cluster has 3 nodes"]});
+        assert_eq!(
+            render_applied(&v),
+            "stored blueprint shop (version 4); start order: g:a:1.0.0\n\
+             warning: slices[0].instances: g:a:1.0.0 asks for 5 instances but the cluster has 3 nodes\n"
+        );
+    }
 
     #[test]
     fn validation_shows_the_placement_and_warnings() {

@@ -29,8 +29,10 @@
 //!
 //! The module is split by step: [`parse`] turns text into slices with their source lines (TOML, types, values,
 //! limits), [`validate`] checks the slices against each other and the repository, [`graph`] orders them by
-//! dependency and finds cycles. This file holds the types and the entry point.
+//! dependency and finds cycles. This file holds the types and the entry point. [`checks`] holds what the text
+//! alone cannot tell: route conflicts with other slices and instance counts above the node count.
 
+pub mod checks;
 mod graph;
 mod parse;
 pub mod quota;

@@ -310,6 +310,19 @@ mod tests {
     }
 
     #[test]
+    fn cleaning_up_a_failed_record_never_replaces_its_cause() {
+        let cause = "g:a:1.0.0: start failed: no database";
+        let failed = record(S::Activating, DesiredState::Active).failing(cause, 1_500);
+        let unloading = SliceRecord { desired: DesiredState::Unloaded, ..failed }.entering(S::Unloading, 1_600);
+        let node = NodeId::parse("node-1").unwrap();
+        for container in [C::Loaded, C::Failed { reason: "unload failed".into() }] {
+            let step = advance(&node, &a(), &unloading, Some(&container), 2_000);
+            let Next::Write(next) = step.next else { panic!("{container}: no write") };
+            assert_eq!((next.state, next.error.as_deref()), (S::Failed, Some(cause)), "{container}");
+        }
+    }
+
+    #[test]
     fn steps_time_out_only_after_their_limit() {
         let since_ms = 1_000;
         for state in [S::Loading, S::Activating, S::Deactivating, S::Unloading] {

@@ -7,6 +7,7 @@
 //! reached the slice. `GET /faulty/spawned-call/{artifact}/{method}` calls `method` of `artifact` from a
 //! thread it starts inside the call (carrying the call's deadline and hops there) and answers with the
 //! callee's answer. Config `on_start` = `panic` or `hang` makes `start` itself panic or never return,
+//! `refuse` makes `start` return the slice's own error (`faulty: refusing to start: <on_start_message>`),
 //! `abort` aborts the whole process from `start` (as a native library that segfaults while starting
 //! would), and `thread` starts a background thread that `stop` never joins (it runs the slice's code until
 //! the process ends); config `on_stop` = `hang` makes `stop` never return (a node stopping
@@ -53,6 +54,10 @@ impl Slice for Faulty {
         match config.get("on_start") {
             Some("panic") => panic!("faulty: asked to panic in start"),
             Some("hang") => hang(),
+            Some("refuse") => {
+                let detail = config.get("on_start_message").unwrap_or("asked to");
+                Err(sdk::Error::new(format!("faulty: refusing to start: {detail}")))
+            }
             Some("abort") => std::process::abort(),
             Some("thread") => {
                 std::thread::spawn(|| loop {
