@@ -30,6 +30,7 @@ mod library;
 mod lifecycle;
 pub mod pool;
 pub mod remote;
+pub mod state;
 mod step;
 
 pub use error::{CallError, ContainerError};
@@ -39,6 +40,7 @@ pub use library::{RouteInfo, ScheduleInfo, SliceInfo, SubscriptionInfo};
 pub use lifecycle::SLICE_THREADS_WAIT;
 pub use pool::{PoolConfig, PoolStats};
 pub use remote::{CallContext, RemoteCall};
+pub use state::{SliceEntry, StateError};
 pub use vocab::SliceState;
 pub use vocab::{Artifact, ParseError};
 
@@ -146,6 +148,8 @@ pub(crate) struct Shared {
     next_pick: AtomicUsize,
     /// Where nested calls go when the callee has no instance here.
     remote: RwLock<Option<Weak<dyn RemoteCall>>>,
+    /// The node's cluster state for `ctx.kv()`; `None` until the node installs one.
+    slice_state: RwLock<Option<Arc<dyn state::SliceState>>>,
 }
 
 impl Shared {
@@ -155,6 +159,11 @@ impl Shared {
         let candidates = registry.active.get(artifact)?;
         let pick = self.next_pick.fetch_add(1, Ordering::Relaxed) % candidates.len().max(1);
         candidates.get(pick).cloned()
+    }
+
+    /// The cluster state `ctx.kv()` reaches, when the node installed one.
+    pub(crate) fn slice_state(&self) -> Option<Arc<dyn state::SliceState>> {
+        self.slice_state.read().clone()
     }
 
     /// The remote-call hook, while its owner lives.
@@ -219,6 +228,7 @@ impl Container {
             next_id: AtomicU64::new(1),
             next_pick: AtomicUsize::new(0),
             remote: RwLock::new(None),
+            slice_state: RwLock::new(None),
         });
         Ok(Container { shared })
     }
@@ -271,6 +281,12 @@ impl Container {
     /// The container keeps a weak reference: the hook works while its owner keeps it alive.
     pub fn set_remote(&self, remote: Option<&Arc<dyn RemoteCall>>) {
         *self.shared.remote.write() = remote.map(Arc::downgrade);
+    }
+
+    /// Install the node's cluster state, which slices reach through `ctx.kv()`. Until one is installed,
+    /// every kv call answers `Unavailable` ("no cluster state on this node").
+    pub fn set_slice_state(&self, state: Arc<dyn state::SliceState>) {
+        *self.shared.slice_state.write() = Some(state);
     }
 
     /// Call on the worker pool, answering [`CallError::DeadlineExceeded`] after `deadline`.
