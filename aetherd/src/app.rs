@@ -310,8 +310,8 @@ mod tests {
         (status, body)
     }
 
-    fn json(body: &str) -> sdk::json::Value {
-        sdk::json::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"))
+    fn json(body: &str) -> aether_sdk::json::Value {
+        aether_sdk::json::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"))
     }
 
     #[test]
@@ -432,6 +432,7 @@ mod tests {
                 id: request.id,
                 status: 200,
                 content_type: "application/json".into(),
+                headers: Vec::new(),
                 body: body.into_bytes(),
                 reached_slice: true,
             };

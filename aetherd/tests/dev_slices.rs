@@ -82,11 +82,11 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String)
     (status, body)
 }
 
-fn json(body: &str) -> sdk::json::Value {
-    sdk::json::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"))
+fn json(body: &str) -> aether_sdk::json::Value {
+    aether_sdk::json::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-fn text<'a>(value: &'a sdk::json::Value, key: &str) -> &'a str {
+fn text<'a>(value: &'a aether_sdk::json::Value, key: &str) -> &'a str {
     value.get(key).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("no text `{key}` in {value:?}"))
 }
 
@@ -118,7 +118,7 @@ fn a_dev_node_serves_the_example_slices() {
     let order = json(&body);
     assert_eq!(text(&order, "item"), "book");
     assert_eq!(order.get("total").and_then(|v| v.as_f64()), Some(25.0));
-    assert_eq!(order.get("reserved"), Some(&sdk::json::Value::Bool(true)));
+    assert_eq!(order.get("reserved"), Some(&aether_sdk::json::Value::Bool(true)));
     let (status, body) = http(node.app, "POST", "/orders", r#"{"item": "unicorn", "qty": 1}"#);
     assert_eq!((status, text(&json(&body), "error")), (404, "not found"));
 

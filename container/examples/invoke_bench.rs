@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use container::{Artifact, Container, ContainerConfig};
-use sdk::{Config, Context, Request, RequestBuilder, Slice};
+use aether_sdk::{Config, Context, Request, RequestBuilder, Slice};
 use slice_echo::Echo;
 
 struct Args {
@@ -119,7 +119,7 @@ fn to_json(rows: &[Row]) -> String {
     let items: Vec<String> = rows
         .iter()
         .map(|r| {
-            sdk::json::Object::new()
+            aether_sdk::json::Object::new()
                 .int("payload_bytes", r.payload as i64)
                 .num("direct_ns", r.direct_ns)
                 .num("container_ns", r.container_ns)

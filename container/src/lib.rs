@@ -24,6 +24,7 @@
 
 mod error;
 mod host;
+mod host_kv;
 mod instance;
 pub mod integrity;
 mod library;
@@ -35,6 +36,7 @@ mod step;
 
 pub use error::{CallError, ContainerError};
 pub use host::CALL_DEPTH_MAX;
+pub use host_kv::KV_DEADLINE_DEFAULT;
 pub use integrity::{IntegrityError, TrustedKeys};
 pub use library::{RouteInfo, ScheduleInfo, SliceInfo, SubscriptionInfo};
 pub use lifecycle::SLICE_THREADS_WAIT;
@@ -52,7 +54,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use sdk::Response;
+use aether_sdk::Response;
 
 use instance::Instance;
 use pool::{PoolError, WorkerPool};
@@ -193,7 +195,7 @@ impl SliceHandle {
         self.0.state().0
     }
 
-    /// Call `method` with encoded request bytes (see [`sdk::codec`]) on this thread.
+    /// Call `method` with encoded request bytes (see [`aether_sdk::codec`]) on this thread.
     pub fn call(&self, method: &str, request: &[u8]) -> Result<Response, CallError> {
         self.0.call(method, request)
     }
@@ -310,31 +312,24 @@ impl Container {
         deadline: Duration,
         hops: u8,
     ) -> Result<Response, CallError> {
-        let job_target = target.clone();
-        let job_method = method.to_owned();
-        let context = CallContext { deadline: Instant::now().checked_add(deadline), hops };
-        let job = move || remote::with_context(context, || job_target.call(&job_method, &request));
-        let answer = self.shared.pool.run(deadline, job);
-        let artifact = || target.0.artifact_text.clone();
-        match answer {
-            Ok(answer) => answer,
-            Err(PoolError::Deadline { .. }) => {
-                Err(CallError::DeadlineExceeded { artifact: artifact(), method: method.to_owned(), deadline })
-            }
-            Err(PoolError::Overloaded { queue_max }) => Err(CallError::Overloaded { queue_max }),
-            Err(PoolError::Panicked(message)) => {
-                Err(CallError::Panicked { artifact: artifact(), method: method.to_owned(), message })
-            }
-            Err(PoolError::ShuttingDown) => Err(CallError::ShuttingDown),
-        }
+        self.call_pooled(target, method, request, deadline, CallContext::with_deadline(None, hops))
+    }
+
+    /// Call on the worker pool within `deadline`, as part of `context` (its request id, caller, depth
+    /// and hops; its deadline becomes now plus `deadline`).
+    pub fn call_pooled(
+        &self,
+        target: &SliceHandle,
+        method: &str,
+        request: Vec<u8>,
+        deadline: Duration,
+        context: CallContext,
+    ) -> Result<Response, CallError> {
+        run_pooled(&self.shared, Arc::clone(&target.0), method, request, deadline, context)
     }
 
     /// Call on this thread, as part of a call that arrived after `hops` cluster hops and whose caller
-    /// waits until `deadline`: nested calls it makes through the [`RemoteCall`] hook see both. The call
-    /// counts as in flight for deactivation like any other, and a panic on the way (the slice's own are
-    /// caught at its boundary) is an error, not an unwind. Nothing here enforces the deadline: the
-    /// caller owns it (the app port's handler threads run under a watchdog that answers 504 and replaces
-    /// a thread stuck past it).
+    /// waits until `deadline` (see [`Container::call_inline_in`]).
     pub fn call_inline(
         &self,
         target: &SliceHandle,
@@ -343,15 +338,57 @@ impl Container {
         deadline: Instant,
         hops: u8,
     ) -> Result<Response, CallError> {
-        let context = CallContext { deadline: Some(deadline), hops };
+        self.call_inline_in(target, method, request, CallContext::with_deadline(Some(deadline), hops))
+    }
+
+    /// Call on this thread as part of `context`: the slice reads its request id, deadline, caller and
+    /// depth, and nested calls it makes (here or through the [`RemoteCall`] hook) carry them on. The call
+    /// counts as in flight for deactivation like any other, and a panic on the way (the slice's own are
+    /// caught at its boundary) is an error, not an unwind. Nothing here enforces the deadline: the
+    /// caller owns it (the app port's handler threads run under a watchdog that answers 504 and replaces
+    /// a thread stuck past it).
+    pub fn call_inline_in(
+        &self,
+        target: &SliceHandle,
+        method: &str,
+        request: &[u8],
+        context: CallContext,
+    ) -> Result<Response, CallError> {
         let answer = catch_unwind(AssertUnwindSafe(|| remote::with_context(context, || target.call(method, request))));
         answer.unwrap_or_else(|payload| {
             Err(CallError::Panicked {
                 artifact: target.0.artifact_text.clone(),
                 method: method.to_owned(),
-                message: sdk::export::panic_message(payload.as_ref()),
+                message: aether_sdk::export::panic_message(payload.as_ref()),
             })
         })
+    }
+
+    /// Offer `config` to every instance of `artifact` (`group:artifact:version`) on this node: each
+    /// ACTIVE one's slice accepts or refuses it in its `reconfigure` hook (see
+    /// `aether_sdk::Slice::reconfigure`), and the config an instance reads through its host changes only
+    /// where it was accepted; an instance not ACTIVE takes it for its next start. `Err` carries every
+    /// refusal (`instance N: message`); the instances that accepted keep the new config.
+    pub fn reconfigure(&self, artifact: &str, config: Vec<(String, String)>) -> Result<(), String> {
+        let mut targets: Vec<Arc<Instance>> =
+            self.shared.registry.read().instances.values().filter(|i| i.artifact_text == artifact).cloned().collect();
+        targets.sort_by_key(|i| i.id);
+        let refusals: Vec<String> = targets
+            .iter()
+            .filter_map(|instance| {
+                let outcome = instance.reconfigure(config.clone());
+                match &outcome {
+                    Ok(()) => log::info!("slice {artifact} ({}): new config accepted", instance.id),
+                    Err(why) => log::warn!("slice {artifact} ({}): new config refused: {why}", instance.id),
+                }
+                outcome.err().map(|why| format!("instance {}: {why}", instance.id))
+            })
+            .collect();
+        if refusals.is_empty() {
+            Ok(())
+        } else {
+            Err(refusals.join("; "))
+        }
     }
 
     pub fn pool_stats(&self) -> PoolStats {
@@ -370,6 +407,28 @@ impl Container {
                 registry.active.remove(&instance.artifact_text);
             }
         }
+    }
+}
+
+/// Run a call of `target` on the pool of `shared` within `deadline`, as part of `context`.
+pub(crate) fn run_pooled(
+    shared: &Shared,
+    target: Arc<Instance>,
+    method: &str,
+    request: Vec<u8>,
+    deadline: Duration,
+    mut context: CallContext,
+) -> Result<Response, CallError> {
+    let artifact = target.artifact_text.clone();
+    context.deadline = Instant::now().checked_add(deadline);
+    let job_method = method.to_owned();
+    let job = move || remote::with_context(context, || target.call(&job_method, &request));
+    match shared.pool.run(deadline, job) {
+        Ok(answer) => answer,
+        Err(PoolError::Deadline { .. }) => Err(CallError::DeadlineExceeded { artifact, method: method.to_owned(), deadline }),
+        Err(PoolError::Overloaded { queue_max }) => Err(CallError::Overloaded { queue_max }),
+        Err(PoolError::Panicked(message)) => Err(CallError::Panicked { artifact, method: method.to_owned(), message }),
+        Err(PoolError::ShuttingDown) => Err(CallError::ShuttingDown),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use container::{Artifact, Container, ContainerConfig};
-use sdk::RequestBuilder;
+use aether_sdk::RequestBuilder;
 
 fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("container sits in the workspace")

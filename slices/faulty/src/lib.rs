@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sdk::{json, Config, Context, Method, Request, Response, Route, Slice, Status};
+use aether_sdk::{json, Config, Context, Method, Request, Response, Route, Slice, Status};
 
 pub struct Faulty {
     ctx: Arc<Context>,
@@ -48,7 +48,7 @@ impl Slice for Faulty {
         Route::get("/faulty/spawned-call/{artifact}/{method}", "spawned-call"),
     ];
 
-    fn start(ctx: Context, config: &Config) -> Result<Faulty, sdk::Error> {
+    fn start(ctx: Context, config: &Config) -> Result<Faulty, aether_sdk::Error> {
         let ctx = Arc::new(ctx);
         match config.get("on_start") {
             Some("panic") => panic!("faulty: asked to panic in start"),
@@ -90,7 +90,7 @@ impl Slice for Faulty {
                     return Response::error(Status::BadRequest, "artifact and method are required");
                 };
                 let (ctx, artifact, callee) = (Arc::clone(&self.ctx), artifact.to_owned(), callee.to_owned());
-                let caller = sdk::spawn_in_call(&self.ctx, move || ctx.call_with(&artifact, &callee, &[], b""));
+                let caller = aether_sdk::spawn_in_call(&self.ctx, move || ctx.call_params(&artifact, &callee, &[], b""));
                 caller.join().unwrap_or_else(|_| Response::error(Status::Internal, "the calling thread panicked"))
             }
             "count" => {
@@ -112,4 +112,4 @@ fn hang() -> ! {
     }
 }
 
-sdk::export_slice!(Faulty);
+aether_sdk::export_slice!(Faulty);
