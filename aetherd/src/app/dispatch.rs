@@ -295,18 +295,6 @@ impl Dispatcher {
         self.http_call_with(http_method, url, &[], read_body, Runner::Pool)
     }
 
-    /// [`Dispatcher::http_call`] with the client's header fields.
-    #[cfg(test)]
-    pub fn http_call_headers(
-        &self,
-        http_method: &str,
-        url: &str,
-        headers: &[(String, String)],
-        read_body: impl FnOnce() -> Result<Vec<u8>, InvokeReply>,
-    ) -> HttpAnswer {
-        self.http_call_with(http_method, url, headers, read_body, Runner::Pool)
-    }
-
     /// Answer an HTTP request on an app port handler thread: `url` is the request target (path and
     /// query); `headers` are the client's header fields, which reach the slice with the method, path
     /// and query; `read_body` is called once the route is known (an error from it is the answer); the
