@@ -126,14 +126,7 @@ impl Context {
         // SAFETY: the table is valid (see `host`); every pointer passed is valid for the call, and
         // `raw` is a valid out-parameter.
         unsafe {
-            (host.call)(
-                host.ctx,
-                StrRef::new(artifact),
-                StrRef::new(method),
-                Bytes::new(request),
-                timeout_ms,
-                &mut raw,
-            )
+            (host.call)(host.ctx, StrRef::new(artifact), StrRef::new(method), Bytes::new(request), timeout_ms, &mut raw)
         };
         take_response(host, raw)
     }

@@ -96,7 +96,8 @@ pub unsafe fn write_response(out: *mut RawResponse, response: Response) {
     let (status, payload) = match response.encode_payload() {
         Ok(payload) => (response.status.code(), payload),
         Err(e) => {
-            let refused = Response::error(Status::INTERNAL_SERVER_ERROR, &format!("the slice's answer is refused: {e}"));
+            let refused =
+                Response::error(Status::INTERNAL_SERVER_ERROR, &format!("the slice's answer is refused: {e}"));
             // An error response built here has only its content type: it always encodes.
             (refused.status.code(), refused.encode_payload().unwrap_or_default())
         }

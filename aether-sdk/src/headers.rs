@@ -77,8 +77,16 @@ pub fn check_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) ->
 /// `Connection`, `Keep-Alive`, `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade`, `Proxy-Connection`,
 /// and `Content-Length` (the server frames the body it sends).
 pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 8] =
-        ["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "content-length"];
+    const HOP: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "content-length",
+    ];
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 

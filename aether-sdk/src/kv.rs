@@ -68,7 +68,9 @@ impl fmt::Display for KvError {
             KvError::VersionMismatch { current: Some(v) } => write!(f, "the key is at version {v}"),
             KvError::VersionMismatch { current: None } => write!(f, "the key is absent"),
             KvError::TooLarge { what, limit } => write!(f, "{what} is over its limit of {limit}"),
-            KvError::QuotaExceeded { what, limit } => write!(f, "the slice's {what} quota of {limit} would be exceeded"),
+            KvError::QuotaExceeded { what, limit } => {
+                write!(f, "the slice's {what} quota of {limit} would be exceeded")
+            }
             KvError::Invalid(why) => write!(f, "invalid: {why}"),
             KvError::Unavailable(why) => write!(f, "cluster state unavailable: {why}"),
             KvError::Timeout => write!(f, "no answer from the cluster state in time (a write may still apply)"),

@@ -236,7 +236,10 @@ mod tests {
         let response = Response::created("/a", "{}").with_header("X-Tag", "1").with_header("x-tag", "2");
         let payload = response.encode_payload().unwrap();
         assert_eq!(Response::decode(Status::CREATED, &payload).unwrap(), response);
-        assert_eq!(Response::decode(Status::OK, &[]).unwrap(), Response { status: Status::OK, headers: vec![], body: vec![] });
+        assert_eq!(
+            Response::decode(Status::OK, &[]).unwrap(),
+            Response { status: Status::OK, headers: vec![], body: vec![] }
+        );
 
         let split = Response::text("x").with_header("X-A", "v\r\nSet-Cookie: evil");
         assert!(split.encode_payload().is_err());

@@ -235,7 +235,14 @@ mod tests {
 
     fn reply(id: u64) -> InvokeReply {
         let body = b"x".to_vec();
-        InvokeReply { id, status: 200, content_type: "text/plain".into(), headers: Vec::new(), body, reached_slice: true }
+        InvokeReply {
+            id,
+            status: 200,
+            content_type: "text/plain".into(),
+            headers: Vec::new(),
+            body,
+            reached_slice: true,
+        }
     }
 
     #[test]

@@ -21,8 +21,8 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use container::{Artifact, Container, ContainerConfig};
 use aether_sdk::{Config, Context, Request, RequestBuilder, Slice};
+use container::{Artifact, Container, ContainerConfig};
 use slice_echo::Echo;
 
 struct Args {

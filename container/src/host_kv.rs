@@ -49,7 +49,9 @@ fn run(ctx: &HostCtx, request: &RawKvRequest, key: &[u8], value: &[u8]) -> Resul
     }
     let artifact = ctx.artifact.as_str();
     let answer = match request.op {
-        kv_op::GET => state.get(artifact, key, deadline).map(|e| kv::encode_get(e.as_ref().map(|e| (e.version, &e.value[..])))),
+        kv_op::GET => {
+            state.get(artifact, key, deadline).map(|e| kv::encode_get(e.as_ref().map(|e| (e.version, &e.value[..]))))
+        }
         kv_op::PUT => state.put(artifact, key, value, deadline).map(kv::encode_version),
         kv_op::DELETE => state.delete(artifact, key, deadline).map(kv::encode_deleted),
         kv_op::COMPARE_AND_SET => {
@@ -58,14 +60,17 @@ fn run(ctx: &HostCtx, request: &RawKvRequest, key: &[u8], value: &[u8]) -> Resul
         }
         kv_op::LIST => {
             let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
-            state.list(artifact, key, limit, deadline).map(|entries| {
-                kv::encode_list(entries.iter().map(|e| (e.key.as_str(), e.version, &e.value[..])))
-            })
+            state
+                .list(artifact, key, limit, deadline)
+                .map(|entries| kv::encode_list(entries.iter().map(|e| (e.key.as_str(), e.version, &e.value[..]))))
         }
         kv_op::WATCH => {
             let method = std::str::from_utf8(value).map_err(|_| KvError::Invalid("the method is not UTF-8".into()))?;
             if !ctx.methods.iter().any(|m| m == method) {
-                return Err(KvError::Invalid(format!("{} has no method `{method}` to deliver changes to", ctx.artifact)));
+                return Err(KvError::Invalid(format!(
+                    "{} has no method `{method}` to deliver changes to",
+                    ctx.artifact
+                )));
             }
             state.watch(artifact, ctx.instance, key, method).map(|()| Vec::new())
         }

@@ -13,9 +13,9 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use aether_sdk::abi::{self, Bytes, RawResponse, StrRef};
 use aether_sdk::{Response, Status};
+use parking_lot::Mutex;
 
 use crate::error::CallError;
 use crate::host::HostBlock;
@@ -173,7 +173,11 @@ impl Instance {
         if raw.status == abi::status::PANICKED {
             let message = String::from_utf8_lossy(&self.take_buffer(raw.payload)).into_owned();
             self.log_panic(method, &message);
-            return Err(CallError::Panicked { artifact: self.artifact_text.clone(), method: method.to_owned(), message });
+            return Err(CallError::Panicked {
+                artifact: self.artifact_text.clone(),
+                method: method.to_owned(),
+                message,
+            });
         }
         let decoded = self.with_buffer(raw.payload, |payload| match Status::from_code(raw.status) {
             Some(status) => Response::decode(status, payload).map_err(|e| e.to_string()),

@@ -53,8 +53,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
 use aether_sdk::Response;
+use parking_lot::RwLock;
 
 use instance::Instance;
 use pool::{PoolError, WorkerPool};
@@ -425,7 +425,9 @@ pub(crate) fn run_pooled(
     let job = move || remote::with_context(context, || target.call(&job_method, &request));
     match shared.pool.run(deadline, job) {
         Ok(answer) => answer,
-        Err(PoolError::Deadline { .. }) => Err(CallError::DeadlineExceeded { artifact, method: method.to_owned(), deadline }),
+        Err(PoolError::Deadline { .. }) => {
+            Err(CallError::DeadlineExceeded { artifact, method: method.to_owned(), deadline })
+        }
         Err(PoolError::Overloaded { queue_max }) => Err(CallError::Overloaded { queue_max }),
         Err(PoolError::Panicked(message)) => Err(CallError::Panicked { artifact, method: method.to_owned(), message }),
         Err(PoolError::ShuttingDown) => Err(CallError::ShuttingDown),

@@ -223,7 +223,12 @@ fn start_slice(instance: &Arc<Instance>, timeout: Duration) -> Result<SendPtr<st
         // SAFETY: the host table lives as long as the instance (which this closure holds); the
         // config bytes live for the call; `slice` and `error` are valid out-parameters.
         let status = unsafe {
-            (on_step.entry.start)(host.0.cast_const(), aether_sdk::abi::Bytes::new(&config_bytes), &mut slice, &mut error)
+            (on_step.entry.start)(
+                host.0.cast_const(),
+                aether_sdk::abi::Bytes::new(&config_bytes),
+                &mut slice,
+                &mut error,
+            )
         };
         (status, SendPtr(slice), on_step.take_buffer(error.payload)) as StartAnswer
     });

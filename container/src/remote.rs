@@ -120,10 +120,12 @@ mod tests {
     #[test]
     fn contexts_nest_and_restore() {
         assert_eq!(current(), CallContext::default());
-        let outer = CallContext { request_id: Some("req-1".into()), ..CallContext::with_deadline(Some(Instant::now()), 2) };
+        let outer =
+            CallContext { request_id: Some("req-1".into()), ..CallContext::with_deadline(Some(Instant::now()), 2) };
         with_context(outer.clone(), || {
             assert_eq!(current(), outer);
-            let inner = CallContext { depth: 1, caller: Some("g:a:1.0.0".into()), ..CallContext::with_deadline(None, 3) };
+            let inner =
+                CallContext { depth: 1, caller: Some("g:a:1.0.0".into()), ..CallContext::with_deadline(None, 3) };
             with_context(inner.clone(), || assert_eq!(current(), inner));
             assert_eq!(current(), outer);
         });

@@ -65,7 +65,9 @@ fn method_headers_and_any_status_round_trip_through_a_local_call() {
 #[test]
 fn method_headers_and_any_status_round_trip_through_a_slice_to_slice_call() {
     let (_c, echo) = echo_container();
-    for (code, location) in [("201", Some("/echo/created")), ("302", Some("/echo/target")), ("418", None), ("204", None)] {
+    for (code, location) in
+        [("201", Some("/echo/created")), ("302", Some("/echo/target")), ("418", None), ("204", None)]
+    {
         let relayed = call(&echo, "relay", status_request(code));
         assert_eq!(relayed.status.http().to_string(), code, "{}", relayed.body_text());
         assert_eq!(relayed.header("location"), location, "{code}");
@@ -121,7 +123,11 @@ fn a_panic_text_stays_in_the_log_and_the_caller_sees_only_that_the_slice_failed(
     let nested = c.call(
         "org.aether.examples:faulty:1.0.0",
         "spawned-call",
-        &RequestBuilder::new().param("artifact", "org.aether.examples:faulty:1.0.0").param("method", "panic").encode().unwrap(),
+        &RequestBuilder::new()
+            .param("artifact", "org.aether.examples:faulty:1.0.0")
+            .param("method", "panic")
+            .encode()
+            .unwrap(),
     );
     let nested = nested.unwrap();
     assert_eq!(nested.status.http(), 500, "{}", nested.body_text());
@@ -167,7 +173,11 @@ impl SliceState for FakeState {
     fn get(&self, artifact: &str, key: &str, deadline: Duration) -> Result<Option<SliceEntry>, StateError> {
         self.note(format!("get {artifact} {key}"), deadline);
         let entries = self.entries.lock().unwrap();
-        Ok(entries.get(key).map(|(value, version)| SliceEntry { key: key.into(), value: value.clone(), version: *version }))
+        Ok(entries.get(key).map(|(value, version)| SliceEntry {
+            key: key.into(),
+            value: value.clone(),
+            version: *version,
+        }))
     }
     fn put(&self, artifact: &str, key: &str, value: &[u8], deadline: Duration) -> Result<u64, StateError> {
         self.note(format!("put {artifact} {key}"), deadline);
@@ -201,7 +211,13 @@ impl SliceState for FakeState {
         entries.insert(key.into(), (value.to_vec(), version));
         Ok(version)
     }
-    fn list(&self, artifact: &str, prefix: &str, limit: usize, deadline: Duration) -> Result<Vec<SliceEntry>, StateError> {
+    fn list(
+        &self,
+        artifact: &str,
+        prefix: &str,
+        limit: usize,
+        deadline: Duration,
+    ) -> Result<Vec<SliceEntry>, StateError> {
         self.note(format!("list {artifact} {prefix} {limit}"), deadline);
         let entries = self.entries.lock().unwrap();
         let found = entries.iter().filter(|(k, _)| k.starts_with(prefix)).take(limit);
@@ -244,7 +260,11 @@ fn kv_calls_reach_the_installed_state_with_the_artifact_bytes_errors_and_deadlin
     let (status, text) = kv(&echo, "cas", &[("key", "links/a"), ("expected", "1"), ("value", "z")]);
     assert_eq!(status, 409, "{text}");
     assert!(text.contains("VersionMismatch { current: Some(2) }"), "{text}");
-    assert_eq!(kv(&echo, "cas", &[("key", "links/b"), ("value", "new")]), (200, r#"{"ok":1}"#.into()), "absent: only if absent");
+    assert_eq!(
+        kv(&echo, "cas", &[("key", "links/b"), ("value", "new")]),
+        (200, r#"{"ok":1}"#.into()),
+        "absent: only if absent"
+    );
     let (status, text) = kv(&echo, "put", &[("key", "big"), ("value", &"v".repeat(17))]);
     assert_eq!(status, 413);
     assert!(text.contains(r#"TooLarge { what: \"value\", limit: 16 }"#), "{text}");

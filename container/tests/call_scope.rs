@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aether_sdk::{RequestBuilder, Status};
 use container::{Artifact, CallContext, CallError, Container, ContainerConfig, RemoteCall};
 use parking_lot::Mutex;
-use aether_sdk::{RequestBuilder, Status};
 
 const ECHO: &str = "org.aether.examples:echo:1.0.0";
 const FAULTY: &str = "org.aether.examples:faulty:1.0.0";

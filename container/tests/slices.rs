@@ -9,12 +9,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aether_sdk::{json, RequestBuilder, Status};
 use container::integrity;
 use container::{
     Artifact, CallContext, CallError, Container, ContainerConfig, ContainerError, IntegrityError, RemoteCall,
     SliceState, TrustedKeys,
 };
-use aether_sdk::{json, RequestBuilder, Status};
 
 /// The Maven-layout repository with every slice built.
 fn repo() -> PathBuf {
@@ -484,7 +484,8 @@ fn an_inline_call_carries_its_context_counts_in_flight_and_reports_panics() {
     let answer = here.call_inline(&orders, "create", &request, deadline, 2).unwrap();
     assert_eq!(answer.status, Status::Ok, "{}", answer.body_text());
     let seen = other.seen.lock().clone();
-    let expected = CallContext { depth: 1, caller: Some(ORDERS.into()), ..CallContext::with_deadline(Some(deadline), 2) };
+    let expected =
+        CallContext { depth: 1, caller: Some(ORDERS.into()), ..CallContext::with_deadline(Some(deadline), 2) };
     assert_eq!(seen, [(INVENTORY.to_owned(), expected)]);
 
     let faulty = here.handle(here.deploy(&artifact(FAULTY), vec![]).unwrap()).unwrap();

@@ -13,9 +13,9 @@
 
 use std::time::Instant;
 
+use aether_sdk::{RequestParts, Response, Status};
 use container::CallError;
 use invoke::InvokeReply;
-use aether_sdk::{RequestParts, Response, Status};
 
 use super::dispatch::Call;
 
@@ -74,7 +74,14 @@ pub(super) fn from_response(response: Response) -> InvokeReply {
     if let Some(at) = headers.iter().position(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
         content_type = headers.remove(at).1;
     }
-    InvokeReply { id: 0, status: response.status.http(), content_type, headers, body: response.body, reached_slice: true }
+    InvokeReply {
+        id: 0,
+        status: response.status.http(),
+        content_type,
+        headers,
+        body: response.body,
+        reached_slice: true,
+    }
 }
 
 /// The answer for a call that failed on the way. A panic's text stays in the log: the client gets a

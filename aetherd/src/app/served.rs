@@ -13,9 +13,9 @@
 
 use std::time::{Duration, Instant};
 
+use aether_sdk::Response;
 use container::{CallContext, CallError, RemoteCall};
 use invoke::{InvokeReply, InvokeRequest};
-use aether_sdk::Response;
 
 use super::answers::{error, never_started, to_response};
 use super::dispatch::{Attempt, Call, Dispatcher, Runner};

@@ -53,14 +53,18 @@ fn method_headers_and_any_status_round_trip_through_the_app_port_and_a_slice_to_
         assert_eq!((status, body.as_str(), field(&fields, "content-type")), (204, "", None), "{route}");
     }
     let (status, fields, _) = exchange(app.addr(), "GET /echo/status/200 HTTP/1.1", "");
-    assert_eq!((status, field(&fields, "x-echo-method"), field(&fields, "x-echo-path")), (200, Some("GET"), Some("/echo/status/200")));
+    assert_eq!(
+        (status, field(&fields, "x-echo-method"), field(&fields, "x-echo-path")),
+        (200, Some("GET"), Some("/echo/status/200"))
+    );
     app.stop();
 }
 
 #[test]
 fn the_invocation_carries_the_request_id_of_the_client() {
     let app = server(&["org.aether.examples:echo:1.0.0"], options());
-    let (status, fields, body) = exchange(app.addr(), "GET /echo/invocation/relayed HTTP/1.1\r\nX-Request-Id: client-42", "");
+    let (status, fields, body) =
+        exchange(app.addr(), "GET /echo/invocation/relayed HTTP/1.1\r\nX-Request-Id: client-42", "");
     assert_eq!(status, 200, "{body}");
     assert_eq!(field(&fields, "x-request-id"), Some("client-42"));
     let seen = json(&body);
@@ -84,7 +88,8 @@ fn a_panic_answers_a_generic_500_naming_the_request_id_never_the_panic_text() {
 fn too_many_request_header_fields_for_a_slice_are_refused() {
     let app = server(&["org.aether.examples:echo:1.0.0"], options());
     let many: Vec<String> = (0..=aether_sdk::headers::HEADERS_MAX).map(|i| format!("X-F{i}: v")).collect();
-    let (status, _, body) = exchange(app.addr(), &format!("GET /echo/status/200 HTTP/1.1\r\n{}", many.join("\r\n")), "");
+    let (status, _, body) =
+        exchange(app.addr(), &format!("GET /echo/status/200 HTTP/1.1\r\n{}", many.join("\r\n")), "");
     assert!(status == 431, "{status}: {body}");
     app.stop();
 }

@@ -90,7 +90,8 @@ impl Slice for Faulty {
                     return Response::error(Status::BadRequest, "artifact and method are required");
                 };
                 let (ctx, artifact, callee) = (Arc::clone(&self.ctx), artifact.to_owned(), callee.to_owned());
-                let caller = aether_sdk::spawn_in_call(&self.ctx, move || ctx.call_params(&artifact, &callee, &[], b""));
+                let caller =
+                    aether_sdk::spawn_in_call(&self.ctx, move || ctx.call_params(&artifact, &callee, &[], b""));
                 caller.join().unwrap_or_else(|_| Response::error(Status::Internal, "the calling thread panicked"))
             }
             "count" => {
