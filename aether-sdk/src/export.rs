@@ -271,3 +271,34 @@ unsafe fn bytes_from<'a>(bytes: Bytes) -> &'a [u8] {
     // SAFETY: guaranteed by the caller.
     unsafe { std::slice::from_raw_parts(bytes.ptr, bytes.len) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(response: Response) -> (u32, Response) {
+        let mut raw = RawResponse::EMPTY;
+        // SAFETY: `raw` is a valid out-parameter; its payload is taken back below, in this library.
+        unsafe { write_response(&mut raw, response) };
+        let status = raw.status;
+        // SAFETY: the payload was made by `OwnedBuf::from_vec` here and is taken back once.
+        let payload = unsafe { raw.payload.into_vec() };
+        let decoded = Response::decode(Status::from_code(status).unwrap(), &payload).unwrap();
+        (status, decoded)
+    }
+
+    #[test]
+    fn an_answer_with_hostile_header_bytes_never_leaves_the_slice() {
+        let (status, answer) = written(Response::found("/ok").with_header("X-Fine", "yes"));
+        assert_eq!((status, answer.header("location"), answer.header("x-fine")), (302, Some("/ok"), Some("yes")));
+
+        let split = Response::text("hi").with_header("Set-Cookie", "a=1\r\nX-Injected: 1");
+        let (status, answer) = written(split);
+        assert_eq!(status, 500);
+        assert!(answer.body_text().contains("the slice's answer is refused"), "{}", answer.body_text());
+        assert_eq!(answer.header("x-injected"), None);
+        assert_eq!(answer.header("set-cookie"), None);
+        let (status, _) = written(Response::text("hi").with_header("Bad Name", "v"));
+        assert_eq!(status, 500);
+    }
+}
