@@ -90,13 +90,18 @@ fn descriptors_carry_routes_and_methods() {
     let id = c.load(&artifact(ECHO1), vec![]).unwrap();
     let info = c.handle(id).unwrap().info().clone();
     assert_eq!(info.version, "1.0.0");
-    assert_eq!(info.methods, ["echo", "echo_body"]);
+    assert_eq!(info.methods[..3], ["echo", "echo_body", "status"]);
     let routes: Vec<(String, String, String)> =
         info.routes.iter().map(|r| (r.http_method.clone(), r.path.clone(), r.method.clone())).collect();
     assert_eq!(
-        routes,
-        [("GET".into(), "/echo/{msg}".into(), "echo".into()), ("POST".into(), "/echo".into(), "echo_body".into())]
+        routes[..3],
+        [
+            ("GET".into(), "/echo/{msg}".into(), "echo".into()),
+            ("POST".into(), "/echo".into(), "echo_body".into()),
+            ("GET".into(), "/echo/status/{code}".into(), "status".into())
+        ]
     );
+    assert_eq!(routes.len(), 10);
 }
 
 #[test]
