@@ -92,7 +92,7 @@ impl fmt::Display for ContainerError {
             }
             AbiMismatch { artifact, expected, found } => write!(
                 f,
-                "{artifact}: {} was built for slice ABI version {found}, this node speaks version {expected}; rebuild the slice against aether-sdk {}",
+                "{artifact}: {} was built for slice ABI version {found}, this node speaks version {expected}: rebuild against aether-sdk {}",
                 file(artifact),
                 aether_sdk::abi::SDK_VERSION
             ),

@@ -211,7 +211,7 @@ impl Instance {
     }
 
     /// Offer `pairs` as the instance's new config. An ACTIVE instance's slice decides (its
-    /// `reconfigure`, run on this thread as a call in flight, so deactivation waits for it); the
+    /// `reconfigure`, run on the calling thread as a call in flight, so deactivation waits for it); the
     /// host-side config changes only when it accepts. An instance not ACTIVE takes it for its next start.
     pub fn reconfigure(&self, pairs: Vec<(String, String)>) -> Result<(), String> {
         let Ok(_in_flight) = self.enter() else {

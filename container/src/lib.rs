@@ -364,7 +364,8 @@ impl Container {
         })
     }
 
-    /// Offer `config` to every instance of `artifact` (`group:artifact:version`) on this node: each
+    /// Offer `config` to every instance of `artifact` (`group:artifact:version`) on this node, one after
+    /// the other, each within the start timeout: each
     /// ACTIVE one's slice accepts or refuses it in its `reconfigure` hook (see
     /// `aether_sdk::Slice::reconfigure`), and the config an instance reads through its host changes only
     /// where it was accepted; an instance not ACTIVE takes it for its next start. `Err` carries every
@@ -373,10 +374,19 @@ impl Container {
         let mut targets: Vec<Arc<Instance>> =
             self.shared.registry.read().instances.values().filter(|i| i.artifact_text == artifact).cloned().collect();
         targets.sort_by_key(|i| i.id);
+        let timeout = self.shared.config.timeouts.start;
         let refusals: Vec<String> = targets
             .iter()
             .filter_map(|instance| {
-                let outcome = instance.reconfigure(config.clone());
+                // On a step thread, so a slice whose hook never returns costs its caller `timeout`, not
+                // forever (the hook counts as a call in flight, so deactivation waits for it as for one).
+                let (on_step, pairs) = (Arc::clone(instance), config.clone());
+                let name = step::step_thread_name(instance.id, "reconfig");
+                let outcome = match step::run_step(&name, timeout, move || on_step.reconfigure(pairs)) {
+                    step::StepOutcome::Done(outcome) => outcome,
+                    step::StepOutcome::Panicked(why) => Err(format!("the host failed while reconfiguring: {why}")),
+                    step::StepOutcome::TimedOut => Err(format!("reconfigure did not return within {timeout:?}")),
+                };
                 match &outcome {
                     Ok(()) => log::info!("slice {artifact} ({}): new config accepted", instance.id),
                     Err(why) => log::warn!("slice {artifact} ({}): new config refused: {why}", instance.id),

@@ -269,7 +269,7 @@ fn an_old_abi_library_is_refused_naming_both_versions_and_the_sdk_to_rebuild_aga
     let message = err.to_string();
     let (host, library) = (format!("version {expected}"), format!("version {found}"));
     assert!(message.contains("abi-mismatch") && message.contains(&host) && message.contains(&library), "{message}");
-    let rebuild = format!("rebuild the slice against aether-sdk {}", aether_sdk::abi::SDK_VERSION);
+    let rebuild = format!("rebuild against aether-sdk {}", aether_sdk::abi::SDK_VERSION);
     assert!(message.contains(&rebuild), "{message}");
     assert!(c.instances().is_empty());
 }
