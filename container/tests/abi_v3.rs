@@ -152,6 +152,26 @@ fn reconfigure_reaches_the_instance_and_a_refusal_keeps_the_old_config() {
     assert!(c.reconfigure("org.example:absent:1.0.0", vec![]).is_ok(), "no instance: nothing to refuse");
 }
 
+#[test]
+fn a_reconfigure_hook_that_panics_or_hangs_is_a_refusal_and_the_instance_serves_on() {
+    let mut config = ContainerConfig::new(repo(), "node-1");
+    config.timeouts.start = Duration::from_millis(300);
+    config.timeouts.drain = Duration::from_millis(100);
+    let c = Container::new(config).unwrap();
+    const FAULTY: &str = "org.aether.examples:faulty:1.0.0";
+    let id = c.deploy(&Artifact::parse(FAULTY).unwrap(), vec![("a".into(), "1".into())]).unwrap();
+    let faulty = c.handle(id).unwrap();
+
+    let panicked = c.reconfigure(FAULTY, vec![("on_reconfigure".into(), "panic".into())]).unwrap_err();
+    assert!(panicked.contains("failed while reconfiguring") && !panicked.contains("asked to panic"), "{panicked}");
+    let started = Instant::now();
+    let hung = c.reconfigure(FAULTY, vec![("on_reconfigure".into(), "hang".into())]).unwrap_err();
+    assert!(hung.contains("did not return within"), "{hung}");
+    assert!(started.elapsed() < Duration::from_secs(2), "the caller waits the start timeout, not forever");
+    assert_eq!(faulty.config(), vec![("a".to_owned(), "1".to_owned())], "refused: the old config stays");
+    assert!(faulty.call("ok", &RequestBuilder::new().encode().unwrap()).unwrap().is_ok(), "still serving");
+}
+
 /// A cluster state that records what reaches it and answers from a map.
 #[derive(Default)]
 struct FakeState {

@@ -10,7 +10,8 @@
 //! `abort` aborts the whole process from `start` (as a native library that segfaults while starting
 //! would), and `thread` starts a background thread that `stop` never joins (it runs the slice's code until
 //! the process ends); config `on_stop` = `hang` makes `stop` never return (a node stopping
-//! with it must still exit within its stop bound).
+//! with it must still exit within its stop bound). A new config with `on_reconfigure` = `panic` or `hang`
+//! makes `reconfigure` panic or never return.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -61,6 +62,14 @@ impl Slice for Faulty {
                 Ok(Faulty { ctx, hang_on_stop: false, started: Default::default() })
             }
             _ => Ok(Faulty { ctx, hang_on_stop: config.get("on_stop") == Some("hang"), started: Default::default() }),
+        }
+    }
+
+    fn reconfigure(&self, config: &Config) -> Result<(), aether_sdk::Error> {
+        match config.get("on_reconfigure") {
+            Some("panic") => panic!("faulty: asked to panic in reconfigure"),
+            Some("hang") => hang(),
+            _ => Ok(()),
         }
     }
 
