@@ -192,15 +192,18 @@ impl Response {
         if count > headers::HEADERS_MAX {
             return Err(headers::HeaderError::TooMany { count }.into());
         }
-        let mut at = 2;
-        let mut fields = Vec::with_capacity(count);
+        let (mut at, mut bytes) = (2, 0usize);
+        let mut headers = Vec::with_capacity(count);
         for _ in 0..count {
             let (name, value, next) = read_entry(payload, at)?;
-            fields.push((name, value));
+            headers::check_field(name, value)?;
+            bytes += name.len() + value.len();
+            if bytes > headers::HEADER_BYTES_MAX {
+                return Err(headers::HeaderError::TooLarge { bytes }.into());
+            }
+            headers.push((name.to_owned(), value.to_owned()));
             at = next;
         }
-        headers::check_fields(fields.iter().copied())?;
-        let headers = fields.into_iter().map(|(n, v)| (n.to_owned(), v.to_owned())).collect();
         Ok(Response { status, headers, body: payload.get(at..).unwrap_or(&[]).to_vec() })
     }
 }
