@@ -9,13 +9,20 @@
 //! runs with a timeout; a step that fails or times out leaves the instance FAILED with a reason, and the
 //! node goes on. Steps of one instance never overlap; steps of different instances run side by side.
 //!
-//! Calls: [`SliceHandle::call`] runs a call on the caller's thread; [`Container::call_inline`] does too,
-//! with a call context (deadline, hops) for nested calls, leaving the deadline to the caller to
-//! enforce; [`Container::call_with_deadline`] runs it on the worker pool and answers
-//! [`CallError::DeadlineExceeded`] when the slice takes too long (the stuck worker is replaced). Slice-to-slice calls made through the host callbacks run
-//! inline on the calling worker, so they never wait for a free worker: a pool of one serves
-//! `orders -> inventory + pricing`. A nested call whose callee has no instance here goes to the
-//! node's [`RemoteCall`] hook, when one is set (see [`remote`]), with the outer call's deadline.
+//! Calls: [`SliceHandle::call`] runs a call on the caller's thread; [`Container::call_inline_in`] does
+//! too, with a [`CallContext`] (deadline, hops, request id, caller, depth) the slice can read and its
+//! nested calls carry on, leaving the deadline to the caller to enforce; [`Container::call_pooled`] runs
+//! it on the worker pool and answers [`CallError::DeadlineExceeded`] when the slice takes too long (the
+//! stuck worker is replaced). Slice-to-slice calls made through the host callbacks run inline on the
+//! calling worker, so they never wait for a free worker: a pool of one serves `orders -> inventory +
+//! pricing` (a call with a timeout of its own runs on the pool instead). A nested call whose callee has no
+//! instance here goes to the node's [`RemoteCall`] hook, when one is set (see [`remote`]), with the
+//! outer call's deadline. A slice's answer (any HTTP status, header fields, body) is checked as it is
+//! taken back; a slice's panic is logged here with the node, artifact and request id.
+//!
+//! Also per instance: the slice's cluster state (`ctx.kv()`, through the [`state::SliceState`] the node
+//! installs with [`Container::set_slice_state`]; see `host_kv`), and live config
+//! ([`Container::reconfigure`], which the slice may refuse).
 //!
 //! Invariants: no panic crosses the library boundary in either direction; a library is closed only
 //! when no code can be running in it, threads the slice started included (otherwise it is leaked, and

@@ -14,7 +14,7 @@
 //!
 //! Slice code can carry the context into a thread it starts: the host hands it out as a
 //! [`aether_sdk::abi::RawCallScope`] (deadline as milliseconds left, hops) and installs it again on the
-//! other thread ([`to_scope`], [`from_scope`]), so the deadline stays the one set when the client's
+//! other thread (`to_scope`, `from_scope`), so the deadline stays the one set when the client's
 //! request arrived (later by at most the time between taking the scope and entering it, such as a thread's
 //! start, plus a millisecond of rounding) and hops keep counting. A thread that runs no call
 //! has the empty context: no deadline, hops 0.
