@@ -259,6 +259,9 @@ impl AppServer {
 }
 
 #[cfg(test)]
+mod tests_http;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use container::{Artifact, ContainerConfig};
@@ -272,7 +275,7 @@ mod tests {
         devcluster::example_slices_repo().unwrap()
     }
 
-    fn server(slices: &[&str], options: AppOptions) -> AppServer {
+    pub(crate) fn server(slices: &[&str], options: AppOptions) -> AppServer {
         let config = AppConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             node_id: "node-7".into(),
@@ -284,7 +287,7 @@ mod tests {
         AppServer::start_with(config, options).unwrap()
     }
 
-    fn options() -> AppOptions {
+    pub(crate) fn options() -> AppOptions {
         AppOptions {
             handler_threads: 2,
             workers: 1,
@@ -310,8 +313,8 @@ mod tests {
         (status, body)
     }
 
-    fn json(body: &str) -> sdk::json::Value {
-        sdk::json::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"))
+    pub(crate) fn json(body: &str) -> aether_sdk::json::Value {
+        aether_sdk::json::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"))
     }
 
     #[test]
@@ -338,7 +341,7 @@ mod tests {
         assert_eq!(http(app.addr(), "GET", "/echo/%zz", "").0, 400);
         assert_eq!(http(app.addr(), "POST", "/echo", &"x".repeat(2048)).0, 413);
         let (status, body) = http(app.addr(), "GET", "/faulty/panic", "");
-        assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (500, Some("slice panicked")));
+        assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (500, Some("internal")));
         let (status, body) = http(app.addr(), "GET", "/faulty/hang", "");
         assert_eq!((status, json(&body).get("error").and_then(|v| v.as_str())), (504, Some("deadline exceeded")));
         // Two handlers give faulty one permit, held by the hung call: faulty is refused at once, with
@@ -432,6 +435,7 @@ mod tests {
                 id: request.id,
                 status: 200,
                 content_type: "application/json".into(),
+                headers: Vec::new(),
                 body: body.into_bytes(),
                 reached_slice: true,
             };

@@ -234,7 +234,15 @@ mod tests {
     use super::*;
 
     fn reply(id: u64) -> InvokeReply {
-        InvokeReply { id, status: 200, content_type: "text/plain".into(), body: b"x".to_vec(), reached_slice: true }
+        let body = b"x".to_vec();
+        InvokeReply {
+            id,
+            status: 200,
+            content_type: "text/plain".into(),
+            headers: Vec::new(),
+            body,
+            reached_slice: true,
+        }
     }
 
     #[test]

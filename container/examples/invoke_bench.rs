@@ -1,16 +1,19 @@
 //! `cargo xtask bench invoke-local`: what one call through the container costs over calling the
 //! same slice function directly, in the same process and the same run.
 //!
-//! Three ways to answer `echo_body` (the body comes back) for 64 B and 4 KiB bodies:
+//! Three ways to answer `echo_body` (the body comes back) for 64 B and 4 KiB bodies, each request
+//! carrying a method, a path and six header fields as the app port sends them (the answer carries its
+//! content type as a header field):
 //! - direct: `Echo::call` on an instance built in-process (the slice crate linked as an rlib);
 //! - container: `SliceHandle::call` into the loaded library (ABI boundary, panic guards, in-flight
 //!   accounting, response copy-out): the path of slice-to-slice calls and of callers already on a worker;
 //! - pool: `Container::call_with_deadline`, which adds a hand-off to a worker thread and back.
 //!
 //! Each figure is the median of several rounds. Back of the envelope: the container path adds two
-//! atomic read-modify-writes, one indirect call, a method-name scan, one allocation and copy for the
-//! answer, and one free across the boundary, so a few tens of ns plus the copy; the pool hand-off is
-//! two thread wake-ups, several µs on a loaded 2-core machine.
+//! atomic read-modify-writes, one indirect call, a method-name scan, the encoding of the answer's
+//! header fields and body into one buffer, its check and copy back out (one allocation each side), and
+//! one free across the boundary, so some tens to a hundred or two ns plus the copies; the pool hand-off
+//! is two thread wake-ups, several µs on a loaded 2-core machine.
 //!
 //! Usage: `invoke_bench --repo DIR [--rounds N] [--json PATH]`.
 
@@ -18,8 +21,8 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use aether_sdk::{Config, Context, Request, RequestBuilder, Slice};
 use container::{Artifact, Container, ContainerConfig};
-use sdk::{Config, Context, Request, RequestBuilder, Slice};
 use slice_echo::Echo;
 
 struct Args {
@@ -73,7 +76,19 @@ struct Row {
 
 fn measure(container: &Container, payload: usize, rounds: usize) -> Row {
     let handle = container.find_active("org.aether.examples:echo:1.0.0").expect("echo is active");
-    let request = RequestBuilder::new().body(vec![b'x'; payload]).encode().expect("encode");
+    // A request as the app port sends it: method, path and the header fields a client typically sends.
+    let request = RequestBuilder::new()
+        .method("POST")
+        .path("/echo")
+        .header("host", "127.0.0.1:8081")
+        .header("user-agent", "bench/1.0")
+        .header("accept", "*/*")
+        .header("content-type", "application/octet-stream")
+        .header("content-length", &payload.to_string())
+        .header("x-request-id", "0123456789abcdef")
+        .body(vec![b'x'; payload])
+        .encode()
+        .expect("encode");
     let echo = Echo::start(Context::detached("bench"), &Config::default()).expect("start echo");
     let direct_ns = median_ns(rounds, 200_000, || {
         let parsed = Request::parse(black_box(&request)).expect("parse");
@@ -119,7 +134,7 @@ fn to_json(rows: &[Row]) -> String {
     let items: Vec<String> = rows
         .iter()
         .map(|r| {
-            sdk::json::Object::new()
+            aether_sdk::json::Object::new()
                 .int("payload_bytes", r.payload as i64)
                 .num("direct_ns", r.direct_ns)
                 .num("container_ns", r.container_ns)

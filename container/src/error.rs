@@ -92,8 +92,9 @@ impl fmt::Display for ContainerError {
             }
             AbiMismatch { artifact, expected, found } => write!(
                 f,
-                "{artifact}: {} was built for slice ABI version {found}, this node speaks version {expected}; rebuild the slice against this SDK",
-                file(artifact)
+                "{artifact}: {} was built for slice ABI version {found}, this node speaks version {expected}: rebuild against aether-sdk {}",
+                file(artifact),
+                aether_sdk::abi::SDK_VERSION
             ),
             BadDescriptor { artifact, reason } => {
                 write!(f, "{artifact}: bad slice descriptor in {}: {reason}", file(artifact))
@@ -129,8 +130,8 @@ pub enum CallError {
     Overloaded { queue_max: usize },
     /// Slice-to-slice calls nested deeper than the limit (likely a cycle).
     TooDeep { depth_max: u32 },
-    /// The slice answered with a status code this node does not know.
-    BadResponse { artifact: String, status: u32 },
+    /// The slice's answer could not be taken (not an HTTP status, malformed or refused header fields).
+    BadResponse { artifact: String, reason: String },
     /// The request could not be encoded or the method name was not text.
     BadRequest { detail: String },
     /// The node is shutting down.
@@ -177,7 +178,7 @@ impl fmt::Display for CallError {
             }
             Overloaded { queue_max } => write!(f, "all slice workers are busy and {queue_max} calls are queued"),
             TooDeep { depth_max } => write!(f, "slice calls nested deeper than {depth_max}"),
-            BadResponse { artifact, status } => write!(f, "{artifact} answered with unknown status {status}"),
+            BadResponse { artifact, reason } => write!(f, "{artifact} answered a response that is refused: {reason}"),
             BadRequest { detail } => write!(f, "{detail}"),
             ShuttingDown => write!(f, "the node is shutting down"),
         }

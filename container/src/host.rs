@@ -7,38 +7,45 @@
 //!
 //! Besides calls, logs, config and publishing, the table hands out the calling thread's call
 //! context as a scope and installs a scope on another thread for the length of a slice closure (see
-//! [`crate::remote`]), so threads a slice starts inside a call keep the call's deadline and hops.
+//! [`crate::remote`]), so threads a slice starts inside a call keep the call's deadline and hops; it
+//! answers the invocation the thread serves (request id, deadline, caller, depth), and runs the
+//! slice's cluster-state operations (see [`crate::host_kv`]).
 //!
 //! Invariants: no callback lets a panic escape (each body runs under `catch_unwind`); a nested call
-//! runs inline on the calling thread, so slice-to-slice calls never wait for a free worker and
-//! cannot deadlock the pool, and nesting deeper than [`CALL_DEPTH_MAX`] is refused. A callee with no
-//! instance here is reached through the container's [`crate::RemoteCall`] hook, inline as well.
+//! without a timeout of its own runs inline on the calling thread, so slice-to-slice calls never wait
+//! for a free worker and cannot deadlock the pool; one with a timeout to a local callee runs on the
+//! worker pool, which answers 504 past it (a pool with no free worker answers that too, never hangs);
+//! nesting deeper than [`CALL_DEPTH_MAX`] is refused. A callee with no instance here is reached
+//! through the container's [`crate::RemoteCall`] hook, inline as well, with the earlier of the outer
+//! deadline and the timeout. Every nested call carries the outer call's request id, one more level
+//! of depth, and the calling slice as its caller. The panic text of a callee never reaches the caller.
 
-use std::cell::Cell;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Weak;
-use std::time::Instant;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
+use aether_sdk::abi::{self, Bytes, HostApi, OwnedBuf, RawCallScope, RawInvocation, RawResponse, ScopeBodyFn, StrRef};
+use aether_sdk::export::write_response;
+use aether_sdk::{Response, Status};
 use parking_lot::RwLock;
-use sdk::abi::{self, Bytes, HostApi, OwnedBuf, RawCallScope, RawResponse, ScopeBodyFn, StrRef};
-use sdk::export::write_response;
-use sdk::{Response, Status};
 
 use crate::error::CallError;
-use crate::Shared;
+use crate::remote::{self, CallContext};
+use crate::{InstanceId, Shared};
 
-/// Deepest chain of nested slice-to-slice calls on one thread.
+/// Deepest chain of nested slice-to-slice calls on one node.
 pub const CALL_DEPTH_MAX: u32 = 16;
-
-thread_local! {
-    static CALL_DEPTH: Cell<u32> = const { Cell::new(0) };
-}
 
 /// What the host knows about the instance a callback comes from.
 pub(crate) struct HostCtx {
     pub shared: Weak<Shared>,
     pub artifact: String,
+    /// The artifact as shared text, handed to callees as their caller.
+    pub artifact_shared: Arc<str>,
+    pub instance: InstanceId,
+    /// The slice's methods (a watch must name one).
+    pub methods: Vec<String>,
     pub node_id: String,
     pub config: RwLock<Vec<(String, String)>>,
 }
@@ -72,6 +79,8 @@ impl HostBlock {
             free: host_free,
             call_scope: host_call_scope,
             enter_scope: host_enter_scope,
+            invocation: host_invocation,
+            kv: crate::host_kv::host_kv,
         }));
         HostBlock { ctx, api }
     }
@@ -97,14 +106,14 @@ impl HostBlock {
 
 /// # Safety
 /// `ctx` is the `HostCtx` of a live `HostBlock` (the slice got it in `start`).
-unsafe fn host_ctx<'a>(ctx: *const c_void) -> &'a HostCtx {
+pub(crate) unsafe fn host_ctx<'a>(ctx: *const c_void) -> &'a HostCtx {
     // SAFETY: guaranteed by the caller.
     unsafe { &*ctx.cast::<HostCtx>() }
 }
 
 /// # Safety
 /// `bytes` points to `len` readable bytes valid for the call.
-unsafe fn borrowed<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+pub(crate) unsafe fn borrowed<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
     if len == 0 || ptr.is_null() {
         return &[];
     }
@@ -112,18 +121,43 @@ unsafe fn borrowed<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
     unsafe { std::slice::from_raw_parts(ptr, len) }
 }
 
-/// The answer a slice gets when its call failed on the way.
+/// The answer a slice gets when its call failed on the way. A callee's panic text stays in the log:
+/// the caller learns only that the callee failed.
 pub(crate) fn error_response(error: &CallError) -> Response {
-    let status = match error.http_status() {
-        400 => Status::BadRequest,
-        503 | 504 => Status::Unavailable,
-        _ => Status::Internal,
+    let status = Status::new(error.http_status()).unwrap_or(Status::INTERNAL_SERVER_ERROR);
+    let detail = match error {
+        CallError::Panicked { artifact, .. } => format!("{artifact} failed"),
+        other => other.to_string(),
     };
-    let body = sdk::json::Object::new().str("error", error.kind()).str("detail", &error.to_string()).finish();
-    Response { status, content_type: sdk::ContentType::Json, body: body.into_bytes() }
+    let kind = if matches!(error, CallError::Panicked { .. }) { "internal" } else { error.kind() };
+    let body = aether_sdk::json::Object::new().str("error", kind).str("detail", &detail).finish();
+    Response::new(status, aether_sdk::ContentType::Json.mime(), body.into_bytes())
 }
 
-fn nested_call(ctx: &HostCtx, artifact: &[u8], method: &[u8], request: &[u8]) -> Result<Response, CallError> {
+/// The context a nested call of `ctx`'s slice runs in: the outer call's request id and hops, one level
+/// deeper, this slice as its caller, and the earlier of the outer deadline and `timeout`.
+fn callee_context(ctx: &HostCtx, outer: &CallContext, timeout: Option<Duration>, now: Instant) -> CallContext {
+    let own = timeout.and_then(|t| now.checked_add(t));
+    let deadline = match (outer.deadline, own) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    CallContext {
+        deadline,
+        hops: outer.hops,
+        depth: outer.depth.saturating_add(1),
+        request_id: outer.request_id.clone(),
+        caller: Some(Arc::clone(&ctx.artifact_shared)),
+    }
+}
+
+fn nested_call(
+    ctx: &HostCtx,
+    artifact: &[u8],
+    method: &[u8],
+    request: &[u8],
+    timeout: Option<Duration>,
+) -> Result<Response, CallError> {
     let (Ok(artifact), Ok(method)) = (std::str::from_utf8(artifact), std::str::from_utf8(method)) else {
         return Err(CallError::BadRequest { detail: "artifact and method must be UTF-8".into() });
     };
@@ -133,33 +167,21 @@ fn nested_call(ctx: &HostCtx, artifact: &[u8], method: &[u8], request: &[u8]) ->
     if local.is_none() && remote.is_none() {
         return Err(CallError::NoInstance { artifact: artifact.to_owned() });
     }
-    let depth = CALL_DEPTH.with(Cell::get);
-    if depth >= CALL_DEPTH_MAX {
+    let context = remote::with_current(|outer| callee_context(ctx, outer, timeout, Instant::now()));
+    if context.depth > CALL_DEPTH_MAX {
         return Err(CallError::TooDeep { depth_max: CALL_DEPTH_MAX });
     }
-    let _depth = DepthGuard::enter(depth);
     match (local, remote) {
-        (Some(target), _) => target.call(method, request),
-        (None, Some(remote)) => remote.call(artifact, method, request, crate::remote::current()),
+        (Some(target), _) => match timeout {
+            // A timeout of its own: on the pool, which answers at the deadline whatever the callee does.
+            Some(_) => {
+                let left = context.deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
+                crate::run_pooled(&shared, target, method, request.to_vec(), left, context)
+            }
+            None => remote::with_context(context, || target.call(method, request)),
+        },
+        (None, Some(remote)) => remote.call(artifact, method, request, context),
         (None, None) => Err(CallError::NoInstance { artifact: artifact.to_owned() }),
-    }
-}
-
-/// Holds the thread's call depth one deeper until dropped (also when unwinding).
-struct DepthGuard {
-    restore: u32,
-}
-
-impl DepthGuard {
-    fn enter(depth: u32) -> DepthGuard {
-        CALL_DEPTH.with(|d| d.set(depth + 1));
-        DepthGuard { restore: depth }
-    }
-}
-
-impl Drop for DepthGuard {
-    fn drop(&mut self) {
-        CALL_DEPTH.with(|d| d.set(self.restore));
     }
 }
 
@@ -168,6 +190,7 @@ unsafe extern "C" fn host_call(
     artifact: StrRef,
     method: StrRef,
     request: Bytes,
+    timeout_ms: u64,
     out: *mut RawResponse,
 ) {
     let answer = catch_unwind(AssertUnwindSafe(|| {
@@ -180,13 +203,35 @@ unsafe extern "C" fn host_call(
                 borrowed(request.ptr, request.len),
             )
         };
-        nested_call(ctx, artifact, method, request).unwrap_or_else(|e| error_response(&e))
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+        nested_call(ctx, artifact, method, request, timeout).unwrap_or_else(|e| error_response(&e))
     }));
     let response = answer.unwrap_or_else(|p| {
-        Response::error(Status::Internal, &format!("host failed: {}", sdk::export::panic_message(p.as_ref())))
+        log::error!("slice call through the host failed: {}", aether_sdk::export::panic_message(p.as_ref()));
+        Response::error(Status::INTERNAL_SERVER_ERROR, "the host failed to make the call")
     });
     // SAFETY: `out` is valid for writes (ABI contract).
     unsafe { write_response(out, response) };
+}
+
+unsafe extern "C" fn host_invocation(_ctx: *const c_void, out: *mut RawInvocation) {
+    let taken = catch_unwind(|| {
+        remote::with_current(|context| {
+            let remaining = context.deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let text = |t: &Option<Arc<str>>| t.as_deref().map_or(OwnedBuf::EMPTY, |t| OwnedBuf::from_vec(t.into()));
+            RawInvocation {
+                has_deadline: u32::from(remaining.is_some()),
+                depth: context.depth,
+                remaining_ms: remaining.map_or(0, |r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX)),
+                request_id: text(&context.request_id),
+                caller: text(&context.caller),
+            }
+        })
+    });
+    if !out.is_null() {
+        // SAFETY: `out` is non-null and valid for writes (ABI contract).
+        unsafe { out.write(taken.unwrap_or(RawInvocation::EMPTY)) };
+    }
 }
 
 unsafe extern "C" fn host_log(ctx: *const c_void, level: u32, message: StrRef) {
@@ -235,7 +280,7 @@ unsafe extern "C" fn host_publish(_ctx: *const c_void, topic: StrRef, _message: 
 }
 
 unsafe extern "C" fn host_call_scope(_ctx: *const c_void, scope: *mut RawCallScope) {
-    let taken = catch_unwind(|| crate::remote::to_scope(crate::remote::current(), Instant::now()));
+    let taken = catch_unwind(|| remote::with_current(|context| remote::to_scope(context, Instant::now())));
     if !scope.is_null() {
         // SAFETY: `scope` is non-null and valid for writes (ABI contract).
         unsafe { scope.write(taken.unwrap_or_default()) };
@@ -243,10 +288,10 @@ unsafe extern "C" fn host_call_scope(_ctx: *const c_void, scope: *mut RawCallSco
 }
 
 unsafe extern "C" fn host_enter_scope(_ctx: *const c_void, scope: RawCallScope, body: ScopeBodyFn, data: *mut c_void) {
-    let context = crate::remote::from_scope(scope, Instant::now());
+    let context = remote::from_scope(scope, Instant::now());
     // SAFETY: `body` and `data` come from the slice, which keeps `data` valid for the call and
     // guarantees `body` does not unwind (ABI contract); the guard is for the host's own code.
-    let _ = catch_unwind(AssertUnwindSafe(|| crate::remote::with_context(context, || unsafe { body(data) })));
+    let _ = catch_unwind(AssertUnwindSafe(|| remote::with_context(context, || unsafe { body(data) })));
 }
 
 unsafe extern "C" fn host_free(buf: OwnedBuf) {
@@ -259,7 +304,6 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::remote::{self, CallContext};
 
     unsafe extern "C" fn record_context(data: *mut c_void) {
         // SAFETY: the test passes a valid `Option<CallContext>`.
@@ -276,7 +320,7 @@ mod tests {
     #[test]
     fn a_scope_taken_in_a_call_carries_its_deadline_and_hops_to_another_thread() {
         let deadline = Instant::now() + Duration::from_secs(2);
-        let scope = remote::with_context(CallContext { deadline: Some(deadline), hops: 3 }, taken_here);
+        let scope = remote::with_context(CallContext::with_deadline(Some(deadline), 3), taken_here);
         assert_eq!((scope.has_deadline, scope.hops), (1, 3));
         assert!(scope.remaining_ms > 1_000 && scope.remaining_ms <= 2_000, "{scope:?}");
 

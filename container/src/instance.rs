@@ -13,9 +13,9 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use aether_sdk::abi::{self, Bytes, RawResponse, StrRef};
+use aether_sdk::{Response, Status};
 use parking_lot::Mutex;
-use sdk::abi::{self, Bytes, RawResponse, StrRef};
-use sdk::{ContentType, Response, Status};
 
 use crate::error::CallError;
 use crate::host::HostBlock;
@@ -170,18 +170,78 @@ impl Instance {
     }
 
     fn take_response(&self, method: &str, raw: RawResponse) -> Result<Response, CallError> {
-        let body = self.take_buffer(raw.body);
         if raw.status == abi::status::PANICKED {
+            let message = String::from_utf8_lossy(&self.take_buffer(raw.payload)).into_owned();
+            self.log_panic(method, &message);
             return Err(CallError::Panicked {
                 artifact: self.artifact_text.clone(),
                 method: method.to_owned(),
-                message: String::from_utf8_lossy(&body).into_owned(),
+                message,
             });
         }
-        let Some(status) = Status::from_code(raw.status) else {
-            return Err(CallError::BadResponse { artifact: self.artifact_text.clone(), status: raw.status });
+        let decoded = self.with_buffer(raw.payload, |payload| match Status::from_code(raw.status) {
+            Some(status) => Response::decode(status, payload).map_err(|e| e.to_string()),
+            None => Err(format!("status {} is not an HTTP status", raw.status)),
+        });
+        decoded.map_err(|reason| CallError::BadResponse { artifact: self.artifact_text.clone(), reason })
+    }
+
+    /// A panic in the slice: its text goes to the log with the node, the artifact and the request id
+    /// (callers only learn that the slice failed).
+    fn log_panic(&self, method: &str, message: &str) {
+        let node = self.host.lock().as_ref().map(|h| h.ctx().node_id.clone()).unwrap_or_default();
+        let request_id = crate::remote::with_current(|c| c.request_id.clone());
+        log::error!(
+            "slice {} panicked in `{method}` on node {node} (request {}): {message}",
+            self.artifact_text,
+            request_id.as_deref().unwrap_or("-")
+        );
+    }
+
+    /// Run `read` on a slice-owned buffer, then give it back to the slice's `free`.
+    fn with_buffer<T>(&self, buf: abi::OwnedBuf, read: impl FnOnce(&[u8]) -> T) -> T {
+        if buf.ptr.is_null() {
+            return read(&[]);
+        }
+        // SAFETY: the slice wrote a valid buffer of `len` initialised bytes (ABI contract).
+        let answer = read(unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) });
+        // SAFETY: the buffer came from this library and is freed once, while it is loaded.
+        unsafe { (self.entry.free)(buf) };
+        answer
+    }
+
+    /// Offer `pairs` as the instance's new config. An ACTIVE instance's slice decides (its
+    /// `reconfigure`, run on the calling thread as a call in flight, so deactivation waits for it); the
+    /// host-side config changes only when it accepts. An instance not ACTIVE takes it for its next start.
+    pub fn reconfigure(&self, pairs: Vec<(String, String)>) -> Result<(), String> {
+        let Ok(_in_flight) = self.enter() else {
+            self.set_config(pairs);
+            return Ok(());
         };
-        Ok(Response { status, content_type: ContentType::from_code(raw.content_type), body })
+        let Some(reconfigure) = self.entry.reconfigure else {
+            self.set_config(pairs);
+            return Ok(());
+        };
+        let bytes = aether_sdk::codec::encode_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| format!("the config cannot be encoded: {e}"))?;
+        let slice = self.slice.load(Ordering::SeqCst);
+        let mut error = RawResponse { status: abi::status::OK, payload: abi::OwnedBuf::EMPTY };
+        // SAFETY: `enter` succeeded, so the slice pointer is live until `_in_flight` drops; the config
+        // bytes outlive the call and `error` is a valid out-parameter.
+        let status = unsafe { reconfigure(slice, Bytes::new(&bytes), &mut error) };
+        let message = String::from_utf8_lossy(&self.take_buffer(error.payload)).into_owned();
+        match status {
+            abi::status::OK => {
+                self.set_config(pairs);
+                Ok(())
+            }
+            abi::status::PANICKED => {
+                self.log_panic("reconfigure", &message);
+                Err("the slice failed while reconfiguring (see the node's log)".to_owned())
+            }
+            _ if message.is_empty() => Err("the slice refused the new config".to_owned()),
+            _ => Err(message),
+        }
     }
 
     /// Copy a slice-owned buffer and give it back to the slice's `free`.

@@ -9,13 +9,20 @@
 //! runs with a timeout; a step that fails or times out leaves the instance FAILED with a reason, and the
 //! node goes on. Steps of one instance never overlap; steps of different instances run side by side.
 //!
-//! Calls: [`SliceHandle::call`] runs a call on the caller's thread; [`Container::call_inline`] does too,
-//! with a call context (deadline, hops) for nested calls, leaving the deadline to the caller to
-//! enforce; [`Container::call_with_deadline`] runs it on the worker pool and answers
-//! [`CallError::DeadlineExceeded`] when the slice takes too long (the stuck worker is replaced). Slice-to-slice calls made through the host callbacks run
-//! inline on the calling worker, so they never wait for a free worker: a pool of one serves
-//! `orders -> inventory + pricing`. A nested call whose callee has no instance here goes to the
-//! node's [`RemoteCall`] hook, when one is set (see [`remote`]), with the outer call's deadline.
+//! Calls: [`SliceHandle::call`] runs a call on the caller's thread; [`Container::call_inline_in`] does
+//! too, with a [`CallContext`] (deadline, hops, request id, caller, depth) the slice can read and its
+//! nested calls carry on, leaving the deadline to the caller to enforce; [`Container::call_pooled`] runs
+//! it on the worker pool and answers [`CallError::DeadlineExceeded`] when the slice takes too long (the
+//! stuck worker is replaced). Slice-to-slice calls made through the host callbacks run inline on the
+//! calling worker, so they never wait for a free worker: a pool of one serves `orders -> inventory +
+//! pricing` (a call with a timeout of its own runs on the pool instead). A nested call whose callee has no
+//! instance here goes to the node's [`RemoteCall`] hook, when one is set (see [`remote`]), with the
+//! outer call's deadline. A slice's answer (any HTTP status, header fields, body) is checked as it is
+//! taken back; a slice's panic is logged here with the node, artifact and request id.
+//!
+//! Also per instance: the slice's cluster state (`ctx.kv()`, through the [`state::SliceState`] the node
+//! installs with [`Container::set_slice_state`]; see `host_kv`), and live config
+//! ([`Container::reconfigure`], which the slice may refuse).
 //!
 //! Invariants: no panic crosses the library boundary in either direction; a library is closed only
 //! when no code can be running in it, threads the slice started included (otherwise it is leaked, and
@@ -24,6 +31,7 @@
 
 mod error;
 mod host;
+mod host_kv;
 mod instance;
 pub mod integrity;
 mod library;
@@ -35,14 +43,15 @@ mod step;
 
 pub use error::{CallError, ContainerError};
 pub use host::CALL_DEPTH_MAX;
+pub use host_kv::KV_DEADLINE_DEFAULT;
 pub use integrity::{IntegrityError, TrustedKeys};
 pub use library::{RouteInfo, ScheduleInfo, SliceInfo, SubscriptionInfo};
 pub use lifecycle::SLICE_THREADS_WAIT;
 pub use pool::{PoolConfig, PoolStats};
 pub use remote::{CallContext, RemoteCall};
+pub use state::{SliceEntry, StateError};
 pub use vocab::SliceState;
 pub use vocab::{Artifact, ParseError};
-pub use state::*;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -51,8 +60,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use aether_sdk::Response;
 use parking_lot::RwLock;
-use sdk::Response;
 
 use instance::Instance;
 use pool::{PoolError, WorkerPool};
@@ -148,7 +157,7 @@ pub(crate) struct Shared {
     next_pick: AtomicUsize,
     /// Where nested calls go when the callee has no instance here.
     remote: RwLock<Option<Weak<dyn RemoteCall>>>,
-    /// What `ctx.kv()` reaches, once the node installs it.
+    /// The node's cluster state for `ctx.kv()`; `None` until the node installs one.
     slice_state: RwLock<Option<Arc<dyn state::SliceState>>>,
 }
 
@@ -159,6 +168,11 @@ impl Shared {
         let candidates = registry.active.get(artifact)?;
         let pick = self.next_pick.fetch_add(1, Ordering::Relaxed) % candidates.len().max(1);
         candidates.get(pick).cloned()
+    }
+
+    /// The cluster state `ctx.kv()` reaches, when the node installed one.
+    pub(crate) fn slice_state(&self) -> Option<Arc<dyn state::SliceState>> {
+        self.slice_state.read().clone()
     }
 
     /// The remote-call hook, while its owner lives.
@@ -188,7 +202,7 @@ impl SliceHandle {
         self.0.state().0
     }
 
-    /// Call `method` with encoded request bytes (see [`sdk::codec`]) on this thread.
+    /// Call `method` with encoded request bytes (see [`aether_sdk::codec`]) on this thread.
     pub fn call(&self, method: &str, request: &[u8]) -> Result<Response, CallError> {
         self.0.call(method, request)
     }
@@ -278,14 +292,10 @@ impl Container {
         *self.shared.remote.write() = remote.map(Arc::downgrade);
     }
 
-    /// Install (or clear) the node's slice state, what a slice's `ctx.kv()` reaches.
-    pub fn set_slice_state(&self, state: Option<Arc<dyn state::SliceState>>) {
-        *self.shared.slice_state.write() = state;
-    }
-
-    /// The slice state the node installed, if any.
-    pub fn slice_state(&self) -> Option<Arc<dyn state::SliceState>> {
-        self.shared.slice_state.read().clone()
+    /// Install the node's cluster state, which slices reach through `ctx.kv()`. Until one is installed,
+    /// every kv call answers `Unavailable` ("no cluster state on this node").
+    pub fn set_slice_state(&self, state: Arc<dyn state::SliceState>) {
+        *self.shared.slice_state.write() = Some(state);
     }
 
     /// Call on the worker pool, answering [`CallError::DeadlineExceeded`] after `deadline`.
@@ -309,31 +319,24 @@ impl Container {
         deadline: Duration,
         hops: u8,
     ) -> Result<Response, CallError> {
-        let job_target = target.clone();
-        let job_method = method.to_owned();
-        let context = CallContext { deadline: Instant::now().checked_add(deadline), hops };
-        let job = move || remote::with_context(context, || job_target.call(&job_method, &request));
-        let answer = self.shared.pool.run(deadline, job);
-        let artifact = || target.0.artifact_text.clone();
-        match answer {
-            Ok(answer) => answer,
-            Err(PoolError::Deadline { .. }) => {
-                Err(CallError::DeadlineExceeded { artifact: artifact(), method: method.to_owned(), deadline })
-            }
-            Err(PoolError::Overloaded { queue_max }) => Err(CallError::Overloaded { queue_max }),
-            Err(PoolError::Panicked(message)) => {
-                Err(CallError::Panicked { artifact: artifact(), method: method.to_owned(), message })
-            }
-            Err(PoolError::ShuttingDown) => Err(CallError::ShuttingDown),
-        }
+        self.call_pooled(target, method, request, deadline, CallContext::with_deadline(None, hops))
+    }
+
+    /// Call on the worker pool within `deadline`, as part of `context` (its request id, caller, depth
+    /// and hops; its deadline becomes now plus `deadline`).
+    pub fn call_pooled(
+        &self,
+        target: &SliceHandle,
+        method: &str,
+        request: Vec<u8>,
+        deadline: Duration,
+        context: CallContext,
+    ) -> Result<Response, CallError> {
+        run_pooled(&self.shared, Arc::clone(&target.0), method, request, deadline, context)
     }
 
     /// Call on this thread, as part of a call that arrived after `hops` cluster hops and whose caller
-    /// waits until `deadline`: nested calls it makes through the [`RemoteCall`] hook see both. The call
-    /// counts as in flight for deactivation like any other, and a panic on the way (the slice's own are
-    /// caught at its boundary) is an error, not an unwind. Nothing here enforces the deadline: the
-    /// caller owns it (the app port's handler threads run under a watchdog that answers 504 and replaces
-    /// a thread stuck past it).
+    /// waits until `deadline` (see [`Container::call_inline_in`]).
     pub fn call_inline(
         &self,
         target: &SliceHandle,
@@ -342,15 +345,67 @@ impl Container {
         deadline: Instant,
         hops: u8,
     ) -> Result<Response, CallError> {
-        let context = CallContext { deadline: Some(deadline), hops };
+        self.call_inline_in(target, method, request, CallContext::with_deadline(Some(deadline), hops))
+    }
+
+    /// Call on this thread as part of `context`: the slice reads its request id, deadline, caller and
+    /// depth, and nested calls it makes (here or through the [`RemoteCall`] hook) carry them on. The call
+    /// counts as in flight for deactivation like any other, and a panic on the way (the slice's own are
+    /// caught at its boundary) is an error, not an unwind. Nothing here enforces the deadline: the
+    /// caller owns it (the app port's handler threads run under a watchdog that answers 504 and replaces
+    /// a thread stuck past it).
+    pub fn call_inline_in(
+        &self,
+        target: &SliceHandle,
+        method: &str,
+        request: &[u8],
+        context: CallContext,
+    ) -> Result<Response, CallError> {
         let answer = catch_unwind(AssertUnwindSafe(|| remote::with_context(context, || target.call(method, request))));
         answer.unwrap_or_else(|payload| {
             Err(CallError::Panicked {
                 artifact: target.0.artifact_text.clone(),
                 method: method.to_owned(),
-                message: sdk::export::panic_message(payload.as_ref()),
+                message: aether_sdk::export::panic_message(payload.as_ref()),
             })
         })
+    }
+
+    /// Offer `config` to every instance of `artifact` (`group:artifact:version`) on this node, one after
+    /// the other, each within the start timeout: each
+    /// ACTIVE one's slice accepts or refuses it in its `reconfigure` hook (see
+    /// `aether_sdk::Slice::reconfigure`), and the config an instance reads through its host changes only
+    /// where it was accepted; an instance not ACTIVE takes it for its next start. `Err` carries every
+    /// refusal (`instance N: message`); the instances that accepted keep the new config.
+    pub fn reconfigure(&self, artifact: &str, config: Vec<(String, String)>) -> Result<(), String> {
+        let mut targets: Vec<Arc<Instance>> =
+            self.shared.registry.read().instances.values().filter(|i| i.artifact_text == artifact).cloned().collect();
+        targets.sort_by_key(|i| i.id);
+        let timeout = self.shared.config.timeouts.start;
+        let refusals: Vec<String> = targets
+            .iter()
+            .filter_map(|instance| {
+                // On a step thread, so a slice whose hook never returns costs its caller `timeout`, not
+                // forever (the hook counts as a call in flight, so deactivation waits for it as for one).
+                let (on_step, pairs) = (Arc::clone(instance), config.clone());
+                let name = step::step_thread_name(instance.id, "reconfig");
+                let outcome = match step::run_step(&name, timeout, move || on_step.reconfigure(pairs)) {
+                    step::StepOutcome::Done(outcome) => outcome,
+                    step::StepOutcome::Panicked(why) => Err(format!("the host failed while reconfiguring: {why}")),
+                    step::StepOutcome::TimedOut => Err(format!("reconfigure did not return within {timeout:?}")),
+                };
+                match &outcome {
+                    Ok(()) => log::info!("slice {artifact} ({}): new config accepted", instance.id),
+                    Err(why) => log::warn!("slice {artifact} ({}): new config refused: {why}", instance.id),
+                }
+                outcome.err().map(|why| format!("instance {}: {why}", instance.id))
+            })
+            .collect();
+        if refusals.is_empty() {
+            Ok(())
+        } else {
+            Err(refusals.join("; "))
+        }
     }
 
     pub fn pool_stats(&self) -> PoolStats {
@@ -369,6 +424,30 @@ impl Container {
                 registry.active.remove(&instance.artifact_text);
             }
         }
+    }
+}
+
+/// Run a call of `target` on the pool of `shared` within `deadline`, as part of `context`.
+pub(crate) fn run_pooled(
+    shared: &Shared,
+    target: Arc<Instance>,
+    method: &str,
+    request: Vec<u8>,
+    deadline: Duration,
+    mut context: CallContext,
+) -> Result<Response, CallError> {
+    let artifact = target.artifact_text.clone();
+    context.deadline = Instant::now().checked_add(deadline);
+    let job_method = method.to_owned();
+    let job = move || remote::with_context(context, || target.call(&job_method, &request));
+    match shared.pool.run(deadline, job) {
+        Ok(answer) => answer,
+        Err(PoolError::Deadline { .. }) => {
+            Err(CallError::DeadlineExceeded { artifact, method: method.to_owned(), deadline })
+        }
+        Err(PoolError::Overloaded { queue_max }) => Err(CallError::Overloaded { queue_max }),
+        Err(PoolError::Panicked(message)) => Err(CallError::Panicked { artifact, method: method.to_owned(), message }),
+        Err(PoolError::ShuttingDown) => Err(CallError::ShuttingDown),
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
-use sdk::abi::{self, Array, SliceDescriptor, StrRef};
+use aether_sdk::abi::{self, Array, SliceDescriptor, StrRef};
 
 use crate::error::ContainerError;
 use crate::integrity::{self, TrustedKeys};
@@ -68,6 +68,8 @@ pub(crate) struct EntryPoints {
     pub stop: abi::StopFn,
     pub call: abi::CallFn,
     pub free: abi::FreeFn,
+    /// `None`: the slice accepts every new config.
+    pub reconfigure: Option<abi::ReconfigureFn>,
 }
 
 /// A loaded, checked slice library.
@@ -339,7 +341,9 @@ fn check_routes(info: &SliceInfo) -> Result<(), String> {
 
 fn entry_points(d: &SliceDescriptor) -> Result<EntryPoints, String> {
     match (d.start, d.stop, d.call, d.free) {
-        (Some(start), Some(stop), Some(call), Some(free)) => Ok(EntryPoints { start, stop, call, free }),
+        (Some(start), Some(stop), Some(call), Some(free)) => {
+            Ok(EntryPoints { start, stop, call, free, reconfigure: d.reconfigure })
+        }
         _ => Err("an entry point (start, stop, call, free) is null".into()),
     }
 }

@@ -48,6 +48,9 @@ impl Container {
         let host = HostBlock::new(HostCtx {
             shared: Arc::downgrade(&self.shared),
             artifact: artifact.to_string(),
+            artifact_shared: artifact.to_string().into(),
+            instance: id,
+            methods: library.info.methods.clone(),
             node_id: self.shared.config.node_id.clone(),
             config: RwLock::new(config),
         });
@@ -84,6 +87,7 @@ impl Container {
         let _steps = instance.steps.lock();
         begin(&instance, &[SliceState::Active], SliceState::Deactivating, "deactivate")?;
         self.remove_active(&instance);
+        self.unwatch(&instance);
         let timeouts = &self.shared.config.timeouts;
         let result = instance.close_for_calls(timeouts.drain).map_err(|in_flight| {
             instance.pin();
@@ -114,6 +118,7 @@ impl Container {
         let _steps = instance.steps.lock();
         begin(&instance, &[SliceState::Loaded, SliceState::Failed], SliceState::Unloading, "unload")?;
         self.shared.registry.write().instances.remove(&id);
+        self.unwatch(&instance);
         let Some(library) = instance.take_library() else { return Ok(()) };
         if !instance.closable() {
             log::warn!("slice {} ({id}): unloaded but left mapped: code may still run in it", instance.artifact_text);
@@ -169,6 +174,15 @@ impl Container {
     }
 }
 
+impl Container {
+    /// The instance stops serving: the cluster state drops its watches (deliveries would find no one).
+    fn unwatch(&self, instance: &Instance) {
+        if let Some(state) = self.shared.slice_state() {
+            state.unwatch_instance(&instance.artifact_text, instance.id);
+        }
+    }
+}
+
 fn begin(instance: &Instance, from: &[SliceState], to: SliceState, step: &'static str) -> Result<(), ContainerError> {
     instance.begin(from, to).map(|_| ()).map_err(|state| ContainerError::WrongState {
         artifact: instance.artifact.clone(),
@@ -198,24 +212,29 @@ type StartAnswer = (u32, SendPtr<std::ffi::c_void>, Vec<u8>);
 fn start_slice(instance: &Arc<Instance>, timeout: Duration) -> Result<SendPtr<std::ffi::c_void>, ContainerError> {
     let config = instance.config();
     let pairs = config.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let config_bytes = sdk::codec::encode_pairs(pairs)
+    let config_bytes = aether_sdk::codec::encode_pairs(pairs)
         .map_err(|e| step_failed(&instance.artifact, "activate", format!("config: {e}")))?;
     let host = SendPtr(instance.host_api().cast_mut());
     let on_step = Arc::clone(instance);
     let outcome = run_step(&step_thread_name(instance.id, "start"), timeout, move || {
         let host = host;
         let mut slice = std::ptr::null_mut();
-        let mut error = sdk::abi::RawResponse::EMPTY;
+        let mut error = aether_sdk::abi::RawResponse::EMPTY;
         // SAFETY: the host table lives as long as the instance (which this closure holds); the
         // config bytes live for the call; `slice` and `error` are valid out-parameters.
         let status = unsafe {
-            (on_step.entry.start)(host.0.cast_const(), sdk::abi::Bytes::new(&config_bytes), &mut slice, &mut error)
+            (on_step.entry.start)(
+                host.0.cast_const(),
+                aether_sdk::abi::Bytes::new(&config_bytes),
+                &mut slice,
+                &mut error,
+            )
         };
-        (status, SendPtr(slice), on_step.take_buffer(error.body)) as StartAnswer
+        (status, SendPtr(slice), on_step.take_buffer(error.payload)) as StartAnswer
     });
     match outcome {
-        StepOutcome::Done((sdk::abi::status::OK, slice, _)) if !slice.0.is_null() => Ok(slice),
-        StepOutcome::Done((sdk::abi::status::PANICKED, _, message)) => {
+        StepOutcome::Done((aether_sdk::abi::status::OK, slice, _)) if !slice.0.is_null() => Ok(slice),
+        StepOutcome::Done((aether_sdk::abi::status::PANICKED, _, message)) => {
             Err(step_failed(&instance.artifact, "start", format!("panicked: {}", String::from_utf8_lossy(&message))))
         }
         StepOutcome::Done((status, _, message)) => {
@@ -246,14 +265,14 @@ fn stop_slice(
     let on_step = Arc::clone(instance);
     let outcome = run_step(&step_thread_name(instance.id, "stop"), timeout, move || {
         let slice = slice;
-        let mut error = sdk::abi::RawResponse::EMPTY;
+        let mut error = aether_sdk::abi::RawResponse::EMPTY;
         // SAFETY: `slice` came from this library's `start`, no call is in flight, and it is handed
         // back exactly once; `error` is a valid out-parameter.
         let status = unsafe { (on_step.entry.stop)(slice.0, &mut error) };
-        (status, on_step.take_buffer(error.body))
+        (status, on_step.take_buffer(error.payload))
     });
     match outcome {
-        StepOutcome::Done((sdk::abi::status::OK, _)) => Ok(()),
+        StepOutcome::Done((aether_sdk::abi::status::OK, _)) => Ok(()),
         StepOutcome::Done((_, message)) => {
             Err(step_failed(&instance.artifact, "stop", format!("panicked: {}", String::from_utf8_lossy(&message))))
         }

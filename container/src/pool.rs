@@ -125,7 +125,9 @@ impl WorkerPool {
         let meeting = Arc::new(Rendezvous { slot: Mutex::new(Slot::Queued), done: Condvar::new() });
         self.enqueue(wrap(Arc::clone(&meeting), job))?;
         match wait(&meeting, Instant::now() + deadline) {
-            Some(answer) => answer.map_err(|payload| PoolError::Panicked(sdk::export::panic_message(payload.as_ref()))),
+            Some(answer) => {
+                answer.map_err(|payload| PoolError::Panicked(aether_sdk::export::panic_message(payload.as_ref())))
+            }
             None => self.give_up(&meeting),
         }
     }
@@ -158,7 +160,9 @@ impl WorkerPool {
                 }
                 Err(PoolError::Deadline { started: true })
             }
-            Slot::Done(answer) => answer.map_err(|p| PoolError::Panicked(sdk::export::panic_message(p.as_ref()))),
+            Slot::Done(answer) => {
+                answer.map_err(|p| PoolError::Panicked(aether_sdk::export::panic_message(p.as_ref())))
+            }
             other => {
                 *slot = other;
                 Err(PoolError::Deadline { started: true })

@@ -40,10 +40,22 @@ pub trait SliceState: Send + Sync {
     /// Delete; `Ok(false)` when the key was absent.
     fn delete(&self, artifact: &str, key: &str, deadline: Duration) -> Result<bool, StateError>;
     /// Write only if the key is at `expected` (`None`: only if absent); returns the new version.
-    fn compare_and_set(&self, artifact: &str, key: &str, expected: Option<u64>, value: &[u8], deadline: Duration)
-        -> Result<u64, StateError>;
+    fn compare_and_set(
+        &self,
+        artifact: &str,
+        key: &str,
+        expected: Option<u64>,
+        value: &[u8],
+        deadline: Duration,
+    ) -> Result<u64, StateError>;
     /// Up to `limit` entries whose key starts with `prefix`, in key order (linearizable).
-    fn list(&self, artifact: &str, prefix: &str, limit: usize, deadline: Duration) -> Result<Vec<SliceEntry>, StateError>;
+    fn list(
+        &self,
+        artifact: &str,
+        prefix: &str,
+        limit: usize,
+        deadline: Duration,
+    ) -> Result<Vec<SliceEntry>, StateError>;
     /// Deliver every later change under `prefix` of this artifact's namespace to `method` of the calling
     /// instance, in commit order, until the instance stops. The body delivered is JSON:
     /// `{"key": "...", "version": N, "value": "..."|null, "encoding": "base64"?, "deleted": bool}`.

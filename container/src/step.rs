@@ -71,7 +71,7 @@ pub(crate) fn run_step<T: Send + 'static>(
             let _ = handle.join();
             match outcome {
                 Ok(value) => StepOutcome::Done(value),
-                Err(payload) => StepOutcome::Panicked(sdk::export::panic_message(payload.as_ref())),
+                Err(payload) => StepOutcome::Panicked(aether_sdk::export::panic_message(payload.as_ref())),
             }
         }
         Err(_) => StepOutcome::TimedOut,

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aether_sdk::{RequestBuilder, Status};
 use container::{Artifact, CallContext, CallError, Container, ContainerConfig, RemoteCall};
 use parking_lot::Mutex;
-use sdk::{RequestBuilder, Status};
 
 const ECHO: &str = "org.aether.examples:echo:1.0.0";
 const FAULTY: &str = "org.aether.examples:faulty:1.0.0";
@@ -33,8 +33,8 @@ impl RemoteCall for OtherNode {
         method: &str,
         request: &[u8],
         context: CallContext,
-    ) -> Result<sdk::Response, CallError> {
-        self.seen.lock().push((artifact.to_owned(), context));
+    ) -> Result<aether_sdk::Response, CallError> {
+        self.seen.lock().push((artifact.to_owned(), context.clone()));
         let now = Instant::now();
         let left = context.deadline.map(|deadline| deadline.saturating_duration_since(now));
         if left == Some(Duration::ZERO) {
@@ -92,7 +92,7 @@ fn a_call_from_a_thread_started_inside_a_call_past_its_deadline_is_refused() {
     let deadline = Instant::now();
     std::thread::sleep(Duration::from_millis(5));
     let answer = here.call_inline(&faulty, "spawned-call", &spawned_call(), deadline, 1).unwrap();
-    assert_eq!(answer.status, Status::Unavailable, "{}", answer.body_text());
+    assert_eq!(answer.status, Status::GATEWAY_TIMEOUT, "{}", answer.body_text());
     assert!(answer.body_text().contains("deadline exceeded"), "{}", answer.body_text());
 
     let seen = other.seen.lock().clone();
@@ -104,9 +104,11 @@ fn a_call_from_a_thread_started_inside_a_call_past_its_deadline_is_refused() {
 #[test]
 fn a_call_from_a_thread_started_outside_any_call_has_no_deadline_and_no_hops() {
     // `Container::call` runs the slice on this thread with no call context, as a thread the slice
-    // starts from `start` does: the spawned thread's call carries nothing.
+    // starts from `start` does: the spawned thread's call carries no deadline and no hops, only its
+    // caller and depth.
     let (here, other, _hook) = two_nodes();
     let answer = here.call(FAULTY, "spawned-call", &spawned_call()).unwrap();
     assert_eq!(answer.status, Status::Ok, "{}", answer.body_text());
-    assert_eq!(other.seen.lock().clone(), [(ECHO.to_owned(), CallContext::default())]);
+    let expected = CallContext { depth: 1, caller: Some(FAULTY.into()), ..CallContext::default() };
+    assert_eq!(other.seen.lock().clone(), [(ECHO.to_owned(), expected)]);
 }

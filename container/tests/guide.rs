@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use aether_sdk::RequestBuilder;
 use container::{Artifact, Container, ContainerConfig};
-use sdk::RequestBuilder;
 
 fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("container sits in the workspace")
@@ -40,8 +40,8 @@ fn the_slices_guide_builds_a_slice_the_container_runs() {
     run(cargo().current_dir(&dir).args(["new", "--lib", "--vcs", "none", "--quiet", "greeter"]));
     let crate_dir = dir.join("greeter");
 
-    let sdk_path = workspace_root().join("sdk");
-    let manifest = guide_block(&guide, "cargo-toml").replace("../aether/sdk", &sdk_path.display().to_string());
+    let sdk_path = workspace_root().join("aether-sdk");
+    let manifest = guide_block(&guide, "cargo-toml").replace("../aether/aether-sdk", &sdk_path.display().to_string());
     std::fs::write(crate_dir.join("Cargo.toml"), manifest).unwrap();
     std::fs::write(crate_dir.join("src/lib.rs"), guide_block(&guide, "lib-rs")).unwrap();
     // A target folder kept between runs, so the SDK is not rebuilt every time.

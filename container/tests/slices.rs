@@ -9,12 +9,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aether_sdk::{json, RequestBuilder, Status};
 use container::integrity;
 use container::{
     Artifact, CallContext, CallError, Container, ContainerConfig, ContainerError, IntegrityError, RemoteCall,
     SliceState, TrustedKeys,
 };
-use sdk::{json, RequestBuilder, Status};
 
 /// The Maven-layout repository with every slice built.
 fn repo() -> PathBuf {
@@ -36,7 +36,7 @@ fn container() -> Container {
     container_with(|_| {})
 }
 
-fn get(c: &Container, artifact: &str, method: &str, request: RequestBuilder) -> sdk::Response {
+fn get(c: &Container, artifact: &str, method: &str, request: RequestBuilder) -> aether_sdk::Response {
     c.call(artifact, method, &request.encode().unwrap()).unwrap()
 }
 
@@ -90,13 +90,18 @@ fn descriptors_carry_routes_and_methods() {
     let id = c.load(&artifact(ECHO1), vec![]).unwrap();
     let info = c.handle(id).unwrap().info().clone();
     assert_eq!(info.version, "1.0.0");
-    assert_eq!(info.methods, ["echo", "echo_body"]);
+    assert_eq!(info.methods[..3], ["echo", "echo_body", "status"]);
     let routes: Vec<(String, String, String)> =
         info.routes.iter().map(|r| (r.http_method.clone(), r.path.clone(), r.method.clone())).collect();
     assert_eq!(
-        routes,
-        [("GET".into(), "/echo/{msg}".into(), "echo".into()), ("POST".into(), "/echo".into(), "echo_body".into())]
+        routes[..3],
+        [
+            ("GET".into(), "/echo/{msg}".into(), "echo".into()),
+            ("POST".into(), "/echo".into(), "echo_body".into()),
+            ("GET".into(), "/echo/status/{code}".into(), "status".into())
+        ]
     );
+    assert_eq!(routes.len(), 10);
 }
 
 #[test]
@@ -256,14 +261,16 @@ fn copies_go_to_the_configured_private_folder_and_do_not_stay() {
 }
 
 #[test]
-fn an_abi_mismatch_is_refused_naming_both_versions() {
+fn an_old_abi_library_is_refused_naming_both_versions_and_the_sdk_to_rebuild_against() {
     let c = container();
     let err = c.load(&artifact("org.aether.tests:abi-mismatch:1.0.0"), vec![]).unwrap_err();
     let ContainerError::AbiMismatch { expected, found, .. } = &err else { panic!("{err}") };
-    assert_eq!((*expected, *found), (sdk::abi::ABI_VERSION, sdk::abi::ABI_VERSION + 1));
+    assert_eq!((*expected, *found), (aether_sdk::abi::ABI_VERSION, aether_sdk::abi::ABI_VERSION - 1));
     let message = err.to_string();
     let (host, library) = (format!("version {expected}"), format!("version {found}"));
     assert!(message.contains("abi-mismatch") && message.contains(&host) && message.contains(&library), "{message}");
+    let rebuild = format!("rebuild against aether-sdk {}", aether_sdk::abi::SDK_VERSION);
+    assert!(message.contains(&rebuild), "{message}");
     assert!(c.instances().is_empty());
 }
 
@@ -428,8 +435,8 @@ impl RemoteCall for OtherNode {
         method: &str,
         request: &[u8],
         context: CallContext,
-    ) -> Result<sdk::Response, CallError> {
-        self.seen.lock().push((artifact.to_owned(), context));
+    ) -> Result<aether_sdk::Response, CallError> {
+        self.seen.lock().push((artifact.to_owned(), context.clone()));
         let target = self.container.find_active(artifact).ok_or(CallError::NoInstance { artifact: artifact.into() })?;
         self.container.call_with_context(&target, method, request.to_vec(), Duration::from_secs(1), context.hops + 1)
     }
@@ -482,7 +489,9 @@ fn an_inline_call_carries_its_context_counts_in_flight_and_reports_panics() {
     let answer = here.call_inline(&orders, "create", &request, deadline, 2).unwrap();
     assert_eq!(answer.status, Status::Ok, "{}", answer.body_text());
     let seen = other.seen.lock().clone();
-    assert_eq!(seen, [(INVENTORY.to_owned(), CallContext { deadline: Some(deadline), hops: 2 })]);
+    let expected =
+        CallContext { depth: 1, caller: Some(ORDERS.into()), ..CallContext::with_deadline(Some(deadline), 2) };
+    assert_eq!(seen, [(INVENTORY.to_owned(), expected)]);
 
     let faulty = here.handle(here.deploy(&artifact(FAULTY), vec![]).unwrap()).unwrap();
     let empty = RequestBuilder::new().encode().unwrap();

@@ -212,9 +212,9 @@ impl Response {
     pub fn error(status: u16, error: &str, detail: &str) -> Response {
         let mut body = String::with_capacity(error.len() + detail.len() + 24);
         body.push_str("{\"error\":");
-        sdk::json::write_str(&mut body, error);
+        aether_sdk::json::write_str(&mut body, error);
         body.push_str(",\"detail\":");
-        sdk::json::write_str(&mut body, detail);
+        aether_sdk::json::write_str(&mut body, detail);
         body.push('}');
         Response::new(status, "application/json", body.into_bytes())
     }

@@ -27,6 +27,8 @@ pub const NODE_BYTES_MAX: usize = 128;
 pub const CONTENT_TYPE_BYTES_MAX: usize = 128;
 /// Longest request id, in bytes.
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
+/// Deepest slice-to-slice call chain a forwarded call may report.
+pub const DEPTH_MAX: u8 = 64;
 
 /// A call forwarded to another node.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -39,7 +41,7 @@ pub struct InvokeRequest {
     pub artifact: String,
     /// Slice method.
     pub method: String,
-    /// Request bytes already encoded for the slice (`sdk::codec`: params, query, body).
+    /// Request bytes already encoded for the slice (`aether_sdk::codec`: params, query, body).
     pub request: Vec<u8>,
     /// How long the sender still waits, in milliseconds.
     pub deadline_ms_left: u32,
@@ -48,6 +50,12 @@ pub struct InvokeRequest {
     /// The request id of the client request this call serves (`X-Request-Id`), empty when none; at most
     /// [`REQUEST_ID_BYTES_MAX`] bytes.
     pub request_id: String,
+    /// `group:artifact:version` of the slice that made the call, empty for a call from HTTP; at most
+    /// [`ARTIFACT_BYTES_MAX`] bytes.
+    pub caller: String,
+    /// Slice-to-slice calls between the client's request and this call (0 from HTTP), at most
+    /// [`DEPTH_MAX`].
+    pub depth: u8,
 }
 
 /// The answer to an [`InvokeRequest`].
@@ -56,8 +64,11 @@ pub struct InvokeReply {
     pub id: u64,
     /// HTTP status code.
     pub status: u16,
-    /// HTTP `Content-Type` value.
+    /// HTTP `Content-Type` value (empty: none, as a 204 or a redirect has).
     pub content_type: String,
+    /// The slice's other header fields, in order (within `aether_sdk::headers`' bounds; no
+    /// `Content-Type`, which is the field above).
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// Whether a slice ran (or may have run) the call. `false` means it certainly did not, so the
     /// sender may try another instance whatever the method.
@@ -105,6 +116,14 @@ impl InvokeRequest {
             let reason = format!("{} bytes, over {REQUEST_ID_BYTES_MAX}", self.request_id.len());
             return Err(ProtocolError::Field { field: "request_id", reason });
         }
+        if self.caller.len() > ARTIFACT_BYTES_MAX {
+            let reason = format!("{} bytes, over {ARTIFACT_BYTES_MAX}", self.caller.len());
+            return Err(ProtocolError::Field { field: "caller", reason });
+        }
+        if self.depth > DEPTH_MAX {
+            let reason = format!("{} is over {DEPTH_MAX}", self.depth);
+            return Err(ProtocolError::Field { field: "depth", reason });
+        }
         if self.hops == 0 || self.hops > HOPS_MAX {
             let reason = format!("{} is outside 1..={HOPS_MAX}", self.hops);
             return Err(ProtocolError::Field { field: "hops", reason });
@@ -129,13 +148,25 @@ impl InvokeReply {
             let reason = format!("over {CONTENT_TYPE_BYTES_MAX} bytes");
             return Err(ProtocolError::Field { field: "content_type", reason });
         }
+        let content_type = [("content-type", reply.content_type.as_str())].into_iter().filter(|(_, v)| !v.is_empty());
+        let fields = content_type.chain(reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        if let Err(e) = aether_sdk::headers::check_fields(fields) {
+            return Err(ProtocolError::Field { field: "headers", reason: e.to_string() });
+        }
         Ok(reply)
     }
 
     /// A JSON error answer `{"error", "detail"}`.
     pub fn error(id: u64, status: u16, error: &str, detail: &str, reached_slice: bool) -> InvokeReply {
-        let body = sdk::json::Object::new().str("error", error).str("detail", detail).finish();
-        InvokeReply { id, status, content_type: JSON.to_owned(), body: body.into_bytes(), reached_slice }
+        let body = aether_sdk::json::Object::new().str("error", error).str("detail", detail).finish();
+        InvokeReply {
+            id,
+            status,
+            content_type: JSON.to_owned(),
+            headers: Vec::new(),
+            body: body.into_bytes(),
+            reached_slice,
+        }
     }
 
     /// "No instance here": 503, the call never reached a slice.
@@ -177,6 +208,8 @@ mod tests {
             deadline_ms_left: 1500,
             hops: 1,
             request_id: "0123456789abcdef".into(),
+            caller: "org.aether.examples:orders:1.0.0".into(),
+            depth: 1,
         }
     }
 
@@ -198,6 +231,8 @@ mod tests {
             ("method", InvokeRequest { method: "m".repeat(METHOD_BYTES_MAX + 1), ..request() }),
             ("origin", InvokeRequest { origin: String::new(), ..request() }),
             ("request_id", InvokeRequest { request_id: "r".repeat(REQUEST_ID_BYTES_MAX + 1), ..request() }),
+            ("caller", InvokeRequest { caller: "c".repeat(ARTIFACT_BYTES_MAX + 1), ..request() }),
+            ("depth", InvokeRequest { depth: DEPTH_MAX + 1, ..request() }),
         ] {
             match InvokeRequest::decode(&broken.encode()) {
                 Err(ProtocolError::Field { field: f, .. }) => assert_eq!(f, field),
@@ -206,6 +241,23 @@ mod tests {
         }
         let reply = InvokeReply { status: 42, ..InvokeReply::no_instance(1, "n", "a") };
         assert!(matches!(InvokeReply::decode(&reply.encode()), Err(ProtocolError::Field { field: "status", .. })));
+        // Header fields a peer sends are checked like a slice's: no response splitting through a reply.
+        for headers in [
+            vec![("Location".to_owned(), "/x\r\nSet-Cookie: evil".to_owned())],
+            vec![("Bad Name".to_owned(), "v".to_owned())],
+            (0..=aether_sdk::headers::HEADERS_MAX).map(|i| (format!("x-{i}"), "v".to_owned())).collect(),
+        ] {
+            let reply = InvokeReply { headers, ..InvokeReply::no_instance(1, "n", "a") };
+            let decoded = InvokeReply::decode(&reply.encode());
+            assert!(matches!(decoded, Err(ProtocolError::Field { field: "headers", .. })), "{decoded:?}");
+        }
+        let redirect = InvokeReply {
+            status: 302,
+            content_type: String::new(),
+            headers: vec![("Location".into(), "/there".into()), ("X-A".into(), "1".into()), ("x-a".into(), "2".into())],
+            ..InvokeReply::no_instance(1, "n", "a")
+        };
+        assert_eq!(InvokeReply::decode(&redirect.encode()), Ok(redirect));
     }
 
     #[test]

@@ -313,7 +313,7 @@ fn decode_route(value: &[u8]) -> Result<RouteTarget, String> {
     if value.len() > ROUTE_VALUE_BYTES_MAX {
         return Err(format!("value of {} bytes, over {ROUTE_VALUE_BYTES_MAX}", value.len()));
     }
-    let json = sdk::json::parse(value).map_err(|e| e.to_string())?;
+    let json = aether_sdk::json::parse(value).map_err(|e| e.to_string())?;
     let text = |field: &str| json.get(field).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
     let artifact = text("artifact").ok_or("no `artifact` text")?;
     let method = text("method").ok_or("no `method` text")?;

@@ -3,13 +3,19 @@
 //!
 //! Kinds a caller acts on: "no instance" (503, never reached a slice: try elsewhere), "overloaded" (503,
 //! never reached a slice, sent with `Retry-After`: the instance's bulkhead or a queue was full),
-//! "deadline exceeded" (504; `reached_slice` false when the call never started).
+//! "deadline exceeded" (504; `reached_slice` false when the call never started). A slice that panicked
+//! is answered 500 "internal" with only the request id in the detail: the panic text is in the log of
+//! the node it ran on (with the node, artifact and request id), never in an answer.
+//!
+//! A slice's answer keeps its status (any of 100..=599) and header fields both ways: into a forwarded
+//! reply (`Content-Type` in its own field, the rest in `headers`) and back into a response for a slice
+//! that made a nested call.
 
 use std::time::Instant;
 
+use aether_sdk::{RequestParts, Response, Status};
 use container::CallError;
 use invoke::InvokeReply;
-use sdk::{ContentType, Response, Status};
 
 use super::dispatch::Call;
 
@@ -29,7 +35,7 @@ pub fn error(status: u16, error: &str, detail: &str, reached_slice: bool) -> Inv
 pub fn is_overloaded(reply: &InvokeReply) -> bool {
     reply.status == 503
         && !reply.reached_slice
-        && sdk::json::parse(&reply.body)
+        && aether_sdk::json::parse(&reply.body)
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str().map(|s| s == OVERLOADED)))
             == Some(true)
@@ -63,46 +69,55 @@ pub(super) fn never_started(artifact: &str, method: &str, why: &str) -> InvokeRe
 }
 
 pub(super) fn from_response(response: Response) -> InvokeReply {
+    let mut content_type = String::new();
+    let mut headers = response.headers;
+    if let Some(at) = headers.iter().position(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+        content_type = headers.remove(at).1;
+    }
     InvokeReply {
         id: 0,
         status: response.status.http(),
-        content_type: response.content_type.mime().to_owned(),
+        content_type,
+        headers,
         body: response.body,
         reached_slice: true,
     }
 }
 
+/// The answer for a call that failed on the way. A panic's text stays in the log: the client gets a
+/// generic 500 that names the request id to look it up by.
 pub(super) fn from_call_error(e: &CallError, reached_slice: bool) -> InvokeReply {
+    if let CallError::Panicked { .. } = e {
+        let id = crate::metrics::request_id::current().unwrap_or_else(|| "-".to_owned());
+        return error(500, "internal", &format!("the slice failed; request id {id}"), reached_slice);
+    }
     error(e.http_status(), e.kind(), &e.to_string(), reached_slice)
 }
 
-/// A forwarded reply as the slice that made a nested call sees it.
+/// A forwarded reply as the slice that made a nested call sees it: status, header fields and body.
 pub(super) fn to_response(reply: InvokeReply) -> Response {
-    Response { status: status_of(reply.status), content_type: content_type_of(&reply.content_type), body: reply.body }
-}
-
-/// The slice status for an HTTP status from another node (the set slices know is small).
-fn status_of(http: u16) -> Status {
-    match http {
-        200..=299 => Status::Ok,
-        400 => Status::BadRequest,
-        404 => Status::NotFound,
-        409 => Status::Conflict,
-        503 | 504 => Status::Unavailable,
-        _ => Status::Internal,
+    let status = Status::new(reply.status).unwrap_or(Status::BAD_GATEWAY);
+    let mut headers = Vec::with_capacity(reply.headers.len() + 1);
+    if !reply.content_type.is_empty() {
+        headers.push(("Content-Type".to_owned(), reply.content_type));
     }
+    headers.extend(reply.headers);
+    Response { status, headers, body: reply.body }
 }
 
-fn content_type_of(mime: &str) -> ContentType {
-    [ContentType::Json, ContentType::Text].into_iter().find(|c| c.mime() == mime).unwrap_or(ContentType::Binary)
-}
-
+/// The request bytes for a slice: what the client sent (method, path, query, header fields) and the
+/// route's path parameters.
 pub(super) fn encode(
+    method: &str,
+    path: &str,
     params: &[(String, String)],
     query: &[(String, String)],
+    headers: &[(String, String)],
     body: &[u8],
-) -> Result<Vec<u8>, sdk::CodecError> {
-    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    sdk::encode_request(&params, &query, body)
+) -> Result<Vec<u8>, aether_sdk::CodecError> {
+    fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+        v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+    let (params, query, headers) = (pairs(params), pairs(query), pairs(headers));
+    RequestParts { method, path, params: &params, query: &query, headers: &headers, body }.encode()
 }

@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use container::{CallError, Container, SliceHandle};
+use container::{CallContext, CallError, Container, SliceHandle};
 use invoke::routes::{self, Lookup};
 use invoke::{InvokeReply, InvokeRequest, Registry, RouteTarget, Target, HOPS_MAX};
 use parking_lot::{Mutex, RwLock};
@@ -96,7 +96,7 @@ impl std::fmt::Display for ForwardError {
 pub struct Call<'a> {
     pub artifact: &'a str,
     pub method: &'a str,
-    /// Encoded for the slice (`sdk::codec`).
+    /// Encoded for the slice (`aether_sdk::codec`).
     pub request: Vec<u8>,
     /// May run twice without harm (GET, HEAD), so it may be retried after it may have reached a slice.
     pub idempotent: bool,
@@ -104,6 +104,25 @@ pub struct Call<'a> {
     pub hops: u8,
     /// When the caller stops waiting: from the moment the client's request arrived.
     pub deadline: Instant,
+    /// The request id of the client request the call serves (the app port's, or the forwarding node's).
+    pub request_id: Option<Arc<str>>,
+    /// The slice that made the call, for a slice-to-slice call.
+    pub caller: Option<Arc<str>>,
+    /// Slice-to-slice calls between the client's request and this call.
+    pub depth: u32,
+}
+
+impl Call<'_> {
+    /// What the slice running this call sees of it (and what its nested calls carry on).
+    fn context(&self) -> CallContext {
+        CallContext {
+            deadline: Some(self.deadline),
+            hops: self.hops,
+            depth: self.depth,
+            request_id: self.request_id.clone(),
+            caller: self.caller.clone(),
+        }
+    }
 }
 
 /// An HTTP answer: the reply, plus the `Allow` header of a 405.
@@ -273,26 +292,29 @@ impl Dispatcher {
         url: &str,
         read_body: impl FnOnce() -> Result<Vec<u8>, InvokeReply>,
     ) -> HttpAnswer {
-        self.http_call_with(http_method, url, read_body, Runner::Pool)
+        self.http_call_with(http_method, url, &[], read_body, Runner::Pool)
     }
 
     /// Answer an HTTP request on an app port handler thread: `url` is the request target (path and
-    /// query); `read_body` is called once the route is known (an error from it is the answer); the
+    /// query); `headers` are the client's header fields, which reach the slice with the method, path
+    /// and query; `read_body` is called once the route is known (an error from it is the answer); the
     /// local call, if any, runs on this thread under `watch`.
     pub(super) fn http_call_inline(
         &self,
         http_method: &str,
         url: &str,
+        headers: &[(String, String)],
         read_body: impl FnOnce() -> Result<Vec<u8>, InvokeReply>,
         watch: &dyn Watch,
     ) -> HttpAnswer {
-        self.http_call_with(http_method, url, read_body, Runner::Inline(watch))
+        self.http_call_with(http_method, url, headers, read_body, Runner::Inline(watch))
     }
 
     fn http_call_with(
         &self,
         http_method: &str,
         url: &str,
+        headers: &[(String, String)],
         read_body: impl FnOnce() -> Result<Vec<u8>, InvokeReply>,
         runner: Runner<'_>,
     ) -> HttpAnswer {
@@ -312,8 +334,11 @@ impl Dispatcher {
             Err(reply) => return answer(reply),
         };
         let query = query.map(routes::parse_query).unwrap_or_default();
-        let request = match encode(&params, &query, &body) {
+        let request = match encode(http_method, path, &params, &query, headers, &body) {
             Ok(request) => request,
+            Err(e @ aether_sdk::CodecError::Header(_)) => {
+                return answer(error(431, "request header fields too large", &e.to_string(), false))
+            }
             Err(e) => return answer(error(400, "bad request", &e.to_string(), false)),
         };
         let call = Call {
@@ -323,6 +348,9 @@ impl Dispatcher {
             idempotent: invoke::is_idempotent(http_method),
             hops: 0,
             deadline,
+            request_id: crate::metrics::request_id::current().map(Arc::from),
+            caller: None,
+            depth: 0,
         };
         answer(self.dispatch_excluding(&call, Vec::new(), runner))
     }
@@ -471,18 +499,16 @@ impl Dispatcher {
     /// The slice call of [`Dispatcher::call_local`], once it holds its permit.
     fn run_local(&self, call: &Call<'_>, handle: &SliceHandle, runner: Runner<'_>, left: Duration) -> Attempt {
         let answer = match runner {
-            Runner::Pool => {
-                self.container.call_with_context(handle, call.method, call.request.clone(), left, call.hops)
-            }
+            Runner::Pool => self.container.call_pooled(handle, call.method, call.request.clone(), left, call.context()),
             Runner::Inline(watch) => {
                 watch.arm(call.deadline, handle);
-                let answer = self.container.call_inline(handle, call.method, &call.request, call.deadline, call.hops);
+                let answer = self.container.call_inline_in(handle, call.method, &call.request, call.context());
                 if !watch.disarm() {
                     return Attempt::Done(deadline_exceeded(call, &[]));
                 }
                 answer
             }
-            Runner::Serving => self.container.call_inline(handle, call.method, &call.request, call.deadline, call.hops),
+            Runner::Serving => self.container.call_inline_in(handle, call.method, &call.request, call.context()),
         };
         match answer {
             Ok(response) => Attempt::Done(from_response(response)),
@@ -514,7 +540,14 @@ impl Dispatcher {
             request: call.request.clone(),
             deadline_ms_left: u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1),
             hops,
-            request_id: crate::metrics::request_id::current().unwrap_or_default(),
+            request_id: call
+                .request_id
+                .as_deref()
+                .map(str::to_owned)
+                .or_else(crate::metrics::request_id::current)
+                .unwrap_or_default(),
+            caller: call.caller.as_deref().unwrap_or_default().to_owned(),
+            depth: u8::try_from(call.depth).unwrap_or(u8::MAX).min(invoke::protocol::DEPTH_MAX),
         };
         let Some(_place) = self.outbound(call.artifact) else {
             let detail = format!("too many calls of {} wait on other nodes", call.artifact);

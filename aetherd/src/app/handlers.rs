@@ -67,8 +67,8 @@ impl httpd::Handler for AppPort {
         let sent = request.headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("x-request-id"));
         let id = request_id::from_header(sent.map(|(_, value)| value.as_str()));
         let _scope = request_id::Scope::enter(&id);
-        let httpd::Request { method, target, body, .. } = request;
-        let answer = self.dispatcher.http_call_inline(&method, &target, move || Ok(body), &JobWatch(job));
+        let httpd::Request { method, target, headers, body, .. } = request;
+        let answer = self.dispatcher.http_call_inline(&method, &target, &headers, move || Ok(body), &JobWatch(job));
         response(answer).with_header("X-Request-Id", &id)
     }
 }
@@ -90,10 +90,27 @@ impl Watch for JobWatch<'_> {
     }
 }
 
+/// The HTTP answer for a reply: its status, content type and body, and the slice's header fields
+/// except those that are the server's (hop-by-hop fields, `Content-Length`, `X-Request-Id`, and a
+/// second `Content-Type`), which are dropped.
 fn response(answer: HttpAnswer) -> httpd::Response {
     let overloaded = is_overloaded(&answer.reply);
     let reply = answer.reply;
-    let mut response = httpd::Response::new(reply.status, &reply.content_type, reply.body);
+    let mut response = httpd::Response { status: reply.status, headers: Vec::new(), body: reply.body, stream: None };
+    if !reply.content_type.is_empty() {
+        response.headers.push(("Content-Type".to_owned(), reply.content_type));
+    }
+    let servers = |name: &str| {
+        aether_sdk::headers::is_hop_by_hop(name)
+            || ["x-request-id", "content-type"].iter().any(|own| own.eq_ignore_ascii_case(name))
+    };
+    for (name, value) in reply.headers {
+        if servers(&name) {
+            log::debug!("app port: dropping header `{name}` from a slice's answer (the server's own)");
+        } else {
+            response.headers.push((name, value));
+        }
+    }
     if let Some(allow) = answer.allow {
         response = response.with_header("Allow", &allow);
     }

@@ -292,6 +292,8 @@ mod tests {
             deadline_ms_left: 100,
             hops: 1,
             request_id: String::new(),
+            caller: String::new(),
+            depth: 0,
         }
     }
 
@@ -357,7 +359,7 @@ mod tests {
         let incr = |id, deadline_ms_left| InvokeRequest {
             artifact: counter.to_string(),
             method: "incr".into(),
-            request: sdk::encode_request(&[("name", "c")], &[], b"").unwrap(),
+            request: aether_sdk::encode_request(&[("name", "c")], &[], b"").unwrap(),
             deadline_ms_left,
             ..request(id)
         };

@@ -13,9 +13,9 @@
 
 use std::time::{Duration, Instant};
 
+use aether_sdk::Response;
 use container::{CallContext, CallError, RemoteCall};
 use invoke::{InvokeReply, InvokeRequest};
-use sdk::Response;
 
 use super::answers::{error, never_started, to_response};
 use super::dispatch::{Attempt, Call, Dispatcher, Runner};
@@ -59,6 +59,9 @@ impl Dispatcher {
             idempotent: false,
             hops: request.hops,
             deadline,
+            request_id: crate::metrics::request_id::current().map(std::sync::Arc::from),
+            caller: (!request.caller.is_empty()).then(|| std::sync::Arc::from(request.caller.as_str())),
+            depth: u32::from(request.depth),
         };
         match self.call_local(&call, &handle, Runner::Serving) {
             Attempt::Done(reply) => reply,
@@ -82,6 +85,9 @@ impl RemoteCall for Dispatcher {
             idempotent: false,
             hops: context.hops,
             deadline: context.deadline.unwrap_or_else(|| Instant::now() + self.call_deadline()),
+            request_id: context.request_id,
+            caller: context.caller,
+            depth: context.depth,
         };
         // Never this node: a nested call holds one of its threads, and the container calls this hook
         // only when it found no local instance anyway.

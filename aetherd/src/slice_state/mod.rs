@@ -249,7 +249,7 @@ impl SliceState for NodeSliceState {
 
 /// Installs `state` as what slices' `ctx.kv()` reaches on `container`.
 pub fn install(container: &container::Container, state: Arc<NodeSliceState>) {
-    container.set_slice_state(Some(state));
+    container.set_slice_state(state);
 }
 
 fn parse_artifact(artifact: &str) -> Result<Artifact, StateError> {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use sdk::{json, Config, Context, Method, Request, Response, Route, Slice, Status};
+use aether_sdk::{json, Config, Context, Method, Request, Response, Route, Slice, Status};
 
 /// Longest counter name accepted, and most counters one instance keeps.
 const NAME_BYTES_MAX: usize = 256;
@@ -24,7 +24,7 @@ impl Slice for Counter {
     const ROUTES: &'static [Route] =
         &[Route::post("/counter/{name}/incr", "incr"), Route::get("/counter/{name}", "get")];
 
-    fn start(_ctx: Context, _config: &Config) -> Result<Counter, sdk::Error> {
+    fn start(_ctx: Context, _config: &Config) -> Result<Counter, aether_sdk::Error> {
         Ok(Counter { counters: Mutex::new(HashMap::new()) })
     }
 
@@ -64,12 +64,12 @@ impl Counter {
     }
 }
 
-sdk::export_slice!(Counter);
+aether_sdk::export_slice!(Counter);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sdk::RequestBuilder;
+    use aether_sdk::RequestBuilder;
 
     fn value(counter: &Counter, method: &str, name: &str) -> i64 {
         let bytes = RequestBuilder::new().param("name", name).encode().unwrap();

@@ -11,13 +11,14 @@
 //! `abort` aborts the whole process from `start` (as a native library that segfaults while starting
 //! would), and `thread` starts a background thread that `stop` never joins (it runs the slice's code until
 //! the process ends); config `on_stop` = `hang` makes `stop` never return (a node stopping
-//! with it must still exit within its stop bound).
+//! with it must still exit within its stop bound). A new config with `on_reconfigure` = `panic` or `hang`
+//! makes `reconfigure` panic or never return.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sdk::{json, Config, Context, Method, Request, Response, Route, Slice, Status};
+use aether_sdk::{json, Config, Context, Method, Request, Response, Route, Slice, Status};
 
 pub struct Faulty {
     ctx: Arc<Context>,
@@ -49,7 +50,7 @@ impl Slice for Faulty {
         Route::get("/faulty/spawned-call/{artifact}/{method}", "spawned-call"),
     ];
 
-    fn start(ctx: Context, config: &Config) -> Result<Faulty, sdk::Error> {
+    fn start(ctx: Context, config: &Config) -> Result<Faulty, aether_sdk::Error> {
         let ctx = Arc::new(ctx);
         match config.get("on_start") {
             Some("panic") => panic!("faulty: asked to panic in start"),
@@ -66,6 +67,14 @@ impl Slice for Faulty {
                 Ok(Faulty { ctx, hang_on_stop: false, started: Default::default() })
             }
             _ => Ok(Faulty { ctx, hang_on_stop: config.get("on_stop") == Some("hang"), started: Default::default() }),
+        }
+    }
+
+    fn reconfigure(&self, config: &Config) -> Result<(), aether_sdk::Error> {
+        match config.get("on_reconfigure") {
+            Some("panic") => panic!("faulty: asked to panic in reconfigure"),
+            Some("hang") => hang(),
+            _ => Ok(()),
         }
     }
 
@@ -95,7 +104,8 @@ impl Slice for Faulty {
                     return Response::error(Status::BadRequest, "artifact and method are required");
                 };
                 let (ctx, artifact, callee) = (Arc::clone(&self.ctx), artifact.to_owned(), callee.to_owned());
-                let caller = sdk::spawn_in_call(&self.ctx, move || ctx.call_with(&artifact, &callee, &[], b""));
+                let caller =
+                    aether_sdk::spawn_in_call(&self.ctx, move || ctx.call_params(&artifact, &callee, &[], b""));
                 caller.join().unwrap_or_else(|_| Response::error(Status::Internal, "the calling thread panicked"))
             }
             "count" => {
@@ -117,4 +127,4 @@ fn hang() -> ! {
     }
 }
 
-sdk::export_slice!(Faulty);
+aether_sdk::export_slice!(Faulty);

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use sdk::{json, Config, Context, Method, Request, Response, Slice, Status};
+use aether_sdk::{json, Config, Context, Method, Request, Response, Slice, Status};
 
 const STOCK_START: &[(&str, i64)] = &[("book", 1_000), ("pen", 5_000), ("mug", 200)];
 
@@ -20,7 +20,7 @@ impl Slice for Inventory {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const METHODS: &'static [Method] = &[Method::new("reserve")];
 
-    fn start(_ctx: Context, _config: &Config) -> Result<Inventory, sdk::Error> {
+    fn start(_ctx: Context, _config: &Config) -> Result<Inventory, aether_sdk::Error> {
         Ok(Inventory { stock: Mutex::new(STOCK_START.iter().copied().collect()) })
     }
 
@@ -50,12 +50,12 @@ impl Inventory {
     }
 }
 
-sdk::export_slice!(Inventory);
+aether_sdk::export_slice!(Inventory);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sdk::RequestBuilder;
+    use aether_sdk::RequestBuilder;
 
     fn reserve(inventory: &Inventory, item: &str, qty: &str) -> Response {
         let bytes = RequestBuilder::new().param("item", item).param("qty", qty).encode().unwrap();

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sdk::{json, Config, Context, Method, Request, Response, Route, Slice, Status};
+use aether_sdk::{json, Config, Context, Method, Request, Response, Route, Slice, Status};
 
 pub const INVENTORY: &str = "org.aether.examples:inventory:1.0.0";
 pub const PRICING: &str = "org.aether.examples:pricing:1.0.0";
@@ -35,7 +35,7 @@ impl Slice for Orders {
     const METHODS: &'static [Method] = &[Method::new("create")];
     const ROUTES: &'static [Route] = &[Route::post("/orders", "create")];
 
-    fn start(ctx: Context, config: &Config) -> Result<Orders, sdk::Error> {
+    fn start(ctx: Context, config: &Config) -> Result<Orders, aether_sdk::Error> {
         Ok(Orders {
             ctx,
             inventory: config.get("inventory").unwrap_or(INVENTORY).to_owned(),
@@ -54,7 +54,7 @@ impl Slice for Orders {
 
 impl Orders {
     fn create(&self, order: &OrderRequest) -> Response {
-        let price = self.ctx.call_with(&self.pricing, "price", &[("item", &order.item)], b"");
+        let price = self.ctx.call_params(&self.pricing, "price", &[("item", &order.item)], b"");
         if !price.is_ok() {
             return price;
         }
@@ -62,7 +62,7 @@ impl Orders {
             return Response::error(Status::Internal, "pricing answered without `unit_price_cents`");
         };
         let qty = order.qty.to_string();
-        let reserved = self.ctx.call_with(&self.inventory, "reserve", &[("item", &order.item), ("qty", &qty)], b"");
+        let reserved = self.ctx.call_params(&self.inventory, "reserve", &[("item", &order.item), ("qty", &qty)], b"");
         if !reserved.is_ok() {
             return reserved;
         }
@@ -93,7 +93,7 @@ fn parse_order(body: &[u8]) -> Result<OrderRequest, String> {
     Ok(OrderRequest { item: item.to_owned(), qty })
 }
 
-sdk::export_slice!(Orders);
+aether_sdk::export_slice!(Orders);
 
 #[cfg(test)]
 mod tests {
@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn without_a_host_the_callees_are_unavailable() {
         let orders = Orders::start(Context::detached("n1"), &Config::default()).unwrap();
-        let bytes = sdk::RequestBuilder::new().body(&br#"{"item": "book", "qty": 2}"#[..]).encode().unwrap();
+        let bytes = aether_sdk::RequestBuilder::new().body(&br#"{"item": "book", "qty": 2}"#[..]).encode().unwrap();
         let response = orders.call("create", &Request::parse(&bytes).unwrap());
         assert_eq!(response.status, Status::Unavailable);
     }

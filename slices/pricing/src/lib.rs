@@ -3,7 +3,7 @@
 //! No routes: it is reached only through slice calls. Method `price` with path parameter `item`
 //! answers `{"item", "unit_price_cents"}`, or `NotFound` for an item it does not sell.
 
-use sdk::{json, Config, Context, Method, Request, Response, Slice, Status};
+use aether_sdk::{json, Config, Context, Method, Request, Response, Slice, Status};
 
 /// Prices in cents, so totals are exact.
 const PRICES_CENTS: &[(&str, i64)] = &[("book", 1250), ("pen", 125), ("mug", 800)];
@@ -15,7 +15,7 @@ impl Slice for Pricing {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const METHODS: &'static [Method] = &[Method::new("price")];
 
-    fn start(_ctx: Context, _config: &Config) -> Result<Pricing, sdk::Error> {
+    fn start(_ctx: Context, _config: &Config) -> Result<Pricing, aether_sdk::Error> {
         Ok(Pricing)
     }
 
@@ -32,12 +32,12 @@ impl Slice for Pricing {
     }
 }
 
-sdk::export_slice!(Pricing);
+aether_sdk::export_slice!(Pricing);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sdk::RequestBuilder;
+    use aether_sdk::RequestBuilder;
 
     fn price(item: &str) -> Response {
         let bytes = RequestBuilder::new().param("item", item).encode().unwrap();

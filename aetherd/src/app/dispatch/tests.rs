@@ -52,6 +52,7 @@ fn ok_reply(body: &str) -> InvokeReply {
         id: 77,
         status: 200,
         content_type: "application/json".into(),
+        headers: Vec::new(),
         body: body.as_bytes().to_vec(),
         reached_slice: true,
     }
@@ -104,7 +105,7 @@ fn http(dispatcher: &Dispatcher, method: &str, url: &str, body: &str) -> InvokeR
 
 /// `(status, error, detail)` of a JSON error reply.
 fn error_of(reply: &InvokeReply) -> (u16, String, String) {
-    let value = sdk::json::parse(&reply.body).unwrap();
+    let value = aether_sdk::json::parse(&reply.body).unwrap();
     let text = |key| value.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
     (reply.status, text("error"), text("detail"))
 }
@@ -129,7 +130,7 @@ fn a_remote_endpoint_is_reached_through_forward() {
     assert_eq!((node.as_str(), sent.origin.as_str(), sent.artifact.as_str()), ("node-2", "node-1", ECHO));
     assert_eq!((sent.method.as_str(), sent.hops), ("echo", 1));
     assert!(sent.deadline_ms_left > 0 && sent.deadline_ms_left <= 500, "{}", sent.deadline_ms_left);
-    let request = sdk::codec::Request::parse(&sent.request).unwrap();
+    let request = aether_sdk::codec::Request::parse(&sent.request).unwrap();
     assert_eq!((request.param("msg"), request.query("x")), (Some("hi there"), Some("1")));
 }
 
@@ -196,10 +197,12 @@ fn a_forwarded_call_whose_deadline_passed_on_the_way_never_starts() {
         origin: "node-2".into(),
         artifact: ECHO.into(),
         method: "echo".into(),
-        request: sdk::encode_request(&[("msg", "late")], &[], b"").unwrap(),
+        request: aether_sdk::encode_request(&[("msg", "late")], &[], b"").unwrap(),
         deadline_ms_left: 50,
         hops: 1,
         request_id: String::new(),
+        caller: String::new(),
+        depth: 0,
     };
     let arrived = Instant::now() - Duration::from_millis(100);
     let reply = dispatcher.serve_forwarded_at(request, arrived);
@@ -275,10 +278,12 @@ fn forwarded_calls_are_served_locally_or_refused_as_never_reached() {
         origin: "node-2".into(),
         artifact: ECHO.into(),
         method: "echo".into(),
-        request: sdk::encode_request(&[("msg", "far")], &[], b"").unwrap(),
+        request: aether_sdk::encode_request(&[("msg", "far")], &[], b"").unwrap(),
         deadline_ms_left: 1000,
         hops: 1,
         request_id: String::new(),
+        caller: String::new(),
+        depth: 0,
     };
     let reply = dispatcher.serve_forwarded(request.clone());
     assert_eq!((reply.id, reply.status, reply.reached_slice), (31, 200, true));
@@ -343,7 +348,7 @@ fn an_order_entering_a_third_node_flows_across_two_others_with_its_request_id() 
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     let ids = loopback.request_ids.lock().clone();
     assert_eq!(ids, ["order-42", "order-42"], "the forwarded call and the slice-to-slice call carry the id");
-    let order = sdk::json::parse(&reply.body).unwrap();
+    let order = aether_sdk::json::parse(&reply.body).unwrap();
     assert_eq!(order.get("total").and_then(|v| v.as_f64()), Some(25.0));
     assert!(order.get("order_id").and_then(|v| v.as_str()).unwrap().starts_with("node-a-"));
     let hops = loopback.hops.lock().clone();

@@ -1,12 +1,17 @@
-//! What a running slice can ask of its host: call another slice, log, read its config, publish.
+//! What a running slice can ask of its host: call another slice, log, read its config, publish, read
+//! the invocation it serves, and reach its cluster state.
 //!
 //! A [`Context`] wraps the host's callback table. The host keeps that table alive and thread-safe
 //! until the slice's `stop` returns, so a `Context` may be stored in the slice and used from any
 //! thread until then. A detached context (no host) serves unit tests and in-process use.
 
-use crate::abi::{self, Bytes, HostApi, OwnedBuf, RawResponse, StrRef};
+use std::time::Duration;
+
+use crate::abi::{self, Bytes, HostApi, OwnedBuf, RawInvocation, RawResponse, StrRef};
 use crate::codec::{self, CodecError};
-use crate::response::{ContentType, Response, Status};
+use crate::kv::Kv;
+use crate::response::Response;
+use crate::status::Status;
 
 /// Log levels a slice can log at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +35,22 @@ impl Level {
     }
 }
 
+/// The call a slice is serving on the current thread, as the host knows it.
+///
+/// Read it with [`Context::invocation`] while serving a call; [`Context::call`] passes the request
+/// id, the deadline and the depth on to the callee by itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// The request id (`X-Request-Id`) of the client request this call serves, when known.
+    pub request_id: Option<String>,
+    /// How long the caller still waits; `None` when the call has no deadline (or none runs here).
+    pub deadline_remaining: Option<Duration>,
+    /// `group:artifact:version` of the slice that called, for a slice-to-slice call.
+    pub caller: Option<String>,
+    /// Slice-to-slice calls between the client's request and this call (0: called from HTTP).
+    pub depth: u32,
+}
+
 /// The slice's handle on its host.
 pub struct Context {
     host: *const HostApi,
@@ -43,8 +64,9 @@ unsafe impl Send for Context {}
 unsafe impl Sync for Context {}
 
 impl Context {
-    /// A context without a host: calls and publishes answer `Unavailable`, logs go to stderr, there
-    /// is no live config. For tests and for calling a slice's code directly.
+    /// A context without a host: calls, publishes and cluster state answer `Unavailable`, logs go to
+    /// stderr, there is no live config and no invocation. For tests and for calling a slice's code
+    /// directly.
     pub fn detached(node_id: &str) -> Context {
         Context { host: std::ptr::null(), node_id: node_id.to_owned() }
     }
@@ -63,7 +85,7 @@ impl Context {
         self.host
     }
 
-    fn host(&self) -> Option<&HostApi> {
+    pub(crate) fn host(&self) -> Option<&HostApi> {
         // SAFETY: `host` is null or valid for the life of this context (constructor contracts).
         unsafe { self.host.as_ref() }
     }
@@ -74,38 +96,78 @@ impl Context {
     }
 
     /// Call `method` of the slice `artifact` (`group:artifact:version`) with encoded request bytes
-    /// (see [`crate::RequestBuilder`]). Failures to reach the slice come back as error responses.
+    /// (see [`crate::RequestBuilder`]: method, path, headers, parameters and body all reach the
+    /// callee). The call carries this call's request id and deadline and counts one level deeper.
+    /// Failures to reach the slice come back as error responses (503, 504, ...).
     pub fn call(&self, artifact: &str, method: &str, request: &[u8]) -> Response {
+        self.call_raw(artifact, method, request, 0)
+    }
+
+    /// [`Context::call`] that waits at most `timeout` (never past the deadline of the call it is part
+    /// of); past it the answer is a 504.
+    pub fn call_with(&self, artifact: &str, method: &str, request: &[u8], timeout: Duration) -> Response {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.call_raw(artifact, method, request, ms)
+    }
+
+    /// Call with path parameters and a body, encoding them for the callee.
+    pub fn call_params(&self, artifact: &str, method: &str, params: &[(&str, &str)], body: &[u8]) -> Response {
+        match codec::encode_request(params, &[], body) {
+            Ok(bytes) => self.call(artifact, method, &bytes),
+            Err(e) => Response::error(Status::BAD_REQUEST, &e.to_string()),
+        }
+    }
+
+    fn call_raw(&self, artifact: &str, method: &str, request: &[u8], timeout_ms: u64) -> Response {
         let Some(host) = self.host() else {
-            return Response::error(Status::Unavailable, "no host: detached context");
+            return Response::error(Status::SERVICE_UNAVAILABLE, "no host: detached context");
         };
         let mut raw = RawResponse::EMPTY;
         // SAFETY: the table is valid (see `host`); every pointer passed is valid for the call, and
         // `raw` is a valid out-parameter.
-        unsafe { (host.call)(host.ctx, StrRef::new(artifact), StrRef::new(method), Bytes::new(request), &mut raw) };
-        self.take_response(host, raw)
-    }
-
-    /// Call with path parameters and a body, encoding them for the callee.
-    pub fn call_with(&self, artifact: &str, method: &str, params: &[(&str, &str)], body: &[u8]) -> Response {
-        match codec::encode_request(params, &[], body) {
-            Ok(bytes) => self.call(artifact, method, &bytes),
-            Err(e) => Response::error(Status::BadRequest, &e.to_string()),
-        }
+        unsafe {
+            (host.call)(host.ctx, StrRef::new(artifact), StrRef::new(method), Bytes::new(request), timeout_ms, &mut raw)
+        };
+        take_response(host, raw)
     }
 
     /// Publish `message` to `topic`.
     pub fn publish(&self, topic: &str, message: &[u8]) -> Response {
         let Some(host) = self.host() else {
-            return Response::error(Status::Unavailable, "no host: detached context");
+            return Response::error(Status::SERVICE_UNAVAILABLE, "no host: detached context");
         };
         let mut raw = RawResponse::EMPTY;
-        // SAFETY: as in `call`.
+        // SAFETY: as in `call_raw`.
         unsafe { (host.publish)(host.ctx, StrRef::new(topic), Bytes::new(message), &mut raw) };
-        self.take_response(host, raw)
+        take_response(host, raw)
     }
 
-    /// Log through the host, tagged with this slice's artifact.
+    /// The call this thread serves: request id, deadline left, calling slice and depth. Empty on a
+    /// thread that serves no call (enter a [`crate::CallScope`] to carry the deadline into a thread).
+    pub fn invocation(&self) -> Invocation {
+        let Some(host) = self.host() else { return Invocation::default() };
+        let mut raw = RawInvocation::EMPTY;
+        // SAFETY: the table is valid and `raw` a valid out-parameter.
+        unsafe { (host.invocation)(host.ctx, &mut raw) };
+        let text = |buf: OwnedBuf| {
+            let bytes = copy_and_free(host, buf);
+            (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+        };
+        Invocation {
+            request_id: text(raw.request_id),
+            caller: text(raw.caller),
+            deadline_remaining: (raw.has_deadline != 0).then(|| Duration::from_millis(raw.remaining_ms)),
+            depth: raw.depth,
+        }
+    }
+
+    /// The slice's cluster state: a namespace of its own in the cluster's replicated store, shared by
+    /// every instance and version of this artifact (see [`Kv`]).
+    pub fn kv(&self) -> Kv<'_> {
+        Kv::new(self)
+    }
+
+    /// Log through the host, tagged with this slice's artifact (and the request id of the call).
     pub fn log(&self, level: Level, message: &str) {
         match self.host() {
             // SAFETY: the table is valid; `message` is valid for the call.
@@ -122,7 +184,8 @@ impl Context {
         self.log(Level::Warn, message);
     }
 
-    /// The current value of config `key`, read live from the host.
+    /// The current value of config `key`, read live from the host: after the slice accepted a new
+    /// config in [`crate::Slice::reconfigure`], this answers the new value.
     pub fn config(&self, key: &str) -> Option<String> {
         let host = self.host()?;
         let mut value = OwnedBuf::EMPTY;
@@ -131,18 +194,20 @@ impl Context {
         let bytes = copy_and_free(host, value);
         (found == 1).then(|| String::from_utf8_lossy(&bytes).into_owned())
     }
+}
 
-    fn take_response(&self, host: &HostApi, raw: RawResponse) -> Response {
-        let body = copy_and_free(host, raw.body);
-        match Status::from_code(raw.status) {
-            Some(status) => Response { status, content_type: ContentType::from_code(raw.content_type), body },
-            None => Response::error(Status::Internal, &format!("host answered unknown status {}", raw.status)),
-        }
-    }
+fn take_response(host: &HostApi, raw: RawResponse) -> Response {
+    let payload = copy_and_free(host, raw.payload);
+    let Some(status) = Status::from_code(raw.status) else {
+        return Response::error(Status::INTERNAL_SERVER_ERROR, &format!("host answered status {}", raw.status));
+    };
+    Response::decode(status, &payload).unwrap_or_else(|e| {
+        Response::error(Status::INTERNAL_SERVER_ERROR, &format!("host answered a malformed response: {e}"))
+    })
 }
 
 /// Copy a host-owned buffer into this library's memory and give the original back to the host.
-fn copy_and_free(host: &HostApi, buf: OwnedBuf) -> Vec<u8> {
+pub(crate) fn copy_and_free(host: &HostApi, buf: OwnedBuf) -> Vec<u8> {
     if buf.ptr.is_null() {
         return Vec::new();
     }
@@ -163,7 +228,7 @@ pub(crate) unsafe fn str_from<'a>(text: StrRef) -> &'a str {
     unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(text.ptr, text.len)) }
 }
 
-/// A slice's config: key/value pairs given to `start`.
+/// A slice's config: key/value pairs given to `start` (and to `reconfigure`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pairs: Vec<(String, String)>,

@@ -121,7 +121,9 @@ mod tests {
 
     const TAKEN: RawCallScope = RawCallScope { has_deadline: 1, hops: 4, remaining_ms: 250 };
 
-    unsafe extern "C" fn call(_: *const c_void, _: StrRef, _: StrRef, _: Bytes, _: *mut RawResponse) {}
+    unsafe extern "C" fn call(_: *const c_void, _: StrRef, _: StrRef, _: Bytes, _: u64, _: *mut RawResponse) {}
+    unsafe extern "C" fn invocation(_: *const c_void, _: *mut abi::RawInvocation) {}
+    unsafe extern "C" fn kv(_: *const c_void, _: *const abi::RawKvRequest, _: *mut RawResponse) {}
     unsafe extern "C" fn log(_: *const c_void, _: u32, _: StrRef) {}
     unsafe extern "C" fn config(_: *const c_void, _: StrRef, _: *mut OwnedBuf) -> u32 {
         0
@@ -151,6 +153,8 @@ mod tests {
             free,
             call_scope,
             enter_scope,
+            invocation,
+            kv,
         }));
         // SAFETY: the table is leaked, so valid for the rest of the test process, and thread-safe.
         unsafe { Context::from_host(api) }

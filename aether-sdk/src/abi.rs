@@ -16,7 +16,11 @@
 use std::ffi::c_void;
 
 /// Version of this contract. A library built against another version is refused at load.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
+
+/// The version of the SDK crate this contract comes from (named in the message a node gives when it
+/// refuses a library built against another ABI version).
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Name of the one symbol a slice library exports: `extern "C" fn() -> *const SliceDescriptor`.
 pub const DESCRIPTOR_SYMBOL: &str = "aether_slice_descriptor";
@@ -94,40 +98,33 @@ impl OwnedBuf {
     }
 }
 
-/// Outcome of a call, as a code on the wire. `Ok` and the errors a slice may answer with map to
-/// HTTP statuses; `PANICKED` is only ever set by the SDK's boundary guard.
+/// Outcome codes of the lifecycle entry points (`start`, `stop`, `reconfigure`), and the one marker a
+/// call's [`RawResponse::status`] may carry besides an HTTP status: [`status::PANICKED`].
 pub mod status {
+    /// The entry point did what was asked.
     pub const OK: u32 = 0;
-    pub const BAD_REQUEST: u32 = 1;
-    pub const NOT_FOUND: u32 = 2;
-    pub const CONFLICT: u32 = 3;
-    pub const INTERNAL: u32 = 4;
-    pub const UNAVAILABLE: u32 = 5;
-    /// The slice's code panicked; the body is the panic message (UTF-8).
+    /// The slice refused (its `start` or `reconfigure` returned an error); the out-parameter's
+    /// payload is the slice's message (UTF-8 text, not the response encoding).
+    pub const REFUSED: u32 = 4;
+    /// The slice's code panicked; the payload is the panic message (UTF-8 text, not the response
+    /// encoding). Set only by the SDK's boundary guard, never an HTTP status (those are 100..=599).
     pub const PANICKED: u32 = 0xE001;
 }
 
-/// Content type of a response body, as a code on the wire.
-pub mod content_type {
-    pub const JSON: u32 = 0;
-    pub const TEXT: u32 = 1;
-    pub const BINARY: u32 = 2;
-}
-
-/// A response coming back across the boundary: a status code from [`status`], a content type from
-/// [`content_type`], and a body owned by the side that wrote it.
+/// A response coming back across the boundary: an HTTP status (100..=599) and a payload owned by the
+/// side that wrote it, in the response encoding (header fields, then the body; see
+/// [`crate::Response::encode_payload`]). With [`status::PANICKED`] (and in the error out-parameter of
+/// the lifecycle entry points) the payload is plain UTF-8 text.
 #[repr(C)]
 #[derive(Debug)]
 pub struct RawResponse {
     pub status: u32,
-    pub content_type: u32,
-    pub body: OwnedBuf,
+    pub payload: OwnedBuf,
 }
 
 impl RawResponse {
-    /// The value the receiving side initialises its out-parameter with.
-    pub const EMPTY: RawResponse =
-        RawResponse { status: status::INTERNAL, content_type: content_type::TEXT, body: OwnedBuf::EMPTY };
+    /// The value the receiving side initialises its out-parameter with (500, no payload).
+    pub const EMPTY: RawResponse = RawResponse { status: 500, payload: OwnedBuf::EMPTY };
 }
 
 /// `HTTP method + path pattern -> slice method`. Path patterns are `/`-separated segments, each a
@@ -177,6 +174,11 @@ pub type StartFn = unsafe extern "C" fn(
 /// `stop(instance, &mut error) -> status`: stops the instance and frees it, whatever the outcome.
 pub type StopFn = unsafe extern "C" fn(instance: *mut c_void, error: *mut RawResponse) -> u32;
 
+/// `reconfigure(instance, config, &mut error) -> status`: the instance gets a new config (encoded
+/// like the one `start` got). [`status::OK`] accepts it; anything else refuses it, and `*error` may
+/// hold the slice's message. The instance is live and calls may run at the same time.
+pub type ReconfigureFn = unsafe extern "C" fn(instance: *const c_void, config: Bytes, error: *mut RawResponse) -> u32;
+
 /// `call(instance, method, request, &mut response)`: `request` is encoded as in [`crate::codec`].
 pub type CallFn =
     unsafe extern "C" fn(instance: *const c_void, method: StrRef, request: Bytes, response: *mut RawResponse);
@@ -200,14 +202,19 @@ pub struct SliceDescriptor {
     pub stop: Option<StopFn>,
     pub call: Option<CallFn>,
     pub free: Option<FreeFn>,
+    /// Optional: a library without it accepts every new config (version 3 on).
+    pub reconfigure: Option<ReconfigureFn>,
 }
 
-/// Host callback: call `method` of the active slice `artifact` (`group:artifact:version`).
+/// Host callback: call `method` of the active slice `artifact` (`group:artifact:version`) with a
+/// request in the request encoding, waiting at most `timeout_ms` (0: no timeout of its own, only the
+/// deadline of the call it is part of, or the node's call deadline).
 pub type HostCallFn = unsafe extern "C" fn(
     ctx: *const c_void,
     artifact: StrRef,
     method: StrRef,
     request: Bytes,
+    timeout_ms: u64,
     response: *mut RawResponse,
 );
 
@@ -216,6 +223,91 @@ pub type HostLogFn = unsafe extern "C" fn(ctx: *const c_void, level: u32, messag
 
 /// Host callback: read config `key`; returns 1 and fills `value` when present, 0 when absent.
 pub type HostConfigFn = unsafe extern "C" fn(ctx: *const c_void, key: StrRef, value: *mut OwnedBuf) -> u32;
+
+/// What the host knows about the call running on the calling thread: its request id, its deadline,
+/// the slice that made it and how deep in a chain of slice-to-slice calls it is. The two buffers are
+/// host-owned (give them back to [`HostApi::free`]); empty when unknown.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RawInvocation {
+    /// 1 when the call has a deadline, 0 when it has none (or no call runs on the thread).
+    pub has_deadline: u32,
+    /// Slice-to-slice calls between the client's request and this call (0: called from HTTP, a
+    /// forwarded HTTP call, a watch or a schedule).
+    pub depth: u32,
+    /// Milliseconds left until the deadline (0: already past).
+    pub remaining_ms: u64,
+    /// The request id (`X-Request-Id`) of the client request this call serves.
+    pub request_id: OwnedBuf,
+    /// `group:artifact:version` of the calling slice, for a slice-to-slice call.
+    pub caller: OwnedBuf,
+}
+
+impl RawInvocation {
+    pub const EMPTY: RawInvocation = RawInvocation {
+        has_deadline: 0,
+        depth: 0,
+        remaining_ms: 0,
+        request_id: OwnedBuf::EMPTY,
+        caller: OwnedBuf::EMPTY,
+    };
+}
+
+/// Host callback: fill `out` with the invocation running on the calling thread.
+pub type HostInvocationFn = unsafe extern "C" fn(ctx: *const c_void, out: *mut RawInvocation);
+
+/// The operations of [`HostKvFn`].
+pub mod kv_op {
+    /// `key` -> payload `u8 found, u64 LE version, value` (found 0: nothing after it).
+    pub const GET: u32 = 1;
+    /// `key`, `value` -> payload `u64 LE version`.
+    pub const PUT: u32 = 2;
+    /// `key` -> payload `u8 existed`.
+    pub const DELETE: u32 = 3;
+    /// `key`, `expected` (when `has_expected`), `value` -> payload `u64 LE version`.
+    pub const COMPARE_AND_SET: u32 = 4;
+    /// `key` as the prefix, `limit` -> payload `u32 LE count`, then per entry `u32 LE key length, key,
+    /// u64 LE version, u32 LE value length, value`.
+    pub const LIST: u32 = 5;
+    /// `key` as the prefix, `value` as the method name -> empty payload.
+    pub const WATCH: u32 = 6;
+}
+
+/// Outcome codes of [`HostKvFn`] (the [`RawResponse::status`] it writes). Errors carry a payload:
+/// `VERSION_MISMATCH`: `u8 has_current, u64 LE current`; `TOO_LARGE` and `QUOTA_EXCEEDED`: `u64 LE
+/// limit`, then the name of what is over (UTF-8); `INVALID` and `UNAVAILABLE`: the message (UTF-8);
+/// `TIMEOUT`: nothing.
+pub mod kv_status {
+    pub const OK: u32 = 0;
+    pub const VERSION_MISMATCH: u32 = 1;
+    pub const TOO_LARGE: u32 = 2;
+    pub const QUOTA_EXCEEDED: u32 = 3;
+    pub const INVALID: u32 = 4;
+    pub const UNAVAILABLE: u32 = 5;
+    pub const TIMEOUT: u32 = 6;
+}
+
+/// One cluster-state operation, as [`HostKvFn`] receives it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawKvRequest {
+    /// One of [`kv_op`].
+    pub op: u32,
+    /// 1 when `expected` holds a version (compare-and-set on a present key), 0 for "only if absent".
+    pub has_expected: u32,
+    pub expected: u64,
+    /// Most entries a list answers.
+    pub limit: u64,
+    /// The key, or the prefix for list and watch.
+    pub key: StrRef,
+    /// The value to write, or the method name for watch.
+    pub value: Bytes,
+}
+
+/// Host callback: run one cluster-state operation for the calling slice; the answer's status is one
+/// of [`kv_status`] and its payload is laid out as [`kv_op`] and [`kv_status`] say. Blocks the calling
+/// thread until the answer or the call's deadline.
+pub type HostKvFn = unsafe extern "C" fn(ctx: *const c_void, request: *const RawKvRequest, out: *mut RawResponse);
 
 /// Host callback: publish `message` to `topic`; the response tells whether it was accepted.
 pub type HostPublishFn =
@@ -268,10 +360,14 @@ pub struct HostApi {
     pub log: HostLogFn,
     pub config: HostConfigFn,
     pub publish: HostPublishFn,
-    /// Frees buffers the host returned (`call` and `publish` bodies, `config` values).
+    /// Frees buffers the host returned (`call`, `publish` and `kv` payloads, `config` values, invocation texts).
     pub free: FreeFn,
     /// The scope (deadline, hops) of the call running on the calling thread.
     pub call_scope: HostCallScopeFn,
     /// Runs slice code under a scope taken with `call_scope`, typically on a thread the slice started.
     pub enter_scope: HostEnterScopeFn,
+    /// The invocation (request id, deadline, caller, depth) of the call running on the calling thread.
+    pub invocation: HostInvocationFn,
+    /// The slice's cluster state (`ctx.kv()`).
+    pub kv: HostKvFn,
 }

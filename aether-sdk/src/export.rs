@@ -3,7 +3,8 @@
 //!
 //! Invariants: every shim runs the slice's code inside `catch_unwind`, so no panic ever unwinds into
 //! the host; the instance pointer handed to the host is a `Box<S>` made by `start_shim` and freed
-//! only by `stop_shim`; every buffer returned is an [`OwnedBuf`] freed by `free_shim`.
+//! only by `stop_shim`; every buffer returned is an [`OwnedBuf`] freed by `free_shim`; a response
+//! whose header fields may not cross the boundary never leaves the library (it becomes a 500).
 
 use std::any::Any;
 use std::ffi::c_void;
@@ -12,7 +13,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::abi::{self, Array, Bytes, HostApi, OwnedBuf, RawResponse, SliceDescriptor, StrRef};
 use crate::codec::Request;
 use crate::context::{Config, Context};
-use crate::response::{Response, Status};
+use crate::response::Response;
+use crate::status::Status;
 use crate::Slice;
 
 /// The descriptor as a `static` in the slice library (raw pointers to `'static` data only).
@@ -39,6 +41,7 @@ impl StaticDescriptor {
             stop: Some(stop_shim::<S> as abi::StopFn),
             call: Some(call_shim::<S> as abi::CallFn),
             free: Some(free_shim as abi::FreeFn),
+            reconfigure: Some(reconfigure_shim::<S> as abi::ReconfigureFn),
         })
     }
 
@@ -82,6 +85,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Write `response` into an out-parameter of the ABI (ignored when null); used by slices and by the host.
+/// A response whose header fields may not cross the boundary is replaced by a 500 error that says why.
 ///
 /// # Safety
 /// `out` is null or valid for writes.
@@ -89,13 +93,29 @@ pub unsafe fn write_response(out: *mut RawResponse, response: Response) {
     if out.is_null() {
         return;
     }
-    let raw = RawResponse {
-        status: response.status.code(),
-        content_type: response.content_type.code(),
-        body: OwnedBuf::from_vec(response.body),
+    let (status, payload) = match response.encode_payload() {
+        Ok(payload) => (response.status.code(), payload),
+        Err(e) => {
+            let refused =
+                Response::error(Status::INTERNAL_SERVER_ERROR, &format!("the slice's answer is refused: {e}"));
+            // An error response built here has only its content type: it always encodes.
+            (refused.status.code(), refused.encode_payload().unwrap_or_default())
+        }
     };
     // SAFETY: `out` is non-null and valid for writes (caller contract); `write` does not drop the old value.
-    unsafe { out.write(raw) };
+    unsafe { out.write(RawResponse { status, payload: OwnedBuf::from_vec(payload) }) };
+}
+
+/// Write plain text with a lifecycle status (or [`abi::status::PANICKED`]) into an out-parameter.
+///
+/// # Safety
+/// `out` is null or valid for writes.
+pub unsafe fn write_text(out: *mut RawResponse, status: u32, text: String) {
+    if out.is_null() {
+        return;
+    }
+    // SAFETY: `out` is non-null and valid for writes (caller contract).
+    unsafe { out.write(RawResponse { status, payload: OwnedBuf::from_vec(text.into_bytes()) }) };
 }
 
 /// # Safety
@@ -104,13 +124,8 @@ unsafe fn write_panic(out: *mut RawResponse, payload: Box<dyn Any + Send>) {
     let message = panic_message(payload.as_ref());
     // Dropping a payload can itself panic; keep that inside the library too.
     let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-    let response = Response::text(message);
     // SAFETY: forwarded caller contract.
-    unsafe { write_response(out, response) };
-    if !out.is_null() {
-        // SAFETY: `out` was just written and is valid.
-        unsafe { (*out).status = abi::status::PANICKED };
-    }
+    unsafe { write_text(out, abi::status::PANICKED, message) };
 }
 
 /// # Safety
@@ -142,11 +157,11 @@ pub unsafe extern "C" fn start_shim<S: Slice>(
             unsafe { instance.write(Box::into_raw(Box::new(slice)).cast()) };
             abi::status::OK
         }
-        Ok(Ok(_)) => abi::status::INTERNAL,
+        Ok(Ok(_)) => abi::status::REFUSED,
         Ok(Err(message)) => {
             // SAFETY: `error` is null or valid for writes.
-            unsafe { write_response(error, Response::text(message)) };
-            abi::status::INTERNAL
+            unsafe { write_text(error, abi::status::REFUSED, message) };
+            abi::status::REFUSED
         }
         Err(payload) => {
             // SAFETY: `error` is null or valid for writes.
@@ -166,6 +181,36 @@ pub unsafe extern "C" fn stop_shim<S: Slice>(instance: *mut c_void, error: *mut 
     let slice = unsafe { Box::from_raw(instance.cast::<S>()) };
     match catch_unwind(AssertUnwindSafe(move || slice.stop())) {
         Ok(()) => abi::status::OK,
+        Err(payload) => {
+            // SAFETY: `error` is null or valid for writes.
+            unsafe { write_panic(error, payload) };
+            abi::status::PANICKED
+        }
+    }
+}
+
+/// # Safety
+/// `instance` came from `start_shim::<S>` and is not yet stopped; `config` is valid for the call;
+/// `error` is null or valid for writes.
+pub unsafe extern "C" fn reconfigure_shim<S: Slice>(
+    instance: *const c_void,
+    config: Bytes,
+    error: *mut RawResponse,
+) -> u32 {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `instance` is a live `Box<S>` from `start_shim::<S>` (ABI contract).
+        let slice = unsafe { &*instance.cast::<S>() };
+        // SAFETY: `config` is valid for the call (ABI contract).
+        let config = Config::parse(unsafe { bytes_from(config) }).map_err(|e| e.to_string())?;
+        slice.reconfigure(&config).map_err(|e| e.to_string())
+    }));
+    match outcome {
+        Ok(Ok(())) => abi::status::OK,
+        Ok(Err(message)) => {
+            // SAFETY: `error` is null or valid for writes.
+            unsafe { write_text(error, abi::status::REFUSED, message) };
+            abi::status::REFUSED
+        }
         Err(payload) => {
             // SAFETY: `error` is null or valid for writes.
             unsafe { write_panic(error, payload) };
@@ -202,11 +247,11 @@ pub unsafe extern "C" fn call_shim<S: Slice>(
 fn dispatch<S: Slice>(slice: &S, method: &[u8], request: &[u8]) -> Response {
     let Some(method) = S::METHODS.iter().map(|m| m.name()).find(|m| m.as_bytes() == method) else {
         let shown = String::from_utf8_lossy(method);
-        return Response::error(Status::NotFound, &format!("{} has no method `{shown}`", S::NAME));
+        return Response::error(Status::NOT_FOUND, &format!("{} has no method `{shown}`", S::NAME));
     };
     match Request::parse(request) {
         Ok(request) => slice.call(method, &request),
-        Err(e) => Response::error(Status::BadRequest, &e.to_string()),
+        Err(e) => Response::error(Status::BAD_REQUEST, &e.to_string()),
     }
 }
 
@@ -225,4 +270,35 @@ unsafe fn bytes_from<'a>(bytes: Bytes) -> &'a [u8] {
     }
     // SAFETY: guaranteed by the caller.
     unsafe { std::slice::from_raw_parts(bytes.ptr, bytes.len) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(response: Response) -> (u32, Response) {
+        let mut raw = RawResponse::EMPTY;
+        // SAFETY: `raw` is a valid out-parameter; its payload is taken back below, in this library.
+        unsafe { write_response(&mut raw, response) };
+        let status = raw.status;
+        // SAFETY: the payload was made by `OwnedBuf::from_vec` here and is taken back once.
+        let payload = unsafe { raw.payload.into_vec() };
+        let decoded = Response::decode(Status::from_code(status).unwrap(), &payload).unwrap();
+        (status, decoded)
+    }
+
+    #[test]
+    fn an_answer_with_hostile_header_bytes_never_leaves_the_slice() {
+        let (status, answer) = written(Response::found("/ok").with_header("X-Fine", "yes"));
+        assert_eq!((status, answer.header("location"), answer.header("x-fine")), (302, Some("/ok"), Some("yes")));
+
+        let split = Response::text("hi").with_header("Set-Cookie", "a=1\r\nX-Injected: 1");
+        let (status, answer) = written(split);
+        assert_eq!(status, 500);
+        assert!(answer.body_text().contains("the slice's answer is refused"), "{}", answer.body_text());
+        assert_eq!(answer.header("x-injected"), None);
+        assert_eq!(answer.header("set-cookie"), None);
+        let (status, _) = written(Response::text("hi").with_header("Bad Name", "v"));
+        assert_eq!(status, 500);
+    }
 }

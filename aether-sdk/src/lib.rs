@@ -1,32 +1,82 @@
-//! The slice SDK: what a slice author depends on, and the ABI `aetherd` loads slices through.
+//! `aether-sdk`: write slices, the units of business logic an Aether cluster runs.
 //!
 //! A slice is a `cdylib` that implements [`Slice`] and invokes [`export_slice!`] once. The macro
 //! exports one symbol, [`abi::DESCRIPTOR_SYMBOL`], returning a C-layout [`abi::SliceDescriptor`]
 //! that carries [`abi::ABI_VERSION`] first, the slice's name, version, methods, routes,
-//! subscriptions and schedules, and the `start`/`stop`/`call`/`free` entry points.
+//! subscriptions and schedules, and the `start`/`stop`/`call`/`free`/`reconfigure` entry points. A
+//! node refuses a library built against another ABI version and says which SDK to rebuild against.
+//!
+//! ```no_run
+//! use aether_sdk::{Config, Context, Method, Request, Response, Route, Slice, Status};
+//!
+//! pub struct Hello {
+//!     ctx: Context,
+//! }
+//!
+//! impl Slice for Hello {
+//!     const NAME: &'static str = "hello";
+//!     const VERSION: &'static str = "1.0.0";
+//!     const METHODS: &'static [Method] = &[Method::new("greet")];
+//!     const ROUTES: &'static [Route] = &[Route::get("/hello/{name}", "greet")];
+//!
+//!     fn start(ctx: Context, _config: &Config) -> Result<Hello, aether_sdk::Error> {
+//!         Ok(Hello { ctx })
+//!     }
+//!
+//!     fn call(&self, _method: &str, request: &Request<'_>) -> Response {
+//!         match request.param("name") {
+//!             Some(name) => Response::text(format!("hello {name} from {}", self.ctx.node_id()))
+//!                 .with_header("Cache-Control", "no-store"),
+//!             None => Response::error(Status::BAD_REQUEST, "no name"),
+//!         }
+//!     }
+//! }
+//!
+//! aether_sdk::export_slice!(Hello);
+//! ```
+//!
+//! What a slice gets:
+//! - a [`Request`]: HTTP method, path, query, header fields (case-insensitive lookup), path parameters
+//!   and body (the byte layout is in [`codec`]);
+//! - a [`Response`] to answer with: any [`Status`] from 100 to 599, header fields and a body, with
+//!   helpers for JSON, `201 Created`, redirects, `204` and caching;
+//! - a [`Context`]: calls to other slices ([`Context::call`], carrying the request id, deadline and
+//!   depth, with a per-call timeout in [`Context::call_with`]), the [`Invocation`] being served, the
+//!   slice's cluster state ([`Context::kv`]), live config and logging;
+//! - [`Slice::reconfigure`], called when the blueprint changes the slice's config.
+//!
+//! With the `serde` feature, `Request::json` reads a body into any `T: Deserialize` and
+//! `Response::to_json` answers any `T: Serialize`.
 //!
 //! Invariants this crate keeps on the slice side of the boundary:
 //! - no panic unwinds into the host: every entry point catches it and answers with an error;
 //! - buffers the slice returns are freed by the slice's own `free`, buffers the host returns by the host's;
-//! - the crate depends on nothing but `std`, so slices build fast.
+//! - header fields that could split an HTTP message (CR, LF, NUL) never cross, in either direction;
+//! - without features the crate depends on nothing but `std`, so slices build fast.
 //!
-//! Requests reach a slice as a [`Request`] (path parameters, query parameters, body; the byte
-//! layout is in [`codec`]); it answers with a [`Response`] whose [`Status`] the HTTP layer maps to a
-//! status code. See `SLICES.md` at the repository root for a walk-through.
+//! See `SLICES.md` in the Aether repository for a walk-through.
 
 pub mod abi;
 pub mod codec;
 mod context;
 #[doc(hidden)]
 pub mod export;
+pub mod headers;
 pub mod json;
+pub mod kv;
 mod response;
 mod scope;
+#[cfg(feature = "serde")]
+mod serde_support;
+mod status;
+mod wire;
 
-pub use codec::{encode_request, CodecError, Request, RequestBuilder};
-pub use context::{Config, Context, Level};
-pub use response::{ContentType, Response, Status};
+pub use codec::{encode_request, CodecError, Request, RequestBuilder, RequestParts};
+pub use context::{Config, Context, Invocation, Level};
+pub use kv::{Entry, Kv, KvError};
+pub use response::{ContentType, Response};
 pub use scope::{spawn_in_call, CallScope};
+pub use status::Status;
 
 use std::fmt;
 
@@ -53,11 +103,21 @@ pub trait Slice: Sized + Send + Sync + 'static {
     /// Called once no call is in flight any more, before the instance is dropped.
     fn stop(self) {}
 
+    /// The blueprint changed this slice's config while the instance runs. Return `Ok` to accept it:
+    /// from then on [`Context::config`] answers the new values. Return an error to refuse it: the
+    /// instance keeps its old config and the refusal is reported. Calls may run at the same time.
+    /// The default accepts every config (a slice that reads its config only in `start` then keeps
+    /// what it read there, while `Context::config` answers the new values).
+    fn reconfigure(&self, config: &Config) -> Result<(), Error> {
+        let _ = config;
+        Ok(())
+    }
+
     /// Answer one call to `method` (always one of [`Slice::METHODS`]).
     fn call(&self, method: &str, request: &Request<'_>) -> Response;
 }
 
-/// Why a slice could not start.
+/// Why a slice could not start, or refused a new config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
     message: String,
@@ -178,11 +238,8 @@ unsafe fn context_str(text: abi::StrRef) -> &'static str {
     unsafe { context::str_from(text) }
 }
 
-/// Export `$slice` (a type implementing [`Slice`]) as this library's slice. Use once per crate.
-///
-/// ```ignore
-/// sdk::export_slice!(Echo);
-/// ```
+/// Export `$slice` (a type implementing [`Slice`]) as this library's slice. Use once per crate, at
+/// its root; the full example is in the [crate docs](crate).
 #[macro_export]
 macro_rules! export_slice {
     ($slice:ty) => {
