@@ -50,7 +50,12 @@ pub const SETTABLE: [Setting; 4] = [
         max: 600_000,
         description: "how long an app request waits for its slice before it is answered 504",
     },
-    Setting { key: "slow_call_ms", min: 1, max: crate::metrics::SLOW_CALL_MS_MAX, description: "calls slower than this are kept as slow calls" },
+    Setting {
+        key: "slow_call_ms",
+        min: 1,
+        max: crate::metrics::SLOW_CALL_MS_MAX,
+        description: "calls slower than this are kept as slow calls",
+    },
 ];
 
 /// Built-in default of `slow_call_ms`.

@@ -252,7 +252,7 @@ fn start_slice(instance: &Arc<Instance>, timeout: Duration) -> Result<SendPtr<st
 fn start_refusal(status: u32, message: &[u8]) -> String {
     match (status, message.is_empty()) {
         (_, false) => String::from_utf8_lossy(message).into_owned(),
-        (sdk::abi::status::OK, true) => "the slice reported success but gave no instance".to_owned(),
+        (aether_sdk::abi::status::OK, true) => "the slice reported success but gave no instance".to_owned(),
         (_, true) => "the slice refused to start without saying why".to_owned(),
     }
 }

@@ -323,7 +323,7 @@ impl Deliver for ContainerDeliver {
         if handle.artifact().to_string() != artifact {
             return Delivered::Gone;
         }
-        let request = match sdk::codec::encode_request(&[], &[], body) {
+        let request = match aether_sdk::codec::encode_request(&[], &[], body) {
             Ok(request) => request,
             Err(e) => return Delivered::Failed(e.to_string()),
         };

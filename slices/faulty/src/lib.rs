@@ -57,7 +57,7 @@ impl Slice for Faulty {
             Some("hang") => hang(),
             Some("refuse") => {
                 let detail = config.get("on_start_message").unwrap_or("asked to");
-                Err(sdk::Error::new(format!("faulty: refusing to start: {detail}")))
+                Err(aether_sdk::Error::new(format!("faulty: refusing to start: {detail}")))
             }
             Some("abort") => std::process::abort(),
             Some("thread") => {
