@@ -53,8 +53,12 @@ fn future_messages_over_the_count_bound_are_dropped() {
 
 #[test]
 fn future_messages_over_the_byte_bound_are_dropped() {
-    let mut r = replica(|c| c.future_bytes_max = 1);
-    from_peer(&mut r, 1, proposal(1));
+    // A buffered message counts a fixed 32 bytes plus its commands: a proposal carrying one is over 32.
+    let mut r = replica(|c| c.future_bytes_max = 32);
+    from_peer(&mut r, 1, Message::Proposal { slot: Slot(1), batch: Vec::new() });
+    assert_eq!(r.stats().future_messages_dropped, 0, "an empty proposal fits exactly");
+    let mut r = replica(|c| c.future_bytes_max = 32);
+    from_peer(&mut r, 2, proposal(1));
     assert_eq!(r.stats().future_messages_dropped, 1, "a message over the byte bound, with room for its count");
 }
 
