@@ -92,3 +92,12 @@ fn a_slot_decided_in_phase_one_is_counted_in_the_first_bucket() {
     assert_eq!(stats.phases_histogram[0], 1, "{:?}", stats.phases_histogram);
     assert_eq!(stats.exhausted_slots, 0);
 }
+
+#[test]
+fn the_debug_line_names_the_slot_mode_and_queue() {
+    let mut r = replica(|_| ());
+    from_peer(&mut r, 1, Message::Forward { commands: vec![command(1)] });
+    let line = r.debug_line();
+    assert!(line.starts_with("slot 0 normal phase "), "{line}");
+    assert!(line.contains(" queue 1 "), "{line}");
+}
