@@ -107,11 +107,12 @@ impl Instance {
         self.host.lock().as_ref().map(|h| h.ctx().config.read().clone()).unwrap_or_default()
     }
 
-    /// Publish the started slice and open it for calls.
+    /// Publish the started slice and open it for calls. Calls are open before the state reads ACTIVE, so
+    /// whoever sees ACTIVE (a watch delivery waiting for the start to end) can call at once.
     pub fn open_for_calls(&self, slice: *mut c_void) {
         self.slice.store(slice, Ordering::SeqCst);
-        self.set_state(SliceState::Active);
         self.active.store(true, Ordering::SeqCst);
+        self.set_state(SliceState::Active);
     }
 
     /// Refuse new calls, wait up to `timeout` for calls in flight; returns the slice pointer when drained.

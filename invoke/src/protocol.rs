@@ -22,9 +22,12 @@ pub const HOPS_MAX: u8 = 8;
 /// Longest artifact text (`group:artifact:version`) and method name, in bytes.
 pub const ARTIFACT_BYTES_MAX: usize = 512;
 pub const METHOD_BYTES_MAX: usize = 128;
-/// Longest node id and content type, in bytes.
+/// Longest node id, in bytes.
 pub const NODE_BYTES_MAX: usize = 128;
-pub const CONTENT_TYPE_BYTES_MAX: usize = 128;
+/// Longest content type, in bytes: as long as a slice may answer one (it is a header field, bounded with
+/// the others by `aether_sdk::headers`), so an answer that reaches a client from a local slice also crosses
+/// the cluster.
+pub const CONTENT_TYPE_BYTES_MAX: usize = aether_sdk::headers::HEADER_BYTES_MAX;
 /// Longest request id, in bytes.
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
 /// Deepest slice-to-slice call chain a forwarded call may report.
@@ -264,6 +267,17 @@ mod tests {
     fn a_request_is_not_a_reply() {
         assert!(InvokeReply::decode(&request().encode()).is_err());
         assert!(InvokeRequest::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn a_reply_carries_any_content_type_a_slice_may_answer() {
+        let long = format!("application/vnd.example.order+json; charset=utf-8; profile=\"{}\"", "p".repeat(200));
+        let reply = InvokeReply { status: 200, content_type: long.clone(), ..InvokeReply::no_instance(1, "n", "a") };
+        assert_eq!(aether_sdk::headers::check_field("Content-Type", &long), Ok(()));
+        assert_eq!(InvokeReply::decode(&reply.encode()), Ok(reply));
+        let huge = "t".repeat(aether_sdk::headers::HEADER_BYTES_MAX);
+        let reply = InvokeReply { content_type: huge, ..InvokeReply::no_instance(1, "n", "a") };
+        assert!(InvokeReply::decode(&reply.encode()).is_err(), "still bounded with the other fields");
     }
 
     proptest! {

@@ -93,7 +93,18 @@ impl Watch for JobWatch<'_> {
 /// The HTTP answer for a reply: its status, content type and body, and the slice's header fields
 /// except those that are the server's (hop-by-hop fields, `Content-Length`, `X-Request-Id`, and a
 /// second `Content-Type`), which are dropped.
+///
+/// A slice's answer is the final response to the request, so an interim status (1xx: `100 Continue`,
+/// `101 Switching Protocols`, `103 Early Hints`) is answered 502 instead: written as the answer, it
+/// would leave the client waiting for a final response (or speaking another protocol) while the
+/// connection serves its next request, and the two would pair the wrong answers.
 fn response(answer: HttpAnswer) -> httpd::Response {
+    if answer.reply.status < 200 {
+        let status = answer.reply.status;
+        log::warn!("app port: a slice answered the interim status {status}; the client gets 502");
+        let detail = format!("the slice answered the interim status {status}; an answer must be 200..=599");
+        return httpd::Response::error(502, "bad gateway", &detail);
+    }
     let overloaded = is_overloaded(&answer.reply);
     let reply = answer.reply;
     let mut response = httpd::Response { status: reply.status, headers: Vec::new(), body: reply.body, stream: None };

@@ -93,3 +93,26 @@ fn too_many_request_header_fields_for_a_slice_are_refused() {
     assert!(status == 431, "{status}: {body}");
     app.stop();
 }
+
+#[test]
+fn an_interim_status_from_a_slice_is_a_502_and_the_connection_stays_in_step() {
+    let app = server(&["org.aether.examples:echo:1.0.0"], options());
+    for route in ["status", "relay"] {
+        for code in [100, 101, 103, 199] {
+            let (status, fields, body) = exchange(app.addr(), &format!("POST /echo/{route}/{code} HTTP/1.1"), "");
+            assert_eq!(status, 502, "{route} {code}: {body}");
+            assert_eq!(json(&body).get("error").and_then(|v| v.as_str()), Some("bad gateway"), "{route} {code}");
+            assert!(field(&fields, "x-request-id").is_some(), "{route} {code}");
+        }
+    }
+    // Two requests on one connection get exactly two final answers, in order.
+    let mut stream = TcpStream::connect(app.addr()).unwrap();
+    let first = "GET /echo/status/101 HTTP/1.1\r\nHost: test\r\n\r\n";
+    let last = "GET /echo/status/200 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+    stream.write_all(format!("{first}{last}").as_bytes()).unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let statuses: Vec<&str> = raw.match_indices("HTTP/1.1 ").map(|(at, _)| &raw[at + 9..at + 12]).collect();
+    assert_eq!(statuses, ["502", "200"], "{raw}");
+    app.stop();
+}

@@ -229,3 +229,29 @@ fn the_container_delivers_to_the_instance_that_asked_and_nowhere_else() {
     drop(container);
     assert_eq!(deliver.deliver(echo, id, "changed", body), Delivered::Gone, "the container is gone");
 }
+
+#[test]
+fn a_delivery_to_an_instance_still_starting_waits_for_its_start_and_ends_when_it_fails() {
+    use super::watch::ContainerDeliver;
+    let mut config = container::ContainerConfig::new(devcluster::example_slices_repo().unwrap(), "node-7");
+    config.pool.workers = 1;
+    config.timeouts.start = Duration::from_millis(400);
+    let container = Arc::new(container::Container::new(config).unwrap());
+    let faulty = "org.aether.examples:faulty:1.0.0";
+    let id = container.load(&Artifact::parse(faulty).unwrap(), vec![("on_start".into(), "hang".into())]).unwrap();
+    let starting = Arc::clone(&container);
+    let start = std::thread::spawn(move || starting.activate(id));
+    let handle = container.handle(id).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while handle.state() != container::SliceState::Activating && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(handle.state(), container::SliceState::Activating);
+    let deliver = ContainerDeliver::new(&container);
+    let body = br#"{"key":"k","version":1,"value":"v","deleted":false}"#;
+    // Not a failed call (which would drop the change and go on): the delivery waits for the start, and the
+    // watch ends because the start failed.
+    assert_eq!(deliver.deliver(faulty, id, "ok", body), Delivered::Gone);
+    assert_eq!(handle.state(), container::SliceState::Failed);
+    assert!(start.join().unwrap().is_err());
+}

@@ -8,7 +8,9 @@
 //! loop never waits on a slice. Each watch's thread takes its queue in order and calls the slice through
 //! [`Deliver`] (on a node, the container's local call of that instance), so one slow slice holds back only
 //! its own watches. A watch is registered on the loop's turn (`node::slice_kv`), after the loop has
-//! published everything applied so far: it sees exactly the changes applied after the call.
+//! published everything applied so far: it sees exactly the changes applied after the call. A delivery to an
+//! instance that is still starting (a watch asked for in `start`) waits for the start to end, and ends the
+//! watch when the instance did not become ACTIVE, so no change is dropped as a failed call meanwhile.
 //!
 //! Bodies: `{"key": "...", "version": N, "value": "..."|null, "encoding": "base64"?, "deleted": bool}`
 //! (`key` relative to the scope; `value` as text when it is UTF-8, else base64 with `"encoding":"base64"`;
@@ -44,6 +46,8 @@ pub const QUEUE_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub const REGISTER_DEADLINE: Duration = Duration::from_secs(5);
 /// The deadline a delivery call runs under (nested calls see it; the watch thread waits for the call).
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(30);
+/// How often a delivery to an instance that is still starting looks whether its start ended.
+const START_POLL: Duration = Duration::from_millis(5);
 
 /// How a delivery went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,6 +325,15 @@ impl Deliver for ContainerDeliver {
         let Some(container) = self.container.upgrade() else { return Delivered::Gone };
         let Some(handle) = container.handle(instance) else { return Delivered::Gone };
         if handle.artifact().to_string() != artifact {
+            return Delivered::Gone;
+        }
+        // A watch asked for in `start` may see a change before the instance is ACTIVE: wait for the start to
+        // end rather than lose the change (the start has its own timeout; past it the instance is FAILED).
+        let until = Instant::now() + DELIVERY_DEADLINE;
+        while handle.state() == container::SliceState::Activating && Instant::now() < until {
+            std::thread::sleep(START_POLL);
+        }
+        if handle.state() != container::SliceState::Active {
             return Delivered::Gone;
         }
         let request = match aether_sdk::codec::encode_request(&[], &[], body) {
