@@ -133,9 +133,10 @@ impl Leader {
 /// This node's actions and writes for its records and its container.
 pub fn node_step(store: &Store, me: &NodeId, deployer: &Deployer, now_ms: u64) -> NodeOutput {
     let mine = format!("slices/{me}/");
-    let entries = store.list(&mine).chain(store.list("endpoints/")).chain(store.list("routes/"));
+    let entries =
+        store.list(&mine).chain(store.list("endpoints/")).chain(store.list("routes/")).chain(store.list("targets/"));
     let view = control::NodeState::from_entries(me.clone(), entries);
-    control::node::step(&view, deployer.states(), deployer.infos(), now_ms)
+    control::node::step(&view, deployer.states(), deployer.infos(), deployer.reconfigs(), now_ms)
 }
 
 #[cfg(test)]

@@ -539,6 +539,9 @@ impl Handler for Node {
             }
             Command::SliceKv(request) => self.slice_kv(ctx, request),
             Command::DeployDone(done) => {
+                if let crate::deploy::JobResult::Reconfigured { outcome, .. } = &done.result {
+                    self.record_reconfigured(&done.artifact, outcome);
+                }
                 if let Some(d) = self.deployment.as_mut() {
                     d.deployer.finish(done);
                     d.step_due = true;
