@@ -83,7 +83,8 @@ fn a_changed_config_reaches_running_instances_and_a_refusal_is_visible_everywher
             && r.iter().all(|s| s["config"] == json!({ "greeting": "bonjour" }))
             && (0..3).all(|i| greeting(&c, i).as_deref() == Some("bonjour"))
     };
-    wait_for(Duration::from_secs(30), changed).unwrap_or_else(|_| panic!("not reconfigured: {:?}\n{}", records(&c, 0), c.log(0)));
+    wait_for(Duration::from_secs(30), changed)
+        .unwrap_or_else(|_| panic!("not reconfigured: {:?}\n{}", records(&c, 0), c.log(0)));
     assert_eq!(identity(&three_records(&c)), before, "reconfigured in place: same records, never left ACTIVE");
 
     // Refused: the old config stays, and the refusal is in /api/slices on every node and in the events.
