@@ -29,7 +29,7 @@ pub fn new_slice(args: &[String]) -> Result<(), String> {
     write(&crate_dir.join("Cargo.toml"), &manifest(name, &sdk))?;
     write(&crate_dir.join("src").join("lib.rs"), &lib_rs(name))?;
     write(&crate_dir.join(".gitignore"), "/target\n")?;
-    println!("created the slice crate {} (artifact com.example:{name}:0.1.0)", crate_dir.display());
+    println!("created the slice crate {} (artifact com.example:{name}:1.0.0)", crate_dir.display());
     println!("  cd {} && cargo test && cargo build --release", crate_dir.display());
     println!("  the library to upload: target/release/lib{}.so", name.replace('-', "_"));
     Ok(())
@@ -57,7 +57,7 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 fn manifest(name: &str, sdk: &Path) -> String {
     let sdk = sdk.display().to_string().replace('\\', "/");
     format!(
-        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\n# cdylib: the library the node \
+        "[package]\nname = \"{name}\"\nversion = \"1.0.0\"\nedition = \"2021\"\n\n[lib]\n# cdylib: the library the node \
          loads; rlib: lets the tests call the slice directly.\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\n\
          aether-sdk = {{ path = \"{sdk}\" }}\n"
     )
