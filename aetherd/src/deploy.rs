@@ -196,6 +196,12 @@ impl Deployer {
         &self.reconfigs
     }
 
+    /// Drops the answered offers for which `recorded(artifact, config)` holds (the slice record shows the
+    /// verdict); offers in progress stay.
+    pub fn forget_recorded_verdicts(&mut self, recorded: impl Fn(&Artifact, &Map<String, Value>) -> bool) {
+        self.reconfigs.retain(|artifact, r| r.outcome.is_none() || !recorded(artifact, &r.config));
+    }
+
     /// The leader's start-failure policy on this node.
     pub fn policy(&self) -> &StartPolicy {
         &self.policy

@@ -1,7 +1,8 @@
 //! Live config over real processes (3 nodes): a blueprint posted again with a changed `[slices.config]`
 //! reaches the running echo instances without a restart (the same records, never left ACTIVE, answer the new
 //! value on every node's app port); a config the slice refuses leaves the old one in place, and the refusal
-//! (the slice's own message) shows in `/api/slices` on every node and as `slice_reconfigured` events.
+//! (the slice's own message) shows in `/api/slices` on every node and as `slice_reconfigured` events; the
+//! same config asked for again after the blueprint went back is offered to the slice again.
 
 use devcluster::{example_slices_repo, http, wait_for, ClusterSpec, LocalCluster};
 use serde_json::{json, Value};
@@ -115,4 +116,9 @@ fn a_changed_config_reaches_running_instances_and_a_refusal_is_visible_everywher
     post(&c, 0, "greeting = \"bonjour\"\n");
     let cleared = || records(&c, 2).len() == 3 && records(&c, 2).iter().all(|s| s["config_refused"].is_null());
     wait_for(Duration::from_secs(30), cleared).unwrap_or_else(|_| panic!("refusal kept: {:?}", records(&c, 2)));
+
+    // The refused config asked for again is offered to the slices again (not answered from memory).
+    post(&c, 1, "greeting = \"hola\"\nrefuse = \"not on a Monday\"\n");
+    wait_for(Duration::from_secs(30), || (0..3).all(refused) && (0..3).all(|i| refusal_events(i) == 6))
+        .unwrap_or_else(|_| panic!("not offered again: {} refusal events on node 0", refusal_events(0)));
 }
