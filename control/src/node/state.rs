@@ -98,6 +98,10 @@ mod tests {
             ("endpoints/g:a:1.0.0/get/n2:0", b"{}"),
             ("routes/GET/a", br#"{"artifact":"g:a:1.0.0","method":"get"}"#),
             ("slices/n1/g:b:1.0.0", b"not json"),
+            (
+                "targets/g:a:1.0.0",
+                br#"{"blueprint":"b","instances":1,"min_instances":1,"depends_on":[],"config":{"k":"v"}}"#,
+            ),
         ] {
             state.insert(&key.parse().unwrap(), value, Revision(1));
         }
@@ -105,5 +109,7 @@ mod tests {
         assert_eq!(state.endpoints.values().map(BTreeMap::len).sum::<usize>(), 1);
         assert_eq!(state.routes.len(), 1);
         assert_eq!(state.problems.len(), 1, "{:?}", state.problems);
+        let a = Artifact::parse("g:a:1.0.0").unwrap();
+        assert_eq!(state.configs.get(&a).and_then(|c| c.get("k")), Some(&Value::from("v")), "targets give the config");
     }
 }
