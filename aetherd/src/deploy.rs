@@ -15,7 +15,7 @@
 //! them loaded (the process is about to exit).
 
 use control::cluster::StartPolicy;
-use control::node::{ContainerState, NodeAction, SliceInfo};
+use control::node::{ContainerState, NodeAction, Reconfig, SliceInfo};
 use kvstore::Artifact;
 use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
@@ -78,6 +78,11 @@ pub enum JobResult {
     Deactivated,
     Unloaded,
     Failed(String),
+    /// The running slice's verdict on a new config (`Err`: its refusal).
+    Reconfigured {
+        config: Map<String, Value>,
+        outcome: Result<(), String>,
+    },
 }
 
 #[derive(Debug)]
@@ -127,7 +132,8 @@ fn artifact_of(action: &NodeAction) -> &Artifact {
         NodeAction::Load { artifact, .. }
         | NodeAction::Activate { artifact, .. }
         | NodeAction::Deactivate { artifact }
-        | NodeAction::Unload { artifact } => artifact,
+        | NodeAction::Unload { artifact }
+        | NodeAction::Reconfigure { artifact, .. } => artifact,
     }
 }
 
@@ -135,6 +141,8 @@ fn artifact_of(action: &NodeAction) -> &Artifact {
 pub struct Deployer {
     states: BTreeMap<Artifact, ContainerState>,
     infos: BTreeMap<Artifact, SliceInfo>,
+    /// The last config offered to each artifact's running slice, and its verdict once answered.
+    reconfigs: BTreeMap<Artifact, Reconfig>,
     jobs: Arc<Jobs>,
     workers: Vec<JoinHandle<()>>,
     container: Arc<container::Container>,
@@ -165,7 +173,15 @@ impl Deployer {
             });
             workers.push(spawned.map_err(|e| format!("cannot start a deployer thread: {e}"))?);
         }
-        Ok(Deployer { states: BTreeMap::new(), infos: BTreeMap::new(), jobs, workers, container, policy })
+        Ok(Deployer {
+            states: BTreeMap::new(),
+            infos: BTreeMap::new(),
+            reconfigs: BTreeMap::new(),
+            jobs,
+            workers,
+            container,
+            policy,
+        })
     }
 
     pub fn states(&self) -> &BTreeMap<Artifact, ContainerState> {
@@ -176,19 +192,37 @@ impl Deployer {
         &self.infos
     }
 
+    pub fn reconfigs(&self) -> &BTreeMap<Artifact, Reconfig> {
+        &self.reconfigs
+    }
+
+    /// Drops the answered offers for which `recorded(artifact, config)` holds (the slice record shows the
+    /// verdict); offers in progress stay.
+    pub fn forget_recorded_verdicts(&mut self, recorded: impl Fn(&Artifact, &Map<String, Value>) -> bool) {
+        self.reconfigs.retain(|artifact, r| r.outcome.is_none() || !recorded(artifact, &r.config));
+    }
+
     /// The leader's start-failure policy on this node.
     pub fn policy(&self) -> &StartPolicy {
         &self.policy
     }
 
-    /// Marks the artifact in progress and queues the job.
+    /// Marks the artifact in progress and queues the job. A reconfigure leaves the container state as it is
+    /// (the slice serves on while it decides) and is remembered as in progress instead.
     pub fn begin(&mut self, action: NodeAction) {
         let (artifact, state) = match &action {
+            NodeAction::Reconfigure { artifact, config } => {
+                self.reconfigs.insert(artifact.clone(), Reconfig { config: config.clone(), outcome: None });
+                self.jobs.queue.lock().pending.push_back(action);
+                self.jobs.wake.notify_all();
+                return;
+            }
             NodeAction::Load { artifact, .. } => (artifact.clone(), ContainerState::Loading),
             NodeAction::Activate { artifact, .. } => (artifact.clone(), ContainerState::Activating),
             NodeAction::Deactivate { artifact } => (artifact.clone(), ContainerState::Deactivating),
             NodeAction::Unload { artifact } => (artifact.clone(), ContainerState::Unloading),
         };
+        self.reconfigs.remove(&artifact);
         self.states.insert(artifact, state);
         self.jobs.queue.lock().pending.push_back(action);
         self.jobs.wake.notify_all();
@@ -213,6 +247,12 @@ impl Deployer {
             }
             JobResult::Failed(reason) => {
                 self.states.insert(done.artifact, ContainerState::Failed { reason });
+            }
+            JobResult::Reconfigured { config, outcome } => {
+                // Only the verdict on the offer still current counts (a lifecycle step since drops it).
+                if let Some(current) = self.reconfigs.get_mut(&done.artifact).filter(|r| r.config == config) {
+                    current.outcome = Some(outcome);
+                }
             }
         }
     }
@@ -272,6 +312,10 @@ impl Worker {
             NodeAction::Unload { artifact } => {
                 let result = self.unload(&artifact);
                 (artifact, result)
+            }
+            NodeAction::Reconfigure { artifact, config } => {
+                let outcome = self.container.reconfigure(&artifact.to_string(), config_pairs(&config));
+                (artifact, JobResult::Reconfigured { config, outcome })
             }
         };
         match &result {

@@ -130,12 +130,21 @@ impl Leader {
     }
 }
 
-/// This node's actions and writes for its records and its container.
-pub fn node_step(store: &Store, me: &NodeId, deployer: &Deployer, now_ms: u64) -> NodeOutput {
+/// This node's actions and writes for its records and its container. A config verdict the record already
+/// shows (accepted as its `config`, or refused as its `config_refused`) is forgotten first, so the same
+/// config asked for again later is offered to the slice again rather than answered from memory.
+pub fn node_step(store: &Store, me: &NodeId, deployer: &mut Deployer, now_ms: u64) -> NodeOutput {
     let mine = format!("slices/{me}/");
-    let entries = store.list(&mine).chain(store.list("endpoints/")).chain(store.list("routes/"));
+    let entries =
+        store.list(&mine).chain(store.list("endpoints/")).chain(store.list("routes/")).chain(store.list("targets/"));
     let view = control::NodeState::from_entries(me.clone(), entries);
-    control::node::step(&view, deployer.states(), deployer.infos(), now_ms)
+    deployer.forget_recorded_verdicts(|artifact, config| {
+        view.records.get(artifact).is_some_and(|r| {
+            r.value.config == *config
+                || r.value.config_refused.as_ref().is_some_and(|refused| refused.config == *config)
+        })
+    });
+    control::node::step(&view, deployer.states(), deployer.infos(), deployer.reconfigs(), now_ms)
 }
 
 #[cfg(test)]

@@ -321,7 +321,7 @@ impl Node {
         // as a leftover of an earlier record and unload it, hiding the reason.
         if d.step_due && r.internal_in_flight() == 0 {
             d.step_due = false;
-            let output = managers::node_step(r.store(), &d.me, &d.deployer, managers::wall_ms());
+            let output = managers::node_step(r.store(), &d.me, &mut d.deployer, managers::wall_ms());
             for action in output.actions {
                 d.deployer.begin(action);
             }
@@ -539,6 +539,9 @@ impl Handler for Node {
             }
             Command::SliceKv(request) => self.slice_kv(ctx, request),
             Command::DeployDone(done) => {
+                if let crate::deploy::JobResult::Reconfigured { outcome, .. } = &done.result {
+                    self.record_reconfigured(&done.artifact, outcome);
+                }
                 if let Some(d) = self.deployment.as_mut() {
                     d.deployer.finish(done);
                     d.step_due = true;

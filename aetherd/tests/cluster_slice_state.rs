@@ -3,6 +3,9 @@
 //! container calls, so every read and write goes through the event loop and consensus. There is no slice
 //! instance: the artifacts are placeholders in the repository (enough for the blueprints, and so the target
 //! records that name each artifact's scope, to exist), and watches deliver to the port's recorder.
+//! `cluster_slice_kv.rs` proves the same scoping, quota, linearizability and watch order through real slices;
+//! this port remains for what a slice cannot drive: an artifact with no scope yet, an unwatch, and the
+//! exact deliveries (deletes included) to a chosen instance.
 
 use devcluster::{free_ports, http, wait_for, ClusterSpec, LocalCluster};
 use serde_json::{json, Value};

@@ -1,4 +1,4 @@
-//! SLICES.md, followed step by step: `cargo new --lib`, the guide's `Cargo.toml` and `src/lib.rs`,
+//! SLICES.md, the `cargo new` variant: `cargo new --lib`, the guide's `Cargo.toml` and `src/lib.rs`,
 //! `cargo build --release`, the Maven-layout copy, then load, start and call it in a container.
 
 use std::path::{Path, PathBuf};

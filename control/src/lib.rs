@@ -57,7 +57,8 @@
 //! let view = node::NodeState::from_entries(live[0].clone(), kv.list(""));
 //! let container = BTreeMap::new(); // what the container holds, by artifact
 //! let descriptors = BTreeMap::new(); // routes and methods of loaded slices, by artifact
-//! let output = node::step(&view, &container, &descriptors, 1_001);
+//! let reconfigs = BTreeMap::new(); // configs offered to running slices, and their verdicts
+//! let output = node::step(&view, &container, &descriptors, &reconfigs, 1_001);
 //! assert!(matches!(&output.actions[..], [node::NodeAction::Load { .. }]));
 //! for write in output.writes {
 //!     submit(&mut kv, write.to_command());

@@ -141,6 +141,24 @@ pub struct SliceRecord {
     /// The state the record failed in, while it is FAILED (so the leader can tell a failed start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_in: Option<SliceState>,
+    /// The last config the blueprint asked for that the running slice refused (its `reconfigure` hook
+    /// returned an error), and the slice's reason; `config` stays the one it runs with. Cleared when a later
+    /// config is accepted or the blueprint goes back to the running one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_refused: Option<ConfigRefusal>,
+}
+
+/// A config the running slice refused, with its reason (cut to [`ERROR_BYTES_MAX`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigRefusal {
+    pub config: Map<String, Value>,
+    pub reason: String,
+}
+
+impl ConfigRefusal {
+    pub fn new(config: Map<String, Value>, reason: &str) -> ConfigRefusal {
+        ConfigRefusal { config, reason: cut(reason, ERROR_BYTES_MAX) }
+    }
 }
 
 impl Record for SliceRecord {
@@ -236,6 +254,7 @@ mod tests {
             error: None,
             config: Map::new(),
             failed_in: None,
+            config_refused: None,
         }
     }
 

@@ -181,6 +181,8 @@ pub(crate) fn instance_json(node: &str, artifact: &Artifact, r: &SliceRecord) ->
         "instance": r.instance,
         "since_ms": r.since_ms,
         "error": r.error,
+        "config": r.config,
+        "config_refused": r.config_refused,
     })
 }
 

@@ -5,7 +5,7 @@ use crate::util::{cargo, run, target_dir};
 
 pub fn bench(args: &[String]) -> crate::TaskResult {
     let Some((name, rest)) = args.split_first() else {
-        return Err("bench needs a name: transport, kv, app, consensus-core, invoke-local".into());
+        return Err("bench needs a name: transport, kv, app, consensus-core, invoke-local, slice-kv".into());
     };
     match name.as_str() {
         "transport" => transport(rest),
@@ -13,7 +13,10 @@ pub fn bench(args: &[String]) -> crate::TaskResult {
         "app" => app(rest),
         "consensus-core" => crate::sim::bench_consensus(rest),
         "invoke-local" => crate::slices::bench_invoke_local(rest),
-        other => Err(format!("unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local")),
+        "slice-kv" => slice_kv(rest),
+        other => {
+            Err(format!("unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local, slice-kv"))
+        }
     }
 }
 
@@ -60,6 +63,24 @@ fn app(args: &[String]) -> crate::TaskResult {
     let json = out.join("app.json");
     let mut command = cargo();
     command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "app", "--"]);
+    command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).args(args).arg("--json").arg(&json);
+    run(command)?;
+    println!("wrote {}", json.display());
+    Ok(())
+}
+
+/// `cargo xtask bench slice-kv [--seconds N]`: get and put through a slice's `ctx.kv()` (the echo probe route)
+/// and through the management KV API, at 1 and 64 concurrent callers, on one 3-node cluster of release builds;
+/// writes `{target}/bench/slice-kv.json`.
+fn slice_kv(args: &[String]) -> crate::TaskResult {
+    let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
+    crate::slices::build_slices(&[])?;
+    let repo = target_dir().join("slices-repo");
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = out.join("slice-kv.json");
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "slice_kv", "--"]);
     command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).args(args).arg("--json").arg(&json);
     run(command)?;
     println!("wrote {}", json.display());

@@ -89,6 +89,10 @@ pub fn run_local(args: &[String]) -> crate::TaskResult {
     println!("  curl -s localhost:8081/echo/hello");
     println!("  curl -s localhost:8181/echo/hello          # any node serves every route");
     println!("  curl -s -X POST localhost:8281/orders -d '{{\"item\": \"book\", \"qty\": 2}}'");
+    println!(
+        "  curl -si -X POST localhost:8081/links -d '{{\"url\": \"https://example.com\"}}'   # 201, Location: /links/1"
+    );
+    println!("  curl -si localhost:8181/links/1          # 302 to the URL, from any node");
     println!("  curl -s localhost:8080/api/status");
     println!("  curl -s localhost:8080/api/blueprints/demo");
     println!("  curl -s localhost:8080/api/slices");
@@ -124,7 +128,10 @@ fn deploy_demo(cluster: &LocalCluster) -> crate::TaskResult {
     if active.is_err() {
         return Err("the demo blueprint did not become ACTIVE within 30 s; see the node logs".into());
     }
-    println!("\nblueprint 'demo' deployed in {} ms (echo, orders, inventory, pricing)", started.elapsed().as_millis());
+    println!(
+        "\nblueprint 'demo' deployed in {} ms (echo, shortener, orders, inventory, pricing)",
+        started.elapsed().as_millis()
+    );
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod certs;
 mod cluster;
 mod contract;
 mod fuzz;
+mod new_slice;
 mod signing;
 mod sim;
 mod slices;
@@ -27,10 +28,11 @@ const USAGE: &str = "usage: cargo xtask <task>
   sim [--seeds N] [--replicas 3|5] [--faults ...]   deterministic consensus simulation
   build-slices [--sign-key F]  build the example slices into target/slices-repo (Maven layout, checksums,
                                signatures with F or $AETHER_SLICE_SIGNING_KEY)
+  new-slice NAME [--dir DIR]   a ready slice crate DIR/NAME (SDK by path, a route and a test) outside the workspace
   keygen PREFIX                a slice signing key pair: PREFIX.key (secret, 0600) and PREFIX.pub
   sign --key F LIB.so          write LIB.so.sha256 and LIB.so.sig (signed with the secret key file F)
   fuzz <wire|blueprint|keys|consensus> [--seconds N]   fuzz a parser of outside input
-  bench <transport|kv|app|consensus-core|invoke-local>
+  bench <transport|kv|app|consensus-core|invoke-local|slice-kv>
   certs [--dir DIR] [--nodes N] [--force]   a development CA and TLS certificates (default target/dev-certs)
   check-unit                   systemd-analyze verify and security of dist/aetherd.service (when installed)";
 
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         "sim" => sim::sim(rest),
         "build-slices" => slices::build_slices(rest),
         "bench" => bench::bench(rest),
+        "new-slice" => new_slice::new_slice(rest),
         "keygen" => signing::keygen(rest),
         "sign" => signing::sign(rest),
         "certs" => certs::certs(rest),

@@ -52,6 +52,13 @@ const SLICES: &[SliceCrate] = &[
         artifact: "pricing",
         version: "1.0.0",
     },
+    SliceCrate {
+        package: "slice-shortener",
+        group: EXAMPLES,
+        lib: "slice_shortener",
+        artifact: "shortener",
+        version: "1.0.0",
+    },
     SliceCrate { package: "slice-faulty", group: EXAMPLES, lib: "slice_faulty", artifact: "faulty", version: "1.0.0" },
     SliceCrate {
         package: "slice-abi-mismatch",

@@ -34,7 +34,7 @@ pub const DATA_VALUES_MAX: usize = 32;
 const OUTBOX_MAX: usize = 1000;
 
 /// What happened. The snake_case names are the API's `kind`.
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 15] = [
     "node_up",
     "node_down",
     "leader_changed",
@@ -46,6 +46,7 @@ pub const KINDS: [&str; 14] = [
     "slice_state",
     "slice_placed",
     "slice_removed",
+    "slice_reconfigured",
     "artifact_uploaded",
     "config_changed",
     "log_level_changed",

@@ -162,6 +162,7 @@ mod tests {
             error: error.map(str::to_string),
             config: Default::default(),
             failed_in: None,
+            config_refused: None,
         };
         record.encode()
     }

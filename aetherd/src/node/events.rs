@@ -43,6 +43,19 @@ impl Node {
         }
     }
 
+    /// A running slice's verdict on a new config from its blueprint, as a `slice_reconfigured` event.
+    pub(super) fn record_reconfigured(&self, artifact: &kvstore::Artifact, outcome: &Result<(), String>) {
+        let log = self.ops.observer.log();
+        let me = log.me().to_string();
+        let data = match outcome {
+            Ok(()) => serde_json::json!({ "artifact": artifact.to_string(), "node": me, "accepted": true }),
+            Err(reason) => serde_json::json!({
+                "artifact": artifact.to_string(), "node": me, "accepted": false, "reason": reason,
+            }),
+        };
+        log.record(wall_ms(), &me, "slice_reconfigured", data);
+    }
+
     /// After a tick: the store's changes as events, live settings applied, new events sent.
     pub(super) fn observe_store_and_send(&mut self, ctx: &mut Ctx<'_>) {
         if let Some(r) = self.replication.as_mut() {

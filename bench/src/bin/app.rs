@@ -30,7 +30,7 @@
 //!   round (management must not slow the data path: target within 5%); and, before the load, every node's
 //!   CPU over 10 s at idle with metrics on (with `--baseline-aetherd`, that build's nodes in the same window);
 //! - deploy time: blueprint posted -> every instance ACTIVE (`GET /api/blueprints/{name}` polled every
-//!   2 ms), for the one-instance echo blueprint and for `blueprints/demo.toml` (6 instances of 4 slices,
+//!   2 ms), for the one-instance echo blueprint and for `blueprints/demo.toml` (8 instances of 5 slices,
 //!   one wave waiting on its dependencies); the blueprint is deleted and `/api/slices` seen empty between
 //!   runs;
 //! - heal time: kill -9 of a node hosting demo instances (each run the next such node in turn, so the

@@ -86,10 +86,19 @@ pub fn render_slices(v: &Value, now: u64) -> String {
             cell(&s["desired"]),
             since,
             cell(&s["health"]),
-            crate::table::clip(cell(&s["error"]), 60),
+            crate::table::clip(slice_problem(s), 60),
         ]);
     }
     t.render_or("no slice instances")
+}
+
+/// The ERROR cell: the failure reason, else the refusal of the blueprint's latest config (the slice runs on
+/// with its previous one), else `-`.
+fn slice_problem(s: &Value) -> String {
+    match (&s["error"], s["config_refused"]["reason"].as_str()) {
+        (Value::Null, Some(reason)) => format!("new config refused: {reason}"),
+        (error, _) => cell(error),
+    }
 }
 
 pub fn routes(ctx: &Ctx) -> Result<(), CliError> {
@@ -143,6 +152,18 @@ mod tests {
             "instances": [{"node": "node-1", "state": "ACTIVE"}, {"node": "node-2", "state": "ACTIVE"}]}]});
         assert!(render_routes(&v).contains("g:echo:1.0.0  echo          node-1:ACTIVE node-2:ACTIVE"));
         assert_eq!(render_routes(&json!({"routes": []})), "no routes\n");
+    }
+
+    #[test]
+    fn slices_show_a_refused_config() {
+        let v = json!({"slices": [{"node": "node-1", "artifact": "g:a:1.0.0", "state": "ACTIVE", "desired": "ACTIVE",
+            "since_ms": 1_000, "health": "ok", "error": null,
+            "config_refused": {"config": {"k": "v"}, "reason": "k must be a number"}}]});
+        assert!(
+            render_slices(&v, 2_000).contains("new config refused: k must be a number"),
+            "{}",
+            render_slices(&v, 2_000)
+        );
     }
 
     #[test]

@@ -240,6 +240,7 @@ mod tests {
                 error: None,
                 config: Default::default(),
                 failed_in: None,
+                config_refused: None,
             };
             put(kv, &format!("slices/n{node}/g:a:1.0.0"), record.encode());
         }

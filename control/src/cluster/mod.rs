@@ -287,6 +287,7 @@ mod tests {
             error: None,
             config: Map::new(),
             failed_in: None,
+            config_refused: None,
         };
         put(kv, &format!("slices/n{node}/{artifact}"), record.encode());
     }

@@ -118,6 +118,7 @@ impl<'a> Pass<'a> {
             error: None,
             config: target.config.clone(),
             failed_in: None,
+            config_refused: None,
         };
         log::info!("placing {artifact} instance {instance} on {node}");
         *self.load.entry(node).or_insert(0) += 1;

@@ -260,7 +260,17 @@ mod tests {
     fn slice(state: SliceState, since_ms: u64, failed_in: Option<SliceState>) -> Vec<u8> {
         let error = failed_in.map(|_| "start failed".to_owned());
         let desired = DesiredState::Active;
-        SliceRecord { desired, state, since_ms, instance: 0, error, config: Default::default(), failed_in }.encode()
+        SliceRecord {
+            desired,
+            state,
+            since_ms,
+            instance: 0,
+            error,
+            config: Default::default(),
+            failed_in,
+            config_refused: None,
+        }
+        .encode()
     }
 
     /// Runs passes until one writes nothing; returns the number of passes that wrote.

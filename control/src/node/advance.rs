@@ -239,7 +239,16 @@ mod tests {
     use SliceState as S;
 
     fn record(state: SliceState, desired: DesiredState) -> SliceRecord {
-        SliceRecord { desired, state, since_ms: 1_000, instance: 0, error: None, config: Map::new(), failed_in: None }
+        SliceRecord {
+            desired,
+            state,
+            since_ms: 1_000,
+            instance: 0,
+            error: None,
+            config: Map::new(),
+            failed_in: None,
+            config_refused: None,
+        }
     }
 
     fn a() -> Artifact {
@@ -275,6 +284,7 @@ mod tests {
                 NodeAction::Activate { .. } => "activate",
                 NodeAction::Deactivate { .. } => "deactivate",
                 NodeAction::Unload { .. } => "unload",
+                NodeAction::Reconfigure { .. } => "reconfigure",
             });
             assert_eq!(kind, action, "{from}");
         }

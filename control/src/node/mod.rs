@@ -13,6 +13,9 @@
 //! - routes: such a record also creates each of its routes that no one has registered yet. Routes are shared
 //!   by every instance of an artifact, so no node can tell it held the last one; the leader removes a route
 //!   when its artifact has no target any more. A route another artifact already holds is left to it.
+//! - config: a serving record whose target asks for a config other than the one it runs with (and not the one
+//!   it last refused) gets a [`NodeAction::Reconfigure`]; once the slice answered ([`Reconfig`]), the record
+//!   takes the new config (accepted) or keeps its config and names the refusal in `config_refused`.
 //! - slices the container holds without a record (a record removed by the leader while this node was
 //!   unreachable, or a failed start) are deactivated and unloaded.
 //!
@@ -27,7 +30,7 @@ pub use advance::{timeout_ms, ACTIVATE_TIMEOUT_MS, DEACTIVATE_TIMEOUT_MS, LOAD_T
 pub use state::{NodeState, NODE_PROBLEMS_MAX};
 
 use crate::lifecycle::{DesiredState, SliceState};
-use crate::records::{EndpointRecord, Record, RouteRecord, SliceRecord};
+use crate::records::{ConfigRefusal, EndpointRecord, Record, RouteRecord, SliceRecord};
 use crate::write::KvWrite;
 use advance::{advance, Next};
 use kvstore::{AetherKey, Artifact, HttpMethod, Name, RoutePath};
@@ -98,6 +101,16 @@ pub enum NodeAction {
     Deactivate { artifact: Artifact },
     /// Stop if needed and unload (then drop it from the reported states).
     Unload { artifact: Artifact },
+    /// Offer the running slice a new config (then report its verdict as a [`Reconfig`]).
+    Reconfigure { artifact: Artifact, config: Map<String, Value> },
+}
+
+/// A config offered to an artifact's running slice on this node, and the slice's verdict once it answered
+/// (`None` while the offer is in progress; `Err` holds the slice's reason for refusing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconfig {
+    pub config: Map<String, Value>,
+    pub outcome: Option<Result<(), String>>,
 }
 
 /// What one [`step`] asks for.
@@ -114,12 +127,25 @@ pub fn step(
     state: &NodeState,
     container: &BTreeMap<Artifact, ContainerState>,
     slices: &BTreeMap<Artifact, SliceInfo>,
+    reconfigs: &BTreeMap<Artifact, Reconfig>,
     now_ms: u64,
 ) -> NodeOutput {
     let mut output = NodeOutput::default();
     let mut after: BTreeMap<&Artifact, SliceRecord> = BTreeMap::new();
     for (artifact, record) in &state.records {
-        let step = advance(&state.node, artifact, &record.value, container.get(artifact), now_ms);
+        let mut step = advance(&state.node, artifact, &record.value, container.get(artifact), now_ms);
+        if matches!(step.next, Next::Stay)
+            && step.action.is_none()
+            && serving(&record.value)
+            && container.get(artifact) == Some(&ContainerState::Active)
+        {
+            let (action, next) =
+                config_step(artifact, &record.value, state.configs.get(artifact), reconfigs.get(artifact));
+            step.action = action;
+            if let Some(next) = next {
+                step.next = Next::Write(next);
+            }
+        }
         output.actions.extend(step.action);
         let key = AetherKey::Slice { node: state.node.clone(), artifact: artifact.clone() };
         match step.next {
@@ -138,6 +164,38 @@ pub fn step(
     output.writes.extend(route_writes(state, &after, slices));
     output.next_deadline_ms = after.values().filter_map(deadline_ms).min();
     output
+}
+
+/// A serving record's config against the one its target asks for: the offer to make, or the record that
+/// takes the slice's verdict. See the module documentation.
+fn config_step(
+    artifact: &Artifact,
+    record: &SliceRecord,
+    wanted: Option<&Map<String, Value>>,
+    reconfig: Option<&Reconfig>,
+) -> (Option<NodeAction>, Option<SliceRecord>) {
+    let Some(wanted) = wanted else { return (None, None) };
+    if *wanted == record.config {
+        // Running what the blueprint asks for; a refusal of another config is no longer current.
+        let cleared = record.config_refused.is_some().then(|| SliceRecord { config_refused: None, ..record.clone() });
+        return (None, cleared);
+    }
+    if record.config_refused.as_ref().is_some_and(|r| r.config == *wanted) {
+        return (None, None);
+    }
+    match reconfig.filter(|r| r.config == *wanted).map(|r| &r.outcome) {
+        Some(None) => (None, None),
+        Some(Some(Ok(()))) => {
+            let next = SliceRecord { config: wanted.clone(), config_refused: None, ..record.clone() };
+            (None, Some(next))
+        }
+        Some(Some(Err(reason))) => {
+            let next =
+                SliceRecord { config_refused: Some(ConfigRefusal::new(wanted.clone(), reason)), ..record.clone() };
+            (None, Some(next))
+        }
+        None => (Some(NodeAction::Reconfigure { artifact: artifact.clone(), config: wanted.clone() }), None),
+    }
 }
 
 fn serving(record: &SliceRecord) -> bool {
@@ -250,8 +308,16 @@ mod tests {
 
     fn view(state: SliceState, desired: DesiredState) -> NodeState {
         let mut view = NodeState::new(NodeId::parse("n1").unwrap());
-        let record =
-            SliceRecord { desired, state, since_ms: 10, instance: 3, error: None, config: Map::new(), failed_in: None };
+        let record = SliceRecord {
+            desired,
+            state,
+            since_ms: 10,
+            instance: 3,
+            error: None,
+            config: Map::new(),
+            failed_in: None,
+            config_refused: None,
+        };
         view.records.insert(a(), Versioned { value: record, version: Revision(5) });
         view
     }
@@ -272,7 +338,7 @@ mod tests {
     fn becoming_active_registers_endpoints_and_routes() {
         let view = view(SliceState::Activating, DesiredState::Active);
         let container = BTreeMap::from([(a(), ContainerState::Active)]);
-        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), 20);
+        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), &BTreeMap::new(), 20);
         assert_eq!(
             keys(&output.writes),
             ["slices/n1/g:a:1.0.0", "endpoints/g:a:1.0.0/get/n1:3", "endpoints/g:a:1.0.0/put/n1:3", "routes/GET/a"]
@@ -292,7 +358,7 @@ mod tests {
             Versioned { value: route, version: Revision(8) },
         );
         let container = BTreeMap::from([(a(), ContainerState::Active)]);
-        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), 20);
+        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), &BTreeMap::new(), 20);
         assert_eq!(keys(&output.writes), ["slices/n1/g:a:1.0.0", "endpoints/g:a:1.0.0/get/n1:3"]);
         assert!(matches!(&output.writes[1], KvWrite::Remove { expected: Revision(7), .. }));
     }
@@ -308,14 +374,14 @@ mod tests {
             Versioned { value: route, version: Revision(8) },
         );
         let container = BTreeMap::from([(a(), ContainerState::Active)]);
-        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), 20);
+        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), &BTreeMap::new(), 20);
         assert_eq!(output, NodeOutput::default());
     }
 
     #[test]
     fn the_next_deadline_is_the_earliest_timeout() {
         let view = view(SliceState::Load, DesiredState::Active);
-        let output = step(&view, &BTreeMap::new(), &BTreeMap::new(), 100);
+        let output = step(&view, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), 100);
         assert_eq!(output.actions, [NodeAction::Load { artifact: a(), config: Map::new() }]);
         assert_eq!(output.next_deadline_ms, Some(100 + LOAD_TIMEOUT_MS + 1));
     }
@@ -330,7 +396,56 @@ mod tests {
             (b.clone(), ContainerState::Loaded),
             (c, ContainerState::Loading),
         ]);
-        let output = step(&view, &container, &BTreeMap::new(), 0);
+        let output = step(&view, &container, &BTreeMap::new(), &BTreeMap::new(), 0);
         assert_eq!(output.actions, [NodeAction::Deactivate { artifact: a() }, NodeAction::Unload { artifact: b }]);
+    }
+
+    #[test]
+    fn a_changed_target_config_is_offered_once_then_accepted_or_refused_into_the_record() {
+        let mut view = view(SliceState::Active, DesiredState::Active);
+        let container = BTreeMap::from([(a(), ContainerState::Active)]);
+        let infos = BTreeMap::from([(a(), info())]);
+        let new: Map<String, Value> = [("greeting".to_owned(), Value::from("hi"))].into_iter().collect();
+        view.configs.insert(a(), new.clone());
+        let record = |output: &NodeOutput| match &output.writes[..] {
+            [KvWrite::Set { value, expected: Some(Revision(5)), .. }, ..] => SliceRecord::decode(value).unwrap(),
+            other => panic!("expected the record rewritten first: {other:?}"),
+        };
+        // Differs from the running config: offered, nothing written yet.
+        let offered = step(&view, &container, &infos, &BTreeMap::new(), 20);
+        assert_eq!(offered.actions, [NodeAction::Reconfigure { artifact: a(), config: new.clone() }]);
+        assert!(!keys(&offered.writes).contains(&"slices/n1/g:a:1.0.0".to_owned()));
+        // In progress: not offered again.
+        let pending = BTreeMap::from([(a(), Reconfig { config: new.clone(), outcome: None })]);
+        assert!(step(&view, &container, &infos, &pending, 20).actions.is_empty());
+        // Accepted: the record runs the new config.
+        let accepted = BTreeMap::from([(a(), Reconfig { config: new.clone(), outcome: Some(Ok(())) })]);
+        let output = step(&view, &container, &infos, &accepted, 20);
+        assert!(output.actions.is_empty());
+        assert_eq!((record(&output).config, record(&output).config_refused), (new.clone(), None));
+        // Refused: the old config stays and the refusal is named; once recorded, nothing more happens.
+        let refused = BTreeMap::from([(a(), Reconfig { config: new.clone(), outcome: Some(Err("no thanks".into())) })]);
+        let output = step(&view, &container, &infos, &refused, 20);
+        let written = record(&output);
+        assert_eq!(written.config, Map::new());
+        assert_eq!(written.config_refused, Some(ConfigRefusal::new(new.clone(), "no thanks")));
+        view.records.get_mut(&a()).unwrap().value = written;
+        assert!(step(&view, &container, &infos, &refused, 20).actions.is_empty());
+        assert!(
+            !keys(&step(&view, &container, &infos, &refused, 20).writes).contains(&"slices/n1/g:a:1.0.0".to_owned())
+        );
+        // The blueprint goes back to the running config: the refusal is cleared.
+        view.configs.insert(a(), Map::new());
+        assert_eq!(record(&step(&view, &container, &infos, &refused, 20)).config_refused, None);
+    }
+
+    #[test]
+    fn only_a_serving_slice_is_reconfigured() {
+        let mut view = view(SliceState::Activating, DesiredState::Active);
+        let new: Map<String, Value> = [("k".to_owned(), Value::from(1))].into_iter().collect();
+        view.configs.insert(a(), new);
+        let container = BTreeMap::from([(a(), ContainerState::Activating)]);
+        let output = step(&view, &container, &BTreeMap::new(), &BTreeMap::new(), 20);
+        assert!(output.actions.is_empty(), "{:?}", output.actions);
     }
 }

@@ -1,12 +1,13 @@
-//! [`NodeState`]: one node's decoded view of the keys it acts on: its own slice records and endpoints, and
-//! every route.
+//! [`NodeState`]: one node's decoded view of the keys it acts on: its own slice records and endpoints, every
+//! route, and the config each target asks for (so running slices can follow a changed blueprint config).
 //!
 //! Like the cluster view, building never fails: undecodable entries are left out and listed, bounded, in
 //! [`NodeState::problems`]; keys of other nodes and other namespaces are ignored.
 
-use crate::records::{Record, RouteRecord, SliceRecord};
+use crate::records::{Record, RouteRecord, SliceRecord, TargetRecord};
 use crate::write::Versioned;
 use kvstore::{AetherKey, Artifact, Entry, HttpMethod, Name, NodeId, Revision, RoutePath};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// Most problems kept in one view; more are counted in [`NodeState::problems_dropped`].
@@ -21,6 +22,8 @@ pub struct NodeState {
     /// This node's endpoint keys, by artifact, then (slice method, instance).
     pub endpoints: BTreeMap<Artifact, BTreeMap<(Name, u32), Revision>>,
     pub routes: BTreeMap<(HttpMethod, RoutePath), Versioned<RouteRecord>>,
+    /// `targets/*`: the config the blueprint asks for, by artifact.
+    pub configs: BTreeMap<Artifact, Map<String, Value>>,
     pub problems: Vec<String>,
     pub problems_dropped: usize,
 }
@@ -32,12 +35,14 @@ impl NodeState {
             records: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             routes: BTreeMap::new(),
+            configs: BTreeMap::new(),
             problems: Vec::new(),
             problems_dropped: 0,
         }
     }
 
-    /// The view of `node` from a KV listing (`slices/{node}/`, `endpoints/` and `routes/`, or everything).
+    /// The view of `node` from a KV listing (`slices/{node}/`, `endpoints/`, `routes/` and `targets/`, or
+    /// everything).
     pub fn from_entries<'a>(node: NodeId, entries: impl IntoIterator<Item = &'a Entry>) -> Self {
         let mut state = NodeState::new(node);
         for entry in entries {
@@ -58,6 +63,9 @@ impl NodeState {
             }
             AetherKey::Route { method, path } => RouteRecord::decode(value).map(|route| {
                 self.routes.insert((*method, path.clone()), Versioned { value: route, version });
+            }),
+            AetherKey::Target { artifact } => TargetRecord::decode(value).map(|target| {
+                self.configs.insert(artifact.clone(), target.config);
             }),
             _ => Ok(()),
         };
@@ -90,6 +98,10 @@ mod tests {
             ("endpoints/g:a:1.0.0/get/n2:0", b"{}"),
             ("routes/GET/a", br#"{"artifact":"g:a:1.0.0","method":"get"}"#),
             ("slices/n1/g:b:1.0.0", b"not json"),
+            (
+                "targets/g:a:1.0.0",
+                br#"{"blueprint":"b","instances":1,"min_instances":1,"depends_on":[],"config":{"k":"v"}}"#,
+            ),
         ] {
             state.insert(&key.parse().unwrap(), value, Revision(1));
         }
@@ -97,5 +109,7 @@ mod tests {
         assert_eq!(state.endpoints.values().map(BTreeMap::len).sum::<usize>(), 1);
         assert_eq!(state.routes.len(), 1);
         assert_eq!(state.problems.len(), 1, "{:?}", state.problems);
+        let a = Artifact::parse("g:a:1.0.0").unwrap();
+        assert_eq!(state.configs.get(&a).and_then(|c| c.get("k")), Some(&Value::from("v")), "targets give the config");
     }
 }

@@ -112,7 +112,7 @@ impl Sim {
     pub fn node_step(&mut self, id: &NodeId) -> usize {
         let Some(container) = self.containers.get(id) else { return 0 };
         let view = NodeState::from_entries(id.clone(), self.kv.list(""));
-        let output = node::step(&view, container, &self.infos, self.now_ms);
+        let output = node::step(&view, container, &self.infos, &BTreeMap::new(), self.now_ms);
         let kills =
             |a: &NodeAction| matches!(a, NodeAction::Activate { artifact, .. } if self.killers.contains(artifact));
         if output.actions.iter().any(kills) {
@@ -145,6 +145,8 @@ impl Sim {
             NodeAction::Unload { artifact } => {
                 container.remove(artifact);
             }
+            // Configs never change in these scenarios; the config step has its own unit tests.
+            NodeAction::Reconfigure { .. } => {}
         }
     }
 
