@@ -158,13 +158,27 @@ pub unsafe extern "C" fn start_shim<S: Slice>(
             abi::status::OK
         }
         Ok(Ok(_)) => abi::status::REFUSED,
-        Ok(Err(message)) => {
-            // SAFETY: `error` is null or valid for writes.
+        // SAFETY: `error` is null or valid for writes (ABI contract).
+        Ok(Err(message)) => unsafe { step_failed(error, Ok(message)) },
+        // SAFETY: as above.
+        Err(payload) => unsafe { step_failed(error, Err(payload)) },
+    }
+}
+
+/// The status of a lifecycle step that did not succeed, with the slice's refusal text or its panic written
+/// into `error`.
+///
+/// # Safety
+/// `error` is null or valid for writes.
+unsafe fn step_failed(error: *mut RawResponse, failure: Result<String, Box<dyn Any + Send>>) -> u32 {
+    match failure {
+        Ok(message) => {
+            // SAFETY: forwarded caller contract.
             unsafe { write_text(error, abi::status::REFUSED, message) };
             abi::status::REFUSED
         }
         Err(payload) => {
-            // SAFETY: `error` is null or valid for writes.
+            // SAFETY: forwarded caller contract.
             unsafe { write_panic(error, payload) };
             abi::status::PANICKED
         }
@@ -181,11 +195,8 @@ pub unsafe extern "C" fn stop_shim<S: Slice>(instance: *mut c_void, error: *mut 
     let slice = unsafe { Box::from_raw(instance.cast::<S>()) };
     match catch_unwind(AssertUnwindSafe(move || slice.stop())) {
         Ok(()) => abi::status::OK,
-        Err(payload) => {
-            // SAFETY: `error` is null or valid for writes.
-            unsafe { write_panic(error, payload) };
-            abi::status::PANICKED
-        }
+        // SAFETY: `error` is null or valid for writes (ABI contract).
+        Err(payload) => unsafe { step_failed(error, Err(payload)) },
     }
 }
 
@@ -206,16 +217,10 @@ pub unsafe extern "C" fn reconfigure_shim<S: Slice>(
     }));
     match outcome {
         Ok(Ok(())) => abi::status::OK,
-        Ok(Err(message)) => {
-            // SAFETY: `error` is null or valid for writes.
-            unsafe { write_text(error, abi::status::REFUSED, message) };
-            abi::status::REFUSED
-        }
-        Err(payload) => {
-            // SAFETY: `error` is null or valid for writes.
-            unsafe { write_panic(error, payload) };
-            abi::status::PANICKED
-        }
+        // SAFETY: `error` is null or valid for writes (ABI contract).
+        Ok(Err(message)) => unsafe { step_failed(error, Ok(message)) },
+        // SAFETY: as above.
+        Err(payload) => unsafe { step_failed(error, Err(payload)) },
     }
 }
 
