@@ -10,6 +10,7 @@ mod app;
 mod artifacts;
 mod artifacts_config;
 mod backend;
+mod blobs;
 mod cluster_tls_config;
 mod config;
 mod deploy;

@@ -120,6 +120,30 @@ impl Record for TargetRecord {
     const KIND: &'static str = "target record";
 }
 
+/// `artifacts/{artifact}`: the repository's catalog entry for one uploaded version. Its bytes are in the
+/// DHT as `ceil(size / dht::CHUNK_BYTES)` chunks under `artifact/{artifact}/{sha256}/{index}`; this record,
+/// written through consensus after every chunk has a write quorum, is what makes the version exist. A
+/// release version's record is created once (compare-and-set on absence); a `-SNAPSHOT` version's may be
+/// replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    pub size: u64,
+    /// Lower-case hex digests of the whole library.
+    pub sha256: String,
+    pub sha1: String,
+    pub md5: String,
+    /// The ed25519 signature (hex) the upload carried, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    pub uploaded_ms: u64,
+    /// The node that took the upload.
+    pub node: String,
+}
+
+impl Record for ArtifactRecord {
+    const KIND: &'static str = "artifact record";
+}
+
 /// `slices/{node}/{artifact}`: one instance of a slice on one node.
 ///
 /// The leader creates the record (`state` LOAD) and afterwards only changes `desired`; the node moves `state`

@@ -68,10 +68,11 @@ pub enum Namespace {
     Keys,
     User,
     Data,
+    Artifacts,
 }
 
 impl Namespace {
-    pub const ALL: [Namespace; 17] = [
+    pub const ALL: [Namespace; 18] = [
         Namespace::Blueprints,
         Namespace::Slices,
         Namespace::Targets,
@@ -89,6 +90,7 @@ impl Namespace {
         Namespace::Keys,
         Namespace::User,
         Namespace::Data,
+        Namespace::Artifacts,
     ];
 
     /// The prefix every key of this namespace starts with (`"slices/"`), for [`crate::Store::list`] and watches.
@@ -111,6 +113,7 @@ impl Namespace {
             Namespace::Keys => "keys/",
             Namespace::User => "user/",
             Namespace::Data => "data/",
+            Namespace::Artifacts => "artifacts/",
         }
     }
 
@@ -159,6 +162,11 @@ pub enum AetherKey {
         artifact: Artifact,
     },
     Target {
+        artifact: Artifact,
+    },
+    /// `artifacts/{artifact}`: the repository's catalog entry for one uploaded version (its bytes live in
+    /// the DHT).
+    ArtifactEntry {
         artifact: Artifact,
     },
     Endpoint {
@@ -242,6 +250,7 @@ impl AetherKey {
             AetherKey::Blueprint { .. } => Namespace::Blueprints,
             AetherKey::Slice { .. } => Namespace::Slices,
             AetherKey::Target { .. } => Namespace::Targets,
+            AetherKey::ArtifactEntry { .. } => Namespace::Artifacts,
             AetherKey::Endpoint { .. } => Namespace::Endpoints,
             AetherKey::Route { .. } => Namespace::Routes,
             AetherKey::Versions { .. } => Namespace::Versions,
@@ -293,6 +302,7 @@ fn parse_in(namespace: Namespace, rest: &str) -> Result<AetherKey, ParseError> {
         Namespace::Blueprints => AetherKey::Blueprint { name: one_name(rest, "blueprint name")? },
         Namespace::Slices => parse_slice(rest)?,
         Namespace::Targets => AetherKey::Target { artifact: Artifact::parse(one(rest, "{artifact}")?)? },
+        Namespace::Artifacts => AetherKey::ArtifactEntry { artifact: Artifact::parse(one(rest, "{artifact}")?)? },
         Namespace::Endpoints => parse_endpoint(rest)?,
         Namespace::Routes => parse_route(rest)?,
         Namespace::Versions => AetherKey::Versions { base: ArtifactBase::parse(one(rest, "{group}:{artifact}")?)? },
@@ -405,6 +415,7 @@ impl fmt::Display for AetherKey {
             AetherKey::Blueprint { name } => write!(f, "{ns}/{name}"),
             AetherKey::Slice { node, artifact } => write!(f, "{ns}/{node}/{artifact}"),
             AetherKey::Target { artifact } => write!(f, "{ns}/{artifact}"),
+            AetherKey::ArtifactEntry { artifact } => write!(f, "{ns}/{artifact}"),
             AetherKey::Endpoint { artifact, method, node, instance } => {
                 write!(f, "{ns}/{artifact}/{method}/{node}:{instance}")
             }
