@@ -9,6 +9,8 @@
 //! after each has the length the record implies, and succeeds only when the whole hashes to the record's
 //! SHA-256; a chunk operation that fails is tried again up to [`CHUNK_ATTEMPTS`] times in all.
 
+pub mod debug;
+
 use crate::node::{Command, DhtOp, DhtRequest};
 use control::records::ArtifactRecord;
 use dht::{DhtError, CHUNK_BYTES};

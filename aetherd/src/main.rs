@@ -195,6 +195,7 @@ fn run(args: &Args) -> Result<(), String> {
     let net =
         net::spawn(net_config(&config), handler).map_err(|e| format!("cluster port {}: {e}", config.listen_cluster))?;
     let _ = loop_handle.set(net.handle.clone());
+    blobs::debug::start_from_env(net.handle.clone())?;
     if let Some(settings) = config.cluster_tls.clone() {
         cluster_tls_config::reload_on_sighup(settings, net.handle.clone())?;
     }

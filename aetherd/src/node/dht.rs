@@ -153,10 +153,6 @@ impl StoragePlane {
         }
     }
 
-    pub fn members(&self) -> &[String] {
-        &self.members
-    }
-
     pub fn stats(&self) -> Stats {
         self.dht.stats()
     }
