@@ -10,6 +10,7 @@
 //! Invariants: a write is acknowledged only once `write_quorum` replicas hold it; concurrent writes of one
 //! key resolve by `Version` (last writer wins, ties broken by writer), identically on every replica.
 
+pub mod anti_entropy;
 pub mod dht;
 pub mod disk;
 pub mod message;
