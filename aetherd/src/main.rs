@@ -190,8 +190,8 @@ fn run(args: &Args) -> Result<(), String> {
         slice_watches,
     };
     let (calls, forwarded, registry) = (data.calls.clone(), data.forwarded.clone(), data.registry.clone());
-    let handler =
-        node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data).with_storage(storage);
+    let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data)
+        .with_storage(storage);
     let net =
         net::spawn(net_config(&config), handler).map_err(|e| format!("cluster port {}: {e}", config.listen_cluster))?;
     let _ = loop_handle.set(net.handle.clone());

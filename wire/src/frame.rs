@@ -224,9 +224,14 @@ mod tests {
         for kind in [FrameKind::Invoke, FrameKind::InvokeReply, FrameKind::Consensus, FrameKind::Gossip] {
             assert!(kind.is_priority(), "{kind:?}");
         }
-        for kind in
-            [FrameKind::Artifact, FrameKind::Sync, FrameKind::Fragment, FrameKind::Events, FrameKind::Dht, FrameKind::User]
-        {
+        for kind in [
+            FrameKind::Artifact,
+            FrameKind::Sync,
+            FrameKind::Fragment,
+            FrameKind::Events,
+            FrameKind::Dht,
+            FrameKind::User,
+        ] {
             assert!(!kind.is_priority(), "{kind:?}");
         }
     }

@@ -138,7 +138,8 @@ fn store(handle: &NetHandle<Command>, artifact: &Artifact, file: &str) -> Result
         uploaded_ms: crate::managers::wall_ms(),
         node: String::new(),
     };
-    let command = kvstore::Command::Put { key: AetherKey::ArtifactEntry { artifact: artifact.clone() }, value: record.encode() };
+    let command =
+        kvstore::Command::Put { key: AetherKey::ArtifactEntry { artifact: artifact.clone() }, value: record.encode() };
     let (reply, rx) = mpsc::channel();
     handle.command(Command::KvWrite(command, reply)).map_err(|_| "the node is stopping".to_owned())?;
     match rx.recv_timeout(DEADLINE) {

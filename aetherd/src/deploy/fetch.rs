@@ -82,9 +82,9 @@ impl Provisioner {
         let handle = self.handle.get().ok_or("the node is starting")?;
         let digest = integrity::from_hex::<32>(&record.sha256).map_err(|e| format!("the catalog's sha256: {e}"))?;
         let signature = match &record.signature {
-            Some(text) => Some(
-                integrity::from_hex_or_base64::<64>(text).map_err(|e| format!("the catalog's signature: {e}"))?,
-            ),
+            Some(text) => {
+                Some(integrity::from_hex_or_base64::<64>(text).map_err(|e| format!("the catalog's signature: {e}"))?)
+            }
             None => None,
         };
         let dir = library.parent().ok_or("the library has no folder")?;

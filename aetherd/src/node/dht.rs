@@ -276,7 +276,10 @@ impl Node {
                         let now = Instant::now();
                         if plane.refused_logged.is_none_or(|at| now.saturating_duration_since(at) >= LOG_EVERY) {
                             plane.refused_logged = Some(now);
-                            debug!("storage plane: a message to {to} was not sent ({e}; {} so far)", plane.sends_refused);
+                            debug!(
+                                "storage plane: a message to {to} was not sent ({e}; {} so far)",
+                                plane.sends_refused
+                            );
                         }
                     }
                 }
