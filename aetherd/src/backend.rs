@@ -176,8 +176,9 @@ impl Backend for NodeBackend {
     }
 
     fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool {
-        container::Artifact::parse(&artifact.to_string())
-            .is_ok_and(|a| self.repository.join(a.repository_path()).is_file())
+        let key = kvstore::AetherKey::ArtifactEntry { artifact: artifact.clone() };
+        self.repository.join(artifact.repository_path()).is_file()
+            || self.kv_get(&key, true).is_ok_and(|entry| entry.is_some())
     }
 
     fn slice_routes(&self, artifact: &kvstore::Artifact) -> Result<Vec<(String, String)>, String> {
