@@ -85,6 +85,11 @@ impl Backend for NodeBackend {
         self.ask(LOOP_REPLY_TIMEOUT, Command::Status)
     }
 
+    fn dht(&self) -> Result<mgmt::DhtView, ApiError> {
+        self.ask(LOOP_REPLY_TIMEOUT, Command::DhtStats)?
+            .ok_or_else(|| ApiError::unavailable("the storage plane is not running on this node"))
+    }
+
     fn metrics(&self) -> Option<Arc<telemetry::Board>> {
         Some(Arc::clone(&self.metrics))
     }

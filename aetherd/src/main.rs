@@ -165,8 +165,10 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("slice container: {e}"))?;
     let container = Arc::new(container);
     let loop_handle: Arc<OnceLock<net::NetHandle<node::Command>>> = Arc::default();
-    let deployer =
-        deploy::Deployer::start(container.clone(), lifecycle.policy, deploy_done_sender(loop_handle.clone()))?;
+    let provision = Arc::new(deploy::Provisioner::new(config.repository.clone(), loop_handle.clone()));
+    let done = deploy_done_sender(loop_handle.clone());
+    let deployer = deploy::Deployer::start(container.clone(), lifecycle.policy, Some(provision), done)?;
+    let storage = storage_plane(&config)?;
     let node_ids: Vec<String> = config.peers.iter().map(|(id, _)| id.clone()).collect();
     let metrics = metrics::Telemetry::new(&config.node_id, &node_ids);
     let slow_call_ms = metrics::slow_threshold_from_env()?.unwrap_or(live::SLOW_CALL_MS_DEFAULT);
@@ -188,10 +190,12 @@ fn run(args: &Args) -> Result<(), String> {
         slice_watches,
     };
     let (calls, forwarded, registry) = (data.calls.clone(), data.forwarded.clone(), data.registry.clone());
-    let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data);
+    let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data)
+        .with_storage(storage);
     let net =
         net::spawn(net_config(&config), handler).map_err(|e| format!("cluster port {}: {e}", config.listen_cluster))?;
     let _ = loop_handle.set(net.handle.clone());
+    blobs::debug::start_from_env(net.handle.clone())?;
     if let Some(settings) = config.cluster_tls.clone() {
         cluster_tls_config::reload_on_sighup(settings, net.handle.clone())?;
     }
@@ -359,6 +363,13 @@ fn start_app(args: &Args, config: &NodeConfig) -> Result<Option<app::AppServer>,
     };
     let options = app::AppOptions { tls: config.tls.clone(), ..app::AppOptions::from_env() };
     app::AppServer::start_with(app_config, options).map(Some)
+}
+
+/// This node's storage-plane replica, its entries in `{data_dir}/dht`.
+fn storage_plane(config: &NodeConfig) -> Result<node::StoragePlane, String> {
+    let store = node::NodeStore::open(&config.data_dir.join("dht"))?;
+    let ids: Vec<String> = config.peers.iter().map(|(id, _)| id.clone()).collect();
+    Ok(node::StoragePlane::new(&config.node_id, &ids, dht::Config::default(), store, config.lease_grace))
 }
 
 /// Private copies of slice libraries are made in `{data_dir}/loaded` (0700, checked at start).

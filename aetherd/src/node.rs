@@ -20,10 +20,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 mod consensus_send;
+mod dht;
 mod events;
 mod metrics;
 mod peer_data;
 mod slice_kv;
+
+pub use dht::{DhtOp, DhtRequest, NodeStore, StoragePlane};
 
 /// How long a management thread waits for the loop to answer a query.
 pub(crate) const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -68,6 +71,10 @@ pub enum Command {
     },
     /// A slice's state operation (`ctx.kv()`), resolved against the calling artifact's scope here.
     SliceKv(crate::slice_state::SliceRequest),
+    /// A storage-plane key operation (`blobs::Blobs`).
+    Dht(DhtRequest),
+    /// The storage plane's figures (`None`: it is not running on this node).
+    DhtStats(mpsc::Sender<Option<mgmt::DhtView>>),
 }
 
 /// The data plane as the loop sees it: where to deliver replies, who serves forwarded calls, and the
@@ -130,6 +137,8 @@ pub struct Node {
     ops: events::Ops,
     /// The store watch on `data/` that feeds `data.slice_watches`.
     slice_watch: Option<kvstore::WatchId>,
+    /// This node's storage-plane replica (`dht`), once installed.
+    storage: Option<StoragePlane>,
 }
 
 impl Node {
@@ -191,6 +200,7 @@ impl Node {
             timer_generation: [0; 2],
             deployment,
             slice_watch,
+            storage: None,
         }
     }
 
@@ -280,6 +290,7 @@ impl Node {
         self.run_managers(ctx);
         self.observe_store_and_send(ctx);
         self.feed_slice_watches();
+        self.tick_dht(ctx);
     }
 
     /// Runs the deployment managers when something woke them and the node may act.
@@ -479,6 +490,7 @@ impl Handler for Node {
             FrameKind::Artifact => return self.receive_artifact(ctx, peer, &frame.payload),
             FrameKind::Gossip => return self.receive_summary(ctx, peer, &frame.payload),
             FrameKind::Events => return self.receive_events(ctx, peer, &frame.payload),
+            FrameKind::Dht => return self.receive_dht(ctx, peer, &frame.payload),
             FrameKind::InvokeReply => {
                 match InvokeReply::decode(&frame.payload) {
                     Ok(reply) => match self.peer_names.get(peer) {
@@ -538,6 +550,8 @@ impl Handler for Node {
                 let _ = reply.send(self.replicate_artifact(ctx, &artifact));
             }
             Command::SliceKv(request) => self.slice_kv(ctx, request),
+            Command::Dht(request) => self.dht_request(ctx, request),
+            Command::DhtStats(reply) => drop(reply.send(self.dht_view())),
             Command::DeployDone(done) => {
                 if let crate::deploy::JobResult::Reconfigured { outcome, .. } = &done.result {
                     self.record_reconfigured(&done.artifact, outcome);

@@ -164,6 +164,10 @@ pub trait Backend: Send + Sync + 'static {
     fn log_level_default(&self) -> String {
         "info".into()
     }
+    /// The storage plane as this node sees it (`GET /api/dht`).
+    fn dht(&self) -> Result<crate::DhtView, ApiError> {
+        Err(ApiError::unavailable("this node runs no storage plane"))
+    }
 }
 
 /// Answers one request.
@@ -188,6 +192,7 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
             upload(backend, &format!("{group}:{artifact}:{version}"), req)
         }
         ("GET", ["api", "status"]) => status(backend),
+        ("GET", ["api", "dht"]) => crate::dht::get(backend),
         ("GET", ["api", "health"]) => health(backend),
         ("GET", ["api", "nodes"]) => nodes(backend),
         ("GET", ["health", "live"]) => Ok(crate::health::live()),

@@ -71,6 +71,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "api/health", Access::Role(Role::Viewer)),
     ("GET", "api/status", Access::Role(Role::Viewer)),
     ("GET", "api/nodes", Access::Role(Role::Viewer)),
+    ("GET", "api/dht", Access::Role(Role::Viewer)),
     ("GET", "api/slices", Access::Role(Role::Viewer)),
     ("GET", "api/routes", Access::Role(Role::Viewer)),
     ("GET", "api/artifacts", Access::Role(Role::Viewer)),

@@ -16,6 +16,7 @@ mod auth;
 mod blueprint_checks;
 mod blueprint_status;
 mod deploy;
+mod dht;
 mod error;
 mod events;
 mod health;
@@ -37,6 +38,7 @@ mod test_backend;
 
 pub use api::{route, ArtifactUpload, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};
 pub use auth::{access_for, screen, serve, Access, Auth, AuthConfig, Role, ROUTES};
+pub use dht::DhtView;
 pub use error::ApiError;
 pub use events::{parse_since, EventSince, EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX};
 pub use idempotency::{request_key, RequestKey, IDEMPOTENCY_KEY_BYTES_MAX};
