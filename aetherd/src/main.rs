@@ -168,7 +168,7 @@ fn run(args: &Args) -> Result<(), String> {
     let loop_handle: Arc<OnceLock<net::NetHandle<node::Command>>> = Arc::default();
     let provision = Arc::new(deploy::Provisioner::new(config.repository.clone(), loop_handle.clone()));
     let done = deploy_done_sender(loop_handle.clone());
-    let deployer = deploy::Deployer::start(container.clone(), lifecycle.policy, Some(provision), done)?;
+    let deployer = deploy::Deployer::start(container.clone(), lifecycle.policy, Some(Arc::clone(&provision)), done)?;
     let storage = storage_plane(&config)?;
     let node_ids: Vec<String> = config.peers.iter().map(|(id, _)| id.clone()).collect();
     let metrics = metrics::Telemetry::new(&config.node_id, &node_ids);
@@ -242,12 +242,17 @@ fn run(args: &Args) -> Result<(), String> {
         metrics: Arc::clone(metrics.board()),
         dry_runs: mgmt::DryRuns::default(),
         declared_routes: Arc::new(deploy::DeclaredRoutes::new(Arc::clone(&container), config.repository.clone())),
+        artifact_bytes_max: config.artifacts.max_bytes,
+        library_check: Arc::new(artifacts::LibraryCheck::new(&config.data_dir, &config.node_id)?),
+        blobs: blobs::Blobs::new(net.handle.clone()),
+        provision: Arc::clone(&provision),
     });
     let ports = backend.http_ports.clone();
     let management_http = mgmt::http_config(config.listen_management, 64, config.tls.clone());
     let screener = Arc::clone(&auth);
-    let management = mgmt::Server::start_screened(
+    let management = mgmt::Server::start_limited(
         management_http,
+        config.artifacts.max_bytes,
         move |req| mgmt::screen(&screener, req),
         move |req| mgmt::serve(&auth, &*backend, req),
     )?;

@@ -64,11 +64,6 @@ pub enum Command {
         id: u64,
         payload: Vec<u8>,
     },
-    /// Push an artifact (already stored here) to every connected peer; answers with the peers it went to.
-    ReplicateArtifact {
-        artifact: Arc<crate::artifacts::Artifact>,
-        reply: mpsc::Sender<Vec<String>>,
-    },
     /// A slice's state operation (`ctx.kv()`), resolved against the calling artifact's scope here.
     SliceKv(crate::slice_state::SliceRequest),
     /// A storage-plane key operation (`blobs::Blobs`).
@@ -126,7 +121,6 @@ pub struct Node {
     /// Transport peer index -> node id.
     peer_names: Vec<String>,
     systemd: crate::systemd::Notifier,
-    artifacts: crate::artifacts::Assembler,
     /// Consensus messages the transport refused to queue.
     refusals: crate::send_refusals::SendRefusals,
     /// Commands forwarded to each peer lately, so a repeat within the window is not queued again.
@@ -187,7 +181,6 @@ impl Node {
             data,
             ops,
             peer_names,
-            artifacts: crate::artifacts::Assembler::default(),
             refusals: crate::send_refusals::SendRefusals::default(),
             forwarded: consensus_send::ForwardWindow::default(),
             gossip: metrics::Gossip::default(),
@@ -480,14 +473,12 @@ impl Handler for Node {
         if let Some(name) = self.peer_names.get(peer) {
             self.data.calls.peer_down(name);
         }
-        self.artifacts.peer_down(peer);
     }
 
     fn on_frame(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, frame: Frame) {
         match frame.kind {
             FrameKind::Consensus => {}
             FrameKind::Invoke => return self.serve_invoke(ctx, peer, &frame.payload),
-            FrameKind::Artifact => return self.receive_artifact(ctx, peer, &frame.payload),
             FrameKind::Gossip => return self.receive_summary(ctx, peer, &frame.payload),
             FrameKind::Events => return self.receive_events(ctx, peer, &frame.payload),
             FrameKind::Dht => return self.receive_dht(ctx, peer, &frame.payload),
@@ -546,9 +537,6 @@ impl Handler for Node {
             Command::KvList { prefix, stale, reply } => self.read(ctx, stale, Waiter::List(prefix, usize::MAX, reply)),
             Command::SendInvoke { node, id, payload } => self.send_invoke(ctx, &node, id, &payload),
             Command::SendReply { peer, id, payload } => self.send_reply(ctx, peer, id, &payload),
-            Command::ReplicateArtifact { artifact, reply } => {
-                let _ = reply.send(self.replicate_artifact(ctx, &artifact));
-            }
             Command::SliceKv(request) => self.slice_kv(ctx, request),
             Command::Dht(request) => self.dht_request(ctx, request),
             Command::DhtStats(reply) => drop(reply.send(self.dht_view())),

@@ -16,11 +16,11 @@
 //! digest changes with it, so anti-entropy fetches the entry again from a peer.
 //!
 //! Invariants: every indexed entry has a file whose header matched it when it was last read or written;
-//! `digests[p]` is the XOR of `entry_digest` over the (key, version) pairs indexed in partition `p` (0
-//! when empty), exactly what `MemStore` computes for the same entries; no read allocates more than
+//! `digests[p]` is the XOR of `store::entry_digest` over the (key, version) pairs indexed in partition `p`
+//! (0 when empty), exactly what `MemStore` computes for the same entries; no read allocates more than
 //! `HEADER_BYTES + KEY_BYTES_MAX + VALUE_BYTES_MAX`.
 
-use crate::store::{Entry, Store, StoreError, Version};
+use crate::store::{entry_digest, Entry, Store, StoreError, Version};
 use crate::{Ring, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -34,16 +34,6 @@ const FLAG_TOMBSTONE: u8 = 1;
 const HEADER_BYTES: usize = 4 + 1 + 1 + 2 + 8 + 8 + 4 + 4 + 4;
 /// Keys sharing one file-name hash; more is refused (a 64-bit hash makes even two rare).
 const SLOTS: u8 = 8;
-
-/// The digest of one (key, version) pair; a partition's digest is the XOR of its pairs' digests, so it is
-/// independent of order and updated in O(1) on every change. `MemStore` uses the same function.
-pub fn entry_digest(key: &str, version: &Version) -> u64 {
-    let mut h = fnv1a(FNV_OFFSET, key.as_bytes());
-    h = fnv1a(h, &[0xff]);
-    h = fnv1a(h, &version.stamp.to_le_bytes());
-    h = fnv1a(h, &version.writer.to_le_bytes());
-    mix64(h)
-}
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
@@ -261,7 +251,7 @@ impl DiskStore {
 
     fn index(&mut self, key: String, meta: Meta) {
         let partition = Ring::partition_of(&key);
-        *self.digests.entry(partition).or_insert(0) ^= entry_digest(&key, &meta.version);
+        *self.digests.entry(partition).or_insert(0) ^= entry_digest(&key, meta.version);
         self.files.insert(meta.file);
         self.entries += 1;
         self.value_bytes += u64::from(meta.value_len);
@@ -276,7 +266,7 @@ impl DiskStore {
             self.parts.remove(&partition);
         }
         let digest = self.digests.entry(partition).or_insert(0);
-        *digest ^= entry_digest(key, &meta.version);
+        *digest ^= entry_digest(key, meta.version);
         if !self.parts.contains_key(&partition) {
             self.digests.remove(&partition);
         }
@@ -653,12 +643,18 @@ mod tests {
         }
         let mut expected: HashMap<u32, u64> = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
-            *expected.entry(Ring::partition_of(k)).or_insert(0) ^= entry_digest(k, &v(i as u64 + 1));
+            *expected.entry(Ring::partition_of(k)).or_insert(0) ^= entry_digest(k, v(i as u64 + 1));
+        }
+        let mut mem = crate::MemStore::default();
+        for (i, k) in keys.iter().enumerate() {
+            mem.put(k, live(i as u64 + 1, b"v")).unwrap();
         }
         assert_eq!(s1.partitions(), s2.partitions());
+        assert_eq!(s1.partitions(), mem.partitions());
         for p in s1.partitions() {
             assert_eq!(s1.digest(p), s2.digest(p));
             assert_eq!(s1.digest(p), expected[&p]);
+            assert_eq!(s1.digest(p), mem.digest(p), "the memory store's digest");
         }
         let p = Ring::partition_of(&keys[0]);
         s2.remove(&keys[0]).unwrap();

@@ -25,12 +25,17 @@ mod keys;
 mod kv;
 mod listings;
 mod live;
+mod maven_metadata;
 mod methods;
 mod metrics;
 mod openapi;
+mod repository;
+mod repository_path;
 mod server;
 mod validate;
 
+#[cfg(test)]
+mod repository_tests;
 #[cfg(test)]
 mod routes_tests;
 #[cfg(test)]
@@ -46,7 +51,9 @@ pub use keys::KeyRecord;
 pub use kv::{base64, KvEntry};
 pub use listings::ArtifactInfo;
 pub use live::{Setting, LEVELS};
+pub use maven_metadata::is_snapshot;
 pub use methods::allowed as allowed_methods;
 pub use openapi::OPENAPI_YAML;
+pub use repository_path::{Checksum, RepoPath};
 pub use server::{body_limit, http_config, Request, Response, Server, StreamBody, ARTIFACT_BYTES_MAX, BODY_BYTES_MAX};
 pub use validate::{DryRuns, DRY_RUNS_MAX};

@@ -17,7 +17,8 @@ pub const PATHS: &[(&str, &str)] = &[
     ("api/routes", "GET, HEAD"),
     ("api/openapi.yaml", "GET, HEAD"),
     ("api/artifacts", "GET, HEAD"),
-    ("api/artifacts/*/*/*", "POST, PUT"),
+    ("api/artifacts/*/*/*", "GET, HEAD, POST, PUT, DELETE"),
+    ("repository/**", "GET, HEAD, PUT, DELETE"),
     ("api/blueprints", "GET, HEAD, POST, PUT"),
     // `validate` is a reserved blueprint name: this path is the dry run only.
     ("api/blueprints/validate", "POST"),
