@@ -1,5 +1,5 @@
-//! Artifacts in the storage plane over real `aetherd` processes: a library stored through one node (its
-//! chunks and its catalog record) loads on nodes whose repositories never had it, even once that node is
+//! Artifacts in the storage plane over real `aetherd` processes: a library uploaded to one node (its chunks
+//! and its catalog record) loads on nodes whose repositories never had it, even once that node is
 //! dead and on a node that was down while it was stored; a restarted node loads from its repository cache
 //! without fetching again; a chunk file damaged on one node's disk is detected and repaired from a replica.
 
@@ -18,10 +18,14 @@ fn echo_library() -> std::path::PathBuf {
     example_slices_repo().unwrap().join(container::Artifact::parse(ECHO).unwrap().repository_path())
 }
 
-/// Stores the example echo library through node `i`: its chunks, then its catalog record.
+/// Uploads the example echo library to node `i` (`PUT /repository/...`: its chunks, then its catalog
+/// record); answers its SHA-256.
 fn store_echo(cluster: &Cluster, i: usize) -> String {
-    let answer = cluster.ask(i, json!({"op": "store", "artifact": ECHO, "file": echo_library().display().to_string()}));
-    answer["ok"]["sha256"].as_str().unwrap_or_else(|| panic!("store failed: {answer}")).to_owned()
+    let bytes = std::fs::read(echo_library()).unwrap();
+    let path = format!("/repository/{}", container::Artifact::parse(ECHO).unwrap().repository_path().display());
+    let answer = http(cluster.c.nodes[i].management, "PUT", &path, &bytes).unwrap();
+    assert!(answer.status == 201 || answer.status == 200, "upload: {} {}", answer.status, answer.text());
+    integrity::to_hex(&integrity::sha256(&bytes))
 }
 
 /// Whether node `i` serves echo itself.
@@ -47,8 +51,7 @@ fn fetches_logged(cluster: &Cluster, i: usize) -> usize {
 fn a_library_stored_while_a_node_was_down_loads_on_every_live_node_after_its_uploader_died() {
     let mut cluster = Cluster::start("fetch", 3, &[]);
     cluster.c.kill(2);
-    let sha256 = store_echo(&cluster, 0);
-    assert_eq!(sha256, integrity::to_hex(&integrity::sha256(&std::fs::read(echo_library()).unwrap())));
+    store_echo(&cluster, 0);
     cluster.c.kill(0);
     cluster.start_node(2);
     cluster.wait_ready(vec![1, 2]);
@@ -70,7 +73,8 @@ fn a_missing_library_fails_its_slice_with_a_clear_reason() {
     store_echo(&cluster, 0);
     // The chunks go, the catalog record stays: no node can provide the library.
     assert_eq!(cluster.ask(0, json!({"op": "delete_chunks", "artifact": ECHO})), json!({"ok": null}));
-    cluster.post_blueprint(1, "missing", ECHO, 1);
+    // Node 0 took the upload into its own repository; the other two must fetch, and cannot.
+    cluster.post_blueprint(1, "missing", ECHO, 3);
     let reason = |s: &Value| s["error"].as_str().unwrap_or_default().to_owned();
     let failed = wait_for(SETTLE, || {
         cluster.slices(1).iter().any(|s| reason(s).contains("the storage plane could not provide it"))
