@@ -5,7 +5,7 @@ use crate::util::{cargo, run, target_dir};
 
 pub fn bench(args: &[String]) -> crate::TaskResult {
     let Some((name, rest)) = args.split_first() else {
-        return Err("bench needs a name: transport, kv, app, consensus-core, invoke-local, slice-kv".into());
+        return Err("bench needs a name: transport, kv, app, consensus-core, invoke-local, slice-kv, dht".into());
     };
     match name.as_str() {
         "transport" => transport(rest),
@@ -14,10 +14,26 @@ pub fn bench(args: &[String]) -> crate::TaskResult {
         "consensus-core" => crate::sim::bench_consensus(rest),
         "invoke-local" => crate::slices::bench_invoke_local(rest),
         "slice-kv" => slice_kv(rest),
+        "dht" => dht(rest),
         other => {
-            Err(format!("unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local, slice-kv"))
+            Err(format!("unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local, slice-kv, dht"))
         }
     }
+}
+
+/// `cargo xtask bench dht [--mib N] [--grace-ms N]`: the storage plane's store and fetch throughput on 3 nodes
+/// and its re-replication time after a kill on 5, on clusters of release builds; writes `{target}/bench/dht.json`.
+fn dht(args: &[String]) -> crate::TaskResult {
+    let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = out.join("dht.json");
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "dht", "--"]);
+    command.arg("--aetherd").arg(&aetherd).args(args).arg("--json").arg(&json);
+    run(command)?;
+    println!("wrote {}", json.display());
+    Ok(())
 }
 
 fn transport(args: &[String]) -> crate::TaskResult {
