@@ -157,8 +157,8 @@ impl StoragePlane {
         self.dht.stats()
     }
 
-    /// The members the decided liveness names (see the module documentation); `None` while the applied
-    /// store cannot tell (not caught up).
+    /// The members the decided liveness names in the applied `store` (see the module documentation); the
+    /// configured nodes when there is no store to read (this node has not caught up) or no lease in it.
     fn decided_members(&mut self, store: Option<&kvstore::Store>) -> Vec<String> {
         let Some(store) = store else { return self.configured.clone() };
         let view = control::ClusterState::from_entries(store.list("nodes/"));
@@ -309,5 +309,54 @@ impl Node {
             sends_refused: plane.sends_refused,
             bad_frames: plane.bad_frames,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::records::{LeaseRecord, Record};
+    use kvstore::{AetherKey, WatchLimits};
+
+    fn ids(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// Writes `node`'s lease with `counter`, as a renewal does.
+    fn renew(store: &mut kvstore::Store, slot: &mut u64, node: &str, counter: u64) {
+        let key = AetherKey::NodeLease { node: kvstore::NodeId::parse(node).unwrap() };
+        let put = kvstore::Command::Put { key, value: LeaseRecord { counter }.encode() };
+        store.apply(*slot, &[put.encode().unwrap()]).unwrap();
+        *slot += 1;
+    }
+
+    #[test]
+    fn members_are_the_configured_nodes_until_leases_then_the_nodes_not_judged_dead() {
+        let configured = ids(&["node-1", "node-2", "node-3", "node-4"]);
+        let store = NodeStore::Memory(MemStore::default());
+        let grace = Duration::from_millis(60);
+        let mut plane = StoragePlane::new("node-1", &configured, dht::Config::default(), store, grace);
+        assert_eq!(plane.decided_members(None), configured, "not caught up: the configured nodes");
+        let mut kv = kvstore::Store::new(WatchLimits::default());
+        let mut slot = 0;
+        assert_eq!(plane.decided_members(Some(&kv)), configured, "no lease yet: the configured nodes");
+        // node-4 never started: it has no lease, and is no member once leases exist.
+        for node in ["node-1", "node-2", "node-3"] {
+            renew(&mut kv, &mut slot, node, 1);
+        }
+        assert_eq!(plane.decided_members(Some(&kv)), ids(&["node-1", "node-2", "node-3"]));
+        // node-3 stops renewing while node-1 (this node) and node-2 go on: past the grace it is dead.
+        let mut counter = 1;
+        let dead = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            counter += 1;
+            renew(&mut kv, &mut slot, "node-1", counter);
+            renew(&mut kv, &mut slot, "node-2", counter);
+            plane.decided_members(Some(&kv)) == ids(&["node-1", "node-2"])
+        });
+        assert!(dead, "node-3 never left: {:?}", plane.decided_members(Some(&kv)));
+        // It renews again: it rejoins at once.
+        renew(&mut kv, &mut slot, "node-3", 2);
+        assert_eq!(plane.decided_members(Some(&kv)), ids(&["node-1", "node-2", "node-3"]));
     }
 }
