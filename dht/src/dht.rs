@@ -291,6 +291,11 @@ impl<S: Store> Dht<S> {
         &mut self.store
     }
 
+    /// The store, for a restart that keeps it (the simulator's crash keeping the disk).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
     /// Operations waiting for their quorum.
     pub fn ops_in_flight(&self) -> usize {
         self.ops.len()

@@ -102,6 +102,11 @@ impl MemStore {
         }
     }
 
+    /// The entry for `key` without cloning it (tests and the simulator's checkers).
+    pub fn peek(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
     /// Every entry, in key order (tests and the simulator's checkers).
     pub fn entries(&self) -> impl Iterator<Item = (&String, &Entry)> + '_ {
         self.entries.iter()

@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod dht;
 pub mod durable;
 pub mod kv;
 pub mod leader;
