@@ -108,8 +108,9 @@ impl<S: Store> Dht<S> {
     /// digest in the last `ROUNDS_REMEMBERED` rounds.
     pub(crate) fn under_replicated(&self) -> usize {
         let window_ms = self.config.anti_entropy_interval_ms.max(1) * ROUNDS_REMEMBERED;
+        let Some(me) = self.ring.index_of(&self.me) else { return 0 };
         (0..PARTITIONS)
-            .filter(|p| self.ring.is_replica(*p, &self.me))
+            .filter(|p| self.ring.holds(*p, me))
             .filter(|p| {
                 let matched = &self.ae.matched[*p as usize];
                 self.ring.replica_ids(*p).any(|peer| {
@@ -127,8 +128,9 @@ impl<S: Store> Dht<S> {
             }
         }
         let mut per_peer: BTreeMap<&NodeId, Vec<PartitionDigest>> = BTreeMap::new();
+        let me = self.ring.index_of(&self.me);
         for partition in 0..PARTITIONS {
-            if !held[partition as usize] && !self.ring.is_replica(partition, &self.me) {
+            if !held[partition as usize] && !me.is_some_and(|me| self.ring.holds(partition, me)) {
                 continue;
             }
             let digest = self.store.digest(partition);
@@ -152,6 +154,8 @@ impl<S: Store> Dht<S> {
         if !self.config.anti_entropy {
             return;
         }
+        let me = self.ring.index_of(&self.me);
+        let peer = self.ring.index_of(from);
         for theirs in digests {
             let partition = theirs.partition;
             let Some(matched) = self.ae.matched.get_mut(partition as usize) else { continue };
@@ -159,8 +163,8 @@ impl<S: Store> Dht<S> {
             if mine == theirs.digest {
                 matched.insert(from.to_string(), self.now_ms);
             }
-            let me_replica = self.ring.is_replica(partition, &self.me);
-            let from_replica = self.ring.is_replica(partition, from);
+            let me_replica = me.is_some_and(|me| self.ring.holds(partition, me));
+            let from_replica = peer.is_some_and(|peer| self.ring.holds(partition, peer));
             let handing_off = !me_replica && from_replica && mine != 0;
             let differ = mine != theirs.digest && (me_replica || from_replica);
             if handing_off || differ {

@@ -79,7 +79,17 @@ impl Ring {
 
     /// Whether `node` is one of the partition's replicas.
     pub fn is_replica(&self, partition: u32, node: &str) -> bool {
-        self.replica_ids(partition).any(|id| id == node)
+        self.index_of(node).is_some_and(|index| self.holds(partition, index))
+    }
+
+    /// A member's position in `members()`, for repeated `holds` checks without string comparisons.
+    pub fn index_of(&self, node: &str) -> Option<usize> {
+        self.members.binary_search_by(|member| member.as_str().cmp(node)).ok()
+    }
+
+    /// Whether the member at `index` of `members()` is one of the partition's replicas.
+    pub fn holds(&self, partition: u32, index: usize) -> bool {
+        self.table.get(partition as usize).is_some_and(|replicas| replicas.contains(&index))
     }
 
     /// How many replicas each partition has: `min(replication, members)`.

@@ -7,8 +7,7 @@ use ::dht::{Entry, Ring, Version};
 
 use super::world::World;
 
-/// The replication factor and read quorum the world runs (`Config::default()`).
-const REPLICATION: usize = 3;
+/// The read quorum the world runs (`Config::default()`).
 const READ_QUORUM: usize = 2;
 
 fn entry_of<'w>(world: &'w World, node: &str, key: &str) -> Option<&'w Entry> {
@@ -18,7 +17,16 @@ fn entry_of<'w>(world: &'w World, node: &str, key: &str) -> Option<&'w Entry> {
 /// Every key's newest acknowledged write (by version) is held, at that version or a newer one, by some
 /// replica of every read quorum of its current replicas. False when it found a violation.
 pub(super) fn quorum(world: &mut World) -> bool {
-    let ring = Ring::new(&world.members, REPLICATION);
+    match unreadable_write(world) {
+        Some(violation) => {
+            world.report.violations.push(violation);
+            false
+        }
+        None => true,
+    }
+}
+
+fn unreadable_write(world: &World) -> Option<String> {
     let mut newest: BTreeMap<&str, (Version, u64)> = BTreeMap::new();
     for (id, write) in &world.writes {
         if let (true, Some(version)) = (write.acked, write.version) {
@@ -29,7 +37,7 @@ pub(super) fn quorum(world: &mut World) -> bool {
         }
     }
     for (key, (version, id)) in newest {
-        let replicas = ring.replicas(Ring::partition_of(key));
+        let replicas = world.ring.replicas(Ring::partition_of(key));
         let quorum = READ_QUORUM.min(replicas.len());
         for mask in 0u32..(1 << replicas.len()) {
             if mask.count_ones() as usize != quorum {
@@ -40,16 +48,14 @@ pub(super) fn quorum(world: &mut World) -> bool {
             let held: Vec<Option<Version>> =
                 subset.iter().map(|node| entry_of(world, node, key).map(|e| e.version)).collect();
             if held.iter().max().copied().flatten() < Some(version) {
-                let violation = format!(
+                return Some(format!(
                     "at {} ms the acknowledged write #{id} of {key} ({version:?}) is not readable from the read quorum {subset:?}, which holds {held:?}",
                     world.now_ms
-                );
-                world.report.violations.push(violation);
-                return false;
+                ));
             }
         }
     }
-    true
+    None
 }
 
 /// Every value a replica holds was written to that key by the client.
@@ -98,7 +104,7 @@ pub(super) fn read_repair(world: &mut World) {
 /// `None` when every current replica of each partition holds the same entries, no other replica holds any
 /// of them, and every replica reports no partition under-replicated; otherwise what is still off.
 pub(super) fn converged(world: &World) -> Option<String> {
-    let ring = Ring::new(&world.members, REPLICATION);
+    let ring = &world.ring;
     let mut keys = BTreeSet::new();
     for node in world.nodes.values() {
         if let Some(store) = node.store() {

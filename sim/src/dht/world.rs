@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use ::dht::{Config, Dht, MemStore, Message, OpId, Output, Version};
+use ::dht::{Config, Dht, MemStore, Message, OpId, Output, Ring, Version};
 
 use super::{check, Destructive, DhtBroken, DhtOptions, DhtReport};
 use crate::rng::Rng;
@@ -74,6 +74,8 @@ pub(super) struct World {
     pub(super) now_ms: u64,
     pub(super) nodes: BTreeMap<String, Node>,
     pub(super) members: Vec<String>,
+    /// The ring of `members`, as every replica computes it.
+    pub(super) ring: Ring,
     queue: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     blocked: BTreeSet<(String, String)>,
@@ -115,6 +117,7 @@ impl World {
             now_ms: 0,
             nodes: BTreeMap::new(),
             members: Vec::new(),
+            ring: Ring::new(&[], 3),
             queue: BinaryHeap::new(),
             seq: 0,
             blocked: BTreeSet::new(),
@@ -138,6 +141,7 @@ impl World {
             world.add_node(name);
         }
         world.members = names;
+        world.ring = Ring::new(&world.members, world.config.replication);
         for name in world.members.clone() {
             world.with_node(&name, |dht, now, members, out| dht.set_members(members, now, out));
         }
@@ -165,7 +169,7 @@ impl World {
             self.faults();
             self.client();
             self.step();
-            if !self.quorum_check_paused && self.now_ms % TICK_MS == 0 && !check::quorum(&mut self) {
+            if !self.quorum_check_paused && self.now_ms.is_multiple_of(TICK_MS) && !check::quorum(&mut self) {
                 // One finding is enough; the check stays off so the report is not flooded.
                 self.quorum_check_paused = true;
             }
@@ -470,6 +474,7 @@ impl World {
     }
 
     fn announce_members(&mut self) {
+        self.ring = Ring::new(&self.members, self.config.replication);
         for name in self.nodes.keys().cloned().collect::<Vec<_>>() {
             self.with_node(&name, |dht, now, members, out| dht.set_members(members, now, out));
         }
@@ -516,7 +521,7 @@ impl World {
     fn converge(&mut self, heal_ms: u64) {
         let bound = self.options.convergence_bound_ms();
         loop {
-            if self.now_ms % TICK_MS == 0 {
+            if self.now_ms.is_multiple_of(TICK_MS) {
                 match check::converged(self) {
                     None => {
                         self.report.convergence_ms = self.now_ms - heal_ms;
