@@ -226,6 +226,9 @@ impl<S: Store> Dht<S> {
         if !self.ae.syncs.contains_key(&id) {
             return;
         }
+        if let Some(newest) = keys.iter().map(|k| k.version).max() {
+            self.observe(newest);
+        }
         let their_upper = if complete { None } else { keys.last().map(|k| k.key.clone()) };
         let mine_max = PAGE_KEYS_MAX * 2;
         let mut mine = self.store.versions(partition, after, mine_max);

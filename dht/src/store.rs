@@ -181,6 +181,12 @@ mod tests {
     }
 
     #[test]
+    fn entry_digest_is_pinned() {
+        // Every store implementation and every release must agree, or replicas never match.
+        assert_eq!(entry_digest("k", Version { stamp: 1, writer: 2 }), 0x1c7b_0c45_68a6_5bb6);
+    }
+
+    #[test]
     fn newer_wins_and_digest_is_incremental() {
         let mut store = MemStore::new();
         assert!(store.put("a", entry(2, Some(b"two"))).unwrap());
