@@ -276,13 +276,14 @@ fn run_dht(args: &[String]) -> Result<(), String> {
         convergence_ms_max = convergence_ms_max.max(report.convergence_ms);
         if verbose {
             println!(
-                "seed {} n={}: {} ops ({} writes acknowledged), {} repairs, converged in {} ms",
+                "seed {} n={}: {} ops ({} writes acknowledged), {} repairs, converged in {} ms (anti-entropy every {} ms)",
                 report.options.seed,
                 report.options.nodes,
                 report.ops,
                 report.acked,
                 report.repairs,
-                report.convergence_ms
+                report.convergence_ms,
+                report.options.anti_entropy_interval_ms()
             );
         }
         if !report.violations.is_empty() {
