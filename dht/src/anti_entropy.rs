@@ -232,10 +232,11 @@ impl<S: Store> Dht<S> {
         let their_upper = if complete { None } else { keys.last().map(|k| k.key.clone()) };
         let mine_max = PAGE_KEYS_MAX * 2;
         let mut mine = self.store.versions(partition, after, mine_max);
-        let truncated = mine.len() == mine_max;
         if let Some(upper) = &their_upper {
             mine.retain(|(key, _)| key <= upper);
         }
+        // Nothing was cut off within the peer's range unless every pair read is still in it.
+        let truncated = mine.len() == mine_max;
         // Compare up to the smaller of the two pages' ends, so nothing in between is skipped.
         let upper = match (truncated, mine.last()) {
             (true, Some((last, _))) => Some(last.clone()),
