@@ -35,7 +35,7 @@ pub const COVERAGE_MAX: usize = 16_384;
 const GC_STEPS: usize = 4;
 /// Entries scrubbed per round.
 const SCRUB_BUDGET: usize = 64;
-/// Rounds a replica's matching digest counts for, and a stalled sync lives.
+/// Rounds a replica's matching digest counts for.
 const ROUNDS_REMEMBERED: u64 = 3;
 
 pub(crate) struct AntiEntropy {
@@ -90,7 +90,9 @@ impl<S: Store> Dht<S> {
         }
         let interval_ms = self.config.anti_entropy_interval_ms.max(1);
         self.ae.next_round_ms = now_ms.saturating_add(interval_ms);
-        let stall_ms = (interval_ms * ROUNDS_REMEMBERED).max(self.config.op_timeout_ms);
+        // A sync whose page went missing (a lost message, a restarted peer) is given up after an operation's
+        // timeout, so the next mismatch starts it again.
+        let stall_ms = self.config.op_timeout_ms;
         self.ae.syncs.retain(|_, at| at.saturating_add(stall_ms) > now_ms);
         self.start_pending(now_ms, out);
         if self.config.anti_entropy {
@@ -175,8 +177,12 @@ impl<S: Store> Dht<S> {
 
     fn start_sync(&mut self, peer: &str, partition: u32, out: &mut Vec<Output>) {
         let id = (peer.to_string(), partition);
-        if self.ae.syncs.contains_key(&id) {
-            return;
+        if let Some(progressed_ms) = self.ae.syncs.get(&id) {
+            if progressed_ms.saturating_add(self.config.op_timeout_ms) > self.now_ms {
+                return;
+            }
+            // Stalled: start it over.
+            self.ae.syncs.remove(&id);
         }
         if self.ae.syncs.len() >= SYNCS_MAX {
             if self.ae.pending.len() < PENDING_MAX {

@@ -135,7 +135,7 @@ impl DhtOptions {
 
     /// How long after faults stop the replicas have to converge.
     pub fn convergence_bound_ms(&self) -> u64 {
-        4 * self.anti_entropy_interval_ms() + 20_000
+        3 * self.anti_entropy_interval_ms() + 10_000
     }
 }
 
