@@ -49,3 +49,14 @@ fn reads_without_repair_leave_stale_replicas() {
 fn replicas_without_anti_entropy_do_not_converge() {
     caught(DhtBroken::NoAntiEntropy, 20, "not converged");
 }
+
+#[test]
+fn a_seed_replays_exactly() {
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        run_seeds(42, 2, None, None, |r| {
+            runs.push((r.ops, r.acked, r.repairs, r.convergence_ms, r.violations.clone()));
+        });
+    }
+    assert_eq!(runs[..2], runs[2..]);
+}
