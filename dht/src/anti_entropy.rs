@@ -35,7 +35,7 @@ pub const COVERAGE_MAX: usize = 16_384;
 const GC_STEPS: usize = 4;
 /// Entries scrubbed per round.
 const SCRUB_BUDGET: usize = 64;
-/// Rounds a replica's matching digest counts for, and a stalled sync lives.
+/// Rounds a replica's matching digest counts for.
 const ROUNDS_REMEMBERED: u64 = 3;
 
 pub(crate) struct AntiEntropy {
@@ -90,7 +90,9 @@ impl<S: Store> Dht<S> {
         }
         let interval_ms = self.config.anti_entropy_interval_ms.max(1);
         self.ae.next_round_ms = now_ms.saturating_add(interval_ms);
-        let stall_ms = (interval_ms * ROUNDS_REMEMBERED).max(self.config.op_timeout_ms);
+        // A sync whose page went missing (a lost message, a restarted peer) is given up after an operation's
+        // timeout, so the next mismatch starts it again.
+        let stall_ms = self.config.op_timeout_ms;
         self.ae.syncs.retain(|_, at| at.saturating_add(stall_ms) > now_ms);
         self.start_pending(now_ms, out);
         if self.config.anti_entropy {
@@ -108,8 +110,9 @@ impl<S: Store> Dht<S> {
     /// digest in the last `ROUNDS_REMEMBERED` rounds.
     pub(crate) fn under_replicated(&self) -> usize {
         let window_ms = self.config.anti_entropy_interval_ms.max(1) * ROUNDS_REMEMBERED;
+        let Some(me) = self.ring.index_of(&self.me) else { return 0 };
         (0..PARTITIONS)
-            .filter(|p| self.ring.is_replica(*p, &self.me))
+            .filter(|p| self.ring.holds(*p, me))
             .filter(|p| {
                 let matched = &self.ae.matched[*p as usize];
                 self.ring.replica_ids(*p).any(|peer| {
@@ -127,8 +130,9 @@ impl<S: Store> Dht<S> {
             }
         }
         let mut per_peer: BTreeMap<&NodeId, Vec<PartitionDigest>> = BTreeMap::new();
+        let me = self.ring.index_of(&self.me);
         for partition in 0..PARTITIONS {
-            if !held[partition as usize] && !self.ring.is_replica(partition, &self.me) {
+            if !held[partition as usize] && !me.is_some_and(|me| self.ring.holds(partition, me)) {
                 continue;
             }
             let digest = self.store.digest(partition);
@@ -152,6 +156,8 @@ impl<S: Store> Dht<S> {
         if !self.config.anti_entropy {
             return;
         }
+        let me = self.ring.index_of(&self.me);
+        let peer = self.ring.index_of(from);
         for theirs in digests {
             let partition = theirs.partition;
             let Some(matched) = self.ae.matched.get_mut(partition as usize) else { continue };
@@ -159,8 +165,8 @@ impl<S: Store> Dht<S> {
             if mine == theirs.digest {
                 matched.insert(from.to_string(), self.now_ms);
             }
-            let me_replica = self.ring.is_replica(partition, &self.me);
-            let from_replica = self.ring.is_replica(partition, from);
+            let me_replica = me.is_some_and(|me| self.ring.holds(partition, me));
+            let from_replica = peer.is_some_and(|peer| self.ring.holds(partition, peer));
             let handing_off = !me_replica && from_replica && mine != 0;
             let differ = mine != theirs.digest && (me_replica || from_replica);
             if handing_off || differ {
@@ -171,8 +177,12 @@ impl<S: Store> Dht<S> {
 
     fn start_sync(&mut self, peer: &str, partition: u32, out: &mut Vec<Output>) {
         let id = (peer.to_string(), partition);
-        if self.ae.syncs.contains_key(&id) {
-            return;
+        if let Some(progressed_ms) = self.ae.syncs.get(&id) {
+            if progressed_ms.saturating_add(self.config.op_timeout_ms) > self.now_ms {
+                return;
+            }
+            // Stalled: start it over.
+            self.ae.syncs.remove(&id);
         }
         if self.ae.syncs.len() >= SYNCS_MAX {
             if self.ae.pending.len() < PENDING_MAX {
@@ -222,13 +232,17 @@ impl<S: Store> Dht<S> {
         if !self.ae.syncs.contains_key(&id) {
             return;
         }
+        if let Some(newest) = keys.iter().map(|k| k.version).max() {
+            self.observe(newest);
+        }
         let their_upper = if complete { None } else { keys.last().map(|k| k.key.clone()) };
         let mine_max = PAGE_KEYS_MAX * 2;
         let mut mine = self.store.versions(partition, after, mine_max);
-        let truncated = mine.len() == mine_max;
         if let Some(upper) = &their_upper {
             mine.retain(|(key, _)| key <= upper);
         }
+        // Nothing was cut off within the peer's range unless every pair read is still in it.
+        let truncated = mine.len() == mine_max;
         // Compare up to the smaller of the two pages' ends, so nothing in between is skipped.
         let upper = match (truncated, mine.last()) {
             (true, Some((last, _))) => Some(last.clone()),

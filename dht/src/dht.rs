@@ -103,8 +103,8 @@ pub enum Output {
 pub struct Stats {
     pub entries: usize,
     pub bytes: u64,
-    /// Partitions this replica holds for which fewer than `replication` members are known to hold the same
-    /// digest (as of the last anti-entropy round).
+    /// Partitions this replica replicates for which some other current replica has not reported a digest
+    /// matching this replica's in the last 3 anti-entropy rounds (all of them while anti-entropy is off).
     pub under_replicated: usize,
     pub read_repairs: u64,
     pub anti_entropy_repairs: u64,
@@ -289,6 +289,11 @@ impl<S: Store> Dht<S> {
 
     pub fn store_mut(&mut self) -> &mut S {
         &mut self.store
+    }
+
+    /// The store, for a restart that keeps it (the simulator's crash keeping the disk).
+    pub fn into_store(self) -> S {
+        self.store
     }
 
     /// Operations waiting for their quorum.

@@ -210,6 +210,28 @@ mod tests {
         assert!(Message::decode(&encoded).is_ok());
     }
 
+    #[test]
+    fn the_largest_lists_fit_the_message_limit() {
+        let key = "k".repeat(KEY_BYTES_MAX);
+        let version = Version { stamp: u64::MAX, writer: u64::MAX };
+        let page = Message::Versions {
+            partition: PARTITIONS - 1,
+            after: Some(key.clone()),
+            keys: (0..PAGE_KEYS_MAX).map(|_| KeyVersion { key: key.clone(), version }).collect(),
+            complete: false,
+        };
+        let digests = Message::Digests {
+            digests: (0..PARTITIONS).map(|partition| PartitionDigest { partition, digest: u64::MAX }).collect(),
+            reply: true,
+        };
+        let pull = Message::Pull { partition: 0, keys: vec![key.clone(); PULL_KEYS_MAX] };
+        for message in [page, digests, pull] {
+            // Everything but a value fits in the 64 KiB beside it.
+            assert!(message.encode().len() <= 64 * 1024, "{} bytes", message.encode().len());
+            assert_eq!(Message::decode(&message.encode()), Ok(message));
+        }
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

@@ -79,7 +79,17 @@ impl Ring {
 
     /// Whether `node` is one of the partition's replicas.
     pub fn is_replica(&self, partition: u32, node: &str) -> bool {
-        self.replica_ids(partition).any(|id| id == node)
+        self.index_of(node).is_some_and(|index| self.holds(partition, index))
+    }
+
+    /// A member's position in `members()`, for repeated `holds` checks without string comparisons.
+    pub fn index_of(&self, node: &str) -> Option<usize> {
+        self.members.binary_search_by(|member| member.as_str().cmp(node)).ok()
+    }
+
+    /// Whether the member at `index` of `members()` is one of the partition's replicas.
+    pub fn holds(&self, partition: u32, index: usize) -> bool {
+        self.table.get(partition as usize).is_some_and(|replicas| replicas.contains(&index))
     }
 
     /// How many replicas each partition has: `min(replication, members)`.
@@ -130,9 +140,12 @@ mod tests {
 
     #[test]
     fn hash_is_fixed() {
-        // Pinned: a change here moves every key to another partition on a rolling upgrade.
+        // Pinned: a change here moves every key to another partition (and every digest) on a rolling upgrade.
         assert_eq!(hash64(b""), mix64(0xcbf2_9ce4_8422_2325));
-        assert_eq!(Ring::partition_of("artifact/a"), Ring::partition_of("artifact/a"));
+        assert_eq!(hash64(b""), 0xf52a_15e9_a9b5_e89b);
+        assert_eq!(hash64(b"node-1"), 0x1395_0d4e_f307_e655);
+        assert_eq!(Ring::partition_of("artifact/a"), 165);
+        assert_eq!(Ring::partition_of("key-0"), 629);
         assert_ne!(hash64(b"a"), hash64(b"b"));
     }
 

@@ -102,6 +102,11 @@ impl MemStore {
         }
     }
 
+    /// The entry for `key` without cloning it (tests and the simulator's checkers).
+    pub fn peek(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
     /// Every entry, in key order (tests and the simulator's checkers).
     pub fn entries(&self) -> impl Iterator<Item = (&String, &Entry)> + '_ {
         self.entries.iter()
@@ -173,6 +178,12 @@ mod tests {
 
     fn entry(stamp: u64, value: Option<&[u8]>) -> Entry {
         Entry { version: Version { stamp, writer: 7 }, value: value.map(<[u8]>::to_vec) }
+    }
+
+    #[test]
+    fn entry_digest_is_pinned() {
+        // Every store implementation and every release must agree, or replicas never match.
+        assert_eq!(entry_digest("k", Version { stamp: 1, writer: 2 }), 0x1c7b_0c45_68a6_5bb6);
     }
 
     #[test]

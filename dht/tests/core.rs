@@ -264,3 +264,33 @@ fn tombstones_expire() {
     assert!(net.holders("k").is_empty());
     assert_eq!(net.get("node-2", "k"), Ok(None));
 }
+
+/// `count` keys that all fall in one partition, so anti-entropy has to page through it.
+fn keys_in_one_partition(count: usize) -> Vec<String> {
+    let target = Ring::partition_of("k0");
+    (0..).map(|i| format!("k{i}")).filter(|k| Ring::partition_of(k) == target).take(count).collect()
+}
+
+#[test]
+fn anti_entropy_pages_through_a_large_partition_both_ways() {
+    let mut net = Net::new(3, Config::default());
+    let keys = keys_in_one_partition(450);
+    // node-3 misses the first 300 writes, node-1 the last 150: each side has pages the other lacks.
+    net.down = vec!["node-3".into()];
+    for key in &keys[..300] {
+        assert_eq!(net.put("node-1", key, b"a"), Ok(None));
+    }
+    net.down = vec!["node-1".into()];
+    for key in &keys[300..] {
+        assert_eq!(net.put("node-3", key, b"b"), Ok(None));
+    }
+    net.down.clear();
+    net.run_ms(30_000);
+    for key in &keys {
+        assert_eq!(net.holders(key).len(), 3, "{key}");
+    }
+    for node in net.nodes.values() {
+        assert_eq!(node.stats().entries, 450);
+        assert_eq!(node.stats().under_replicated, 0);
+    }
+}
