@@ -277,8 +277,14 @@ pub fn put_library(backend: &dyn Backend, artifact: &Artifact, upload: ArtifactU
         if e.status != 409 {
             return Err(e);
         }
-        // Another upload of this version won the race: a release keeps the winner's bytes.
+        // Another upload of this version won the race: a release keeps the winner's bytes. The chunks just
+        // stored are dropped unless the winner's are the same (same keys).
         let winner = catalog_entry(backend, artifact)?;
+        if winner.as_ref().is_none_or(|(_, w)| w.sha256 != sha256) {
+            if let Err(e) = backend.delete_chunks(artifact, &record) {
+                warn!("the bytes of a lost upload of {artifact} stay in the storage plane: {}", e.detail);
+            }
+        }
         return match winner {
             Some((_, winner)) if !is_snapshot(artifact.version()) => same_release(artifact, &winner, &sha256),
             _ => Err(ApiError::new(
