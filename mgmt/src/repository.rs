@@ -37,7 +37,7 @@ pub fn route(backend: &dyn Backend, req: &Request, rest: &str) -> Result<Respons
         ("GET", RepoPath::Metadata { group, id, checksum }) => metadata(backend, &group, &id, checksum),
         ("GET", RepoPath::Library { artifact, checksum: None }) => library(backend, &artifact),
         ("GET", RepoPath::Library { artifact, checksum: Some(c) }) => sidecar(backend, &artifact, c),
-        ("PUT", RepoPath::Library { artifact, checksum: None }) => crate::api::upload(backend, &artifact, req),
+        ("PUT", RepoPath::Library { artifact, checksum: None }) => crate::upload::upload(backend, &artifact, req),
         ("PUT", RepoPath::Library { artifact, checksum: Some(c) }) => put_sidecar(backend, &artifact, c, &req.body),
         ("PUT", RepoPath::Metadata { .. }) => Ok(Response::ok(json!({ "ignored": true,
             "detail": "maven-metadata.xml is computed from the catalog; an uploaded one is not kept" }))),
