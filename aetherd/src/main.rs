@@ -14,6 +14,7 @@ mod blobs;
 mod cluster_tls_config;
 mod config;
 mod deploy;
+mod dht_config;
 mod events;
 mod forward;
 mod live;
@@ -374,7 +375,7 @@ fn start_app(args: &Args, config: &NodeConfig) -> Result<Option<app::AppServer>,
 fn storage_plane(config: &NodeConfig) -> Result<node::StoragePlane, String> {
     let store = node::NodeStore::open(&config.data_dir.join("dht"))?;
     let ids: Vec<String> = config.peers.iter().map(|(id, _)| id.clone()).collect();
-    Ok(node::StoragePlane::new(&config.node_id, &ids, dht::Config::default(), store, config.lease_grace))
+    Ok(node::StoragePlane::new(&config.node_id, &ids, config.dht.clone(), store, config.lease_grace))
 }
 
 /// Private copies of slice libraries are made in `{data_dir}/loaded` (0700, checked at start).

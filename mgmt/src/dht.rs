@@ -32,3 +32,33 @@ pub fn get(backend: &dyn Backend) -> Result<Response, ApiError> {
     let body = serde_json::to_value(view).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
     Ok(Response::ok(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_backend::StoreBackend;
+
+    #[test]
+    fn a_node_without_a_storage_plane_answers_503() {
+        assert!(get(&StoreBackend::default()).is_err_and(|e| e.status == 503));
+    }
+
+    #[test]
+    fn the_view_has_the_documented_fields() {
+        let view = DhtView { members: vec!["node-1".into()], entries: 2, corrupt_dropped: 1, ..DhtView::default() };
+        let body = serde_json::to_value(&view).unwrap();
+        for field in [
+            "members",
+            "entries",
+            "bytes",
+            "under_replicated",
+            "read_repairs",
+            "anti_entropy_repairs",
+            "handed_off",
+            "corrupt_dropped",
+        ] {
+            assert!(body.get(field).is_some(), "{field} missing from {body}");
+        }
+        assert_eq!((body["entries"].as_u64(), body["corrupt_dropped"].as_u64()), (Some(2), Some(1)));
+    }
+}

@@ -12,6 +12,7 @@ pub const PATHS: &[(&str, &str)] = &[
     ("api/health", "GET, HEAD"),
     ("api/status", "GET, HEAD"),
     ("api/nodes", "GET, HEAD"),
+    ("api/dht", "GET, HEAD"),
     ("api/slices", "GET, HEAD"),
     ("api/routes", "GET, HEAD"),
     ("api/openapi.yaml", "GET, HEAD"),

@@ -1,17 +1,19 @@
 //! Fetch before load: before a deploy worker loads `g:a:v`, it makes sure this node's repository folder holds
 //! the library the catalog (`artifacts/{g:a:v}`, read through the loop as a linearizable KV read) describes.
 //! When the folder lacks the library, or its `.so.sha256` names another digest than the record, the library
-//! is fetched from the storage plane (`blobs::Blobs::fetch`) into a temporary file in its Maven folder, its
-//! sidecars are written as `container::integrity` writes them (checksum, and signature when the record has
-//! one), and the file is renamed into place; the container then loads it as it loads any library.
+//! is fetched from the storage plane (`blobs::Blobs::fetch`) into a temporary file in its Maven folder and
+//! renamed into place, then its sidecars are written as `container::integrity` writes them (the signature when
+//! the record has one, the checksum last); the container then loads it as it loads any library.
 //!
 //! A library in the folder that the catalog does not know still loads (the folder is a seed), and so does
 //! one present while the catalog cannot be read (no quorum): the container's own check of the checksum (and
 //! signature) decides as before.
 //!
 //! Invariants: a library file only ever appears in the folder whole and checked against the record's
-//! SHA-256 (the rename is the last step; a failed fetch removes its temporary file); every failure is one
-//! sentence naming the artifact, fit for the slice record's reason.
+//! SHA-256 (a failed fetch removes its temporary file); the checksum file names the record's digest only once
+//! the library and its signature are in place, so a fetch cut short anywhere is fetched again at the next
+//! load rather than trusted; every failure is one sentence naming the artifact, fit for the slice record's
+//! reason.
 
 use crate::blobs::Blobs;
 use crate::node::Command;
@@ -77,7 +79,7 @@ impl Provisioner {
         entry.map(|e| ArtifactRecord::decode(&e.value).map_err(|e| e.to_string())).transpose()
     }
 
-    /// Fetches into a temporary file beside `library`, writes the sidecars, renames.
+    /// Fetches into a temporary file beside `library`, renames it into place, writes the sidecars.
     fn fetch(&self, artifact: &Artifact, record: &ArtifactRecord, library: &Path) -> Result<(), String> {
         let handle = self.handle.get().ok_or("the node is starting")?;
         let digest = integrity::from_hex::<32>(&record.sha256).map_err(|e| format!("the catalog's sha256: {e}"))?;
@@ -100,7 +102,7 @@ impl Provisioner {
             Blobs::new(handle.clone()).fetch(artifact, record, &mut writer).map_err(|e| e.reason)?;
             let file = writer.into_inner().map_err(|e| format!("writing the library: {e}"))?;
             file.sync_all().map_err(|e| format!("syncing the library: {e}"))?;
-            integrity::write_checksum(library, &digest).map_err(|e| format!("writing its checksum file: {e}"))?;
+            std::fs::rename(&tmp, library).map_err(|e| format!("moving the library into place: {e}"))?;
             match signature {
                 Some(signature) => integrity::write_signature(library, &signature)
                     .map_err(|e| format!("writing its signature file: {e}"))?,
@@ -111,7 +113,7 @@ impl Provisioner {
                     _ => {}
                 },
             }
-            std::fs::rename(&tmp, library).map_err(|e| format!("moving the library into place: {e}"))
+            integrity::write_checksum(library, &digest).map_err(|e| format!("writing its checksum file: {e}"))
         })();
         if fetched.is_err() {
             let _ = std::fs::remove_file(&tmp);

@@ -172,7 +172,7 @@ impl StoragePlane {
         };
         let mut members: Vec<String> =
             view.leases.keys().filter(|node| !dead.contains_key(*node)).map(|node| node.to_string()).collect();
-        if !members.iter().any(|id| *id == self.me) {
+        if !members.contains(&self.me) {
             members.push(self.me.clone());
         }
         members.sort();
