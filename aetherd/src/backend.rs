@@ -173,6 +173,11 @@ impl Backend for NodeBackend {
         if let Some(bytes) = cached() {
             return Ok(bytes);
         }
+        // A copy whose bytes differ from the catalog (damaged beside an intact checksum file) is dropped, so
+        // the fetch below replaces it.
+        if self.repository.join(artifact.repository_path()).exists() {
+            crate::artifacts::remove(&self.repository, artifact).map_err(|e| ApiError::new(500, "internal", e))?;
+        }
         self.provision.ensure(artifact).map_err(ApiError::unavailable)?;
         cached().ok_or_else(|| {
             ApiError::unavailable(format!("{artifact}: this node's copy does not match the catalog after a fetch"))

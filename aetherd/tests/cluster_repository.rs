@@ -145,4 +145,23 @@ fn a_node_without_the_library_serves_it_and_a_used_version_is_not_deleted() {
     let gone = wait_for(SETTLE, || call(&c, 2, "GET", &format!("/repository/{ECHO_FILE}"), b"").0 == 404);
     assert!(gone.is_ok());
     assert_eq!(call(&c, 1, "GET", "/repository/org/aether/examples/echo/maven-metadata.xml", b"").0, 404);
+
+    // `cargo xtask build-slices --publish URL` uploads every example (the slices are already built there).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let url = format!("http://{}", c.nodes[1].management);
+    let published = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", root.join("target").join("slices-build"))
+        .args(["run", "--quiet", "-p", "xtask", "--", "build-slices", "--publish", &url])
+        .output()
+        .unwrap();
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let listed = json(&call(&c, 2, "GET", "/api/artifacts", b"").1);
+    let coords: Vec<&str> =
+        listed["artifacts"].as_array().unwrap().iter().filter_map(|a| a["artifact"].as_str()).collect();
+    assert!(coords.contains(&ECHO) && coords.contains(&"org.aether.examples:echo:2.0.0"), "{listed}");
+    assert!(coords.iter().all(|c| c.starts_with("org.aether.examples:")), "{listed}");
+    let xml = text(&call(&c, 0, "GET", "/repository/org/aether/examples/echo/maven-metadata.xml", b"").1);
+    assert!(xml.contains("<latest>2.0.0</latest>") && xml.contains("<version>1.0.0</version>"), "{xml}");
 }

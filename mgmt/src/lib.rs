@@ -32,6 +32,7 @@ mod openapi;
 mod repository;
 mod repository_path;
 mod server;
+mod upload;
 mod validate;
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ pub fn route(backend: &dyn Backend, req: &Request, rest: &str) -> Result<Respons
         ("GET", RepoPath::Metadata { group, id, checksum }) => metadata(backend, &group, &id, checksum),
         ("GET", RepoPath::Library { artifact, checksum: None }) => library(backend, &artifact),
         ("GET", RepoPath::Library { artifact, checksum: Some(c) }) => sidecar(backend, &artifact, c),
-        ("PUT", RepoPath::Library { artifact, checksum: None }) => crate::api::upload(backend, &artifact, req),
+        ("PUT", RepoPath::Library { artifact, checksum: None }) => crate::upload::upload(backend, &artifact, req),
         ("PUT", RepoPath::Library { artifact, checksum: Some(c) }) => put_sidecar(backend, &artifact, c, &req.body),
         ("PUT", RepoPath::Metadata { .. }) => Ok(Response::ok(json!({ "ignored": true,
             "detail": "maven-metadata.xml is computed from the catalog; an uploaded one is not kept" }))),
@@ -277,8 +277,14 @@ pub fn put_library(backend: &dyn Backend, artifact: &Artifact, upload: ArtifactU
         if e.status != 409 {
             return Err(e);
         }
-        // Another upload of this version won the race: a release keeps the winner's bytes.
+        // Another upload of this version won the race: a release keeps the winner's bytes. The chunks just
+        // stored are dropped unless the winner's are the same (same keys).
         let winner = catalog_entry(backend, artifact)?;
+        if winner.as_ref().is_none_or(|(_, w)| w.sha256 != sha256) {
+            if let Err(e) = backend.delete_chunks(artifact, &record) {
+                warn!("the bytes of a lost upload of {artifact} stay in the storage plane: {}", e.detail);
+            }
+        }
         return match winner {
             Some((_, winner)) if !is_snapshot(artifact.version()) => same_release(artifact, &winner, &sha256),
             _ => Err(ApiError::new(

@@ -189,8 +189,12 @@ pub fn upload_path(coords: &str) -> Result<String, CliError> {
 }
 
 fn render_pushed(coords: &str, v: &Value) -> String {
-    let what = if v["unchanged"] == Value::Bool(true) { "already stored, unchanged" } else { "uploaded" };
-    format!("{what}: {coords}\nsha256: {}\nsigned: {}\n", cell(&v["sha256"]), cell(&v["signed"]))
+    let what = if v["unchanged"] == Value::Bool(true) {
+        format!("{coords} is already stored with these bytes (unchanged)")
+    } else {
+        format!("uploaded {coords}")
+    };
+    format!("{what}\nsha256: {}\nsigned: {}\n", cell(&v["sha256"]), cell(&v["signed"]))
 }
 
 pub fn render_artifacts(v: &Value) -> String {
@@ -285,6 +289,7 @@ mod tests {
             "sha1": "cd", "md5": "ef", "signed": false, "node": "node-1", "uploaded_ms": 5, "used_by": []});
         let text = render_artifact(&v);
         assert!(text.contains("sha1: cd\n") && text.contains("used by: no blueprint"), "{text}");
-        assert!(render_pushed("g:a:1.0.0", &json!({"unchanged": true})).starts_with("already stored"));
+        assert!(render_pushed("g:a:1.0.0", &json!({"unchanged": true})).contains("already stored"));
+        assert!(render_pushed("g:a:1.0.0", &json!({"sha256": "ab"})).starts_with("uploaded g:a:1.0.0\n"));
     }
 }
