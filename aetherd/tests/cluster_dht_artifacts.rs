@@ -83,6 +83,9 @@ fn a_missing_library_fails_its_slice_with_a_clear_reason() {
     let record = cluster.slices(1).into_iter().find(|s| !reason(s).is_empty()).unwrap();
     let text = reason(&record);
     assert!(text.starts_with(ECHO) && text.contains("not in this node's repository"), "{text}");
+    println!("the slice record says: {text}");
+    assert_eq!(text.matches(ECHO).count(), 1, "{text}");
+    assert!(text.contains("chunk 0"), "{text}");
     assert!(!text.contains(&cluster.c.spec.dir.display().to_string()), "{text}");
 }
 

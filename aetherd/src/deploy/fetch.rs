@@ -99,7 +99,11 @@ impl Provisioner {
                 .open(&tmp)
                 .map_err(|e| format!("cannot create a temporary file: {e}"))?;
             let mut writer = std::io::BufWriter::new(file);
-            Blobs::new(handle.clone()).fetch(artifact, record, &mut writer).map_err(|e| e.reason)?;
+            Blobs::new(handle.clone()).fetch(artifact, record, &mut writer).map_err(|e| {
+                // The caller names the artifact once, at the front.
+                let named = format!("{artifact}: ");
+                e.reason.strip_prefix(&named).map_or(e.reason.clone(), str::to_owned)
+            })?;
             let file = writer.into_inner().map_err(|e| format!("writing the library: {e}"))?;
             file.sync_all().map_err(|e| format!("syncing the library: {e}"))?;
             std::fs::rename(&tmp, library).map_err(|e| format!("moving the library into place: {e}"))?;
