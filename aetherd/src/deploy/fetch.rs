@@ -100,9 +100,9 @@ impl Provisioner {
                 .map_err(|e| format!("cannot create a temporary file: {e}"))?;
             let mut writer = std::io::BufWriter::new(file);
             Blobs::new(handle.clone()).fetch(artifact, record, &mut writer).map_err(|e| {
-                // The caller names the artifact once, at the front.
-                let named = format!("{artifact}: ");
-                e.reason.strip_prefix(&named).map_or(e.reason.clone(), str::to_owned)
+                // The reason below names the artifact and the storage plane once, at the front.
+                let said = [format!("{artifact}: fetching from the storage plane failed: "), format!("{artifact}: ")];
+                said.iter().find_map(|p| e.reason.strip_prefix(p.as_str())).map_or(e.reason.clone(), str::to_owned)
             })?;
             let file = writer.into_inner().map_err(|e| format!("writing the library: {e}"))?;
             file.sync_all().map_err(|e| format!("syncing the library: {e}"))?;
