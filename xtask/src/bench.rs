@@ -5,7 +5,7 @@ use crate::util::{cargo, run, target_dir};
 
 pub fn bench(args: &[String]) -> crate::TaskResult {
     let Some((name, rest)) = args.split_first() else {
-        return Err("bench needs a name: transport, kv, app, consensus-core, invoke-local, slice-kv".into());
+        return Err("bench needs a name: transport, kv, app, consensus-core, invoke-local, slice-kv, dht".into());
     };
     match name.as_str() {
         "transport" => transport(rest),
@@ -14,8 +14,9 @@ pub fn bench(args: &[String]) -> crate::TaskResult {
         "consensus-core" => crate::sim::bench_consensus(rest),
         "invoke-local" => crate::slices::bench_invoke_local(rest),
         "slice-kv" => slice_kv(rest),
+        "dht" => dht(rest),
         other => {
-            Err(format!("unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local, slice-kv"))
+            Err(format!("unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local, slice-kv, dht"))
         }
     }
 }
@@ -82,6 +83,22 @@ fn slice_kv(args: &[String]) -> crate::TaskResult {
     let mut command = cargo();
     command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "slice_kv", "--"]);
     command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).args(args).arg("--json").arg(&json);
+    run(command)?;
+    println!("wrote {}", json.display());
+    Ok(())
+}
+
+/// `cargo xtask bench dht [--nodes 3,5] [--seconds N] [--blobs N] [--stored-mib N]`: the storage plane's 1 KiB
+/// quorum puts and gets, 10 MiB artifact stores and fetches, and re-replication after a node loss, on clusters
+/// of release builds, against nginx's WebDAV file serving in the same run; writes `{target}/bench/dht.json`.
+fn dht(args: &[String]) -> crate::TaskResult {
+    let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = out.join("dht.json");
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "dht", "--"]);
+    command.arg("--aetherd").arg(&aetherd).args(args).arg("--json").arg(&json);
     run(command)?;
     println!("wrote {}", json.display());
     Ok(())
