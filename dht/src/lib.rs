@@ -10,6 +10,7 @@
 //! Invariants: a write is acknowledged only once `write_quorum` replicas hold it; concurrent writes of one
 //! key resolve by `Version` (last writer wins, ties broken by writer), identically on every replica.
 
+pub mod anti_entropy;
 pub mod dht;
 pub mod disk;
 pub mod message;
@@ -18,9 +19,9 @@ pub mod store;
 
 pub use dht::{Config, Dht, DhtError, OpId, Output, Stats};
 pub use disk::DiskStore;
-pub use message::{DecodeError, Message};
-pub use ring::Ring;
-pub use store::{Entry, MemStore, Store, StoreError, Version};
+pub use message::{DecodeError, KeyVersion, Message, PartitionDigest};
+pub use ring::{hash64, Ring};
+pub use store::{entry_digest, Entry, MemStore, Store, StoreError, Version};
 
 /// A member's id, as the control plane names nodes (`node-1`).
 pub type NodeId = String;

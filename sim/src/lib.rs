@@ -6,7 +6,8 @@
 //! from the durable log kept in `durable`). Checkers cover agreement, validity, equivocation, liveness
 //! after faults stop, state convergence, and linearizability of a key-value register workload; `leader` runs
 //! the control plane's lease and leader logic on top and checks that no healthy node's instance is moved. `bench`
-//! holds the fault-free consensus-core benchmark.
+//! holds the fault-free consensus-core benchmark. `dht` is a small world of its own for the storage plane's
+//! replicas (`dht::Dht`), with its own faults, membership changes and checkers.
 //!
 //! Invariants: a run is a pure function of its `Options` (seed included); a failing run prints one line
 //! that replays it. The simulator is a second shell around `consensus`, the node runtime being the first;
@@ -14,6 +15,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod dht;
 pub mod durable;
 pub mod kv;
 pub mod leader;

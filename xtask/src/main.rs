@@ -26,6 +26,7 @@ const USAGE: &str = "usage: cargo xtask <task>
   run                          a local 3-node cluster in the foreground (Ctrl-C stops it)
   cluster up N | down          start N aetherd processes in the background / stop them
   sim [--seeds N] [--replicas 3|5] [--faults ...]   deterministic consensus simulation
+  sim dht [--seeds N] [--seed S] [--nodes 3|5] [--broken V]   deterministic DHT simulation
   build-slices [--sign-key F]  build the example slices into target/slices-repo (Maven layout, checksums,
                                signatures with F or $AETHER_SLICE_SIGNING_KEY)
   new-slice NAME [--dir DIR]   a ready slice crate DIR/NAME (SDK by path, a route and a test) outside the workspace

@@ -1,11 +1,15 @@
-//! `cargo xtask sim` and `cargo xtask bench consensus-core`: both run the `aether-sim` binary of the `sim`
-//! crate in release mode from the workspace root, passing the arguments through.
+//! `cargo xtask sim`, `cargo xtask sim dht` and `cargo xtask bench consensus-core`: all run the `aether-sim`
+//! binary of the `sim` crate in release mode from the workspace root, passing the arguments through
+//! (`sim dht ...` runs `aether-sim dht ...`, the storage plane's simulator).
 
 use std::path::PathBuf;
 use std::process::Command;
 
 pub fn sim(args: &[String]) -> crate::TaskResult {
-    run_aether_sim("sim", args)
+    match args.split_first() {
+        Some((first, rest)) if first == "dht" => run_aether_sim("dht", rest),
+        _ => run_aether_sim("sim", args),
+    }
 }
 
 pub fn bench_consensus(args: &[String]) -> crate::TaskResult {

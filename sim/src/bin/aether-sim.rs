@@ -9,6 +9,10 @@
 //! both, with the control plane's lease and leader logic on top), size (a byte limit per message, with values
 //! padded so catch-up outgrows it), strand (a lost forward, its origin down for good; not in all), or all (the
 //! default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
+//!
+//! `aether-sim dht [--seeds N] [--seed S | --first-seed S] [--nodes 3|5] [--broken w1|no-read-repair|no-anti-entropy]
+//! [--verbose]` runs the DHT simulator (`sim::dht`; without `--nodes`, seeds alternate 3 and 5 replicas),
+//! prints a summary and one replay line per failing seed, and exits non-zero if any seed fails.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -31,7 +35,8 @@ fn main() -> ExitCode {
     let result = match args.split_first() {
         Some((task, rest)) if task == "sim" => parse_sim(rest).and_then(run_sim),
         Some((task, rest)) if task == "bench" => run_bench(rest),
-        _ => Err("usage: aether-sim sim [--seeds N] [--seed S] [--replicas 3|5] [--faults LIST] [--broken V] [--codec] | bench [--commands N]".into()),
+        Some((task, rest)) if task == "dht" => run_dht(rest),
+        _ => Err("usage: aether-sim sim [--seeds N] [--seed S] [--replicas 3|5] [--faults LIST] [--broken V] [--codec] | dht [--seeds N] [--seed S] [--nodes 3|5] [--broken w1|no-read-repair|no-anti-entropy] [--verbose] | bench [--commands N]".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -237,5 +242,66 @@ fn run_bench(args: &[String]) -> Result<(), String> {
         }
     }
     sim::bench::run_table(commands);
+    Ok(())
+}
+
+fn run_dht(args: &[String]) -> Result<(), String> {
+    let (mut first_seed, mut seeds, mut nodes, mut broken, mut verbose) = (0, 100, None, None, false);
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let mut value = || rest.next().cloned().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--seeds" => seeds = number(&value()?)?,
+            "--first-seed" => first_seed = number(&value()?)?,
+            "--seed" => {
+                first_seed = number(&value()?)?;
+                seeds = 1;
+            }
+            "--nodes" => match number(&value()?)? {
+                n @ (3 | 5) => nodes = Some(n as u8),
+                n => return Err(format!("--nodes must be 3 or 5, not {n}")),
+            },
+            "--broken" => broken = Some(sim::dht::DhtBroken::parse(&value()?)?),
+            "--verbose" => verbose = true,
+            other => return Err(format!("unknown option `{other}`")),
+        }
+    }
+    let started = Instant::now();
+    let (mut runs, mut failed, mut ops, mut acked, mut repairs, mut convergence_ms_max) = (0u64, 0u64, 0, 0, 0, 0);
+    sim::dht::run_seeds(first_seed, seeds, nodes, broken, |report| {
+        runs += 1;
+        ops += report.ops;
+        acked += report.acked;
+        repairs += report.repairs;
+        convergence_ms_max = convergence_ms_max.max(report.convergence_ms);
+        if verbose {
+            println!(
+                "seed {} n={}: {} ops ({} writes acknowledged), {} repairs, converged in {} ms (anti-entropy every {} ms)",
+                report.options.seed,
+                report.options.nodes,
+                report.ops,
+                report.acked,
+                report.repairs,
+                report.convergence_ms,
+                report.options.anti_entropy_interval_ms()
+            );
+        }
+        if !report.violations.is_empty() {
+            failed += 1;
+            println!("FAIL seed {} with {} nodes", report.options.seed, report.options.nodes);
+            for violation in report.violations.iter().take(5) {
+                println!("  {violation}");
+            }
+            println!("  drawn: {}", report.options.describe());
+            println!("  replay: {}", report.options.replay_line());
+        }
+    });
+    println!(
+        "dht: {runs} runs, {failed} failed; {ops} operations ({acked} writes acknowledged), {repairs} repairs, longest convergence after faults stopped {convergence_ms_max} ms; {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        return Err(format!("{failed} of {runs} dht seeds failed"));
+    }
     Ok(())
 }
