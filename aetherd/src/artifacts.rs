@@ -1,41 +1,27 @@
-//! Slice artifacts moving between nodes: an artifact uploaded to one node is stored in its repository and
-//! pushed to every connected peer over the cluster transport, in chunks, so a blueprint can be deployed to
-//! nodes that never had the file.
+//! This node's repository folder, the cache the container loads slice libraries from (Maven layout,
+//! `{artifact}-{version}.so` with `.so.sha256` and, when signed, `.so.sig` beside it), and the check of an
+//! uploaded library before the repository takes it.
 //!
-//! Chunks are bulk frames (`FrameKind::Artifact`), 256 KiB each, so consensus traffic never waits behind a
-//! whole artifact. Each carries the artifact's total length, SHA-256 and signature (when it has one), so
-//! the receiver can bound what it buffers and check the whole before storing it. A stored library has its
-//! checksum file (`.so.sha256`, and `.so.sig` when signed) beside it, written first, each to a temporary
-//! name, synced and renamed; the library itself is renamed into the Maven layout last, so a loader never
-//! sees half a library, and one that sees a library with another upload's checksum refuses it.
+//! The repository's truth is the catalog and the storage plane (`mgmt::repository`, `crate::blobs`); this
+//! folder holds what was uploaded here or fetched (`deploy::Provisioner`), plus any library an operator put
+//! there by hand (a seed). A stored library has its checksum file (and signature file) beside it, written
+//! first, each to a temporary name, synced and renamed; the library itself is renamed into the Maven layout
+//! last, so a loader never sees half a library, and one that sees a library with another upload's checksum
+//! refuses it.
 //!
-//! Invariants: at most `PARTIAL_BYTES_MAX` bytes of incomplete artifacts are buffered per node (a transfer
-//! that would exceed it, or announces more than `ARTIFACT_BYTES_MAX`, is refused with a logged reason);
-//! a chunk that does not fit its transfer (offset, length, total, digest, signature) drops that transfer;
-//! nothing is stored whose bytes do not hash to the digest it was sent with.
+//! An upload is checked by loading it, as a deployment would, in a container of its own over a staging
+//! folder (`{data_dir}/upload-check`): the descriptor must load (ABI version) and name the coordinates
+//! (`info.name` = the artifact id, `info.version` = the version, as `container` checks at every load).
+//! Loading runs no slice code but the library's initialisers (SDK libraries have none), as the blueprint
+//! route check already does; only an operator may upload.
+//!
+//! Invariants: nothing is stored whose bytes do not hash to the digest it came with; reads are bounded by
+//! the size the catalog records; one upload check runs at a time (uploads are rare, and they share the
+//! staging folder).
 
 use container::integrity::{self, Digest};
-use log::{info, warn};
-use rkyv::{Archive, Deserialize, Serialize};
-use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-
-pub const CHUNK_BYTES: usize = 256 * 1024;
-pub const ARTIFACT_BYTES_MAX: usize = 16 * 1024 * 1024;
-const PARTIAL_BYTES_MAX: usize = 64 * 1024 * 1024;
-
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactChunk {
-    /// `group:artifact:version`.
-    pub artifact: String,
-    pub total_len: u64,
-    /// SHA-256 of the whole artifact.
-    pub sha256: [u8; 32],
-    /// Its ed25519 signature (64 bytes), or empty when it was uploaded unsigned.
-    pub signature: Vec<u8>,
-    pub offset: u64,
-    pub data: Vec<u8>,
-}
 
 /// A whole artifact with its integrity data, as uploaded or reassembled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,106 +31,6 @@ pub struct Artifact {
     pub bytes: Vec<u8>,
     pub sha256: Digest,
     pub signature: Option<[u8; 64]>,
-}
-
-/// Splits an artifact into the chunks that carry it.
-pub fn chunks(artifact: &Artifact) -> Vec<ArtifactChunk> {
-    let total_len = artifact.bytes.len() as u64;
-    let signature = artifact.signature.map_or_else(Vec::new, |s| s.to_vec());
-    artifact
-        .bytes
-        .chunks(CHUNK_BYTES)
-        .enumerate()
-        .map(|(i, data)| ArtifactChunk {
-            artifact: artifact.coords.clone(),
-            total_len,
-            sha256: artifact.sha256,
-            signature: signature.clone(),
-            offset: (i * CHUNK_BYTES) as u64,
-            data: data.to_vec(),
-        })
-        .collect()
-}
-
-struct Partial {
-    sha256: Digest,
-    signature: Vec<u8>,
-    bytes: Vec<u8>,
-    expected_len: usize,
-}
-
-/// Reassembles artifacts from chunks, per sending peer.
-#[derive(Default)]
-pub struct Assembler {
-    partial: HashMap<(usize, String), Partial>,
-    buffered: usize,
-}
-
-impl Assembler {
-    /// Takes one chunk from `peer`; returns the whole artifact once its last chunk arrived and it checks.
-    pub fn on_chunk(&mut self, peer: usize, chunk: ArtifactChunk) -> Result<Option<Artifact>, String> {
-        let total = usize::try_from(chunk.total_len).unwrap_or(usize::MAX);
-        if total > ARTIFACT_BYTES_MAX {
-            return Err(format!(
-                "{} announces {total} bytes, over the {ARTIFACT_BYTES_MAX}-byte limit",
-                chunk.artifact
-            ));
-        }
-        if !chunk.signature.is_empty() && chunk.signature.len() != 64 {
-            return Err(format!("{}: a signature of {} bytes", chunk.artifact, chunk.signature.len()));
-        }
-        let key = (peer, chunk.artifact.clone());
-        if chunk.offset == 0 {
-            self.drop_transfer(&key);
-            if self.buffered + total > PARTIAL_BYTES_MAX {
-                return Err(format!("{}: too many artifact bytes in flight", chunk.artifact));
-            }
-            self.buffered += total;
-            let partial = Partial {
-                sha256: chunk.sha256,
-                signature: chunk.signature.clone(),
-                bytes: Vec::with_capacity(total),
-                expected_len: total,
-            };
-            self.partial.insert(key.clone(), partial);
-        }
-        let Some(partial) = self.partial.get_mut(&key) else {
-            return Err(format!("{}: chunk at {} without a start", chunk.artifact, chunk.offset));
-        };
-        let fits = chunk.offset as usize == partial.bytes.len()
-            && partial.sha256 == chunk.sha256
-            && partial.signature == chunk.signature
-            && partial.bytes.len() + chunk.data.len() <= partial.expected_len;
-        if !fits {
-            self.drop_transfer(&key);
-            return Err(format!("{}: chunk at {} does not fit the transfer", chunk.artifact, chunk.offset));
-        }
-        partial.bytes.extend_from_slice(&chunk.data);
-        if partial.bytes.len() < partial.expected_len {
-            return Ok(None);
-        }
-        let Some(done) = self.partial.remove(&key) else { return Ok(None) };
-        self.buffered = self.buffered.saturating_sub(done.expected_len);
-        if integrity::sha256(&done.bytes) != done.sha256 {
-            return Err(format!("{}: SHA-256 mismatch after reassembly; nothing stored", chunk.artifact));
-        }
-        let signature = <[u8; 64]>::try_from(done.signature.as_slice()).ok();
-        Ok(Some(Artifact { coords: chunk.artifact, bytes: done.bytes, sha256: done.sha256, signature }))
-    }
-
-    /// Forgets transfers from a peer that went away.
-    pub fn peer_down(&mut self, peer: usize) {
-        let keys: Vec<_> = self.partial.keys().filter(|(p, _)| *p == peer).cloned().collect();
-        for key in keys {
-            self.drop_transfer(&key);
-        }
-    }
-
-    fn drop_transfer(&mut self, key: &(usize, String)) {
-        if let Some(old) = self.partial.remove(key) {
-            self.buffered = self.buffered.saturating_sub(old.expected_len);
-        }
-    }
 }
 
 /// Where `artifact` lives in a Maven-layout repository.
@@ -179,19 +65,73 @@ pub fn store(repo: &Path, artifact: &Artifact) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// Stores an artifact received from a peer, off the event loop.
-pub fn store_in_background(repo: PathBuf, artifact: Artifact) {
-    let spawned = std::thread::Builder::new().name("artifact-store".into()).spawn(move || {
-        let (coords, size, sha256) = (&artifact.coords, artifact.bytes.len(), integrity::to_hex(&artifact.sha256));
-        match store(&repo, &artifact) {
-            Ok(path) => {
-                info!("stored artifact {coords} from a peer ({size} bytes, sha256 {sha256}) at {}", path.display())
+/// Removes a version's library and sidecars from the folder; absent files are not an error.
+pub fn remove(repo: &Path, artifact: &kvstore::Artifact) -> Result<(), String> {
+    let path = repo.join(artifact.repository_path());
+    for file in [integrity::signature_file(&path), integrity::checksum_file(&path), path.clone()] {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("cannot remove {}: {e}", artifact.repository_path().display()))
             }
-            Err(e) => warn!("cannot store artifact {coords} from a peer: {e}"),
+            _ => {}
         }
-    });
-    if let Err(e) = spawned {
-        warn!("cannot start a thread to store an artifact: {e}");
+    }
+    Ok(())
+}
+
+/// The cached library's bytes when the folder holds exactly `size` bytes hashing to `sha256_hex`.
+pub fn read_cached(repo: &Path, artifact: &kvstore::Artifact, size: u64, sha256_hex: &str) -> Option<Vec<u8>> {
+    let file = std::fs::File::open(repo.join(artifact.repository_path())).ok()?;
+    if file.metadata().ok()?.len() != size {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).ok()?);
+    file.take(size + 1).read_to_end(&mut bytes).ok()?;
+    let matches = bytes.len() as u64 == size && integrity::to_hex(&integrity::sha256(&bytes)) == sha256_hex;
+    matches.then_some(bytes)
+}
+
+/// Loads uploaded libraries in a container of their own to check them before the repository takes them.
+pub struct LibraryCheck {
+    container: container::Container,
+    staging: PathBuf,
+    one_at_a_time: parking_lot::Mutex<()>,
+}
+
+impl LibraryCheck {
+    /// The checker over `{data_dir}/upload-check` (emptied now: what is there was left by a stopped check).
+    pub fn new(data_dir: &Path, node_id: &str) -> Result<LibraryCheck, String> {
+        let root = data_dir.join("upload-check");
+        let staging = root.join("repository");
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+        let mut config = container::ContainerConfig::new(&staging, node_id);
+        config.work_dir = root.join("loaded");
+        config.pool.workers = 1;
+        let container = container::Container::new(config).map_err(|e| e.to_string())?;
+        Ok(LibraryCheck { container, staging, one_at_a_time: parking_lot::Mutex::new(()) })
+    }
+
+    /// Loads the library as `artifact` and unloads it; `Err` says why it is no slice library of these
+    /// coordinates, in words for the uploader.
+    pub fn check(&self, artifact: &kvstore::Artifact, bytes: &[u8], sha256: &Digest) -> Result<(), String> {
+        let _one = self.one_at_a_time.lock();
+        let staged = Artifact { coords: artifact.to_string(), bytes: bytes.to_vec(), sha256: *sha256, signature: None };
+        store(&self.staging, &staged).map_err(|e| format!("cannot stage the library for its check: {e}"))?;
+        let loaded = self.container.load(artifact, Vec::new());
+        let outcome = match loaded {
+            Ok(id) => {
+                if let Err(e) = self.container.unload(id) {
+                    log::warn!("{artifact}: unloading after the upload check: {e}");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = remove(&self.staging, artifact) {
+            log::warn!("{artifact}: cleaning the upload check's folder: {e}");
+        }
+        outcome
     }
 }
 
@@ -201,50 +141,6 @@ mod tests {
 
     fn artifact(coords: &str, bytes: Vec<u8>, signature: Option<[u8; 64]>) -> Artifact {
         Artifact { coords: coords.into(), sha256: integrity::sha256(&bytes), bytes, signature }
-    }
-
-    #[test]
-    fn chunks_reassemble_in_order_and_check() {
-        let bytes: Vec<u8> = (0..(CHUNK_BYTES * 2 + 100)).map(|i| (i % 251) as u8).collect();
-        let whole = artifact("g:a:1.0.0", bytes, Some([9; 64]));
-        let mut assembler = Assembler::default();
-        let parts = chunks(&whole);
-        assert_eq!(parts.len(), 3);
-        let mut done = None;
-        for part in parts {
-            done = assembler.on_chunk(1, part).unwrap();
-        }
-        assert_eq!(done, Some(whole));
-        assert_eq!(assembler.buffered, 0);
-    }
-
-    #[test]
-    fn out_of_order_or_corrupt_chunks_drop_the_transfer() {
-        let whole = artifact("g:a:1.0.0", vec![7u8; CHUNK_BYTES + 10], None);
-        let mut parts = chunks(&whole);
-        let mut assembler = Assembler::default();
-        assert!(assembler.on_chunk(1, parts[1].clone()).is_err(), "no start");
-        assembler.on_chunk(1, parts[0].clone()).unwrap();
-        parts[1].data[0] ^= 1;
-        let err = assembler.on_chunk(1, parts[1].clone()).unwrap_err();
-        assert!(err.contains("SHA-256"), "{err}");
-        assert_eq!(assembler.buffered, 0);
-        let mut other_signature = parts[1].clone();
-        assembler.on_chunk(1, parts[0].clone()).unwrap();
-        other_signature.signature = vec![1; 64];
-        assert!(assembler.on_chunk(1, other_signature).is_err(), "the signature changed mid-transfer");
-        let mut bad_signature = parts[0].clone();
-        bad_signature.signature = vec![1; 3];
-        assert!(assembler.on_chunk(1, bad_signature).is_err());
-        let huge = ArtifactChunk {
-            artifact: "g:a:1".into(),
-            total_len: u64::MAX,
-            sha256: [0; 32],
-            signature: Vec::new(),
-            offset: 0,
-            data: vec![],
-        };
-        assert!(assembler.on_chunk(2, huge).is_err());
     }
 
     #[test]
@@ -270,5 +166,16 @@ mod tests {
         assert!(store(&repo, &lying).is_err());
         assert!(!repository_file(&repo, "org.example:thing:1.2.4").unwrap().exists(), "nothing stored");
         assert!(store(&repo, &artifact("not coordinates", b"x".to_vec(), None)).is_err());
+
+        // The cache answers only bytes of the recorded size and digest, and a removal takes the sidecars too.
+        let coords = kvstore::Artifact::parse("org.example:thing:1.2.3").unwrap();
+        let hex = integrity::to_hex(&unsigned.sha256);
+        assert_eq!(read_cached(&repo, &coords, 5, &hex), Some(b"other".to_vec()));
+        assert_eq!(read_cached(&repo, &coords, 6, &hex), None);
+        assert_eq!(read_cached(&repo, &coords, 5, &integrity::to_hex(&signed.sha256)), None);
+        remove(&repo, &coords).unwrap();
+        assert!(!path.exists() && !integrity::checksum_file(&path).exists());
+        remove(&repo, &coords).unwrap();
+        let _ = std::fs::remove_dir_all(&repo);
     }
 }

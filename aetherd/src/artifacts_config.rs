@@ -3,11 +3,13 @@
 //! ```toml
 //! [artifacts]
 //! trusted_keys = ["<ed25519 public key: 64 hex digits or base64>", ...]
+//! max_bytes = 67108864   # the largest library an upload may carry (default 64 MiB)
 //! ```
 //!
 //! With no keys (the default) a library is loaded when it matches its checksum file; with keys, it must
 //! also carry a signature by one of them (see `container::integrity`). Invariant: a key that does not
-//! parse stops the node at start, with the file, line and field.
+//! parse, or a `max_bytes` outside [`MAX_BYTES_MIN`, `MAX_BYTES_MAX`], stops the node at start, with the
+//! file, line and field. The management port's body limit for uploads follows `max_bytes`.
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -17,13 +19,27 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct RawArtifacts {
     trusted_keys: Option<Spanned<Vec<Spanned<String>>>>,
+    max_bytes: Option<Spanned<u64>>,
 }
 
 /// The validated section.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ArtifactsConfig {
     pub trusted_keys: container::TrustedKeys,
+    /// The largest library an upload may carry, in bytes.
+    pub max_bytes: usize,
 }
+
+impl Default for ArtifactsConfig {
+    fn default() -> ArtifactsConfig {
+        ArtifactsConfig { trusted_keys: container::TrustedKeys::default(), max_bytes: mgmt::ARTIFACT_BYTES_MAX }
+    }
+}
+
+/// The smallest `max_bytes` (no slice library is smaller).
+pub const MAX_BYTES_MIN: u64 = 4096;
+/// The largest `max_bytes`: what the container reads of a library, and what an upload may hold in memory.
+pub const MAX_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 /// Most trusted keys (each load tries them in turn).
 const TRUSTED_KEYS_MAX: usize = 64;
@@ -33,8 +49,18 @@ pub fn parse(
     raw: &RawArtifacts,
     at: &dyn Fn(std::ops::Range<usize>, &str, String) -> String,
 ) -> Result<ArtifactsConfig, String> {
+    let max_bytes = match &raw.max_bytes {
+        Some(bytes) if !(MAX_BYTES_MIN..=MAX_BYTES_MAX).contains(bytes.get_ref()) => {
+            let message = format!("{} bytes; from {MAX_BYTES_MIN} to {MAX_BYTES_MAX}", bytes.get_ref());
+            return Err(at(bytes.span(), "artifacts.max_bytes", message));
+        }
+        Some(bytes) => *bytes.get_ref() as usize,
+        None => mgmt::ARTIFACT_BYTES_MAX,
+    };
     let field = "artifacts.trusted_keys";
-    let Some(keys) = &raw.trusted_keys else { return Ok(ArtifactsConfig::default()) };
+    let Some(keys) = &raw.trusted_keys else {
+        return Ok(ArtifactsConfig { max_bytes, ..ArtifactsConfig::default() });
+    };
     if keys.get_ref().len() > TRUSTED_KEYS_MAX {
         return Err(at(keys.span(), field, format!("{} keys; at most {TRUSTED_KEYS_MAX}", keys.get_ref().len())));
     }
@@ -43,7 +69,7 @@ pub fn parse(
     }
     let texts: Vec<&str> = keys.get_ref().iter().map(|k| k.get_ref().as_str()).collect();
     let trusted_keys = container::TrustedKeys::parse(&texts).map_err(|m| at(keys.span(), field, m))?;
-    Ok(ArtifactsConfig { trusted_keys })
+    Ok(ArtifactsConfig { trusted_keys, max_bytes })
 }
 
 #[cfg(test)]
@@ -72,5 +98,15 @@ mod tests {
         let bad = parse_text("[artifacts]\ntrusted_keys = [\"nope\"]\n").unwrap_err();
         assert!(bad.contains("artifacts.trusted_keys"), "{bad}");
         assert!(parse_text("[artifacts]\ntrusted_key = []\n").is_err(), "unknown field");
+    }
+
+    #[test]
+    fn max_bytes_defaults_to_64_mib_and_is_bounded() {
+        assert_eq!(parse_text("").unwrap().max_bytes, 64 * 1024 * 1024);
+        assert_eq!(parse_text("[artifacts]\nmax_bytes = 100000\n").unwrap().max_bytes, 100_000);
+        let small = parse_text("[artifacts]\nmax_bytes = 10\n").unwrap_err();
+        assert!(small.contains("artifacts.max_bytes"), "{small}");
+        assert!(parse_text("[artifacts]\nmax_bytes = 1000000000000\n").is_err());
+        assert!(parse_text("[artifacts]\nmax_bytes = -1\n").is_err());
     }
 }

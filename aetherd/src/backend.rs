@@ -3,10 +3,12 @@
 //! loop shows up as a 504, never as a hung API.
 //!
 //! Invariant: nothing here touches node state; every answer comes from the loop (or, for artifacts, from
-//! the node's repository folder, which the loop does not own).
+//! the node's repository folder, which the loop does not own, and the storage plane, reached through
+//! [`crate::blobs::Blobs`], whose every chunk operation is itself a command to the loop with a deadline).
 
 use crate::node::{Command, LOOP_REPLY_TIMEOUT};
 use crate::replication::CLIENT_DEADLINE;
+use control::records::ArtifactRecord;
 use log::error;
 use mgmt::{ApiError, Backend, ClusterView, FaultSpec, KvEntry, NodeStatus};
 use net::{Direction, FaultAction, FaultRule, NetHandle};
@@ -37,6 +39,14 @@ pub struct NodeBackend {
     pub dry_runs: mgmt::DryRuns,
     /// The routes slices declare, for the blueprint route check.
     pub declared_routes: Arc<crate::deploy::DeclaredRoutes>,
+    /// `[artifacts] max_bytes`.
+    pub artifact_bytes_max: usize,
+    /// Loads uploads in a staging container to check them.
+    pub library_check: Arc<crate::artifacts::LibraryCheck>,
+    /// The storage plane, for artifact bytes.
+    pub blobs: crate::blobs::Blobs,
+    /// Fetches a library the folder lacks from the storage plane.
+    pub provision: Arc<crate::deploy::Provisioner>,
 }
 
 /// An HTTP port's name and its accepting flag.
@@ -85,6 +95,11 @@ impl Backend for NodeBackend {
         self.ask(LOOP_REPLY_TIMEOUT, Command::Status)
     }
 
+    fn dht(&self) -> Result<mgmt::DhtView, ApiError> {
+        self.ask(LOOP_REPLY_TIMEOUT, Command::DhtStats)?
+            .ok_or_else(|| ApiError::unavailable("the storage plane is not running on this node"))
+    }
+
     fn metrics(&self) -> Option<Arc<telemetry::Board>> {
         Some(Arc::clone(&self.metrics))
     }
@@ -107,23 +122,11 @@ impl Backend for NodeBackend {
         self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvList { prefix, stale, reply })?
     }
 
-    fn upload_artifact(
-        &self,
-        artifact: &kvstore::Artifact,
-        upload: mgmt::ArtifactUpload,
-    ) -> Result<serde_json::Value, ApiError> {
-        use container::integrity;
-        let coords = artifact.to_string();
-        if upload.bytes.len() > crate::artifacts::ARTIFACT_BYTES_MAX {
-            let limit = crate::artifacts::ARTIFACT_BYTES_MAX;
-            return Err(ApiError::new(413, "too_large", format!("artifacts are at most {limit} bytes")));
-        }
-        if !upload.bytes.starts_with(b"\x7fELF") {
-            return Err(ApiError::bad_request("the body is not a shared library (no ELF header)"));
-        }
-        if integrity::sha256(&upload.bytes) != upload.sha256 {
-            return Err(ApiError::new(500, "internal", "the upload's SHA-256 was computed wrongly; nothing stored"));
-        }
+    fn artifact_bytes_max(&self) -> usize {
+        self.artifact_bytes_max
+    }
+
+    fn check_library(&self, artifact: &kvstore::Artifact, upload: &mgmt::ArtifactUpload) -> Result<(), ApiError> {
         if !self.trusted_keys.is_empty() {
             let Some(signature) = &upload.signature else {
                 return Err(ApiError::new(
@@ -141,38 +144,61 @@ impl Backend for NodeBackend {
                 ));
             }
         }
-        let stored = crate::artifacts::Artifact {
-            coords: coords.clone(),
-            bytes: upload.bytes,
+        self.library_check
+            .check(artifact, &upload.bytes, &upload.sha256)
+            .map_err(|reason| ApiError::new(422, "not_a_slice", format!("{reason}; nothing was stored")))
+    }
+
+    fn store_library(&self, artifact: &kvstore::Artifact, upload: &mgmt::ArtifactUpload) -> Result<(), ApiError> {
+        self.blobs.store(artifact, &upload.bytes, &upload.sha256).map_err(|e| {
+            ApiError::unavailable(format!("the storage plane did not take {artifact}: {e}; nothing was recorded"))
+        })
+    }
+
+    fn cache_library(&self, artifact: &kvstore::Artifact, upload: &mgmt::ArtifactUpload) -> Result<(), ApiError> {
+        let cached = crate::artifacts::Artifact {
+            coords: artifact.to_string(),
+            bytes: upload.bytes.clone(),
             sha256: upload.sha256,
             signature: upload.signature,
         };
-        if let Err(e) = crate::artifacts::store(&self.repository, &stored) {
-            error!("cannot store uploaded artifact {coords}: {e}");
-            return Err(ApiError::new(500, "internal", "cannot store the artifact on this node; its log says why"));
-        }
-        let size = stored.bytes.len();
-        let signed = stored.signature.is_some();
-        let artifact = Arc::new(stored);
-        let replicated: Vec<String> =
-            self.ask(LOOP_REPLY_TIMEOUT, |reply| Command::ReplicateArtifact { artifact, reply })?;
-        let file = container::Artifact::parse(&coords).map(|a| a.repository_path().display().to_string()).ok();
-        let data = serde_json::json!({ "artifact": coords, "bytes": size, "signed": signed,
-            "sha256": integrity::to_hex(&upload.sha256) });
-        self.record_event("artifact_uploaded", data);
-        Ok(serde_json::json!({
-            "artifact": coords,
-            "bytes": size,
-            "sha256": integrity::to_hex(&upload.sha256),
-            "signed": signed,
-            "file": file,
-            "replicated_to": replicated,
-        }))
+        crate::artifacts::store(&self.repository, &cached).map(|_| ()).map_err(|e| {
+            error!("cannot cache artifact {artifact}: {e}");
+            ApiError::new(500, "internal", "cannot write the library to this node's repository; its log says why")
+        })
     }
 
+    fn read_library(&self, artifact: &kvstore::Artifact, record: &ArtifactRecord) -> Result<Vec<u8>, ApiError> {
+        let cached = || crate::artifacts::read_cached(&self.repository, artifact, record.size, &record.sha256);
+        if let Some(bytes) = cached() {
+            return Ok(bytes);
+        }
+        // A copy whose bytes differ from the catalog (damaged beside an intact checksum file) is dropped, so
+        // the fetch below replaces it.
+        if self.repository.join(artifact.repository_path()).exists() {
+            crate::artifacts::remove(&self.repository, artifact).map_err(|e| ApiError::new(500, "internal", e))?;
+        }
+        self.provision.ensure(artifact).map_err(ApiError::unavailable)?;
+        cached().ok_or_else(|| {
+            ApiError::unavailable(format!("{artifact}: this node's copy does not match the catalog after a fetch"))
+        })
+    }
+
+    fn delete_chunks(&self, artifact: &kvstore::Artifact, record: &ArtifactRecord) -> Result<(), ApiError> {
+        self.blobs.delete(artifact, record).map_err(|e| ApiError::unavailable(e.reason))
+    }
+
+    fn delete_library(&self, artifact: &kvstore::Artifact, record: &ArtifactRecord) -> Result<(), ApiError> {
+        let local = crate::artifacts::remove(&self.repository, artifact);
+        self.delete_chunks(artifact, record)?;
+        local.map_err(|e| ApiError::new(500, "internal", e))
+    }
+
+    /// In the catalog, or in this node's folder (a seed loads as it is).
     fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool {
-        container::Artifact::parse(&artifact.to_string())
-            .is_ok_and(|a| self.repository.join(a.repository_path()).is_file())
+        let key = kvstore::AetherKey::ArtifactEntry { artifact: artifact.clone() };
+        self.repository.join(artifact.repository_path()).is_file()
+            || self.kv_get(&key, true).is_ok_and(|entry| entry.is_some())
     }
 
     fn slice_routes(&self, artifact: &kvstore::Artifact) -> Result<Vec<(String, String)>, String> {

@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub management: crate::management_config::ManagementConfig,
     /// `[artifacts]`: which slice libraries this node loads.
     pub artifacts: crate::artifacts_config::ArtifactsConfig,
+    /// `[dht]`: how the storage plane replicates.
+    pub dht: dht::Config,
 }
 
 /// Most nodes in one cluster (every node talks to every other; consensus replica ids are a byte).
@@ -72,6 +74,8 @@ struct RawConfig {
     management: Option<crate::management_config::RawManagement>,
     #[serde(default)]
     artifacts: crate::artifacts_config::RawArtifacts,
+    #[serde(default)]
+    dht: crate::dht_config::RawDht,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +192,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         tls: crate::tls_config::files(path, text, raw.tls)?,
         management,
         artifacts: crate::artifacts_config::parse(&raw.artifacts, &at)?,
+        dht: crate::dht_config::parse(&raw.dht, &at)?,
     })
 }
 
@@ -215,6 +220,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         tls: None,
         management: Default::default(),
         artifacts: Default::default(),
+        dht: Default::default(),
     }
 }
 

@@ -14,6 +14,10 @@
 //! forever; the loop never blocks on a job; stopping unloads every slice within a bound, and past it leaves
 //! them loaded (the process is about to exit).
 
+mod fetch;
+
+pub use fetch::Provisioner;
+
 use control::cluster::StartPolicy;
 use control::node::{ContainerState, NodeAction, Reconfig, SliceInfo};
 use kvstore::Artifact;
@@ -150,10 +154,12 @@ pub struct Deployer {
 }
 
 impl Deployer {
-    /// Starts the workers; `done` carries each result back to the event loop.
+    /// Starts the workers; `done` carries each result back to the event loop. With `provision`, a load first
+    /// brings the library into the repository from the storage plane when the catalog says it must.
     pub fn start(
         container: Arc<container::Container>,
         policy: StartPolicy,
+        provision: Option<Arc<Provisioner>>,
         done: impl Fn(JobDone) + Send + Sync + 'static,
     ) -> Result<Deployer, String> {
         let jobs = Arc::new(Jobs { queue: Mutex::new(Queue::default()), wake: Condvar::new() });
@@ -161,7 +167,8 @@ impl Deployer {
         let instances: Arc<Mutex<HashMap<Artifact, container::InstanceId>>> = Arc::default();
         let mut workers = Vec::with_capacity(WORKERS);
         for n in 0..WORKERS {
-            let worker = Worker { container: container.clone(), instances: instances.clone() };
+            let worker =
+                Worker { container: container.clone(), instances: instances.clone(), provision: provision.clone() };
             let (jobs, done) = (jobs.clone(), done.clone());
             let spawned = std::thread::Builder::new().name(format!("deployer-{n}")).spawn(move || {
                 while let Some(action) = jobs.take() {
@@ -292,6 +299,7 @@ impl Deployer {
 struct Worker {
     container: Arc<container::Container>,
     instances: Arc<Mutex<HashMap<Artifact, container::InstanceId>>>,
+    provision: Option<Arc<Provisioner>>,
 }
 
 impl Worker {
@@ -326,6 +334,9 @@ impl Worker {
     }
 
     fn load(&self, artifact: &Artifact, config: &Map<String, Value>) -> JobResult {
+        if let Err(reason) = self.provision.as_ref().map_or(Ok(()), |p| p.ensure(artifact)) {
+            return JobResult::Failed(reason);
+        }
         let old = self.instances.lock().remove(artifact);
         if let Some(old) = old {
             let _ = self.container.unload(old);

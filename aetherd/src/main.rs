@@ -14,6 +14,7 @@ mod blobs;
 mod cluster_tls_config;
 mod config;
 mod deploy;
+mod dht_config;
 mod events;
 mod forward;
 mod live;
@@ -165,8 +166,10 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("slice container: {e}"))?;
     let container = Arc::new(container);
     let loop_handle: Arc<OnceLock<net::NetHandle<node::Command>>> = Arc::default();
-    let deployer =
-        deploy::Deployer::start(container.clone(), lifecycle.policy, deploy_done_sender(loop_handle.clone()))?;
+    let provision = Arc::new(deploy::Provisioner::new(config.repository.clone(), loop_handle.clone()));
+    let done = deploy_done_sender(loop_handle.clone());
+    let deployer = deploy::Deployer::start(container.clone(), lifecycle.policy, Some(Arc::clone(&provision)), done)?;
+    let storage = storage_plane(&config)?;
     let node_ids: Vec<String> = config.peers.iter().map(|(id, _)| id.clone()).collect();
     let metrics = metrics::Telemetry::new(&config.node_id, &node_ids);
     let slow_call_ms = metrics::slow_threshold_from_env()?.unwrap_or(live::SLOW_CALL_MS_DEFAULT);
@@ -188,10 +191,12 @@ fn run(args: &Args) -> Result<(), String> {
         slice_watches,
     };
     let (calls, forwarded, registry) = (data.calls.clone(), data.forwarded.clone(), data.registry.clone());
-    let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data);
+    let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data)
+        .with_storage(storage);
     let net =
         net::spawn(net_config(&config), handler).map_err(|e| format!("cluster port {}: {e}", config.listen_cluster))?;
     let _ = loop_handle.set(net.handle.clone());
+    blobs::debug::start_from_env(net.handle.clone())?;
     if let Some(settings) = config.cluster_tls.clone() {
         cluster_tls_config::reload_on_sighup(settings, net.handle.clone())?;
     }
@@ -237,12 +242,17 @@ fn run(args: &Args) -> Result<(), String> {
         metrics: Arc::clone(metrics.board()),
         dry_runs: mgmt::DryRuns::default(),
         declared_routes: Arc::new(deploy::DeclaredRoutes::new(Arc::clone(&container), config.repository.clone())),
+        artifact_bytes_max: config.artifacts.max_bytes,
+        library_check: Arc::new(artifacts::LibraryCheck::new(&config.data_dir, &config.node_id)?),
+        blobs: blobs::Blobs::new(net.handle.clone()),
+        provision: Arc::clone(&provision),
     });
     let ports = backend.http_ports.clone();
     let management_http = mgmt::http_config(config.listen_management, 64, config.tls.clone());
     let screener = Arc::clone(&auth);
-    let management = mgmt::Server::start_screened(
+    let management = mgmt::Server::start_limited(
         management_http,
+        config.artifacts.max_bytes,
         move |req| mgmt::screen(&screener, req),
         move |req| mgmt::serve(&auth, &*backend, req),
     )?;
@@ -359,6 +369,13 @@ fn start_app(args: &Args, config: &NodeConfig) -> Result<Option<app::AppServer>,
     };
     let options = app::AppOptions { tls: config.tls.clone(), ..app::AppOptions::from_env() };
     app::AppServer::start_with(app_config, options).map(Some)
+}
+
+/// This node's storage-plane replica, its entries in `{data_dir}/dht`.
+fn storage_plane(config: &NodeConfig) -> Result<node::StoragePlane, String> {
+    let store = node::NodeStore::open(&config.data_dir.join("dht"))?;
+    let ids: Vec<String> = config.peers.iter().map(|(id, _)| id.clone()).collect();
+    Ok(node::StoragePlane::new(&config.node_id, &ids, config.dht.clone(), store, config.lease_grace))
 }
 
 /// Private copies of slice libraries are made in `{data_dir}/loaded` (0700, checked at start).

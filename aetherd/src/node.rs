@@ -20,10 +20,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 mod consensus_send;
+mod dht;
 mod events;
 mod metrics;
 mod peer_data;
 mod slice_kv;
+
+pub use dht::{DhtOp, DhtRequest, NodeStore, StoragePlane};
 
 /// How long a management thread waits for the loop to answer a query.
 pub(crate) const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,13 +64,12 @@ pub enum Command {
         id: u64,
         payload: Vec<u8>,
     },
-    /// Push an artifact (already stored here) to every connected peer; answers with the peers it went to.
-    ReplicateArtifact {
-        artifact: Arc<crate::artifacts::Artifact>,
-        reply: mpsc::Sender<Vec<String>>,
-    },
     /// A slice's state operation (`ctx.kv()`), resolved against the calling artifact's scope here.
     SliceKv(crate::slice_state::SliceRequest),
+    /// A storage-plane key operation (`blobs::Blobs`).
+    Dht(DhtRequest),
+    /// The storage plane's figures (`None`: it is not running on this node).
+    DhtStats(mpsc::Sender<Option<mgmt::DhtView>>),
 }
 
 /// The data plane as the loop sees it: where to deliver replies, who serves forwarded calls, and the
@@ -119,7 +121,6 @@ pub struct Node {
     /// Transport peer index -> node id.
     peer_names: Vec<String>,
     systemd: crate::systemd::Notifier,
-    artifacts: crate::artifacts::Assembler,
     /// Consensus messages the transport refused to queue.
     refusals: crate::send_refusals::SendRefusals,
     /// Commands forwarded to each peer lately, so a repeat within the window is not queued again.
@@ -130,6 +131,8 @@ pub struct Node {
     ops: events::Ops,
     /// The store watch on `data/` that feeds `data.slice_watches`.
     slice_watch: Option<kvstore::WatchId>,
+    /// This node's storage-plane replica (`dht`), once installed.
+    storage: Option<StoragePlane>,
 }
 
 impl Node {
@@ -178,7 +181,6 @@ impl Node {
             data,
             ops,
             peer_names,
-            artifacts: crate::artifacts::Assembler::default(),
             refusals: crate::send_refusals::SendRefusals::default(),
             forwarded: consensus_send::ForwardWindow::default(),
             gossip: metrics::Gossip::default(),
@@ -191,6 +193,7 @@ impl Node {
             timer_generation: [0; 2],
             deployment,
             slice_watch,
+            storage: None,
         }
     }
 
@@ -280,6 +283,7 @@ impl Node {
         self.run_managers(ctx);
         self.observe_store_and_send(ctx);
         self.feed_slice_watches();
+        self.tick_dht(ctx);
     }
 
     /// Runs the deployment managers when something woke them and the node may act.
@@ -469,16 +473,15 @@ impl Handler for Node {
         if let Some(name) = self.peer_names.get(peer) {
             self.data.calls.peer_down(name);
         }
-        self.artifacts.peer_down(peer);
     }
 
     fn on_frame(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, frame: Frame) {
         match frame.kind {
             FrameKind::Consensus => {}
             FrameKind::Invoke => return self.serve_invoke(ctx, peer, &frame.payload),
-            FrameKind::Artifact => return self.receive_artifact(ctx, peer, &frame.payload),
             FrameKind::Gossip => return self.receive_summary(ctx, peer, &frame.payload),
             FrameKind::Events => return self.receive_events(ctx, peer, &frame.payload),
+            FrameKind::Dht => return self.receive_dht(ctx, peer, &frame.payload),
             FrameKind::InvokeReply => {
                 match InvokeReply::decode(&frame.payload) {
                     Ok(reply) => match self.peer_names.get(peer) {
@@ -534,10 +537,9 @@ impl Handler for Node {
             Command::KvList { prefix, stale, reply } => self.read(ctx, stale, Waiter::List(prefix, usize::MAX, reply)),
             Command::SendInvoke { node, id, payload } => self.send_invoke(ctx, &node, id, &payload),
             Command::SendReply { peer, id, payload } => self.send_reply(ctx, peer, id, &payload),
-            Command::ReplicateArtifact { artifact, reply } => {
-                let _ = reply.send(self.replicate_artifact(ctx, &artifact));
-            }
             Command::SliceKv(request) => self.slice_kv(ctx, request),
+            Command::Dht(request) => self.dht_request(ctx, request),
+            Command::DhtStats(reply) => drop(reply.send(self.dht_view())),
             Command::DeployDone(done) => {
                 if let crate::deploy::JobResult::Reconfigured { outcome, .. } = &done.result {
                     self.record_reconfigured(&done.artifact, outcome);

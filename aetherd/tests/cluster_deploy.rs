@@ -192,11 +192,11 @@ fn uploaded_artifact_reaches_nodes_that_never_had_it() {
     let bytes = std::fs::read(&library).unwrap();
     let not_elf =
         http(c.nodes[0].management, "POST", "/api/artifacts/org.aether.examples/echo/1.0.0", b"hello").unwrap();
-    assert_eq!(not_elf.status, 400, "{}", not_elf.text());
+    assert_eq!(not_elf.status, 422, "{}", not_elf.text());
     let up = http(c.nodes[0].management, "POST", "/api/artifacts/org.aether.examples/echo/1.0.0", &bytes).unwrap();
     assert_eq!(up.status, 201, "{}", up.text());
     let stored = |n: usize| c.nodes[n].data_dir.join("repository/org/aether/examples/echo/1.0.0/echo-1.0.0.so");
-    wait_for(SETTLE, || (0..3).all(|n| std::fs::read(stored(n)).is_ok_and(|b| b == bytes))).unwrap();
+    assert!(std::fs::read(stored(0)).is_ok_and(|b| b == bytes), "the node that took the upload keeps a copy");
     let blueprint = "name = \"up\"\n[[slices]]\nartifact = \"org.aether.examples:echo:1.0.0\"\ninstances = 3\n";
     assert_eq!(http(c.nodes[0].management, "POST", "/api/blueprints", blueprint.as_bytes()).unwrap().status, 201);
     for n in 0..3 {
@@ -207,4 +207,6 @@ fn uploaded_artifact_reaches_nodes_that_never_had_it() {
         });
         assert!(served_here.is_ok(), "node {n} does not serve echo itself");
     }
+    // The others fetched it from the storage plane before loading it.
+    assert!((0..3).all(|n| std::fs::read(stored(n)).is_ok_and(|b| b == bytes)));
 }

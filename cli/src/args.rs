@@ -157,7 +157,8 @@ pub enum KvVerb {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum ArtifactVerb {
-    /// Upload a slice library (checked with its SHA-256) to a node, which pushes it to the others
+    /// Upload a slice library (checked with its SHA-256) to the cluster's repository; a release version
+    /// never changes (the same bytes again are accepted, other bytes refused), a -SNAPSHOT may be replaced
     Push {
         /// The library (`-` for stdin)
         file: PathBuf,
@@ -167,8 +168,18 @@ pub enum ArtifactVerb {
         #[arg(long, value_name = "FILE")]
         sig: Option<PathBuf>,
     },
-    /// The libraries in this node's repository
+    /// The repository's catalog (and libraries only the node's folder holds)
     List,
+    /// One version: size, digests, who uploaded it, the blueprints that use it
+    Info {
+        /// Coordinates group:artifact:version
+        coords: String,
+    },
+    /// Delete a version from the repository (refused while a blueprint uses it)
+    Delete {
+        /// Coordinates group:artifact:version
+        coords: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

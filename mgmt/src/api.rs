@@ -116,9 +116,55 @@ pub trait Backend: Send + Sync + 'static {
         let _ = artifact;
         Err("this node does not read slice descriptors".to_owned())
     }
-    /// Stores an uploaded slice library (whose SHA-256 is already computed and checked against what the
-    /// client sent) here, with its checksum and signature files, and pushes it to the other nodes.
-    fn upload_artifact(&self, artifact: &kvstore::Artifact, upload: ArtifactUpload) -> Result<Value, ApiError>;
+    /// The largest library an upload may carry (`[artifacts] max_bytes`).
+    fn artifact_bytes_max(&self) -> usize {
+        crate::ARTIFACT_BYTES_MAX
+    }
+    /// Checks an uploaded library as this node would load it: its slice descriptor loads (ABI version, the
+    /// name and version of these coordinates) and the signature rules (`[artifacts] trusted_keys`). A refusal
+    /// names what is wrong (422 for the library, 400 for the signature); nothing is stored either way.
+    fn check_library(&self, artifact: &kvstore::Artifact, upload: &ArtifactUpload) -> Result<(), ApiError> {
+        let _ = (artifact, upload);
+        Err(ApiError::new(501, "not_implemented", "this node does not take uploads"))
+    }
+    /// Stores the library's bytes in the storage plane; returns once they are durable there.
+    fn store_library(&self, artifact: &kvstore::Artifact, upload: &ArtifactUpload) -> Result<(), ApiError> {
+        let _ = (artifact, upload);
+        Err(ApiError::new(501, "not_implemented", "this node does not take uploads"))
+    }
+    /// Writes the library, with its checksum (and signature) files, to this node's repository folder.
+    fn cache_library(&self, artifact: &kvstore::Artifact, upload: &ArtifactUpload) -> Result<(), ApiError> {
+        let _ = (artifact, upload);
+        Err(ApiError::new(501, "not_implemented", "this node keeps no repository folder"))
+    }
+    /// The library's bytes as its catalog `record` describes them: from this node's folder when it holds
+    /// them, else fetched from the storage plane (and cached).
+    fn read_library(
+        &self,
+        artifact: &kvstore::Artifact,
+        record: &control::records::ArtifactRecord,
+    ) -> Result<Vec<u8>, ApiError> {
+        let _ = (artifact, record);
+        Err(ApiError::new(501, "not_implemented", "this node serves no libraries"))
+    }
+    /// Deletes the bytes `record` describes from the storage plane (the version is replaced or deleted).
+    fn delete_chunks(
+        &self,
+        artifact: &kvstore::Artifact,
+        record: &control::records::ArtifactRecord,
+    ) -> Result<(), ApiError> {
+        let _ = (artifact, record);
+        Err(ApiError::new(501, "not_implemented", "this node has no storage plane"))
+    }
+    /// Deletes a version's bytes everywhere: its chunks and this node's cached files (its catalog record
+    /// is already gone).
+    fn delete_library(
+        &self,
+        artifact: &kvstore::Artifact,
+        record: &control::records::ArtifactRecord,
+    ) -> Result<(), ApiError> {
+        self.delete_chunks(artifact, record)
+    }
     /// Replaces the transport's fault injection rules; refused unless the node allows it.
     fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError>;
     /// The node's HTTP ports by name and whether each accepts connections now (for `/health/ready`).
@@ -134,7 +180,8 @@ pub trait Backend: Send + Sync + 'static {
     fn metrics(&self) -> Option<std::sync::Arc<telemetry::Board>> {
         None
     }
-    /// The slice libraries in this node's repository (`GET /api/artifacts`).
+    /// The slice libraries in this node's repository folder (`GET /api/artifacts` lists those the catalog
+    /// does not know as `local_only`).
     fn artifacts(&self) -> Result<Vec<crate::ArtifactInfo>, ApiError> {
         Ok(Vec::new())
     }
@@ -164,6 +211,10 @@ pub trait Backend: Send + Sync + 'static {
     fn log_level_default(&self) -> String {
         "info".into()
     }
+    /// The storage plane as this node sees it (`GET /api/dht`).
+    fn dht(&self) -> Result<crate::DhtView, ApiError> {
+        Err(ApiError::unavailable("this node runs no storage plane"))
+    }
 }
 
 /// Answers one request.
@@ -178,16 +229,27 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         ("GET", ["api", "blueprints", name, "status"]) => crate::blueprint_status::status(backend, name),
         (_, ["api", "blueprints", rest @ ..]) => crate::deploy::route(backend, req, rest),
         ("GET", ["api", "routes"]) => crate::listings::routes(backend),
-        ("GET", ["api", "artifacts"]) => crate::listings::artifacts(backend),
+        ("GET", ["api", "artifacts"]) => crate::repository::list(backend),
+        (_, ["repository", ..]) => match req.path.strip_prefix("repository/") {
+            Some(rest) => crate::repository::route(backend, req, rest),
+            None => Err(ApiError::not_found("/repository/ is a folder of groups; ask for a file below it")),
+        },
         ("GET", ["api", "openapi.yaml"]) => Ok(crate::openapi::document()),
         ("GET", ["api", "slices"]) => crate::deploy::slices(backend),
         (_, ["api", "events", rest @ ..]) => crate::events::route(backend, req, rest),
         (_, ["api", "log-levels", rest @ ..]) => crate::live::log_levels(backend, req, rest),
         (_, ["api", "config", rest @ ..]) => crate::live::config(backend, req, rest),
-        ("POST" | "PUT", ["api", "artifacts", group, artifact, version]) => {
-            upload(backend, &format!("{group}:{artifact}:{version}"), req)
+        (method @ ("POST" | "PUT" | "GET" | "DELETE"), ["api", "artifacts", group, artifact, version]) => {
+            let coords = format!("{group}:{artifact}:{version}");
+            let artifact = kvstore::Artifact::parse(&coords).map_err(|e| ApiError::bad_request(e.to_string()));
+            artifact.and_then(|artifact| match method {
+                "GET" => crate::repository::info(backend, &artifact),
+                "DELETE" => crate::repository::delete(backend, &artifact),
+                _ => crate::upload::upload(backend, &artifact, req),
+            })
         }
         ("GET", ["api", "status"]) => status(backend),
+        ("GET", ["api", "dht"]) => crate::dht::get(backend),
         ("GET", ["api", "health"]) => health(backend),
         ("GET", ["api", "nodes"]) => nodes(backend),
         ("GET", ["health", "live"]) => Ok(crate::health::live()),
@@ -211,90 +273,6 @@ pub struct ArtifactUpload {
     pub sha256: [u8; 32],
     /// The ed25519 signature the client sent (`X-Aether-Signature`), not yet verified.
     pub signature: Option<[u8; 64]>,
-}
-
-/// `POST /api/artifacts/{group}/{artifact}/{version}`: the body is the library. The client may send its
-/// SHA-256 (`X-Aether-Sha256: <hex>`, `Digest: sha-256=<base64>` or `Content-Digest: sha-256=:<base64>:`);
-/// any digest that differs from the body's is a 400 and nothing is stored. `X-Aether-Signature` carries
-/// an ed25519 signature (hex or base64) stored and pushed beside the library.
-fn upload(backend: &dyn Backend, coords: &str, req: &Request) -> Result<Response, ApiError> {
-    let artifact = kvstore::Artifact::parse(coords).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if req.body.is_empty() {
-        return Err(ApiError::bad_request("the body is empty; send the slice library's bytes"));
-    }
-    // The HTTP layer should never hand over a short body; a library is too dangerous to trust it blindly.
-    if let Some(announced) = req.header("content-length") {
-        if announced.trim().parse::<usize>().ok() != Some(req.body.len()) {
-            return Err(ApiError::bad_request(format!(
-                "the body has {} bytes, Content-Length announced {announced}: the upload is incomplete; nothing was stored",
-                req.body.len()
-            )));
-        }
-    }
-    let claimed = claimed_digests(req)?;
-    let signature = match req.header("x-aether-signature") {
-        Some(text) => Some(
-            container::integrity::from_hex_or_base64::<64>(text)
-                .map_err(|e| ApiError::bad_request(format!("X-Aether-Signature: {e}")))?,
-        ),
-        None => None,
-    };
-    let sha256 = container::integrity::sha256(&req.body);
-    for (header, digest) in claimed {
-        if digest != sha256 {
-            return Err(ApiError::new(
-                400,
-                "checksum_mismatch",
-                format!(
-                    "the body's SHA-256 is {}, {header} says {}: the upload is damaged or incomplete; nothing was stored",
-                    container::integrity::to_hex(&sha256),
-                    container::integrity::to_hex(&digest)
-                ),
-            ));
-        }
-    }
-    let answer = backend.upload_artifact(&artifact, ArtifactUpload { bytes: req.body.clone(), sha256, signature })?;
-    Ok(Response::new(201, answer))
-}
-
-/// Every SHA-256 the client sent for the body, with the header it came in. A malformed value is a 400.
-fn claimed_digests(req: &Request) -> Result<Vec<(&'static str, [u8; 32])>, ApiError> {
-    let mut claimed = Vec::new();
-    let bad = |header: &str, e: String| ApiError::bad_request(format!("{header}: {e}"));
-    for (name, value) in &req.headers {
-        match name.as_str() {
-            "x-aether-sha256" => {
-                let digest = container::integrity::from_hex::<32>(value).map_err(|e| bad("X-Aether-Sha256", e))?;
-                claimed.push(("X-Aether-Sha256", digest));
-            }
-            // RFC 3230: `Digest: SHA-256=<base64>[, other=...]`; other algorithms are ignored.
-            "digest" => {
-                for item in value.split(',') {
-                    let Some((algorithm, encoded)) = item.trim().split_once('=') else { continue };
-                    if algorithm.trim().eq_ignore_ascii_case("sha-256") {
-                        claimed.push(("Digest", base64_digest(encoded).map_err(|e| bad("Digest", e))?));
-                    }
-                }
-            }
-            // RFC 9530: `Content-Digest: sha-256=:<base64>:[, other=...]`.
-            "content-digest" => {
-                for item in value.split(',') {
-                    let Some((algorithm, encoded)) = item.trim().split_once('=') else { continue };
-                    if algorithm.trim().eq_ignore_ascii_case("sha-256") {
-                        let encoded = encoded.trim().trim_start_matches(':').trim_end_matches(':');
-                        claimed.push(("Content-Digest", base64_digest(encoded).map_err(|e| bad("Content-Digest", e))?));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(claimed)
-}
-
-fn base64_digest(encoded: &str) -> Result<[u8; 32], String> {
-    let bytes = container::integrity::from_base64(encoded)?;
-    bytes.try_into().map_err(|b: Vec<u8>| format!("a SHA-256 has 32 bytes, not {}", b.len()))
 }
 
 fn health(backend: &dyn Backend) -> Result<Response, ApiError> {
@@ -398,6 +376,7 @@ mod tests {
         }
         fn kv_write(&self, command: kvstore::Command) -> Result<u64, ApiError> {
             match command {
+                kvstore::Command::CompareAndSet { key: kvstore::AetherKey::ArtifactEntry { .. }, .. } => Ok(7),
                 kvstore::Command::CompareAndSet { .. } => Err(ApiError::new(409, "version_mismatch", "fake")),
                 _ => Ok(7),
             }
@@ -421,13 +400,14 @@ mod tests {
         fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool {
             artifact.to_string() != "org.example:missing:1.0.0"
         }
-        fn upload_artifact(&self, artifact: &kvstore::Artifact, upload: ArtifactUpload) -> Result<Value, ApiError> {
-            Ok(json!({
-                "artifact": artifact.to_string(),
-                "bytes": upload.bytes.len(),
-                "sha256": container::integrity::to_hex(&upload.sha256),
-                "signed": upload.signature.is_some(),
-            }))
+        fn check_library(&self, _: &kvstore::Artifact, _: &ArtifactUpload) -> Result<(), ApiError> {
+            Ok(())
+        }
+        fn store_library(&self, _: &kvstore::Artifact, _: &ArtifactUpload) -> Result<(), ApiError> {
+            Ok(())
+        }
+        fn cache_library(&self, _: &kvstore::Artifact, _: &ArtifactUpload) -> Result<(), ApiError> {
+            Ok(())
         }
         fn set_faults(&self, rules: Vec<FaultSpec>) -> Result<(), ApiError> {
             *self.faults.lock().unwrap() = rules;

@@ -4,7 +4,7 @@ use super::*;
 use crate::api::{ClusterView, FaultSpec, NodeStatus, PeerView};
 use crate::kv::KvEntry;
 use kvstore::Command;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -83,10 +83,6 @@ impl Backend for Fake {
     }
     fn artifact_known(&self, _artifact: &kvstore::Artifact) -> bool {
         true
-    }
-    fn upload_artifact(&self, artifact: &kvstore::Artifact, upload: crate::ArtifactUpload) -> Result<Value, ApiError> {
-        let bytes = upload.bytes;
-        Ok(json!({ "artifact": artifact.to_string(), "bytes": bytes.len() }))
     }
     fn set_faults(&self, _rules: Vec<FaultSpec>) -> Result<(), ApiError> {
         Ok(())

@@ -166,9 +166,6 @@ mod tests {
         fn slice_routes(&self, artifact: &Artifact) -> Result<Vec<(String, String)>, String> {
             self.routes.get(&artifact.to_string()).cloned().unwrap_or_else(|| Err("not here".into()))
         }
-        fn upload_artifact(&self, _: &Artifact, _: crate::ArtifactUpload) -> Result<Value, ApiError> {
-            Err(ApiError::unavailable("fake"))
-        }
         fn set_faults(&self, _rules: Vec<FaultSpec>) -> Result<(), ApiError> {
             Ok(())
         }

@@ -338,11 +338,6 @@ mod tests {
         fn artifact_known(&self, artifact: &Artifact) -> bool {
             artifact.to_string() == "org.example:echo:1.0.0"
         }
-        fn upload_artifact(&self, artifact: &Artifact, upload: crate::ArtifactUpload) -> Result<Value, ApiError> {
-            let bytes = upload.bytes;
-            self.writes.lock().unwrap().push(format!("upload {artifact}"));
-            Ok(json!({ "artifact": artifact.to_string(), "bytes": bytes.len() }))
-        }
         fn set_faults(&self, _rules: Vec<FaultSpec>) -> Result<(), ApiError> {
             Ok(())
         }
@@ -378,7 +373,8 @@ mod tests {
         }
         assert!(fake.writes.lock().unwrap().is_empty(), "nothing refused was stored");
         assert_eq!(call(&fake, "POST", "api/blueprints", &blueprint("org.example:echo:1.0.0")).status, 201);
-        assert_eq!(call(&fake, "PUT", "api/artifacts/org.example/echo/1.0.0", "bytes").status, 201);
+        // Good coordinates get as far as the library checks: "bytes" is no shared library.
+        assert_eq!(call(&fake, "PUT", "api/artifacts/org.example/echo/1.0.0", "bytes").status, 422);
     }
 
     #[test]

@@ -69,9 +69,6 @@ mod tests {
         fn artifact_known(&self, _: &kvstore::Artifact) -> bool {
             false
         }
-        fn upload_artifact(&self, _: &kvstore::Artifact, _: crate::ArtifactUpload) -> Result<Value, ApiError> {
-            Err(ApiError::unavailable("probe"))
-        }
         fn set_faults(&self, _: Vec<FaultSpec>) -> Result<(), ApiError> {
             Err(ApiError::unavailable("probe"))
         }

@@ -1,8 +1,8 @@
-//! Read-only listings: `GET /api/routes` (which slice method serves each HTTP route, and on which nodes) and
-//! `GET /api/artifacts` (the slice libraries in this node's repository).
+//! Read-only listings: `GET /api/routes` (which slice method serves each HTTP route, and on which nodes), and
+//! [`ArtifactInfo`], a library in a node's repository folder (listed by `crate::repository`).
 //!
 //! Routes come from the replicated `routes/` records, their instances from the `slices/` records of the
-//! artifact serving them; artifacts from the [`Backend`], which reads the node's repository folder.
+//! artifact serving them.
 //! Invariant: a record that does not decode is left out of the listing, never a 5xx.
 
 use crate::api::Backend;
@@ -46,14 +46,4 @@ pub fn routes(backend: &dyn Backend) -> Result<Response, ApiError> {
         }));
     }
     Ok(Response::ok(json!({ "routes": items })))
-}
-
-/// `GET /api/artifacts`.
-pub fn artifacts(backend: &dyn Backend) -> Result<Response, ApiError> {
-    let items: Vec<Value> = backend
-        .artifacts()?
-        .into_iter()
-        .map(|a| json!({ "artifact": a.artifact, "sha256": a.sha256, "signed": a.signed, "bytes": a.bytes }))
-        .collect();
-    Ok(Response::ok(json!({ "artifacts": items })))
 }

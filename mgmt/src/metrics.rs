@@ -244,9 +244,6 @@ mod tests {
         fn artifact_known(&self, _: &kvstore::Artifact) -> bool {
             false
         }
-        fn upload_artifact(&self, _: &kvstore::Artifact, _: crate::ArtifactUpload) -> Result<Value, ApiError> {
-            Err(ApiError::unavailable("fake"))
-        }
         fn set_faults(&self, _: Vec<crate::FaultSpec>) -> Result<(), ApiError> {
             Err(ApiError::unavailable("fake"))
         }

@@ -2,8 +2,10 @@
 //! JSON answers, per-route body limits and a clean stop.
 //!
 //! Invariants: a handler sees only complete requests (framing, limits and timeouts are the `httpd`
-//! server's); bodies are bounded by [`body_limit`]: [`ARTIFACT_BYTES_MAX`] for artifact uploads,
-//! [`BODY_BYTES_MAX`] for everything else; a path or query that does not decode is a JSON 400.
+//! server's); bodies are bounded by [`body_limit`]: the node's `[artifacts] max_bytes` (default
+//! [`ARTIFACT_BYTES_MAX`]) for artifact uploads, [`BODY_BYTES_MAX`] for everything else (`httpd` refuses a
+//! larger body with a 413 naming the limit before reading it); a path or query that does not decode is a
+//! JSON 400.
 
 use crate::error::ApiError;
 use log::debug;
@@ -14,7 +16,8 @@ use std::time::Duration;
 
 /// Request bodies larger than this are refused with 413 (artifact uploads excepted).
 pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// Most bytes of an uploaded slice library (`POST|PUT /api/artifacts/...`).
+/// Most bytes of an uploaded slice library (`POST|PUT /api/artifacts/...`, `PUT /repository/...`) unless
+/// the node's config sets `[artifacts] max_bytes`.
 pub const ARTIFACT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// One parsed request, independent of the HTTP library.
@@ -113,11 +116,13 @@ impl From<ApiError> for Response {
     }
 }
 
-/// The body limit of a request: artifact uploads may be large, everything else is small.
-pub fn body_limit(method: &str, path: &str) -> usize {
-    let upload = matches!(method, "POST" | "PUT") && path.starts_with("/api/artifacts/");
+/// The body limit of a request: artifact uploads may be up to `artifact_bytes_max`, everything else is small.
+pub fn body_limit(method: &str, path: &str, artifact_bytes_max: usize) -> usize {
+    let path = path.trim_start_matches('/');
+    let upload = (matches!(method, "POST" | "PUT") && path.starts_with("api/artifacts/"))
+        || (method == "PUT" && path.starts_with("repository/"));
     if upload {
-        ARTIFACT_BYTES_MAX
+        artifact_bytes_max
     } else {
         BODY_BYTES_MAX
     }
@@ -141,6 +146,7 @@ type Screen = dyn Fn(&Request) -> Option<Response> + Send + Sync;
 struct Port {
     handler: Box<Handler>,
     screen: Box<Screen>,
+    artifact_bytes_max: usize,
 }
 
 /// The answer as the HTTP server writes it.
@@ -164,7 +170,7 @@ fn to_http(response: &Response) -> httpd::Response {
 
 impl httpd::Handler for Port {
     fn body_limit(&self, method: &str, path: &str) -> usize {
-        body_limit(method, path)
+        body_limit(method, path, self.artifact_bytes_max)
     }
 
     fn handle(&self, request: httpd::Request, _job: &httpd::Job) -> httpd::Response {
@@ -215,7 +221,17 @@ impl Server {
         screen: impl Fn(&Request) -> Option<Response> + Send + Sync + 'static,
         handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
     ) -> Result<Server, String> {
-        let port = Port { handler: Box::new(handler), screen: Box::new(screen) };
+        Server::start_limited(config, ARTIFACT_BYTES_MAX, screen, handler)
+    }
+
+    /// As [`Server::start_screened`], with uploaded libraries bounded by `artifact_bytes_max` bytes.
+    pub fn start_limited(
+        config: httpd::Config,
+        artifact_bytes_max: usize,
+        screen: impl Fn(&Request) -> Option<Response> + Send + Sync + 'static,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Result<Server, String> {
+        let port = Port { handler: Box::new(handler), screen: Box::new(screen), artifact_bytes_max };
         let http = httpd::Server::start(config, Arc::new(port))?;
         Ok(Server { http })
     }
@@ -370,7 +386,23 @@ mod tests {
         // Bodies: 16 MiB in general, 64 MiB for artifact uploads.
         let big = "POST /api/kv/x HTTP/1.1\r\nHost: h\r\nContent-Length: 16777217\r\n\r\n";
         assert!(exchange(server.addr(), big).starts_with("HTTP/1.1 413"));
-        assert_eq!(body_limit("PUT", "/api/artifacts/g/a/1"), ARTIFACT_BYTES_MAX);
+        assert_eq!(body_limit("PUT", "/api/artifacts/g/a/1", ARTIFACT_BYTES_MAX), ARTIFACT_BYTES_MAX);
+        server.stop();
+    }
+
+    #[test]
+    fn upload_bodies_follow_the_configured_limit_and_the_413_names_it() {
+        assert_eq!(body_limit("PUT", "/repository/g/a/1.0.0/a-1.0.0.so", 5), 5);
+        assert_eq!(body_limit("POST", "/api/artifacts/g/a/1.0.0", 5), 5);
+        assert_eq!(body_limit("GET", "/repository/g/a/1.0.0/a-1.0.0.so", 5), BODY_BYTES_MAX);
+        let config = http_config("127.0.0.1:0".parse().unwrap(), 1, None);
+        let server = Server::start_limited(config, 1000, |_| None, |_| Response::ok(serde_json::json!({}))).unwrap();
+        let put = "PUT /repository/g/a/1.0.0/a-1.0.0.so HTTP/1.1\r\nHost: h\r\nContent-Length: 1001\r\nConnection: close\r\n\r\n";
+        let refused = exchange(server.addr(), put);
+        assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
+        assert!(refused.contains("over 1000 bytes"), "{refused}");
+        let small = "PUT /repository/g/a/1.0.0/a-1.0.0.so HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
+        assert!(exchange(server.addr(), small).starts_with("HTTP/1.1 200"));
         server.stop();
     }
 }

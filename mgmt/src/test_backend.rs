@@ -1,5 +1,7 @@
 //! A [`Backend`] for unit tests backed by a local KV store: reads answer from it, writes apply to it, three
-//! configured nodes of which `node-3` is unreachable, and a repository that knows every `org.example` artifact.
+//! configured nodes of which `node-3` is unreachable, a repository that knows every `org.example` artifact,
+//! and a storage plane and cache in memory (a library is "a slice" when its bytes contain its coordinates'
+//! `id-version`, standing in for the node's descriptor check).
 
 use crate::api::{ArtifactUpload, Backend, ClusterView, FaultSpec, NodeStatus, PeerView};
 use crate::error::ApiError;
@@ -7,6 +9,7 @@ use crate::kv::KvEntry;
 use crate::listings::ArtifactInfo;
 use crate::server::{Request, Response};
 use kvstore::{AetherKey, ApplyResult, Command, KvState};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 #[derive(Default)]
@@ -14,6 +17,14 @@ pub struct StoreBackend {
     pub kv: Mutex<KvState>,
     pub writes: Mutex<usize>,
     pub dry_runs: crate::DryRuns,
+    /// Chunks in the "storage plane", by `{artifact}/{sha256}`.
+    pub blobs: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// This node's cached libraries, by coordinates.
+    pub cache: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// `[artifacts] max_bytes`; 0 means the default.
+    pub bytes_max: usize,
+    /// A catalog record another upload writes while this one stores its bytes: (coordinates, record).
+    pub racing: Mutex<Option<(String, String)>>,
 }
 
 impl StoreBackend {
@@ -99,11 +110,59 @@ impl Backend for StoreBackend {
     fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool {
         artifact.to_string().starts_with("org.example:")
     }
-    fn upload_artifact(&self, _: &kvstore::Artifact, _: ArtifactUpload) -> Result<serde_json::Value, ApiError> {
-        Err(ApiError::unavailable("test"))
-    }
     fn set_faults(&self, _: Vec<FaultSpec>) -> Result<(), ApiError> {
         Err(ApiError::unavailable("test"))
+    }
+    fn artifact_bytes_max(&self) -> usize {
+        if self.bytes_max == 0 {
+            crate::ARTIFACT_BYTES_MAX
+        } else {
+            self.bytes_max
+        }
+    }
+    fn check_library(&self, artifact: &kvstore::Artifact, upload: &ArtifactUpload) -> Result<(), ApiError> {
+        let identity = format!("{}-{}", artifact.id(), artifact.version());
+        if upload.bytes.windows(identity.len()).any(|w| w == identity.as_bytes()) {
+            return Ok(());
+        }
+        Err(ApiError::new(422, "bad_descriptor", format!("the library does not say it is {identity}")))
+    }
+    fn store_library(&self, artifact: &kvstore::Artifact, upload: &ArtifactUpload) -> Result<(), ApiError> {
+        let key = format!("{artifact}/{}", crate::repository_path::hex(&upload.sha256));
+        self.blobs.lock().unwrap().insert(key, upload.bytes.clone());
+        if let Some((coords, record)) = self.racing.lock().unwrap().take() {
+            self.put(&format!("artifacts/{coords}"), &record);
+        }
+        Ok(())
+    }
+    fn cache_library(&self, artifact: &kvstore::Artifact, upload: &ArtifactUpload) -> Result<(), ApiError> {
+        self.cache.lock().unwrap().insert(artifact.to_string(), upload.bytes.clone());
+        Ok(())
+    }
+    fn read_library(
+        &self,
+        artifact: &kvstore::Artifact,
+        record: &control::records::ArtifactRecord,
+    ) -> Result<Vec<u8>, ApiError> {
+        let key = format!("{artifact}/{}", record.sha256);
+        let bytes = self.blobs.lock().unwrap().get(&key).cloned();
+        bytes.ok_or_else(|| ApiError::new(503, "unavailable", format!("no chunks of {key}")))
+    }
+    fn delete_chunks(
+        &self,
+        artifact: &kvstore::Artifact,
+        record: &control::records::ArtifactRecord,
+    ) -> Result<(), ApiError> {
+        self.blobs.lock().unwrap().remove(&format!("{artifact}/{}", record.sha256));
+        Ok(())
+    }
+    fn delete_library(
+        &self,
+        artifact: &kvstore::Artifact,
+        record: &control::records::ArtifactRecord,
+    ) -> Result<(), ApiError> {
+        self.cache.lock().unwrap().remove(&artifact.to_string());
+        self.delete_chunks(artifact, record)
     }
     fn artifacts(&self) -> Result<Vec<ArtifactInfo>, ApiError> {
         Ok(vec![ArtifactInfo { artifact: "org.example:echo:1.0.0".into(), sha256: None, signed: false, bytes: 9 }])

@@ -39,6 +39,8 @@ pub enum FrameKind {
     Artifact = 48,
     /// A piece of a message larger than one frame: `inner kind u8 | total u32 | offset u32 | bytes`.
     Fragment = 49,
+    /// Storage-plane (DHT) messages between replicas: bulk, as they carry chunk values.
+    Dht = 50,
     /// Opaque application frames (tests and benchmarks).
     User = 200,
 }
@@ -58,6 +60,7 @@ impl FrameKind {
             33 => FrameKind::InvokeReply,
             48 => FrameKind::Artifact,
             49 => FrameKind::Fragment,
+            50 => FrameKind::Dht,
             200 => FrameKind::User,
             _ => return None,
         };
@@ -221,14 +224,21 @@ mod tests {
         for kind in [FrameKind::Invoke, FrameKind::InvokeReply, FrameKind::Consensus, FrameKind::Gossip] {
             assert!(kind.is_priority(), "{kind:?}");
         }
-        for kind in [FrameKind::Artifact, FrameKind::Sync, FrameKind::Fragment, FrameKind::Events, FrameKind::User] {
+        for kind in [
+            FrameKind::Artifact,
+            FrameKind::Sync,
+            FrameKind::Fragment,
+            FrameKind::Events,
+            FrameKind::Dht,
+            FrameKind::User,
+        ] {
             assert!(!kind.is_priority(), "{kind:?}");
         }
     }
 
     #[test]
     fn every_kind_round_trips_through_its_byte() {
-        for kind in [FrameKind::Gossip, FrameKind::Events, FrameKind::Artifact] {
+        for kind in [FrameKind::Gossip, FrameKind::Events, FrameKind::Artifact, FrameKind::Dht] {
             assert_eq!(FrameKind::from_u8(kind as u8), Some(kind));
         }
         assert_eq!(FrameKind::from_u8(20), None);

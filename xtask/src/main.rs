@@ -28,7 +28,8 @@ const USAGE: &str = "usage: cargo xtask <task>
   sim [--seeds N] [--replicas 3|5] [--faults ...]   deterministic consensus simulation
   sim dht [--seeds N] [--seed S] [--nodes 3|5] [--broken V]   deterministic DHT simulation
   build-slices [--sign-key F]  build the example slices into target/slices-repo (Maven layout, checksums,
-                               signatures with F or $AETHER_SLICE_SIGNING_KEY)
+                               signatures with F or $AETHER_SLICE_SIGNING_KEY); --publish URL
+                               also uploads the examples to a cluster's repository (PUT /repository/...)
   new-slice NAME [--dir DIR]   a ready slice crate DIR/NAME (SDK by path, a route and a test) outside the workspace
   keygen PREFIX                a slice signing key pair: PREFIX.key (secret, 0600) and PREFIX.pub
   sign --key F LIB.so          write LIB.so.sha256 and LIB.so.sig (signed with the secret key file F)

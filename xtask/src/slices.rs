@@ -6,7 +6,10 @@
 //! temporary name and renamed into place, so a reader never sees half a library. Beside each library it
 //! writes the checksum file nodes verify before loading (`{file}.sha256`), and, when a signing key is
 //! given (`--sign-key FILE` or `$AETHER_SLICE_SIGNING_KEY`, see `cargo xtask keygen`), its signature
-//! (`{file}.sig`).
+//! (`{file}.sig`). With `--publish URL` (a node's management address, `http://host:port`) it then uploads
+//! every example slice to the cluster's repository (`PUT {URL}/repository/{path}`, with its SHA-256 and
+//! signature headers, and `Authorization: Bearer $AETHER_API_KEY` when that is set); a release the
+//! repository already holds with the same bytes counts as published, one with other bytes is an error.
 //!
 //! `bench invoke-local` builds the slices, then runs the container's `invoke_bench` example, which
 //! measures a call through the container against the same function called directly.
@@ -93,20 +96,22 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-const BUILD_USAGE: &str = "usage: cargo xtask build-slices [--repo DIR] [--sign-key FILE]";
+const BUILD_USAGE: &str = "usage: cargo xtask build-slices [--repo DIR] [--sign-key FILE] [--publish URL]";
 
-/// `cargo xtask build-slices [--repo DIR] [--sign-key FILE]`.
+/// `cargo xtask build-slices [--repo DIR] [--sign-key FILE] [--publish URL]`.
 pub fn build_slices(args: &[String]) -> crate::TaskResult {
     let root = workspace_root();
     let target = target_dir(&root);
     let mut repo = target.join("slices-repo");
     let mut key_file = std::env::var_os("AETHER_SLICE_SIGNING_KEY").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut publish = None;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let value = rest.next().ok_or(BUILD_USAGE)?;
         match flag.as_str() {
             "--repo" => repo = PathBuf::from(value),
             "--sign-key" => key_file = Some(PathBuf::from(value)),
+            "--publish" => publish = Some(management_address(value)?),
             _ => return Err(BUILD_USAGE.into()),
         }
     }
@@ -116,6 +121,52 @@ pub fn build_slices(args: &[String]) -> crate::TaskResult {
         install(&target, &repo, slice, key.as_ref())?;
     }
     println!("slices: {} artifacts in {}", SLICES.len(), repo.display());
+    if let Some(addr) = publish {
+        for slice in SLICES.iter().filter(|s| s.group == EXAMPLES) {
+            publish_one(addr, &repo, slice)?;
+        }
+    }
+    Ok(())
+}
+
+/// `http://host:port` (or `host:port`) to the address it names; TLS is not spoken here.
+fn management_address(url: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if url.starts_with("https://") {
+        return Err(format!("--publish {url}: only http:// is supported; use `aether artifact push` over TLS"));
+    }
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut addrs = host.to_socket_addrs().map_err(|e| format!("--publish {url}: {e}"))?;
+    addrs.next().ok_or_else(|| format!("--publish {url}: no address"))
+}
+
+/// The repository path of a slice's library.
+fn repository_path(slice: &SliceCrate) -> String {
+    let (group, artifact, version) = (slice.group.replace('.', "/"), slice.artifact, slice.version);
+    format!("{group}/{artifact}/{version}/{artifact}-{version}.so")
+}
+
+fn publish_one(addr: std::net::SocketAddr, repo: &Path, slice: &SliceCrate) -> crate::TaskResult {
+    let path = repository_path(slice);
+    let file = repo.join(&path);
+    let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let sha256 = container::integrity::to_hex(&container::integrity::sha256(&bytes));
+    let signature = std::fs::read_to_string(container::integrity::signature_file(&file)).ok();
+    let key = std::env::var("AETHER_API_KEY").ok().filter(|k| !k.is_empty()).map(|k| format!("Bearer {k}"));
+    let mut headers = vec![("X-Aether-Sha256", sha256.as_str())];
+    if let Some(signature) = signature.as_deref() {
+        headers.push(("X-Aether-Signature", signature.trim()));
+    }
+    if let Some(key) = key.as_deref() {
+        headers.push(("Authorization", key));
+    }
+    let answer = devcluster::http_with(addr, "PUT", &format!("/repository/{path}"), &headers, &bytes)
+        .map_err(|e| format!("publishing {path} to {addr}: {e}"))?;
+    match answer.status {
+        201 => println!("published {path}"),
+        200 => println!("already published {path}"),
+        status => return Err(format!("publishing {path} to {addr}: {status} {}", answer.text())),
+    }
     Ok(())
 }
 
@@ -169,4 +220,18 @@ pub fn bench_invoke_local(args: &[String]) -> crate::TaskResult {
         return Err(format!("the benchmark failed ({status})"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_targets_are_plain_http_addresses_and_maven_paths() {
+        assert_eq!(management_address("http://127.0.0.1:8080/").unwrap().port(), 8080);
+        assert_eq!(management_address("127.0.0.1:9").unwrap().port(), 9);
+        assert!(management_address("https://127.0.0.1:8080").is_err());
+        assert!(management_address("http://no-port").is_err());
+        assert_eq!(repository_path(&SLICES[0]), "org/aether/examples/echo/1.0.0/echo-1.0.0.so");
+    }
 }

@@ -34,7 +34,7 @@ pub const DATA_VALUES_MAX: usize = 32;
 const OUTBOX_MAX: usize = 1000;
 
 /// What happened. The snake_case names are the API's `kind`.
-pub const KINDS: [&str; 15] = [
+pub const KINDS: [&str; 16] = [
     "node_up",
     "node_down",
     "leader_changed",
@@ -48,6 +48,7 @@ pub const KINDS: [&str; 15] = [
     "slice_removed",
     "slice_reconfigured",
     "artifact_uploaded",
+    "artifact_deleted",
     "config_changed",
     "log_level_changed",
 ];

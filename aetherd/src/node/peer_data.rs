@@ -1,8 +1,7 @@
-//! The cluster port's data frames: slice libraries pushed to peers in chunks, and calls forwarded between
-//! nodes (sent, served on the forwarded-calls pool, answered).
+//! The cluster port's data frames: calls forwarded between nodes (sent, served on the forwarded-calls pool,
+//! answered). Slice libraries do not travel here: they are in the storage plane (`crate::blobs`).
 //!
-//! Invariants: nothing here blocks the loop (a received library is stored on a background thread, a forwarded
-//! call runs on the pool); a call whose request cannot be sent, or whose answer is too large to send, is
+//! Invariants: nothing here blocks the loop (a forwarded call runs on the pool); a call whose request cannot be sent, or whose answer is too large to send, is
 //! answered with an error at once rather than left to its deadline.
 
 use super::{Command, Node};
@@ -11,39 +10,6 @@ use log::warn;
 use net::{Ctx, FrameKind, PeerId};
 
 impl Node {
-    pub(super) fn replicate_artifact(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        artifact: &crate::artifacts::Artifact,
-    ) -> Vec<String> {
-        let chunks: Vec<Vec<u8>> = crate::artifacts::chunks(artifact).iter().map(wire::encode).collect();
-        let mut sent_to = Vec::new();
-        for (peer, name) in self.peer_names.iter().enumerate() {
-            if !ctx.is_connected(peer) {
-                continue;
-            }
-            if chunks.iter().all(|chunk| ctx.send(peer, FrameKind::Artifact, chunk).is_ok()) {
-                sent_to.push(name.clone());
-            } else {
-                warn!("artifact {} could not be queued for {name}", artifact.coords);
-            }
-        }
-        sent_to
-    }
-
-    pub(super) fn receive_artifact(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, payload: &[u8]) {
-        let from = ctx.peer_id(peer).unwrap_or("?").to_string();
-        let chunk = match wire::decode::<crate::artifacts::ArtifactChunk>(payload) {
-            Ok(chunk) => chunk,
-            Err(e) => return warn!("dropping an artifact chunk from {from}: {e}"),
-        };
-        match self.artifacts.on_chunk(peer, chunk) {
-            Ok(Some(artifact)) => crate::artifacts::store_in_background(self.config.repository.clone(), artifact),
-            Ok(None) => {}
-            Err(e) => warn!("artifact transfer from {from} dropped: {e}"),
-        }
-    }
-
     pub(super) fn send_invoke(&mut self, ctx: &mut Ctx<'_>, node: &str, id: u64, payload: &[u8]) {
         let sent = match self.peer_names.iter().position(|n| n == node) {
             Some(peer) => ctx.send(peer, FrameKind::Invoke, payload).map_err(|e| e.to_string()),

@@ -1,4 +1,4 @@
-//! `kv get|put|delete|list` and `artifact push|list`. KV writes carry a fresh `Idempotency-Key`, so the
+//! `kv get|put|delete|list` and `artifact push|list|info|delete`. KV writes carry a fresh `Idempotency-Key`, so the
 //! client may send them to the next node when one fails part way: the cluster applies each at most once.
 
 use super::{items, read_input, Ctx};
@@ -156,6 +156,20 @@ pub fn artifact(verb: &ArtifactVerb, ctx: &Ctx) -> Result<(), CliError> {
             let value = ctx.client.json(&Request::get("/api/artifacts"))?;
             ctx.show(&value, render_artifacts)
         }
+        ArtifactVerb::Info { coords } => {
+            let value = ctx.client.json(&Request::get(upload_path(coords)?))?;
+            ctx.show(&value, render_artifact)
+        }
+        ArtifactVerb::Delete { coords } => {
+            let answer = ctx.client.json(&Request::new("DELETE", upload_path(coords)?, Vec::new()))?;
+            ctx.show(&answer, |v| {
+                let mut text = format!("deleted {coords}\n");
+                if v["bytes_deleted"] == Value::Bool(false) {
+                    text.push_str(&format!("its stored bytes were not all deleted: {}\n", cell(&v["detail"])));
+                }
+                text
+            })
+        }
     }
 }
 
@@ -175,19 +189,42 @@ pub fn upload_path(coords: &str) -> Result<String, CliError> {
 }
 
 fn render_pushed(coords: &str, v: &Value) -> String {
-    let mut text = format!("uploaded {coords}\nsha256: {}\nsigned: {}\n", cell(&v["sha256"]), cell(&v["signed"]));
-    if let Some(nodes) = v.get("replicated_to") {
-        text.push_str(&format!("replicated to: {}\n", cell(nodes)));
-    }
-    text
+    let what = if v["unchanged"] == Value::Bool(true) {
+        format!("{coords} is already stored with these bytes (unchanged)")
+    } else {
+        format!("uploaded {coords}")
+    };
+    format!("{what}\nsha256: {}\nsigned: {}\n", cell(&v["sha256"]), cell(&v["signed"]))
 }
 
 pub fn render_artifacts(v: &Value) -> String {
-    let mut t = Table::new(&["ARTIFACT", "BYTES", "SIGNED", "SHA256"]);
+    let mut t = Table::new(&["ARTIFACT", "BYTES", "SIGNED", "SHA256", "USED BY"]);
     for a in items(v, "artifacts") {
-        t.row(vec![cell(&a["artifact"]), bytes(&a["bytes"]), cell(&a["signed"]), cell(&a["sha256"])]);
+        let used: Vec<String> = a["used_by"].as_array().map(|u| u.iter().map(cell).collect()).unwrap_or_default();
+        t.row(vec![cell(&a["artifact"]), bytes(&a["size"]), cell(&a["signed"]), cell(&a["sha256"]), used.join(",")]);
+    }
+    for a in items(v, "local_only") {
+        let row = vec![cell(&a["artifact"]), bytes(&a["bytes"]), cell(&a["signed"]), cell(&a["sha256"])];
+        t.row(row.into_iter().chain(["(this node's folder only)".to_string()]).collect());
     }
     t.render_or("no artifacts")
+}
+
+fn render_artifact(v: &Value) -> String {
+    let used: Vec<String> = v["used_by"].as_array().map(|u| u.iter().map(cell).collect()).unwrap_or_default();
+    let used = if used.is_empty() { "no blueprint".to_string() } else { used.join(", ") };
+    format!(
+        "{}\nfile: {}\nbytes: {}\nsha256: {}\nsha1: {}\nmd5: {}\nsigned: {}\nuploaded to {} at {} ms\nused by: {used}\n",
+        cell(&v["artifact"]),
+        cell(&v["file"]),
+        bytes(&v["size"]),
+        cell(&v["sha256"]),
+        cell(&v["sha1"]),
+        cell(&v["md5"]),
+        cell(&v["signed"]),
+        cell(&v["node"]),
+        cell(&v["uploaded_ms"]),
+    )
 }
 
 #[cfg(test)]
@@ -237,8 +274,22 @@ mod tests {
     }
 
     #[test]
-    fn artifacts_list_sizes_in_binary_units() {
-        let v = json!({"artifacts": [{"artifact": "g:a:1.0.0", "sha256": "ab", "signed": false, "bytes": 2048}]});
-        assert!(render_artifacts(&v).contains("g:a:1.0.0  2.0KiB  no      ab"));
+    fn artifacts_list_sizes_in_binary_units_users_and_folder_only_libraries() {
+        let v = json!({"artifacts": [{"artifact": "g:a:1.0.0", "sha256": "ab", "signed": false, "size": 2048,
+            "used_by": ["shop", "web"]}],
+            "local_only": [{"artifact": "g:b:1.0.0", "sha256": "cd", "signed": true, "bytes": 10}]});
+        let text = render_artifacts(&v);
+        assert!(text.contains("g:a:1.0.0  2.0KiB  no      ab      shop,web"), "{text}");
+        assert!(text.contains("g:b:1.0.0") && text.contains("folder only"), "{text}");
+    }
+
+    #[test]
+    fn one_version_shows_its_digests_and_users() {
+        let v = json!({"artifact": "g:a:1.0.0", "file": "g/a/1.0.0/a-1.0.0.so", "size": 10, "sha256": "ab",
+            "sha1": "cd", "md5": "ef", "signed": false, "node": "node-1", "uploaded_ms": 5, "used_by": []});
+        let text = render_artifact(&v);
+        assert!(text.contains("sha1: cd\n") && text.contains("used by: no blueprint"), "{text}");
+        assert!(render_pushed("g:a:1.0.0", &json!({"unchanged": true})).contains("already stored"));
+        assert!(render_pushed("g:a:1.0.0", &json!({"sha256": "ab"})).starts_with("uploaded g:a:1.0.0\n"));
     }
 }

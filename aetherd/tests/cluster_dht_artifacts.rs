@@ -1,0 +1,138 @@
+//! Artifacts in the storage plane over real `aetherd` processes: a library stored through one node (its
+//! chunks and its catalog record) loads on nodes whose repositories never had it, even once that node is
+//! dead and on a node that was down while it was stored; a restarted node loads from its repository cache
+//! without fetching again; a chunk file damaged on one node's disk is detected and repaired from a replica.
+
+mod dht_support;
+
+use container::integrity;
+use devcluster::{example_slices_repo, http, wait_for};
+use dht_support::{files, Cluster, SETTLE};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const ECHO: &str = "org.aether.examples:echo:1.0.0";
+const FETCHED: &str = "fetched from the storage plane";
+
+fn echo_library() -> std::path::PathBuf {
+    example_slices_repo().unwrap().join(container::Artifact::parse(ECHO).unwrap().repository_path())
+}
+
+/// Stores the example echo library through node `i`: its chunks, then its catalog record.
+fn store_echo(cluster: &Cluster, i: usize) -> String {
+    let answer = cluster.ask(i, json!({"op": "store", "artifact": ECHO, "file": echo_library().display().to_string()}));
+    answer["ok"]["sha256"].as_str().unwrap_or_else(|| panic!("store failed: {answer}")).to_owned()
+}
+
+/// Whether node `i` serves echo itself.
+fn serves_echo(cluster: &Cluster, i: usize) -> bool {
+    let id = cluster.c.nodes[i].id.clone();
+    http(cluster.c.nodes[i].app, "GET", "/echo/x", b"")
+        .is_ok_and(|r| r.status == 200 && r.json()["node"] == id.as_str())
+}
+
+/// Node `i`'s repository holds echo as stored, with its checksum file.
+fn holds_echo(cluster: &Cluster, i: usize) -> bool {
+    let file = cluster.repository_file(i, ECHO);
+    let bytes = std::fs::read(&file).unwrap_or_default();
+    bytes == std::fs::read(echo_library()).unwrap()
+        && integrity::check(&file, &bytes, &integrity::TrustedKeys::default()).is_ok()
+}
+
+fn fetches_logged(cluster: &Cluster, i: usize) -> usize {
+    cluster.c.log(i).matches(FETCHED).count()
+}
+
+#[test]
+fn a_library_stored_while_a_node_was_down_loads_on_every_live_node_after_its_uploader_died() {
+    let mut cluster = Cluster::start("fetch", 3, &[]);
+    cluster.c.kill(2);
+    let sha256 = store_echo(&cluster, 0);
+    assert_eq!(sha256, integrity::to_hex(&integrity::sha256(&std::fs::read(echo_library()).unwrap())));
+    cluster.c.kill(0);
+    cluster.start_node(2);
+    cluster.wait_ready(vec![1, 2]);
+    for i in [1, 2] {
+        assert!(!cluster.repository_file(i, ECHO).exists(), "node {i} had the library without fetching it");
+    }
+    cluster.post_blueprint(1, "fetched", ECHO, 2);
+    for i in [1, 2] {
+        let served = wait_for(SETTLE, || serves_echo(&cluster, i));
+        assert!(served.is_ok(), "node {i} does not serve echo: {:?}\n{}", cluster.slices(1), cluster.c.log(i));
+        assert!(holds_echo(&cluster, i), "node {i}'s repository copy is not whole and checked");
+        assert_eq!(fetches_logged(&cluster, i), 1, "node {i}");
+    }
+}
+
+#[test]
+fn a_missing_library_fails_its_slice_with_a_clear_reason() {
+    let cluster = Cluster::start("missing", 3, &[]);
+    store_echo(&cluster, 0);
+    // The chunks go, the catalog record stays: no node can provide the library.
+    assert_eq!(cluster.ask(0, json!({"op": "delete_chunks", "artifact": ECHO})), json!({"ok": null}));
+    cluster.post_blueprint(1, "missing", ECHO, 1);
+    let reason = |s: &Value| s["error"].as_str().unwrap_or_default().to_owned();
+    let failed = wait_for(SETTLE, || {
+        cluster.slices(1).iter().any(|s| reason(s).contains("the storage plane could not provide it"))
+    });
+    assert!(failed.is_ok(), "{:?}", cluster.slices(1));
+    let record = cluster.slices(1).into_iter().find(|s| !reason(s).is_empty()).unwrap();
+    let text = reason(&record);
+    assert!(text.starts_with(ECHO) && text.contains("not in this node's repository"), "{text}");
+    assert!(!text.contains(&cluster.c.spec.dir.display().to_string()), "{text}");
+}
+
+#[test]
+fn a_restarted_node_loads_from_its_repository_without_fetching_again() {
+    let mut cluster = Cluster::start("restart", 3, &[]);
+    store_echo(&cluster, 0);
+    cluster.post_blueprint(0, "cached", ECHO, 3);
+    for i in 0..3 {
+        assert!(wait_for(SETTLE, || serves_echo(&cluster, i)).is_ok(), "node {i}: {:?}", cluster.slices(0));
+    }
+    // Anti-entropy settles before the picture is taken.
+    let quiet = wait_for(SETTLE, || (0..3).all(|i| cluster.dht(i).is_some_and(|d| d["under_replicated"] == 0)));
+    assert!(quiet.is_ok());
+    std::thread::sleep(Duration::from_secs(2));
+    let library = cluster.repository_file(1, ECHO);
+    let before = (files(&cluster.dht_dir(1)), std::fs::metadata(&library).unwrap().modified().unwrap());
+    assert!(!before.0.is_empty());
+    let fetched_before = fetches_logged(&cluster, 1);
+    cluster.c.kill(1);
+    cluster.start_node(1);
+    cluster.wait_ready(vec![1]);
+    let served = wait_for(SETTLE, || serves_echo(&cluster, 1));
+    assert!(served.is_ok(), "{:?}\n{}", cluster.slices(0), cluster.c.log(1));
+    std::thread::sleep(Duration::from_secs(2));
+    let after = (files(&cluster.dht_dir(1)), std::fs::metadata(&library).unwrap().modified().unwrap());
+    assert_eq!(fetches_logged(&cluster, 1), fetched_before, "the restarted node fetched again");
+    assert_eq!(before.1, after.1, "the repository copy was written again");
+    assert_eq!(before.0, after.0, "the storage plane folder changed");
+}
+
+#[test]
+fn a_damaged_chunk_file_is_detected_and_repaired_from_a_replica() {
+    let cluster = Cluster::start("corrupt", 3, &[]);
+    for k in 0..30 {
+        assert_eq!(
+            cluster.put(k % 3, &format!("test/{k}"), &format!("value {k} {}", "x".repeat(1000))),
+            json!({"ok": null})
+        );
+    }
+    let held = wait_for(SETTLE, || cluster.dht(1).is_some_and(|d| d["entries"] == 30));
+    assert!(held.is_ok(), "{:?}", cluster.dht(1));
+    let (victim, length, _) = files(&cluster.dht_dir(1).join("entries")).into_iter().next().expect("a file");
+    let whole = std::fs::read(&victim).unwrap();
+    let mut damaged = whole.clone();
+    damaged[length as usize - 10] ^= 0x5a;
+    std::fs::write(&victim, &damaged).unwrap();
+    let repaired = wait_for(SETTLE, || {
+        cluster.dht(1).is_some_and(|d| d["corrupt_dropped"].as_u64() >= Some(1) && d["entries"] == 30)
+            && std::fs::read(&victim).is_ok_and(|b| b == whole)
+    });
+    assert!(repaired.is_ok(), "{:?}", cluster.dht(1));
+    for k in 0..30 {
+        let value = format!("value {k} {}", "x".repeat(1000));
+        assert_eq!(cluster.get(1, &format!("test/{k}")), json!({"ok": value}));
+    }
+}
