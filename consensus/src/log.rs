@@ -133,6 +133,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_slot_the_log_holds_never_needs_the_snapshot() {
+        let mut log = DecidedLog::new(100, 1 << 20);
+        log.store_snapshot(StoredSnapshot { next_slot: Slot(10), sessions: Vec::new(), state: Bytes::new() });
+        // The log restarts below the snapshot's slot (a decision pushed out of order): it holds slot 5 on.
+        log.push(Slot(5), None);
+        assert!(!log.needs_snapshot(Slot(5)), "slot 5 is in the log");
+        assert_eq!(log.range(Slot(5), 8, usize::MAX).len(), 1);
+        assert!(log.needs_snapshot(Slot(4)) && !log.lost(Slot(4)), "slot 4 only the snapshot covers");
+    }
+
+    #[test]
     fn log_is_bounded_and_compacted_by_snapshots() {
         let mut log = DecidedLog::new(2, 1 << 20);
         for slot in 0..5 {

@@ -1,4 +1,5 @@
-//! The management API on :8080: small HTTP (the `httpd` crate), JSON in and out, stable paths under `/api/...`.
+//! The management API on :8080: small HTTP (the `httpd` crate), JSON in and out, stable paths under `/api/...`,
+//! and the cluster's artifact repository in Maven's layout under `/repository/...` (`repository`).
 //!
 //! What it owns: parsing and validating requests, routing, status codes and the JSON shapes of answers.
 //! What it must never do: touch the node's state directly. Every answer comes from the [`Backend`], which
@@ -8,8 +9,8 @@
 //! roles) before routing.
 //!
 //! Invariants: every error is `{"error": "...", "detail": "..."}` with a meaningful status (400 bad input,
-//! 403 forbidden, 404 absent, 405 wrong method, 503 not ready or no quorum, 504 timeout); no handler panics
-//! on any input.
+//! 403 forbidden, 404 absent, 405 wrong method, 409 conflict, 413 too large, 422 an upload that is no slice
+//! library of its coordinates, 503 not ready or no quorum, 504 timeout); no handler panics on any input.
 
 mod api;
 mod auth;

@@ -170,3 +170,28 @@ fn hostile_repository_paths_answer_400_or_404_and_wrong_methods_405() {
         Some("GET, HEAD, PUT, DELETE")
     );
 }
+
+#[test]
+fn an_upload_that_loses_the_race_for_a_release_keeps_the_winner_and_drops_its_own_bytes() {
+    let backend = StoreBackend::default();
+    let winner = library("echo-1.0.0", "winner");
+    let winning = ArtifactRecord {
+        size: winner.len() as u64,
+        sha256: Checksum::Sha256.hex(&winner),
+        sha1: Checksum::Sha1.hex(&winner),
+        md5: Checksum::Md5.hex(&winner),
+        signature: None,
+        uploaded_ms: 1,
+        node: "node-2".into(),
+    };
+    let value = String::from_utf8(winning.encode()).unwrap();
+    *backend.racing.lock().unwrap() = Some(("org.example:echo:1.0.0".into(), value));
+    let loser = library("echo-1.0.0", "loser");
+    let lost = call(&backend, "PUT", &format!("{DIR}/echo-1.0.0.so"), &loser);
+    assert_eq!((lost.status, &lost.body["error"]), (409, &json!("release_exists")), "{}", lost.body);
+    assert_eq!(lost.body["sha256"], json!(winning.sha256));
+    assert_eq!(record(&backend, "org.example:echo:1.0.0"), Some(winning.clone()), "the winner's record stays");
+    let blobs = backend.blobs.lock().unwrap();
+    assert!(!blobs.contains_key(&format!("org.example:echo:1.0.0/{}", Checksum::Sha256.hex(&loser))));
+    assert!(backend.cache.lock().unwrap().is_empty(), "the loser is not cached");
+}
