@@ -34,7 +34,9 @@ pub const COVERAGE_MAX: usize = 16_384;
 /// Tombstone expiry pages (of `PAGE_KEYS_MAX` keys) per round.
 const GC_STEPS: usize = 4;
 /// Entries scrubbed per round.
-const SCRUB_BUDGET: usize = 64;
+/// Entries scrubbed per round: values are up to 1 MiB, read on the event loop, so a few per round (at most
+/// ~4 MiB of reads a second) keep the scrub from crowding out the loop's other work.
+const SCRUB_BUDGET: usize = 4;
 /// Rounds a replica's matching digest counts for.
 const ROUNDS_REMEMBERED: u64 = 3;
 
@@ -285,7 +287,7 @@ impl<S: Store> Dht<S> {
             if held_there && handing_off {
                 covered.push((key, *version));
             } else if !held_there && from_replica && pushed < PUSH_MAX {
-                if let Ok(Some(entry)) = self.store.get(key) {
+                if let Some(entry) = self.live_entry(key) {
                     self.send(out, from, Message::Repair { key: key.clone(), entry, read_repair: false });
                     pushed += 1;
                 }
@@ -337,10 +339,23 @@ impl<S: Store> Dht<S> {
             if Ring::partition_of(key) != partition {
                 continue;
             }
-            if let Ok(Some(entry)) = self.store.get(key) {
+            if let Some(entry) = self.live_entry(key) {
                 self.send(out, from, Message::Repair { key: key.clone(), entry, read_repair: false });
             }
         }
+    }
+
+    /// The entry to send a peer for `key`: `None` when absent or a tombstone past its time to live, which
+    /// is forgotten here at once (peers refuse it, and sending it on would only bring it back).
+    fn live_entry(&mut self, key: &str) -> Option<crate::store::Entry> {
+        let entry = self.store.get(key).ok()??;
+        if self.expired_tombstone(&entry) {
+            if self.store.remove(key).is_ok() {
+                self.ae.entry_changed(key);
+            }
+            return None;
+        }
+        Some(entry)
     }
 
     /// Forgets tombstones older than `tombstone_ttl_ms`, a few pages per round.

@@ -17,6 +17,8 @@ use crate::{NodeId, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// Operations one node coordinates at once; more finish at once with `DhtError::Busy`.
 pub const OPS_MAX: usize = 4096;
+/// How far past this node's clock a stored or observed version's stamp may be (1 h).
+pub const STAMP_AHEAD_MAX_MS: u64 = 60 * 60 * 1000;
 
 /// Tunables; `Config::default()` is what a node runs. The simulator's broken variants flip the last three.
 #[derive(Debug, Clone)]
@@ -115,6 +117,8 @@ pub struct Stats {
 /// An operation waiting for its quorum.
 struct Op {
     key: String,
+    /// The replicas asked: only their answers count towards the quorum.
+    replicas: Vec<NodeId>,
     deadline_ms: u64,
     needed: usize,
     kind: OpKind,
@@ -134,6 +138,8 @@ pub struct Dht<S: Store> {
     pub(crate) ring: Ring,
     /// The highest stamp issued or seen.
     clock_ms: u64,
+    /// The store's newest stamp at start, folded into `clock_ms` at the first call that brings the time.
+    clock_seed: Option<u64>,
     /// The latest `now_ms` any call passed.
     pub(crate) now_ms: u64,
     next_op: OpId,
@@ -144,6 +150,7 @@ pub struct Dht<S: Store> {
 
 impl<S: Store> Dht<S> {
     pub fn new(me: NodeId, config: Config, store: S) -> Dht<S> {
+        let seed = store.newest_stamp();
         let ring = Ring::new(&[], config.replication);
         Dht {
             writer: hash64(me.as_bytes()),
@@ -152,6 +159,7 @@ impl<S: Store> Dht<S> {
             store,
             ring,
             clock_ms: 0,
+            clock_seed: Some(seed),
             now_ms: 0,
             next_op: 0,
             ops: BTreeMap::new(),
@@ -220,6 +228,7 @@ impl<S: Store> Dht<S> {
         }
         let pending = Op {
             key: key.to_string(),
+            replicas,
             deadline_ms: now_ms.saturating_add(self.config.op_timeout_ms),
             needed,
             kind: OpKind::Read { replies },
@@ -234,6 +243,9 @@ impl<S: Store> Dht<S> {
         self.advance(now_ms);
         match message {
             Message::Put { op, key, entry } => {
+                if !self.acceptable(&entry) {
+                    return;
+                }
                 self.observe(entry.version);
                 let version = entry.version;
                 if self.store.put(&key, entry).is_ok() {
@@ -249,6 +261,9 @@ impl<S: Store> Dht<S> {
             }
             Message::GetReply { op, key, entry } => self.on_get_reply(from, op, &key, entry, out),
             Message::Repair { key, entry, read_repair } => {
+                if !self.acceptable(&entry) {
+                    return;
+                }
                 self.observe(entry.version);
                 if let Ok(true) = self.store.put(&key, entry) {
                     self.ae.entry_changed(&key);
@@ -303,6 +318,23 @@ impl<S: Store> Dht<S> {
 
     fn advance(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
+        if let Some(seed) = self.clock_seed.take() {
+            // The newest stamp the store kept from before a restart, so this node's versions keep rising
+            // even if its wall clock went back; never more than `STAMP_AHEAD_MAX_MS` past its own clock.
+            self.clock_ms = self.clock_ms.max(seed.min(now_ms.saturating_add(STAMP_AHEAD_MAX_MS)));
+        }
+    }
+
+    /// An entry a replica may store: not stamped further ahead of this node's clock than
+    /// `STAMP_AHEAD_MAX_MS` (a peer with a clock far off, or a hostile one, cannot push every clock ahead
+    /// and win every later write), and not a tombstone past its time to live (which would come back after
+    /// replicas that expired it already forgot it).
+    pub(crate) fn acceptable(&self, entry: &Entry) -> bool {
+        entry.version.stamp <= self.now_ms.saturating_add(STAMP_AHEAD_MAX_MS) && !self.expired_tombstone(entry)
+    }
+
+    pub(crate) fn expired_tombstone(&self, entry: &Entry) -> bool {
+        entry.value.is_none() && entry.version.stamp.saturating_add(self.config.tombstone_ttl_ms) <= self.now_ms
     }
 
     fn new_op(&mut self, now_ms: u64) -> OpId {
@@ -322,7 +354,9 @@ impl<S: Store> Dht<S> {
     }
 
     pub(crate) fn observe(&mut self, version: Version) {
-        self.clock_ms = self.clock_ms.max(version.stamp);
+        if version.stamp <= self.now_ms.saturating_add(STAMP_AHEAD_MAX_MS) {
+            self.clock_ms = self.clock_ms.max(version.stamp);
+        }
     }
 
     pub(crate) fn send(&self, out: &mut Vec<Output>, to: &str, message: Message) {
@@ -371,6 +405,7 @@ impl<S: Store> Dht<S> {
         }
         let pending = Op {
             key: key.to_string(),
+            replicas,
             deadline_ms: now_ms.saturating_add(self.config.op_timeout_ms),
             needed,
             kind: OpKind::Write { version: entry.version, acks },
@@ -381,7 +416,7 @@ impl<S: Store> Dht<S> {
 
     fn on_put_ack(&mut self, from: &str, op: OpId, key: &str, acked: Version, out: &mut Vec<Output>) {
         let Some(pending) = self.ops.get_mut(&op) else { return };
-        if pending.key != key {
+        if pending.key != key || !pending.replicas.iter().any(|r| r == from) {
             return;
         }
         if let OpKind::Write { version, acks } = &mut pending.kind {
@@ -397,7 +432,7 @@ impl<S: Store> Dht<S> {
             self.observe(entry.version);
         }
         let Some(pending) = self.ops.get_mut(&op) else { return };
-        if pending.key != key {
+        if pending.key != key || !pending.replicas.iter().any(|r| r == from) {
             return;
         }
         if let OpKind::Read { replies } = &mut pending.kind {

@@ -68,6 +68,23 @@ pub trait Store {
     fn partitions(&self) -> Vec<u32>;
     /// Entries held, and the bytes of their values.
     fn usage(&self) -> (usize, u64);
+    /// The newest version stamp held (0 when empty), read once when a replica starts so its clock resumes
+    /// past what it wrote before.
+    fn newest_stamp(&self) -> u64 {
+        let mut newest = 0;
+        for partition in self.partitions() {
+            let mut after: Option<String> = None;
+            loop {
+                let page = self.versions(partition, after.as_deref(), 1024);
+                newest = page.iter().map(|(_, v)| v.stamp).fold(newest, u64::max);
+                match page.last() {
+                    Some((key, _)) if page.len() == 1024 => after = Some(key.clone()),
+                    _ => break,
+                }
+            }
+        }
+        newest
+    }
     /// Checks up to `budget` entries' bytes against their checks, dropping the bad ones as `get` does;
     /// returns the dropped keys. The memory store has nothing to check.
     fn scrub(&mut self, budget: usize) -> Vec<String> {

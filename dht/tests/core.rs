@@ -294,3 +294,52 @@ fn anti_entropy_pages_through_a_large_partition_both_ways() {
         assert_eq!(node.stats().under_replicated, 0);
     }
 }
+
+#[test]
+fn expired_tombstones_are_forgotten_everywhere_and_do_not_come_back() {
+    // Five nodes, so replicas' expiry cursors reach a partition at different times.
+    let config = Config { tombstone_ttl_ms: 10_000, ..Config::default() };
+    let mut net = Net::new(5, config);
+    let keys: Vec<String> = (0..1500).map(|i| format!("t{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(net.put(&format!("node-{}", i % 5 + 1), key, b"v"), Ok(None));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(net.delete(&format!("node-{}", (i + 1) % 5 + 1), key), Ok(None));
+    }
+    net.run_ms(5 * 60_000);
+    let left: usize = net.nodes.values().map(|n| n.stats().entries).sum();
+    assert_eq!(left, 0, "expired tombstones still held");
+}
+
+#[test]
+fn a_stamp_far_ahead_of_the_clock_is_refused_and_moves_no_clock() {
+    let mut net = Net::new(3, Config::default());
+    let poison = dht::Entry { version: dht::Version { stamp: u64::MAX, writer: 1 }, value: Some(b"x".to_vec()) };
+    let now = net.now_ms;
+    let mut out = Vec::new();
+    let node = net.nodes.get_mut("node-1").expect("node-1");
+    node.handle("node-2", Message::Repair { key: "other".into(), entry: poison.clone(), read_repair: true }, now, &mut out);
+    node.handle("node-2", Message::Put { op: 7, key: "other".into(), entry: poison }, now, &mut out);
+    assert!(out.is_empty(), "no acknowledgement for a stamp an hour past the clock: {out:?}");
+    assert_eq!(net.put("node-1", "k", b"first"), Ok(None));
+    assert_eq!(net.put("node-1", "k", b"second"), Ok(None));
+    assert_eq!(net.get("node-2", "k"), Ok(Some(b"second".to_vec())), "an acknowledged overwrite was lost");
+    assert_eq!(net.get("node-3", "other"), Ok(None));
+}
+
+#[test]
+fn a_restarted_replica_writes_past_the_versions_it_holds_even_with_its_clock_back() {
+    let mut net = Net::new(1, Config::default());
+    net.now_ms = 100_000;
+    assert_eq!(net.put("node-1", "k", b"before"), Ok(None));
+    let stamp = net.nodes["node-1"].store().peek("k").map(|e| e.version.stamp).expect("stored");
+    let store = net.nodes.remove("node-1").expect("node-1").into_store();
+    let mut node = dht::Dht::new("node-1".to_string(), Config::default(), store);
+    let mut out = Vec::new();
+    node.set_members(&["node-1".to_string()], stamp - 10_000, &mut out);
+    node.put("k", b"after".to_vec(), stamp - 10_000, &mut out);
+    let now = node.store().peek("k").map(|e| (e.version.stamp, e.value.clone())).expect("stored");
+    assert!(now.0 > stamp, "{} after {stamp}", now.0);
+    assert_eq!(now.1, Some(b"after".to_vec()));
+}
