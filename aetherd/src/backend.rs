@@ -149,8 +149,13 @@ impl Backend for NodeBackend {
             .map_err(|reason| ApiError::new(422, "not_a_slice", format!("{reason}; nothing was stored")))
     }
 
-    fn store_library(&self, artifact: &kvstore::Artifact, upload: &mgmt::ArtifactUpload) -> Result<(), ApiError> {
-        self.blobs.store(artifact, &upload.bytes, &upload.sha256).map_err(|e| {
+    fn store_library(
+        &self,
+        artifact: &kvstore::Artifact,
+        upload: &mgmt::ArtifactUpload,
+        record: &ArtifactRecord,
+    ) -> Result<(), ApiError> {
+        self.blobs.store(artifact, &upload.bytes, record).map_err(|e| {
             ApiError::unavailable(format!("the storage plane did not take {artifact}: {e}; nothing was recorded"))
         })
     }

@@ -28,7 +28,7 @@ pub const CHUNK_ATTEMPTS: usize = 3;
 /// How long one chunk operation may take.
 pub const CHUNK_DEADLINE: Duration = Duration::from_secs(10);
 /// The largest artifact a catalog record may describe (what the management API takes in one upload).
-pub const ARTIFACT_BYTES_MAX: u64 = mgmt::ARTIFACT_BYTES_MAX as u64;
+pub const ARTIFACT_BYTES_MAX: u64 = crate::artifacts_config::MAX_BYTES_MAX;
 
 /// Why a blob operation failed, in words fit for an API answer or a slice record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,9 +48,14 @@ fn fail(reason: impl Into<String>) -> BlobError {
     BlobError { reason: reason.into() }
 }
 
-/// The key of chunk `index` of `artifact` whose whole SHA-256 is `sha256_hex`.
-pub fn chunk_key(artifact: &Artifact, sha256_hex: &str, index: u64) -> String {
-    format!("artifact/{artifact}/{}/{index}", sha256_hex.to_ascii_lowercase())
+/// The key of chunk `index` of the upload of `artifact` that `record` describes.
+pub fn chunk_key(artifact: &Artifact, record: &ArtifactRecord, index: u64) -> String {
+    let sha256 = record.sha256.to_ascii_lowercase();
+    if record.upload.is_empty() {
+        format!("artifact/{artifact}/{sha256}/{index}")
+    } else {
+        format!("artifact/{artifact}/{sha256}/{}/{index}", record.upload)
+    }
 }
 
 /// Chunks of an object of `size` bytes.
@@ -76,14 +81,18 @@ impl Blobs {
         Blobs { handle }
     }
 
-    /// Stores `bytes` (whose SHA-256 is `sha256`) as chunks; returns once every chunk has a write quorum.
-    pub fn store(&self, artifact: &Artifact, bytes: &[u8], sha256: &[u8; 32]) -> Result<(), BlobError> {
-        let hex = container::integrity::to_hex(sha256);
+    /// Stores `bytes`, the upload `record` describes (its size and SHA-256 checked against them), as chunks;
+    /// returns once every chunk has a write quorum.
+    pub fn store(&self, artifact: &Artifact, bytes: &[u8], record: &ArtifactRecord) -> Result<(), BlobError> {
+        let expected = expected_digest(artifact, record)?;
+        if record.size != bytes.len() as u64 || container::integrity::sha256(bytes) != expected {
+            return Err(fail(format!("{artifact}: the bytes to store are not the ones the catalog record describes")));
+        }
         let count = chunk_count(bytes.len() as u64);
         let op = |index: u64| {
             let start = usize::try_from(index).unwrap_or(usize::MAX).saturating_mul(CHUNK_BYTES).min(bytes.len());
             let end = start.saturating_add(CHUNK_BYTES).min(bytes.len());
-            DhtOp::Put { key: chunk_key(artifact, &hex, index), value: bytes[start..end].to_vec() }
+            DhtOp::Put { key: chunk_key(artifact, record, index), value: bytes[start..end].to_vec() }
         };
         self.pipeline(count, op, |_, _| Ok(()), |_, _| Ok(()))
             .map_err(|e| fail(format!("{artifact}: storing in the storage plane failed: {e}")))
@@ -112,7 +121,7 @@ impl Blobs {
             hasher.update(&bytes);
             dest.write_all(&bytes).map_err(|e| format!("writing the library: {e}"))
         };
-        let op = |index: u64| DhtOp::Get { key: chunk_key(artifact, &record.sha256, index) };
+        let op = |index: u64| DhtOp::Get { key: chunk_key(artifact, record, index) };
         self.pipeline(chunk_count(size), op, check, consume)
             .map_err(|e| fail(format!("{artifact}: fetching from the storage plane failed: {e}")))?;
         dest.flush().map_err(|e| fail(format!("{artifact}: writing the library: {e}")))?;
@@ -129,9 +138,8 @@ impl Blobs {
 
     /// Deletes the chunks `record` describes.
     pub fn delete(&self, artifact: &Artifact, record: &ArtifactRecord) -> Result<(), BlobError> {
-        expected_digest(artifact, record)?;
-        let op = |index: u64| DhtOp::Delete { key: chunk_key(artifact, &record.sha256, index) };
-        self.pipeline(chunk_count(record.size), op, |_, _| Ok(()), |_, _| Ok(()))
+        let op = |index: u64| DhtOp::Delete { key: chunk_key(artifact, record, index) };
+        self.pipeline(chunk_count(record.size.min(ARTIFACT_BYTES_MAX)), op, |_, _| Ok(()), |_, _| Ok(()))
             .map_err(|e| fail(format!("{artifact}: deleting from the storage plane failed: {e}")))
     }
 
@@ -212,6 +220,18 @@ mod tests {
         assert_eq!((chunk_len(chunk + 1, 0), chunk_len(chunk + 1, 1)), (chunk, 1));
         assert_eq!(chunk_len(5, 0), 5);
         let artifact = Artifact::parse("org.x:y:1.0.0").unwrap();
-        assert_eq!(chunk_key(&artifact, "AB", 3), "artifact/org.x:y:1.0.0/ab/3");
+        let mut record = ArtifactRecord {
+            size: 3,
+            sha256: "AB".into(),
+            sha1: String::new(),
+            md5: String::new(),
+            signature: None,
+            uploaded_ms: 1,
+            node: "node-1".into(),
+            upload: "node-1.1.0".into(),
+        };
+        assert_eq!(chunk_key(&artifact, &record, 3), "artifact/org.x:y:1.0.0/ab/node-1.1.0/3");
+        record.upload.clear();
+        assert_eq!(chunk_key(&artifact, &record, 3), "artifact/org.x:y:1.0.0/ab/3");
     }
 }

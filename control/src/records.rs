@@ -121,7 +121,7 @@ impl Record for TargetRecord {
 }
 
 /// `artifacts/{artifact}`: the repository's catalog entry for one uploaded version. Its bytes are in the
-/// DHT as `ceil(size / dht::CHUNK_BYTES)` chunks under `artifact/{artifact}/{sha256}/{index}`; this record,
+/// DHT as `ceil(size / dht::CHUNK_BYTES)` chunks under `artifact/{artifact}/{sha256}/{upload}/{index}`; this record,
 /// written through consensus after every chunk has a write quorum, is what makes the version exist. A
 /// release version's record is created once (compare-and-set on absence); a `-SNAPSHOT` version's may be
 /// replaced.
@@ -138,6 +138,11 @@ pub struct ArtifactRecord {
     pub uploaded_ms: u64,
     /// The node that took the upload.
     pub node: String,
+    /// The upload's own id (`{node}.{uploaded_ms}.{n}`), part of its chunks' keys: no two uploads ever write
+    /// the same chunk key, so a delete of one upload's chunks (a replaced `-SNAPSHOT`, a deleted version, a
+    /// lost race) can never meet another upload's writes of the same bytes.
+    #[serde(default)]
+    pub upload: String,
 }
 
 impl Record for ArtifactRecord {

@@ -319,7 +319,12 @@ fn a_stamp_far_ahead_of_the_clock_is_refused_and_moves_no_clock() {
     let now = net.now_ms;
     let mut out = Vec::new();
     let node = net.nodes.get_mut("node-1").expect("node-1");
-    node.handle("node-2", Message::Repair { key: "other".into(), entry: poison.clone(), read_repair: true }, now, &mut out);
+    node.handle(
+        "node-2",
+        Message::Repair { key: "other".into(), entry: poison.clone(), read_repair: true },
+        now,
+        &mut out,
+    );
     node.handle("node-2", Message::Put { op: 7, key: "other".into(), entry: poison }, now, &mut out);
     assert!(out.is_empty(), "no acknowledgement for a stamp an hour past the clock: {out:?}");
     assert_eq!(net.put("node-1", "k", b"first"), Ok(None));

@@ -127,9 +127,15 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (artifact, upload);
         Err(ApiError::new(501, "not_implemented", "this node does not take uploads"))
     }
-    /// Stores the library's bytes in the storage plane; returns once they are durable there.
-    fn store_library(&self, artifact: &kvstore::Artifact, upload: &ArtifactUpload) -> Result<(), ApiError> {
-        let _ = (artifact, upload);
+    /// Stores the library's bytes in the storage plane as the upload `record` describes (its chunks' keys
+    /// name `record.upload`); returns once they are durable there.
+    fn store_library(
+        &self,
+        artifact: &kvstore::Artifact,
+        upload: &ArtifactUpload,
+        record: &control::records::ArtifactRecord,
+    ) -> Result<(), ApiError> {
+        let _ = (artifact, upload, record);
         Err(ApiError::new(501, "not_implemented", "this node does not take uploads"))
     }
     /// Writes the library, with its checksum (and signature) files, to this node's repository folder.
@@ -403,7 +409,12 @@ mod tests {
         fn check_library(&self, _: &kvstore::Artifact, _: &ArtifactUpload) -> Result<(), ApiError> {
             Ok(())
         }
-        fn store_library(&self, _: &kvstore::Artifact, _: &ArtifactUpload) -> Result<(), ApiError> {
+        fn store_library(
+            &self,
+            _: &kvstore::Artifact,
+            _: &ArtifactUpload,
+            _: &control::records::ArtifactRecord,
+        ) -> Result<(), ApiError> {
             Ok(())
         }
         fn cache_library(&self, _: &kvstore::Artifact, _: &ArtifactUpload) -> Result<(), ApiError> {

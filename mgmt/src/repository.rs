@@ -29,6 +29,7 @@ use kvstore::{AetherKey, Artifact, Command, Revision};
 use log::warn;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `/repository/{rest}`.
 pub fn route(backend: &dyn Backend, req: &Request, rest: &str) -> Result<Response, ApiError> {
@@ -261,16 +262,20 @@ pub fn put_library(backend: &dyn Backend, artifact: &Artifact, upload: ArtifactU
         }
     }
     backend.check_library(artifact, &upload)?;
-    backend.store_library(artifact, &upload)?;
+    let node = backend.cluster_view()?.node;
+    let uploaded_ms = now_ms();
+    let upload_id = format!("{node}.{uploaded_ms}.{}", UPLOADS.fetch_add(1, Ordering::Relaxed));
     let record = ArtifactRecord {
         size: upload.bytes.len() as u64,
         sha256: sha256.clone(),
         sha1: Checksum::Sha1.hex(&upload.bytes),
         md5: Checksum::Md5.hex(&upload.bytes),
         signature: upload.signature.map(|s| repository_path::hex(&s)),
-        uploaded_ms: now_ms(),
-        node: backend.cluster_view()?.node,
+        uploaded_ms,
+        node,
+        upload: upload_id,
     };
+    backend.store_library(artifact, &upload, &record)?;
     let key = AetherKey::ArtifactEntry { artifact: artifact.clone() };
     let expected = existing.as_ref().map(|(version, _)| Revision(*version));
     if let Err(e) = backend.kv_write(Command::CompareAndSet { key, expected, value: record.encode() }) {
@@ -278,12 +283,10 @@ pub fn put_library(backend: &dyn Backend, artifact: &Artifact, upload: ArtifactU
             return Err(e);
         }
         // Another upload of this version won the race: a release keeps the winner's bytes. The chunks just
-        // stored are dropped unless the winner's are the same (same keys).
+        // stored are this upload's own (its id is in their keys), so they go whatever the winner holds.
         let winner = catalog_entry(backend, artifact)?;
-        if winner.as_ref().is_none_or(|(_, w)| w.sha256 != sha256) {
-            if let Err(e) = backend.delete_chunks(artifact, &record) {
-                warn!("the bytes of a lost upload of {artifact} stay in the storage plane: {}", e.detail);
-            }
+        if let Err(e) = backend.delete_chunks(artifact, &record) {
+            warn!("the bytes of a lost upload of {artifact} stay in the storage plane: {}", e.detail);
         }
         return match winner {
             Some((_, winner)) if !is_snapshot(artifact.version()) => same_release(artifact, &winner, &sha256),
@@ -294,7 +297,7 @@ pub fn put_library(backend: &dyn Backend, artifact: &Artifact, upload: ArtifactU
             )),
         };
     }
-    if let Some((_, old)) = existing.filter(|(_, old)| old.sha256 != sha256) {
+    if let Some((_, old)) = existing.filter(|(_, old)| old.upload != record.upload) {
         if let Err(e) = backend.delete_chunks(artifact, &old) {
             warn!("the replaced bytes of {artifact} (sha256 {}) stay in the storage plane: {}", old.sha256, e.detail);
         }
@@ -345,6 +348,9 @@ fn same_release(artifact: &Artifact, record: &ArtifactRecord, sha256: &str) -> R
         "unchanged": true,
     })))
 }
+
+/// Uploads this process took, the last part of an upload's id.
+static UPLOADS: AtomicU64 = AtomicU64::new(0);
 
 fn now_ms() -> u64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);

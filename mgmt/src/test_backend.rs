@@ -127,8 +127,13 @@ impl Backend for StoreBackend {
         }
         Err(ApiError::new(422, "bad_descriptor", format!("the library does not say it is {identity}")))
     }
-    fn store_library(&self, artifact: &kvstore::Artifact, upload: &ArtifactUpload) -> Result<(), ApiError> {
-        let key = format!("{artifact}/{}", crate::repository_path::hex(&upload.sha256));
+    fn store_library(
+        &self,
+        artifact: &kvstore::Artifact,
+        upload: &ArtifactUpload,
+        record: &control::records::ArtifactRecord,
+    ) -> Result<(), ApiError> {
+        let key = format!("{artifact}/{}/{}", crate::repository_path::hex(&upload.sha256), record.upload);
         self.blobs.lock().unwrap().insert(key, upload.bytes.clone());
         if let Some((coords, record)) = self.racing.lock().unwrap().take() {
             self.put(&format!("artifacts/{coords}"), &record);
@@ -144,7 +149,7 @@ impl Backend for StoreBackend {
         artifact: &kvstore::Artifact,
         record: &control::records::ArtifactRecord,
     ) -> Result<Vec<u8>, ApiError> {
-        let key = format!("{artifact}/{}", record.sha256);
+        let key = format!("{artifact}/{}/{}", record.sha256, record.upload);
         let bytes = self.blobs.lock().unwrap().get(&key).cloned();
         bytes.ok_or_else(|| ApiError::new(503, "unavailable", format!("no chunks of {key}")))
     }
@@ -153,7 +158,7 @@ impl Backend for StoreBackend {
         artifact: &kvstore::Artifact,
         record: &control::records::ArtifactRecord,
     ) -> Result<(), ApiError> {
-        self.blobs.lock().unwrap().remove(&format!("{artifact}/{}", record.sha256));
+        self.blobs.lock().unwrap().remove(&format!("{artifact}/{}/{}", record.sha256, record.upload));
         Ok(())
     }
     fn delete_library(

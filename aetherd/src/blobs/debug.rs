@@ -119,6 +119,9 @@ fn ask(handle: &NetHandle<Command>, op: DhtOp) -> Result<Option<Vec<u8>>, String
     }
 }
 
+/// Stores this facility made, the last part of their upload ids.
+static STORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn store(handle: &NetHandle<Command>, artifact: &Artifact, file: &str) -> Result<Value, String> {
     let mut bytes = Vec::new();
     let opened = std::fs::File::open(file).map_err(|e| format!("{file}: {e}"))?;
@@ -127,17 +130,19 @@ fn store(handle: &NetHandle<Command>, artifact: &Artifact, file: &str) -> Result
         return Err(format!("{file} is over {ARTIFACT_BYTES_MAX} bytes"));
     }
     let digest = container::integrity::sha256(&bytes);
-    Blobs::new(handle.clone()).store(artifact, &bytes, &digest).map_err(|e| e.reason)?;
     let hex = |d: &[u8]| container::integrity::to_hex(d);
+    let uploaded_ms = crate::managers::wall_ms();
     let record = ArtifactRecord {
         size: bytes.len() as u64,
         sha256: hex(&digest),
         sha1: String::new(),
         md5: String::new(),
         signature: None,
-        uploaded_ms: crate::managers::wall_ms(),
+        uploaded_ms,
         node: String::new(),
+        upload: format!("debug.{uploaded_ms}.{}", STORES.fetch_add(1, Ordering::Relaxed)),
     };
+    Blobs::new(handle.clone()).store(artifact, &bytes, &record).map_err(|e| e.reason)?;
     let command =
         kvstore::Command::Put { key: AetherKey::ArtifactEntry { artifact: artifact.clone() }, value: record.encode() };
     let (reply, rx) = mpsc::channel();
