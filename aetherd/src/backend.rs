@@ -207,6 +207,8 @@ impl Backend for NodeBackend {
     }
 
     fn slice_routes(&self, artifact: &kvstore::Artifact) -> Result<Vec<(String, String)>, String> {
+        // A version only the catalog holds is fetched first, so its routes are checked on every node.
+        self.provision.ensure(artifact)?;
         self.declared_routes.routes(artifact)
     }
 

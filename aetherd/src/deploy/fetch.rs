@@ -55,9 +55,20 @@ impl Provisioner {
                 ))
             }
         };
-        if present && local_digest(&library).is_some_and(|hex| hex.eq_ignore_ascii_case(&record.sha256)) {
+        let matches = |library: &Path| {
+            std::fs::metadata(library).is_ok_and(|m| m.is_file() && m.len() == record.size)
+                && local_digest(library).is_some_and(|hex| hex.eq_ignore_ascii_case(&record.sha256))
+        };
+        if matches(&library) {
             return Ok(());
         }
+        // One fetch at a time on this node (deploy workers and management reads alike), and none when the
+        // one before brought what the catalog names.
+        let _fetching = FETCHING.lock();
+        if matches(&library) {
+            return Ok(());
+        }
+        let present = library.is_file();
         let why = if present { "this node's copy differs from the catalog" } else { "not in this node's repository" };
         log::info!("{artifact}: {why}; fetching it from the storage plane ({} bytes)", record.size);
         self.fetch(artifact, &record, &library)
@@ -106,6 +117,13 @@ impl Provisioner {
             })?;
             let file = writer.into_inner().map_err(|e| format!("writing the library: {e}"))?;
             file.sync_all().map_err(|e| format!("syncing the library: {e}"))?;
+            // The old checksum goes first: until the new one is written, the library is not trusted.
+            match std::fs::remove_file(integrity::checksum_file(library)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!("removing its old checksum file: {e}"))
+                }
+                _ => {}
+            }
             std::fs::rename(&tmp, library).map_err(|e| format!("moving the library into place: {e}"))?;
             match signature {
                 Some(signature) => integrity::write_signature(library, &signature)
@@ -135,6 +153,9 @@ fn local_digest(library: &Path) -> Option<String> {
     let digest = integrity::parse_checksum_text(std::str::from_utf8(&text).ok()?).ok()?;
     Some(integrity::to_hex(&digest))
 }
+
+/// Held while a library is fetched into the repository.
+static FETCHING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 fn temporary_beside(library: &Path) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
