@@ -23,12 +23,12 @@ use container::integrity::{self, Digest};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// A whole artifact with its integrity data, as uploaded or reassembled.
+/// A whole artifact with its integrity data, as uploaded (borrowed: an upload's bytes are not copied).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Artifact {
+pub struct Artifact<'a> {
     /// `group:artifact:version`.
     pub coords: String,
-    pub bytes: Vec<u8>,
+    pub bytes: &'a [u8],
     pub sha256: Digest,
     pub signature: Option<[u8; 64]>,
 }
@@ -42,8 +42,8 @@ pub fn repository_file(repo: &Path, artifact: &str) -> Result<PathBuf, String> {
 /// Writes an artifact into the repository: its checksum file, its signature file (or none: a stale one
 /// is removed), then the library, each to a temporary name, synced, and renamed into place. Answers the
 /// library's path. Refuses bytes that do not hash to `sha256`.
-pub fn store(repo: &Path, artifact: &Artifact) -> Result<PathBuf, String> {
-    if integrity::sha256(&artifact.bytes) != artifact.sha256 {
+pub fn store(repo: &Path, artifact: &Artifact<'_>) -> Result<PathBuf, String> {
+    if integrity::sha256(artifact.bytes) != artifact.sha256 {
         return Err(format!("{}: the bytes do not match their SHA-256", artifact.coords));
     }
     let path = repository_file(repo, &artifact.coords)?;
@@ -60,7 +60,7 @@ pub fn store(repo: &Path, artifact: &Artifact) -> Result<PathBuf, String> {
         },
     }
     .map_err(|e| format!("{}: {e}", signature_file.display()))?;
-    integrity::write_atomically(&path, &artifact.bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    integrity::write_atomically(&path, artifact.bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(path)
 }
@@ -116,7 +116,7 @@ impl LibraryCheck {
     /// coordinates, in words for the uploader.
     pub fn check(&self, artifact: &kvstore::Artifact, bytes: &[u8], sha256: &Digest) -> Result<(), String> {
         let _one = self.one_at_a_time.lock();
-        let staged = Artifact { coords: artifact.to_string(), bytes: bytes.to_vec(), sha256: *sha256, signature: None };
+        let staged = Artifact { coords: artifact.to_string(), bytes, sha256: *sha256, signature: None };
         store(&self.staging, &staged).map_err(|e| format!("cannot stage the library for its check: {e}"))?;
         let loaded = self.container.load(artifact, Vec::new());
         let outcome = match loaded {
@@ -139,15 +139,15 @@ impl LibraryCheck {
 mod tests {
     use super::*;
 
-    fn artifact(coords: &str, bytes: Vec<u8>, signature: Option<[u8; 64]>) -> Artifact {
-        Artifact { coords: coords.into(), sha256: integrity::sha256(&bytes), bytes, signature }
+    fn artifact(coords: &str, bytes: &'static [u8], signature: Option<[u8; 64]>) -> Artifact<'static> {
+        Artifact { coords: coords.into(), sha256: integrity::sha256(bytes), bytes, signature }
     }
 
     #[test]
     fn store_writes_the_maven_layout_with_checksum_and_signature_files() {
         let repo = std::env::temp_dir().join(format!("aether-artifacts-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&repo);
-        let signed = artifact("org.example:thing:1.2.3", b"bytes".to_vec(), Some([3; 64]));
+        let signed = artifact("org.example:thing:1.2.3", b"bytes", Some([3; 64]));
         let path = store(&repo, &signed).unwrap();
         assert!(path.ends_with("org/example/thing/1.2.3/thing-1.2.3.so"));
         assert_eq!(std::fs::read(&path).unwrap(), b"bytes");
@@ -156,16 +156,16 @@ mod tests {
         assert_eq!(std::fs::read_to_string(integrity::signature_file(&path)).unwrap().trim(), "03".repeat(64));
 
         // A new upload of the same version without a signature leaves no stale signature behind.
-        let unsigned = artifact("org.example:thing:1.2.3", b"other".to_vec(), None);
+        let unsigned = artifact("org.example:thing:1.2.3", b"other", None);
         store(&repo, &unsigned).unwrap();
         assert!(!integrity::signature_file(&path).exists());
         assert_eq!(integrity::check(&path, b"other", &keys).unwrap(), unsigned.sha256);
 
-        let mut lying = artifact("org.example:thing:1.2.4", b"bytes".to_vec(), None);
+        let mut lying = artifact("org.example:thing:1.2.4", b"bytes", None);
         lying.sha256[0] ^= 1;
         assert!(store(&repo, &lying).is_err());
         assert!(!repository_file(&repo, "org.example:thing:1.2.4").unwrap().exists(), "nothing stored");
-        assert!(store(&repo, &artifact("not coordinates", b"x".to_vec(), None)).is_err());
+        assert!(store(&repo, &artifact("not coordinates", b"x", None)).is_err());
 
         // The cache answers only bytes of the recorded size and digest, and a removal takes the sidecars too.
         let coords = kvstore::Artifact::parse("org.example:thing:1.2.3").unwrap();

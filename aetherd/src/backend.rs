@@ -163,7 +163,7 @@ impl Backend for NodeBackend {
     fn cache_library(&self, artifact: &kvstore::Artifact, upload: &mgmt::ArtifactUpload) -> Result<(), ApiError> {
         let cached = crate::artifacts::Artifact {
             coords: artifact.to_string(),
-            bytes: upload.bytes.clone(),
+            bytes: &upload.bytes,
             sha256: upload.sha256,
             signature: upload.signature,
         };
