@@ -17,6 +17,11 @@ use crate::{NodeId, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// Operations one node coordinates at once; more finish at once with `DhtError::Busy`.
 pub const OPS_MAX: usize = 4096;
+/// How far ahead of this node's clock a peer's version stamp may be. An entry stamped further ahead (a
+/// peer whose clock is far off, or a hostile one) is neither stored nor observed: observed, it would pin
+/// this node's hybrid clock (and, through anti-entropy, every node's) in the future, where tombstones never
+/// expire and a stamp of `u64::MAX` would make every later write of its key lose.
+pub const STAMP_AHEAD_MAX_MS: u64 = 60 * 60 * 1000;
 
 /// Tunables; `Config::default()` is what a node runs. The simulator's broken variants flip the last three.
 #[derive(Debug, Clone)]
@@ -233,6 +238,7 @@ impl<S: Store> Dht<S> {
     pub fn handle(&mut self, from: &str, message: Message, now_ms: u64, out: &mut Vec<Output>) {
         self.advance(now_ms);
         match message {
+            Message::Put { entry, .. } | Message::Repair { entry, .. } if !self.plausible(entry.version) => {}
             Message::Put { op, key, entry } => {
                 self.observe(entry.version);
                 let version = entry.version;
@@ -321,8 +327,16 @@ impl<S: Store> Dht<S> {
         Version { stamp: self.clock_ms, writer: self.writer }
     }
 
+    /// Moves the clock up to a version seen; one stamped implausibly far ahead is ignored.
     pub(crate) fn observe(&mut self, version: Version) {
-        self.clock_ms = self.clock_ms.max(version.stamp);
+        if self.plausible(version) {
+            self.clock_ms = self.clock_ms.max(version.stamp);
+        }
+    }
+
+    /// Whether a peer's version is at most [`STAMP_AHEAD_MAX_MS`] ahead of this node's clock.
+    pub(crate) fn plausible(&self, version: Version) -> bool {
+        version.stamp <= self.now_ms.saturating_add(STAMP_AHEAD_MAX_MS)
     }
 
     pub(crate) fn send(&self, out: &mut Vec<Output>, to: &str, message: Message) {
