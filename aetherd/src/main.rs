@@ -123,6 +123,16 @@ fn node_config(args: &Args) -> Result<NodeConfig, String> {
     Ok(config)
 }
 
+/// This very program, to run as the upload check process: `/proc/self/exe` names the running image even
+/// after the file was replaced or removed (an upgrade in place), so the check is always this version's.
+fn this_program() -> Result<PathBuf, String> {
+    let proc_self = PathBuf::from("/proc/self/exe");
+    if proc_self.exists() {
+        return Ok(proc_self);
+    }
+    std::env::current_exe().map_err(|e| format!("cannot find this program to check uploads with: {e}"))
+}
+
 fn main() -> ExitCode {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     if raw.first().is_some_and(|first| first == artifacts::CHECK_FLAG) {
@@ -250,11 +260,7 @@ fn run(args: &Args) -> Result<(), String> {
         dry_runs: mgmt::DryRuns::default(),
         declared_routes: Arc::new(deploy::DeclaredRoutes::new(Arc::clone(&container), config.repository.clone())),
         artifact_bytes_max: config.artifacts.max_bytes,
-        library_check: Arc::new(artifacts::LibraryCheck::new(
-            &config.data_dir,
-            &config.node_id,
-            std::env::current_exe().map_err(|e| format!("cannot find this program to check uploads with: {e}"))?,
-        )?),
+        library_check: Arc::new(artifacts::LibraryCheck::new(&config.data_dir, &config.node_id, this_program()?)?),
         blobs: blobs::Blobs::new(net.handle.clone()),
         provision: Arc::clone(&provision),
     });
