@@ -135,10 +135,11 @@ impl LibraryCheck {
     /// why it is no slice library of these coordinates, in words for the uploader. Loading runs the
     /// library's initialisers: one that exits, crashes or hangs ends (or, past [`CHECK_DEADLINE`], has
     /// killed) the check process, never this node.
-    pub fn check(&self, artifact: &kvstore::Artifact, bytes: &[u8], sha256: &Digest) -> Result<(), String> {
+    pub fn check(&self, artifact: &kvstore::Artifact, bytes: &[u8], sha256: &Digest) -> Result<(), CheckError> {
         let _one = self.one_at_a_time.lock();
         let staged = Artifact { coords: artifact.to_string(), bytes: bytes.to_vec(), sha256: *sha256, signature: None };
-        store(&self.staging, &staged).map_err(|e| format!("cannot stage the library for its check: {e}"))?;
+        store(&self.staging, &staged)
+            .map_err(|e| CheckError::Node(format!("cannot stage the library for its check: {e}")))?;
         let outcome = self.run(artifact);
         if let Err(e) = remove(&self.staging, artifact) {
             log::warn!("{artifact}: cleaning the upload check's folder: {e}");
@@ -146,16 +147,17 @@ impl LibraryCheck {
         outcome
     }
 
-    fn run(&self, artifact: &kvstore::Artifact) -> Result<(), String> {
+    fn run(&self, artifact: &kvstore::Artifact) -> Result<(), CheckError> {
+        let node = |what: &str, e: std::io::Error| CheckError::Node(format!("{what} the library's check: {e}"));
         let said = self.root.join("check-output");
-        let output = std::fs::File::create(&said).map_err(|e| format!("cannot start the library's check: {e}"))?;
+        let output = std::fs::File::create(&said).map_err(|e| node("cannot start", e))?;
         let mut child = std::process::Command::new(&self.program)
             .args([CHECK_FLAG, &self.root.display().to_string(), &self.node_id, &artifact.to_string()])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(output)
             .spawn()
-            .map_err(|e| format!("cannot start the library's check: {e}"))?;
+            .map_err(|e| node("cannot start", e))?;
         let started = std::time::Instant::now();
         let status = loop {
             match child.try_wait() {
@@ -163,13 +165,13 @@ impl LibraryCheck {
                 Ok(None) if started.elapsed() >= self.deadline => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!(
+                    return Err(CheckError::Refused(format!(
                         "loading the library did not finish within {} s (its load-time code hangs?)",
                         self.deadline.as_secs()
-                    ));
+                    )));
                 }
                 Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
-                Err(e) => return Err(format!("waiting for the library's check: {e}")),
+                Err(e) => return Err(node("waiting for", e)),
             }
         };
         let mut reason = String::new();
@@ -179,12 +181,21 @@ impl LibraryCheck {
         let reason = reason.trim();
         match status.code() {
             Some(0) => Ok(()),
-            Some(CHECK_REFUSED) if !reason.is_empty() => Err(reason.to_owned()),
-            _ => Err(format!(
+            Some(CHECK_REFUSED) if !reason.is_empty() => Err(CheckError::Refused(reason.to_owned())),
+            _ => Err(CheckError::Refused(format!(
                 "loading the library ended its check process ({status}): its load-time code exits or crashes"
-            )),
+            ))),
         }
     }
+}
+
+/// Why an upload check did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The library is no slice library of these coordinates (or its load-time code misbehaves): the uploader's.
+    Refused(String),
+    /// This node could not run the check (its disk, its process table): nothing is said about the library.
+    Node(String),
 }
 
 /// The check process's exit code when the library is refused (the reason is on its stderr).
@@ -246,7 +257,7 @@ mod tests {
         (check, dir)
     }
 
-    fn check_with(name: &str, script: &str, deadline: std::time::Duration) -> Result<(), String> {
+    fn check_with(name: &str, script: &str, deadline: std::time::Duration) -> Result<(), CheckError> {
         let (check, dir) = checker(name, script, deadline);
         let coords = kvstore::Artifact::parse("org.example:thing:1.0.0").unwrap();
         let outcome = check.check(&coords, b"\x7fELF bytes", &integrity::sha256(b"\x7fELF bytes"));
@@ -263,15 +274,30 @@ mod tests {
         let args = r#"[ "$1" = --check-library ] && [ "$3" = node-1 ] && [ "$4" = org.example:thing:1.0.0 ] && [ -f "$2/repository/org/example/thing/1.0.0/thing-1.0.0.so" ]"#;
         assert_eq!(check_with("ok", &format!("{args} && exit 0; exit 9"), long), Ok(()));
         let refused = check_with("refused", "echo 'no aether_slice_descriptor' >&2; exit 3", long);
-        assert_eq!(refused, Err("no aether_slice_descriptor".to_owned()));
-        let exited = check_with("exits", "exit 42", long).unwrap_err();
+        assert_eq!(refused, Err(CheckError::Refused("no aether_slice_descriptor".to_owned())));
+        let refused = |outcome: Result<(), CheckError>| match outcome {
+            Err(CheckError::Refused(reason)) => reason,
+            other => panic!("not a refusal: {other:?}"),
+        };
+        let exited = refused(check_with("exits", "exit 42", long));
         assert!(exited.contains("exits or crashes") && exited.contains("42"), "{exited}");
-        let killed = check_with("crashes", "kill -SEGV $$", long).unwrap_err();
+        let killed = refused(check_with("crashes", "kill -SEGV $$", long));
         assert!(killed.contains("exits or crashes"), "{killed}");
         let started = std::time::Instant::now();
-        let hung = check_with("hangs", "exec sleep 30", std::time::Duration::from_millis(300)).unwrap_err();
+        let hung = refused(check_with("hangs", "exec sleep 30", std::time::Duration::from_millis(300)));
         assert!(hung.contains("did not finish"), "{hung}");
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "the hung check was not killed");
+    }
+
+    /// A check this node cannot run says nothing about the library: it is the node's failure, not a refusal.
+    #[test]
+    fn a_check_the_node_cannot_run_is_the_nodes_failure() {
+        let (mut check, dir) = checker("missing", "exit 0", std::time::Duration::from_secs(20));
+        check.program = dir.join("no-such-program");
+        let coords = kvstore::Artifact::parse("org.example:thing:1.0.0").unwrap();
+        let outcome = check.check(&coords, b"\x7fELF", &integrity::sha256(b"\x7fELF"));
+        assert!(matches!(&outcome, Err(CheckError::Node(why)) if why.contains("cannot start")), "{outcome:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
