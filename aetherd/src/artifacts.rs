@@ -96,6 +96,9 @@ pub fn read_cached(repo: &Path, artifact: &kvstore::Artifact, size: u64, sha256_
 pub const CHECK_FLAG: &str = "--check-library";
 /// How long loading one upload may take before its check process is killed.
 pub const CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most uploads checked or waiting for their check at once on one node; more are refused at once (503), so
+/// uploads whose checks hang cannot hold every management worker.
+pub const CHECKS_QUEUED_MAX: usize = 4;
 /// Most bytes of the check process's reason kept for the uploader.
 const CHECK_REASON_BYTES_MAX: u64 = 4096;
 
@@ -109,6 +112,8 @@ pub struct LibraryCheck {
     program: PathBuf,
     deadline: std::time::Duration,
     one_at_a_time: parking_lot::Mutex<()>,
+    /// Checks running or waiting for `one_at_a_time`.
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 impl LibraryCheck {
@@ -128,6 +133,7 @@ impl LibraryCheck {
             program,
             deadline: CHECK_DEADLINE,
             one_at_a_time: parking_lot::Mutex::new(()),
+            queued: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -136,6 +142,11 @@ impl LibraryCheck {
     /// library's initialisers: one that exits, crashes or hangs ends (or, past [`CHECK_DEADLINE`], has
     /// killed) the check process, never this node.
     pub fn check(&self, artifact: &kvstore::Artifact, bytes: &[u8], sha256: &Digest) -> Result<(), CheckError> {
+        let _queued = Queued::enter(&self.queued).ok_or_else(|| {
+            CheckError::Node(format!(
+                "{CHECKS_QUEUED_MAX} uploads are being checked on this node already; send it again in a moment"
+            ))
+        })?;
         let _one = self.one_at_a_time.lock();
         let staged = Artifact { coords: artifact.to_string(), bytes: bytes.to_vec(), sha256: *sha256, signature: None };
         store(&self.staging, &staged)
@@ -186,6 +197,23 @@ impl LibraryCheck {
                 "loading the library ended its check process ({status}): its load-time code exits or crashes"
             ))),
         }
+    }
+}
+
+/// A place among the [`CHECKS_QUEUED_MAX`] checks running or waiting, given back when dropped.
+struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Option<Queued<'a>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        count.fetch_update(SeqCst, SeqCst, |n| (n < CHECKS_QUEUED_MAX).then_some(n + 1)).ok()?;
+        Some(Queued(count))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -287,6 +315,40 @@ mod tests {
         let hung = refused(check_with("hangs", "exec sleep 30", std::time::Duration::from_millis(300)));
         assert!(hung.contains("did not finish"), "{hung}");
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "the hung check was not killed");
+    }
+
+    /// Checks that hang hold at most [`CHECKS_QUEUED_MAX`] management workers: one more is refused at once.
+    #[test]
+    fn checks_beyond_the_queue_are_refused_at_once() {
+        let (check, dir) = checker("queue", "exec sleep 30", std::time::Duration::from_secs(3));
+        let check = std::sync::Arc::new(check);
+        let waiting: Vec<_> = (0..CHECKS_QUEUED_MAX)
+            .map(|i| {
+                let check = std::sync::Arc::clone(&check);
+                std::thread::spawn(move || {
+                    let coords = kvstore::Artifact::parse(&format!("org.example:hang{i}:1.0.0")).unwrap();
+                    check.check(&coords, b"\x7fELF", &integrity::sha256(b"\x7fELF"))
+                })
+            })
+            .collect();
+        let full = wait_until(|| check.queued.load(std::sync::atomic::Ordering::SeqCst) == CHECKS_QUEUED_MAX);
+        assert!(full, "the checks never queued");
+        let coords = kvstore::Artifact::parse("org.example:one-more:1.0.0").unwrap();
+        let started = std::time::Instant::now();
+        let outcome = check.check(&coords, b"\x7fELF", &integrity::sha256(b"\x7fELF"));
+        assert!(matches!(&outcome, Err(CheckError::Node(why)) if why.contains("already")), "{outcome:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "the refusal waited");
+        // The first waiting check ends at its deadline; then there is room again.
+        drop(waiting.into_iter().next().map(|t| t.join()));
+        assert!(check.queued.load(std::sync::atomic::Ordering::SeqCst) < CHECKS_QUEUED_MAX);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+        (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            done()
+        })
     }
 
     /// A check this node cannot run says nothing about the library: it is the node's failure, not a refusal.
