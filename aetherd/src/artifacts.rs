@@ -94,6 +94,8 @@ pub fn read_cached(repo: &Path, artifact: &kvstore::Artifact, size: u64, sha256_
 
 /// The first argument that makes `aetherd` a library check process ([`check_process`]), not a node.
 pub const CHECK_FLAG: &str = "--check-library";
+/// The environment variable that names the node's process id to its check process.
+const CHECK_PARENT_ENV: &str = "AETHER_CHECK_PARENT";
 /// How long loading one upload may take before its check process is killed.
 pub const CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most uploads checked or waiting for their check at once on one node; more are refused at once (503), so
@@ -164,6 +166,7 @@ impl LibraryCheck {
         let output = std::fs::File::create(&said).map_err(|e| node("cannot start", e))?;
         let mut child = std::process::Command::new(&self.program)
             .args([CHECK_FLAG, &self.root.display().to_string(), &self.node_id, &artifact.to_string()])
+            .env(CHECK_PARENT_ENV, std::process::id().to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(output)
@@ -243,6 +246,16 @@ pub fn check_process(args: &[String]) -> std::process::ExitCode {
         eprintln!("{reason}");
         std::process::ExitCode::from(CHECK_REFUSED as u8)
     };
+    // The check dies with the node that asked for it: a node that stops or crashes leaves no check behind,
+    // however long the library's load-time code would hang.
+    if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).is_err() {
+        return refuse("cannot tie the check to its node's life".into());
+    }
+    let parent = std::env::var(CHECK_PARENT_ENV).ok().and_then(|pid| pid.parse::<i32>().ok());
+    let ppid = rustix::process::getppid().map(|pid| pid.as_raw_nonzero().get());
+    if parent.is_some_and(|parent| Some(parent) != ppid) {
+        return refuse("the node that asked for this check is gone".into());
+    }
     let [root, node_id, coords] = args else {
         return refuse(format!("usage: aetherd {CHECK_FLAG} ROOT NODE GROUP:ARTIFACT:VERSION"));
     };
