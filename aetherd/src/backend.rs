@@ -144,9 +144,14 @@ impl Backend for NodeBackend {
                 ));
             }
         }
-        self.library_check
-            .check(artifact, &upload.bytes, &upload.sha256)
-            .map_err(|reason| ApiError::new(422, "not_a_slice", format!("{reason}; nothing was stored")))
+        self.library_check.check(artifact, &upload.bytes, &upload.sha256).map_err(|e| match e {
+            crate::artifacts::CheckError::Refused(reason) => {
+                ApiError::new(422, "not_a_slice", format!("{reason}; nothing was stored"))
+            }
+            crate::artifacts::CheckError::Node(reason) => {
+                ApiError::unavailable(format!("this node could not check the library: {reason}; nothing was stored"))
+            }
+        })
     }
 
     fn store_library(

@@ -27,7 +27,8 @@ pub const IN_FLIGHT: usize = 4;
 pub const CHUNK_ATTEMPTS: usize = 3;
 /// How long one chunk operation may take.
 pub const CHUNK_DEADLINE: Duration = Duration::from_secs(10);
-/// The largest artifact a catalog record may describe (what the management API takes in one upload).
+/// The largest artifact a catalog record may describe: the largest `[artifacts] max_bytes` any node may be
+/// configured with, so whatever one node took in an upload every other node can fetch and delete.
 pub const ARTIFACT_BYTES_MAX: u64 = crate::artifacts_config::MAX_BYTES_MAX;
 
 /// Why a blob operation failed, in words fit for an API answer or a slice record.
@@ -233,5 +234,30 @@ mod tests {
         assert_eq!(chunk_key(&artifact, &record, 3), "artifact/org.x:y:1.0.0/ab/node-1.1.0/3");
         record.upload.clear();
         assert_eq!(chunk_key(&artifact, &record, 3), "artifact/org.x:y:1.0.0/ab/3");
+    }
+
+    fn record(size: u64) -> ArtifactRecord {
+        ArtifactRecord {
+            size,
+            sha256: "ab".repeat(32),
+            sha1: String::new(),
+            md5: String::new(),
+            signature: None,
+            uploaded_ms: 0,
+            node: "node-1".into(),
+            upload: "node-1.0.0".into(),
+        }
+    }
+
+    /// An upload any node may take (up to the largest `[artifacts] max_bytes`) is one every node can fetch
+    /// and delete: a 100 MiB library uploaded to a node with `max_bytes = 104857600` is no orphan.
+    #[test]
+    fn every_size_a_node_may_take_is_fetchable_and_deletable() {
+        let artifact = Artifact::parse("org.x:y:1.0.0").unwrap();
+        let largest = crate::artifacts_config::MAX_BYTES_MAX;
+        assert!(expected_digest(&artifact, &record(100 * 1024 * 1024)).is_ok());
+        assert!(expected_digest(&artifact, &record(largest)).is_ok());
+        assert!(expected_digest(&artifact, &record(largest + 1)).is_err());
+        assert!(ARTIFACT_BYTES_MAX >= mgmt::ARTIFACT_BYTES_MAX as u64);
     }
 }

@@ -5,6 +5,9 @@
 //! turn (SIGHUP in the meantime reloads the `[tls]` certificate of both HTTP ports). A bad config or a
 //! port that cannot be bound exits non-zero with one line saying why. At start the soft open-file limit
 //! is raised to the hard one, so the HTTP ports' connection budget is as large as the host allows.
+//!
+//! Started as `aetherd --check-library ROOT NODE G:A:V` it is no node but the check of one upload, in a
+//! process of its own so the library's load-time code cannot harm the node (`artifacts::check_process`).
 
 mod app;
 mod artifacts;
@@ -120,8 +123,22 @@ fn node_config(args: &Args) -> Result<NodeConfig, String> {
     Ok(config)
 }
 
+/// This very program, to run as the upload check process: `/proc/self/exe` names the running image even
+/// after the file was replaced or removed (an upgrade in place), so the check is always this version's.
+fn this_program() -> Result<PathBuf, String> {
+    let proc_self = PathBuf::from("/proc/self/exe");
+    if proc_self.exists() {
+        return Ok(proc_self);
+    }
+    std::env::current_exe().map_err(|e| format!("cannot find this program to check uploads with: {e}"))
+}
+
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().is_some_and(|first| first == artifacts::CHECK_FLAG) {
+        return artifacts::check_process(&raw[1..]);
+    }
+    let args = match parse_args(raw.into_iter()) {
         Ok(args) => args,
         Err(message) => {
             eprintln!("aetherd: {message}");
@@ -243,7 +260,7 @@ fn run(args: &Args) -> Result<(), String> {
         dry_runs: mgmt::DryRuns::default(),
         declared_routes: Arc::new(deploy::DeclaredRoutes::new(Arc::clone(&container), config.repository.clone())),
         artifact_bytes_max: config.artifacts.max_bytes,
-        library_check: Arc::new(artifacts::LibraryCheck::new(&config.data_dir, &config.node_id)?),
+        library_check: Arc::new(artifacts::LibraryCheck::new(&config.data_dir, &config.node_id, this_program()?)?),
         blobs: blobs::Blobs::new(net.handle.clone()),
         provision: Arc::clone(&provision),
     });

@@ -17,7 +17,10 @@ use crate::{NodeId, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// Operations one node coordinates at once; more finish at once with `DhtError::Busy`.
 pub const OPS_MAX: usize = 4096;
-/// How far past this node's clock a stored or observed version's stamp may be (1 h).
+/// How far ahead of this node's clock a peer's version stamp may be. An entry stamped further ahead (a
+/// peer whose clock is far off, or a hostile one) is neither stored nor observed: observed, it would pin
+/// this node's hybrid clock (and, through anti-entropy, every node's) in the future, where tombstones never
+/// expire and a stamp of `u64::MAX` would make every later write of its key lose.
 pub const STAMP_AHEAD_MAX_MS: u64 = 60 * 60 * 1000;
 
 /// Tunables; `Config::default()` is what a node runs. The simulator's broken variants flip the last three.
@@ -353,6 +356,7 @@ impl<S: Store> Dht<S> {
         Version { stamp: self.clock_ms, writer: self.writer }
     }
 
+    /// Moves the clock up to a version seen; one stamped implausibly far ahead is ignored.
     pub(crate) fn observe(&mut self, version: Version) {
         if version.stamp <= self.now_ms.saturating_add(STAMP_AHEAD_MAX_MS) {
             self.clock_ms = self.clock_ms.max(version.stamp);

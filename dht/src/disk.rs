@@ -316,7 +316,11 @@ impl DiskStore {
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(|e| fail("create", parent, e))?;
         }
-        fs::write(&tmp, bytes).map_err(|e| fail("write", &tmp, e))?;
+        fs::write(&tmp, bytes).map_err(|e| {
+            // A write cut short (a full disk) leaves a partial file; kept, it would fill the disk for good.
+            let _ = fs::remove_file(&tmp);
+            fail("write", &tmp, e)
+        })?;
         fs::rename(&tmp, target).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             fail("rename into", target, e)

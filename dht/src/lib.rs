@@ -17,7 +17,7 @@ pub mod message;
 pub mod ring;
 pub mod store;
 
-pub use dht::{Config, Dht, DhtError, OpId, Output, Stats};
+pub use dht::{Config, Dht, DhtError, OpId, Output, Stats, STAMP_AHEAD_MAX_MS};
 pub use disk::DiskStore;
 pub use message::{DecodeError, KeyVersion, Message, PartitionDigest};
 pub use ring::{hash64, Ring};

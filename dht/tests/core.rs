@@ -348,3 +348,39 @@ fn a_restarted_replica_writes_past_the_versions_it_holds_even_with_its_clock_bac
     assert!(now.0 > stamp, "{} after {stamp}", now.0);
     assert_eq!(now.1, Some(b"after".to_vec()));
 }
+
+/// A peer's entry stamped far ahead of the clock (a clock years off, or a hostile peer) is neither stored
+/// nor observed: the key stays writable and the replica's clock stays near the wall clock.
+#[test]
+fn an_entry_stamped_far_in_the_future_is_refused() {
+    use dht::{Entry, Version};
+    let mut net = Net::new(3, Config { anti_entropy: false, ..Config::default() });
+    assert_eq!(net.put("node-1", "k", b"first"), Ok(None));
+    let poisoned = Entry { version: Version { stamp: u64::MAX, writer: u64::MAX }, value: Some(b"stuck".to_vec()) };
+    for target in names(1..=3) {
+        net.queue.push_back((
+            "node-2".into(),
+            target.clone(),
+            Message::Repair { key: "k".into(), entry: poisoned.clone(), read_repair: false },
+        ));
+        net.queue.push_back((
+            "node-2".into(),
+            target,
+            Message::Put { op: 1, key: "other".into(), entry: poisoned.clone() },
+        ));
+    }
+    net.deliver_all();
+    assert!(net.holders("other").is_empty(), "a far-future put was stored");
+    assert_eq!(net.put("node-3", "k", b"second"), Ok(None));
+    assert_eq!(net.get("node-1", "k"), Ok(Some(b"second".to_vec())), "later writes still win");
+    // Within the allowed lead, a peer's stamp is taken (clocks differ a little).
+    let ahead = Entry { version: Version { stamp: net.now_ms + 60_000, writer: 2 }, value: Some(b"ahead".to_vec()) };
+    net.queue.push_back((
+        "node-2".into(),
+        "node-1".into(),
+        Message::Repair { key: "near".into(), entry: ahead, read_repair: false },
+    ));
+    net.deliver_all();
+    assert_eq!(net.holders("near"), vec!["node-1".to_string()]);
+    const { assert!(dht::STAMP_AHEAD_MAX_MS > 60_000) };
+}
