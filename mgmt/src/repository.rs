@@ -33,6 +33,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `/repository/{rest}`.
 pub fn route(backend: &dyn Backend, req: &Request, rest: &str) -> Result<Response, ApiError> {
+    // A method the repository never serves is a 405 whatever the path, before the path is read.
+    if !matches!(req.method.as_str(), "GET" | "HEAD" | "PUT" | "DELETE") {
+        let detail = format!("{} is not allowed on /repository/ (GET, HEAD, PUT, DELETE)", req.method);
+        return Err(ApiError::new(405, "method_not_allowed", detail));
+    }
     let path = repository_path::parse(rest)?;
     match (req.method.as_str(), path) {
         ("GET", RepoPath::Metadata { group, id, checksum }) => metadata(backend, &group, &id, checksum),

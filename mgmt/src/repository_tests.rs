@@ -198,3 +198,12 @@ fn an_upload_that_loses_the_race_for_a_release_keeps_the_winner_and_drops_its_ow
     assert!(!blobs.keys().any(|k| k.starts_with(&format!("org.example:echo:1.0.0/{loser_sha}/"))));
     assert!(backend.cache.lock().unwrap().is_empty(), "the loser is not cached");
 }
+
+#[test]
+fn a_method_the_repository_never_serves_is_a_405_before_the_path_is_read() {
+    let backend = StoreBackend::default();
+    for path in ["repository/0", &format!("{DIR}/echo-1.0.0.so")] {
+        let answer = call(&backend, "TRACE", path, b"");
+        assert_eq!(answer.status, 405, "{path}: {}", answer.body);
+    }
+}
