@@ -10,9 +10,10 @@
 //!   `Blobs::fetch` (chunks read with a quorum, the SHA-256 checked, written to a file) through another; nginx:
 //!   `PUT` then `GET` of the same file.
 //! - **Re-replication**: `--stored-mib` of artifacts stored, every partition at three replicas; then the
-//!   last node is killed (SIGKILL) and the time is taken until every survivor has it out of the members
-//!   (`detect`: the control plane's lease grace, set to 2 s here) and until every partition is back at three
-//!   replicas and the survivors hold as many bytes as the whole cluster did (`whole`), per GiB stored.
+//!   last node is killed (SIGKILL) and the time is taken until the first survivor has it out of the members
+//!   (`detect`: the control plane's lease grace, set to 2 s here, and the lease watch's next look) and until
+//!   every partition is back at three replicas and the survivors hold as many bytes as the whole cluster did
+//!   (`whole`); `whole - detect` is the copying, reported per GiB stored.
 //!
 //! Envelope: a 1 KiB quorum write is a loop hop, two messages to peers and two acknowledgements back (~100 µs on
 //! loopback) plus a file write per replica: expect a few thousand per second on 2 cores. A 10 MiB store
@@ -286,8 +287,15 @@ fn rereplicate(cluster: &mut Cluster, options: &Options, n: usize, blob: &Path) 
     cluster.c.kill(last);
     let killed = Instant::now();
     let survivors: Vec<usize> = (0..last).collect();
-    let detected = wait_for(Duration::from_secs(60), || survivors.iter().all(|&i| cluster.members(i) == Some(last)));
-    let detect_s = killed.elapsed().as_secs_f64();
+    let mut first_detect_s = None;
+    let detected = wait_for(Duration::from_secs(60), || {
+        let dropped = survivors.iter().filter(|&&i| cluster.members(i) == Some(last)).count();
+        if dropped > 0 && first_detect_s.is_none() {
+            first_detect_s = Some(killed.elapsed().as_secs_f64());
+        }
+        dropped == survivors.len()
+    });
+    let detect_s = first_detect_s.unwrap_or_else(|| killed.elapsed().as_secs_f64());
     if detected.is_err() {
         return Err(format!("the survivors did not drop node {last} from the members: {:?}", cluster.dht(0)));
     }
@@ -302,8 +310,9 @@ fn rereplicate(cluster: &mut Cluster, options: &Options, n: usize, blob: &Path) 
     }
     Ok(json!({"stored_mib": (wanted * BLOB) >> 20, "bytes_before": bytes_before, "detect_s": detect_s,
         "whole_s": whole_s, "repair_s_per_gib": (whole_s - detect_s) / stored_gib,
-        "text": format!("{} MiB stored (3 copies); node {last} killed: out of the members after {detect_s:.1} s, \
-            every partition at its full replica count after {whole_s:.1} s, so {:.1} s of copying per GiB stored",
+        "text": format!("{} MiB stored (3 copies); node {last} killed: out of the first survivor's members after \
+            {detect_s:.2} s, every partition at its full replica count after {whole_s:.2} s, so {:.2} s of copying per \
+            GiB stored",
             (wanted * BLOB) >> 20, (whole_s - detect_s) / stored_gib)}))
 }
 
