@@ -66,10 +66,25 @@ pub fn store(repo: &Path, artifact: &Artifact<'_>) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// The marker beside a library that came from the catalog (uploaded here or fetched), as opposed to a seed
+/// an operator put in the folder: `{library}.catalog`. A marked copy whose catalog record is gone was deleted
+/// from the repository, and is removed rather than loaded.
+pub fn catalog_marker(library: &Path) -> PathBuf {
+    let mut name = library.as_os_str().to_owned();
+    name.push(".catalog");
+    PathBuf::from(name)
+}
+
+/// Marks `library` as a copy of the catalog's version.
+pub fn mark_from_catalog(library: &Path) -> Result<(), String> {
+    std::fs::write(catalog_marker(library), b"").map_err(|e| format!("cannot mark the copy as the catalog's: {e}"))
+}
+
 /// Removes a version's library and sidecars from the folder; absent files are not an error.
 pub fn remove(repo: &Path, artifact: &kvstore::Artifact) -> Result<(), String> {
     let path = repo.join(artifact.repository_path());
-    for file in [integrity::signature_file(&path), integrity::checksum_file(&path), path.clone()] {
+    for file in [catalog_marker(&path), integrity::signature_file(&path), integrity::checksum_file(&path), path.clone()]
+    {
         match std::fs::remove_file(&file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(format!("cannot remove {}: {e}", artifact.repository_path().display()))

@@ -172,10 +172,12 @@ impl Backend for NodeBackend {
             sha256: upload.sha256,
             signature: upload.signature,
         };
-        crate::artifacts::store(&self.repository, &cached).map(|_| ()).map_err(|e| {
-            error!("cannot cache artifact {artifact}: {e}");
-            ApiError::new(500, "internal", "cannot write the library to this node's repository; its log says why")
-        })
+        crate::artifacts::store(&self.repository, &cached)
+            .and_then(|path| crate::artifacts::mark_from_catalog(&path))
+            .map_err(|e| {
+                error!("cannot cache artifact {artifact}: {e}");
+                ApiError::new(500, "internal", "cannot write the library to this node's repository; its log says why")
+            })
     }
 
     fn read_library(&self, artifact: &kvstore::Artifact, record: &ArtifactRecord) -> Result<Vec<u8>, ApiError> {

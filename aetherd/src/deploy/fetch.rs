@@ -5,9 +5,11 @@
 //! renamed into place, then its sidecars are written as `container::integrity` writes them (the signature when
 //! the record has one, the checksum last); the container then loads it as it loads any library.
 //!
-//! A library in the folder that the catalog does not know still loads (the folder is a seed), and so does
-//! one present while the catalog cannot be read (no quorum): the container's own check of the checksum (and
-//! signature) decides as before.
+//! A library in the folder that the catalog does not know still loads (the folder is a seed), unless it is
+//! marked as a copy of the catalog's (`{library}.catalog`, written beside every fetched or uploaded copy): its
+//! record is gone, so the version was deleted from the repository, and the copy is removed instead of loaded.
+//! One present while the catalog cannot be read (no quorum) loads: the container's own check of the checksum
+//! (and signature) decides as before.
 //!
 //! Invariants: a library file only ever appears in the folder whole and checked against the record's
 //! SHA-256 (a failed fetch removes its temporary file); the checksum file names the record's digest only once
@@ -47,6 +49,12 @@ impl Provisioner {
         let present = library.is_file();
         let record = match self.catalog(artifact) {
             Ok(Some(record)) => record,
+            Ok(None) if present && crate::artifacts::catalog_marker(&library).exists() => {
+                // A copy of a version the repository has since deleted: it goes, on every node that held it.
+                crate::artifacts::remove(&self.repository, artifact)?;
+                log::info!("{artifact}: deleted from the repository; this node's copy is removed");
+                return Err(format!("{artifact} was deleted from the artifact repository; upload it again"));
+            }
             Ok(None) => return Ok(()),
             Err(_) if present => return Ok(()),
             Err(e) => {
@@ -135,7 +143,8 @@ impl Provisioner {
                     _ => {}
                 },
             }
-            integrity::write_checksum(library, &digest).map_err(|e| format!("writing its checksum file: {e}"))
+            integrity::write_checksum(library, &digest).map_err(|e| format!("writing its checksum file: {e}"))?;
+            crate::artifacts::mark_from_catalog(library)
         })();
         if fetched.is_err() {
             let _ = std::fs::remove_file(&tmp);
