@@ -16,6 +16,7 @@ mod backend;
 mod blobs;
 mod cluster_tls_config;
 mod config;
+mod debug_port;
 mod deploy;
 mod dht_config;
 mod events;

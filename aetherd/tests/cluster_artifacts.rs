@@ -3,41 +3,24 @@
 //! refused at load, and clusters that trust signing keys loading only signed libraries.
 
 use container::integrity;
-use devcluster::{example_slices_repo, http, wait_for, ClusterSpec, LocalCluster};
+mod repository_support;
+
+use devcluster::{http, wait_for, LocalCluster};
+use repository_support::{example, SETTLE};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const SETTLE: Duration = Duration::from_secs(30);
 const ECHO: &str = "org.aether.examples:echo:1.0.0";
 const ECHO_UPLOAD: &str = "/api/artifacts/org.aether.examples/echo/1.0.0";
 const ECHO_FILE: &str = "org/aether/examples/echo/1.0.0/echo-1.0.0.so";
 const COUNTER_UPLOAD: &str = "/api/artifacts/org.aether.examples/counter/1.0.0";
 const COUNTER_FILE: &str = "org/aether/examples/counter/1.0.0/counter-1.0.0.so";
 
-/// A cluster with empty repositories (under each data dir); `extra_config` is appended to every node's file.
 fn start(name: &str, extra_config: &str) -> LocalCluster {
-    let dir = std::env::temp_dir().join(format!("aether-artifacts-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let spec = ClusterSpec::new(3, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")));
-    let mut c = LocalCluster::prepare(spec).unwrap();
-    for node in &c.nodes {
-        let mut text = std::fs::read_to_string(&node.config).unwrap();
-        text.push_str(extra_config);
-        std::fs::write(&node.config, text).unwrap();
-    }
-    for i in 0..3 {
-        c.start_node(i).unwrap();
-    }
-    let ready = wait_for(SETTLE, || (0..3).all(|i| c.health(i).is_some_and(|h| h["ready"] == true)));
-    assert!(ready.is_ok(), "not ready: {}", c.log(0));
-    c
-}
-
-fn example(file: &str) -> Vec<u8> {
-    std::fs::read(example_slices_repo().unwrap().join(file)).unwrap()
+    repository_support::start(&format!("artifacts-{name}"), extra_config)
 }
 
 fn stored(c: &LocalCluster, node: usize, file: &str) -> PathBuf {

@@ -4,38 +4,19 @@
 //! `.sha1` equal to `sha1sum`'s), a library served by a node that never had it (fetched from the storage
 //! plane), and a delete refused while a blueprint uses the version.
 
-use devcluster::{example_slices_repo, http, wait_for, ClusterSpec, LocalCluster};
-use serde_json::Value;
-use std::path::PathBuf;
-use std::time::Duration;
+mod repository_support;
 
-const SETTLE: Duration = Duration::from_secs(30);
+use devcluster::{http, wait_for, LocalCluster};
+use repository_support::{example, SETTLE};
+use serde_json::Value;
+
 const ECHO: &str = "org.aether.examples:echo:1.0.0";
 const ECHO_DIR: &str = "org/aether/examples/echo/1.0.0";
 const ECHO_FILE: &str = "org/aether/examples/echo/1.0.0/echo-1.0.0.so";
 const COUNTER_FILE: &str = "org/aether/examples/counter/1.0.0/counter-1.0.0.so";
 
-/// Three nodes with empty repositories; `extra_config` is appended to every node's file.
 fn start(name: &str, extra_config: &str) -> LocalCluster {
-    let dir = std::env::temp_dir().join(format!("aether-repository-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let spec = ClusterSpec::new(3, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")));
-    let mut c = LocalCluster::prepare(spec).unwrap();
-    for node in &c.nodes {
-        let mut text = std::fs::read_to_string(&node.config).unwrap();
-        text.push_str(extra_config);
-        std::fs::write(&node.config, text).unwrap();
-    }
-    for i in 0..3 {
-        c.start_node(i).unwrap();
-    }
-    let ready = wait_for(SETTLE, || (0..3).all(|i| c.health(i).is_some_and(|h| h["ready"] == true)));
-    assert!(ready.is_ok(), "not ready: {}", c.log(0));
-    c
-}
-
-fn example(file: &str) -> Vec<u8> {
-    std::fs::read(example_slices_repo().unwrap().join(file)).unwrap()
+    repository_support::start(&format!("repository-{name}"), extra_config)
 }
 
 fn call(c: &LocalCluster, node: usize, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {

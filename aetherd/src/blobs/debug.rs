@@ -20,13 +20,13 @@ use super::{Blobs, ARTIFACT_BYTES_MAX};
 use crate::node::{Command, DhtOp, DhtRequest};
 use control::records::{ArtifactRecord, Record};
 use kvstore::{AetherKey, Artifact};
-use log::{info, warn};
+
 use net::NetHandle;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// The variable that turns the facility on.
@@ -37,35 +37,10 @@ const CONNECTIONS_MAX: usize = 8;
 
 /// Starts the facility when [`ENV`] names a loopback address; `Ok(None)` when it is unset.
 pub fn start_from_env(handle: NetHandle<Command>) -> Result<Option<SocketAddr>, String> {
-    let Ok(text) = std::env::var(ENV) else { return Ok(None) };
-    let addr: SocketAddr = text.parse().map_err(|e| format!("{ENV}={text}: {e}"))?;
-    if !addr.ip().is_loopback() {
-        return Err(format!("{ENV}={text}: the storage plane debug port listens on a loopback address only"));
-    }
-    let listener = TcpListener::bind(addr).map_err(|e| format!("{ENV}={text}: {e}"))?;
-    warn!("storage plane debug port on {addr}: a test facility without authentication");
-    std::thread::Builder::new()
-        .name("dht-debug".into())
-        .spawn(move || {
-            let open = Arc::new(AtomicUsize::new(0));
-            for stream in listener.incoming().flatten() {
-                if open.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS_MAX {
-                    open.fetch_sub(1, Ordering::SeqCst);
-                    continue;
-                }
-                let (handle, open, counted) = (handle.clone(), Arc::clone(&open), Arc::clone(&open));
-                let spawned = std::thread::Builder::new().name("dht-debug-conn".into()).spawn(move || {
-                    serve(&stream, &handle);
-                    open.fetch_sub(1, Ordering::SeqCst);
-                });
-                if let Err(e) = spawned {
-                    counted.fetch_sub(1, Ordering::SeqCst);
-                    warn!("storage plane debug: {e}");
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    info!("storage plane debug port listening on {addr}");
+    let Some((listener, addr)) = crate::debug_port::bind_from_env(ENV, "storage plane")? else { return Ok(None) };
+    crate::debug_port::serve_connections(listener, "dht-debug", "storage plane", CONNECTIONS_MAX, move |stream| {
+        serve(stream, &handle)
+    })?;
     Ok(Some(addr))
 }
 

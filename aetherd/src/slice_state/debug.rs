@@ -22,12 +22,11 @@
 use super::watch::{Deliver, Delivered};
 use super::NodeSliceState;
 use container::state::{SliceEntry, SliceState, StateError};
-use log::{info, warn};
+
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,38 +60,16 @@ impl Deliver for Recorder {
 
 /// Starts the facility when [`ENV`] names a loopback address; `Ok(None)` when it is unset.
 pub fn start_from_env(state: impl FnOnce(Arc<Recorder>) -> NodeSliceState) -> Result<Option<SocketAddr>, String> {
-    let Ok(text) = std::env::var(ENV) else { return Ok(None) };
-    let addr: SocketAddr = text.parse().map_err(|e| format!("{ENV}={text}: {e}"))?;
-    if !addr.ip().is_loopback() {
-        return Err(format!("{ENV}={text}: the slice state debug port listens on a loopback address only"));
-    }
-    let listener = TcpListener::bind(addr).map_err(|e| format!("{ENV}={text}: {e}"))?;
+    let Some((listener, addr)) = crate::debug_port::bind_from_env(ENV, "slice state")? else { return Ok(None) };
     let recorder = Arc::new(Recorder::default());
-    let state = Arc::new(state(Arc::clone(&recorder)));
-    warn!("slice state debug port on {addr}: a test facility without authentication");
-    std::thread::Builder::new()
-        .name("slice-state-debug".into())
-        .spawn(move || {
-            let open = Arc::new(AtomicUsize::new(0));
-            for stream in listener.incoming().flatten() {
-                if open.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS_MAX {
-                    open.fetch_sub(1, Ordering::SeqCst);
-                    continue;
-                }
-                let counted = Arc::clone(&open);
-                let (state, recorder, open) = (Arc::clone(&state), Arc::clone(&recorder), Arc::clone(&open));
-                let spawned = std::thread::Builder::new().name("slice-state-debug-conn".into()).spawn(move || {
-                    serve(&stream, &state, &recorder);
-                    open.fetch_sub(1, Ordering::SeqCst);
-                });
-                if let Err(e) = spawned {
-                    counted.fetch_sub(1, Ordering::SeqCst);
-                    warn!("slice state debug: {e}");
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    info!("slice state debug port listening on {addr}");
+    let state = state(Arc::clone(&recorder));
+    crate::debug_port::serve_connections(
+        listener,
+        "slice-state-debug",
+        "slice state",
+        CONNECTIONS_MAX,
+        move |stream| serve(stream, &state, &recorder),
+    )?;
     Ok(Some(addr))
 }
 
