@@ -16,7 +16,7 @@
 use std::ffi::c_void;
 
 /// Version of this contract. A library built against another version is refused at load.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// The version of the SDK crate this contract comes from (named in the message a node gives when it
 /// refuses a library built against another ABI version).
@@ -137,21 +137,54 @@ pub struct RouteDescriptor {
     pub method: StrRef,
 }
 
-/// Messages on `topic` are delivered to `method`.
+/// Messages on `topic` are delivered to `method`, as [`delivery`] says (version 4 on).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SubscriptionDescriptor {
     pub topic: StrRef,
     pub method: StrRef,
+    /// One of [`delivery`].
+    pub delivery: u32,
 }
 
-/// `method` runs every `interval_ms` milliseconds under the task name `name`.
+/// How a topic's messages reach the instances of one subscribing slice.
+pub mod delivery {
+    /// Each message to one instance (the consumer group of the slice).
+    pub const COMPETING: u32 = 0;
+    /// Each message to every instance.
+    pub const BROADCAST: u32 = 1;
+}
+
+/// `method` runs as the task `name`: every `interval_ms` milliseconds when `cron` is empty, else at
+/// the times of the five-field cron expression `cron` in `time_zone` (empty: UTC). Runs missed while
+/// the cluster could not run them follow `missed` (one of [`missed`]); `missed_limit` bounds
+/// [`missed::RUN_ALL`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ScheduleDescriptor {
     pub name: StrRef,
     pub interval_ms: u64,
     pub method: StrRef,
+    pub cron: StrRef,
+    pub time_zone: StrRef,
+    pub missed: u32,
+    pub missed_limit: u32,
+}
+
+/// What a schedule does about runs it missed (the cluster had no quorum or no instance).
+pub mod missed {
+    /// Forget them; run at the next time due.
+    pub const SKIP: u32 = 0;
+    /// Run once for all of them, then at the next time due.
+    pub const RUN_ONCE: u32 = 1;
+    /// Run each of them, at most `missed_limit`, the newest ones.
+    pub const RUN_ALL: u32 = 2;
+}
+
+/// Bits of [`SliceDescriptor::flags`].
+pub mod slice_flags {
+    /// One instance serves at a time: the holder of the slice's lease (version 4 on).
+    pub const SINGLE_ACTIVE: u32 = 1;
 }
 
 /// Borrowed array in the descriptor.
@@ -204,6 +237,8 @@ pub struct SliceDescriptor {
     pub free: Option<FreeFn>,
     /// Optional: a library without it accepts every new config (version 3 on).
     pub reconfigure: Option<ReconfigureFn>,
+    /// [`slice_flags`] bits (version 4 on).
+    pub flags: u32,
 }
 
 /// Host callback: call `method` of the active slice `artifact` (`group:artifact:version`) with a
@@ -241,6 +276,9 @@ pub struct RawInvocation {
     pub request_id: OwnedBuf,
     /// `group:artifact:version` of the calling slice, for a slice-to-slice call.
     pub caller: OwnedBuf,
+    /// The epoch of the lease this instance of a single-active slice holds (0: none, or not
+    /// single-active). It grows with every change of holder (version 4 on).
+    pub lease_epoch: u64,
 }
 
 impl RawInvocation {
@@ -250,6 +288,7 @@ impl RawInvocation {
         remaining_ms: 0,
         request_id: OwnedBuf::EMPTY,
         caller: OwnedBuf::EMPTY,
+        lease_epoch: 0,
     };
 }
 

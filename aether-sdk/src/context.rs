@@ -49,6 +49,10 @@ pub struct Invocation {
     pub caller: Option<String>,
     /// Slice-to-slice calls between the client's request and this call (0: called from HTTP).
     pub depth: u32,
+    /// For a single-active slice, the epoch of the lease this instance holds: it grows with every
+    /// change of holder, so a slice can fence its side effects (write it beside them and refuse
+    /// older ones). `None` for other slices, or outside a call.
+    pub lease_epoch: Option<u64>,
 }
 
 /// The slice's handle on its host.
@@ -158,6 +162,7 @@ impl Context {
             caller: text(raw.caller),
             deadline_remaining: (raw.has_deadline != 0).then(|| Duration::from_millis(raw.remaining_ms)),
             depth: raw.depth,
+            lease_epoch: (raw.lease_epoch != 0).then_some(raw.lease_epoch),
         }
     }
 

@@ -42,6 +42,7 @@ impl StaticDescriptor {
             call: Some(call_shim::<S> as abi::CallFn),
             free: Some(free_shim as abi::FreeFn),
             reconfigure: Some(reconfigure_shim::<S> as abi::ReconfigureFn),
+            flags: if S::SINGLE_ACTIVE { abi::slice_flags::SINGLE_ACTIVE } else { 0 },
         })
     }
 

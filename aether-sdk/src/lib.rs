@@ -96,6 +96,11 @@ pub trait Slice: Sized + Send + Sync + 'static {
     const SUBSCRIPTIONS: &'static [Subscription] = &[];
     /// Methods the cluster runs on a timer.
     const SCHEDULES: &'static [Schedule] = &[];
+    /// True for a single-active slice: however many instances run, only the one holding the
+    /// slice's lease serves calls, deliveries and schedules; the others stand by and one of them
+    /// takes over when the holder's node dies or the instance fails. The blueprint may turn it on
+    /// for a slice that says `false` (`single_active = true`), never off for one that says `true`.
+    const SINGLE_ACTIVE: bool = false;
 
     /// Make a running instance. `ctx` stays usable until `stop` returns.
     fn start(ctx: Context, config: &Config) -> Result<Self, Error>;
@@ -195,7 +200,11 @@ impl Route {
     }
 }
 
-/// Messages on `topic` go to `method`.
+/// Messages on `topic` go to `method`: each message to one instance ([`Subscription::competing`],
+/// also [`Subscription::new`]) or to every instance ([`Subscription::broadcast`]). The blueprint may
+/// override the delivery per topic. A message arrives as a `POST` request whose body is the message
+/// and whose header fields say where it came from (see SLICES.md, "Messaging"); any 2xx answer
+/// acknowledges it, anything else (or no answer in time) is retried, then dead-lettered.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug)]
 pub struct Subscription(abi::SubscriptionDescriptor);
@@ -206,12 +215,43 @@ unsafe impl Sync for Subscription {}
 unsafe impl Send for Subscription {}
 
 impl Subscription {
+    /// Competing delivery: each message to one instance of this slice.
     pub const fn new(topic: &'static str, method: &'static str) -> Subscription {
-        Subscription(abi::SubscriptionDescriptor { topic: abi::StrRef::new(topic), method: abi::StrRef::new(method) })
+        Subscription::competing(topic, method)
+    }
+
+    /// Each message to one instance of this slice (the slice's instances compete for messages).
+    pub const fn competing(topic: &'static str, method: &'static str) -> Subscription {
+        Subscription(abi::SubscriptionDescriptor {
+            topic: abi::StrRef::new(topic),
+            method: abi::StrRef::new(method),
+            delivery: abi::delivery::COMPETING,
+        })
+    }
+
+    /// Each message to every instance of this slice.
+    pub const fn broadcast(topic: &'static str, method: &'static str) -> Subscription {
+        Subscription(abi::SubscriptionDescriptor {
+            topic: abi::StrRef::new(topic),
+            method: abi::StrRef::new(method),
+            delivery: abi::delivery::BROADCAST,
+        })
     }
 }
 
-/// `method` runs every `interval_ms` milliseconds as the task `name`.
+/// What a schedule does about runs it missed while the cluster could not run them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missed {
+    /// Forget them; run at the next time due (the default).
+    Skip,
+    /// Run once for all of them, then at the next time due.
+    RunOnce,
+    /// Run each of them, up to this many (the newest).
+    RunAll(u32),
+}
+
+/// `method` runs on a timer as the task `name`, on one instance, started by the cluster's leader;
+/// each run is recorded in the cluster before it starts, so a run never happens twice.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug)]
 pub struct Schedule(abi::ScheduleDescriptor);
@@ -222,12 +262,51 @@ unsafe impl Sync for Schedule {}
 unsafe impl Send for Schedule {}
 
 impl Schedule {
+    /// Every `interval_ms` milliseconds.
     pub const fn every_ms(name: &'static str, interval_ms: u64, method: &'static str) -> Schedule {
         Schedule(abi::ScheduleDescriptor {
             name: abi::StrRef::new(name),
             interval_ms,
             method: abi::StrRef::new(method),
+            cron: abi::StrRef::new(""),
+            time_zone: abi::StrRef::new(""),
+            missed: abi::missed::SKIP,
+            missed_limit: 0,
         })
+    }
+
+    /// At the times of a five-field cron expression (`minute hour day-of-month month day-of-week`,
+    /// with ranges, steps, lists and names), in UTC unless [`Schedule::in_time_zone`] says otherwise.
+    pub const fn cron(name: &'static str, expression: &'static str, method: &'static str) -> Schedule {
+        Schedule(abi::ScheduleDescriptor {
+            name: abi::StrRef::new(name),
+            interval_ms: 0,
+            method: abi::StrRef::new(method),
+            cron: abi::StrRef::new(expression),
+            time_zone: abi::StrRef::new(""),
+            missed: abi::missed::SKIP,
+            missed_limit: 0,
+        })
+    }
+
+    /// The time zone a cron expression is read in: an IANA name (`"Europe/Berlin"`) or `"UTC"`.
+    pub const fn in_time_zone(self, time_zone: &'static str) -> Schedule {
+        let mut d = self.0;
+        d.time_zone = abi::StrRef::new(time_zone);
+        Schedule(d)
+    }
+
+    /// What to do about missed runs (default [`Missed::Skip`]).
+    pub const fn on_missed(self, missed: Missed) -> Schedule {
+        let mut d = self.0;
+        let (code, limit) = match missed {
+            Missed::Skip => (abi::missed::SKIP, 0),
+            Missed::RunOnce => (abi::missed::RUN_ONCE, 0),
+            Missed::RunAll(limit) => (abi::missed::RUN_ALL, limit),
+        };
+        d.missed = code;
+        d.missed_limit = limit;
+        Schedule(d)
     }
 }
 

@@ -351,7 +351,11 @@ impl Worker {
         };
         let info = handle.info();
         let routes = info.routes.iter().map(|r| (r.http_method.as_str(), r.path.as_str(), r.method.as_str()));
-        match SliceInfo::parse(routes, info.methods.iter().map(String::as_str)) {
+        let subscriptions = info.subscriptions.iter().map(|s| (s.topic.as_str(), s.method.as_str(), s.delivery));
+        let schedules = info.schedules.iter().map(|s| (s.name.as_str(), s.method.as_str(), s.timing.clone(), s.missed));
+        let parsed = SliceInfo::parse(routes, info.methods.iter().map(String::as_str))
+            .and_then(|parsed| parsed.with_messaging(subscriptions, schedules, info.single_active));
+        match parsed {
             Ok(info) => JobResult::Loaded(info),
             Err(e) => JobResult::Failed(format!("descriptor does not fit the control plane: {e}")),
         }

@@ -225,6 +225,7 @@ unsafe extern "C" fn host_invocation(_ctx: *const c_void, out: *mut RawInvocatio
                 remaining_ms: remaining.map_or(0, |r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX)),
                 request_id: text(&context.request_id),
                 caller: text(&context.caller),
+                lease_epoch: 0,
             }
         })
     });

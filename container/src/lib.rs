@@ -52,6 +52,7 @@ pub use remote::{CallContext, RemoteCall};
 pub use state::{SliceEntry, StateError};
 pub use vocab::SliceState;
 pub use vocab::{Artifact, ParseError};
+pub use vocab::{Delivery, MissedRuns, Timing};
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -23,7 +23,7 @@ use aether_sdk::abi::{self, Array, SliceDescriptor, StrRef};
 
 use crate::error::ContainerError;
 use crate::integrity::{self, TrustedKeys};
-use vocab::Artifact;
+use vocab::{Artifact, Delivery, MissedRuns, Timing};
 
 /// Most methods, routes, subscriptions or schedules one descriptor may list, and longest string in it.
 const DESCRIPTOR_ITEMS_MAX: usize = 1024;
@@ -37,17 +37,22 @@ pub struct RouteInfo {
     pub method: String,
 }
 
+/// A topic a slice subscribes to: `topic -> method`, delivered as `delivery` says (the blueprint may
+/// override it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionInfo {
     pub topic: String,
     pub method: String,
+    pub delivery: Delivery,
 }
 
+/// A task a slice declares: `method` runs as `name` when `timing` says; missed runs follow `missed`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScheduleInfo {
     pub name: String,
-    pub interval_ms: u64,
     pub method: String,
+    pub timing: Timing,
+    pub missed: MissedRuns,
 }
 
 /// What a slice said about itself, checked and copied out of its descriptor.
@@ -59,6 +64,8 @@ pub struct SliceInfo {
     pub routes: Vec<RouteInfo>,
     pub subscriptions: Vec<SubscriptionInfo>,
     pub schedules: Vec<ScheduleInfo>,
+    /// Declared single-active (`Slice::SINGLE_ACTIVE`).
+    pub single_active: bool,
 }
 
 /// The slice's entry points (valid while the library is loaded).
@@ -287,16 +294,31 @@ fn slice_info(d: &SliceDescriptor) -> Result<SliceInfo, String> {
         .collect::<Result<_, String>>()?;
     let subscriptions = array(d.subscriptions, "subscriptions")?
         .iter()
-        .map(|s| Ok(SubscriptionInfo { topic: text(s.topic, "topic")?, method: text(s.method, "topic method")? }))
+        .map(|s| {
+            let topic = text(s.topic, "topic")?;
+            let delivery = Delivery::from_code(s.delivery)
+                .ok_or_else(|| format!("subscription to `{topic}`: unknown delivery code {}", s.delivery))?;
+            Ok(SubscriptionInfo { topic, method: text(s.method, "topic method")?, delivery })
+        })
         .collect::<Result<_, String>>()?;
     let schedules = array(d.schedules, "schedules")?
         .iter()
         .map(|s| {
-            Ok(ScheduleInfo {
-                name: text(s.name, "schedule name")?,
-                interval_ms: s.interval_ms,
-                method: text(s.method, "schedule method")?,
-            })
+            let name = text(s.name, "schedule name")?;
+            let cron = text(s.cron, "schedule cron expression")?;
+            let timing = if cron.is_empty() {
+                if s.interval_ms == 0 {
+                    return Err(format!("schedule `{name}`: an interval of 0 ms"));
+                }
+                Timing::Interval { ms: s.interval_ms }
+            } else {
+                let zone = text(s.time_zone, "schedule time zone")?;
+                Timing::Cron { expression: cron, time_zone: if zone.is_empty() { "UTC".to_owned() } else { zone } }
+            };
+            let missed = MissedRuns::from_code(s.missed, s.missed_limit).ok_or_else(|| {
+                format!("schedule `{name}`: unknown missed-run policy {} (limit {})", s.missed, s.missed_limit)
+            })?;
+            Ok(ScheduleInfo { name, method: text(s.method, "schedule method")?, timing, missed })
         })
         .collect::<Result<_, String>>()?;
     Ok(SliceInfo {
@@ -306,6 +328,7 @@ fn slice_info(d: &SliceDescriptor) -> Result<SliceInfo, String> {
         routes,
         subscriptions,
         schedules,
+        single_active: d.flags & abi::slice_flags::SINGLE_ACTIVE != 0,
     })
 }
 

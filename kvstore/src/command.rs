@@ -286,7 +286,7 @@ mod tests {
             Command::Remove { key: key("blueprints/shop") },
             Command::CompareAndSet { key: key("user/a"), expected: None, value: vec![] },
             Command::CompareAndSet { key: key("user/a"), expected: Some(Revision(7)), value: vec![1, 2] },
-            Command::CompareAndRemove { key: key("schedules/nightly"), expected: Revision(3) },
+            Command::CompareAndRemove { key: key("schedules/g:a/nightly"), expected: Revision(3) },
             Command::Guarded {
                 guards: vec![(key("nodes/leader"), Some(Revision(9))), (key("nodes/n3/lease"), None)],
                 write: Box::new(Command::CompareAndRemove { key: key("slices/n3/g:a:1.0.0"), expected: Revision(3) }),

@@ -15,8 +15,13 @@
 //! | `loglevels/{logger}` | a run-time log level (`{logger}` a module path such as `consensus::replica`, or `default`) |
 //! | `config/{section}` | a cluster-wide configuration value (a live node setting) |
 //! | `config/nodes/{node}/{section}` | the same setting for one node, over the cluster-wide value |
-//! | `topics/{topic}/{subscriber}` | a topic subscription |
-//! | `schedules/{task}` | a scheduled task and its last run |
+//! | `topics/{topic}/{artifact-base}/{method}` | a slice's subscription to a topic (its delivery mode) |
+//! | `messages/{topic}/{id}` | one published message, retained until delivered and past its retention; its order is its version |
+//! | `cursors/{topic}/{artifact-base}/{method}` | how far a competing subscription has delivered |
+//! | `cursors/{topic}/{artifact-base}/{method}/{node}` | how far a broadcast subscription has delivered to the instance on `node` |
+//! | `deadletters/{id}` | a message a subscriber failed to take after its retries |
+//! | `schedules/{artifact-base}/{task}` | a scheduled task, its last run and its state |
+//! | `leases/{artifact-base}` | the lease of a single-active slice: holder and epoch |
 //! | `nodes/{node}/lifecycle` | a node's lifecycle state |
 //! | `nodes/{node}/lease` | a node's liveness lease, renewed by the node through consensus |
 //! | `nodes/leader` | which node leads the control plane |
@@ -69,10 +74,14 @@ pub enum Namespace {
     User,
     Data,
     Artifacts,
+    Messages,
+    Cursors,
+    DeadLetters,
+    Leases,
 }
 
 impl Namespace {
-    pub const ALL: [Namespace; 18] = [
+    pub const ALL: [Namespace; 22] = [
         Namespace::Blueprints,
         Namespace::Slices,
         Namespace::Targets,
@@ -91,6 +100,10 @@ impl Namespace {
         Namespace::User,
         Namespace::Data,
         Namespace::Artifacts,
+        Namespace::Messages,
+        Namespace::Cursors,
+        Namespace::DeadLetters,
+        Namespace::Leases,
     ];
 
     /// The prefix every key of this namespace starts with (`"slices/"`), for [`crate::Store::list`] and watches.
@@ -114,6 +127,10 @@ impl Namespace {
             Namespace::User => "user/",
             Namespace::Data => "data/",
             Namespace::Artifacts => "artifacts/",
+            Namespace::Messages => "messages/",
+            Namespace::Cursors => "cursors/",
+            Namespace::DeadLetters => "deadletters/",
+            Namespace::Leases => "leases/",
         }
     }
 
@@ -198,12 +215,37 @@ pub enum AetherKey {
         node: NodeId,
         section: Name,
     },
+    /// `topics/{topic}/{base}/{method}`: the slice `base` takes `topic`'s messages with `method`.
     TopicSubscription {
         topic: Name,
-        subscriber: Name,
+        base: ArtifactBase,
+        method: Name,
     },
+    /// `messages/{topic}/{id}`: one retained message; messages of a topic order by their versions.
+    Message {
+        topic: Name,
+        id: Name,
+    },
+    /// `cursors/{topic}/{base}/{method}[/{node}]`: delivery progress of one subscription, for the whole
+    /// slice (competing, `node` is `None`) or for its instance on `node` (broadcast).
+    Cursor {
+        topic: Name,
+        base: ArtifactBase,
+        method: Name,
+        node: Option<NodeId>,
+    },
+    /// `deadletters/{id}`: a message its subscriber failed to take.
+    DeadLetter {
+        id: Name,
+    },
+    /// `schedules/{base}/{task}`: a task of slice `base`.
     Schedule {
+        base: ArtifactBase,
         task: Name,
+    },
+    /// `leases/{base}`: which instance of the single-active slice `base` serves, and its epoch.
+    SliceLease {
+        base: ArtifactBase,
     },
     NodeLifecycle {
         node: NodeId,
@@ -259,7 +301,11 @@ impl AetherKey {
             AetherKey::LogLevel { .. } => Namespace::LogLevels,
             AetherKey::Config { .. } | AetherKey::NodeConfig { .. } => Namespace::Config,
             AetherKey::TopicSubscription { .. } => Namespace::Topics,
+            AetherKey::Message { .. } => Namespace::Messages,
+            AetherKey::Cursor { .. } => Namespace::Cursors,
+            AetherKey::DeadLetter { .. } => Namespace::DeadLetters,
             AetherKey::Schedule { .. } => Namespace::Schedules,
+            AetherKey::SliceLease { .. } => Namespace::Leases,
             AetherKey::NodeLifecycle { .. } | AetherKey::NodeLease { .. } | AetherKey::ClusterLeader => {
                 Namespace::Nodes
             }
@@ -289,6 +335,16 @@ impl AetherKey {
     pub fn subscribers_of_prefix(topic: &Name) -> String {
         format!("topics/{topic}/")
     }
+
+    /// Prefix of every retained message of `topic`: `messages/{topic}/`.
+    pub fn messages_of_prefix(topic: &Name) -> String {
+        format!("messages/{topic}/")
+    }
+
+    /// Prefix of every cursor of `topic`: `cursors/{topic}/`.
+    pub fn cursors_of_prefix(topic: &Name) -> String {
+        format!("cursors/{topic}/")
+    }
 }
 
 fn unknown_namespace(input: &str) -> ParseError {
@@ -311,7 +367,17 @@ fn parse_in(namespace: Namespace, rest: &str) -> Result<AetherKey, ParseError> {
         Namespace::LogLevels => AetherKey::LogLevel { logger: one_name(rest, "logger")? },
         Namespace::Config => parse_config(rest)?,
         Namespace::Topics => parse_topic_subscription(rest)?,
-        Namespace::Schedules => AetherKey::Schedule { task: one_name(rest, "task")? },
+        Namespace::Schedules => {
+            let [base, task] = segments(rest, "{group}:{artifact}/{task}")?;
+            AetherKey::Schedule { base: ArtifactBase::parse(base)?, task: Name::parse_as(task, "task")? }
+        }
+        Namespace::Messages => {
+            let [topic, id] = segments(rest, "{topic}/{id}")?;
+            AetherKey::Message { topic: Name::parse_as(topic, "topic")?, id: Name::parse_as(id, "message id")? }
+        }
+        Namespace::Cursors => parse_cursor(rest)?,
+        Namespace::DeadLetters => AetherKey::DeadLetter { id: one_name(rest, "dead letter id")? },
+        Namespace::Leases => AetherKey::SliceLease { base: ArtifactBase::parse(one(rest, "{group}:{artifact}")?)? },
         Namespace::Nodes => parse_node_key(rest)?,
         Namespace::Alerts => AetherKey::Alert { id: one_name(rest, "alert id")? },
         Namespace::Keys => AetherKey::ApiKey { id: one_name(rest, "key id")? },
@@ -384,10 +450,32 @@ fn parse_route(rest: &str) -> Result<AetherKey, ParseError> {
 }
 
 fn parse_topic_subscription(rest: &str) -> Result<AetherKey, ParseError> {
-    let [topic, subscriber] = segments(rest, "{topic}/{subscriber}")?;
+    let [topic, base, method] = segments(rest, "{topic}/{group}:{artifact}/{method}")?;
     Ok(AetherKey::TopicSubscription {
         topic: Name::parse_as(topic, "topic")?,
-        subscriber: Name::parse_as(subscriber, "subscriber")?,
+        base: ArtifactBase::parse(base)?,
+        method: Name::parse_as(method, "slice method")?,
+    })
+}
+
+fn parse_cursor(rest: &str) -> Result<AetherKey, ParseError> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (topic, base, method, node) = match parts.as_slice() {
+        [topic, base, method] => (topic, base, method, None),
+        [topic, base, method, node] => (topic, base, method, Some(NodeId::parse(node)?)),
+        _ => {
+            let reason = format!(
+                "expected {{topic}}/{{group}}:{{artifact}}/{{method}}[/{{node}}], found {} segment(s)",
+                parts.len()
+            );
+            return Err(ParseError::new(rest, "key shape", reason));
+        }
+    };
+    Ok(AetherKey::Cursor {
+        topic: Name::parse_as(topic, "topic")?,
+        base: ArtifactBase::parse(base)?,
+        method: Name::parse_as(method, "slice method")?,
+        node,
     })
 }
 
@@ -426,8 +514,15 @@ impl fmt::Display for AetherKey {
             AetherKey::LogLevel { logger } => write!(f, "{ns}/{logger}"),
             AetherKey::Config { section } => write!(f, "{ns}/{section}"),
             AetherKey::NodeConfig { node, section } => write!(f, "{ns}/nodes/{node}/{section}"),
-            AetherKey::TopicSubscription { topic, subscriber } => write!(f, "{ns}/{topic}/{subscriber}"),
-            AetherKey::Schedule { task } => write!(f, "{ns}/{task}"),
+            AetherKey::TopicSubscription { topic, base, method } => write!(f, "{ns}/{topic}/{base}/{method}"),
+            AetherKey::Message { topic, id } => write!(f, "{ns}/{topic}/{id}"),
+            AetherKey::Cursor { topic, base, method, node: None } => write!(f, "{ns}/{topic}/{base}/{method}"),
+            AetherKey::Cursor { topic, base, method, node: Some(node) } => {
+                write!(f, "{ns}/{topic}/{base}/{method}/{node}")
+            }
+            AetherKey::DeadLetter { id } => write!(f, "{ns}/{id}"),
+            AetherKey::Schedule { base, task } => write!(f, "{ns}/{base}/{task}"),
+            AetherKey::SliceLease { base } => write!(f, "{ns}/{base}"),
             AetherKey::NodeLifecycle { node } => write!(f, "{ns}/{node}/lifecycle"),
             AetherKey::NodeLease { node } => write!(f, "{ns}/{node}/lease"),
             AetherKey::ClusterLeader => write!(f, "{ns}/leader"),
@@ -449,7 +544,7 @@ impl FromStr for AetherKey {
 mod tests {
     use super::*;
 
-    const EXAMPLES: [&str; 24] = [
+    const EXAMPLES: [&str; 29] = [
         "blueprints/shop",
         "slices/node-1/org.example:echo:1.0.0",
         "targets/org.example:echo:1.0.0-rc.1",
@@ -461,8 +556,13 @@ mod tests {
         "thresholds/cpu.load",
         "loglevels/invoke::routes",
         "config/http",
-        "topics/orders/org.example:billing:1.2.0",
-        "schedules/nightly-report",
+        "topics/orders/org.example:billing/on-order",
+        "messages/orders/n1-5f3a-17",
+        "cursors/orders/org.example:billing/on-order",
+        "cursors/orders/org.example:billing/on-order/node-2",
+        "deadletters/orders-n1-5f3a-17-billing",
+        "schedules/org.example:reports/nightly-report",
+        "leases/org.example:ledger",
         "nodes/node-3/lifecycle",
         "nodes/node-3/lease",
         "nodes/leader",

@@ -400,7 +400,7 @@ mod tests {
     #[test]
     fn compare_and_set_none_creates_only_when_absent() {
         let mut state = KvState::new();
-        let create = Command::CompareAndSet { key: key("schedules/t"), expected: None, value: b"1".to_vec() };
+        let create = Command::CompareAndSet { key: key("schedules/g:a/t"), expected: None, value: b"1".to_vec() };
         assert_eq!(run(&mut state, create.clone()), ApplyResult::Ok { version: Revision(1) });
         let current = Some(Revision(1));
         assert_eq!(run(&mut state, create), ApplyResult::VersionMismatch { current });

@@ -32,6 +32,7 @@
 //! dependency and finds cycles. This file holds the types and the entry point. [`checks`] holds what the text
 //! alone cannot tell: route conflicts with other slices and instance counts above the node count.
 
+pub mod behaviour;
 pub mod checks;
 mod graph;
 mod parse;

@@ -36,6 +36,13 @@ pub(super) struct RawSlice {
     concurrency: Option<Spanned<i64>>,
     /// `[slices.kv]`: the slice's state quota (see `quota`).
     kv: Option<super::quota::RawKv>,
+    /// How calls pick an instance (see `behaviour`).
+    selection: Option<Spanned<String>>,
+    /// Only the lease holder serves (see `behaviour`).
+    single_active: Option<Spanned<bool>>,
+    /// `[slices.subscriptions.{topic}]`: delivery overrides (see `behaviour`).
+    #[serde(default)]
+    subscriptions: BTreeMap<String, Spanned<super::behaviour::RawSubscription>>,
 }
 
 /// The config key that carries a slice's `concurrency` to the nodes that run it.
@@ -224,6 +231,14 @@ pub(super) fn parse_slice(index: usize, raw: &Spanned<RawSlice>, lines: &Lines) 
     if let Some(kv) = &slice.kv {
         super::quota::add_to_config(index, kv, lines, &mut config)?;
     }
+    super::behaviour::add_to_config(
+        index,
+        slice.selection.as_ref(),
+        slice.single_active.as_ref(),
+        &slice.subscriptions,
+        lines,
+        &mut config,
+    )?;
     let dependency_lines = slice.depends_on.iter().map(|d| lines.of(d.span().start)).collect();
     let spec = SliceSpec { artifact, instances, min_instances, depends_on, config };
     Ok(Located { spec, index, artifact_line: lines.of(slice.artifact.span().start), dependency_lines })

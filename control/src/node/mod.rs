@@ -64,12 +64,33 @@ impl fmt::Display for ContainerState {
     }
 }
 
-/// What a loaded slice's descriptor declares: its HTTP routes and its callable methods.
+/// What a loaded slice's descriptor declares: its HTTP routes, its callable methods, its subscriptions, its
+/// scheduled tasks and whether it is single-active.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SliceInfo {
     /// `(HTTP method, path pattern, slice method)`.
     pub routes: Vec<(HttpMethod, RoutePath, Name)>,
     pub methods: Vec<Name>,
+    pub subscriptions: Vec<SubscriptionSpec>,
+    pub schedules: Vec<ScheduleSpec>,
+    pub single_active: bool,
+}
+
+/// A subscription as the slice declares it (the blueprint may override the delivery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSpec {
+    pub topic: Name,
+    pub method: Name,
+    pub delivery: vocab::Delivery,
+}
+
+/// A scheduled task as the slice declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSpec {
+    pub task: Name,
+    pub method: Name,
+    pub timing: vocab::Timing,
+    pub missed: vocab::MissedRuns,
 }
 
 impl SliceInfo {
@@ -86,7 +107,28 @@ impl SliceInfo {
         Ok(SliceInfo {
             routes: routes.into_iter().map(route).collect::<Result<_, _>>()?,
             methods: methods.into_iter().map(Name::parse).collect::<Result<_, _>>()?,
+            ..SliceInfo::default()
         })
+    }
+
+    /// Adds the descriptor's subscriptions `(topic, method, delivery)` and schedules `(task, method, timing,
+    /// missed)`; a topic, task or method that cannot be part of a key is an error.
+    pub fn with_messaging<'a>(
+        mut self,
+        subscriptions: impl IntoIterator<Item = (&'a str, &'a str, vocab::Delivery)>,
+        schedules: impl IntoIterator<Item = (&'a str, &'a str, vocab::Timing, vocab::MissedRuns)>,
+        single_active: bool,
+    ) -> Result<SliceInfo, kvstore::ParseError> {
+        for (topic, method, delivery) in subscriptions {
+            let (topic, method) = (Name::parse_as(topic, "topic")?, Name::parse(method)?);
+            self.subscriptions.push(SubscriptionSpec { topic, method, delivery });
+        }
+        for (task, method, timing, missed) in schedules {
+            let (task, method) = (Name::parse_as(task, "task")?, Name::parse(method)?);
+            self.schedules.push(ScheduleSpec { task, method, timing, missed });
+        }
+        self.single_active = single_active;
+        Ok(self)
     }
 }
 
@@ -303,6 +345,7 @@ mod tests {
         SliceInfo {
             routes: vec![(HttpMethod::Get, RoutePath::parse("/a").unwrap(), get.clone())],
             methods: vec![get, put],
+            ..SliceInfo::default()
         }
     }
 

@@ -44,7 +44,7 @@ pub fn artifact(s: &str) -> Artifact {
 pub fn info_of(artifact: &Artifact) -> SliceInfo {
     let path = RoutePath::parse(&format!("/{}", artifact.base().artifact())).unwrap();
     let call = Name::parse("call").unwrap();
-    SliceInfo { routes: vec![(HttpMethod::Get, path, call.clone())], methods: vec![call] }
+    SliceInfo { routes: vec![(HttpMethod::Get, path, call.clone())], methods: vec![call], ..SliceInfo::default() }
 }
 
 impl Sim {

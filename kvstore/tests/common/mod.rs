@@ -75,8 +75,17 @@ pub fn key() -> impl Strategy<Value = AetherKey> + Clone {
         name().prop_map(|logger| AetherKey::LogLevel { logger }),
         name().prop_map(|section| AetherKey::Config { section }),
         (node(), name()).prop_map(|(node, section)| AetherKey::NodeConfig { node, section }),
-        (name(), name()).prop_map(|(topic, subscriber)| AetherKey::TopicSubscription { topic, subscriber }),
-        name().prop_map(|task| AetherKey::Schedule { task }),
+        (name(), artifact_base(), name()).prop_map(|(topic, base, method)| AetherKey::TopicSubscription {
+            topic,
+            base,
+            method
+        }),
+        (name(), name()).prop_map(|(topic, id)| AetherKey::Message { topic, id }),
+        (name(), artifact_base(), name(), proptest::option::of(node()))
+            .prop_map(|(topic, base, method, node)| { AetherKey::Cursor { topic, base, method, node } }),
+        name().prop_map(|id| AetherKey::DeadLetter { id }),
+        (artifact_base(), name()).prop_map(|(base, task)| AetherKey::Schedule { base, task }),
+        artifact_base().prop_map(|base| AetherKey::SliceLease { base }),
         node().prop_map(|node| AetherKey::NodeLifecycle { node }),
         node().prop_map(|node| AetherKey::NodeLease { node }),
         Just(AetherKey::ClusterLeader),
