@@ -370,6 +370,34 @@ impl Dispatcher {
         Err(HttpAnswer { reply, allow: None })
     }
 
+    /// A call the node itself makes (a scheduled run, a message delivery): on any instance, as an app port call
+    /// would be placed, with the local call on the container's worker pool.
+    #[allow(dead_code)] // until the schedule and messaging engines call it
+    pub fn call_any(&self, call: &Call<'_>) -> InvokeReply {
+        self.dispatch_excluding(call, Vec::new(), Runner::Pool)
+    }
+
+    /// A call the node itself makes to the instance on `node` only (this node's own, or a forwarded call),
+    /// never retried elsewhere: the caller chose the instance (a broadcast delivery, a competing
+    /// delivery's pick). Every failure is an answer: 503 "no instance" when `node` has none ACTIVE,
+    /// "overloaded" when its bulkhead refused, 504 past the deadline.
+    #[allow(dead_code)] // until the messaging engine calls it
+    pub fn call_on(&self, node: &str, call: &Call<'_>) -> InvokeReply {
+        let attempt = if node == self.node_id {
+            match self.container.find_active(call.artifact) {
+                Some(handle) => self.call_local(call, &handle, Runner::Pool),
+                None => Attempt::Retry(format!("no active instance of {} here", call.artifact)),
+            }
+        } else {
+            self.call_remote(node, call)
+        };
+        match attempt {
+            Attempt::Done(reply) => reply,
+            Attempt::Refused(why) => overloaded(&format!("{node}: {why}")),
+            Attempt::Retry(why) | Attempt::Lost(why) => no_live_instance(call, &[format!("{node}: {why}")]),
+        }
+    }
+
     /// Run `call` on an instance: this node's when it has one, else a live remote one, retrying on
     /// other nodes as the policy allows, within the call's deadline.
     pub(super) fn dispatch_excluding(
