@@ -308,6 +308,12 @@ pub fn triggered(record: &TaskRecord, now_ms: u64) -> TaskRecord {
     TaskRecord { trigger_ms: record.trigger_ms.or(Some(now_ms)), ..record.clone() }
 }
 
+/// `2026-11-30T20:15:00Z` for Unix ms (with a fraction when it has one); the number itself when out of range.
+pub fn rfc3339(ms: u64) -> String {
+    let ts = i64::try_from(ms).ok().and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok());
+    ts.map_or_else(|| ms.to_string(), |t| t.to_string())
+}
+
 /// The removal of a task record whose slice has no target any more.
 pub fn stale_removal(key: AetherKey, version: Revision) -> KvWrite {
     KvWrite::Remove { key, expected: version }
