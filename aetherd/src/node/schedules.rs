@@ -21,7 +21,7 @@ use control::records::Record;
 use control::schedule::{self, Decision, TaskRecord};
 use control::KvWrite;
 use kvstore::{AetherKey, ArtifactBase, Revision, Store};
-use log::{info, warn};
+use log::{debug, info, warn};
 use net::Ctx;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -242,7 +242,10 @@ impl Scheduler {
                 let started = Instant::now();
                 let status = call(&dispatcher, &key, &record, &run);
                 let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                info!("{key}: run for {} ended: {status:?} in {duration_ms} ms", run.due_ms);
+                match status {
+                    Some(s) if s < 400 => debug!("{key}: the run for {} answered {s} in {duration_ms} ms", run.due_ms),
+                    _ => info!("{key}: the run for {} failed: {status:?} after {duration_ms} ms", run.due_ms),
+                }
                 let _ = done.send(Finished { key, token: run.token, status, duration_ms, tries: 0 });
                 in_flight.fetch_sub(1, Ordering::Relaxed);
             }

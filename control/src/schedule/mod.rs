@@ -27,7 +27,7 @@ use crate::records::Record;
 use crate::write::KvWrite;
 use kvstore::{AetherKey, Artifact, Revision};
 use serde::{Deserialize, Serialize};
-use vocab::{MissedRuns, Timing};
+pub use vocab::{MissedRuns, Timing};
 
 pub use cron::{Cron, CronError};
 
