@@ -95,7 +95,7 @@ fn entries(store: &Store) -> Vec<(AetherKey, Revision, TaskRecord)> {
     store
         .list("schedules/")
         .filter_map(|e| {
-            let record = TaskRecord::decode(e.value()).map_err(|err| warn!("{}: {err}", e.key())).ok()?;
+            let record = TaskRecord::decode(e.value()).map_err(|err| debug!("{}: {err}", e.key())).ok()?;
             Some((e.key().clone(), e.version(), record))
         })
         .collect()
