@@ -34,8 +34,11 @@ fn fully_active(status: &Value) -> bool {
     })
 }
 
-/// `(due ms, ran ms)` of every recorded run of `task`, and the duplicate keys, read through `node`.
-fn runs(c: &LocalCluster, node: usize, task: &str) -> Option<(Vec<(i64, i64)>, Vec<String>)> {
+/// `(due ms, ran ms)` of one recorded run.
+type Run = (i64, i64);
+
+/// Every recorded run of `task`, and the duplicate keys, read through `node`.
+fn runs(c: &LocalCluster, node: usize, task: &str) -> Option<(Vec<Run>, Vec<String>)> {
     let answer = http(c.nodes[node].app, "GET", "/ticker/runs", b"").ok().filter(|a| a.status == 200)?;
     let json = answer.json();
     let pairs = json[task].as_array()?.iter().filter_map(|p| Some((p[0].as_i64()?, p[1].as_i64()?))).collect();

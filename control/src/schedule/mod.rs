@@ -191,7 +191,7 @@ fn pending(record: &TaskRecord, next_ms: u64, now_ms: u64, keep: usize) -> (u64,
     if let Timing::Interval { ms } = record.timing {
         let count = (now_ms - next_ms) / ms.max(1) + 1;
         let newest = next_ms + (count - 1) * ms;
-        let kept = (count.min(keep as u64)) as u64;
+        let kept = count.min(keep as u64);
         return (count, (0..kept).rev().map(|i| newest - i * ms).collect());
     }
     let (mut count, mut newest) = (0u64, std::collections::VecDeque::new());
