@@ -170,6 +170,19 @@ mod tests {
     }
 
     #[test]
+    fn reading_needs_a_viewer_and_acting_an_operator() {
+        use crate::{access_for, Access, Role};
+        assert_eq!(access_for("GET", "api/scheduled-tasks"), Access::Role(Role::Viewer));
+        assert_eq!(access_for("GET", "api/scheduled-tasks/g:a/t"), Access::Role(Role::Viewer));
+        for action in ["pause", "resume", "trigger"] {
+            let path = format!("api/scheduled-tasks/g:a/t/{action}");
+            assert_eq!(access_for("POST", &path), Access::Role(Role::Operator), "{action}");
+            assert_eq!(crate::allowed_methods(&path), Some("POST"));
+        }
+        assert_eq!(crate::allowed_methods("api/scheduled-tasks/g:a/t/explode"), None);
+    }
+
+    #[test]
     fn ids_are_checked_at_the_edge() {
         assert!(key("g:a", "t").is_ok());
         assert_eq!(key("nocolon", "t").unwrap_err().status, 400);
