@@ -118,7 +118,6 @@ impl Node {
         }
         let store = r.store();
         let now_ms = crate::managers::wall_ms();
-        let records = entries(store);
         let me = d.me.to_string();
         let s = &mut self.schedules;
         let mut writes = Vec::new();
@@ -126,11 +125,19 @@ impl Node {
             s.spec_at = Some(Instant::now());
             writes.extend(spec_writes(store, d.deployer.infos(), now_ms));
         }
-        s.start_runs(&records);
-        writes.extend(s.outcome_writes(&records));
         // Lead only at the version the leadership pass found, and while the store still shows it.
         let leader = store.get(&AetherKey::ClusterLeader).map(|e| e.version());
-        if let Some(version) = d.leader.lead_version().filter(|v| leader == Some(*v)) {
+        let leading = d.leader.lead_version().filter(|v| leader == Some(*v));
+        s.drain_finished();
+        let idle = s.attempts.is_empty() && s.outcomes.is_empty() && s.in_flight.load(Ordering::Relaxed) == 0;
+        if leading.is_none() && idle {
+            // A follower with no run of its own to call or report has nothing to read.
+            return writes;
+        }
+        let records = entries(store);
+        s.start_runs(&records);
+        writes.extend(s.outcome_writes(&records));
+        if let Some(version) = leading {
             let guard = |w: KvWrite| w.guarded(AetherKey::ClusterLeader, Some(version));
             writes.extend(s.leader_writes(store, &records, &me, now_ms).into_iter().map(guard));
         }
@@ -256,13 +263,19 @@ impl Scheduler {
         }
     }
 
-    /// The outcome writes of finished calls, each by compare-and-set on the record that still shows its run.
-    fn outcome_writes(&mut self, records: &[(AetherKey, Revision, TaskRecord)]) -> Vec<KvWrite> {
+    /// Takes the finished calls' results (a call sends its result before it stops counting as in flight).
+    fn drain_finished(&mut self) {
         while let Ok(finished) = self.done_rx.try_recv() {
             if self.outcomes.len() < OUTCOMES_MAX {
                 self.outcomes.push(finished);
+            } else {
+                warn!("{}: {OUTCOMES_MAX} outcomes already waiting; this one is not written", finished.key);
             }
         }
+    }
+
+    /// The outcome writes of finished calls, each by compare-and-set on the record that still shows its run.
+    fn outcome_writes(&mut self, records: &[(AetherKey, Revision, TaskRecord)]) -> Vec<KvWrite> {
         let mut writes = Vec::new();
         self.outcomes.retain_mut(|f| {
             let Some((_, version, record)) = records.iter().find(|(k, _, _)| *k == f.key) else { return false };
