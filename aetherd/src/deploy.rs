@@ -353,6 +353,13 @@ impl Worker {
         let routes = info.routes.iter().map(|r| (r.http_method.as_str(), r.path.as_str(), r.method.as_str()));
         let subscriptions = info.subscriptions.iter().map(|s| (s.topic.as_str(), s.method.as_str(), s.delivery));
         let schedules = info.schedules.iter().map(|s| (s.name.as_str(), s.method.as_str(), s.timing.clone(), s.missed));
+        // A cron expression or time zone the scheduler cannot use fails the slice here, with the reason.
+        let bad_timing = info.schedules.iter().find_map(|s| {
+            control::schedule::check_timing(&s.timing).err().map(|e| format!("schedule `{}`: {e}", s.name))
+        });
+        if let Some(reason) = bad_timing {
+            return JobResult::Failed(format!("descriptor declares a task that cannot run: {reason}"));
+        }
         let parsed = SliceInfo::parse(routes, info.methods.iter().map(String::as_str))
             .and_then(|parsed| parsed.with_messaging(subscriptions, schedules, info.single_active));
         match parsed {

@@ -207,8 +207,10 @@ fn run(args: &Args) -> Result<(), String> {
         events: Arc::clone(&events),
         settings: Arc::clone(&settings),
         slice_watches,
+        scheduled_calls: Arc::default(),
     };
     let (calls, forwarded, registry) = (data.calls.clone(), data.forwarded.clone(), data.registry.clone());
+    let scheduled_calls = Arc::clone(&data.scheduled_calls);
     let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data)
         .with_storage(storage);
     let net =
@@ -238,6 +240,7 @@ fn run(args: &Args) -> Result<(), String> {
             app.report_health_to(forward::health_sink(net.handle.clone()));
             let pool = app::ForwardedCalls::start(app.dispatcher(), 8, 1024)?;
             let _ = forwarded.set(pool);
+            let _ = scheduled_calls.set(app.dispatcher());
             app
         }
     };

@@ -55,6 +55,8 @@ pub struct Leader {
     /// The last pass submitted a claim: the pass after its decision should come at once, since the leader
     /// record (under `nodes/`) wakes no watch.
     claiming: bool,
+    /// The leader record's version this node last found itself leading at (scheduled runs are guarded by it).
+    lead: Option<Revision>,
 }
 
 impl Leader {
@@ -68,12 +70,18 @@ impl Leader {
             renewed: None,
             leader: None,
             claiming: false,
+            lead: None,
         }
     }
 
     /// True when the last pass submitted a leadership claim.
     pub fn claiming(&self) -> bool {
         self.claiming
+    }
+
+    /// The leader record's version when the last pass found this node leading (`None`: it did not).
+    pub fn lead_version(&self) -> Option<Revision> {
+        self.lead
     }
 
     /// The node the leader record names, as last read.
@@ -118,8 +126,12 @@ impl Leader {
             _ => None,
         };
         self.claiming = false;
+        self.lead = None;
         match self.tenure.leadership(&self.me, &view, &live) {
-            Leadership::Lead { version } => control::lead(&view, &live, version, now_ms, policy),
+            Leadership::Lead { version } => {
+                self.lead = Some(version);
+                control::lead(&view, &live, version, now_ms, policy)
+            }
             Leadership::Claim(claim) => {
                 log::info!("claiming leadership: {claim}");
                 self.claiming = true;

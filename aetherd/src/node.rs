@@ -24,9 +24,11 @@ mod dht;
 mod events;
 mod metrics;
 mod peer_data;
+mod schedules;
 mod slice_kv;
 
 pub use dht::{DhtOp, DhtRequest, NodeStore, StoragePlane};
+pub use schedules::ScheduledCalls;
 
 /// How long a management thread waits for the loop to answer a query.
 pub(crate) const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -87,6 +89,8 @@ pub struct DataPlane {
     pub settings: Arc<crate::live::LiveSettings>,
     /// The slice watches, fed from the store's `data/` changes.
     pub slice_watches: Arc<crate::slice_state::WatchHub>,
+    /// Where scheduled runs are called (set once the app port runs).
+    pub scheduled_calls: ScheduledCalls,
 }
 
 /// Deployment state of the loop: the deployer, the watches that wake the managers, and what is due.
@@ -133,6 +137,8 @@ pub struct Node {
     slice_watch: Option<kvstore::WatchId>,
     /// This node's storage-plane replica (`dht`), once installed.
     storage: Option<StoragePlane>,
+    /// Scheduled tasks: spec writes, the leader's runs, calls and outcomes.
+    schedules: schedules::Scheduler,
 }
 
 impl Node {
@@ -177,7 +183,9 @@ impl Node {
         let slice_watch = Node::watch_slice_data(replication.store_mut());
         let relisted = relist(&data.registry, replication.store());
         log_registry_errors(relisted);
+        let schedules = schedules::Scheduler::new(Arc::clone(&data.scheduled_calls));
         Node {
+            schedules,
             data,
             ops,
             peer_names,
@@ -281,6 +289,7 @@ impl Node {
             d.renewal_check_due = true;
         }
         self.run_managers(ctx);
+        self.tick_schedules(ctx);
         self.observe_store_and_send(ctx);
         self.feed_slice_watches();
         self.tick_dht(ctx);

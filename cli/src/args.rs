@@ -84,6 +84,11 @@ pub enum Verb {
     /// Live settings, cluster-wide or for one node
     #[command(subcommand)]
     Config(ConfigVerb),
+    /// Scheduled tasks: timing, next and last run, outcome; pause, resume or run one now
+    Tasks {
+        #[command(subcommand)]
+        action: Option<TasksVerb>,
+    },
     /// Print a shell completion script
     Completion {
         #[arg(value_enum)]
@@ -117,6 +122,25 @@ pub enum BlueprintVerb {
     Status { name: String },
     /// Remove a blueprint; its slices are stopped and unloaded everywhere
     Delete { name: String },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TasksVerb {
+    /// Stop a task's timed runs until it is resumed
+    Pause {
+        /// group:artifact/task (as `aether tasks` lists it)
+        id: String,
+    },
+    /// Resume a task at its next due time after now
+    Resume {
+        /// group:artifact/task
+        id: String,
+    },
+    /// Run a task once now, recorded like any run
+    Trigger {
+        /// group:artifact/task
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]

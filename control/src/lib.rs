@@ -70,6 +70,7 @@ pub mod cluster;
 pub mod lifecycle;
 pub mod node;
 pub mod records;
+pub mod schedule;
 mod text;
 pub mod write;
 

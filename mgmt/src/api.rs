@@ -242,6 +242,7 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         },
         ("GET", ["api", "openapi.yaml"]) => Ok(crate::openapi::document()),
         ("GET", ["api", "slices"]) => crate::deploy::slices(backend),
+        (_, ["api", "scheduled-tasks", rest @ ..]) => crate::schedules::route(backend, req, rest),
         (_, ["api", "events", rest @ ..]) => crate::events::route(backend, req, rest),
         (_, ["api", "log-levels", rest @ ..]) => crate::live::log_levels(backend, req, rest),
         (_, ["api", "config", rest @ ..]) => crate::live::config(backend, req, rest),

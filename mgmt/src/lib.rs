@@ -32,6 +32,7 @@ mod metrics;
 mod openapi;
 mod repository;
 mod repository_path;
+mod schedules;
 mod server;
 mod upload;
 mod validate;

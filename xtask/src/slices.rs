@@ -62,6 +62,7 @@ const SLICES: &[SliceCrate] = &[
         artifact: "shortener",
         version: "1.0.0",
     },
+    SliceCrate { package: "slice-ticker", group: EXAMPLES, lib: "slice_ticker", artifact: "ticker", version: "1.0.0" },
     SliceCrate { package: "slice-faulty", group: EXAMPLES, lib: "slice_faulty", artifact: "faulty", version: "1.0.0" },
     SliceCrate {
         package: "slice-abi-mismatch",

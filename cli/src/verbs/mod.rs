@@ -7,6 +7,7 @@ mod cluster;
 mod data;
 mod observe;
 mod settings;
+mod tasks;
 
 use crate::args::Verb;
 use crate::client::Client;
@@ -69,6 +70,7 @@ pub fn run(verb: &Verb, ctx: &Ctx) -> Result<i32, CliError> {
         Verb::Invocations(a) => observe::invocations(a, ctx),
         Verb::LogLevel(v) => settings::log_level(v, ctx),
         Verb::Config(v) => settings::config(v, ctx),
+        Verb::Tasks { action } => tasks::run(action.as_ref(), ctx),
         Verb::Completion { .. } => Ok(()),
     }
     .map(|()| EXIT_OK)
