@@ -70,6 +70,7 @@ pub mod cluster;
 pub mod lifecycle;
 pub mod node;
 pub mod records;
+pub mod single_active;
 mod text;
 pub mod write;
 
