@@ -24,6 +24,7 @@ mod dht;
 mod events;
 mod metrics;
 mod peer_data;
+mod single_active;
 mod slice_kv;
 
 pub use dht::{DhtOp, DhtRequest, NodeStore, StoragePlane};
@@ -105,6 +106,8 @@ struct Deployment {
     /// tick, so a renewal due (about once a second) goes out within a tick, while the runs after every
     /// message and submit in between skip the clock and the store.
     renewal_check_due: bool,
+    /// The leases of this node's single-active slices.
+    single_active: single_active::SingleActive,
 }
 
 pub struct Node {
@@ -155,6 +158,7 @@ impl Node {
             (Some(deployer), Ok(me)) => Some(Deployment {
                 deployer,
                 leader: managers::Leader::new(me.clone(), config.lease_grace),
+                single_active: single_active::SingleActive::new(me.as_str()),
                 me,
                 watches: managers::watch(replication.store_mut()),
                 reconcile_due: true,
@@ -281,6 +285,7 @@ impl Node {
             d.renewal_check_due = true;
         }
         self.run_managers(ctx);
+        self.tick_single_active(ctx);
         self.observe_store_and_send(ctx);
         self.feed_slice_watches();
         self.tick_dht(ctx);

@@ -148,6 +148,7 @@ fn callee_context(ctx: &HostCtx, outer: &CallContext, timeout: Option<Duration>,
         depth: outer.depth.saturating_add(1),
         request_id: outer.request_id.clone(),
         caller: Some(Arc::clone(&ctx.artifact_shared)),
+        lease_epoch: 0,
     }
 }
 
@@ -225,7 +226,7 @@ unsafe extern "C" fn host_invocation(_ctx: *const c_void, out: *mut RawInvocatio
                 remaining_ms: remaining.map_or(0, |r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX)),
                 request_id: text(&context.request_id),
                 caller: text(&context.caller),
-                lease_epoch: 0,
+                lease_epoch: context.lease_epoch,
             }
         })
     });

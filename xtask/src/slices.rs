@@ -63,6 +63,7 @@ const SLICES: &[SliceCrate] = &[
         version: "1.0.0",
     },
     SliceCrate { package: "slice-faulty", group: EXAMPLES, lib: "slice_faulty", artifact: "faulty", version: "1.0.0" },
+    SliceCrate { package: "slice-ledger", group: EXAMPLES, lib: "slice_ledger", artifact: "ledger", version: "1.0.0" },
     SliceCrate {
         package: "slice-abi-mismatch",
         group: TESTS,

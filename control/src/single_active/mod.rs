@@ -163,6 +163,11 @@ impl Lease {
         self.held.filter(|&(_, until)| now_ms < until).map(|(epoch, _)| epoch)
     }
 
+    /// The epoch held and until when it is served (this node's clock), whatever the time now.
+    pub fn held(&self) -> Option<(u64, u64)> {
+        self.held
+    }
+
     /// Take in the current view and decide the write to send, if any. See the module documentation.
     pub fn step(&mut self, input: LeaseInput<'_>) -> Option<KvWrite> {
         let now = input.now_ms;
