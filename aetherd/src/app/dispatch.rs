@@ -49,8 +49,6 @@ use parking_lot::{Mutex, RwLock};
 
 use super::answers::{deadline_exceeded, encode, error, no_live_instance, overloaded, time_left, with_failures};
 use super::bulkhead::Bulkheads;
-#[cfg(test)]
-use super::bulkhead::RETRY_AFTER;
 
 /// Most attempts one call makes (the first and its retries on other nodes).
 pub const ATTEMPTS_MAX: usize = 3;
