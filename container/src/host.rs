@@ -163,8 +163,10 @@ fn nested_call(
         return Err(CallError::BadRequest { detail: "artifact and method must be UTF-8".into() });
     };
     let shared = ctx.shared.upgrade().ok_or(CallError::ShuttingDown)?;
-    let local = shared.find_active(artifact);
-    let remote = if local.is_none() { shared.remote() } else { None };
+    let hook = shared.remote();
+    let placed = hook.as_ref().is_some_and(|h| h.places(artifact));
+    let local = if placed { None } else { shared.find_active(artifact) };
+    let remote = if local.is_none() { hook } else { None };
     if local.is_none() && remote.is_none() {
         return Err(CallError::NoInstance { artifact: artifact.to_owned() });
     }

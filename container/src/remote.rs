@@ -60,6 +60,13 @@ impl CallContext {
 pub trait RemoteCall: Send + Sync {
     /// Call `method` of `artifact` elsewhere with encoded request bytes, within `context`'s deadline.
     fn call(&self, artifact: &str, method: &str, request: &[u8], context: CallContext) -> Result<Response, CallError>;
+
+    /// Whether calls to `artifact` go through this hook even when this node has an instance of it (the hook
+    /// chooses the instance: a placement policy, or one instance serving at a time). Defaults to never.
+    fn places(&self, artifact: &str) -> bool {
+        let _ = artifact;
+        false
+    }
 }
 
 thread_local! {
