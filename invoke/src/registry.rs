@@ -343,9 +343,8 @@ impl Registry {
         let entry = self.endpoints.get(artifact)?;
         let list = entry.by_method.get(method)?;
         let local = selector.local_node;
-        let usable = |e: &&Endpoint| {
-            !selector.exclude.iter().any(|x| *x == e.node) && (e.node == local || (selector.is_alive)(&e.node))
-        };
+        let usable =
+            |e: &&Endpoint| !selector.exclude.contains(&e.node) && (e.node == local || (selector.is_alive)(&e.node));
         let candidates: Vec<Candidate<'_>> = list
             .iter()
             .filter(usable)
