@@ -25,6 +25,7 @@ mod events;
 mod metrics;
 mod peer_data;
 mod schedules;
+mod single_active;
 mod slice_kv;
 
 pub use dht::{DhtOp, DhtRequest, NodeStore, StoragePlane};
@@ -109,6 +110,8 @@ struct Deployment {
     /// tick, so a renewal due (about once a second) goes out within a tick, while the runs after every
     /// message and submit in between skip the clock and the store.
     renewal_check_due: bool,
+    /// The leases of this node's single-active slices.
+    single_active: single_active::SingleActive,
 }
 
 pub struct Node {
@@ -161,6 +164,7 @@ impl Node {
             (Some(deployer), Ok(me)) => Some(Deployment {
                 deployer,
                 leader: managers::Leader::new(me.clone(), config.lease_grace),
+                single_active: single_active::SingleActive::new(me.as_str()),
                 me,
                 watches: managers::watch(replication.store_mut()),
                 reconcile_due: true,
@@ -290,6 +294,7 @@ impl Node {
         }
         self.run_managers(ctx);
         self.tick_schedules(ctx);
+        self.tick_single_active(ctx);
         self.observe_store_and_send(ctx);
         self.feed_slice_watches();
         self.tick_dht(ctx);

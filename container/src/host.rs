@@ -148,6 +148,7 @@ fn callee_context(ctx: &HostCtx, outer: &CallContext, timeout: Option<Duration>,
         depth: outer.depth.saturating_add(1),
         request_id: outer.request_id.clone(),
         caller: Some(Arc::clone(&ctx.artifact_shared)),
+        lease_epoch: 0,
     }
 }
 
@@ -162,8 +163,10 @@ fn nested_call(
         return Err(CallError::BadRequest { detail: "artifact and method must be UTF-8".into() });
     };
     let shared = ctx.shared.upgrade().ok_or(CallError::ShuttingDown)?;
-    let local = shared.find_active(artifact);
-    let remote = if local.is_none() { shared.remote() } else { None };
+    let hook = shared.remote();
+    let placed = hook.as_ref().is_some_and(|h| h.places(artifact));
+    let local = if placed { None } else { shared.find_active(artifact) };
+    let remote = if local.is_none() { hook } else { None };
     if local.is_none() && remote.is_none() {
         return Err(CallError::NoInstance { artifact: artifact.to_owned() });
     }
@@ -225,7 +228,7 @@ unsafe extern "C" fn host_invocation(_ctx: *const c_void, out: *mut RawInvocatio
                 remaining_ms: remaining.map_or(0, |r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX)),
                 request_id: text(&context.request_id),
                 caller: text(&context.caller),
-                lease_epoch: 0,
+                lease_epoch: context.lease_epoch,
             }
         })
     });

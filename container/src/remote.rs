@@ -44,6 +44,9 @@ pub struct CallContext {
     pub request_id: Option<Arc<str>>,
     /// `group:artifact:version` of the slice that made this call, for a slice-to-slice call.
     pub caller: Option<Arc<str>>,
+    /// The lease epoch the called instance serves at, for a single-active slice (0: none). The node sets it
+    /// per call; the container only hands it to the slice (nested calls start at 0 again).
+    pub lease_epoch: u64,
 }
 
 impl CallContext {
@@ -57,11 +60,18 @@ impl CallContext {
 pub trait RemoteCall: Send + Sync {
     /// Call `method` of `artifact` elsewhere with encoded request bytes, within `context`'s deadline.
     fn call(&self, artifact: &str, method: &str, request: &[u8], context: CallContext) -> Result<Response, CallError>;
+
+    /// Whether calls to `artifact` go through this hook even when this node has an instance of it (the hook
+    /// chooses the instance: a placement policy, or one instance serving at a time). Defaults to never.
+    fn places(&self, artifact: &str) -> bool {
+        let _ = artifact;
+        false
+    }
 }
 
 thread_local! {
     static CONTEXT: RefCell<CallContext> = const {
-        RefCell::new(CallContext { deadline: None, hops: 0, depth: 0, request_id: None, caller: None })
+        RefCell::new(CallContext { deadline: None, hops: 0, depth: 0, request_id: None, caller: None, lease_epoch: 0 })
     };
 }
 

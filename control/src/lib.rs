@@ -71,6 +71,7 @@ pub mod lifecycle;
 pub mod node;
 pub mod records;
 pub mod schedule;
+pub mod single_active;
 mod text;
 pub mod write;
 

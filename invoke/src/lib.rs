@@ -4,8 +4,9 @@
 //! slice-to-slice calls:
 //! - [`routes`]: the HTTP route table (`METHOD /path/{param}` -> target);
 //! - [`registry`]: routes and endpoints as the replicated KV store holds them (`routes/...`,
-//!   `endpoints/...`), kept current from watch events, and the choice of a target (local first, else
-//!   round-robin over live remote endpoints);
+//!   `endpoints/...`), kept current from watch events, the leases of single-active slices, and the choice
+//!   of a target by each slice's selection strategy ([`selection`]: local-first, round-robin, random,
+//!   least-loaded);
 //! - [`protocol`]: the forwarding messages ([`InvokeRequest`], [`InvokeReply`]) carried in `Invoke` and
 //!   `InvokeReply` frames, checked after decoding;
 //! - [`forwarder`]: the table of forwarded calls in flight (ids, deadlines, peers) and the retry policy.
@@ -17,7 +18,10 @@ pub mod forwarder;
 pub mod protocol;
 pub mod registry;
 pub mod routes;
+pub mod selection;
 
 pub use forwarder::{is_idempotent, Forwarder, ForwarderFull, PeerDownCall, CALLS_MAX_DEFAULT};
 pub use protocol::{InvokeReply, InvokeRequest, ProtocolError, HOPS_MAX};
-pub use registry::{Change, Endpoint, Registry, RegistryError, RouteTarget, Target};
+pub use registry::{
+    artifact_base, Change, Endpoint, LeaseView, Registry, RegistryError, RouteTarget, Selector, Target,
+};

@@ -14,9 +14,14 @@
 //! two records have the same shape (`/a/{x}` and `/a/{y}`), the first in key order serves and the other
 //! is listed by [`Registry::shadowed`] and reported by `apply`.
 //!
-//! Selection ([`Registry::select`]): this node when it has an endpoint of the slice method, else
-//! round-robin over the endpoints on live nodes (a cursor per artifact, advanced atomically so
-//! selection needs only shared access), skipping excluded nodes (those that already failed this call).
+//! Selection ([`Registry::pick`]): by the artifact's [`Selection`] strategy (from its target record, set
+//! with [`Registry::set_selections`]; local-first when unknown) among the endpoints on live nodes (a cursor
+//! per artifact, advanced atomically so selection needs only shared access), skipping excluded nodes (those
+//! that already failed this call); see [`crate::selection`]. [`Registry::select`] is local-first.
+//!
+//! Leases ([`Registry::set_leases`]): for each single-active slice base, who holds its lease and, when this
+//! node does, until when it serves; the node runtime replaces them on every tick. Callers route a
+//! single-active slice's calls to the holder only ([`Registry::lease_of`]).
 //!
 //! Invariants: at most [`ROUTES_MAX`] route records and [`ENDPOINTS_MAX`] endpoints (more is refused
 //! with [`RegistryError::Full`]); an artifact entry exists only while it has endpoints; no input panics.
@@ -24,10 +29,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use kvstore::AetherKey;
+use vocab::Selection;
 
 use crate::routes::{Lookup, RouteError, RouteTable};
+use crate::selection::{choose, Candidate};
 
 /// Most route records held.
 pub const ROUTES_MAX: usize = 4096;
@@ -107,9 +115,45 @@ struct ArtifactEndpoints {
     cursor: AtomicUsize,
 }
 
+/// What this node knows of the lease of one single-active slice base (`group:artifact`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The node whose instance serves; `None` while nobody holds it (released, or never taken).
+    pub holder: Option<String>,
+    pub epoch: u64,
+    /// `group:artifact:version` of the holder's instance.
+    pub artifact: Option<String>,
+    /// When this node holds the lease: until when it serves (its last renewal that applied).
+    pub serving_until: Option<Instant>,
+}
+
+/// How one call is placed: what the caller knows beyond the registry.
+pub struct Selector<'a> {
+    pub local_node: &'a str,
+    pub is_alive: &'a dyn Fn(&str) -> bool,
+    /// Nodes skipped (they failed this call already); this node too when listed.
+    pub exclude: &'a [String],
+    /// Calls this node has in flight on `node`'s instances of the artifact (for least-loaded).
+    pub load: &'a dyn Fn(&str) -> usize,
+    /// A random number (for random selection).
+    pub random: u64,
+}
+
+/// Most single-active slice bases and per-artifact selections held.
+pub const LEASES_MAX: usize = 4096;
+
+/// The base (`group:artifact`) of `group:artifact:version`.
+pub fn artifact_base(artifact: &str) -> &str {
+    artifact.rsplit_once(':').map_or(artifact, |(base, _)| base)
+}
+
 /// Routes and endpoints of the cluster.
 #[derive(Default)]
 pub struct Registry {
+    /// Selection strategy per artifact (`group:artifact:version`), from the target records.
+    selections: HashMap<String, Selection>,
+    /// Leases of single-active slices, by base.
+    leases: HashMap<String, LeaseView>,
     /// Route records by key text (`routes/GET/echo/{msg}`).
     route_records: BTreeMap<String, RouteRecord>,
     routes: RouteTable<RouteTarget>,
@@ -268,6 +312,54 @@ impl Registry {
         self.endpoint_count
     }
 
+    /// Replace the selection strategies (by artifact); at most [`LEASES_MAX`] are kept.
+    pub fn set_selections(&mut self, selections: impl IntoIterator<Item = (String, Selection)>) {
+        self.selections = selections.into_iter().take(LEASES_MAX).collect();
+    }
+
+    /// The selection strategy of `artifact` (local-first unless its blueprint says otherwise).
+    pub fn selection(&self, artifact: &str) -> Selection {
+        self.selections.get(artifact).copied().unwrap_or_default()
+    }
+
+    /// Replace the leases of single-active slices (by base); at most [`LEASES_MAX`] are kept.
+    pub fn set_leases(&mut self, leases: impl IntoIterator<Item = (String, LeaseView)>) {
+        self.leases = leases.into_iter().take(LEASES_MAX).collect();
+    }
+
+    /// The lease of `artifact`'s base when the slice is single-active.
+    pub fn lease_of(&self, artifact: &str) -> Option<&LeaseView> {
+        self.leases.get(artifact_base(artifact))
+    }
+
+    /// Every lease known, by base.
+    pub fn leases(&self) -> &HashMap<String, LeaseView> {
+        &self.leases
+    }
+
+    /// Where a call of `artifact`'s `method` goes, by the artifact's selection strategy among the
+    /// endpoints on live nodes that are not excluded (this node's counts as live). `None`: none left.
+    pub fn pick(&self, artifact: &str, method: &str, selector: &Selector<'_>) -> Option<Target> {
+        let entry = self.endpoints.get(artifact)?;
+        let list = entry.by_method.get(method)?;
+        let local = selector.local_node;
+        let usable =
+            |e: &&Endpoint| !selector.exclude.contains(&e.node) && (e.node == local || (selector.is_alive)(&e.node));
+        let candidates: Vec<Candidate<'_>> = list
+            .iter()
+            .filter(usable)
+            .map(|e| Candidate { node: &e.node, local: e.node == local, load: (selector.load)(&e.node) })
+            .collect();
+        let selection = self.selection(artifact);
+        // Local-first turns only over remote endpoints, so the cursor moves only when it is needed.
+        let turn = match selection {
+            Selection::LocalFirst if candidates.iter().any(|c| c.local) => 0,
+            _ => entry.cursor.fetch_add(1, Ordering::Relaxed),
+        };
+        let chosen = candidates.get(choose(selection, &candidates, turn, selector.random)?)?;
+        Some(if chosen.local { Target::Local } else { Target::Remote(chosen.node.to_owned()) })
+    }
+
     /// Where a call of `artifact`'s `method` goes: [`Target::Local`] when `local_node` has an endpoint
     /// of it, else the next live remote endpoint in round-robin order; nodes in `exclude` are skipped
     /// (this node too, when it is in `exclude`). `None`: no live instance.
@@ -404,6 +496,44 @@ mod tests {
             assert!(pick == remote("node-1") || pick == remote("node-3"), "{pick:?}");
         }
         assert_eq!(registry.select(ECHO, "other", "node-1", &all_alive, &[]), None);
+    }
+
+    fn pick_counts(registry: &Registry, local: &str, n: usize) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for i in 0..n {
+            let selector =
+                Selector { local_node: local, is_alive: &all_alive, exclude: &[], load: &|_| 0, random: i as u64 * 7 };
+            let pick = registry.pick(ECHO, "echo", &selector);
+            *counts.entry(format!("{pick:?}")).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn the_artifacts_strategy_places_calls_and_local_first_is_the_default() {
+        let mut registry = registry(&["node-1", "node-2", "node-3"]);
+        assert_eq!(pick_counts(&registry, "node-2", 30).get("Some(Local)"), Some(&30));
+        registry.set_selections([(ECHO.to_owned(), Selection::RoundRobin)]);
+        let counts = pick_counts(&registry, "node-2", 30);
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        assert!(counts.values().all(|&c| c == 10), "{counts:?}");
+        registry.set_selections([(ECHO.to_owned(), Selection::LeastLoaded)]);
+        let busy_local = |node: &str| usize::from(node == "node-2") * 4;
+        let selector =
+            Selector { local_node: "node-2", is_alive: &all_alive, exclude: &[], load: &busy_local, random: 0 };
+        assert!(matches!(registry.pick(ECHO, "echo", &selector), Some(Target::Remote(_))));
+        let exclude = vec!["node-1".to_owned(), "node-3".to_owned()];
+        let selector = Selector { exclude: &exclude, ..selector };
+        assert_eq!(registry.pick(ECHO, "echo", &selector), Some(Target::Local));
+    }
+
+    #[test]
+    fn leases_are_found_by_artifact_base() {
+        let mut registry = Registry::new();
+        let view = LeaseView { holder: Some("node-3".into()), epoch: 4, artifact: None, serving_until: None };
+        registry.set_leases([("org.aether.examples:ledger".to_owned(), view.clone())]);
+        assert_eq!(registry.lease_of("org.aether.examples:ledger:1.0.0"), Some(&view));
+        assert_eq!(registry.lease_of(ECHO), None);
     }
 
     #[test]

@@ -224,9 +224,12 @@ pub(crate) fn slice_entries(backend: &dyn Backend) -> Result<Vec<(String, Artifa
 
 /// `GET /api/slices`: every slice instance in the cluster, with its `health`: "saturated" while its node
 /// reports every permit of its bulkhead held by calls past their deadline (its calls are refused), else "ok".
+/// A single-active slice's instances also carry `lease` (`holder`, `epoch`) and `role` ("active" on the
+/// holder's node, else "standby"); `leases` lists every single-active slice base with its holder and epoch.
 pub fn slices(backend: &dyn Backend) -> Result<Response, ApiError> {
     let entries = slice_entries(backend).map_err(without_server_paths)?;
     let saturated = saturated_instances(backend)?;
+    let leases = lease_entries(backend)?;
     let items: Vec<Value> = entries
         .iter()
         .map(|(n, a, r)| {
@@ -236,10 +239,32 @@ pub fn slices(backend: &dyn Backend) -> Result<Response, ApiError> {
             if let Some(report) = report {
                 item["stuck_calls"] = report["stuck"].clone();
             }
+            if let Some(lease) = leases.iter().find(|l| l["base"] == a.base().to_string()) {
+                item["lease"] = json!({ "holder": lease["holder"], "epoch": lease["epoch"] });
+                item["role"] = json!(if lease["holder"] == n.as_str() { "active" } else { "standby" });
+            }
             item
         })
         .collect();
-    Ok(Response::ok(json!({ "slices": items })))
+    Ok(Response::ok(json!({ "slices": items, "leases": leases })))
+}
+
+/// The lease records of single-active slices (`leases/{base}`), as `{"base","holder","epoch","artifact"}`.
+fn lease_entries(backend: &dyn Backend) -> Result<Vec<Value>, ApiError> {
+    Ok(backend
+        .kv_list("leases/", false)?
+        .iter()
+        .filter_map(|e| {
+            let AetherKey::SliceLease { base } = e.key.parse::<AetherKey>().ok()? else { return None };
+            let record = control::single_active::LeaseRecord::read(&e.value).ok()?;
+            Some(json!({
+                "base": base.to_string(),
+                "holder": record.holder,
+                "epoch": record.epoch,
+                "artifact": record.artifact,
+            }))
+        })
+        .collect())
 }
 
 /// How long a node's saturation report stays believed without being repeated (nodes repeat it every 10 s).

@@ -13,7 +13,7 @@
 //! through the node runtime's [`Forward`]. Every local call first takes a permit of its instance's
 //! [`Bulkhead`](super::bulkhead): a full or saturated bulkhead refuses at once, and the call goes to
 //! another node or is answered 503 "overloaded" (with `Retry-After`). A node that refused a call that
-//! way is skipped for that artifact for [`RETRY_AFTER`]. A failed attempt is retried on another node,
+//! way is skipped for that artifact for [`RETRY_AFTER`](super::bulkhead::RETRY_AFTER). A failed attempt is retried on another node,
 //! at most [`ATTEMPTS_MAX`] attempts in all, only when the call certainly never reached a slice (no
 //! instance there, frame never sent, refused) or its HTTP method is idempotent; an idempotent call
 //! whose node died under it is retried once, never after a second node died on it (a request that
@@ -29,23 +29,26 @@
 //! - a forwarded call runs inline on its serving thread ([`super::ForwardedCalls`]);
 //! - the tests' `http_call` runs it on the container's worker pool, which enforces the deadline.
 //!
+//! The parts: placement and selection, the single-active wait ([`place`]), one attempt local or remote
+//! ([`attempt`]).
+//!
 //! [`served`]: super::served
 //! [`answers`]: super::answers
+
+mod attempt;
+mod place;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use container::{CallContext, CallError, Container, SliceHandle};
+use container::{CallContext, Container, SliceHandle};
 use invoke::routes::{self, Lookup};
-use invoke::{InvokeReply, InvokeRequest, Registry, RouteTarget, Target, HOPS_MAX};
+use invoke::{InvokeReply, InvokeRequest, Registry, RouteTarget};
 use parking_lot::{Mutex, RwLock};
 
-use super::answers::{
-    deadline_exceeded, encode, error, from_call_error, from_response, is_overloaded, never_started, no_live_instance,
-    overloaded, time_left, with_failures,
-};
-use super::bulkhead::{Bulkheads, Refusal, RETRY_AFTER};
+use super::answers::{deadline_exceeded, encode, error, no_live_instance, overloaded, time_left, with_failures};
+use super::bulkhead::Bulkheads;
 
 /// Most attempts one call makes (the first and its retries on other nodes).
 pub const ATTEMPTS_MAX: usize = 3;
@@ -121,6 +124,7 @@ impl Call<'_> {
             depth: self.depth,
             request_id: self.request_id.clone(),
             caller: self.caller.clone(),
+            lease_epoch: 0,
         }
     }
 }
@@ -189,6 +193,10 @@ pub struct Dispatcher {
     outbound: Mutex<HashMap<String, usize>>,
     /// Where calls that ran here are counted and timed (none in dev mode and most tests).
     metrics: Option<Arc<crate::metrics::Telemetry>>,
+    /// Calls in flight per `(artifact, node)`, for slices placed least-loaded.
+    loads: Mutex<HashMap<(String, String), usize>>,
+    /// State of the random numbers for slices placed at random.
+    random: std::sync::atomic::AtomicU64,
 }
 
 /// One forwarded call waited on; gives its place back when dropped.
@@ -242,6 +250,8 @@ impl Dispatcher {
             refusing: Mutex::new(HashMap::new()),
             outbound: Mutex::new(HashMap::new()),
             metrics: None,
+            loads: Mutex::new(HashMap::new()),
+            random: std::sync::atomic::AtomicU64::new(place::random_seed()),
         }
     }
 
@@ -406,6 +416,9 @@ impl Dispatcher {
         mut exclude: Vec<String>,
         runner: Runner<'_>,
     ) -> InvokeReply {
+        if let Some(reply) = self.dispatch_single_active(call, &exclude, runner) {
+            return reply;
+        }
         let mut failures: Vec<String> = Vec::new();
         let mut refused = false;
         let mut lost = 0;
@@ -453,151 +466,6 @@ impl Dispatcher {
             return overloaded(&detail);
         }
         no_live_instance(call, &failures)
-    }
-
-    /// Where to try next: this node's instance, else a live remote endpoint not excluded and not
-    /// refusing; `refused` is set when a node was skipped because it refused this artifact lately.
-    fn place(&self, call: &Call<'_>, exclude: &[String], refused: &mut bool) -> Option<Place> {
-        let local_excluded = exclude.contains(&self.node_id);
-        if !local_excluded {
-            if let Some(handle) = self.container.find_active(call.artifact) {
-                return Some(Place::Local(handle));
-            }
-        }
-        let forward = self.forward.as_ref()?;
-        let mut skip = exclude.to_vec();
-        if !local_excluded {
-            skip.push(self.node_id.clone());
-        }
-        let refusing = self.refusing_nodes(call.artifact);
-        let registry = self.registry.read();
-        let alive = |node: &str| forward.is_alive(node);
-        if !refusing.is_empty() {
-            let mut wider = skip.clone();
-            wider.extend(refusing);
-            if let Some(Target::Remote(node)) =
-                registry.select(call.artifact, call.method, &self.node_id, &alive, &wider)
-            {
-                return Some(Place::Remote(node));
-            }
-            // Only refusing nodes are left: answer "overloaded" rather than wait on them.
-            if registry.select(call.artifact, call.method, &self.node_id, &alive, &skip).is_some() {
-                *refused = true;
-            }
-            return None;
-        }
-        match registry.select(call.artifact, call.method, &self.node_id, &alive, &skip)? {
-            Target::Remote(node) => Some(Place::Remote(node)),
-            // This node is in `skip`; the registry never picks it.
-            Target::Local => None,
-        }
-    }
-
-    /// Nodes that refused `artifact` as overloaded less than [`RETRY_AFTER`] ago.
-    fn refusing_nodes(&self, artifact: &str) -> Vec<String> {
-        let mut refusing = self.refusing.lock();
-        if refusing.is_empty() {
-            return Vec::new();
-        }
-        let now = Instant::now();
-        refusing.retain(|_, until| *until > now);
-        refusing.keys().filter(|(_, a)| a == artifact).map(|(node, _)| node.clone()).collect()
-    }
-
-    pub(super) fn call_local(&self, call: &Call<'_>, handle: &SliceHandle, runner: Runner<'_>) -> Attempt {
-        // The permit is held until the slice returns, also past the deadline (the thread keeps it).
-        let _permit = match self.bulkheads.of(handle).enter(call.deadline) {
-            Ok(permit) => permit,
-            Err(Refusal::Deadline) => {
-                return Attempt::Done(never_started(call.artifact, call.method, &Refusal::Deadline.to_string()))
-            }
-            Err(full) => return Attempt::Refused(full.to_string()),
-        };
-        let Some(left) = time_left(call.deadline) else {
-            return Attempt::Done(never_started(call.artifact, call.method, "the deadline passed"));
-        };
-        let started = Instant::now();
-        let attempt = self.run_local(call, handle, runner, left);
-        if let (Some(metrics), Attempt::Done(reply)) = (&self.metrics, &attempt) {
-            metrics.record_call(call.artifact, call.method, started.elapsed(), reply.status);
-        }
-        attempt
-    }
-
-    /// The slice call of [`Dispatcher::call_local`], once it holds its permit.
-    fn run_local(&self, call: &Call<'_>, handle: &SliceHandle, runner: Runner<'_>, left: Duration) -> Attempt {
-        let answer = match runner {
-            Runner::Pool => self.container.call_pooled(handle, call.method, call.request.clone(), left, call.context()),
-            Runner::Inline(watch) => {
-                watch.arm(call.deadline, handle);
-                let answer = self.container.call_inline_in(handle, call.method, &call.request, call.context());
-                if !watch.disarm() {
-                    return Attempt::Done(deadline_exceeded(call, &[]));
-                }
-                answer
-            }
-            Runner::Serving => self.container.call_inline_in(handle, call.method, &call.request, call.context()),
-        };
-        match answer {
-            Ok(response) => Attempt::Done(from_response(response)),
-            Err(e @ (CallError::NoInstance { .. } | CallError::NotActive { .. } | CallError::Overloaded { .. })) => {
-                Attempt::Retry(e.to_string())
-            }
-            Err(e) => Attempt::Done(from_call_error(&e, true)),
-        }
-    }
-
-    fn call_remote(&self, node: &str, call: &Call<'_>) -> Attempt {
-        let Some(forward) = self.forward.as_ref() else {
-            return Attempt::Retry("no cluster transport".to_owned());
-        };
-        let hops = call.hops.saturating_add(1);
-        if hops > HOPS_MAX {
-            let detail =
-                format!("calling {} would make a chain of {hops} cluster hops (limit {HOPS_MAX})", call.artifact);
-            return Attempt::Done(error(500, "call depth exceeded", &detail, false));
-        }
-        let Some(left) = time_left(call.deadline) else {
-            return Attempt::Done(deadline_exceeded(call, &[]));
-        };
-        let request = InvokeRequest {
-            id: 0,
-            origin: self.node_id.clone(),
-            artifact: call.artifact.to_owned(),
-            method: call.method.to_owned(),
-            request: call.request.clone(),
-            deadline_ms_left: u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1),
-            hops,
-            request_id: call
-                .request_id
-                .as_deref()
-                .map(str::to_owned)
-                .or_else(crate::metrics::request_id::current)
-                .unwrap_or_default(),
-            caller: call.caller.as_deref().unwrap_or_default().to_owned(),
-            depth: u8::try_from(call.depth).unwrap_or(u8::MAX).min(invoke::protocol::DEPTH_MAX),
-        };
-        let Some(_place) = self.outbound(call.artifact) else {
-            let detail = format!("too many calls of {} wait on other nodes", call.artifact);
-            return Attempt::Done(error(503, "overloaded", &detail, false));
-        };
-        match forward.forward(node, request, left) {
-            Ok(reply) if is_overloaded(&reply) => {
-                let until = Instant::now() + RETRY_AFTER;
-                self.refusing.lock().insert((node.to_owned(), call.artifact.to_owned()), until);
-                Attempt::Refused("overloaded there".to_owned())
-            }
-            Ok(reply) if reply.is_no_instance() => Attempt::Retry("no instance there".to_owned()),
-            Ok(reply) => Attempt::Done(reply),
-            Err(e @ ForwardError::Unreachable(_)) => Attempt::Retry(e.to_string()),
-            Err(e @ ForwardError::Lost(_)) if call.idempotent => Attempt::Lost(e.to_string()),
-            Err(e @ ForwardError::Lost(_)) => {
-                let detail = format!("{node} {e}; not retried: the call may have reached {}", call.artifact);
-                Attempt::Done(error(503, "unavailable", &detail, true))
-            }
-            Err(ForwardError::Timeout) => Attempt::Done(deadline_exceeded(call, &[format!("{node}: no reply")])),
-            Err(ForwardError::Stopped) => Attempt::Done(error(503, "shutting down", "the node is stopping", false)),
-        }
     }
 }
 

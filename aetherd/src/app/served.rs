@@ -89,9 +89,16 @@ impl RemoteCall for Dispatcher {
             caller: context.caller,
             depth: context.depth,
         };
-        // Never this node: a nested call holds one of its threads, and the container calls this hook
-        // only when it found no local instance anyway.
-        let reply = self.dispatch_excluding(&call, vec![self.node_id.clone()], Runner::Pool);
+        // Never this node, unless the slice's placement chose this hook over the local instance: the container
+        // calls it only when it found no local instance otherwise.
+        let exclude = if self.places(artifact) { Vec::new() } else { vec![self.node_id.clone()] };
+        let reply = self.dispatch_excluding(&call, exclude, Runner::Pool);
         Ok(to_response(reply))
+    }
+
+    /// Single-active slices (only the holder serves) and slices not placed local-first.
+    fn places(&self, artifact: &str) -> bool {
+        let registry = self.registry().read();
+        registry.lease_of(artifact).is_some() || registry.selection(artifact) != vocab::Selection::LocalFirst
     }
 }

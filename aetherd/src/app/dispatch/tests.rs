@@ -395,3 +395,71 @@ fn calls_that_ran_here_are_counted_and_calls_sent_elsewhere_are_not() {
     assert_eq!(http(&remote, "GET", "/echo/c", "").status, 200);
     assert_eq!(summary(&elsewhere).invocations.calls, 0, "the node that ran it counts it");
 }
+
+fn set_lease(dispatcher: &Dispatcher, holder: Option<&str>, serving_for: Option<Duration>) {
+    let view = invoke::LeaseView {
+        holder: holder.map(str::to_owned),
+        epoch: 7,
+        artifact: None,
+        serving_until: serving_for.map(|d| Instant::now() + d),
+    };
+    dispatcher.registry().write().set_leases([(invoke::artifact_base(ECHO).to_owned(), view)]);
+}
+
+#[test]
+fn a_single_active_slice_is_served_by_the_holder_only_and_a_standby_refuses() {
+    let forward = FakeForward::with(&[("node-2", Ok(ok_reply(r#"{"from":"node-2"}"#)))]);
+    let dispatcher = dispatcher(container("node-1", &[ECHO]), &["node-1", "node-2"], &forward);
+    set_lease(&dispatcher, Some("node-2"), None);
+    let reply = http(&dispatcher, "GET", "/echo/hi", "");
+    assert_eq!((reply.status, reply.body.as_slice()), (200, &br#"{"from":"node-2"}"#[..]));
+    assert_eq!(forward.sent_to(), vec!["node-2".to_owned()], "the local standby is not called");
+    let forwarded = InvokeRequest {
+        id: 1,
+        origin: "node-3".into(),
+        artifact: ECHO.into(),
+        method: "echo".into(),
+        request: aether_sdk::RequestBuilder::new().param("msg", "x").encode().unwrap(),
+        deadline_ms_left: 500,
+        hops: 1,
+        request_id: "r".into(),
+        caller: String::new(),
+        depth: 0,
+    };
+    let refused = dispatcher.serve_forwarded(forwarded.clone());
+    assert!(refused.is_no_instance(), "{refused:?}");
+    set_lease(&dispatcher, Some("node-1"), Some(Duration::from_secs(5)));
+    assert_eq!(dispatcher.serve_forwarded(forwarded).status, 200);
+}
+
+#[test]
+fn a_call_waits_for_a_holder_until_its_deadline() {
+    let forward = FakeForward::with(&[]);
+    let dispatcher = dispatcher(container("node-1", &[ECHO]), &["node-1"], &forward);
+    set_lease(&dispatcher, None, None);
+    let started = Instant::now();
+    let reply = http(&dispatcher, "GET", "/echo/hi", "");
+    assert_eq!(reply.status, 504, "{reply:?}");
+    assert!(started.elapsed() >= Duration::from_millis(450), "it waited: {:?}", started.elapsed());
+    // A holder appearing while the call waits serves it.
+    let dispatcher = Arc::new(dispatcher);
+    let later = Arc::clone(&dispatcher);
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        set_lease(&later, Some("node-1"), Some(Duration::from_secs(5)));
+    });
+    let reply = http(&dispatcher, "GET", "/echo/hi", "");
+    setter.join().unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+#[test]
+fn round_robin_places_app_port_calls_on_every_instance_the_local_one_included() {
+    let forward = FakeForward::with(&[("node-2", Ok(ok_reply("{}"))), ("node-2", Ok(ok_reply("{}")))]);
+    let dispatcher = dispatcher(container("node-1", &[ECHO]), &["node-1", "node-2"], &forward);
+    dispatcher.registry().write().set_selections([(ECHO.to_owned(), vocab::Selection::RoundRobin)]);
+    for _ in 0..4 {
+        assert_eq!(http(&dispatcher, "GET", "/echo/hi", "").status, 200);
+    }
+    assert_eq!(forward.sent_to().len(), 2, "half the calls go to node-2: {:?}", forward.sent_to());
+}
