@@ -276,6 +276,11 @@ impl Engine {
         self.topics.iter().map(|(name, t)| (name, t.messages.len(), t.bytes))
     }
 
+    /// Messages and bytes of `topic` as applied here.
+    pub fn topic_size(&self, topic: &Name) -> (usize, u64) {
+        self.topics.get(topic).map_or((0, 0), |t| (t.messages.len(), t.bytes))
+    }
+
     /// Messages of `topic` by version (for trims and the topic view).
     pub fn messages(&self, topic: &Name) -> impl Iterator<Item = (u64, &MessageMeta)> {
         self.topics.get(topic).into_iter().flat_map(|t| t.messages.iter().map(|(v, m)| (*v, m)))
