@@ -130,7 +130,7 @@ impl Messaging {
 
     /// Reads messages, subscriptions and cursors again (at start, and when a watch lagged).
     fn relist(&mut self, store: &kvstore::Store) {
-        self.engine = Engine::new();
+        self.engine = Engine::succeeding(&self.engine);
         self.versions.clear();
         self.subscriptions.clear();
         self.cursors.clear();

@@ -240,6 +240,12 @@ impl Engine {
         Engine::default()
     }
 
+    /// A fresh engine whose delivery tokens continue after `earlier`'s, so an outcome of a delivery the earlier
+    /// one started can never be taken for one of the new engine's.
+    pub fn succeeding(earlier: &Engine) -> Engine {
+        Engine { next_token: earlier.next_token, ..Engine::default() }
+    }
+
     /// A message was applied at `version`.
     pub fn message_put(&mut self, topic: &Name, version: u64, meta: MessageMeta) {
         let entry = self.topics.entry(topic.clone()).or_default();
