@@ -63,6 +63,7 @@ const SLICES: &[SliceCrate] = &[
         version: "1.0.0",
     },
     SliceCrate { package: "slice-faulty", group: EXAMPLES, lib: "slice_faulty", artifact: "faulty", version: "1.0.0" },
+    SliceCrate { package: "slice-inbox", group: EXAMPLES, lib: "slice_inbox", artifact: "inbox", version: "1.0.0" },
     SliceCrate {
         package: "slice-abi-mismatch",
         group: TESTS,
