@@ -100,6 +100,18 @@ impl Backend for NodeBackend {
             .ok_or_else(|| ApiError::unavailable("the storage plane is not running on this node"))
     }
 
+    fn topics(&self) -> Result<Vec<mgmt::TopicView>, ApiError> {
+        self.ask(LOOP_REPLY_TIMEOUT, crate::messaging::topics_request)
+    }
+
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<mgmt::Published, ApiError> {
+        crate::messaging::publish_as_api(&self.handle, topic, payload)
+    }
+
+    fn replay_dead_letter(&self, key: &kvstore::AetherKey) -> Result<mgmt::Published, ApiError> {
+        crate::messaging::replay_dead_letter(self, &self.handle, key)
+    }
+
     fn metrics(&self) -> Option<Arc<telemetry::Board>> {
         Some(Arc::clone(&self.metrics))
     }

@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub artifacts: crate::artifacts_config::ArtifactsConfig,
     /// `[dht]`: how the storage plane replicates.
     pub dht: dht::Config,
+    /// `[messaging]`: topic bounds, retention, delivery threads.
+    pub messaging: crate::messaging::MessagingConfig,
 }
 
 /// Most nodes in one cluster (every node talks to every other; consensus replica ids are a byte).
@@ -76,6 +78,8 @@ struct RawConfig {
     artifacts: crate::artifacts_config::RawArtifacts,
     #[serde(default)]
     dht: crate::dht_config::RawDht,
+    #[serde(default)]
+    messaging: crate::messaging::config::RawMessaging,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +197,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         management,
         artifacts: crate::artifacts_config::parse(&raw.artifacts, &at)?,
         dht: crate::dht_config::parse(&raw.dht, &at)?,
+        messaging: crate::messaging::config::parse(&raw.messaging, &at)?,
     })
 }
 
@@ -221,6 +226,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         management: Default::default(),
         artifacts: Default::default(),
         dht: Default::default(),
+        messaging: Default::default(),
     }
 }
 

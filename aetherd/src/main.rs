@@ -26,6 +26,7 @@ mod logger;
 mod management_config;
 mod managers;
 mod membership;
+mod messaging;
 mod metrics;
 mod node;
 mod replication;
@@ -209,8 +210,14 @@ fn run(args: &Args) -> Result<(), String> {
         slice_watches,
     };
     let (calls, forwarded, registry) = (data.calls.clone(), data.forwarded.clone(), data.registry.clone());
+    let deliveries = messaging::DeliveryPool::start(config.messaging.delivery_threads, loop_handle.clone())?;
+    container.set_publisher(Arc::new(messaging::NodePublisher {
+        node: config.node_id.clone(),
+        handle: loop_handle.clone(),
+    }));
     let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data)
-        .with_storage(storage);
+        .with_storage(storage)
+        .with_messaging(config.messaging, Arc::clone(&deliveries));
     let net =
         net::spawn(net_config(&config), handler).map_err(|e| format!("cluster port {}: {e}", config.listen_cluster))?;
     let _ = loop_handle.set(net.handle.clone());
@@ -241,6 +248,7 @@ fn run(args: &Args) -> Result<(), String> {
             app
         }
     };
+    let _ = deliveries.dispatcher.set(app.dispatcher());
     settings.on_change("call_deadline_ms", {
         let set = app.call_deadline_setter();
         move |ms| set(std::time::Duration::from_millis(ms))

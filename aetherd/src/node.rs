@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 mod consensus_send;
 mod dht;
 mod events;
+mod messaging;
 mod metrics;
 mod peer_data;
 mod slice_kv;
@@ -70,6 +71,8 @@ pub enum Command {
     Dht(DhtRequest),
     /// The storage plane's figures (`None`: it is not running on this node).
     DhtStats(mpsc::Sender<Option<mgmt::DhtView>>),
+    /// Publishes, delivery outcomes and the topic view (`messaging`).
+    Messaging(crate::messaging::MessagingRequest),
 }
 
 /// The data plane as the loop sees it: where to deliver replies, who serves forwarded calls, and the
@@ -133,6 +136,8 @@ pub struct Node {
     slice_watch: Option<kvstore::WatchId>,
     /// This node's storage-plane replica (`dht`), once installed.
     storage: Option<StoragePlane>,
+    /// Pub-sub's side of the loop, once turned on (`with_messaging`).
+    messaging: Option<messaging::Messaging>,
 }
 
 impl Node {
@@ -194,6 +199,7 @@ impl Node {
             deployment,
             slice_watch,
             storage: None,
+            messaging: None,
         }
     }
 
@@ -284,6 +290,7 @@ impl Node {
         self.observe_store_and_send(ctx);
         self.feed_slice_watches();
         self.tick_dht(ctx);
+        self.tick_messaging(ctx);
     }
 
     /// Runs the deployment managers when something woke them and the node may act.
@@ -503,6 +510,8 @@ impl Handler for Node {
     }
 
     fn on_turn_end(&mut self, ctx: &mut Ctx<'_>) {
+        // Deliveries and writes the turn's changes call for join this turn's batch.
+        self.pump_messaging(ctx);
         // Ending the turn can wake the managers, whose writes join a new batch: end that too (bounded).
         for _ in 0..4 {
             self.drive(ctx, Replication::end_turn);
@@ -511,6 +520,11 @@ impl Handler for Node {
             }
         }
         self.feed_slice_watches();
+        // Replies left with the turn's end: answer the publishes they settle, and submit what follows at once.
+        self.pump_messaging(ctx);
+        if self.replication.as_ref().is_some_and(Replication::has_batch) {
+            self.drive(ctx, Replication::end_turn);
+        }
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) {
@@ -540,6 +554,7 @@ impl Handler for Node {
             Command::SliceKv(request) => self.slice_kv(ctx, request),
             Command::Dht(request) => self.dht_request(ctx, request),
             Command::DhtStats(reply) => drop(reply.send(self.dht_view())),
+            Command::Messaging(request) => self.messaging_request(ctx, request),
             Command::DeployDone(done) => {
                 if let crate::deploy::JobResult::Reconfigured { outcome, .. } = &done.result {
                     self.record_reconfigured(&done.artifact, outcome);

@@ -267,17 +267,43 @@ unsafe extern "C" fn host_config(ctx: *const c_void, key: StrRef, value: *mut Ow
     }
 }
 
-unsafe extern "C" fn host_publish(_ctx: *const c_void, topic: StrRef, _message: Bytes, out: *mut RawResponse) {
+unsafe extern "C" fn host_publish(ctx: *const c_void, topic: StrRef, message: Bytes, out: *mut RawResponse) {
     let response = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `topic` is valid for this call (ABI contract).
-        let topic = unsafe { borrowed(topic.ptr, topic.len) };
-        let detail =
-            format!("topic `{}`: publishing is not available on this node yet", String::from_utf8_lossy(topic));
-        Response::error(Status::Unavailable, &detail)
+        // SAFETY: ctx, topic and message are valid for this call (ABI contract).
+        let (ctx, topic, message) =
+            unsafe { (host_ctx(ctx), borrowed(topic.ptr, topic.len), borrowed(message.ptr, message.len)) };
+        publish(ctx, topic, message)
     }))
     .unwrap_or_else(|_| Response::error(Status::Internal, "host failed"));
     // SAFETY: `out` is valid for writes (ABI contract).
     unsafe { write_response(out, response) };
+}
+
+/// `ctx.publish`: 202 `{"id", "topic"}` once the message is stored, else the node's error status.
+fn publish(ctx: &HostCtx, topic: &[u8], message: &[u8]) -> Response {
+    let Ok(topic) = std::str::from_utf8(topic) else {
+        return Response::error(Status::BadRequest, "the topic is not UTF-8");
+    };
+    let publisher = ctx.shared.upgrade().and_then(|shared| shared.publisher());
+    let Some(publisher) = publisher else {
+        return Response::error(Status::Unavailable, &format!("topic `{topic}`: publishing is not available here"));
+    };
+    let deadline = remote::with_current(|c| c.deadline)
+        .map_or(crate::publish::PUBLISH_DEADLINE_DEFAULT, |at| at.saturating_duration_since(Instant::now()));
+    if deadline.is_zero() {
+        return Response::error(Status::GATEWAY_TIMEOUT, "the call's deadline passed before the publish");
+    }
+    match publisher.publish(&ctx.artifact, topic, message, deadline) {
+        Ok(id) => {
+            let body = aether_sdk::json::Object::new().str("id", &id).str("topic", topic).finish();
+            Response::new(Status::ACCEPTED, aether_sdk::ContentType::Json.mime(), body.into_bytes())
+        }
+        Err(e) => {
+            let status = Status::new(e.status).unwrap_or(Status::INTERNAL_SERVER_ERROR);
+            let body = aether_sdk::json::Object::new().str("error", "publish").str("detail", &e.detail).finish();
+            Response::new(status, aether_sdk::ContentType::Json.mime(), body.into_bytes())
+        }
+    }
 }
 
 unsafe extern "C" fn host_call_scope(_ctx: *const c_void, scope: *mut RawCallScope) {

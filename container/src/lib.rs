@@ -37,6 +37,7 @@ pub mod integrity;
 mod library;
 mod lifecycle;
 pub mod pool;
+pub mod publish;
 pub mod remote;
 pub mod state;
 mod step;
@@ -160,6 +161,8 @@ pub(crate) struct Shared {
     remote: RwLock<Option<Weak<dyn RemoteCall>>>,
     /// The node's cluster state for `ctx.kv()`; `None` until the node installs one.
     slice_state: RwLock<Option<Arc<dyn state::SliceState>>>,
+    /// Where `ctx.publish` goes; `None` until the node installs it.
+    publisher: RwLock<Option<Arc<dyn publish::Publish>>>,
 }
 
 impl Shared {
@@ -174,6 +177,11 @@ impl Shared {
     /// The cluster state `ctx.kv()` reaches, when the node installed one.
     pub(crate) fn slice_state(&self) -> Option<Arc<dyn state::SliceState>> {
         self.slice_state.read().clone()
+    }
+
+    /// Where `ctx.publish` goes, when the node installed it.
+    pub(crate) fn publisher(&self) -> Option<Arc<dyn publish::Publish>> {
+        self.publisher.read().clone()
     }
 
     /// The remote-call hook, while its owner lives.
@@ -239,6 +247,7 @@ impl Container {
             next_pick: AtomicUsize::new(0),
             remote: RwLock::new(None),
             slice_state: RwLock::new(None),
+            publisher: RwLock::new(None),
         });
         Ok(Container { shared })
     }
@@ -297,6 +306,12 @@ impl Container {
     /// every kv call answers `Unavailable` ("no cluster state on this node").
     pub fn set_slice_state(&self, state: Arc<dyn state::SliceState>) {
         *self.shared.slice_state.write() = Some(state);
+    }
+
+    /// Install the node's publish path, which slices reach through `ctx.publish`. Until one is installed,
+    /// every publish answers 503.
+    pub fn set_publisher(&self, publisher: Arc<dyn publish::Publish>) {
+        *self.shared.publisher.write() = Some(publisher);
     }
 
     /// Call on the worker pool, answering [`CallError::DeadlineExceeded`] after `deadline`.

@@ -68,6 +68,7 @@
 pub mod blueprint;
 pub mod cluster;
 pub mod lifecycle;
+pub mod messaging;
 pub mod node;
 pub mod records;
 mod text;

@@ -221,6 +221,20 @@ pub trait Backend: Send + Sync + 'static {
     fn dht(&self) -> Result<crate::DhtView, ApiError> {
         Err(ApiError::unavailable("this node runs no storage plane"))
     }
+    /// Every topic as this node sees it (`GET /api/topics`).
+    fn topics(&self) -> Result<Vec<crate::messaging::TopicView>, ApiError> {
+        Err(ApiError::unavailable("this node runs no messaging"))
+    }
+    /// Publish `payload` to `topic` as the management API; answers once the message is applied.
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<crate::messaging::Published, ApiError> {
+        let _ = (topic, payload);
+        Err(ApiError::unavailable("this node runs no messaging"))
+    }
+    /// Publish a dead letter's payload again, to its subscription only, then remove it.
+    fn replay_dead_letter(&self, key: &kvstore::AetherKey) -> Result<crate::messaging::Published, ApiError> {
+        let _ = key;
+        Err(ApiError::unavailable("this node runs no messaging"))
+    }
 }
 
 /// Answers one request.
@@ -256,6 +270,10 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         }
         ("GET", ["api", "status"]) => status(backend),
         ("GET", ["api", "dht"]) => crate::dht::get(backend),
+        ("GET", ["api", "topics"]) => crate::messaging::topics(backend),
+        ("GET", ["api", "topics", topic]) => crate::messaging::topic(backend, topic),
+        ("POST", ["api", "topics", topic, "messages"]) => crate::messaging::publish(backend, topic, &req.body),
+        (_, ["api", "dead-letters", rest @ ..]) => crate::messaging::dead_letters(backend, req, rest),
         ("GET", ["api", "health"]) => health(backend),
         ("GET", ["api", "nodes"]) => nodes(backend),
         ("GET", ["health", "live"]) => Ok(crate::health::live()),

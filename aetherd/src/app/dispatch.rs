@@ -381,7 +381,6 @@ impl Dispatcher {
     /// never retried elsewhere: the caller chose the instance (a broadcast delivery, a competing
     /// delivery's pick). Every failure is an answer: 503 "no instance" when `node` has none ACTIVE,
     /// "overloaded" when its bulkhead refused, 504 past the deadline.
-    #[allow(dead_code)] // until the messaging engine calls it
     pub fn call_on(&self, node: &str, call: &Call<'_>) -> InvokeReply {
         let attempt = if node == self.node_id {
             match self.container.find_active(call.artifact) {

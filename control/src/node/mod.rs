@@ -204,6 +204,7 @@ pub fn step(
     output.actions.extend(orphan_actions(state, container));
     output.writes.extend(endpoint_writes(state, &after, slices));
     output.writes.extend(route_writes(state, &after, slices));
+    output.writes.extend(subscription_writes(state, &after, slices));
     output.next_deadline_ms = after.values().filter_map(deadline_ms).min();
     output
 }
@@ -327,6 +328,16 @@ fn route_writes(
         }
     }
     writes
+}
+
+/// The subscription records of the serving records' slices (see `messaging::subscribe`).
+fn subscription_writes(
+    state: &NodeState,
+    after: &BTreeMap<&Artifact, SliceRecord>,
+    slices: &BTreeMap<Artifact, SliceInfo>,
+) -> Vec<KvWrite> {
+    let serving = after.iter().filter(|(_, r)| serving(r)).filter_map(|(a, _)| Some((*a, slices.get(*a)?)));
+    crate::messaging::subscribe::subscription_writes(&state.subscriptions, &state.configs, serving)
 }
 
 #[cfg(test)]

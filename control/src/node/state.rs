@@ -24,6 +24,8 @@ pub struct NodeState {
     pub routes: BTreeMap<(HttpMethod, RoutePath), Versioned<RouteRecord>>,
     /// `targets/*`: the config the blueprint asks for, by artifact.
     pub configs: BTreeMap<Artifact, Map<String, Value>>,
+    /// `topics/*`: the subscription records.
+    pub subscriptions: crate::messaging::subscribe::Subscriptions,
     pub problems: Vec<String>,
     pub problems_dropped: usize,
 }
@@ -36,6 +38,7 @@ impl NodeState {
             endpoints: BTreeMap::new(),
             routes: BTreeMap::new(),
             configs: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
             problems: Vec::new(),
             problems_dropped: 0,
         }
@@ -67,6 +70,9 @@ impl NodeState {
             AetherKey::Target { artifact } => TargetRecord::decode(value).map(|target| {
                 self.configs.insert(artifact.clone(), target.config);
             }),
+            AetherKey::TopicSubscription { .. } => {
+                crate::messaging::subscribe::insert(&mut self.subscriptions, key, value, version)
+            }
             _ => Ok(()),
         };
         if let Err(e) = result {
