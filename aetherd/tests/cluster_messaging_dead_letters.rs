@@ -10,7 +10,7 @@
 mod messaging_support;
 
 use devcluster::{http, wait_for, LocalCluster};
-use messaging_support::{dead_letters, deploy, inbox_blueprint, publish, seen, start, Via, SETTLE};
+use messaging_support::{dead_letters, deploy, get_json, inbox_blueprint, publish, seen, start, Via, SETTLE};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -38,7 +38,11 @@ fn dead_letter_of(c: &LocalCluster, message_id: &str) -> Value {
         listed = dead_letters(c, 2, "work");
         listed.iter().any(|d| d["message_id"] == message_id)
     });
-    assert!(found.is_ok(), "message {message_id} was not dead-lettered within {SETTLE:?}; listed: {listed:?}");
+    assert!(
+        found.is_ok(),
+        "message {message_id} was not dead-lettered within {SETTLE:?}; listed: {listed:?}; GET /api/topics/work: {}",
+        get_json(c, 0, "/api/topics/work")
+    );
     listed.into_iter().find(|d| d["message_id"] == message_id).unwrap_or_default()
 }
 
