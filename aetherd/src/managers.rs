@@ -135,8 +135,12 @@ impl Leader {
 /// config asked for again later is offered to the slice again rather than answered from memory.
 pub fn node_step(store: &Store, me: &NodeId, deployer: &mut Deployer, now_ms: u64) -> NodeOutput {
     let mine = format!("slices/{me}/");
-    let entries =
-        store.list(&mine).chain(store.list("endpoints/")).chain(store.list("routes/")).chain(store.list("targets/"));
+    let entries = store
+        .list(&mine)
+        .chain(store.list("endpoints/"))
+        .chain(store.list("routes/"))
+        .chain(store.list("targets/"))
+        .chain(store.list("topics/"));
     let view = control::NodeState::from_entries(me.clone(), entries);
     deployer.forget_recorded_verdicts(|artifact, config| {
         view.records.get(artifact).is_some_and(|r| {
