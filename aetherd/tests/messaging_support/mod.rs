@@ -151,20 +151,41 @@ pub fn seen(c: &LocalCluster, node: usize, topic: &str) -> Vec<String> {
     answer[topic].as_array().into_iter().flatten().filter_map(|b| b.as_str().map(str::to_owned)).collect()
 }
 
-/// Publishes `body` through the API until every node's instance (`broadcast`) or any instance (competing) has
-/// seen it: proves delivery runs before a test relies on it. Fails with what each node saw.
-pub fn warm_up(c: &LocalCluster, topic: &str, body: &str, broadcast: bool) {
-    let (status, answer, _) = publish(Via::Api(c.nodes[0].management), topic, body.as_bytes(), PUBLISH_RETRY_FOR);
-    assert_eq!(status, 202, "publishing to {topic} through the API: {answer}");
-    let delivered = |i: usize| seen(c, i, topic).iter().any(|b| b == body);
-    let ok = wait_for(SETTLE, || if broadcast { (0..3).all(delivered) } else { (0..3).any(delivered) });
+/// Publishes warm-up messages (`{body}-1`, `{body}-2`, ...) through the API until every node's instance
+/// (`broadcast`) or any instance (competing) has seen one: proves delivery runs before a test relies on it,
+/// and answers how many it took. A broadcast subscription with no cursor yet starts at the topic's end, so a
+/// node whose subscription started after a warm-up was applied never gets that one: another is sent every
+/// 2 s. Fails with what each node saw.
+pub fn warm_up(c: &LocalCluster, topic: &str, body: &str, broadcast: bool) -> u32 {
+    let mut sent = 0;
+    let mut next_at = Instant::now();
+    let delivered = |i: usize| seen(c, i, topic).iter().any(|b| b.starts_with(body));
+    let ok = wait_for(SETTLE, || {
+        if Instant::now() >= next_at {
+            sent += 1;
+            let text = format!("{body}-{sent}");
+            let (status, answer, _) =
+                publish(Via::Api(c.nodes[0].management), topic, text.as_bytes(), PUBLISH_RETRY_FOR);
+            assert_eq!(status, 202, "publishing to {topic} through the API: {answer}");
+            next_at = Instant::now() + Duration::from_secs(2);
+        }
+        if broadcast {
+            (0..3).all(delivered)
+        } else {
+            (0..3).any(delivered)
+        }
+    });
     let saw: Vec<Vec<String>> = (0..3).map(|i| seen(c, i, topic)).collect();
     assert!(
         ok.is_ok(),
-        "{body:?} on {topic} was not delivered within {SETTLE:?} (broadcast: {broadcast}); the instances saw {saw:?}; \
-         GET /api/topics: {}",
+        "{sent} warm-up messages on {topic} and none delivered within {SETTLE:?} (broadcast: {broadcast}); the \
+         instances saw {saw:?}; GET /api/topics: {}",
         get_json(c, 0, "/api/topics")
     );
+    if sent > 1 {
+        eprintln!("{topic}: {sent} warm-up messages before every subscriber got one");
+    }
+    sent
 }
 
 /// A body `{publisher}-{seq}` (seq zero-padded) and back.
