@@ -29,16 +29,16 @@ const DELIVERED_WITHIN: Duration = Duration::from_secs(60);
 
 fn run_publisher(publisher: usize, via: Via, published: Arc<AtomicU32>) -> Vec<u32> {
     let started = Instant::now();
-    (0..PER_PUBLISHER)
-        .map(|seq| {
-            let due = started + Duration::from_secs_f64(f64::from(seq) / f64::from(PER_PUBLISHER_PER_S));
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            let (status, answer, _) = publish(via, "news", body(publisher, seq).as_bytes(), PUBLISH_RETRY_FOR);
-            assert_eq!(status, 202, "publisher {publisher} ({via:?}), message {seq}: {answer}");
-            published.fetch_add(1, Ordering::Relaxed);
-            seq
-        })
-        .collect()
+    let mut accepted = Vec::with_capacity(PER_PUBLISHER as usize);
+    for seq in 0..PER_PUBLISHER {
+        let due = started + Duration::from_secs_f64(f64::from(seq) / f64::from(PER_PUBLISHER_PER_S));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let (status, answer, _) = publish(via, "news", body(publisher, seq).as_bytes(), PUBLISH_RETRY_FOR);
+        assert_eq!(status, 202, "publisher {publisher} ({via:?}), message {seq}: {answer}");
+        published.fetch_add(1, Ordering::Relaxed);
+        accepted.push(seq);
+    }
+    accepted
 }
 
 /// Per node: every (publisher, seq) its instances received, over all their boots.
