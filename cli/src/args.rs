@@ -84,11 +84,40 @@ pub enum Verb {
     /// Live settings, cluster-wide or for one node
     #[command(subcommand)]
     Config(ConfigVerb),
+    /// Topics: messages, subscriptions, cursors, backlog and delivery rates (one topic when named)
+    Topics { topic: Option<String> },
+    /// Publish a message to a topic: --data TEXT, or the bytes of stdin
+    Publish {
+        topic: String,
+        #[arg(long, allow_hyphen_values = true)]
+        data: Option<String>,
+    },
+    /// Messages a subscriber did not take after its retries: list, show, replay, delete
+    #[command(name = "dead-letters")]
+    DeadLetters {
+        #[command(subcommand)]
+        verb: Option<DeadLetterVerb>,
+    },
     /// Print a shell completion script
     Completion {
         #[arg(value_enum)]
         shell: Shell,
     },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DeadLetterVerb {
+    /// Every dead letter, or those of one topic
+    List {
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// One dead letter, with its payload
+    Show { id: String },
+    /// Publish its payload again to its subscription only, then remove it
+    Replay { id: String },
+    /// Remove it
+    Delete { id: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -326,7 +355,18 @@ mod tests {
 
     #[test]
     fn help_is_there_for_every_verb() {
-        for verb in ["status", "kv", "blueprint", "events", "log-level", "config", "completion"] {
+        for verb in [
+            "status",
+            "kv",
+            "blueprint",
+            "events",
+            "log-level",
+            "config",
+            "completion",
+            "topics",
+            "publish",
+            "dead-letters",
+        ] {
             let help = parse(&[verb, "--help"]).err().unwrap();
             assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp, "{verb}");
             assert_eq!(help.exit_code(), 0);

@@ -410,7 +410,7 @@ fn wanted(
     m: &mut Messaging,
     store: &kvstore::Store,
     registry: &parking_lot::RwLock<invoke::Registry>,
-) -> Vec<(SubId, Settings, Option<(u64, Revision)>, Start)> {
+) -> Vec<control::messaging::engine::Wanted> {
     let registry = registry.read();
     let mut out = Vec::new();
     m.strategies.clear();

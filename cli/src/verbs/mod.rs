@@ -5,6 +5,7 @@
 mod blueprint;
 mod cluster;
 mod data;
+mod messaging;
 mod observe;
 mod settings;
 
@@ -69,6 +70,9 @@ pub fn run(verb: &Verb, ctx: &Ctx) -> Result<i32, CliError> {
         Verb::Invocations(a) => observe::invocations(a, ctx),
         Verb::LogLevel(v) => settings::log_level(v, ctx),
         Verb::Config(v) => settings::config(v, ctx),
+        Verb::Topics { topic } => messaging::topics(topic.as_deref(), ctx),
+        Verb::Publish { topic, data } => messaging::publish(topic, data.as_deref(), ctx),
+        Verb::DeadLetters { verb } => messaging::dead_letters(verb.as_ref(), ctx),
         Verb::Completion { .. } => Ok(()),
     }
     .map(|()| EXIT_OK)

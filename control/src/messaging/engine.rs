@@ -38,6 +38,10 @@ pub const SCAN_MAX: usize = 512;
 /// Deliveries in flight per competing subscription.
 pub const WINDOW_COMPETING: usize = 64;
 
+/// A subscription to run: its id, settings, stored cursor (`next` and KV version) and where it starts without
+/// one.
+pub type Wanted = (SubId, Settings, Option<(u64, Revision)>, Start);
+
 /// One subscription as this node runs it: `node` is set for a broadcast subscription's own instance.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SubId {
@@ -288,7 +292,7 @@ impl Engine {
 
     /// Runs exactly the subscriptions in `wanted` (with their settings and stored cursors); the others stop
     /// (their in-flight outcomes are then ignored).
-    pub fn run(&mut self, wanted: Vec<(SubId, Settings, Option<(u64, Revision)>, Start)>) {
+    pub fn run(&mut self, wanted: Vec<Wanted>) {
         let keep: BTreeSet<&SubId> = wanted.iter().map(|(id, ..)| id).collect();
         self.running.retain(|id, _| keep.contains(id));
         self.tokens.retain(|_, (id, _)| keep.contains(id));
