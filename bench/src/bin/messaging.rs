@@ -51,6 +51,13 @@ struct Case {
     per_s: Option<f64>,
 }
 
+/// One delivery as an instance reported it.
+struct Delivered {
+    body: String,
+    at_us: u64,
+    node: String,
+}
+
 /// What one round of a case measured.
 #[derive(Clone, Debug, Default)]
 struct Round {
@@ -239,8 +246,8 @@ fn publish_share(app: SocketAddr, topic: &str, publisher: usize, count: usize, p
     accepted
 }
 
-/// `(total, deliveries)` one node's instance received on `topic`: each delivery as (body, receive time µs, node).
-fn received(app: SocketAddr, topic: &str, limit: usize) -> Option<(u64, Vec<(String, u64, String)>)> {
+/// `(total, deliveries)` one node's instance received on `topic`, at most `limit` listed.
+fn received(app: SocketAddr, topic: &str, limit: usize) -> Option<(u64, Vec<Delivered>)> {
     let mut conn = Conn::open(app, None).ok()?;
     let path = format!("/inbox/received/{topic}?limit={}", limit.min(1_000_000));
     let request = Request { method: "GET", path, body: Vec::new() };
@@ -253,35 +260,31 @@ fn received(app: SocketAddr, topic: &str, limit: usize) -> Option<(u64, Vec<(Str
     let deliveries = answer["deliveries"].as_array()?;
     let list = deliveries
         .iter()
-        .filter_map(|d| Some((d["body"].as_str()?.to_owned(), d["at_us"].as_u64()?, node.clone())))
-        .filter(|(b, _, _)| !b.ends_with(":warm-up"))
+        .filter_map(|d| {
+            Some(Delivered { body: d["body"].as_str()?.to_owned(), at_us: d["at_us"].as_u64()?, node: node.clone() })
+        })
+        .filter(|d| !d.body.ends_with(":warm-up"))
         .collect();
     Some((answer["total"].as_u64()?, list))
 }
 
 /// Distinct deliveries: messages (competing) or (message, node) pairs (broadcast).
-fn distinct(got: &[(String, u64, String)], per_node: bool) -> usize {
+fn distinct(got: &[Delivered], per_node: bool) -> usize {
     let keys: std::collections::HashSet<(&str, &str)> =
-        got.iter().map(|(b, _, n)| (b.as_str(), if per_node { n.as_str() } else { "" })).collect();
+        got.iter().map(|d| (d.body.as_str(), if per_node { d.node.as_str() } else { "" })).collect();
     keys.len()
 }
 
-fn measure(
-    got: &[(String, u64, String)],
-    published: usize,
-    expected: usize,
-    first_send_us: u64,
-    publish_s: f64,
-) -> Round {
+fn measure(got: &[Delivered], published: usize, expected: usize, first_send_us: u64, publish_s: f64) -> Round {
     let mut latencies: Vec<u64> = got
         .iter()
-        .filter_map(|(body, at, _)| {
-            let sent: u64 = body.split(':').next()?.parse().ok()?;
-            Some(at.saturating_sub(sent))
+        .filter_map(|d| {
+            let sent: u64 = d.body.split(':').next()?.parse().ok()?;
+            Some(d.at_us.saturating_sub(sent))
         })
         .collect();
     latencies.sort_unstable();
-    let last_us = got.iter().map(|(_, at, _)| *at).max().unwrap_or(first_send_us);
+    let last_us = got.iter().map(|d| d.at_us).max().unwrap_or(first_send_us);
     let span_s = (last_us.saturating_sub(first_send_us) as f64 / 1e6).max(1e-6);
     let deliveries = got.len();
     Round {
