@@ -130,7 +130,7 @@ impl Messaging {
 
     /// Reads messages, subscriptions and cursors again (at start, and when a watch lagged).
     fn relist(&mut self, store: &kvstore::Store) {
-        self.engine = Engine::new();
+        self.engine = Engine::succeeding(&self.engine);
         self.versions.clear();
         self.subscriptions.clear();
         self.cursors.clear();
@@ -442,9 +442,23 @@ fn wanted(
         let id = sub_id(topic, base, method, node);
         m.strategies.insert(id.clone(), behaviour.strategy);
         let stored = m.cursors.get(&id).copied();
-        out.push((id, settings, stored, if competing { Start::Oldest } else { Start::End }));
+        let start = match (&id.node, competing) {
+            (Some(me), false) => {
+                endpoint_version(store, &record.value.artifact, method, me).map_or(Start::End, Start::From)
+            }
+            _ => Start::Oldest,
+        };
+        out.push((id, settings, stored, start));
     }
     out
+}
+
+/// The version at which `node`'s endpoint of `artifact`'s `method` was registered: when its instance began
+/// to serve, so a broadcast subscription without a cursor starts there.
+fn endpoint_version(store: &kvstore::Store, artifact: &kvstore::Artifact, method: &Name, node: &NodeId) -> Option<u64> {
+    let prefix = format!("endpoints/{artifact}/{method}/");
+    let mine = store.list(&prefix).filter(|e| matches!(e.key(), AetherKey::Endpoint { node: n, .. } if n == node));
+    mine.map(|e| e.version().0).min()
 }
 
 fn guard(tag: &WriteTag, write: KvWrite, leading: Option<Revision>) -> KvWrite {

@@ -79,8 +79,11 @@ pub struct Settings {
 pub enum Start {
     /// The oldest retained message (a competing subscription).
     Oldest,
-    /// Past every message applied so far (a broadcast instance's first start).
+    /// Past every message applied so far.
     End,
+    /// At this version (a broadcast instance's first start: the version its endpoint was registered at, so
+    /// every message published once it served reaches it).
+    From(u64),
 }
 
 /// What the engine knows of a message: enough to deliver it, the payload stays in the store.
@@ -237,6 +240,12 @@ impl Engine {
         Engine::default()
     }
 
+    /// A fresh engine whose delivery tokens continue after `earlier`'s, so an outcome of a delivery the earlier
+    /// one started can never be taken for one of the new engine's.
+    pub fn succeeding(earlier: &Engine) -> Engine {
+        Engine { next_token: earlier.next_token, ..Engine::default() }
+    }
+
     /// A message was applied at `version`.
     pub fn message_put(&mut self, topic: &Name, version: u64, meta: MessageMeta) {
         let entry = self.topics.entry(topic.clone()).or_default();
@@ -306,6 +315,7 @@ impl Engine {
                 (Some((next, _)), _) => next,
                 (None, Start::Oldest) => 0,
                 (None, Start::End) => topic_end,
+                (None, Start::From(version)) => version,
             };
             let mut running = Running {
                 settings,

@@ -204,3 +204,31 @@ fn replays_go_only_to_their_target() {
     assert_eq!(started, vec![other]);
     assert_eq!(e.progress(&id).unwrap().0, 2, "done for the others");
 }
+
+#[test]
+fn a_new_broadcast_instance_starting_from_its_endpoint_gets_what_was_published_since() {
+    let mut e = Engine::new();
+    for v in [3, 7, 9] {
+        e.message_put(&name("work"), v, meta(&format!("m{v}"), "a"));
+    }
+    let id = sub(Some("node-2"));
+    e.run(vec![(id.clone(), broadcast(), None, Start::From(5))]);
+    let first = deliveries(&e.poll(0));
+    assert_eq!(first.iter().map(|d| d.1).collect::<Vec<_>>(), vec![7], "from its endpoint's version, in order");
+    assert_eq!(e.progress(&id).unwrap().0, 7);
+}
+
+#[test]
+fn a_succeeding_engine_never_reuses_a_token() {
+    let mut e = Engine::new();
+    e.run(vec![(sub(None), competing(3), None, Start::Oldest)]);
+    e.message_put(&name("work"), 1, meta("m1", "a"));
+    let old = deliveries(&e.poll(0));
+    let mut next = Engine::succeeding(&e);
+    next.run(vec![(sub(None), competing(3), None, Start::Oldest)]);
+    next.message_put(&name("work"), 1, meta("m1", "a"));
+    let new = deliveries(&next.poll(0));
+    assert_ne!(old[0].0, new[0].0);
+    next.delivered(old[0].0, Outcome::Acked, 1);
+    assert_eq!(next.progress(&sub(None)).unwrap().0, 1, "the old delivery's outcome is not the new one's");
+}
