@@ -153,9 +153,9 @@ pub fn seen(c: &LocalCluster, node: usize, topic: &str) -> Vec<String> {
 
 /// Publishes warm-up messages (`{body}-1`, `{body}-2`, ...) through the API until every node's instance
 /// (`broadcast`) or any instance (competing) has seen one: proves delivery runs before a test relies on it,
-/// and answers how many it took. A broadcast subscription with no cursor yet starts at the topic's end, so a
-/// node whose subscription started after a warm-up was applied never gets that one: another is sent every
-/// 2 s. Fails with what each node saw.
+/// and answers how many it took (printed when more than one). A broadcast subscription with no cursor yet
+/// starts where its instance began to serve, which a client sees only roughly (`/api/slices` says ACTIVE), so
+/// another warm-up is sent every 2 s rather than failing on the first. Fails with what each node saw.
 pub fn warm_up(c: &LocalCluster, topic: &str, body: &str, broadcast: bool) -> u32 {
     let mut sent = 0;
     let mut next_at = Instant::now();
