@@ -9,7 +9,7 @@
 //!
 //! Invariants: nothing here waits; a topic's bound is checked against its applied messages plus this node's
 //! publishes in flight (other nodes' in-flight publishes may overshoot it: the store's own limits are the
-//! hard stop); the engine acts only while this node has quorum and is caught up; competing subscriptions run
+//! hard stop); the engine acts only while this node is in a quorum; competing subscriptions run
 //! only on the node the leader record names, and every write they make (cursors, dead letters, trims,
 //! removals) is guarded on that record's version.
 
@@ -307,7 +307,9 @@ impl Node {
     /// Every tick: what the node runs, trims and clean-ups on the leader, rate samples, then a pump.
     pub(super) fn tick_messaging(&mut self, ctx: &mut Ctx<'_>) {
         let now = crate::managers::wall_ms();
-        let able = self.membership.has_quorum() && self.replication.as_ref().is_some_and(|r| r.caught_up());
+        // Quorum, not "caught up": the engine acts on applied state only and its writes are compare-and-set, so a
+        // node a few slots behind under load keeps delivering rather than restarting its subscriptions.
+        let able = self.membership.has_quorum();
         let (Some(m), Some(r)) = (self.messaging.as_mut(), self.replication.as_ref()) else { return };
         let store = r.store();
         m.leading = leading(store, m.me.as_ref()).filter(|_| able);
