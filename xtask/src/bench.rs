@@ -5,7 +5,9 @@ use crate::util::{cargo, run, target_dir};
 
 pub fn bench(args: &[String]) -> crate::TaskResult {
     let Some((name, rest)) = args.split_first() else {
-        return Err("bench needs a name: transport, kv, app, consensus-core, invoke-local, slice-kv, dht".into());
+        return Err(
+            "bench needs a name: transport, kv, app, consensus-core, invoke-local, slice-kv, dht, messaging".into()
+        );
     };
     match name.as_str() {
         "transport" => transport(rest),
@@ -15,9 +17,10 @@ pub fn bench(args: &[String]) -> crate::TaskResult {
         "invoke-local" => crate::slices::bench_invoke_local(rest),
         "slice-kv" => slice_kv(rest),
         "dht" => dht(rest),
-        other => {
-            Err(format!("unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local, slice-kv, dht"))
-        }
+        "messaging" => messaging(rest),
+        other => Err(format!(
+            "unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local, slice-kv, dht, messaging"
+        )),
     }
 }
 
@@ -99,6 +102,37 @@ fn dht(args: &[String]) -> crate::TaskResult {
     let mut command = cargo();
     command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "dht", "--"]);
     command.arg("--aetherd").arg(&aetherd).args(args).arg("--json").arg(&json);
+    run(command)?;
+    println!("wrote {}", json.display());
+    Ok(())
+}
+
+/// `cargo xtask bench messaging [--messages N] [--full-messages N] [--rounds N]`: publish-to-deliver latency
+/// (p50, p99) and delivered messages per second, competing and broadcast, at 1,000 messages/s and at full speed,
+/// on a 3-node cluster of release builds (`bench/src/bin/messaging.rs`); then single-active failover
+/// (`bench/src/bin/failover.rs`) when that benchmark exists. Writes `{target}/bench/messaging.json` (and
+/// `failover.json`).
+fn messaging(args: &[String]) -> crate::TaskResult {
+    let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
+    crate::slices::build_slices(&[])?;
+    let repo = target_dir().join("slices-repo");
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = out.join("messaging.json");
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "messaging", "--"]);
+    command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).args(args).arg("--json").arg(&json);
+    run(command)?;
+    println!("wrote {}", json.display());
+    let failover = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/src/bin/failover.rs");
+    if !failover.exists() {
+        println!("no single-active failover benchmark yet (bench/src/bin/failover.rs): skipped");
+        return Ok(());
+    }
+    let json = out.join("failover.json");
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "failover", "--"]);
+    command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).arg("--json").arg(&json);
     run(command)?;
     println!("wrote {}", json.display());
     Ok(())

@@ -34,7 +34,7 @@ const USAGE: &str = "usage: cargo xtask <task>
   keygen PREFIX                a slice signing key pair: PREFIX.key (secret, 0600) and PREFIX.pub
   sign --key F LIB.so          write LIB.so.sha256 and LIB.so.sig (signed with the secret key file F)
   fuzz <wire|blueprint|keys|consensus> [--seconds N]   fuzz a parser of outside input
-  bench <transport|kv|app|consensus-core|invoke-local|slice-kv|dht>
+  bench <transport|kv|app|consensus-core|invoke-local|slice-kv|dht|messaging>
   certs [--dir DIR] [--nodes N] [--force]   a development CA and TLS certificates (default target/dev-certs)
   check-unit                   systemd-analyze verify and security of dist/aetherd.service (when installed)";
 

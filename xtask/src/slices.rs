@@ -65,6 +65,7 @@ const SLICES: &[SliceCrate] = &[
     SliceCrate { package: "slice-ticker", group: EXAMPLES, lib: "slice_ticker", artifact: "ticker", version: "1.0.0" },
     SliceCrate { package: "slice-faulty", group: EXAMPLES, lib: "slice_faulty", artifact: "faulty", version: "1.0.0" },
     SliceCrate { package: "slice-ledger", group: EXAMPLES, lib: "slice_ledger", artifact: "ledger", version: "1.0.0" },
+    SliceCrate { package: "slice-inbox", group: EXAMPLES, lib: "slice_inbox", artifact: "inbox", version: "1.0.0" },
     SliceCrate {
         package: "slice-abi-mismatch",
         group: TESTS,
