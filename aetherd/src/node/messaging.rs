@@ -621,7 +621,8 @@ fn start_delivery(
     }
 }
 
-/// The instance a competing delivery goes to: round-robin or least-loaded among the live endpoints.
+/// The instance a competing delivery goes to: round-robin or least-loaded among the live endpoints; for a
+/// single-active subscriber only the lease holder's (none while nobody holds it: the delivery waits).
 fn pick(
     m: &mut Messaging,
     registry: &parking_lot::RwLock<invoke::Registry>,
@@ -632,11 +633,13 @@ fn pick(
     let registry = registry.read();
     let alive = calls.alive.read();
     let me = m.me.as_ref().map(NodeId::as_str);
+    let holder = registry.lease_of(artifact).map(|lease| lease.holder.as_deref());
     let mut nodes: Vec<&str> = registry
         .endpoints(artifact, sub.subscriber.method.as_str())
         .iter()
         .map(|e| e.node.as_str())
         .filter(|n| Some(*n) == me || alive.contains(*n))
+        .filter(|n| holder.is_none_or(|holder| holder == Some(*n)))
         .collect();
     nodes.dedup();
     if nodes.is_empty() {

@@ -1,7 +1,7 @@
 //! `failover`: single-active failover time on 3 real nodes, the median (and min, max) over N kills.
 //!
 //! Run: `cargo run --release -p bench --bin failover -- --aetherd target/release/aetherd [--repo DIR]
-//! [--kills 10]` (the example slices' repository: `--repo`, else `$AETHER_SLICES_REPO`, else built with
+//! [--kills 10] [--json FILE]` (the example slices' repository: `--repo`, else `$AETHER_SLICES_REPO`, else built with
 //! `cargo xtask build-slices`).
 //!
 //! One round: a client appends to the `ledger` slice (single-active, 3 instances) in a closed loop through
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 const LEDGER: &str = "org.aether.examples:ledger:1.0.0";
 const SETTLE: Duration = Duration::from_secs(60);
-const USAGE: &str = "usage: failover --aetherd PATH [--repo DIR] [--kills N]";
+const USAGE: &str = "usage: failover --aetherd PATH [--repo DIR] [--kills N] [--json FILE]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +48,21 @@ fn main() {
                 ms(times[0]),
                 ms(times[times.len() - 1])
             );
+            if let Some(path) = value("--json") {
+                let all: Vec<String> = times.iter().map(|t| format!("{:.1}", ms(*t))).collect();
+                let json = format!(
+                    "{{\"kills\":{},\"median_ms\":{:.1},\"min_ms\":{:.1},\"max_ms\":{:.1},\"times_ms\":[{}]}}\n",
+                    times.len(),
+                    ms(median),
+                    ms(times[0]),
+                    ms(times[times.len() - 1]),
+                    all.join(",")
+                );
+                if let Err(e) = std::fs::write(&path, json) {
+                    eprintln!("failover: {path}: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         Err(e) => {
             eprintln!("failover: {e}");
