@@ -224,7 +224,18 @@ impl Scheduler {
 
     /// Calls every run whose applied record shows a token of ours.
     fn start_runs(&mut self, records: &[(AetherKey, Revision, TaskRecord)]) {
-        self.attempts.retain(|_, a| a.submitted.elapsed() < Duration::from_millis(ATTEMPT_FORGET_MS));
+        // A token whose run the applied store shows, still not started (every call slot busy, no dispatcher
+        // yet), is kept however long that takes: the run is recorded, so it must be called. Only tokens of
+        // writes that never applied are forgotten.
+        let recorded: std::collections::HashSet<&str> = records
+            .iter()
+            .filter_map(|(_, _, r)| r.last_run.as_ref())
+            .filter(|last| last.outcome == schedule::Outcome::Running)
+            .map(|last| last.token.as_str())
+            .collect();
+        self.attempts.retain(|token, a| {
+            recorded.contains(token.as_str()) || a.submitted.elapsed() < Duration::from_millis(ATTEMPT_FORGET_MS)
+        });
         for (key, _, record) in records {
             let Some(last) = record.last_run.as_ref() else { continue };
             if last.outcome != schedule::Outcome::Running || !self.attempts.contains_key(&last.token) {

@@ -1,6 +1,8 @@
 //! The subscription records: every node writes `topics/{topic}/{base}/{method}` for the subscriptions of the
 //! slices it serves ([`subscription_writes`], part of the node's step), and the leader removes the records
-//! whose artifact base no longer has a target ([`stale_subscriptions`]).
+//! whose artifact (that version) no longer has a target ([`stale_subscriptions`]): a newer version that still
+//! declares the subscription writes its own record again on its next step (the cursor is another key and stays),
+//! and one that dropped the subscription leaves no record behind to hold the topic's messages forever.
 //!
 //! Invariants: a record is created only when absent, and replaced only when it names this very artifact with
 //! another delivery (a changed blueprint override) or an artifact that no target asks for any more (a version
@@ -55,13 +57,13 @@ pub fn subscription_writes<'a>(
     writes
 }
 
-/// Removals of the records whose artifact base has no target in `targets`.
+/// Removals of the records whose artifact has no target in `targets`.
 pub fn stale_subscriptions<'a>(
     existing: &Subscriptions,
     targets: impl IntoIterator<Item = &'a Artifact>,
 ) -> Vec<KvWrite> {
-    let bases: BTreeSet<&ArtifactBase> = targets.into_iter().map(Artifact::base).collect();
-    let stale = existing.iter().filter(|((_, base, _), _)| !bases.contains(base));
+    let targets: BTreeSet<&Artifact> = targets.into_iter().collect();
+    let stale = existing.iter().filter(|(_, record)| !targets.contains(&record.value.artifact));
     stale
         .map(|((topic, base, method), record)| KvWrite::Remove {
             key: AetherKey::TopicSubscription { topic: topic.clone(), base: base.clone(), method: method.clone() },
@@ -122,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn a_record_of_another_served_version_stays_and_stale_bases_go() {
+    fn a_record_of_another_served_version_stays_and_stale_versions_go() {
         let (v1, v2) = (Artifact::parse("g:inbox:1.0.0").unwrap(), Artifact::parse("g:inbox:2.0.0").unwrap());
         let info = info(Delivery::Competing);
         let mut configs = BTreeMap::new();
@@ -132,7 +134,8 @@ mod tests {
         assert!(subscription_writes(&existing, &configs, [(&v2, &info)]).is_empty(), "v1 still has a target");
         configs.remove(&v1);
         assert_eq!(subscription_writes(&existing, &configs, [(&v2, &info)]).len(), 1, "v1 is gone: v2 takes over");
-        assert!(stale_subscriptions(&existing, [&v2]).is_empty());
+        assert!(stale_subscriptions(&existing, [&v1, &v2]).is_empty(), "v1 still has a target");
+        assert_eq!(stale_subscriptions(&existing, [&v2]).len(), 1, "v2 writes its own if it still subscribes");
         assert_eq!(stale_subscriptions(&existing, [&Artifact::parse("g:other:1.0.0").unwrap()]).len(), 1);
     }
 }

@@ -16,7 +16,7 @@ impl Dispatcher {
     /// Run `call` on this node's instance `handle`. A single-active slice's instance runs it only while this
     /// node holds the lease (the slice sees the epoch); otherwise the call never starts and is retryable.
     pub(in crate::app) fn call_local(&self, call: &Call<'_>, handle: &SliceHandle, runner: Runner<'_>) -> Attempt {
-        let lease_epoch = match self.lease_epoch(call.artifact) {
+        let lease_epoch = match self.lease_epoch(call.artifact, handle.info().single_active) {
             Ok(epoch) => epoch,
             Err(why) => return Attempt::Retry(why),
         };

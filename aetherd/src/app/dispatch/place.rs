@@ -137,10 +137,17 @@ impl Dispatcher {
     }
 
     /// The epoch this node's instance of `artifact` serves at: 0 when the slice is not single-active, an
-    /// error when it is and this node does not hold a current lease.
-    pub(super) fn lease_epoch(&self, artifact: &str) -> Result<u64, String> {
+    /// error when it is and this node does not hold a current lease. A slice that declares itself
+    /// single-active before any lease view exists (its first moments after a deploy) serves nothing yet:
+    /// the check fails closed, never open.
+    pub(super) fn lease_epoch(&self, artifact: &str, declared_single_active: bool) -> Result<u64, String> {
         let registry = self.registry.read();
-        let Some(lease) = registry.lease_of(artifact) else { return Ok(0) };
+        let Some(lease) = registry.lease_of(artifact) else {
+            if declared_single_active {
+                return Err(format!("no lease of single-active {artifact} yet"));
+            }
+            return Ok(0);
+        };
         let holds = lease.holder.as_deref() == Some(self.node_id.as_str());
         match lease.serving_until {
             Some(until) if holds && Instant::now() < until => Ok(lease.epoch),
