@@ -147,22 +147,9 @@ fn list(backend: &dyn Backend, req: &Request, stale: bool) -> Result<Response, A
     Ok(Response::ok(json!({ "prefix": prefix, "count": items.len(), "entries": items })))
 }
 
-/// Standard base64 with padding.
+/// Standard base64 with padding (the one encoder, shared with dead letters' payloads).
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    control::messaging::record::base64_encode(bytes)
 }
 
 #[cfg(test)]
