@@ -7,6 +7,7 @@ mod bench;
 mod certs;
 mod cluster;
 mod contract;
+mod dist;
 mod fuzz;
 mod new_slice;
 mod signing;
@@ -36,7 +37,9 @@ const USAGE: &str = "usage: cargo xtask <task>
   fuzz <wire|blueprint|keys|consensus> [--seconds N]   fuzz a parser of outside input
   bench <transport|kv|app|consensus-core|invoke-local|slice-kv|dht|messaging>
   certs [--dir DIR] [--nodes N] [--force]   a development CA and TLS certificates (default target/dev-certs)
-  check-unit                   systemd-analyze verify and security of dist/aetherd.service (when installed)";
+  check-unit                   systemd-analyze verify and security of dist/aetherd.service (when installed)
+  dist [--check | --check-manifests]   the .deb in target/dist (--check: install it in a clean Debian
+                               container and wait for /health/ready); --check-manifests: dist/kubernetes";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         "sign" => signing::sign(rest),
         "certs" => certs::certs(rest),
         "check-unit" => unit::check_unit(rest),
+        "dist" => dist::dist(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
