@@ -250,7 +250,7 @@ fn write_staged(stage: &Path, relative: &str, bytes: &[u8], mode: u32) -> crate:
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Drops the debug sections of the staged binaries (a fifth of their size, and most of the packing time);
+/// Drops the debug sections of the staged binaries (over 80% of their size, and most of the packing time);
 /// their dynamic symbols, which slices link against, stay. Skipped with a line where `strip` is missing.
 fn strip_debug(stage: &Path, binaries: &[&str]) -> crate::TaskResult {
     if Command::new("strip").arg("--version").output().is_err() {
