@@ -1,7 +1,8 @@
 #!/bin/bash
-# Run by `cargo xtask dist --check` inside a clean Debian container (no systemd) with the package at /pkg/aether.deb:
-# installs it, checks what postinst made, starts the node as user aether with the packaged config, waits for
-# /health/ready to answer 200, then checks that remove keeps the data and purge deletes it.
+# Run by `cargo xtask dist --check` inside a clean Debian container (no systemd) with the package at
+# /pkg/aether.deb: installs it, checks what postinst made, starts the node as user aether with the packaged
+# config, waits for /health/ready to answer 200, then checks that a reinstall keeps the secret and the config's
+# edits, that remove keeps the data and that purge deletes it.
 set -eu
 
 fail() { echo "check-deb-install: $*" >&2; exit 1; }
@@ -33,6 +34,12 @@ for _ in $(seq 1 150); do
         echo "check-deb-install: the node answers /health/ready with 200"
         kill -TERM "$node"
         wait "$node" || true
+        secret=$(cat /etc/aether/secret)
+        echo '# edited' >>/etc/aether/aetherd.toml
+        dpkg -i --force-confold /pkg/aether.deb
+        [ "$(cat /etc/aether/secret)" = "$secret" ] || fail "reinstalling replaced the cluster secret"
+        grep -qx '# edited' /etc/aether/aetherd.toml || fail "reinstalling dropped an edit of the config"
+        echo "check-deb-install: reinstalling keeps the secret and the config's edits"
         dpkg -r aether
         [ -d /var/lib/aether ] && [ -f /etc/aether/secret ] || fail "remove deleted the data dir or the secret"
         dpkg -P aether
