@@ -1,6 +1,7 @@
 //! `cargo xtask dist`: the Debian package of a node (`target/dist/aether_VERSION_ARCH.deb`), its install
-//! check in a clean Debian container (`--check`), and the check of the Kubernetes example
-//! (`--check-manifests`, see [`manifests`]).
+//! check in a clean Debian container (`--check`, which also starts the Kubernetes example's node config and
+//! init step as three containers), and the check of the Kubernetes manifests (`--check-manifests`, see
+//! [`manifests`]). Without a Docker engine `--check` says so and skips the container checks.
 //!
 //! The package is assembled by hand: the release binaries, the systemd unit and the example config are
 //! staged under `target/dist/stage` with the maintainer scripts of `dist/debian/`, and `dpkg-deb --build
@@ -34,7 +35,8 @@ pub fn dist(args: &[String]) -> crate::TaskResult {
         ["--check"] => {
             let deb = build_deb()?;
             println!("built {}", deb.display());
-            check_install(&deb)
+            check_install(&deb)?;
+            check_statefulset_config(&deb)
         }
         ["--check-manifests"] => {
             let summary = manifests::check_dir(&root().join("dist").join("kubernetes"))?;
@@ -198,6 +200,136 @@ fn check_install(deb: &Path) -> crate::TaskResult {
     run(check)?;
     println!("install check passed in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The Kubernetes example's node config and init step, without Kubernetes: one container per replica on a
+/// Docker network where each answers to its pod's DNS name, the init container's script writing the config
+/// from `dist/kubernetes/aetherd.toml`, then aetherd; every node must answer `/health/ready` with 200 (a
+/// quorum of the pod-named nodes formed). Runs after [`check_install`], on its image with the package.
+fn check_statefulset_config(deb: &Path) -> crate::TaskResult {
+    if !image_exists(CHECK_IMAGE) {
+        return Ok(());
+    }
+    let k8s = root().join("dist").join("kubernetes");
+    let sts: serde_json::Value =
+        serde_json::from_str(&read(&k8s.join("statefulset.json"))?).map_err(|e| format!("statefulset.json: {e}"))?;
+    let init = sts["spec"]["template"]["spec"]["initContainers"][0]["command"][2]
+        .as_str()
+        .ok_or("statefulset.json: the init container has no script")?;
+    let replicas =
+        sts["spec"]["replicas"].as_u64().filter(|r| (1..=9).contains(r)).ok_or("statefulset.json: replicas")?;
+    let work = target_dir().join("dist").join("statefulset-check");
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    std::fs::write(work.join("init.sh"), init).map_err(|e| format!("{}: {e}", work.display()))?;
+    let mut random = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?, &mut random)
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let secret = work.join("secret");
+    std::fs::write(&secret, random.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        .map_err(|e| format!("{}: {e}", secret.display()))?;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o444))
+        .map_err(|e| format!("{}: {e}", secret.display()))?;
+    let names: Vec<String> = (0..replicas).map(|i| format!("aether-dist-check-{i}")).collect();
+    let cleanup = |names: &[String]| {
+        let _ = docker(&[&["rm", "-f"], &names.iter().map(String::as_str).collect::<Vec<_>>()[..]].concat());
+        let _ = docker(&["network", "rm", "aether-dist-check"]);
+        let _ = docker(&["rmi", "aether-dist-check-pod"]);
+    };
+    cleanup(&names);
+    let started = Instant::now();
+    let result = (|| {
+        let deb = absolute(deb)?;
+        let base = format!("{}:/pkg/aether.deb:ro", deb.display());
+        docker(&[
+            "run",
+            "--name",
+            "aether-dist-check-base",
+            "--network",
+            "none",
+            "-v",
+            &base,
+            CHECK_IMAGE,
+            "dpkg",
+            "-i",
+            "/pkg/aether.deb",
+        ])?;
+        docker(&["commit", "aether-dist-check-base", "aether-dist-check-pod"])?;
+        docker(&["rm", "aether-dist-check-base"])?;
+        docker(&["network", "create", "aether-dist-check"])?;
+        let template = format!("{}:/config-template/aetherd.toml:ro", k8s.join("aetherd.toml").display());
+        let secret = format!("{}:/cluster-secret/secret:ro", secret.display());
+        let init = format!("{}:/init.sh:ro", work.join("init.sh").display());
+        // As in the pod: the init script and the node run as the unprivileged user, /run/aether is theirs.
+        let pod = "install -d -o aether -g aether /run/aether; runuser -u aether -- /bin/sh -ec \"$(cat /init.sh)\"; \
+                   exec runuser -u aether -- /usr/bin/aetherd --config /run/aether/aetherd.toml";
+        for (i, name) in names.iter().enumerate() {
+            let alias = format!("aether-{i}.aether.aether.svc.cluster.local");
+            let env = format!("POD_NAME=aether-{i}");
+            docker(&[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "aether-dist-check",
+                "--network-alias",
+                &alias,
+                "-e",
+                &env,
+                "-v",
+                &template,
+                "-v",
+                &secret,
+                "-v",
+                &init,
+                "aether-dist-check-pod",
+                "/bin/sh",
+                "-ec",
+                pod,
+            ])?;
+        }
+        let ready = "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /health/ready HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\
+                     Connection: close\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q '^HTTP/1.1 200'";
+        for name in &names {
+            let deadline = Instant::now() + std::time::Duration::from_secs(30);
+            while docker(&["exec", name, "bash", "-c", ready]).is_err() {
+                if Instant::now() > deadline {
+                    let logs = docker(&["logs", name]).unwrap_or_default();
+                    return Err(format!("{name} did not answer /health/ready with 200 within 30 s:\n{logs}"));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for name in &names {
+            if let Ok(logs) = Command::new("docker").args(["logs", "--tail", "20", name]).output() {
+                eprintln!(
+                    "--- {name}\n{}{}",
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+        }
+    }
+    cleanup(&names);
+    result?;
+    println!(
+        "the Kubernetes example's config and init step formed a {replicas}-node cluster in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `docker ARGS`; its stdout, or an error with its stderr.
+fn docker(args: &[&str]) -> Result<String, String> {
+    let output = Command::new("docker").args(args).output().map_err(|e| format!("cannot run docker: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!("docker {}: {}", args.first().unwrap_or(&""), String::from_utf8_lossy(&output.stderr).trim()))
+    }
 }
 
 fn image_exists(image: &str) -> bool {

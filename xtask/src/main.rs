@@ -39,7 +39,8 @@ const USAGE: &str = "usage: cargo xtask <task>
   certs [--dir DIR] [--nodes N] [--force]   a development CA and TLS certificates (default target/dev-certs)
   check-unit                   systemd-analyze verify and security of dist/aetherd.service (when installed)
   dist [--check | --check-manifests]   the .deb in target/dist (--check: install it in a clean Debian
-                               container and wait for /health/ready); --check-manifests: dist/kubernetes";
+                               container and wait for /health/ready, then run the Kubernetes example's
+                               config as 3 containers); --check-manifests: the dist/kubernetes objects";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
