@@ -14,6 +14,7 @@
 //! - every selector matches the pod template's labels;
 //! - the config's peers are `aether-I@aether-I.<headless>.<namespace>.svc.cluster.local:<cluster port>` for
 //!   every replica, and its listen ports are the container ports the Services and probes use;
+//! - the init container runs the node's image, whose tag is aetherd's version;
 //! - readiness probes `/health/ready` and liveness `/health/live` on the management port; the data dir is
 //!   the claim template's mount; the config and secret volumes name the generated ConfigMap and a Secret.
 
@@ -45,6 +46,12 @@ pub fn check_dir(dir: &Path) -> Result<String, String> {
         docs.push((name.clone(), value));
     }
     let summary = check(&kustomization, &docs, &config)?;
+    let version = super::package_version(&super::read(&crate::util::root().join("aetherd").join("Cargo.toml"))?)?;
+    let sts = docs.iter().map(|(_, d)| d).find(|d| d["kind"] == "StatefulSet").ok_or("no StatefulSet")?;
+    let image = sts["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or_default();
+    if image.rsplit_once(':').map(|(_, tag)| tag) != Some(version.as_str()) {
+        return Err(format!("the StatefulSet runs image '{image}'; its tag should be aetherd's version {version}"));
+    }
     Ok(match kubeconform(dir, &json_files) {
         Some(result) => format!("{summary}; kubeconform: {}", result?),
         None => format!("{summary}; kubeconform not installed, schemas not checked"),
@@ -146,6 +153,10 @@ pub fn check(kustomization: &str, docs: &[(String, Value)], config: &str) -> Res
     let pod = &spec["template"]["spec"];
     let containers = pod["containers"].as_array().ok_or("the pod has no containers")?;
     let [node] = &containers[..] else { return Err("the pod must have one container".into()) };
+    let inits = pod["initContainers"].as_array().ok_or("the pod has no init container (it writes the config)")?;
+    if inits.iter().any(|init| init["image"] != node["image"]) {
+        return Err("the init container must run the node's image (its script needs sed and getent from it)".into());
+    }
     let mut container_ports = BTreeMap::new();
     for port in node["ports"].as_array().ok_or("the container has no ports")? {
         let name = port["name"].as_str().ok_or("a container port has no name")?;
@@ -397,5 +408,11 @@ mod tests {
             "exactly one PodDisruptionBudget",
         );
         refused(|k, _, _| *k = k.replace("namespace: aether\n", ""), "namespace");
+        refused(
+            |_, d, _| {
+                doc(d, "statefulset.json")["spec"]["template"]["spec"]["initContainers"][0]["image"] = "busybox".into()
+            },
+            "init container must run the node's image",
+        );
     }
 }
