@@ -1,6 +1,7 @@
 //! `aether backup FILE`: asks a node for a backup of the replicated KV (`POST /api/backup`), checks the file
 //! it sends (header, length, SHA-256), and writes it atomically: to a temporary file beside FILE, synced,
-//! then renamed over FILE, so FILE is either the old content or a whole checked backup.
+//! then renamed over FILE, so FILE is either the old content or a whole checked backup. The answer is read
+//! whole, up to the largest backup a node sends.
 
 use super::Ctx;
 use crate::client::Request;
@@ -13,6 +14,8 @@ use std::path::Path;
 const MAGIC: &[u8; 8] = b"AETHERBK";
 const FORMAT: u32 = 1;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 32;
+/// The largest backup a node sends: twice the store's 256 MiB limit (as `mgmt::backup::BACKUP_BYTES_MAX`).
+const BACKUP_BYTES_MAX: usize = 512 * 1024 * 1024;
 
 /// What a backup file says about itself.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,7 +51,7 @@ pub fn check(file: &[u8]) -> Result<Checked, String> {
 }
 
 pub fn backup(file: &Path, ctx: &Ctx) -> Result<(), CliError> {
-    let reply = ctx.client.send(&Request::new("POST", "/api/backup", Vec::new()))?;
+    let reply = ctx.client.send(&Request::new("POST", "/api/backup", Vec::new()).answer_max(BACKUP_BYTES_MAX))?;
     if !(200..300).contains(&reply.status) {
         return reply.ok_json().map(drop);
     }
