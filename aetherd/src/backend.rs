@@ -134,6 +134,17 @@ impl Backend for NodeBackend {
         self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvList { prefix, stale, reply })?
     }
 
+    /// The store view comes from the loop right after a read barrier applied; it is serialised here, on the
+    /// management thread, so the loop never spends the time.
+    fn backup(&self) -> Result<(u64, Vec<u8>), ApiError> {
+        let (slot, view) = self.ask(CLIENT_DEADLINE + Duration::from_secs(1), Command::Backup)??;
+        let bytes = kvstore::snapshot::encode(&view).map_err(|e| {
+            error!("cannot serialise the store for a backup at slot {slot}: {e}");
+            ApiError::new(500, "internal", format!("cannot serialise the store: {e}"))
+        })?;
+        Ok((slot, bytes))
+    }
+
     fn artifact_bytes_max(&self) -> usize {
         self.artifact_bytes_max
     }

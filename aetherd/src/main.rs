@@ -31,6 +31,7 @@ mod metrics;
 mod node;
 mod replication;
 mod repository_listing;
+mod restore_backup;
 mod send_refusals;
 mod slice_state;
 mod snapshots;
@@ -55,7 +56,9 @@ const USAGE: &str = "usage: aetherd --config FILE | --dev
   --data-dir DIR      override the data directory
   --repo DIR          local slice repository (Maven layout; default target/slices-repo)
   --slice G:A:V       with --dev only: load and start this slice at once (repeatable)
-  --log-level LEVEL   error, warn, info (default), debug or trace; also AETHER_LOG";
+  --log-level LEVEL   error, warn, info (default), debug or trace; also AETHER_LOG
+  --restore FILE      start a new cluster from a backup (POST /api/backup): every node of it, each on an
+                      empty data directory, with the same FILE";
 
 #[derive(Default)]
 struct Args {
@@ -68,6 +71,7 @@ struct Args {
     repo: Option<PathBuf>,
     slices: Vec<String>,
     log_level: Option<String>,
+    restore: Option<PathBuf>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -85,6 +89,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--repo" => parsed.repo = Some(PathBuf::from(value("--repo")?)),
             "--slice" => parsed.slices.push(value("--slice")?),
             "--log-level" => parsed.log_level = Some(value("--log-level")?),
+            "--restore" => parsed.restore = Some(PathBuf::from(value("--restore")?)),
             "--help" | "-h" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
         }
@@ -178,7 +183,11 @@ fn run(args: &Args) -> Result<(), String> {
     let stop_bound = stop::bound_from_env()?;
     let lifecycle = deploy::Settings::from_env()?;
 
-    let (storage, recovered) = storage::Storage::open(&config.data_dir)?;
+    let seed = args.restore.as_deref().map(restore_backup::read).transpose()?;
+    let (mut storage, mut recovered) = storage::Storage::open(&config.data_dir)?;
+    if let Some(seed) = seed {
+        restore_backup::seed(&mut storage, &mut recovered, &config.data_dir, seed)?;
+    }
     let consensus_config = consensus_config(&config);
     let replication = replication::Replication::new(consensus_config, storage, recovered, random_u64())?;
     let container = container::Container::new(container_config(&config, &lifecycle))

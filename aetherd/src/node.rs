@@ -54,6 +54,8 @@ pub enum Command {
         stale: bool,
         reply: mpsc::Sender<Result<Vec<KvEntry>, ApiError>>,
     },
+    /// The whole store after a read barrier, and the slot it was taken at (`POST /api/backup`).
+    Backup(mpsc::Sender<Result<(u64, kvstore::KvState), ApiError>>),
     /// The deployer finished a container job.
     DeployDone(JobDone),
     /// Send a forwarded call (already registered in the calls table under `id`) to `node`.
@@ -563,6 +565,7 @@ impl Handler for Node {
             },
             Command::KvGet { key, stale, reply } => self.read(ctx, stale, Waiter::Get(key, reply)),
             Command::KvList { prefix, stale, reply } => self.read(ctx, stale, Waiter::List(prefix, usize::MAX, reply)),
+            Command::Backup(reply) => self.read(ctx, false, Waiter::Backup(reply)),
             Command::SendInvoke { node, id, payload } => self.send_invoke(ctx, &node, id, &payload),
             Command::SendReply { peer, id, payload } => self.send_reply(ctx, peer, id, &payload),
             Command::SliceKv(request) => self.slice_kv(ctx, request),
@@ -597,6 +600,7 @@ impl Node {
                 Waiter::List(_, _, reply) => drop(reply.send(Err(e))),
                 Waiter::Write(reply) => drop(reply.send(Err(e))),
                 Waiter::SliceWrite(reply) => drop(reply.send(Err(e))),
+                Waiter::Backup(reply) => drop(reply.send(Err(e))),
                 Waiter::Internal => {}
             }
             return;

@@ -84,6 +84,8 @@ pub enum Waiter {
     Get(AetherKey, Sender<Result<Option<KvEntry>, ApiError>>),
     /// At most `usize` entries under the prefix, in key order.
     List(String, usize, Sender<Result<Vec<KvEntry>, ApiError>>),
+    /// The whole store (a view sharing its values) and the last slot applied to it (`POST /api/backup`).
+    Backup(Sender<Result<(u64, kvstore::KvState), ApiError>>),
 }
 
 struct Pending {
@@ -569,6 +571,10 @@ impl Replication {
                     Waiter::List(prefix, limit, reply) => {
                         let entries: Vec<KvEntry> = store.list(&prefix).take(limit).map(to_entry).collect();
                         self.replies.push(Box::new(move || drop(reply.send(Ok(entries)))));
+                    }
+                    Waiter::Backup(reply) => {
+                        let taken = (store.applied_slot().unwrap_or(0), store.snapshot_view());
+                        self.replies.push(Box::new(move || drop(reply.send(Ok(taken)))));
                     }
                     Waiter::Write(_) | Waiter::SliceWrite(_) | Waiter::Internal => {}
                 }

@@ -72,6 +72,9 @@ pub enum Verb {
     /// Upload and list slice libraries
     #[command(subcommand)]
     Artifact(ArtifactVerb),
+    /// Back up the whole replicated KV to FILE (written atomically); `aetherd --restore FILE` starts a new
+    /// cluster from it
+    Backup { file: PathBuf },
     /// Cluster events (node up/down, leader changes, deployments, slice states, ...)
     Events(EventsArgs),
     /// Per-node CPU, memory, loop lag, connections, consensus and call rates

@@ -98,15 +98,23 @@ pub struct Request {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The largest answer body taken (`wire::BODY_BYTES_MAX` unless a verb needs more, as `backup` does).
+    pub answer_max: usize,
 }
 
 impl Request {
     pub fn get(path: impl Into<String>) -> Request {
-        Request { method: "GET", path: path.into(), headers: Vec::new(), body: Vec::new() }
+        Request::new("GET", path, Vec::new())
     }
 
     pub fn new(method: &'static str, path: impl Into<String>, body: Vec<u8>) -> Request {
-        Request { method, path: path.into(), headers: Vec::new(), body }
+        Request { method, path: path.into(), headers: Vec::new(), body, answer_max: wire::BODY_BYTES_MAX }
+    }
+
+    /// This request, taking answers of up to `max` bytes.
+    pub fn answer_max(mut self, max: usize) -> Request {
+        self.answer_max = max;
+        self
     }
 
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Request {
@@ -253,7 +261,7 @@ impl Client {
         let (head, reader) = self.start(conn, target, request)?;
         let after = |e: io::Error| Failure::AfterSend(describe(&e));
         let framing = Framing::of(&head, request.method).map_err(after)?;
-        let body = Body::new(reader, framing).read_all(wire::BODY_BYTES_MAX).map_err(after)?;
+        let body = Body::new(reader, framing).read_all(request.answer_max).map_err(after)?;
         Ok(Reply { status: head.status, body, node: target.to_string() })
     }
 

@@ -260,6 +260,13 @@ impl KvState {
         self.applied_slot
     }
 
+    /// The same entries and revision with no slot applied: the state a new consensus log starts from
+    /// (restoring a backup into a new cluster, whose slots count from 0 again).
+    pub fn without_applied_slot(mut self) -> Self {
+        self.applied_slot = None;
+        self
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -108,6 +108,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Linearizable unless `stale`, in which case the local replica answers at once.
     fn kv_get(&self, key: &kvstore::AetherKey, stale: bool) -> Result<Option<KvEntry>, ApiError>;
     fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError>;
+    /// The whole store's snapshot bytes and the slot they were taken at, after a linearizable read barrier.
+    fn backup(&self) -> Result<(u64, Vec<u8>), ApiError> {
+        Err(ApiError::unavailable("this node cannot take backups"))
+    }
     /// Whether this node can find the artifact (its repository), for blueprint validation.
     fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool;
     /// The routes `(HTTP method, path pattern)` the artifact's descriptor declares, read from this node's
@@ -270,6 +274,7 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
             })
         }
         ("GET", ["api", "status"]) => status(backend),
+        ("POST", ["api", "backup"]) => crate::backup::backup(backend),
         ("GET", ["api", "dht"]) => crate::dht::get(backend),
         ("GET", ["api", "topics"]) => crate::messaging::topics(backend),
         ("GET", ["api", "topics", topic]) => crate::messaging::topic(backend, topic),

@@ -14,6 +14,7 @@
 
 mod api;
 mod auth;
+pub mod backup;
 mod blueprint_checks;
 mod blueprint_status;
 mod deploy;

@@ -11,6 +11,7 @@ pub const PATHS: &[(&str, &str)] = &[
     ("metrics", "GET, HEAD"),
     ("api/health", "GET, HEAD"),
     ("api/status", "GET, HEAD"),
+    ("api/backup", "POST"),
     ("api/nodes", "GET, HEAD"),
     ("api/dht", "GET, HEAD"),
     ("api/topics", "GET, HEAD"),

@@ -98,6 +98,12 @@ impl Backend for StoreBackend {
         });
         Ok(found)
     }
+    fn backup(&self) -> Result<(u64, Vec<u8>), ApiError> {
+        let kv = self.kv.lock().unwrap();
+        let bytes = kvstore::snapshot::encode(&kv).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+        Ok((kv.applied_slot().unwrap_or(0), bytes))
+    }
+
     fn kv_list(&self, prefix: &str, _stale: bool) -> Result<Vec<KvEntry>, ApiError> {
         let kv = self.kv.lock().unwrap();
         let entries = kv.list(prefix).map(|e| KvEntry {

@@ -107,6 +107,7 @@ pub(super) fn answer_read(store: &Store, waiter: Waiter) {
         Waiter::List(prefix, limit, reply) => {
             drop(reply.send(Ok(store.list(&prefix).take(limit).map(to_entry).collect())))
         }
+        Waiter::Backup(reply) => drop(reply.send(Ok((store.applied_slot().unwrap_or(0), store.snapshot_view())))),
         Waiter::Write(reply) => drop(reply.send(Err(ApiError::bad_request("a write is not a read")))),
         Waiter::SliceWrite(reply) => drop(reply.send(Err(ApiError::bad_request("a write is not a read")))),
         Waiter::Internal => {}
@@ -124,6 +125,7 @@ pub(super) fn fail(waiter: Waiter, error: ApiError) {
         Waiter::Get(_, reply) => drop(reply.send(Err(error))),
         Waiter::SliceWrite(reply) => drop(reply.send(Err(error))),
         Waiter::List(_, _, reply) => drop(reply.send(Err(error))),
+        Waiter::Backup(reply) => drop(reply.send(Err(error))),
     }
 }
 

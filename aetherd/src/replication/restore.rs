@@ -13,7 +13,8 @@ use log::{debug, warn};
 /// recorded votes, unless those may be incomplete: after a reboot without a clean stop (the unsynced tail
 /// may be gone), after a stop on a storage failure, when the log shows a recovery that never finished, or
 /// when it shows lost records (`Replica::resume` sees a gap or own messages past the resumed slot). Then
-/// it keeps the decided state but recovers its vote floor from its peers first. An empty log, or one
+/// it keeps the decided state but recovers its vote floor from its peers first. An empty log (or only a restored
+/// backup's snapshot at slot 0, `--restore`), or one
 /// whose only records are an unfinished recovery, gives `Replica::fresh`. A one-node cluster always
 /// resumes: it has nobody to contradict.
 pub(super) fn restore(
@@ -27,7 +28,9 @@ pub(super) fn restore(
     }
     let failed_stop = recovered.failed_stop.is_some();
     let ran_before = recovered.ran_before;
-    let nothing_on_disk = recovered.snapshot.is_none() && recovered.records.is_empty();
+    // A snapshot at slot 0 is a restored backup (`--restore`): state, but no slot of this cluster's log.
+    let seeded = recovered.snapshot.as_ref().is_some_and(|(next_slot, _)| *next_slot == 0);
+    let nothing_on_disk = (recovered.snapshot.is_none() || seeded) && recovered.records.is_empty();
     let mut recovering_in_log = false;
     let mut gap = false;
     let mut store = Store::default();
@@ -60,7 +63,7 @@ pub(super) fn restore(
             other => warn!("skipping a log record of unknown kind {other}"),
         }
     }
-    let fresh = resume.snapshot.is_none() && resume.decided.is_empty() && resume.own_messages.is_empty();
+    let fresh = (resume.snapshot.is_none() || seeded) && resume.decided.is_empty() && resume.own_messages.is_empty();
     let distrust_votes = config.n() > 1 && (unclean_reboot || recovering_in_log || failed_stop);
     // Only recovery marks, the last one "finished": it joined a brand-new cluster and has not spoken since.
     let replica = if nothing_on_disk || (fresh && recovering_in_log) {

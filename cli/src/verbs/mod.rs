@@ -2,6 +2,7 @@
 //! server's JSON (`--json`, pretty) or a human rendering of it. Renderers are pure functions from the JSON
 //! to text, one file per area of the API.
 
+mod backup;
 mod blueprint;
 mod cluster;
 mod data;
@@ -65,6 +66,7 @@ pub fn run(verb: &Verb, ctx: &Ctx) -> Result<i32, CliError> {
         Verb::Routes => cluster::routes(ctx),
         Verb::Blueprint(v) => blueprint::run(v, ctx),
         Verb::Kv(v) => data::kv(v, ctx),
+        Verb::Backup { file } => backup::backup(file, ctx),
         Verb::Artifact(v) => data::artifact(v, ctx),
         Verb::Events(a) => observe::events(a, ctx),
         Verb::Metrics(a) => observe::metrics(a, ctx),
