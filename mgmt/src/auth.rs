@@ -70,7 +70,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "health/ready", Access::Public),
     ("GET", "api/health", Access::Role(Role::Viewer)),
     ("GET", "api/status", Access::Role(Role::Viewer)),
-    ("POST", "api/backup", Access::Role(Role::Operator)),
+    ("POST", "api/backup", Access::Role(Role::Admin)),
     ("GET", "api/nodes", Access::Role(Role::Viewer)),
     ("GET", "api/dht", Access::Role(Role::Viewer)),
     ("GET", "api/topics", Access::Role(Role::Viewer)),

@@ -173,6 +173,6 @@ mod tests {
     fn a_backup_is_a_post_only() {
         let backend = StoreBackend::with(&[("user/a", "1")]);
         assert_eq!(backend.call("GET", "api/backup", "").status, 405);
-        assert_eq!(crate::access_for("POST", "api/backup"), crate::Access::Role(crate::Role::Operator));
+        assert_eq!(crate::access_for("POST", "api/backup"), crate::Access::Role(crate::Role::Admin));
     }
 }
