@@ -19,8 +19,13 @@ pub struct NodeConfig {
     pub cluster_name: String,
     /// The shared cluster secret's bytes; never printed.
     pub secret: Vec<u8>,
-    /// Every node of the cluster, this one included, in file order.
+    /// Every node of the cluster, this one included, in file order. They seed a new cluster only: once a
+    /// node has run, its members come from its data directory (`roster`). With `join`, the others are the
+    /// members it asks for the roster.
     pub peers: Vec<(String, SocketAddr)>,
+    /// `[cluster] join`: this node joins a running cluster (as a learner, then a voter) instead of forming
+    /// a new one with its peers.
+    pub join: bool,
     pub listen_management: SocketAddr,
     pub listen_app: SocketAddr,
     pub listen_cluster: SocketAddr,
@@ -99,6 +104,7 @@ struct RawCluster {
     suspicion_timeout_ms: Option<Spanned<u64>>,
     command_ttl_ms: Option<Spanned<u64>>,
     lease_grace_ms: Option<Spanned<u64>>,
+    join: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +192,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         cluster_name,
         secret,
         peers,
+        join: raw.cluster.join.unwrap_or(false),
         listen_management: addr(&raw.listen.management, "listen.management")?,
         listen_app: addr(&raw.listen.app, "listen.app")?,
         listen_cluster: addr(&raw.listen.cluster, "listen.cluster")?,
@@ -215,6 +222,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         cluster_name: "dev".into(),
         secret,
         peers: vec![("dev".into(), cluster)],
+        join: false,
         listen_management: SocketAddr::from(([127, 0, 0, 1], 8080)),
         listen_app: SocketAddr::from(([127, 0, 0, 1], 8081)),
         listen_cluster: cluster,

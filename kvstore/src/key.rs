@@ -25,6 +25,7 @@
 //! | `nodes/{node}/lifecycle` | a node's lifecycle state |
 //! | `nodes/{node}/lease` | a node's liveness lease, renewed by the node through consensus |
 //! | `nodes/leader` | which node leads the control plane |
+//! | `nodes/members` | the cluster's members: each node's id, consensus replica id, cluster address and role |
 //! | `alerts/{id}` | an alert |
 //! | `keys/{id}` | a management API key: name, role and keyed hash, never the key itself |
 //! | `user/{segment}(/{segment})*` | free-form operator keys |
@@ -254,6 +255,8 @@ pub enum AetherKey {
         node: NodeId,
     },
     ClusterLeader,
+    /// `nodes/members`: the membership roster, written only through consensus reconfigurations.
+    ClusterMembers,
     Alert {
         id: Name,
     },
@@ -306,9 +309,10 @@ impl AetherKey {
             AetherKey::DeadLetter { .. } => Namespace::DeadLetters,
             AetherKey::Schedule { .. } => Namespace::Schedules,
             AetherKey::SliceLease { .. } => Namespace::Leases,
-            AetherKey::NodeLifecycle { .. } | AetherKey::NodeLease { .. } | AetherKey::ClusterLeader => {
-                Namespace::Nodes
-            }
+            AetherKey::NodeLifecycle { .. }
+            | AetherKey::NodeLease { .. }
+            | AetherKey::ClusterLeader
+            | AetherKey::ClusterMembers => Namespace::Nodes,
             AetherKey::Alert { .. } => Namespace::Alerts,
             AetherKey::ApiKey { .. } => Namespace::Keys,
             AetherKey::User { .. } => Namespace::User,
@@ -483,6 +487,9 @@ fn parse_node_key(rest: &str) -> Result<AetherKey, ParseError> {
     if rest == "leader" {
         return Ok(AetherKey::ClusterLeader);
     }
+    if rest == "members" {
+        return Ok(AetherKey::ClusterMembers);
+    }
     let [node, suffix] = segments(rest, "{node}/lifecycle")?;
     let node = NodeId::parse(node)?;
     match suffix {
@@ -526,6 +533,7 @@ impl fmt::Display for AetherKey {
             AetherKey::NodeLifecycle { node } => write!(f, "{ns}/{node}/lifecycle"),
             AetherKey::NodeLease { node } => write!(f, "{ns}/{node}/lease"),
             AetherKey::ClusterLeader => write!(f, "{ns}/leader"),
+            AetherKey::ClusterMembers => write!(f, "{ns}/members"),
             AetherKey::Alert { id } | AetherKey::ApiKey { id } => write!(f, "{ns}/{id}"),
             AetherKey::User { path } => write!(f, "{ns}/{}", path.as_str()),
             AetherKey::Data { blueprint, base, path } => write!(f, "{ns}/{blueprint}/{base}/{}", path.as_str()),
@@ -544,7 +552,7 @@ impl FromStr for AetherKey {
 mod tests {
     use super::*;
 
-    const EXAMPLES: [&str; 29] = [
+    const EXAMPLES: [&str; 30] = [
         "blueprints/shop",
         "slices/node-1/org.example:echo:1.0.0",
         "targets/org.example:echo:1.0.0-rc.1",
@@ -566,6 +574,7 @@ mod tests {
         "nodes/node-3/lifecycle",
         "nodes/node-3/lease",
         "nodes/leader",
+        "nodes/members",
         "alerts/a1",
         "config/slow_call_ms",
         "config/nodes",

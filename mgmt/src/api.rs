@@ -112,6 +112,20 @@ pub trait Backend: Send + Sync + 'static {
     fn backup(&self) -> Result<(u64, Vec<u8>), ApiError> {
         Err(ApiError::unavailable("this node cannot take backups"))
     }
+    /// The cluster's members (`GET /api/members`).
+    fn members(&self) -> Result<serde_json::Value, ApiError> {
+        Err(ApiError::unavailable("this node does not manage members"))
+    }
+    /// Adds `id` at `address` as a learner; the leader promotes it once it has caught up.
+    fn add_member(&self, id: &str, address: std::net::SocketAddr) -> Result<serde_json::Value, ApiError> {
+        let _ = (id, address);
+        Err(ApiError::unavailable("this node does not manage members"))
+    }
+    /// Removes member `id` through a consensus reconfiguration.
+    fn remove_member(&self, id: &str) -> Result<serde_json::Value, ApiError> {
+        let _ = id;
+        Err(ApiError::unavailable("this node does not manage members"))
+    }
     /// Whether this node can find the artifact (its repository), for blueprint validation.
     fn artifact_known(&self, artifact: &kvstore::Artifact) -> bool;
     /// The routes `(HTTP method, path pattern)` the artifact's descriptor declares, read from this node's
@@ -275,6 +289,7 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         }
         ("GET", ["api", "status"]) => status(backend),
         ("POST", ["api", "backup"]) => crate::backup::backup(backend),
+        (_, ["api", "members", rest @ ..]) => crate::members::route(backend, req, rest),
         ("GET", ["api", "dht"]) => crate::dht::get(backend),
         ("GET", ["api", "topics"]) => crate::messaging::topics(backend),
         ("GET", ["api", "topics", topic]) => crate::messaging::topic(backend, topic),

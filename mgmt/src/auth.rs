@@ -114,6 +114,9 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("PUT|DELETE", "api/log-levels/*", Access::Role(Role::Admin)),
     ("GET", "api/config", Access::Role(Role::Viewer)),
     ("PUT|DELETE", "api/config/*", Access::Role(Role::Admin)),
+    ("GET", "api/members", Access::Role(Role::Viewer)),
+    ("POST", "api/members", Access::Role(Role::Admin)),
+    ("DELETE", "api/members/*", Access::Role(Role::Admin)),
 ];
 
 /// The access `method` on `path` (without its leading `/`) needs, from [`ROUTES`].

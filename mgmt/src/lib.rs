@@ -28,6 +28,7 @@ mod kv;
 mod listings;
 mod live;
 mod maven_metadata;
+mod members;
 mod messaging;
 mod methods;
 mod metrics;

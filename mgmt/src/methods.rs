@@ -52,6 +52,8 @@ pub const PATHS: &[(&str, &str)] = &[
     ("api/log-levels/*", "GET, HEAD, PUT, DELETE"),
     ("api/config", "GET, HEAD"),
     ("api/config/*", "PUT, DELETE"),
+    ("api/members", "GET, HEAD, POST"),
+    ("api/members/*", "DELETE"),
 ];
 
 /// The `Allow` value of `path` (without its leading `/`), or `None` when the API has no such path.

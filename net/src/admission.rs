@@ -74,6 +74,22 @@ impl Admission {
         }
     }
 
+    /// A peer joined at `ip` (see `roster`).
+    pub fn add_peer_ip(&mut self, ip: IpAddr) {
+        *self.peer_ips.entry(canonical(ip)).or_insert(0) += 1;
+    }
+
+    /// A peer at `ip` left or moved.
+    pub fn forget_peer_ip(&mut self, ip: IpAddr) {
+        let ip = canonical(ip);
+        if let Some(n) = self.peer_ips.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.peer_ips.remove(&ip);
+            }
+        }
+    }
+
     pub fn is_peer_address(&self, ip: IpAddr) -> bool {
         self.peer_ips.contains_key(&canonical(ip))
     }

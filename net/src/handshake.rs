@@ -137,7 +137,7 @@ impl Transport {
         if hello.node_id == self.config.node_id {
             return Err(format!("node id '{}' is this node's own id", hello.node_id));
         }
-        let pid = self.peers.iter().position(|p| p.spec.id == hello.node_id).ok_or_else(|| {
+        let pid = self.peers.iter().position(|p| p.spec.id == hello.node_id && !p.retired).ok_or_else(|| {
             format!("node id '{}' is not in this node's peer list", shown(&hello.node_id, NAME_CHARS_SHOWN))
         })?;
         if conn.outbound && conn.peer != Some(pid) {

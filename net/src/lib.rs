@@ -24,6 +24,7 @@ mod handshake;
 mod peers;
 mod queues;
 mod refusals;
+mod roster;
 mod timers;
 mod tls;
 mod transport;
@@ -42,7 +43,8 @@ use std::time::{Duration, Instant};
 use timers::TimerKind;
 use transport::{Event, Transport, LISTENER, WAKER};
 
-/// Index of a peer in `NetConfig::peers`.
+/// Index of a peer in the transport's peer table: `NetConfig::peers` first, then peers added at run time
+/// (never reused for another node).
 pub type PeerId = usize;
 
 /// How one configured peer looks from here right now.
@@ -154,6 +156,25 @@ impl Ctx<'_> {
 
     pub fn is_connected(&self, peer: PeerId) -> bool {
         self.transport.is_connected(peer)
+    }
+
+    /// Adds a peer while the loop runs (a new member), or revives a retired one; see `roster`.
+    pub fn add_peer(&mut self, spec: PeerSpec) -> Option<PeerId> {
+        self.transport.add_peer(spec, Instant::now())
+    }
+
+    /// Takes a peer out: no connection, no dial, refused from now on.
+    pub fn retire_peer(&mut self, peer: PeerId) {
+        self.transport.retire_peer(peer);
+    }
+
+    pub fn is_retired(&self, peer: PeerId) -> bool {
+        self.transport.is_retired(peer)
+    }
+
+    /// The live peer named `id`.
+    pub fn peer_named(&self, id: &str) -> Option<PeerId> {
+        self.transport.peer_named(id)
     }
 
     pub fn open_connections(&self) -> usize {

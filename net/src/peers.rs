@@ -60,7 +60,7 @@ impl Transport {
 
     pub(crate) fn schedule_dial(&mut self, pid: PeerId) {
         let peer = &mut self.peers[pid];
-        if peer.conn.is_some() || peer.dialing.is_some() || peer.dial_scheduled {
+        if peer.retired || peer.conn.is_some() || peer.dialing.is_some() || peer.dial_scheduled {
             return;
         }
         peer.dial_scheduled = true;
@@ -71,7 +71,7 @@ impl Transport {
     pub(crate) fn dial(&mut self, pid: PeerId, now: Instant) {
         let peer = &mut self.peers[pid];
         peer.dial_scheduled = false;
-        if peer.conn.is_some() || peer.dialing.is_some() {
+        if peer.retired || peer.conn.is_some() || peer.dialing.is_some() {
             return;
         }
         let addr = peer.spec.addr;

@@ -21,7 +21,7 @@ impl Transport {
 
     /// Queues a frame for an established peer, after fault injection.
     pub fn send(&mut self, pid: PeerId, kind: FrameKind, payload: &[u8]) -> Result<(), SendError> {
-        let peer = self.peers.get(pid).ok_or(SendError::UnknownPeer)?;
+        let peer = self.peers.get(pid).filter(|p| !p.retired).ok_or(SendError::UnknownPeer)?;
         let i = peer.conn.ok_or(SendError::NotConnected)?;
         match verdict(&self.faults, &peer.spec.id, true) {
             Verdict::Pass => self.queue_on(i, kind, payload),

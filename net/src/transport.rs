@@ -45,6 +45,8 @@ pub enum Event {
 
 pub(crate) struct Peer {
     pub(crate) spec: PeerSpec,
+    /// Taken out of the cluster while the loop runs (see `roster`): no connection, no dial, refused.
+    pub(crate) retired: bool,
     pub(crate) conn: Option<usize>,
     pub(crate) dialing: Option<usize>,
     pub(crate) dial_scheduled: bool,
@@ -98,21 +100,7 @@ impl Transport {
         let mut listener = TcpListener::bind(config.listen)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let peers = config
-            .peers
-            .iter()
-            .map(|spec| Peer {
-                spec: spec.clone(),
-                conn: None,
-                dialing: None,
-                dial_scheduled: false,
-                backoff: Backoff::new(config.dial_backoff_min, config.dial_backoff_max),
-                last_seen: None,
-                connected_since: None,
-                last_failure: None,
-                traffic: crate::Traffic::default(),
-            })
-            .collect();
+        let peers = config.peers.iter().map(|spec| Peer::new(spec.clone(), &config)).collect();
         let admission = Admission::new(
             config.handshaking_per_ip_max,
             config.handshaking_max,
@@ -169,6 +157,7 @@ impl Transport {
     pub fn peer_statuses(&self, now: Instant) -> Vec<PeerStatus> {
         self.peers
             .iter()
+            .filter(|p| !p.retired)
             .map(|p| PeerStatus {
                 id: p.spec.id.clone(),
                 addr: p.spec.addr,
@@ -190,6 +179,11 @@ impl Transport {
 
     pub fn is_connected(&self, pid: PeerId) -> bool {
         self.peers.get(pid).is_some_and(|p| p.conn.is_some())
+    }
+
+    /// The live (not retired) peer named `id`.
+    pub fn peer_named(&self, id: &str) -> Option<PeerId> {
+        self.peers.iter().position(|p| p.spec.id == id && !p.retired)
     }
 
     /// Inbound connections holding a handshake slot now, and unauthenticated connections refused or dropped

@@ -31,6 +31,8 @@ pub enum FrameKind {
     Gossip = 18,
     /// Cluster events (the event log): a node's new events, or recent history for a peer that connected.
     Events = 19,
+    /// The membership roster: an empty payload asks for it (a joining node), a reply carries it.
+    Members = 20,
     /// A forwarded invocation.
     Invoke = 32,
     /// The answer to a forwarded invocation.
@@ -56,6 +58,7 @@ impl FrameKind {
             17 => FrameKind::Sync,
             18 => FrameKind::Gossip,
             19 => FrameKind::Events,
+            20 => FrameKind::Members,
             32 => FrameKind::Invoke,
             33 => FrameKind::InvokeReply,
             48 => FrameKind::Artifact,

@@ -89,6 +89,7 @@ pub fn key() -> impl Strategy<Value = AetherKey> + Clone {
         node().prop_map(|node| AetherKey::NodeLifecycle { node }),
         node().prop_map(|node| AetherKey::NodeLease { node }),
         Just(AetherKey::ClusterLeader),
+        Just(AetherKey::ClusterMembers),
         name().prop_map(|id| AetherKey::Alert { id }),
         name().prop_map(|id| AetherKey::ApiKey { id }),
         user_path().prop_map(|path| AetherKey::User { path }),
