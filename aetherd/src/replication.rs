@@ -265,7 +265,7 @@ impl Replication {
         // Commands of one loop turn go to the replica together (one Forward, one proposal), at `end_turn`. A
         // retry of a command still waiting here waits for the same slot: it is queued already.
         if !already_waiting {
-            self.batch.push(ClientCommand { id, payload });
+            self.batch.push(ClientCommand::new(id, payload));
         }
         Ok(Vec::new())
     }

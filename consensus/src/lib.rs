@@ -38,7 +38,8 @@
 //! A replica built with [`Replica::restarted`] has lost everything, including what it voted. It votes
 //! again only from a *vote floor* on: it broadcasts `RecoveryProbe`, and once a majority of the cluster
 //! (peers only) that are not themselves recovering reported their `next_slot`, the floor is the highest
-//! reported plus two. Until its own `next_slot` reaches the floor it only learns decisions (catch-up) and
+//! reported plus two (with membership changes: a quorum of the membership of the replica's own
+//! `next_slot` x reporting below x puts the floor at x + 1; see `replica/recovery.rs`). Until its own `next_slot` reaches the floor it only learns decisions (catch-up) and
 //! forwards client commands. Why this is enough: before the crash it could have voted only in slots up to
 //! its own `next_slot` s; having decided s - 1 means a majority V voted in s - 1, so each member of V had
 //! `next_slot >= s - 1`; of the 2f peers at least f are in V, so any f + 1 answering peers include one of
@@ -51,6 +52,24 @@
 //! may vote there again and that slot stalls; with at most f replicas down or recovering at a time the
 //! others always decide. Persisting votes would remove the caveat; we do not, and the simulator's crash
 //! schedule respects that bound.
+//!
+//! # Membership changes
+//! Members have stable ids ([`ReplicaId`], below [`MEMBERS_MAX`]); [`Config::members`] is the membership
+//! at slot 0. A reconfiguration is a command of kind [`CommandKind::Reconfigure`] (made by the shell with
+//! [`ClientCommand::reconfigure`], never from a client's bytes) inside an ordinary batch. When the batch
+//! decided at slot s applies it (in batch order, only if its `expected` set is the membership at that
+//! point and its `next` set is non-empty; otherwise it is dropped everywhere alike and refused with
+//! [`RejectReason::MembershipChanged`]), `next` governs slot s + 1 on ([`Output::MembersChanged`]).
+//! Why this is safe without any joint configuration: slots are decided one at a time, and a replica takes
+//! part in slot s + 1 only after it decided every slot up to s, so the membership of s + 1 is a function
+//! of the decided log below it, identical on every replica that takes part there; the agreement of a slot
+//! runs entirely under one membership, with majorities of it, exactly as Rabia with a fixed membership.
+//! Round messages for a slot the replica has not reached are buffered and judged (counted only from the
+//! slot's members) once it gets there. A replica outside the membership of its `next_slot` (a learner,
+//! [`Replica::learner`], or a removed member, [`Output::Removed`]) sends no proposal, state or vote; it
+//! catches up from decided slots and snapshots (which carry the membership) and serves catch-up to
+//! others. A learner takes part from the first slot whose membership contains it (past its recovery
+//! floor). Liveness needs a majority of each slot's members up.
 //!
 //! # Duplicates, bounds, snapshots
 //! A command id (client, sequence) applies at most once: sessions record applied ids as slots apply, so
@@ -75,7 +94,7 @@
 //! let mut replica = Replica::new(Config::new(1, ReplicaId(0), 0x5eed));
 //! let mut out = Vec::new();
 //! replica.start(0, &mut out);
-//! let put = ClientCommand { id: CommandId { client: 9, seq: 1 }, payload: b"put a 1".to_vec() };
+//! let put = ClientCommand::new(CommandId { client: 9, seq: 1 }, b"put a 1".to_vec());
 //! replica.handle(3, Input::Submit(vec![put]), &mut out);
 //! let mut applied = Vec::new();
 //! for output in out.drain(..) {
@@ -92,6 +111,8 @@
 //!         Output::TakeSnapshot { .. } => {}
 //!         // Replace the state machine with these bytes.
 //!         Output::InstallSnapshot { .. } => {}
+//!         // Who votes from `from_slot` on; this replica no longer does from `at` on.
+//!         Output::MembersChanged { .. } | Output::Removed { .. } => {}
 //!     }
 //! }
 //! assert_eq!(applied.len(), 1);
@@ -113,4 +134,7 @@ pub use bytes::Bytes;
 pub use coin::coin;
 pub use message::{decode_message, encode_message, DecidedSlot, DecodeError, Message, SessionRecord};
 pub use replica::{Input, Output, RejectReason, Replica, Resume, SnapshotRecord, Stats, TimerKind};
-pub use types::{batch_time_ms, Broken, ClientCommand, Command, CommandId, Config, Decision, Phase, ReplicaId, Slot};
+pub use types::{
+    batch_time_ms, Broken, ClientCommand, Command, CommandId, CommandKind, Config, Decision, Members, Phase, ReplicaId,
+    Slot, MEMBERS_MAX,
+};

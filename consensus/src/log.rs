@@ -12,13 +12,15 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::message::{DecidedSlot, SessionRecord};
-use crate::types::{Command, Slot};
+use crate::types::{Command, Members, Slot};
 
 /// The latest snapshot. `state` is shared: catch-up sends slices of it and never copies it whole.
 #[derive(Clone, Debug)]
 pub(crate) struct StoredSnapshot {
     pub(crate) next_slot: Slot,
     pub(crate) sessions: Vec<SessionRecord>,
+    /// The membership governing `next_slot`.
+    pub(crate) members: Members,
     pub(crate) state: Bytes,
 }
 
@@ -135,7 +137,7 @@ mod tests {
     #[test]
     fn a_slot_the_log_holds_never_needs_the_snapshot() {
         let mut log = DecidedLog::new(100, 1 << 20);
-        log.store_snapshot(StoredSnapshot { next_slot: Slot(10), sessions: Vec::new(), state: Bytes::new() });
+        log.store_snapshot(StoredSnapshot { next_slot: Slot(10), sessions: Vec::new(), members: crate::types::Members::first(3), state: Bytes::new() });
         // The log restarts below the snapshot's slot (a decision pushed out of order): it holds slot 5 on.
         log.push(Slot(5), None);
         assert!(!log.needs_snapshot(Slot(5)), "slot 5 is in the log");
@@ -156,6 +158,7 @@ mod tests {
         log.store_snapshot(StoredSnapshot {
             next_slot: Slot(4),
             sessions: Vec::new(),
+            members: crate::types::Members::first(3),
             state: Bytes::from_static(&[1]),
         });
         assert_eq!(log.range(Slot(4), 8, usize::MAX).len(), 1);
@@ -171,6 +174,7 @@ mod tests {
             timestamp_ms: 0,
             deadline_ms: 0,
             payload: vec![0; 100],
+            kind: crate::types::CommandKind::Client,
         }];
         let mut log = DecidedLog::new(100, 100);
         log.push(Slot(0), Some(big.clone()));
@@ -190,6 +194,7 @@ mod tests {
             origin: crate::types::ReplicaId(0),
             timestamp_ms: 0,
             payload: vec![0; size],
+            kind: crate::types::CommandKind::Client,
         };
         let mut log = DecidedLog::new(100, 1 << 20);
         for slot in 0..4 {
@@ -208,6 +213,7 @@ mod tests {
             timestamp_ms: 0,
             deadline_ms: 0,
             payload: Vec::new(),
+            kind: crate::types::CommandKind::Client,
         };
         let overhead = command.size_bytes();
         Some(vec![Command { payload: vec![0; bytes - overhead], ..command }])
@@ -234,7 +240,7 @@ mod tests {
         assert!(log.over_soft_bound());
         assert_eq!(log.dropped, 0);
         // Compaction brings it back under.
-        log.store_snapshot(StoredSnapshot { next_slot: Slot(3), sessions: Vec::new(), state: Bytes::new() });
+        log.store_snapshot(StoredSnapshot { next_slot: Slot(3), sessions: Vec::new(), members: crate::types::Members::first(3), state: Bytes::new() });
         assert!(!log.over_soft_bound());
         assert_eq!(log.range(Slot(3), 8, usize::MAX).len(), 1);
     }
@@ -279,7 +285,7 @@ mod tests {
         }
         // Slot 0 was dropped at the hard bound, and no snapshot covers it: nothing to send.
         assert!(!log.needs_snapshot(Slot(0)));
-        log.store_snapshot(StoredSnapshot { next_slot: Slot(3), sessions: Vec::new(), state: Bytes::new() });
+        log.store_snapshot(StoredSnapshot { next_slot: Slot(3), sessions: Vec::new(), members: crate::types::Members::first(3), state: Bytes::new() });
         assert!(log.needs_snapshot(Slot(0)) && log.needs_snapshot(Slot(2)));
         assert!(!log.needs_snapshot(Slot(3)), "the log itself starts there");
         assert_eq!(

@@ -7,7 +7,7 @@
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::types::{Command, Phase, Slot};
+use crate::types::{Command, Members, Phase, Slot};
 
 /// A decided slot as transferred during catch-up: the batch as decided, before duplicate removal.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -70,13 +70,15 @@ pub enum Message {
     },
     /// Part of the snapshot that covers every slot below `next_slot`: `state_len` bytes of state machine
     /// in all, of which this carries `bytes` from `offset` on. The chunk at offset 0 also carries the
-    /// sessions; the others carry none. A sender offers offset 0 to a peer behind its compacted log; the
+    /// sessions; the others carry none. `members` is the membership governing `next_slot` (every chunk
+    /// carries it; the receiver takes the one of offset 0, and refuses an empty one there). A sender offers offset 0 to a peer behind its compacted log; the
     /// receiver asks for the rest with `SnapshotRequest`.
     SnapshotChunk {
         next_slot: Slot,
         state_len: u64,
         offset: u64,
         sessions: Vec<SessionRecord>,
+        members: Members,
         bytes: Vec<u8>,
     },
     /// Please send the chunk of the snapshot at `next_slot` starting at `offset` (or the first chunk of a

@@ -231,6 +231,7 @@ mod tests {
             timestamp_ms,
             deadline_ms: timestamp_ms + 1_000,
             payload: vec![1],
+            kind: crate::types::CommandKind::Client,
         }
     }
 

@@ -4,7 +4,11 @@
 //!
 //! Invariants:
 //! - Slots are decided and output strictly in order; `next_slot` is the first slot not yet output.
-//! - The replica takes part (proposal, state, vote) only in `next_slot`, and only in `Mode::Normal`.
+//! - The replica takes part (proposal, state, vote) only in `next_slot`, only in `Mode::Normal`, and only
+//!   while `members` (the membership governing `next_slot`) contains it; it counts round messages only
+//!   from the members of their slot, and serves catch-up to any peer.
+//! - `members` is a function of the decided log below `next_slot` (genesis or snapshot membership, then
+//!   every reconfiguration that applied, in order), so replicas in the same slot hold the same one.
 //! - Every buffer is bounded by the `Config`; a message that does not fit a bound is dropped and counted.
 //! - Nothing here reads a clock, a socket or a random source: time comes in as `now_ms`, and everything
 //!   to do goes out as `Output`s, in order.
@@ -15,6 +19,7 @@
 
 mod catchup;
 mod clients;
+mod membership;
 mod recovery;
 mod resume;
 mod retransmit;
@@ -32,7 +37,9 @@ use crate::message::{Message, SessionRecord};
 use crate::queue::PendingQueue;
 use crate::sessions::Sessions;
 use crate::slot::SlotAgreement;
-use crate::types::{batch_time_ms, Broken, ClientCommand, Command, CommandId, Config, Decision, ReplicaId, Slot};
+use crate::types::{
+    batch_time_ms, Broken, ClientCommand, Command, CommandId, Config, Decision, Members, ReplicaId, Slot, MEMBERS_MAX,
+};
 
 /// The timers a replica asks for. Arming a kind again replaces its previous deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,6 +63,9 @@ pub enum RejectReason {
     /// may still hold it, so either way the outcome is "did not apply yet, and should not any more",
     /// not a guarantee: answer it as a timeout.
     Expired,
+    /// A reconfiguration whose `expected` membership was not the current one when its batch applied
+    /// (another change went first), or whose `next` is empty. It did not apply; read the membership again.
+    MembershipChanged,
 }
 
 #[derive(Clone, Debug)]
@@ -104,11 +114,24 @@ pub enum Output {
     TakeSnapshot {
         next_slot: Slot,
         sessions: Vec<SessionRecord>,
+        /// The membership governing `next_slot`, for the same record.
+        members: Members,
     },
     /// Replace the state machine with this snapshot; decisions continue at `next_slot`.
     InstallSnapshot {
         next_slot: Slot,
         state: Bytes,
+    },
+    /// The membership governs slots from `from_slot` on. Follows the `Decided` output of the slot that
+    /// changed it (`from_slot - 1`), or an `InstallSnapshot` that brought a different membership.
+    MembersChanged {
+        from_slot: Slot,
+        members: Members,
+    },
+    /// This replica is no longer a member from slot `at` on: it stops proposing and voting (it still
+    /// serves catch-up). Reported once per removal.
+    Removed {
+        at: Slot,
     },
 }
 
@@ -150,8 +173,9 @@ pub struct Stats {
 #[derive(Clone, Debug)]
 struct Recovery {
     incarnation: u64,
+    /// First answer per id (`MEMBERS_MAX` long).
     reported: Vec<Option<Slot>>,
-    /// The first slot this replica may vote in, once a majority of peers answered.
+    /// The first slot this replica may vote in, once enough peers answered (see `recovery`).
     vote_floor: Option<Slot>,
     /// Only for a replica that started with an empty log ([`Replica::fresh`]), while no peer reported a
     /// slot past 0: who reported slot 0, and since when a majority has.
@@ -172,12 +196,18 @@ struct PeerTrack {
     request_at_ms: Option<u64>,
     /// When we last sent this peer a snapshot chunk.
     chunk_sent_at_ms: Option<u64>,
+    /// The `next_slot` of the last `Status` this peer sent.
+    status_slot: Option<Slot>,
 }
 
 pub struct Replica {
     config: Config,
     mode: Mode,
     next_slot: Slot,
+    /// The membership governing `next_slot`.
+    members: Members,
+    /// Members the shell told a learner to ask for catch-up (besides `members`).
+    ask: Members,
     slot_started_ms: u64,
     /// Resends of this slot's own messages so far; each waits twice as long as the one before (up to 16
     /// periods), so a slot that takes long with large proposals does not resend megabytes every period.
@@ -192,7 +222,7 @@ pub struct Replica {
     replay: VecDeque<(ReplicaId, Message)>,
     peers: Vec<PeerTrack>,
     propose_armed: bool,
-    snapshot_asked: Option<(Slot, Vec<SessionRecord>)>,
+    snapshot_asked: Option<(Slot, Vec<SessionRecord>, Members)>,
     slots_since_snapshot: u64,
     transfer: Option<transfer::Transfer>,
     stats: Stats,
@@ -202,20 +232,30 @@ impl Replica {
     /// A member of a brand-new cluster (or one whose votes are known to be gone from everyone's
     /// consideration): it may vote from slot 0.
     ///
-    /// Panics if `config.me` is not below `config.replica_count` (a configuration error, not input).
+    /// Panics if `config.me` is not a member of `config.members` (a configuration error, not input).
     pub fn new(config: Config) -> Replica {
         assert!(
-            config.me.index() < config.n(),
-            "replica {} outside a cluster of {}",
+            config.members.contains(config.me),
+            "replica {} outside the cluster {}",
             config.me.0,
-            config.replica_count
+            config.members
         );
+        Replica::build(config)
+    }
+
+    /// An empty replica at slot 0 under the genesis membership, in `Mode::Normal`.
+    ///
+    /// Panics if `config.me` is not below `MEMBERS_MAX` (a configuration error, not input).
+    fn build(config: Config) -> Replica {
+        assert!(config.me.index() < MEMBERS_MAX, "replica id {} is not below {MEMBERS_MAX}", config.me.0);
         Replica {
             mode: Mode::Normal,
             next_slot: Slot(0),
+            members: config.members,
+            ask: Members::default(),
             slot_started_ms: 0,
             resends_in_slot: 0,
-            agreement: SlotAgreement::new(Slot(0), &config),
+            agreement: SlotAgreement::new(Slot(0), &config, config.members),
             queue: PendingQueue::new(config.queue_commands_max, config.queue_bytes_max),
             clock: HybridClock::default(),
             sessions: Sessions::new(config.clients_max, config.session_window),
@@ -223,7 +263,7 @@ impl Replica {
             future: Vec::new(),
             future_bytes: 0,
             replay: VecDeque::new(),
-            peers: vec![PeerTrack::default(); config.n()],
+            peers: vec![PeerTrack::default(); MEMBERS_MAX],
             propose_armed: false,
             snapshot_asked: None,
             slots_since_snapshot: 0,
@@ -238,10 +278,9 @@ impl Replica {
     /// have voted in. `incarnation` must differ from every earlier one of this replica (a boot counter).
     pub fn restarted(config: Config, incarnation: u64) -> Replica {
         let recovering = config.broken != Broken::RestartWithoutRecovery;
-        let n = config.n();
-        let mut replica = Replica::new(config);
+        let mut replica = Replica::build(config);
         if recovering {
-            replica.mode = Mode::Recovering(Recovery::new(incarnation, n));
+            replica.mode = Mode::Recovering(Recovery::new(incarnation));
         }
         replica
     }
@@ -311,7 +350,9 @@ impl Replica {
             Input::SnapshotTaken { next_slot, state } => self.on_snapshot_taken(next_slot, state),
             Input::PeerConnected { peer } => self.on_peer_connected(peer, out),
             Input::Restart { incarnation } => {
+                let ask = self.ask.union(self.members);
                 *self = Replica::restarted(self.config.clone(), incarnation);
+                self.ask = ask;
                 self.start(now_ms, out);
             }
         }
@@ -321,7 +362,7 @@ impl Replica {
     }
 
     fn on_message(&mut self, now_ms: u64, from: ReplicaId, message: Message, out: &mut Vec<Output>) {
-        if from.index() >= self.config.n() || from == self.config.me || !self.fits(&message) {
+        if from.index() >= MEMBERS_MAX || from == self.config.me || !self.fits(&message) {
             self.stats.invalid_messages += 1;
             return;
         }
@@ -342,8 +383,8 @@ impl Replica {
             }
             Message::SyncRequest { from_slot } => self.reply_sync(now_ms, from, from_slot, out),
             Message::SyncReply { decisions } => self.on_sync_reply(now_ms, decisions, out),
-            Message::SnapshotChunk { next_slot, state_len, offset, sessions, bytes } => {
-                let chunk = transfer::Chunk { next_slot, state_len, offset, sessions, bytes };
+            Message::SnapshotChunk { next_slot, state_len, offset, sessions, members, bytes } => {
+                let chunk = transfer::Chunk { next_slot, state_len, offset, sessions, members, bytes };
                 self.on_snapshot_chunk(now_ms, from, chunk, out)
             }
             Message::SnapshotRequest { next_slot, offset } => {
@@ -398,7 +439,7 @@ impl Replica {
             }
             return;
         }
-        if self.is_recovering() {
+        if !self.takes_part() || !self.members.contains(from) {
             return;
         }
         let from_index = from.index();
@@ -413,6 +454,9 @@ impl Replica {
                             self.enqueue_forwarded(now_ms, command.clone());
                         }
                     }
+                }
+                if self.config.broken == Broken::MembersFromProposal {
+                    self.adopt_members_early(&batch, out);
                 }
                 let adopt = (!self.agreement.has_proposed()).then(|| batch.clone());
                 self.agreement.on_proposal(from_index, batch);
@@ -450,7 +494,7 @@ impl Replica {
     }
 
     fn maybe_propose(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        if self.is_recovering() || self.agreement.has_proposed() || self.queue.is_empty() || self.propose_armed {
+        if !self.takes_part() || self.agreement.has_proposed() || self.queue.is_empty() || self.propose_armed {
             return;
         }
         if self.config.propose_delay_ms == 0 {
@@ -476,7 +520,7 @@ impl Replica {
     /// Proposes once per slot: a peer's non-empty proposal when one triggered us (so heads converge),
     /// otherwise the head of our queue (possibly empty) once what expired by our clock is gone from it.
     fn propose(&mut self, now_ms: u64, adopted: Option<Vec<Command>>, out: &mut Vec<Output>) {
-        if self.is_recovering() || self.agreement.has_proposed() || self.agreement.exhausted {
+        if !self.takes_part() || self.agreement.has_proposed() || self.agreement.exhausted {
             return;
         }
         self.drop_expired(now_ms, out);
@@ -513,10 +557,12 @@ impl Replica {
     /// Outputs the decision of `next_slot` and moves to the next slot.
     fn commit(&mut self, now_ms: u64, outcome: Option<Vec<Command>>, out: &mut Vec<Output>) {
         let slot = self.next_slot;
-        let applied = outcome.as_ref().map(|batch| self.apply_batch(now_ms, slot, batch, out));
+        let mut members = self.members;
+        let applied = outcome.as_ref().map(|batch| self.apply_batch(now_ms, slot, batch, &mut members, out));
         self.count_null(outcome.is_none());
         self.log.push(slot, outcome);
         out.push(Output::Decided(Decision { slot, batch: applied }));
+        self.set_members(slot.next(), members, out);
         self.slots_since_snapshot += 1;
         self.maybe_ask_snapshot(slot.next(), out);
         self.advance_to(now_ms, slot.next(), out);
@@ -539,7 +585,16 @@ impl Replica {
     /// filtered batch has the same time and filters to itself, which matters because a replica that
     /// resumed from its log serves catch-up from filtered batches. Expired commands are answered as such
     /// and not recorded, exactly as a replica resuming from its log records only what applied.
-    fn apply_batch(&mut self, now_ms: u64, slot: Slot, batch: &[Command], out: &mut Vec<Output>) -> Vec<Command> {
+    /// Reconfigurations among them apply in order against `members` (see `membership`), which ends as the
+    /// membership of the next slot.
+    fn apply_batch(
+        &mut self,
+        now_ms: u64,
+        slot: Slot,
+        batch: &[Command],
+        members: &mut Members,
+        out: &mut Vec<Output>,
+    ) -> Vec<Command> {
         let mut fresh: Vec<&Command> = Vec::with_capacity(batch.len());
         // A second copy within the batch: found by scanning the fresh commands so far in the usual small
         // batch, by a set in a large one (a copy whose id applied earlier is caught as applied either way).
@@ -566,6 +621,10 @@ impl Replica {
                 out.push(Output::Rejected { id: command.id, reason: RejectReason::Expired });
                 continue;
             }
+            if !membership::apply_change(members, command) {
+                out.push(Output::Rejected { id: command.id, reason: RejectReason::MembershipChanged });
+                continue;
+            }
             if let Some(seq_floor) = self.sessions.record(command.id, slot) {
                 self.stats.purged_below_floor += self.queue.remove_client_below(command.id.client, seq_floor) as u64;
             }
@@ -578,7 +637,7 @@ impl Replica {
         self.next_slot = next_slot;
         self.slot_started_ms = now_ms;
         self.resends_in_slot = 0;
-        self.agreement = SlotAgreement::new(next_slot, &self.config);
+        self.agreement = SlotAgreement::new(next_slot, &self.config, self.members);
         self.propose_armed = false;
         let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
             .into_iter()
@@ -587,6 +646,7 @@ impl Replica {
         self.future_bytes = later.iter().map(|(_, m)| message_bytes(m)).sum();
         self.future = later;
         self.replay.extend(ready);
+        self.settle_vote_floor();
         self.finish_recovery_if_past_floor(now_ms, out);
         self.maybe_propose(now_ms, out);
     }

@@ -7,13 +7,16 @@
 //!   different message from the same peer for the same round is ignored.
 //! - A state, vote or decision is computed once a quorum (a majority) of the round's messages is in; a
 //!   larger set gives the same guarantees (any two quorums intersect).
+//! - The slot's membership is fixed at construction: only its members' proposals, states and votes are
+//!   recorded (tables are indexed by id, `MEMBERS_MAX` long), quorums are majorities of it, and a
+//!   replica outside it sends nothing for the slot.
 //! - Safety never depends on timing or on the coin: at most one batch can be proposed by a majority, all
 //!   non-"?" votes of a phase agree, and a decision for b in phase k makes every replica enter phase k + 1
 //!   with state b.
 
 use crate::coin::{coin, mix64};
 use crate::message::Message;
-use crate::types::{Broken, Command, Config, Phase, Slot};
+use crate::types::{Broken, Command, CommandKind, Config, Members, Phase, Slot, MEMBERS_MAX};
 
 #[derive(Clone, Debug, Default)]
 struct PhaseRound {
@@ -25,6 +28,7 @@ struct PhaseRound {
 pub(crate) struct SlotAgreement {
     pub(crate) slot: Slot,
     me: usize,
+    members: Members,
     quorum: usize,
     proposals: Vec<Option<Vec<Command>>>,
     /// The batch a majority proposed, once seen (or identified by a peer's digest).
@@ -40,12 +44,13 @@ pub(crate) struct SlotAgreement {
 }
 
 impl SlotAgreement {
-    pub(crate) fn new(slot: Slot, config: &Config) -> SlotAgreement {
+    pub(crate) fn new(slot: Slot, config: &Config, members: Members) -> SlotAgreement {
         SlotAgreement {
             slot,
             me: config.me.index(),
-            quorum: config.quorum(),
-            proposals: vec![None; config.n()],
+            members,
+            quorum: members.quorum(),
+            proposals: vec![None; MEMBERS_MAX],
             value: None,
             value_digest: None,
             rounds: Vec::new(),
@@ -56,7 +61,12 @@ impl SlotAgreement {
     }
 
     pub(crate) fn has_proposed(&self) -> bool {
-        self.proposals[self.me].is_some()
+        self.proposals.get(self.me).is_some_and(Option::is_some)
+    }
+
+    /// Whether `index` may speak in this slot.
+    fn counts(&self, index: usize) -> bool {
+        index < MEMBERS_MAX && self.members.contains(crate::types::ReplicaId(index as u8))
     }
 
     /// True once anything at all happened in this slot (used to decide whether to resend).
@@ -78,7 +88,7 @@ impl SlotAgreement {
     }
 
     pub(crate) fn propose(&mut self, batch: Vec<Command>, out: &mut Vec<Message>) {
-        if self.has_proposed() {
+        if self.has_proposed() || !self.counts(self.me) {
             return;
         }
         out.push(Message::Proposal { slot: self.slot, batch: batch.clone() });
@@ -86,18 +96,24 @@ impl SlotAgreement {
     }
 
     pub(crate) fn on_proposal(&mut self, from: usize, batch: Vec<Command>) {
-        if self.proposals[from].is_none() {
+        if self.counts(from) && self.proposals[from].is_none() {
             self.record_proposal(from, batch);
         }
     }
 
     pub(crate) fn on_state(&mut self, from: usize, phase: Phase, value: bool, config: &Config) {
+        if !self.counts(from) {
+            return;
+        }
         if let Some(round) = self.round_mut(phase, config) {
             round.states[from].get_or_insert(value);
         }
     }
 
     pub(crate) fn on_vote(&mut self, from: usize, phase: Phase, vote: Option<bool>, config: &Config) {
+        if !self.counts(from) {
+            return;
+        }
         if let Some(round) = self.round_mut(phase, config) {
             round.votes[from].get_or_insert(vote);
         }
@@ -114,13 +130,16 @@ impl SlotAgreement {
         }
         let index = (phase.0 - 1) as usize;
         while self.rounds.len() <= index {
-            self.rounds.push(PhaseRound { states: vec![None; config.n()], votes: vec![None; config.n()] });
+            self.rounds.push(PhaseRound { states: vec![None; MEMBERS_MAX], votes: vec![None; MEMBERS_MAX] });
         }
         self.rounds.get_mut(index)
     }
 
     /// Takes every step the messages in hand allow; new messages of this replica go to `out`.
     pub(crate) fn advance(&mut self, config: &Config, out: &mut Vec<Message>) {
+        if !self.counts(self.me) {
+            return;
+        }
         while self.decided.is_none() && !self.exhausted && self.step(config, out) {}
     }
 
@@ -192,6 +211,9 @@ impl SlotAgreement {
     /// resends that message unchanged and never sends a different one for the same round.
     pub(crate) fn restore_own(&mut self, message: &Message, config: &Config) {
         let me = self.me;
+        if !self.counts(me) {
+            return;
+        }
         match message {
             Message::Proposal { slot, batch } if *slot == self.slot && !self.has_proposed() => {
                 self.record_proposal(me, batch.clone());
@@ -216,7 +238,7 @@ impl SlotAgreement {
 
     /// Every message this replica has sent for this slot, for retransmission.
     pub(crate) fn own_messages(&self, out: &mut Vec<Message>) {
-        if let Some(batch) = &self.proposals[self.me] {
+        if let Some(Some(batch)) = self.proposals.get(self.me) {
             out.push(Message::Proposal { slot: self.slot, batch: batch.clone() });
         }
         for (index, round) in self.rounds.iter().enumerate() {
@@ -272,6 +294,12 @@ pub(crate) fn batch_digest(batch: &[Command]) -> u64 {
         absorb(u64::from(command.origin.0));
         absorb(command.timestamp_ms);
         absorb(command.deadline_ms);
+        // Ordinary commands add nothing, so their digests stay what they were before kinds existed.
+        if let CommandKind::Reconfigure { expected, next } = command.kind {
+            absorb(0x7265_636f_6e66_6967);
+            absorb(expected.bits());
+            absorb(next.bits());
+        }
         absorb(command.payload.len() as u64);
         for chunk in command.payload.chunks(8) {
             let mut word = [0u8; 8];
@@ -352,13 +380,14 @@ mod tests {
             timestamp_ms: 0,
             deadline_ms: 0,
             payload: vec![],
+            kind: CommandKind::Client,
         }]
     }
 
     #[test]
     fn same_proposals_decide_the_batch_in_one_phase() {
         let config = Config::new(3, ReplicaId(0), 1);
-        let mut slot = SlotAgreement::new(Slot(0), &config);
+        let mut slot = SlotAgreement::new(Slot(0), &config, config.members);
         let mut out = Vec::new();
         slot.propose(batch(1), &mut out);
         slot.on_proposal(1, batch(1));
@@ -374,7 +403,7 @@ mod tests {
     #[test]
     fn split_proposals_decide_null() {
         let config = Config::new(3, ReplicaId(0), 1);
-        let mut slot = SlotAgreement::new(Slot(0), &config);
+        let mut slot = SlotAgreement::new(Slot(0), &config, config.members);
         let mut out = Vec::new();
         slot.propose(batch(1), &mut out);
         slot.on_proposal(1, batch(2));
@@ -389,7 +418,7 @@ mod tests {
     #[test]
     fn question_votes_fall_back_to_the_common_coin() {
         let config = Config::new(3, ReplicaId(0), 1);
-        let mut slot = SlotAgreement::new(Slot(0), &config);
+        let mut slot = SlotAgreement::new(Slot(0), &config, config.members);
         let mut out = Vec::new();
         slot.propose(batch(1), &mut out);
         slot.on_proposal(1, batch(1));
@@ -406,7 +435,7 @@ mod tests {
     #[test]
     fn a_batch_without_a_visible_majority_is_identified_by_its_digest() {
         let config = Config::new(3, ReplicaId(0), 1);
-        let mut slot = SlotAgreement::new(Slot(0), &config);
+        let mut slot = SlotAgreement::new(Slot(0), &config, config.members);
         let mut out = Vec::new();
         slot.propose(batch(2), &mut out);
         slot.on_proposal(1, batch(1));
@@ -423,7 +452,7 @@ mod tests {
 
     /// Replica 0 of three, having proposed `batch(1)` and seen peer 1 propose the same: it knows the batch.
     fn agreed(config: &Config) -> (SlotAgreement, Vec<Message>) {
-        let mut slot = SlotAgreement::new(Slot(0), config);
+        let mut slot = SlotAgreement::new(Slot(0), config, config.members);
         let mut out = Vec::new();
         slot.propose(batch(1), &mut out);
         slot.on_proposal(1, batch(1));
@@ -469,7 +498,7 @@ mod tests {
         voter.on_state(1, Phase(1), true, &Config::new(3, ReplicaId(0), 1));
         voter.advance(&Config::new(3, ReplicaId(0), 1), &mut sent);
         let Some(Message::Vote { batch_digest, .. }) = sent.last().cloned() else { panic!("no vote: {sent:?}") };
-        let mut slot = SlotAgreement::new(Slot(0), &config);
+        let mut slot = SlotAgreement::new(Slot(0), &config, config.members);
         let mut out = Vec::new();
         slot.propose(batch(2), &mut out);
         slot.on_proposal(1, batch(1));
@@ -489,7 +518,7 @@ mod tests {
             // A coin seed that would give the other value, so only adoption explains the outcome.
             let seed = (1..).find(|seed| coin(*seed, Slot(0), Phase(1)) != ours).unwrap_or(1);
             let config = Config::new(3, ReplicaId(0), seed);
-            let mut slot = SlotAgreement::new(Slot(0), &config);
+            let mut slot = SlotAgreement::new(Slot(0), &config, config.members);
             let mut out = Vec::new();
             slot.propose(batch(1), &mut out);
             slot.on_proposal(1, batch(if ours { 1 } else { 2 }));
@@ -540,16 +569,16 @@ mod tests {
     #[test]
     fn a_slot_is_active_once_any_proposal_or_round_message_is_in() {
         let config = Config::new(3, ReplicaId(0), 1);
-        let fresh = SlotAgreement::new(Slot(0), &config);
+        let fresh = SlotAgreement::new(Slot(0), &config, config.members);
         assert!(!fresh.is_active());
-        let mut proposed = SlotAgreement::new(Slot(0), &config);
+        let mut proposed = SlotAgreement::new(Slot(0), &config, config.members);
         proposed.on_proposal(2, batch(1));
         assert!(proposed.is_active());
-        let mut stated = SlotAgreement::new(Slot(0), &config);
+        let mut stated = SlotAgreement::new(Slot(0), &config, config.members);
         stated.on_state(1, Phase(1), true, &config);
         assert!(stated.is_active());
         // A message past the phase bound is not recorded, so it does not make the slot active.
-        let mut beyond = SlotAgreement::new(Slot(0), &config);
+        let mut beyond = SlotAgreement::new(Slot(0), &config, config.members);
         beyond.on_vote(1, Phase(config.phases_max + 1), None, &config);
         assert!(!beyond.is_active());
     }
@@ -564,7 +593,7 @@ mod tests {
             Message::Vote { slot: Slot(4), phase: Phase(1), vote: Some(true), batch_digest: digest },
             Message::State { slot: Slot(4), phase: Phase(2), value: true, batch_digest: digest },
         ];
-        let mut slot = SlotAgreement::new(Slot(4), &config);
+        let mut slot = SlotAgreement::new(Slot(4), &config, config.members);
         for message in &own {
             slot.restore_own(message, &config);
         }
@@ -579,7 +608,7 @@ mod tests {
         assert_eq!(resent, own);
 
         // A slot that has not proposed takes its restored proposal from the right slot only.
-        let mut other = SlotAgreement::new(Slot(4), &config);
+        let mut other = SlotAgreement::new(Slot(4), &config, config.members);
         other.restore_own(&Message::Proposal { slot: Slot(5), batch: batch(3) }, &config);
         assert!(!other.has_proposed());
         other.restore_own(&Message::Vote { slot: Slot(3), phase: Phase(1), vote: None, batch_digest: None }, &config);
@@ -610,6 +639,7 @@ mod tests {
             timestamp_ms: 1234,
             deadline_ms: 31_234,
             payload: b"put user/a 1".to_vec(),
+            kind: crate::types::CommandKind::Client,
         };
         assert_eq!(batch_digest(std::slice::from_ref(&command)), PINNED_DIGEST);
         let variants = [
@@ -620,12 +650,21 @@ mod tests {
             Command { deadline_ms: 31_235, ..command.clone() },
             Command { payload: b"put user/a 2".to_vec(), ..command.clone() },
             Command { payload: b"put user/a 1\0".to_vec(), ..command.clone() },
+            Command { kind: reconfigure(1), ..command.clone() },
         ];
         for variant in variants {
             assert_ne!(batch_digest(std::slice::from_ref(&variant)), PINNED_DIGEST, "{variant:?}");
         }
         assert_ne!(batch_digest(&[command.clone(), command.clone()]), PINNED_DIGEST);
         assert_ne!(batch_digest(&[]), PINNED_DIGEST);
+        let one = Command { kind: reconfigure(1), ..command.clone() };
+        let other = Command { kind: reconfigure(2), ..command.clone() };
+        assert_ne!(batch_digest(&[one]), batch_digest(&[other]), "the target membership counts");
+    }
+
+    fn reconfigure(extra: u8) -> crate::types::CommandKind {
+        let expected = crate::types::Members::first(3);
+        crate::types::CommandKind::Reconfigure { expected, next: expected.with(ReplicaId(2 + extra)) }
     }
 
     const PINNED_DIGEST: u64 = 0xe712_5b7a_cafc_50c5;

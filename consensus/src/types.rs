@@ -1,12 +1,17 @@
 //! Identities, commands, decisions and the replica configuration: the plain values the core moves around.
 //!
 //! Invariants: a `CommandId` (client, sequence) names one client command for its whole life, across
-//! retries and replicas; `Slot`s are decided in increasing order starting at 0; `ReplicaId`s are
-//! `0..replica_count`, fixed at construction.
+//! retries and replicas; `Slot`s are decided in increasing order starting at 0; a `ReplicaId` is a
+//! member's stable id, below `MEMBERS_MAX`; a `Members` set names ids below `MEMBERS_MAX` only (one bit
+//! each), so every per-replica table is sized by `MEMBERS_MAX`; a reconfiguration is a `Command` whose
+//! `kind` says so, never a payload a client could forge.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-/// A replica's index in the fixed membership, `0..replica_count`.
+/// How many member ids exist: `ReplicaId`s are `0..MEMBERS_MAX`.
+pub const MEMBERS_MAX: usize = 64;
+
+/// A member's stable id, below `MEMBERS_MAX`. Ids are not positions: a cluster may be `{0,3,4}`.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReplicaId(pub u8);
 
@@ -14,6 +19,105 @@ impl ReplicaId {
     pub fn index(self) -> usize {
         usize::from(self.0)
     }
+}
+
+/// A set of member ids: bit i is `ReplicaId(i)`. The membership governing a slot is a function of the
+/// decided log below it (see the crate documentation), so every replica taking part in a slot holds the
+/// same `Members` for it.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Members(u64);
+
+impl Members {
+    /// `{0, 1, .., n - 1}` (capped at `MEMBERS_MAX`).
+    pub fn first(n: u8) -> Members {
+        match u32::from(n) {
+            0 => Members(0),
+            n if n as usize >= MEMBERS_MAX => Members(u64::MAX),
+            n => Members((1u64 << n) - 1),
+        }
+    }
+
+    pub fn from_bits(bits: u64) -> Members {
+        Members(bits)
+    }
+
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Whether `id` is a member (false for an id at or past `MEMBERS_MAX`).
+    pub fn contains(self, id: ReplicaId) -> bool {
+        id.index() < MEMBERS_MAX && self.0 & (1u64 << id.index()) != 0
+    }
+
+    /// This set plus `id` (unchanged for an id at or past `MEMBERS_MAX`).
+    pub fn with(self, id: ReplicaId) -> Members {
+        match id.index() < MEMBERS_MAX {
+            true => Members(self.0 | (1u64 << id.index())),
+            false => self,
+        }
+    }
+
+    pub fn without(self, id: ReplicaId) -> Members {
+        match id.index() < MEMBERS_MAX {
+            true => Members(self.0 & !(1u64 << id.index())),
+            false => self,
+        }
+    }
+
+    pub fn union(self, other: Members) -> Members {
+        Members(self.0 | other.0)
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Member ids in increasing order.
+    pub fn iter(self) -> impl Iterator<Item = ReplicaId> {
+        (0..MEMBERS_MAX as u8).map(ReplicaId).filter(move |id| self.contains(*id))
+    }
+
+    /// A majority of the members: any two quorums of the same set intersect.
+    pub fn quorum(self) -> usize {
+        self.len() / 2 + 1
+    }
+
+    /// How many of `ids` are members.
+    pub fn count_in(self, ids: impl IntoIterator<Item = ReplicaId>) -> usize {
+        ids.into_iter().filter(|id| self.contains(*id)).count()
+    }
+}
+
+impl std::fmt::Display for Members {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("{")?;
+        for (i, id) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}", id.0)?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// What a command is to the core. Only the shell makes a `Reconfigure` (through
+/// `ClientCommand::reconfigure`): a client's payload bytes can never turn into one.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    /// Opaque to the core: the shell's state machine applies the payload.
+    #[default]
+    Client,
+    /// Replace the membership `expected` by `next` from the slot after the one that decides it. Applies
+    /// only if `expected` is the membership when the decided batch reaches it and `next` is non-empty;
+    /// otherwise it is dropped and answered `RejectReason::MembershipChanged`. The payload is the
+    /// shell's (names and addresses of the members), applied in the same slot.
+    Reconfigure { expected: Members, next: Members },
 }
 
 /// A position in the replicated log.
@@ -38,11 +142,24 @@ pub struct CommandId {
     pub seq: u64,
 }
 
-/// A command as the shell submits it: identity and opaque payload bytes.
+/// A command as the shell submits it: identity, kind and opaque payload bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCommand {
     pub id: CommandId,
     pub payload: Vec<u8>,
+    pub kind: CommandKind,
+}
+
+impl ClientCommand {
+    /// An ordinary command: the state machine applies `payload`.
+    pub fn new(id: CommandId, payload: Vec<u8>) -> ClientCommand {
+        ClientCommand { id, payload, kind: CommandKind::Client }
+    }
+
+    /// A membership change from `expected` to `next`, carrying the shell's own `payload`.
+    pub fn reconfigure(id: CommandId, expected: Members, next: Members, payload: Vec<u8>) -> ClientCommand {
+        ClientCommand { id, payload, kind: CommandKind::Reconfigure { expected, next } }
+    }
 }
 
 /// A command inside the cluster: stamped by the replica that received it (`origin`) with that replica's
@@ -57,6 +174,7 @@ pub struct Command {
     pub timestamp_ms: u64,
     pub deadline_ms: u64,
     pub payload: Vec<u8>,
+    pub kind: CommandKind,
 }
 
 /// What a command's fixed fields cost in memory and on the wire, roughly.
@@ -123,6 +241,9 @@ pub enum Broken {
     /// A peer behind slots the log dropped at its hard bound (no snapshot covers them) gets nothing, and
     /// no snapshot is asked for it: with a log resumed over its bound, the cluster can stall for good.
     NoSnapshotForLostSlots,
+    /// A replica adopts a reconfiguration as soon as it sees it in a peer's proposal, inside the slot
+    /// that may decide it (or not), instead of after the slot decided it.
+    MembersFromProposal,
 }
 
 impl Broken {
@@ -138,15 +259,17 @@ impl Broken {
 /// Everything a replica is told at construction. Sizes are limits: hitting one is a handled event.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Cluster size n. Quorums are majorities (`n / 2 + 1`); n = 2f + 1 tolerates f crashes.
-    pub replica_count: u8,
+    /// The membership at slot 0 (the cluster's genesis), and the one a replica resumes with when no
+    /// snapshot says otherwise; later slots' memberships follow from the decided reconfigurations.
+    /// Quorums are majorities of a slot's members; 2f + 1 members tolerate f crashes.
+    pub members: Members,
     pub me: ReplicaId,
     /// Shared by the whole cluster; keys the common coin.
     pub coin_seed: u64,
     pub batch_commands_max: usize,
     pub batch_bytes_max: usize,
     /// Pending queue capacity. Client commands are refused (back-pressure) once the queue holds
-    /// `queue_commands_max / replica_count`; forwarded commands may fill it.
+    /// `queue_commands_max / members` (the current membership's size); forwarded commands may fill it.
     pub queue_commands_max: usize,
     /// Pending queue capacity in bytes (`Command::size_bytes`), shared the same way as the count.
     pub queue_bytes_max: usize,
@@ -207,7 +330,7 @@ impl Config {
     /// Defaults sized for a LAN cluster.
     pub fn new(replica_count: u8, me: ReplicaId, coin_seed: u64) -> Config {
         Config {
-            replica_count,
+            members: Members::first(replica_count),
             me,
             coin_seed,
             batch_commands_max: 256,
@@ -238,13 +361,5 @@ impl Config {
             session_window: 1024,
             broken: Broken::Nothing,
         }
-    }
-
-    pub fn quorum(&self) -> usize {
-        usize::from(self.replica_count) / 2 + 1
-    }
-
-    pub fn n(&self) -> usize {
-        usize::from(self.replica_count)
     }
 }

@@ -21,6 +21,7 @@ fn command(client: u64, payload_bytes: usize) -> Command {
         timestamp_ms: 1,
         deadline_ms: u64::MAX,
         payload: vec![7; payload_bytes],
+        kind: consensus::CommandKind::Client,
     }
 }
 

@@ -13,6 +13,7 @@ fn command() -> impl Strategy<Value = Command> {
             timestamp_ms,
             deadline_ms,
             payload,
+            kind: consensus::CommandKind::Client,
         })
 }
 
@@ -53,6 +54,7 @@ fn message() -> impl Strategy<Value = Message> {
                 state_len: offset.saturating_add(bytes.len() as u64),
                 offset,
                 sessions: vec![SessionRecord { client, seq_floor: 3, applied_above: vec![5, 9], last_slot: slot }],
+                members: consensus::Members::first(3),
                 bytes,
             }
         ),

@@ -63,7 +63,7 @@ impl Cluster {
                 Output::InstallSnapshot { next_slot, .. } => {
                     self.decisions[from].retain(|d| d.slot < next_slot);
                 }
-                Output::SetTimer { .. } => {}
+                Output::SetTimer { .. } | Output::MembersChanged { .. } | Output::Removed { .. } => {}
             }
         }
     }
@@ -76,7 +76,7 @@ impl Cluster {
     }
 
     fn submit(&mut self, replica: usize, client: u64, seq: u64) {
-        let command = ClientCommand { id: CommandId { client, seq }, payload: vec![client as u8, seq as u8] };
+        let command = ClientCommand::new(CommandId { client, seq }, vec![client as u8, seq as u8]);
         self.input(replica, Input::Submit(vec![command]));
     }
 
@@ -210,6 +210,7 @@ fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
                 timestamp_ms: c,
                 deadline_ms: c + 30_000,
                 payload: vec![],
+                kind: consensus::CommandKind::Client,
             }],
         }),
         (0u64..8).prop_map(|s| Message::Status { next_slot: Slot(s), clock_ms: s * 1_000 }),
@@ -222,6 +223,7 @@ fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
             state_len: 2,
             offset,
             sessions: Vec::new(),
+            members: consensus::Members::first(3),
             bytes: vec![7; len as usize],
         }),
         (0u64..8, 0u64..3).prop_map(|(s, offset)| Message::SnapshotRequest { next_slot: Slot(s), offset }),
@@ -232,7 +234,7 @@ fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
         (0u8..5, message).prop_map(|(from, message)| (from, Input::Message { from: ReplicaId(from), message })),
         (0u64..4).prop_map(|c| (
             0,
-            Input::Submit(vec![ClientCommand { id: CommandId { client: c, seq: 1 }, payload: vec![1] }])
+            Input::Submit(vec![ClientCommand::new(CommandId { client: c, seq: 1 }, vec![1])])
         )),
         Just((0, Input::Timer(TimerKind::Retransmit))),
         Just((0, Input::Timer(TimerKind::Propose))),

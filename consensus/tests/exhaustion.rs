@@ -10,6 +10,7 @@ fn command(client: u64, origin: u8) -> Command {
         timestamp_ms: 1,
         deadline_ms: u64::MAX,
         payload: vec![7; 8],
+        kind: consensus::CommandKind::Client,
     }
 }
 

@@ -19,6 +19,7 @@ fn command(client: u64) -> Command {
         timestamp_ms: 1,
         deadline_ms: u64::MAX,
         payload: vec![7; 8],
+        kind: consensus::CommandKind::Client,
     }
 }
 

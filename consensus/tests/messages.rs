@@ -23,6 +23,7 @@ fn only_round_messages_belong_to_a_slot() {
             state_len: 10,
             offset: 0,
             sessions: vec![SessionRecord { client: 1, seq_floor: 0, applied_above: Vec::new(), last_slot: 3 }],
+            members: consensus::Members::first(3),
             bytes: vec![0; 10],
         },
         Message::SnapshotRequest { next_slot: Slot(3), offset: 0 },

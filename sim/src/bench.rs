@@ -159,7 +159,7 @@ fn delays_per_slot(depths: &[u64]) -> f64 {
 }
 
 fn command(index: u64) -> ClientCommand {
-    ClientCommand { id: CommandId { client: index % 64, seq: index / 64 }, payload: vec![7; PAYLOAD_BYTES] }
+    ClientCommand::new(CommandId { client: index % 64, seq: index / 64 }, vec![7; PAYLOAD_BYTES])
 }
 
 fn bench_config(id: usize, batch: usize, commands: u64) -> Config {

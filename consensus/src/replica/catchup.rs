@@ -31,14 +31,15 @@ impl Replica {
     fn ask_snapshot(&mut self, next_slot: Slot, out: &mut Vec<Output>) {
         self.slots_since_snapshot = 0;
         let sessions = self.sessions.export();
-        self.snapshot_asked = Some((next_slot, sessions.clone()));
-        out.push(Output::TakeSnapshot { next_slot, sessions });
+        let members = self.members;
+        self.snapshot_asked = Some((next_slot, sessions.clone(), members));
+        out.push(Output::TakeSnapshot { next_slot, sessions, members });
     }
 
     pub(super) fn on_snapshot_taken(&mut self, next_slot: Slot, state: Bytes) {
         match self.snapshot_asked.take() {
-            Some((asked, sessions)) if asked == next_slot => {
-                self.log.store_snapshot(StoredSnapshot { next_slot, sessions, state })
+            Some((asked, sessions, members)) if asked == next_slot => {
+                self.log.store_snapshot(StoredSnapshot { next_slot, sessions, members, state })
             }
             other => {
                 self.snapshot_asked = other;
@@ -49,6 +50,9 @@ impl Replica {
 
     pub(super) fn on_status(&mut self, now_ms: u64, from: ReplicaId, their_next: Slot, out: &mut Vec<Output>) {
         self.note_peer_slot(from, their_next);
+        if let Some(peer) = self.peers.get_mut(from.index()) {
+            peer.status_slot = Some(their_next);
+        }
         if their_next < self.next_slot {
             self.reply_sync(now_ms, from, their_next, out);
         } else if their_next > self.next_slot {
@@ -136,8 +140,9 @@ impl Replica {
         let sessions = &self.sessions;
         self.queue.retain(|id| !sessions.is_applied(id));
         out.push(Output::InstallSnapshot { next_slot: snapshot.next_slot, state: snapshot.state.clone() });
-        let next_slot = snapshot.next_slot;
+        let (next_slot, members) = (snapshot.next_slot, snapshot.members);
         self.log.store_snapshot(snapshot);
+        self.set_members(next_slot, members, out);
         self.snapshot_asked = None;
         self.slots_since_snapshot = 0;
         self.stats.snapshots_installed += 1;
@@ -169,6 +174,7 @@ mod tests {
                     timestamp_ms: 0,
                     deadline_ms: 0,
                     payload,
+                    kind: crate::types::CommandKind::Client,
                 };
                 DecidedSlot { slot: Slot(slot), batch: Some(vec![command]) }
             })
@@ -184,7 +190,7 @@ mod tests {
         let mut asks = Vec::new();
         for seq in 0..6 {
             let mut out = Vec::new();
-            let put = crate::types::ClientCommand { id: CommandId { client: 1, seq }, payload: vec![1] };
+            let put = crate::types::ClientCommand::new(CommandId { client: 1, seq }, vec![1]);
             replica.handle(seq, Input::Submit(vec![put]), &mut out);
             asks.extend(out.into_iter().filter_map(|o| match o {
                 Output::TakeSnapshot { next_slot, .. } => Some(next_slot),
@@ -212,7 +218,7 @@ mod tests {
         // two slots, so slots 4 and 5 are dropped with no snapshot covering them.
         let mut config = Config::new(3, ReplicaId(0), 1);
         config.log_slots_max = 2;
-        let snapshot = crate::replica::SnapshotRecord { next_slot: Slot(4), sessions: vec![], state: vec![7; 8] };
+        let snapshot = crate::replica::SnapshotRecord { next_slot: Slot(4), sessions: vec![], members: crate::types::Members::first(3), state: vec![7; 8] };
         let decided = (4..10).map(|slot| DecidedSlot { slot: Slot(slot), batch: None }).collect();
         let mut replica = Replica::resume(config, Resume { snapshot: Some(snapshot), decided, ..Resume::default() });
         assert_eq!(replica.next_slot(), Slot(10));

@@ -58,6 +58,7 @@ impl Replica {
             timestamp_ms,
             deadline_ms: timestamp_ms.saturating_add(self.config.command_ttl_ms),
             payload: command.payload,
+            kind: command.kind,
         };
         match self.queue.push(stamped.clone(), self.reforward_due(now_ms)) {
             Ok(()) => {
@@ -72,7 +73,7 @@ impl Replica {
     /// Client commands are admitted while the queue is below its share of the capacity (in commands and
     /// in bytes), so the commands every replica admits still fit in every queue; forwarded ones may fill it.
     pub(super) fn queue_over_admission_share(&self, payload_bytes: usize) -> bool {
-        let n = self.config.n().max(1);
+        let n = self.members.len().max(1);
         let commands_max = (self.config.queue_commands_max / n).max(1);
         let bytes_max = self.config.queue_bytes_max / n;
         self.queue.len() >= commands_max || self.queue.bytes() + payload_bytes + COMMAND_OVERHEAD_BYTES > bytes_max
@@ -145,6 +146,7 @@ mod tests {
             timestamp_ms,
             deadline_ms: timestamp_ms + 30_000,
             payload: vec![1; 8],
+            kind: crate::types::CommandKind::Client,
         }
     }
 
@@ -365,7 +367,7 @@ mod tests {
         let mut stamps = Vec::new();
         for (seq, now_ms) in [(1u64, 50_010u64), (2, 10), (3, 60_000)] {
             let mut out = Vec::new();
-            let submit = ClientCommand { id: CommandId { client: 7, seq }, payload: vec![seq as u8] };
+            let submit = ClientCommand::new(CommandId { client: 7, seq }, vec![seq as u8]);
             replica.handle(now_ms, Input::Submit(vec![submit]), &mut out);
             for o in out {
                 if let Output::Broadcast { message: Message::Forward { commands } } = o {
@@ -411,7 +413,7 @@ mod tests {
         let mut replica = started(1, 10);
         message(&mut replica, 10, 2, Message::Status { next_slot: Slot(0), clock_ms: 7_200_000 });
         let mut out = Vec::new();
-        let submit = ClientCommand { id: CommandId { client: 7, seq: 0 }, payload: vec![1] };
+        let submit = ClientCommand::new(CommandId { client: 7, seq: 0 }, vec![1]);
         replica.handle(20, Input::Submit(vec![submit]), &mut out);
         let stamp = out.iter().find_map(|o| match o {
             Output::Broadcast { message: Message::Forward { commands } } => commands.first().map(|c| c.timestamp_ms),

@@ -31,6 +31,13 @@
 //! slot 0 and lost its whole disk while slot 0 was still undecided everywhere (see ARCHITECTURE.md,
 //! durability). The cost: a brand-new cluster votes only once every configured replica has started.
 
+//! Membership: a resumed replica takes the membership from its snapshot (else `Config::members`, the
+//! genesis one) and replays the decided slots after it, reconfigurations included, so it ends with the
+//! membership of its `next_slot` exactly as if it had decided them live. A log that missed later changes
+//! (the cluster moved on while this replica was down) is fixed by catch-up, slot by slot; in the meantime
+//! it votes only where that membership contains it, and a recovering one counts its floor over it (see
+//! `recovery`).
+
 //! Invariants: decided slots are taken in order from the snapshot's `next_slot` (or 0) with no gap (a
 //! record after a gap is ignored: the disk lost it, catch-up from peers fills it); sessions end up exactly
 //! as if the slots had been decided live; own messages of any slot other than the open one are ignored;
@@ -45,10 +52,10 @@ use crate::types::ReplicaId;
 /// What a [`Replica::fresh`] knows about whether its cluster is brand new.
 #[derive(Clone, Debug)]
 pub(super) struct NewCluster {
-    /// Peers that reported slot 0 (and, since no peer reported more, never more).
+    /// Peers that reported slot 0 (and, since no peer reported more, never more), by id.
     at_zero: Vec<bool>,
 }
-use crate::types::{Broken, Config, Slot};
+use crate::types::{Broken, Config, Members, Slot, MEMBERS_MAX};
 use bytes::Bytes;
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -58,6 +65,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 pub struct SnapshotRecord {
     pub next_slot: Slot,
     pub sessions: Vec<SessionRecord>,
+    /// The membership governing `next_slot`.
+    pub members: Members,
     pub state: Vec<u8>,
 }
 
@@ -74,8 +83,8 @@ pub struct Resume {
 }
 
 impl Recovery {
-    pub(super) fn new(incarnation: u64, n: usize) -> Recovery {
-        Recovery { incarnation, reported: vec![None; n], vote_floor: None, new_cluster: None }
+    pub(super) fn new(incarnation: u64) -> Recovery {
+        Recovery { incarnation, reported: vec![None; MEMBERS_MAX], vote_floor: None, new_cluster: None }
     }
 }
 
@@ -83,14 +92,15 @@ impl Replica {
     /// A replica rebuilt from its durable log (see the module documentation). The shell has already
     /// restored its state machine from the same snapshot and slots; no `Decided` output repeats them.
     pub fn resume(config: Config, resume: Resume) -> Replica {
-        let n = config.n();
-        let mut replica = Replica::new(config);
+        let mut replica = Replica::build(config);
         let mut lost = false;
         if let Some(snapshot) = resume.snapshot {
             replica.sessions.import(&snapshot.sessions);
             replica.next_slot = snapshot.next_slot;
-            let (next_slot, sessions, state) = (snapshot.next_slot, snapshot.sessions, snapshot.state);
-            replica.log.store_snapshot(StoredSnapshot { next_slot, sessions, state: Bytes::from(state) });
+            replica.members = snapshot.members;
+            let (next_slot, sessions, members) = (snapshot.next_slot, snapshot.sessions, snapshot.members);
+            let state = Bytes::from(snapshot.state);
+            replica.log.store_snapshot(StoredSnapshot { next_slot, sessions, members, state });
         }
         for decided in resume.decided {
             if decided.slot != replica.next_slot {
@@ -100,21 +110,22 @@ impl Replica {
             if let Some(batch) = &decided.batch {
                 for command in batch {
                     replica.sessions.record(command.id, decided.slot);
+                    super::membership::apply_change(&mut replica.members, command);
                 }
             }
             replica.log.push(decided.slot, decided.batch);
             replica.next_slot = decided.slot.next();
         }
-        replica.agreement = SlotAgreement::new(replica.next_slot, &replica.config);
+        replica.agreement = SlotAgreement::new(replica.next_slot, &replica.config, replica.members);
         let own_messages = match replica.config.broken {
             Broken::ResumeWithoutOwnMessages => &[][..],
             _ => &resume.own_messages[..],
         };
         lost |= resume.own_messages.iter().any(|m| m.round_slot().is_some_and(|s| s > replica.next_slot));
-        if lost && n > 1 {
+        if lost && !replica.alone() {
             // Votes it may have cast are gone: none of its own messages can be trusted to be all of them.
-            replica.agreement = SlotAgreement::new(replica.next_slot, &replica.config);
-            replica.mode = Mode::Recovering(Recovery::new(resume.incarnation, n));
+            replica.agreement = SlotAgreement::new(replica.next_slot, &replica.config, replica.members);
+            replica.mode = Mode::Recovering(Recovery::new(resume.incarnation));
             return replica;
         }
         for message in own_messages {
@@ -129,15 +140,19 @@ impl Replica {
     /// A replica with an empty log: recovering (it may be a node whose whole disk was lost), unless every
     /// peer reports slot 0 before any reports more (a brand-new cluster); see the module docs.
     pub fn fresh(config: Config, incarnation: u64) -> Replica {
-        let n = config.n();
         let mut replica = Replica::restarted(config, incarnation);
         if let Mode::Recovering(recovery) = &mut replica.mode {
-            recovery.new_cluster = Some(NewCluster { at_zero: vec![false; n] });
+            recovery.new_cluster = Some(NewCluster { at_zero: vec![false; MEMBERS_MAX] });
         }
-        if n == 1 {
+        if replica.alone() {
             replica.mode = Mode::Normal;
         }
         replica
+    }
+
+    /// Whether this replica is the only member of its slot's membership (nobody could answer a probe).
+    fn alone(&self) -> bool {
+        self.members == Members::default().with(self.config.me)
     }
 
     /// Whether this replica still waits to learn if the cluster is brand new.
@@ -163,7 +178,8 @@ impl Replica {
         if let Some(at_zero) = new.at_zero.get_mut(from.index()) {
             *at_zero = true;
         }
-        if new.at_zero.iter().enumerate().all(|(i, at)| *at || i == me) {
+        let members = self.members;
+        if members.iter().all(|id| id.index() == me || new.at_zero.get(id.index()).is_some_and(|at| *at)) {
             recovery.new_cluster = None;
             recovery.vote_floor = Some(self.next_slot);
             self.finish_recovery_if_past_floor(now_ms, out);
@@ -177,9 +193,8 @@ impl Replica {
     /// replica sends no round messages, so the log's own messages are ignored. The shell records the
     /// recovery as finished once [`Replica::is_recovering`] turns false, in the same turn's records.
     pub fn resume_recovering(config: Config, resume: Resume, incarnation: u64) -> Replica {
-        let n = config.n();
         let mut replica = Replica::resume(config, Resume { own_messages: Vec::new(), ..resume });
-        replica.mode = Mode::Recovering(Recovery::new(incarnation, n));
+        replica.mode = Mode::Recovering(Recovery::new(incarnation));
         replica
     }
 
@@ -188,6 +203,7 @@ impl Replica {
         self.log.snapshot.as_ref().map(|s| SnapshotRecord {
             next_slot: s.next_slot,
             sessions: s.sessions.clone(),
+            members: s.members,
             state: s.state.to_vec(),
         })
     }
@@ -244,7 +260,7 @@ mod tests {
     }
 
     fn command(seq: u64) -> ClientCommand {
-        ClientCommand { id: CommandId { client: 9, seq }, payload: vec![seq as u8] }
+        ClientCommand::new(CommandId { client: 9, seq }, vec![seq as u8])
     }
 
     #[test]

@@ -3,12 +3,13 @@
 
 use super::{broadcast_all, Mode, Output, Replica, TimerKind};
 use crate::message::Message;
-use crate::types::ReplicaId;
+use crate::types::{ReplicaId, MEMBERS_MAX};
 
 impl Replica {
     pub(super) fn on_retransmit(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         self.arm_retransmit(now_ms, out);
         out.push(Output::Broadcast { message: self.status_message() });
+        self.ask_as_learner(out);
         self.resend_round_messages(now_ms, out);
         self.ask_for_missing(now_ms, out);
         self.reforward_old_commands(now_ms, out);
@@ -49,7 +50,7 @@ impl Replica {
     /// Asks the most advanced peer for decisions when someone is ahead of us, or when we decided a
     /// batch we never received.
     pub(super) fn ask_for_missing(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        let ahead = (0..self.config.n())
+        let ahead = (0..self.peers.len())
             .filter(|i| self.peers[*i].seen_slot > self.next_slot)
             .max_by_key(|i| self.peers[*i].seen_slot);
         if let Some(peer) = ahead {
@@ -60,7 +61,7 @@ impl Replica {
     }
 
     pub(super) fn on_peer_connected(&self, peer: ReplicaId, out: &mut Vec<Output>) {
-        if peer.index() >= self.config.n() || peer == self.config.me {
+        if peer.index() >= MEMBERS_MAX || peer == self.config.me {
             return;
         }
         out.push(Output::Send { to: peer, message: self.status_message() });

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use super::{Output, Replica};
 use crate::log::StoredSnapshot;
 use crate::message::{Message, SessionRecord};
-use crate::types::{Broken, ReplicaId, Slot};
+use crate::types::{Broken, Members, ReplicaId, Slot};
 
 /// A snapshot being received.
 #[derive(Clone, Debug)]
@@ -29,6 +29,7 @@ pub(super) struct Transfer {
     next_slot: Slot,
     state_len: u64,
     sessions: Vec<SessionRecord>,
+    members: Members,
     bytes: Vec<u8>,
     progress_at_ms: u64,
     asked_at_ms: u64,
@@ -67,6 +68,7 @@ impl Replica {
             state_len,
             offset,
             sessions,
+            members: snapshot.members,
             bytes: snapshot.state[start..end].to_vec(),
         };
         if let Some(track) = self.peers.get_mut(peer.index()) {
@@ -94,7 +96,7 @@ impl Replica {
     }
 
     pub(super) fn on_snapshot_chunk(&mut self, now_ms: u64, from: ReplicaId, chunk: Chunk, out: &mut Vec<Output>) {
-        let Chunk { next_slot, state_len, offset, sessions, bytes } = chunk;
+        let Chunk { next_slot, state_len, offset, sessions, members, bytes } = chunk;
         if next_slot <= self.next_slot {
             // Nothing to gain; a transfer of an older snapshot than our position is useless too.
             if self.transfer.as_ref().is_some_and(|t| t.next_slot <= self.next_slot) {
@@ -103,7 +105,8 @@ impl Replica {
             return;
         }
         let end = offset.checked_add(bytes.len() as u64);
-        if state_len > self.config.snapshot_bytes_max as u64 || end.is_none_or(|end| end > state_len) {
+        let no_members = offset == 0 && members.is_empty();
+        if state_len > self.config.snapshot_bytes_max as u64 || end.is_none_or(|end| end > state_len) || no_members {
             self.stats.invalid_messages += 1;
             return;
         }
@@ -125,6 +128,7 @@ impl Replica {
                 next_slot,
                 state_len,
                 sessions,
+                members,
                 bytes: Vec::with_capacity(state_len as usize),
                 progress_at_ms: now_ms,
                 asked_at_ms: now_ms,
@@ -149,8 +153,12 @@ impl Replica {
             return;
         }
         if let Some(done) = self.transfer.take() {
-            let snapshot =
-                StoredSnapshot { next_slot: done.next_slot, sessions: done.sessions, state: Bytes::from(done.bytes) };
+            let snapshot = StoredSnapshot {
+                next_slot: done.next_slot,
+                sessions: done.sessions,
+                members: done.members,
+                state: Bytes::from(done.bytes),
+            };
             self.install_snapshot(now_ms, snapshot, out);
         }
     }
@@ -192,6 +200,7 @@ pub(super) struct Chunk {
     pub(super) state_len: u64,
     pub(super) offset: u64,
     pub(super) sessions: Vec<SessionRecord>,
+    pub(super) members: Members,
     pub(super) bytes: Vec<u8>,
 }
 
@@ -219,7 +228,7 @@ mod tests {
     fn sender(next_slot: u64, len: usize) -> Replica {
         let session = SessionRecord { client: 4, seq_floor: 2, applied_above: vec![], last_slot: next_slot - 1 };
         let snapshot =
-            SnapshotRecord { next_slot: Slot(next_slot), sessions: vec![session], state: state(next_slot, len) };
+            SnapshotRecord { next_slot: Slot(next_slot), sessions: vec![session], members: crate::types::Members::first(3), state: state(next_slot, len) };
         Replica::resume(config(0), Resume { snapshot: Some(snapshot), ..Resume::default() })
     }
 
@@ -314,7 +323,7 @@ mod tests {
                 last_slot: 9,
             })
             .collect();
-        let snapshot = SnapshotRecord { next_slot: Slot(10), sessions: sessions.clone(), state: state(10, 1000) };
+        let snapshot = SnapshotRecord { next_slot: Slot(10), sessions: sessions.clone(), members: crate::types::Members::first(3), state: state(10, 1000) };
         let sender = Replica::resume(config(0), Resume { snapshot: Some(snapshot), ..Resume::default() });
         let mut pair = Pair::new(sender);
         for _ in 0..5 {
@@ -327,6 +336,7 @@ mod tests {
             state_len: 1000,
             offset: 0,
             sessions,
+            members: crate::types::Members::first(3),
             bytes: vec![0; 1],
         })
         .len();
@@ -402,6 +412,7 @@ mod tests {
             state_len,
             offset,
             sessions: Vec::new(),
+            members: crate::types::Members::first(3),
             bytes,
         };
         let too_big = chunk(u64::MAX, 0, vec![1]);

@@ -68,7 +68,7 @@ impl World {
         for (replica, seq, payload) in submissions {
             let id = CommandId { client: CLIENT_BASE + replica as u64, seq };
             self.submitted.insert(id, payload.clone());
-            self.run_core(replica, Input::Submit(vec![ClientCommand { id, payload }]));
+            self.run_core(replica, Input::Submit(vec![ClientCommand::new(id, payload)]));
         }
         self.schedule(self.now_us + TICK_MS * 1000, Event::ControlTick);
     }

@@ -68,7 +68,7 @@ impl World {
         }
         self.nodes[replica].waiting.insert((client as u64, seq));
         let payload = op.payload(self.options.value_pad_bytes);
-        let command = ClientCommand { id: CommandId { client: client as u64, seq }, payload };
+        let command = ClientCommand::new(CommandId { client: client as u64, seq }, payload);
         self.run_core(replica, Input::Submit(vec![command]));
     }
 
