@@ -95,6 +95,22 @@ impl Backend for NodeBackend {
         self.ask(LOOP_REPLY_TIMEOUT, Command::Status)
     }
 
+    fn members(&self) -> Result<serde_json::Value, ApiError> {
+        self.ask(LOOP_REPLY_TIMEOUT, |reply| Command::Members(crate::node::MembersRequest::List(reply)))?
+    }
+
+    fn add_member(&self, id: &str, address: std::net::SocketAddr) -> Result<serde_json::Value, ApiError> {
+        let id = id.to_string();
+        self.ask_write(|reply| Command::Members(crate::node::MembersRequest::Add { id, address, reply }))?;
+        self.members()
+    }
+
+    fn remove_member(&self, id: &str) -> Result<serde_json::Value, ApiError> {
+        let id = id.to_string();
+        self.ask_write(|reply| Command::Members(crate::node::MembersRequest::Remove { id, reply }))?;
+        self.members()
+    }
+
     fn dht(&self) -> Result<mgmt::DhtView, ApiError> {
         self.ask(LOOP_REPLY_TIMEOUT, Command::DhtStats)?
             .ok_or_else(|| ApiError::unavailable("the storage plane is not running on this node"))

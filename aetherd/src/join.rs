@@ -105,7 +105,7 @@ pub fn read_answer(bytes: &[u8], node: &str) -> Result<RosterFile, String> {
 pub fn fetch_roster(
     config: &NodeConfig,
     net_config: net::NetConfig,
-    give_up: impl Fn() -> bool,
+    mut give_up: impl FnMut() -> bool,
 ) -> Result<RosterFile, String> {
     info!(
         "joining the cluster through {}; this node becomes a learner, then a voter once it has caught up",

@@ -187,11 +187,22 @@ fn run(args: &Args) -> Result<(), String> {
 
     let seed = args.restore.as_deref().map(restore_backup::read).transpose()?;
     let (mut storage, mut recovered) = storage::Storage::open(&config.data_dir)?;
+    let roster = roster::establish(&config, || {
+        join::fetch_roster(&config, net_config(&config, &roster::Roster::seed(&config.peers)), || {
+            signals.pending().next().is_some()
+        })
+    })?;
+    let consensus_config = consensus_config(&config, &roster)?;
     if let Some(seed) = seed {
-        restore_backup::seed(&mut storage, &mut recovered, &config.data_dir, seed)?;
+        let genesis = consensus_config.members;
+        restore_backup::seed(&mut storage, &mut recovered, &config.data_dir, seed, genesis)?;
     }
-    let consensus_config = consensus_config(&config);
-    let replication = replication::Replication::new(consensus_config, storage, recovered, random_u64())?;
+    let learner = roster
+        .roster
+        .get(&config.node_id)
+        .filter(|m| m.role == roster::Role::Learner)
+        .map(|_| consensus::Members::from_bits(roster.roster.voter_bits()));
+    let replication = replication::Replication::new(consensus_config, storage, recovered, random_u64(), learner)?;
     let container = container::Container::new(container_config(&config, &lifecycle))
         .map_err(|e| format!("slice container: {e}"))?;
     let container = Arc::new(container);
@@ -228,11 +239,11 @@ fn run(args: &Args) -> Result<(), String> {
         node: config.node_id.clone(),
         handle: loop_handle.clone(),
     }));
-    let handler = node::Node::new(config.clone(), replication, config.suspicion_timeout, Some(deployer), data)
+    let net_config = net_config(&config, &roster.roster);
+    let handler = node::Node::new(config.clone(), roster, replication, config.suspicion_timeout, Some(deployer), data)
         .with_storage(storage)
         .with_messaging(config.messaging, Arc::clone(&deliveries));
-    let net =
-        net::spawn(net_config(&config), handler).map_err(|e| format!("cluster port {}: {e}", config.listen_cluster))?;
+    let net = net::spawn(net_config, handler).map_err(|e| format!("cluster port {}: {e}", config.listen_cluster))?;
     let _ = loop_handle.set(net.handle.clone());
     blobs::debug::start_from_env(net.handle.clone())?;
     if let Some(settings) = config.cluster_tls.clone() {
@@ -450,12 +461,14 @@ fn container_config(config: &NodeConfig, lifecycle: &deploy::Settings) -> contai
     container
 }
 
-fn net_config(config: &NodeConfig) -> net::NetConfig {
-    let peers = config
-        .peers
+/// The transport's config: every member of `roster` other than this node is a peer, in roster order (the
+/// node maps transport peers to members by that order).
+fn net_config(config: &NodeConfig, roster: &roster::Roster) -> net::NetConfig {
+    let peers = roster
+        .members
         .iter()
-        .filter(|(id, _)| *id != config.node_id)
-        .map(|(id, addr)| net::PeerSpec { id: id.clone(), addr: *addr })
+        .filter(|m| m.id != config.node_id)
+        .map(|m| net::PeerSpec { id: m.id.clone(), addr: m.address })
         .collect();
     let mut net_config =
         net::NetConfig::new(&config.node_id, &config.cluster_name, &config.secret, config.listen_cluster, peers);
@@ -463,15 +476,25 @@ fn net_config(config: &NodeConfig) -> net::NetConfig {
     net_config
 }
 
-fn consensus_config(config: &NodeConfig) -> consensus::Config {
-    let n = u8::try_from(config.peers.len()).unwrap_or(u8::MAX);
-    let me = consensus::ReplicaId(node::replica_index(config));
-    let mut c = consensus::Config::new(n, me, coin_seed(&config.secret, &config.cluster_name));
+/// The consensus config: this node's replica id from the roster, and the cluster's membership at slot 0
+/// (the genesis members, replica ids `0..n`), from which every reconfiguration in the log replays.
+fn consensus_config(config: &NodeConfig, roster: &roster::RosterFile) -> Result<consensus::Config, String> {
+    let me = roster.roster.get(&config.node_id).ok_or_else(|| {
+        format!(
+            "this node ({}) is not a member of its cluster any more ({}): it was removed. Wipe the data \
+             directory and join again (`[cluster] join = true`) to bring it back",
+            config.node_id,
+            roster::file_path(&config.data_dir).display()
+        )
+    })?;
+    let n = u8::try_from(roster.genesis.len()).unwrap_or(u8::MAX);
+    let mut c =
+        consensus::Config::new(n, consensus::ReplicaId(me.replica), coin_seed(&config.secret, &config.cluster_name));
     // Control-plane values (blueprints, records) go up to the store's 1 MiB value limit.
     c.payload_bytes_max = 1024 * 1024 + 4096;
     c.batch_bytes_max = 4 * 1024 * 1024;
     c.command_ttl_ms = config.command_ttl_ms;
-    c
+    Ok(c)
 }
 
 /// The common coin's seed: a keyed hash of the cluster secret, the same on every node, unknown outside.

@@ -28,7 +28,7 @@ pub struct PeerObservation {
 
 pub struct Membership {
     me: String,
-    /// Every configured node, this one included, sorted by id.
+    /// Every voting node (this one included while it votes), sorted by id.
     nodes: Vec<String>,
     alive: Vec<bool>,
     suspicion: Duration,
@@ -44,6 +44,17 @@ impl Membership {
         let mut membership = Membership { me: me.to_string(), nodes, alive, suspicion, quorum: false };
         membership.quorum = membership.majority_alive();
         membership
+    }
+
+    /// The voting nodes changed (a reconfiguration): keeps what is known of the ones that stay. The quorum
+    /// is judged again at the next `observe`.
+    pub fn set_nodes(&mut self, nodes: &[String]) {
+        let mut next = nodes.to_vec();
+        next.sort();
+        next.dedup();
+        let alive = next.iter().map(|n| *n == self.me || self.is_alive(n)).collect();
+        self.nodes = next;
+        self.alive = alive;
     }
 
     /// Re-evaluates from the transport's view; returns what changed, in a stable order.

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 mod consensus_send;
 mod dht;
 mod events;
+mod members;
 mod messaging;
 mod metrics;
 mod peer_data;
@@ -30,6 +31,7 @@ mod single_active;
 mod slice_kv;
 
 pub use dht::{DhtOp, DhtRequest, NodeStore, StoragePlane};
+pub use members::MembersRequest;
 pub use schedules::ScheduledCalls;
 
 /// How long a management thread waits for the loop to answer a query.
@@ -78,6 +80,8 @@ pub enum Command {
     DhtStats(mpsc::Sender<Option<mgmt::DhtView>>),
     /// Publishes, delivery outcomes and the topic view (`messaging`).
     Messaging(crate::messaging::MessagingRequest),
+    /// The cluster's members: list, add a learner, remove (`/api/members`).
+    Members(MembersRequest),
 }
 
 /// The data plane as the loop sees it: where to deliver replies, who serves forwarded calls, and the
@@ -123,9 +127,12 @@ pub struct Node {
     config: NodeConfig,
     membership: Membership,
     replication: Option<Replication>,
-    /// Replica index -> transport peer (None for this node).
+    /// Replica id -> transport peer (None for this node and for ids no member holds).
     peer_of_replica: Vec<Option<PeerId>>,
-    replica_of_peer: Vec<consensus::ReplicaId>,
+    /// Transport peer -> replica id (None for retired peers).
+    replica_of_peer: Vec<Option<consensus::ReplicaId>>,
+    /// The roster this node follows (`members`).
+    members: members::MemberState,
     /// Latest deadline armed per consensus timer kind, and its generation.
     timer_generation: [u64; 2],
     deployment: Option<Deployment>,
@@ -154,19 +161,24 @@ pub struct Node {
 impl Node {
     pub fn new(
         config: NodeConfig,
+        roster: crate::roster::RosterFile,
         mut replication: Replication,
         suspicion: Duration,
         deployer: Option<Deployer>,
         data: DataPlane,
     ) -> Node {
-        let ids = sorted_ids(&config);
-        let others: Vec<&String> = config.peers.iter().map(|(id, _)| id).filter(|id| **id != config.node_id).collect();
-        let peer_of_replica = ids.iter().map(|id| others.iter().position(|o| *o == id)).collect();
-        let replica_of_peer = others
-            .iter()
-            .map(|o| consensus::ReplicaId(ids.iter().position(|id| id == *o).unwrap_or(0) as u8))
-            .collect();
-        let membership = Membership::new(&config.node_id, &ids, suspicion);
+        // Transport peers are the roster's members other than this node, in roster order (`net_config`).
+        let others: Vec<&crate::roster::Member> =
+            roster.roster.members.iter().filter(|m| m.id != config.node_id).collect();
+        let mut peer_of_replica = vec![None; consensus::MEMBERS_MAX];
+        for (pid, m) in others.iter().enumerate() {
+            peer_of_replica[usize::from(m.replica)] = Some(pid);
+        }
+        let replica_of_peer = others.iter().map(|m| Some(consensus::ReplicaId(m.replica))).collect();
+        let peer_names = others.iter().map(|m| m.id.clone()).collect();
+        let ids: Vec<String> = roster.roster.members.iter().map(|m| m.id.clone()).collect();
+        let voters: Vec<String> = roster.roster.voters().map(|m| m.id.clone()).collect();
+        let membership = Membership::new(&config.node_id, &voters, suspicion);
         let deployment = match (deployer, kvstore::NodeId::parse(&config.node_id)) {
             (Some(deployer), Ok(me)) => Some(Deployment {
                 deployer,
@@ -183,7 +195,6 @@ impl Node {
             }),
             _ => None,
         };
-        let peer_names = others.iter().map(|o| o.to_string()).collect();
         let ops = events::Ops::new(
             &config.node_id,
             ids.clone(),
@@ -209,6 +220,7 @@ impl Node {
             replication: Some(replication),
             peer_of_replica,
             replica_of_peer,
+            members: members::MemberState::new(roster),
             timer_generation: [0; 2],
             deployment,
             slice_watch,
@@ -220,17 +232,19 @@ impl Node {
     fn cluster_view(&self, ctx: &Ctx<'_>) -> ClusterView {
         let statuses = ctx.peers();
         let nodes = self
-            .config
-            .peers
+            .members
+            .roster
+            .members
             .iter()
-            .map(|(id, addr)| {
-                let status = statuses.iter().find(|s| s.id == *id);
+            .map(|m| {
+                let status = statuses.iter().find(|s| s.id == m.id);
+                let is_self = m.id == self.config.node_id;
                 PeerView {
-                    id: id.clone(),
-                    address: addr.to_string(),
-                    connected: status.is_none_or(|s| s.connected),
+                    id: m.id.clone(),
+                    address: m.address.to_string(),
+                    connected: is_self || status.is_some_and(|s| s.connected),
                     last_seen_ms: status.and_then(|s| s.last_seen_ago).map(|d| d.as_millis() as u64),
-                    is_self: status.is_none(),
+                    is_self,
                 }
             })
             .collect();
@@ -240,13 +254,14 @@ impl Node {
 
     fn status(&self) -> NodeStatus {
         let members = self
-            .config
-            .peers
+            .members
+            .roster
+            .members
             .iter()
-            .map(|(id, addr)| MemberView {
-                id: id.clone(),
-                address: addr.to_string(),
-                alive: self.membership.is_alive(id),
+            .map(|m| MemberView {
+                id: m.id.clone(),
+                address: m.address.to_string(),
+                alive: m.id == self.config.node_id || self.membership.is_alive(&m.id),
             })
             .collect();
         let replication = self.replication.as_ref();
@@ -274,6 +289,8 @@ impl Node {
             log_membership(event);
         }
         self.observe_membership(&events);
+        self.follow_roster(ctx);
+        self.promote_learners(ctx);
         if let Some(replication) = self.replication.as_mut() {
             replication.expire();
         }
@@ -376,6 +393,7 @@ impl Node {
         match f(replication) {
             Ok(effects) => {
                 self.carry_out(ctx, effects);
+                self.follow_roster(ctx);
                 self.run_managers(ctx);
             }
             Err(e) => {
@@ -455,17 +473,6 @@ fn timer_index(kind: consensus::TimerKind) -> usize {
     }
 }
 
-fn sorted_ids(config: &NodeConfig) -> Vec<String> {
-    let mut ids: Vec<String> = config.peers.iter().map(|(id, _)| id.clone()).collect();
-    ids.sort();
-    ids
-}
-
-/// The replica index of this node: its position among the sorted node ids.
-pub fn replica_index(config: &NodeConfig) -> u8 {
-    sorted_ids(config).iter().position(|id| *id == config.node_id).unwrap_or(0) as u8
-}
-
 fn log_membership(event: &MembershipEvent) {
     match event {
         MembershipEvent::NodeUp(id) => info!("node {id} is alive"),
@@ -486,7 +493,7 @@ impl Handler for Node {
     fn on_peer_up(&mut self, ctx: &mut Ctx<'_>, peer: PeerId) {
         self.forwarded.forget_peer(peer);
         self.send_event_history(ctx, peer);
-        if let Some(&from) = self.replica_of_peer.get(peer) {
+        if let Some(&Some(from)) = self.replica_of_peer.get(peer) {
             // Frames in flight on the old connection are gone: resend this slot's messages to it.
             self.drive(ctx, |r| r.handle(consensus::Input::PeerConnected { peer: from }));
         }
@@ -505,6 +512,7 @@ impl Handler for Node {
             FrameKind::Gossip => return self.receive_summary(ctx, peer, &frame.payload),
             FrameKind::Events => return self.receive_events(ctx, peer, &frame.payload),
             FrameKind::Dht => return self.receive_dht(ctx, peer, &frame.payload),
+            FrameKind::Members => return self.receive_members(ctx, peer, &frame.payload),
             FrameKind::InvokeReply => {
                 match InvokeReply::decode(&frame.payload) {
                     Ok(reply) => match self.peer_names.get(peer) {
@@ -517,7 +525,7 @@ impl Handler for Node {
             }
             _ => return,
         }
-        let from = self.replica_of_peer.get(peer).copied();
+        let from = self.replica_of_peer.get(peer).copied().flatten();
         match (from, consensus::decode_message(&frame.payload)) {
             (Some(from), Ok(message)) => self.drive(ctx, |r| r.handle(consensus::Input::Message { from, message })),
             (_, Err(e)) => warn!("dropping a consensus frame from {}: {e}", ctx.peer_id(peer).unwrap_or("?")),
@@ -572,6 +580,7 @@ impl Handler for Node {
             Command::Dht(request) => self.dht_request(ctx, request),
             Command::DhtStats(reply) => drop(reply.send(self.dht_view())),
             Command::Messaging(request) => self.messaging_request(ctx, request),
+            Command::Members(request) => self.members_request(ctx, request),
             Command::DeployDone(done) => {
                 if let crate::deploy::JobResult::Reconfigured { outcome, .. } = &done.result {
                     self.record_reconfigured(&done.artifact, outcome);

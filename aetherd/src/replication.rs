@@ -95,11 +95,16 @@ struct Pending {
     digest: u64,
 }
 
-/// What the driver asks of the transport after a turn.
+/// What the driver asks of the transport (and the node) after a turn.
 pub enum Effect {
     Send(ReplicaId, Message),
     Broadcast(Message),
     Timer(consensus::TimerKind, u64),
+    /// A reconfiguration applied: these members vote from the next slot on (the `nodes/members` record
+    /// written in the same slot names them).
+    MembersChanged,
+    /// This node is no longer a member.
+    Removed,
 }
 
 pub struct Replication {
@@ -132,14 +137,17 @@ pub struct Replication {
 
 impl Replication {
     /// Builds the replica and the store from what the disk holds (empty on first start).
+    /// `learner`: this node joins a running cluster and is not a voter yet; with an empty log it starts as a
+    /// learner asking these members.
     pub fn new(
         config: consensus::Config,
         mut storage: Storage,
         recovered: Recovered,
         client: u64,
+        learner: Option<consensus::Members>,
     ) -> Result<Replication, String> {
         let failed_stop = recovered.failed_stop.is_some();
-        let (store, replica) = restore::restore(config, recovered, client)?;
+        let (store, replica) = restore::restore(config, recovered, client, learner)?;
         let recovery_logged = replica.is_recovering();
         if recovery_logged {
             storage.append(replica.next_slot().0, RECORD_RECOVERY_STARTED, &[]);
@@ -153,7 +161,7 @@ impl Replication {
                 storage.fail_stop(&e);
             }
         }
-        let peers = replica.config().n();
+        let peers = consensus::MEMBERS_MAX;
         Ok(Replication {
             recovery_logged,
             persisted_own: Vec::new(),
@@ -234,6 +242,18 @@ impl Replication {
         waiter: Waiter,
         request: Option<CommandId>,
     ) -> Result<Vec<Effect>, String> {
+        self.submit_as(payload_kind, body, waiter, request, None)
+    }
+
+    /// `submit`, as a reconfiguration `(expected, next)` of the consensus membership when one is given.
+    fn submit_as(
+        &mut self,
+        payload_kind: u8,
+        body: Vec<u8>,
+        waiter: Waiter,
+        request: Option<CommandId>,
+        reconfigure: Option<(consensus::Members, consensus::Members)>,
+    ) -> Result<Vec<Effect>, String> {
         let id = request.unwrap_or_else(|| {
             self.next_seq += 1;
             CommandId { client: self.client, seq: self.next_seq - 1 }
@@ -265,7 +285,10 @@ impl Replication {
         // Commands of one loop turn go to the replica together (one Forward, one proposal), at `end_turn`. A
         // retry of a command still waiting here waits for the same slot: it is queued already.
         if !already_waiting {
-            self.batch.push(ClientCommand::new(id, payload));
+            self.batch.push(match reconfigure {
+                Some((expected, next)) => ClientCommand::reconfigure(id, expected, next, payload),
+                None => ClientCommand::new(id, payload),
+            });
         }
         Ok(Vec::new())
     }
@@ -295,6 +318,34 @@ impl Replication {
         reply: Sender<Result<u64, ApiError>>,
     ) -> Result<Vec<Effect>, String> {
         self.submit_write_as(command, reply, None)
+    }
+
+    /// A write of `command` that is also a reconfiguration of the consensus membership from `expected` to
+    /// `next`: both apply in the same slot, or neither (409 when the membership changed meanwhile).
+    pub fn submit_reconfigure(
+        &mut self,
+        expected: consensus::Members,
+        next: consensus::Members,
+        command: &kvstore::Command,
+        reply: Sender<Result<u64, ApiError>>,
+    ) -> Result<Vec<Effect>, String> {
+        let body = command.encode().map_err(|e| format!("cannot encode a reconfiguration: {e}"))?;
+        self.submit_as(KV, body, Waiter::Write(reply), None, Some((expected, next)))
+    }
+
+    /// The membership that votes in the replica's next slot.
+    pub fn members(&self) -> consensus::Members {
+        self.replica.members()
+    }
+
+    /// The first slot the replica has not decided.
+    pub fn next_slot(&self) -> u64 {
+        self.replica.next_slot().0
+    }
+
+    /// The next slot `replica` last reported (a learner's progress).
+    pub fn peer_progress(&self, replica: ReplicaId) -> Option<u64> {
+        self.replica.peer_next_slot(replica).map(|s| s.0)
     }
 
     /// A write under the client's own request id: retries of it apply it at most once.
@@ -478,7 +529,17 @@ impl Replication {
             Output::SetTimer { kind, at_ms } => effects.push(Effect::Timer(kind, at_ms)),
             Output::Decided(decision) => self.apply(decision)?,
             Output::Rejected { id, reason } => self.rejected(id, reason),
-            Output::TakeSnapshot { next_slot, sessions } => self.take_snapshot(next_slot.0, sessions)?,
+            Output::TakeSnapshot { next_slot, sessions, members } => {
+                self.take_snapshot(next_slot.0, sessions, members)?
+            }
+            Output::MembersChanged { from_slot, members } => {
+                info!("consensus members from slot {}: {members}", from_slot.0);
+                effects.push(Effect::MembersChanged);
+            }
+            Output::Removed { at } => {
+                warn!("this node is no longer a consensus member from slot {}", at.0);
+                effects.push(Effect::Removed);
+            }
             Output::InstallSnapshot { next_slot, state } => self.install(next_slot.0, &state)?,
         }
         Ok(None)
@@ -588,6 +649,11 @@ impl Replication {
                 RejectReason::QueueFull => ApiError::unavailable("the consensus queue is full; retry shortly"),
                 RejectReason::TooLarge => ApiError::new(413, "too_large", "the command is over the payload limit"),
                 RejectReason::Expired => ApiError::timeout("the command expired before it was decided"),
+                RejectReason::MembershipChanged => ApiError::new(
+                    409,
+                    "membership_changed",
+                    "the cluster's members changed before this change applied; read them again and retry",
+                ),
                 RejectReason::AlreadyApplied => match self.results.earlier(id, p.digest) {
                     Earlier::Same(result) => {
                         let result = Some(result.clone());
@@ -608,10 +674,15 @@ impl Replication {
 
     /// Hands a view of the store at `next_slot` (every `Decided` so far applied) to the snapshot worker,
     /// after opening the log segment the snapshot will start from.
-    fn take_snapshot(&mut self, next_slot: u64, sessions: Vec<consensus::SessionRecord>) -> Result<(), String> {
+    fn take_snapshot(
+        &mut self,
+        next_slot: u64,
+        sessions: Vec<consensus::SessionRecord>,
+        members: consensus::Members,
+    ) -> Result<(), String> {
         let begun = self.storage.begin_snapshot(next_slot);
         self.durable(begun);
-        self.snapshots.submit(next_slot, sessions, self.store.snapshot_view())
+        self.snapshots.submit(next_slot, sessions, members, self.store.snapshot_view())
     }
 
     fn install(&mut self, next_slot: u64, state: &[u8]) -> Result<(), String> {

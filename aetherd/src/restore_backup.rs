@@ -34,16 +34,26 @@ pub fn read(path: &Path) -> Result<Seed, String> {
     file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| format!("--restore {}: {e}", path.display()))?;
     let backup = mgmt::backup::decode(&bytes).map_err(|e| format!("--restore {}: {e}", path.display()))?;
     drop(bytes);
-    let state = kvstore::snapshot::decode(&backup.store)
+    let mut state = kvstore::snapshot::decode(&backup.store)
         .map_err(|e| format!("--restore {}: the store in the backup does not restore: {e}", path.display()))?
         .without_applied_slot();
+    // The old cluster's roster is not the new one's: the new cluster's members are its config's peers.
+    let roster = kvstore::Command::Remove { key: kvstore::AetherKey::ClusterMembers };
+    let _ = state.apply_command(roster, &mut |_| {});
     let entries = state.len();
     let store = kvstore::snapshot::encode(&state).map_err(|e| format!("--restore {}: {e}", path.display()))?;
     Ok(Seed { slot: backup.slot, sha256: backup.sha256, store, entries })
 }
 
 /// Writes `seed` as the consensus snapshot at slot 0 of an empty log; refuses a log that has anything.
-pub fn seed(storage: &mut Storage, recovered: &mut Recovered, data_dir: &Path, seed: Seed) -> Result<(), String> {
+/// `members` is the new cluster's membership at slot 0.
+pub fn seed(
+    storage: &mut Storage,
+    recovered: &mut Recovered,
+    data_dir: &Path,
+    seed: Seed,
+    members: consensus::Members,
+) -> Result<(), String> {
     if recovered.snapshot.is_some() || !recovered.records.is_empty() {
         return Err(format!(
             "--restore: {} already holds a consensus log; a restore starts a new cluster, so give every node of \
@@ -51,7 +61,7 @@ pub fn seed(storage: &mut Storage, recovered: &mut Recovered, data_dir: &Path, s
             data_dir.display()
         ));
     }
-    let record = SnapshotRecord { next_slot: Slot(0), sessions: Vec::new(), state: seed.store };
+    let record = SnapshotRecord { next_slot: Slot(0), sessions: Vec::new(), members, state: seed.store };
     let bytes = wire::encode(&record);
     storage.snapshot_now(0, &bytes).map_err(|e| format!("--restore: cannot write the restored snapshot: {e}"))?;
     info!(
@@ -90,7 +100,7 @@ mod tests {
         let file = backup_file(&dir);
         let data = dir.join("node");
         let (mut storage, mut recovered) = Storage::open(&data).unwrap();
-        seed(&mut storage, &mut recovered, &data, read(&file).unwrap()).unwrap();
+        seed(&mut storage, &mut recovered, &data, read(&file).unwrap(), consensus::Members::first(3)).unwrap();
         let (_, bytes) = recovered.snapshot.clone().unwrap();
         let record: SnapshotRecord = wire::decode(&bytes).unwrap();
         let state = kvstore::snapshot::decode(&record.state).unwrap();
@@ -98,7 +108,8 @@ mod tests {
         storage.close();
         let (mut storage, mut recovered) = Storage::open(&data).unwrap();
         assert_eq!(recovered.snapshot.as_ref().map(|s| s.0), Some(0), "the seed is on disk");
-        let refused = seed(&mut storage, &mut recovered, &data, read(&file).unwrap()).unwrap_err();
+        let refused =
+            seed(&mut storage, &mut recovered, &data, read(&file).unwrap(), consensus::Members::first(3)).unwrap_err();
         assert!(refused.contains("already holds a consensus log"), "{refused}");
     }
 

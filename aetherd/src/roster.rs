@@ -161,6 +161,38 @@ impl Roster {
     }
 }
 
+/// The roster this node starts with: the one it last followed (`members.json`); else, joining, the one a
+/// member sends (`fetch`); else a new cluster's, seeded from the config's peers. A config whose peers differ
+/// from the saved roster is not an error (peers only seed), but it is said once.
+pub fn establish(
+    config: &crate::config::NodeConfig,
+    fetch: impl FnOnce() -> Result<RosterFile, String>,
+) -> Result<RosterFile, String> {
+    if let Some(file) = load(&config.data_dir)? {
+        let mut configured: Vec<&str> = config.peers.iter().map(|(id, _)| id.as_str()).collect();
+        let mut known: Vec<&str> = file.roster.members.iter().map(|m| m.id.as_str()).collect();
+        configured.sort_unstable();
+        known.sort_unstable();
+        if configured != known && !config.join {
+            log::info!(
+                "members: {} (from {}; the config file's peers only seed a new cluster)",
+                known.join(", "),
+                file_path(&config.data_dir).display()
+            );
+        }
+        return Ok(file);
+    }
+    let file = if config.join {
+        fetch()?
+    } else {
+        let mut genesis: Vec<String> = config.peers.iter().map(|(id, _)| id.clone()).collect();
+        genesis.sort();
+        RosterFile { genesis, roster: Roster::seed(&config.peers) }
+    };
+    save(&config.data_dir, &file)?;
+    Ok(file)
+}
+
 pub fn file_path(data_dir: &Path) -> PathBuf {
     data_dir.join("members.json")
 }

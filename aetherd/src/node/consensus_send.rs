@@ -122,6 +122,9 @@ impl Node {
                     }
                 }
                 Effect::Timer(kind, at_ms) => self.arm(ctx, kind, at_ms),
+                // The nodes/members record changed in the same slot: follow it now, before the next slot's
+                // messages go out.
+                Effect::MembersChanged | Effect::Removed => self.follow_roster(ctx),
             }
         }
     }
@@ -136,7 +139,8 @@ impl Node {
     /// Counts (and now and then logs) a consensus message the transport did not queue. A peer that is not
     /// connected is not a refusal: it is down, and catch-up covers what it missed.
     fn consensus_send_refused(&mut self, peer: PeerId, message: &Message, bytes: usize, e: &SendError) {
-        if matches!(e, SendError::NotConnected) {
+        if matches!(e, SendError::NotConnected | SendError::UnknownPeer) {
+            // Down (catch-up covers what it missed), or no longer a member.
             return;
         }
         let name = self.peer_names.get(peer).map_or("?", String::as_str);
@@ -158,6 +162,7 @@ mod tests {
             origin: ReplicaId(0),
             timestamp_ms: 0,
             deadline_ms: 0,
+            kind: consensus::CommandKind::Client,
             payload: vec![1],
         }
     }

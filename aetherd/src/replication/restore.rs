@@ -7,7 +7,7 @@ use super::{KV, RECORD_DECIDED, RECORD_OWN_MESSAGE, RECORD_RECOVERY_FINISHED, RE
 use crate::storage::Recovered;
 use consensus::{DecidedSlot, Replica};
 use kvstore::Store;
-use log::{debug, warn};
+use log::{debug, info, warn};
 
 /// Rebuilds the store and the replica from the durable log. A replica resumes as a voter from its own
 /// recorded votes, unless those may be incomplete: after a reboot without a clean stop (the unsynced tail
@@ -21,7 +21,9 @@ pub(super) fn restore(
     config: consensus::Config,
     recovered: Recovered,
     incarnation: u64,
+    learner: Option<consensus::Members>,
 ) -> Result<(Store, Replica), String> {
+    let alone = config.members.len() <= 1;
     let unclean_reboot = recovered.unclean_reboot;
     if let Some(reason) = &recovered.failed_stop {
         warn!("the node stopped on a storage failure ({reason}): its own votes on disk may be incomplete");
@@ -64,10 +66,13 @@ pub(super) fn restore(
         }
     }
     let fresh = (resume.snapshot.is_none() || seeded) && resume.decided.is_empty() && resume.own_messages.is_empty();
-    let distrust_votes = config.n() > 1 && (unclean_reboot || recovering_in_log || failed_stop);
+    let distrust_votes = !alone && (unclean_reboot || recovering_in_log || failed_stop);
     // Only recovery marks, the last one "finished": it joined a brand-new cluster and has not spoken since.
-    let replica = if nothing_on_disk || (fresh && recovering_in_log) {
-        if ran_before && config.n() > 1 {
+    let replica = if let (Some(ask), true) = (learner, nothing_on_disk) {
+        info!("joining as a learner: catching up from {ask} before voting");
+        Replica::learner(config, incarnation, ask)
+    } else if nothing_on_disk || (fresh && recovering_in_log) {
+        if ran_before && !alone {
             warn!("this node ran here before but its consensus log is empty: recovering the vote floor from peers");
         }
         Replica::fresh(config, incarnation)

@@ -13,7 +13,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 /// A driver over a fresh data dir; `n` members, this one is member 0 (with n > 1 nothing is ever decided).
 fn driver(name: &str, n: u8) -> Replication {
     let (storage, recovered) = Storage::open(&temp_dir(name)).expect("storage opens");
-    let mut replication = Replication::new(consensus::Config::new(n, ReplicaId(0), 7), storage, recovered, 99)
+    let mut replication = Replication::new(consensus::Config::new(n, ReplicaId(0), 7), storage, recovered, 99, None)
         .expect("replication starts");
     replication.start().expect("starts");
     replication

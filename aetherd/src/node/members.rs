@@ -1,0 +1,250 @@
+//! Membership on the event loop: the roster this node follows, the transport peers and replica mapping that
+//! come from it, the changes operators ask for (`/api/members`), the leader's promotion of learners that
+//! caught up, and the roster answer a joining node asks for (`Members` frames).
+//!
+//! The roster's home is the `nodes/members` record, written only here: adding a learner is a plain write;
+//! promoting one or removing a voter is a write carried by a consensus reconfiguration
+//! (`Replication::submit_reconfigure`), so the record's voters and the core's membership change in the same
+//! slot. Every write is conditional on the record's version this node read, and a reconfiguration on the
+//! core's membership, so two operators racing (or a leader promoting while someone removes) cannot lose a
+//! change: the later one is refused with 409 and retried on a fresh view.
+//!
+//! Invariants:
+//! - `peer_names[p]` names transport peer `p` for every `p` the transport has (retired ones included), and
+//!   `replica_of_peer`/`peer_of_replica` map only peers of the current roster;
+//! - the roster this node adopted is on disk (`members.json`) before the node acts on it, so a restart
+//!   comes back with the membership it last followed;
+//! - a node the roster no longer lists retires every peer: it takes no further part.
+
+use super::Node;
+use crate::roster::{Roster, RosterFile};
+use control::KvWrite;
+use kvstore::{AetherKey, Revision};
+use log::{error, info, warn};
+use mgmt::ApiError;
+use net::{Ctx, FrameKind, PeerId, PeerSpec};
+use serde_json::{json, Value};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A learner within this many slots of the leader is caught up enough to vote.
+const PROMOTE_WITHIN_SLOTS: u64 = 8;
+/// A promotion not settled after this long may be tried again.
+const PROMOTE_RETRY: Duration = Duration::from_secs(5);
+
+/// What `/api/members` asks of the loop.
+pub enum MembersRequest {
+    List(mpsc::Sender<Result<Value, ApiError>>),
+    Add { id: String, address: std::net::SocketAddr, reply: mpsc::Sender<Result<u64, ApiError>> },
+    Remove { id: String, reply: mpsc::Sender<Result<u64, ApiError>> },
+}
+
+/// The roster side of the node.
+pub struct MemberState {
+    pub roster: Roster,
+    /// The seed members of the cluster (`members.json`'s genesis).
+    pub genesis: Vec<String>,
+    /// The `nodes/members` version the roster came from (`None`: the record does not exist yet).
+    pub record_version: Option<u64>,
+    /// A promotion in flight: the learner, when it was submitted and its answer.
+    promoting: Option<(String, Instant, mpsc::Receiver<Result<u64, ApiError>>)>,
+    /// This node is no longer listed.
+    pub removed: bool,
+}
+
+impl MemberState {
+    pub fn new(file: RosterFile) -> MemberState {
+        MemberState {
+            roster: file.roster,
+            genesis: file.genesis,
+            record_version: None,
+            promoting: None,
+            removed: false,
+        }
+    }
+
+    fn file(&self) -> RosterFile {
+        RosterFile { genesis: self.genesis.clone(), roster: self.roster.clone() }
+    }
+}
+
+impl Node {
+    /// Follows the applied `nodes/members` record: adopts a roster that differs from the one in use.
+    pub(super) fn follow_roster(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(r) = self.replication.as_ref() else { return };
+        let entry = r.store().get(&AetherKey::ClusterMembers);
+        let version = entry.map(|e| e.version().0);
+        if version == self.members.record_version {
+            return;
+        }
+        self.members.record_version = version;
+        let Some(entry) = entry else { return };
+        match Roster::from_json(entry.value()) {
+            Ok(roster) if roster != self.members.roster => self.adopt_roster(ctx, roster),
+            Ok(_) => {}
+            Err(e) => error!("the nodes/members record does not read ({e}); keeping the members in use"),
+        }
+    }
+
+    /// Makes `roster` the one in use: saves it, then adds, moves and retires transport peers and rebuilds
+    /// the replica mapping and the failure detector's voters.
+    fn adopt_roster(&mut self, ctx: &mut Ctx<'_>, roster: Roster) {
+        let me = self.config.node_id.clone();
+        let described: Vec<String> =
+            roster.members.iter().map(|m| format!("{}#{} {:?}", m.id, m.replica, m.role).to_lowercase()).collect();
+        info!("members now: {}", described.join(", "));
+        self.members.roster = roster;
+        if let Err(e) = crate::roster::save(&self.config.data_dir, &self.members.file()) {
+            // The log holds the record too: a restart replays it. Say so and go on.
+            warn!("cannot save the members ({e}); a restart reads them from the consensus log");
+        }
+        let listed = self.members.roster.get(&me).is_some();
+        for member in self.members.roster.members.clone() {
+            if member.id == me || !listed {
+                continue;
+            }
+            let Some(pid) = ctx.add_peer(PeerSpec { id: member.id.clone(), addr: member.address }) else { continue };
+            if pid >= self.peer_names.len() {
+                self.peer_names.resize(pid + 1, String::new());
+                self.replica_of_peer.resize(pid + 1, None);
+            }
+            self.peer_names[pid] = member.id.clone();
+        }
+        for pid in 0..self.peer_names.len() {
+            let member = self.members.roster.get(&self.peer_names[pid]).filter(|_| listed);
+            self.replica_of_peer[pid] = member.map(|m| consensus::ReplicaId(m.replica));
+            if member.is_none() && !ctx.is_retired(pid) {
+                ctx.retire_peer(pid);
+            }
+        }
+        self.peer_of_replica = vec![None; consensus::MEMBERS_MAX];
+        for (pid, replica) in self.replica_of_peer.iter().enumerate() {
+            if let Some(r) = replica {
+                self.peer_of_replica[r.index()] = Some(pid);
+            }
+        }
+        let voters: Vec<String> = self.members.roster.voters().map(|m| m.id.clone()).collect();
+        self.membership.set_nodes(&voters);
+        if !listed && !self.members.removed {
+            self.members.removed = true;
+            error!(
+                "this node was removed from the cluster: it takes no further part. Stop it, and wipe its data \
+                 directory before it joins again"
+            );
+        }
+    }
+
+    /// Answers a `Members` frame: an empty one asks for the roster (a joining node); answers are ignored.
+    pub(super) fn receive_members(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, payload: &[u8]) {
+        if !payload.is_empty() || self.members.removed {
+            return;
+        }
+        let answer = serde_json::to_vec(&self.members.file()).unwrap_or_default();
+        if let Err(e) = ctx.send(peer, FrameKind::Members, &answer) {
+            warn!("cannot send the roster to {}: {e}", ctx.peer_id(peer).unwrap_or("?"));
+        }
+    }
+
+    pub(super) fn members_request(&mut self, ctx: &mut Ctx<'_>, request: MembersRequest) {
+        match request {
+            MembersRequest::List(reply) => drop(reply.send(Ok(self.members_view()))),
+            MembersRequest::Add { id, address, reply } => match self.members.roster.with_learner(&id, address) {
+                Ok(roster) => self.write_roster(ctx, &roster, None, reply),
+                Err(e) => drop(reply.send(Err(ApiError::new(409, "conflict", e)))),
+            },
+            MembersRequest::Remove { id, reply } => {
+                let Some(member) = self.members.roster.get(&id).cloned() else {
+                    return drop(reply.send(Err(ApiError::not_found(format!("{id} is not a member")))));
+                };
+                let roster = match self.members.roster.without(&id) {
+                    Ok(roster) => roster,
+                    Err(e) => return drop(reply.send(Err(ApiError::new(409, "conflict", e)))),
+                };
+                let change = (member.role == crate::roster::Role::Voter).then_some(member.replica);
+                self.write_roster(ctx, &roster, change.map(|r| (r, false)), reply);
+            }
+        }
+    }
+
+    /// Writes `roster` conditional on the record version in use; with `change = (replica, add)`, as a
+    /// reconfiguration that adds or removes that voter in the same slot.
+    fn write_roster(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        roster: &Roster,
+        change: Option<(u8, bool)>,
+        reply: mpsc::Sender<Result<u64, ApiError>>,
+    ) {
+        if let Some(e) = self.unavailable_without_quorum() {
+            return drop(reply.send(Err(e)));
+        }
+        let Some(r) = self.replication.as_ref() else { return };
+        if !r.caught_up() {
+            return drop(reply.send(Err(ApiError::unavailable("this node is catching up; ask another member"))));
+        }
+        let expected = self.members.record_version.map(Revision);
+        let command = KvWrite::Set { key: AetherKey::ClusterMembers, expected, value: roster.to_json() }.to_command();
+        let Some((replica, add)) = change else {
+            return self.drive(ctx, |r| r.submit_write(&command, reply));
+        };
+        let members = r.members();
+        if members.bits() != self.members.roster.voter_bits() {
+            let e = "a membership change is being applied; retry in a moment";
+            return drop(reply.send(Err(ApiError::new(409, "membership_changing", e))));
+        }
+        let id = consensus::ReplicaId(replica);
+        let next = if add { members.with(id) } else { members.without(id) };
+        self.drive(ctx, |r| r.submit_reconfigure(members, next, &command, reply));
+    }
+
+    /// On the leader: makes the first learner that has caught up a voter.
+    pub(super) fn promote_learners(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some((id, at, rx)) = &self.members.promoting {
+            match rx.try_recv() {
+                Ok(Ok(_)) => info!("{id} is a voting member now"),
+                Ok(Err(e)) => warn!("promoting {id} failed: {}; trying again", e.detail),
+                Err(mpsc::TryRecvError::Empty) if at.elapsed() < PROMOTE_RETRY => return,
+                Err(_) => {}
+            }
+            self.members.promoting = None;
+        }
+        let leads = self.deployment.as_ref().and_then(|d| d.leader.leader()) == Some(self.config.node_id.as_str());
+        let Some(r) = self.replication.as_ref() else { return };
+        if !leads || !r.caught_up() || !self.membership.has_quorum() {
+            return;
+        }
+        let mine = r.next_slot();
+        let ready = self.members.roster.learners().find(|m| {
+            r.peer_progress(consensus::ReplicaId(m.replica)).is_some_and(|p| p + PROMOTE_WITHIN_SLOTS >= mine)
+        });
+        let Some(learner) = ready.cloned() else { return };
+        let Ok(roster) = self.members.roster.promoted(&learner.id) else { return };
+        info!("{} has caught up (slot {mine}): making it a voter", learner.id);
+        let (tx, rx) = mpsc::channel();
+        self.write_roster(ctx, &roster, Some((learner.replica, true)), tx);
+        self.members.promoting = Some((learner.id, Instant::now(), rx));
+    }
+
+    /// `GET /api/members`.
+    pub(super) fn members_view(&self) -> Value {
+        let r = self.replication.as_ref();
+        let members: Vec<Value> = self
+            .members
+            .roster
+            .members
+            .iter()
+            .map(|m| {
+                let progress = r.and_then(|r| r.peer_progress(consensus::ReplicaId(m.replica)));
+                let next_slot = if m.id == self.config.node_id { r.map(|r| r.next_slot()) } else { progress };
+                json!({
+                    "id": m.id,
+                    "replica": m.replica,
+                    "address": m.address.to_string(),
+                    "role": m.role,
+                    "next_slot": next_slot,
+                })
+            })
+            .collect();
+        json!({ "members": members, "applied_slot": r.and_then(|r| r.applied_slot()) })
+    }
+}
