@@ -153,7 +153,7 @@ impl Replication {
                 storage.fail_stop(&e);
             }
         }
-        let peers = replica.config().n();
+        let peers = consensus::MEMBERS_MAX;
         Ok(Replication {
             recovery_logged,
             persisted_own: Vec::new(),
@@ -478,7 +478,9 @@ impl Replication {
             Output::SetTimer { kind, at_ms } => effects.push(Effect::Timer(kind, at_ms)),
             Output::Decided(decision) => self.apply(decision)?,
             Output::Rejected { id, reason } => self.rejected(id, reason),
-            Output::TakeSnapshot { next_slot, sessions } => self.take_snapshot(next_slot.0, sessions)?,
+            Output::TakeSnapshot { next_slot, sessions, members } => self.take_snapshot(next_slot.0, sessions, members)?,
+            // The membership itself is wired in by the node; the core keeps it in its snapshots.
+            Output::MembersChanged { .. } | Output::Removed { .. } => {}
             Output::InstallSnapshot { next_slot, state } => self.install(next_slot.0, &state)?,
         }
         Ok(None)
@@ -588,6 +590,9 @@ impl Replication {
                 RejectReason::QueueFull => ApiError::unavailable("the consensus queue is full; retry shortly"),
                 RejectReason::TooLarge => ApiError::new(413, "too_large", "the command is over the payload limit"),
                 RejectReason::Expired => ApiError::timeout("the command expired before it was decided"),
+                RejectReason::MembershipChanged => {
+                    ApiError::new(409, "membership_changed", "the cluster's membership changed first; read it again")
+                }
                 RejectReason::AlreadyApplied => match self.results.earlier(id, p.digest) {
                     Earlier::Same(result) => {
                         let result = Some(result.clone());
@@ -608,10 +613,15 @@ impl Replication {
 
     /// Hands a view of the store at `next_slot` (every `Decided` so far applied) to the snapshot worker,
     /// after opening the log segment the snapshot will start from.
-    fn take_snapshot(&mut self, next_slot: u64, sessions: Vec<consensus::SessionRecord>) -> Result<(), String> {
+    fn take_snapshot(
+        &mut self,
+        next_slot: u64,
+        sessions: Vec<consensus::SessionRecord>,
+        members: consensus::Members,
+    ) -> Result<(), String> {
         let begun = self.storage.begin_snapshot(next_slot);
         self.durable(begun);
-        self.snapshots.submit(next_slot, sessions, self.store.snapshot_view())
+        self.snapshots.submit(next_slot, sessions, members, self.store.snapshot_view())
     }
 
     fn install(&mut self, next_slot: u64, state: &[u8]) -> Result<(), String> {

@@ -8,7 +8,7 @@
 //! the loop never waits for the worker; `outstanding` counts the jobs submitted and not yet taken, so
 //! the loop, which asks on every message, looks at the channel only while one is.
 
-use consensus::{Bytes, SessionRecord, Slot, SnapshotRecord};
+use consensus::{Bytes, Members, SessionRecord, Slot, SnapshotRecord};
 use kvstore::KvState;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 struct Job {
     next_slot: u64,
     sessions: Vec<SessionRecord>,
+    members: Members,
     view: KvState,
 }
 
@@ -54,8 +55,14 @@ impl SnapshotWorker {
     }
 
     /// Queues a snapshot of `view`, the store as it was after every slot below `next_slot`.
-    pub fn submit(&mut self, next_slot: u64, sessions: Vec<SessionRecord>, view: KvState) -> Result<(), String> {
-        self.jobs.send(Job { next_slot, sessions, view }).map_err(|_| "the snapshot thread stopped".to_string())?;
+    pub fn submit(
+        &mut self,
+        next_slot: u64,
+        sessions: Vec<SessionRecord>,
+        members: Members,
+        view: KvState,
+    ) -> Result<(), String> {
+        self.jobs.send(Job { next_slot, sessions, members, view }).map_err(|_| "the snapshot thread stopped".to_string())?;
         self.outstanding += 1;
         Ok(())
     }
@@ -81,7 +88,7 @@ fn serialise(job: Job) -> Result<Taken, String> {
     let state = kvstore::snapshot::encode(&job.view)
         .map_err(|e| format!("cannot snapshot the store at slot {}: {e}", job.next_slot))?;
     drop(job.view);
-    let record = SnapshotRecord { next_slot: Slot(job.next_slot), sessions: job.sessions, state };
+    let record = SnapshotRecord { next_slot: Slot(job.next_slot), sessions: job.sessions, members: job.members, state };
     let bytes = wire::encode(&record);
     Ok(Taken { next_slot: job.next_slot, state: Bytes::from(record.state), record: bytes, took: started.elapsed() })
 }
@@ -98,7 +105,7 @@ mod tests {
         let mut worker = SnapshotWorker::start().unwrap();
         let expected = store.snapshot().unwrap();
         assert!(worker.try_take().is_none(), "nothing submitted, nothing to take");
-        worker.submit(5, Vec::new(), store.snapshot_view()).unwrap();
+        worker.submit(5, Vec::new(), Members::first(3), store.snapshot_view()).unwrap();
         store.apply(5, [put.encode().unwrap()]).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let taken = loop {

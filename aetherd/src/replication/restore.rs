@@ -64,10 +64,10 @@ pub(super) fn restore(
         }
     }
     let fresh = (resume.snapshot.is_none() || seeded) && resume.decided.is_empty() && resume.own_messages.is_empty();
-    let distrust_votes = config.n() > 1 && (unclean_reboot || recovering_in_log || failed_stop);
+    let distrust_votes = config.members.len() > 1 && (unclean_reboot || recovering_in_log || failed_stop);
     // Only recovery marks, the last one "finished": it joined a brand-new cluster and has not spoken since.
     let replica = if nothing_on_disk || (fresh && recovering_in_log) {
-        if ran_before && config.n() > 1 {
+        if ran_before && config.members.len() > 1 {
             warn!("this node ran here before but its consensus log is empty: recovering the vote floor from peers");
         }
         Replica::fresh(config, incarnation)
