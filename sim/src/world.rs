@@ -222,6 +222,8 @@ pub struct RunReport {
     pub stale_snapshots: u64,
     /// With `Faults::bridged`: leadership claims, slice records written and removed by the control plane.
     pub control_counts: [u64; 3],
+    /// With `Faults::members`: reconfigurations submitted, and membership changes decided.
+    pub reconfigurations: [u64; 2],
     /// From the end of the faulty phase to the last operation's response.
     pub heal_to_done_ms: u64,
     /// The longest any operation waited for its response counted from when faults stopped (or from its

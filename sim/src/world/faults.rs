@@ -16,8 +16,7 @@ impl World {
         }
         let next_us = self.now_us + self.fault_rng.between(1, 2 * self.options.crash_every_ms) * 1000;
         self.schedule(next_us, Event::Crash);
-        // With membership changes, one at a time: a minority of any membership of three or more.
-        let f = if self.members.on { 1 } else { (self.nodes.len() - 1) / 2 };
+        let f = self.votes_lost_max();
         let impaired = self.nodes.iter().filter(|n| lost_votes(n)).count();
         if impaired >= f {
             return;

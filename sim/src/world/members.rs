@@ -70,7 +70,24 @@ pub(super) fn starts_as_learner(options: &Options, id: u8) -> bool {
     !genesis(options).contains(ReplicaId(id))
 }
 
+impl Track {
+    /// Slots whose membership differs from the slot before (as decided).
+    pub(super) fn changes_decided(&self) -> u64 {
+        let members: Vec<(Slot, Members)> = self.slot_members.iter().map(|(s, (_, m))| (*s, *m)).collect();
+        members.windows(2).filter(|w| w[0].0.next() == w[1].0 && w[0].1 != w[1].1).count() as u64
+    }
+}
+
 impl World {
+    /// How many replicas may be without their votes at once: f of the replicas, or with membership
+    /// changes one, a minority of any membership of three or more.
+    pub(super) fn votes_lost_max(&self) -> usize {
+        match self.members.on {
+            true => 1,
+            false => (self.nodes.len() - 1) / 2,
+        }
+    }
+
     pub(super) fn members_changed(&mut self, replica: usize, members: Members) {
         self.members.view[replica] = members;
     }
@@ -142,6 +159,7 @@ impl World {
         self.members.next_seq += 1;
         self.members.submitted += 1;
         let payload = next.to_string().into_bytes();
+        self.submitted.insert(id, payload.clone());
         self.run_core(via, Input::Submit(vec![ClientCommand::reconfigure(id, current, next, payload)]));
     }
 
