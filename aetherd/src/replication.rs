@@ -478,7 +478,9 @@ impl Replication {
             Output::SetTimer { kind, at_ms } => effects.push(Effect::Timer(kind, at_ms)),
             Output::Decided(decision) => self.apply(decision)?,
             Output::Rejected { id, reason } => self.rejected(id, reason),
-            Output::TakeSnapshot { next_slot, sessions, members } => self.take_snapshot(next_slot.0, sessions, members)?,
+            Output::TakeSnapshot { next_slot, sessions, members } => {
+                self.take_snapshot(next_slot.0, sessions, members)?
+            }
             // The membership itself is wired in by the node; the core keeps it in its snapshots.
             Output::MembersChanged { .. } | Output::Removed { .. } => {}
             Output::InstallSnapshot { next_slot, state } => self.install(next_slot.0, &state)?,

@@ -52,7 +52,8 @@ pub fn seed(storage: &mut Storage, recovered: &mut Recovered, data_dir: &Path, s
         ));
     }
     // No membership: the node resumes with its configured (genesis) one.
-    let record = SnapshotRecord { next_slot: Slot(0), sessions: Vec::new(), members: Default::default(), state: seed.store };
+    let record =
+        SnapshotRecord { next_slot: Slot(0), sessions: Vec::new(), members: Default::default(), state: seed.store };
     let bytes = wire::encode(&record);
     storage.snapshot_now(0, &bytes).map_err(|e| format!("--restore: cannot write the restored snapshot: {e}"))?;
     info!(

@@ -62,7 +62,9 @@ impl SnapshotWorker {
         members: Members,
         view: KvState,
     ) -> Result<(), String> {
-        self.jobs.send(Job { next_slot, sessions, members, view }).map_err(|_| "the snapshot thread stopped".to_string())?;
+        self.jobs
+            .send(Job { next_slot, sessions, members, view })
+            .map_err(|_| "the snapshot thread stopped".to_string())?;
         self.outstanding += 1;
         Ok(())
     }

@@ -234,12 +234,7 @@ impl Replica {
     ///
     /// Panics if `config.me` is not a member of `config.members` (a configuration error, not input).
     pub fn new(config: Config) -> Replica {
-        assert!(
-            config.members.contains(config.me),
-            "replica {} outside the cluster {}",
-            config.me.0,
-            config.members
-        );
+        assert!(config.members.contains(config.me), "replica {} outside the cluster {}", config.me.0, config.members);
         Replica::build(config)
     }
 

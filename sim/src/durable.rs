@@ -185,7 +185,14 @@ mod tests {
 
     fn put(seq: u64, value: u64) -> Command {
         let payload = KvOp::Put { key: 1, value }.encode();
-        Command { id: CommandId { client: 1, seq }, origin: ReplicaId(0), timestamp_ms: 0, deadline_ms: 0, payload, kind: Default::default() }
+        Command {
+            id: CommandId { client: 1, seq },
+            origin: ReplicaId(0),
+            timestamp_ms: 0,
+            deadline_ms: 0,
+            payload,
+            kind: Default::default(),
+        }
     }
 
     fn decided(slot: u64, batch: Option<Vec<Command>>) -> Record {

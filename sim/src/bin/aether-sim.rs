@@ -7,7 +7,8 @@
 //! (the disk is kept: `Replica::resume`), cluster-crash (every replica at once, disks kept), disk-errors
 //! (writes failing mid-turn, snapshots written late), bridged (one pair of replicas cut while the rest reach
 //! both, with the control plane's lease and leader logic on top), size (a byte limit per message, with values
-//! padded so catch-up outgrows it), strand (a lost forward, its origin down for good; not in all), or all (the
+//! padded so catch-up outgrows it), strand (a lost forward, its origin down for good; not in all), members
+//! (with `--replicas 5`: members {0,1,2}, learners 3 and 4, random adds and removes; not in all), or all (the
 //! default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
 //!
 //! `aether-sim dht [--seeds N] [--seed S | --first-seed S] [--nodes 3|5] [--broken w1|no-read-repair|no-anti-entropy]

@@ -102,8 +102,10 @@ impl World {
         let members = self.members.view[replica];
         match self.members.slot_members.get(&slot).copied() {
             Some((first, seen)) if seen != members => {
-                let detail =
-                    format!("slot {} ran under {seen} on replica {first} but under {members} on replica {replica}", slot.0);
+                let detail = format!(
+                    "slot {} ran under {seen} on replica {first} but under {members} on replica {replica}",
+                    slot.0
+                );
                 self.violate(ViolationKind::Membership, detail);
             }
             Some(_) => {}
