@@ -137,7 +137,12 @@ mod tests {
     #[test]
     fn a_slot_the_log_holds_never_needs_the_snapshot() {
         let mut log = DecidedLog::new(100, 1 << 20);
-        log.store_snapshot(StoredSnapshot { next_slot: Slot(10), sessions: Vec::new(), members: crate::types::Members::first(3), state: Bytes::new() });
+        log.store_snapshot(StoredSnapshot {
+            next_slot: Slot(10),
+            sessions: Vec::new(),
+            members: crate::types::Members::first(3),
+            state: Bytes::new(),
+        });
         // The log restarts below the snapshot's slot (a decision pushed out of order): it holds slot 5 on.
         log.push(Slot(5), None);
         assert!(!log.needs_snapshot(Slot(5)), "slot 5 is in the log");
@@ -240,7 +245,12 @@ mod tests {
         assert!(log.over_soft_bound());
         assert_eq!(log.dropped, 0);
         // Compaction brings it back under.
-        log.store_snapshot(StoredSnapshot { next_slot: Slot(3), sessions: Vec::new(), members: crate::types::Members::first(3), state: Bytes::new() });
+        log.store_snapshot(StoredSnapshot {
+            next_slot: Slot(3),
+            sessions: Vec::new(),
+            members: crate::types::Members::first(3),
+            state: Bytes::new(),
+        });
         assert!(!log.over_soft_bound());
         assert_eq!(log.range(Slot(3), 8, usize::MAX).len(), 1);
     }
@@ -285,7 +295,12 @@ mod tests {
         }
         // Slot 0 was dropped at the hard bound, and no snapshot covers it: nothing to send.
         assert!(!log.needs_snapshot(Slot(0)));
-        log.store_snapshot(StoredSnapshot { next_slot: Slot(3), sessions: Vec::new(), members: crate::types::Members::first(3), state: Bytes::new() });
+        log.store_snapshot(StoredSnapshot {
+            next_slot: Slot(3),
+            sessions: Vec::new(),
+            members: crate::types::Members::first(3),
+            state: Bytes::new(),
+        });
         assert!(log.needs_snapshot(Slot(0)) && log.needs_snapshot(Slot(2)));
         assert!(!log.needs_snapshot(Slot(3)), "the log itself starts there");
         assert_eq!(

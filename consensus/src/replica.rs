@@ -234,12 +234,7 @@ impl Replica {
     ///
     /// Panics if `config.me` is not a member of `config.members` (a configuration error, not input).
     pub fn new(config: Config) -> Replica {
-        assert!(
-            config.members.contains(config.me),
-            "replica {} outside the cluster {}",
-            config.me.0,
-            config.members
-        );
+        assert!(config.members.contains(config.me), "replica {} outside the cluster {}", config.me.0, config.members);
         Replica::build(config)
     }
 
@@ -328,15 +323,16 @@ impl Replica {
             }
         };
         format!(
-            "slot {} {mode} phase {} proposed {} decided {:?} exhausted {} queue {} future {} seen {:?}",
+            "slot {} members {} {mode} phase {} proposed {} decided {:?} exhausted {} queue {} future {} seen {:?}",
             self.next_slot.0,
+            self.members,
             self.agreement.phase(),
             self.agreement.has_proposed(),
             self.agreement.decided,
             self.agreement.exhausted,
             self.queue.len(),
             self.future.len(),
-            self.peers.iter().map(|p| p.seen_slot.0).collect::<Vec<_>>()
+            self.peers.iter().take(8).map(|p| p.seen_slot.0).collect::<Vec<_>>()
         )
     }
 

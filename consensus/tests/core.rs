@@ -232,10 +232,7 @@ fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
     ];
     prop_oneof![
         (0u8..5, message).prop_map(|(from, message)| (from, Input::Message { from: ReplicaId(from), message })),
-        (0u64..4).prop_map(|c| (
-            0,
-            Input::Submit(vec![ClientCommand::new(CommandId { client: c, seq: 1 }, vec![1])])
-        )),
+        (0u64..4).prop_map(|c| (0, Input::Submit(vec![ClientCommand::new(CommandId { client: c, seq: 1 }, vec![1])]))),
         Just((0, Input::Timer(TimerKind::Retransmit))),
         Just((0, Input::Timer(TimerKind::Propose))),
         (0u64..8).prop_map(|s| (0, Input::SnapshotTaken { next_slot: Slot(s), state: consensus::Bytes::new() })),

@@ -122,6 +122,7 @@ fn route(
                     decided_depths.push(depth);
                 }
             }
+            Output::MembersChanged { .. } | Output::Removed { .. } => {}
             Output::TakeSnapshot { next_slot, .. } => {
                 let mut more = Vec::new();
                 let input = Input::SnapshotTaken { next_slot, state: consensus::Bytes::new() };

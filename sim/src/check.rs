@@ -28,6 +28,8 @@ pub enum ViolationKind {
     Durability,
     /// The control plane's leader removed a slice record of a node that was up and renewing its lease.
     HealthyInstanceMoved,
+    /// Two replicas decided one slot under different memberships, or a non-member spoke in a slot.
+    Membership,
 }
 
 #[derive(Clone, Debug)]

@@ -185,7 +185,14 @@ mod tests {
 
     fn put(seq: u64, value: u64) -> Command {
         let payload = KvOp::Put { key: 1, value }.encode();
-        Command { id: CommandId { client: 1, seq }, origin: ReplicaId(0), timestamp_ms: 0, deadline_ms: 0, payload }
+        Command {
+            id: CommandId { client: 1, seq },
+            origin: ReplicaId(0),
+            timestamp_ms: 0,
+            deadline_ms: 0,
+            payload,
+            kind: Default::default(),
+        }
     }
 
     fn decided(slot: u64, batch: Option<Vec<Command>>) -> Record {
@@ -216,6 +223,7 @@ mod tests {
         log.append(Record::Snapshot(SnapshotRecord {
             next_slot: Slot(1),
             sessions: Vec::new(),
+            members: consensus::Members::first(3),
             state: at_one.encode(),
         }));
         log.append(decided(1, Some(vec![put(2, 20)])));
@@ -235,7 +243,12 @@ mod tests {
     }
 
     fn snapshot_at(slot: u64) -> SnapshotRecord {
-        SnapshotRecord { next_slot: Slot(slot), sessions: Vec::new(), state: KvMachine::default().encode() }
+        SnapshotRecord {
+            next_slot: Slot(slot),
+            sessions: Vec::new(),
+            members: consensus::Members::first(3),
+            state: KvMachine::default().encode(),
+        }
     }
 
     #[test]

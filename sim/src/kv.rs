@@ -167,6 +167,7 @@ mod tests {
             timestamp_ms: 0,
             deadline_ms: 0,
             payload: put.payload(21),
+            kind: Default::default(),
         });
         assert!(machine.encode().len() > 21, "the filler is kept");
         assert_eq!(KvMachine::decode(&machine.encode()), Some(machine.clone()));

@@ -42,6 +42,10 @@ pub struct Faults {
     /// refuses it), with written values padded so that the decided log and the state machine outgrow it:
     /// catch-up must come in pieces that fit.
     pub size: bool,
+    /// Membership changes (with `--replicas 5`): members {0,1,2} at the start, ids 3 and 4 as learners,
+    /// and random reconfigurations that add and remove members during the faulty phase (`world/members`).
+    /// Not part of `all`: it changes who the members are.
+    pub members: bool,
 }
 
 impl Faults {
@@ -60,6 +64,7 @@ impl Faults {
         disk_errors: true,
         bridged: true,
         size: true,
+        members: false,
     };
     pub const NONE: Faults = Faults {
         loss: false,
@@ -76,6 +81,7 @@ impl Faults {
         disk_errors: false,
         bridged: false,
         size: false,
+        members: false,
     };
 
     pub fn parse(text: &str) -> Result<Faults, String> {
@@ -98,10 +104,11 @@ impl Faults {
                 "disk-errors" => faults.disk_errors = true,
                 "bridged" => faults.bridged = true,
                 "size" => faults.size = true,
+                "members" => faults.members = true,
                 other => {
                     return Err(format!(
                         "unknown fault `{other}` (loss, dup, delay, partition, crash, skew, clock, strand, adversary, \
-                         durable, cluster-crash, disk-errors, bridged, size, all, none)"
+                         durable, cluster-crash, disk-errors, bridged, size, members, all, none)"
                     ))
                 }
             }
@@ -125,6 +132,7 @@ impl Faults {
             (self.disk_errors, "disk-errors"),
             (self.bridged, "bridged"),
             (self.size, "size"),
+            (self.members, "members"),
         ];
         let names: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
         if names.is_empty() {
@@ -381,6 +389,7 @@ pub fn broken_name(broken: Broken) -> &'static str {
         Broken::ProcessClockQueue => "process-clock-queue",
         Broken::UnboundedSyncReply => "unbounded-sync-reply",
         Broken::NoSnapshotForLostSlots => "no-snapshot-for-lost-slots",
+        Broken::MembersFromProposal => "members-from-proposal",
     }
 }
 
@@ -396,6 +405,7 @@ pub fn parse_broken(name: &str) -> Result<(Broken, ShellBroken), String> {
         "process-clock-queue" => (Broken::ProcessClockQueue, ShellBroken::Nothing),
         "unbounded-sync-reply" => (Broken::UnboundedSyncReply, ShellBroken::Nothing),
         "no-snapshot-for-lost-slots" => (Broken::NoSnapshotForLostSlots, ShellBroken::Nothing),
+        "members-from-proposal" => (Broken::MembersFromProposal, ShellBroken::Nothing),
         "local-reads" => (Broken::Nothing, ShellBroken::LocalReads),
         "resume-recovering-as-voter" => (Broken::Nothing, ShellBroken::ResumeRecoveringAsVoter),
         "cluster-crash-loses-disks" => (Broken::Nothing, ShellBroken::ClusterCrashLosesDisks),

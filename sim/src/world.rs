@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
 
 use consensus::{
-    Command, CommandId, Config, DecidedSlot, Decision, Input, Message, Replica, ReplicaId, Slot, TimerKind,
+    Command, CommandId, CommandKind, Config, DecidedSlot, Decision, Input, Message, Replica, ReplicaId, Slot, TimerKind,
 };
 
 use crate::check::{HistoryEntry, Violation, ViolationKind};
@@ -55,6 +55,7 @@ mod clients;
 mod clock;
 mod disk;
 mod faults;
+mod members;
 mod network;
 mod report;
 mod turn;
@@ -113,6 +114,8 @@ enum Event {
     /// `Faults::bridged`: the non-transitive partition starts; the control plane's logic runs (`bridged`).
     Bridge,
     ControlTick,
+    /// `Faults::members`: submit a random membership change.
+    Reconfigure,
 }
 
 struct Scheduled {
@@ -219,6 +222,8 @@ pub struct RunReport {
     pub stale_snapshots: u64,
     /// With `Faults::bridged`: leadership claims, slice records written and removed by the control plane.
     pub control_counts: [u64; 3],
+    /// With `Faults::members`: reconfigurations submitted, and membership changes decided.
+    pub reconfigurations: [u64; 2],
     /// From the end of the faulty phase to the last operation's response.
     pub heal_to_done_ms: u64,
     /// The longest any operation waited for its response counted from when faults stopped (or from its
@@ -269,6 +274,7 @@ pub struct World {
     /// `Faults::bridged`: the control plane on top, and the pair of replicas that cannot talk.
     control: Option<crate::leader::Control>,
     bridge: Option<(usize, usize)>,
+    members: members::Track,
 }
 
 /// Runs one seed's simulation and checks it.
@@ -291,8 +297,13 @@ impl World {
                 let skew_ms = fault_rng.below(options.skew_ms_max + 1);
                 let rate_ppm = if options.faults.skew { fault_rng.between(950_000, 1_050_000) } else { 1_000_000 };
                 let clock_base_ms = clock_rng.below(options.clock_offset_ms_max + 1);
+                let config = replica_config(&options, id);
+                let core = match members::starts_as_learner(&options, id) {
+                    true => Replica::learner(config, 0, members::genesis(&options)),
+                    false => Replica::fresh(config, 0),
+                };
                 Node {
-                    core: Replica::fresh(replica_config(&options, id), 0),
+                    core,
                     kv: KvMachine::default(),
                     // `fresh` records that it is recovering, as the node does.
                     disk: DurableLog::recovering(),
@@ -319,6 +330,7 @@ impl World {
             .collect();
         World {
             cut: vec![vec![false; usize::from(options.replicas)]; usize::from(options.replicas)],
+            members: members::Track::new(&options),
             said: HashMap::new(),
             options,
             now_us: 0,
@@ -390,6 +402,9 @@ impl World {
         if self.options.faults.disk_errors {
             self.schedule(self.options.disk_error_every_ms * 1000, Event::DiskError);
         }
+        if self.members.on {
+            self.schedule(self.options.crash_every_ms * 1000, Event::Reconfigure);
+        }
         self.schedule(self.options.faulty_ms * 1000, Event::Heal);
         self.start_bridged();
     }
@@ -450,6 +465,7 @@ impl World {
             Event::Strand => self.arm_strand(),
             Event::Bridge => self.bridge(),
             Event::ControlTick => self.control_tick(),
+            Event::Reconfigure => self.reconfigure(),
         }
     }
 
@@ -473,7 +489,8 @@ impl World {
             self.violate(ViolationKind::Agreement, detail);
         }
         self.nodes[replica].expected_slot = decision.slot.next();
-        for command in decision.batch.iter().flatten() {
+        // A reconfiguration's payload is the shell's (member names), not a key-value command.
+        for command in decision.batch.iter().flatten().filter(|c| c.kind == CommandKind::Client) {
             let node = &mut self.nodes[replica];
             node.kv.apply(command);
             let key = (command.id.client, command.id.seq);
@@ -533,6 +550,7 @@ fn coin_seed(options: &Options) -> u64 {
 
 fn replica_config(options: &Options, id: u8) -> Config {
     let mut config = Config::new(options.replicas, ReplicaId(id), coin_seed(options));
+    config.members = members::genesis(options);
     config.batch_commands_max = options.batch_commands_max;
     config.propose_delay_ms = options.propose_delay_ms;
     config.queue_commands_max = options.queue_commands_max;

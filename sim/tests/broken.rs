@@ -102,6 +102,14 @@ fn catch_up_that_ignores_the_transport_byte_limit_is_caught_as_a_liveness_failur
     assert!(caught > 0, "the simulator missed a replica that never caught up past oversize replies");
 }
 
+#[test]
+fn a_membership_taken_from_a_proposal_is_caught() {
+    let faults = Faults { members: true, ..Faults::ALL };
+    let caught =
+        runs_violating_under(faults, 40, 5, ViolationKind::Membership, |o| o.broken = Broken::MembersFromProposal);
+    assert!(caught > 0, "the membership checker missed a change adopted inside the slot that may decide it");
+}
+
 /// Seeds where a whole-cluster crash resumes replicas from logs over their bound (slots dropped that no
 /// snapshot covers) while a peer is behind those slots.
 const LOST_SLOT_SEEDS: [u64; 2] = [11_419, 15_770];

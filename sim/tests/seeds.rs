@@ -32,6 +32,28 @@ fn five_replicas_stay_safe_and_live_under_every_fault() {
 }
 
 #[test]
+fn membership_changes_stay_safe_and_live_under_every_fault() {
+    let faults = Faults { members: true, ..Faults::ALL };
+    let mut decided = 0;
+    let mut failed = Vec::new();
+    sim::run_seeds(
+        0,
+        100,
+        5,
+        faults,
+        |_| {},
+        |report: &RunReport| {
+            decided += report.reconfigurations[1];
+            if !report.violations.is_empty() {
+                failed.push(format!("{:?}\n  replay: {}", report.violations, report.options.replay_line()));
+            }
+        },
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert!(decided > 0, "no membership change was decided: the runs did not exercise any");
+}
+
+#[test]
 fn seeds_pass_with_every_message_through_the_codec() {
     let failed = failures(1_000, 20, 3, Faults::ALL, |options| options.codec = true);
     assert!(failed.is_empty(), "{}", failed.join("\n"));

@@ -218,7 +218,12 @@ mod tests {
         // two slots, so slots 4 and 5 are dropped with no snapshot covering them.
         let mut config = Config::new(3, ReplicaId(0), 1);
         config.log_slots_max = 2;
-        let snapshot = crate::replica::SnapshotRecord { next_slot: Slot(4), sessions: vec![], members: crate::types::Members::first(3), state: vec![7; 8] };
+        let snapshot = crate::replica::SnapshotRecord {
+            next_slot: Slot(4),
+            sessions: vec![],
+            members: crate::types::Members::first(3),
+            state: vec![7; 8],
+        };
         let decided = (4..10).map(|slot| DecidedSlot { slot: Slot(slot), batch: None }).collect();
         let mut replica = Replica::resume(config, Resume { snapshot: Some(snapshot), decided, ..Resume::default() });
         assert_eq!(replica.next_slot(), Slot(10));

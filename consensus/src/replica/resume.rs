@@ -97,8 +97,11 @@ impl Replica {
         if let Some(snapshot) = resume.snapshot {
             replica.sessions.import(&snapshot.sessions);
             replica.next_slot = snapshot.next_slot;
-            replica.members = snapshot.members;
-            let (next_slot, sessions, members) = (snapshot.next_slot, snapshot.sessions, snapshot.members);
+            // An empty membership is none (a restored seed snapshot says nothing): keep the configured one.
+            if !snapshot.members.is_empty() {
+                replica.members = snapshot.members;
+            }
+            let (next_slot, sessions, members) = (snapshot.next_slot, snapshot.sessions, replica.members);
             let state = Bytes::from(snapshot.state);
             replica.log.store_snapshot(StoredSnapshot { next_slot, sessions, members, state });
         }

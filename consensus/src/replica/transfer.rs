@@ -227,8 +227,12 @@ mod tests {
     /// A replica holding only a snapshot at `next_slot` (its log below it compacted).
     fn sender(next_slot: u64, len: usize) -> Replica {
         let session = SessionRecord { client: 4, seq_floor: 2, applied_above: vec![], last_slot: next_slot - 1 };
-        let snapshot =
-            SnapshotRecord { next_slot: Slot(next_slot), sessions: vec![session], members: crate::types::Members::first(3), state: state(next_slot, len) };
+        let snapshot = SnapshotRecord {
+            next_slot: Slot(next_slot),
+            sessions: vec![session],
+            members: crate::types::Members::first(3),
+            state: state(next_slot, len),
+        };
         Replica::resume(config(0), Resume { snapshot: Some(snapshot), ..Resume::default() })
     }
 
@@ -323,7 +327,12 @@ mod tests {
                 last_slot: 9,
             })
             .collect();
-        let snapshot = SnapshotRecord { next_slot: Slot(10), sessions: sessions.clone(), members: crate::types::Members::first(3), state: state(10, 1000) };
+        let snapshot = SnapshotRecord {
+            next_slot: Slot(10),
+            sessions: sessions.clone(),
+            members: crate::types::Members::first(3),
+            state: state(10, 1000),
+        };
         let sender = Replica::resume(config(0), Resume { snapshot: Some(snapshot), ..Resume::default() });
         let mut pair = Pair::new(sender);
         for _ in 0..5 {

@@ -7,7 +7,8 @@
 //! (the disk is kept: `Replica::resume`), cluster-crash (every replica at once, disks kept), disk-errors
 //! (writes failing mid-turn, snapshots written late), bridged (one pair of replicas cut while the rest reach
 //! both, with the control plane's lease and leader logic on top), size (a byte limit per message, with values
-//! padded so catch-up outgrows it), strand (a lost forward, its origin down for good; not in all), or all (the
+//! padded so catch-up outgrows it), strand (a lost forward, its origin down for good; not in all), members
+//! (with `--replicas 5`: members {0,1,2}, learners 3 and 4, random adds and removes; not in all), or all (the
 //! default) / none. `aether-sim bench [--commands N]` prints the benchmark table.
 //!
 //! `aether-sim dht [--seeds N] [--seed S | --first-seed S] [--nodes 3|5] [--broken w1|no-read-repair|no-anti-entropy]
@@ -111,6 +112,7 @@ struct Totals {
     disk_errors: u64,
     stale_snapshots: u64,
     control_counts: [u64; 3],
+    reconfigurations: [u64; 2],
 }
 
 fn run_sim(args: SimArgs) -> Result<(), String> {
@@ -160,6 +162,7 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
     totals.disk_errors += report.disk_errors;
     totals.stale_snapshots += report.stale_snapshots;
     totals.control_counts.iter_mut().zip(report.control_counts).for_each(|(a, b)| *a += b);
+    totals.reconfigurations.iter_mut().zip(report.reconfigurations).for_each(|(a, b)| *a += b);
     if verbose {
         println!(
             "seed {} n={}: {} slots ({} null), {} ops, {} crashes, {} snapshots, max phase {}, longest wait after faults {} ms, {} ms",
@@ -190,6 +193,10 @@ fn record(totals: &mut Totals, report: &RunReport, verbose: bool) {
 fn print_totals(totals: &Totals, wall_s: f64) {
     let [claims, written, removed] = totals.control_counts;
     println!("control plane: {claims} leadership claims, {written} slice records written, {removed} removed");
+    let [submitted, decided] = totals.reconfigurations;
+    if submitted > 0 {
+        println!("membership: {submitted} reconfigurations submitted, {decided} membership changes decided");
+    }
     println!(
         "{} seeds, {} failed; {} slots decided ({:.1}% null, longest null run {}), phases per voted slot mean {:.2} p50 {} p99 {} max {}, {} operations, {} crashes ({} keeping the disk, {} of them torn mid-turn; {} whole-cluster crashes; {} resumes, {} inside a slot, {} past phase 1), {} snapshot installs, {} failed storage writes, {} late snapshots landing after newer ones; after faults stopped: longest wait for one operation {} ms, all operations done within {} ms; {:.0} s simulated in {:.1} s",
         totals.seeds,

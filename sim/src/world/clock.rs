@@ -65,7 +65,7 @@ impl World {
         let (origin, peer) = self.strand?;
         let forwards = sends.iter().any(|(_, m)| matches!(m, Message::Forward { commands } if !commands.is_empty()));
         // Staying down for good counts against the f replicas that may be without their votes.
-        let f = (self.nodes.len() - 1) / 2;
+        let f = self.votes_lost_max();
         let impaired = (0..self.nodes.len()).filter(|i| *i != replica && lost_votes(&self.nodes[*i])).count();
         (origin == replica && forwards && impaired < f && self.healed_at_us.is_none()).then_some(peer)
     }

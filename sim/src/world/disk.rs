@@ -83,7 +83,7 @@ impl World {
         let every_ms = self.options.disk_error_every_ms;
         let next_us = self.now_us + self.fault_rng.between(1, 2 * every_ms) * 1000;
         self.schedule(next_us, Event::DiskError);
-        let f = (self.nodes.len() - 1) / 2;
+        let f = self.votes_lost_max();
         let impaired = self.nodes.iter().filter(|n| lost_votes(n)).count();
         let replica = self.fault_rng.below(self.nodes.len() as u64) as usize;
         let node = &mut self.nodes[replica];

@@ -16,7 +16,7 @@ impl World {
         }
         let next_us = self.now_us + self.fault_rng.between(1, 2 * self.options.crash_every_ms) * 1000;
         self.schedule(next_us, Event::Crash);
-        let f = (self.nodes.len() - 1) / 2;
+        let f = self.votes_lost_max();
         let impaired = self.nodes.iter().filter(|n| lost_votes(n)).count();
         if impaired >= f {
             return;
@@ -124,6 +124,7 @@ impl World {
             node.disk = DurableLog::recovering();
             node.expected_slot = Slot(0);
         }
+        self.members_rebuilt(replica);
         let node = &mut self.nodes[replica];
         node.up = true;
         node.incarnation = self.incarnations;

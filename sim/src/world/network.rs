@@ -12,6 +12,7 @@ impl World {
     pub(super) fn send(&mut self, from: usize, to: usize, message: Message) {
         self.messages_sent += 1;
         self.check_consistent_speech(from, &message);
+        self.check_member_speaks(from, &message);
         // Only messages that carry commands or state can be large; the rest are a few dozen bytes.
         let may_be_large = matches!(
             message,

@@ -65,7 +65,9 @@ impl World {
         }
         let stats: Vec<_> = self.nodes.iter().map(|n| n.core.stats().clone()).collect();
         let op_wait_ms_max = self.op_wait_after_heal_ms_max();
+        let reconfigurations = [self.members.submitted, self.members.changes_decided()];
         RunReport {
+            reconfigurations,
             violations: self.violations,
             slots_decided: self.decided.len() as u64,
             ops_completed: self.history.iter().filter(|h| h.response.is_some()).count() as u64,

@@ -31,11 +31,14 @@ impl World {
                 Output::Broadcast { message } => turn.send(None, message),
                 Output::SetTimer { kind, at_ms } => self.set_timer(replica, kind, at_ms),
                 Output::Decided(decision) => {
+                    self.check_slot_members(replica, decision.slot);
                     let record = DecidedSlot { slot: decision.slot, batch: decision.batch.clone() };
                     turn.records.push(Record::Decided(record));
                     self.on_decided(replica, decision, &mut turn.replies);
                 }
                 Output::Rejected { id, .. } => self.control_rejected(id),
+                Output::MembersChanged { members, .. } => self.members_changed(replica, members),
+                Output::Removed { .. } => {}
                 Output::TakeSnapshot { next_slot, .. } => {
                     let state = consensus::Bytes::from(self.nodes[replica].kv.encode());
                     let local_ms = self.local_ms(replica);

@@ -23,8 +23,13 @@ struct Cluster {
 impl Cluster {
     fn new(replicas: Vec<Option<Replica>>) -> Cluster {
         let n = replicas.len();
-        let mut cluster =
-            Cluster { replicas, outputs: vec![Vec::new(); n], round_slots: vec![Vec::new(); n], now_ms: 0, flight: Vec::new() };
+        let mut cluster = Cluster {
+            replicas,
+            outputs: vec![Vec::new(); n],
+            round_slots: vec![Vec::new(); n],
+            now_ms: 0,
+            flight: Vec::new(),
+        };
         for id in 0..n {
             let mut out = Vec::new();
             if let Some(replica) = cluster.replicas[id].as_mut() {
@@ -300,10 +305,8 @@ fn resume_replays_a_membership_change_from_the_log() {
         payload: Vec::new(),
         kind: CommandKind::Reconfigure { expected: Members::first(3), next },
     };
-    let decided = vec![
-        DecidedSlot { slot: Slot(0), batch: None },
-        DecidedSlot { slot: Slot(1), batch: Some(vec![reconfigure]) },
-    ];
+    let decided =
+        vec![DecidedSlot { slot: Slot(0), batch: None }, DecidedSlot { slot: Slot(1), batch: Some(vec![reconfigure]) }];
     let replica = Replica::resume(config(3), Resume { decided: decided.clone(), ..Resume::default() });
     assert_eq!(replica.members(), next, "a learner resumed past its admission is a member");
     assert_eq!(replica.next_slot(), Slot(2));
