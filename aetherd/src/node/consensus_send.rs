@@ -159,6 +159,7 @@ mod tests {
             timestamp_ms: 0,
             deadline_ms: 0,
             payload: vec![1],
+            kind: Default::default(),
         }
     }
 
