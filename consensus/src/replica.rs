@@ -323,16 +323,16 @@ impl Replica {
             }
         };
         format!(
-            "slot {} members {} {mode} phase {} proposed {} decided {:?} exhausted {} queue {} future {} seen {:?}",
+            "slot {} {mode} phase {} proposed {} decided {:?} exhausted {} queue {} future {} seen {:?} members {}",
             self.next_slot.0,
-            self.members,
             self.agreement.phase(),
             self.agreement.has_proposed(),
             self.agreement.decided,
             self.agreement.exhausted,
             self.queue.len(),
             self.future.len(),
-            self.peers.iter().take(8).map(|p| p.seen_slot.0).collect::<Vec<_>>()
+            self.peers.iter().take(8).map(|p| p.seen_slot.0).collect::<Vec<_>>(),
+            self.members
         )
     }
 

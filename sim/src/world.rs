@@ -26,6 +26,8 @@
 //! turn's messages leave, then resumes recovering its vote floor; and some snapshots are written late,
 //! after newer ones, and must be ignored by the disk.
 //!
+//! With `Faults::members` (five ids) the membership changes too: see `world/members.rs`.
+//!
 //! Safety checks run as things happen: every durable decision against every other replica's decision of
 //! that slot (agreement), every decision against the replica's own previous slot (no gaps, no repeats),
 //! every proposal, state and vote against what the same replica said before in that round, across

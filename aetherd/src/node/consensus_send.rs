@@ -164,6 +164,7 @@ mod tests {
             deadline_ms: 0,
             kind: consensus::CommandKind::Client,
             payload: vec![1],
+            kind: Default::default(),
         }
     }
 

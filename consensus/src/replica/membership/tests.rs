@@ -330,3 +330,40 @@ fn round_messages_from_non_members_and_ids_past_the_bound_do_not_count() {
     let states = out.iter().filter(|o| matches!(o, Output::Broadcast { message: Message::State { .. } })).count();
     assert_eq!(states, 0, "no quorum of members proposed: {out:?}");
 }
+
+#[test]
+fn a_recovering_replica_counts_its_floor_over_the_membership_of_its_slot() {
+    let members = set(&[0, 3, 4]);
+    let snapshot = SnapshotRecord { next_slot: Slot(5), sessions: Vec::new(), members, state: vec![1] };
+    let mut replica =
+        Replica::resume_recovering(config(0), Resume { snapshot: Some(snapshot), ..Resume::default() }, 4);
+    let mut out = Vec::new();
+    replica.start(0, &mut out);
+    let reply = |slot| Message::RecoveryReply { incarnation: 4, next_slot: Slot(slot) };
+    // Ids 1 and 2 were members at genesis, not at slot 5: their answers are no quorum.
+    for from in [1, 2] {
+        replica.handle(1, Input::Message { from: ReplicaId(from), message: reply(3) }, &mut out);
+    }
+    assert!(replica.debug_line().contains("floor None"), "{}", replica.debug_line());
+    // Member 3 answering at our own slot does not count (it may have seen slot 5 decided) ...
+    replica.handle(1, Input::Message { from: ReplicaId(3), message: reply(5) }, &mut out);
+    replica.handle(1, Input::Message { from: ReplicaId(4), message: reply(4) }, &mut out);
+    assert!(replica.debug_line().contains("floor None"), "{}", replica.debug_line());
+    // ... and its first answer stays its answer: a later, lower one is ignored.
+    replica.handle(1, Input::Message { from: ReplicaId(3), message: reply(2) }, &mut out);
+    assert!(replica.debug_line().contains("floor None"), "{}", replica.debug_line());
+    let mut fresh = Replica::resume_recovering(
+        config(0),
+        Resume {
+            snapshot: Some(SnapshotRecord { next_slot: Slot(5), sessions: Vec::new(), members, state: vec![1] }),
+            ..Resume::default()
+        },
+        4,
+    );
+    fresh.start(0, &mut out);
+    for from in [3, 4] {
+        fresh.handle(1, Input::Message { from: ReplicaId(from), message: reply(4) }, &mut out);
+    }
+    assert!(fresh.debug_line().contains("floor Some(6)"), "{}", fresh.debug_line());
+    assert!(fresh.is_recovering(), "it still learns slot 5 before it votes");
+}
