@@ -31,6 +31,7 @@ mod maven_metadata;
 mod messaging;
 mod methods;
 mod metrics;
+mod nodes;
 mod openapi;
 mod repository;
 mod repository_path;
