@@ -175,11 +175,8 @@ impl DrainOnStop {
         }
         self.request();
         info!("draining this node before it stops (at most {} ms)", bound.as_millis());
-        let outcome = wait_drained(
-            || self.phase(),
-            || signals.pending().find(|s| *s != signal_hook::consts::SIGHUP),
-            bound,
-        );
+        let outcome =
+            wait_drained(|| self.phase(), || signals.pending().find(|s| *s != signal_hook::consts::SIGHUP), bound);
         match outcome {
             DrainOutcome::Done(DrainPhase::Drained) => info!("drained; stopping"),
             DrainOutcome::Done(_) => info!("the cluster cannot take this node's work; stopping without a drain"),

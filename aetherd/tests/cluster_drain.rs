@@ -122,8 +122,10 @@ fn a_drain_under_load_fails_no_request_and_keeps_the_budget_then_activate_places
     let victim_id = active_on(&c, 0)[0].clone();
     let victim = index_of(&c, &victim_id);
     let others: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
-    wait_for(SETTLE, || others.iter().all(|&i| http(c.nodes[i].app, "GET", "/echo/x", b"").is_ok_and(|r| r.status == 200)))
-        .unwrap();
+    wait_for(SETTLE, || {
+        others.iter().all(|&i| http(c.nodes[i].app, "GET", "/echo/x", b"").is_ok_and(|r| r.status == 200))
+    })
+    .unwrap();
     let load = Load::start(&c, &others);
     std::thread::sleep(Duration::from_millis(500));
     let drained = http(c.nodes[others[0]].management, "POST", &format!("/api/nodes/{victim_id}/drain"), b"").unwrap();
@@ -140,7 +142,12 @@ fn a_drain_under_load_fails_no_request_and_keeps_the_budget_then_activate_places
     });
     let (calls, failures) = load.finish();
     assert!(calls > 50, "the client ran: {calls} calls");
-    assert!(failures.is_empty(), "{} of {calls} calls failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(lowest >= 2, "min_available 2 broken: {lowest} ACTIVE at one sample");
     let detail = node_detail(&c, others[0], &victim_id);
     assert_eq!(detail["instances"], serde_json::json!([]), "{detail}");
@@ -169,8 +176,10 @@ fn sigterm_drains_first_exits_cleanly_and_the_node_comes_back_on_duty() {
     let victim_id = active_on(&c, 0)[0].clone();
     let victim = index_of(&c, &victim_id);
     let others: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
-    wait_for(SETTLE, || others.iter().all(|&i| http(c.nodes[i].app, "GET", "/echo/x", b"").is_ok_and(|r| r.status == 200)))
-        .unwrap();
+    wait_for(SETTLE, || {
+        others.iter().all(|&i| http(c.nodes[i].app, "GET", "/echo/x", b"").is_ok_and(|r| r.status == 200))
+    })
+    .unwrap();
     let load = Load::start(&c, &others);
     std::thread::sleep(Duration::from_millis(500));
     // The default drain bound is 30 s, then at most 20 s for the orderly stop.
@@ -180,7 +189,12 @@ fn sigterm_drains_first_exits_cleanly_and_the_node_comes_back_on_duty() {
     assert_eq!(code, Some(0), "exit code; log:\n{}", c.log(victim));
     assert!(c.log(victim).contains("drained; stopping"), "it drained first:\n{}", c.log(victim));
     assert!(calls > 50, "the client ran: {calls} calls");
-    assert!(failures.is_empty(), "{} of {calls} calls failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert_eq!(active_on(&c, others[0]).len(), 2, "{:?}", echo_records(&c, others[0]));
     assert_eq!(lifecycle(&c, others[0], &victim_id), "SHUTTING_DOWN");
     c.start_node(victim).unwrap();

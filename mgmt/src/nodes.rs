@@ -115,7 +115,8 @@ fn detail(backend: &dyn Backend, id: &str) -> Result<Response, ApiError> {
     let (node, peer) = known(backend, id)?;
     let duties = lifecycles(backend)?;
     let lifecycle = lifecycle_json(duties.get(id));
-    let instances: Vec<Value> = backend.kv_list(&format!("slices/{node}/"), true)?.iter().filter_map(instance_json).collect();
+    let instances: Vec<Value> =
+        backend.kv_list(&format!("slices/{node}/"), true)?.iter().filter_map(instance_json).collect();
     Ok(Response::ok(json!({
         "id": peer.id,
         "address": peer.address,
@@ -139,15 +140,20 @@ fn change(backend: &dyn Backend, id: &str, action: &str, body: &[u8]) -> Result<
     let key = control::duty::key(&node);
     let current = backend.kv_get(&key, true)?;
     let record = DutyRecord::new(state, Some(reason.as_deref().unwrap_or(default_reason(action))), now_ms());
-    let command =
-        kvstore::Command::CompareAndSet { key, expected: current.map(|e| kvstore::Revision(e.version)), value: record.encode() };
+    let command = kvstore::Command::CompareAndSet {
+        key,
+        expected: current.map(|e| kvstore::Revision(e.version)),
+        value: record.encode(),
+    };
     backend.kv_write(command)?;
     let others_on_duty = (backend.cluster_view()?.nodes.iter())
         .filter(|n| n.id != id)
         .any(|n| duties.get(&n.id).is_none_or(|d| d.as_ref().is_ok_and(|r| r.state == Duty::OnDuty)));
     let note = match state {
         Duty::OnDuty => "the node receives instances again",
-        _ if !others_on_duty => "accepted, but no other node is ON_DUTY: the drain waits until one is (GET /api/nodes/{id} says why)",
+        _ if !others_on_duty => {
+            "accepted, but no other node is ON_DUTY: the drain waits until one is (GET /api/nodes/{id} says why)"
+        }
         Duty::ShuttingDown => "the leader moves the node's instances away; the node exits once drained",
         _ => "the leader moves the node's instances away, then marks the node DECOMMISSIONED",
     };

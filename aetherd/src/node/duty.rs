@@ -31,17 +31,19 @@ pub(crate) struct DutyWatch {
 
 fn read(store: &Store, node: &NodeId) -> Read {
     let entry = store.get(&duty::key(node))?;
-    Some(DutyRecord::decode(entry.value()).map(|value| Versioned { value, version: entry.version() }).map_err(|_| entry.version()))
+    Some(
+        DutyRecord::decode(entry.value())
+            .map(|value| Versioned { value, version: entry.version() })
+            .map_err(|_| entry.version()),
+    )
 }
 
 /// True when a live node other than `me` is ON_DUTY (a node without a record is).
 fn others_on_duty(store: &Store, me: &NodeId, alive: &[String]) -> bool {
-    alive.iter().filter(|n| *n != me.as_str()).filter_map(|n| NodeId::parse(n).ok()).any(|n| {
-        match read(store, &n) {
-            None => true,
-            Some(Ok(record)) => record.value.state == Duty::OnDuty,
-            Some(Err(_)) => false,
-        }
+    alive.iter().filter(|n| *n != me.as_str()).filter_map(|n| NodeId::parse(n).ok()).any(|n| match read(store, &n) {
+        None => true,
+        Some(Ok(record)) => record.value.state == Duty::OnDuty,
+        Some(Err(_)) => false,
     })
 }
 

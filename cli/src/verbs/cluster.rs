@@ -89,7 +89,9 @@ pub fn node(verb: &crate::args::NodeVerb, ctx: &Ctx) -> Result<(), CliError> {
     let body = reason.as_ref().map(|r| serde_json::json!({ "reason": r }).to_string()).unwrap_or_default();
     let request = Request::new("POST", path, body.into_bytes()).header("Content-Type", "application/json");
     let value = ctx.client.json(&request)?;
-    ctx.show(&value, |v| pairs(&[("node", cell(&v["node"])), ("lifecycle", cell(&v["lifecycle"])), ("note", cell(&v["note"]))]))
+    ctx.show(&value, |v| {
+        pairs(&[("node", cell(&v["node"])), ("lifecycle", cell(&v["lifecycle"])), ("note", cell(&v["note"]))])
+    })
 }
 
 pub fn render_node(v: &Value) -> String {
