@@ -9,6 +9,11 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
+/// The default of `[cluster] drain_on_stop_ms`.
+pub const DRAIN_ON_STOP_MS_DEFAULT: u64 = 30_000;
+/// The largest `[cluster] drain_on_stop_ms` accepted.
+pub const DRAIN_ON_STOP_MS_MAX: u64 = 600_000;
+
 /// A validated node configuration.
 #[derive(Clone)]
 pub struct NodeConfig {
@@ -37,6 +42,9 @@ pub struct NodeConfig {
     /// A node whose lease record stays unchanged this long is dead and its instances are re-placed
     /// (`[cluster] lease_grace_ms`, default 5000, at least twice the suspicion timeout).
     pub lease_grace: std::time::Duration,
+    /// On SIGTERM, how long the node waits for the leader to move its instances away before it stops
+    /// (`[cluster] drain_on_stop_ms`, default 30000, at most 600000; 0 stops without a drain).
+    pub drain_on_stop: std::time::Duration,
     pub cluster_tls: Option<crate::cluster_tls_config::ClusterTlsSettings>,
     /// `[tls]`: TLS on the management and app ports (see `tls_config`).
     pub tls: Option<httpd::TlsFiles>,
@@ -105,6 +113,7 @@ struct RawCluster {
     command_ttl_ms: Option<Spanned<u64>>,
     lease_grace_ms: Option<Spanned<u64>>,
     join: Option<bool>,
+    drain_on_stop_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +192,14 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         Some(v) => *v.get_ref(),
         None => control::cluster::liveness::GRACE_MS_DEFAULT.max(2 * suspicion_ms),
     };
+    let drain_on_stop_ms = match &raw.cluster.drain_on_stop_ms {
+        Some(v) if *v.get_ref() > DRAIN_ON_STOP_MS_MAX => {
+            let msg = format!("{} is above {DRAIN_ON_STOP_MS_MAX}", v.get_ref());
+            return Err(at(v.span(), "cluster.drain_on_stop_ms", msg));
+        }
+        Some(v) => *v.get_ref(),
+        None => DRAIN_ON_STOP_MS_DEFAULT,
+    };
     let data_dir = PathBuf::from(raw.node.data_dir.get_ref());
     let management = crate::management_config::parse(raw.management, &at, &|file| resolve(path, file))?;
     Ok(NodeConfig {
@@ -199,6 +216,7 @@ pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, String> {
         suspicion_timeout: std::time::Duration::from_millis(suspicion_ms),
         command_ttl_ms,
         lease_grace: std::time::Duration::from_millis(lease_grace_ms),
+        drain_on_stop: std::time::Duration::from_millis(drain_on_stop_ms),
         cluster_tls: crate::cluster_tls_config::from_raw(path, raw.cluster_tls).map_err(|m| format!("{file}: {m}"))?,
         tls: crate::tls_config::files(path, text, raw.tls)?,
         management,
@@ -229,6 +247,7 @@ pub fn dev(data_dir: PathBuf) -> NodeConfig {
         suspicion_timeout: std::time::Duration::from_millis(SUSPICION_TIMEOUT_MS_DEFAULT),
         command_ttl_ms: COMMAND_TTL_MS_DEFAULT,
         lease_grace: std::time::Duration::from_millis(control::cluster::liveness::GRACE_MS_DEFAULT),
+        drain_on_stop: std::time::Duration::ZERO,
         cluster_tls: None,
         tls: None,
         management: Default::default(),
@@ -403,6 +422,9 @@ cluster = "127.0.0.1:8090"
         let set = |lines: &str| sample(&secret).replace("[listen]", &format!("{lines}[listen]"));
         let config = parse(&path, &set("lease_grace_ms = 8000\n")).unwrap();
         assert_eq!(config.lease_grace, std::time::Duration::from_secs(8));
+        let config = parse(&path, &set("drain_on_stop_ms = 0\n")).unwrap();
+        assert_eq!(config.drain_on_stop, std::time::Duration::ZERO);
+        assert!(parse(&path, &set("drain_on_stop_ms = 600001\n")).unwrap_err().contains("cluster.drain_on_stop_ms"));
         let err = parse(&path, &set("suspicion_timeout_ms = 1000\nlease_grace_ms = 1500\n")).unwrap_err();
         assert!(err.contains("line 9") && err.contains("cluster.lease_grace_ms") && err.contains("2000"), "{err}");
     }

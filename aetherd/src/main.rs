@@ -219,6 +219,7 @@ fn run(args: &Args) -> Result<(), String> {
     let settings = Arc::new(live_settings(&lifecycle, slow_call_ms));
     let slow_calls = Arc::clone(&metrics);
     settings.on_change("slow_call_ms", move |ms| slow_calls.set_slow_threshold_ms(ms));
+    let drain_on_stop = Arc::new(stop::DrainOnStop::default());
     let slice_watches = slice_state::WatchHub::new();
     install_slice_state(&container, &loop_handle, &slice_watches)?;
     let data = node::DataPlane {
@@ -231,6 +232,7 @@ fn run(args: &Args) -> Result<(), String> {
         settings: Arc::clone(&settings),
         slice_watches,
         scheduled_calls: Arc::default(),
+        drain_on_stop: Arc::clone(&drain_on_stop),
     };
     let (calls, forwarded, registry) = (data.calls.clone(), data.forwarded.clone(), data.registry.clone());
     let scheduled_calls = Arc::clone(&data.scheduled_calls);
@@ -342,6 +344,8 @@ fn run(args: &Args) -> Result<(), String> {
             }
         }
     }
+    // Hand this node's instances over first, when the cluster can take them (see `stop`).
+    drain_on_stop.run(&mut signals, config.drain_on_stop);
     stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     info!("received signal {}; stopping (at most {} s)", signal.unwrap_or_default(), stop_bound.as_secs());
     let progress = stop::arm(signals, stop_bound)?;

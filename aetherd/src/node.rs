@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 mod consensus_send;
 mod dht;
+mod duty;
 mod events;
 mod members;
 mod messaging;
@@ -101,6 +102,8 @@ pub struct DataPlane {
     pub slice_watches: Arc<crate::slice_state::WatchHub>,
     /// Where scheduled runs are called (set once the app port runs).
     pub scheduled_calls: ScheduledCalls,
+    /// The drain before a stop: asked for by the main thread, carried out and reported by the loop.
+    pub drain_on_stop: Arc<crate::stop::DrainOnStop>,
 }
 
 /// Deployment state of the loop: the deployer, the watches that wake the managers, and what is due.
@@ -121,6 +124,8 @@ struct Deployment {
     renewal_check_due: bool,
     /// The leases of this node's single-active slices.
     single_active: single_active::SingleActive,
+    /// This node's lifecycle record as the loop last saw it.
+    duty: duty::DutyWatch,
 }
 
 pub struct Node {
@@ -192,6 +197,7 @@ impl Node {
                 forced_at: Instant::now(),
                 running: false,
                 renewal_check_due: true,
+                duty: duty::DutyWatch::default(),
             }),
             _ => None,
         };
@@ -320,6 +326,7 @@ impl Node {
         self.run_managers(ctx);
         self.tick_schedules(ctx);
         self.tick_single_active(ctx);
+        self.tick_duty(ctx);
         self.observe_store_and_send(ctx);
         self.feed_slice_watches();
         self.tick_dht(ctx);

@@ -7,13 +7,21 @@
 //! pressing Ctrl-C twice). The bound defaults to 20 s, below the systemd unit's `TimeoutStopSec=30s`, so the
 //! node exits by itself before systemd resorts to SIGKILL; `AETHER_STOP_TIMEOUT_SECS` changes it.
 //!
+//! Before that, a node that can hand its work over drains first ([`DrainOnStop`]): the main thread asks the
+//! event loop to write this node's lifecycle SHUTTING_DOWN and waits, at most `drain_on_stop_ms`, until the
+//! leader has moved every instance away (the loop says when). The loop answers "not possible" at once when
+//! the node has no quorum, is not caught up, or no other live node is ON_DUTY (a single-node cluster), and
+//! the node then stops as before. A second signal during the drain ends the process at once, as during the
+//! stop.
+//!
 //! Invariant: the watchdog never writes the clean-stop marker and never touches node state; it only exits.
 //! The marker is written by the storage after its final sync, before slices are stopped, so a slice that hangs
 //! in `stop` does not cost it; a process cut short before the sync is simply an unclean stop (the next start
 //! treats it like a crash, which is always safe).
 
-use log::error;
+use log::{error, info};
 use signal_hook::iterator::Signals;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,6 +115,115 @@ fn watch(mut next_signal: impl FnMut() -> Option<i32>, bound: Duration) -> Verdi
     }
 }
 
+/// Where the drain before a stop is, as the event loop reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainPhase {
+    /// Not asked for, or asked and the loop has not looked yet.
+    Pending,
+    /// SHUTTING_DOWN is written (or being written); instances are still on this node.
+    Waiting,
+    /// This node holds no instance any more.
+    Drained,
+    /// The cluster cannot take this node's work (no quorum, not caught up, no other ON_DUTY node).
+    NotPossible,
+}
+
+/// The drain before a stop, shared between the main thread (which asks and waits) and the event loop
+/// (which writes the lifecycle record and reports). See the module documentation.
+#[derive(Debug, Default)]
+pub struct DrainOnStop {
+    requested: AtomicBool,
+    phase: AtomicU8,
+}
+
+impl DrainOnStop {
+    /// The main thread asks for the drain.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+    }
+
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// The loop reports where the drain is.
+    pub fn set_phase(&self, phase: DrainPhase) {
+        let code = match phase {
+            DrainPhase::Pending => 0,
+            DrainPhase::Waiting => 1,
+            DrainPhase::Drained => 2,
+            DrainPhase::NotPossible => 3,
+        };
+        self.phase.store(code, Ordering::SeqCst);
+    }
+
+    pub fn phase(&self) -> DrainPhase {
+        match self.phase.load(Ordering::SeqCst) {
+            1 => DrainPhase::Waiting,
+            2 => DrainPhase::Drained,
+            3 => DrainPhase::NotPossible,
+            _ => DrainPhase::Pending,
+        }
+    }
+
+    /// Asks for the drain and waits until it is done, not possible, or `bound` passes; a stop signal
+    /// arriving meanwhile (other than SIGHUP) ends the process at once with [`EXIT_STUCK`]. A zero bound
+    /// skips the drain.
+    pub fn run(&self, signals: &mut Signals, bound: Duration) {
+        if bound.is_zero() {
+            return;
+        }
+        self.request();
+        info!("draining this node before it stops (at most {} ms)", bound.as_millis());
+        let outcome =
+            wait_drained(|| self.phase(), || signals.pending().find(|s| *s != signal_hook::consts::SIGHUP), bound);
+        match outcome {
+            DrainOutcome::Done(DrainPhase::Drained) => info!("drained; stopping"),
+            DrainOutcome::Done(_) => info!("the cluster cannot take this node's work; stopping without a drain"),
+            DrainOutcome::TimedOut => info!("the drain did not finish within {} ms; stopping", bound.as_millis()),
+            DrainOutcome::Signal(signal) => {
+                error!("second stop signal ({signal}) during the drain; exiting at once");
+                std::process::exit(EXIT_STUCK);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DrainOutcome {
+    Done(DrainPhase),
+    TimedOut,
+    Signal(i32),
+}
+
+/// How long the loop may stay silent (phase still Pending) before the drain counts as not possible: it
+/// answers within a tick when it runs at all.
+const DRAIN_ANSWER_WAIT: Duration = Duration::from_secs(3);
+
+fn wait_drained(
+    phase: impl Fn() -> DrainPhase,
+    mut next_signal: impl FnMut() -> Option<i32>,
+    bound: Duration,
+) -> DrainOutcome {
+    let started = Instant::now();
+    loop {
+        if let Some(signal) = next_signal() {
+            return DrainOutcome::Signal(signal);
+        }
+        match phase() {
+            done @ (DrainPhase::Drained | DrainPhase::NotPossible) => return DrainOutcome::Done(done),
+            DrainPhase::Pending if started.elapsed() >= DRAIN_ANSWER_WAIT => {
+                return DrainOutcome::Done(DrainPhase::NotPossible)
+            }
+            _ => {}
+        }
+        if started.elapsed() >= bound {
+            return DrainOutcome::TimedOut;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +261,20 @@ mod tests {
         );
         assert_eq!(verdict, Verdict::SecondSignal(15));
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_drain_wait_ends_on_the_loops_answer_or_a_second_signal() {
+        let drain = DrainOnStop::default();
+        assert_eq!(drain.phase(), DrainPhase::Pending);
+        drain.set_phase(DrainPhase::Drained);
+        let bound = Duration::from_secs(60);
+        assert_eq!(wait_drained(|| drain.phase(), || None, bound), DrainOutcome::Done(DrainPhase::Drained));
+        drain.set_phase(DrainPhase::NotPossible);
+        assert_eq!(wait_drained(|| drain.phase(), || None, bound), DrainOutcome::Done(DrainPhase::NotPossible));
+        drain.set_phase(DrainPhase::Waiting);
+        assert_eq!(wait_drained(|| drain.phase(), || Some(15), bound), DrainOutcome::Signal(15));
+        assert_eq!(wait_drained(|| drain.phase(), || None, Duration::ZERO), DrainOutcome::TimedOut);
     }
 
     #[test]

@@ -57,8 +57,11 @@ pub enum Verb {
     Status,
     /// Whether the node is ready (in a quorum and caught up); exit 1 when not
     Health,
-    /// Every configured node: address, connected, last seen
+    /// Every configured node: address, connected, last seen, lifecycle
     Nodes,
+    /// One node in detail, or take it off duty and back: show, drain, activate, shutdown
+    #[command(subcommand)]
+    Node(NodeVerb),
     /// Every slice instance in the cluster: node, state, since, error
     Slices,
     /// HTTP routes of the app port: artifact, slice method, instances by node
@@ -289,6 +292,31 @@ pub enum LogLevelVerb {
 }
 
 #[derive(Debug, Clone, Subcommand)]
+pub enum NodeVerb {
+    /// The node's lifecycle, its instances and, while a drain waits, why
+    Show { id: String },
+    /// Move the node's instances elsewhere (make before break), then mark it DECOMMISSIONED
+    Drain {
+        id: String,
+        /// Why, kept in the node's lifecycle record
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Put the node back on duty: it receives instances again
+    Activate {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Drain the node, then its process exits cleanly
+    Shutdown {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
 pub enum ConfigVerb {
     /// Settable keys with their effective values, cluster-wide and per-node overrides (one key if named)
     Get { key: Option<String> },
@@ -342,6 +370,10 @@ mod tests {
         let cli = parse(&["config", "unset", "heartbeat_ms", "--key", "aek_2"]).unwrap();
         assert_eq!(cli.global.api_key.as_deref(), Some("aek_2"));
         assert!(matches!(cli.verb, Some(Verb::Config(ConfigVerb::Unset { ref key, .. })) if key == "heartbeat_ms"));
+        let cli = Cli::try_parse_from(["aether", "node", "drain", "node-2", "--reason", "disk swap"]).unwrap();
+        assert!(matches!(cli.verb, Some(Verb::Node(NodeVerb::Drain { ref id, ref reason }))
+            if id == "node-2" && reason.as_deref() == Some("disk swap")));
+        assert!(Cli::try_parse_from(["aether", "node", "drain"]).is_err(), "the node id is required");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   tell (route conflicts with other artifacts, `instances` above the node count);
 //! - [`records`]: the JSON values stored under `blueprints/`, `targets/`, `slices/`, `endpoints/`, `routes/`
 //!   and `nodes/` (leases and the leader record);
+//! - [`duty`]: a node's own lifecycle (ON_DUTY, DRAINING, ...) under `nodes/{node}/lifecycle`;
 //! - [`lifecycle`]: [`lifecycle::SliceState`] and the allowed steps between states;
 //! - [`cluster`]: the leader's [`cluster::reconcile`], from a KV view and the liveness read from lease records
 //!   to KV writes, and [`cluster::liveness`]: lease watching, leadership, and the leader's guarded pass;
@@ -67,6 +68,7 @@
 
 pub mod blueprint;
 pub mod cluster;
+pub mod duty;
 pub mod lifecycle;
 pub mod messaging;
 pub mod node;

@@ -14,6 +14,7 @@
 //! - `nodes/{node}/lease`: [`LeaseRecord`], a counter the node raises through consensus about every second;
 //!   only its version matters to others (see `cluster::liveness`).
 //! - `nodes/leader`: [`LeaderRecord`], the node that leads the control plane; claimed by compare-and-set.
+//! - `nodes/{node}/lifecycle`: `duty::DutyRecord` (in its own module), the node's lifecycle state.
 //!
 //! Examples, in the same order:
 //!
@@ -108,6 +109,10 @@ pub struct TargetRecord {
     pub blueprint: Name,
     pub instances: u32,
     pub min_instances: u32,
+    /// The disruption budget: ACTIVE instances a node drain keeps (0 in records written before it existed:
+    /// the leader rewrites the target with the blueprint's value).
+    #[serde(default)]
+    pub min_available: u32,
     #[serde(with = "crate::text::seq")]
     pub depends_on: Vec<Artifact>,
     pub config: Map<String, Value>,
@@ -310,6 +315,7 @@ mod tests {
             blueprint: Name::parse("shop").unwrap(),
             instances: 2,
             min_instances: 1,
+            min_available: 1,
             depends_on: vec![Artifact::parse("g:b:1.0.0").unwrap()],
             config: Map::new(),
             failures: StartFailures::default(),

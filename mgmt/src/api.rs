@@ -296,7 +296,11 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         ("POST", ["api", "topics", topic, "messages"]) => crate::messaging::publish(backend, topic, &req.body),
         (_, ["api", "dead-letters", rest @ ..]) => crate::messaging::dead_letters(backend, req, rest),
         ("GET", ["api", "health"]) => health(backend),
-        ("GET", ["api", "nodes"]) => nodes(backend),
+        ("GET", ["api", "nodes"]) => crate::nodes::route(backend, "GET", &[], &req.body),
+        ("GET", ["api", "nodes", id]) => crate::nodes::route(backend, "GET", &[id], &req.body),
+        ("POST", ["api", "nodes", id, action @ ("drain" | "activate" | "shutdown")]) => {
+            crate::nodes::route(backend, "POST", &[id, action], &req.body)
+        }
         ("GET", ["health", "live"]) => Ok(crate::health::live()),
         (_, ["metrics"]) | (_, ["api", "metrics" | "invocation-metrics", ..]) => {
             Ok(crate::metrics::route(backend, req))
@@ -345,25 +349,8 @@ fn status(backend: &dyn Backend) -> Result<Response, ApiError> {
         "applied_slot": s.applied_slot,
         "pending_commands": s.pending_commands,
         "consensus_sends_refused": s.consensus_sends_refused,
+        "lifecycle": crate::nodes::own_lifecycle(backend, &s.node),
     })))
-}
-
-fn nodes(backend: &dyn Backend) -> Result<Response, ApiError> {
-    let view = backend.cluster_view()?;
-    let nodes: Vec<_> = view
-        .nodes
-        .iter()
-        .map(|n| {
-            json!({
-                "id": n.id,
-                "address": n.address,
-                "connected": n.connected,
-                "last_seen_ms": n.last_seen_ms,
-                "self": n.is_self,
-            })
-        })
-        .collect();
-    Ok(Response::ok(json!({ "node": view.node, "nodes": nodes })))
 }
 
 fn set_faults(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {

@@ -32,6 +32,7 @@ mod members;
 mod messaging;
 mod methods;
 mod metrics;
+mod nodes;
 mod openapi;
 mod repository;
 mod repository_path;

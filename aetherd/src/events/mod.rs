@@ -34,7 +34,7 @@ pub const DATA_VALUES_MAX: usize = 32;
 const OUTBOX_MAX: usize = 1000;
 
 /// What happened. The snake_case names are the API's `kind`.
-pub const KINDS: [&str; 18] = [
+pub const KINDS: [&str; 19] = [
     "node_up",
     "node_down",
     "leader_changed",
@@ -53,6 +53,7 @@ pub const KINDS: [&str; 18] = [
     "log_level_changed",
     "message_dead_lettered",
     "dead_letter_replayed",
+    "node_lifecycle",
 ];
 
 /// One event as recorded at its origin.

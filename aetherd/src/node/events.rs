@@ -33,6 +33,11 @@ impl Ops {
     ) -> Ops {
         Ops { observer: Observer::new(log, store), live: LiveWatch::new(me, store), settings, nodes }
     }
+
+    /// The event log this node records into.
+    pub(super) fn observer_log(&self) -> &crate::events::EventLog {
+        self.observer.log()
+    }
 }
 
 impl Node {

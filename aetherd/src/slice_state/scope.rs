@@ -42,6 +42,7 @@ mod tests {
             blueprint: Name::parse(blueprint).unwrap(),
             instances: 1,
             min_instances: 1,
+            min_available: 1,
             depends_on: Vec::new(),
             config,
             failures: StartFailures::default(),

@@ -1,4 +1,5 @@
-//! `status`, `health`, `nodes`, `slices` and `routes`: the cluster as the asked node sees it.
+//! `status`, `health`, `nodes`, `node`, `slices` and `routes`: the cluster as the asked node sees it, and
+//! the node lifecycle verbs (`node drain|activate|shutdown ID`).
 
 use super::{items, Ctx};
 use crate::client::Request;
@@ -59,15 +60,56 @@ pub fn nodes(ctx: &Ctx) -> Result<(), CliError> {
 }
 
 pub fn render_nodes(v: &Value) -> String {
-    let mut t = Table::new(&["NODE", "ADDRESS", "CONNECTED", "LAST SEEN"]);
+    let mut t = Table::new(&["NODE", "ADDRESS", "CONNECTED", "LAST SEEN", "LIFECYCLE"]);
     for n in items(v, "nodes") {
         let is_self = n["self"] == true;
         let seen = n["last_seen_ms"].as_u64().map_or("-".into(), |ms| format!("{} ago", crate::table::duration_ms(ms)));
         let id = if is_self { format!("{} (this)", cell(&n["id"])) } else { cell(&n["id"]) };
         let connected = if is_self { "-".into() } else { cell(&n["connected"]) };
-        t.row(vec![id, cell(&n["address"]), connected, if is_self { "-".into() } else { seen }]);
+        let lifecycle = cell(&n["lifecycle"]["state"]);
+        t.row(vec![id, cell(&n["address"]), connected, if is_self { "-".into() } else { seen }, lifecycle]);
     }
     t.render()
+}
+
+/// `node show|drain|activate|shutdown ID`.
+pub fn node(verb: &crate::args::NodeVerb, ctx: &Ctx) -> Result<(), CliError> {
+    use crate::args::NodeVerb;
+    let (id, action, reason) = match verb {
+        NodeVerb::Show { id } => {
+            let path = format!("/api/nodes/{}", crate::client::encode_path(id, false));
+            let value = ctx.client.json(&Request::get(path))?;
+            return ctx.show(&value, render_node);
+        }
+        NodeVerb::Drain { id, reason } => (id, "drain", reason),
+        NodeVerb::Activate { id, reason } => (id, "activate", reason),
+        NodeVerb::Shutdown { id, reason } => (id, "shutdown", reason),
+    };
+    let path = format!("/api/nodes/{}/{action}", crate::client::encode_path(id, false));
+    let body = reason.as_ref().map(|r| serde_json::json!({ "reason": r }).to_string()).unwrap_or_default();
+    let request = Request::new("POST", path, body.into_bytes()).header("Content-Type", "application/json");
+    let value = ctx.client.json(&request)?;
+    ctx.show(&value, |v| {
+        pairs(&[("node", cell(&v["node"])), ("lifecycle", cell(&v["lifecycle"])), ("note", cell(&v["note"]))])
+    })
+}
+
+pub fn render_node(v: &Value) -> String {
+    let life = &v["lifecycle"];
+    let mut text = pairs(&[
+        ("node", cell(&v["id"])),
+        ("address", cell(&v["address"])),
+        ("lifecycle", cell(&life["state"])),
+        ("reason", cell(&life["reason"])),
+        ("waiting", cell(&v["waiting"])),
+    ]);
+    let mut t = Table::new(&["ARTIFACT", "INSTANCE", "STATE", "DESIRED"]);
+    for i in items(v, "instances") {
+        t.row(vec![cell(&i["artifact"]), cell(&i["instance"]), cell(&i["state"]), cell(&i["desired"])]);
+    }
+    text.push('\n');
+    text.push_str(&t.render());
+    text
 }
 
 pub fn slices(ctx: &Ctx) -> Result<(), CliError> {
@@ -144,6 +186,19 @@ mod tests {
         let text = render_nodes(&v);
         assert!(text.contains("node-1 (this)  a:1      -"), "{text}");
         assert!(text.contains("node-2         a:2      yes        1s ago"), "{text}");
+    }
+
+    #[test]
+    fn nodes_show_their_lifecycle_and_a_waiting_drain_says_why() {
+        let v = json!({"nodes": [{"id": "node-2", "address": "a:2", "connected": true, "last_seen_ms": 10, "self": false,
+            "lifecycle": {"state": "DRAINING"}}]});
+        assert!(render_nodes(&v).contains("DRAINING"), "{}", render_nodes(&v));
+        let v = json!({"id": "node-2", "address": "a:2", "lifecycle": {"state": "DRAINING", "reason": "disk"},
+            "waiting": "g:a:1.0.0: no ON_DUTY node can take a replacement",
+            "instances": [{"artifact": "g:a:1.0.0", "instance": 1, "state": "ACTIVE", "desired": "ACTIVE"}]});
+        let text = render_node(&v);
+        assert!(text.contains("no ON_DUTY node can take a replacement"), "{text}");
+        assert!(text.contains("g:a:1.0.0  1         ACTIVE"), "{text}");
     }
 
     #[test]

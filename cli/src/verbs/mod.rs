@@ -62,6 +62,7 @@ pub fn run(verb: &Verb, ctx: &Ctx) -> Result<i32, CliError> {
         Verb::Status => cluster::status(ctx),
         Verb::Health => return cluster::health(ctx),
         Verb::Nodes => cluster::nodes(ctx),
+        Verb::Node(v) => cluster::node(v, ctx),
         Verb::Slices => cluster::slices(ctx),
         Verb::Routes => cluster::routes(ctx),
         Verb::Blueprint(v) => blueprint::run(v, ctx),

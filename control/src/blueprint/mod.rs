@@ -7,6 +7,7 @@
 //! artifact = "org.aether.examples:orders:1.0.0"
 //! instances = 2          # default 1
 //! min_instances = 1      # default 1: how many must be ACTIVE before dependents start
+//! min_available = 1      # default instances - 1 (at least 1): ACTIVE instances a node drain keeps
 //! depends_on = ["org.aether.examples:inventory:1.0.0"]
 //! [slices.config]        # strings, integers, floats and booleans only
 //! currency = "EUR"
@@ -23,7 +24,7 @@
 //!
 //! Invariants of a parsed [`Blueprint`]: at least one slice; no artifact twice; every `depends_on` names a
 //! slice of the same blueprint, at most once; no dependency cycle; `1 <= instances <= INSTANCES_MAX` and
-//! `min_instances <= instances`; `order` lists every artifact once, each after everything it depends on.
+//! `min_instances <= instances`; `1 <= min_available <= instances` when given; `order` lists every artifact once, each after everything it depends on.
 //! Parsing never panics, whatever the input.
 
 //!
@@ -73,6 +74,18 @@ pub struct Blueprint {
     pub order: Vec<Artifact>,
 }
 
+impl SliceSpec {
+    /// ACTIVE instances a node drain never goes below: as written, else `instances - 1`, at least 1.
+    pub fn min_available(&self) -> u32 {
+        self.min_available.unwrap_or_else(|| default_min_available(self.instances))
+    }
+}
+
+/// The disruption budget of a slice that does not set one: `instances - 1`, at least 1.
+pub fn default_min_available(instances: u32) -> u32 {
+    instances.saturating_sub(1).max(1)
+}
+
 impl Blueprint {
     pub fn slice(&self, artifact: &Artifact) -> Option<&SliceSpec> {
         self.slices.iter().find(|s| s.artifact == *artifact)
@@ -87,6 +100,10 @@ pub struct SliceSpec {
     pub artifact: Artifact,
     pub instances: u32,
     pub min_instances: u32,
+    /// The disruption budget as written (`None`: the default, see [`SliceSpec::min_available`]). Kept as
+    /// written so blueprint records stored before the field existed still match their reparsed TOML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<u32>,
     #[serde(with = "crate::text::seq")]
     pub depends_on: Vec<Artifact>,
     /// String keys to strings, numbers and booleans.
@@ -341,6 +358,21 @@ depends_on = ["org.aether.examples:inventory:1.0.0"]
         assert_eq!(err.field, "slices[0].instances", "{err}");
         let bp = parse(&format!("{base}instances = 3\nmin_instances = 0\n"), &any).unwrap();
         assert_eq!((bp.slices[0].instances, bp.slices[0].min_instances), (3, 0));
+    }
+
+    #[test]
+    fn min_available_defaults_below_instances_and_is_checked() {
+        let base = "name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\n";
+        let bp = parse(&format!("{base}instances = 3\n"), &any).unwrap();
+        assert_eq!((bp.slices[0].min_available, bp.slices[0].min_available()), (None, 2));
+        let bp = parse(base, &any).unwrap();
+        assert_eq!(bp.slices[0].min_available(), 1, "one instance: the budget is still 1");
+        let bp = parse(&format!("{base}instances = 3\nmin_available = 3\n"), &any).unwrap();
+        assert_eq!((bp.slices[0].min_available, bp.slices[0].min_available()), (Some(3), 3));
+        let err = reject(&format!("{base}instances = 2\nmin_available = 3\n"));
+        assert_eq!((err.line, err.field.as_str()), (5, "slices[0].min_available"), "{err}");
+        let err = reject(&format!("{base}instances = 2\nmin_available = 0\n"));
+        assert_eq!((err.line, err.field.as_str()), (5, "slices[0].min_available"), "{err}");
     }
 
     #[test]

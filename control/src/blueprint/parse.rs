@@ -28,6 +28,8 @@ pub(super) struct RawSlice {
     artifact: Spanned<String>,
     instances: Option<Spanned<i64>>,
     min_instances: Option<Spanned<i64>>,
+    /// The disruption budget: ACTIVE instances a drain never goes below (see `SliceSpec::min_available`).
+    min_available: Option<Spanned<i64>>,
     #[serde(default)]
     depends_on: Vec<Spanned<String>>,
     #[serde(default)]
@@ -218,6 +220,17 @@ pub(super) fn parse_slice(index: usize, raw: &Spanned<RawSlice>, lines: &Lines) 
         let reason = format!("min_instances ({min_instances}) is more than instances ({instances})");
         return Err(invalid(span, "min_instances", reason));
     }
+    let min_available = match &slice.min_available {
+        Some(n) => {
+            let value = check_count(*n.get_ref(), 1).map_err(|r| invalid(n.span(), "min_available", r))?;
+            if value > instances {
+                let reason = format!("min_available ({value}) is more than instances ({instances})");
+                return Err(invalid(n.span(), "min_available", reason));
+            }
+            Some(value)
+        }
+        None => None,
+    };
     let depends_on = parse_dependencies(index, slice, lines)?;
     let mut config = parse_config(index, slice, lines)?;
     if let Some(n) = &slice.concurrency {
@@ -240,7 +253,7 @@ pub(super) fn parse_slice(index: usize, raw: &Spanned<RawSlice>, lines: &Lines) 
         &mut config,
     )?;
     let dependency_lines = slice.depends_on.iter().map(|d| lines.of(d.span().start)).collect();
-    let spec = SliceSpec { artifact, instances, min_instances, depends_on, config };
+    let spec = SliceSpec { artifact, instances, min_instances, min_available, depends_on, config };
     Ok(Located { spec, index, artifact_line: lines.of(slice.artifact.span().start), dependency_lines })
 }
 

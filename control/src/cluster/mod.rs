@@ -34,6 +34,9 @@
 //! itself live, so an empty list is a caller's mistake, and acting on it would remove every record); only a
 //! node in `Liveness::dead` loses records for being gone.
 
+mod drain;
+#[cfg(test)]
+mod drain_tests;
 pub mod liveness;
 mod placement;
 mod quarantine;
@@ -79,6 +82,7 @@ pub fn wanted_targets(state: &ClusterState) -> Wanted {
                 blueprint: name.clone(),
                 instances: spec.instances,
                 min_instances: spec.min_instances,
+                min_available: spec.min_available(),
                 depends_on: spec.depends_on.clone(),
                 config: spec.config.clone(),
                 failures: StartFailures::default(),
@@ -113,6 +117,7 @@ pub fn reconcile_with(state: &ClusterState, liveness: &Liveness, now_ms: u64, po
         }
     }
     pass.retire_unwanted();
+    pass.drain_lifecycles();
     pass.clean_endpoints();
     pass.clean_routes();
     pass.writes
@@ -122,7 +127,7 @@ pub fn reconcile_with(state: &ClusterState, liveness: &Liveness, now_ms: u64, po
 struct Pass<'a> {
     state: &'a ClusterState,
     wanted: &'a Wanted,
-    /// Nodes that may receive new instances.
+    /// Nodes that may receive new instances: live and ON_DUTY.
     live: BTreeSet<&'a NodeId>,
     /// Nodes whose records are removed, with the lease version each removal is conditional on.
     dead: &'a BTreeMap<NodeId, Option<Revision>>,
@@ -131,12 +136,15 @@ struct Pass<'a> {
     load: BTreeMap<&'a NodeId, usize>,
     /// Records this pass retires or removes, so later steps treat them as going.
     going: BTreeSet<(&'a Artifact, &'a NodeId)>,
+    /// Why the drain of a leaving node waits (the first reason found), by node.
+    waits: BTreeMap<&'a NodeId, String>,
     writes: Vec<KvWrite>,
 }
 
 impl<'a> Pass<'a> {
     fn new(state: &'a ClusterState, wanted: &'a Wanted, liveness: &'a Liveness, now_ms: u64) -> Self {
-        let live: BTreeSet<&NodeId> = liveness.live.iter().collect();
+        let on_duty = |node: &&NodeId| state.duty(node) == crate::duty::Duty::OnDuty;
+        let live: BTreeSet<&NodeId> = liveness.live.iter().filter(on_duty).collect();
         let mut load: BTreeMap<&NodeId, usize> = live.iter().map(|node| (*node, 0)).collect();
         let wanted_records = state.slices.values().flatten().filter(|(_, r)| r.value.desired == DesiredState::Active);
         for (node, _) in wanted_records {
@@ -144,7 +152,17 @@ impl<'a> Pass<'a> {
                 *count += 1;
             }
         }
-        Pass { state, wanted, live, dead: &liveness.dead, now_ms, load, going: BTreeSet::new(), writes: Vec::new() }
+        Pass {
+            state,
+            wanted,
+            live,
+            dead: &liveness.dead,
+            now_ms,
+            load,
+            going: BTreeSet::new(),
+            waits: BTreeMap::new(),
+            writes: Vec::new(),
+        }
     }
 
     fn sync_targets(&mut self) {

@@ -1,4 +1,6 @@
-//! Placement of one target: retire what is surplus or long failed, add what is missing where it spreads best.
+//! Placement of one target: retire what is surplus or long failed, add what is missing where it spreads best,
+//! then move what sits on leaving nodes (`drain`). New instances only go to live ON_DUTY nodes; records on
+//! leaving nodes never count as serving, so they are never picked as surplus and their replacements are added.
 //!
 //! Start failures (the `quarantine` module) hold placement back: nothing is added during a backoff or a
 //! quarantine, and the FAILED records of a quarantined target are not retired, so their reasons stay readable.
@@ -34,7 +36,9 @@ impl<'a> Pass<'a> {
         if !target.failures.quarantined {
             self.retire_long_failed(artifact, &records);
         }
-        let serving: Vec<Placed<'a>> = records.iter().copied().filter(|(_, r)| serving(&r.value)).collect();
+        // Records on leaving nodes do not count: their replacements are placed first (see `drain`).
+        let serving: Vec<Placed<'a>> =
+            records.iter().copied().filter(|(n, r)| serving(&r.value) && !self.leaving(n)).collect();
         let instances = usize::try_from(target.instances).unwrap_or(usize::MAX);
         if serving.len() > instances {
             self.retire_surplus(artifact, serving, instances);
@@ -44,6 +48,7 @@ impl<'a> Pass<'a> {
         {
             self.add(artifact, target, &records, instances - serving.len());
         }
+        self.drain(artifact, target, &records);
     }
 
     fn retire_long_failed(&mut self, artifact: &'a Artifact, records: &[Placed<'a>]) {

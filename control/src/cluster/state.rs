@@ -8,6 +8,7 @@
 //! those keys); an unreadable blueprint is the operator's to fix and is only reported. Keys of other
 //! namespaces are ignored, so the runtime may pass a whole listing.
 
+use crate::duty::DutyRecord;
 use crate::records::{BlueprintRecord, LeaderRecord, LeaseRecord, Record, RouteRecord, SliceRecord, TargetRecord};
 use crate::write::Versioned;
 use kvstore::{AetherKey, Artifact, Entry, HttpMethod, Name, NodeId, Revision, RoutePath};
@@ -48,6 +49,8 @@ pub struct ClusterState {
     pub routes: BTreeMap<(HttpMethod, RoutePath), Versioned<RouteRecord>>,
     /// Lease records by node. An unreadable lease still counts by its version (it is only ever compared).
     pub leases: BTreeMap<NodeId, Versioned<LeaseRecord>>,
+    /// Node lifecycle records by node (`nodes/{node}/lifecycle`); `Err` holds the version of an unreadable one.
+    pub duties: BTreeMap<NodeId, Result<Versioned<DutyRecord>, Revision>>,
     /// The leader record; `Err` holds the version of an unreadable one.
     pub leader: Option<Result<Versioned<LeaderRecord>, Revision>>,
     /// Targets, slice records and routes whose values do not decode, by canonical key, with their versions.
@@ -109,6 +112,10 @@ impl ClusterState {
                 let counter = LeaseRecord::decode(value).map_or(0, |lease| lease.counter);
                 self.leases.insert(node.clone(), Versioned { value: LeaseRecord { counter }, version });
             }
+            AetherKey::NodeLifecycle { node } => {
+                self.duties.insert(node.clone(), Err(version));
+                self.duties.insert(node.clone(), Ok(Versioned { value: decode(value)?, version }));
+            }
             AetherKey::ClusterLeader => {
                 self.leader = Some(Err(version));
                 self.leader = Some(Ok(Versioned { value: decode(value)?, version }));
@@ -123,6 +130,16 @@ impl ClusterState {
             self.problems.push(problem);
         } else {
             self.problems_dropped += 1;
+        }
+    }
+
+    /// The lifecycle state of `node`: no record is ON_DUTY; an unreadable one is JOINING (nothing new goes to
+    /// the node, nothing is moved off it, until the node rewrites it).
+    pub fn duty(&self, node: &NodeId) -> crate::duty::Duty {
+        match self.duties.get(node) {
+            None => crate::duty::Duty::OnDuty,
+            Some(Ok(record)) => record.value.state,
+            Some(Err(_)) => crate::duty::Duty::Joining,
         }
     }
 
