@@ -134,7 +134,7 @@ fn a_cluster_grows_from_3_to_5_and_shrinks_back_under_client_load() {
                     let key = format!("user/members/{}", (rng >> 33) % 4);
                     let node = nodes[((rng >> 20) % 3) as usize];
                     let invoke_us = epoch.elapsed().as_micros() as u64;
-                    let (op, done) = if (rng >> 40) % 3 != 0 {
+                    let (op, done) = if !(rng >> 40).is_multiple_of(3) {
                         let value = client * 1_000_000 + i;
                         let s = http(node, "PUT", &format!("/api/kv/{key}"), value.to_string().as_bytes())
                             .map_or(0, |r| r.status);

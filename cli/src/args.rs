@@ -62,6 +62,9 @@ pub enum Verb {
     /// One node in detail, or take it off duty and back: show, drain, activate, shutdown
     #[command(subcommand)]
     Node(NodeVerb),
+    /// The cluster's members: list them, add a node (as a learner, then a voter), remove one
+    #[command(subcommand)]
+    Member(MemberVerb),
     /// Every slice instance in the cluster: node, state, since, error
     Slices,
     /// HTTP routes of the app port: artifact, slice method, instances by node
@@ -314,6 +317,17 @@ pub enum NodeVerb {
         #[arg(long)]
         reason: Option<String>,
     },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum MemberVerb {
+    /// Every member: replica id, cluster address, role (voter or learner) and the slot it has reached
+    List,
+    /// Add a node as a learner at its cluster address (IP:PORT); start it with `join = true` and the leader
+    /// makes it a voter once it has caught up
+    Add { id: String, address: String },
+    /// Remove a member, up or down, through a consensus reconfiguration
+    Remove { id: String },
 }
 
 #[derive(Debug, Clone, Subcommand)]

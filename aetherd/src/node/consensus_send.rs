@@ -162,7 +162,6 @@ mod tests {
             origin: ReplicaId(0),
             timestamp_ms: 0,
             deadline_ms: 0,
-            kind: consensus::CommandKind::Client,
             payload: vec![1],
             kind: Default::default(),
         }

@@ -32,6 +32,9 @@ const PROMOTE_WITHIN_SLOTS: u64 = 8;
 /// A promotion not settled after this long may be tried again.
 const PROMOTE_RETRY: Duration = Duration::from_secs(5);
 
+/// A promotion in flight: the learner, when it was submitted, and where its answer arrives.
+type Promotion = (String, Instant, mpsc::Receiver<Result<u64, ApiError>>);
+
 /// What `/api/members` asks of the loop.
 pub enum MembersRequest {
     List(mpsc::Sender<Result<Value, ApiError>>),
@@ -47,7 +50,7 @@ pub struct MemberState {
     /// The `nodes/members` version the roster came from (`None`: the record does not exist yet).
     pub record_version: Option<u64>,
     /// A promotion in flight: the learner, when it was submitted and its answer.
-    promoting: Option<(String, Instant, mpsc::Receiver<Result<u64, ApiError>>)>,
+    promoting: Option<Promotion>,
     /// This node is no longer listed.
     pub removed: bool,
 }

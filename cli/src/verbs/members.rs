@@ -34,7 +34,13 @@ pub fn remove(id: &str, ctx: &Ctx) -> Result<(), CliError> {
 pub fn render(v: &Value) -> String {
     let mut table = Table::new(&["MEMBER", "REPLICA", "ADDRESS", "ROLE", "NEXT SLOT"]);
     for m in items(v, "members") {
-        table.row(vec![cell(&m["id"]), cell(&m["replica"]), cell(&m["address"]), cell(&m["role"]), cell(&m["next_slot"])]);
+        table.row(vec![
+            cell(&m["id"]),
+            cell(&m["replica"]),
+            cell(&m["address"]),
+            cell(&m["role"]),
+            cell(&m["next_slot"]),
+        ]);
     }
     table.render()
 }

@@ -6,6 +6,7 @@ mod backup;
 mod blueprint;
 mod cluster;
 mod data;
+mod members;
 mod messaging;
 mod observe;
 mod settings;
@@ -63,6 +64,9 @@ pub fn run(verb: &Verb, ctx: &Ctx) -> Result<i32, CliError> {
         Verb::Health => return cluster::health(ctx),
         Verb::Nodes => cluster::nodes(ctx),
         Verb::Node(v) => cluster::node(v, ctx),
+        Verb::Member(crate::args::MemberVerb::List) => members::list(ctx),
+        Verb::Member(crate::args::MemberVerb::Add { id, address }) => members::add(id, address, ctx),
+        Verb::Member(crate::args::MemberVerb::Remove { id }) => members::remove(id, ctx),
         Verb::Slices => cluster::slices(ctx),
         Verb::Routes => cluster::routes(ctx),
         Verb::Blueprint(v) => blueprint::run(v, ctx),
