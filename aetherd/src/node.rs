@@ -240,8 +240,7 @@ impl Node {
         let nodes = self
             .members
             .roster
-            .members
-            .iter()
+            .voters()
             .map(|m| {
                 let status = statuses.iter().find(|s| s.id == m.id);
                 let is_self = m.id == self.config.node_id;
@@ -255,7 +254,9 @@ impl Node {
             })
             .collect();
         let caught_up = self.replication.as_ref().is_some_and(Replication::caught_up);
-        ClusterView { node: self.config.node_id.clone(), nodes, quorum: self.membership.has_quorum(), caught_up }
+        // A removed node is in no quorum of its cluster any more, whatever it still hears.
+        let quorum = self.membership.has_quorum() && self.members.removed.is_none();
+        ClusterView { node: self.config.node_id.clone(), nodes, quorum, caught_up }
     }
 
     fn status(&self) -> NodeStatus {
@@ -297,6 +298,7 @@ impl Node {
         self.observe_membership(&events);
         self.follow_roster(ctx);
         self.promote_learners(ctx);
+        self.finish_removal(ctx);
         if let Some(replication) = self.replication.as_mut() {
             replication.expire();
         }
@@ -435,6 +437,9 @@ impl Node {
     fn unavailable_without_quorum(&self) -> Option<ApiError> {
         if self.replication.is_none() {
             return Some(ApiError::unavailable("replication is stopped on this node; see its log"));
+        }
+        if self.members.removed.is_some() {
+            return Some(ApiError::unavailable("this node was removed from the cluster; ask a member"));
         }
         (!self.membership.has_quorum())
             .then(|| ApiError::unavailable("this node is not in a quorum; writes and reads are refused"))

@@ -483,6 +483,11 @@ impl Replication {
         self.replica.queue_len()
     }
 
+    /// The replica id this node runs as.
+    pub fn me(&self) -> ReplicaId {
+        self.replica.config().me
+    }
+
     /// Not recovering, and not behind what any peer reported (one slot of slack: the open slot).
     pub fn caught_up(&self) -> bool {
         let furthest = self.peer_next_slot.iter().copied().max().unwrap_or(0);

@@ -37,9 +37,16 @@ pub fn read(path: &Path) -> Result<Seed, String> {
     let mut state = kvstore::snapshot::decode(&backup.store)
         .map_err(|e| format!("--restore {}: the store in the backup does not restore: {e}", path.display()))?
         .without_applied_slot();
-    // The old cluster's roster is not the new one's: the new cluster's members are its config's peers.
-    let roster = kvstore::Command::Remove { key: kvstore::AetherKey::ClusterMembers };
-    let _ = state.apply_command(roster, &mut |_| {});
+    // The old cluster's roster and node lifecycles are not the new one's: the new cluster's members are its
+    // config's peers, each on duty once it has caught up.
+    let per_cluster: Vec<kvstore::AetherKey> = state
+        .list("nodes/")
+        .map(|e| e.key().clone())
+        .filter(|k| matches!(k, kvstore::AetherKey::ClusterMembers | kvstore::AetherKey::NodeLifecycle { .. }))
+        .collect();
+    for key in per_cluster {
+        let _ = state.apply_command(kvstore::Command::Remove { key }, &mut |_| {});
+    }
     let entries = state.len();
     let store = kvstore::snapshot::encode(&state).map_err(|e| format!("--restore {}: {e}", path.display()))?;
     Ok(Seed { slot: backup.slot, sha256: backup.sha256, store, entries })

@@ -98,13 +98,14 @@ impl Load {
     }
 }
 
-/// Samples the ACTIVE echo count every 50 ms from node `via` until stopped; returns the lowest seen.
+/// Samples the serving echo count (ACTIVE and still wanted ACTIVE: a retired record has lost its endpoints)
+/// every 50 ms from node `via` until stopped; returns the lowest seen.
 fn sample_min_active(c: &LocalCluster, via: usize, stop: &AtomicBool) -> usize {
     let mut lowest = usize::MAX;
     while !stop.load(Ordering::SeqCst) {
         let records = echo_records(c, via);
         if !records.is_empty() {
-            lowest = lowest.min(records.iter().filter(|(_, s, _)| s == "ACTIVE").count());
+            lowest = lowest.min(records.iter().filter(|(_, s, d)| s == "ACTIVE" && d == "ACTIVE").count());
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -6,7 +6,7 @@ use crate::util::{cargo, run, target_dir};
 pub fn bench(args: &[String]) -> crate::TaskResult {
     let Some((name, rest)) = args.split_first() else {
         return Err(
-            "bench needs a name: transport, kv, app, consensus-core, invoke-local, slice-kv, dht, messaging".into()
+            "bench needs a name: transport, kv, app, consensus-core, invoke-local, slice-kv, dht, messaging, members, drain".into()
         );
     };
     match name.as_str() {
@@ -18,8 +18,11 @@ pub fn bench(args: &[String]) -> crate::TaskResult {
         "slice-kv" => slice_kv(rest),
         "dht" => dht(rest),
         "messaging" => messaging(rest),
+        "members" => members(rest),
+        "drain" => drain(rest),
         other => Err(format!(
-            "unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local, slice-kv, dht, messaging"
+            "unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local, slice-kv, dht, messaging, \
+             members, drain"
         )),
     }
 }
@@ -133,6 +136,40 @@ fn messaging(args: &[String]) -> crate::TaskResult {
     let mut command = cargo();
     command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "failover", "--"]);
     command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).arg("--json").arg(&json);
+    run(command)?;
+    println!("wrote {}", json.display());
+    Ok(())
+}
+
+/// `cargo xtask bench members [--mib N] [--rounds N]`: a new member's time to catch up and vote with N MiB
+/// (default 100) in the KV, under client load, against the time the data took to write
+/// (`bench/src/bin/members.rs`). Writes `{target}/bench/members.json`.
+fn members(args: &[String]) -> crate::TaskResult {
+    let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = out.join("members.json");
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "members", "--"]);
+    command.arg("--aetherd").arg(&aetherd).args(args).arg("--json").arg(&json);
+    run(command)?;
+    println!("wrote {}", json.display());
+    Ok(())
+}
+
+/// `cargo xtask bench drain [--rounds N]`: the drain time of the busiest node of a 4-node cluster running
+/// every example slice three times, under call load, against the blueprint's deploy time
+/// (`bench/src/bin/drain.rs`). Writes `{target}/bench/drain.json`.
+fn drain(args: &[String]) -> crate::TaskResult {
+    let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
+    crate::slices::build_slices(&[])?;
+    let repo = target_dir().join("slices-repo");
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = out.join("drain.json");
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "drain", "--"]);
+    command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).args(args).arg("--json").arg(&json);
     run(command)?;
     println!("wrote {}", json.display());
     Ok(())

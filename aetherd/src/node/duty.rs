@@ -4,7 +4,8 @@
 //! - on a stop signal (`stop::DrainOnStop` requested by the main thread) it writes SHUTTING_DOWN when another
 //!   live node is ON_DUTY, and reports the drain Waiting, then Drained once no slice record is left on this
 //!   node; without quorum, caught-up state or another ON_DUTY node it reports NotPossible at once;
-//! - when an operator's `shutdown` turns the record SHUTTING_DOWN while the node runs, it raises SIGTERM
+//! - when an operator's `shutdown` turns the record SHUTTING_DOWN while the node runs (entered after this
+//!   life began; an older SHUTTING_DOWN is the previous life's and is turned ON_DUTY again), it raises SIGTERM
 //!   on itself, so the stop goes the one way every stop goes (drain, then the orderly stop);
 //! - every change of the record's state or waiting reason it sees becomes a `node_lifecycle` event.
 //!
@@ -25,6 +26,9 @@ type Read = Option<Result<Versioned<DutyRecord>, Revision>>;
 #[derive(Debug, Default)]
 pub(crate) struct DutyWatch {
     started: bool,
+    /// Wall-clock milliseconds when this life first looked at its record: a SHUTTING_DOWN entered before it
+    /// is the previous life's (its SIGTERM drain), to be turned ON_DUTY, never a shutdown to obey.
+    life_start_ms: u64,
     seen: Option<(Duty, Option<String>)>,
     raised: bool,
 }
@@ -67,14 +71,23 @@ impl Node {
         record_change(&mut d.duty, self.ops.observer_log(), &current);
         let state = current.as_ref().and_then(|c| c.as_ref().ok()).map(|c| c.value.state);
         let mut writes: Vec<KvWrite> = Vec::new();
+        let entered_ms = current.as_ref().and_then(|c| c.as_ref().ok()).map_or(0, |c| c.value.since_ms);
         if !d.duty.started {
             d.duty.started = true;
+            d.duty.life_start_ms = wall_ms();
             let read_ref = current.as_ref().map(|c| c.as_ref().map_err(|v| *v));
             writes.extend(duty::self_on_duty(&d.me, read_ref, wall_ms()));
         } else if state == Some(Duty::ShuttingDown) && !drain.requested() && !d.duty.raised {
-            d.duty.raised = true;
-            log::info!("this node's lifecycle is SHUTTING_DOWN: stopping after the drain");
-            let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
+            if entered_ms >= d.duty.life_start_ms {
+                d.duty.raised = true;
+                log::info!("this node's lifecycle is SHUTTING_DOWN: stopping after the drain");
+                let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
+            } else if idle {
+                // The previous life's SIGTERM drain: the ON_DUTY write lost its compare-and-set (the leader
+                // rewrote the record meanwhile) or has not been decided: write it again.
+                let read_ref = current.as_ref().map(|c| c.as_ref().map_err(|v| *v));
+                writes.extend(duty::self_on_duty(&d.me, read_ref, wall_ms()));
+            }
         }
         if drain.requested() {
             writes.extend(drain_step(store, &d.me, &current, &alive, idle, &drain));

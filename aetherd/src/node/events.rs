@@ -19,8 +19,8 @@ pub(super) struct Ops {
     observer: Observer,
     live: LiveWatch,
     pub(super) settings: Arc<LiveSettings>,
-    /// Every configured node id, for checking what peers send.
-    nodes: Vec<String>,
+    /// Every member's node id, for checking what peers send (follows the roster).
+    pub(super) nodes: Vec<String>,
 }
 
 impl Ops {

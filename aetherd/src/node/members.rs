@@ -2,12 +2,14 @@
 //! come from it, the changes operators ask for (`/api/members`), the leader's promotion of learners that
 //! caught up, and the roster answer a joining node asks for (`Members` frames).
 //!
-//! The roster's home is the `nodes/members` record, written only here: adding a learner is a plain write;
-//! promoting one or removing a voter is a write carried by a consensus reconfiguration
-//! (`Replication::submit_reconfigure`), so the record's voters and the core's membership change in the same
-//! slot. Every write is conditional on the record's version this node read, and a reconfiguration on the
-//! core's membership, so two operators racing (or a leader promoting while someone removes) cannot lose a
-//! change: the later one is refused with 409 and retried on a fresh view.
+//! The roster's home is the `nodes/members` record, written only here and only inside consensus
+//! reconfigurations (`Replication::submit_reconfigure`), which the core applies only while its membership is
+//! the one this node read, and drops from the decision otherwise (409). A learner change is a reconfiguration
+//! to the same voters carrying a write conditional on the record's version; a voter change (promotion,
+//! removal) carries an unconditional write of the new roster. So the record's voters are the core's after
+//! every slot, whatever races: two voter changes from one view cannot both apply, and a learner change
+//! either applies alone or is refused. The one loss: a learner change decided between a node's read and its
+//! voter change is overwritten by it (the operator sees it missing in `member list` and repeats it).
 //!
 //! Invariants:
 //! - `peer_names[p]` names transport peer `p` for every `p` the transport has (retired ones included), and
@@ -24,6 +26,7 @@ use log::{error, info, warn};
 use mgmt::ApiError;
 use net::{Ctx, FrameKind, PeerId, PeerSpec};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +34,8 @@ use std::time::{Duration, Instant};
 const PROMOTE_WITHIN_SLOTS: u64 = 8;
 /// A promotion not settled after this long may be tried again.
 const PROMOTE_RETRY: Duration = Duration::from_secs(5);
+/// A removed node keeps its connections this long, serving catch-up to members behind the removal.
+const REMOVED_GRACE: Duration = Duration::from_secs(10);
 
 /// A promotion in flight: the learner, when it was submitted, and where its answer arrives.
 type Promotion = (String, Instant, mpsc::Receiver<Result<u64, ApiError>>);
@@ -51,8 +56,14 @@ pub struct MemberState {
     pub record_version: Option<u64>,
     /// A promotion in flight: the learner, when it was submitted and its answer.
     promoting: Option<Promotion>,
-    /// This node is no longer listed.
-    pub removed: bool,
+    /// This node is no longer listed: since when (it keeps its peers a while, so the slot that removed it
+    /// can still be served to members that have not decided it).
+    pub removed: Option<Instant>,
+    /// Its peers are retired (the removal's grace period is over).
+    retired_all: bool,
+    /// Each learner's reported slot when this node first saw it as a learner: a learner is promoted only
+    /// once it has reported progress since (a reused replica id may carry a removed member's last report).
+    learner_baseline: HashMap<String, Option<u64>>,
 }
 
 impl MemberState {
@@ -62,7 +73,9 @@ impl MemberState {
             genesis: file.genesis,
             record_version: None,
             promoting: None,
-            removed: false,
+            removed: None,
+            retired_all: false,
+            learner_baseline: HashMap::new(),
         }
     }
 
@@ -101,7 +114,22 @@ impl Node {
             // The log holds the record too: a restart replays it. Say so and go on.
             warn!("cannot save the members ({e}); a restart reads them from the consensus log");
         }
-        let listed = self.members.roster.get(&me).is_some();
+        let mine = self.members.roster.get(&me).map(|m| m.replica);
+        let runs_as = self.replication.as_ref().map(|r| r.me().0);
+        if let (Some(listed), Some(runs_as)) = (mine, runs_as) {
+            if listed != runs_as {
+                error!(
+                    "replication stopped: the cluster lists this node as replica {listed}, but it runs as replica \
+                     {runs_as}: its data directory did not come from this cluster's members. Stop it, wipe the data \
+                     directory and start it with `join = true`"
+                );
+                if let Some(mut r) = self.replication.take() {
+                    r.fail_all("this node's replica id is not the cluster's; see its log");
+                }
+                return;
+            }
+        }
+        let listed = mine.is_some();
         for member in self.members.roster.members.clone() {
             if member.id == me || !listed {
                 continue;
@@ -114,10 +142,12 @@ impl Node {
             self.peer_names[pid] = member.id.clone();
         }
         for pid in 0..self.peer_names.len() {
-            let member = self.members.roster.get(&self.peer_names[pid]).filter(|_| listed);
-            self.replica_of_peer[pid] = member.map(|m| consensus::ReplicaId(m.replica));
-            if member.is_none() && !ctx.is_retired(pid) {
-                ctx.retire_peer(pid);
+            let member = self.members.roster.get(&self.peer_names[pid]);
+            if listed {
+                self.replica_of_peer[pid] = member.map(|m| consensus::ReplicaId(m.replica));
+                if member.is_none() && !ctx.is_retired(pid) {
+                    ctx.retire_peer(pid);
+                }
             }
         }
         self.peer_of_replica = vec![None; consensus::MEMBERS_MAX];
@@ -128,18 +158,40 @@ impl Node {
         }
         let voters: Vec<String> = self.members.roster.voters().map(|m| m.id.clone()).collect();
         self.membership.set_nodes(&voters);
-        if !listed && !self.members.removed {
-            self.members.removed = true;
+        self.ops.nodes = self.members.roster.members.iter().map(|m| m.id.clone()).collect();
+        let learners: Vec<(String, u8)> = self.members.roster.learners().map(|m| (m.id.clone(), m.replica)).collect();
+        self.members.learner_baseline.retain(|id, _| learners.iter().any(|(l, _)| l == id));
+        for (id, replica) in learners {
+            let reported = self.replication.as_ref().and_then(|r| r.peer_progress(consensus::ReplicaId(replica)));
+            self.members.learner_baseline.entry(id).or_insert(reported);
+        }
+        if !listed && self.members.removed.is_none() {
+            self.members.removed = Some(Instant::now());
             error!(
-                "this node was removed from the cluster: it takes no further part. Stop it, and wipe its data \
-                 directory before it joins again"
+                "this node was removed from the cluster: it takes no further part (it keeps its connections for \
+                 {} s to serve members still behind). Stop it, and wipe its data directory before it joins again",
+                REMOVED_GRACE.as_secs()
             );
         }
     }
 
+    /// A removed node retires its peers once the grace period is over.
+    pub(super) fn finish_removal(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(since) = self.members.removed else { return };
+        if self.members.retired_all || since.elapsed() < REMOVED_GRACE {
+            return;
+        }
+        self.members.retired_all = true;
+        for pid in 0..self.peer_names.len() {
+            ctx.retire_peer(pid);
+            self.replica_of_peer[pid] = None;
+        }
+        self.peer_of_replica = vec![None; consensus::MEMBERS_MAX];
+    }
+
     /// Answers a `Members` frame: an empty one asks for the roster (a joining node); answers are ignored.
     pub(super) fn receive_members(&mut self, ctx: &mut Ctx<'_>, peer: PeerId, payload: &[u8]) {
-        if !payload.is_empty() || self.members.removed {
+        if !payload.is_empty() || self.members.removed.is_some() {
             return;
         }
         let answer = serde_json::to_vec(&self.members.file()).unwrap_or_default();
@@ -185,18 +237,29 @@ impl Node {
         if !r.caught_up() {
             return drop(reply.send(Err(ApiError::unavailable("this node is catching up; ask another member"))));
         }
-        let expected = self.members.record_version.map(Revision);
-        let command = KvWrite::Set { key: AetherKey::ClusterMembers, expected, value: roster.to_json() }.to_command();
-        let Some((replica, add)) = change else {
-            return self.drive(ctx, |r| r.submit_write(&command, reply));
-        };
         let members = r.members();
         if members.bits() != self.members.roster.voter_bits() {
             let e = "a membership change is being applied; retry in a moment";
             return drop(reply.send(Err(ApiError::new(409, "membership_changing", e))));
         }
-        let id = consensus::ReplicaId(replica);
-        let next = if add { members.with(id) } else { members.without(id) };
+        let value = roster.to_json();
+        let (next, command) = match change {
+            // A learner change leaves the voters alone: a reconfiguration to the same members (refused if the
+            // voters changed meanwhile) carrying a write conditional on the record's version (refused if any
+            // roster write got in first). Neither outcome can split the record's voters from the core's.
+            None => {
+                let expected = self.members.record_version.map(Revision);
+                (members, KvWrite::Set { key: AetherKey::ClusterMembers, expected, value }.to_command())
+            }
+            // A voter change writes the record unconditionally inside a reconfiguration: the core applies both
+            // or neither, so the record's voters always are the core's. (A learner change decided between this
+            // node's read and this write is overwritten: the operator sees it gone and adds it again.)
+            Some((replica, add)) => {
+                let id = consensus::ReplicaId(replica);
+                let next = if add { members.with(id) } else { members.without(id) };
+                (next, kvstore::Command::Put { key: AetherKey::ClusterMembers, value })
+            }
+        };
         self.drive(ctx, |r| r.submit_reconfigure(members, next, &command, reply));
     }
 
@@ -217,8 +280,11 @@ impl Node {
             return;
         }
         let mine = r.next_slot();
+        let baseline = &self.members.learner_baseline;
         let ready = self.members.roster.learners().find(|m| {
-            r.peer_progress(consensus::ReplicaId(m.replica)).is_some_and(|p| p + PROMOTE_WITHIN_SLOTS >= mine)
+            let progress = r.peer_progress(consensus::ReplicaId(m.replica));
+            let moved = baseline.get(&m.id).is_none_or(|at_add| *at_add != progress);
+            moved && progress.is_some_and(|p| p + PROMOTE_WITHIN_SLOTS >= mine)
         });
         let Some(learner) = ready.cloned() else { return };
         let Ok(roster) = self.members.roster.promoted(&learner.id) else { return };
