@@ -28,8 +28,21 @@ pub struct Seed {
 
 /// Reads and checks the backup file at `path`.
 pub fn read(path: &Path) -> Result<Seed, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("--restore {}: {e}", path.display()))?;
     let limit = mgmt::backup::BACKUP_BYTES_MAX as u64;
+    // A FIFO, a device or a directory would block or never end: only a regular file, of at most the largest
+    // backup a node writes, is read.
+    let meta = std::fs::metadata(path).map_err(|e| format!("--restore {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("--restore {}: not a regular file", path.display()));
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "--restore {}: {} bytes, over the largest backup ({limit} bytes)",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("--restore {}: {e}", path.display()))?;
     let mut bytes = Vec::new();
     file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| format!("--restore {}: {e}", path.display()))?;
     let backup = mgmt::backup::decode(&bytes).map_err(|e| format!("--restore {}: {e}", path.display()))?;
@@ -130,5 +143,16 @@ mod tests {
         std::fs::write(&file, &bytes).unwrap();
         assert!(read(&file).err().unwrap().contains("SHA-256 mismatch"));
         assert!(read(&dir.join("absent")).is_err());
+    }
+
+    #[test]
+    fn only_a_regular_file_within_the_size_bound_is_read() {
+        let dir = temp_dir("irregular");
+        assert!(read(&dir).err().unwrap().contains("not a regular file"));
+        assert!(read(Path::new("/dev/zero")).err().unwrap().contains("not a regular file"));
+        let huge = dir.join("huge");
+        let file = std::fs::File::create(&huge).unwrap();
+        file.set_len(mgmt::backup::BACKUP_BYTES_MAX as u64 + 1).unwrap();
+        assert!(read(&huge).err().unwrap().contains("over the largest backup"));
     }
 }

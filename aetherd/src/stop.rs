@@ -4,8 +4,9 @@
 //! names each step in a [`Progress`]. A watchdog thread, armed by the first signal, ends the process with
 //! [`EXIT_STUCK`] and one log line naming the step still running when the bound passes (a slice that never
 //! returns from `stop`, a disk that never finishes a sync), or at once on a second SIGTERM/SIGINT (an operator
-//! pressing Ctrl-C twice). The bound defaults to 20 s, below the systemd unit's `TimeoutStopSec=30s`, so the
-//! node exits by itself before systemd resorts to SIGKILL; `AETHER_STOP_TIMEOUT_SECS` changes it.
+//! pressing Ctrl-C twice). The bound defaults to 20 s; with the default drain before it, that stays below the
+//! systemd unit's `TimeoutStopSec=60s`, so the node exits by itself before systemd resorts to SIGKILL;
+//! `AETHER_STOP_TIMEOUT_SECS` changes it.
 //!
 //! Before that, a node that can hand its work over drains first ([`DrainOnStop`]): the main thread asks the
 //! event loop to write this node's lifecycle SHUTTING_DOWN and waits, at most `drain_on_stop_ms`, until the
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 /// The environment variable that sets the bound, in whole seconds.
 pub const STOP_TIMEOUT_ENV: &str = "AETHER_STOP_TIMEOUT_SECS";
-/// The bound when the environment does not set one: well below the unit's `TimeoutStopSec=30s`.
+/// The bound when the environment does not set one: well below the unit's `TimeoutStopSec=60s`.
 pub const STOP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(20);
 /// Largest accepted bound (an hour); anything longer is a typo.
 const STOP_TIMEOUT_MAX_SECS: u64 = 3600;

@@ -38,26 +38,6 @@ fn voters(c: &LocalCluster, node: usize) -> Vec<String> {
     roles(c, node).into_iter().filter(|(_, r)| r == "voter").map(|(id, _)| id).collect()
 }
 
-/// Rewrites node `i`'s config: `peers` lists `peers` (indexes), and `join` is set when asked.
-fn configure(c: &LocalCluster, i: usize, peers: &[usize], join: bool) {
-    let node = &c.nodes[i];
-    let text = std::fs::read_to_string(&node.config).unwrap();
-    let listed: Vec<String> = peers.iter().map(|&p| format!("\"{}@{}\"", c.nodes[p].id, c.nodes[p].cluster)).collect();
-    let mut out = String::new();
-    for line in text.lines() {
-        if line.starts_with("peers = ") {
-            out.push_str(&format!("peers = [{}]\n", listed.join(", ")));
-            if join {
-                out.push_str("join = true\n");
-            }
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    std::fs::write(&node.config, out).unwrap();
-}
-
 fn add(c: &LocalCluster, via: usize, joiner: usize) -> (u16, Value) {
     let body = json!({"id": c.nodes[joiner].id, "address": c.nodes[joiner].cluster.to_string()}).to_string();
     match http(c.nodes[via].management, "POST", "/api/members", body.as_bytes()) {
@@ -103,10 +83,10 @@ fn a_cluster_grows_from_3_to_5_and_shrinks_back_under_client_load() {
     let spec = ClusterSpec::new(5, &dir, &PathBuf::from(env!("CARGO_BIN_EXE_aetherd")));
     let mut c = LocalCluster::prepare(spec).unwrap();
     for i in 0..3 {
-        configure(&c, i, &[0, 1, 2], false);
+        c.set_peers(i, &[0, 1, 2], false).unwrap();
     }
     for i in 3..5 {
-        configure(&c, i, &[0, i], true);
+        c.set_peers(i, &[0, i], true).unwrap();
     }
     for i in 0..3 {
         c.start_node(i).unwrap();

@@ -239,6 +239,29 @@ impl LocalCluster {
             .map_err(|_| format!("nodes were not ready within {timeout:?}"))
     }
 
+    /// Rewrites node `i`'s config so its `peers` are the nodes `peers` (indexes) and, with `join`, it joins a
+    /// running cluster (`[cluster] join = true`) instead of seeding a new one. For membership changes: a
+    /// cluster formed by some of the prepared nodes, which the others join later.
+    pub fn set_peers(&self, i: usize, peers: &[usize], join: bool) -> Result<(), String> {
+        let node = &self.nodes[i];
+        let text = fs::read_to_string(&node.config).map_err(|e| format!("{}: {e}", node.config.display()))?;
+        let listed: Vec<String> =
+            peers.iter().map(|&p| format!("\"{}@{}\"", self.nodes[p].id, self.nodes[p].cluster)).collect();
+        let mut out = String::new();
+        for line in text.lines() {
+            if line.starts_with("peers = ") {
+                out.push_str(&format!("peers = [{}]\n", listed.join(", ")));
+                if join {
+                    out.push_str("join = true\n");
+                }
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        write(&node.config, out.as_bytes())
+    }
+
     /// Node `i`'s log so far.
     pub fn log(&self, i: usize) -> String {
         fs::read_to_string(&self.nodes[i].log).unwrap_or_default()

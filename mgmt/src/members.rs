@@ -56,7 +56,8 @@ fn parse_add(body: &[u8]) -> Result<(String, SocketAddr), ApiError> {
             add.address.escape_debug()
         ))
     })?;
-    if address.port() == 0 || address.ip().is_unspecified() {
+    let broadcast = matches!(address.ip(), std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if address.port() == 0 || address.ip().is_unspecified() || address.ip().is_multicast() || broadcast {
         return Err(ApiError::bad_request(format!("address {address} cannot be dialed")));
     }
     Ok((id, address))
@@ -82,6 +83,8 @@ mod tests {
             br#"{"id": "node-4", "address": "localhost:7104"}"#,
             br#"{"id": "node-4", "address": "0.0.0.0:7104"}"#,
             br#"{"id": "node-4", "address": "127.0.0.1:0"}"#,
+            br#"{"id": "node-4", "address": "255.255.255.255:7104"}"#,
+            br#"{"id": "node-4", "address": "224.0.0.1:7104"}"#,
             br#"{"id": "node-4", "address": "127.0.0.1:7104", "role": "voter"}"#,
             b"not json",
         ] {

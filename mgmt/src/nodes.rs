@@ -6,7 +6,7 @@
 //! read just before, so two operators racing get one 409 rather than a lost write. The leader and the node
 //! do the rest: the leader moves the instances away and writes DECOMMISSIONED; a node told to shut down
 //! exits once drained. An unknown node id is 404; a body, when given, is `{"reason": "..."}` (at most
-//! `control::duty::TEXT_BYTES_MAX` bytes kept). Reads are stale (this node's applied state), so they answer
+//! 512 characters, `control::duty::TEXT_BYTES_MAX` bytes of it kept). Reads are stale (this node's applied state), so they answer
 //! without quorum.
 
 use crate::api::Backend;
@@ -175,8 +175,17 @@ fn parse_body(body: &[u8]) -> Result<ChangeBody, ApiError> {
     if body.len() > BODY_BYTES_MAX {
         return Err(ApiError::bad_request(format!("body over {BODY_BYTES_MAX} bytes")));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("expected {{\"reason\": \"...\"}}: {e}")))
+    let parsed: ChangeBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"reason\": \"...\"}}: {e}")))?;
+    let chars = parsed.reason.as_deref().map_or(0, |r| r.chars().count());
+    if chars > REASON_CHARS_MAX {
+        return Err(ApiError::bad_request(format!("reason of {chars} characters, over {REASON_CHARS_MAX}")));
+    }
+    Ok(parsed)
 }
+
+/// The longest reason an operator may give (as the API document says).
+const REASON_CHARS_MAX: usize = 512;
 
 fn now_ms() -> u64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);

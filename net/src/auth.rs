@@ -1,43 +1,62 @@
-//! Proof of the cluster secret during the handshake: an HMAC-SHA256 over both nonces, the cluster name and
-//! the sender's id. The receiver's fresh nonce makes a recorded proof useless on another connection, and the
-//! sender's id inside the MAC stops a proof from being reflected back to its author.
+//! Proof of the cluster secret during the handshake: an HMAC-SHA256 over both nonces, the cluster name, the
+//! sender's and the receiver's ids, and which side dialed. The receiver's fresh nonce makes a recorded proof
+//! useless on another connection; the sender's id stops a proof from being reflected back to its author; the
+//! receiver's id and the dialing side stop a relay: a stranger that opens a connection to each of two nodes
+//! and swaps their Hellos gets from each a proof made as the *accepting* side, while each expects the peer
+//! that claims another node's name to have dialed. (Frames after the handshake carry no MAC: against an
+//! attacker on the path between nodes, run the cluster port with TLS, `[cluster_tls]`.)
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::io::Read;
 
-const CONTEXT: &[u8] = b"aether-cluster-auth-v1";
+const CONTEXT: &[u8] = b"aether-cluster-auth-v2";
 
-/// The MAC `sender` presents to the holder of `receiver_nonce`.
+/// Who proves to whom on one connection: the sender's and receiver's ids, and whether the sender dialed.
+#[derive(Clone, Copy, Debug)]
+pub struct Parties<'a> {
+    pub sender: &'a str,
+    pub receiver: &'a str,
+    pub sender_dialed: bool,
+}
+
+/// The MAC `parties.sender` presents to the holder of `receiver_nonce`.
 pub fn prove(
     secret: &[u8],
     cluster: &str,
-    sender: &str,
+    parties: Parties<'_>,
     receiver_nonce: &[u8; 32],
     sender_nonce: &[u8; 32],
 ) -> [u8; 32] {
-    mac(secret, cluster, sender, receiver_nonce, sender_nonce).finalize().into_bytes().into()
+    mac(secret, cluster, parties, receiver_nonce, sender_nonce).finalize().into_bytes().into()
 }
 
 /// Checks a peer's MAC in constant time.
 pub fn verify(
     secret: &[u8],
     cluster: &str,
-    sender: &str,
+    parties: Parties<'_>,
     receiver_nonce: &[u8; 32],
     sender_nonce: &[u8; 32],
     presented: &[u8; 32],
 ) -> bool {
-    mac(secret, cluster, sender, receiver_nonce, sender_nonce).verify_slice(presented).is_ok()
+    mac(secret, cluster, parties, receiver_nonce, sender_nonce).verify_slice(presented).is_ok()
 }
 
-fn mac(secret: &[u8], cluster: &str, sender: &str, receiver_nonce: &[u8; 32], sender_nonce: &[u8; 32]) -> Hmac<Sha256> {
+fn mac(
+    secret: &[u8],
+    cluster: &str,
+    parties: Parties<'_>,
+    receiver_nonce: &[u8; 32],
+    sender_nonce: &[u8; 32],
+) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so this never fails.
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
         Ok(mac) => mac,
         Err(_) => unreachable!("HMAC takes keys of any length"),
     };
-    for part in [CONTEXT, cluster.as_bytes(), sender.as_bytes()] {
+    let role: &[u8] = if parties.sender_dialed { b"dialer" } else { b"acceptor" };
+    for part in [CONTEXT, cluster.as_bytes(), parties.sender.as_bytes(), parties.receiver.as_bytes(), role] {
         mac.update(&(part.len() as u32).to_be_bytes());
         mac.update(part);
     }
@@ -62,15 +81,31 @@ pub fn nonce(fallback_seed: &mut u64) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    fn parties<'a>(sender: &'a str, receiver: &'a str, sender_dialed: bool) -> Parties<'a> {
+        Parties { sender, receiver, sender_dialed }
+    }
+
     #[test]
     fn proof_verifies_only_with_same_secret_and_nonces() {
         let (a, b) = ([1u8; 32], [2u8; 32]);
-        let proof = prove(b"secret", "demo", "node-1", &b, &a);
-        assert!(verify(b"secret", "demo", "node-1", &b, &a, &proof));
-        assert!(!verify(b"other", "demo", "node-1", &b, &a, &proof));
-        assert!(!verify(b"secret", "demo", "node-2", &b, &a, &proof));
-        assert!(!verify(b"secret", "demo", "node-1", &a, &b, &proof));
-        assert!(!verify(b"secret", "prod", "node-1", &b, &a, &proof));
+        let me = parties("node-1", "node-2", true);
+        let proof = prove(b"secret", "demo", me, &b, &a);
+        assert!(verify(b"secret", "demo", me, &b, &a, &proof));
+        assert!(!verify(b"other", "demo", me, &b, &a, &proof));
+        assert!(!verify(b"secret", "demo", parties("node-3", "node-2", true), &b, &a, &proof));
+        assert!(!verify(b"secret", "demo", me, &a, &b, &proof));
+        assert!(!verify(b"secret", "prod", me, &b, &a, &proof));
+    }
+
+    #[test]
+    fn a_proof_made_as_the_accepting_side_or_for_another_receiver_does_not_pass_a_relay() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        // node-1 accepted a connection whose Hello claimed node-2 (relayed from node-2's own connection).
+        let relayed = prove(b"secret", "demo", parties("node-1", "node-2", false), &b, &a);
+        // node-2, which also only accepted, expects the peer named node-1 to have dialed it.
+        assert!(!verify(b"secret", "demo", parties("node-1", "node-2", true), &b, &a, &relayed));
+        let for_three = prove(b"secret", "demo", parties("node-1", "node-3", true), &b, &a);
+        assert!(!verify(b"secret", "demo", parties("node-1", "node-2", true), &b, &a, &for_three));
     }
 
     #[test]

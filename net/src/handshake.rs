@@ -118,8 +118,9 @@ impl Transport {
             }
         };
         conn.peer = Some(pid);
-        let mac =
-            auth::prove(&self.config.secret, &self.config.cluster, &self.config.node_id, &hello.nonce, &conn.nonce);
+        let parties =
+            auth::Parties { sender: &self.config.node_id, receiver: &hello.node_id, sender_dialed: conn.outbound };
+        let mac = auth::prove(&self.config.secret, &self.config.cluster, parties, &hello.nonce, &conn.nonce);
         let name = self.peers[pid].spec.id.clone();
         self.send_control(conn, Some(&name), FrameKind::Auth, &wire::encode(&Auth { mac }));
         conn.phase = Phase::Handshaking { peer_hello: Some(hello) };
@@ -160,7 +161,9 @@ impl Transport {
             return Err("Auth out of order".into());
         };
         let (c, secret) = (&self.config.cluster, &self.config.secret);
-        if !auth::verify(secret, c, &hello.node_id, &conn.nonce, &hello.nonce, &auth_msg.mac) {
+        let parties =
+            auth::Parties { sender: &hello.node_id, receiver: &self.config.node_id, sender_dialed: !conn.outbound };
+        if !auth::verify(secret, c, parties, &conn.nonce, &hello.nonce, &auth_msg.mac) {
             let node_id = hello.node_id.clone();
             let reason = "authentication failed: the cluster secret differs".to_string();
             conn.queue(FrameKind::Reject, &wire::encode(&Reject { reason: reason.clone() }));

@@ -241,10 +241,10 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips_through_its_byte() {
-        for kind in [FrameKind::Gossip, FrameKind::Events, FrameKind::Artifact, FrameKind::Dht] {
+        for kind in [FrameKind::Gossip, FrameKind::Events, FrameKind::Members, FrameKind::Artifact, FrameKind::Dht] {
             assert_eq!(FrameKind::from_u8(kind as u8), Some(kind));
         }
-        assert_eq!(FrameKind::from_u8(20), None);
+        assert_eq!(FrameKind::from_u8(21), None);
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct MemberState {
     pub removed: Option<Instant>,
     /// Its peers are retired (the removal's grace period is over).
     retired_all: bool,
+    /// Peers no longer in the roster, and since when: retired after the grace period.
+    leaving: Vec<(PeerId, Instant)>,
     /// Each learner's reported slot when this node first saw it as a learner: a learner is promoted only
     /// once it has reported progress since (a reused replica id may carry a removed member's last report).
     learner_baseline: HashMap<String, Option<u64>>,
@@ -75,6 +77,7 @@ impl MemberState {
             promoting: None,
             removed: None,
             retired_all: false,
+            leaving: Vec::new(),
             learner_baseline: HashMap::new(),
         }
     }
@@ -144,10 +147,25 @@ impl Node {
         for pid in 0..self.peer_names.len() {
             let member = self.members.roster.get(&self.peer_names[pid]);
             if listed {
-                self.replica_of_peer[pid] = member.map(|m| consensus::ReplicaId(m.replica));
-                if member.is_none() && !ctx.is_retired(pid) {
-                    ctx.retire_peer(pid);
+                match member {
+                    Some(m) => {
+                        self.replica_of_peer[pid] = Some(consensus::ReplicaId(m.replica));
+                        self.members.leaving.retain(|(p, _)| *p != pid);
+                    }
+                    // A member that left keeps its connection (and its replica id, for catch-up only: it votes
+                    // nowhere any more) for a grace period, so it can still learn the slot that removed it.
+                    None if !ctx.is_retired(pid) && !self.members.leaving.iter().any(|(p, _)| *p == pid) => {
+                        self.members.leaving.push((pid, Instant::now()));
+                    }
+                    None => {}
                 }
+            }
+        }
+        // A leaving peer's replica id given to a new member already belongs to the newcomer.
+        for (pid, _) in &self.members.leaving {
+            let taken = self.replica_of_peer[*pid].is_some_and(|r| self.members.roster.by_replica(r.0).is_some());
+            if taken {
+                self.replica_of_peer[*pid] = None;
             }
         }
         self.peer_of_replica = vec![None; consensus::MEMBERS_MAX];
@@ -175,8 +193,21 @@ impl Node {
         }
     }
 
-    /// A removed node retires its peers once the grace period is over.
+    /// Peers that left the roster, and all peers of a removed node, are retired once the grace period is over.
     pub(super) fn finish_removal(&mut self, ctx: &mut Ctx<'_>) {
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            self.members.leaving.iter().partition(|(_, since)| since.elapsed() >= REMOVED_GRACE);
+        self.members.leaving = waiting;
+        for (pid, _) in due {
+            if self.members.roster.get(&self.peer_names[pid]).is_none() {
+                ctx.retire_peer(pid);
+                if let Some(replica) = self.replica_of_peer[pid].take() {
+                    if self.peer_of_replica[replica.index()] == Some(pid) {
+                        self.peer_of_replica[replica.index()] = None;
+                    }
+                }
+            }
+        }
         let Some(since) = self.members.removed else { return };
         if self.members.retired_all || since.elapsed() < REMOVED_GRACE {
             return;

@@ -44,25 +44,6 @@ fn main() {
     }
 }
 
-fn configure(c: &LocalCluster, i: usize, peers: &[usize], join: bool) -> Result<(), String> {
-    let node = &c.nodes[i];
-    let text = std::fs::read_to_string(&node.config).map_err(|e| e.to_string())?;
-    let listed: Vec<String> = peers.iter().map(|&p| format!("\"{}@{}\"", c.nodes[p].id, c.nodes[p].cluster)).collect();
-    let mut out = String::new();
-    for line in text.lines() {
-        if line.starts_with("peers = ") {
-            out.push_str(&format!("peers = [{}]\n", listed.join(", ")));
-            if join {
-                out.push_str("join = true\n");
-            }
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    std::fs::write(&node.config, out).map_err(|e| e.to_string())
-}
-
 fn voters(c: &LocalCluster, node: usize) -> Vec<String> {
     let list = http(c.nodes[node].management, "GET", "/api/members", b"").map(|r| r.json()).unwrap_or(Value::Null);
     list["members"]
@@ -78,9 +59,9 @@ fn run(aetherd: &Path, mib: usize, rounds: usize) -> Result<Value, String> {
     let _ = std::fs::remove_dir_all(&dir);
     let mut c = LocalCluster::prepare(ClusterSpec::new(4, &dir, aetherd))?;
     for i in 0..3 {
-        configure(&c, i, &[0, 1, 2], false)?;
+        c.set_peers(i, &[0, 1, 2], false)?;
     }
-    configure(&c, 3, &[0, 3], true)?;
+    c.set_peers(3, &[0, 3], true)?;
     for i in 0..3 {
         c.start_node(i)?;
     }
