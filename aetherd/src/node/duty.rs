@@ -58,7 +58,9 @@ impl Node {
         let Some(r) = self.replication.as_ref() else { return };
         let can_write = self.membership.has_quorum() && r.caught_up();
         if !can_write {
-            if drain.requested() && drain.phase() == DrainPhase::Pending {
+            // Without quorum nothing can move (a whole cluster stopped at once loses it mid-drain): stop now
+            // rather than wait out the drain bound.
+            if drain.requested() && matches!(drain.phase(), DrainPhase::Pending | DrainPhase::Waiting) {
                 drain.set_phase(DrainPhase::NotPossible);
             }
             return;

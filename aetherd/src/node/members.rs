@@ -19,6 +19,7 @@
 //! - a node the roster no longer lists retires every peer: it takes no further part.
 
 use super::Node;
+use crate::replication::Replication;
 use crate::roster::{Roster, RosterFile};
 use control::KvWrite;
 use kvstore::{AetherKey, Revision};
@@ -63,6 +64,8 @@ pub struct MemberState {
     retired_all: bool,
     /// Peers no longer in the roster, and since when: retired after the grace period.
     leaving: Vec<(PeerId, Instant)>,
+    /// The roster changed since it was last saved to `members.json`.
+    unsaved: bool,
     /// Each learner's reported slot when this node first saw it as a learner: a learner is promoted only
     /// once it has reported progress since (a reused replica id may carry a removed member's last report).
     learner_baseline: HashMap<String, Option<u64>>,
@@ -78,6 +81,7 @@ impl MemberState {
             removed: None,
             retired_all: false,
             leaving: Vec::new(),
+            unsaved: false,
             learner_baseline: HashMap::new(),
         }
     }
@@ -113,10 +117,9 @@ impl Node {
             roster.members.iter().map(|m| format!("{}#{} {:?}", m.id, m.replica, m.role).to_lowercase()).collect();
         info!("members now: {}", described.join(", "));
         self.members.roster = roster;
-        if let Err(e) = crate::roster::save(&self.config.data_dir, &self.members.file()) {
-            // The log holds the record too: a restart replays it. Say so and go on.
-            warn!("cannot save the members ({e}); a restart reads them from the consensus log");
-        }
+        // Saved once caught up (`members_tick`): a node replaying history must not save a roster from the
+        // past, such as one from before it was added, as the one to start from.
+        self.members.unsaved = true;
         let mine = self.members.roster.get(&me).map(|m| m.replica);
         let runs_as = self.replication.as_ref().map(|r| r.me().0);
         if let (Some(listed), Some(runs_as)) = (mine, runs_as) {
@@ -183,6 +186,22 @@ impl Node {
             let reported = self.replication.as_ref().and_then(|r| r.peer_progress(consensus::ReplicaId(replica)));
             self.members.learner_baseline.entry(id).or_insert(reported);
         }
+        self.members_tick(ctx);
+    }
+
+    /// Saves the roster once caught up, and judges removal only then: a node catching up replays rosters
+    /// of the past, which may not list it (a node added again after a removal replays that removal).
+    fn members_tick(&mut self, _ctx: &mut Ctx<'_>) {
+        if !self.replication.as_ref().is_some_and(Replication::caught_up) {
+            return;
+        }
+        if std::mem::take(&mut self.members.unsaved) {
+            if let Err(e) = crate::roster::save(&self.config.data_dir, &self.members.file()) {
+                // The log holds the record too: a restart replays it. Say so and go on.
+                warn!("cannot save the members ({e}); a restart reads them from the consensus log");
+            }
+        }
+        let listed = self.members.roster.get(&self.config.node_id).is_some();
         if !listed && self.members.removed.is_none() {
             self.members.removed = Some(Instant::now());
             error!(
@@ -195,6 +214,7 @@ impl Node {
 
     /// Peers that left the roster, and all peers of a removed node, are retired once the grace period is over.
     pub(super) fn finish_removal(&mut self, ctx: &mut Ctx<'_>) {
+        self.members_tick(ctx);
         let (due, waiting): (Vec<_>, Vec<_>) =
             self.members.leaving.iter().partition(|(_, since)| since.elapsed() >= REMOVED_GRACE);
         self.members.leaving = waiting;
