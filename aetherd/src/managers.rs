@@ -23,7 +23,7 @@ use kvstore::{AetherKey, NodeId, Revision, Store, WatchId};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Keys the deployment managers read.
-pub const DEPLOY_PREFIXES: [&str; 5] = ["blueprints/", "targets/", "slices/", "endpoints/", "routes/"];
+pub const DEPLOY_PREFIXES: [&str; 6] = ["blueprints/", "targets/", "slices/", "endpoints/", "routes/", "updates/"];
 
 /// Wall-clock milliseconds: slice records carry `since_ms` that other nodes compare with their own clock.
 pub fn wall_ms() -> u64 {

@@ -30,6 +30,7 @@ mod peer_data;
 mod schedules;
 mod single_active;
 mod slice_kv;
+mod versions;
 
 pub use dht::{DhtOp, DhtRequest, NodeStore, StoragePlane};
 pub use members::MembersRequest;

@@ -149,6 +149,7 @@ fn callee_context(ctx: &HostCtx, outer: &CallContext, timeout: Option<Duration>,
         request_id: outer.request_id.clone(),
         caller: Some(Arc::clone(&ctx.artifact_shared)),
         lease_epoch: 0,
+        pins: outer.pins.clone(),
     }
 }
 

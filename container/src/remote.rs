@@ -47,6 +47,8 @@ pub struct CallContext {
     /// The lease epoch the called instance serves at, for a single-active slice (0: none). The node sets it
     /// per call; the container only hands it to the slice (nested calls start at 0 again).
     pub lease_epoch: u64,
+    /// The versions the request's chain is pinned to (see `invoke::versions`); nested calls carry them on.
+    pub pins: Option<invoke::versions::SharedPins>,
 }
 
 impl CallContext {
@@ -71,7 +73,15 @@ pub trait RemoteCall: Send + Sync {
 
 thread_local! {
     static CONTEXT: RefCell<CallContext> = const {
-        RefCell::new(CallContext { deadline: None, hops: 0, depth: 0, request_id: None, caller: None, lease_epoch: 0 })
+        RefCell::new(CallContext {
+            deadline: None,
+            hops: 0,
+            depth: 0,
+            request_id: None,
+            caller: None,
+            lease_epoch: 0,
+            pins: None,
+        })
     };
 }
 

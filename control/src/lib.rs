@@ -6,6 +6,7 @@
 //!   tell (route conflicts with other artifacts, `instances` above the node count);
 //! - [`records`]: the JSON values stored under `blueprints/`, `targets/`, `slices/`, `endpoints/`, `routes/`
 //!   and `nodes/` (leases and the leader record);
+//! - [`rollout`]: `updates/{id}`, a version change with its traffic ratio, stages and state;
 //! - [`duty`]: a node's own lifecycle (ON_DUTY, DRAINING, ...) under `nodes/{node}/lifecycle`;
 //! - [`lifecycle`]: [`lifecycle::SliceState`] and the allowed steps between states;
 //! - [`cluster`]: the leader's [`cluster::reconcile`], from a KV view and the liveness read from lease records
@@ -73,6 +74,7 @@ pub mod lifecycle;
 pub mod messaging;
 pub mod node;
 pub mod records;
+pub mod rollout;
 pub mod schedule;
 pub mod single_active;
 mod text;

@@ -9,6 +9,8 @@
 //!   least-loaded);
 //! - [`protocol`]: the forwarding messages ([`InvokeRequest`], [`InvokeReply`]) carried in `Invoke` and
 //!   `InvokeReply` frames, checked after decoding;
+//! - [`versions`]: which version of a slice a call runs on (wanted versions, rollouts' ratios) and the
+//!   pins a request carries so its whole chain of calls stays on one version set;
 //! - [`forwarder`]: the table of forwarded calls in flight (ids, deadlines, peers) and the retry policy.
 //!
 //! Invariant: nothing in this crate touches a socket, a thread or the clock; time comes in as
@@ -19,9 +21,11 @@ pub mod protocol;
 pub mod registry;
 pub mod routes;
 pub mod selection;
+pub mod versions;
 
 pub use forwarder::{is_idempotent, Forwarder, ForwarderFull, PeerDownCall, CALLS_MAX_DEFAULT};
 pub use protocol::{InvokeReply, InvokeRequest, ProtocolError, HOPS_MAX};
 pub use registry::{
     artifact_base, Change, Endpoint, LeaseView, Registry, RegistryError, RouteTarget, Selector, Target,
 };
+pub use versions::{Pins, RolloutView, VersionTable};

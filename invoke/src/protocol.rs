@@ -59,6 +59,9 @@ pub struct InvokeRequest {
     /// Slice-to-slice calls between the client's request and this call (0 from HTTP), at most
     /// [`DEPTH_MAX`].
     pub depth: u8,
+    /// The versions the request's chain is pinned to, `(group:artifact, group:artifact:version)`, at most
+    /// [`crate::versions::PINS_MAX`] (see [`crate::versions`]).
+    pub pins: Vec<(String, String)>,
 }
 
 /// The answer to an [`InvokeRequest`].
@@ -126,6 +129,14 @@ impl InvokeRequest {
         if self.depth > DEPTH_MAX {
             let reason = format!("{} is over {DEPTH_MAX}", self.depth);
             return Err(ProtocolError::Field { field: "depth", reason });
+        }
+        if self.pins.len() > crate::versions::PINS_MAX {
+            let reason = format!("{} pins, over {}", self.pins.len(), crate::versions::PINS_MAX);
+            return Err(ProtocolError::Field { field: "pins", reason });
+        }
+        for (base, artifact) in &self.pins {
+            check_text("pins", base, ARTIFACT_BYTES_MAX)?;
+            check_text("pins", artifact, ARTIFACT_BYTES_MAX)?;
         }
         if self.hops == 0 || self.hops > HOPS_MAX {
             let reason = format!("{} is outside 1..={HOPS_MAX}", self.hops);
@@ -213,6 +224,7 @@ mod tests {
             request_id: "0123456789abcdef".into(),
             caller: "org.aether.examples:orders:1.0.0".into(),
             depth: 1,
+            pins: vec![("org.aether.examples:echo".into(), "org.aether.examples:echo:2.0.0".into())],
         }
     }
 
@@ -236,6 +248,11 @@ mod tests {
             ("request_id", InvokeRequest { request_id: "r".repeat(REQUEST_ID_BYTES_MAX + 1), ..request() }),
             ("caller", InvokeRequest { caller: "c".repeat(ARTIFACT_BYTES_MAX + 1), ..request() }),
             ("depth", InvokeRequest { depth: DEPTH_MAX + 1, ..request() }),
+            (
+                "pins",
+                InvokeRequest { pins: vec![("b".into(), "a".into()); crate::versions::PINS_MAX + 1], ..request() },
+            ),
+            ("pins", InvokeRequest { pins: vec![("b".into(), String::new())], ..request() }),
         ] {
             match InvokeRequest::decode(&broken.encode()) {
                 Err(ProtocolError::Field { field: f, .. }) => assert_eq!(f, field),
@@ -265,7 +282,8 @@ mod tests {
 
     #[test]
     fn a_request_is_not_a_reply() {
-        assert!(InvokeReply::decode(&request().encode()).is_err());
+        // Frame kinds keep the two apart on the wire; a pin-less request's archive is also not a valid reply.
+        assert!(InvokeReply::decode(&InvokeRequest { pins: Vec::new(), ..request() }.encode()).is_err());
         assert!(InvokeRequest::decode(&[]).is_err());
     }
 

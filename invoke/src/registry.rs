@@ -36,6 +36,7 @@ use vocab::Selection;
 
 use crate::routes::{Lookup, RouteError, RouteTable};
 use crate::selection::{choose, Candidate};
+use crate::versions::VersionTable;
 
 /// Most route records held.
 pub const ROUTES_MAX: usize = 4096;
@@ -161,6 +162,8 @@ pub struct Registry {
     shadowed: Vec<(String, String)>,
     endpoints: HashMap<String, ArtifactEndpoints>,
     endpoint_count: usize,
+    /// Wanted versions and running rollouts (see [`crate::versions`]).
+    versions: VersionTable,
 }
 
 impl Registry {
@@ -192,7 +195,10 @@ impl Registry {
     /// Replace everything with a full listing of `routes/` and `endpoints/` (after a watch resync or a
     /// snapshot); returns the entries that could not be taken in.
     pub fn rebuild<'a>(&mut self, entries: impl IntoIterator<Item = (&'a AetherKey, &'a [u8])>) -> Vec<RegistryError> {
-        *self = Registry::default();
+        let versions = std::mem::take(&mut self.versions);
+        let selections = std::mem::take(&mut self.selections);
+        let leases = std::mem::take(&mut self.leases);
+        *self = Registry { versions, selections, leases, ..Registry::default() };
         let mut errors = Vec::new();
         for (key, value) in entries {
             if let Err(error) = self.apply(key, Some(value)) {
@@ -325,6 +331,21 @@ impl Registry {
     /// Replace the leases of single-active slices (by base); at most [`LEASES_MAX`] are kept.
     pub fn set_leases(&mut self, leases: impl IntoIterator<Item = (String, LeaseView)>) {
         self.leases = leases.into_iter().take(LEASES_MAX).collect();
+    }
+
+    /// Replace the wanted versions and running rollouts (the node runtime does it every tick).
+    pub fn set_versions(&mut self, versions: VersionTable) {
+        self.versions = versions;
+    }
+
+    /// The wanted versions and running rollouts.
+    pub fn versions(&self) -> &VersionTable {
+        &self.versions
+    }
+
+    /// Whether `artifact`'s `method` has an endpoint on a node `usable` accepts.
+    pub fn has_endpoint(&self, artifact: &str, method: &str, usable: &dyn Fn(&str) -> bool) -> bool {
+        self.endpoints(artifact, method).iter().any(|e| usable(&e.node))
     }
 
     /// The lease of `artifact`'s base when the slice is single-active.

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use container::{CallContext, Container, SliceHandle};
 use invoke::routes::{self, Lookup};
+use invoke::versions::{Pins, SharedPins};
 use invoke::{InvokeReply, InvokeRequest, Registry, RouteTarget};
 use parking_lot::{Mutex, RwLock};
 
@@ -113,9 +114,27 @@ pub struct Call<'a> {
     pub caller: Option<Arc<str>>,
     /// Slice-to-slice calls between the client's request and this call.
     pub depth: u32,
+    /// The versions the request's chain is pinned to ([`Dispatcher::entry_pins`] where it entered).
+    pub pins: Option<SharedPins>,
 }
 
 impl Call<'_> {
+    /// This call, to `artifact` (another version of the slice it names).
+    fn on_version<'b>(&'b self, artifact: &'b str) -> Call<'b> {
+        Call {
+            artifact,
+            method: self.method,
+            request: self.request.clone(),
+            idempotent: self.idempotent,
+            hops: self.hops,
+            deadline: self.deadline,
+            request_id: self.request_id.clone(),
+            caller: self.caller.clone(),
+            depth: self.depth,
+            pins: self.pins.clone(),
+        }
+    }
+
     /// What the slice running this call sees of it (and what its nested calls carry on).
     fn context(&self) -> CallContext {
         CallContext {
@@ -125,6 +144,7 @@ impl Call<'_> {
             request_id: self.request_id.clone(),
             caller: self.caller.clone(),
             lease_epoch: 0,
+            pins: self.pins.clone(),
         }
     }
 }
@@ -361,6 +381,7 @@ impl Dispatcher {
             request_id: crate::metrics::request_id::current().map(Arc::from),
             caller: None,
             depth: 0,
+            pins: self.entry_pins(),
         };
         answer(self.dispatch_excluding(&call, Vec::new(), runner))
     }
@@ -407,6 +428,37 @@ impl Dispatcher {
         }
     }
 
+    /// The pins of a request that enters the cluster here (`None` while no rollout runs).
+    pub fn entry_pins(&self) -> Option<SharedPins> {
+        let registry = self.registry.read();
+        let pins = registry.versions().pin(self.random());
+        (!pins.is_empty()).then(|| Arc::new(pins))
+    }
+
+    /// The version `call` runs on when it is not the one it names (see `invoke::versions`): a version
+    /// serves when this node has it ACTIVE (and is not excluded) or a live node not excluded has an
+    /// endpoint of the call's method.
+    fn resolve_version(&self, call: &Call<'_>, exclude: &[String]) -> Option<String> {
+        let registry = self.registry.read();
+        let versions = registry.versions();
+        if !versions.versioned(call.artifact) {
+            return None;
+        }
+        let excluded = |node: &str| exclude.iter().any(|e| e == node);
+        let usable = |node: &str| {
+            !excluded(node) && node != self.node_id && self.forward.as_ref().is_some_and(|f| f.is_alive(node))
+        };
+        let local = !excluded(&self.node_id);
+        let serves = |artifact: &str| {
+            (local && self.container.find_active(artifact).is_some())
+                || registry.has_endpoint(artifact, call.method, &usable)
+        };
+        let empty = Pins::default();
+        let pins = call.pins.as_deref().unwrap_or(&empty);
+        let chosen = versions.resolve(call.artifact, pins, self.random(), &serves);
+        (chosen != call.artifact).then(|| chosen.to_owned())
+    }
+
     /// Run `call` on an instance: this node's when it has one, else a live remote one, retrying on
     /// other nodes as the policy allows, within the call's deadline.
     pub(super) fn dispatch_excluding(
@@ -415,16 +467,36 @@ impl Dispatcher {
         mut exclude: Vec<String>,
         runner: Runner<'_>,
     ) -> InvokeReply {
+        let named = call;
+        let resolved = self.resolve_version(named, &exclude);
+        let moved;
+        let call = match &resolved {
+            Some(artifact) => {
+                moved = named.on_version(artifact);
+                &moved
+            }
+            None => named,
+        };
         if let Some(reply) = self.dispatch_single_active(call, &exclude, runner) {
             return reply;
         }
         let mut failures: Vec<String> = Vec::new();
         let mut refused = false;
         let mut lost = 0;
-        for _ in 0..ATTEMPTS_MAX {
+        for attempt in 0..ATTEMPTS_MAX {
             if time_left(call.deadline).is_none() {
                 return deadline_exceeded(call, &failures);
             }
+            // A retry looks at the versions again: the one tried may be on its way out.
+            let again = if attempt > 0 { self.resolve_version(named, &exclude) } else { None };
+            let retried;
+            let call = match &again {
+                Some(artifact) if artifact != call.artifact => {
+                    retried = named.on_version(artifact);
+                    &retried
+                }
+                _ => call,
+            };
             let Some(place) = self.place(call, &exclude, &mut refused) else { break };
             // The node's name is only needed (and copied) when the attempt failed.
             let (node, attempt) = match place {

@@ -62,6 +62,7 @@ impl Dispatcher {
             request_id: crate::metrics::request_id::current().map(std::sync::Arc::from),
             caller: (!request.caller.is_empty()).then(|| std::sync::Arc::from(request.caller.as_str())),
             depth: u32::from(request.depth),
+            pins: (!request.pins.is_empty()).then(|| std::sync::Arc::new(invoke::Pins(request.pins))),
         };
         match self.call_local(&call, &handle, Runner::Serving) {
             Attempt::Done(reply) => reply,
@@ -88,6 +89,7 @@ impl RemoteCall for Dispatcher {
             request_id: context.request_id,
             caller: context.caller,
             depth: context.depth,
+            pins: context.pins.or_else(|| self.entry_pins()),
         };
         // Never this node, unless the slice's placement chose this hook over the local instance: the container
         // calls it only when it found no local instance otherwise.
@@ -99,6 +101,8 @@ impl RemoteCall for Dispatcher {
     /// Single-active slices (only the holder serves) and slices not placed local-first.
     fn places(&self, artifact: &str) -> bool {
         let registry = self.registry().read();
-        registry.lease_of(artifact).is_some() || registry.selection(artifact) != vocab::Selection::LocalFirst
+        registry.lease_of(artifact).is_some()
+            || registry.selection(artifact) != vocab::Selection::LocalFirst
+            || registry.versions().versioned(artifact)
     }
 }

@@ -159,6 +159,7 @@ fn run(dispatcher: Option<&Arc<Dispatcher>>, job: &Job) -> Outcome {
         request_id: None,
         caller: None,
         depth: 0,
+        pins: dispatcher.entry_pins(),
     };
     let reply = dispatcher.call_on(&job.node, &call);
     match reply.status {

@@ -330,6 +330,7 @@ fn call(dispatcher: &Dispatcher, key: &AetherKey, record: &TaskRecord, run: &sch
         request_id: Some(Arc::from(run.token.as_str())),
         caller: None,
         depth: 0,
+        pins: dispatcher.entry_pins(),
     };
     Some(dispatcher.call_any(&call).status)
 }

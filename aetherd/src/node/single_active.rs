@@ -1,8 +1,8 @@
 //! The loop's side of single-active slices and per-slice selection: every tick, it runs one
 //! [`control::single_active::Lease`] per single-active slice base this node has an instance of (or holds
 //! the lease of), submits the compare-and-set it asks for, and hands the app port's registry what calls
-//! need: each artifact's selection strategy (from the target records) and each single-active base's lease
-//! (holder, epoch, and until when this node serves it).
+//! need: each artifact's selection strategy (from the target records), each single-active base's lease
+//! (holder, epoch, and until when this node serves it), and the version table (`super::versions`).
 //!
 //! A slice is single-active when its descriptor says so or its target's config (`aether.single_active`)
 //! does; a base is known single-active cluster-wide once its lease record exists (so a node without an
@@ -91,9 +91,12 @@ impl SingleActive {
                 || records.get(base).is_some_and(|r| r.value.holder.as_deref() == Some(me))
         });
         let views = self.views(&records, &instances, &single_targets);
+        let wanted = targets.iter().map(|(artifact, _)| artifact.clone());
+        let versions = super::versions::table(store, wanted, crate::managers::wall_ms());
         let mut registry = registry.write();
         registry.set_leases(views);
         registry.set_selections(selections);
+        registry.set_versions(versions);
         writes
     }
 

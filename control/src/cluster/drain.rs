@@ -42,7 +42,7 @@ impl<'a> Pass<'a> {
 
     /// True when `record` (of `artifact` on `node`) has every endpoint registered, or the artifact has none
     /// anywhere (a slice without methods).
-    fn reachable(&self, artifact: &Artifact, node: &NodeId, record: &SliceRecord) -> bool {
+    pub(super) fn reachable(&self, artifact: &Artifact, node: &NodeId, record: &SliceRecord) -> bool {
         let mut of_artifact = self.state.endpoints.keys().filter(|id| id.artifact == *artifact).peekable();
         if of_artifact.peek().is_none() {
             return true;

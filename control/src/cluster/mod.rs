@@ -40,7 +40,11 @@ mod drain_tests;
 pub mod liveness;
 mod placement;
 mod quarantine;
+mod rollouts;
+#[cfg(test)]
+mod rollouts_tests;
 mod state;
+mod versions;
 
 pub use liveness::{lead, leadership, Leadership, LeaseWatch, Liveness, Tenure};
 pub use quarantine::{StartFailures, StartPolicy};
@@ -91,6 +95,7 @@ pub fn wanted_targets(state: &ClusterState) -> Wanted {
             wanted.order.push(artifact.clone());
         }
     }
+    rollouts::add_targets(&mut wanted, state);
     wanted
 }
 
@@ -120,6 +125,7 @@ pub fn reconcile_with(state: &ClusterState, liveness: &Liveness, now_ms: u64, po
     pass.drain_lifecycles();
     pass.clean_endpoints();
     pass.clean_routes();
+    pass.progress_rollouts();
     pass.writes
 }
 
@@ -218,6 +224,9 @@ impl<'a> Pass<'a> {
     fn retire_unwanted(&mut self) {
         let state = self.state;
         for (artifact, by_node) in state.slices.iter().filter(|(a, _)| !self.wanted.targets.contains_key(*a)) {
+            if self.held_for(artifact).is_some() {
+                continue;
+            }
             for (node, record) in by_node {
                 if self.counts(node) && record.value.desired != DesiredState::Unloaded {
                     self.retire(artifact, node, record);
@@ -258,15 +267,6 @@ impl<'a> Pass<'a> {
             .map(|(id, version)| KvWrite::Remove { key: id.key(), expected: *version })
             .collect();
         self.writes.extend(stale);
-    }
-
-    fn clean_routes(&mut self) {
-        for ((method, path), route) in &self.state.routes {
-            if !self.wanted.targets.contains_key(&route.value.artifact) {
-                let key = AetherKey::Route { method: *method, path: path.clone() };
-                self.writes.push(KvWrite::Remove { key, expected: route.version });
-            }
-        }
     }
 }
 

@@ -10,6 +10,7 @@
 
 use crate::duty::DutyRecord;
 use crate::records::{BlueprintRecord, LeaderRecord, LeaseRecord, Record, RouteRecord, SliceRecord, TargetRecord};
+use crate::rollout::RolloutRecord;
 use crate::write::Versioned;
 use kvstore::{AetherKey, Artifact, Entry, HttpMethod, Name, NodeId, Revision, RoutePath};
 use std::collections::BTreeMap;
@@ -47,6 +48,8 @@ pub struct ClusterState {
     /// Endpoint keys with their versions (the value repeats what the key says).
     pub endpoints: BTreeMap<EndpointId, Revision>,
     pub routes: BTreeMap<(HttpMethod, RoutePath), Versioned<RouteRecord>>,
+    /// Rollouts (`updates/{id}`) by id.
+    pub rollouts: BTreeMap<Name, Versioned<RolloutRecord>>,
     /// Lease records by node. An unreadable lease still counts by its version (it is only ever compared).
     pub leases: BTreeMap<NodeId, Versioned<LeaseRecord>>,
     /// Node lifecycle records by node (`nodes/{node}/lifecycle`); `Err` holds the version of an unreadable one.
@@ -107,6 +110,9 @@ impl ClusterState {
             }
             AetherKey::Route { method, path } => {
                 self.routes.insert((*method, path.clone()), Versioned { value: decode(value)?, version });
+            }
+            AetherKey::Update { id } => {
+                self.rollouts.insert(id.clone(), Versioned { value: decode(value)?, version });
             }
             AetherKey::NodeLease { node } => {
                 let counter = LeaseRecord::decode(value).map_or(0, |lease| lease.counter);

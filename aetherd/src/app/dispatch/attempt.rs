@@ -100,6 +100,7 @@ impl Dispatcher {
                 .unwrap_or_default(),
             caller: call.caller.as_deref().unwrap_or_default().to_owned(),
             depth: u8::try_from(call.depth).unwrap_or(u8::MAX).min(invoke::protocol::DEPTH_MAX),
+            pins: call.pins.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
         };
         let Some(_place) = self.outbound(call.artifact) else {
             let detail = format!("too many calls of {} wait on other nodes", call.artifact);

@@ -112,7 +112,7 @@ impl Dispatcher {
         refusing.keys().filter(|(_, a)| a == artifact).map(|(node, _)| node.clone()).collect()
     }
 
-    fn random(&self) -> u64 {
+    pub(super) fn random(&self) -> u64 {
         // splitmix64 over a per-dispatcher seed: cheap, lock-free, evenly spread.
         let mut z = self.random.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
