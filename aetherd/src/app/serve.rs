@@ -294,6 +294,7 @@ mod tests {
             request_id: String::new(),
             caller: String::new(),
             depth: 0,
+            pins: Vec::new(),
         }
     }
 

@@ -203,6 +203,7 @@ fn a_forwarded_call_whose_deadline_passed_on_the_way_never_starts() {
         request_id: String::new(),
         caller: String::new(),
         depth: 0,
+        pins: Vec::new(),
     };
     let arrived = Instant::now() - Duration::from_millis(100);
     let reply = dispatcher.serve_forwarded_at(request, arrived);
@@ -284,6 +285,7 @@ fn forwarded_calls_are_served_locally_or_refused_as_never_reached() {
         request_id: String::new(),
         caller: String::new(),
         depth: 0,
+        pins: Vec::new(),
     };
     let reply = dispatcher.serve_forwarded(request.clone());
     assert_eq!((reply.id, reply.status, reply.reached_slice), (31, 200, true));
@@ -425,6 +427,7 @@ fn a_single_active_slice_is_served_by_the_holder_only_and_a_standby_refuses() {
         request_id: "r".into(),
         caller: String::new(),
         depth: 0,
+        pins: Vec::new(),
     };
     let refused = dispatcher.serve_forwarded(forwarded.clone());
     assert!(refused.is_no_instance(), "{refused:?}");
@@ -462,4 +465,86 @@ fn round_robin_places_app_port_calls_on_every_instance_the_local_one_included() 
         assert_eq!(http(&dispatcher, "GET", "/echo/hi", "").status, 200);
     }
     assert_eq!(forward.sent_to().len(), 2, "half the calls go to node-2: {:?}", forward.sent_to());
+}
+
+const ECHO_V2: &str = "org.aether.examples:echo:2.0.0";
+
+/// A dispatcher on an empty node-1 whose registry routes echo by name to 1.0.0, with 1.0.0 endpoints on
+/// `v1_nodes` and 2.0.0 endpoints on `v2_nodes`, and `versions` as the version table.
+fn versioned(
+    forward: &Arc<FakeForward>,
+    v1_nodes: &[&str],
+    v2_nodes: &[&str],
+    versions: invoke::VersionTable,
+) -> Dispatcher {
+    let registry = echo_registry(v1_nodes);
+    {
+        let mut registry = registry.write();
+        for (instance, node) in v2_nodes.iter().enumerate() {
+            let endpoint = Endpoint { node: node.to_string(), instance: instance as u32 };
+            registry.put_endpoint(ECHO_V2, "echo", endpoint).unwrap();
+        }
+        registry.set_versions(versions);
+    }
+    let forward: Arc<dyn Forward> = forward.clone();
+    Dispatcher::new("node-1".into(), empty_container("node-1"), registry, Some(forward), Duration::from_millis(500))
+}
+
+fn sent_artifacts(forward: &FakeForward) -> Vec<String> {
+    forward.sent.lock().iter().map(|(_, request)| request.artifact.clone()).collect()
+}
+
+#[test]
+fn a_route_naming_a_gone_version_reaches_the_wanted_one() {
+    let forward = FakeForward::with(&[("node-2", Ok(ok_reply("{}"))), ("node-3", Ok(ok_reply("{}")))]);
+    let table = invoke::VersionTable::new([ECHO_V2.to_owned()], Vec::new());
+    // 1.0.0 still serves: the route's version answers.
+    let both = versioned(&forward, &["node-2"], &["node-3"], table.clone());
+    assert!(both.places(ECHO), "calls to a name with another wanted version go through the dispatcher");
+    assert_eq!(http(&both, "GET", "/echo/hi", "").status, 200);
+    assert_eq!(sent_artifacts(&forward), [ECHO]);
+    // Its node stops answering (a retired instance): the retry looks again and reaches 2.0.0.
+    let forward = FakeForward::with(&[("node-3", Ok(ok_reply("{}")))]);
+    let both = versioned(&forward, &["node-2"], &["node-3"], table.clone());
+    assert_eq!(http(&both, "GET", "/echo/hi", "").status, 200);
+    assert_eq!(sent_artifacts(&forward), [ECHO, ECHO_V2]);
+    // 1.0.0 is gone: the wanted 2.0.0 answers, with no failed attempt first.
+    let forward = FakeForward::with(&[("node-3", Ok(ok_reply("{}")))]);
+    let only_new = versioned(&forward, &[], &["node-3"], table);
+    assert_eq!(http(&only_new, "GET", "/echo/hi", "").status, 200);
+    assert_eq!(sent_artifacts(&forward), [ECHO_V2]);
+}
+
+#[test]
+fn a_rollout_splits_requests_and_pins_travel_with_the_call() {
+    let moves = vec![("org.aether.examples:echo".to_owned(), ECHO.to_owned(), ECHO_V2.to_owned())];
+    let table = |share| {
+        invoke::VersionTable::new(
+            [ECHO.to_owned(), ECHO_V2.to_owned()],
+            vec![invoke::RolloutView { moves: moves.clone(), share }],
+        )
+    };
+    let script: Vec<_> =
+        (0..400).flat_map(|_| [("node-2", Ok(ok_reply("{}"))), ("node-3", Ok(ok_reply("{}")))]).collect();
+    let forward = FakeForward::with(&script);
+    let dispatcher = versioned(&forward, &["node-2"], &["node-3"], table(25));
+    for _ in 0..400 {
+        assert_eq!(http(&dispatcher, "GET", "/echo/hi", "").status, 200);
+    }
+    let sent = forward.sent.lock();
+    let new = sent.iter().filter(|(_, r)| r.artifact == ECHO_V2).count();
+    assert!((60..=140).contains(&new), "about 25% of 400 on 2.0.0, got {new}");
+    for (node, request) in sent.iter() {
+        assert_eq!(request.pins, [("org.aether.examples:echo".to_owned(), request.artifact.clone())], "to {node}");
+    }
+    drop(sent);
+
+    // A call that arrives pinned keeps its side whatever the ratio.
+    let forward = FakeForward::with(&[("node-3", Ok(ok_reply("{}")))]);
+    let dispatcher = versioned(&forward, &["node-2"], &["node-3"], table(0));
+    let pins = invoke::Pins(vec![("org.aether.examples:echo".to_owned(), ECHO_V2.to_owned())]);
+    let context = CallContext { pins: Some(Arc::new(pins)), ..CallContext::with_deadline(None, 0) };
+    let reply = RemoteCall::call(&dispatcher, ECHO, "echo", &[0, 0, 0, 0], context).unwrap();
+    assert_eq!(reply.status, aether_sdk::Status::OK);
+    assert_eq!(sent_artifacts(&forward), [ECHO_V2]);
 }
