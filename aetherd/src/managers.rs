@@ -57,6 +57,8 @@ pub struct Leader {
     claiming: bool,
     /// The leader record's version this node last found itself leading at (scheduled runs are guarded by it).
     lead: Option<Revision>,
+    /// Shifting rollouts' window figures per version, judged by the next pass (set by the loop).
+    pub health: control::cluster::Health,
 }
 
 impl Leader {
@@ -71,6 +73,7 @@ impl Leader {
             leader: None,
             claiming: false,
             lead: None,
+            health: Default::default(),
         }
     }
 
@@ -130,7 +133,7 @@ impl Leader {
         match self.tenure.leadership(&self.me, &view, &live) {
             Leadership::Lead { version } => {
                 self.lead = Some(version);
-                control::lead(&view, &live, version, now_ms, policy)
+                control::cluster::lead_judged(&view, &live, version, now_ms, policy, &self.health)
             }
             Leadership::Claim(claim) => {
                 log::info!("claiming leadership: {claim}");

@@ -27,6 +27,7 @@ mod members;
 mod messaging;
 mod metrics;
 mod peer_data;
+mod rollout_health;
 mod schedules;
 mod single_active;
 mod slice_kv;
@@ -127,6 +128,8 @@ struct Deployment {
     single_active: single_active::SingleActive,
     /// This node's lifecycle record as the loop last saw it.
     duty: duty::DutyWatch,
+    /// Shifting rollouts' figures, read while this node leads.
+    rollout_health: rollout_health::RolloutHealth,
 }
 
 pub struct Node {
@@ -199,6 +202,7 @@ impl Node {
                 running: false,
                 renewal_check_due: true,
                 duty: duty::DutyWatch::default(),
+                rollout_health: Default::default(),
             }),
             _ => None,
         };
@@ -385,7 +389,12 @@ impl Node {
         if d.reconcile_due && r.internal_in_flight() == 0 {
             d.reconcile_due = false;
             let policy = self.ops.settings.start_policy(d.deployer.policy());
-            writes.extend(d.leader.writes(r.store(), managers::wall_ms(), &policy));
+            let now_ms = managers::wall_ms();
+            if d.leader.leader() == Some(d.me.as_str()) {
+                d.rollout_health.sample(self.data.metrics.board(), r.store(), now_ms);
+                d.leader.health = d.rollout_health.figures(r.store());
+            }
+            writes.extend(d.leader.writes(r.store(), now_ms, &policy));
             // A claim's decision wakes no watch: the next pass runs as soon as it is decided.
             d.reconcile_due = d.leader.claiming();
         }

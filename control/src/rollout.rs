@@ -194,6 +194,65 @@ pub struct Plan {
     pub keep_old_ms: Option<u64>,
 }
 
+/// One version's calls over the thresholds' window, merged over every node (the runtime measures them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub calls: u64,
+    /// Calls answered 500 or more.
+    pub errors: u64,
+    pub p99_ms: u64,
+}
+
+impl Figures {
+    fn error_rate(&self) -> f64 {
+        if self.calls == 0 {
+            return 0.0;
+        }
+        self.errors as f64 / self.calls as f64
+    }
+}
+
+impl Thresholds {
+    /// True when a threshold is set.
+    pub fn judged(&self) -> bool {
+        self.max_error_rate.is_some() || self.max_p99_ms.is_some()
+    }
+
+    /// Why the new version must go, judged on its window figures against the old version's in the same
+    /// window: a threshold crossed by the new version counts only when the old one did no better (an outage
+    /// of something both call fails both, and is not the new version's fault). `None` while it has fewer
+    /// than `min_calls` calls in the window, or is within its thresholds.
+    pub fn judge(&self, version: &str, new: &Figures, old: &Figures) -> Option<String> {
+        if new.calls < self.min_calls.max(1) {
+            return None;
+        }
+        let window_s = self.window_ms as f64 / 1000.0;
+        if let Some(max) = self.max_error_rate {
+            let (rate, old_rate) = (new.error_rate(), old.error_rate());
+            if rate > max && rate > old_rate {
+                return Some(format!(
+                    "{version} answered {:.1}% of {} calls with errors over the last {window_s} s (the old version \
+                     {:.1}%), above the {:.1}% allowed",
+                    rate * 100.0,
+                    new.calls,
+                    old_rate * 100.0,
+                    max * 100.0
+                ));
+            }
+        }
+        if let Some(max) = self.max_p99_ms {
+            if new.p99_ms > max && (old.calls == 0 || new.p99_ms > old.p99_ms) {
+                return Some(format!(
+                    "{version} took {} ms at p99 over the last {window_s} s (the old version {} ms), above the {max} \
+                     ms allowed",
+                    new.p99_ms, old.p99_ms
+                ));
+            }
+        }
+        None
+    }
+}
+
 /// One artifact a rollout moves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Move {
@@ -529,6 +588,21 @@ mod tests {
         assert!(deploying.complete(1).is_err());
         assert_eq!(deploying.new_share(), 0);
         assert_eq!(deploying.set_ratio(Ratio::new_percent(30), 1).unwrap().ratio.new, 30);
+    }
+
+    #[test]
+    fn thresholds_judge_the_new_version_against_the_old_one() {
+        let t = Thresholds { max_error_rate: Some(0.05), max_p99_ms: Some(100), window_ms: 10_000, min_calls: 20 };
+        let healthy = Figures { calls: 100, errors: 1, p99_ms: 20 };
+        assert_eq!(t.judge("v2", &Figures { calls: 19, errors: 19, p99_ms: 900 }, &healthy), None, "too few calls");
+        assert_eq!(t.judge("v2", &healthy, &healthy), None);
+        let failing = Figures { calls: 100, errors: 10, p99_ms: 20 };
+        assert!(t.judge("v2", &failing, &healthy).unwrap().contains("10.0% of 100 calls"));
+        assert_eq!(t.judge("v2", &failing, &Figures { calls: 100, errors: 30, p99_ms: 20 }), None, "both fail");
+        let slow = Figures { calls: 100, errors: 0, p99_ms: 150 };
+        assert!(t.judge("v2", &slow, &healthy).unwrap().contains("150 ms at p99"));
+        assert!(t.judge("v2", &slow, &Figures::default()).is_some(), "no old calls to compare with");
+        assert!(!Thresholds::default().judged());
     }
 
     #[test]

@@ -88,6 +88,15 @@ impl Histogram {
         self.total
     }
 
+    /// What was recorded after `earlier`, a reading of the same counts taken before (bucket by bucket,
+    /// never below zero: counts that restarted in between give what is left). The maximum is this one's,
+    /// an upper bound.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let counts: Vec<u64> = self.counts.iter().zip(&earlier.counts).map(|(a, b)| a.saturating_sub(*b)).collect();
+        let total = counts.iter().sum();
+        Histogram { counts, total, sum: self.sum.saturating_sub(earlier.sum), max: self.max }
+    }
+
     /// Sum of the recorded values (clamped ones count as [`VALUE_MAX`]).
     pub fn sum(&self) -> u64 {
         self.sum
@@ -162,6 +171,22 @@ impl Histogram {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn since_is_what_was_recorded_in_between() {
+        let mut h = Histogram::new();
+        for v in 1..=100u64 {
+            h.record(v);
+        }
+        let earlier = h.clone();
+        for _ in 0..100 {
+            h.record(5_000);
+        }
+        let window = h.since(&earlier);
+        assert_eq!((window.count(), window.sum()), (100, 500_000));
+        assert!(window.quantile(0.5) >= 5_000, "only the later values: {}", window.quantile(0.5));
+        assert_eq!(earlier.since(&h).count(), 0, "a restarted count gives nothing, not a wrap");
+    }
 
     #[test]
     fn buckets_tile_the_value_range() {

@@ -30,7 +30,7 @@
 //! - the writes of at most one leader apply: each is conditional on the leader record's version, which only a
 //!   claim changes, and a claim over a named leader is conditional on that leader's lease being the dead one.
 
-use super::{reconcile_with, ClusterState, StartPolicy};
+use super::{ClusterState, StartPolicy};
 use crate::records::{LeaderRecord, Record};
 use crate::write::KvWrite;
 use kvstore::{AetherKey, NodeId, Revision};
@@ -200,7 +200,19 @@ pub fn lead(
     now_ms: u64,
     policy: &StartPolicy,
 ) -> Vec<KvWrite> {
-    let writes = reconcile_with(state, liveness, now_ms, policy);
+    lead_judged(state, liveness, leader_version, now_ms, policy, &super::Health::new())
+}
+
+/// [`lead`] judging shifting rollouts on `health` (see [`super::reconcile_judged`]).
+pub fn lead_judged(
+    state: &ClusterState,
+    liveness: &Liveness,
+    leader_version: Revision,
+    now_ms: u64,
+    policy: &StartPolicy,
+    health: &super::Health,
+) -> Vec<KvWrite> {
+    let writes = super::reconcile_judged(state, liveness, now_ms, policy, health);
     writes.into_iter().map(|write| write.guarded(AetherKey::ClusterLeader, Some(leader_version))).collect()
 }
 

@@ -46,9 +46,12 @@ mod rollouts_tests;
 mod state;
 mod versions;
 
-pub use liveness::{lead, leadership, Leadership, LeaseWatch, Liveness, Tenure};
+pub use liveness::{lead, lead_judged, leadership, Leadership, LeaseWatch, Liveness, Tenure};
 pub use quarantine::{StartFailures, StartPolicy};
 pub use state::{ClusterState, EndpointId, PROBLEMS_MAX};
+
+/// Window figures per version (`group:artifact:version`), for the rollouts' thresholds.
+pub type Health = BTreeMap<Artifact, crate::rollout::Figures>;
 
 use crate::lifecycle::{DesiredState, SliceState};
 use crate::records::{Record, SliceRecord, TargetRecord};
@@ -104,15 +107,27 @@ pub fn reconcile(state: &ClusterState, liveness: &Liveness, now_ms: u64) -> Vec<
     reconcile_with(state, liveness, now_ms, &StartPolicy::default())
 }
 
-/// The writes that move the cluster towards the blueprints. See the module documentation.
+/// The writes that move the cluster towards the blueprints, with no health figures for rollouts.
 pub fn reconcile_with(state: &ClusterState, liveness: &Liveness, now_ms: u64, policy: &StartPolicy) -> Vec<KvWrite> {
+    reconcile_judged(state, liveness, now_ms, policy, &Health::new())
+}
+
+/// The writes that move the cluster towards the blueprints, judging shifting rollouts on `health` (each
+/// version's figures over its rollout's window). See the module documentation.
+pub fn reconcile_judged(
+    state: &ClusterState,
+    liveness: &Liveness,
+    now_ms: u64,
+    policy: &StartPolicy,
+    health: &Health,
+) -> Vec<KvWrite> {
     if liveness.live.is_empty() {
         log::warn!("reconcile called with no live node; nothing done");
         return Vec::new();
     }
     let mut wanted = wanted_targets(state);
     quarantine::count(&mut wanted, state, &liveness.dead, now_ms, policy);
-    let mut pass = Pass::new(state, &wanted, liveness, now_ms);
+    let mut pass = Pass::new(state, &wanted, liveness, now_ms, health);
     pass.sync_targets();
     pass.remove_unreadable();
     pass.remove_dead_nodes_records();
@@ -144,11 +159,19 @@ struct Pass<'a> {
     going: BTreeSet<(&'a Artifact, &'a NodeId)>,
     /// Why the drain of a leaving node waits (the first reason found), by node.
     waits: BTreeMap<&'a NodeId, String>,
+    /// Window figures per version, for the rollouts' thresholds.
+    health: &'a Health,
     writes: Vec<KvWrite>,
 }
 
 impl<'a> Pass<'a> {
-    fn new(state: &'a ClusterState, wanted: &'a Wanted, liveness: &'a Liveness, now_ms: u64) -> Self {
+    fn new(
+        state: &'a ClusterState,
+        wanted: &'a Wanted,
+        liveness: &'a Liveness,
+        now_ms: u64,
+        health: &'a Health,
+    ) -> Self {
         let on_duty = |node: &&NodeId| state.duty(node) == crate::duty::Duty::OnDuty;
         let live: BTreeSet<&NodeId> = liveness.live.iter().filter(on_duty).collect();
         let mut load: BTreeMap<&NodeId, usize> = live.iter().map(|node| (*node, 0)).collect();
@@ -167,6 +190,7 @@ impl<'a> Pass<'a> {
             load,
             going: BTreeSet::new(),
             waits: BTreeMap::new(),
+            health,
             writes: Vec::new(),
         }
     }

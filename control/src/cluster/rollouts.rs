@@ -121,6 +121,12 @@ impl<'a> Pass<'a> {
             let why = format!("the blueprint {} no longer deploys the old versions", r.blueprint);
             return (r.rollback(&why, now).ok(), Vec::new());
         }
+        if r.state == Phase::Shifting {
+            if let Some(why) = self.unhealthy(r) {
+                log::warn!("rollout {id}: {why}; rolling back");
+                return (r.rollback(&why, now).ok(), Vec::new());
+            }
+        }
         match r.state {
             Phase::Deploying => (self.deployed(id, r), Vec::new()),
             Phase::Shifting if r.approval == Approval::Auto => (self.next_stage(r), Vec::new()),
@@ -135,6 +141,19 @@ impl<'a> Pass<'a> {
             }
             _ => (None, Vec::new()),
         }
+    }
+
+    /// Why a shifting rollout's new versions must go, from the health figures (see `Thresholds::judge`).
+    fn unhealthy(&self, r: &RolloutRecord) -> Option<String> {
+        if !r.thresholds.judged() {
+            return None;
+        }
+        r.artifacts.iter().find_map(|moved| {
+            let (from, to) = (moved.from_artifact()?, moved.to_artifact()?);
+            let new = self.health.get(&to)?;
+            let old = self.health.get(&from).copied().unwrap_or_default();
+            r.thresholds.judge(&to.to_string(), new, &old)
+        })
     }
 
     /// DEPLOYING: on to SHIFTING once every new version serves; rolled back when one cannot start.

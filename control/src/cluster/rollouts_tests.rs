@@ -5,7 +5,7 @@ use super::rollouts::{rewrite_blueprint, HISTORY_MAX};
 use super::*;
 use crate::blueprint;
 use crate::records::{BlueprintRecord, RouteRecord};
-use crate::rollout::{Approval, Move, Phase, Plan, Ratio, RolloutRecord, Stage, Strategy, Thresholds};
+use crate::rollout::{Approval, Figures, Move, Phase, Plan, Ratio, RolloutRecord, Stage, Strategy, Thresholds};
 use kvstore::{ApplyResult, ArtifactBase, Command, KvState};
 use serde_json::Map;
 
@@ -306,4 +306,29 @@ fn finished_rollouts_past_the_history_bound_are_removed() {
     }
     let removed: Vec<String> = keys(&pass(&kv, 1)).into_iter().filter(|k| k.starts_with("updates/")).collect();
     assert_eq!(removed, ["updates/r0", "updates/r1"]);
+}
+
+#[test]
+fn a_new_version_over_its_thresholds_is_rolled_back() {
+    let mut kv = deployed_v1();
+    start(&mut kv, "r1", Approval::Manual, vec![Stage { percent: 50, hold_ms: 0 }]);
+    let thresholds = Thresholds { max_error_rate: Some(0.1), ..Thresholds::default() };
+    let shifting =
+        RolloutRecord { state: Phase::Shifting, ratio: Ratio::new_percent(50), thresholds, ..rollout(&kv, "r1") };
+    put(&mut kv, "updates/r1", shifting.encode());
+    let judged = |kv: &mut KvState, new_errors: u64| {
+        let mut health = Health::new();
+        health.insert(Artifact::parse("g:a:1.0.0").unwrap(), Figures { calls: 100, errors: 0, p99_ms: 5 });
+        health.insert(Artifact::parse("g:a:2.0.0").unwrap(), Figures { calls: 100, errors: new_errors, p99_ms: 5 });
+        let liveness = Liveness::all_live([n(1), n(2), n(3)]);
+        let writes =
+            reconcile_judged(&ClusterState::from_entries(kv.list("")), &liveness, 5, &StartPolicy::default(), &health);
+        apply(kv, &writes);
+    };
+    judged(&mut kv, 10);
+    assert_eq!(rollout(&kv, "r1").state, Phase::Shifting, "10% is within the threshold");
+    judged(&mut kv, 30);
+    let r = rollout(&kv, "r1");
+    assert_eq!((r.state, r.new_share()), (Phase::RollingBack, 0));
+    assert!(r.reason.unwrap().contains("30.0% of 100 calls"));
 }
