@@ -23,7 +23,8 @@ use kvstore::{AetherKey, NodeId, Revision, Store, WatchId};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Keys the deployment managers read.
-pub const DEPLOY_PREFIXES: [&str; 6] = ["blueprints/", "targets/", "slices/", "endpoints/", "routes/", "updates/"];
+pub const DEPLOY_PREFIXES: [&str; 8] =
+    ["blueprints/", "targets/", "slices/", "endpoints/", "routes/", "updates/", "scaling/", "thresholds/"];
 
 /// Wall-clock milliseconds: slice records carry `since_ms` that other nodes compare with their own clock.
 pub fn wall_ms() -> u64 {
@@ -57,8 +58,8 @@ pub struct Leader {
     claiming: bool,
     /// The leader record's version this node last found itself leading at (scheduled runs are guarded by it).
     lead: Option<Revision>,
-    /// Shifting rollouts' window figures per version, judged by the next pass (set by the loop).
-    pub health: control::cluster::Health,
+    /// Rollouts' window figures and autoscaled slices' load, for the next pass (set by the loop).
+    pub measured: control::cluster::Measured,
 }
 
 impl Leader {
@@ -73,7 +74,7 @@ impl Leader {
             leader: None,
             claiming: false,
             lead: None,
-            health: Default::default(),
+            measured: Default::default(),
         }
     }
 
@@ -133,7 +134,7 @@ impl Leader {
         match self.tenure.leadership(&self.me, &view, &live) {
             Leadership::Lead { version } => {
                 self.lead = Some(version);
-                control::cluster::lead_judged(&view, &live, version, now_ms, policy, &self.health)
+                control::cluster::lead_judged(&view, &live, version, now_ms, policy, &self.measured)
             }
             Leadership::Claim(claim) => {
                 log::info!("claiming leadership: {claim}");

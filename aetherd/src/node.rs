@@ -28,6 +28,7 @@ mod messaging;
 mod metrics;
 mod peer_data;
 mod rollout_health;
+mod scaling_load;
 mod schedules;
 mod single_active;
 mod slice_kv;
@@ -130,6 +131,8 @@ struct Deployment {
     duty: duty::DutyWatch,
     /// Shifting rollouts' figures, read while this node leads.
     rollout_health: rollout_health::RolloutHealth,
+    /// Autoscaled slices' load, read while this node leads.
+    scaling_load: scaling_load::ScalingLoad,
 }
 
 pub struct Node {
@@ -203,6 +206,7 @@ impl Node {
                 renewal_check_due: true,
                 duty: duty::DutyWatch::default(),
                 rollout_health: Default::default(),
+                scaling_load: Default::default(),
             }),
             _ => None,
         };
@@ -391,8 +395,13 @@ impl Node {
             let policy = self.ops.settings.start_policy(d.deployer.policy());
             let now_ms = managers::wall_ms();
             if d.leader.leader() == Some(d.me.as_str()) {
-                d.rollout_health.sample(self.data.metrics.board(), r.store(), now_ms);
-                d.leader.health = d.rollout_health.figures(r.store());
+                let board = self.data.metrics.board();
+                d.rollout_health.sample(board, r.store(), now_ms);
+                d.scaling_load.sample(board, r.store(), now_ms);
+                d.leader.measured = control::cluster::Measured {
+                    health: d.rollout_health.figures(r.store()),
+                    loads: d.scaling_load.loads().clone(),
+                };
             }
             writes.extend(d.leader.writes(r.store(), now_ms, &policy));
             // A claim's decision wakes no watch: the next pass runs as soon as it is decided.

@@ -6,6 +6,8 @@
 //!   tell (route conflicts with other artifacts, `instances` above the node count);
 //! - [`records`]: the JSON values stored under `blueprints/`, `targets/`, `slices/`, `endpoints/`, `routes/`
 //!   and `nodes/` (leases and the leader record);
+//! - [`scaling`]: `scaling/{artifact-base}` instance counts set by the controller or an operator, the
+//!   controller's thresholds and its decision;
 //! - [`rollout`]: `updates/{id}`, a version change with its traffic ratio, stages and state;
 //! - [`duty`]: a node's own lifecycle (ON_DUTY, DRAINING, ...) under `nodes/{node}/lifecycle`;
 //! - [`lifecycle`]: [`lifecycle::SliceState`] and the allowed steps between states;
@@ -75,6 +77,7 @@ pub mod messaging;
 pub mod node;
 pub mod records;
 pub mod rollout;
+pub mod scaling;
 pub mod schedule;
 pub mod single_active;
 mod text;

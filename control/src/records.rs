@@ -113,6 +113,12 @@ pub struct TargetRecord {
     /// the leader rewrites the target with the blueprint's value).
     #[serde(default)]
     pub min_available: u32,
+    /// The most instances scaling may set (0 in records written before it existed: `instances`).
+    #[serde(default)]
+    pub max_instances: u32,
+    /// Whether the scaling controller sets `instances` by load.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub autoscale: bool,
     #[serde(with = "crate::text::seq")]
     pub depends_on: Vec<Artifact>,
     pub config: Map<String, Value>,
@@ -316,6 +322,8 @@ mod tests {
             instances: 2,
             min_instances: 1,
             min_available: 1,
+            max_instances: 4,
+            autoscale: true,
             depends_on: vec![Artifact::parse("g:b:1.0.0").unwrap()],
             config: Map::new(),
             failures: StartFailures::default(),

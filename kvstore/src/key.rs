@@ -9,8 +9,8 @@
 //! | `targets/{artifact}` | desired instances of a slice |
 //! | `endpoints/{artifact}/{method}/{node}:{instance}` | a live slice method instance |
 //! | `routes/{METHOD}/{path}` | an HTTP route; see below for `{path}` |
-//! | `versions/{artifact-base}` | traffic split between versions |
-//! | `updates/{id}` | a rolling update |
+//! | `versions/{artifact-base}` | reserved (a rollout's split is in its `updates/` record) |
+//! | `updates/{id}` | a rollout: versions moved, traffic ratio, stages, state |
 //! | `thresholds/{metric}` | a scaling or alert threshold |
 //! | `loglevels/{logger}` | a run-time log level (`{logger}` a module path such as `consensus::replica`, or `default`) |
 //! | `config/{section}` | a cluster-wide configuration value (a live node setting) |
@@ -22,6 +22,7 @@
 //! | `deadletters/{id}` | a message a subscriber failed to take after its retries |
 //! | `schedules/{artifact-base}/{task}` | a scheduled task, its last run and its state |
 //! | `leases/{artifact-base}` | the lease of a single-active slice: holder and epoch |
+//! | `scaling/{artifact-base}` | the instance count the scaling controller or an operator set for a slice |
 //! | `nodes/{node}/lifecycle` | a node's lifecycle state |
 //! | `nodes/{node}/lease` | a node's liveness lease, renewed by the node through consensus |
 //! | `nodes/leader` | which node leads the control plane |
@@ -79,10 +80,11 @@ pub enum Namespace {
     Cursors,
     DeadLetters,
     Leases,
+    Scaling,
 }
 
 impl Namespace {
-    pub const ALL: [Namespace; 22] = [
+    pub const ALL: [Namespace; 23] = [
         Namespace::Blueprints,
         Namespace::Slices,
         Namespace::Targets,
@@ -105,6 +107,7 @@ impl Namespace {
         Namespace::Cursors,
         Namespace::DeadLetters,
         Namespace::Leases,
+        Namespace::Scaling,
     ];
 
     /// The prefix every key of this namespace starts with (`"slices/"`), for [`crate::Store::list`] and watches.
@@ -132,6 +135,7 @@ impl Namespace {
             Namespace::Cursors => "cursors/",
             Namespace::DeadLetters => "deadletters/",
             Namespace::Leases => "leases/",
+            Namespace::Scaling => "scaling/",
         }
     }
 
@@ -245,6 +249,11 @@ pub enum AetherKey {
         task: Name,
     },
     /// `leases/{base}`: which instance of the single-active slice `base` serves, and its epoch.
+    /// `scaling/{artifact-base}`: the instance count the controller or an operator set for a slice, over the
+    /// blueprint's.
+    Scale {
+        base: ArtifactBase,
+    },
     SliceLease {
         base: ArtifactBase,
     },
@@ -309,6 +318,7 @@ impl AetherKey {
             AetherKey::DeadLetter { .. } => Namespace::DeadLetters,
             AetherKey::Schedule { .. } => Namespace::Schedules,
             AetherKey::SliceLease { .. } => Namespace::Leases,
+            AetherKey::Scale { .. } => Namespace::Scaling,
             AetherKey::NodeLifecycle { .. }
             | AetherKey::NodeLease { .. }
             | AetherKey::ClusterLeader
@@ -382,6 +392,7 @@ fn parse_in(namespace: Namespace, rest: &str) -> Result<AetherKey, ParseError> {
         Namespace::Cursors => parse_cursor(rest)?,
         Namespace::DeadLetters => AetherKey::DeadLetter { id: one_name(rest, "dead letter id")? },
         Namespace::Leases => AetherKey::SliceLease { base: ArtifactBase::parse(one(rest, "{group}:{artifact}")?)? },
+        Namespace::Scaling => AetherKey::Scale { base: ArtifactBase::parse(one(rest, "{group}:{artifact}")?)? },
         Namespace::Nodes => parse_node_key(rest)?,
         Namespace::Alerts => AetherKey::Alert { id: one_name(rest, "alert id")? },
         Namespace::Keys => AetherKey::ApiKey { id: one_name(rest, "key id")? },
@@ -529,7 +540,7 @@ impl fmt::Display for AetherKey {
             }
             AetherKey::DeadLetter { id } => write!(f, "{ns}/{id}"),
             AetherKey::Schedule { base, task } => write!(f, "{ns}/{base}/{task}"),
-            AetherKey::SliceLease { base } => write!(f, "{ns}/{base}"),
+            AetherKey::SliceLease { base } | AetherKey::Scale { base } => write!(f, "{ns}/{base}"),
             AetherKey::NodeLifecycle { node } => write!(f, "{ns}/{node}/lifecycle"),
             AetherKey::NodeLease { node } => write!(f, "{ns}/{node}/lease"),
             AetherKey::ClusterLeader => write!(f, "{ns}/leader"),

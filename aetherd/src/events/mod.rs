@@ -34,7 +34,7 @@ pub const DATA_VALUES_MAX: usize = 32;
 const OUTBOX_MAX: usize = 1000;
 
 /// What happened. The snake_case names are the API's `kind`.
-pub const KINDS: [&str; 19] = [
+pub const KINDS: [&str; 21] = [
     "node_up",
     "node_down",
     "leader_changed",
@@ -54,6 +54,8 @@ pub const KINDS: [&str; 19] = [
     "message_dead_lettered",
     "dead_letter_replayed",
     "node_lifecycle",
+    "rollout_changed",
+    "slice_scaled",
 ];
 
 /// One event as recorded at its origin.

@@ -6,7 +6,9 @@
 //! - `blueprint_applied` / `blueprint_deleted` / `slice_placed`: by the node the leader record names when
 //!   it applies the change (the leader places slices; a blueprint write is recorded there too);
 //! - `slice_state` and `slice_removed`: by the node the slice record belongs to (it runs the instance and
-//!   writes these changes).
+//!   writes these changes);
+//! - `rollout_changed` (a rollout's state, share or reason changed) and `slice_scaled` (a scale record set by
+//!   the controller, with its reason, or by an operator): by the node the leader record names.
 //!
 //! Invariant: the first look at the store after start records nothing (it only learns what is there), so a
 //! restart does not replay old changes as new events; a watch that lost events re-reads silently.
@@ -14,6 +16,8 @@
 use super::EventLog;
 use crate::membership::MembershipEvent;
 use control::records::{LeaderRecord, Record, SliceRecord};
+use control::rollout::RolloutRecord;
+use control::scaling::ScaleRecord;
 use kvstore::{AetherKey, Store, WatchEvent, WatchId};
 use serde_json::json;
 use std::collections::HashMap;
@@ -34,7 +38,8 @@ pub struct Observer {
 
 impl Observer {
     pub fn new(log: Arc<EventLog>, store: &mut Store) -> Observer {
-        let watches = ["blueprints/", "slices/"].iter().filter_map(|p| store.watch(p).ok()).collect();
+        let watches =
+            ["blueprints/", "slices/", "updates/", "scaling/"].iter().filter_map(|p| store.watch(p).ok()).collect();
         let me = log.me().to_string();
         Observer { log, me, watches, leader: None, slices: HashMap::new() }
     }
@@ -127,6 +132,19 @@ impl Observer {
                 if known && node == self.me {
                     self.log.record(now_ms, &node, "slice_removed", json!({ "artifact": artifact, "node": node }));
                 }
+            }
+            WatchEvent::Put { key: AetherKey::Update { id }, value, .. } if leading => {
+                let Ok(r) = RolloutRecord::decode(&value) else { return };
+                let data = json!({
+                    "id": id.to_string(), "state": r.state.as_str(), "new_share": r.new_share(), "reason": r.reason,
+                });
+                self.log.record(now_ms, &self.me, "rollout_changed", data);
+            }
+            WatchEvent::Put { key: AetherKey::Scale { base }, value, .. } if leading => {
+                let Ok(r) = ScaleRecord::decode(&value) else { return };
+                let data =
+                    json!({ "artifact": base.to_string(), "instances": r.instances, "by": r.by, "reason": r.reason });
+                self.log.record(now_ms, &self.me, "slice_scaled", data);
             }
             WatchEvent::Resync { .. } => self.reseed(store),
             _ => {}

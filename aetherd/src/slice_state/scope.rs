@@ -43,6 +43,8 @@ mod tests {
             instances: 1,
             min_instances: 1,
             min_available: 1,
+            max_instances: 1,
+            autoscale: false,
             depends_on: Vec::new(),
             config,
             failures: StartFailures::default(),

@@ -79,6 +79,11 @@ impl SliceSpec {
     pub fn min_available(&self) -> u32 {
         self.min_available.unwrap_or_else(|| default_min_available(self.instances))
     }
+
+    /// The most instances scaling may set: as written, else `instances`.
+    pub fn max_instances(&self) -> u32 {
+        self.max_instances.unwrap_or(self.instances).max(self.instances)
+    }
 }
 
 /// The disruption budget of a slice that does not set one: `instances - 1`, at least 1.
@@ -104,6 +109,14 @@ pub struct SliceSpec {
     /// written so blueprint records stored before the field existed still match their reparsed TOML.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_available: Option<u32>,
+    /// The most instances scaling (the controller or `POST /api/scale`) may set, as written (`None`:
+    /// `instances`); see [`SliceSpec::max_instances`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// Whether the leader's scaling controller changes the instance count between `min_instances` and
+    /// `max_instances` by load (off: `instances`, or an operator's `POST /api/scale`, is what runs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub autoscale: bool,
     #[serde(with = "crate::text::seq")]
     pub depends_on: Vec<Artifact>,
     /// String keys to strings, numbers and booleans.

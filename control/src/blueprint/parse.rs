@@ -28,6 +28,10 @@ pub(super) struct RawSlice {
     artifact: Spanned<String>,
     instances: Option<Spanned<i64>>,
     min_instances: Option<Spanned<i64>>,
+    /// The most instances scaling may reach (see `SliceSpec::max_instances`).
+    max_instances: Option<Spanned<i64>>,
+    /// Whether the scaling controller changes the instance count (see `SliceSpec::autoscale`).
+    autoscale: Option<Spanned<bool>>,
     /// The disruption budget: ACTIVE instances a drain never goes below (see `SliceSpec::min_available`).
     min_available: Option<Spanned<i64>>,
     #[serde(default)]
@@ -231,6 +235,18 @@ pub(super) fn parse_slice(index: usize, raw: &Spanned<RawSlice>, lines: &Lines) 
         }
         None => None,
     };
+    let max_instances = match &slice.max_instances {
+        Some(n) => {
+            let value = check_count(*n.get_ref(), 1).map_err(|r| invalid(n.span(), "max_instances", r))?;
+            if value < instances {
+                let reason = format!("max_instances ({value}) is less than instances ({instances})");
+                return Err(invalid(n.span(), "max_instances", reason));
+            }
+            Some(value)
+        }
+        None => None,
+    };
+    let autoscale = slice.autoscale.as_ref().is_some_and(|a| *a.get_ref());
     let depends_on = parse_dependencies(index, slice, lines)?;
     let mut config = parse_config(index, slice, lines)?;
     if let Some(n) = &slice.concurrency {
@@ -253,7 +269,8 @@ pub(super) fn parse_slice(index: usize, raw: &Spanned<RawSlice>, lines: &Lines) 
         &mut config,
     )?;
     let dependency_lines = slice.depends_on.iter().map(|d| lines.of(d.span().start)).collect();
-    let spec = SliceSpec { artifact, instances, min_instances, min_available, depends_on, config };
+    let spec =
+        SliceSpec { artifact, instances, min_instances, min_available, max_instances, autoscale, depends_on, config };
     Ok(Located { spec, index, artifact_line: lines.of(slice.artifact.span().start), dependency_lines })
 }
 

@@ -200,19 +200,19 @@ pub fn lead(
     now_ms: u64,
     policy: &StartPolicy,
 ) -> Vec<KvWrite> {
-    lead_judged(state, liveness, leader_version, now_ms, policy, &super::Health::new())
+    lead_judged(state, liveness, leader_version, now_ms, policy, &super::Measured::default())
 }
 
-/// [`lead`] judging shifting rollouts on `health` (see [`super::reconcile_judged`]).
+/// [`lead`] with what the runtime measured (see [`super::reconcile_judged`]).
 pub fn lead_judged(
     state: &ClusterState,
     liveness: &Liveness,
     leader_version: Revision,
     now_ms: u64,
     policy: &StartPolicy,
-    health: &super::Health,
+    measured: &super::Measured,
 ) -> Vec<KvWrite> {
-    let writes = super::reconcile_judged(state, liveness, now_ms, policy, health);
+    let writes = super::reconcile_judged(state, liveness, now_ms, policy, measured);
     writes.into_iter().map(|write| write.guarded(AetherKey::ClusterLeader, Some(leader_version))).collect()
 }
 

@@ -43,6 +43,9 @@ mod quarantine;
 mod rollouts;
 #[cfg(test)]
 mod rollouts_tests;
+mod scale;
+#[cfg(test)]
+mod scale_tests;
 mod state;
 mod versions;
 
@@ -52,6 +55,14 @@ pub use state::{ClusterState, EndpointId, PROBLEMS_MAX};
 
 /// Window figures per version (`group:artifact:version`), for the rollouts' thresholds.
 pub type Health = BTreeMap<Artifact, crate::rollout::Figures>;
+
+/// What the runtime measured for the leader's pass: rollouts' window figures and autoscaled slices' load.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measured {
+    pub health: Health,
+    /// Load per version of slices whose blueprint turns `autoscale` on.
+    pub loads: BTreeMap<Artifact, crate::scaling::SliceLoad>,
+}
 
 use crate::lifecycle::{DesiredState, SliceState};
 use crate::records::{Record, SliceRecord, TargetRecord};
@@ -85,11 +96,14 @@ pub fn wanted_targets(state: &ClusterState) -> Wanted {
                 wanted.conflicts.push((name.clone(), artifact.clone()));
                 continue;
             }
+            let instances = scale::instances(state, name, spec);
             let target = TargetRecord {
                 blueprint: name.clone(),
-                instances: spec.instances,
+                instances,
                 min_instances: spec.min_instances,
                 min_available: spec.min_available(),
+                max_instances: spec.max_instances(),
+                autoscale: spec.autoscale,
                 depends_on: spec.depends_on.clone(),
                 config: spec.config.clone(),
                 failures: StartFailures::default(),
@@ -109,17 +123,18 @@ pub fn reconcile(state: &ClusterState, liveness: &Liveness, now_ms: u64) -> Vec<
 
 /// The writes that move the cluster towards the blueprints, with no health figures for rollouts.
 pub fn reconcile_with(state: &ClusterState, liveness: &Liveness, now_ms: u64, policy: &StartPolicy) -> Vec<KvWrite> {
-    reconcile_judged(state, liveness, now_ms, policy, &Health::new())
+    reconcile_judged(state, liveness, now_ms, policy, &Measured::default())
 }
 
-/// The writes that move the cluster towards the blueprints, judging shifting rollouts on `health` (each
-/// version's figures over its rollout's window). See the module documentation.
+/// The writes that move the cluster towards the blueprints, judging shifting rollouts on the measured
+/// health (each version's figures over its rollout's window) and scaling autoscaled slices by their measured
+/// load. See the module documentation.
 pub fn reconcile_judged(
     state: &ClusterState,
     liveness: &Liveness,
     now_ms: u64,
     policy: &StartPolicy,
-    health: &Health,
+    measured: &Measured,
 ) -> Vec<KvWrite> {
     if liveness.live.is_empty() {
         log::warn!("reconcile called with no live node; nothing done");
@@ -127,7 +142,7 @@ pub fn reconcile_judged(
     }
     let mut wanted = wanted_targets(state);
     quarantine::count(&mut wanted, state, &liveness.dead, now_ms, policy);
-    let mut pass = Pass::new(state, &wanted, liveness, now_ms, health);
+    let mut pass = Pass::new(state, &wanted, liveness, now_ms, measured);
     pass.sync_targets();
     pass.remove_unreadable();
     pass.remove_dead_nodes_records();
@@ -141,6 +156,7 @@ pub fn reconcile_judged(
     pass.clean_endpoints();
     pass.clean_routes();
     pass.progress_rollouts();
+    pass.autoscale();
     pass.writes
 }
 
@@ -159,8 +175,8 @@ struct Pass<'a> {
     going: BTreeSet<(&'a Artifact, &'a NodeId)>,
     /// Why the drain of a leaving node waits (the first reason found), by node.
     waits: BTreeMap<&'a NodeId, String>,
-    /// Window figures per version, for the rollouts' thresholds.
-    health: &'a Health,
+    /// Rollouts' window figures and autoscaled slices' load.
+    measured: &'a Measured,
     writes: Vec<KvWrite>,
 }
 
@@ -170,7 +186,7 @@ impl<'a> Pass<'a> {
         wanted: &'a Wanted,
         liveness: &'a Liveness,
         now_ms: u64,
-        health: &'a Health,
+        measured: &'a Measured,
     ) -> Self {
         let on_duty = |node: &&NodeId| state.duty(node) == crate::duty::Duty::OnDuty;
         let live: BTreeSet<&NodeId> = liveness.live.iter().filter(on_duty).collect();
@@ -190,7 +206,7 @@ impl<'a> Pass<'a> {
             load,
             going: BTreeSet::new(),
             waits: BTreeMap::new(),
-            health,
+            measured,
             writes: Vec::new(),
         }
     }

@@ -47,12 +47,15 @@ pub(super) fn add_targets(wanted: &mut Wanted, state: &ClusterState) {
                 log::debug!("rollout {id}: {to} is already deployed by blueprint {}", other.blueprint);
                 continue;
             }
-            let instances = if record.instances == 0 { spec.instances } else { record.instances };
+            let Some(old) = wanted.targets.get(&from) else { continue };
+            let instances = if record.instances == 0 { old.instances } else { record.instances };
             let target = TargetRecord {
                 blueprint: record.blueprint.clone(),
                 instances,
                 min_instances: spec.min_instances.min(instances),
                 min_available: blueprint::default_min_available(instances),
+                max_instances: old.max_instances.max(instances),
+                autoscale: false,
                 depends_on: spec.depends_on.clone(),
                 config: spec.config.clone(),
                 failures: Default::default(),
@@ -150,8 +153,8 @@ impl<'a> Pass<'a> {
         }
         r.artifacts.iter().find_map(|moved| {
             let (from, to) = (moved.from_artifact()?, moved.to_artifact()?);
-            let new = self.health.get(&to)?;
-            let old = self.health.get(&from).copied().unwrap_or_default();
+            let new = self.measured.health.get(&to)?;
+            let old = self.measured.health.get(&from).copied().unwrap_or_default();
             r.thresholds.judge(&to.to_string(), new, &old)
         })
     }

@@ -317,12 +317,18 @@ fn a_new_version_over_its_thresholds_is_rolled_back() {
         RolloutRecord { state: Phase::Shifting, ratio: Ratio::new_percent(50), thresholds, ..rollout(&kv, "r1") };
     put(&mut kv, "updates/r1", shifting.encode());
     let judged = |kv: &mut KvState, new_errors: u64| {
-        let mut health = Health::new();
+        let mut measured = Measured::default();
+        let health = &mut measured.health;
         health.insert(Artifact::parse("g:a:1.0.0").unwrap(), Figures { calls: 100, errors: 0, p99_ms: 5 });
         health.insert(Artifact::parse("g:a:2.0.0").unwrap(), Figures { calls: 100, errors: new_errors, p99_ms: 5 });
         let liveness = Liveness::all_live([n(1), n(2), n(3)]);
-        let writes =
-            reconcile_judged(&ClusterState::from_entries(kv.list("")), &liveness, 5, &StartPolicy::default(), &health);
+        let writes = reconcile_judged(
+            &ClusterState::from_entries(kv.list("")),
+            &liveness,
+            5,
+            &StartPolicy::default(),
+            &measured,
+        );
         apply(kv, &writes);
     };
     judged(&mut kv, 10);

@@ -11,8 +11,9 @@
 use crate::duty::DutyRecord;
 use crate::records::{BlueprintRecord, LeaderRecord, LeaseRecord, Record, RouteRecord, SliceRecord, TargetRecord};
 use crate::rollout::RolloutRecord;
+use crate::scaling::{ScaleRecord, ScalingConfig};
 use crate::write::Versioned;
-use kvstore::{AetherKey, Artifact, Entry, HttpMethod, Name, NodeId, Revision, RoutePath};
+use kvstore::{AetherKey, Artifact, ArtifactBase, Entry, HttpMethod, Name, NodeId, Revision, RoutePath};
 use std::collections::BTreeMap;
 
 /// Most problems kept in one view; more are counted in [`ClusterState::problems_dropped`].
@@ -50,6 +51,10 @@ pub struct ClusterState {
     pub routes: BTreeMap<(HttpMethod, RoutePath), Versioned<RouteRecord>>,
     /// Rollouts (`updates/{id}`) by id.
     pub rollouts: BTreeMap<Name, Versioned<RolloutRecord>>,
+    /// Instance counts set by scaling (`scaling/{artifact-base}`), by base.
+    pub scales: BTreeMap<ArtifactBase, Versioned<ScaleRecord>>,
+    /// The scaling controller's thresholds (`thresholds/scaling`); `None` when absent or unreadable.
+    pub scaling_config: Option<ScalingConfig>,
     /// Lease records by node. An unreadable lease still counts by its version (it is only ever compared).
     pub leases: BTreeMap<NodeId, Versioned<LeaseRecord>>,
     /// Node lifecycle records by node (`nodes/{node}/lifecycle`); `Err` holds the version of an unreadable one.
@@ -110,6 +115,12 @@ impl ClusterState {
             }
             AetherKey::Route { method, path } => {
                 self.routes.insert((*method, path.clone()), Versioned { value: decode(value)?, version });
+            }
+            AetherKey::Scale { base } => {
+                self.scales.insert(base.clone(), Versioned { value: decode(value)?, version });
+            }
+            AetherKey::Threshold { metric } if metric.as_str() == "scaling" => {
+                self.scaling_config = Some(decode(value)?);
             }
             AetherKey::Update { id } => {
                 self.rollouts.insert(id.clone(), Versioned { value: decode(value)?, version });

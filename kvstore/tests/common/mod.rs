@@ -70,6 +70,7 @@ pub fn key() -> impl Strategy<Value = AetherKey> + Clone {
         }),
         (http_method(), route_path()).prop_map(|(method, path)| AetherKey::Route { method, path }),
         artifact_base().prop_map(|base| AetherKey::Versions { base }),
+        artifact_base().prop_map(|base| AetherKey::Scale { base }),
         name().prop_map(|id| AetherKey::Update { id }),
         name().prop_map(|metric| AetherKey::Threshold { metric }),
         name().prop_map(|logger| AetherKey::LogLevel { logger }),
