@@ -36,6 +36,7 @@ mod nodes;
 mod openapi;
 mod repository;
 mod repository_path;
+mod scaling;
 mod schedules;
 mod server;
 mod upload;
