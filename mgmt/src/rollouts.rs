@@ -247,7 +247,8 @@ fn start(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
     for moved in &moves {
         require_known(backend, moved)?;
     }
-    let id = choose_id(&existing, body.id.as_deref(), &moves[0])?;
+    let first = moves.first().ok_or_else(|| ApiError::bad_request("a rollout moves at least one artifact"))?;
+    let id = choose_id(&existing, body.id.as_deref(), first)?;
     let plan = Plan {
         artifacts: moves,
         blueprint,
@@ -321,28 +322,28 @@ fn owner(backend: &dyn Backend, wanted: &[(ArtifactBase, SemVer)]) -> Result<(Na
     let blueprints: Vec<BlueprintRecord> = (backend.kv_list("blueprints/", false)?.iter())
         .filter_map(|e| BlueprintRecord::decode(&e.value).ok())
         .collect();
-    let mut owner: Option<&Name> = None;
+    let mut owner: Option<(&Name, &ArtifactBase)> = None;
     let mut moves = Vec::with_capacity(wanted.len());
     for (base, to) in wanted {
         let (name, from) = deployed(&blueprints, base)?;
-        if let Some(first) = owner.filter(|o| *o != name) {
-            return Err(ApiError::new(
-                409,
-                "conflict",
-                format!(
-                    "the artifacts of one rollout must be deployed by one blueprint: {} by '{first}', {base} by '{name}'",
-                    moves.first().map_or_else(String::new, |m: &Move| m.base.to_string())
-                ),
-            ));
+        match owner {
+            None => owner = Some((name, base)),
+            Some((first, first_base)) if first != name => {
+                let detail = format!(
+                    "the artifacts of one rollout must be deployed by one blueprint: {first_base} by '{first}', \
+                     {base} by '{name}'"
+                );
+                return Err(ApiError::new(409, "conflict", detail));
+            }
+            Some(_) => {}
         }
-        owner = Some(name);
         if from.version() == to {
             return Err(ApiError::new(409, "conflict", format!("{base} is deployed at {to} already")));
         }
         moves.push(Move { base: base.clone(), from: from.version().to_string(), to: to.to_string() });
     }
-    let name = owner.cloned().ok_or_else(|| ApiError::bad_request("a rollout moves at least one artifact"))?;
-    Ok((name, moves))
+    let (name, _) = owner.ok_or_else(|| ApiError::bad_request("a rollout moves at least one artifact"))?;
+    Ok((name.clone(), moves))
 }
 
 /// The blueprint and artifact deploying `base`: exactly one version of it, in exactly one blueprint.
