@@ -462,13 +462,18 @@ impl RolloutRecord {
         Ok(RolloutRecord { ratio, since_ms: now_ms, reason: None, ..self.clone() })
     }
 
-    /// The next stage's share (100% past the last stage).
+    /// The current stage's share when the ratio is below it (a manual rollout starts at 0%), else the next
+    /// stage's (100% past the last stage).
     pub fn promote(&self, now_ms: u64) -> Result<RolloutRecord, Refused> {
         self.refuse_unless_running("be promoted")?;
         if self.state != Phase::Shifting {
             return Err(Refused(format!("the rollout is {}; only a shifting rollout is promoted", self.state)));
         }
-        let next = usize::try_from(self.stage).unwrap_or(usize::MAX).saturating_add(1);
+        let at = usize::try_from(self.stage).unwrap_or(usize::MAX);
+        if let Some(stage) = self.stages.get(at).filter(|s| self.ratio.new < s.percent) {
+            return Ok(RolloutRecord { ratio: Ratio::new_percent(stage.percent), since_ms: now_ms, ..self.clone() });
+        }
+        let next = at.saturating_add(1);
         let (stage, percent) = match self.stages.get(next) {
             Some(stage) => (next, stage.percent),
             None => (self.stages.len().saturating_sub(1), 100),
@@ -565,6 +570,9 @@ mod tests {
 
     #[test]
     fn promote_walks_the_stages_then_goes_to_all() {
+        let manual = RolloutRecord { ratio: Ratio::OLD, ..record() };
+        let first = manual.promote(1).unwrap();
+        assert_eq!((first.stage, first.ratio.new), (0, 10), "a manual rollout at 0% goes to its first stage");
         let r = record();
         let next = r.promote(7).unwrap();
         assert_eq!((next.stage, next.ratio.new, next.since_ms), (1, 50, 7));

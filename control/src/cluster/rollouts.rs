@@ -163,7 +163,7 @@ impl<'a> Pass<'a> {
     fn deployed(&self, id: &Name, r: &RolloutRecord) -> Option<RolloutRecord> {
         let mut all_ready = true;
         for to in r.artifacts.iter().filter_map(|m| m.to_artifact()) {
-            let Some(target) = self.wanted.targets.get(&to) else { return None };
+            let target = self.wanted.targets.get(&to)?;
             if target.failures.quarantined {
                 let why = format!("{to} failed to start: {}", target.failures.reason.as_deref().unwrap_or("?"));
                 log::warn!("rollout {id}: {why}; rolling back");
