@@ -7,7 +7,7 @@
 //! leader, and submits the writes it returns. One pass:
 //!
 //! 1. derives the wanted targets from the blueprints (the first blueprint by name owns an artifact that two
-//!    blueprints name) and writes `targets/*` that differ, removing targets no blueprint asks for; values it
+//!    blueprints name; a scale record may set the count; a running rollout adds its new versions) and writes `targets/*` that differ, removing targets no blueprint asks for; values it
 //!    cannot read under the keys it owns are replaced: an unreadable target is rewritten or removed, an
 //!    unreadable slice record or route is removed (a node cleans up such a slice as an orphan);
 //! 2. removes the slice records of dead nodes, each removal conditional on the dead node's lease record still
@@ -16,8 +16,14 @@
 //!    bridges moves nothing;
 //! 3. for each target in dependency order, retires surplus instances and FAILED ones that have been failed for
 //!    [`FAILED_RETIRE_AFTER_MS`], and places missing ones, once every dependency has `min_instances` ACTIVE;
-//! 4. retires records whose artifact no target wants (deleted blueprint, orphans);
-//! 5. removes endpoints that no ACTIVE record backs and routes of artifacts no target wants.
+//! 4. retires records whose artifact no target wants (deleted blueprint, orphans), except an old version
+//!    whose successor (another wanted version of its base) does not serve yet (`versions`: make before
+//!    break);
+//! 5. removes endpoints that no ACTIVE record backs; rewrites a route of an old version to its serving
+//!    successor, and removes routes nothing serves any more;
+//! 6. moves rollouts on (`rollouts`: deploy the new versions, walk stages, judge thresholds on the measured
+//!    health, rewrite the blueprint on completion) and runs the scaling controller on autoscaled slices
+//!    (`scale`).
 //!
 //! Placement: a slice record key is `slices/{node}/{artifact}`, so a node holds at most one instance of an
 //! artifact and instances are always spread over distinct nodes. A target with more instances than there are
