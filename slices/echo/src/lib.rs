@@ -9,7 +9,8 @@
 //! header fields and any status both ways (`GET|POST /echo/status/{code}`, and through a
 //! slice-to-slice call `POST /echo/relay/{code}`), the invocation context (`GET /echo/invocation`,
 //! `GET /echo/relay-invocation`), live config (`GET /echo/config/{key}`; a config with the key
-//! `refuse` is refused by `reconfigure`) and cluster state (`POST /echo/kv/{op}`).
+//! `refuse` is refused by `reconfigure`), cluster state (`POST /echo/kv/{op}`), and a version that fails on
+//! purpose (`GET /echo/fail-on/{version}`: 500 from that version, 200 from any other).
 
 use aether_sdk::{json, Config, Context, Method, Request, Response, Route, Slice, Status};
 
@@ -35,6 +36,7 @@ impl Slice for Echo {
         Method::new("kv"),
         Method::new("kv-change"),
         Method::new("kv-changes"),
+        Method::new("fail-on"),
     ];
     const ROUTES: &'static [Route] = &[
         Route::get("/echo/{msg}", "echo"),
@@ -47,6 +49,7 @@ impl Slice for Echo {
         Route::get("/echo/config/{key}", "config"),
         Route::post("/echo/kv/{op}", "kv"),
         Route::get("/echo/kv-changes/all", "kv-changes"),
+        Route::get("/echo/fail-on/{version}", "fail-on"),
     ];
 
     fn start(ctx: Context, _config: &Config) -> Result<Echo, aether_sdk::Error> {
@@ -63,6 +66,7 @@ impl Slice for Echo {
             "relay-invocation" => probe::relay_invocation(&self.ctx, Self::artifact()),
             "config" => probe::config(&self.ctx, request),
             "kv" => probe::kv(&self.ctx, request),
+            "fail-on" => self.fail_on(request),
             "kv-change" => {
                 let body = request.body_str().unwrap_or_default().to_owned();
                 self.changes.lock().unwrap_or_else(|e| e.into_inner()).push(body);
@@ -87,6 +91,15 @@ impl Echo {
     /// This slice's own artifact (the target of its relays).
     fn artifact() -> &'static str {
         concat!("org.aether.examples:echo:", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// `GET /echo/fail-on/{version}`: a 500 from the named version, the usual answer from any other (a
+    /// version that fails on purpose, for rollouts' health thresholds).
+    fn fail_on(&self, request: &Request<'_>) -> Response {
+        if request.param("version") == Some(Self::VERSION) {
+            return Response::error(Status::INTERNAL_SERVER_ERROR, concat!("echo ", env!("CARGO_PKG_VERSION"), " fails here"));
+        }
+        Response::json(json::Object::new().str("version", Self::VERSION).str("node", self.ctx.node_id()).finish())
     }
 
     fn echo(&self, request: &Request<'_>) -> Response {
