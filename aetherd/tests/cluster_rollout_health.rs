@@ -34,8 +34,10 @@ fn a_failing_new_version_is_rolled_back_automatically_without_failing_other_requ
     let posted = http(c.nodes[0].management, "POST", "/api/blueprints", blueprint.as_bytes()).unwrap();
     assert_eq!(posted.status, 201, "{}", posted.text());
     let ports: Vec<_> = c.nodes.iter().map(|n| n.app).collect();
-    wait_for(SETTLE, || ports.iter().all(|p| http(*p, "GET", "/echo/fail-on/2.0.0", b"").is_ok_and(|r| r.status == 200)))
-        .expect("1.0.0 serves on every node");
+    wait_for(SETTLE, || {
+        ports.iter().all(|p| http(*p, "GET", "/echo/fail-on/2.0.0", b"").is_ok_and(|r| r.status == 200))
+    })
+    .expect("1.0.0 serves on every node");
 
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));

@@ -6,7 +6,7 @@ use crate::util::{cargo, run, target_dir};
 pub fn bench(args: &[String]) -> crate::TaskResult {
     let Some((name, rest)) = args.split_first() else {
         return Err(
-            "bench needs a name: transport, kv, app, consensus-core, invoke-local, slice-kv, dht, messaging, members, drain".into()
+            "bench needs a name: transport, kv, app, consensus-core, invoke-local, slice-kv, dht, messaging, members, drain, rollout".into()
         );
     };
     match name.as_str() {
@@ -20,9 +20,10 @@ pub fn bench(args: &[String]) -> crate::TaskResult {
         "messaging" => messaging(rest),
         "members" => members(rest),
         "drain" => drain(rest),
+        "rollout" => rollout(rest),
         other => Err(format!(
             "unknown benchmark `{other}`: transport, kv, app, consensus-core, invoke-local, slice-kv, dht, messaging, \
-             members, drain"
+             members, drain, rollout"
         )),
     }
 }
@@ -169,6 +170,24 @@ fn drain(args: &[String]) -> crate::TaskResult {
     let json = out.join("drain.json");
     let mut command = cargo();
     command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "drain", "--"]);
+    command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).args(args).arg("--json").arg(&json);
+    run(command)?;
+    println!("wrote {}", json.display());
+    Ok(())
+}
+
+/// `cargo xtask bench rollout [--rounds N]`: rollout and re-post times of `echo` 1.0.0 <-> 2.0.0 on 3 nodes
+/// under a fixed request rate, the requests that failed meanwhile, and the scaling reaction time, against the
+/// blueprint's deploy time (`bench/src/bin/rollout.rs`). Writes `{target}/bench/rollout.json`.
+fn rollout(args: &[String]) -> crate::TaskResult {
+    let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
+    crate::slices::build_slices(&[])?;
+    let repo = target_dir().join("slices-repo");
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = out.join("rollout.json");
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "rollout", "--"]);
     command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).args(args).arg("--json").arg(&json);
     run(command)?;
     println!("wrote {}", json.display());

@@ -97,7 +97,10 @@ impl Echo {
     /// version that fails on purpose, for rollouts' health thresholds).
     fn fail_on(&self, request: &Request<'_>) -> Response {
         if request.param("version") == Some(Self::VERSION) {
-            return Response::error(Status::INTERNAL_SERVER_ERROR, concat!("echo ", env!("CARGO_PKG_VERSION"), " fails here"));
+            return Response::error(
+                Status::INTERNAL_SERVER_ERROR,
+                concat!("echo ", env!("CARGO_PKG_VERSION"), " fails here"),
+            );
         }
         Response::json(json::Object::new().str("version", Self::VERSION).str("node", self.ctx.node_id()).finish())
     }
