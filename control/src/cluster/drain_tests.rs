@@ -3,19 +3,12 @@
 use super::{reconcile, ClusterState, Liveness};
 use crate::blueprint;
 use crate::duty::{Duty, DutyRecord};
-use crate::lifecycle::{DesiredState, SliceState};
+use crate::lifecycle::SliceState;
 use crate::records::{BlueprintRecord, Record, SliceRecord};
 use crate::write::KvWrite;
-use kvstore::{Command, KvState, NodeId};
-use serde_json::Map;
+use kvstore::{Command, KvState};
 
-fn n(i: usize) -> NodeId {
-    NodeId::parse(&format!("n{i}")).unwrap()
-}
-
-fn put(kv: &mut KvState, key: &str, value: Vec<u8>) {
-    kv.apply_command(Command::Put { key: key.parse().unwrap(), value }, &mut |_| {});
-}
+use super::test_support::{n, put};
 
 fn blueprint(kv: &mut KvState, instances: u32, min_available: Option<u32>) {
     let budget = min_available.map(|m| format!("min_available = {m}\n")).unwrap_or_default();
@@ -26,20 +19,7 @@ fn blueprint(kv: &mut KvState, instances: u32, min_available: Option<u32>) {
 
 /// An ACTIVE record with its endpoint, or a record in `state` without one.
 fn record(kv: &mut KvState, node: usize, state: SliceState, instance: u32) {
-    let record = SliceRecord {
-        desired: DesiredState::Active,
-        state,
-        since_ms: 0,
-        instance,
-        error: None,
-        config: Map::new(),
-        failed_in: None,
-        config_refused: None,
-    };
-    put(kv, &format!("slices/n{node}/g:a:1.0.0"), record.encode());
-    if state == SliceState::Active {
-        put(kv, &format!("endpoints/g:a:1.0.0/get/n{node}:{instance}"), b"{}".to_vec());
-    }
+    super::test_support::slice(kv, node, "g:a:1.0.0", state, instance, 0);
 }
 
 fn duty(kv: &mut KvState, node: usize, state: Duty) {

@@ -53,6 +53,8 @@ mod scale;
 #[cfg(test)]
 mod scale_tests;
 mod state;
+#[cfg(test)]
+mod test_support;
 mod versions;
 
 pub use liveness::{lead, lead_judged, leadership, Leadership, LeaseWatch, Liveness, Tenure};

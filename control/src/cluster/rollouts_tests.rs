@@ -6,16 +6,9 @@ use super::*;
 use crate::blueprint;
 use crate::records::{BlueprintRecord, RouteRecord};
 use crate::rollout::{Approval, Figures, Move, Phase, Plan, Ratio, RolloutRecord, Stage, Strategy, Thresholds};
-use kvstore::{ApplyResult, ArtifactBase, Command, KvState};
-use serde_json::Map;
+use kvstore::{ApplyResult, ArtifactBase, KvState};
 
-fn n(i: usize) -> NodeId {
-    NodeId::parse(&format!("n{i}")).unwrap()
-}
-
-fn put(kv: &mut KvState, key: &str, value: Vec<u8>) {
-    kv.apply_command(Command::Put { key: key.parse().unwrap(), value }, &mut |_| {});
-}
+use super::test_support::{n, put};
 
 fn post(kv: &mut KvState, toml: &str) {
     let parsed = blueprint::parse(toml, &|_| true).unwrap();
@@ -29,20 +22,7 @@ fn shop(version: &str, instances: u32) -> String {
 
 /// A record of `artifact` on node `i` in `state`, with its endpoint when ACTIVE.
 fn serving(kv: &mut KvState, i: usize, artifact: &str, state: SliceState, instance: u32) {
-    let record = SliceRecord {
-        desired: DesiredState::Active,
-        state,
-        since_ms: 0,
-        instance,
-        error: None,
-        config: Map::new(),
-        failed_in: None,
-        config_refused: None,
-    };
-    put(kv, &format!("slices/n{i}/{artifact}"), record.encode());
-    if state == SliceState::Active {
-        put(kv, &format!("endpoints/{artifact}/get/n{i}:{instance}"), b"{}".to_vec());
-    }
+    super::test_support::slice(kv, i, artifact, state, instance, 0);
 }
 
 fn route(kv: &mut KvState, artifact: &str, method: &str) {

@@ -4,16 +4,9 @@ use super::*;
 use crate::blueprint;
 use crate::records::BlueprintRecord;
 use crate::scaling::{ScaleRecord, ScaledBy, SliceLoad};
-use kvstore::{ApplyResult, Command, KvState};
-use serde_json::Map;
+use kvstore::{ApplyResult, KvState};
 
-fn n(i: usize) -> NodeId {
-    NodeId::parse(&format!("n{i}")).unwrap()
-}
-
-fn put(kv: &mut KvState, key: &str, value: Vec<u8>) {
-    kv.apply_command(Command::Put { key: key.parse().unwrap(), value }, &mut |_| {});
-}
+use super::test_support::{n, put};
 
 fn post(kv: &mut KvState, extra: &str) {
     let toml =
@@ -23,17 +16,7 @@ fn post(kv: &mut KvState, extra: &str) {
 }
 
 fn active(kv: &mut KvState, node: usize, instance: u32, since_ms: u64) {
-    let record = SliceRecord {
-        desired: DesiredState::Active,
-        state: SliceState::Active,
-        since_ms,
-        instance,
-        error: None,
-        config: Map::new(),
-        failed_in: None,
-        config_refused: None,
-    };
-    put(kv, &format!("slices/n{node}/g:a:1.0.0"), record.encode());
+    super::test_support::slice(kv, node, "g:a:1.0.0", SliceState::Active, instance, since_ms);
 }
 
 fn pass(kv: &mut KvState, now_ms: u64, cpu: f64) -> Vec<String> {
