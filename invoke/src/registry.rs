@@ -343,6 +343,15 @@ impl Registry {
         &self.versions
     }
 
+    /// The artifacts of `base` (`group:artifact`) that have endpoints, highest version text last.
+    pub fn artifacts_of(&self, base: &str) -> Vec<&str> {
+        let mut found: Vec<&str> =
+            self.endpoints.keys().map(String::as_str).filter(|a| artifact_base(a) == base).collect();
+        found.sort_unstable();
+        found.reverse();
+        found
+    }
+
     /// Whether `artifact`'s `method` has an endpoint on a node `usable` accepts.
     pub fn has_endpoint(&self, artifact: &str, method: &str, usable: &dyn Fn(&str) -> bool) -> bool {
         self.endpoints(artifact, method).iter().any(|e| usable(&e.node))

@@ -11,8 +11,8 @@
 //!    only when it serves the method (else the other side);
 //! 3. the named version, when it serves the method;
 //! 4. a wanted version of the base that serves the method;
-//! 5. any version of the base that serves the method (an old one still draining);
-//! 6. the named version (the call then fails as it would have: no live instance).
+//! 5. the named version; the caller then tries any version of the base that serves the method (an old one
+//!    still draining, which only its registry knows), else the call fails as it would have: no live instance.
 //!
 //! *Serves* means the caller can reach an instance of that version with that method (the caller's
 //! judgement: endpoints in the registry, or an ACTIVE local instance).
@@ -25,8 +25,9 @@
 //! the ratio changes while the request is under way. Rollouts with equal shares also agree with each other
 //! (one draw per request).
 //!
-//! Invariants: at most [`PINS_MAX`] pins, each within the frame's text bounds; a table holds at most
-//! [`ROLLOUTS_MAX`] rollouts; every function is pure and allocation-free when no rollout runs.
+//! Invariants: at most [`PINS_MAX`] pins, a rollout's bases pinned all or none, each within the frame's text
+//! bounds; a pin counts only for the base it names; a table holds at most [`ROLLOUTS_MAX`] rollouts; every
+//! function is pure and allocation-free when no rollout runs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,9 +54,10 @@ pub struct RolloutView {
 pub struct Pins(pub Vec<(String, String)>);
 
 impl Pins {
-    /// The artifact pinned for `base`.
+    /// The artifact pinned for `base` (a pin naming another base than its key is ignored: pins come from
+    /// other nodes).
     pub fn get(&self, base: &str) -> Option<&str> {
-        self.0.iter().find(|(b, _)| b == base).map(|(_, a)| a.as_str())
+        self.0.iter().find(|(b, a)| b == base && artifact_base(a) == base).map(|(_, a)| a.as_str())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -110,11 +112,13 @@ impl VersionTable {
         let draw = draw % 100;
         let mut pins = Vec::new();
         for rollout in &self.rollouts {
+            // All of a rollout's bases or none: a rollout half pinned could mix its versions in one request.
+            if pins.len() + rollout.moves.len() > PINS_MAX {
+                continue;
+            }
             let new = draw < u64::from(rollout.share);
             for (base, old_artifact, new_artifact) in &rollout.moves {
-                if pins.len() < PINS_MAX {
-                    pins.push((base.clone(), if new { new_artifact.clone() } else { old_artifact.clone() }));
-                }
+                pins.push((base.clone(), if new { new_artifact.clone() } else { old_artifact.clone() }));
             }
         }
         Pins(pins)

@@ -302,7 +302,9 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         ("POST", ["api", "nodes", id, action @ ("drain" | "activate" | "shutdown")]) => {
             crate::nodes::route(backend, "POST", &[id, action], &req.body)
         }
-        (_, ["api", "scale", rest @ ..]) => crate::scaling::scale_route(backend, &req.method, rest, &req.body),
+        ("GET" | "POST", ["api", "scale"]) | ("DELETE", ["api", "scale", _]) => {
+            crate::scaling::scale_route(backend, &req.method, &segments[2..], &req.body)
+        }
         ("GET" | "POST", ["api", "controller", "config"]) => {
             crate::scaling::config_route(backend, &req.method, &req.body)
         }

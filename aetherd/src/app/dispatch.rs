@@ -445,17 +445,26 @@ impl Dispatcher {
             return None;
         }
         let excluded = |node: &str| exclude.iter().any(|e| e == node);
+        // This node's endpoint of the method counts while its instance is ACTIVE here (the registry may lag).
         let usable = |node: &str| {
-            !excluded(node) && node != self.node_id && self.forward.as_ref().is_some_and(|f| f.is_alive(node))
+            !excluded(node)
+                && if node == self.node_id { true } else { self.forward.as_ref().is_some_and(|f| f.is_alive(node)) }
         };
-        let local = !excluded(&self.node_id);
         let serves = |artifact: &str| {
-            (local && self.container.find_active(artifact).is_some())
-                || registry.has_endpoint(artifact, call.method, &usable)
+            registry.has_endpoint(artifact, call.method, &|node: &str| {
+                usable(node) && (node != self.node_id || self.container.find_active(artifact).is_some())
+            })
         };
         let empty = Pins::default();
         let pins = call.pins.as_deref().unwrap_or(&empty);
-        let chosen = versions.resolve(call.artifact, pins, self.random(), &serves);
+        let mut chosen = versions.resolve(call.artifact, pins, self.random(), &serves);
+        if chosen == call.artifact && !serves(chosen) {
+            // Any version of the base that serves the method (an old one still draining).
+            let base = invoke::artifact_base(call.artifact);
+            if let Some(other) = registry.artifacts_of(base).into_iter().find(|a| serves(a)) {
+                chosen = other;
+            }
+        }
         (chosen != call.artifact).then(|| chosen.to_owned())
     }
 
@@ -488,13 +497,15 @@ impl Dispatcher {
                 return deadline_exceeded(call, &failures);
             }
             // A retry looks at the versions again: the one tried may be on its way out.
-            let again = if attempt > 0 { self.resolve_version(named, &exclude) } else { None };
+            let again = (attempt > 0).then(|| self.resolve_version(named, &exclude));
             let retried;
             let call = match &again {
-                Some(artifact) if artifact != call.artifact => {
+                Some(Some(artifact)) if artifact != call.artifact => {
                     retried = named.on_version(artifact);
                     &retried
                 }
+                // Back to the version the call names.
+                Some(None) => named,
                 _ => call,
             };
             let Some(place) = self.place(call, &exclude, &mut refused) else { break };
