@@ -241,7 +241,7 @@ fn parse_stage(text: &str) -> Result<(u8, u64), String> {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum ScaleVerb {
-    /// Every scale record: the count it sets, the count the slice runs at, who set it and why
+    /// Every scale record: the count it sets, the count the leader aims the slice at now, who set it and why
     List,
     /// Set a deployed slice's instance count, within its blueprint's min_instances..=max_instances; it holds
     /// until the blueprint is posted with another `instances` (an autoscaled slice's controller goes on from it)
