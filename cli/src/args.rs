@@ -76,6 +76,12 @@ pub enum Verb {
     /// promote, complete, rollback
     #[command(subcommand)]
     Rollout(RolloutVerb),
+    /// Instance counts set by scaling (the controller or an operator): list, set, clear
+    #[command(subcommand)]
+    Scale(ScaleVerb),
+    /// The scaling controller: show its thresholds, or change some of them
+    #[command(subcommand)]
+    Controller(ControllerVerb),
     /// Read and write the replicated key-value store (user/ keys)
     #[command(subcommand)]
     Kv(KvVerb),
@@ -231,6 +237,61 @@ fn parse_stage(text: &str) -> Result<(u8, u64), String> {
     let percent: u8 = percent.parse().ok().filter(|p| *p <= 100).ok_or("PERCENT is a whole number 0 to 100")?;
     let hold: u64 = hold.parse().map_err(|_| "HOLD_MS is a whole number of milliseconds")?;
     Ok((percent, hold))
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ScaleVerb {
+    /// Every scale record: the count it sets, the count the leader aims the slice at now, who set it and why
+    List,
+    /// Set a deployed slice's instance count, within its blueprint's min_instances..=max_instances; it holds
+    /// until the blueprint is posted with another `instances` (an autoscaled slice's controller goes on from it)
+    Set {
+        /// group:artifact (a version, if given, is ignored)
+        artifact: String,
+        /// The instance count
+        instances: u32,
+        /// Why, kept in the scale record [default: set by an operator]
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Drop a slice's scale record: the blueprint's `instances` applies again
+    Clear {
+        /// group:artifact
+        artifact: String,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ControllerVerb {
+    /// The controller's thresholds (stored, or the defaults); `set KEY=VALUE...` changes some of them
+    Config {
+        #[command(subcommand)]
+        action: Option<ControllerConfigVerb>,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ControllerConfigVerb {
+    /// Change thresholds: KEY=NUMBER for cpu_high, cpu_low, calls_high, calls_low, cooldown_ms, warmup_ms;
+    /// the keys not given keep their values
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = parse_threshold)]
+        pairs: Vec<(String, serde_json::Number)>,
+    },
+}
+
+/// `KEY=NUMBER`: a threshold name (letters, digits, `_`) and a finite number. A whole number is sent as an
+/// integer (the `_ms` thresholds take only integers), any other as a float.
+fn parse_threshold(text: &str) -> Result<(String, serde_json::Number), String> {
+    let (key, value) = text.split_once('=').ok_or("expected KEY=VALUE, as cooldown_ms=5000")?;
+    if key.is_empty() || key.len() > 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!("'{key}' is not a threshold name (letters, digits and _)"));
+    }
+    let number: f64 = value.trim().parse().ok().filter(|v: &f64| v.is_finite()).ok_or("VALUE is a number")?;
+    // Whole numbers up to 2^53 are exact in an f64, so the cast loses nothing.
+    let whole = number.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&number);
+    let json = if whole { Some(serde_json::Number::from(number as u64)) } else { serde_json::Number::from_f64(number) };
+    Ok((key.to_string(), json.ok_or("VALUE is a finite number")?))
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -511,6 +572,8 @@ mod tests {
             "publish",
             "dead-letters",
             "rollout",
+            "scale",
+            "controller",
         ] {
             let help = parse(&[verb, "--help"]).err().unwrap();
             assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp, "{verb}");

@@ -10,6 +10,7 @@ mod members;
 mod messaging;
 mod observe;
 mod rollout;
+mod scale;
 mod settings;
 mod tasks;
 
@@ -72,6 +73,8 @@ pub fn run(verb: &Verb, ctx: &Ctx) -> Result<i32, CliError> {
         Verb::Routes => cluster::routes(ctx),
         Verb::Blueprint(v) => blueprint::run(v, ctx),
         Verb::Rollout(v) => rollout::run(v, ctx),
+        Verb::Scale(v) => scale::scale(v, ctx),
+        Verb::Controller(v) => scale::controller(v, ctx),
         Verb::Kv(v) => data::kv(v, ctx),
         Verb::Backup { file } => backup::backup(file, ctx),
         Verb::Artifact(v) => data::artifact(v, ctx),
