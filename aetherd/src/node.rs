@@ -394,7 +394,10 @@ impl Node {
             d.reconcile_due = false;
             let policy = self.ops.settings.start_policy(d.deployer.policy());
             let now_ms = managers::wall_ms();
-            if d.leader.leader() == Some(d.me.as_str()) {
+            if d.leader.leader() != Some(d.me.as_str()) {
+                d.rollout_health.reset();
+                d.scaling_load.reset();
+            } else {
                 let board = self.data.metrics.board();
                 d.rollout_health.sample(board, r.store(), now_ms);
                 d.scaling_load.sample(board, r.store(), now_ms);

@@ -14,8 +14,10 @@
 //! - `SHIFTING`: traffic is split by `ratio`. With `approval = "auto"` the leader walks the `stages` (each a
 //!   share held for `hold_ms`), then completes; with `"manual"` the operator sets the ratio, promotes to the
 //!   next stage, completes or rolls back.
-//! - `COMPLETING`: all traffic on `to`; the leader rewrites the owning blueprint so it names `to`, after
-//!   which `from` is an old version like any other: retired once `to` serves (make before break).
+//! - `COMPLETING`: all traffic on `to`; the leader notes the blueprint record's version, then rewrites that
+//!   blueprint so it names `to`, after which `from` is an old version like any other: retired once `to`
+//!   serves (make before break). A blueprint posted meanwhile (its version moved, and it does not name `to`),
+//!   deleted, or whose text cannot be rewritten ends the rollout ROLLED_BACK with the reason.
 //! - `COMPLETED`: the blueprint names `to`; the record stays as history.
 //! - `ROLLING_BACK`: all traffic on `from`; the leader retires `to`. `ROLLED_BACK` once no `to` record is
 //!   left. An operator's rollback, a health threshold crossed, or a blueprint that changed under the rollout
@@ -307,6 +309,10 @@ pub struct RolloutRecord {
     /// Why the rollout ended the way it did, or what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// While COMPLETING: the version of the blueprint record the leader found when completion began, so a
+    /// blueprint posted meanwhile is told from the one to rewrite (stamped by the leader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blueprint_version: Option<u64>,
 }
 
 impl Record for RolloutRecord {
@@ -437,6 +443,7 @@ impl RolloutRecord {
             since_ms: now_ms,
             created_ms: now_ms,
             reason: None,
+            blueprint_version: None,
         };
         record.check()?;
         Ok(record)
@@ -488,7 +495,13 @@ impl RolloutRecord {
         if self.state == Phase::Deploying {
             return Err(Refused("the new versions do not serve yet; the rollout cannot complete".to_owned()));
         }
-        Ok(RolloutRecord { state: Phase::Completing, ratio: Ratio::NEW, since_ms: now_ms, ..self.clone() })
+        Ok(RolloutRecord {
+            state: Phase::Completing,
+            ratio: Ratio::NEW,
+            since_ms: now_ms,
+            blueprint_version: None,
+            ..self.clone()
+        })
     }
 
     /// All traffic back to the old versions, and the new ones retired.
@@ -496,9 +509,8 @@ impl RolloutRecord {
         if !self.state.active() || self.state == Phase::RollingBack {
             return Err(Refused(format!("the rollout is {}; there is nothing to roll back", self.state)));
         }
-        if self.state == Phase::Completing {
-            return Err(Refused("the rollout is completing; post the blueprint again to go back".to_owned()));
-        }
+        // From COMPLETING too, until the blueprint names the new versions (then the rollout is COMPLETED); a
+        // rollback that races the leader's rewrite of the blueprint loses to it.
         Ok(RolloutRecord {
             state: Phase::RollingBack,
             ratio: Ratio::OLD,
@@ -538,6 +550,7 @@ mod tests {
             since_ms: 0,
             created_ms: 0,
             reason: None,
+            blueprint_version: None,
         }
     }
 
@@ -591,7 +604,7 @@ mod tests {
         assert!(back.set_ratio(Ratio::NEW, 4).is_err());
         let done = r.complete(5).unwrap();
         assert_eq!((done.state, done.new_share()), (Phase::Completing, 100));
-        assert!(done.rollback("late", 6).is_err());
+        assert_eq!(done.rollback("late", 6).unwrap().state, Phase::RollingBack, "until the blueprint is rewritten");
         let deploying = RolloutRecord { state: Phase::Deploying, ..r.clone() };
         assert!(deploying.complete(1).is_err());
         assert_eq!(deploying.new_share(), 0);

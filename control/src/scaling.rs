@@ -149,6 +149,8 @@ pub struct Scaled {
     pub max: u32,
     /// Instances ACTIVE for at least the warm-up time.
     pub warm: u32,
+    /// Nodes that can run an instance (live and ON_DUTY; one instance per node).
+    pub placeable: u32,
     /// When the count last changed (the scale record's `since_ms`), if ever.
     pub last_change_ms: Option<u64>,
 }
@@ -158,20 +160,23 @@ pub fn decide(slice: &Scaled, load: &SliceLoad, config: &ScalingConfig, now_ms: 
     if slice.last_change_ms.is_some_and(|at| now_ms < at.saturating_add(config.cooldown_ms)) {
         return None;
     }
-    if slice.warm < slice.instances {
+    // Instances that cannot be placed (more than nodes) never warm up; they do not hold changes back.
+    if slice.warm < slice.instances.min(slice.placeable) {
         return None;
     }
     let per_instance = load.calls_per_sec / f64::from(slice.instances.max(1));
     let hot_cpu = load.cpu_percent > config.cpu_high;
     let hot_calls = per_instance > config.calls_high;
     let (from, min, max) = (slice.instances, slice.min.max(1), slice.max.max(1));
-    if (hot_cpu || hot_calls) && from < max {
+    let ceiling = max.min(slice.placeable.max(min));
+    if (hot_cpu || hot_calls) && from < ceiling {
         let why = if hot_cpu {
             format!("CPU {:.0}% on the nodes running it, over {:.0}%", load.cpu_percent, config.cpu_high)
         } else {
             format!("{per_instance:.0} calls/s per instance, over {:.0}", config.calls_high)
         };
-        return Some((from + 1, format!("{why}: {from} -> {} instances (max {max})", from + 1)));
+        let bound = if ceiling < max { format!("{ceiling} nodes") } else { format!("max {max}") };
+        return Some((from + 1, format!("{why}: {from} -> {} instances ({bound})", from + 1)));
     }
     let cold = load.cpu_percent < config.cpu_low && per_instance < config.calls_low;
     if cold && from > min {
@@ -189,7 +194,7 @@ mod tests {
     use super::*;
 
     fn slice(instances: u32) -> Scaled {
-        Scaled { instances, min: 1, max: 4, warm: instances, last_change_ms: Some(0) }
+        Scaled { instances, min: 1, max: 4, warm: instances, placeable: 5, last_change_ms: Some(0) }
     }
 
     #[test]
@@ -218,6 +223,18 @@ mod tests {
         assert_eq!(decide(&warming, &hot, &config, 60_000), None, "an instance is still warming up");
         let never = Scaled { last_change_ms: None, ..slice(2) };
         assert!(decide(&never, &hot, &config, 0).is_some());
+    }
+
+    #[test]
+    fn a_count_above_the_nodes_neither_grows_nor_freezes() {
+        let config = ScalingConfig::default();
+        let hot = SliceLoad { cpu_percent: 95.0, calls_per_sec: 0.0 };
+        let three_nodes = Scaled { placeable: 3, ..slice(3) };
+        assert_eq!(decide(&three_nodes, &hot, &config, 60_000), None, "every node runs one already");
+        // Set to 4 by hand on 3 nodes: 3 warm instances are all there can be, so the calm scales it down.
+        let over = Scaled { instances: 4, warm: 3, placeable: 3, ..slice(4) };
+        let calm = SliceLoad { cpu_percent: 1.0, calls_per_sec: 0.0 };
+        assert_eq!(decide(&over, &calm, &config, 60_000).map(|d| d.0), Some(3));
     }
 
     #[test]

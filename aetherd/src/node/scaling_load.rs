@@ -1,8 +1,9 @@
 //! The leader's measure of autoscaled slices' load, for the scaling controller (`control::scaling`).
 //!
 //! Once a second while this node leads ([`ScalingLoad::sample`]) it reads, for every target whose blueprint
-//! turns `autoscale` on: the calls of its version merged over every node (counters since each node started,
-//! from the gossiped metrics) and the CPU of the nodes that run an ACTIVE instance of it (their latest
+//! turns `autoscale` on: the calls of its version on every node (counters since each node started, from the
+//! gossiped metrics; a node whose count went back, a restart, or that was not in the older reading counts
+//! nothing for that span) and the CPU of the nodes that run an ACTIVE instance of it (their latest
 //! summaries). A slice's load ([`ScalingLoad::loads`]) is its call rate over the last [`RATE_WINDOW_MS`] and
 //! the mean CPU of those nodes. CPU is per node, not per slice: a node's other work counts too (said in
 //! ARCHITECTURE as a known limit).
@@ -21,10 +22,13 @@ use telemetry::Board;
 /// The span a call rate is measured over.
 pub const RATE_WINDOW_MS: u64 = 5_000;
 
+/// Calls since each node started, by version, then node.
+type Reading = BTreeMap<Artifact, BTreeMap<String, u64>>;
+
 #[derive(Default)]
 pub(crate) struct ScalingLoad {
-    /// `(wall ms, calls per version)`, oldest first.
-    readings: VecDeque<(u64, BTreeMap<Artifact, u64>)>,
+    /// `(wall ms, calls per version per node)`, oldest first.
+    readings: VecDeque<(u64, Reading)>,
     /// The latest load per version.
     loads: BTreeMap<Artifact, SliceLoad>,
 }
@@ -52,7 +56,25 @@ fn autoscaled(store: &Store) -> BTreeMap<Artifact, BTreeSet<String>> {
     out
 }
 
+/// Calls made between two readings of one version, summed over nodes; a node whose count went back (it
+/// restarted) counts nothing.
+fn calls_between(now: Option<&BTreeMap<String, u64>>, then: Option<&BTreeMap<String, u64>>) -> u64 {
+    let Some(now) = now else { return 0 };
+    now.iter()
+        .map(|(node, calls)| match then.and_then(|t| t.get(node)) {
+            Some(before) => calls.checked_sub(*before).unwrap_or(0),
+            None => 0,
+        })
+        .sum()
+}
+
 impl ScalingLoad {
+    /// Forgets every reading (this node stopped leading).
+    pub fn reset(&mut self) {
+        self.readings.clear();
+        self.loads.clear();
+    }
+
     /// One reading at wall-clock `now_ms` (at most one a second); the loads are recomputed from it.
     pub fn sample(&mut self, board: &Board, store: &Store, now_ms: u64) {
         if self.readings.back().is_some_and(|(at, _)| now_ms < at.saturating_add(1_000)) {
@@ -65,10 +87,13 @@ impl ScalingLoad {
             return;
         }
         let names: BTreeSet<String> = versions.keys().map(Artifact::to_string).collect();
-        let mut calls: BTreeMap<Artifact, u64> = BTreeMap::new();
+        let mut calls: BTreeMap<Artifact, BTreeMap<String, u64>> = BTreeMap::new();
         for view in board.invocations(|artifact, _| names.contains(artifact)) {
             if let Ok(artifact) = Artifact::parse(&view.artifact) {
-                *calls.entry(artifact).or_default() += view.calls;
+                let nodes = calls.entry(artifact).or_default();
+                for (node, n, _) in &view.nodes {
+                    *nodes.entry(node.clone()).or_default() += n;
+                }
             }
         }
         self.readings.push_back((now_ms, calls));
@@ -84,8 +109,7 @@ impl ScalingLoad {
             return;
         }
         for (artifact, nodes) in versions {
-            let delta =
-                now.get(&artifact).copied().unwrap_or(0).saturating_sub(then.get(&artifact).copied().unwrap_or(0));
+            let delta = calls_between(now.get(&artifact), then.get(&artifact));
             let measured: Vec<f64> = nodes.iter().filter_map(|n| cpu.get(n).copied()).collect();
             let cpu_percent =
                 if measured.is_empty() { 0.0 } else { measured.iter().sum::<f64>() / measured.len() as f64 };

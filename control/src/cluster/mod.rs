@@ -230,7 +230,8 @@ impl<'a> Pass<'a> {
             self.writes.push(KvWrite::Set { key, expected, value: target.encode() });
         }
         for (artifact, current) in &self.state.targets {
-            if !self.wanted.targets.contains_key(artifact) {
+            // An old version kept serving keeps its target: its slice state, selection and config need it.
+            if !self.wanted.targets.contains_key(artifact) && self.held_for(artifact).is_none() {
                 let key = AetherKey::Target { artifact: artifact.clone() };
                 self.writes.push(KvWrite::Remove { key, expected: current.version });
             }

@@ -11,8 +11,10 @@
 //!   failures rolls the rollout back.
 //! - `SHIFTING` with automatic approval walks the stages as each hold ends (the last one held
 //!   `keep_old_ms` longer), then completes.
-//! - `COMPLETING` rewrites the blueprint's text to name `to` where it named `from` (a guarded write at the
-//!   blueprint's version, reparsed and checked before it is written).
+//! - `COMPLETING` first notes the blueprint record's version, then rewrites the blueprint's text to name `to`
+//!   where it named `from` (a write at that version, reparsed and checked before it is written). A blueprint
+//!   that moved on meanwhile without naming `to` (an operator posted it again), was deleted, or whose text
+//!   cannot be rewritten ends the rollout ROLLED_BACK with the reason, never rewritten over.
 //! - `ROLLING_BACK` becomes `ROLLED_BACK` once no record of a `to` is left.
 //! - At most [`HISTORY_MAX`] finished rollouts are kept; the oldest go first.
 //!
@@ -120,6 +122,29 @@ impl<'a> Pass<'a> {
             let done = RolloutRecord { state: Phase::Completed, ratio: Ratio::NEW, since_ms: now, ..r.clone() };
             return (Some(done), Vec::new());
         }
+        let ended = |why: String| {
+            log::warn!("rollout {id}: {why}");
+            let reason = Some(crate::duty::cut(&why, crate::rollout::REASON_BYTES_MAX));
+            RolloutRecord { state: Phase::RolledBack, ratio: Ratio::OLD, since_ms: now, reason, ..r.clone() }
+        };
+        if r.state == Phase::Completing {
+            let Some(owner) = owner.filter(|_| names(crate::rollout::Move::from_artifact)) else {
+                let why = format!("the blueprint {} changed while the rollout completed", r.blueprint);
+                return (Some(ended(why)), Vec::new());
+            };
+            let found = owner.version.0;
+            return match r.blueprint_version {
+                None => (Some(RolloutRecord { blueprint_version: Some(found), ..r.clone() }), Vec::new()),
+                Some(stamped) if stamped == found => match self.rewrite(owner, r) {
+                    Ok(write) => (None, vec![write]),
+                    Err(why) => (Some(ended(format!("cannot complete: {why}"))), Vec::new()),
+                },
+                Some(_) => {
+                    let why = format!("the blueprint {} was posted again while the rollout completed", r.blueprint);
+                    (Some(ended(why)), Vec::new())
+                }
+            };
+        }
         if !names(crate::rollout::Move::from_artifact) && r.state != Phase::RollingBack {
             let why = format!("the blueprint {} no longer deploys the old versions", r.blueprint);
             return (r.rollback(&why, now).ok(), Vec::new());
@@ -133,7 +158,6 @@ impl<'a> Pass<'a> {
         match r.state {
             Phase::Deploying => (self.deployed(id, r), Vec::new()),
             Phase::Shifting if r.approval == Approval::Auto => (self.next_stage(r), Vec::new()),
-            Phase::Completing => (None, owner.map(|b| self.rewrite(id, b, r)).unwrap_or_default()),
             Phase::RollingBack => {
                 let left = r.artifacts.iter().filter_map(|m| m.to_artifact()).any(|to| {
                     self.state.slices.get(&to).is_some_and(|by_node| !by_node.is_empty())
@@ -163,7 +187,11 @@ impl<'a> Pass<'a> {
     fn deployed(&self, id: &Name, r: &RolloutRecord) -> Option<RolloutRecord> {
         let mut all_ready = true;
         for to in r.artifacts.iter().filter_map(|m| m.to_artifact()) {
-            let target = self.wanted.targets.get(&to)?;
+            let Some(target) = self.wanted.targets.get(&to) else {
+                let why =
+                    format!("{to} cannot be deployed: the blueprint {} does not own the old version", r.blueprint);
+                return r.rollback(&why, self.now_ms).ok();
+            };
             if target.failures.quarantined {
                 let why = format!("{to} failed to start: {}", target.failures.reason.as_deref().unwrap_or("?"));
                 log::warn!("rollout {id}: {why}; rolling back");
@@ -202,18 +230,11 @@ impl<'a> Pass<'a> {
         r.promote(self.now_ms).ok()
     }
 
-    /// COMPLETING: the blueprint rewritten to the new versions.
-    fn rewrite(&self, id: &Name, owner: &Versioned<BlueprintRecord>, r: &RolloutRecord) -> Vec<KvWrite> {
-        match rewrite_blueprint(&owner.value, r) {
-            Ok(rewritten) => {
-                let key = AetherKey::Blueprint { name: r.blueprint.clone() };
-                vec![KvWrite::Set { key, expected: Some(owner.version), value: rewritten.encode() }]
-            }
-            Err(why) => {
-                log::warn!("rollout {id}: cannot complete: {why}");
-                Vec::new()
-            }
-        }
+    /// COMPLETING: the blueprint rewritten to the new versions, at the version it was read at.
+    fn rewrite(&self, owner: &Versioned<BlueprintRecord>, r: &RolloutRecord) -> Result<KvWrite, String> {
+        let rewritten = rewrite_blueprint(&owner.value, r)?;
+        let key = AetherKey::Blueprint { name: r.blueprint.clone() };
+        Ok(KvWrite::Set { key, expected: Some(owner.version), value: rewritten.encode() })
     }
 
     /// Removes the oldest finished rollouts past [`HISTORY_MAX`].

@@ -191,6 +191,8 @@ fn automatic_stages_complete_and_the_blueprint_names_the_new_version() {
     assert_eq!((rollout(&kv, "r1").stage, rollout(&kv, "r1").ratio.new), (1, 100));
     step(&mut kv, 1_150);
     assert_eq!(rollout(&kv, "r1").state, Phase::Completing);
+    step(&mut kv, 1_175);
+    assert!(rollout(&kv, "r1").blueprint_version.is_some(), "the blueprint's version is noted first");
     let done = step(&mut kv, 1_200);
     assert!(done.iter().any(|w| w.contains("blueprints/shop")), "{done:?}");
     step(&mut kv, 1_250);
@@ -317,4 +319,64 @@ fn a_new_version_over_its_thresholds_is_rolled_back() {
     let r = rollout(&kv, "r1");
     assert_eq!((r.state, r.new_share()), (Phase::RollingBack, 0));
     assert!(r.reason.unwrap().contains("30.0% of 100 calls"));
+}
+
+/// A manual rollout shifting at 50%, then completed by the operator and noted by the leader.
+fn completing() -> KvState {
+    let mut kv = deployed_v1();
+    start(&mut kv, "r1", Approval::Manual, vec![Stage { percent: 50, hold_ms: 0 }]);
+    let shifting = RolloutRecord { state: Phase::Shifting, ratio: Ratio::new_percent(50), ..rollout(&kv, "r1") };
+    put(&mut kv, "updates/r1", shifting.complete(1).unwrap().encode());
+    step(&mut kv, 2);
+    assert!(rollout(&kv, "r1").blueprint_version.is_some());
+    kv
+}
+
+#[test]
+fn a_blueprint_posted_while_completing_is_never_rewritten_over() {
+    let mut kv = completing();
+    post(&mut kv, &shop("1.0.0", 3));
+    let done = step(&mut kv, 3);
+    assert!(!done.iter().any(|w| w.contains("blueprints/")), "{done:?}");
+    let r = rollout(&kv, "r1");
+    assert_eq!(r.state, Phase::RolledBack);
+    assert!(r.reason.unwrap().contains("posted again"));
+    let record = BlueprintRecord::decode(kv.get(&"blueprints/shop".parse().unwrap()).unwrap().value()).unwrap();
+    assert!(record.toml.contains("g:a:1.0.0"), "the operator's blueprint stands");
+}
+
+#[test]
+fn a_blueprint_deleted_while_completing_ends_the_rollout() {
+    let mut kv = completing();
+    delete(&mut kv, "blueprints/shop");
+    step(&mut kv, 3);
+    let r = rollout(&kv, "r1");
+    assert_eq!(r.state, Phase::RolledBack);
+    assert!(r.reason.unwrap().contains("changed while the rollout completed"));
+}
+
+#[test]
+fn an_old_version_kept_serving_keeps_its_target() {
+    let mut kv = deployed_v1();
+    post(&mut kv, &shop("2.0.0", 2));
+    step(&mut kv, 1);
+    assert!(kv.get(&"targets/g:a:1.0.0".parse().unwrap()).is_some(), "1.0.0 still serves, so its target stays");
+    for (instance, node) in
+        (1..=3).filter(|i| slice(&kv, *i, "g:a:2.0.0").is_some()).collect::<Vec<_>>().into_iter().enumerate()
+    {
+        serving(&mut kv, node, "g:a:2.0.0", SliceState::Active, instance as u32);
+    }
+    step(&mut kv, 2);
+    assert!(kv.get(&"targets/g:a:1.0.0".parse().unwrap()).is_none(), "retired with its records");
+}
+
+#[test]
+fn another_blueprints_version_of_the_base_is_no_successor() {
+    let mut kv = deployed_v1();
+    let other = "name = \"other\"\n[[slices]]\nartifact = \"g:a:3.0.0\"\ninstances = 1\n";
+    post(&mut kv, other);
+    step(&mut kv, 1);
+    delete(&mut kv, "blueprints/shop");
+    step(&mut kv, 2);
+    assert!(slice(&kv, 1, "g:a:1.0.0").is_some_and(|r| r.desired == DesiredState::Unloaded), "retired at once");
 }

@@ -6,7 +6,9 @@
 //! - [`Pass::autoscale`]: for each wanted target whose blueprint turns `autoscale` on, owned by the blueprint
 //!   (not a rollout's new version), with load measured for it, [`crate::scaling::decide`] on the config in
 //!   `thresholds/scaling` (defaults when absent). A decision is one compare-and-set of the scale record; the
-//!   target follows on the next pass, and placement or retirement as for any count change.
+//!   target follows on the next pass, and placement or retirement as for any count change. The controller
+//!   never goes above the nodes that can take an instance (one per node) and leaves a slice alone while a
+//!   rollout moves it.
 
 use super::Pass;
 use crate::blueprint::SliceSpec;
@@ -26,11 +28,18 @@ pub(super) fn instances(state: &ClusterState, blueprint: &Name, spec: &SliceSpec
 }
 
 impl Pass<'_> {
+    /// True while a running rollout moves `artifact`'s base: its count is the rollout's business then (the
+    /// new version copies the old one's count), so the controller leaves it.
+    fn rolling_out(&self, artifact: &kvstore::Artifact) -> bool {
+        let base = artifact.base();
+        self.state.rollouts.values().any(|r| r.value.state.active() && r.value.moving(base).is_some())
+    }
+
     /// The controller's decisions for autoscaled slices.
     pub(super) fn autoscale(&mut self) {
         let config = self.state.scaling_config.unwrap_or_default();
         for (artifact, target) in &self.wanted.targets {
-            if !target.autoscale {
+            if !target.autoscale || self.rolling_out(artifact) {
                 continue;
             }
             let Some(load) = self.measured.loads.get(artifact) else { continue };
@@ -41,6 +50,7 @@ impl Pass<'_> {
                 continue;
             };
             let record = self.state.scales.get(base);
+            let unreadable = self.unreadable_version(&AetherKey::Scale { base: base.clone() });
             let applies = record.is_some_and(|r| {
                 r.value.applies(&target.blueprint, spec.instances, spec.min_instances, spec.max_instances()).is_some()
             });
@@ -55,6 +65,7 @@ impl Pass<'_> {
                 min: target.min_instances,
                 max: target.max_instances.max(target.instances),
                 warm: u32::try_from(warm.count()).unwrap_or(u32::MAX),
+                placeable: u32::try_from(self.live.len()).unwrap_or(u32::MAX),
                 last_change_ms: record.filter(|_| applies).map(|r| r.value.since_ms),
             };
             let Some((to, reason)) = decide(&scaled, load, &config, self.now_ms) else { continue };
@@ -68,7 +79,8 @@ impl Pass<'_> {
                 blueprint_instances: spec.instances,
             };
             let key = AetherKey::Scale { base: base.clone() };
-            self.writes.push(KvWrite::Set { key, expected: record.map(|r| r.version), value: value.encode() });
+            let expected = record.map(|r| r.version).or(unreadable);
+            self.writes.push(KvWrite::Set { key, expected, value: value.encode() });
         }
     }
 }

@@ -82,7 +82,11 @@ impl ClusterState {
     pub fn insert(&mut self, key: &AetherKey, value: &[u8], version: Revision) {
         if let Err(problem) = self.try_insert(key, value, version) {
             self.note(format!("{key}: {problem}"));
-            if matches!(key, AetherKey::Target { .. } | AetherKey::Slice { .. } | AetherKey::Route { .. }) {
+            let owned = matches!(
+                key,
+                AetherKey::Target { .. } | AetherKey::Slice { .. } | AetherKey::Route { .. } | AetherKey::Scale { .. }
+            );
+            if owned {
                 self.unreadable.insert(key.to_string(), (key.clone(), version));
             }
         }

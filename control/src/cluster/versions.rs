@@ -2,8 +2,9 @@
 //! replaces it serves.
 //!
 //! A version of an artifact base that no target wants any more (the blueprint was posted with another
-//! version, a rollout completed or rolled back) is *old*. When another version of the same base is wanted
-//! (its *successor*), the old version's records are retired only once the successor is *ready*: at least
+//! version, a rollout completed or rolled back) is *old*. When another version of the same base is wanted by
+//! the same blueprint (its *successor*), the old version's records are retired only once the successor is
+//! *ready*, and its target record stays until then (its slice state, selection and config are read from it): at least
 //! `min(instances, ON_DUTY live nodes)` of its records on staying nodes are ACTIVE, wanted ACTIVE and have
 //! their endpoints registered. Until then they stay and serve; callers reach them because the dispatcher
 //! resolves a call by base (`invoke::versions`). A successor that cannot start (quarantined) therefore leaves
@@ -21,11 +22,16 @@ use crate::write::KvWrite;
 use kvstore::{AetherKey, Artifact, Name};
 
 impl<'a> Pass<'a> {
-    /// The wanted versions of `artifact`'s base other than `artifact` itself.
+    /// The wanted versions of `artifact`'s base other than `artifact` itself, deployed by the blueprint that
+    /// deployed `artifact` (when its target still says which): another blueprint's version of the same base
+    /// is not a successor (its data scope differs), so a deleted blueprint's slices still go at once.
     fn successors(&self, artifact: &Artifact) -> impl Iterator<Item = (&'a Artifact, &'a TargetRecord)> + '_ {
         let base = artifact.base().clone();
+        let owner = self.state.targets.get(artifact).map(|t| t.value.blueprint.clone());
         let artifact = artifact.clone();
-        self.wanted.targets.iter().filter(move |(a, _)| a.base() == &base && **a != artifact)
+        self.wanted.targets.iter().filter(move |(a, t)| {
+            a.base() == &base && **a != artifact && owner.as_ref().is_none_or(|o| *o == t.blueprint)
+        })
     }
 
     /// True when `artifact` serves as its target asks: enough records ACTIVE with endpoints on staying nodes.
