@@ -74,7 +74,9 @@ fn wait_serving(c: &LocalCluster, artifact: &str, n: usize, method: &str, path: 
 
 /// The artifacts `GET /api/blueprints/{name}` lists.
 fn blueprint_artifacts(c: &LocalCluster, via: usize, name: &str) -> Vec<String> {
-    let Ok(r) = http(c.nodes[via].management, "GET", &format!("/api/blueprints/{name}"), b"") else { return Vec::new() };
+    let Ok(r) = http(c.nodes[via].management, "GET", &format!("/api/blueprints/{name}"), b"") else {
+        return Vec::new();
+    };
     let body = r.json();
     let slices = body["slices"].as_array().cloned().unwrap_or_default();
     slices.iter().filter_map(|s| s["artifact"].as_str().map(str::to_owned)).collect()
@@ -416,7 +418,8 @@ fn the_new_leader_finishes_a_rollout() {
         {"percent": 60, "hold_ms": 3000},
         {"percent": 100, "hold_ms": 0}
     ]);
-    let body = json!({"artifact": ECHO, "version": "2.0.0", "strategy": "canary", "approval": "auto", "stages": stages});
+    let body =
+        json!({"artifact": ECHO, "version": "2.0.0", "strategy": "canary", "approval": "auto", "stages": stages});
     let id = start_rollout(&c, 0, &body);
     wait_rollout_state(&c, 0, &id, "SHIFTING", SETTLE);
     let status = http(c.nodes[0].management, "GET", "/api/status", b"").unwrap().json();

@@ -55,7 +55,8 @@ impl KeepAlive {
     pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<HttpResponse, KeepAliveError> {
         if self.conn.is_none() {
             let stream = TcpStream::connect_timeout(&self.addr, TIMEOUT).map_err(KeepAliveError::Connect)?;
-            let timeouts = stream.set_read_timeout(Some(TIMEOUT)).and_then(|()| stream.set_write_timeout(Some(TIMEOUT)));
+            let timeouts =
+                stream.set_read_timeout(Some(TIMEOUT)).and_then(|()| stream.set_write_timeout(Some(TIMEOUT)));
             timeouts.map_err(KeepAliveError::Connect)?;
             let _ = stream.set_nodelay(true);
             self.conn = Some(BufReader::new(stream));

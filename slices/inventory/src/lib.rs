@@ -74,7 +74,10 @@ mod tests {
     #[test]
     fn reservations_take_stock_until_it_runs_out() {
         let inventory = Inventory::start(Context::detached("n1"), &Config::default()).unwrap();
-        assert!(reserve(&inventory, "mug", "150").is_ok());
+        let first = reserve(&inventory, "mug", "150");
+        assert!(first.is_ok());
+        let body = json::parse(&first.body).unwrap();
+        assert_eq!(body.get("version").and_then(json::Value::as_str), Some(env!("CARGO_PKG_VERSION")));
         assert_eq!(reserve(&inventory, "mug", "51").status, Status::Conflict);
         assert!(reserve(&inventory, "mug", "50").is_ok());
         assert_eq!(reserve(&inventory, "lamp", "1").status, Status::NotFound);
