@@ -72,6 +72,10 @@ pub enum Verb {
     /// Deploy, check, inspect and remove blueprints
     #[command(subcommand)]
     Blueprint(BlueprintVerb),
+    /// Move deployed artifacts to new versions with traffic split by a ratio: start, list, show, ratio,
+    /// promote, complete, rollback
+    #[command(subcommand)]
+    Rollout(RolloutVerb),
     /// Read and write the replicated key-value store (user/ keys)
     #[command(subcommand)]
     Kv(KvVerb),
@@ -160,6 +164,73 @@ pub enum BlueprintVerb {
     Status { name: String },
     /// Remove a blueprint; its slices are stopped and unloaded everywhere
     Delete { name: String },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RolloutVerb {
+    /// Start a rollout: the new versions run beside the deployed ones, then traffic moves to them
+    Start(RolloutStart),
+    /// Every rollout, running or finished: state, share on the new versions, artifacts, strategy
+    List,
+    /// One rollout: its artifacts, stages, ratio, thresholds and reason
+    Show { id: String },
+    /// Set the traffic split by two weights: `ratio ID 1 3` sends 25% of requests to the new versions
+    Ratio { id: String, new: u64, old: u64 },
+    /// Move a shifting rollout to its next stage's share (100% past the last stage)
+    Promote { id: String },
+    /// All traffic to the new versions; the blueprint is rewritten to name them
+    Complete { id: String },
+    /// All traffic back to the old versions; the new ones are retired
+    Rollback {
+        id: String,
+        /// Why, kept in the rollout record [default: rolled back by an operator]
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RolloutStart {
+    /// ARTIFACT VERSION pairs: group:artifact and the version to move it to (up to 8 pairs, moved together
+    /// under one ratio)
+    #[arg(required = true, num_args = 2.., value_names = ["ARTIFACT", "VERSION"])]
+    pub pairs: Vec<String>,
+    /// The rollout's id [default: {artifact}-{version} of the first pair]
+    #[arg(long)]
+    pub id: Option<String>,
+    /// How the new versions take over [default: rolling]
+    #[arg(long, value_parser = ["rolling", "canary", "blue-green"])]
+    pub strategy: Option<String>,
+    /// Instances of each new version [default: as the blueprint]
+    #[arg(long, value_name = "N")]
+    pub instances: Option<u32>,
+    /// A stage: PERCENT of requests on the new versions, held HOLD_MS; repeat for more stages
+    /// [default: the strategy's]
+    #[arg(long = "stage", value_name = "PERCENT:HOLD_MS", value_parser = parse_stage)]
+    pub stages: Vec<(u8, u64)>,
+    /// The leader walks the stages on its own, then completes (the canary's default)
+    #[arg(long, conflicts_with = "manual")]
+    pub auto: bool,
+    /// The operator moves the rollout on: ratio, promote, complete (the default of rolling and blue-green)
+    #[arg(long)]
+    pub manual: bool,
+    /// Health threshold: highest share of 5xx answers, 0 to 1 (stored; not judged yet)
+    #[arg(long = "max-error-rate", value_name = "F")]
+    pub max_error_rate: Option<f64>,
+    /// Health threshold: highest p99 latency in milliseconds (stored; not judged yet)
+    #[arg(long = "max-p99-ms", value_name = "N")]
+    pub max_p99_ms: Option<u64>,
+    /// How long the old set is kept after the switch before an automatic completion, in milliseconds
+    #[arg(long = "keep-old-ms", value_name = "N")]
+    pub keep_old_ms: Option<u64>,
+}
+
+/// `PERCENT:HOLD_MS` (or `PERCENT`, held 0 ms), percent 0 to 100.
+fn parse_stage(text: &str) -> Result<(u8, u64), String> {
+    let (percent, hold) = text.split_once(':').unwrap_or((text, "0"));
+    let percent: u8 = percent.parse().ok().filter(|p| *p <= 100).ok_or("PERCENT is a whole number 0 to 100")?;
+    let hold: u64 = hold.parse().map_err(|_| "HOLD_MS is a whole number of milliseconds")?;
+    Ok((percent, hold))
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -439,6 +510,7 @@ mod tests {
             "topics",
             "publish",
             "dead-letters",
+            "rollout",
         ] {
             let help = parse(&[verb, "--help"]).err().unwrap();
             assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp, "{verb}");
@@ -446,6 +518,52 @@ mod tests {
         }
         let help = parse(&["help", "kv", "put"]).err().unwrap();
         assert!(help.to_string().contains("--if-version"), "{help}");
+    }
+
+    #[test]
+    fn a_rollout_takes_artifact_version_pairs_and_repeated_stages() {
+        let cli = parse(&[
+            "rollout",
+            "start",
+            "g:orders",
+            "2.0.0",
+            "g:inventory",
+            "1.1.0",
+            "--stage",
+            "5:1000",
+            "--stage",
+            "100",
+            "--auto",
+            "--strategy",
+            "canary",
+            "--max-error-rate",
+            "0.05",
+        ])
+        .unwrap();
+        let Some(Verb::Rollout(RolloutVerb::Start(start))) = cli.verb else { panic!("{:?}", cli.verb) };
+        assert_eq!(start.pairs, ["g:orders", "2.0.0", "g:inventory", "1.1.0"]);
+        assert_eq!(start.stages, [(5, 1000), (100, 0)]);
+        assert!(start.auto && !start.manual);
+        assert_eq!((start.strategy.as_deref(), start.max_error_rate), (Some("canary"), Some(0.05)));
+        let cli = parse(&["rollout", "ratio", "orders-2.0.0", "1", "3"]).unwrap();
+        assert!(
+            matches!(cli.verb, Some(Verb::Rollout(RolloutVerb::Ratio { ref id, new: 1, old: 3 })) if id == "orders-2.0.0")
+        );
+        let cli = parse(&["rollout", "rollback", "x", "--reason", "errors up"]).unwrap();
+        assert!(matches!(cli.verb, Some(Verb::Rollout(RolloutVerb::Rollback { ref reason, .. }))
+            if reason.as_deref() == Some("errors up")));
+        for bad in [
+            &["rollout", "start", "g:a"][..],
+            &["rollout", "start", "g:a", "2.0.0", "--stage", "101:5"],
+            &["rollout", "start", "g:a", "2.0.0", "--stage", "5:soon"],
+            &["rollout", "start", "g:a", "2.0.0", "--auto", "--manual"],
+            &["rollout", "start", "g:a", "2.0.0", "--strategy", "big-bang"],
+            &["rollout", "ratio", "x", "1"],
+            &["rollout", "promote"],
+        ] {
+            let error = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert_eq!(error.exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

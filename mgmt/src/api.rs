@@ -295,6 +295,7 @@ pub fn route(backend: &dyn Backend, req: &Request) -> Response {
         ("GET", ["api", "topics", topic]) => crate::messaging::topic(backend, topic),
         ("POST", ["api", "topics", topic, "messages"]) => crate::messaging::publish(backend, topic, &req.body),
         (_, ["api", "dead-letters", rest @ ..]) => crate::messaging::dead_letters(backend, req, rest),
+        (_, ["api", "rollouts", rest @ ..]) => crate::rollouts::route(backend, req, rest),
         ("GET", ["api", "health"]) => health(backend),
         ("GET", ["api", "nodes"]) => crate::nodes::route(backend, "GET", &[], &req.body),
         ("GET", ["api", "nodes", id]) => crate::nodes::route(backend, "GET", &[id], &req.body),

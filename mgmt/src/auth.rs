@@ -32,7 +32,7 @@ const AUTHORIZATION_BYTES_MAX: usize = 512;
 pub enum Role {
     /// Every read (`GET`).
     Viewer,
-    /// Deploy and delete blueprints, write `user/` KV keys, upload artifacts.
+    /// Deploy and delete blueprints, start and steer rollouts, write `user/` KV keys, upload artifacts.
     Operator,
     /// Everything: API keys, debug faults, configuration, membership.
     Admin,
@@ -84,6 +84,13 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "api/dead-letters/*", Access::Role(Role::Viewer)),
     ("POST", "api/dead-letters/*/replay", Access::Role(Role::Operator)),
     ("DELETE", "api/dead-letters/*", Access::Role(Role::Operator)),
+    ("GET", "api/rollouts", Access::Role(Role::Viewer)),
+    ("GET", "api/rollouts/*", Access::Role(Role::Viewer)),
+    ("POST", "api/rollouts", Access::Role(Role::Operator)),
+    ("POST", "api/rollouts/*/ratio", Access::Role(Role::Operator)),
+    ("POST", "api/rollouts/*/promote", Access::Role(Role::Operator)),
+    ("POST", "api/rollouts/*/complete", Access::Role(Role::Operator)),
+    ("POST", "api/rollouts/*/rollback", Access::Role(Role::Operator)),
     ("GET", "api/slices", Access::Role(Role::Viewer)),
     ("GET", "api/routes", Access::Role(Role::Viewer)),
     ("GET", "api/artifacts", Access::Role(Role::Viewer)),

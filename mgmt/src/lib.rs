@@ -36,6 +36,7 @@ mod nodes;
 mod openapi;
 mod repository;
 mod repository_path;
+mod rollouts;
 mod schedules;
 mod server;
 mod upload;
@@ -43,6 +44,8 @@ mod validate;
 
 #[cfg(test)]
 mod repository_tests;
+#[cfg(test)]
+mod rollouts_tests;
 #[cfg(test)]
 mod routes_tests;
 #[cfg(test)]

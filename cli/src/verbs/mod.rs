@@ -9,6 +9,7 @@ mod data;
 mod members;
 mod messaging;
 mod observe;
+mod rollout;
 mod settings;
 mod tasks;
 
@@ -70,6 +71,7 @@ pub fn run(verb: &Verb, ctx: &Ctx) -> Result<i32, CliError> {
         Verb::Slices => cluster::slices(ctx),
         Verb::Routes => cluster::routes(ctx),
         Verb::Blueprint(v) => blueprint::run(v, ctx),
+        Verb::Rollout(v) => rollout::run(v, ctx),
         Verb::Kv(v) => data::kv(v, ctx),
         Verb::Backup { file } => backup::backup(file, ctx),
         Verb::Artifact(v) => data::artifact(v, ctx),
