@@ -110,6 +110,8 @@ struct Tally {
     connection_errors: u64,
     /// Order answers whose `version` and `inventory_version` differ.
     mixed: u64,
+    /// Connections the clients opened (counted when a client thread ends).
+    connections: u64,
     samples: Vec<String>,
 }
 
@@ -182,6 +184,8 @@ impl Load {
                         let answer = call.send(&mut clients[n]);
                         record(&mut tally.lock().unwrap(), ports[n], answer);
                     }
+                    let opened: u64 = clients.iter().map(KeepAlive::connections_opened).sum();
+                    tally.lock().unwrap().connections += opened;
                 })
             })
             .collect();
@@ -328,6 +332,7 @@ fn a_reposted_blueprint_changes_version_without_a_failed_request() {
     eprintln!("re-post: {tally:?}");
     assert!(moved.is_ok(), "answers did not all move to 2.0.0: last window {moved:?}; {tally:?}");
     assert!(tally.versions.get("1.0.0").is_some_and(|&n| n > 0), "1.0.0 served first: {tally:?}");
+    assert!(tally.connections * 10 < tally.calls, "the clients kept their connections: {tally:?}");
     assert_no_failures(&tally, &c);
     let old = format!("{ECHO}:1.0.0");
     let retired = wait_for(Duration::from_secs(20), || !any_record_of(&c, 0, &old));

@@ -43,11 +43,18 @@ pub struct KeepAlive {
     conn: Option<BufReader<TcpStream>>,
     /// Requests answered on the current connection.
     served: u64,
+    /// Connections opened so far.
+    opened: u64,
 }
 
 impl KeepAlive {
     pub fn new(addr: SocketAddr) -> KeepAlive {
-        KeepAlive { addr, conn: None, served: 0 }
+        KeepAlive { addr, conn: None, served: 0, opened: 0 }
+    }
+
+    /// How many connections this client opened (1 while the server kept the first one open).
+    pub fn connections_opened(&self) -> u64 {
+        self.opened
     }
 
     /// Sends one request and reads its whole answer, keeping the connection for the next one when the
@@ -61,6 +68,7 @@ impl KeepAlive {
             let _ = stream.set_nodelay(true);
             self.conn = Some(BufReader::new(stream));
             self.served = 0;
+            self.opened += 1;
         }
         let reused = self.served > 0;
         let result = match self.conn.as_mut() {
