@@ -6,8 +6,10 @@
 //! Invariant: a `LocalCluster` dropped without `detach` leaves no process behind.
 
 mod http;
+mod keepalive;
 
 pub use http::{http, http_with, HttpResponse};
+pub use keepalive::{KeepAlive, KeepAliveError};
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};

@@ -42,11 +42,25 @@ const SLICES: &[SliceCrate] = &[
     },
     SliceCrate { package: "slice-orders", group: EXAMPLES, lib: "slice_orders", artifact: "orders", version: "1.0.0" },
     SliceCrate {
+        package: "slice-orders-v2",
+        group: EXAMPLES,
+        lib: "slice_orders_v2",
+        artifact: "orders",
+        version: "2.0.0",
+    },
+    SliceCrate {
         package: "slice-inventory",
         group: EXAMPLES,
         lib: "slice_inventory",
         artifact: "inventory",
         version: "1.0.0",
+    },
+    SliceCrate {
+        package: "slice-inventory-v2",
+        group: EXAMPLES,
+        lib: "slice_inventory_v2",
+        artifact: "inventory",
+        version: "2.0.0",
     },
     SliceCrate {
         package: "slice-pricing",

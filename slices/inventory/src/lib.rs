@@ -3,6 +3,8 @@
 //! No routes: it is reached only through slice calls. Method `reserve` with path parameters `item`
 //! and `qty` takes `qty` from stock and answers `{"item", "reserved", "left"}`; `NotFound` for an
 //! item it does not stock, `Conflict` when stock is short. Stock is per instance and starts full.
+//! Every reservation also carries `"version"`, the crate's: one source builds `inventory:1.0.0` (crate
+//! `slice-inventory`) and `:2.0.0` (crate `slice-inventory-v2`), and `orders` passes it on.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -46,7 +48,14 @@ impl Inventory {
             return Response::error(Status::Conflict, &format!("only {left} of `{item}` left"));
         }
         *left -= qty;
-        Response::json(json::Object::new().str("item", item).int("reserved", qty).int("left", *left).finish())
+        Response::json(
+            json::Object::new()
+                .str("item", item)
+                .int("reserved", qty)
+                .int("left", *left)
+                .str("version", Self::VERSION)
+                .finish(),
+        )
     }
 }
 
@@ -65,7 +74,10 @@ mod tests {
     #[test]
     fn reservations_take_stock_until_it_runs_out() {
         let inventory = Inventory::start(Context::detached("n1"), &Config::default()).unwrap();
-        assert!(reserve(&inventory, "mug", "150").is_ok());
+        let first = reserve(&inventory, "mug", "150");
+        assert!(first.is_ok());
+        let body = json::parse(&first.body).unwrap();
+        assert_eq!(body.get("version").and_then(json::Value::as_str), Some(env!("CARGO_PKG_VERSION")));
         assert_eq!(reserve(&inventory, "mug", "51").status, Status::Conflict);
         assert!(reserve(&inventory, "mug", "50").is_ok());
         assert_eq!(reserve(&inventory, "lamp", "1").status, Status::NotFound);

@@ -1,7 +1,10 @@
 //! The `orders` example slice: takes an order by calling `inventory` and `pricing`.
 //!
 //! Route: `POST /orders` with `{"item": "book", "qty": 2}` answers
-//! `{"order_id", "item", "qty", "unit_price", "total", "reserved": true}`. It asks `pricing` first
+//! `{"order_id", "item", "qty", "unit_price", "total", "reserved": true, "version", "inventory_version"}`:
+//! `version` is this slice's own (one source builds `orders:1.0.0`, crate `slice-orders`, and `:2.0.0`, crate
+//! `slice-orders-v2`) and `inventory_version` the one of the `inventory` that reserved the stock (empty when
+//! it did not say), so a test can tell which versions served one request. It asks `pricing` first
 //! (no side effects, and an unknown item ends there with 404), then reserves with `inventory`.
 //! Errors from either callee are answered as they came. The callees' artifacts can be changed with
 //! the config keys `inventory` and `pricing`.
@@ -66,6 +69,10 @@ impl Orders {
         if !reserved.is_ok() {
             return reserved;
         }
+        let inventory_version = json::parse(&reserved.body)
+            .ok()
+            .and_then(|v| v.get("version")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
         let order_id = format!("{}-{}", self.ctx.node_id(), self.next_order.fetch_add(1, Ordering::Relaxed));
         Response::json(
             json::Object::new()
@@ -75,6 +82,8 @@ impl Orders {
                 .num("unit_price", unit_cents as f64 / 100.0)
                 .num("total", (unit_cents * order.qty) as f64 / 100.0)
                 .bool("reserved", true)
+                .str("version", Self::VERSION)
+                .str("inventory_version", &inventory_version)
                 .finish(),
         )
     }
