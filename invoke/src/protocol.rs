@@ -34,7 +34,13 @@ pub const REQUEST_ID_BYTES_MAX: usize = 128;
 pub const DEPTH_MAX: u8 = 64;
 
 /// A call forwarded to another node.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+///
+/// On the wire it has two layouts, told apart on decode: without pins it is exactly the layout of the release
+/// before pins existed ([`Plain`]), so nodes of both releases understand each other while a cluster is upgraded
+/// one node at a time; with pins it is [`Pinned`], the same fields followed by the pins and [`PINNED_MAGIC`]
+/// (which no `Plain` archive can hold where `Pinned` reads it). An earlier node drops a pinned request (it
+/// cannot read it): running a rollout while nodes of the earlier release remain costs forwarded calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvokeRequest {
     /// Chosen by the sender's forwarding table; the reply carries it back.
     pub id: u64,
@@ -63,6 +69,41 @@ pub struct InvokeRequest {
     /// [`crate::versions::PINS_MAX`] (see [`crate::versions`]).
     pub pins: Vec<(String, String)>,
 }
+
+/// The layout of a request without pins (and of every request before pins existed).
+#[derive(Archive, Serialize, Deserialize)]
+struct Plain {
+    id: u64,
+    origin: String,
+    artifact: String,
+    method: String,
+    request: Vec<u8>,
+    deadline_ms_left: u32,
+    hops: u8,
+    request_id: String,
+    caller: String,
+    depth: u8,
+}
+
+/// The layout of a request with pins.
+#[derive(Archive, Serialize, Deserialize)]
+struct Pinned {
+    id: u64,
+    origin: String,
+    artifact: String,
+    method: String,
+    request: Vec<u8>,
+    deadline_ms_left: u32,
+    hops: u8,
+    request_id: String,
+    caller: String,
+    depth: u8,
+    pins: Vec<(String, String)>,
+    magic: u64,
+}
+
+/// Ends every [`Pinned`] archive's root ("AePins01").
+const PINNED_MAGIC: u64 = 0x4165_5069_6e73_3031;
 
 /// The answer to an [`InvokeRequest`].
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -103,12 +144,70 @@ impl std::error::Error for ProtocolError {}
 
 impl InvokeRequest {
     pub fn encode(&self) -> Vec<u8> {
-        wire::encode(self)
+        let r = self.clone();
+        if r.pins.is_empty() {
+            return wire::encode(&Plain {
+                id: r.id,
+                origin: r.origin,
+                artifact: r.artifact,
+                method: r.method,
+                request: r.request,
+                deadline_ms_left: r.deadline_ms_left,
+                hops: r.hops,
+                request_id: r.request_id,
+                caller: r.caller,
+                depth: r.depth,
+            });
+        }
+        wire::encode(&Pinned {
+            id: r.id,
+            origin: r.origin,
+            artifact: r.artifact,
+            method: r.method,
+            request: r.request,
+            deadline_ms_left: r.deadline_ms_left,
+            hops: r.hops,
+            request_id: r.request_id,
+            caller: r.caller,
+            depth: r.depth,
+            pins: r.pins,
+            magic: PINNED_MAGIC,
+        })
     }
 
-    /// Decode and check the limits of every field.
+    /// Decode (either layout) and check the limits of every field.
     pub fn decode(bytes: &[u8]) -> Result<InvokeRequest, ProtocolError> {
-        let request: InvokeRequest = wire::decode(bytes).map_err(|e| ProtocolError::Undecodable(e.to_string()))?;
+        let request = match wire::decode::<Pinned>(bytes) {
+            Ok(p) if p.magic == PINNED_MAGIC => InvokeRequest {
+                id: p.id,
+                origin: p.origin,
+                artifact: p.artifact,
+                method: p.method,
+                request: p.request,
+                deadline_ms_left: p.deadline_ms_left,
+                hops: p.hops,
+                request_id: p.request_id,
+                caller: p.caller,
+                depth: p.depth,
+                pins: p.pins,
+            },
+            _ => {
+                let p: Plain = wire::decode(bytes).map_err(|e| ProtocolError::Undecodable(e.to_string()))?;
+                InvokeRequest {
+                    id: p.id,
+                    origin: p.origin,
+                    artifact: p.artifact,
+                    method: p.method,
+                    request: p.request,
+                    deadline_ms_left: p.deadline_ms_left,
+                    hops: p.hops,
+                    request_id: p.request_id,
+                    caller: p.caller,
+                    depth: p.depth,
+                    pins: Vec::new(),
+                }
+            }
+        };
         request.check()?;
         Ok(request)
     }
@@ -281,6 +380,27 @@ mod tests {
     }
 
     #[test]
+    fn a_request_without_pins_has_the_earlier_layout_and_one_with_pins_round_trips() {
+        // The release before pins encoded every request as `Plain`: its bytes still decode, pin-less.
+        let plain = InvokeRequest { pins: Vec::new(), ..request() };
+        let earlier = wire::encode(&Plain {
+            id: plain.id,
+            origin: plain.origin.clone(),
+            artifact: plain.artifact.clone(),
+            method: plain.method.clone(),
+            request: plain.request.clone(),
+            deadline_ms_left: plain.deadline_ms_left,
+            hops: plain.hops,
+            request_id: plain.request_id.clone(),
+            caller: plain.caller.clone(),
+            depth: plain.depth,
+        });
+        assert_eq!(plain.encode(), earlier, "what an earlier node reads");
+        assert_eq!(InvokeRequest::decode(&earlier), Ok(plain));
+        assert_eq!(InvokeRequest::decode(&request().encode()), Ok(request()));
+    }
+
+    #[test]
     fn a_request_is_not_a_reply() {
         // Frame kinds keep the two apart on the wire; a pin-less request's archive is also not a valid reply.
         assert!(InvokeReply::decode(&InvokeRequest { pins: Vec::new(), ..request() }.encode()).is_err());
@@ -303,6 +423,19 @@ mod tests {
         fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = InvokeRequest::decode(&bytes);
             let _ = InvokeReply::decode(&bytes);
+        }
+
+        #[test]
+        fn either_layout_round_trips_as_itself(
+            origin in "[a-z0-9-]{1,40}",
+            request_id in "[ -~]{0,128}",
+            depth in 0u8..=DEPTH_MAX,
+            hops in 1u8..=HOPS_MAX,
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+            pins in proptest::collection::vec(("[a-z.]{1,20}:[a-z]{1,20}", "[a-z.]{1,20}:[a-z]{1,20}:[0-9]\\.[0-9]\\.[0-9]"), 0..4),
+        ) {
+            let sent = InvokeRequest { origin, request_id, depth, hops, request: body, pins, ..request() };
+            prop_assert_eq!(InvokeRequest::decode(&sent.encode()), Ok(sent));
         }
 
         #[test]
