@@ -119,6 +119,10 @@ pub struct TargetRecord {
     /// Whether the scaling controller sets `instances` by load.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub autoscale: bool,
+    /// An old version kept serving until its successor serves: no longer wanted, so calls prefer the
+    /// successor, but its instances still read their target (slice state, selection, config).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retiring: bool,
     #[serde(with = "crate::text::seq")]
     pub depends_on: Vec<Artifact>,
     pub config: Map<String, Value>,
@@ -324,6 +328,7 @@ mod tests {
             min_available: 1,
             max_instances: 4,
             autoscale: true,
+            retiring: false,
             depends_on: vec![Artifact::parse("g:b:1.0.0").unwrap()],
             config: Map::new(),
             failures: StartFailures::default(),

@@ -9,10 +9,12 @@
 //! 1. the version the chain pinned for the slice's base (see below), when it serves the method;
 //! 2. under a rollout without a pin: the new version for `share` percent of draws, else the old one, each
 //!    only when it serves the method (else the other side);
-//! 3. the named version, when it serves the method;
-//! 4. a wanted version of the base that serves the method;
-//! 5. the named version; the caller then tries any version of the base that serves the method (an old one
-//!    still draining, which only its registry knows), else the call fails as it would have: no live instance.
+//! 3. the named version, when a target wants it and it serves the method;
+//! 4. the newest wanted version of the base that serves the method (so an upgrade takes the calls that name
+//!    the old version as soon as the new one serves, before the old one is retired);
+//! 5. the named version (an old one still draining, when it alone serves); the caller then tries any version
+//!    of the base that serves the method, which only its registry knows, else the call fails as it would
+//!    have: no live instance.
 //!
 //! *Serves* means the caller can reach an instance of that version with that method (the caller's
 //! judgement: endpoints in the registry, or an ACTIVE local instance).
@@ -151,10 +153,12 @@ impl VersionTable {
                 }
             }
         }
-        if serves(artifact) {
+        let wanted = self.wanted.get(base);
+        if wanted.is_some_and(|w| w.iter().any(|a| a == artifact)) && serves(artifact) {
             return artifact;
         }
-        if let Some(wanted) = self.wanted.get(base).and_then(|w| w.iter().find(|a| serves(a))) {
+        // The newest wanted version that serves, before an old name that still does.
+        if let Some(wanted) = wanted.and_then(|w| w.iter().rev().find(|a| serves(a))) {
             return wanted;
         }
         artifact
@@ -217,14 +221,17 @@ mod tests {
     }
 
     #[test]
-    fn an_old_name_reaches_the_wanted_version_once_it_is_gone() {
+    fn an_old_name_reaches_the_wanted_version_as_soon_as_it_serves() {
         let t = VersionTable::new(["g:a:2.0.0".to_owned()], Vec::new());
         let empty = Pins::default();
         assert!(t.versioned("g:a:1.0.0"));
         assert!(!t.versioned("g:a:2.0.0"));
         assert!(!t.versioned("g:b:1.0.0"));
-        assert_eq!(t.resolve("g:a:1.0.0", &empty, 0, &|_| true), "g:a:1.0.0", "the named one while it serves");
-        assert_eq!(t.resolve("g:a:1.0.0", &empty, 0, &|a| a == "g:a:2.0.0"), "g:a:2.0.0");
+        assert_eq!(t.resolve("g:a:1.0.0", &empty, 0, &|_| true), "g:a:2.0.0", "the wanted one first");
+        assert_eq!(t.resolve("g:a:1.0.0", &empty, 0, &|a| a == "g:a:1.0.0"), "g:a:1.0.0", "the old one alone");
         assert_eq!(t.resolve("g:a:1.0.0", &empty, 0, &|_| false), "g:a:1.0.0", "nothing serves: as named");
+        // Two versions wanted (two blueprints): a call naming either stays on it.
+        let both = VersionTable::new(["g:a:1.0.0".to_owned(), "g:a:2.0.0".to_owned()], Vec::new());
+        assert_eq!(both.resolve("g:a:1.0.0", &empty, 0, &|_| true), "g:a:1.0.0");
     }
 }

@@ -91,8 +91,7 @@ impl SingleActive {
                 || records.get(base).is_some_and(|r| r.value.holder.as_deref() == Some(me))
         });
         let views = self.views(&records, &instances, &single_targets);
-        let wanted = targets.iter().map(|(artifact, _)| artifact.clone());
-        let versions = super::versions::table(store, wanted, crate::managers::wall_ms());
+        let versions = super::versions::table(store, crate::managers::wall_ms());
         let mut registry = registry.write();
         registry.set_leases(views);
         registry.set_selections(selections);

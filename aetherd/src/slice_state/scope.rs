@@ -45,6 +45,7 @@ mod tests {
             min_available: 1,
             max_instances: 1,
             autoscale: false,
+            retiring: false,
             depends_on: Vec::new(),
             config,
             failures: StartFailures::default(),

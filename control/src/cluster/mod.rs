@@ -112,6 +112,7 @@ pub fn wanted_targets(state: &ClusterState) -> Wanted {
                 min_available: spec.min_available(),
                 max_instances: spec.max_instances(),
                 autoscale: spec.autoscale,
+                retiring: false,
                 depends_on: spec.depends_on.clone(),
                 config: spec.config.clone(),
                 failures: StartFailures::default(),
@@ -230,10 +231,17 @@ impl<'a> Pass<'a> {
             self.writes.push(KvWrite::Set { key, expected, value: target.encode() });
         }
         for (artifact, current) in &self.state.targets {
-            // An old version kept serving keeps its target: its slice state, selection and config need it.
-            if !self.wanted.targets.contains_key(artifact) && self.held_for(artifact).is_none() {
-                let key = AetherKey::Target { artifact: artifact.clone() };
+            if self.wanted.targets.contains_key(artifact) {
+                continue;
+            }
+            let key = AetherKey::Target { artifact: artifact.clone() };
+            // An old version kept serving keeps its target (its slice state, selection and config are read
+            // from it), marked retiring so calls prefer its successor.
+            if self.held_for(artifact).is_none() {
                 self.writes.push(KvWrite::Remove { key, expected: current.version });
+            } else if !current.value.retiring {
+                let value = TargetRecord { retiring: true, ..current.value.clone() }.encode();
+                self.writes.push(KvWrite::Set { key, expected: Some(current.version), value });
             }
         }
     }

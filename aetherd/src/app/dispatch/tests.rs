@@ -498,16 +498,16 @@ fn sent_artifacts(forward: &FakeForward) -> Vec<String> {
 fn a_route_naming_a_gone_version_reaches_the_wanted_one() {
     let forward = FakeForward::with(&[("node-2", Ok(ok_reply("{}"))), ("node-3", Ok(ok_reply("{}")))]);
     let table = invoke::VersionTable::new([ECHO_V2.to_owned()], Vec::new());
-    // 1.0.0 still serves: the route's version answers.
+    // Both serve: the wanted 2.0.0 takes the call that names 1.0.0.
     let both = versioned(&forward, &["node-2"], &["node-3"], table.clone());
     assert!(both.places(ECHO), "calls to a name with another wanted version go through the dispatcher");
     assert_eq!(http(&both, "GET", "/echo/hi", "").status, 200);
-    assert_eq!(sent_artifacts(&forward), [ECHO]);
-    // Its node stops answering (a retired instance): the retry looks again and reaches 2.0.0.
-    let forward = FakeForward::with(&[("node-3", Ok(ok_reply("{}")))]);
+    assert_eq!(sent_artifacts(&forward), [ECHO_V2]);
+    // 2.0.0's node stops answering: the retry looks again and reaches the old version, which still serves.
+    let forward = FakeForward::with(&[("node-2", Ok(ok_reply("{}")))]);
     let both = versioned(&forward, &["node-2"], &["node-3"], table.clone());
     assert_eq!(http(&both, "GET", "/echo/hi", "").status, 200);
-    assert_eq!(sent_artifacts(&forward), [ECHO, ECHO_V2]);
+    assert_eq!(sent_artifacts(&forward), [ECHO_V2, ECHO]);
     // 1.0.0 is gone: the wanted 2.0.0 answers, with no failed attempt first.
     let forward = FakeForward::with(&[("node-3", Ok(ok_reply("{}")))]);
     let only_new = versioned(&forward, &[], &["node-3"], table);
