@@ -101,7 +101,7 @@ fn descriptors_carry_routes_and_methods() {
             ("GET".into(), "/echo/status/{code}".into(), "status".into())
         ]
     );
-    assert_eq!(routes.len(), 10);
+    assert_eq!(routes.len(), 11);
 }
 
 #[test]
