@@ -220,10 +220,10 @@ pub struct RolloutStart {
     /// The operator moves the rollout on: ratio, promote, complete (the default of rolling and blue-green)
     #[arg(long)]
     pub manual: bool,
-    /// Health threshold: highest share of 5xx answers, 0 to 1 (stored; not judged yet)
+    /// Health threshold: highest share of 5xx answers, 0 to 1 (crossed, and worse than the old version: rolled back)
     #[arg(long = "max-error-rate", value_name = "F")]
     pub max_error_rate: Option<f64>,
-    /// Health threshold: highest p99 latency in milliseconds (stored; not judged yet)
+    /// Health threshold: highest p99 latency in milliseconds (crossed, and worse than the old version: rolled back)
     #[arg(long = "max-p99-ms", value_name = "N")]
     pub max_p99_ms: Option<u64>,
     /// How long the old set is kept after the switch before an automatic completion, in milliseconds

@@ -140,9 +140,13 @@ impl Ratio {
 
     /// A split given as two weights (`{"new": 1, "old": 3}` is 25%), rounded to whole percent.
     pub fn from_weights(new: u64, old: u64) -> Result<Ratio, String> {
-        let total = new.checked_add(old).filter(|t| *t > 0).ok_or("the weights must not both be 0")?;
+        let too_big = || "weights above 1000000 in total are refused".to_owned();
+        let total = new.checked_add(old).ok_or_else(too_big)?;
+        if total == 0 {
+            return Err("the weights must not both be 0".to_owned());
+        }
         if total > 1_000_000 {
-            return Err("weights above 1000000 in total are refused".to_owned());
+            return Err(too_big());
         }
         let percent = (new * 100 + total / 2) / total;
         Ok(Ratio::new_percent(u8::try_from(percent).unwrap_or(100)))
@@ -631,6 +635,6 @@ mod tests {
         assert_eq!(Ratio::from_weights(1, 3).unwrap(), Ratio { new: 25, old: 75 });
         assert_eq!(Ratio::from_weights(1, 0).unwrap(), Ratio::NEW);
         assert!(Ratio::from_weights(0, 0).is_err());
-        assert!(Ratio::from_weights(u64::MAX, 1).is_err());
+        assert!(Ratio::from_weights(u64::MAX, 1).unwrap_err().contains("above 1000000"), "an overflow is too big");
     }
 }

@@ -100,6 +100,9 @@ fn set(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError> {
     if reason.len() > REASON_BYTES_MAX {
         return Err(ApiError::bad_request(format!("reason over {REASON_BYTES_MAX} bytes")));
     }
+    if reason.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("reason must not hold control characters"));
+    }
     let key = AetherKey::Scale { base: base.clone() };
     let current = backend.kv_get(&key, true)?;
     let record = ScaleRecord {
@@ -219,6 +222,8 @@ mod tests {
         let unknown = backend.call("POST", "api/scale", r#"{"artifact": "org.example:b", "instances": 1}"#);
         assert_eq!(unknown.status, 404);
         assert_eq!(backend.call("POST", "api/scale", r#"{"artifact": "x", "instances": 1}"#).status, 400);
+        let escape = r#"{"artifact": "org.example:a", "instances": 2, "reason": "a\u0000\u001b[31m"}"#;
+        assert_eq!(backend.call("POST", "api/scale", escape).status, 400, "control characters in a reason");
         assert_eq!(backend.call("POST", "api/scale", r#"{"artifact": "org.example:a", "n": 1}"#).status, 400);
         let huge = format!(r#"{{"artifact": "{}", "instances": 1}}"#, "a".repeat(5000));
         assert_eq!(backend.call("POST", "api/scale", &huge).status, 413);

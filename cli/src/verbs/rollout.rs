@@ -148,7 +148,7 @@ pub fn render_rollout(r: &Value, now: u64) -> String {
     let ratio = format!("{}/{} (new/old)", cell(&r["ratio"]["new"]), cell(&r["ratio"]["old"]));
     let t = &r["thresholds"];
     let thresholds = format!(
-        "max error rate {}, max p99 {} ms, window {} ms, min calls {} (stored; not judged yet)",
+        "max error rate {}, max p99 {} ms, window {} ms, min calls {} (judged while shifting: crossed and worse than the old version rolls back)",
         cell(&t["max_error_rate"]),
         cell(&t["max_p99_ms"]),
         cell(&t["window_ms"]),
@@ -270,7 +270,7 @@ mod tests {
         let text = render_rollout(&shifting(), 2_000);
         assert!(text.contains("1 of 2") && text.contains("10% for 1m, 100%"), "{text}");
         assert!(text.contains("25/75 (new/old)") && text.contains("as the blueprint"), "{text}");
-        assert!(text.contains("not judged yet"), "{text}");
+        assert!(text.contains("judged while shifting"), "{text}");
         assert!(text.lines().any(|l| l.starts_with("g:orders") && l.contains("2.0.0")), "{text}");
         let unreadable = render_rollout(&json!({"id": "x", "state": "UNREADABLE", "error": "e"}), 0);
         assert!(unreadable.contains("UNREADABLE") && unreadable.contains('e'), "{unreadable}");
