@@ -9,6 +9,11 @@
 //! jobs in order, skipping jobs of an artifact that already has one running: the jobs of one artifact run
 //! one after the other, in order, and a slow step (a drain, a hung `start`) holds up only its own artifact.
 //!
+//! A slice record may stand for several instances on this node (`copies`, from the blueprint's
+//! `max_per_node`): the worker loads that many separate copies of the library, starts and stops them together,
+//! and a resize starts or stops copies of a running slice one by one (a stopped copy finishes its calls
+//! first). Calls take turns among the ACTIVE copies (the container's pick).
+//!
 //! Invariants: at most one job per artifact runs at a time, and one artifact's jobs run in the order queued;
 //! a job's result always comes back (success or a failure with its reason), so no artifact stays "in progress"
 //! forever; the loop never blocks on a job; stopping unloads every slice within a bound, and past it leaves
@@ -79,6 +84,8 @@ impl Settings {
 pub enum JobResult {
     Loaded(SliceInfo),
     Active,
+    /// The copies now running.
+    Resized(u32),
     Deactivated,
     Unloaded,
     Failed(String),
@@ -137,7 +144,8 @@ fn artifact_of(action: &NodeAction) -> &Artifact {
         | NodeAction::Activate { artifact, .. }
         | NodeAction::Deactivate { artifact }
         | NodeAction::Unload { artifact }
-        | NodeAction::Reconfigure { artifact, .. } => artifact,
+        | NodeAction::Reconfigure { artifact, .. }
+        | NodeAction::Resize { artifact, .. } => artifact,
     }
 }
 
@@ -147,6 +155,8 @@ pub struct Deployer {
     infos: BTreeMap<Artifact, SliceInfo>,
     /// The last config offered to each artifact's running slice, and its verdict once answered.
     reconfigs: BTreeMap<Artifact, Reconfig>,
+    /// The copies of each slice loaded (or being resized to).
+    copies: BTreeMap<Artifact, u32>,
     jobs: Arc<Jobs>,
     workers: Vec<JoinHandle<()>>,
     container: Arc<container::Container>,
@@ -164,7 +174,7 @@ impl Deployer {
     ) -> Result<Deployer, String> {
         let jobs = Arc::new(Jobs { queue: Mutex::new(Queue::default()), wake: Condvar::new() });
         let done = Arc::new(done);
-        let instances: Arc<Mutex<HashMap<Artifact, container::InstanceId>>> = Arc::default();
+        let instances: Arc<Mutex<HashMap<Artifact, Vec<container::InstanceId>>>> = Arc::default();
         let mut workers = Vec::with_capacity(WORKERS);
         for n in 0..WORKERS {
             let worker =
@@ -184,6 +194,7 @@ impl Deployer {
             states: BTreeMap::new(),
             infos: BTreeMap::new(),
             reconfigs: BTreeMap::new(),
+            copies: BTreeMap::new(),
             jobs,
             workers,
             container,
@@ -199,8 +210,9 @@ impl Deployer {
         &self.infos
     }
 
-    pub fn reconfigs(&self) -> &BTreeMap<Artifact, Reconfig> {
-        &self.reconfigs
+    /// What runs besides the lifecycle states, for `control::node::step`.
+    pub fn running(&self) -> control::node::Running<'_> {
+        control::node::Running { reconfigs: &self.reconfigs, copies: &self.copies }
     }
 
     /// Drops the answered offers for which `recorded(artifact, config)` holds (the slice record shows the
@@ -224,7 +236,17 @@ impl Deployer {
                 self.jobs.wake.notify_all();
                 return;
             }
-            NodeAction::Load { artifact, .. } => (artifact.clone(), ContainerState::Loading),
+            // The slice serves on while copies start or stop; the count asked for is reported at once.
+            NodeAction::Resize { artifact, copies, .. } => {
+                self.copies.insert(artifact.clone(), *copies);
+                self.jobs.queue.lock().pending.push_back(action);
+                self.jobs.wake.notify_all();
+                return;
+            }
+            NodeAction::Load { artifact, copies, .. } => {
+                self.copies.insert(artifact.clone(), *copies);
+                (artifact.clone(), ContainerState::Loading)
+            }
             NodeAction::Activate { artifact, .. } => (artifact.clone(), ContainerState::Activating),
             NodeAction::Deactivate { artifact } => (artifact.clone(), ContainerState::Deactivating),
             NodeAction::Unload { artifact } => (artifact.clone(), ContainerState::Unloading),
@@ -242,6 +264,9 @@ impl Deployer {
                 self.infos.insert(done.artifact.clone(), info);
                 self.states.insert(done.artifact, ContainerState::Loaded);
             }
+            JobResult::Resized(copies) => {
+                self.copies.insert(done.artifact, copies);
+            }
             JobResult::Active => {
                 self.states.insert(done.artifact, ContainerState::Active);
             }
@@ -251,6 +276,7 @@ impl Deployer {
             JobResult::Unloaded => {
                 self.states.remove(&done.artifact);
                 self.infos.remove(&done.artifact);
+                self.copies.remove(&done.artifact);
             }
             JobResult::Failed(reason) => {
                 self.states.insert(done.artifact, ContainerState::Failed { reason });
@@ -294,19 +320,23 @@ impl Deployer {
     }
 }
 
-/// A worker thread's side: the container and the instance of each artifact (shared by the workers; an
-/// artifact's entry is only touched by the one job of that artifact running).
+/// A worker thread's side: the container and the instances (copies) of each artifact (shared by the workers;
+/// an artifact's entry is only touched by the one job of that artifact running).
 struct Worker {
     container: Arc<container::Container>,
-    instances: Arc<Mutex<HashMap<Artifact, container::InstanceId>>>,
+    instances: Arc<Mutex<HashMap<Artifact, Vec<container::InstanceId>>>>,
     provision: Option<Arc<Provisioner>>,
 }
 
 impl Worker {
     fn run(&self, action: NodeAction) -> JobDone {
         let (artifact, result) = match action {
-            NodeAction::Load { artifact, config } => {
-                let result = self.load(&artifact, &config);
+            NodeAction::Load { artifact, config, copies } => {
+                let result = self.load(&artifact, &config, copies);
+                (artifact, result)
+            }
+            NodeAction::Resize { artifact, copies, config } => {
+                let result = self.resize(&artifact, &config, copies);
                 (artifact, result)
             }
             NodeAction::Activate { artifact, config } => {
@@ -333,20 +363,29 @@ impl Worker {
         JobDone { artifact, result }
     }
 
-    fn load(&self, artifact: &Artifact, config: &Map<String, Value>) -> JobResult {
+    fn load(&self, artifact: &Artifact, config: &Map<String, Value>, copies: u32) -> JobResult {
         if let Err(reason) = self.provision.as_ref().map_or(Ok(()), |p| p.ensure(artifact)) {
             return JobResult::Failed(reason);
         }
-        let old = self.instances.lock().remove(artifact);
-        if let Some(old) = old {
-            let _ = self.container.unload(old);
+        let old = self.instances.lock().remove(artifact).unwrap_or_default();
+        for id in old {
+            let _ = self.container.unload(id);
         }
-        let id = match self.container.load(artifact, config_pairs(config)) {
-            Ok(id) => id,
-            Err(e) => return JobResult::Failed(e.to_string()),
-        };
-        self.instances.lock().insert(artifact.clone(), id);
-        let Some(handle) = self.container.handle(id) else {
+        let mut loaded = Vec::new();
+        for _ in 0..copies.max(1) {
+            match self.container.load(artifact, config_pairs(config)) {
+                Ok(id) => loaded.push(id),
+                Err(e) => {
+                    for id in loaded {
+                        let _ = self.container.unload(id);
+                    }
+                    return JobResult::Failed(e.to_string());
+                }
+            }
+        }
+        let first = loaded.first().copied();
+        self.instances.lock().insert(artifact.clone(), loaded);
+        let Some(handle) = first.and_then(|id| self.container.handle(id)) else {
             return JobResult::Failed("the instance vanished after loading".into());
         };
         let info = handle.info();
@@ -369,41 +408,91 @@ impl Worker {
     }
 
     fn activate(&self, artifact: &Artifact, config: &Map<String, Value>) -> JobResult {
-        let Some(id) = self.instance(artifact) else { return JobResult::Failed("not loaded".into()) };
-        if let Err(e) = self.container.set_config(id, config_pairs(config)) {
-            return JobResult::Failed(e.to_string());
+        let copies = self.copies(artifact);
+        if copies.is_empty() {
+            return JobResult::Failed("not loaded".into());
         }
-        match self.container.activate(id) {
-            Ok(()) => JobResult::Active,
-            Err(e) => JobResult::Failed(e.to_string()),
+        for id in copies {
+            if let Err(reason) = self.start(id, config) {
+                return JobResult::Failed(reason);
+            }
         }
+        JobResult::Active
     }
 
+    fn start(&self, id: container::InstanceId, config: &Map<String, Value>) -> Result<(), String> {
+        self.container.set_config(id, config_pairs(config)).map_err(|e| e.to_string())?;
+        self.container.activate(id).map_err(|e| e.to_string())
+    }
+
+    /// Stops every copy; the first failure is the result, and the other copies are stopped all the same.
     fn deactivate(&self, artifact: &Artifact) -> JobResult {
-        let Some(id) = self.instance(artifact) else { return JobResult::Failed("not loaded".into()) };
-        match self.container.deactivate(id) {
-            Ok(()) => JobResult::Deactivated,
-            Err(e) => JobResult::Failed(e.to_string()),
+        let copies = self.copies(artifact);
+        if copies.is_empty() {
+            return JobResult::Failed("not loaded".into());
+        }
+        let failures = copies.into_iter().filter_map(|id| self.container.deactivate(id).err());
+        match failures.map(|e| e.to_string()).next() {
+            None => JobResult::Deactivated,
+            Some(reason) => JobResult::Failed(reason),
         }
     }
 
-    fn instance(&self, artifact: &Artifact) -> Option<container::InstanceId> {
-        self.instances.lock().get(artifact).copied()
+    /// Starts new copies (loaded from the library, with the record's config) or stops and unloads the newest
+    /// ones until `wanted` run. A copy that cannot start is unloaded and fails the job: the record fails as
+    /// for any start failure.
+    fn resize(&self, artifact: &Artifact, config: &Map<String, Value>, wanted: u32) -> JobResult {
+        let wanted = usize::try_from(wanted.max(1)).unwrap_or(usize::MAX);
+        loop {
+            let running = self.copies(artifact);
+            if running.is_empty() {
+                return JobResult::Failed("not loaded".into());
+            }
+            if running.len() == wanted {
+                return JobResult::Resized(u32::try_from(running.len()).unwrap_or(u32::MAX));
+            }
+            if running.len() > wanted {
+                let Some(&id) = running.last() else { continue };
+                self.drop_copy(artifact, id);
+                let _ = self.container.deactivate(id);
+                if let Err(e) = self.container.unload(id) {
+                    warn!("slice {artifact}: unloading a copy left the library mapped: {e}");
+                }
+                continue;
+            }
+            let id = match self.container.load(artifact, config_pairs(config)) {
+                Ok(id) => id,
+                Err(e) => return JobResult::Failed(format!("another copy: {e}")),
+            };
+            if let Err(reason) = self.start(id, config) {
+                let _ = self.container.unload(id);
+                return JobResult::Failed(format!("another copy: {reason}"));
+            }
+            self.instances.lock().entry(artifact.clone()).or_default().push(id);
+        }
+    }
+
+    fn drop_copy(&self, artifact: &Artifact, id: container::InstanceId) {
+        if let Some(copies) = self.instances.lock().get_mut(artifact) {
+            copies.retain(|c| *c != id);
+        }
+    }
+
+    fn copies(&self, artifact: &Artifact) -> Vec<container::InstanceId> {
+        self.instances.lock().get(artifact).cloned().unwrap_or_default()
     }
 
     fn unload(&self, artifact: &Artifact) -> JobResult {
-        let removed = self.instances.lock().remove(artifact);
-        let Some(id) = removed else { return JobResult::Unloaded };
-        if matches!(self.container.state(id), Some((container::SliceState::Active, _))) {
-            let _ = self.container.deactivate(id);
-        }
-        match self.container.unload(id) {
-            Ok(()) => JobResult::Unloaded,
-            Err(e) => {
+        let removed = self.instances.lock().remove(artifact).unwrap_or_default();
+        for id in removed {
+            if matches!(self.container.state(id), Some((container::SliceState::Active, _))) {
+                let _ = self.container.deactivate(id);
+            }
+            if let Err(e) = self.container.unload(id) {
                 warn!("slice {artifact}: unload left the library mapped: {e}");
-                JobResult::Unloaded
             }
         }
+        JobResult::Unloaded
     }
 }
 
@@ -503,11 +592,11 @@ mod tests {
             let mut queue = jobs.queue.lock();
             queue.pending.push_back(NodeAction::Deactivate { artifact: a.clone() });
             queue.pending.push_back(NodeAction::Unload { artifact: a.clone() });
-            queue.pending.push_back(NodeAction::Load { artifact: b.clone(), config: Map::new() });
+            queue.pending.push_back(NodeAction::Load { artifact: b.clone(), config: Map::new(), copies: 1 });
         }
         assert_eq!(jobs.take(), Some(NodeAction::Deactivate { artifact: a.clone() }));
         // `a` is busy: its Unload waits, and `b` goes first.
-        assert_eq!(jobs.take(), Some(NodeAction::Load { artifact: b.clone(), config: Map::new() }));
+        assert_eq!(jobs.take(), Some(NodeAction::Load { artifact: b.clone(), config: Map::new(), copies: 1 }));
         jobs.finished(&a);
         assert_eq!(jobs.take(), Some(NodeAction::Unload { artifact: a }));
         jobs.queue.lock().stopping = true;

@@ -164,7 +164,7 @@ pub fn node_step(store: &Store, me: &NodeId, deployer: &mut Deployer, now_ms: u6
                 || r.value.config_refused.as_ref().is_some_and(|refused| refused.config == *config)
         })
     });
-    control::node::step(&view, deployer.states(), deployer.infos(), deployer.reconfigs(), now_ms)
+    control::node::step(&view, deployer.states(), deployer.infos(), deployer.running(), now_ms)
 }
 
 #[cfg(test)]

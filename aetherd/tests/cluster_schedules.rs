@@ -19,6 +19,8 @@ const BLUEPRINT: &str =
     "name = \"ticks\"\n[[slices]]\nartifact = \"org.aether.examples:ticker:1.0.0\"\ninstances = 3\n";
 const MINUTE_MS: i64 = 60_000;
 const PULSE_MS: i64 = 2_000;
+/// How long before its first run a catch-up is decided, at most.
+const SLACK_MS: i64 = 500;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -121,7 +123,12 @@ fn a_minutely_task_runs_once_a_minute_across_a_leader_kill_and_catches_up_after_
     // due times pending were those after the last run before the outage; exactly the newest 3 of them ran, in
     // order, the older ones were missed, and from there on nothing is missing.
     let resumed = after.first().map(|(_, ran)| *ran).expect(&context);
-    let newest = last_before + (resumed - last_before) / PULSE_MS * PULSE_MS;
+    let mut newest = last_before + (resumed - last_before) / PULSE_MS * PULSE_MS;
+    // The leader picks the pending due times a moment before the first catch-up run starts; when a due time
+    // falls inside that moment it is not yet pending, and runs on time after the catch-up.
+    if resumed - newest < SLACK_MS && dues.len() > 3 && dues[2] == newest - PULSE_MS {
+        newest -= PULSE_MS;
+    }
     let caught_up: Vec<i64> = dues.iter().copied().filter(|due| *due <= newest).collect();
     assert_eq!(caught_up, vec![newest - 2 * PULSE_MS, newest - PULSE_MS, newest], "{context}");
     assert!(caught_up[0] - last_before > PULSE_MS, "older missed due times are not run: {context}");

@@ -62,7 +62,9 @@
 //! let container = BTreeMap::new(); // what the container holds, by artifact
 //! let descriptors = BTreeMap::new(); // routes and methods of loaded slices, by artifact
 //! let reconfigs = BTreeMap::new(); // configs offered to running slices, and their verdicts
-//! let output = node::step(&view, &container, &descriptors, &reconfigs, 1_001);
+//! let copies = BTreeMap::new(); // copies each running slice runs, by artifact (absent: one)
+//! let running = node::Running { reconfigs: &reconfigs, copies: &copies };
+//! let output = node::step(&view, &container, &descriptors, running, 1_001);
 //! assert!(matches!(&output.actions[..], [node::NodeAction::Load { .. }]));
 //! for write in output.writes {
 //!     submit(&mut kv, write.to_command());

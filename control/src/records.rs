@@ -119,6 +119,9 @@ pub struct TargetRecord {
     /// Whether the scaling controller sets `instances` by load.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub autoscale: bool,
+    /// Most instances one node runs (1 in records written before it existed).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub max_per_node: u32,
     /// An old version kept serving until its successor serves: no longer wanted, so calls prefer the
     /// successor, but its instances still read their target (slice state, selection, config).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -129,6 +132,14 @@ pub struct TargetRecord {
     /// Start failures counted against the artifact, its backoff and its quarantine; kept by the leader.
     #[serde(default, skip_serializing_if = "StartFailures::is_clear")]
     pub failures: StartFailures,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl Record for TargetRecord {
@@ -176,6 +187,11 @@ pub struct SliceRecord {
     pub since_ms: u64,
     /// Instance number, unique among the artifact's records; part of the endpoint keys.
     pub instance: u32,
+    /// How many instances of the slice the record stands for on its node (1 unless the target's
+    /// `max_per_node` allows more): the node runs them as separate copies of the library, and calls to the
+    /// node's endpoints take turns among them. Set by the leader; the node follows it while ACTIVE.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub copies: u32,
     /// Why the slice failed; kept through UNLOAD so operators can read it until the record goes.
     #[serde(default)]
     pub error: Option<String>,
@@ -295,6 +311,7 @@ mod tests {
             state: SliceState::Loading,
             since_ms: 42,
             instance: 1,
+            copies: 1,
             error: None,
             config: Map::new(),
             failed_in: None,
@@ -328,6 +345,7 @@ mod tests {
             min_available: 1,
             max_instances: 4,
             autoscale: true,
+            max_per_node: 3,
             retiring: false,
             depends_on: vec![Artifact::parse("g:b:1.0.0").unwrap()],
             config: Map::new(),

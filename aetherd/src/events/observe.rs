@@ -177,6 +177,7 @@ mod tests {
             state,
             since_ms: 0,
             instance: 1,
+            copies: 1,
             error: error.map(str::to_string),
             config: Default::default(),
             failed_in: None,

@@ -45,6 +45,7 @@ mod tests {
             min_available: 1,
             max_instances: 1,
             autoscale: false,
+            max_per_node: 1,
             retiring: false,
             depends_on: Vec::new(),
             config,

@@ -9,8 +9,8 @@
 //! Routes come from the slices' descriptors, which the node reads from the libraries in its repository (the
 //! blueprint itself does not list routes); this module only compares what it is given.
 //!
-//! A slice runs at most one instance per node (its records are keyed by node and artifact), so `instances`
-//! above the cluster's node count is accepted with a [`InstanceWarning`]: the surplus is never placed.
+//! A node runs at most `max_per_node` instances of a slice (default 1), so `instances` above the cluster's
+//! node count times that is accepted with an [`InstanceWarning`]: the surplus is never placed.
 //!
 //! Invariants: pure and deterministic: claims are looked at in the order given (the deployed ones first), and
 //! the first new claim whose route an earlier claim of another artifact holds is the conflict reported.
@@ -85,29 +85,37 @@ pub struct InstanceWarning {
     pub artifact: Artifact,
     pub instances: u32,
     pub nodes: usize,
+    /// The slice's `max_per_node`.
+    pub per_node: u32,
 }
 
 impl fmt::Display for InstanceWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let most = u64::try_from(self.nodes).unwrap_or(u64::MAX).saturating_mul(u64::from(self.per_node));
+        let per_node = match self.per_node {
+            1 => "one instance".to_owned(),
+            n => format!("{n} instances"),
+        };
         write!(
             f,
-            "{}: {} asks for {} instances but the cluster has {} nodes; a node runs at most one instance of a \
-             slice, so at most {} will run",
-            self.field, self.artifact, self.instances, self.nodes, self.nodes
+            "{}: {} asks for {} instances but the cluster has {} nodes; a node runs at most {per_node} of this \
+             slice (max_per_node), so at most {most} will run",
+            self.field, self.artifact, self.instances, self.nodes
         )
     }
 }
 
-/// A warning for every slice whose `instances` is above `nodes`, in file order.
+/// A warning for every slice whose `instances` is above `nodes` times its `max_per_node`, in file order.
 pub fn instance_warnings(blueprint: &Blueprint, nodes: usize) -> Vec<InstanceWarning> {
-    let above = |instances: u32| usize::try_from(instances).is_ok_and(|n| n > nodes);
+    let most = |per_node: u32| u64::try_from(nodes).unwrap_or(u64::MAX).saturating_mul(u64::from(per_node));
     (blueprint.slices.iter().enumerate())
-        .filter(|(_, slice)| above(slice.instances))
+        .filter(|(_, slice)| u64::from(slice.instances) > most(slice.max_per_node()))
         .map(|(i, slice)| InstanceWarning {
             field: format!("slices[{i}].instances"),
             artifact: slice.artifact.clone(),
             instances: slice.instances,
             nodes,
+            per_node: slice.max_per_node(),
         })
         .collect()
 }
@@ -186,7 +194,27 @@ mod tests {
         assert_eq!(
             warnings[1].to_string(),
             "slices[1].instances: g:b:1.0.0 asks for 4 instances but the cluster has 2 nodes; a node runs at most \
-             one instance of a slice, so at most 2 will run"
+             one instance of this slice (max_per_node), so at most 2 will run"
         );
+    }
+
+    #[test]
+    fn max_per_node_raises_what_fits_before_a_warning() {
+        let text = "name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\ninstances = 5\nmax_per_node = 2\n";
+        let blueprint = crate::blueprint::parse(text, &|_| true).unwrap();
+        assert_eq!(blueprint.slices[0].max_per_node(), 2);
+        assert_eq!(instance_warnings(&blueprint, 3), []);
+        let warnings = instance_warnings(&blueprint, 2);
+        assert_eq!(
+            warnings[0].to_string(),
+            "slices[0].instances: g:a:1.0.0 asks for 5 instances but the cluster has 2 nodes; a node runs at most \
+             2 instances of this slice (max_per_node), so at most 4 will run"
+        );
+        for (bad, reason) in [("0", "at least 1"), ("65", "at most 64")] {
+            let text = text.replace("max_per_node = 2", &format!("max_per_node = {bad}"));
+            let error = crate::blueprint::parse(&text, &|_| true).unwrap_err();
+            assert_eq!(error.field, "slices[0].max_per_node", "{error}");
+            assert!(error.to_string().contains(reason), "{error}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! instances = 2          # default 1
 //! min_instances = 1      # default 1: how many must be ACTIVE before dependents start
 //! min_available = 1      # default instances - 1 (at least 1): ACTIVE instances a node drain keeps
+//! max_per_node = 1       # default 1: instances one node may run (up to PER_NODE_MAX)
 //! depends_on = ["org.aether.examples:inventory:1.0.0"]
 //! [slices.config]        # strings, integers, floats and booleans only
 //! currency = "EUR"
@@ -24,7 +25,8 @@
 //!
 //! Invariants of a parsed [`Blueprint`]: at least one slice; no artifact twice; every `depends_on` names a
 //! slice of the same blueprint, at most once; no dependency cycle; `1 <= instances <= INSTANCES_MAX` and
-//! `min_instances <= instances`; `1 <= min_available <= instances` when given; `order` lists every artifact once, each after everything it depends on.
+//! `min_instances <= instances`; `1 <= min_available <= instances` when given; `1 <= max_per_node <= PER_NODE_MAX`
+//! when given; `order` lists every artifact once, each after everything it depends on.
 //! Parsing never panics, whatever the input.
 
 //!
@@ -54,6 +56,8 @@ pub const SLICES_MAX: usize = 256;
 pub const DEPENDENCIES_MAX: usize = 64;
 /// Most instances of one slice.
 pub const INSTANCES_MAX: u32 = 1024;
+/// Most instances of one slice on one node (`max_per_node`).
+pub const PER_NODE_MAX: u32 = 64;
 /// Most `[slices.config]` entries of one slice.
 pub const CONFIG_ENTRIES_MAX: usize = 256;
 /// Longest config key, in bytes.
@@ -78,6 +82,12 @@ impl SliceSpec {
     /// ACTIVE instances a node drain never goes below: as written, else `instances - 1`, at least 1.
     pub fn min_available(&self) -> u32 {
         self.min_available.unwrap_or_else(|| default_min_available(self.instances))
+    }
+
+    /// Most instances of the slice on one node: as written, else 1. Past one, a node runs the instances as
+    /// separate copies of the library (separate state), counted on one slice record (`copies`).
+    pub fn max_per_node(&self) -> u32 {
+        self.max_per_node.unwrap_or(1).clamp(1, PER_NODE_MAX)
     }
 
     /// The most instances scaling may set: as written, else `instances`.
@@ -117,6 +127,9 @@ pub struct SliceSpec {
     /// `max_instances` by load (off: `instances`, or an operator's `POST /api/scale`, is what runs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub autoscale: bool,
+    /// Most instances of the slice one node runs, as written (`None`: 1); see [`SliceSpec::max_per_node`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_node: Option<u32>,
     #[serde(with = "crate::text::seq")]
     pub depends_on: Vec<Artifact>,
     /// String keys to strings, numbers and booleans.

@@ -32,6 +32,8 @@ pub(super) struct RawSlice {
     max_instances: Option<Spanned<i64>>,
     /// Whether the scaling controller changes the instance count (see `SliceSpec::autoscale`).
     autoscale: Option<Spanned<bool>>,
+    /// Most instances of the slice on one node (see `SliceSpec::max_per_node`).
+    max_per_node: Option<Spanned<i64>>,
     /// The disruption budget: ACTIVE instances a drain never goes below (see `SliceSpec::min_available`).
     min_available: Option<Spanned<i64>>,
     #[serde(default)]
@@ -247,6 +249,17 @@ pub(super) fn parse_slice(index: usize, raw: &Spanned<RawSlice>, lines: &Lines) 
         None => None,
     };
     let autoscale = slice.autoscale.as_ref().is_some_and(|a| *a.get_ref());
+    let max_per_node = match &slice.max_per_node {
+        Some(n) => {
+            let value = check_count(*n.get_ref(), 1).map_err(|r| invalid(n.span(), "max_per_node", r))?;
+            if value > super::PER_NODE_MAX {
+                let reason = format!("must be at most {}, found {value}", super::PER_NODE_MAX);
+                return Err(invalid(n.span(), "max_per_node", reason));
+            }
+            Some(value)
+        }
+        None => None,
+    };
     let depends_on = parse_dependencies(index, slice, lines)?;
     let mut config = parse_config(index, slice, lines)?;
     if let Some(n) = &slice.concurrency {
@@ -269,8 +282,17 @@ pub(super) fn parse_slice(index: usize, raw: &Spanned<RawSlice>, lines: &Lines) 
         &mut config,
     )?;
     let dependency_lines = slice.depends_on.iter().map(|d| lines.of(d.span().start)).collect();
-    let spec =
-        SliceSpec { artifact, instances, min_instances, min_available, max_instances, autoscale, depends_on, config };
+    let spec = SliceSpec {
+        artifact,
+        instances,
+        min_instances,
+        min_available,
+        max_instances,
+        autoscale,
+        max_per_node,
+        depends_on,
+        config,
+    };
     Ok(Located { spec, index, artifact_line: lines.of(slice.artifact.span().start), dependency_lines })
 }
 

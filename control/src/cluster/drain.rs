@@ -24,14 +24,19 @@ use kvstore::{Artifact, NodeId};
 
 type Placed<'a> = (&'a NodeId, &'a Versioned<SliceRecord>);
 
-/// Whether the budget allows one more ACTIVE instance to go: `active` now, `retiring` already going in this
-/// pass, `min_available` the floor.
-pub(super) fn budget_allows(active: usize, retiring: usize, min_available: usize) -> bool {
-    active.saturating_sub(retiring + 1) >= min_available
+/// Whether the budget allows `going` more ACTIVE instances to go: `active` now, `retiring` already going in
+/// this pass, `min_available` the floor.
+pub(super) fn budget_allows(active: u64, retiring: u64, going: u64, min_available: u64) -> bool {
+    active.saturating_sub(retiring + going) >= min_available
 }
 
 fn active(record: &SliceRecord) -> bool {
     record.state == SliceState::Active && record.desired == DesiredState::Active
+}
+
+/// The instances a record stands for.
+fn copies(record: &SliceRecord) -> u64 {
+    u64::from(record.copies.max(1))
 }
 
 impl<'a> Pass<'a> {
@@ -60,10 +65,11 @@ impl<'a> Pass<'a> {
         if leaving.is_empty() {
             return;
         }
-        let instances = usize::try_from(target.instances).unwrap_or(usize::MAX);
-        let min_available = usize::try_from(self.min_available(target)).unwrap_or(usize::MAX);
-        let ready = staying.iter().filter(|(n, r)| active(&r.value) && self.reachable(artifact, n, &r.value)).count();
-        let active_now = records.iter().filter(|(_, r)| active(&r.value)).count();
+        let instances = u64::from(target.instances);
+        let min_available = u64::from(self.min_available(target));
+        let ready_records = staying.iter().filter(|(n, r)| active(&r.value) && self.reachable(artifact, n, &r.value));
+        let ready: u64 = ready_records.map(|(_, r)| copies(&r.value)).sum();
+        let active_now: u64 = records.iter().filter(|(_, r)| active(&r.value)).map(|(_, r)| copies(&r.value)).sum();
         let mut retiring = 0;
         for (node, record) in leaving {
             if !active(&record.value) {
@@ -74,15 +80,15 @@ impl<'a> Pass<'a> {
                 self.retire(artifact, node, record);
                 continue;
             }
-            if ready >= instances && budget_allows(active_now, retiring, min_available) {
+            if ready >= instances && budget_allows(active_now, retiring, copies(&record.value), min_available) {
                 log::info!(
                     "drain of {node}: {artifact} has {ready} replacement(s) serving; retiring instance {}",
                     record.value.instance
                 );
-                retiring += 1;
+                retiring += copies(&record.value);
                 self.retire(artifact, node, record);
             } else {
-                let why = self.why_waiting(artifact, instances, ready, min_available);
+                let why = self.why_waiting(artifact, target, ready, min_available);
                 self.waits.entry(node).or_insert(why);
             }
         }
@@ -95,14 +101,19 @@ impl<'a> Pass<'a> {
         }
     }
 
-    fn why_waiting(&self, artifact: &Artifact, instances: usize, ready: usize, min_available: usize) -> String {
+    fn why_waiting(&self, artifact: &Artifact, target: &TargetRecord, ready: u64, min_available: u64) -> String {
+        let instances = u64::from(target.instances);
         let by_node = self.state.slices.get(artifact);
         let free = self.live.iter().filter(|n| by_node.is_none_or(|b| !b.contains_key(**n))).count();
-        let placed = by_node.map_or(0, |b| b.keys().filter(|n| !self.leaving(n) && self.counts(n)).count());
-        let why = if placed < instances && free == 0 {
+        let staying = by_node.into_iter().flatten().filter(|(n, _)| !self.leaving(n) && self.counts(n));
+        let placed: u64 = staying.map(|(_, r)| copies(&r.value)).sum();
+        let per_node = target.max_per_node.max(1);
+        let room = |n: &&&NodeId| by_node.and_then(|b| b.get(**n)).is_some_and(|r| r.value.copies.max(1) < per_node);
+        let roomy = self.live.iter().filter(room).count();
+        let why = if placed < instances && free == 0 && roomy == 0 {
             format!(
                 "{artifact}: no ON_DUTY node can take a replacement ({instances} instance(s) wanted, {placed} on \
-                 staying nodes, one instance per node; min_available {min_available})"
+                 staying nodes, at most {per_node} per node; min_available {min_available})"
             )
         } else {
             format!("{artifact}: waiting for replacements to be ACTIVE with endpoints ({ready} of {instances} ready)")
@@ -140,9 +151,10 @@ mod tests {
 
     #[test]
     fn the_budget_keeps_min_available_active() {
-        assert!(budget_allows(3, 0, 2), "3 active, one goes: 2 left");
-        assert!(!budget_allows(3, 1, 2), "a second would leave 1");
-        assert!(!budget_allows(1, 0, 1), "the only instance never goes");
-        assert!(budget_allows(2, 0, 1));
+        assert!(budget_allows(3, 0, 1, 2), "3 active, one goes: 2 left");
+        assert!(!budget_allows(3, 1, 1, 2), "a second would leave 1");
+        assert!(!budget_allows(1, 0, 1, 1), "the only instance never goes");
+        assert!(budget_allows(2, 0, 1, 1));
+        assert!(!budget_allows(4, 0, 3, 2), "a record of three copies would leave 1");
     }
 }

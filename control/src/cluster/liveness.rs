@@ -249,6 +249,7 @@ mod tests {
                 state: SliceState::Active,
                 since_ms: 0,
                 instance: node - 1,
+                copies: 1,
                 error: None,
                 config: Default::default(),
                 failed_in: None,

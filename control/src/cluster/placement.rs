@@ -6,9 +6,18 @@
 //! quarantine, and the FAILED records of a quarantined target are not retired, so their reasons stay readable.
 //!
 //! A record *serves* a target while it is wanted ACTIVE and not FAILED, whatever step it is at: a record in
-//! LOADING counts, so a slow load is not doubled by a second placement. The surplus to retire is chosen among
-//! records that are not ACTIVE yet before ACTIVE ones (so scaling down does not stop a serving instance while
-//! a starting one exists), then by highest instance number.
+//! LOADING counts, so a slow load is not doubled by a second placement. A record stands for `copies`
+//! instances on its node (1 unless the target's `max_per_node` allows more), and counts as that many.
+//!
+//! Adding goes to nodes without a record of the artifact first (least loaded first), one instance each, and
+//! only then raises `copies` of serving records on live ON_DUTY nodes, fewest copies first, up to
+//! `max_per_node`: instances spread over nodes before they double up. The surplus to retire is taken from
+//! records that are not ACTIVE yet first (so scaling down does not stop a serving instance while a starting
+//! one exists), then by lowering `copies` of the record with the most, and only then by retiring ACTIVE
+//! records, highest instance number first.
+//!
+//! Invariants: a record's `copies` stays within `1..=max_per_node` when the leader writes it; the sum of
+//! serving copies never goes above `instances` by a placement of this pass.
 
 use super::{Pass, FAILED_RETIRE_AFTER_MS};
 use crate::lifecycle::{DesiredState, SliceState};
@@ -39,14 +48,12 @@ impl<'a> Pass<'a> {
         // Records on leaving nodes do not count: their replacements are placed first (see `drain`).
         let serving: Vec<Placed<'a>> =
             records.iter().copied().filter(|(n, r)| serving(&r.value) && !self.leaving(n)).collect();
-        let instances = usize::try_from(target.instances).unwrap_or(usize::MAX);
-        if serving.len() > instances {
-            self.retire_surplus(artifact, serving, instances);
-        } else if serving.len() < instances
-            && self.may_place(artifact, target)
-            && self.dependencies_ready(artifact, target)
-        {
-            self.add(artifact, target, &records, instances - serving.len());
+        let count: u64 = serving.iter().map(|(_, r)| u64::from(r.value.copies.max(1))).sum();
+        let instances = u64::from(target.instances);
+        if count > instances {
+            self.retire_surplus(artifact, serving, count - instances);
+        } else if count < instances && self.may_place(artifact, target) && self.dependencies_ready(artifact, target) {
+            self.add(artifact, target, &records, &serving, instances - count);
         }
         self.drain(artifact, target, &records);
     }
@@ -64,12 +71,44 @@ impl<'a> Pass<'a> {
         }
     }
 
-    fn retire_surplus(&mut self, artifact: &'a Artifact, mut serving: Vec<Placed<'a>>, instances: usize) {
+    /// Takes `surplus` instances away: starting records first, then copies, then ACTIVE records.
+    fn retire_surplus(&mut self, artifact: &'a Artifact, mut serving: Vec<Placed<'a>>, mut surplus: u64) {
         serving
             .sort_by_key(|(node, r)| (r.value.state == SliceState::Active, std::cmp::Reverse(r.value.instance), *node));
-        let surplus = serving.len() - instances;
-        for (node, record) in serving.into_iter().take(surplus) {
-            self.retire(artifact, node, record);
+        let (starting, active): (Vec<Placed<'a>>, Vec<Placed<'a>>) =
+            serving.into_iter().partition(|(_, r)| r.value.state != SliceState::Active);
+        for (node, record) in starting {
+            let copies = u64::from(record.value.copies.max(1));
+            if surplus == 0 {
+                return;
+            }
+            if copies <= surplus {
+                surplus -= copies;
+                self.retire(artifact, node, record);
+            } else {
+                self.set_copies(artifact, node, record, copies - surplus);
+                return;
+            }
+        }
+        let mut copies: Vec<(Placed<'a>, u64)> =
+            active.into_iter().map(|placed| (placed, u64::from(placed.1.value.copies.max(1)))).collect();
+        while surplus > 0 {
+            // The record with the most copies gives one up; once every record runs one, the first in retire order
+            // goes.
+            let most = copies.iter().map(|(_, n)| *n).max().unwrap_or(0);
+            match copies.iter_mut().find(|(_, n)| *n == most) {
+                Some((_, n)) if most > 1 => *n -= 1,
+                Some((_, n)) if most == 1 => *n = 0,
+                _ => break,
+            }
+            surplus -= 1;
+        }
+        for ((node, record), n) in copies {
+            match u32::try_from(n) {
+                Ok(0) => self.retire(artifact, node, record),
+                Ok(n) if n != record.value.copies.max(1) => self.set_copies(artifact, node, record, u64::from(n)),
+                _ => {}
+            }
         }
     }
 
@@ -89,8 +128,9 @@ impl<'a> Pass<'a> {
                 return false;
             };
             let nodes = self.state.slices.get(dependency).into_iter().flat_map(|by_node| by_node.keys());
-            let active = nodes.filter(|node| self.serves(dependency, node).is_some()).count();
-            active >= usize::try_from(needed).unwrap_or(usize::MAX)
+            let active: u64 =
+                nodes.filter_map(|node| self.serves(dependency, node)).map(|r| u64::from(r.copies.max(1))).sum();
+            active >= u64::from(needed)
         };
         let waiting = target.depends_on.iter().find(|d| !ready(d));
         if let Some(dependency) = waiting {
@@ -99,19 +139,60 @@ impl<'a> Pass<'a> {
         waiting.is_none()
     }
 
-    fn add(&mut self, artifact: &'a Artifact, target: &TargetRecord, records: &[Placed<'a>], missing: usize) {
+    /// Adds `missing` instances: new records on free nodes first, then copies on serving records (see the
+    /// module documentation).
+    fn add(
+        &mut self,
+        artifact: &'a Artifact,
+        target: &TargetRecord,
+        records: &[Placed<'a>],
+        serving: &[Placed<'a>],
+        missing: u64,
+    ) {
         let occupied: BTreeSet<&NodeId> = records.iter().map(|(node, _)| *node).collect();
         let mut free: Vec<&'a NodeId> = self.live.iter().copied().filter(|n| !occupied.contains(n)).collect();
         free.sort_by_key(|node| (self.load.get(node).copied().unwrap_or(0), *node));
-        if free.len() < missing {
-            log::debug!("{artifact}: {missing} instance(s) missing, only {} node(s) free", free.len());
-        }
         let mut used: BTreeSet<u32> = records.iter().map(|(_, r)| r.value.instance).collect();
-        for node in free.into_iter().take(missing) {
+        let new = free.len().min(usize::try_from(missing).unwrap_or(usize::MAX));
+        for node in free.into_iter().take(new) {
             let instance = (0..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
             used.insert(instance);
             self.create(artifact, node, target, instance);
         }
+        let mut missing = missing - u64::try_from(new).unwrap_or(missing);
+        let per_node = u64::from(target.max_per_node.max(1));
+        let live: BTreeSet<&NodeId> = self.live.iter().copied().collect();
+        let mut raised: Vec<(Placed<'a>, u64)> = (serving.iter().copied())
+            .filter(|(node, _)| live.contains(node) && !self.going.contains(&(artifact, *node)))
+            .map(|placed| (placed, u64::from(placed.1.value.copies.max(1))))
+            .collect();
+        while missing > 0 {
+            let fewest = raised.iter_mut().filter(|(_, n)| *n < per_node).min_by_key(|((node, _), n)| (*n, *node));
+            let Some((_, n)) = fewest else { break };
+            *n += 1;
+            missing -= 1;
+        }
+        for ((node, record), n) in raised {
+            if n != u64::from(record.value.copies.max(1)) {
+                self.set_copies(artifact, node, record, n);
+            }
+        }
+        if missing > 0 {
+            log::debug!("{artifact}: {missing} instance(s) missing, no node may take more (max_per_node {per_node})");
+        }
+    }
+
+    /// Rewrites a record to stand for `copies` instances; its node follows.
+    fn set_copies(&mut self, artifact: &Artifact, node: &NodeId, record: &Versioned<SliceRecord>, copies: u64) {
+        let copies = u32::try_from(copies).unwrap_or(u32::MAX).max(1);
+        log::info!(
+            "{artifact} instance {} on {node}: {} -> {copies} copies",
+            record.value.instance,
+            record.value.copies
+        );
+        let key = AetherKey::Slice { node: node.clone(), artifact: artifact.clone() };
+        let value = SliceRecord { copies, ..record.value.clone() }.encode();
+        self.writes.push(KvWrite::Set { key, expected: Some(record.version), value });
     }
 
     fn create(&mut self, artifact: &Artifact, node: &'a NodeId, target: &TargetRecord, instance: u32) {
@@ -120,6 +201,7 @@ impl<'a> Pass<'a> {
             state: SliceState::Load,
             since_ms: self.now_ms,
             instance,
+            copies: 1,
             error: None,
             config: target.config.clone(),
             failed_in: None,

@@ -265,6 +265,7 @@ mod tests {
             state,
             since_ms,
             instance: 0,
+            copies: 1,
             error,
             config: Default::default(),
             failed_in,

@@ -58,6 +58,7 @@ pub(super) fn add_targets(wanted: &mut Wanted, state: &ClusterState) {
                 min_available: blueprint::default_min_available(instances),
                 max_instances: old.max_instances.max(instances),
                 autoscale: false,
+                max_per_node: old.max_per_node,
                 retiring: false,
                 depends_on: spec.depends_on.clone(),
                 config: spec.config.clone(),

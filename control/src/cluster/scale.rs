@@ -7,8 +7,8 @@
 //!   (not a rollout's new version), with load measured for it, [`crate::scaling::decide`] on the config in
 //!   `thresholds/scaling` (defaults when absent). A decision is one compare-and-set of the scale record; the
 //!   target follows on the next pass, and placement or retirement as for any count change. The controller
-//!   never goes above the nodes that can take an instance (one per node) and leaves a slice alone while a
-//!   rollout moves it.
+//!   never goes above what the nodes can take (live ON_DUTY nodes times `max_per_node`) and leaves a slice
+//!   alone while a rollout moves it.
 
 use super::Pass;
 use crate::blueprint::SliceSpec;
@@ -64,8 +64,11 @@ impl Pass<'_> {
                 instances: target.instances,
                 min: target.min_instances,
                 max: target.max_instances.max(target.instances),
-                warm: u32::try_from(warm.count()).unwrap_or(u32::MAX),
-                placeable: u32::try_from(self.live.len()).unwrap_or(u32::MAX),
+                warm: u32::try_from(warm.map(|(_, r)| u64::from(r.value.copies.max(1))).sum::<u64>())
+                    .unwrap_or(u32::MAX),
+                placeable: u32::try_from(self.live.len())
+                    .unwrap_or(u32::MAX)
+                    .saturating_mul(target.max_per_node.max(1)),
                 last_change_ms: record.filter(|_| applies).map(|r| r.value.since_ms),
             };
             let Some((to, reason)) = decide(&scaled, load, &config, self.now_ms) else { continue };

@@ -21,6 +21,7 @@ pub fn slice(kv: &mut KvState, node: usize, artifact: &str, state: SliceState, i
         state,
         since_ms,
         instance,
+        copies: 1,
         error: None,
         config: Map::new(),
         failed_in: None,

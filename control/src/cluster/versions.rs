@@ -5,8 +5,8 @@
 //! version, a rollout completed or rolled back) is *old*. When another version of the same base is wanted by
 //! the same blueprint (its *successor*), the old version's records are retired only once the successor is
 //! *ready*, and its target record stays until then (its slice state, selection and config are read from it): at least
-//! `min(instances, ON_DUTY live nodes)` of its records on staying nodes are ACTIVE, wanted ACTIVE and have
-//! their endpoints registered. Until then they stay and serve; callers reach them because the dispatcher
+//! `min(instances, ON_DUTY live nodes times max_per_node)` of its instances (a record counts its `copies`) on
+//! staying nodes are ACTIVE, wanted ACTIVE and have their endpoints registered. Until then they stay and serve; callers reach them because the dispatcher
 //! resolves a call by base (`invoke::versions`). A successor that cannot start (quarantined) therefore leaves
 //! the old version serving rather than nothing, and says so in the log.
 //!
@@ -36,9 +36,11 @@ impl<'a> Pass<'a> {
 
     /// True when `artifact` serves as its target asks: enough records ACTIVE with endpoints on staying nodes.
     pub(super) fn ready(&self, artifact: &Artifact, target: &TargetRecord) -> bool {
-        let wanted = usize::try_from(target.instances).unwrap_or(usize::MAX).min(self.live.len()).max(1);
+        let room =
+            u64::try_from(self.live.len()).unwrap_or(u64::MAX).saturating_mul(u64::from(target.max_per_node.max(1)));
+        let wanted = u64::from(target.instances).min(room).max(1);
         let records = self.state.slices.get(artifact).into_iter().flatten();
-        let serving = records
+        let serving: u64 = records
             .filter(|(node, record)| {
                 let record = &record.value;
                 record.state == SliceState::Active
@@ -48,7 +50,8 @@ impl<'a> Pass<'a> {
                     && !self.going.contains(&(artifact, *node))
                     && self.reachable(artifact, node, record)
             })
-            .count();
+            .map(|(_, record)| u64::from(record.value.copies.max(1)))
+            .sum();
         serving >= wanted
     }
 

@@ -117,8 +117,8 @@ impl At<'_> {
         let artifact = self.artifact.clone();
         match container {
             None => {
-                let config = self.record.config.clone();
-                self.enter(SliceState::Loading, Some(NodeAction::Load { artifact, config }))
+                let (config, copies) = (self.record.config.clone(), self.record.copies.max(1));
+                self.enter(SliceState::Loading, Some(NodeAction::Load { artifact, config, copies }))
             }
             Some(ContainerState::Loaded) => self.enter(SliceState::Loading, None),
             // Left over from an earlier record of this artifact: clear it out first.
@@ -244,6 +244,7 @@ mod tests {
             state,
             since_ms: 1_000,
             instance: 0,
+            copies: 1,
             error: None,
             config: Map::new(),
             failed_in: None,
@@ -285,6 +286,7 @@ mod tests {
                 NodeAction::Deactivate { .. } => "deactivate",
                 NodeAction::Unload { .. } => "unload",
                 NodeAction::Reconfigure { .. } => "reconfigure",
+                NodeAction::Resize { .. } => "resize",
             });
             assert_eq!(kind, action, "{from}");
         }

@@ -16,6 +16,9 @@
 //! - config: a serving record whose target asks for a config other than the one it runs with (and not the one
 //!   it last refused) gets a [`NodeAction::Reconfigure`]; once the slice answered ([`Reconfig`]), the record
 //!   takes the new config (accepted) or keeps its config and names the refusal in `config_refused`.
+//! - copies: a serving record whose `copies` differs from what the container runs gets a
+//!   [`NodeAction::Resize`] (after any config offer); a copy that cannot start fails the record as any start
+//!   failure does.
 //! - slices the container holds without a record (a record removed by the leader while this node was
 //!   unreachable, or a failed start) are deactivated and unloaded.
 //!
@@ -135,8 +138,8 @@ impl SliceInfo {
 /// Something the runtime does to its container.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeAction {
-    /// Fetch and load the artifact (then report `Loaded` or `Failed`).
-    Load { artifact: Artifact, config: Map<String, Value> },
+    /// Fetch and load the artifact, `copies` separate copies of it (then report `Loaded` or `Failed`).
+    Load { artifact: Artifact, config: Map<String, Value>, copies: u32 },
     /// Start the loaded slice with its configuration (then report `Active` or `Failed`).
     Activate { artifact: Artifact, config: Map<String, Value> },
     /// Stop the slice, keeping it loaded (then report `Loaded` or `Failed`).
@@ -145,6 +148,9 @@ pub enum NodeAction {
     Unload { artifact: Artifact },
     /// Offer the running slice a new config (then report its verdict as a [`Reconfig`]).
     Reconfigure { artifact: Artifact, config: Map<String, Value> },
+    /// Start or stop copies of the running slice until `copies` run (then report the count, or `Failed` when
+    /// a new copy cannot start). The runtime reports the count asked for at once, so it is asked only once.
+    Resize { artifact: Artifact, copies: u32, config: Map<String, Value> },
 }
 
 /// A config offered to an artifact's running slice on this node, and the slice's verdict once it answered
@@ -164,12 +170,20 @@ pub struct NodeOutput {
     pub next_deadline_ms: Option<u64>,
 }
 
+/// What the container runs besides each slice's lifecycle state: the config offers in progress or answered,
+/// and the copies of each slice it runs (or is resizing to; absent: one).
+#[derive(Debug, Clone, Copy)]
+pub struct Running<'a> {
+    pub reconfigs: &'a BTreeMap<Artifact, Reconfig>,
+    pub copies: &'a BTreeMap<Artifact, u32>,
+}
+
 /// This node's next actions and writes. See the module documentation.
 pub fn step(
     state: &NodeState,
     container: &BTreeMap<Artifact, ContainerState>,
     slices: &BTreeMap<Artifact, SliceInfo>,
-    reconfigs: &BTreeMap<Artifact, Reconfig>,
+    running: Running<'_>,
     now_ms: u64,
 ) -> NodeOutput {
     let mut output = NodeOutput::default();
@@ -182,10 +196,16 @@ pub fn step(
             && container.get(artifact) == Some(&ContainerState::Active)
         {
             let (action, next) =
-                config_step(artifact, &record.value, state.configs.get(artifact), reconfigs.get(artifact));
+                config_step(artifact, &record.value, state.configs.get(artifact), running.reconfigs.get(artifact));
             step.action = action;
             if let Some(next) = next {
                 step.next = Next::Write(next);
+            }
+            let runs = running.copies.get(artifact).copied().unwrap_or(1);
+            let wanted = record.value.copies.max(1);
+            if step.action.is_none() && runs != wanted {
+                let config = record.value.config.clone();
+                step.action = Some(NodeAction::Resize { artifact: artifact.clone(), copies: wanted, config });
             }
         }
         output.actions.extend(step.action);
@@ -367,6 +387,7 @@ mod tests {
             state,
             since_ms: 10,
             instance: 3,
+            copies: 1,
             error: None,
             config: Map::new(),
             failed_in: None,
@@ -374,6 +395,12 @@ mod tests {
         };
         view.records.insert(a(), Versioned { value: record, version: Revision(5) });
         view
+    }
+
+    static NO_COPIES: BTreeMap<Artifact, u32> = BTreeMap::new();
+
+    fn with(reconfigs: &BTreeMap<Artifact, Reconfig>) -> Running<'_> {
+        Running { reconfigs, copies: &NO_COPIES }
     }
 
     fn keys(writes: &[KvWrite]) -> Vec<String> {
@@ -392,7 +419,7 @@ mod tests {
     fn becoming_active_registers_endpoints_and_routes() {
         let view = view(SliceState::Activating, DesiredState::Active);
         let container = BTreeMap::from([(a(), ContainerState::Active)]);
-        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), &BTreeMap::new(), 20);
+        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), with(&BTreeMap::new()), 20);
         assert_eq!(
             keys(&output.writes),
             ["slices/n1/g:a:1.0.0", "endpoints/g:a:1.0.0/get/n1:3", "endpoints/g:a:1.0.0/put/n1:3", "routes/GET/a"]
@@ -412,7 +439,7 @@ mod tests {
             Versioned { value: route, version: Revision(8) },
         );
         let container = BTreeMap::from([(a(), ContainerState::Active)]);
-        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), &BTreeMap::new(), 20);
+        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), with(&BTreeMap::new()), 20);
         assert_eq!(keys(&output.writes), ["slices/n1/g:a:1.0.0", "endpoints/g:a:1.0.0/get/n1:3"]);
         assert!(matches!(&output.writes[1], KvWrite::Remove { expected: Revision(7), .. }));
     }
@@ -428,15 +455,15 @@ mod tests {
             Versioned { value: route, version: Revision(8) },
         );
         let container = BTreeMap::from([(a(), ContainerState::Active)]);
-        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), &BTreeMap::new(), 20);
+        let output = step(&view, &container, &BTreeMap::from([(a(), info())]), with(&BTreeMap::new()), 20);
         assert_eq!(output, NodeOutput::default());
     }
 
     #[test]
     fn the_next_deadline_is_the_earliest_timeout() {
         let view = view(SliceState::Load, DesiredState::Active);
-        let output = step(&view, &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), 100);
-        assert_eq!(output.actions, [NodeAction::Load { artifact: a(), config: Map::new() }]);
+        let output = step(&view, &BTreeMap::new(), &BTreeMap::new(), with(&BTreeMap::new()), 100);
+        assert_eq!(output.actions, [NodeAction::Load { artifact: a(), config: Map::new(), copies: 1 }]);
         assert_eq!(output.next_deadline_ms, Some(100 + LOAD_TIMEOUT_MS + 1));
     }
 
@@ -450,7 +477,7 @@ mod tests {
             (b.clone(), ContainerState::Loaded),
             (c, ContainerState::Loading),
         ]);
-        let output = step(&view, &container, &BTreeMap::new(), &BTreeMap::new(), 0);
+        let output = step(&view, &container, &BTreeMap::new(), with(&BTreeMap::new()), 0);
         assert_eq!(output.actions, [NodeAction::Deactivate { artifact: a() }, NodeAction::Unload { artifact: b }]);
     }
 
@@ -466,31 +493,30 @@ mod tests {
             other => panic!("expected the record rewritten first: {other:?}"),
         };
         // Differs from the running config: offered, nothing written yet.
-        let offered = step(&view, &container, &infos, &BTreeMap::new(), 20);
+        let offered = step(&view, &container, &infos, with(&BTreeMap::new()), 20);
         assert_eq!(offered.actions, [NodeAction::Reconfigure { artifact: a(), config: new.clone() }]);
         assert!(!keys(&offered.writes).contains(&"slices/n1/g:a:1.0.0".to_owned()));
         // In progress: not offered again.
         let pending = BTreeMap::from([(a(), Reconfig { config: new.clone(), outcome: None })]);
-        assert!(step(&view, &container, &infos, &pending, 20).actions.is_empty());
+        assert!(step(&view, &container, &infos, with(&pending), 20).actions.is_empty());
         // Accepted: the record runs the new config.
         let accepted = BTreeMap::from([(a(), Reconfig { config: new.clone(), outcome: Some(Ok(())) })]);
-        let output = step(&view, &container, &infos, &accepted, 20);
+        let output = step(&view, &container, &infos, with(&accepted), 20);
         assert!(output.actions.is_empty());
         assert_eq!((record(&output).config, record(&output).config_refused), (new.clone(), None));
         // Refused: the old config stays and the refusal is named; once recorded, nothing more happens.
         let refused = BTreeMap::from([(a(), Reconfig { config: new.clone(), outcome: Some(Err("no thanks".into())) })]);
-        let output = step(&view, &container, &infos, &refused, 20);
+        let output = step(&view, &container, &infos, with(&refused), 20);
         let written = record(&output);
         assert_eq!(written.config, Map::new());
         assert_eq!(written.config_refused, Some(ConfigRefusal::new(new.clone(), "no thanks")));
         view.records.get_mut(&a()).unwrap().value = written;
-        assert!(step(&view, &container, &infos, &refused, 20).actions.is_empty());
-        assert!(
-            !keys(&step(&view, &container, &infos, &refused, 20).writes).contains(&"slices/n1/g:a:1.0.0".to_owned())
-        );
+        assert!(step(&view, &container, &infos, with(&refused), 20).actions.is_empty());
+        assert!(!keys(&step(&view, &container, &infos, with(&refused), 20).writes)
+            .contains(&"slices/n1/g:a:1.0.0".to_owned()));
         // The blueprint goes back to the running config: the refusal is cleared.
         view.configs.insert(a(), Map::new());
-        assert_eq!(record(&step(&view, &container, &infos, &refused, 20)).config_refused, None);
+        assert_eq!(record(&step(&view, &container, &infos, with(&refused), 20)).config_refused, None);
     }
 
     #[test]
@@ -499,7 +525,66 @@ mod tests {
         let new: Map<String, Value> = [("k".to_owned(), Value::from(1))].into_iter().collect();
         view.configs.insert(a(), new);
         let container = BTreeMap::from([(a(), ContainerState::Activating)]);
-        let output = step(&view, &container, &BTreeMap::new(), &BTreeMap::new(), 20);
+        let output = step(&view, &container, &BTreeMap::new(), with(&BTreeMap::new()), 20);
         assert!(output.actions.is_empty(), "{:?}", output.actions);
+    }
+}
+
+#[cfg(test)]
+mod copies_tests {
+    use super::*;
+    use crate::write::Versioned;
+    use kvstore::{NodeId, Revision};
+
+    fn a() -> Artifact {
+        Artifact::parse("g:a:1.0.0").unwrap()
+    }
+
+    fn view(state: SliceState, copies: u32) -> NodeState {
+        let mut view = NodeState::new(NodeId::parse("n1").unwrap());
+        let record = SliceRecord {
+            desired: DesiredState::Active,
+            state,
+            since_ms: 10,
+            instance: 0,
+            copies,
+            error: None,
+            config: Map::new(),
+            failed_in: None,
+            config_refused: None,
+        };
+        view.records.insert(a(), Versioned { value: record, version: Revision(5) });
+        view
+    }
+
+    fn actions(view: &NodeState, container: ContainerState, copies: &BTreeMap<Artifact, u32>) -> Vec<NodeAction> {
+        let running = Running { reconfigs: &BTreeMap::new(), copies };
+        step(view, &BTreeMap::from([(a(), container)]), &BTreeMap::new(), running, 20).actions
+    }
+
+    #[test]
+    fn a_record_of_several_copies_loads_them_all() {
+        let output = step(
+            &view(SliceState::Load, 3),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            Running { reconfigs: &BTreeMap::new(), copies: &BTreeMap::new() },
+            20,
+        );
+        assert_eq!(output.actions, [NodeAction::Load { artifact: a(), config: Map::new(), copies: 3 }]);
+    }
+
+    #[test]
+    fn a_serving_slice_is_resized_to_its_records_copies_once() {
+        let resize = |copies| NodeAction::Resize { artifact: a(), copies, config: Map::new() };
+        // Runs one (nothing reported), the record asks for three: grow.
+        assert_eq!(actions(&view(SliceState::Active, 3), ContainerState::Active, &BTreeMap::new()), [resize(3)]);
+        // The runtime reports the count asked for as soon as the resize starts: not asked again.
+        let asked = BTreeMap::from([(a(), 3)]);
+        assert!(actions(&view(SliceState::Active, 3), ContainerState::Active, &asked).is_empty());
+        // The record goes down to one: shrink.
+        assert_eq!(actions(&view(SliceState::Active, 1), ContainerState::Active, &asked), [resize(1)]);
+        // Only a serving slice with its container ACTIVE is resized.
+        assert!(actions(&view(SliceState::Activating, 3), ContainerState::Activating, &BTreeMap::new()).is_empty());
     }
 }

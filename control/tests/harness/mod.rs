@@ -21,6 +21,8 @@ pub struct Sim {
     pub kv: KvState,
     /// Live nodes and what their containers hold.
     pub containers: BTreeMap<NodeId, BTreeMap<Artifact, ContainerState>>,
+    /// The copies each node's container runs of each slice (absent: one).
+    pub copies: BTreeMap<NodeId, BTreeMap<Artifact, u32>>,
     pub now_ms: u64,
     pub infos: BTreeMap<Artifact, SliceInfo>,
     /// Artifacts whose activation fails in every container.
@@ -52,6 +54,7 @@ impl Sim {
         Sim {
             kv: KvState::new(),
             containers: (0..nodes).map(|i| (node(i), BTreeMap::new())).collect(),
+            copies: BTreeMap::new(),
             now_ms: 1_000_000,
             infos: BTreeMap::new(),
             broken: BTreeSet::new(),
@@ -112,7 +115,9 @@ impl Sim {
     pub fn node_step(&mut self, id: &NodeId) -> usize {
         let Some(container) = self.containers.get(id) else { return 0 };
         let view = NodeState::from_entries(id.clone(), self.kv.list(""));
-        let output = node::step(&view, container, &self.infos, &BTreeMap::new(), self.now_ms);
+        let copies = self.copies.get(id).cloned().unwrap_or_default();
+        let running = node::Running { reconfigs: &BTreeMap::new(), copies: &copies };
+        let output = node::step(&view, container, &self.infos, running, self.now_ms);
         let kills =
             |a: &NodeAction| matches!(a, NodeAction::Activate { artifact, .. } if self.killers.contains(artifact));
         if output.actions.iter().any(kills) {
@@ -129,9 +134,14 @@ impl Sim {
     fn perform(&mut self, id: &NodeId, action: &NodeAction) {
         let broken = &self.broken;
         let Some(container) = self.containers.get_mut(id) else { return };
+        let copies = self.copies.entry(id.clone()).or_default();
         match action {
-            NodeAction::Load { artifact, .. } => {
+            NodeAction::Load { artifact, copies: n, .. } => {
                 container.insert(artifact.clone(), ContainerState::Loaded);
+                copies.insert(artifact.clone(), *n);
+            }
+            NodeAction::Resize { artifact, copies: n, .. } => {
+                copies.insert(artifact.clone(), *n);
             }
             NodeAction::Activate { artifact, .. } if broken.contains(artifact) => {
                 container.insert(artifact.clone(), ContainerState::Failed { reason: "start failed".into() });
@@ -144,6 +154,7 @@ impl Sim {
             }
             NodeAction::Unload { artifact } => {
                 container.remove(artifact);
+                copies.remove(artifact);
             }
             // Configs never change in these scenarios; the config step has its own unit tests.
             NodeAction::Reconfigure { .. } => {}
@@ -176,11 +187,28 @@ impl Sim {
 
     pub fn kill(&mut self, id: &NodeId) {
         self.containers.remove(id);
+        self.copies.remove(id);
     }
 
     /// Starts (or restarts) `id` with an empty container.
     pub fn start(&mut self, id: NodeId) {
         self.containers.insert(id, BTreeMap::new());
+    }
+
+    /// The copies of `artifact` each node's ACTIVE, wanted ACTIVE record stands for, checked against what
+    /// the node's container runs.
+    pub fn active_copies(&self, artifact: &Artifact) -> BTreeMap<NodeId, u32> {
+        let state = self.state();
+        let by_node = state.slices.get(artifact).cloned().unwrap_or_default();
+        let active = by_node
+            .into_iter()
+            .filter(|(_, r)| r.value.state == SliceState::Active && r.value.desired == DesiredState::Active);
+        let copies: BTreeMap<NodeId, u32> = active.map(|(node, r)| (node, r.value.copies)).collect();
+        for (node, n) in &copies {
+            let runs = self.copies.get(node).and_then(|c| c.get(artifact)).copied().unwrap_or(1);
+            assert_eq!(runs, *n, "{artifact} on {node}: the container runs {runs} copies, the record says {n}");
+        }
+        copies
     }
 
     /// Nodes with an ACTIVE, wanted ACTIVE record of `artifact`.
