@@ -279,9 +279,15 @@ impl Container {
         self.shared.registry.read().instances.get(&id).cloned().map(SliceHandle)
     }
 
-    /// An ACTIVE instance of `artifact` (text `group:artifact:version`).
+    /// An ACTIVE instance of `artifact` (text `group:artifact:version`); several ACTIVE instances of one
+    /// artifact (copies) take turns.
     pub fn find_active(&self, artifact: &str) -> Option<SliceHandle> {
         self.shared.find_active(artifact).map(SliceHandle)
+    }
+
+    /// Whether an instance of `artifact` is ACTIVE, without taking a turn of [`Container::find_active`].
+    pub fn has_active(&self, artifact: &str) -> bool {
+        self.shared.registry.read().active.get(artifact).is_some_and(|c| !c.is_empty())
     }
 
     /// Replace the config an instance reads through its host (the next `start` gets it too).

@@ -154,7 +154,10 @@ fn slice_status(
     targets: &[KvEntry],
 ) -> Value {
     let mine: Vec<&(String, Artifact, SliceRecord)> = slices.iter().filter(|(_, a, _)| *a == spec.artifact).collect();
-    let count = |state: control::SliceState| mine.iter().filter(|(_, _, r)| r.state == state).count();
+    // Instances, not records: a record stands for its `copies` on its node.
+    let count = |state: control::SliceState| -> u64 {
+        mine.iter().filter(|(_, _, r)| r.state == state).map(|(_, _, r)| u64::from(r.copies.max(1))).sum()
+    };
     let target_key = format!("targets/{}", spec.artifact);
     let placed = targets.iter().find(|t| t.key == target_key).and_then(|t| TargetRecord::decode(&t.value).ok());
     let placements: Vec<Value> = mine.iter().map(|(node, _, r)| instance_json(node, &spec.artifact, r)).collect();
@@ -162,6 +165,7 @@ fn slice_status(
         "artifact": spec.artifact.to_string(),
         "desired": spec.instances,
         "min_instances": spec.min_instances,
+        "max_per_node": spec.max_per_node(),
         "targeted": placed.as_ref().map(|t| t.instances),
         "active": count(control::SliceState::Active),
         "failed": count(control::SliceState::Failed),
@@ -179,6 +183,7 @@ pub(crate) fn instance_json(node: &str, artifact: &Artifact, r: &SliceRecord) ->
         "state": r.state.as_str(),
         "desired": format!("{:?}", r.desired).to_uppercase(),
         "instance": r.instance,
+        "copies": r.copies.max(1),
         "since_ms": r.since_ms,
         "error": r.error,
         "config": r.config,

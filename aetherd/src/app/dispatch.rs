@@ -452,7 +452,7 @@ impl Dispatcher {
         };
         let serves = |artifact: &str| {
             registry.has_endpoint(artifact, call.method, &|node: &str| {
-                usable(node) && (node != self.node_id || self.container.find_active(artifact).is_some())
+                usable(node) && (node != self.node_id || self.container.has_active(artifact))
             })
         };
         let empty = Pins::default();

@@ -118,12 +118,15 @@ pub fn slices(ctx: &Ctx) -> Result<(), CliError> {
 }
 
 pub fn render_slices(v: &Value, now: u64) -> String {
-    let mut t = Table::new(&["NODE", "ARTIFACT", "STATE", "DESIRED", "SINCE", "HEALTH", "ERROR"]);
+    let mut t = Table::new(&["NODE", "ARTIFACT", "COPIES", "STATE", "DESIRED", "SINCE", "HEALTH", "ERROR"]);
     for s in items(v, "slices") {
         let since = s["since_ms"].as_u64().map_or("-".into(), |ms| age(ms, now));
+        // Earlier nodes do not say: one.
+        let copies = s["copies"].as_u64().unwrap_or(1).to_string();
         t.row(vec![
             cell(&s["node"]),
             cell(&s["artifact"]),
+            copies,
             cell(&s["state"]),
             cell(&s["desired"]),
             since,
@@ -226,7 +229,7 @@ mod tests {
         let v = json!({"slices": [{"node": "node-1", "artifact": "g:a:1.0.0", "state": "FAILED", "desired": "ACTIVE",
             "since_ms": 1_000, "health": "ok", "error": "x".repeat(100)}]});
         let text = render_slices(&v, 61_000);
-        assert!(text.contains("FAILED  ACTIVE   1m"), "{text}");
+        assert!(text.contains("g:a:1.0.0  1       FAILED  ACTIVE   1m"), "{text}");
         assert!(text.lines().nth(1).unwrap().ends_with('…'));
     }
 }
