@@ -12,7 +12,8 @@
 //! A slice record may stand for several instances on this node (`copies`, from the blueprint's
 //! `max_per_node`): the worker loads that many separate copies of the library, starts and stops them together,
 //! and a resize starts or stops copies of a running slice one by one (a stopped copy finishes its calls
-//! first). Calls take turns among the ACTIVE copies (the container's pick).
+//! first; a copy that cannot start is unloaded, and the others serve on). Calls take turns among the ACTIVE
+//! copies (the container's pick).
 //!
 //! Invariants: at most one job per artifact runs at a time, and one artifact's jobs run in the order queued;
 //! a job's result always comes back (success or a failure with its reason), so no artifact stays "in progress"
@@ -24,7 +25,7 @@ mod fetch;
 pub use fetch::Provisioner;
 
 use control::cluster::StartPolicy;
-use control::node::{ContainerState, NodeAction, Reconfig, SliceInfo};
+use control::node::{ContainerState, NodeAction, Reconfig, Resize, SliceInfo};
 use kvstore::Artifact;
 use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
@@ -82,10 +83,16 @@ impl Settings {
 /// How a job ended.
 #[derive(Debug)]
 pub enum JobResult {
-    Loaded(SliceInfo),
-    Active,
-    /// The copies now running.
-    Resized(u32),
+    /// The descriptor, and the copies loaded.
+    Loaded(SliceInfo, u32),
+    /// Started, with the copies that run.
+    Active(u32),
+    /// A resize to `asked` copies ended with `running` copies, and why not all when one could not start.
+    Resized {
+        asked: u32,
+        running: u32,
+        outcome: Result<(), String>,
+    },
     Deactivated,
     Unloaded,
     Failed(String),
@@ -155,8 +162,10 @@ pub struct Deployer {
     infos: BTreeMap<Artifact, SliceInfo>,
     /// The last config offered to each artifact's running slice, and its verdict once answered.
     reconfigs: BTreeMap<Artifact, Reconfig>,
-    /// The copies of each slice loaded (or being resized to).
+    /// The copies of each slice loaded.
     copies: BTreeMap<Artifact, u32>,
+    /// The last resize asked of each slice, and its outcome once answered.
+    resizes: BTreeMap<Artifact, Resize>,
     jobs: Arc<Jobs>,
     workers: Vec<JoinHandle<()>>,
     container: Arc<container::Container>,
@@ -195,6 +204,7 @@ impl Deployer {
             infos: BTreeMap::new(),
             reconfigs: BTreeMap::new(),
             copies: BTreeMap::new(),
+            resizes: BTreeMap::new(),
             jobs,
             workers,
             container,
@@ -212,7 +222,7 @@ impl Deployer {
 
     /// What runs besides the lifecycle states, for `control::node::step`.
     pub fn running(&self) -> control::node::Running<'_> {
-        control::node::Running { reconfigs: &self.reconfigs, copies: &self.copies }
+        control::node::Running { reconfigs: &self.reconfigs, copies: &self.copies, resizes: &self.resizes }
     }
 
     /// Drops the answered offers for which `recorded(artifact, config)` holds (the slice record shows the
@@ -236,15 +246,15 @@ impl Deployer {
                 self.jobs.wake.notify_all();
                 return;
             }
-            // The slice serves on while copies start or stop; the count asked for is reported at once.
+            // The slice serves on while copies start or stop; the resize is remembered as in progress.
             NodeAction::Resize { artifact, copies, .. } => {
-                self.copies.insert(artifact.clone(), *copies);
+                self.resizes.insert(artifact.clone(), Resize { copies: *copies, outcome: None });
                 self.jobs.queue.lock().pending.push_back(action);
                 self.jobs.wake.notify_all();
                 return;
             }
-            NodeAction::Load { artifact, copies, .. } => {
-                self.copies.insert(artifact.clone(), *copies);
+            NodeAction::Load { artifact, .. } => {
+                self.resizes.remove(artifact);
                 (artifact.clone(), ContainerState::Loading)
             }
             NodeAction::Activate { artifact, .. } => (artifact.clone(), ContainerState::Activating),
@@ -260,14 +270,20 @@ impl Deployer {
     /// Records a job's result.
     pub fn finish(&mut self, done: JobDone) {
         match done.result {
-            JobResult::Loaded(info) => {
+            JobResult::Loaded(info, copies) => {
                 self.infos.insert(done.artifact.clone(), info);
+                self.copies.insert(done.artifact.clone(), copies);
                 self.states.insert(done.artifact, ContainerState::Loaded);
             }
-            JobResult::Resized(copies) => {
-                self.copies.insert(done.artifact, copies);
+            JobResult::Resized { asked, running, outcome } => {
+                self.copies.insert(done.artifact.clone(), running);
+                // Only the answer to the resize still asked for counts (a later one replaced it).
+                if let Some(current) = self.resizes.get_mut(&done.artifact).filter(|r| r.copies == asked) {
+                    current.outcome = Some(outcome);
+                }
             }
-            JobResult::Active => {
+            JobResult::Active(copies) => {
+                self.copies.insert(done.artifact.clone(), copies);
                 self.states.insert(done.artifact, ContainerState::Active);
             }
             JobResult::Deactivated => {
@@ -277,6 +293,7 @@ impl Deployer {
                 self.states.remove(&done.artifact);
                 self.infos.remove(&done.artifact);
                 self.copies.remove(&done.artifact);
+                self.resizes.remove(&done.artifact);
             }
             JobResult::Failed(reason) => {
                 self.states.insert(done.artifact, ContainerState::Failed { reason });
@@ -371,19 +388,21 @@ impl Worker {
         for id in old {
             let _ = self.container.unload(id);
         }
+        // The first copy decides; a later one that cannot load leaves the record with fewer, which the
+        // resize after ACTIVE asks for again and names.
         let mut loaded = Vec::new();
-        for _ in 0..copies.max(1) {
+        for n in 0..copies.max(1) {
             match self.container.load(artifact, config_pairs(config)) {
                 Ok(id) => loaded.push(id),
+                Err(e) if n == 0 => return JobResult::Failed(e.to_string()),
                 Err(e) => {
-                    for id in loaded {
-                        let _ = self.container.unload(id);
-                    }
-                    return JobResult::Failed(e.to_string());
+                    warn!("slice {artifact}: copy {} of {copies} did not load: {e}", n + 1);
+                    break;
                 }
             }
         }
         let first = loaded.first().copied();
+        let count = u32::try_from(loaded.len()).unwrap_or(u32::MAX);
         self.instances.lock().insert(artifact.clone(), loaded);
         let Some(handle) = first.and_then(|id| self.container.handle(id)) else {
             return JobResult::Failed("the instance vanished after loading".into());
@@ -402,7 +421,7 @@ impl Worker {
         let parsed = SliceInfo::parse(routes, info.methods.iter().map(String::as_str))
             .and_then(|parsed| parsed.with_messaging(subscriptions, schedules, info.single_active));
         match parsed {
-            Ok(info) => JobResult::Loaded(info),
+            Ok(info) => JobResult::Loaded(info, count),
             Err(e) => JobResult::Failed(format!("descriptor does not fit the control plane: {e}")),
         }
     }
@@ -412,12 +431,19 @@ impl Worker {
         if copies.is_empty() {
             return JobResult::Failed("not loaded".into());
         }
-        for id in copies {
-            if let Err(reason) = self.start(id, config) {
-                return JobResult::Failed(reason);
+        // As for loading: the first copy decides, a later one that cannot start is unloaded.
+        for (n, id) in copies.into_iter().enumerate() {
+            match self.start(id, config) {
+                Ok(()) => {}
+                Err(reason) if n == 0 => return JobResult::Failed(reason),
+                Err(reason) => {
+                    warn!("slice {artifact}: copy {} did not start: {reason}", n + 1);
+                    self.drop_copy(artifact, id);
+                    let _ = self.container.unload(id);
+                }
             }
         }
-        JobResult::Active
+        JobResult::Active(u32::try_from(self.copies(artifact).len()).unwrap_or(u32::MAX))
     }
 
     fn start(&self, id: container::InstanceId, config: &Map<String, Value>) -> Result<(), String> {
@@ -439,20 +465,24 @@ impl Worker {
     }
 
     /// Starts new copies (loaded from the library, with the record's config) or stops and unloads the newest
-    /// ones until `wanted` run. A copy that cannot start is unloaded and fails the job: the record fails as
-    /// for any start failure.
-    fn resize(&self, artifact: &Artifact, config: &Map<String, Value>, wanted: u32) -> JobResult {
-        let wanted = usize::try_from(wanted.max(1)).unwrap_or(usize::MAX);
+    /// ones until `asked` run. A copy that cannot start is unloaded, the others serve on, and the outcome says
+    /// why.
+    fn resize(&self, artifact: &Artifact, config: &Map<String, Value>, asked: u32) -> JobResult {
+        let wanted = usize::try_from(asked.max(1)).unwrap_or(usize::MAX);
+        let ended = |running: usize, outcome: Result<(), String>| JobResult::Resized {
+            asked,
+            running: u32::try_from(running).unwrap_or(u32::MAX),
+            outcome,
+        };
         loop {
             let running = self.copies(artifact);
             if running.is_empty() {
-                return JobResult::Failed("not loaded".into());
+                return ended(0, Err("not loaded".into()));
             }
             if running.len() == wanted {
-                return JobResult::Resized(u32::try_from(running.len()).unwrap_or(u32::MAX));
+                return ended(running.len(), Ok(()));
             }
-            if running.len() > wanted {
-                let Some(&id) = running.last() else { continue };
+            if let (true, Some(&id)) = (running.len() > wanted, running.last()) {
                 self.drop_copy(artifact, id);
                 let _ = self.container.deactivate(id);
                 if let Err(e) = self.container.unload(id) {
@@ -462,11 +492,11 @@ impl Worker {
             }
             let id = match self.container.load(artifact, config_pairs(config)) {
                 Ok(id) => id,
-                Err(e) => return JobResult::Failed(format!("another copy: {e}")),
+                Err(e) => return ended(running.len(), Err(format!("copy {} of {asked}: {e}", running.len() + 1))),
             };
             if let Err(reason) = self.start(id, config) {
                 let _ = self.container.unload(id);
-                return JobResult::Failed(format!("another copy: {reason}"));
+                return ended(running.len(), Err(format!("copy {} of {asked}: {reason}", running.len() + 1)));
             }
             self.instances.lock().entry(artifact.clone()).or_default().push(id);
         }

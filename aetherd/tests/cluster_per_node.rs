@@ -21,14 +21,19 @@ fn post(c: &LocalCluster, via: usize, path: &str, body: &str) -> (u16, Value) {
     (r.status, r.json())
 }
 
-/// Copies of each ACTIVE, wanted ACTIVE counter record, by node, as node `via` sees them.
+/// Copies running of each ACTIVE, wanted ACTIVE counter record, by node, as node `via` sees them.
 fn copies(c: &LocalCluster, via: usize) -> BTreeMap<String, u64> {
     let Ok(r) = http(c.nodes[via].management, "GET", "/api/slices", b"") else { return BTreeMap::new() };
     let body = r.json();
     let slices = body["slices"].as_array().cloned().unwrap_or_default();
     let serving =
         slices.iter().filter(|s| s["artifact"] == COUNTER && s["state"] == "ACTIVE" && s["desired"] == "ACTIVE");
-    serving.map(|s| (s["node"].as_str().unwrap_or("?").to_owned(), s["copies"].as_u64().unwrap_or(0))).collect()
+    // A record whose node does not run the copies it asks for yet counts as 0.
+    let running = |s: &Value| match (s["copies"].as_u64(), s["running"].as_u64()) {
+        (Some(asked), Some(runs)) if asked == runs => runs,
+        _ => 0,
+    };
+    serving.map(|s| (s["node"].as_str().unwrap_or("?").to_owned(), running(s))).collect()
 }
 
 /// The values `n` increments of one counter answered, through node `via`'s app port.

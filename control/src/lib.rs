@@ -63,7 +63,8 @@
 //! let descriptors = BTreeMap::new(); // routes and methods of loaded slices, by artifact
 //! let reconfigs = BTreeMap::new(); // configs offered to running slices, and their verdicts
 //! let copies = BTreeMap::new(); // copies each running slice runs, by artifact (absent: one)
-//! let running = node::Running { reconfigs: &reconfigs, copies: &copies };
+//! let resizes = BTreeMap::new(); // copies asked of running slices, and the outcomes
+//! let running = node::Running { reconfigs: &reconfigs, copies: &copies, resizes: &resizes };
 //! let output = node::step(&view, &container, &descriptors, running, 1_001);
 //! assert!(matches!(&output.actions[..], [node::NodeAction::Load { .. }]));
 //! for write in output.writes {

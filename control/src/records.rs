@@ -192,6 +192,14 @@ pub struct SliceRecord {
     /// node's endpoints take turns among them. Set by the leader; the node follows it while ACTIVE.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub copies: u32,
+    /// The copies the node runs, as it last wrote it while ACTIVE (`None`: one). What serves is the lower of
+    /// this and `copies` ([`SliceRecord::serving_copies`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
+    /// Why the node could not start every copy `copies` asks for (cut to [`ERROR_BYTES_MAX`]); the copies
+    /// that run serve on. Cleared once `copies` run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies_refused: Option<String>,
     /// Why the slice failed; kept through UNLOAD so operators can read it until the record goes.
     #[serde(default)]
     pub error: Option<String>,
@@ -226,6 +234,25 @@ impl Record for SliceRecord {
 }
 
 impl SliceRecord {
+    /// The instances that serve while the record is ACTIVE: what its node runs, at most what it asks for.
+    pub fn serving_copies(&self) -> u32 {
+        self.copies.max(1).min(self.running.unwrap_or(1).max(1))
+    }
+
+    /// The instances the record counts for placement: `copies` (a starting copy counts, so it is not placed
+    /// twice), or what runs when the node could not start them all.
+    pub fn placed_copies(&self) -> u32 {
+        match self.copies_refused {
+            Some(_) => self.serving_copies(),
+            None => self.copies.max(1),
+        }
+    }
+
+    /// `reason` cut to what a record keeps.
+    pub fn reason(reason: &str) -> String {
+        cut(reason, ERROR_BYTES_MAX)
+    }
+
     /// The record moved to `state` at `now_ms`.
     pub fn entering(&self, state: SliceState, now_ms: u64) -> SliceRecord {
         SliceRecord { state, since_ms: now_ms, ..self.clone() }
@@ -312,6 +339,8 @@ mod tests {
             since_ms: 42,
             instance: 1,
             copies: 1,
+            running: None,
+            copies_refused: None,
             error: None,
             config: Map::new(),
             failed_in: None,

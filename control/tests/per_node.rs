@@ -75,3 +75,49 @@ fn without_max_per_node_a_node_runs_one_instance() {
     sim.settle();
     assert_eq!(copies(&sim), BTreeMap::from([(node(0), 1)]));
 }
+
+#[test]
+fn a_lower_max_per_node_brings_copies_down_and_places_the_rest_elsewhere() {
+    let mut sim = Sim::new(3);
+    sim.submit(&blueprint(4, 2));
+    sim.settle();
+    assert_eq!(total(&sim), 4);
+    sim.kill(&node(2));
+    sim.settle();
+    assert_eq!(copies(&sim), BTreeMap::from([(node(0), 2), (node(1), 2)]));
+    // Posted again with max_per_node 1: two nodes run one each, and node-2, back, takes the third.
+    sim.start(node(2));
+    sim.submit(&blueprint(4, 1));
+    sim.settle();
+    assert_eq!(copies(&sim), BTreeMap::from([(node(0), 1), (node(1), 1), (node(2), 1)]));
+}
+
+#[test]
+fn a_copy_that_cannot_start_leaves_the_others_serving_and_the_rest_goes_elsewhere() {
+    let mut sim = Sim::new(2);
+    sim.copies_max.insert(node(0), 1);
+    sim.submit(&blueprint(3, 2));
+    sim.settle();
+    // node-0 was asked for two and runs one, saying why; node-1 takes the third.
+    assert_eq!(copies(&sim), BTreeMap::from([(node(0), 1), (node(1), 2)]));
+    let state = sim.state();
+    let on_0 = &state.slices[&artifact("g:a:1.0.0")][&node(0)].value;
+    assert_eq!(on_0.state, control::lifecycle::SliceState::Active, "the copy that runs serves on");
+    assert!(on_0.copies_refused.as_deref().is_some_and(|r| r.contains("only 1 copies")), "{on_0:?}");
+    // Stable: more rounds change nothing and nothing fails.
+    for _ in 0..50 {
+        sim.round();
+    }
+    assert_eq!(copies(&sim), BTreeMap::from([(node(0), 1), (node(1), 2)]));
+}
+
+#[test]
+fn a_single_node_that_cannot_start_a_second_copy_keeps_serving_with_one() {
+    let mut sim = Sim::new(1);
+    sim.copies_max.insert(node(0), 1);
+    sim.submit(&blueprint(2, 2));
+    sim.settle();
+    assert_eq!(copies(&sim), BTreeMap::from([(node(0), 1)]));
+    let failed = sim.state().slices.values().flatten().filter(|(_, r)| r.value.error.is_some()).count();
+    assert_eq!(failed, 0, "no record failed");
+}

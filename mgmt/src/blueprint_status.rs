@@ -53,7 +53,8 @@ pub fn status(backend: &dyn Backend, name: &str) -> Result<Response, ApiError> {
             .filter(|(_, a, _)| a == artifact)
             .map(|(node, _, r)| Placed { node, record: r, reachable: !unreachable.contains(node) })
             .collect();
-        let wanted = usize::try_from(spec.instances).unwrap_or(usize::MAX).min(nodes);
+        let room = nodes.saturating_mul(usize::try_from(spec.max_per_node()).unwrap_or(usize::MAX));
+        let wanted = usize::try_from(spec.instances).unwrap_or(usize::MAX).min(room);
         let counts = count(&mine, wanted, target.as_ref().is_some_and(|t| t.failures.quarantined));
         all_counts.push(counts);
         items.push(slice_json(artifact, spec.instances, counts, &mine, target.as_ref()));
@@ -76,11 +77,19 @@ struct Placed<'a> {
 fn count(instances: &[Placed], wanted: usize, quarantined: bool) -> Counts {
     let mut counts = Counts { wanted, quarantined, ..Counts::default() };
     for Placed { record, reachable, .. } in instances {
+        // Instances, not records: a record stands for its copies on its node.
+        let size = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        let (asked, serving) = (size(record.copies.max(1)), size(record.serving_copies()));
         match record.state {
-            SliceState::Failed => counts.failed += 1,
+            SliceState::Failed => counts.failed += asked,
             _ if !reachable => {}
-            SliceState::Active => counts.active += 1,
-            _ if record.desired == DesiredState::Active => counts.starting += 1,
+            SliceState::Active => {
+                counts.active += serving;
+                if record.desired == DesiredState::Active && record.copies_refused.is_none() {
+                    counts.starting += asked.saturating_sub(serving);
+                }
+            }
+            _ if record.desired == DesiredState::Active => counts.starting += asked,
             _ => {}
         }
     }

@@ -156,7 +156,7 @@ fn slice_status(
     let mine: Vec<&(String, Artifact, SliceRecord)> = slices.iter().filter(|(_, a, _)| *a == spec.artifact).collect();
     // Instances, not records: a record stands for its `copies` on its node.
     let count = |state: control::SliceState| -> u64 {
-        mine.iter().filter(|(_, _, r)| r.state == state).map(|(_, _, r)| u64::from(r.copies.max(1))).sum()
+        mine.iter().filter(|(_, _, r)| r.state == state).map(|(_, _, r)| u64::from(r.serving_copies())).sum()
     };
     let target_key = format!("targets/{}", spec.artifact);
     let placed = targets.iter().find(|t| t.key == target_key).and_then(|t| TargetRecord::decode(&t.value).ok());
@@ -184,6 +184,9 @@ pub(crate) fn instance_json(node: &str, artifact: &Artifact, r: &SliceRecord) ->
         "desired": format!("{:?}", r.desired).to_uppercase(),
         "instance": r.instance,
         "copies": r.copies.max(1),
+        // What the node last said runs (one when it never said).
+        "running": r.running.unwrap_or(1),
+        "copies_refused": r.copies_refused,
         "since_ms": r.since_ms,
         "error": r.error,
         "config": r.config,

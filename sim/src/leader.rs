@@ -2,6 +2,10 @@
 //! its lease record through consensus and runs the real `control` code (lease watching, leadership, the
 //! leader's guarded reconcile) against the records decided so far, kept in a real `kvstore::KvState`.
 //!
+//! Also checked: a slice record never stands for more copies than the blueprint's `max_per_node` allows
+//! ([`PER_NODE`]; the spread slice asks for more instances than the replicas, so copies are raised and
+//! lowered as nodes die and come back).
+//!
 //! Timing is the node runtime's scaled down ten times ([`RENEW_MS`], [`GRACE_MS`]), so a run of a few
 //! simulated seconds holds several grace periods. Slice records stay in LOAD (no node steps them): what is
 //! checked is only whether the leader removes them.
@@ -19,11 +23,13 @@
 use consensus::Command;
 use control::cluster::liveness::{lead, Leadership, LeaseWatch, Liveness, Tenure};
 use control::cluster::StartPolicy;
-use control::records::{LeaseRecord, Record};
+use control::records::{LeaseRecord, Record, SliceRecord};
 use control::{ClusterState, KvWrite};
 use kvstore::{AetherKey, Change, KvState, NodeId, Revision};
 use std::collections::BTreeMap;
 
+/// The spread slice's `max_per_node`.
+pub const PER_NODE: u32 = 3;
 /// Client ids of the nodes' own commands: `CLIENT_BASE + replica`.
 pub const CLIENT_BASE: u64 = 1_000_000;
 /// How often a node renews its lease and runs its leader pass (the runtime's second, scaled down).
@@ -38,7 +44,7 @@ pub const HEALTHY_MS: u64 = GRACE_MS / 2;
 const IN_FLIGHT_SLACK_MS: u64 = 500;
 
 const BLUEPRINT: &str = "name = \"sim\"\n[[slices]]\nartifact = \"g:spread:1.0.0\"\ninstances = 9\n\
-                         [[slices]]\nartifact = \"g:single:1.0.0\"\ninstances = 1\n";
+                         max_per_node = 3\n[[slices]]\nartifact = \"g:single:1.0.0\"\ninstances = 1\n";
 
 /// What the world tells a node about itself at one tick.
 pub struct NodeView {
@@ -149,7 +155,15 @@ impl Control {
                     }
                 }
                 (AetherKey::ClusterLeader, Some(_)) => *claims += 1,
-                (AetherKey::Slice { .. }, Some(_)) => *written += 1,
+                (AetherKey::Slice { node, artifact }, Some(value)) => {
+                    *written += 1;
+                    let copies = SliceRecord::decode(value).map(|r| r.copies);
+                    if !copies.as_ref().is_ok_and(|n| (1..=PER_NODE).contains(n)) {
+                        violations.push(format!(
+                            "slot {slot}: slices/{node}/{artifact} stands for {copies:?} copies (max_per_node {PER_NODE})"
+                        ));
+                    }
+                }
                 (AetherKey::Slice { node, artifact }, None) => {
                     *removed += 1;
                     let Some(i) = replica_of(node) else { return };

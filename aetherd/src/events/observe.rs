@@ -178,6 +178,8 @@ mod tests {
             since_ms: 0,
             instance: 1,
             copies: 1,
+            running: None,
+            copies_refused: None,
             error: error.map(str::to_string),
             config: Default::default(),
             failed_in: None,

@@ -121,8 +121,12 @@ pub fn render_slices(v: &Value, now: u64) -> String {
     let mut t = Table::new(&["NODE", "ARTIFACT", "COPIES", "STATE", "DESIRED", "SINCE", "HEALTH", "ERROR"]);
     for s in items(v, "slices") {
         let since = s["since_ms"].as_u64().map_or("-".into(), |ms| age(ms, now));
-        // Earlier nodes do not say: one.
-        let copies = s["copies"].as_u64().unwrap_or(1).to_string();
+        // Running of asked, when they differ; earlier nodes do not say: one.
+        let asked = s["copies"].as_u64().unwrap_or(1);
+        let copies = match s["running"].as_u64() {
+            Some(running) if running != asked => format!("{running}/{asked}"),
+            _ => asked.to_string(),
+        };
         t.row(vec![
             cell(&s["node"]),
             cell(&s["artifact"]),
@@ -138,11 +142,14 @@ pub fn render_slices(v: &Value, now: u64) -> String {
 }
 
 /// The ERROR cell: the failure reason, else the refusal of the blueprint's latest config (the slice runs on
-/// with its previous one), else `-`.
+/// with its previous one), else why a copy could not start (the others serve on), else `-`.
 fn slice_problem(s: &Value) -> String {
-    match (&s["error"], s["config_refused"]["reason"].as_str()) {
-        (Value::Null, Some(reason)) => format!("new config refused: {reason}"),
-        (error, _) => cell(error),
+    match (&s["error"], s["config_refused"]["reason"].as_str(), s["copies_refused"].as_str()) {
+        (Value::Null, Some(reason), _) => format!("new config refused: {reason}"),
+        (Value::Null, None, Some(reason)) => {
+            format!("{} of {} copies run: {reason}", cell(&s["running"]), cell(&s["copies"]))
+        }
+        (error, _, _) => cell(error),
     }
 }
 
@@ -210,6 +217,16 @@ mod tests {
             "instances": [{"node": "node-1", "state": "ACTIVE"}, {"node": "node-2", "state": "ACTIVE"}]}]});
         assert!(render_routes(&v).contains("g:echo:1.0.0  echo          node-1:ACTIVE node-2:ACTIVE"));
         assert_eq!(render_routes(&json!({"routes": []})), "no routes\n");
+    }
+
+    #[test]
+    fn slices_show_copies_that_do_not_all_run() {
+        let v = json!({"slices": [{"node": "node-1", "artifact": "g:a:1.0.0", "state": "ACTIVE", "desired": "ACTIVE",
+            "since_ms": 1_000, "health": "ok", "error": null, "copies": 3, "running": 2,
+            "copies_refused": "copy 3 of 3: port taken"}]});
+        let text = render_slices(&v, 2_000);
+        assert!(text.contains("g:a:1.0.0  2/3"), "{text}");
+        assert!(text.contains("2 of 3 copies run: copy 3 of 3: port taken"), "{text}");
     }
 
     #[test]

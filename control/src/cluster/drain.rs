@@ -34,9 +34,9 @@ fn active(record: &SliceRecord) -> bool {
     record.state == SliceState::Active && record.desired == DesiredState::Active
 }
 
-/// The instances a record stands for.
+/// The instances a record serves with.
 fn copies(record: &SliceRecord) -> u64 {
-    u64::from(record.copies.max(1))
+    u64::from(record.serving_copies())
 }
 
 impl<'a> Pass<'a> {
@@ -108,7 +108,11 @@ impl<'a> Pass<'a> {
         let staying = by_node.into_iter().flatten().filter(|(n, _)| !self.leaving(n) && self.counts(n));
         let placed: u64 = staying.map(|(_, r)| copies(&r.value)).sum();
         let per_node = target.max_per_node.max(1);
-        let room = |n: &&&NodeId| by_node.and_then(|b| b.get(**n)).is_some_and(|r| r.value.copies.max(1) < per_node);
+        let room = |n: &&&NodeId| {
+            by_node
+                .and_then(|b| b.get(**n))
+                .is_some_and(|r| r.value.copies.max(1) < per_node && r.value.copies_refused.is_none())
+        };
         let roomy = self.live.iter().filter(room).count();
         let why = if placed < instances && free == 0 && roomy == 0 {
             format!(

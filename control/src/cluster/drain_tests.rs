@@ -12,7 +12,11 @@ use super::test_support::{n, put};
 
 fn blueprint(kv: &mut KvState, instances: u32, min_available: Option<u32>) {
     let budget = min_available.map(|m| format!("min_available = {m}\n")).unwrap_or_default();
-    let toml = format!("name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\ninstances = {instances}\n{budget}");
+    blueprint_with(kv, instances, &budget);
+}
+
+fn blueprint_with(kv: &mut KvState, instances: u32, extra: &str) {
+    let toml = format!("name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\ninstances = {instances}\n{extra}");
     let parsed = blueprint::parse(&toml, &|_| true).unwrap();
     put(kv, "blueprints/s", BlueprintRecord { toml, blueprint: parsed }.encode());
 }
@@ -198,4 +202,30 @@ fn an_activated_node_receives_placements_again() {
     assert!(described(&run(&kv, &[1, 2])).iter().all(|w| !w.starts_with("slices/n2")));
     duty(&mut kv, 2, Duty::OnDuty);
     assert_eq!(described(&run(&kv, &[1, 2])), ["slices/n2/g:a:1.0.0 LOAD desired ACTIVE"]);
+}
+
+#[test]
+fn a_drain_onto_a_second_copy_waits_until_the_copy_runs() {
+    let mut kv = KvState::new();
+    blueprint_with(&mut kv, 2, "max_per_node = 2\n");
+    record(&mut kv, 1, SliceState::Active, 0);
+    record(&mut kv, 2, SliceState::Active, 1);
+    put(&mut kv, "endpoints/g:a:1.0.0/get/n1:0", b"{}".to_vec());
+    put(&mut kv, "endpoints/g:a:1.0.0/get/n2:1", b"{}".to_vec());
+    duty(&mut kv, 2, Duty::Draining);
+    // Pass 1: no free node, so n1 is asked for a second copy; n2's instance stays.
+    let writes = run(&kv, &[1, 2]);
+    apply(&mut kv, &writes);
+    let on_1 = |kv: &KvState| SliceRecord::decode(kv.get(&"slices/n1/g:a:1.0.0".parse().unwrap()).unwrap().value());
+    assert_eq!(on_1(&kv).unwrap().copies, 2);
+    // Asked for, not running yet: nothing retired, however many passes.
+    for _ in 0..3 {
+        let writes = described(&run(&kv, &[1, 2]));
+        assert!(!writes.iter().any(|w| w.contains("desired UNLOADED")), "{writes:?}");
+    }
+    // n1 says two run: n2's instance goes.
+    let running = SliceRecord { running: Some(2), ..on_1(&kv).unwrap() };
+    put(&mut kv, "slices/n1/g:a:1.0.0", running.encode());
+    let writes = described(&run(&kv, &[1, 2]));
+    assert!(writes.contains(&"slices/n2/g:a:1.0.0 ACTIVE desired UNLOADED".to_owned()), "{writes:?}");
 }

@@ -250,6 +250,8 @@ mod tests {
                 since_ms: 0,
                 instance: node - 1,
                 copies: 1,
+                running: None,
+                copies_refused: None,
                 error: None,
                 config: Default::default(),
                 failed_in: None,

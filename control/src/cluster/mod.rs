@@ -361,6 +361,8 @@ mod tests {
             since_ms: 0,
             instance,
             copies: 1,
+            running: None,
+            copies_refused: None,
             error: None,
             config: Map::new(),
             failed_in: None,

@@ -28,6 +28,11 @@ use std::collections::BTreeSet;
 
 type Placed<'a> = (&'a NodeId, &'a Versioned<SliceRecord>);
 
+/// The instances a record counts for, as the target allows: its placed copies, at most `per_node`.
+fn copies(record: &SliceRecord, per_node: u32) -> u64 {
+    u64::from(record.placed_copies().min(per_node.max(1)))
+}
+
 fn serving(record: &SliceRecord) -> bool {
     record.desired == DesiredState::Active && record.state != SliceState::Failed
 }
@@ -48,12 +53,18 @@ impl<'a> Pass<'a> {
         // Records on leaving nodes do not count: their replacements are placed first (see `drain`).
         let serving: Vec<Placed<'a>> =
             records.iter().copied().filter(|(n, r)| serving(&r.value) && !self.leaving(n)).collect();
-        let count: u64 = serving.iter().map(|(_, r)| u64::from(r.value.copies.max(1))).sum();
+        let per_node = target.max_per_node.max(1);
+        let count: u64 = serving.iter().map(|(_, r)| copies(&r.value, per_node)).sum();
         let instances = u64::from(target.instances);
         if count > instances {
-            self.retire_surplus(artifact, serving, count - instances);
+            self.retire_surplus(artifact, serving, per_node, count - instances);
         } else if count < instances && self.may_place(artifact, target) && self.dependencies_ready(artifact, target) {
             self.add(artifact, target, &records, &serving, instances - count);
+        } else {
+            // A blueprint posted again with a lower `max_per_node`: records above it come down to it.
+            for (node, record) in serving.iter().filter(|(_, r)| r.value.copies > per_node) {
+                self.set_copies(artifact, node, record, u64::from(per_node));
+            }
         }
         self.drain(artifact, target, &records);
     }
@@ -72,41 +83,42 @@ impl<'a> Pass<'a> {
     }
 
     /// Takes `surplus` instances away: starting records first, then copies, then ACTIVE records.
-    fn retire_surplus(&mut self, artifact: &'a Artifact, mut serving: Vec<Placed<'a>>, mut surplus: u64) {
+    fn retire_surplus(
+        &mut self,
+        artifact: &'a Artifact,
+        mut serving: Vec<Placed<'a>>,
+        per_node: u32,
+        mut surplus: u64,
+    ) {
         serving
             .sort_by_key(|(node, r)| (r.value.state == SliceState::Active, std::cmp::Reverse(r.value.instance), *node));
         let (starting, active): (Vec<Placed<'a>>, Vec<Placed<'a>>) =
             serving.into_iter().partition(|(_, r)| r.value.state != SliceState::Active);
+        let mut kept: Vec<(Placed<'a>, u64)> = Vec::new();
         for (node, record) in starting {
-            let copies = u64::from(record.value.copies.max(1));
-            if surplus == 0 {
-                return;
-            }
-            if copies <= surplus {
-                surplus -= copies;
+            let n = copies(&record.value, per_node);
+            if surplus >= n {
+                surplus -= n;
                 self.retire(artifact, node, record);
             } else {
-                self.set_copies(artifact, node, record, copies - surplus);
-                return;
+                kept.push(((node, record), n - surplus));
+                surplus = 0;
             }
         }
-        let mut copies: Vec<(Placed<'a>, u64)> =
-            active.into_iter().map(|placed| (placed, u64::from(placed.1.value.copies.max(1)))).collect();
+        let mut serving_copies: Vec<(Placed<'a>, u64)> =
+            active.into_iter().map(|placed| (placed, copies(&placed.1.value, per_node))).collect();
         while surplus > 0 {
             // The record with the most copies gives one up; once every record runs one, the first in retire order
             // goes.
-            let most = copies.iter().map(|(_, n)| *n).max().unwrap_or(0);
-            match copies.iter_mut().find(|(_, n)| *n == most) {
-                Some((_, n)) if most > 1 => *n -= 1,
-                Some((_, n)) if most == 1 => *n = 0,
-                _ => break,
-            }
+            let most = serving_copies.iter().map(|(_, n)| *n).max().unwrap_or(0);
+            let Some((_, n)) = serving_copies.iter_mut().find(|(_, n)| *n == most && most > 0) else { break };
+            *n -= 1;
             surplus -= 1;
         }
-        for ((node, record), n) in copies {
+        for ((node, record), n) in kept.into_iter().chain(serving_copies) {
             match u32::try_from(n) {
                 Ok(0) => self.retire(artifact, node, record),
-                Ok(n) if n != record.value.copies.max(1) => self.set_copies(artifact, node, record, u64::from(n)),
+                Ok(n) if n != record.value.copies => self.set_copies(artifact, node, record, u64::from(n)),
                 _ => {}
             }
         }
@@ -129,7 +141,7 @@ impl<'a> Pass<'a> {
             };
             let nodes = self.state.slices.get(dependency).into_iter().flat_map(|by_node| by_node.keys());
             let active: u64 =
-                nodes.filter_map(|node| self.serves(dependency, node)).map(|r| u64::from(r.copies.max(1))).sum();
+                nodes.filter_map(|node| self.serves(dependency, node)).map(|r| u64::from(r.serving_copies())).sum();
             active >= u64::from(needed)
         };
         let waiting = target.depends_on.iter().find(|d| !ready(d));
@@ -163,8 +175,11 @@ impl<'a> Pass<'a> {
         let per_node = u64::from(target.max_per_node.max(1));
         let live: BTreeSet<&NodeId> = self.live.iter().copied().collect();
         let mut raised: Vec<(Placed<'a>, u64)> = (serving.iter().copied())
-            .filter(|(node, _)| live.contains(node) && !self.going.contains(&(artifact, *node)))
-            .map(|placed| (placed, u64::from(placed.1.value.copies.max(1))))
+            .filter(|(node, r)| {
+                // A node that could not start every copy it was asked for is not asked for more.
+                live.contains(node) && !self.going.contains(&(artifact, *node)) && r.value.copies_refused.is_none()
+            })
+            .map(|placed| (placed, copies(&placed.1.value, target.max_per_node)))
             .collect();
         while missing > 0 {
             let fewest = raised.iter_mut().filter(|(_, n)| *n < per_node).min_by_key(|((node, _), n)| (*n, *node));
@@ -173,7 +188,7 @@ impl<'a> Pass<'a> {
             missing -= 1;
         }
         for ((node, record), n) in raised {
-            if n != u64::from(record.value.copies.max(1)) {
+            if n != u64::from(record.value.copies) {
                 self.set_copies(artifact, node, record, n);
             }
         }
@@ -202,6 +217,8 @@ impl<'a> Pass<'a> {
             since_ms: self.now_ms,
             instance,
             copies: 1,
+            running: None,
+            copies_refused: None,
             error: None,
             config: target.config.clone(),
             failed_in: None,

@@ -266,6 +266,8 @@ mod tests {
             since_ms,
             instance: 0,
             copies: 1,
+            running: None,
+            copies_refused: None,
             error,
             config: Default::default(),
             failed_in,

@@ -64,7 +64,7 @@ impl Pass<'_> {
                 instances: target.instances,
                 min: target.min_instances,
                 max: target.max_instances.max(target.instances),
-                warm: u32::try_from(warm.map(|(_, r)| u64::from(r.value.copies.max(1))).sum::<u64>())
+                warm: u32::try_from(warm.map(|(_, r)| u64::from(r.value.serving_copies())).sum::<u64>())
                     .unwrap_or(u32::MAX),
                 placeable: u32::try_from(self.live.len())
                     .unwrap_or(u32::MAX)

@@ -22,6 +22,8 @@ pub fn slice(kv: &mut KvState, node: usize, artifact: &str, state: SliceState, i
         since_ms,
         instance,
         copies: 1,
+        running: None,
+        copies_refused: None,
         error: None,
         config: Map::new(),
         failed_in: None,

@@ -50,7 +50,7 @@ impl<'a> Pass<'a> {
                     && !self.going.contains(&(artifact, *node))
                     && self.reachable(artifact, node, record)
             })
-            .map(|(_, record)| u64::from(record.value.copies.max(1)))
+            .map(|(_, record)| u64::from(record.value.serving_copies()))
             .sum();
         serving >= wanted
     }

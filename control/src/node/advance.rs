@@ -117,7 +117,7 @@ impl At<'_> {
         let artifact = self.artifact.clone();
         match container {
             None => {
-                let (config, copies) = (self.record.config.clone(), self.record.copies.max(1));
+                let (config, copies) = (self.record.config.clone(), super::copies::wanted(self.record));
                 self.enter(SliceState::Loading, Some(NodeAction::Load { artifact, config, copies }))
             }
             Some(ContainerState::Loaded) => self.enter(SliceState::Loading, None),
@@ -245,6 +245,8 @@ mod tests {
             since_ms: 1_000,
             instance: 0,
             copies: 1,
+            running: None,
+            copies_refused: None,
             error: None,
             config: Map::new(),
             failed_in: None,

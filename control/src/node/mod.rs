@@ -17,8 +17,8 @@
 //!   it last refused) gets a [`NodeAction::Reconfigure`]; once the slice answered ([`Reconfig`]), the record
 //!   takes the new config (accepted) or keeps its config and names the refusal in `config_refused`.
 //! - copies: a serving record whose `copies` differs from what the container runs gets a
-//!   [`NodeAction::Resize`] (after any config offer); a copy that cannot start fails the record as any start
-//!   failure does.
+//!   [`NodeAction::Resize`] once its config is settled; the record takes what runs (`running`) and, when a
+//!   copy could not start, why (`copies_refused`). See the `copies` module.
 //! - slices the container holds without a record (a record removed by the leader while this node was
 //!   unreachable, or a failed start) are deactivated and unloaded.
 //!
@@ -27,9 +27,11 @@
 //! the output is a function of the inputs only.
 
 mod advance;
+mod copies;
 mod state;
 
 pub use advance::{timeout_ms, ACTIVATE_TIMEOUT_MS, DEACTIVATE_TIMEOUT_MS, LOAD_TIMEOUT_MS, UNLOAD_TIMEOUT_MS};
+pub use copies::Resize;
 pub use state::{NodeState, NODE_PROBLEMS_MAX};
 
 use crate::lifecycle::{DesiredState, SliceState};
@@ -148,8 +150,8 @@ pub enum NodeAction {
     Unload { artifact: Artifact },
     /// Offer the running slice a new config (then report its verdict as a [`Reconfig`]).
     Reconfigure { artifact: Artifact, config: Map<String, Value> },
-    /// Start or stop copies of the running slice until `copies` run (then report the count, or `Failed` when
-    /// a new copy cannot start). The runtime reports the count asked for at once, so it is asked only once.
+    /// Start or stop copies of the running slice until `copies` run (then report the count running and the
+    /// outcome as a [`Resize`]; a copy that cannot start is unloaded, and the others serve on).
     Resize { artifact: Artifact, copies: u32, config: Map<String, Value> },
 }
 
@@ -171,11 +173,12 @@ pub struct NodeOutput {
 }
 
 /// What the container runs besides each slice's lifecycle state: the config offers in progress or answered,
-/// and the copies of each slice it runs (or is resizing to; absent: one).
+/// the copies of each slice it runs (absent: one), and the resizes in progress or answered.
 #[derive(Debug, Clone, Copy)]
 pub struct Running<'a> {
     pub reconfigs: &'a BTreeMap<Artifact, Reconfig>,
     pub copies: &'a BTreeMap<Artifact, u32>,
+    pub resizes: &'a BTreeMap<Artifact, Resize>,
 }
 
 /// This node's next actions and writes. See the module documentation.
@@ -201,11 +204,14 @@ pub fn step(
             if let Some(next) = next {
                 step.next = Next::Write(next);
             }
-            let runs = running.copies.get(artifact).copied().unwrap_or(1);
-            let wanted = record.value.copies.max(1);
-            if step.action.is_none() && runs != wanted {
-                let config = record.value.config.clone();
-                step.action = Some(NodeAction::Resize { artifact: artifact.clone(), copies: wanted, config });
+            // Copies follow once the config is settled, so a new copy starts with the config the others run.
+            let settled = running.reconfigs.get(artifact).is_none_or(|r| r.outcome.is_some());
+            if matches!(step.next, Next::Stay) && step.action.is_none() && settled {
+                let (action, next) = copies::step(artifact, &record.value, running);
+                step.action = action;
+                if let Some(next) = next {
+                    step.next = Next::Write(next);
+                }
             }
         }
         output.actions.extend(step.action);
@@ -388,6 +394,8 @@ mod tests {
             since_ms: 10,
             instance: 3,
             copies: 1,
+            running: None,
+            copies_refused: None,
             error: None,
             config: Map::new(),
             failed_in: None,
@@ -398,9 +406,10 @@ mod tests {
     }
 
     static NO_COPIES: BTreeMap<Artifact, u32> = BTreeMap::new();
+    static NO_RESIZES: BTreeMap<Artifact, Resize> = BTreeMap::new();
 
     fn with(reconfigs: &BTreeMap<Artifact, Reconfig>) -> Running<'_> {
-        Running { reconfigs, copies: &NO_COPIES }
+        Running { reconfigs, copies: &NO_COPIES, resizes: &NO_RESIZES }
     }
 
     fn keys(writes: &[KvWrite]) -> Vec<String> {
@@ -527,64 +536,5 @@ mod tests {
         let container = BTreeMap::from([(a(), ContainerState::Activating)]);
         let output = step(&view, &container, &BTreeMap::new(), with(&BTreeMap::new()), 20);
         assert!(output.actions.is_empty(), "{:?}", output.actions);
-    }
-}
-
-#[cfg(test)]
-mod copies_tests {
-    use super::*;
-    use crate::write::Versioned;
-    use kvstore::{NodeId, Revision};
-
-    fn a() -> Artifact {
-        Artifact::parse("g:a:1.0.0").unwrap()
-    }
-
-    fn view(state: SliceState, copies: u32) -> NodeState {
-        let mut view = NodeState::new(NodeId::parse("n1").unwrap());
-        let record = SliceRecord {
-            desired: DesiredState::Active,
-            state,
-            since_ms: 10,
-            instance: 0,
-            copies,
-            error: None,
-            config: Map::new(),
-            failed_in: None,
-            config_refused: None,
-        };
-        view.records.insert(a(), Versioned { value: record, version: Revision(5) });
-        view
-    }
-
-    fn actions(view: &NodeState, container: ContainerState, copies: &BTreeMap<Artifact, u32>) -> Vec<NodeAction> {
-        let running = Running { reconfigs: &BTreeMap::new(), copies };
-        step(view, &BTreeMap::from([(a(), container)]), &BTreeMap::new(), running, 20).actions
-    }
-
-    #[test]
-    fn a_record_of_several_copies_loads_them_all() {
-        let output = step(
-            &view(SliceState::Load, 3),
-            &BTreeMap::new(),
-            &BTreeMap::new(),
-            Running { reconfigs: &BTreeMap::new(), copies: &BTreeMap::new() },
-            20,
-        );
-        assert_eq!(output.actions, [NodeAction::Load { artifact: a(), config: Map::new(), copies: 3 }]);
-    }
-
-    #[test]
-    fn a_serving_slice_is_resized_to_its_records_copies_once() {
-        let resize = |copies| NodeAction::Resize { artifact: a(), copies, config: Map::new() };
-        // Runs one (nothing reported), the record asks for three: grow.
-        assert_eq!(actions(&view(SliceState::Active, 3), ContainerState::Active, &BTreeMap::new()), [resize(3)]);
-        // The runtime reports the count asked for as soon as the resize starts: not asked again.
-        let asked = BTreeMap::from([(a(), 3)]);
-        assert!(actions(&view(SliceState::Active, 3), ContainerState::Active, &asked).is_empty());
-        // The record goes down to one: shrink.
-        assert_eq!(actions(&view(SliceState::Active, 1), ContainerState::Active, &asked), [resize(1)]);
-        // Only a serving slice with its container ACTIVE is resized.
-        assert!(actions(&view(SliceState::Activating, 3), ContainerState::Activating, &BTreeMap::new()).is_empty());
     }
 }

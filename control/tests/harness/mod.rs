@@ -23,6 +23,11 @@ pub struct Sim {
     pub containers: BTreeMap<NodeId, BTreeMap<Artifact, ContainerState>>,
     /// The copies each node's container runs of each slice (absent: one).
     pub copies: BTreeMap<NodeId, BTreeMap<Artifact, u32>>,
+    /// The resizes asked of each node's container, answered at once.
+    pub resizes: BTreeMap<NodeId, BTreeMap<Artifact, node::Resize>>,
+    /// Nodes whose container cannot start more than this many copies of a slice (a second copy that binds a
+    /// fixed port, say).
+    pub copies_max: BTreeMap<NodeId, u32>,
     pub now_ms: u64,
     pub infos: BTreeMap<Artifact, SliceInfo>,
     /// Artifacts whose activation fails in every container.
@@ -55,6 +60,8 @@ impl Sim {
             kv: KvState::new(),
             containers: (0..nodes).map(|i| (node(i), BTreeMap::new())).collect(),
             copies: BTreeMap::new(),
+            resizes: BTreeMap::new(),
+            copies_max: BTreeMap::new(),
             now_ms: 1_000_000,
             infos: BTreeMap::new(),
             broken: BTreeSet::new(),
@@ -116,7 +123,8 @@ impl Sim {
         let Some(container) = self.containers.get(id) else { return 0 };
         let view = NodeState::from_entries(id.clone(), self.kv.list(""));
         let copies = self.copies.get(id).cloned().unwrap_or_default();
-        let running = node::Running { reconfigs: &BTreeMap::new(), copies: &copies };
+        let resizes = self.resizes.get(id).cloned().unwrap_or_default();
+        let running = node::Running { reconfigs: &BTreeMap::new(), copies: &copies, resizes: &resizes };
         let output = node::step(&view, container, &self.infos, running, self.now_ms);
         let kills =
             |a: &NodeAction| matches!(a, NodeAction::Activate { artifact, .. } if self.killers.contains(artifact));
@@ -135,13 +143,17 @@ impl Sim {
         let broken = &self.broken;
         let Some(container) = self.containers.get_mut(id) else { return };
         let copies = self.copies.entry(id.clone()).or_default();
+        let most = self.copies_max.get(id).copied().unwrap_or(u32::MAX);
         match action {
             NodeAction::Load { artifact, copies: n, .. } => {
                 container.insert(artifact.clone(), ContainerState::Loaded);
-                copies.insert(artifact.clone(), *n);
+                copies.insert(artifact.clone(), (*n).min(most));
             }
             NodeAction::Resize { artifact, copies: n, .. } => {
-                copies.insert(artifact.clone(), *n);
+                copies.insert(artifact.clone(), (*n).min(most));
+                let outcome = if *n > most { Err(format!("only {most} copies start here")) } else { Ok(()) };
+                let resize = node::Resize { copies: *n, outcome: Some(outcome) };
+                self.resizes.entry(id.clone()).or_default().insert(artifact.clone(), resize);
             }
             NodeAction::Activate { artifact, .. } if broken.contains(artifact) => {
                 container.insert(artifact.clone(), ContainerState::Failed { reason: "start failed".into() });
@@ -155,6 +167,7 @@ impl Sim {
             NodeAction::Unload { artifact } => {
                 container.remove(artifact);
                 copies.remove(artifact);
+                self.resizes.entry(id.clone()).or_default().remove(artifact);
             }
             // Configs never change in these scenarios; the config step has its own unit tests.
             NodeAction::Reconfigure { .. } => {}
@@ -188,6 +201,7 @@ impl Sim {
     pub fn kill(&mut self, id: &NodeId) {
         self.containers.remove(id);
         self.copies.remove(id);
+        self.resizes.remove(id);
     }
 
     /// Starts (or restarts) `id` with an empty container.
@@ -195,15 +209,15 @@ impl Sim {
         self.containers.insert(id, BTreeMap::new());
     }
 
-    /// The copies of `artifact` each node's ACTIVE, wanted ACTIVE record stands for, checked against what
-    /// the node's container runs.
+    /// The copies of `artifact` each node's ACTIVE, wanted ACTIVE record serves with (the lower of what it
+    /// asks for and what its node wrote back as running), checked against what the node's container runs.
     pub fn active_copies(&self, artifact: &Artifact) -> BTreeMap<NodeId, u32> {
         let state = self.state();
         let by_node = state.slices.get(artifact).cloned().unwrap_or_default();
         let active = by_node
             .into_iter()
             .filter(|(_, r)| r.value.state == SliceState::Active && r.value.desired == DesiredState::Active);
-        let copies: BTreeMap<NodeId, u32> = active.map(|(node, r)| (node, r.value.copies)).collect();
+        let copies: BTreeMap<NodeId, u32> = active.map(|(node, r)| (node, r.value.serving_copies())).collect();
         for (node, n) in &copies {
             let runs = self.copies.get(node).and_then(|c| c.get(artifact)).copied().unwrap_or(1);
             assert_eq!(runs, *n, "{artifact} on {node}: the container runs {runs} copies, the record says {n}");
