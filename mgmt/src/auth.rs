@@ -370,6 +370,10 @@ pub(crate) fn clip(text: &str) -> String {
 /// Answers one request: the guard, then the route (`/api/keys` here, the rest in [`crate::route`]).
 /// The bearer token of `req`, or why there is none.
 fn bearer(req: &Request) -> Result<&str, ApiError> {
+    // Two keys in one request are not a key: which one counts would be the reader's guess.
+    if req.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("authorization")).nth(1).is_some() {
+        return Err(ApiError::bad_request("more than one Authorization header"));
+    }
     let Some(value) = req.header("authorization") else {
         return Err(unauthorized("this API needs a key: send 'Authorization: Bearer <key>'"));
     };

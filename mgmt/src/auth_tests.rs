@@ -225,6 +225,12 @@ fn missing_malformed_and_wrong_keys_are_401_with_a_challenge() {
     let mut lower = request("GET", "api/status", None, b"");
     lower.headers.push(("Authorization".into(), format!("bearer {key}")));
     assert_eq!(serve(&auth, &fake, &lower).status, 200);
+    // Two keys, even a good one first, are refused before either is looked at, and so before any body.
+    let mut twice = request("GET", "api/status", Some(&key), b"");
+    twice.headers.push(("AUTHORIZATION".into(), "Bearer nonsense".into()));
+    let answer = serve(&auth, &fake, &twice);
+    assert_eq!((answer.status, answer.body["error"].as_str()), (400, Some("bad_request")), "{}", answer.body);
+    assert_eq!(screen(&auth, &twice).map(|r| r.status), Some(400));
 }
 
 #[test]
