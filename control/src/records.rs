@@ -234,6 +234,24 @@ impl Record for SliceRecord {
 }
 
 impl SliceRecord {
+    /// A record as the leader places it: wanted ACTIVE, in LOAD since `since_ms`, one copy, with the target's
+    /// config.
+    pub fn placed(instance: u32, config: Map<String, Value>, since_ms: u64) -> SliceRecord {
+        SliceRecord {
+            desired: DesiredState::Active,
+            state: SliceState::Load,
+            since_ms,
+            instance,
+            copies: 1,
+            running: None,
+            copies_refused: None,
+            error: None,
+            config,
+            failed_in: None,
+            config_refused: None,
+        }
+    }
+
     /// The instances that serve while the record is ACTIVE: what its node runs, at most what it asks for.
     pub fn serving_copies(&self) -> u32 {
         self.copies.max(1).min(self.running.unwrap_or(1).max(1))
@@ -333,19 +351,7 @@ mod tests {
     use super::*;
 
     fn slice_record() -> SliceRecord {
-        SliceRecord {
-            desired: DesiredState::Active,
-            state: SliceState::Loading,
-            since_ms: 42,
-            instance: 1,
-            copies: 1,
-            running: None,
-            copies_refused: None,
-            error: None,
-            config: Map::new(),
-            failed_in: None,
-            config_refused: None,
-        }
+        SliceRecord { state: SliceState::Loading, ..SliceRecord::placed(1, Map::new(), 42) }
     }
 
     #[test]

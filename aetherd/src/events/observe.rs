@@ -156,7 +156,7 @@ impl Observer {
 mod tests {
     use super::*;
     use control::records::SliceRecord;
-    use control::{DesiredState, SliceState};
+    use control::SliceState;
     use kvstore::{Command, WatchLimits};
 
     fn put(store: &mut Store, slot: &mut u64, key: &str, value: Vec<u8>) {
@@ -172,19 +172,8 @@ mod tests {
     }
 
     fn slice(state: SliceState, error: Option<&str>) -> Vec<u8> {
-        let record = SliceRecord {
-            desired: DesiredState::Active,
-            state,
-            since_ms: 0,
-            instance: 1,
-            copies: 1,
-            running: None,
-            copies_refused: None,
-            error: error.map(str::to_string),
-            config: Default::default(),
-            failed_in: None,
-            config_refused: None,
-        };
+        let record =
+            SliceRecord { state, error: error.map(str::to_string), ..SliceRecord::placed(1, Default::default(), 0) };
         record.encode()
     }
 

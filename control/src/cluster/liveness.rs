@@ -220,7 +220,7 @@ pub fn lead_judged(
 mod tests {
     use super::*;
     use crate::blueprint;
-    use crate::lifecycle::{DesiredState, SliceState};
+    use crate::lifecycle::SliceState;
     use crate::records::{BlueprintRecord, LeaseRecord, SliceRecord};
     use kvstore::{ApplyResult, Command, KvState};
 
@@ -244,19 +244,8 @@ mod tests {
         let parsed = blueprint::parse(&toml, &|_| true).unwrap();
         put(kv, "blueprints/s", BlueprintRecord { toml, blueprint: parsed }.encode());
         for node in [1, 2] {
-            let record = SliceRecord {
-                desired: DesiredState::Active,
-                state: SliceState::Active,
-                since_ms: 0,
-                instance: node - 1,
-                copies: 1,
-                running: None,
-                copies_refused: None,
-                error: None,
-                config: Default::default(),
-                failed_in: None,
-                config_refused: None,
-            };
+            let record =
+                SliceRecord { state: SliceState::Active, ..SliceRecord::placed(node - 1, Default::default(), 0) };
             put(kv, &format!("slices/n{node}/g:a:1.0.0"), record.encode());
         }
     }

@@ -355,19 +355,7 @@ mod tests {
     }
 
     fn record(kv: &mut KvState, node: usize, artifact: &str, state: SliceState, instance: u32) {
-        let record = SliceRecord {
-            desired: DesiredState::Active,
-            state,
-            since_ms: 0,
-            instance,
-            copies: 1,
-            running: None,
-            copies_refused: None,
-            error: None,
-            config: Map::new(),
-            failed_in: None,
-            config_refused: None,
-        };
+        let record = SliceRecord { state, ..SliceRecord::placed(instance, Map::new(), 0) };
         put(kv, &format!("slices/n{node}/{artifact}"), record.encode());
     }
 

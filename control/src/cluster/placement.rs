@@ -211,19 +211,7 @@ impl<'a> Pass<'a> {
     }
 
     fn create(&mut self, artifact: &Artifact, node: &'a NodeId, target: &TargetRecord, instance: u32) {
-        let record = SliceRecord {
-            desired: DesiredState::Active,
-            state: SliceState::Load,
-            since_ms: self.now_ms,
-            instance,
-            copies: 1,
-            running: None,
-            copies_refused: None,
-            error: None,
-            config: target.config.clone(),
-            failed_in: None,
-            config_refused: None,
-        };
+        let record = SliceRecord::placed(instance, target.config.clone(), self.now_ms);
         log::info!("placing {artifact} instance {instance} on {node}");
         *self.load.entry(node).or_insert(0) += 1;
         let key = AetherKey::Slice { node: node.clone(), artifact: artifact.clone() };

@@ -259,21 +259,7 @@ mod tests {
 
     fn slice(state: SliceState, since_ms: u64, failed_in: Option<SliceState>) -> Vec<u8> {
         let error = failed_in.map(|_| "start failed".to_owned());
-        let desired = DesiredState::Active;
-        SliceRecord {
-            desired,
-            state,
-            since_ms,
-            instance: 0,
-            copies: 1,
-            running: None,
-            copies_refused: None,
-            error,
-            config: Default::default(),
-            failed_in,
-            config_refused: None,
-        }
-        .encode()
+        SliceRecord { state, error, failed_in, ..SliceRecord::placed(0, Default::default(), since_ms) }.encode()
     }
 
     /// Runs passes until one writes nothing; returns the number of passes that wrote.

@@ -239,19 +239,7 @@ mod tests {
     use SliceState as S;
 
     fn record(state: SliceState, desired: DesiredState) -> SliceRecord {
-        SliceRecord {
-            desired,
-            state,
-            since_ms: 1_000,
-            instance: 0,
-            copies: 1,
-            running: None,
-            copies_refused: None,
-            error: None,
-            config: Map::new(),
-            failed_in: None,
-            config_refused: None,
-        }
+        SliceRecord { desired, state, ..SliceRecord::placed(0, Map::new(), 1_000) }
     }
 
     fn a() -> Artifact {

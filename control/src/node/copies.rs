@@ -59,7 +59,7 @@ pub(super) fn step(
 mod tests {
     use super::super::{step as node_step, ContainerState, NodeState, Reconfig, Running};
     use super::*;
-    use crate::lifecycle::{DesiredState, SliceState};
+    use crate::lifecycle::SliceState;
     use crate::records::Record;
     use crate::write::{KvWrite, Versioned};
     use kvstore::{NodeId, Revision};
@@ -71,19 +71,7 @@ mod tests {
     }
 
     fn record(state: SliceState, copies: u32) -> SliceRecord {
-        SliceRecord {
-            desired: DesiredState::Active,
-            state,
-            since_ms: 10,
-            instance: 0,
-            copies,
-            running: None,
-            copies_refused: None,
-            error: None,
-            config: Map::new(),
-            failed_in: None,
-            config_refused: None,
-        }
+        SliceRecord { state, copies, ..SliceRecord::placed(0, Map::new(), 10) }
     }
 
     fn view(record: SliceRecord) -> NodeState {

@@ -388,19 +388,7 @@ mod tests {
 
     fn view(state: SliceState, desired: DesiredState) -> NodeState {
         let mut view = NodeState::new(NodeId::parse("n1").unwrap());
-        let record = SliceRecord {
-            desired,
-            state,
-            since_ms: 10,
-            instance: 3,
-            copies: 1,
-            running: None,
-            copies_refused: None,
-            error: None,
-            config: Map::new(),
-            failed_in: None,
-            config_refused: None,
-        };
+        let record = SliceRecord { desired, state, ..SliceRecord::placed(3, Map::new(), 10) };
         view.records.insert(a(), Versioned { value: record, version: Revision(5) });
         view
     }
