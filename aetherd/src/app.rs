@@ -68,8 +68,11 @@ pub struct AppConfig {
 /// Tuning of the app server; [`AppOptions::from_env`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct AppOptions {
-    /// Worker threads of the HTTP server (local slice calls run on them).
+    /// Most worker threads of the HTTP server (local slice calls run on them).
     pub handler_threads: usize,
+    /// Worker threads kept while the port is idle (`None`: all `handler_threads`, started at once); more
+    /// start when requests wait, and end after a while without work.
+    pub handler_threads_idle: Option<usize>,
     /// Slice workers of the dev-mode container; 0 means one per core (cluster mode: the node's container decides).
     pub workers: usize,
     /// How long a request waits for its slice (wherever it runs) before answering 504.
@@ -83,16 +86,20 @@ pub struct AppOptions {
     pub metrics: Option<Arc<crate::metrics::Telemetry>>,
 }
 
+/// Handler threads the app port keeps while idle.
+pub const HANDLER_THREADS_IDLE: usize = 4;
+
 /// Environment variable that overrides the call deadline, in milliseconds.
 pub const DEADLINE_ENV: &str = "AETHER_CALL_DEADLINE_MS";
 
 impl AppOptions {
-    /// 128 handler threads (a slice's bulkhead may hold at most half of them), one slice worker per core,
-    /// 10 s deadline (or `AETHER_CALL_DEADLINE_MS`), 1 MiB bodies, no TLS.
+    /// Up to 128 handler threads (a slice's bulkhead may hold at most half of them), 4 kept while idle, one
+    /// slice worker per core, 10 s deadline (or `AETHER_CALL_DEADLINE_MS`), 1 MiB bodies, no TLS.
     pub fn from_env() -> AppOptions {
         let deadline_ms = std::env::var(DEADLINE_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
         AppOptions {
             handler_threads: dispatch::CALL_THREADS_DEFAULT,
+            handler_threads_idle: Some(HANDLER_THREADS_IDLE),
             workers: 0,
             call_deadline: Duration::from_millis(deadline_ms),
             body_bytes_max: 1 << 20,
@@ -290,6 +297,7 @@ mod tests {
     pub(crate) fn options() -> AppOptions {
         AppOptions {
             handler_threads: 2,
+            handler_threads_idle: None,
             workers: 1,
             call_deadline: Duration::from_millis(500),
             body_bytes_max: 1024,

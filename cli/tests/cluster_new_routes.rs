@@ -122,9 +122,14 @@ fn follow_events(c: &LocalCluster) -> (std::process::Child, std::sync::mpsc::Rec
 
 fn events_and_log_levels(c: &LocalCluster) {
     if serves(c, "GET", "/api/events", b"") {
+        // The event is recorded as the node observes the change, which may come after the slices serve.
+        let applied = |page: &serde_json::Value| {
+            page["events"].as_array().is_some_and(|events| events.iter().any(|e| e["kind"] == "blueprint_applied"))
+        };
+        let _ = wait_for(SETTLE, || applied(&at_json(c, 0, &["events", "--since", "0", "--limit", "1000"])));
         let page = at_json(c, 0, &["events", "--since", "0", "--limit", "1000"]);
         let events = page["events"].as_array().unwrap();
-        assert!(events.iter().any(|e| e["kind"] == "blueprint_applied"), "{page}");
+        assert!(applied(&page), "{page}");
         assert!(events.windows(2).all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64()), "{page}");
         assert!(page["next"].is_u64(), "{page}");
         let one = at_json(c, 0, &["events", "--limit", "1"]);

@@ -126,8 +126,14 @@ pub struct Config {
     pub listen: SocketAddr,
     pub limits: Limits,
     pub timeouts: Timeouts,
-    /// Handler threads.
+    /// Most handler threads.
     pub workers: usize,
+    /// Handler threads kept while idle (`None`: all of `workers`, started at once). With a number, threads
+    /// start when a request finds none idle, up to `workers`, and those above the number end after
+    /// [`Config::worker_idle`] without a request: an idle port costs few threads, a busy one grows.
+    pub workers_min: Option<usize>,
+    /// How long a handler thread above `workers_min` waits for a request before it ends.
+    pub worker_idle: Duration,
     /// Requests waiting for a worker; past it requests are answered 503 with `Retry-After`.
     pub queue_max: usize,
     /// When set, a request not answered by its handler this long after it was complete is answered 504
@@ -146,6 +152,8 @@ impl Config {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             workers: 4,
+            workers_min: None,
+            worker_idle: Duration::from_secs(10),
             queue_max: 256,
             deadline: None,
             abandoned_max: 64,

@@ -1,5 +1,10 @@
 //! The worker pool: handler threads fed by a bounded queue, and the abandonment of stuck ones.
 //!
+//! The pool is elastic when the port's config sets `workers_min`: it starts that many threads, starts one more
+//! when a request is queued and more requests wait than threads are idle (up to `workers`), and a thread above
+//! `workers_min` that waits `worker_idle` without a request ends. Without `workers_min`, all `workers` start at
+//! once and stay.
+//!
 //! Invariants:
 //! - the I/O thread never waits here: [`Pool::submit`] only locks the queue briefly and fails when
 //!   it is full (the caller answers 503);
@@ -87,6 +92,11 @@ struct Shared {
     ready: Condvar,
     queue_max: usize,
     workers_target: usize,
+    /// Threads kept while idle.
+    workers_min: usize,
+    worker_idle: std::time::Duration,
+    /// Threads waiting for a request; changed only with `queue` held.
+    idle: AtomicUsize,
     abandoned_max: usize,
     live: AtomicUsize,
     abandoned: AtomicUsize,
@@ -116,6 +126,9 @@ impl Pool {
             ready: Condvar::new(),
             queue_max: config.queue_max.max(1),
             workers_target: config.workers.max(1),
+            workers_min: config.workers_min.unwrap_or(config.workers).clamp(1, config.workers.max(1)),
+            worker_idle: config.worker_idle,
+            idle: AtomicUsize::new(0),
             abandoned_max: config.abandoned_max,
             live: AtomicUsize::new(0),
             abandoned: AtomicUsize::new(0),
@@ -126,7 +139,7 @@ impl Pool {
             next_n: AtomicUsize::new(0),
         });
         let pool = Pool { shared };
-        for _ in 0..pool.shared.workers_target {
+        for _ in 0..pool.shared.workers_min {
             if let Err(e) = spawn(&pool.shared) {
                 pool.stop();
                 return Err(e);
@@ -142,8 +155,18 @@ impl Pool {
             return false;
         }
         queue.push_back(Task { conn, job, request });
+        let shared = &self.shared;
+        let grow = queue.len() > shared.idle.load(Ordering::SeqCst)
+            && shared.live.load(Ordering::SeqCst) < shared.workers_target
+            && !shared.stopping.load(Ordering::SeqCst);
         drop(queue);
-        self.shared.ready.notify_one();
+        shared.ready.notify_one();
+        if grow {
+            // More waiting than idle threads to take them: one more thread (a thread start, no waiting).
+            if let Err(e) = spawn(shared) {
+                log::error!("{} port: {e}", shared.name);
+            }
+        }
         true
     }
 
@@ -231,7 +254,16 @@ fn work(shared: &Shared, abandoned: &Arc<AtomicBool>) {
                     shared.live.fetch_sub(1, Ordering::SeqCst);
                     return;
                 }
-                queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+                shared.idle.fetch_add(1, Ordering::SeqCst);
+                let (held, waited) =
+                    shared.ready.wait_timeout(queue, shared.worker_idle).unwrap_or_else(|e| e.into_inner());
+                queue = held;
+                shared.idle.fetch_sub(1, Ordering::SeqCst);
+                if waited.timed_out() && queue.is_empty() && shared.live.load(Ordering::SeqCst) > shared.workers_min {
+                    // Idle past its time above the kept number: this thread ends.
+                    shared.live.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
             }
         };
         let Task { conn, job, request } = task;

@@ -53,11 +53,13 @@ pub fn status(backend: &dyn Backend, name: &str) -> Result<Response, ApiError> {
             .filter(|(_, a, _)| a == artifact)
             .map(|(node, _, r)| Placed { node, record: r, reachable: !unreachable.contains(node) })
             .collect();
+        // The count that runs is the target's (a scale record's, when one applies), else the blueprint's.
+        let desired = target.as_ref().map_or(spec.instances, |t| t.instances);
         let room = nodes.saturating_mul(usize::try_from(spec.max_per_node()).unwrap_or(usize::MAX));
-        let wanted = usize::try_from(spec.instances).unwrap_or(usize::MAX).min(room);
+        let wanted = usize::try_from(desired).unwrap_or(usize::MAX).min(room);
         let counts = count(&mine, wanted, target.as_ref().is_some_and(|t| t.failures.quarantined));
         all_counts.push(counts);
-        items.push(slice_json(artifact, spec.instances, counts, &mine, target.as_ref()));
+        items.push(slice_json(artifact, desired, counts, &mine, target.as_ref()));
     }
     Ok(Response::ok(json!({
         "name": record.blueprint.name.to_string(),
@@ -125,6 +127,8 @@ fn slice_json(
             json!({
                 "node": p.node,
                 "state": p.record.state.as_str(),
+                "copies": p.record.copies.max(1),
+                "running": p.record.running.unwrap_or(1),
                 "since": p.record.since_ms,
                 "reachable": p.reachable,
             })

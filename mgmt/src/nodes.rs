@@ -169,7 +169,8 @@ fn default_reason(action: &str) -> &'static str {
 }
 
 fn parse_body(body: &[u8]) -> Result<ChangeBody, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // No body is no reason; anything else must be the JSON object (a body of only blanks is not JSON).
+    if body.is_empty() {
         return Ok(ChangeBody::default());
     }
     if body.len() > BODY_BYTES_MAX {

@@ -183,7 +183,7 @@ fn parse_body<T: DeserializeOwned>(body: &[u8], what: &str, empty: Option<T>) ->
             format!("the body has {} bytes; a rollout request takes at most {BODY_BYTES_MAX}", body.len()),
         ));
     }
-    if let Some(empty) = empty.filter(|_| body.iter().all(u8::is_ascii_whitespace)) {
+    if let Some(empty) = empty.filter(|_| body.is_empty()) {
         return Ok(empty);
     }
     let refuse = |e: serde_json::Error| ApiError::bad_request(format!("expected {what}: {e}"));

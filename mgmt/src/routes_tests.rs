@@ -73,7 +73,7 @@ fn blueprint_status_counts_instances_and_names_the_state() {
     assert_eq!(failed.body["state"], json!("failed"), "{}", failed.body);
     let b = &failed.body["slices"][1];
     assert_eq!((b["failed"].clone(), b["reason"].clone()), (json!(1), json!("boom")));
-    let first = json!({"node": "node-1", "state": "ACTIVE", "since": 7, "reachable": true});
+    let first = json!({"node": "node-1", "state": "ACTIVE", "since": 7, "reachable": true, "copies": 1, "running": 1});
     assert_eq!(failed.body["slices"][0]["instances"][0], first);
     backend.put("slices/node-1/org.example:b:1.0.0", &slice("ACTIVE", None));
     assert_eq!(backend.call("GET", "api/blueprints/shop/status", "").body["state"], json!("running"));

@@ -133,12 +133,17 @@ pub fn body_limit(method: &str, path: &str, artifact_bytes_max: usize) -> usize 
 pub fn http_config(listen: SocketAddr, threads: usize, tls: Option<httpd::TlsFiles>) -> httpd::Config {
     let mut config = httpd::Config::new("mgmt", listen);
     config.workers = threads.max(1);
+    // A thread per request in flight, up to `threads`; few while nobody asks.
+    config.workers_min = Some(THREADS_IDLE.min(threads.max(1)));
     config.queue_max = 1024;
     // 64 MiB at 1 MiB/s; a stalled body still ends at `body_idle`.
     config.timeouts.body = Duration::from_secs(120);
     config.tls = tls;
     config
 }
+
+/// Handler threads the management port keeps while idle.
+pub const THREADS_IDLE: usize = 2;
 
 type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 type Screen = dyn Fn(&Request) -> Option<Response> + Send + Sync;

@@ -92,16 +92,28 @@ pub fn validate(backend: &dyn Backend, body: &[u8]) -> Result<Response, ApiError
     let mut placement = Vec::new();
     for artifact in &order {
         let Some(spec) = record.blueprint.slice(artifact) else { continue };
-        let nodes: Vec<String> = placed.get(artifact).into_iter().flatten().map(ToString::to_string).collect();
-        if nodes.len() < usize::try_from(spec.instances).unwrap_or(usize::MAX) {
+        let on_nodes = placed.get(artifact).map(Vec::as_slice).unwrap_or_default();
+        let nodes: Vec<String> = on_nodes.iter().map(|(node, _)| node.to_string()).collect();
+        let copies: serde_json::Map<String, serde_json::Value> =
+            on_nodes.iter().map(|(node, n)| (node.to_string(), json!(n))).collect();
+        let total: u64 = on_nodes.iter().map(|(_, n)| u64::from(*n)).sum();
+        if total < u64::from(spec.instances) {
+            let per_node = match spec.max_per_node() {
+                1 => "one per live node".to_owned(),
+                n => format!("{n} per live node"),
+            };
             warnings.push(format!(
-                "{artifact}: {} instance(s) wanted, {} would be placed (one per live node at most, after its \
+                "{artifact}: {} instance(s) wanted, {total} would be placed ({per_node} at most, after its \
                  dependencies are ACTIVE)",
                 spec.instances,
-                nodes.len()
             ));
         }
-        placement.push(json!({ "artifact": artifact.to_string(), "instances": spec.instances, "nodes": nodes }));
+        placement.push(json!({
+            "artifact": artifact.to_string(),
+            "instances": spec.instances,
+            "nodes": nodes,
+            "copies": copies,
+        }));
     }
     let slices: Vec<String> = order.iter().map(ToString::to_string).collect();
     Ok(Response::ok(json!({
@@ -126,7 +138,7 @@ fn dry_run(
     live: BTreeSet<NodeId>,
     down: BTreeSet<NodeId>,
     now_ms: u64,
-) -> BTreeMap<Artifact, Vec<NodeId>> {
+) -> BTreeMap<Artifact, Vec<(NodeId, u32)>> {
     // Blueprints never change during the run: decoded once (a decode parses the TOML again) and kept out of
     // the copy, which holds the keys the run writes (targets and slice records).
     let mut blueprints = ClusterState::default();
@@ -166,8 +178,8 @@ fn dry_run(
         .slices
         .iter()
         .map(|(artifact, by_node)| {
-            let nodes = by_node.iter().filter(|(_, r)| wanted(&r.value)).map(|(node, _)| node.clone()).collect();
-            (artifact.clone(), nodes)
+            let placed = by_node.iter().filter(|(_, r)| wanted(&r.value));
+            (artifact.clone(), placed.map(|(node, r)| (node.clone(), r.value.copies.max(1))).collect())
         })
         .collect()
 }
@@ -180,7 +192,8 @@ fn applied(result: kvstore::ApplyResult) -> bool {
     matches!(result, kvstore::ApplyResult::Ok { .. })
 }
 
-/// The nodes' part of a round: every record wanted ACTIVE becomes ACTIVE, every retired one goes.
+/// The nodes' part of a round: every record wanted ACTIVE becomes ACTIVE with all its copies running, every
+/// retired one goes.
 fn start_everything(kv: &mut KvState, now_ms: u64) -> bool {
     let mut commands = Vec::new();
     for entry in kv.list("slices/") {
@@ -188,8 +201,12 @@ fn start_everything(kv: &mut KvState, now_ms: u64) -> bool {
         let key = entry.key().clone();
         match record.desired {
             DesiredState::Active if record.state != SliceState::Active && record.state != SliceState::Failed => {
-                let value = record.entering(SliceState::Active, now_ms).encode();
-                commands.push(Command::Put { key, value });
+                let value = SliceRecord { running: Some(record.copies), ..record.entering(SliceState::Active, now_ms) };
+                commands.push(Command::Put { key, value: value.encode() });
+            }
+            DesiredState::Active if record.state == SliceState::Active && record.running != Some(record.copies) => {
+                let value = SliceRecord { running: Some(record.copies), ..record };
+                commands.push(Command::Put { key, value: value.encode() });
             }
             DesiredState::Unloaded => commands.push(Command::Remove { key }),
             _ => {}
@@ -223,8 +240,19 @@ mod tests {
         let placed = dry_run(&[], &record(SHOP), nodes(&["n1", "n2", "n3"]), BTreeSet::new(), 1_000);
         let a = Artifact::parse("g:a:1.0.0").unwrap();
         let b = Artifact::parse("g:b:1.0.0").unwrap();
-        assert_eq!(placed[&a], nodes(&["n1", "n2"]).into_iter().collect::<Vec<_>>());
+        assert_eq!(placed[&a], on(&["n1", "n2"], 1));
         assert_eq!(placed[&b].len(), 3, "one per live node: {placed:?}");
+    }
+
+    fn on(ids: &[&str], copies: u32) -> Vec<(NodeId, u32)> {
+        nodes(ids).into_iter().map(|n| (n, copies)).collect()
+    }
+
+    #[test]
+    fn max_per_node_is_placed_as_copies() {
+        let two = "name = \"shop\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\ninstances = 6\nmax_per_node = 2\n";
+        let placed = dry_run(&[], &record(two), nodes(&["n1", "n2", "n3"]), BTreeSet::new(), 1_000);
+        assert_eq!(placed[&Artifact::parse("g:a:1.0.0").unwrap()], on(&["n1", "n2", "n3"], 2));
     }
 
     #[test]
@@ -239,7 +267,7 @@ mod tests {
         let one = "name = \"shop\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\ninstances = 2\n";
         let placed = dry_run(&entries, &record(one), nodes(&["n1", "n2", "n3"]), nodes(&["n9"]), 1_000);
         let a = Artifact::parse("g:a:1.0.0").unwrap();
-        assert_eq!(placed[&a], nodes(&["n1", "n3"]).into_iter().collect::<Vec<_>>(), "n3 keeps its instance");
+        assert_eq!(placed[&a], on(&["n1", "n3"], 1), "n3 keeps its instance");
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub(super) const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 pub(super) fn http_config(listen: SocketAddr, options: &AppOptions) -> httpd::Config {
     let mut config = httpd::Config::new("app", listen);
     config.workers = options.handler_threads.max(1);
+    config.workers_min = options.handler_threads_idle;
     config.queue_max = 1024;
     config.deadline = Some(options.call_deadline + DEADLINE_MARGIN);
     config.abandoned_max = options.abandoned_max;
@@ -156,6 +157,7 @@ mod tests {
         let dispatcher = Arc::new(Dispatcher::new("node-1".into(), container, registry, None, deadline));
         let options = AppOptions {
             handler_threads: threads,
+            handler_threads_idle: None,
             call_deadline: deadline,
             abandoned_max,
             body_bytes_max: 1024,

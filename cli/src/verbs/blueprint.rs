@@ -72,7 +72,19 @@ pub fn render_validated(v: &Value) -> String {
     );
     let mut t = Table::new(&["ARTIFACT", "INSTANCES", "NODES"]);
     for p in items(v, "placement") {
-        t.row(vec![cell(&p["artifact"]), cell(&p["instances"]), cell(&p["nodes"])]);
+        // A node running several copies shows them: `node-1x2`.
+        let nodes: Vec<String> = items(p, "nodes")
+            .iter()
+            .map(|n| {
+                let node = n.as_str().unwrap_or("?");
+                match p["copies"][node].as_u64() {
+                    Some(copies) if copies > 1 => format!("{node}x{copies}"),
+                    _ => node.to_owned(),
+                }
+            })
+            .collect();
+        let nodes = if nodes.is_empty() { "-".to_owned() } else { nodes.join(",") };
+        t.row(vec![cell(&p["artifact"]), cell(&p["instances"]), nodes]);
     }
     if !t.is_empty() {
         text.push_str(&t.render());
@@ -142,6 +154,15 @@ mod tests {
             "stored blueprint shop (version 4); start order: g:a:1.0.0\n\
              warning: slices[0].instances: g:a:1.0.0 asks for 5 instances but the cluster has 3 nodes\n"
         );
+    }
+
+    #[test]
+    fn validation_shows_copies_on_a_node() {
+        let v = json!({"valid": true, "name": "shop", "slices": ["g:a:1.0.0"], "warnings": [],
+            "placement": [{"artifact": "g:a:1.0.0", "instances": 3, "nodes": ["node-1", "node-2"],
+                           "copies": {"node-1": 2, "node-2": 1}}]});
+        let text = render_validated(&v);
+        assert!(text.contains("node-1x2,node-2"), "{text}");
     }
 
     #[test]

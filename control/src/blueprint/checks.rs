@@ -210,7 +210,7 @@ mod tests {
             "slices[0].instances: g:a:1.0.0 asks for 5 instances but the cluster has 2 nodes; a node runs at most \
              2 instances of this slice (max_per_node), so at most 4 will run"
         );
-        for (bad, reason) in [("0", "at least 1"), ("65", "at most 64")] {
+        for (bad, reason) in [("0", "between 1 and 64"), ("65", "between 1 and 64"), ("-1", "between 1 and 64")] {
             let text = text.replace("max_per_node = 2", &format!("max_per_node = {bad}"));
             let error = crate::blueprint::parse(&text, &|_| true).unwrap_err();
             assert_eq!(error.field, "slices[0].max_per_node", "{error}");

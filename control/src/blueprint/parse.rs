@@ -251,12 +251,14 @@ pub(super) fn parse_slice(index: usize, raw: &Spanned<RawSlice>, lines: &Lines) 
     let autoscale = slice.autoscale.as_ref().is_some_and(|a| *a.get_ref());
     let max_per_node = match &slice.max_per_node {
         Some(n) => {
-            let value = check_count(*n.get_ref(), 1).map_err(|r| invalid(n.span(), "max_per_node", r))?;
-            if value > super::PER_NODE_MAX {
-                let reason = format!("must be at most {}, found {value}", super::PER_NODE_MAX);
-                return Err(invalid(n.span(), "max_per_node", reason));
+            let value = *n.get_ref();
+            match u32::try_from(value) {
+                Ok(n) if (1..=super::PER_NODE_MAX).contains(&n) => Some(n),
+                _ => {
+                    let reason = format!("must be between 1 and {}, found {value}", super::PER_NODE_MAX);
+                    return Err(invalid(n.span(), "max_per_node", reason));
+                }
             }
-            Some(value)
         }
         None => None,
     };

@@ -1,0 +1,62 @@
+//! An elastic worker pool (`workers_min`): an idle port keeps few handler threads, a burst of slow requests
+//! grows it up to `workers` (each waiting request soon has a thread), and the threads above the minimum end
+//! once idle for `worker_idle`.
+
+mod common;
+
+use common::{config, exchange, start, status, wait_until};
+use std::time::{Duration, Instant};
+
+#[test]
+fn an_idle_port_keeps_few_threads_a_burst_grows_them_and_the_calm_ends_them() {
+    let mut config = config();
+    config.workers = 8;
+    config.workers_min = Some(1);
+    config.worker_idle = Duration::from_millis(300);
+    let (server, _) = start(config);
+    let addr = server.addr();
+    assert_eq!(server.stats().workers_live, 1, "one thread while idle");
+
+    // Eight slow requests at once: each gets a thread, so all end in about one request's time, not eight.
+    let started = Instant::now();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                status(&exchange(addr, b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+            })
+        })
+        .collect();
+    wait_until(&server, |s| s.workers_live == 8);
+    for client in clients {
+        assert_eq!(client.join().unwrap(), 200);
+    }
+    assert!(started.elapsed() < Duration::from_millis(1500), "served side by side: {:?}", started.elapsed());
+    // Never more than `workers`, however many wait.
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                status(&exchange(addr, b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(server.stats().workers_live <= 8, "{:?}", server.stats());
+    for client in burst {
+        assert_eq!(client.join().unwrap(), 200);
+    }
+
+    // The calm: back to the minimum, and the port still answers.
+    wait_until(&server, |s| s.workers_live == 1);
+    assert_eq!(status(&exchange(addr, b"GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")), 200);
+}
+
+#[test]
+fn without_a_minimum_every_worker_starts_at_once_and_stays() {
+    let mut config = config();
+    config.workers = 3;
+    config.worker_idle = Duration::from_millis(50);
+    let (server, _) = start(config);
+    assert_eq!(server.stats().workers_live, 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.stats().workers_live, 3);
+}
