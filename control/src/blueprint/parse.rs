@@ -100,7 +100,21 @@ pub(super) fn toml_error(e: &toml::de::Error, text: &str, lines: &Lines) -> Blue
         return error(BlueprintErrorKind::Syntax, line, path(&key), format!("missing key `{key}`"));
     }
     let field = located.filter(|at| !at.is_empty()).unwrap_or_else(|| "blueprint".to_owned());
-    error(BlueprintErrorKind::Syntax, line, field, without_values(&message))
+    error(BlueprintErrorKind::Syntax, line, field, in_plain_words(&without_values(&message)))
+}
+
+/// A serde type message with the TOML words an operator knows instead of Rust type names
+/// (`invalid type: string, expected i64` becomes `invalid type: string, expected a whole number`).
+fn in_plain_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 6] = [
+        ("expected i64", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("floating point", "a number with a fraction"),
+        ("expected a map", "expected a table"),
+    ];
+    WORDS.iter().fold(message.to_owned(), |text, (rust, plain)| text.replace(rust, plain))
 }
 
 /// The text between `prefix` and the next backtick, when `message` starts with `prefix`.
@@ -368,5 +382,19 @@ fn config_value(value: &toml::Value) -> Result<Value, String> {
         }
         toml::Value::Boolean(b) => Ok(Value::Bool(*b)),
         other => Err(format!("config values are strings, numbers or booleans, found a {}", other.type_str())),
+    }
+}
+
+#[cfg(test)]
+mod plain_words_tests {
+    #[test]
+    fn type_errors_name_toml_types_not_rust_ones() {
+        let text = "name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\nmax_per_node = \"two\"\n";
+        let error = crate::blueprint::parse(text, &|_| true).unwrap_err();
+        assert_eq!(error.field, "slices[0].max_per_node", "{error}");
+        assert!(error.to_string().contains("expected a whole number"), "{error}");
+        let text = text.replace("\"two\"", "1.5");
+        let error = crate::blueprint::parse(&text, &|_| true).unwrap_err();
+        assert!(error.to_string().contains("a number with a fraction, expected a whole number"), "{error}");
     }
 }
