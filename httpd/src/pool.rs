@@ -1,9 +1,11 @@
 //! The worker pool: handler threads fed by a bounded queue, and the abandonment of stuck ones.
 //!
 //! The pool is elastic when the port's config sets `workers_min`: it starts that many threads, starts one more
-//! when a request is queued and more requests wait than threads are idle (up to `workers`), and a thread above
-//! `workers_min` that waits `worker_idle` without a request ends. Without `workers_min`, all `workers` start at
-//! once and stay.
+//! when a request is queued and more requests wait than threads are idle (up to `workers`, and never while
+//! more threads are stuck than `abandoned_max` allows), and ends the threads a whole `worker_idle` window did
+//! not need: the fewest threads idle at once during a window may end after it (down to `workers_min`), so a
+//! light steady load that wakes each thread in turn still lets the surplus go. Without `workers_min`, all
+//! `workers` start at once and stay.
 //!
 //! Invariants:
 //! - the I/O thread never waits here: [`Pool::submit`] only locks the queue briefly and fails when
@@ -85,18 +87,28 @@ struct Task {
     request: Request,
 }
 
+/// The queue and the idle threads' accounting, under one lock.
+struct Waiting {
+    tasks: VecDeque<Task>,
+    /// Threads not running a task (waiting, or about to look at the queue).
+    idle: usize,
+    /// The fewest idle threads since `window_start`.
+    low: usize,
+    window_start: Instant,
+    /// Threads the last window did not need, which may end.
+    surplus: usize,
+}
+
 struct Shared {
     name: String,
     handler: Arc<dyn Handler>,
-    queue: Mutex<VecDeque<Task>>,
+    queue: Mutex<Waiting>,
     ready: Condvar,
     queue_max: usize,
     workers_target: usize,
     /// Threads kept while idle.
     workers_min: usize,
     worker_idle: std::time::Duration,
-    /// Threads waiting for a request; changed only with `queue` held.
-    idle: AtomicUsize,
     abandoned_max: usize,
     live: AtomicUsize,
     abandoned: AtomicUsize,
@@ -122,13 +134,18 @@ impl Pool {
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             handler,
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Waiting {
+                tasks: VecDeque::new(),
+                idle: 0,
+                low: 0,
+                window_start: Instant::now(),
+                surplus: 0,
+            }),
             ready: Condvar::new(),
             queue_max: config.queue_max.max(1),
             workers_target: config.workers.max(1),
             workers_min: config.workers_min.unwrap_or(config.workers).clamp(1, config.workers.max(1)),
             worker_idle: config.worker_idle,
-            idle: AtomicUsize::new(0),
             abandoned_max: config.abandoned_max,
             live: AtomicUsize::new(0),
             abandoned: AtomicUsize::new(0),
@@ -140,6 +157,7 @@ impl Pool {
         });
         let pool = Pool { shared };
         for _ in 0..pool.shared.workers_min {
+            pool.shared.live.fetch_add(1, Ordering::SeqCst);
             if let Err(e) = spawn(&pool.shared) {
                 pool.stop();
                 return Err(e);
@@ -151,14 +169,12 @@ impl Pool {
     /// Queue a request; false (the request dropped) when the queue is full.
     pub fn submit(&self, conn: usize, job: Arc<Job>, request: Request) -> bool {
         let mut queue = lock(&self.shared.queue);
-        if queue.len() >= self.shared.queue_max {
+        if queue.tasks.len() >= self.shared.queue_max {
             return false;
         }
-        queue.push_back(Task { conn, job, request });
+        queue.tasks.push_back(Task { conn, job, request });
         let shared = &self.shared;
-        let grow = queue.len() > shared.idle.load(Ordering::SeqCst)
-            && shared.live.load(Ordering::SeqCst) < shared.workers_target
-            && !shared.stopping.load(Ordering::SeqCst);
+        let grow = queue.tasks.len() > queue.idle && !shared.stopping.load(Ordering::SeqCst) && shared.reserve();
         drop(queue);
         shared.ready.notify_one();
         if grow {
@@ -192,6 +208,7 @@ impl Pool {
                 "{} port: a request passed its deadline; its worker is replaced ({stuck} stuck)",
                 self.shared.name
             );
+            self.shared.live.fetch_add(1, Ordering::SeqCst);
             if let Err(e) = spawn(&self.shared) {
                 log::error!("{} port: {e}", self.shared.name);
             }
@@ -207,7 +224,7 @@ impl Pool {
 
     /// (live, abandoned) workers and queued requests.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let queued = lock(&self.shared.queue).len();
+        let queued = lock(&self.shared.queue).tasks.len();
         (self.shared.live.load(Ordering::SeqCst), self.shared.abandoned.load(Ordering::SeqCst), queued)
     }
 
@@ -224,11 +241,22 @@ impl Pool {
     }
 }
 
+impl Shared {
+    /// Takes a place for one more live thread, when the pool may grow: fewer live threads than `workers`,
+    /// counting the stuck ones past `abandoned_max` as live (so a hung slice cannot make the pool start a thread
+    /// per request).
+    fn reserve(&self) -> bool {
+        let over = self.abandoned.load(Ordering::SeqCst).saturating_sub(self.abandoned_max);
+        let target = self.workers_target;
+        self.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| (l + over < target).then_some(l + 1)).is_ok()
+    }
+}
+
+/// Starts a worker thread for a place already taken in `live` (given back when the thread cannot start).
 fn spawn(shared: &Arc<Shared>) -> Result<(), String> {
     let n = shared.next_n.fetch_add(1, Ordering::Relaxed);
     let flag = Arc::new(AtomicBool::new(false));
     let (for_thread, flag_for_thread) = (Arc::clone(shared), Arc::clone(&flag));
-    shared.live.fetch_add(1, Ordering::SeqCst);
     let thread = std::thread::Builder::new()
         .name(format!("{}-http-{n}", shared.name))
         .spawn(move || work(&for_thread, &flag_for_thread))
@@ -243,34 +271,44 @@ fn spawn(shared: &Arc<Shared>) -> Result<(), String> {
 }
 
 fn work(shared: &Shared, abandoned: &Arc<AtomicBool>) {
+    let mut queue = lock(&shared.queue);
+    queue.idle += 1;
     loop {
-        let task = {
-            let mut queue = lock(&shared.queue);
-            loop {
-                if let Some(task) = queue.pop_front() {
-                    break task;
-                }
-                if shared.stopping.load(Ordering::SeqCst) {
-                    shared.live.fetch_sub(1, Ordering::SeqCst);
-                    return;
-                }
-                shared.idle.fetch_add(1, Ordering::SeqCst);
-                let (held, waited) =
-                    shared.ready.wait_timeout(queue, shared.worker_idle).unwrap_or_else(|e| e.into_inner());
-                queue = held;
-                shared.idle.fetch_sub(1, Ordering::SeqCst);
-                if waited.timed_out() && queue.is_empty() && shared.live.load(Ordering::SeqCst) > shared.workers_min {
-                    // Idle past its time above the kept number: this thread ends.
-                    shared.live.fetch_sub(1, Ordering::SeqCst);
-                    return;
-                }
+        let task = loop {
+            if let Some(task) = queue.tasks.pop_front() {
+                queue.idle -= 1;
+                queue.low = queue.low.min(queue.idle);
+                break task;
+            }
+            if shared.stopping.load(Ordering::SeqCst) {
+                queue.idle -= 1;
+                shared.live.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            let (held, _) = shared.ready.wait_timeout(queue, shared.worker_idle).unwrap_or_else(|e| e.into_inner());
+            queue = held;
+            let now = Instant::now();
+            if now.duration_since(queue.window_start) >= shared.worker_idle {
+                // Threads idle through the whole window were not needed in it.
+                queue.surplus = queue.low;
+                queue.low = queue.idle;
+                queue.window_start = now;
+            }
+            if queue.tasks.is_empty() && queue.surplus > 0 && shared.live.load(Ordering::SeqCst) > shared.workers_min {
+                queue.surplus -= 1;
+                queue.idle -= 1;
+                shared.live.fetch_sub(1, Ordering::SeqCst);
+                return;
             }
         };
+        drop(queue);
         let Task { conn, job, request } = task;
         *lock(&job.worker) = Some(Arc::clone(abandoned));
         if job.state.compare_exchange(QUEUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             // Answered by the server while it waited.
             *lock(&job.worker) = None;
+            queue = lock(&shared.queue);
+            queue.idle += 1;
             continue;
         }
         let handler = &shared.handler;
@@ -290,15 +328,27 @@ fn work(shared: &Shared, abandoned: &Arc<AtomicBool>) {
             if sent.is_ok() {
                 let _ = shared.waker.wake();
             }
+            queue = lock(&shared.queue);
+            // A thread the last window did not need ends here too: under a light steady load every wake-up
+            // brings a request, so waiting threads rarely see an empty queue.
+            if queue.tasks.is_empty() && queue.surplus > 0 && shared.live.load(Ordering::SeqCst) > shared.workers_min {
+                queue.surplus -= 1;
+                shared.live.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            queue.idle += 1;
             continue;
         }
-        // Abandoned at the deadline: serve again if the pool is short, else leave.
+        // Abandoned at the deadline: serve again if the pool is short (taking its place back), else leave.
         let still = shared.abandoned.fetch_sub(1, Ordering::SeqCst) - 1;
-        let short = shared.live.load(Ordering::SeqCst) < shared.workers_target;
-        if short && !shared.stopping.load(Ordering::SeqCst) {
+        let target = shared.workers_target;
+        let back = !shared.stopping.load(Ordering::SeqCst)
+            && shared.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| (l < target).then_some(l + 1)).is_ok();
+        if back {
             abandoned.store(false, Ordering::SeqCst);
-            shared.live.fetch_add(1, Ordering::SeqCst);
             log::info!("{} port: a stuck worker came back and serves again ({still} still stuck)", shared.name);
+            queue = lock(&shared.queue);
+            queue.idle += 1;
             continue;
         }
         log::info!("{} port: a stuck worker came back and exits ({still} still stuck)", shared.name);

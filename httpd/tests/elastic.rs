@@ -60,3 +60,44 @@ fn without_a_minimum_every_worker_starts_at_once_and_stays() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(server.stats().workers_live, 3);
 }
+
+#[test]
+fn a_light_steady_load_lets_the_surplus_of_a_burst_go() {
+    let mut config = config();
+    config.workers = 8;
+    config.workers_min = Some(1);
+    config.worker_idle = Duration::from_millis(300);
+    let (server, _) = start(config);
+    let addr = server.addr();
+    let slow = b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let clients: Vec<_> = (0..8).map(|_| std::thread::spawn(move || status(&exchange(addr, slow)))).collect();
+    wait_until(&server, |s| s.workers_live == 8);
+    for client in clients {
+        assert_eq!(client.join().unwrap(), 200);
+    }
+    // One quick request every 20 ms wakes one thread at a time, in turn: the others were never needed.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        assert_eq!(status(&exchange(addr, b"GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")), 200);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.stats().workers_live <= 2, "{:?}", server.stats());
+}
+
+#[test]
+fn a_hung_handler_cannot_make_the_pool_start_a_thread_per_request() {
+    let mut config = config();
+    config.workers = 2;
+    config.workers_min = Some(1);
+    config.abandoned_max = 1;
+    config.deadline = Some(Duration::from_millis(100));
+    let (server, _) = start(config);
+    let addr = server.addr();
+    for _ in 0..12 {
+        let answer = exchange(addr, b"GET /hang HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        assert_eq!(status(&answer), 504, "{answer}");
+    }
+    let stats = server.stats();
+    // Never more threads than `workers + abandoned_max + 1`, however many requests hang.
+    assert!(stats.workers_live + stats.workers_abandoned <= 4, "{stats:?}");
+}
