@@ -1,19 +1,25 @@
 //! An elastic worker pool (`workers_min`): an idle port keeps few handler threads, a burst of slow requests
-//! grows it up to `workers` (each waiting request soon has a thread), and the threads above the minimum end
-//! once idle for `worker_idle`.
+//! grows it up to `workers` (each waiting request soon has a thread), the threads above the minimum that a
+//! whole `worker_idle` window did not need end, and hung handlers never make it start a thread per request.
 
 mod common;
 
 use common::{config, exchange, start, status, wait_until};
+use httpd::Config;
 use std::time::{Duration, Instant};
+
+/// A port of at most `workers` handler threads, `min` kept, the others ending after `idle_ms` windows.
+fn elastic(workers: usize, min: usize, idle_ms: u64) -> Config {
+    let mut config = config();
+    config.workers = workers;
+    config.workers_min = Some(min);
+    config.worker_idle = Duration::from_millis(idle_ms);
+    config
+}
 
 #[test]
 fn an_idle_port_keeps_few_threads_a_burst_grows_them_and_the_calm_ends_them() {
-    let mut config = config();
-    config.workers = 8;
-    config.workers_min = Some(1);
-    config.worker_idle = Duration::from_millis(300);
-    let (server, _) = start(config);
+    let (server, _) = start(elastic(8, 1, 300));
     let addr = server.addr();
     assert_eq!(server.stats().workers_live, 1, "one thread while idle");
 
@@ -63,11 +69,7 @@ fn without_a_minimum_every_worker_starts_at_once_and_stays() {
 
 #[test]
 fn a_light_steady_load_lets_the_surplus_of_a_burst_go() {
-    let mut config = config();
-    config.workers = 8;
-    config.workers_min = Some(1);
-    config.worker_idle = Duration::from_millis(300);
-    let (server, _) = start(config);
+    let (server, _) = start(elastic(8, 1, 300));
     let addr = server.addr();
     let slow = b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
     let clients: Vec<_> = (0..8).map(|_| std::thread::spawn(move || status(&exchange(addr, slow)))).collect();
@@ -86,9 +88,7 @@ fn a_light_steady_load_lets_the_surplus_of_a_burst_go() {
 
 #[test]
 fn a_hung_handler_cannot_make_the_pool_start_a_thread_per_request() {
-    let mut config = config();
-    config.workers = 2;
-    config.workers_min = Some(1);
+    let mut config = elastic(2, 1, 10_000);
     config.abandoned_max = 1;
     config.deadline = Some(Duration::from_millis(100));
     let (server, _) = start(config);
