@@ -23,8 +23,9 @@ use kvstore::{AetherKey, Artifact, ArtifactBase, Command, Name, Revision};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-/// Largest request body.
-pub const BODY_BYTES_MAX: usize = 4096;
+/// Largest request body: room for the longest fields the contract allows (512 characters each), even when a
+/// client escapes every character as a `\uXXXX` surrogate pair (12 bytes).
+pub const BODY_BYTES_MAX: usize = 16 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -225,7 +226,13 @@ mod tests {
         let escape = r#"{"artifact": "org.example:a", "instances": 2, "reason": "a\u0000\u001b[31m"}"#;
         assert_eq!(backend.call("POST", "api/scale", escape).status, 400, "control characters in a reason");
         assert_eq!(backend.call("POST", "api/scale", r#"{"artifact": "org.example:a", "n": 1}"#).status, 400);
-        let huge = format!(r#"{{"artifact": "{}", "instances": 1}}"#, "a".repeat(5000));
+        let long = format!(r#"{{"artifact": "{}", "instances": 1}}"#, "a".repeat(5000));
+        assert_eq!(backend.call("POST", "api/scale", &long).status, 400, "too long a coordinate, read and refused");
+        // The longest fields the contract allows, every character escaped, still fit.
+        let escaped = "\\ud83d\\ude00".repeat(512);
+        let widest = format!(r#"{{"artifact": "{escaped}", "instances": 1, "reason": "{escaped}"}}"#);
+        assert_eq!(backend.call("POST", "api/scale", &widest).status, 400);
+        let huge = format!(r#"{{"artifact": "{}", "instances": 1}}"#, "a".repeat(super::BODY_BYTES_MAX));
         assert_eq!(backend.call("POST", "api/scale", &huge).status, 413);
         assert_eq!(backend.call("DELETE", "api/scale/org.example:a", "").status, 200);
         assert_eq!(backend.call("DELETE", "api/scale/org.example:a", "").status, 404);

@@ -273,6 +273,10 @@ fn parse(request: httpd::Request) -> Result<Request, ApiError> {
     }
     let url = origin_form(&request.target);
     let (raw_path, raw_query) = url.split_once('?').unwrap_or((url, ""));
+    if !SLASHED_TAILS.iter().any(|tail| raw_path.starts_with(tail)) && has_encoded_slash(raw_path) {
+        // `/api%2Fnodes` is one segment, not `/api/nodes`: no route has it.
+        return Err(ApiError::not_found(format!("no route for {}", raw_path.escape_debug())));
+    }
     let path = percent_decode(raw_path.trim_start_matches('/'))?;
     let query = raw_query
         .split('&')
@@ -283,6 +287,14 @@ fn parse(request: httpd::Request) -> Result<Request, ApiError> {
         })
         .collect::<Result<_, ApiError>>()?;
     Ok(Request { method, path, query, body: request.body, headers: request.headers, peer: request.peer })
+}
+
+/// Routes whose last parameter is a key that may hold `/`, which a client may send as `%2F`. Anywhere else an
+/// encoded slash would let one path segment pose as two (`/api%2Fnodes` as `/api/nodes`), so it matches nothing.
+const SLASHED_TAILS: [&str; 2] = ["/api/kv/", "/repository/"];
+
+fn has_encoded_slash(raw_path: &str) -> bool {
+    raw_path.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
 }
 
 /// The path and query of a request target: an absolute-form target (`http://host/path?q`, which RFC 9112
@@ -334,6 +346,18 @@ mod tests {
         assert_eq!(origin_form("http://h"), "/");
         assert_eq!(origin_form("http://h?q"), "?q");
         assert_eq!(origin_form("http:/"), "http:/");
+    }
+
+    #[test]
+    fn an_encoded_slash_separates_nothing_outside_key_routes() {
+        let target = |t: &str| httpd::Request { method: "GET".into(), target: t.into(), ..httpd::Request::default() };
+        for t in ["/api%2fnodes", "/api%2Fnodes", "/api/nodes%2Fnode-1", "http://h/api%2Fstatus"] {
+            let e = parse(target(t)).err().unwrap_or_else(|| panic!("{t} was routed"));
+            assert_eq!(e.status, 404, "{t}");
+        }
+        assert_eq!(parse(target("/api/kv/user%2Fa")).map(|r| r.path).ok().as_deref(), Some("api/kv/user/a"));
+        assert!(parse(target("/repository/org%2Fexample/echo/1.0.0/echo-1.0.0.so")).is_ok());
+        assert_eq!(parse(target("/api/nodes")).map(|r| r.path).ok().as_deref(), Some("api/nodes"));
     }
 
     #[test]
