@@ -171,6 +171,7 @@ impl EventLoop {
                     Token(id) => self.service(id),
                 }
             }
+            self.pool.answers_taken();
             while let Ok(Completion { conn, mut response }) = self.done.try_recv() {
                 match response.stream.take() {
                     Some(source) => self.answer_stream(conn, &response, source),

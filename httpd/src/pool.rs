@@ -115,6 +115,10 @@ struct Shared {
     stopping: AtomicBool,
     done: Mutex<Sender<Completion>>,
     waker: Arc<mio::Waker>,
+    /// Set by the worker whose answer wakes the I/O thread, cleared by that thread before it takes the
+    /// answers: a worker that finds it set queued its answer before the I/O thread takes them, so it need not
+    /// wake it again (one wake-up per batch of answers, not per answer).
+    rung: AtomicBool,
     threads: Mutex<Vec<(Arc<AtomicBool>, JoinHandle<()>)>>,
     next_n: AtomicUsize,
 }
@@ -152,6 +156,7 @@ impl Pool {
             stopping: AtomicBool::new(false),
             done: Mutex::new(done),
             waker,
+            rung: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             next_n: AtomicUsize::new(0),
         });
@@ -167,6 +172,11 @@ impl Pool {
     }
 
     /// Queue a request; false (the request dropped) when the queue is full.
+    /// The I/O thread is about to take the answers queued so far: the next answer wakes it again.
+    pub fn answers_taken(&self) {
+        self.shared.rung.store(false, Ordering::SeqCst);
+    }
+
     pub fn submit(&self, conn: usize, job: Arc<Job>, request: Request) -> bool {
         let mut queue = lock(&self.shared.queue);
         if queue.tasks.len() >= self.shared.queue_max {
@@ -325,8 +335,8 @@ fn work(shared: &Shared, abandoned: &Arc<AtomicBool>) {
         let answered = job.state.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok();
         if answered {
             let sent = lock(&shared.done).send(Completion { conn, response });
-            if sent.is_ok() {
-                let _ = shared.waker.wake();
+            if sent.is_ok() && !shared.rung.swap(true, Ordering::SeqCst) && shared.waker.wake().is_err() {
+                shared.rung.store(false, Ordering::SeqCst);
             }
             queue = lock(&shared.queue);
             // A thread the last window did not need ends here too: under a light steady load every wake-up

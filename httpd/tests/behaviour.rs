@@ -299,3 +299,36 @@ fn one_client_address_cannot_hold_the_whole_body_budget() {
     assert_eq!(handler.calls.load(Ordering::SeqCst), 1);
     drop(first);
 }
+
+#[test]
+fn answers_from_many_workers_each_reach_their_client_without_waiting_for_a_tick() {
+    let mut config = config();
+    config.deadline = None;
+    let (server, _) = start(config);
+    let addr = server.addr();
+    // Eight clients at once, so answers race each other to the I/O thread; then one alone, so each answer
+    // must wake an idle I/O thread by itself. A lost wake-up costs an answer the I/O thread's 50 ms tick:
+    // 2,400 answers would then take two minutes, not the second or so they take.
+    let started = Instant::now();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut stream = connect(addr);
+                for i in 0..200 {
+                    let request = format!("GET /n{i} HTTP/1.1\r\nHost: a\r\n\r\n");
+                    stream.write_all(request.as_bytes()).unwrap();
+                    assert_eq!(read_response(&mut stream), (200, format!("GET /n{i}")));
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let mut stream = connect(addr);
+    for i in 0..800 {
+        stream.write_all(format!("GET /m{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).unwrap();
+        assert_eq!(read_response(&mut stream), (200, format!("GET /m{i}")));
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+}

@@ -36,6 +36,7 @@ pub use wire::{Frame, FrameKind};
 
 use mio::{Events, Token};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -219,12 +220,37 @@ pub struct Stopped;
 /// Lets any thread reach the loop. Cheap to clone.
 pub struct NetHandle<C> {
     tx: Sender<LoopMsg<C>>,
-    waker: Arc<mio::Waker>,
+    bell: Arc<Doorbell>,
 }
 
 impl<C> Clone for NetHandle<C> {
     fn clone(&self) -> Self {
-        NetHandle { tx: self.tx.clone(), waker: self.waker.clone() }
+        NetHandle { tx: self.tx.clone(), bell: Arc::clone(&self.bell) }
+    }
+}
+
+/// The loop's waker, rung once per batch of messages: a message posted while an earlier ring is still
+/// unanswered rides on it, so a busy loop is not sent one wake-up (a system call each side) per message.
+///
+/// Invariant: a sender queues its message *before* [`Doorbell::ring`], and the loop calls
+/// [`Doorbell::answer`] *before* draining the queue. So a ring that is skipped finds `rung` set by an earlier
+/// sender whose wake-up the loop has not answered yet; the loop answers it later, then drains, and sees the
+/// message.
+struct Doorbell {
+    waker: Arc<mio::Waker>,
+    rung: AtomicBool,
+}
+
+impl Doorbell {
+    fn ring(&self) -> std::io::Result<()> {
+        if self.rung.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.waker.wake().inspect_err(|_| self.rung.store(false, Ordering::SeqCst))
+    }
+
+    fn answer(&self) {
+        self.rung.store(false, Ordering::SeqCst);
     }
 }
 
@@ -249,7 +275,7 @@ impl<C: Send + 'static> NetHandle<C> {
 
     fn post(&self, msg: LoopMsg<C>) -> Result<(), Stopped> {
         self.tx.send(msg).map_err(|_| Stopped)?;
-        self.waker.wake().map_err(|_| Stopped)
+        self.bell.ring().map_err(|_| Stopped)
     }
 }
 
@@ -268,13 +294,14 @@ where
     let transport = Transport::bind(config)?;
     let local_addr = transport.local_addr()?;
     let (tx, rx) = mpsc::channel();
-    let handle = NetHandle { tx, waker: transport.waker.clone() };
+    let bell = Arc::new(Doorbell { waker: transport.waker.clone(), rung: AtomicBool::new(false) });
+    let handle = NetHandle { tx, bell: Arc::clone(&bell) };
     let name = format!("net-{}", transport.config().node_id);
-    let thread = std::thread::Builder::new().name(name).spawn(move || run(transport, handler, rx))?;
+    let thread = std::thread::Builder::new().name(name).spawn(move || run(transport, handler, rx, &bell))?;
     Ok(Running { handle, local_addr, thread })
 }
 
-fn run<H: Handler>(mut transport: Transport, mut handler: H, rx: Receiver<LoopMsg<H::Command>>) -> H {
+fn run<H: Handler>(mut transport: Transport, mut handler: H, rx: Receiver<LoopMsg<H::Command>>, bell: &Doorbell) -> H {
     let mut events = Events::with_capacity(1024);
     let mut stop = false;
     transport.start(Instant::now());
@@ -301,6 +328,7 @@ fn run<H: Handler>(mut transport: Transport, mut handler: H, rx: Receiver<LoopMs
                 }
             }
         }
+        bell.answer();
         drain_commands(&mut transport, &mut handler, &rx, &mut stop, &mut started);
         transport.fire_timers(Instant::now());
         deliver(&mut transport, &mut handler, &mut stop, &mut started);
