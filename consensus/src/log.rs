@@ -5,7 +5,11 @@
 //! it without losing anything a peer may need; at twice those bounds (the shell is not answering) the
 //! oldest entries are dropped, counted in `dropped` (a peer that needs one of them then waits for the
 //! next snapshot, which the replica asks for when such a peer shows up); when a snapshot is stored,
-//! entries below its `next_slot` are dropped. Batches are kept as decided, before duplicate removal.
+//! entries below its `next_slot` are dropped but for a *catch-up tail*: when the log reaches the snapshot's
+//! slot, up to `tail_slots` entries just below it stay (at most a quarter of either bound, so a compacted
+//! log is never over its soft bound), so a peer a few slots behind when the snapshot was taken catches up
+//! from the log rather than by fetching the whole store. Batches are kept as decided, before duplicate
+//! removal.
 
 use std::collections::VecDeque;
 
@@ -30,18 +34,28 @@ pub(crate) struct DecidedLog {
     slots_max: usize,
     bytes: usize,
     bytes_max: usize,
+    /// Entries kept below a stored snapshot's slot, at most (see the module comment).
+    tail_slots: usize,
     pub(crate) snapshot: Option<StoredSnapshot>,
     pub(crate) dropped: u64,
 }
 
 impl DecidedLog {
+    #[cfg(test)]
     pub(crate) fn new(slots_max: usize, bytes_max: usize) -> DecidedLog {
+        DecidedLog::with_tail(slots_max, bytes_max, 0)
+    }
+
+    /// A log that keeps up to `tail_slots` entries below each snapshot it stores.
+    pub(crate) fn with_tail(slots_max: usize, bytes_max: usize, tail_slots: usize) -> DecidedLog {
+        let slots_max = slots_max.max(1);
         DecidedLog {
             first_slot: Slot(0),
             entries: VecDeque::new(),
-            slots_max: slots_max.max(1),
+            slots_max,
             bytes: 0,
             bytes_max,
+            tail_slots: tail_slots.min(slots_max / 4),
             snapshot: None,
             dropped: 0,
         }
@@ -82,16 +96,30 @@ impl DecidedLog {
         }
     }
 
-    /// Stores a snapshot and drops what it covers; the log then continues at `snapshot.next_slot`.
+    /// Stores a snapshot and drops what it covers but the catch-up tail; the log then continues at
+    /// `snapshot.next_slot` (or where it already was past it). A log that ends before the snapshot's slot (a
+    /// snapshot installed from a peer ahead of us) keeps nothing: its entries could not reach the snapshot
+    /// without a gap.
     pub(crate) fn store_snapshot(&mut self, snapshot: StoredSnapshot) {
         let next = snapshot.next_slot;
-        while self.first_slot < next && !self.entries.is_empty() {
-            self.pop_oldest();
-        }
-        if self.entries.is_empty() {
+        if self.end_slot() < next {
+            self.entries.clear();
+            self.bytes = 0;
             self.first_slot = next;
+        } else {
+            let keep_from = Slot(next.0.saturating_sub(self.tail_slots as u64));
+            let above: usize = self.entries.iter().skip(self.index_of(next)).map(batch_bytes).sum();
+            let tail_bytes_max = self.bytes_max / 4;
+            while self.first_slot < next && (self.first_slot < keep_from || self.bytes - above > tail_bytes_max) {
+                self.pop_oldest();
+            }
         }
         self.snapshot = Some(snapshot);
+    }
+
+    /// The position of `slot` in `entries` (0 below the log, the length past it).
+    fn index_of(&self, slot: Slot) -> usize {
+        usize::try_from(slot.0.saturating_sub(self.first_slot.0)).unwrap_or(usize::MAX).min(self.entries.len())
     }
 
     /// Decisions from `from` on, at most `count_max` and `bytes_max` bytes of batches, but at least one
@@ -148,6 +176,75 @@ mod tests {
         assert!(!log.needs_snapshot(Slot(5)), "slot 5 is in the log");
         assert_eq!(log.range(Slot(5), 8, usize::MAX).len(), 1);
         assert!(log.needs_snapshot(Slot(4)) && !log.lost(Slot(4)), "slot 4 only the snapshot covers");
+    }
+
+    fn snapshot_at(next_slot: u64) -> StoredSnapshot {
+        StoredSnapshot {
+            next_slot: Slot(next_slot),
+            sessions: Vec::new(),
+            members: crate::types::Members::first(3),
+            state: Bytes::from_static(&[1]),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_keeps_a_catch_up_tail_below_its_slot() {
+        let mut log = DecidedLog::with_tail(100, 1 << 20, 10);
+        for slot in 0..60 {
+            log.push(Slot(slot), None);
+        }
+        log.store_snapshot(snapshot_at(50));
+        assert!(log.needs_snapshot(Slot(39)), "below the tail only the snapshot serves");
+        assert!(!log.needs_snapshot(Slot(40)) && !log.lost(Slot(40)));
+        assert_eq!(log.range(Slot(40), 100, usize::MAX).len(), 20, "the tail and what followed the snapshot");
+        assert!(!log.over_soft_bound());
+    }
+
+    #[test]
+    fn the_tail_is_a_quarter_of_the_bounds_at_most() {
+        // In slots: a tail asked larger than a quarter of the slot bound is cut to it.
+        let mut log = DecidedLog::with_tail(20, 1 << 20, 1000);
+        for slot in 0..30 {
+            log.push(Slot(slot), None);
+        }
+        log.store_snapshot(snapshot_at(30));
+        assert_eq!(log.first_slot, Slot(25));
+        // In bytes: under a bound of ten batches, the tail holds two (a quarter is two and a half).
+        let batch = |seq| {
+            Some(vec![Command {
+                id: crate::types::CommandId { client: 1, seq },
+                origin: crate::types::ReplicaId(0),
+                timestamp_ms: 0,
+                deadline_ms: 0,
+                payload: vec![0; 10],
+                kind: crate::types::CommandKind::Client,
+            }])
+        };
+        let one = batch_bytes(&batch(0));
+        let mut log = DecidedLog::with_tail(100, 10 * one, 50);
+        for slot in 0..8 {
+            log.push(Slot(slot), batch(slot));
+        }
+        log.store_snapshot(snapshot_at(6));
+        assert_eq!(log.first_slot, Slot(4));
+        assert_eq!(log.range(Slot(4), 100, usize::MAX).len(), 4);
+        assert!(!log.over_soft_bound());
+    }
+
+    #[test]
+    fn a_snapshot_past_the_log_end_keeps_no_tail() {
+        // Installed from a peer ahead of us: what we hold stops short of its slot, and a tail would leave
+        // the slots between unreachable (neither in the log nor, being at or above the log's start, needing
+        // the snapshot).
+        let mut log = DecidedLog::with_tail(100, 1 << 20, 10);
+        for slot in 0..5 {
+            log.push(Slot(slot), None);
+        }
+        log.store_snapshot(snapshot_at(9));
+        assert!(log.needs_snapshot(Slot(6)) && log.needs_snapshot(Slot(0)));
+        assert!(log.range(Slot(0), 100, usize::MAX).is_empty());
+        log.push(Slot(9), None);
+        assert_eq!(log.range(Slot(9), 100, usize::MAX).len(), 1);
     }
 
     #[test]

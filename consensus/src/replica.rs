@@ -254,7 +254,7 @@ impl Replica {
             queue: PendingQueue::new(config.queue_commands_max, config.queue_bytes_max),
             clock: HybridClock::default(),
             sessions: Sessions::new(config.clients_max, config.session_window),
-            log: DecidedLog::new(config.log_slots_max, config.log_bytes_max),
+            log: DecidedLog::with_tail(config.log_slots_max, config.log_bytes_max, config.log_tail_slots),
             future: Vec::new(),
             future_bytes: 0,
             replay: VecDeque::new(),

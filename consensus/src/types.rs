@@ -295,6 +295,10 @@ pub struct Config {
     pub log_slots_max: usize,
     /// Bytes of decided batches kept in memory for catch-up, at most.
     pub log_bytes_max: usize,
+    /// Decided slots kept below a snapshot when it compacts the log (at most a quarter of `log_slots_max`
+    /// and of `log_bytes_max`), so a peer that was a little behind when the snapshot was taken catches up
+    /// from the log instead of fetching the snapshot. 0 compacts to the snapshot's slot exactly.
+    pub log_tail_slots: usize,
     /// Decided slots in one catch-up reply, at most.
     pub sync_slots_max: usize,
     /// Bytes of decided batches in one catch-up reply, at most (a reply always carries at least one slot,
@@ -347,6 +351,7 @@ impl Config {
             snapshot_every_slots: 4096,
             log_slots_max: 16_384,
             log_bytes_max: 256 << 20,
+            log_tail_slots: 2048,
             sync_slots_max: 64,
             sync_bytes_max: 16 << 20,
             snapshot_chunk_bytes: 4 << 20,

@@ -163,6 +163,36 @@ fn a_lagging_replica_catches_up_from_a_snapshot_after_compaction() {
 }
 
 #[test]
+fn a_replica_a_little_behind_a_snapshot_catches_up_from_the_log_tail() {
+    // Replica 2 misses the last few slots before the others compact their logs with a snapshot. With a tail
+    // it catches up from their logs; compacting to the snapshot's slot exactly sends it the whole snapshot.
+    for (tail, snapshots) in [(8, 0), (0, 1)] {
+        let mut cluster = Cluster::new(3, |config| {
+            config.snapshot_every_slots = 16;
+            config.log_slots_max = 64;
+            config.log_tail_slots = tail;
+        });
+        for seq in 0..12 {
+            cluster.submit(0, 1, seq);
+            cluster.run();
+        }
+        cluster.up[2] = false;
+        for seq in 12..18 {
+            cluster.submit(0, 1, seq);
+            cluster.run();
+        }
+        let (ahead, behind) = (cluster.replicas[0].next_slot().0, cluster.replicas[2].next_slot().0);
+        assert!(behind < 16 && ahead > 16, "replica 2 at {behind}, the others at {ahead}, past the snapshot at 16");
+        cluster.up[2] = true;
+        for _ in 0..10 {
+            cluster.tick();
+        }
+        assert_eq!(cluster.replicas[2].next_slot(), cluster.replicas[0].next_slot(), "tail {tail}");
+        assert_eq!(cluster.replicas[2].stats().snapshots_installed, snapshots, "tail {tail}");
+    }
+}
+
+#[test]
 fn a_restarted_replica_does_not_vote_before_its_floor() {
     let mut cluster = Cluster::new(3, |_| {});
     for seq in 0..5 {

@@ -237,6 +237,18 @@ pub struct Options {
 }
 
 impl Options {
+    /// Slots each replica keeps below a snapshot when it compacts its log: none on even seeds (every
+    /// replica behind a snapshot's slot fetches the snapshot), half a snapshot period on odd ones (a little
+    /// behind, it catches up from the log). Derived, not drawn, so every other parameter of a seed stays
+    /// what it was.
+    pub fn log_tail_slots(&self) -> usize {
+        if self.seed % 2 == 1 {
+            (self.snapshot_every_slots / 2) as usize
+        } else {
+            0
+        }
+    }
+
     /// Draws the run's parameters from the seed.
     pub fn draw(seed: u64, replicas: u8, faults: Faults) -> Options {
         let mut rng = Rng::new(seed ^ 0x005E_ED0F_0A7E_u64);
@@ -338,7 +350,7 @@ impl Options {
     /// The drawn parameters, for the failure report.
     pub fn describe(&self) -> String {
         format!(
-            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clock-offset<={}ms strand at {}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} faulty {}ms durable-crash/{}ms disk-error/{}ms late-snapshot {}‰ torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {} bridge at {}ms for {}ms message<={}B pad {}B",
+            "delay {}..{}us spike {}‰ loss {}‰ dup {}‰ partition/{}ms crash/{}ms skew<={}ms clock-offset<={}ms strand at {}ms clients {}x{} keys {} reads {}‰ retry {}ms batch {} propose-delay {}ms queue {} / {}B log {}B snapshot/{} tail {} faulty {}ms durable-crash/{}ms disk-error/{}ms late-snapshot {}‰ torn {}‰ cluster-crash at {}ms spread {}ms drop-in-flight {} bridge at {}ms for {}ms message<={}B pad {}B",
             self.delay_us_min,
             self.delay_us_max,
             self.spike_permille,
@@ -360,6 +372,7 @@ impl Options {
             self.queue_bytes_max,
             self.log_bytes_max,
             self.snapshot_every_slots,
+            self.log_tail_slots(),
             self.faulty_ms,
             self.durable_crash_every_ms,
             self.disk_error_every_ms,

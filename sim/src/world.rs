@@ -558,6 +558,7 @@ fn replica_config(options: &Options, id: u8) -> Config {
     config.queue_commands_max = options.queue_commands_max;
     config.snapshot_every_slots = options.snapshot_every_slots;
     config.log_slots_max = (options.snapshot_every_slots * 2) as usize;
+    config.log_tail_slots = options.log_tail_slots();
     config.queue_bytes_max = options.queue_bytes_max;
     config.log_bytes_max = options.log_bytes_max;
     config.broken = options.broken;
