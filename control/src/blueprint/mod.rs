@@ -313,6 +313,17 @@ depends_on = ["org.aether.examples:inventory:1.0.0"]
     }
 
     #[test]
+    fn values_the_toml_parser_refuses_name_their_field() {
+        let base = "name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\n[[slices]]\nartifact = \"g:b:1.0.0\"\n";
+        let err = reject(&format!("{base}instances = 99999999999999999999999\n"));
+        assert_eq!((err.kind, err.line, err.field.as_str()), (BlueprintErrorKind::Syntax, 6, "slices[1].instances"), "{err}");
+        let err = reject(&format!("{base}[slices.config]\ntimeout = 99999999999999999999999\n"));
+        assert_eq!(err.field, "slices[1].config.timeout", "{err}");
+        let err = reject("name = 99999999999999999999999\n[[slices]]\nartifact = \"g:a:1.0.0\"\n");
+        assert_eq!((err.line, err.field.as_str()), (1, "name"), "{err}");
+    }
+
+    #[test]
     fn a_missing_artifact_is_reported() {
         let err = reject("name = \"shop\"\n[[slices]]\ninstances = 2\n");
         assert_eq!(err.kind, BlueprintErrorKind::Syntax, "{err}");

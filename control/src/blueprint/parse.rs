@@ -86,7 +86,7 @@ impl Lines {
 pub(super) fn toml_error(e: &toml::de::Error, text: &str, lines: &Lines) -> BlueprintError {
     let line = e.span().map_or(1, |span| lines.of(span.start));
     let message = e.message().trim().to_owned();
-    let located = e.span().and_then(|span| field_at(text, span.start));
+    let located = e.span().and_then(|span| field_at(text, span.start).or_else(|| field_on_line(text, span.start)));
     let path = |key: &str| match &located {
         Some(at) if !at.is_empty() => format!("{at}.{key}"),
         _ => key.to_owned(),
@@ -150,6 +150,46 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
     table_spans("", document.as_table(), &mut spans);
     let containing = spans.iter().filter(|(_, span)| span.contains(&offset) || span.start == offset);
     containing.min_by_key(|(_, span)| span.len()).map(|(path, _)| path.clone())
+}
+
+/// For a document the TOML parser refuses (a number too large, a bad escape), which has no spans: the key
+/// of the `key = value` line holding `offset`, under the last table header above it (`slices[1].instances`,
+/// an array of tables counted by its headers). `None` when that line is not a plain `key =` line.
+fn field_on_line(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |at| at + 1);
+    let (key, _) = text[start..].lines().next()?.split_once('=')?;
+    let key = key.trim();
+    let bare = |name: &str| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if !bare(key) {
+        return None;
+    }
+    let mut table = String::new();
+    let mut arrays: Vec<(String, usize)> = Vec::new();
+    for line in text[..start].lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("[[").and_then(|rest| rest.split_once("]]")).map(|(n, _)| n.trim()) {
+            let count = match arrays.iter_mut().find(|(array, _)| array == name) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    arrays.push((name.to_owned(), 0));
+                    0
+                }
+            };
+            table = format!("{name}[{count}]");
+        } else if let Some(name) = line.strip_prefix('[').and_then(|rest| rest.split_once(']')).map(|(n, _)| n.trim()) {
+            // A sub-table of an array of tables belongs to its last element.
+            table = match arrays.iter().find(|(array, _)| name.starts_with(&format!("{array}."))) {
+                Some((array, n)) => format!("{array}[{n}]{}", &name[array.len()..]),
+                None => name.to_owned(),
+            };
+        }
+    }
+    if !bare(&table.replace(['[', ']'], "")) && !table.is_empty() {
+        return None;
+    }
+    Some(join(&table, key))
 }
 
 type FieldSpans = Vec<(String, std::ops::Range<usize>)>;
