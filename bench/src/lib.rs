@@ -5,8 +5,13 @@
 //! previous `aetherd`), so the ratios compare servers, not clients. A client speaks plain TCP or TLS
 //! (rustls, ring provider) and may carry an API key; self-signed certificates for TLS runs are made here.
 //! Answers are read whole, bounded at 64 MiB.
+//!
+//! Beside them: [`wrk`] runs the outside load generator `wrk` and reads its report (`--wrk`), and
+//! [`profile`] records a node under load with `perf` and renders flame graphs (`--profile`).
 
 pub mod poll;
+pub mod profile;
+pub mod wrk;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -30,6 +35,9 @@ pub struct RunResult {
     pub seconds: f64,
     /// Sorted latencies in microseconds.
     pub latencies_us: Vec<u64>,
+    /// (percentile, µs) when the latencies were not recorded one by one (wrk reports only p50, p75, p90
+    /// and p99); empty otherwise.
+    pub latency_summary_us: Vec<(f64, f64)>,
     /// CPU time the servers spent meanwhile (user plus system, every process of the system measured), in
     /// seconds; 0 when the run did not measure it.
     pub server_cpu_s: f64,
@@ -42,8 +50,40 @@ impl RunResult {
         self.ops as f64 / self.seconds.max(1e-9)
     }
 
+    /// The `p`th percentile latency; from the summary when there are no single latencies (NaN for a
+    /// percentile it does not hold).
     pub fn percentile_us(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() && !self.latency_summary_us.is_empty() {
+            return self.latency_summary_us.iter().find(|(q, _)| *q == p).map_or(f64::NAN, |(_, us)| *us);
+        }
         percentile(&self.latencies_us, p)
+    }
+
+    /// Runs as one: requests, errors, time, CPU and slots summed, latencies pooled. Summaries (runs by wrk)
+    /// cannot be pooled exactly: each percentile is the mean of the runs' weighted by their requests.
+    pub fn pool<'a>(runs: impl IntoIterator<Item = &'a RunResult>) -> RunResult {
+        let mut out = RunResult::default();
+        let mut summary: Vec<(f64, f64, u64)> = Vec::new();
+        for r in runs {
+            out.ops += r.ops;
+            out.errors += r.errors;
+            out.seconds += r.seconds;
+            out.server_cpu_s += r.server_cpu_s;
+            out.slots += r.slots;
+            out.latencies_us.extend_from_slice(&r.latencies_us);
+            for &(p, us) in &r.latency_summary_us {
+                match summary.iter_mut().find(|(q, _, _)| *q == p) {
+                    Some((_, sum, weight)) => {
+                        *sum += us * r.ops as f64;
+                        *weight += r.ops;
+                    }
+                    None => summary.push((p, us * r.ops as f64, r.ops)),
+                }
+            }
+        }
+        out.latencies_us.sort_unstable();
+        out.latency_summary_us = summary.into_iter().map(|(p, sum, weight)| (p, sum / weight.max(1) as f64)).collect();
+        out
     }
 
     /// Server CPU time per successful request, in microseconds (NaN when not measured or nothing succeeded).
@@ -420,6 +460,14 @@ pub fn child_pids(pid: u32) -> Vec<u32> {
     children.split_whitespace().filter_map(|p| p.parse().ok()).collect()
 }
 
+/// CPU time of the children of process `pid` that it has waited for (user plus system, in ticks, the
+/// `cutime` and `cstime` of `/proc/{pid}/stat`): for this process, the load generators it ran to the end.
+pub fn waited_children_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    Some(fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?)
+}
+
 /// CPU time every core spent busy since boot (all but idle and iowait), in ticks, from `/proc/stat`.
 pub fn machine_busy_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -556,6 +604,16 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn pooled_summaries_weigh_each_run_by_its_requests() {
+        let run =
+            |ops, p50| RunResult { ops, seconds: 1.0, latency_summary_us: vec![(50.0, p50)], ..RunResult::default() };
+        let pooled = RunResult::pool(&[run(300, 100.0), run(100, 500.0)]);
+        assert_eq!((pooled.ops, pooled.seconds), (400, 2.0));
+        assert_eq!(pooled.percentile_us(50.0), 200.0);
+        assert!(pooled.percentile_us(99.0).is_nan());
     }
 
     #[test]
