@@ -6,9 +6,11 @@ use crate::cluster::{cluster_servers, delete, deploy_echo, deploy_faulty, idle_c
 use crate::hung::HungCalls;
 use crate::load::{load, Case, Server};
 use crate::{Options, TINY_HTTP_THREADS};
+use bench::profile::{self, Profile, Recording};
 use bench::Client;
 use devcluster::LocalCluster;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 // App path through the cluster
@@ -34,6 +36,8 @@ pub struct AppResults {
     pub local_polled: Option<Case>,
     /// Each node's CPU at idle (metrics on), in percent of one core, measured before the load.
     pub idle_cpu: Vec<(String, Option<f64>)>,
+    /// `--profile`: the entry node's and the host's profiles during one more forwarded phase.
+    pub profiles: Vec<Profile>,
 }
 
 impl AppResults {
@@ -114,6 +118,7 @@ pub fn bench_app(
         local_hung: hung.then(|| case(format!("aether local, {} hung calls in flight", options.hung))),
         local_polled: options.poll_management.then(|| case("aether local, management polled".into())),
         idle_cpu: if options.poll_management { idle_cpu(cluster, extras.baseline) } else { Vec::new() },
+        profiles: Vec::new(),
         host: host_id,
         via: via_id,
     };
@@ -125,9 +130,14 @@ pub fn bench_app(
             Target { addr: nginx.addr, client: plain.clone(), servers: nginx.servers(), hung: 0, poll: None },
         ));
     }
+    // Under wrk, tiny_http is the only work of this process: count it as the server.
+    let tiny_servers = match options.wrk {
+        Some(_) => vec![Server { name: "tiny_http (this process)".into(), pid: std::process::id() }],
+        None => Vec::new(),
+    };
     plan.push((
         &mut app.tiny,
-        Target { addr: tiny.addr(), client: plain.clone(), servers: Vec::new(), hung: 0, poll: None },
+        Target { addr: tiny.addr(), client: plain.clone(), servers: tiny_servers, hung: 0, poll: None },
     ));
     let ours = cluster_servers(cluster, "");
     let at = |c: &LocalCluster, node: usize, client: &Client, servers: &[Server]| Target {
@@ -169,7 +179,7 @@ pub fn bench_app(
                 std::thread::sleep(Duration::from_millis(500));
             }
             let poller = target.poll.map(bench::poll::ManagementPoller::start);
-            case.rounds.push(load(&name, target, options.load));
+            case.rounds.push(load(&name, target, options.load, options.wrk.as_deref()));
             if let Some(poller) = poller {
                 let report = poller.stop();
                 eprintln!(
@@ -185,6 +195,11 @@ pub fn bench_app(
         }
     }
     drop(plan);
+    if let Some(dir) = &options.profile {
+        let target = at(cluster, via, &plain, &ours);
+        let nodes = [(via, "entry"), (host, "host")].map(|(i, role)| (cluster.pid(i).unwrap_or(0), role));
+        app.profiles = profile_forwarded(&target, &nodes, options, dir);
+    }
     if hung {
         // Its instances hold hung calls for good: they leave the cluster only as far as the node can
         // unload them, so neither deletion is waited for to the end.
@@ -197,4 +212,37 @@ pub fn bench_app(
         delete(cluster, 0, "bench-echo").expect("delete the echo blueprint");
     }
     app
+}
+
+/// `--profile`: one more forwarded phase, counted in no table, with perf attached to each of `nodes` (pid,
+/// role: the entry node the clients hit and the echo host); their flame graphs go into `dir` as
+/// `app-forwarded-{role}.svg` (and `.folded`, `.perf.data`).
+fn profile_forwarded(target: &Target, nodes: &[(u32, &str)], options: &Options, dir: &Path) -> Vec<Profile> {
+    let Some(perf) = profile::perf() else {
+        eprintln!("--profile: perf is not installed (apt-get install linux-perf): no profile in this run");
+        return Vec::new();
+    };
+    let mut recordings = Vec::new();
+    for &(pid, role) in nodes {
+        let name = format!("app-forwarded-{role}");
+        match Recording::start(&perf, pid, dir, &name) {
+            Ok(recording) => recordings.push((recording, name, role)),
+            Err(e) => eprintln!("--profile: {e}"),
+        }
+    }
+    let phase = load("profiled forwarded", target, options.load, options.wrk.as_deref());
+    let mut profiles = Vec::new();
+    for (recording, name, role) in recordings {
+        let title = format!(
+            "forwarded GET {} at c={}, {role} node: {:.0} req/s",
+            crate::ECHO_PATH,
+            crate::CONCURRENCY,
+            phase.run.ops_per_s()
+        );
+        match recording.stop().and_then(|data| profile::render(&perf, &data, dir, &name, &title)) {
+            Ok(profile) => profiles.push(profile),
+            Err(e) => eprintln!("--profile: {e}"),
+        }
+    }
+    profiles
 }

@@ -4,8 +4,10 @@
 
 use crate::app_path::Target;
 use crate::{CONCURRENCY, ECHO_PATH, WARMUP};
-use bench::{run_load, Request, RunResult};
+use bench::wrk::WrkRun;
+use bench::{run_load, Client, Request, RunResult};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,14 +31,7 @@ pub struct Case {
 impl Case {
     /// Every round as one: requests and time summed, latencies pooled, CPU figures weighted by requests.
     pub fn merged(&self) -> Phase {
-        let mut run = RunResult::default();
-        for phase in &self.rounds {
-            run.ops += phase.run.ops;
-            run.errors += phase.run.errors;
-            run.seconds += phase.run.seconds;
-            run.latencies_us.extend_from_slice(&phase.run.latencies_us);
-        }
-        run.latencies_us.sort_unstable();
+        let run = RunResult::pool(self.rounds.iter().map(|p| &p.run));
         let total = run.ops.max(1) as f64;
         let weighted = |f: fn(&CpuUse) -> f64| -> Option<f64> {
             let parts: Option<Vec<f64>> =
@@ -143,6 +138,8 @@ pub fn thread_use(
 /// it runs), by the server processes, and by everything else on the machine (other work sharing the cores).
 #[derive(Clone, Copy)]
 pub struct CpuUse {
+    /// The load generator: this process (the in-process clients, and tiny_http when it is measured), or
+    /// under `--wrk` the wrk runs this process waited for.
     pub this_process_us_per_request: f64,
     pub servers_us_per_request: f64,
     /// Context switches of the server processes' threads per request: each is a thread hand-off or a
@@ -160,10 +157,11 @@ pub struct CpuSample {
     pub servers_switches: u64,
 }
 
-pub fn cpu_sample(servers: &[u32]) -> Option<CpuSample> {
+pub fn cpu_sample(servers: &[u32], wrk: bool) -> Option<CpuSample> {
+    let me = std::process::id();
     Some(CpuSample {
         machine: bench::machine_busy_ticks()?,
-        this_process: bench::process_cpu_ticks(std::process::id())?,
+        this_process: if wrk { bench::waited_children_cpu_ticks(me)? } else { bench::process_cpu_ticks(me)? },
         servers: servers.iter().filter_map(|&pid| bench::process_cpu_ticks(pid)).sum(),
         servers_switches: servers.iter().map(|&pid| bench::process_context_switches(pid)).sum(),
     })
@@ -184,16 +182,15 @@ pub fn cpu_use(before: CpuSample, after: CpuSample, run: &RunResult, cores: usiz
     }
 }
 
-/// One warm-up second (connections opened, caches and pools warm), then the measured run; `servers`
-/// are the processes serving it (none for the in-process baseline).
-pub fn load(name: &str, target: &Target, duration: Duration) -> Phase {
-    let (client, servers) = (&target.client, &target.servers[..]);
-    let echo = Arc::new(|_: usize, _: u64| Request { method: "GET", path: ECHO_PATH.into(), body: Vec::new() });
-    let _ = run_load(&[target.addr], CONCURRENCY, WARMUP, client, |s| s == 200, echo.clone());
+/// One warm-up second (connections opened, caches and pools warm), then the measured run, by the in-process
+/// clients or by wrk (`wrk`: its path); `servers` are the processes serving it.
+pub fn load(name: &str, target: &Target, duration: Duration, wrk: Option<&Path>) -> Phase {
+    let servers = &target.servers[..];
+    let _ = drive(target, WARMUP, wrk);
     let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
-    let (before, threads_before) = (cpu_sample(&pids), thread_sample(servers));
-    let run = run_load(&[target.addr], CONCURRENCY, duration, client, |s| s == 200, echo);
-    let (after, threads_after) = (cpu_sample(&pids), thread_sample(servers));
+    let (before, threads_before) = (cpu_sample(&pids, wrk.is_some()), thread_sample(servers));
+    let run = drive(target, duration, wrk);
+    let (after, threads_after) = (cpu_sample(&pids, wrk.is_some()), thread_sample(servers));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = before.zip(after).map(|(b, a)| cpu_use(b, a, &run, cores));
     let threads = thread_use(&threads_before, &threads_after, run.ops);
@@ -205,4 +202,35 @@ pub fn load(name: &str, target: &Target, duration: Duration) -> Phase {
         run.errors
     );
     Phase { run, cpu, threads }
+}
+
+/// `GET /echo/hello` at `CONCURRENCY` connections for `duration`; a wrk run that fails is reported and
+/// counts as one error.
+fn drive(target: &Target, duration: Duration, wrk: Option<&Path>) -> RunResult {
+    let client = &target.client;
+    let Some(bin) = wrk else {
+        let echo = Arc::new(|_: usize, _: u64| Request { method: "GET", path: ECHO_PATH.into(), body: Vec::new() });
+        return run_load(&[target.addr], CONCURRENCY, duration, client, |s| s == 200, echo);
+    };
+    let scheme = if client.tls.is_some() { "https" } else { "http" };
+    let run = WrkRun {
+        url: format!("{scheme}://{}{ECHO_PATH}", target.addr),
+        connections: CONCURRENCY,
+        duration,
+        headers: wrk_headers(client),
+        script: None,
+    };
+    run.run(bin).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        RunResult { errors: 1, seconds: duration.as_secs_f64(), ..RunResult::default() }
+    })
+}
+
+/// The client's header lines for wrk's `-H`, with `Connection: close` when it opens a connection per request.
+fn wrk_headers(client: &Client) -> Vec<String> {
+    let mut headers: Vec<String> = client.headers.split("\r\n").filter(|h| !h.is_empty()).map(String::from).collect();
+    if client.new_connection_per_request {
+        headers.push("Connection: close".to_string());
+    }
+    headers
 }

@@ -29,6 +29,17 @@
 //!   (only polled where that answers other than 200): reported as ratios to the plain local case of the same
 //!   round (management must not slow the data path: target within 5%); and, before the load, every node's
 //!   CPU over 10 s at idle with metrics on (with `--baseline-aetherd`, that build's nodes in the same window);
+//! - with `--wrk`, every case driven by `wrk -t2 -c64 -d<S>s --latency` (`bench::wrk`; `-H` for an API key,
+//!   `Connection: close` for the cases with a connection per request, `https://` for TLS) instead of the
+//!   in-process clients, warm-up included: a client in C on epoll that costs the servers' cores far less
+//!   than a blocking thread per connection. wrk reports p50 and p99 (pooled over rounds as the mean
+//!   weighted by requests); non-2xx answers and socket errors count as errors; the `client` CPU column is
+//!   then wrk's (the children this process waited for), and tiny_http's CPU is this process's;
+//! - with `--profile DIR`, one more forwarded phase after the rounds (counted in no table) with `perf record
+//!   -F 999 -g` on the entry node and on the echo host (`bench::profile`): `app-forwarded-entry.svg` and
+//!   `app-forwarded-host.svg` (flame graphs), `.folded` and `.perf.data` in DIR, and for each node its
+//!   samples by thread group and its top 15 functions by self time after the table. `cargo xtask bench app
+//!   --profile` passes `target/bench/profile` and runs an `aetherd` built with frame pointers;
 //! - deploy time: blueprint posted -> every instance ACTIVE (`GET /api/blueprints/{name}` polled every
 //!   2 ms), for the one-instance echo blueprint and for `blueprints/demo.toml` (8 instances of 5 slices,
 //!   one wave waiting on its dependencies); the blueprint is deleted and `/api/slices` seen empty between
@@ -146,6 +157,10 @@ struct Options {
     hung: usize,
     /// Also measure the local case while a client polls the host's management API and follows its events.
     poll_management: bool,
+    /// Drive the load with this `wrk` instead of the in-process clients.
+    wrk: Option<PathBuf>,
+    /// Profile the entry node and the host during one more forwarded phase, into this folder.
+    profile: Option<PathBuf>,
 }
 
 fn main() {
@@ -188,7 +203,8 @@ fn main() {
     let heal = if skip_timings { Timings::default() } else { heal_times(&mut cluster, options.runs) };
     drop(cluster);
     let seconds = options.load.as_secs_f64();
-    let results = Results { cores, seconds, rounds: options.rounds, app, deploy_echo, deploy_demo, heal };
+    let wrk = options.wrk.is_some();
+    let results = Results { cores, seconds, rounds: options.rounds, wrk, app, deploy_echo, deploy_demo, heal };
     report(&results, options.json.as_deref());
 }
 
@@ -197,8 +213,7 @@ fn parse_args() -> Options {
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let usage =
         "usage: app --aetherd PATH --repo DIR [--baseline-aetherd PATH] [--tls] [--hung N] [--poll-management] \
-                 [--json FILE] \
-                 [--seconds N] [--rounds N] [--runs N]";
+                 [--wrk] [--profile DIR] [--json FILE] [--seconds N] [--rounds N] [--runs N]";
     let (Some(aetherd), Some(repo)) = (value("--aetherd"), value("--repo")) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -222,5 +237,12 @@ fn parse_args() -> Options {
         tls: args.iter().any(|a| a == "--tls"),
         hung: value("--hung").map_or(0, |_| number("--hung", 100) as usize),
         poll_management: args.iter().any(|a| a == "--poll-management"),
+        wrk: args.iter().any(|a| a == "--wrk").then(|| {
+            which("wrk").unwrap_or_else(|| {
+                eprintln!("--wrk: wrk is not installed (apt-get install wrk)");
+                std::process::exit(2);
+            })
+        }),
+        profile: value("--profile").map(PathBuf::from),
     }
 }

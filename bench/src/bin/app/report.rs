@@ -12,6 +12,8 @@ pub struct Results {
     pub cores: usize,
     pub seconds: f64,
     pub rounds: usize,
+    /// Whether wrk made the load (`--wrk`) rather than the in-process clients.
+    pub wrk: bool,
     pub app: AppResults,
     pub deploy_echo: Timings,
     pub deploy_demo: Timings,
@@ -27,6 +29,8 @@ pub fn report(r: &Results, json_path: Option<&Path>) {
         r.seconds,
         WARMUP.as_secs_f64()
     );
+    let generator = if r.wrk { "wrk -t2 (p50/p99 as wrk reports them)" } else { "the in-process clients" };
+    println!("Load from {generator}.");
     println!("Clients and servers share the same {} cores: each figure includes the load generator's cost.", r.cores);
     println!(
         "{:<40} {:>8} {:>8} {:>8} {:>7} {:>11} {:>11} {:>10} {:>7}",
@@ -35,7 +39,7 @@ pub fn report(r: &Results, json_path: Option<&Path>) {
         "p50 µs",
         "p99 µs",
         "errors",
-        "bench µs/r",
+        "client µs/r",
         "server µs/r",
         "server cs/r",
         "others"
@@ -43,8 +47,15 @@ pub fn report(r: &Results, json_path: Option<&Path>) {
     for (case, merged) in &cases {
         print_row(&case.name, merged);
     }
-    println!("CPU per request from /proc: `bench` is this process (the clients; for tiny_http, clients and server),");
-    println!("`server` the server processes (every aetherd node), `cs/r` their context switches per request,");
+    if r.wrk {
+        println!("CPU per request from /proc: `client` is wrk, `server` the server processes (every aetherd node;");
+        println!("for tiny_http this process), `cs/r` their context switches per request,");
+    } else {
+        println!("CPU per request from /proc: `client` is this process (the clients; for tiny_http, clients and");
+        println!(
+            "server), `server` the server processes (every aetherd node), `cs/r` their context switches per request,"
+        );
+    }
     println!("`others` the rest of the machine's busy time (other work on these cores during the phase).");
     println!("req/s by round:");
     for (case, _) in &cases {
@@ -70,6 +81,9 @@ pub fn report(r: &Results, json_path: Option<&Path>) {
         let idle: Vec<String> =
             r.app.idle_cpu.iter().map(|(node, cpu)| format!("{node} {:.2}%", cpu.unwrap_or(f64::NAN))).collect();
         println!("CPU of each node at idle with metrics on (percent of one core, over 10 s): {}", idle.join(", "));
+    }
+    for profile in &r.app.profiles {
+        profile.print();
     }
     println!("\nControl plane, {} runs each: median (min - max)", r.deploy_echo.ms.len() + r.deploy_echo.failed);
     print_timing("deploy echo (1 instance)", &r.deploy_echo, DEPLOY_TARGET_MS);
@@ -168,7 +182,7 @@ pub fn case_json(case: &Case, merged: &Phase) -> Value {
         "p99_us": run.percentile_us(99.0),
         "errors": run.errors,
         "requests": run.ops,
-        "cpu_bench_process_us_per_request": merged.cpu.map(|c| c.this_process_us_per_request),
+        "cpu_client_us_per_request": merged.cpu.map(|c| c.this_process_us_per_request),
         "cpu_servers_us_per_request": merged.cpu.map(|c| c.servers_us_per_request),
         "servers_context_switches_per_request": merged.cpu.map(|c| c.servers_switches_per_request),
         "cpu_others_share": merged.cpu.map(|c| c.others_share),
@@ -197,6 +211,7 @@ pub fn to_json(r: &Results, cases: &[(&Case, Phase)], ratios: &[(String, f64)]) 
         "concurrency": CONCURRENCY,
         "seconds_per_round": r.seconds,
         "rounds": r.rounds,
+        "load_generator": if r.wrk { "wrk" } else { "in-process" },
         "path": ECHO_PATH,
         "echo_host": r.app.host,
         "forwarded_through": r.app.via,
