@@ -189,7 +189,9 @@ pub enum KvApi {
 /// A wrk Lua script making puts of `value` the way the in-process clients do: the keys of `clients`
 /// clients (`c0` to `c{clients-1}`) with `keys` keys each (`k0`...), one key per request, consecutive
 /// requests going to different clients' keys (so no two requests in flight write the same key while
-/// there are fewer connections than clients times keys). Every request is built once, in `init`.
+/// there are fewer connections than clients times keys). Every request is built once, in `init`. The
+/// script is for a run with `clients` connections (so `THREADS.min(clients)` threads, which share the
+/// request numbers between them).
 pub fn kv_put_script(api: KvApi, clients: usize, keys: usize, value: &[u8]) -> String {
     let (clients, keys) = (clients.max(1), keys.max(1));
     let mut script = format!(
@@ -199,7 +201,7 @@ pub fn kv_put_script(api: KvApi, clients: usize, keys: usize, value: &[u8]) -> S
          local n = 0\n\
          local next_id = 0\n\
          function setup(thread)\n  thread:set(\"id\", next_id)\n  next_id = next_id + 1\nend\n",
-        threads = THREADS,
+        threads = THREADS.min(clients),
     );
     match api {
         KvApi::Aether => {
