@@ -9,6 +9,11 @@
 //! graph `{name}.svg` beside `{name}.perf.data`, and sums up the samples by thread group and by the function
 //! they were in (self time), which [`Profile::print`] shows.
 //!
+//! Shares are of perf's sample weights (its period: nanoseconds of CPU under the `cpu-clock` event a machine
+//! without a hardware PMU uses, cycles under `cycles`), so they are shares of the process's CPU time.
+//! perf names a thread that was started after it attached only by its id (`:1234`): the names of the live
+//! threads are read from `/proc` when the recording stops and put in.
+//!
 //! Invariant: a recording ends when the phase ends; a perf that does not stop within 30 s of SIGINT is
 //! killed, and its data is then not read.
 
@@ -31,8 +36,16 @@ pub fn perf() -> Option<PathBuf> {
 /// A `perf record` attached to one process.
 pub struct Recording {
     child: Child,
+    pid: u32,
     data: PathBuf,
     log: PathBuf,
+}
+
+/// A finished recording: its data file, the samples perf says it wrote, and the process's thread names.
+pub struct Recorded {
+    pub data: PathBuf,
+    pub samples: Option<u64>,
+    pub thread_names: HashMap<u32, String>,
 }
 
 impl Recording {
@@ -56,11 +69,12 @@ impl Recording {
             let said = std::fs::read_to_string(&log).unwrap_or_default();
             return Err(format!("perf record -p {pid} ended at once ({status}): {}", said.trim()));
         }
-        Ok(Recording { child, data, log })
+        Ok(Recording { child, pid, data, log })
     }
 
-    /// Stops the recording (SIGINT) and waits for perf to write its data; the data file.
-    pub fn stop(mut self) -> Result<PathBuf, String> {
+    /// Stops the recording (SIGINT) and waits for perf to write its data.
+    pub fn stop(mut self) -> Result<Recorded, String> {
+        let thread_names = crate::thread_cpu_ticks(self.pid).into_iter().map(|(tid, name, _)| (tid, name)).collect();
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -75,18 +89,37 @@ impl Recording {
                 }
             }
         }
+        let said = std::fs::read_to_string(&self.log).unwrap_or_default();
         if self.data.metadata().map_or(true, |m| m.len() == 0) {
-            let said = std::fs::read_to_string(&self.log).unwrap_or_default();
             return Err(format!("perf wrote no data to {}: {}", self.data.display(), said.trim()));
         }
-        Ok(self.data)
+        Ok(Recorded { data: self.data, samples: samples_written(&said), thread_names })
+    }
+}
+
+/// The sample count in perf record's closing line (`... perf.data (1502 samples) ]`).
+fn samples_written(log: &str) -> Option<u64> {
+    let (before, _) = log.rsplit_once(" samples)")?;
+    before.rsplit('(').next()?.trim().parse().ok()
+}
+
+/// `line` (`thread;frames COUNT`) with a root frame perf left as `:tid` named from `names`.
+fn name_thread(line: &str, names: &HashMap<u32, String>) -> String {
+    let (root, rest) = line.split_once(';').unwrap_or((line, ""));
+    let named = root.strip_prefix(':').and_then(|tid| tid.parse::<u32>().ok()).and_then(|tid| names.get(&tid));
+    match named {
+        Some(name) if !rest.is_empty() => format!("{name};{rest}"),
+        _ => line.to_string(),
     }
 }
 
 /// A rendered profile of one process.
 pub struct Profile {
     pub title: String,
-    pub samples: u64,
+    /// Samples perf wrote, when its log said.
+    pub samples: Option<u64>,
+    /// The samples' total weight (the shares are of it).
+    pub weight: u64,
     /// Samples by thread group (the thread name less its number: `app-http-3` -> `app-http`), largest first.
     pub threads: Vec<(String, u64)>,
     /// Samples by the function they were taken in (self time), largest first, at most [`TOP`].
@@ -100,8 +133,9 @@ pub struct Profile {
 impl Profile {
     /// The thread shares and the top functions, as percentages of the samples.
     pub fn print(&self) {
-        let share = |n: u64| 100.0 * n as f64 / self.samples.max(1) as f64;
-        println!("Profile {}: {} samples, {:.1}% in the kernel", self.title, self.samples, share(self.kernel));
+        let share = |n: u64| 100.0 * n as f64 / self.weight.max(1) as f64;
+        let samples = self.samples.map_or("?".to_string(), |n| n.to_string());
+        println!("Profile {}: {samples} samples, {:.1}% in the kernel", self.title, share(self.kernel));
         let threads: Vec<String> = self.threads.iter().map(|(t, n)| format!("{t} {:.1}%", share(*n))).collect();
         println!("  by thread: {}", threads.join(", "));
         println!("  top {} functions by self time:", self.top.len());
@@ -112,8 +146,9 @@ impl Profile {
     }
 }
 
-/// Folds `data` (from a [`Recording`]) into `{name}.folded` and `{name}.svg` in `dir`, and sums it up.
-pub fn render(perf: &Path, data: &Path, dir: &Path, name: &str, title: &str) -> Result<Profile, String> {
+/// Folds a recording's data into `{name}.folded` and `{name}.svg` in `dir`, and sums it up.
+pub fn render(perf: &Path, recorded: &Recorded, dir: &Path, name: &str, title: &str) -> Result<Profile, String> {
+    let data = &recorded.data;
     let mut script = Command::new(perf)
         .arg("script")
         .arg("-i")
@@ -138,7 +173,8 @@ pub fn render(perf: &Path, data: &Path, dir: &Path, name: &str, title: &str) -> 
     if !status.success() {
         return Err(format!("perf script -i {} failed ({status})", data.display()));
     }
-    let folded = String::from_utf8_lossy(&folded).into_owned();
+    let folded: String =
+        String::from_utf8_lossy(&folded).lines().map(|line| name_thread(line, &recorded.thread_names) + "\n").collect();
     let folded_path = dir.join(format!("{name}.folded"));
     std::fs::write(&folded_path, &folded).map_err(|e| format!("{}: {e}", folded_path.display()))?;
     let svg_path = dir.join(format!("{name}.svg"));
@@ -154,7 +190,8 @@ pub fn render(perf: &Path, data: &Path, dir: &Path, name: &str, title: &str) -> 
     let sums = Sums::of(&folded);
     Ok(Profile {
         title: title.to_string(),
-        samples: sums.samples,
+        samples: recorded.samples,
+        weight: sums.samples,
         threads: sums.threads,
         top: sums.top,
         kernel: sums.kernel,
@@ -221,6 +258,17 @@ mod tests {
         assert_eq!(sums.threads, vec![("app-http".to_string(), 5), ("app-io".to_string(), 5)]);
         assert_eq!(sums.top[0], ("epoll_wait_[k]".to_string(), 5));
         assert_eq!(sums.top.len(), 3);
+    }
+
+    #[test]
+    fn threads_perf_knew_only_by_id_get_their_names() {
+        let names = HashMap::from([(42, "mgmt-http-3".to_string())]);
+        assert_eq!(name_thread(":42;main;work 7", &names), "mgmt-http-3;main;work 7");
+        assert_eq!(name_thread(":43;main 7", &names), ":43;main 7");
+        assert_eq!(name_thread("net-node-1;main 7", &names), "net-node-1;main 7");
+        let log = "[ perf record: Captured and wrote 0.265 MB /tmp/x.perf.data (1502 samples) ]\n";
+        assert_eq!(samples_written(log), Some(1502));
+        assert_eq!(samples_written("nothing"), None);
     }
 
     #[test]

@@ -327,7 +327,7 @@ fn profile_puts(running: &Running, duration: Duration, driver: &Driver, dir: &Pa
         r.errors
     );
     let title = format!("{} node {node}: 64-byte puts at c={PROFILED_LEVEL}, {:.0} ops/s", running.name, r.ops_per_s());
-    let rendered = recording.stop().and_then(|data| profile::render(&perf, &data, dir, &name, &title));
+    let rendered = recording.stop().and_then(|recorded| profile::render(&perf, &recorded, dir, &name, &title));
     rendered.map_err(|e| eprintln!("--profile: {e}")).ok()
 }
 

@@ -239,7 +239,7 @@ fn profile_forwarded(target: &Target, nodes: &[(u32, &str)], options: &Options, 
             crate::CONCURRENCY,
             phase.run.ops_per_s()
         );
-        match recording.stop().and_then(|data| profile::render(&perf, &data, dir, &name, &title)) {
+        match recording.stop().and_then(|recorded| profile::render(&perf, &recorded, dir, &name, &title)) {
             Ok(profile) => profiles.push(profile),
             Err(e) => eprintln!("--profile: {e}"),
         }
