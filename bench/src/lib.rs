@@ -42,6 +42,8 @@ pub struct RunResult {
     /// CPU time the servers spent meanwhile (user plus system, every process of the system measured), in
     /// seconds; 0 when the run did not measure it.
     pub server_cpu_s: f64,
+    /// The same by server process (in the order the run measured them), when the run split it.
+    pub server_cpu_by_process_s: Vec<f64>,
     /// Consensus slots the servers decided meanwhile (null slots included), when the run measured it.
     pub slots: u64,
 }
@@ -70,6 +72,12 @@ impl RunResult {
             out.errors += r.errors;
             out.seconds += r.seconds;
             out.server_cpu_s += r.server_cpu_s;
+            if out.server_cpu_by_process_s.len() < r.server_cpu_by_process_s.len() {
+                out.server_cpu_by_process_s.resize(r.server_cpu_by_process_s.len(), 0.0);
+            }
+            for (sum, s) in out.server_cpu_by_process_s.iter_mut().zip(&r.server_cpu_by_process_s) {
+                *sum += s;
+            }
             out.slots += r.slots;
             out.latencies_us.extend_from_slice(&r.latencies_us);
             for &(p, us) in &r.latency_summary_us {
@@ -93,6 +101,11 @@ impl RunResult {
             return f64::NAN;
         }
         self.server_cpu_s * 1e6 / self.ops as f64
+    }
+
+    /// [`Self::server_cpu_us_per_op`] by server process (empty when not split).
+    pub fn server_cpu_us_per_op_by_process(&self) -> Vec<f64> {
+        self.server_cpu_by_process_s.iter().map(|s| s * 1e6 / self.ops.max(1) as f64).collect()
     }
 }
 

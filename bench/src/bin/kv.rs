@@ -13,7 +13,8 @@
 //!
 //! `--levels 1,128` measures only those concurrency levels (default 1, 16 and 128). Every run also reads the
 //! servers' CPU time (user plus system of every node process, from `/proc`) before and after, and reports
-//! it per successful request: a figure that other work on the machine disturbs far less than throughput.
+//! it per successful request: a figure that other work on the machine disturbs far less than throughput;
+//! the table also splits it by process (`node-1/node-2/node-3`, etcd's members in order).
 //! The consensus slots node-1 decided meanwhile (`applied_slot` of `/api/status`) give the puts per slot,
 //! which is how well concurrent writes share a slot. The node processes' ids are printed at start, for a
 //! profiler to attach to.
@@ -320,10 +321,12 @@ fn profile_puts(running: &Running, duration: Duration, driver: &Driver, dir: &Pa
     let load = Load { api: KvApi::Aether, targets: &running.targets, client: &running.client, make: &put };
     let r = measured(&running.pids(), || driver.puts(&load, PROFILED_LEVEL, duration));
     eprintln!(
-        "profiled {} puts c={PROFILED_LEVEL} ({node} under perf): {:.0} ops/s, server CPU {:.1} µs/put, errors {}",
+        "profiled {} puts c={PROFILED_LEVEL} ({node} under perf): {:.0} ops/s, server CPU {:.1} µs/put ({} by node), \
+         errors {}",
         running.name,
         r.ops_per_s(),
         r.server_cpu_us_per_op(),
+        by_process(&r),
         r.errors
     );
     let title = format!("{} node {node}: 64-byte puts at c={PROFILED_LEVEL}, {:.0} ops/s", running.name, r.ops_per_s());
@@ -347,13 +350,14 @@ fn bench_round(
             let mut r = measured(&pids, || driver.puts(&load, c, duration));
             r.slots = applied_slot(running).zip(before).map_or(0, |(after, before)| after.saturating_sub(before));
             eprintln!(
-                "{} puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.1} µs/put, {:.2} puts/slot, \
-                 errors {}",
+                "{} puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.1} µs/put ({} by node), \
+                 {:.2} puts/slot, errors {}",
                 running.name,
                 r.ops_per_s(),
                 r.percentile_us(50.0),
                 r.percentile_us(99.0),
                 r.server_cpu_us_per_op(),
+                by_process(&r),
                 r.ops as f64 / r.slots.max(1) as f64,
                 r.errors
             );
@@ -391,11 +395,20 @@ fn applied_slot(running: &Running) -> Option<u64> {
 
 /// Runs `load`, recording the CPU time processes `pids` spent meanwhile.
 fn measured(pids: &[u32], load: impl FnOnce() -> RunResult) -> RunResult {
-    let cpu = || pids.iter().filter_map(|&pid| bench::process_cpu_ticks(pid)).sum::<u64>();
+    let cpu = || pids.iter().map(|&pid| bench::process_cpu_ticks(pid).unwrap_or(0)).collect::<Vec<u64>>();
     let before = cpu();
     let mut r = load();
-    r.server_cpu_s = cpu().saturating_sub(before) as f64 / bench::CPU_TICKS_PER_S;
+    let spent: Vec<f64> =
+        cpu().iter().zip(&before).map(|(a, b)| a.saturating_sub(*b) as f64 / bench::CPU_TICKS_PER_S).collect();
+    r.server_cpu_s = spent.iter().sum();
+    r.server_cpu_by_process_s = spent;
     r
+}
+
+/// Server CPU per put by process (node-1/node-2/node-3, or etcd's members), as `a/b/c`.
+fn by_process(r: &RunResult) -> String {
+    let parts: Vec<String> = r.server_cpu_us_per_op_by_process().iter().map(|us| format!("{us:.0}")).collect();
+    parts.join("/")
 }
 
 impl Running {
@@ -436,11 +449,13 @@ fn bench_etcd(bin: &std::path::Path, levels: &[usize], duration: Duration, drive
         let load = Load { api: KvApi::Etcd, targets: &targets, client: &client, make: &put };
         let r = measured(&pids, || driver.puts(&load, c, duration));
         eprintln!(
-            "etcd puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.1} µs/put, errors {}",
+            "etcd puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.1} µs/put ({} by member), \
+             errors {}",
             r.ops_per_s(),
             r.percentile_us(50.0),
             r.percentile_us(99.0),
             r.server_cpu_us_per_op(),
+            by_process(&r),
             r.errors
         );
         puts.push((c, r));
@@ -498,8 +513,8 @@ fn print_ratios(label: &str, levels: &[usize], a: &Results, b: &Results, json: &
 fn report(systems: &[Results], levels: &[usize], etcd: Option<&Results>, json_path: Option<String>) {
     println!("KV benchmark: 64-byte puts, 3 nodes on loopback");
     println!(
-        "{:<12} {:>6} {:>12} {:>10} {:>10} {:>10} {:>12}",
-        "system", "conc", "ops/s", "p50 µs", "p99 µs", "p999 µs", "cpu µs/put"
+        "{:<12} {:>6} {:>12} {:>10} {:>10} {:>10} {:>12} {:>16}",
+        "system", "conc", "ops/s", "p50 µs", "p99 µs", "p999 µs", "cpu µs/put", "by process"
     );
     let mut json = Vec::new();
     let mut rows = |results: &Results| {
@@ -507,14 +522,19 @@ fn report(systems: &[Results], levels: &[usize], etcd: Option<&Results>, json_pa
         for (c, r) in &results.puts {
             let (p50, p99, p999) = (r.percentile_us(50.0), r.percentile_us(99.0), r.percentile_us(99.9));
             let cpu = r.server_cpu_us_per_op();
-            println!("{name:<12} {c:>6} {:>12.0} {p50:>10.0} {p99:>10.0} {p999:>10.0} {cpu:>12.1}", r.ops_per_s());
+            println!(
+                "{name:<12} {c:>6} {:>12.0} {p50:>10.0} {p99:>10.0} {p999:>10.0} {cpu:>12.1} {:>16}",
+                r.ops_per_s(),
+                by_process(r)
+            );
             json.push(format!(
-                "{{\"system\":\"{name}\",\"concurrency\":{c},\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"server_cpu_us_per_op\":{},\"errors\":{}}}",
+                "{{\"system\":\"{name}\",\"concurrency\":{c},\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"server_cpu_us_per_op\":{},\"server_cpu_us_per_op_by_process\":[{}],\"errors\":{}}}",
                 r.ops_per_s(),
                 json_number(p50),
                 json_number(p99),
                 json_number(p999),
                 json_number(cpu),
+                r.server_cpu_us_per_op_by_process().into_iter().map(json_number).collect::<Vec<_>>().join(","),
                 r.errors
             ));
         }
