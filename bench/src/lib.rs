@@ -5,8 +5,14 @@
 //! previous `aetherd`), so the ratios compare servers, not clients. A client speaks plain TCP or TLS
 //! (rustls, ring provider) and may carry an API key; self-signed certificates for TLS runs are made here.
 //! Answers are read whole, bounded at 64 MiB.
+//!
+//! Beside them: [`wrk`] runs the outside load generator `wrk` and reads its report (`--wrk`), and
+//! [`profile`] records a node under load with `perf` and renders flame graphs (`--profile`).
 
 pub mod poll;
+pub mod proc;
+pub mod profile;
+pub mod wrk;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -30,9 +36,14 @@ pub struct RunResult {
     pub seconds: f64,
     /// Sorted latencies in microseconds.
     pub latencies_us: Vec<u64>,
+    /// (percentile, µs) when the latencies were not recorded one by one (wrk reports only p50, p75, p90
+    /// and p99); empty otherwise.
+    pub latency_summary_us: Vec<(f64, f64)>,
     /// CPU time the servers spent meanwhile (user plus system, every process of the system measured), in
     /// seconds; 0 when the run did not measure it.
     pub server_cpu_s: f64,
+    /// The same by server process (in the order the run measured them), when the run split it.
+    pub server_cpu_by_process_s: Vec<f64>,
     /// Consensus slots the servers decided meanwhile (null slots included), when the run measured it.
     pub slots: u64,
 }
@@ -42,8 +53,46 @@ impl RunResult {
         self.ops as f64 / self.seconds.max(1e-9)
     }
 
+    /// The `p`th percentile latency; from the summary when there are no single latencies (NaN for a
+    /// percentile it does not hold).
     pub fn percentile_us(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() && !self.latency_summary_us.is_empty() {
+            return self.latency_summary_us.iter().find(|(q, _)| *q == p).map_or(f64::NAN, |(_, us)| *us);
+        }
         percentile(&self.latencies_us, p)
+    }
+
+    /// Runs as one: requests, errors, time, CPU and slots summed, latencies pooled. Summaries (runs by wrk)
+    /// cannot be pooled exactly: each percentile is the mean of the runs' weighted by their requests.
+    pub fn pool<'a>(runs: impl IntoIterator<Item = &'a RunResult>) -> RunResult {
+        let mut out = RunResult::default();
+        let mut summary: Vec<(f64, f64, u64)> = Vec::new();
+        for r in runs {
+            out.ops += r.ops;
+            out.errors += r.errors;
+            out.seconds += r.seconds;
+            out.server_cpu_s += r.server_cpu_s;
+            if out.server_cpu_by_process_s.len() < r.server_cpu_by_process_s.len() {
+                out.server_cpu_by_process_s.resize(r.server_cpu_by_process_s.len(), 0.0);
+            }
+            for (sum, s) in out.server_cpu_by_process_s.iter_mut().zip(&r.server_cpu_by_process_s) {
+                *sum += s;
+            }
+            out.slots += r.slots;
+            out.latencies_us.extend_from_slice(&r.latencies_us);
+            for &(p, us) in &r.latency_summary_us {
+                match summary.iter_mut().find(|(q, _, _)| *q == p) {
+                    Some((_, sum, weight)) => {
+                        *sum += us * r.ops as f64;
+                        *weight += r.ops;
+                    }
+                    None => summary.push((p, us * r.ops as f64, r.ops)),
+                }
+            }
+        }
+        out.latencies_us.sort_unstable();
+        out.latency_summary_us = summary.into_iter().map(|(p, sum, weight)| (p, sum / weight.max(1) as f64)).collect();
+        out
     }
 
     /// Server CPU time per successful request, in microseconds (NaN when not measured or nothing succeeded).
@@ -52,6 +101,11 @@ impl RunResult {
             return f64::NAN;
         }
         self.server_cpu_s * 1e6 / self.ops as f64
+    }
+
+    /// [`Self::server_cpu_us_per_op`] by server process (empty when not split).
+    pub fn server_cpu_us_per_op_by_process(&self) -> Vec<f64> {
+        self.server_cpu_by_process_s.iter().map(|s| s * 1e6 / self.ops.max(1) as f64).collect()
     }
 }
 
@@ -393,6 +447,10 @@ fn client_loop(
 }
 
 pub use mgmt::base64;
+pub use proc::{
+    child_pids, machine_busy_ticks, process_context_switches, process_cpu_ticks, thread_cpu_ticks,
+    waited_children_cpu_ticks, CPU_TICKS_PER_S,
+};
 
 /// The first executable called `name` on `PATH`, or in `/usr/sbin` and `/sbin` (where daemons such as nginx
 /// live, often off an unprivileged user's `PATH`).
@@ -400,65 +458,6 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let system = [std::path::PathBuf::from("/usr/sbin"), std::path::PathBuf::from("/sbin")];
     std::env::split_paths(&path).chain(system).map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-/// Linux's clock tick for the CPU times in `/proc` (USER_HZ, 100 on every architecture we run on).
-pub const CPU_TICKS_PER_S: f64 = 100.0;
-
-/// User plus system CPU time of process `pid` (every thread), in ticks, from `/proc/{pid}/stat`.
-pub fn process_cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces; fields are counted after its closing parenthesis.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
-    let (utime, stime) = (fields.get(11)?.parse::<u64>().ok()?, fields.get(12)?.parse::<u64>().ok()?);
-    Some(utime + stime)
-}
-
-/// Direct children of process `pid` (for example nginx's workers under its master).
-pub fn child_pids(pid: u32) -> Vec<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    children.split_whitespace().filter_map(|p| p.parse().ok()).collect()
-}
-
-/// CPU time every core spent busy since boot (all but idle and iowait), in ticks, from `/proc/stat`.
-pub fn machine_busy_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
-    let idle = ticks.get(3)? + ticks.get(4)?;
-    Some(ticks.iter().take(8).sum::<u64>() - idle)
-}
-
-/// Context switches (voluntary and not) of the live threads of process `pid`, from `/proc/{pid}/task/*/status`;
-/// threads that already exited are not counted.
-pub fn process_context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    let switches = |status: String| -> u64 {
-        status
-            .lines()
-            .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum()
-    };
-    tasks.flatten().filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok()).map(switches).sum()
-}
-
-/// CPU time in ticks of each live thread of process `pid`: (thread id, thread name, ticks).
-pub fn thread_cpu_ticks(pid: u32) -> Vec<(u32, String, u64)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    let parse = |stat: &str| -> Option<(String, u64)> {
-        let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_string();
-        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
-        Some((name, fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?))
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| {
-            let tid = t.file_name().to_str()?.parse().ok()?;
-            let (name, ticks) = parse(&std::fs::read_to_string(t.path().join("stat")).ok()?)?;
-            Some((tid, name, ticks))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -556,6 +555,16 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn pooled_summaries_weigh_each_run_by_its_requests() {
+        let run =
+            |ops, p50| RunResult { ops, seconds: 1.0, latency_summary_us: vec![(50.0, p50)], ..RunResult::default() };
+        let pooled = RunResult::pool(&[run(300, 100.0), run(100, 500.0)]);
+        assert_eq!((pooled.ops, pooled.seconds), (400, 2.0));
+        assert_eq!(pooled.percentile_us(50.0), 200.0);
+        assert!(pooled.percentile_us(99.0).is_nan());
     }
 
     #[test]

@@ -1,7 +1,22 @@
 //! `cargo xtask bench <name>`: every benchmark runs in release mode, prints a table with its baseline and
 //! the ratio, and writes JSON under `target/bench/`.
+//!
+//! `bench kv` and `bench app` take two more options, handled here before the bench binary runs:
+//! - `--wrk`: the load comes from `wrk` instead of the in-process clients. wrk and the baselines of the run
+//!   (nginx for `app`, etcd for `kv`) are installed with `apt-get install -y wrk nginx etcd-server` when
+//!   missing and this runs as root; otherwise the task says what to install and runs without them (without
+//!   wrk, on the in-process clients).
+//! - `--profile`: a profiled phase after the measured rounds (kv: c=128 puts, node-1; app: forwarded calls,
+//!   the entry node and the host) recorded with `perf record -g`, rendered as flame graphs under
+//!   `target/bench/profile/`. perf (`linux-perf`) is installed the same way when missing. perf's `-g` walks
+//!   frame pointers, which a release build leaves out (its stacks would end after one frame), and DWARF
+//!   unwinding instead copies 8 KiB of stack per sample (hundreds of MB a phase, minutes of `perf
+//!   script`); so the whole run uses an `aetherd` built with `-C force-frame-pointers=yes`, in its own
+//!   target dir (`target/profiling`) so that the flags rebuild nothing else. Its figures carry the
+//!   frame pointers' cost (a register and two instructions a call).
 
 use crate::util::{cargo, run, target_dir};
+use std::path::PathBuf;
 
 pub fn bench(args: &[String]) -> crate::TaskResult {
     let Some((name, rest)) = args.split_first() else {
@@ -40,30 +55,34 @@ fn transport(args: &[String]) -> crate::TaskResult {
     Ok(())
 }
 
-/// `cargo xtask bench kv [--seconds N] [--rounds N] [--levels C1,C2] [--baseline-aetherd PATH] [--auth] [--tls]`:
-/// KV puts on a 3-node cluster of release builds, and with the options on clusters with authentication on,
-/// with `[tls]`, and of another `aetherd` build, side by side; then etcd when installed. Each run also reports
-/// the servers' CPU time per put and the puts per consensus slot. Writes `{target}/bench/kv.json`.
+/// `cargo xtask bench kv [--seconds N] [--rounds N] [--levels C1,C2] [--baseline-aetherd PATH] [--auth] [--tls]
+/// [--wrk] [--profile]`: KV puts on a 3-node cluster of release builds, and with the options on clusters with
+/// authentication on, with `[tls]`, and of another `aetherd` build, side by side; then etcd when installed.
+/// Each run also reports the servers' CPU time per put and the puts per consensus slot. `--wrk` drives the
+/// puts with wrk (at node-1), `--profile` records node-1 under c=128 puts (`target/bench/profile/
+/// kv-c128-node-1.svg`). Writes `{target}/bench/kv.json`.
 fn kv(args: &[String]) -> crate::TaskResult {
-    let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
+    let (aetherd, args) = prepare(args, "etcd")?;
     let out = target_dir().join("bench");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let json = out.join("kv.json");
     let mut command = cargo();
     command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "kv", "--"]);
-    command.arg("--aetherd").arg(&aetherd).args(args).arg("--json").arg(&json);
+    command.arg("--aetherd").arg(&aetherd).args(&args).arg("--json").arg(&json);
     run(command)?;
     println!("wrote {}", json.display());
     Ok(())
 }
 
 /// `cargo xtask bench app [--seconds N] [--rounds N] [--runs N] [--baseline-aetherd PATH] [--tls] [--hung N]
-/// [--poll-management]`: the app path, deploy and heal times on a 3-node cluster of release builds, against
-/// tiny_http and (when installed) nginx, and with the options against a cluster of another `aetherd` build, a
-/// cluster with `[tls]`, with hung calls in flight, or with a client polling the management API, in the same
-/// rounds; writes `{target}/bench/app.json`.
+/// [--poll-management] [--wrk] [--profile]`: the app path, deploy and heal times on a 3-node cluster of release
+/// builds, against tiny_http and (when installed) nginx, and with the options against a cluster of another
+/// `aetherd` build, a cluster with `[tls]`, with hung calls in flight, or with a client polling the management
+/// API, in the same rounds. `--wrk` drives every case with wrk, `--profile` records the entry node and the
+/// host under forwarded calls (`target/bench/profile/app-forwarded-{entry,host}.svg`). Writes
+/// `{target}/bench/app.json`.
 fn app(args: &[String]) -> crate::TaskResult {
-    let aetherd = crate::util::build_aetherd(&["--release".to_string()])?;
+    let (aetherd, args) = prepare(args, "nginx")?;
     crate::slices::build_slices(&[])?;
     let repo = target_dir().join("slices-repo");
     let out = target_dir().join("bench");
@@ -71,10 +90,85 @@ fn app(args: &[String]) -> crate::TaskResult {
     let json = out.join("app.json");
     let mut command = cargo();
     command.args(["run", "--quiet", "--release", "-p", "bench", "--bin", "app", "--"]);
-    command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).args(args).arg("--json").arg(&json);
+    command.arg("--aetherd").arg(&aetherd).arg("--repo").arg(&repo).args(&args).arg("--json").arg(&json);
     run(command)?;
     println!("wrote {}", json.display());
     Ok(())
+}
+
+/// For `bench kv` and `bench app`: installs what `--wrk` and `--profile` need (wrk and the `baseline`, nginx
+/// or etcd; perf) when missing, builds the `aetherd` to run (with frame pointers under `--profile`), and
+/// gives the bench binary's arguments: `--profile` becomes `--profile {target}/bench/profile`, and `--wrk`
+/// is dropped when wrk could not be had.
+fn prepare(args: &[String], baseline: &str) -> Result<(PathBuf, Vec<String>), String> {
+    let wrk = args.iter().any(|a| a == "--wrk");
+    let profile = args.iter().any(|a| a == "--profile");
+    let mut wanted: Vec<(&str, &str)> = Vec::new();
+    if wrk {
+        let package = if baseline == "etcd" { "etcd-server" } else { baseline };
+        wanted.extend([("wrk", "wrk"), (baseline, package)]);
+    }
+    if profile {
+        wanted.push(("perf", "linux-perf"));
+    }
+    install_missing(&wanted);
+    let mut rest: Vec<String> = args.iter().filter(|a| *a != "--profile").cloned().collect();
+    if wrk && find_program("wrk").is_none() {
+        eprintln!("wrk is not installed (apt-get install wrk): running on the in-process clients");
+        rest.retain(|a| a != "--wrk");
+    }
+    if !profile {
+        return Ok((crate::util::build_aetherd(&["--release".to_string()])?, rest));
+    }
+    let dir = target_dir().join("bench").join("profile");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    rest.push("--profile".to_string());
+    rest.push(dir.display().to_string());
+    Ok((build_profiled_aetherd()?, rest))
+}
+
+/// A release `aetherd` with frame pointers, in `{target}/profiling` (see the module comment for why).
+fn build_profiled_aetherd() -> Result<PathBuf, String> {
+    let target = target_dir().join("profiling");
+    let mut command = cargo();
+    command.env("RUSTFLAGS", "-C force-frame-pointers=yes").env("CARGO_TARGET_DIR", &target);
+    command.args(["build", "--release", "-p", "aetherd"]);
+    run(command)?;
+    Ok(target.join("release").join("aetherd"))
+}
+
+/// Installs the `(program, Debian package)` pairs whose program is missing, with apt-get when root;
+/// otherwise says what to install (the bench then runs without them).
+fn install_missing(wanted: &[(&str, &str)]) {
+    let packages: Vec<&str> =
+        wanted.iter().filter(|(program, _)| find_program(program).is_none()).map(|w| w.1).collect();
+    if packages.is_empty() {
+        return;
+    }
+    if !running_as_root() {
+        eprintln!("not installed: {0}; to include them, run as root or: apt-get install {0}", packages.join(" "));
+        return;
+    }
+    let mut update = std::process::Command::new("apt-get");
+    update.arg("update");
+    let mut install = std::process::Command::new("apt-get");
+    install.args(["install", "-y"]).args(&packages);
+    if let Err(e) = run(update).and_then(|()| run(install)) {
+        eprintln!("{e}: running without {}", packages.join(" "));
+    }
+}
+
+/// The program `name` on `PATH` or in `/usr/sbin` and `/sbin` (where nginx lives).
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let system = [PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
+    std::env::split_paths(&path).chain(system).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Whether this process runs as root (real uid 0, from `/proc/self/status`).
+fn running_as_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|uids| uids.split_whitespace().next()) == Some("0")
 }
 
 /// `cargo xtask bench slice-kv [--seconds N]`: get and put through a slice's `ctx.kv()` (the echo probe route)

@@ -13,15 +13,34 @@
 //!
 //! `--levels 1,128` measures only those concurrency levels (default 1, 16 and 128). Every run also reads the
 //! servers' CPU time (user plus system of every node process, from `/proc`) before and after, and reports
-//! it per successful request: a figure that other work on the machine disturbs far less than throughput.
+//! it per successful request: a figure that other work on the machine disturbs far less than throughput;
+//! the table also splits it by process (`node-1/node-2/node-3`, etcd's members in order).
 //! The consensus slots node-1 decided meanwhile (`applied_slot` of `/api/status`) give the puts per slot,
 //! which is how well concurrent writes share a slot. The node processes' ids are printed at start, for a
 //! profiler to attach to.
+//!
+//! `--wrk` drives the same puts with `wrk` (`-t2 -c<C> -d<S>s --latency`, one thread at c=1) instead of the
+//! in-process clients: a generated Lua script (`-s`) makes each request exactly as they do (Aether: `PUT
+//! /api/kv/user/bench/c{i}/k{j}` with the 64-byte value as the body; etcd: `POST /v3/kv/put` with
+//! `{"key":base64("bench/c{i}/k{j}"),"value":base64(value)}`), consecutive requests on different keys.
+//! wrk drives one address, so its load goes to node-1 (and to etcd's first member), where the in-process
+//! clients spread over the three; a user pointing wrk at a cluster does the same. wrk reports p50, p75,
+//! p90 and p99 (no p99.9); non-2xx answers and socket errors count as errors; the servers' CPU per put is
+//! read from `/proc` as without it. The 50/50 get/put mix is left out under `--wrk` (wrk counts the 404
+//! of a get before its put as an error).
+//!
+//! `--profile DIR` adds one more put phase at c=128 after the rounds, counted in no table, with `perf
+//! record -F 999 -g` attached to node-1 (see `bench::profile`); it writes `kv-c128-node-1.svg` (flame
+//! graph), `.folded` and `.perf.data` into DIR and prints that node's samples by thread group and its top
+//! 15 functions by self time after the table. `cargo xtask bench kv --profile` passes
+//! `target/bench/profile` and runs an `aetherd` built with frame pointers.
 //!
 //! Envelope: a put is one HTTP request to a node, one consensus slot (three message delays of ~30 µs on
 //! loopback) plus a kernel write of the log record; batching many commands per slot is what carries
 //! throughput at high concurrency, so ops/s should grow with concurrency until the 2 cores saturate.
 
+use bench::profile::{self, Recording};
+use bench::wrk::{kv_put_script, KvApi, WrkRun};
 use bench::{base64, run_load, Client, Request, RunResult, SelfSigned};
 use devcluster::{wait_for, ClusterSpec, LocalCluster};
 use std::net::SocketAddr;
@@ -33,7 +52,11 @@ use std::time::Duration;
 const LEVELS: [usize; 3] = [1, 16, 128];
 const VALUE: &[u8; 64] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const USAGE: &str = "usage: kv --aetherd PATH [--baseline-aetherd PATH] [--auth] [--tls] [--seconds N] [--rounds N] \
-                     [--levels C1,C2,...] [--json FILE]";
+                     [--levels C1,C2,...] [--wrk] [--profile DIR] [--json FILE]";
+/// Keys each client writes in turn (`k0` to `k63`).
+const KEYS_PER_CLIENT: usize = 64;
+/// The concurrency of the profiled put phase (`--profile`).
+const PROFILED_LEVEL: usize = 128;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -70,6 +93,17 @@ fn main() {
             }
         },
     };
+    let driver = if flag("--wrk") {
+        match Driver::wrk() {
+            Ok(driver) => driver,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        Driver::InProcess
+    };
     let mut clusters = vec![start_aether("aether", &aetherd, Variant::Plain)];
     if flag("--auth") {
         clusters.push(start_aether("aether+auth", &aetherd, Variant::Auth));
@@ -80,10 +114,14 @@ fn main() {
     if let Some(baseline) = value("--baseline-aetherd").map(PathBuf::from) {
         clusters.push(start_aether("baseline", &baseline, Variant::Plain));
     }
-    let systems = bench_aether(&clusters, &levels, duration, rounds);
+    let systems = bench_aether(&clusters, &levels, duration, rounds, &driver);
+    let profiled = value("--profile").and_then(|dir| profile_puts(&clusters[0], duration, &driver, Path::new(&dir)));
     drop(clusters);
-    let etcd = which("etcd").map(|bin| bench_etcd(&bin, &levels, duration));
+    let etcd = which("etcd").map(|bin| bench_etcd(&bin, &levels, duration, &driver));
     report(&systems, &levels, etcd.as_ref(), value("--json"));
+    if let Some(profile) = profiled {
+        profile.print();
+    }
 }
 
 struct Results {
@@ -100,21 +138,6 @@ impl Results {
     fn empty(name: &str) -> Results {
         Results { name: name.into(), puts: Vec::new(), mixed: None, put_rounds: Vec::new(), mixed_rounds: Vec::new() }
     }
-}
-
-/// Rounds as one run: requests, errors and time summed, latencies pooled.
-fn pooled(rounds: &[RunResult]) -> RunResult {
-    let mut run = RunResult::default();
-    for r in rounds {
-        run.ops += r.ops;
-        run.errors += r.errors;
-        run.seconds += r.seconds;
-        run.server_cpu_s += r.server_cpu_s;
-        run.slots += r.slots;
-        run.latencies_us.extend_from_slice(&r.latencies_us);
-    }
-    run.latencies_us.sort_unstable();
-    run
 }
 
 /// Median over rounds of `metric(a) / metric(b)` within each round.
@@ -182,14 +205,16 @@ fn start_aether(name: &str, aetherd: &Path, variant: Variant) -> Running {
 
 /// In each round, every level on every cluster in turn (c=1 on each, then c=16 on each, ...), then the mix
 /// on each, so that other work on the machine, which comes and goes, falls on all the clusters alike.
-fn bench_aether(clusters: &[Running], levels: &[usize], duration: Duration, rounds: usize) -> Vec<Results> {
-    let put: MakeRequest = Arc::new(|client: usize, n: u64| Request {
-        method: "PUT",
-        path: format!("/api/kv/user/bench/c{client}/k{}", n % 64),
-        body: VALUE.to_vec(),
-    });
+fn bench_aether(
+    clusters: &[Running],
+    levels: &[usize],
+    duration: Duration,
+    rounds: usize,
+    driver: &Driver,
+) -> Vec<Results> {
+    let put = aether_put();
     let mixed: MakeRequest = Arc::new(|client: usize, n: u64| {
-        let path = format!("/api/kv/user/bench/c{client}/k{}", n % 64);
+        let path = format!("/api/kv/user/bench/c{client}/k{}", n % KEYS_PER_CLIENT as u64);
         if n.is_multiple_of(2) {
             Request { method: "PUT", path, body: VALUE.to_vec() }
         } else {
@@ -204,11 +229,11 @@ fn bench_aether(clusters: &[Running], levels: &[usize], duration: Duration, roun
         if rounds > 1 {
             eprintln!("round {}", round + 1);
         }
-        bench_round(clusters, levels, duration, &put, &mixed, &mut results);
+        bench_round(clusters, levels, duration, (&put, &mixed), driver, &mut results);
     }
     for out in &mut results {
-        out.puts = levels.iter().zip(&out.put_rounds).map(|(c, r)| (*c, pooled(r))).collect();
-        out.mixed = Some(pooled(&out.mixed_rounds));
+        out.puts = levels.iter().zip(&out.put_rounds).map(|(c, r)| (*c, RunResult::pool(r))).collect();
+        out.mixed = (!out.mixed_rounds.is_empty()).then(|| RunResult::pool(&out.mixed_rounds));
     }
     // The clusters are still up: say so if one of them logged an error meanwhile.
     for running in clusters {
@@ -222,34 +247,126 @@ fn bench_aether(clusters: &[Running], levels: &[usize], duration: Duration, roun
 
 type MakeRequest = Arc<dyn Fn(usize, u64) -> Request + Send + Sync>;
 
+/// A put as the in-process clients make it: client `c` writes its keys `c{c}/k0` to `k63` in turn.
+fn aether_put() -> MakeRequest {
+    Arc::new(|client: usize, n: u64| Request {
+        method: "PUT",
+        path: format!("/api/kv/user/bench/c{client}/k{}", n % KEYS_PER_CLIENT as u64),
+        body: VALUE.to_vec(),
+    })
+}
+
+/// What makes the load of a run.
+enum Driver {
+    /// The in-process closed-loop clients (`bench::run_load`), client i on target i % targets.
+    InProcess,
+    /// wrk against the first target (node-1, or etcd's first member), with the put scripts written into
+    /// `scripts` (one per API and concurrency).
+    Wrk { bin: PathBuf, scripts: PathBuf },
+}
+
+/// One system's puts: which API, where, how its clients connect, and the request the in-process clients make.
+struct Load<'a> {
+    api: KvApi,
+    targets: &'a [SocketAddr],
+    client: &'a Client,
+    make: &'a MakeRequest,
+}
+
+impl Driver {
+    fn wrk() -> Result<Driver, String> {
+        let bin = bench::which("wrk").ok_or("--wrk: wrk is not installed (apt-get install wrk)")?;
+        let scripts = std::env::temp_dir().join(format!("aether-bench-kv-wrk-{}", std::process::id()));
+        std::fs::create_dir_all(&scripts).map_err(|e| format!("{}: {e}", scripts.display()))?;
+        Ok(Driver::Wrk { bin, scripts })
+    }
+
+    /// Puts at concurrency `c` for `duration`. A wrk run that fails is reported and counts as one error.
+    fn puts(&self, load: &Load, c: usize, duration: Duration) -> RunResult {
+        let Driver::Wrk { bin, scripts } = self else {
+            return run_load(load.targets, c, duration, load.client, |s| s == 200, load.make.clone());
+        };
+        let api = if load.api == KvApi::Aether { "aether" } else { "etcd" };
+        let script = scripts.join(format!("{api}-c{c}.lua"));
+        let wrote = std::fs::write(&script, kv_put_script(load.api, c, KEYS_PER_CLIENT, VALUE))
+            .map_err(|e| format!("{}: {e}", script.display()));
+        let scheme = if load.client.tls.is_some() { "https" } else { "http" };
+        let headers = load.client.headers.split("\r\n").filter(|h| !h.is_empty()).map(String::from).collect();
+        let run = WrkRun {
+            url: format!("{scheme}://{}/", load.targets[0]),
+            connections: c,
+            duration,
+            headers,
+            script: Some(&script),
+        };
+        wrote.and_then(|()| run.run(bin)).unwrap_or_else(|e| {
+            eprintln!("{e}");
+            RunResult { errors: 1, seconds: duration.as_secs_f64(), ..RunResult::default() }
+        })
+    }
+}
+
+/// `--profile`: one more put phase at c=128 on `running`, counted in no table, with perf attached to node-1
+/// (the node wrk's clients hit; the in-process clients spread over all three); its flame graph and folded
+/// stacks go into `dir`.
+fn profile_puts(running: &Running, duration: Duration, driver: &Driver, dir: &Path) -> Option<profile::Profile> {
+    let Some(perf) = profile::perf() else {
+        eprintln!("--profile: perf is not installed (apt-get install linux-perf): no profile in this run");
+        return None;
+    };
+    let (pid, node) = (running.cluster.pid(0)?, running.cluster.nodes[0].id.clone());
+    let name = format!("kv-c{PROFILED_LEVEL}-{node}");
+    let recording = Recording::start(&perf, pid, dir, &name).map_err(|e| eprintln!("--profile: {e}")).ok()?;
+    let put = aether_put();
+    let load = Load { api: KvApi::Aether, targets: &running.targets, client: &running.client, make: &put };
+    let r = measured(&running.pids(), || driver.puts(&load, PROFILED_LEVEL, duration));
+    eprintln!(
+        "profiled {} puts c={PROFILED_LEVEL} ({node} under perf): {:.0} ops/s, server CPU {:.1} µs/put ({} by node), \
+         errors {}",
+        running.name,
+        r.ops_per_s(),
+        r.server_cpu_us_per_op(),
+        by_process(&r),
+        r.errors
+    );
+    let title = format!("{} node {node}: 64-byte puts at c={PROFILED_LEVEL}, {:.0} ops/s", running.name, r.ops_per_s());
+    let rendered = recording.stop().and_then(|recorded| profile::render(&perf, &recorded, dir, &name, &title));
+    rendered.map_err(|e| eprintln!("--profile: {e}")).ok()
+}
+
 fn bench_round(
     clusters: &[Running],
     levels: &[usize],
     duration: Duration,
-    put: &MakeRequest,
-    mixed: &MakeRequest,
+    (put, mixed): (&MakeRequest, &MakeRequest),
+    driver: &Driver,
     results: &mut [Results],
 ) {
     for (level, &c) in levels.iter().enumerate() {
         for (running, out) in clusters.iter().zip(results.iter_mut()) {
             let pids = running.pids();
             let before = applied_slot(running);
-            let mut r =
-                measured(&pids, || run_load(&running.targets, c, duration, &running.client, |s| s == 200, put.clone()));
+            let load = Load { api: KvApi::Aether, targets: &running.targets, client: &running.client, make: put };
+            let mut r = measured(&pids, || driver.puts(&load, c, duration));
             r.slots = applied_slot(running).zip(before).map_or(0, |(after, before)| after.saturating_sub(before));
             eprintln!(
-                "{} puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.1} µs/put, {:.2} puts/slot, \
-                 errors {}",
+                "{} puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.1} µs/put ({} by node), \
+                 {:.2} puts/slot, errors {}",
                 running.name,
                 r.ops_per_s(),
                 r.percentile_us(50.0),
                 r.percentile_us(99.0),
                 r.server_cpu_us_per_op(),
+                by_process(&r),
                 r.ops as f64 / r.slots.max(1) as f64,
                 r.errors
             );
             out.put_rounds[level].push(r);
         }
+    }
+    if matches!(driver, Driver::Wrk { .. }) {
+        // wrk counts the 404 of a get before its put as an error: the mix is for the in-process clients.
+        return;
     }
     for (running, out) in clusters.iter().zip(results.iter_mut()) {
         let pids = running.pids();
@@ -278,11 +395,20 @@ fn applied_slot(running: &Running) -> Option<u64> {
 
 /// Runs `load`, recording the CPU time processes `pids` spent meanwhile.
 fn measured(pids: &[u32], load: impl FnOnce() -> RunResult) -> RunResult {
-    let cpu = || pids.iter().filter_map(|&pid| bench::process_cpu_ticks(pid)).sum::<u64>();
+    let cpu = || pids.iter().map(|&pid| bench::process_cpu_ticks(pid).unwrap_or(0)).collect::<Vec<u64>>();
     let before = cpu();
     let mut r = load();
-    r.server_cpu_s = cpu().saturating_sub(before) as f64 / bench::CPU_TICKS_PER_S;
+    let spent: Vec<f64> =
+        cpu().iter().zip(&before).map(|(a, b)| a.saturating_sub(*b) as f64 / bench::CPU_TICKS_PER_S).collect();
+    r.server_cpu_s = spent.iter().sum();
+    r.server_cpu_by_process_s = spent;
     r
+}
+
+/// Server CPU per put by process (node-1/node-2/node-3, or etcd's members), as `a/b/c`.
+fn by_process(r: &RunResult) -> String {
+    let parts: Vec<String> = r.server_cpu_us_per_op_by_process().iter().map(|us| format!("{us:.0}")).collect();
+    parts.join("/")
 }
 
 impl Running {
@@ -291,7 +417,7 @@ impl Running {
     }
 }
 
-fn bench_etcd(bin: &std::path::Path, levels: &[usize], duration: Duration) -> Results {
+fn bench_etcd(bin: &std::path::Path, levels: &[usize], duration: Duration, driver: &Driver) -> Results {
     let dir = std::env::temp_dir().join(format!("aether-bench-etcd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let ports = devcluster::free_ports(6);
@@ -307,12 +433,12 @@ fn bench_etcd(bin: &std::path::Path, levels: &[usize], duration: Duration) -> Re
         return Results::empty("etcd");
     }
     let value64 = base64(VALUE);
-    let put = Arc::new(move |client: usize, n: u64| Request {
+    let put: MakeRequest = Arc::new(move |client: usize, n: u64| Request {
         method: "POST",
         path: "/v3/kv/put".into(),
         body: format!(
             "{{\"key\":\"{}\",\"value\":\"{value64}\"}}",
-            base64(format!("bench/c{client}/k{}", n % 64).as_bytes())
+            base64(format!("bench/c{client}/k{}", n % KEYS_PER_CLIENT as u64).as_bytes())
         )
         .into_bytes(),
     });
@@ -320,11 +446,16 @@ fn bench_etcd(bin: &std::path::Path, levels: &[usize], duration: Duration) -> Re
     let mut puts = Vec::new();
     let pids: Vec<u32> = members.iter().map(Child::id).collect();
     for &c in levels {
-        let r = measured(&pids, || run_load(&targets, c, duration, &client, |s| s == 200, put.clone()));
+        let load = Load { api: KvApi::Etcd, targets: &targets, client: &client, make: &put };
+        let r = measured(&pids, || driver.puts(&load, c, duration));
         eprintln!(
-            "etcd puts c={c}: {:.0} ops/s, p50 {:.0} µs, errors {}",
+            "etcd puts c={c}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.1} µs/put ({} by member), \
+             errors {}",
             r.ops_per_s(),
             r.percentile_us(50.0),
+            r.percentile_us(99.0),
+            r.server_cpu_us_per_op(),
+            by_process(&r),
             r.errors
         );
         puts.push((c, r));
@@ -382,8 +513,8 @@ fn print_ratios(label: &str, levels: &[usize], a: &Results, b: &Results, json: &
 fn report(systems: &[Results], levels: &[usize], etcd: Option<&Results>, json_path: Option<String>) {
     println!("KV benchmark: 64-byte puts, 3 nodes on loopback");
     println!(
-        "{:<12} {:>6} {:>12} {:>10} {:>10} {:>10} {:>12}",
-        "system", "conc", "ops/s", "p50 µs", "p99 µs", "p999 µs", "cpu µs/put"
+        "{:<12} {:>6} {:>12} {:>10} {:>10} {:>10} {:>12} {:>16}",
+        "system", "conc", "ops/s", "p50 µs", "p99 µs", "p999 µs", "cpu µs/put", "by process"
     );
     let mut json = Vec::new();
     let mut rows = |results: &Results| {
@@ -391,11 +522,19 @@ fn report(systems: &[Results], levels: &[usize], etcd: Option<&Results>, json_pa
         for (c, r) in &results.puts {
             let (p50, p99, p999) = (r.percentile_us(50.0), r.percentile_us(99.0), r.percentile_us(99.9));
             let cpu = r.server_cpu_us_per_op();
-            println!("{name:<12} {c:>6} {:>12.0} {p50:>10.0} {p99:>10.0} {p999:>10.0} {cpu:>12.1}", r.ops_per_s());
-            json.push(format!(
-                "{{\"system\":\"{name}\",\"concurrency\":{c},\"ops_per_s\":{:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"server_cpu_us_per_op\":{},\"errors\":{}}}",
+            println!(
+                "{name:<12} {c:>6} {:>12.0} {p50:>10.0} {p99:>10.0} {p999:>10.0} {cpu:>12.1} {:>16}",
                 r.ops_per_s(),
+                by_process(r)
+            );
+            json.push(format!(
+                "{{\"system\":\"{name}\",\"concurrency\":{c},\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"server_cpu_us_per_op\":{},\"server_cpu_us_per_op_by_process\":[{}],\"errors\":{}}}",
+                r.ops_per_s(),
+                json_number(p50),
+                json_number(p99),
+                json_number(p999),
                 json_number(cpu),
+                r.server_cpu_us_per_op_by_process().into_iter().map(json_number).collect::<Vec<_>>().join(","),
                 r.errors
             ));
         }
