@@ -6,8 +6,8 @@
 //! oldest entries are dropped, counted in `dropped` (a peer that needs one of them then waits for the
 //! next snapshot, which the replica asks for when such a peer shows up); when a snapshot is stored,
 //! entries below its `next_slot` are dropped but for a *catch-up tail*: when the log reaches the snapshot's
-//! slot, up to `tail_slots` entries just below it stay (at most a quarter of either bound, so a compacted
-//! log is never over its soft bound), so a peer a few slots behind when the snapshot was taken catches up
+//! slot, up to `tail_slots` entries just below it stay (at most a quarter of either bound, and never so many
+//! that the compacted log is over its soft bound), so a peer a few slots behind when the snapshot was taken catches up
 //! from the log rather than by fetching the whole store. Batches are kept as decided, before duplicate
 //! removal.
 
@@ -110,7 +110,11 @@ impl DecidedLog {
             let keep_from = Slot(next.0.saturating_sub(self.tail_slots as u64));
             let above: usize = self.entries.iter().skip(self.index_of(next)).map(batch_bytes).sum();
             let tail_bytes_max = self.bytes_max / 4;
-            while self.first_slot < next && (self.first_slot < keep_from || self.bytes - above > tail_bytes_max) {
+            // The tail never keeps the log over its soft bound: entries decided while the snapshot was taken
+            // (a slow shell) may already fill it, and then the tail would only bring the next ask forward.
+            while self.first_slot < next
+                && (self.first_slot < keep_from || self.bytes - above > tail_bytes_max || self.over_soft_bound())
+            {
                 self.pop_oldest();
             }
         }
@@ -229,6 +233,19 @@ mod tests {
         assert_eq!(log.first_slot, Slot(4));
         assert_eq!(log.range(Slot(4), 100, usize::MAX).len(), 4);
         assert!(!log.over_soft_bound());
+    }
+
+    #[test]
+    fn the_tail_never_leaves_a_compacted_log_over_its_soft_bound() {
+        // Asked at slot 80, answered at 170 (a slow shell): the 90 slots above the snapshot fit the bound of
+        // 100 alone, but not beside a tail of 25.
+        let mut log = DecidedLog::with_tail(100, 1 << 20, 25);
+        for slot in 0..170 {
+            log.push(Slot(slot), None);
+        }
+        log.store_snapshot(snapshot_at(80));
+        assert!(!log.over_soft_bound(), "{} entries from slot {}", log.entries.len(), log.first_slot.0);
+        assert_eq!(log.first_slot, Slot(70), "what the bound leaves of the tail stays");
     }
 
     #[test]

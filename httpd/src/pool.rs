@@ -171,12 +171,13 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Queue a request; false (the request dropped) when the queue is full.
-    /// The I/O thread is about to take the answers queued so far: the next answer wakes it again.
+    /// The I/O thread is about to take the answers queued so far: the next answer wakes it again. A swap, not
+    /// a store, so it synchronises with the worker whose swap found `rung` set (see `Doorbell::answer` in `net`).
     pub fn answers_taken(&self) {
-        self.shared.rung.store(false, Ordering::SeqCst);
+        self.shared.rung.swap(false, Ordering::SeqCst);
     }
 
+    /// Queue a request; false (the request dropped) when the queue is full.
     pub fn submit(&self, conn: usize, job: Arc<Job>, request: Request) -> bool {
         let mut queue = lock(&self.shared.queue);
         if queue.tasks.len() >= self.shared.queue_max {

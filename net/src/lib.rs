@@ -249,8 +249,11 @@ impl Doorbell {
         self.waker.wake().inspect_err(|_| self.rung.store(false, Ordering::SeqCst))
     }
 
+    /// A read-modify-write, not a store: it reads from the last `ring`'s swap (or a later one), so every
+    /// message queued by a sender that skipped its wake-up happens-before the drain that follows, whatever
+    /// orderings the channel itself uses.
     fn answer(&self) {
-        self.rung.store(false, Ordering::SeqCst);
+        self.rung.swap(false, Ordering::SeqCst);
     }
 }
 
