@@ -6,10 +6,10 @@
 //! oldest entries are dropped, counted in `dropped` (a peer that needs one of them then waits for the
 //! next snapshot, which the replica asks for when such a peer shows up); when a snapshot is stored,
 //! entries below its `next_slot` are dropped but for a *catch-up tail*: when the log reaches the snapshot's
-//! slot, up to `tail_slots` entries just below it stay (at most a quarter of either bound, and never so many
-//! that the compacted log is over its soft bound), so a peer a few slots behind when the snapshot was taken catches up
-//! from the log rather than by fetching the whole store. Batches are kept as decided, before duplicate
-//! removal.
+//! slot, up to `tail_slots` entries just below it stay (at most a quarter of either bound, and never so
+//! many that the compacted log is over its soft bound), so a peer a few slots behind when the snapshot was
+//! taken catches up from the log rather than by fetching the whole store. Batches are kept as decided,
+//! before duplicate removal.
 
 use std::collections::VecDeque;
 

@@ -273,7 +273,8 @@ fn parse(request: httpd::Request) -> Result<Request, ApiError> {
     }
     let url = origin_form(&request.target);
     let (raw_path, raw_query) = url.split_once('?').unwrap_or((url, ""));
-    if !SLASHED_TAILS.iter().any(|tail| raw_path.starts_with(tail)) && has_encoded_slash(raw_path) {
+    let routed = raw_path.trim_start_matches('/');
+    if !SLASHED_TAILS.iter().any(|tail| routed.starts_with(tail)) && has_encoded_slash(raw_path) {
         // `/api%2Fnodes` is one segment, not `/api/nodes`: no route has it.
         return Err(ApiError::not_found(format!("no route for {}", raw_path.escape_debug())));
     }
@@ -291,7 +292,7 @@ fn parse(request: httpd::Request) -> Result<Request, ApiError> {
 
 /// Routes whose last parameter is a key that may hold `/`, which a client may send as `%2F`. Anywhere else an
 /// encoded slash would let one path segment pose as two (`/api%2Fnodes` as `/api/nodes`), so it matches nothing.
-const SLASHED_TAILS: [&str; 2] = ["/api/kv/", "/repository/"];
+const SLASHED_TAILS: [&str; 2] = ["api/kv/", "repository/"];
 
 fn has_encoded_slash(raw_path: &str) -> bool {
     raw_path.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
@@ -356,6 +357,7 @@ mod tests {
             assert_eq!(e.status, 404, "{t}");
         }
         assert_eq!(parse(target("/api/kv/user%2Fa")).map(|r| r.path).ok().as_deref(), Some("api/kv/user/a"));
+        assert_eq!(parse(target("//api/kv/user%2Fa")).map(|r| r.path).ok().as_deref(), Some("api/kv/user/a"));
         assert!(parse(target("/repository/org%2Fexample/echo/1.0.0/echo-1.0.0.so")).is_ok());
         assert_eq!(parse(target("/api/nodes")).map(|r| r.path).ok().as_deref(), Some("api/nodes"));
     }

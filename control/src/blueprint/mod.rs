@@ -316,7 +316,11 @@ depends_on = ["org.aether.examples:inventory:1.0.0"]
     fn values_the_toml_parser_refuses_name_their_field() {
         let base = "name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\n[[slices]]\nartifact = \"g:b:1.0.0\"\n";
         let err = reject(&format!("{base}instances = 99999999999999999999999\n"));
-        assert_eq!((err.kind, err.line, err.field.as_str()), (BlueprintErrorKind::Syntax, 6, "slices[1].instances"), "{err}");
+        assert_eq!(
+            (err.kind, err.line, err.field.as_str()),
+            (BlueprintErrorKind::Syntax, 6, "slices[1].instances"),
+            "{err}"
+        );
         let err = reject(&format!("{base}[slices.config]\ntimeout = 99999999999999999999999\n"));
         assert_eq!(err.field, "slices[1].config.timeout", "{err}");
         let err = reject("name = 99999999999999999999999\n[[slices]]\nartifact = \"g:a:1.0.0\"\n");
