@@ -214,20 +214,10 @@ mod tests {
         log.store_snapshot(snapshot_at(30));
         assert_eq!(log.first_slot, Slot(25));
         // In bytes: under a bound of ten batches, the tail holds two (a quarter is two and a half).
-        let batch = |seq| {
-            Some(vec![Command {
-                id: crate::types::CommandId { client: 1, seq },
-                origin: crate::types::ReplicaId(0),
-                timestamp_ms: 0,
-                deadline_ms: 0,
-                payload: vec![0; 10],
-                kind: crate::types::CommandKind::Client,
-            }])
-        };
-        let one = batch_bytes(&batch(0));
+        let one = 100;
         let mut log = DecidedLog::with_tail(100, 10 * one, 50);
         for slot in 0..8 {
-            log.push(Slot(slot), batch(slot));
+            log.push(Slot(slot), sized(one));
         }
         log.store_snapshot(snapshot_at(6));
         assert_eq!(log.first_slot, Slot(4));
