@@ -174,3 +174,50 @@ fn a_store_near_its_limit_keeps_quorum_catches_up_a_restarted_node_and_survives_
         assert_eq!(local_value(&c, node, "user/full/249"), Some((MIB - 64, value(249)[0])), "node {node}");
     }
 }
+
+/// Small puts to `node`, one at a time, until its applied slot reaches `slot`.
+fn write_until_slot(c: &LocalCluster, node: usize, slot: u64, tag: &str) {
+    let started = Instant::now();
+    let mut i = 0usize;
+    let mut applied = 0;
+    while applied < slot {
+        assert!(started.elapsed() < Duration::from_secs(120), "slot {slot} not reached, at {applied}");
+        for _ in 0..50 {
+            i += 1;
+            assert_eq!(put(c, node, &format!("user/{tag}-{i}"), b"v"), 200);
+        }
+        applied = applied_slot(c, node).unwrap_or(0);
+    }
+}
+
+/// Node `node` drops every frame to and from both other nodes (`cut`), or nothing (`!cut`).
+fn isolate(c: &LocalCluster, node: usize, cut: bool) {
+    let others: Vec<String> = (0..3).filter(|&i| i != node).map(|i| format!("node-{}", i + 1)).collect();
+    let rules: Vec<Value> =
+        others.iter().map(|peer| serde_json::json!({"peer": peer, "direction": "both", "action": "drop"})).collect();
+    let (method, body) =
+        if cut { ("POST", serde_json::json!({ "rules": rules }).to_string()) } else { ("DELETE", String::new()) };
+    let reply = http(c.nodes[node].management, method, "/api/debug/faults", body.as_bytes()).unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[test]
+fn a_node_a_little_behind_a_compaction_catches_up_from_the_log_not_a_snapshot() {
+    // The nodes take a snapshot every 4096 slots and keep the 2048 slots below it in their logs. Node-3 is cut
+    // off some 150 slots before the others' first snapshot and rejoins once they are past it: the slots it
+    // lacks are below their snapshot but within the tail, so it must catch up without one.
+    let c = start("tail");
+    write_until_slot(&c, 0, 3_950, "before");
+    isolate(&c, 2, true);
+    let cut_at = applied_slot(&c, 2);
+    write_until_slot(&c, 0, 4_300, "while");
+    std::thread::sleep(Duration::from_millis(500));
+    let ahead = applied_slot(&c, 0);
+    isolate(&c, 2, false);
+    assert!(ahead.is_some_and(|a| a >= 4_300), "{ahead:?}");
+    let ok = wait_for(PATIENT, || matches!((applied_slot(&c, 2), applied_slot(&c, 0)), (Some(a), Some(b)) if a >= b));
+    assert!(ok.is_ok(), "node-3 never caught up: {:?} vs {:?}", status(&c, 2), status(&c, 0));
+    assert!(c.log(0).contains("snapshot at slot 4"), "node-1 took its snapshot at slot 4096 or so:\n{}", c.log(0));
+    let log = c.log(2);
+    assert!(!log.contains("installed a snapshot"), "node-3 (cut off at {cut_at:?}) fetched a snapshot:\n{log}");
+}
