@@ -225,6 +225,9 @@ fn rollback_reason(body: &[u8]) -> Result<String, ApiError> {
     if chars > REASON_CHARS_MAX {
         return Err(ApiError::bad_request(format!("reason of {chars} characters, over {REASON_CHARS_MAX}")));
     }
+    if reason.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("reason must not hold control characters"));
+    }
     Ok(reason)
 }
 

@@ -191,6 +191,8 @@ fn operator_steps_apply_to_the_record_read_and_refusals_are_409() {
     assert_eq!((promoted.body["stage"].clone(), promoted.body["new_share"].clone()), (json!(1), json!(50)));
     let long = json!({"reason": "x".repeat(513)}).to_string();
     assert_eq!(backend.call("POST", &path("rollback"), &long).status, 400);
+    let escape = r#"{"reason": "x\u001b[2J\r\nINJECTED"}"#;
+    assert_eq!(backend.call("POST", &path("rollback"), escape).status, 400, "control characters in a reason");
     let back = backend.call("POST", &path("rollback"), r#"{"reason": "errors"}"#);
     assert_eq!(back.status, 200, "{}", back.body);
     assert_eq!((back.body["state"].clone(), back.body["reason"].clone()), (json!("ROLLING_BACK"), json!("errors")));

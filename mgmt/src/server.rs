@@ -265,7 +265,16 @@ impl Server {
     }
 }
 
+/// Headers a request may carry once: with two, which one counts would be the reader's guess (and a check
+/// could read one while the action reads the other).
+const SINGLE_HEADERS: [&str; 4] = ["authorization", "idempotency-key", "origin", "sec-fetch-site"];
+
 fn parse(request: httpd::Request) -> Result<Request, ApiError> {
+    for name in SINGLE_HEADERS {
+        if request.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).nth(1).is_some() {
+            return Err(ApiError::bad_request(format!("more than one {name} header")));
+        }
+    }
     let mut method = request.method.to_ascii_uppercase();
     // HEAD is GET without the body, which the server leaves out of the answer: routes know only GET.
     if method == "HEAD" {
@@ -360,6 +369,28 @@ mod tests {
         assert_eq!(parse(target("//api/kv/user%2Fa")).map(|r| r.path).ok().as_deref(), Some("api/kv/user/a"));
         assert!(parse(target("/repository/org%2Fexample/echo/1.0.0/echo-1.0.0.so")).is_ok());
         assert_eq!(parse(target("/api/nodes")).map(|r| r.path).ok().as_deref(), Some("api/nodes"));
+    }
+
+    #[test]
+    fn a_header_that_must_be_single_is_refused_twice() {
+        for name in SINGLE_HEADERS {
+            let headers = vec![(name.to_owned(), "a".to_owned()), (name.to_owned(), "b".to_owned())];
+            let request = httpd::Request {
+                method: "PUT".into(),
+                target: "/api/kv/user/a".into(),
+                headers,
+                ..httpd::Request::default()
+            };
+            assert_eq!(parse(request).err().map(|e| e.status), Some(400), "{name}");
+        }
+        let once = vec![("idempotency-key".to_owned(), "a".to_owned()), ("accept".to_owned(), "b".to_owned())];
+        let request = httpd::Request {
+            method: "PUT".into(),
+            target: "/api/kv/user/a".into(),
+            headers: once,
+            ..httpd::Request::default()
+        };
+        assert!(parse(request).is_ok());
     }
 
     #[test]
