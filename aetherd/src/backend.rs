@@ -150,6 +150,11 @@ impl Backend for NodeBackend {
         self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvList { prefix, stale, reply })?
     }
 
+    fn kv_page(&self, page: &mgmt::KvPage, stale: bool) -> Result<(Vec<KvEntry>, bool), ApiError> {
+        let page = page.clone();
+        self.ask(CLIENT_DEADLINE + Duration::from_secs(1), |reply| Command::KvPage { page, stale, reply })?
+    }
+
     /// The store view comes from the loop right after a read barrier applied; it is serialised here, on the
     /// management thread, so the loop never spends the time.
     fn backup(&self) -> Result<(u64, Vec<u8>), ApiError> {

@@ -60,6 +60,12 @@ pub enum Command {
         stale: bool,
         reply: mpsc::Sender<Result<Vec<KvEntry>, ApiError>>,
     },
+    /// One page of a listing (`GET /api/kv`), cut where the store holds the entries.
+    KvPage {
+        page: mgmt::KvPage,
+        stale: bool,
+        reply: mpsc::Sender<Result<(Vec<KvEntry>, bool), ApiError>>,
+    },
     /// The whole store after a read barrier, and the slot it was taken at (`POST /api/backup`).
     Backup(mpsc::Sender<Result<(u64, kvstore::KvState), ApiError>>),
     /// The deployer finished a container job.
@@ -607,6 +613,7 @@ impl Handler for Node {
             },
             Command::KvGet { key, stale, reply } => self.read(ctx, stale, Waiter::Get(key, reply)),
             Command::KvList { prefix, stale, reply } => self.read(ctx, stale, Waiter::List(prefix, usize::MAX, reply)),
+            Command::KvPage { page, stale, reply } => self.read(ctx, stale, Waiter::Page(page, reply)),
             Command::Backup(reply) => self.read(ctx, false, Waiter::Backup(reply)),
             Command::SendInvoke { node, id, payload } => self.send_invoke(ctx, &node, id, &payload),
             Command::SendReply { peer, id, payload } => self.send_reply(ctx, peer, id, &payload),
@@ -641,6 +648,7 @@ impl Node {
             match waiter {
                 Waiter::Get(_, reply) => drop(reply.send(Err(e))),
                 Waiter::List(_, _, reply) => drop(reply.send(Err(e))),
+                Waiter::Page(_, reply) => drop(reply.send(Err(e))),
                 Waiter::Write(reply) => drop(reply.send(Err(e))),
                 Waiter::SliceWrite(reply) => drop(reply.send(Err(e))),
                 Waiter::Backup(reply) => drop(reply.send(Err(e))),

@@ -84,6 +84,8 @@ pub enum Waiter {
     Get(AetherKey, Sender<Result<Option<KvEntry>, ApiError>>),
     /// At most `usize` entries under the prefix, in key order.
     List(String, usize, Sender<Result<Vec<KvEntry>, ApiError>>),
+    /// One page of a listing, and whether more follow it.
+    Page(mgmt::KvPage, Sender<Result<(Vec<KvEntry>, bool), ApiError>>),
     /// The whole store (a view sharing its values) and the last slot applied to it (`POST /api/backup`).
     Backup(Sender<Result<(u64, kvstore::KvState), ApiError>>),
 }
@@ -637,6 +639,10 @@ impl Replication {
                     Waiter::List(prefix, limit, reply) => {
                         let entries: Vec<KvEntry> = store.list(&prefix).take(limit).map(to_entry).collect();
                         self.replies.push(Box::new(move || drop(reply.send(Ok(entries)))));
+                    }
+                    Waiter::Page(page, reply) => {
+                        let answer = answers::page(store, &page);
+                        self.replies.push(Box::new(move || drop(reply.send(Ok(answer)))));
                     }
                     Waiter::Backup(reply) => {
                         let taken = (store.applied_slot().unwrap_or(0), store.snapshot_view());

@@ -100,6 +100,37 @@ fn concurrent_writes_through_every_node_converge() {
 }
 
 #[test]
+fn a_listing_comes_a_page_at_a_time_and_the_pages_add_up() {
+    let c = start(3, "pages");
+    let mut written: Vec<String> = (0..7).map(|i| format!("user/page/{i}")).collect();
+    for key in &written {
+        put_eventually(&c, 0, key, "v");
+    }
+    put_eventually(&c, 0, "user/pagf", "outside the prefix");
+    let mut listed = Vec::new();
+    let mut after = String::new();
+    for _ in 0..10 {
+        let path = format!("/api/kv?prefix=user/page/&limit=3&after={after}");
+        let page = http(c.nodes[1].management, "GET", &path, b"").unwrap();
+        assert_eq!(page.status, 200, "{}", page.text());
+        let page = page.json();
+        let keys: Vec<String> =
+            page["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_owned()).collect();
+        assert!(keys.len() <= 3, "{page}");
+        listed.extend(keys);
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    written.sort();
+    assert_eq!(listed, written);
+    for bad in ["limit=0", "limit=1001", "limit=x"] {
+        assert_eq!(http(c.nodes[0].management, "GET", &format!("/api/kv?prefix=user/&{bad}"), b"").unwrap().status, 400);
+    }
+}
+
+#[test]
 fn compare_and_set_and_delete_through_the_api() {
     let c = start(3, "cas");
     let v1 = put_eventually(&c, 0, "user/cas", "one");

@@ -340,12 +340,15 @@ pub enum KvVerb {
         #[arg(long = "if-version", value_name = "N")]
         if_version: Option<u64>,
     },
-    /// Every entry under a prefix
+    /// The entries under a prefix, a page (at most 1000) at a time
     List {
         #[arg(default_value = "user/")]
         prefix: String,
         #[arg(long)]
         stale: bool,
+        /// Start after this key (what the page before said to pass)
+        #[arg(long, value_name = "KEY")]
+        after: Option<String>,
     },
 }
 

@@ -250,6 +250,23 @@ impl KvState {
             .map(|(_, entry)| entry)
     }
 
+    /// Entries under `prefix` whose canonical keys sort after `after` (all of them without it), in key order,
+    /// with those keys: where a page of a listing starts, found by the map rather than by a scan.
+    pub fn list_after<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + 'a {
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        self.entries
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(move |(key_str, _)| key_str.starts_with(prefix))
+            .map(|(key_str, entry)| (key_str.as_str(), entry))
+    }
+
     /// The number of changes applied so far; the version the next change will get is one more.
     pub fn revision(&self) -> Revision {
         self.revision
@@ -455,6 +472,21 @@ mod tests {
         assert_eq!(run(&mut state, fresh.clone()), ApplyResult::Ok { version: Revision(2) });
         assert_eq!(run(&mut state, fresh), ApplyResult::VersionMismatch { current: None });
         assert!(state.is_empty());
+    }
+
+    #[test]
+    fn a_listing_starts_after_the_key_given() {
+        let mut state = KvState::new();
+        for name in ["user/a", "user/b", "user/c", "user/d"] {
+            run(&mut state, Command::Put { key: key(name), value: b"v".to_vec() });
+        }
+        let keys = |prefix, after| state.list_after(prefix, after).map(|(k, _)| k.to_owned()).collect::<Vec<_>>();
+        assert_eq!(keys("user/", None), ["user/a", "user/b", "user/c", "user/d"]);
+        assert_eq!(keys("user/", Some("user/a")), ["user/b", "user/c", "user/d"]);
+        assert_eq!(keys("user/", Some("user/bb")), ["user/c", "user/d"]);
+        assert_eq!(keys("user/b", Some("a")), ["user/b"], "a start before the prefix is the prefix");
+        assert!(keys("user/", Some("user/d")).is_empty());
+        assert!(keys("user/b", Some("user/c")).is_empty(), "past the prefix");
     }
 
     #[test]

@@ -49,6 +49,15 @@ impl Store {
         self.state.list(prefix)
     }
 
+    /// See [`KvState::list_after`](crate::KvState::list_after).
+    pub fn list_after<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + 'a {
+        self.state.list_after(prefix, after)
+    }
+
     pub fn revision(&self) -> Revision {
         self.state.revision()
     }

@@ -108,6 +108,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Linearizable unless `stale`, in which case the local replica answers at once.
     fn kv_get(&self, key: &kvstore::AetherKey, stale: bool) -> Result<Option<KvEntry>, ApiError>;
     fn kv_list(&self, prefix: &str, stale: bool) -> Result<Vec<KvEntry>, ApiError>;
+    /// One page of a listing (`GET /api/kv`), and whether more follow. The default lists everything and cuts;
+    /// a node cuts where the store holds the entries, so it never copies more than the page.
+    fn kv_page(&self, page: &crate::KvPage, stale: bool) -> Result<(Vec<KvEntry>, bool), ApiError> {
+        let all = self.kv_list(&page.prefix, stale)?;
+        Ok(page.cut(all.into_iter(), |e| e.key.as_str(), |e| e.value.len()))
+    }
     /// The whole store's snapshot bytes and the slot they were taken at, after a linearizable read barrier.
     fn backup(&self) -> Result<(u64, Vec<u8>), ApiError> {
         Err(ApiError::unavailable("this node cannot take backups"))

@@ -1,4 +1,8 @@
-//! The KV routes: `GET/PUT/DELETE /api/kv/{key}` and `GET /api/kv?prefix=P`.
+//! The KV routes: `GET/PUT/DELETE /api/kv/{key}` and `GET /api/kv?prefix=P[&after=K][&limit=N]`.
+//!
+//! A listing is paged ([`KvPage`]): at most [`LIST_ENTRIES_MAX`] entries and, past the first,
+//! [`LIST_VALUE_BYTES_MAX`] bytes of values an answer, cut where the store holds them (the node never
+//! copies more than one page), with `next` naming the key to pass as `after` for the rest.
 //!
 //! Keys are parsed into `AetherKey` here, at the edge, so a bad key is a 400 naming the part that is wrong
 //! and never reaches the node. Values are bytes; answers carry them as UTF-8 text when they are, else as
@@ -17,6 +21,47 @@ use crate::idempotency::request_key;
 use crate::server::{Request, Response};
 use kvstore::{AetherKey, Command, Namespace, Revision};
 use serde_json::{json, Value};
+
+/// Entries one listing answers at most.
+pub const LIST_ENTRIES_MAX: usize = 1000;
+/// Bytes of values one listing answers at most (past its first entry, which always goes).
+pub const LIST_VALUE_BYTES_MAX: usize = 4 << 20;
+
+/// One page of a prefix listing: the entries under `prefix` whose keys sort after `after`, in key order, at
+/// most `limit` of them and, past the first, at most `bytes_max` bytes of values; `keys/` records never.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvPage {
+    pub prefix: String,
+    pub after: Option<String>,
+    pub limit: usize,
+    pub bytes_max: usize,
+}
+
+impl KvPage {
+    /// The page out of `items` (in key order, under the prefix), and whether more follow it.
+    pub fn cut<T>(
+        &self,
+        items: impl Iterator<Item = T>,
+        key: impl Fn(&T) -> &str,
+        bytes: impl Fn(&T) -> usize,
+    ) -> (Vec<T>, bool) {
+        let hidden = Namespace::Keys.prefix();
+        let mut page = Vec::new();
+        let mut total = 0usize;
+        for item in items {
+            let name = key(&item);
+            if name.starts_with(hidden) || self.after.as_deref().is_some_and(|after| name <= after) {
+                continue;
+            }
+            total = total.saturating_add(bytes(&item));
+            if page.len() >= self.limit || (!page.is_empty() && total > self.bytes_max) {
+                return (page, true);
+            }
+            page.push(item);
+        }
+        (page, false)
+    }
+}
 
 /// One stored entry as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,13 +183,22 @@ fn get(backend: &dyn Backend, key: AetherKey, stale: bool) -> Result<Response, A
 
 fn list(backend: &dyn Backend, req: &Request, stale: bool) -> Result<Response, ApiError> {
     let prefix = req.query_value("prefix").unwrap_or("");
-    let hidden = Namespace::Keys.prefix();
-    if prefix.starts_with(hidden) {
+    if prefix.starts_with(Namespace::Keys.prefix()) {
         return Err(keys_unreadable());
     }
-    let entries = backend.kv_list(prefix, stale)?;
-    let items: Vec<Value> = entries.iter().filter(|e| !e.key.starts_with(hidden)).map(KvEntry::to_json).collect();
-    Ok(Response::ok(json!({ "prefix": prefix, "count": items.len(), "entries": items })))
+    let limit = match req.query_value("limit") {
+        None => LIST_ENTRIES_MAX,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=LIST_ENTRIES_MAX).contains(&n) => n,
+            _ => return Err(ApiError::bad_request(format!("limit must be 1 to {LIST_ENTRIES_MAX}"))),
+        },
+    };
+    let after = req.query_value("after").filter(|a| !a.is_empty()).map(str::to_owned);
+    let page = KvPage { prefix: prefix.to_owned(), after, limit, bytes_max: LIST_VALUE_BYTES_MAX };
+    let (entries, more) = backend.kv_page(&page, stale)?;
+    let next = entries.last().filter(|_| more).map(|e| e.key.clone());
+    let items: Vec<Value> = entries.iter().map(KvEntry::to_json).collect();
+    Ok(Response::ok(json!({ "prefix": prefix, "count": items.len(), "entries": items, "next": next })))
 }
 
 /// Standard base64 with padding (the one encoder, shared with dead letters' payloads).
@@ -155,6 +209,27 @@ pub fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_cut_by_count_bytes_and_start_and_never_shows_keys() {
+        let items = [("keys/k1", 1), ("user/a", 10), ("user/b", 10), ("user/c", 10), ("user/d", 10)];
+        let page = |after: Option<&str>, limit, bytes_max| KvPage {
+            prefix: String::new(),
+            after: after.map(str::to_owned),
+            limit,
+            bytes_max,
+        };
+        let cut = |p: KvPage| {
+            let (taken, more) = p.cut(items.iter(), |i| i.0, |i| i.1);
+            (taken.iter().map(|i| i.0).collect::<Vec<_>>(), more)
+        };
+        assert_eq!(cut(page(None, 10, 100)), (vec!["user/a", "user/b", "user/c", "user/d"], false));
+        assert_eq!(cut(page(None, 2, 100)), (vec!["user/a", "user/b"], true));
+        assert_eq!(cut(page(Some("user/b"), 2, 100)), (vec!["user/c", "user/d"], false));
+        assert_eq!(cut(page(None, 10, 25)), (vec!["user/a", "user/b"], true), "25 bytes hold two of ten");
+        assert_eq!(cut(page(None, 10, 5)), (vec!["user/a"], true), "the first entry goes whatever its size");
+        assert_eq!(cut(page(Some("user/d"), 10, 100)), (Vec::<&str>::new(), false));
+    }
 
     #[test]
     fn base64_matches_the_rfc_vectors() {

@@ -59,7 +59,7 @@ pub use error::ApiError;
 pub use events::{parse_since, EventSince, EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX};
 pub use idempotency::{request_key, RequestKey, IDEMPOTENCY_KEY_BYTES_MAX};
 pub use keys::KeyRecord;
-pub use kv::{base64, KvEntry};
+pub use kv::{base64, KvEntry, KvPage, LIST_ENTRIES_MAX, LIST_VALUE_BYTES_MAX};
 pub use listings::ArtifactInfo;
 pub use live::{Setting, LEVELS};
 pub use maven_metadata::is_snapshot;

@@ -107,6 +107,7 @@ pub(super) fn answer_read(store: &Store, waiter: Waiter) {
         Waiter::List(prefix, limit, reply) => {
             drop(reply.send(Ok(store.list(&prefix).take(limit).map(to_entry).collect())))
         }
+        Waiter::Page(query, reply) => drop(reply.send(Ok(page(store, &query)))),
         Waiter::Backup(reply) => drop(reply.send(Ok((store.applied_slot().unwrap_or(0), store.snapshot_view())))),
         Waiter::Write(reply) => drop(reply.send(Err(ApiError::bad_request("a write is not a read")))),
         Waiter::SliceWrite(reply) => drop(reply.send(Err(ApiError::bad_request("a write is not a read")))),
@@ -125,8 +126,16 @@ pub(super) fn fail(waiter: Waiter, error: ApiError) {
         Waiter::Get(_, reply) => drop(reply.send(Err(error))),
         Waiter::SliceWrite(reply) => drop(reply.send(Err(error))),
         Waiter::List(_, _, reply) => drop(reply.send(Err(error))),
+        Waiter::Page(_, reply) => drop(reply.send(Err(error))),
         Waiter::Backup(reply) => drop(reply.send(Err(error))),
     }
+}
+
+/// One page of a listing: cut over the store's own entries, so only the page is copied.
+pub(super) fn page(store: &Store, page: &mgmt::KvPage) -> (Vec<KvEntry>, bool) {
+    let entries = store.list_after(&page.prefix, page.after.as_deref());
+    let (taken, more) = page.cut(entries, |item| item.0, |item| item.1.value().len());
+    (taken.into_iter().map(|(_, entry)| to_entry(entry)).collect(), more)
 }
 
 pub(super) fn to_entry(entry: &kvstore::Entry) -> KvEntry {

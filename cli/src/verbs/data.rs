@@ -55,9 +55,10 @@ pub fn kv(verb: &KvVerb, ctx: &Ctx) -> Result<(), CliError> {
             let answer = ctx.client.json(&request)?;
             ctx.show(&answer, |_| format!("{key}: deleted\n"))
         }
-        KvVerb::List { prefix, stale } => {
+        KvVerb::List { prefix, stale, after } => {
             let stale = stale.then(|| "true".to_string());
-            let path = format!("/api/kv{}", query(&[("prefix", Some(prefix.clone())), ("stale", stale)]));
+            let path =
+                format!("/api/kv{}", query(&[("prefix", Some(prefix.clone())), ("after", after.clone()), ("stale", stale)]));
             let value = ctx.client.json(&Request::get(path))?;
             ctx.show(&value, render_kv_list)
         }
@@ -101,7 +102,15 @@ pub fn render_kv_list(v: &Value) -> String {
     if t.is_empty() {
         return format!("no keys under '{}'\n", v["prefix"].as_str().unwrap_or(""));
     }
-    t.render()
+    match v["next"].as_str() {
+        Some(next) => format!(
+            "{}more keys follow: aether kv list {} --after {}\n",
+            t.render(),
+            v["prefix"].as_str().unwrap_or(""),
+            next
+        ),
+        None => t.render(),
+    }
 }
 
 /// Standard base64 (padding optional); `None` when `text` is not base64.
@@ -271,6 +280,8 @@ mod tests {
         assert!(text.contains("user/a  3        hello\n"), "{text}");
         assert!(text.contains("user/b  4        <3 bytes, binary>\n"), "{text}");
         assert_eq!(render_kv_list(&json!({"prefix": "x/", "entries": []})), "no keys under 'x/'\n");
+        let paged = json!({"prefix": "x/", "entries": [{"key": "x/a", "version": 1, "value": "v"}], "next": "x/a"});
+        assert!(render_kv_list(&paged).ends_with("more keys follow: aether kv list x/ --after x/a\n"));
     }
 
     #[test]
