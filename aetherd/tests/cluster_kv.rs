@@ -126,7 +126,10 @@ fn a_listing_comes_a_page_at_a_time_and_the_pages_add_up() {
     written.sort();
     assert_eq!(listed, written);
     for bad in ["limit=0", "limit=1001", "limit=x"] {
-        assert_eq!(http(c.nodes[0].management, "GET", &format!("/api/kv?prefix=user/&{bad}"), b"").unwrap().status, 400);
+        assert_eq!(
+            http(c.nodes[0].management, "GET", &format!("/api/kv?prefix=user/&{bad}"), b"").unwrap().status,
+            400
+        );
     }
 }
 

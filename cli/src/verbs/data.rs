@@ -57,8 +57,10 @@ pub fn kv(verb: &KvVerb, ctx: &Ctx) -> Result<(), CliError> {
         }
         KvVerb::List { prefix, stale, after } => {
             let stale = stale.then(|| "true".to_string());
-            let path =
-                format!("/api/kv{}", query(&[("prefix", Some(prefix.clone())), ("after", after.clone()), ("stale", stale)]));
+            let path = format!(
+                "/api/kv{}",
+                query(&[("prefix", Some(prefix.clone())), ("after", after.clone()), ("stale", stale)])
+            );
             let value = ctx.client.json(&Request::get(path))?;
             ctx.show(&value, render_kv_list)
         }
