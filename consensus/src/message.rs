@@ -68,16 +68,15 @@ pub enum Message {
     SyncReply {
         decisions: Vec<DecidedSlot>,
     },
-    /// Part of the snapshot that covers every slot below `next_slot`: `state_len` bytes of state machine
-    /// in all, of which this carries `bytes` from `offset` on. The chunk at offset 0 also carries the
-    /// sessions; the others carry none. `members` is the membership governing `next_slot` (every chunk
-    /// carries it; the receiver takes the one of offset 0, and refuses an empty one there). A sender offers offset 0 to a peer behind its compacted log; the
-    /// receiver asks for the rest with `SnapshotRequest`.
+    /// Part of the snapshot that covers every slot below `next_slot`, as an image of `image_len` bytes (its
+    /// sessions, encoded, then the state machine's bytes), of which this carries `bytes` from `offset` on.
+    /// `members` is the membership governing `next_slot` (every chunk carries it; the receiver takes the
+    /// one of offset 0, and refuses an empty one there). A sender offers offset 0 to a peer behind its
+    /// compacted log; the receiver asks for the rest with `SnapshotRequest`.
     SnapshotChunk {
         next_slot: Slot,
-        state_len: u64,
+        image_len: u64,
         offset: u64,
-        sessions: Vec<SessionRecord>,
         members: Members,
         bytes: Vec<u8>,
     },

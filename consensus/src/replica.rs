@@ -225,6 +225,8 @@ pub struct Replica {
     snapshot_asked: Option<(Slot, Vec<SessionRecord>, Members)>,
     slots_since_snapshot: u64,
     transfer: Option<transfer::Transfer>,
+    /// The encoded sessions of the snapshot we serve, by its slot: the start of its image (`transfer`).
+    served_sessions: Option<(Slot, Bytes)>,
     stats: Stats,
 }
 
@@ -263,6 +265,7 @@ impl Replica {
             snapshot_asked: None,
             slots_since_snapshot: 0,
             transfer: None,
+            served_sessions: None,
             stats: Stats::default(),
             config,
         }
@@ -379,8 +382,8 @@ impl Replica {
             }
             Message::SyncRequest { from_slot } => self.reply_sync(now_ms, from, from_slot, out),
             Message::SyncReply { decisions } => self.on_sync_reply(now_ms, decisions, out),
-            Message::SnapshotChunk { next_slot, state_len, offset, sessions, members, bytes } => {
-                let chunk = transfer::Chunk { next_slot, state_len, offset, sessions, members, bytes };
+            Message::SnapshotChunk { next_slot, image_len, offset, members, bytes } => {
+                let chunk = transfer::Chunk { next_slot, image_len, offset, members, bytes };
                 self.on_snapshot_chunk(now_ms, from, chunk, out)
             }
             Message::SnapshotRequest { next_slot, offset } => {

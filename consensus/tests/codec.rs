@@ -1,8 +1,6 @@
 //! The message codec: round trips, and arbitrary or damaged bytes never panic the decoder.
 
-use consensus::{
-    decode_message, encode_message, Command, CommandId, DecidedSlot, Message, Phase, ReplicaId, SessionRecord, Slot,
-};
+use consensus::{decode_message, encode_message, Command, CommandId, DecidedSlot, Message, Phase, ReplicaId, Slot};
 use proptest::prelude::*;
 
 fn command() -> impl Strategy<Value = Command> {
@@ -48,12 +46,11 @@ fn message() -> impl Strategy<Value = Message> {
                 decisions: decided.into_iter().map(|(slot, batch)| DecidedSlot { slot: Slot(slot), batch }).collect(),
             }
         }),
-        (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), any::<u64>(), any::<u64>()).prop_map(
-            |(slot, bytes, client, offset)| Message::SnapshotChunk {
+        (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), any::<u64>()).prop_map(
+            |(slot, bytes, offset)| Message::SnapshotChunk {
                 next_slot: Slot(slot),
-                state_len: offset.saturating_add(bytes.len() as u64),
+                image_len: offset.saturating_add(bytes.len() as u64),
                 offset,
-                sessions: vec![SessionRecord { client, seq_floor: 3, applied_above: vec![5, 9], last_slot: slot }],
                 members: consensus::Members::first(3),
                 bytes,
             }

@@ -250,9 +250,8 @@ fn arbitrary_input() -> impl Strategy<Value = (u8, Input)> {
         }),
         (0u64..8, 0u64..3, 0u64..3).prop_map(|(s, offset, len)| Message::SnapshotChunk {
             next_slot: Slot(s),
-            state_len: 2,
+            image_len: 2,
             offset,
-            sessions: Vec::new(),
             members: consensus::Members::first(3),
             bytes: vec![7; len as usize],
         }),

@@ -1,7 +1,7 @@
 //! What the message types tell their users beyond the bytes: which slot a round message belongs to, and
 //! a decode failure that says what was wrong.
 
-use consensus::{decode_message, DecidedSlot, Message, Phase, SessionRecord, Slot};
+use consensus::{decode_message, DecidedSlot, Message, Phase, Slot};
 
 #[test]
 fn only_round_messages_belong_to_a_slot() {
@@ -20,9 +20,8 @@ fn only_round_messages_belong_to_a_slot() {
         Message::SyncReply { decisions: vec![DecidedSlot { slot: Slot(3), batch: None }] },
         Message::SnapshotChunk {
             next_slot: Slot(3),
-            state_len: 10,
+            image_len: 10,
             offset: 0,
-            sessions: vec![SessionRecord { client: 1, seq_floor: 0, applied_above: Vec::new(), last_slot: 3 }],
             members: consensus::Members::first(3),
             bytes: vec![0; 10],
         },

@@ -1,19 +1,25 @@
 //! Snapshot transfer in chunks: a replica behind the sender's compacted log gets the latest snapshot as a
 //! sequence of `SnapshotChunk` messages, each small enough for the transport, which it pulls one at a time.
 //!
-//! Sender: offers the chunk at offset 0 (with the sessions, which count against the chunk's byte bound:
-//! beside many sessions it carries as little as one state byte) to a peer that needs the snapshot, at most once
-//! per `snapshot_retry_ms` while no chunk went to that peer; answers `SnapshotRequest { next_slot, offset }`
+//! What travels is the snapshot's *image*: its sessions, encoded (`encode_sessions`), then the state
+//! machine's bytes. Every chunk, the first included, carries at most `snapshot_chunk_bytes` of it, so no
+//! number of sessions makes a chunk outgrow the transport (the sessions of clients whose commands expired
+//! below many applied ones can alone be larger than one message).
+//!
+//! Sender: offers the chunk at offset 0 to a peer that needs the snapshot, at most once per
+//! `snapshot_retry_ms` while no chunk went to that peer; answers `SnapshotRequest { next_slot, offset }`
 //! with the chunk at `offset`, or with offset 0 of its own snapshot when it no longer holds `next_slot` (a
-//! newer snapshot replaced it: the receiver restarts cleanly). Chunks are slices of the shared state bytes,
-//! so serving one costs one chunk of copying, and the receiver's pace (one request per chunk received)
-//! bounds the sender's work per peer.
+//! newer snapshot replaced it: the receiver restarts cleanly). The encoded sessions are kept for the
+//! snapshot being served and chunks are slices of them and of the shared state bytes, so serving one costs
+//! one chunk of copying, and the receiver's pace (one request per chunk received) bounds the sender's work
+//! per peer.
 //!
 //! Receiver: holds at most one transfer, from one peer, for one snapshot; its buffer is bounded by the
 //! announced length, which is bounded by `snapshot_bytes_max`. A chunk that does not continue the
 //! transfer is ignored; offset 0 of a newer snapshot replaces it. Without progress it asks again every
 //! `snapshot_retry_ms` (lost chunks), and after `snapshot_stall_ms` it drops the transfer (the sender went
-//! away); the next catch-up starts a new one. Once complete, the snapshot installs as a whole.
+//! away); the next catch-up starts a new one. Once complete, the image is split into sessions and state
+//! (an image whose sessions do not decode is refused and dropped) and the snapshot installs as a whole.
 
 use bytes::Bytes;
 
@@ -27,8 +33,7 @@ use crate::types::{Broken, Members, ReplicaId, Slot};
 pub(super) struct Transfer {
     from: ReplicaId,
     next_slot: Slot,
-    state_len: u64,
-    sessions: Vec<SessionRecord>,
+    image_len: u64,
     members: Members,
     bytes: Vec<u8>,
     progress_at_ms: u64,
@@ -46,30 +51,38 @@ impl Replica {
         self.send_chunk(now_ms, peer, 0, out);
     }
 
-    /// Sends the chunk of our snapshot at `offset`.
+    /// Sends the chunk of our snapshot's image at `offset`.
     fn send_chunk(&mut self, now_ms: u64, peer: ReplicaId, offset: u64, out: &mut Vec<Output>) {
         let Some(snapshot) = &self.log.snapshot else { return };
-        let state_len = snapshot.state.len() as u64;
-        if offset > state_len || (offset == state_len && state_len > 0) {
+        // Snapshots of one slot hold the same sessions (they follow from the slots below it).
+        let sessions = match &self.served_sessions {
+            Some((slot, encoded)) if *slot == snapshot.next_slot => encoded.clone(),
+            _ => {
+                let encoded = Bytes::from(encode_sessions(&snapshot.sessions));
+                self.served_sessions = Some((snapshot.next_slot, encoded.clone()));
+                encoded
+            }
+        };
+        let image_len = (sessions.len() + snapshot.state.len()) as u64;
+        if offset >= image_len {
             return;
         }
         let chunk_bytes = match self.config.broken {
             Broken::UnboundedSyncReply => usize::MAX,
             _ => self.config.snapshot_chunk_bytes.max(1),
         };
-        let sessions = if offset == 0 { snapshot.sessions.clone() } else { Vec::new() };
-        // The sessions count against the chunk's bound: beside them the first chunk carries only the
-        // state bytes that still fit (at least one, so the transfer always progresses).
-        let state_bytes = chunk_bytes.saturating_sub(sessions_bytes(&sessions)).max(1);
         let start = offset as usize;
-        let end = start.saturating_add(state_bytes).min(snapshot.state.len());
+        let end = start.saturating_add(chunk_bytes).min(image_len as usize);
+        let split = sessions.len();
+        let mut bytes = Vec::with_capacity(end - start);
+        bytes.extend_from_slice(&sessions[start.min(split)..end.min(split)]);
+        bytes.extend_from_slice(&snapshot.state[start.max(split) - split..end.max(split) - split]);
         let message = Message::SnapshotChunk {
             next_slot: snapshot.next_slot,
-            state_len,
+            image_len,
             offset,
-            sessions,
             members: snapshot.members,
-            bytes: snapshot.state[start..end].to_vec(),
+            bytes,
         };
         if let Some(track) = self.peers.get_mut(peer.index()) {
             track.chunk_sent_at_ms = Some(now_ms);
@@ -96,7 +109,7 @@ impl Replica {
     }
 
     pub(super) fn on_snapshot_chunk(&mut self, now_ms: u64, from: ReplicaId, chunk: Chunk, out: &mut Vec<Output>) {
-        let Chunk { next_slot, state_len, offset, sessions, members, bytes } = chunk;
+        let Chunk { next_slot, image_len, offset, members, bytes } = chunk;
         if next_slot <= self.next_slot {
             // Nothing to gain; a transfer of an older snapshot than our position is useless too.
             if self.transfer.as_ref().is_some_and(|t| t.next_slot <= self.next_slot) {
@@ -106,7 +119,7 @@ impl Replica {
         }
         let end = offset.checked_add(bytes.len() as u64);
         let no_members = offset == 0 && members.is_empty();
-        if state_len > self.config.snapshot_bytes_max as u64 || end.is_none_or(|end| end > state_len) || no_members {
+        if image_len > self.config.snapshot_bytes_max as u64 || end.is_none_or(|end| end > image_len) || no_members {
             self.stats.invalid_messages += 1;
             return;
         }
@@ -126,10 +139,9 @@ impl Replica {
             self.transfer = Some(Transfer {
                 from,
                 next_slot,
-                state_len,
-                sessions,
+                image_len,
                 members,
-                bytes: Vec::with_capacity(state_len as usize),
+                bytes: Vec::with_capacity(image_len as usize),
                 progress_at_ms: now_ms,
                 asked_at_ms: now_ms,
             });
@@ -138,7 +150,7 @@ impl Replica {
             return;
         }
         let Some(transfer) = self.transfer.as_mut() else { return };
-        if transfer.state_len != state_len {
+        if transfer.image_len != image_len {
             self.stats.invalid_messages += 1;
             self.transfer = None;
             return;
@@ -147,17 +159,22 @@ impl Replica {
         transfer.progress_at_ms = now_ms;
         transfer.asked_at_ms = now_ms;
         self.stats.snapshot_chunks_received += 1;
-        if (transfer.bytes.len() as u64) < state_len {
+        if (transfer.bytes.len() as u64) < image_len {
             let offset = transfer.bytes.len() as u64;
             out.push(Output::Send { to: from, message: Message::SnapshotRequest { next_slot, offset } });
             return;
         }
         if let Some(done) = self.transfer.take() {
+            let image = Bytes::from(done.bytes);
+            let Some((sessions, state_at)) = decode_sessions(&image) else {
+                self.stats.invalid_messages += 1;
+                return;
+            };
             let snapshot = StoredSnapshot {
                 next_slot: done.next_slot,
-                sessions: done.sessions,
+                sessions,
                 members: done.members,
-                state: Bytes::from(done.bytes),
+                state: image.slice(state_at..),
             };
             self.install_snapshot(now_ms, snapshot, out);
         }
@@ -189,17 +206,55 @@ impl Replica {
     }
 }
 
-/// Encoded size of session records, roughly (three words and a vector header each, a word per entry).
-fn sessions_bytes(sessions: &[SessionRecord]) -> usize {
-    sessions.iter().map(|s| 32usize.saturating_add(s.applied_above.len().saturating_mul(8))).sum()
+/// The sessions as they open a snapshot's image: their count, then per record the client, the sequence
+/// floor, the last slot, the count of sequences applied above the floor and those sequences, all as
+/// little-endian u64s.
+fn encode_sessions(sessions: &[SessionRecord]) -> Vec<u8> {
+    let words = 1 + sessions.iter().map(|s| 4 + s.applied_above.len()).sum::<usize>();
+    let mut encoded = Vec::with_capacity(words * 8);
+    let mut put = |word: u64| encoded.extend_from_slice(&word.to_le_bytes());
+    put(sessions.len() as u64);
+    for session in sessions {
+        put(session.client);
+        put(session.seq_floor);
+        put(session.last_slot);
+        put(session.applied_above.len() as u64);
+        session.applied_above.iter().for_each(|seq| put(*seq));
+    }
+    encoded
+}
+
+/// The sessions at the start of an image, and where its state bytes begin; `None` if the image does not
+/// start with well-formed sessions. Counts are checked against the bytes left before anything is reserved.
+fn decode_sessions(image: &[u8]) -> Option<(Vec<SessionRecord>, usize)> {
+    let mut at = 0usize;
+    let mut take = || {
+        let word = image.get(at..at.checked_add(8)?)?;
+        at += 8;
+        Some(u64::from_le_bytes(word.try_into().ok()?))
+    };
+    let count = take()?;
+    let words_left = |at: usize| ((image.len() - at) / 8) as u64;
+    if count > words_left(8) / 4 {
+        return None;
+    }
+    let mut sessions = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let (client, seq_floor, last_slot, applied) = (take()?, take()?, take()?, take()?);
+        let mut applied_above = Vec::new();
+        for _ in 0..applied {
+            applied_above.push(take()?);
+        }
+        sessions.push(SessionRecord { client, seq_floor, applied_above, last_slot });
+    }
+    Some((sessions, at))
 }
 
 /// The fields of a `SnapshotChunk` message.
 pub(super) struct Chunk {
     pub(super) next_slot: Slot,
-    pub(super) state_len: u64,
+    pub(super) image_len: u64,
     pub(super) offset: u64,
-    pub(super) sessions: Vec<SessionRecord>,
     pub(super) members: Members,
     pub(super) bytes: Vec<u8>,
 }
@@ -316,41 +371,50 @@ mod tests {
     }
 
     #[test]
-    fn the_first_chunk_keeps_to_the_bound_beside_many_sessions() {
-        // Sessions of 5 and 40 applied sequences above their floors: about 2 chunks' worth of records.
-        let sessions: Vec<SessionRecord> = [5u64, 40]
-            .iter()
-            .map(|count| SessionRecord {
-                client: *count,
+    fn sessions_larger_than_a_message_travel_in_chunks_too() {
+        // Three clients with 60 applied sequences above their floors each: their records alone take many
+        // chunks, more than any one message may carry, and the state is smaller than they are.
+        let sessions: Vec<SessionRecord> = (0..3u64)
+            .map(|client| SessionRecord {
+                client: 10 + client,
                 seq_floor: 1,
-                applied_above: (2..2 + count).collect(),
+                applied_above: (2..62).collect(),
                 last_slot: 9,
             })
             .collect();
         let snapshot = SnapshotRecord {
             next_slot: Slot(10),
-            sessions: sessions.clone(),
+            sessions,
             members: crate::types::Members::first(3),
-            state: state(10, 1000),
+            state: state(10, 100),
         };
         let sender = Replica::resume(config(0), Resume { snapshot: Some(snapshot), ..Resume::default() });
         let mut pair = Pair::new(sender);
-        for _ in 0..5 {
+        for _ in 0..10 {
             pair.tick(&mut |_, _| false);
         }
-        assert_eq!(pair.installed, vec![(Slot(10), Bytes::from(state(10, 1000)))]);
-        assert!(pair.receiver.is_applied(crate::types::CommandId { client: 40, seq: 41 }), "sessions came along");
-        let bare = encode_message(&Message::SnapshotChunk {
-            next_slot: Slot(10),
-            state_len: 1000,
-            offset: 0,
-            sessions,
-            members: crate::types::Members::first(3),
-            bytes: vec![0; 1],
-        })
-        .len();
-        assert!(pair.chunk_sizes[0] <= bare.max(CHUNK + 256), "first chunk {} bytes", pair.chunk_sizes[0]);
-        assert!(pair.chunk_sizes.iter().skip(1).all(|size| *size <= CHUNK + 256), "{:?}", pair.chunk_sizes);
+        assert!(pair.chunk_sizes.iter().all(|size| *size <= CHUNK + 256), "{:?}", pair.chunk_sizes);
+        assert_eq!(pair.installed, vec![(Slot(10), Bytes::from(state(10, 100)))]);
+        for client in 10..13 {
+            let id = |seq| crate::types::CommandId { client, seq };
+            assert!(pair.receiver.is_applied(id(61)) && !pair.receiver.is_applied(id(62)), "client {client}");
+        }
+    }
+
+    #[test]
+    fn an_image_splits_into_its_sessions_and_state_and_a_malformed_one_is_refused() {
+        let sessions = vec![
+            SessionRecord { client: 1, seq_floor: 4, applied_above: vec![6, 9], last_slot: 3 },
+            SessionRecord { client: 2, seq_floor: 0, applied_above: Vec::new(), last_slot: 1 },
+        ];
+        let mut image = encode_sessions(&sessions);
+        let state_at = image.len();
+        image.extend_from_slice(b"state");
+        assert_eq!(decode_sessions(&image), Some((sessions, state_at)));
+        assert_eq!(decode_sessions(&encode_sessions(&[])), Some((Vec::new(), 8)));
+        assert_eq!(decode_sessions(&image[..state_at - 1]), None, "a truncated record");
+        assert_eq!(decode_sessions(&[0xff; 40]), None, "a count past what the bytes can hold");
+        assert_eq!(decode_sessions(&[]), None);
     }
 
     #[test]
@@ -416,11 +480,10 @@ mod tests {
     fn chunks_that_do_not_fit_the_transfer_are_refused() {
         let mut receiver = Replica::new(config(1));
         let mut out = Vec::new();
-        let chunk = |state_len, offset, bytes: Vec<u8>| Message::SnapshotChunk {
+        let chunk = |image_len, offset, bytes: Vec<u8>| Message::SnapshotChunk {
             next_slot: Slot(5),
-            state_len,
+            image_len,
             offset,
-            sessions: Vec::new(),
             members: crate::types::Members::first(3),
             bytes,
         };

@@ -266,14 +266,7 @@ fn snapshots_carry_the_membership_both_ways() {
     let replica = Replica::resume(config(0), Resume { snapshot: Some(snapshot.clone()), ..Resume::default() });
     assert_eq!(replica.members(), members);
     assert_eq!(replica.latest_snapshot(), Some(snapshot));
-    let chunk = Message::SnapshotChunk {
-        next_slot: Slot(9),
-        state_len: 2,
-        offset: 0,
-        sessions: Vec::new(),
-        members,
-        bytes: vec![1, 2],
-    };
+    let chunk = Message::SnapshotChunk { next_slot: Slot(9), image_len: 2, offset: 0, members, bytes: vec![1, 2] };
     assert_eq!(crate::message::decode_message(&encode_message(&chunk)), Ok(chunk));
 }
 
@@ -282,9 +275,8 @@ fn a_snapshot_chunk_without_members_is_refused() {
     let mut replica = Replica::learner(config(3), 1, Members::first(3));
     let chunk = Message::SnapshotChunk {
         next_slot: Slot(9),
-        state_len: 2,
+        image_len: 2,
         offset: 0,
-        sessions: Vec::new(),
         members: Members::default(),
         bytes: vec![1, 2],
     };
