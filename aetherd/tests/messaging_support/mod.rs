@@ -126,9 +126,19 @@ pub type Journals = BTreeMap<(String, String), Vec<String>>;
 /// Every journal entry of `topic` under blueprint `blueprint`, read through node `node`'s KV API.
 pub fn journals(c: &LocalCluster, node: usize, blueprint: &str, topic: &str) -> Journals {
     let prefix = format!("data/{blueprint}/org.aether.examples:inbox/journal/{topic}/");
-    let listed = get_json(c, node, &format!("/api/kv?prefix={prefix}"));
+    // A listing comes a page at a time: follow `next` to the end.
+    let mut entries = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = get_json(c, node, &format!("/api/kv?prefix={prefix}&after={after}"));
+        entries.extend(page["entries"].as_array().into_iter().flatten().cloned());
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
     let mut chunks: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
-    for entry in listed["entries"].as_array().into_iter().flatten() {
+    for entry in &entries {
         let (Some(key), Some(value)) = (entry["key"].as_str(), entry["value"].as_str()) else { continue };
         let rest = key.strip_prefix(&prefix).unwrap_or(key);
         let parts: Vec<&str> = rest.split('/').collect();
