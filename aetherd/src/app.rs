@@ -39,7 +39,7 @@ mod health;
 mod serve;
 mod served;
 
-pub use dispatch::{Call, Dispatcher, Forward, ForwardError};
+pub use dispatch::{Call, Dispatcher, Forward, ForwardDone, ForwardError};
 pub use health::{HealthSink, SliceHealth};
 pub use serve::{ForwardedCalls, ForwardedStats};
 

@@ -2,12 +2,15 @@
 //! [`Forward`] implementation, and the table of calls waiting for an `InvokeReply`.
 //!
 //! A caller (app handler thread or slice worker) registers its call in the shared [`Forwarder`] table, asks
-//! the event loop to send the `Invoke` frame, and blocks on its own channel until the loop delivers the
-//! reply, the peer goes down (`Lost`), or the deadline passes. The loop never blocks on a caller: every
-//! delivery is a `try_send` into a one-slot channel.
+//! the event loop to send the `Invoke` frame, and either blocks on its own channel until the loop delivers the
+//! reply, the peer goes down (`Lost`), or the deadline passes ([`Forward::forward`]), or leaves a callback the
+//! loop runs with the outcome ([`Forward::forward_then`]: the app port's deferred answers, so a forwarded call
+//! holds no thread while it waits). The loop never blocks on a caller: a delivery is a `try_send` into a
+//! one-slot channel or a callback that must not block.
 //!
 //! Invariants: every registered call is completed exactly once (reply, peer down, expiry, or the caller's
-//! own timeout removing it); the table is bounded (a full table answers `Unreachable` at once); call ids
+//! own timeout removing it; a callback dropped uncalled, when the table goes with the node, is called with
+//! `Stopped`); the table is bounded (a full table answers `Unreachable` at once); call ids
 //! start at a random per-boot base, so no reply owed to an earlier incarnation of this node matches a
 //! call of this one, and a reply completes a call only when it comes from the node the call went to;
 //! replies that match no waiting call (late, stale or misdirected) are dropped and counted, and so
@@ -30,7 +33,57 @@ const UNSENDABLE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How often at most the data path's drop counts are logged.
 const COUNTERS_LOG_EVERY: Duration = Duration::from_secs(60);
 
-pub type Waiter = SyncSender<Result<InvokeReply, ForwardError>>;
+/// Who waits for a forwarded call's outcome.
+pub enum Waiter {
+    /// A caller blocked on its channel.
+    Channel(SyncSender<Result<InvokeReply, ForwardError>>),
+    /// A callback, run on the thread the outcome is known on (usually the event loop).
+    Then(Then),
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Waiter::Channel(_) => "Waiter::Channel",
+            Waiter::Then(_) => "Waiter::Then",
+        })
+    }
+}
+
+impl Waiter {
+    /// Hands the call's outcome to its caller; never blocks on it.
+    pub fn deliver(self, outcome: Result<InvokeReply, ForwardError>) {
+        match self {
+            Waiter::Channel(channel) => {
+                let _ = channel.try_send(outcome);
+            }
+            Waiter::Then(then) => then.call(outcome),
+        }
+    }
+}
+
+/// A callback for a forwarded call's outcome: called once; dropped uncalled, it is called with `Stopped`.
+pub struct Then(Option<crate::app::ForwardDone>);
+
+impl Then {
+    pub fn new(done: crate::app::ForwardDone) -> Then {
+        Then(Some(done))
+    }
+
+    fn call(mut self, outcome: Result<InvokeReply, ForwardError>) {
+        if let Some(done) = self.0.take() {
+            done(outcome);
+        }
+    }
+}
+
+impl Drop for Then {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            done(Err(ForwardError::Stopped));
+        }
+    }
+}
 
 /// State shared between callers and the event loop.
 pub struct Calls {
@@ -76,9 +129,7 @@ impl Calls {
     pub fn complete(&self, from: &str, reply: InvokeReply) {
         let waiter = self.table.lock().complete_from(reply.id, from);
         match waiter {
-            Some(waiter) => {
-                let _ = waiter.try_send(Ok(reply));
-            }
+            Some(waiter) => waiter.deliver(Ok(reply)),
             None => {
                 let n = self.replies_unmatched.fetch_add(1, Ordering::Relaxed) + 1;
                 log::debug!("dropping reply {} from {from}: no call waits for it ({n} so far)", reply.id);
@@ -137,14 +188,16 @@ impl Calls {
 
     /// Calls in flight to a node that went down: the request may have run there.
     pub fn peer_down(&self, node: &str) {
-        for call in self.table.lock().peer_down(node) {
-            let _ = call.waiter.try_send(Err(ForwardError::Lost(format!("{node} went down"))));
+        let lost = self.table.lock().peer_down(node);
+        for call in lost {
+            call.waiter.deliver(Err(ForwardError::Lost(format!("{node} went down"))));
         }
     }
 
     pub fn expire(&self) {
-        for (_, waiter) in self.table.lock().expire(self.now_ms()) {
-            let _ = waiter.try_send(Err(ForwardError::Timeout));
+        let expired = self.table.lock().expire(self.now_ms());
+        for (_, waiter) in expired {
+            waiter.deliver(Err(ForwardError::Timeout));
         }
     }
 }
@@ -163,7 +216,7 @@ impl Forward for NodeForward {
             .calls
             .table
             .lock()
-            .begin(now_ms, node, request.deadline_ms_left, false, tx)
+            .begin(now_ms, node, request.deadline_ms_left, false, Waiter::Channel(tx))
             .map_err(|_| ForwardError::Unreachable("too many calls in flight".into()))?;
         request.id = id;
         let command = Command::SendInvoke { node: node.to_string(), id, payload: request.encode() };
@@ -176,6 +229,24 @@ impl Forward for NodeForward {
             Err(_) => {
                 self.calls.table.lock().complete(id);
                 Err(ForwardError::Timeout)
+            }
+        }
+    }
+
+    fn forward_then(&self, node: &str, mut request: InvokeRequest, done: crate::app::ForwardDone) {
+        let now_ms = self.calls.now_ms();
+        let waiter = Waiter::Then(Then::new(done));
+        let begun = self.calls.table.lock().begin(now_ms, node, request.deadline_ms_left, false, waiter);
+        let id = match begun {
+            Ok(id) => id,
+            Err(full) => return full.waiter.deliver(Err(ForwardError::Unreachable("too many calls in flight".into()))),
+        };
+        request.id = id;
+        let command = Command::SendInvoke { node: node.to_string(), id, payload: request.encode() };
+        if self.handle.command(command).is_err() {
+            let waiter = self.calls.table.lock().complete(id);
+            if let Some(waiter) = waiter {
+                waiter.deliver(Err(ForwardError::Stopped));
             }
         }
     }
@@ -249,7 +320,7 @@ mod tests {
     fn a_reply_reaches_its_caller_only_from_the_node_the_call_went_to() {
         let calls = Calls::with_boot_nonce(5);
         let (tx, rx) = sync_channel(1);
-        let id = calls.table.lock().begin(calls.now_ms(), "node-3", 1000, true, tx).unwrap();
+        let id = calls.table.lock().begin(calls.now_ms(), "node-3", 1000, true, Waiter::Channel(tx)).unwrap();
         calls.complete("node-2", reply(id));
         assert!(rx.try_recv().is_err(), "node-2 never got this call");
         assert_eq!(calls.replies_unmatched(), 1);
@@ -263,11 +334,36 @@ mod tests {
     fn two_boots_hand_out_different_ids() {
         let (first, second) = (Calls::with_boot_nonce(1), Calls::with_boot_nonce(2));
         let ids = |calls: &Calls| -> Vec<u64> {
-            (0..3).map(|_| calls.table.lock().begin(0, "n", 10, true, sync_channel(1).0).unwrap()).collect()
+            (0..3).map(|_| calls.table.lock().begin(0, "n", 10, true, Waiter::Channel(sync_channel(1).0)).unwrap()).collect()
         };
         let (a, b) = (ids(&first), ids(&second));
         assert!(a.iter().all(|id| !b.contains(id)), "{a:?} {b:?}");
         calls_unsendable_are_counted(&first);
+    }
+
+    #[test]
+    fn a_callback_gets_its_outcome_once_and_stopped_when_dropped_uncalled() {
+        let calls = Calls::with_boot_nonce(7);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let then = |tx: std::sync::mpsc::Sender<_>| {
+            Waiter::Then(Then::new(Box::new(move |outcome: Result<InvokeReply, ForwardError>| {
+                tx.send(outcome.map(|r| r.id)).unwrap()
+            })))
+        };
+        let replied = calls.table.lock().begin(calls.now_ms(), "node-2", 1000, false, then(tx.clone())).unwrap();
+        let lost = calls.table.lock().begin(calls.now_ms(), "node-3", 1000, false, then(tx.clone())).unwrap();
+        let expired = calls.table.lock().begin(calls.now_ms(), "node-2", 0, false, then(tx.clone())).unwrap();
+        let dropped = calls.table.lock().begin(calls.now_ms(), "node-2", 60_000, false, then(tx)).unwrap();
+        calls.complete("node-2", reply(replied));
+        assert_eq!(rx.try_recv().unwrap(), Ok(replied));
+        calls.complete("node-2", reply(replied));
+        assert!(rx.try_recv().is_err(), "called once");
+        calls.peer_down("node-3");
+        assert!(matches!(rx.try_recv().unwrap(), Err(ForwardError::Lost(_))), "{lost}");
+        calls.expire();
+        assert_eq!(rx.try_recv().unwrap(), Err(ForwardError::Timeout), "{expired}");
+        drop(calls);
+        assert_eq!(rx.try_recv().unwrap(), Err(ForwardError::Stopped), "{dropped}");
     }
 
     fn calls_unsendable_are_counted(calls: &Calls) {

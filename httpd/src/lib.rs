@@ -32,7 +32,7 @@ pub mod stream;
 mod tls;
 
 pub use fdlimit::{fd_budget, raise_nofile_limit};
-pub use pool::Job;
+pub use pool::{Job, Later, Resume};
 pub use stream::{StreamSource, StreamStatus};
 pub use tls::TlsFiles;
 

@@ -7,12 +7,20 @@
 //! light steady load that wakes each thread in turn still lets the surplus go. Without `workers_min`, all
 //! `workers` start at once and stay.
 //!
+//! A handler may answer later ([`Job::defer`]): it returns at once, its worker serves the next request, and
+//! whoever holds the [`Later`] (the thread a reply arrives on, say) answers from there, straight to the I/O
+//! thread, or hands the request back to the pool to go on ([`Later::resume`]).
+//!
 //! Invariants:
 //! - the I/O thread never waits here: [`Pool::submit`] only locks the queue briefly and fails when
 //!   it is full (the caller answers 503);
 //! - a job is answered exactly once: its state moves from QUEUED to RUNNING (a worker took it) or
-//!   OVERDUE (the server answered it past its deadline), and from RUNNING to DONE or OVERDUE, each by
-//!   one compare-and-swap; only the side that wins sends the answer;
+//!   OVERDUE (the server answered it past its deadline), from RUNNING to DONE, DEFERRED (its handler will
+//!   answer later) or OVERDUE, and from DEFERRED to DONE, OVERDUE or QUEUED again (resumed), each by one
+//!   compare-and-swap; only the side that wins sends the answer. A [`Later`] dropped unanswered answers 500,
+//!   so a deferred request without a deadline is never left waiting;
+//! - a deferred job holds no thread: the watchdog answers it 504 past its deadline without abandoning a
+//!   worker;
 //! - a worker whose job went OVERDUE while running is abandoned: it leaves the live count, and a
 //!   replacement starts while at most `abandoned_max` threads are stuck; a stuck thread that comes back
 //!   serves again if the pool is short of workers, else exits. Threads never number more than
@@ -31,6 +39,7 @@ const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
 const DONE: u8 = 2;
 const OVERDUE: u8 = 3;
+const DEFERRED: u8 = 4;
 
 /// One request's life on the pool, shared by its worker and the I/O thread.
 pub struct Job {
@@ -41,9 +50,52 @@ pub struct Job {
     worker: Mutex<Option<Arc<AtomicBool>>>,
 }
 
+/// What [`Job::defer`] did on this worker thread during the current run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deferral {
+    None,
+    /// RUNNING -> DEFERRED: the worker is free.
+    Deferred,
+    /// The watchdog had already taken the job (RUNNING -> OVERDUE): the worker was abandoned.
+    TooLate,
+}
+
+thread_local! {
+    /// The running job's way to answer later, on its worker thread, while the handler runs: per thread, so a
+    /// request resumed on another worker before this one returned never mixes up the two runs.
+    static ANSWER_TO: std::cell::RefCell<Option<Later>> = const { std::cell::RefCell::new(None) };
+    static DEFERRAL: std::cell::Cell<Deferral> = const { std::cell::Cell::new(Deferral::None) };
+}
+
 impl Job {
     pub(crate) fn new(deadline: Option<Instant>) -> Job {
-        Job { state: AtomicU8::new(QUEUED), deadline, note: Mutex::new(None), worker: Mutex::new(None) }
+        Job {
+            state: AtomicU8::new(QUEUED),
+            deadline,
+            note: Mutex::new(None),
+            worker: Mutex::new(None),
+        }
+    }
+
+    /// Answer this request later, from any thread: the handler returns at once (the [`Response`] it returns
+    /// is dropped) and its worker thread serves other requests; the request's answer is what is given to the
+    /// returned [`Later`]. The deadline still holds (the server answers 504 past it, and the late answer is
+    /// dropped). `None` when called twice, or outside [`crate::Handler::handle`].
+    ///
+    /// The handler must return promptly after deferring: its thread is no longer watched.
+    pub fn defer(&self) -> Option<Later> {
+        let later = ANSWER_TO.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let ours = slot.as_ref().is_some_and(|later| std::ptr::eq(Arc::as_ptr(&later.job), self));
+            if ours {
+                slot.take()
+            } else {
+                None
+            }
+        })?;
+        let moved = self.state.compare_exchange(RUNNING, DEFERRED, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        DEFERRAL.with(|d| d.set(if moved { Deferral::Deferred } else { Deferral::TooLate }));
+        Some(later)
     }
 
     /// When the server stops waiting for the handler, if ever.
@@ -81,10 +133,69 @@ pub struct Completion {
     pub response: Response,
 }
 
+/// The rest of a deferred request's work, run on a worker ([`Later::resume`]).
+pub type Resume = Box<dyn FnOnce(&Job) -> Response + Send>;
+
+enum Work {
+    Request(Request),
+    Resume(Resume),
+}
+
 struct Task {
     conn: usize,
     job: Arc<Job>,
-    request: Request,
+    work: Work,
+}
+
+/// The answer owed to a deferred request ([`Job::defer`]); answer it from any thread, once. Dropped
+/// unanswered, it answers 500.
+pub struct Later {
+    conn: usize,
+    job: Arc<Job>,
+    pool: Arc<Shared>,
+    spent: bool,
+}
+
+impl Later {
+    /// Answer the request (dropped when the server already answered it past its deadline). Never blocks:
+    /// the answer goes to the I/O thread's channel and wakes it.
+    pub fn answer(mut self, response: Response) {
+        self.spent = true;
+        if self.job.state.compare_exchange(DEFERRED, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            self.pool.deliver(self.conn, response);
+        }
+    }
+
+    /// Go on with the request on a worker thread: `work` runs there as a handler would (it may defer
+    /// again) and its answer is the request's. When the queue is full the request is answered 503.
+    pub fn resume(mut self, work: Resume) {
+        self.spent = true;
+        if self.job.state.compare_exchange(DEFERRED, QUEUED, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return;
+        }
+        let task = Task { conn: self.conn, job: Arc::clone(&self.job), work: Work::Resume(work) };
+        if !self.pool.queue(task)
+            && self.job.state.compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        {
+            let busy =
+                Response::error(503, "overloaded", "the server's queue is full; try again").with_header("Retry-After", "1");
+            self.pool.deliver(self.conn, busy);
+        }
+    }
+
+    /// Whether the request still waits for this answer (false once the server answered it past its deadline).
+    pub fn wanted(&self) -> bool {
+        self.job.state.load(Ordering::SeqCst) == DEFERRED
+    }
+}
+
+impl Drop for Later {
+    fn drop(&mut self) {
+        if !self.spent && self.job.state.compare_exchange(DEFERRED, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            log::error!("{} port: a deferred request was dropped unanswered", self.pool.name);
+            self.pool.deliver(self.conn, Response::error(500, "internal", "the node dropped this request"));
+        }
+    }
 }
 
 /// The queue and the idle threads' accounting, under one lock.
@@ -179,29 +290,17 @@ impl Pool {
 
     /// Queue a request; false (the request dropped) when the queue is full.
     pub fn submit(&self, conn: usize, job: Arc<Job>, request: Request) -> bool {
-        let mut queue = lock(&self.shared.queue);
-        if queue.tasks.len() >= self.shared.queue_max {
-            return false;
-        }
-        queue.tasks.push_back(Task { conn, job, request });
-        let shared = &self.shared;
-        let grow = queue.tasks.len() > queue.idle && !shared.stopping.load(Ordering::SeqCst) && shared.reserve();
-        drop(queue);
-        shared.ready.notify_one();
-        if grow {
-            // More waiting than idle threads to take them: one more thread (a thread start, no waiting).
-            if let Err(e) = spawn(shared) {
-                log::error!("{} port: {e}", shared.name);
-            }
-        }
-        true
+        self.shared.queue(Task { conn, job, work: Work::Request(request) })
     }
 
     /// Take an overdue job from its handler: true when the caller is to answer it. A running worker is
     /// abandoned (and replaced while few are stuck).
     pub fn expire(&self, job: &Job) -> bool {
-        if job.state.compare_exchange(QUEUED, OVERDUE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-            return true;
+        for free in [QUEUED, DEFERRED] {
+            // No thread holds it: nothing to abandon.
+            if job.state.compare_exchange(free, OVERDUE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                return true;
+            }
         }
         if job.state.compare_exchange(RUNNING, OVERDUE, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             return false;
@@ -253,6 +352,34 @@ impl Pool {
 }
 
 impl Shared {
+    /// Queue a task (false, the task dropped, when the queue is full), starting a thread when more wait than
+    /// are idle.
+    fn queue(self: &Arc<Shared>, task: Task) -> bool {
+        let mut queue = lock(&self.queue);
+        if queue.tasks.len() >= self.queue_max {
+            return false;
+        }
+        queue.tasks.push_back(task);
+        let grow = queue.tasks.len() > queue.idle && !self.stopping.load(Ordering::SeqCst) && self.reserve();
+        drop(queue);
+        self.ready.notify_one();
+        if grow {
+            // More waiting than idle threads to take them: one more thread (a thread start, no waiting).
+            if let Err(e) = spawn(self) {
+                log::error!("{} port: {e}", self.name);
+            }
+        }
+        true
+    }
+
+    /// Hand an answer to the I/O thread, waking it unless an earlier answer's wake-up is still pending.
+    fn deliver(&self, conn: usize, response: Response) {
+        let sent = lock(&self.done).send(Completion { conn, response });
+        if sent.is_ok() && !self.rung.swap(true, Ordering::SeqCst) && self.waker.wake().is_err() {
+            self.rung.store(false, Ordering::SeqCst);
+        }
+    }
+
     /// Takes a place for one more live thread, when the pool may grow: fewer live threads than `workers`,
     /// counting the stuck ones past `abandoned_max` as live (so a hung slice cannot make the pool start a thread
     /// per request).
@@ -281,7 +408,7 @@ fn spawn(shared: &Arc<Shared>) -> Result<(), String> {
     Ok(())
 }
 
-fn work(shared: &Shared, abandoned: &Arc<AtomicBool>) {
+fn work(shared: &Arc<Shared>, abandoned: &Arc<AtomicBool>) {
     let mut queue = lock(&shared.queue);
     queue.idle += 1;
     loop {
@@ -313,7 +440,7 @@ fn work(shared: &Shared, abandoned: &Arc<AtomicBool>) {
             }
         };
         drop(queue);
-        let Task { conn, job, request } = task;
+        let Task { conn, job, work } = task;
         *lock(&job.worker) = Some(Arc::clone(abandoned));
         if job.state.compare_exchange(QUEUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             // Answered by the server while it waited.
@@ -322,8 +449,15 @@ fn work(shared: &Shared, abandoned: &Arc<AtomicBool>) {
             queue.idle += 1;
             continue;
         }
+        let later = Later { conn, job: Arc::clone(&job), pool: Arc::clone(shared), spent: false };
+        ANSWER_TO.with(|slot| *slot.borrow_mut() = Some(later));
+        DEFERRAL.with(|d| d.set(Deferral::None));
         let handler = &shared.handler;
-        let response = catch_unwind(AssertUnwindSafe(|| handler.handle(request, &job))).unwrap_or_else(|payload| {
+        let run = || match work {
+            Work::Request(request) => handler.handle(request, &job),
+            Work::Resume(resume) => resume(&job),
+        };
+        let response = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|payload| {
             let message = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -333,11 +467,20 @@ fn work(shared: &Shared, abandoned: &Arc<AtomicBool>) {
             Response::error(500, "internal", "the node failed while serving this request")
         });
         *lock(&job.worker) = None;
-        let answered = job.state.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        // Not deferred: the way to answer later is dropped unused (spent, so it answers nothing).
+        if let Some(mut later) = ANSWER_TO.with(|slot| slot.borrow_mut().take()) {
+            later.spent = true;
+        }
+        let deferred = DEFERRAL.with(|d| d.replace(Deferral::None));
+        let answered = match deferred {
+            Deferral::None => job.state.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok(),
+            Deferral::Deferred => true,
+            Deferral::TooLate => false,
+        };
+        let deferred = deferred != Deferral::None;
         if answered {
-            let sent = lock(&shared.done).send(Completion { conn, response });
-            if sent.is_ok() && !shared.rung.swap(true, Ordering::SeqCst) && shared.waker.wake().is_err() {
-                shared.rung.store(false, Ordering::SeqCst);
+            if !deferred {
+                shared.deliver(conn, response);
             }
             queue = lock(&shared.queue);
             // A thread the last window did not need ends here too: under a light steady load every wake-up

@@ -40,7 +40,7 @@ pub const DEPTH_MAX: u8 = 64;
 /// one node at a time; with pins it is [`Pinned`], the same fields followed by the pins and [`PINNED_MAGIC`]
 /// (which no `Plain` archive can hold where `Pinned` reads it). An earlier node drops a pinned request (it
 /// cannot read it): running a rollout while nodes of the earlier release remain costs forwarded calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InvokeRequest {
     /// Chosen by the sender's forwarding table; the reply carries it back.
     pub id: u64,

@@ -36,8 +36,14 @@
 //! [`answers`]: super::answers
 
 mod attempt;
+mod pending;
 mod place;
 
+pub(super) use pending::{Dispatched, Pending, Progress, Settled};
+pub use pending::ForwardDone;
+use place::{Counted, Counts};
+
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +54,7 @@ use invoke::versions::{Pins, SharedPins};
 use invoke::{InvokeReply, InvokeRequest, Registry, RouteTarget};
 use parking_lot::{Mutex, RwLock};
 
-use super::answers::{deadline_exceeded, encode, error, no_live_instance, overloaded, time_left, with_failures};
+use super::answers::{deadline_exceeded, encode, error, no_live_instance, overloaded, time_left};
 use super::bulkhead::Bulkheads;
 
 /// Most attempts one call makes (the first and its retries on other nodes).
@@ -62,6 +68,14 @@ pub trait Forward: Send + Sync {
     /// `request.id` is the implementation's to set (the dispatcher leaves it 0); the reply's id is not
     /// read.
     fn forward(&self, node: &str, request: InvokeRequest, deadline: Duration) -> Result<InvokeReply, ForwardError>;
+
+    /// Sends `request` to `node` and returns at once; `done` gets the outcome, on the thread it is known on
+    /// (the event loop, for the node's transport), and must not block. Defaults to [`Forward::forward`] on
+    /// this thread.
+    fn forward_then(&self, node: &str, request: InvokeRequest, done: ForwardDone) {
+        let deadline = Duration::from_millis(u64::from(request.deadline_ms_left));
+        done(self.forward(node, request, deadline));
+    }
 
     /// Whether `node` is worth a call now (connected, not suspected); endpoints on other nodes are
     /// skipped. Defaults to every node.
@@ -101,7 +115,7 @@ pub struct Call<'a> {
     pub artifact: &'a str,
     pub method: &'a str,
     /// Encoded for the slice (`aether_sdk::codec`).
-    pub request: Vec<u8>,
+    pub request: Cow<'a, [u8]>,
     /// May run twice without harm (GET, HEAD), so it may be retried after it may have reached a slice.
     pub idempotent: bool,
     /// Cluster hops of the causal chain so far (0 for a call that started here).
@@ -124,7 +138,7 @@ impl Call<'_> {
         Call {
             artifact,
             method: self.method,
-            request: self.request.clone(),
+            request: Cow::Borrowed(&self.request),
             idempotent: self.idempotent,
             hops: self.hops,
             deadline: self.deadline,
@@ -208,33 +222,15 @@ pub struct Dispatcher {
     pub(super) bulkheads: Bulkheads,
     /// `(node, artifact)` pairs whose instance refused a call as overloaded, until when they are skipped.
     refusing: Mutex<HashMap<(String, String), Instant>>,
-    /// Calls of each artifact this node has forwarded and still waits on: each holds a thread of the pool
+    /// Calls of each artifact this node has forwarded and still waits on: most hold a thread of the pool
     /// that runs calls, so they count against a share too ([`Bulkheads::outbound_max`]).
-    outbound: Mutex<HashMap<String, usize>>,
+    outbound: Counts<String>,
     /// Where calls that ran here are counted and timed (none in dev mode and most tests).
     metrics: Option<Arc<crate::metrics::Telemetry>>,
     /// Calls in flight per `(artifact, node)`, for slices placed least-loaded.
-    loads: Mutex<HashMap<(String, String), usize>>,
+    loads: Counts<(String, String)>,
     /// State of the random numbers for slices placed at random.
     random: std::sync::atomic::AtomicU64,
-}
-
-/// One forwarded call waited on; gives its place back when dropped.
-struct Outbound<'a> {
-    counts: &'a Mutex<HashMap<String, usize>>,
-    artifact: &'a str,
-}
-
-impl Drop for Outbound<'_> {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock();
-        if let Some(count) = counts.get_mut(self.artifact) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                counts.remove(self.artifact);
-            }
-        }
-    }
 }
 
 fn duration_ms(d: Duration) -> u64 {
@@ -268,9 +264,9 @@ impl Dispatcher {
             call_deadline_ms: std::sync::atomic::AtomicU64::new(duration_ms(call_deadline)),
             bulkheads: Bulkheads::new(CALL_THREADS_DEFAULT),
             refusing: Mutex::new(HashMap::new()),
-            outbound: Mutex::new(HashMap::new()),
+            outbound: Arc::default(),
             metrics: None,
-            loads: Mutex::new(HashMap::new()),
+            loads: Arc::default(),
             random: std::sync::atomic::AtomicU64::new(place::random_seed()),
         }
     }
@@ -282,16 +278,8 @@ impl Dispatcher {
     }
 
     /// A place for one more forwarded call of `artifact`, or `None` when its share is taken.
-    fn outbound<'a>(&'a self, artifact: &'a str) -> Option<Outbound<'a>> {
-        let max = self.bulkheads.outbound_max(artifact);
-        let mut counts = self.outbound.lock();
-        let count = counts.entry(artifact.to_owned()).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        drop(counts);
-        Some(Outbound { counts: &self.outbound, artifact })
+    fn outbound(&self, artifact: &str) -> Option<Counted<String>> {
+        Counted::take(&self.outbound, artifact.to_owned(), self.bulkheads.outbound_max(artifact))
     }
 
     /// This dispatcher with bulkheads sized for `threads` call-running threads (the app port's handlers).
@@ -328,7 +316,9 @@ impl Dispatcher {
     /// Answer an HTTP request on an app port handler thread: `url` is the request target (path and
     /// query); `headers` are the client's header fields, which reach the slice with the method, path
     /// and query; `read_body` is called once the route is known (an error from it is the answer); the
-    /// local call, if any, runs on this thread under `watch`.
+    /// local call, if any, runs on this thread under `watch`. Stops at a forwarded attempt, which the
+    /// caller sends ([`Dispatcher::forward_then`] or [`Dispatcher::forward_blocking`]); an `Err` is the
+    /// answer of a request that reached no call (no route, a bad request).
     pub(super) fn http_call_inline(
         &self,
         http_method: &str,
@@ -336,10 +326,11 @@ impl Dispatcher {
         headers: &[(String, String)],
         read_body: impl FnOnce() -> Result<Vec<u8>, InvokeReply>,
         watch: &dyn Watch,
-    ) -> HttpAnswer {
-        self.http_call_with(http_method, url, headers, read_body, Runner::Inline(watch))
+    ) -> Result<Dispatched, HttpAnswer> {
+        self.http_start(http_method, url, headers, read_body, Runner::Inline(watch))
     }
 
+    #[cfg(test)]
     fn http_call_with(
         &self,
         http_method: &str,
@@ -348,6 +339,20 @@ impl Dispatcher {
         read_body: impl FnOnce() -> Result<Vec<u8>, InvokeReply>,
         runner: Runner<'_>,
     ) -> HttpAnswer {
+        match self.http_start(http_method, url, headers, read_body, runner) {
+            Ok(dispatched) => HttpAnswer { reply: self.forward_blocking(dispatched, runner), allow: None },
+            Err(answer) => answer,
+        }
+    }
+
+    fn http_start(
+        &self,
+        http_method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        read_body: impl FnOnce() -> Result<Vec<u8>, InvokeReply>,
+        runner: Runner<'_>,
+    ) -> Result<Dispatched, HttpAnswer> {
         let deadline = match runner {
             Runner::Inline(watch) => watch.deadline(),
             Runner::Pool | Runner::Serving => None,
@@ -355,26 +360,20 @@ impl Dispatcher {
         let deadline = deadline.unwrap_or_else(|| Instant::now() + self.call_deadline());
         let answer = |reply| HttpAnswer { reply, allow: None };
         let (path, query) = routes::split_target(url);
-        let (target, params) = match self.route(http_method, path) {
-            Ok(found) => found,
-            Err(answer) => return answer,
-        };
-        let body = match read_body() {
-            Ok(body) => body,
-            Err(reply) => return answer(reply),
-        };
+        let (target, params) = self.route(http_method, path)?;
+        let body = read_body().map_err(answer)?;
         let query = query.map(routes::parse_query).unwrap_or_default();
         let request = match encode(http_method, path, &params, &query, headers, &body) {
             Ok(request) => request,
             Err(e @ aether_sdk::CodecError::Header(_)) => {
-                return answer(error(431, "request header fields too large", &e.to_string(), false))
+                return Err(answer(error(431, "request header fields too large", &e.to_string(), false)))
             }
-            Err(e) => return answer(error(400, "bad request", &e.to_string(), false)),
+            Err(e) => return Err(answer(error(400, "bad request", &e.to_string(), false))),
         };
         let call = Call {
             artifact: &target.artifact,
             method: &target.method,
-            request,
+            request: request.into(),
             idempotent: invoke::is_idempotent(http_method),
             hops: 0,
             deadline,
@@ -383,7 +382,7 @@ impl Dispatcher {
             depth: 0,
             pins: self.entry_pins(),
         };
-        answer(self.dispatch_excluding(&call, Vec::new(), runner))
+        Ok(self.dispatch_from(&call, Progress::default(), runner))
     }
 
     fn route(&self, http_method: &str, path: &str) -> Result<(RouteTarget, Vec<(String, String)>), HttpAnswer> {
@@ -469,15 +468,16 @@ impl Dispatcher {
     }
 
     /// Run `call` on an instance: this node's when it has one, else a live remote one, retrying on
-    /// other nodes as the policy allows, within the call's deadline.
-    pub(super) fn dispatch_excluding(
-        &self,
-        call: &Call<'_>,
-        mut exclude: Vec<String>,
-        runner: Runner<'_>,
-    ) -> InvokeReply {
-        let named = call;
-        let resolved = self.resolve_version(named, &exclude);
+    /// other nodes as the policy allows, within the call's deadline; a forwarded attempt waits on this thread.
+    pub(super) fn dispatch_excluding(&self, call: &Call<'_>, exclude: Vec<String>, runner: Runner<'_>) -> InvokeReply {
+        let first = self.dispatch_from(call, Progress::excluding(exclude), runner);
+        self.forward_blocking(first, runner)
+    }
+
+    /// Run `named`'s attempts from where `progress` left them until one ends the call or one is to be
+    /// forwarded (see [`pending`]).
+    pub(super) fn dispatch_from(&self, named: &Call<'_>, mut progress: Progress, runner: Runner<'_>) -> Dispatched {
+        let resolved = self.resolve_version(named, &progress.exclude);
         let moved;
         let call = match &resolved {
             Some(artifact) => {
@@ -486,18 +486,18 @@ impl Dispatcher {
             }
             None => named,
         };
-        if let Some(reply) = self.dispatch_single_active(call, &exclude, runner) {
-            return reply;
+        if progress.attempts == 0 {
+            if let Some(reply) = self.dispatch_single_active(call, &progress.exclude, runner) {
+                return Dispatched::Reply(reply);
+            }
         }
-        let mut failures: Vec<String> = Vec::new();
-        let mut refused = false;
-        let mut lost = 0;
-        for attempt in 0..ATTEMPTS_MAX {
+        let first = progress.attempts;
+        while progress.may_try() {
             if time_left(call.deadline).is_none() {
-                return deadline_exceeded(call, &failures);
+                return Dispatched::Reply(deadline_exceeded(call, &progress.failures));
             }
             // A retry looks at the versions again: the one tried may be on its way out.
-            let again = (attempt > 0).then(|| self.resolve_version(named, &exclude));
+            let again = (progress.attempts > first).then(|| self.resolve_version(named, &progress.exclude));
             let retried;
             let call = match &again {
                 Some(Some(artifact)) if artifact != call.artifact => {
@@ -508,46 +508,27 @@ impl Dispatcher {
                 Some(None) => named,
                 _ => call,
             };
-            let Some(place) = self.place(call, &exclude, &mut refused) else { break };
-            // The node's name is only needed (and copied) when the attempt failed.
+            let Some(place) = self.place(call, &progress.exclude, &mut progress.refused) else { break };
+            progress.attempts += 1;
+            // The node's name is only copied when a local attempt failed.
             let (node, attempt) = match place {
-                Place::Local(handle) => (None, self.call_local(call, &handle, runner)),
-                Place::Remote(node) => {
-                    let attempt = self.call_remote(&node, call);
-                    (Some(node), attempt)
-                }
-            };
-            let why = match attempt {
-                Attempt::Done(reply) => return reply,
-                Attempt::Retry(why) => why,
-                Attempt::Refused(why) => {
-                    refused = true;
-                    why
-                }
-                Attempt::Lost(why) => {
-                    lost += 1;
-                    if lost > 1 {
-                        let node = node.unwrap_or_else(|| self.node_id.clone());
-                        failures.push(format!("{node}: {why}"));
-                        let detail = with_failures(
-                            format!("a second node went down under a call to {}; not retried", call.artifact),
-                            &failures,
-                        );
-                        return error(503, "unavailable", &detail, true);
+                Place::Local(handle) => match self.call_local(call, &handle, runner) {
+                    Attempt::Done(reply) => return Dispatched::Reply(reply),
+                    failed => (self.node_id.clone(), failed),
+                },
+                Place::Remote(node) => match self.begin_remote(&node, call) {
+                    Ok((request, counts)) => {
+                        let pending = Pending::new(node, request, named, call, progress, counts);
+                        return Dispatched::Forward(Box::new(pending));
                     }
-                    why
-                }
+                    Err(failed) => (node, failed),
+                },
             };
-            let node = node.unwrap_or_else(|| self.node_id.clone());
-            log::debug!("call {} {} on {node}: {why}; trying elsewhere", call.artifact, call.method);
-            failures.push(format!("{node}: {why}"));
-            exclude.push(node);
+            if let Some(reply) = progress.ended(node, attempt, call) {
+                return Dispatched::Reply(reply);
+            }
         }
-        if refused {
-            let detail = with_failures(format!("every instance of {} is busy", call.artifact), &failures);
-            return overloaded(&detail);
-        }
-        no_live_instance(call, &failures)
+        Dispatched::Reply(progress.given_up(call))
     }
 }
 

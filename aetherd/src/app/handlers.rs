@@ -22,10 +22,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use container::SliceHandle;
+use invoke::InvokeReply;
 
 use super::answers::is_overloaded;
 use super::bulkhead::RETRY_AFTER;
-use super::dispatch::{Dispatcher, HttpAnswer, Watch};
+use super::dispatch::{Dispatched, Dispatcher, HttpAnswer, Runner, Settled, Watch};
 use super::AppOptions;
 use crate::metrics::request_id;
 
@@ -66,12 +67,50 @@ impl httpd::Handler for AppPort {
 
     fn handle(&self, request: httpd::Request, job: &httpd::Job) -> httpd::Response {
         let sent = request.headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("x-request-id"));
-        let id = request_id::from_header(sent.map(|(_, value)| value.as_str()));
+        let id: Arc<str> = request_id::from_header(sent.map(|(_, value)| value.as_str())).into();
         let _scope = request_id::Scope::enter(&id);
         let httpd::Request { method, target, headers, body, .. } = request;
-        let answer = self.dispatcher.http_call_inline(&method, &target, &headers, move || Ok(body), &JobWatch(job));
-        response(answer).with_header("X-Request-Id", &id)
+        let started = self.dispatcher.http_call_inline(&method, &target, &headers, move || Ok(body), &JobWatch(job));
+        match started {
+            Ok(dispatched) => serve(&self.dispatcher, id, dispatched, job),
+            Err(answer) => response(answer).with_header("X-Request-Id", &id),
+        }
     }
+}
+
+/// Answer a dispatched request. A forwarded attempt is deferred ([`httpd::Job::defer`]): this thread goes
+/// back to the pool, and the thread the outcome arrives on (the node's event loop) answers the client
+/// straight away, or, when the call is to go on (a retry elsewhere), hands it back to the pool, where it
+/// continues as it would have on this thread.
+fn serve(dispatcher: &Arc<Dispatcher>, id: Arc<str>, dispatched: Dispatched, job: &httpd::Job) -> httpd::Response {
+    let pending = match dispatched {
+        Dispatched::Reply(reply) => return answer(reply, &id),
+        Dispatched::Forward(pending) => pending,
+    };
+    job.set_note(format!("{} did not answer in time: no reply from {}", pending.artifact(), pending.node));
+    let Some(later) = job.defer() else {
+        let reply = dispatcher.forward_blocking(Dispatched::Forward(pending), Runner::Inline(&JobWatch(job)));
+        return answer(reply, &id);
+    };
+    let again = Arc::clone(dispatcher);
+    dispatcher.forward_then(
+        *pending,
+        Box::new(move |settled| match settled {
+            Settled::Reply(reply) => later.answer(self::answer(reply, &id)),
+            Settled::Again(named, progress) => later.resume(Box::new(move |job: &httpd::Job| {
+                let _scope = request_id::Scope::enter(&id);
+                let dispatched = again.dispatch_from(&named.call(), progress, Runner::Inline(&JobWatch(job)));
+                serve(&again, id, dispatched, job)
+            })),
+        }),
+    );
+    // Not written: the deferred answer is the request's.
+    httpd::Response::new(500, "text/plain", Vec::new())
+}
+
+/// The HTTP answer for a slice's reply, with the request's id.
+fn answer(reply: InvokeReply, id: &str) -> httpd::Response {
+    response(HttpAnswer { reply, allow: None }).with_header("X-Request-Id", id)
 }
 
 /// A request's [`Watch`]: the server's deadline stands for the whole request; arming notes the slice.

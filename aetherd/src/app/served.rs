@@ -55,7 +55,7 @@ impl Dispatcher {
         let call = Call {
             artifact: &request.artifact,
             method: &request.method,
-            request: request.request,
+            request: request.request.into(),
             idempotent: false,
             hops: request.hops,
             deadline,
@@ -82,7 +82,7 @@ impl RemoteCall for Dispatcher {
         let call = Call {
             artifact,
             method,
-            request: request.to_vec(),
+            request: request.into(),
             idempotent: false,
             hops: context.hops,
             deadline: context.deadline.unwrap_or_else(|| Instant::now() + self.call_deadline()),

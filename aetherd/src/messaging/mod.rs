@@ -152,7 +152,7 @@ fn run(dispatcher: Option<&Arc<Dispatcher>>, job: &Job) -> Outcome {
     let call = Call {
         artifact: &job.artifact,
         method: &job.method,
-        request: job.request.clone(),
+        request: job.request.as_slice().into(),
         idempotent: false,
         hops: 0,
         deadline: job.deadline,

@@ -16,8 +16,9 @@ impl Node {
             None => Err(format!("{node} is not a peer")),
         };
         if let Err(why) = sent {
-            if let Some(waiter) = self.data.calls.table.lock().complete(id) {
-                let _ = waiter.try_send(Err(crate::app::ForwardError::Unreachable(why)));
+            let waiter = self.data.calls.table.lock().complete(id);
+            if let Some(waiter) = waiter {
+                waiter.deliver(Err(crate::app::ForwardError::Unreachable(why)));
             }
         }
     }

@@ -323,7 +323,7 @@ fn call(dispatcher: &Dispatcher, key: &AetherKey, record: &TaskRecord, run: &sch
     let call = crate::app::Call {
         artifact: &record.artifact,
         method: &record.method,
-        request,
+        request: request.into(),
         idempotent: false,
         hops: 0,
         deadline: Instant::now() + CALL_DEADLINE,

@@ -4,12 +4,13 @@
 use std::time::{Duration, Instant};
 
 use container::{CallContext, CallError, SliceHandle};
-use invoke::{InvokeRequest, HOPS_MAX};
+use invoke::{InvokeReply, InvokeRequest, HOPS_MAX};
 
 use super::super::answers::{
     deadline_exceeded, error, from_call_error, from_response, is_overloaded, never_started, time_left,
 };
 use super::super::bulkhead::{Refusal, RETRY_AFTER};
+use super::place::Holds;
 use super::{Attempt, Call, Dispatcher, ForwardError, Runner};
 
 impl Dispatcher {
@@ -51,7 +52,7 @@ impl Dispatcher {
     ) -> Attempt {
         let context = CallContext { lease_epoch, ..call.context() };
         let answer = match runner {
-            Runner::Pool => self.container.call_pooled(handle, call.method, call.request.clone(), left, context),
+            Runner::Pool => self.container.call_pooled(handle, call.method, call.request.to_vec(), left, context),
             Runner::Inline(watch) => {
                 watch.arm(call.deadline, handle);
                 let answer = self.container.call_inline_in(handle, call.method, &call.request, context);
@@ -71,25 +72,51 @@ impl Dispatcher {
         }
     }
 
+    /// A forwarded attempt at `call`, waited for on this thread.
     pub(super) fn call_remote(&self, node: &str, call: &Call<'_>) -> Attempt {
-        let Some(forward) = self.forward.as_ref() else {
-            return Attempt::Retry("no cluster transport".to_owned());
+        let (request, _counts) = match self.begin_remote(node, call) {
+            Ok(begun) => begun,
+            Err(attempt) => return attempt,
         };
+        let outcome = match self.forward.as_ref() {
+            Some(forward) => {
+                let left = Duration::from_millis(u64::from(request.deadline_ms_left));
+                forward.forward(node, request, left)
+            }
+            None => Err(ForwardError::Unreachable("no cluster transport".to_owned())),
+        };
+        self.remote_outcome(node, call, outcome)
+    }
+
+    /// The request of a forwarded attempt at `call` and the counts it holds until its outcome, or how the
+    /// attempt ended without being sent.
+    pub(super) fn begin_remote(
+        &self,
+        node: &str,
+        call: &Call<'_>,
+    ) -> Result<(InvokeRequest, Holds), Attempt> {
+        if self.forward.is_none() {
+            return Err(Attempt::Retry("no cluster transport".to_owned()));
+        }
         let hops = call.hops.saturating_add(1);
         if hops > HOPS_MAX {
             let detail =
                 format!("calling {} would make a chain of {hops} cluster hops (limit {HOPS_MAX})", call.artifact);
-            return Attempt::Done(error(500, "call depth exceeded", &detail, false));
+            return Err(Attempt::Done(error(500, "call depth exceeded", &detail, false)));
         }
         let Some(left) = time_left(call.deadline) else {
-            return Attempt::Done(deadline_exceeded(call, &[]));
+            return Err(Attempt::Done(deadline_exceeded(call, &[])));
+        };
+        let Some(outbound) = self.outbound(call.artifact) else {
+            let detail = format!("too many calls of {} wait on other nodes", call.artifact);
+            return Err(Attempt::Done(error(503, "overloaded", &detail, false)));
         };
         let request = InvokeRequest {
             id: 0,
             origin: self.node_id.clone(),
             artifact: call.artifact.to_owned(),
             method: call.method.to_owned(),
-            request: call.request.clone(),
+            request: call.request.to_vec(),
             deadline_ms_left: u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1),
             hops,
             request_id: call
@@ -102,12 +129,17 @@ impl Dispatcher {
             depth: u8::try_from(call.depth).unwrap_or(u8::MAX).min(invoke::protocol::DEPTH_MAX),
             pins: call.pins.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
         };
-        let Some(_place) = self.outbound(call.artifact) else {
-            let detail = format!("too many calls of {} wait on other nodes", call.artifact);
-            return Attempt::Done(error(503, "overloaded", &detail, false));
-        };
-        let _load = self.count_load(call.artifact, node);
-        match forward.forward(node, request, left) {
+        Ok((request, (outbound, self.count_load(call.artifact, node))))
+    }
+
+    /// How a forwarded attempt at `call` on `node` ended, from its outcome.
+    pub(super) fn remote_outcome(
+        &self,
+        node: &str,
+        call: &Call<'_>,
+        outcome: Result<InvokeReply, ForwardError>,
+    ) -> Attempt {
+        match outcome {
             Ok(reply) if is_overloaded(&reply) => {
                 let until = Instant::now() + RETRY_AFTER;
                 self.refusing.lock().insert((node.to_owned(), call.artifact.to_owned()), until);

@@ -13,12 +13,15 @@
 //!   errors. A call lost with its node is retried once only when idempotent, as elsewhere.
 
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use container::SliceHandle;
 use invoke::{InvokeReply, Selector, Target};
+use parking_lot::Mutex;
 use vocab::Selection;
 
 use super::super::answers::{deadline_exceeded, error, overloaded, time_left, with_failures};
@@ -29,20 +32,48 @@ pub const LEASE_POLL: Duration = Duration::from_millis(20);
 /// Failures kept for the answer of a call that waited (the last ones).
 const FAILURES_KEPT: usize = 4;
 
-/// One call in flight on a node's instances of an artifact, counted for least-loaded selection.
-pub(super) struct Load<'a> {
-    dispatcher: &'a Dispatcher,
-    key: Option<(String, String)>,
+/// One count held in a shared table (a forwarded call waited on per artifact, a call in flight per artifact
+/// and node for least-loaded selection); given back, and its entry removed at zero, when dropped. Owned, so a
+/// forwarded call that outlives its thread (a deferred answer) holds its counts until its outcome.
+pub(in crate::app) struct Counted<K: Eq + Hash> {
+    counts: Arc<Mutex<HashMap<K, usize>>>,
+    key: Option<K>,
 }
 
-impl Drop for Load<'_> {
+/// What a forwarded attempt holds until its outcome: its place among the artifact's outbound calls and its
+/// load on the node.
+pub(in crate::app) type Holds = (Counted<String>, Counted<(String, String)>);
+
+/// A shared table of counts.
+pub(in crate::app) type Counts<K> = Arc<Mutex<HashMap<K, usize>>>;
+
+impl<K: Eq + Hash + Clone> Counted<K> {
+    /// Counts one more for `key`, when fewer than `max` are counted for it.
+    pub(super) fn take(counts: &Counts<K>, key: K, max: usize) -> Option<Counted<K>> {
+        let mut table = counts.lock();
+        let count = table.entry(key.clone()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        drop(table);
+        Some(Counted { counts: Arc::clone(counts), key: Some(key) })
+    }
+
+    /// Counts nothing.
+    pub(super) fn none(counts: &Counts<K>) -> Counted<K> {
+        Counted { counts: Arc::clone(counts), key: None }
+    }
+}
+
+impl<K: Eq + Hash> Drop for Counted<K> {
     fn drop(&mut self) {
         let Some(key) = self.key.take() else { return };
-        let mut loads = self.dispatcher.loads.lock();
-        if let Some(count) = loads.get_mut(&key) {
+        let mut counts = self.counts.lock();
+        if let Some(count) = counts.get_mut(&key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                loads.remove(&key);
+                counts.remove(&key);
             }
         }
     }
@@ -127,13 +158,12 @@ impl Dispatcher {
     }
 
     /// Counts one call in flight on `node` until the guard drops (for least-loaded slices only).
-    pub(super) fn count_load(&self, artifact: &str, node: &str) -> Load<'_> {
+    pub(super) fn count_load(&self, artifact: &str, node: &str) -> Counted<(String, String)> {
         if self.registry.read().selection(artifact) != Selection::LeastLoaded {
-            return Load { dispatcher: self, key: None };
+            return Counted::none(&self.loads);
         }
         let key = (artifact.to_owned(), node.to_owned());
-        *self.loads.lock().entry(key.clone()).or_insert(0) += 1;
-        Load { dispatcher: self, key: Some(key) }
+        Counted::take(&self.loads, key, usize::MAX).unwrap_or_else(|| Counted::none(&self.loads))
     }
 
     /// The epoch this node's instance of `artifact` serves at: 0 when the slice is not single-active, an
