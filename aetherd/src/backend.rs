@@ -7,9 +7,9 @@
 //! [`crate::blobs::Blobs`], whose every chunk operation is itself a command to the loop with a deadline).
 
 use crate::node::{Command, LOOP_REPLY_TIMEOUT};
-use crate::replication::CLIENT_DEADLINE;
+use crate::replication::{WriteReply, CLIENT_DEADLINE};
 use control::records::ArtifactRecord;
-use log::error;
+use log::{debug, error};
 use mgmt::{ApiError, Backend, ClusterView, FaultSpec, KvEntry, NodeStatus};
 use net::{Direction, FaultAction, FaultRule, NetHandle};
 use std::sync::mpsc;
@@ -67,7 +67,7 @@ impl NodeBackend {
     /// A write: 503 when the loop never took it; once taken, a missing answer is 504 (it may still apply).
     fn ask_write(&self, make: impl FnOnce(WriteReply) -> Command) -> Result<u64, ApiError> {
         let (tx, rx) = mpsc::channel();
-        self.handle.command(make(tx)).map_err(|_| ApiError::unavailable("the node is stopping"))?;
+        self.handle.command(make(tx.into())).map_err(|_| ApiError::unavailable("the node is stopping"))?;
         match rx.recv_timeout(CLIENT_DEADLINE + Duration::from_secs(1)) {
             Ok(answer) => answer,
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -79,8 +79,6 @@ impl NodeBackend {
         }
     }
 }
-
-type WriteReply = mpsc::Sender<Result<u64, ApiError>>;
 
 impl Backend for NodeBackend {
     fn dry_runs(&self) -> Option<&mgmt::DryRuns> {
@@ -138,6 +136,20 @@ impl Backend for NodeBackend {
 
     fn kv_write_once(&self, command: kvstore::Command, request: mgmt::RequestKey) -> Result<u64, ApiError> {
         self.ask_write(|reply| Command::KvWriteOnce(command, request, reply))
+    }
+
+    /// The outcome goes to `done` on the event loop, when the write's slot applies (or it is refused, or
+    /// expires): the management port's thread does not wait for it. A write the loop never took (the node
+    /// stopping) is answered 504, as one whose answer was lost.
+    fn kv_write_then(&self, command: kvstore::Command, request: Option<mgmt::RequestKey>, done: mgmt::WriteDone) {
+        let reply = WriteReply::then(done);
+        let command = match request {
+            Some(request) => Command::KvWriteOnce(command, request, reply),
+            None => Command::KvWrite(command, reply),
+        };
+        if self.handle.command(command).is_err() {
+            debug!("a write came while the node stops");
+        }
     }
 
     fn kv_get(&self, key: &kvstore::AetherKey, stale: bool) -> Result<Option<KvEntry>, ApiError> {

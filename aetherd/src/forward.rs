@@ -283,7 +283,7 @@ pub fn health_sink(handle: NetHandle<Command>) -> crate::app::HealthSink {
             kvstore::Command::Remove { key }
         };
         let (reply, _) = std::sync::mpsc::channel();
-        if handle.command(Command::KvWrite(command, reply)).is_err() {
+        if handle.command(Command::KvWrite(command, reply.into())).is_err() {
             log::debug!("cannot record the health of {}: the node is stopping", health.artifact);
         }
     })
@@ -334,7 +334,9 @@ mod tests {
     fn two_boots_hand_out_different_ids() {
         let (first, second) = (Calls::with_boot_nonce(1), Calls::with_boot_nonce(2));
         let ids = |calls: &Calls| -> Vec<u64> {
-            (0..3).map(|_| calls.table.lock().begin(0, "n", 10, true, Waiter::Channel(sync_channel(1).0)).unwrap()).collect()
+            (0..3)
+                .map(|_| calls.table.lock().begin(0, "n", 10, true, Waiter::Channel(sync_channel(1).0)).unwrap())
+                .collect()
         };
         let (a, b) = (ids(&first), ids(&second));
         assert!(a.iter().all(|id| !b.contains(id)), "{a:?} {b:?}");

@@ -47,9 +47,9 @@ const TOKEN_CONSENSUS: u64 = 16;
 pub enum Command {
     ClusterView(mpsc::Sender<ClusterView>),
     Status(mpsc::Sender<NodeStatus>),
-    KvWrite(kvstore::Command, mpsc::Sender<Result<u64, ApiError>>),
+    KvWrite(kvstore::Command, crate::replication::WriteReply),
     /// A write under the client's own request id (`Idempotency-Key`).
-    KvWriteOnce(kvstore::Command, mgmt::RequestKey, mpsc::Sender<Result<u64, ApiError>>),
+    KvWriteOnce(kvstore::Command, mgmt::RequestKey, crate::replication::WriteReply),
     KvGet {
         key: kvstore::AetherKey,
         stale: bool,

@@ -75,10 +75,58 @@ pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
 /// passes the deadline, and a stale command can still be decided only within clock skew of it.
 const INTERNAL_DEADLINE_SLACK: Duration = Duration::from_secs(5);
 
+/// Where a client write's outcome goes: a thread waiting on its channel, or a callback the event loop runs (a
+/// deferred HTTP answer), which must not block. A callback dropped unanswered (the write never reached the
+/// log, the node stopping) is answered 504 "may still apply", as a waiting thread that lost its channel is.
+pub enum WriteReply {
+    Channel(Sender<Result<u64, ApiError>>),
+    Then(WriteThen),
+}
+
+/// The thread waiting for a write's outcome has gone.
+#[derive(Debug)]
+pub struct Gone;
+
+/// The callback of a [`WriteReply::Then`]; called once.
+pub struct WriteThen(Option<mgmt::WriteDone>);
+
+impl WriteReply {
+    pub fn then(done: mgmt::WriteDone) -> WriteReply {
+        WriteReply::Then(WriteThen(Some(done)))
+    }
+
+    /// Hands over the outcome; never blocks. An error when the waiting thread is gone.
+    pub fn send(self, answer: Result<u64, ApiError>) -> Result<(), Gone> {
+        match self {
+            WriteReply::Channel(channel) => channel.send(answer).map_err(|_| Gone),
+            WriteReply::Then(mut then) => {
+                if let Some(done) = then.0.take() {
+                    done(answer);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl From<Sender<Result<u64, ApiError>>> for WriteReply {
+    fn from(channel: Sender<Result<u64, ApiError>>) -> WriteReply {
+        WriteReply::Channel(channel)
+    }
+}
+
+impl Drop for WriteThen {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            done(Err(ApiError::timeout("the node stopped before it answered the write; it may still apply")));
+        }
+    }
+}
+
 pub enum Waiter {
     /// A write of this node's own managers; its outcome only counts towards `internal_in_flight`.
     Internal,
-    Write(Sender<Result<u64, ApiError>>),
+    Write(WriteReply),
     /// A slice's write (`slice_state`): answered with the apply result itself.
     SliceWrite(Sender<Result<ApplyResult, ApiError>>),
     Get(AetherKey, Sender<Result<Option<KvEntry>, ApiError>>),
@@ -314,11 +362,7 @@ impl Replication {
         Ok(effects)
     }
 
-    pub fn submit_write(
-        &mut self,
-        command: &kvstore::Command,
-        reply: Sender<Result<u64, ApiError>>,
-    ) -> Result<Vec<Effect>, String> {
+    pub fn submit_write(&mut self, command: &kvstore::Command, reply: WriteReply) -> Result<Vec<Effect>, String> {
         self.submit_write_as(command, reply, None)
     }
 
@@ -329,7 +373,7 @@ impl Replication {
         expected: consensus::Members,
         next: consensus::Members,
         command: &kvstore::Command,
-        reply: Sender<Result<u64, ApiError>>,
+        reply: WriteReply,
     ) -> Result<Vec<Effect>, String> {
         let body = command.encode().map_err(|e| format!("cannot encode a reconfiguration: {e}"))?;
         self.submit_as(KV, body, Waiter::Write(reply), None, Some((expected, next)))
@@ -355,7 +399,7 @@ impl Replication {
         &mut self,
         command: &kvstore::Command,
         request: mgmt::RequestKey,
-        reply: Sender<Result<u64, ApiError>>,
+        reply: WriteReply,
     ) -> Result<Vec<Effect>, String> {
         self.submit_write_as(command, reply, Some(CommandId { client: request.client, seq: request.seq }))
     }
@@ -363,7 +407,7 @@ impl Replication {
     fn submit_write_as(
         &mut self,
         command: &kvstore::Command,
-        reply: Sender<Result<u64, ApiError>>,
+        reply: WriteReply,
         request: Option<CommandId>,
     ) -> Result<Vec<Effect>, String> {
         match command.encode() {

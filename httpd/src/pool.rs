@@ -69,12 +69,7 @@ thread_local! {
 
 impl Job {
     pub(crate) fn new(deadline: Option<Instant>) -> Job {
-        Job {
-            state: AtomicU8::new(QUEUED),
-            deadline,
-            note: Mutex::new(None),
-            worker: Mutex::new(None),
-        }
+        Job { state: AtomicU8::new(QUEUED), deadline, note: Mutex::new(None), worker: Mutex::new(None) }
     }
 
     /// Answer this request later, from any thread: the handler returns at once (the [`Response`] it returns
@@ -177,8 +172,8 @@ impl Later {
         if !self.pool.queue(task)
             && self.job.state.compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok()
         {
-            let busy =
-                Response::error(503, "overloaded", "the server's queue is full; try again").with_header("Retry-After", "1");
+            let busy = Response::error(503, "overloaded", "the server's queue is full; try again")
+                .with_header("Retry-After", "1");
             self.pool.deliver(self.conn, busy);
         }
     }

@@ -68,7 +68,8 @@ fn start(deadline: Option<Duration>) -> (Server, Arc<Deferring>) {
             later.answer(Response::new(200, "text/plain", b"later".to_vec()));
         }
     });
-    let handler = Arc::new(Deferring { laters: Mutex::new(tx), kept: Mutex::new(Vec::new()), deferred: Default::default() });
+    let handler =
+        Arc::new(Deferring { laters: Mutex::new(tx), kept: Mutex::new(Vec::new()), deferred: Default::default() });
     let mut config = config();
     config.workers = 1;
     config.deadline = deadline;
@@ -83,7 +84,9 @@ fn deferred_requests_hold_no_worker_and_get_their_answers() {
     // Twenty requests waiting 100 ms each on one worker thread: served side by side.
     let started = Instant::now();
     let clients: Vec<_> = (0..20)
-        .map(|_| std::thread::spawn(move || exchange(addr, b"GET /later HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")))
+        .map(|_| {
+            std::thread::spawn(move || exchange(addr, b"GET /later HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+        })
         .collect();
     for client in clients {
         let raw = client.join().unwrap();

@@ -88,6 +88,9 @@ struct FaultBody {
 }
 
 /// What the daemon provides to the API. Implementations answer from the event loop, with a timeout.
+/// What is done with a write's outcome ([`Backend::kv_write_then`]); must not block.
+pub type WriteDone = Box<dyn FnOnce(Result<u64, ApiError>) + Send>;
+
 pub trait Backend: Send + Sync + 'static {
     /// The node's count of running blueprint dry runs, which bounds them (`None`: unbounded, for tests).
     fn dry_runs(&self) -> Option<&crate::DryRuns> {
@@ -104,6 +107,14 @@ pub trait Backend: Send + Sync + 'static {
     fn kv_write_once(&self, command: kvstore::Command, request: crate::RequestKey) -> Result<u64, ApiError> {
         let _ = (command, request);
         Err(ApiError::new(501, "not_implemented", "this node does not take Idempotency-Key"))
+    }
+    /// `kv_write` (`kv_write_once` under `request`) whose outcome goes to `done`, perhaps later and on another
+    /// thread, so the caller need not wait for the slot. Defaults to the write on this thread.
+    fn kv_write_then(&self, command: kvstore::Command, request: Option<crate::RequestKey>, done: WriteDone) {
+        done(match request {
+            Some(request) => self.kv_write_once(command, request),
+            None => self.kv_write(command),
+        })
     }
     /// Linearizable unless `stale`, in which case the local replica answers at once.
     fn kv_get(&self, key: &kvstore::AetherKey, stale: bool) -> Result<Option<KvEntry>, ApiError>;

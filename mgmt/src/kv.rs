@@ -153,8 +153,7 @@ fn put(backend: &dyn Backend, key: AetherKey, req: &Request) -> Result<Response,
         Some(0) => Command::CompareAndSet { key, expected: None, value },
         Some(v) => Command::CompareAndSet { key, expected: Some(Revision(v)), value },
     };
-    let version = write(backend, command, req)?;
-    Ok(Response::ok(json!({ "version": version })))
+    write(backend, command, req)
 }
 
 fn delete(backend: &dyn Backend, key: AetherKey, req: &Request) -> Result<Response, ApiError> {
@@ -162,16 +161,23 @@ fn delete(backend: &dyn Backend, key: AetherKey, req: &Request) -> Result<Respon
         None => Command::Remove { key },
         Some(v) => Command::CompareAndRemove { key, expected: Revision(v) },
     };
-    let version = write(backend, command, req)?;
-    Ok(Response::ok(json!({ "version": version })))
+    write(backend, command, req)
 }
 
-/// A write, under the request's `Idempotency-Key` when it sent one (checked before anything is submitted).
-fn write(backend: &dyn Backend, command: Command, req: &Request) -> Result<u64, ApiError> {
-    match request_key(req)? {
-        Some(request) => backend.kv_write_once(command, request),
-        None => backend.kv_write(command),
-    }
+/// A write, under the request's `Idempotency-Key` when it sent one (checked before anything is submitted),
+/// answered `{"version": n}` when its slot applies: later, when the backend answers from another thread
+/// (see [`crate::later`]).
+fn write(backend: &dyn Backend, command: Command, req: &Request) -> Result<Response, ApiError> {
+    let request = request_key(req)?;
+    let (promise, answerer) = crate::later::promise();
+    let done = move |outcome: Result<u64, ApiError>| {
+        answerer.answer(match outcome {
+            Ok(version) => Response::ok(json!({ "version": version })),
+            Err(e) => e.into(),
+        })
+    };
+    backend.kv_write_then(command, request, Box::new(done));
+    Ok(promise.now_or_later())
 }
 
 fn get(backend: &dyn Backend, key: AetherKey, stale: bool) -> Result<Response, ApiError> {

@@ -25,6 +25,7 @@ mod health;
 mod idempotency;
 mod keys;
 mod kv;
+pub mod later;
 mod listings;
 mod live;
 mod maven_metadata;
@@ -52,7 +53,7 @@ mod routes_tests;
 #[cfg(test)]
 mod test_backend;
 
-pub use api::{route, ArtifactUpload, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView};
+pub use api::{route, ArtifactUpload, Backend, ClusterView, FaultSpec, MemberView, NodeStatus, PeerView, WriteDone};
 pub use auth::{access_for, screen, serve, Access, Auth, AuthConfig, Role, ROUTES};
 pub use dht::DhtView;
 pub use error::ApiError;

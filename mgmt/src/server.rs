@@ -57,6 +57,9 @@ pub struct Response {
     pub text: Option<(String, Vec<u8>)>,
     /// A streaming answer (server-sent events): the HTTP server writes what it produces instead of `body`.
     pub stream: Option<StreamBody>,
+    /// An answer another thread gives later ([`crate::later`]): the port writes that one instead, with these
+    /// header fields added to it.
+    pub later: Option<crate::later::Promise>,
 }
 
 /// The source of a streaming answer and its content type; taken once, when the answer is written.
@@ -80,7 +83,7 @@ impl std::fmt::Debug for StreamBody {
 
 impl Response {
     pub fn new(status: u16, body: serde_json::Value) -> Response {
-        Response { status, body, headers: Vec::new(), text: None, stream: None }
+        Response { status, body, headers: Vec::new(), text: None, stream: None, later: None }
     }
 
     /// A 200 answer whose body is `bytes` of `content_type` rather than JSON.
@@ -178,15 +181,28 @@ impl httpd::Handler for Port {
         body_limit(method, path, self.artifact_bytes_max)
     }
 
-    fn handle(&self, request: httpd::Request, _job: &httpd::Job) -> httpd::Response {
-        let response = match parse(request) {
+    fn handle(&self, request: httpd::Request, job: &httpd::Job) -> httpd::Response {
+        let mut response = match parse(request) {
             Ok(parsed) => {
                 debug!("{} /{}", parsed.method, parsed.path);
                 (self.handler)(&parsed)
             }
             Err(e) => e.into(),
         };
-        to_http(&response)
+        let Some(promise) = response.later.take() else { return to_http(&response) };
+        let headers = response.headers;
+        let finish = move |mut answer: Response| {
+            answer.headers.extend(headers);
+            to_http(&answer)
+        };
+        match job.defer() {
+            Some(later) => {
+                promise.then(Box::new(move |answer| later.answer(finish(answer))));
+                // Not written: the deferred answer is the request's.
+                httpd::Response::new(500, "application/json", Vec::new())
+            }
+            None => finish(promise.wait()),
+        }
     }
 
     fn screen(&self, request: &httpd::Request) -> Option<httpd::Response> {

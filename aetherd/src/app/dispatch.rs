@@ -21,7 +21,11 @@
 //! from when the request arrived. Each answer is either the slice's or a JSON error (see [`answers`]).
 //!
 //! Threads: every method blocks its caller until the answer or the deadline and must not run on the
-//! node's event loop. Where a local call runs depends on the caller:
+//! node's event loop, except that a dispatch may stop at a forwarded attempt ([`Dispatcher::dispatch_from`]
+//! returns it as a [`Pending`]), which its caller either waits for on its thread
+//! ([`Dispatcher::forward_blocking`]) or leaves to a callback the event loop runs with the outcome
+//! ([`Dispatcher::forward_then`]; the app port does, so a forwarded call holds no handler thread while it
+//! waits). Where a local call runs depends on the caller:
 //! - on an app port handler thread ([`Dispatcher::http_call_inline`]) it runs inline, on that thread,
 //!   under the handler's [`Watch`]: the watchdog answers 504 at the deadline and replaces the thread
 //!   if the slice never returns (the thread keeps its permit until then). The watch is armed only
@@ -30,7 +34,7 @@
 //! - the tests' `http_call` runs it on the container's worker pool, which enforces the deadline.
 //!
 //! The parts: placement and selection, the single-active wait ([`place`]), one attempt local or remote
-//! ([`attempt`]).
+//! ([`attempt`]), a dispatch stopped at a forwarded attempt and how it goes on ([`pending`]).
 //!
 //! [`served`]: super::served
 //! [`answers`]: super::answers
@@ -39,8 +43,8 @@ mod attempt;
 mod pending;
 mod place;
 
-pub(super) use pending::{Dispatched, Pending, Progress, Settled};
 pub use pending::ForwardDone;
+pub(super) use pending::{Dispatched, Pending, Progress, Settled};
 use place::{Counted, Counts};
 
 use std::borrow::Cow;

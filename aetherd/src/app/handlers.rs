@@ -2,7 +2,11 @@
 //! themselves, under the server's per-request deadline.
 //!
 //! Each worker serves its request through the [`Dispatcher`]; a call to a slice on this node runs right
-//! there, on the worker thread, so a request costs no hand-off to another pool and back. A slice that
+//! there, on the worker thread, so a request costs no hand-off to another pool and back. A call that goes
+//! to another node is deferred ([`httpd::Job::defer`]): the worker sends it and serves the next request,
+//! and the node's event loop answers the client when the reply comes (or hands the request back to the
+//! pool to try another node), so a forwarded call holds no thread while it waits and its reply costs one
+//! wake-up (the I/O thread's) instead of two. A slice that
 //! never returns must still get its caller a 504 and must not take the port down with it: every request
 //! has a deadline (the call deadline plus [`DEADLINE_MARGIN`]), and the server's watchdog answers 504 for
 //! a request past it, abandons the stuck worker and starts a replacement (see `httpd`'s pool).

@@ -121,7 +121,7 @@ fn store(handle: &NetHandle<Command>, artifact: &Artifact, file: &str) -> Result
     let command =
         kvstore::Command::Put { key: AetherKey::ArtifactEntry { artifact: artifact.clone() }, value: record.encode() };
     let (reply, rx) = mpsc::channel();
-    handle.command(Command::KvWrite(command, reply)).map_err(|_| "the node is stopping".to_owned())?;
+    handle.command(Command::KvWrite(command, reply.into())).map_err(|_| "the node is stopping".to_owned())?;
     match rx.recv_timeout(DEADLINE) {
         Ok(answer) => answer.map_err(|e| e.detail)?,
         Err(_) => return Err("the catalog write got no answer in time".into()),

@@ -44,8 +44,8 @@ type Promotion = (String, Instant, mpsc::Receiver<Result<u64, ApiError>>);
 /// What `/api/members` asks of the loop.
 pub enum MembersRequest {
     List(mpsc::Sender<Result<Value, ApiError>>),
-    Add { id: String, address: std::net::SocketAddr, reply: mpsc::Sender<Result<u64, ApiError>> },
-    Remove { id: String, reply: mpsc::Sender<Result<u64, ApiError>> },
+    Add { id: String, address: std::net::SocketAddr, reply: crate::replication::WriteReply },
+    Remove { id: String, reply: crate::replication::WriteReply },
 }
 
 /// The roster side of the node.
@@ -279,7 +279,7 @@ impl Node {
         ctx: &mut Ctx<'_>,
         roster: &Roster,
         change: Option<(u8, bool)>,
-        reply: mpsc::Sender<Result<u64, ApiError>>,
+        reply: crate::replication::WriteReply,
     ) {
         if let Some(e) = self.unavailable_without_quorum() {
             return drop(reply.send(Err(e)));
@@ -341,7 +341,7 @@ impl Node {
         let Ok(roster) = self.members.roster.promoted(&learner.id) else { return };
         info!("{} has caught up (slot {mine}): making it a voter", learner.id);
         let (tx, rx) = mpsc::channel();
-        self.write_roster(ctx, &roster, Some((learner.replica, true)), tx);
+        self.write_roster(ctx, &roster, Some((learner.replica, true)), tx.into());
         self.members.promoting = Some((learner.id, Instant::now(), rx));
     }
 

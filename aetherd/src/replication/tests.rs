@@ -32,8 +32,8 @@ type Answer = Receiver<Result<u64, ApiError>>;
 fn write(r: &mut Replication, command: &Command, request: Option<mgmt::RequestKey>) -> Answer {
     let (tx, rx) = channel();
     match request {
-        Some(request) => r.submit_write_once(command, request, tx),
-        None => r.submit_write(command, tx),
+        Some(request) => r.submit_write_once(command, request, tx.into()),
+        None => r.submit_write(command, tx.into()),
     }
     .expect("submits");
     rx

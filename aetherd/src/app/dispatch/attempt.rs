@@ -90,11 +90,7 @@ impl Dispatcher {
 
     /// The request of a forwarded attempt at `call` and the counts it holds until its outcome, or how the
     /// attempt ended without being sent.
-    pub(super) fn begin_remote(
-        &self,
-        node: &str,
-        call: &Call<'_>,
-    ) -> Result<(InvokeRequest, Holds), Attempt> {
+    pub(super) fn begin_remote(&self, node: &str, call: &Call<'_>) -> Result<(InvokeRequest, Holds), Attempt> {
         if self.forward.is_none() {
             return Err(Attempt::Retry("no cluster transport".to_owned()));
         }
