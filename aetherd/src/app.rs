@@ -266,6 +266,8 @@ impl AppServer {
 }
 
 #[cfg(test)]
+mod tests_forward;
+#[cfg(test)]
 mod tests_http;
 
 #[cfg(test)]

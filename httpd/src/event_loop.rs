@@ -111,6 +111,8 @@ pub struct EventLoop {
     accept_retry_at: Option<Instant>,
     /// Requests with a deadline that a handler has.
     in_flight: Vec<(usize, Arc<Job>)>,
+    /// Whether requests are offered to `Handler::start` on this thread first.
+    starts: bool,
     /// Set once stopping: when unanswered writes are given up.
     stop_flush_until: Option<Instant>,
     /// Connections in `State::Streaming` (a port that never streams pays nothing per loop turn).
@@ -132,6 +134,7 @@ impl EventLoop {
     ) -> io::Result<EventLoop> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let conn_cap = config.limits.connections_max.min(crate::fd_budget()).max(1);
+        let starts = handler.starts();
         Ok(EventLoop {
             config,
             poll,
@@ -146,6 +149,7 @@ impl EventLoop {
             conn_cap,
             accept_retry_at: None,
             in_flight: Vec::new(),
+            starts,
             stop_flush_until: None,
             streaming: Vec::new(),
             body: BodyBudget::default(),
@@ -406,6 +410,18 @@ impl EventLoop {
         let deadline = (deadline_ms > 0).then(|| Instant::now() + Duration::from_millis(deadline_ms));
         let job = Arc::new(Job::new(deadline));
         conn.state = State::Waiting { head_only, keep_alive, minor };
+        let request = match self.starts {
+            true => match self.pool.start_inline(id, &job, request) {
+                Some(request) => request,
+                None => {
+                    if deadline.is_some() {
+                        self.in_flight.push((id, job));
+                    }
+                    return;
+                }
+            },
+            false => request,
+        };
         match self.pool.submit(id, Arc::clone(&job), request) {
             true => {
                 if deadline.is_some() {

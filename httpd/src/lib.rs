@@ -251,6 +251,22 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`Handler::start`] is to be offered every request (false: the I/O thread never calls it).
+    fn starts(&self) -> bool {
+        false
+    }
+
+    /// Offered each complete request on the I/O thread, before any worker sees it (when [`Handler::starts`]):
+    /// a handler that can start the request's work without blocking (hand it to another thread) defers it
+    /// ([`Job::defer`]) and returns `None`, and the request costs no hand-off to a worker; any other request
+    /// is given back (`Some`) and goes to the pool as usual. It must never block and should cost a few
+    /// microseconds: every connection of the port waits while it runs. A `None` without a deferral is
+    /// answered 500.
+    fn start(&self, request: Request, job: &Job) -> Option<Request> {
+        let _ = job;
+        Some(request)
+    }
+
     /// The answer written by the server when a request passed its deadline.
     fn overdue(&self, job: &Job) -> Response {
         let detail = job.note().unwrap_or_else(|| "the request was not answered in time".into());

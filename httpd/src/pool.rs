@@ -288,6 +288,35 @@ impl Pool {
         self.shared.queue(Task { conn, job, work: Work::Request(request) })
     }
 
+    /// Offer a fresh job's request to the handler's `start`, on this (the I/O) thread: `None` when the handler
+    /// took it (deferred, or answered), else the request back for [`Pool::submit`].
+    pub fn start_inline(&self, conn: usize, job: &Arc<Job>, request: Request) -> Option<Request> {
+        let shared = &self.shared;
+        job.state.store(RUNNING, Ordering::SeqCst);
+        let later = Later { conn, job: Arc::clone(job), pool: Arc::clone(shared), spent: false };
+        ANSWER_TO.with(|slot| *slot.borrow_mut() = Some(later));
+        DEFERRAL.with(|d| d.set(Deferral::None));
+        let handler = &shared.handler;
+        let back = catch_unwind(AssertUnwindSafe(|| handler.start(request, job)));
+        if let Some(mut later) = ANSWER_TO.with(|slot| slot.borrow_mut().take()) {
+            later.spent = true;
+        }
+        if DEFERRAL.with(|d| d.replace(Deferral::None)) == Deferral::Deferred {
+            return None;
+        }
+        job.state.store(QUEUED, Ordering::SeqCst);
+        let failed = match back {
+            Ok(Some(request)) => return Some(request),
+            Ok(None) => "the handler took a request without deferring it".to_owned(),
+            Err(payload) => panic_message(payload.as_ref()),
+        };
+        log::error!("{} port: a handler failed to start a request: {failed}", shared.name);
+        if job.state.compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            shared.deliver(conn, Response::error(500, "internal", "the node failed while serving this request"));
+        }
+        None
+    }
+
     /// Take an overdue job from its handler: true when the caller is to answer it. A running worker is
     /// abandoned (and replaced while few are stuck).
     pub fn expire(&self, job: &Job) -> bool {
@@ -385,6 +414,15 @@ impl Shared {
     }
 }
 
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 /// Starts a worker thread for a place already taken in `live` (given back when the thread cannot start).
 fn spawn(shared: &Arc<Shared>) -> Result<(), String> {
     let n = shared.next_n.fetch_add(1, Ordering::Relaxed);
@@ -453,11 +491,7 @@ fn work(shared: &Arc<Shared>, abandoned: &Arc<AtomicBool>) {
             Work::Resume(resume) => resume(&job),
         };
         let response = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|payload| {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let message = panic_message(payload.as_ref());
             log::error!("{} port: a handler panicked: {message}", shared.name);
             Response::error(500, "internal", "the node failed while serving this request")
         });

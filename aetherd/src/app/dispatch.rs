@@ -63,6 +63,9 @@ use super::bulkhead::Bulkheads;
 
 /// Most attempts one call makes (the first and its retries on other nodes).
 pub const ATTEMPTS_MAX: usize = 3;
+/// Forwarded calls of one artifact waiting without a thread (the app port's deferred answers) at once: a
+/// quarter of the forwarding table, so one slow remote slice cannot take every place in it.
+pub const DEFERRED_OUTBOUND_MAX: usize = invoke::CALLS_MAX_DEFAULT / 4;
 /// Threads that run calls on a node when nothing says otherwise (the app port's handlers).
 pub const CALL_THREADS_DEFAULT: usize = 128;
 
@@ -196,6 +199,16 @@ pub(super) trait Watch {
     /// The call returned. False when the watchdog gave up on it first: the caller already has its 504
     /// and this thread is abandoned, so whatever it answers now goes nowhere.
     fn disarm(&self) -> bool;
+    /// Whether a forwarded attempt will wait without this thread (a deferred answer): it then counts
+    /// against [`DEFERRED_OUTBOUND_MAX`] rather than the thread share.
+    fn defers(&self) -> bool {
+        false
+    }
+    /// Whether a slice may run on this thread (not on an HTTP port's I/O thread): when not, a local attempt
+    /// is skipped as if this node had no instance.
+    fn local_allowed(&self) -> bool {
+        true
+    }
 }
 
 /// Where a local call runs.
@@ -229,6 +242,8 @@ pub struct Dispatcher {
     /// Calls of each artifact this node has forwarded and still waits on: most hold a thread of the pool
     /// that runs calls, so they count against a share too ([`Bulkheads::outbound_max`]).
     outbound: Counts<String>,
+    /// The same, for forwarded calls that wait without a thread (bounded by [`DEFERRED_OUTBOUND_MAX`]).
+    outbound_deferred: Counts<String>,
     /// Where calls that ran here are counted and timed (none in dev mode and most tests).
     metrics: Option<Arc<crate::metrics::Telemetry>>,
     /// Calls in flight per `(artifact, node)`, for slices placed least-loaded.
@@ -269,6 +284,7 @@ impl Dispatcher {
             bulkheads: Bulkheads::new(CALL_THREADS_DEFAULT),
             refusing: Mutex::new(HashMap::new()),
             outbound: Arc::default(),
+            outbound_deferred: Arc::default(),
             metrics: None,
             loads: Arc::default(),
             random: std::sync::atomic::AtomicU64::new(place::random_seed()),
@@ -284,6 +300,11 @@ impl Dispatcher {
     /// A place for one more forwarded call of `artifact`, or `None` when its share is taken.
     fn outbound(&self, artifact: &str) -> Option<Counted<String>> {
         Counted::take(&self.outbound, artifact.to_owned(), self.bulkheads.outbound_max(artifact))
+    }
+
+    /// The same for a call that waits without a thread.
+    fn outbound_deferred(&self, artifact: &str) -> Option<Counted<String>> {
+        Counted::take(&self.outbound_deferred, artifact.to_owned(), DEFERRED_OUTBOUND_MAX)
     }
 
     /// This dispatcher with bulkheads sized for `threads` call-running threads (the app port's handlers).
@@ -431,6 +452,24 @@ impl Dispatcher {
         }
     }
 
+    /// Whether an app port request can start on the port's I/O thread ([`httpd::Handler::start`]): its route
+    /// goes to a slice that is not single-active (whose call may wait for a lease holder) and that has no
+    /// ACTIVE instance of any of its versions here, so no attempt runs a slice there. One route lookup.
+    pub(super) fn goes_remote(&self, http_method: &str, url: &str) -> bool {
+        if self.forward.is_none() {
+            return false;
+        }
+        let (path, _) = routes::split_target(url);
+        let registry = self.registry.read();
+        let Lookup::Found(found) = registry.lookup(http_method, path) else { return false };
+        let artifact = found.target.artifact.as_str();
+        if registry.lease_of(artifact).is_some() || self.container.has_active(artifact) {
+            return false;
+        }
+        let base = invoke::artifact_base(artifact);
+        !registry.artifacts_of(base).into_iter().any(|version| self.container.has_active(version))
+    }
+
     /// The pins of a request that enters the cluster here (`None` while no rollout runs).
     pub fn entry_pins(&self) -> Option<SharedPins> {
         let registry = self.registry.read();
@@ -491,6 +530,13 @@ impl Dispatcher {
             None => named,
         };
         if progress.attempts == 0 {
+            let on_io = matches!(runner, Runner::Inline(watch) if !watch.local_allowed());
+            if on_io && self.registry.read().lease_of(call.artifact).is_some() {
+                // A call to a single-active slice may wait for a holder: never on an I/O thread (this slice
+                // became single-active after the request was started there).
+                let detail = format!("{} became single-active as the call started; try again", call.artifact);
+                return Dispatched::Reply(error(503, "unavailable", &detail, false));
+            }
             if let Some(reply) = self.dispatch_single_active(call, &progress.exclude, runner) {
                 return Dispatched::Reply(reply);
             }
@@ -520,7 +566,7 @@ impl Dispatcher {
                     Attempt::Done(reply) => return Dispatched::Reply(reply),
                     failed => (self.node_id.clone(), failed),
                 },
-                Place::Remote(node) => match self.begin_remote(&node, call) {
+                Place::Remote(node) => match self.begin_remote(&node, call, runner) {
                     Ok((request, counts)) => {
                         let pending = Pending::new(node, request, named, call, progress, counts);
                         return Dispatched::Forward(Box::new(pending));

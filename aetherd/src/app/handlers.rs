@@ -70,31 +70,66 @@ impl httpd::Handler for AppPort {
     }
 
     fn handle(&self, request: httpd::Request, job: &httpd::Job) -> httpd::Response {
+        // `None`: deferred, and this answer is not written.
+        self.serve_request(request, &JobWatch::on_worker(job))
+            .unwrap_or_else(|| httpd::Response::new(500, "", Vec::new()))
+    }
+
+    fn starts(&self) -> bool {
+        true
+    }
+
+    /// A request whose route goes to another node (no instance of its slice here, not single-active) starts
+    /// on the I/O thread: route, encode and hand the forward to the event loop there, with no worker in the
+    /// way. Any other request goes to the workers.
+    fn start(&self, request: httpd::Request, job: &httpd::Job) -> Option<httpd::Request> {
+        if !self.dispatcher.goes_remote(&request.method, &request.target) {
+            return Some(request);
+        }
+        if let Some(answer) = self.serve_request(request, &JobWatch { job, on_io: true }) {
+            // Answered at once (no instance anywhere, say): through the deferral, as this is not a worker.
+            if let Some(later) = job.defer() {
+                later.answer(answer);
+            }
+        }
+        None
+    }
+}
+
+impl AppPort {
+    /// Serve one request: the answer, or `None` when it was deferred.
+    fn serve_request(&self, request: httpd::Request, watch: &JobWatch<'_>) -> Option<httpd::Response> {
         let sent = request.headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("x-request-id"));
         let id: Arc<str> = request_id::from_header(sent.map(|(_, value)| value.as_str())).into();
         let _scope = request_id::Scope::enter(&id);
         let httpd::Request { method, target, headers, body, .. } = request;
-        let started = self.dispatcher.http_call_inline(&method, &target, &headers, move || Ok(body), &JobWatch(job));
+        let started = self.dispatcher.http_call_inline(&method, &target, &headers, move || Ok(body), watch);
         match started {
-            Ok(dispatched) => serve(&self.dispatcher, id, dispatched, job),
-            Err(answer) => response(answer).with_header("X-Request-Id", &id),
+            Ok(dispatched) => serve(&self.dispatcher, id, dispatched, watch),
+            Err(answer) => Some(response(answer).with_header("X-Request-Id", &id)),
         }
     }
 }
 
-/// Answer a dispatched request. A forwarded attempt is deferred ([`httpd::Job::defer`]): this thread goes
-/// back to the pool, and the thread the outcome arrives on (the node's event loop) answers the client
-/// straight away, or, when the call is to go on (a retry elsewhere), hands it back to the pool, where it
-/// continues as it would have on this thread.
-fn serve(dispatcher: &Arc<Dispatcher>, id: Arc<str>, dispatched: Dispatched, job: &httpd::Job) -> httpd::Response {
+/// Answer a dispatched request (`None`: deferred). A forwarded attempt is deferred ([`httpd::Job::defer`]):
+/// this thread goes back to the pool, and the thread the outcome arrives on (the node's event loop) answers
+/// the client straight away, or, when the call is to go on (a retry elsewhere), hands it back to the pool,
+/// where it continues as it would have on a worker.
+fn serve(
+    dispatcher: &Arc<Dispatcher>,
+    id: Arc<str>,
+    dispatched: Dispatched,
+    watch: &JobWatch<'_>,
+) -> Option<httpd::Response> {
     let pending = match dispatched {
-        Dispatched::Reply(reply) => return answer(reply, &id),
+        Dispatched::Reply(reply) => return Some(answer(reply, &id)),
         Dispatched::Forward(pending) => pending,
     };
+    let job = watch.job;
     job.set_note(format!("{} did not answer in time: no reply from {}", pending.artifact(), pending.node));
     let Some(later) = job.defer() else {
-        let reply = dispatcher.forward_blocking(Dispatched::Forward(pending), Runner::Inline(&JobWatch(job)));
-        return answer(reply, &id);
+        let reply = dispatcher.forward_blocking(Dispatched::Forward(pending), Runner::Inline(watch));
+        return Some(answer(reply, &id));
     };
     let again = Arc::clone(dispatcher);
     dispatcher.forward_then(
@@ -103,13 +138,13 @@ fn serve(dispatcher: &Arc<Dispatcher>, id: Arc<str>, dispatched: Dispatched, job
             Settled::Reply(reply) => later.answer(self::answer(reply, &id)),
             Settled::Again(named, progress) => later.resume(Box::new(move |job: &httpd::Job| {
                 let _scope = request_id::Scope::enter(&id);
-                let dispatched = again.dispatch_from(&named.call(), progress, Runner::Inline(&JobWatch(job)));
-                serve(&again, id, dispatched, job)
+                let watch = JobWatch::on_worker(job);
+                let dispatched = again.dispatch_from(&named.call(), progress, Runner::Inline(&watch));
+                serve(&again, id, dispatched, &watch).unwrap_or_else(|| httpd::Response::new(500, "", Vec::new()))
             })),
         }),
     );
-    // Not written: the deferred answer is the request's.
-    httpd::Response::new(500, "text/plain", Vec::new())
+    None
 }
 
 /// The HTTP answer for a slice's reply, with the request's id.
@@ -118,19 +153,37 @@ fn answer(reply: InvokeReply, id: &str) -> httpd::Response {
 }
 
 /// A request's [`Watch`]: the server's deadline stands for the whole request; arming notes the slice.
-struct JobWatch<'a>(&'a httpd::Job);
+struct JobWatch<'a> {
+    job: &'a httpd::Job,
+    /// On the port's I/O thread, where no slice may run.
+    on_io: bool,
+}
+
+impl JobWatch<'_> {
+    fn on_worker(job: &httpd::Job) -> JobWatch<'_> {
+        JobWatch { job, on_io: false }
+    }
+}
 
 impl Watch for JobWatch<'_> {
     fn deadline(&self) -> Option<Instant> {
-        self.0.deadline().map(|at| at.checked_sub(DEADLINE_MARGIN).unwrap_or(at))
+        self.job.deadline().map(|at| at.checked_sub(DEADLINE_MARGIN).unwrap_or(at))
     }
 
     fn arm(&self, _deadline: Instant, slice: &SliceHandle) {
-        self.0.set_note(format!("{} did not answer in time", slice.artifact()));
+        self.job.set_note(format!("{} did not answer in time", slice.artifact()));
     }
 
     fn disarm(&self) -> bool {
-        !self.0.overdue()
+        !self.job.overdue()
+    }
+
+    fn local_allowed(&self) -> bool {
+        !self.on_io
+    }
+
+    fn defers(&self) -> bool {
+        true
     }
 }
 

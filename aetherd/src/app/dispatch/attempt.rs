@@ -17,6 +17,9 @@ impl Dispatcher {
     /// Run `call` on this node's instance `handle`. A single-active slice's instance runs it only while this
     /// node holds the lease (the slice sees the epoch); otherwise the call never starts and is retryable.
     pub(in crate::app) fn call_local(&self, call: &Call<'_>, handle: &SliceHandle, runner: Runner<'_>) -> Attempt {
+        if matches!(runner, Runner::Inline(watch) if !watch.local_allowed()) {
+            return Attempt::Retry("no slice runs on the I/O thread".to_owned());
+        }
         let lease_epoch = match self.lease_epoch(call.artifact, handle.info().single_active) {
             Ok(epoch) => epoch,
             Err(why) => return Attempt::Retry(why),
@@ -74,7 +77,7 @@ impl Dispatcher {
 
     /// A forwarded attempt at `call`, waited for on this thread.
     pub(super) fn call_remote(&self, node: &str, call: &Call<'_>) -> Attempt {
-        let (request, _counts) = match self.begin_remote(node, call) {
+        let (request, _counts) = match self.begin_remote(node, call, Runner::Pool) {
             Ok(begun) => begun,
             Err(attempt) => return attempt,
         };
@@ -89,8 +92,13 @@ impl Dispatcher {
     }
 
     /// The request of a forwarded attempt at `call` and the counts it holds until its outcome, or how the
-    /// attempt ended without being sent.
-    pub(super) fn begin_remote(&self, node: &str, call: &Call<'_>) -> Result<(InvokeRequest, Holds), Attempt> {
+    /// attempt ended without being sent. `runner` says whether the caller waits for it on its thread.
+    pub(super) fn begin_remote(
+        &self,
+        node: &str,
+        call: &Call<'_>,
+        runner: Runner<'_>,
+    ) -> Result<(InvokeRequest, Holds), Attempt> {
         if self.forward.is_none() {
             return Err(Attempt::Retry("no cluster transport".to_owned()));
         }
@@ -103,7 +111,9 @@ impl Dispatcher {
         let Some(left) = time_left(call.deadline) else {
             return Err(Attempt::Done(deadline_exceeded(call, &[])));
         };
-        let Some(outbound) = self.outbound(call.artifact) else {
+        let deferred = matches!(runner, Runner::Inline(watch) if watch.defers());
+        let outbound = if deferred { self.outbound_deferred(call.artifact) } else { self.outbound(call.artifact) };
+        let Some(outbound) = outbound else {
             let detail = format!("too many calls of {} wait on other nodes", call.artifact);
             return Err(Attempt::Done(error(503, "overloaded", &detail, false)));
         };
