@@ -10,6 +10,7 @@
 //! same places) are refused at insert, so a lookup has at most one best match; lookups allocate
 //! only for the captured parameters.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// HTTP methods a route may name.
@@ -102,19 +103,23 @@ impl Pattern {
     }
 
     /// Capture parameters if `segments` (already decoded) match.
-    fn matches(&self, segments: &[String]) -> Option<Vec<(String, String)>> {
-        if segments.len() != self.segments.len() {
-            return None;
-        }
-        let mut params = Vec::new();
-        for (pattern, actual) in self.segments.iter().zip(segments) {
-            match pattern {
-                Segment::Literal(literal) if literal == actual => {}
-                Segment::Literal(_) => return None,
-                Segment::Param(name) => params.push((name.clone(), actual.clone())),
-            }
-        }
-        Some(params)
+    fn matches(&self, segments: &[Cow<'_, str>]) -> bool {
+        segments.len() == self.segments.len()
+            && self.segments.iter().zip(segments).all(|pair| match pair {
+                (Segment::Literal(literal), actual) => literal == actual,
+                (Segment::Param(_), _) => true,
+            })
+    }
+
+    /// The parameters of `segments`, which match.
+    fn capture(&self, segments: &[Cow<'_, str>]) -> Vec<(String, String)> {
+        let pairs = self.segments.iter().zip(segments);
+        pairs
+            .filter_map(|(pattern, actual)| match pattern {
+                Segment::Param(name) => Some((name.clone(), actual.to_string())),
+                Segment::Literal(_) => None,
+            })
+            .collect()
     }
 
     /// Literal positions as a key: the greater key is the more specific pattern.
@@ -178,9 +183,6 @@ pub enum Lookup<'a, T> {
         reason: &'static str,
     },
 }
-
-/// Captured path parameters, in pattern order.
-type Params = Vec<(String, String)>;
 
 #[derive(Clone, Debug)]
 struct Entry<T> {
@@ -248,21 +250,24 @@ impl<T> RouteTable<T> {
             Ok(segments) => segments,
             Err(reason) => return Lookup::BadPath { reason },
         };
-        let mut best: Option<(&Entry<T>, Params)> = None;
+        let mut best: Option<&Entry<T>> = None;
         let mut allowed = Vec::new();
         for entry in &self.entries {
-            let Some(params) = entry.pattern.matches(&segments) else { continue };
+            if !entry.pattern.matches(&segments) {
+                continue;
+            }
             if !entry.method.eq_ignore_ascii_case(method) {
                 allowed.push(entry.method.clone());
                 continue;
             }
-            let better = best.as_ref().is_none_or(|(b, _)| entry.pattern.specificity().gt(b.pattern.specificity()));
+            let better = best.is_none_or(|b| entry.pattern.specificity().gt(b.pattern.specificity()));
             if better {
-                best = Some((entry, params));
+                best = Some(entry);
             }
         }
         match best {
-            Some((entry, params)) => {
+            Some(entry) => {
+                let params = entry.pattern.capture(&segments);
                 Lookup::Found(Match { target: &entry.target, pattern: entry.pattern.as_str(), params })
             }
             None if !allowed.is_empty() => {
@@ -285,7 +290,8 @@ fn check_method(method: &str) -> Result<String, RouteError> {
 }
 
 /// Split a request path into decoded segments (`/` is no segments; a trailing `/` is ignored).
-fn decode_path(path: &str) -> Result<Vec<String>, &'static str> {
+/// The path's segments, decoded (borrowed where they hold no escape).
+fn decode_path(path: &str) -> Result<Vec<Cow<'_, str>>, &'static str> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err("path must start with /");
     };
@@ -298,7 +304,9 @@ fn decode_path(path: &str) -> Result<Vec<String>, &'static str> {
         if segments.len() == SEGMENTS_MAX {
             return Err("too many path segments");
         }
-        segments.push(percent_decode(raw, false)?);
+        let segment =
+            if raw.contains(['%', '+']) { Cow::Owned(percent_decode(raw, false)?) } else { Cow::Borrowed(raw) };
+        segments.push(segment);
     }
     Ok(segments)
 }
