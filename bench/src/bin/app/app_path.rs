@@ -236,7 +236,7 @@ fn profile_forwarded(target: &Target, nodes: &[(u32, &str)], options: &Options, 
         let title = format!(
             "forwarded GET {} at c={}, {role} node: {:.0} req/s",
             crate::ECHO_PATH,
-            crate::CONCURRENCY,
+            crate::concurrency(),
             phase.run.ops_per_s()
         );
         match recording.stop().and_then(|recorded| profile::render(&perf, &recorded, dir, &name, &title)) {

@@ -3,7 +3,7 @@
 //! the load generator, the rest of the machine); a case's rounds and the ratios between cases.
 
 use crate::app_path::Target;
-use crate::{CONCURRENCY, ECHO_PATH, WARMUP};
+use crate::{concurrency, ECHO_PATH, WARMUP};
 use bench::wrk::WrkRun;
 use bench::{run_load, Client, Request, RunResult};
 use std::collections::HashMap;
@@ -204,18 +204,18 @@ pub fn load(name: &str, target: &Target, duration: Duration, wrk: Option<&Path>)
     Phase { run, cpu, threads }
 }
 
-/// `GET /echo/hello` at `CONCURRENCY` connections for `duration`; a wrk run that fails is reported and
+/// `GET /echo/hello` at `--connections` connections for `duration`; a wrk run that fails is reported and
 /// counts as one error.
 fn drive(target: &Target, duration: Duration, wrk: Option<&Path>) -> RunResult {
     let client = &target.client;
     let Some(bin) = wrk else {
         let echo = Arc::new(|_: usize, _: u64| Request { method: "GET", path: ECHO_PATH.into(), body: Vec::new() });
-        return run_load(&[target.addr], CONCURRENCY, duration, client, |s| s == 200, echo);
+        return run_load(&[target.addr], concurrency(), duration, client, |s| s == 200, echo);
     };
     let scheme = if client.tls.is_some() { "https" } else { "http" };
     let run = WrkRun {
         url: format!("{scheme}://{}{ECHO_PATH}", target.addr),
-        connections: CONCURRENCY,
+        connections: concurrency(),
         duration,
         headers: wrk_headers(client),
         script: None,

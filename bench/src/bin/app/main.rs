@@ -3,7 +3,8 @@
 //! latencies: how long a blueprint takes to deploy and how long the cluster takes to heal after kill -9.
 //!
 //! What one run measures, on one machine:
-//! - requests/s and p50/p99 of `GET /echo/hello` at 64 closed-loop keep-alive connections against a
+//! - requests/s and p50/p99 of `GET /echo/hello` at 64 closed-loop keep-alive connections (`--connections`)
+//!   against a
 //!   3-node cluster running a blueprint with one `echo` instance: *local* (load aimed at the app port of
 //!   the node hosting it) and *forwarded* (aimed at another node, which forwards every call over the
 //!   cluster transport to the host);
@@ -121,7 +122,12 @@ use report::{report, Results};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const CONCURRENCY: usize = 64;
+/// Keep-alive connections of the load (`--connections`, 64 by default).
+static CONNECTIONS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+fn concurrency() -> usize {
+    CONNECTIONS.get().copied().unwrap_or(64)
+}
 const WARMUP: Duration = Duration::from_secs(1);
 /// What `GET /echo/hello` answers when `echo` 1.0.0 runs on node-1 (every node id here has that length).
 const ECHO_BODY: &str = r#"{"echo":"hello","version":"1.0.0","node":"node-1"}"#;
@@ -213,7 +219,7 @@ fn parse_args() -> Options {
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let usage =
         "usage: app --aetherd PATH --repo DIR [--baseline-aetherd PATH] [--tls] [--hung N] [--poll-management] \
-                 [--wrk] [--profile DIR] [--json FILE] [--seconds N] [--rounds N] [--runs N]";
+                 [--wrk] [--profile DIR] [--json FILE] [--seconds N] [--rounds N] [--runs N] [--connections N]";
     let (Some(aetherd), Some(repo)) = (value("--aetherd"), value("--repo")) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -226,6 +232,7 @@ fn parse_args() -> Options {
             std::process::exit(2);
         }
     };
+    let _ = CONNECTIONS.set(number("--connections", 64) as usize);
     Options {
         aetherd: PathBuf::from(aetherd),
         repo: PathBuf::from(repo),

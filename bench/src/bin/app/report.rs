@@ -3,8 +3,9 @@
 
 use crate::app_path::AppResults;
 use crate::control::Timings;
-use crate::load::{p50, p99, round_ratio, round_ratio_of, Case, CpuUse, Phase};
-use crate::{CONCURRENCY, DEPLOY_TARGET_MS, ECHO_PATH, HEAL_TARGET_MS, LOCAL_TARGET_RATIO, SETTLE, WARMUP};
+use crate::load::{median, p50, p99, round_ratio, round_ratio_of, Case, CpuUse, Phase};
+use crate::{concurrency, DEPLOY_TARGET_MS, ECHO_PATH, HEAL_TARGET_MS, LOCAL_TARGET_RATIO, SETTLE, WARMUP};
+use bench::RunResult;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -23,8 +24,9 @@ pub struct Results {
 pub fn report(r: &Results, json_path: Option<&Path>) {
     let cases: Vec<(&Case, Phase)> = r.app.cases().into_iter().map(|c| (c, c.merged())).collect();
     println!(
-        "\nApp path: GET {ECHO_PATH}, {CONCURRENCY} keep-alive connections; {} rounds, each case {:.0} s per round \
+        "\nApp path: GET {ECHO_PATH}, {} keep-alive connections; {} rounds, each case {:.0} s per round \
          after {:.0} s warm-up",
+        concurrency(),
         r.rounds,
         r.seconds,
         WARMUP.as_secs_f64()
@@ -76,6 +78,15 @@ pub fn report(r: &Results, json_path: Option<&Path>) {
     for (name, value) in &ratios {
         println!("  {name}: {value:.2}x");
     }
+    let added = |metric: fn(&RunResult) -> f64| {
+        let rounds = r.app.forwarded.rounds.iter().zip(&r.app.local.rounds);
+        median(&rounds.map(|(f, l)| metric(&f.run) - metric(&l.run)).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+    };
+    println!(
+        "The forwarding hop: forwarded minus local, median over rounds: p50 {:+.0} µs, p99 {:+.0} µs",
+        added(p50),
+        added(p99)
+    );
     print_verdict_app(&r.app);
     if !r.app.idle_cpu.is_empty() {
         let idle: Vec<String> =
@@ -208,7 +219,7 @@ pub fn to_json(r: &Results, cases: &[(&Case, Phase)], ratios: &[(String, f64)]) 
     json!({
         "cores": r.cores,
         "note": "load generator and servers share the same cores",
-        "concurrency": CONCURRENCY,
+        "concurrency": concurrency(),
         "seconds_per_round": r.seconds,
         "rounds": r.rounds,
         "load_generator": if r.wrk { "wrk" } else { "in-process" },
