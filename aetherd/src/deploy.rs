@@ -35,8 +35,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Worker threads: lifecycle steps of this many artifacts may run at once.
+/// Worker threads: lifecycle steps of this many artifacts may run at once. They start when jobs wait and end
+/// after [`WORKER_IDLE`] without one, so an idle node runs none.
 pub const WORKERS: usize = 4;
+/// How long a worker waits for a job before it ends.
+const WORKER_IDLE: Duration = Duration::from_secs(30);
 /// Longest the stop waits for slices to be stopped and unloaded before leaving them loaded.
 pub const STOP_UNLOAD_BOUND: Duration = Duration::from_secs(10);
 
@@ -115,6 +118,9 @@ struct Queue {
     pending: VecDeque<NodeAction>,
     running: HashSet<Artifact>,
     stopping: bool,
+    /// Worker threads alive, and those of them waiting for a job.
+    workers: usize,
+    idle: usize,
 }
 
 struct Jobs {
@@ -123,11 +129,13 @@ struct Jobs {
 }
 
 impl Jobs {
-    /// The next job whose artifact has none running, marked running; `None` once stopping.
+    /// The next job whose artifact has none running, marked running; `None` once stopping, or when the
+    /// worker waited [`WORKER_IDLE`] for one (it then ends, and is no longer counted).
     fn take(&self) -> Option<NodeAction> {
         let mut queue = self.queue.lock();
         loop {
             if queue.stopping {
+                queue.workers = queue.workers.saturating_sub(1);
                 return None;
             }
             let free = queue.pending.iter().position(|a| !queue.running.contains(artifact_of(a)));
@@ -135,7 +143,13 @@ impl Jobs {
                 queue.running.insert(artifact_of(&action).clone());
                 return Some(action);
             }
-            self.wake.wait(&mut queue);
+            queue.idle += 1;
+            let waited = self.wake.wait_for(&mut queue, WORKER_IDLE);
+            queue.idle -= 1;
+            if waited.timed_out() && !queue.stopping {
+                queue.workers = queue.workers.saturating_sub(1);
+                return None;
+            }
         }
     }
 
@@ -168,8 +182,17 @@ pub struct Deployer {
     resizes: BTreeMap<Artifact, Resize>,
     jobs: Arc<Jobs>,
     workers: Vec<JoinHandle<()>>,
+    /// What a new worker thread runs with.
+    spawn: Spawn,
     container: Arc<container::Container>,
     policy: StartPolicy,
+}
+
+/// What each worker thread gets.
+struct Spawn {
+    worker: Arc<Worker>,
+    done: Arc<dyn Fn(JobDone) + Send + Sync>,
+    next: usize,
 }
 
 impl Deployer {
@@ -182,23 +205,9 @@ impl Deployer {
         done: impl Fn(JobDone) + Send + Sync + 'static,
     ) -> Result<Deployer, String> {
         let jobs = Arc::new(Jobs { queue: Mutex::new(Queue::default()), wake: Condvar::new() });
-        let done = Arc::new(done);
         let instances: Arc<Mutex<HashMap<Artifact, Vec<container::InstanceId>>>> = Arc::default();
-        let mut workers = Vec::with_capacity(WORKERS);
-        for n in 0..WORKERS {
-            let worker =
-                Worker { container: container.clone(), instances: instances.clone(), provision: provision.clone() };
-            let (jobs, done) = (jobs.clone(), done.clone());
-            let spawned = std::thread::Builder::new().name(format!("deployer-{n}")).spawn(move || {
-                while let Some(action) = jobs.take() {
-                    let artifact = artifact_of(&action).clone();
-                    let result = worker.run(action);
-                    jobs.finished(&artifact);
-                    done(result);
-                }
-            });
-            workers.push(spawned.map_err(|e| format!("cannot start a deployer thread: {e}"))?);
-        }
+        let worker = Arc::new(Worker { container: container.clone(), instances, provision });
+        let spawn = Spawn { worker, done: Arc::new(done), next: 0 };
         Ok(Deployer {
             states: BTreeMap::new(),
             infos: BTreeMap::new(),
@@ -206,7 +215,8 @@ impl Deployer {
             copies: BTreeMap::new(),
             resizes: BTreeMap::new(),
             jobs,
-            workers,
+            workers: Vec::new(),
+            spawn,
             container,
             policy,
         })
@@ -242,16 +252,12 @@ impl Deployer {
         let (artifact, state) = match &action {
             NodeAction::Reconfigure { artifact, config } => {
                 self.reconfigs.insert(artifact.clone(), Reconfig { config: config.clone(), outcome: None });
-                self.jobs.queue.lock().pending.push_back(action);
-                self.jobs.wake.notify_all();
-                return;
+                return self.queue_job(action);
             }
             // The slice serves on while copies start or stop; the resize is remembered as in progress.
             NodeAction::Resize { artifact, copies, .. } => {
                 self.resizes.insert(artifact.clone(), Resize { copies: *copies, outcome: None });
-                self.jobs.queue.lock().pending.push_back(action);
-                self.jobs.wake.notify_all();
-                return;
+                return self.queue_job(action);
             }
             NodeAction::Load { artifact, .. } => {
                 self.resizes.remove(artifact);
@@ -263,8 +269,42 @@ impl Deployer {
         };
         self.reconfigs.remove(&artifact);
         self.states.insert(artifact, state);
-        self.jobs.queue.lock().pending.push_back(action);
+        self.queue_job(action);
+    }
+
+    /// Queues a job, starting a worker when none waits for one and fewer than [`WORKERS`] run.
+    fn queue_job(&mut self, action: NodeAction) {
+        let start = {
+            let mut queue = self.jobs.queue.lock();
+            queue.pending.push_back(action);
+            let start = queue.idle == 0 && queue.workers < WORKERS && !queue.stopping;
+            queue.workers += usize::from(start);
+            start
+        };
         self.jobs.wake.notify_all();
+        if !start {
+            return;
+        }
+        let n = self.spawn.next;
+        self.spawn.next += 1;
+        let (jobs, done, worker) = (self.jobs.clone(), self.spawn.done.clone(), self.spawn.worker.clone());
+        let spawned = std::thread::Builder::new().name(format!("deployer-{n}")).spawn(move || {
+            while let Some(action) = jobs.take() {
+                let artifact = artifact_of(&action).clone();
+                let result = worker.run(action);
+                jobs.finished(&artifact);
+                done(result);
+            }
+        });
+        self.workers.retain(|w| !w.is_finished());
+        match spawned {
+            Ok(handle) => self.workers.push(handle),
+            Err(e) => {
+                // The job waits for a worker the next job may start.
+                self.jobs.queue.lock().workers -= 1;
+                warn!("cannot start a deployer thread: {e}");
+            }
+        }
     }
 
     /// Records a job's result.

@@ -9,8 +9,8 @@
 //! one-slot channel or a callback that must not block.
 //!
 //! Invariants: every registered call is completed exactly once (reply, peer down, expiry, or the caller's
-//! own timeout removing it; a callback dropped uncalled, when the table goes with the node, is called with
-//! `Stopped`); the table is bounded (a full table answers `Unreachable` at once); call ids
+//! own timeout removing it; a callback dropped uncalled, with its command when the loop has stopped, is
+//! called with `Stopped`); the table is bounded (a full table answers `Unreachable` at once); call ids
 //! start at a random per-boot base, so no reply owed to an earlier incarnation of this node matches a
 //! call of this one, and a reply completes a call only when it comes from the node the call went to;
 //! replies that match no waiting call (late, stale or misdirected) are dropped and counted, and so

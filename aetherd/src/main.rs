@@ -49,6 +49,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
+/// Threads the forwarded-calls pool keeps while idle; it grows while calls outnumber idle threads.
+const FORWARDED_THREADS_IDLE: usize = 2;
 const USAGE: &str = "usage: aetherd --config FILE | --dev
   --config FILE       node configuration (TOML)
   --dev               one node with defaults and no file (ports 8080, 8081, 8090)
@@ -269,7 +271,7 @@ fn run(args: &Args) -> Result<(), String> {
                 options,
             )?;
             app.report_health_to(forward::health_sink(net.handle.clone()));
-            let pool = app::ForwardedCalls::start(app.dispatcher(), 8, 1024)?;
+            let pool = app::ForwardedCalls::start(app.dispatcher(), FORWARDED_THREADS_IDLE, 1024)?;
             let _ = forwarded.set(pool);
             let _ = scheduled_calls.set(app.dispatcher());
             app
@@ -303,10 +305,13 @@ fn run(args: &Args) -> Result<(), String> {
     let ports = backend.http_ports.clone();
     let management_http = mgmt::http_config(config.listen_management, 64, config.tls.clone());
     let screener = Arc::clone(&auth);
-    let management = mgmt::Server::start_limited(
+    // Without authentication a KV write never waits on this port (with it, checking a key asks the store).
+    let quick = Arc::clone(&auth);
+    let management = mgmt::Server::start_quick(
         management_http,
         config.artifacts.max_bytes,
         move |req| mgmt::screen(&screener, req),
+        move |req| !quick.enabled() && mgmt::is_kv_write(req),
         move |req| mgmt::serve(&auth, &*backend, req),
     )?;
     metrics.add_port("management", management.connections_gauge());

@@ -1,7 +1,7 @@
 //! A port's I/O thread: accepting, reading, parsing, timeouts, the deadline watchdog, writing.
 //!
-//! Invariants: this thread never blocks but in `poll` (handlers run on the pool; answers come back
-//! through a channel and a waker); every connection is in exactly one [`State`] with one timer that
+//! Invariants: this thread never blocks but in `poll` (handlers run on the pool, but for `Handler::start`,
+//! which must not block; answers come back through a channel and a waker); every connection is in exactly one [`State`] with one timer that
 //! applies to it; accepting pauses (and a timer retries) when accept fails for lack of descriptors or
 //! memory, or while the port holds its connection limit, and [`Shared::accepting`] says so; a request
 //! with a deadline is answered at most one watchdog tick plus [`GRACE`] after it; streaming answers are
@@ -176,10 +176,17 @@ impl EventLoop {
                 }
             }
             self.pool.answers_taken();
-            while let Ok(Completion { conn, mut response }) = self.done.try_recv() {
-                match response.stream.take() {
-                    Some(source) => self.answer_stream(conn, &response, source),
-                    None => self.answer(conn, &response),
+            while let Ok(message) = self.done.try_recv() {
+                match message {
+                    Completion::Answer { conn, mut response } => match response.stream.take() {
+                        Some(source) => self.answer_stream(conn, &response, source),
+                        None => self.answer(conn, &response),
+                    },
+                    Completion::Watch { conn, job } => {
+                        if !job.settled() {
+                            self.in_flight.push((conn, job));
+                        }
+                    }
                 }
             }
             let now = Instant::now();
@@ -493,7 +500,7 @@ impl EventLoop {
         });
         for (id, job) in overdue {
             if self.pool.expire(&job) {
-                let response = self.handler.overdue(&job);
+                let response = job.with_answer_headers(self.handler.overdue(&job));
                 self.answer(id, &response);
             }
         }

@@ -2,7 +2,9 @@
 //!
 //! One I/O thread per port runs a mio event loop: it accepts, reads and parses requests (`httparse`),
 //! enforces every limit and timeout, and writes answers; handlers run on a bounded worker pool
-//! ([`pool`]) and never on the I/O thread. What this crate owns, and its invariants:
+//! ([`pool`]) and never on the I/O thread, except [`Handler::start`], which a handler may use to start a
+//! request that never waits (hand it to another thread) without a hand-off to a worker; a handler may also
+//! answer later from any thread ([`Job::defer`]). What this crate owns, and its invariants:
 //! - limits: head bytes and header count ([`Limits`]), body bytes per method and path
 //!   ([`Handler::body_limit`]), connections in total (capped below the process fd limit, see
 //!   [`fd_budget`]) and per client IP, body bytes held by the whole port at once

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
@@ -44,8 +44,11 @@ const DEFERRED: u8 = 4;
 /// One request's life on the pool, shared by its worker and the I/O thread.
 pub struct Job {
     state: AtomicU8,
-    deadline: Option<Instant>,
+    /// When the server stops waiting; a deferral may bring it forward ([`Later::within`]).
+    deadline: Mutex<Option<Instant>>,
     note: Mutex<Option<String>>,
+    /// Header fields of the answers the server writes itself for this request.
+    headers: Mutex<Vec<(String, String)>>,
     /// The worker running it (set while RUNNING): its abandoned flag.
     worker: Mutex<Option<Arc<AtomicBool>>>,
 }
@@ -69,7 +72,13 @@ thread_local! {
 
 impl Job {
     pub(crate) fn new(deadline: Option<Instant>) -> Job {
-        Job { state: AtomicU8::new(QUEUED), deadline, note: Mutex::new(None), worker: Mutex::new(None) }
+        Job {
+            state: AtomicU8::new(QUEUED),
+            deadline: Mutex::new(deadline),
+            note: Mutex::new(None),
+            headers: Mutex::new(Vec::new()),
+            worker: Mutex::new(None),
+        }
     }
 
     /// Answer this request later, from any thread: the handler returns at once (the [`Response`] it returns
@@ -89,13 +98,29 @@ impl Job {
             }
         })?;
         let moved = self.state.compare_exchange(RUNNING, DEFERRED, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        if moved {
+            // No worker runs it now (one that resumes it sets its own).
+            *lock(&self.worker) = None;
+        }
         DEFERRAL.with(|d| d.set(if moved { Deferral::Deferred } else { Deferral::TooLate }));
         Some(later)
     }
 
     /// When the server stops waiting for the handler, if ever.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        *lock(&self.deadline)
+    }
+
+    /// A header field every answer the server writes itself for this request carries (the 504 past its
+    /// deadline, the 500 of a deferral dropped unanswered), say the request's id.
+    pub fn add_answer_header(&self, name: &str, value: &str) {
+        lock(&self.headers).push((name.to_owned(), value.to_owned()));
+    }
+
+    /// `response` with this request's answer header fields.
+    pub(crate) fn with_answer_headers(&self, mut response: Response) -> Response {
+        response.headers.extend(lock(&self.headers).iter().cloned());
+        response
     }
 
     /// Whether the server already answered (the handler's answer will be dropped).
@@ -122,10 +147,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A finished request, for the I/O thread.
-pub struct Completion {
-    pub conn: usize,
-    pub response: Response,
+/// What the I/O thread is told by the other threads.
+pub enum Completion {
+    /// A request's answer.
+    Answer { conn: usize, response: Response },
+    /// A deferred request's deadline, to watch (see [`Later::within`]).
+    Watch { conn: usize, job: Arc<Job> },
 }
 
 /// The rest of a deferred request's work, run on a worker ([`Later::resume`]).
@@ -168,13 +195,25 @@ impl Later {
         if self.job.state.compare_exchange(DEFERRED, QUEUED, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             return;
         }
+        // Past the queue's bound: a resumed request was admitted once already, and deferred requests are
+        // bounded by the port's connections.
         let task = Task { conn: self.conn, job: Arc::clone(&self.job), work: Work::Resume(work) };
-        if !self.pool.queue(task)
-            && self.job.state.compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-        {
-            let busy = Response::error(503, "overloaded", "the server's queue is full; try again")
-                .with_header("Retry-After", "1");
-            self.pool.deliver(self.conn, busy);
+        self.pool.queue(task, false);
+    }
+
+    /// Answer within `limit` from now at the latest: past it the server answers 504 (the handler's
+    /// [`crate::Handler::overdue`]) and a later answer is dropped. For a port without a request deadline, so
+    /// that what the answer waits for (another thread, a consensus slot) cannot keep the client waiting.
+    pub fn within(&self, limit: Duration) {
+        let at = Instant::now() + limit;
+        let watched = {
+            let mut deadline = lock(&self.job.deadline);
+            let watched = deadline.is_some();
+            *deadline = Some(deadline.map_or(at, |d| d.min(at)));
+            watched
+        };
+        if !watched {
+            self.pool.tell(Completion::Watch { conn: self.conn, job: Arc::clone(&self.job) });
         }
     }
 
@@ -188,7 +227,8 @@ impl Drop for Later {
     fn drop(&mut self) {
         if !self.spent && self.job.state.compare_exchange(DEFERRED, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
             log::error!("{} port: a deferred request was dropped unanswered", self.pool.name);
-            self.pool.deliver(self.conn, Response::error(500, "internal", "the node dropped this request"));
+            let dropped = Response::error(500, "internal", "the node dropped this request");
+            self.pool.deliver(self.conn, self.job.with_answer_headers(dropped));
         }
     }
 }
@@ -285,7 +325,7 @@ impl Pool {
 
     /// Queue a request; false (the request dropped) when the queue is full.
     pub fn submit(&self, conn: usize, job: Arc<Job>, request: Request) -> bool {
-        self.shared.queue(Task { conn, job, work: Work::Request(request) })
+        self.shared.queue(Task { conn, job, work: Work::Request(request) }, true)
     }
 
     /// Offer a fresh job's request to the handler's `start`, on this (the I/O) thread: `None` when the handler
@@ -312,7 +352,8 @@ impl Pool {
         };
         log::error!("{} port: a handler failed to start a request: {failed}", shared.name);
         if job.state.compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-            shared.deliver(conn, Response::error(500, "internal", "the node failed while serving this request"));
+            let failed = Response::error(500, "internal", "the node failed while serving this request");
+            shared.deliver(conn, job.with_answer_headers(failed));
         }
         None
     }
@@ -376,11 +417,11 @@ impl Pool {
 }
 
 impl Shared {
-    /// Queue a task (false, the task dropped, when the queue is full), starting a thread when more wait than
-    /// are idle.
-    fn queue(self: &Arc<Shared>, task: Task) -> bool {
+    /// Queue a task (false, the task dropped, when `bounded` and the queue is full), starting a thread when
+    /// more wait than are idle.
+    fn queue(self: &Arc<Shared>, task: Task, bounded: bool) -> bool {
         let mut queue = lock(&self.queue);
-        if queue.tasks.len() >= self.queue_max {
+        if bounded && queue.tasks.len() >= self.queue_max {
             return false;
         }
         queue.tasks.push_back(task);
@@ -398,7 +439,11 @@ impl Shared {
 
     /// Hand an answer to the I/O thread, waking it unless an earlier answer's wake-up is still pending.
     fn deliver(&self, conn: usize, response: Response) {
-        let sent = lock(&self.done).send(Completion { conn, response });
+        self.tell(Completion::Answer { conn, response });
+    }
+
+    fn tell(&self, message: Completion) {
+        let sent = lock(&self.done).send(message);
         if sent.is_ok() && !self.rung.swap(true, Ordering::SeqCst) && self.waker.wake().is_err() {
             self.rung.store(false, Ordering::SeqCst);
         }
@@ -495,7 +540,13 @@ fn work(shared: &Arc<Shared>, abandoned: &Arc<AtomicBool>) {
             log::error!("{} port: a handler panicked: {message}", shared.name);
             Response::error(500, "internal", "the node failed while serving this request")
         });
-        *lock(&job.worker) = None;
+        {
+            // Only its own flag: a deferred job may already run on another worker (resumed).
+            let mut worker = lock(&job.worker);
+            if worker.as_ref().is_some_and(|flag| Arc::ptr_eq(flag, abandoned)) {
+                *worker = None;
+            }
+        }
         // Not deferred: the way to answer later is dropped unused (spent, so it answers nothing).
         if let Some(mut later) = ANSWER_TO.with(|slot| slot.borrow_mut().take()) {
             later.spent = true;

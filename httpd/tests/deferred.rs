@@ -40,6 +40,13 @@ impl Handler for Deferring {
                 self.kept.lock().unwrap().push(job.defer().unwrap());
                 ignored
             }
+            "/within" => {
+                job.add_answer_header("X-Request-Id", "r-7");
+                let later = job.defer().unwrap();
+                later.within(Duration::from_millis(100));
+                self.kept.lock().unwrap().push(later);
+                ignored
+            }
             "/drop" => {
                 drop(job.defer().unwrap());
                 ignored
@@ -122,6 +129,20 @@ fn past_its_deadline_a_deferred_request_gets_504_and_no_worker_is_abandoned() {
     later.answer(Response::new(200, "text/plain", b"too late".to_vec()));
     let raw = exchange(addr, b"GET /now HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     assert_eq!((status(&raw), body(&raw)), (200, "now"));
+    server.stop();
+}
+
+#[test]
+fn a_deferral_with_a_limit_on_a_port_without_deadlines_gets_504_with_the_answer_headers() {
+    let (server, handler) = start(None);
+    let started = Instant::now();
+    let raw = exchange(server.addr(), b"GET /within HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_eq!(status(&raw), 504, "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("x-request-id: r-7"), "{raw}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    let later = handler.kept.lock().unwrap().pop().unwrap();
+    assert!(!later.wanted(), "the late answer goes nowhere");
+    later.answer(Response::new(200, "text/plain", b"late".to_vec()));
     server.stop();
 }
 

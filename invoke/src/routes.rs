@@ -289,8 +289,8 @@ fn check_method(method: &str) -> Result<String, RouteError> {
     }
 }
 
-/// Split a request path into decoded segments (`/` is no segments; a trailing `/` is ignored).
-/// The path's segments, decoded (borrowed where they hold no escape).
+/// Split a request path into decoded segments (`/` is no segments; a trailing `/` is ignored), borrowed
+/// where they hold no escape.
 fn decode_path(path: &str) -> Result<Vec<Cow<'_, str>>, &'static str> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err("path must start with /");

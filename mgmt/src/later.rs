@@ -8,11 +8,16 @@
 //! returns that answer itself ([`Promise::now_or_later`]), so nothing changes for it.
 //!
 //! Invariants: an answer is given once; an `Answerer` dropped unanswered answers 500; header fields the
-//! layers above add to a later response (CORS) are added to the answer when it comes.
+//! layers above add to a later response (CORS) are added to the answer when it comes; the port answers 504
+//! itself when the answer has not come [`ANSWER_WITHIN`] after it was deferred (the event loop stuck, say).
 
 use crate::server::Response;
 use crate::ApiError;
 use std::sync::{Arc, Mutex};
+
+/// How long the port waits for a later answer before it answers 504 itself: the node's own bound on a write
+/// (5 s for its slot) and a second more, as a thread waiting for the loop did.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// Where a later answer goes (the port's: write it to the client).
 pub type Respond = Box<dyn FnOnce(Response) + Send>;

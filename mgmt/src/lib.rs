@@ -68,5 +68,7 @@ pub use messaging::{Published, SubscriptionView, TopicView};
 pub use methods::allowed as allowed_methods;
 pub use openapi::OPENAPI_YAML;
 pub use repository_path::{Checksum, RepoPath};
-pub use server::{body_limit, http_config, Request, Response, Server, StreamBody, ARTIFACT_BYTES_MAX, BODY_BYTES_MAX};
+pub use server::{
+    body_limit, http_config, is_kv_write, Request, Response, Server, StreamBody, ARTIFACT_BYTES_MAX, BODY_BYTES_MAX,
+};
 pub use validate::{DryRuns, DRY_RUNS_MAX};

@@ -154,7 +154,18 @@ type Screen = dyn Fn(&Request) -> Option<Response> + Send + Sync;
 struct Port {
     handler: Box<Handler>,
     screen: Box<Screen>,
+    /// Which requests are served on the I/O thread ([`httpd::Handler::start`]): only ones whose handling
+    /// never waits.
+    quick: Option<Box<Quick>>,
     artifact_bytes_max: usize,
+}
+
+type Quick = dyn Fn(&httpd::Request) -> bool + Send + Sync;
+
+/// Whether a request is a KV write (`PUT`, `POST` or `DELETE` of `/api/kv/{key}`): with authentication off its
+/// handling never waits (the write's answer is deferred to its slot), so it may be served on the I/O thread.
+pub fn is_kv_write(request: &httpd::Request) -> bool {
+    matches!(request.method.as_str(), "PUT" | "POST" | "DELETE") && request.target.starts_with("/api/kv/")
 }
 
 /// The answer as the HTTP server writes it.
@@ -176,12 +187,9 @@ fn to_http(response: &Response) -> httpd::Response {
     answer
 }
 
-impl httpd::Handler for Port {
-    fn body_limit(&self, method: &str, path: &str) -> usize {
-        body_limit(method, path, self.artifact_bytes_max)
-    }
-
-    fn handle(&self, request: httpd::Request, job: &httpd::Job) -> httpd::Response {
+impl Port {
+    /// Serve one request: its answer, or `None` when the answer is deferred (a [`Response::later`]).
+    fn serve(&self, request: httpd::Request, job: &httpd::Job) -> Option<httpd::Response> {
         let mut response = match parse(request) {
             Ok(parsed) => {
                 debug!("{} /{}", parsed.method, parsed.path);
@@ -189,7 +197,7 @@ impl httpd::Handler for Port {
             }
             Err(e) => e.into(),
         };
-        let Some(promise) = response.later.take() else { return to_http(&response) };
+        let Some(promise) = response.later.take() else { return Some(to_http(&response)) };
         let headers = response.headers;
         let finish = move |mut answer: Response| {
             answer.headers.extend(headers);
@@ -197,12 +205,43 @@ impl httpd::Handler for Port {
         };
         match job.defer() {
             Some(later) => {
+                // A stuck event loop shows as a 504, never as a hung API.
+                job.set_note("the node did not answer in time; a write may still apply".into());
+                later.within(crate::later::ANSWER_WITHIN);
                 promise.then(Box::new(move |answer| later.answer(finish(answer))));
-                // Not written: the deferred answer is the request's.
-                httpd::Response::new(500, "application/json", Vec::new())
+                None
             }
-            None => finish(promise.wait()),
+            None => Some(finish(promise.wait())),
         }
+    }
+}
+
+impl httpd::Handler for Port {
+    fn body_limit(&self, method: &str, path: &str) -> usize {
+        body_limit(method, path, self.artifact_bytes_max)
+    }
+
+    fn handle(&self, request: httpd::Request, job: &httpd::Job) -> httpd::Response {
+        // `None`: deferred, and this answer is not written.
+        self.serve(request, job).unwrap_or_else(|| httpd::Response::new(500, "application/json", Vec::new()))
+    }
+
+    fn starts(&self) -> bool {
+        self.quick.is_some()
+    }
+
+    /// A request the port's `quick` filter picks (a KV write without authentication, say: parse, route and
+    /// hand the write to the node, nothing that waits) is served on the I/O thread, its answer deferred.
+    fn start(&self, request: httpd::Request, job: &httpd::Job) -> Option<httpd::Request> {
+        if !self.quick.as_ref().is_some_and(|quick| quick(&request)) {
+            return Some(request);
+        }
+        if let Some(answer) = self.serve(request, job) {
+            if let Some(later) = job.defer() {
+                later.answer(answer);
+            }
+        }
+        None
     }
 
     fn screen(&self, request: &httpd::Request) -> Option<httpd::Response> {
@@ -252,7 +291,22 @@ impl Server {
         screen: impl Fn(&Request) -> Option<Response> + Send + Sync + 'static,
         handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
     ) -> Result<Server, String> {
-        let port = Port { handler: Box::new(handler), screen: Box::new(screen), artifact_bytes_max };
+        let port = Port { handler: Box::new(handler), screen: Box::new(screen), quick: None, artifact_bytes_max };
+        let http = httpd::Server::start(config, Arc::new(port))?;
+        Ok(Server { http })
+    }
+
+    /// As [`Server::start_limited`], with the requests `quick` picks served on the port's I/O thread: it must
+    /// pick only requests whose handling never waits (see [`is_kv_write`]).
+    pub fn start_quick(
+        config: httpd::Config,
+        artifact_bytes_max: usize,
+        screen: impl Fn(&Request) -> Option<Response> + Send + Sync + 'static,
+        quick: impl Fn(&httpd::Request) -> bool + Send + Sync + 'static,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Result<Server, String> {
+        let quick: Option<Box<Quick>> = Some(Box::new(quick));
+        let port = Port { handler: Box::new(handler), screen: Box::new(screen), quick, artifact_bytes_max };
         let http = httpd::Server::start(config, Arc::new(port))?;
         Ok(Server { http })
     }
@@ -416,6 +470,48 @@ mod tests {
         assert!(percent_decode("bad%zz").is_err());
         assert!(percent_decode("bad%+a").is_err(), "a sign is not a hex digit");
         assert!(percent_decode("%ff").is_err());
+    }
+
+    /// A handler whose KV writes are answered 50 ms later from another thread, and whose `/block` holds its
+    /// worker for a second.
+    fn later_port() -> Server {
+        let mut config = http_config("127.0.0.1:0".parse().unwrap(), 1, None);
+        config.workers_min = None;
+        let handler = |req: &Request| {
+            if req.path == "block" {
+                std::thread::sleep(Duration::from_secs(1));
+                return Response::ok(serde_json::json!({"blocked": true}));
+            }
+            let (waiting, answerer) = crate::later::promise();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                answerer.answer(Response::ok(serde_json::json!({"version": 1})));
+            });
+            waiting.now_or_later().with_header("X-Extra", "kept")
+        };
+        Server::start_quick(config, ARTIFACT_BYTES_MAX, |_| None, is_kv_write, handler).unwrap()
+    }
+
+    #[test]
+    fn a_later_answer_reaches_the_client_with_its_headers_and_a_quick_write_needs_no_worker() {
+        let server = later_port();
+        let addr = server.addr();
+        let blocker = std::thread::spawn(move || {
+            exchange(addr, "GET /block HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        let put = "PUT /api/kv/user/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nConnection: close\r\n\r\n1";
+        let raw = exchange(addr, put);
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(raw.contains("\"version\":1") && raw.to_ascii_lowercase().contains("x-extra: kept"), "{raw}");
+        assert!(
+            started.elapsed() < Duration::from_millis(700),
+            "served beside the busy worker: {:?}",
+            started.elapsed()
+        );
+        assert!(blocker.join().unwrap().starts_with("HTTP/1.1 200"));
+        server.stop();
     }
 
     fn exchange(addr: SocketAddr, raw: &str) -> String {

@@ -12,8 +12,12 @@
 //! a request past it, abandons the stuck worker and starts a replacement (see `httpd`'s pool).
 //!
 //! Invariants (kept by `httpd`, relied on here):
-//! - a request is answered exactly once: by its worker, or by the server past the deadline, whose 504
-//!   names the slice the call was in ([`JobWatch::arm`] notes it);
+//! - a request is answered exactly once: by its worker, by the thread its forwarded call's outcome arrives on
+//!   (the event loop), or by the server past the deadline, whose 504 names the slice the call was in
+//!   ([`JobWatch::arm`] notes it) and carries the request's `X-Request-Id`;
+//! - a request whose route goes to another node starts on the port's I/O thread ([`AppPort`]'s `start`),
+//!   where no slice ever runs and nothing waits: a local attempt there is skipped, a single-active slice
+//!   answered 503;
 //! - stuck threads are replaced only while at most `abandoned_max` ([`ABANDONED_MAX`] on the app port)
 //!   are alive; past it the port serves with fewer workers and the log says so; a stuck thread that
 //!   comes back serves again when the pool is short;
@@ -36,8 +40,9 @@ use crate::metrics::request_id;
 
 /// Most abandoned worker threads (stuck in slices past their deadline) replaced at once.
 pub(super) const ABANDONED_MAX: usize = 64;
-/// How much later than the call deadline the server gives up on a worker: a call or a forward that
-/// ends right at its deadline answers its own 504 rather than costing a thread.
+/// How much later than the call deadline the server gives up on a worker: a local call that ends right at
+/// its deadline answers its own 504 rather than costing a thread. (A deferred forward holds no thread; its
+/// table expires on the loop's tick, so the server's 504 usually answers it, with the same request id.)
 pub(super) const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
 /// The `httpd` settings of the app port.
@@ -102,6 +107,7 @@ impl AppPort {
         let sent = request.headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("x-request-id"));
         let id: Arc<str> = request_id::from_header(sent.map(|(_, value)| value.as_str())).into();
         let _scope = request_id::Scope::enter(&id);
+        watch.job.add_answer_header("X-Request-Id", &id);
         let httpd::Request { method, target, headers, body, .. } = request;
         let started = self.dispatcher.http_call_inline(&method, &target, &headers, move || Ok(body), watch);
         match started {
@@ -128,6 +134,10 @@ fn serve(
     let job = watch.job;
     job.set_note(format!("{} did not answer in time: no reply from {}", pending.artifact(), pending.node));
     let Some(later) = job.defer() else {
+        if watch.on_io {
+            // Never reached (a deferral is always offered there), and no thread may wait there.
+            return Some(httpd::Response::error(500, "internal", "the request could not be deferred"));
+        }
         let reply = dispatcher.forward_blocking(Dispatched::Forward(pending), Runner::Inline(watch));
         return Some(answer(reply, &id));
     };
