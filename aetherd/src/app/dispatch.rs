@@ -49,6 +49,7 @@ use place::{Counted, Counts};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,8 @@ use super::bulkhead::Bulkheads;
 
 /// Most attempts one call makes (the first and its retries on other nodes).
 pub const ATTEMPTS_MAX: usize = 3;
+/// How long [`Dispatcher::some_route_remote`] trusts what it saw.
+const REMOTE_ROUTES_TTL: Duration = Duration::from_millis(100);
 /// Forwarded calls of one artifact waiting without a thread (the app port's deferred answers) at once: a
 /// quarter of the forwarding table, so one slow remote slice cannot take every place in it.
 pub const DEFERRED_OUTBOUND_MAX: usize = invoke::CALLS_MAX_DEFAULT / 4;
@@ -250,6 +253,10 @@ pub struct Dispatcher {
     loads: Counts<(String, String)>,
     /// State of the random numbers for slices placed at random.
     random: std::sync::atomic::AtomicU64,
+    /// What [`Dispatcher::some_route_remote`] last saw, and when (ms since `epoch`; 0: never).
+    remote_routes: std::sync::atomic::AtomicBool,
+    remote_checked_ms: std::sync::atomic::AtomicU64,
+    epoch: Instant,
 }
 
 fn duration_ms(d: Duration) -> u64 {
@@ -288,6 +295,9 @@ impl Dispatcher {
             metrics: None,
             loads: Arc::default(),
             random: std::sync::atomic::AtomicU64::new(place::random_seed()),
+            remote_routes: std::sync::atomic::AtomicBool::new(false),
+            remote_checked_ms: std::sync::atomic::AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
@@ -456,7 +466,7 @@ impl Dispatcher {
     /// goes to a slice that is not single-active (whose call may wait for a lease holder) and that has no
     /// ACTIVE instance of any of its versions here, so no attempt runs a slice there. One route lookup.
     pub(super) fn goes_remote(&self, http_method: &str, url: &str) -> bool {
-        if self.forward.is_none() {
+        if self.forward.is_none() || !self.some_route_remote() {
             return false;
         }
         let (path, _) = routes::split_target(url);
@@ -468,6 +478,29 @@ impl Dispatcher {
         }
         let base = invoke::artifact_base(artifact);
         !registry.artifacts_of(base).into_iter().any(|version| self.container.has_active(version))
+    }
+
+    /// Whether some route's slice has no ACTIVE instance here, as seen at most [`REMOTE_ROUTES_TTL`] ago: while
+    /// every route is served here, [`Dispatcher::goes_remote`] costs the I/O thread no route lookup. A route
+    /// that turned remote within the window is served by a worker, which forwards it just the same.
+    fn some_route_remote(&self) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let checked = self.remote_checked_ms.load(Ordering::Relaxed);
+        if checked != 0 && now.saturating_sub(checked) < REMOTE_ROUTES_TTL.as_millis() as u64 {
+            return self.remote_routes.load(Ordering::Relaxed);
+        }
+        let remote = {
+            let registry = self.registry.read();
+            let mut targets = registry.routes().iter().map(|(_, _, target)| target.artifact.as_str());
+            targets.any(|artifact| {
+                let base = invoke::artifact_base(artifact);
+                !self.container.has_active(artifact)
+                    && !registry.artifacts_of(base).into_iter().any(|version| self.container.has_active(version))
+            })
+        };
+        self.remote_routes.store(remote, Ordering::Relaxed);
+        self.remote_checked_ms.store(now.max(1), Ordering::Relaxed);
+        remote
     }
 
     /// The pins of a request that enters the cluster here (`None` while no rollout runs).
