@@ -108,40 +108,104 @@ pub struct Job {
 }
 
 /// The threads that run deliveries. The dispatcher is set once the app port is up; until then every
-/// delivery finds no instance.
+/// delivery finds no instance. One thread is kept; a delivery queued while none is idle starts another, up to
+/// the configured number, and those above one end after [`DELIVERY_IDLE`] without a delivery.
 pub struct DeliveryPool {
     queue: Mutex<Option<mpsc::SyncSender<Job>>>,
     pub dispatcher: Arc<OnceLock<Arc<Dispatcher>>>,
+    workers: Arc<Workers>,
+}
+
+/// What a new delivery thread runs with, and the pool's thread counts.
+struct Workers {
+    rx: Mutex<mpsc::Receiver<Job>>,
+    handle: Arc<OnceLock<NetHandle<Command>>>,
+    dispatcher: Arc<OnceLock<Arc<Dispatcher>>>,
+    max: usize,
+    /// (threads alive, threads waiting for a delivery)
+    counts: Mutex<(usize, usize)>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// How long a delivery thread above the first waits for a delivery before it ends.
+const DELIVERY_IDLE: Duration = Duration::from_secs(30);
+
+impl Workers {
+    /// Starts a delivery thread for a place already counted (given back when it cannot start).
+    fn spawn(self: &Arc<Workers>) -> Result<(), String> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let workers = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name(format!("delivery-{n}")).spawn(move || workers.serve());
+        spawned.map(drop).map_err(|e| {
+            self.counts.lock().0 -= 1;
+            format!("cannot start a delivery thread: {e}")
+        })
+    }
+
+    fn serve(&self) {
+        loop {
+            self.counts.lock().1 += 1;
+            let job = self.rx.lock().recv_timeout(DELIVERY_IDLE);
+            let mut counts = self.counts.lock();
+            counts.1 -= 1;
+            let job = match job {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) if counts.0 > 1 => {
+                    counts.0 -= 1;
+                    return;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    counts.0 -= 1;
+                    return;
+                }
+            };
+            drop(counts);
+            let outcome = run(self.dispatcher.get(), &job);
+            let _ = send(self.handle.get(), MessagingRequest::Delivered { token: job.token, outcome });
+        }
+    }
 }
 
 impl DeliveryPool {
-    /// Starts `threads` delivery threads reporting to the loop behind `handle`.
+    /// Starts the pool of at most `threads` delivery threads (one at once) reporting to the loop behind `handle`.
     pub fn start(threads: usize, handle: Arc<OnceLock<NetHandle<Command>>>) -> Result<Arc<DeliveryPool>, String> {
         let (tx, rx) = mpsc::sync_channel::<Job>(DELIVERY_QUEUE_MAX);
-        let rx = Arc::new(Mutex::new(rx));
-        let pool = Arc::new(DeliveryPool { queue: Mutex::new(Some(tx)), dispatcher: Arc::default() });
-        for i in 0..threads {
-            let (rx, handle, dispatcher) = (Arc::clone(&rx), Arc::clone(&handle), Arc::clone(&pool.dispatcher));
-            std::thread::Builder::new()
-                .name(format!("delivery-{i}"))
-                .spawn(move || loop {
-                    let job = { rx.lock().recv() };
-                    let Ok(job) = job else { return };
-                    let outcome = run(dispatcher.get(), &job);
-                    let _ = send(handle.get(), MessagingRequest::Delivered { token: job.token, outcome });
-                })
-                .map_err(|e| format!("cannot start a delivery thread: {e}"))?;
-        }
-        Ok(pool)
+        let dispatcher: Arc<OnceLock<Arc<Dispatcher>>> = Arc::default();
+        let workers = Arc::new(Workers {
+            rx: Mutex::new(rx),
+            handle,
+            dispatcher: Arc::clone(&dispatcher),
+            max: threads.max(1),
+            counts: Mutex::new((1, 0)),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        });
+        workers.spawn()?;
+        Ok(Arc::new(DeliveryPool { queue: Mutex::new(Some(tx)), dispatcher, workers }))
     }
 
-    /// Queues `job`; `Err` gives it back when the queue is full or the pool stopped.
+    /// Queues `job`; `Err` gives it back when the queue is full or the pool stopped. Starts a thread when
+    /// none waits for a delivery and fewer than the most run.
     pub fn submit(&self, job: Job) -> Result<(), Job> {
-        let queue = self.queue.lock();
-        let Some(tx) = queue.as_ref() else { return Err(job) };
-        tx.try_send(job).map_err(|e| match e {
-            mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job) => job,
-        })
+        {
+            let queue = self.queue.lock();
+            let Some(tx) = queue.as_ref() else { return Err(job) };
+            tx.try_send(job).map_err(|e| match e {
+                mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job) => job,
+            })?;
+        }
+        let grow = {
+            let mut counts = self.workers.counts.lock();
+            let grow = counts.1 == 0 && counts.0 < self.workers.max;
+            counts.0 += usize::from(grow);
+            grow
+        };
+        if grow {
+            if let Err(e) = self.workers.spawn() {
+                log::warn!("{e}");
+            }
+        }
+        Ok(())
     }
 }
 
