@@ -145,10 +145,15 @@ pub struct Call<'a> {
 impl Call<'_> {
     /// This call, to `artifact` (another version of the slice it names).
     fn on_version<'b>(&'b self, artifact: &'b str) -> Call<'b> {
+        self.with_parts(artifact, self.method, &self.request)
+    }
+
+    /// This call's context and flags, with these parts.
+    fn with_parts<'b>(&self, artifact: &'b str, method: &'b str, request: &'b [u8]) -> Call<'b> {
         Call {
             artifact,
-            method: self.method,
-            request: Cow::Borrowed(&self.request),
+            method,
+            request: Cow::Borrowed(request),
             idempotent: self.idempotent,
             hops: self.hops,
             deadline: self.deadline,
@@ -348,23 +353,6 @@ impl Dispatcher {
         self.http_call_with(http_method, url, &[], read_body, Runner::Pool)
     }
 
-    /// Answer an HTTP request on an app port handler thread: `url` is the request target (path and
-    /// query); `headers` are the client's header fields, which reach the slice with the method, path
-    /// and query; `read_body` is called once the route is known (an error from it is the answer); the
-    /// local call, if any, runs on this thread under `watch`. Stops at a forwarded attempt, which the
-    /// caller sends ([`Dispatcher::forward_then`] or [`Dispatcher::forward_blocking`]); an `Err` is the
-    /// answer of a request that reached no call (no route, a bad request).
-    pub(super) fn http_call_inline(
-        &self,
-        http_method: &str,
-        url: &str,
-        headers: &[(String, String)],
-        read_body: impl FnOnce() -> Result<Vec<u8>, InvokeReply>,
-        watch: &dyn Watch,
-    ) -> Result<Dispatched, HttpAnswer> {
-        self.http_start(http_method, url, headers, read_body, Runner::Inline(watch))
-    }
-
     #[cfg(test)]
     fn http_call_with(
         &self,
@@ -380,7 +368,13 @@ impl Dispatcher {
         }
     }
 
-    fn http_start(
+    /// Answer an HTTP request (on an app port handler thread, `runner` is `Inline` with the handler's watch):
+    /// `url` is the request target (path and query); `headers` are the client's header fields, which reach
+    /// the slice with the method, path and query; `read_body` is called once the route is known (an error from
+    /// it is the answer); the local call, if any, runs as `runner` says. Stops at a forwarded attempt, which the
+    /// caller sends ([`Dispatcher::forward_then`] or [`Dispatcher::forward_blocking`]); an `Err` is the
+    /// answer of a request that reached no call (no route, a bad request).
+    pub(super) fn http_start(
         &self,
         http_method: &str,
         url: &str,

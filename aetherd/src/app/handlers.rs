@@ -109,7 +109,7 @@ impl AppPort {
         let _scope = request_id::Scope::enter(&id);
         watch.job.add_answer_header("X-Request-Id", &id);
         let httpd::Request { method, target, headers, body, .. } = request;
-        let started = self.dispatcher.http_call_inline(&method, &target, &headers, move || Ok(body), watch);
+        let started = self.dispatcher.http_start(&method, &target, &headers, move || Ok(body), Runner::Inline(watch));
         match started {
             Ok(dispatched) => serve(&self.dispatcher, id, dispatched, watch),
             Err(answer) => Some(response(answer).with_header("X-Request-Id", &id)),

@@ -50,27 +50,27 @@ fn reply(node: &str, request: &InvokeRequest) -> InvokeReply {
     }
 }
 
-#[test]
-fn forwarded_calls_hold_no_handler_thread_and_a_retry_goes_back_to_the_pool() {
+/// Node-1's app port with an empty container and `counter` routed to `nodes`, forwarding through a [`Held`].
+fn node_1(nodes: &[&str], options: AppOptions) -> (Arc<Container>, AppServer, Arc<Held>) {
     let container = Arc::new(Container::new(ContainerConfig::new(repo(), "node-1")).unwrap());
     let mut registry = Registry::new();
     let target = RouteTarget { artifact: COUNTER.into(), method: "get".into() };
     registry.put_route("GET", "/counter/{name}", target).unwrap();
-    for node in ["node-2", "node-3"] {
-        registry.put_endpoint(COUNTER, "get", invoke::Endpoint { node: node.into(), instance: 0 }).unwrap();
+    for node in nodes {
+        registry.put_endpoint(COUNTER, "get", invoke::Endpoint { node: (*node).into(), instance: 0 }).unwrap();
     }
     let registry = Arc::new(RwLock::new(registry));
     let held = Arc::new(Held::default());
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let app =
+        AppServer::start_cluster(listen, "node-1".into(), container.clone(), registry, held.clone(), options).unwrap();
+    (container, app, held)
+}
+
+#[test]
+fn forwarded_calls_hold_no_handler_thread_and_a_retry_goes_back_to_the_pool() {
     let options = AppOptions { call_deadline: Duration::from_secs(5), ..options() };
-    let app = AppServer::start_cluster(
-        "127.0.0.1:0".parse().unwrap(),
-        "node-1".into(),
-        container.clone(),
-        registry,
-        held.clone(),
-        options,
-    )
-    .unwrap();
+    let (container, app, held) = node_1(&["node-2", "node-3"], options);
     let addr = app.addr();
     let clients: Vec<_> = (0..10).map(|_| std::thread::spawn(move || http(addr, "GET", "/counter/c", ""))).collect();
 
@@ -100,22 +100,7 @@ fn forwarded_calls_hold_no_handler_thread_and_a_retry_goes_back_to_the_pool() {
 
 #[test]
 fn a_forwarded_call_that_never_gets_its_outcome_is_answered_504_at_the_deadline() {
-    let container = Arc::new(Container::new(ContainerConfig::new(repo(), "node-1")).unwrap());
-    let mut registry = Registry::new();
-    let target = RouteTarget { artifact: COUNTER.into(), method: "get".into() };
-    registry.put_route("GET", "/counter/{name}", target).unwrap();
-    registry.put_endpoint(COUNTER, "get", invoke::Endpoint { node: "node-2".into(), instance: 0 }).unwrap();
-    let registry = Arc::new(RwLock::new(registry));
-    let held = Arc::new(Held::default());
-    let app = AppServer::start_cluster(
-        "127.0.0.1:0".parse().unwrap(),
-        "node-1".into(),
-        container.clone(),
-        registry,
-        held.clone(),
-        options(),
-    )
-    .unwrap();
+    let (container, app, held) = node_1(&["node-2"], options());
     let (status, body) = http(app.addr(), "GET", "/counter/c", "");
     assert_eq!(status, 504, "{body}");
     assert!(body.contains("no reply from node-2"), "{body}");

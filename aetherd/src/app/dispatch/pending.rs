@@ -12,11 +12,9 @@
 //! Invariants: a `Pending` holds its attempt's outbound and load counts until it is settled or dropped; the
 //! attempts of one call number at most [`ATTEMPTS_MAX`] however they are split between threads.
 
-use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use invoke::versions::SharedPins;
 use invoke::{InvokeReply, InvokeRequest};
 
 use super::super::answers::{error, no_live_instance, overloaded, with_failures};
@@ -26,18 +24,13 @@ use super::{Attempt, Call, Dispatcher, ForwardError, Runner, ATTEMPTS_MAX};
 /// What is done with a forwarded call's outcome; called once, on the thread the outcome is known on.
 pub type ForwardDone = Box<dyn FnOnce(Result<InvokeReply, ForwardError>) + Send>;
 
-/// A [`Call`] that owns its parts.
+/// A [`Call`] that owns its parts: the call's context and flags kept in a call with no parts, its parts
+/// beside it.
 pub(in crate::app) struct OwnedCall {
     artifact: String,
     method: String,
     request: Vec<u8>,
-    idempotent: bool,
-    hops: u8,
-    deadline: Instant,
-    request_id: Option<Arc<str>>,
-    caller: Option<Arc<str>>,
-    depth: u32,
-    pins: Option<SharedPins>,
+    rest: Call<'static>,
 }
 
 impl OwnedCall {
@@ -46,30 +39,13 @@ impl OwnedCall {
             artifact: call.artifact.to_owned(),
             method: call.method.to_owned(),
             request: call.request.to_vec(),
-            idempotent: call.idempotent,
-            hops: call.hops,
-            deadline: call.deadline,
-            request_id: call.request_id.clone(),
-            caller: call.caller.clone(),
-            depth: call.depth,
-            pins: call.pins.clone(),
+            rest: call.with_parts("", "", &[]),
         }
     }
 
     /// The call, borrowing these parts.
     pub(in crate::app) fn call(&self) -> Call<'_> {
-        Call {
-            artifact: &self.artifact,
-            method: &self.method,
-            request: Cow::Borrowed(&self.request),
-            idempotent: self.idempotent,
-            hops: self.hops,
-            deadline: self.deadline,
-            request_id: self.request_id.clone(),
-            caller: self.caller.clone(),
-            depth: self.depth,
-            pins: self.pins.clone(),
-        }
+        self.rest.with_parts(&self.artifact, &self.method, &self.request)
     }
 }
 
