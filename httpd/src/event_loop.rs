@@ -39,6 +39,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Unwritten answer bytes past which a connection's next pipelined request waits (a client that sends
 /// without reading cannot make the server buffer answers without bound).
 const OUT_HIGH_WATER: usize = 64 * 1024;
+/// Ready connections served between two looks at the answers handed over (so a long batch of requests, which
+/// the handler may start on this thread, does not hold back answers that are ready).
+const ANSWERS_EVERY: usize = 16;
 /// How long a closing connection discards input so its client reads the answer.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -168,27 +171,18 @@ impl EventLoop {
                 }
                 continue;
             }
-            for event in events.iter() {
+            for (n, event) in events.iter().enumerate() {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {}
                     Token(id) => self.service(id),
                 }
-            }
-            self.pool.answers_taken();
-            while let Ok(message) = self.done.try_recv() {
-                match message {
-                    Completion::Answer { conn, mut response } => match response.stream.take() {
-                        Some(source) => self.answer_stream(conn, &response, source),
-                        None => self.answer(conn, &response),
-                    },
-                    Completion::Watch { conn, job } => {
-                        if !job.settled() {
-                            self.in_flight.push((conn, job));
-                        }
-                    }
+                if n % ANSWERS_EVERY == ANSWERS_EVERY - 1 {
+                    // Answers that came meanwhile go out before the rest of a long batch is served.
+                    self.take_answers();
                 }
             }
+            self.take_answers();
             let now = Instant::now();
             self.pump_streams(now);
             self.watchdog(now);
@@ -200,6 +194,24 @@ impl EventLoop {
         let ids: Vec<usize> = self.conns.keys().copied().collect();
         for id in ids {
             self.close(id);
+        }
+    }
+
+    /// Write the answers the other threads have handed over, and watch the deadlines they set.
+    fn take_answers(&mut self) {
+        self.pool.answers_taken();
+        while let Ok(message) = self.done.try_recv() {
+            match message {
+                Completion::Answer { conn, mut response } => match response.stream.take() {
+                    Some(source) => self.answer_stream(conn, &response, source),
+                    None => self.answer(conn, &response),
+                },
+                Completion::Watch { conn, job } => {
+                    if !job.settled() {
+                        self.in_flight.push((conn, job));
+                    }
+                }
+            }
         }
     }
 
