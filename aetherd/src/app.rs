@@ -240,10 +240,13 @@ impl AppServer {
 
     /// [`AppServer::set_call_deadline`] as a function that outlives this borrow (for a live-settings hook).
     pub fn call_deadline_setter(&self) -> impl Fn(Duration) + Send + Sync + 'static {
-        let (dispatcher, http) = (Arc::clone(&self.dispatcher), Arc::clone(&self.http));
+        // Weak: the hook outlives the port, and must not keep `stop` from stopping it.
+        let (dispatcher, http) = (Arc::clone(&self.dispatcher), Arc::downgrade(&self.http));
         move |deadline| {
             dispatcher.set_call_deadline(deadline);
-            http.set_deadline(Some(deadline + handlers::DEADLINE_MARGIN));
+            if let Some(http) = http.upgrade() {
+                http.set_deadline(Some(deadline + handlers::DEADLINE_MARGIN));
+            }
         }
     }
 
@@ -484,6 +487,16 @@ mod tests {
         app.stop();
         assert_eq!(container.state(local).map(|s| s.0), Some(container::SliceState::Active), "the node's to stop");
         container.shutdown();
+    }
+
+    #[test]
+    fn a_live_deadline_hook_does_not_keep_the_port_from_stopping() {
+        let app = server(&["org.aether.examples:echo:1.0.0"], options());
+        let addr = app.addr();
+        let set = app.call_deadline_setter();
+        app.stop();
+        assert!(TcpStream::connect(addr).is_err(), "the port stopped and closed its listener");
+        set(Duration::from_secs(1));
     }
 
     #[test]

@@ -39,6 +39,8 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Unwritten answer bytes past which a connection's next pipelined request waits (a client that sends
 /// without reading cannot make the server buffer answers without bound).
 const OUT_HIGH_WATER: usize = 64 * 1024;
+/// Answers written per look at those handed over (see `EventLoop::take_answers`).
+const ANSWERS_PER_TAKE: usize = 256;
 /// Ready connections served between two looks at the answers handed over (so a long batch of requests, which
 /// the handler may start on this thread, does not hold back answers that are ready).
 const ANSWERS_EVERY: usize = 16;
@@ -161,9 +163,17 @@ impl EventLoop {
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        let mut answers_left = false;
         loop {
             let fine = !self.in_flight.is_empty() || self.accept_retry_at.is_some() || self.stop_flush_until.is_some();
-            let tick = if fine { TICK } else { SLOW_TICK };
+            // Answers left from the last turn are taken after a look at the sockets that does not wait.
+            let tick = if answers_left {
+                Duration::ZERO
+            } else if fine {
+                TICK
+            } else {
+                SLOW_TICK
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(tick)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("{} port: poll failed: {e}", self.config.name);
@@ -182,7 +192,7 @@ impl EventLoop {
                     self.take_answers();
                 }
             }
-            self.take_answers();
+            answers_left = self.take_answers();
             let now = Instant::now();
             self.pump_streams(now);
             self.watchdog(now);
@@ -197,10 +207,13 @@ impl EventLoop {
         }
     }
 
-    /// Write the answers the other threads have handed over, and watch the deadlines they set.
-    fn take_answers(&mut self) {
+    /// Write the answers the other threads have handed over, and watch the deadlines they set: at most
+    /// [`ANSWERS_PER_TAKE`], so a client pipelining requests that are answered at once (started here) cannot
+    /// keep this thread from the other connections. True when some were left for the next turn.
+    fn take_answers(&mut self) -> bool {
         self.pool.answers_taken();
-        while let Ok(message) = self.done.try_recv() {
+        for _ in 0..ANSWERS_PER_TAKE {
+            let Ok(message) = self.done.try_recv() else { return false };
             match message {
                 Completion::Answer { conn, mut response } => match response.stream.take() {
                     Some(source) => self.answer_stream(conn, &response, source),
@@ -213,6 +226,7 @@ impl EventLoop {
                 }
             }
         }
+        true
     }
 
     /// One step of stopping; true when done.

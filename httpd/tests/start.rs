@@ -31,6 +31,10 @@ impl Handler for Starting {
             }
             "/panic" => panic!("start failed"),
             "/lost" => None,
+            "/at-once" => {
+                job.defer().expect("a deferral").answer(Response::new(200, "text/plain", b"at once".to_vec()));
+                None
+            }
             _ => Some(request),
         }
     }
@@ -90,5 +94,53 @@ fn a_start_that_panics_or_takes_without_deferring_costs_that_request_a_500() {
     let raw = exchange(addr, b"GET /io HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     assert_eq!(status(&raw), 200, "the port serves on");
     assert_eq!(server.stats().workers_live, 1);
+    server.stop();
+}
+
+#[test]
+fn a_client_pipelining_requests_answered_at_once_cannot_hold_the_io_thread() {
+    use std::io::Read;
+    let server = start();
+    let addr = server.addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut stream = connect(addr);
+            let mut reader = stream.try_clone().unwrap();
+            let drain = std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                let mut total = 0;
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n;
+                }
+                total
+            });
+            let batch = "GET /at-once HTTP/1.1\r\nHost: a\r\n\r\n".repeat(200);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if stream.write_all(batch.as_bytes()).is_err() {
+                    break;
+                }
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            drain.join().unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let raw = exchange(addr, b"GET /io HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        assert_eq!(status(&raw), 200, "{raw}");
+        slowest = slowest.max(started.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answered = flood.join().unwrap();
+    assert!(answered > 0, "the flood was served too");
+    assert!(slowest < Duration::from_millis(500), "another client waited {slowest:?} behind the flood");
     server.stop();
 }

@@ -199,6 +199,10 @@ impl Port {
         };
         let Some(promise) = response.later.take() else { return Some(to_http(&response)) };
         let headers = response.headers;
+        for (name, value) in &headers {
+            // The port's own 504 past the limit carries them too (CORS, for a browser to read it).
+            job.add_answer_header(name, value);
+        }
         let finish = move |mut answer: Response| {
             answer.headers.extend(headers);
             to_http(&answer)
@@ -228,6 +232,12 @@ impl httpd::Handler for Port {
 
     fn starts(&self) -> bool {
         self.quick.is_some()
+    }
+
+    /// The answer past a deferral's limit, shaped as the API's other timeouts.
+    fn overdue(&self, job: &httpd::Job) -> httpd::Response {
+        let detail = job.note().unwrap_or_else(|| "the node did not answer in time".into());
+        to_http(&ApiError::timeout(detail).into())
     }
 
     /// A request the port's `quick` filter picks (a KV write without authentication, say: parse, route and
@@ -483,6 +493,11 @@ mod tests {
                 return Response::ok(serde_json::json!({"blocked": true}));
             }
             let (waiting, answerer) = crate::later::promise();
+            if req.path == "api/kv/user/never" {
+                // The node never answers (its loop stuck, say).
+                std::mem::forget(answerer);
+                return waiting.now_or_later().with_header("Access-Control-Allow-Origin", "http://ui.example");
+            }
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(50));
                 answerer.answer(Response::ok(serde_json::json!({"version": 1})));
@@ -511,6 +526,21 @@ mod tests {
             started.elapsed()
         );
         assert!(blocker.join().unwrap().starts_with("HTTP/1.1 200"));
+        server.stop();
+    }
+
+    #[test]
+    fn a_later_answer_that_never_comes_is_a_timeout_with_the_answers_headers() {
+        let server = later_port();
+        let started = std::time::Instant::now();
+        let put =
+            "PUT /api/kv/user/never HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nConnection: close\r\n\r\n1";
+        let raw = exchange(server.addr(), put);
+        assert!(raw.starts_with("HTTP/1.1 504"), "{raw}");
+        assert!(raw.contains("\"error\":\"timeout\"") && raw.contains("may still apply"), "{raw}");
+        assert!(raw.to_ascii_lowercase().contains("access-control-allow-origin: http://ui.example"), "{raw}");
+        let waited = started.elapsed();
+        assert!(waited >= crate::later::ANSWER_WITHIN && waited < crate::later::ANSWER_WITHIN * 2, "{waited:?}");
         server.stop();
     }
 
