@@ -58,6 +58,13 @@ fn a_library_stored_while_a_node_was_down_loads_on_every_live_node_after_its_upl
     for i in [1, 2] {
         assert!(!cluster.repository_file(i, ECHO).exists(), "node {i} had the library without fetching it");
     }
+    // The post fetches the library to check its routes: once node 1's storage plane has let the dead node
+    // go, so the fetch does not spend the client's 5 s on it.
+    let dead = cluster.c.nodes[0].id.clone();
+    let left = wait_for(SETTLE, || {
+        cluster.dht(1).and_then(|v| v["members"].as_array().cloned()).is_some_and(|m| !m.iter().any(|n| n == &dead))
+    });
+    assert!(left.is_ok(), "{dead} stays a storage plane member: {:?}", cluster.dht(1));
     cluster.post_blueprint(1, "fetched", ECHO, 2);
     for i in [1, 2] {
         let served = wait_for(SETTLE, || serves_echo(&cluster, i));
