@@ -41,9 +41,6 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const OUT_HIGH_WATER: usize = 64 * 1024;
 /// Answers written per look at those handed over (see `EventLoop::take_answers`).
 const ANSWERS_PER_TAKE: usize = 256;
-/// Ready connections served between two looks at the answers handed over (so a long batch of requests, which
-/// the handler may start on this thread, does not hold back answers that are ready).
-const ANSWERS_EVERY: usize = 16;
 /// How long a closing connection discards input so its client reads the answer.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -181,15 +178,11 @@ impl EventLoop {
                 }
                 continue;
             }
-            for (n, event) in events.iter().enumerate() {
+            for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {}
                     Token(id) => self.service(id),
-                }
-                if n % ANSWERS_EVERY == ANSWERS_EVERY - 1 {
-                    // Answers that came meanwhile go out before the rest of a long batch is served.
-                    self.take_answers();
                 }
             }
             answers_left = self.take_answers();
