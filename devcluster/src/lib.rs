@@ -87,9 +87,34 @@ pub struct LocalCluster {
     detached: bool,
 }
 
-/// Ports no one listens on right now (the OS hands out distinct ephemeral ports).
+/// Ports no one listens on right now, picked at random below the kernel's ephemeral range (32768 and up by
+/// default): between this pick and the node's bind, an outgoing connection of another test could take an
+/// ephemeral port, never one of these. Distinct, since each is held while the others are picked; any that
+/// cannot be had there come from the kernel.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n).filter_map(|_| TcpListener::bind("127.0.0.1:0").ok()).collect();
+    const LOW: u64 = 10_000;
+    const SPAN: u64 = 22_000;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mut state = (u64::from(std::process::id()) << 32) ^ (nanos as u64) | 1;
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(n);
+    for _ in 0..n * 50 {
+        if listeners.len() == n {
+            break;
+        }
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let port = (LOW + state % SPAN) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
+    while listeners.len() < n {
+        match TcpListener::bind("127.0.0.1:0") {
+            Ok(listener) => listeners.push(listener),
+            Err(_) => break,
+        }
+    }
     listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.port()).collect()
 }
 
