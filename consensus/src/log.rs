@@ -226,6 +226,19 @@ mod tests {
     }
 
     #[test]
+    fn a_tail_exactly_at_its_byte_bound_is_kept_whole() {
+        // A bound of eight batches: the tail may hold a quarter, two batches, and holds both.
+        let one = 100;
+        let mut log = DecidedLog::with_tail(100, 8 * one, 50);
+        for slot in 0..8 {
+            log.push(Slot(slot), sized(one));
+        }
+        log.store_snapshot(snapshot_at(6));
+        assert_eq!(log.first_slot, Slot(4));
+        assert!(!log.needs_snapshot(Slot(4)));
+    }
+
+    #[test]
     fn the_tail_never_leaves_a_compacted_log_over_its_soft_bound() {
         // Asked at slot 80, answered at 170 (a slow shell): the 90 slots above the snapshot fit the bound of
         // 100 alone, but not beside a tail of 25.
