@@ -354,6 +354,22 @@ mod tests {
     }
 
     #[test]
+    fn stale_due_pairs_are_purged_only_once_they_reach_twice_the_bound() {
+        // A removed command leaves its pair in `due` (skipped when reached); the pairs are swept in one pass
+        // once they number twice the queue's bound, so a push costs amortised constant time and the list
+        // stays within that bound.
+        let mut queue = PendingQueue::new(4, 1 << 20);
+        for client in 0..8 {
+            assert_eq!(queue.push0(command(client, client)), Ok(()));
+            queue.remove(CommandId { client, seq: 0 });
+            assert_eq!(queue.due.len(), client as usize + 1, "no sweep below the bound");
+        }
+        assert_eq!(queue.push0(command(8, 8)), Ok(()));
+        assert_eq!(queue.due.len(), 1, "the eight stale pairs swept, the new one kept");
+        assert_eq!(queue.head(8, 1 << 20).len(), 1);
+    }
+
+    #[test]
     fn commands_stamped_before_a_time_come_oldest_first() {
         let mut queue = PendingQueue::new(100, 1 << 20);
         for (client, at) in [(1, 30), (2, 10), (3, 20), (4, 40)] {
