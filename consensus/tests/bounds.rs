@@ -1,7 +1,7 @@
 //! A peer's message over any size bound of the receiving replica's configuration is ignored whole, and a
-//! message exactly at the bounds is taken: forwards, proposals and catch-up replies.
+//! message exactly at the bounds is taken: forwards, proposals, round messages' phases and catch-up replies.
 
-use consensus::{Command, CommandId, Config, DecidedSlot, Input, Message, Output, Replica, ReplicaId, Slot};
+use consensus::{Command, CommandId, Config, DecidedSlot, Input, Message, Output, Phase, Replica, ReplicaId, Slot};
 
 fn replica() -> Replica {
     let mut config = Config::new(3, ReplicaId(0), 5);
@@ -9,6 +9,7 @@ fn replica() -> Replica {
     config.batch_commands_max = 2;
     config.payload_bytes_max = 4;
     config.sync_slots_max = 2;
+    config.phases_max = 4;
     let mut replica = Replica::new(config);
     replica.start(0, &mut Vec::new());
     replica
@@ -86,4 +87,37 @@ fn catch_up_replies_over_the_slot_or_batch_bounds_are_dropped() {
         })
         .sum();
     assert_eq!(applied, 2);
+}
+
+#[test]
+fn round_messages_outside_the_phase_bounds_are_counted_invalid() {
+    let mut r = replica();
+    let state = |phase| Message::State { slot: Slot(0), phase: Phase(phase), value: true, batch_digest: None };
+    let vote = |phase| Message::Vote { slot: Slot(0), phase: Phase(phase), vote: Some(true), batch_digest: None };
+    for (message, invalid) in [
+        (state(0), true),
+        (state(5), true),
+        (state(1), false),
+        (state(4), false),
+        (vote(0), true),
+        (vote(5), true),
+        (vote(1), false),
+        (vote(4), false),
+    ] {
+        let before = r.stats().invalid_messages;
+        let shown = format!("{message:?}");
+        from_peer(&mut r, message);
+        assert_eq!(r.stats().invalid_messages - before, u64::from(invalid), "{shown}");
+    }
+}
+
+#[test]
+fn a_proposal_from_a_replica_outside_the_membership_is_not_adopted() {
+    let mut r = replica();
+    let batch = vec![command(1, 1)];
+    let mut out = Vec::new();
+    let message = Message::Proposal { slot: Slot(0), batch: batch.clone() };
+    r.handle(10, Input::Message { from: ReplicaId(3), message: message.clone() }, &mut out);
+    assert_eq!(proposed(&out), None, "replica 3 is not among the three members");
+    assert_eq!(proposed(&from_peer(&mut r, message)), Some(batch), "replica 1 is");
 }
