@@ -121,3 +121,16 @@ fn a_proposal_from_a_replica_outside_the_membership_is_not_adopted() {
     assert_eq!(proposed(&out), None, "replica 3 is not among the three members");
     assert_eq!(proposed(&from_peer(&mut r, message)), Some(batch), "replica 1 is");
 }
+
+#[test]
+fn an_empty_proposal_from_a_peer_is_not_adopted_over_queued_commands() {
+    // Proposing waits for its timer, so the peer's proposal comes first.
+    let mut config = Config::new(3, ReplicaId(0), 5);
+    config.propose_delay_ms = 1_000;
+    let mut r = Replica::new(config);
+    r.start(0, &mut Vec::new());
+    from_peer(&mut r, Message::Forward { commands: vec![command(1, 1)] });
+    assert_eq!(r.queue_len(), 1);
+    let out = from_peer(&mut r, Message::Proposal { slot: Slot(0), batch: Vec::new() });
+    assert_eq!(proposed(&out), Some(vec![command(1, 1)]), "its own head, not the peer's empty batch");
+}

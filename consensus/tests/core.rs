@@ -300,3 +300,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn null_slots_and_the_longest_run_of_them_are_counted_as_decided() {
+    // Every replica proposes a different command at once: the slot's proposals differ, so some slots
+    // decide null before each command gets its own.
+    let mut cluster = Cluster::new(3, |_| {});
+    for round in 0..10 {
+        for replica in 0..3 {
+            cluster.submit(replica, replica as u64, round);
+        }
+        cluster.run();
+    }
+    for _ in 0..20 {
+        cluster.tick();
+    }
+    assert_eq!(cluster.applied(0).len(), 30, "every command applied");
+    for replica in 0..3 {
+        let nulls: Vec<bool> = cluster.decisions[replica].iter().map(|d| d.batch.is_none()).collect();
+        let longest = nulls.split(|null| !null).map(<[bool]>::len).max().unwrap_or(0);
+        let stats = cluster.replicas[replica].stats();
+        let count = nulls.iter().filter(|null| **null).count() as u64;
+        assert!(count > 0, "the scenario decides some slots null");
+        assert_eq!((stats.null_slots, stats.null_run_longest), (count, longest as u64));
+    }
+}
