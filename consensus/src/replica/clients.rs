@@ -256,6 +256,26 @@ mod tests {
         message(&mut replica, 0, 0, Message::SyncReply { decisions });
         assert!(replica.is_applied(CommandId { client: 5, seq: 0 }));
         assert_eq!(replica.queue_len(), 0, "a command the sessions count as applied stays queued");
+        assert_eq!(replica.stats().purged_below_floor, 1);
+    }
+
+    #[test]
+    fn a_second_copy_of_a_command_in_a_decided_batch_is_filtered_and_counted() {
+        let mut replica = Replica::new(config(1));
+        replica.start(0, &mut Vec::new());
+        let batch = vec![stamped(5, 1, 0, 20), stamped(5, 1, 0, 20), stamped(5, 2, 0, 20)];
+        let decisions = vec![DecidedSlot { slot: Slot(0), batch: Some(batch) }];
+        let out = message(&mut replica, 0, 0, Message::SyncReply { decisions });
+        let applied: Vec<CommandId> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Decided(d) => Some(d.batch.iter().flatten().map(|c| c.id).collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(applied, vec![CommandId { client: 5, seq: 1 }, CommandId { client: 5, seq: 2 }]);
+        assert_eq!(replica.stats().duplicates_filtered, 1);
     }
 
     #[test]
