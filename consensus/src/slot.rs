@@ -385,6 +385,23 @@ mod tests {
     }
 
     #[test]
+    fn messages_from_outside_the_slots_members_count_for_nothing() {
+        // The same exchange as the one-phase decision below, but with replica 3, not a member of the three.
+        let config = Config::new(3, ReplicaId(0), 1);
+        let mut slot = SlotAgreement::new(Slot(0), &config, config.members);
+        let mut out = Vec::new();
+        slot.propose(batch(1), &mut out);
+        slot.on_proposal(3, batch(1));
+        slot.advance(&config, &mut out);
+        slot.on_state(3, Phase(1), true, &config);
+        slot.advance(&config, &mut out);
+        slot.on_vote(3, Phase(1), Some(true), &config);
+        slot.advance(&config, &mut out);
+        assert_eq!(slot.take_outcome(), None);
+        assert_eq!(out.len(), 1, "only its own proposal: {out:?}");
+    }
+
+    #[test]
     fn same_proposals_decide_the_batch_in_one_phase() {
         let config = Config::new(3, ReplicaId(0), 1);
         let mut slot = SlotAgreement::new(Slot(0), &config, config.members);
