@@ -402,6 +402,27 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_proposes_once_per_slot_and_a_peers_first_proposal_stands() {
+        let config = Config::new(3, ReplicaId(0), 1);
+        let mut slot = SlotAgreement::new(Slot(0), &config, config.members);
+        let mut out = Vec::new();
+        slot.propose(batch(1), &mut out);
+        slot.propose(batch(2), &mut out);
+        assert_eq!(out.len(), 1, "one proposal: {out:?}");
+        // Replica 1 proposes the same batch, then another: the first is its proposal, so the two agree.
+        slot.on_proposal(1, batch(1));
+        slot.on_proposal(1, batch(2));
+        assert_eq!(slot.proposals[0], Some(batch(1)));
+        assert_eq!(slot.proposals[1], Some(batch(1)));
+        slot.advance(&config, &mut out);
+        slot.on_state(1, Phase(1), true, &config);
+        slot.advance(&config, &mut out);
+        slot.on_vote(1, Phase(1), Some(true), &config);
+        slot.advance(&config, &mut out);
+        assert_eq!(slot.take_outcome(), Some(Some(batch(1))));
+    }
+
+    #[test]
     fn same_proposals_decide_the_batch_in_one_phase() {
         let config = Config::new(3, ReplicaId(0), 1);
         let mut slot = SlotAgreement::new(Slot(0), &config, config.members);
