@@ -1,5 +1,6 @@
 //! A slot that reaches the phase bound without a decision is counted once as exhausted, and the replica
-//! proposes nothing more in it; and the decided log never answers "snapshot" for a slot it still holds.
+//! proposes nothing more in it; a recovering replica proposes nothing; and the decided log never answers
+//! "snapshot" for a slot it still holds.
 
 use consensus::{Command, CommandId, Config, Input, Message, Output, Phase, Replica, ReplicaId, Slot};
 
@@ -52,5 +53,20 @@ fn a_slot_past_the_phase_bound_is_counted_once_and_proposes_nothing_more() {
     from_peer(&mut r, 2, Message::Forward { commands: vec![command(3, 2)] }, &mut out);
     r.handle(20, Input::Timer(consensus::TimerKind::Propose), &mut out);
     assert_eq!(r.stats().exhausted_slots, 1);
+    assert_eq!(proposals(&out), 0, "{out:?}");
+}
+
+#[test]
+fn a_recovering_replica_proposes_nothing_even_when_its_propose_timer_fires() {
+    // A wiped replica starts recovering (it does not take part until it knows its vote floor): commands
+    // forwarded to it are queued, and a propose timer left from before sends no proposal.
+    let mut config = Config::new(3, ReplicaId(0), 5);
+    config.propose_delay_ms = 1_000;
+    let mut r = Replica::fresh(config, 1);
+    let mut out = Vec::new();
+    r.start(0, &mut out);
+    assert!(r.is_recovering());
+    from_peer(&mut r, 1, Message::Forward { commands: vec![command(1, 1)] }, &mut out);
+    r.handle(2_000, Input::Timer(consensus::TimerKind::Propose), &mut out);
     assert_eq!(proposals(&out), 0, "{out:?}");
 }
