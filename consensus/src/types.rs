@@ -368,3 +368,48 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[u8]) -> Members {
+        ids.iter().fold(Members::default(), |m, id| m.with(ReplicaId(*id)))
+    }
+
+    #[test]
+    fn member_sets_add_remove_and_join_and_ignore_ids_past_the_bound() {
+        assert_eq!(Members::from_bits(0b101).bits(), 0b101);
+        assert_eq!(Members::from_bits(0b101), set(&[0, 2]));
+        assert_eq!(set(&[0, 1]).with(ReplicaId(1)), set(&[0, 1]), "adding a member changes nothing");
+        assert_eq!(set(&[0, 1]).without(ReplicaId(1)), set(&[0]));
+        assert_eq!(set(&[0]).without(ReplicaId(1)), set(&[0]));
+        let past = ReplicaId(MEMBERS_MAX as u8);
+        assert_eq!(set(&[0]).with(past), set(&[0]));
+        assert_eq!(set(&[0]).without(past), set(&[0]));
+        assert_eq!(set(&[63]).with(ReplicaId(63)).len(), 1, "the last id fits");
+        assert_eq!(set(&[0, 1]).union(set(&[1, 2])), set(&[0, 1, 2]));
+        assert_eq!(set(&[0, 2]).count_in([0, 1, 2, 3].map(ReplicaId)), 2);
+        assert_eq!(set(&[]).count_in([0, 1].map(ReplicaId)), 0);
+    }
+
+    fn stamped(timestamp_ms: u64, deadline_ms: u64) -> Command {
+        Command {
+            id: CommandId { client: 1, seq: timestamp_ms },
+            origin: ReplicaId(0),
+            timestamp_ms,
+            deadline_ms,
+            payload: Vec::new(),
+            kind: CommandKind::Client,
+        }
+    }
+
+    #[test]
+    fn a_command_expires_in_a_batch_only_past_its_deadline_or_stamp() {
+        assert!(!stamped(5, 10).expired_at(10), "at its deadline it still applies");
+        assert!(stamped(5, 10).expired_at(11));
+        assert!(!stamped(12, 10).expired_at(12), "a deadline below the stamp counts as the stamp");
+        assert_eq!(batch_time_ms(&[stamped(5, 0), stamped(9, 0), stamped(7, 0)]), 9);
+        assert_eq!(batch_time_ms(&[]), 0);
+    }
+}
