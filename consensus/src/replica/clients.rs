@@ -276,6 +276,70 @@ mod tests {
             .collect();
         assert_eq!(applied, vec![CommandId { client: 5, seq: 1 }, CommandId { client: 5, seq: 2 }]);
         assert_eq!(replica.stats().duplicates_filtered, 1);
+        assert_eq!(replica.stats().slots_by_sync, 1);
+    }
+
+    #[test]
+    fn admission_takes_a_payload_and_a_queue_share_exactly_at_their_bounds() {
+        let mut config = config(1);
+        config.payload_bytes_max = 16;
+        // A third of the queue's bytes (three members): room for exactly two 16-byte commands.
+        config.queue_bytes_max = 3 * 2 * (16 + crate::types::COMMAND_OVERHEAD_BYTES);
+        let mut replica = Replica::new(config);
+        replica.start(0, &mut Vec::new());
+        let mut submit = |seq: u64, bytes: usize| {
+            let mut out = Vec::new();
+            let command = crate::types::ClientCommand::new(CommandId { client: 9, seq }, vec![0; bytes]);
+            replica.handle(10, Input::Submit(vec![command]), &mut out);
+            out.iter()
+                .filter_map(|o| match o {
+                    Output::Rejected { id, reason } => Some((id.seq, *reason)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(submit(1, 17), vec![(1, RejectReason::TooLarge)]);
+        assert_eq!(submit(2, 16), vec![], "a payload at its bound");
+        assert_eq!(submit(3, 16), vec![], "the second fills the byte share exactly");
+        assert_eq!(submit(4, 1), vec![(4, RejectReason::QueueFull)]);
+    }
+
+    #[test]
+    fn forwards_dropped_on_a_full_queue_are_counted() {
+        let mut config = config(1);
+        config.queue_commands_max = 2;
+        let mut replica = Replica::new(config);
+        replica.start(0, &mut Vec::new());
+        let commands = (0..3).map(|seq| stamped(5, seq, 0, 10)).collect();
+        message(&mut replica, 10, 0, Message::Forward { commands });
+        assert_eq!(replica.queue_len(), 2);
+        assert_eq!(replica.stats().forwards_dropped_queue_full, 1);
+    }
+
+    #[test]
+    fn a_snapshot_nobody_asked_for_is_counted_and_ignored() {
+        let mut replica = Replica::new(config(1));
+        replica.start(0, &mut Vec::new());
+        let state = crate::Bytes::from_static(b"state");
+        replica.handle(0, Input::SnapshotTaken { next_slot: Slot(5), state }, &mut Vec::new());
+        assert_eq!(replica.stats().snapshot_answers_ignored, 1);
+    }
+
+    #[test]
+    fn a_repeated_catch_up_request_is_answered_again_once_its_period_has_passed() {
+        let mut replica = Replica::new(config(1));
+        replica.start(0, &mut Vec::new());
+        let decisions = (0..3).map(|slot| DecidedSlot { slot: Slot(slot), batch: None }).collect();
+        message(&mut replica, 0, 0, Message::SyncReply { decisions });
+        assert_eq!(replica.next_slot(), Slot(3));
+        let period = replica.config.retransmit_ms.max(replica.config.snapshot_retry_ms);
+        let mut replies = |now_ms: u64| {
+            let out = message(&mut replica, now_ms, 2, Message::SyncRequest { from_slot: Slot(0) });
+            out.iter().filter(|o| matches!(o, Output::Send { message: Message::SyncReply { .. }, .. })).count()
+        };
+        assert_eq!(replies(100), 1);
+        assert_eq!(replies(100 + period - 1), 0, "the reply may still be on its way");
+        assert_eq!(replies(100 + period), 1);
     }
 
     #[test]
