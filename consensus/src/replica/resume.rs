@@ -340,6 +340,20 @@ mod tests {
         assert!(resumed.is_recovering(), "own votes of slot 9 prove records were lost: it must not vote at once");
     }
 
+    #[test]
+    fn a_gap_in_the_decided_records_resumes_recovering_and_records_below_the_log_do_not() {
+        let null = |s| DecidedSlot { slot: Slot(s), batch: None };
+        let gap = vec![null(0), null(1), null(3)];
+        let resumed = Replica::resume(config(1), Resume { decided: gap, ..Resume::default() });
+        assert_eq!(resumed.next_slot(), Slot(2));
+        assert!(resumed.is_recovering(), "slot 3 without slot 2: records were lost");
+        // A record repeated below where the log stands (written twice around a crash) loses nothing.
+        let repeated = vec![null(0), null(1), null(1), null(2)];
+        let resumed = Replica::resume(config(1), Resume { decided: repeated, ..Resume::default() });
+        assert_eq!(resumed.next_slot(), Slot(3));
+        assert!(!resumed.is_recovering());
+    }
+
     fn status(replica: &mut Replica, now_ms: u64, from: u8, next_slot: u64) {
         let message = Message::Status { next_slot: Slot(next_slot), clock_ms: 0 };
         replica.handle(now_ms, Input::Message { from: ReplicaId(from), message }, &mut Vec::new());
