@@ -355,6 +355,7 @@ mod tests {
         let sent: Vec<usize> = (0..3).map(|i| forwarded_ids(&tick(&mut replica, period + i)).len()).collect();
         assert_eq!(sent, vec![10, 10, 5], "25 due commands over three ticks of a 10-command budget");
         assert!(forwarded_ids(&tick(&mut replica, period + 3)).is_empty());
+        assert_eq!(replica.stats().reforwarded, 25);
     }
 
     /// Two replicas whose clocks disagree by an hour apply the same decided batch: the command the batch's

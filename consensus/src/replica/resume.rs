@@ -362,11 +362,36 @@ mod tests {
     #[test]
     fn a_fresh_replica_votes_once_every_peer_reports_slot_zero() {
         let mut replica = Replica::fresh(config(0), 1);
-        assert!(replica.is_recovering());
+        assert!(replica.is_recovering() && replica.awaits_new_cluster());
         status(&mut replica, 0, 1, 0);
         assert!(replica.is_recovering(), "one peer of two is not every peer");
         status(&mut replica, 10, 2, 0);
         assert!(!replica.is_recovering(), "a brand-new cluster forms");
+        assert!(!replica.awaits_new_cluster());
+    }
+
+    #[test]
+    fn a_fresh_replica_counts_no_reply_of_another_incarnation_and_none_once_it_decided_slots() {
+        let reply = |replica: &mut Replica, from: u8, incarnation: u64| {
+            let message = Message::RecoveryReply { incarnation, next_slot: Slot(0) };
+            replica.handle(0, Input::Message { from: ReplicaId(from), message }, &mut Vec::new());
+        };
+        let mut replica = Replica::fresh(config(0), 2);
+        reply(&mut replica, 1, 1);
+        reply(&mut replica, 2, 1);
+        assert!(replica.awaits_new_cluster(), "replies to an earlier boot's probe say nothing now");
+        reply(&mut replica, 1, 2);
+        reply(&mut replica, 2, 2);
+        assert!(!replica.is_recovering());
+        // A fresh replica that already holds decided slots is in a cluster that decided them: not new.
+        let mut replica = Replica::fresh(config(0), 1);
+        let decisions = vec![DecidedSlot { slot: Slot(0), batch: None }];
+        let message = Message::SyncReply { decisions };
+        replica.handle(0, Input::Message { from: ReplicaId(1), message }, &mut Vec::new());
+        assert_eq!(replica.next_slot(), Slot(1));
+        status(&mut replica, 10, 1, 0);
+        status(&mut replica, 20, 2, 0);
+        assert!(replica.is_recovering());
     }
 
     #[test]
