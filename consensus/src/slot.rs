@@ -384,6 +384,15 @@ mod tests {
         }]
     }
 
+    /// Phase 1 with `from` agreeing (state and vote 1), this replica stepping after each message.
+    fn phase_one_from(from: usize, slot: &mut SlotAgreement, config: &Config, out: &mut Vec<Message>) {
+        slot.advance(config, out);
+        slot.on_state(from, Phase(1), true, config);
+        slot.advance(config, out);
+        slot.on_vote(from, Phase(1), Some(true), config);
+        slot.advance(config, out);
+    }
+
     #[test]
     fn messages_from_outside_the_slots_members_count_for_nothing() {
         // The same exchange as the one-phase decision below, but with replica 3, not a member of the three.
@@ -392,11 +401,7 @@ mod tests {
         let mut out = Vec::new();
         slot.propose(batch(1), &mut out);
         slot.on_proposal(3, batch(1));
-        slot.advance(&config, &mut out);
-        slot.on_state(3, Phase(1), true, &config);
-        slot.advance(&config, &mut out);
-        slot.on_vote(3, Phase(1), Some(true), &config);
-        slot.advance(&config, &mut out);
+        phase_one_from(3, &mut slot, &config, &mut out);
         assert_eq!(slot.take_outcome(), None);
         assert_eq!(out.len(), 1, "only its own proposal: {out:?}");
     }
@@ -414,11 +419,7 @@ mod tests {
         slot.on_proposal(1, batch(2));
         assert_eq!(slot.proposals[0], Some(batch(1)));
         assert_eq!(slot.proposals[1], Some(batch(1)));
-        slot.advance(&config, &mut out);
-        slot.on_state(1, Phase(1), true, &config);
-        slot.advance(&config, &mut out);
-        slot.on_vote(1, Phase(1), Some(true), &config);
-        slot.advance(&config, &mut out);
+        phase_one_from(1, &mut slot, &config, &mut out);
         assert_eq!(slot.take_outcome(), Some(Some(batch(1))));
     }
 
@@ -429,11 +430,7 @@ mod tests {
         let mut out = Vec::new();
         slot.propose(batch(1), &mut out);
         slot.on_proposal(1, batch(1));
-        slot.advance(&config, &mut out);
-        slot.on_state(1, Phase(1), true, &config);
-        slot.advance(&config, &mut out);
-        slot.on_vote(1, Phase(1), Some(true), &config);
-        slot.advance(&config, &mut out);
+        phase_one_from(1, &mut slot, &config, &mut out);
         assert_eq!(slot.take_outcome(), Some(Some(batch(1))));
         assert_eq!(out.len(), 3, "proposal, state, vote: {out:?}");
     }
