@@ -174,28 +174,31 @@ pub(super) fn count(
             StartFailures { counted: stored.counted, ..StartFailures::default() }
         };
         failures.blueprint_version = version;
-        let mut any_failure = false;
         let mut active = 0usize;
-        for (node, record) in records {
+        for (node, record) in records.clone() {
             active += usize::from(record.value.state == SliceState::Active && alive(node));
-            // Any FAILED record, retired or not, holds the count (the pass itself retires some).
-            any_failure |= record.value.state == SliceState::Failed;
             let Some(reason) = start_failure(node, &record.value, alive(node)) else { continue };
-            any_failure = true;
             let identity = (node.to_string(), record.value.since_ms);
             if !failures.counted.contains(&identity) {
                 failures.add(artifact, node, record.value.since_ms, reason, now_ms, policy);
             }
         }
+        // Records of dead nodes this pass removes are gone: they neither hold the count nor keep an identity.
+        let quarantined = failures.quarantined;
+        let stays = |node: &NodeId, record: &SliceRecord| alive(node) || kept_on_dead_node(record, quarantined);
+        // Any FAILED record that stays, retired or not, holds the count (the pass itself retires some), as does
+        // a start failure that stays. Judging on what stays keeps the pass idempotent: the next pass, without
+        // the removed records, reaches the same count.
+        let any_failure = records.filter(|(node, r)| stays(node, &r.value)).any(|(node, r)| {
+            r.value.state == SliceState::Failed || start_failure(node, &r.value, alive(node)).is_some()
+        });
         let all_active = active >= usize::try_from(target.instances).unwrap_or(usize::MAX);
-        if failures.count > 0 && !failures.quarantined && all_active && !any_failure {
+        if failures.count > 0 && !quarantined && all_active && !any_failure {
             log::info!("{artifact}: every instance is ACTIVE; its start failures are forgotten");
             failures =
                 StartFailures { blueprint_version: version, counted: failures.counted, ..StartFailures::default() };
         }
-        // An identity is kept while its record stays; records of dead nodes this pass removes are gone.
-        let quarantined = failures.quarantined;
-        let stays = |node: &NodeId, record: &SliceRecord| alive(node) || kept_on_dead_node(record, quarantined);
+        // An identity is kept while its record stays.
         let present: BTreeSet<(String, u64)> = state
             .slices
             .get(artifact)
@@ -299,6 +302,30 @@ mod tests {
         assert_eq!(settle(&mut kv, &live, 20_000, &policy), 1);
         let target = kv.get(&"targets/g:a:1.0.0".parse().unwrap()).unwrap();
         assert!(crate::records::TargetRecord::decode(target.value()).unwrap().failures.is_clear());
+    }
+
+    #[test]
+    fn a_dead_nodes_start_counted_and_removed_next_to_an_active_instance_is_one_pass() {
+        let mut kv = KvState::new();
+        let toml = "name = \"s\"\n[[slices]]\nartifact = \"g:a:1.0.0\"\n".to_owned();
+        let blueprint = crate::blueprint::parse(&toml, &|_| true).unwrap();
+        put(&mut kv, "blueprints/s", BlueprintRecord { toml, blueprint }.encode());
+        put(&mut kv, "slices/n1/g:a:1.0.0", slice(SliceState::Loading, 1_000, None));
+        put(&mut kv, "slices/n2/g:a:1.0.0", slice(SliceState::Active, 2_000, None));
+        let n1 = NodeId::parse("n1").unwrap();
+        let n2 = NodeId::parse("n2").unwrap();
+        let liveness = Liveness { live: [n2].into(), dead: [(n1, None)].into() };
+        let policy = StartPolicy::default();
+        // One pass counts the crash, removes the dead node's record and, with every instance ACTIVE and no
+        // failure left, forgets the count at once: a second pass on its result writes nothing.
+        let state = ClusterState::from_entries(kv.list(""));
+        let writes = reconcile_with(&state, &liveness, 3_000, &policy);
+        assert!(!writes.is_empty());
+        for write in writes {
+            kv.apply_command(write.to_command(), &mut |_| {});
+        }
+        let again = reconcile_with(&ClusterState::from_entries(kv.list("")), &liveness, 3_000, &policy);
+        assert!(again.is_empty(), "{again:#?}");
     }
 
     #[test]
