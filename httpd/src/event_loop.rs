@@ -12,6 +12,7 @@ mod accept;
 mod streams;
 
 use crate::conn::{BodyState, Conn, State, READ_CHUNK};
+use crate::inline::Inline;
 use crate::parse::{self, Chunked, Framing, Reject};
 use crate::pool::{Completion, Job, Pool};
 use crate::tls::{self, TlsFiles};
@@ -58,6 +59,9 @@ pub struct Shared {
     pub waker: Arc<mio::Waker>,
     tls_files: Option<TlsFiles>,
     tls: Mutex<Option<Arc<rustls::ServerConfig>>>,
+    /// Set once the loop has ended (every connection closed), by whichever thread ran it last.
+    done: Mutex<bool>,
+    done_signal: std::sync::Condvar,
 }
 
 impl Shared {
@@ -74,7 +78,27 @@ impl Shared {
             waker,
             tls_files: config.tls.clone(),
             tls: Mutex::new(tls),
+            done: Mutex::new(false),
+            done_signal: std::sync::Condvar::new(),
         }
+    }
+
+    /// Whether the loop has ended.
+    pub fn loop_done(&self) -> bool {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the loop has ended.
+    pub fn wait_done(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            done = self.done_signal.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn set_done(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.done_signal.notify_all();
     }
 
     pub fn reload_tls(&self) -> Result<(), String> {
@@ -94,6 +118,24 @@ impl Shared {
 
     fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Marks the loop ended when dropped armed (see [`EventLoop::run`]).
+struct LoopEnd {
+    shared: Arc<Shared>,
+    inline: Option<Arc<Inline>>,
+    armed: bool,
+}
+
+impl Drop for LoopEnd {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.set_done();
+            if let Some(inline) = &self.inline {
+                inline.wake_watch();
+            }
+        }
     }
 }
 
@@ -122,6 +164,13 @@ pub struct EventLoop {
     /// Body bytes held by every connection (the sum of their `body_held`), in all and per client address,
     /// bounded by `Limits::body_bytes_total_max` and `Limits::body_bytes_per_ip_max`.
     body: BodyBudget,
+    /// Set on a port that runs requests on this thread (see [`crate::inline`]).
+    inline: Option<Arc<Inline>>,
+    /// Whether this turn's requests are queued for this thread to run after the turn (decided as the turn
+    /// starts: only a takeover, which wakes the workers, changes it in between).
+    inline_turn: bool,
+    /// Answers of the requests this thread ran, to write.
+    ran: Vec<(usize, Response)>,
 }
 
 impl EventLoop {
@@ -155,22 +204,39 @@ impl EventLoop {
             stop_flush_until: None,
             streaming: Vec::new(),
             body: BodyBudget::default(),
+            inline: None,
+            inline_turn: false,
+            ran: Vec::new(),
         })
     }
 
-    pub fn run(mut self) {
+    /// Runs requests on this thread (see [`crate::inline`]).
+    pub fn with_inline(mut self, inline: Option<Arc<Inline>>) -> EventLoop {
+        self.inline = inline;
+        self
+    }
+
+    /// Serves the port until it stops, or until another thread takes the loop over (see [`crate::inline`]).
+    pub fn run(mut self: Box<Self>) {
+        // Says the loop ended when this thread ends it, even by a panic; not when the loop is taken over.
+        let mut ends = LoopEnd { shared: Arc::clone(&self.shared), inline: self.inline.clone(), armed: true };
         let mut events = Events::with_capacity(1024);
         let mut answers_left = false;
+        let mut grow_at: Option<Duration> = None;
         loop {
             let fine = !self.in_flight.is_empty() || self.accept_retry_at.is_some() || self.stop_flush_until.is_some();
+            self.inline_turn = self.inline.as_ref().is_some_and(|inline| inline.enabled());
             // Answers left from the last turn are taken after a look at the sockets that does not wait.
-            let tick = if answers_left {
+            // So are requests queued for this thread (the next of a pipeline, found as an answer was written).
+            let tick = if answers_left || (self.inline_turn && self.pool.has_queued()) {
                 Duration::ZERO
             } else if fine {
                 TICK
             } else {
                 SLOW_TICK
             };
+            // Requests wait with every worker busy: the pool may grow at the next look.
+            let tick = grow_at.map_or(tick, |at| at.min(tick));
             if let Err(e) = self.poll.poll(&mut events, Some(tick)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("{} port: poll failed: {e}", self.config.name);
@@ -186,6 +252,7 @@ impl EventLoop {
                 }
             }
             answers_left = self.take_answers();
+            grow_at = self.pool.grow_if_starved();
             let now = Instant::now();
             self.pump_streams(now);
             self.watchdog(now);
@@ -193,10 +260,51 @@ impl EventLoop {
             if self.shared.stopping.load(Ordering::SeqCst) && self.stop_step(now) {
                 break;
             }
+            if self.inline_turn && self.pool.has_queued() {
+                match self.run_queued() {
+                    Some(back) => self = back,
+                    None => {
+                        ends.armed = false;
+                        return;
+                    }
+                }
+            }
         }
         let ids: Vec<usize> = self.conns.keys().copied().collect();
         for id in ids {
             self.close(id);
+        }
+    }
+
+    /// Runs the queued requests on this thread, the loop parked where the watch thread can hand it to
+    /// another thread; then writes their answers. `None` when the loop was taken over: this thread has
+    /// handed its answers over and served on as a worker.
+    fn run_queued(mut self: Box<Self>) -> Option<Box<Self>> {
+        let inline = Arc::clone(self.inline.as_ref()?);
+        let pool = self.pool.clone();
+        let mut answers = std::mem::take(&mut self.ran);
+        inline.park(self);
+        pool.run_queued(&inline, &mut answers);
+        let Some(mut this) = inline.unpark() else {
+            for (conn, response) in answers {
+                pool.deliver(conn, response);
+            }
+            pool.serve_as_worker();
+            return None;
+        };
+        pool.leave_live();
+        for (conn, response) in answers.drain(..) {
+            this.write_answer(conn, response);
+        }
+        this.ran = answers;
+        Some(this)
+    }
+
+    /// Write an answer handed over, streaming or not.
+    fn write_answer(&mut self, conn: usize, mut response: Response) {
+        match response.stream.take() {
+            Some(source) => self.answer_stream(conn, &response, source),
+            None => self.answer(conn, &response),
         }
     }
 
@@ -208,10 +316,7 @@ impl EventLoop {
         for _ in 0..ANSWERS_PER_TAKE {
             let Ok(message) = self.done.try_recv() else { return false };
             match message {
-                Completion::Answer { conn, mut response } => match response.stream.take() {
-                    Some(source) => self.answer_stream(conn, &response, source),
-                    None => self.answer(conn, &response),
-                },
+                Completion::Answer { conn, response } => self.write_answer(conn, response),
                 Completion::Watch { conn, job } => {
                     if !job.settled() {
                         self.in_flight.push((conn, job));
@@ -448,7 +553,11 @@ impl EventLoop {
             },
             false => request,
         };
-        match self.pool.submit(id, Arc::clone(&job), request) {
+        let queued = match self.inline_turn {
+            true => self.pool.submit_inline(id, Arc::clone(&job), request),
+            false => self.pool.submit(id, Arc::clone(&job), request),
+        };
+        match queued {
             true => {
                 if deadline.is_some() {
                     self.in_flight.push((id, job));

@@ -28,6 +28,7 @@
 mod conn;
 mod event_loop;
 mod fdlimit;
+mod inline;
 mod parse;
 mod pool;
 pub mod stream;
@@ -144,6 +145,10 @@ pub struct Config {
     /// Most abandoned (stuck) worker threads replaced at once.
     pub abandoned_max: usize,
     pub tls: Option<TlsFiles>,
+    /// Run requests on the I/O thread itself, between its turns, with a watch thread that hands the port to a
+    /// new I/O thread when one request holds it over a millisecond (see the `inline` module): for handlers
+    /// that are usually quick. Off: every request goes to a worker.
+    pub inline: bool,
 }
 
 impl Config {
@@ -160,6 +165,7 @@ impl Config {
             deadline: None,
             abandoned_max: 64,
             tls: None,
+            inline: false,
         }
     }
 }
@@ -318,10 +324,11 @@ impl Server {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let pool = pool::Pool::start(&config, Arc::clone(&handler), done_tx, Arc::clone(&waker))?;
         let shared = Arc::new(event_loop::Shared::new(&config, tls, waker));
+        let inline = config.inline.then(|| Arc::new(inline::Inline::new(&config.name)));
         let io_loop =
             event_loop::EventLoop::new(config.clone(), poll, listener, handler, pool.clone(), done_rx, &shared);
         let io_loop = match io_loop {
-            Ok(io_loop) => io_loop,
+            Ok(io_loop) => Box::new(io_loop.with_inline(inline.clone())),
             Err(e) => {
                 pool.stop();
                 return Err(format!("{} port: {e}", config.name));
@@ -338,6 +345,15 @@ impl Server {
                 return Err(e);
             }
         };
+        if let Some(inline) = &inline {
+            if let Err(e) = inline.start_watch(&shared, &pool) {
+                shared.stopping.store(true, Ordering::SeqCst);
+                let _ = shared.waker.wake();
+                let _ = io.join();
+                pool.stop();
+                return Err(e);
+            }
+        }
         log::info!(
             "{} port listening on {}{addr}",
             config.name,
@@ -397,7 +413,11 @@ impl Server {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.shared.waker.wake();
         if let Some(io) = self.io.take() {
-            let _ = io.join();
+            // The loop may have moved to another thread (a takeover): its end is what is waited for.
+            self.shared.wait_done();
+            if io.is_finished() {
+                let _ = io.join();
+            }
         }
         self.pool.stop();
     }

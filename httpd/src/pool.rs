@@ -1,8 +1,12 @@
 //! The worker pool: handler threads fed by a bounded queue, and the abandonment of stuck ones.
 //!
+//! A queued task wakes a sleeping thread only when the queue holds more than the idle threads already awake
+//! (or woken) will take: a thread that finishes a task takes the next before it sleeps, so under load a few
+//! busy threads drain the queue without a wake-up per request.
+//!
 //! The pool is elastic when the port's config sets `workers_min`: it starts that many threads, starts one more
-//! when a request is queued and more requests wait than threads are idle (up to `workers`, and never while
-//! more threads are stuck than `abandoned_max` allows), and ends the threads a whole `worker_idle` window did
+//! when the oldest queued task has waited [`GROW_AFTER`] with no idle thread to take it (at most one start
+//! per [`GROW_AFTER`], up to `workers`, and never while more threads are stuck than `abandoned_max` allows), and ends the threads a whole `worker_idle` window did
 //! not need: the fewest threads idle at once during a window may end after it (down to `workers_min`), so a
 //! light steady load that wakes each thread in turn still lets the surplus go. Without `workers_min`, all
 //! `workers` start at once and stay.
@@ -40,6 +44,13 @@ const RUNNING: u8 = 1;
 const DONE: u8 = 2;
 const OVERDUE: u8 = 3;
 const DEFERRED: u8 = 4;
+
+/// How long the oldest queued task waits, with every thread busy, before the pool starts one more thread
+/// (and at most one such start per this long). Short enough that handlers that block (a slow slice, a
+/// call to another node) get threads at once for a person; long enough that a burst of quick requests,
+/// which the running threads drain in well under it, starts none: on a 2-core machine, threads past the
+/// cores only add wake-ups and switches.
+pub const GROW_AFTER: Duration = Duration::from_millis(1);
 
 /// One request's life on the pool, shared by its worker and the I/O thread.
 pub struct Job {
@@ -167,6 +178,8 @@ struct Task {
     conn: usize,
     job: Arc<Job>,
     work: Work,
+    /// When it was queued: the pool grows only for work that waits (see [`GROW_AFTER`]).
+    queued_at: Instant,
 }
 
 /// The answer owed to a deferred request ([`Job::defer`]); answer it from any thread, once. Dropped
@@ -197,7 +210,8 @@ impl Later {
         }
         // Past the queue's bound: a resumed request was admitted once already, and deferred requests are
         // bounded by the port's connections.
-        let task = Task { conn: self.conn, job: Arc::clone(&self.job), work: Work::Resume(work) };
+        let task =
+            Task { conn: self.conn, job: Arc::clone(&self.job), work: Work::Resume(work), queued_at: Instant::now() };
         self.pool.queue(task, false);
     }
 
@@ -238,6 +252,12 @@ struct Waiting {
     tasks: VecDeque<Task>,
     /// Threads not running a task (waiting, or about to look at the queue).
     idle: usize,
+    /// Idle threads asleep on the condition variable.
+    sleeping: usize,
+    /// Wake-ups signalled that no thread has woken from yet: threads on their way to the queue.
+    waking: usize,
+    /// When the pool last grew (it grows by at most one thread per [`GROW_AFTER`]).
+    grew_at: Option<Instant>,
     /// The fewest idle threads since `window_start`.
     low: usize,
     window_start: Instant,
@@ -287,6 +307,9 @@ impl Pool {
             queue: Mutex::new(Waiting {
                 tasks: VecDeque::new(),
                 idle: 0,
+                sleeping: 0,
+                waking: 0,
+                grew_at: None,
                 low: 0,
                 window_start: Instant::now(),
                 surplus: 0,
@@ -325,7 +348,7 @@ impl Pool {
 
     /// Queue a request; false (the request dropped) when the queue is full.
     pub fn submit(&self, conn: usize, job: Arc<Job>, request: Request) -> bool {
-        self.shared.queue(Task { conn, job, work: Work::Request(request) }, true)
+        self.shared.queue(Task { conn, job, work: Work::Request(request), queued_at: Instant::now() }, true)
     }
 
     /// Offer a fresh job's request to the handler's `start`, on this (the I/O) thread: `None` when the handler
@@ -397,6 +420,25 @@ impl Pool {
         true
     }
 
+    /// Starts a thread when the queue is starved (see [`Shared::queue`]); the I/O thread calls it every turn,
+    /// so a queue that no submit follows still grows the pool while its threads are all busy.
+    /// Returns how soon to look again while tasks wait with every thread busy.
+    pub fn grow_if_starved(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut queue = lock(&self.shared.queue);
+        let grow = self.shared.starved(&mut queue, now);
+        let busy = queue.tasks.len() > queue.idle;
+        let next = queue.tasks.front().filter(|_| busy).map(|oldest| {
+            let due = oldest.queued_at.max(queue.grew_at.unwrap_or(oldest.queued_at)) + GROW_AFTER;
+            due.saturating_duration_since(now).max(Duration::from_micros(100))
+        });
+        drop(queue);
+        if grow {
+            self.shared.grow();
+        }
+        next
+    }
+
     /// (live, abandoned) workers and queued requests.
     pub fn counts(&self) -> (usize, usize, usize) {
         let queued = lock(&self.shared.queue).tasks.len();
@@ -417,24 +459,56 @@ impl Pool {
 }
 
 impl Shared {
-    /// Queue a task (false, the task dropped, when `bounded` and the queue is full), starting a thread when
-    /// more wait than are idle.
+    /// Queue a task (false, the task dropped, when `bounded` and the queue is full), waking a thread when
+    /// the queue holds more than the threads awake and idle will take, and starting one when it is starved.
     fn queue(self: &Arc<Shared>, task: Task, bounded: bool) -> bool {
         let mut queue = lock(&self.queue);
         if bounded && queue.tasks.len() >= self.queue_max {
             return false;
         }
+        let now = task.queued_at;
         queue.tasks.push_back(task);
-        let grow = queue.tasks.len() > queue.idle && !self.stopping.load(Ordering::SeqCst) && self.reserve();
+        // Threads awake and idle, and those woken but not yet back, take queued tasks without a wake-up each:
+        // a thread that finishes a task takes the next one before it sleeps.
+        let awake = queue.idle.saturating_sub(queue.sleeping) + queue.waking;
+        let wake = queue.tasks.len() > awake && queue.sleeping > queue.waking;
+        if wake {
+            queue.waking += 1;
+        }
+        let grow = self.starved(&mut queue, now);
         drop(queue);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         if grow {
-            // More waiting than idle threads to take them: one more thread (a thread start, no waiting).
-            if let Err(e) = spawn(self) {
-                log::error!("{} port: {e}", self.name);
-            }
+            self.grow();
         }
         true
+    }
+
+    /// True (and a place taken for a new thread) when the oldest queued task has waited [`GROW_AFTER`] with no
+    /// idle thread to take it, and the pool has not grown within [`GROW_AFTER`]: threads that are merely slow
+    /// to wake, or a burst a running thread will drain, start no thread.
+    fn starved(&self, queue: &mut Waiting, now: Instant) -> bool {
+        let Some(oldest) = queue.tasks.front() else { return false };
+        let waited = now.saturating_duration_since(oldest.queued_at) >= GROW_AFTER;
+        let paced = queue.grew_at.is_none_or(|at| now.saturating_duration_since(at) >= GROW_AFTER);
+        let grow = waited
+            && paced
+            && queue.tasks.len() > queue.idle
+            && !self.stopping.load(Ordering::SeqCst)
+            && self.reserve();
+        if grow {
+            queue.grew_at = Some(now);
+        }
+        grow
+    }
+
+    /// Starts a thread for a place [`Shared::reserve`] took (a thread start, no waiting).
+    fn grow(self: &Arc<Shared>) {
+        if let Err(e) = spawn(self) {
+            log::error!("{} port: {e}", self.name);
+        }
     }
 
     /// Hand an answer to the I/O thread, waking it unless an earlier answer's wake-up is still pending.
@@ -487,6 +561,7 @@ fn spawn(shared: &Arc<Shared>) -> Result<(), String> {
 }
 
 fn work(shared: &Arc<Shared>, abandoned: &Arc<AtomicBool>) {
+    let mut abandoned = Arc::clone(abandoned);
     let mut queue = lock(&shared.queue);
     queue.idle += 1;
     loop {
@@ -501,8 +576,13 @@ fn work(shared: &Arc<Shared>, abandoned: &Arc<AtomicBool>) {
                 shared.live.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
+            queue.sleeping += 1;
             let (held, _) = shared.ready.wait_timeout(queue, shared.worker_idle).unwrap_or_else(|e| e.into_inner());
             queue = held;
+            queue.sleeping -= 1;
+            // Whichever thread wakes takes a pending wake-up's place (a timeout that races a signal at worst
+            // costs one wake-up more later).
+            queue.waking = queue.waking.saturating_sub(1);
             let now = Instant::now();
             if now.duration_since(queue.window_start) >= shared.worker_idle {
                 // Threads idle through the whole window were not needed in it.
@@ -518,74 +598,173 @@ fn work(shared: &Arc<Shared>, abandoned: &Arc<AtomicBool>) {
             }
         };
         drop(queue);
-        let Task { conn, job, work } = task;
-        *lock(&job.worker) = Some(Arc::clone(abandoned));
-        if job.state.compare_exchange(QUEUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
-            // Answered by the server while it waited.
-            *lock(&job.worker) = None;
-            queue = lock(&shared.queue);
-            queue.idle += 1;
-            continue;
-        }
-        let later = Later { conn, job: Arc::clone(&job), pool: Arc::clone(shared), spent: false };
-        ANSWER_TO.with(|slot| *slot.borrow_mut() = Some(later));
-        DEFERRAL.with(|d| d.set(Deferral::None));
-        let handler = &shared.handler;
-        let run = || match work {
-            Work::Request(request) => handler.handle(request, &job),
-            Work::Resume(resume) => resume(&job),
-        };
-        let response = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|payload| {
-            let message = panic_message(payload.as_ref());
-            log::error!("{} port: a handler panicked: {message}", shared.name);
-            Response::error(500, "internal", "the node failed while serving this request")
-        });
-        {
-            // Only its own flag: a deferred job may already run on another worker (resumed).
-            let mut worker = lock(&job.worker);
-            if worker.as_ref().is_some_and(|flag| Arc::ptr_eq(flag, abandoned)) {
-                *worker = None;
+        match run_one(shared, task, &abandoned) {
+            Ran::Skipped => {}
+            Ran::Answered(answer) => {
+                if let Some((conn, response)) = answer {
+                    shared.deliver(conn, response);
+                }
+                queue = lock(&shared.queue);
+                // A thread the last window did not need ends here too: under a light steady load every wake-up
+                // brings a request, so waiting threads rarely see an empty queue.
+                if queue.tasks.is_empty() && queue.surplus > 0 && shared.live.load(Ordering::SeqCst) > shared.workers_min
+                {
+                    queue.surplus -= 1;
+                    shared.live.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+                queue.idle += 1;
+                continue;
+            }
+            Ran::Abandoned => {
+                // Abandoned at the deadline: serve again if the pool is short (taking its place back), else leave.
+                let still = shared.abandoned.fetch_sub(1, Ordering::SeqCst) - 1;
+                let target = shared.workers_target;
+                let back = !shared.stopping.load(Ordering::SeqCst)
+                    && shared
+                        .live
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| (l < target).then_some(l + 1))
+                        .is_ok();
+                if !back {
+                    log::info!("{} port: a stuck worker came back and exits ({still} still stuck)", shared.name);
+                    return;
+                }
+                // Its old flag may still be held by the job's record: a fresh one.
+                abandoned = Arc::new(AtomicBool::new(false));
+                log::info!("{} port: a stuck worker came back and serves again ({still} still stuck)", shared.name);
             }
         }
-        // Not deferred: the way to answer later is dropped unused (spent, so it answers nothing).
-        if let Some(mut later) = ANSWER_TO.with(|slot| slot.borrow_mut().take()) {
-            later.spent = true;
+        queue = lock(&shared.queue);
+        queue.idle += 1;
+    }
+}
+
+/// How one task's run ended.
+enum Ran {
+    /// The server had answered it (past its deadline) before it started: not run.
+    Skipped,
+    /// Run; with the answer to write, unless its handler deferred it.
+    Answered(Option<(usize, Response)>),
+    /// Run past its deadline: the server answered it, and this thread was abandoned (its place in `live`
+    /// given up, and counted in `abandoned`).
+    Abandoned,
+}
+
+/// Runs one task on this thread, under the job's state machine: the thread's `abandoned` flag is the job's
+/// worker flag while it runs.
+fn run_one(shared: &Arc<Shared>, task: Task, abandoned: &Arc<AtomicBool>) -> Ran {
+    let Task { conn, job, work, .. } = task;
+    *lock(&job.worker) = Some(Arc::clone(abandoned));
+    if job.state.compare_exchange(QUEUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        // Answered by the server while it waited.
+        *lock(&job.worker) = None;
+        return Ran::Skipped;
+    }
+    let later = Later { conn, job: Arc::clone(&job), pool: Arc::clone(shared), spent: false };
+    ANSWER_TO.with(|slot| *slot.borrow_mut() = Some(later));
+    DEFERRAL.with(|d| d.set(Deferral::None));
+    let handler = &shared.handler;
+    let run = || match work {
+        Work::Request(request) => handler.handle(request, &job),
+        Work::Resume(resume) => resume(&job),
+    };
+    let response = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|payload| {
+        let message = panic_message(payload.as_ref());
+        log::error!("{} port: a handler panicked: {message}", shared.name);
+        Response::error(500, "internal", "the node failed while serving this request")
+    });
+    {
+        // Only its own flag: a deferred job may already run on another worker (resumed).
+        let mut worker = lock(&job.worker);
+        if worker.as_ref().is_some_and(|flag| Arc::ptr_eq(flag, abandoned)) {
+            *worker = None;
         }
-        let deferred = DEFERRAL.with(|d| d.replace(Deferral::None));
-        let answered = match deferred {
-            Deferral::None => job.state.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok(),
-            Deferral::Deferred => true,
-            Deferral::TooLate => false,
-        };
-        let deferred = deferred != Deferral::None;
-        if answered {
-            if !deferred {
-                shared.deliver(conn, response);
+    }
+    // Not deferred: the way to answer later is dropped unused (spent, so it answers nothing).
+    if let Some(mut later) = ANSWER_TO.with(|slot| slot.borrow_mut().take()) {
+        later.spent = true;
+    }
+    let deferred = DEFERRAL.with(|d| d.replace(Deferral::None));
+    let answered = match deferred {
+        Deferral::None => job.state.compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst).is_ok(),
+        Deferral::Deferred => true,
+        Deferral::TooLate => false,
+    };
+    match (answered, deferred) {
+        (false, _) => Ran::Abandoned,
+        (true, Deferral::None) => Ran::Answered(Some((conn, response))),
+        (true, _) => Ran::Answered(None),
+    }
+}
+
+impl Pool {
+    /// Queue a request for the I/O thread to run itself after its turn ([`Pool::run_queued`]): no thread is
+    /// woken and none started for it. False (the request dropped) when the queue is full.
+    pub fn submit_inline(&self, conn: usize, job: Arc<Job>, request: Request) -> bool {
+        let mut queue = lock(&self.shared.queue);
+        if queue.tasks.len() >= self.shared.queue_max {
+            return false;
+        }
+        queue.tasks.push_back(Task { conn, job, work: Work::Request(request), queued_at: Instant::now() });
+        true
+    }
+
+    /// Whether any task waits in the queue.
+    pub fn has_queued(&self) -> bool {
+        !lock(&self.shared.queue).tasks.is_empty()
+    }
+
+    /// Runs queued tasks on this (the I/O) thread, as a worker would, until the queue is empty or `go_on`
+    /// says stop; answers to write are pushed to `answers`. The thread holds a place in `live` from here:
+    /// the caller gives it back ([`Pool::leave_live`]) or serves on as a worker ([`Pool::serve_as_worker`]).
+    pub fn run_queued(&self, watch: &crate::inline::Inline, answers: &mut Vec<(usize, Response)>) {
+        let shared = &self.shared;
+        shared.live.fetch_add(1, Ordering::SeqCst);
+        let generation = watch.generation();
+        let mut abandoned = Arc::new(AtomicBool::new(false));
+        while watch.generation() == generation {
+            let Some(task) = lock(&shared.queue).tasks.pop_front() else { break };
+            watch.begin();
+            let ran = run_one(shared, task, &abandoned);
+            watch.end();
+            match ran {
+                Ran::Skipped | Ran::Answered(None) => {}
+                Ran::Answered(Some(answer)) => answers.push(answer),
+                Ran::Abandoned => {
+                    // Past its deadline (the server answered it): this thread runs on.
+                    shared.abandoned.fetch_sub(1, Ordering::SeqCst);
+                    shared.live.fetch_add(1, Ordering::SeqCst);
+                    abandoned = Arc::new(AtomicBool::new(false));
+                }
             }
-            queue = lock(&shared.queue);
-            // A thread the last window did not need ends here too: under a light steady load every wake-up
-            // brings a request, so waiting threads rarely see an empty queue.
-            if queue.tasks.is_empty() && queue.surplus > 0 && shared.live.load(Ordering::SeqCst) > shared.workers_min {
-                queue.surplus -= 1;
-                shared.live.fetch_sub(1, Ordering::SeqCst);
-                return;
-            }
-            queue.idle += 1;
-            continue;
         }
-        // Abandoned at the deadline: serve again if the pool is short (taking its place back), else leave.
-        let still = shared.abandoned.fetch_sub(1, Ordering::SeqCst) - 1;
-        let target = shared.workers_target;
-        let back = !shared.stopping.load(Ordering::SeqCst)
-            && shared.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| (l < target).then_some(l + 1)).is_ok();
-        if back {
-            abandoned.store(false, Ordering::SeqCst);
-            log::info!("{} port: a stuck worker came back and serves again ({still} still stuck)", shared.name);
-            queue = lock(&shared.queue);
-            queue.idle += 1;
-            continue;
+    }
+
+    /// Gives back the place in `live` [`Pool::run_queued`] took.
+    pub fn leave_live(&self) {
+        self.shared.live.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// This thread, whose loop another thread took over while it ran a request, serves on as a worker
+    /// (with the place [`Pool::run_queued`] took), unless the pool has its threads: then it ends.
+    pub fn serve_as_worker(&self) {
+        let shared = &self.shared;
+        let over = shared.live.load(Ordering::SeqCst) > shared.workers_target;
+        if over || shared.stopping.load(Ordering::SeqCst) {
+            shared.live.fetch_sub(1, Ordering::SeqCst);
+            return;
         }
-        log::info!("{} port: a stuck worker came back and exits ({still} still stuck)", shared.name);
-        return;
+        work(shared, &Arc::new(AtomicBool::new(false)));
+    }
+
+    /// Hands an answer to the I/O thread (from a thread that is no longer it).
+    pub fn deliver(&self, conn: usize, response: Response) {
+        self.shared.deliver(conn, response);
+    }
+
+    /// Wakes every sleeping worker: the I/O thread stopped running the queue itself.
+    pub fn wake_all(&self) {
+        lock(&self.shared.queue).waking = 0;
+        self.shared.ready.notify_all();
     }
 }

@@ -54,6 +54,8 @@ pub(super) fn http_config(listen: SocketAddr, options: &AppOptions) -> httpd::Co
     config.deadline = Some(options.call_deadline + DEADLINE_MARGIN);
     config.abandoned_max = options.abandoned_max;
     config.tls = options.tls.clone();
+    // Slice calls are usually quick: they run on the I/O thread, handed to another when one holds it.
+    config.inline = true;
     config
 }
 

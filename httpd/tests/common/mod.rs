@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Routes: `/echo` (the body back), `/slow` (300 ms), `/block` (2 s), `/hang` (10 s), `/big` (1 MiB bodies, else 1 KiB),
-/// anything else: the method and target.
+/// `/thread` (the name of the thread that ran it), `/panic`, anything else: the method and target.
 #[derive(Default)]
 pub struct TestHandler {
     pub calls: AtomicUsize,
@@ -38,6 +38,11 @@ impl Handler for TestHandler {
                 std::thread::sleep(Duration::from_secs(2));
                 Response::new(200, "text/plain", b"block".to_vec())
             }
+            "/thread" => {
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                Response::new(200, "text/plain", name.into_bytes())
+            }
+            "/panic" => panic!("the panic route"),
             "/hang" => {
                 job.set_note("the hang route did not answer in time".into());
                 std::thread::sleep(Duration::from_secs(10));

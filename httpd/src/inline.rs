@@ -1,0 +1,178 @@
+//! Requests run on the I/O thread itself, for a port that asks for it (`Config::inline`, the app port): no
+//! hand-off to a worker and back, so a quick handler costs neither a wake-up nor a context switch.
+//!
+//! After each turn the I/O thread runs the queued requests one after the other, as a worker would. While it
+//! does, its event loop waits in [`Inline`]'s slot, and the *watch* thread looks at it every [`CHECK`]: when
+//! one request has held the thread for [`TAKE_OVER_AFTER`] (a slow or stuck slice), a new I/O thread takes the
+//! loop from the slot and serves the port on, the workers are woken for the rest of the queue, and runs on
+//! the I/O thread pause for [`PAUSE`] (requests go to the workers, as on a port without `inline`). The thread
+//! that was held becomes a worker when its request ends (or ends, when the pool has its threads); a request
+//! past its deadline is answered 504 and its thread abandoned, as on a worker.
+//!
+//! Invariants: the loop is run by one thread at a time (whoever took it from the slot); every queued request
+//! is run once, by the I/O thread or by a worker; no request waits on a held I/O thread longer than
+//! [`TAKE_OVER_AFTER`] plus a [`CHECK`]; the watch thread sleeps (parked) while no request runs inline.
+
+use crate::event_loop::{EventLoop, Shared};
+use crate::pool::Pool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long one request may hold the I/O thread before another thread takes the loop over.
+pub const TAKE_OVER_AFTER: Duration = Duration::from_millis(1);
+/// How often the watch thread looks while requests run inline.
+const CHECK: Duration = Duration::from_micros(500);
+/// How long runs on the I/O thread pause after a takeover.
+pub const PAUSE: Duration = Duration::from_secs(1);
+/// Looks without a request running inline after which the watch thread parks.
+const QUIET_CHECKS: u32 = 200;
+
+/// What the I/O thread and the watch thread share.
+pub struct Inline {
+    name: String,
+    /// The event loop while its thread runs requests.
+    slot: Mutex<Option<Box<EventLoop>>>,
+    /// Bumped at every takeover: the thread running requests stops after the one it runs.
+    generation: AtomicU64,
+    /// When the request running inline started (nanoseconds since `epoch`); 0 when none runs.
+    since: AtomicU64,
+    /// Runs on the I/O thread wait until then (nanoseconds since `epoch`).
+    paused_until: AtomicU64,
+    epoch: Instant,
+    parked: AtomicBool,
+    watch: Mutex<Option<std::thread::Thread>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inline {
+    pub fn new(name: &str) -> Inline {
+        Inline {
+            name: name.to_owned(),
+            slot: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            since: AtomicU64::new(0),
+            paused_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+            parked: AtomicBool::new(false),
+            watch: Mutex::new(None),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Whether requests run on the I/O thread right now (not paused by a recent takeover).
+    pub fn enabled(&self) -> bool {
+        self.now_ns() >= self.paused_until.load(Ordering::Relaxed)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// A request starts on the I/O thread.
+    pub fn begin(&self) {
+        self.since.store(self.now_ns(), Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            if let Some(watch) = lock(&self.watch).as_ref() {
+                watch.unpark();
+            }
+        }
+    }
+
+    /// The request running on the I/O thread ended.
+    pub fn end(&self) {
+        self.since.store(0, Ordering::SeqCst);
+    }
+
+    /// The loop waits here while its thread runs requests.
+    pub fn park(&self, event_loop: Box<EventLoop>) {
+        *lock(&self.slot) = Some(event_loop);
+    }
+
+    /// The loop back, unless another thread took it over.
+    pub fn unpark(&self) -> Option<Box<EventLoop>> {
+        lock(&self.slot).take()
+    }
+
+    /// Starts the watch thread.
+    pub fn start_watch(self: &Arc<Self>, shared: &Arc<Shared>, pool: &Pool) -> Result<(), String> {
+        let (inline, shared, pool) = (Arc::clone(self), Arc::clone(shared), pool.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-watch", self.name))
+            .spawn(move || inline.watch(&shared, &pool))
+            .map_err(|e| format!("{} port: cannot start its watch thread: {e}", self.name))?;
+        *lock(&self.watch) = Some(thread.thread().clone());
+        Ok(())
+    }
+
+    /// Wakes the watch thread (to see the port stopped).
+    pub fn wake_watch(&self) {
+        if let Some(watch) = lock(&self.watch).as_ref() {
+            watch.unpark();
+        }
+    }
+
+    fn watch(self: &Arc<Self>, shared: &Arc<Shared>, pool: &Pool) {
+        let mut quiet = 0u32;
+        // The start time of the request a takeover was last made for: one takeover per held request.
+        let mut taken_for = 0u64;
+        while !shared.loop_done() {
+            let since = self.since.load(Ordering::SeqCst);
+            if since == 0 {
+                quiet += 1;
+                if quiet >= QUIET_CHECKS {
+                    quiet = 0;
+                    self.parked.store(true, Ordering::SeqCst);
+                    if self.since.load(Ordering::SeqCst) == 0 && !shared.loop_done() {
+                        std::thread::park_timeout(Duration::from_secs(1));
+                    }
+                    self.parked.store(false, Ordering::SeqCst);
+                    continue;
+                }
+            } else {
+                quiet = 0;
+                let held = self.now_ns().saturating_sub(since);
+                if since != taken_for && held >= u64::try_from(TAKE_OVER_AFTER.as_nanos()).unwrap_or(u64::MAX) {
+                    taken_for = since;
+                    self.take_over(pool);
+                }
+            }
+            std::thread::sleep(CHECK);
+        }
+    }
+
+    /// Another thread takes the loop from the slot and runs the port on; the workers take the queue.
+    fn take_over(self: &Arc<Self>, pool: &Pool) {
+        if lock(&self.slot).is_none() {
+            return;
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let pause = u64::try_from(PAUSE.as_nanos()).unwrap_or(u64::MAX);
+        self.paused_until.store(self.now_ns().saturating_add(pause), Ordering::Relaxed);
+        pool.wake_all();
+        log::info!(
+            "{} port: a request held the I/O thread for {} ms; another thread serves the port, and requests go to \
+             the workers for {} s",
+            self.name,
+            TAKE_OVER_AFTER.as_millis(),
+            PAUSE.as_secs()
+        );
+        let inline = Arc::clone(self);
+        let started = std::thread::Builder::new().name(format!("{}-io", self.name)).spawn(move || {
+            // None when the held request ended first and its thread took the loop back.
+            let taken = inline.unpark();
+            if let Some(event_loop) = taken {
+                event_loop.run();
+            }
+        });
+        if let Err(e) = started {
+            log::error!("{} port: cannot start an I/O thread ({e}); the loop waits for the held request", self.name);
+        }
+    }
+}
