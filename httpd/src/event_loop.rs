@@ -252,7 +252,8 @@ impl EventLoop {
                 }
             }
             answers_left = self.take_answers();
-            grow_at = self.pool.grow_if_starved();
+            // (A turn whose requests this thread runs needs no more workers: a held request is taken over.)
+            grow_at = if self.inline_turn { None } else { self.pool.grow_if_starved() };
             let now = Instant::now();
             self.pump_streams(now);
             self.watchdog(now);

@@ -3,15 +3,21 @@
 //!
 //! After each turn the I/O thread runs the queued requests one after the other, as a worker would. While it
 //! does, its event loop waits in [`Inline`]'s slot, and the *watch* thread looks at it every [`CHECK`]: when
-//! one request has held the thread for [`TAKE_OVER_AFTER`] (a slow or stuck slice), a new I/O thread takes the
+//! one request holds the thread (a slow or stuck slice; see below), a new I/O thread takes the
 //! loop from the slot and serves the port on, the workers are woken for the rest of the queue, and runs on
 //! the I/O thread pause for [`PAUSE`] (requests go to the workers, as on a port without `inline`). The thread
 //! that was held becomes a worker when its request ends (or ends, when the pool has its threads); a request
 //! past its deadline is answered 504 and its thread abandoned, as on a worker.
 //!
+//! A request *holds* the thread when it has run [`TAKE_OVER_AFTER`] and its thread waits in the kernel (a
+//! sleep, a socket, a lock) or has computed that long; or when it has run [`TAKE_OVER_ALWAYS`]. A thread that
+//! is runnable but was not running (preempted on a busy machine) is not held: a takeover would only add a
+//! thread to the same cores. The watch reads the state from `/proc/self/task/{tid}/stat` and `schedstat`,
+//! only for a request already past [`TAKE_OVER_AFTER`].
+//!
 //! Invariants: the loop is run by one thread at a time (whoever took it from the slot); every queued request
 //! is run once, by the I/O thread or by a worker; no request waits on a held I/O thread longer than
-//! [`TAKE_OVER_AFTER`] plus a [`CHECK`]; the watch thread sleeps (parked) while no request runs inline.
+//! [`TAKE_OVER_ALWAYS`] plus a [`CHECK`]; the watch thread sleeps (parked) while no request runs inline.
 
 use crate::event_loop::{EventLoop, Shared};
 use crate::pool::Pool;
@@ -19,12 +25,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long one request may hold the I/O thread before another thread takes the loop over.
+/// How long one request may hold the I/O thread, blocked (waiting in a system call) or computing, before
+/// another thread takes the loop over.
 pub const TAKE_OVER_AFTER: Duration = Duration::from_millis(1);
+/// How long one request may hold the I/O thread however it spends the time (the thread runnable but not
+/// running, on a busy machine, included).
+pub const TAKE_OVER_ALWAYS: Duration = Duration::from_millis(20);
 /// How often the watch thread looks while requests run inline.
 const CHECK: Duration = Duration::from_micros(500);
 /// How long runs on the I/O thread pause after a takeover.
-pub const PAUSE: Duration = Duration::from_secs(1);
+pub const PAUSE: Duration = Duration::from_millis(200);
 /// Looks without a request running inline after which the watch thread parks.
 const QUIET_CHECKS: u32 = 200;
 
@@ -42,6 +52,8 @@ pub struct Inline {
     epoch: Instant,
     parked: AtomicBool,
     watch: Mutex<Option<std::thread::Thread>>,
+    /// The kernel's id of the thread running requests inline (0: none yet).
+    runner: std::sync::atomic::AtomicI32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -59,6 +71,7 @@ impl Inline {
             epoch: Instant::now(),
             parked: AtomicBool::new(false),
             watch: Mutex::new(None),
+            runner: std::sync::atomic::AtomicI32::new(0),
         }
     }
 
@@ -73,6 +86,11 @@ impl Inline {
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
+    }
+
+    /// This thread runs requests inline from here.
+    pub fn set_runner(&self) {
+        self.runner.store(rustix::thread::gettid().as_raw_nonzero().get(), Ordering::Relaxed);
     }
 
     /// A request starts on the I/O thread.
@@ -122,6 +140,9 @@ impl Inline {
         let mut quiet = 0u32;
         // The start time of the request a takeover was last made for: one takeover per held request.
         let mut taken_for = 0u64;
+        // The request seen held, and the runner's CPU time when it was first seen so.
+        let mut seen: Option<(u64, u64)> = None;
+        let (after, always) = (nanos(TAKE_OVER_AFTER), nanos(TAKE_OVER_ALWAYS));
         while !shared.loop_done() {
             let since = self.since.load(Ordering::SeqCst);
             if since == 0 {
@@ -138,12 +159,33 @@ impl Inline {
             } else {
                 quiet = 0;
                 let held = self.now_ns().saturating_sub(since);
-                if since != taken_for && held >= u64::try_from(TAKE_OVER_AFTER.as_nanos()).unwrap_or(u64::MAX) {
+                if since != taken_for && held >= after && self.held(since, held >= always, &mut seen, after) {
                     taken_for = since;
                     self.take_over(pool);
                 }
             }
             std::thread::sleep(CHECK);
+        }
+    }
+
+    /// Whether the request that started at `since`, held past [`TAKE_OVER_AFTER`], holds the thread: it waits
+    /// in the kernel (a sleep, a socket, a lock), it has computed for [`TAKE_OVER_AFTER`] since first seen
+    /// held, or `always`. A runner that is runnable and has not computed (preempted on a busy machine) does
+    /// not: the takeover would only add a thread.
+    fn held(&self, since: u64, always: bool, seen: &mut Option<(u64, u64)>, after: u64) -> bool {
+        if always {
+            return true;
+        }
+        let Some((state, cpu_ns)) = thread_state(self.runner.load(Ordering::Relaxed)) else { return true };
+        if state != 'R' {
+            return true;
+        }
+        match *seen {
+            Some((request, cpu_at_first)) if request == since => cpu_ns.saturating_sub(cpu_at_first) >= after,
+            _ => {
+                *seen = Some((since, cpu_ns));
+                false
+            }
         }
     }
 
@@ -157,11 +199,10 @@ impl Inline {
         self.paused_until.store(self.now_ns().saturating_add(pause), Ordering::Relaxed);
         pool.wake_all();
         log::info!(
-            "{} port: a request held the I/O thread for {} ms; another thread serves the port, and requests go to \
-             the workers for {} s",
+            "{} port: a request holds the I/O thread; another thread serves the port, and requests go to the \
+             workers for {} ms",
             self.name,
-            TAKE_OVER_AFTER.as_millis(),
-            PAUSE.as_secs()
+            PAUSE.as_millis()
         );
         let inline = Arc::clone(self);
         let started = std::thread::Builder::new().name(format!("{}-io", self.name)).spawn(move || {
@@ -174,5 +215,52 @@ impl Inline {
         if let Err(e) = started {
             log::error!("{} port: cannot start an I/O thread ({e}); the loop waits for the held request", self.name);
         }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A thread of this process: its scheduler state (`R` running or runnable, `S`/`D` waiting, ...) from
+/// `/proc/self/task/{tid}/stat` and its time on a CPU in nanoseconds from `.../schedstat`.
+fn thread_state(tid: i32) -> Option<(char, u64)> {
+    if tid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The name (in parentheses) may hold anything: the state follows the last ')'.
+    let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let cpu_ns = schedstat.split_whitespace().next()?.parse().ok()?;
+    Some((state, cpu_ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sleeping_thread_reads_as_waiting_and_a_busy_one_as_running() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sleeper = std::thread::spawn(move || {
+            tx.send(rustix::thread::gettid().as_raw_nonzero().get()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        let tid = rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let (state, _) = thread_state(tid).unwrap();
+        assert_eq!(state, 'S');
+        sleeper.join().unwrap();
+        let me = rustix::thread::gettid().as_raw_nonzero().get();
+        let (state, before) = thread_state(me).unwrap();
+        assert_eq!(state, 'R');
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(20) {
+            std::hint::black_box(0u64);
+        }
+        let (_, after) = thread_state(me).unwrap();
+        assert!(after > before, "{before} {after}");
+        assert!(thread_state(0).is_none() && thread_state(i32::MAX).is_none());
     }
 }

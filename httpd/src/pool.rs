@@ -5,11 +5,15 @@
 //! busy threads drain the queue without a wake-up per request.
 //!
 //! The pool is elastic when the port's config sets `workers_min`: it starts that many threads, starts one more
-//! when the oldest queued task has waited [`GROW_AFTER`] with no idle thread to take it (at most one start
-//! per [`GROW_AFTER`], up to `workers`, and never while more threads are stuck than `abandoned_max` allows), and ends the threads a whole `worker_idle` window did
-//! not need: the fewest threads idle at once during a window may end after it (down to `workers_min`), so a
-//! light steady load that wakes each thread in turn still lets the surplus go. Without `workers_min`, all
-//! `workers` start at once and stay.
+//! when the oldest queued task has waited [`GROW_AFTER`] with no idle thread to take it and no task ended
+//! meanwhile (at most one start per [`GROW_AFTER`], up to `workers`, and never while more threads are stuck
+//! than `abandoned_max` allows), and ends the threads a whole `worker_idle` window did not need: the fewest
+//! threads idle at once during a window may end after it (down to `workers_min`), so a light steady load that
+//! wakes each thread in turn still lets the surplus go. Without `workers_min`, all `workers` start at once
+//! and stay.
+//!
+//! On a port with `inline` (see [`crate::inline`]) the I/O thread runs the queue itself between its turns
+//! ([`Pool::run_queued`]), holding a place in `live` while it does; requests it queues wake no worker.
 //!
 //! A handler may answer later ([`Job::defer`]): it returns at once, its worker serves the next request, and
 //! whoever holds the [`Later`] (the thread a reply arrives on, say) answers from there, straight to the I/O
@@ -45,11 +49,10 @@ const DONE: u8 = 2;
 const OVERDUE: u8 = 3;
 const DEFERRED: u8 = 4;
 
-/// How long the oldest queued task waits, with every thread busy, before the pool starts one more thread
-/// (and at most one such start per this long). Short enough that handlers that block (a slow slice, a
-/// call to another node) get threads at once for a person; long enough that a burst of quick requests,
-/// which the running threads drain in well under it, starts none: on a 2-core machine, threads past the
-/// cores only add wake-ups and switches.
+/// How long the oldest queued task waits, with every thread busy and none ending a task, before the pool
+/// starts one more thread (and at most one such start per this long). Short enough that handlers that block
+/// (a slow slice, a call to another node) get threads at once for a person; a burst of quick requests, which
+/// the running threads drain, starts none: threads past the cores only add wake-ups and switches.
 pub const GROW_AFTER: Duration = Duration::from_millis(1);
 
 /// One request's life on the pool, shared by its worker and the I/O thread.
@@ -287,6 +290,10 @@ struct Shared {
     rung: AtomicBool,
     threads: Mutex<Vec<(Arc<AtomicBool>, JoinHandle<()>)>>,
     next_n: AtomicUsize,
+    /// When a task last ended, in nanoseconds since `epoch`: threads that keep ending tasks are busy, not
+    /// blocked, and more threads would not serve the queue sooner.
+    last_done: std::sync::atomic::AtomicU64,
+    epoch: Instant,
 }
 
 #[derive(Clone)]
@@ -328,6 +335,8 @@ impl Pool {
             rung: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             next_n: AtomicUsize::new(0),
+            last_done: std::sync::atomic::AtomicU64::new(0),
+            epoch: Instant::now(),
         });
         let pool = Pool { shared };
         for _ in 0..pool.shared.workers_min {
@@ -487,14 +496,18 @@ impl Shared {
     }
 
     /// True (and a place taken for a new thread) when the oldest queued task has waited [`GROW_AFTER`] with no
-    /// idle thread to take it, and the pool has not grown within [`GROW_AFTER`]: threads that are merely slow
-    /// to wake, or a burst a running thread will drain, start no thread.
+    /// idle thread to take it, no task has ended within [`GROW_AFTER`] (the threads are blocked, not merely
+    /// busy) and the pool has not grown within [`GROW_AFTER`]: threads slow to wake, a burst the running
+    /// threads drain, or a machine short of cores starts no thread.
     fn starved(&self, queue: &mut Waiting, now: Instant) -> bool {
         let Some(oldest) = queue.tasks.front() else { return false };
         let waited = now.saturating_duration_since(oldest.queued_at) >= GROW_AFTER;
         let paced = queue.grew_at.is_none_or(|at| now.saturating_duration_since(at) >= GROW_AFTER);
+        let since_done = self.nanos(now).saturating_sub(self.last_done.load(Ordering::Relaxed));
+        let stalled = since_done >= u64::try_from(GROW_AFTER.as_nanos()).unwrap_or(u64::MAX);
         let grow = waited
             && paced
+            && stalled
             && queue.tasks.len() > queue.idle
             && !self.stopping.load(Ordering::SeqCst)
             && self.reserve();
@@ -502,6 +515,15 @@ impl Shared {
             queue.grew_at = Some(now);
         }
         grow
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A task ended (see `last_done`).
+    fn task_done(&self) {
+        self.last_done.store(self.nanos(Instant::now()), Ordering::Relaxed);
     }
 
     /// Starts a thread for a place [`Shared::reserve`] took (a thread start, no waiting).
@@ -598,7 +620,9 @@ fn work(shared: &Arc<Shared>, abandoned: &Arc<AtomicBool>) {
             }
         };
         drop(queue);
-        match run_one(shared, task, &abandoned) {
+        let ran = run_one(shared, task, &abandoned);
+        shared.task_done();
+        match ran {
             Ran::Skipped => {}
             Ran::Answered(answer) => {
                 if let Some((conn, response)) = answer {
@@ -607,7 +631,9 @@ fn work(shared: &Arc<Shared>, abandoned: &Arc<AtomicBool>) {
                 queue = lock(&shared.queue);
                 // A thread the last window did not need ends here too: under a light steady load every wake-up
                 // brings a request, so waiting threads rarely see an empty queue.
-                if queue.tasks.is_empty() && queue.surplus > 0 && shared.live.load(Ordering::SeqCst) > shared.workers_min
+                if queue.tasks.is_empty()
+                    && queue.surplus > 0
+                    && shared.live.load(Ordering::SeqCst) > shared.workers_min
                 {
                     queue.surplus -= 1;
                     shared.live.fetch_sub(1, Ordering::SeqCst);
@@ -714,19 +740,21 @@ impl Pool {
         !lock(&self.shared.queue).tasks.is_empty()
     }
 
-    /// Runs queued tasks on this (the I/O) thread, as a worker would, until the queue is empty or `go_on`
-    /// says stop; answers to write are pushed to `answers`. The thread holds a place in `live` from here:
+    /// Runs queued tasks on this (the I/O) thread, as a worker would, until the queue is empty or the loop
+    /// is taken over (`watch`'s generation moves); answers to write are pushed to `answers`. The thread holds a place in `live` from here:
     /// the caller gives it back ([`Pool::leave_live`]) or serves on as a worker ([`Pool::serve_as_worker`]).
     pub fn run_queued(&self, watch: &crate::inline::Inline, answers: &mut Vec<(usize, Response)>) {
         let shared = &self.shared;
         shared.live.fetch_add(1, Ordering::SeqCst);
         let generation = watch.generation();
+        watch.set_runner();
         let mut abandoned = Arc::new(AtomicBool::new(false));
         while watch.generation() == generation {
             let Some(task) = lock(&shared.queue).tasks.pop_front() else { break };
             watch.begin();
             let ran = run_one(shared, task, &abandoned);
             watch.end();
+            shared.task_done();
             match ran {
                 Ran::Skipped | Ran::Answered(None) => {}
                 Ran::Answered(Some(answer)) => answers.push(answer),

@@ -51,9 +51,8 @@ fn pipelined_requests_run_inline_are_answered_in_order() {
 fn a_request_holding_the_io_thread_is_taken_over_and_the_others_are_served_meanwhile() {
     let (server, _) = start(inline());
     let addr = server.addr();
-    let slow = std::thread::spawn(move || {
-        exchange(addr, b"GET /block HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-    });
+    let slow =
+        std::thread::spawn(move || exchange(addr, b"GET /block HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
     std::thread::sleep(Duration::from_millis(100));
     // The I/O thread has been in `/block` for 100 ms: another serves the port.
     let started = Instant::now();
