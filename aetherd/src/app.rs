@@ -84,6 +84,9 @@ pub struct AppOptions {
     pub tls: Option<httpd::TlsFiles>,
     /// Where calls that run on this node are counted and timed (cluster mode).
     pub metrics: Option<Arc<crate::metrics::Telemetry>>,
+    /// Run local slice calls on the port's I/O thread (see `httpd::Config::inline`); off: every call goes
+    /// to a worker.
+    pub inline: bool,
 }
 
 /// Handler threads the app port keeps while idle.
@@ -106,6 +109,7 @@ impl AppOptions {
             abandoned_max: handlers::ABANDONED_MAX,
             tls: None,
             metrics: None,
+            inline: true,
         }
     }
 }
@@ -393,8 +397,8 @@ mod tests {
     #[test]
     fn the_ready_flag_falls_when_the_port_has_no_live_handler_left() {
         use std::sync::atomic::Ordering;
-        // One handler, none replaced: a hung call leaves the port unable to serve.
-        let options = AppOptions { handler_threads: 1, abandoned_max: 0, ..options() };
+        // One handler, none replaced, every call on it: a hung call leaves the port unable to serve.
+        let options = AppOptions { handler_threads: 1, abandoned_max: 0, inline: false, ..options() };
         let app = server(&["org.aether.examples:faulty:1.0.0"], options);
         let ready = app.serving_flag();
         let wait = |want: bool| {
@@ -407,6 +411,19 @@ mod tests {
         assert!(wait(true), "a fresh port is ready");
         assert_eq!(http(app.addr(), "GET", "/faulty/hang", "").0, 504);
         assert!(wait(false), "the only handler is stuck in the slice: not ready");
+    }
+
+    #[test]
+    fn a_hung_call_that_held_the_io_thread_costs_no_handler() {
+        use std::sync::atomic::Ordering;
+        let options = AppOptions { handler_threads: 1, abandoned_max: 0, ..options() };
+        let app = server(&["org.aether.examples:echo:1.0.0", "org.aether.examples:faulty:1.0.0"], options);
+        let ready = app.serving_flag();
+        // The call runs on the I/O thread, another takes the port over, and the handler stays free.
+        assert_eq!(http(app.addr(), "GET", "/faulty/hang", "").0, 504);
+        assert!(ready.load(Ordering::SeqCst));
+        assert_eq!(http(app.addr(), "GET", "/echo/after", "").0, 200);
+        assert_eq!((app.http.stats().workers_live, app.http.stats().workers_abandoned), (1, 1));
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub struct EventLoop {
     /// Whether this turn's requests are queued for this thread to run after the turn (decided as the turn
     /// starts: only a takeover, which wakes the workers, changes it in between).
     inline_turn: bool,
-    /// Answers of the requests this thread ran, to write.
+    /// Answers of requests run on this thread while the loop was parked, to write.
     ran: Vec<(usize, Response)>,
 }
 
@@ -221,6 +221,8 @@ impl EventLoop {
         // Says the loop ended when this thread ends it, even by a panic; not when the loop is taken over.
         let mut ends = LoopEnd { shared: Arc::clone(&self.shared), inline: self.inline.clone(), armed: true };
         let mut events = Events::with_capacity(1024);
+        // Answers of requests run on the thread this loop was taken from.
+        self.write_ran();
         let mut answers_left = false;
         let mut grow_at: Option<Duration> = None;
         loop {
@@ -280,25 +282,34 @@ impl EventLoop {
     /// Runs the queued requests on this thread, the loop parked where the watch thread can hand it to
     /// another thread; then writes their answers. `None` when the loop was taken over: this thread has
     /// handed its answers over and served on as a worker.
-    fn run_queued(mut self: Box<Self>) -> Option<Box<Self>> {
+    fn run_queued(self: Box<Self>) -> Option<Box<Self>> {
         let inline = Arc::clone(self.inline.as_ref()?);
         let pool = self.pool.clone();
-        let mut answers = std::mem::take(&mut self.ran);
+        let generation = inline.generation();
         inline.park(self);
-        pool.run_queued(&inline, &mut answers);
-        let Some(mut this) = inline.unpark() else {
-            for (conn, response) in answers {
-                pool.deliver(conn, response);
-            }
+        pool.run_queued(&inline, generation);
+        let Some(mut this) = inline.unpark(generation) else {
             pool.serve_as_worker();
             return None;
         };
-        pool.leave_live();
-        for (conn, response) in answers.drain(..) {
-            this.write_answer(conn, response);
-        }
-        this.ran = answers;
+        this.write_ran();
         Some(this)
+    }
+
+    /// Keeps an answer of a request run on this thread while the loop is parked (see [`crate::inline`]).
+    pub(crate) fn hold_answer(&mut self, conn: usize, response: Response) {
+        self.ran.push((conn, response));
+    }
+
+    /// Writes the answers kept while the loop was parked.
+    fn write_ran(&mut self) {
+        let mut ran = std::mem::take(&mut self.ran);
+        for (conn, response) in ran.drain(..) {
+            self.write_answer(conn, response);
+        }
+        if self.ran.is_empty() {
+            self.ran = ran;
+        }
     }
 
     /// Write an answer handed over, streaming or not.

@@ -5,9 +5,11 @@
 //! does, its event loop waits in [`Inline`]'s slot, and the *watch* thread looks at it every [`CHECK`]: when
 //! one request holds the thread (a slow or stuck slice; see below), a new I/O thread takes the
 //! loop from the slot and serves the port on, the workers are woken for the rest of the queue, and runs on
-//! the I/O thread pause for [`PAUSE`] (requests go to the workers, as on a port without `inline`). The thread
-//! that was held becomes a worker when its request ends (or ends, when the pool has its threads); a request
-//! past its deadline is answered 504 and its thread abandoned, as on a worker.
+//! the I/O thread pause until [`PAUSE`] after that request ends (requests go to the workers, as on a port
+//! without `inline`; so a slice that hangs again lands on a worker, and threads stuck beyond the pool's
+//! `abandoned_max` number at most one). The thread that was held becomes a worker when its request ends, if
+//! the pool is short of threads (else it ends); a request past its deadline is answered 504 and its thread
+//! counted stuck.
 //!
 //! A request *holds* the thread when it has run [`TAKE_OVER_AFTER`] and its thread waits in the kernel (a
 //! sleep, a socket, a lock) or has computed that long; or when it has run [`TAKE_OVER_ALWAYS`]. A thread that
@@ -49,6 +51,10 @@ pub struct Inline {
     since: AtomicU64,
     /// Runs on the I/O thread wait until then (nanoseconds since `epoch`).
     paused_until: AtomicU64,
+    /// Requests taken over that still hold their thread: while any does, requests go to the workers (so held
+    /// threads beyond the pool's own are at most one: a slice that hangs again lands on a worker, under the
+    /// pool's `abandoned_max`).
+    holding: std::sync::atomic::AtomicUsize,
     epoch: Instant,
     parked: AtomicBool,
     watch: Mutex<Option<std::thread::Thread>>,
@@ -68,6 +74,7 @@ impl Inline {
             generation: AtomicU64::new(0),
             since: AtomicU64::new(0),
             paused_until: AtomicU64::new(0),
+            holding: std::sync::atomic::AtomicUsize::new(0),
             epoch: Instant::now(),
             parked: AtomicBool::new(false),
             watch: Mutex::new(None),
@@ -79,9 +86,17 @@ impl Inline {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
     }
 
-    /// Whether requests run on the I/O thread right now (not paused by a recent takeover).
+    /// Whether requests run on the I/O thread right now: no request taken over still holds its thread, and
+    /// the last ended [`PAUSE`] ago.
     pub fn enabled(&self) -> bool {
-        self.now_ns() >= self.paused_until.load(Ordering::Relaxed)
+        self.holding.load(Ordering::SeqCst) == 0 && self.now_ns() >= self.paused_until.load(Ordering::Relaxed)
+    }
+
+    /// The request a takeover was made for has ended: runs on the I/O thread resume after [`PAUSE`].
+    fn hold_ended(&self) {
+        let pause = u64::try_from(PAUSE.as_nanos()).unwrap_or(u64::MAX);
+        self.paused_until.store(self.now_ns().saturating_add(pause), Ordering::Relaxed);
+        self.holding.fetch_sub(1, Ordering::SeqCst);
     }
 
     pub fn generation(&self) -> u64 {
@@ -113,9 +128,32 @@ impl Inline {
         *lock(&self.slot) = Some(event_loop);
     }
 
-    /// The loop back, unless another thread took it over.
-    pub fn unpark(&self) -> Option<Box<EventLoop>> {
-        lock(&self.slot).take()
+    /// The loop back, unless another thread took it over. A takeover made since `generation` means the request
+    /// it was made for has ended (see [`Inline::hold_ended`]); it is read under the slot's lock, under which a
+    /// takeover is made, so each takeover is seen exactly once.
+    pub fn unpark(&self, generation: u64) -> Option<Box<EventLoop>> {
+        let (event_loop, moved) = {
+            let mut slot = lock(&self.slot);
+            (slot.take(), self.generation() != generation)
+        };
+        if moved {
+            self.hold_ended();
+        }
+        event_loop
+    }
+
+    /// An answer of a request run inline: kept in the parked loop, to write when its thread (this one, or
+    /// the one that took it over) runs it again; handed over as a worker's would be when the loop is running
+    /// elsewhere.
+    pub fn answered(&self, conn: usize, response: crate::Response, pool: &Pool) {
+        let mut slot = lock(&self.slot);
+        match slot.as_mut() {
+            Some(event_loop) => event_loop.hold_answer(conn, response),
+            None => {
+                drop(slot);
+                pool.deliver(conn, response);
+            }
+        }
     }
 
     /// Starts the watch thread.
@@ -191,23 +229,25 @@ impl Inline {
 
     /// Another thread takes the loop from the slot and runs the port on; the workers take the queue.
     fn take_over(self: &Arc<Self>, pool: &Pool) {
-        if lock(&self.slot).is_none() {
-            return;
+        {
+            let slot = lock(&self.slot);
+            if slot.is_none() {
+                return;
+            }
+            self.holding.fetch_add(1, Ordering::SeqCst);
+            self.generation.fetch_add(1, Ordering::SeqCst);
         }
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        let pause = u64::try_from(PAUSE.as_nanos()).unwrap_or(u64::MAX);
-        self.paused_until.store(self.now_ns().saturating_add(pause), Ordering::Relaxed);
         pool.wake_all();
         log::info!(
             "{} port: a request holds the I/O thread; another thread serves the port, and requests go to the \
-             workers for {} ms",
+             workers until {} ms after it ends",
             self.name,
             PAUSE.as_millis()
         );
         let inline = Arc::clone(self);
         let started = std::thread::Builder::new().name(format!("{}-io", self.name)).spawn(move || {
             // None when the held request ended first and its thread took the loop back.
-            let taken = inline.unpark();
+            let taken = lock(&inline.slot).take();
             if let Some(event_loop) = taken {
                 event_loop.run();
             }

@@ -13,7 +13,7 @@
 //! and stay.
 //!
 //! On a port with `inline` (see [`crate::inline`]) the I/O thread runs the queue itself between its turns
-//! ([`Pool::run_queued`]), holding a place in `live` while it does; requests it queues wake no worker.
+//! ([`Pool::run_queued`]), holding no place in `live`; requests it queues wake no worker.
 //!
 //! A handler may answer later ([`Job::defer`]): it returns at once, its worker serves the next request, and
 //! whoever holds the [`Later`] (the thread a reply arrives on, say) answers from there, straight to the I/O
@@ -65,6 +65,9 @@ pub struct Job {
     headers: Mutex<Vec<(String, String)>>,
     /// The worker running it (set while RUNNING): its abandoned flag.
     worker: Mutex<Option<Arc<AtomicBool>>>,
+    /// Whether the thread running it is the I/O thread (see [`Pool::run_queued`]), which holds no place in
+    /// the pool: abandoning it costs the pool no worker.
+    on_io: AtomicBool,
 }
 
 /// What [`Job::defer`] did on this worker thread during the current run.
@@ -92,6 +95,7 @@ impl Job {
             note: Mutex::new(None),
             headers: Mutex::new(Vec::new()),
             worker: Mutex::new(None),
+            on_io: AtomicBool::new(false),
         }
     }
 
@@ -405,6 +409,15 @@ impl Pool {
         if let Some(flag) = lock(&job.worker).take() {
             flag.store(true, Ordering::SeqCst);
         }
+        if job.on_io.load(Ordering::SeqCst) {
+            // A thread taken over while it ran the request inline: stuck, but no worker is lost.
+            let stuck = self.shared.abandoned.fetch_add(1, Ordering::SeqCst) + 1;
+            log::warn!(
+                "{} port: a request passed its deadline on a former I/O thread ({stuck} stuck)",
+                self.shared.name
+            );
+            return true;
+        }
         self.shared.live.fetch_sub(1, Ordering::SeqCst);
         let stuck = self.shared.abandoned.fetch_add(1, Ordering::SeqCst) + 1;
         if self.shared.stopping.load(Ordering::SeqCst) {
@@ -620,7 +633,7 @@ fn work(shared: &Arc<Shared>, abandoned: &Arc<AtomicBool>) {
             }
         };
         drop(queue);
-        let ran = run_one(shared, task, &abandoned);
+        let ran = run_one(shared, task, &abandoned, false);
         shared.task_done();
         match ran {
             Ran::Skipped => {}
@@ -678,9 +691,10 @@ enum Ran {
 
 /// Runs one task on this thread, under the job's state machine: the thread's `abandoned` flag is the job's
 /// worker flag while it runs.
-fn run_one(shared: &Arc<Shared>, task: Task, abandoned: &Arc<AtomicBool>) -> Ran {
+fn run_one(shared: &Arc<Shared>, task: Task, abandoned: &Arc<AtomicBool>, on_io: bool) -> Ran {
     let Task { conn, job, work, .. } = task;
     *lock(&job.worker) = Some(Arc::clone(abandoned));
+    job.on_io.store(on_io, Ordering::SeqCst);
     if job.state.compare_exchange(QUEUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
         // Answered by the server while it waited.
         *lock(&job.worker) = None;
@@ -741,48 +755,41 @@ impl Pool {
     }
 
     /// Runs queued tasks on this (the I/O) thread, as a worker would, until the queue is empty or the loop
-    /// is taken over (`watch`'s generation moves); answers to write are pushed to `answers`. The thread holds a place in `live` from here:
-    /// the caller gives it back ([`Pool::leave_live`]) or serves on as a worker ([`Pool::serve_as_worker`]).
-    pub fn run_queued(&self, watch: &crate::inline::Inline, answers: &mut Vec<(usize, Response)>) {
+    /// is taken over (`watch`'s generation moves from `generation`); each answer goes to the loop at once
+    /// ([`crate::inline::Inline::answered`]), so none waits behind a later request that holds the thread. The I/O thread holds no place in `live`: a request of it past its deadline counts it as
+    /// stuck (`abandoned`) and starts no replacement, since no worker was lost.
+    pub fn run_queued(&self, watch: &crate::inline::Inline, generation: u64) {
         let shared = &self.shared;
-        shared.live.fetch_add(1, Ordering::SeqCst);
-        let generation = watch.generation();
         watch.set_runner();
         let mut abandoned = Arc::new(AtomicBool::new(false));
         while watch.generation() == generation {
             let Some(task) = lock(&shared.queue).tasks.pop_front() else { break };
             watch.begin();
-            let ran = run_one(shared, task, &abandoned);
+            let ran = run_one(shared, task, &abandoned, true);
             watch.end();
             shared.task_done();
             match ran {
                 Ran::Skipped | Ran::Answered(None) => {}
-                Ran::Answered(Some(answer)) => answers.push(answer),
+                Ran::Answered(Some((conn, response))) => watch.answered(conn, response, self),
                 Ran::Abandoned => {
-                    // Past its deadline (the server answered it): this thread runs on.
+                    // Past its deadline (the server answered it): no longer stuck.
                     shared.abandoned.fetch_sub(1, Ordering::SeqCst);
-                    shared.live.fetch_add(1, Ordering::SeqCst);
                     abandoned = Arc::new(AtomicBool::new(false));
                 }
             }
         }
     }
 
-    /// Gives back the place in `live` [`Pool::run_queued`] took.
-    pub fn leave_live(&self) {
-        self.shared.live.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// This thread, whose loop another thread took over while it ran a request, serves on as a worker
-    /// (with the place [`Pool::run_queued`] took), unless the pool has its threads: then it ends.
+    /// This thread, whose loop another thread took over while it ran a request, serves on as a worker if the
+    /// pool is short of its threads; else it ends.
     pub fn serve_as_worker(&self) {
         let shared = &self.shared;
-        let over = shared.live.load(Ordering::SeqCst) > shared.workers_target;
-        if over || shared.stopping.load(Ordering::SeqCst) {
-            shared.live.fetch_sub(1, Ordering::SeqCst);
-            return;
+        let target = shared.workers_target;
+        let short = !shared.stopping.load(Ordering::SeqCst)
+            && shared.live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| (l < target).then_some(l + 1)).is_ok();
+        if short {
+            work(shared, &Arc::new(AtomicBool::new(false)));
         }
-        work(shared, &Arc::new(AtomicBool::new(false)));
     }
 
     /// Hands an answer to the I/O thread (from a thread that is no longer it).

@@ -124,3 +124,24 @@ fn many_clients_with_slow_and_quick_requests_are_all_answered() {
     let stats = server.stats();
     assert!(stats.workers_live <= 8 + 1, "{stats:?}");
 }
+
+#[test]
+fn an_answer_ready_before_a_request_holds_the_io_thread_is_not_held_back() {
+    // Workers enough for every `/block` that lands on one (while one holds a former I/O thread).
+    let mut config = inline();
+    config.workers = 8;
+    let (server, _) = start(config);
+    let addr = server.addr();
+    for _ in 0..5 {
+        // Both requests arrive in one turn (usually): the quick one runs first, then `/block` holds the
+        // thread for 2 s; the quick one's answer is written meanwhile.
+        let mut quick = connect(addr);
+        let mut blocking = connect(addr);
+        let started = Instant::now();
+        quick.write_all(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        blocking.write_all(b"GET /block HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut quick).0, 200);
+        assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+        drop(blocking);
+    }
+}

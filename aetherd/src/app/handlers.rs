@@ -55,7 +55,7 @@ pub(super) fn http_config(listen: SocketAddr, options: &AppOptions) -> httpd::Co
     config.abandoned_max = options.abandoned_max;
     config.tls = options.tls.clone();
     // Slice calls are usually quick: they run on the I/O thread, handed to another when one holds it.
-    config.inline = true;
+    config.inline = options.inline;
     config
 }
 
