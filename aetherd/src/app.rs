@@ -416,7 +416,7 @@ mod tests {
     #[test]
     fn a_hung_call_that_held_the_io_thread_costs_no_handler() {
         use std::sync::atomic::Ordering;
-        let options = AppOptions { handler_threads: 1, abandoned_max: 0, ..options() };
+        let options = AppOptions { handler_threads: 1, abandoned_max: 1, ..options() };
         let app = server(&["org.aether.examples:echo:1.0.0", "org.aether.examples:faulty:1.0.0"], options);
         let ready = app.serving_flag();
         // The call runs on the I/O thread, another takes the port over, and the handler stays free.

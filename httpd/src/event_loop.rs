@@ -227,7 +227,8 @@ impl EventLoop {
         let mut grow_at: Option<Duration> = None;
         loop {
             let fine = !self.in_flight.is_empty() || self.accept_retry_at.is_some() || self.stop_flush_until.is_some();
-            self.inline_turn = self.inline.as_ref().is_some_and(|inline| inline.enabled());
+            self.inline_turn =
+                self.inline.as_ref().is_some_and(|inline| inline.enabled()) && self.pool.may_strand_another();
             // Answers left from the last turn are taken after a look at the sockets that does not wait.
             // So are requests queued for this thread (the next of a pipeline, found as an answer was written).
             let tick = if answers_left || (self.inline_turn && self.pool.has_queued()) {

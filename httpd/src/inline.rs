@@ -5,11 +5,11 @@
 //! does, its event loop waits in [`Inline`]'s slot, and the *watch* thread looks at it every [`CHECK`]: when
 //! one request holds the thread (a slow or stuck slice; see below), a new I/O thread takes the
 //! loop from the slot and serves the port on, the workers are woken for the rest of the queue, and runs on
-//! the I/O thread pause until [`PAUSE`] after that request ends (requests go to the workers, as on a port
-//! without `inline`; so a slice that hangs again lands on a worker, and threads stuck beyond the pool's
-//! `abandoned_max` number at most one). The thread that was held becomes a worker when its request ends, if
-//! the pool is short of threads (else it ends); a request past its deadline is answered 504 and its thread
-//! counted stuck.
+//! the I/O thread pause until [`PAUSE`] after that request ends, or its deadline passed (requests go to the
+//! workers, as on a port without `inline`). The thread that was held becomes a worker when its request ends,
+//! if the pool is short of threads (else it ends); a request past its deadline is answered 504 and its thread
+//! counted stuck, and a port with `abandoned_max` threads stuck runs nothing more on its I/O thread: held
+//! threads stay bounded as stuck workers are.
 //!
 //! A request *holds* the thread when it has run [`TAKE_OVER_AFTER`] and its thread waits in the kernel (a
 //! sleep, a socket, a lock) or has computed that long; or when it has run [`TAKE_OVER_ALWAYS`]. A thread that
@@ -51,9 +51,7 @@ pub struct Inline {
     since: AtomicU64,
     /// Runs on the I/O thread wait until then (nanoseconds since `epoch`).
     paused_until: AtomicU64,
-    /// Requests taken over that still hold their thread: while any does, requests go to the workers (so held
-    /// threads beyond the pool's own are at most one: a slice that hangs again lands on a worker, under the
-    /// pool's `abandoned_max`).
+    /// Requests taken over that still hold their thread (the last to end shortens the pause).
     holding: std::sync::atomic::AtomicUsize,
     epoch: Instant,
     parked: AtomicBool,
@@ -86,17 +84,17 @@ impl Inline {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
     }
 
-    /// Whether requests run on the I/O thread right now: no request taken over still holds its thread, and
-    /// the last ended [`PAUSE`] ago.
+    /// Whether requests run on the I/O thread right now: not paused by a takeover (see [`Inline::take_over`]).
     pub fn enabled(&self) -> bool {
-        self.holding.load(Ordering::SeqCst) == 0 && self.now_ns() >= self.paused_until.load(Ordering::Relaxed)
+        self.now_ns() >= self.paused_until.load(Ordering::SeqCst)
     }
 
-    /// The request a takeover was made for has ended: runs on the I/O thread resume after [`PAUSE`].
+    /// The request a takeover was made for has ended: when no other taken over still holds its thread, runs
+    /// on the I/O thread resume after [`PAUSE`].
     fn hold_ended(&self) {
-        let pause = u64::try_from(PAUSE.as_nanos()).unwrap_or(u64::MAX);
-        self.paused_until.store(self.now_ns().saturating_add(pause), Ordering::Relaxed);
-        self.holding.fetch_sub(1, Ordering::SeqCst);
+        if self.holding.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.paused_until.store(self.now_ns().saturating_add(nanos(PAUSE)), Ordering::SeqCst);
+        }
     }
 
     pub fn generation(&self) -> u64 {
@@ -199,7 +197,8 @@ impl Inline {
                 let held = self.now_ns().saturating_sub(since);
                 if since != taken_for && held >= after && self.held(since, held >= always, &mut seen, after) {
                     taken_for = since;
-                    self.take_over(pool);
+                    let deadline_ms = shared.deadline_ms.load(Ordering::Relaxed);
+                    self.take_over(pool, (deadline_ms > 0).then(|| Duration::from_millis(deadline_ms)));
                 }
             }
             std::thread::sleep(CHECK);
@@ -227,8 +226,11 @@ impl Inline {
         }
     }
 
-    /// Another thread takes the loop from the slot and runs the port on; the workers take the queue.
-    fn take_over(self: &Arc<Self>, pool: &Pool) {
+    /// Another thread takes the loop from the slot and runs the port on; the workers take the queue. Runs on
+    /// the I/O thread pause until the held request ends, or at the latest until its deadline has passed (then
+    /// its thread counts as stuck, and the pool's `abandoned_max` bounds those: see
+    /// [`Pool::may_strand_another`]); on a port without a deadline, until it ends.
+    fn take_over(self: &Arc<Self>, pool: &Pool, deadline: Option<Duration>) {
         {
             let slot = lock(&self.slot);
             if slot.is_none() {
@@ -236,11 +238,15 @@ impl Inline {
             }
             self.holding.fetch_add(1, Ordering::SeqCst);
             self.generation.fetch_add(1, Ordering::SeqCst);
+            let until = deadline.map_or(u64::MAX, |d| {
+                self.now_ns().saturating_add(nanos(d + crate::event_loop::GRACE)).saturating_add(nanos(PAUSE))
+            });
+            self.paused_until.fetch_max(until, Ordering::SeqCst);
         }
         pool.wake_all();
         log::info!(
             "{} port: a request holds the I/O thread; another thread serves the port, and requests go to the \
-             workers until {} ms after it ends",
+             workers until {} ms after it ends (or its deadline passes)",
             self.name,
             PAUSE.as_millis()
         );

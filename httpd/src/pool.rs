@@ -792,6 +792,12 @@ impl Pool {
         }
     }
 
+    /// Whether the I/O thread may run requests itself: fewer threads are stuck than `abandoned_max`, so one
+    /// more (a request that holds it past its deadline) stays within the bound.
+    pub fn may_strand_another(&self) -> bool {
+        self.shared.abandoned.load(Ordering::SeqCst) < self.shared.abandoned_max
+    }
+
     /// Hands an answer to the I/O thread (from a thread that is no longer it).
     pub fn deliver(&self, conn: usize, response: Response) {
         self.shared.deliver(conn, response);
