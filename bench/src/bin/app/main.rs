@@ -11,8 +11,8 @@
 //! - the same load against baselines answering the same bytes
 //!   (`{"echo":"hello","version":"1.0.0","node":"node-1"}`, `application/json`): `tiny_http` with 4
 //!   handler threads in this process (a generic thread-per-connection server; the app port is the
-//!   in-house `httpd`: one mio I/O thread, 8 `app-http` worker threads), and nginx (1 worker,
-//!   `return 200`, generated config in a temp dir) when `nginx` is installed;
+//!   in-house `httpd`: one mio I/O thread that runs quick calls itself, `app-http` workers for held ones),
+//!   and nginx (1 worker, `return 200`, generated config in a temp dir) when `nginx` is installed;
 //! - with `--baseline-aetherd PATH`, the local and forwarded cases against a second 3-node cluster of
 //!   that build (the previous release), in the same rounds, reported as new/baseline ratios of req/s,
 //!   p50 and p99;
@@ -64,11 +64,11 @@
 //!   (wrk, a cheaper client) is 82k. Expect nginx at ~40-60k here.
 //! - tiny_http: its connection thread reads and parses, hands the request to a handler thread (one
 //!   wake-up through a mutex and condvar), which writes the answer: ~+10 µs over nginx, so ~30-40k.
-//! - local app path: the app port's I/O thread reads and parses (httparse), hands the request to a
-//!   worker (one wake-up), which answers through the I/O thread (a second wake-up); then a route lookup,
-//!   encoding the request for the slice ABI, the
-//!   call itself on the handler thread (a watchdog answers 504 for a hung one) and the JSON answer:
-//!   ~+5 µs, so ~0.8-0.95x tiny_http and ~0.6-0.7x nginx (target >= 0.5x nginx).
+//! - local app path: the app port's I/O thread reads and parses (httparse) and, after its turn, runs the
+//!   call itself (a route lookup, encoding the request for the slice ABI, the call, the JSON answer) and
+//!   writes the answer: no wake-up, no switch; a watch thread hands the port to a new I/O thread when a call
+//!   holds it (and answers 504 past the deadline). ~+3-5 µs over nginx, so ~0.85-1x nginx (target >= 0.75x).
+//!   Before calls ran on the I/O thread, each went to a worker and back (two wake-ups): ~0.5-0.65x nginx.
 //! - forwarded: the entry node's handler hands the call to its event loop (waker), which writes a frame;
 //!   the host's loop reads it, hands it to the forwarded-calls pool, which calls a container worker;
 //!   the reply comes back the same way. ~6 more wake-ups and two loopback TCP hops (~10 µs each in CPU):
@@ -98,6 +98,12 @@
 //! ~0.15x. Running the call on the handler thread instead brought the local path to 0.52-0.73x nginx
 //! (0.84-0.96x tiny_http) at ~25 µs and 1.4 switches per request. Deploy 7 ms (echo) and ~20 ms (demo),
 //! heal ~30-40 ms: well inside their targets.
+//!
+//! With calls on the I/O thread (2026-12-02, `--wrk --rounds 3 --seconds 4 --hung 4`, against the build before
+//! in the same rounds): local 79.4k req/s, 0.94x nginx (the build before: 48.0k, 0.56x), server CPU 12.6 µs and
+//! 0.1 context switches per request (25.4 µs, 0.9), p50 0.63x and p99 0.67x the build before's; with 4 hung
+//! calls in flight 60.6k (0.77x the plain local case: each hung call that lands on the I/O thread is taken over
+//! and sends calls to the workers until its deadline).
 //!
 //! With `--hung 100` (2026-11-30, 2 cores, 3 rounds of 4 s): local echo 22.6k req/s, p99 18.2 ms; with the
 //! 100 hung calls 22.2k req/s, p99 16.6 ms (median ratios of the rounds 1.01x req/s, 0.95x p99, 1.22x p50).
