@@ -1,7 +1,9 @@
 //! A port's I/O thread: accepting, reading, parsing, timeouts, the deadline watchdog, writing.
 //!
-//! Invariants: this thread never blocks but in `poll` (handlers run on the pool, but for `Handler::start`,
-//! which must not block; answers come back through a channel and a waker); every connection is in exactly one [`State`] with one timer that
+//! Invariants: this thread never blocks but in `poll` and, on an `inline` port, in the requests it runs
+//! between turns, where the loop is parked for another thread to take over (see [`crate::inline`]); other
+//! handlers run on the pool, but for `Handler::start`, which must not block; answers come back through a
+//! channel and a waker; every connection is in exactly one [`State`] with one timer that
 //! applies to it; accepting pauses (and a timer retries) when accept fails for lack of descriptors or
 //! memory, or while the port holds its connection limit, and [`Shared::accepting`] says so; a request
 //! with a deadline is answered at most one watchdog tick plus [`GRACE`] after it; streaming answers are
@@ -166,8 +168,9 @@ pub struct EventLoop {
     body: BodyBudget,
     /// Set on a port that runs requests on this thread (see [`crate::inline`]).
     inline: Option<Arc<Inline>>,
-    /// Whether this turn's requests are queued for this thread to run after the turn (decided as the turn
-    /// starts: only a takeover, which wakes the workers, changes it in between).
+    /// Whether requests are queued for this thread to run after the turn (decided as a turn starts, and again
+    /// whenever this thread gets the loop back; a request queued so on a turn that does not run them wakes a
+    /// worker at the next turn's start, see [`Pool::kick`]).
     inline_turn: bool,
     /// Answers of requests run on this thread while the loop was parked, to write.
     ran: Vec<(usize, Response)>,
@@ -221,14 +224,20 @@ impl EventLoop {
         // Says the loop ended when this thread ends it, even by a panic; not when the loop is taken over.
         let mut ends = LoopEnd { shared: Arc::clone(&self.shared), inline: self.inline.clone(), armed: true };
         let mut events = Events::with_capacity(1024);
-        // Answers of requests run on the thread this loop was taken from.
+        // Answers of requests run on the thread this loop was taken from (a pipelined request found while
+        // writing them goes where this turn's would).
+        self.inline_turn = self.runs_inline();
         self.write_ran();
-        let mut answers_left = false;
+        // Requests may have been queued for the thread this loop was taken from.
+        let mut answers_left = true;
         let mut grow_at: Option<Duration> = None;
         loop {
             let fine = !self.in_flight.is_empty() || self.accept_retry_at.is_some() || self.stop_flush_until.is_some();
-            self.inline_turn =
-                self.inline.as_ref().is_some_and(|inline| inline.enabled()) && self.pool.may_strand_another();
+            self.inline_turn = self.runs_inline();
+            if self.inline.is_some() && !self.inline_turn {
+                // Requests queued for this thread when it ran them (before a takeover or a pause) go to workers.
+                self.pool.kick();
+            }
             // Answers left from the last turn are taken after a look at the sockets that does not wait.
             // So are requests queued for this thread (the next of a pipeline, found as an answer was written).
             let tick = if answers_left || (self.inline_turn && self.pool.has_queued()) {
@@ -266,9 +275,12 @@ impl EventLoop {
             }
             if self.inline_turn && self.pool.has_queued() {
                 match self.run_queued() {
-                    Some(back) => self = back,
-                    None => {
+                    Ok(back) => self = back,
+                    Err(pool) => {
+                        // Another thread runs the loop: this one serves on as a worker, or ends.
                         ends.armed = false;
+                        drop(ends);
+                        pool.serve_as_worker();
                         return;
                     }
                 }
@@ -280,21 +292,23 @@ impl EventLoop {
         }
     }
 
-    /// Runs the queued requests on this thread, the loop parked where the watch thread can hand it to
-    /// another thread; then writes their answers. `None` when the loop was taken over: this thread has
-    /// handed its answers over and served on as a worker.
-    fn run_queued(self: Box<Self>) -> Option<Box<Self>> {
-        let inline = Arc::clone(self.inline.as_ref()?);
+    /// Whether this turn's requests are for this thread to run.
+    fn runs_inline(&self) -> bool {
+        self.inline.as_ref().is_some_and(|inline| inline.enabled()) && self.pool.may_strand_another()
+    }
+
+    /// Runs queued requests on this thread (for at most `inline::RUN_BUDGET`), the loop parked where the
+    /// watch thread can hand it to another thread; then writes their answers. The pool, when the loop was
+    /// taken over (another thread runs it).
+    fn run_queued(self: Box<Self>) -> Result<Box<Self>, Pool> {
+        let Some(inline) = self.inline.clone() else { return Ok(self) };
         let pool = self.pool.clone();
-        let generation = inline.generation();
-        inline.park(self);
+        let generation = inline.park(self);
         pool.run_queued(&inline, generation);
-        let Some(mut this) = inline.unpark(generation) else {
-            pool.serve_as_worker();
-            return None;
-        };
+        let Some(mut this) = inline.unpark(generation) else { return Err(pool) };
+        this.inline_turn = this.runs_inline();
         this.write_ran();
-        Some(this)
+        Ok(this)
     }
 
     /// Keeps an answer of a request run on this thread while the loop is parked (see [`crate::inline`]).

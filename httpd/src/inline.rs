@@ -1,29 +1,37 @@
 //! Requests run on the I/O thread itself, for a port that asks for it (`Config::inline`, the app port): no
 //! hand-off to a worker and back, so a quick handler costs neither a wake-up nor a context switch.
 //!
-//! After each turn the I/O thread runs the queued requests one after the other, as a worker would. While it
-//! does, its event loop waits in [`Inline`]'s slot, and the *watch* thread looks at it every [`CHECK`]: when
-//! one request holds the thread (a slow or stuck slice; see below), a new I/O thread takes the
-//! loop from the slot and serves the port on, the workers are woken for the rest of the queue, and runs on
-//! the I/O thread pause until [`PAUSE`] after that request ends, or its deadline passed (requests go to the
-//! workers, as on a port without `inline`). The thread that was held becomes a worker when its request ends,
-//! if the pool is short of threads (else it ends); a request past its deadline is answered 504 and its thread
-//! counted stuck, and a port with `abandoned_max` threads stuck runs nothing more on its I/O thread: held
-//! threads stay bounded as stuck workers are.
+//! After each turn the I/O thread runs queued requests one after the other, as a worker would, for at most
+//! [`RUN_BUDGET`] (then it writes their answers and takes a turn; the rest wait for the next run). While it
+//! runs them, its event loop waits in [`Inline`]'s slot, and the *watch* thread looks every [`CHECK`]: when one
+//! request holds the thread (a slow or stuck slice; see below), a new I/O thread takes the loop from the slot
+//! and serves the port on, the workers are woken for the rest of the queue, and runs on the I/O thread pause
+//! (requests go to the workers, as on a port without `inline`) until [`PAUSE`] after the held request ends, or
+//! until its deadline has passed plus [`PAUSE`] if it does not end. The thread that was held becomes a worker
+//! when its request ends, if the pool is short of threads (else it ends); a request past its deadline is
+//! answered 504 and its thread counted stuck, and a port with `abandoned_max` threads stuck (or with
+//! `abandoned_max` 0) runs nothing on its I/O thread. So threads held past their deadline are bounded as stuck
+//! workers are, and those held before it by one per [`PAUSE`] within a deadline.
 //!
 //! A request *holds* the thread when it has run [`TAKE_OVER_AFTER`] and its thread waits in the kernel (a
-//! sleep, a socket, a lock) or has computed that long; or when it has run [`TAKE_OVER_ALWAYS`]. A thread that
-//! is runnable but was not running (preempted on a busy machine) is not held: a takeover would only add a
-//! thread to the same cores. The watch reads the state from `/proc/self/task/{tid}/stat` and `schedstat`,
-//! only for a request already past [`TAKE_OVER_AFTER`].
+//! sleep, a socket, a lock), or has computed [`TAKE_OVER_AFTER`] since the watch first saw it past that (so
+//! about twice that from its start); or when it has run [`TAKE_OVER_ALWAYS`]. A thread that is runnable but
+//! was not running (preempted on a busy machine) is not held: a takeover would only add a thread to the same
+//! cores. The watch reads the state from `/proc/self/task/{tid}/stat` and `schedstat`, only for a request
+//! already past [`TAKE_OVER_AFTER`]; where they cannot be read, every such request holds the thread.
 //!
-//! Invariants: the loop is run by one thread at a time (whoever took it from the slot); every queued request
-//! is run once, by the I/O thread or by a worker; no request waits on a held I/O thread longer than
-//! [`TAKE_OVER_ALWAYS`] plus a [`CHECK`]; the watch thread sleeps (parked) while no request runs inline.
+//! The slot is tagged with the generation the loop was parked at, and a takeover moves the generation on: the
+//! thread that parked the loop takes it back only if no takeover came, and the thread a takeover starts takes
+//! only a loop parked before it. A former I/O thread never touches the loop again.
+//!
+//! Invariants: the loop is run by one thread at a time; every queued request is run once, by the I/O thread
+//! or by a worker, and a request queued for the I/O thread on a turn it does not run them wakes a worker; no
+//! request waits on a held I/O thread longer than [`TAKE_OVER_ALWAYS`] plus a [`CHECK`] (or a failed thread
+//! start's retries); the watch thread sleeps (parked) while no request runs inline.
 
 use crate::event_loop::{EventLoop, Shared};
 use crate::pool::Pool;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,9 +41,11 @@ pub const TAKE_OVER_AFTER: Duration = Duration::from_millis(1);
 /// How long one request may hold the I/O thread however it spends the time (the thread runnable but not
 /// running, on a busy machine, included).
 pub const TAKE_OVER_ALWAYS: Duration = Duration::from_millis(20);
+/// How long one run of queued requests may take before the I/O thread writes their answers and takes a turn.
+pub const RUN_BUDGET: Duration = Duration::from_millis(1);
 /// How often the watch thread looks while requests run inline.
 const CHECK: Duration = Duration::from_micros(500);
-/// How long runs on the I/O thread pause after a takeover.
+/// How long runs on the I/O thread pause after the request a takeover was made for.
 pub const PAUSE: Duration = Duration::from_millis(200);
 /// Looks without a request running inline after which the watch thread parks.
 const QUIET_CHECKS: u32 = 200;
@@ -43,21 +53,21 @@ const QUIET_CHECKS: u32 = 200;
 /// What the I/O thread and the watch thread share.
 pub struct Inline {
     name: String,
-    /// The event loop while its thread runs requests.
-    slot: Mutex<Option<Box<EventLoop>>>,
-    /// Bumped at every takeover: the thread running requests stops after the one it runs.
+    /// The event loop while its thread runs requests, with the generation it was parked at.
+    slot: Mutex<Option<(u64, Box<EventLoop>)>>,
+    /// Moved on by every takeover: the thread running requests stops after the one it runs.
     generation: AtomicU64,
     /// When the request running inline started (nanoseconds since `epoch`); 0 when none runs.
     since: AtomicU64,
+    /// That request's deadline (nanoseconds since `epoch`; 0: none).
+    deadline: AtomicU64,
     /// Runs on the I/O thread wait until then (nanoseconds since `epoch`).
     paused_until: AtomicU64,
-    /// Requests taken over that still hold their thread (the last to end shortens the pause).
-    holding: std::sync::atomic::AtomicUsize,
     epoch: Instant,
     parked: AtomicBool,
     watch: Mutex<Option<std::thread::Thread>>,
     /// The kernel's id of the thread running requests inline (0: none yet).
-    runner: std::sync::atomic::AtomicI32,
+    runner: AtomicI32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -71,30 +81,26 @@ impl Inline {
             slot: Mutex::new(None),
             generation: AtomicU64::new(0),
             since: AtomicU64::new(0),
+            deadline: AtomicU64::new(0),
             paused_until: AtomicU64::new(0),
-            holding: std::sync::atomic::AtomicUsize::new(0),
             epoch: Instant::now(),
             parked: AtomicBool::new(false),
             watch: Mutex::new(None),
-            runner: std::sync::atomic::AtomicI32::new(0),
+            runner: AtomicI32::new(0),
         }
     }
 
     fn now_ns(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
+        self.ns_at(Instant::now())
+    }
+
+    fn ns_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX).max(1)
     }
 
     /// Whether requests run on the I/O thread right now: not paused by a takeover (see [`Inline::take_over`]).
     pub fn enabled(&self) -> bool {
         self.now_ns() >= self.paused_until.load(Ordering::SeqCst)
-    }
-
-    /// The request a takeover was made for has ended: when no other taken over still holds its thread, runs
-    /// on the I/O thread resume after [`PAUSE`].
-    fn hold_ended(&self) {
-        if self.holding.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.paused_until.store(self.now_ns().saturating_add(nanos(PAUSE)), Ordering::SeqCst);
-        }
     }
 
     pub fn generation(&self) -> u64 {
@@ -106,8 +112,9 @@ impl Inline {
         self.runner.store(rustix::thread::gettid().as_raw_nonzero().get(), Ordering::Relaxed);
     }
 
-    /// A request starts on the I/O thread.
-    pub fn begin(&self) {
+    /// A request with `deadline` starts on the I/O thread.
+    pub fn begin(&self, deadline: Option<Instant>) {
+        self.deadline.store(deadline.map_or(0, |d| self.ns_at(d)), Ordering::SeqCst);
         self.since.store(self.now_ns(), Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst) {
             if let Some(watch) = lock(&self.watch).as_ref() {
@@ -121,32 +128,37 @@ impl Inline {
         self.since.store(0, Ordering::SeqCst);
     }
 
-    /// The loop waits here while its thread runs requests.
-    pub fn park(&self, event_loop: Box<EventLoop>) {
-        *lock(&self.slot) = Some(event_loop);
+    /// The loop waits here while its thread runs requests; the generation it was parked at.
+    pub fn park(&self, event_loop: Box<EventLoop>) -> u64 {
+        let mut slot = lock(&self.slot);
+        let generation = self.generation();
+        *slot = Some((generation, event_loop));
+        generation
     }
 
-    /// The loop back, unless another thread took it over. A takeover made since `generation` means the request
-    /// it was made for has ended (see [`Inline::hold_ended`]); it is read under the slot's lock, under which a
-    /// takeover is made, so each takeover is seen exactly once.
+    /// The loop back to the thread that parked it at `generation`, when it is still there: always without a
+    /// takeover, and after one when the new thread has not taken it yet. A takeover since `generation` means
+    /// the request it was made for has ended: runs on the I/O thread resume after [`PAUSE`]. Read under the
+    /// slot's lock, under which a takeover is made, so each takeover is seen by one thread, once.
     pub fn unpark(&self, generation: u64) -> Option<Box<EventLoop>> {
-        let (event_loop, moved) = {
-            let mut slot = lock(&self.slot);
-            (slot.take(), self.generation() != generation)
-        };
+        let mut slot = lock(&self.slot);
+        let moved = self.generation() != generation;
+        let mine = slot.as_ref().is_some_and(|(parked, _)| *parked == generation);
+        let back = if mine { slot.take().map(|(_, event_loop)| event_loop) } else { None };
+        drop(slot);
         if moved {
-            self.hold_ended();
+            // Shortened (not only pushed back): the request ended before its deadline.
+            self.paused_until.store(self.now_ns().saturating_add(nanos(PAUSE)), Ordering::SeqCst);
         }
-        event_loop
+        back
     }
 
     /// An answer of a request run inline: kept in the parked loop, to write when its thread (this one, or
-    /// the one that took it over) runs it again; handed over as a worker's would be when the loop is running
-    /// elsewhere.
+    /// the one that took it over) runs it again; handed over as a worker's would be when the loop is running.
     pub fn answered(&self, conn: usize, response: crate::Response, pool: &Pool) {
         let mut slot = lock(&self.slot);
         match slot.as_mut() {
-            Some(event_loop) => event_loop.hold_answer(conn, response),
+            Some((_, event_loop)) => event_loop.hold_answer(conn, response),
             None => {
                 drop(slot);
                 pool.deliver(conn, response);
@@ -195,10 +207,12 @@ impl Inline {
             } else {
                 quiet = 0;
                 let held = self.now_ns().saturating_sub(since);
-                if since != taken_for && held >= after && self.held(since, held >= always, &mut seen, after) {
+                if since != taken_for
+                    && held >= after
+                    && self.held(since, held >= always, &mut seen, after)
+                    && self.take_over(pool)
+                {
                     taken_for = since;
-                    let deadline_ms = shared.deadline_ms.load(Ordering::Relaxed);
-                    self.take_over(pool, (deadline_ms > 0).then(|| Duration::from_millis(deadline_ms)));
                 }
             }
             std::thread::sleep(CHECK);
@@ -227,39 +241,56 @@ impl Inline {
     }
 
     /// Another thread takes the loop from the slot and runs the port on; the workers take the queue. Runs on
-    /// the I/O thread pause until the held request ends, or at the latest until its deadline has passed (then
-    /// its thread counts as stuck, and the pool's `abandoned_max` bounds those: see
-    /// [`Pool::may_strand_another`]); on a port without a deadline, until it ends.
-    fn take_over(self: &Arc<Self>, pool: &Pool, deadline: Option<Duration>) {
+    /// the I/O thread pause until the held request's deadline has passed, plus [`PAUSE`] (forever on a port
+    /// without a deadline), or until [`PAUSE`] after it ends, when it ends first ([`Inline::unpark`]): past
+    /// its deadline its thread counts as stuck, and the pool's `abandoned_max` bounds those (see
+    /// [`Pool::may_strand_another`]). False when no thread could be started (the watch tries again).
+    fn take_over(self: &Arc<Self>, pool: &Pool) -> bool {
         {
             let slot = lock(&self.slot);
-            if slot.is_none() {
-                return;
+            let Some((parked, _)) = slot.as_ref() else { return false };
+            // A loop parked before the current generation was taken over already, by a thread start that
+            // failed: this is the retry.
+            if *parked == self.generation() {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                let until = match self.deadline.load(Ordering::SeqCst) {
+                    0 => u64::MAX,
+                    deadline => deadline.saturating_add(nanos(crate::event_loop::GRACE) + nanos(PAUSE)),
+                };
+                self.paused_until.fetch_max(until, Ordering::SeqCst);
+                log::info!(
+                    "{} port: a request holds the I/O thread; another thread serves the port, and requests go to \
+                     the workers until {} ms after it ends (or its deadline passes)",
+                    self.name,
+                    PAUSE.as_millis()
+                );
             }
-            self.holding.fetch_add(1, Ordering::SeqCst);
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            let until = deadline.map_or(u64::MAX, |d| {
-                self.now_ns().saturating_add(nanos(d + crate::event_loop::GRACE)).saturating_add(nanos(PAUSE))
-            });
-            self.paused_until.fetch_max(until, Ordering::SeqCst);
         }
         pool.wake_all();
-        log::info!(
-            "{} port: a request holds the I/O thread; another thread serves the port, and requests go to the \
-             workers until {} ms after it ends (or its deadline passes)",
-            self.name,
-            PAUSE.as_millis()
-        );
         let inline = Arc::clone(self);
         let started = std::thread::Builder::new().name(format!("{}-io", self.name)).spawn(move || {
-            // None when the held request ended first and its thread took the loop back.
-            let taken = lock(&inline.slot).take();
+            // Only a loop parked before the takeover: none when the held request ended first and its thread
+            // took the loop back (it cannot: the generation moved), or another thread took it.
+            let taken = {
+                let mut slot = lock(&inline.slot);
+                match slot.take() {
+                    Some((parked, event_loop)) if parked < inline.generation() => Some(event_loop),
+                    other => {
+                        *slot = other;
+                        None
+                    }
+                }
+            };
             if let Some(event_loop) = taken {
                 event_loop.run();
             }
         });
-        if let Err(e) = started {
-            log::error!("{} port: cannot start an I/O thread ({e}); the loop waits for the held request", self.name);
+        match started {
+            Ok(_) => true,
+            Err(e) => {
+                log::error!("{} port: cannot start an I/O thread ({e}); trying again", self.name);
+                false
+            }
         }
     }
 }

@@ -1,10 +1,11 @@
 //! `httpd`: the small HTTP/1.1 server behind both of a node's HTTP ports (management and app).
 //!
 //! One I/O thread per port runs a mio event loop: it accepts, reads and parses requests (`httparse`),
-//! enforces every limit and timeout, and writes answers; handlers run on a bounded worker pool
-//! ([`pool`]) and never on the I/O thread, except [`Handler::start`], which a handler may use to start a
-//! request that never waits (hand it to another thread) without a hand-off to a worker; a handler may also
-//! answer later from any thread ([`Job::defer`]). What this crate owns, and its invariants:
+//! enforces every limit and timeout, and writes answers; handlers run on a bounded worker pool (`pool`),
+//! or on a port with [`Config::inline`] on the I/O thread itself between its turns, with a watch thread that
+//! hands the loop to a new I/O thread when a request holds it (the `inline` module); [`Handler::start`] lets a handler
+//! start a request that never waits (hand it to another thread) on the I/O thread; a handler may also answer
+//! later from any thread ([`Job::defer`]). What this crate owns, and its invariants:
 //! - limits: head bytes and header count ([`Limits`]), body bytes per method and path
 //!   ([`Handler::body_limit`]), connections in total (capped below the process fd limit, see
 //!   [`fd_budget`]) and per client IP, body bytes held by the whole port at once
@@ -132,8 +133,9 @@ pub struct Config {
     /// Most handler threads.
     pub workers: usize,
     /// Handler threads kept while idle (`None`: all of `workers`, started at once). With a number, threads
-    /// start when a request finds none idle, up to `workers`, and those above the number end after
-    /// [`Config::worker_idle`] without a request: an idle port costs few threads, a busy one grows.
+    /// start when requests wait with every thread blocked (see the `pool` module), up to `workers`, and those above the
+    /// number end after [`Config::worker_idle`] without a request: an idle port costs few threads, a busy one
+    /// grows.
     pub workers_min: Option<usize>,
     /// How long a handler thread above `workers_min` waits for a request before it ends.
     pub worker_idle: Duration,

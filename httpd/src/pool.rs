@@ -31,8 +31,9 @@
 //!   worker;
 //! - a worker whose job went OVERDUE while running is abandoned: it leaves the live count, and a
 //!   replacement starts while at most `abandoned_max` threads are stuck; a stuck thread that comes back
-//!   serves again if the pool is short of workers, else exits. Threads never number more than
-//!   `workers + abandoned_max + 1`.
+//!   serves again if the pool is short of workers, else exits. Worker threads never number more than
+//!   `workers + abandoned_max + 1`; on an `inline` port, former I/O threads held in a request add to them
+//!   (see [`crate::inline`] for their bound).
 
 use crate::{Config, Handler, Request, Response};
 use std::collections::VecDeque;
@@ -449,10 +450,13 @@ impl Pool {
         let now = Instant::now();
         let mut queue = lock(&self.shared.queue);
         let grow = self.shared.starved(&mut queue, now);
-        let busy = queue.tasks.len() > queue.idle;
+        // A look is due when the pool could grow then: tasks wait with no idle thread, a place is free, and
+        // the oldest task, the last start and the last task to end are all GROW_AFTER old by then.
+        let busy = queue.tasks.len() > queue.idle && self.shared.could_grow();
+        let last_done = self.shared.epoch + Duration::from_nanos(self.shared.last_done.load(Ordering::Relaxed));
         let next = queue.tasks.front().filter(|_| busy).map(|oldest| {
-            let due = oldest.queued_at.max(queue.grew_at.unwrap_or(oldest.queued_at)) + GROW_AFTER;
-            due.saturating_duration_since(now).max(Duration::from_micros(100))
+            let latest = oldest.queued_at.max(queue.grew_at.unwrap_or(oldest.queued_at)).max(last_done);
+            (latest + GROW_AFTER).saturating_duration_since(now).max(Duration::from_micros(100))
         });
         drop(queue);
         if grow {
@@ -556,6 +560,12 @@ impl Shared {
         if sent.is_ok() && !self.rung.swap(true, Ordering::SeqCst) && self.waker.wake().is_err() {
             self.rung.store(false, Ordering::SeqCst);
         }
+    }
+
+    /// Whether [`Shared::reserve`] would take a place now.
+    fn could_grow(&self) -> bool {
+        let over = self.abandoned.load(Ordering::SeqCst).saturating_sub(self.abandoned_max);
+        self.live.load(Ordering::SeqCst) + over < self.workers_target && !self.stopping.load(Ordering::SeqCst)
     }
 
     /// Takes a place for one more live thread, when the pool may grow: fewer live threads than `workers`,
@@ -761,10 +771,11 @@ impl Pool {
     pub fn run_queued(&self, watch: &crate::inline::Inline, generation: u64) {
         let shared = &self.shared;
         watch.set_runner();
+        let started = Instant::now();
         let mut abandoned = Arc::new(AtomicBool::new(false));
-        while watch.generation() == generation {
+        while watch.generation() == generation && started.elapsed() < crate::inline::RUN_BUDGET {
             let Some(task) = lock(&shared.queue).tasks.pop_front() else { break };
-            watch.begin();
+            watch.begin(task.job.deadline());
             let ran = run_one(shared, task, &abandoned, true);
             watch.end();
             shared.task_done();
@@ -801,6 +812,25 @@ impl Pool {
     /// Hands an answer to the I/O thread (from a thread that is no longer it).
     pub fn deliver(&self, conn: usize, response: Response) {
         self.shared.deliver(conn, response);
+    }
+
+    /// Wakes sleeping workers for queued tasks the awake ones will not take (tasks queued for the I/O thread
+    /// on a turn that does not run them).
+    pub fn kick(&self) {
+        let mut queue = lock(&self.shared.queue);
+        let mut wakes = 0;
+        loop {
+            let awake = queue.idle.saturating_sub(queue.sleeping) + queue.waking;
+            if queue.tasks.len() <= awake || queue.sleeping <= queue.waking {
+                break;
+            }
+            queue.waking += 1;
+            wakes += 1;
+        }
+        drop(queue);
+        for _ in 0..wakes {
+            self.shared.ready.notify_one();
+        }
     }
 
     /// Wakes every sleeping worker: the I/O thread stopped running the queue itself.

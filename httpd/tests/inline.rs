@@ -145,3 +145,62 @@ fn an_answer_ready_before_a_request_holds_the_io_thread_is_not_held_back() {
         drop(blocking);
     }
 }
+
+#[test]
+fn a_pipelined_request_behind_a_takeover_is_served_by_a_worker() {
+    let mut config = inline();
+    config.workers = 4;
+    let (server, _) = start(config);
+    let addr = server.addr();
+    for _ in 0..5 {
+        // A's second request is found while A's first answer is written, after `/block` was taken over.
+        let mut a = connect(addr);
+        let mut blocking = connect(addr);
+        let started = Instant::now();
+        a.write_all(b"GET /a1 HTTP/1.1\r\nHost: a\r\n\r\nGET /a2 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        blocking.write_all(b"GET /block HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut a), (200, "GET /a1".to_owned()));
+        assert_eq!(read_response(&mut a), (200, "GET /a2".to_owned()));
+        assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+        assert_eq!(read_response(&mut blocking), (200, "block".to_owned()));
+    }
+}
+
+#[test]
+fn a_request_ending_after_its_deadline_under_load_leaves_one_loop() {
+    let mut config = inline();
+    config.workers = 8;
+    config.deadline = Some(Duration::from_millis(100));
+    let (server, handler) = start(config);
+    let addr = server.addr();
+    // `/slow` (300 ms) passes its deadline on the I/O thread and returns while quick requests keep the
+    // loop busy, parked and taken back by the thread that took it over.
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut stream = connect(addr);
+                let started = Instant::now();
+                let mut served = 0;
+                while started.elapsed() < Duration::from_millis(1500) {
+                    stream.write_all(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+                    assert_eq!(read_response(&mut stream).0, 200);
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        let answer = exchange(addr, b"GET /slow HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        assert_eq!(status(&answer), 504, "{answer}");
+    }
+    let served: usize = load.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(served > 100, "{served}");
+    // Every request was run once.
+    assert_eq!(handler.calls.load(std::sync::atomic::Ordering::SeqCst), served + 3);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(thread_of(addr), "test-io");
+    let started = Instant::now();
+    server.stop();
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

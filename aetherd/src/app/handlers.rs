@@ -1,8 +1,10 @@
-//! The app port's HTTP side: an [`httpd`] server whose worker threads run local slice calls
-//! themselves, under the server's per-request deadline.
+//! The app port's HTTP side: an [`httpd`] server whose I/O thread (and, for calls that hold it, its worker
+//! threads) run local slice calls themselves, under the server's per-request deadline.
 //!
-//! Each worker serves its request through the [`Dispatcher`]; a call to a slice on this node runs right
-//! there, on the worker thread, so a request costs no hand-off to another pool and back. A call that goes
+//! The port runs requests inline (`httpd::Config::inline`): after each turn its I/O thread serves the
+//! requests it read through the [`Dispatcher`], and a call to a slice on this node runs right there, so a
+//! request costs no hand-off at all; a call that holds the thread (1 ms in a kernel wait or computing) has the
+//! port taken over by a new I/O thread and requests go to the workers for a while (see `httpd`'s `inline`). A call that goes
 //! to another node is deferred ([`httpd::Job::defer`]): the worker sends it and serves the next request,
 //! and the node's event loop answers the client when the reply comes (or hands the request back to the
 //! pool to try another node), so a forwarded call holds no thread while it waits and its reply costs one
@@ -15,9 +17,9 @@
 //! - a request is answered exactly once: by its worker, by the thread its forwarded call's outcome arrives on
 //!   (the event loop), or by the server past the deadline, whose 504 names the slice the call was in
 //!   ([`JobWatch::arm`] notes it) and carries the request's `X-Request-Id`;
-//! - a request whose route goes to another node starts on the port's I/O thread ([`AppPort`]'s `start`),
-//!   where no slice ever runs and nothing waits: a local attempt there is skipped, a single-active slice
-//!   answered 503;
+//! - a request whose route goes to another node starts on the port's I/O thread ([`AppPort`]'s `start`,
+//!   before the turn's inline runs), where no slice runs and nothing waits: a local attempt there is
+//!   skipped, a single-active slice answered 503;
 //! - stuck threads are replaced only while at most `abandoned_max` ([`ABANDONED_MAX`] on the app port)
 //!   are alive; past it the port serves with fewer workers and the log says so; a stuck thread that
 //!   comes back serves again when the pool is short;
