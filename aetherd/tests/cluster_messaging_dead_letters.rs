@@ -98,6 +98,13 @@ fn a_failing_subscriber_dead_letters_replay_delivers_once_and_a_full_topic_answe
         let (status, answer, _) = publish(Via::Api(c.nodes[n % 3].management), "full", b"x", SETTLE);
         assert_eq!(status, 202, "message {n} of {TOPIC_BOUND}: {answer}");
     }
+    // The bound is checked against what the receiving node has applied: wait until it holds them all (the
+    // last went through another node, which answered once it had applied it).
+    let held = |node: usize| {
+        let topic = http(c.nodes[node].management, "GET", "/api/topics/full", b"").unwrap();
+        topic.status == 200 && topic.json()["messages"].as_u64() == Some(TOPIC_BOUND as u64)
+    };
+    assert!(wait_for(SETTLE, || held(0) && held(2)).is_ok(), "the full topic is not applied everywhere");
     let refused = http(c.nodes[0].management, "POST", "/api/topics/full/messages", b"x").unwrap();
     assert_eq!(refused.status, 429, "a full topic: {}", refused.text());
     let text = refused.text().to_lowercase();
