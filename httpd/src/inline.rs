@@ -30,7 +30,7 @@
 //! start's retries); the watch thread sleeps (parked) while no request runs inline.
 
 use crate::event_loop::{EventLoop, Shared};
-use crate::pool::Pool;
+use crate::pool::{lock, Pool};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,10 +68,6 @@ pub struct Inline {
     watch: Mutex<Option<std::thread::Thread>>,
     /// The kernel's id of the thread running requests inline (0: none yet).
     runner: AtomicI32,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Inline {
