@@ -20,9 +20,10 @@
 //! cores. The watch reads the state from `/proc/self/task/{tid}/stat` and `schedstat`, only for a request
 //! already past [`TAKE_OVER_AFTER`]; where they cannot be read, every such request holds the thread.
 //!
-//! The slot is tagged with the generation the loop was parked at, and a takeover moves the generation on: the
-//! thread that parked the loop takes it back only if no takeover came, and the thread a takeover starts takes
-//! only a loop parked before it. A former I/O thread never touches the loop again.
+//! The slot is tagged with the generation the loop was parked at, and a takeover moves the generation on: the thread
+//! that parked the loop takes it back when it is still there (always without a takeover; after one, while the new
+//! thread has not taken it), and the thread a takeover starts takes only a loop parked before it. A former I/O thread
+//! never touches the loop again.
 //!
 //! Invariants: the loop is run by one thread at a time; every queued request is run once, by the I/O thread
 //! or by a worker, and a request queued for the I/O thread on a turn it does not run them wakes a worker; no
@@ -190,9 +191,9 @@ impl Inline {
         while !shared.loop_done() {
             let since = self.since.load(Ordering::SeqCst);
             if since == 0 {
-                quiet += 1;
+                quiet = quiet.saturating_add(1);
+                // (Kept past the bound while quiet: after a park times out, the watch parks again at once.)
                 if quiet >= QUIET_CHECKS {
-                    quiet = 0;
                     self.parked.store(true, Ordering::SeqCst);
                     if self.since.load(Ordering::SeqCst) == 0 && !shared.loop_done() {
                         std::thread::park_timeout(Duration::from_secs(1));

@@ -1,17 +1,16 @@
 //! The app port's HTTP side: an [`httpd`] server whose I/O thread (and, for calls that hold it, its worker
 //! threads) run local slice calls themselves, under the server's per-request deadline.
 //!
-//! The port runs requests inline (`httpd::Config::inline`): after each turn its I/O thread serves the
-//! requests it read through the [`Dispatcher`], and a call to a slice on this node runs right there, so a
-//! request costs no hand-off at all; a call that holds the thread (1 ms in a kernel wait or computing) has the
-//! port taken over by a new I/O thread and requests go to the workers for a while (see `httpd`'s `inline`). A call that goes
-//! to another node is deferred ([`httpd::Job::defer`]): the worker sends it and serves the next request,
-//! and the node's event loop answers the client when the reply comes (or hands the request back to the
-//! pool to try another node), so a forwarded call holds no thread while it waits and its reply costs one
-//! wake-up (the I/O thread's) instead of two. A slice that
-//! never returns must still get its caller a 504 and must not take the port down with it: every request
-//! has a deadline (the call deadline plus [`DEADLINE_MARGIN`]), and the server's watchdog answers 504 for
-//! a request past it, abandons the stuck worker and starts a replacement (see `httpd`'s pool).
+//! The port runs requests inline (`httpd::Config::inline`): after each turn its I/O thread serves the requests it read
+//! through the [`Dispatcher`], and a call to a slice on this node runs right there, so a request costs no hand-off at
+//! all; a call that holds the thread (1 ms in a kernel wait, about 2 ms computing) has the port taken over by a new I/O
+//! thread and requests go to the workers for a while (see `httpd`'s `inline`). A call that goes to another node is
+//! deferred ([`httpd::Job::defer`]): the I/O thread starts it (the handler's `start`) and serves the next request, and
+//! the node's event loop answers the client when the reply comes (or hands the request back to the pool to try another
+//! node), so a forwarded call holds no thread while it waits and its reply costs one wake-up (the I/O thread's) instead
+//! of two. A slice that never returns must still get its caller a 504 and must not take the port down with it: every
+//! request has a deadline (the call deadline plus [`DEADLINE_MARGIN`]), and the server's watchdog answers 504 for a
+//! request past it, abandons the stuck worker and starts a replacement (see `httpd`'s pool).
 //!
 //! Invariants (kept by `httpd`, relied on here):
 //! - a request is answered exactly once: by its worker, by the thread its forwarded call's outcome arrives on
