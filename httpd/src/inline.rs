@@ -22,8 +22,7 @@
 //!
 //! The slot is tagged with the generation the loop was parked at, and a takeover moves the generation on: the thread
 //! that parked the loop takes it back when it is still there (always without a takeover; after one, while the new
-//! thread has not taken it), and the thread a takeover starts takes only a loop parked before it. A former I/O thread
-//! never touches the loop again.
+//! thread has not taken it), and the thread a takeover starts takes only a loop parked before it.
 //!
 //! Invariants: the loop is run by one thread at a time; every queued request is run once, by the I/O thread
 //! or by a worker, and a request queued for the I/O thread on a turn it does not run them wakes a worker; no
